@@ -1,0 +1,10 @@
+/* cli.h - the subcommands of the whisker program. Each takes the arguments after
+ * its own name and returns the process exit code: 0 success, 1 failure, 2 usage. */
+#ifndef WK_CLI_H
+#define WK_CLI_H
+
+enum { WK_EXIT_OK = 0, WK_EXIT_FAIL = 1, WK_EXIT_USAGE = 2 };
+
+int wk_cmd_system(int argc, char **argv);
+
+#endif

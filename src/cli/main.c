@@ -1,0 +1,54 @@
+/* main.c - the whisker program: global options and subcommand dispatch. Results
+ * go to stdout, logs and errors to stderr. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "whisker.h"
+
+typedef struct {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);
+} wk_command;
+
+static const wk_command wk_commands[] = {
+    {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},
+};
+
+enum { WK_N_COMMANDS = sizeof wk_commands / sizeof wk_commands[0] };
+
+static void wk_usage(FILE *f) {
+  fprintf(f,
+          "usage: whisker [--version] [--help] COMMAND [ARGS]\n"
+          "\n"
+          "whisker trains and runs convolutional image classifiers.\n"
+          "\n"
+          "commands:\n");
+  for (int i = 0; i < WK_N_COMMANDS; i++)
+    fprintf(f, "  %-10s %s\n", wk_commands[i].name, wk_commands[i].summary);
+  fprintf(f,
+          "\n"
+          "'whisker COMMAND --help' describes a command.\n"
+          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    wk_usage(stderr);
+    return WK_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    wk_usage(stdout);
+    return WK_EXIT_OK;
+  }
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    printf("whisker %s\n", wk_version());
+    return WK_EXIT_OK;
+  }
+  for (int i = 0; i < WK_N_COMMANDS; i++)
+    if (!strcmp(cmd, wk_commands[i].name)) return wk_commands[i].run(argc - 2, argv + 2);
+  fprintf(stderr, "whisker: '%s' is not a whisker command; see 'whisker --help'\n", cmd);
+  return WK_EXIT_USAGE;
+}

@@ -1,0 +1,74 @@
+/* context.c - creation of the execution context. */
+#include "core/context.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops/dnnl_util.h"
+
+wk_status wk_impl_parse(const char *name, wk_impl *out) {
+  if (!strcmp(name, "ref")) *out = WK_IMPL_REF;
+  else if (!strcmp(name, "cpu")) *out = WK_IMPL_CPU;
+  else if (!strcmp(name, "cuda")) *out = WK_IMPL_CUDA;
+  else return wk_fail(WK_ERR_INVALID_ARG, "unknown implementation '%s' (ref, cpu or cuda)", name);
+  return WK_OK;
+}
+
+const char *wk_impl_name(wk_impl impl) {
+  switch (impl) {
+    case WK_IMPL_REF: return "ref";
+    case WK_IMPL_CPU: return "cpu";
+    case WK_IMPL_CUDA: return "cuda";
+  }
+  return "?";
+}
+
+static wk_status wk_threads_from_env(int *n) {
+  const char *s = getenv("WHISKER_THREADS");
+  if (s && *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 1 || v > 1024)
+      return wk_fail(WK_ERR_INVALID_ARG, "WHISKER_THREADS='%s': expected 1..1024", s);
+    *n = (int)v;
+    return WK_OK;
+  }
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  *n = cores > 0 ? (int)cores : 1;
+  return WK_OK;
+}
+
+wk_status wk_ctx_create(wk_ctx **out, int n_threads) {
+  *out = NULL;
+  if (n_threads <= 0) WK_TRY(wk_threads_from_env(&n_threads));
+  wk_impl impl = WK_IMPL_CPU;
+  const char *env_impl = getenv("WHISKER_IMPL");
+  if (env_impl && *env_impl) {
+    wk_status s = wk_impl_parse(env_impl, &impl);
+    if (s != WK_OK) return wk_fail(s, "WHISKER_IMPL: %s", wk_last_error());
+  }
+  wk_ctx *ctx = calloc(1, sizeof *ctx);
+  if (!ctx) return wk_fail(WK_ERR_NOMEM, "context: out of memory");
+  ctx->impl = impl;
+  ctx->n_threads = n_threads;
+  wk_status s = wk_pool_create(&ctx->pool, n_threads);
+  if (s == WK_OK) s = wk_dnnl_create(&ctx->dnnl);
+  if (s != WK_OK) {
+    wk_ctx_destroy(ctx);
+    return s;
+  }
+  omp_set_num_threads(n_threads);
+  *out = ctx;
+  return WK_OK;
+}
+
+void wk_ctx_destroy(wk_ctx *ctx) {
+  if (!ctx) return;
+  wk_dnnl_destroy(ctx->dnnl);
+  wk_pool_destroy(ctx->pool);
+  free(ctx);
+}

@@ -1,0 +1,43 @@
+/* context.h - the execution context every op receives.
+ *
+ * A context owns the thread pool, the oneDNN engine and stream, and the choice of
+ * implementation. There is no global state: two contexts can coexist (e.g. one
+ * forcing the reference and one using the fast path, as the op tests do).
+ *
+ * Environment: WHISKER_IMPL=ref|cpu forces an implementation; WHISKER_THREADS=N
+ * sets the default thread count (else every online core). */
+#ifndef WK_CONTEXT_H
+#define WK_CONTEXT_H
+
+#include <stdbool.h>
+
+#include "core/status.h"
+#include "core/threadpool.h"
+
+typedef enum wk_impl {
+  WK_IMPL_REF = 0,  /* plain loops: the oracle */
+  WK_IMPL_CPU,      /* CPU fast path: oneDNN and threaded loops, falls back to ref */
+  WK_IMPL_CUDA,     /* GPU backend */
+} wk_impl;
+
+typedef struct wk_dnnl wk_dnnl; /* oneDNN engine/stream, see ops/dnnl_util.h */
+
+typedef struct wk_ctx {
+  wk_impl impl;
+  int n_threads;
+  wk_pool *pool;
+  wk_dnnl *dnnl;
+} wk_ctx;
+
+/* n_threads <= 0 means WHISKER_THREADS, else every online core. The
+ * implementation is WK_IMPL_CPU unless WHISKER_IMPL says otherwise. Note that
+ * oneDNN runs on OpenMP, whose thread count is process-wide: the last context
+ * created sets it. */
+wk_status wk_ctx_create(wk_ctx **out, int n_threads);
+void wk_ctx_destroy(wk_ctx *ctx);
+
+/* Parses "ref", "cpu" or "cuda". */
+wk_status wk_impl_parse(const char *name, wk_impl *out);
+const char *wk_impl_name(wk_impl impl);
+
+#endif

@@ -1,0 +1,125 @@
+/* batchnorm_dnnl.c - batch normalisation through oneDNN. The data is described
+ * as (M, C, 1, 1) in `nhwc` layout: NHWC activations flattened over N, H and W,
+ * which is exactly how batch norm treats them. (A 2-D `nc` description selects
+ * oneDNN's slow generic kernel; this one selects the jit kernel.) */
+#include <stdlib.h>
+
+#include "ops/dnnl_util.h"
+#include "ops/fast.h"
+
+static dnnl_status_t wk_bn_mds(int64_t m, int64_t c, dnnl_memory_desc_t *data,
+                               dnnl_memory_desc_t *chan) {
+  const dnnl_dims_t dd = {m, c, 1, 1}, cd = {c};
+  dnnl_status_t s = dnnl_memory_desc_init_by_tag(data, 4, dd, dnnl_f32, dnnl_nhwc);
+  if (s != dnnl_success) return s;
+  return dnnl_memory_desc_init_by_tag(chan, 1, cd, dnnl_f32, dnnl_a);
+}
+
+/* Runs a primitive over pairs (arg kind, data pointer); every memory is either
+ * the data or the per-channel descriptor. */
+static wk_status wk_bn_exec(wk_dnnl *d, dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *data,
+                            const dnnl_memory_desc_t *chan, int n, const int *kinds,
+                            const bool *is_data, const void *const *ptrs) {
+  wk_status st = WK_OK;
+  dnnl_primitive_t prim = NULL;
+  dnnl_memory_t mem[10] = {0};
+  dnnl_exec_arg_t args[10];
+  WK_ASSERT(n <= 10);
+  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
+  for (int i = 0; i < n; i++) {
+    WK_DNNL_CHECK(wk_dnnl_memory(&mem[i], is_data[i] ? data : chan, d->engine, ptrs[i]));
+    args[i] = (dnnl_exec_arg_t){kinds[i], mem[i]};
+  }
+  WK_DNNL_CHECK(dnnl_primitive_execute(prim, d->stream, n, args));
+  WK_DNNL_CHECK(dnnl_stream_wait(d->stream));
+done:
+  for (int i = 0; i < n; i++)
+    if (mem[i]) dnnl_memory_destroy(mem[i]);
+  if (prim) dnnl_primitive_destroy(prim);
+  return st;
+}
+
+static dnnl_status_t wk_bn_fwd_pd(wk_dnnl *d, const dnnl_memory_desc_t *data, float eps,
+                                  bool global_stats, dnnl_primitive_desc_t *pd) {
+  dnnl_batch_normalization_desc_t bd;
+  unsigned flags = dnnl_use_scale | dnnl_use_shift | (global_stats ? dnnl_use_global_stats : 0u);
+  dnnl_status_t s = dnnl_batch_normalization_forward_desc_init(
+      &bd, global_stats ? dnnl_forward_inference : dnnl_forward_training, data, eps, flags);
+  if (s != dnnl_success) return s;
+  return dnnl_primitive_desc_create(pd, &bd, NULL, d->engine, NULL);
+}
+
+wk_status wk_batchnorm_forward_train_dnnl(wk_ctx *ctx, int64_t m, int64_t c, float eps,
+                                          const float *x, const float *gamma, const float *beta,
+                                          float *mean_out, float *var_out, float *y) {
+  wk_status st = WK_OK;
+  dnnl_memory_desc_t data, chan;
+  dnnl_primitive_desc_t pd = NULL;
+  WK_DNNL_CHECK(wk_bn_mds(m, c, &data, &chan));
+  WK_DNNL_CHECK(wk_bn_fwd_pd(ctx->dnnl, &data, eps, false, &pd));
+  {
+    const int kinds[6] = {DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST,
+                          DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+    const bool is_data[6] = {true, false, false, true, false, false};
+    const void *ptrs[6] = {x, gamma, beta, y, mean_out, var_out};
+    st = wk_bn_exec(ctx->dnnl, pd, &data, &chan, 6, kinds, is_data, ptrs);
+  }
+done:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return st;
+}
+
+wk_status wk_batchnorm_forward_infer_dnnl(wk_ctx *ctx, int64_t m, int64_t c, float eps,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *mean, const float *var, float *y) {
+  wk_status st = WK_OK;
+  dnnl_memory_desc_t data, chan;
+  dnnl_primitive_desc_t pd = NULL;
+  WK_DNNL_CHECK(wk_bn_mds(m, c, &data, &chan));
+  WK_DNNL_CHECK(wk_bn_fwd_pd(ctx->dnnl, &data, eps, true, &pd));
+  {
+    const int kinds[6] = {DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN,
+                          DNNL_ARG_VARIANCE, DNNL_ARG_DST};
+    const bool is_data[6] = {true, false, false, false, false, true};
+    const void *ptrs[6] = {x, gamma, beta, mean, var, y};
+    st = wk_bn_exec(ctx->dnnl, pd, &data, &chan, 6, kinds, is_data, ptrs);
+  }
+done:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return st;
+}
+
+wk_status wk_batchnorm_backward_dnnl(wk_ctx *ctx, int64_t m, int64_t c, float eps,
+                                     bool frozen_stats, const float *x, const float *gamma,
+                                     const float *mean, const float *var, const float *dy,
+                                     float *dx, float *dgamma, float *dbeta) {
+  wk_status st = WK_OK;
+  dnnl_memory_desc_t data, chan;
+  dnnl_primitive_desc_t fwd = NULL, pd = NULL;
+  dnnl_batch_normalization_desc_t bd;
+  /* tmp holds the shift oneDNN insists on (unused by the gradients: zeros), and
+   * stands in for outputs the caller does not want. */
+  float *tmp = calloc((size_t)c * 3 + (dx ? 0 : (size_t)(m * c)), sizeof *tmp);
+  if (!tmp) return wk_fail(WK_ERR_NOMEM, "batchnorm backward: out of memory");
+  float *shift = tmp, *dg = dgamma ? dgamma : tmp + c, *db = dbeta ? dbeta : tmp + 2 * c;
+  float *dxp = dx ? dx : tmp + 3 * c;
+  unsigned flags = dnnl_use_scale | dnnl_use_shift | (frozen_stats ? dnnl_use_global_stats : 0u);
+  WK_DNNL_CHECK(wk_bn_mds(m, c, &data, &chan));
+  WK_DNNL_CHECK(wk_bn_fwd_pd(ctx->dnnl, &data, eps, frozen_stats, &fwd));
+  WK_DNNL_CHECK(dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &data, &data, eps,
+                                                            flags));
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&pd, &bd, NULL, ctx->dnnl->engine, fwd));
+  {
+    const int kinds[9] = {DNNL_ARG_SRC,       DNNL_ARG_MEAN,       DNNL_ARG_VARIANCE,
+                          DNNL_ARG_DIFF_DST,  DNNL_ARG_SCALE,      DNNL_ARG_SHIFT,
+                          DNNL_ARG_DIFF_SRC,  DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT};
+    const bool is_data[9] = {true, false, false, true, false, false, true, false, false};
+    const void *ptrs[9] = {x, mean, var, dy, gamma, shift, dxp, dg, db};
+    st = wk_bn_exec(ctx->dnnl, pd, &data, &chan, 9, kinds, is_data, ptrs);
+  }
+done:
+  free(tmp);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (fwd) dnnl_primitive_desc_destroy(fwd);
+  return st;
+}

@@ -1,0 +1,72 @@
+/* dnnl_util.c - engine and stream lifetime, error text, reorders. */
+#include "ops/dnnl_util.h"
+
+#include <oneapi/dnnl/dnnl_debug.h>
+#include <stdlib.h>
+
+wk_status wk_dnnl_error(dnnl_status_t st, const char *call, const char *file, int line) {
+  return wk_fail(WK_ERR_BACKEND, "oneDNN: %s failed (%s) at %s:%d", call, dnnl_status2str(st), file,
+                 line);
+}
+
+wk_status wk_dnnl_create(wk_dnnl **out) {
+  wk_status st = WK_OK;
+  *out = NULL;
+  wk_dnnl *d = calloc(1, sizeof *d);
+  if (!d) return wk_fail(WK_ERR_NOMEM, "oneDNN context: out of memory");
+  WK_DNNL_CHECK(dnnl_engine_create(&d->engine, dnnl_cpu, 0));
+  WK_DNNL_CHECK(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
+  *out = d;
+  return WK_OK;
+done:
+  wk_dnnl_destroy(d);
+  return st;
+}
+
+void wk_dnnl_destroy(wk_dnnl *d) {
+  if (!d) return;
+  if (d->stream) dnnl_stream_destroy(d->stream);
+  if (d->engine) dnnl_engine_destroy(d->engine);
+  free(d);
+}
+
+dnnl_status_t wk_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md, dnnl_engine_t eng,
+                             const void *data) {
+  /* oneDNN takes a non-const handle; inputs are only read. */
+  return dnnl_memory_create(mem, md, eng, data ? (void *)(uintptr_t)data : DNNL_MEMORY_NONE);
+}
+
+wk_status wk_dnnl_reorder(wk_dnnl *d, const dnnl_memory_desc_t *src_md, const void *src,
+                          const dnnl_memory_desc_t *dst_md, void *dst) {
+  wk_status st = WK_OK;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t prim = NULL;
+  dnnl_memory_t ms = NULL, md = NULL;
+  WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, NULL));
+  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
+  WK_DNNL_CHECK(wk_dnnl_memory(&ms, src_md, d->engine, src));
+  WK_DNNL_CHECK(wk_dnnl_memory(&md, dst_md, d->engine, dst));
+  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+  WK_DNNL_CHECK(dnnl_primitive_execute(prim, d->stream, 2, args));
+  WK_DNNL_CHECK(dnnl_stream_wait(d->stream));
+done:
+  if (ms) dnnl_memory_destroy(ms);
+  if (md) dnnl_memory_destroy(md);
+  if (prim) dnnl_primitive_destroy(prim);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return st;
+}
+
+const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd) {
+  const char *name = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name)
+    return "?";
+  return name;
+}
+
+wk_status wk_dnnl_buffer(size_t bytes, void **out) {
+  size_t rounded = (bytes + 63) & ~(size_t)63;
+  *out = aligned_alloc(64, rounded ? rounded : 64);
+  if (!*out) return wk_fail(WK_ERR_NOMEM, "oneDNN: cannot allocate %zu bytes", bytes);
+  return WK_OK;
+}

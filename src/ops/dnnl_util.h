@@ -1,0 +1,46 @@
+/* dnnl_util.h - the oneDNN engine/stream owned by a context, checked calls, and
+ * small helpers shared by the oneDNN fast paths (conv2d_dnnl.c, batchnorm_dnnl.c). */
+#ifndef WK_OPS_DNNL_UTIL_H
+#define WK_OPS_DNNL_UTIL_H
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "core/context.h"
+#include "core/status.h"
+
+struct wk_dnnl {
+  dnnl_engine_t engine;
+  dnnl_stream_t stream;
+};
+
+wk_status wk_dnnl_create(wk_dnnl **out);
+void wk_dnnl_destroy(wk_dnnl *d);
+
+/* Records a failed oneDNN call (statement, file, line, oneDNN's own message). */
+wk_status wk_dnnl_error(dnnl_status_t st, const char *call, const char *file, int line);
+
+/* In a function with a `wk_status st` and a `done:` cleanup label. */
+#define WK_DNNL_CHECK(call)                                                   \
+  do {                                                                        \
+    dnnl_status_t wk_dnnl_st_ = (call);                                       \
+    if (wk_dnnl_st_ != dnnl_success) {                                        \
+      st = wk_dnnl_error(wk_dnnl_st_, #call, __FILE__, __LINE__);             \
+      goto done;                                                              \
+    }                                                                         \
+  } while (0)
+
+/* A memory object over caller-owned data (NULL data: none attached). */
+dnnl_status_t wk_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md, dnnl_engine_t eng,
+                             const void *data);
+
+/* Copies between two layouts of the same logical tensor and waits. */
+wk_status wk_dnnl_reorder(wk_dnnl *d, const dnnl_memory_desc_t *src_md, const void *src,
+                          const dnnl_memory_desc_t *dst_md, void *dst);
+
+/* The implementation oneDNN picked for a primitive descriptor, e.g. "brg:avx512_core". */
+const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd);
+
+/* A 64-byte aligned buffer of `bytes` (never NULL on success). */
+wk_status wk_dnnl_buffer(size_t bytes, void **out);
+
+#endif

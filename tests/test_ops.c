@@ -1,0 +1,596 @@
+/* test_ops.c - every op case on every available implementation against the
+ * reference (ggml test-backend-ops style), plus known values for the reference
+ * itself and the error paths.
+ *
+ * Error measure: max |impl - ref| / max |ref| over the whole output (wkt_rel_err).
+ * Tolerances, and why:
+ *   conv2d, linear, batchnorm  1e-5: oneDNN accumulates in float (with a
+ *       different summation order), the reference in double; over the <= ~600-term
+ *       sums here float rounding stays well below 1e-5 of the largest output.
+ *   average pooling           1e-6: same kernel, float result of a double sum.
+ *   everything else           exact: the fast path runs the reference kernel on
+ *       independent slices, so any difference at all is a bug. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/ref.h"
+#include "test_util.h"
+
+/* The implementations compared with the reference. The CUDA backend adds itself
+ * here once its ops exist (its own suite, tests/test_gpu_ops.c, runs on a GPU). */
+static const wk_impl wk_test_impls[] = {WK_IMPL_CPU};
+enum { WK_N_TEST_IMPLS = sizeof wk_test_impls / sizeof wk_test_impls[0] };
+
+static wk_tensor rand_tensor(int ndim, const int64_t *shape, uint64_t seed, float lo, float hi) {
+  wk_tensor t = wkt_tensor(WK_F32, ndim, shape);
+  wkt_fill_f32(t.data, wk_tensor_numel(&t), seed, lo, hi);
+  return t;
+}
+
+static wk_tensor zeros_like(const wk_tensor *t) { return wkt_tensor(t->dtype, t->ndim, t->shape); }
+
+static void expect_close(const char *what, const char *case_name, wk_impl impl,
+                         const wk_tensor *got, const wk_tensor *ref, double tol) {
+  double err = wkt_rel_err(got->data, ref->data, wk_tensor_numel(ref), 1e-6);
+  ck_assert_msg(err <= tol, "%s [%s] on %s: relative error %.3g > %.3g", what, case_name,
+                wk_impl_name(impl), err, tol);
+}
+
+static void expect_ok(wk_status s, const char *what) {
+  ck_assert_msg(s == WK_OK, "%s: %s (%s)", what, wk_status_name(s), wk_last_error());
+}
+
+/* ------------------------------------------------------------------ conv2d */
+
+typedef struct {
+  const char *name;
+  int64_t n, h, w, c, o, kh, kw;
+  wk_conv2d_params p;
+  bool bias;
+} conv_case;
+
+#define P(sh, sw, pt, pl, pb, pr, dh, dw, g) \
+  {.stride_h = sh, .stride_w = sw, .pad_top = pt, .pad_left = pl, .pad_bottom = pb, \
+   .pad_right = pr, .dilation_h = dh, .dilation_w = dw, .groups = g}
+
+static const conv_case conv_cases[] = {
+    {"1x1", 2, 5, 5, 8, 16, 1, 1, P(1, 1, 0, 0, 0, 0, 1, 1, 1), false},
+    {"3x3 pad 1 bias", 2, 7, 7, 3, 5, 3, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 1), true},
+    {"3x3 stride 2 odd", 1, 9, 11, 6, 10, 3, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 1), false},
+    {"grouped 3", 2, 6, 6, 12, 9, 3, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 3), true},
+    {"depthwise", 2, 8, 8, 17, 17, 3, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 17), false},
+    {"depthwise stride 2", 1, 9, 9, 32, 32, 3, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 32), true},
+    {"depthwise multiplier 2", 2, 5, 5, 4, 8, 3, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 4), false},
+    {"dilation 2", 2, 9, 9, 4, 6, 3, 3, P(1, 1, 2, 2, 2, 2, 2, 2, 1), false},
+    {"dilation 2x3 stride 2", 1, 11, 13, 5, 7, 3, 3, P(2, 2, 2, 3, 2, 3, 2, 3, 1), true},
+    {"asymmetric padding", 1, 6, 7, 3, 4, 3, 3, P(1, 1, 0, 1, 2, 1, 1, 1, 1), false},
+    {"7x7 stride 2 stem", 1, 23, 23, 3, 8, 7, 7, P(2, 2, 3, 3, 3, 3, 1, 1, 1), false},
+    {"batch 1 odd channels", 1, 4, 4, 33, 65, 3, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 1), true},
+    {"3x5 kernel stride 1x2", 3, 7, 9, 5, 3, 3, 5, P(1, 2, 1, 2, 1, 2, 1, 1, 1), false},
+    {"1x1 stride 2 downsample", 2, 7, 7, 16, 24, 1, 1, P(2, 2, 0, 0, 0, 0, 1, 1, 1), false},
+    {"no padding 1x1 output", 2, 3, 3, 7, 5, 3, 3, P(1, 1, 0, 0, 0, 0, 1, 1, 1), true},
+};
+
+START_TEST(test_conv2d_vs_ref) {
+  const conv_case *cc = &conv_cases[_i];
+  wk_conv2d_geom g;
+  expect_ok(wk_conv2d_geom_make(&cc->p, cc->n, cc->h, cc->w, cc->c, cc->o, cc->kh, cc->kw, &g),
+            cc->name);
+  const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ws[4] = {g.o, g.kh, g.kw, g.c / g.groups};
+  const int64_t ys[4] = {g.n, g.oh, g.ow, g.o};
+  wk_tensor x = rand_tensor(4, xs, 1 + (uint64_t)_i, -1, 1);
+  wk_tensor w = rand_tensor(4, ws, 100 + (uint64_t)_i, -1, 1);
+  wk_tensor b = rand_tensor(1, &g.o, 200 + (uint64_t)_i, -1, 1);
+  wk_tensor dy = rand_tensor(4, ys, 300 + (uint64_t)_i, -1, 1);
+  wk_tensor *bp = cc->bias ? &b : NULL;
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1);
+  wk_tensor y0 = wkt_tensor(WK_F32, 4, ys), dx0 = zeros_like(&x), dw0 = zeros_like(&w),
+            db0 = zeros_like(&b);
+  expect_ok(wk_conv2d_forward(ref, &cc->p, &x, &w, bp, &y0), "ref forward");
+  expect_ok(wk_conv2d_backward(ref, &cc->p, &x, &w, &dy, &dx0, &dw0, cc->bias ? &db0 : NULL),
+            "ref backward");
+  for (int k = 0; k < WK_N_TEST_IMPLS; k++) {
+    wk_ctx *ctx = wkt_ctx(wk_test_impls[k], 2);
+    wk_tensor y1 = wkt_tensor(WK_F32, 4, ys), dx1 = zeros_like(&x), dw1 = zeros_like(&w),
+              db1 = zeros_like(&b);
+    expect_ok(wk_conv2d_forward(ctx, &cc->p, &x, &w, bp, &y1), "forward");
+    expect_close("conv2d forward", cc->name, ctx->impl, &y1, &y0, 1e-5);
+    /* all gradients at once, then each alone (the fast path has separate routes) */
+    expect_ok(wk_conv2d_backward(ctx, &cc->p, &x, &w, &dy, &dx1, &dw1, cc->bias ? &db1 : NULL),
+              "backward");
+    expect_close("conv2d backward data", cc->name, ctx->impl, &dx1, &dx0, 1e-5);
+    expect_close("conv2d backward weights", cc->name, ctx->impl, &dw1, &dw0, 1e-5);
+    if (cc->bias) expect_close("conv2d backward bias", cc->name, ctx->impl, &db1, &db0, 1e-5);
+    memset(dx1.data, 0, wk_tensor_nbytes(&dx1));
+    expect_ok(wk_conv2d_backward(ctx, &cc->p, &x, &w, &dy, &dx1, NULL, NULL), "backward dx only");
+    expect_close("conv2d backward data only", cc->name, ctx->impl, &dx1, &dx0, 1e-5);
+    memset(dw1.data, 0, wk_tensor_nbytes(&dw1));
+    expect_ok(wk_conv2d_backward(ctx, &cc->p, &x, &w, &dy, NULL, &dw1, NULL), "backward dw only");
+    expect_close("conv2d backward weights only", cc->name, ctx->impl, &dw1, &dw0, 1e-5);
+    if (cc->bias) {
+      memset(db1.data, 0, wk_tensor_nbytes(&db1));
+      expect_ok(wk_conv2d_backward(ctx, &cc->p, &x, &w, &dy, NULL, NULL, &db1), "backward db only");
+      expect_close("conv2d backward bias only", cc->name, ctx->impl, &db1, &db0, 1e-5);
+    }
+    wk_tensor_free(&y1), wk_tensor_free(&dx1), wk_tensor_free(&dw1), wk_tensor_free(&db1);
+    wk_ctx_destroy(ctx);
+  }
+  wk_tensor_free(&y0), wk_tensor_free(&dx0), wk_tensor_free(&dw0), wk_tensor_free(&db0);
+  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b), wk_tensor_free(&dy);
+  wk_ctx_destroy(ref);
+}
+END_TEST
+
+/* The reference itself on numbers worked out by hand: a 3x3 image 1..9, a 2x2
+ * kernel of ones, stride 1, no padding: each output is the sum of a 2x2 block. */
+START_TEST(test_conv2d_known_values) {
+  float xd[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, wd[4] = {1, 1, 1, 1}, bd[1] = {0.5f}, yd[4];
+  const int64_t xs[4] = {1, 3, 3, 1}, ws[4] = {1, 2, 2, 1}, ys[4] = {1, 2, 2, 1}, bs = 1;
+  wk_tensor x = wk_tensor_view(xd, WK_F32, 4, xs), w = wk_tensor_view(wd, WK_F32, 4, ws);
+  wk_tensor b = wk_tensor_view(bd, WK_F32, 1, &bs), y = wk_tensor_view(yd, WK_F32, 4, ys);
+  const float want[4] = {12.5f, 16.5f, 24.5f, 28.5f};
+  for (int impl = WK_IMPL_REF; impl <= WK_IMPL_CPU; impl++) {
+    wk_ctx *ctx = wkt_ctx((wk_impl)impl, 1);
+    wk_conv2d_params p = wk_conv2d_params_make(1, 0, 1);
+    expect_ok(wk_conv2d_forward(ctx, &p, &x, &w, &b, &y), "forward");
+    for (int i = 0; i < 4; i++)
+      ck_assert_msg(yd[i] == want[i], "%s: y[%d] = %g, want %g", wk_impl_name(ctx->impl), i,
+                    (double)yd[i], (double)want[i]);
+    wk_ctx_destroy(ctx);
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------------ batchnorm */
+
+typedef struct {
+  const char *name;
+  int ndim;
+  int64_t shape[4];
+} bn_case;
+
+static const bn_case bn_cases[] = {
+    {"nhwc small", 4, {2, 3, 3, 5}},
+    {"2-d (N,C)", 2, {4, 7}},
+    {"odd spatial 16 channels", 4, {1, 5, 7, 16}},
+    {"one channel", 4, {3, 4, 4, 1}},
+    {"many channels", 4, {2, 2, 3, 67}},
+};
+
+START_TEST(test_batchnorm_vs_ref) {
+  const bn_case *bc = &bn_cases[_i];
+  const int64_t c = bc->shape[bc->ndim - 1];
+  wk_batchnorm_params p = {.eps = 1e-5f, .momentum = 0.1f};
+  wk_tensor x = rand_tensor(bc->ndim, bc->shape, 11 + (uint64_t)_i, -2, 3);
+  wk_tensor dy = rand_tensor(bc->ndim, bc->shape, 12 + (uint64_t)_i, -1, 1);
+  wk_tensor gamma = rand_tensor(1, &c, 13, 0.5f, 1.5f), beta = rand_tensor(1, &c, 14, -0.5f, 0.5f);
+  wk_tensor rm_init = rand_tensor(1, &c, 15, -0.1f, 0.1f), rv_init = rand_tensor(1, &c, 16, 0.5f, 2);
+  struct bn_out { wk_tensor y, rm, rv, sm, si, yi, dx, dg, db, dxf, dgf, dbf; } out[2];
+  wk_ctx *ctxs[2] = {wkt_ctx(WK_IMPL_REF, 1), NULL};
+  for (int k = 0; k < WK_N_TEST_IMPLS; k++) {
+    ctxs[1] = wkt_ctx(wk_test_impls[k], 2);
+    for (int j = 0; j < 2; j++) {
+      if (k > 0 && j == 0) continue; /* the reference is computed once */
+      struct bn_out *o = &out[j];
+      o->y = zeros_like(&x), o->yi = zeros_like(&x), o->dx = zeros_like(&x), o->dxf = zeros_like(&x);
+      o->rm = zeros_like(&rm_init), o->rv = zeros_like(&rv_init);
+      memcpy(o->rm.data, rm_init.data, wk_tensor_nbytes(&rm_init));
+      memcpy(o->rv.data, rv_init.data, wk_tensor_nbytes(&rv_init));
+      o->sm = zeros_like(&gamma), o->si = zeros_like(&gamma), o->dg = zeros_like(&gamma);
+      o->db = zeros_like(&gamma), o->dgf = zeros_like(&gamma), o->dbf = zeros_like(&gamma);
+      wk_ctx *ctx = ctxs[j];
+      expect_ok(wk_batchnorm_forward_train(ctx, &p, &x, &gamma, &beta, &o->rm, &o->rv, &o->sm,
+                                           &o->si, &o->y), "forward train");
+      expect_ok(wk_batchnorm_forward_infer(ctx, &p, &x, &gamma, &beta, &rm_init, &rv_init, &o->yi),
+                "forward infer");
+      expect_ok(wk_batchnorm_backward(ctx, &p, false, &x, &gamma, &o->sm, &o->si, &dy, &o->dx,
+                                      &o->dg, &o->db), "backward");
+      /* frozen: running statistics as constants, invstd from the running variance */
+      wk_tensor is = zeros_like(&rv_init);
+      for (int64_t ch = 0; ch < c; ch++)
+        ((float *)is.data)[ch] = (float)(1.0 / sqrt((double)((float *)rv_init.data)[ch] + 1e-5));
+      expect_ok(wk_batchnorm_backward(ctx, &p, true, &x, &gamma, &rm_init, &is, &dy, &o->dxf,
+                                      &o->dgf, &o->dbf), "backward frozen");
+      wk_tensor_free(&is);
+    }
+    const char *n = bc->name;
+    wk_impl im = ctxs[1]->impl;
+    expect_close("batchnorm train output", n, im, &out[1].y, &out[0].y, 1e-5);
+    expect_close("batchnorm running mean", n, im, &out[1].rm, &out[0].rm, 1e-5);
+    expect_close("batchnorm running var", n, im, &out[1].rv, &out[0].rv, 1e-5);
+    expect_close("batchnorm saved mean", n, im, &out[1].sm, &out[0].sm, 1e-5);
+    expect_close("batchnorm saved invstd", n, im, &out[1].si, &out[0].si, 1e-5);
+    expect_close("batchnorm infer output", n, im, &out[1].yi, &out[0].yi, 1e-5);
+    expect_close("batchnorm dx", n, im, &out[1].dx, &out[0].dx, 1e-5);
+    expect_close("batchnorm dgamma", n, im, &out[1].dg, &out[0].dg, 1e-5);
+    expect_close("batchnorm dbeta", n, im, &out[1].db, &out[0].db, 1e-5);
+    expect_close("batchnorm frozen dx", n, im, &out[1].dxf, &out[0].dxf, 1e-5);
+    expect_close("batchnorm frozen dgamma", n, im, &out[1].dgf, &out[0].dgf, 1e-5);
+    expect_close("batchnorm frozen dbeta", n, im, &out[1].dbf, &out[0].dbf, 1e-5);
+    wk_tensor *all = &out[1].y;
+    for (int t = 0; t < 12; t++) wk_tensor_free(&all[t]);
+    wk_ctx_destroy(ctxs[1]);
+  }
+  wk_tensor *all = &out[0].y;
+  for (int t = 0; t < 12; t++) wk_tensor_free(&all[t]);
+  wk_ctx_destroy(ctxs[0]);
+  wk_tensor_free(&x), wk_tensor_free(&dy), wk_tensor_free(&gamma), wk_tensor_free(&beta);
+  wk_tensor_free(&rm_init), wk_tensor_free(&rv_init);
+}
+END_TEST
+
+/* Normalised output has zero mean and unit (biased) variance per channel. */
+START_TEST(test_batchnorm_normalises) {
+  const int64_t shape[4] = {4, 3, 3, 6}, c = 6;
+  wk_tensor x = rand_tensor(4, shape, 3, -5, 9), y = zeros_like(&x);
+  wk_tensor gamma = wkt_tensor(WK_F32, 1, &c);
+  wk_tensor beta = zeros_like(&gamma), rm = zeros_like(&gamma), rv = zeros_like(&gamma);
+  wk_tensor sm = zeros_like(&gamma), si = zeros_like(&gamma);
+  for (int i = 0; i < c; i++) ((float *)gamma.data)[i] = 1.0f, ((float *)rv.data)[i] = 1.0f;
+  for (int impl = WK_IMPL_REF; impl <= WK_IMPL_CPU; impl++) {
+    wk_ctx *ctx = wkt_ctx((wk_impl)impl, 2);
+    wk_batchnorm_params p = {.eps = 1e-5f, .momentum = 0.1f};
+    expect_ok(wk_batchnorm_forward_train(ctx, &p, &x, &gamma, &beta, &rm, &rv, &sm, &si, &y), "bn");
+    const float *yd = y.data;
+    for (int ch = 0; ch < c; ch++) {
+      double s = 0, s2 = 0;
+      for (int r = 0; r < 36; r++) s += yd[r * c + ch], s2 += (double)yd[r * c + ch] * yd[r * c + ch];
+      ck_assert_msg(fabs(s / 36) < 1e-5 && fabs(s2 / 36 - 1) < 1e-3,
+                    "%s channel %d: mean %g, variance %g", wk_impl_name(ctx->impl), ch, s / 36,
+                    s2 / 36);
+    }
+    wk_ctx_destroy(ctx);
+  }
+  wk_tensor *ts[7] = {&x, &y, &gamma, &beta, &rm, &rv, &sm};
+  for (int i = 0; i < 7; i++) wk_tensor_free(ts[i]);
+  wk_tensor_free(&si);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ elementwise */
+
+static const int64_t elt_sizes[] = {1, 7, 1000, 100003};
+
+START_TEST(test_activations_vs_ref) {
+  const int64_t n = elt_sizes[_i % 4];
+  const wk_act act = _i < 4 ? WK_ACT_RELU : WK_ACT_RELU6;
+  wk_tensor x = rand_tensor(1, &n, 21 + (uint64_t)_i, -8, 8), dy = rand_tensor(1, &n, 22, -1, 1);
+  wk_tensor y0 = zeros_like(&x), dx0 = zeros_like(&x), y1 = zeros_like(&x), dx1 = zeros_like(&x);
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1);
+  expect_ok(wk_act_forward(ref, act, &x, &y0), "ref forward");
+  expect_ok(wk_act_backward(ref, act, &x, &dy, &dx0), "ref backward");
+  const float *xd = x.data, *yd = y0.data, *dyd = dy.data, *dxd = dx0.data;
+  for (int64_t i = 0; i < n; i++) { /* the definition, checked on the reference */
+    float want = xd[i] < 0 ? 0 : (act == WK_ACT_RELU6 && xd[i] > 6 ? 6 : xd[i]);
+    ck_assert_float_eq(yd[i], want);
+    bool pass = xd[i] > 0 && (act == WK_ACT_RELU || xd[i] < 6);
+    ck_assert_float_eq(dxd[i], pass ? dyd[i] : 0.0f);
+  }
+  for (int k = 0; k < WK_N_TEST_IMPLS; k++) {
+    wk_ctx *ctx = wkt_ctx(wk_test_impls[k], 2);
+    expect_ok(wk_act_forward(ctx, act, &x, &y1), "forward");
+    expect_ok(wk_act_backward(ctx, act, &x, &dy, &dx1), "backward");
+    expect_close("activation forward", act ? "relu6" : "relu", ctx->impl, &y1, &y0, 0);
+    expect_close("activation backward", act ? "relu6" : "relu", ctx->impl, &dx1, &dx0, 0);
+    /* in place */
+    memcpy(y1.data, x.data, wk_tensor_nbytes(&x));
+    expect_ok(wk_act_forward(ctx, act, &y1, &y1), "in-place forward");
+    expect_close("activation in place", act ? "relu6" : "relu", ctx->impl, &y1, &y0, 0);
+    wk_ctx_destroy(ctx);
+  }
+  wk_ctx_destroy(ref);
+  wk_tensor *ts[6] = {&x, &dy, &y0, &dx0, &y1, &dx1};
+  for (int i = 0; i < 6; i++) wk_tensor_free(ts[i]);
+}
+END_TEST
+
+START_TEST(test_add_vs_ref) {
+  const int64_t n = elt_sizes[_i];
+  wk_tensor a = rand_tensor(1, &n, 31, -1, 1), b = rand_tensor(1, &n, 32, -1, 1);
+  wk_tensor y0 = zeros_like(&a), y1 = zeros_like(&a), da = zeros_like(&a), db = zeros_like(&a);
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1);
+  expect_ok(wk_add_forward(ref, &a, &b, &y0), "ref add");
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_float_eq(((float *)y0.data)[i], ((float *)a.data)[i] + ((float *)b.data)[i]);
+  for (int k = 0; k < WK_N_TEST_IMPLS; k++) {
+    wk_ctx *ctx = wkt_ctx(wk_test_impls[k], 2);
+    expect_ok(wk_add_forward(ctx, &a, &b, &y1), "add");
+    expect_close("add forward", "", ctx->impl, &y1, &y0, 0);
+    expect_ok(wk_add_backward(ctx, &a, &da, &db), "add backward");
+    expect_close("add backward a", "", ctx->impl, &da, &a, 0);
+    expect_close("add backward b", "", ctx->impl, &db, &a, 0);
+    wk_ctx_destroy(ctx);
+  }
+  wk_ctx_destroy(ref);
+  wk_tensor *ts[6] = {&a, &b, &y0, &y1, &da, &db};
+  for (int i = 0; i < 6; i++) wk_tensor_free(ts[i]);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ pooling */
+
+typedef struct {
+  const char *name;
+  int64_t n, h, w, c;
+  wk_pool2d_params p;
+} pool_case;
+
+#define PP(kh, kw, sh, sw, pt, pl, pb, pr, inc) \
+  {.kernel_h = kh, .kernel_w = kw, .stride_h = sh, .stride_w = sw, .pad_top = pt, \
+   .pad_left = pl, .pad_bottom = pb, .pad_right = pr, .count_include_pad = inc}
+
+static const pool_case pool_cases[] = {
+    {"3x3 s2 p1 (resnet stem)", 2, 9, 9, 5, PP(3, 3, 2, 2, 1, 1, 1, 1, true)},
+    {"2x2 s2", 3, 8, 6, 3, PP(2, 2, 2, 2, 0, 0, 0, 0, true)},
+    {"3x3 s1 p1 odd", 1, 7, 5, 17, PP(3, 3, 1, 1, 1, 1, 1, 1, true)},
+    {"3x3 s1 p1 exclude pad", 1, 7, 5, 17, PP(3, 3, 1, 1, 1, 1, 1, 1, false)},
+    {"2x3 s1x2 asym", 2, 5, 9, 4, PP(2, 3, 1, 2, 0, 1, 1, 0, true)},
+    {"window = input", 2, 4, 4, 6, PP(4, 4, 1, 1, 0, 0, 0, 0, true)},
+    {"batch 1 many channels", 1, 6, 6, 130, PP(3, 3, 2, 2, 1, 1, 1, 1, false)},
+};
+
+START_TEST(test_pooling_vs_ref) {
+  const pool_case *pc = &pool_cases[_i];
+  wk_pool2d_geom g;
+  expect_ok(wk_pool2d_geom_make(&pc->p, pc->n, pc->h, pc->w, pc->c, &g), pc->name);
+  const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ys[4] = {g.n, g.oh, g.ow, g.c};
+  wk_tensor x = rand_tensor(4, xs, 41 + (uint64_t)_i, -3, 3), dy = rand_tensor(4, ys, 42, -1, 1);
+  wk_tensor r[5], o[5]; /* max y, argmax, max dx, avg y, avg dx */
+  wk_ctx *ctxs[2] = {wkt_ctx(WK_IMPL_REF, 1), wkt_ctx(wk_test_impls[0], 2)};
+  for (int j = 0; j < 2; j++) {
+    wk_tensor *t = j ? o : r;
+    t[0] = wkt_tensor(WK_F32, 4, ys), t[1] = wkt_tensor(WK_I32, 4, ys), t[2] = zeros_like(&x);
+    t[3] = wkt_tensor(WK_F32, 4, ys), t[4] = zeros_like(&x);
+    expect_ok(wk_maxpool2d_forward(ctxs[j], &pc->p, &x, &t[0], &t[1]), "max forward");
+    expect_ok(wk_maxpool2d_backward(ctxs[j], &pc->p, &t[1], &dy, &t[2]), "max backward");
+    expect_ok(wk_avgpool2d_forward(ctxs[j], &pc->p, &x, &t[3]), "avg forward");
+    expect_ok(wk_avgpool2d_backward(ctxs[j], &pc->p, &dy, &t[4]), "avg backward");
+  }
+  /* the reference's max really is the window maximum and argmax points at it */
+  const float *xd = x.data, *yd = r[0].data;
+  const int32_t *am = r[1].data;
+  for (int64_t i = 0; i < wk_tensor_numel(&r[0]); i++) {
+    int64_t n = i / (g.oh * g.ow * g.c), c = i % g.c;
+    ck_assert_float_eq(yd[i], xd[(n * g.h * g.w + am[i]) * g.c + c]);
+  }
+  wk_impl im = ctxs[1]->impl;
+  expect_close("max pool forward", pc->name, im, &o[0], &r[0], 0);
+  ck_assert_msg(!memcmp(o[1].data, r[1].data, wk_tensor_nbytes(&r[1])), "argmax differs [%s]", pc->name);
+  expect_close("max pool backward", pc->name, im, &o[2], &r[2], 0);
+  expect_close("avg pool forward", pc->name, im, &o[3], &r[3], 1e-6);
+  expect_close("avg pool backward", pc->name, im, &o[4], &r[4], 1e-6);
+  for (int k = 0; k < 5; k++) wk_tensor_free(&r[k]), wk_tensor_free(&o[k]);
+  wk_ctx_destroy(ctxs[0]), wk_ctx_destroy(ctxs[1]);
+  wk_tensor_free(&x), wk_tensor_free(&dy);
+}
+END_TEST
+
+/* Average pooling by hand: 2x2 ones-and-threes, with and without counting pad. */
+START_TEST(test_avgpool_known_values) {
+  float xd[4] = {1, 3, 3, 1}, yd[4];
+  const int64_t xs[4] = {1, 2, 2, 1}, ys[4] = {1, 2, 2, 1};
+  wk_tensor x = wk_tensor_view(xd, WK_F32, 4, xs), y = wk_tensor_view(yd, WK_F32, 4, ys);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_REF, 1);
+  wk_pool2d_params p = PP(2, 2, 1, 1, 1, 1, 0, 0, true); /* pad top/left only */
+  expect_ok(wk_avgpool2d_forward(ctx, &p, &x, &y), "avg");
+  /* windows: {pad,pad,pad,1} {pad,pad,1,3} {pad,1,pad,3} {1,3,3,1} */
+  ck_assert_float_eq(yd[0], 0.25f); ck_assert_float_eq(yd[1], 1.0f);
+  ck_assert_float_eq(yd[2], 1.0f); ck_assert_float_eq(yd[3], 2.0f);
+  p.count_include_pad = false;
+  expect_ok(wk_avgpool2d_forward(ctx, &p, &x, &y), "avg");
+  ck_assert_float_eq(yd[0], 1.0f); ck_assert_float_eq(yd[1], 2.0f);
+  ck_assert_float_eq(yd[2], 2.0f); ck_assert_float_eq(yd[3], 2.0f);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_global_avgpool_vs_ref) {
+  const int64_t shapes[3][4] = {{1, 1, 1, 3}, {2, 7, 7, 512}, {5, 3, 5, 9}};
+  const int64_t *xs = shapes[_i], vs[2] = {xs[0], xs[3]};
+  wk_tensor x = rand_tensor(4, xs, 51, -2, 2), dy = rand_tensor(2, vs, 52, -1, 1);
+  wk_tensor y0 = wkt_tensor(WK_F32, 2, vs), y1 = wkt_tensor(WK_F32, 2, vs);
+  wk_tensor dx0 = zeros_like(&x), dx1 = zeros_like(&x);
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1), *ctx = wkt_ctx(wk_test_impls[0], 2);
+  expect_ok(wk_global_avgpool_forward(ref, &x, &y0), "ref"), expect_ok(wk_global_avgpool_forward(ctx, &x, &y1), "fast");
+  expect_ok(wk_global_avgpool_backward(ref, &dy, &dx0), "ref"), expect_ok(wk_global_avgpool_backward(ctx, &dy, &dx1), "fast");
+  double s = 0; /* channel 0 of image 0 by hand */
+  for (int64_t p = 0; p < xs[1] * xs[2]; p++) s += ((float *)x.data)[p * xs[3]];
+  ck_assert_double_le(fabs(((float *)y0.data)[0] - s / (double)(xs[1] * xs[2])), 1e-6);
+  expect_close("global avg pool forward", "", ctx->impl, &y1, &y0, 0);
+  expect_close("global avg pool backward", "", ctx->impl, &dx1, &dx0, 0);
+  wk_ctx_destroy(ref), wk_ctx_destroy(ctx);
+  wk_tensor *ts[6] = {&x, &dy, &y0, &y1, &dx0, &dx1};
+  for (int i = 0; i < 6; i++) wk_tensor_free(ts[i]);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ linear */
+
+START_TEST(test_linear_vs_ref) {
+  const int64_t cases[5][3] = {{1, 1, 1}, {7, 13, 5}, {32, 512, 10}, {3, 100, 1000}, {17, 9, 33}};
+  const int64_t n = cases[_i][0], in = cases[_i][1], out = cases[_i][2];
+  const int64_t xs[2] = {n, in}, ws[2] = {out, in}, ys[2] = {n, out};
+  wk_tensor x = rand_tensor(2, xs, 61, -1, 1), w = rand_tensor(2, ws, 62, -1, 1);
+  wk_tensor b = rand_tensor(1, &out, 63, -1, 1), dy = rand_tensor(2, ys, 64, -1, 1);
+  wk_tensor r[4] = {wkt_tensor(WK_F32, 2, ys), zeros_like(&x), zeros_like(&w), zeros_like(&b)};
+  wk_tensor o[4] = {wkt_tensor(WK_F32, 2, ys), zeros_like(&x), zeros_like(&w), zeros_like(&b)};
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1), *ctx = wkt_ctx(wk_test_impls[0], 2);
+  expect_ok(wk_linear_forward(ref, &x, &w, &b, &r[0]), "ref");
+  expect_ok(wk_linear_backward(ref, &x, &w, &dy, &r[1], &r[2], &r[3]), "ref");
+  expect_ok(wk_linear_forward(ctx, &x, &w, &b, &o[0]), "fast");
+  expect_ok(wk_linear_backward(ctx, &x, &w, &dy, &o[1], &o[2], &o[3]), "fast");
+  const char *names[4] = {"linear forward", "linear dx", "linear dw", "linear db"};
+  for (int k = 0; k < 4; k++) expect_close(names[k], "", ctx->impl, &o[k], &r[k], 1e-5);
+  wk_ctx_destroy(ref), wk_ctx_destroy(ctx);
+  for (int k = 0; k < 4; k++) wk_tensor_free(&r[k]), wk_tensor_free(&o[k]);
+  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b), wk_tensor_free(&dy);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ dropout */
+
+START_TEST(test_dropout) {
+  const int64_t n = 200003;
+  wk_tensor x = rand_tensor(1, &n, 71, 0.5f, 1.5f);
+  wk_tensor y[3] = {zeros_like(&x), zeros_like(&x), zeros_like(&x)}, dx = zeros_like(&x);
+  wk_dropout_params p = {.p = 0.3f, .seed = 1234, .stream = 7};
+  wk_ctx *ctxs[3] = {wkt_ctx(WK_IMPL_REF, 1), wkt_ctx(WK_IMPL_CPU, 1), wkt_ctx(WK_IMPL_CPU, 2)};
+  for (int j = 0; j < 3; j++) expect_ok(wk_dropout_forward(ctxs[j], &p, &x, &y[j]), "dropout");
+  /* bit-identical for any implementation and thread count */
+  expect_close("dropout 1 thread", "", WK_IMPL_CPU, &y[1], &y[0], 0);
+  expect_close("dropout 2 threads", "", WK_IMPL_CPU, &y[2], &y[0], 0);
+  int64_t dropped = 0;
+  const float *xd = x.data, *yd = y[0].data;
+  for (int64_t i = 0; i < n; i++) {
+    if (yd[i] == 0.0f) dropped++;
+    else ck_assert_float_eq_tol(yd[i], xd[i] / 0.7f, 1e-6f);
+  }
+  /* 0.3 n expected; 5 binomial standard deviations is ~0.005 n */
+  ck_assert_msg(fabs((double)dropped / (double)n - 0.3) < 0.005, "dropped %lld of %lld",
+                (long long)dropped, (long long)n);
+  /* backward applies the same mask */
+  expect_ok(wk_dropout_backward(ctxs[2], &p, &x, &dx), "dropout backward");
+  expect_close("dropout backward", "", WK_IMPL_CPU, &dx, &y[0], 0);
+  /* another stream gives another mask */
+  p.stream = 8;
+  expect_ok(wk_dropout_forward(ctxs[2], &p, &x, &y[1]), "dropout");
+  ck_assert_msg(memcmp(y[1].data, y[0].data, wk_tensor_nbytes(&x)) != 0, "streams 7 and 8 agree");
+  for (int j = 0; j < 3; j++) wk_ctx_destroy(ctxs[j]), wk_tensor_free(&y[j]);
+  wk_tensor_free(&x), wk_tensor_free(&dx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ softmax cross-entropy */
+
+START_TEST(test_softmax_xent_vs_ref) {
+  const int64_t cases[4][2] = {{1, 2}, {7, 5}, {64, 1000}, {3, 1}};
+  const int64_t n = cases[_i][0], k = cases[_i][1], ls[2] = {n, k};
+  wk_tensor logits = rand_tensor(2, ls, 81, -4, 4), labels = wkt_tensor(WK_I32, 1, &n);
+  for (int64_t i = 0; i < n; i++) ((int32_t *)labels.data)[i] = (int32_t)((i * 7 + 3) % k);
+  for (int s = 0; s < 2; s++) {
+    wk_xent_params p = {.label_smoothing = s ? 0.1f : 0.0f};
+    wk_tensor pr0 = zeros_like(&logits), pr1 = zeros_like(&logits);
+    wk_tensor g0 = zeros_like(&logits), g1 = zeros_like(&logits);
+    float l0, l1;
+    wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1), *ctx = wkt_ctx(wk_test_impls[0], 2);
+    expect_ok(wk_softmax_xent_forward(ref, &p, &logits, &labels, &pr0, &l0), "ref");
+    expect_ok(wk_softmax_xent_forward(ctx, &p, &logits, &labels, &pr1, &l1), "fast");
+    expect_ok(wk_softmax_xent_backward(ref, &p, &pr0, &labels, 1.0f, &g0), "ref");
+    expect_ok(wk_softmax_xent_backward(ctx, &p, &pr1, &labels, 1.0f, &g1), "fast");
+    ck_assert_float_eq(l0, l1);
+    expect_close("softmax", "", ctx->impl, &pr1, &pr0, 0);
+    expect_close("xent gradient", "", ctx->impl, &g1, &g0, 0);
+    /* the definition, on row 0: -sum_j q_j log p_j */
+    const float *pd = pr0.data;
+    double row = 0, psum = 0;
+    for (int64_t j = 0; j < k; j++) {
+      double q = (j == ((int32_t *)labels.data)[0] ? 1.0 - p.label_smoothing : 0.0) +
+                 p.label_smoothing / (double)k;
+      row -= q * log((double)pd[j]);
+      psum += pd[j];
+    }
+    ck_assert_double_le(fabs(psum - 1.0), 1e-5);
+    if (n == 1) ck_assert_double_le(fabs(row - (double)l0), 1e-5 * fabs(row) + 1e-6);
+    wk_ctx_destroy(ref), wk_ctx_destroy(ctx);
+    wk_tensor_free(&pr0), wk_tensor_free(&pr1), wk_tensor_free(&g0), wk_tensor_free(&g1);
+  }
+  wk_tensor_free(&logits), wk_tensor_free(&labels);
+}
+END_TEST
+
+START_TEST(test_softmax_xent_large_logits) {
+  float ld[3] = {1000.0f, -1000.0f, 999.0f}, pd[3];
+  int32_t lab[1] = {2};
+  const int64_t ls[2] = {1, 3}, n = 1;
+  wk_tensor logits = wk_tensor_view(ld, WK_F32, 2, ls), probs = wk_tensor_view(pd, WK_F32, 2, ls);
+  wk_tensor labels = wk_tensor_view(lab, WK_I32, 1, &n);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_xent_params p = {0};
+  float loss;
+  expect_ok(wk_softmax_xent_forward(ctx, &p, &logits, &labels, &probs, &loss), "xent");
+  /* log(1 + e^-1) + 1 = 1.3132617 */
+  ck_assert_float_eq_tol(loss, 1.3132617f, 1e-5f);
+  ck_assert(isfinite(pd[1]) && pd[1] == 0.0f);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ bad input */
+
+START_TEST(test_errors_name_the_problem) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  const int64_t xs[4] = {1, 5, 5, 4}, ws_bad[4] = {8, 3, 3, 3}, ys[4] = {1, 5, 5, 8};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), w = wkt_tensor(WK_F32, 4, ws_bad), y = wkt_tensor(WK_F32, 4, ys);
+  wk_conv2d_params p = wk_conv2d_params_make(1, 1, 1);
+  ck_assert_int_eq(wk_conv2d_forward(ctx, &p, &x, &w, NULL, &y), WK_ERR_SHAPE);
+  ck_assert_msg(strstr(wk_last_error(), "conv2d weights") != NULL, "message: %s", wk_last_error());
+  p.groups = 3; /* does not divide 4 channels */
+  ck_assert_int_eq(wk_conv2d_forward(ctx, &p, &x, &w, NULL, &y), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "groups") != NULL, "message: %s", wk_last_error());
+  p = wk_conv2d_params_make(0, 1, 1);
+  ck_assert_int_eq(wk_conv2d_forward(ctx, &p, &x, &w, NULL, &y), WK_ERR_INVALID_ARG);
+  /* kernel larger than the padded input */
+  const int64_t big[4] = {8, 9, 9, 4};
+  wk_tensor wb = wkt_tensor(WK_F32, 4, big);
+  p = wk_conv2d_params_make(1, 1, 1);
+  ck_assert_int_eq(wk_conv2d_forward(ctx, &p, &x, &wb, NULL, &y), WK_ERR_SHAPE);
+  /* labels out of range */
+  const int64_t ls[2] = {2, 3}, n = 2;
+  wk_tensor logits = wkt_tensor(WK_F32, 2, ls), labels = wkt_tensor(WK_I32, 1, &n);
+  ((int32_t *)labels.data)[1] = 3;
+  wk_xent_params xp = {0};
+  float loss;
+  ck_assert_int_eq(wk_softmax_xent_forward(ctx, &xp, &logits, &labels, NULL, &loss), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "label 3 of sample 1") != NULL, "message: %s", wk_last_error());
+  /* dtype mismatch */
+  wk_tensor xi = wkt_tensor(WK_I32, 4, xs), yi = wkt_tensor(WK_F32, 4, xs);
+  ck_assert_int_eq(wk_act_forward(ctx, WK_ACT_RELU, &xi, &yi), WK_ERR_SHAPE);
+  ck_assert_msg(strstr(wk_last_error(), "dtype i32") != NULL, "message: %s", wk_last_error());
+  /* pooling padding over half the kernel */
+  wk_pool2d_params pp = wk_pool2d_params_make(2, 1, 2);
+  ck_assert_int_eq(wk_maxpool2d_forward(ctx, &pp, &x, &y, NULL), WK_ERR_INVALID_ARG);
+  /* batchnorm training on a single value per channel */
+  const int64_t one[2] = {1, 4}, c4 = 4;
+  wk_tensor x1 = wkt_tensor(WK_F32, 2, one), v[6];
+  for (int i = 0; i < 6; i++) v[i] = wkt_tensor(WK_F32, 1, &c4);
+  wk_batchnorm_params bp = {.eps = 1e-5f, .momentum = 0.1f};
+  ck_assert_int_eq(wk_batchnorm_forward_train(ctx, &bp, &x1, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &x1),
+                   WK_ERR_SHAPE);
+  for (int i = 0; i < 6; i++) wk_tensor_free(&v[i]);
+  wk_tensor *ts[9] = {&x, &w, &y, &wb, &logits, &labels, &xi, &yi, &x1};
+  for (int i = 0; i < 9; i++) wk_tensor_free(ts[i]);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+static Suite *ops_suite(void) {
+  Suite *s = suite_create("ops");
+  TCase *tc = tcase_create("vs_ref");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, test_conv2d_vs_ref, 0, sizeof conv_cases / sizeof conv_cases[0]);
+  tcase_add_test(tc, test_conv2d_known_values);
+  tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
+  tcase_add_test(tc, test_batchnorm_normalises);
+  tcase_add_loop_test(tc, test_activations_vs_ref, 0, 8);
+  tcase_add_loop_test(tc, test_add_vs_ref, 0, 4);
+  tcase_add_loop_test(tc, test_pooling_vs_ref, 0, sizeof pool_cases / sizeof pool_cases[0]);
+  tcase_add_test(tc, test_avgpool_known_values);
+  tcase_add_loop_test(tc, test_global_avgpool_vs_ref, 0, 3);
+  tcase_add_loop_test(tc, test_linear_vs_ref, 0, 5);
+  tcase_add_test(tc, test_dropout);
+  tcase_add_loop_test(tc, test_softmax_xent_vs_ref, 0, 4);
+  tcase_add_test(tc, test_softmax_xent_large_logits);
+  tcase_add_test(tc, test_errors_name_the_problem);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(ops_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

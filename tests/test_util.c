@@ -1,0 +1,51 @@
+/* test_util.c - helpers shared by the Check suites. */
+#include "test_util.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+
+wk_ctx *wkt_ctx(wk_impl impl, int n_threads) {
+  wk_ctx *ctx = NULL;
+  wk_status s = wk_ctx_create(&ctx, n_threads);
+  ck_assert_msg(s == WK_OK, "wk_ctx_create: %s", wk_last_error());
+  ctx->impl = impl;
+  return ctx;
+}
+
+void wkt_fill_f32(float *p, int64_t n, uint64_t seed, float lo, float hi) {
+  wk_rng r = wk_rng_make(seed, 0x7e57);
+  for (int64_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * wk_rng_uniform(&r);
+}
+
+void wkt_fill_f64(double *p, int64_t n, uint64_t seed, double lo, double hi) {
+  wk_rng r = wk_rng_make(seed, 0x7e57);
+  for (int64_t i = 0; i < n; i++) {
+    /* 53 random bits */
+    uint64_t bits = ((uint64_t)wk_rng_u32(&r) << 21) ^ (uint64_t)wk_rng_u32(&r);
+    p[i] = lo + (hi - lo) * ((double)(bits & ((1ull << 53) - 1)) / 9007199254740992.0);
+  }
+}
+
+double wkt_rel_err(const float *a, const float *ref, int64_t n, double floor) {
+  double max_diff = 0.0, max_ref = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)ref[i]);
+    if (isnan(a[i]) != isnan(ref[i])) return INFINITY;
+    if (d > max_diff) max_diff = d;
+    if (fabs((double)ref[i]) > max_ref) max_ref = fabs((double)ref[i]);
+  }
+  return max_diff / (max_ref > floor ? max_ref : floor);
+}
+
+wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape) {
+  wk_tensor t;
+  wk_status s = wk_tensor_alloc(&t, dtype, ndim, shape);
+  ck_assert_msg(s == WK_OK, "wk_tensor_alloc: %s", wk_last_error());
+  return t;
+}
+
+const char *wkt_source_dir(void) {
+  const char *d = getenv("WHISKER_SOURCE_DIR");
+  return d && *d ? d : ".";
+}

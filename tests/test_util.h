@@ -1,0 +1,28 @@
+/* test_util.h - helpers shared by the Check suites: contexts, deterministic
+ * random fills, error measures. */
+#ifndef WK_TEST_UTIL_H
+#define WK_TEST_UTIL_H
+
+#include <stdint.h>
+
+#include "whisker.h"
+
+/* A context with the given implementation and thread count; aborts the test on
+ * failure. Free with wk_ctx_destroy. */
+wk_ctx *wkt_ctx(wk_impl impl, int n_threads);
+
+/* Uniform values in [lo, hi) from the counter-based RNG, a function of seed only. */
+void wkt_fill_f32(float *p, int64_t n, uint64_t seed, float lo, float hi);
+void wkt_fill_f64(double *p, int64_t n, uint64_t seed, double lo, double hi);
+
+/* Normalised error: max |a - ref| / max(max |ref|, floor). The floor keeps an
+ * all-zero reference from dividing by zero; 1e-6 unless the caller knows more. */
+double wkt_rel_err(const float *a, const float *ref, int64_t n, double floor);
+
+/* Allocates a tensor or fails the test. */
+wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape);
+
+/* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
+const char *wkt_source_dir(void);
+
+#endif
