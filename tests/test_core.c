@@ -152,6 +152,8 @@ START_TEST(test_ctx_from_environment) {
   ck_assert_int_eq(wk_ctx_create(&ctx, 0), WK_ERR_INVALID_ARG);
   ck_assert_ptr_null(ctx);
   ck_assert_msg(strstr(wk_last_error(), "WHISKER_IMPL") != NULL, "%s", wk_last_error());
+  setenv("WHISKER_IMPL", "cuda", 1);
+  ck_assert_int_eq(wk_ctx_create(&ctx, 0), WK_ERR_UNSUPPORTED);
   unsetenv("WHISKER_IMPL");
   setenv("WHISKER_THREADS", "lots", 1);
   ck_assert_int_eq(wk_ctx_create(&ctx, 0), WK_ERR_INVALID_ARG);

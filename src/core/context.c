@@ -50,6 +50,10 @@ wk_status wk_ctx_create(wk_ctx **out, int n_threads) {
   if (env_impl && *env_impl) {
     wk_status s = wk_impl_parse(env_impl, &impl);
     if (s != WK_OK) return wk_fail(s, "WHISKER_IMPL: %s", wk_last_error());
+    /* No op dispatches to the GPU yet: refuse rather than run the CPU quietly. */
+    if (impl == WK_IMPL_CUDA)
+      return wk_fail(WK_ERR_UNSUPPORTED, "WHISKER_IMPL=cuda: the ops have no CUDA route in this "
+                     "version (only ref and cpu)");
   }
   wk_ctx *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return wk_fail(WK_ERR_NOMEM, "context: out of memory");

@@ -1,0 +1,100 @@
+/* cuda_backend.h - internal glue of the CUDA backend: checked foreign calls and
+ * device buffers. Only backend glue (src/cuda/, the CUDA paths of src/ops/) and
+ * GPU tests include this; everything else uses cuda/cuda.h.
+ *
+ * Every CUDA, cuDNN, cuBLAS and NCCL call goes through one of the WK_*_TRY
+ * macros. On failure the macro records, with wk_fail(), the statement text, file,
+ * line and the foreign library's own error name and string, and returns
+ * WK_ERR_BACKEND from the enclosing function (which must return wk_status).
+ *
+ * WK_CUDA_TRY also consumes the failed call's entry in the runtime's per-thread
+ * "last error" (cudaGetLastError()), so a later kernel launcher, which reports
+ * cudaGetLastError(), does not report an error that was already returned here.
+ * Sticky errors (a kernel fault) cannot be consumed; every later call keeps
+ * reporting them, which is what we want. */
+#ifndef WK_CUDA_BACKEND_H
+#define WK_CUDA_BACKEND_H
+
+#include <stddef.h>
+
+/* cuDNN's and NCCL's headers reach us through -I, not -isystem, when they live
+ * outside the toolkit's include folder (CMake passes them as plain include
+ * directories); our warning flags then apply to them, and nccl.h declares
+ * `ncclGroupStart()` without `void`. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#endif
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+#include <nccl.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+#include "core/status.h"
+#include "cuda/cuda.h"
+
+#define WK_CUDA_TRY(call)                                                                    \
+  do {                                                                                       \
+    const cudaError_t wk_cuda_e_ = (cudaError_t)(call);                                      \
+    if (wk_cuda_e_ != cudaSuccess) {                                                         \
+      (void)cudaGetLastError();                                                              \
+      return wk_fail(WK_ERR_BACKEND, "CUDA: %s failed at %s:%d: %s (%s)", #call, __FILE__,   \
+                     __LINE__, cudaGetErrorName(wk_cuda_e_), cudaGetErrorString(wk_cuda_e_)); \
+    }                                                                                        \
+  } while (0)
+
+/* cudnnGetLastErrorString() adds cuDNN's own detail to the status name. */
+#define WK_CUDNN_TRY(call)                                                                   \
+  do {                                                                                       \
+    const cudnnStatus_t wk_cudnn_e_ = (call);                                                \
+    if (wk_cudnn_e_ != CUDNN_STATUS_SUCCESS) {                                               \
+      char wk_cudnn_msg_[256];                                                               \
+      cudnnGetLastErrorString(wk_cudnn_msg_, sizeof wk_cudnn_msg_);                          \
+      return wk_fail(WK_ERR_BACKEND, "cuDNN: %s failed at %s:%d: %s (%s)", #call, __FILE__,   \
+                     __LINE__, cudnnGetErrorString(wk_cudnn_e_), wk_cudnn_msg_);             \
+    }                                                                                        \
+  } while (0)
+
+#define WK_CUBLAS_TRY(call)                                                                  \
+  do {                                                                                       \
+    const cublasStatus_t wk_cublas_e_ = (call);                                              \
+    if (wk_cublas_e_ != CUBLAS_STATUS_SUCCESS)                                               \
+      return wk_fail(WK_ERR_BACKEND, "cuBLAS: %s failed at %s:%d: %s (%s)", #call, __FILE__, \
+                     __LINE__, cublasGetStatusName(wk_cublas_e_),                            \
+                     cublasGetStatusString(wk_cublas_e_));                                   \
+  } while (0)
+
+/* ncclGetLastError() adds NCCL's own detail (which peer, which transport) to the
+ * generic string of the result code. */
+#define WK_NCCL_TRY(call)                                                                  \
+  do {                                                                                     \
+    const ncclResult_t wk_nccl_e_ = (call);                                                \
+    if (wk_nccl_e_ != ncclSuccess)                                                         \
+      return wk_fail(WK_ERR_BACKEND, "NCCL: %s failed at %s:%d: %s (%s)", #call, __FILE__, \
+                     __LINE__, ncclGetErrorString(wk_nccl_e_), ncclGetLastError(NULL));    \
+  } while (0)
+
+/* ------------------------------------------------------------------ device buffers
+ * Plain cudaMalloc'd memory on the current device. Sizes are in bytes. A size of
+ * 0 is valid and gives (or moves) nothing. The copies are synchronous with the
+ * host and ordered after all work already queued on the legacy default stream. */
+
+/* *dptr = n_bytes of device memory (NULL for 0 bytes); the caller frees it with
+ * wk_cuda_free. On failure *dptr is NULL. */
+wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) WK_NODISCARD;
+
+/* Frees device memory from wk_cuda_malloc; NULL is a no-op. A failure here
+ * usually reports an earlier asynchronous kernel fault. */
+wk_status wk_cuda_free(void *dptr);
+
+/* Copies n_bytes from host src to device dst, and from device src to host dst. */
+wk_status wk_cuda_copy_h2d(void *dst, const void *src, size_t n_bytes) WK_NODISCARD;
+wk_status wk_cuda_copy_d2h(void *dst, const void *src, size_t n_bytes) WK_NODISCARD;
+
+/* Waits for all work queued on the current device; reports asynchronous faults. */
+wk_status wk_cuda_sync(void) WK_NODISCARD;
+
+#endif
