@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# setup.sh - install every build and test dependency (Debian 12, as root or via
+# sudo), configure and build whisker, then run it once.
+#
+#   bash scripts/setup.sh            # Release build in build/
+#   BUILD_DIR=out bash scripts/setup.sh
+#   WHISKER_SKIP_APT=1 bash scripts/setup.sh   # dependencies already installed
+#
+# Idempotent: apt-get skips what is installed, cmake reuses the build tree.
+# CUDA 13, cuDNN 9 and NCCL are not in Debian: when the toolkit is present
+# (nvcc on PATH or in /usr/local/cuda) the GPU backend is built, else skipped.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+
+packages=(
+  build-essential cmake pkg-config          # toolchain
+  libdnnl-dev                               # oneDNN: CPU conv, batchnorm, gemm
+  libjpeg62-turbo-dev libturbojpeg0-dev     # JPEG decoding
+  libpng-dev libstb-dev                     # PNG decoding, image writing
+  check libsubunit-dev                      # unit tests
+  python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
+)
+
+if [ "${WHISKER_SKIP_APT:-0}" != 1 ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup.sh: run as root or install sudo" >&2; exit 1; }
+    sudo=sudo
+  fi
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "setup.sh: all Debian packages present"
+  fi
+fi
+
+# The CUDA toolkit lives outside Debian; find it where NVIDIA's installer puts it.
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${WHISKER_CMAKE_ARGS:-}
+cmake --build "$build" -j "$(nproc)"
+
+echo
+echo "setup.sh: built $build/whisker"
+"$build/whisker" --version
+"$build/whisker" system
