@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "test_util.h"
+
 typedef struct {
   int code;
   char out[8192];
@@ -91,9 +93,5 @@ int main(void) {
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return wkt_run_suite(s);
 }

@@ -174,9 +174,5 @@ int main(void) {
   tcase_add_test(tc, test_pool_covers_every_index_once);
   tcase_add_test(tc, test_ctx_from_environment);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return wkt_run_suite(s);
 }

@@ -324,9 +324,5 @@ int main(void) {
   tcase_add_test(tc, test_gradcheck_linear_add_dropout_xent);
   suite_add_tcase(s, tc);
   tcase_add_test(tc, test_gradcheck_catches_a_wrong_gradient);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return wkt_run_suite(s);
 }

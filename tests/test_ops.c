@@ -588,9 +588,5 @@ static Suite *ops_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(ops_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return wkt_run_suite(ops_suite());
 }

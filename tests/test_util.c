@@ -49,3 +49,11 @@ const char *wkt_source_dir(void) {
   const char *d = getenv("WHISKER_SOURCE_DIR");
   return d && *d ? d : ".";
 }
+
+int wkt_run_suite(Suite *suite) {
+  SRunner *sr = srunner_create(suite);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -25,4 +25,9 @@ wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape);
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);
 
+/* Runs a suite with Check's defaults and returns the process exit status
+ * (EXIT_FAILURE when any test failed). */
+#include <check.h>
+int wkt_run_suite(Suite *suite);
+
 #endif

@@ -15,28 +15,14 @@ static dnnl_status_t wk_bn_mds(int64_t m, int64_t c, dnnl_memory_desc_t *data,
   return dnnl_memory_desc_init_by_tag(chan, 1, cd, dnnl_f32, dnnl_a);
 }
 
-/* Runs a primitive over pairs (arg kind, data pointer); every memory is either
- * the data or the per-channel descriptor. */
+/* Runs pd where each argument is either the data or a per-channel tensor. */
 static wk_status wk_bn_exec(wk_dnnl *d, dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *data,
                             const dnnl_memory_desc_t *chan, int n, const int *kinds,
                             const bool *is_data, const void *const *ptrs) {
-  wk_status st = WK_OK;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t mem[10] = {0};
-  dnnl_exec_arg_t args[10];
+  const dnnl_memory_desc_t *mds[10];
   WK_ASSERT(n <= 10);
-  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
-  for (int i = 0; i < n; i++) {
-    WK_DNNL_CHECK(wk_dnnl_memory(&mem[i], is_data[i] ? data : chan, d->engine, ptrs[i]));
-    args[i] = (dnnl_exec_arg_t){kinds[i], mem[i]};
-  }
-  WK_DNNL_CHECK(dnnl_primitive_execute(prim, d->stream, n, args));
-  WK_DNNL_CHECK(dnnl_stream_wait(d->stream));
-done:
-  for (int i = 0; i < n; i++)
-    if (mem[i]) dnnl_memory_destroy(mem[i]);
-  if (prim) dnnl_primitive_destroy(prim);
-  return st;
+  for (int i = 0; i < n; i++) mds[i] = is_data[i] ? data : chan;
+  return wk_dnnl_run(d, pd, n, kinds, mds, ptrs);
 }
 
 static dnnl_status_t wk_bn_fwd_pd(wk_dnnl *d, const dnnl_memory_desc_t *data, float eps,

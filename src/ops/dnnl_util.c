@@ -57,6 +57,28 @@ done:
   return st;
 }
 
+wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,
+                      const dnnl_memory_desc_t *const *mds, const void *const *ptrs) {
+  wk_status st = WK_OK;
+  dnnl_primitive_t prim = NULL;
+  dnnl_memory_t mem[10] = {0};
+  dnnl_exec_arg_t args[10];
+  WK_ASSERT(n_args <= 10);
+  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
+  for (int i = 0; i < n_args; i++) {
+    WK_DNNL_CHECK(wk_dnnl_memory(&mem[i], mds[i], d->engine, ptrs[i]));
+    args[i].arg = arg_kinds[i];
+    args[i].memory = mem[i];
+  }
+  WK_DNNL_CHECK(dnnl_primitive_execute(prim, d->stream, n_args, args));
+  WK_DNNL_CHECK(dnnl_stream_wait(d->stream));
+done:
+  for (int i = 0; i < n_args; i++)
+    if (mem[i]) dnnl_memory_destroy(mem[i]);
+  if (prim) dnnl_primitive_destroy(prim);
+  return st;
+}
+
 const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd) {
   const char *name = NULL;
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name)
