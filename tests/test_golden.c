@@ -596,18 +596,34 @@ START_TEST(test_io_crafted) {
 }
 END_TEST
 
+/* The golden file's bytes and the spans of its headers (at most 256). */
+typedef struct {
+  uint8_t *buf;
+  size_t n_bytes;
+  size_t start[256], end[256];
+  int n_spans;
+} golden_bytes;
+
+static void golden_bytes_load(golden_bytes *g) {
+  char path[1024];
+  golden_path(path, sizeof path);
+  g->buf = read_all(path, &g->n_bytes);
+  wkg_file f;
+  OK(wkg_parse(g->buf, g->n_bytes, path, &f));
+  g->n_spans = header_spans(&f, g->n_bytes, g->start, g->end, 256);
+  wkg_free(&f);
+}
+
 /* Every truncation inside or just after a header fails cleanly, as do a sample
  * of truncations inside the data. */
 START_TEST(test_io_truncated) {
-  char path[1024];
-  golden_path(path, sizeof path);
-  size_t n_bytes;
-  uint8_t *buf = read_all(path, &n_bytes);
+  golden_bytes g;
+  golden_bytes_load(&g);
+  uint8_t *buf = g.buf;
+  const size_t n_bytes = g.n_bytes;
+  const size_t *start = g.start, *end = g.end;
+  const int n_spans = g.n_spans;
   wkg_file f;
-  OK(wkg_parse(buf, n_bytes, path, &f));
-  size_t start[256], end[256];
-  const int n_spans = header_spans(&f, n_bytes, start, end, 256);
-  wkg_free(&f);
   int n_tried = 0;
   for (size_t len = 0; len < n_bytes; len++) {
     bool near_header = len % 97 == 0 || len + 8 > n_bytes;
@@ -628,15 +644,13 @@ END_TEST
 /* Every header byte replaced by a few values either parses (e.g. a renamed
  * record) or fails with a format error; nothing crashes or leaks. */
 START_TEST(test_io_corrupted) {
-  char path[1024];
-  golden_path(path, sizeof path);
-  size_t n_bytes;
-  uint8_t *buf = read_all(path, &n_bytes);
+  golden_bytes g;
+  golden_bytes_load(&g);
+  uint8_t *buf = g.buf;
+  const size_t n_bytes = g.n_bytes;
+  const size_t *start = g.start, *end = g.end;
+  const int n_spans = g.n_spans;
   wkg_file f;
-  OK(wkg_parse(buf, n_bytes, path, &f));
-  size_t start[256], end[256];
-  const int n_spans = header_spans(&f, n_bytes, start, end, 256);
-  wkg_free(&f);
   const uint8_t values[] = {0x00, 0x01, 0x7f, 0xff};
   int n_fail = 0, n_tried = 0;
   for (int s = 0; s < n_spans; s++)
@@ -677,10 +691,4 @@ static Suite *golden_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(golden_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  const int n_failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return n_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+int main(void) { return wkt_run_suite(golden_suite()); }
