@@ -19,8 +19,10 @@ packages=(
   libdnnl-dev                               # oneDNN: CPU conv, batchnorm, gemm
   libjpeg62-turbo-dev libturbojpeg0-dev     # JPEG decoding
   libpng-dev libstb-dev                     # PNG decoding, image writing
+  libcjson-dev                              # model file headers (JSON)
   check libsubunit-dev                      # unit tests
   python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
+  python3-pil                               # reference decodes of the image fixtures
 )
 
 if [ "${WHISKER_SKIP_APT:-0}" != 1 ]; then
