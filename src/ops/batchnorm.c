@@ -26,6 +26,16 @@ static wk_status wk_bn_check(const wk_batchnorm_params *p, const wk_tensor *x,
   return WK_OK;
 }
 
+void wk_batchnorm_running_update(const wk_batchnorm_params *p, int64_t m, int64_t c,
+                                 const float *mean, const float *var, float *running_mean,
+                                 float *running_var) {
+  const double mom = p->momentum, unbias = (double)m / (double)(m - 1);
+  for (int64_t ch = 0; ch < c; ch++) {
+    running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean[ch]);
+    running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var[ch] * unbias);
+  }
+}
+
 wk_status wk_batchnorm_forward_train(wk_ctx *ctx, const wk_batchnorm_params *p,
                                      const wk_tensor *x, const wk_tensor *gamma,
                                      const wk_tensor *beta, wk_tensor *running_mean,
@@ -50,13 +60,8 @@ wk_status wk_batchnorm_forward_train(wk_ctx *ctx, const wk_batchnorm_params *p,
     wk_status s = wk_batchnorm_forward_train_dnnl(ctx, m, c, p->eps, x->data, gamma->data,
                                                   beta->data, sm, si, y->data);
     if (s == WK_OK) {
-      const double mom = p->momentum, unbias = (double)m / (double)(m - 1);
-      for (int64_t ch = 0; ch < c; ch++) {
-        const double var = si[ch];
-        rm[ch] = (float)((1.0 - mom) * rm[ch] + mom * sm[ch]);
-        rv[ch] = (float)((1.0 - mom) * rv[ch] + mom * var * unbias);
-        si[ch] = (float)(1.0 / sqrt(var + (double)p->eps));
-      }
+      wk_batchnorm_running_update(p, m, c, sm, si, rm, rv);
+      for (int64_t ch = 0; ch < c; ch++) si[ch] = (float)(1.0 / sqrt((double)si[ch] + p->eps));
     }
     if (s != WK_ERR_UNSUPPORTED) return s;
   }

@@ -6,6 +6,7 @@
 
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
+#include "ops/plan.h"
 
 static dnnl_status_t wk_bn_mds(int64_t m, int64_t c, dnnl_memory_desc_t *data,
                                dnnl_memory_desc_t *chan) {
@@ -108,4 +109,97 @@ done:
   if (pd) dnnl_primitive_desc_destroy(pd);
   if (fwd) dnnl_primitive_desc_destroy(fwd);
   return st;
+}
+
+/* ---------------------------------------------------------------- plans */
+
+struct wk_batchnorm_plan {
+  wk_dnnl *d;
+  int64_t m, c;
+  dnnl_memory_desc_t data, chan, ws_md;
+  dnnl_primitive_desc_t fwd_pd, bwd_pd;
+  dnnl_primitive_t fwd, bwd;
+  void *ws;          /* ReLU mask from forward (fused plans) */
+  float *scratch_c;  /* 2 x C: stand-ins for unwanted parameter gradients */
+  float *scratch_dx; /* M x C when the caller wants no dx (allocated on demand) */
+  bool fuse_relu;
+};
+
+wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, bool fuse_relu,
+                                   wk_batchnorm_plan **out) {
+  wk_status st = WK_OK;
+  *out = NULL;
+  if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
+  wk_batchnorm_plan *p = calloc(1, sizeof *p);
+  if (!p) return wk_fail(WK_ERR_NOMEM, "batchnorm plan: out of memory");
+  p->d = ctx->dnnl;
+  p->m = m;
+  p->c = c;
+  p->fuse_relu = fuse_relu;
+  dnnl_batch_normalization_desc_t bd;
+  unsigned flags = dnnl_use_scale | dnnl_use_shift | (fuse_relu ? dnnl_fuse_norm_relu : 0u);
+  WK_DNNL_CHECK(wk_bn_mds(m, c, &p->data, &p->chan));
+  WK_DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_training, &p->data,
+                                                           eps, flags));
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->fwd_pd, &bd, NULL, p->d->engine, NULL));
+  WK_DNNL_CHECK(dnnl_primitive_create(&p->fwd, p->fwd_pd));
+  WK_DNNL_CHECK(dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &p->data,
+                                                            &p->data, eps, flags));
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->bwd_pd, &bd, NULL, p->d->engine, p->fwd_pd));
+  WK_DNNL_CHECK(dnnl_primitive_create(&p->bwd, p->bwd_pd));
+  if (fuse_relu) {
+    p->ws_md = *dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_workspace_md, 0);
+    if ((st = wk_dnnl_buffer(dnnl_memory_desc_get_size(&p->ws_md), &p->ws)) != WK_OK) goto done;
+  }
+  p->scratch_c = calloc((size_t)(2 * c), sizeof(float));
+  if (!p->scratch_c) st = wk_fail(WK_ERR_NOMEM, "batchnorm plan: out of memory");
+done:
+  if (st != WK_OK) {
+    wk_batchnorm_plan_destroy(p);
+    return st;
+  }
+  *out = p;
+  return WK_OK;
+}
+
+void wk_batchnorm_plan_destroy(wk_batchnorm_plan *p) {
+  if (!p) return;
+  if (p->fwd) dnnl_primitive_destroy(p->fwd);
+  if (p->bwd) dnnl_primitive_destroy(p->bwd);
+  if (p->fwd_pd) dnnl_primitive_desc_destroy(p->fwd_pd);
+  if (p->bwd_pd) dnnl_primitive_desc_destroy(p->bwd_pd);
+  free(p->ws);
+  free(p->scratch_c);
+  free(p->scratch_dx);
+  free(p);
+}
+
+wk_status wk_batchnorm_plan_forward(wk_batchnorm_plan *p, const float *x, const float *gamma,
+                                    const float *beta, float *mean, float *var, float *y) {
+  const int kinds[7] = {DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST,
+                        DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_WORKSPACE};
+  const dnnl_memory_desc_t *mds[7] = {&p->data, &p->chan, &p->chan, &p->data,
+                                      &p->chan, &p->chan, &p->ws_md};
+  const void *ptrs[7] = {x, gamma, beta, y, mean, var, p->ws};
+  return wk_dnnl_exec(p->d, p->fwd, p->fuse_relu ? 7 : 6, kinds, mds, ptrs);
+}
+
+wk_status wk_batchnorm_plan_backward(wk_batchnorm_plan *p, const float *x, const float *gamma,
+                                     const float *beta, const float *mean, const float *var,
+                                     const float *dy, float *dx, float *dgamma, float *dbeta) {
+  if (!dx) {
+    if (!p->scratch_dx) WK_TRY(wk_dnnl_buffer((size_t)(p->m * p->c) * sizeof(float),
+                                              (void **)&p->scratch_dx));
+    dx = p->scratch_dx;
+  }
+  if (!dgamma) dgamma = p->scratch_c;
+  if (!dbeta) dbeta = p->scratch_c + p->c;
+  const int kinds[10] = {DNNL_ARG_SRC,      DNNL_ARG_MEAN,       DNNL_ARG_VARIANCE,
+                         DNNL_ARG_DIFF_DST, DNNL_ARG_SCALE,      DNNL_ARG_SHIFT,
+                         DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT,
+                         DNNL_ARG_WORKSPACE};
+  const dnnl_memory_desc_t *mds[10] = {&p->data, &p->chan, &p->chan, &p->data, &p->chan,
+                                       &p->chan, &p->data, &p->chan, &p->chan, &p->ws_md};
+  const void *ptrs[10] = {x, mean, var, dy, gamma, beta, dx, dgamma, dbeta, p->ws};
+  return wk_dnnl_exec(p->d, p->bwd, p->fuse_relu ? 10 : 9, kinds, mds, ptrs);
 }

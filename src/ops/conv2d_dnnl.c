@@ -1,23 +1,40 @@
 /* conv2d_dnnl.c - convolution forward, backward-data and backward-weights through
- * oneDNN's C API.
+ * oneDNN's C API, as plans (ops/plan.h) and as the one-off calls of fast.h.
  *
  * Activations stay in whisker's NHWC layout (oneDNN's jit kernels run on it
  * directly, no reorder). Weights are declared with format `any` so oneDNN picks
  * its preferred blocked layout; whisker's OHWI weights are reordered into it
- * for forward/backward-data, and weight gradients are reordered back to OHWI.
+ * when their version changes, and weight gradients are reordered back to OHWI.
  * Algorithm: direct (no Winograd), so results match the reference to float
- * rounding. Primitive descriptors are created per call; oneDNN's primitive
- * cache makes repeated shapes cheap. */
+ * rounding. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
+#include "ops/plan.h"
 
 typedef struct wk_conv_mds {
   dnnl_memory_desc_t src, dst, wei_user, wei_any, bias;
   dnnl_dims_t strides, dilates, pad_l, pad_r;
 } wk_conv_mds;
+
+/* A cached reorder from or to the user's OHWI weights. */
+typedef struct wk_wei_cache {
+  dnnl_primitive_t reorder; /* NULL when the layouts are the same */
+  void *buf;                /* the weights in the primitive's layout */
+  uint64_t version;         /* of the weights in buf; 0 = none */
+} wk_wei_cache;
+
+struct wk_conv2d_plan {
+  wk_dnnl *d;
+  wk_conv2d_geom g;
+  bool bias, inference;
+  wk_conv_mds m;
+  dnnl_primitive_desc_t fwd_pd, bwdd_pd, bwdw_pd;
+  dnnl_primitive_t fwd, bwdd, bwdw;
+  wk_wei_cache w_fwd, w_bwdd, dw; /* dw.buf: weight gradient in bwdw's layout */
+};
 
 static dnnl_status_t wk_conv_mds_init(const wk_conv2d_geom *g, wk_conv_mds *m) {
   dnnl_status_t s;
@@ -49,128 +66,238 @@ static dnnl_status_t wk_conv_mds_init(const wk_conv2d_geom *g, wk_conv_mds *m) {
   return dnnl_success;
 }
 
-/* The forward primitive descriptor: the primitive itself, or the hint backward
- * descriptors need. */
-static dnnl_status_t wk_conv_fwd_pd(wk_dnnl *d, const wk_conv_mds *m, bool with_bias,
-                                    dnnl_primitive_desc_t *pd) {
-  dnnl_convolution_desc_t cd;
-  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
-      &cd, dnnl_forward_training, dnnl_convolution_direct, &m->src, &m->wei_any,
-      with_bias ? &m->bias : NULL, &m->dst, m->strides, m->dilates, m->pad_l, m->pad_r);
-  if (s != dnnl_success) return s;
-  return dnnl_primitive_desc_create(pd, &cd, NULL, d->engine, NULL);
+static void wk_wei_cache_free(wk_wei_cache *c) {
+  if (c->reorder) dnnl_primitive_destroy(c->reorder);
+  free(c->buf);
+  memset(c, 0, sizeof *c);
 }
 
-/* Returns user weights in the layout `want`: either `w` itself or a reordered
- * copy in *owned (freed by the caller). */
-static wk_status wk_conv_weights_as(wk_dnnl *d, const wk_conv_mds *m,
-                                    const dnnl_memory_desc_t *want, const float *w,
-                                    const void **out, void **owned) {
-  *owned = NULL;
-  *out = w;
-  if (dnnl_memory_desc_equal(want, &m->wei_user)) return WK_OK;
-  WK_TRY(wk_dnnl_buffer(dnnl_memory_desc_get_size(want), owned));
-  wk_status s = wk_dnnl_reorder(d, &m->wei_user, w, want, *owned);
-  if (s != WK_OK) return s;
-  *out = *owned;
+/* Prepares a cache converting between the user layout and `md` (to_user: from
+ * md to the user's layout, for gradients). */
+static wk_status wk_wei_cache_init(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
+                                   bool to_user, wk_wei_cache *c) {
+  wk_status st = WK_OK;
+  dnnl_primitive_desc_t pd = NULL;
+  if (dnnl_memory_desc_equal(md, &m->wei_user)) return WK_OK;
+  WK_TRY(wk_dnnl_buffer(dnnl_memory_desc_get_size(md), &c->buf));
+  if (to_user)
+    WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, md, d->engine, &m->wei_user, d->engine,
+                                                     NULL));
+  else
+    WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, &m->wei_user, d->engine, md, d->engine,
+                                                     NULL));
+  WK_DNNL_CHECK(dnnl_primitive_create(&c->reorder, pd));
+done:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return st;
+}
+
+/* The user's weights in the layout `md` of cache c, reordered if stale. */
+static wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
+                            wk_wei_cache *c, const float *w, uint64_t version, const void **out) {
+  if (!c->reorder) {
+    *out = w;
+    return WK_OK;
+  }
+  *out = c->buf;
+  if (version != 0 && c->version == version) return WK_OK;
+  const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+  const dnnl_memory_desc_t *mds[2] = {&m->wei_user, md};
+  const void *ptrs[2] = {w, c->buf};
+  WK_TRY(wk_dnnl_exec(d, c->reorder, 2, kinds, mds, ptrs));
+  c->version = version;
   return WK_OK;
 }
 
-wk_status wk_conv2d_forward_dnnl(wk_ctx *ctx, const wk_conv2d_geom *g, const float *x,
-                                 const float *w, const float *b, float *y) {
+static wk_status wk_post_ops_attr(wk_post_act post, dnnl_primitive_attr_t *attr) {
   wk_status st = WK_OK;
-  wk_dnnl *d = ctx->dnnl;
-  wk_conv_mds m;
-  dnnl_primitive_desc_t pd = NULL;
-  void *wbuf = NULL;
-  const void *wdata;
-  WK_DNNL_CHECK(wk_conv_mds_init(g, &m));
-  WK_DNNL_CHECK(wk_conv_fwd_pd(d, &m, b != NULL, &pd));
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  if ((st = wk_conv_weights_as(d, &m, wmd, w, &wdata, &wbuf)) != WK_OK) goto done;
-  {
-    const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
-    const dnnl_memory_desc_t *mds[4] = {&m.src, wmd, &m.dst, &m.bias};
-    const void *ptrs[4] = {x, wdata, y, b};
-    st = wk_dnnl_run(d, pd, b ? 4 : 3, kinds, mds, ptrs);
-  }
+  dnnl_post_ops_t po = NULL;
+  *attr = NULL;
+  if (post == WK_POST_NONE) return WK_OK;
+  WK_DNNL_CHECK(dnnl_primitive_attr_create(attr));
+  WK_DNNL_CHECK(dnnl_post_ops_create(&po));
+  if (post == WK_POST_RELU)
+    WK_DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+  else
+    WK_DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 6.0f));
+  WK_DNNL_CHECK(dnnl_primitive_attr_set_post_ops(*attr, po));
 done:
-  free(wbuf);
-  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (st != WK_OK && *attr) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+  }
   return st;
 }
 
-static wk_status wk_conv2d_backward_data_dnnl(wk_dnnl *d, const wk_conv_mds *m,
-                                              dnnl_primitive_desc_t fwd, const float *w,
-                                              const float *dy, float *dx) {
+wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
+                                wk_post_act post, wk_conv2d_plan **out) {
+  wk_status st = WK_OK;
+  *out = NULL;
+  if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
+  WK_ASSERT(inference || post == WK_POST_NONE);
+  wk_conv2d_plan *p = calloc(1, sizeof *p);
+  if (!p) return wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_convolution_desc_t cd;
+  p->d = ctx->dnnl;
+  p->g = *g;
+  p->bias = bias;
+  p->inference = inference;
+  WK_DNNL_CHECK(wk_conv_mds_init(g, &p->m));
+  WK_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
+      &cd, inference ? dnnl_forward_inference : dnnl_forward_training, dnnl_convolution_direct,
+      &p->m.src, &p->m.wei_any, bias ? &p->m.bias : NULL, &p->m.dst, p->m.strides,
+      p->m.dilates, p->m.pad_l, p->m.pad_r));
+  if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->fwd_pd, &cd, attr, p->d->engine, NULL));
+  WK_DNNL_CHECK(dnnl_primitive_create(&p->fwd, p->fwd_pd));
+  st = wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->fwd_pd,
+                         dnnl_query_weights_md, 0), false, &p->w_fwd);
+done:
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (st != WK_OK) {
+    wk_conv2d_plan_destroy(p);
+    return st;
+  }
+  *out = p;
+  return WK_OK;
+}
+
+void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
+  if (!p) return;
+  wk_wei_cache_free(&p->w_fwd);
+  wk_wei_cache_free(&p->w_bwdd);
+  wk_wei_cache_free(&p->dw);
+  dnnl_primitive_t prims[3] = {p->fwd, p->bwdd, p->bwdw};
+  dnnl_primitive_desc_t pds[3] = {p->fwd_pd, p->bwdd_pd, p->bwdw_pd};
+  for (int i = 0; i < 3; i++) {
+    if (prims[i]) dnnl_primitive_destroy(prims[i]);
+    if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
+  }
+  free(p);
+}
+
+const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) { return wk_dnnl_impl_name(p->fwd_pd); }
+
+wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
+                                 uint64_t w_version, const float *b, float *y) {
+  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_weights_md, 0);
+  const void *wdata;
+  WK_ASSERT((b != NULL) == p->bias);
+  WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_fwd, w, w_version, &wdata));
+  const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+  const dnnl_memory_desc_t *mds[4] = {&p->m.src, wmd, &p->m.dst, &p->m.bias};
+  const void *ptrs[4] = {x, wdata, y, b};
+  return wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs);
+}
+
+/* Creates the backward primitives on first use. */
+static wk_status wk_conv2d_plan_backward_init(wk_conv2d_plan *p) {
   wk_status st = WK_OK;
   dnnl_convolution_desc_t cd;
-  dnnl_primitive_desc_t pd = NULL;
-  void *wbuf = NULL;
-  const void *wdata;
+  const wk_conv_mds *m = &p->m;
+  if (p->bwdd) return WK_OK;
   WK_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
       &cd, dnnl_convolution_direct, &m->src, &m->wei_any, &m->dst, m->strides, m->dilates,
       m->pad_l, m->pad_r));
-  WK_DNNL_CHECK(dnnl_primitive_desc_create(&pd, &cd, NULL, d->engine, fwd));
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  if ((st = wk_conv_weights_as(d, m, wmd, w, &wdata, &wbuf)) != WK_OK) goto done;
-  {
-    const int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-    const dnnl_memory_desc_t *mds[3] = {&m->dst, wmd, &m->src};
-    const void *ptrs[3] = {dy, wdata, dx};
-    st = wk_dnnl_run(d, pd, 3, kinds, mds, ptrs);
-  }
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->bwdd_pd, &cd, NULL, p->d->engine, p->fwd_pd));
+  WK_DNNL_CHECK(dnnl_primitive_create(&p->bwdd, p->bwdd_pd));
+  WK_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
+      &cd, dnnl_convolution_direct, &m->src, &m->wei_any, p->bias ? &m->bias : NULL, &m->dst,
+      m->strides, m->dilates, m->pad_l, m->pad_r));
+  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->bwdw_pd, &cd, NULL, p->d->engine, p->fwd_pd));
+  WK_DNNL_CHECK(dnnl_primitive_create(&p->bwdw, p->bwdw_pd));
+  if ((st = wk_wei_cache_init(p->d, m, dnnl_primitive_desc_query_md(p->bwdd_pd,
+                              dnnl_query_weights_md, 0), false, &p->w_bwdd)) != WK_OK)
+    goto done;
+  st = wk_wei_cache_init(p->d, m, dnnl_primitive_desc_query_md(p->bwdw_pd,
+                         dnnl_query_diff_weights_md, 0), true, &p->dw);
 done:
-  free(wbuf);
-  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (st != WK_OK) {
+    /* leave the plan usable for forward; a later backward retries */
+    if (p->bwdd) dnnl_primitive_destroy(p->bwdd);
+    if (p->bwdw) dnnl_primitive_destroy(p->bwdw);
+    if (p->bwdd_pd) dnnl_primitive_desc_destroy(p->bwdd_pd);
+    if (p->bwdw_pd) dnnl_primitive_desc_destroy(p->bwdw_pd);
+    p->bwdd = p->bwdw = NULL;
+    p->bwdd_pd = p->bwdw_pd = NULL;
+    wk_wei_cache_free(&p->w_bwdd);
+    wk_wei_cache_free(&p->dw);
+  }
   return st;
 }
 
-static wk_status wk_conv2d_backward_weights_dnnl(wk_dnnl *d, const wk_conv_mds *m,
-                                                 dnnl_primitive_desc_t fwd, const float *x,
-                                                 const float *dy, float *dw, float *db) {
-  wk_status st = WK_OK;
-  dnnl_convolution_desc_t cd;
-  dnnl_primitive_desc_t pd = NULL;
-  void *wbuf = NULL;
-  WK_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-      &cd, dnnl_convolution_direct, &m->src, &m->wei_any, db ? &m->bias : NULL, &m->dst,
-      m->strides, m->dilates, m->pad_l, m->pad_r));
-  WK_DNNL_CHECK(dnnl_primitive_desc_create(&pd, &cd, NULL, d->engine, fwd));
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
-  const bool direct = dnnl_memory_desc_equal(wmd, &m->wei_user);
-  if (!direct && (st = wk_dnnl_buffer(dnnl_memory_desc_get_size(wmd), &wbuf)) != WK_OK) goto done;
-  {
+wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float *w,
+                                  uint64_t w_version, const float *dy, float *dx, float *dw,
+                                  float *db) {
+  WK_ASSERT(!p->inference);
+  WK_TRY(wk_conv2d_plan_backward_init(p));
+  if (dx) {
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(p->bwdd_pd, dnnl_query_weights_md, 0);
+    const void *wdata;
+    WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_bwdd, w, w_version, &wdata));
+    const int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+    const dnnl_memory_desc_t *mds[3] = {&p->m.dst, wmd, &p->m.src};
+    const void *ptrs[3] = {dy, wdata, dx};
+    WK_TRY(wk_dnnl_exec(p->d, p->bwdd, 3, kinds, mds, ptrs));
+  }
+  if (dw) {
+    /* the bias gradient needs a bias-enabled primitive; a plan without bias
+     * has none to give */
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(p->bwdw_pd, dnnl_query_diff_weights_md, 0);
+    float *db_here = p->bias ? db : NULL;
+    float *db_tmp = NULL;
+    if (p->bias && !db) {
+      db_tmp = malloc((size_t)p->g.o * sizeof *db_tmp);
+      if (!db_tmp) return wk_fail(WK_ERR_NOMEM, "conv2d backward: out of memory");
+      db_here = db_tmp;
+    }
     const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                           DNNL_ARG_DIFF_BIAS};
-    const dnnl_memory_desc_t *mds[4] = {&m->src, &m->dst, wmd, &m->bias};
-    const void *ptrs[4] = {x, dy, direct ? (void *)dw : wbuf, db};
-    if ((st = wk_dnnl_run(d, pd, db ? 4 : 3, kinds, mds, ptrs)) != WK_OK) goto done;
+    const dnnl_memory_desc_t *mds[4] = {&p->m.src, &p->m.dst, wmd, &p->m.bias};
+    const void *ptrs[4] = {x, dy, p->dw.reorder ? p->dw.buf : (void *)dw, db_here};
+    wk_status s = wk_dnnl_exec(p->d, p->bwdw, p->bias ? 4 : 3, kinds, mds, ptrs);
+    free(db_tmp);
+    WK_TRY(s);
+    if (p->dw.reorder) {
+      const int rk[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+      const dnnl_memory_desc_t *rmds[2] = {wmd, &p->m.wei_user};
+      const void *rptrs[2] = {p->dw.buf, dw};
+      WK_TRY(wk_dnnl_exec(p->d, p->dw.reorder, 2, rk, rmds, rptrs));
+    }
+    db = p->bias ? NULL : db; /* done, unless the plan had no bias */
   }
-  if (!direct) st = wk_dnnl_reorder(d, wmd, wbuf, &m->wei_user, dw);
-done:
-  free(wbuf);
-  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (db) {
+    /* only the bias gradient (or a plan without bias): a column sum */
+    wk_conv2d_backward_ref_f32(&p->g, x, w, dy, NULL, NULL, db);
+  }
+  return WK_OK;
+}
+
+/* ---------------------------------------------------------------- one-off calls */
+
+wk_status wk_conv2d_forward_dnnl(wk_ctx *ctx, const wk_conv2d_geom *g, const float *x,
+                                 const float *w, const float *b, float *y) {
+  wk_conv2d_plan *p;
+  WK_TRY(wk_conv2d_plan_create(ctx, g, b != NULL, false, WK_POST_NONE, &p));
+  wk_status st = wk_conv2d_plan_forward(p, x, w, 0, b, y);
+  wk_conv2d_plan_destroy(p);
   return st;
 }
 
 wk_status wk_conv2d_backward_dnnl(wk_ctx *ctx, const wk_conv2d_geom *g, const float *x,
                                   const float *w, const float *dy, float *dx, float *dw,
                                   float *db) {
-  wk_status st = WK_OK;
-  wk_dnnl *d = ctx->dnnl;
-  wk_conv_mds m;
-  dnnl_primitive_desc_t fwd = NULL;
-  WK_DNNL_CHECK(wk_conv_mds_init(g, &m));
-  WK_DNNL_CHECK(wk_conv_fwd_pd(d, &m, db != NULL, &fwd));
-  if (dx && (st = wk_conv2d_backward_data_dnnl(d, &m, fwd, w, dy, dx)) != WK_OK) goto done;
-  if (dw) {
-    st = wk_conv2d_backward_weights_dnnl(d, &m, fwd, x, dy, dw, db);
-  } else if (db) {
-    /* Only the bias gradient: a column sum, no need for the weight primitive. */
-    wk_conv2d_backward_ref_f32(g, x, w, dy, NULL, NULL, db);
+  if (!dx && !dw) {
+    if (db) wk_conv2d_backward_ref_f32(g, x, w, dy, NULL, NULL, db);
+    return WK_OK;
   }
-done:
-  if (fwd) dnnl_primitive_desc_destroy(fwd);
+  wk_conv2d_plan *p;
+  WK_TRY(wk_conv2d_plan_create(ctx, g, db != NULL, false, WK_POST_NONE, &p));
+  wk_status st = wk_conv2d_plan_backward(p, x, w, 0, dy, dx, dw, db);
+  wk_conv2d_plan_destroy(p);
   return st;
 }

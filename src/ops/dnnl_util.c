@@ -57,14 +57,12 @@ done:
   return st;
 }
 
-wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,
-                      const dnnl_memory_desc_t *const *mds, const void *const *ptrs) {
+wk_status wk_dnnl_exec(wk_dnnl *d, dnnl_primitive_t prim, int n_args, const int *arg_kinds,
+                       const dnnl_memory_desc_t *const *mds, const void *const *ptrs) {
   wk_status st = WK_OK;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t mem[10] = {0};
-  dnnl_exec_arg_t args[10];
-  WK_ASSERT(n_args <= 10);
-  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
+  dnnl_memory_t mem[12] = {0};
+  dnnl_exec_arg_t args[12];
+  WK_ASSERT(n_args <= 12);
   for (int i = 0; i < n_args; i++) {
     WK_DNNL_CHECK(wk_dnnl_memory(&mem[i], mds[i], d->engine, ptrs[i]));
     args[i].arg = arg_kinds[i];
@@ -75,6 +73,16 @@ wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, co
 done:
   for (int i = 0; i < n_args; i++)
     if (mem[i]) dnnl_memory_destroy(mem[i]);
+  return st;
+}
+
+wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,
+                      const dnnl_memory_desc_t *const *mds, const void *const *ptrs) {
+  wk_status st = WK_OK;
+  dnnl_primitive_t prim = NULL;
+  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
+  st = wk_dnnl_exec(d, prim, n_args, arg_kinds, mds, ptrs);
+done:
   if (prim) dnnl_primitive_destroy(prim);
   return st;
 }

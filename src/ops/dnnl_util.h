@@ -37,8 +37,12 @@ dnnl_status_t wk_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md, d
 wk_status wk_dnnl_reorder(wk_dnnl *d, const dnnl_memory_desc_t *src_md, const void *src,
                           const dnnl_memory_desc_t *dst_md, void *dst);
 
-/* Creates the primitive of `pd`, runs it on (arg kind, memory descriptor, data)
- * triples and waits. At most 10 arguments. */
+/* Runs a primitive on (arg kind, memory descriptor, data) triples and waits.
+ * At most 12 arguments. */
+wk_status wk_dnnl_exec(wk_dnnl *d, dnnl_primitive_t prim, int n_args, const int *arg_kinds,
+                       const dnnl_memory_desc_t *const *mds, const void *const *ptrs);
+
+/* The same for a one-off primitive created from `pd`. */
 wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,
                       const dnnl_memory_desc_t *const *mds, const void *const *ptrs);
 

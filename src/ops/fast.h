@@ -5,6 +5,7 @@
 #ifndef WK_OPS_FAST_H
 #define WK_OPS_FAST_H
 
+#include "ops/plan.h"
 #include "ops/ref.h"
 
 wk_status wk_conv2d_forward_dnnl(wk_ctx *ctx, const wk_conv2d_geom *g, const float *x,

@@ -1,0 +1,158 @@
+/* exec.c - running a network forward and backward.
+ *
+ * Buffers come from the network's pool: in training every value lives until
+ * the backward pass ends; in evaluation a value is released after its last
+ * consumer. An activation that is its input's only consumer runs in place.
+ * Backward walks the nodes in reverse; a value's gradient buffer is written by
+ * its first consumer (in reverse order) and accumulated into by the others,
+ * and is released once its producer has used it. Ops that pass the gradient
+ * through unchanged (flatten, add, in-place activations) hand the buffer on
+ * instead of copying it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/exec_node.h"
+#include "nn/net_impl.h"
+
+void wk_net_release_runtime(wk_net *net) {
+  if (net->state) {
+    for (int i = 0; i < net->n_nodes; i++) wk_node_state_free(net, i);
+    free(net->state);
+    net->state = NULL;
+  }
+  wk_bufpool_free(&net->pool);
+  free(net->val);
+  free(net->grad);
+  net->val = net->grad = NULL;
+}
+
+void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step) {
+  net->dropout_seed = seed;
+  net->dropout_step = step;
+}
+
+size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.peak_bytes_in_use; }
+
+/* The node after which the buffer rooted at `root` is dead (eval mode). */
+static int wk_last_use(const wk_net *net, const int *alias, int root) {
+  int last = root - 1; /* its producer */
+  for (int i = 0; i < net->n_nodes; i++) {
+    const wk_node *nd = &net->nodes[i];
+    if (alias[i + 1] == root) last = i;
+    for (int k = 0; k < nd->n_in; k++)
+      if (alias[nd->in[k]] == root) last = i;
+  }
+  return last;
+}
+
+static wk_status wk_check_input(const wk_net *net, const wk_tensor *x) {
+  if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
+  if (!x || x->ndim != 4 || x->shape[0] < 1)
+    return wk_fail(WK_ERR_SHAPE, "network input must be (N, %d, %d, %d)", net->in_h, net->in_w,
+                   net->in_c);
+  const int64_t s[4] = {x->shape[0], net->in_h, net->in_w, net->in_c};
+  return wk_tensor_expect(x, "network input", WK_F32, 4, s);
+}
+
+wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
+  WK_TRY(wk_check_input(net, x));
+  const int64_t n = x->shape[0];
+  const int nv = net->n_nodes + 1, last = net->n_nodes;
+  if (n != net->batch) {
+    for (int i = 0; i < net->n_nodes; i++) wk_node_state_free(net, i);
+    net->batch = n;
+  }
+  wk_bufpool_release_all(&net->pool);
+  memset(net->val, 0, (size_t)nv * sizeof *net->val);
+  memset(net->grad, 0, (size_t)nv * sizeof *net->grad);
+  net->val[0] = x->data;
+  net->last_train = train;
+  if (train) net->plan_version++;
+  const int *alias = train ? net->alias : net->alias_eval;
+  for (int i = 0; i < net->n_nodes; i++) {
+    const int v = i + 1;
+    if (alias[v] != v) {
+      net->val[v] = net->val[alias[v]];
+    } else {
+      WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(n * wk_net_value_numel(net, v)),
+                                &net->val[v]));
+    }
+    wk_status s = wk_node_forward(net, i, train);
+    if (s != WK_OK) return s;
+    if (train) continue;
+    /* evaluation: free inputs whose buffer nobody reads any more */
+    const wk_node *nd = &net->nodes[i];
+    for (int k = 0; k < nd->n_in; k++) {
+      int root = alias[nd->in[k]];
+      if (root != 0 && root != alias[last] && wk_last_use(net, alias, root) == i &&
+          !(k == 1 && alias[nd->in[0]] == root))
+        wk_bufpool_release(&net->pool, net->val[root]);
+    }
+  }
+  if (train) {
+    net->bn_batches++;
+    net->bn_version++;
+  }
+  *out = wk_net_value_tensor(net, last, n, net->val[last]);
+  return WK_OK;
+}
+
+/* Where a node's backward writes the gradient of its input value `in`: the
+ * value's own buffer when nothing was written yet, else a scratch buffer that
+ * wk_grad_commit adds in. NULL when the input needs no gradient. */
+wk_status wk_grad_dest(wk_net *net, int in, float **dst) {
+  *dst = NULL;
+  if (in == 0 || !net->needs_grad[in]) return WK_OK;
+  return wk_bufpool_acquire(&net->pool, (size_t)(net->batch * wk_net_value_numel(net, in)), dst);
+}
+
+void wk_grad_commit(wk_net *net, int in, float *dst) {
+  if (!dst) return;
+  if (!net->grad[in]) {
+    net->grad[in] = dst;
+    return;
+  }
+  float *g = net->grad[in];
+  const int64_t n = net->batch * wk_net_value_numel(net, in);
+  for (int64_t i = 0; i < n; i++) g[i] += dst[i];
+  wk_bufpool_release(&net->pool, dst);
+}
+
+/* Hands the buffer `g` (the gradient of a node's output) on as the gradient
+ * of `in`, or adds it in when `in` already has one. Returns whether `g` was
+ * taken over (so the caller must not release it). */
+bool wk_grad_pass(wk_net *net, int in, float *g) {
+  if (in == 0 || !net->needs_grad[in]) return false;
+  if (!net->grad[in]) {
+    net->grad[in] = g;
+    return true;
+  }
+  float *acc = net->grad[in];
+  const int64_t n = net->batch * wk_net_value_numel(net, in);
+  for (int64_t i = 0; i < n; i++) acc[i] += g[i];
+  return false;
+}
+
+wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
+  const int last = net->n_nodes;
+  if (!net->finalized || !net->last_train || !net->val[last])
+    return wk_fail(WK_ERR_INVALID_ARG, "backward needs a training forward first");
+  const int64_t n = net->batch;
+  const int64_t s[2] = {n, wk_net_output_features(net)};
+  WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
+  memset(net->grads, 0, net->n_elems * sizeof(float));
+  if (!net->needs_grad[last]) return WK_OK;
+  float *g;
+  WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(s[0] * s[1]), &g));
+  memcpy(g, dy->data, (size_t)(s[0] * s[1]) * sizeof(float));
+  net->grad[last] = g;
+  for (int i = net->n_nodes - 1; i >= 0; i--) {
+    const int v = i + 1;
+    if (!net->grad[v]) continue; /* no gradient reaches this node */
+    bool kept = false;
+    WK_TRY(wk_node_backward(net, i, &kept));
+    if (!kept) wk_bufpool_release(&net->pool, net->grad[v]);
+    net->grad[v] = NULL;
+  }
+  return WK_OK;
+}

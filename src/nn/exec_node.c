@@ -1,0 +1,210 @@
+/* exec_node.c - forward and backward of one node, by op. Buffers are set up by
+ * exec.c: net->val[v] holds every value the node reads or writes, and
+ * net->grad[i + 1] the gradient of its output during backward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/exec_node.h"
+#include "nn/net_impl.h"
+
+void wk_node_state_free(wk_net *net, int i) {
+  wk_node_state *st = &net->state[i];
+  free(st->save_mean);
+  free(st->save_stat);
+  wk_node_plan_free(st);
+  memset(st, 0, sizeof *st);
+}
+
+static wk_tensor wk_val(const wk_net *net, int v, float *data) {
+  return wk_net_value_tensor(net, v, net->batch, data);
+}
+
+static wk_tensor wk_param_t(wk_net *net, int p, float *arena) {
+  if (p < 0) return (wk_tensor){0};
+  const wk_param *pp = &net->params[p];
+  return wk_tensor_view(arena + pp->offset, WK_F32, pp->ndim, pp->shape);
+}
+
+static wk_tensor wk_buffer_t(wk_net *net, int b) {
+  const wk_param *pp = &net->buffers[b];
+  return wk_tensor_view(net->buffer_data + pp->offset, WK_F32, pp->ndim, pp->shape);
+}
+
+static wk_status wk_node_fail(const wk_node *nd, wk_status s) {
+  return wk_fail(s, "%s (%s): %s", nd->name, wk_node_op_name(nd->op), wk_last_error());
+}
+
+wk_status wk_node_forward(wk_net *net, int i, bool train) {
+  const wk_node *nd = &net->nodes[i];
+  if (train ? net->skip_train[i] : net->skip_eval[i]) return WK_OK; /* fused into another */
+  wk_node_state *st = &net->state[i];
+  const int v = i + 1, in = nd->in[0];
+  wk_tensor x = wk_val(net, in, net->val[in]), y = wk_val(net, v, net->val[v]);
+  wk_status s = WK_OK;
+  switch (nd->op) {
+  case WK_NODE_CONV: {
+    wk_tensor w = wk_param_t(net, nd->param[0], net->weights);
+    wk_tensor b = wk_param_t(net, nd->param[1], net->weights);
+    s = wk_node_conv_forward(net, i, train, &x, &w, nd->param[1] >= 0 ? &b : NULL, &y);
+    break;
+  }
+  case WK_NODE_BATCHNORM:
+    /* (N,H,W,C) or (N,C): batchnorm treats both as rows of C */
+    if (train) {
+      s = wk_node_bn_forward_train(net, i, &x, &y);
+    } else {
+      wk_tensor g = wk_param_t(net, nd->param[0], net->weights);
+      wk_tensor b = wk_param_t(net, nd->param[1], net->weights);
+      wk_tensor rm = wk_buffer_t(net, nd->buffer[0]), rv = wk_buffer_t(net, nd->buffer[1]);
+      s = wk_batchnorm_forward_infer(net->ctx, &nd->bn, &x, &g, &b, &rm, &rv, &y);
+    }
+    break;
+  case WK_NODE_ACT:
+    s = wk_act_forward(net->ctx, nd->act, &x, &y);
+    break;
+  case WK_NODE_MAXPOOL: {
+    wk_tensor am = {0};
+    if (train) {
+      float *buf;
+      WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)wk_tensor_numel(&y), &buf));
+      st->argmax = (int32_t *)buf; /* same size as a float; the pool is untyped */
+      am = wk_tensor_view(buf, WK_I32, y.ndim, y.shape);
+    }
+    s = wk_maxpool2d_forward(net->ctx, &nd->pool, &x, &y, train ? &am : NULL);
+    break;
+  }
+  case WK_NODE_AVGPOOL:
+    s = wk_avgpool2d_forward(net->ctx, &nd->pool, &x, &y);
+    break;
+  case WK_NODE_GLOBAL_AVGPOOL:
+    s = wk_global_avgpool_forward(net->ctx, &x, &y);
+    break;
+  case WK_NODE_FLATTEN:
+    break; /* a view of its input */
+  case WK_NODE_LINEAR: {
+    wk_tensor w = wk_param_t(net, nd->param[0], net->weights);
+    wk_tensor b = wk_param_t(net, nd->param[1], net->weights);
+    s = wk_linear_forward(net->ctx, &x, &w, nd->param[1] >= 0 ? &b : NULL, &y);
+    break;
+  }
+  case WK_NODE_ADD: {
+    wk_tensor b = wk_val(net, nd->in[1], net->val[nd->in[1]]);
+    s = wk_add_forward(net->ctx, &x, &b, &y);
+    break;
+  }
+  case WK_NODE_DROPOUT: {
+    if (!train || nd->drop_p == 0.0f) {
+      memcpy(y.data, x.data, wk_tensor_nbytes(&x));
+      break;
+    }
+    wk_dropout_params p = {.p = nd->drop_p, .seed = net->dropout_seed,
+                           .stream = (net->dropout_step << 16) ^ (uint64_t)i};
+    s = wk_dropout_forward(net->ctx, &p, &x, &y);
+    break;
+  }
+  default:
+    WK_ASSERT(!"unknown op");
+  }
+  return s == WK_OK ? WK_OK : wk_node_fail(nd, s);
+}
+
+static bool wk_trainable(const wk_net *net, int p) {
+  return p >= 0 && !(net->params[p].flags & WK_PARAM_FROZEN);
+}
+
+wk_status wk_node_backward(wk_net *net, int i, bool *kept) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  const int v = i + 1, in = nd->in[0];
+  float *g = net->grad[v];
+  wk_tensor x = wk_val(net, in, net->val[in]), dy = wk_val(net, v, g);
+  float *dxp = NULL;
+  wk_status s = WK_OK;
+  *kept = false;
+  /* ops that hand the gradient on (a fused activation: its batchnorm applies
+   * the mask) */
+  if (nd->op == WK_NODE_FLATTEN || (nd->op == WK_NODE_DROPOUT && nd->drop_p == 0.0f) ||
+      net->skip_train[i]) {
+    *kept = wk_grad_pass(net, in, g);
+    return WK_OK;
+  }
+  if (nd->op == WK_NODE_ADD) {
+    /* both inputs receive dy: the first takes the buffer over, the second gets a
+     * copy (or, for x + x, adds it in a second time) */
+    const int in1 = nd->in[1];
+    bool taken = wk_grad_pass(net, in, g);
+    if (taken && in1 != in) {
+      WK_TRY(wk_grad_dest(net, in1, &dxp));
+      if (dxp) memcpy(dxp, g, (size_t)wk_tensor_numel(&dy) * sizeof(float));
+      wk_grad_commit(net, in1, dxp);
+    } else {
+      taken = wk_grad_pass(net, in1, g) || taken;
+    }
+    *kept = taken;
+    return WK_OK;
+  }
+  if (nd->op == WK_NODE_ACT && net->alias[v] == net->alias[in]) {
+    /* in place: the output buffer is the input's; the mask comes from it */
+    wk_tensor yv = wk_val(net, v, net->val[v]);
+    s = wk_act_backward(net->ctx, nd->act, &yv, &dy, &dy);
+    if (s != WK_OK) return wk_node_fail(nd, s);
+    *kept = wk_grad_pass(net, in, g);
+    return WK_OK;
+  }
+  WK_TRY(wk_grad_dest(net, in, &dxp));
+  wk_tensor dx = wk_val(net, in, dxp);
+  wk_tensor *dxt = dxp ? &dx : NULL;
+  switch (nd->op) {
+  case WK_NODE_CONV: {
+    wk_tensor w = wk_param_t(net, nd->param[0], net->weights);
+    wk_tensor dw = wk_param_t(net, nd->param[0], net->grads);
+    wk_tensor db = wk_param_t(net, nd->param[1], net->grads);
+    s = wk_node_conv_backward(net, i, &x, &w, &dy, dxt,
+                              wk_trainable(net, nd->param[0]) ? &dw : NULL,
+                              wk_trainable(net, nd->param[1]) ? &db : NULL);
+    break;
+  }
+  case WK_NODE_BATCHNORM:
+    s = wk_node_bn_backward(net, i, &x, &dy, dxp);
+    break;
+  case WK_NODE_ACT: {
+    wk_tensor yv = wk_val(net, v, net->val[v]);
+    if (dxt) s = wk_act_backward(net->ctx, nd->act, &yv, &dy, dxt);
+    break;
+  }
+  case WK_NODE_MAXPOOL: {
+    wk_tensor am = wk_tensor_view(st->argmax, WK_I32, dy.ndim, dy.shape);
+    if (dxt) s = wk_maxpool2d_backward(net->ctx, &nd->pool, &am, &dy, dxt);
+    break;
+  }
+  case WK_NODE_AVGPOOL:
+    if (dxt) s = wk_avgpool2d_backward(net->ctx, &nd->pool, &dy, dxt);
+    break;
+  case WK_NODE_GLOBAL_AVGPOOL:
+    if (dxt) s = wk_global_avgpool_backward(net->ctx, &dy, dxt);
+    break;
+  case WK_NODE_LINEAR: {
+    wk_tensor w = wk_param_t(net, nd->param[0], net->weights);
+    wk_tensor dw = wk_param_t(net, nd->param[0], net->grads);
+    wk_tensor db = wk_param_t(net, nd->param[1], net->grads);
+    s = wk_linear_backward(net->ctx, &x, &w, &dy, dxt,
+                           wk_trainable(net, nd->param[0]) ? &dw : NULL,
+                           wk_trainable(net, nd->param[1]) ? &db : NULL);
+    break;
+  }
+  case WK_NODE_DROPOUT: {
+    wk_dropout_params p = {.p = nd->drop_p, .seed = net->dropout_seed,
+                           .stream = (net->dropout_step << 16) ^ (uint64_t)i};
+    if (dxt) s = wk_dropout_backward(net->ctx, &p, &dy, dxt);
+    break;
+  }
+  default:
+    WK_ASSERT(!"unknown op");
+  }
+  if (s != WK_OK) {
+    wk_bufpool_release(&net->pool, dxp);
+    return wk_node_fail(nd, s);
+  }
+  wk_grad_commit(net, in, dxp);
+  return WK_OK;
+}

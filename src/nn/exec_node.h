@@ -1,0 +1,32 @@
+/* exec_node.h - per-node execution, shared by exec.c (the walk over the graph),
+ * exec_node.c (each op) and exec_plan.c (the fast-path plans and fusions). */
+#ifndef WK_EXEC_NODE_H
+#define WK_EXEC_NODE_H
+
+#include "nn/net_impl.h"
+
+wk_status wk_node_forward(wk_net *net, int i, bool train);
+/* *kept: the node handed its output gradient buffer on to an input. */
+wk_status wk_node_backward(wk_net *net, int i, bool *kept);
+void wk_node_state_free(wk_net *net, int i);
+void wk_node_plan_free(wk_node_state *st);
+
+/* Conv and batchnorm through plans when the fast path has them, else the
+ * stateless ops. */
+wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *x,
+                               const wk_tensor *w, const wk_tensor *b, wk_tensor *y);
+wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *w,
+                                const wk_tensor *dy, wk_tensor *dx, wk_tensor *dw,
+                                wk_tensor *db);
+wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
+wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
+                              float *dx);
+/* Finds the fusions of the fast path (called once at finalize). */
+wk_status wk_net_plan_fusions(wk_net *net);
+
+/* Gradient plumbing (exec.c). */
+wk_status wk_grad_dest(wk_net *net, int in, float **dst);
+void wk_grad_commit(wk_net *net, int in, float *dst);
+bool wk_grad_pass(wk_net *net, int in, float *g);
+
+#endif

@@ -1,0 +1,239 @@
+/* exec_plan.c - the CPU fast path of a network: oneDNN plans per node and the
+ * fusions that save memory passes.
+ *
+ * Training: a batchnorm whose only consumer is an in-place ReLU runs the ReLU
+ * inside the batchnorm primitive (forward and backward); the ReLU node does
+ * nothing. Evaluation: conv -> batchnorm [-> relu/relu6] becomes one
+ * convolution with the batchnorm folded into its weights and bias and the
+ * activation as a post-op; the chain's values share one buffer.
+ *
+ * Plans are made for one batch size and rebuilt when it changes. Training
+ * plans reorder weights once per forward (net->plan_version identifies the
+ * step), so backward reuses them; evaluation plans keep them until the weights
+ * change (wk_net_weights_changed) or a training forward moves the batchnorm
+ * running statistics. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/exec_node.h"
+
+/* The node consuming value v when exactly one does, else -1. */
+static int wk_sole_consumer(const wk_net *net, int v) {
+  if (net->n_consumers[v] != 1) return -1;
+  for (int i = 0; i < net->n_nodes; i++)
+    for (int k = 0; k < net->nodes[i].n_in; k++)
+      if (net->nodes[i].in[k] == v) return i;
+  return -1;
+}
+
+wk_status wk_net_plan_fusions(wk_net *net) {
+  const int nn = net->n_nodes, nv = nn + 1;
+  net->bn_relu = malloc((size_t)nn * sizeof *net->bn_relu);
+  net->fold_bn = malloc((size_t)nn * sizeof *net->fold_bn);
+  net->fold_act = malloc((size_t)nn * sizeof *net->fold_act);
+  net->skip_train = calloc((size_t)nn, sizeof *net->skip_train);
+  net->skip_eval = calloc((size_t)nn, sizeof *net->skip_eval);
+  net->alias_eval = malloc((size_t)nv * sizeof *net->alias_eval);
+  if (!net->bn_relu || !net->fold_bn || !net->fold_act || !net->skip_train || !net->skip_eval ||
+      !net->alias_eval)
+    return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int i = 0; i < nn; i++) net->bn_relu[i] = net->fold_bn[i] = net->fold_act[i] = -1;
+  const bool fast = net->ctx->impl == WK_IMPL_CPU;
+  for (int i = 0; fast && i < nn; i++) {
+    const wk_node *nd = &net->nodes[i];
+    if (nd->op == WK_NODE_BATCHNORM && nd->out_ndim == 3) {
+      int k = wk_sole_consumer(net, i + 1);
+      if (k >= 0 && net->nodes[k].op == WK_NODE_ACT && net->nodes[k].act == WK_ACT_RELU &&
+          net->alias[k + 1] == net->alias[i + 1]) {
+        net->bn_relu[i] = k;
+        net->skip_train[k] = true;
+      }
+    }
+    if (nd->op == WK_NODE_CONV) {
+      int j = wk_sole_consumer(net, i + 1);
+      if (j < 0 || net->nodes[j].op != WK_NODE_BATCHNORM) continue;
+      net->fold_bn[i] = j;
+      net->skip_eval[j] = true;
+      int k = wk_sole_consumer(net, j + 1);
+      if (k >= 0 && net->nodes[k].op == WK_NODE_ACT) {
+        net->fold_act[i] = k;
+        net->skip_eval[k] = true;
+      }
+    }
+  }
+  for (int v = 0; v < nv; v++) {
+    const int i = v - 1;
+    bool shares = v > 0 && (net->skip_eval[i] || net->alias[v] != v);
+    net->alias_eval[v] = shares ? net->alias_eval[net->nodes[i].in[0]] : v;
+  }
+  return WK_OK;
+}
+
+static void wk_plans_free(wk_node_state *st) {
+  wk_conv2d_plan_destroy(st->conv_train);
+  wk_conv2d_plan_destroy(st->conv_eval);
+  wk_batchnorm_plan_destroy(st->bn);
+  st->conv_train = st->conv_eval = NULL;
+  st->bn = NULL;
+  st->plan_n = 0;
+}
+
+void wk_node_plan_free(wk_node_state *st) {
+  wk_plans_free(st);
+  free(st->folded);
+  st->folded = NULL;
+}
+
+static void wk_plans_for_batch(wk_node_state *st, int64_t n) {
+  if (st->plan_n != n) {
+    wk_plans_free(st);
+    st->plan_n = n;
+  }
+}
+
+static const float *wk_arena_at(const wk_net *net, const float *arena, int p) {
+  return p >= 0 ? arena + net->params[p].offset : NULL;
+}
+
+/* Folds batchnorm node j into conv node i's weights: w' = w s, b' = beta +
+ * (b - mean) s with s = gamma / sqrt(var + eps), per output channel. */
+static wk_status wk_fold(wk_net *net, int i, int j) {
+  wk_node_state *st = &net->state[i];
+  const wk_node *cv = &net->nodes[i], *bn = &net->nodes[j];
+  const wk_param *wp = &net->params[cv->param[0]];
+  const int64_t o = wp->shape[0], per_o = (int64_t)wp->numel / o;
+  if (st->folded && st->folded_wv == net->weights_version && st->folded_bv == net->bn_version)
+    return WK_OK;
+  if (!st->folded) {
+    st->folded = malloc((wp->numel + (size_t)o) * sizeof(float));
+    if (!st->folded) return wk_fail(WK_ERR_NOMEM, "%s: out of memory folding", cv->name);
+  }
+  const float *w = wk_arena_at(net, net->weights, cv->param[0]);
+  const float *b = wk_arena_at(net, net->weights, cv->param[1]);
+  const float *gamma = wk_arena_at(net, net->weights, bn->param[0]);
+  const float *beta = wk_arena_at(net, net->weights, bn->param[1]);
+  const float *mean = net->buffer_data + net->buffers[bn->buffer[0]].offset;
+  const float *var = net->buffer_data + net->buffers[bn->buffer[1]].offset;
+  float *fw = st->folded, *fb = st->folded + wp->numel;
+  for (int64_t oc = 0; oc < o; oc++) {
+    const double s = (double)gamma[oc] / sqrt((double)var[oc] + (double)bn->bn.eps);
+    for (int64_t k = 0; k < per_o; k++) fw[oc * per_o + k] = (float)(w[oc * per_o + k] * s);
+    fb[oc] = (float)((double)beta[oc] + ((b ? (double)b[oc] : 0.0) - (double)mean[oc]) * s);
+  }
+  st->folded_wv = net->weights_version;
+  st->folded_bv = net->bn_version;
+  st->folded_version = ++net->plan_version;
+  return WK_OK;
+}
+
+static wk_status wk_conv_geom(const wk_node *nd, const wk_tensor *x, wk_conv2d_geom *g) {
+  return wk_conv2d_geom_make(&nd->conv, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                             nd->out_ch, nd->kh, nd->kw, g);
+}
+
+wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *x,
+                               const wk_tensor *w, const wk_tensor *b, wk_tensor *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  if (net->ctx->impl != WK_IMPL_CPU) return wk_conv2d_forward(net->ctx, &nd->conv, x, w, b, y);
+  wk_conv2d_geom g;
+  WK_TRY(wk_conv_geom(nd, x, &g));
+  wk_plans_for_batch(st, x->shape[0]);
+  if (train) {
+    if (!st->conv_train)
+      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, false, WK_POST_NONE,
+                                   &st->conv_train));
+    return wk_conv2d_plan_forward(st->conv_train, x->data, w->data, net->plan_version,
+                                  b ? b->data : NULL, y->data);
+  }
+  const int j = net->fold_bn[i], k = net->fold_act[i];
+  if (j < 0) {
+    if (!st->conv_eval)
+      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, true, WK_POST_NONE, &st->conv_eval));
+    return wk_conv2d_plan_forward(st->conv_eval, x->data, w->data, net->weights_version + 1,
+                                  b ? b->data : NULL, y->data);
+  }
+  WK_TRY(wk_fold(net, i, j));
+  if (!st->conv_eval) {
+    wk_post_act post = WK_POST_NONE;
+    if (k >= 0) post = net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+    WK_TRY(wk_conv2d_plan_create(net->ctx, &g, true, true, post, &st->conv_eval));
+  }
+  const size_t wn = (size_t)wk_tensor_numel(w);
+  return wk_conv2d_plan_forward(st->conv_eval, x->data, st->folded, st->folded_version,
+                                st->folded + wn, y->data);
+}
+
+wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *w,
+                                const wk_tensor *dy, wk_tensor *dx, wk_tensor *dw,
+                                wk_tensor *db) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  if (!st->conv_train)
+    return wk_conv2d_backward(net->ctx, &nd->conv, x, w, dy, dx, dw, db);
+  return wk_conv2d_plan_backward(st->conv_train, x->data, w->data, net->plan_version, dy->data,
+                                 dx ? dx->data : NULL, dw ? dw->data : NULL,
+                                 db ? db->data : NULL);
+}
+
+static wk_status wk_bn_state(wk_net *net, int i, int64_t c) {
+  wk_node_state *st = &net->state[i];
+  if (st->save_mean) return WK_OK;
+  st->save_mean = malloc((size_t)c * sizeof(float));
+  st->save_stat = malloc((size_t)c * sizeof(float));
+  if (!st->save_mean || !st->save_stat)
+    return wk_fail(WK_ERR_NOMEM, "%s: out of memory", net->nodes[i].name);
+  return WK_OK;
+}
+
+wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  const wk_param *gp = &net->params[nd->param[0]];
+  const int64_t c = gp->shape[0], m = wk_tensor_numel(x) / c;
+  float *gamma = net->weights + gp->offset;
+  float *beta = net->weights + net->params[nd->param[1]].offset;
+  float *rm = net->buffer_data + net->buffers[nd->buffer[0]].offset;
+  float *rv = net->buffer_data + net->buffers[nd->buffer[1]].offset;
+  WK_TRY(wk_bn_state(net, i, c));
+  if (net->ctx->impl == WK_IMPL_CPU && m > 1) {
+    wk_plans_for_batch(st, x->shape[0]);
+    if (!st->bn)
+      WK_TRY(wk_batchnorm_plan_create(net->ctx, m, c, nd->bn.eps, net->bn_relu[i] >= 0, &st->bn));
+    WK_TRY(wk_batchnorm_plan_forward(st->bn, x->data, gamma, beta, st->save_mean, st->save_stat,
+                                     y->data));
+    wk_batchnorm_running_update(&nd->bn, m, c, st->save_mean, st->save_stat, rm, rv);
+    st->stat_is_var = true;
+    return WK_OK;
+  }
+  WK_ASSERT(net->bn_relu[i] < 0); /* fusions exist on the fast path only */
+  wk_tensor g = wk_tensor_view(gamma, WK_F32, 1, &c), b = wk_tensor_view(beta, WK_F32, 1, &c);
+  wk_tensor rmt = wk_tensor_view(rm, WK_F32, 1, &c), rvt = wk_tensor_view(rv, WK_F32, 1, &c);
+  wk_tensor sm = wk_tensor_view(st->save_mean, WK_F32, 1, &c);
+  wk_tensor ss = wk_tensor_view(st->save_stat, WK_F32, 1, &c);
+  st->stat_is_var = false;
+  return wk_batchnorm_forward_train(net->ctx, &nd->bn, x, &g, &b, &rmt, &rvt, &sm, &ss, y);
+}
+
+wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
+                              float *dx) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  const wk_param *gp = &net->params[nd->param[0]], *bp = &net->params[nd->param[1]];
+  const int64_t c = gp->shape[0];
+  const bool frozen = gp->flags & WK_PARAM_FROZEN;
+  float *dgamma = frozen ? NULL : net->grads + gp->offset;
+  float *dbeta = frozen ? NULL : net->grads + bp->offset;
+  const float *gamma = net->weights + gp->offset, *beta = net->weights + bp->offset;
+  if (st->stat_is_var)
+    return wk_batchnorm_plan_backward(st->bn, x->data, gamma, beta, st->save_mean, st->save_stat,
+                                      dy->data, dx, dgamma, dbeta);
+  wk_tensor g = wk_tensor_view((float *)gamma, WK_F32, 1, &c);
+  wk_tensor mean = wk_tensor_view(st->save_mean, WK_F32, 1, &c);
+  wk_tensor invstd = wk_tensor_view(st->save_stat, WK_F32, 1, &c);
+  wk_tensor dxt = wk_tensor_view(dx, WK_F32, x->ndim, x->shape);
+  wk_tensor dgt = wk_tensor_view(dgamma, WK_F32, 1, &c), dbt = wk_tensor_view(dbeta, WK_F32, 1, &c);
+  return wk_batchnorm_backward(net->ctx, &nd->bn, false, x, &g, &mean, &invstd, dy,
+                               dx ? &dxt : NULL, frozen ? NULL : &dgt, frozen ? NULL : &dbt);
+}

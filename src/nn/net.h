@@ -1,0 +1,154 @@
+/* net.h - a network: a graph of op nodes over NHWC tensors, with its parameters
+ * and gradients each in one contiguous arena.
+ *
+ * Values are numbered: value 0 is the network input (N, H, W, C), value i + 1
+ * is the output of node i. Nodes are added in topological order by the builder
+ * calls below (the model zoo, the model-file loader and the ONNX importer all
+ * use them) and each returns its output value. A builder call that fails
+ * records the error in the network and returns -1; wk_net_finalize reports the
+ * first such error, so a zoo function can add nodes without checking each one.
+ *
+ * Naming follows PyTorch: a conv node "layer1.0.conv1" owns the parameters
+ * "layer1.0.conv1.weight" (and ".bias"), a batchnorm node "bn1" owns
+ * "bn1.weight", "bn1.bias" and the buffers "bn1.running_mean", "bn1.running_var".
+ * Parameters are stored in whisker's layouts (conv OHWI, linear (O, I)); the
+ * model file converts to and from PyTorch's.
+ *
+ * Execution: wk_net_forward runs the graph in training or evaluation mode;
+ * wk_net_backward, after a training forward, fills the gradient arena
+ * (overwriting it) from the gradient of the output. The forward output stays
+ * valid until the next forward. */
+#ifndef WK_NET_H
+#define WK_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/context.h"
+#include "core/tensor.h"
+#include "nn/param.h"
+#include "ops/ops.h"
+
+#define WK_NODE_NAME_MAX 80
+
+typedef enum wk_node_op {
+  WK_NODE_CONV = 0,
+  WK_NODE_BATCHNORM,
+  WK_NODE_ACT,
+  WK_NODE_MAXPOOL,
+  WK_NODE_AVGPOOL,
+  WK_NODE_GLOBAL_AVGPOOL, /* (N,H,W,C) -> (N,C) */
+  WK_NODE_FLATTEN,        /* (N,H,W,C) -> (N,H*W*C), NHWC order */
+  WK_NODE_LINEAR,
+  WK_NODE_ADD,
+  WK_NODE_DROPOUT,
+  WK_NODE_OP_COUNT
+} wk_node_op;
+
+/* How a fresh network initialises a weight (biases start at 0 unless said). */
+typedef enum wk_init {
+  WK_INIT_KAIMING_FAN_OUT = 0, /* normal(0, sqrt(2 / fan_out)), torchvision's conv init */
+  WK_INIT_TORCH_DEFAULT,       /* U(+-1/sqrt(fan_in)) for weight and bias, nn.Linear's */
+  WK_INIT_NORMAL_001,          /* normal(0, 0.01), bias 0: torchvision MobileNetV2's head */
+} wk_init;
+
+typedef struct wk_node {
+  wk_node_op op;
+  char name[WK_NODE_NAME_MAX];
+  int n_in;
+  int in[2]; /* value ids */
+  /* attributes (those of other ops are zero) */
+  int out_ch;               /* conv, linear */
+  int kh, kw;               /* conv */
+  wk_conv2d_params conv;    /* conv */
+  bool bias;                /* conv, linear */
+  wk_init init;             /* conv, linear */
+  wk_batchnorm_params bn;   /* batchnorm */
+  wk_act act;               /* act */
+  wk_pool2d_params pool;    /* max/avg pool */
+  float drop_p;             /* dropout */
+  /* derived by the builder */
+  int out_ndim;             /* 3: (H, W, C) per sample, or 1: (F) */
+  int64_t out_shape[3];
+  int param[2];             /* weight/gamma and bias/beta param index, or -1 */
+  int buffer[2];            /* batchnorm running mean and var buffer index, or -1 */
+} wk_node;
+
+typedef struct wk_net wk_net;
+
+/* A network for inputs (N, in_h, in_w, in_c) of any batch size N. */
+wk_status wk_net_create(wk_ctx *ctx, int in_h, int in_w, int in_c, wk_net **out);
+void wk_net_destroy(wk_net *net);
+
+/* ---- builders: each returns the output value id, or -1 after recording an error */
+int wk_net_conv(wk_net *net, const char *name, int in, int out_ch, int kh, int kw,
+                const wk_conv2d_params *p, bool bias);
+int wk_net_batchnorm(wk_net *net, const char *name, int in, float eps, float momentum);
+int wk_net_act(wk_net *net, const char *name, int in, wk_act act);
+int wk_net_maxpool(wk_net *net, const char *name, int in, const wk_pool2d_params *p);
+int wk_net_avgpool(wk_net *net, const char *name, int in, const wk_pool2d_params *p);
+int wk_net_global_avgpool(wk_net *net, const char *name, int in);
+int wk_net_flatten(wk_net *net, const char *name, int in);
+int wk_net_linear(wk_net *net, const char *name, int in, int out_features, bool bias);
+int wk_net_add(wk_net *net, const char *name, int a, int b);
+int wk_net_dropout(wk_net *net, const char *name, int in, float p);
+/* Adds a fully described node (used by the loaders); node->param/buffer/out_*
+ * are derived, the rest taken as given. */
+int wk_net_add_node(wk_net *net, const wk_node *node);
+/* The weight initialisation of the last conv/linear node added. */
+void wk_net_set_init(wk_net *net, wk_init init);
+
+/* Lays out the arenas and initialises the parameters from `seed` (PyTorch's
+ * schemes, see wk_init). The last node's output is the network output. */
+wk_status wk_net_finalize(wk_net *net, uint64_t seed);
+
+/* ---- structure */
+int wk_net_n_nodes(const wk_net *net);
+const wk_node *wk_net_node(const wk_net *net, int i);
+void wk_net_input_shape(const wk_net *net, int *h, int *w, int *c);
+/* Features of the output value (the number of classes for a classifier). */
+int64_t wk_net_output_features(const wk_net *net);
+
+/* ---- parameters: `numel` counts real elements; the arenas are n_elems long
+ * (each tensor starts 64-byte aligned; the gaps are zero). */
+const wk_param *wk_net_params(const wk_net *net, size_t *n_params);
+const wk_param *wk_net_buffers(const wk_net *net, size_t *n_buffers);
+float *wk_net_weights(wk_net *net);      /* the parameter arena */
+float *wk_net_grads(wk_net *net);        /* the gradient arena, same layout */
+float *wk_net_buffer_data(wk_net *net);  /* the buffer arena */
+size_t wk_net_n_elems(const wk_net *net);
+size_t wk_net_n_buffer_elems(const wk_net *net);
+/* Total trainable elements (sum of numel), as PyTorch counts them. */
+int64_t wk_net_param_count(const wk_net *net);
+/* The index of a parameter or buffer by name, or -1. */
+int wk_net_find_param(const wk_net *net, const char *name);
+int wk_net_find_buffer(const wk_net *net, const char *name);
+/* Freezes (or unfreezes) every parameter whose name starts with `prefix`
+ * ("" = all); returns how many matched. */
+int wk_net_set_frozen(wk_net *net, const char *prefix, bool frozen);
+void wk_net_set_lr_scale(wk_net *net, const char *prefix, float scale);
+/* Batches seen by each batchnorm in training (PyTorch's num_batches_tracked). */
+int64_t wk_net_bn_batches(const wk_net *net);
+void wk_net_set_bn_batches(wk_net *net, int64_t n);
+/* Tells the network its weights or buffers changed outside forward/backward (an
+ * optimizer step, a load), so cached derived weights are rebuilt. */
+void wk_net_weights_changed(wk_net *net);
+
+/* ---- execution
+ * x (N, H, W, C) f32. In training mode batchnorm uses batch statistics and
+ * updates its running ones, and dropout draws a mask from (seed, step); in
+ * evaluation mode neither. *out views the output (N, F), owned by the net. */
+wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
+/* dy (N, F): the gradient of the loss w.r.t. the output of the last training
+ * forward. Fills the gradient arena (frozen parameters get 0). */
+wk_status wk_net_backward(wk_net *net, const wk_tensor *dy);
+/* Dropout masks are a function of (seed, step, node): set before forward. */
+void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step);
+/* Bytes of activation memory held by the last forward/backward. */
+size_t wk_net_activation_bytes(const wk_net *net);
+
+const char *wk_node_op_name(wk_node_op op);
+wk_status wk_node_op_parse(const char *name, wk_node_op *out);
+
+#endif

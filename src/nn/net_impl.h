@@ -1,0 +1,72 @@
+/* net_impl.h - the inside of a wk_net, shared by the builder (build.c), the
+ * initialiser (init.c) and the executor (exec.c). Not a public header. */
+#ifndef WK_NET_IMPL_H
+#define WK_NET_IMPL_H
+
+#include "nn/bufpool.h"
+#include "nn/net.h"
+#include "ops/plan.h"
+
+/* Per-node run-time state: what forward saves for backward, and the fast-path
+ * plans (primitives, cached weights) built for one batch size. */
+typedef struct wk_node_state {
+  float *save_mean;  /* batchnorm (C): the batch mean */
+  float *save_stat;  /* batchnorm (C): 1/std (reference path) or biased variance (plan) */
+  bool stat_is_var;
+  int32_t *argmax;   /* maxpool, (N, OH, OW, C), from the pool */
+  wk_conv2d_plan *conv_train, *conv_eval;
+  wk_batchnorm_plan *bn;
+  int64_t plan_n;    /* batch size of the plans */
+  float *folded;     /* eval: conv weights then bias with the batchnorm folded in */
+  uint64_t folded_wv, folded_bv, folded_version;
+} wk_node_state;
+
+struct wk_net {
+  wk_ctx *ctx;
+  int in_h, in_w, in_c;
+  wk_status build_error; /* first builder failure, reported by finalize */
+  char build_msg[256];
+  bool finalized;
+
+  wk_node *nodes;
+  int n_nodes, cap_nodes;
+
+  wk_param *params, *buffers;
+  size_t n_params, cap_params, n_buffers, cap_buffers;
+  size_t n_elems, n_buffer_elems;
+  float *weights, *grads, *buffer_data;
+  int64_t bn_batches;
+
+  /* derived at finalize */
+  int *n_consumers;   /* per value */
+  int *alias;         /* per value: the value whose buffer it shares, or itself */
+  bool *needs_grad;   /* per value: some trainable parameter lies upstream */
+  /* fusions on the CPU fast path (-1 / false where none) */
+  int *bn_relu;       /* per node: a batchnorm's ReLU node, run inside it in training */
+  int *fold_bn;       /* per node: a conv's batchnorm, folded into it in evaluation */
+  int *fold_act;      /* per node: the activation after that, fused too */
+  bool *skip_train, *skip_eval; /* nodes another node computes */
+  int *alias_eval;    /* alias in evaluation (the folded chain shares one buffer) */
+
+  /* run time */
+  wk_node_state *state;
+  wk_bufpool pool;    /* activations, gradients, scratch */
+  float **val;        /* per value: forward buffer */
+  float **grad;       /* per value: gradient buffer (NULL until written) */
+  int64_t batch;      /* N of the last forward */
+  bool last_train;
+  uint64_t weights_version; /* bumped by wk_net_weights_changed */
+  uint64_t bn_version;      /* bumped by every training forward (running stats) */
+  uint64_t plan_version;    /* a fresh weights version for the conv plans */
+  uint64_t dropout_seed, dropout_step;
+};
+
+/* Elements per sample of value v. */
+int64_t wk_net_value_numel(const wk_net *net, int v);
+/* The value's shape as a tensor over `data` for batch size n. */
+wk_tensor wk_net_value_tensor(const wk_net *net, int v, int64_t n, float *data);
+
+wk_status wk_net_init_params(wk_net *net, uint64_t seed);
+void wk_net_release_runtime(wk_net *net);
+
+#endif

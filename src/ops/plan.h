@@ -1,0 +1,68 @@
+/* plan.h - ops prepared once for a fixed shape.
+ *
+ * A plan creates its oneDNN primitives once and keeps the weights in the
+ * layout the primitive prefers, reordering them only when the caller says they
+ * changed (a new weights version). The network executor holds one plan per
+ * node and batch size; the stateless functions of ops.h build a throw-away
+ * plan per call. Plans exist on the CPU fast path only: creating one under
+ * WK_IMPL_REF returns WK_ERR_UNSUPPORTED without recording an error, and the
+ * caller runs the reference instead. */
+#ifndef WK_OPS_PLAN_H
+#define WK_OPS_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ops/ops.h"
+
+/* An activation fused after a convolution (inference plans only). */
+typedef enum wk_post_act {
+  WK_POST_NONE = 0,
+  WK_POST_RELU,
+  WK_POST_RELU6,
+} wk_post_act;
+
+typedef struct wk_conv2d_plan wk_conv2d_plan;
+
+/* inference: a forward-only plan, optionally with `post` fused; else a
+ * training plan (forward, backward-data, backward-weights; post must be NONE). */
+wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
+                                wk_post_act post, wk_conv2d_plan **out);
+void wk_conv2d_plan_destroy(wk_conv2d_plan *p);
+
+/* w_version identifies the weights' content: reordered weights are reused while
+ * it stays the same; 0 means "unknown", always reorder. Buffers as in ops.h:
+ * x (N,H,W,C), w (O,KH,KW,C/g), b (O) or NULL, y (N,OH,OW,O). */
+wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
+                                 uint64_t w_version, const float *b, float *y);
+/* Training plans only. dx, dw, db may each be NULL. */
+wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float *w,
+                                  uint64_t w_version, const float *dy, float *dx, float *dw,
+                                  float *db);
+/* oneDNN's name for the forward implementation, e.g. "brg:avx512_core". */
+const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p);
+
+/* running = (1 - momentum) running + momentum batch, with the unbiased
+ * variance (m / (m - 1) times the biased `var`), as PyTorch. */
+void wk_batchnorm_running_update(const wk_batchnorm_params *p, int64_t m, int64_t c,
+                                 const float *mean, const float *var, float *running_mean,
+                                 float *running_var);
+
+/* Batch normalisation in training mode over M rows of C channels (NHWC
+ * flattened), optionally with a ReLU fused after it: forward saves what the
+ * fused backward needs (a mask) inside the plan, so a backward must follow the
+ * forward it belongs to. */
+typedef struct wk_batchnorm_plan wk_batchnorm_plan;
+
+wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, bool fuse_relu,
+                                   wk_batchnorm_plan **out);
+void wk_batchnorm_plan_destroy(wk_batchnorm_plan *p);
+/* mean and var (C) receive the batch mean and the biased batch variance. */
+wk_status wk_batchnorm_plan_forward(wk_batchnorm_plan *p, const float *x, const float *gamma,
+                                    const float *beta, float *mean, float *var, float *y);
+/* dy is the gradient of the (ReLU'd, when fused) output; dx may be NULL. */
+wk_status wk_batchnorm_plan_backward(wk_batchnorm_plan *p, const float *x, const float *gamma,
+                                     const float *beta, const float *mean, const float *var,
+                                     const float *dy, float *dx, float *dgamma, float *dbeta);
+
+#endif

@@ -1,0 +1,322 @@
+/* test_nn.c - networks: the zoo's parameter counts against torchvision's, the
+ * fast path (plans and fusions) against the reference on whole networks in
+ * both modes and in backward, freezing, batch-size changes and builder errors. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/net.h"
+#include "nn/zoo.h"
+#include "test_util.h"
+
+/* Parameter counts printed by torchvision 0.14 (Debian python3-torchvision):
+ *   sum(p.numel() for p in torchvision.models.<arch>(num_classes=K).parameters()) */
+static const struct {
+  const char *arch;
+  int classes;
+  float width;
+  int64_t count;
+} wk_counts[] = {
+    {"resnet18", 1000, 1, 11689512},   {"resnet34", 1000, 1, 21797672},
+    {"resnet50", 1000, 1, 25557032},   {"mobilenetv2", 1000, 1, 3504872},
+    {"mobilenetv2", 1000, 0.5f, 1968680}, {"mobilenetv2", 1000, 1.4f, 6108776},
+    {"resnet18", 2, 1, 11177538},      {"resnet50", 2, 1, 23512130},
+    {"mobilenetv2", 2, 1, 2226434},    {"mobilenetv2", 10, 0.5f, 700490},
+};
+
+START_TEST(test_param_counts_match_torchvision) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  for (size_t i = 0; i < sizeof wk_counts / sizeof wk_counts[0]; i++) {
+    wk_arch_opts o = wk_arch_opts_default(wk_counts[i].classes);
+    o.width = wk_counts[i].width;
+    o.in_h = o.in_w = 64; /* counts do not depend on the input size */
+    wk_net *net;
+    ck_assert_msg(wk_zoo_build(ctx, wk_counts[i].arch, &o, 1, &net) == WK_OK, "%s",
+                  wk_last_error());
+    ck_assert_msg(wk_net_param_count(net) == wk_counts[i].count, "%s/%d/%g: %lld != %lld",
+                  wk_counts[i].arch, wk_counts[i].classes, (double)wk_counts[i].width,
+                  (long long)wk_net_param_count(net), (long long)wk_counts[i].count);
+    ck_assert_int_eq(wk_net_output_features(net), wk_counts[i].classes);
+    wk_net_destroy(net);
+  }
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_param_names_follow_torchvision) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(10);
+  o.in_h = o.in_w = 64;
+  wk_net *net;
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 1, &net), WK_OK);
+  const char *names[] = {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight",
+                         "layer2.0.downsample.0.weight", "layer4.1.bn2.bias", "fc.weight",
+                         "fc.bias"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    ck_assert_msg(wk_net_find_param(net, names[i]) >= 0, "missing %s", names[i]);
+  ck_assert_int_ge(wk_net_find_buffer(net, "layer3.1.bn1.running_var"), 0);
+  int p = wk_net_find_param(net, "layer1.0.conv1.weight");
+  size_t np;
+  const wk_param *params = wk_net_params(net, &np);
+  ck_assert_int_eq(params[p].ndim, 4);
+  ck_assert_int_eq(params[p].shape[0], 64); /* OHWI */
+  ck_assert_int_eq(params[p].shape[3], 64);
+  ck_assert(params[wk_net_find_param(net, "bn1.bias")].flags & WK_PARAM_NO_DECAY);
+  ck_assert(!(params[wk_net_find_param(net, "fc.weight")].flags & WK_PARAM_NO_DECAY));
+  for (size_t i = 0; i < np; i++) ck_assert_uint_eq(params[i].offset % 16, 0);
+  wk_net_destroy(net);
+  ck_assert_int_eq(wk_zoo_build(ctx, "mobilenetv2", &o, 1, &net), WK_OK);
+  ck_assert_int_ge(wk_net_find_param(net, "features.1.conv.0.0.weight"), 0);
+  ck_assert_int_ge(wk_net_find_param(net, "features.2.conv.3.weight"), 0);
+  ck_assert_int_ge(wk_net_find_param(net, "features.18.1.weight"), 0);
+  ck_assert_int_ge(wk_net_find_param(net, "classifier.1.weight"), 0);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Everything a training step produces, for comparing two runs. */
+typedef struct wkt_step {
+  float *eval_out, *train_out, *grads, *buffers;
+  int64_t n_out;
+  size_t n_elems, n_buf;
+} wkt_step;
+
+static void wkt_step_free(wkt_step *s) {
+  free(s->eval_out);
+  free(s->train_out);
+  free(s->grads);
+  free(s->buffers);
+}
+
+static float *wkt_copy(const float *p, size_t n) {
+  float *c = malloc(n * sizeof *c);
+  ck_assert_ptr_nonnull(c);
+  memcpy(c, p, n * sizeof *c);
+  return c;
+}
+
+/* Builds `arch` under `impl`, perturbs batchnorm statistics and affine params
+ * (so evaluation folding is exercised with non-trivial values), runs eval
+ * forward, train forward and backward of sum(out * r). */
+static wkt_step wkt_run(wk_impl impl, const char *arch, int classes, int size, int batch,
+                        const char *freeze_prefix) {
+  wk_ctx *ctx = wkt_ctx(impl, 2);
+  wk_arch_opts o = wk_arch_opts_default(classes);
+  o.in_h = o.in_w = size;
+  o.width = strcmp(arch, "mobilenetv2") == 0 ? 0.5f : 1.0f;
+  wk_net *net;
+  ck_assert_msg(wk_zoo_build(ctx, arch, &o, 7, &net) == WK_OK, "%s", wk_last_error());
+  size_t np, nb;
+  const wk_param *params = wk_net_params(net, &np);
+  const wk_param *bufs = wk_net_buffers(net, &nb);
+  float *w = wk_net_weights(net), *bd = wk_net_buffer_data(net);
+  for (size_t i = 0; i < np; i++)
+    if (strstr(params[i].name, "bn") || params[i].ndim == 1)
+      wkt_fill_f32(w + params[i].offset, (int64_t)params[i].numel, 100 + i, 0.5f, 1.5f);
+  for (size_t i = 0; i < nb; i++)
+    wkt_fill_f32(bd + bufs[i].offset, (int64_t)bufs[i].numel, 500 + i, 0.2f, 1.0f);
+  wk_net_weights_changed(net);
+  if (freeze_prefix) wk_net_set_frozen(net, freeze_prefix, true);
+  const int64_t xs[4] = {batch, size, size, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 3, -1.0f, 1.0f);
+  wkt_step r = {0};
+  wk_tensor out;
+  ck_assert_msg(wk_net_forward(net, &x, false, &out) == WK_OK, "%s", wk_last_error());
+  r.n_out = wk_tensor_numel(&out);
+  r.eval_out = wkt_copy(out.data, (size_t)r.n_out);
+  ck_assert_msg(wk_net_forward(net, &x, true, &out) == WK_OK, "%s", wk_last_error());
+  r.train_out = wkt_copy(out.data, (size_t)r.n_out);
+  wk_tensor dy = wkt_tensor(WK_F32, 2, out.shape);
+  wkt_fill_f32(dy.data, r.n_out, 11, -1.0f, 1.0f);
+  ck_assert_msg(wk_net_backward(net, &dy) == WK_OK, "%s", wk_last_error());
+  r.n_elems = wk_net_n_elems(net);
+  r.n_buf = wk_net_n_buffer_elems(net);
+  r.grads = wkt_copy(wk_net_grads(net), r.n_elems);
+  r.buffers = wkt_copy(bd, r.n_buf);
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  return r;
+}
+
+/* Batches large enough that the last batchnorm normalises over more than a
+ * handful of values (over 2 values, any rounding difference becomes +-1). */
+static void wkt_compare_impls(const char *arch, int size, int batch) {
+  wkt_step ref = wkt_run(WK_IMPL_REF, arch, 5, size, batch, NULL);
+  wkt_step cpu = wkt_run(WK_IMPL_CPU, arch, 5, size, batch, NULL);
+  /* float sums in a different order through ~20-50 layers: 1e-4 relative to
+   * the largest value */
+  double e;
+  e = wkt_rel_err(cpu.eval_out, ref.eval_out, ref.n_out, 1e-6);
+  ck_assert_msg(e < 1e-4, "%s eval output: %g", arch, e);
+  e = wkt_rel_err(cpu.train_out, ref.train_out, ref.n_out, 1e-6);
+  ck_assert_msg(e < 1e-4, "%s train output: %g", arch, e);
+  e = wkt_rel_err(cpu.buffers, ref.buffers, (int64_t)ref.n_buf, 1e-6);
+  ck_assert_msg(e < 1e-4, "%s running statistics: %g", arch, e);
+  e = wkt_rel_err(cpu.grads, ref.grads, (int64_t)ref.n_elems, 1e-6);
+  ck_assert_msg(e < 1e-3, "%s gradients: %g", arch, e);
+  wkt_step_free(&ref);
+  wkt_step_free(&cpu);
+}
+
+START_TEST(test_fast_path_matches_reference_smallcnn) { wkt_compare_impls("smallcnn", 32, 2); }
+END_TEST
+START_TEST(test_fast_path_matches_reference_resnet18) { wkt_compare_impls("resnet18", 64, 4); }
+END_TEST
+START_TEST(test_fast_path_matches_reference_mobilenetv2) { wkt_compare_impls("mobilenetv2", 64, 4); }
+END_TEST
+
+START_TEST(test_frozen_body_gets_no_gradient) {
+  wkt_step all = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, NULL);
+  wkt_step head = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, "conv");
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(3);
+  o.in_h = o.in_w = 32;
+  wk_net *net;
+  ck_assert_int_eq(wk_zoo_build(ctx, "smallcnn", &o, 7, &net), WK_OK);
+  size_t np;
+  const wk_param *params = wk_net_params(net, &np);
+  for (size_t i = 0; i < np; i++) {
+    const wk_param *p = &params[i];
+    const float *gh = head.grads + p->offset, *ga = all.grads + p->offset;
+    if (strncmp(p->name, "conv", 4) == 0) {
+      for (size_t k = 0; k < p->numel; k++) ck_assert_float_eq(gh[k], 0.0f);
+    } else {
+      /* unfrozen parameters see exactly the same gradient */
+      ck_assert_msg(wkt_rel_err(gh, ga, (int64_t)p->numel, 1e-6) < 1e-6, "%s", p->name);
+    }
+  }
+  ck_assert_int_eq(wk_net_set_frozen(net, "bn", true), 8);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  wkt_step_free(&all);
+  wkt_step_free(&head);
+}
+END_TEST
+
+START_TEST(test_batch_size_change_and_repeat) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_arch_opts o = wk_arch_opts_default(4);
+  o.in_h = o.in_w = 40;
+  wk_net *net;
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 3, &net), WK_OK);
+  const int64_t s3[4] = {3, 40, 40, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, s3);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1, 1);
+  wk_tensor out;
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+  float first[12];
+  memcpy(first, out.data, sizeof first);
+  /* the first sample alone, then all three again: same logits */
+  wk_tensor x1 = wk_tensor_view(x.data, WK_F32, 4, (const int64_t[4]){1, 40, 40, 3});
+  ck_assert_int_eq(wk_net_forward(net, &x1, false, &out), WK_OK);
+  ck_assert_int_eq(out.shape[0], 1);
+  ck_assert(wkt_rel_err(out.data, first, 4, 1e-6) < 1e-5);
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+  ck_assert(wkt_rel_err(out.data, first, 12, 1e-6) < 1e-6);
+  ck_assert_uint_gt(wk_net_activation_bytes(net), 0);
+  /* backward without a training forward is refused */
+  wk_tensor dy = wkt_tensor(WK_F32, 2, out.shape);
+  ck_assert_int_eq(wk_net_backward(net, &dy), WK_ERR_INVALID_ARG);
+  /* a wrong input shape is refused with a message */
+  wk_tensor bad = wk_tensor_view(x.data, WK_F32, 4, (const int64_t[4]){1, 40, 39, 3});
+  ck_assert_int_eq(wk_net_forward(net, &bad, false, &out), WK_ERR_SHAPE);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "network input"));
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_builder_errors) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 8, 8, 3, &net), WK_OK);
+  wk_conv2d_params p = wk_conv2d_params_make(1, 0, 1);
+  int v = wk_net_conv(net, "c", 0, 4, 9, 9, &p, false); /* 9x9 kernel on 8x8 */
+  ck_assert_int_eq(v, -1);
+  ck_assert_int_eq(wk_net_linear(net, "fc", 0, 3, true), -1); /* sticky */
+  ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_SHAPE);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "c:"));
+  wk_net_destroy(net);
+
+  ck_assert_int_eq(wk_net_create(ctx, 8, 8, 3, &net), WK_OK);
+  v = wk_net_conv(net, "c", 0, 4, 3, 3, &p, false);
+  ck_assert_int_eq(v, 1);
+  ck_assert_int_eq(wk_net_add(net, "a", 1, 0), -1); /* shapes differ */
+  ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_SHAPE);
+  wk_net_destroy(net);
+
+  ck_assert_int_eq(wk_net_create(ctx, 8, 8, 3, &net), WK_OK);
+  v = wk_net_conv(net, "c", 0, 4, 3, 3, &p, false);
+  ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_SHAPE); /* output not flat */
+  wk_net_destroy(net);
+
+  ck_assert_int_eq(wk_net_create(ctx, 8, 8, 3, &net), WK_OK);
+  v = wk_net_global_avgpool(net, "g", 0);
+  v = wk_net_linear(net, "fc", v, 2, true);
+  ck_assert_int_eq(wk_net_linear(net, "fc", v, 2, true), 3);
+  ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_INVALID_ARG); /* two fc.weight */
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "fc.weight"));
+  wk_net_destroy(net);
+
+  wk_arch_opts o = wk_arch_opts_default(0);
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 1, &net), WK_ERR_INVALID_ARG);
+  o.num_classes = 2;
+  ck_assert_int_eq(wk_zoo_build(ctx, "vgg16", &o, 1, &net), WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "vgg16"));
+  o.in_h = o.in_w = 16; /* too small for resnet's five halvings? still >= 1x1 */
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 1, &net), WK_OK);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_init_is_deterministic_and_scaled) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(10);
+  o.in_h = o.in_w = 32;
+  wk_net *a, *b;
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 42, &a), WK_OK);
+  ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 42, &b), WK_OK);
+  ck_assert_mem_eq(wk_net_weights(a), wk_net_weights(b), wk_net_n_elems(a) * sizeof(float));
+  /* kaiming normal, fan_out: conv1 (64, 7, 7, 3) has std sqrt(2 / (64 * 49)) */
+  size_t np;
+  const wk_param *p = &wk_net_params(a, &np)[wk_net_find_param(a, "conv1.weight")];
+  const float *w = wk_net_weights(a) + p->offset;
+  double ss = 0;
+  for (size_t i = 0; i < p->numel; i++) ss += (double)w[i] * w[i];
+  double std = sqrt(ss / (double)p->numel), want = sqrt(2.0 / (64 * 49));
+  ck_assert_msg(fabs(std - want) < 0.05 * want, "std %g want %g", std, want);
+  /* bn weight 1, running var 1 */
+  ck_assert_float_eq(wk_net_weights(a)[wk_net_params(a, &np)[wk_net_find_param(a, "bn1.weight")]
+                                            .offset], 1.0f);
+  wk_net_destroy(a);
+  wk_net_destroy(b);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+static Suite *nn_suite(void) {
+  Suite *s = suite_create("nn");
+  TCase *tc = tcase_create("nn");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_param_counts_match_torchvision);
+  tcase_add_test(tc, test_param_names_follow_torchvision);
+  tcase_add_test(tc, test_fast_path_matches_reference_smallcnn);
+  tcase_add_test(tc, test_fast_path_matches_reference_resnet18);
+  tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
+  tcase_add_test(tc, test_frozen_body_gets_no_gradient);
+  tcase_add_test(tc, test_batch_size_change_and_repeat);
+  tcase_add_test(tc, test_builder_errors);
+  tcase_add_test(tc, test_init_is_deterministic_and_scaled);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return wkt_run_suite(nn_suite()); }
