@@ -8,6 +8,10 @@
 #include "nn/exec_node.h"
 #include "ops/ref.h"
 
+/* Bounds that keep a hostile architecture from sizing huge allocations. */
+#define WK_PARAM_MAX_ELEMS (1 << 28)
+#define WK_VALUE_MAX_ELEMS (1 << 28)
+
 static const char *const wk_op_names[WK_NODE_OP_COUNT] = {
     [WK_NODE_CONV] = "conv",       [WK_NODE_BATCHNORM] = "batchnorm",
     [WK_NODE_ACT] = "act",         [WK_NODE_MAXPOOL] = "maxpool",
@@ -62,6 +66,8 @@ void wk_net_destroy(wk_net *net) {
   free(net->skip_train);
   free(net->skip_eval);
   free(net->alias_eval);
+  free(net->prof_fwd_s);
+  free(net->prof_bwd_s);
   free(net);
 }
 
@@ -123,6 +129,7 @@ static int wk_add_entry(wk_param **arr, size_t *n, size_t *cap, const char *node
   }
   p->flags = flags;
   p->lr_scale = 1.0f;
+  if (p->numel > WK_PARAM_MAX_ELEMS) return -2;
   return (int)(*n)++;
 }
 
@@ -130,6 +137,8 @@ static int wk_add_param(wk_net *net, wk_node *node, const char *suffix, int ndim
                         const int64_t *shape, uint32_t flags) {
   int i = wk_add_entry(&net->params, &net->n_params, &net->cap_params, node->name, suffix, ndim,
                        shape, flags);
+  if (i == -2) return wk_build_fail(net, WK_ERR_LIMIT, "%s.%s: more than %d elements", node->name,
+                                    suffix, WK_PARAM_MAX_ELEMS);
   if (i < 0) wk_build_fail(net, WK_ERR_NOMEM, "network: out of memory");
   return i;
 }
@@ -226,8 +235,9 @@ static int wk_node_derive(wk_net *net, wk_node *nd) {
     return wk_build_fail(net, WK_ERR_INVALID_ARG, "%s: unknown op %d", name, nd->op);
   }
   if (nd->out_shape[0] * (nd->out_ndim == 3 ? nd->out_shape[1] * nd->out_shape[2] : 1) >
-      ((int64_t)1 << 31))
-    return wk_build_fail(net, WK_ERR_LIMIT, "%s: output too large", name);
+      WK_VALUE_MAX_ELEMS)
+    return wk_build_fail(net, WK_ERR_LIMIT, "%s: output of more than %d elements per sample",
+                         name, WK_VALUE_MAX_ELEMS);
   return 0;
 }
 
@@ -405,7 +415,12 @@ static void wk_derive_needs_grad(wk_net *net) {
   }
 }
 
-wk_status wk_net_finalize(wk_net *net, uint64_t seed) {
+wk_status wk_net_build_error(const wk_net *net) {
+  if (net->build_error != WK_OK) return wk_fail(net->build_error, "%s", net->build_msg);
+  return WK_OK;
+}
+
+static wk_status wk_net_finalize_impl(wk_net *net, bool init, uint64_t seed) {
   if (net->build_error != WK_OK) return wk_fail(net->build_error, "%s", net->build_msg);
   if (net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network finalized twice");
   if (net->n_nodes == 0) return wk_fail(WK_ERR_INVALID_ARG, "network has no nodes");
@@ -430,10 +445,13 @@ wk_status wk_net_finalize(wk_net *net, uint64_t seed) {
   WK_TRY(wk_derive_graph(net));
   WK_TRY(wk_net_plan_fusions(net));
   wk_derive_needs_grad(net);
-  WK_TRY(wk_net_init_params(net, seed));
+  if (init) WK_TRY(wk_net_init_params(net, seed));
   net->finalized = true;
   return WK_OK;
 }
+
+wk_status wk_net_finalize(wk_net *net, uint64_t seed) { return wk_net_finalize_impl(net, true, seed); }
+wk_status wk_net_finalize_empty(wk_net *net) { return wk_net_finalize_impl(net, false, 0); }
 
 int wk_net_n_nodes(const wk_net *net) { return net->n_nodes; }
 const wk_node *wk_net_node(const wk_net *net, int i) {
@@ -501,4 +519,15 @@ void wk_net_set_lr_scale(wk_net *net, const char *prefix, float scale) {
   size_t len = strlen(prefix);
   for (size_t i = 0; i < net->n_params; i++)
     if (strncmp(net->params[i].name, prefix, len) == 0) net->params[i].lr_scale = scale;
+}
+
+int wk_net_set_dropout(wk_net *net, float p) {
+  int n = 0;
+  WK_ASSERT(p >= 0.0f && p < 1.0f);
+  for (int i = 0; i < net->n_nodes; i++) {
+    if (net->nodes[i].op != WK_NODE_DROPOUT) continue;
+    net->nodes[i].drop_p = p;
+    n++;
+  }
+  return n;
 }

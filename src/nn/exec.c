@@ -10,6 +10,7 @@
  * instead of copying it. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nn/exec_node.h"
 #include "nn/net_impl.h"
@@ -29,6 +30,25 @@ void wk_net_release_runtime(wk_net *net) {
 void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step) {
   net->dropout_seed = seed;
   net->dropout_step = step;
+}
+
+static double wk_now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+wk_status wk_net_profile_enable(wk_net *net) {
+  if (net->prof_fwd_s) return WK_OK;
+  net->prof_fwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
+  net->prof_bwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
+  if (!net->prof_fwd_s || !net->prof_bwd_s) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  return WK_OK;
+}
+
+void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s) {
+  *fwd_s = net->prof_fwd_s && i >= 0 && i < net->n_nodes ? net->prof_fwd_s[i] : 0.0;
+  *bwd_s = net->prof_bwd_s && i >= 0 && i < net->n_nodes ? net->prof_bwd_s[i] : 0.0;
 }
 
 size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.peak_bytes_in_use; }
@@ -77,8 +97,10 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
       WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(n * wk_net_value_numel(net, v)),
                                 &net->val[v]));
     }
+    const double t0 = net->prof_fwd_s ? wk_now_s() : 0.0;
     wk_status s = wk_node_forward(net, i, train);
     if (s != WK_OK) return s;
+    if (net->prof_fwd_s) net->prof_fwd_s[i] += wk_now_s() - t0;
     if (train) continue;
     /* evaluation: free inputs whose buffer nobody reads any more */
     const wk_node *nd = &net->nodes[i];
@@ -150,7 +172,9 @@ wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
     const int v = i + 1;
     if (!net->grad[v]) continue; /* no gradient reaches this node */
     bool kept = false;
+    const double t0 = net->prof_bwd_s ? wk_now_s() : 0.0;
     WK_TRY(wk_node_backward(net, i, &kept));
+    if (net->prof_bwd_s) net->prof_bwd_s[i] += wk_now_s() - t0;
     if (!kept) wk_bufpool_release(&net->pool, net->grad[v]);
     net->grad[v] = NULL;
   }

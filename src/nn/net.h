@@ -103,6 +103,12 @@ void wk_net_set_init(wk_net *net, wk_init init);
  * schemes, see wk_init). The last node's output is the network output. */
 wk_status wk_net_finalize(wk_net *net, uint64_t seed);
 
+/* Finalizes without initialising: every parameter 0, running variance 0
+ * (for a loader that overwrites them all). */
+wk_status wk_net_finalize_empty(wk_net *net);
+/* The first builder failure (WK_OK if none); its message is made current. */
+wk_status wk_net_build_error(const wk_net *net);
+
 /* ---- structure */
 int wk_net_n_nodes(const wk_net *net);
 const wk_node *wk_net_node(const wk_net *net, int i);
@@ -143,10 +149,18 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
 /* dy (N, F): the gradient of the loss w.r.t. the output of the last training
  * forward. Fills the gradient arena (frozen parameters get 0). */
 wk_status wk_net_backward(wk_net *net, const wk_tensor *dy);
+/* Sets the drop probability of every dropout node (0 disables them); returns
+ * how many there are. */
+int wk_net_set_dropout(wk_net *net, float p);
 /* Dropout masks are a function of (seed, step, node): set before forward. */
 void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
+
+/* Per-node wall time: once enabled, every forward and backward adds to it. */
+wk_status wk_net_profile_enable(wk_net *net);
+/* Seconds spent in node i's forward and backward so far (0 when disabled). */
+void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s);
 
 const char *wk_node_op_name(wk_node_op op);
 wk_status wk_node_op_parse(const char *name, wk_node_op *out);

@@ -59,6 +59,7 @@ struct wk_net {
   uint64_t bn_version;      /* bumped by every training forward (running stats) */
   uint64_t plan_version;    /* a fresh weights version for the conv plans */
   uint64_t dropout_seed, dropout_step;
+  double *prof_fwd_s, *prof_bwd_s; /* per node, when profiling is on */
 };
 
 /* Elements per sample of value v. */

@@ -162,8 +162,8 @@ static int wk_build_mobilenetv2(wk_net *net, const wk_arch_opts *o) {
   return x;
 }
 
-wk_status wk_zoo_build(wk_ctx *ctx, const char *arch, const wk_arch_opts *o, uint64_t seed,
-                       wk_net **out) {
+wk_status wk_zoo_build_graph(wk_ctx *ctx, const char *arch, const wk_arch_opts *o,
+                             wk_net **out) {
   *out = NULL;
   if (o->num_classes < 1 || o->num_classes > 1000000)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %d classes (need 1 to 1000000)", arch,
@@ -188,6 +188,19 @@ wk_status wk_zoo_build(wk_ctx *ctx, const char *arch, const wk_arch_opts *o, uin
     return wk_fail(WK_ERR_INVALID_ARG, "unknown architecture '%s' (smallcnn, resnet18, resnet34, "
                    "resnet50, mobilenetv2)", arch);
   }
+  wk_status s = wk_net_build_error(net);
+  if (s != WK_OK) {
+    wk_net_destroy(net);
+    return wk_fail(s, "%s: %s", arch, wk_last_error());
+  }
+  *out = net;
+  return WK_OK;
+}
+
+wk_status wk_zoo_build(wk_ctx *ctx, const char *arch, const wk_arch_opts *o, uint64_t seed,
+                       wk_net **out) {
+  wk_net *net;
+  WK_TRY(wk_zoo_build_graph(ctx, arch, o, &net));
   wk_status s = wk_net_finalize(net, seed);
   if (s != WK_OK) {
     wk_net_destroy(net);

@@ -21,6 +21,9 @@ wk_arch_opts wk_arch_opts_default(int num_classes);
 /* NULL-terminated list of the names wk_zoo_build accepts. */
 const char *const *wk_zoo_names(void);
 
+/* Builds the graph only (not finalized: no parameter memory yet). */
+wk_status wk_zoo_build_graph(wk_ctx *ctx, const char *arch, const wk_arch_opts *opts,
+                             wk_net **out);
 /* Builds, finalizes and initialises (from `seed`) a network. */
 wk_status wk_zoo_build(wk_ctx *ctx, const char *arch, const wk_arch_opts *opts, uint64_t seed,
                        wk_net **out);

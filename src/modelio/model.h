@@ -1,0 +1,71 @@
+/* model.h - whisker's model file: a safetensors file that PyTorch reads as is.
+ *
+ * Tensors carry PyTorch's names and layouts (conv weights OIHW, a
+ * num_batches_tracked I64 scalar per batchnorm), so
+ * `model.load_state_dict(tensors)` works on the torchvision model of the same
+ * architecture. __metadata__ (string values, JSON text where structured):
+ *   "format"             "whisker"
+ *   "whisker.version"    the writer's version
+ *   "whisker.arch"       {"name", "width", "num_classes", "input": [H, W, C],
+ *                         "nodes": [{"op", "name", "in", ...attributes}, ...]}
+ *   "whisker.classes"    ["cat", "dog", ...]
+ *   "whisker.preprocess" {"resize", "crop", "mean": [3], "std": [3]}
+ *   "whisker.provenance" free JSON object (data, epochs, accuracy, command)
+ * A file without "nodes" (e.g. written by a PyTorch script) is built from the
+ * zoo by name. Loading validates the whole file and the graph before any
+ * parameter memory is allocated: a bad file is refused with a message naming
+ * the file and the problem. Saving is atomic. */
+#ifndef WK_MODEL_H
+#define WK_MODEL_H
+
+#include "modelio/safetensors.h"
+#include "nn/net.h"
+
+#define WK_MODEL_ARCH_MAX 32
+#define WK_MODEL_MAX_CLASSES 100000
+
+typedef struct wk_preprocess {
+  int resize_px;   /* shorter side resized to this before the centre crop */
+  int crop_px;     /* the network input (square) */
+  float mean[3];   /* per channel, on [0, 1] pixel values */
+  float std[3];
+} wk_preprocess;
+
+typedef struct wk_model_meta {
+  char arch[WK_MODEL_ARCH_MAX]; /* zoo name, or "custom" */
+  float width;                  /* mobilenetv2 width multiplier */
+  int n_classes;
+  char **class_names;           /* n_classes strings, owned */
+  wk_preprocess pre;
+  char *provenance;             /* JSON object text, owned, may be NULL */
+} wk_model_meta;
+
+/* ImageNet's normalisation, resize 256 / crop 224 scaled to `crop_px`. */
+wk_preprocess wk_preprocess_default(int crop_px);
+/* A meta with class names "0", "1", ... and default preprocessing. */
+wk_status wk_model_meta_init(wk_model_meta *m, const char *arch, int n_classes, int crop_px);
+/* Replaces class i's name (copied). */
+wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name);
+/* Replaces the provenance JSON (copied; must parse as a JSON object). */
+wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json);
+void wk_model_meta_free(wk_model_meta *m);
+
+/* Writes net and meta to path atomically; `extra` tensors and metadata pairs
+ * (a checkpoint's optimizer state) are added after the model's. */
+wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta,
+                        const wk_st_entry *extra, size_t n_extra, const wk_st_meta *extra_meta,
+                        size_t n_extra_meta);
+
+/* Builds the network a file describes and loads its weights. */
+wk_status wk_model_load(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
+/* The same from an already open file (checkpoints read more from it). */
+wk_status wk_model_load_file(wk_ctx *ctx, const wk_st_file *f, wk_net **net,
+                             wk_model_meta *meta);
+
+/* Architecture JSON (arch.c): a network's "whisker.arch" text (malloc'ed), and
+ * a network built (not finalized) from one. */
+wk_status wk_arch_to_json(const wk_net *net, const wk_model_meta *meta, char **out);
+wk_status wk_arch_from_json(wk_ctx *ctx, const char *json, const char *what, wk_net **net,
+                            wk_model_meta *meta);
+
+#endif
