@@ -477,21 +477,6 @@ static void expect_format_error(const byte_buf *bb, const char *needle) {
   wkg_free(&f);
 }
 
-static uint8_t *read_all(const char *path, size_t *n_bytes) {
-  FILE *fp = fopen(path, "rb");
-  ck_assert_msg(fp != NULL, "cannot open %s", path);
-  ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
-  long n = ftell(fp);
-  ck_assert_int_gt(n, 0);
-  rewind(fp);
-  uint8_t *buf = malloc((size_t)n);
-  ck_assert_ptr_nonnull(buf);
-  ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
-  fclose(fp);
-  *n_bytes = (size_t)n;
-  return buf;
-}
-
 /* Byte ranges [start, end) of the file's headers: magic and count, then each
  * record's name length, name, dtype, ndim and dims. Returns their count; checks
  * that the records end exactly at n_bytes. */
@@ -607,7 +592,7 @@ typedef struct {
 static void golden_bytes_load(golden_bytes *g) {
   char path[1024];
   golden_path(path, sizeof path);
-  g->buf = read_all(path, &g->n_bytes);
+  g->buf = wkt_read_file(path, &g->n_bytes);
   wkg_file f;
   OK(wkg_parse(g->buf, g->n_bytes, path, &f));
   g->n_spans = header_spans(&f, g->n_bytes, g->start, g->end, 256);

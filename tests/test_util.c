@@ -3,6 +3,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 wk_ctx *wkt_ctx(wk_impl impl, int n_threads) {
@@ -43,6 +44,21 @@ wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape) {
   wk_status s = wk_tensor_alloc(&t, dtype, ndim, shape);
   ck_assert_msg(s == WK_OK, "wk_tensor_alloc: %s", wk_last_error());
   return t;
+}
+
+uint8_t *wkt_read_file(const char *path, size_t *n_bytes) {
+  FILE *fp = fopen(path, "rb");
+  ck_assert_msg(fp != NULL, "cannot open %s", path);
+  ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
+  long n = ftell(fp);
+  ck_assert_int_ge(n, 0);
+  rewind(fp);
+  uint8_t *buf = malloc((size_t)n + 1);
+  ck_assert_ptr_nonnull(buf);
+  ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
+  fclose(fp);
+  *n_bytes = (size_t)n;
+  return buf;
 }
 
 const char *wkt_source_dir(void) {

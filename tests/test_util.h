@@ -3,6 +3,7 @@
 #ifndef WK_TEST_UTIL_H
 #define WK_TEST_UTIL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "whisker.h"
@@ -21,6 +22,10 @@ double wkt_rel_err(const float *a, const float *ref, int64_t n, double floor);
 
 /* Allocates a tensor or fails the test. */
 wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape);
+
+/* The whole content of a file (malloc'd, at least 1 byte even when the file is
+ * empty); *n_bytes gets its size. Fails the test when it cannot be read. */
+uint8_t *wkt_read_file(const char *path, size_t *n_bytes);
 
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);

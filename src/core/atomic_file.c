@@ -1,0 +1,167 @@
+/* atomic_file.c - temp file, fsync, rename, directory fsync (contract in
+ * atomic_file.h). */
+#include "core/atomic_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+
+enum { WK_TMP_SUFFIX_CHARS = 6, WK_TMP_ATTEMPTS = 100 };
+
+static char *dup_cstr(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* Closes the stream (if any), removes the temporary file and frees af's strings.
+ * Keeps errno, so a caller can still report the failure that led here. */
+static void release(wk_atomic_file *af, int remove_tmp) {
+  int saved = errno;
+  if (af->fp) fclose(af->fp);
+  if (remove_tmp && af->tmp_path) unlink(af->tmp_path);
+  free(af->tmp_path);
+  free(af->path);
+  af->fp = NULL, af->tmp_path = NULL, af->path = NULL;
+  errno = saved;
+}
+
+/* Fails with the system's reason, after removing the temporary file. */
+static wk_status fail_errno(wk_atomic_file *af, const char *what) {
+  int err = errno;
+  wk_status s = wk_fail(WK_ERR_IO, "%s: %s %s: %s", af->path ? af->path : "?", what,
+                        af->tmp_path ? af->tmp_path : "", strerror(err));
+  release(af, 1);
+  return s;
+}
+
+/* Creates "PATH.tmp.XXXXXX" exclusively with mode 0666 & ~umask. The suffix is
+ * random (Philox keyed by time, pid and the address of af) so that concurrent
+ * writers rarely collide; O_EXCL makes collisions harmless. */
+static wk_status create_tmp(wk_atomic_file *af) {
+  static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  size_t n_path = strlen(af->path);
+  af->tmp_path = malloc(n_path + 5 + WK_TMP_SUFFIX_CHARS + 1);
+  if (!af->tmp_path) {
+    release(af, 0);
+    return wk_fail(WK_ERR_NOMEM, "out of memory for a temporary file name");
+  }
+  struct timespec ts = {0, 0};
+  clock_gettime(CLOCK_REALTIME, &ts); /* only seeds the name; failure is harmless */
+  uint64_t seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  wk_rng rng = wk_rng_make(seed ^ ((uint64_t)getpid() << 32), (uint64_t)(uintptr_t)af);
+  for (int attempt = 0; attempt < WK_TMP_ATTEMPTS; attempt++) {
+    char *p = af->tmp_path;
+    memcpy(p, af->path, n_path);
+    memcpy(p + n_path, ".tmp.", 5);
+    for (int i = 0; i < WK_TMP_SUFFIX_CHARS; i++)
+      p[n_path + 5 + i] = alnum[wk_rng_below(&rng, (uint32_t)(sizeof alnum - 1))];
+    p[n_path + 5 + WK_TMP_SUFFIX_CHARS] = '\0';
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) {
+      int err = errno;
+      wk_status s = wk_fail(WK_ERR_IO, "%s: cannot create the temporary file %s: %s", af->path,
+                            p, strerror(err));
+      free(af->tmp_path), af->tmp_path = NULL; /* nothing was created */
+      release(af, 0);
+      return s;
+    }
+    af->fp = fdopen(fd, "wb");
+    if (!af->fp) {
+      close(fd);
+      return fail_errno(af, "cannot open a stream on");
+    }
+    return WK_OK;
+  }
+  wk_status s = wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already exist",
+                        af->path, WK_TMP_ATTEMPTS);
+  free(af->tmp_path), af->tmp_path = NULL;
+  release(af, 0);
+  return s;
+}
+
+wk_status wk_atomic_open(wk_atomic_file *af, const char *path) {
+  WK_ASSERT(af && path);
+  memset(af, 0, sizeof *af);
+  if (!*path) return wk_fail(WK_ERR_INVALID_ARG, "atomic write: empty path");
+  af->path = dup_cstr(path);
+  if (!af->path) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+  return create_tmp(af);
+}
+
+wk_status wk_atomic_write(wk_atomic_file *af, const void *data, size_t n_bytes) {
+  WK_ASSERT(af->fp);
+  if (n_bytes == 0) return WK_OK;
+  WK_ASSERT(data);
+  if (fwrite(data, 1, n_bytes, af->fp) != n_bytes) return fail_errno(af, "cannot write");
+  return WK_OK;
+}
+
+FILE *wk_atomic_stream(wk_atomic_file *af) {
+  WK_ASSERT(af->fp);
+  return af->fp;
+}
+
+/* fsyncs the directory that holds path. Filesystems that cannot sync a
+ * directory (EINVAL) have nothing to sync. */
+static int sync_dir_of(const char *path) {
+  char *dir = dup_cstr(path);
+  if (!dir) {
+    errno = ENOMEM;
+    return -1;
+  }
+  char *slash = strrchr(dir, '/');
+  if (!slash) strcpy(dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  if (rc != 0 && errno == EINVAL) rc = 0;
+  int err = errno;
+  close(fd);
+  errno = err;
+  return rc;
+}
+
+wk_status wk_atomic_commit(wk_atomic_file *af) {
+  WK_ASSERT(af->fp);
+  if (ferror(af->fp)) {
+    errno = EIO;
+    return fail_errno(af, "a write failed on");
+  }
+  if (fflush(af->fp) != 0) return fail_errno(af, "cannot flush");
+  if (fsync(fileno(af->fp)) != 0) return fail_errno(af, "cannot fsync");
+  FILE *fp = af->fp;
+  af->fp = NULL;
+  if (fclose(fp) != 0) return fail_errno(af, "cannot close");
+  if (rename(af->tmp_path, af->path) != 0) return fail_errno(af, "cannot rename");
+  free(af->tmp_path), af->tmp_path = NULL; /* it is the target now */
+  if (sync_dir_of(af->path) != 0) {
+    int err = errno;
+    wk_status s = wk_fail(WK_ERR_IO, "%s: written, but its directory cannot be fsynced: %s",
+                          af->path, strerror(err));
+    release(af, 0);
+    return s;
+  }
+  release(af, 0);
+  return WK_OK;
+}
+
+void wk_atomic_abort(wk_atomic_file *af) { release(af, 1); }
+
+wk_status wk_atomic_write_file(const char *path, const void *data, size_t n_bytes) {
+  wk_atomic_file af;
+  WK_TRY(wk_atomic_open(&af, path));
+  WK_TRY(wk_atomic_write(&af, data, n_bytes));
+  return wk_atomic_commit(&af);
+}
