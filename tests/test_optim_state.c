@@ -294,6 +294,9 @@ START_TEST(test_nonfinite_gradients) {
     free(g2);
     free(g);
   }
+  WKT_FAILS(WK_ERR_INVALID_ARG, wk_grad_check_finite(NULL, a.params, a.n_params, NULL));
+  WKT_FAILS(WK_ERR_INVALID_ARG, wk_grad_clip_global_norm(NULL, a.params, a.n_params, NULL, 1.0,
+                                                         NULL));
   wk_ctx_destroy(ctx);
   arena_free(&a);
 }

@@ -48,6 +48,9 @@ static wk_status wk_grad_run(wk_ctx *ctx, const wk_param *params, size_t n_param
                              const float *g, bool squares, wk_arena_chunk **chunks,
                              double **partial, size_t *n_chunks) {
   *partial = NULL;
+  *chunks = NULL;
+  *n_chunks = 0;
+  if (n_params && !g) return wk_fail(WK_ERR_INVALID_ARG, "gradients: NULL gradient arena");
   WK_TRY(wk_arena_chunks(params, n_params, true, chunks, n_chunks));
   if (*n_chunks == 0) return WK_OK;
   *partial = malloc(*n_chunks * sizeof **partial);
