@@ -30,6 +30,25 @@ uint8_t *wkt_read_file(const char *path, size_t *n_bytes);
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);
 
+/* Fails the test, naming the call, the status and whisker's message, unless
+ * `expr` returns WK_OK. */
+#define WKT_OK(expr)                                                               \
+  do {                                                                             \
+    wk_status wkt_ok_s_ = (expr);                                                  \
+    ck_assert_msg(wkt_ok_s_ == WK_OK, "%s: %s: %s", #expr,                         \
+                  wk_status_name(wkt_ok_s_), wk_last_error());                     \
+  } while (0)
+
+/* Fails the test unless `expr` returns `code` and leaves a message. */
+#define WKT_FAILS(code, expr)                                                      \
+  do {                                                                             \
+    wk_clear_error();                                                              \
+    wk_status wkt_fails_s_ = (expr);                                               \
+    ck_assert_msg(wkt_fails_s_ == (code), "%s: got %s, expected %s", #expr,        \
+                  wk_status_name(wkt_fails_s_), wk_status_name(code));             \
+    ck_assert_msg(wk_last_error()[0] != '\0', "%s: no message", #expr);            \
+  } while (0)
+
 /* Runs a suite with Check's defaults and returns the process exit status
  * (EXIT_FAILURE when any test failed). */
 #include <check.h>
