@@ -454,6 +454,7 @@ wk_status wk_net_finalize(wk_net *net, uint64_t seed) { return wk_net_finalize_i
 wk_status wk_net_finalize_empty(wk_net *net) { return wk_net_finalize_impl(net, false, 0); }
 
 int wk_net_n_nodes(const wk_net *net) { return net->n_nodes; }
+wk_ctx *wk_net_ctx(const wk_net *net) { return net->ctx; }
 const wk_node *wk_net_node(const wk_net *net, int i) {
   return i >= 0 && i < net->n_nodes ? &net->nodes[i] : NULL;
 }

@@ -110,6 +110,7 @@ wk_status wk_net_finalize_empty(wk_net *net);
 wk_status wk_net_build_error(const wk_net *net);
 
 /* ---- structure */
+wk_ctx *wk_net_ctx(const wk_net *net);
 int wk_net_n_nodes(const wk_net *net);
 const wk_node *wk_net_node(const wk_net *net, int i);
 void wk_net_input_shape(const wk_net *net, int *h, int *w, int *c);

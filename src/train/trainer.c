@@ -1,0 +1,336 @@
+/* trainer.c - the training step and checkpoints (see trainer.h). */
+#include "train/trainer.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/grad.h"
+
+struct wk_trainer {
+  wk_net *net;
+  wk_optim *opt;
+  wk_train_config cfg;
+  int64_t step;
+  double grad_norm;
+  wk_tensor probs, dlogits; /* (N, K), reallocated when N changes */
+};
+
+static wk_status wk_train_config_check(const wk_train_config *c) {
+  WK_TRY(wk_optim_config_check(&c->optim));
+  WK_TRY(wk_schedule_check(&c->schedule));
+  if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+    return wk_fail(WK_ERR_INVALID_ARG, "label smoothing %g not in [0, 1)",
+                   (double)c->label_smoothing);
+  if (!(c->clip_norm >= 0.0 && isfinite(c->clip_norm)))
+    return wk_fail(WK_ERR_INVALID_ARG, "gradient clipping norm %g must be >= 0", c->clip_norm);
+  return WK_OK;
+}
+
+wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer **out) {
+  *out = NULL;
+  WK_TRY(wk_train_config_check(cfg));
+  wk_trainer *t = calloc(1, sizeof *t);
+  if (!t) return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  t->net = net;
+  t->cfg = *cfg;
+  size_t np;
+  const wk_param *params = wk_net_params(net, &np);
+  wk_status s = wk_optim_create(&cfg->optim, params, np, wk_net_n_elems(net), &t->opt);
+  if (s != WK_OK) {
+    free(t);
+    return s;
+  }
+  *out = t;
+  return WK_OK;
+}
+
+void wk_trainer_destroy(wk_trainer *t) {
+  if (!t) return;
+  wk_optim_destroy(t->opt);
+  wk_tensor_free(&t->probs);
+  wk_tensor_free(&t->dlogits);
+  free(t);
+}
+
+int64_t wk_trainer_steps(const wk_trainer *t) { return t->step; }
+const wk_train_config *wk_trainer_config(const wk_trainer *t) { return &t->cfg; }
+double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
+
+static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
+  if (t->probs.data && wk_tensor_same_shape(&t->probs, out)) return WK_OK;
+  wk_tensor_free(&t->probs);
+  wk_tensor_free(&t->dlogits);
+  WK_TRY(wk_tensor_alloc(&t->probs, WK_F32, 2, out->shape));
+  return wk_tensor_alloc(&t->dlogits, WK_F32, 2, out->shape);
+}
+
+wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                          float *loss, double *lr_out) {
+  wk_net *net = t->net;
+  wk_ctx *ctx = wk_net_ctx(net);
+  const double lr = wk_schedule_lr(&t->cfg.schedule, t->step);
+  double momentum;
+  if (wk_schedule_momentum(&t->cfg.schedule, t->step, &momentum))
+    WK_TRY(wk_optim_set_momentum(t->opt, momentum));
+  wk_net_set_dropout_seed(net, t->cfg.seed, (uint64_t)t->step);
+  wk_tensor out;
+  WK_TRY(wk_net_forward(net, x, true, &out));
+  WK_TRY(wk_loss_buffers(t, &out));
+  const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
+  float l;
+  WK_TRY(wk_softmax_xent_forward(ctx, &xp, &out, labels, &t->probs, &l));
+  WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, 1.0f, &t->dlogits));
+  WK_TRY(wk_net_backward(net, &t->dlogits));
+  size_t np;
+  const wk_param *params = wk_net_params(net, &np);
+  float *g = wk_net_grads(net);
+  wk_status s = wk_grad_check_finite(ctx, params, np, g);
+  if (s != WK_OK)
+    return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)l, wk_last_error());
+  t->grad_norm = 0.0;
+  if (t->cfg.clip_norm > 0.0)
+    WK_TRY(wk_grad_clip_global_norm(ctx, params, np, g, t->cfg.clip_norm, &t->grad_norm));
+  WK_TRY(wk_optim_step(t->opt, ctx, wk_net_weights(net), g, lr));
+  wk_net_weights_changed(net);
+  t->step++;
+  if (loss) *loss = l;
+  if (lr_out) *lr_out = lr;
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+
+static cJSON *wk_optim_json(const wk_optim_config *c) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "kind", wk_optim_kind_name(c->kind));
+  cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
+  cJSON_AddBoolToObject(o, "decay_norm_and_bias", c->decay_norm_and_bias);
+  cJSON_AddNumberToObject(o, "momentum", c->momentum);
+  cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
+  cJSON_AddNumberToObject(o, "beta1", c->beta1);
+  cJSON_AddNumberToObject(o, "beta2", c->beta2);
+  cJSON_AddNumberToObject(o, "eps", c->eps);
+  return o;
+}
+
+static cJSON *wk_schedule_json(const wk_schedule *s) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "kind", wk_schedule_kind_name(s->kind));
+  cJSON_AddNumberToObject(o, "lr", s->lr);
+  cJSON_AddNumberToObject(o, "total_steps", (double)s->total_steps);
+  cJSON_AddNumberToObject(o, "pct_start", s->pct_start);
+  cJSON_AddNumberToObject(o, "div_factor", s->div_factor);
+  cJSON_AddNumberToObject(o, "final_div_factor", s->final_div_factor);
+  cJSON_AddBoolToObject(o, "cycle_momentum", s->cycle_momentum);
+  cJSON_AddNumberToObject(o, "base_momentum", s->base_momentum);
+  cJSON_AddNumberToObject(o, "max_momentum", s->max_momentum);
+  cJSON_AddNumberToObject(o, "warmup_steps", (double)s->warmup_steps);
+  cJSON_AddNumberToObject(o, "warmup_start_factor", s->warmup_start_factor);
+  cJSON_AddNumberToObject(o, "eta_min", s->eta_min);
+  cJSON_AddNumberToObject(o, "step_size", (double)s->step_size);
+  cJSON_AddNumberToObject(o, "gamma", s->gamma);
+  return o;
+}
+
+static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON *opt = wk_optim_json(&t->cfg.optim), *sch = wk_schedule_json(&t->cfg.schedule);
+  char seed[32];
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->cfg.seed);
+  char *text = NULL;
+  if (o && opt && sch) {
+    cJSON_AddNumberToObject(o, "step", (double)t->step);
+    cJSON_AddStringToObject(o, "seed", seed); /* 64 bits do not fit a JSON double */
+    cJSON_AddNumberToObject(o, "label_smoothing", t->cfg.label_smoothing);
+    cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm);
+    cJSON_AddItemToObject(o, "optimizer", opt);
+    cJSON_AddItemToObject(o, "schedule", sch);
+    cJSON_AddNumberToObject(o, "epoch", (double)(pos ? pos->epoch : 0));
+    cJSON_AddNumberToObject(o, "batch", (double)(pos ? pos->batch : 0));
+    opt = sch = NULL;
+    text = cJSON_PrintUnformatted(o);
+  }
+  cJSON_Delete(opt);
+  cJSON_Delete(sch);
+  cJSON_Delete(o);
+  return text;
+}
+
+wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
+                             const wk_data_pos *pos) {
+  const size_t n = wk_net_n_elems(t->net), n_states = wk_optim_state_count(t->opt);
+  size_t np;
+  wk_net_params(t->net, &np);
+  wk_st_entry extra[4];
+  char names[3][48];
+  float *state[3] = {NULL, NULL, NULL};
+  int64_t *steps = malloc((np ? np : 1) * sizeof *steps);
+  char *json = wk_checkpoint_json(t, pos);
+  wk_status st = WK_OK;
+  WK_ASSERT(n_states <= 3);
+  if (!steps || !json) {
+    st = wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+    goto done;
+  }
+  for (size_t i = 0; i < n_states; i++) {
+    const char *sn = wk_optim_state_name(t->opt, i);
+    snprintf(names[i], sizeof names[i], "optim.%s", sn);
+    if (!(state[i] = malloc((n ? n : 1) * sizeof(float)))) {
+      st = wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+      goto done;
+    }
+    if ((st = wk_optim_state_get(t->opt, sn, state[i], n)) != WK_OK) goto done;
+    extra[i] = (wk_st_entry){.name = names[i], .dtype = WK_ST_F32, .ndim = 1,
+                             .shape = {(int64_t)n}, .data = state[i],
+                             .n_bytes = n * sizeof(float)};
+  }
+  if ((st = wk_optim_steps_get(t->opt, steps, np)) != WK_OK) goto done;
+  extra[n_states] = (wk_st_entry){.name = "optim.steps", .dtype = WK_ST_I64, .ndim = 1,
+                                  .shape = {(int64_t)np}, .data = steps,
+                                  .n_bytes = np * sizeof(int64_t)};
+  const wk_st_meta m = {"whisker.checkpoint", json};
+  st = wk_model_save(path, t->net, meta, extra, n_states + 1, &m, 1);
+done:
+  for (int i = 0; i < 3; i++) free(state[i]);
+  free(steps);
+  cJSON_free(json);
+  return st;
+}
+
+/* Reads a number field into *out (checked by the config checks afterwards). */
+static bool wk_jnum(const cJSON *o, const char *key, double *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return false;
+  *out = v->valuedouble;
+  return true;
+}
+
+static bool wk_jbool(const cJSON *o, const char *key, bool *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsBool(v)) return false;
+  *out = cJSON_IsTrue(v);
+  return true;
+}
+
+static bool wk_jcount(const cJSON *o, const char *key, int64_t *out) {
+  double d;
+  if (!wk_jnum(o, key, &d) || d < 0 || d > 9e15 || d != floor(d)) return false;
+  *out = (int64_t)d;
+  return true;
+}
+
+static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_train_config *c,
+                                     int64_t *step, wk_data_pos *pos) {
+  cJSON *o = cJSON_Parse(text);
+  const cJSON *opt = cJSON_GetObjectItemCaseSensitive(o, "optimizer");
+  const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "schedule");
+  const cJSON *ok = cJSON_GetObjectItemCaseSensitive(opt, "kind");
+  const cJSON *sk = cJSON_GetObjectItemCaseSensitive(sch, "kind");
+  const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
+  double ls = 0;
+  memset(c, 0, sizeof *c);
+  bool good = cJSON_IsObject(o) && cJSON_IsString(ok) && cJSON_IsString(sk) &&
+              cJSON_IsString(seed) &&
+              wk_optim_kind_parse(ok->valuestring, &c->optim.kind) == WK_OK &&
+              wk_schedule_kind_parse(sk->valuestring, &c->schedule.kind) == WK_OK;
+  if (good) {
+    char *end;
+    c->seed = strtoull(seed->valuestring, &end, 10);
+    good = *seed->valuestring && !*end;
+  }
+  good = good && wk_jcount(o, "step", step) && wk_jnum(o, "label_smoothing", &ls) &&
+         wk_jnum(o, "clip_norm", &c->clip_norm) && wk_jcount(o, "epoch", &pos->epoch) &&
+         wk_jcount(o, "batch", &pos->batch) &&
+         wk_jnum(opt, "weight_decay", &c->optim.weight_decay) &&
+         wk_jbool(opt, "decay_norm_and_bias", &c->optim.decay_norm_and_bias) &&
+         wk_jnum(opt, "momentum", &c->optim.momentum) &&
+         wk_jbool(opt, "nesterov", &c->optim.nesterov) && wk_jnum(opt, "beta1", &c->optim.beta1) &&
+         wk_jnum(opt, "beta2", &c->optim.beta2) && wk_jnum(opt, "eps", &c->optim.eps) &&
+         wk_jnum(sch, "lr", &c->schedule.lr) &&
+         wk_jcount(sch, "total_steps", &c->schedule.total_steps) &&
+         wk_jnum(sch, "pct_start", &c->schedule.pct_start) &&
+         wk_jnum(sch, "div_factor", &c->schedule.div_factor) &&
+         wk_jnum(sch, "final_div_factor", &c->schedule.final_div_factor) &&
+         wk_jbool(sch, "cycle_momentum", &c->schedule.cycle_momentum) &&
+         wk_jnum(sch, "base_momentum", &c->schedule.base_momentum) &&
+         wk_jnum(sch, "max_momentum", &c->schedule.max_momentum) &&
+         wk_jcount(sch, "warmup_steps", &c->schedule.warmup_steps) &&
+         wk_jnum(sch, "warmup_start_factor", &c->schedule.warmup_start_factor) &&
+         wk_jnum(sch, "eta_min", &c->schedule.eta_min) &&
+         wk_jcount(sch, "step_size", &c->schedule.step_size) &&
+         wk_jnum(sch, "gamma", &c->schedule.gamma);
+  c->label_smoothing = (float)ls;
+  cJSON_Delete(o);
+  if (!good)
+    return wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint metadata is missing a field or has "
+                   "one of the wrong type", path);
+  wk_status s = wk_train_config_check(c);
+  if (s != WK_OK) return wk_fail(s, "%s: checkpoint: %s", path, wk_last_error());
+  return WK_OK;
+}
+
+static wk_status wk_restore_optim(const wk_st_file *f, wk_trainer *t) {
+  const size_t n = wk_net_n_elems(t->net);
+  size_t np;
+  wk_net_params(t->net, &np);
+  float *buf = malloc((n ? n : 1) * sizeof *buf);
+  int64_t *steps = malloc((np ? np : 1) * sizeof *steps);
+  wk_status st = WK_OK;
+  if (!buf || !steps) st = wk_fail(WK_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; st == WK_OK && i < wk_optim_state_count(t->opt); i++) {
+    char name[48];
+    const char *sn = wk_optim_state_name(t->opt, i);
+    snprintf(name, sizeof name, "optim.%s", sn);
+    const int64_t shape[1] = {(int64_t)n};
+    st = wk_st_read_f32(f, name, buf, 1, shape);
+    if (st == WK_OK) st = wk_optim_state_set(t->opt, sn, buf, n);
+    if (st != WK_OK) st = wk_fail(st, "%s: %s", wk_st_path(f), wk_last_error());
+  }
+  const wk_st_entry *e = st == WK_OK ? wk_st_find(f, "optim.steps") : NULL;
+  if (st == WK_OK && (!e || e->dtype != WK_ST_I64 || e->n_bytes != np * sizeof(int64_t)))
+    st = wk_fail(WK_ERR_FORMAT, "%s: optim.steps missing or not %zu I64 values", wk_st_path(f),
+                 np);
+  if (st == WK_OK) {
+    memcpy(steps, e->data, np * sizeof *steps);
+    st = wk_optim_steps_set(t->opt, steps, np);
+  }
+  free(buf);
+  free(steps);
+  return st;
+}
+
+wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
+                             wk_model_meta *meta, wk_data_pos *pos) {
+  *net = NULL;
+  *t = NULL;
+  wk_st_file *f;
+  WK_TRY(wk_st_open(path, &f));
+  wk_train_config cfg;
+  int64_t step = 0;
+  wk_data_pos p = {0, 0};
+  const char *text = wk_st_meta_get(f, "whisker.checkpoint");
+  wk_status st = text ? WK_OK
+                      : wk_fail(WK_ERR_FORMAT, "%s: a model, not a checkpoint (no "
+                                "whisker.checkpoint metadata)", path);
+  if (st == WK_OK) st = wk_parse_checkpoint(path, text, &cfg, &step, &p);
+  if (st == WK_OK) st = wk_model_load_file(ctx, f, net, meta);
+  if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
+  if (st == WK_OK) st = wk_restore_optim(f, *t);
+  wk_st_close(f);
+  if (st != WK_OK) {
+    wk_trainer_destroy(*t);
+    wk_net_destroy(*net);
+    if (*net) wk_model_meta_free(meta);
+    *t = NULL;
+    *net = NULL;
+    return st;
+  }
+  (*t)->step = step;
+  if (pos) *pos = p;
+  return WK_OK;
+}

@@ -1,0 +1,60 @@
+/* trainer.h - one training step, and checkpoints that resume it exactly.
+ *
+ * A step: learning rate (and one-cycle momentum) from the schedule at the
+ * current step; dropout masks from (seed, step); training forward; softmax
+ * cross-entropy with label smoothing; backward; a non-finite gradient check;
+ * optional clipping by global norm; the optimizer update. Everything random is
+ * a function of (seed, step), so a checkpoint needs only the weights, the
+ * batchnorm statistics, the optimizer state and the step counter to continue
+ * bit for bit.
+ *
+ * A checkpoint is a model file (modelio/model.h) plus the tensors
+ * "optim.<state>" (the optimizer's arena-shaped state) and "optim.steps" (I64,
+ * per parameter) and the metadata "whisker.checkpoint": {"step", "seed",
+ * "label_smoothing", "clip_norm", "optimizer": {...}, "schedule": {...},
+ * "epoch", "batch"}. The trainer's caller keeps its data position in "epoch"
+ * and "batch". */
+#ifndef WK_TRAIN_TRAINER_H
+#define WK_TRAIN_TRAINER_H
+
+#include "modelio/model.h"
+#include "nn/net.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+
+typedef struct wk_train_config {
+  wk_optim_config optim;
+  wk_schedule schedule;
+  uint64_t seed;
+  float label_smoothing; /* [0, 1) */
+  double clip_norm;      /* > 0: clip gradients to this global norm; 0: off */
+} wk_train_config;
+
+typedef struct wk_trainer wk_trainer;
+
+/* The trainer borrows net (it must outlive the trainer). */
+wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer **out);
+void wk_trainer_destroy(wk_trainer *t);
+
+/* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
+ * the update); *lr the rate used. */
+wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                          float *loss, double *lr);
+int64_t wk_trainer_steps(const wk_trainer *t);
+const wk_train_config *wk_trainer_config(const wk_trainer *t);
+/* The gradient norm of the last step (before clipping). */
+double wk_trainer_grad_norm(const wk_trainer *t);
+
+/* Data position kept with a checkpoint. */
+typedef struct wk_data_pos {
+  int64_t epoch, batch;
+} wk_data_pos;
+
+wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
+                             const wk_data_pos *pos);
+/* Loads model, trainer (optimizer state, step, config) and data position. The
+ * caller owns *net and *t (destroy t first) and frees meta. */
+wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
+                             wk_model_meta *meta, wk_data_pos *pos);
+
+#endif

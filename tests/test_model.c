@@ -1,0 +1,257 @@
+/* test_model.c - model files and checkpoints: save/load round trips give
+ * identical outputs, a resumed checkpoint continues bit for bit, and broken
+ * files are refused with a message. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "modelio/model.h"
+#include "nn/zoo.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+static char wkt_tmp[256];
+
+static const char *wkt_path(const char *name) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", wkt_tmp, name);
+  return buf[k];
+}
+
+static wk_net *wkt_net(wk_ctx *ctx, const char *arch, int classes, int size) {
+  wk_arch_opts o = wk_arch_opts_default(classes);
+  o.in_h = o.in_w = size;
+  o.width = 0.5f;
+  wk_net *net;
+  ck_assert_msg(wk_zoo_build(ctx, arch, &o, 9, &net) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+static wk_tensor wkt_input(int n, int size, uint64_t seed) {
+  const int64_t s[4] = {n, size, size, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, s);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), seed, -1.0f, 1.0f);
+  return x;
+}
+
+START_TEST(test_round_trip_identical_outputs) {
+  const char *archs[] = {"smallcnn", "resnet18", "mobilenetv2"};
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  for (int a = 0; a < 3; a++) {
+    wk_net *net = wkt_net(ctx, archs[a], 3, 32);
+    wk_model_meta meta;
+    ck_assert_int_eq(wk_model_meta_init(&meta, archs[a], 3, 32), WK_OK);
+    ck_assert_int_eq(wk_model_meta_set_class(&meta, 1, "dog \"quoted\" \xc3\xa9"), WK_OK);
+    ck_assert_int_eq(wk_model_meta_set_provenance(&meta, "{\"epochs\": 3}"), WK_OK);
+    wk_tensor x = wkt_input(2, 32, 4), out;
+    /* a training step first, so batchnorm statistics are not the defaults */
+    ck_assert_int_eq(wk_net_forward(net, &x, true, &out), WK_OK);
+    ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+    float before[6];
+    memcpy(before, out.data, sizeof before);
+    const char *path = wkt_path("m.safetensors");
+    ck_assert_msg(wk_model_save(path, net, &meta, NULL, 0, NULL, 0) == WK_OK, "%s",
+                  wk_last_error());
+    wk_net *back;
+    wk_model_meta m2;
+    ck_assert_msg(wk_model_load(ctx, path, &back, &m2) == WK_OK, "%s", wk_last_error());
+    ck_assert_str_eq(m2.arch, archs[a]);
+    ck_assert_int_eq(m2.n_classes, 3);
+    ck_assert_str_eq(m2.class_names[1], "dog \"quoted\" \xc3\xa9");
+    ck_assert_int_eq(m2.pre.crop_px, 32);
+    ck_assert_ptr_nonnull(strstr(m2.provenance, "epochs"));
+    ck_assert_int_eq(wk_net_param_count(back), wk_net_param_count(net));
+    ck_assert_int_eq(wk_net_bn_batches(back), wk_net_bn_batches(net));
+    ck_assert_int_eq(wk_net_forward(back, &x, false, &out), WK_OK);
+    ck_assert_mem_eq(out.data, before, sizeof before);
+    ck_assert_mem_eq(wk_net_weights(back), wk_net_weights(net),
+                     wk_net_n_elems(net) * sizeof(float));
+    wk_tensor_free(&x);
+    wk_model_meta_free(&meta);
+    wk_model_meta_free(&m2);
+    wk_net_destroy(net);
+    wk_net_destroy(back);
+  }
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* n steps of training on fixed random batches; batch k from seed 100 + k */
+static void wkt_train(wk_trainer *t, int64_t from, int64_t n) {
+  const int64_t ls[1] = {4};
+  wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
+  for (int64_t k = from; k < from + n; k++) {
+    wk_tensor x = wkt_input(4, 32, 100 + (uint64_t)k);
+    for (int i = 0; i < 4; i++) ((int32_t *)labels.data)[i] = (int32_t)((k + i) % 3);
+    float loss;
+    double lr;
+    ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, &lr) == WK_OK, "%s", wk_last_error());
+    wk_tensor_free(&x);
+  }
+  wk_tensor_free(&labels);
+}
+
+static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_train_config cfg = {.optim = wk_optim_config_default(kind),
+                         .schedule = wk_schedule_default(sk, 0.05, 12),
+                         .seed = 77,
+                         .label_smoothing = 0.1f,
+                         .clip_norm = 5.0};
+  cfg.optim.weight_decay = 1e-4;
+  /* mobilenetv2 has dropout, so the (seed, step) stream is exercised */
+  wk_net *a = wkt_net(ctx, "mobilenetv2", 3, 32);
+  wk_trainer *ta;
+  ck_assert_msg(wk_trainer_create(a, &cfg, &ta) == WK_OK, "%s", wk_last_error());
+  wkt_train(ta, 0, 5);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "mobilenetv2", 3, 32), WK_OK);
+  const wk_data_pos pos = {.epoch = 2, .batch = 5};
+  const char *path = wkt_path("ck.safetensors");
+  ck_assert_msg(wk_checkpoint_save(path, ta, &meta, &pos) == WK_OK, "%s", wk_last_error());
+  wkt_train(ta, 5, 7); /* the uninterrupted run */
+
+  wk_net *b;
+  wk_trainer *tb;
+  wk_model_meta mb;
+  wk_data_pos pb;
+  ck_assert_msg(wk_checkpoint_load(ctx, path, &b, &tb, &mb, &pb) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_trainer_steps(tb), 5);
+  ck_assert_int_eq(pb.epoch, 2);
+  ck_assert_int_eq(pb.batch, 5);
+  wkt_train(tb, 5, 7);
+  ck_assert_int_eq(wk_trainer_steps(tb), 12);
+  ck_assert_mem_eq(wk_net_weights(b), wk_net_weights(a), wk_net_n_elems(a) * sizeof(float));
+  ck_assert_mem_eq(wk_net_buffer_data(b), wk_net_buffer_data(a),
+                   wk_net_n_buffer_elems(a) * sizeof(float));
+  /* a checkpoint is also a model file */
+  wk_net *c;
+  wk_model_meta mc;
+  ck_assert_int_eq(wk_model_load(ctx, path, &c, &mc), WK_OK);
+  wk_net_destroy(c);
+  wk_model_meta_free(&mc);
+  /* and a model file is not a checkpoint */
+  ck_assert_int_eq(wk_model_save(wkt_path("plain.safetensors"), a, &meta, NULL, 0, NULL, 0),
+                   WK_OK);
+  ck_assert_int_eq(wk_checkpoint_load(ctx, wkt_path("plain.safetensors"), &c, &tb, &mc, &pb),
+                   WK_ERR_FORMAT);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "not a checkpoint"));
+  wk_trainer_destroy(ta);
+  wk_net_destroy(a);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&mb);
+  ck_assert_int_eq(wk_checkpoint_load(ctx, path, &b, &tb, &mb, &pb), WK_OK);
+  wk_trainer_destroy(tb);
+  wk_net_destroy(b);
+  wk_model_meta_free(&mb);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_resume_sgd_one_cycle) { wkt_resume_case(WK_OPTIM_SGD, WK_SCHEDULE_ONE_CYCLE); }
+END_TEST
+START_TEST(test_resume_adamw_cosine) { wkt_resume_case(WK_OPTIM_ADAMW, WK_SCHEDULE_COSINE); }
+END_TEST
+
+/* Rewrites a saved model with one metadata value replaced. */
+static void wkt_rewrite_meta(const char *src, const char *dst, const char *key, const char *value) {
+  wk_st_file *f;
+  ck_assert_int_eq(wk_st_open(src, &f), WK_OK);
+  size_t n = wk_st_count(f), nm = wk_st_meta_count(f);
+  wk_st_entry *e = calloc(n, sizeof *e);
+  wk_st_meta *m = calloc(nm, sizeof *m);
+  for (size_t i = 0; i < n; i++) e[i] = *wk_st_entry_at(f, i);
+  for (size_t i = 0; i < nm; i++) {
+    m[i] = *wk_st_meta_at(f, i);
+    if (strcmp(m[i].key, key) == 0) m[i].value = value;
+  }
+  ck_assert_int_eq(wk_st_write(dst, e, n, m, nm), WK_OK);
+  free(e);
+  free(m);
+  wk_st_close(f);
+}
+
+static void wkt_expect_refused(wk_ctx *ctx, const char *path, const char *needle) {
+  wk_net *net = NULL;
+  wk_model_meta meta;
+  wk_status s = wk_model_load(ctx, path, &net, &meta);
+  ck_assert_msg(s != WK_OK, "%s loaded", needle);
+  ck_assert_ptr_null(net);
+  ck_assert_msg(strstr(wk_last_error(), needle) != NULL, "'%s' not in '%s'", needle,
+                wk_last_error());
+}
+
+START_TEST(test_broken_models_refused) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_net(ctx, "smallcnn", 2, 32);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 2, 32), WK_OK);
+  const char *good = wkt_path("good.safetensors"), *bad = wkt_path("bad.safetensors");
+  ck_assert_int_eq(wk_model_save(good, net, &meta, NULL, 0, NULL, 0), WK_OK);
+  /* truncated: the safetensors layer refuses it, naming the file */
+  FILE *f = fopen(good, "rb");
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  f = fopen(bad, "wb");
+  ck_assert_uint_eq(fwrite(buf, 1, n, f), n);
+  fclose(f);
+  wkt_expect_refused(ctx, bad, "bad.safetensors");
+  /* architecture tampering */
+  wkt_rewrite_meta(good, bad, "whisker.arch", "{\"name\":\"smallcnn\"");
+  wkt_expect_refused(ctx, bad, "not valid JSON");
+  wkt_rewrite_meta(good, bad, "whisker.arch",
+                   "{\"name\":\"x\",\"num_classes\":2,\"input\":[32,32,3],\"nodes\":"
+                   "[{\"op\":\"teleport\",\"name\":\"a\",\"in\":[0]}]}");
+  wkt_expect_refused(ctx, bad, "node 0");
+  wkt_rewrite_meta(good, bad, "whisker.arch",
+                   "{\"name\":\"x\",\"num_classes\":2,\"input\":[32,32,3],\"nodes\":"
+                   "[{\"op\":\"global_avgpool\",\"name\":\"g\",\"in\":[5]}]}");
+  wkt_expect_refused(ctx, bad, "'in'");
+  wkt_rewrite_meta(good, bad, "whisker.arch",
+                   "{\"name\":\"x\",\"num_classes\":2,\"input\":[32,32,3],\"nodes\":"
+                   "[{\"op\":\"conv\",\"name\":\"conv1\",\"in\":[0],\"out\":65536,\"k\":[64,64],"
+                   "\"stride\":[1,1],\"pad\":[0,0,0,0],\"dilation\":[1,1],\"groups\":1,"
+                   "\"bias\":false}]}");
+  wkt_expect_refused(ctx, bad, "conv1");
+  /* the graph wants a tensor the file does not have the shape of */
+  wkt_rewrite_meta(good, bad, "whisker.arch",
+                   "{\"name\":\"smallcnn\",\"num_classes\":5,\"input\":[32,32,3]}");
+  wkt_expect_refused(ctx, bad, "fc.weight");
+  wkt_rewrite_meta(good, bad, "whisker.classes", "[\"a\"]");
+  wkt_expect_refused(ctx, bad, "whisker.classes");
+  wkt_rewrite_meta(good, bad, "whisker.preprocess", "{\"resize\":10,\"crop\":20}");
+  wkt_expect_refused(ctx, bad, "whisker.preprocess");
+  /* a file that is not a model at all */
+  wk_st_entry e = {.name = "x", .dtype = WK_ST_F32, .ndim = 1, .shape = {1},
+                   .data = (float[1]){1}, .n_bytes = 4};
+  ck_assert_int_eq(wk_st_write(bad, &e, 1, NULL, 0), WK_OK);
+  wkt_expect_refused(ctx, bad, "not a whisker model");
+  wkt_expect_refused(ctx, wkt_path("missing.safetensors"), "missing.safetensors");
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+int main(void) {
+  snprintf(wkt_tmp, sizeof wkt_tmp, "/tmp/wk_test_model_%d", (int)getpid());
+  if (mkdir(wkt_tmp, 0700) != 0) return 1;
+  Suite *s = suite_create("model");
+  TCase *tc = tcase_create("model");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_round_trip_identical_outputs);
+  tcase_add_test(tc, test_resume_sgd_one_cycle);
+  tcase_add_test(tc, test_resume_adamw_cosine);
+  tcase_add_test(tc, test_broken_models_refused);
+  suite_add_tcase(s, tc);
+  int rc = wkt_run_suite(s);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", wkt_tmp);
+  if (system(cmd) != 0) return 1;
+  return rc;
+}
