@@ -13,6 +13,10 @@ typedef struct {
 } wk_command;
 
 static const wk_command wk_commands[] = {
+    {"info", "describe a model file: architecture, parameters, classes, preprocessing",
+     wk_cmd_info},
+    {"bench", "measure training throughput and inference latency of a built-in model",
+     wk_cmd_bench},
     {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},
 };
 

@@ -1,0 +1,184 @@
+/* cmd_bench.c - `whisker bench`: training throughput and batch-1 latency of a
+ * zoo model on synthetic data, the same measurement as
+ * scripts/bench_train_torch.py makes for PyTorch (scripts/bench_train.sh runs
+ * both side by side). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "nn/zoo.h"
+#include "train/trainer.h"
+#include "whisker.h"
+
+typedef struct wk_bench_opts {
+  const char *model;
+  int batch, size, classes, threads, steps, warmup, latency_runs;
+  bool json, profile;
+} wk_bench_opts;
+
+static void wk_usage_bench(FILE *f) {
+  fprintf(f,
+          "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
+          "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
+          "                     [--profile] [--json]\n\n"
+          "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
+          "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
+          "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
+          "the time per op type.\n");
+}
+
+static double wk_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int wk_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static bool wk_int_arg(int argc, char **argv, int *i, const char *name, int lo, int hi,
+                       int *out) {
+  if (strcmp(argv[*i], name) != 0) return false;
+  char *end;
+  long v = *i + 1 < argc ? strtol(argv[*i + 1], &end, 10) : 0;
+  if (*i + 1 >= argc || *end || v < lo || v > hi) {
+    fprintf(stderr, "whisker bench: %s needs an integer in [%d, %d]\n", name, lo, hi);
+    exit(WK_EXIT_USAGE);
+  }
+  *out = (int)v;
+  (*i)++;
+  return true;
+}
+
+static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
+  *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
+                       .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30};
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      wk_usage_bench(stdout);
+      return -1;
+    }
+    if (!strcmp(argv[i], "--json")) {
+      o->json = true;
+    } else if (!strcmp(argv[i], "--profile")) {
+      o->profile = true;
+    } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+      o->model = argv[++i];
+    } else if (!(wk_int_arg(argc, argv, &i, "--batch", 2, 4096, &o->batch) ||
+                 wk_int_arg(argc, argv, &i, "--size", 16, 1024, &o->size) ||
+                 wk_int_arg(argc, argv, &i, "--classes", 1, 100000, &o->classes) ||
+                 wk_int_arg(argc, argv, &i, "--threads", 1, 1024, &o->threads) ||
+                 wk_int_arg(argc, argv, &i, "--steps", 1, 100000, &o->steps) ||
+                 wk_int_arg(argc, argv, &i, "--warmup", 0, 100000, &o->warmup) ||
+                 wk_int_arg(argc, argv, &i, "--latency-runs", 1, 100000, &o->latency_runs))) {
+      fprintf(stderr, "whisker bench: unexpected argument '%s'\n", argv[i]);
+      wk_usage_bench(stderr);
+      return WK_EXIT_USAGE;
+    }
+  }
+  return 0;
+}
+
+static void wk_print_profile(const wk_net *net, int runs) {
+  double f[WK_NODE_OP_COUNT] = {0}, b[WK_NODE_OP_COUNT] = {0}, tot = 0;
+  for (int i = 0; i < wk_net_n_nodes(net); i++) {
+    double fs, bs;
+    wk_net_profile_get(net, i, &fs, &bs);
+    f[wk_net_node(net, i)->op] += fs;
+    b[wk_net_node(net, i)->op] += bs;
+    tot += fs + bs;
+  }
+  fprintf(stderr, "time per training step by op (ms):\n");
+  for (int op = 0; op < WK_NODE_OP_COUNT; op++)
+    if (f[op] + b[op] > 0)
+      fprintf(stderr, "  %-16s forward %8.1f  backward %8.1f  (%4.1f%%)\n",
+              wk_node_op_name((wk_node_op)op), 1e3 * f[op] / runs, 1e3 * b[op] / runs,
+              100.0 * (f[op] + b[op]) / tot);
+}
+
+int wk_cmd_bench(int argc, char **argv) {
+  wk_bench_opts o;
+  int rc = wk_bench_parse(argc, argv, &o);
+  if (rc) return rc < 0 ? WK_EXIT_OK : rc;
+  wk_ctx *ctx = NULL;
+  wk_net *net = NULL;
+  wk_trainer *t = NULL;
+  wk_tensor x = {0}, labels = {0}, x1 = {0};
+  double *times = NULL;
+  rc = WK_EXIT_FAIL;
+  wk_arch_opts ao = wk_arch_opts_default(o.classes);
+  ao.in_h = ao.in_w = o.size;
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 1),
+                         .seed = 1};
+  cfg.optim.weight_decay = 5e-4;
+  cfg.optim.decay_norm_and_bias = true; /* as torch.optim.SGD with one group */
+  const int64_t xs[4] = {o.batch, o.size, o.size, 3}, ls[1] = {o.batch};
+  const int64_t x1s[4] = {1, o.size, o.size, 3};
+  const int total = o.warmup + o.steps;
+  if (wk_ctx_create(&ctx, o.threads) != WK_OK || wk_zoo_build(ctx, o.model, &ao, 1, &net) != WK_OK ||
+      wk_trainer_create(net, &cfg, &t) != WK_OK || wk_tensor_alloc(&x, WK_F32, 4, xs) != WK_OK ||
+      wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK ||
+      wk_tensor_alloc(&x1, WK_F32, 4, x1s) != WK_OK)
+    goto fail;
+  if (!(times = malloc((size_t)(total + o.latency_runs + 3) * sizeof *times))) goto fail;
+  wk_rng r = wk_rng_make(1, 0);
+  for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
+  for (int64_t i = 0; i < wk_tensor_numel(&x1); i++) ((float *)x1.data)[i] = wk_rng_normal(&r);
+  for (int i = 0; i < o.batch; i++) ((int32_t *)labels.data)[i] = (int32_t)wk_rng_below(&r, (uint32_t)o.classes);
+  for (int s = 0; s < total; s++) {
+    if (s == o.warmup && o.profile && wk_net_profile_enable(net) != WK_OK) goto fail;
+    double t0 = wk_now();
+    float loss;
+    if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
+    times[s] = wk_now() - t0;
+    if (!o.json) fprintf(stderr, "step %d: %.3f s, loss %.4f\n", s, times[s], (double)loss);
+  }
+  double sum = 0;
+  for (int s = o.warmup; s < total; s++) sum += times[s];
+  const double ips = o.batch * o.steps / sum;
+  qsort(times + o.warmup, (size_t)o.steps, sizeof *times, wk_cmp_double);
+  const double step_med = times[o.warmup + o.steps / 2];
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const double rss_mb = (double)ru.ru_maxrss / 1024.0;
+  if (o.profile) wk_print_profile(net, o.steps);
+  wk_tensor out;
+  for (int i = 0; i < o.latency_runs + 3; i++) {
+    double t0 = wk_now();
+    if (wk_net_forward(net, &x1, false, &out) != WK_OK) goto fail;
+    times[i] = wk_now() - t0;
+  }
+  qsort(times + 3, (size_t)o.latency_runs, sizeof *times, wk_cmp_double);
+  const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];
+  if (o.json) {
+    printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
+           "\"threads\": %d, \"train_images_per_s\": %.3f, \"train_step_s\": %.4f, "
+           "\"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
+           wk_version(), wk_impl_name(ctx->impl), o.model, o.batch, o.size, ctx->n_threads, ips,
+           step_med, lat_ms, rss_mb);
+  } else {
+    printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
+           ctx->n_threads, wk_impl_name(ctx->impl));
+    printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
+    printf("inference  %.2f ms at batch 1 (median of %d)\n", lat_ms, o.latency_runs);
+    printf("peak RSS   %.0f MB\n", rss_mb);
+  }
+  rc = WK_EXIT_OK;
+fail:
+  if (rc != WK_EXIT_OK) fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+  free(times);
+  wk_tensor_free(&x);
+  wk_tensor_free(&x1);
+  wk_tensor_free(&labels);
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  return rc;
+}
