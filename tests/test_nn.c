@@ -145,7 +145,7 @@ static wkt_step wkt_run(wk_impl impl, const char *arch, int classes, int size, i
 
 /* Batches large enough that the last batchnorm normalises over more than a
  * handful of values (over 2 values, any rounding difference becomes +-1). */
-static void wkt_compare_impls(const char *arch, int size, int batch) {
+static void wkt_compare_impls(const char *arch, int size, int batch, double grad_tol) {
   wkt_step ref = wkt_run(WK_IMPL_REF, arch, 5, size, batch, NULL);
   wkt_step cpu = wkt_run(WK_IMPL_CPU, arch, 5, size, batch, NULL);
   /* float sums in a different order through ~20-50 layers: 1e-4 relative to
@@ -158,16 +158,27 @@ static void wkt_compare_impls(const char *arch, int size, int batch) {
   e = wkt_rel_err(cpu.buffers, ref.buffers, (int64_t)ref.n_buf, 1e-6);
   ck_assert_msg(e < 1e-4, "%s running statistics: %g", arch, e);
   e = wkt_rel_err(cpu.grads, ref.grads, (int64_t)ref.n_elems, 1e-6);
-  ck_assert_msg(e < 1e-3, "%s gradients: %g", arch, e);
+  ck_assert_msg(e < grad_tol, "%s gradients: %g", arch, e);
   wkt_step_free(&ref);
   wkt_step_free(&cpu);
 }
 
-START_TEST(test_fast_path_matches_reference_smallcnn) { wkt_compare_impls("smallcnn", 32, 2); }
+/* Winograd convolutions (3x3, stride 1) trade accuracy for speed: through
+ * resnet18's 16 of them gradients move by ~2e-3 of the largest; direct
+ * convolutions stay within 1e-3. */
+START_TEST(test_fast_path_matches_reference_smallcnn) { wkt_compare_impls("smallcnn", 32, 2, 1e-3); }
 END_TEST
-START_TEST(test_fast_path_matches_reference_resnet18) { wkt_compare_impls("resnet18", 64, 4); }
+START_TEST(test_fast_path_matches_reference_resnet18) { wkt_compare_impls("resnet18", 64, 4, 5e-3); }
 END_TEST
-START_TEST(test_fast_path_matches_reference_mobilenetv2) { wkt_compare_impls("mobilenetv2", 64, 4); }
+START_TEST(test_fast_path_matches_reference_resnet18_direct) {
+  setenv("WHISKER_WINOGRAD", "0", 1);
+  wkt_compare_impls("resnet18", 64, 4, 1e-3);
+  unsetenv("WHISKER_WINOGRAD");
+}
+END_TEST
+START_TEST(test_fast_path_matches_reference_mobilenetv2) {
+  wkt_compare_impls("mobilenetv2", 64, 4, 1e-3);
+}
 END_TEST
 
 START_TEST(test_frozen_body_gets_no_gradient) {
@@ -310,6 +321,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_param_names_follow_torchvision);
   tcase_add_test(tc, test_fast_path_matches_reference_smallcnn);
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18);
+  tcase_add_test(tc, test_fast_path_matches_reference_resnet18_direct);
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);

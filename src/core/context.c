@@ -70,8 +70,22 @@ wk_status wk_ctx_create(wk_ctx **out, int n_threads) {
   return WK_OK;
 }
 
+wk_status wk_ctx_scratch(wk_ctx *ctx, size_t bytes, void **out) {
+  if (bytes > ctx->scratch_bytes) {
+    size_t want = (bytes + 4095) & ~(size_t)4095;
+    void *p = aligned_alloc(64, want);
+    if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for %zu bytes of scratch", want);
+    free(ctx->scratch);
+    ctx->scratch = p;
+    ctx->scratch_bytes = want;
+  }
+  *out = ctx->scratch;
+  return WK_OK;
+}
+
 void wk_ctx_destroy(wk_ctx *ctx) {
   if (!ctx) return;
+  free(ctx->scratch);
   wk_dnnl_destroy(ctx->dnnl);
   wk_pool_destroy(ctx->pool);
   free(ctx);

@@ -10,6 +10,7 @@
 #define WK_CONTEXT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "core/status.h"
 #include "core/threadpool.h"
@@ -27,6 +28,8 @@ typedef struct wk_ctx {
   int n_threads;
   wk_pool *pool;
   wk_dnnl *dnnl;
+  void *scratch;        /* shared temporary memory of the fast paths, see wk_ctx_scratch */
+  size_t scratch_bytes;
 } wk_ctx;
 
 /* n_threads <= 0 means WHISKER_THREADS, else every online core. The
@@ -35,6 +38,10 @@ typedef struct wk_ctx {
  * created sets it. */
 wk_status wk_ctx_create(wk_ctx **out, int n_threads);
 void wk_ctx_destroy(wk_ctx *ctx);
+
+/* A 64-byte aligned scratch buffer of at least `bytes`, valid until the next
+ * call (one op at a time uses it; its contents do not survive the op). */
+wk_status wk_ctx_scratch(wk_ctx *ctx, size_t bytes, void **out);
 
 /* Parses "ref", "cpu" or "cuda". */
 wk_status wk_impl_parse(const char *name, wk_impl *out);

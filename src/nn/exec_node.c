@@ -62,7 +62,15 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
   case WK_NODE_ACT:
     s = wk_act_forward(net->ctx, nd->act, &x, &y);
     break;
-  case WK_NODE_MAXPOOL: {
+  case WK_NODE_MAXPOOL:
+  case WK_NODE_AVGPOOL: {
+    bool done;
+    s = wk_node_pool_forward(net, i, train, &x, &y, &done);
+    if (s != WK_OK || done) break;
+    if (nd->op == WK_NODE_AVGPOOL) {
+      s = wk_avgpool2d_forward(net->ctx, &nd->pool, &x, &y);
+      break;
+    }
     wk_tensor am = {0};
     if (train) {
       float *buf;
@@ -73,9 +81,6 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
     s = wk_maxpool2d_forward(net->ctx, &nd->pool, &x, &y, train ? &am : NULL);
     break;
   }
-  case WK_NODE_AVGPOOL:
-    s = wk_avgpool2d_forward(net->ctx, &nd->pool, &x, &y);
-    break;
   case WK_NODE_GLOBAL_AVGPOOL:
     s = wk_global_avgpool_forward(net->ctx, &x, &y);
     break;
@@ -172,14 +177,19 @@ wk_status wk_node_backward(wk_net *net, int i, bool *kept) {
     if (dxt) s = wk_act_backward(net->ctx, nd->act, &yv, &dy, dxt);
     break;
   }
-  case WK_NODE_MAXPOOL: {
-    wk_tensor am = wk_tensor_view(st->argmax, WK_I32, dy.ndim, dy.shape);
-    if (dxt) s = wk_maxpool2d_backward(net->ctx, &nd->pool, &am, &dy, dxt);
+  case WK_NODE_MAXPOOL:
+  case WK_NODE_AVGPOOL: {
+    bool done = false;
+    if (dxt) s = wk_node_pool_backward(net, i, &dy, dxt, &done);
+    if (!dxt || s != WK_OK || done) break;
+    if (nd->op == WK_NODE_AVGPOOL) {
+      s = wk_avgpool2d_backward(net->ctx, &nd->pool, &dy, dxt);
+    } else {
+      wk_tensor am = wk_tensor_view(st->argmax, WK_I32, dy.ndim, dy.shape);
+      s = wk_maxpool2d_backward(net->ctx, &nd->pool, &am, &dy, dxt);
+    }
     break;
   }
-  case WK_NODE_AVGPOOL:
-    if (dxt) s = wk_avgpool2d_backward(net->ctx, &nd->pool, &dy, dxt);
-    break;
   case WK_NODE_GLOBAL_AVGPOOL:
     if (dxt) s = wk_global_avgpool_backward(net->ctx, &dy, dxt);
     break;

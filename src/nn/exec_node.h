@@ -21,6 +21,12 @@ wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk
 wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
 wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
                               float *dx);
+/* Max/avg pooling through plans on the fast path (*done false: the caller
+ * runs the stateless op). */
+wk_status wk_node_pool_forward(wk_net *net, int i, bool train, const wk_tensor *x, wk_tensor *y,
+                               bool *done);
+wk_status wk_node_pool_backward(wk_net *net, int i, const wk_tensor *dy, wk_tensor *dx,
+                                bool *done);
 /* Finds the fusions of the fast path (called once at finalize). */
 wk_status wk_net_plan_fusions(wk_net *net);
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "nn/exec_node.h"
+#include "ops/ref.h"
 
 /* The node consuming value v when exactly one does, else -1. */
 static int wk_sole_consumer(const wk_net *net, int v) {
@@ -74,8 +75,11 @@ static void wk_plans_free(wk_node_state *st) {
   wk_conv2d_plan_destroy(st->conv_train);
   wk_conv2d_plan_destroy(st->conv_eval);
   wk_batchnorm_plan_destroy(st->bn);
+  wk_pool2d_plan_destroy(st->pool_train);
+  wk_pool2d_plan_destroy(st->pool_eval);
   st->conv_train = st->conv_eval = NULL;
   st->bn = NULL;
+  st->pool_train = st->pool_eval = NULL;
   st->plan_n = 0;
 }
 
@@ -236,4 +240,29 @@ wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_t
   wk_tensor dgt = wk_tensor_view(dgamma, WK_F32, 1, &c), dbt = wk_tensor_view(dbeta, WK_F32, 1, &c);
   return wk_batchnorm_backward(net->ctx, &nd->bn, false, x, &g, &mean, &invstd, dy,
                                dx ? &dxt : NULL, frozen ? NULL : &dgt, frozen ? NULL : &dbt);
+}
+
+wk_status wk_node_pool_forward(wk_net *net, int i, bool train, const wk_tensor *x, wk_tensor *y,
+                               bool *done) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  *done = false;
+  if (net->ctx->impl != WK_IMPL_CPU) return WK_OK;
+  wk_plans_for_batch(st, x->shape[0]);
+  wk_pool2d_plan **pp = train ? &st->pool_train : &st->pool_eval;
+  if (!*pp) {
+    wk_pool2d_geom g;
+    WK_TRY(wk_pool2d_geom_make(&nd->pool, x->shape[0], x->shape[1], x->shape[2], x->shape[3], &g));
+    WK_TRY(wk_pool2d_plan_create(net->ctx, &g, nd->op == WK_NODE_MAXPOOL, train, pp));
+  }
+  *done = true;
+  return wk_pool2d_plan_forward(*pp, x->data, y->data);
+}
+
+wk_status wk_node_pool_backward(wk_net *net, int i, const wk_tensor *dy, wk_tensor *dx,
+                                bool *done) {
+  wk_node_state *st = &net->state[i];
+  *done = st->pool_train != NULL;
+  if (!*done) return WK_OK;
+  return wk_pool2d_plan_backward(st->pool_train, dy->data, dx->data);
 }

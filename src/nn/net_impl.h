@@ -16,6 +16,7 @@ typedef struct wk_node_state {
   int32_t *argmax;   /* maxpool, (N, OH, OW, C), from the pool */
   wk_conv2d_plan *conv_train, *conv_eval;
   wk_batchnorm_plan *bn;
+  wk_pool2d_plan *pool_train, *pool_eval;
   int64_t plan_n;    /* batch size of the plans */
   float *folded;     /* eval: conv weights then bias with the batchnorm folded in */
   uint64_t folded_wv, folded_bv, folded_version;

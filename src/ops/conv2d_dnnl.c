@@ -5,8 +5,11 @@
  * directly, no reorder). Weights are declared with format `any` so oneDNN picks
  * its preferred blocked layout; whisker's OHWI weights are reordered into it
  * when their version changes, and weight gradients are reordered back to OHWI.
- * Algorithm: direct (no Winograd), so results match the reference to float
- * rounding. */
+ * Algorithm: direct, except for 3x3 stride-1 dense convolutions, which use
+ * oneDNN's Winograd kernels (2-3x faster here in all three passes) when
+ * oneDNN has them for the shape; those need the blocked nChw16c layout, so
+ * their plans reorder activations in and out through the context's scratch
+ * buffer. WHISKER_WINOGRAD=0 turns Winograd off. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,10 +30,15 @@ typedef struct wk_wei_cache {
 } wk_wei_cache;
 
 struct wk_conv2d_plan {
+  wk_ctx *ctx;
   wk_dnnl *d;
   wk_conv2d_geom g;
   bool bias, inference;
-  wk_conv_mds m;
+  wk_conv_mds m; /* src/dst: the primitives' layouts (nChw16c for Winograd) */
+  bool wino;
+  dnnl_memory_desc_t src_user, dst_user; /* NHWC, the caller's */
+  dnnl_primitive_t src_in, src_out, dst_in, dst_out; /* Winograd: NHWC <-> blocked */
+  size_t blk_bytes; /* the larger of the blocked src and dst */
   dnnl_primitive_desc_t fwd_pd, bwdd_pd, bwdw_pd;
   dnnl_primitive_t fwd, bwdd, bwdw;
   wk_wei_cache w_fwd, w_bwdd, dw; /* dw.buf: weight gradient in bwdw's layout */
@@ -130,6 +138,98 @@ done:
   return st;
 }
 
+static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
+  const char *env = getenv("WHISKER_WINOGRAD");
+  if (env && strcmp(env, "0") == 0) return false;
+  return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+         g->groups == 1;
+}
+
+static dnnl_status_t wk_reorder_prim(wk_dnnl *d, const dnnl_memory_desc_t *from,
+                                     const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+  dnnl_primitive_desc_t pd;
+  dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
+  if (s != dnnl_success) return s;
+  s = dnnl_primitive_create(out, pd);
+  dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
+/* The forward primitive, and for training plans the two backward ones, with
+ * the algorithm and activation layouts in p->m. Returns the first oneDNN
+ * failure (the caller may retry another algorithm). */
+static dnnl_status_t wk_conv_prims(wk_conv2d_plan *p, dnnl_alg_kind_t alg,
+                                   const_dnnl_primitive_attr_t attr) {
+  dnnl_convolution_desc_t cd;
+  const wk_conv_mds *m = &p->m;
+  /* Winograd's inference flavour wants weights in a format oneDNN cannot
+   * reorder whisker's OHWI into; its training flavour computes the same. */
+  const bool infer = p->inference && alg != dnnl_convolution_winograd;
+  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
+      &cd, infer ? dnnl_forward_inference : dnnl_forward_training, alg, &m->src,
+      &m->wei_any, p->bias ? &m->bias : NULL, &m->dst, m->strides, m->dilates, m->pad_l,
+      m->pad_r);
+  if (!s) s = dnnl_primitive_desc_create(&p->fwd_pd, &cd, attr, p->d->engine, NULL);
+  if (!s) s = dnnl_primitive_create(&p->fwd, p->fwd_pd);
+  if (s || p->inference) return s;
+  s = dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &m->src, &m->wei_any, &m->dst,
+                                                       m->strides, m->dilates, m->pad_l, m->pad_r);
+  if (!s) s = dnnl_primitive_desc_create(&p->bwdd_pd, &cd, NULL, p->d->engine, p->fwd_pd);
+  if (!s) s = dnnl_primitive_create(&p->bwdd, p->bwdd_pd);
+  if (!s)
+    s = dnnl_dilated_convolution_backward_weights_desc_init(
+        &cd, alg, &m->src, &m->wei_any, p->bias ? &m->bias : NULL, &m->dst, m->strides,
+        m->dilates, m->pad_l, m->pad_r);
+  if (!s) s = dnnl_primitive_desc_create(&p->bwdw_pd, &cd, NULL, p->d->engine, p->fwd_pd);
+  if (!s) s = dnnl_primitive_create(&p->bwdw, p->bwdw_pd);
+  return s;
+}
+
+static void wk_conv_prims_free(wk_conv2d_plan *p) {
+  dnnl_primitive_t *prims[7] = {&p->fwd, &p->bwdd, &p->bwdw, &p->src_in, &p->src_out,
+                                &p->dst_in, &p->dst_out};
+  dnnl_primitive_desc_t *pds[3] = {&p->fwd_pd, &p->bwdd_pd, &p->bwdw_pd};
+  for (int i = 0; i < 7; i++)
+    if (*prims[i]) dnnl_primitive_destroy(*prims[i]), *prims[i] = NULL;
+  for (int i = 0; i < 3; i++)
+    if (*pds[i]) dnnl_primitive_desc_destroy(*pds[i]), *pds[i] = NULL;
+}
+
+/* Tries Winograd on nChw16c activations; false (nothing kept) when oneDNN has
+ * no Winograd kernel for this shape, ISA or attribute. */
+static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t attr) {
+  const wk_conv2d_geom *g = &p->g;
+  const dnnl_dims_t src = {g->n, g->c, g->h, g->w}, dst = {g->n, g->o, g->oh, g->ow};
+  if (dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, dnnl_nChw16c) ||
+      dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nChw16c))
+    return false;
+  dnnl_status_t s = wk_conv_prims(p, dnnl_convolution_winograd, attr);
+  if (!s) s = wk_reorder_prim(p->d, &p->src_user, &p->m.src, &p->src_in);
+  if (!s) s = wk_reorder_prim(p->d, &p->m.dst, &p->dst_user, &p->dst_out);
+  if (!s && !p->inference) s = wk_reorder_prim(p->d, &p->dst_user, &p->m.dst, &p->dst_in);
+  if (!s && !p->inference) s = wk_reorder_prim(p->d, &p->m.src, &p->src_user, &p->src_out);
+  if (s) {
+    wk_conv_prims_free(p);
+    p->m.src = p->src_user;
+    p->m.dst = p->dst_user;
+    return false;
+  }
+  const size_t a = dnnl_memory_desc_get_size(&p->m.src), b = dnnl_memory_desc_get_size(&p->m.dst);
+  p->blk_bytes = ((a > b ? a : b) + 63) & ~(size_t)63;
+  p->wino = true;
+  return true;
+}
+
+static wk_status wk_conv_weight_caches(wk_conv2d_plan *p) {
+  WK_TRY(wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->fwd_pd,
+                           dnnl_query_weights_md, 0), false, &p->w_fwd));
+  if (p->inference) return WK_OK;
+  WK_TRY(wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->bwdd_pd,
+                           dnnl_query_weights_md, 0), false, &p->w_bwdd));
+  return wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->bwdw_pd,
+                           dnnl_query_diff_weights_md, 0), true, &p->dw);
+}
+
 wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
                                 wk_post_act post, wk_conv2d_plan **out) {
   wk_status st = WK_OK;
@@ -139,21 +239,29 @@ wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
   wk_conv2d_plan *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
   dnnl_primitive_attr_t attr = NULL;
-  dnnl_convolution_desc_t cd;
+  p->ctx = ctx;
   p->d = ctx->dnnl;
   p->g = *g;
   p->bias = bias;
   p->inference = inference;
   WK_DNNL_CHECK(wk_conv_mds_init(g, &p->m));
-  WK_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-      &cd, inference ? dnnl_forward_inference : dnnl_forward_training, dnnl_convolution_direct,
-      &p->m.src, &p->m.wei_any, bias ? &p->m.bias : NULL, &p->m.dst, p->m.strides,
-      p->m.dilates, p->m.pad_l, p->m.pad_r));
+  p->src_user = p->m.src;
+  p->dst_user = p->m.dst;
   if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
-  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->fwd_pd, &cd, attr, p->d->engine, NULL));
-  WK_DNNL_CHECK(dnnl_primitive_create(&p->fwd, p->fwd_pd));
-  st = wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->fwd_pd,
-                         dnnl_query_weights_md, 0), false, &p->w_fwd);
+  if (wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
+    if (wk_conv_weight_caches(p) == WK_OK) goto done;
+    /* e.g. no reorder into the inference Winograd weight format: go direct */
+    wk_clear_error();
+    wk_conv_prims_free(p);
+    wk_wei_cache_free(&p->w_fwd);
+    wk_wei_cache_free(&p->w_bwdd);
+    wk_wei_cache_free(&p->dw);
+    p->wino = false;
+    p->m.src = p->src_user;
+    p->m.dst = p->dst_user;
+  }
+  WK_DNNL_CHECK(wk_conv_prims(p, dnnl_convolution_direct, attr));
+  st = wk_conv_weight_caches(p);
 done:
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (st != WK_OK) {
@@ -169,16 +277,20 @@ void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
   wk_wei_cache_free(&p->w_fwd);
   wk_wei_cache_free(&p->w_bwdd);
   wk_wei_cache_free(&p->dw);
-  dnnl_primitive_t prims[3] = {p->fwd, p->bwdd, p->bwdw};
-  dnnl_primitive_desc_t pds[3] = {p->fwd_pd, p->bwdd_pd, p->bwdw_pd};
-  for (int i = 0; i < 3; i++) {
-    if (prims[i]) dnnl_primitive_destroy(prims[i]);
-    if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
-  }
+  wk_conv_prims_free(p);
   free(p);
 }
 
 const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) { return wk_dnnl_impl_name(p->fwd_pd); }
+
+/* Reorders between the caller's NHWC buffer and a blocked one. */
+static wk_status wk_act_reorder(wk_conv2d_plan *p, dnnl_primitive_t r, const dnnl_memory_desc_t *from,
+                                const void *src, const dnnl_memory_desc_t *to, void *dst) {
+  const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+  const dnnl_memory_desc_t *mds[2] = {from, to};
+  const void *ptrs[2] = {src, dst};
+  return wk_dnnl_exec(p->d, r, 2, kinds, mds, ptrs);
+}
 
 wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
                                  uint64_t w_version, const float *b, float *y) {
@@ -186,53 +298,37 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   const void *wdata;
   WK_ASSERT((b != NULL) == p->bias);
   WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_fwd, w, w_version, &wdata));
+  const void *src = x;
+  void *dst = y;
+  char *scratch = NULL;
+  if (p->wino) {
+    WK_TRY(wk_ctx_scratch(p->ctx, 2 * p->blk_bytes, (void **)&scratch));
+    WK_TRY(wk_act_reorder(p, p->src_in, &p->src_user, x, &p->m.src, scratch));
+    src = scratch;
+    dst = scratch + p->blk_bytes;
+  }
   const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
   const dnnl_memory_desc_t *mds[4] = {&p->m.src, wmd, &p->m.dst, &p->m.bias};
-  const void *ptrs[4] = {x, wdata, y, b};
-  return wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs);
-}
-
-/* Creates the backward primitives on first use. */
-static wk_status wk_conv2d_plan_backward_init(wk_conv2d_plan *p) {
-  wk_status st = WK_OK;
-  dnnl_convolution_desc_t cd;
-  const wk_conv_mds *m = &p->m;
-  if (p->bwdd) return WK_OK;
-  WK_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
-      &cd, dnnl_convolution_direct, &m->src, &m->wei_any, &m->dst, m->strides, m->dilates,
-      m->pad_l, m->pad_r));
-  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->bwdd_pd, &cd, NULL, p->d->engine, p->fwd_pd));
-  WK_DNNL_CHECK(dnnl_primitive_create(&p->bwdd, p->bwdd_pd));
-  WK_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-      &cd, dnnl_convolution_direct, &m->src, &m->wei_any, p->bias ? &m->bias : NULL, &m->dst,
-      m->strides, m->dilates, m->pad_l, m->pad_r));
-  WK_DNNL_CHECK(dnnl_primitive_desc_create(&p->bwdw_pd, &cd, NULL, p->d->engine, p->fwd_pd));
-  WK_DNNL_CHECK(dnnl_primitive_create(&p->bwdw, p->bwdw_pd));
-  if ((st = wk_wei_cache_init(p->d, m, dnnl_primitive_desc_query_md(p->bwdd_pd,
-                              dnnl_query_weights_md, 0), false, &p->w_bwdd)) != WK_OK)
-    goto done;
-  st = wk_wei_cache_init(p->d, m, dnnl_primitive_desc_query_md(p->bwdw_pd,
-                         dnnl_query_diff_weights_md, 0), true, &p->dw);
-done:
-  if (st != WK_OK) {
-    /* leave the plan usable for forward; a later backward retries */
-    if (p->bwdd) dnnl_primitive_destroy(p->bwdd);
-    if (p->bwdw) dnnl_primitive_destroy(p->bwdw);
-    if (p->bwdd_pd) dnnl_primitive_desc_destroy(p->bwdd_pd);
-    if (p->bwdw_pd) dnnl_primitive_desc_destroy(p->bwdw_pd);
-    p->bwdd = p->bwdw = NULL;
-    p->bwdd_pd = p->bwdw_pd = NULL;
-    wk_wei_cache_free(&p->w_bwdd);
-    wk_wei_cache_free(&p->dw);
-  }
-  return st;
+  const void *ptrs[4] = {src, wdata, dst, b};
+  WK_TRY(wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs));
+  if (p->wino) WK_TRY(wk_act_reorder(p, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
+  return WK_OK;
 }
 
 wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float *w,
                                   uint64_t w_version, const float *dy, float *dx, float *dw,
                                   float *db) {
   WK_ASSERT(!p->inference);
-  WK_TRY(wk_conv2d_plan_backward_init(p));
+  /* Winograd: dy and dx/x go through the two halves of the scratch */
+  char *scratch = NULL;
+  const void *dy_p = dy, *x_p = x;
+  void *dx_p = dx;
+  if (p->wino && (dx || dw)) {
+    WK_TRY(wk_ctx_scratch(p->ctx, 2 * p->blk_bytes, (void **)&scratch));
+    WK_TRY(wk_act_reorder(p, p->dst_in, &p->dst_user, dy, &p->m.dst, scratch + p->blk_bytes));
+    dy_p = scratch + p->blk_bytes;
+    dx_p = scratch;
+  }
   if (dx) {
     const dnnl_memory_desc_t *wmd =
         dnnl_primitive_desc_query_md(p->bwdd_pd, dnnl_query_weights_md, 0);
@@ -240,10 +336,15 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_bwdd, w, w_version, &wdata));
     const int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
     const dnnl_memory_desc_t *mds[3] = {&p->m.dst, wmd, &p->m.src};
-    const void *ptrs[3] = {dy, wdata, dx};
+    const void *ptrs[3] = {dy_p, wdata, dx_p};
     WK_TRY(wk_dnnl_exec(p->d, p->bwdd, 3, kinds, mds, ptrs));
+    if (p->wino) WK_TRY(wk_act_reorder(p, p->src_out, &p->m.src, dx_p, &p->src_user, dx));
   }
   if (dw) {
+    if (p->wino) {
+      WK_TRY(wk_act_reorder(p, p->src_in, &p->src_user, x, &p->m.src, scratch));
+      x_p = scratch;
+    }
     /* the bias gradient needs a bias-enabled primitive; a plan without bias
      * has none to give */
     const dnnl_memory_desc_t *wmd =
@@ -258,7 +359,7 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                           DNNL_ARG_DIFF_BIAS};
     const dnnl_memory_desc_t *mds[4] = {&p->m.src, &p->m.dst, wmd, &p->m.bias};
-    const void *ptrs[4] = {x, dy, p->dw.reorder ? p->dw.buf : (void *)dw, db_here};
+    const void *ptrs[4] = {x_p, dy_p, p->dw.reorder ? p->dw.buf : (void *)dw, db_here};
     wk_status s = wk_dnnl_exec(p->d, p->bwdw, p->bias ? 4 : 3, kinds, mds, ptrs);
     free(db_tmp);
     WK_TRY(s);

@@ -65,4 +65,15 @@ wk_status wk_batchnorm_plan_backward(wk_batchnorm_plan *p, const float *x, const
                                      const float *beta, const float *mean, const float *var,
                                      const float *dy, float *dx, float *dgamma, float *dbeta);
 
+/* Max or average pooling (NHWC) for a fixed shape. A training plan of max
+ * pooling keeps where each maximum came from until its backward. */
+typedef struct wk_pool2d_geom wk_pool2d_geom;
+typedef struct wk_pool2d_plan wk_pool2d_plan;
+
+wk_status wk_pool2d_plan_create(wk_ctx *ctx, const wk_pool2d_geom *g, bool max, bool training,
+                                wk_pool2d_plan **out);
+void wk_pool2d_plan_destroy(wk_pool2d_plan *p);
+wk_status wk_pool2d_plan_forward(wk_pool2d_plan *p, const float *x, float *y);
+wk_status wk_pool2d_plan_backward(wk_pool2d_plan *p, const float *dy, float *dx);
+
 #endif
