@@ -330,21 +330,22 @@ START_TEST(test_resize_properties) {
   float *a = malloc(20 * 11 * 3 * sizeof *a), *b = malloc(20 * 11 * 3 * sizeof *b);
   wk_resize_scratch sc = {0};
   const double box[4] = {1.5, 2.0, 30.25, 21.0};
-  ck_assert_int_eq(wk_resize_f32(&src, box, 20, 11, WK_RESAMPLE_BILINEAR, false, &sc, a), WK_OK);
-  ck_assert_int_eq(wk_resize_f32(&src, box, 20, 11, WK_RESAMPLE_BILINEAR, true, &sc, b), WK_OK);
+  const wk_box_mode m = WK_BOX_RESIZE_THEN_CROP;
+  ck_assert_int_eq(wk_resize_f32(&src, box, m, 20, 11, WK_RESAMPLE_BILINEAR, false, &sc, a), WK_OK);
+  ck_assert_int_eq(wk_resize_f32(&src, box, m, 20, 11, WK_RESAMPLE_BILINEAR, true, &sc, b), WK_OK);
   for (int y = 0; y < 11; y++)
     for (int x = 0; x < 20; x++)
       for (int c = 0; c < 3; c++)
         ck_assert_float_eq(a[(y * 20 + x) * 3 + c], b[(y * 20 + 19 - x) * 3 + c]);
   /* a constant picture stays constant: the weights are normalised */
   memset(src.data, 77, src.stride_bytes * (size_t)src.height);
-  ck_assert_int_eq(wk_resize_f32(&src, box, 20, 11, WK_RESAMPLE_AREA, false, &sc, a), WK_OK);
+  ck_assert_int_eq(wk_resize_f32(&src, box, m, 20, 11, WK_RESAMPLE_AREA, false, &sc, a), WK_OK);
   for (int i = 0; i < 20 * 11 * 3; i++) ck_assert_float_eq_tol(a[i], 77.0f, 1e-3f);
   /* invalid boxes are refused */
   const double empty[4] = {5, 5, 5, 9}, far[4] = {0, 0, 1e9, 10};
-  ck_assert_int_eq(wk_resize_f32(&src, empty, 4, 4, WK_RESAMPLE_AREA, false, &sc, a),
+  ck_assert_int_eq(wk_resize_f32(&src, empty, m, 4, 4, WK_RESAMPLE_AREA, false, &sc, a),
                    WK_ERR_INVALID_ARG);
-  ck_assert_int_eq(wk_resize_f32(&src, far, 4, 4, WK_RESAMPLE_AREA, false, &sc, a),
+  ck_assert_int_eq(wk_resize_f32(&src, far, m, 4, 4, WK_RESAMPLE_AREA, false, &sc, a),
                    WK_ERR_INVALID_ARG);
   wk_resize_scratch_free(&sc);
   free(a);

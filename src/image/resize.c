@@ -30,8 +30,9 @@ static int wk_axis_ksize(double in0, double in1, int out_size, wk_resample f) {
 }
 
 /* PIL's precompute_coeffs: weights in double, normalised to sum 1, stored
- * as float (the filter is evaluated twice rather than kept in a buffer). */
-static void wk_axis_fill(wk_axis *a, int in_size, double in0, double in1, wk_resample f) {
+ * as float (the filter is evaluated twice rather than kept in a buffer).
+ * Taps are limited to source pixels [lo, hi). */
+static void wk_axis_fill(wk_axis *a, int lo, int hi, double in0, double in1, wk_resample f) {
   double scale = (in1 - in0) / a->out_size;
   double filterscale = scale < 1.0 ? 1.0 : scale;
   double support = wk_filter_support(f) * filterscale;
@@ -39,9 +40,9 @@ static void wk_axis_fill(wk_axis *a, int in_size, double in0, double in1, wk_res
   for (int o = 0; o < a->out_size; o++) {
     double center = in0 + (o + 0.5) * scale;
     int xmin = (int)(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
+    if (xmin < lo) xmin = lo;
     int xmax = (int)(center + support + 0.5);
-    if (xmax > in_size) xmax = in_size;
+    if (xmax > hi) xmax = hi;
     int n = xmax - xmin;
     if (n < 0) n = 0;
     if (n > a->ksize) n = a->ksize;
@@ -110,8 +111,20 @@ static void wk_vpass(const float *tmp, int y0, const wk_axis *ay, int ow, float 
   }
 }
 
-wk_status wk_resize_f32(const wk_image *src, const double box[4], int out_w, int out_h,
-                        wk_resample filter, bool flip_x, wk_resize_scratch *sc, float *out) {
+/* The source pixels the filters may read along one axis. */
+static void wk_axis_bounds(wk_box_mode mode, double b0, double b1, int size, int *lo, int *hi) {
+  *lo = 0;
+  *hi = size;
+  if (mode == WK_BOX_CROP_THEN_RESIZE) {
+    double f = floor(b0), c = ceil(b1);
+    if (f > 0) *lo = f < size ? (int)f : size;
+    if (c < size) *hi = c > 0 ? (int)c : 0;
+  }
+}
+
+wk_status wk_resize_f32(const wk_image *src, const double box[4], wk_box_mode mode, int out_w,
+                        int out_h, wk_resample filter, bool flip_x, wk_resize_scratch *sc,
+                        float *out) {
   const double w = src->width, h = src->height;
   if (out_w <= 0 || out_h <= 0 || src->width <= 0 || src->height <= 0 ||
       !(box[2] > box[0]) || !(box[3] > box[1]) || !(box[0] >= -w) || !(box[2] <= 2 * w) ||
@@ -135,8 +148,11 @@ wk_status wk_resize_f32(const wk_image *src, const double box[4], int out_w, int
   ay.count = ay.first + out_h;
   ax.w = sc->f;
   ay.w = ax.w + (size_t)out_w * (size_t)ax.ksize;
-  wk_axis_fill(&ax, src->width, box[0], box[2], filter);
-  wk_axis_fill(&ay, src->height, box[1], box[3], filter);
+  int xlo, xhi, ylo, yhi;
+  wk_axis_bounds(mode, box[0], box[2], src->width, &xlo, &xhi);
+  wk_axis_bounds(mode, box[1], box[3], src->height, &ylo, &yhi);
+  wk_axis_fill(&ax, xlo, xhi, box[0], box[2], filter);
+  wk_axis_fill(&ay, ylo, yhi, box[1], box[3], filter);
 
   /* the source rows the vertical filter reaches (first[] never decreases) */
   int y0 = ay.first[0];
@@ -160,7 +176,8 @@ wk_status wk_image_resize(const wk_image *src, const double *box, int out_w, int
   float *f = malloc((size_t)out_w * (size_t)out_h * 3 * sizeof *f);
   if (!f) return wk_fail(WK_ERR_NOMEM, "resize: out of memory for %d x %d", out_w, out_h);
   wk_resize_scratch sc = {0};
-  wk_status s = wk_resize_f32(src, box, out_w, out_h, filter, false, &sc, f);
+  wk_status s = wk_resize_f32(src, box, WK_BOX_RESIZE_THEN_CROP, out_w, out_h, filter, false,
+                              &sc, f);
   if (s == WK_OK) s = wk_image_alloc(dst, out_w, out_h);
   if (s == WK_OK) {
     for (int y = 0; y < out_h; y++) {

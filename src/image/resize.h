@@ -32,12 +32,22 @@ typedef struct wk_resize_scratch {
 
 void wk_resize_scratch_free(wk_resize_scratch *s);
 
+/* How the box relates to the pixels around it. */
+typedef enum wk_box_mode {
+  WK_BOX_RESIZE_THEN_CROP = 0, /* the box of the resized whole picture: filters near the box's
+                                  edges read pixels beyond it (PIL's resize(box=...),
+                                  torchvision's Resize + CenterCrop) */
+  WK_BOX_CROP_THEN_RESIZE,     /* the box cut out first: filters stop at its edges, rounded
+                                  outwards to whole pixels (torchvision's resized_crop) */
+} wk_box_mode;
+
 /* Resamples the box (x0, y0, x1, y1) of src, in source pixels (fractions
  * allowed; x1 > x0, y1 > y0), to out_w x out_h pixels:
  *   out  (out_h, out_w, 3) f32, values in [0, 255] (not rounded)
  * flip_x mirrors the output left to right at no cost. */
-wk_status wk_resize_f32(const wk_image *src, const double box[4], int out_w, int out_h,
-                        wk_resample filter, bool flip_x, wk_resize_scratch *scratch, float *out);
+wk_status wk_resize_f32(const wk_image *src, const double box[4], wk_box_mode mode, int out_w,
+                        int out_h, wk_resample filter, bool flip_x, wk_resize_scratch *scratch,
+                        float *out);
 
 /* The same to an 8-bit image (rounded). box NULL means the whole image. */
 wk_status wk_image_resize(const wk_image *src, const double *box, int out_w, int out_h,
