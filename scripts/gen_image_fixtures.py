@@ -30,6 +30,11 @@ MANIFEST.tsv columns: file, check, args, expect, max_diff
   resize  args = filter,out_w,out_h,x0,y0,x1,y1 (a source box); expect = reference PPM
   bad     args = expected status (format|limit|io|unsupported); expect = a word
           the error message must contain (besides the file's path)
+
+AUGMENT.tsv (tests/test_data.c), same columns, references made by torchvision
+0.14 itself on the decoded resize_src.png:
+  eval    args = resize,out_w,out_h: Resize(resize) + CenterCrop((out_h, out_w))
+  crop    args = top,left,h,w,out_w,out_h,flip: F.resized_crop (+ F.hflip)
 """
 
 import ctypes
@@ -504,6 +509,34 @@ def pil_refuses(name):
     raise AssertionError("PIL accepted bad fixture " + name)
 
 
+def gen_augment():
+    """torchvision's own geometry for the evaluation transform and a given
+    random-resized-crop, to hold whisker's augment output against."""
+    from torchvision import transforms
+    import torchvision.transforms.functional as F
+    src = Image.open(out_path("resize_src.png")).convert("RGB")
+    rows = []
+    for resize, ow, oh in ((32, 24, 24), (40, 26, 20), (72, 72, 72)):
+        ref = "augment_eval_r%d_%dx%d.ppm" % (resize, ow, oh)
+        im = transforms.CenterCrop((oh, ow))(transforms.Resize(resize)(src))
+        write_ppm(ref, im)
+        rows.append(("resize_src.png", "eval", "%d,%d,%d" % (resize, ow, oh), ref, "1"))
+    for top, left, h, w, ow, oh, flip in ((5, 11, 40, 50, 24, 24, 1), (0, 0, 72, 96, 30, 20, 0),
+                                          (20, 3, 9, 13, 32, 24, 0)):
+        ref = "augment_crop_%d_%d_%d_%d_%dx%d%s.ppm" % (top, left, h, w, ow, oh,
+                                                         "_flip" if flip else "")
+        im = F.resized_crop(src, top, left, h, w, [oh, ow])
+        if flip:
+            im = F.hflip(im)
+        write_ppm(ref, im)
+        rows.append(("resize_src.png", "crop", "%d,%d,%d,%d,%d,%d,%d" % (top, left, h, w, ow, oh,
+                                                                       flip), ref, "1"))
+    with open(out_path("AUGMENT.tsv"), "w") as f:
+        f.write("# file\tcheck\targs\texpect\tmax_diff  (written by scripts/gen_image_fixtures.py)\n")
+        for row in rows:
+            f.write("\t".join(row) + "\n")
+
+
 def gen_bad(large_jpeg):
     bad = []
 
@@ -547,6 +580,7 @@ def main():
     large = gen_jpeg(tj)
     gen_png()
     gen_resize()
+    gen_augment()
     gen_bad(large)
     with open(out_path("MANIFEST.tsv"), "w") as f:
         f.write("# file\tcheck\targs\texpect\tmax_diff  (written by scripts/gen_image_fixtures.py)\n")
