@@ -88,6 +88,24 @@ static void wk_jitter_step(wk_affine *t, wk_jitter_op op, float factor, double m
   wk_affine_then(t, l, k, mean);
 }
 
+/* Mean of each channel of n_px RGB pixels of [0, 255] values, as [0, 1].
+ * Twelve partial sums (four pixels) per chunk of rows keep the additions
+ * independent, so this vectorises; the order is fixed, so it is repeatable. */
+static void wk_channel_means(const float *work, size_t n_px, double mean[3]) {
+  enum { LANES = 12, CHUNK = 4096 };
+  double total[3] = {0, 0, 0};
+  size_t n = 3 * n_px, i = 0;
+  while (i < n) {
+    float acc[LANES] = {0};
+    size_t end = i + CHUNK * LANES < n ? i + CHUNK * LANES : n;
+    for (; i + LANES <= end; i += LANES)
+      for (int l = 0; l < LANES; l++) acc[l] += work[i + (size_t)l];
+    for (; i < end; i++) acc[i % 3] += work[i]; /* the tail: i % 3 is the channel here */
+    for (int l = 0; l < LANES; l++) total[l % 3] += acc[l];
+  }
+  for (int ch = 0; ch < 3; ch++) mean[ch] = total[ch] / (255.0 * (double)n_px);
+}
+
 static bool wk_jitter_is_identity(const wk_augment_params *p) {
   return p->factor[WK_JITTER_BRIGHTNESS] == 1.0f && p->factor[WK_JITTER_CONTRAST] == 1.0f &&
          p->factor[WK_JITTER_SATURATION] == 1.0f && p->factor[WK_JITTER_HUE] == 0.0f;
@@ -99,30 +117,40 @@ void wk_augment_colour(const wk_augment_cfg *cfg, const wk_augment_params *p, fl
   /* The map on [0, 255] values, output in [0, 1]. */
   wk_affine t = {.m = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}}, .c = {0, 0, 0}};
   if (!wk_jitter_is_identity(p)) {
-    double sum[3] = {0, 0, 0}, mean[3];
-    for (size_t i = 0; i < n_px; i++)
-      for (int ch = 0; ch < 3; ch++) sum[ch] += work[3 * i + (size_t)ch];
-    for (int ch = 0; ch < 3; ch++) mean[ch] = sum[ch] / (255.0 * (double)n_px);
+    double mean[3] = {0, 0, 0};
+    if (p->factor[WK_JITTER_CONTRAST] != 1.0f) wk_channel_means(work, n_px, mean);
     for (int k = 0; k < WK_JITTER_N; k++) {
       wk_jitter_op op = (wk_jitter_op)p->order[k];
       bool off = op == WK_JITTER_HUE ? p->factor[op] == 0.0f : p->factor[op] == 1.0f;
       if (!off) wk_jitter_step(&t, op, p->factor[op], mean);
     }
   }
-  float m[3][3], c[3], scale[3], shift[3];
-  for (int i = 0; i < 3; i++) {
-    for (int j = 0; j < 3; j++) m[i][j] = (float)(t.m[i][j] / 255.0);
-    c[i] = (float)t.c[i];
-    scale[i] = 1.0f / cfg->std[i];
-    shift[i] = -cfg->mean[i] / cfg->std[i];
-  }
+  /* Three plain passes the compiler can vectorise: the colour map and clamp
+   * in place, then each requested output. */
+  const float m00 = (float)(t.m[0][0] / 255), m01 = (float)(t.m[0][1] / 255),
+              m02 = (float)(t.m[0][2] / 255), m10 = (float)(t.m[1][0] / 255),
+              m11 = (float)(t.m[1][1] / 255), m12 = (float)(t.m[1][2] / 255),
+              m20 = (float)(t.m[2][0] / 255), m21 = (float)(t.m[2][1] / 255),
+              m22 = (float)(t.m[2][2] / 255);
+  const float c0 = (float)t.c[0], c1 = (float)t.c[1], c2 = (float)t.c[2];
   for (size_t i = 0; i < n_px; i++) {
-    const float *x = work + 3 * i;
-    for (int ch = 0; ch < 3; ch++) {
-      float v = m[ch][0] * x[0] + m[ch][1] * x[1] + m[ch][2] * x[2] + c[ch];
-      v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-      if (out_f32) out_f32[3 * i + (size_t)ch] = v * scale[ch] + shift[ch];
-      if (out_u8) out_u8[3 * i + (size_t)ch] = (uint8_t)(v * 255.0f + 0.5f);
+    float *x = work + 3 * i;
+    float r = m00 * x[0] + m01 * x[1] + m02 * x[2] + c0;
+    float g = m10 * x[0] + m11 * x[1] + m12 * x[2] + c1;
+    float b = m20 * x[0] + m21 * x[1] + m22 * x[2] + c2;
+    x[0] = r < 0.0f ? 0.0f : r > 1.0f ? 1.0f : r;
+    x[1] = g < 0.0f ? 0.0f : g > 1.0f ? 1.0f : g;
+    x[2] = b < 0.0f ? 0.0f : b > 1.0f ? 1.0f : b;
+  }
+  if (out_f32) {
+    const float s0 = 1.0f / cfg->std[0], s1 = 1.0f / cfg->std[1], s2 = 1.0f / cfg->std[2];
+    const float h0 = -cfg->mean[0] * s0, h1 = -cfg->mean[1] * s1, h2 = -cfg->mean[2] * s2;
+    for (size_t i = 0; i < n_px; i++) {
+      out_f32[3 * i] = work[3 * i] * s0 + h0;
+      out_f32[3 * i + 1] = work[3 * i + 1] * s1 + h1;
+      out_f32[3 * i + 2] = work[3 * i + 2] * s2 + h2;
     }
   }
+  if (out_u8)
+    for (size_t i = 0; i < 3 * n_px; i++) out_u8[i] = (uint8_t)(work[i] * 255.0f + 0.5f);
 }

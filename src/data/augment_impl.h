@@ -16,7 +16,8 @@ struct wk_augmenter {
 };
 
 /* work -> outputs: jitter (an affine map fitted to this picture's mean),
- * clamp, normalise. work holds [0, 255] values and is left changed. */
+ * clamp, normalise. work holds [0, 255] values; it is left holding the
+ * clamped [0, 1] values. */
 void wk_augment_colour(const wk_augment_cfg *cfg, const wk_augment_params *p, float *work,
                        float *out_f32, uint8_t *out_u8);
 

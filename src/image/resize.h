@@ -24,7 +24,7 @@ typedef enum wk_resample {
 typedef struct wk_resize_scratch {
   float *f; /* weights */
   size_t f_elems;
-  float *t; /* horizontally resampled rows */
+  float *t; /* vertically resampled rows */
   size_t t_elems;
   int *i;
   size_t i_elems;
