@@ -144,6 +144,14 @@ START_TEST(test_bad_files_reported_once_and_skipped) {
   for (int i = 0; i < 5; i++)
     ck_assert_str_eq(wk_dataset_bad_path(again, i), wk_dataset_bad_path(ds, i));
   wk_dataset_free(again);
+  /* a split keeps the list with the training part */
+  wk_dataset *tr = NULL, *va = NULL;
+  ck_assert_int_eq(wk_dataset_split(ds, 50, 1, &tr, &va), WK_OK);
+  ck_assert_int_eq(wk_dataset_n_bad(tr), 5);
+  ck_assert_str_eq(wk_dataset_bad_reason(tr, 4), wk_dataset_bad_reason(ds, 4));
+  ck_assert_int_eq(wk_dataset_n_bad(va), 0);
+  wk_dataset_free(tr);
+  wk_dataset_free(va);
   wk_dataset_free(ds);
   wkt_rmtree(root);
   free(x);
@@ -352,16 +360,27 @@ END_TEST
 
 START_TEST(test_split_from_train_and_val_folders) {
   char *root = wkt_tempdir();
-  char *train = mkdir_in(root, "train"), *val = mkdir_in(root, "val");
-  char *ta = mkdir_in(train, "ant"), *tb = mkdir_in(train, "bee"), *vb = mkdir_in(val, "bee");
+  char *train = mkdir_in(root, "train");
+  char *ta = mkdir_in(train, "ant"), *tb = mkdir_in(train, "bee");
   write_picture(ta, "1.png", 8, 8, 1);
+  write_picture(ta, "1b.png", 8, 8, 5);
   write_picture(tb, "2.png", 8, 8, 2);
-  write_picture(vb, "3.png", 8, 8, 3);
+  write_picture(tb, "2b.png", 8, 8, 6);
   wk_dataset_opts o = quiet_opts(true);
-  o.val_pct = 50; /* ignored: there is a val/ folder */
+  o.val_pct = 50;
   wk_dataset *tr = NULL, *va = NULL;
+  /* train/ without val/: train/ holds the classes, split by percentage */
   ck_assert_msg(wk_dataset_open_split(root, &o, &tr, &va) == WK_OK, "%s", wk_last_error());
+  ck_assert_str_eq(wk_dataset_class_name(tr, 0), "ant");
   ck_assert_int_eq(wk_dataset_size(tr), 2);
+  ck_assert_int_eq(wk_dataset_size(va), 2);
+  wk_dataset_free(tr);
+  wk_dataset_free(va);
+  /* with val/: the percentage is ignored */
+  char *val = mkdir_in(root, "val"), *vb = mkdir_in(val, "bee");
+  write_picture(vb, "3.png", 8, 8, 3);
+  ck_assert_msg(wk_dataset_open_split(root, &o, &tr, &va) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_dataset_size(tr), 4);
   ck_assert_int_eq(wk_dataset_size(va), 1);
   ck_assert_int_eq(wk_dataset_n_classes(va), 2); /* train's classes, 'ant' absent */
   ck_assert_int_eq(wk_dataset_label(va, 0), 1);  /* bee is class 1 of train */

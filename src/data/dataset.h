@@ -55,8 +55,9 @@ wk_status wk_dataset_open_csv(const char *csv_path, const wk_dataset_opts *opts,
 
 /* Training and validation sets from one folder. When root has both train/
  * and val/ (or validation/) sub-folders, those are the two sets, val/'s
- * classes mapped by name onto train/'s (a class only in val/ is an error).
- * Otherwise root itself is the folder per class and opts->val_pct percent of
+ * classes mapped by name onto train/'s (a class only in val/ is an error; a
+ * class val/ lacks is a warning). Otherwise root/train, or root itself when
+ * there is no train/, is the folder per class and opts->val_pct percent of
  * each class (stratified, chosen by opts->seed) is held out; with val_pct 0,
  * *val is NULL. */
 wk_status wk_dataset_open_split(const char *root, const wk_dataset_opts *opts,

@@ -64,20 +64,17 @@ static wk_status wk_subset(const wk_dataset *ds, const uint8_t *to_val, uint8_t 
   for (int64_t i = 0; s == WK_OK && i < ds->n_samples; i++)
     if (to_val[i] == want) s = wk_dataset_push(sub, wk_strdup(ds->samples[i].path),
                                                ds->samples[i].label);
-  for (int64_t i = 0; s == WK_OK && with_bad && i < ds->n_bad; i++) {
+  if (s == WK_OK && with_bad && ds->n_bad > 0) {
     /* copied without logging again: it was reported when ds was opened */
-    wk_bad_file b = {wk_strdup(ds->bad[i].path), wk_strdup(ds->bad[i].reason)};
-    wk_bad_file *arr = realloc(sub->bad, (size_t)(sub->n_bad + 1) * sizeof *arr);
-    if (!b.path || !b.reason || !arr) {
-      free(b.path);
-      free(b.reason);
-      if (arr) sub->bad = arr;
-      s = wk_fail(WK_ERR_NOMEM, "%s: out of memory", ds->source);
-    } else {
-      sub->bad = arr;
-      sub->bad[sub->n_bad++] = b;
-      sub->cap_bad = sub->n_bad;
-    }
+    sub->bad = calloc((size_t)ds->n_bad, sizeof *sub->bad);
+    if (!sub->bad) s = wk_fail(WK_ERR_NOMEM, "%s: out of memory", ds->source);
+    else sub->cap_bad = ds->n_bad;
+  }
+  for (int64_t i = 0; s == WK_OK && with_bad && i < ds->n_bad; i++) {
+    wk_bad_file *b = &sub->bad[sub->n_bad++];
+    b->path = wk_strdup(ds->bad[i].path);
+    b->reason = wk_strdup(ds->bad[i].reason);
+    if (!b->path || !b->reason) s = wk_fail(WK_ERR_NOMEM, "%s: out of memory", ds->source);
   }
   if (s == WK_OK) sub->n_ignored = with_bad ? ds->n_ignored : 0;
   if (s != WK_OK) wk_dataset_free(sub);
@@ -109,10 +106,16 @@ static bool wk_is_dir(const char *path) {
   return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* root/train with root/val or root/validation: the validation folder's path, else NULL. */
+/* The folder of root's validation set, root/val or root/validation, when
+ * root/train exists too; else NULL. *train_dir is root/train when that is a
+ * folder, else NULL. */
 static char *wk_val_folder(const char *root, char **train_dir) {
   *train_dir = wk_path_join(root, "train");
-  if (!wk_is_dir(*train_dir)) return NULL;
+  if (!wk_is_dir(*train_dir)) {
+    free(*train_dir);
+    *train_dir = NULL;
+    return NULL;
+  }
   const char *names[] = {"val", "validation"};
   for (int i = 0; i < 2; i++) {
     char *v = wk_path_join(root, names[i]);
@@ -141,8 +144,9 @@ wk_status wk_dataset_open_split(const char *root, const wk_dataset_opts *opts,
       wk_dataset_free(v);
     }
   } else {
+    /* root/train alone, or root itself, is the folder per class */
     wk_dataset *all = NULL;
-    s = wk_dataset_open_folder(root, &o, &all);
+    s = wk_dataset_open_folder(train_dir ? train_dir : root, &o, &all);
     if (s == WK_OK && o.val_pct > 0) s = wk_dataset_split(all, o.val_pct, o.seed, train, val);
     else if (s == WK_OK) *train = all, all = NULL;
     wk_dataset_free(all);
