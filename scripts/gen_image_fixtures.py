@@ -3,8 +3,9 @@
 decodes into tests/fixtures/images/, plus MANIFEST.tsv that tests/test_image.c
 walks.
 
-Run with Debian's python (python3-pil; libturbojpeg0 for the two subsamplings
-and the YCCK file PIL cannot write):
+Run with Debian's python (python3-pil; python3-torchvision for the augmentation
+references; libturbojpeg0 for the two subsamplings and the YCCK file PIL cannot
+write):
     /usr/bin/python3 scripts/gen_image_fixtures.py
 The output is deterministic (no clock, no random module): rerunning it rewrites
 the same bytes. tests/fixtures/images/README.md says what each file is.
