@@ -6,7 +6,8 @@
  * process: only the command-line program decides that.
  *
  * Ops, tensors and the execution context are declared in the headers under
- * core/ and ops/; this header is the stable entry point that includes them. */
+ * core/ and ops/, images and the data pipeline under image/ and data/; this
+ * header is the stable entry point that includes them. */
 #ifndef WHISKER_H
 #define WHISKER_H
 
@@ -17,6 +18,11 @@
 #include "core/threadpool.h"
 #include "core/context.h"
 #include "ops/ops.h"
+#include "image/image.h"
+#include "image/resize.h"
+#include "data/dataset.h"
+#include "data/augment.h"
+#include "data/loader.h"
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *wk_version(void);

@@ -1,0 +1,61 @@
+/* file.c - reading a whole file into a growable buffer, with a size limit so
+ * that a huge or endless file (a FIFO, /dev/zero) cannot exhaust memory. */
+#include "image/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static wk_status wk_bytes_reserve(wk_bytes *buf, size_t bytes, const char *path) {
+  if (bytes <= buf->capacity_bytes && buf->data) return WK_OK;
+  uint8_t *p = malloc(bytes ? bytes : 1);
+  if (!p) return wk_fail(WK_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, bytes);
+  free(buf->data);
+  buf->data = p;
+  buf->capacity_bytes = bytes ? bytes : 1;
+  return WK_OK;
+}
+
+wk_status wk_file_read(const char *path, size_t max_bytes, wk_bytes *buf) {
+  if (max_bytes == 0) max_bytes = WK_FILE_MAX_BYTES;
+  buf->n_bytes = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return wk_fail(WK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  wk_status s = WK_OK;
+  if (fstat(fd, &st) != 0) {
+    s = wk_fail(WK_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    s = wk_fail(WK_ERR_IO, "%s: not a regular file", path);
+  } else if ((uint64_t)st.st_size > max_bytes) {
+    s = wk_fail(WK_ERR_LIMIT, "%s: %lld bytes exceeds the file size limit of %zu bytes", path,
+                (long long)st.st_size, max_bytes);
+  } else {
+    s = wk_bytes_reserve(buf, (size_t)st.st_size, path);
+  }
+  /* The size may change while we read: read at most what was reserved and
+   * notice a file that grew. */
+  size_t want = s == WK_OK ? (size_t)st.st_size : 0;
+  while (s == WK_OK && buf->n_bytes < want) {
+    ssize_t got = read(fd, buf->data + buf->n_bytes, want - buf->n_bytes);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      s = wk_fail(WK_ERR_IO, "%s: read error: %s", path, strerror(errno));
+    } else if (got == 0) {
+      break; /* shrank since fstat: what we have is the file */
+    } else {
+      buf->n_bytes += (size_t)got;
+    }
+  }
+  close(fd);
+  if (s != WK_OK) buf->n_bytes = 0;
+  return s;
+}
+
+void wk_bytes_free(wk_bytes *buf) {
+  free(buf->data);
+  memset(buf, 0, sizeof *buf);
+}
