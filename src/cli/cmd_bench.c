@@ -168,7 +168,9 @@ int wk_cmd_bench(int argc, char **argv) {
            ctx->n_threads, wk_impl_name(ctx->impl));
     printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
     printf("inference  %.2f ms at batch 1 (median of %d)\n", lat_ms, o.latency_runs);
-    printf("peak RSS   %.0f MB\n", rss_mb);
+    printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",
+           rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
+           (double)wk_net_n_elems(net) * 4.0 / 1e6);
   }
   rc = WK_EXIT_OK;
 fail:

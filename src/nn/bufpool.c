@@ -8,15 +8,19 @@
 
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out) {
   if (n_elems == 0) n_elems = 1;
+  /* best fit among free buffers at least as large, so a freed large gradient
+   * buffer serves smaller requests instead of sitting idle */
+  wk_bufpool_entry *best = NULL;
   for (size_t i = 0; i < p->n; i++) {
     wk_bufpool_entry *e = &p->entries[i];
-    if (!e->in_use && e->n_elems == n_elems) {
-      e->in_use = true;
-      p->bytes_in_use += n_elems * sizeof(float);
-      if (p->bytes_in_use > p->peak_bytes_in_use) p->peak_bytes_in_use = p->bytes_in_use;
-      *out = e->data;
-      return WK_OK;
-    }
+    if (!e->in_use && e->n_elems >= n_elems && (!best || e->n_elems < best->n_elems)) best = e;
+  }
+  if (best) {
+    best->in_use = true;
+    p->bytes_in_use += best->n_elems * sizeof(float);
+    if (p->bytes_in_use > p->peak_bytes_in_use) p->peak_bytes_in_use = p->bytes_in_use;
+    *out = best->data;
+    return WK_OK;
   }
   if (n_elems > WK_TENSOR_MAX_BYTES / sizeof(float))
     return wk_fail(WK_ERR_LIMIT, "activation buffer of %zu floats exceeds the tensor limit",

@@ -2,8 +2,8 @@
  * gradients.
  *
  * A training step asks for the same sequence of sizes every time, so buffers
- * are kept after release and handed out again to a request of the same size:
- * after the first step no allocation happens. The pool owns every buffer and
+ * are kept after release and handed out again (the smallest free one that is
+ * large enough): after the first step no allocation happens. The pool owns every buffer and
  * frees them all in wk_bufpool_free. */
 #ifndef WK_BUFPOOL_H
 #define WK_BUFPOOL_H

@@ -378,6 +378,12 @@ static wk_status wk_check_unique_names(const wk_net *net) {
   return WK_OK;
 }
 
+/* Whether the producer of value v reads v itself in backward (an activation
+ * takes its mask from its output), so v must not be overwritten in place. */
+static bool wk_needs_own_output(const wk_net *net, int v) {
+  return v > 0 && net->nodes[v - 1].op == WK_NODE_ACT;
+}
+
 static wk_status wk_derive_graph(wk_net *net) {
   const int nv = net->n_nodes + 1;
   net->n_consumers = calloc((size_t)nv, sizeof *net->n_consumers);
@@ -394,9 +400,20 @@ static wk_status wk_derive_graph(wk_net *net) {
     /* An activation is computed in place when it is its input's only consumer
      * (its backward reads the output, which carries the same mask); a flatten is
      * a view. The network input itself is never overwritten. */
-    bool in_place = (nd->op == WK_NODE_ACT && net->n_consumers[in] == 1 && in != 0) ||
+    bool in_place = (nd->op == WK_NODE_ACT && net->n_consumers[in] == 1 && in != 0 &&
+                     !wk_needs_own_output(net, in)) ||
                     nd->op == WK_NODE_FLATTEN;
     if (in_place) net->alias[i + 1] = net->alias[in];
+    /* an add writes over an input nobody else reads (as PyTorch's `out +=
+     * identity`); add's backward needs neither input */
+    for (int k = 0; nd->op == WK_NODE_ADD && k < 2; k++) {
+      const int a = nd->in[k];
+      if (a != 0 && net->n_consumers[a] == 1 && nd->in[0] != nd->in[1] &&
+          !wk_needs_own_output(net, a)) {
+        net->alias[i + 1] = net->alias[a];
+        break;
+      }
+    }
   }
   return WK_OK;
 }

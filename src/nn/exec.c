@@ -51,7 +51,7 @@ void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s) 
   *bwd_s = net->prof_bwd_s && i >= 0 && i < net->n_nodes ? net->prof_bwd_s[i] : 0.0;
 }
 
-size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.peak_bytes_in_use; }
+size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.bytes_held; }
 
 /* The node after which the buffer rooted at `root` is dead (eval mode). */
 static int wk_last_use(const wk_net *net, const int *alias, int root) {
@@ -155,8 +155,25 @@ bool wk_grad_pass(wk_net *net, int in, float *g) {
   return false;
 }
 
+/* The value whose buffer node i's backward reads, or -1: conv, batchnorm and
+ * linear read their input; an activation that was not fused away reads its
+ * own output (for the mask). */
+static int wk_backward_reads(const wk_net *net, int i) {
+  const wk_node *nd = &net->nodes[i];
+  switch (nd->op) {
+  case WK_NODE_CONV:
+  case WK_NODE_BATCHNORM:
+  case WK_NODE_LINEAR:
+    return nd->in[0];
+  case WK_NODE_ACT:
+    return net->skip_train[i] ? -1 : i + 1;
+  default:
+    return -1;
+  }
+}
+
 wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
-  const int last = net->n_nodes;
+  const int last = net->n_nodes, nv = net->n_nodes + 1;
   if (!net->finalized || !net->last_train || !net->val[last])
     return wk_fail(WK_ERR_INVALID_ARG, "backward needs a training forward first");
   const int64_t n = net->batch;
@@ -164,19 +181,39 @@ wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
   WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
   memset(net->grads, 0, net->n_elems * sizeof(float));
   if (!net->needs_grad[last]) return WK_OK;
+  /* Activations are released as soon as no backward still to run reads them,
+   * so gradient buffers reuse their memory. */
+  int *readers = calloc((size_t)nv, sizeof *readers);
+  if (!readers) return wk_fail(WK_ERR_NOMEM, "backward: out of memory");
+  for (int i = 0; i < net->n_nodes; i++) {
+    int r = wk_backward_reads(net, i);
+    if (r >= 0) readers[net->alias[r]]++;
+  }
+  wk_status st = WK_OK;
   float *g;
-  WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(s[0] * s[1]), &g));
+  if ((st = wk_bufpool_acquire(&net->pool, (size_t)(s[0] * s[1]), &g)) != WK_OK) goto done;
   memcpy(g, dy->data, (size_t)(s[0] * s[1]) * sizeof(float));
   net->grad[last] = g;
+  net->last_train = false; /* the values are consumed: one backward per forward */
   for (int i = net->n_nodes - 1; i >= 0; i--) {
     const int v = i + 1;
-    if (!net->grad[v]) continue; /* no gradient reaches this node */
-    bool kept = false;
-    const double t0 = net->prof_bwd_s ? wk_now_s() : 0.0;
-    WK_TRY(wk_node_backward(net, i, &kept));
-    if (net->prof_bwd_s) net->prof_bwd_s[i] += wk_now_s() - t0;
-    if (!kept) wk_bufpool_release(&net->pool, net->grad[v]);
-    net->grad[v] = NULL;
+    if (net->grad[v]) {
+      bool kept = false;
+      const double t0 = net->prof_bwd_s ? wk_now_s() : 0.0;
+      if ((st = wk_node_backward(net, i, &kept)) != WK_OK) goto done;
+      if (net->prof_bwd_s) net->prof_bwd_s[i] += wk_now_s() - t0;
+      if (!kept) wk_bufpool_release(&net->pool, net->grad[v]);
+      net->grad[v] = NULL;
+    }
+    const int r = wk_backward_reads(net, i);
+    if (r < 0) continue;
+    const int root = net->alias[r];
+    if (--readers[root] == 0 && root != 0 && root != net->alias[last]) {
+      wk_bufpool_release(&net->pool, net->val[root]);
+      net->val[root] = NULL;
+    }
   }
-  return WK_OK;
+done:
+  free(readers);
+  return st;
 }

@@ -65,8 +65,18 @@ wk_status wk_net_plan_fusions(wk_net *net) {
   }
   for (int v = 0; v < nv; v++) {
     const int i = v - 1;
-    bool shares = v > 0 && (net->skip_eval[i] || net->alias[v] != v);
-    net->alias_eval[v] = shares ? net->alias_eval[net->nodes[i].in[0]] : v;
+    net->alias_eval[v] = v;
+    if (v == 0) continue;
+    const wk_node *nd = &net->nodes[i];
+    if (net->skip_eval[i]) {
+      net->alias_eval[v] = net->alias_eval[nd->in[0]];
+      continue;
+    }
+    for (int k = 0; k < nd->n_in && net->alias[v] != v; k++)
+      if (net->alias[nd->in[k]] == net->alias[v]) {
+        net->alias_eval[v] = net->alias_eval[nd->in[k]];
+        break;
+      }
   }
   return WK_OK;
 }

@@ -22,10 +22,14 @@ typedef struct wk_conv_mds {
   dnnl_dims_t strides, dilates, pad_l, pad_r;
 } wk_conv_mds;
 
-/* A cached reorder from or to the user's OHWI weights. */
+/* A cached reorder from or to the user's OHWI weights. Inference plans keep
+ * the reordered weights in their own buffer until the version changes;
+ * training plans (whose weights change every step) reorder into the
+ * context's scratch on every call, so no plan holds a copy of its weights. */
 typedef struct wk_wei_cache {
   dnnl_primitive_t reorder; /* NULL when the layouts are the same */
-  void *buf;                /* the weights in the primitive's layout */
+  void *buf;                /* the weights in the primitive's layout; NULL = scratch */
+  size_t bytes;
   uint64_t version;         /* of the weights in buf; 0 = none */
 } wk_wei_cache;
 
@@ -83,11 +87,12 @@ static void wk_wei_cache_free(wk_wei_cache *c) {
 /* Prepares a cache converting between the user layout and `md` (to_user: from
  * md to the user's layout, for gradients). */
 static wk_status wk_wei_cache_init(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
-                                   bool to_user, wk_wei_cache *c) {
+                                   bool to_user, bool own, wk_wei_cache *c) {
   wk_status st = WK_OK;
   dnnl_primitive_desc_t pd = NULL;
   if (dnnl_memory_desc_equal(md, &m->wei_user)) return WK_OK;
-  WK_TRY(wk_dnnl_buffer(dnnl_memory_desc_get_size(md), &c->buf));
+  c->bytes = (dnnl_memory_desc_get_size(md) + 63) & ~(size_t)63;
+  if (own) WK_TRY(wk_dnnl_buffer(c->bytes, &c->buf));
   if (to_user)
     WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, md, d->engine, &m->wei_user, d->engine,
                                                      NULL));
@@ -100,18 +105,21 @@ done:
   return st;
 }
 
-/* The user's weights in the layout `md` of cache c, reordered if stale. */
+/* The user's weights in the layout `md` of cache c, reordered if stale (a
+ * scratch-backed cache, buf NULL, reorders into `scratch` every time). */
 static wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
-                            wk_wei_cache *c, const float *w, uint64_t version, const void **out) {
+                            wk_wei_cache *c, const float *w, uint64_t version, void *scratch,
+                            const void **out) {
   if (!c->reorder) {
     *out = w;
     return WK_OK;
   }
-  *out = c->buf;
-  if (version != 0 && c->version == version) return WK_OK;
+  void *dst = c->buf ? c->buf : scratch;
+  *out = dst;
+  if (c->buf && version != 0 && c->version == version) return WK_OK;
   const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
   const dnnl_memory_desc_t *mds[2] = {&m->wei_user, md};
-  const void *ptrs[2] = {w, c->buf};
+  const void *ptrs[2] = {w, dst};
   WK_TRY(wk_dnnl_exec(d, c->reorder, 2, kinds, mds, ptrs));
   c->version = version;
   return WK_OK;
@@ -141,8 +149,11 @@ done:
 static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
   const char *env = getenv("WHISKER_WINOGRAD");
   if (env && strcmp(env, "0") == 0) return false;
+  /* Winograd works in 4x4 output tiles: with fewer than ~800 output pixels
+   * per image batch (resnet18's last stages at batch 1) the tile overhead
+   * makes it slower than direct (3.7 ms vs 1.1 ms at 7x7, measured). */
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
-         g->groups == 1;
+         g->groups == 1 && g->n * g->oh * g->ow >= 784;
 }
 
 static dnnl_status_t wk_reorder_prim(wk_dnnl *d, const dnnl_memory_desc_t *from,
@@ -221,13 +232,32 @@ static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t 
 }
 
 static wk_status wk_conv_weight_caches(wk_conv2d_plan *p) {
+  const bool own = p->inference;
   WK_TRY(wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->fwd_pd,
-                           dnnl_query_weights_md, 0), false, &p->w_fwd));
+                           dnnl_query_weights_md, 0), false, own, &p->w_fwd));
   if (p->inference) return WK_OK;
   WK_TRY(wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->bwdd_pd,
-                           dnnl_query_weights_md, 0), false, &p->w_bwdd));
+                           dnnl_query_weights_md, 0), false, own, &p->w_bwdd));
   return wk_wei_cache_init(p->d, &p->m, dnnl_primitive_desc_query_md(p->bwdw_pd,
-                           dnnl_query_diff_weights_md, 0), true, &p->dw);
+                           dnnl_query_diff_weights_md, 0), true, own, &p->dw);
+}
+
+/* The scratch a call needs: two blocked activations (Winograd) and then the
+ * reordered weights or weight gradient of a training plan. */
+static wk_status wk_plan_scratch(wk_conv2d_plan *p, char **acts, char **wei) {
+  size_t wbytes = p->w_fwd.bytes;
+  if (p->w_bwdd.bytes > wbytes) wbytes = p->w_bwdd.bytes;
+  if (p->dw.bytes > wbytes) wbytes = p->dw.bytes;
+  const size_t abytes = p->wino ? 2 * p->blk_bytes : 0;
+  if (abytes + wbytes == 0) {
+    *acts = *wei = NULL;
+    return WK_OK;
+  }
+  void *s;
+  WK_TRY(wk_ctx_scratch(p->ctx, abytes + wbytes, &s));
+  *acts = s;
+  *wei = (char *)s + abytes;
+  return WK_OK;
 }
 
 wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
@@ -297,12 +327,12 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_weights_md, 0);
   const void *wdata;
   WK_ASSERT((b != NULL) == p->bias);
-  WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_fwd, w, w_version, &wdata));
+  char *scratch, *wscratch;
+  WK_TRY(wk_plan_scratch(p, &scratch, &wscratch));
+  WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_fwd, w, w_version, wscratch, &wdata));
   const void *src = x;
   void *dst = y;
-  char *scratch = NULL;
   if (p->wino) {
-    WK_TRY(wk_ctx_scratch(p->ctx, 2 * p->blk_bytes, (void **)&scratch));
     WK_TRY(wk_act_reorder(p, p->src_in, &p->src_user, x, &p->m.src, scratch));
     src = scratch;
     dst = scratch + p->blk_bytes;
@@ -320,11 +350,11 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
                                   float *db) {
   WK_ASSERT(!p->inference);
   /* Winograd: dy and dx/x go through the two halves of the scratch */
-  char *scratch = NULL;
+  char *scratch, *wscratch;
+  WK_TRY(wk_plan_scratch(p, &scratch, &wscratch));
   const void *dy_p = dy, *x_p = x;
   void *dx_p = dx;
   if (p->wino && (dx || dw)) {
-    WK_TRY(wk_ctx_scratch(p->ctx, 2 * p->blk_bytes, (void **)&scratch));
     WK_TRY(wk_act_reorder(p, p->dst_in, &p->dst_user, dy, &p->m.dst, scratch + p->blk_bytes));
     dy_p = scratch + p->blk_bytes;
     dx_p = scratch;
@@ -333,7 +363,7 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     const dnnl_memory_desc_t *wmd =
         dnnl_primitive_desc_query_md(p->bwdd_pd, dnnl_query_weights_md, 0);
     const void *wdata;
-    WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_bwdd, w, w_version, &wdata));
+    WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_bwdd, w, w_version, wscratch, &wdata));
     const int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
     const dnnl_memory_desc_t *mds[3] = {&p->m.dst, wmd, &p->m.src};
     const void *ptrs[3] = {dy_p, wdata, dx_p};
@@ -359,14 +389,15 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS,
                           DNNL_ARG_DIFF_BIAS};
     const dnnl_memory_desc_t *mds[4] = {&p->m.src, &p->m.dst, wmd, &p->m.bias};
-    const void *ptrs[4] = {x_p, dy_p, p->dw.reorder ? p->dw.buf : (void *)dw, db_here};
+    void *dw_buf = p->dw.buf ? p->dw.buf : wscratch;
+    const void *ptrs[4] = {x_p, dy_p, p->dw.reorder ? dw_buf : (void *)dw, db_here};
     wk_status s = wk_dnnl_exec(p->d, p->bwdw, p->bias ? 4 : 3, kinds, mds, ptrs);
     free(db_tmp);
     WK_TRY(s);
     if (p->dw.reorder) {
       const int rk[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
       const dnnl_memory_desc_t *rmds[2] = {wmd, &p->m.wei_user};
-      const void *rptrs[2] = {p->dw.buf, dw};
+      const void *rptrs[2] = {dw_buf, dw};
       WK_TRY(wk_dnnl_exec(p->d, p->dw.reorder, 2, rk, rmds, rptrs));
     }
     db = p->bias ? NULL : db; /* done, unless the plan had no bias */
