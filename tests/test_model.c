@@ -129,6 +129,9 @@ static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
   ck_assert_mem_eq(wk_net_weights(b), wk_net_weights(a), wk_net_n_elems(a) * sizeof(float));
   ck_assert_mem_eq(wk_net_buffer_data(b), wk_net_buffer_data(a),
                    wk_net_n_buffer_elems(a) * sizeof(float));
+  wk_trainer_destroy(tb);
+  wk_net_destroy(b);
+  wk_model_meta_free(&mb);
   /* a checkpoint is also a model file */
   wk_net *c;
   wk_model_meta mc;
@@ -144,7 +147,6 @@ static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
   wk_trainer_destroy(ta);
   wk_net_destroy(a);
   wk_model_meta_free(&meta);
-  wk_model_meta_free(&mb);
   ck_assert_int_eq(wk_checkpoint_load(ctx, path, &b, &tb, &mb, &pb), WK_OK);
   wk_trainer_destroy(tb);
   wk_net_destroy(b);
