@@ -8,5 +8,8 @@ enum { WK_EXIT_OK = 0, WK_EXIT_FAIL = 1, WK_EXIT_USAGE = 2 };
 int wk_cmd_system(int argc, char **argv);
 int wk_cmd_info(int argc, char **argv);
 int wk_cmd_bench(int argc, char **argv);
+int wk_cmd_train(int argc, char **argv);
+int wk_cmd_eval(int argc, char **argv);
+int wk_cmd_classify(int argc, char **argv);
 
 #endif

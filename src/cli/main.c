@@ -13,6 +13,10 @@ typedef struct {
 } wk_command;
 
 static const wk_command wk_commands[] = {
+    {"train", "train a classifier on a folder of images (a folder per class)", wk_cmd_train},
+    {"eval", "accuracy, confusion matrix and per-class scores of a model on a folder",
+     wk_cmd_eval},
+    {"classify", "classify photos with a trained model", wk_cmd_classify},
     {"info", "describe a model file: architecture, parameters, classes, preprocessing",
      wk_cmd_info},
     {"bench", "measure training throughput and inference latency of a built-in model",

@@ -58,6 +58,7 @@ void wk_trainer_destroy(wk_trainer *t) {
 int64_t wk_trainer_steps(const wk_trainer *t) { return t->step; }
 const wk_train_config *wk_trainer_config(const wk_trainer *t) { return &t->cfg; }
 double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
+const float *wk_trainer_probs(const wk_trainer *t) { return t->probs.data; }
 
 static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
   if (t->probs.data && wk_tensor_same_shape(&t->probs, out)) return WK_OK;

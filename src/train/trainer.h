@@ -42,6 +42,8 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
                           float *loss, double *lr);
 int64_t wk_trainer_steps(const wk_trainer *t);
 const wk_train_config *wk_trainer_config(const wk_trainer *t);
+/* The softmax probabilities (N, K) of the last step's batch. */
+const float *wk_trainer_probs(const wk_trainer *t);
 /* The gradient norm of the last step (before clipping). */
 double wk_trainer_grad_norm(const wk_trainer *t);
 

@@ -1,0 +1,55 @@
+/* args.c - see args.h. */
+#include "cli/args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
+               const char **out) {
+  if (strcmp(argv[*i], name) != 0) return 0;
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "whisker %s: %s needs a value\n", cmd, name);
+    return -1;
+  }
+  *out = argv[++*i];
+  return 1;
+}
+
+int wk_arg_int(const char *cmd, int argc, char **argv, int *i, const char *name, long lo,
+               long hi, int *out) {
+  const char *v;
+  int r = wk_arg_str(cmd, argc, argv, i, name, &v);
+  if (r <= 0) return r;
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || *end || !*v || x < lo || x > hi) {
+    fprintf(stderr, "whisker %s: %s needs an integer in [%ld, %ld], got '%s'\n", cmd, name, lo,
+            hi, v);
+    return -1;
+  }
+  *out = (int)x;
+  return 1;
+}
+
+int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *name, double lo,
+                  double hi, double *out) {
+  const char *v;
+  int r = wk_arg_str(cmd, argc, argv, i, name, &v);
+  if (r <= 0) return r;
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || *end || !*v || !(x >= lo && x <= hi)) {
+    fprintf(stderr, "whisker %s: %s needs a number in [%g, %g], got '%s'\n", cmd, name, lo, hi,
+            v);
+    return -1;
+  }
+  *out = x;
+  return 1;
+}
+
+bool wk_stderr_is_tty(void) { return isatty(2) == 1; }

@@ -1,0 +1,19 @@
+/* args.h - option parsing shared by the subcommands: `--name VALUE` pairs
+ * with range checks. Each returns 1 when argv[*i] is the option (and consumes
+ * its value), 0 when it is another option, -1 after printing a usage error
+ * naming the command, the option and the accepted range. */
+#ifndef WK_CLI_ARGS_H
+#define WK_CLI_ARGS_H
+
+#include <stdbool.h>
+
+int wk_arg_int(const char *cmd, int argc, char **argv, int *i, const char *name, long lo,
+               long hi, int *out);
+int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *name, double lo,
+                  double hi, double *out);
+int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
+               const char **out);
+/* True on a terminal (progress bars redraw there). */
+bool wk_stderr_is_tty(void);
+
+#endif

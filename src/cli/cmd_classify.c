@@ -1,0 +1,226 @@
+/* cmd_classify.c - `whisker classify FILE|DIR... [--model M]`: one line per
+ * image with its most likely classes, or JSON lines. */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "train/predict.h"
+#include "whisker.h"
+
+#define WK_DEFAULT_MODEL "pretrained/default.safetensors"
+
+static void wk_usage_classify(FILE *f) {
+  fprintf(f, "usage: whisker classify FILE|DIR... [--model MODEL] [--top 1] [--json]\n"
+             "                        [--threads N]\n\n"
+             "Prints the most likely classes of each image (a directory: every image in it and\n"
+             "its subdirectories, sorted by path).\n"
+             "Without --model, the default model is used: $WHISKER_MODEL, else\n"
+             "%s next to the program's source tree or install prefix.\n", WK_DEFAULT_MODEL);
+}
+
+typedef struct wk_paths {
+  char **v;
+  int64_t n, cap;
+} wk_paths;
+
+static int wk_paths_add(wk_paths *p, const char *s) {
+  if (p->n == p->cap) {
+    int64_t cap = p->cap ? 2 * p->cap : 64;
+    char **v = realloc(p->v, (size_t)cap * sizeof *v);
+    if (!v) return -1;
+    p->v = v;
+    p->cap = cap;
+  }
+  if (!(p->v[p->n] = strdup(s))) return -1;
+  p->n++;
+  return 0;
+}
+
+static int wk_cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool wk_is_image_name(const char *name) {
+  const char *dot = strrchr(name, '.');
+  if (name[0] == '.' || !dot) return false;
+  const char *ext[] = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"};
+  for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+    if (!strcasecmp(dot, ext[i])) return true;
+  return false;
+}
+
+/* A directory's image files, sorted, then those of its subdirectories (hidden
+ * entries skipped, at most `depth` levels down). */
+static int wk_add_dir(wk_paths *p, const char *dir, int depth) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  const int64_t first = p->n;
+  wk_paths subdirs = {0};
+  struct dirent *e;
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
+    struct stat st;
+    if (stat(path, &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      if (depth > 0) rc = wk_paths_add(&subdirs, path);
+    } else if (wk_is_image_name(e->d_name)) {
+      rc = wk_paths_add(p, path);
+    }
+  }
+  closedir(d);
+  qsort(p->v + first, (size_t)(p->n - first), sizeof *p->v, wk_cmp_str);
+  if (subdirs.n) qsort(subdirs.v, (size_t)subdirs.n, sizeof *subdirs.v, wk_cmp_str);
+  for (int64_t i = 0; i < subdirs.n; i++) {
+    if (rc == 0) rc = wk_add_dir(p, subdirs.v[i], depth - 1);
+    free(subdirs.v[i]);
+  }
+  free(subdirs.v);
+  return rc;
+}
+
+static const char *wk_default_model(char *buf, size_t n) {
+  const char *env = getenv("WHISKER_MODEL");
+  if (env && *env) return env;
+  char exe[2048];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    /* build/whisker -> ../pretrained; prefix/bin/whisker -> ../share/whisker/pretrained */
+    const char *rel[] = {"../" WK_DEFAULT_MODEL, "../share/whisker/" WK_DEFAULT_MODEL};
+    for (int i = 0; i < 2; i++) {
+      if (snprintf(buf, n, "%s/%s", exe, rel[i]) >= (int)n) continue;
+      if (access(buf, R_OK) == 0) return buf;
+    }
+  }
+  return NULL;
+}
+
+static void wk_print_one(const char *path, const float *row, const wk_model_meta *meta, int top,
+                         bool json) {
+  const int k = meta->n_classes;
+  int order[64];
+  if (top > 64) top = 64;
+  if (top > k) top = k;
+  for (int t = 0; t < top; t++) { /* selection of the top classes */
+    int best = -1;
+    for (int j = 0; j < k; j++) {
+      bool used = false;
+      for (int u = 0; u < t; u++) used |= order[u] == j;
+      if (!used && (best < 0 || row[j] > row[best])) best = j;
+    }
+    order[t] = best;
+  }
+  if (json) {
+    printf("{\"file\": \"");
+    for (const char *s = path; *s; s++) {
+      if (*s == '"' || *s == '\\') putchar('\\');
+      if ((unsigned char)*s >= 0x20) putchar(*s);
+    }
+    printf("\", \"top\": [");
+    for (int t = 0; t < top; t++) {
+      printf("%s{\"class\": \"", t ? ", " : "");
+      for (const char *s = meta->class_names[order[t]]; *s; s++) {
+        if (*s == '"' || *s == '\\') putchar('\\');
+        if ((unsigned char)*s >= 0x20) putchar(*s);
+      }
+      printf("\", \"probability\": %.6f}", row[order[t]]);
+    }
+    printf("]}\n");
+    return;
+  }
+  printf("%s\t", path);
+  for (int t = 0; t < top; t++)
+    printf("%s%s %.4f", t ? ", " : "", meta->class_names[order[t]], row[order[t]]);
+  printf("\n");
+}
+
+int wk_cmd_classify(int argc, char **argv) {
+  const char *model = NULL;
+  int top = 1, threads = 0;
+  bool json = false;
+  wk_paths paths = {0};
+  int rc = WK_EXIT_USAGE;
+  wk_ctx *ctx = NULL;
+  wk_net *net = NULL;
+  wk_model_meta meta = {0};
+  float *probs = NULL;
+  for (int i = 0; i < argc; i++) {
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      wk_usage_classify(stdout);
+      rc = WK_EXIT_OK;
+      goto done;
+    }
+    if (!strcmp(argv[i], "--json")) {
+      json = true;
+      continue;
+    }
+    if ((r = wk_arg_str("classify", argc, argv, &i, "--model", &model)) ||
+        (r = wk_arg_int("classify", argc, argv, &i, "--top", 1, 64, &top)) ||
+        (r = wk_arg_int("classify", argc, argv, &i, "--threads", 1, 1024, &threads))) {
+      if (r < 0) goto done;
+      continue;
+    }
+    if (argv[i][0] == '-') {
+      fprintf(stderr, "whisker classify: unknown option '%s'\n", argv[i]);
+      goto done;
+    }
+    struct stat st;
+    if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode) ? wk_add_dir(&paths, argv[i], 8)
+                                                        : wk_paths_add(&paths, argv[i])) {
+      fprintf(stderr, "whisker classify: %s: cannot read the directory\n", argv[i]);
+      rc = WK_EXIT_FAIL;
+      goto done;
+    }
+  }
+  if (paths.n == 0) {
+    fprintf(stderr, "whisker classify: no images given\n");
+    wk_usage_classify(stderr);
+    goto done;
+  }
+  rc = WK_EXIT_FAIL;
+  char buf[4096];
+  if (!model && !(model = wk_default_model(buf, sizeof buf))) {
+    fprintf(stderr, "whisker classify: no default model is installed (looked for $WHISKER_MODEL "
+                    "and %s); train one with 'whisker train' and pass --model\n",
+            WK_DEFAULT_MODEL);
+    goto done;
+  }
+  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK) {
+    fprintf(stderr, "whisker classify: %s\n", wk_last_error());
+    goto done;
+  }
+  probs = malloc((size_t)(paths.n * meta.n_classes) * sizeof *probs);
+  int64_t bad = 0;
+  if (!probs || wk_predict_files(net, &meta.pre, (const char *const *)paths.v, paths.n, 16,
+                                 probs, &bad) != WK_OK) {
+    fprintf(stderr, "whisker classify: %s\n", probs ? wk_last_error() : "out of memory");
+    goto done;
+  }
+  for (int64_t i = 0; i < paths.n; i++)
+    if (!isnan(probs[i * meta.n_classes]))
+      wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json);
+  if (bad) fprintf(stderr, "whisker classify: %lld of %lld images could not be read\n",
+                   (long long)bad, (long long)paths.n);
+  rc = bad == paths.n ? WK_EXIT_FAIL : WK_EXIT_OK;
+done:
+  for (int64_t i = 0; i < paths.n; i++) free(paths.v[i]);
+  free(paths.v);
+  free(probs);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  return rc;
+}

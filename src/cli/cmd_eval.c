@@ -1,0 +1,145 @@
+/* cmd_eval.c - `whisker eval DATA_DIR --model M`: accuracy, top-k, confusion
+ * matrix, per-class precision/recall/F1 and (two classes) ROC AUC. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "train/metrics.h"
+#include "train/predict.h"
+#include "whisker.h"
+
+static void wk_usage_eval(FILE *f) {
+  fprintf(f, "usage: whisker eval DATA_DIR --model MODEL [--top K] [--batch 32] [--workers 2]\n"
+             "                    [--threads N] [--json]\n\n"
+             "Evaluates MODEL on every image of DATA_DIR (a folder per class, named as the\n"
+             "model's classes) with the model's own preprocessing.\n");
+}
+
+static void wk_json_str(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') printf("\\%c", ch);
+    else if (ch < 0x20) printf("\\u%04x", ch);
+    else putchar(ch);
+  }
+  putchar('"');
+}
+
+static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, bool json) {
+  const int k = m->n_classes;
+  if (json) {
+    printf("{\"n\": %lld, \"loss\": %.6f, \"accuracy\": %.6f, \"top_k\": %d, "
+           "\"top_k_accuracy\": %.6f, ", (long long)m->n, m->loss, m->accuracy, m->top_k,
+           m->top_k_accuracy);
+    if (isnan(m->auc)) printf("\"auc\": null, ");
+    else printf("\"auc\": %.6f, ", m->auc);
+    printf("\"classes\": [");
+    for (int c = 0; c < k; c++) {
+      printf("%s{\"name\": ", c ? ", " : "");
+      wk_json_str(meta->class_names[c]);
+      printf(", \"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f}", m->precision[c],
+             m->recall[c], m->f1[c]);
+    }
+    printf("], \"confusion\": [");
+    for (int r = 0; r < k; r++) {
+      printf("%s[", r ? ", " : "");
+      for (int c = 0; c < k; c++) printf("%s%lld", c ? ", " : "", (long long)m->confusion[r * k + c]);
+      printf("]");
+    }
+    printf("]}\n");
+    return;
+  }
+  printf("images     %lld\naccuracy   %.4f\ntop-%d      %.4f\nloss       %.4f\n", (long long)m->n,
+         m->accuracy, m->top_k, m->top_k_accuracy, m->loss);
+  if (!isnan(m->auc)) printf("ROC AUC    %.4f (class '%s' positive)\n", m->auc, meta->class_names[1]);
+  printf("\n%-20s %9s %9s %9s\n", "class", "precision", "recall", "F1");
+  for (int c = 0; c < k; c++)
+    printf("%-20.20s %9.4f %9.4f %9.4f\n", meta->class_names[c], m->precision[c], m->recall[c],
+           m->f1[c]);
+  if (k > 30) return;
+  printf("\nconfusion (rows: true class, columns: predicted)\n%-20s", "");
+  for (int c = 0; c < k; c++) printf(" %8.8s", meta->class_names[c]);
+  printf("\n");
+  for (int r = 0; r < k; r++) {
+    printf("%-20.20s", meta->class_names[r]);
+    for (int c = 0; c < k; c++) printf(" %8lld", (long long)m->confusion[r * k + c]);
+    printf("\n");
+  }
+}
+
+int wk_cmd_eval(int argc, char **argv) {
+  const char *data = NULL, *model = NULL;
+  int top = 5, batch = 32, workers = 2, threads = 0;
+  bool json = false;
+  for (int i = 0; i < argc; i++) {
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      wk_usage_eval(stdout);
+      return WK_EXIT_OK;
+    }
+    if (!strcmp(argv[i], "--json")) {
+      json = true;
+      continue;
+    }
+    if ((r = wk_arg_str("eval", argc, argv, &i, "--model", &model)) ||
+        (r = wk_arg_int("eval", argc, argv, &i, "--top", 1, 1000, &top)) ||
+        (r = wk_arg_int("eval", argc, argv, &i, "--batch", 1, 4096, &batch)) ||
+        (r = wk_arg_int("eval", argc, argv, &i, "--workers", 1, 256, &workers)) ||
+        (r = wk_arg_int("eval", argc, argv, &i, "--threads", 1, 1024, &threads))) {
+      if (r < 0) return WK_EXIT_USAGE;
+      continue;
+    }
+    if (argv[i][0] == '-' || data) {
+      fprintf(stderr, "whisker eval: unexpected argument '%s'\n", argv[i]);
+      wk_usage_eval(stderr);
+      return WK_EXIT_USAGE;
+    }
+    data = argv[i];
+  }
+  if (!data || !model) {
+    wk_usage_eval(stderr);
+    return WK_EXIT_USAGE;
+  }
+  wk_ctx *ctx = NULL;
+  wk_net *net = NULL;
+  wk_dataset *ds = NULL;
+  wk_model_meta meta = {0};
+  float *probs = NULL;
+  int32_t *labels = NULL;
+  wk_metrics m = {0};
+  int rc = WK_EXIT_FAIL;
+  wk_dataset_opts o = wk_dataset_opts_default();
+  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK ||
+      wk_dataset_open_folder(data, &o, &ds) != WK_OK)
+    goto done;
+  if (wk_dataset_n_classes(ds) != meta.n_classes) {
+    wk_fail(WK_ERR_INVALID_ARG, "%s has %d classes, the model %d", data,
+            wk_dataset_n_classes(ds), meta.n_classes);
+    goto done;
+  }
+  for (int c = 0; c < meta.n_classes; c++)
+    if (strcmp(wk_dataset_class_name(ds, c), meta.class_names[c])) {
+      wk_fail(WK_ERR_INVALID_ARG, "class %d is '%s' in %s but '%s' in the model", c,
+              wk_dataset_class_name(ds, c), data, meta.class_names[c]);
+      goto done;
+    }
+  if (wk_predict_dataset(net, &meta.pre, ds, batch, workers, &probs, &labels) != WK_OK ||
+      wk_metrics_compute(probs, labels, wk_dataset_size(ds), meta.n_classes, top, &m) != WK_OK)
+    goto done;
+  wk_print_metrics(&m, &meta, json);
+  rc = WK_EXIT_OK;
+done:
+  if (rc != WK_EXIT_OK) fprintf(stderr, "whisker eval: %s\n", wk_last_error());
+  wk_metrics_free(&m);
+  free(probs);
+  free(labels);
+  wk_dataset_free(ds);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  return rc;
+}

@@ -1,0 +1,110 @@
+/* cmd_train.c - `whisker train DATA_DIR --out RUN_DIR ...`. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "train/fit.h"
+#include "whisker.h"
+
+static void wk_usage_train(FILE *f) {
+  fprintf(f,
+          "usage: whisker train DATA_DIR --out RUN_DIR [--model resnet18] [--epochs 10]\n"
+          "                     [--batch 32] [--size 224] [--val DIR | --val-pct 20]\n"
+          "                     [--lr X] [--optimizer sgd|adamw] [--schedule onecycle|cosine|step]\n"
+          "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
+          "                     [--seed 1] [--workers 2] [--threads N] [--resume]\n\n"
+          "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
+          "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
+          "validation accuracy), checkpoint.safetensors (after every epoch) and metrics.csv.\n"
+          "--resume continues the run in RUN_DIR exactly where its checkpoint left it.\n"
+          "Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
+          "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n");
+}
+
+static void wk_on_sigint(int sig) {
+  (void)sig;
+  wk_fit_request_stop();
+}
+
+int wk_cmd_train(int argc, char **argv) {
+  wk_fit_config c = wk_fit_config_default();
+  const char *optim = "sgd", *sched = "onecycle";
+  int threads = 0, seed = 1;
+  double width = 1.0, smoothing = 0.1;
+  c.progress_bar = wk_stderr_is_tty();
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      wk_usage_train(stdout);
+      return WK_EXIT_OK;
+    }
+    int r = 0;
+    if (!strcmp(a, "--resume")) {
+      c.resume = true;
+      continue;
+    }
+    if ((r = wk_arg_str("train", argc, argv, &i, "--out", &c.out_dir)) ||
+        (r = wk_arg_str("train", argc, argv, &i, "--model", &c.arch)) ||
+        (r = wk_arg_str("train", argc, argv, &i, "--val", &c.val_dir)) ||
+        (r = wk_arg_str("train", argc, argv, &i, "--optimizer", &optim)) ||
+        (r = wk_arg_str("train", argc, argv, &i, "--schedule", &sched)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--epochs", 1, 100000, &c.epochs)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--batch", 2, 65536, &c.batch)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--size", 16, 4096, &c.size)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--workers", 1, 256, &c.workers)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
+        (r = wk_arg_int("train", argc, argv, &i, "--seed", 0, 2147483647, &seed)) ||
+        (r = wk_arg_double("train", argc, argv, &i, "--val-pct", 1, 90, &c.val_pct)) ||
+        (r = wk_arg_double("train", argc, argv, &i, "--lr", 1e-8, 100, &c.lr)) ||
+        (r = wk_arg_double("train", argc, argv, &i, "--weight-decay", 0, 10, &c.weight_decay)) ||
+        (r = wk_arg_double("train", argc, argv, &i, "--label-smoothing", 0, 0.99, &smoothing)) ||
+        (r = wk_arg_double("train", argc, argv, &i, "--width", 0.1, 4, &width))) {
+      if (r < 0) return WK_EXIT_USAGE;
+      continue;
+    }
+    if (a[0] == '-' || c.data_dir) {
+      fprintf(stderr, "whisker train: unexpected argument '%s'\n", a);
+      wk_usage_train(stderr);
+      return WK_EXIT_USAGE;
+    }
+    c.data_dir = a;
+  }
+  if (!c.data_dir || !c.out_dir) {
+    fprintf(stderr, "whisker train: DATA_DIR and --out RUN_DIR are required\n");
+    wk_usage_train(stderr);
+    return WK_EXIT_USAGE;
+  }
+  if (wk_optim_kind_parse(optim, &c.optim) != WK_OK ||
+      wk_schedule_kind_parse(sched, &c.schedule) != WK_OK) {
+    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    return WK_EXIT_USAGE;
+  }
+  c.seed = (uint64_t)seed;
+  c.width = (float)width;
+  c.label_smoothing = (float)smoothing;
+  wk_ctx *ctx;
+  if (wk_ctx_create(&ctx, threads) != WK_OK) {
+    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    return WK_EXIT_FAIL;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = wk_on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  wk_fit_result res;
+  wk_status s = wk_fit(ctx, &c, &res);
+  wk_ctx_destroy(ctx);
+  if (s != WK_OK) {
+    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    return WK_EXIT_FAIL;
+  }
+  if (res.interrupted) return WK_EXIT_FAIL;
+  printf("trained %d epochs: best validation accuracy %.4f, last %.4f (loss %.4f); model in "
+         "%s/model.safetensors\n", res.epochs_done, res.best_val_acc, res.last_val_acc,
+         res.last_val_loss, c.out_dir);
+  return WK_EXIT_OK;
+}

@@ -1,0 +1,316 @@
+/* fit.c - the training run (see fit.h). */
+#include "train/fit.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/atomic_file.h"
+#include "core/log.h"
+#include "data/loader.h"
+#include "nn/zoo.h"
+#include "train/metrics.h"
+#include "train/predict.h"
+#include "train/trainer.h"
+
+/* The one piece of process state: a signal handler can reach nothing else. */
+static volatile sig_atomic_t wk_stop_requested;
+
+void wk_fit_request_stop(void) { wk_stop_requested = 1; }
+
+wk_fit_config wk_fit_config_default(void) {
+  return (wk_fit_config){.arch = "resnet18", .width = 1.0f, .epochs = 10, .batch = 32,
+                         .size = 224, .workers = 2, .val_pct = 20.0, .seed = 1,
+                         .optim = WK_OPTIM_SGD, .lr = 0.0, .weight_decay = -1.0,
+                         .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f};
+}
+
+typedef struct wk_epoch_row {
+  int epoch;
+  double train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s;
+} wk_epoch_row;
+
+typedef struct wk_run {
+  const wk_fit_config *cfg;
+  wk_ctx *ctx;
+  wk_dataset *train_ds, *val_ds;
+  wk_net *net;
+  wk_trainer *trainer;
+  wk_model_meta meta;
+  wk_loader *loader;
+  wk_epoch_row *rows;
+  int n_rows;
+  char path_model[4096], path_ckpt[4096], path_csv[4096];
+} wk_run;
+
+static double wk_now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static wk_status wk_run_paths(wk_run *r) {
+  const char *d = r->cfg->out_dir;
+  if (mkdir(d, 0777) != 0 && errno != EEXIST)
+    return wk_fail(WK_ERR_IO, "%s: cannot create the run directory: %s", d, strerror(errno));
+  int a = snprintf(r->path_model, sizeof r->path_model, "%s/model.safetensors", d);
+  int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
+  int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
+  if (a >= (int)sizeof r->path_model || b >= (int)sizeof r->path_ckpt ||
+      c >= (int)sizeof r->path_csv)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
+  return WK_OK;
+}
+
+static wk_status wk_run_data(wk_run *r) {
+  const wk_fit_config *c = r->cfg;
+  wk_dataset_opts o = wk_dataset_opts_default();
+  o.val_pct = c->val_pct;
+  o.seed = c->seed;
+  if (c->val_dir) {
+    WK_TRY(wk_dataset_open_folder(c->data_dir, &o, &r->train_ds));
+    WK_TRY(wk_dataset_open_folder(c->val_dir, &o, &r->val_ds));
+    if (wk_dataset_n_classes(r->val_ds) != wk_dataset_n_classes(r->train_ds))
+      return wk_fail(WK_ERR_INVALID_ARG, "%s has %d classes but %s has %d", c->val_dir,
+                     wk_dataset_n_classes(r->val_ds), c->data_dir,
+                     wk_dataset_n_classes(r->train_ds));
+    for (int i = 0; i < wk_dataset_n_classes(r->train_ds); i++)
+      if (strcmp(wk_dataset_class_name(r->train_ds, i), wk_dataset_class_name(r->val_ds, i)))
+        return wk_fail(WK_ERR_INVALID_ARG, "class %d is '%s' in %s but '%s' in %s", i,
+                       wk_dataset_class_name(r->train_ds, i), c->data_dir,
+                       wk_dataset_class_name(r->val_ds, i), c->val_dir);
+  } else {
+    WK_TRY(wk_dataset_open_split(c->data_dir, &o, &r->train_ds, &r->val_ds));
+  }
+  if (wk_dataset_size(r->train_ds) < c->batch)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: %lld training images, fewer than one batch of %d",
+                   c->data_dir, (long long)wk_dataset_size(r->train_ds), c->batch);
+  WK_LOG_I("data: %lld training and %lld validation images, %d classes",
+           (long long)wk_dataset_size(r->train_ds), (long long)wk_dataset_size(r->val_ds),
+           wk_dataset_n_classes(r->train_ds));
+  return WK_OK;
+}
+
+static wk_status wk_run_loader(wk_run *r) {
+  const wk_fit_config *c = r->cfg;
+  wk_loader_cfg lc = wk_loader_cfg_train(c->size, c->batch, c->workers, c->seed);
+  lc.aug.brightness = lc.aug.contrast = lc.aug.saturation = 0.2f;
+  return wk_loader_create(r->train_ds, &lc, &r->loader);
+}
+
+static wk_status wk_run_new_model(wk_run *r, int64_t steps_per_epoch) {
+  const wk_fit_config *c = r->cfg;
+  const int k = wk_dataset_n_classes(r->train_ds);
+  wk_arch_opts ao = wk_arch_opts_default(k);
+  ao.in_h = ao.in_w = c->size;
+  ao.width = c->width;
+  WK_TRY(wk_zoo_build(r->ctx, c->arch, &ao, c->seed, &r->net));
+  WK_TRY(wk_model_meta_init(&r->meta, c->arch, k, c->size));
+  r->meta.width = c->width;
+  for (int i = 0; i < k; i++)
+    WK_TRY(wk_model_meta_set_class(&r->meta, i, wk_dataset_class_name(r->train_ds, i)));
+  wk_train_config tc = {.optim = wk_optim_config_default(c->optim), .seed = c->seed,
+                        .label_smoothing = c->label_smoothing};
+  const double lr = c->lr > 0 ? c->lr : c->optim == WK_OPTIM_SGD ? 0.1 : 2e-3;
+  tc.optim.weight_decay = c->weight_decay >= 0 ? c->weight_decay
+                          : c->optim == WK_OPTIM_SGD ? 5e-4 : 0.05;
+  tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)c->epochs * steps_per_epoch);
+  return wk_trainer_create(r->net, &tc, &r->trainer);
+}
+
+/* metrics.csv, all rows, written atomically. */
+static wk_status wk_write_csv(const wk_run *r) {
+  size_t cap = 128 + (size_t)r->n_rows * 160, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  len += (size_t)snprintf(buf, cap, "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,"
+                          "images_per_s\n");
+  for (int i = 0; i < r->n_rows; i++) {
+    const wk_epoch_row *e = &r->rows[i];
+    len += (size_t)snprintf(buf + len, cap - len, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.2f\n",
+                            e->epoch, e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr,
+                            e->seconds, e->images_per_s);
+  }
+  wk_status s = wk_atomic_write_file(r->path_csv, buf, len);
+  free(buf);
+  return s;
+}
+
+/* On resume: the rows of metrics.csv up to `epochs` finished epochs. */
+static wk_status wk_read_csv(wk_run *r, int epochs) {
+  FILE *f = fopen(r->path_csv, "r");
+  if (!f) return WK_OK; /* no history: the curves start at the resume */
+  char line[512];
+  while (fgets(line, sizeof line, f) && r->n_rows < epochs) {
+    wk_epoch_row e;
+    if (sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &e.epoch, &e.train_loss, &e.train_acc,
+               &e.val_loss, &e.val_acc, &e.lr, &e.seconds, &e.images_per_s) != 8)
+      continue; /* the header, or a damaged line */
+    if (e.epoch >= 1 && e.epoch <= epochs) r->rows[r->n_rows++] = e;
+  }
+  fclose(f);
+  return WK_OK;
+}
+
+static void wk_progress(const wk_run *r, int epoch, int64_t b, int64_t nb, double loss,
+                        double acc, double ips, double elapsed, bool final) {
+  const double eta = b > 0 ? elapsed / (double)b * (double)(nb - b) : 0.0;
+  if (r->cfg->progress_bar) {
+    char bar[21];
+    int filled = (int)(20 * b / (nb ? nb : 1));
+    for (int i = 0; i < 20; i++) bar[i] = i < filled ? '#' : '.';
+    bar[20] = '\0';
+    fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %.4f acc %.3f %.1f img/s ETA %d:%02d ",
+            epoch + 1, r->cfg->epochs, bar, (long long)b, (long long)nb, loss, acc, ips,
+            (int)eta / 60, (int)eta % 60);
+    if (final) fputc('\n', stderr);
+  } else if (final || b % 20 == 0) {
+    fprintf(stderr, "epoch %d/%d batch %lld/%lld loss %.4f acc %.3f %.1f img/s ETA %ds\n",
+            epoch + 1, r->cfg->epochs, (long long)b, (long long)nb, loss, acc, ips, (int)eta);
+  }
+}
+
+static wk_status wk_save_best(wk_run *r, double val_acc, int epoch) {
+  char prov[1024];
+  snprintf(prov, sizeof prov, "{\"data\": \"%s\", \"epochs\": %d, \"val_accuracy\": %.4f, "
+           "\"seed\": %llu}", "(see metrics.csv)", epoch, val_acc,
+           (unsigned long long)r->cfg->seed);
+  WK_TRY(wk_model_meta_set_provenance(&r->meta, prov));
+  return wk_model_save(r->path_model, r->net, &r->meta, NULL, 0, NULL, 0);
+}
+
+static wk_status wk_validate(wk_run *r, double *loss, double *acc) {
+  float *probs;
+  int32_t *labels;
+  WK_TRY(wk_predict_dataset(r->net, &r->meta.pre, r->val_ds, r->cfg->batch, r->cfg->workers,
+                            &probs, &labels));
+  wk_metrics m;
+  wk_status s = wk_metrics_compute(probs, labels, wk_dataset_size(r->val_ds),
+                                   wk_dataset_n_classes(r->val_ds), 1, &m);
+  free(probs);
+  free(labels);
+  if (s != WK_OK) return s;
+  *loss = m.loss;
+  *acc = m.accuracy;
+  wk_metrics_free(&m);
+  return WK_OK;
+}
+
+/* Trains epoch e from batch `skip`; *stopped when a stop was requested (the
+ * checkpoint is then written here). */
+static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *row,
+                                bool *stopped) {
+  const int64_t nb = wk_loader_batches_per_epoch(r->loader);
+  const int k = wk_dataset_n_classes(r->train_ds);
+  double loss_sum = 0, t0 = wk_now_s(), lr = 0;
+  int64_t seen = 0, correct = 0, b = 0;
+  WK_TRY(wk_loader_start_epoch(r->loader, e));
+  for (;;) {
+    const wk_batch *bt;
+    WK_TRY(wk_loader_next_batch(r->loader, &bt));
+    if (!bt) break;
+    if (b++ < skip) continue; /* done before the interruption */
+    float loss;
+    WK_TRY(wk_trainer_step(r->trainer, &bt->images, &bt->labels, &loss, &lr));
+    const float *probs = wk_trainer_probs(r->trainer);
+    for (int64_t i = 0; i < bt->n; i++)
+      correct += wk_argmax(probs + i * k, k) == ((const int32_t *)bt->labels.data)[i];
+    seen += bt->n;
+    loss_sum += (double)loss * (double)bt->n;
+    const double el = wk_now_s() - t0;
+    wk_progress(r, e, b, nb, loss_sum / (double)seen, (double)correct / (double)seen,
+                (double)seen / el, el, b == nb);
+    if (wk_stop_requested) {
+      if (r->cfg->progress_bar) fputc('\n', stderr);
+      const wk_data_pos pos = {.epoch = e, .batch = b};
+      WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &pos));
+      *stopped = true;
+      return WK_OK;
+    }
+  }
+  const double secs = wk_now_s() - t0;
+  *row = (wk_epoch_row){.epoch = e + 1, .train_loss = seen ? loss_sum / (double)seen : NAN,
+                        .train_acc = seen ? (double)correct / (double)seen : NAN, .lr = lr,
+                        .seconds = secs, .images_per_s = seen / (secs > 0 ? secs : 1)};
+  return WK_OK;
+}
+
+static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
+  const wk_fit_config *c = r->cfg;
+  wk_data_pos pos = {0, 0};
+  WK_TRY(wk_run_paths(r));
+  WK_TRY(wk_run_data(r));
+  WK_TRY(wk_run_loader(r));
+  r->rows = calloc((size_t)c->epochs + 1, sizeof *r->rows);
+  if (!r->rows) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  if (c->resume) {
+    WK_TRY(wk_checkpoint_load(r->ctx, r->path_ckpt, &r->net, &r->trainer, &r->meta, &pos));
+    if (wk_net_output_features(r->net) != wk_dataset_n_classes(r->train_ds))
+      return wk_fail(WK_ERR_INVALID_ARG, "%s: the checkpoint has %lld classes, the data %d",
+                     r->path_ckpt, (long long)wk_net_output_features(r->net),
+                     wk_dataset_n_classes(r->train_ds));
+    WK_TRY(wk_read_csv(r, (int)pos.epoch));
+    WK_LOG_I("resuming %s at epoch %lld, batch %lld", c->out_dir, (long long)pos.epoch + 1,
+             (long long)pos.batch);
+  } else {
+    WK_TRY(wk_run_new_model(r, wk_loader_batches_per_epoch(r->loader)));
+  }
+  for (int i = 0; i < r->n_rows; i++)
+    if (r->rows[i].val_acc > res->best_val_acc) res->best_val_acc = r->rows[i].val_acc;
+  for (int e = (int)pos.epoch; e < c->epochs; e++) {
+    wk_epoch_row row;
+    bool stopped = false;
+    WK_TRY(wk_train_epoch(r, e, e == pos.epoch ? pos.batch : 0, &row, &stopped));
+    if (stopped) {
+      res->interrupted = true;
+      WK_LOG_W("interrupted: checkpoint saved in %s; continue with --resume", r->path_ckpt);
+      return WK_OK;
+    }
+    WK_TRY(wk_validate(r, &row.val_loss, &row.val_acc));
+    r->rows[r->n_rows++] = row;
+    WK_TRY(wk_write_csv(r));
+    if (row.val_acc > res->best_val_acc) {
+      res->best_val_acc = row.val_acc;
+      WK_TRY(wk_save_best(r, row.val_acc, e + 1));
+    }
+    const wk_data_pos next = {.epoch = e + 1, .batch = 0};
+    WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &next));
+    res->epochs_done = e + 1;
+    res->last_val_acc = row.val_acc;
+    res->last_val_loss = row.val_loss;
+    fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s\n",
+            e + 1, c->epochs, row.train_loss, row.train_acc, row.val_loss, row.val_acc,
+            row.seconds);
+  }
+  if (r->n_rows) {
+    res->last_val_acc = r->rows[r->n_rows - 1].val_acc;
+    res->last_val_loss = r->rows[r->n_rows - 1].val_loss;
+  }
+  res->epochs_done = r->n_rows;
+  return WK_OK;
+}
+
+wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg, wk_fit_result *res) {
+  memset(res, 0, sizeof *res);
+  res->best_val_acc = -1.0;
+  if (!cfg->data_dir || !cfg->out_dir || cfg->epochs < 1 || cfg->batch < 2 || cfg->size < 16 ||
+      cfg->workers < 1)
+    return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs >= 1, batch >= 2, "
+                   "size >= 16 and workers >= 1 are required");
+  wk_stop_requested = 0;
+  wk_run r = {.cfg = cfg, .ctx = ctx};
+  wk_status s = wk_fit_run(&r, res);
+  wk_loader_destroy(r.loader);
+  wk_trainer_destroy(r.trainer);
+  wk_net_destroy(r.net);
+  wk_model_meta_free(&r.meta);
+  wk_dataset_free(r.train_ds);
+  wk_dataset_free(r.val_ds);
+  free(r.rows);
+  return s;
+}

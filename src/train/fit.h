@@ -1,0 +1,61 @@
+/* fit.h - a whole training run, as `whisker train` starts it.
+ *
+ * Opens the data (a folder per class with a val/ or validation/ folder beside
+ * train/, or a percentage split), builds the model, and trains for the given
+ * epochs with validation after each. RUN_DIR receives:
+ *   model.safetensors       the best model so far by validation accuracy
+ *   checkpoint.safetensors  the run's state after the last finished epoch (or
+ *                           at an interruption), enough to resume exactly
+ *   metrics.csv             one line per epoch
+ * Every file is written atomically, so a run killed at any point leaves the
+ * previous versions loadable. Resuming (cfg->resume) continues from the
+ * checkpoint with nothing lost but the steps since it: every random draw
+ * comes from (seed, epoch, sample) or (seed, step), so the resumed run ends
+ * with the same weights as an uninterrupted one.
+ *
+ * A stop request (wk_fit_request_stop, e.g. from a SIGINT handler) makes the
+ * run save a checkpoint at the current step and return WK_OK with
+ * result->interrupted set. A loss or gradient that becomes NaN or infinite
+ * ends the run with an error naming the step. */
+#ifndef WK_TRAIN_FIT_H
+#define WK_TRAIN_FIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/context.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+
+typedef struct wk_fit_config {
+  const char *data_dir;   /* required */
+  const char *val_dir;    /* NULL: val/ beside train/ or val_pct */
+  const char *out_dir;    /* the run directory (created) */
+  bool resume;            /* continue the run in out_dir */
+  const char *arch;       /* zoo name */
+  float width;            /* mobilenetv2 width */
+  int epochs, batch, size, workers;
+  double val_pct;         /* when there is no validation folder */
+  uint64_t seed;
+  wk_optim_kind optim;
+  double lr;              /* peak learning rate; <= 0: the optimizer's default */
+  double weight_decay;
+  wk_schedule_kind schedule;
+  float label_smoothing;
+  bool progress_bar;      /* redraw one line on a terminal; else periodic plain lines */
+} wk_fit_config;
+
+wk_fit_config wk_fit_config_default(void);
+
+typedef struct wk_fit_result {
+  int epochs_done;
+  double best_val_acc, last_val_acc, last_val_loss;
+  bool interrupted;
+} wk_fit_result;
+
+wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg, wk_fit_result *result);
+
+/* Async-signal-safe: asks a running wk_fit to checkpoint and stop. */
+void wk_fit_request_stop(void);
+
+#endif

@@ -1,0 +1,102 @@
+/* predict.c - see predict.h. */
+#include "train/predict.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "data/loader.h"
+
+void wk_softmax_rows(float *x, int64_t n, int k) {
+  for (int64_t i = 0; i < n; i++) {
+    float *r = x + i * k, mx = r[0];
+    for (int j = 1; j < k; j++) mx = r[j] > mx ? r[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < k; j++) sum += (r[j] = expf(r[j] - mx));
+    for (int j = 0; j < k; j++) r[j] = (float)(r[j] / sum);
+  }
+}
+
+wk_augment_cfg wk_augment_cfg_from_preprocess(const wk_preprocess *pre) {
+  wk_augment_cfg a = wk_augment_cfg_eval(pre->crop_px);
+  a.eval_resize = pre->resize_px;
+  memcpy(a.mean, pre->mean, sizeof a.mean);
+  memcpy(a.std, pre->std, sizeof a.std);
+  return a;
+}
+
+wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
+                             int batch, int workers, float **probs_out, int32_t **labels_out) {
+  *probs_out = NULL;
+  *labels_out = NULL;
+  const int64_t n = wk_dataset_size(ds), k = wk_net_output_features(net);
+  wk_loader_cfg cfg = wk_loader_cfg_eval(pre->crop_px, batch, workers);
+  cfg.aug = wk_augment_cfg_from_preprocess(pre);
+  float *probs = malloc((size_t)(n * k) * sizeof *probs);
+  int32_t *labels = malloc((size_t)n * sizeof *labels);
+  wk_loader *ld = NULL;
+  wk_status st = WK_OK;
+  if (!probs || !labels) st = wk_fail(WK_ERR_NOMEM, "out of memory for %lld predictions",
+                                      (long long)n);
+  if (st == WK_OK) st = wk_loader_create(ds, &cfg, &ld);
+  if (st == WK_OK) st = wk_loader_start_epoch(ld, 0);
+  int64_t done = 0;
+  while (st == WK_OK) {
+    const wk_batch *b;
+    if ((st = wk_loader_next_batch(ld, &b)) != WK_OK || !b) break;
+    wk_tensor out;
+    if ((st = wk_net_forward(net, &b->images, false, &out)) != WK_OK) break;
+    memcpy(probs + done * k, out.data, (size_t)(b->n * k) * sizeof *probs);
+    wk_softmax_rows(probs + done * k, b->n, (int)k);
+    for (int64_t i = 0; i < b->n; i++) labels[done + i] = ((const int32_t *)b->labels.data)[i];
+    done += b->n;
+  }
+  wk_loader_destroy(ld);
+  if (st == WK_OK && done != n)
+    st = wk_fail(WK_ERR_INVALID_ARG, "evaluation saw %lld of %lld samples", (long long)done,
+                 (long long)n);
+  if (st != WK_OK) {
+    free(probs);
+    free(labels);
+    return st;
+  }
+  *probs_out = probs;
+  *labels_out = labels;
+  return WK_OK;
+}
+
+wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
+                           int64_t n, int batch, float *probs, int64_t *bad) {
+  const int64_t k = wk_net_output_features(net), px = (int64_t)pre->crop_px * pre->crop_px * 3;
+  const wk_augment_cfg acfg = wk_augment_cfg_from_preprocess(pre);
+  wk_augmenter *a = NULL;
+  float *buf = malloc((size_t)(batch * px) * sizeof *buf);
+  int64_t *rows = malloc((size_t)batch * sizeof *rows);
+  wk_status st = buf && rows ? wk_augmenter_create(&acfg, &a)
+                             : wk_fail(WK_ERR_NOMEM, "out of memory for a batch of %d", batch);
+  *bad = 0;
+  for (int64_t i = 0; st == WK_OK && i < n;) {
+    int m = 0;
+    for (; i < n && m < batch; i++) {
+      if (wk_augment_file(a, paths[i], NULL, 0, 0, 0, buf + m * px, NULL) != WK_OK) {
+        wk_log(WK_LOG_ERROR, "%s", wk_last_error());
+        for (int64_t j = 0; j < k; j++) probs[i * k + j] = NAN;
+        (*bad)++;
+        continue;
+      }
+      rows[m++] = i;
+    }
+    if (m == 0) continue;
+    const int64_t shape[4] = {m, pre->crop_px, pre->crop_px, 3};
+    wk_tensor x = wk_tensor_view(buf, WK_F32, 4, shape), out;
+    if ((st = wk_net_forward(net, &x, false, &out)) != WK_OK) break;
+    wk_softmax_rows(out.data, m, (int)k);
+    for (int r = 0; r < m; r++)
+      memcpy(probs + rows[r] * k, (float *)out.data + r * k, (size_t)k * sizeof *probs);
+  }
+  wk_augmenter_destroy(a);
+  free(buf);
+  free(rows);
+  return st;
+}

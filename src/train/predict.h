@@ -1,0 +1,28 @@
+/* predict.h - running a trained network over images: a whole dataset (eval)
+ * or a list of files (classify), with the model's evaluation preprocessing. */
+#ifndef WK_TRAIN_PREDICT_H
+#define WK_TRAIN_PREDICT_H
+
+#include "data/augment.h"
+#include "data/dataset.h"
+#include "modelio/model.h"
+#include "nn/net.h"
+
+/* Softmax of each of the n rows of k logits, in place. */
+void wk_softmax_rows(float *x, int64_t n, int k);
+
+/* The evaluation transform of `pre` (resize shorter side, centre crop, mean/std). */
+wk_augment_cfg wk_augment_cfg_from_preprocess(const wk_preprocess *pre);
+
+/* Probabilities (size(ds) x K, malloc'ed, dataset order) and the dataset's
+ * labels (malloc'ed) for every sample of ds. */
+wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
+                             int batch, int workers, float **probs, int32_t **labels);
+
+/* Probabilities (n x K, caller-allocated) for n image files. A file that
+ * cannot be read gets a row of NAN and *bad counts it; its error is logged
+ * with the path. */
+wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
+                           int64_t n, int batch, float *probs, int64_t *bad);
+
+#endif

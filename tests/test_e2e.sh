@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# test_e2e.sh - the application end to end on a synthetic set the project
+# generates (scripts/gen_shapes.py: circles, squares, triangles):
+#   1. whisker train reaches >= 95% validation accuracy in under a minute;
+#   2. whisker eval and whisker classify agree with each other and with training;
+#   3. a run killed with SIGKILL after its first checkpoint and resumed with --resume
+#      ends with the same metrics as an uninterrupted run; so does one stopped
+#      with SIGINT mid-epoch (which must save and exit);
+#   4. bad usage exits 2, a missing model exits 1 with a message.
+# Needs WHISKER_BIN (set by ctest) and /usr/bin/python3 with PIL (exit 77 without).
+set -euo pipefail
+bin="${WHISKER_BIN:?}"
+src="${WHISKER_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
+py=/usr/bin/python3
+"$py" -c 'import PIL' 2>/dev/null || { echo "test_e2e: no python3-pil: skipped"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "test_e2e: FAIL: $*" >&2; exit 1; }
+export WHISKER_THREADS=2
+
+# 1. accuracy and time
+"$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 200 --val 40
+start=$(date +%s)
+"$bin" train "$tmp/shapes" --out "$tmp/run" --model smallcnn --size 32 --epochs 15 --batch 32 \
+  --lr 0.1 --seed 3 > "$tmp/train.out" 2> "$tmp/train.err" || { cat "$tmp/train.err"; fail "train"; }
+secs=$(( $(date +%s) - start ))
+echo "trained in ${secs}s: $(cat "$tmp/train.out")"
+[ "$secs" -lt 60 ] || fail "training took ${secs}s (limit 60)"
+for f in model.safetensors checkpoint.safetensors metrics.csv; do
+  [ -s "$tmp/run/$f" ] || fail "missing $f"
+done
+[ "$(wc -l < "$tmp/run/metrics.csv")" -eq 16 ] || fail "metrics.csv should have 15 rows"
+
+# 2. eval vs classify
+"$bin" eval "$tmp/shapes/val" --model "$tmp/run/model.safetensors" --json > "$tmp/eval.json"
+acc=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$tmp/eval.json")
+echo "eval accuracy $acc"
+"$py" -c "import sys; sys.exit(0 if float('$acc') >= 0.95 else 1)" || fail "accuracy $acc < 0.95"
+correct=0; total=0
+for cls in circle square triangle; do
+  while IFS=$'\t' read -r file rest; do
+    total=$((total + 1))
+    [ "${rest%% *}" = "$cls" ] && correct=$((correct + 1))
+  done < <("$bin" classify "$tmp/shapes/val/$cls" --model "$tmp/run/model.safetensors")
+done
+"$py" -c "import sys; a=float('$acc'); sys.exit(0 if $total == 120 and abs($correct / $total - a) < 1e-9 else 1)" \
+  || fail "classify: $correct/$total correct, eval says $acc"
+best=$(grep -o "best validation accuracy [0-9.]*" "$tmp/train.out" | awk '{print $4}')
+"$py" -c "import sys; sys.exit(0 if abs(float('$best') - float('$acc')) < 1e-4 else 1)" \
+  || fail "eval accuracy $acc differs from training's best validation accuracy $best"
+
+# 3. resume after SIGKILL and after SIGINT: same final metrics as straight through
+"$py" "$src/scripts/gen_shapes.py" "$tmp/small" --train 40 --val 10
+args=(--model smallcnn --size 32 --epochs 4 --batch 16 --lr 0.05 --seed 5)
+"$bin" train "$tmp/small" --out "$tmp/straight" "${args[@]}" > /dev/null 2>&1 || fail "straight run"
+"$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [ -s "$tmp/killed/metrics.csv" ] && break; sleep 0.05; done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+"$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" --resume > /dev/null 2>&1 || fail "resume after SIGKILL"
+cmp <(cut -d, -f1-6 "$tmp/straight/metrics.csv") <(cut -d, -f1-6 "$tmp/killed/metrics.csv") \
+  || fail "resumed after SIGKILL: metrics differ"
+cmp "$tmp/straight/model.safetensors" "$tmp/killed/model.safetensors" \
+  || fail "resumed after SIGKILL: the final model differs"
+"$bin" train "$tmp/small" --out "$tmp/int" "${args[@]}" > /dev/null 2> "$tmp/int.err" &
+pid=$!
+for _ in $(seq 1 600); do [ -s "$tmp/int/checkpoint.safetensors" ] && break; sleep 0.05; done
+kill -INT "$pid"
+set +e; wait "$pid"; rc=$?; set -e
+[ "$rc" -eq 1 ] || [ "$rc" -eq 0 ] || fail "SIGINT: exit code $rc"
+"$bin" info "$tmp/int/checkpoint.safetensors" > /dev/null || fail "checkpoint after SIGINT unreadable"
+"$bin" train "$tmp/small" --out "$tmp/int" "${args[@]}" --resume > /dev/null 2>&1 || fail "resume after SIGINT"
+# the interrupted epoch's training loss/accuracy cover only the batches after the
+# resume; validation metrics and the weights must be identical
+cmp <(cut -d, -f1,4,5 "$tmp/straight/metrics.csv") <(cut -d, -f1,4,5 "$tmp/int/metrics.csv") \
+  || fail "resumed after SIGINT: validation metrics differ"
+cmp "$tmp/straight/model.safetensors" "$tmp/int/model.safetensors" \
+  || fail "resumed after SIGINT: the final model differs"
+
+# 4. usage and errors
+set +e
+"$bin" train > /dev/null 2>&1; [ $? -eq 2 ] || fail "train without arguments should exit 2"
+"$bin" classify "$tmp/shapes/val" --model "$tmp/nope.safetensors" > /dev/null 2> "$tmp/err"
+rc=$?; set -e
+[ "$rc" -eq 1 ] && grep -q "nope.safetensors" "$tmp/err" || fail "missing model: rc $rc"
+echo "test_e2e: ok"
