@@ -30,7 +30,7 @@ static const char wk_report_css[] =
     "font-weight:bold}svg .label{fill:#555}"
     ".examples{display:flex;flex-wrap:wrap;gap:12px}figure.example{margin:0;width:150px;"
     "border:1px solid #ddd;padding:6px;background:#fafafa}figure.example img{display:block;"
-    "margin:0 auto 4px;max-width:96px;max-height:96px}.nothumb{height:60px;color:#a00;"
+    "margin:0 auto 4px;max-width:96px;max-height:96px}.nothumb{max-height:96px;color:#a00;margin-bottom:4px;"
     "font-size:11px;overflow-wrap:anywhere;overflow:hidden}figcaption{font-size:12px;"
     "overflow-wrap:anywhere}.path{font-size:10px}";
 

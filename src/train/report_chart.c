@@ -1,13 +1,13 @@
 /* report_chart.c - inline SVG line charts for the training report: a plot
  * area with a frame, "nice" ticks (1, 2 or 5 times a power of ten) on both
  * axes, axis labels, a legend, one path per series that breaks at non-finite
- * values. Coordinates are in SVG user units of a fixed 600 x 320 viewBox. */
+ * values. Coordinates are in SVG user units of a fixed 560 x 320 viewBox. */
 #include <math.h>
 #include <stdio.h>
 
 #include "train/report_impl.h"
 
-enum { CH_W = 600, CH_H = 320, CH_L = 64, CH_R = 16, CH_T = 34, CH_B = 48 };
+enum { CH_W = 560, CH_H = 320, CH_L = 64, CH_R = 16, CH_T = 34, CH_B = 48 };
 
 /* A tick step of 1, 2 or 5 times a power of ten giving about `target` steps. */
 static double wk_nice_step(double range, int target) {
