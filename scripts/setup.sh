@@ -23,6 +23,7 @@ packages=(
   check libsubunit-dev                      # unit tests
   python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
   python3-pil                               # reference decodes of the image fixtures
+  chromium                                  # headless report check (tests/report_chromium.sh)
 )
 
 if [ "${WHISKER_SKIP_APT:-0}" != 1 ]; then

@@ -122,6 +122,11 @@ void wk_bytes_free(wk_bytes *buf);
 wk_status wk_image_write_png(const wk_image *img, const char *path);
 wk_status wk_image_write_jpeg(const wk_image *img, const char *path, int quality);
 
+/* Encodes img as JPEG in memory: *out (malloc'ed, the caller frees it) gets
+ * *n_bytes bytes. On failure *out is NULL and *n_bytes 0. quality: 1..100. */
+wk_status wk_image_encode_jpeg_mem(const wk_image *img, int quality, uint8_t **out,
+                                   size_t *n_bytes);
+
 /* "JPEG", "PNG" or "unknown". */
 const char *wk_image_format_name(wk_image_format format);
 

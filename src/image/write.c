@@ -2,7 +2,8 @@
  *
  * The encoder writes into memory; the bytes then go to a temporary file in the
  * target's folder, which is flushed (fsync) and renamed over the target, so a
- * reader sees the old file or the new one, never a part. This is the only file
+ * reader sees the old file or the new one, never a part (wk_image_encode_jpeg_mem
+ * hands the bytes to the caller instead). This is the only file
  * that compiles stb_image_write's implementation, and it does so with static
  * linkage so another file that includes stb_image_write.h cannot clash. */
 #include "image/image.h"
@@ -102,23 +103,50 @@ wk_status wk_image_write_png(const wk_image *img, const char *path) {
   return wk_finish(path, "PNG", ok, &m);
 }
 
-wk_status wk_image_write_jpeg(const wk_image *img, const char *path, int quality) {
-  WK_TRY(wk_check_writable(img, path));
+/* Encodes img as JPEG into *m (packing the rows first when they are padded:
+ * stb's JPEG writer takes packed rows only). `name` is used in messages. */
+static wk_status wk_encode_jpeg(const wk_image *img, const char *name, int quality,
+                                wk_membuf *m, int *ok) {
   if (quality < 1 || quality > 100)
-    return wk_fail(WK_ERR_INVALID_ARG, "%s: JPEG quality %d (1..100)", path, quality);
-  /* stb's JPEG writer takes packed rows only */
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: JPEG quality %d (1..100)", name, quality);
   const uint8_t *px = img->data;
   uint8_t *packed = NULL;
   size_t row = (size_t)img->width * 3;
   if (img->stride_bytes != row) {
     packed = malloc(row * (size_t)img->height);
-    if (!packed) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+    if (!packed) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", name);
     for (int y = 0; y < img->height; y++)
       memcpy(packed + row * (size_t)y, img->data + img->stride_bytes * (size_t)y, row);
     px = packed;
   }
-  wk_membuf m = {0};
-  int ok = stbi_write_jpg_to_func(wk_membuf_put, &m, img->width, img->height, 3, px, quality);
+  *ok = stbi_write_jpg_to_func(wk_membuf_put, m, img->width, img->height, 3, px, quality);
   free(packed);
+  return WK_OK;
+}
+
+wk_status wk_image_write_jpeg(const wk_image *img, const char *path, int quality) {
+  WK_TRY(wk_check_writable(img, path));
+  wk_membuf m = {0};
+  int ok = 0;
+  WK_TRY(wk_encode_jpeg(img, path, quality, &m, &ok));
   return wk_finish(path, "JPEG", ok, &m);
+}
+
+wk_status wk_image_encode_jpeg_mem(const wk_image *img, int quality, uint8_t **out,
+                                   size_t *n_bytes) {
+  *out = NULL;
+  *n_bytes = 0;
+  const char *name = "JPEG encoding";
+  WK_TRY(wk_check_writable(img, name));
+  wk_membuf m = {0};
+  int ok = 0;
+  WK_TRY(wk_encode_jpeg(img, name, quality, &m, &ok));
+  if (m.failed || !ok) {
+    free(m.data);
+    return m.failed ? wk_fail(WK_ERR_NOMEM, "%s: out of memory", name)
+                    : wk_fail(WK_ERR_BACKEND, "%s: stb_image_write could not encode JPEG", name);
+  }
+  *out = m.data;
+  *n_bytes = m.n_bytes;
+  return WK_OK;
 }
