@@ -26,10 +26,12 @@ start=$(date +%s)
 secs=$(( $(date +%s) - start ))
 echo "trained in ${secs}s: $(cat "$tmp/train.out")"
 [ "$secs" -lt 60 ] || fail "training took ${secs}s (limit 60)"
-for f in model.safetensors checkpoint.safetensors metrics.csv; do
+for f in model.safetensors checkpoint.safetensors metrics.csv report.html; do
   [ -s "$tmp/run/$f" ] || fail "missing $f"
 done
 [ "$(wc -l < "$tmp/run/metrics.csv")" -eq 16 ] || fail "metrics.csv should have 15 rows"
+[ "$(grep -c "<svg" "$tmp/run/report.html")" -ge 2 ] || fail "report.html has no curves"
+grep -q "triangle" "$tmp/run/report.html" || fail "report.html lacks the class names"
 
 # 2. eval vs classify
 "$bin" eval "$tmp/shapes/val" --model "$tmp/run/model.safetensors" --json > "$tmp/eval.json"

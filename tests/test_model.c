@@ -2,6 +2,7 @@
  * identical outputs, a resumed checkpoint continues bit for bit, and broken
  * files are refused with a message. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,34 @@ static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
   wk_ctx_destroy(ctx);
 }
 
+START_TEST(test_nan_loss_stops_with_the_step) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 1),
+                         .seed = 1};
+  wk_net *net = wkt_net(ctx, "smallcnn", 3, 32);
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &cfg, &t), WK_OK);
+  wkt_train(t, 0, 2);
+  wk_tensor x = wkt_input(4, 32, 1);
+  ((float *)x.data)[17] = NAN;
+  const int64_t ls[1] = {4};
+  wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
+  const float *w0 = wk_net_weights(net);
+  float before = w0[0];
+  float loss;
+  ck_assert_int_ne(wk_trainer_step(t, &x, &labels, &loss, NULL), WK_OK);
+  ck_assert_msg(strstr(wk_last_error(), "step 2") != NULL, "%s", wk_last_error());
+  ck_assert_float_eq(wk_net_weights(net)[0], before); /* no update applied */
+  ck_assert_int_eq(wk_trainer_steps(t), 2);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_resume_sgd_one_cycle) { wkt_resume_case(WK_OPTIM_SGD, WK_SCHEDULE_ONE_CYCLE); }
 END_TEST
 START_TEST(test_resume_adamw_cosine) { wkt_resume_case(WK_OPTIM_ADAMW, WK_SCHEDULE_COSINE); }
@@ -247,6 +276,7 @@ int main(void) {
   TCase *tc = tcase_create("model");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_round_trip_identical_outputs);
+  tcase_add_test(tc, test_nan_loss_stops_with_the_step);
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);

@@ -16,6 +16,7 @@
 #include "nn/zoo.h"
 #include "train/metrics.h"
 #include "train/predict.h"
+#include "train/report.h"
 #include "train/trainer.h"
 
 /* The one piece of process state: a signal handler can reach nothing else. */
@@ -30,10 +31,8 @@ wk_fit_config wk_fit_config_default(void) {
                          .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f};
 }
 
-typedef struct wk_epoch_row {
-  int epoch;
-  double train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s;
-} wk_epoch_row;
+/* One line of metrics.csv and of the report's curves. */
+typedef wk_report_epoch wk_epoch_row;
 
 typedef struct wk_run {
   const wk_fit_config *cfg;
@@ -45,7 +44,7 @@ typedef struct wk_run {
   wk_loader *loader;
   wk_epoch_row *rows;
   int n_rows;
-  char path_model[4096], path_ckpt[4096], path_csv[4096];
+  char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096];
 } wk_run;
 
 static double wk_now_s(void) {
@@ -61,8 +60,9 @@ static wk_status wk_run_paths(wk_run *r) {
   int a = snprintf(r->path_model, sizeof r->path_model, "%s/model.safetensors", d);
   int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
   int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
+  int e = snprintf(r->path_report, sizeof r->path_report, "%s/report.html", d);
   if (a >= (int)sizeof r->path_model || b >= (int)sizeof r->path_ckpt ||
-      c >= (int)sizeof r->path_csv)
+      c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
   return WK_OK;
 }
@@ -184,7 +184,68 @@ static wk_status wk_save_best(wk_run *r, double val_acc, int epoch) {
   return wk_model_save(r->path_model, r->net, &r->meta, NULL, 0, NULL, 0);
 }
 
-static wk_status wk_validate(wk_run *r, double *loss, double *acc) {
+typedef struct wk_worst {
+  int64_t index;
+  float prob_true;
+  int predicted;
+} wk_worst;
+
+static int wk_cmp_worst(const void *a, const void *b) {
+  float x = ((const wk_worst *)a)->prob_true, y = ((const wk_worst *)b)->prob_true;
+  return (x > y) - (x < y);
+}
+
+#define WK_REPORT_WORST 12
+
+/* report.html from the epochs so far and this validation's predictions. */
+static wk_status wk_write_report(wk_run *r, const wk_metrics *m, const float *probs,
+                                 const int32_t *labels) {
+  const wk_fit_config *c = r->cfg;
+  const int k = m->n_classes;
+  const int64_t n = m->n;
+  wk_worst *w = malloc((size_t)n * sizeof *w);
+  if (!w) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  for (int64_t i = 0; i < n; i++)
+    w[i] = (wk_worst){.index = i, .prob_true = probs[i * k + labels[i]],
+                      .predicted = wk_argmax(probs + i * k, k)};
+  qsort(w, (size_t)n, sizeof *w, wk_cmp_worst);
+  wk_report_example ex[WK_REPORT_WORST];
+  int n_ex = 0;
+  for (int64_t i = 0; i < n && n_ex < WK_REPORT_WORST; i++) {
+    if (w[i].predicted == labels[w[i].index]) continue; /* only the misclassified */
+    ex[n_ex++] = (wk_report_example){.path = wk_dataset_path(r->val_ds, w[i].index),
+                                     .label = labels[w[i].index],
+                                     .predicted = w[i].predicted, .prob_true = w[i].prob_true};
+  }
+  char v[8][64], title[256];
+  snprintf(v[0], sizeof v[0], "%d", c->epochs);
+  snprintf(v[1], sizeof v[1], "%d", c->batch);
+  snprintf(v[2], sizeof v[2], "%d x %d", c->size, c->size);
+  snprintf(v[3], sizeof v[3], "%s, %s schedule", wk_optim_kind_name(c->optim),
+           wk_schedule_kind_name(c->schedule));
+  snprintf(v[4], sizeof v[4], "%g", wk_trainer_config(r->trainer)->schedule.lr);
+  snprintf(v[5], sizeof v[5], "%llu", (unsigned long long)c->seed);
+  snprintf(v[6], sizeof v[6], "%lld train, %lld validation",
+           (long long)wk_dataset_size(r->train_ds), (long long)wk_dataset_size(r->val_ds));
+  snprintf(v[7], sizeof v[7], "%g", (double)c->label_smoothing);
+  const wk_report_setting set[] = {
+      {"model", c->arch},         {"data", c->data_dir},  {"epochs", v[0]},
+      {"batch", v[1]},            {"input", v[2]},        {"optimizer", v[3]},
+      {"peak learning rate", v[4]}, {"seed", v[5]},       {"images", v[6]},
+      {"label smoothing", v[7]}};
+  snprintf(title, sizeof title, "%s on %s", c->arch, c->data_dir);
+  const wk_report rep = {.title = title, .settings = set,
+                         .n_settings = (int)(sizeof set / sizeof set[0]), .epochs = r->rows,
+                         .n_epochs = r->n_rows, .n_classes = k,
+                         .class_names = (const char *const *)r->meta.class_names,
+                         .confusion = m->confusion, .worst = ex, .n_worst = n_ex};
+  wk_status s = wk_report_write_html(r->path_report, &rep);
+  free(w);
+  return s;
+}
+
+/* Validation after an epoch: loss and accuracy into row, and the report. */
+static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
   float *probs;
   int32_t *labels;
   WK_TRY(wk_predict_dataset(r->net, &r->meta.pre, r->val_ds, r->cfg->batch, r->cfg->workers,
@@ -192,13 +253,16 @@ static wk_status wk_validate(wk_run *r, double *loss, double *acc) {
   wk_metrics m;
   wk_status s = wk_metrics_compute(probs, labels, wk_dataset_size(r->val_ds),
                                    wk_dataset_n_classes(r->val_ds), 1, &m);
+  if (s == WK_OK) {
+    row->val_loss = m.loss;
+    row->val_acc = m.accuracy;
+    r->rows[r->n_rows++] = *row;
+    s = wk_write_report(r, &m, probs, labels);
+    wk_metrics_free(&m);
+  }
   free(probs);
   free(labels);
-  if (s != WK_OK) return s;
-  *loss = m.loss;
-  *acc = m.accuracy;
-  wk_metrics_free(&m);
-  return WK_OK;
+  return s;
 }
 
 /* Trains epoch e from batch `skip`; *stopped when a stop was requested (the
@@ -271,8 +335,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       WK_LOG_W("interrupted: checkpoint saved in %s; continue with --resume", r->path_ckpt);
       return WK_OK;
     }
-    WK_TRY(wk_validate(r, &row.val_loss, &row.val_acc));
-    r->rows[r->n_rows++] = row;
+    WK_TRY(wk_validate(r, &row));
     WK_TRY(wk_write_csv(r));
     if (row.val_acc > res->best_val_acc) {
       res->best_val_acc = row.val_acc;

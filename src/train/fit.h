@@ -7,6 +7,8 @@
  *   checkpoint.safetensors  the run's state after the last finished epoch (or
  *                           at an interruption), enough to resume exactly
  *   metrics.csv             one line per epoch
+ *   report.html             curves, confusion matrix, worst-classified images
+ *                           (train/report.h), rewritten after every epoch
  * Every file is written atomically, so a run killed at any point leaves the
  * previous versions loadable. Resuming (cfg->resume) continues from the
  * checkpoint with nothing lost but the steps since it: every random draw

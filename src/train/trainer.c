@@ -83,6 +83,9 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   float l;
   WK_TRY(wk_softmax_xent_forward(ctx, &xp, &out, labels, &t->probs, &l));
+  if (!isfinite(l))
+    return wk_fail(WK_ERR_INVALID_ARG, "step %lld: the loss is %s; stopping (lower the learning "
+                   "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
   WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, 1.0f, &t->dlogits));
   WK_TRY(wk_net_backward(net, &t->dlogits));
   size_t np;
