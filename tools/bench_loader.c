@@ -17,6 +17,7 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "core/clock.h"
 #include "whisker.h"
 
 typedef struct bench_opts {
@@ -26,12 +27,6 @@ typedef struct bench_opts {
   uint64_t seed;
   bool u8;
 } bench_opts;
-
-static double bench_now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void bench_usage(void) {
   fprintf(stderr,
@@ -122,7 +117,7 @@ int main(int argc, char **argv) {
   int rc = bench_parse(argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
 
-  double t0 = bench_now_s();
+  double t0 = wk_now_s();
   wk_dataset_opts dopts = wk_dataset_opts_default();
   dopts.n_threads = o.workers;
   wk_dataset *ds = NULL;
@@ -130,7 +125,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "wk_bench_loader: %s\n", wk_last_error());
     return 1;
   }
-  double prescan_s = bench_now_s() - t0;
+  double prescan_s = wk_now_s() - t0;
   fprintf(stderr, "wk_bench_loader: %s: %lld images, %d classes, %lld left out, pre-scan %.2f s\n",
           o.data, (long long)wk_dataset_size(ds), wk_dataset_n_classes(ds),
           (long long)wk_dataset_n_bad(ds), prescan_s);
@@ -152,9 +147,9 @@ int main(int argc, char **argv) {
   rc = 0;
   if (wk_loader_start_epoch(ld, 0) != WK_OK || bench_drain(ld, o.warmup) < 0) rc = 1;
   for (int e = 1; rc == 0 && e <= o.epochs; e++) {
-    double t = bench_now_s();
+    double t = wk_now_s();
     int64_t n = wk_loader_start_epoch(ld, e) == WK_OK ? bench_drain(ld, -1) : -1;
-    double dt = bench_now_s() - t;
+    double dt = wk_now_s() - t;
     if (n < 0) {
       rc = 1;
       break;

@@ -53,3 +53,17 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
 }
 
 bool wk_stderr_is_tty(void) { return isatty(2) == 1; }
+
+void wk_print_json_string(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      printf("\\%c", ch);
+    else if (ch < 0x20)
+      printf("\\u%04x", ch);
+    else
+      putchar(ch);
+  }
+  putchar('"');
+}

@@ -1,4 +1,4 @@
-/* args.h - option parsing shared by the subcommands: `--name VALUE` pairs
+/* args.h - helpers shared by the subcommands: option parsing, `--name VALUE` pairs
  * with range checks. Each returns 1 when argv[*i] is the option (and consumes
  * its value), 0 when it is another option, -1 after printing a usage error
  * naming the command, the option and the accepted range. */
@@ -13,6 +13,9 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
                   double hi, double *out);
 int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
                const char **out);
+/* Prints s to stdout as a JSON string literal (quotes, backslashes and
+ * control characters escaped). */
+void wk_print_json_string(const char *s);
 /* True on a terminal (progress bars redraw there). */
 bool wk_stderr_is_tty(void);
 

@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "nn/zoo.h"
 #include "train/trainer.h"
 #include "whisker.h"
@@ -31,29 +32,9 @@ static void wk_usage_bench(FILE *f) {
           "the time per op type.\n");
 }
 
-static double wk_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int wk_cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
-}
-
-static bool wk_int_arg(int argc, char **argv, int *i, const char *name, int lo, int hi,
-                       int *out) {
-  if (strcmp(argv[*i], name) != 0) return false;
-  char *end;
-  long v = *i + 1 < argc ? strtol(argv[*i + 1], &end, 10) : 0;
-  if (*i + 1 >= argc || *end || v < lo || v > hi) {
-    fprintf(stderr, "whisker bench: %s needs an integer in [%d, %d]\n", name, lo, hi);
-    exit(WK_EXIT_USAGE);
-  }
-  *out = (int)v;
-  (*i)++;
-  return true;
 }
 
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
@@ -66,21 +47,28 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
     }
     if (!strcmp(argv[i], "--json")) {
       o->json = true;
-    } else if (!strcmp(argv[i], "--profile")) {
-      o->profile = true;
-    } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-      o->model = argv[++i];
-    } else if (!(wk_int_arg(argc, argv, &i, "--batch", 2, 4096, &o->batch) ||
-                 wk_int_arg(argc, argv, &i, "--size", 16, 1024, &o->size) ||
-                 wk_int_arg(argc, argv, &i, "--classes", 1, 100000, &o->classes) ||
-                 wk_int_arg(argc, argv, &i, "--threads", 1, 1024, &o->threads) ||
-                 wk_int_arg(argc, argv, &i, "--steps", 1, 100000, &o->steps) ||
-                 wk_int_arg(argc, argv, &i, "--warmup", 0, 100000, &o->warmup) ||
-                 wk_int_arg(argc, argv, &i, "--latency-runs", 1, 100000, &o->latency_runs))) {
-      fprintf(stderr, "whisker bench: unexpected argument '%s'\n", argv[i]);
-      wk_usage_bench(stderr);
-      return WK_EXIT_USAGE;
+      continue;
     }
+    if (!strcmp(argv[i], "--profile")) {
+      o->profile = true;
+      continue;
+    }
+    int r;
+    if ((r = wk_arg_str("bench", argc, argv, &i, "--model", &o->model)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--batch", 2, 4096, &o->batch)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--size", 16, 1024, &o->size)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--classes", 1, 100000, &o->classes)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--threads", 1, 1024, &o->threads)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
+                        &o->latency_runs))) {
+      if (r < 0) return WK_EXIT_USAGE;
+      continue;
+    }
+    fprintf(stderr, "whisker bench: unexpected argument '%s'\n", argv[i]);
+    wk_usage_bench(stderr);
+    return WK_EXIT_USAGE;
   }
   return 0;
 }
@@ -134,10 +122,10 @@ int wk_cmd_bench(int argc, char **argv) {
   for (int i = 0; i < o.batch; i++) ((int32_t *)labels.data)[i] = (int32_t)wk_rng_below(&r, (uint32_t)o.classes);
   for (int s = 0; s < total; s++) {
     if (s == o.warmup && o.profile && wk_net_profile_enable(net) != WK_OK) goto fail;
-    double t0 = wk_now();
+    double t0 = wk_now_s();
     float loss;
     if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
-    times[s] = wk_now() - t0;
+    times[s] = wk_now_s() - t0;
     if (!o.json) fprintf(stderr, "step %d: %.3f s, loss %.4f\n", s, times[s], (double)loss);
   }
   double sum = 0;
@@ -151,9 +139,9 @@ int wk_cmd_bench(int argc, char **argv) {
   if (o.profile) wk_print_profile(net, o.steps);
   wk_tensor out;
   for (int i = 0; i < o.latency_runs + 3; i++) {
-    double t0 = wk_now();
+    double t0 = wk_now_s();
     if (wk_net_forward(net, &x1, false, &out) != WK_OK) goto fail;
-    times[i] = wk_now() - t0;
+    times[i] = wk_now_s() - t0;
   }
   qsort(times + 3, (size_t)o.latency_runs, sizeof *times, wk_cmp_double);
   const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];

@@ -123,19 +123,13 @@ static void wk_print_one(const char *path, const float *row, const wk_model_meta
     order[t] = best;
   }
   if (json) {
-    printf("{\"file\": \"");
-    for (const char *s = path; *s; s++) {
-      if (*s == '"' || *s == '\\') putchar('\\');
-      if ((unsigned char)*s >= 0x20) putchar(*s);
-    }
-    printf("\", \"top\": [");
+    printf("{\"file\": ");
+    wk_print_json_string(path);
+    printf(", \"top\": [");
     for (int t = 0; t < top; t++) {
-      printf("%s{\"class\": \"", t ? ", " : "");
-      for (const char *s = meta->class_names[order[t]]; *s; s++) {
-        if (*s == '"' || *s == '\\') putchar('\\');
-        if ((unsigned char)*s >= 0x20) putchar(*s);
-      }
-      printf("\", \"probability\": %.6f}", row[order[t]]);
+      printf("%s{\"class\": ", t ? ", " : "");
+      wk_print_json_string(meta->class_names[order[t]]);
+      printf(", \"probability\": %.6f}", row[order[t]]);
     }
     printf("]}\n");
     return;

@@ -18,17 +18,6 @@ static void wk_usage_eval(FILE *f) {
              "model's classes) with the model's own preprocessing.\n");
 }
 
-static void wk_json_str(const char *s) {
-  putchar('"');
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') printf("\\%c", ch);
-    else if (ch < 0x20) printf("\\u%04x", ch);
-    else putchar(ch);
-  }
-  putchar('"');
-}
-
 static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, bool json) {
   const int k = m->n_classes;
   if (json) {
@@ -40,7 +29,7 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, boo
     printf("\"classes\": [");
     for (int c = 0; c < k; c++) {
       printf("%s{\"name\": ", c ? ", " : "");
-      wk_json_str(meta->class_names[c]);
+      wk_print_json_string(meta->class_names[c]);
       printf(", \"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f}", m->precision[c],
              m->recall[c], m->f1[c]);
     }

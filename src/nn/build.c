@@ -66,6 +66,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->skip_train);
   free(net->skip_eval);
   free(net->alias_eval);
+  free(net->last_use_eval);
   free(net->prof_fwd_s);
   free(net->prof_bwd_s);
   free(net);

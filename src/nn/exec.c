@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "nn/exec_node.h"
+#include "core/clock.h"
 #include "nn/net_impl.h"
 
 void wk_net_release_runtime(wk_net *net) {
@@ -32,12 +33,6 @@ void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step) {
   net->dropout_step = step;
 }
 
-static double wk_now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 wk_status wk_net_profile_enable(wk_net *net) {
   if (net->prof_fwd_s) return WK_OK;
   net->prof_fwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
@@ -52,18 +47,6 @@ void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s) 
 }
 
 size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.bytes_held; }
-
-/* The node after which the buffer rooted at `root` is dead (eval mode). */
-static int wk_last_use(const wk_net *net, const int *alias, int root) {
-  int last = root - 1; /* its producer */
-  for (int i = 0; i < net->n_nodes; i++) {
-    const wk_node *nd = &net->nodes[i];
-    if (alias[i + 1] == root) last = i;
-    for (int k = 0; k < nd->n_in; k++)
-      if (alias[nd->in[k]] == root) last = i;
-  }
-  return last;
-}
 
 static wk_status wk_check_input(const wk_net *net, const wk_tensor *x) {
   if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
@@ -106,7 +89,7 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
     const wk_node *nd = &net->nodes[i];
     for (int k = 0; k < nd->n_in; k++) {
       int root = alias[nd->in[k]];
-      if (root != 0 && root != alias[last] && wk_last_use(net, alias, root) == i &&
+      if (root != 0 && root != alias[last] && net->last_use_eval[root] == i &&
           !(k == 1 && alias[nd->in[0]] == root))
         wk_bufpool_release(&net->pool, net->val[root]);
     }
@@ -117,6 +100,13 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
   }
   *out = wk_net_value_tensor(net, last, n, net->val[last]);
   return WK_OK;
+}
+
+/* grad[in] += g, over the whole value. */
+static void wk_grad_add(wk_net *net, int in, const float *g) {
+  float *acc = net->grad[in];
+  const int64_t n = net->batch * wk_net_value_numel(net, in);
+  for (int64_t i = 0; i < n; i++) acc[i] += g[i];
 }
 
 /* Where a node's backward writes the gradient of its input value `in`: the
@@ -134,9 +124,7 @@ void wk_grad_commit(wk_net *net, int in, float *dst) {
     net->grad[in] = dst;
     return;
   }
-  float *g = net->grad[in];
-  const int64_t n = net->batch * wk_net_value_numel(net, in);
-  for (int64_t i = 0; i < n; i++) g[i] += dst[i];
+  wk_grad_add(net, in, dst);
   wk_bufpool_release(&net->pool, dst);
 }
 
@@ -149,9 +137,7 @@ bool wk_grad_pass(wk_net *net, int in, float *g) {
     net->grad[in] = g;
     return true;
   }
-  float *acc = net->grad[in];
-  const int64_t n = net->batch * wk_net_value_numel(net, in);
-  for (int64_t i = 0; i < n; i++) acc[i] += g[i];
+  wk_grad_add(net, in, g);
   return false;
 }
 

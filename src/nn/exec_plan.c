@@ -36,8 +36,9 @@ wk_status wk_net_plan_fusions(wk_net *net) {
   net->skip_train = calloc((size_t)nn, sizeof *net->skip_train);
   net->skip_eval = calloc((size_t)nn, sizeof *net->skip_eval);
   net->alias_eval = malloc((size_t)nv * sizeof *net->alias_eval);
+  net->last_use_eval = malloc((size_t)nv * sizeof *net->last_use_eval);
   if (!net->bn_relu || !net->fold_bn || !net->fold_act || !net->skip_train || !net->skip_eval ||
-      !net->alias_eval)
+      !net->alias_eval || !net->last_use_eval)
     return wk_fail(WK_ERR_NOMEM, "network: out of memory");
   for (int i = 0; i < nn; i++) net->bn_relu[i] = net->fold_bn[i] = net->fold_act[i] = -1;
   const bool fast = net->ctx->impl == WK_IMPL_CPU;
@@ -77,6 +78,13 @@ wk_status wk_net_plan_fusions(wk_net *net) {
         net->alias_eval[v] = net->alias_eval[nd->in[k]];
         break;
       }
+  }
+  /* A buffer dies after the last node that reads it or writes into it. */
+  for (int v = 0; v < nv; v++) net->last_use_eval[v] = v - 1; /* its producer */
+  for (int i = 0; i < nn; i++) {
+    net->last_use_eval[net->alias_eval[i + 1]] = i;
+    for (int k = 0; k < net->nodes[i].n_in; k++)
+      net->last_use_eval[net->alias_eval[net->nodes[i].in[k]]] = i;
   }
   return WK_OK;
 }

@@ -48,6 +48,7 @@ struct wk_net {
   int *fold_act;      /* per node: the activation after that, fused too */
   bool *skip_train, *skip_eval; /* nodes another node computes */
   int *alias_eval;    /* alias in evaluation (the folded chain shares one buffer) */
+  int *last_use_eval; /* per root of alias_eval: the node after which its buffer is dead */
 
   /* run time */
   wk_node_state *state;

@@ -89,19 +89,12 @@ static void wk_wei_cache_free(wk_wei_cache *c) {
 static wk_status wk_wei_cache_init(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
                                    bool to_user, bool own, wk_wei_cache *c) {
   wk_status st = WK_OK;
-  dnnl_primitive_desc_t pd = NULL;
   if (dnnl_memory_desc_equal(md, &m->wei_user)) return WK_OK;
   c->bytes = (dnnl_memory_desc_get_size(md) + 63) & ~(size_t)63;
   if (own) WK_TRY(wk_dnnl_buffer(c->bytes, &c->buf));
-  if (to_user)
-    WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, md, d->engine, &m->wei_user, d->engine,
-                                                     NULL));
-  else
-    WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, &m->wei_user, d->engine, md, d->engine,
-                                                     NULL));
-  WK_DNNL_CHECK(dnnl_primitive_create(&c->reorder, pd));
+  WK_DNNL_CHECK(to_user ? wk_dnnl_reorder_prim(d, md, &m->wei_user, &c->reorder)
+                        : wk_dnnl_reorder_prim(d, &m->wei_user, md, &c->reorder));
 done:
-  if (pd) dnnl_primitive_desc_destroy(pd);
   return st;
 }
 
@@ -117,10 +110,7 @@ static wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_
   void *dst = c->buf ? c->buf : scratch;
   *out = dst;
   if (c->buf && version != 0 && c->version == version) return WK_OK;
-  const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-  const dnnl_memory_desc_t *mds[2] = {&m->wei_user, md};
-  const void *ptrs[2] = {w, dst};
-  WK_TRY(wk_dnnl_exec(d, c->reorder, 2, kinds, mds, ptrs));
+  WK_TRY(wk_dnnl_reorder_run(d, c->reorder, &m->wei_user, w, md, dst));
   c->version = version;
   return WK_OK;
 }
@@ -154,16 +144,6 @@ static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
    * makes it slower than direct (3.7 ms vs 1.1 ms at 7x7, measured). */
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
          g->groups == 1 && g->n * g->oh * g->ow >= 784;
-}
-
-static dnnl_status_t wk_reorder_prim(wk_dnnl *d, const dnnl_memory_desc_t *from,
-                                     const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
-  dnnl_primitive_desc_t pd;
-  dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
-  if (s != dnnl_success) return s;
-  s = dnnl_primitive_create(out, pd);
-  dnnl_primitive_desc_destroy(pd);
-  return s;
 }
 
 /* The forward primitive, and for training plans the two backward ones, with
@@ -215,10 +195,10 @@ static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t 
       dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nChw16c))
     return false;
   dnnl_status_t s = wk_conv_prims(p, dnnl_convolution_winograd, attr);
-  if (!s) s = wk_reorder_prim(p->d, &p->src_user, &p->m.src, &p->src_in);
-  if (!s) s = wk_reorder_prim(p->d, &p->m.dst, &p->dst_user, &p->dst_out);
-  if (!s && !p->inference) s = wk_reorder_prim(p->d, &p->dst_user, &p->m.dst, &p->dst_in);
-  if (!s && !p->inference) s = wk_reorder_prim(p->d, &p->m.src, &p->src_user, &p->src_out);
+  if (!s) s = wk_dnnl_reorder_prim(p->d, &p->src_user, &p->m.src, &p->src_in);
+  if (!s) s = wk_dnnl_reorder_prim(p->d, &p->m.dst, &p->dst_user, &p->dst_out);
+  if (!s && !p->inference) s = wk_dnnl_reorder_prim(p->d, &p->dst_user, &p->m.dst, &p->dst_in);
+  if (!s && !p->inference) s = wk_dnnl_reorder_prim(p->d, &p->m.src, &p->src_user, &p->src_out);
   if (s) {
     wk_conv_prims_free(p);
     p->m.src = p->src_user;
@@ -313,15 +293,6 @@ void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
 
 const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) { return wk_dnnl_impl_name(p->fwd_pd); }
 
-/* Reorders between the caller's NHWC buffer and a blocked one. */
-static wk_status wk_act_reorder(wk_conv2d_plan *p, dnnl_primitive_t r, const dnnl_memory_desc_t *from,
-                                const void *src, const dnnl_memory_desc_t *to, void *dst) {
-  const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-  const dnnl_memory_desc_t *mds[2] = {from, to};
-  const void *ptrs[2] = {src, dst};
-  return wk_dnnl_exec(p->d, r, 2, kinds, mds, ptrs);
-}
-
 wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
                                  uint64_t w_version, const float *b, float *y) {
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_weights_md, 0);
@@ -333,7 +304,7 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   const void *src = x;
   void *dst = y;
   if (p->wino) {
-    WK_TRY(wk_act_reorder(p, p->src_in, &p->src_user, x, &p->m.src, scratch));
+    WK_TRY(wk_dnnl_reorder_run(p->d, p->src_in, &p->src_user, x, &p->m.src, scratch));
     src = scratch;
     dst = scratch + p->blk_bytes;
   }
@@ -341,7 +312,7 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   const dnnl_memory_desc_t *mds[4] = {&p->m.src, wmd, &p->m.dst, &p->m.bias};
   const void *ptrs[4] = {src, wdata, dst, b};
   WK_TRY(wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs));
-  if (p->wino) WK_TRY(wk_act_reorder(p, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
+  if (p->wino) WK_TRY(wk_dnnl_reorder_run(p->d, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
   return WK_OK;
 }
 
@@ -355,7 +326,8 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
   const void *dy_p = dy, *x_p = x;
   void *dx_p = dx;
   if (p->wino && (dx || dw)) {
-    WK_TRY(wk_act_reorder(p, p->dst_in, &p->dst_user, dy, &p->m.dst, scratch + p->blk_bytes));
+    WK_TRY(wk_dnnl_reorder_run(p->d, p->dst_in, &p->dst_user, dy, &p->m.dst,
+                               scratch + p->blk_bytes));
     dy_p = scratch + p->blk_bytes;
     dx_p = scratch;
   }
@@ -368,11 +340,11 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     const dnnl_memory_desc_t *mds[3] = {&p->m.dst, wmd, &p->m.src};
     const void *ptrs[3] = {dy_p, wdata, dx_p};
     WK_TRY(wk_dnnl_exec(p->d, p->bwdd, 3, kinds, mds, ptrs));
-    if (p->wino) WK_TRY(wk_act_reorder(p, p->src_out, &p->m.src, dx_p, &p->src_user, dx));
+    if (p->wino) WK_TRY(wk_dnnl_reorder_run(p->d, p->src_out, &p->m.src, dx_p, &p->src_user, dx));
   }
   if (dw) {
     if (p->wino) {
-      WK_TRY(wk_act_reorder(p, p->src_in, &p->src_user, x, &p->m.src, scratch));
+      WK_TRY(wk_dnnl_reorder_run(p->d, p->src_in, &p->src_user, x, &p->m.src, scratch));
       x_p = scratch;
     }
     /* the bias gradient needs a bias-enabled primitive; a plan without bias
@@ -395,10 +367,7 @@ wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float
     free(db_tmp);
     WK_TRY(s);
     if (p->dw.reorder) {
-      const int rk[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-      const dnnl_memory_desc_t *rmds[2] = {wmd, &p->m.wei_user};
-      const void *rptrs[2] = {dw_buf, dw};
-      WK_TRY(wk_dnnl_exec(p->d, p->dw.reorder, 2, rk, rmds, rptrs));
+      WK_TRY(wk_dnnl_reorder_run(p->d, p->dw.reorder, wmd, dw_buf, &p->m.wei_user, dw));
     }
     db = p->bias ? NULL : db; /* done, unless the plan had no bias */
   }

@@ -36,24 +36,24 @@ dnnl_status_t wk_dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md, d
   return dnnl_memory_create(mem, md, eng, data ? (void *)(uintptr_t)data : DNNL_MEMORY_NONE);
 }
 
+dnnl_status_t wk_dnnl_reorder_prim(wk_dnnl *d, const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+  dnnl_primitive_desc_t pd;
+  dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
+  if (s != dnnl_success) return s;
+  s = dnnl_primitive_create(out, pd);
+  dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
 wk_status wk_dnnl_reorder(wk_dnnl *d, const dnnl_memory_desc_t *src_md, const void *src,
                           const dnnl_memory_desc_t *dst_md, void *dst) {
   wk_status st = WK_OK;
-  dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
-  dnnl_memory_t ms = NULL, md = NULL;
-  WK_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, NULL));
-  WK_DNNL_CHECK(dnnl_primitive_create(&prim, pd));
-  WK_DNNL_CHECK(wk_dnnl_memory(&ms, src_md, d->engine, src));
-  WK_DNNL_CHECK(wk_dnnl_memory(&md, dst_md, d->engine, dst));
-  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
-  WK_DNNL_CHECK(dnnl_primitive_execute(prim, d->stream, 2, args));
-  WK_DNNL_CHECK(dnnl_stream_wait(d->stream));
+  WK_DNNL_CHECK(wk_dnnl_reorder_prim(d, src_md, dst_md, &prim));
+  st = wk_dnnl_reorder_run(d, prim, src_md, src, dst_md, dst);
 done:
-  if (ms) dnnl_memory_destroy(ms);
-  if (md) dnnl_memory_destroy(md);
   if (prim) dnnl_primitive_destroy(prim);
-  if (pd) dnnl_primitive_desc_destroy(pd);
   return st;
 }
 
@@ -74,6 +74,14 @@ done:
   for (int i = 0; i < n_args; i++)
     if (mem[i]) dnnl_memory_destroy(mem[i]);
   return st;
+}
+
+wk_status wk_dnnl_reorder_run(wk_dnnl *d, dnnl_primitive_t reorder, const dnnl_memory_desc_t *from,
+                              const void *src, const dnnl_memory_desc_t *to, void *dst) {
+  const int kinds[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+  const dnnl_memory_desc_t *mds[2] = {from, to};
+  const void *ptrs[2] = {src, dst};
+  return wk_dnnl_exec(d, reorder, 2, kinds, mds, ptrs);
 }
 
 wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,

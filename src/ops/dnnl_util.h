@@ -42,6 +42,14 @@ wk_status wk_dnnl_reorder(wk_dnnl *d, const dnnl_memory_desc_t *src_md, const vo
 wk_status wk_dnnl_exec(wk_dnnl *d, dnnl_primitive_t prim, int n_args, const int *arg_kinds,
                        const dnnl_memory_desc_t *const *mds, const void *const *ptrs);
 
+/* A reorder primitive from layout `from` to layout `to` (kept by the caller). */
+dnnl_status_t wk_dnnl_reorder_prim(wk_dnnl *d, const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to, dnnl_primitive_t *out);
+
+/* Runs a reorder primitive from (from, src) into (to, dst) and waits. */
+wk_status wk_dnnl_reorder_run(wk_dnnl *d, dnnl_primitive_t reorder, const dnnl_memory_desc_t *from,
+                              const void *src, const dnnl_memory_desc_t *to, void *dst);
+
 /* The same for a one-off primitive created from `pd`. */
 wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, const int *arg_kinds,
                       const dnnl_memory_desc_t *const *mds, const void *const *ptrs);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/atomic_file.h"
 #include "core/log.h"
 #include "data/loader.h"
@@ -46,12 +47,6 @@ typedef struct wk_run {
   int n_rows;
   char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096];
 } wk_run;
-
-static double wk_now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static wk_status wk_run_paths(wk_run *r) {
   const char *d = r->cfg->out_dir;
