@@ -9,6 +9,7 @@ int wk_cmd_system(int argc, char **argv);
 int wk_cmd_info(int argc, char **argv);
 int wk_cmd_bench(int argc, char **argv);
 int wk_cmd_train(int argc, char **argv);
+int wk_cmd_finetune(int argc, char **argv);
 int wk_cmd_eval(int argc, char **argv);
 int wk_cmd_classify(int argc, char **argv);
 

@@ -15,13 +15,29 @@ static void wk_usage_train(FILE *f) {
           "                     [--batch 32] [--size 224] [--val DIR | --val-pct 20]\n"
           "                     [--lr X] [--optimizer sgd|adamw] [--schedule onecycle|cosine|step]\n"
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
-          "                     [--seed 1] [--workers 2] [--threads N] [--resume]\n\n"
+          "                     [--seed 1] [--workers 2] [--threads N] [--resume]\n"
+          "                     [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
-          "validation accuracy), checkpoint.safetensors (after every epoch) and metrics.csv.\n"
-          "--resume continues the run in RUN_DIR exactly where its checkpoint left it.\n"
-          "Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
-          "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n");
+          "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
+          "report.html. --resume continues the run in RUN_DIR exactly where its checkpoint\n"
+          "left it. Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
+          "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
+          "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n");
+}
+
+static void wk_usage_finetune(FILE *f) {
+  fprintf(f,
+          "usage: whisker finetune DATA_DIR --from MODEL --out RUN_DIR [--epochs 4]\n"
+          "                        [--head-epochs 1] [--lr 0.002] [--lr-min-scale 0.01]\n"
+          "                        [--optimizer adamw|sgd] [--size N] [--batch 32] [...]\n\n"
+          "Fine-tunes MODEL (e.g. an ImageNet network from 'whisker import') on DATA_DIR: a\n"
+          "new head for DATA_DIR's classes is trained for --head-epochs with the body frozen\n"
+          "(its batchnorms keep their statistics), then the whole network with one-cycle\n"
+          "and discriminative learning rates: the head at half of --lr, earlier layers\n"
+          "geometrically lower, the first at --lr-min-scale of the head's. The input size\n"
+          "and normalisation are MODEL's unless --size is given. Every option of\n"
+          "'whisker train' applies (progress, report.html, checkpoints, --resume).\n");
 }
 
 static void wk_on_sigint(int sig) {
@@ -29,16 +45,16 @@ static void wk_on_sigint(int sig) {
   wk_fit_request_stop();
 }
 
-int wk_cmd_train(int argc, char **argv) {
+static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) {
   wk_fit_config c = wk_fit_config_default();
-  const char *optim = "sgd", *sched = "onecycle";
-  int threads = 0, seed = 1;
+  const char *optim = NULL, *sched = "onecycle";
+  int threads = 0, seed = 1, epochs = 0, size = 0;
   double width = 1.0, smoothing = 0.1;
   c.progress_bar = wk_stderr_is_tty();
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      wk_usage_train(stdout);
+      (finetune ? wk_usage_finetune : wk_usage_train)(stdout);
       return WK_EXIT_OK;
     }
     int r = 0;
@@ -46,40 +62,53 @@ int wk_cmd_train(int argc, char **argv) {
       c.resume = true;
       continue;
     }
-    if ((r = wk_arg_str("train", argc, argv, &i, "--out", &c.out_dir)) ||
-        (r = wk_arg_str("train", argc, argv, &i, "--model", &c.arch)) ||
-        (r = wk_arg_str("train", argc, argv, &i, "--val", &c.val_dir)) ||
-        (r = wk_arg_str("train", argc, argv, &i, "--optimizer", &optim)) ||
-        (r = wk_arg_str("train", argc, argv, &i, "--schedule", &sched)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--epochs", 1, 100000, &c.epochs)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--batch", 2, 65536, &c.batch)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--size", 16, 4096, &c.size)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--workers", 1, 256, &c.workers)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
-        (r = wk_arg_int("train", argc, argv, &i, "--seed", 0, 2147483647, &seed)) ||
-        (r = wk_arg_double("train", argc, argv, &i, "--val-pct", 1, 90, &c.val_pct)) ||
-        (r = wk_arg_double("train", argc, argv, &i, "--lr", 1e-8, 100, &c.lr)) ||
-        (r = wk_arg_double("train", argc, argv, &i, "--weight-decay", 0, 10, &c.weight_decay)) ||
-        (r = wk_arg_double("train", argc, argv, &i, "--label-smoothing", 0, 0.99, &smoothing)) ||
-        (r = wk_arg_double("train", argc, argv, &i, "--width", 0.1, 4, &width))) {
+    if ((r = wk_arg_str(cmd, argc, argv, &i, "--out", &c.out_dir)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--model", &c.arch)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, finetune ? "--from" : "--pretrained",
+                        &c.pretrained)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--val", &c.val_dir)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--optimizer", &optim)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--schedule", &sched)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--epochs", 1, 100000, &epochs)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--head-epochs", 0, 100000, &c.head_epochs)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--batch", 2, 65536, &c.batch)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--size", 16, 4096, &size)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--workers", 1, 256, &c.workers)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--threads", 1, 1024, &threads)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--seed", 0, 2147483647, &seed)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--val-pct", 1, 90, &c.val_pct)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--lr", 1e-8, 100, &c.lr)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--lr-min-scale", 1e-6, 1, &c.lr_min_scale)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--weight-decay", 0, 10, &c.weight_decay)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--label-smoothing", 0, 0.99, &smoothing)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
     }
     if (a[0] == '-' || c.data_dir) {
-      fprintf(stderr, "whisker train: unexpected argument '%s'\n", a);
-      wk_usage_train(stderr);
+      fprintf(stderr, "whisker %s: unexpected argument '%s'\n", cmd, a);
+      (finetune ? wk_usage_finetune : wk_usage_train)(stderr);
       return WK_EXIT_USAGE;
     }
     c.data_dir = a;
   }
+  if (finetune && !c.pretrained) {
+    fprintf(stderr, "whisker finetune: --from MODEL is required\n");
+    wk_usage_finetune(stderr);
+    return WK_EXIT_USAGE;
+  }
+  /* fine-tuning defaults: a short AdamW run at the base model's input size */
+  if (!optim) optim = c.pretrained ? "adamw" : "sgd";
+  c.epochs = epochs ? epochs : c.pretrained ? 4 : c.epochs;
+  c.size = size ? size : c.pretrained ? 0 : c.size;
   if (!c.data_dir || !c.out_dir) {
-    fprintf(stderr, "whisker train: DATA_DIR and --out RUN_DIR are required\n");
-    wk_usage_train(stderr);
+    fprintf(stderr, "whisker %s: DATA_DIR and --out RUN_DIR are required\n", cmd);
+    (finetune ? wk_usage_finetune : wk_usage_train)(stderr);
     return WK_EXIT_USAGE;
   }
   if (wk_optim_kind_parse(optim, &c.optim) != WK_OK ||
       wk_schedule_kind_parse(sched, &c.schedule) != WK_OK) {
-    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
   }
   c.seed = (uint64_t)seed;
@@ -87,7 +116,7 @@ int wk_cmd_train(int argc, char **argv) {
   c.label_smoothing = (float)smoothing;
   wk_ctx *ctx;
   if (wk_ctx_create(&ctx, threads) != WK_OK) {
-    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_FAIL;
   }
   struct sigaction sa;
@@ -99,7 +128,7 @@ int wk_cmd_train(int argc, char **argv) {
   wk_status s = wk_fit(ctx, &c, &res);
   wk_ctx_destroy(ctx);
   if (s != WK_OK) {
-    fprintf(stderr, "whisker train: %s\n", wk_last_error());
+    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_FAIL;
   }
   if (res.interrupted) return WK_EXIT_FAIL;
@@ -108,3 +137,6 @@ int wk_cmd_train(int argc, char **argv) {
          res.last_val_loss, c.out_dir);
   return WK_EXIT_OK;
 }
+
+int wk_cmd_train(int argc, char **argv) { return wk_train_main("train", argc, argv, false); }
+int wk_cmd_finetune(int argc, char **argv) { return wk_train_main("finetune", argc, argv, true); }

@@ -14,6 +14,8 @@ typedef struct {
 
 static const wk_command wk_commands[] = {
     {"train", "train a classifier on a folder of images (a folder per class)", wk_cmd_train},
+    {"finetune", "fine-tune a trained model (e.g. an imported ImageNet one) on a new folder",
+     wk_cmd_finetune},
     {"eval", "accuracy, confusion matrix and per-class scores of a model on a folder",
      wk_cmd_eval},
     {"classify", "classify photos with a trained model", wk_cmd_classify},

@@ -540,6 +540,25 @@ void wk_net_set_lr_scale(wk_net *net, const char *prefix, float scale) {
     if (strncmp(net->params[i].name, prefix, len) == 0) net->params[i].lr_scale = scale;
 }
 
+void wk_net_set_node_frozen(wk_net *net, int i, bool frozen) {
+  WK_ASSERT(i >= 0 && i < net->n_nodes);
+  for (int k = 0; k < 2; k++) {
+    const int p = net->nodes[i].param[k];
+    if (p < 0) continue;
+    if (frozen)
+      net->params[p].flags |= WK_PARAM_FROZEN;
+    else
+      net->params[p].flags &= ~(uint32_t)WK_PARAM_FROZEN;
+  }
+  if (net->finalized) wk_derive_needs_grad(net);
+}
+
+void wk_net_set_node_lr_scale(wk_net *net, int i, float scale) {
+  WK_ASSERT(i >= 0 && i < net->n_nodes);
+  for (int k = 0; k < 2; k++)
+    if (net->nodes[i].param[k] >= 0) net->params[net->nodes[i].param[k]].lr_scale = scale;
+}
+
 int wk_net_set_dropout(wk_net *net, float p) {
   int n = 0;
   WK_ASSERT(p >= 0.0f && p < 1.0f);

@@ -49,14 +49,20 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
     break;
   }
   case WK_NODE_BATCHNORM:
-    /* (N,H,W,C) or (N,C): batchnorm treats both as rows of C */
-    if (train) {
+    /* (N,H,W,C) or (N,C): batchnorm treats both as rows of C. A frozen
+     * batchnorm with nothing trainable upstream (a frozen body being
+     * fine-tuned) keeps its running statistics in training too: it uses them
+     * and leaves them unchanged, as a frozen layer should. */
+    if (train && net->needs_grad[v]) {
       s = wk_node_bn_forward_train(net, i, &x, &y);
     } else {
       wk_tensor g = wk_param_t(net, nd->param[0], net->weights);
       wk_tensor b = wk_param_t(net, nd->param[1], net->weights);
       wk_tensor rm = wk_buffer_t(net, nd->buffer[0]), rv = wk_buffer_t(net, nd->buffer[1]);
       s = wk_batchnorm_forward_infer(net->ctx, &nd->bn, &x, &g, &b, &rm, &rv, &y);
+      /* the ReLU fused into a training batchnorm runs here instead (in place) */
+      if (s == WK_OK && train && net->bn_relu[i] >= 0)
+        s = wk_act_forward(net->ctx, WK_ACT_RELU, &y, &y);
     }
     break;
   case WK_NODE_ACT:

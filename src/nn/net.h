@@ -135,6 +135,9 @@ int wk_net_find_buffer(const wk_net *net, const char *name);
  * ("" = all); returns how many matched. */
 int wk_net_set_frozen(wk_net *net, const char *prefix, bool frozen);
 void wk_net_set_lr_scale(wk_net *net, const char *prefix, float scale);
+/* The same for the parameters of node i (fine-tuning works layer by layer). */
+void wk_net_set_node_frozen(wk_net *net, int i, bool frozen);
+void wk_net_set_node_lr_scale(wk_net *net, int i, float scale);
 /* Batches seen by each batchnorm in training (PyTorch's num_batches_tracked). */
 int64_t wk_net_bn_batches(const wk_net *net);
 void wk_net_set_bn_batches(wk_net *net, int64_t n);
@@ -145,7 +148,9 @@ void wk_net_weights_changed(wk_net *net);
 /* ---- execution
  * x (N, H, W, C) f32. In training mode batchnorm uses batch statistics and
  * updates its running ones, and dropout draws a mask from (seed, step); in
- * evaluation mode neither. *out views the output (N, F), owned by the net. */
+ * evaluation mode neither, and a frozen batchnorm with nothing trainable
+ * upstream of it (a frozen body) uses and keeps its running statistics in
+ * training too. *out views the output (N, F), owned by the net. */
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
 /* dy (N, F): the gradient of the loss w.r.t. the output of the last training
  * forward. Fills the gradient arena (frozen parameters get 0). */

@@ -10,11 +10,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/clock.h"
 #include "core/atomic_file.h"
 #include "core/log.h"
 #include "data/loader.h"
 #include "nn/zoo.h"
+#include "train/finetune.h"
 #include "train/metrics.h"
 #include "train/predict.h"
 #include "train/report.h"
@@ -29,7 +32,8 @@ wk_fit_config wk_fit_config_default(void) {
   return (wk_fit_config){.arch = "resnet18", .width = 1.0f, .epochs = 10, .batch = 32,
                          .size = 224, .workers = 2, .val_pct = 20.0, .seed = 1,
                          .optim = WK_OPTIM_SGD, .lr = 0.0, .weight_decay = -1.0,
-                         .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f};
+                         .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f,
+                         .head_epochs = 1, .lr_min_scale = 0.01};
 }
 
 /* One line of metrics.csv and of the report's curves. */
@@ -98,24 +102,46 @@ static wk_status wk_run_loader(wk_run *r) {
   return wk_loader_create(r->train_ds, &lc, &r->loader);
 }
 
+/* The trainer for the phase that epoch e starts: from scratch, one schedule
+ * over all epochs; fine-tuning, the head phase's or the whole network's. */
+static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
+  const wk_fit_config *c = r->cfg;
+  const bool sgd = c->optim == WK_OPTIM_SGD;
+  double lr = c->lr > 0 ? c->lr : c->pretrained ? (sgd ? 0.01 : 2e-3) : (sgd ? 0.1 : 2e-3);
+  int end = c->epochs;
+  if (c->pretrained && e < c->head_epochs) {
+    wk_finetune_freeze_body(r->net);
+    end = c->head_epochs;
+  } else if (c->pretrained) {
+    wk_finetune_unfreeze(r->net, c->lr_min_scale);
+    if (c->head_epochs > 0) lr *= 0.5;
+  }
+  wk_train_config tc = {.optim = wk_optim_config_default(c->optim), .seed = c->seed,
+                        .label_smoothing = c->label_smoothing};
+  tc.optim.weight_decay = c->weight_decay >= 0 ? c->weight_decay
+                          : sgd ? 5e-4 : c->pretrained ? 0.01 : 0.05;
+  tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)(end - e) * steps_per_epoch);
+  wk_trainer_destroy(r->trainer);
+  r->trainer = NULL;
+  return wk_trainer_create(r->net, &tc, &r->trainer);
+}
+
 static wk_status wk_run_new_model(wk_run *r, int64_t steps_per_epoch) {
   const wk_fit_config *c = r->cfg;
   const int k = wk_dataset_n_classes(r->train_ds);
-  wk_arch_opts ao = wk_arch_opts_default(k);
-  ao.in_h = ao.in_w = c->size;
-  ao.width = c->width;
-  WK_TRY(wk_zoo_build(r->ctx, c->arch, &ao, c->seed, &r->net));
-  WK_TRY(wk_model_meta_init(&r->meta, c->arch, k, c->size));
-  r->meta.width = c->width;
+  if (c->pretrained) {
+    WK_TRY(wk_finetune_from(r->ctx, c->pretrained, k, c->size, c->seed, &r->net, &r->meta));
+  } else {
+    wk_arch_opts ao = wk_arch_opts_default(k);
+    ao.in_h = ao.in_w = c->size;
+    ao.width = c->width;
+    WK_TRY(wk_zoo_build(r->ctx, c->arch, &ao, c->seed, &r->net));
+    WK_TRY(wk_model_meta_init(&r->meta, c->arch, k, c->size));
+    r->meta.width = c->width;
+  }
   for (int i = 0; i < k; i++)
     WK_TRY(wk_model_meta_set_class(&r->meta, i, wk_dataset_class_name(r->train_ds, i)));
-  wk_train_config tc = {.optim = wk_optim_config_default(c->optim), .seed = c->seed,
-                        .label_smoothing = c->label_smoothing};
-  const double lr = c->lr > 0 ? c->lr : c->optim == WK_OPTIM_SGD ? 0.1 : 2e-3;
-  tc.optim.weight_decay = c->weight_decay >= 0 ? c->weight_decay
-                          : c->optim == WK_OPTIM_SGD ? 5e-4 : 0.05;
-  tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)c->epochs * steps_per_epoch);
-  return wk_trainer_create(r->net, &tc, &r->trainer);
+  return wk_run_trainer(r, 0, steps_per_epoch);
 }
 
 /* metrics.csv, all rows, written atomically. */
@@ -170,12 +196,28 @@ static void wk_progress(const wk_run *r, int epoch, int64_t b, int64_t nb, doubl
   }
 }
 
+/* The model's provenance: the data, the run's length and result, and for a
+ * fine-tuned model its base. */
+static wk_status wk_provenance(const wk_run *r, double val_acc, int epoch, char **out) {
+  const wk_fit_config *c = r->cfg;
+  cJSON *o = cJSON_CreateObject();
+  bool ok = o && cJSON_AddStringToObject(o, "data", c->data_dir) &&
+            cJSON_AddNumberToObject(o, "epochs", epoch) &&
+            cJSON_AddNumberToObject(o, "val_accuracy", round(val_acc * 1e4) / 1e4) &&
+            cJSON_AddNumberToObject(o, "seed", (double)c->seed) &&
+            (!c->pretrained || (cJSON_AddStringToObject(o, "base_model", c->pretrained) &&
+                                cJSON_AddNumberToObject(o, "head_epochs", c->head_epochs)));
+  *out = ok ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
+  return *out ? WK_OK : wk_fail(WK_ERR_NOMEM, "out of memory");
+}
+
 static wk_status wk_save_best(wk_run *r, double val_acc, int epoch) {
-  char prov[1024];
-  snprintf(prov, sizeof prov, "{\"data\": \"%s\", \"epochs\": %d, \"val_accuracy\": %.4f, "
-           "\"seed\": %llu}", "(see metrics.csv)", epoch, val_acc,
-           (unsigned long long)r->cfg->seed);
-  WK_TRY(wk_model_meta_set_provenance(&r->meta, prov));
+  char *prov;
+  WK_TRY(wk_provenance(r, val_acc, epoch, &prov));
+  wk_status s = wk_model_meta_set_provenance(&r->meta, prov);
+  cJSON_free(prov);
+  if (s != WK_OK) return s;
   return wk_model_save(r->path_model, r->net, &r->meta, NULL, 0, NULL, 0);
 }
 
@@ -224,11 +266,13 @@ static wk_status wk_write_report(wk_run *r, const wk_metrics *m, const float *pr
            (long long)wk_dataset_size(r->train_ds), (long long)wk_dataset_size(r->val_ds));
   snprintf(v[7], sizeof v[7], "%g", (double)c->label_smoothing);
   const wk_report_setting set[] = {
-      {"model", c->arch},         {"data", c->data_dir},  {"epochs", v[0]},
+      {"model", c->pretrained ? c->pretrained : c->arch}, {"data", c->data_dir},
+      {"epochs", v[0]},
       {"batch", v[1]},            {"input", v[2]},        {"optimizer", v[3]},
       {"peak learning rate", v[4]}, {"seed", v[5]},       {"images", v[6]},
       {"label smoothing", v[7]}};
-  snprintf(title, sizeof title, "%s on %s", c->arch, c->data_dir);
+  snprintf(title, sizeof title, "%s%s on %s", c->pretrained ? "fine-tuned " : "",
+           c->pretrained ? r->meta.arch : c->arch, c->data_dir);
   const wk_report rep = {.title = title, .settings = set,
                          .n_settings = (int)(sizeof set / sizeof set[0]), .epochs = r->rows,
                          .n_epochs = r->n_rows, .n_classes = k,
@@ -313,6 +357,10 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       return wk_fail(WK_ERR_INVALID_ARG, "%s: the checkpoint has %lld classes, the data %d",
                      r->path_ckpt, (long long)wk_net_output_features(r->net),
                      wk_dataset_n_classes(r->train_ds));
+    if (c->pretrained && pos.epoch < c->head_epochs)
+      wk_finetune_freeze_body(r->net);
+    else if (c->pretrained)
+      wk_finetune_unfreeze(r->net, c->lr_min_scale);
     WK_TRY(wk_read_csv(r, (int)pos.epoch));
     WK_LOG_I("resuming %s at epoch %lld, batch %lld", c->out_dir, (long long)pos.epoch + 1,
              (long long)pos.batch);
@@ -324,7 +372,13 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   for (int e = (int)pos.epoch; e < c->epochs; e++) {
     wk_epoch_row row;
     bool stopped = false;
-    WK_TRY(wk_train_epoch(r, e, e == pos.epoch ? pos.batch : 0, &row, &stopped));
+    const int64_t skip = e == pos.epoch ? pos.batch : 0;
+    if (c->pretrained && e > 0 && e == c->head_epochs && skip == 0) {
+      WK_LOG_I("fine-tuning: head trained; now the whole network (learning rates x%g to x1)",
+               c->lr_min_scale);
+      WK_TRY(wk_run_trainer(r, e, wk_loader_batches_per_epoch(r->loader)));
+    }
+    WK_TRY(wk_train_epoch(r, e, skip, &row, &stopped));
     if (stopped) {
       res->interrupted = true;
       WK_LOG_W("interrupted: checkpoint saved in %s; continue with --resume", r->path_ckpt);
@@ -353,15 +407,35 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   return WK_OK;
 }
 
-wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg, wk_fit_result *res) {
+/* The input size of a model file (fine-tuning keeps it unless told). */
+static wk_status wk_model_input_size(wk_ctx *ctx, const char *path, int *size) {
+  wk_net *net;
+  wk_model_meta m;
+  WK_TRY(wk_model_load(ctx, path, &net, &m));
+  int h, w, c;
+  wk_net_input_shape(net, &h, &w, &c);
+  wk_net_destroy(net);
+  wk_model_meta_free(&m);
+  *size = h;
+  return WK_OK;
+}
+
+wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   memset(res, 0, sizeof *res);
   res->best_val_acc = -1.0;
-  if (!cfg->data_dir || !cfg->out_dir || cfg->epochs < 1 || cfg->batch < 2 || cfg->size < 16 ||
-      cfg->workers < 1)
+  wk_fit_config cfg = *cfg_in;
+  if (cfg.pretrained && cfg.size == 0 && cfg.data_dir && cfg.out_dir)
+    WK_TRY(wk_model_input_size(ctx, cfg.pretrained, &cfg.size));
+  if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.batch < 2 || cfg.size < 16 ||
+      cfg.workers < 1 || cfg.head_epochs < 0 || !(cfg.lr_min_scale > 0 && cfg.lr_min_scale <= 1))
     return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs >= 1, batch >= 2, "
-                   "size >= 16 and workers >= 1 are required");
+                   "size >= 16, workers >= 1, head epochs >= 0 and a learning-rate scale in "
+                   "(0, 1] are required");
+  if (cfg.pretrained && cfg.head_epochs >= cfg.epochs)
+    WK_LOG_W("fine-tuning: all %d epochs train the head alone (--head-epochs %d)", cfg.epochs,
+             cfg.head_epochs);
   wk_stop_requested = 0;
-  wk_run r = {.cfg = cfg, .ctx = ctx};
+  wk_run r = {.cfg = &cfg, .ctx = ctx};
   wk_status s = wk_fit_run(&r, res);
   wk_loader_destroy(r.loader);
   wk_trainer_destroy(r.trainer);

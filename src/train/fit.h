@@ -15,6 +15,9 @@
  * comes from (seed, epoch, sample) or (seed, step), so the resumed run ends
  * with the same weights as an uninterrupted one.
  *
+ * With cfg->pretrained the run fine-tunes that model instead of building one
+ * from the zoo (see the config fields below).
+ *
  * A stop request (wk_fit_request_stop, e.g. from a SIGINT handler) makes the
  * run save a checkpoint at the current step and return WK_OK with
  * result->interrupted set. A loss or gradient that becomes NaN or infinite
@@ -45,6 +48,13 @@ typedef struct wk_fit_config {
   wk_schedule_kind schedule;
   float label_smoothing;
   bool progress_bar;      /* redraw one line on a terminal; else periodic plain lines */
+  /* Fine-tuning (train/finetune.h): start from this model file with a new
+   * head; the first head_epochs train the head alone, the rest everything with
+   * learning rates from lr_min_scale (first layer) to 1 (head). lr is then the
+   * head phase's peak rate and the second phase peaks at half of it. */
+  const char *pretrained;
+  int head_epochs;
+  double lr_min_scale;
 } wk_fit_config;
 
 wk_fit_config wk_fit_config_default(void);
