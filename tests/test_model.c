@@ -82,6 +82,57 @@ START_TEST(test_round_trip_identical_outputs) {
 }
 END_TEST
 
+/* IEEE half precision: exact values, rounding to nearest even, the
+ * subnormal range, overflow and NaN. */
+START_TEST(test_f16_conversion) {
+  const struct { float f; uint16_t h; } k[] = {
+      {0.0f, 0x0000}, {-0.0f, 0x8000}, {1.0f, 0x3c00}, {-2.0f, 0xc000},
+      {65504.0f, 0x7bff}, {65520.0f, 0x7c00}, {1e6f, 0x7c00}, {-1e6f, 0xfc00},
+      {0.1f, 0x2e66}, {1.0f + 1.0f / 2048, 0x3c00}, {1.0f + 3.0f / 2048, 0x3c02},
+      {5.9604645e-8f, 0x0001}, {2.9802322e-8f, 0x0000}, {6.1035156e-5f, 0x0400},
+      {6.0975552e-5f, 0x03ff}, {1e-10f, 0x0000}, {INFINITY, 0x7c00}};
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+    ck_assert_msg(wk_f32_to_f16(k[i].f) == k[i].h, "%g -> 0x%04x, expected 0x%04x",
+                  (double)k[i].f, wk_f32_to_f16(k[i].f), k[i].h);
+  ck_assert_int_eq(wk_f32_to_f16(NAN) & 0x7c00, 0x7c00);
+  ck_assert_int_ne(wk_f32_to_f16(NAN) & 0x3ff, 0);
+}
+END_TEST
+
+/* A model stored in f16 is half the size and gives the f32 model's logits
+ * within half precision's error. */
+START_TEST(test_f16_model_file) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_net(ctx, "mobilenetv2", 3, 32);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "mobilenetv2", 3, 32), WK_OK);
+  wk_tensor x = wkt_input(2, 32, 4), out;
+  ck_assert_int_eq(wk_net_forward(net, &x, true, &out), WK_OK);
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+  float before[6];
+  memcpy(before, out.data, sizeof before);
+  const char *p32 = wkt_path("m32.safetensors"), *p16 = wkt_path("m16.safetensors");
+  ck_assert_int_eq(wk_model_save(p32, net, &meta, NULL, 0, NULL, 0), WK_OK);
+  ck_assert_msg(wk_model_save_f16(p16, net, &meta) == WK_OK, "%s", wk_last_error());
+  struct stat a, b;
+  ck_assert_int_eq(stat(p32, &a), 0);
+  ck_assert_int_eq(stat(p16, &b), 0);
+  ck_assert_int_lt(b.st_size, a.st_size * 6 / 10);
+  wk_net *back;
+  wk_model_meta m2;
+  ck_assert_msg(wk_model_load(ctx, p16, &back, &m2) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_net_forward(back, &x, false, &out), WK_OK);
+  const double e = wkt_rel_err(out.data, before, 6, 1e-6);
+  ck_assert_msg(e < 1e-2 && e > 0, "f16 logits differ by %g", e);
+  wk_tensor_free(&x);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&m2);
+  wk_net_destroy(net);
+  wk_net_destroy(back);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* n steps of training on fixed random batches; batch k from seed 100 + k */
 static void wkt_train(wk_trainer *t, int64_t from, int64_t n) {
   const int64_t ls[1] = {4};
@@ -280,6 +331,8 @@ int main(void) {
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);
+  tcase_add_test(tc, test_f16_conversion);
+  tcase_add_test(tc, test_f16_model_file);
   suite_add_tcase(s, tc);
   int rc = wkt_run_suite(s);
   char cmd[300];

@@ -21,6 +21,8 @@ static const wk_command wk_commands[] = {
     {"classify", "classify photos with a trained model", wk_cmd_classify},
     {"info", "describe a model file: architecture, parameters, classes, preprocessing",
      wk_cmd_info},
+    {"convert", "rewrite a model file with half- (f16) or single-precision weights",
+     wk_cmd_convert},
     {"bench", "measure training throughput and inference latency of a built-in model",
      wk_cmd_bench},
     {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},

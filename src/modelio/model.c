@@ -137,9 +137,53 @@ static char *wk_preprocess_json(const wk_preprocess *p) {
   return wk_json_print(o);
 }
 
-wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta,
-                        const wk_st_entry *extra, size_t n_extra, const wk_st_meta *extra_meta,
-                        size_t n_extra_meta) {
+/* IEEE half precision, rounded to nearest even; overflow gives infinity. */
+uint16_t wk_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  const uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu;
+  uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  const int e = (int)exp - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+  if (e <= 0) { /* a subnormal half, or zero */
+    if (e < -10) return (uint16_t)sign;
+    mant |= 0x800000u;
+    const int shift = 14 - e;
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* a carry moves the exponent on */
+  return (uint16_t)(sign | h);
+}
+
+/* The float tensors of entries [0, n) converted to F16 in place of F32. */
+static wk_status wk_entries_to_f16(wk_st_entry *e, size_t n, uint16_t **out) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += e[i].n_bytes / sizeof(float);
+  uint16_t *h = malloc((total ? total : 1) * sizeof *h);
+  if (!h) return wk_fail(WK_ERR_NOMEM, "out of memory for %zu half-precision values", total);
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    const size_t m = e[i].n_bytes / sizeof(float);
+    const float *src = e[i].data;
+    for (size_t j = 0; j < m; j++) h[off + j] = wk_f32_to_f16(src[j]);
+    e[i].dtype = WK_ST_F16;
+    e[i].data = h + off;
+    e[i].n_bytes = m * sizeof *h;
+    off += m;
+  }
+  *out = h;
+  return WK_OK;
+}
+
+static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_model_meta *meta,
+                                    bool f16, const wk_st_entry *extra, size_t n_extra,
+                                    const wk_st_meta *extra_meta, size_t n_extra_meta) {
   size_t np, nb;
   const wk_param *params = wk_net_params(net, &np);
   const wk_param *bufs = wk_net_buffers(net, &nb);
@@ -192,6 +236,8 @@ wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta
                            .data = &nbt[b], .n_bytes = sizeof(int64_t)};
     b++;
   }
+  uint16_t *half = NULL;
+  if (f16 && (st = wk_entries_to_f16(e, np + nb, &half)) != WK_OK) goto done;
   for (size_t i = 0; i < n_extra; i++) e[k++] = extra[i];
   m[0] = (wk_st_meta){"format", "whisker"};
   m[1] = (wk_st_meta){"whisker.version", WHISKER_VERSION_STRING};
@@ -201,6 +247,7 @@ wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta
   m[5] = (wk_st_meta){"whisker.provenance", meta->provenance ? meta->provenance : "{}"};
   for (size_t i = 0; i < n_extra_meta; i++) m[6 + i] = extra_meta[i];
   st = wk_st_write(path, e, k, m, n_meta);
+  free(half);
 done:
   free(e);
   free(m);
@@ -211,6 +258,16 @@ done:
   cJSON_free(classes);
   cJSON_free(pre);
   return st;
+}
+
+wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta,
+                        const wk_st_entry *extra, size_t n_extra, const wk_st_meta *extra_meta,
+                        size_t n_extra_meta) {
+  return wk_model_save_impl(path, net, meta, false, extra, n_extra, extra_meta, n_extra_meta);
+}
+
+wk_status wk_model_save_f16(const char *path, wk_net *net, const wk_model_meta *meta) {
+  return wk_model_save_impl(path, net, meta, true, NULL, 0, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ load */

@@ -56,6 +56,13 @@ wk_status wk_model_save(const char *path, wk_net *net, const wk_model_meta *meta
                         const wk_st_entry *extra, size_t n_extra, const wk_st_meta *extra_meta,
                         size_t n_extra_meta);
 
+/* The same with parameters and buffers stored as IEEE half precision (half the
+ * size; loading converts back to f32). For shipping a trained model, not for
+ * checkpoints. */
+wk_status wk_model_save_f16(const char *path, wk_net *net, const wk_model_meta *meta);
+/* f32 -> IEEE f16 bits, rounded to nearest even (exposed for tests). */
+uint16_t wk_f32_to_f16(float f);
+
 /* Builds the network a file describes and loads its weights. */
 wk_status wk_model_load(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
 /* The same from an already open file (checkpoints read more from it). */
