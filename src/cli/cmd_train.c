@@ -13,7 +13,8 @@ static void wk_usage_train(FILE *f) {
   fprintf(f,
           "usage: whisker train DATA_DIR --out RUN_DIR [--model resnet18] [--epochs 10]\n"
           "                     [--batch 32] [--size 224] [--val DIR | --val-pct 20]\n"
-          "                     [--lr X] [--optimizer sgd|adamw] [--schedule onecycle|cosine|step]\n"
+          "                     [--lr X | --lr-find] [--optimizer sgd|adamw]\n"
+          "                     [--schedule onecycle|cosine|step]\n"
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--seed 1] [--workers 2] [--threads N] [--resume]\n"
           "                     [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n\n"
@@ -22,6 +23,9 @@ static void wk_usage_train(FILE *f) {
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
           "report.html. --resume continues the run in RUN_DIR exactly where its checkpoint\n"
           "left it. Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
+          "--lr-find first sweeps the learning rate from 1e-7 to 10 over 100 steps (fastai's\n"
+          "range test), trains at the rate where the loss falls fastest and keeps the curve\n"
+          "in RUN_DIR/lr_find.csv; the sweep's updates are undone.\n"
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
           "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n");
 }
@@ -60,6 +64,10 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     int r = 0;
     if (!strcmp(a, "--resume")) {
       c.resume = true;
+      continue;
+    }
+    if (!strcmp(a, "--lr-find")) {
+      c.lr_find = true;
       continue;
     }
     if ((r = wk_arg_str(cmd, argc, argv, &i, "--out", &c.out_dir)) ||

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 enum { WK_ERROR_MSG_BYTES = 1024 };
@@ -10,10 +11,15 @@ enum { WK_ERROR_MSG_BYTES = 1024 };
 static _Thread_local char wk_error_msg[WK_ERROR_MSG_BYTES];
 
 wk_status wk_fail(wk_status code, const char *fmt, ...) {
+  /* Format into a scratch buffer first: callers often wrap the current
+   * message (wk_fail(s, "%s: %s", what, wk_last_error())), and vsnprintf
+   * into a buffer that is also an argument is undefined. */
+  char msg[sizeof wk_error_msg];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(wk_error_msg, sizeof wk_error_msg, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  memcpy(wk_error_msg, msg, sizeof msg);
   return code;
 }
 

@@ -18,6 +18,7 @@
 #include "data/loader.h"
 #include "nn/zoo.h"
 #include "train/finetune.h"
+#include "train/lrfind.h"
 #include "train/metrics.h"
 #include "train/predict.h"
 #include "train/report.h"
@@ -40,7 +41,7 @@ wk_fit_config wk_fit_config_default(void) {
 typedef wk_report_epoch wk_epoch_row;
 
 typedef struct wk_run {
-  const wk_fit_config *cfg;
+  wk_fit_config *cfg;
   wk_ctx *ctx;
   wk_dataset *train_ds, *val_ds;
   wk_net *net;
@@ -49,7 +50,7 @@ typedef struct wk_run {
   wk_loader *loader;
   wk_epoch_row *rows;
   int n_rows;
-  char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096];
+  char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096], path_lrf[4096];
 } wk_run;
 
 static wk_status wk_run_paths(wk_run *r) {
@@ -60,8 +61,10 @@ static wk_status wk_run_paths(wk_run *r) {
   int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
   int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
   int e = snprintf(r->path_report, sizeof r->path_report, "%s/report.html", d);
+  int f = snprintf(r->path_lrf, sizeof r->path_lrf, "%s/lr_find.csv", d);
   if (a >= (int)sizeof r->path_model || b >= (int)sizeof r->path_ckpt ||
-      c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report)
+      c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report ||
+      f >= (int)sizeof r->path_lrf)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
   return WK_OK;
 }
@@ -141,6 +144,98 @@ static wk_status wk_run_new_model(wk_run *r, int64_t steps_per_epoch) {
   }
   for (int i = 0; i < k; i++)
     WK_TRY(wk_model_meta_set_class(&r->meta, i, wk_dataset_class_name(r->train_ds, i)));
+  return wk_run_trainer(r, 0, steps_per_epoch);
+}
+
+/* lr_find.csv: rate, loss and smoothed loss of every step of the sweep. */
+static wk_status wk_write_lrfind_csv(const wk_run *r, const wk_lrfind *f) {
+  const size_t n = wk_lrfind_n_points(f), cap = 64 + n * 80;
+  const double *lr = wk_lrfind_lrs(f), *l = wk_lrfind_losses(f), *sm = wk_lrfind_smoothed(f);
+  char *buf = malloc(cap);
+  if (!buf) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  size_t len = (size_t)snprintf(buf, cap, "lr,loss,smoothed_loss\n");
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "%.6g,%.6f,%.6f\n", lr[i], l[i], sm[i]);
+  wk_status s = wk_atomic_write_file(r->path_lrf, buf, len);
+  free(buf);
+  return s;
+}
+
+/* The sweep's steps over the training data (epochs numbered apart from the
+ * run's); *lr gets the suggestion. */
+static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr) {
+  for (int64_t epoch = 1000000; wk_lrfind_running(f) && !wk_stop_requested; epoch++) {
+    WK_TRY(wk_loader_start_epoch(r->loader, epoch));
+    const wk_batch *bt;
+    for (;;) {
+      WK_TRY(wk_loader_next_batch(r->loader, &bt));
+      if (!bt || !wk_lrfind_running(f) || wk_stop_requested) break;
+      const double rate = wk_lrfind_lr(f);
+      float loss;
+      WK_TRY(wk_trainer_step_at(t, &bt->images, &bt->labels, rate, &loss));
+      const size_t k = wk_lrfind_n_points(f);
+      if (k % 10 == 0)
+        fprintf(stderr, "lr-find: step %zu, rate %.3g, loss %.4f\n", k + 1, rate, (double)loss);
+      if (!wk_lrfind_observe(f, loss)) break;
+    }
+  }
+  if (wk_stop_requested) return wk_fail(WK_ERR_INVALID_ARG, "lr-find interrupted");
+  WK_TRY(wk_write_lrfind_csv(r, f));
+  double steepest;
+  WK_TRY(wk_lrfind_suggest(f, &steepest, NULL)); /* refuses a curve with no descent */
+  /* The rate: a tenth of the one at the lowest smoothed loss (fastai's
+   * "minimum / 10"); the steepest slope is noisier on short sweeps. */
+  const size_t n = wk_lrfind_n_points(f), skip = n / 10;
+  const double *sm = wk_lrfind_smoothed(f), *lrs = wk_lrfind_lrs(f);
+  size_t best = skip;
+  for (size_t i = skip; i < n; i++)
+    if (sm[i] < sm[best]) best = i;
+  char text[32]; /* three significant digits: a rate to write down and reuse */
+  snprintf(text, sizeof text, "%.3g", lrs[best] / 10.0);
+  *lr = strtod(text, NULL);
+  WK_LOG_I("lr-find: lowest smoothed loss %.4f at rate %.3g; steepest descent at %.3g", sm[best],
+           lrs[best], steepest);
+  return WK_OK;
+}
+
+/* --lr-find: the range test from the fresh model, then the weights and
+ * statistics put back and the run's trainer remade at the suggested rate. */
+static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
+  wk_net *net = r->net;
+  const size_t ne = wk_net_n_elems(net), nb = wk_net_n_buffer_elems(net);
+  float *w0 = malloc((ne ? ne : 1) * sizeof *w0), *b0 = malloc((nb ? nb : 1) * sizeof *b0);
+  const int64_t bn0 = wk_net_bn_batches(net);
+  wk_trainer *t = NULL;
+  wk_lrfind *f = NULL;
+  wk_status s = w0 && b0 ? WK_OK : wk_fail(WK_ERR_NOMEM, "lr-find: out of memory");
+  if (s == WK_OK) {
+    memcpy(w0, wk_net_weights(net), ne * sizeof *w0);
+    memcpy(b0, wk_net_buffer_data(net), nb * sizeof *b0);
+    s = wk_trainer_create(net, wk_trainer_config(r->trainer), &t);
+  }
+  wk_lrfind_config lc = wk_lrfind_config_default();
+  if (s == WK_OK) s = wk_lrfind_create(&lc, &f);
+  double lr = 0;
+  if (s == WK_OK) s = wk_sweep(r, t, f, &lr);
+  if (w0 && b0) {
+    memcpy(wk_net_weights(net), w0, ne * sizeof *w0);
+    memcpy(wk_net_buffer_data(net), b0, nb * sizeof *b0);
+    wk_net_set_bn_batches(net, bn0);
+    wk_net_weights_changed(net);
+  }
+  wk_lrfind_destroy(f);
+  wk_trainer_destroy(t);
+  free(w0);
+  free(b0);
+  if (s == WK_ERR_INVALID_ARG && !wk_stop_requested) {
+    /* a curve with no clear descent: say so and keep the default rate */
+    WK_LOG_W("%s; training at the default rate %g", wk_last_error(),
+             wk_trainer_config(r->trainer)->schedule.lr);
+    return WK_OK;
+  }
+  if (s != WK_OK) return s;
+  fprintf(stderr, "lr-find: suggested learning rate %g (curve in %s)\n", lr, r->path_lrf);
+  r->cfg->lr = lr;
   return wk_run_trainer(r, 0, steps_per_epoch);
 }
 
@@ -344,7 +439,7 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
 }
 
 static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
-  const wk_fit_config *c = r->cfg;
+  wk_fit_config *c = r->cfg;
   wk_data_pos pos = {0, 0};
   WK_TRY(wk_run_paths(r));
   WK_TRY(wk_run_data(r));
@@ -366,6 +461,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
              (long long)pos.batch);
   } else {
     WK_TRY(wk_run_new_model(r, wk_loader_batches_per_epoch(r->loader)));
+    if (c->lr_find) WK_TRY(wk_run_lr_find(r, wk_loader_batches_per_epoch(r->loader)));
   }
   for (int i = 0; i < r->n_rows; i++)
     if (r->rows[i].val_acc > res->best_val_acc) res->best_val_acc = r->rows[i].val_acc;

@@ -52,6 +52,10 @@ typedef struct wk_fit_config {
    * head; the first head_epochs train the head alone, the rest everything with
    * learning rates from lr_min_scale (first layer) to 1 (head). lr is then the
    * head phase's peak rate and the second phase peaks at half of it. */
+  /* Run the learning-rate range test (train/lrfind.h) on the fresh model
+   * first and train at its suggestion (RUN_DIR/lr_find.csv keeps the curve);
+   * the sweep's updates are undone. Ignored on resume. */
+  bool lr_find;
   const char *pretrained;
   int head_epochs;
   double lr_min_scale;

@@ -68,11 +68,13 @@ static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
   return wk_tensor_alloc(&t->dlogits, WK_F32, 2, out->shape);
 }
 
-wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
-                          float *loss, double *lr_out) {
+/* One step at rate lr. A non-finite loss is an error, or with `probe` a
+ * success that reports the loss and changes nothing but the batchnorm
+ * statistics (a learning-rate sweep ends there). */
+static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                                      double lr, bool probe, float *loss) {
   wk_net *net = t->net;
   wk_ctx *ctx = wk_net_ctx(net);
-  const double lr = wk_schedule_lr(&t->cfg.schedule, t->step);
   double momentum;
   if (wk_schedule_momentum(&t->cfg.schedule, t->step, &momentum))
     WK_TRY(wk_optim_set_momentum(t->opt, momentum));
@@ -83,6 +85,10 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   float l;
   WK_TRY(wk_softmax_xent_forward(ctx, &xp, &out, labels, &t->probs, &l));
+  if (!isfinite(l) && probe) {
+    *loss = l;
+    return WK_OK;
+  }
   if (!isfinite(l))
     return wk_fail(WK_ERR_INVALID_ARG, "step %lld: the loss is %s; stopping (lower the learning "
                    "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
@@ -100,9 +106,23 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
   WK_TRY(wk_optim_step(t->opt, ctx, wk_net_weights(net), g, lr));
   wk_net_weights_changed(net);
   t->step++;
+  *loss = l;
+  return WK_OK;
+}
+
+wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                          float *loss, double *lr_out) {
+  const double lr = wk_schedule_lr(&t->cfg.schedule, t->step);
+  float l = NAN;
+  WK_TRY(wk_trainer_step_impl(t, x, labels, lr, false, &l));
   if (loss) *loss = l;
   if (lr_out) *lr_out = lr;
   return WK_OK;
+}
+
+wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                             double lr, float *loss) {
+  return wk_trainer_step_impl(t, x, labels, lr, true, loss);
 }
 
 /* ------------------------------------------------------------------ checkpoints */

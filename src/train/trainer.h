@@ -40,6 +40,11 @@ void wk_trainer_destroy(wk_trainer *t);
  * the update); *lr the rate used. */
 wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
                           float *loss, double *lr);
+/* A step at rate lr instead of the schedule's (a learning-rate sweep): a NaN
+ * or infinite loss is reported in *loss, not as an error, and then nothing is
+ * updated but the batchnorm statistics of the forward. */
+wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                             double lr, float *loss);
 int64_t wk_trainer_steps(const wk_trainer *t);
 const wk_train_config *wk_trainer_config(const wk_trainer *t);
 /* The softmax probabilities (N, K) of the last step's batch. */
