@@ -57,3 +57,9 @@ echo
 echo "setup.sh: built $build/whisker"
 "$build/whisker" --version
 "$build/whisker" system
+# the main job on the shipped default: classify a photo with pretrained/default.safetensors
+if [ -f "$root/pretrained/default.safetensors" ]; then
+  echo
+  echo "setup.sh: $build/whisker classify data/samples/cat.jpg --top 2"
+  (cd "$root" && "$build/whisker" classify data/samples/cat.jpg --top 2)
+fi
