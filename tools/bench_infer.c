@@ -1,0 +1,94 @@
+/* bench_infer.c - forward-pass latency of a model file, for the side-by-side
+ * with ONNX Runtime (scripts/bench_infer.sh runs tools/ort/bench.js on the same
+ * network exported to ONNX).
+ *
+ *   wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] [--threads N]
+ *
+ * For each batch size: --warmup untimed evaluation forwards, then --runs timed
+ * ones on the same deterministic input; prints one tab-separated line per batch
+ * size after a '#' header: name batch median_ms min_ms images_per_s. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "modelio/model.h"
+#include "whisker.h"
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int run_batch(wk_net *net, int batch, int warmup, int runs) {
+  int h, w, c;
+  wk_net_input_shape(net, &h, &w, &c);
+  const int64_t shape[4] = {batch, h, w, c};
+  wk_tensor x, out;
+  if (wk_tensor_alloc(&x, WK_F32, 4, shape) != WK_OK) return 1;
+  float *p = x.data;
+  for (int64_t i = 0; i < wk_tensor_numel(&x); i++) p[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
+  double *t = malloc((size_t)runs * sizeof *t);
+  int rc = t ? 0 : 1;
+  for (int i = 0; rc == 0 && i < warmup + runs; i++) {
+    const double t0 = wk_now_s();
+    if (wk_net_forward(net, &x, false, &out) != WK_OK) {
+      fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
+      rc = 1;
+    }
+    if (i >= warmup) t[i - warmup] = (wk_now_s() - t0) * 1e3;
+  }
+  if (rc == 0) {
+    qsort(t, (size_t)runs, sizeof *t, cmp_double);
+    const double med = t[runs / 2];
+    printf("whisker\t%d\t%.3f\t%.3f\t%.1f\n", batch, med, t[0], batch * 1e3 / med);
+  }
+  free(t);
+  wk_tensor_free(&x);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  const char *model = NULL, *batches = "1,32";
+  int warmup = 10, runs = 50, threads = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--batch") && i + 1 < argc) batches = argv[++i];
+    else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (argv[i][0] != '-' && !model) model = argv[i];
+    else {
+      fprintf(stderr, "usage: wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] "
+                      "[--threads N]\n");
+      return 2;
+    }
+  }
+  if (!model || runs < 1 || warmup < 0 || threads < 0) {
+    fprintf(stderr, "usage: wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50]\n");
+    return 2;
+  }
+  wk_ctx *ctx;
+  wk_net *net;
+  wk_model_meta meta;
+  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK) {
+    fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
+    return 1;
+  }
+  printf("# name\tbatch\tmedian_ms\tmin_ms\timages_per_s\n");
+  int rc = 0;
+  for (const char *b = batches; rc == 0 && *b;) {
+    char *end;
+    const long n = strtol(b, &end, 10);
+    if (end == b || n < 1 || n > 4096) {
+      fprintf(stderr, "wk_bench_infer: bad batch list '%s'\n", batches);
+      rc = 2;
+      break;
+    }
+    rc = run_batch(net, (int)n, warmup, runs);
+    b = *end == ',' ? end + 1 : end;
+  }
+  wk_net_destroy(net);
+  wk_model_meta_free(&meta);
+  wk_ctx_destroy(ctx);
+  return rc;
+}
