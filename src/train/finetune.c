@@ -49,7 +49,12 @@ static wk_status wk_rebuild(wk_ctx *ctx, wk_net *src, int n_classes, int size, u
   WK_TRY(wk_net_create(ctx, size > 0 ? size : h, size > 0 ? size : w, c, &net));
   for (int i = 0; i < nn; i++) {
     wk_node nd = *wk_net_node(src, i);
-    if (i == nn - 1) nd.out_ch = n_classes;
+    if (i == nn - 1) {
+      /* normal(0, 0.01), bias 0: small logits at the start whatever the body's
+       * feature scale (the node's own init may be a conv's, e.g. from ONNX) */
+      nd.out_ch = n_classes;
+      nd.init = WK_INIT_NORMAL_001;
+    }
     wk_net_add_node(net, &nd);
   }
   wk_status s = wk_net_finalize(net, seed);

@@ -10,7 +10,8 @@
  *      rate, earlier layers geometrically lower down to `min_scale` of it for
  *      the first layer (fast.ai's slice(lr/100, lr) with min_scale 0.01).
  * The input size may differ from the model's (the body is convolutional);
- * preprocessing (mean, std, resize/crop ratio) is kept from the model. */
+ * preprocessing (mean, std, resize/crop ratio) is kept from the model. The new
+ * head starts at normal(0, 0.01) with zero bias (torchvision MobileNetV2's). */
 #ifndef WK_TRAIN_FINETUNE_H
 #define WK_TRAIN_FINETUNE_H
 
