@@ -19,6 +19,8 @@ static const wk_command wk_commands[] = {
     {"classify", "classify photos with a trained model", wk_cmd_classify},
     {"info", "describe a model file: architecture, parameters, classes, preprocessing",
      wk_cmd_info},
+    {"import", "convert an ONNX classifier (float or int8-quantized) into a model file",
+     wk_cmd_import},
     {"bench", "measure training throughput and inference latency of a built-in model",
      wk_cmd_bench},
     {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},
