@@ -12,5 +12,6 @@ int wk_cmd_train(int argc, char **argv);
 int wk_cmd_eval(int argc, char **argv);
 int wk_cmd_classify(int argc, char **argv);
 int wk_cmd_import(int argc, char **argv);
+int wk_cmd_export(int argc, char **argv);
 
 #endif

@@ -21,6 +21,8 @@ static const wk_command wk_commands[] = {
      wk_cmd_info},
     {"import", "convert an ONNX classifier (float or int8-quantized) into a model file",
      wk_cmd_import},
+    {"export", "write a model file as a float ONNX graph (opset 13) for ONNX Runtime",
+     wk_cmd_export},
     {"bench", "measure training throughput and inference latency of a built-in model",
      wk_cmd_bench},
     {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},

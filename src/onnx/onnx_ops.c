@@ -1,6 +1,7 @@
 /* onnx_ops.c - float ONNX ops -> whisker nodes: Conv, BatchNormalization,
  * Relu, Clip (ReLU/ReLU6), Add, GlobalAveragePool, AveragePool, MaxPool, Gemm,
- * MatMul (+ a constant Add as its bias), Flatten and Reshape to [N, -1]. */
+ * MatMul (+ a constant Add as its bias), Flatten and Reshape to [N, -1], and
+ * Transpose to NHWC before a Flatten (whisker's export writes that). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +262,26 @@ static wk_status wk_ops_flatten(wk_imp *imp, const Onnx__NodeProto *node) {
   return wk_imp_flatten(imp, node, x, 0);
 }
 
+/* Transpose to NHWC feeding a Flatten (how whisker's own export spells its
+ * NHWC-order flatten): one whisker flatten, no column permutation after. */
+static wk_status wk_ops_transpose(wk_imp *imp, const Onnx__NodeProto *node) {
+  wk_iv *x;
+  WK_TRY(wk_imp_act_in(imp, node, 0, &x));
+  int64_t perm[4];
+  size_t j;
+  const Onnx__NodeProto *f = wk_imp_sole_consumer(imp, node->output[0], &j);
+  if (wk_onnx_attr_ints(node, "perm", perm, 4) != 4 || perm[0] != 0 || perm[1] != 2 ||
+      perm[2] != 3 || perm[3] != 1 || !f || strcmp(f->op_type, "Flatten") != 0 ||
+      wk_onnx_attr_int(f, "axis", 1) != 1)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                       "only a transpose to NHWC (perm 0,2,3,1) followed by Flatten");
+  imp->done[j] = true;
+  WK_TRY(wk_imp_flatten(imp, f, x, 0));
+  wk_iv *e = wk_imp_find(imp, f->output[0]);
+  e->flat_h = e->flat_w = e->flat_c = 0; /* already in whisker's order */
+  return WK_OK;
+}
+
 int wk_imp_linear(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *x, const char *name,
                   int out_f, float *w, float *bias) {
   const int64_t k = wk_imp_features(imp, x);
@@ -355,6 +376,7 @@ wk_status wk_imp_float_op(wk_imp *imp, const Onnx__NodeProto *node, bool *handle
   if (!strcmp(op, "AveragePool")) return wk_ops_pool(imp, node, false);
   if (!strcmp(op, "Gemm") || !strcmp(op, "MatMul")) return wk_ops_gemm(imp, node);
   if (!strcmp(op, "Flatten") || !strcmp(op, "Reshape")) return wk_ops_flatten(imp, node);
+  if (!strcmp(op, "Transpose")) return wk_ops_transpose(imp, node);
   *handled = false;
   return WK_OK;
 }

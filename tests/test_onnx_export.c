@@ -1,0 +1,87 @@
+/* test_onnx_export.c - whisker export then import gives back the network:
+ * the same nodes, names, parameters and logits (bit for bit), for the zoo's
+ * architectures and a net with every node kind (tests/onnx_nets.h); a file
+ * that cannot be written fails cleanly and leaves nothing behind.
+ * tests/test_onnx_ort.c runs the same exports in ONNX Runtime. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "onnx/onnx.h"
+#include "onnx_nets.h"
+#include "test_util.h"
+
+static void wkt_round_trip(const char *arch) {
+  const int px = wkt_onnx_px(arch), classes = 7;
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_onnx_net(ctx, arch, px, classes, 11), *back;
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_rt_%d_%s.onnx", (int)getpid(), arch);
+  WKT_OK(wk_onnx_export(path, net, NULL));
+  wk_model_meta meta;
+  WKT_OK(wk_onnx_import(ctx, path, &back, &meta));
+  ck_assert_int_eq(unlink(path), 0);
+  /* the same graph, dropout aside (inference drops it) */
+  int k = 0;
+  for (int i = 0; i < wk_net_n_nodes(net); i++) {
+    const wk_node *a = wk_net_node(net, i);
+    if (a->op == WK_NODE_DROPOUT) continue;
+    ck_assert_int_lt(k, wk_net_n_nodes(back));
+    const wk_node *b = wk_net_node(back, k++);
+    ck_assert_int_eq(a->op, b->op);
+    ck_assert_str_eq(a->name, b->name);
+    ck_assert_int_eq(a->out_ndim, b->out_ndim);
+    ck_assert_mem_eq(a->out_shape, b->out_shape, sizeof a->out_shape);
+  }
+  ck_assert_int_eq(k, wk_net_n_nodes(back));
+  size_t na, nb;
+  const wk_param *pa = wk_net_params(net, &na), *pb = wk_net_params(back, &nb);
+  ck_assert_uint_eq(na, nb);
+  for (size_t i = 0; i < na; i++) {
+    ck_assert_str_eq(pa[i].name, pb[i].name);
+    ck_assert_uint_eq(pa[i].numel, pb[i].numel);
+    ck_assert_mem_eq(wk_net_weights(net) + pa[i].offset, wk_net_weights(back) + pb[i].offset,
+                     pa[i].numel * sizeof(float));
+  }
+  float *nchw;
+  wk_tensor x = wkt_onnx_batch(2, px, 5, &nchw), y;
+  WKT_OK(wk_net_forward(net, &x, false, &y));
+  float *want = malloc(2 * classes * sizeof *want);
+  memcpy(want, y.data, 2 * classes * sizeof *want);
+  WKT_OK(wk_net_forward(back, &x, false, &y));
+  ck_assert_mem_eq(want, y.data, 2 * classes * sizeof *want);
+  free(want);
+  free(nchw);
+  wk_tensor_free(&x);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(back);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_round_trip) { wkt_round_trip(wkt_onnx_archs[_i]); }
+END_TEST
+
+START_TEST(test_unwritable) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_onnx_net(ctx, "custom", 20, 3, 1);
+  WKT_FAILS(WK_ERR_IO, wk_onnx_export("/nonexistent-dir/x.onnx", net, NULL));
+  ck_assert_msg(strstr(wk_last_error(), "/nonexistent-dir/x.onnx") != NULL, "%s",
+                wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+int main(void) {
+  wk_log_set_level(WK_LOG_ERROR);
+  Suite *s = suite_create("onnx_export");
+  TCase *tc = tcase_create("onnx_export");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, test_round_trip, 0, WKT_ONNX_N_ARCHS);
+  tcase_add_test(tc, test_unwritable);
+  suite_add_tcase(s, tc);
+  return wkt_run_suite(s);
+}
