@@ -1,9 +1,10 @@
 /* test_onnx_ort.c - whisker's ONNX export run in ONNX Runtime (onnxruntime-node,
  * pinned in tools/ort/package.json) gives whisker's logits within 1e-4
  * (max |a - ref| / max |ref|), for the zoo's architectures, a net with every
- * node kind (tests/onnx_nets.h) and the imported int8 MobileNetV2, at batch 2 (the exported batch is
- * dynamic). tools/ort/run.js does the ONNX Runtime side. Exits 77 (skip) when
- * node or tools/ort/node_modules is missing (scripts/setup.sh installs it). */
+ * node kind (tests/onnx_nets.h) and the imported int8 MobileNetV2, at batch 2
+ * (the exported batch is dynamic). tools/ort/run.js does the ONNX Runtime
+ * side. Exits 77 (skip) when node or tools/ort/node_modules is missing
+ * (scripts/setup.sh installs it). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>

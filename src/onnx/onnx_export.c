@@ -183,6 +183,24 @@ static const char *wk_exp_buffer(wk_exp *e, wk_net *net, const wk_node *nd, int 
   return wk_exp_init(e, b->name, b->ndim, b->shape, wk_net_buffer_data(net) + b->offset);
 }
 
+/* Inputs of a conv or linear node: x, the weight and the bias if any; returns
+ * how many. */
+static int wk_exp_weighted_inputs(wk_exp *e, wk_net *net, const wk_node *nd, const char *x,
+                                  const char *in[3]) {
+  in[0] = x;
+  in[1] = wk_exp_param(e, net, nd, 0);
+  in[2] = nd->bias ? wk_exp_param(e, net, nd, 1) : NULL;
+  return nd->bias ? 3 : 2;
+}
+
+/* Clip(x, 0, 6) bounds as initializers named after the node. */
+static void wk_exp_clip_inputs(wk_exp *e, const wk_node *nd, const char *x, const char *in[3]) {
+  static const float lim[2] = {0.0f, 6.0f};
+  in[0] = x;
+  in[1] = wk_exp_init(e, wk_exp_str(e, "%s.clip_min", nd->name), 0, NULL, &lim[0]);
+  in[2] = wk_exp_init(e, wk_exp_str(e, "%s.clip_max", nd->name), 0, NULL, &lim[1]);
+}
+
 static void wk_exp_pool_attrs(wk_exp *e, Onnx__NodeProto *n, const wk_pool2d_params *p) {
   const int k[2] = {p->kernel_h, p->kernel_w}, s[2] = {p->stride_h, p->stride_w};
   const int pad[4] = {p->pad_top, p->pad_left, p->pad_bottom, p->pad_right};
@@ -197,15 +215,16 @@ static void wk_exp_node_i(wk_exp *e, wk_net *net, int i, bool last) {
   const char *x = e->vname[nd->in[0]];
   const char *out = last ? "logits" : wk_exp_str(e, "%s:%d", nd->name, i + 1);
   const char *in2[2] = {x, nd->n_in > 1 ? e->vname[nd->in[1]] : NULL};
+  const char *in[5];
   Onnx__NodeProto *n = NULL;
   switch (nd->op) {
   case WK_NODE_CONV: {
-    const char *in[3] = {x, wk_exp_param(e, net, nd, 0), nd->bias ? wk_exp_param(e, net, nd, 1) : NULL};
+    const int n_in = wk_exp_weighted_inputs(e, net, nd, x, in);
     const wk_conv2d_params *p = &nd->conv;
     const int k[2] = {nd->kh, nd->kw}, s[2] = {p->stride_h, p->stride_w};
     const int pad[4] = {p->pad_top, p->pad_left, p->pad_bottom, p->pad_right};
     const int d[2] = {p->dilation_h, p->dilation_w};
-    if (!(n = wk_exp_node(e, "Conv", nd->name, out, nd->bias ? 3 : 2, in))) break;
+    if (!(n = wk_exp_node(e, "Conv", nd->name, out, n_in, in))) break;
     wk_exp_attr_ints(e, n, "kernel_shape", k, 2);
     wk_exp_attr_ints(e, n, "strides", s, 2);
     wk_exp_attr_ints(e, n, "pads", pad, 4);
@@ -213,21 +232,21 @@ static void wk_exp_node_i(wk_exp *e, wk_net *net, int i, bool last) {
     wk_exp_attr_int(e, n, "group", p->groups);
     break;
   }
-  case WK_NODE_BATCHNORM: {
-    const char *in[5] = {x, wk_exp_param(e, net, nd, 0), wk_exp_param(e, net, nd, 1),
-                         wk_exp_buffer(e, net, nd, 0), wk_exp_buffer(e, net, nd, 1)};
+  case WK_NODE_BATCHNORM:
+    in[0] = x;
+    in[1] = wk_exp_param(e, net, nd, 0);
+    in[2] = wk_exp_param(e, net, nd, 1);
+    in[3] = wk_exp_buffer(e, net, nd, 0);
+    in[4] = wk_exp_buffer(e, net, nd, 1);
     if (!(n = wk_exp_node(e, "BatchNormalization", nd->name, out, 5, in))) break;
     wk_exp_attr_float(e, n, "epsilon", nd->bn.eps);
     wk_exp_attr_float(e, n, "momentum", 1.0f - nd->bn.momentum);
     break;
-  }
   case WK_NODE_ACT:
     if (nd->act == WK_ACT_RELU) {
       wk_exp_node(e, "Relu", nd->name, out, 1, in2);
     } else {
-      const float lim[2] = {0.0f, 6.0f};
-      const char *in[3] = {x, wk_exp_init(e, wk_exp_str(e, "%s.clip_min", nd->name), 0, NULL, &lim[0]),
-                           wk_exp_init(e, wk_exp_str(e, "%s.clip_max", nd->name), 0, NULL, &lim[1])};
+      wk_exp_clip_inputs(e, nd, x, in);
       wk_exp_node(e, "Clip", nd->name, out, 3, in);
     }
     break;
@@ -266,12 +285,10 @@ static void wk_exp_node_i(wk_exp *e, wk_net *net, int i, bool last) {
     if ((n = wk_exp_node(e, "Flatten", nd->name, out, 1, mid))) wk_exp_attr_int(e, n, "axis", 1);
     break;
   }
-  case WK_NODE_LINEAR: {
-    const char *in[3] = {x, wk_exp_param(e, net, nd, 0), nd->bias ? wk_exp_param(e, net, nd, 1) : NULL};
-    if ((n = wk_exp_node(e, "Gemm", nd->name, out, nd->bias ? 3 : 2, in)))
+  case WK_NODE_LINEAR:
+    if ((n = wk_exp_node(e, "Gemm", nd->name, out, wk_exp_weighted_inputs(e, net, nd, x, in), in)))
       wk_exp_attr_int(e, n, "transB", 1);
     break;
-  }
   case WK_NODE_ADD:
     wk_exp_node(e, "Add", nd->name, out, 2, in2);
     break;

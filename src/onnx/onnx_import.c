@@ -148,7 +148,7 @@ wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const
     memcpy(c, src->c, (size_t)src->n * sizeof *c);
     return wk_imp_set_const(imp, node, k, c, src->n, src->ndim, src->dims, src->dtype);
   }
-  const wk_iv copy = *src; /* src may move? no: capacity is fixed, but copy anyway */
+  const wk_iv copy = *src;
   wk_iv *e;
   WK_TRY(wk_imp_out(imp, node, k, &e));
   const char *name = e->name;
@@ -205,9 +205,10 @@ static bool wk_imp_name_taken(const wk_imp *imp, const char *name) {
 static void wk_imp_scope_name(const char *onnx_name, char *out, size_t n) {
   char buf[WK_NODE_NAME_MAX * 2];
   snprintf(buf, sizeof buf, "%s", onnx_name);
-  char *seg[32];
+  char *seg[32], *save = NULL;
   int ns = 0;
-  for (char *tok = strtok(buf, "/"); tok && ns < 32; tok = strtok(NULL, "/")) seg[ns++] = tok;
+  for (char *tok = strtok_r(buf, "/", &save); tok && ns < 32; tok = strtok_r(NULL, "/", &save))
+    seg[ns++] = tok;
   out[0] = '\0';
   if (ns == 0) return;
   if (ns > 1) ns--; /* the op itself */
@@ -327,7 +328,7 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
   if (!sh || t->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || sh->n_dim != 4)
     return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' must be a float tensor [N, C, H, W]",
                    imp->path, in->name);
-  const Onnx__TensorShapeProto__Dimension *const *d = (const Onnx__TensorShapeProto__Dimension *const *)sh->dim;
+  Onnx__TensorShapeProto__Dimension *const *d = sh->dim;
   const bool n_ok = d[0]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
                     d[0]->dim_value == 1;
   for (int i = 1; i < 4; i++) {
@@ -349,8 +350,8 @@ static wk_status wk_imp_walk(wk_imp *imp) {
     if (imp->done[imp->cur]) continue;
     const Onnx__NodeProto *node = imp->g->node[imp->cur];
     const char *dom = node->domain ? node->domain : "";
-    if (!node->op_type)
-      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "node without an op type");
+    if (!node->op_type || node->n_output < 1 || !node->output[0][0])
+      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "node without an op type or an output");
     if (dom[0] && strcmp(dom, "ai.onnx") != 0 && strcmp(dom, "com.microsoft") != 0)
       return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "operator domain '%s' is not supported",
                          dom);
