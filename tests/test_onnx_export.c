@@ -20,10 +20,16 @@ static void wkt_round_trip(const char *arch) {
   wk_net *net = wkt_onnx_net(ctx, arch, px, classes, 11), *back;
   char path[256];
   snprintf(path, sizeof path, "/tmp/wk_onnx_rt_%d_%s.onnx", (int)getpid(), arch);
-  WKT_OK(wk_onnx_export(path, net, NULL));
   wk_model_meta meta;
+  WKT_OK(wk_model_meta_init(&meta, arch, classes, px));
+  WKT_OK(wk_model_meta_set_class(&meta, classes - 1, "the \"last\" class"));
+  WKT_OK(wk_onnx_export(path, net, &meta));
+  wk_model_meta_free(&meta);
   WKT_OK(wk_onnx_import(ctx, path, &back, &meta));
   ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(meta.n_classes, classes);
+  ck_assert_str_eq(meta.class_names[0], "0");
+  ck_assert_str_eq(meta.class_names[classes - 1], "the \"last\" class");
   /* the same graph, dropout aside (inference drops it) */
   int k = 0;
   for (int i = 0; i < wk_net_n_nodes(net); i++) {

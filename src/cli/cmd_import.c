@@ -1,5 +1,6 @@
 /* cmd_import.c - `whisker import MODEL.onnx OUT.safetensors [--labels FILE]`:
  * an ONNX classifier as a whisker model file. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@ static void wk_usage_import(FILE *f) {
 /* Reads one class name per line into meta (the count must match). */
 static wk_status wk_read_labels(const char *path, wk_model_meta *meta) {
   FILE *f = fopen(path, "r");
-  if (!f) return wk_fail(WK_ERR_IO, "%s: cannot open", path);
+  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
   char line[1024];
   int n = 0;
   wk_status s = WK_OK;

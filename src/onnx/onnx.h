@@ -19,11 +19,13 @@
 #include "nn/net.h"
 
 /* Reads an .onnx file into a finalized network with its weights and a meta:
- * arch "onnx", class names "class0".. (replace them after), the ImageNet
- * preprocessing for the graph's input size, provenance naming the file. */
+ * arch "onnx", class names from a whisker export's metadata or "class0"..
+ * (replace them after), the ImageNet preprocessing for the graph's input
+ * size, provenance naming the file. */
 wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
 
-/* Writes net as path (atomically). meta gives the class count and may be NULL. */
+/* Writes net as path (atomically). meta (may be NULL) gives the class names,
+ * kept in the file's metadata. */
 wk_status wk_onnx_export(const char *path, wk_net *net, const wk_model_meta *meta);
 
 /* Reads a serialized onnx.TensorProto file (the ONNX test-data layout) of any

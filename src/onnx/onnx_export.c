@@ -10,8 +10,10 @@
  *   flatten of an H x W > 1 map -> Transpose to NHWC + Flatten (whisker
  *   flattens in NHWC order, and its linear weights expect that order),
  *   linear -> Gemm(transB = 1), add -> Add, dropout -> nothing (inference).
- * Every message, tensor and string is malloc'ed into one list and freed after
+ * The class names travel as metadata_props "whisker.classes" (a JSON array),
+ * which the importer reads back. Every message, tensor and string is malloc'ed into one list and freed after
  * packing; the file is written atomically. */
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +87,7 @@ static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int6
   char *nm = wk_exp_str(e, "%s", name);
   if (!t || !d || !raw || !nm) return NULL;
   *t = init;
-  memcpy(d, dims, sizeof(int64_t) * (size_t)ndim);
+  if (ndim) memcpy(d, dims, sizeof(int64_t) * (size_t)ndim);
   if (data) memcpy(raw, data, n * sizeof(float));
   t->n_dims = (size_t)ndim;
   t->dims = d;
@@ -340,6 +342,25 @@ static Onnx__ValueInfoProto *wk_exp_value_info(wk_exp *e, const char *name, int 
   return vi;
 }
 
+/* metadata_props {"whisker.classes": JSON array of meta's names}. */
+static Onnx__StringStringEntryProto *wk_exp_classes(wk_exp *e, const wk_model_meta *meta) {
+  static const Onnx__StringStringEntryProto init = ONNX__STRING_STRING_ENTRY_PROTO__INIT;
+  cJSON *a = cJSON_CreateStringArray((const char *const *)meta->class_names, meta->n_classes);
+  char *text = a ? cJSON_PrintUnformatted(a) : NULL;
+  cJSON_Delete(a);
+  Onnx__StringStringEntryProto *kv = wk_exp_alloc(e, sizeof *kv);
+  char *value = text ? wk_exp_str(e, "%s", text) : NULL;
+  cJSON_free(text);
+  if (!kv || !value) {
+    e->oom = true;
+    return NULL;
+  }
+  *kv = init;
+  kv->key = wk_exp_str(e, "whisker.classes");
+  kv->value = value;
+  return kv;
+}
+
 static wk_status wk_exp_pack_write(const char *path, Onnx__ModelProto *m) {
   const size_t n = onnx__model_proto__get_packed_size(m);
   uint8_t *buf = malloc(n ? n : 1);
@@ -390,6 +411,11 @@ wk_status wk_onnx_export(const char *path, wk_net *net, const wk_model_meta *met
   model.n_opset_import = 1;
   model.opset_import = opsets;
   model.graph = &graph;
+  Onnx__StringStringEntryProto *props[1] = {meta ? wk_exp_classes(&e, meta) : NULL};
+  if (props[0]) {
+    model.n_metadata_props = 1;
+    model.metadata_props = props;
+  }
   wk_status s = e.oom || !vin || !vout ? wk_fail(WK_ERR_NOMEM, "%s: out of memory", path)
                                        : wk_exp_pack_write(path, &model);
   for (size_t i = 0; i < e.n_mem; i++) free(e.mem[i]);

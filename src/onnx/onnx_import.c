@@ -1,6 +1,7 @@
 /* onnx_import.c - ONNX graph -> whisker network: the entry table, the walk over
  * the nodes in their (topological) order, node names, and the weights copied
  * into the finalized network (see onnx_import_impl.h for the state). */
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -136,7 +137,7 @@ wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, d
   e->c = c;
   e->n = n;
   e->ndim = ndim;
-  memcpy(e->dims, dims, sizeof(int64_t) * (size_t)ndim);
+  if (ndim) memcpy(e->dims, dims, sizeof(int64_t) * (size_t)ndim);
   e->dtype = dtype;
   return WK_OK;
 }
@@ -231,7 +232,7 @@ void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weig
     size_t len = strlen(w);
     if (len > 7 && strcmp(w + len - 7, ".weight") == 0 && len - 7 < sizeof base) {
       w[len - 7] = '\0';
-      snprintf(base, sizeof base, "%s", w);
+      memcpy(base, w, len - 6);
     }
   }
   if (!base[0] && node->name && node->name[0])
@@ -406,16 +407,36 @@ static const char *wk_basename(const char *path) {
   return s ? s + 1 : path;
 }
 
+/* Class names from metadata_props "whisker.classes" (whisker's export writes
+ * them) when they are k strings of 1 to 255 bytes; else "class0".. */
+static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) {
+  const int k = meta->n_classes;
+  cJSON *a = NULL;
+  for (size_t i = 0; i < m->n_metadata_props; i++)
+    if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
+        !strcmp(m->metadata_props[i]->key, "whisker.classes"))
+      a = cJSON_Parse(m->metadata_props[i]->value);
+  bool ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == k;
+  for (int i = 0; ok && i < k; i++) {
+    const cJSON *s = cJSON_GetArrayItem(a, i);
+    ok = cJSON_IsString(s) && s->valuestring[0] && strlen(s->valuestring) <= 255;
+  }
+  wk_status st = WK_OK;
+  for (int i = 0; st == WK_OK && i < k; i++) {
+    char name[24];
+    snprintf(name, sizeof name, "class%d", i);
+    st = wk_model_meta_set_class(meta, i, ok ? cJSON_GetArrayItem(a, i)->valuestring : name);
+  }
+  cJSON_Delete(a);
+  return st;
+}
+
 static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, wk_model_meta *meta) {
   int h, w, c;
   wk_net_input_shape(imp->net, &h, &w, &c);
   const int k = (int)wk_net_output_features(imp->net);
   WK_TRY(wk_model_meta_init(meta, "onnx", k, h));
-  for (int i = 0; i < k; i++) {
-    char name[24];
-    snprintf(name, sizeof name, "class%d", i);
-    WK_TRY(wk_model_meta_set_class(meta, i, name));
-  }
+  WK_TRY(wk_imp_classes(m, meta));
   int64_t opset = 0;
   for (size_t i = 0; i < m->n_opset_import; i++)
     if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
