@@ -68,6 +68,9 @@ START_TEST(test_int8_mobilenet_top1) {
   ck_assert_int_eq(meta.n_classes, 1000);
   ck_assert_int_eq(meta.pre.crop_px, 224);
   ck_assert_int_eq(meta.pre.resize_px, 256);
+  /* the digest pretrained/README.md gives for this file */
+  ck_assert_ptr_nonnull(strstr(meta.provenance, "\"sha256\":\"cc028fe6cae7bc11a4ff53cfc9b79c920e8be65"
+                                                "ce33a904ec3e2a8f66d77f95f\""));
   double worst = 0;
   for (int i = 0; i < 5; i++) {
     snprintf(path, sizeof path, "%s/mobilenetv2-12-int8_testdata/test_data_set_%d/input_0.pb",

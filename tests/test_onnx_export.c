@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/sha256.h"
 #include "onnx/onnx.h"
 #include "onnx_nets.h"
 #include "test_util.h"
@@ -131,6 +132,23 @@ START_TEST(test_mutated_files) {
 }
 END_TEST
 
+/* The digest recorded in an import's provenance, at the padding edges. */
+START_TEST(test_sha256) {
+  static const uint8_t zeros[64] = {0};
+  char hex[65];
+  wk_sha256_hex("", 0, hex);
+  ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  wk_sha256_hex("abc", 3, hex);
+  ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  wk_sha256_hex(zeros, 55, hex);
+  ck_assert_str_eq(hex, "02779466cdec163811d078815c633f21901413081449002f24aa3e80f0b88ef7");
+  wk_sha256_hex(zeros, 56, hex);
+  ck_assert_str_eq(hex, "d4817aa5497628e7c77e6b606107042bbba3130888c5f47a375e6179be789fbb");
+  wk_sha256_hex(zeros, 64, hex);
+  ck_assert_str_eq(hex, "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -139,6 +157,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_round_trip, 0, WKT_ONNX_N_ARCHS);
   tcase_add_test(tc, test_unwritable);
   tcase_add_test(tc, test_mutated_files);
+  tcase_add_test(tc, test_sha256);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sha256.h"
 #include "onnx/onnx.h"
 #include "onnx/onnx_impl.h"
 
@@ -41,11 +42,12 @@ wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes) {
   return WK_OK;
 }
 
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model) {
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]) {
   *model = NULL;
   uint8_t *buf;
   size_t n;
   WK_TRY(wk_onnx_read_file(path, &buf, &n));
+  if (sha256) wk_sha256_hex(buf, n, sha256);
   Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, buf);
   free(buf);
   if (!m)

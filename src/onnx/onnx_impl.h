@@ -19,8 +19,9 @@
 
 /* The whole file, malloc'ed (*n_bytes may be 0). */
 wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes);
-/* Reads and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m, NULL). */
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model);
+/* Reads and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m,
+ * NULL). sha256 (may be NULL) receives the file's SHA-256 in hex. */
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]);
 
 /* Elements of t, or -1 (and a message naming `what`) when a dim is negative or
  * the count exceeds WK_ONNX_MAX_TENSOR_ELEMS. */

@@ -431,7 +431,8 @@ static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) 
   return st;
 }
 
-static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, wk_model_meta *meta) {
+static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const char *sha256,
+                             wk_model_meta *meta) {
   int h, w, c;
   wk_net_input_shape(imp->net, &h, &w, &c);
   const int k = (int)wk_net_output_features(imp->net);
@@ -441,7 +442,7 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, wk_mo
   for (size_t i = 0; i < m->n_opset_import; i++)
     if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
       opset = m->opset_import[i]->version;
-  char prov[512], file[160], producer[96];
+  char prov[640], file[160], producer[96];
   snprintf(file, sizeof file, "%s", wk_basename(imp->path));
   snprintf(producer, sizeof producer, "%s %s", m->producer_name ? m->producer_name : "",
            m->producer_version ? m->producer_version : "");
@@ -450,9 +451,9 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, wk_mo
   for (char *p = producer; *p; p++)
     if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
   snprintf(prov, sizeof prov,
-           "{\"source\":\"onnx\",\"file\":\"%s\",\"producer\":\"%s\",\"opset\":%lld,"
-           "\"quantized\":%s}",
-           file, producer, (long long)opset, imp->quantized ? "true" : "false");
+           "{\"source\":\"onnx\",\"file\":\"%s\",\"sha256\":\"%s\",\"producer\":\"%s\","
+           "\"opset\":%lld,\"quantized\":%s}",
+           file, sha256, producer, (long long)opset, imp->quantized ? "true" : "false");
   return wk_model_meta_set_provenance(meta, prov);
 }
 
@@ -471,7 +472,8 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   *net = NULL;
   memset(meta, 0, sizeof *meta);
   Onnx__ModelProto *m;
-  WK_TRY(wk_onnx_load_model(path, &m));
+  char sha256[65];
+  WK_TRY(wk_onnx_load_model(path, &m, sha256));
   wk_imp imp = {.path = path, .g = m->graph};
   size_t n_out = 0;
   for (size_t i = 0; i < imp.g->n_node; i++) n_out += imp.g->node[i]->n_output;
@@ -495,7 +497,7 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   if (s == WK_OK) s = wk_net_finalize_empty(imp.net);
   if (s == WK_OK) {
     wk_imp_load_weights(&imp);
-    s = wk_imp_meta(&imp, m, meta);
+    s = wk_imp_meta(&imp, m, sha256, meta);
   }
   if (s == WK_OK) {
     *net = imp.net;
