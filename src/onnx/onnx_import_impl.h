@@ -104,6 +104,13 @@ wk_status wk_imp_conv_attrs(wk_imp *imp, const Onnx__NodeProto *node, const wk_i
  * input x, permuting columns when x was flattened from a spatial map. */
 int wk_imp_linear(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *x, const char *name,
                   int out_f, float *w, float *bias);
+/* Adds the sum of node's computed inputs ka and kb (*rank: their ONNX rank);
+ * a constant operand fails naming bias_op, the op it could be the bias of.
+ * Returns the value or -1. */
+int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
+               const char *bias_op, int *rank);
+/* Adds a global average pool of node's input 0; returns the value or -1. */
+int wk_imp_global_pool(wk_imp *imp, const Onnx__NodeProto *node);
 /* Turns x into a flat value (adds a flatten node when x is spatial). */
 wk_status wk_imp_flatten(wk_imp *imp, const Onnx__NodeProto *node, wk_iv *x, size_t out_k);
 

@@ -167,29 +167,37 @@ static wk_status wk_ops_act(wk_imp *imp, const Onnx__NodeProto *node) {
   return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, x->onnx_rank);
 }
 
-static wk_status wk_ops_add(wk_imp *imp, const Onnx__NodeProto *node) {
+int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
+               const char *bias_op, int *rank) {
   wk_iv *a, *b;
-  wk_status s = wk_imp_act_in(imp, node, 0, &a);
-  if (s == WK_OK) s = wk_imp_act_in(imp, node, 1, &b);
-  if (s != WK_OK)
-    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
-                       "only the sum of two computed tensors, or a constant bias right after "
-                       "MatMul, is supported");
+  wk_status s = wk_imp_act_in(imp, node, ka, &a);
+  if (s == WK_OK) s = wk_imp_act_in(imp, node, kb, &b);
+  if (s != WK_OK) {
+    wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                "only the sum of two computed tensors, or a constant bias right after %s, is "
+                "supported", bias_op);
+    return -1;
+  }
   wk_node nd = wk_ops_node(WK_NODE_ADD, a->value);
   nd.n_in = 2;
   nd.in[1] = b->value;
   wk_imp_node_name(imp, node, NULL, nd.name);
-  const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, a->onnx_rank);
+  *rank = a->onnx_rank;
+  return wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
 }
 
-static wk_status wk_ops_global_pool(wk_imp *imp, const Onnx__NodeProto *node, size_t out_k) {
+static wk_status wk_ops_add(wk_imp *imp, const Onnx__NodeProto *node) {
+  int rank;
+  const int v = wk_imp_sum(imp, node, 0, 1, "MatMul", &rank);
+  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, rank);
+}
+
+int wk_imp_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x;
-  WK_TRY(wk_imp_act_in(imp, node, 0, &x));
+  if (wk_imp_act_in(imp, node, 0, &x) != WK_OK) return -1;
   wk_node nd = wk_ops_node(WK_NODE_GLOBAL_AVGPOOL, x->value);
   wk_imp_node_name(imp, node, NULL, nd.name);
-  const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, out_k, v, 4);
+  return wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
 }
 
 static wk_status wk_ops_pool(wk_imp *imp, const Onnx__NodeProto *node, bool is_max) {
@@ -371,7 +379,10 @@ wk_status wk_imp_float_op(wk_imp *imp, const Onnx__NodeProto *node, bool *handle
   if (!strcmp(op, "BatchNormalization")) return wk_ops_batchnorm(imp, node);
   if (!strcmp(op, "Relu") || !strcmp(op, "Clip")) return wk_ops_act(imp, node);
   if (!strcmp(op, "Add")) return wk_ops_add(imp, node);
-  if (!strcmp(op, "GlobalAveragePool")) return wk_ops_global_pool(imp, node, 0);
+  if (!strcmp(op, "GlobalAveragePool")) {
+    const int v = wk_imp_global_pool(imp, node);
+    return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+  }
   if (!strcmp(op, "MaxPool")) return wk_ops_pool(imp, node, true);
   if (!strcmp(op, "AveragePool")) return wk_ops_pool(imp, node, false);
   if (!strcmp(op, "Gemm") || !strcmp(op, "MatMul")) return wk_ops_gemm(imp, node);

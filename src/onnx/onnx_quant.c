@@ -123,38 +123,16 @@ static wk_status wk_q_conv(wk_imp *imp, const Onnx__NodeProto *node) {
 }
 
 static wk_status wk_q_add(wk_imp *imp, const Onnx__NodeProto *node) {
-  wk_iv *a, *b;
-  wk_status s = wk_imp_act_in(imp, node, 0, &a);
-  if (s == WK_OK) s = wk_imp_act_in(imp, node, 3, &b);
-  if (s != WK_OK)
-    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
-                       "only the sum of two computed tensors, or a constant bias right after "
-                       "QLinearMatMul, is supported");
-  wk_node nd;
-  memset(&nd, 0, sizeof nd);
-  nd.op = WK_NODE_ADD;
-  nd.n_in = 2;
-  nd.in[0] = a->value;
-  nd.in[1] = b->value;
-  wk_imp_node_name(imp, node, NULL, nd.name);
-  int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
+  int rank, v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &rank);
   if (v < 0) return WK_ERR_UNSUPPORTED;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
-  return wk_imp_set_act(imp, node, 0, v, a->onnx_rank);
+  return wk_imp_set_act(imp, node, 0, v, rank);
 }
 
 static wk_status wk_q_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
-  wk_iv *x;
-  WK_TRY(wk_imp_act_in(imp, node, 0, &x));
   if (wk_onnx_attr_int(node, "channels_last", 0) != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "channels_last input");
-  wk_node nd;
-  memset(&nd, 0, sizeof nd);
-  nd.op = WK_NODE_GLOBAL_AVGPOOL;
-  nd.n_in = 1;
-  nd.in[0] = x->value;
-  wk_imp_node_name(imp, node, NULL, nd.name);
-  const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
+  const int v = wk_imp_global_pool(imp, node);
   return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
