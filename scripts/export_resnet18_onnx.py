@@ -13,16 +13,20 @@ serialized onnx.TensorProto, input NCHW float32):
   small        a hand-made net for the rest: dilation, asymmetric stride,
                AveragePool, a Flatten of a 3x3 map (NCHW order), MatMul + Add,
                Relu; 32x32
+  gemm         written with onnx.helper: Conv (no bias) -> Relu ->
+               GlobalAveragePool -> Reshape to a Constant [-1, 6] -> Gemm with
+               transB 0, alpha 0.5, beta 2 and a broadcast scalar C; logits by torch
   unsupported  Conv -> Sigmoid (node "the_sigmoid") -> ...: must be refused
 Run with Debian's interpreter (/usr/bin/python3: torch 1.13, onnx 1.12).
 """
 import argparse
 import os
 
+import numpy as np
 import onnx
 import torch
 import torchvision
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 
 def randomize_bn(model, gen):
@@ -87,6 +91,34 @@ def export(out, name, model, size, preserve=False):
     save_pb(os.path.join(out, name + "_logits.pb"), y.numpy(), "logits")
 
 
+def export_gemm(out):
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(6, 3, 3, 3, generator=gen)
+    b = torch.randn(6, 4, generator=gen)
+    x = torch.randn(1, 3, 10, 10, generator=gen)
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Constant", [], ["shape"], name="shape",
+                         value=numpy_helper.from_array(np.array([-1, 6], np.int64))),
+        helper.make_node("Reshape", ["g", "shape"], ["f"], name="reshape"),
+        helper.make_node("Gemm", ["f", "b", "c0"], ["logits"], name="fc", alpha=0.5, beta=2.0),
+    ]
+    inits = [numpy_helper.from_array(w.numpy(), "w"), numpy_helper.from_array(b.numpy(), "b"),
+             numpy_helper.from_array(np.array([0.25], np.float32), "c0")]
+    graph = helper.make_graph(
+        nodes, "gemm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(out, "gemm.onnx"))
+    f = torch.relu(torch.nn.functional.conv2d(x, w, padding=1)).mean((2, 3))
+    y = 0.5 * f @ b + 2.0 * 0.25
+    save_pb(os.path.join(out, "gemm_input.pb"), x.numpy(), "input")
+    save_pb(os.path.join(out, "gemm_logits.pb"), y.numpy(), "logits")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
@@ -103,6 +135,7 @@ def main():
     small = Small()
     randomize_bn(small, gen)
     export(args.out_dir, "small", small, 32, preserve=True)
+    export_gemm(args.out_dir)
     export(args.out_dir, "unsupported", Unsupported(), 8)
     m = onnx.load(os.path.join(args.out_dir, "unsupported.onnx"))
     for n in m.graph.node:

@@ -6,7 +6,8 @@
  *   roughly; the largest relative error is printed).
  * - Float graphs from scripts/export_resnet18_onnx.py (Debian's torch, random
  *   weights): torchvision resnet18, mobilenet_v2 with BatchNormalization nodes,
- *   and a small net with the remaining ops must match PyTorch's logits within
+ *   a small net with the remaining ops and a hand-written graph with Gemm's
+ *   options must match PyTorch's logits within
  *   1e-4 (max |a - ref| / max |ref|); a graph with a Sigmoid is refused naming
  *   the node.
  * - Truncated, corrupt and empty files fail cleanly.
@@ -111,7 +112,9 @@ static void wkt_float_graph(const char *name, int classes) {
   wk_model_meta meta, meta2;
   WKT_OK(wk_onnx_import(ctx, path, &net, &meta));
   ck_assert_int_eq(meta.n_classes, classes);
-  ck_assert_str_eq(meta.class_names[classes - 1], classes == 1000 ? "class999" : "class9");
+  char last[16];
+  snprintf(last, sizeof last, "class%d", classes - 1);
+  ck_assert_str_eq(meta.class_names[classes - 1], last);
   snprintf(path, sizeof path, "%s/%s_input.pb", wkt_fx, name);
   wk_tensor x = wkt_read_pb(path);
   snprintf(path, sizeof path, "%s/%s_logits.pb", wkt_fx, name);
@@ -145,6 +148,8 @@ END_TEST
 START_TEST(test_float_mobilenetv2_batchnorm) { wkt_float_graph("mobilenetv2", 10); }
 END_TEST
 START_TEST(test_float_small_ops) { wkt_float_graph("small", 10); }
+END_TEST
+START_TEST(test_float_gemm_variants) { wkt_float_graph("gemm", 4); }
 END_TEST
 
 START_TEST(test_unsupported_op_named) {
@@ -264,6 +269,7 @@ int main(void) {
     tcase_add_test(tc, test_float_resnet18);
     tcase_add_test(tc, test_float_mobilenetv2_batchnorm);
     tcase_add_test(tc, test_float_small_ops);
+    tcase_add_test(tc, test_float_gemm_variants);
     tcase_add_test(tc, test_unsupported_op_named);
   }
   suite_add_tcase(s, tc);
