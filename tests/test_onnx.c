@@ -7,9 +7,8 @@
  * - Float graphs from scripts/export_resnet18_onnx.py (Debian's torch, random
  *   weights): torchvision resnet18, mobilenet_v2 with BatchNormalization nodes,
  *   a small net with the remaining ops and a hand-written graph with Gemm's
- *   options must match PyTorch's logits within
- *   1e-4 (max |a - ref| / max |ref|); a graph with a Sigmoid is refused naming
- *   the node.
+ *   options must match PyTorch's logits within 1e-4 (max |a - ref| /
+ *   max |ref|); a graph with a Sigmoid is refused naming the node.
  * - Truncated, corrupt and empty files fail cleanly.
  * Parts whose inputs are missing (no shared data, no torch) are left out; with
  * neither the suite exits 77 (skip). */
