@@ -20,6 +20,8 @@ packages=(
   libjpeg62-turbo-dev libturbojpeg0-dev     # JPEG decoding
   libpng-dev libstb-dev                     # PNG decoding, image writing
   libcjson-dev                              # model file headers (JSON)
+  libprotobuf-c-dev protobuf-c-compiler     # ONNX import/export (protoc-c on src/onnx/onnx.proto)
+  python3-onnx                              # ONNX test fixtures (scripts/export_resnet18_onnx.py)
   check libsubunit-dev                      # unit tests
   python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
   python3-pil                               # reference decodes of the image fixtures
@@ -48,6 +50,18 @@ fi
 # The CUDA toolkit lives outside Debian; find it where NVIDIA's installer puts it.
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+# ONNX Runtime for Node.js, pinned in tools/ort/package-lock.json: runs whisker's
+# ONNX exports in tests/test_onnx_ort.c (skipped without it). Node.js is not
+# installed here (Debian's and NodeSource's packages conflict); the CPU build of
+# onnxruntime-node is in the npm package itself, so its download step is skipped.
+if command -v npm >/dev/null; then
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix "$root/tools/ort" --no-audit --no-fund ||
+    echo "setup.sh: npm ci --prefix tools/ort failed: the ONNX Runtime test will be skipped" >&2
+else
+  echo "setup.sh: npm not found: install Node.js (with npm) and rerun to enable the ONNX" \
+       "Runtime test (tests/test_onnx_ort.c); everything else works without it" >&2
 fi
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${WHISKER_CMAKE_ARGS:-}

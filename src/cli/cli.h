@@ -13,5 +13,7 @@ int wk_cmd_finetune(int argc, char **argv);
 int wk_cmd_eval(int argc, char **argv);
 int wk_cmd_classify(int argc, char **argv);
 int wk_cmd_convert(int argc, char **argv);
+int wk_cmd_import(int argc, char **argv);
+int wk_cmd_export(int argc, char **argv);
 
 #endif

@@ -86,8 +86,7 @@ static void wk_torch_shape(const wk_param *p, int64_t shape[WK_MAX_DIMS]) {
   }
 }
 
-/* (O, KH, KW, I) <-> (O, I, KH, KW); to_torch picks the direction. */
-static void wk_transpose_conv(const wk_param *p, const float *src, float *dst, bool to_torch) {
+void wk_conv_weight_transpose(const wk_param *p, const float *src, float *dst, bool to_torch) {
   const int64_t o = p->shape[0], kh = p->shape[1], kw = p->shape[2], ci = p->shape[3];
   for (int64_t a = 0; a < o; a++)
     for (int64_t y = 0; y < kh; y++)
@@ -217,7 +216,7 @@ static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_mode
                          .data = w + p->offset, .n_bytes = p->numel * sizeof(float)};
     wk_torch_shape(p, e[k].shape);
     if (p->ndim == 4) {
-      wk_transpose_conv(p, w + p->offset, tw + tw_off, true);
+      wk_conv_weight_transpose(p, w + p->offset, tw + tw_off, true);
       e[k].data = tw + tw_off;
       tw_off += p->numel;
     }
@@ -355,7 +354,7 @@ static wk_status wk_read_tensors(const wk_st_file *f, const wk_param *a, size_t 
     wk_torch_shape(&a[i], shape);
     float *dst = a[i].ndim == 4 ? tmp : arena + a[i].offset;
     WK_TRY(wk_st_read_f32(f, a[i].name, dst, a[i].ndim, shape));
-    if (a[i].ndim == 4) wk_transpose_conv(&a[i], tmp, arena + a[i].offset, false);
+    if (a[i].ndim == 4) wk_conv_weight_transpose(&a[i], tmp, arena + a[i].offset, false);
   }
   return WK_OK;
 }

@@ -69,6 +69,10 @@ wk_status wk_model_load(wk_ctx *ctx, const char *path, wk_net **net, wk_model_me
 wk_status wk_model_load_file(wk_ctx *ctx, const wk_st_file *f, wk_net **net,
                              wk_model_meta *meta);
 
+/* Conv weights of parameter p between whisker's (O, KH, KW, I) and PyTorch's
+ * (O, I, KH, KW), which ONNX shares; to_torch picks the direction. */
+void wk_conv_weight_transpose(const wk_param *p, const float *src, float *dst, bool to_torch);
+
 /* Architecture JSON (arch.c): a network's "whisker.arch" text (malloc'ed), and
  * a network built (not finalized) from one. */
 wk_status wk_arch_to_json(const wk_net *net, const wk_model_meta *meta, char **out);

@@ -448,7 +448,8 @@ static wk_status wk_net_finalize_impl(wk_net *net, bool init, uint64_t seed) {
   WK_TRY(wk_check_unique_names(net));
   net->n_elems = wk_layout(net->params, net->n_params);
   net->n_buffer_elems = wk_layout(net->buffers, net->n_buffers);
-  size_t ne = net->n_elems ? net->n_elems : 1, nb = net->n_buffer_elems ? net->n_buffer_elems : 1;
+  /* aligned_alloc wants a size that is a multiple of the alignment (16 floats) */
+  size_t ne = (net->n_elems + 16) & ~(size_t)15, nb = (net->n_buffer_elems + 16) & ~(size_t)15;
   net->weights = aligned_alloc(64, ne * sizeof(float));
   net->grads = aligned_alloc(64, ne * sizeof(float));
   net->buffer_data = aligned_alloc(64, nb * sizeof(float));

@@ -1,0 +1,512 @@
+/* onnx_import.c - ONNX graph -> whisker network: the entry table, the walk over
+ * the nodes in their (topological) order, node names, and the weights copied
+ * into the finalized network (see onnx_import_impl.h for the state). */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx/onnx_import_impl.h"
+
+wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
+                      const char *fmt, ...) {
+  char msg[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (!node) return wk_fail(code, "%s: %s", imp->path, msg);
+  return wk_fail(code, "%s: node '%s' (%s): %s", imp->path, node->name ? node->name : "",
+                 node->op_type ? node->op_type : "?", msg);
+}
+
+/* ------------------------------------------------------------------ entries */
+
+static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {
+  WK_ASSERT(imp->n_v < imp->cap_v);
+  wk_iv *e = &imp->v[imp->n_v++];
+  memset(e, 0, sizeof *e);
+  e->name = name;
+  return e;
+}
+
+static wk_iv *wk_imp_lookup(wk_imp *imp, const char *name) {
+  for (size_t i = imp->n_v; i-- > 0;)
+    if (strcmp(imp->v[i].name, name) == 0) return &imp->v[i];
+  return NULL;
+}
+
+/* Materializes tensor t as a constant entry. */
+static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, const char *name,
+                                     wk_iv **out) {
+  char what[200];
+  snprintf(what, sizeof what, "%s: tensor '%s'", imp->path, name);
+  if (t->n_dims > WK_ONNX_MAX_DIMS)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
+  const int64_t n = wk_onnx_tensor_numel(t, what);
+  if (n < 0) return WK_ERR_LIMIT;
+  double *c = malloc((size_t)(n ? n : 1) * sizeof *c);
+  if (!c) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
+  wk_status s = wk_onnx_tensor_values(t, what, c, n);
+  if (s != WK_OK) {
+    free(c);
+    return s;
+  }
+  wk_iv *e = wk_imp_new(imp, name);
+  e->is_const = true;
+  e->c = c;
+  e->n = n;
+  e->ndim = (int)t->n_dims;
+  for (size_t i = 0; i < t->n_dims; i++) e->dims[i] = t->dims[i];
+  e->dtype = t->data_type;
+  *out = e;
+  return WK_OK;
+}
+
+wk_iv *wk_imp_find(wk_imp *imp, const char *name) {
+  wk_iv *e = wk_imp_lookup(imp, name);
+  if (e) return e;
+  for (size_t i = 0; i < imp->g->n_initializer; i++) {
+    const Onnx__TensorProto *t = imp->g->initializer[i];
+    if (t->name && strcmp(t->name, name) == 0) {
+      if (wk_imp_tensor_const(imp, t, t->name, &e) != WK_OK) return NULL;
+      return e;
+    }
+  }
+  wk_fail(WK_ERR_FORMAT, "%s: tensor '%s' is used before any node computes it", imp->path, name);
+  return NULL;
+}
+
+bool wk_imp_has_in(const Onnx__NodeProto *node, size_t k) {
+  return k < node->n_input && node->input[k] && node->input[k][0];
+}
+
+static wk_status wk_imp_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, bool want_const,
+                           wk_iv **out) {
+  if (!wk_imp_has_in(node, k))
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "input %zu is missing", k);
+  wk_iv *e = wk_imp_find(imp, node->input[k]);
+  if (!e) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (e->is_const != want_const)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "input '%s' must be %s", node->input[k],
+                       want_const ? "a constant (an initializer)"
+                                  : "computed from the graph input, not a constant");
+  *out = e;
+  return WK_OK;
+}
+
+wk_status wk_imp_act_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, wk_iv **out) {
+  return wk_imp_in(imp, node, k, false, out);
+}
+
+wk_status wk_imp_const_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, wk_iv **out) {
+  return wk_imp_in(imp, node, k, true, out);
+}
+
+static wk_status wk_imp_out(wk_imp *imp, const Onnx__NodeProto *node, size_t k, wk_iv **out) {
+  if (k >= node->n_output || !node->output[k] || !node->output[k][0])
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "output %zu is missing", k);
+  if (wk_imp_lookup(imp, node->output[k]))
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "output '%s' is computed twice",
+                       node->output[k]);
+  *out = wk_imp_new(imp, node->output[k]);
+  return WK_OK;
+}
+
+wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
+                         int onnx_rank) {
+  wk_iv *e;
+  WK_TRY(wk_imp_out(imp, node, k, &e));
+  e->value = value;
+  e->onnx_rank = onnx_rank;
+  return WK_OK;
+}
+
+wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
+                           int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
+  wk_iv *e;
+  wk_status s = wk_imp_out(imp, node, k, &e);
+  if (s != WK_OK) {
+    free(c);
+    return s;
+  }
+  e->is_const = true;
+  e->c = c;
+  e->n = n;
+  e->ndim = ndim;
+  if (ndim) memcpy(e->dims, dims, sizeof(int64_t) * (size_t)ndim);
+  e->dtype = dtype;
+  return WK_OK;
+}
+
+wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const wk_iv *src) {
+  if (src->is_const) {
+    double *c = malloc((size_t)(src->n ? src->n : 1) * sizeof *c);
+    if (!c) return wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
+    memcpy(c, src->c, (size_t)src->n * sizeof *c);
+    return wk_imp_set_const(imp, node, k, c, src->n, src->ndim, src->dims, src->dtype);
+  }
+  const wk_iv copy = *src;
+  wk_iv *e;
+  WK_TRY(wk_imp_out(imp, node, k, &e));
+  const char *name = e->name;
+  *e = copy;
+  e->name = name;
+  return WK_OK;
+}
+
+float *wk_imp_floats(const wk_iv *c) {
+  float *f = malloc((size_t)(c->n ? c->n : 1) * sizeof *f);
+  for (int64_t i = 0; f && i < c->n; i++) f[i] = (float)c->c[i];
+  return f;
+}
+
+int wk_imp_onnx_shape(const wk_imp *imp, const wk_iv *x, int64_t dims[4]) {
+  int h, w, c;
+  if (x->value == 0) {
+    wk_net_input_shape(imp->net, &h, &w, &c);
+    dims[0] = 1, dims[1] = c, dims[2] = h, dims[3] = w;
+    return 4;
+  }
+  const wk_node *nd = wk_net_node(imp->net, x->value - 1);
+  dims[0] = 1;
+  if (nd->out_ndim == 3) {
+    dims[1] = nd->out_shape[2], dims[2] = nd->out_shape[0], dims[3] = nd->out_shape[1];
+    return 4;
+  }
+  dims[1] = nd->out_shape[0];
+  if (x->onnx_rank == 4) {
+    dims[2] = dims[3] = 1;
+    return 4;
+  }
+  return 2;
+}
+
+int64_t wk_imp_features(const wk_imp *imp, const wk_iv *x) {
+  int64_t d[4];
+  int r = wk_imp_onnx_shape(imp, x, d);
+  int64_t f = 1;
+  for (int i = 1; i < r; i++) f *= d[i];
+  return f;
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static bool wk_imp_name_taken(const wk_imp *imp, const char *name) {
+  for (int i = 0; i < wk_net_n_nodes(imp->net); i++)
+    if (strcmp(wk_net_node(imp->net, i)->name, name) == 0) return true;
+  return false;
+}
+
+/* "/layer1/layer1.0/conv1/Conv" -> "layer1.0.conv1": the scope path without
+ * the op, from its last segment that is a dotted module name. */
+static void wk_imp_scope_name(const char *onnx_name, char *out, size_t n) {
+  char buf[WK_NODE_NAME_MAX * 2];
+  snprintf(buf, sizeof buf, "%s", onnx_name);
+  char *seg[32], *save = NULL;
+  int ns = 0;
+  for (char *tok = strtok_r(buf, "/", &save); tok && ns < 32; tok = strtok_r(NULL, "/", &save))
+    seg[ns++] = tok;
+  out[0] = '\0';
+  if (ns == 0) return;
+  if (ns > 1) ns--; /* the op itself */
+  int k = 0;
+  for (int i = 0; i < ns; i++)
+    if (strchr(seg[i], '.')) k = i;
+  size_t o = 0;
+  for (int i = k; i < ns && o + 1 < n; i++)
+    o += (size_t)snprintf(out + o, n - o, "%s%s", i > k ? "." : "", seg[i]);
+}
+
+void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weight, char *out) {
+  char base[WK_NODE_NAME_MAX];
+  base[0] = '\0';
+  if (weight) {
+    char w[WK_NODE_NAME_MAX * 2];
+    snprintf(w, sizeof w, "%s", weight);
+    char *q = strstr(w, "_quantized");
+    if (q && q[10] == '\0') *q = '\0';
+    size_t len = strlen(w);
+    if (len > 7 && strcmp(w + len - 7, ".weight") == 0 && len - 7 < sizeof base) {
+      w[len - 7] = '\0';
+      memcpy(base, w, len - 6);
+    }
+  }
+  if (!base[0] && node->name && node->name[0])
+    wk_imp_scope_name(node->name, base, sizeof base - 8);
+  for (char *p = base; *p; p++)
+    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') *p = '_';
+  if (!base[0]) {
+    snprintf(base, sizeof base - 8, "%s_%zu", node->op_type ? node->op_type : "node", imp->cur);
+    for (char *p = base; *p; p++) *p = (char)tolower((unsigned char)*p);
+  }
+  snprintf(out, WK_NODE_NAME_MAX, "%s", base);
+  for (int i = 2; wk_imp_name_taken(imp, out) && i < 100000; i++)
+    snprintf(out, WK_NODE_NAME_MAX, "%.*s_%d", WK_NODE_NAME_MAX - 8, base, i);
+}
+
+int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, float *p0, float *p1,
+               float *b0, float *b1) {
+  const int i = wk_net_n_nodes(imp->net);
+  if (i >= imp->cap_w) {
+    int cap = imp->cap_w ? 2 * imp->cap_w : 256;
+    wk_imp_w *w = realloc(imp->w, (size_t)cap * sizeof *w);
+    if (!w) {
+      free(p0), free(p1), free(b0), free(b1);
+      wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
+      return -1;
+    }
+    memset(w + imp->cap_w, 0, (size_t)(cap - imp->cap_w) * sizeof *w);
+    imp->w = w;
+    imp->cap_w = cap;
+  }
+  imp->w[i] = (wk_imp_w){.p = {p0, p1}, .buf = {b0, b1}};
+  const bool need_p0 = nd->op == WK_NODE_CONV || nd->op == WK_NODE_LINEAR ||
+                       nd->op == WK_NODE_BATCHNORM;
+  const bool need_p1 = nd->op == WK_NODE_BATCHNORM || (need_p0 && nd->bias);
+  if ((need_p0 && !p0) || (need_p1 && !p1) || (nd->op == WK_NODE_BATCHNORM && (!b0 || !b1))) {
+    wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
+    return -1;
+  }
+  const int v = wk_net_add_node(imp->net, nd);
+  if (v < 0) {
+    wk_net_build_error(imp->net);
+    wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "%s", wk_last_error());
+  }
+  return v;
+}
+
+int wk_imp_add_act(wk_imp *imp, const Onnx__NodeProto *node, int x, wk_act act, const char *name) {
+  wk_node nd;
+  memset(&nd, 0, sizeof nd);
+  nd.op = WK_NODE_ACT;
+  nd.act = act;
+  nd.n_in = 1;
+  nd.in[0] = x;
+  snprintf(nd.name, sizeof nd.name, "%s", name);
+  return wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
+}
+
+const Onnx__NodeProto *wk_imp_sole_consumer(const wk_imp *imp, const char *name, size_t *index) {
+  const Onnx__NodeProto *found = NULL;
+  for (size_t j = 0; j < imp->g->n_output; j++)
+    if (imp->g->output[j]->name && strcmp(imp->g->output[j]->name, name) == 0) return NULL;
+  for (size_t i = 0; i < imp->g->n_node; i++) {
+    const Onnx__NodeProto *nd = imp->g->node[i];
+    for (size_t k = 0; k < nd->n_input; k++) {
+      if (!nd->input[k] || strcmp(nd->input[k], name) != 0) continue;
+      if (found || i <= imp->cur) return NULL;
+      found = nd;
+      *index = i;
+      break;
+    }
+  }
+  return found;
+}
+
+/* ------------------------------------------------------------------ the walk */
+
+/* The graph input: the one input that is not an initializer, float
+ * [N or 1, C, H, W] with H, W fixed. */
+static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int dims[3]) {
+  const Onnx__ValueInfoProto *in = NULL;
+  for (size_t i = 0; i < imp->g->n_input; i++) {
+    const Onnx__ValueInfoProto *vi = imp->g->input[i];
+    bool is_init = false;
+    for (size_t j = 0; vi->name && j < imp->g->n_initializer && !is_init; j++)
+      is_init = imp->g->initializer[j]->name && !strcmp(imp->g->initializer[j]->name, vi->name);
+    if (is_init) continue;
+    if (in) return wk_fail(WK_ERR_UNSUPPORTED, "%s: the graph has more than one input", imp->path);
+    in = vi;
+  }
+  if (!in || !in->name) return wk_fail(WK_ERR_FORMAT, "%s: the graph has no input", imp->path);
+  const Onnx__TypeProto *t = in->type;
+  const Onnx__TensorShapeProto *sh = t && t->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
+                                     t->tensor_type ? t->tensor_type->shape : NULL;
+  if (!sh || t->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || sh->n_dim != 4)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' must be a float tensor [N, C, H, W]",
+                   imp->path, in->name);
+  Onnx__TensorShapeProto__Dimension *const *d = sh->dim;
+  const bool n_ok = d[0]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
+                    d[0]->dim_value == 1;
+  for (int i = 1; i < 4; i++) {
+    if (d[i]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
+        d[i]->dim_value < 1 || d[i]->dim_value > 16384)
+      return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' dim %d must be a fixed size", imp->path,
+                     in->name, i);
+    dims[i - 1] = (int)d[i]->dim_value;
+  }
+  if (!n_ok)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' must have batch 1 or a symbolic batch",
+                   imp->path, in->name);
+  *out = in;
+  return WK_OK;
+}
+
+static wk_status wk_imp_walk(wk_imp *imp) {
+  for (imp->cur = 0; imp->cur < imp->g->n_node; imp->cur++) {
+    if (imp->done[imp->cur]) continue;
+    const Onnx__NodeProto *node = imp->g->node[imp->cur];
+    const char *dom = node->domain ? node->domain : "";
+    if (!node->op_type || node->n_output < 1 || !node->output[0][0])
+      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "node without an op type or an output");
+    if (dom[0] && strcmp(dom, "ai.onnx") != 0 && strcmp(dom, "com.microsoft") != 0)
+      return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "operator domain '%s' is not supported",
+                         dom);
+    bool handled = false;
+    WK_TRY(wk_imp_const_op(imp, node, &handled));
+    if (!handled) WK_TRY(wk_imp_float_op(imp, node, &handled));
+    if (!handled) WK_TRY(wk_imp_quant_op(imp, node, &handled));
+    if (!handled)
+      return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                         "op type '%s' cannot be mapped to a whisker network", node->op_type);
+  }
+  if (imp->g->n_output != 1 || !imp->g->output[0]->name)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: the graph must have exactly one output (logits)",
+                   imp->path);
+  const char *oname = imp->g->output[0]->name;
+  const wk_iv *o = wk_imp_lookup(imp, oname);
+  const int n = wk_net_n_nodes(imp->net);
+  if (!o || o->is_const || n == 0 || o->value != n)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: output '%s' is not the last computed value",
+                   imp->path, oname);
+  if (wk_net_node(imp->net, n - 1)->out_ndim != 1 || o->onnx_rank != 2)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%s: output '%s' must be [N, classes]", imp->path, oname);
+  return WK_OK;
+}
+
+/* Copies the kept weights into the finalized network's arenas. */
+static void wk_imp_load_weights(wk_imp *imp) {
+  size_t np, nb;
+  const wk_param *params = wk_net_params(imp->net, &np);
+  const wk_param *bufs = wk_net_buffers(imp->net, &nb);
+  float *w = wk_net_weights(imp->net), *bd = wk_net_buffer_data(imp->net);
+  for (int i = 0; i < wk_net_n_nodes(imp->net); i++) {
+    const wk_node *nd = wk_net_node(imp->net, i);
+    for (int k = 0; k < 2; k++) {
+      if (nd->param[k] >= 0) {
+        const wk_param *p = &params[nd->param[k]];
+        if (p->ndim == 4)
+          wk_conv_weight_transpose(p, imp->w[i].p[k], w + p->offset, false);
+        else
+          memcpy(w + p->offset, imp->w[i].p[k], p->numel * sizeof(float));
+      }
+      if (nd->buffer[k] >= 0)
+        memcpy(bd + bufs[nd->buffer[k]].offset, imp->w[i].buf[k],
+               bufs[nd->buffer[k]].numel * sizeof(float));
+    }
+  }
+  wk_net_weights_changed(imp->net);
+}
+
+static const char *wk_basename(const char *path) {
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+/* Class names from metadata_props "whisker.classes" (whisker's export writes
+ * them) when they are k strings of 1 to 255 bytes; else "class0".. */
+static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) {
+  const int k = meta->n_classes;
+  cJSON *a = NULL;
+  for (size_t i = 0; i < m->n_metadata_props; i++)
+    if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
+        !strcmp(m->metadata_props[i]->key, "whisker.classes"))
+      a = cJSON_Parse(m->metadata_props[i]->value);
+  bool ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == k;
+  for (int i = 0; ok && i < k; i++) {
+    const cJSON *s = cJSON_GetArrayItem(a, i);
+    ok = cJSON_IsString(s) && s->valuestring[0] && strlen(s->valuestring) <= 255;
+  }
+  wk_status st = WK_OK;
+  for (int i = 0; st == WK_OK && i < k; i++) {
+    char name[24];
+    snprintf(name, sizeof name, "class%d", i);
+    st = wk_model_meta_set_class(meta, i, ok ? cJSON_GetArrayItem(a, i)->valuestring : name);
+  }
+  cJSON_Delete(a);
+  return st;
+}
+
+static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const char *sha256,
+                             wk_model_meta *meta) {
+  int h, w, c;
+  wk_net_input_shape(imp->net, &h, &w, &c);
+  const int k = (int)wk_net_output_features(imp->net);
+  WK_TRY(wk_model_meta_init(meta, "onnx", k, h));
+  WK_TRY(wk_imp_classes(m, meta));
+  int64_t opset = 0;
+  for (size_t i = 0; i < m->n_opset_import; i++)
+    if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
+      opset = m->opset_import[i]->version;
+  char prov[640], file[160], producer[96];
+  snprintf(file, sizeof file, "%s", wk_basename(imp->path));
+  snprintf(producer, sizeof producer, "%s %s", m->producer_name ? m->producer_name : "",
+           m->producer_version ? m->producer_version : "");
+  for (char *p = file; *p; p++)
+    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
+  for (char *p = producer; *p; p++)
+    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
+  snprintf(prov, sizeof prov,
+           "{\"source\":\"onnx\",\"file\":\"%s\",\"sha256\":\"%s\",\"producer\":\"%s\","
+           "\"opset\":%lld,\"quantized\":%s}",
+           file, sha256, producer, (long long)opset, imp->quantized ? "true" : "false");
+  return wk_model_meta_set_provenance(meta, prov);
+}
+
+static void wk_imp_free(wk_imp *imp) {
+  for (size_t i = 0; i < imp->n_v; i++) free(imp->v[i].c);
+  for (int i = 0; i < imp->cap_w; i++) {
+    free(imp->w[i].p[0]), free(imp->w[i].p[1]);
+    free(imp->w[i].buf[0]), free(imp->w[i].buf[1]);
+  }
+  free(imp->v);
+  free(imp->w);
+  free(imp->done);
+}
+
+wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta) {
+  *net = NULL;
+  memset(meta, 0, sizeof *meta);
+  Onnx__ModelProto *m;
+  char sha256[65];
+  WK_TRY(wk_onnx_load_model(path, &m, sha256));
+  wk_imp imp = {.path = path, .g = m->graph};
+  size_t n_out = 0;
+  for (size_t i = 0; i < imp.g->n_node; i++) n_out += imp.g->node[i]->n_output;
+  imp.cap_v = imp.g->n_initializer + n_out + 4;
+  imp.v = calloc(imp.cap_v, sizeof *imp.v);
+  imp.done = calloc(imp.g->n_node + 1, sizeof *imp.done);
+  const Onnx__ValueInfoProto *in = NULL;
+  int dims[3];
+  wk_status s = imp.v && imp.done ? wk_imp_input(&imp, &in, dims)
+                                  : wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+  if (s == WK_OK && dims[1] != dims[2])
+    s = wk_fail(WK_ERR_UNSUPPORTED, "%s: input %dx%d is not square (whisker crops squares)",
+                path, dims[1], dims[2]);
+  if (s == WK_OK) s = wk_net_create(ctx, dims[1], dims[2], dims[0], &imp.net);
+  if (s == WK_OK) {
+    wk_iv *e = wk_imp_new(&imp, in->name);
+    e->value = 0;
+    e->onnx_rank = 4;
+    s = wk_imp_walk(&imp);
+  }
+  if (s == WK_OK) s = wk_net_finalize_empty(imp.net);
+  if (s == WK_OK) {
+    wk_imp_load_weights(&imp);
+    s = wk_imp_meta(&imp, m, sha256, meta);
+  }
+  if (s == WK_OK) {
+    *net = imp.net;
+    imp.net = NULL;
+  } else {
+    wk_model_meta_free(meta);
+  }
+  wk_net_destroy(imp.net);
+  wk_imp_free(&imp);
+  onnx__model_proto__free_unpacked(m, NULL);
+  return s;
+}

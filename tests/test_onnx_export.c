@@ -1,0 +1,163 @@
+/* test_onnx_export.c - whisker export then import gives back the network:
+ * the same nodes, names, parameters and logits (bit for bit), for the zoo's
+ * architectures and a net with every node kind (tests/onnx_nets.h); a file
+ * that cannot be written fails cleanly; randomly damaged exports never crash
+ * the importer.
+ * tests/test_onnx_ort.c runs the same exports in ONNX Runtime. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/sha256.h"
+#include "onnx/onnx.h"
+#include "onnx_nets.h"
+#include "test_util.h"
+
+static void wkt_round_trip(const char *arch) {
+  const int px = wkt_onnx_px(arch), classes = 7;
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_onnx_net(ctx, arch, px, classes, 11), *back;
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_rt_%d_%s.onnx", (int)getpid(), arch);
+  wk_model_meta meta;
+  WKT_OK(wk_model_meta_init(&meta, arch, classes, px));
+  WKT_OK(wk_model_meta_set_class(&meta, classes - 1, "the \"last\" class"));
+  WKT_OK(wk_onnx_export(path, net, &meta));
+  wk_model_meta_free(&meta);
+  WKT_OK(wk_onnx_import(ctx, path, &back, &meta));
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(meta.n_classes, classes);
+  ck_assert_str_eq(meta.class_names[0], "0");
+  ck_assert_str_eq(meta.class_names[classes - 1], "the \"last\" class");
+  /* the same graph, dropout aside (inference drops it) */
+  int k = 0;
+  for (int i = 0; i < wk_net_n_nodes(net); i++) {
+    const wk_node *a = wk_net_node(net, i);
+    if (a->op == WK_NODE_DROPOUT) continue;
+    ck_assert_int_lt(k, wk_net_n_nodes(back));
+    const wk_node *b = wk_net_node(back, k++);
+    ck_assert_int_eq(a->op, b->op);
+    ck_assert_str_eq(a->name, b->name);
+    ck_assert_int_eq(a->out_ndim, b->out_ndim);
+    ck_assert_mem_eq(a->out_shape, b->out_shape, sizeof a->out_shape);
+  }
+  ck_assert_int_eq(k, wk_net_n_nodes(back));
+  size_t na, nb;
+  const wk_param *pa = wk_net_params(net, &na), *pb = wk_net_params(back, &nb);
+  ck_assert_uint_eq(na, nb);
+  for (size_t i = 0; i < na; i++) {
+    ck_assert_str_eq(pa[i].name, pb[i].name);
+    ck_assert_uint_eq(pa[i].numel, pb[i].numel);
+    ck_assert_mem_eq(wk_net_weights(net) + pa[i].offset, wk_net_weights(back) + pb[i].offset,
+                     pa[i].numel * sizeof(float));
+  }
+  float *nchw;
+  wk_tensor x = wkt_onnx_batch(2, px, 5, &nchw), y;
+  WKT_OK(wk_net_forward(net, &x, false, &y));
+  float *want = malloc(2 * classes * sizeof *want);
+  memcpy(want, y.data, 2 * classes * sizeof *want);
+  WKT_OK(wk_net_forward(back, &x, false, &y));
+  ck_assert_mem_eq(want, y.data, 2 * classes * sizeof *want);
+  free(want);
+  free(nchw);
+  wk_tensor_free(&x);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(back);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_round_trip) { wkt_round_trip(wkt_onnx_archs[_i]); }
+END_TEST
+
+START_TEST(test_unwritable) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_onnx_net(ctx, "custom", 20, 3, 1);
+  WKT_FAILS(WK_ERR_IO, wk_onnx_export("/nonexistent-dir/x.onnx", net, NULL));
+  ck_assert_msg(strstr(wk_last_error(), "/nonexistent-dir/x.onnx") != NULL, "%s",
+                wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* An exported file with bytes overwritten at random places, many times: each
+ * import either succeeds or fails with a message; none crashes or hangs (the
+ * file still parses often: most bytes are weights). */
+START_TEST(test_mutated_files) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_onnx_net(ctx, "custom", 20, 3, 1);
+  char path[256], bad[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_mut_%d.onnx", (int)getpid());
+  snprintf(bad, sizeof bad, "/tmp/wk_onnx_mut_%d_bad.onnx", (int)getpid());
+  WKT_OK(wk_onnx_export(path, net, NULL));
+  size_t n;
+  uint8_t *orig = wkt_read_file(path, &n), *buf = malloc(n);
+  ck_assert_ptr_nonnull(buf);
+  wk_rng rng = wk_rng_make(77, 0);
+  int accepted = 0;
+  for (int round = 0; round < 300; round++) {
+    memcpy(buf, orig, n);
+    const int flips = 1 + (int)(wk_rng_u32(&rng) % 4);
+    for (int k = 0; k < flips; k++) {
+      /* the graph structure sits after the weights: aim there half the time */
+      const uint32_t r = wk_rng_u32(&rng);
+      const size_t at = (r & 1) ? n - 1 - (r >> 1) % (n < 2048 ? n : 2048) : (r >> 1) % n;
+      buf[at] = (uint8_t)wk_rng_u32(&rng);
+    }
+    FILE *f = fopen(bad, "wb");
+    ck_assert_int_eq(fwrite(buf, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+    wk_net *back = NULL;
+    wk_model_meta meta;
+    wk_clear_error();
+    if (wk_onnx_import(ctx, bad, &back, &meta) == WK_OK) {
+      accepted++;
+      wk_model_meta_free(&meta);
+      wk_net_destroy(back);
+    } else {
+      ck_assert_ptr_null(back);
+      ck_assert_msg(wk_last_error()[0] != '\0', "round %d: failed without a message", round);
+    }
+  }
+  printf("mutated exports: %d of 300 still imported, the rest refused\n", accepted);
+  unlink(path);
+  unlink(bad);
+  free(buf);
+  free(orig);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* The digest recorded in an import's provenance, at the padding edges. */
+START_TEST(test_sha256) {
+  static const uint8_t zeros[64] = {0};
+  char hex[65];
+  wk_sha256_hex("", 0, hex);
+  ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  wk_sha256_hex("abc", 3, hex);
+  ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  wk_sha256_hex(zeros, 55, hex);
+  ck_assert_str_eq(hex, "02779466cdec163811d078815c633f21901413081449002f24aa3e80f0b88ef7");
+  wk_sha256_hex(zeros, 56, hex);
+  ck_assert_str_eq(hex, "d4817aa5497628e7c77e6b606107042bbba3130888c5f47a375e6179be789fbb");
+  wk_sha256_hex(zeros, 64, hex);
+  ck_assert_str_eq(hex, "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b");
+}
+END_TEST
+
+int main(void) {
+  wk_log_set_level(WK_LOG_ERROR);
+  Suite *s = suite_create("onnx_export");
+  TCase *tc = tcase_create("onnx_export");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, test_round_trip, 0, WKT_ONNX_N_ARCHS);
+  tcase_add_test(tc, test_unwritable);
+  tcase_add_test(tc, test_mutated_files);
+  tcase_add_test(tc, test_sha256);
+  suite_add_tcase(s, tc);
+  return wkt_run_suite(s);
+}
