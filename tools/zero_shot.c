@@ -58,10 +58,12 @@ static bool wk_zs_in(const wk_zs_group *g, int k) {
 
 static void wk_zs_usage(void) {
   fprintf(stderr, "usage: wk_zero_shot MODEL DATA_DIR NAME=LO-HI[,LO-HI...] ... "
-                  "[--batch 32] [--workers 2]\n");
+                  "[--batch 32] [--workers 2]\n"
+                  "  [--resize N]: shorter side to N before the centre crop (default: the model's)\n");
 }
 
 int main(int argc, char **argv) {
+  int resize = 0;
   wk_zs_group groups[WK_ZS_MAX_GROUPS];
   int n_groups = 0, batch = 32, workers = 2;
   const char *pos[2] = {NULL, NULL};
@@ -69,6 +71,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
       batch = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--resize") && i + 1 < argc) {
+      resize = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
       workers = atoi(argv[++i]);
     } else if (strchr(argv[i], '=') && n_groups < WK_ZS_MAX_GROUPS) {
@@ -108,6 +112,7 @@ int main(int argc, char **argv) {
         s = wk_fail(WK_ERR_INVALID_ARG, "class %d is beyond the model's %d", groups[g].hi[r],
                     meta.n_classes);
   }
+  if (s == WK_OK && resize > 0) meta.pre.resize_px = resize; /* shorter side, before the crop */
   if (s == WK_OK) s = wk_predict_dataset(net, &meta.pre, ds, batch, workers, &probs, &labels);
   if (s != WK_OK) {
     fprintf(stderr, "wk_zero_shot: %s\n", wk_last_error());
