@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# bench_infer.sh - inference speed of whisker against ONNX Runtime (onnxruntime-node,
+# CPU) running the same network, exported by `whisker export`; side by side in one run:
+#   (a) one photo, whole process: `whisker classify PHOTO` against tools/ort/classify.js
+#       (load the model, decode with sharp/libvips, resize 256, crop 224, normalise,
+#       run, print the top class); median wall time of RUNS alternating runs each;
+#   (b) forward pass alone at batch 1 and 32, after warm-up: tools/bench_infer.c against
+#       tools/ort/bench.js (graph optimisations on); median of RUNS.
+# Ratios > 1 mean whisker is faster.
+#
+#   bash scripts/bench_infer.sh                      # the shipped default model
+#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 bash scripts/bench_infer.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+model="${MODEL:-$root/pretrained/default.safetensors}"
+photo="${PHOTO:-$root/data/samples/cat.jpg}"
+threads="${THREADS:-$(nproc)}"
+runs="${RUNS:-10}"
+ort="$root/tools/ort"
+[ -d "$ort/node_modules/onnxruntime-node" ] && [ -d "$ort/node_modules/sharp" ] \
+  || { echo "bench_infer: run 'npm ci --prefix tools/ort' (scripts/setup.sh does)" >&2; exit 1; }
+cmake --build "$build" -j "$(nproc)" --target whisker_cli wk_bench_infer > /dev/null
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$build/whisker" export "$model" "$tmp/model.onnx" > /dev/null
+# class names from the model file's header (safetensors: u64 length, JSON)
+/usr/bin/python3 - "$model" > "$tmp/classes.txt" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    meta = json.loads(f.read(n))["__metadata__"]
+print("\n".join(json.loads(meta["whisker.classes"])))
+PY
+read -r resize crop < <(/usr/bin/python3 - "$model" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    pre = json.loads(json.loads(f.read(n))["__metadata__"]["whisker.preprocess"])
+print(pre["resize"], pre["crop"])
+PY
+)
+export WHISKER_THREADS="$threads"
+
+now() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "# machine: $(nproc) cores, $threads threads; model $(basename "$model"); photo $(basename "$photo")"
+echo "# (a) whole process, one photo ($runs runs each, alternating)"
+"$build/whisker" classify "$photo" --model "$model"
+node "$ort/classify.js" "$tmp/model.onnx" "$tmp/classes.txt" "$photo" "$threads" "$resize" "$crop"
+: > "$tmp/w"; : > "$tmp/o"
+for _ in $(seq 1 "$runs"); do
+  t0=$(now); "$build/whisker" classify "$photo" --model "$model" > /dev/null; t1=$(now)
+  node "$ort/classify.js" "$tmp/model.onnx" "$tmp/classes.txt" "$photo" "$threads" "$resize" "$crop" > /dev/null
+  t2=$(now)
+  echo $(( (t1 - t0) / 1000 )) >> "$tmp/w"; echo $(( (t2 - t1) / 1000 )) >> "$tmp/o"
+done
+w=$(median < "$tmp/w"); o=$(median < "$tmp/o")
+printf "classify   whisker %8.1f ms   onnxruntime-node %8.1f ms   ratio %.2fx\n" \
+  "$(awk -v a="$w" 'BEGIN {print a / 1000}')" "$(awk -v a="$o" 'BEGIN {print a / 1000}')" \
+  "$(awk -v a="$o" -v b="$w" 'BEGIN {print a / b}')"
+
+echo "# (b) forward pass, median of $runs after 5 warm-up runs"
+"$build/wk_bench_infer" "$model" --batch 1,32 --warmup 5 --runs "$runs" --threads "$threads" \
+  | grep -v '^#' > "$tmp/wb"
+node "$ort/bench.js" "$tmp/model.onnx" "$threads" 1,32 5 "$runs" "$crop" > "$tmp/ob"
+paste "$tmp/wb" "$tmp/ob" | awk -F'\t' '{printf "batch %-3s  whisker %8.2f ms   onnxruntime %8.2f ms   ratio %.2fx\n", $2, $3, $8, $8 / $3}'
