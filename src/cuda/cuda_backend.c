@@ -1,14 +1,13 @@
-/* cuda_backend.c - the cuda.h API and device-buffer helpers of a build with the
- * CUDA backend. Every foreign call is checked (cuda_backend.h); "no driver" and
- * "no device" are answers here, never errors or aborts. */
+/* cuda_backend.c - device queries and device-buffer helpers of the CUDA backend
+ * (built into libwhisker-cuda.so, see cuda_plugin.h). Every foreign call is
+ * checked (cuda_backend.h); "no driver" and "no device" are answers here, never
+ * errors or aborts. */
 #include "cuda/cuda_backend.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
-bool wk_cuda_compiled(void) { return true; }
-
-int wk_cuda_device_count(void) {
+int wk_gpu_device_count(void) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
@@ -152,7 +151,7 @@ static void wk_describe_devices(wk_text *t) {
   }
 }
 
-wk_status wk_cuda_describe(char *buf, size_t n) {
+wk_status wk_gpu_describe(char *buf, size_t n) {
   if (!buf || n == 0) return wk_fail(WK_ERR_INVALID_ARG, "wk_cuda_describe: empty buffer");
   wk_text t = {buf, n, 0, false};
   buf[0] = '\0';

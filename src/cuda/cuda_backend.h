@@ -77,6 +77,12 @@
                      __LINE__, ncclGetErrorString(wk_nccl_e_), ncclGetLastError(NULL));    \
   } while (0)
 
+/* ------------------------------------------------------------------ queries
+ * The backend's side of cuda.h's wk_cuda_device_count and wk_cuda_describe
+ * (which reach these through the plugin, cuda_plugin.h). */
+int wk_gpu_device_count(void);
+wk_status wk_gpu_describe(char *buf, size_t n);
+
 /* ------------------------------------------------------------------ device buffers
  * Plain cudaMalloc'd memory on the current device. Sizes are in bytes. A size of
  * 0 is valid and gives (or moves) nothing. The copies are synchronous with the

@@ -1,0 +1,88 @@
+/* cuda_loader.c - the cuda.h API of a build with the GPU backend: the backend is
+ * libwhisker-cuda.so (cuda_plugin.h), loaded on first use from, in order,
+ * $WHISKER_CUDA_PLUGIN, the program's own folder, ../lib beside it, and the
+ * dynamic linker's search path. A plugin that cannot be loaded means no GPU,
+ * and `whisker system` says why. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda/cuda.h"
+#include "cuda/cuda_plugin.h"
+
+static pthread_once_t wk_plugin_once = PTHREAD_ONCE_INIT;
+static const wk_cuda_plugin *wk_plugin;
+static char wk_plugin_error[1024];
+
+/* Opens one candidate; on failure appends why to wk_plugin_error. */
+static bool wk_plugin_try(const char *path) {
+  const size_t len = strlen(wk_plugin_error);
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    snprintf(wk_plugin_error + len, sizeof wk_plugin_error - len, "%s%s", len ? "; " : "",
+             e ? e : path);
+    return false;
+  }
+  wk_cuda_plugin_get_fn get;
+  *(void **)&get = dlsym(h, "wk_cuda_plugin_get"); /* POSIX's sanctioned cast */
+  const wk_cuda_plugin *p = get ? get() : NULL;
+  if (!p || p->abi != WK_CUDA_PLUGIN_ABI) {
+    snprintf(wk_plugin_error + len, sizeof wk_plugin_error - len,
+             "%s%s: not a whisker GPU plugin of ABI %d", len ? "; " : "", path,
+             WK_CUDA_PLUGIN_ABI);
+    dlclose(h);
+    return false;
+  }
+  wk_plugin = p; /* never closed: CUDA state lives as long as the process */
+  return true;
+}
+
+static void wk_plugin_load(void) {
+  const char *env = getenv("WHISKER_CUDA_PLUGIN");
+  if (env && *env) {
+    wk_plugin_try(env);
+    return;
+  }
+  char exe[2048], path[2200];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(path, sizeof path, "%s/%s", exe, WK_CUDA_PLUGIN_FILE);
+    if (access(path, R_OK) == 0 && wk_plugin_try(path)) return;
+    snprintf(path, sizeof path, "%s/../lib/%s", exe, WK_CUDA_PLUGIN_FILE);
+    if (access(path, R_OK) == 0 && wk_plugin_try(path)) return;
+  }
+  wk_plugin_try(WK_CUDA_PLUGIN_FILE);
+}
+
+static const wk_cuda_plugin *wk_plugin_get(void) {
+  pthread_once(&wk_plugin_once, wk_plugin_load);
+  return wk_plugin;
+}
+
+bool wk_cuda_compiled(void) { return true; }
+
+int wk_cuda_device_count(void) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  return p ? p->device_count() : 0;
+}
+
+wk_status wk_cuda_describe(char *buf, size_t n) {
+  if (!buf || n == 0) return wk_fail(WK_ERR_INVALID_ARG, "wk_cuda_describe: empty buffer");
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) {
+    const int len = snprintf(buf, n, "CUDA backend: built, but %s could not be loaded (%s)\n",
+                             WK_CUDA_PLUGIN_FILE, wk_plugin_error);
+    if (len < 0 || (size_t)len >= n)
+      return wk_fail(WK_ERR_LIMIT, "wk_cuda_describe: description truncated to %zu bytes", n);
+    return WK_OK;
+  }
+  const wk_status s = p->describe(buf, n);
+  return s == WK_OK ? WK_OK : wk_fail(s, "%s", p->last_error());
+}

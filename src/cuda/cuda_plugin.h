@@ -1,0 +1,32 @@
+/* cuda_plugin.h - the GPU backend as a plugin.
+ *
+ * The CUDA backend and everything it links (the CUDA runtime, cuBLAS, cuDNN,
+ * NCCL: about 200 MB mapped and 0.1-0.5 s of loading) live in their own shared
+ * library, libwhisker-cuda.so, which libwhisker loads with dlopen the first time
+ * something asks for the GPU (cuda_loader.c). A CPU-only run never maps them, so
+ * `whisker classify` starts in milliseconds and uses no memory for CUDA.
+ *
+ * The plugin exports one symbol, wk_cuda_plugin_get, returning this table. It
+ * carries its own copy of the error-message store (core/status.c, symbols
+ * hidden): after a call fails, last_error gives its message, which the loader
+ * passes on. WK_CUDA_PLUGIN_ABI changes whenever the table does. */
+#ifndef WK_CUDA_PLUGIN_H
+#define WK_CUDA_PLUGIN_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+#define WK_CUDA_PLUGIN_ABI 1
+#define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
+
+typedef struct wk_cuda_plugin {
+  int abi; /* WK_CUDA_PLUGIN_ABI */
+  int (*device_count)(void);
+  wk_status (*describe)(char *buf, size_t n);
+  const char *(*last_error)(void);
+} wk_cuda_plugin;
+
+typedef const wk_cuda_plugin *(*wk_cuda_plugin_get_fn)(void);
+
+#endif
