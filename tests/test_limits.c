@@ -111,13 +111,6 @@ START_TEST(test_huge_declared_images) {
     WKT_HAS(wk_last_error(), "60000 x 60000");
     ck_assert_ptr_null(img.data);
     ck_assert_int_eq(img.width, 0);
-    /* even a limit raised to 2^40 pixels fails cleanly: the file holds no pixels */
-    wk_decode_opts o = wk_decode_opts_default();
-    o.max_pixels = (int64_t)1 << 40;
-    wk_status s = wk_image_decode(dec, cases[i].p, cases[i].n, cases[i].name, &o, &img, NULL);
-    ck_assert_int_ne(s, WK_OK);
-    ck_assert_msg(s == WK_ERR_FORMAT || s == WK_ERR_NOMEM, "%s: %s", cases[i].name,
-                  wk_last_error());
     wk_image_free(&img);
   }
   wk_decoder_destroy(dec);
