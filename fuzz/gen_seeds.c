@@ -1,7 +1,7 @@
 /* gen_seeds.c - writes the generated part of the fuzz seed corpus:
  *   OUT/fuzz_model/tiny.safetensors   a whole model (conv, batchnorm, relu,
  *                                     max pool, add, global pool, linear), 8x8 input
- *   OUT/fuzz_model/tiny_extra.safetensors the same with an extra tensor and metadata
+ *   OUT/fuzz_model/tiny_checkpoint.safetensors  a checkpoint of it (optimizer state)
  *   OUT/fuzz_arch/tiny.json           its whisker.arch JSON; smallcnn.json (zoo by name)
  *   OUT/fuzz_csv/NAME.csv              CSV lists: header, quoting, CRLF, bad rows
  * Run by fuzz/gen_corpus.sh; the output is committed, so this only needs
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "modelio/model.h"
+#include "train/trainer.h"
 
 static int wk_write(const char *dir, const char *name, const char *text) {
   char path[1024];
@@ -50,6 +51,37 @@ static wk_status wk_tiny_net(wk_ctx *ctx, wk_net **out) {
   return WK_OK;
 }
 
+/* A checkpoint of the tiny net after one SGD-momentum step: the model plus
+ * the optimizer state and the "whisker.checkpoint" metadata. */
+static wk_status wk_checkpoint_seed(wk_net *net, const wk_model_meta *meta, const char *out) {
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4),
+                         .seed = 3};
+  wk_trainer *t;
+  WK_TRY(wk_trainer_create(net, &cfg, &t));
+  const int64_t xs[4] = {2, 8, 8, 3}, ls[1] = {2};
+  wk_tensor x, labels;
+  wk_status s = wk_tensor_alloc(&x, WK_F32, 4, xs);
+  if (s == WK_OK) s = wk_tensor_alloc(&labels, WK_I32, 1, ls);
+  if (s == WK_OK) {
+    float *px = x.data;
+    for (int64_t i = 0; i < wk_tensor_numel(&x); i++) px[i] = (float)(i % 7) / 7.0f;
+    ((int32_t *)labels.data)[0] = 0;
+    ((int32_t *)labels.data)[1] = 1;
+    float loss;
+    double lr;
+    s = wk_trainer_step(t, &x, &labels, &loss, &lr);
+    wk_tensor_free(&x);
+    wk_tensor_free(&labels);
+  }
+  char path[1024];
+  snprintf(path, sizeof path, "%s/fuzz_model/tiny_checkpoint.safetensors", out);
+  const wk_data_pos pos = {.epoch = 1, .batch = 1};
+  if (s == WK_OK) s = wk_checkpoint_save(path, t, meta, &pos);
+  wk_trainer_destroy(t);
+  return s;
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: wk_fuzz_seeds OUT_DIR (with fuzz_model/ fuzz_arch/ fuzz_csv/)\n");
@@ -71,15 +103,7 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/fuzz_model/tiny.safetensors", out);
     s = wk_model_save(path, net, &meta, NULL, 0, NULL, 0);
   }
-  if (s == WK_OK) {
-    /* a checkpoint-like file: the model plus an extra tensor and metadata pair */
-    const float momentum[4] = {0.5f, -0.25f, 0.125f, 0};
-    const wk_st_entry extra = {.name = "optim.fc.bias.m", .dtype = WK_ST_F32, .ndim = 1,
-                               .shape = {4}, .data = momentum, .n_bytes = sizeof momentum};
-    const wk_st_meta em = {"whisker.checkpoint", "{\"step\": 3}"};
-    snprintf(path, sizeof path, "%s/fuzz_model/tiny_extra.safetensors", out);
-    s = wk_model_save(path, net, &meta, &extra, 1, &em, 1);
-  }
+  if (s == WK_OK) s = wk_checkpoint_seed(net, &meta, out);
   if (s == WK_OK) s = wk_arch_to_json(net, &meta, &json);
   if (s != WK_OK) {
     fprintf(stderr, "wk_fuzz_seeds: %s\n", wk_last_error());
