@@ -20,7 +20,8 @@ static void wk_usage_train(FILE *f) {
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch) and metrics.csv.\n"
           "--resume continues the run in RUN_DIR exactly where its checkpoint left it.\n"
-          "Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
+          "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 1; a second one exits at\n"
+          "once (the last checkpoint stays whole). A NaN or infinite loss stops the run.\n"
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n");
 }
 
@@ -93,6 +94,10 @@ int wk_cmd_train(int argc, char **argv) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wk_on_sigint;
+  /* the first signal asks for a checkpoint; a second one, should saving hang,
+   * gets the default action (checkpoints are written atomically, so the
+   * previous one survives) */
+  sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   wk_fit_result res;
