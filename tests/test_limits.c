@@ -172,10 +172,10 @@ START_TEST(test_csv_line_length_limit) {
   free(csv);
   /* a lower limit; a quoted field over several lines counts as one row */
   csv = write_csv(dir, "short.jpg,x\n\"a\nb\nc.jpg\",y\nabcdefghijklmnopqrstuvwxyz.jpg,x\n"
-                       "d.jpg,y\r\n");
-  o.csv_max_row_bytes = 16;
+                       "d.jpg,y\r\nabcdefghij.jpg,x\r\nabcdefghij.jpg,x");
+  o.csv_max_row_bytes = 16; /* the last two rows have exactly 16 bytes: kept */
   WKT_OK(wk_dataset_open_csv(csv, &o, &ds));
-  ck_assert_int_eq(wk_dataset_size(ds), 3);
+  ck_assert_int_eq(wk_dataset_size(ds), 5);
   ck_assert_int_eq(wk_dataset_n_bad(ds), 1);
   WKT_HAS(wk_dataset_bad_path(ds, 0), "list.csv:5");
   WKT_HAS(wk_dataset_bad_reason(ds, 0), "longer than 16 bytes");

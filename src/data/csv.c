@@ -144,7 +144,7 @@ static wk_status wk_csv_parse(wk_csv *c, const char *p, size_t n) {
   for (size_t i = 0; i < n && s == WK_OK; i++) {
     char ch = p[i];
     wk_csv_field *f = r.n_fields <= 2 ? &r.f[r.n_fields - 1] : NULL;
-    if (i - row_start >= c->max_row_bytes) {
+    if (i - row_start >= c->max_row_bytes && ch != '\n' && ch != '\r') {
       r.error = c->too_long;
       f = NULL;
     }
