@@ -26,6 +26,8 @@ packages=(
   python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
   python3-pil                               # reference decodes of the image fixtures
   chromium                                  # headless report check (tests/report_chromium.sh)
+  clang libclang-rt-14-dev libomp-dev       # fuzzing: libFuzzer + sanitizers (scripts/fuzz.sh)
+  valgrind                                  # memcheck of a tiny run (scripts/valgrind_e2e.sh)
 )
 
 if [ "${WHISKER_SKIP_APT:-0}" != 1 ]; then

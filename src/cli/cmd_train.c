@@ -22,10 +22,11 @@ static void wk_usage_train(FILE *f) {
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
           "report.html. --resume continues the run in RUN_DIR exactly where its checkpoint\n"
-          "left it. Ctrl-C saves a checkpoint and exits; a NaN or infinite loss stops the run.\n"
-          "--lr-find first sweeps the learning rate from 1e-7 to 10 over 100 steps (fastai's\n"
-          "range test), trains at the rate where the loss falls fastest and keeps the curve\n"
-          "in RUN_DIR/lr_find.csv; the sweep's updates are undone.\n"
+          "left it. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 1; a second one\n"
+          "exits at once (the last checkpoint stays whole). A NaN or infinite loss stops the\n"
+          "run. --lr-find first sweeps the learning rate from 1e-7 to 10 over 100 steps\n"
+          "(fastai's range test), keeps the curve in RUN_DIR/lr_find.csv, undoes the sweep's\n"
+          "updates and trains at a tenth of the rate with the lowest smoothed loss.\n"
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
           "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n");
 }
@@ -130,6 +131,10 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wk_on_sigint;
+  /* the first signal asks for a checkpoint; a second one, should saving hang,
+   * gets the default action (checkpoints are written atomically, so the
+   * previous one survives) */
+  sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   wk_fit_result res;

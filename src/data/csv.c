@@ -37,6 +37,10 @@ typedef struct wk_csv {
   wk_dataset *ds;
   wk_csv_entry *rows;
   int64_t n_rows, cap_rows;
+  int64_t n_seen;           /* rows so far, good or bad (blank lines not counted) */
+  int64_t max_rows;         /* the row limit */
+  size_t max_row_bytes;     /* the line-length limit */
+  char too_long[96];        /* the message for a row over it */
   bool seen_row; /* a header is only possible before the first row */
 } wk_csv;
 
@@ -79,12 +83,18 @@ static wk_status wk_csv_bad_row(wk_csv *c, size_t line, const char *why) {
 static wk_status wk_csv_row_done(wk_csv *c, wk_csv_row *r) {
   const char *path = r->n_fields >= 1 ? wk_field_text(&r->f[0]) : "";
   const char *label = r->n_fields >= 2 ? wk_field_text(&r->f[1]) : "";
-  if (r->error) return wk_csv_bad_row(c, r->line, r->error);
-  if (r->n_fields == 1 && !*path && !r->f[0].quoted) return WK_OK; /* blank line */
-  bool first = !c->seen_row;
-  c->seen_row = true;
-  if (first && r->n_fields == 2 && !strcasecmp(path, "path") && !strcasecmp(label, "label"))
+  if (!r->error && r->n_fields == 1 && !*path && !r->f[0].quoted) return WK_OK; /* blank */
+  if (!r->error && !c->seen_row && r->n_fields == 2 && !strcasecmp(path, "path") &&
+      !strcasecmp(label, "label")) {
+    c->seen_row = true;
     return WK_OK; /* header */
+  }
+  /* bad rows count too: each costs a bad-list entry */
+  if (++c->n_seen > c->max_rows)
+    return wk_fail(WK_ERR_LIMIT, "%s:%zu: more than %lld rows (the CSV row limit)", c->csv_path,
+                   r->line, (long long)c->max_rows);
+  if (r->error) return wk_csv_bad_row(c, r->line, r->error);
+  c->seen_row = true;
   char why[96];
   if (r->n_fields != 2) {
     snprintf(why, sizeof why, "expected 2 fields (path,label), found %d", r->n_fields);
@@ -120,17 +130,24 @@ static void wk_row_reset(wk_csv_row *r, size_t line) {
   r->error = NULL;
 }
 
-/* The state machine over the file's bytes. */
+/* The state machine over the file's bytes. A row longer than max_row_bytes
+ * is read to its end but keeps none of its text past the limit. */
 static wk_status wk_csv_parse(wk_csv *c, const char *p, size_t n) {
   if (n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3, n -= 3; /* UTF-8 BOM */
+  snprintf(c->too_long, sizeof c->too_long, "row longer than %zu bytes (the line-length limit)",
+           c->max_row_bytes);
   wk_csv_row r = {0};
-  size_t line = 1;
+  size_t line = 1, row_start = 0;
   wk_row_reset(&r, line);
   bool in_quotes = false, after_quote = false, field_started = false;
   wk_status s = WK_OK;
   for (size_t i = 0; i < n && s == WK_OK; i++) {
     char ch = p[i];
     wk_csv_field *f = r.n_fields <= 2 ? &r.f[r.n_fields - 1] : NULL;
+    if (i - row_start >= c->max_row_bytes && ch != '\n' && ch != '\r') {
+      r.error = c->too_long;
+      f = NULL;
+    }
     if (ch == '\n') line++;
     if (in_quotes) {
       if (ch == '"' && i + 1 < n && p[i + 1] == '"') {
@@ -151,6 +168,7 @@ static wk_status wk_csv_parse(wk_csv *c, const char *p, size_t n) {
       if (ch == '\r' && i + 1 < n && p[i + 1] == '\n') continue; /* the \n ends the row */
       s = wk_csv_row_done(c, &r);
       wk_row_reset(&r, line);
+      row_start = i + 1;
       after_quote = field_started = false;
     } else if (ch == '"' && !field_started) {
       in_quotes = true;
@@ -249,7 +267,10 @@ wk_status wk_dataset_open_csv(const char *csv_path, const wk_dataset_opts *opts,
   wk_dataset *ds = NULL;
   WK_TRY(wk_dataset_new(csv_path, &ds));
   wk_bytes file = {0};
-  wk_csv c = {.csv_path = csv_path, .ds = ds};
+  wk_csv c = {.csv_path = csv_path, .ds = ds,
+              .max_rows = o.csv_max_rows > 0 ? o.csv_max_rows : WK_CSV_MAX_ROWS,
+              .max_row_bytes = o.csv_max_row_bytes > 0 ? o.csv_max_row_bytes
+                                                       : WK_CSV_MAX_ROW_BYTES};
   wk_status s = wk_file_read(csv_path, WK_CSV_MAX_BYTES, &file);
   if (s == WK_OK) s = wk_csv_parse(&c, (const char *)file.data, file.n_bytes);
   if (s == WK_OK) s = wk_csv_build(&c);

@@ -14,7 +14,10 @@
  * ignored). Relative paths are relative to the CSV file's folder. Labels are
  * class names; classes are the distinct labels sorted bytewise, or
  * numerically when every label is a non-negative integer. A malformed row is
- * reported (file:line and why) and skipped.
+ * reported (file:line and why) and skipped; so is a row longer than the
+ * line-length limit (WK_CSV_MAX_ROW_BYTES). A list of more rows than the row
+ * limit (WK_CSV_MAX_ROWS, good and bad rows counted) or of more than 1 GiB is
+ * refused with WK_ERR_LIMIT.
  *
  * Pre-scan (on by default): every file is read and decoded once, JPEGs at
  * 1/8 scale, in parallel. A file that cannot be used (missing, empty,
@@ -29,18 +32,25 @@
 #define WK_DATASET_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
 
 typedef struct wk_dataset wk_dataset;
 
+/* CSV list limits (defaults; wk_dataset_opts can lower or raise them). */
+#define WK_CSV_MAX_ROWS ((int64_t)10000000)
+#define WK_CSV_MAX_ROW_BYTES ((size_t)64 << 10)
+
 typedef struct wk_dataset_opts {
   bool prescan;       /* decode every file once and leave out the bad ones (default true) */
   int n_threads;      /* pre-scan threads; <= 0: every online core */
-  int64_t max_pixels; /* <= 0: WK_IMAGE_MAX_PIXELS */
+  int64_t max_pixels; /* <= 0: wk_image_max_pixels() (WHISKER_MAX_PIXELS or 64 Mpx) */
   double val_pct;     /* wk_dataset_open_split without a val/ folder: percent held out */
   uint64_t seed;      /* for that split */
+  int64_t csv_max_rows;     /* CSV lists: <= 0: WK_CSV_MAX_ROWS */
+  size_t csv_max_row_bytes; /* CSV lists: 0: WK_CSV_MAX_ROW_BYTES */
 } wk_dataset_opts;
 
 wk_dataset_opts wk_dataset_opts_default(void);

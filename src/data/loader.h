@@ -44,7 +44,7 @@ typedef struct wk_loader_cfg {
   bool want_f32;        /* fill wk_batch.images */
   bool want_u8;         /* fill wk_batch.images_u8 */
   wk_augment_cfg aug;
-  int64_t max_pixels;   /* <= 0: WK_IMAGE_MAX_PIXELS */
+  int64_t max_pixels;   /* <= 0: wk_image_max_pixels() (WHISKER_MAX_PIXELS or 64 Mpx) */
   wk_alpha_mode alpha;
 } wk_loader_cfg;
 

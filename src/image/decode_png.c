@@ -36,8 +36,8 @@ wk_status wk_png_read_header(const uint8_t *p, size_t n, const char *name, wk_he
   h->stored_height = (int)hgt;
   /* Walk the chunks before the image data for eXIf (lengths checked, CRCs
    * left to libpng). */
-  size_t pos = 8 + 12 + 13;
-  while (n - pos >= 12) {
+  size_t pos = 8 + 12 + 13; /* past IHDR's CRC, which a short file may lack */
+  while (pos + 12 <= n) {
     uint32_t len = wk_be32(p + pos);
     const uint8_t *type = p + pos + 4;
     if (!memcmp(type, "IDAT", 4) || len > n - pos - 12) break;

@@ -2,12 +2,30 @@
  * first bytes of a file (never its name) decide which decoder runs. */
 #include "image/image_impl.h"
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
 
+#include "core/log.h"
+
+int64_t wk_image_max_pixels(void) {
+  static atomic_int warned;
+  const char *env = getenv(WK_IMAGE_MAX_PIXELS_ENV);
+  if (!env || !*env) return WK_IMAGE_MAX_PIXELS;
+  char *end;
+  errno = 0;
+  long long v = strtoll(env, &end, 10);
+  if (errno == 0 && *end == '\0' && v >= 1 && v <= ((long long)1 << 40)) return (int64_t)v;
+  if (!atomic_exchange(&warned, 1))
+    WK_LOG_W("%s=%s is not an integer in [1, 2^40]; using the default pixel limit %lld",
+             WK_IMAGE_MAX_PIXELS_ENV, env, (long long)WK_IMAGE_MAX_PIXELS);
+  return WK_IMAGE_MAX_PIXELS;
+}
+
 wk_decode_opts wk_decode_opts_default(void) {
-  wk_decode_opts o = {.max_pixels = WK_IMAGE_MAX_PIXELS, .alpha = WK_ALPHA_DROP};
+  wk_decode_opts o = {.max_pixels = wk_image_max_pixels(), .alpha = WK_ALPHA_DROP};
   return o;
 }
 
@@ -70,11 +88,13 @@ wk_status wk_check_pixels(const char *name, int64_t w, int64_t h, int64_t max_pi
   if (w <= 0 || h <= 0)
     return wk_fail(WK_ERR_FORMAT, "%s: invalid image size %lld x %lld", name, (long long)w,
                    (long long)h);
-  if (max_pixels <= 0) max_pixels = WK_IMAGE_MAX_PIXELS;
+  if (max_pixels <= 0) max_pixels = wk_image_max_pixels();
   /* w, h < 2^32 from any header, so the product cannot overflow */
   if (w * h > max_pixels)
-    return wk_fail(WK_ERR_LIMIT, "%s: %lld x %lld pixels exceeds the pixel limit of %lld",
-                   name, (long long)w, (long long)h, (long long)max_pixels);
+    return wk_fail(WK_ERR_LIMIT,
+                   "%s: %lld x %lld pixels exceeds the pixel limit of %lld (set %s to change it)",
+                   name, (long long)w, (long long)h, (long long)max_pixels,
+                   WK_IMAGE_MAX_PIXELS_ENV);
   return WK_OK;
 }
 
@@ -108,7 +128,7 @@ static wk_status wk_read_header(const uint8_t *p, size_t n, const char *name, wk
 }
 
 static int64_t wk_max_pixels(const wk_decode_opts *o) {
-  return o->max_pixels > 0 ? o->max_pixels : WK_IMAGE_MAX_PIXELS;
+  return o->max_pixels > 0 ? o->max_pixels : wk_image_max_pixels();
 }
 
 /* Header, pixel limit and displayed size: what probe reports and decode needs. */

@@ -36,8 +36,11 @@
 #include "core/status.h"
 
 /* Default pixel limit: 64 Mpx (8192 x 8192), far above any training photo and
- * small enough that a lying header cannot exhaust memory. */
+ * small enough that a lying header cannot exhaust memory. The environment
+ * variable WHISKER_MAX_PIXELS (a positive integer, at most 2^40) replaces it
+ * wherever a caller leaves max_pixels at 0; see wk_image_max_pixels. */
 #define WK_IMAGE_MAX_PIXELS ((int64_t)64 << 20)
+#define WK_IMAGE_MAX_PIXELS_ENV "WHISKER_MAX_PIXELS"
 
 /* Largest file wk_file_read accepts unless told otherwise: 256 MiB. */
 #define WK_FILE_MAX_BYTES ((size_t)256 << 20)
@@ -61,7 +64,7 @@ typedef enum wk_alpha_mode {
 } wk_alpha_mode;
 
 typedef struct wk_decode_opts {
-  int64_t max_pixels;          /* <= 0: WK_IMAGE_MAX_PIXELS */
+  int64_t max_pixels;          /* <= 0: wk_image_max_pixels() */
   int min_width, min_height;   /* JPEG: decode at the smallest of 1, 1/2, 1/4, 1/8 scale
                                   whose displayed size is at least this; 0: full size */
   wk_alpha_mode alpha;
@@ -87,6 +90,11 @@ typedef struct wk_bytes {
 typedef struct wk_decoder wk_decoder;
 
 wk_decode_opts wk_decode_opts_default(void);
+
+/* The pixel limit in force: WHISKER_MAX_PIXELS when it is set to an integer in
+ * [1, 2^40], else WK_IMAGE_MAX_PIXELS (a value that does not parse is reported
+ * once, as a warning, and ignored). Read at every call, never cached. */
+int64_t wk_image_max_pixels(void);
 
 wk_status wk_decoder_create(wk_decoder **out);
 void wk_decoder_destroy(wk_decoder *dec);

@@ -127,38 +127,42 @@ wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor 
 
 /* ------------------------------------------------------------------ checkpoints */
 
+/* Each cJSON_Add* returns NULL when it cannot allocate: a field missing from
+ * a checkpoint would only show at the resume, so any failure fails the save. */
 static cJSON *wk_optim_json(const wk_optim_config *c) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
-  cJSON_AddStringToObject(o, "kind", wk_optim_kind_name(c->kind));
-  cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
-  cJSON_AddBoolToObject(o, "decay_norm_and_bias", c->decay_norm_and_bias);
-  cJSON_AddNumberToObject(o, "momentum", c->momentum);
-  cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
-  cJSON_AddNumberToObject(o, "beta1", c->beta1);
-  cJSON_AddNumberToObject(o, "beta2", c->beta2);
-  cJSON_AddNumberToObject(o, "eps", c->eps);
-  return o;
+  bool ok = cJSON_AddStringToObject(o, "kind", wk_optim_kind_name(c->kind)) &&
+            cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay) &&
+            cJSON_AddBoolToObject(o, "decay_norm_and_bias", c->decay_norm_and_bias) &&
+            cJSON_AddNumberToObject(o, "momentum", c->momentum) &&
+            cJSON_AddBoolToObject(o, "nesterov", c->nesterov) &&
+            cJSON_AddNumberToObject(o, "beta1", c->beta1) &&
+            cJSON_AddNumberToObject(o, "beta2", c->beta2) &&
+            cJSON_AddNumberToObject(o, "eps", c->eps);
+  if (!ok) cJSON_Delete(o);
+  return ok ? o : NULL;
 }
 
 static cJSON *wk_schedule_json(const wk_schedule *s) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
-  cJSON_AddStringToObject(o, "kind", wk_schedule_kind_name(s->kind));
-  cJSON_AddNumberToObject(o, "lr", s->lr);
-  cJSON_AddNumberToObject(o, "total_steps", (double)s->total_steps);
-  cJSON_AddNumberToObject(o, "pct_start", s->pct_start);
-  cJSON_AddNumberToObject(o, "div_factor", s->div_factor);
-  cJSON_AddNumberToObject(o, "final_div_factor", s->final_div_factor);
-  cJSON_AddBoolToObject(o, "cycle_momentum", s->cycle_momentum);
-  cJSON_AddNumberToObject(o, "base_momentum", s->base_momentum);
-  cJSON_AddNumberToObject(o, "max_momentum", s->max_momentum);
-  cJSON_AddNumberToObject(o, "warmup_steps", (double)s->warmup_steps);
-  cJSON_AddNumberToObject(o, "warmup_start_factor", s->warmup_start_factor);
-  cJSON_AddNumberToObject(o, "eta_min", s->eta_min);
-  cJSON_AddNumberToObject(o, "step_size", (double)s->step_size);
-  cJSON_AddNumberToObject(o, "gamma", s->gamma);
-  return o;
+  bool ok = cJSON_AddStringToObject(o, "kind", wk_schedule_kind_name(s->kind)) &&
+            cJSON_AddNumberToObject(o, "lr", s->lr) &&
+            cJSON_AddNumberToObject(o, "total_steps", (double)s->total_steps) &&
+            cJSON_AddNumberToObject(o, "pct_start", s->pct_start) &&
+            cJSON_AddNumberToObject(o, "div_factor", s->div_factor) &&
+            cJSON_AddNumberToObject(o, "final_div_factor", s->final_div_factor) &&
+            cJSON_AddBoolToObject(o, "cycle_momentum", s->cycle_momentum) &&
+            cJSON_AddNumberToObject(o, "base_momentum", s->base_momentum) &&
+            cJSON_AddNumberToObject(o, "max_momentum", s->max_momentum) &&
+            cJSON_AddNumberToObject(o, "warmup_steps", (double)s->warmup_steps) &&
+            cJSON_AddNumberToObject(o, "warmup_start_factor", s->warmup_start_factor) &&
+            cJSON_AddNumberToObject(o, "eta_min", s->eta_min) &&
+            cJSON_AddNumberToObject(o, "step_size", (double)s->step_size) &&
+            cJSON_AddNumberToObject(o, "gamma", s->gamma);
+  if (!ok) cJSON_Delete(o);
+  return ok ? o : NULL;
 }
 
 static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
@@ -168,16 +172,16 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
   snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->cfg.seed);
   char *text = NULL;
   if (o && opt && sch) {
-    cJSON_AddNumberToObject(o, "step", (double)t->step);
-    cJSON_AddStringToObject(o, "seed", seed); /* 64 bits do not fit a JSON double */
-    cJSON_AddNumberToObject(o, "label_smoothing", t->cfg.label_smoothing);
-    cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm);
-    cJSON_AddItemToObject(o, "optimizer", opt);
-    cJSON_AddItemToObject(o, "schedule", sch);
-    cJSON_AddNumberToObject(o, "epoch", (double)(pos ? pos->epoch : 0));
-    cJSON_AddNumberToObject(o, "batch", (double)(pos ? pos->batch : 0));
-    opt = sch = NULL;
-    text = cJSON_PrintUnformatted(o);
+    bool ok = cJSON_AddNumberToObject(o, "step", (double)t->step) &&
+              cJSON_AddStringToObject(o, "seed", seed) && /* 64 bits do not fit a double */
+              cJSON_AddNumberToObject(o, "label_smoothing", t->cfg.label_smoothing) &&
+              cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm);
+    if (ok && cJSON_AddItemToObject(o, "optimizer", opt)) opt = NULL;
+    if (ok && !opt && cJSON_AddItemToObject(o, "schedule", sch)) sch = NULL;
+    ok = ok && !opt && !sch &&
+         cJSON_AddNumberToObject(o, "epoch", (double)(pos ? pos->epoch : 0)) &&
+         cJSON_AddNumberToObject(o, "batch", (double)(pos ? pos->batch : 0));
+    if (ok) text = cJSON_PrintUnformatted(o);
   }
   cJSON_Delete(opt);
   cJSON_Delete(sch);
