@@ -346,7 +346,26 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
   return WK_OK;
 }
 
+/* Every node has an op type and every input and output a name (a damaged
+ * file can leave them unset): checked once, so the walk and the look-ahead at
+ * later nodes (a fused bias, a flatten) can compare names freely. */
+static wk_status wk_imp_check_names(wk_imp *imp) {
+  for (size_t i = 0; i < imp->g->n_node; i++) {
+    const Onnx__NodeProto *node = imp->g->node[i];
+    bool ok = node->op_type != NULL;
+    for (size_t k = 0; ok && k < node->n_input; k++) ok = node->input[k] != NULL;
+    for (size_t k = 0; ok && k < node->n_output; k++) ok = node->output[k] != NULL;
+    if (!ok) {
+      imp->cur = i;
+      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "node without an op type, or with an "
+                         "unnamed input or output");
+    }
+  }
+  return WK_OK;
+}
+
 static wk_status wk_imp_walk(wk_imp *imp) {
+  WK_TRY(wk_imp_check_names(imp));
   for (imp->cur = 0; imp->cur < imp->g->n_node; imp->cur++) {
     if (imp->done[imp->cur]) continue;
     const Onnx__NodeProto *node = imp->g->node[imp->cur];
@@ -413,7 +432,7 @@ static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) 
   const int k = meta->n_classes;
   cJSON *a = NULL;
   for (size_t i = 0; i < m->n_metadata_props; i++)
-    if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
+    if (!a && m->metadata_props[i]->key && m->metadata_props[i]->value &&
         !strcmp(m->metadata_props[i]->key, "whisker.classes"))
       a = cJSON_Parse(m->metadata_props[i]->value);
   bool ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == k;

@@ -142,8 +142,10 @@ static float *wk_q_take_bias(wk_imp *imp, const char *out, int64_t o,
                              const Onnx__NodeProto **add) {
   size_t j;
   const Onnx__NodeProto *c = wk_imp_sole_consumer(imp, out, &j);
-  if (!c || strcmp(c->op_type, "QLinearAdd") != 0 || c->n_input < 8) return NULL;
-  const size_t k = strcmp(c->input[0], out) == 0 ? 3 : 0;
+  if (!c || !c->op_type || strcmp(c->op_type, "QLinearAdd") != 0 || c->n_input < 8) return NULL;
+  /* a damaged file can leave input names unset (NULL) */
+  const size_t k = c->input[0] && strcmp(c->input[0], out) == 0 ? 3 : 0;
+  if (!c->input[k]) return NULL;
   wk_iv *q = wk_imp_find(imp, c->input[k]), *s = NULL, *zp = NULL;
   const size_t saved = imp->cur;
   imp->cur = j;
