@@ -25,7 +25,9 @@ start=$(date +%s)
   --lr 0.1 --seed 3 > "$tmp/train.out" 2> "$tmp/train.err" || { cat "$tmp/train.err"; fail "train"; }
 secs=$(( $(date +%s) - start ))
 echo "trained in ${secs}s: $(cat "$tmp/train.out")"
-[ "$secs" -lt 60 ] || fail "training took ${secs}s (limit 60)"
+# the limit of the issue; sanitizer and valgrind runs raise it (WHISKER_E2E_TIME_LIMIT)
+limit="${WHISKER_E2E_TIME_LIMIT:-60}"
+[ "$secs" -lt "$limit" ] || fail "training took ${secs}s (limit $limit)"
 for f in model.safetensors checkpoint.safetensors metrics.csv report.html; do
   [ -s "$tmp/run/$f" ] || fail "missing $f"
 done
