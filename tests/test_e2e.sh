@@ -59,7 +59,7 @@ args=(--model smallcnn --size 32 --epochs 4 --batch 16 --lr 0.05 --seed 5)
 "$bin" train "$tmp/small" --out "$tmp/straight" "${args[@]}" > /dev/null 2>&1 || fail "straight run"
 "$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do [ -s "$tmp/killed/metrics.csv" ] && break; sleep 0.05; done
+for _ in $(seq 1 600); do [ -s "$tmp/killed/checkpoint.safetensors" ] && break; sleep 0.05; done
 kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 "$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" --resume > /dev/null 2>&1 || fail "resume after SIGKILL"
