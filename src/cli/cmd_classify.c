@@ -78,7 +78,7 @@ static int wk_add_dir(wk_paths *p, const char *dir, int depth) {
     }
   }
   closedir(d);
-  qsort(p->v + first, (size_t)(p->n - first), sizeof *p->v, wk_cmp_str);
+  if (p->n > first) qsort(p->v + first, (size_t)(p->n - first), sizeof *p->v, wk_cmp_str);
   if (subdirs.n) qsort(subdirs.v, (size_t)subdirs.n, sizeof *subdirs.v, wk_cmp_str);
   for (int64_t i = 0; i < subdirs.n; i++) {
     if (rc == 0) rc = wk_add_dir(p, subdirs.v[i], depth - 1);
