@@ -2,11 +2,12 @@
  * with ONNX Runtime (scripts/bench_infer.sh runs tools/ort/bench.js on the same
  * network exported to ONNX).
  *
- *   wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] [--threads N]
+ *   wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] [--threads N] [--profile]
  *
  * For each batch size: --warmup untimed evaluation forwards, then --runs timed
  * ones on the same deterministic input; prints one tab-separated line per batch
  * size after a '#' header: name batch median_ms min_ms images_per_s. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,25 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static int run_batch(wk_net *net, int batch, int warmup, int runs) {
+/* --profile: time per node of the timed runs, the slowest first. */
+static void print_profile(const wk_net *net, int runs) {
+  const int n = wk_net_n_nodes(net);
+  double total = 0;
+  for (int i = 0; i < n; i++) {
+    double f, b;
+    wk_net_profile_get(net, i, &f, &b);
+    total += f;
+  }
+  for (int i = 0; i < n; i++) {
+    double f, b;
+    wk_net_profile_get(net, i, &f, &b);
+    if (f > 0.02 * total)
+      fprintf(stderr, "  %-32s %-8s %7.3f ms  %4.1f%%\n", wk_net_node(net, i)->name,
+              wk_node_op_name(wk_net_node(net, i)->op), f * 1e3 / runs, 100 * f / total);
+  }
+}
+
+static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile) {
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
   const int64_t shape[4] = {batch, h, w, c};
@@ -31,6 +50,7 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs) {
   double *t = malloc((size_t)runs * sizeof *t);
   int rc = t ? 0 : 1;
   for (int i = 0; rc == 0 && i < warmup + runs; i++) {
+    if (profile && i == warmup && wk_net_profile_enable(net) != WK_OK) rc = 1;
     const double t0 = wk_now_s();
     if (wk_net_forward(net, &x, false, &out) != WK_OK) {
       fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
@@ -42,6 +62,7 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs) {
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     const double med = t[runs / 2];
     printf("whisker\t%d\t%.3f\t%.3f\t%.1f\n", batch, med, t[0], batch * 1e3 / med);
+    if (profile) print_profile(net, runs);
   }
   free(t);
   wk_tensor_free(&x);
@@ -51,11 +72,13 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs) {
 int main(int argc, char **argv) {
   const char *model = NULL, *batches = "1,32";
   int warmup = 10, runs = 50, threads = 0;
+  bool profile = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--batch") && i + 1 < argc) batches = argv[++i];
     else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--profile")) profile = true;
     else if (argv[i][0] != '-' && !model) model = argv[i];
     else {
       fprintf(stderr, "usage: wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] "
@@ -84,7 +107,7 @@ int main(int argc, char **argv) {
       rc = 2;
       break;
     }
-    rc = run_batch(net, (int)n, warmup, runs);
+    rc = run_batch(net, (int)n, warmup, runs, profile);
     b = *end == ',' ? end + 1 : end;
   }
   wk_net_destroy(net);

@@ -53,14 +53,18 @@ wk_status wk_net_plan_fusions(wk_net *net) {
       }
     }
     if (nd->op == WK_NODE_CONV) {
+      /* conv -> batchnorm -> act, conv -> batchnorm, or (a network whose
+       * batchnorms were folded already, e.g. imported from ONNX) conv -> act */
       int j = wk_sole_consumer(net, i + 1);
-      if (j < 0 || net->nodes[j].op != WK_NODE_BATCHNORM) continue;
-      net->fold_bn[i] = j;
-      net->skip_eval[j] = true;
-      int k = wk_sole_consumer(net, j + 1);
-      if (k >= 0 && net->nodes[k].op == WK_NODE_ACT) {
-        net->fold_act[i] = k;
-        net->skip_eval[k] = true;
+      if (j < 0) continue;
+      if (net->nodes[j].op == WK_NODE_BATCHNORM) {
+        net->fold_bn[i] = j;
+        net->skip_eval[j] = true;
+        j = wk_sole_consumer(net, j + 1);
+      }
+      if (j >= 0 && net->nodes[j].op == WK_NODE_ACT) {
+        net->fold_act[i] = j;
+        net->skip_eval[j] = true;
       }
     }
   }
@@ -170,18 +174,16 @@ wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *
                                   b ? b->data : NULL, y->data);
   }
   const int j = net->fold_bn[i], k = net->fold_act[i];
+  wk_post_act post = WK_POST_NONE;
+  if (k >= 0) post = net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
   if (j < 0) {
     if (!st->conv_eval)
-      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, true, WK_POST_NONE, &st->conv_eval));
+      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, true, post, &st->conv_eval));
     return wk_conv2d_plan_forward(st->conv_eval, x->data, w->data, net->weights_version + 1,
                                   b ? b->data : NULL, y->data);
   }
   WK_TRY(wk_fold(net, i, j));
-  if (!st->conv_eval) {
-    wk_post_act post = WK_POST_NONE;
-    if (k >= 0) post = net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
-    WK_TRY(wk_conv2d_plan_create(net->ctx, &g, true, true, post, &st->conv_eval));
-  }
+  if (!st->conv_eval) WK_TRY(wk_conv2d_plan_create(net->ctx, &g, true, true, post, &st->conv_eval));
   const size_t wn = (size_t)wk_tensor_numel(w);
   return wk_conv2d_plan_forward(st->conv_eval, x->data, st->folded, st->folded_version,
                                 st->folded + wn, y->data);
