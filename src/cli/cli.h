@@ -11,5 +11,6 @@ int wk_cmd_bench(int argc, char **argv);
 int wk_cmd_train(int argc, char **argv);
 int wk_cmd_eval(int argc, char **argv);
 int wk_cmd_classify(int argc, char **argv);
+int wk_cmd_clicks(int argc, char **argv);
 
 #endif
