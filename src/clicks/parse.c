@@ -205,6 +205,12 @@ static int wk_split(const char *p, const char *e, const char **f, size_t *len, i
 
 static bool wk_balabit_kind(const char *b, size_t bn, const char *s, size_t sn,
                             wk_click_kind *kind, wk_click_button *button) {
+  /* The common rows first, as Balabit spells them. */
+  if (bn == 8 && !memcmp(b, "NoButton", 8)) {
+    *button = WK_BUTTON_NONE;
+    if (sn == 4 && !memcmp(s, "Move", 4)) return *kind = WK_CLICK_MOVE, true;
+    if (sn == 4 && !memcmp(s, "Drag", 4)) return *kind = WK_CLICK_DRAG, true;
+  }
   if (wk_click_word_eq(b, bn, "scroll")) {
     *button = WK_BUTTON_NONE;
     if (wk_click_word_eq(s, sn, "up")) return *kind = WK_CLICK_SCROLL_UP, true;

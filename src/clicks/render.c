@@ -80,6 +80,10 @@ static void wk_draw_segment(wk_canvas *cv, float ax, float ay, float bx, float b
     return;
   const float dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy;
   const float inv = len2 > 1e-12f ? 1.0f / len2 : 0.0f;
+  /* Coverage r - d: none beyond r, full within r - 1 (no square root there). */
+  const float r2 = r * r, full2 = r > 1 ? (r - 1) * (r - 1) : -1.0f;
+  const uint8_t solid[3] = {(uint8_t)(col[0] + 0.5f), (uint8_t)(col[1] + 0.5f),
+                            (uint8_t)(col[2] + 0.5f)};
   for (int y = y0; y <= y1; y++) {
     uint8_t *row = cv->rgb + (size_t)y * (size_t)cv->size * 3;
     const float py = (float)y + 0.5f - ay;
@@ -87,9 +91,15 @@ static void wk_draw_segment(wk_canvas *cv, float ax, float ay, float bx, float b
       const float px = (float)x + 0.5f - ax;
       float t = (px * dx + py * dy) * inv;
       t = t < 0 ? 0 : t > 1 ? 1 : t;
-      const float ex = px - t * dx, ey = py - t * dy;
-      const float a = r - sqrtf(ex * ex + ey * ey);
-      if (a > 0) wk_blend(row + 3 * x, col, a > 1 ? 1 : a);
+      const float ex = px - t * dx, ey = py - t * dy, d2 = ex * ex + ey * ey;
+      if (d2 >= r2) continue;
+      uint8_t *p = row + 3 * x;
+      if (d2 <= full2) {
+        p[0] = solid[0], p[1] = solid[1], p[2] = solid[2];
+        continue;
+      }
+      const float a = r - sqrtf(d2);
+      if (a > 0) wk_blend(p, col, a > 1 ? 1 : a);
     }
   }
 }
