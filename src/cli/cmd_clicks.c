@@ -386,7 +386,7 @@ static int wk_clicks_score_cmd(wk_clicks_opts *o, char **pos, int n_pos) {
     wk_status st = claimed < 0 ? wk_fail(WK_ERR_INVALID_ARG, "%s: claimed user '%s' is not one "
                                          "of the model's classes", pos[i], user)
                                : wk_click_load(pos[i], &o->parse, &s);
-    if (st == WK_OK) st = wk_clicks_score(net, &meta, &cfg, &s, claimed, &logp, &p_not, &nw);
+    if (st == WK_OK) st = wk_clicks_score(net, &meta, &cfg, &s, claimed, &logp, &p_not, &nw, NULL);
     if (st != WK_OK) {
       WK_LOG_E("%s", wk_last_error());
       failed++;

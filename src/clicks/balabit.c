@@ -278,6 +278,7 @@ typedef struct wk_protocol {
   int64_t n_labels;
   double *score;
   int *label;
+  double *class_logp; /* n_users */
   FILE *scores_fp;
   wk_atomic_file scores_af;
 } wk_protocol;
@@ -339,7 +340,8 @@ static wk_status wk_score_tests(const char *root, const wk_clicks_cfg *cfg, wk_p
   char path[WK_PATH_MAX];
   p->score = malloc((size_t)p->n_labels * sizeof *p->score);
   p->label = malloc((size_t)p->n_labels * sizeof *p->label);
-  if (!p->score || !p->label) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  p->class_logp = malloc((size_t)p->n_users * sizeof *p->class_logp);
+  if (!p->score || !p->label || !p->class_logp) return wk_fail(WK_ERR_NOMEM, "out of memory");
   for (int64_t i = 0; i < p->n_labels; i++) {
     const wk_label_row *l = &p->labels[i];
     const int u = wk_find_test_user(root, p, l->name, path, sizeof path);
@@ -353,7 +355,8 @@ static wk_status wk_score_tests(const char *root, const wk_clicks_cfg *cfg, wk_p
     wk_status st = wk_click_load(path, NULL, &p->sess);
     if (st == WK_OK) {
       wk_click_stats_add(&res->test_rows, &p->sess.stats);
-      st = wk_clicks_score(p->net, &p->meta, cfg, &p->sess, u, &mean_logp, &p_not, &nw);
+      st = wk_clicks_score(p->net, &p->meta, cfg, &p->sess, u, &mean_logp, &p_not, &nw,
+                           p->class_logp);
     }
     if (st == WK_ERR_NOMEM || st == WK_ERR_BACKEND) return st;
     if (st != WK_OK) {
@@ -366,9 +369,12 @@ static wk_status wk_score_tests(const char *root, const wk_clicks_cfg *cfg, wk_p
     p->label[res->n_sessions] = l->illegal;
     res->n_illegal += l->illegal;
     res->n_sessions++;
-    if (p->scores_fp)
-      fprintf(p->scores_fp, "%s,%s,%d,%.6f,%.6f\n", l->name, p->users[u], l->illegal, mean_logp,
-              p_not);
+    if (p->scores_fp) {
+      fprintf(p->scores_fp, "%s,%s,%d,%.6f,%.6f,%lld", l->name, p->users[u], l->illegal,
+              mean_logp, p_not, (long long)nw);
+      for (int c = 0; c < p->n_users; c++) fprintf(p->scores_fp, ",%.6f", p->class_logp[c]);
+      fprintf(p->scores_fp, "\n");
+    }
   }
   return WK_OK;
 }
@@ -382,6 +388,7 @@ static void wk_protocol_free(wk_protocol *p) {
   free(p->labels);
   free(p->score);
   free(p->label);
+  free(p->class_logp);
   if (p->scores_fp) wk_atomic_abort(&p->scores_af);
 }
 
@@ -410,7 +417,9 @@ static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labe
     snprintf(path, sizeof path, "%s/scores.csv", out_dir);
     WK_TRY(wk_atomic_open(&p->scores_af, path));
     p->scores_fp = wk_atomic_stream(&p->scores_af);
-    fprintf(p->scores_fp, "filename,user,is_illegal,mean_logp,p_not\n");
+    fprintf(p->scores_fp, "filename,user,is_illegal,mean_logp,p_not,windows");
+    for (int c = 0; c < p->n_users; c++) fprintf(p->scores_fp, ",logp_%s", p->users[c]);
+    fprintf(p->scores_fp, "\n");
   }
   t = wk_now_s();
   WK_TRY(wk_score_tests(root, cfg, p, res));

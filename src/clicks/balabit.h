@@ -41,7 +41,8 @@ void wk_clicks_auc_eer(const double *score, const int *label, int64_t n, double 
                        double *eer);
 
 /* Runs the protocol. out_dir (may be NULL) receives model.safetensors and
- * scores.csv (filename,user,is_illegal,mean_logp,p_not). */
+ * scores.csv (filename,user,is_illegal,mean_logp,p_not,windows, then the mean
+ * log-probability of every user: logp_<user>,...). */
 wk_status wk_balabit_eval(wk_ctx *ctx, const char *root, const char *labels_csv,
                           const wk_clicks_cfg *cfg, const wk_clicks_train_cfg *tc,
                           const char *out_dir, wk_balabit_result *res);

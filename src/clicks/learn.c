@@ -260,7 +260,7 @@ wk_status wk_clicks_train(wk_ctx *ctx, const wk_clicks_train_cfg *tc, const wk_c
 
 wk_status wk_clicks_score(wk_net *net, const wk_model_meta *meta, const wk_clicks_cfg *cfg,
                           const wk_click_session *s, int claimed, double *mean_logp,
-                          double *p_not, int64_t *n_windows) {
+                          double *p_not, int64_t *n_windows, double *class_logp) {
   const int k = meta->n_classes, crop = meta->pre.crop_px;
   if (claimed < 0 || claimed >= k)
     return wk_fail(WK_ERR_INVALID_ARG, "claimed class %d is not one of the model's %d", claimed,
@@ -288,6 +288,8 @@ wk_status wk_clicks_score(wk_net *net, const wk_model_meta *meta, const wk_click
   wk_make_lut(&meta->pre, lut);
   wk_status st = x && rgb ? WK_OK : wk_fail(WK_ERR_NOMEM, "out of memory");
   double sum = 0;
+  if (class_logp)
+    for (int c = 0; c < k; c++) class_logp[c] = 0;
   for (int64_t b0 = 0; st == WK_OK && b0 < nw; b0 += B) {
     const int m = (int)(nw - b0 < B ? nw - b0 : B);
     for (int i = 0; i < m; i++) {
@@ -301,13 +303,19 @@ wk_status wk_clicks_score(wk_net *net, const wk_model_meta *meta, const wk_click
     if ((st = wk_net_forward(net, &xt, false, &out)) != WK_OK) break;
     float *p = out.data;
     wk_softmax_rows(p, m, k);
-    for (int i = 0; i < m; i++) sum += log(fmax((double)p[(size_t)i * k + claimed], 1e-7));
+    for (int i = 0; i < m; i++) {
+      sum += log(fmax((double)p[(size_t)i * k + claimed], 1e-7));
+      if (class_logp)
+        for (int c = 0; c < k; c++) class_logp[c] += log(fmax((double)p[(size_t)i * k + c], 1e-7));
+    }
   }
   free(x);
   free(rgb);
   free(win);
   if (st != WK_OK) return st;
   *mean_logp = sum / (double)nw;
+  if (class_logp)
+    for (int c = 0; c < k; c++) class_logp[c] /= (double)nw;
   *p_not = 1.0 - exp(*mean_logp);
   return WK_OK;
 }

@@ -59,10 +59,11 @@ wk_status wk_clicks_train(wk_ctx *ctx, const wk_clicks_train_cfg *tc, const wk_c
 /* Scores one session against class `claimed`: renders its scoring windows
  * (cfg->window with cfg->score_stride), classifies them in batches, and sets
  * *mean_logp to the mean over windows of log p(claimed) and *p_not to
- * 1 - exp(*mean_logp). A session with no window is WK_ERR_FORMAT. probs
- * (optional, n_classes) receives the mean probability per class. */
+ * 1 - exp(*mean_logp). A session with no window is WK_ERR_FORMAT.
+ * class_logp (optional, n_classes) receives the mean log-probability of every
+ * class. */
 wk_status wk_clicks_score(wk_net *net, const wk_model_meta *meta, const wk_clicks_cfg *cfg,
                           const wk_click_session *s, int claimed, double *mean_logp,
-                          double *p_not, int64_t *n_windows);
+                          double *p_not, int64_t *n_windows, double *class_logp);
 
 #endif
