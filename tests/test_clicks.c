@@ -14,6 +14,7 @@
 #include "clicks/balabit.h"
 #include "clicks/clicks.h"
 #include "clicks/clicks_impl.h"
+#include "train/metrics.h"
 #include "test_fs.h"
 #include "test_util.h"
 
@@ -341,22 +342,22 @@ END_TEST
 
 START_TEST(test_auc_eer) {
   const double sc[6] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
-  const int perfect[6] = {0, 0, 0, 1, 1, 1}, inverse[6] = {1, 1, 1, 0, 0, 0};
-  const int mixed[6] = {0, 0, 1, 0, 1, 1};
+  const int32_t perfect[6] = {0, 0, 0, 1, 1, 1}, inverse[6] = {1, 1, 1, 0, 0, 0};
+  const int32_t mixed[6] = {0, 0, 1, 0, 1, 1};
   double auc, eer;
-  wk_clicks_auc_eer(sc, perfect, 6, &auc, &eer);
+  wk_roc_auc_eer(sc, perfect, 6, &auc, &eer);
   ck_assert_double_eq_tol(auc, 1.0, 1e-12);
   ck_assert_double_eq_tol(eer, 0.0, 1e-12);
-  wk_clicks_auc_eer(sc, inverse, 6, &auc, &eer);
+  wk_roc_auc_eer(sc, inverse, 6, &auc, &eer);
   ck_assert_double_eq_tol(auc, 0.0, 1e-12);
   ck_assert_double_eq_tol(eer, 1.0, 1e-12);
-  wk_clicks_auc_eer(sc, mixed, 6, &auc, &eer);
+  wk_roc_auc_eer(sc, mixed, 6, &auc, &eer);
   ck_assert_double_eq_tol(auc, 8.0 / 9.0, 1e-12);
   ck_assert_double_eq_tol(eer, 1.0 / 3.0, 1e-12);
   const double ties[4] = {0.5, 0.5, 0.5, 0.5};
-  wk_clicks_auc_eer(ties, mixed, 4, &auc, &eer);
+  wk_roc_auc_eer(ties, mixed, 4, &auc, &eer);
   ck_assert_double_eq_tol(auc, 0.5, 1e-12);
-  wk_clicks_auc_eer(sc, perfect, 3, &auc, &eer); /* one class only */
+  wk_roc_auc_eer(sc, perfect, 3, &auc, &eer); /* one class only */
   ck_assert(isnan(auc));
 }
 END_TEST

@@ -13,6 +13,7 @@
 #include "core/atomic_file.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "train/metrics.h"
 
 #define WK_BALABIT_MAX_NAMES 1000000
 #define WK_PATH_MAX 4096
@@ -133,67 +134,6 @@ wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files
   return WK_OK;
 }
 
-/* ---------------------------------------------------------------- AUC, EER */
-
-typedef struct wk_scored {
-  double s;
-  int label;
-} wk_scored;
-
-static int wk_cmp_scored(const void *a, const void *b) {
-  double x = ((const wk_scored *)a)->s, y = ((const wk_scored *)b)->s;
-  return x < y ? -1 : x > y;
-}
-
-void wk_clicks_auc_eer(const double *score, const int *label, int64_t n, double *auc,
-                       double *eer) {
-  *auc = *eer = NAN;
-  wk_scored *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
-  if (!v) return;
-  int64_t pos = 0;
-  for (int64_t i = 0; i < n; i++) {
-    v[i] = (wk_scored){score[i], label[i] != 0};
-    pos += v[i].label;
-  }
-  const int64_t neg = n - pos;
-  if (pos == 0 || neg == 0) {
-    free(v);
-    return;
-  }
-  qsort(v, (size_t)n, sizeof *v, wk_cmp_scored);
-  /* AUC by ranks (average rank for ties). */
-  double rank_sum = 0;
-  for (int64_t i = 0; i < n;) {
-    int64_t j = i;
-    while (j < n && v[j].s == v[i].s) j++;
-    const double r = 0.5 * (double)(i + 1 + j);
-    for (int64_t q = i; q < j; q++)
-      if (v[q].label) rank_sum += r;
-    i = j;
-  }
-  *auc = (rank_sum - (double)pos * (double)(pos + 1) / 2) / ((double)pos * (double)neg);
-  /* EER: threshold between distinct scores; false accept = illegal below the
-   * threshold, false reject = legal at or above it. Where the two rates cross,
-   * their mean. */
-  int64_t fa = 0, fr = neg; /* threshold below everything: all flagged illegal */
-  double best = 2, best_eer = NAN;
-  for (int64_t i = 0; i <= n;) {
-    const double far = (double)fa / (double)pos, frr = (double)fr / (double)neg;
-    const double gap = fabs(far - frr);
-    if (gap < best) best = gap, best_eer = 0.5 * (far + frr);
-    if (i == n) break;
-    int64_t j = i;
-    while (j < n && v[j].s == v[i].s) {
-      if (v[j].label) fa++;
-      else fr--;
-      j++;
-    }
-    i = j;
-  }
-  *eer = best_eer;
-  free(v);
-}
-
 /* ---------------------------------------------------------------- labels */
 
 typedef struct wk_label_row {
@@ -277,7 +217,7 @@ typedef struct wk_protocol {
   wk_label_row *labels;
   int64_t n_labels;
   double *score;
-  int *label;
+  int32_t *label;
   double *class_logp; /* n_users */
   FILE *scores_fp;
   wk_atomic_file scores_af;
@@ -432,7 +372,7 @@ static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labe
   if (res->n_illegal == 0 || res->n_illegal == res->n_sessions)
     return wk_fail(WK_ERR_FORMAT, "%s: the %lld scored sessions are all of one label; no AUC",
                    labels_csv, (long long)res->n_sessions);
-  wk_clicks_auc_eer(p->score, p->label, res->n_sessions, &res->auc, &res->eer);
+  wk_roc_auc_eer(p->score, p->label, res->n_sessions, &res->auc, &res->eer);
   return WK_OK;
 }
 

@@ -35,11 +35,6 @@ void wk_balabit_names_free(char **names, int n);
  * WK_ERR_IO naming it. */
 wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n);
 
-/* ROC AUC (ties count one half) and equal error rate of scores where a
- * higher score means "label 1" (illegal). */
-void wk_clicks_auc_eer(const double *score, const int *label, int64_t n, double *auc,
-                       double *eer);
-
 /* Runs the protocol. out_dir (may be NULL) receives model.safetensors and
  * scores.csv (filename,user,is_illegal,mean_logp,p_not,windows, then the mean
  * log-probability of every user: logp_<user>,...). */
