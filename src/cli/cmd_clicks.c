@@ -32,17 +32,16 @@ static void wk_usage_clicks(FILE *f) {
           "        BALABIT_DIR/test_files and prints the session-level ROC AUC and EER.\n"
           "\n"
           "options (render, eval):\n"
-          "  --size S          image side in pixels (64)\n"
+          "  --size S          image side in pixels (48)\n"
           "  --window N|Ts     N events or T seconds per window (128)\n"
-          "  --stride F        step between windows, a fraction of the window (render 1,\n"
-          "                    eval 0.5)\n"
+          "  --stride F        step between windows, a fraction of the window (1)\n"
           "  --score-stride F  eval: the stride of scoring windows (0.5)\n"
           "  --min-events N    shorter windows are dropped (16)\n"
           "  --scale screen|bbox  map the screen or the window's bounding box (screen)\n"
           "  --screen WxH      screen size for --scale screen (1920x1080)\n"
           "  --pause S         gaps of at least S seconds get a pause mark (0.5)\n"
           "  --format auto|balabit|csv|jsonl, --max-rows N, --max-line BYTES\n"
-          "eval: --epochs N (6) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N\n"
+          "eval: --epochs N (8) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N\n"
           "      --threads N\n");
 }
 
@@ -53,7 +52,7 @@ typedef struct wk_clicks_opts {
   wk_clicks_train_cfg train;
   wk_click_parse_opts parse;
   const char *out, *labels, *model, *user;
-  bool json, stride_set;
+  bool json;
   int threads;
 } wk_clicks_opts;
 
@@ -110,7 +109,7 @@ static int wk_clicks_option(const char *cmd, int argc, char **argv, int *i, wk_c
     return fprintf(stderr, "whisker %s: --format is auto, balabit, csv or jsonl\n", cmd), -1;
   }
   if ((r = wk_arg_double(cmd, argc, argv, i, "--stride", 1e-3, 1, &o->cfg.window.stride)))
-    return r < 0 ? r : (o->stride_set = true, 1);
+    return r;
   int max_line = 0, seed = 0;
   if ((r = wk_arg_int(cmd, argc, argv, i, "--max-line", 16, 1 << 24, &max_line)))
     return r < 0 ? r : (o->parse.max_line_bytes = (size_t)max_line, 1);
@@ -293,7 +292,6 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
     fprintf(stderr, "whisker clicks render: needs INPUT... and --out DIR\n");
     return WK_EXIT_USAGE;
   }
-  if (!o->stride_set) o->cfg.window.stride = 1.0;
   if (wk_click_window_cfg_check(&o->cfg.window) != WK_OK ||
       wk_click_render_cfg_check(&o->cfg.render) != WK_OK) {
     fprintf(stderr, "whisker clicks render: %s\n", wk_last_error());

@@ -19,7 +19,7 @@
 wk_clicks_cfg wk_clicks_cfg_default(void) {
   wk_clicks_cfg c = {.window = wk_click_window_cfg_default(), .score_stride = 0.5,
                      .render = wk_click_render_cfg_default()};
-  c.window.stride = 0.5;
+  c.render.size_px = 48;
   return c;
 }
 
@@ -134,7 +134,7 @@ void wk_clicks_images_free(wk_clicks_images *set) {
 /* ---------------------------------------------------------------- training */
 
 wk_clicks_train_cfg wk_clicks_train_cfg_default(void) {
-  return (wk_clicks_train_cfg){.arch = "smallcnn", .epochs = 6, .batch = 64, .lr = 3e-3,
+  return (wk_clicks_train_cfg){.arch = "smallcnn", .epochs = 8, .batch = 64, .lr = 3e-3,
                                .weight_decay = 0.05, .seed = 1};
 }
 

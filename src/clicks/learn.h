@@ -19,6 +19,8 @@ typedef struct wk_clicks_cfg {
   wk_click_render_cfg render;
 } wk_clicks_cfg;
 
+/* 48 px screen-scaled windows of 128 events, stride 1, scored with stride 0.5:
+ * the settings of the README's Balabit result. */
 wk_clicks_cfg wk_clicks_cfg_default(void);
 /* {"size", "scale", "screen": [w, h], "pause_s", "window_events", "window_s",
  * "stride", "score_stride", "min_events"} (malloc'ed text). */
@@ -48,6 +50,8 @@ typedef struct wk_clicks_train_cfg {
   uint64_t seed;
 } wk_clicks_train_cfg;
 
+/* smallcnn, 8 epochs, batch 64, AdamW (weight decay 0.05) with a one-cycle
+ * peak of 3e-3, label smoothing 0.1, seed 1. */
 wk_clicks_train_cfg wk_clicks_train_cfg_default(void);
 
 /* Trains a fresh network on set (labels in [0, n_classes)). *net and *meta
