@@ -2,7 +2,7 @@
  * render every session under the given folders into memory (rows/s,
  * windows/s), then render + write PNG files (images/s).
  *
- *   wk_bench_clicks DIR... [--size 64] [--window 128] [--scale screen|bbox]
+ *   wk_bench_clicks DIR... [--size 48] [--window 128] [--scale screen|bbox]
  *                   [--png-dir DIR] [--png-max 2000] [--repeat 3]
  *
  * Files are read into memory before the clock starts, so the first number is
@@ -27,7 +27,7 @@ static double cpu_s(void) {
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: wk_bench_clicks DIR... [--size 64] [--window 128] [--scale screen|bbox]"
+  fprintf(stderr, "usage: wk_bench_clicks DIR... [--size 48] [--window 128] [--scale screen|bbox]"
                   " [--png-dir DIR] [--png-max 2000] [--repeat 3]\n");
   return 2;
 }

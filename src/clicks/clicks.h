@@ -130,6 +130,7 @@ typedef struct wk_click_window {
   int64_t begin, end; /* event indices [begin, end) */
 } wk_click_window;
 
+/* 128 events, stride 1, at least 16 events. */
 wk_click_window_cfg wk_click_window_cfg_default(void);
 wk_status wk_click_window_cfg_check(const wk_click_window_cfg *c);
 /* Windows of a session (malloc'ed array in *out, count in *n). By events: a
@@ -154,6 +155,7 @@ typedef struct wk_click_render_cfg {
   double pause_s;            /* a gap at least this long gets a pause mark */
 } wk_click_render_cfg;
 
+/* 48 px, screen scaling of 1920x1080, pauses from 0.5 s. */
 wk_click_render_cfg wk_click_render_cfg_default(void);
 wk_status wk_click_render_cfg_check(const wk_click_render_cfg *c);
 /* Renders events [w.begin, w.end) of s into img (allocated or reused). The

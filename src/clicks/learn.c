@@ -19,7 +19,6 @@
 wk_clicks_cfg wk_clicks_cfg_default(void) {
   wk_clicks_cfg c = {.window = wk_click_window_cfg_default(), .score_stride = 0.5,
                      .render = wk_click_render_cfg_default()};
-  c.render.size_px = 48;
   return c;
 }
 

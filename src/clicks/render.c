@@ -26,7 +26,7 @@
 #include "clicks/clicks.h"
 
 wk_click_render_cfg wk_click_render_cfg_default(void) {
-  return (wk_click_render_cfg){.size_px = 64, .scale = WK_CLICK_SCALE_SCREEN,
+  return (wk_click_render_cfg){.size_px = 48, .scale = WK_CLICK_SCALE_SCREEN,
                                .screen_w_px = 1920, .screen_h_px = 1080, .pause_s = 0.5};
 }
 
