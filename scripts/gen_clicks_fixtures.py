@@ -88,6 +88,39 @@ def golden_path():
     return "\n".join(rows) + "\n"
 
 
+def mini_session(user, n, phase):
+    """A Balabit-format session: alice works in the top-left of the screen with
+    slow strokes, bob in the bottom-right with fast ones."""
+    rows = [BALABIT_HEADER]
+    t = 0.0
+    for i in range(n):
+        if user == "alice":
+            t += 0.05
+            x, y = 100 + (i * 7 + phase * 13) % 500, 100 + (i * 3) % 300
+        else:
+            t += 0.01
+            x, y = 1300 + (i * 11 + phase * 17) % 500, 700 + (i * 5) % 300
+        state = "Pressed" if i % 40 == 39 else "Move"
+        rows.append("%.3f,%.3f,%s,%s,%d,%d" % (t, t, "Left" if state == "Pressed" else "NoButton",
+                                              state, x, y))
+    return "\n".join(rows) + "\n"
+
+
+def mini_balabit():
+    """training_files/{alice,bob}, test_files/{alice,bob} and labels.csv: each
+    test folder holds one session of its user and one of the other."""
+    labels = ["filename,is_illegal"]
+    for u, user in enumerate(("alice", "bob")):
+        for k in range(2):
+            write("mini_balabit/training_files/%s/session_%d%d00" % (user, u, k),
+                  mini_session(user, 240, k))
+        other = ("bob", "alice")[u]
+        write("mini_balabit/test_files/%s/session_%d010" % (user, u), mini_session(user, 96, 5))
+        write("mini_balabit/test_files/%s/session_%d011" % (user, u), mini_session(other, 96, 6))
+        labels += ["session_%d010,0" % u, "session_%d011,1" % u]
+    write("mini_balabit/labels.csv", "\n".join(labels) + "\n")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     write("balabit_bad.csv", balabit_bad())
@@ -124,6 +157,7 @@ def main():
             for i in range(40):
                 rows.append("%.2f,%d,%d" % (0.02 * i, 50 + 7 * i + 31 * s, 400 - 5 * i))
             write("users/%s/session_%d.csv" % (user, s), "\n".join(rows) + "\n")
+    mini_balabit()
     if len(sys.argv) > 1:
         tmp = tempfile.mkdtemp()
         try:

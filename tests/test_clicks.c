@@ -426,6 +426,43 @@ START_TEST(test_cli_render_tree) {
 }
 END_TEST
 
+/* The protocol end to end on a two-user Balabit-shaped fixture, then the
+ * trained model scoring sessions. */
+START_TEST(test_cli_eval_and_score) {
+  char *dir = wkt_tempdir(), *mini = fixture("mini_balabit");
+  char *labels = wkt_join(mini, "labels.csv", NULL), *log = wkt_join(dir, "stdout.txt", NULL);
+  char args[8192];
+  snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --out '%s' --window 32 --size 16 "
+           "--epochs 3 --batch 8 --threads 1 --json", mini, labels, dir);
+  ck_assert_int_eq(run_cli(args, log), 0);
+  size_t n = 0;
+  char *out = (char *)wkt_read_file(log, &n);
+  ck_assert_msg(strstr(out, "\"sessions\": 4, \"illegal\": 2, \"skipped\": 0") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, "\"train_windows\": 28") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, "\"auc\": ") != NULL, "%s", out);
+  free(out);
+  char *model = wkt_join(dir, "model.safetensors", NULL), *scores = wkt_join(dir, "scores.csv", NULL);
+  ck_assert(is_file(model));
+  char *csv = (char *)wkt_read_file(scores, &n);
+  ck_assert_msg(!strncmp(csv, "filename,user,is_illegal,mean_logp,p_not,windows,logp_alice,logp_bob\n",
+                         68), "%s", csv);
+  free(csv);
+  snprintf(args, sizeof args, "clicks score '%s/test_files/alice/session_0010' "
+           "'%s/test_files/bob/session_1011' --model '%s' --json", mini, mini, model);
+  ck_assert_int_eq(run_cli(args, log), 0);
+  out = (char *)wkt_read_file(log, &n);
+  ck_assert_msg(strstr(out, "\"claimed\": \"alice\", \"p_not\": ") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, "\"claimed\": \"bob\", \"p_not\": ") != NULL, "%s", out);
+  free(out);
+  /* A user the model does not know: the session fails, the command exits 1. */
+  snprintf(args, sizeof args, "clicks score '%s/test_files/alice/session_0010' --model '%s' "
+           "--user carol", mini, model);
+  ck_assert_int_eq(run_cli(args, log), 1);
+  wkt_rmtree(dir);
+  free(dir), free(mini), free(labels), free(log), free(model), free(scores);
+}
+END_TEST
+
 static Suite *clicks_suite(void) {
   Suite *s = suite_create("clicks");
   TCase *tc = tcase_create("clicks");
@@ -443,6 +480,7 @@ static Suite *clicks_suite(void) {
   tcase_add_test(tc, test_render_degenerate);
   tcase_add_test(tc, test_auc_eer);
   tcase_add_test(tc, test_cli_render_tree);
+  tcase_add_test(tc, test_cli_eval_and_score);
   suite_add_tcase(s, tc);
   return s;
 }
