@@ -203,6 +203,44 @@ START_TEST(test_number_parser) {
 }
 END_TEST
 
+/* Every fixture with bytes changed at random and cut at random lengths: each
+ * parse returns (an error or some events), never crashes; kept events obey
+ * the cleaning rules. */
+START_TEST(test_parse_mutations) {
+  const char *names[] = {"balabit_bad.csv", "generic.csv", "generic.jsonl", "clock_reset.csv"};
+  wk_click_session s = {0};
+  for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+    char *path = fixture(names[f]);
+    size_t n = 0;
+    uint8_t *orig = wkt_read_file(path, &n);
+    free(path);
+    char *buf = malloc(n + 1);
+    ck_assert_ptr_nonnull(buf);
+    for (uint32_t trial = 0; trial < 300; trial++) {
+      memcpy(buf, orig, n);
+      const uint32_t n_flips = 1 + wk_rng_at(7, f, 3 * trial) % 8;
+      for (uint32_t k = 0; k < n_flips; k++) {
+        const uint32_t r = wk_rng_at(7, f, 1000 + 16 * trial + k);
+        buf[r % n] = (char)(r >> 24);
+      }
+      const size_t len = trial % 3 ? n : wk_rng_at(7, f, 3 * trial + 1) % (n + 1);
+      wk_status st = wk_click_parse(buf, len, names[f], NULL, &s);
+      if (st != WK_OK) continue;
+      int64_t dropped = wk_click_stats_dropped(&s.stats);
+      ck_assert_int_eq(s.stats.kept + dropped, s.stats.rows);
+      for (int64_t i = 0; i < s.n_events; i++) {
+        ck_assert(s.events[i].t_s >= 0 && s.events[i].t_s <= WK_CLICK_MAX_TIME_S);
+        ck_assert(fabsf(s.events[i].x_px) <= WK_CLICK_MAX_COORD);
+        if (i) ck_assert(s.events[i].t_s >= s.events[i - 1].t_s);
+      }
+    }
+    free(buf);
+    free(orig);
+  }
+  wk_click_session_free(&s);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- segmentation */
 
 static wk_click_session session_at(const double *t, int n) {
@@ -475,6 +513,7 @@ static Suite *clicks_suite(void) {
   tcase_add_test(tc, test_detection_and_forced_format);
   tcase_add_test(tc, test_limits);
   tcase_add_test(tc, test_number_parser);
+  tcase_add_test(tc, test_parse_mutations);
   tcase_add_test(tc, test_segment);
   tcase_add_test(tc, test_render_golden);
   tcase_add_test(tc, test_render_degenerate);

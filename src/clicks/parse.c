@@ -166,6 +166,10 @@ wk_status wk_click_sink_row(wk_click_sink *k, const wk_click_row *r) {
     return WK_OK;
   }
   t += k->offset_s;
+  if (t > WK_CLICK_MAX_TIME_S) { /* after clock resets, too */
+    wk_click_sink_bad(k, WK_CLICK_BAD_ABSURD);
+    return WK_OK;
+  }
   if (k->have_last && t < k->last_t_s) {
     wk_click_sink_bad(k, WK_CLICK_BAD_TIME_BACKWARDS);
     if (k->last_t_s - t > WK_CLICK_CLOCK_RESET_S) {
