@@ -164,17 +164,14 @@ static const char *wk_base(const char *path) {
   return s ? s + 1 : path;
 }
 
-/* The name of the folder holding path ("." when none). */
+/* The name of the folder holding path; "unlabelled" when there is none (a
+ * bare file name, "./x", "../x"), so a label never leaves the output folder. */
 static void wk_parent_name(const char *path, char *out, size_t cap) {
   const char *s = strrchr(path, '/');
-  if (!s) {
-    snprintf(out, cap, ".");
-    return;
-  }
   const char *b = s;
-  while (b > path && b[-1] != '/') b--;
-  snprintf(out, cap, "%.*s", (int)(s - b), b);
-  if (!out[0]) snprintf(out, cap, ".");
+  while (b && b > path && b[-1] != '/') b--;
+  if (s) snprintf(out, cap, "%.*s", (int)(s - b), b);
+  if (!s || !out[0] || !strcmp(out, ".") || !strcmp(out, "..")) snprintf(out, cap, "unlabelled");
 }
 
 static void wk_print_stats_json(const wk_click_stats *s) {
@@ -258,6 +255,21 @@ static wk_status wk_mkdir(const char *d) {
   return WK_OK;
 }
 
+/* The folder and its missing parents (mkdir -p). */
+static wk_status wk_mkdir_p(const char *d) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", d) >= (int)sizeof buf)
+    return wk_fail(WK_ERR_LIMIT, "%s: path too long", d);
+  for (char *p = buf + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
+      *p = '/';
+    }
+  return wk_mkdir(buf);
+}
+
 typedef struct wk_render_totals {
   wk_click_stats rows;
   int64_t files, files_failed, files_unlabelled, windows;
@@ -305,7 +317,7 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_image img = {0};
   wk_render_totals t = {0};
   if (wk_clicks_collect((const char *const *)pos, n_pos, &files, &nf) != WK_OK ||
-      (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK) || wk_mkdir(o->out) != WK_OK)
+      (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK) || wk_mkdir_p(o->out) != WK_OK)
     goto done;
   for (int i = 0; i < nf; i++) {
     const char *label = NULL;
@@ -366,9 +378,18 @@ static int wk_clicks_score_cmd(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_click_session s = {0};
   int rc = WK_EXIT_FAIL, failed = 0;
   if (wk_ctx_create(&ctx, o->threads) != WK_OK ||
-      wk_model_load(ctx, o->model, &net, &meta) != WK_OK ||
-      wk_clicks_cfg_from_meta(&meta, &cfg) != WK_OK)
+      wk_model_load(ctx, o->model, &net, &meta) != WK_OK)
     goto done;
+  if (wk_clicks_cfg_from_meta(&meta, &cfg) != WK_OK) {
+    /* A model trained by `whisker train` on rendered PNGs: the options say
+     * how its windows were rendered (the size comes from the model). */
+    WK_LOG_W("%s: %s; using the command line's window and rendering options", o->model,
+             wk_last_error());
+    cfg = o->cfg;
+    if (wk_click_window_cfg_check(&cfg.window) != WK_OK ||
+        wk_click_render_cfg_check(&cfg.render) != WK_OK)
+      goto done;
+  }
   if (o->json) printf("[");
   else printf("%-40s %-12s %8s %10s %8s\n", "session", "claimed", "p_not", "mean_logp",
               "windows");
@@ -431,7 +452,7 @@ static int wk_clicks_eval(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_ctx *ctx = NULL;
   wk_balabit_result r;
   int rc = WK_EXIT_FAIL;
-  if (wk_ctx_create(&ctx, o->threads) != WK_OK ||
+  if ((o->out && wk_mkdir_p(o->out) != WK_OK) || wk_ctx_create(&ctx, o->threads) != WK_OK ||
       wk_balabit_eval(ctx, pos[0], o->labels, &o->cfg, &o->train, o->out, &r) != WK_OK)
     goto done;
   if (o->json) {

@@ -54,7 +54,7 @@ wk_status wk_clicks_cfg_from_meta(const wk_model_meta *meta, wk_clicks_cfg *c) {
   if (!cJSON_IsObject(o)) {
     cJSON_Delete(p);
     return wk_fail(WK_ERR_FORMAT, "the model has no clickstream settings (provenance "
-                   "\"clicks\"): train it with 'whisker clicks eval' or give the settings");
+                   "\"clicks\")");
   }
   double size = 0, sw = 0, sh = 0, pause = 0, ev = 0, ts = 0, stride = 0, sstride = 0, mine = 0;
   const cJSON *scr = cJSON_GetObjectItemCaseSensitive(o, "screen");
