@@ -415,12 +415,11 @@ static int wk_clicks_score_cmd(wk_clicks_opts *o, char **pos, int n_pos) {
       wk_print_json_string(pos[i]);
       printf(", \"claimed\": ");
       wk_print_json_string(user);
-      if (st == WK_OK)
+      if (st == WK_OK) {
         printf(", \"p_not\": %.6f, \"mean_logp\": %.6f, \"windows\": %lld}", p_not, logp,
                (long long)nw);
-      else
+      } else {
         printf(", \"error\": ");
-      if (st != WK_OK) {
         wk_print_json_string(wk_last_error());
         printf("}");
       }

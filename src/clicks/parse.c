@@ -337,30 +337,17 @@ static bool wk_blank(const char *p, const char *e) {
   return true;
 }
 
-wk_status wk_click_parse(const char *bytes, size_t n_bytes, const char *name,
-                         const wk_click_parse_opts *opts, wk_click_session *out) {
-  const size_t max_line = opts && opts->max_line_bytes ? opts->max_line_bytes
-                                                       : WK_CLICK_DEFAULT_MAX_LINE;
-  const int64_t max_rows = opts && opts->max_rows > 0 ? opts->max_rows
-                                                      : WK_CLICK_DEFAULT_MAX_ROWS;
-  wk_click_format want = opts ? opts->format : WK_CLICK_FORMAT_AUTO;
-  out->n_events = 0;
-  out->stats = (wk_click_stats){0};
-  out->format = WK_CLICK_FORMAT_AUTO;
-  wk_click_sink k = {.s = out, .name = name};
-  const char *p = bytes, *end = bytes + n_bytes;
-  /* Skip a UTF-8 byte order mark and leading blank lines. */
-  if (n_bytes >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
-  const char *first = NULL, *first_end = NULL;
-  while (p < end) {
+/* Finds the first non-blank line (after a UTF-8 byte order mark) and tells
+ * the format from it. *data is where the data rows start (the first line
+ * itself for JSON lines). */
+static wk_status wk_detect(const char *bytes, const char *end, const char *name, size_t max_line,
+                           wk_click_format *f, wk_csv_cols *cols, const char **data) {
+  const char *p = bytes, *first = NULL, *first_end = NULL;
+  if (end - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
+  while (p < end && !first) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     const char *le = nl ? nl : end;
-    if (!wk_blank(p, le)) {
-      first = p;
-      first_end = le;
-      p = nl ? nl + 1 : end;
-      break;
-    }
+    if (!wk_blank(p, le)) first = p, first_end = le;
     p = nl ? nl + 1 : end;
   }
   if (!first) return wk_fail(WK_ERR_FORMAT, "%s: empty (no header and no rows)", name);
@@ -369,22 +356,38 @@ wk_status wk_click_parse(const char *bytes, size_t n_bytes, const char *name,
                    "clickstream file", name, max_line);
   const char *fe = first_end;
   while (fe > first && (fe[-1] == '\r' || fe[-1] == ' ')) fe--;
-  wk_csv_cols cols = {.n_cols = 0};
-  const bool is_balabit = (size_t)(fe - first) == sizeof wk_balabit_header - 1 &&
-                          !strncasecmp(first, wk_balabit_header, sizeof wk_balabit_header - 1);
-  wk_click_format f;
+  *data = p;
   if (*first == '{') {
-    f = WK_CLICK_FORMAT_JSONL;
-    p = first; /* the first line is data */
-  } else if (is_balabit) {
-    f = WK_CLICK_FORMAT_BALABIT;
-  } else if (wk_csv_header(first, fe, &cols)) {
-    f = WK_CLICK_FORMAT_CSV;
+    *f = WK_CLICK_FORMAT_JSONL;
+    *data = first;
+  } else if ((size_t)(fe - first) == sizeof wk_balabit_header - 1 &&
+             !strncasecmp(first, wk_balabit_header, sizeof wk_balabit_header - 1)) {
+    *f = WK_CLICK_FORMAT_BALABIT;
+  } else if (wk_csv_header(first, fe, cols)) {
+    *f = WK_CLICK_FORMAT_CSV;
   } else {
     return wk_fail(WK_ERR_FORMAT,
                    "%s: not a clickstream file: the first line is neither the Balabit header, "
                    "a CSV header naming time,x,y, nor a JSON object", name);
   }
+  return WK_OK;
+}
+
+wk_status wk_click_parse(const char *bytes, size_t n_bytes, const char *name,
+                         const wk_click_parse_opts *opts, wk_click_session *out) {
+  const size_t max_line = opts && opts->max_line_bytes ? opts->max_line_bytes
+                                                       : WK_CLICK_DEFAULT_MAX_LINE;
+  const int64_t max_rows = opts && opts->max_rows > 0 ? opts->max_rows
+                                                      : WK_CLICK_DEFAULT_MAX_ROWS;
+  const wk_click_format want = opts ? opts->format : WK_CLICK_FORMAT_AUTO;
+  out->n_events = 0;
+  out->stats = (wk_click_stats){0};
+  out->format = WK_CLICK_FORMAT_AUTO;
+  wk_click_sink k = {.s = out, .name = name};
+  const char *p = NULL, *end = bytes + n_bytes;
+  wk_csv_cols cols = {.n_cols = 0};
+  wk_click_format f = WK_CLICK_FORMAT_AUTO;
+  WK_TRY(wk_detect(bytes, end, name, max_line, &f, &cols, &p));
   if (want != WK_CLICK_FORMAT_AUTO && want != f)
     return wk_fail(WK_ERR_FORMAT, "%s: looks like %s, not %s", name, wk_click_format_name(f),
                    wk_click_format_name(want));
