@@ -454,21 +454,25 @@ START_TEST(test_cli_render_tree) {
 }
 END_TEST
 
-/* The protocol end to end on a two-user Balabit-shaped fixture, then the
- * trained model scoring sessions. */
+/* The protocol end to end (an ensemble of two) on a two-user Balabit-shaped
+ * fixture, then the first trained model scoring sessions. */
 START_TEST(test_cli_eval_and_score) {
   char *dir = wkt_tempdir(), *mini = fixture("mini_balabit");
   char *labels = wkt_join(mini, "labels.csv", NULL), *log = wkt_join(dir, "stdout.txt", NULL);
   char args[8192];
   snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --out '%s' --window 32 --size 16 "
-           "--epochs 3 --batch 8 --threads 1 --json", mini, labels, dir);
+           "--epochs 3 --batch 8 --threads 1 --models 2 --json", mini, labels, dir);
   ck_assert_int_eq(run_cli(args, log), 0);
   size_t n = 0;
   char *out = (char *)wkt_read_file(log, &n);
   ck_assert_msg(strstr(out, "\"sessions\": 4, \"illegal\": 2, \"skipped\": 0") != NULL, "%s", out);
   ck_assert_msg(strstr(out, "\"train_windows\": 28") != NULL, "%s", out);
   ck_assert_msg(strstr(out, "\"auc\": ") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, "\"models\": 2") != NULL, "%s", out);
   free(out);
+  char *second = wkt_join(dir, "model_1.safetensors", NULL);
+  ck_assert(is_file(second));
+  free(second);
   char *model = wkt_join(dir, "model.safetensors", NULL), *scores = wkt_join(dir, "scores.csv", NULL);
   ck_assert(is_file(model));
   char *csv = (char *)wkt_read_file(scores, &n);

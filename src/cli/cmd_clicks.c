@@ -41,7 +41,8 @@ static void wk_usage_clicks(FILE *f) {
           "  --screen WxH      screen size for --scale screen (1920x1080)\n"
           "  --pause S         gaps of at least S seconds get a pause mark (0.5)\n"
           "  --format auto|balabit|csv|jsonl, --max-rows N, --max-line BYTES\n"
-          "eval: --epochs N (8) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N\n"
+          "eval: --epochs N (8) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N (1)\n"
+          "      --models N (1: an ensemble of N models, seeds seed.., scores averaged)\n"
           "      --threads N\n");
 }
 
@@ -129,6 +130,7 @@ static int wk_clicks_option(const char *cmd, int argc, char **argv, int *i, wk_c
       (r = wk_arg_str(cmd, argc, argv, i, "--user", &o->user)) ||
       (r = wk_arg_str(cmd, argc, argv, i, "--arch", &o->train.arch)) ||
       (r = wk_arg_int(cmd, argc, argv, i, "--epochs", 1, 10000, &o->train.epochs)) ||
+      (r = wk_arg_int(cmd, argc, argv, i, "--models", 1, 100, &o->train.n_models)) ||
       (r = wk_arg_int(cmd, argc, argv, i, "--batch", 2, 4096, &o->train.batch)) ||
       (r = wk_arg_double(cmd, argc, argv, i, "--lr", 1e-7, 10, &o->train.lr)) ||
       (r = wk_arg_int(cmd, argc, argv, i, "--threads", 1, 1024, &o->threads)))
@@ -463,7 +465,8 @@ static int wk_clicks_eval(wk_clicks_opts *o, char **pos, int n_pos) {
            (long long)r.train_windows, (long long)r.score_windows, r.render_s, r.train_s,
            r.score_s, r.wall_s);
     char *cj = wk_clicks_cfg_to_json(&o->cfg);
-    printf("%s, \"epochs\": %d, \"arch\": ", cj ? cj : "null", o->train.epochs);
+    printf("%s, \"epochs\": %d, \"models\": %d, \"seed\": %llu, \"arch\": ", cj ? cj : "null",
+           o->train.epochs, o->train.n_models, (unsigned long long)o->train.seed);
     free(cj);
     wk_print_json_string(o->train.arch);
     printf(", \"train_rows\": ");

@@ -218,7 +218,12 @@ typedef struct wk_protocol {
   int64_t n_labels;
   double *score;
   int32_t *label;
-  double *class_logp; /* n_users */
+  double *class_logp; /* n_users: one session, one model */
+  /* per label row, summed over the ensemble's models */
+  double *row_logp, *row_class; /* n_labels, n_labels x n_users */
+  int64_t *row_windows;
+  int *row_user;                /* index into users, -1: not found */
+  char *row_ok;                 /* scored by every model so far */
   FILE *scores_fp;
   wk_atomic_file scores_af;
 } wk_protocol;
@@ -275,47 +280,90 @@ static int wk_find_test_user(const char *root, const wk_protocol *p, const char 
   return -1;
 }
 
+/* Scores every labelled session with the current model (model number m of
+ * the ensemble), adding its mean log-probabilities to the session's row. A
+ * session that cannot be found or scored is left out (counted once). */
 static wk_status wk_score_tests(const char *root, const wk_clicks_cfg *cfg, wk_protocol *p,
-                                wk_balabit_result *res) {
+                                int m, wk_balabit_result *res) {
   char path[WK_PATH_MAX];
-  p->score = malloc((size_t)p->n_labels * sizeof *p->score);
-  p->label = malloc((size_t)p->n_labels * sizeof *p->label);
-  p->class_logp = malloc((size_t)p->n_users * sizeof *p->class_logp);
-  if (!p->score || !p->label || !p->class_logp) return wk_fail(WK_ERR_NOMEM, "out of memory");
+  const int k = p->n_users;
   for (int64_t i = 0; i < p->n_labels; i++) {
     const wk_label_row *l = &p->labels[i];
-    const int u = wk_find_test_user(root, p, l->name, path, sizeof path);
-    if (u < 0) {
-      WK_LOG_W("%s: not found under %s/test_files/<user>/; skipped", l->name, root);
-      res->n_skipped++;
-      continue;
+    if (m == 0) {
+      p->row_user[i] = wk_find_test_user(root, p, l->name, path, sizeof path);
+      p->row_ok[i] = p->row_user[i] >= 0;
+      if (!p->row_ok[i]) {
+        WK_LOG_W("%s: not found under %s/test_files/<user>/; skipped", l->name, root);
+        res->n_skipped++;
+      }
     }
+    if (!p->row_ok[i]) continue;
+    const int u = p->row_user[i];
+    snprintf(path, sizeof path, "%s/test_files/%s/%s", root, p->users[u], l->name);
     double mean_logp = 0, p_not = 0;
     int64_t nw = 0;
     wk_status st = wk_click_load(path, NULL, &p->sess);
     if (st == WK_OK) {
-      wk_click_stats_add(&res->test_rows, &p->sess.stats);
+      if (m == 0) wk_click_stats_add(&res->test_rows, &p->sess.stats);
       st = wk_clicks_score(p->net, &p->meta, cfg, &p->sess, u, &mean_logp, &p_not, &nw,
                            p->class_logp);
     }
     if (st == WK_ERR_NOMEM || st == WK_ERR_BACKEND) return st;
     if (st != WK_OK) {
       WK_LOG_W("%s: %s; skipped", path, wk_last_error());
+      p->row_ok[i] = 0;
       res->n_skipped++;
       continue;
     }
-    res->score_windows += nw;
+    p->row_windows[i] = nw;
+    p->row_logp[i] += mean_logp;
+    for (int c = 0; c < k; c++) p->row_class[(size_t)i * (size_t)k + c] += p->class_logp[c];
+  }
+  return WK_OK;
+}
+
+/* AUC and EER of the sessions scored so far (the sum over the models so far
+ * ranks as their mean does); fills p->score and p->label, returns the count. */
+static int64_t wk_ensemble_auc(wk_protocol *p, double *auc, double *eer) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < p->n_labels; i++) {
+    if (!p->row_ok[i]) continue;
+    p->score[n] = -p->row_logp[i];
+    p->label[n++] = p->labels[i].illegal;
+  }
+  wk_roc_auc_eer(p->score, p->label, n, auc, eer);
+  return n;
+}
+
+/* The ensemble's session scores (the mean over models of the mean
+ * log-probability of the claimed user), scores.csv when asked, AUC and EER. */
+static wk_status wk_finish_scores(const char *labels_csv, int n_models, wk_protocol *p,
+                                  wk_balabit_result *res) {
+  const int k = p->n_users;
+  for (int64_t i = 0; i < p->n_labels; i++) {
+    if (!p->row_ok[i]) continue;
+    const wk_label_row *l = &p->labels[i];
+    const double mean_logp = p->row_logp[i] / n_models;
+    res->score_windows += p->row_windows[i];
     p->score[res->n_sessions] = -mean_logp;
     p->label[res->n_sessions] = l->illegal;
     res->n_illegal += l->illegal;
     res->n_sessions++;
-    if (p->scores_fp) {
-      fprintf(p->scores_fp, "%s,%s,%d,%.6f,%.6f,%lld", l->name, p->users[u], l->illegal,
-              mean_logp, p_not, (long long)nw);
-      for (int c = 0; c < p->n_users; c++) fprintf(p->scores_fp, ",%.6f", p->class_logp[c]);
-      fprintf(p->scores_fp, "\n");
-    }
+    if (!p->scores_fp) continue;
+    fprintf(p->scores_fp, "%s,%s,%d,%.6f,%.6f,%lld", l->name, p->users[p->row_user[i]],
+            l->illegal, mean_logp, 1.0 - exp(mean_logp), (long long)p->row_windows[i]);
+    for (int c = 0; c < k; c++)
+      fprintf(p->scores_fp, ",%.6f", p->row_class[(size_t)i * (size_t)k + c] / n_models);
+    fprintf(p->scores_fp, "\n");
   }
+  if (p->scores_fp) {
+    p->scores_fp = NULL;
+    WK_TRY(wk_atomic_commit(&p->scores_af));
+  }
+  if (res->n_illegal == 0 || res->n_illegal == res->n_sessions)
+    return wk_fail(WK_ERR_FORMAT, "%s: the %lld scored sessions are all of one label; no AUC",
+                   labels_csv, (long long)res->n_sessions);
+  wk_roc_auc_eer(p->score, p->label, res->n_sessions, &res->auc, &res->eer);
   return WK_OK;
 }
 
@@ -329,13 +377,61 @@ static void wk_protocol_free(wk_protocol *p) {
   free(p->score);
   free(p->label);
   free(p->class_logp);
+  free(p->row_logp);
+  free(p->row_class);
+  free(p->row_windows);
+  free(p->row_user);
+  free(p->row_ok);
   if (p->scores_fp) wk_atomic_abort(&p->scores_af);
+}
+
+static wk_status wk_protocol_alloc(wk_protocol *p) {
+  const size_t n = (size_t)p->n_labels, k = (size_t)p->n_users;
+  p->score = malloc(n * sizeof *p->score);
+  p->label = malloc(n * sizeof *p->label);
+  p->class_logp = malloc(k * sizeof *p->class_logp);
+  p->row_logp = calloc(n, sizeof *p->row_logp);
+  p->row_class = calloc(n * k, sizeof *p->row_class);
+  p->row_windows = calloc(n, sizeof *p->row_windows);
+  p->row_user = calloc(n, sizeof *p->row_user);
+  p->row_ok = calloc(n, sizeof *p->row_ok);
+  if (!p->score || !p->label || !p->class_logp || !p->row_logp || !p->row_class ||
+      !p->row_windows || !p->row_user || !p->row_ok)
+    return wk_fail(WK_ERR_NOMEM, "out of memory");
+  return WK_OK;
+}
+
+/* Trains model m of the ensemble (seed + m), saves it (model.safetensors,
+ * then model_1.safetensors, ...) and scores the test sessions with it. */
+static wk_status wk_protocol_model(wk_ctx *ctx, const char *root, const wk_clicks_cfg *cfg,
+                                   const wk_clicks_train_cfg *tc, const char *out_dir, int m,
+                                   wk_protocol *p, wk_balabit_result *res) {
+  char path[WK_PATH_MAX];
+  wk_clicks_train_cfg tm = *tc;
+  tm.seed = tc->seed + (uint64_t)m;
+  wk_net_destroy(p->net);
+  p->net = NULL;
+  wk_model_meta_free(&p->meta);
+  double t = wk_now_s();
+  WK_TRY(wk_clicks_train(ctx, &tm, cfg, &p->set, p->n_users, (const char *const *)p->users,
+                         &p->net, &p->meta));
+  res->train_s += wk_now_s() - t;
+  if (out_dir) {
+    if (m == 0) snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    else snprintf(path, sizeof path, "%s/model_%d.safetensors", out_dir, m);
+    WK_TRY(wk_model_save(path, p->net, &p->meta, NULL, 0, NULL, 0));
+  }
+  t = wk_now_s();
+  WK_TRY(wk_score_tests(root, cfg, p, m, res));
+  res->score_s += wk_now_s() - t;
+  return WK_OK;
 }
 
 static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labels_csv,
                                  const wk_clicks_cfg *cfg, const wk_clicks_train_cfg *tc,
                                  const char *out_dir, wk_protocol *p, wk_balabit_result *res) {
   char path[WK_PATH_MAX];
+  const int n_models = tc->n_models > 0 ? tc->n_models : 1;
   if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST)
     return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", out_dir, strerror(errno));
   WK_TRY(wk_read_labels(labels_csv, &p->labels, &p->n_labels));
@@ -346,14 +442,16 @@ static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labe
   WK_LOG_I("clicks: %lld training windows from %lld sessions of %d users in %.1f s",
            (long long)res->train_windows, (long long)res->train_sessions, p->n_users,
            res->render_s);
-  t = wk_now_s();
-  WK_TRY(wk_clicks_train(ctx, tc, cfg, &p->set, p->n_users, (const char *const *)p->users,
-                         &p->net, &p->meta));
-  res->train_s = wk_now_s() - t;
-  wk_clicks_images_free(&p->set);
+  WK_TRY(wk_protocol_alloc(p));
+  for (int m = 0; m < n_models; m++) {
+    WK_TRY(wk_protocol_model(ctx, root, cfg, tc, out_dir, m, p, res));
+    double auc, eer;
+    const int64_t n = wk_ensemble_auc(p, &auc, &eer);
+    WK_LOG_I("clicks: %d model%s (seed %llu..): AUC %.4f, EER %.4f over %lld sessions", m + 1,
+             m ? "s" : "", (unsigned long long)tc->seed, auc, eer, (long long)n);
+  }
+  wk_log_stats("test rows", &res->test_rows);
   if (out_dir) {
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    WK_TRY(wk_model_save(path, p->net, &p->meta, NULL, 0, NULL, 0));
     snprintf(path, sizeof path, "%s/scores.csv", out_dir);
     WK_TRY(wk_atomic_open(&p->scores_af, path));
     p->scores_fp = wk_atomic_stream(&p->scores_af);
@@ -361,19 +459,7 @@ static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labe
     for (int c = 0; c < p->n_users; c++) fprintf(p->scores_fp, ",logp_%s", p->users[c]);
     fprintf(p->scores_fp, "\n");
   }
-  t = wk_now_s();
-  WK_TRY(wk_score_tests(root, cfg, p, res));
-  res->score_s = wk_now_s() - t;
-  wk_log_stats("test rows", &res->test_rows);
-  if (p->scores_fp) {
-    p->scores_fp = NULL;
-    WK_TRY(wk_atomic_commit(&p->scores_af));
-  }
-  if (res->n_illegal == 0 || res->n_illegal == res->n_sessions)
-    return wk_fail(WK_ERR_FORMAT, "%s: the %lld scored sessions are all of one label; no AUC",
-                   labels_csv, (long long)res->n_sessions);
-  wk_roc_auc_eer(p->score, p->label, res->n_sessions, &res->auc, &res->eer);
-  return WK_OK;
+  return wk_finish_scores(labels_csv, n_models, p, res);
 }
 
 wk_status wk_balabit_eval(wk_ctx *ctx, const char *root, const char *labels_csv,

@@ -7,8 +7,9 @@
  * The protocol: one multi-class model over the users, trained on
  * training_files only (windows of every training session labelled with their
  * user); each labelled test session is scored as "not its claimed user" by
- * the mean log-probability of the claimed user over its windows; ROC AUC and
- * EER over sessions. Test sessions are never trained on. */
+ * the mean log-probability of the claimed user over its windows (averaged
+ * over the models of an ensemble, tc->n_models); ROC AUC and EER over
+ * sessions. Test sessions are never trained on. */
 #ifndef WK_CLICKS_BALABIT_H
 #define WK_CLICKS_BALABIT_H
 
@@ -35,7 +36,8 @@ void wk_balabit_names_free(char **names, int n);
  * WK_ERR_IO naming it. */
 wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n);
 
-/* Runs the protocol. out_dir (may be NULL) receives model.safetensors and
+/* Runs the protocol. out_dir (may be NULL) receives model.safetensors
+ * (model_1.safetensors, ... for further models of an ensemble) and
  * scores.csv (filename,user,is_illegal,mean_logp,p_not,windows, then the mean
  * log-probability of every user: logp_<user>,...). */
 wk_status wk_balabit_eval(wk_ctx *ctx, const char *root, const char *labels_csv,

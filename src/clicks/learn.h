@@ -48,6 +48,8 @@ typedef struct wk_clicks_train_cfg {
   double lr;        /* one-cycle peak, AdamW */
   double weight_decay;
   uint64_t seed;
+  int n_models;     /* Balabit eval: an ensemble trained with seeds seed, seed + 1, ...;
+                       a session's score is the mean over the models */
 } wk_clicks_train_cfg;
 
 /* smallcnn, 8 epochs, batch 64, AdamW (weight decay 0.05) with a one-cycle
