@@ -42,7 +42,7 @@ static void wk_usage_clicks(FILE *f) {
           "  --pause S         gaps of at least S seconds get a pause mark (0.5)\n"
           "  --format auto|balabit|csv|jsonl, --max-rows N, --max-line BYTES\n"
           "eval: --epochs N (8) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N (1)\n"
-          "      --models N (1: an ensemble of N models, seeds seed.., scores averaged)\n"
+          "      --models N (2: an ensemble of N models, seeds seed.., scores averaged)\n"
           "      --threads N\n");
 }
 

@@ -134,7 +134,7 @@ void wk_clicks_images_free(wk_clicks_images *set) {
 
 wk_clicks_train_cfg wk_clicks_train_cfg_default(void) {
   return (wk_clicks_train_cfg){.arch = "smallcnn", .epochs = 8, .batch = 64, .lr = 3e-3,
-                               .weight_decay = 0.05, .seed = 1, .n_models = 1};
+                               .weight_decay = 0.05, .seed = 1, .n_models = 2};
 }
 
 /* u8 -> (v / 255 - mean) / std per channel. */
