@@ -15,5 +15,6 @@ int wk_cmd_classify(int argc, char **argv);
 int wk_cmd_convert(int argc, char **argv);
 int wk_cmd_import(int argc, char **argv);
 int wk_cmd_export(int argc, char **argv);
+int wk_cmd_clicks(int argc, char **argv);
 
 #endif

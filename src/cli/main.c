@@ -19,6 +19,7 @@ static const wk_command wk_commands[] = {
     {"eval", "accuracy, confusion matrix and per-class scores of a model on a folder",
      wk_cmd_eval},
     {"classify", "classify photos with a trained model", wk_cmd_classify},
+    {"clicks", "clickstream logs to images; score sessions; the Balabit protocol", wk_cmd_clicks},
     {"info", "describe a model file: architecture, parameters, classes, preprocessing",
      wk_cmd_info},
     {"convert", "rewrite a model file with half- (f16) or single-precision weights",

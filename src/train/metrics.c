@@ -13,30 +13,31 @@ int wk_argmax(const float *row, int k) {
 }
 
 typedef struct wk_scored {
-  float score;
+  double score;
   int positive;
 } wk_scored;
 
 static int wk_cmp_scored(const void *a, const void *b) {
-  float x = ((const wk_scored *)a)->score, y = ((const wk_scored *)b)->score;
+  double x = ((const wk_scored *)a)->score, y = ((const wk_scored *)b)->score;
   return (x > y) - (x < y);
 }
 
-/* Mann-Whitney U / (n_pos n_neg), ties counted half: the probability that a
- * random positive scores above a random negative. */
-static double wk_auc(const float *probs, const int32_t *labels, int64_t n) {
-  wk_scored *s = malloc((size_t)n * sizeof *s);
-  if (!s) return NAN;
+void wk_roc_auc_eer(const double *score, const int32_t *labels, int64_t n, double *auc,
+                    double *eer) {
+  *auc = NAN;
+  if (eer) *eer = NAN;
+  wk_scored *s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
+  if (!s) return;
   int64_t n_pos = 0;
   for (int64_t i = 0; i < n; i++) {
-    s[i].score = probs[i * 2 + 1];
+    s[i].score = score[i];
     s[i].positive = labels[i] == 1;
     n_pos += s[i].positive;
   }
   const int64_t n_neg = n - n_pos;
   if (n_pos == 0 || n_neg == 0) {
     free(s);
-    return NAN;
+    return;
   }
   qsort(s, (size_t)n, sizeof *s, wk_cmp_scored);
   double rank_sum = 0.0;
@@ -48,8 +49,38 @@ static double wk_auc(const float *probs, const int32_t *labels, int64_t n) {
       if (s[t].positive) rank_sum += mid_rank;
     i = j;
   }
+  *auc = (rank_sum - (double)n_pos * (double)(n_pos + 1) / 2.0) / ((double)n_pos * (double)n_neg);
+  /* EER: thresholds between distinct scores, from below all (everything
+   * flagged positive) upwards; false negatives are positives below the
+   * threshold, false positives negatives at or above it. At the threshold
+   * where the two rates are closest, their mean. */
+  if (eer) {
+    int64_t fn = 0, fp = n_neg;
+    double best = 2.0;
+    for (int64_t i = 0;;) {
+      const double fnr = (double)fn / (double)n_pos, fpr = (double)fp / (double)n_neg;
+      if (fabs(fnr - fpr) < best) best = fabs(fnr - fpr), *eer = 0.5 * (fnr + fpr);
+      if (i == n) break;
+      int64_t j = i;
+      for (; j < n && s[j].score == s[i].score; j++) {
+        if (s[j].positive) fn++;
+        else fp--;
+      }
+      i = j;
+    }
+  }
   free(s);
-  return (rank_sum - (double)n_pos * (double)(n_pos + 1) / 2.0) / ((double)n_pos * (double)n_neg);
+}
+
+/* Mann-Whitney U / (n_pos n_neg), ties counted half: the probability that a
+ * random positive scores above a random negative. */
+static double wk_auc(const float *probs, const int32_t *labels, int64_t n) {
+  double *score = malloc((size_t)n * sizeof *score), auc;
+  if (!score) return NAN;
+  for (int64_t i = 0; i < n; i++) score[i] = probs[i * 2 + 1];
+  wk_roc_auc_eer(score, labels, n, &auc, NULL);
+  free(score);
+  return auc;
 }
 
 wk_status wk_metrics_compute(const float *probs, const int32_t *labels, int64_t n, int k,

@@ -25,6 +25,12 @@ wk_status wk_metrics_compute(const float *probs, const int32_t *labels, int64_t 
                              int top_k, wk_metrics *out);
 void wk_metrics_free(wk_metrics *m);
 
+/* ROC AUC (Mann-Whitney U / (n_pos n_neg), ties counted half) of scores
+ * where higher means label 1, and (eer may be NULL) the equal error rate.
+ * NAN when a class is absent. */
+void wk_roc_auc_eer(const double *score, const int32_t *labels, int64_t n, double *auc,
+                    double *eer);
+
 /* The predicted class of a probability row (first of ties). */
 int wk_argmax(const float *row, int k);
 
