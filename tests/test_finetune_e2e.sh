@@ -39,10 +39,10 @@ grep -q "base_model" "$tmp/info" || fail "provenance does not name the base mode
 acc=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$tmp/eval.json")
 echo "fine-tuned accuracy $acc"
 "$py" -c "import sys; sys.exit(0 if float('$acc') >= 0.9 else 1)" || fail "accuracy $acc < 0.9"
-# the same through train --pretrained
-"$bin" train "$tmp/two" --out "$tmp/ft2" --pretrained "$tmp/base/model.safetensors" --epochs 4 \
+# the same through train --pretrained (into a run folder whose parents do not exist yet)
+"$bin" train "$tmp/two" --out "$tmp/deep/er/ft2" --pretrained "$tmp/base/model.safetensors" --epochs 4 \
   --head-epochs 1 --batch 32 --seed 4 --lr 0.01 > /dev/null 2>&1 || fail "train --pretrained"
-cmp "$tmp/ft/model.safetensors" "$tmp/ft2/model.safetensors" \
+cmp "$tmp/ft/model.safetensors" "$tmp/deep/er/ft2/model.safetensors" \
   || fail "train --pretrained differs from finetune --from"
 
 # 2. killed after the head phase's checkpoint, resumed: the same model

@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/atomic_file.h"
 #include "clicks/balabit.h"
 #include "core/clock.h"
 #include "whisker.h"
@@ -255,21 +256,6 @@ static wk_status wk_mkdir(const char *d) {
   if (mkdir(d, 0777) != 0 && errno != EEXIST)
     return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", d, strerror(errno));
   return WK_OK;
-}
-
-/* The folder and its missing parents (mkdir -p). */
-static wk_status wk_mkdir_p(const char *d) {
-  char buf[4096];
-  if (snprintf(buf, sizeof buf, "%s", d) >= (int)sizeof buf)
-    return wk_fail(WK_ERR_LIMIT, "%s: path too long", d);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
-      *p = '/';
-    }
-  return wk_mkdir(buf);
 }
 
 typedef struct wk_render_totals {

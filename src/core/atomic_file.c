@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -164,4 +166,20 @@ wk_status wk_atomic_write_file(const char *path, const void *data, size_t n_byte
   WK_TRY(wk_atomic_open(&af, path));
   WK_TRY(wk_atomic_write(&af, data, n_bytes));
   return wk_atomic_commit(&af);
+}
+
+wk_status wk_mkdir_p(const char *d) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", d) >= (int)sizeof buf)
+    return wk_fail(WK_ERR_LIMIT, "%s: path too long", d);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+      return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+    return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
+  return WK_OK;
 }

@@ -57,4 +57,8 @@ void wk_atomic_abort(wk_atomic_file *af);
 /* The three steps for content that is in memory already. */
 wk_status wk_atomic_write_file(const char *path, const void *data, size_t n_bytes);
 
+/* Creates the folder d and its missing parents (mkdir -p); an existing folder
+ * is fine. Fails naming the first folder that could not be made. */
+wk_status wk_mkdir_p(const char *d);
+
 #endif

@@ -55,8 +55,7 @@ typedef struct wk_run {
 
 static wk_status wk_run_paths(wk_run *r) {
   const char *d = r->cfg->out_dir;
-  if (mkdir(d, 0777) != 0 && errno != EEXIST)
-    return wk_fail(WK_ERR_IO, "%s: cannot create the run directory: %s", d, strerror(errno));
+  WK_TRY(wk_mkdir_p(d)); /* with its parents, as users expect of --out */
   int a = snprintf(r->path_model, sizeof r->path_model, "%s/model.safetensors", d);
   int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
   int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
