@@ -128,7 +128,9 @@ static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
   return wk_trainer_create(r->net, &tc, &r->trainer);
 }
 
-static wk_status wk_run_new_model(wk_run *r, int64_t steps_per_epoch) {
+/* The network and meta of a new run (its trainer comes once the loader knows
+ * the steps per epoch). */
+static wk_status wk_run_new_model(wk_run *r) {
   const wk_fit_config *c = r->cfg;
   const int k = wk_dataset_n_classes(r->train_ds);
   if (c->pretrained) {
@@ -143,7 +145,7 @@ static wk_status wk_run_new_model(wk_run *r, int64_t steps_per_epoch) {
   }
   for (int i = 0; i < k; i++)
     WK_TRY(wk_model_meta_set_class(&r->meta, i, wk_dataset_class_name(r->train_ds, i)));
-  return wk_run_trainer(r, 0, steps_per_epoch);
+  return WK_OK;
 }
 
 /* lr_find.csv: rate, loss and smoothed loss of every step of the sweep. */
@@ -442,11 +444,19 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   wk_data_pos pos = {0, 0};
   WK_TRY(wk_run_paths(r));
   WK_TRY(wk_run_data(r));
-  WK_TRY(wk_run_loader(r));
   r->rows = calloc((size_t)c->epochs + 1, sizeof *r->rows);
   if (!r->rows) return wk_fail(WK_ERR_NOMEM, "out of memory");
-  if (c->resume) {
+  if (c->resume)
     WK_TRY(wk_checkpoint_load(r->ctx, r->path_ckpt, &r->net, &r->trainer, &r->meta, &pos));
+  else
+    WK_TRY(wk_run_new_model(r));
+  if (c->size == 0) { /* fine-tuning at the base model's own input size */
+    int h, w, ch;
+    wk_net_input_shape(r->net, &h, &w, &ch);
+    c->size = h;
+  }
+  WK_TRY(wk_run_loader(r));
+  if (c->resume) {
     if (wk_net_output_features(r->net) != wk_dataset_n_classes(r->train_ds))
       return wk_fail(WK_ERR_INVALID_ARG, "%s: the checkpoint has %lld classes, the data %d",
                      r->path_ckpt, (long long)wk_net_output_features(r->net),
@@ -459,7 +469,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_LOG_I("resuming %s at epoch %lld, batch %lld", c->out_dir, (long long)pos.epoch + 1,
              (long long)pos.batch);
   } else {
-    WK_TRY(wk_run_new_model(r, wk_loader_batches_per_epoch(r->loader)));
+    WK_TRY(wk_run_trainer(r, 0, wk_loader_batches_per_epoch(r->loader)));
     if (c->lr_find) WK_TRY(wk_run_lr_find(r, wk_loader_batches_per_epoch(r->loader)));
   }
   for (int i = 0; i < r->n_rows; i++)
@@ -502,30 +512,16 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   return WK_OK;
 }
 
-/* The input size of a model file (fine-tuning keeps it unless told). */
-static wk_status wk_model_input_size(wk_ctx *ctx, const char *path, int *size) {
-  wk_net *net;
-  wk_model_meta m;
-  WK_TRY(wk_model_load(ctx, path, &net, &m));
-  int h, w, c;
-  wk_net_input_shape(net, &h, &w, &c);
-  wk_net_destroy(net);
-  wk_model_meta_free(&m);
-  *size = h;
-  return WK_OK;
-}
-
 wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   memset(res, 0, sizeof *res);
   res->best_val_acc = -1.0;
-  wk_fit_config cfg = *cfg_in;
-  if (cfg.pretrained && cfg.size == 0 && cfg.data_dir && cfg.out_dir)
-    WK_TRY(wk_model_input_size(ctx, cfg.pretrained, &cfg.size));
-  if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.batch < 2 || cfg.size < 16 ||
+  wk_fit_config cfg = *cfg_in; /* size 0 (fine-tuning) becomes the model's */
+  if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.batch < 2 ||
+      (cfg.size < 16 && !(cfg.size == 0 && cfg.pretrained)) ||
       cfg.workers < 1 || cfg.head_epochs < 0 || !(cfg.lr_min_scale > 0 && cfg.lr_min_scale <= 1))
     return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs >= 1, batch >= 2, "
-                   "size >= 16, workers >= 1, head epochs >= 0 and a learning-rate scale in "
-                   "(0, 1] are required");
+                   "size >= 16 (or 0 to fine-tune at the model's), workers >= 1, head epochs "
+                   ">= 0 and a learning-rate scale in (0, 1] are required");
   if (cfg.pretrained && cfg.head_epochs >= cfg.epochs)
     WK_LOG_W("fine-tuning: all %d epochs train the head alone (--head-epochs %d)", cfg.epochs,
              cfg.head_epochs);
