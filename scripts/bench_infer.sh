@@ -24,19 +24,16 @@ cmake --build "$build" -j "$(nproc)" --target whisker_cli wk_bench_infer > /dev/
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$build/whisker" export "$model" "$tmp/model.onnx" > /dev/null
-# class names from the model file's header (safetensors: u64 length, JSON)
-/usr/bin/python3 - "$model" > "$tmp/classes.txt" <<'PY'
+# class names (to a file) and preprocessing sizes from the model file's header
+# (safetensors: u64 length, JSON), read once
+read -r resize crop < <(/usr/bin/python3 - "$model" "$tmp/classes.txt" <<'PY'
 import json, struct, sys
 with open(sys.argv[1], "rb") as f:
     n = struct.unpack("<Q", f.read(8))[0]
     meta = json.loads(f.read(n))["__metadata__"]
-print("\n".join(json.loads(meta["whisker.classes"])))
-PY
-read -r resize crop < <(/usr/bin/python3 - "$model" <<'PY'
-import json, struct, sys
-with open(sys.argv[1], "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    pre = json.loads(json.loads(f.read(n))["__metadata__"]["whisker.preprocess"])
+with open(sys.argv[2], "w") as out:
+    out.write("\n".join(json.loads(meta["whisker.classes"])) + "\n")
+pre = json.loads(meta["whisker.preprocess"])
 print(pre["resize"], pre["crop"])
 PY
 )

@@ -83,11 +83,11 @@ wk_status wk_finetune_from(wk_ctx *ctx, const char *path, int n_classes, int siz
     if (s == WK_OK) {
       meta->width = sm.width;
       /* the model's normalisation; its resize/crop ratio at the new size */
-      const wk_preprocess p = sm.pre;
-      meta->pre.mean[0] = p.mean[0], meta->pre.mean[1] = p.mean[1], meta->pre.mean[2] = p.mean[2];
-      meta->pre.std[0] = p.std[0], meta->pre.std[1] = p.std[1], meta->pre.std[2] = p.std[2];
-      if (p.crop_px > 0)
-        meta->pre.resize_px = (int)lround((double)p.resize_px * h / p.crop_px);
+      const int crop = meta->pre.crop_px;
+      meta->pre = sm.pre;
+      meta->pre.crop_px = crop;
+      if (sm.pre.crop_px > 0)
+        meta->pre.resize_px = (int)lround((double)sm.pre.resize_px * h / sm.pre.crop_px);
     } else {
       wk_net_destroy(*net);
       *net = NULL;
