@@ -34,7 +34,7 @@ wk_fit_config wk_fit_config_default(void) {
                          .size = 224, .workers = 2, .val_pct = 20.0, .seed = 1,
                          .optim = WK_OPTIM_SGD, .lr = 0.0, .weight_decay = -1.0,
                          .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f,
-                         .head_epochs = 1, .lr_min_scale = 0.01};
+                         .crop_scale_min = 0.08f, .head_epochs = 1, .lr_min_scale = 0.01};
 }
 
 /* One line of metrics.csv and of the report's curves. */
@@ -101,6 +101,7 @@ static wk_status wk_run_loader(wk_run *r) {
   const wk_fit_config *c = r->cfg;
   wk_loader_cfg lc = wk_loader_cfg_train(c->size, c->batch, c->workers, c->seed);
   lc.aug.brightness = lc.aug.contrast = lc.aug.saturation = 0.2f;
+  lc.aug.scale_min = c->crop_scale_min;
   return wk_loader_create(r->train_ds, &lc, &r->loader);
 }
 

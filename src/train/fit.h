@@ -47,6 +47,7 @@ typedef struct wk_fit_config {
   double weight_decay;
   wk_schedule_kind schedule;
   float label_smoothing;
+  float crop_scale_min;   /* random-resized-crop: least share of the image kept */
   bool progress_bar;      /* redraw one line on a terminal; else periodic plain lines */
   /* Fine-tuning (train/finetune.h): start from this model file with a new
    * head; the first head_epochs train the head alone, the rest everything with
