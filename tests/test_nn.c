@@ -2,6 +2,7 @@
  * fast path (plans and fusions) against the reference on whole networks in
  * both modes and in backward, freezing, batch-size changes and builder errors. */
 #include <check.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,157 @@ START_TEST(test_frozen_body_gets_no_gradient) {
 }
 END_TEST
 
+/* Synchronised batchnorm with a "sum over ranks" that doubles (two ranks that
+ * hold the same batch) must train exactly as plain batchnorm on that batch:
+ * same statistics, outputs and gradients; only the running variance's
+ * unbiasing sees twice the count. */
+static wk_status wkt_double_sum(void *user, double *buf, size_t n) {
+  (*(int *)user)++;
+  for (size_t i = 0; i < n; i++) buf[i] *= 2.0;
+  return WK_OK;
+}
+
+START_TEST(test_sync_bn_matches_plain_batchnorm) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(3);
+  o.in_h = o.in_w = 16;
+  wk_net *net[2];
+  const int64_t xs[4] = {4, 16, 16, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1.0f, 1.0f);
+  float *out[2], *grads[2];
+  int calls = 0;
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(wk_zoo_build(ctx, "smallcnn", &o, 9, &net[k]), WK_OK);
+    if (k == 1) wk_net_set_sync_bn(net[k], wkt_double_sum, &calls, 2);
+    wk_tensor y;
+    ck_assert_msg(wk_net_forward(net[k], &x, true, &y) == WK_OK, "%s", wk_last_error());
+    out[k] = wkt_copy(y.data, (size_t)wk_tensor_numel(&y));
+    wk_tensor dy = wkt_tensor(WK_F32, 2, y.shape);
+    wkt_fill_f32(dy.data, wk_tensor_numel(&dy), 6, -1.0f, 1.0f);
+    ck_assert_msg(wk_net_backward(net[k], &dy) == WK_OK, "%s", wk_last_error());
+    grads[k] = wkt_copy(wk_net_grads(net[k]), wk_net_n_elems(net[k]));
+    wk_tensor_free(&dy);
+  }
+  /* two sums in each batchnorm's forward, one in its backward (the first has no dx) */
+  ck_assert_int_gt(calls, 2);
+  ck_assert_double_lt(wkt_rel_err(out[1], out[0], 4 * 3, 1e-6), 1e-4);
+  ck_assert_double_lt(wkt_rel_err(grads[1], grads[0], (int64_t)wk_net_n_elems(net[0]), 1e-6), 1e-4);
+  size_t nb;
+  const wk_param *bufs = wk_net_buffers(net[0], &nb);
+  const float *b0 = wk_net_buffer_data(net[0]), *b1 = wk_net_buffer_data(net[1]);
+  for (size_t i = 0; i < nb; i++)
+    if (strstr(bufs[i].name, "running_mean"))
+      ck_assert_double_lt(wkt_rel_err(b1 + bufs[i].offset, b0 + bufs[i].offset,
+                                      (int64_t)bufs[i].numel, 1e-6), 1e-4);
+  for (int k = 0; k < 2; k++) {
+    free(out[k]);
+    free(grads[k]);
+    wk_net_destroy(net[k]);
+  }
+  wk_tensor_free(&x);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Two "ranks" as threads, each with half of a batch and a sum over both
+ * through a barrier: synchronised batchnorm must give the gradients of one
+ * network over the whole batch (the mean of the ranks' gradients, each rank's
+ * loss being the mean over its half). */
+typedef struct wkt_pair {
+  pthread_barrier_t bar;
+  double *slot[2];
+} wkt_pair;
+
+typedef struct wkt_rank {
+  wkt_pair *pair;
+  int rank;
+  wk_net *net;
+  wk_tensor x, dy;
+  wk_status st;
+} wkt_rank;
+
+static wk_status wkt_pair_sum(void *user, double *buf, size_t n) {
+  wkt_rank *r = user;
+  r->pair->slot[r->rank] = buf;
+  pthread_barrier_wait(&r->pair->bar);
+  double *other = r->pair->slot[1 - r->rank];
+  double *tmp = malloc(n * sizeof *tmp);
+  for (size_t i = 0; i < n; i++) tmp[i] = buf[i] + other[i];
+  pthread_barrier_wait(&r->pair->bar); /* both have read before either writes */
+  memcpy(buf, tmp, n * sizeof *tmp);
+  free(tmp);
+  return WK_OK;
+}
+
+static void *wkt_rank_main(void *arg) {
+  wkt_rank *r = arg;
+  wk_tensor y;
+  r->st = wk_net_forward(r->net, &r->x, true, &y);
+  if (r->st == WK_OK) r->st = wk_net_backward(r->net, &r->dy);
+  return NULL;
+}
+
+START_TEST(test_sync_bn_two_ranks_match_one_batch) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(3);
+  o.in_h = o.in_w = 16;
+  const int64_t xs[4] = {8, 16, 16, 3}, hs[4] = {4, 16, 16, 3}, ds[2] = {8, 3}, dh[2] = {4, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), dy = wkt_tensor(WK_F32, 2, ds);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1.0f, 1.0f);
+  wkt_fill_f32(dy.data, wk_tensor_numel(&dy), 6, -1.0f, 1.0f);
+  wk_net *whole;
+  ck_assert_int_eq(wk_zoo_build(ctx, "smallcnn", &o, 9, &whole), WK_OK);
+  wk_tensor y;
+  ck_assert_int_eq(wk_net_forward(whole, &x, true, &y), WK_OK);
+  ck_assert_int_eq(wk_net_backward(whole, &dy), WK_OK);
+  wkt_pair pair;
+  pthread_barrier_init(&pair.bar, NULL, 2);
+  wkt_rank r[2];
+  pthread_t th[2];
+  const int64_t half = wk_tensor_numel(&x) / 2;
+  for (int k = 0; k < 2; k++) {
+    r[k] = (wkt_rank){.pair = &pair, .rank = k};
+    wk_ctx *c = wkt_ctx(WK_IMPL_CPU, 1);
+    ck_assert_int_eq(wk_zoo_build(c, "smallcnn", &o, 9, &r[k].net), WK_OK);
+    wk_net_set_sync_bn(r[k].net, wkt_pair_sum, &r[k], 2);
+    r[k].x = wk_tensor_view((float *)x.data + k * half, WK_F32, 4, hs);
+    /* each rank's loss is the mean over its half: twice the whole batch's dy */
+    r[k].dy = wkt_tensor(WK_F32, 2, dh);
+    for (int i = 0; i < 12; i++) ((float *)r[k].dy.data)[i] = 2.0f * ((float *)dy.data)[k * 12 + i];
+    pthread_create(&th[k], NULL, wkt_rank_main, &r[k]);
+  }
+  for (int k = 0; k < 2; k++) {
+    pthread_join(th[k], NULL);
+    ck_assert_msg(r[k].st == WK_OK, "rank %d failed", k);
+  }
+  const size_t n = wk_net_n_elems(whole);
+  float *mean = malloc(n * sizeof *mean);
+  const float *g0 = wk_net_grads(r[0].net), *g1 = wk_net_grads(r[1].net);
+  for (size_t i = 0; i < n; i++) mean[i] = 0.5f * (g0[i] + g1[i]);
+  size_t np;
+  const wk_param *ps = wk_net_params(whole, &np);
+  for (size_t i = 0; i < np; i++)
+    ck_assert_msg(wkt_rel_err(mean + ps[i].offset, wk_net_grads(whole) + ps[i].offset,
+                              (int64_t)ps[i].numel, 1e-6) < 1e-4,
+                  "%s: %g", ps[i].name,
+                  wkt_rel_err(mean + ps[i].offset, wk_net_grads(whole) + ps[i].offset,
+                              (int64_t)ps[i].numel, 1e-6));
+  free(mean);
+  for (int k = 0; k < 2; k++) {
+    wk_ctx *c = wk_net_ctx(r[k].net);
+    wk_net_destroy(r[k].net);
+    wk_ctx_destroy(c);
+    wk_tensor_free(&r[k].dy);
+  }
+  pthread_barrier_destroy(&pair.bar);
+  wk_net_destroy(whole);
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_batch_size_change_and_repeat) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_arch_opts o = wk_arch_opts_default(4);
@@ -325,6 +477,8 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);
+  tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);
+  tcase_add_test(tc, test_sync_bn_two_ranks_match_one_batch);
   tcase_add_test(tc, test_builder_errors);
   tcase_add_test(tc, test_init_is_deterministic_and_scaled);
   suite_add_tcase(s, tc);

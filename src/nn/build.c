@@ -61,6 +61,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->alias);
   free(net->needs_grad);
   free(net->bn_relu);
+  free(net->sync_bn_buf);
   free(net->fold_bn);
   free(net->fold_act);
   free(net->skip_train);

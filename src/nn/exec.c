@@ -33,6 +33,19 @@ void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step) {
   net->dropout_step = step;
 }
 
+void wk_net_set_dropout_first(wk_net *net, int64_t first) { net->dropout_first = first; }
+
+void wk_net_set_backward_hook(wk_net *net, wk_net_node_done_fn fn, void *user) {
+  net->bwd_hook = fn;
+  net->bwd_hook_user = user;
+}
+
+void wk_net_set_sync_bn(wk_net *net, wk_net_allreduce_fn fn, void *user, int world) {
+  net->sync_bn_fn = world > 1 ? fn : NULL;
+  net->sync_bn_user = user;
+  net->sync_bn_world = world > 1 ? world : 1;
+}
+
 wk_status wk_net_profile_enable(wk_net *net) {
   if (net->prof_fwd_s) return WK_OK;
   net->prof_fwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
@@ -190,6 +203,7 @@ wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
       if (net->prof_bwd_s) net->prof_bwd_s[i] += wk_now_s() - t0;
       if (!kept) wk_bufpool_release(&net->pool, net->grad[v]);
       net->grad[v] = NULL;
+      if (net->bwd_hook && (st = net->bwd_hook(net->bwd_hook_user, i)) != WK_OK) goto done;
     }
     const int r = wk_backward_reads(net, i);
     if (r < 0) continue;

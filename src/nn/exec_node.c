@@ -109,7 +109,9 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
       break;
     }
     wk_dropout_params p = {.p = nd->drop_p, .seed = net->dropout_seed,
-                           .stream = (net->dropout_step << 16) ^ (uint64_t)i};
+                           .stream = (net->dropout_step << 16) ^ (uint64_t)i,
+                           .first = (uint64_t)(net->dropout_first *
+                                               wk_net_value_numel(net, nd->in[0]))};
     s = wk_dropout_forward(net->ctx, &p, &x, &y);
     break;
   }
@@ -210,7 +212,9 @@ wk_status wk_node_backward(wk_net *net, int i, bool *kept) {
   }
   case WK_NODE_DROPOUT: {
     wk_dropout_params p = {.p = nd->drop_p, .seed = net->dropout_seed,
-                           .stream = (net->dropout_step << 16) ^ (uint64_t)i};
+                           .stream = (net->dropout_step << 16) ^ (uint64_t)i,
+                           .first = (uint64_t)(net->dropout_first *
+                                               wk_net_value_numel(net, nd->in[0]))};
     if (dxt) s = wk_dropout_backward(net->ctx, &p, &dy, dxt);
     break;
   }

@@ -21,6 +21,10 @@ wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk
 wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
 wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
                               float *dx);
+/* Synchronised batchnorm (exec_syncbn.c). */
+wk_status wk_node_bn_forward_sync(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
+wk_status wk_node_bn_backward_sync(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
+                                   float *dx);
 /* Max/avg pooling through plans on the fast path (*done false: the caller
  * runs the stateless op). */
 wk_status wk_node_pool_forward(wk_net *net, int i, bool train, const wk_tensor *x, wk_tensor *y,

@@ -221,6 +221,8 @@ wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_te
   float *rm = net->buffer_data + net->buffers[nd->buffer[0]].offset;
   float *rv = net->buffer_data + net->buffers[nd->buffer[1]].offset;
   WK_TRY(wk_bn_state(net, i, c));
+  if (net->sync_bn_fn) return wk_node_bn_forward_sync(net, i, x, y);
+  st->stat_synced = false;
   if (net->ctx->impl == WK_IMPL_CPU && m > 1) {
     wk_plans_for_batch(st, x->shape[0]);
     if (!st->bn)
@@ -250,6 +252,7 @@ wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_t
   float *dgamma = frozen ? NULL : net->grads + gp->offset;
   float *dbeta = frozen ? NULL : net->grads + bp->offset;
   const float *gamma = net->weights + gp->offset, *beta = net->weights + bp->offset;
+  if (st->stat_synced) return wk_node_bn_backward_sync(net, i, x, dy, dx);
   if (st->stat_is_var)
     return wk_batchnorm_plan_backward(st->bn, x->data, gamma, beta, st->save_mean, st->save_stat,
                                       dy->data, dx, dgamma, dbeta);

@@ -160,6 +160,19 @@ wk_status wk_net_backward(wk_net *net, const wk_tensor *dy);
 int wk_net_set_dropout(wk_net *net, float p);
 /* Dropout masks are a function of (seed, step, node): set before forward. */
 void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step);
+/* ---- data parallelism (dist/): what the network calls out to; NULL turns off.
+ * After node i's backward has written its parameters' gradients: */
+typedef wk_status (*wk_net_node_done_fn)(void *user, int node);
+void wk_net_set_backward_hook(wk_net *net, wk_net_node_done_fn fn, void *user);
+/* Synchronised batchnorm: training statistics over the batches of `world`
+ * ranks (of equal batch size); fn sums n doubles over the ranks in place and
+ * is called in the same order on every rank. */
+typedef wk_status (*wk_net_allreduce_fn)(void *user, double *buf, size_t n);
+void wk_net_set_sync_bn(wk_net *net, wk_net_allreduce_fn fn, void *user, int world);
+/* Dropout masks count from sample `first` of the global batch (rank r of a
+ * data-parallel step: r * the per-rank batch), so that every rank draws the
+ * masks one process with the whole global batch would. */
+void wk_net_set_dropout_first(wk_net *net, int64_t first);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
 

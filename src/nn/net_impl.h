@@ -13,6 +13,7 @@ typedef struct wk_node_state {
   float *save_mean;  /* batchnorm (C): the batch mean */
   float *save_stat;  /* batchnorm (C): 1/std (reference path) or biased variance (plan) */
   bool stat_is_var;
+  bool stat_synced;  /* batchnorm: the last forward was synchronised (exec_syncbn.c) */
   int32_t *argmax;   /* maxpool, (N, OH, OW, C), from the pool */
   wk_conv2d_plan *conv_train, *conv_eval;
   wk_batchnorm_plan *bn;
@@ -61,6 +62,15 @@ struct wk_net {
   uint64_t bn_version;      /* bumped by every training forward (running stats) */
   uint64_t plan_version;    /* a fresh weights version for the conv plans */
   uint64_t dropout_seed, dropout_step;
+  int64_t dropout_first; /* the batch's first sample within a data-parallel global batch */
+  /* data parallelism (wk_net_set_backward_hook, wk_net_set_sync_bn) */
+  wk_net_node_done_fn bwd_hook;
+  void *bwd_hook_user;
+  wk_net_allreduce_fn sync_bn_fn;
+  void *sync_bn_user;
+  int sync_bn_world;
+  double *sync_bn_buf;
+  int64_t sync_bn_cap;
   double *prof_fwd_s, *prof_bwd_s; /* per node, when profiling is on */
 };
 

@@ -10,7 +10,7 @@ typedef struct {
 
 static void wk_dropout_slice(const void *arg, int64_t b, int64_t e) {
   const wk_dropout_job *j = arg;
-  wk_dropout_ref_f32(j->p->p, j->p->seed, j->p->stream, b, e - b, j->in + b, j->out + b);
+  wk_dropout_ref_f32(j->p->p, j->p->seed, j->p->stream, (int64_t)j->p->first + b, e - b, j->in + b, j->out + b);
 }
 
 static wk_status wk_dropout_run(wk_ctx *ctx, const wk_dropout_params *p, const wk_tensor *in,

@@ -151,6 +151,7 @@ typedef struct wk_dropout_params {
   float p;          /* drop probability, [0, 1) */
   uint64_t seed;
   uint64_t stream;  /* distinct per layer and step */
+  uint64_t first;   /* the mask's counter at element 0 (a data-parallel rank's offset) */
 } wk_dropout_params;
 
 wk_status wk_dropout_forward(wk_ctx *ctx, const wk_dropout_params *p, const wk_tensor *x,
