@@ -43,7 +43,8 @@ struct wk_loader {
   wk_decode_opts dec;
   int64_t n_samples, n_items, n_batches; /* per epoch */
   size_t image_elems;                    /* H * W * 3 */
-  int64_t *order;                        /* (n_samples) dataset index at each position */
+  int64_t *order;                        /* (n_items) dataset index at each position */
+  int64_t *full;                         /* (n_samples) the whole epoch's order, sharded */
   uint8_t *reported;                     /* (n_samples) load failure already logged */
   int ring;
   wk_slot *slots;                        /* (ring) */
@@ -187,15 +188,21 @@ wk_status wk_loader_start_epoch(wk_loader *ld, int64_t epoch) {
   ld->generation++;
   ld->active = false;
   while (ld->n_busy > 0) pthread_cond_wait(&ld->idle_cv, &ld->mu);
-  for (int64_t i = 0; i < ld->n_samples; i++) ld->order[i] = i;
+  int64_t *all = ld->full ? ld->full : ld->order;
+  for (int64_t i = 0; i < ld->n_samples; i++) all[i] = i;
   if (ld->cfg.shuffle) {
     wk_rng r = wk_rng_make(ld->cfg.seed, wk_stream_shuffle(epoch));
     for (int64_t i = ld->n_samples - 1; i > 0; i--) {
       int64_t j = wk_rng_below(&r, (uint32_t)(i + 1));
-      int64_t t = ld->order[i];
-      ld->order[i] = ld->order[j];
-      ld->order[j] = t;
+      int64_t t = all[i];
+      all[i] = all[j];
+      all[j] = t;
     }
+  }
+  if (ld->full) { /* this rank's chunks: batch b is chunk b * R + r */
+    const int64_t bs = ld->cfg.batch_size, nr = ld->cfg.shard_count, rank = ld->cfg.shard_index;
+    for (int64_t p = 0; p < ld->n_items; p++)
+      ld->order[p] = all[(p / bs * nr + rank) * bs + p % bs];
   }
   for (int i = 0; i < ld->ring; i++) {
     ld->slots[i].index = -1;
@@ -279,6 +286,7 @@ void wk_loader_destroy(wk_loader *ld) {
   free(ld->slots);
   free(ld->workers);
   free(ld->order);
+  free(ld->full);
   free(ld->reported);
   free(ld);
 }
@@ -293,10 +301,16 @@ static wk_status wk_loader_check_cfg(const wk_dataset *ds, const wk_loader_cfg *
   int64_t n = wk_dataset_size(ds);
   if (n < 1 || n > WK_STREAM_MAX_SAMPLE)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %lld samples", wk_dataset_source(ds), (long long)n);
-  if (c->drop_last && n < c->batch_size)
+  const int nr = c->shard_count > 1 ? c->shard_count : 1;
+  if (c->shard_count < 0 || c->shard_count > 65536 || c->shard_index < 0 ||
+      c->shard_index >= nr)
+    return wk_fail(WK_ERR_INVALID_ARG, "loader: shard %d of %d", c->shard_index,
+                   c->shard_count);
+  if (c->drop_last && n < (int64_t)c->batch_size * nr)
     return wk_fail(WK_ERR_INVALID_ARG,
-                   "%s: %lld samples make no full batch of %d (drop_last is on)",
-                   wk_dataset_source(ds), (long long)n, c->batch_size);
+                   "%s: %lld samples make no full batch of %d%s (drop_last is on)",
+                   wk_dataset_source(ds), (long long)n, c->batch_size * nr,
+                   nr > 1 ? " over all ranks" : "");
   return wk_augment_cfg_check(&c->aug);
 }
 
@@ -316,10 +330,18 @@ static wk_status wk_slot_alloc(wk_loader *ld, wk_slot *slot) {
 
 static wk_status wk_loader_init(wk_loader *ld) {
   const wk_loader_cfg *c = &ld->cfg;
+  const int64_t bs = c->batch_size, nr = c->shard_count > 1 ? c->shard_count : 1;
   ld->n_samples = wk_dataset_size(ld->ds);
-  ld->n_batches = c->drop_last ? ld->n_samples / c->batch_size
-                               : (ld->n_samples + c->batch_size - 1) / c->batch_size;
-  ld->n_items = c->drop_last ? ld->n_batches * c->batch_size : ld->n_samples;
+  if (c->drop_last) {
+    ld->n_batches = ld->n_samples / (bs * nr);
+    ld->n_items = ld->n_batches * bs;
+  } else { /* chunks c = b * nr + shard_index below ceil(n / bs); the last may be short */
+    const int64_t chunks = (ld->n_samples + bs - 1) / bs;
+    ld->n_batches = chunks > c->shard_index ? (chunks - c->shard_index + nr - 1) / nr : 0;
+    const int64_t last = ld->n_batches ? (ld->n_batches - 1) * nr + c->shard_index : -1;
+    ld->n_items = ld->n_batches * bs -
+                  (last == chunks - 1 ? chunks * bs - ld->n_samples : 0);
+  }
   ld->image_elems = (size_t)c->aug.out_height * (size_t)c->aug.out_width * 3;
   ld->dec = wk_decode_opts_default();
   ld->dec.max_pixels = c->max_pixels;
@@ -327,6 +349,8 @@ static wk_status wk_loader_init(wk_loader *ld) {
   ld->ring = c->prefetch > 0 ? c->prefetch : 2 * c->n_workers;
   ld->ring = ld->ring < 2 ? 2 : ld->ring > WK_LOADER_MAX_RING ? WK_LOADER_MAX_RING : ld->ring;
   ld->order = calloc((size_t)ld->n_samples, sizeof *ld->order);
+  if (nr > 1 && !(ld->full = calloc((size_t)ld->n_samples, sizeof *ld->full)))
+    return wk_fail(WK_ERR_NOMEM, "loader: out of memory");
   ld->reported = calloc((size_t)ld->n_samples, 1);
   ld->slots = calloc((size_t)ld->ring, sizeof *ld->slots);
   ld->workers = calloc((size_t)c->n_workers, sizeof *ld->workers);

@@ -46,6 +46,14 @@ typedef struct wk_loader_cfg {
   wk_augment_cfg aug;
   int64_t max_pixels;   /* <= 0: wk_image_max_pixels() (WHISKER_MAX_PIXELS or 64 Mpx) */
   wk_alpha_mode alpha;
+  /* Data parallelism: with shard_count R > 1 this loader serves rank
+   * shard_index's part of the epoch. The epoch's order is cut into chunks of
+   * batch_size; batch b of rank r is chunk b * R + r, so one step of R ranks
+   * covers the same samples, augmented the same, as one batch of R *
+   * batch_size of a single process. With drop_last every rank gets
+   * floor(n / (R * batch_size)) full batches; without, the ranks share the
+   * chunks round-robin (the last may be short, and ranks may differ by one). */
+  int shard_index, shard_count; /* count 0 means 1 */
 } wk_loader_cfg;
 
 /* Training: augment = wk_augment_cfg_train(size), shuffle, drop_last, f32.

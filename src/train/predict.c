@@ -26,36 +26,44 @@ wk_augment_cfg wk_augment_cfg_from_preprocess(const wk_preprocess *pre) {
   return a;
 }
 
-wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
-                             int batch, int workers, float **probs_out, int32_t **labels_out) {
-  *probs_out = NULL;
-  *labels_out = NULL;
-  const int64_t n = wk_dataset_size(ds), k = wk_net_output_features(net);
+wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
+                                  int batch, int workers, int part, int parts, float *probs,
+                                  int32_t *labels) {
+  const int64_t k = wk_net_output_features(net);
   wk_loader_cfg cfg = wk_loader_cfg_eval(pre->crop_px, batch, workers);
   cfg.aug = wk_augment_cfg_from_preprocess(pre);
-  float *probs = malloc((size_t)(n * k) * sizeof *probs);
-  int32_t *labels = malloc((size_t)n * sizeof *labels);
+  cfg.shard_index = part;
+  cfg.shard_count = parts;
   wk_loader *ld = NULL;
-  wk_status st = WK_OK;
-  if (!probs || !labels) st = wk_fail(WK_ERR_NOMEM, "out of memory for %lld predictions",
-                                      (long long)n);
-  if (st == WK_OK) st = wk_loader_create(ds, &cfg, &ld);
+  wk_status st = wk_loader_create(ds, &cfg, &ld);
   if (st == WK_OK) st = wk_loader_start_epoch(ld, 0);
-  int64_t done = 0;
   while (st == WK_OK) {
     const wk_batch *b;
     if ((st = wk_loader_next_batch(ld, &b)) != WK_OK || !b) break;
     wk_tensor out;
     if ((st = wk_net_forward(net, &b->images, false, &out)) != WK_OK) break;
-    memcpy(probs + done * k, out.data, (size_t)(b->n * k) * sizeof *probs);
-    wk_softmax_rows(probs + done * k, b->n, (int)k);
-    for (int64_t i = 0; i < b->n; i++) labels[done + i] = ((const int32_t *)b->labels.data)[i];
-    done += b->n;
+    /* batch i of part p is the dataset's chunk i * parts + p (data/loader.h) */
+    const int64_t row = (b->index * (parts > 1 ? parts : 1) + part) * (int64_t)batch;
+    memcpy(probs + row * k, out.data, (size_t)(b->n * k) * sizeof *probs);
+    wk_softmax_rows(probs + row * k, b->n, (int)k);
+    for (int64_t i = 0; i < b->n; i++) labels[row + i] = ((const int32_t *)b->labels.data)[i];
   }
   wk_loader_destroy(ld);
-  if (st == WK_OK && done != n)
-    st = wk_fail(WK_ERR_INVALID_ARG, "evaluation saw %lld of %lld samples", (long long)done,
-                 (long long)n);
+  return st;
+}
+
+wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
+                             int batch, int workers, float **probs_out, int32_t **labels_out) {
+  *probs_out = NULL;
+  *labels_out = NULL;
+  const int64_t n = wk_dataset_size(ds), k = wk_net_output_features(net);
+  float *probs = malloc((size_t)(n * k) * sizeof *probs);
+  int32_t *labels = malloc((size_t)n * sizeof *labels);
+  wk_status st = WK_OK;
+  if (!probs || !labels) st = wk_fail(WK_ERR_NOMEM, "out of memory for %lld predictions",
+                                      (long long)n);
+  if (st == WK_OK)
+    st = wk_predict_dataset_part(net, pre, ds, batch, workers, 0, 1, probs, labels);
   if (st != WK_OK) {
     free(probs);
     free(labels);

@@ -19,6 +19,13 @@ wk_augment_cfg wk_augment_cfg_from_preprocess(const wk_preprocess *pre);
 wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
                              int batch, int workers, float **probs, int32_t **labels);
 
+/* Part `part` of `parts` of the same (data-parallel validation): the rows of
+ * the dataset's batch-sized chunks part, part + parts, ... are written into
+ * probs (size(ds) x K) and labels (size(ds)); the other rows are untouched. */
+wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const wk_dataset *ds,
+                                  int batch, int workers, int part, int parts, float *probs,
+                                  int32_t *labels);
+
 /* Probabilities (n x K, caller-allocated) for n image files. A file that
  * cannot be read gets a row of NAN and *bad counts it; its error is logged
  * with the path. */
