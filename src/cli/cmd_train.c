@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/log.h"
+#include "dist/dist.h"
 #include "train/fit.h"
 #include "whisker.h"
 
@@ -17,7 +20,8 @@ static void wk_usage_train(FILE *f) {
           "                     [--schedule onecycle|cosine|step]\n"
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
-          "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n\n"
+          "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
+          "                     [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
@@ -30,7 +34,17 @@ static void wk_usage_train(FILE *f) {
           "--crop-scale is the least share of a photo the random crop keeps (0.08, as for\n"
           "ImageNet; 0.3 or more suits a small dataset trained from scratch).\n"
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
-          "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n");
+          "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n"
+          "\n"
+          "Several processes can train one model: start whisker under an MPI launcher,\n"
+          "e.g. 'mpirun -np 4 whisker train ...'. --batch is then per process; each step\n"
+          "covers batch x processes images, gradients are averaged over the processes in\n"
+          "buckets of --bucket-mb while backward runs, and only the first process writes\n"
+          "RUN_DIR. --sync-bn computes batchnorm statistics over all processes' batches\n"
+          "(the same training as one process with the whole batch); by default each\n"
+          "process keeps its own. A process that fails or hangs stops all of them within\n"
+          "$WHISKER_DIST_TIMEOUT seconds (300). --threads defaults to the cores divided\n"
+          "among the processes on each machine.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {
@@ -56,7 +70,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   wk_fit_config c = wk_fit_config_default();
   const char *optim = NULL, *sched = "onecycle";
   int threads = 0, seed = 1, epochs = 0, size = 0;
-  double width = 1.0, smoothing = 0.1, crop = 0.08;
+  double width = 1.0, smoothing = 0.1, crop = 0.08, bucket_mb = 25;
   c.progress_bar = wk_stderr_is_tty();
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -71,6 +85,10 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     }
     if (!strcmp(a, "--lr-find")) {
       c.lr_find = true;
+      continue;
+    }
+    if (!strcmp(a, "--sync-bn")) {
+      c.sync_bn = true;
       continue;
     }
     if ((r = wk_arg_str(cmd, argc, argv, &i, "--out", &c.out_dir)) ||
@@ -93,6 +111,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_double(cmd, argc, argv, &i, "--weight-decay", 0, 10, &c.weight_decay)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--label-smoothing", 0, 0.99, &smoothing)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--crop-scale", 0.01, 1, &crop)) ||
+        (r = wk_arg_double(cmd, argc, argv, &i, "--bucket-mb", 0.001, 4096, &bucket_mb)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
@@ -127,9 +146,30 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   c.width = (float)width;
   c.label_smoothing = (float)smoothing;
   c.crop_scale_min = (float)crop;
+  c.bucket_bytes = (size_t)(bucket_mb * 1048576.0);
+  wk_dist *dist = NULL;
+  if (wk_dist_launched()) {
+    const wk_dist_opts dopts = wk_dist_opts_default();
+    if (wk_dist_open(&dopts, &dist) != WK_OK) {
+      fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+      return WK_EXIT_FAIL;
+    }
+    c.dist = dist;
+    if (wk_dist_rank(dist) != 0) { /* one voice: the others speak only of trouble */
+      wk_log_set_level(WK_LOG_WARN);
+      c.progress_bar = false;
+    }
+    if (threads == 0 && !getenv("WHISKER_THREADS")) { /* share the machine's cores */
+      const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+      const long share = cores / wk_dist_local_size(dist);
+      threads = share >= 1 ? (int)share : 1;
+    }
+  }
   wk_ctx *ctx;
   if (wk_ctx_create(&ctx, threads) != WK_OK) {
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+    wk_dist_abort(dist, WK_EXIT_FAIL);
+    wk_dist_close(dist);
     return WK_EXIT_FAIL;
   }
   struct sigaction sa;
@@ -145,10 +185,19 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   wk_status s = wk_fit(ctx, &c, &res);
   wk_ctx_destroy(ctx);
   if (s != WK_OK) {
-    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+    if (dist)
+      fprintf(stderr, "whisker %s: rank %d of %d: %s\n", cmd, wk_dist_rank(dist),
+              wk_dist_size(dist), wk_last_error());
+    else
+      fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+    wk_dist_abort(dist, WK_EXIT_FAIL); /* the other ranks must not wait for this one */
+    wk_dist_close(dist);
     return WK_EXIT_FAIL;
   }
+  const bool writer = wk_dist_rank(dist) == 0;
+  wk_dist_close(dist);
   if (res.interrupted) return WK_EXIT_FAIL;
+  if (!writer) return WK_EXIT_OK;
   printf("trained %d epochs: best validation accuracy %.4f, last %.4f (loss %.4f); model in "
          "%s/model.safetensors\n", res.epochs_done, res.best_val_acc, res.last_val_acc,
          res.last_val_loss, c.out_dir);

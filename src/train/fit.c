@@ -23,6 +23,7 @@
 #include "train/predict.h"
 #include "train/report.h"
 #include "train/trainer.h"
+#include "train/ddp.h"
 
 /* The one piece of process state: a signal handler can reach nothing else. */
 static volatile sig_atomic_t wk_stop_requested;
@@ -50,6 +51,9 @@ typedef struct wk_run {
   wk_loader *loader;
   wk_epoch_row *rows;
   int n_rows;
+  wk_ddp *ddp;
+  int rank, world;  /* rank 0 of 1 without data parallelism */
+  bool writer;      /* rank 0: the one that writes RUN_DIR's files */
   char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096], path_lrf[4096];
 } wk_run;
 
@@ -102,6 +106,8 @@ static wk_status wk_run_loader(wk_run *r) {
   wk_loader_cfg lc = wk_loader_cfg_train(c->size, c->batch, c->workers, c->seed);
   lc.aug.brightness = lc.aug.contrast = lc.aug.saturation = 0.2f;
   lc.aug.scale_min = c->crop_scale_min;
+  lc.shard_index = r->rank;
+  lc.shard_count = r->world;
   return wk_loader_create(r->train_ds, &lc, &r->loader);
 }
 
@@ -126,7 +132,9 @@ static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
   tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)(end - e) * steps_per_epoch);
   wk_trainer_destroy(r->trainer);
   r->trainer = NULL;
-  return wk_trainer_create(r->net, &tc, &r->trainer);
+  WK_TRY(wk_trainer_create(r->net, &tc, &r->trainer));
+  wk_trainer_set_ddp(r->trainer, r->ddp);
+  return WK_OK;
 }
 
 /* The network and meta of a new run (its trainer comes once the loader knows
@@ -163,26 +171,40 @@ static wk_status wk_write_lrfind_csv(const wk_run *r, const wk_lrfind *f) {
   return s;
 }
 
+/* Whether any rank was asked to stop: every rank must stop at the same step,
+ * or the others would wait in a collective for it. */
+static wk_status wk_stop_agreed(wk_run *r, bool *stop) {
+  double flag = wk_stop_requested ? 1.0 : 0.0;
+  if (r->world > 1)
+    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, &flag, 1,
+                                 "the stop flag"));
+  *stop = flag > 0.0;
+  return WK_OK;
+}
+
 /* The sweep's steps over the training data (epochs numbered apart from the
  * run's); *lr gets the suggestion. */
 static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr) {
-  for (int64_t epoch = 1000000; wk_lrfind_running(f) && !wk_stop_requested; epoch++) {
+  bool stop = false;
+  for (int64_t epoch = 1000000; wk_lrfind_running(f) && !stop; epoch++) {
     WK_TRY(wk_loader_start_epoch(r->loader, epoch));
     const wk_batch *bt;
     for (;;) {
       WK_TRY(wk_loader_next_batch(r->loader, &bt));
-      if (!bt || !wk_lrfind_running(f) || wk_stop_requested) break;
+      if (!bt || !wk_lrfind_running(f)) break;
+      WK_TRY(wk_stop_agreed(r, &stop));
+      if (stop) break;
       const double rate = wk_lrfind_lr(f);
       float loss;
       WK_TRY(wk_trainer_step_at(t, &bt->images, &bt->labels, rate, &loss));
       const size_t k = wk_lrfind_n_points(f);
-      if (k % 10 == 0)
+      if (k % 10 == 0 && r->writer)
         fprintf(stderr, "lr-find: step %zu, rate %.3g, loss %.4f\n", k + 1, rate, (double)loss);
       if (!wk_lrfind_observe(f, loss)) break;
     }
   }
-  if (wk_stop_requested) return wk_fail(WK_ERR_INVALID_ARG, "lr-find interrupted");
-  WK_TRY(wk_write_lrfind_csv(r, f));
+  if (stop) return wk_fail(WK_ERR_INVALID_ARG, "lr-find interrupted");
+  if (r->writer) WK_TRY(wk_write_lrfind_csv(r, f));
   double steepest;
   WK_TRY(wk_lrfind_suggest(f, &steepest, NULL)); /* refuses a curve with no descent */
   /* The rate: a tenth of the one at the lowest smoothed loss (fastai's
@@ -214,6 +236,7 @@ static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
     memcpy(w0, wk_net_weights(net), ne * sizeof *w0);
     memcpy(b0, wk_net_buffer_data(net), nb * sizeof *b0);
     s = wk_trainer_create(net, wk_trainer_config(r->trainer), &t);
+    if (s == WK_OK) wk_trainer_set_ddp(t, r->ddp);
   }
   wk_lrfind_config lc = wk_lrfind_config_default();
   if (s == WK_OK) s = wk_lrfind_create(&lc, &f);
@@ -229,14 +252,15 @@ static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
   wk_trainer_destroy(t);
   free(w0);
   free(b0);
-  if (s == WK_ERR_INVALID_ARG && !wk_stop_requested) {
+  if (s == WK_ERR_INVALID_ARG && strcmp(wk_last_error(), "lr-find interrupted") != 0) {
     /* a curve with no clear descent: say so and keep the default rate */
     WK_LOG_W("%s; training at the default rate %g", wk_last_error(),
              wk_trainer_config(r->trainer)->schedule.lr);
     return WK_OK;
   }
   if (s != WK_OK) return s;
-  fprintf(stderr, "lr-find: suggested learning rate %g (curve in %s)\n", lr, r->path_lrf);
+  if (r->writer)
+    fprintf(stderr, "lr-find: suggested learning rate %g (curve in %s)\n", lr, r->path_lrf);
   r->cfg->lr = lr;
   return wk_run_trainer(r, 0, steps_per_epoch);
 }
@@ -277,6 +301,7 @@ static wk_status wk_read_csv(wk_run *r, int epochs) {
 
 static void wk_progress(const wk_run *r, int epoch, int64_t b, int64_t nb, double loss,
                         double acc, double ips, double elapsed, bool final) {
+  if (!r->writer) return;
   const double eta = b > 0 ? elapsed / (double)b * (double)(nb - b) : 0.0;
   if (r->cfg->progress_bar) {
     char bar[21];
@@ -353,7 +378,7 @@ static wk_status wk_write_report(wk_run *r, const wk_metrics *m, const float *pr
   }
   char v[8][64], title[256];
   snprintf(v[0], sizeof v[0], "%d", c->epochs);
-  snprintf(v[1], sizeof v[1], "%d", c->batch);
+  snprintf(v[1], sizeof v[1], "%d", c->batch * r->world); /* per step, over all ranks */
   snprintf(v[2], sizeof v[2], "%d x %d", c->size, c->size);
   snprintf(v[3], sizeof v[3], "%s, %s schedule", wk_optim_kind_name(c->optim),
            wk_schedule_kind_name(c->schedule));
@@ -380,12 +405,44 @@ static wk_status wk_write_report(wk_run *r, const wk_metrics *m, const float *pr
   return s;
 }
 
+/* Data-parallel validation: each rank predicts its share of the batches
+ * (wk_predict_dataset_part, in the batches one process would make, so the
+ * numbers are the same) and a sum over the ranks gives every rank all rows. */
+static wk_status wk_predict_shared(wk_run *r, float **probs_out, int32_t **labels_out) {
+  const int64_t n = wk_dataset_size(r->val_ds), k = wk_net_output_features(r->net);
+  float *buf = calloc((size_t)(n * (k + 1)), sizeof *buf); /* probs, then labels */
+  int32_t *labels = calloc((size_t)n, sizeof *labels);
+  float *probs = malloc((size_t)(n * k) * sizeof *probs);
+  wk_status s = buf && labels && probs ? WK_OK : wk_fail(WK_ERR_NOMEM, "out of memory");
+  if (s == WK_OK)
+    s = wk_predict_dataset_part(r->net, &r->meta.pre, r->val_ds, r->cfg->batch, r->cfg->workers,
+                                r->rank, r->world, buf, labels);
+  if (s == WK_OK) {
+    for (int64_t i = 0; i < n; i++) buf[n * k + i] = (float)labels[i]; /* exact below 2^24 */
+    s = wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F32, buf, (size_t)(n * (k + 1)),
+                              "the validation predictions");
+  }
+  if (s == WK_OK) {
+    memcpy(probs, buf, (size_t)(n * k) * sizeof *probs);
+    for (int64_t i = 0; i < n; i++) labels[i] = (int32_t)buf[n * k + i];
+    *probs_out = probs;
+    *labels_out = labels;
+  } else {
+    free(probs);
+    free(labels);
+  }
+  free(buf);
+  return s;
+}
+
 /* Validation after an epoch: loss and accuracy into row, and the report. */
 static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
   float *probs;
   int32_t *labels;
-  WK_TRY(wk_predict_dataset(r->net, &r->meta.pre, r->val_ds, r->cfg->batch, r->cfg->workers,
-                            &probs, &labels));
+  if (r->world > 1) WK_TRY(wk_predict_shared(r, &probs, &labels));
+  else
+    WK_TRY(wk_predict_dataset(r->net, &r->meta.pre, r->val_ds, r->cfg->batch, r->cfg->workers,
+                              &probs, &labels));
   wk_metrics m;
   wk_status s = wk_metrics_compute(probs, labels, wk_dataset_size(r->val_ds),
                                    wk_dataset_n_classes(r->val_ds), 1, &m);
@@ -393,7 +450,7 @@ static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
     row->val_loss = m.loss;
     row->val_acc = m.accuracy;
     r->rows[r->n_rows++] = *row;
-    s = wk_write_report(r, &m, probs, labels);
+    if (r->writer) s = wk_write_report(r, &m, probs, labels);
     wk_metrics_free(&m);
   }
   free(probs);
@@ -425,13 +482,25 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
     const double el = wk_now_s() - t0;
     wk_progress(r, e, b, nb, loss_sum / (double)seen, (double)correct / (double)seen,
                 (double)seen / el, el, b == nb);
-    if (wk_stop_requested) {
-      if (r->cfg->progress_bar) fputc('\n', stderr);
-      const wk_data_pos pos = {.epoch = e, .batch = b};
-      WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &pos));
+    bool stop;
+    WK_TRY(wk_stop_agreed(r, &stop));
+    if (stop) {
+      if (r->cfg->progress_bar && r->writer) fputc('\n', stderr);
+      const wk_data_pos pos = {.epoch = e, .batch = b,
+                               .global_batch = (int64_t)r->cfg->batch * r->world};
+      WK_TRY(wk_ddp_average_buffers(r->ddp));
+      if (r->writer) WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &pos));
       *stopped = true;
       return WK_OK;
     }
+  }
+  if (r->world > 1) { /* the epoch's totals over every rank */
+    double tot[3] = {loss_sum, (double)correct, (double)seen};
+    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 3,
+                                 "the epoch's training metrics"));
+    loss_sum = tot[0];
+    correct = (int64_t)tot[1];
+    seen = (int64_t)tot[2];
   }
   const double secs = wk_now_s() - t0;
   *row = (wk_epoch_row){.epoch = e + 1, .train_loss = seen ? loss_sum / (double)seen : NAN,
@@ -442,7 +511,7 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
 
 static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   wk_fit_config *c = r->cfg;
-  wk_data_pos pos = {0, 0};
+  wk_data_pos pos = {0, 0, 0};
   WK_TRY(wk_run_paths(r));
   WK_TRY(wk_run_data(r));
   r->rows = calloc((size_t)c->epochs + 1, sizeof *r->rows);
@@ -457,7 +526,28 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     c->size = h;
   }
   WK_TRY(wk_run_loader(r));
+  if (r->world > 1)
+    WK_TRY(wk_ddp_create(c->dist, r->net, c->bucket_bytes ? c->bucket_bytes
+                                                          : WK_DDP_BUCKET_BYTES_DEFAULT,
+                         c->sync_bn, &r->ddp));
+  WK_TRY(wk_ddp_broadcast_model(r->ddp));
+  if (r->world > 1 && r->writer)
+    WK_LOG_I("data parallel: %d ranks (%s), %d images per rank and step, %d gradient bucket%s%s",
+             r->world, wk_dist_backend(c->dist), c->batch, wk_ddp_n_buckets(r->ddp),
+             wk_ddp_n_buckets(r->ddp) == 1 ? "" : "s",
+             c->sync_bn ? ", synchronised batchnorm" : "");
   if (c->resume) {
+    wk_trainer_set_ddp(r->trainer, r->ddp);
+    const int64_t gb = (int64_t)c->batch * r->world;
+    if (pos.global_batch > 0 && pos.global_batch != gb) {
+      /* another number of ranks (or batch): the same point of the schedule,
+       * and of the epoch to within a step */
+      const double f = (double)pos.global_batch / (double)gb;
+      wk_trainer_rescale_steps(r->trainer, f);
+      pos.batch = (int64_t)((double)pos.batch * f);
+      WK_LOG_W("resuming with %lld images per step instead of %lld: the step count and "
+               "schedule are rescaled by %g", (long long)gb, (long long)pos.global_batch, f);
+    }
     if (wk_net_output_features(r->net) != wk_dataset_n_classes(r->train_ds))
       return wk_fail(WK_ERR_INVALID_ARG, "%s: the checkpoint has %lld classes, the data %d",
                      r->path_ckpt, (long long)wk_net_output_features(r->net),
@@ -490,20 +580,23 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       WK_LOG_W("interrupted: checkpoint saved in %s; continue with --resume", r->path_ckpt);
       return WK_OK;
     }
+    WK_TRY(wk_ddp_average_buffers(r->ddp));
     WK_TRY(wk_validate(r, &row));
-    WK_TRY(wk_write_csv(r));
+    if (r->writer) WK_TRY(wk_write_csv(r));
     if (row.val_acc > res->best_val_acc) {
       res->best_val_acc = row.val_acc;
-      WK_TRY(wk_save_best(r, row.val_acc, e + 1));
+      if (r->writer) WK_TRY(wk_save_best(r, row.val_acc, e + 1));
     }
-    const wk_data_pos next = {.epoch = e + 1, .batch = 0};
-    WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &next));
+    const wk_data_pos next = {.epoch = e + 1, .batch = 0,
+                              .global_batch = (int64_t)c->batch * r->world};
+    if (r->writer) WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &next));
     res->epochs_done = e + 1;
     res->last_val_acc = row.val_acc;
     res->last_val_loss = row.val_loss;
-    fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s\n",
-            e + 1, c->epochs, row.train_loss, row.train_acc, row.val_loss, row.val_acc,
-            row.seconds);
+    if (r->writer)
+      fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s\n",
+              e + 1, c->epochs, row.train_loss, row.train_acc, row.val_loss, row.val_acc,
+              row.seconds);
   }
   if (r->n_rows) {
     res->last_val_acc = r->rows[r->n_rows - 1].val_acc;
@@ -527,9 +620,14 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
     WK_LOG_W("fine-tuning: all %d epochs train the head alone (--head-epochs %d)", cfg.epochs,
              cfg.head_epochs);
   wk_stop_requested = 0;
-  wk_run r = {.cfg = &cfg, .ctx = ctx};
+  wk_run r = {.cfg = &cfg, .ctx = ctx, .rank = wk_dist_rank(cfg.dist),
+              .world = wk_dist_size(cfg.dist)};
+  r.writer = r.rank == 0;
   wk_status s = wk_fit_run(&r, res);
   wk_loader_destroy(r.loader);
+  wk_trainer_destroy(r.trainer);
+  r.trainer = NULL;
+  wk_ddp_destroy(r.ddp);
   wk_trainer_destroy(r.trainer);
   wk_net_destroy(r.net);
   wk_model_meta_free(&r.meta);

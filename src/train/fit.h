@@ -60,6 +60,12 @@ typedef struct wk_fit_config {
   const char *pretrained;
   int head_epochs;
   double lr_min_scale;
+  /* Data parallelism (train/ddp.h): the ranks of `dist` (NULL: one process)
+   * train one model; batch is per rank, so a step covers batch * ranks
+   * samples. Only rank 0 writes RUN_DIR's files. */
+  struct wk_dist *dist;
+  bool sync_bn;           /* batch statistics over all ranks' batches */
+  size_t bucket_bytes;    /* gradient all-reduce bucket; 0: 25 MB */
 } wk_fit_config;
 
 wk_fit_config wk_fit_config_default(void);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/ddp.h"
 #include "train/grad.h"
 
 struct wk_trainer {
@@ -16,6 +17,7 @@ struct wk_trainer {
   int64_t step;
   double grad_norm;
   wk_tensor probs, dlogits; /* (N, K), reallocated when N changes */
+  wk_ddp *ddp;              /* data parallelism, or NULL */
 };
 
 static wk_status wk_train_config_check(const wk_train_config *c) {
@@ -56,6 +58,16 @@ void wk_trainer_destroy(wk_trainer *t) {
 }
 
 int64_t wk_trainer_steps(const wk_trainer *t) { return t->step; }
+void wk_trainer_set_ddp(wk_trainer *t, wk_ddp *ddp) { t->ddp = ddp; }
+
+void wk_trainer_rescale_steps(wk_trainer *t, double f) {
+  t->step = (int64_t)llround((double)t->step * f);
+  wk_schedule *s = &t->cfg.schedule;
+  s->total_steps = (int64_t)llround((double)s->total_steps * f);
+  s->warmup_steps = (int64_t)llround((double)s->warmup_steps * f);
+  s->step_size = s->step_size ? (int64_t)llround((double)s->step_size * f) : 0;
+  if (s->step_size < 0 || (s->step_size == 0 && s->kind == WK_SCHEDULE_STEP)) s->step_size = 1;
+}
 const wk_train_config *wk_trainer_config(const wk_trainer *t) { return &t->cfg; }
 double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
 const float *wk_trainer_probs(const wk_trainer *t) { return t->probs.data; }
@@ -79,12 +91,19 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   if (wk_schedule_momentum(&t->cfg.schedule, t->step, &momentum))
     WK_TRY(wk_optim_set_momentum(t->opt, momentum));
   wk_net_set_dropout_seed(net, t->cfg.seed, (uint64_t)t->step);
+  if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
   wk_tensor out;
   WK_TRY(wk_net_forward(net, x, true, &out));
   WK_TRY(wk_loss_buffers(t, &out));
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   float l;
   WK_TRY(wk_softmax_xent_forward(ctx, &xp, &out, labels, &t->probs, &l));
+  if (t->ddp) { /* the global batch's loss: every rank takes the same decisions */
+    wk_dist *d = wk_ddp_dist(t->ddp);
+    double gl = l;
+    WK_TRY(wk_dist_allreduce_sum(d, WK_DIST_MAIN, WK_DIST_F64, &gl, 1, "the step's loss"));
+    l = (float)(gl / wk_dist_size(d));
+  }
   if (!isfinite(l) && probe) {
     *loss = l;
     return WK_OK;
@@ -94,6 +113,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
                    "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
   WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, 1.0f, &t->dlogits));
   WK_TRY(wk_net_backward(net, &t->dlogits));
+  if (t->ddp) WK_TRY(wk_ddp_finish_step(t->ddp));
   size_t np;
   const wk_param *params = wk_net_params(net, &np);
   float *g = wk_net_grads(net);
@@ -180,7 +200,8 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
     if (ok && !opt && cJSON_AddItemToObject(o, "schedule", sch)) sch = NULL;
     ok = ok && !opt && !sch &&
          cJSON_AddNumberToObject(o, "epoch", (double)(pos ? pos->epoch : 0)) &&
-         cJSON_AddNumberToObject(o, "batch", (double)(pos ? pos->batch : 0));
+         cJSON_AddNumberToObject(o, "batch", (double)(pos ? pos->batch : 0)) &&
+         cJSON_AddNumberToObject(o, "global_batch", (double)(pos ? pos->global_batch : 0));
     if (ok) text = cJSON_PrintUnformatted(o);
   }
   cJSON_Delete(opt);
@@ -293,6 +314,9 @@ static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_trai
          wk_jcount(sch, "step_size", &c->schedule.step_size) &&
          wk_jnum(sch, "gamma", &c->schedule.gamma);
   c->label_smoothing = (float)ls;
+  pos->global_batch = 0; /* absent from checkpoints before data parallelism */
+  if (good && cJSON_GetObjectItemCaseSensitive(o, "global_batch"))
+    good = wk_jcount(o, "global_batch", &pos->global_batch);
   cJSON_Delete(o);
   if (!good)
     return wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint metadata is missing a field or has "
@@ -340,7 +364,7 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
   WK_TRY(wk_st_open(path, &f));
   wk_train_config cfg;
   int64_t step = 0;
-  wk_data_pos p = {0, 0};
+  wk_data_pos p = {0, 0, 0};
   const char *text = wk_st_meta_get(f, "whisker.checkpoint");
   wk_status st = text ? WK_OK
                       : wk_fail(WK_ERR_FORMAT, "%s: a model, not a checkpoint (no "

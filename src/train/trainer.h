@@ -46,6 +46,14 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
 wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
                              double lr, float *loss);
 int64_t wk_trainer_steps(const wk_trainer *t);
+/* Data parallelism (train/ddp.h): every step's gradients and loss become the
+ * mean over the ranks. NULL turns it off. */
+struct wk_ddp;
+void wk_trainer_set_ddp(wk_trainer *t, struct wk_ddp *ddp);
+/* Resuming with another global batch: the step counter and the schedule's
+ * lengths scaled by f (old global batch / new), so the run goes on at the same
+ * point of its schedule. */
+void wk_trainer_rescale_steps(wk_trainer *t, double f);
 const wk_train_config *wk_trainer_config(const wk_trainer *t);
 /* The softmax probabilities (N, K) of the last step's batch. */
 const float *wk_trainer_probs(const wk_trainer *t);
@@ -55,6 +63,7 @@ double wk_trainer_grad_norm(const wk_trainer *t);
 /* Data position kept with a checkpoint. */
 typedef struct wk_data_pos {
   int64_t epoch, batch;
+  int64_t global_batch; /* samples per step over all ranks; 0: not recorded */
 } wk_data_pos;
 
 wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
