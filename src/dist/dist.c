@@ -1,0 +1,311 @@
+/* dist.c - dist.h: the world of one rank, and under a launcher the MPI backend,
+ * libwhisker-mpi.so (dist_plugin.h), loaded from, in order, $WHISKER_MPI_PLUGIN,
+ * the program's own folder, ../lib beside it, and the dynamic linker's search
+ * path. Waits poll the plugin until a deadline, yielding the core between polls
+ * and sleeping after many fruitless ones, so a rank waiting for minutes does
+ * not burn a core. WK_DIST_HAVE_MPI (set by CMake) says whether the plugin was
+ * built with this library. */
+#include "dist/dist.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dist/dist_plugin.h"
+
+#ifndef WK_DIST_HAVE_MPI
+#define WK_DIST_HAVE_MPI 0
+#endif
+
+#define WK_DIST_TIMEOUT_DEFAULT_S 300.0
+#define WK_DIST_TIMEOUT_MAX_S 1e7
+enum { WK_DIST_SPIN_POLLS = 1000, WK_DIST_SLEEP_US = 100 };
+
+struct wk_dist {
+  int rank, size, local_size;
+  double timeout_s;
+  const wk_mpi_plugin *mpi; /* NULL: a world of one rank */
+  bool req_used[WK_DIST_MAX_PENDING];
+  int req_handle[WK_DIST_MAX_PENDING]; /* the plugin's handle; -1 in a world of one */
+};
+
+wk_dist_opts wk_dist_opts_default(void) { return (wk_dist_opts){.timeout_s = 0}; }
+
+/* Whether $name holds an integer > 1. */
+static bool wk_dist_env_gt1(const char *name) {
+  const char *v = getenv(name);
+  if (!v || !*v) return false;
+  char *end;
+  const long n = strtol(v, &end, 10);
+  return *end == '\0' && n > 1;
+}
+
+/* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; MPICH's hydra PMI_SIZE; srun
+ * --mpi=pmix sets PMIX_RANK and Slurm's task counts. */
+bool wk_dist_launched(void) {
+  if (wk_dist_env_gt1("OMPI_COMM_WORLD_SIZE") || wk_dist_env_gt1("PMI_SIZE")) return true;
+  const char *pmix = getenv("PMIX_RANK");
+  return pmix && *pmix &&
+         (wk_dist_env_gt1("PMIX_SIZE") || wk_dist_env_gt1("SLURM_STEP_NUM_TASKS") ||
+          wk_dist_env_gt1("SLURM_NTASKS"));
+}
+
+static wk_status wk_dist_timeout(const wk_dist_opts *o, double *timeout_s) {
+  if (o && o->timeout_s > 0) {
+    *timeout_s = o->timeout_s;
+    return WK_OK;
+  }
+  *timeout_s = WK_DIST_TIMEOUT_DEFAULT_S;
+  const char *env = getenv("WHISKER_DIST_TIMEOUT");
+  if (!env || !*env) return WK_OK;
+  char *end;
+  errno = 0;
+  const double v = strtod(env, &end);
+  if (errno || end == env || *end != '\0' || !isfinite(v) || v <= 0 ||
+      v > WK_DIST_TIMEOUT_MAX_S)
+    return wk_fail(WK_ERR_INVALID_ARG,
+                   "$WHISKER_DIST_TIMEOUT='%s': not a number of seconds in (0, %.0f]", env,
+                   WK_DIST_TIMEOUT_MAX_S);
+  *timeout_s = v;
+  return WK_OK;
+}
+
+#if WK_DIST_HAVE_MPI
+/* Opens one candidate; on failure appends why to tried (n bytes). */
+static const wk_mpi_plugin *wk_dist_plugin_try(const char *path, char *tried, size_t n) {
+  const size_t len = strlen(tried);
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    snprintf(tried + len, n - len, "%s%s", len ? "; " : "", e ? e : path);
+    return NULL;
+  }
+  wk_mpi_plugin_get_fn get;
+  *(void **)&get = dlsym(h, "wk_mpi_plugin_get"); /* POSIX's sanctioned cast */
+  const wk_mpi_plugin *p = get ? get() : NULL;
+  if (!p || p->abi != WK_MPI_PLUGIN_ABI) {
+    snprintf(tried + len, n - len, "%s%s: not a whisker MPI plugin of ABI %d", len ? "; " : "",
+             path, WK_MPI_PLUGIN_ABI);
+    dlclose(h);
+    return NULL;
+  }
+  return p; /* never closed: MPI lives as long as the process */
+}
+
+static wk_status wk_dist_plugin_load(const wk_mpi_plugin **out) {
+  char tried[1536] = "";
+  const wk_mpi_plugin *p = NULL;
+  const char *env = getenv("WHISKER_MPI_PLUGIN");
+  if (env && *env) {
+    p = wk_dist_plugin_try(env, tried, sizeof tried);
+  } else {
+    char exe[1024], path[1100];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+      exe[n] = '\0';
+      char *slash = strrchr(exe, '/');
+      if (slash) *slash = '\0';
+      snprintf(path, sizeof path, "%s/%s", exe, WK_MPI_PLUGIN_FILE);
+      if (access(path, R_OK) == 0) p = wk_dist_plugin_try(path, tried, sizeof tried);
+      snprintf(path, sizeof path, "%s/../lib/%s", exe, WK_MPI_PLUGIN_FILE);
+      if (!p && access(path, R_OK) == 0) p = wk_dist_plugin_try(path, tried, sizeof tried);
+    }
+    if (!p) p = wk_dist_plugin_try(WK_MPI_PLUGIN_FILE, tried, sizeof tried);
+  }
+  if (!p)
+    return wk_fail(WK_ERR_UNSUPPORTED,
+                   "started by an MPI launcher, but the MPI backend %s could not be loaded "
+                   "(%s); install libopenmpi-dev and rebuild, or set $WHISKER_MPI_PLUGIN",
+                   WK_MPI_PLUGIN_FILE, tried);
+  *out = p;
+  return WK_OK;
+}
+#endif
+
+wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
+  if (!out) return wk_fail(WK_ERR_INVALID_ARG, "wk_dist_open: no output");
+  *out = NULL;
+  double timeout_s;
+  WK_TRY(wk_dist_timeout(o, &timeout_s));
+  wk_dist *d = calloc(1, sizeof *d);
+  if (!d) return wk_fail(WK_ERR_NOMEM, "wk_dist_open");
+  *d = (wk_dist){.rank = 0, .size = 1, .local_size = 1, .timeout_s = timeout_s};
+  if (wk_dist_launched()) {
+#if WK_DIST_HAVE_MPI
+    const wk_mpi_plugin *p = NULL;
+    wk_status s = wk_dist_plugin_load(&p);
+    if (s == WK_OK) {
+      s = p->init(&d->rank, &d->size, &d->local_size);
+      if (s != WK_OK) s = wk_fail(s, "MPI: %s", p->last_error());
+    }
+    if (s != WK_OK) {
+      free(d);
+      return s;
+    }
+    d->mpi = p;
+#else
+    free(d);
+    return wk_fail(WK_ERR_UNSUPPORTED, "started by an MPI launcher, but this whisker was built "
+                   "without MPI; install libopenmpi-dev and rebuild");
+#endif
+  }
+  *out = d;
+  return WK_OK;
+}
+
+void wk_dist_close(wk_dist *d) {
+  if (!d) return;
+  if (d->mpi && d->mpi->finalize() != WK_OK)
+    fprintf(stderr, "whisker: rank %d: %s\n", d->rank, d->mpi->last_error());
+  free(d);
+}
+
+int wk_dist_rank(const wk_dist *d) { return d ? d->rank : 0; }
+int wk_dist_size(const wk_dist *d) { return d ? d->size : 1; }
+int wk_dist_local_size(const wk_dist *d) { return d ? d->local_size : 1; }
+const char *wk_dist_backend(const wk_dist *d) { return d && d->mpi ? "mpi" : "none"; }
+
+static double wk_dist_now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static wk_status wk_dist_plugin_error(const wk_dist *d, wk_status s, const char *what) {
+  return wk_fail(s, "rank %d of %d: %s: %s", d->rank, d->size, what ? what : "a collective",
+                 d->mpi->last_error());
+}
+
+/* Polls one plugin operation until it is done or the deadline passes. */
+static wk_status wk_dist_wait_handle(wk_dist *d, int handle, const char *what) {
+  const double t0 = wk_dist_now_s();
+  for (long polls = 1;; polls++) {
+    bool done = false;
+    const wk_status s = d->mpi->test(handle, &done);
+    if (s != WK_OK) return wk_dist_plugin_error(d, s, what);
+    if (done) return WK_OK;
+    if (wk_dist_now_s() - t0 > d->timeout_s)
+      return wk_fail(WK_ERR_BACKEND,
+                     "rank %d of %d: no answer from the other ranks for %g s in %s "
+                     "(a rank stopped or hangs)",
+                     d->rank, d->size, d->timeout_s, what ? what : "a collective");
+    if (polls < WK_DIST_SPIN_POLLS) {
+      sched_yield();
+    } else {
+      const struct timespec nap = {.tv_sec = 0, .tv_nsec = WK_DIST_SLEEP_US * 1000L};
+      nanosleep(&nap, NULL);
+    }
+  }
+}
+
+static size_t wk_dist_dtype_bytes(wk_dist_dtype t) { return t == WK_DIST_F32 ? 4 : 8; }
+
+static wk_status wk_dist_check_args(const wk_dist *d, const void *buf, size_t n_bytes,
+                                    const char *fn) {
+  if (!d) return wk_fail(WK_ERR_INVALID_ARG, "%s: no world", fn);
+  if (!buf && n_bytes > 0) return wk_fail(WK_ERR_INVALID_ARG, "%s: no buffer", fn);
+  return WK_OK;
+}
+
+static wk_status wk_dist_check_reduce(const wk_dist *d, wk_dist_channel ch, wk_dist_dtype t,
+                                      const void *buf, size_t n, const char *fn) {
+  if (ch != WK_DIST_MAIN && ch != WK_DIST_GRADS)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: no channel %d", fn, (int)ch);
+  if (t != WK_DIST_F32 && t != WK_DIST_F64 && t != WK_DIST_I64)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: unknown dtype %d", fn, (int)t);
+  if (n > SIZE_MAX / 8) return wk_fail(WK_ERR_LIMIT, "%s: %zu elements", fn, n);
+  return wk_dist_check_args(d, buf, n * wk_dist_dtype_bytes(t), fn);
+}
+
+wk_status wk_dist_allreduce_sum(wk_dist *d, wk_dist_channel ch, wk_dist_dtype t, void *buf,
+                                size_t n, const char *what) {
+  WK_TRY(wk_dist_check_reduce(d, ch, t, buf, n, "wk_dist_allreduce_sum"));
+  if (!d->mpi) return WK_OK;
+  int h;
+  const wk_status s = d->mpi->iallreduce((int)ch, buf, n, t, &h);
+  if (s != WK_OK) return wk_dist_plugin_error(d, s, what);
+  return wk_dist_wait_handle(d, h, what);
+}
+
+wk_status wk_dist_bcast(wk_dist *d, void *buf, size_t bytes, int root, const char *what) {
+  WK_TRY(wk_dist_check_args(d, buf, bytes, "wk_dist_bcast"));
+  if (root < 0 || root >= d->size)
+    return wk_fail(WK_ERR_INVALID_ARG, "wk_dist_bcast: root %d of %d ranks", root, d->size);
+  if (!d->mpi) return WK_OK;
+  int h;
+  const wk_status s = d->mpi->ibcast(WK_DIST_MAIN, buf, bytes, root, &h);
+  if (s != WK_OK) return wk_dist_plugin_error(d, s, what);
+  return wk_dist_wait_handle(d, h, what);
+}
+
+wk_status wk_dist_barrier(wk_dist *d, const char *what) {
+  WK_TRY(wk_dist_check_args(d, NULL, 0, "wk_dist_barrier"));
+  if (!d->mpi) return WK_OK;
+  int h;
+  const wk_status s = d->mpi->ibarrier(WK_DIST_MAIN, &h);
+  if (s != WK_OK) return wk_dist_plugin_error(d, s, what);
+  return wk_dist_wait_handle(d, h, what);
+}
+
+wk_status wk_dist_iallreduce_f32(wk_dist *d, wk_dist_channel ch, float *buf, size_t n, int *req) {
+  if (!req) return wk_fail(WK_ERR_INVALID_ARG, "wk_dist_iallreduce_f32: no request");
+  *req = -1;
+  WK_TRY(wk_dist_check_reduce(d, ch, WK_DIST_F32, buf, n, "wk_dist_iallreduce_f32"));
+  int r = 0;
+  while (r < WK_DIST_MAX_PENDING && d->req_used[r]) r++;
+  if (r == WK_DIST_MAX_PENDING)
+    return wk_fail(WK_ERR_LIMIT, "wk_dist_iallreduce_f32: more than %d requests in flight",
+                   WK_DIST_MAX_PENDING);
+  int h = -1;
+  if (d->mpi) {
+    const wk_status s = d->mpi->iallreduce((int)ch, buf, n, WK_DIST_F32, &h);
+    if (s != WK_OK) return wk_dist_plugin_error(d, s, "wk_dist_iallreduce_f32");
+  }
+  d->req_used[r] = true;
+  d->req_handle[r] = h;
+  *req = r;
+  return WK_OK;
+}
+
+static wk_status wk_dist_check_req(const wk_dist *d, int req, const char *fn) {
+  if (!d) return wk_fail(WK_ERR_INVALID_ARG, "%s: no world", fn);
+  if (req < 0 || req >= WK_DIST_MAX_PENDING || !d->req_used[req])
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: no request %d in flight", fn, req);
+  return WK_OK;
+}
+
+wk_status wk_dist_test(wk_dist *d, int req, bool *done) {
+  if (!done) return wk_fail(WK_ERR_INVALID_ARG, "wk_dist_test: no output");
+  *done = false;
+  WK_TRY(wk_dist_check_req(d, req, "wk_dist_test"));
+  if (d->mpi) {
+    const wk_status s = d->mpi->test(d->req_handle[req], done);
+    if (s != WK_OK) return wk_dist_plugin_error(d, s, "wk_dist_test");
+  } else {
+    *done = true;
+  }
+  if (*done) d->req_used[req] = false;
+  return WK_OK;
+}
+
+wk_status wk_dist_wait(wk_dist *d, int req, const char *what) {
+  WK_TRY(wk_dist_check_req(d, req, "wk_dist_wait"));
+  if (d->mpi) WK_TRY(wk_dist_wait_handle(d, d->req_handle[req], what));
+  d->req_used[req] = false;
+  return WK_OK;
+}
+
+void wk_dist_abort(wk_dist *d, int code) {
+  if (!d || !d->mpi) return;
+  d->mpi->abort(code);
+  /* MPI_Abort returned: the other ranks cannot be stopped from here */
+  fprintf(stderr, "whisker: rank %d of %d: MPI_Abort failed (%s); aborting this rank\n",
+          d->rank, d->size, d->mpi->last_error());
+  abort();
+}
