@@ -23,6 +23,7 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler     # ONNX import/export (protoc-c on src/onnx/onnx.proto)
   python3-onnx                              # ONNX test fixtures (scripts/export_resnet18_onnx.py)
   check libsubunit-dev                      # unit tests
+  libopenmpi-dev openmpi-bin                # multi-rank runs: the MPI plugin, mpirun
   python3-torch python3-torchvision         # golden files and benchmarks (scripts/)
   python3-pil                               # reference decodes of the image fixtures
   chromium                                  # headless report check (tests/report_chromium.sh)

@@ -111,10 +111,16 @@ static wk_status wk_dist_plugin_load(const wk_mpi_plugin **out) {
       exe[n] = '\0';
       char *slash = strrchr(exe, '/');
       if (slash) *slash = '\0';
-      snprintf(path, sizeof path, "%s/%s", exe, WK_MPI_PLUGIN_FILE);
-      if (access(path, R_OK) == 0) p = wk_dist_plugin_try(path, tried, sizeof tried);
-      snprintf(path, sizeof path, "%s/../lib/%s", exe, WK_MPI_PLUGIN_FILE);
-      if (!p && access(path, R_OK) == 0) p = wk_dist_plugin_try(path, tried, sizeof tried);
+      static const char *const dirs[] = {"", "/../lib"};
+      for (size_t i = 0; i < sizeof dirs / sizeof *dirs && !p; i++) {
+        snprintf(path, sizeof path, "%s%s/%s", exe, dirs[i], WK_MPI_PLUGIN_FILE);
+        if (access(path, R_OK) == 0) {
+          p = wk_dist_plugin_try(path, tried, sizeof tried);
+        } else {
+          const size_t len = strlen(tried);
+          snprintf(tried + len, sizeof tried - len, "%s%s: not there", len ? "; " : "", path);
+        }
+      }
     }
     if (!p) p = wk_dist_plugin_try(WK_MPI_PLUGIN_FILE, tried, sizeof tried);
   }
