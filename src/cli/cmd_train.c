@@ -185,7 +185,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   wk_status s = wk_fit(ctx, &c, &res);
   wk_ctx_destroy(ctx);
   if (s != WK_OK) {
-    if (dist)
+    if (dist && strncmp(wk_last_error(), "rank ", 5) != 0) /* say which rank, once */
       fprintf(stderr, "whisker %s: rank %d of %d: %s\n", cmd, wk_dist_rank(dist),
               wk_dist_size(dist), wk_last_error());
     else
