@@ -7,17 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/clock.h"
+#include "dist/dist.h"
 #include "nn/zoo.h"
+#include "train/ddp.h"
 #include "train/trainer.h"
 #include "whisker.h"
 
 typedef struct wk_bench_opts {
   const char *model;
   int batch, size, classes, threads, steps, warmup, latency_runs;
+  double bucket_mb;
   bool json, profile;
 } wk_bench_opts;
 
@@ -25,11 +29,13 @@ static void wk_usage_bench(FILE *f) {
   fprintf(f,
           "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
-          "                     [--profile] [--json]\n\n"
+          "                     [--profile] [--json] [--bucket-mb 25]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
-          "the time per op type.\n");
+          "the time per op type. Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
+          "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
+          "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n");
 }
 
 static int wk_cmp_double(const void *a, const void *b) {
@@ -39,7 +45,8 @@ static int wk_cmp_double(const void *a, const void *b) {
 
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
-                       .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30};
+                       .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
+                       .bucket_mb = 25};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       wk_usage_bench(stdout);
@@ -59,6 +66,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_int("bench", argc, argv, &i, "--size", 16, 1024, &o->size)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--classes", 1, 100000, &o->classes)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--threads", 1, 1024, &o->threads)) ||
+        (r = wk_arg_double("bench", argc, argv, &i, "--bucket-mb", 0.001, 4096, &o->bucket_mb)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
@@ -97,6 +105,20 @@ int wk_cmd_bench(int argc, char **argv) {
   wk_ctx *ctx = NULL;
   wk_net *net = NULL;
   wk_trainer *t = NULL;
+  wk_dist *dist = NULL;
+  wk_ddp *ddp = NULL;
+  if (wk_dist_launched()) { /* under mpirun: data-parallel steps, batch per rank */
+    const wk_dist_opts dopts = wk_dist_opts_default();
+    if (wk_dist_open(&dopts, &dist) != WK_OK) {
+      fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+      return WK_EXIT_FAIL;
+    }
+    if (o.threads == 0 && !getenv("WHISKER_THREADS")) {
+      const long share = sysconf(_SC_NPROCESSORS_ONLN) / wk_dist_local_size(dist);
+      o.threads = share >= 1 ? (int)share : 1;
+    }
+  }
+  const int world = wk_dist_size(dist);
   wk_tensor x = {0}, labels = {0}, x1 = {0};
   double *times = NULL;
   rc = WK_EXIT_FAIL;
@@ -115,6 +137,12 @@ int wk_cmd_bench(int argc, char **argv) {
       wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK ||
       wk_tensor_alloc(&x1, WK_F32, 4, x1s) != WK_OK)
     goto fail;
+  if (world > 1) {
+    if (wk_ddp_create(dist, net, (size_t)(o.bucket_mb * 1048576.0), false, &ddp) != WK_OK ||
+        wk_ddp_broadcast_model(ddp) != WK_OK)
+      goto fail;
+    wk_trainer_set_ddp(t, ddp);
+  }
   if (!(times = malloc((size_t)(total + o.latency_runs + 3) * sizeof *times))) goto fail;
   wk_rng r = wk_rng_make(1, 0);
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
@@ -126,11 +154,12 @@ int wk_cmd_bench(int argc, char **argv) {
     float loss;
     if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
     times[s] = wk_now_s() - t0;
-    if (!o.json) fprintf(stderr, "step %d: %.3f s, loss %.4f\n", s, times[s], (double)loss);
+    if (!o.json && wk_dist_rank(dist) == 0)
+      fprintf(stderr, "step %d: %.3f s, loss %.4f\n", s, times[s], (double)loss);
   }
   double sum = 0;
   for (int s = o.warmup; s < total; s++) sum += times[s];
-  const double ips = o.batch * o.steps / sum;
+  const double ips = (double)o.batch * world * o.steps / sum; /* over all ranks */
   qsort(times + o.warmup, (size_t)o.steps, sizeof *times, wk_cmp_double);
   const double step_med = times[o.warmup + o.steps / 2];
   struct rusage ru;
@@ -145,12 +174,14 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   qsort(times + 3, (size_t)o.latency_runs, sizeof *times, wk_cmp_double);
   const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];
-  if (o.json) {
+  if (wk_dist_rank(dist) != 0) {
+    /* rank 0 speaks for the run */
+  } else if (o.json) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
-           "\"threads\": %d, \"train_images_per_s\": %.3f, \"train_step_s\": %.4f, "
-           "\"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           wk_version(), wk_impl_name(ctx->impl), o.model, o.batch, o.size, ctx->n_threads, ips,
-           step_med, lat_ms, rss_mb);
+           "\"threads\": %d, \"ranks\": %d, \"train_images_per_s\": %.3f, "
+           "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
+           wk_version(), wk_impl_name(ctx->impl), o.model, o.batch, o.size, ctx->n_threads, world,
+           ips, step_med, lat_ms, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_impl_name(ctx->impl));
@@ -162,13 +193,18 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   rc = WK_EXIT_OK;
 fail:
-  if (rc != WK_EXIT_OK) fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+  if (rc != WK_EXIT_OK) {
+    fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+    wk_dist_abort(dist, WK_EXIT_FAIL);
+  }
   free(times);
   wk_tensor_free(&x);
   wk_tensor_free(&x1);
   wk_tensor_free(&labels);
   wk_trainer_destroy(t);
+  wk_ddp_destroy(ddp);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);
+  wk_dist_close(dist);
   return rc;
 }
