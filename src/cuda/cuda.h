@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "nn/net.h"
 
 /* True when this build contains the CUDA backend. */
 bool wk_cuda_compiled(void);
@@ -28,5 +29,45 @@ int wk_cuda_device_count(void);
  * Returns WK_ERR_INVALID_ARG for a NULL or empty buffer and WK_ERR_LIMIT when the
  * text did not fit (buf then holds as much as fitted). */
 wk_status wk_cuda_describe(char *buf, size_t n);
+
+/* ------------------------------------------------------------------ networks on a GPU
+ * A network's graph executed on one device (cuda_net.c in the plugin): cuDNN
+ * convolutions (forward, backward-data, backward-filter), batchnorm and
+ * pooling in NHWC, cuBLAS for linear layers, whisker's kernels for the rest.
+ * The device keeps the weights, gradients, batchnorm buffers and every value
+ * of the last training forward. The host keeps the network (nn/net.h) and is
+ * the source of truth for weights: upload after they change, download the
+ * gradients (and buffers) after backward. Float32 throughout, no TF32. */
+typedef struct wk_gpu_graph {
+  int in_h, in_w, in_c;
+  int n_nodes;
+  const wk_node *nodes;              /* value i + 1 is node i's output; value 0 the input */
+  size_t n_params, n_elems;          /* parameter table and arena length */
+  const wk_param *params;
+  size_t n_buffers, n_buffer_elems;  /* batchnorm running statistics */
+  const wk_param *buffers;
+} wk_gpu_graph;
+
+typedef struct wk_gpu_net wk_gpu_net;
+
+/* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
+ * for a graph the GPU path cannot run (asymmetric padding, a dilated pool). */
+wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
+void wk_gpu_net_destroy(wk_gpu_net *net);
+/* Host arenas to the device (weights: n_elems, buffers: n_buffer_elems; NULL skips). */
+wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers);
+/* The parameter table again (n_params entries, the same layout): takes the
+ * frozen flags (fine-tuning freezes and unfreezes layers). */
+wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params);
+/* Device arenas to the host (each NULL skips). */
+wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads);
+/* x (n, in_h, in_w, in_c) host floats; out (n, F) host floats. Training mode
+ * uses batch statistics (updating the running ones on the device) and dropout
+ * masks from (seed, step) as the CPU does. */
+wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                             uint64_t dropout_seed, uint64_t dropout_step, float *out);
+/* dy (n, F) host floats for the last training forward; the gradients stay on
+ * the device (wk_gpu_net_download). */
+wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy);
 
 #endif

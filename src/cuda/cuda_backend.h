@@ -103,4 +103,15 @@ wk_status wk_cuda_copy_d2h(void *dst, const void *src, size_t n_bytes) WK_NODISC
 /* Waits for all work queued on the current device; reports asynchronous faults. */
 wk_status wk_cuda_sync(void) WK_NODISCARD;
 
+/* ------------------------------------------------------------------ networks
+ * cuda_net.c: the plugin's side of cuda.h's wk_gpu_net_* (same contracts). */
+wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
+void wk_cudanet_destroy(wk_gpu_net *net);
+wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *buffers);
+wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, float *grads);
+wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                             uint64_t seed, uint64_t step, float *out);
+wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy);
+wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params);
+
 #endif

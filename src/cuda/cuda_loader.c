@@ -86,3 +86,58 @@ wk_status wk_cuda_describe(char *buf, size_t n) {
   const wk_status s = p->describe(buf, n);
   return s == WK_OK ? WK_OK : wk_fail(s, "%s", p->last_error());
 }
+
+/* ------------------------------------------------------------------ networks */
+
+static wk_status wk_no_plugin(void) {
+  return wk_fail(WK_ERR_UNSUPPORTED, "no GPU: %s could not be loaded (%s)", WK_CUDA_PLUGIN_FILE,
+                 wk_plugin_error);
+}
+
+/* A failed plugin call left its message in the plugin's own store: bring it here. */
+static wk_status wk_relay(const wk_cuda_plugin *p, wk_status s) {
+  return s == WK_OK ? WK_OK : wk_fail(s, "%s", p->last_error());
+}
+
+wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
+  *out = NULL;
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_create(g, device, out));
+}
+
+void wk_gpu_net_destroy(wk_gpu_net *net) {
+  const wk_cuda_plugin *p = net ? wk_plugin_get() : NULL;
+  if (p) p->net_destroy(net);
+}
+
+wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_upload(net, weights, buffers));
+}
+
+wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_download(net, weights, buffers, grads));
+}
+
+wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                             uint64_t dropout_seed, uint64_t dropout_step, float *out) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_forward(net, x, n, train, dropout_seed, dropout_step, out));
+}
+
+wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_backward(net, dy));
+}
+
+wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_set_params(net, params));
+}

@@ -17,3 +17,56 @@ wk_status wk_cuda_describe(char *buf, size_t n) {
     return wk_fail(WK_ERR_LIMIT, "wk_cuda_describe: description truncated to %zu bytes", n);
   return WK_OK;
 }
+
+static wk_status wk_not_built(void) {
+  return wk_fail(WK_ERR_UNSUPPORTED, "this whisker was built without the CUDA backend "
+                 "(configure with the CUDA toolkit, cuDNN and NCCL and -DWHISKER_CUDA=ON)");
+}
+
+wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
+  (void)g;
+  (void)device;
+  *out = NULL;
+  return wk_not_built();
+}
+
+void wk_gpu_net_destroy(wk_gpu_net *net) { (void)net; }
+
+wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
+  (void)net;
+  (void)weights;
+  (void)buffers;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
+  (void)net;
+  (void)weights;
+  (void)buffers;
+  (void)grads;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                             uint64_t dropout_seed, uint64_t dropout_step, float *out) {
+  (void)net;
+  (void)x;
+  (void)n;
+  (void)train;
+  (void)dropout_seed;
+  (void)dropout_step;
+  (void)out;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
+  (void)net;
+  (void)dy;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params) {
+  (void)net;
+  (void)params;
+  return wk_not_built();
+}

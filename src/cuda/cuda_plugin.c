@@ -8,6 +8,13 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
   static const wk_cuda_plugin plugin = {.abi = WK_CUDA_PLUGIN_ABI,
                                         .device_count = wk_gpu_device_count,
                                         .describe = wk_gpu_describe,
-                                        .last_error = wk_last_error};
+                                        .last_error = wk_last_error,
+                                        .net_create = wk_cudanet_create,
+                                        .net_destroy = wk_cudanet_destroy,
+                                        .net_upload = wk_cudanet_upload,
+                                        .net_download = wk_cudanet_download,
+                                        .net_forward = wk_cudanet_forward,
+                                        .net_backward = wk_cudanet_backward,
+                                        .net_set_params = wk_cudanet_set_params};
   return &plugin;
 }

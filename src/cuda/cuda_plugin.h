@@ -16,8 +16,9 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 1
+#define WK_CUDA_PLUGIN_ABI 2
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -25,6 +26,15 @@ typedef struct wk_cuda_plugin {
   int (*device_count)(void);
   wk_status (*describe)(char *buf, size_t n);
   const char *(*last_error)(void);
+  /* networks (cuda.h's wk_gpu_net_*, implemented by cuda_net.c) */
+  wk_status (*net_create)(const wk_gpu_graph *g, int device, wk_gpu_net **out);
+  void (*net_destroy)(wk_gpu_net *net);
+  wk_status (*net_upload)(wk_gpu_net *net, const float *weights, const float *buffers);
+  wk_status (*net_download)(wk_gpu_net *net, float *weights, float *buffers, float *grads);
+  wk_status (*net_forward)(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                           uint64_t seed, uint64_t step, float *out);
+  wk_status (*net_backward)(wk_gpu_net *net, const float *dy);
+  wk_status (*net_set_params)(wk_gpu_net *net, const wk_param *params);
 } wk_cuda_plugin;
 
 typedef const wk_cuda_plugin *(*wk_cuda_plugin_get_fn)(void);

@@ -50,6 +50,7 @@ wk_status wk_net_create(wk_ctx *ctx, int in_h, int in_w, int in_c, wk_net **out)
 
 void wk_net_destroy(wk_net *net) {
   if (!net) return;
+  wk_net_release_gpu(net);
   wk_net_release_runtime(net);
   free(net->nodes);
   free(net->params);
@@ -423,6 +424,7 @@ static wk_status wk_derive_graph(wk_net *net) {
 /* needs_grad: whether a value's gradient must be computed, i.e. a trainable
  * parameter lies upstream. Recomputed whenever freezing changes. */
 static void wk_derive_needs_grad(wk_net *net) {
+  net->params_version++; /* a GPU copy must learn of it (exec_gpu.c) */
   net->needs_grad[0] = false;
   for (int i = 0; i < net->n_nodes; i++) {
     const wk_node *nd = &net->nodes[i];

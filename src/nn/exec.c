@@ -72,6 +72,7 @@ static wk_status wk_check_input(const wk_net *net, const wk_tensor *x) {
 
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
   WK_TRY(wk_check_input(net, x));
+  if (net->gpu) return wk_net_forward_gpu(net, x, train, out);
   const int64_t n = x->shape[0];
   const int nv = net->n_nodes + 1, last = net->n_nodes;
   if (n != net->batch) {
@@ -172,6 +173,7 @@ static int wk_backward_reads(const wk_net *net, int i) {
 }
 
 wk_status wk_net_backward(wk_net *net, const wk_tensor *dy) {
+  if (net->gpu) return wk_net_backward_gpu(net, dy);
   const int last = net->n_nodes, nv = net->n_nodes + 1;
   if (!net->finalized || !net->last_train || !net->val[last])
     return wk_fail(WK_ERR_INVALID_ARG, "backward needs a training forward first");

@@ -173,6 +173,18 @@ void wk_net_set_sync_bn(wk_net *net, wk_net_allreduce_fn fn, void *user, int wor
  * data-parallel step: r * the per-rank batch), so that every rank draws the
  * masks one process with the whole global batch would. */
 void wk_net_set_dropout_first(wk_net *net, int64_t first);
+/* Runs the network on CUDA device `device` from now on (cuda/cuda.h): forward
+ * and backward execute there, the weights are uploaded whenever they changed,
+ * and backward brings the gradients and the batchnorm statistics back to the
+ * host arenas, so training and evaluation code needs no change. Fails
+ * (leaving the network on the CPU) without a usable GPU or backend. */
+wk_status wk_net_use_gpu(wk_net *net, int device);
+bool wk_net_on_gpu(const wk_net *net);
+/* Where a command runs a network: the CPU, GPU N, or the first GPU when one
+ * works (else the CPU, with a warning saying why). */
+#define WK_DEVICE_CPU (-1)
+#define WK_DEVICE_AUTO (-2)
+wk_status wk_net_place(wk_net *net, int device);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
 

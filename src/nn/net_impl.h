@@ -72,7 +72,19 @@ struct wk_net {
   double *sync_bn_buf;
   int64_t sync_bn_cap;
   double *prof_fwd_s, *prof_bwd_s; /* per node, when profiling is on */
+  /* on a GPU (exec_gpu.c): the device executor, the weights version it holds,
+   * and the host copy of its last output */
+  struct wk_gpu_net *gpu;
+  uint64_t gpu_uploaded;
+  uint64_t params_version, gpu_params_version; /* frozen flags changed / as the GPU has them */
+  float *gpu_out;
+  size_t gpu_out_elems;
 };
+
+/* exec_gpu.c */
+wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
+wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);
+void wk_net_release_gpu(wk_net *net);
 
 /* Elements per sample of value v. */
 int64_t wk_net_value_numel(const wk_net *net, int v);

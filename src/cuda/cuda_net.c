@@ -1,0 +1,749 @@
+/* cuda_net.c - a network's graph on one GPU (cuda.h's wk_gpu_net_*, reached
+ * through the plugin table, cuda_plugin.h).
+ *
+ * Layout: NHWC activations and OHWI conv weights, as on the CPU, so the host's
+ * arenas are uploaded as they are. One stream carries everything; cuDNN and
+ * cuBLAS are bound to it. Per value a device buffer for the batch (kept from a
+ * training forward until backward, as every value is read again there) and a
+ * gradient buffer; flatten shares its input's. Backward zeroes the gradient
+ * buffers and the gradient arena, then walks the nodes in reverse: cuDNN and
+ * cuBLAS accumulate into an input's gradient (beta = 1), whisker's kernels
+ * write into it directly when the value has one consumer and through a scratch
+ * buffer and an add otherwise. A node with nothing trainable upstream of its
+ * output is skipped, as on the CPU, and a batchnorm there runs in inference
+ * mode in training too (a frozen body keeps its statistics).
+ *
+ * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
+ * the CPU path to float rounding. Convolution algorithms come from cuDNN's
+ * heuristics (the first that fits the workspace limit, $WHISKER_GPU_WORKSPACE_MB,
+ * 1024 by default), chosen once per batch size.
+ *
+ * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
+ * deprecated in favour of its graph API; it is supported throughout 9.x, and
+ * the warnings are silenced for this file only. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_backend.h"
+#include "wk_kernels.h"
+
+#define WK_GPU_MAX_ALGOS 16
+
+typedef struct wk_gnode {
+  cudnnTensorDescriptor_t x, y, bias; /* bias: also batchnorm's per-channel descriptor */
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnPoolingDescriptor_t pool;
+  cudnnConvolutionFwdAlgo_t fwd_algo;
+  cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
+  float *save_mean, *save_invvar; /* batchnorm (C) */
+  bool bn_trained;                /* the last forward used batch statistics */
+} wk_gnode;
+
+struct wk_gpu_net {
+  int device;
+  wk_gpu_graph g;        /* nodes, params and buffers copied: the net owns them */
+  wk_node *nodes;
+  wk_param *params, *buffers;
+  cudaStream_t stream;
+  cudnnHandle_t cudnn;
+  cublasHandle_t cublas;
+  float *weights, *grads, *buf_data; /* device arenas */
+  int n_values;
+  int *alias;            /* per value: the value whose buffer it uses */
+  int *consumers;        /* per alias root: nodes reading it */
+  bool *needs_grad;      /* per value: something trainable upstream */
+  int64_t *numel;        /* per value, per sample */
+  float **val, **grad;   /* per value (roots only), device, for batch cap */
+  int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
+  bool last_train;
+  uint64_t seed, step;   /* the last training forward's dropout stream */
+  wk_gnode *gn;
+  void *workspace;
+  size_t workspace_bytes, workspace_limit;
+  float *scratch, *ones; /* scratch: the largest value; ones: cap floats of 1 */
+  size_t scratch_elems;
+  float *bn_discard;     /* 2 x the widest batchnorm: a frozen one's unused gradients */
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static wk_status wk_kernel_try(int e, const char *what) {
+  if (e == 0) return WK_OK;
+  return wk_fail(WK_ERR_BACKEND, "CUDA: kernel %s: %s", what,
+                 cudaGetErrorString((cudaError_t)e));
+}
+
+static int64_t wk_gv_numel(const wk_gpu_graph *g, const wk_node *nodes, int v) {
+  if (v == 0) return (int64_t)g->in_h * g->in_w * g->in_c;
+  const wk_node *n = &nodes[v - 1];
+  return n->out_ndim == 3 ? n->out_shape[0] * n->out_shape[1] * n->out_shape[2]
+                          : n->out_shape[0];
+}
+
+/* (H, W, C) of value v per sample; (1, 1, F) for a flat one. */
+static void wk_gv_hwc(const wk_gpu_net *net, int v, int *h, int *w, int *c) {
+  if (v == 0) {
+    *h = net->g.in_h, *w = net->g.in_w, *c = net->g.in_c;
+    return;
+  }
+  const wk_node *n = &net->nodes[v - 1];
+  if (n->out_ndim == 3) {
+    *h = (int)n->out_shape[0], *w = (int)n->out_shape[1], *c = (int)n->out_shape[2];
+  } else {
+    *h = 1, *w = 1, *c = (int)n->out_shape[0];
+  }
+}
+
+static wk_status wk_nhwc_desc(cudnnTensorDescriptor_t d, int64_t n, int h, int w, int c) {
+  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)n, c, h,
+                                          w));
+  return WK_OK;
+}
+
+static bool wk_trainable(const wk_gpu_net *net, int p) {
+  return p >= 0 && !(net->params[p].flags & WK_PARAM_FROZEN);
+}
+
+static float *wk_pw(const wk_gpu_net *net, int p) {
+  return p >= 0 ? net->weights + net->params[p].offset : NULL;
+}
+static float *wk_pg(const wk_gpu_net *net, int p) {
+  return p >= 0 ? net->grads + net->params[p].offset : NULL;
+}
+static float *wk_bufp(const wk_gpu_net *net, int b) {
+  return net->buf_data + net->buffers[b].offset;
+}
+
+static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
+  if (bytes <= net->workspace_bytes) return WK_OK;
+  WK_TRY(wk_cuda_free(net->workspace));
+  net->workspace = NULL;
+  net->workspace_bytes = 0;
+  WK_TRY(wk_cuda_malloc(&net->workspace, bytes));
+  net->workspace_bytes = bytes;
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ creation */
+
+static wk_status wk_check_graph(const wk_gpu_graph *g) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wk_node *n = &g->nodes[i];
+    if (n->op == WK_NODE_CONV &&
+        (n->conv.pad_top != n->conv.pad_bottom || n->conv.pad_left != n->conv.pad_right))
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: asymmetric padding (cuDNN pads evenly)",
+                     n->name);
+    if ((n->op == WK_NODE_MAXPOOL || n->op == WK_NODE_AVGPOOL) &&
+        (n->pool.pad_top != n->pool.pad_bottom || n->pool.pad_left != n->pool.pad_right))
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: asymmetric padding (cuDNN pads evenly)",
+                     n->name);
+    if (n->op >= WK_NODE_OP_COUNT)
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: unknown op %d", n->name, (int)n->op);
+  }
+  return WK_OK;
+}
+
+/* needs_grad from the inputs' and the parameters' (frozen or not). */
+static void wk_derive_needs_grad(wk_gpu_net *net) {
+  memset(net->needs_grad, 0, (size_t)net->n_values * sizeof *net->needs_grad);
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    const wk_node *n = &net->nodes[i];
+    const int v = i + 1;
+    for (int k = 0; k < n->n_in; k++) net->needs_grad[v] |= net->needs_grad[n->in[k]];
+    net->needs_grad[v] |= wk_trainable(net, n->param[0]) || wk_trainable(net, n->param[1]);
+  }
+}
+
+wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params) {
+  for (size_t i = 0; i < net->g.n_params; i++) {
+    if (params[i].offset != net->params[i].offset || params[i].numel != net->params[i].numel)
+      return wk_fail(WK_ERR_INVALID_ARG, "GPU network: parameter %s moved", params[i].name);
+    net->params[i].flags = params[i].flags;
+  }
+  wk_derive_needs_grad(net);
+  return WK_OK;
+}
+
+static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
+  net->g = *g;
+  net->nodes = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *net->nodes);
+  net->params = malloc((g->n_params ? g->n_params : 1) * sizeof *net->params);
+  net->buffers = malloc((g->n_buffers ? g->n_buffers : 1) * sizeof *net->buffers);
+  net->n_values = g->n_nodes + 1;
+  const size_t nv = (size_t)net->n_values;
+  net->alias = malloc(nv * sizeof *net->alias);
+  net->consumers = calloc(nv, sizeof *net->consumers);
+  net->needs_grad = calloc(nv, sizeof *net->needs_grad);
+  net->numel = malloc(nv * sizeof *net->numel);
+  net->val = calloc(nv, sizeof *net->val);
+  net->grad = calloc(nv, sizeof *net->grad);
+  net->gn = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *net->gn);
+  if (!net->nodes || !net->params || !net->buffers || !net->alias || !net->consumers ||
+      !net->needs_grad || !net->numel || !net->val || !net->grad || !net->gn)
+    return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
+  memcpy(net->nodes, g->nodes, (size_t)g->n_nodes * sizeof *net->nodes);
+  memcpy(net->params, g->params, g->n_params * sizeof *net->params);
+  memcpy(net->buffers, g->buffers, g->n_buffers * sizeof *net->buffers);
+  net->g.nodes = net->nodes;
+  net->g.params = net->params;
+  net->g.buffers = net->buffers;
+  for (int v = 0; v < net->n_values; v++) {
+    net->alias[v] = v;
+    net->numel[v] = wk_gv_numel(g, net->nodes, v);
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wk_node *n = &net->nodes[i];
+    const int v = i + 1;
+    for (int k = 0; k < n->n_in; k++) {
+      if (n->in[k] < 0 || n->in[k] >= v)
+        return wk_fail(WK_ERR_INVALID_ARG, "GPU: %s: input value %d out of order", n->name,
+                       n->in[k]);
+      net->consumers[net->alias[n->in[k]]]++;
+    }
+    if (n->op == WK_NODE_FLATTEN) net->alias[v] = net->alias[n->in[0]];
+  }
+  wk_derive_needs_grad(net);
+  return WK_OK;
+}
+
+static wk_status wk_make_descriptors(wk_gpu_net *net) {
+  int widest_bn = 0;
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    const wk_node *n = &net->nodes[i];
+    wk_gnode *s = &net->gn[i];
+    WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->x));
+    WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->y));
+    WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->bias));
+    int h, w, c;
+    wk_gv_hwc(net, i + 1, &h, &w, &c);
+    if (n->op == WK_NODE_CONV) {
+      int ih, iw, ic;
+      wk_gv_hwc(net, n->in[0], &ih, &iw, &ic);
+      const int groups = n->conv.groups > 0 ? n->conv.groups : 1;
+      WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->w));
+      WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+                                              n->out_ch, ic / groups, n->kh, n->kw));
+      WK_CUDNN_TRY(cudnnCreateConvolutionDescriptor(&s->conv));
+      WK_CUDNN_TRY(cudnnSetConvolution2dDescriptor(
+          s->conv, n->conv.pad_top, n->conv.pad_left, n->conv.stride_h, n->conv.stride_w,
+          n->conv.dilation_h > 0 ? n->conv.dilation_h : 1,
+          n->conv.dilation_w > 0 ? n->conv.dilation_w : 1, CUDNN_CROSS_CORRELATION,
+          CUDNN_DATA_FLOAT));
+      WK_CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, groups));
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, CUDNN_FMA_MATH)); /* no TF32 */
+      WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
+    } else if (n->op == WK_NODE_BATCHNORM) {
+      widest_bn = c > widest_bn ? c : widest_bn;
+      WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, c));
+      WK_TRY(wk_cuda_malloc((void **)&s->save_mean, (size_t)c * sizeof(float)));
+      WK_TRY(wk_cuda_malloc((void **)&s->save_invvar, (size_t)c * sizeof(float)));
+    } else if (n->op == WK_NODE_MAXPOOL || n->op == WK_NODE_AVGPOOL) {
+      const cudnnPoolingMode_t mode =
+          n->op == WK_NODE_MAXPOOL           ? CUDNN_POOLING_MAX_DETERMINISTIC
+          : n->pool.count_include_pad ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
+                                             : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+      WK_CUDNN_TRY(cudnnCreatePoolingDescriptor(&s->pool));
+      WK_CUDNN_TRY(cudnnSetPooling2dDescriptor(s->pool, mode, CUDNN_NOT_PROPAGATE_NAN,
+                                               n->pool.kernel_h, n->pool.kernel_w,
+                                               n->pool.pad_top, n->pool.pad_left,
+                                               n->pool.stride_h, n->pool.stride_w));
+    }
+  }
+  if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
+  return WK_OK;
+}
+
+/* The stream, and cuDNN and cuBLAS bound to it. */
+static wk_status wk_handles(wk_gpu_net *net) {
+  WK_CUDA_TRY(cudaStreamCreateWithFlags(&net->stream, cudaStreamNonBlocking));
+  WK_CUDNN_TRY(cudnnCreate(&net->cudnn));
+  WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
+  WK_CUBLAS_TRY(cublasCreate(&net->cublas));
+  WK_CUBLAS_TRY(cublasSetStream(net->cublas, net->stream));
+  return WK_OK;
+}
+
+wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
+  *out = NULL;
+  if (!g || g->n_nodes < 1 || !g->nodes || (g->n_params && !g->params) ||
+      (g->n_buffers && !g->buffers))
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU network: empty graph");
+  WK_TRY(wk_check_graph(g));
+  int count = 0;
+  WK_CUDA_TRY(cudaGetDeviceCount(&count));
+  if (device < 0 || device >= count)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU network: device %d of %d", device, count);
+  WK_CUDA_TRY(cudaSetDevice(device));
+  wk_gpu_net *net = calloc(1, sizeof *net);
+  if (!net) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
+  net->device = device;
+  net->workspace_limit = (size_t)1024 << 20;
+  const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
+  if (env && *env) {
+    char *end;
+    const long mb = strtol(env, &end, 10);
+    if (*end || mb < 0 || mb > (1L << 20)) {
+      free(net);
+      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_WORKSPACE_MB='%s': expected 0..%ld", env,
+                     1L << 20);
+    }
+    net->workspace_limit = (size_t)mb << 20;
+  }
+  wk_status s = wk_copy_graph(net, g);
+  if (s == WK_OK) s = wk_handles(net);
+  if (s == WK_OK) s = wk_cuda_malloc((void **)&net->weights, g->n_elems * sizeof(float));
+  if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
+  if (s == WK_OK)
+    s = wk_cuda_malloc((void **)&net->buf_data, g->n_buffer_elems * sizeof(float));
+  if (s == WK_OK) s = wk_make_descriptors(net);
+  if (s != WK_OK) {
+    wk_cudanet_destroy(net);
+    return s;
+  }
+  *out = net;
+  return WK_OK;
+}
+
+static void wk_free_values(wk_gpu_net *net) {
+  for (int v = 0; v < net->n_values; v++) {
+    if (net->alias[v] == v) {
+      (void)wk_cuda_free(net->val[v]);
+      (void)wk_cuda_free(net->grad[v]);
+    }
+    net->val[v] = net->grad[v] = NULL;
+  }
+  (void)wk_cuda_free(net->scratch);
+  (void)wk_cuda_free(net->ones);
+  net->scratch = net->ones = NULL;
+  net->cap = 0;
+}
+
+void wk_cudanet_destroy(wk_gpu_net *net) {
+  if (!net) return;
+  if (net->val) wk_free_values(net);
+  for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
+    wk_gnode *s = &net->gn[i];
+    if (s->x) cudnnDestroyTensorDescriptor(s->x);
+    if (s->y) cudnnDestroyTensorDescriptor(s->y);
+    if (s->bias) cudnnDestroyTensorDescriptor(s->bias);
+    if (s->w) cudnnDestroyFilterDescriptor(s->w);
+    if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
+    if (s->pool) cudnnDestroyPoolingDescriptor(s->pool);
+    (void)wk_cuda_free(s->save_mean);
+    (void)wk_cuda_free(s->save_invvar);
+  }
+  (void)wk_cuda_free(net->weights);
+  (void)wk_cuda_free(net->grads);
+  (void)wk_cuda_free(net->buf_data);
+  (void)wk_cuda_free(net->workspace);
+  (void)wk_cuda_free(net->bn_discard);
+  if (net->cublas) cublasDestroy(net->cublas);
+  if (net->cudnn) cudnnDestroy(net->cudnn);
+  if (net->stream) cudaStreamDestroy(net->stream);
+  free(net->nodes);
+  free(net->params);
+  free(net->buffers);
+  free(net->alias);
+  free(net->consumers);
+  free(net->needs_grad);
+  free(net->numel);
+  free(net->val);
+  free(net->grad);
+  free(net->gn);
+  free(net);
+}
+
+/* ------------------------------------------------------------------ arenas */
+
+wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  if (weights)
+    WK_CUDA_TRY(cudaMemcpyAsync(net->weights, weights, net->g.n_elems * sizeof(float),
+                                cudaMemcpyHostToDevice, net->stream));
+  if (buffers)
+    WK_CUDA_TRY(cudaMemcpyAsync(net->buf_data, buffers, net->g.n_buffer_elems * sizeof(float),
+                                cudaMemcpyHostToDevice, net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
+
+wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  const size_t nb = net->g.n_elems * sizeof(float);
+  if (weights)
+    WK_CUDA_TRY(cudaMemcpyAsync(weights, net->weights, nb, cudaMemcpyDeviceToHost, net->stream));
+  if (grads)
+    WK_CUDA_TRY(cudaMemcpyAsync(grads, net->grads, nb, cudaMemcpyDeviceToHost, net->stream));
+  if (buffers)
+    WK_CUDA_TRY(cudaMemcpyAsync(buffers, net->buf_data, net->g.n_buffer_elems * sizeof(float),
+                                cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ per batch size */
+
+/* The first algorithm of cuDNN's ranking that succeeded and fits the limit. */
+static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
+  wk_gnode *s = &net->gn[i];
+  const wk_node *n = &net->nodes[i];
+  int got = 0;
+  size_t ws = 0;
+  cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
+  WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, s->x, s->w, s->conv, s->y,
+                                                      WK_GPU_MAX_ALGOS, &got, fp));
+  bool found = false;
+  for (int k = 0; k < got && !found; k++)
+    if (fp[k].status == CUDNN_STATUS_SUCCESS && fp[k].memory <= net->workspace_limit) {
+      s->fwd_algo = fp[k].algo;
+      ws = fp[k].memory > ws ? fp[k].memory : ws;
+      found = true;
+    }
+  if (!found)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN forward algorithm within %zu MB of "
+                   "workspace", n->name, net->workspace_limit >> 20);
+  cudnnConvolutionBwdDataAlgoPerf_t dp[WK_GPU_MAX_ALGOS];
+  WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, s->w, s->y, s->conv, s->x,
+                                                           WK_GPU_MAX_ALGOS, &got, dp));
+  found = false;
+  for (int k = 0; k < got && !found; k++)
+    if (dp[k].status == CUDNN_STATUS_SUCCESS && dp[k].memory <= net->workspace_limit) {
+      s->bwd_data_algo = dp[k].algo;
+      ws = dp[k].memory > ws ? dp[k].memory : ws;
+      found = true;
+    }
+  if (!found)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN backward-data algorithm", n->name);
+  cudnnConvolutionBwdFilterAlgoPerf_t wp[WK_GPU_MAX_ALGOS];
+  WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, s->x, s->y, s->conv,
+                                                             s->w, WK_GPU_MAX_ALGOS, &got, wp));
+  found = false;
+  for (int k = 0; k < got && !found; k++)
+    if (wp[k].status == CUDNN_STATUS_SUCCESS && wp[k].memory <= net->workspace_limit) {
+      s->bwd_filter_algo = wp[k].algo;
+      ws = wp[k].memory > ws ? wp[k].memory : ws;
+      found = true;
+    }
+  if (!found)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN backward-filter algorithm", n->name);
+  *need = ws > *need ? ws : *need;
+  return WK_OK;
+}
+
+/* Buffers for batch n (grown, never shrunk) and descriptors and algorithms for it. */
+static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
+  if (n == net->batch && n <= net->cap) return WK_OK;
+  if (n > net->cap) {
+    wk_free_values(net);
+    int64_t biggest = 1;
+    for (int v = 0; v < net->n_values; v++) {
+      biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
+      if (net->alias[v] != v) continue;
+      const size_t bytes = (size_t)(n * net->numel[v]) * sizeof(float);
+      wk_status s = wk_cuda_malloc((void **)&net->val[v], bytes);
+      if (s == WK_OK && v > 0) s = wk_cuda_malloc((void **)&net->grad[v], bytes);
+      if (s != WK_OK)
+        return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
+                       "--batch", (long long)n, wk_last_error());
+    }
+    for (int v = 0; v < net->n_values; v++)
+      if (net->alias[v] != v) {
+        net->val[v] = net->val[net->alias[v]];
+        net->grad[v] = net->grad[net->alias[v]];
+      }
+    net->scratch_elems = (size_t)(n * biggest);
+    wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
+    if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
+    if (s != WK_OK)
+      return wk_fail(s, "GPU: out of device memory for a batch of %lld; try a smaller --batch",
+                     (long long)n);
+    float *h = malloc((size_t)n * sizeof *h);
+    if (!h) return wk_fail(WK_ERR_NOMEM, "out of memory");
+    for (int64_t k = 0; k < n; k++) h[k] = 1.0f;
+    s = wk_cuda_copy_h2d(net->ones, h, (size_t)n * sizeof *h);
+    free(h);
+    WK_TRY(s);
+    net->cap = n;
+  }
+  size_t need = 0;
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    const wk_node *nd = &net->nodes[i];
+    wk_gnode *s = &net->gn[i];
+    int h, w, c, ih, iw, ic;
+    wk_gv_hwc(net, i + 1, &h, &w, &c);
+    wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
+    WK_TRY(wk_nhwc_desc(s->x, n, ih, iw, ic));
+    WK_TRY(wk_nhwc_desc(s->y, n, h, w, c));
+    if (nd->op == WK_NODE_CONV) {
+      int on, oc, oh, ow;
+      WK_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(s->conv, s->x, s->w, &on, &oc, &oh, &ow));
+      if (on != n || oc != c || oh != h || ow != w)
+        return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: cuDNN's output %dx%dx%d differs from the "
+                       "network's %dx%dx%d", nd->name, oh, ow, oc, h, w, c);
+      WK_TRY(wk_pick_algos(net, i, &need));
+    }
+  }
+  if (need) WK_TRY(wk_workspace(net, need));
+  net->batch = n;
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, uint64_t seed,
+                                 uint64_t step) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  const int v = i + 1;
+  const int64_t n = net->batch, len = n * net->numel[v];
+  const float *x = net->val[nd->in[0]];
+  float *y = net->val[v];
+  const float one = 1.0f, zero = 0.0f;
+  switch (nd->op) {
+  case WK_NODE_CONV:
+    WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w, wk_pw(net, nd->param[0]),
+                                         s->conv, s->fwd_algo, net->workspace,
+                                         net->workspace_bytes, &zero, s->y, y));
+    if (nd->param[1] >= 0)
+      WK_CUDNN_TRY(cudnnAddTensor(net->cudnn, &one, s->bias, wk_pw(net, nd->param[1]), &one,
+                                  s->y, y));
+    return WK_OK;
+  case WK_NODE_BATCHNORM: {
+    float *g = wk_pw(net, nd->param[0]), *b = wk_pw(net, nd->param[1]);
+    float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
+    const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
+    s->bn_trained = train && net->needs_grad[v];
+    if (s->bn_trained)
+      WK_CUDNN_TRY(cudnnBatchNormalizationForwardTraining(
+          net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, s->x, x, s->y, y, s->bias, g, b,
+          nd->bn.momentum, rm, rv, eps, s->save_mean, s->save_invvar));
+    else
+      WK_CUDNN_TRY(cudnnBatchNormalizationForwardInference(net->cudnn, CUDNN_BATCHNORM_SPATIAL,
+                                                           &one, &zero, s->x, x, s->y, y, s->bias,
+                                                           g, b, rm, rv, eps));
+    return WK_OK;
+  }
+  case WK_NODE_ACT:
+    return wk_kernel_try(nd->act == WK_ACT_RELU6
+                             ? wk_launch_relu6_forward_f32(len, x, y, net->stream)
+                             : wk_launch_relu_forward_f32(len, x, y, net->stream),
+                         "activation forward");
+  case WK_NODE_MAXPOOL:
+  case WK_NODE_AVGPOOL:
+    WK_CUDNN_TRY(cudnnPoolingForward(net->cudnn, s->pool, &one, s->x, x, &zero, s->y, y));
+    return WK_OK;
+  case WK_NODE_GLOBAL_AVGPOOL: {
+    int ih, iw, ic;
+    wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
+    return wk_kernel_try(wk_launch_global_avgpool_forward_f32(n, (int64_t)ih * iw, ic, x, y,
+                                                              net->stream),
+                         "global average pool forward");
+  }
+  case WK_NODE_FLATTEN:
+    return WK_OK; /* shares its input's buffer */
+  case WK_NODE_LINEAR: {
+    const int in_f = (int)net->numel[nd->in[0]], out_f = nd->out_ch;
+    /* row-major y (n, O) = x (n, I) W^T: column-major y^T = W^T' x^T (see the file head) */
+    WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out_f, (int)n, in_f, &one,
+                              wk_pw(net, nd->param[0]), in_f, x, in_f, &zero, y, out_f));
+    if (nd->param[1] >= 0)
+      WK_CUBLAS_TRY(cublasSger(net->cublas, out_f, (int)n, &one, wk_pw(net, nd->param[1]), 1,
+                               net->ones, 1, y, out_f));
+    return WK_OK;
+  }
+  case WK_NODE_ADD:
+    return wk_kernel_try(wk_launch_add_forward_f32(len, x, net->val[nd->in[1]], y, net->stream),
+                         "add forward");
+  case WK_NODE_DROPOUT:
+    if (!train || nd->drop_p == 0.0f) {
+      WK_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
+                                  net->stream));
+      return WK_OK;
+    }
+    return wk_kernel_try(wk_launch_dropout_forward_f32(len, nd->drop_p, seed,
+                                                       (step << 16) ^ (uint64_t)i, 0, x, y,
+                                                       net->stream),
+                         "dropout forward");
+  default:
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: op %d", nd->name, (int)nd->op);
+  }
+}
+
+wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+                             uint64_t seed, uint64_t step, float *out) {
+  if (n < 1 || n > (1 << 24) || !x || !out)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: batch %lld", (long long)n);
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  WK_TRY(wk_prepare_batch(net, n));
+  WK_CUDA_TRY(cudaMemcpyAsync(net->val[0], x, (size_t)(n * net->numel[0]) * sizeof(float),
+                              cudaMemcpyHostToDevice, net->stream));
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    wk_status s = wk_forward_node(net, i, train, seed, step);
+    if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
+  }
+  const int last = net->n_values - 1;
+  WK_CUDA_TRY(cudaMemcpyAsync(out, net->val[last], (size_t)(n * net->numel[last]) * sizeof(float),
+                              cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  net->last_train = train;
+  net->seed = seed;
+  net->step = step;
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ backward */
+
+/* Where a kernel writes value `in`'s gradient contribution: the gradient buffer
+ * itself when the value has one consumer, else the scratch (added in by
+ * wk_commit). */
+static float *wk_dest(wk_gpu_net *net, int in) {
+  return net->consumers[net->alias[in]] == 1 ? net->grad[in] : net->scratch;
+}
+
+static wk_status wk_commit(wk_gpu_net *net, int in, float *dst) {
+  if (dst == net->grad[in]) return WK_OK;
+  const int64_t len = net->batch * net->numel[in];
+  return wk_kernel_try(wk_launch_add_forward_f32(len, net->grad[in], dst, net->grad[in],
+                                                 net->stream),
+                       "gradient accumulate");
+}
+
+static wk_status wk_backward_node(wk_gpu_net *net, int i) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  const int v = i + 1, in = nd->in[0];
+  const int64_t n = net->batch, len = n * net->numel[v];
+  const float *x = net->val[in], *y = net->val[v], *dy = net->grad[v];
+  const bool need_dx = in != 0 && net->needs_grad[in];
+  const float one = 1.0f, zero = 0.0f;
+  switch (nd->op) {
+  case WK_NODE_CONV: {
+    const float *w = wk_pw(net, nd->param[0]);
+    if (need_dx)
+      WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, w, s->y, dy, s->conv,
+                                                s->bwd_data_algo, net->workspace,
+                                                net->workspace_bytes, &one, s->x, net->grad[in]));
+    if (wk_trainable(net, nd->param[0]))
+      WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->x, x, s->y, dy, s->conv,
+                                                  s->bwd_filter_algo, net->workspace,
+                                                  net->workspace_bytes, &zero, s->w,
+                                                  wk_pg(net, nd->param[0])));
+    if (wk_trainable(net, nd->param[1]))
+      WK_CUDNN_TRY(cudnnConvolutionBackwardBias(net->cudnn, &one, s->y, dy, &zero, s->bias,
+                                                wk_pg(net, nd->param[1])));
+    return WK_OK;
+  }
+  case WK_NODE_BATCHNORM: {
+    if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
+    const bool frozen = !wk_trainable(net, nd->param[0]);
+    int h, w, c;
+    wk_gv_hwc(net, v, &h, &w, &c);
+    /* cuDNN always computes the parameter gradients (a frozen layer's are
+     * discarded) and dx (into the scratch when nothing upstream wants it) */
+    float *dg = frozen ? net->bn_discard : wk_pg(net, nd->param[0]);
+    float *db = frozen ? net->bn_discard + c : wk_pg(net, nd->param[1]);
+    const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
+    WK_CUDNN_TRY(cudnnBatchNormalizationBackward(
+        net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, need_dx ? &one : &zero, &one, &zero, s->x, x,
+        s->y, dy, s->x, need_dx ? net->grad[in] : net->scratch, s->bias,
+        wk_pw(net, nd->param[0]), dg, db, eps, s->save_mean, s->save_invvar));
+    return WK_OK;
+  }
+  case WK_NODE_ACT: {
+    if (!need_dx) return WK_OK;
+    float *dst = wk_dest(net, in);
+    /* relu's mask from its output (y > 0 iff x > 0); relu6's from its input */
+    WK_TRY(wk_kernel_try(nd->act == WK_ACT_RELU6
+                             ? wk_launch_relu6_backward_f32(len, x, dy, dst, net->stream)
+                             : wk_launch_relu_backward_f32(len, y, dy, dst, net->stream),
+                         "activation backward"));
+    return wk_commit(net, in, dst);
+  }
+  case WK_NODE_MAXPOOL:
+  case WK_NODE_AVGPOOL:
+    if (!need_dx) return WK_OK;
+    WK_CUDNN_TRY(cudnnPoolingBackward(net->cudnn, s->pool, &one, s->y, y, s->y, dy, s->x, x,
+                                      &one, s->x, net->grad[in]));
+    return WK_OK;
+  case WK_NODE_GLOBAL_AVGPOOL: {
+    if (!need_dx) return WK_OK;
+    int ih, iw, ic;
+    wk_gv_hwc(net, in, &ih, &iw, &ic);
+    float *dst = wk_dest(net, in);
+    WK_TRY(wk_kernel_try(wk_launch_global_avgpool_backward_f32(n, (int64_t)ih * iw, ic, dy, dst,
+                                                               net->stream),
+                         "global average pool backward"));
+    return wk_commit(net, in, dst);
+  }
+  case WK_NODE_FLATTEN:
+    return WK_OK; /* the same buffer as its input's gradient */
+  case WK_NODE_LINEAR: {
+    const int in_f = (int)net->numel[in], out_f = nd->out_ch;
+    if (need_dx) /* dx (n, I) += dy (n, O) W (O, I) */
+      WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in_f, (int)n, out_f, &one,
+                                wk_pw(net, nd->param[0]), in_f, dy, out_f, &one, net->grad[in],
+                                in_f));
+    if (wk_trainable(net, nd->param[0])) /* dW (O, I) = dy^T (O, n) x (n, I) */
+      WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in_f, out_f, (int)n, &one,
+                                x, in_f, dy, out_f, &zero, wk_pg(net, nd->param[0]), in_f));
+    if (wk_trainable(net, nd->param[1])) /* db (O) = dy^T 1 */
+      WK_CUBLAS_TRY(cublasSgemv(net->cublas, CUBLAS_OP_N, out_f, (int)n, &one, dy, out_f,
+                                net->ones, 1, &zero, wk_pg(net, nd->param[1]), 1));
+    return WK_OK;
+  }
+  case WK_NODE_ADD:
+    for (int k = 0; k < 2; k++) {
+      const int src = nd->in[k];
+      if (src == 0 || !net->needs_grad[src]) continue;
+      WK_TRY(wk_kernel_try(wk_launch_add_forward_f32(len, net->grad[src], dy, net->grad[src],
+                                                     net->stream),
+                           "add backward"));
+    }
+    return WK_OK;
+  case WK_NODE_DROPOUT: {
+    if (!need_dx) return WK_OK;
+    float *dst = wk_dest(net, in);
+    if (nd->drop_p == 0.0f)
+      WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
+                                  net->stream));
+    else
+      WK_TRY(wk_kernel_try(wk_launch_dropout_backward_f32(len, nd->drop_p, net->seed,
+                                                          (net->step << 16) ^ (uint64_t)i, 0, dy,
+                                                          dst, net->stream),
+                           "dropout backward"));
+    return wk_commit(net, in, dst);
+  }
+  default:
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: op %d", nd->name, (int)nd->op);
+  }
+}
+
+wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
+  if (!net->last_train || !dy)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU backward needs a training forward first");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  const int64_t n = net->batch;
+  WK_CUDA_TRY(cudaMemsetAsync(net->grads, 0, net->g.n_elems * sizeof(float), net->stream));
+  for (int v = 1; v < net->n_values; v++)
+    if (net->alias[v] == v)
+      WK_CUDA_TRY(cudaMemsetAsync(net->grad[v], 0, (size_t)(n * net->numel[v]) * sizeof(float),
+                                  net->stream));
+  const int last = net->n_values - 1;
+  WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy, (size_t)(n * net->numel[last]) * sizeof(float),
+                              cudaMemcpyHostToDevice, net->stream));
+  net->last_train = false; /* one backward per forward, as on the CPU */
+  for (int i = net->g.n_nodes - 1; i >= 0; i--) {
+    if (!net->needs_grad[i + 1]) continue;
+    wk_status s = wk_backward_node(net, i);
+    if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
+  }
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}

@@ -1,0 +1,128 @@
+/* exec_gpu.c - a network's forward and backward on a GPU (wk_net_use_gpu).
+ *
+ * The executor lives in the CUDA plugin (cuda/cuda.h, src/cuda/cuda_net.c);
+ * this file keeps the host network and the device in step. The host stays the
+ * owner of the weights and buffers: they go to the device before a forward
+ * whenever wk_net_weights_changed was called since the last upload (an
+ * optimizer step, a load), and the gradients and the batchnorm running
+ * statistics (which a training forward updates on the device) come back after
+ * backward, so the trainer, the optimizer, checkpoints and the report work
+ * unchanged. The copies cost two transfers of the parameter arena per step;
+ * an optimizer on the device would save them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "cuda/cuda.h"
+#include "nn/net_impl.h"
+
+wk_status wk_net_use_gpu(wk_net *net, int device) {
+  if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
+  if (net->gpu) return WK_OK;
+  const wk_gpu_graph g = {.in_h = net->in_h, .in_w = net->in_w, .in_c = net->in_c,
+                          .n_nodes = net->n_nodes, .nodes = net->nodes,
+                          .n_params = net->n_params, .n_elems = net->n_elems,
+                          .params = net->params, .n_buffers = net->n_buffers,
+                          .n_buffer_elems = net->n_buffer_elems, .buffers = net->buffers};
+  WK_TRY(wk_gpu_net_create(&g, device, &net->gpu));
+  net->gpu_uploaded = net->weights_version - 1; /* upload before the first forward */
+  net->gpu_params_version = net->params_version;
+  return WK_OK;
+}
+
+bool wk_net_on_gpu(const wk_net *net) { return net->gpu != NULL; }
+
+/* Why there is no GPU, in a line: the "no CUDA device (...)" line of the
+ * backend's description, or its first line ("not built", "could not be loaded"). */
+static void wk_no_gpu_reason(char *out, size_t n) {
+  char text[2048];
+  if (wk_cuda_describe(text, sizeof text) != WK_OK) {
+    snprintf(out, n, "%s", wk_last_error());
+    return;
+  }
+  const char *line = strstr(text, "no CUDA device");
+  if (!line) line = text;
+  const size_t len = strcspn(line, "\n");
+  snprintf(out, n, "%.*s", (int)len, line);
+}
+
+wk_status wk_net_place(wk_net *net, int device) {
+  if (device == WK_DEVICE_CPU) return WK_OK;
+  const int count = wk_cuda_device_count();
+  char why[512];
+  if (device != WK_DEVICE_AUTO) {
+    if (count < 1) {
+      wk_no_gpu_reason(why, sizeof why);
+      return wk_fail(WK_ERR_UNSUPPORTED, "--device cuda:%d: no usable GPU: %s (see 'whisker "
+                     "system'; --device cpu or auto run without one)", device, why);
+    }
+    if (device >= count)
+      return wk_fail(WK_ERR_INVALID_ARG, "--device cuda:%d: there %s only %d GPU%s (cuda:0%s)",
+                     device, count == 1 ? "is" : "are", count, count == 1 ? "" : "s",
+                     count > 1 ? " and up" : "");
+    wk_status s = wk_net_use_gpu(net, device);
+    if (s != WK_OK) return wk_fail(s, "--device cuda:%d: %s", device, wk_last_error());
+    WK_LOG_I("running on GPU %d", device);
+    return WK_OK;
+  }
+  if (count < 1) {
+    wk_no_gpu_reason(why, sizeof why);
+    WK_LOG_W("--device auto: no usable GPU (%s); running on the CPU", why);
+    return WK_OK;
+  }
+  if (wk_net_use_gpu(net, 0) != WK_OK) {
+    WK_LOG_W("--device auto: GPU 0 cannot run this network (%s); running on the CPU",
+             wk_last_error());
+    return WK_OK;
+  }
+  WK_LOG_I("running on GPU 0");
+  return WK_OK;
+}
+
+void wk_net_release_gpu(wk_net *net) {
+  wk_gpu_net_destroy(net->gpu);
+  net->gpu = NULL;
+  free(net->gpu_out);
+  net->gpu_out = NULL;
+  net->gpu_out_elems = 0;
+}
+
+wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
+  const int64_t n = x->shape[0], f = wk_net_output_features(net);
+  if ((size_t)(n * f) > net->gpu_out_elems) {
+    float *p = realloc(net->gpu_out, (size_t)(n * f) * sizeof *p);
+    if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the GPU's output");
+    net->gpu_out = p;
+    net->gpu_out_elems = (size_t)(n * f);
+  }
+  if (net->gpu_params_version != net->params_version) { /* frozen or unfrozen since */
+    WK_TRY(wk_gpu_net_set_params(net->gpu, net->params));
+    net->gpu_params_version = net->params_version;
+  }
+  if (net->gpu_uploaded != net->weights_version) {
+    WK_TRY(wk_gpu_net_upload(net->gpu, net->weights, net->buffer_data));
+    net->gpu_uploaded = net->weights_version;
+  }
+  WK_TRY(wk_gpu_net_forward(net->gpu, x->data, n, train, net->dropout_seed, net->dropout_step,
+                            net->gpu_out));
+  net->batch = n;
+  net->last_train = train;
+  if (train) {
+    net->bn_batches++;
+    net->bn_version++;
+  }
+  const int64_t shape[2] = {n, f};
+  *out = wk_tensor_view(net->gpu_out, WK_F32, 2, shape);
+  return WK_OK;
+}
+
+wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
+  if (!net->last_train) return wk_fail(WK_ERR_INVALID_ARG, "backward needs a training forward first");
+  const int64_t s[2] = {net->batch, wk_net_output_features(net)};
+  WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
+  net->last_train = false;
+  WK_TRY(wk_gpu_net_backward(net->gpu, dy->data));
+  /* the gradients, and the running statistics the forward moved */
+  return wk_gpu_net_download(net->gpu, NULL, net->buffer_data, net->grads);
+}
