@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nn/net.h"
+
 int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
                const char **out) {
   if (strcmp(argv[*i], name) != 0) return 0;
@@ -15,6 +17,28 @@ int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
     return -1;
   }
   *out = argv[++*i];
+  return 1;
+}
+
+int wk_arg_device(const char *cmd, int argc, char **argv, int *i, int *out) {
+  const char *v;
+  int r = wk_arg_str(cmd, argc, argv, i, "--device", &v);
+  if (r <= 0) return r;
+  char *end = NULL;
+  long n = 0;
+  if (!strcmp(v, "cpu")) {
+    *out = WK_DEVICE_CPU;
+  } else if (!strcmp(v, "auto")) {
+    *out = WK_DEVICE_AUTO;
+  } else if (!strcmp(v, "cuda")) {
+    *out = 0;
+  } else if (!strncmp(v, "cuda:", 5) && (errno = 0, n = strtol(v + 5, &end, 10), !errno) &&
+             *end == '\0' && end != v + 5 && n >= 0 && n < 1024) {
+    *out = (int)n;
+  } else {
+    fprintf(stderr, "whisker %s: --device needs cpu, cuda, cuda:N or auto, got '%s'\n", cmd, v);
+    return -1;
+  }
   return 1;
 }
 

@@ -13,6 +13,9 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
                   double hi, double *out);
 int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
                const char **out);
+/* --device cpu|cuda|cuda:N|auto into *out: WK_DEVICE_CPU, N >= 0 (cuda is
+ * cuda:0) or WK_DEVICE_AUTO (nn/net.h). */
+int wk_arg_device(const char *cmd, int argc, char **argv, int *i, int *out);
 /* Prints s to stdout as a JSON string literal (quotes, backslashes and
  * control characters escaped). */
 void wk_print_json_string(const char *s);

@@ -22,6 +22,7 @@ typedef struct wk_bench_opts {
   const char *model;
   int batch, size, classes, threads, steps, warmup, latency_runs;
   double bucket_mb;
+  int device;
   bool json, profile;
 } wk_bench_opts;
 
@@ -29,7 +30,8 @@ static void wk_usage_bench(FILE *f) {
   fprintf(f,
           "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
-          "                     [--profile] [--json] [--bucket-mb 25]\n\n"
+          "                     [--profile] [--json] [--bucket-mb 25]\n"
+          "                     [--device cpu|cuda[:N]|auto]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
@@ -46,7 +48,7 @@ static int wk_cmp_double(const void *a, const void *b) {
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
                        .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
-                       .bucket_mb = 25};
+                       .bucket_mb = 25, .device = WK_DEVICE_CPU};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       wk_usage_bench(stdout);
@@ -67,6 +69,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_int("bench", argc, argv, &i, "--classes", 1, 100000, &o->classes)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--threads", 1, 1024, &o->threads)) ||
         (r = wk_arg_double("bench", argc, argv, &i, "--bucket-mb", 0.001, 4096, &o->bucket_mb)) ||
+        (r = wk_arg_device("bench", argc, argv, &i, &o->device)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
@@ -143,6 +146,7 @@ int wk_cmd_bench(int argc, char **argv) {
       goto fail;
     wk_trainer_set_ddp(t, ddp);
   }
+  if (wk_net_place(net, o.device) != WK_OK) goto fail;
   if (!(times = malloc((size_t)(total + o.latency_runs + 3) * sizeof *times))) goto fail;
   wk_rng r = wk_rng_make(1, 0);
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
@@ -180,11 +184,12 @@ int wk_cmd_bench(int argc, char **argv) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
            "\"threads\": %d, \"ranks\": %d, \"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           wk_version(), wk_impl_name(ctx->impl), o.model, o.batch, o.size, ctx->n_threads, world,
+           wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
+           o.size, ctx->n_threads, world,
            ips, step_med, lat_ms, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
-           ctx->n_threads, wk_impl_name(ctx->impl));
+           ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
     printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
     printf("inference  %.2f ms at batch 1 (median of %d)\n", lat_ms, o.latency_runs);
     printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",

@@ -18,7 +18,7 @@
 
 static void wk_usage_classify(FILE *f) {
   fprintf(f, "usage: whisker classify FILE|DIR... [--model MODEL] [--top 1] [--json]\n"
-             "                        [--threads N]\n\n"
+             "                        [--threads N] [--device cpu|cuda[:N]|auto]\n\n"
              "Prints the most likely classes of each image (a directory: every image in it and\n"
              "its subdirectories, sorted by path).\n"
              "Without --model, the default model is used: $WHISKER_MODEL, else\n"
@@ -142,7 +142,7 @@ static void wk_print_one(const char *path, const float *row, const wk_model_meta
 
 int wk_cmd_classify(int argc, char **argv) {
   const char *model = NULL;
-  int top = 1, threads = 0;
+  int top = 1, threads = 0, device = WK_DEVICE_CPU;
   bool json = false;
   wk_paths paths = {0};
   int rc = WK_EXIT_USAGE;
@@ -163,7 +163,8 @@ int wk_cmd_classify(int argc, char **argv) {
     }
     if ((r = wk_arg_str("classify", argc, argv, &i, "--model", &model)) ||
         (r = wk_arg_int("classify", argc, argv, &i, "--top", 1, 64, &top)) ||
-        (r = wk_arg_int("classify", argc, argv, &i, "--threads", 1, 1024, &threads))) {
+        (r = wk_arg_int("classify", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
+        (r = wk_arg_device("classify", argc, argv, &i, &device))) {
       if (r < 0) goto done;
       continue;
     }
@@ -192,7 +193,8 @@ int wk_cmd_classify(int argc, char **argv) {
             WK_DEFAULT_MODEL);
     goto done;
   }
-  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK) {
+  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK ||
+      wk_net_place(net, device) != WK_OK) {
     fprintf(stderr, "whisker classify: %s\n", wk_last_error());
     goto done;
   }

@@ -13,7 +13,7 @@
 
 static void wk_usage_eval(FILE *f) {
   fprintf(f, "usage: whisker eval DATA_DIR --model MODEL [--top K] [--batch 32] [--workers 2]\n"
-             "                    [--threads N] [--json]\n\n"
+             "                    [--threads N] [--device cpu|cuda[:N]|auto] [--json]\n\n"
              "Evaluates MODEL on every image of DATA_DIR (a folder per class, named as the\n"
              "model's classes) with the model's own preprocessing.\n");
 }
@@ -62,7 +62,7 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, boo
 
 int wk_cmd_eval(int argc, char **argv) {
   const char *data = NULL, *model = NULL;
-  int top = 5, batch = 32, workers = 2, threads = 0;
+  int top = 5, batch = 32, workers = 2, threads = 0, device = WK_DEVICE_CPU;
   bool json = false;
   for (int i = 0; i < argc; i++) {
     int r;
@@ -78,7 +78,8 @@ int wk_cmd_eval(int argc, char **argv) {
         (r = wk_arg_int("eval", argc, argv, &i, "--top", 1, 1000, &top)) ||
         (r = wk_arg_int("eval", argc, argv, &i, "--batch", 1, 4096, &batch)) ||
         (r = wk_arg_int("eval", argc, argv, &i, "--workers", 1, 256, &workers)) ||
-        (r = wk_arg_int("eval", argc, argv, &i, "--threads", 1, 1024, &threads))) {
+        (r = wk_arg_int("eval", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
+        (r = wk_arg_device("eval", argc, argv, &i, &device))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
     }
@@ -103,7 +104,7 @@ int wk_cmd_eval(int argc, char **argv) {
   int rc = WK_EXIT_FAIL;
   wk_dataset_opts o = wk_dataset_opts_default();
   if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK ||
-      wk_dataset_open_folder(data, &o, &ds) != WK_OK)
+      wk_net_place(net, device) != WK_OK || wk_dataset_open_folder(data, &o, &ds) != WK_OK)
     goto done;
   if (wk_dataset_n_classes(ds) != meta.n_classes) {
     wk_fail(WK_ERR_INVALID_ARG, "%s has %d classes, the model %d", data,

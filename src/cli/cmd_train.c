@@ -21,7 +21,7 @@ static void wk_usage_train(FILE *f) {
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
           "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--sync-bn] [--bucket-mb 25]\n\n"
+          "                     [--sync-bn] [--bucket-mb 25] [--device cpu|cuda[:N]|auto]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
@@ -44,7 +44,11 @@ static void wk_usage_train(FILE *f) {
           "(the same training as one process with the whole batch); by default each\n"
           "process keeps its own. A process that fails or hangs stops all of them within\n"
           "$WHISKER_DIST_TIMEOUT seconds (300). --threads defaults to the cores divided\n"
-          "among the processes on each machine.\n");
+          "among the processes on each machine.\n"
+          "\n"
+          "--device cuda[:N] trains on a GPU (cuDNN; fails clearly when there is none),\n"
+          "--device auto on the first GPU that works, else the CPU with a warning. The\n"
+          "default is the CPU: the GPU path has not yet been verified on a GPU.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {
@@ -112,6 +116,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_double(cmd, argc, argv, &i, "--label-smoothing", 0, 0.99, &smoothing)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--crop-scale", 0.01, 1, &crop)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--bucket-mb", 0.001, 4096, &bucket_mb)) ||
+        (r = wk_arg_device(cmd, argc, argv, &i, &c.device)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;

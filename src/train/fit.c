@@ -35,7 +35,7 @@ wk_fit_config wk_fit_config_default(void) {
                          .size = 224, .workers = 2, .val_pct = 20.0, .seed = 1,
                          .optim = WK_OPTIM_SGD, .lr = 0.0, .weight_decay = -1.0,
                          .schedule = WK_SCHEDULE_ONE_CYCLE, .label_smoothing = 0.1f,
-                         .crop_scale_min = 0.08f, .head_epochs = 1, .lr_min_scale = 0.01};
+                         .crop_scale_min = 0.08f, .device = WK_DEVICE_CPU, .head_epochs = 1, .lr_min_scale = 0.01};
 }
 
 /* One line of metrics.csv and of the report's curves. */
@@ -525,6 +525,10 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_net_input_shape(r->net, &h, &w, &ch);
     c->size = h;
   }
+  if (r->world > 1 && c->device != WK_DEVICE_CPU)
+    return wk_fail(WK_ERR_UNSUPPORTED, "data-parallel training on GPUs (NCCL) is not built yet; "
+                   "under mpirun, train on the CPU (--device cpu)");
+  WK_TRY(wk_net_place(r->net, c->device));
   WK_TRY(wk_run_loader(r));
   if (r->world > 1)
     WK_TRY(wk_ddp_create(c->dist, r->net, c->bucket_bytes ? c->bucket_bytes

@@ -64,6 +64,7 @@ typedef struct wk_fit_config {
    * train one model; batch is per rank, so a step covers batch * ranks
    * samples. Only rank 0 writes RUN_DIR's files. */
   struct wk_dist *dist;
+  int device;             /* WK_DEVICE_CPU, a GPU, or WK_DEVICE_AUTO (nn/net.h) */
   bool sync_bn;           /* batch statistics over all ranks' batches */
   size_t bucket_bytes;    /* gradient all-reduce bucket; 0: 25 MB */
 } wk_fit_config;
