@@ -16,6 +16,7 @@
 #ifndef WK_KERNELS_H
 #define WK_KERNELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -51,6 +52,103 @@ int wk_launch_add_forward_f32(int64_t n, const float *a, const float *b, float *
 int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64_t c, const uint8_t *x,
                                const uint8_t *flip, const float *mean, const float *std,
                                float *y, void *stream);
+
+/* -------------------------------------------------------------------- train.cu */
+
+/* Dropout with the mask of wk_dropout_ref_f32(p, seed, stream_id, offset, n, x, y):
+ * element i keeps x[i] * (float)(1 / (1 - p)) when
+ * wk_u32_to_unit(wk_rng_at(seed, stream_id, offset + i)) >= p, else 0; bit for
+ * bit (Philox4x32-10 ported to the device). p is a double as in the reference
+ * (a float p could move the threshold across a mask value); 0 <= p < 1,
+ * offset >= 0. x, y: (n); y may alias x. Backward is the same call on dy -> dx
+ * with the forward's (p, seed, stream_id, offset). */
+int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed, uint64_t stream_id,
+                                  int64_t offset, const float *x, float *y, void *stream);
+int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed, uint64_t stream_id,
+                                   int64_t offset, const float *dy, float *dx, void *stream);
+
+/* Global average pooling, NHWC. Forward: y[i, ch] = (float)(sum_p x[i, p, ch] / hw),
+ * the sum in double in order p = 0, 1, ... (one thread per (i, ch)): bit for bit
+ * wk_global_avgpool_forward_ref_f32. x: (n, hw, c); y: (n, c); hw >= 1.
+ * Backward: dx[i, p, ch] = (float)((double)dy[i, ch] / hw), bit for bit the
+ * reference. dy: (n, c); dx: (n, hw, c). Neither may overlap its input. */
+int wk_launch_global_avgpool_forward_f32(int64_t n, int64_t hw, int64_t c, const float *x,
+                                         float *y, void *stream);
+int wk_launch_global_avgpool_backward_f32(int64_t n, int64_t hw, int64_t c, const float *dy,
+                                          float *dx, void *stream);
+
+/* Softmax cross-entropy with label smoothing, one block per row, in double as
+ * wk_softmax_xent_forward_ref_f32:
+ *   probs[i, j] = (float)(exp(l[i, j] - max_i) / sum_j exp(l[i, j] - max_i)),
+ *   row_loss[i] = (float)(lse_i - (1 - smoothing) l[i, labels[i]] - smoothing / k sum_j l[i, j]).
+ * The reference returns sum_i row_loss in double; sum row_loss with
+ * wk_launch_sum_f32 (the per-row float rounding costs ~6e-8 relative). The
+ * row sums use a tree, not the reference's order, and CUDA's exp/log differ
+ * from glibc's by an ulp of double: results agree to about 1e-7 relative, not
+ * bit for bit. A label outside [0, k) is never read through: that row's loss
+ * is NaN (its probs are still written), so a non-finite check on the loss
+ * catches it. logits, probs: (n, k), must not overlap; labels, row_loss: (n);
+ * k >= 1; 0 <= smoothing <= 1. probs may be NULL (loss only). */
+int wk_launch_softmax_xent_forward_f32(int64_t n, int64_t k, double smoothing,
+                                       const float *logits, const int32_t *labels, float *probs,
+                                       float *row_loss, void *stream);
+/* dlogits[i, j] = (float)(scale * (probs[i, j] - q)), q = (j == labels[i] ?
+ * 1 - smoothing : 0) + smoothing / k, in double: bit for bit
+ * wk_softmax_xent_backward_ref_f32 with scale = dloss / batch (the reference
+ * divides by the batch; here the caller does, in double). A label outside
+ * [0, k) matches no j (q = smoothing / k for the whole row), as the reference.
+ * probs, dlogits: (n, k); dlogits may alias probs; labels: (n). */
+int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing, double scale,
+                                        const float *probs, const int32_t *labels,
+                                        float *dlogits, void *stream);
+
+/* *out = sum_i x[i] in double, deterministic (one block of a fixed size, a fixed
+ * tree): the same bits on every run and every GPU, not the sequential order's
+ * bits. Meant for small vectors (per-row losses). n == 0 writes 0 (a launch).
+ * x: (n) float; out: one device double. */
+int wk_launch_sum_f32(int64_t n, const float *x, double *out, void *stream);
+
+/* out[j] = (float)(sum_i x[i, j]) over rows i, in double in order i = 0, 1, ...
+ * (one thread per column): bit for bit the bias gradient of
+ * wk_linear_backward_ref_f32. x: (n, k); out: (k), must not overlap x. n == 0
+ * writes zeros (a launch); k == 0 launches nothing. */
+int wk_launch_sum_rows_f32(int64_t n, int64_t k, const float *x, float *out, void *stream);
+
+/* One parameter's slice of the arena and the float factors of its update at
+ * this step: wk_optim_coef (src/train/optim_impl.h) for elements
+ * [offset, offset + numel). Frozen parameters simply have no segment. */
+typedef struct wk_optim_segment {
+  int64_t offset, numel;
+  /* SGD */
+  float neg_lr, wd, momentum;
+  int32_t first; /* nonzero: first update, the momentum buffer starts as d */
+  /* AdamW */
+  float decay, b1, c1, b2, c2, bc2_sqrt, eps, neg_step;
+} wk_optim_segment;
+
+/* SGD over every segment in one launch, the element loop of optim_step.c with
+ * the same float operations in the same order (no fused multiply-adds), so bit
+ * for bit wk_optim_step:
+ *   d = g + wd * w;  b = first ? d : buf * momentum + d;  buf = b;
+ *   w = w + neg_lr * (nesterov ? d + momentum * b : b)
+ * buf == NULL: plain SGD (momentum 0, no buffer), w = w + neg_lr * d.
+ * segs: (n_segments) DEVICE array, read by the kernel (keep it alive until the
+ * launch has run); w, g, buf: the arenas, indexed by each segment's offset.
+ * Segments must not overlap. n_segments == 0 launches nothing. */
+int wk_launch_sgd_f32(int n_segments, const wk_optim_segment *segs, bool nesterov, float *w,
+                      const float *g, float *buf, void *stream);
+/* AdamW likewise, bit for bit wk_optim_step:
+ *   p = w * decay;  m = exp_avg * b1 + c1 * g;  v = exp_avg_sq * b2 + (c2 * g) * g;
+ *   exp_avg = m;  exp_avg_sq = v;  w = p + (neg_step * m) / (sqrt(v) / bc2_sqrt + eps) */
+int wk_launch_adamw_f32(int n_segments, const wk_optim_segment *segs, float *w, const float *g,
+                        float *exp_avg, float *exp_avg_sq, void *stream);
+
+/* x[i] *= s (IEEE single multiply). x: (n). */
+int wk_launch_scale_f32(int64_t n, float s, float *x, void *stream);
+/* Sets *flag = 1 when some x[i] is NaN or infinite; never writes 0 (the caller
+ * zeroes the flag, so one flag can gather several tensors). x: (n); flag: one
+ * device int. */
+int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, void *stream);
 
 #ifdef __cplusplus
 }

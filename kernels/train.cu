@@ -1,0 +1,403 @@
+// train.cu - the kernels of a training step around the layers: dropout, global
+// average pooling, softmax cross-entropy, the reductions that feed the loss and
+// the bias gradients, the fused SGD and AdamW updates over the parameter arena,
+// gradient scaling and the non-finite check. Launchers and their contract:
+// wk_kernels.h.
+//
+// Each kernel states how it relates to its CPU reference (ref_template.inc,
+// optim_step.c). Where the contract says "bit for bit", the kernel does the
+// reference's IEEE operations in the reference's order with explicit _rn
+// intrinsics, so nvcc cannot fuse a multiply and an add into an FMA (the C
+// reference is built without contraction). Reductions are deterministic: a
+// fixed assignment of elements to threads and a fixed tree, never atomics.
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+
+#include "wk_kernels.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+// As eltwise.cu: enough blocks to fill any current GPU several times over; the
+// grid-stride loops cover the rest.
+constexpr int64_t kMaxBlocks = 65535;
+// The sum kernel's single block.
+constexpr int kSumThreads = 1024;
+// Blocks per segment of the optimizer kernels (gridDim.x). The launcher cannot
+// read the segments (device memory), so every segment gets the same number of
+// blocks: blocks past a small segment's end exit at once, a large segment's
+// blocks stride over it (256 threads x 64 blocks = 16384 elements a stride).
+constexpr int kOptimBlocksPerSegment = 64;
+constexpr int kOptimMaxSegmentBlocks = 65535;  // gridDim.y limit
+
+int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return (int)(b < kMaxBlocks ? b : kMaxBlocks);
+}
+
+cudaStream_t as_stream(void *s) { return static_cast<cudaStream_t>(s); }
+
+__device__ __forceinline__ int64_t first_index() {
+  return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return (int64_t)gridDim.x * blockDim.x; }
+
+// ------------------------------------------------------------------ Philox
+
+// Philox4x32-10 exactly as src/core/rng.c: same constants, rounds and word order.
+__device__ __forceinline__ uint32_t rng_at(uint64_t seed, uint64_t stream, uint64_t index) {
+  const uint64_t block = index >> 2;
+  uint32_t c0 = (uint32_t)block, c1 = (uint32_t)(block >> 32);
+  uint32_t c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+#pragma unroll
+  for (int round = 0; round < 10; round++) {
+    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  switch (index & 3) {
+    case 0: return c0;
+    case 1: return c1;
+    case 2: return c2;
+    default: return c3;
+  }
+}
+
+// wk_u32_to_unit: the top 24 bits, exact in float.
+__device__ __forceinline__ float u32_to_unit(uint32_t x) {
+  return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
+
+// ------------------------------------------------------------------ kernels
+
+// x, y: (n). Element i uses counter offset + i of stream (seed, stream_id).
+__global__ void dropout_kernel(int64_t n, double p, float scale, uint64_t seed,
+                               uint64_t stream_id, int64_t offset, const float *x, float *y) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const float u = u32_to_unit(rng_at(seed, stream_id, (uint64_t)(offset + i)));
+    y[i] = (double)u >= p ? __fmul_rn(x[i], scale) : 0.0f;
+  }
+}
+
+// x: (n, hw, c); y: (n, c). One thread per (i, ch), summing p in order.
+__global__ void global_avgpool_forward_kernel(int64_t n_out, int64_t hw, int64_t c,
+                                              const float *x, float *y) {
+  for (int64_t o = first_index(); o < n_out; o += grid_stride()) {
+    const int64_t i = o / c, ch = o - i * c;
+    const float *xp = x + i * hw * c + ch;
+    double acc = 0.0;
+    for (int64_t p = 0; p < hw; p++) acc = __dadd_rn(acc, (double)xp[p * c]);
+    y[o] = (float)__ddiv_rn(acc, (double)hw);
+  }
+}
+
+// dy: (n, c); dx: (n, hw, c); n_in = n * hw * c.
+__global__ void global_avgpool_backward_kernel(int64_t n_in, int64_t hw, int64_t c,
+                                               const float *dy, float *dx) {
+  for (int64_t e = first_index(); e < n_in; e += grid_stride()) {
+    const int64_t ch = e % c, i = e / (hw * c);
+    dx[e] = (float)__ddiv_rn((double)dy[i * c + ch], (double)hw);
+  }
+}
+
+// Sums v over the block (blockDim.x a power of two, sh of blockDim.x doubles);
+// every thread gets the total. The tree is fixed, so the result is too.
+__device__ double block_sum(double v, double *sh) {
+  __syncthreads();  // sh may still be read from a previous call
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] = __dadd_rn(sh[threadIdx.x], sh[threadIdx.x + s]);
+    __syncthreads();
+  }
+  return sh[0];
+}
+
+// Max over the block, with the reference's `>` (NaN never wins a comparison;
+// a NaN logit makes its row's sum, hence every output, NaN anyway).
+__device__ double block_max(double v, double *sh) {
+  __syncthreads();
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s && sh[threadIdx.x + s] > sh[threadIdx.x])
+      sh[threadIdx.x] = sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  return sh[0];
+}
+
+// One block per row (grid-stride over rows). logits, probs: (n, k); labels,
+// row_loss: (n). Dynamic shared memory: blockDim.x doubles.
+__global__ void softmax_xent_forward_kernel(int64_t n, int64_t k, double smoothing,
+                                            const float *logits, const int32_t *labels,
+                                            float *probs, float *row_loss) {
+  extern __shared__ double sh[];
+  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    const float *l = logits + i * k;
+    double mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < k; j += blockDim.x)
+      if ((double)l[j] > mx) mx = (double)l[j];
+    mx = block_max(mx, sh);
+    double sum = 0.0, sum_logits = 0.0;
+    for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
+      sum = __dadd_rn(sum, exp(__dsub_rn((double)l[j], mx)));
+      sum_logits = __dadd_rn(sum_logits, (double)l[j]);
+    }
+    sum = block_sum(sum, sh);
+    sum_logits = block_sum(sum_logits, sh);
+    if (probs)
+      for (int64_t j = threadIdx.x; j < k; j += blockDim.x)
+        probs[i * k + j] = (float)__ddiv_rn(exp(__dsub_rn((double)l[j], mx)), sum);
+    if (threadIdx.x == 0) {
+      const int32_t label = labels[i];
+      double loss = nan("");
+      if (label >= 0 && (int64_t)label < k) {
+        const double lse = __dadd_rn(mx, log(sum));
+        loss = __dsub_rn(__dsub_rn(lse, __dmul_rn(__dsub_rn(1.0, smoothing), (double)l[label])),
+                         __dmul_rn(__ddiv_rn(smoothing, (double)k), sum_logits));
+      }
+      row_loss[i] = (float)loss;
+    }
+  }
+}
+
+// probs, dlogits: (n, k), n_elems = n * k; labels: (n).
+__global__ void softmax_xent_backward_kernel(int64_t n_elems, int64_t k, double smoothing,
+                                             double scale, const float *probs,
+                                             const int32_t *labels, float *dlogits) {
+  const double off = __ddiv_rn(smoothing, (double)k), hit = __dsub_rn(1.0, smoothing);
+  for (int64_t e = first_index(); e < n_elems; e += grid_stride()) {
+    const int64_t i = e / k, j = e - i * k;
+    const double q = __dadd_rn(j == (int64_t)labels[i] ? hit : 0.0, off);
+    dlogits[e] = (float)__dmul_rn(scale, __dsub_rn((double)probs[e], q));
+  }
+}
+
+// One block of kSumThreads: thread t sums elements t, t + kSumThreads, ...
+__global__ void sum_kernel(int64_t n, const float *x, double *out) {
+  __shared__ double sh[kSumThreads];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc = __dadd_rn(acc, (double)x[i]);
+  acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+// x: (n, k); out: (k). One thread per column, rows in order.
+__global__ void sum_rows_kernel(int64_t n, int64_t k, const float *x, float *out) {
+  for (int64_t j = first_index(); j < k; j += grid_stride()) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; i++) acc = __dadd_rn(acc, (double)x[i * k + j]);
+    out[j] = (float)acc;
+  }
+}
+
+// Segments over gridDim.y (strided), elements of one segment over gridDim.x
+// blocks. The element loops are optim_step.c's, operation for operation.
+__global__ void sgd_kernel(int n_segments, const wk_optim_segment *segs, bool nesterov,
+                           float *w, const float *g, float *buf) {
+  for (int s = blockIdx.y; s < n_segments; s += gridDim.y) {
+    const wk_optim_segment c = segs[s];
+    float *ws = w + c.offset;
+    const float *gs = g + c.offset;
+    for (int64_t e = first_index(); e < c.numel; e += grid_stride()) {
+      const float wi = ws[e];
+      const float d = __fadd_rn(gs[e], __fmul_rn(c.wd, wi));
+      if (!buf) {
+        ws[e] = __fadd_rn(wi, __fmul_rn(c.neg_lr, d));
+        continue;
+      }
+      float *bs = buf + c.offset;
+      const float b = c.first ? d : __fadd_rn(__fmul_rn(bs[e], c.momentum), d);
+      bs[e] = b;
+      const float step = nesterov ? __fadd_rn(d, __fmul_rn(c.momentum, b)) : b;
+      ws[e] = __fadd_rn(wi, __fmul_rn(c.neg_lr, step));
+    }
+  }
+}
+
+__global__ void adamw_kernel(int n_segments, const wk_optim_segment *segs, float *w,
+                             const float *g, float *exp_avg, float *exp_avg_sq) {
+  for (int s = blockIdx.y; s < n_segments; s += gridDim.y) {
+    const wk_optim_segment c = segs[s];
+    for (int64_t e = first_index(); e < c.numel; e += grid_stride()) {
+      const int64_t i = c.offset + e;
+      const float gi = g[i];
+      const float p = __fmul_rn(w[i], c.decay);
+      const float m = __fadd_rn(__fmul_rn(exp_avg[i], c.b1), __fmul_rn(c.c1, gi));
+      const float v =
+          __fadd_rn(__fmul_rn(exp_avg_sq[i], c.b2), __fmul_rn(__fmul_rn(c.c2, gi), gi));
+      exp_avg[i] = m;
+      exp_avg_sq[i] = v;
+      const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.bc2_sqrt), c.eps);
+      w[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(c.neg_step, m), denom));
+    }
+  }
+}
+
+__global__ void scale_kernel(int64_t n, float s, float *x) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) x[i] = __fmul_rn(x[i], s);
+}
+
+// Exponent all ones = infinity or NaN. Racing stores all write 1.
+__global__ void nonfinite_kernel(int64_t n, const float *x, int *flag) {
+  bool bad = false;
+  for (int64_t i = first_index(); i < n; i += grid_stride())
+    bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
+  if (bad) *flag = 1;
+}
+
+// Rows of the softmax: a power of two from a warp to kThreads, about k threads.
+int xent_threads(int64_t k) {
+  int t = 32;
+  while (t < kThreads && t < k) t *= 2;
+  return t;
+}
+
+bool overflows(int64_t a, int64_t b, int64_t *prod) { return __builtin_mul_overflow(a, b, prod); }
+
+}  // namespace
+
+// ------------------------------------------------------------------ launchers
+
+static int dropout_launch(int64_t n, double p, uint64_t seed, uint64_t stream_id,
+                          int64_t offset, const float *x, float *y, void *stream) {
+  if (n < 0 || offset < 0 || offset > INT64_MAX - n || !(p >= 0.0 && p < 1.0) ||
+      (n > 0 && (!x || !y)))
+    return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  const float scale = (float)(1.0 / (1.0 - p));  // as the reference: in double, then float
+  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, p, scale, seed, stream_id,
+                                                                    offset, x, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed,
+                                             uint64_t stream_id, int64_t offset, const float *x,
+                                             float *y, void *stream) {
+  return dropout_launch(n, p, seed, stream_id, offset, x, y, stream);
+}
+
+extern "C" int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed,
+                                              uint64_t stream_id, int64_t offset,
+                                              const float *dy, float *dx, void *stream) {
+  return dropout_launch(n, p, seed, stream_id, offset, dy, dx, stream);
+}
+
+extern "C" int wk_launch_global_avgpool_forward_f32(int64_t n, int64_t hw, int64_t c,
+                                                    const float *x, float *y, void *stream) {
+  int64_t n_out = 0, n_in = 0;
+  if (n < 0 || hw < 0 || c < 0 || overflows(n, c, &n_out) || overflows(n_out, hw, &n_in))
+    return (int)cudaErrorInvalidValue;
+  if (n_out == 0) return (int)cudaSuccess;
+  if (hw < 1 || !x || !y) return (int)cudaErrorInvalidValue;
+  global_avgpool_forward_kernel<<<blocks_for(n_out), kThreads, 0, as_stream(stream)>>>(
+      n_out, hw, c, x, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_global_avgpool_backward_f32(int64_t n, int64_t hw, int64_t c,
+                                                     const float *dy, float *dx,
+                                                     void *stream) {
+  int64_t n_out = 0, n_in = 0;
+  if (n < 0 || hw < 0 || c < 0 || overflows(n, c, &n_out) || overflows(n_out, hw, &n_in))
+    return (int)cudaErrorInvalidValue;
+  if (n_in == 0) return (int)cudaSuccess;
+  if (!dy || !dx) return (int)cudaErrorInvalidValue;
+  global_avgpool_backward_kernel<<<blocks_for(n_in), kThreads, 0, as_stream(stream)>>>(
+      n_in, hw, c, dy, dx);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_softmax_xent_forward_f32(int64_t n, int64_t k, double smoothing,
+                                                  const float *logits, const int32_t *labels,
+                                                  float *probs, float *row_loss,
+                                                  void *stream) {
+  int64_t n_elems = 0;
+  if (n < 0 || k < 1 || !(smoothing >= 0.0 && smoothing <= 1.0) || overflows(n, k, &n_elems))
+    return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  if (!logits || !labels || !row_loss) return (int)cudaErrorInvalidValue;
+  const int threads = xent_threads(k);
+  const int blocks = (int)(n < kMaxBlocks ? n : kMaxBlocks);
+  softmax_xent_forward_kernel<<<blocks, threads, threads * sizeof(double), as_stream(stream)>>>(
+      n, k, smoothing, logits, labels, probs, row_loss);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing,
+                                                   double scale, const float *probs,
+                                                   const int32_t *labels, float *dlogits,
+                                                   void *stream) {
+  int64_t n_elems = 0;
+  if (n < 0 || k < 1 || !(smoothing >= 0.0 && smoothing <= 1.0) || overflows(n, k, &n_elems))
+    return (int)cudaErrorInvalidValue;
+  if (n_elems == 0) return (int)cudaSuccess;
+  if (!probs || !labels || !dlogits) return (int)cudaErrorInvalidValue;
+  softmax_xent_backward_kernel<<<blocks_for(n_elems), kThreads, 0, as_stream(stream)>>>(
+      n_elems, k, smoothing, scale, probs, labels, dlogits);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_sum_f32(int64_t n, const float *x, double *out, void *stream) {
+  if (n < 0 || !out || (n > 0 && !x)) return (int)cudaErrorInvalidValue;
+  sum_kernel<<<1, kSumThreads, 0, as_stream(stream)>>>(n, x, out);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_sum_rows_f32(int64_t n, int64_t k, const float *x, float *out,
+                                      void *stream) {
+  int64_t n_elems = 0;
+  if (n < 0 || k < 0 || overflows(n, k, &n_elems)) return (int)cudaErrorInvalidValue;
+  if (k == 0) return (int)cudaSuccess;
+  if (!out || (n > 0 && !x)) return (int)cudaErrorInvalidValue;
+  sum_rows_kernel<<<blocks_for(k), kThreads, 0, as_stream(stream)>>>(n, k, x, out);
+  return (int)cudaGetLastError();
+}
+
+static dim3 optim_grid(int n_segments) {
+  return dim3(kOptimBlocksPerSegment,
+              n_segments < kOptimMaxSegmentBlocks ? n_segments : kOptimMaxSegmentBlocks);
+}
+
+extern "C" int wk_launch_sgd_f32(int n_segments, const wk_optim_segment *segs, bool nesterov,
+                                 float *w, const float *g, float *buf, void *stream) {
+  if (n_segments < 0 || (n_segments > 0 && (!segs || !w || !g)))
+    return (int)cudaErrorInvalidValue;
+  if (n_segments == 0) return (int)cudaSuccess;
+  sgd_kernel<<<optim_grid(n_segments), kThreads, 0, as_stream(stream)>>>(n_segments, segs,
+                                                                          nesterov, w, g, buf);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_adamw_f32(int n_segments, const wk_optim_segment *segs, float *w,
+                                   const float *g, float *exp_avg, float *exp_avg_sq,
+                                   void *stream) {
+  if (n_segments < 0 || (n_segments > 0 && (!segs || !w || !g || !exp_avg || !exp_avg_sq)))
+    return (int)cudaErrorInvalidValue;
+  if (n_segments == 0) return (int)cudaSuccess;
+  adamw_kernel<<<optim_grid(n_segments), kThreads, 0, as_stream(stream)>>>(
+      n_segments, segs, w, g, exp_avg, exp_avg_sq);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_scale_f32(int64_t n, float s, float *x, void *stream) {
+  if (n < 0 || (n > 0 && !x)) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, s, x);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, void *stream) {
+  if (n < 0 || (n > 0 && (!x || !flag))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  nonfinite_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, flag);
+  return (int)cudaGetLastError();
+}
