@@ -10,7 +10,9 @@
  *   0 (cudaSuccess) when the kernel was queued; cudaErrorInvalidValue (1) for
  *   arguments the launcher rejects before launching. Faults during execution
  *   appear at the next synchronising call. Check it with WK_CUDA_TRY.
- * - n == 0 (or an empty batch) launches nothing and returns 0.
+ * - n == 0 (or an empty batch) launches nothing and returns 0, except for the
+ *   reductions that must still write their (zero) result: wk_launch_sum_f32 and
+ *   wk_launch_sum_rows_f32 with no rows.
  * Semantics are those of the reference ops in src/ops/ref_template.inc, bit for
  * bit for the elementwise ops (same comparisons, IEEE single-precision add). */
 #ifndef WK_KERNELS_H

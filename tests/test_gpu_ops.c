@@ -6,7 +6,11 @@
  *   device calls failing cleanly (not aborting) when there is no device.
  * - "gpu_kernels" runs every kernel on a device, on random inputs of odd sizes,
  *   and compares with the CPU reference: bit for bit for relu, relu6 and add,
- *   normalised error <= 1e-6 for the uint8 -> float normalisation.
+ *   normalised error <= 1e-6 for the uint8 -> float normalisation; for the
+ *   training kernels (train.cu) bit for bit for dropout, global average pool,
+ *   the softmax cross-entropy backward, column sums, SGD, AdamW and scale,
+ *   1e-6 relative per element for the softmax forward (probabilities and row
+ *   losses), 1e-10 relative for the double sum.
  * With no device the host suite still runs and the process then exits 77, which
  * ctest reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt). */
 #include <check.h>
@@ -19,6 +23,7 @@
 #include "cuda/cuda_backend.h"
 #include "ops/ref.h"
 #include "test_util.h"
+#include "train/optim_impl.h"
 #include "wk_kernels.h"
 
 enum { WKT_SKIP = 77 };
@@ -70,6 +75,14 @@ static float *device_f32(const float *host, int64_t n) {
 
 static void to_host(float *host, const float *dev, int64_t n) {
   CK_WK(wk_cuda_copy_d2h(host, dev, (size_t)n * sizeof(float)));
+}
+
+/* A device copy of n_bytes of host memory (n_bytes > 0). */
+static void *device_copy(const void *host, size_t n_bytes) {
+  void *d = NULL;
+  CK_WK(wk_cuda_malloc(&d, n_bytes));
+  CK_WK(wk_cuda_copy_h2d(d, host, n_bytes));
+  return d;
 }
 
 /* ------------------------------------------------------------------ host suite */
@@ -160,6 +173,59 @@ START_TEST(test_launch_arguments) {
   ck_assert_int_eq(
       wk_launch_normalize_u8_f32(INT64_MAX, INT64_MAX, 1, 1, NULL, NULL, mean, sd, NULL, NULL),
       bad);
+}
+END_TEST
+
+/* The training kernels' launchers (train.cu): empty work launches nothing,
+ * bad arguments are rejected before any CUDA call. */
+START_TEST(test_launch_arguments_train) {
+  const int bad = (int)cudaErrorInvalidValue;
+  float *fake = (float *)&n_devices; /* never dereferenced: rejected first */
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(0, 0.5, 1, 2, 3, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(-1, 0.5, 1, 2, 3, NULL, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(4, 1.0, 1, 2, 3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(4, -0.1, 1, 2, 3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(4, NAN, 1, 2, 3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(4, 0.5, 1, 2, -1, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_forward_f32(4, 0.5, 1, 2, INT64_MAX - 2, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_dropout_backward_f32(4, 0.5, 1, 2, 3, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_global_avgpool_forward_f32(0, 5, 3, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_global_avgpool_forward_f32(2, 0, 3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_global_avgpool_forward_f32(2, 5, -3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_global_avgpool_forward_f32(INT64_MAX, 2, 2, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_global_avgpool_backward_f32(2, 0, 3, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_global_avgpool_backward_f32(2, 5, 3, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_softmax_xent_forward_f32(0, 10, 0.1, NULL, NULL, NULL, NULL, NULL),
+                   0);
+  ck_assert_int_eq(wk_launch_softmax_xent_forward_f32(1, 0, 0.1, fake, NULL, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_softmax_xent_forward_f32(1, 10, 1.5, fake, NULL, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_softmax_xent_forward_f32(1, 10, 0.1, fake, NULL, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_f32(0, 10, 0.1, 1.0, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_f32(2, 10, -0.1, 1.0, fake, NULL, fake, NULL), bad);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_f32(2, 10, 0.1, 1.0, fake, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_sum_f32(-1, NULL, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_sum_f32(0, NULL, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_sum_rows_f32(5, 0, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_sum_rows_f32(5, 3, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_sum_rows_f32(INT64_MAX, 3, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_sgd_f32(0, NULL, true, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_sgd_f32(-1, NULL, true, NULL, NULL, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_sgd_f32(1, NULL, false, fake, fake, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_adamw_f32(0, NULL, NULL, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_adamw_f32(2, (const wk_optim_segment *)fake, fake, fake, fake, NULL,
+                                       NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_scale_f32(0, 2.0f, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_scale_f32(3, 2.0f, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_nonfinite_f32(0, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_nonfinite_f32(3, fake, NULL, NULL), bad);
 }
 END_TEST
 
@@ -338,6 +404,373 @@ START_TEST(test_normalize) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ training kernels */
+
+/* Dropout forward and backward, out of place and in place: the mask of
+ * wk_dropout_ref_f32 bit for bit, at an odd counter offset (Philox blocks of 4
+ * words split across elements) and for p = 0, a typical p and a large one. */
+START_TEST(test_dropout) {
+  const int64_t n = sizes[_i];
+  const double ps[] = {0.0, 0.1, 0.5, 0.9};
+  float *x = host_f32(n), *want = host_f32(n), *got = host_f32(n);
+  wkt_fill_f32(x, n, 600 + (uint64_t)_i, -4.0f, 4.0f);
+  plant_specials(x, n);
+  float *d_x = device_f32(x, n), *d_y = device_f32(NULL, n), *d_z = device_f32(NULL, n);
+  for (size_t t = 0; t < sizeof ps / sizeof ps[0]; t++) {
+    const uint64_t seed = 0x123456789abcdefull + t, stream_id = 0xfedcba987654321ull;
+    const int64_t offset = 1000000007 + (int64_t)t;
+    wk_dropout_ref_f32(ps[t], seed, stream_id, offset, n, x, want);
+    CK_LAUNCH(wk_launch_dropout_forward_f32(n, ps[t], seed, stream_id, offset, d_x, d_y, NULL));
+    to_host(got, d_y, n);
+    ck_same_f32("dropout forward", got, want, n);
+    CK_WK(wk_cuda_copy_h2d(d_z, x, (size_t)n * sizeof(float)));
+    CK_LAUNCH(wk_launch_dropout_backward_f32(n, ps[t], seed, stream_id, offset, d_z, d_z, NULL));
+    to_host(got, d_z, n);
+    ck_same_f32("dropout backward in place", got, want, n);
+  }
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_z));
+  free(x), free(want), free(got);
+}
+END_TEST
+
+typedef struct pool_case {
+  int64_t n, hw, c;
+} pool_case;
+
+static const pool_case pool_cases[] = {{1, 1, 1},   {2, 49, 3},    {3, 7, 257},
+                                       {5, 64, 2048}, {1, 1000003, 1}, {256, 49, 512}};
+enum { N_POOL_CASES = sizeof pool_cases / sizeof pool_cases[0] };
+
+/* Global average pool forward and backward: bit for bit the reference (the
+ * same double sums in the same order). */
+START_TEST(test_global_avgpool) {
+  const pool_case *k = &pool_cases[_i];
+  const int64_t n_in = k->n * k->hw * k->c, n_out = k->n * k->c;
+  float *x = host_f32(n_in), *dy = host_f32(n_out);
+  float *want_y = host_f32(n_out), *got_y = host_f32(n_out);
+  float *want_dx = host_f32(n_in), *got_dx = host_f32(n_in);
+  wkt_fill_f32(x, n_in, 700 + (uint64_t)_i, -3.0f, 5.0f);
+  wkt_fill_f32(dy, n_out, 800 + (uint64_t)_i, -1.0f, 1.0f);
+  wk_global_avgpool_forward_ref_f32(k->n, k->hw, k->c, x, want_y);
+  wk_global_avgpool_backward_ref_f32(k->n, k->hw, k->c, dy, want_dx);
+  float *d_x = device_f32(x, n_in), *d_y = device_f32(NULL, n_out);
+  float *d_dy = device_f32(dy, n_out), *d_dx = device_f32(NULL, n_in);
+  CK_LAUNCH(wk_launch_global_avgpool_forward_f32(k->n, k->hw, k->c, d_x, d_y, NULL));
+  CK_LAUNCH(wk_launch_global_avgpool_backward_f32(k->n, k->hw, k->c, d_dy, d_dx, NULL));
+  to_host(got_y, d_y, n_out);
+  to_host(got_dx, d_dx, n_in);
+  ck_same_f32("global avgpool forward", got_y, want_y, n_out);
+  ck_same_f32("global avgpool backward", got_dx, want_dx, n_in);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_dx));
+  free(x), free(dy), free(want_y), free(got_y), free(want_dx), free(got_dx);
+}
+END_TEST
+
+typedef struct xent_case {
+  int64_t n, k;
+  double smoothing;
+} xent_case;
+
+static const xent_case xent_cases[] = {{1, 1, 0.0},   {3, 10, 0.1},   {64, 10, 0.1},
+                                       {7, 1000, 0.0}, {5, 1001, 0.2}, {2, 100003, 0.1},
+                                       {300, 33, 1.0}};
+enum { N_XENT_CASES = sizeof xent_cases / sizeof xent_cases[0] };
+
+/* |got - want| <= 1e-6 |want| + floor element by element (a few float ulps),
+ * NaN only where want is NaN. */
+static void ck_close_f32(const char *what, const float *got, const float *want, int64_t n,
+                         double floor) {
+  for (int64_t i = 0; i < n; i++) {
+    const double g = got[i], w = want[i];
+    if (isnan(g) && isnan(w)) continue;
+    ck_assert_msg(fabs(g - w) <= 1e-6 * fabs(w) + floor,
+                  "%s: element %lld of %lld: got %a, want %a", what, (long long)i, (long long)n,
+                  g, w);
+  }
+}
+
+/* Softmax cross-entropy: probs and per-row losses within 1e-6 relative of the
+ * reference (run row by row for the per-row loss; plus 1e-9 absolute for the
+ * loss, a difference of terms of size ~10 that can cancel to near 0), their wk_launch_sum_f32 total
+ * within 1e-6 of the reference's double total; rows with labels -1 and k give
+ * NaN losses without disturbing the others; the backward bit for bit the
+ * reference's on the same probabilities, with dloss 1 over the batch. */
+START_TEST(test_softmax_xent) {
+  const xent_case *c = &xent_cases[_i];
+  const int64_t n = c->n, k = c->k, nk = n * k;
+  float *logits = host_f32(nk), *want_p = host_f32(nk), *got_p = host_f32(nk);
+  float *want_loss = host_f32(n), *got_loss = host_f32(n);
+  float *want_d = host_f32(nk), *got_d = host_f32(nk);
+  int32_t *labels = malloc((size_t)n * sizeof *labels);
+  ck_assert_ptr_nonnull(labels);
+  wkt_fill_f32(logits, nk, 900 + (uint64_t)_i, -12.0f, 12.0f);
+  wk_rng r = wk_rng_make(950 + (uint64_t)_i, 0);
+  for (int64_t i = 0; i < n; i++) labels[i] = (int32_t)wk_rng_below(&r, (uint32_t)k);
+  double want_total = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    double row = 0.0;
+    wk_softmax_xent_forward_ref_f32(1, k, c->smoothing, logits + i * k, labels + i,
+                                    want_p + i * k, &row);
+    want_loss[i] = (float)row;
+    want_total += row;
+  }
+  float *d_logits = device_f32(logits, nk), *d_p = device_f32(NULL, nk);
+  float *d_loss = device_f32(NULL, n), *d_d = device_f32(NULL, nk);
+  int32_t *d_labels = device_copy(labels, (size_t)n * sizeof *labels);
+  double *d_total = NULL, got_total = 0.0;
+  CK_WK(wk_cuda_malloc((void **)&d_total, sizeof *d_total));
+
+  CK_LAUNCH(wk_launch_softmax_xent_forward_f32(n, k, c->smoothing, d_logits, d_labels, d_p,
+                                               d_loss, NULL));
+  CK_LAUNCH(wk_launch_sum_f32(n, d_loss, d_total, NULL));
+  to_host(got_p, d_p, nk);
+  to_host(got_loss, d_loss, n);
+  CK_WK(wk_cuda_copy_d2h(&got_total, d_total, sizeof got_total));
+  ck_close_f32("softmax probs", got_p, want_p, nk, 1e-38);
+  ck_close_f32("softmax row loss", got_loss, want_loss, n, 1e-9);
+  ck_assert_msg(fabs(got_total - want_total) <= 1e-6 * fabs(want_total) + 1e-9,
+                "loss total %.17g, want %.17g", got_total, want_total);
+
+  /* Backward from the device's probabilities, so only the backward is tested. */
+  wk_softmax_xent_backward_ref_f32(n, k, c->smoothing, n, got_p, labels, 1.0, want_d);
+  CK_LAUNCH(wk_launch_softmax_xent_backward_f32(n, k, c->smoothing, 1.0 / (double)n, d_p,
+                                                d_labels, d_d, NULL));
+  to_host(got_d, d_d, nk);
+  ck_same_f32("softmax xent backward", got_d, want_d, nk);
+  CK_LAUNCH(wk_launch_softmax_xent_backward_f32(n, k, c->smoothing, 1.0 / (double)n, d_p,
+                                                d_labels, d_p, NULL));
+  to_host(got_d, d_p, nk);
+  ck_same_f32("softmax xent backward in place", got_d, want_d, nk);
+
+  if (n >= 3) { /* out-of-range labels: NaN loss for those rows only */
+    labels[0] = -1, labels[n - 1] = (int32_t)k;
+    CK_WK(wk_cuda_copy_h2d(d_labels, labels, (size_t)n * sizeof *labels));
+    CK_LAUNCH(wk_launch_softmax_xent_forward_f32(n, k, c->smoothing, d_logits, d_labels, d_p,
+                                                 d_loss, NULL));
+    to_host(got_loss, d_loss, n);
+    to_host(got_p, d_p, nk);
+    ck_assert(isnan(got_loss[0]) && isnan(got_loss[n - 1]));
+    ck_close_f32("softmax row loss, good rows", got_loss + 1, want_loss + 1, n - 2, 1e-9);
+    ck_close_f32("softmax probs, bad labels", got_p, want_p, nk, 1e-38);
+  }
+
+  CK_WK(wk_cuda_free(d_logits));
+  CK_WK(wk_cuda_free(d_p));
+  CK_WK(wk_cuda_free(d_loss));
+  CK_WK(wk_cuda_free(d_d));
+  CK_WK(wk_cuda_free(d_labels));
+  CK_WK(wk_cuda_free(d_total));
+  free(logits), free(want_p), free(got_p), free(want_loss), free(got_loss), free(want_d),
+      free(got_d), free(labels);
+}
+END_TEST
+
+/* wk_launch_sum_f32: within 1e-10 relative of the sequential double sum of
+ * positive values, the same bits on a second run, and 0 for n == 0. */
+START_TEST(test_sum) {
+  const int64_t n = sizes[_i];
+  float *x = host_f32(n);
+  wkt_fill_f32(x, n, 1000 + (uint64_t)_i, 0.0f, 3.0f);
+  double want = 0.0, got = -1.0, again = -2.0;
+  for (int64_t i = 0; i < n; i++) want += (double)x[i];
+  float *d_x = device_f32(x, n);
+  double *d_out = NULL;
+  CK_WK(wk_cuda_malloc((void **)&d_out, sizeof *d_out));
+  CK_LAUNCH(wk_launch_sum_f32(n, d_x, d_out, NULL));
+  CK_WK(wk_cuda_copy_d2h(&got, d_out, sizeof got));
+  CK_LAUNCH(wk_launch_sum_f32(n, d_x, d_out, NULL));
+  CK_WK(wk_cuda_copy_d2h(&again, d_out, sizeof again));
+  ck_assert_msg(fabs(got - want) <= 1e-10 * want, "sum %.17g, want %.17g", got, want);
+  ck_assert(memcmp(&got, &again, sizeof got) == 0);
+  CK_LAUNCH(wk_launch_sum_f32(0, d_x, d_out, NULL));
+  CK_WK(wk_cuda_copy_d2h(&got, d_out, sizeof got));
+  ck_assert(got == 0.0);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_out));
+  free(x);
+}
+END_TEST
+
+typedef struct rows_case {
+  int64_t n, k;
+} rows_case;
+
+static const rows_case rows_cases[] = {{1, 1}, {0, 5}, {256, 10}, {7, 1000}, {1000, 3},
+                                       {33, 70001}};
+enum { N_ROWS_CASES = sizeof rows_cases / sizeof rows_cases[0] };
+
+/* wk_launch_sum_rows_f32: bit for bit the bias gradient of
+ * wk_linear_backward_ref_f32 (zeros for no rows). */
+START_TEST(test_sum_rows) {
+  const rows_case *c = &rows_cases[_i];
+  const int64_t nk = c->n * c->k;
+  float *x = host_f32(nk > 0 ? nk : 1), *want = host_f32(c->k), *got = host_f32(c->k);
+  wkt_fill_f32(x, nk, 1100 + (uint64_t)_i, -2.0f, 2.0f);
+  wk_linear_backward_ref_f32(c->n, 1, c->k, NULL, NULL, x, NULL, NULL, want);
+  float *d_x = device_f32(x, nk > 0 ? nk : 1), *d_out = device_f32(NULL, c->k);
+  for (int64_t j = 0; j < c->k; j++) got[j] = NAN;
+  CK_WK(wk_cuda_copy_h2d(d_out, got, (size_t)c->k * sizeof(float)));
+  CK_LAUNCH(wk_launch_sum_rows_f32(c->n, c->k, d_x, d_out, NULL));
+  to_host(got, d_out, c->k);
+  ck_same_f32("sum rows", got, want, c->k);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_out));
+  free(x), free(want), free(got);
+}
+END_TEST
+
+/* The optimizer test's arena: parameters of odd sizes with gaps between them
+ * (never written), a no-decay bias, a frozen one and discriminative rates. */
+enum { OPT_N_PARAMS = 6 };
+static const size_t opt_offsets[OPT_N_PARAMS] = {0, 3, 20, 300, 1000400, 1000800};
+static const size_t opt_numels[OPT_N_PARAMS] = {1, 7, 257, 1000003, 300, 33};
+static const size_t opt_n_elems = 1000840;
+
+static void opt_params(wk_param *p) {
+  memset(p, 0, OPT_N_PARAMS * sizeof *p);
+  for (int i = 0; i < OPT_N_PARAMS; i++) {
+    snprintf(p[i].name, sizeof p[i].name, "p%d", i);
+    p[i].ndim = 1;
+    p[i].shape[0] = (int64_t)opt_numels[i];
+    p[i].offset = opt_offsets[i];
+    p[i].numel = opt_numels[i];
+    p[i].lr_scale = i == 2 ? 0.1f : 1.0f;
+  }
+  p[1].flags = WK_PARAM_NO_DECAY;
+  p[4].flags = WK_PARAM_FROZEN;
+}
+
+/* Segments of this step from the coefficients wk_optim_step just used. */
+static int opt_segments(const wk_optim *o, wk_optim_segment *segs) {
+  int n = 0;
+  for (size_t i = 0; i < o->n_params; i++) {
+    const wk_optim_coef *c = &o->coef[i];
+    if (!c->active) continue;
+    segs[n++] = (wk_optim_segment){
+        .offset = (int64_t)o->params[i].offset, .numel = (int64_t)o->params[i].numel,
+        .neg_lr = c->neg_lr, .wd = c->wd, .momentum = c->momentum, .first = c->first,
+        .decay = c->decay, .b1 = c->b1, .c1 = c->c1, .b2 = c->b2, .c2 = c->c2,
+        .bc2_sqrt = c->bc2_sqrt, .eps = c->eps, .neg_step = c->neg_step};
+  }
+  return n;
+}
+
+/* optim: 0 = SGD plain, 1 = SGD momentum, 2 = SGD nesterov, 3 = AdamW. Four
+ * steps of wk_optim_step on the CPU and of the launcher on the device from the
+ * same start and gradients: weights and every state array bit for bit after
+ * each step (the parameter's first step included), the gaps and the frozen
+ * parameter untouched on both. */
+START_TEST(test_optim) {
+  wk_optim_config cfg = wk_optim_config_default(_i == 3 ? WK_OPTIM_ADAMW : WK_OPTIM_SGD);
+  cfg.weight_decay = _i == 3 ? 0.05 : 5e-4;
+  if (_i == 0) cfg.momentum = 0.0;
+  if (_i == 2) cfg.nesterov = true;
+  wk_param params[OPT_N_PARAMS];
+  opt_params(params);
+  wk_optim *o = NULL;
+  CK_WK(wk_optim_create(&cfg, params, OPT_N_PARAMS, opt_n_elems, &o));
+  const int64_t n = (int64_t)opt_n_elems;
+  float *w = host_f32(n), *g = host_f32(n), *got = host_f32(n), *want = host_f32(n);
+  wkt_fill_f32(w, n, 1200 + (uint64_t)_i, -1.0f, 1.0f);
+  float *d_w = device_f32(w, n), *d_g = device_f32(NULL, n);
+  float *d_s[WK_OPTIM_MAX_STATE] = {NULL, NULL};
+  const size_t n_state = wk_optim_state_count(o);
+  for (size_t s = 0; s < n_state; s++) {
+    CK_WK(wk_optim_state_get(o, wk_optim_state_name(o, s), want, opt_n_elems));
+    d_s[s] = device_f32(want, n);
+  }
+  wk_optim_segment segs[OPT_N_PARAMS];
+  wk_optim_segment *d_segs = NULL;
+  CK_WK(wk_cuda_malloc((void **)&d_segs, sizeof segs));
+  for (int step = 0; step < 4; step++) {
+    wkt_fill_f32(g, n, 1300 + 10 * (uint64_t)_i + (uint64_t)step, -0.5f, 0.5f);
+    if (step == 2) g[5] = 1e-30f, g[6] = 0.0f; /* tiny second moments */
+    CK_WK(wk_cuda_copy_h2d(d_g, g, (size_t)n * sizeof(float)));
+    CK_WK(wk_optim_step(o, NULL, w, g, 0.05 / (1 + step)));
+    const int n_segs = opt_segments(o, segs);
+    ck_assert_int_eq(n_segs, OPT_N_PARAMS - 1);
+    CK_WK(wk_cuda_copy_h2d(d_segs, segs, (size_t)n_segs * sizeof segs[0]));
+    if (_i == 3) CK_LAUNCH(wk_launch_adamw_f32(n_segs, d_segs, d_w, d_g, d_s[0], d_s[1], NULL));
+    else CK_LAUNCH(wk_launch_sgd_f32(n_segs, d_segs, cfg.nesterov, d_w, d_g, d_s[0], NULL));
+    to_host(got, d_w, n);
+    ck_same_f32("optimizer weights", got, w, n);
+    for (size_t s = 0; s < n_state; s++) {
+      CK_WK(wk_optim_state_get(o, wk_optim_state_name(o, s), want, opt_n_elems));
+      to_host(got, d_s[s], n);
+      ck_same_f32(wk_optim_state_name(o, s), got, want, n);
+    }
+  }
+  CK_WK(wk_cuda_free(d_w));
+  CK_WK(wk_cuda_free(d_g));
+  for (size_t s = 0; s < n_state; s++) CK_WK(wk_cuda_free(d_s[s]));
+  CK_WK(wk_cuda_free(d_segs));
+  wk_optim_destroy(o);
+  free(w), free(g), free(got), free(want);
+}
+END_TEST
+
+/* x *= s bit for bit the float product, in place, denormals included. */
+START_TEST(test_scale) {
+  const int64_t n = sizes[_i];
+  const float s = 0.3f / 7.0f;
+  float *x = host_f32(n), *want = host_f32(n), *got = host_f32(n);
+  wkt_fill_f32(x, n, 1400 + (uint64_t)_i, -100.0f, 100.0f);
+  plant_specials(x, n);
+  for (int64_t i = 0; i < n; i++) want[i] = x[i] * s;
+  float *d_x = device_f32(x, n);
+  CK_LAUNCH(wk_launch_scale_f32(n, s, d_x, NULL));
+  to_host(got, d_x, n);
+  ck_same_f32("scale", got, want, n);
+  CK_WK(wk_cuda_free(d_x));
+  free(x), free(want), free(got);
+}
+END_TEST
+
+/* The flag is set by a NaN, +Inf or -Inf anywhere (first, middle, last
+ * element), not by finite extremes, and never cleared. */
+START_TEST(test_nonfinite) {
+  const int64_t n = sizes[_i];
+  float *x = host_f32(n);
+  wkt_fill_f32(x, n, 1500 + (uint64_t)_i, -1.0f, 1.0f);
+  x[0] = 3.4028235e38f;
+  if (n > 1) x[1] = -1e-45f;
+  float *d_x = device_f32(x, n);
+  int *d_flag = NULL, flag = -1;
+  const int zero = 0;
+  CK_WK(wk_cuda_malloc((void **)&d_flag, sizeof flag));
+  CK_WK(wk_cuda_copy_h2d(d_flag, &zero, sizeof zero));
+  CK_LAUNCH(wk_launch_nonfinite_f32(n, d_x, d_flag, NULL));
+  CK_WK(wk_cuda_copy_d2h(&flag, d_flag, sizeof flag));
+  ck_assert_int_eq(flag, 0);
+  const float bads[] = {NAN, INFINITY, -INFINITY};
+  const int64_t where[] = {0, n / 2, n - 1};
+  for (int b = 0; b < 3; b++)
+    for (int p = 0; p < 3; p++) {
+      const float keep = x[where[p]];
+      x[where[p]] = bads[b];
+      CK_WK(wk_cuda_copy_h2d(d_x, x, (size_t)n * sizeof(float)));
+      CK_WK(wk_cuda_copy_h2d(d_flag, &zero, sizeof zero));
+      CK_LAUNCH(wk_launch_nonfinite_f32(n, d_x, d_flag, NULL));
+      CK_WK(wk_cuda_copy_d2h(&flag, d_flag, sizeof flag));
+      ck_assert_msg(flag == 1, "%g at %lld of %lld not flagged", (double)bads[b],
+                    (long long)where[p], (long long)n);
+      x[where[p]] = keep;
+    }
+  CK_WK(wk_cuda_copy_h2d(d_x, x, (size_t)n * sizeof(float)));
+  CK_LAUNCH(wk_launch_nonfinite_f32(n, d_x, d_flag, NULL)); /* flag still 1: kept */
+  CK_WK(wk_cuda_copy_d2h(&flag, d_flag, sizeof flag));
+  ck_assert_int_eq(flag, 1);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_flag));
+  free(x);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ runner */
 
 static Suite *host_suite(void) {
@@ -346,6 +779,7 @@ static Suite *host_suite(void) {
   tcase_add_test(tc, test_describe);
   tcase_add_test(tc, test_try_macros);
   tcase_add_test(tc, test_launch_arguments);
+  tcase_add_test(tc, test_launch_arguments_train);
   tcase_add_test(tc, test_device_errors);
   suite_add_tcase(s, tc);
   return s;
@@ -360,6 +794,17 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tc, test_add, 0, N_SIZES);
   tcase_add_loop_test(tc, test_normalize, 0, N_NORM_CASES);
   suite_add_tcase(s, tc);
+  TCase *tt = tcase_create("train");
+  tcase_set_timeout(tt, 120);
+  tcase_add_loop_test(tt, test_dropout, 0, N_SIZES);
+  tcase_add_loop_test(tt, test_global_avgpool, 0, N_POOL_CASES);
+  tcase_add_loop_test(tt, test_softmax_xent, 0, N_XENT_CASES);
+  tcase_add_loop_test(tt, test_sum, 0, N_SIZES);
+  tcase_add_loop_test(tt, test_sum_rows, 0, N_ROWS_CASES);
+  tcase_add_loop_test(tt, test_optim, 0, 4);
+  tcase_add_loop_test(tt, test_scale, 0, N_SIZES);
+  tcase_add_loop_test(tt, test_nonfinite, 0, N_SIZES);
+  suite_add_tcase(s, tt);
   return s;
 }
 
