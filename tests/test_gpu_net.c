@@ -1,0 +1,260 @@
+/* test_gpu_net.c - networks on the GPU (wk_net_use_gpu, src/cuda/cuda_net.c)
+ * against the same networks on the CPU.
+ *
+ * Every node type runs on the device: the zoo's smallcnn, resnet18 and
+ * mobilenetv2 (conv with groups, batchnorm, relu, relu6, max pool, global
+ * average pool, linear, add, dropout) and a hand-built graph for the rest
+ * (dilated conv with bias, average pooling with and without the padding
+ * counted, flatten). For each: evaluation forward, training forward (outputs
+ * and the batchnorm running statistics it moves), backward (the whole gradient
+ * arena), and three SGD steps through the trainer (losses and final weights).
+ *
+ * Tolerances (normalised error, max |gpu - cpu| / max |cpu|): 1e-4 for
+ * outputs and 2e-4 for gradients, statistics and weights after steps. Both
+ * sides compute in float32 without TF32 (cuDNN FMA math, cuBLAS default), but
+ * with different summation orders and algorithms (Winograd on the CPU, cuDNN's
+ * choices on the GPU), so bit equality is not expected; 1e-4 is ~1000 float
+ * ulps of accumulated rounding over a few layers and far below any real error
+ * (a wrong index or a missing term shows as O(1)).
+ *
+ * Without a device, the suite checks only that the failure is clean and exits
+ * 77 (ctest: skipped). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda.h"
+#include "nn/net.h"
+#include "nn/zoo.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+enum { WKT_SKIP = 77 };
+static int n_devices;
+
+typedef wk_net *(*wkt_builder)(wk_ctx *ctx);
+
+static wk_net *wkt_zoo(wk_ctx *ctx, const char *arch, int size, float width) {
+  wk_arch_opts o = wk_arch_opts_default(5);
+  o.in_h = o.in_w = size;
+  o.width = width;
+  wk_net *net = NULL;
+  ck_assert_msg(wk_zoo_build(ctx, arch, &o, 11, &net) == WK_OK, "%s: %s", arch, wk_last_error());
+  return net;
+}
+
+static wk_net *wkt_smallcnn(wk_ctx *ctx) { return wkt_zoo(ctx, "smallcnn", 32, 1.0f); }
+static wk_net *wkt_resnet18(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 64, 1.0f); }
+static wk_net *wkt_mobilenet(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 64, 0.5f); }
+
+/* The ops the zoo does not use: dilated conv with bias, both average pools, flatten. */
+static wk_net *wkt_misc(wk_ctx *ctx) {
+  wk_net *net = NULL;
+  ck_assert_int_eq(wk_net_create(ctx, 20, 20, 3, &net), WK_OK);
+  wk_conv2d_params cp = wk_conv2d_params_make(1, 2, 1);
+  cp.dilation_h = cp.dilation_w = 2;
+  int x = wk_net_conv(net, "conv", 0, 8, 3, 3, &cp, true);
+  x = wk_net_batchnorm(net, "bn", x, 1e-5f, 0.1f);
+  x = wk_net_act(net, "relu", x, WK_ACT_RELU);
+  wk_pool2d_params ap = wk_pool2d_params_make(3, 2, 1);
+  ap.count_include_pad = true;
+  x = wk_net_avgpool(net, "pool_incl", x, &ap);
+  ap.count_include_pad = false;
+  x = wk_net_avgpool(net, "pool_excl", x, &ap);
+  x = wk_net_flatten(net, "flatten", x);
+  x = wk_net_linear(net, "fc", x, 4, true);
+  ck_assert_int_ge(x, 0);
+  ck_assert_msg(wk_net_finalize(net, 5) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+/* Non-trivial batchnorm statistics and affine parameters, as a trained net has. */
+static void wkt_perturb(wk_net *net) {
+  size_t np, nb;
+  const wk_param *p = wk_net_params(net, &np);
+  const wk_param *b = wk_net_buffers(net, &nb);
+  for (size_t i = 0; i < np; i++)
+    if (p[i].ndim == 1)
+      wkt_fill_f32(wk_net_weights(net) + p[i].offset, (int64_t)p[i].numel, 100 + i, 0.5f, 1.5f);
+  for (size_t i = 0; i < nb; i++)
+    wkt_fill_f32(wk_net_buffer_data(net) + b[i].offset, (int64_t)b[i].numel, 200 + i, 0.2f,
+                 1.0f);
+  wk_net_weights_changed(net);
+}
+
+static void ck_close(const char *what, const float *gpu, const float *cpu, int64_t n, double tol) {
+  const double e = wkt_rel_err(gpu, cpu, n, 1e-6);
+  ck_assert_msg(e <= tol, "%s: normalised error %g > %g", what, e, tol);
+}
+
+static void wkt_compare(const char *name, wkt_builder build, int batch) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *cpu = build(ctx), *gpu = build(ctx);
+  wkt_perturb(cpu);
+  wkt_perturb(gpu);
+  ck_assert_msg(wk_net_use_gpu(gpu, 0) == WK_OK, "%s: %s", name, wk_last_error());
+  ck_assert(wk_net_on_gpu(gpu));
+  int h, w, c;
+  wk_net_input_shape(cpu, &h, &w, &c);
+  const int64_t xs[4] = {batch, h, w, c};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  const int64_t f = wk_net_output_features(cpu), n_out = batch * f;
+  char what[128];
+  /* evaluation */
+  wk_tensor yc, yg;
+  ck_assert_int_eq(wk_net_forward(cpu, &x, false, &yc), WK_OK);
+  float *ref = malloc((size_t)n_out * sizeof *ref);
+  memcpy(ref, yc.data, (size_t)n_out * sizeof *ref);
+  ck_assert_msg(wk_net_forward(gpu, &x, false, &yg) == WK_OK, "%s: %s", name, wk_last_error());
+  snprintf(what, sizeof what, "%s eval forward", name);
+  ck_close(what, yg.data, ref, n_out, 1e-4);
+  /* training forward and backward */
+  wk_net_set_dropout_seed(cpu, 3, 9);
+  wk_net_set_dropout_seed(gpu, 3, 9);
+  ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
+  memcpy(ref, yc.data, (size_t)n_out * sizeof *ref);
+  ck_assert_msg(wk_net_forward(gpu, &x, true, &yg) == WK_OK, "%s: %s", name, wk_last_error());
+  snprintf(what, sizeof what, "%s train forward", name);
+  ck_close(what, yg.data, ref, n_out, 1e-4);
+  const int64_t ds[2] = {batch, f};
+  wk_tensor dy = wkt_tensor(WK_F32, 2, ds);
+  wkt_fill_f32(dy.data, n_out, 8, -1.0f, 1.0f);
+  ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
+  ck_assert_msg(wk_net_backward(gpu, &dy) == WK_OK, "%s: %s", name, wk_last_error());
+  size_t np;
+  const wk_param *ps = wk_net_params(cpu, &np);
+  for (size_t i = 0; i < np; i++) {
+    snprintf(what, sizeof what, "%s gradient of %s", name, ps[i].name);
+    ck_close(what, wk_net_grads(gpu) + ps[i].offset, wk_net_grads(cpu) + ps[i].offset,
+             (int64_t)ps[i].numel, 2e-4);
+  }
+  snprintf(what, sizeof what, "%s running statistics", name);
+  ck_close(what, wk_net_buffer_data(gpu), wk_net_buffer_data(cpu),
+           (int64_t)wk_net_n_buffer_elems(cpu), 2e-4);
+  /* three SGD steps through the trainer: the losses and the weights */
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  wk_trainer *tcpu, *tgpu;
+  ck_assert_int_eq(wk_trainer_create(cpu, &tc, &tcpu), WK_OK);
+  ck_assert_int_eq(wk_trainer_create(gpu, &tc, &tgpu), WK_OK);
+  const int64_t ls[1] = {batch};
+  wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
+  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  for (int s = 0; s < 3; s++) {
+    float lc, lg;
+    ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
+    ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s: %s", name,
+                  wk_last_error());
+    ck_assert_msg(fabs((double)lg - lc) <= 1e-4 * fabs((double)lc) + 1e-6,
+                  "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
+                  (double)lc);
+  }
+  snprintf(what, sizeof what, "%s weights after 3 steps", name);
+  ck_close(what, wk_net_weights(gpu), wk_net_weights(cpu), (int64_t)wk_net_n_elems(cpu), 2e-4);
+  wk_trainer_destroy(tcpu);
+  wk_trainer_destroy(tgpu);
+  wk_tensor_free(&labels);
+  wk_tensor_free(&dy);
+  wk_tensor_free(&x);
+  free(ref);
+  wk_net_destroy(cpu);
+  wk_net_destroy(gpu);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4); }
+END_TEST
+START_TEST(test_resnet18) { wkt_compare("resnet18", wkt_resnet18, 3); }
+END_TEST
+START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3); }
+END_TEST
+START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5); }
+END_TEST
+
+/* A frozen body (fine-tuning's first phase) gets no gradient on the GPU either,
+ * and unfreezing reaches the device. */
+START_TEST(test_frozen_body) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_int_eq(wk_net_use_gpu(net, 0), WK_OK);
+  wk_net_set_frozen(net, "conv", true);
+  wk_net_set_frozen(net, "bn", true);
+  const int64_t xs[4] = {2, 32, 32, 3}, ds[2] = {2, 5};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), dy = wkt_tensor(WK_F32, 2, ds), y;
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 1, -1.0f, 1.0f);
+  wkt_fill_f32(dy.data, 10, 2, -1.0f, 1.0f);
+  ck_assert_int_eq(wk_net_forward(net, &x, true, &y), WK_OK);
+  ck_assert_int_eq(wk_net_backward(net, &dy), WK_OK);
+  size_t np;
+  const wk_param *ps = wk_net_params(net, &np);
+  bool head_moved = false;
+  for (size_t i = 0; i < np; i++)
+    for (size_t k = 0; k < ps[i].numel; k++) {
+      const float g = wk_net_grads(net)[ps[i].offset + k];
+      if (ps[i].flags & WK_PARAM_FROZEN) ck_assert_float_eq(g, 0.0f);
+      else head_moved |= g != 0.0f;
+    }
+  ck_assert(head_moved);
+  wk_net_set_frozen(net, "", false);
+  ck_assert_int_eq(wk_net_forward(net, &x, true, &y), WK_OK);
+  ck_assert_int_eq(wk_net_backward(net, &dy), WK_OK);
+  const int c1 = wk_net_find_param(net, "conv1.weight");
+  ck_assert_int_ge(c1, 0);
+  bool conv_moved = false;
+  for (size_t k = 0; k < ps[c1].numel; k++) conv_moved |= wk_net_grads(net)[ps[c1].offset + k] != 0;
+  ck_assert_msg(conv_moved, "unfreezing did not reach the GPU");
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Without a device: a clean error naming the problem, and the net stays usable. */
+START_TEST(test_no_device_is_clean) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_int_ne(wk_net_place(net, 0), WK_OK);
+  ck_assert_msg(strstr(wk_last_error(), "--device cuda:0") != NULL, "%s", wk_last_error());
+  ck_assert_int_eq(wk_net_place(net, WK_DEVICE_AUTO), WK_OK); /* falls back, warns */
+  ck_assert(!wk_net_on_gpu(net));
+  const int64_t xs[4] = {1, 32, 32, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), y;
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 1, -1.0f, 1.0f);
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &y), WK_OK);
+  wk_tensor_free(&x);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+int main(void) {
+  n_devices = wk_cuda_device_count();
+  Suite *s = suite_create("gpu_net");
+  TCase *tc = tcase_create("gpu_net");
+  tcase_set_timeout(tc, 300);
+  if (n_devices > 0) {
+    tcase_add_test(tc, test_smallcnn);
+    tcase_add_test(tc, test_resnet18);
+    tcase_add_test(tc, test_mobilenetv2);
+    tcase_add_test(tc, test_misc_ops);
+    tcase_add_test(tc, test_frozen_body);
+  } else {
+    tcase_add_test(tc, test_no_device_is_clean);
+  }
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK); /* CUDA in a forked child is undefined */
+  srunner_run_all(sr, CK_NORMAL);
+  const int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  if (failed) return EXIT_FAILURE;
+  if (n_devices == 0) {
+    printf("test_gpu_net: no CUDA device: the GPU comparisons were skipped\n");
+    return WKT_SKIP;
+  }
+  return EXIT_SUCCESS;
+}
