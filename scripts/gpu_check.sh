@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# gpu_check.sh - on a machine with an NVIDIA GPU, in one go (made to fit one
+# call of the device tool, under 10 minutes with the build): build whisker with
+# the CUDA backend, run the GPU tests (every kernel against the CPU reference,
+# whole networks on the GPU against the CPU), then the GPU benchmark side by
+# side with PyTorch on the same card.
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
+#
+# Dependencies: a machine with Debian's build dependencies installed (scripts/
+# setup.sh) needs nothing more; a bare GPU image (CUDA, cuDNN, CMake, a C
+# compiler, PyTorch, no network) takes the .debs that scripts/gpu_deps.sh
+# fetched into .gpudeps/ and unpacks them into a private prefix here.
+# Writes OUT_DIR/gpu_check.log (everything), OUT_DIR/bench_gpu.md (the table).
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-${OUT:-$root/build-gpu/out}}"
+build="${BUILD_DIR:-$root/build-gpu}"
+mkdir -p "$out"
+log="$out/gpu_check.log"
+exec > >(tee -a "$log") 2>&1
+echo "== gpu_check $(date -u +%FT%TZ) on $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+if [ -d "$root/.gpudeps" ] && { [ -n "${WK_FORCE_DEPS:-}" ] || ! pkg-config --exists libcjson 2>/dev/null; }; then
+  prefix=/tmp/wk-deps
+  mkdir -p "$prefix"
+  for f in "$root"/.gpudeps/*.deb; do dpkg-deb -x "$f" "$prefix"; done
+  lib="$prefix/usr/lib/x86_64-linux-gnu"
+  export PKG_CONFIG_SYSROOT_DIR="$prefix" PKG_CONFIG_PATH="$lib/pkgconfig:$prefix/usr/share/pkgconfig"
+  export CMAKE_PREFIX_PATH="$prefix/usr" LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
+  export PATH="$prefix/usr/bin:$PATH" CPATH="$prefix/usr/include:${CPATH:-}"
+  # the .so symlinks of the -dev packages point at absolute paths: make them relative
+  for l in "$lib"/*.so; do
+    t=$(readlink "$l") || continue
+    case "$t" in /*) ln -sf "$(basename "$t")" "$l" ;; esac
+  done
+  echo "dependencies unpacked into $prefix"
+fi
+
+start=$(date +%s)
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DWHISKER_MPI=OFF \
+  || { echo "gpu_check: configure failed"; exit 1; }
+cmake --build "$build" -j"$(nproc)" --target whisker_cli test_gpu_ops test_gpu_net \
+  || { echo "gpu_check: build failed"; exit 1; }
+echo "== built in $(( $(date +%s) - start )) s"
+
+rc=0
+export CK_FORK=no WHISKER_CUDA_PLUGIN="$build/libwhisker-cuda.so"
+for t in test_gpu_ops test_gpu_net; do
+  echo "== $t"
+  "$build/tests/$t"
+  r=$?
+  echo "== $t exit $r"
+  [ "$r" -eq 0 ] || rc=1
+done
+"$build/whisker" system
+
+echo "== benchmark"
+py="${WHISKER_PYTHON:-python3}"
+{
+  echo "| model | batch | whisker fp32 train img/s | PyTorch fp32 (no TF32) | PyTorch bf16 autocast | whisker / PyTorch fp32 |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for m in resnet18 resnet50; do
+    for b in 64 256; do
+      w=$("$build/whisker" bench --device cuda --model "$m" --batch "$b" --size 224 --steps 10 \
+          --warmup 3 --latency-runs 10 --json 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p')
+      t32=$("$py" "$root/scripts/bench_gpu_torch.py" --model "$m" --batch "$b" --precision fp32 2>>"$log")
+      t16=$("$py" "$root/scripts/bench_gpu_torch.py" --model "$m" --batch "$b" --precision bf16 2>>"$log")
+      ratio=$("$py" -c "print(f'{float(\"${w:-0}\") / float(\"${t32:-1}\"):.2f}x')" 2>/dev/null || echo "?")
+      echo "| $m | $b | ${w:-failed} | ${t32:-failed} | ${t16:-failed} | $ratio |"
+    done
+  done
+} | tee "$out/bench_gpu.md"
+echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
+exit $rc
