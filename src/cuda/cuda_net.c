@@ -327,7 +327,7 @@ static void wk_free_values(wk_gpu_net *net) {
 
 void wk_cudanet_destroy(wk_gpu_net *net) {
   if (!net) return;
-  if (net->val) wk_free_values(net);
+  if (net->val && net->alias) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
     if (s->x) cudnnDestroyTensorDescriptor(s->x);
