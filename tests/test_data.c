@@ -773,6 +773,91 @@ START_TEST(test_loader_identical_for_1_2_4_workers) {
 }
 END_TEST
 
+/* Data parallelism: R shards of batch B together give, step by step, exactly
+ * the batches of batch R * B in one loader (samples, pixels, labels), with
+ * drop_last; without it the shards deal the batch-sized chunks round-robin
+ * and cover every sample once. */
+START_TEST(test_loader_shards_equal_one_big_batch) {
+  char *root = loader_fixture();
+  wk_dataset_opts o = quiet_opts(true);
+  wk_dataset *ds = NULL;
+  ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_OK);
+  const int64_t n = wk_dataset_size(ds); /* 23 */
+  for (int ranks = 2; ranks <= 3; ranks++) {
+    const int b = 3;
+    wk_loader_cfg big = wk_loader_cfg_train(16, b * ranks, 2, 7);
+    big.aug.brightness = 0.3f;
+    wk_loader *whole = NULL, *part[3] = {NULL, NULL, NULL};
+    ck_assert_int_eq(wk_loader_create(ds, &big, &whole), WK_OK);
+    for (int r = 0; r < ranks; r++) {
+      wk_loader_cfg c = wk_loader_cfg_train(16, b, 1, 7);
+      c.aug.brightness = 0.3f;
+      c.shard_index = r;
+      c.shard_count = ranks;
+      ck_assert_msg(wk_loader_create(ds, &c, &part[r]) == WK_OK, "%s", wk_last_error());
+      ck_assert_int_eq(wk_loader_batches_per_epoch(part[r]), n / (b * ranks));
+    }
+    for (int e = 0; e < 2; e++) {
+      ck_assert_int_eq(wk_loader_start_epoch(whole, e), WK_OK);
+      for (int r = 0; r < ranks; r++) ck_assert_int_eq(wk_loader_start_epoch(part[r], e), WK_OK);
+      const wk_batch *w, *p;
+      int64_t steps = 0;
+      while (wk_loader_next_batch(whole, &w) == WK_OK && w) {
+        const size_t img = wk_tensor_nbytes(&w->images) / (size_t)w->n;
+        for (int r = 0; r < ranks; r++) {
+          ck_assert_int_eq(wk_loader_next_batch(part[r], &p), WK_OK);
+          ck_assert_ptr_nonnull(p);
+          ck_assert_int_eq(p->n, b);
+          for (int i = 0; i < b; i++) ck_assert_int_eq(p->samples[i], w->samples[r * b + i]);
+          ck_assert(!memcmp(p->images.data, (const char *)w->images.data + (size_t)(r * b) * img,
+                            (size_t)b * img));
+        }
+        steps++;
+      }
+      ck_assert_int_eq(steps, n / (b * ranks));
+      for (int r = 0; r < ranks; r++) {
+        ck_assert_int_eq(wk_loader_next_batch(part[r], &p), WK_OK);
+        ck_assert_ptr_null(p);
+      }
+    }
+    wk_loader_destroy(whole);
+    for (int r = 0; r < ranks; r++) wk_loader_destroy(part[r]);
+    /* evaluation: chunk c goes to rank c % R; together every sample once, in order */
+    int64_t next_chunk[3] = {0, 1, 2}, covered = 0;
+    for (int r = 0; r < ranks; r++) {
+      wk_loader_cfg ev = wk_loader_cfg_eval(16, 4, 1);
+      ev.shard_index = r;
+      ev.shard_count = ranks;
+      wk_loader *ld = NULL;
+      ck_assert_int_eq(wk_loader_create(ds, &ev, &ld), WK_OK);
+      ck_assert_int_eq(wk_loader_start_epoch(ld, 0), WK_OK);
+      const wk_batch *bt;
+      while (wk_loader_next_batch(ld, &bt) == WK_OK && bt) {
+        for (int64_t i = 0; i < bt->n; i++)
+          ck_assert_int_eq(bt->samples[i], next_chunk[r] * 4 + i);
+        covered += bt->n;
+        next_chunk[r] += ranks;
+      }
+      wk_loader_destroy(ld);
+    }
+    ck_assert_int_eq(covered, n);
+  }
+  /* a shard outside the world, and too few samples for one global batch */
+  wk_loader_cfg bad = wk_loader_cfg_train(16, 4, 1, 7);
+  bad.shard_index = 2;
+  bad.shard_count = 2;
+  wk_loader *ld = NULL;
+  ck_assert_int_eq(wk_loader_create(ds, &bad, &ld), WK_ERR_INVALID_ARG);
+  bad.shard_index = 0;
+  bad.shard_count = 8; /* 8 x 4 > 23 */
+  ck_assert_int_eq(wk_loader_create(ds, &bad, &ld), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "over all ranks") != NULL, "%s", wk_last_error());
+  wk_dataset_free(ds);
+  wkt_rmtree(root);
+  free(root);
+}
+END_TEST
+
 START_TEST(test_loader_restart_and_shutdown_mid_epoch) {
   char *root = loader_fixture();
   wk_dataset_opts o = quiet_opts(false);
@@ -889,6 +974,7 @@ int main(void) {
   tcase_add_test(tc, test_colour_jitter_properties);
   tcase_add_test(tc, test_flip_and_rotation_geometry);
   tcase_add_test(tc, test_loader_identical_for_1_2_4_workers);
+  tcase_add_test(tc, test_loader_shards_equal_one_big_batch);
   tcase_add_test(tc, test_loader_restart_and_shutdown_mid_epoch);
   tcase_add_test(tc, test_loader_substitutes_files_broken_after_the_scan);
   suite_add_tcase(s, tc);
