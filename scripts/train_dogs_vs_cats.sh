@@ -7,8 +7,9 @@
 #
 # Data: $WHISKER_DATA/dogs-vs-cats (train/ 1000 cats + 1000 dogs, val/
 # 500 + 500; default WHISKER_DATA=../shared/data; scripts/download elsewhere).
-# Defaults: resnet18 at 128x128, batch 32, 40 epochs, one-cycle SGD (peak 0.1),
-# label smoothing 0.1, random-resized-crop + flip + colour jitter.
+# Defaults: resnet18 at 128x128, batch 32, 60 epochs, one-cycle SGD (peak 0.05),
+# label smoothing 0.1, random-resized-crop keeping at least 35% of the photo
+# (--crop-scale 0.35), flip, colour jitter. Measured: 88.6% (README.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -17,8 +18,8 @@ run="${1:-$build/runs/dogs-vs-cats}"
 shift || true
 [ -d "$data/train" ] || { echo "train_dogs_vs_cats.sh: no $data/train" >&2; exit 1; }
 start=$(date +%s)
-"$build/whisker" train "$data" --out "$run" --model resnet18 --size 128 --batch 32 --epochs 40 \
-  --lr 0.1 --seed 1 "$@"
+"$build/whisker" train "$data" --out "$run" --model resnet18 --size 128 --batch 32 --epochs 60 \
+  --lr 0.05 --crop-scale 0.35 --seed 1 "$@"
 secs=$(( $(date +%s) - start ))
 "$build/whisker" eval "$data/val" --model "$run/model.safetensors"
 echo "wall time: ${secs} s on $(nproc) cores; report: $run/report.html"
