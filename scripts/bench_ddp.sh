@@ -35,7 +35,7 @@ command -v mpirun >/dev/null || { echo "bench_ddp.sh: no mpirun (apt-get install
 out="$build/bench_ddp"
 mkdir -p "$out"
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+export OMPI_MCA_btl=self,vader  # shared memory, with cross-memory attach (single copies)
 args=(--model "$model" --batch "$batch" --size "$size" --threads "$threads" --steps "$steps" --warmup "$warmup")
 w1=$("$build/whisker" bench "${args[@]}" --classes 1000 --latency-runs 1 --json)
 wr=$(mpirun -np "$ranks" --oversubscribe --bind-to none "$build/whisker" bench "${args[@]}" \
