@@ -126,7 +126,10 @@ static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
   WK_TRY(wk_cuda_free(net->workspace));
   net->workspace = NULL;
   net->workspace_bytes = 0;
-  WK_TRY(wk_cuda_malloc(&net->workspace, bytes));
+  if (wk_cuda_malloc(&net->workspace, bytes) != WK_OK)
+    return wk_fail(WK_ERR_NOMEM, "GPU: out of device memory for %zu MB of convolution workspace "
+                   "(%s); try a smaller --batch or $WHISKER_GPU_WORKSPACE_MB", bytes >> 20,
+                   wk_last_error());
   net->workspace_bytes = bytes;
   return WK_OK;
 }
@@ -302,6 +305,9 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
   if (s == WK_OK)
     s = wk_cuda_malloc((void **)&net->buf_data, g->n_buffer_elems * sizeof(float));
+  if (s != WK_OK && strstr(wk_last_error(), "cudaErrorMemoryAllocation"))
+    s = wk_fail(WK_ERR_NOMEM, "GPU %d: no device memory for the network's %zu MB of weights "
+                "and gradients (%s)", device, (g->n_elems * 8) >> 20, wk_last_error());
   if (s == WK_OK) s = wk_make_descriptors(net);
   if (s != WK_OK) {
     wk_cudanet_destroy(net);
