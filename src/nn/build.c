@@ -69,6 +69,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->skip_eval);
   free(net->alias_eval);
   free(net->last_use_eval);
+  free(net->blk_eval);
   free(net->prof_fwd_s);
   free(net->prof_bwd_s);
   free(net);
@@ -97,6 +98,14 @@ static int wk_value_ndim(const wk_net *net, int v, int64_t shape[3]) {
   const wk_node *n = &net->nodes[v - 1];
   memcpy(shape, n->out_shape, sizeof n->out_shape);
   return n->out_ndim;
+}
+
+int64_t wk_net_eval_numel(const wk_net *net, int v) {
+  int64_t s[3];
+  int nd = wk_value_ndim(net, v, s);
+  if (nd == 3 && net->blk_eval && net->blk_eval[net->alias_eval[v]])
+    return s[0] * s[1] * wk_blk16(s[2]);
+  return nd == 3 ? s[0] * s[1] * s[2] : s[0];
 }
 
 int64_t wk_net_value_numel(const wk_net *net, int v) {

@@ -91,7 +91,8 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
     if (alias[v] != v) {
       net->val[v] = net->val[alias[v]];
     } else {
-      WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(n * wk_net_value_numel(net, v)),
+      const int64_t per = train ? wk_net_value_numel(net, v) : wk_net_eval_numel(net, v);
+      WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)(n * per),
                                 &net->val[v]));
     }
     const double t0 = net->prof_fwd_s ? wk_now_s() : 0.0;

@@ -34,6 +34,35 @@ static wk_status wk_node_fail(const wk_node *nd, wk_status s) {
   return wk_fail(s, "%s (%s): %s", nd->name, wk_node_op_name(nd->op), wk_last_error());
 }
 
+/* Evaluation: whether value v's buffer is nChw16c (exec_plan.c). */
+static bool wk_blk(const wk_net *net, int v, bool train) {
+  return !train && net->blk_eval && net->blk_eval[net->alias_eval[v]];
+}
+
+/* A whole nChw16c buffer as a flat tensor: elementwise ops run over the
+ * padding too, which stays zero (relu, relu6 and add keep 0 at 0). */
+static wk_tensor wk_flat(const wk_net *net, int v, float *data) {
+  const int64_t n = net->batch * wk_net_eval_numel(net, v);
+  return wk_tensor_view(data, WK_F32, 1, &n);
+}
+
+/* Global average pooling of an nChw16c buffer into (N, C). */
+static void wk_gap_blocked(const wk_net *net, int in, const float *x, float *y) {
+  int64_t s[3];
+  wk_tensor t = wk_net_value_tensor(net, in, 1, NULL);
+  s[0] = t.shape[1], s[1] = t.shape[2], s[2] = t.shape[3];
+  const int64_t hw = s[0] * s[1], c = s[2], cb = wk_blk16(c) / 16;
+  for (int64_t n = 0; n < net->batch; n++)
+    for (int64_t b = 0; b < cb; b++) {
+      const float *p = x + (n * cb + b) * hw * 16;
+      double acc[16] = {0};
+      for (int64_t q = 0; q < hw; q++)
+        for (int l = 0; l < 16; l++) acc[l] += p[q * 16 + l];
+      for (int l = 0; l < 16 && b * 16 + l < c; l++)
+        y[n * c + b * 16 + l] = (float)(acc[l] / (double)hw);
+    }
+}
+
 wk_status wk_node_forward(wk_net *net, int i, bool train) {
   const wk_node *nd = &net->nodes[i];
   if (train ? net->skip_train[i] : net->skip_eval[i]) return WK_OK; /* fused into another */
@@ -66,6 +95,11 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
     }
     break;
   case WK_NODE_ACT:
+    if (wk_blk(net, v, train)) {
+      wk_tensor fx = wk_flat(net, in, net->val[in]), fy = wk_flat(net, v, net->val[v]);
+      s = wk_act_forward(net->ctx, nd->act, &fx, &fy);
+      break;
+    }
     s = wk_act_forward(net->ctx, nd->act, &x, &y);
     break;
   case WK_NODE_MAXPOOL:
@@ -88,6 +122,10 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
     break;
   }
   case WK_NODE_GLOBAL_AVGPOOL:
+    if (wk_blk(net, in, train)) {
+      wk_gap_blocked(net, in, x.data, y.data);
+      break;
+    }
     s = wk_global_avgpool_forward(net->ctx, &x, &y);
     break;
   case WK_NODE_FLATTEN:
@@ -99,6 +137,12 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
     break;
   }
   case WK_NODE_ADD: {
+    if (wk_blk(net, v, train)) {
+      wk_tensor fa = wk_flat(net, in, net->val[in]), fy = wk_flat(net, v, net->val[v]);
+      wk_tensor fb = wk_flat(net, nd->in[1], net->val[nd->in[1]]);
+      s = wk_add_forward(net->ctx, &fa, &fb, &fy);
+      break;
+    }
     wk_tensor b = wk_val(net, nd->in[1], net->val[nd->in[1]]);
     s = wk_add_forward(net->ctx, &x, &b, &y);
     break;

@@ -50,6 +50,7 @@ struct wk_net {
   bool *skip_train, *skip_eval; /* nodes another node computes */
   int *alias_eval;    /* alias in evaluation (the folded chain shares one buffer) */
   int *last_use_eval; /* per root of alias_eval: the node after which its buffer is dead */
+  bool *blk_eval;     /* per root of alias_eval: held in nChw16c in evaluation (exec_plan.c) */
 
   /* run time */
   wk_node_state *state;
@@ -86,6 +87,9 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);
 void wk_net_release_gpu(wk_net *net);
 
+/* Elements per sample of value v's buffer in evaluation (channels padded to 16
+ * when it is held in nChw16c). */
+int64_t wk_net_eval_numel(const wk_net *net, int v);
 /* Elements per sample of value v. */
 int64_t wk_net_value_numel(const wk_net *net, int v);
 /* The value's shape as a tensor over `data` for batch size n. */

@@ -40,9 +40,11 @@ struct wk_conv2d_plan {
   bool bias, inference;
   wk_conv_mds m; /* src/dst: the primitives' layouts (nChw16c for Winograd) */
   bool wino;
-  dnnl_memory_desc_t src_user, dst_user; /* NHWC, the caller's */
-  dnnl_primitive_t src_in, src_out, dst_in, dst_out; /* Winograd: NHWC <-> blocked */
-  size_t blk_bytes; /* the larger of the blocked src and dst */
+  dnnl_memory_desc_t src_user, dst_user; /* the caller's: NHWC, or nChw16c (inference) */
+  /* user <-> primitive layouts where they differ (Winograd, mixed layouts);
+   * NULL where they agree */
+  dnnl_primitive_t src_in, src_out, dst_in, dst_out;
+  size_t blk_bytes; /* the larger of the primitive's src and dst, when reordered */
   /* backward-weights on nChw16c copies of x and dy (wk_bwdw_blocked_wanted) */
   bool bwdw_blk;
   dnnl_memory_desc_t bw_src, bw_dst;
@@ -191,6 +193,29 @@ static void wk_conv_prims_free(wk_conv2d_plan *p) {
     if (*pds[i]) dnnl_primitive_desc_destroy(*pds[i]), *pds[i] = NULL;
 }
 
+/* A reorder between two layouts, or none (*out NULL) when they are the same. */
+static dnnl_status_t wk_reorder_if(wk_dnnl *d, const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+  *out = NULL;
+  if (dnnl_memory_desc_equal(from, to)) return dnnl_success;
+  return wk_dnnl_reorder_prim(d, from, to, out);
+}
+
+/* The activation reorders between the caller's layouts and the primitive's,
+ * and the scratch they need. */
+static dnnl_status_t wk_conv_act_reorders(wk_conv2d_plan *p) {
+  dnnl_status_t s = wk_reorder_if(p->d, &p->src_user, &p->m.src, &p->src_in);
+  if (!s) s = wk_reorder_if(p->d, &p->m.dst, &p->dst_user, &p->dst_out);
+  if (!s && !p->inference) s = wk_reorder_if(p->d, &p->dst_user, &p->m.dst, &p->dst_in);
+  if (!s && !p->inference) s = wk_reorder_if(p->d, &p->m.src, &p->src_user, &p->src_out);
+  if (!s && (p->src_in || p->dst_out || p->dst_in || p->src_out)) {
+    const size_t a = dnnl_memory_desc_get_size(&p->m.src);
+    const size_t b = dnnl_memory_desc_get_size(&p->m.dst);
+    p->blk_bytes = ((a > b ? a : b) + 63) & ~(size_t)63;
+  }
+  return s;
+}
+
 /* Tries Winograd on nChw16c activations; false (nothing kept) when oneDNN has
  * no Winograd kernel for this shape, ISA or attribute. */
 static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t attr) {
@@ -200,18 +225,11 @@ static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t 
       dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nChw16c))
     return false;
   dnnl_status_t s = wk_conv_prims(p, dnnl_convolution_winograd, attr);
-  if (!s) s = wk_dnnl_reorder_prim(p->d, &p->src_user, &p->m.src, &p->src_in);
-  if (!s) s = wk_dnnl_reorder_prim(p->d, &p->m.dst, &p->dst_user, &p->dst_out);
-  if (!s && !p->inference) s = wk_dnnl_reorder_prim(p->d, &p->dst_user, &p->m.dst, &p->dst_in);
-  if (!s && !p->inference) s = wk_dnnl_reorder_prim(p->d, &p->m.src, &p->src_user, &p->src_out);
+  if (!s) s = wk_conv_act_reorders(p);
   if (s) {
     wk_conv_prims_free(p);
-    p->m.src = p->src_user;
-    p->m.dst = p->dst_user;
     return false;
   }
-  const size_t a = dnnl_memory_desc_get_size(&p->m.src), b = dnnl_memory_desc_get_size(&p->m.dst);
-  p->blk_bytes = ((a > b ? a : b) + 63) & ~(size_t)63;
   p->wino = true;
   return true;
 }
@@ -285,9 +303,9 @@ static wk_status wk_plan_scratch(wk_conv2d_plan *p, char **acts, char **wei) {
   size_t wbytes = p->w_fwd.bytes;
   if (p->w_bwdd.bytes > wbytes) wbytes = p->w_bwdd.bytes;
   if (p->dw.bytes > wbytes) wbytes = p->dw.bytes;
-  const size_t abytes = p->wino       ? 2 * p->blk_bytes
-                        : p->bwdw_blk ? p->bw_src_bytes + p->bw_dst_bytes
-                                      : 0;
+  size_t abytes = 2 * p->blk_bytes; /* 0 unless activations are reordered */
+  if (p->bwdw_blk && p->bw_src_bytes + p->bw_dst_bytes > abytes)
+    abytes = p->bw_src_bytes + p->bw_dst_bytes;
   if (abytes + wbytes == 0) {
     *acts = *wei = NULL;
     return WK_OK;
@@ -301,10 +319,18 @@ static wk_status wk_plan_scratch(wk_conv2d_plan *p, char **acts, char **wei) {
 
 wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
                                 wk_post_act post, wk_conv2d_plan **out) {
+  return wk_conv2d_plan_create_layout(ctx, g, bias, inference, post, false, false, out);
+}
+
+wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                       bool inference, wk_post_act post, bool src_blk,
+                                       bool dst_blk, wk_conv2d_plan **out) {
   wk_status st = WK_OK;
   *out = NULL;
   if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
   WK_ASSERT(inference || post == WK_POST_NONE);
+  WK_ASSERT(inference || (!src_blk && !dst_blk));
+  const dnnl_dims_t src_dims = {g->n, g->c, g->h, g->w}, dst_dims = {g->n, g->o, g->oh, g->ow};
   wk_conv2d_plan *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
   dnnl_primitive_attr_t attr = NULL;
@@ -316,6 +342,10 @@ wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
   WK_DNNL_CHECK(wk_conv_mds_init(g, &p->m));
   p->src_user = p->m.src;
   p->dst_user = p->m.dst;
+  if (src_blk)
+    WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->src_user, 4, src_dims, dnnl_f32, dnnl_nChw16c));
+  if (dst_blk)
+    WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst_user, 4, dst_dims, dnnl_f32, dnnl_nChw16c));
   if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
   if (wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
     if (wk_conv_weight_caches(p) == WK_OK) goto done;
@@ -326,10 +356,19 @@ wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
     wk_wei_cache_free(&p->w_bwdd);
     wk_wei_cache_free(&p->dw);
     p->wino = false;
+    p->blk_bytes = 0;
+  }
+  /* direct: the primitive in the source's layout (oneDNN's fast kernels want
+   * the same layout on both sides) */
+  if (src_blk) {
     p->m.src = p->src_user;
-    p->m.dst = p->dst_user;
+    WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst_dims, dnnl_f32, dnnl_nChw16c));
+  } else {
+    WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->m.src, 4, src_dims, dnnl_f32, dnnl_nhwc));
+    WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst_dims, dnnl_f32, dnnl_nhwc));
   }
   WK_DNNL_CHECK(wk_conv_prims(p, dnnl_convolution_direct, attr));
+  WK_DNNL_CHECK(wk_conv_act_reorders(p));
   if (!inference && wk_bwdw_blocked_wanted(g)) (void)wk_conv_try_bwdw_blocked(p);
   st = wk_conv_weight_caches(p);
 done:
@@ -363,16 +402,16 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   WK_TRY(wk_wei_get(p->d, &p->m, wmd, &p->w_fwd, w, w_version, wscratch, &wdata));
   const void *src = x;
   void *dst = y;
-  if (p->wino) {
+  if (p->src_in) {
     WK_TRY(wk_dnnl_reorder_run(p->d, p->src_in, &p->src_user, x, &p->m.src, scratch));
     src = scratch;
-    dst = scratch + p->blk_bytes;
   }
+  if (p->dst_out) dst = scratch + p->blk_bytes;
   const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
   const dnnl_memory_desc_t *mds[4] = {&p->m.src, wmd, &p->m.dst, &p->m.bias};
   const void *ptrs[4] = {src, wdata, dst, b};
   WK_TRY(wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs));
-  if (p->wino) WK_TRY(wk_dnnl_reorder_run(p->d, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
+  if (p->dst_out) WK_TRY(wk_dnnl_reorder_run(p->d, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
   return WK_OK;
 }
 

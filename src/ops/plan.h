@@ -28,6 +28,13 @@ typedef struct wk_conv2d_plan wk_conv2d_plan;
  * training plan (forward, backward-data, backward-weights; post must be NONE). */
 wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
                                 wk_post_act post, wk_conv2d_plan **out);
+/* The same with the caller's activations in oneDNN's nChw16c layout (channels
+ * padded to a multiple of 16, the padding zero) where src_blk / dst_blk say
+ * so, NHWC elsewhere; inference plans only. The primitive runs in the
+ * source's layout and the output is reordered when the two differ. */
+wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                       bool inference, wk_post_act post, bool src_blk,
+                                       bool dst_blk, wk_conv2d_plan **out);
 void wk_conv2d_plan_destroy(wk_conv2d_plan *p);
 
 /* w_version identifies the weights' content: reordered weights are reused while
@@ -72,6 +79,11 @@ typedef struct wk_pool2d_plan wk_pool2d_plan;
 
 wk_status wk_pool2d_plan_create(wk_ctx *ctx, const wk_pool2d_geom *g, bool max, bool training,
                                 wk_pool2d_plan **out);
+/* The same on nChw16c activations (inference). */
+wk_status wk_pool2d_plan_create_layout(wk_ctx *ctx, const wk_pool2d_geom *g, bool max,
+                                       bool training, bool blk, wk_pool2d_plan **out);
+/* Channels of an nChw16c buffer: c rounded up to 16. */
+static inline int64_t wk_blk16(int64_t c) { return (c + 15) / 16 * 16; }
 void wk_pool2d_plan_destroy(wk_pool2d_plan *p);
 wk_status wk_pool2d_plan_forward(wk_pool2d_plan *p, const float *x, float *y);
 wk_status wk_pool2d_plan_backward(wk_pool2d_plan *p, const float *dy, float *dx);

@@ -18,6 +18,11 @@ struct wk_pool2d_plan {
 
 wk_status wk_pool2d_plan_create(wk_ctx *ctx, const wk_pool2d_geom *g, bool max, bool training,
                                 wk_pool2d_plan **out) {
+  return wk_pool2d_plan_create_layout(ctx, g, max, training, false, out);
+}
+
+wk_status wk_pool2d_plan_create_layout(wk_ctx *ctx, const wk_pool2d_geom *g, bool max,
+                                       bool training, bool blk, wk_pool2d_plan **out) {
   wk_status st = WK_OK;
   *out = NULL;
   if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
@@ -32,8 +37,9 @@ wk_status wk_pool2d_plan_create(wk_ctx *ctx, const wk_pool2d_geom *g, bool max, 
                                   : g->count_include_pad ? dnnl_pooling_avg_include_padding
                                                          : dnnl_pooling_avg_exclude_padding;
   dnnl_pooling_v2_desc_t pd;
-  WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->src, 4, sd, dnnl_f32, dnnl_nhwc));
-  WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst, 4, dd, dnnl_f32, dnnl_nhwc));
+  const dnnl_format_tag_t tag = blk ? dnnl_nChw16c : dnnl_nhwc;
+  WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->src, 4, sd, dnnl_f32, tag));
+  WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst, 4, dd, dnnl_f32, tag));
   WK_DNNL_CHECK(dnnl_pooling_v2_forward_desc_init(
       &pd, training ? dnnl_forward_training : dnnl_forward_inference, alg, &p->src, &p->dst,
       strides, kernel, dil, pl, pr));
