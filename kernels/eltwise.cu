@@ -9,26 +9,10 @@
 
 #include <stdint.h>
 
+#include "grid.cuh"
 #include "wk_kernels.h"
 
 namespace {
-
-constexpr int kThreads = 256;
-// Enough blocks to fill any current GPU several times over (an H100 holds
-// 132 SMs x 8 blocks of 256); the grid-stride loop covers the rest.
-constexpr int64_t kMaxBlocks = 65535;
-
-int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return (int)(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-cudaStream_t as_stream(void *s) { return static_cast<cudaStream_t>(s); }
-
-__device__ __forceinline__ int64_t first_index() {
-  return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return (int64_t)gridDim.x * blockDim.x; }
 
 __global__ void relu_forward_kernel(int64_t n, const float *x, float *y) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {

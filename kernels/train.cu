@@ -14,14 +14,11 @@
 
 #include <stdint.h>
 
+#include "grid.cuh"
 #include "wk_kernels.h"
 
 namespace {
 
-constexpr int kThreads = 256;
-// As eltwise.cu: enough blocks to fill any current GPU several times over; the
-// grid-stride loops cover the rest.
-constexpr int64_t kMaxBlocks = 65535;
 // The sum kernel's single block.
 constexpr int kSumThreads = 1024;
 // Blocks per segment of the optimizer kernels (gridDim.x). The launcher cannot
@@ -30,18 +27,6 @@ constexpr int kSumThreads = 1024;
 // blocks stride over it (256 threads x 64 blocks = 16384 elements a stride).
 constexpr int kOptimBlocksPerSegment = 64;
 constexpr int kOptimMaxSegmentBlocks = 65535;  // gridDim.y limit
-
-int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return (int)(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-cudaStream_t as_stream(void *s) { return static_cast<cudaStream_t>(s); }
-
-__device__ __forceinline__ int64_t first_index() {
-  return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return (int64_t)gridDim.x * blockDim.x; }
 
 // ------------------------------------------------------------------ Philox
 
