@@ -42,6 +42,19 @@ mpi=(mpirun -np 2 --oversubscribe)
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
 common=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1)
 l2() { "$py" "$src/scripts/st_compare.py" --l2 "$@" | sed -n 's/.*global relative L2 difference \([^ ]*\).*/\1/p'; }
+# rank_pid MPIRUN_PID RUN_DIR: the pid of rank 1 under that mpirun, once the run
+# has written its first metrics (so it is training); empty if not found in 30 s
+rank_pid() {
+  local p victim=""
+  for _ in $(seq 300); do
+    for p in $(pgrep -P "$1" 2>/dev/null); do
+      tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+    done
+    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
+    sleep 0.1
+  done
+  echo "$victim"
+}
 
 # 1. synchronised batchnorm: the same training as one process of batch 16
 "$bin" train "${common[@]}" --epochs 2 --batch 16 --threads 1 --out "$tmp/one" \
@@ -134,14 +147,7 @@ WHISKER_DIST_TIMEOUT=3 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 50 --bat
   --out "$tmp/hang" > /dev/null 2> "$tmp/hang.err" &
 mp=$!
 pids+=("$mp")
-victim=""
-for _ in $(seq 300); do
-  for p in $(pgrep -P "$mp" 2>/dev/null); do
-    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
-  done
-  [ -n "$victim" ] && [ -s "$tmp/hang/metrics.csv" ] && break
-  sleep 0.1
-done
+victim=$(rank_pid "$mp" "$tmp/hang")
 [ -n "$victim" ] || fail "rank 1 not found"
 kill -STOP "$victim"
 rc=0
@@ -158,14 +164,7 @@ WHISKER_DIST_TIMEOUT=30 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 50 --ba
   --out "$tmp/dead" > /dev/null 2> "$tmp/dead.err" &
 mp=$!
 pids+=("$mp")
-victim=""
-for _ in $(seq 300); do
-  for p in $(pgrep -P "$mp" 2>/dev/null); do
-    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
-  done
-  [ -n "$victim" ] && [ -s "$tmp/dead/metrics.csv" ] && break
-  sleep 0.1
-done
+victim=$(rank_pid "$mp" "$tmp/dead")
 [ -n "$victim" ] || fail "rank 1 not found (dead-rank case)"
 kill -9 "$victim"
 for _ in $(seq 400); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -116,10 +115,7 @@ int wk_cmd_bench(int argc, char **argv) {
       fprintf(stderr, "whisker bench: %s\n", wk_last_error());
       return WK_EXIT_FAIL;
     }
-    if (o.threads == 0 && !getenv("WHISKER_THREADS")) {
-      const long share = sysconf(_SC_NPROCESSORS_ONLN) / wk_dist_local_size(dist);
-      o.threads = share >= 1 ? (int)share : 1;
-    }
+    if (o.threads == 0) o.threads = wk_dist_default_threads(dist);
   }
   const int world = wk_dist_size(dist);
   wk_tensor x = {0}, labels = {0}, x1 = {0};

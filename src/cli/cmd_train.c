@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -164,11 +163,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
       wk_log_set_level(WK_LOG_WARN);
       c.progress_bar = false;
     }
-    if (threads == 0 && !getenv("WHISKER_THREADS")) { /* share the machine's cores */
-      const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-      const long share = cores / wk_dist_local_size(dist);
-      threads = share >= 1 ? (int)share : 1;
-    }
+    if (threads == 0) threads = wk_dist_default_threads(dist); /* share the cores */
   }
   wk_ctx *ctx;
   if (wk_ctx_create(&ctx, threads) != WK_OK) {

@@ -177,6 +177,12 @@ int wk_dist_size(const wk_dist *d) { return d ? d->size : 1; }
 int wk_dist_local_size(const wk_dist *d) { return d ? d->local_size : 1; }
 const char *wk_dist_backend(const wk_dist *d) { return d && d->mpi ? "mpi" : "none"; }
 
+int wk_dist_default_threads(const wk_dist *d) {
+  if (!d || d->size <= 1 || getenv("WHISKER_THREADS")) return 0;
+  const long share = sysconf(_SC_NPROCESSORS_ONLN) / (d->local_size > 0 ? d->local_size : 1);
+  return share >= 1 ? (int)share : 1;
+}
+
 static double wk_dist_now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);

@@ -54,6 +54,10 @@ int wk_dist_rank(const wk_dist *d);       /* 0 for NULL */
 int wk_dist_size(const wk_dist *d);       /* 1 for NULL */
 int wk_dist_local_size(const wk_dist *d); /* ranks on this machine; 1 for NULL */
 const char *wk_dist_backend(const wk_dist *d); /* "none" or "mpi" */
+/* A rank's default thread count: the machine's cores shared among the ranks
+ * on it (at least 1); 0 (the usual default) in a world of one or when
+ * $WHISKER_THREADS is set. */
+int wk_dist_default_threads(const wk_dist *d);
 
 /* Blocking (with the deadline): in-place sum over the ranks of n elements;
  * `what` names the collective in a timeout message. */

@@ -48,10 +48,8 @@ static wk_tensor wk_flat(const wk_net *net, int v, float *data) {
 
 /* Global average pooling of an nChw16c buffer into (N, C). */
 static void wk_gap_blocked(const wk_net *net, int in, const float *x, float *y) {
-  int64_t s[3];
-  wk_tensor t = wk_net_value_tensor(net, in, 1, NULL);
-  s[0] = t.shape[1], s[1] = t.shape[2], s[2] = t.shape[3];
-  const int64_t hw = s[0] * s[1], c = s[2], cb = wk_blk16(c) / 16;
+  const wk_tensor t = wk_net_value_tensor(net, in, 1, NULL); /* (1, H, W, C) */
+  const int64_t hw = t.shape[1] * t.shape[2], c = t.shape[3], cb = wk_blk16(c) / 16;
   for (int64_t n = 0; n < net->batch; n++)
     for (int64_t b = 0; b < cb; b++) {
       const float *p = x + (n * cb + b) * hw * 16;

@@ -57,13 +57,11 @@ wk_status wk_node_bn_forward_sync(wk_net *net, int i, const wk_tensor *x, wk_ten
       acc[ch] += d * d;
     }
   WK_TRY(net->sync_bn_fn(net->sync_bn_user, acc, (size_t)c));
-  float *var = (float *)(acc + c); /* the biased variance, for the running update */
-  for (int64_t ch = 0; ch < c; ch++) {
-    const double v = acc[ch] / (double)total;
-    var[ch] = (float)v;
-    st->save_stat[ch] = (float)(1.0 / sqrt(v + nd->bn.eps));
-  }
-  wk_batchnorm_running_update(&nd->bn, total, c, st->save_mean, var, rm, rv);
+  /* save_stat holds the biased variance for the running update, then 1/std */
+  for (int64_t ch = 0; ch < c; ch++) st->save_stat[ch] = (float)(acc[ch] / (double)total);
+  wk_batchnorm_running_update(&nd->bn, total, c, st->save_mean, st->save_stat, rm, rv);
+  for (int64_t ch = 0; ch < c; ch++)
+    st->save_stat[ch] = (float)(1.0 / sqrt((double)st->save_stat[ch] + nd->bn.eps));
   const bool relu = net->bn_relu[i] >= 0;
   for (int64_t r = 0; r < m; r++)
     for (int64_t ch = 0; ch < c; ch++) {

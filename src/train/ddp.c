@@ -18,7 +18,6 @@ typedef struct wk_bucket {
   int n_params;     /* parameters in the bucket */
   int pending;      /* of those, still without their gradient this step */
   int req;          /* in flight: the request; -1 otherwise */
-  bool launched;
 } wk_bucket;
 
 struct wk_ddp {
@@ -28,6 +27,7 @@ struct wk_ddp {
   wk_bucket *buckets;
   int n_buckets;
   int *param_bucket; /* per parameter */
+  int next_launch;   /* buckets before it are launched, in index order */
   int next_test;     /* the oldest bucket that may still be in flight */
 };
 
@@ -110,23 +110,27 @@ wk_status wk_ddp_begin_step(wk_ddp *p, int64_t n) {
     if (b->req >= 0)
       return wk_fail(WK_ERR_INVALID_ARG, "ddp: a step began with bucket %d still in flight", i);
     b->pending = b->n_params;
-    b->launched = false;
   }
-  p->next_test = 0;
+  p->next_launch = p->next_test = 0;
   return WK_OK;
 }
 
-static wk_status wk_ddp_launch(wk_ddp *p, wk_bucket *b) {
-  b->launched = true;
-  float *g = wk_net_grads(p->net) + b->lo;
-  return wk_dist_iallreduce_f32(p->d, WK_DIST_GRADS, g, b->hi - b->lo, &b->req);
+/* Launches buckets in index order while the next one is complete (every rank
+ * then sends the same sequence); `all` launches the rest regardless. */
+static wk_status wk_ddp_launch_ready(wk_ddp *p, bool all) {
+  for (; p->next_launch < p->n_buckets; p->next_launch++) {
+    wk_bucket *b = &p->buckets[p->next_launch];
+    if (!all && b->pending > 0) break;
+    float *g = wk_net_grads(p->net) + b->lo;
+    WK_TRY(wk_dist_iallreduce_f32(p->d, WK_DIST_GRADS, g, b->hi - b->lo, &b->req));
+  }
+  return WK_OK;
 }
 
 /* Lets MPI move the buckets in flight (it progresses only inside its calls). */
 static wk_status wk_ddp_progress(wk_ddp *p) {
-  for (int i = p->next_test; i < p->n_buckets; i++) {
+  for (int i = p->next_test; i < p->next_launch; i++) {
     wk_bucket *b = &p->buckets[i];
-    if (!b->launched) break;
     if (b->req < 0) continue;
     bool done = false;
     WK_TRY(wk_dist_test(p->d, b->req, &done));
@@ -140,29 +144,16 @@ static wk_status wk_ddp_progress(wk_ddp *p) {
 static wk_status wk_ddp_node_done(void *user, int node) {
   wk_ddp *p = user;
   const wk_node *nd = wk_net_node(p->net, node);
-  for (int k = 0; k < 2; k++) {
-    if (nd->param[k] < 0) continue;
-    wk_bucket *b = &p->buckets[p->param_bucket[nd->param[k]]];
-    if (--b->pending == 0 && !b->launched) {
-      /* buckets go out in index order, so that every rank sends the same sequence */
-      const int idx = (int)(b - p->buckets);
-      bool earlier_waiting = false;
-      for (int i = 0; i < idx; i++) earlier_waiting |= !p->buckets[i].launched;
-      if (!earlier_waiting) {
-        for (int i = idx; i < p->n_buckets && p->buckets[i].pending == 0 &&
-                          !p->buckets[i].launched; i++)
-          WK_TRY(wk_ddp_launch(p, &p->buckets[i]));
-      }
-    }
-  }
+  for (int k = 0; k < 2; k++)
+    if (nd->param[k] >= 0) p->buckets[p->param_bucket[nd->param[k]]].pending--;
+  WK_TRY(wk_ddp_launch_ready(p, false));
   return wk_ddp_progress(p);
 }
 
 wk_status wk_ddp_finish_step(wk_ddp *p) {
   const int world = wk_dist_size(p->d);
   if (world <= 1) return WK_OK;
-  for (int i = 0; i < p->n_buckets; i++)
-    if (!p->buckets[i].launched) WK_TRY(wk_ddp_launch(p, &p->buckets[i]));
+  WK_TRY(wk_ddp_launch_ready(p, true));
   for (int i = 0; i < p->n_buckets; i++) {
     wk_bucket *b = &p->buckets[i];
     if (b->req >= 0) WK_TRY(wk_dist_wait(p->d, b->req, "the gradient all-reduce"));
