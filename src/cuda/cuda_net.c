@@ -396,50 +396,38 @@ wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, f
 
 /* ------------------------------------------------------------------ per batch size */
 
-/* The first algorithm of cuDNN's ranking that succeeded and fits the limit. */
+/* From cuDNN's ranking `perf` (got entries; the three perf types share the
+ * fields used), the first algorithm that succeeded and fits the limit into
+ * `out`, its workspace into *need (the largest so far); else an error. */
+#define WK_PICK(perf, got, out, what)                                                      \
+  do {                                                                                      \
+    int k_ = 0;                                                                             \
+    while (k_ < (got) && ((perf)[k_].status != CUDNN_STATUS_SUCCESS ||                      \
+                          (perf)[k_].memory > net->workspace_limit))                        \
+      k_++;                                                                                 \
+    if (k_ == (got))                                                                        \
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of " \
+                     "workspace", n->name, what, net->workspace_limit >> 20);              \
+    (out) = (perf)[k_].algo;                                                                \
+    if ((perf)[k_].memory > *need) *need = (perf)[k_].memory;                               \
+  } while (0)
+
 static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
   wk_gnode *s = &net->gn[i];
   const wk_node *n = &net->nodes[i];
   int got = 0;
-  size_t ws = 0;
   cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, s->x, s->w, s->conv, s->y,
                                                       WK_GPU_MAX_ALGOS, &got, fp));
-  bool found = false;
-  for (int k = 0; k < got && !found; k++)
-    if (fp[k].status == CUDNN_STATUS_SUCCESS && fp[k].memory <= net->workspace_limit) {
-      s->fwd_algo = fp[k].algo;
-      ws = fp[k].memory > ws ? fp[k].memory : ws;
-      found = true;
-    }
-  if (!found)
-    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN forward algorithm within %zu MB of "
-                   "workspace", n->name, net->workspace_limit >> 20);
+  WK_PICK(fp, got, s->fwd_algo, "forward");
   cudnnConvolutionBwdDataAlgoPerf_t dp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, s->w, s->y, s->conv, s->x,
                                                            WK_GPU_MAX_ALGOS, &got, dp));
-  found = false;
-  for (int k = 0; k < got && !found; k++)
-    if (dp[k].status == CUDNN_STATUS_SUCCESS && dp[k].memory <= net->workspace_limit) {
-      s->bwd_data_algo = dp[k].algo;
-      ws = dp[k].memory > ws ? dp[k].memory : ws;
-      found = true;
-    }
-  if (!found)
-    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN backward-data algorithm", n->name);
+  WK_PICK(dp, got, s->bwd_data_algo, "backward-data");
   cudnnConvolutionBwdFilterAlgoPerf_t wp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, s->x, s->y, s->conv,
                                                              s->w, WK_GPU_MAX_ALGOS, &got, wp));
-  found = false;
-  for (int k = 0; k < got && !found; k++)
-    if (wp[k].status == CUDNN_STATUS_SUCCESS && wp[k].memory <= net->workspace_limit) {
-      s->bwd_filter_algo = wp[k].algo;
-      ws = wp[k].memory > ws ? wp[k].memory : ws;
-      found = true;
-    }
-  if (!found)
-    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN backward-filter algorithm", n->name);
-  *need = ws > *need ? ws : *need;
+  WK_PICK(wp, got, s->bwd_filter_algo, "backward-filter");
   return WK_OK;
 }
 
