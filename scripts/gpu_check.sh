@@ -3,7 +3,8 @@
 # call of the device tool, under 10 minutes with the build): build whisker with
 # the CUDA backend, run the GPU tests (every kernel against the CPU reference,
 # whole networks on the GPU against the CPU), then the GPU benchmark side by
-# side with PyTorch on the same card.
+# side with PyTorch on the same card, and the cost of the NCCL data-parallel
+# path on one GPU (--gpus 0 against --device cuda:0, alternated, two each).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
 #
@@ -42,7 +43,7 @@ start=$(date +%s)
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DWHISKER_MPI=OFF \
   || { echo "gpu_check: configure failed"; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target whisker_cli test_gpu_ops test_gpu_net \
+cmake --build "$build" -j"$(nproc)" --target whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net \
   || { echo "gpu_check: build failed"; exit 1; }
 echo "== built in $(( $(date +%s) - start )) s"
 
@@ -56,9 +57,15 @@ for t in test_gpu_ops test_gpu_net; do
   [ "$r" -eq 0 ] || rc=1
 done
 "$build/whisker" system
+py="${WHISKER_PYTHON:-python3}"
+echo "== test_gpu_ddp"
+WHISKER_BIN="$build/whisker" WHISKER_SOURCE_DIR="$root" WHISKER_PYTHON="$py" \
+  bash "$root/tests/test_gpu_ddp.sh"
+r=$?
+echo "== test_gpu_ddp exit $r"
+[ "$r" -eq 0 ] || [ "$r" -eq 77 ] || rc=1
 
 echo "== benchmark"
-py="${WHISKER_PYTHON:-python3}"
 {
   echo "| model | batch | whisker fp32 train img/s | PyTorch fp32 (no TF32) | PyTorch bf16 autocast | whisker / PyTorch fp32 |"
   echo "|---|---:|---:|---:|---:|---:|"
@@ -73,5 +80,19 @@ py="${WHISKER_PYTHON:-python3}"
     done
   done
 } | tee "$out/bench_gpu.md"
+# the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
+{
+  echo
+  echo "| model | batch | --device cuda:0 img/s | --gpus 0 (NCCL, 1 rank) img/s | NCCL path / plain |"
+  echo "|---|---:|---:|---:|---:|"
+  for m in resnet50 resnet18; do
+    b=256
+    ips() { "$build/whisker" bench --model "$m" --batch "$b" --size 224 --steps 10 --warmup 3 \
+      --latency-runs 3 --json "$@" 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p'; }
+    p1=$(ips --device cuda:0); n1=$(ips --gpus 0); p2=$(ips --device cuda:0); n2=$(ips --gpus 0)
+    ratio=$("$py" -c "print(f'{(float(\"${n1:-0}\") + float(\"${n2:-0}\")) / (float(\"${p1:-1}\") + float(\"${p2:-1}\")):.3f}')" 2>/dev/null || echo "?")
+    echo "| $m | $b | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
+  done
+} | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc

@@ -85,6 +85,45 @@ START_TEST(test_bad_environment_is_a_failure_not_a_crash) {
 }
 END_TEST
 
+/* --gpus and --procs (cli/launch.c): malformed lists and contradictions are
+ * usage errors naming the option, before any data is read or process started;
+ * a GPU that is not there is a failure that says so (on any machine: GPU 999). */
+START_TEST(test_gpus_and_procs_are_checked) {
+  static const struct {
+    const char *args, *says;
+  } usage[] = {
+      {"train d --out r --gpus a", "--gpus needs GPU numbers separated by commas"},
+      {"train d --out r --gpus -1", "--gpus needs GPU numbers"},
+      {"train d --out r --gpus 0,,1", "--gpus needs GPU numbers"},
+      {"train d --out r --gpus 0,", "ends with a comma"},
+      {"train d --out r --gpus 1,1", "GPU 1 is listed twice"},
+      {"train d --out r --gpus 0 --device cpu", "contradict"},
+      {"train d --out r --gpus 0 --procs 2", "leave out --procs"},
+      {"train d --out r --procs 0", "--procs"},
+      {"bench --gpus 0,x", "--gpus needs GPU numbers"},
+      {"finetune d --from m --out r --gpus 2,2", "listed twice"},
+  };
+  for (size_t k = 0; k < sizeof usage / sizeof usage[0]; k++) {
+    run_result r = run(usage[k].args);
+    ck_assert_msg(r.code == 2, "%s: exit %d, stderr: %s", usage[k].args, r.code, r.err);
+    ck_assert_msg(strstr(r.err, usage[k].says) != NULL, "%s: stderr: %s", usage[k].args, r.err);
+    ck_assert_str_eq(r.out, "");
+  }
+  run_result r = run("train d --out r --gpus 999");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "--gpus 999: there") != NULL, "stderr: %s", r.err);
+  r = run("bench --gpus 0,999");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "--gpus 0,999: there") != NULL, "stderr: %s", r.err);
+  /* no launcher to be found: says what to install, starts nothing */
+  setenv("WHISKER_MPIRUN", "/nonexistent/mpirun", 1);
+  r = run("train d --out r --procs 2");
+  unsetenv("WHISKER_MPIRUN");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "openmpi-bin") != NULL, "stderr: %s", r.err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cli");
   TCase *tc = tcase_create("cli");
@@ -92,6 +131,7 @@ int main(void) {
   tcase_add_test(tc, test_usage_errors_exit_2);
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
+  tcase_add_test(tc, test_gpus_and_procs_are_checked);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -4,7 +4,8 @@
 #      one process with --batch 16 and the same seed, within float tolerance,
 #      and its report has the same content (settings, per-epoch accuracies,
 #      confusion matrix);
-#   2. the same with per-rank batchnorm statistics (the default) trains and
+#   2. the same with per-rank batchnorm statistics (the default), started by
+#      whisker itself (`--procs 2`, which re-executes under mpirun), trains and
 #      keeps every rank's weights equal (rank 0's model is the one saved);
 #   3. a run killed after its first checkpoint resumes in ONE process (another
 #      number of ranks, the same global batch) and ends close to the
@@ -99,9 +100,11 @@ for name, x, y in zip(("settings", "confusion matrix", "epoch table"), a, b):
 assert a[2], "no epoch rows found"
 EOF
 
-# 2. per-rank batchnorm (the default): trains; every rank ends with rank 0's weights
-"${mpi[@]}" "$bin" train "${common[@]}" --epochs 2 --batch 8 --threads 1 --out "$tmp/perrank" \
+# 2. per-rank batchnorm (the default), launched by whisker: trains; every rank
+#    ends with rank 0's weights
+"$bin" train "${common[@]}" --epochs 2 --batch 8 --threads 1 --out "$tmp/perrank" --procs 2 \
   > /dev/null 2> "$tmp/perrank.err" || { cat "$tmp/perrank.err"; fail "per-rank batchnorm run"; }
+grep -q "data parallel: 2 ranks (mpi)" "$tmp/perrank.err" || fail "--procs 2 did not start 2 ranks"
 [ -s "$tmp/perrank/model.safetensors" ] || fail "per-rank run wrote no model"
 "$bin" eval "$tmp/shapes/val" --model "$tmp/perrank/model.safetensors" > /dev/null \
   || fail "the per-rank model does not evaluate"

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "cli/args.h"
+#include "cli/launch.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "dist/dist.h"
@@ -21,7 +22,8 @@ typedef struct wk_bench_opts {
   const char *model;
   int batch, size, classes, threads, steps, warmup, latency_runs;
   double bucket_mb;
-  int device;
+  int device, procs;
+  const char *gpus;
   bool json, profile;
 } wk_bench_opts;
 
@@ -30,13 +32,15 @@ static void wk_usage_bench(FILE *f) {
           "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
-          "                     [--device cpu|cuda[:N]|auto]\n\n"
+          "                     [--device cpu|cuda[:N]|auto] [--gpus 0,1,.. | --procs N]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
           "the time per op type. Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
           "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
-          "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n");
+          "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
+          "--gpus and --procs start those ranks as 'whisker train' does; --gpus N with\n"
+          "one GPU runs the NCCL path in one process, for its cost against --device cuda:N.\n");
 }
 
 static int wk_cmp_double(const void *a, const void *b) {
@@ -47,7 +51,7 @@ static int wk_cmp_double(const void *a, const void *b) {
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
                        .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
-                       .bucket_mb = 25, .device = WK_DEVICE_CPU};
+                       .bucket_mb = 25, .device = WK_DEVICE_UNSET};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       wk_usage_bench(stdout);
@@ -69,6 +73,8 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_int("bench", argc, argv, &i, "--threads", 1, 1024, &o->threads)) ||
         (r = wk_arg_double("bench", argc, argv, &i, "--bucket-mb", 0.001, 4096, &o->bucket_mb)) ||
         (r = wk_arg_device("bench", argc, argv, &i, &o->device)) ||
+        (r = wk_arg_str("bench", argc, argv, &i, "--gpus", &o->gpus)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--procs", 1, 1024, &o->procs)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
@@ -109,13 +115,25 @@ int wk_cmd_bench(int argc, char **argv) {
   wk_trainer *t = NULL;
   wk_dist *dist = NULL;
   wk_ddp *ddp = NULL;
-  if (wk_dist_launched()) { /* under mpirun: data-parallel steps, batch per rank */
+  int gpus[WK_MAX_GPUS], n_gpus = 0;
+  bool nccl_single = false;
+  rc = wk_launch_setup("bench", o.gpus, o.procs, &o.device, gpus, &n_gpus, &nccl_single, argc,
+                       argv);
+  if (rc >= 0) return rc;
+  if (wk_dist_launched() || nccl_single) { /* data-parallel steps, batch per rank */
     const wk_dist_opts dopts = wk_dist_opts_default();
     if (wk_dist_open(&dopts, &dist) != WK_OK) {
       fprintf(stderr, "whisker bench: %s\n", wk_last_error());
       return WK_EXIT_FAIL;
     }
     if (o.threads == 0) o.threads = wk_dist_default_threads(dist);
+    rc = wk_rank_device("bench", gpus, n_gpus, wk_dist_local_rank(dist), wk_dist_local_size(dist),
+                        wk_dist_size(dist), &o.device);
+    if (rc >= 0) {
+      wk_dist_abort(dist, rc);
+      wk_dist_close(dist);
+      return rc;
+    }
   }
   const int world = wk_dist_size(dist);
   wk_tensor x = {0}, labels = {0}, x1 = {0};
@@ -136,13 +154,14 @@ int wk_cmd_bench(int argc, char **argv) {
       wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK ||
       wk_tensor_alloc(&x1, WK_F32, 4, x1s) != WK_OK)
     goto fail;
-  if (world > 1) {
-    if (wk_ddp_create(dist, net, (size_t)(o.bucket_mb * 1048576.0), false, &ddp) != WK_OK ||
-        wk_ddp_broadcast_model(ddp) != WK_OK)
+  if (wk_net_place(net, o.device) != WK_OK) goto fail;
+  if (world > 1 || (nccl_single && wk_net_on_gpu(net))) {
+    const wk_ddp_opts dd = {.bucket_bytes = (size_t)(o.bucket_mb * 1048576.0),
+                            .nccl_single = nccl_single};
+    if (wk_ddp_create(dist, net, &dd, &ddp) != WK_OK || wk_ddp_broadcast_model(ddp) != WK_OK)
       goto fail;
     wk_trainer_set_ddp(t, ddp);
   }
-  if (wk_net_place(net, o.device) != WK_OK) goto fail;
   if (!(times = malloc((size_t)(total + o.latency_runs + 3) * sizeof *times))) goto fail;
   wk_rng r = wk_rng_make(1, 0);
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
@@ -178,11 +197,11 @@ int wk_cmd_bench(int argc, char **argv) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
-           "\"threads\": %d, \"ranks\": %d, \"train_images_per_s\": %.3f, "
+           "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", "
+           "\"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
-           o.size, ctx->n_threads, world,
-           ips, step_med, lat_ms, rss_mb);
+           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), ips, step_med, lat_ms, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));

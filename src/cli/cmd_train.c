@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/launch.h"
 #include "core/log.h"
 #include "dist/dist.h"
 #include "train/fit.h"
@@ -20,7 +21,8 @@ static void wk_usage_train(FILE *f) {
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
           "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--sync-bn] [--bucket-mb 25] [--device cpu|cuda[:N]|auto]\n\n"
+          "                     [--device cpu|cuda[:N]|auto] [--gpus 0,1,.. | --procs N]\n"
+          "                     [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
@@ -35,15 +37,20 @@ static void wk_usage_train(FILE *f) {
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
           "--pretrained MODEL fine-tunes a trained model instead: see 'whisker finetune --help'.\n"
           "\n"
-          "Several processes can train one model: start whisker under an MPI launcher,\n"
-          "e.g. 'mpirun -np 4 whisker train ...'. --batch is then per process; each step\n"
+          "Several processes can train one model: --gpus 0,1,2,3 starts one per GPU,\n"
+          "--procs N N of them on the CPU (both through Open MPI's mpirun, on this\n"
+          "machine); across machines start whisker under an MPI launcher yourself,\n"
+          "e.g. 'mpirun -np 8 whisker train ... --device cuda' (rank r of a machine takes\n"
+          "its GPU r, or the r-th of --gpus). --batch is then per process; each step\n"
           "covers batch x processes images, gradients are averaged over the processes in\n"
           "buckets of --bucket-mb while backward runs, and only the first process writes\n"
           "RUN_DIR. --sync-bn computes batchnorm statistics over all processes' batches\n"
           "(the same training as one process with the whole batch); by default each\n"
           "process keeps its own. A process that fails or hangs stops all of them within\n"
           "$WHISKER_DIST_TIMEOUT seconds (300). --threads defaults to the cores divided\n"
-          "among the processes on each machine.\n"
+          "among the processes on each machine. On GPUs the gradients are averaged with\n"
+          "NCCL (--sync-bn is CPU-only so far); --gpus with one GPU runs that path in\n"
+          "one process (to measure its cost against plain --device cuda:N).\n"
           "\n"
           "--device cuda[:N] trains on a GPU (cuDNN; fails clearly when there is none),\n"
           "--device auto on the first GPU that works, else the CPU with a warning. The\n"
@@ -72,9 +79,11 @@ static void wk_on_sigint(int sig) {
 static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) {
   wk_fit_config c = wk_fit_config_default();
   const char *optim = NULL, *sched = "onecycle";
-  int threads = 0, seed = 1, epochs = 0, size = 0;
+  int threads = 0, seed = 1, epochs = 0, size = 0, procs = 0;
+  const char *gpus_arg = NULL;
   double width = 1.0, smoothing = 0.1, crop = 0.08, bucket_mb = 25;
   c.progress_bar = wk_stderr_is_tty();
+  c.device = WK_DEVICE_UNSET; /* the CPU unless --device or --gpus says otherwise */
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -116,6 +125,8 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_double(cmd, argc, argv, &i, "--crop-scale", 0.01, 1, &crop)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--bucket-mb", 0.001, 4096, &bucket_mb)) ||
         (r = wk_arg_device(cmd, argc, argv, &i, &c.device)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--gpus", &gpus_arg)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--procs", 1, 1024, &procs)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
@@ -151,8 +162,12 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   c.label_smoothing = (float)smoothing;
   c.crop_scale_min = (float)crop;
   c.bucket_bytes = (size_t)(bucket_mb * 1048576.0);
+  int gpus[WK_MAX_GPUS], n_gpus = 0;
+  const int lr = wk_launch_setup(cmd, gpus_arg, procs, &c.device, gpus, &n_gpus,
+                                 &c.nccl_single, argc, argv);
+  if (lr >= 0) return lr;
   wk_dist *dist = NULL;
-  if (wk_dist_launched()) {
+  if (wk_dist_launched() || c.nccl_single) {
     const wk_dist_opts dopts = wk_dist_opts_default();
     if (wk_dist_open(&dopts, &dist) != WK_OK) {
       fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
@@ -164,6 +179,13 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
       c.progress_bar = false;
     }
     if (threads == 0) threads = wk_dist_default_threads(dist); /* share the cores */
+    const int dr = wk_rank_device(cmd, gpus, n_gpus, wk_dist_local_rank(dist),
+                                  wk_dist_local_size(dist), wk_dist_size(dist), &c.device);
+    if (dr >= 0) {
+      wk_dist_abort(dist, dr);
+      wk_dist_close(dist);
+      return dr;
+    }
   }
   wk_ctx *ctx;
   if (wk_ctx_create(&ctx, threads) != WK_OK) {

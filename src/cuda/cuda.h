@@ -61,13 +61,46 @@ wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *
 wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params);
 /* Device arenas to the host (each NULL skips). */
 wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads);
+/* Where a training forward's dropout masks come from, as on the CPU (nn/exec.c):
+ * the stream (seed, step) and, in data-parallel training, the batch's first
+ * sample within the global batch. */
+typedef struct wk_gpu_dropout {
+  uint64_t seed, step;
+  int64_t first;
+} wk_gpu_dropout;
+
 /* x (n, in_h, in_w, in_c) host floats; out (n, F) host floats. Training mode
  * uses batch statistics (updating the running ones on the device) and dropout
- * masks from (seed, step) as the CPU does. */
+ * masks as the CPU does. */
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                             uint64_t dropout_seed, uint64_t dropout_step, float *out);
+                             const wk_gpu_dropout *drop, float *out);
 /* dy (n, F) host floats for the last training forward; the gradients stay on
- * the device (wk_gpu_net_download). */
+ * the device (wk_gpu_net_download). With a communicator attached (below) they
+ * are the mean over the ranks when this returns. */
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy);
+
+/* ------------------------------------------------------------------ data parallelism
+ * NCCL between the ranks of a data-parallel run, one GPU each (cuda_comm.c in
+ * the plugin). Rank 0 makes the id (WK_GPU_COMM_ID_BYTES opaque bytes), every
+ * other rank gets it from rank 0 (dist/dist.h: wk_dist_bcast) and all attach it
+ * to their network: from then on each backward averages the gradients over the
+ * ranks with ncclAllReduce in buckets (below), on a stream of
+ * its own, while backward is still running (train/ddp.h has the scheme). Every
+ * wait has a deadline of timeout_s; a rank that died or hangs makes the others
+ * fail with a message naming what they waited for. A world of one rank works
+ * (the path's own cost can be measured so). */
+#define WK_GPU_COMM_ID_BYTES 128
+wk_status wk_gpu_comm_unique_id(unsigned char id[WK_GPU_COMM_ID_BYTES]);
+/* The buckets (train/ddp.c makes them): n contiguous ranges [lo[i], hi[i]) of
+ * the parameter arena, and per parameter its bucket. A bucket is sent once
+ * backward has run the nodes of all its parameters, in index order. */
+typedef struct wk_gpu_buckets {
+  int n;
+  const size_t *lo, *hi;
+  const int *param_bucket;
+} wk_gpu_buckets;
+/* Collective: every rank calls it with the same id, world and buckets. */
+wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s);
 
 #endif

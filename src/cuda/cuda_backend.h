@@ -110,8 +110,32 @@ void wk_cudanet_destroy(wk_gpu_net *net);
 wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *buffers);
 wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, float *grads);
 wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                             uint64_t seed, uint64_t step, float *out);
+                             const wk_gpu_dropout *drop, float *out);
 wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy);
 wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params);
+wk_status wk_cudanet_comm_unique_id(unsigned char *id);
+wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
+                                 const wk_gpu_buckets *b, double timeout_s);
+
+/* ------------------------------------------------------------------ gradient all-reduce
+ * cuda_comm.c: NCCL for cuda_net.c's backward (cuda.h's data-parallel API). */
+typedef struct wk_gpucomm wk_gpucomm;
+/* id: n = sizeof(ncclUniqueId) bytes. */
+wk_status wk_gpucomm_unique_id(void *id, size_t n);
+/* The communicator of rank `rank` of `world` on `device`, with buckets b over
+ * g's parameter arena (checked against it, copied). */
+wk_status wk_gpucomm_create(const wk_gpu_graph *g, int device, const void *id, int rank,
+                            int world, const wk_gpu_buckets *b, double timeout_s,
+                            wk_gpucomm **out);
+void wk_gpucomm_destroy(wk_gpucomm *c);
+/* Per backward: begin before the first node; node_done after each node (in
+ * backward's order, every node, run or skipped), which sends the buckets that
+ * are complete; finish after the last, which sends the rest and makes
+ * `compute` wait for them; wait then polls `compute` with the deadline. */
+wk_status wk_gpucomm_begin(wk_gpucomm *c);
+wk_status wk_gpucomm_node_done(wk_gpucomm *c, const wk_node *nd, float *grads,
+                               cudaStream_t compute);
+wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute);
+wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what);
 
 #endif

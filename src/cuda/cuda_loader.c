@@ -124,10 +124,10 @@ wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, f
 }
 
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                             uint64_t dropout_seed, uint64_t dropout_step, float *out) {
+                             const wk_gpu_dropout *drop, float *out) {
   const wk_cuda_plugin *p = wk_plugin_get();
   if (!p) return wk_no_plugin();
-  return wk_relay(p, p->net_forward(net, x, n, train, dropout_seed, dropout_step, out));
+  return wk_relay(p, p->net_forward(net, x, n, train, drop, out));
 }
 
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
@@ -140,4 +140,17 @@ wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params) {
   const wk_cuda_plugin *p = wk_plugin_get();
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_set_params(net, params));
+}
+
+wk_status wk_gpu_comm_unique_id(unsigned char id[WK_GPU_COMM_ID_BYTES]) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->comm_unique_id(id));
+}
+
+wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_attach_comm(net, id, rank, world, b, timeout_s));
 }

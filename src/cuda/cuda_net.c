@@ -63,7 +63,8 @@ struct wk_gpu_net {
   float **val, **grad;   /* per value (roots only), device, for batch cap */
   int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
   bool last_train;
-  uint64_t seed, step;   /* the last training forward's dropout stream */
+  wk_gpu_dropout drop;   /* the last training forward's dropout masks */
+  wk_gpucomm *comm;      /* data parallelism (cuda_comm.c), or NULL */
   wk_gnode *gn;
   void *workspace;
   size_t workspace_bytes, workspace_limit;
@@ -333,6 +334,7 @@ static void wk_free_values(wk_gpu_net *net) {
 
 void wk_cudanet_destroy(wk_gpu_net *net) {
   if (!net) return;
+  wk_gpucomm_destroy(net->comm); /* first: its stream waits on work of the net's */
   if (net->val && net->alias) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
@@ -491,8 +493,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
 
 /* ------------------------------------------------------------------ forward */
 
-static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, uint64_t seed,
-                                 uint64_t step) {
+static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
+                                 const wk_gpu_dropout *drop) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   const int v = i + 1;
@@ -561,8 +563,9 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, uint64_t se
                                   net->stream));
       return WK_OK;
     }
-    return wk_kernel_try(wk_launch_dropout_forward_f32(len, nd->drop_p, seed,
-                                                       (step << 16) ^ (uint64_t)i, 0, x, y,
+    return wk_kernel_try(wk_launch_dropout_forward_f32(len, nd->drop_p, drop->seed,
+                                                       (drop->step << 16) ^ (uint64_t)i,
+                                                       drop->first * net->numel[v], x, y,
                                                        net->stream),
                          "dropout forward");
   default:
@@ -571,15 +574,15 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, uint64_t se
 }
 
 wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                             uint64_t seed, uint64_t step, float *out) {
-  if (n < 1 || n > (1 << 24) || !x || !out)
+                             const wk_gpu_dropout *drop, float *out) {
+  if (n < 1 || n > (1 << 24) || !x || !out || !drop)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: batch %lld", (long long)n);
   WK_CUDA_TRY(cudaSetDevice(net->device));
   WK_TRY(wk_prepare_batch(net, n));
   WK_CUDA_TRY(cudaMemcpyAsync(net->val[0], x, (size_t)(n * net->numel[0]) * sizeof(float),
                               cudaMemcpyHostToDevice, net->stream));
   for (int i = 0; i < net->g.n_nodes; i++) {
-    wk_status s = wk_forward_node(net, i, train, seed, step);
+    wk_status s = wk_forward_node(net, i, train, drop);
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
   }
   const int last = net->n_values - 1;
@@ -587,8 +590,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool tr
                               cudaMemcpyDeviceToHost, net->stream));
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   net->last_train = train;
-  net->seed = seed;
-  net->step = step;
+  net->drop = *drop;
   return WK_OK;
 }
 
@@ -708,8 +710,9 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
       WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
                                   net->stream));
     else
-      WK_TRY(wk_kernel_try(wk_launch_dropout_backward_f32(len, nd->drop_p, net->seed,
-                                                          (net->step << 16) ^ (uint64_t)i, 0, dy,
+      WK_TRY(wk_kernel_try(wk_launch_dropout_backward_f32(len, nd->drop_p, net->drop.seed,
+                                                          (net->drop.step << 16) ^ (uint64_t)i,
+                                                          net->drop.first * net->numel[v], dy,
                                                           dst, net->stream),
                            "dropout backward"));
     return wk_commit(net, in, dst);
@@ -733,11 +736,32 @@ wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
   WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy, (size_t)(n * net->numel[last]) * sizeof(float),
                               cudaMemcpyHostToDevice, net->stream));
   net->last_train = false; /* one backward per forward, as on the CPU */
+  if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
   for (int i = net->g.n_nodes - 1; i >= 0; i--) {
-    if (!net->needs_grad[i + 1]) continue;
-    wk_status s = wk_backward_node(net, i);
-    if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
+    if (net->needs_grad[i + 1]) {
+      wk_status s = wk_backward_node(net, i);
+      if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
+    }
+    if (net->comm) WK_TRY(wk_gpucomm_node_done(net->comm, &net->nodes[i], net->grads,
+                                               net->stream));
   }
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
-  return WK_OK;
+  if (!net->comm) {
+    WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+    return WK_OK;
+  }
+  WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
+  return wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce");
+}
+
+/* ------------------------------------------------------------------ data parallelism */
+
+wk_status wk_cudanet_comm_unique_id(unsigned char *id) {
+  return wk_gpucomm_unique_id(id, WK_GPU_COMM_ID_BYTES);
+}
+
+wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
+                                 const wk_gpu_buckets *b, double timeout_s) {
+  if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  return wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm);
 }

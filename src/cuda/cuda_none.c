@@ -48,13 +48,12 @@ wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, f
 }
 
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                             uint64_t dropout_seed, uint64_t dropout_step, float *out) {
+                             const wk_gpu_dropout *drop, float *out) {
   (void)net;
   (void)x;
   (void)n;
   (void)train;
-  (void)dropout_seed;
-  (void)dropout_step;
+  (void)drop;
   (void)out;
   return wk_not_built();
 }
@@ -68,5 +67,21 @@ wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
 wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params) {
   (void)net;
   (void)params;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_comm_unique_id(unsigned char id[WK_GPU_COMM_ID_BYTES]) {
+  (void)id;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s) {
+  (void)net;
+  (void)id;
+  (void)rank;
+  (void)world;
+  (void)b;
+  (void)timeout_s;
   return wk_not_built();
 }

@@ -15,6 +15,8 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_download = wk_cudanet_download,
                                         .net_forward = wk_cudanet_forward,
                                         .net_backward = wk_cudanet_backward,
-                                        .net_set_params = wk_cudanet_set_params};
+                                        .net_set_params = wk_cudanet_set_params,
+                                        .comm_unique_id = wk_cudanet_comm_unique_id,
+                                        .net_attach_comm = wk_cudanet_attach_comm};
   return &plugin;
 }

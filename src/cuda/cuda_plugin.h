@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 2
+#define WK_CUDA_PLUGIN_ABI 3
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -32,9 +32,13 @@ typedef struct wk_cuda_plugin {
   wk_status (*net_upload)(wk_gpu_net *net, const float *weights, const float *buffers);
   wk_status (*net_download)(wk_gpu_net *net, float *weights, float *buffers, float *grads);
   wk_status (*net_forward)(wk_gpu_net *net, const float *x, int64_t n, bool train,
-                           uint64_t seed, uint64_t step, float *out);
+                           const wk_gpu_dropout *drop, float *out);
   wk_status (*net_backward)(wk_gpu_net *net, const float *dy);
   wk_status (*net_set_params)(wk_gpu_net *net, const wk_param *params);
+  /* data parallelism (cuda_comm.c) */
+  wk_status (*comm_unique_id)(unsigned char *id);
+  wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,
+                               const wk_gpu_buckets *b, double timeout_s);
 } wk_cuda_plugin;
 
 typedef const wk_cuda_plugin *(*wk_cuda_plugin_get_fn)(void);

@@ -28,7 +28,7 @@
 enum { WK_DIST_SPIN_POLLS = 1000, WK_DIST_SLEEP_US = 100 };
 
 struct wk_dist {
-  int rank, size, local_size;
+  int rank, size, local_rank, local_size;
   double timeout_s;
   const wk_mpi_plugin *mpi; /* NULL: a world of one rank */
   bool req_used[WK_DIST_MAX_PENDING];
@@ -147,7 +147,7 @@ wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
     const wk_mpi_plugin *p = NULL;
     wk_status s = wk_dist_plugin_load(&p);
     if (s == WK_OK) {
-      s = p->init(&d->rank, &d->size, &d->local_size);
+      s = p->init(&d->rank, &d->size, &d->local_rank, &d->local_size);
       if (s != WK_OK) s = wk_fail(s, "MPI: %s", p->last_error());
     }
     if (s != WK_OK) {
@@ -175,6 +175,13 @@ void wk_dist_close(wk_dist *d) {
 int wk_dist_rank(const wk_dist *d) { return d ? d->rank : 0; }
 int wk_dist_size(const wk_dist *d) { return d ? d->size : 1; }
 int wk_dist_local_size(const wk_dist *d) { return d ? d->local_size : 1; }
+int wk_dist_local_rank(const wk_dist *d) { return d ? d->local_rank : 0; }
+double wk_dist_timeout_s(const wk_dist *d) {
+  if (d) return d->timeout_s;
+  const wk_dist_opts o = wk_dist_opts_default();
+  double t = 300;
+  return wk_dist_timeout(&o, &t) == WK_OK ? t : 300;
+}
 const char *wk_dist_backend(const wk_dist *d) { return d && d->mpi ? "mpi" : "none"; }
 
 int wk_dist_default_threads(const wk_dist *d) {

@@ -53,6 +53,10 @@ void wk_dist_close(wk_dist *d);
 int wk_dist_rank(const wk_dist *d);       /* 0 for NULL */
 int wk_dist_size(const wk_dist *d);       /* 1 for NULL */
 int wk_dist_local_size(const wk_dist *d); /* ranks on this machine; 1 for NULL */
+int wk_dist_local_rank(const wk_dist *d); /* this rank's place among them; 0 for NULL */
+/* The deadline of every wait, in seconds (for NULL: the default, with
+ * $WHISKER_DIST_TIMEOUT applied; 300 when that is malformed). */
+double wk_dist_timeout_s(const wk_dist *d);
 const char *wk_dist_backend(const wk_dist *d); /* "none" or "mpi" */
 /* A rank's default thread count: the machine's cores shared among the ranks
  * on it (at least 1); 0 (the usual default) in a world of one or when

@@ -53,7 +53,7 @@ static wk_status wk_mpi_chunk_from_env(size_t *chunk) {
   return WK_OK;
 }
 
-static wk_status wk_mpi_init(int *rank, int *size, int *local_size) {
+static wk_status wk_mpi_init(int *rank, int *size, int *local_rank, int *local_size) {
   int done = 0;
   WK_TRY(WK_MPI(MPI_Finalized, &done));
   if (done) return wk_fail(WK_ERR_UNSUPPORTED, "MPI was finalised: it cannot start twice");
@@ -74,7 +74,8 @@ static wk_status wk_mpi_init(int *rank, int *size, int *local_size) {
   MPI_Comm local;
   WK_TRY(WK_MPI(MPI_Comm_split_type, MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL,
                 &local));
-  const wk_status s = WK_MPI(MPI_Comm_size, local, local_size);
+  wk_status s = WK_MPI(MPI_Comm_size, local, local_size);
+  if (s == WK_OK) s = WK_MPI(MPI_Comm_rank, local, local_rank);
   WK_TRY(WK_MPI(MPI_Comm_free, &local));
   WK_TRY(s);
   wk_mpi.open = true;

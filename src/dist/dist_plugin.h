@@ -26,15 +26,16 @@
 #include "core/status.h"
 #include "dist/dist.h"
 
-#define WK_MPI_PLUGIN_ABI 1
+#define WK_MPI_PLUGIN_ABI 2
 #define WK_MPI_PLUGIN_FILE "libwhisker-mpi.so"
 /* dist.h's pending requests and the one blocking collective at a time */
 #define WK_MPI_PLUGIN_MAX_OPS (WK_DIST_MAX_PENDING + 8)
 
 typedef struct wk_mpi_plugin {
   int abi; /* WK_MPI_PLUGIN_ABI */
-  /* MPI_Init_thread (funneled), the two channels, the ranks on this machine */
-  wk_status (*init)(int *rank, int *size, int *local_size);
+  /* MPI_Init_thread (funneled), the two channels, this rank's place among the
+   * ranks on its machine and their number */
+  wk_status (*init)(int *rank, int *size, int *local_rank, int *local_size);
   wk_status (*finalize)(void);
   /* in-place sum of count elements */
   wk_status (*iallreduce)(int channel, void *buf, size_t count, wk_dist_dtype dtype,

@@ -104,8 +104,9 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
     WK_TRY(wk_gpu_net_upload(net->gpu, net->weights, net->buffer_data));
     net->gpu_uploaded = net->weights_version;
   }
-  WK_TRY(wk_gpu_net_forward(net->gpu, x->data, n, train, net->dropout_seed, net->dropout_step,
-                            net->gpu_out));
+  const wk_gpu_dropout drop = {.seed = net->dropout_seed, .step = net->dropout_step,
+                               .first = net->dropout_first};
+  WK_TRY(wk_gpu_net_forward(net->gpu, x->data, n, train, &drop, net->gpu_out));
   net->batch = n;
   net->last_train = train;
   if (train) {
@@ -125,4 +126,10 @@ wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
   WK_TRY(wk_gpu_net_backward(net->gpu, dy->data));
   /* the gradients, and the running statistics the forward moved */
   return wk_gpu_net_download(net->gpu, NULL, net->buffer_data, net->grads);
+}
+
+wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,
+                                 const wk_gpu_buckets *b, double timeout_s) {
+  if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "NCCL needs the network on a GPU");
+  return wk_gpu_net_attach_comm(net->gpu, id, rank, world, b, timeout_s);
 }

@@ -185,6 +185,12 @@ bool wk_net_on_gpu(const wk_net *net);
 #define WK_DEVICE_CPU (-1)
 #define WK_DEVICE_AUTO (-2)
 wk_status wk_net_place(wk_net *net, int device);
+/* Data parallelism on GPUs: attaches an NCCL communicator (cuda/cuda.h's
+ * wk_gpu_net_attach_comm) to a network on a GPU, after which every backward
+ * leaves the mean gradient over the ranks in the host arena. */
+struct wk_gpu_buckets;
+wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,
+                                 const struct wk_gpu_buckets *b, double timeout_s);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "cuda/cuda.h"
 
 typedef struct wk_bucket {
   size_t lo, hi;    /* arena elements [lo, hi) */
@@ -24,6 +25,7 @@ struct wk_ddp {
   wk_dist *d;
   wk_net *net;
   bool sync_bn;
+  bool nccl;         /* the network's GPU backend reduces the gradients */
   wk_bucket *buckets;
   int n_buckets;
   int *param_bucket; /* per parameter */
@@ -66,20 +68,49 @@ static wk_status wk_ddp_make_buckets(wk_ddp *p, size_t bucket_bytes) {
   return WK_OK;
 }
 
-wk_status wk_ddp_create(wk_dist *d, wk_net *net, size_t bucket_bytes, bool sync_bn,
-                        wk_ddp **out) {
+const char *wk_ddp_backend(const wk_ddp *p) {
+  if (p && p->nccl) return wk_dist_size(p->d) > 1 ? "mpi, gradients over nccl" : "nccl";
+  return p && wk_dist_size(p->d) > 1 ? "mpi" : "none";
+}
+
+/* Rank 0's NCCL id to every rank, then the communicator on each, with the
+ * buckets made here. */
+static wk_status wk_ddp_attach_nccl(wk_ddp *p) {
+  unsigned char id[WK_GPU_COMM_ID_BYTES] = {0};
+  if (wk_dist_rank(p->d) == 0) WK_TRY(wk_gpu_comm_unique_id(id));
+  WK_TRY(wk_dist_bcast(p->d, id, sizeof id, 0, "the NCCL id"));
+  const size_t n = (size_t)p->n_buckets;
+  size_t *lo = malloc((n ? n : 1) * 2 * sizeof *lo);
+  if (!lo) return wk_fail(WK_ERR_NOMEM, "ddp: out of memory");
+  for (size_t i = 0; i < n; i++) lo[i] = p->buckets[i].lo, lo[n + i] = p->buckets[i].hi;
+  const wk_gpu_buckets b = {.n = p->n_buckets, .lo = lo, .hi = lo + n,
+                            .param_bucket = p->param_bucket};
+  const wk_status s = wk_net_gpu_attach_comm(p->net, id, wk_dist_rank(p->d), wk_dist_size(p->d),
+                                             &b, wk_dist_timeout_s(p->d));
+  free(lo);
+  p->nccl = s == WK_OK;
+  return s;
+}
+
+wk_status wk_ddp_create(wk_dist *d, wk_net *net, const wk_ddp_opts *o, wk_ddp **out) {
   *out = NULL;
+  const size_t bucket_bytes = o->bucket_bytes ? o->bucket_bytes : WK_DDP_BUCKET_BYTES_DEFAULT;
+  const bool gpu = wk_net_on_gpu(net), many = wk_dist_size(d) > 1;
+  if (gpu && many && o->sync_bn)
+    return wk_fail(WK_ERR_UNSUPPORTED, "--sync-bn is not built for GPUs yet: leave it out (each "
+                   "rank keeps its own batchnorm statistics) or train on the CPU");
   wk_ddp *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "ddp: out of memory");
   p->d = d;
   p->net = net;
-  p->sync_bn = sync_bn && wk_dist_size(d) > 1;
+  p->sync_bn = o->sync_bn && many;
   wk_status s = wk_ddp_make_buckets(p, bucket_bytes);
+  if (s == WK_OK && gpu && (many || o->nccl_single)) s = wk_ddp_attach_nccl(p);
   if (s != WK_OK) {
     wk_ddp_destroy(p);
     return s;
   }
-  if (wk_dist_size(d) > 1) {
+  if (many && !p->nccl) {
     wk_net_set_backward_hook(net, wk_ddp_node_done, p);
     if (p->sync_bn) wk_net_set_sync_bn(net, wk_ddp_sync_bn, p, wk_dist_size(d));
   }
@@ -105,6 +136,7 @@ static wk_status wk_ddp_sync_bn(void *user, double *buf, size_t n) {
 
 wk_status wk_ddp_begin_step(wk_ddp *p, int64_t n) {
   wk_net_set_dropout_first(p->net, (int64_t)wk_dist_rank(p->d) * n);
+  if (p->nccl) return WK_OK; /* the GPU backend keeps its own buckets */
   for (int i = 0; i < p->n_buckets; i++) {
     wk_bucket *b = &p->buckets[i];
     if (b->req >= 0)
@@ -152,7 +184,7 @@ static wk_status wk_ddp_node_done(void *user, int node) {
 
 wk_status wk_ddp_finish_step(wk_ddp *p) {
   const int world = wk_dist_size(p->d);
-  if (world <= 1) return WK_OK;
+  if (world <= 1 || p->nccl) return WK_OK; /* NCCL averaged them during backward */
   WK_TRY(wk_ddp_launch_ready(p, true));
   for (int i = 0; i < p->n_buckets; i++) {
     wk_bucket *b = &p->buckets[i];

@@ -14,7 +14,14 @@
  * Batchnorm keeps per-rank statistics by default (the running statistics are
  * averaged over the ranks before validation and saving); with sync_bn the
  * batch statistics are the whole global batch's (nn/exec_syncbn.c), and R
- * ranks of batch B then train exactly as one process of batch R * B. */
+ * ranks of batch B then train exactly as one process of batch R * B.
+ *
+ * A network on a GPU (one per rank) averages its gradients with NCCL instead
+ * (cuda/cuda.h: wk_gpu_net_attach_comm): the same buckets, sent by the GPU
+ * backend on a stream of its own while backward runs; rank 0 makes NCCL's id
+ * and broadcasts it over the wk_dist. Everything else (the broadcast of the
+ * initial model, buffer averaging, metrics) stays on the host and the wk_dist,
+ * as the host owns the weights. Synchronised batchnorm is CPU-only so far. */
 #ifndef WK_TRAIN_DDP_H
 #define WK_TRAIN_DDP_H
 
@@ -25,14 +32,25 @@
 
 typedef struct wk_ddp wk_ddp;
 
-/* Borrows d and net (both must outlive it) and installs the network's hooks. */
-wk_status wk_ddp_create(wk_dist *d, wk_net *net, size_t bucket_bytes, bool sync_bn,
-                        wk_ddp **out);
+typedef struct wk_ddp_opts {
+  size_t bucket_bytes; /* 0: WK_DDP_BUCKET_BYTES_DEFAULT */
+  bool sync_bn;
+  /* a network on a GPU in a world of one rank: still go through NCCL (what
+   * `--gpus N` with one GPU does, so the path's cost can be measured) */
+  bool nccl_single;
+} wk_ddp_opts;
+
+/* Borrows d and net (both must outlive it) and installs the network's hooks
+ * (on a GPU: attaches the NCCL communicator, collectively). */
+wk_status wk_ddp_create(wk_dist *d, wk_net *net, const wk_ddp_opts *o, wk_ddp **out);
 /* Removes the hooks. NULL is fine. */
 void wk_ddp_destroy(wk_ddp *p);
 
 wk_dist *wk_ddp_dist(const wk_ddp *p);
 int wk_ddp_n_buckets(const wk_ddp *p);
+/* "mpi", "nccl" (gradients; the rest over MPI when there are several ranks)
+ * or "none". */
+const char *wk_ddp_backend(const wk_ddp *p);
 
 /* Before a step's forward: local batch n (dropout masks count from rank * n). */
 wk_status wk_ddp_begin_step(wk_ddp *p, int64_t n);

@@ -525,20 +525,27 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_net_input_shape(r->net, &h, &w, &ch);
     c->size = h;
   }
-  if (r->world > 1 && c->device != WK_DEVICE_CPU)
-    return wk_fail(WK_ERR_UNSUPPORTED, "data-parallel training on GPUs (NCCL) is not built yet; "
-                   "under mpirun, train on the CPU (--device cpu)");
   WK_TRY(wk_net_place(r->net, c->device));
+  if (r->world > 1) { /* all on GPUs (NCCL) or all on CPUs (MPI): --device auto may differ */
+    int64_t on_gpu = wk_net_on_gpu(r->net);
+    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, &on_gpu, 1,
+                                 "where the ranks run"));
+    if (on_gpu != 0 && on_gpu != r->world)
+      return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks found a GPU, the others run on the "
+                     "CPU: every rank must run on the same kind of device (--device cpu, or a "
+                     "GPU for each)", (long long)on_gpu, r->world);
+  }
   WK_TRY(wk_run_loader(r));
-  if (r->world > 1)
-    WK_TRY(wk_ddp_create(c->dist, r->net, c->bucket_bytes ? c->bucket_bytes
-                                                          : WK_DDP_BUCKET_BYTES_DEFAULT,
-                         c->sync_bn, &r->ddp));
+  if (r->world > 1 || (c->nccl_single && wk_net_on_gpu(r->net))) {
+    const wk_ddp_opts o = {.bucket_bytes = c->bucket_bytes, .sync_bn = c->sync_bn,
+                           .nccl_single = c->nccl_single};
+    WK_TRY(wk_ddp_create(c->dist, r->net, &o, &r->ddp));
+  }
   WK_TRY(wk_ddp_broadcast_model(r->ddp));
-  if (r->world > 1 && r->writer)
-    WK_LOG_I("data parallel: %d ranks (%s), %d images per rank and step, %d gradient bucket%s%s",
-             r->world, wk_dist_backend(c->dist), c->batch, wk_ddp_n_buckets(r->ddp),
-             wk_ddp_n_buckets(r->ddp) == 1 ? "" : "s",
+  if (r->ddp && r->writer)
+    WK_LOG_I("data parallel: %d rank%s (%s), %d images per rank and step, %d gradient bucket%s%s",
+             r->world, r->world == 1 ? "" : "s", wk_ddp_backend(r->ddp), c->batch,
+             wk_ddp_n_buckets(r->ddp), wk_ddp_n_buckets(r->ddp) == 1 ? "" : "s",
              c->sync_bn ? ", synchronised batchnorm" : "");
   if (c->resume) {
     wk_trainer_set_ddp(r->trainer, r->ddp);

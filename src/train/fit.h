@@ -67,6 +67,7 @@ typedef struct wk_fit_config {
   int device;             /* WK_DEVICE_CPU, a GPU, or WK_DEVICE_AUTO (nn/net.h) */
   bool sync_bn;           /* batch statistics over all ranks' batches */
   size_t bucket_bytes;    /* gradient all-reduce bucket; 0: 25 MB */
+  bool nccl_single;       /* on a GPU in a world of one: still through NCCL (train/ddp.h) */
 } wk_fit_config;
 
 wk_fit_config wk_fit_config_default(void);

@@ -1,0 +1,181 @@
+/* launch.c - see launch.h. */
+#include "cli/launch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda/cuda.h"
+#include "dist/dist.h"
+#include "nn/net.h"
+
+int wk_gpus_parse(const char *cmd, const char *s, int *ids, int cap, int *n) {
+  *n = 0;
+  const char *p = s;
+  while (*p) {
+    char *end = NULL;
+    errno = 0;
+    const long v = strtol(p, &end, 10);
+    if (errno || end == p || v < 0 || v >= 1024 || (*end != ',' && *end != '\0') || *p == '-' ||
+        *p == '+' || *p == ' ') {
+      fprintf(stderr, "whisker %s: --gpus needs GPU numbers separated by commas (e.g. 0,1,2,3), "
+              "got '%s'\n", cmd, s);
+      return -1;
+    }
+    for (int k = 0; k < *n; k++)
+      if (ids[k] == (int)v) {
+        fprintf(stderr, "whisker %s: --gpus '%s': GPU %ld is listed twice (one process per "
+                "GPU)\n", cmd, s, v);
+        return -1;
+      }
+    if (*n == cap) {
+      fprintf(stderr, "whisker %s: --gpus '%s': more than %d GPUs\n", cmd, s, cap);
+      return -1;
+    }
+    ids[(*n)++] = (int)v;
+    p = *end == ',' ? end + 1 : end;
+    if (*end == ',' && !*p) {
+      fprintf(stderr, "whisker %s: --gpus '%s' ends with a comma\n", cmd, s);
+      return -1;
+    }
+  }
+  if (*n == 0) {
+    fprintf(stderr, "whisker %s: --gpus needs at least one GPU number\n", cmd);
+    return -1;
+  }
+  return 1;
+}
+
+/* The launcher: $WHISKER_MPIRUN, else mpirun on PATH. */
+static const char *wk_mpirun(void) {
+  const char *e = getenv("WHISKER_MPIRUN");
+  return e && *e ? e : "mpirun";
+}
+
+static bool wk_on_path(const char *prog) {
+  if (strchr(prog, '/')) return access(prog, X_OK) == 0;
+  const char *path = getenv("PATH");
+  if (!path) return false;
+  char buf[4096];
+  for (const char *p = path; *p;) {
+    const size_t len = strcspn(p, ":");
+    if (len > 0 && snprintf(buf, sizeof buf, "%.*s/%s", (int)len, p, prog) < (int)sizeof buf &&
+        access(buf, X_OK) == 0)
+      return true;
+    p += len;
+    if (*p == ':') p++;
+  }
+  return false;
+}
+
+int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
+  const char *mpirun = wk_mpirun();
+  if (!wk_on_path(mpirun)) {
+    fprintf(stderr, "whisker %s: %d processes are started with %s (Open MPI), which is not "
+            "installed: apt-get install openmpi-bin (or set $WHISKER_MPIRUN), or start the "
+            "processes with your own MPI launcher\n", cmd, n_ranks, mpirun);
+    return WK_EXIT_FAIL;
+  }
+  char exe[4096];
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len <= 0) {
+    fprintf(stderr, "whisker %s: cannot find this program's own path (/proc/self/exe)\n", cmd);
+    return WK_EXIT_FAIL;
+  }
+  exe[len] = '\0';
+  char np[16];
+  snprintf(np, sizeof np, "%d", n_ranks);
+  /* mpirun -np N --bind-to none [--oversubscribe] [--allow-run-as-root] EXE CMD ARGS... */
+  char **av = calloc((size_t)argc + 10, sizeof *av);
+  if (!av) {
+    fprintf(stderr, "whisker %s: out of memory\n", cmd);
+    return WK_EXIT_FAIL;
+  }
+  int k = 0;
+  av[k++] = (char *)mpirun;
+  av[k++] = "-np";
+  av[k++] = np;
+  av[k++] = "--bind-to"; /* each rank runs its own thread pool over its share of the cores */
+  av[k++] = "none";
+  if (n_ranks > sysconf(_SC_NPROCESSORS_ONLN)) av[k++] = "--oversubscribe";
+  if (geteuid() == 0) av[k++] = "--allow-run-as-root"; /* containers run as root */
+  av[k++] = exe;
+  av[k++] = (char *)cmd;
+  for (int i = 0; i < argc; i++) av[k++] = argv[i];
+  av[k] = NULL;
+  fflush(NULL);
+  execvp(mpirun, av);
+  fprintf(stderr, "whisker %s: cannot start %s: %s\n", cmd, mpirun, strerror(errno));
+  free(av);
+  return WK_EXIT_FAIL;
+}
+
+int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
+                   int world, int *device) {
+  if (n_gpus > 0) {
+    if (*device == WK_DEVICE_CPU) {
+      fprintf(stderr, "whisker %s: --gpus and --device cpu contradict each other\n", cmd);
+      return WK_EXIT_USAGE;
+    }
+    if (local_size != n_gpus && world > 1) {
+      fprintf(stderr, "whisker %s: --gpus lists %d GPU%s but %d processes run on this machine: "
+              "one process per GPU\n", cmd, n_gpus, n_gpus == 1 ? "" : "s", local_size);
+      return WK_EXIT_USAGE;
+    }
+    *device = gpus[local_rank < n_gpus ? local_rank : 0];
+  } else if (world > 1 && *device >= 0 && local_size > 1) {
+    *device = local_rank; /* rank r of a machine takes its GPU r */
+  } else {
+    return -1;
+  }
+  const int count = wk_cuda_device_count();
+  if (*device >= count) {
+    if (count == 0)
+      fprintf(stderr, "whisker %s: GPU %d was asked for, but there is no usable GPU here (see "
+              "'whisker system')\n", cmd, *device);
+    else
+      fprintf(stderr, "whisker %s: GPU %d was asked for, but there %s only %d (0%s)\n", cmd,
+              *device, count == 1 ? "is" : "are", count, count > 1 ? " and up" : "");
+    return WK_EXIT_FAIL;
+  }
+  return -1;
+}
+
+int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *device, int *gpus,
+                    int *n_gpus, bool *nccl_single, int argc, char **argv) {
+  *n_gpus = 0;
+  *nccl_single = false;
+  if (gpus_arg && procs > 0) {
+    fprintf(stderr, "whisker %s: --gpus starts one process per GPU; leave out --procs\n", cmd);
+    return WK_EXIT_USAGE;
+  }
+  if (gpus_arg && wk_gpus_parse(cmd, gpus_arg, gpus, WK_MAX_GPUS, n_gpus) < 0)
+    return WK_EXIT_USAGE;
+  if (*n_gpus > 0 && *device == WK_DEVICE_CPU) {
+    fprintf(stderr, "whisker %s: --gpus and --device cpu contradict each other\n", cmd);
+    return WK_EXIT_USAGE;
+  }
+  if (*device == WK_DEVICE_UNSET) *device = *n_gpus > 0 ? gpus[0] : WK_DEVICE_CPU;
+  if (wk_dist_launched()) return -1; /* a rank: the launcher has done its part */
+  if (*n_gpus > 0) {
+    const int count = wk_cuda_device_count();
+    for (int k = 0; k < *n_gpus; k++)
+      if (gpus[k] >= count) {
+        if (count == 0)
+          fprintf(stderr, "whisker %s: --gpus %s: there is no usable GPU here (see 'whisker "
+                  "system')\n", cmd, gpus_arg);
+        else
+          fprintf(stderr, "whisker %s: --gpus %s: there %s only %d GPU%s (0%s)\n", cmd, gpus_arg,
+                  count == 1 ? "is" : "are", count, count == 1 ? "" : "s",
+                  count > 1 ? " and up" : "");
+        return WK_EXIT_FAIL;
+      }
+    if (*n_gpus > 1) return wk_launch_ranks(cmd, *n_gpus, argc, argv);
+    *nccl_single = true; /* one GPU: the data-parallel path in this process */
+    return -1;
+  }
+  if (procs > 1) return wk_launch_ranks(cmd, procs, argc, argv);
+  return -1;
+}

@@ -1,0 +1,252 @@
+/* cuda_comm.c - the gradient all-reduce of data-parallel training on GPUs:
+ * NCCL, on a stream of its own, while backward is still running (PyTorch
+ * DDP's scheme, as train/ddp.c does it on the CPU with MPI).
+ *
+ * Buckets are contiguous ranges of the device gradient arena, as train/ddp.c
+ * makes them (the parameters in reverse arena order, the order backward
+ * finishes them in, a bucket closed once it holds --bucket-mb). Each
+ * bucket counts the parameters still without a gradient; after backward has
+ * run node i (cuda_net.c calls wk_gpucomm_node_done for every node, skipped or
+ * not), the counts of node i's parameters go down, and every complete bucket,
+ * in index order, goes out: an event on the compute stream, the
+ * communication stream waits for it, ncclAllReduce(ncclAvg) in place. The
+ * order depends on the graph alone, so it is the same on every rank, as NCCL
+ * requires. wk_gpucomm_finish sends whatever is left and makes the compute
+ * stream wait for the communication stream, so everything queued after it
+ * (the download of the gradients) sees the mean over the ranks.
+ *
+ * Nothing here waits without a deadline. The communicator is non-blocking
+ * (config.blocking = 0): its creation and every call that answers
+ * ncclInProgress are polled with ncclCommGetAsyncError until done, and the
+ * end of a step (wk_gpucomm_wait) polls the compute stream instead of
+ * synchronising with it. A peer that died or hangs therefore shows as a
+ * timeout (or NCCL's own asynchronous error) naming what was waited for; the
+ * communicator is then aborted (ncclCommAbort frees the GPU from the stuck
+ * kernels) and the error goes up, where the caller stops every rank
+ * (dist/dist.h: wk_dist_abort). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda/cuda_backend.h"
+
+_Static_assert(sizeof(ncclUniqueId) == WK_GPU_COMM_ID_BYTES, "cuda.h: WK_GPU_COMM_ID_BYTES");
+
+typedef struct wk_gbucket {
+  size_t lo, hi; /* arena elements [lo, hi) */
+  int n_params, pending;
+} wk_gbucket;
+
+struct wk_gpucomm {
+  ncclComm_t comm;
+  cudaStream_t stream; /* communication */
+  cudaEvent_t ready;   /* compute stream -> communication stream, reused per bucket */
+  cudaEvent_t done;    /* communication stream -> compute stream */
+  int rank, world;
+  double timeout_s;
+  bool broken;         /* aborted: no more NCCL calls */
+  wk_gbucket *buckets;
+  int n_buckets, next_launch;
+  int *param_bucket;   /* per parameter */
+};
+
+static double wk_mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void wk_nap(void) {
+  const struct timespec ts = {0, 50 * 1000}; /* 50 us */
+  nanosleep(&ts, NULL);
+}
+
+/* Aborts the communicator (after a failure: its kernels may be stuck) and
+ * returns WK_ERR_BACKEND with the message already recorded. */
+static wk_status wk_comm_broken(wk_gpucomm *c) {
+  if (!c->broken) {
+    c->broken = true;
+    (void)ncclCommAbort(c->comm); /* best effort: the error that led here is the one to report */
+    c->comm = NULL;
+  }
+  return WK_ERR_BACKEND;
+}
+
+static wk_status wk_comm_timeout(wk_gpucomm *c, const char *what) {
+  wk_fail(WK_ERR_BACKEND, "NCCL: %s: no answer from the other ranks for %g s "
+          "($WHISKER_DIST_TIMEOUT); rank %d of %d gives up", what, c->timeout_s, c->rank,
+          c->world);
+  return wk_comm_broken(c);
+}
+
+static wk_status wk_comm_error(wk_gpucomm *c, ncclResult_t r, const char *what) {
+  wk_fail(WK_ERR_BACKEND, "NCCL: %s failed on rank %d of %d: %s (%s)", what, c->rank, c->world,
+          ncclGetErrorString(r), ncclGetLastError(c->comm));
+  return wk_comm_broken(c);
+}
+
+/* Polls a non-blocking communicator until the call that answered r is done. */
+static wk_status wk_comm_settle(wk_gpucomm *c, ncclResult_t r, const char *what) {
+  const double deadline = wk_mono_s() + c->timeout_s;
+  while (r == ncclInProgress) {
+    if (wk_mono_s() > deadline) return wk_comm_timeout(c, what);
+    wk_nap();
+    if (ncclCommGetAsyncError(c->comm, &r) != ncclSuccess) r = ncclInternalError;
+  }
+  return r == ncclSuccess ? WK_OK : wk_comm_error(c, r, what);
+}
+
+static wk_status wk_comm_streams(wk_gpucomm *c, int device) {
+  WK_CUDA_TRY(cudaSetDevice(device));
+  WK_CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming));
+  return WK_OK;
+}
+
+/* Copies the caller's buckets, checking every range and index against g. */
+static wk_status wk_comm_buckets(wk_gpucomm *c, const wk_gpu_graph *g, const wk_gpu_buckets *in) {
+  const size_t np = g->n_params;
+  if (!in || in->n < 0 || (size_t)in->n > (np ? np : 1) || (np && !in->param_bucket) ||
+      (in->n && (!in->lo || !in->hi)))
+    return wk_fail(WK_ERR_INVALID_ARG, "NCCL: malformed bucket table");
+  c->param_bucket = malloc((np ? np : 1) * sizeof *c->param_bucket);
+  c->buckets = calloc((size_t)in->n + 1, sizeof *c->buckets);
+  if (!c->param_bucket || !c->buckets) return wk_fail(WK_ERR_NOMEM, "NCCL: out of memory");
+  c->n_buckets = in->n;
+  for (int i = 0; i < in->n; i++) {
+    if (in->lo[i] > in->hi[i] || in->hi[i] > g->n_elems)
+      return wk_fail(WK_ERR_INVALID_ARG, "NCCL: bucket %d [%zu, %zu) outside the arena of %zu",
+                     i, in->lo[i], in->hi[i], g->n_elems);
+    c->buckets[i] = (wk_gbucket){.lo = in->lo[i], .hi = in->hi[i]};
+  }
+  for (size_t k = 0; k < np; k++) {
+    const int b = in->param_bucket[k];
+    if (b < 0 || b >= in->n)
+      return wk_fail(WK_ERR_INVALID_ARG, "NCCL: parameter %zu in bucket %d of %d", k, b, in->n);
+    c->param_bucket[k] = b;
+    c->buckets[b].n_params++;
+  }
+  return WK_OK;
+}
+
+wk_status wk_gpucomm_unique_id(void *id, size_t n) {
+  if (n != sizeof(ncclUniqueId))
+    return wk_fail(WK_ERR_INVALID_ARG, "NCCL: an id is %zu bytes, not %zu", sizeof(ncclUniqueId),
+                   n);
+  ncclUniqueId u;
+  WK_NCCL_TRY(ncclGetUniqueId(&u));
+  memcpy(id, &u, sizeof u);
+  return WK_OK;
+}
+
+wk_status wk_gpucomm_create(const wk_gpu_graph *g, int device, const void *id, int rank,
+                            int world, const wk_gpu_buckets *b, double timeout_s,
+                            wk_gpucomm **out) {
+  *out = NULL;
+  if (world < 1 || rank < 0 || rank >= world || !id)
+    return wk_fail(WK_ERR_INVALID_ARG, "NCCL: rank %d of %d", rank, world);
+  wk_gpucomm *c = calloc(1, sizeof *c);
+  if (!c) return wk_fail(WK_ERR_NOMEM, "NCCL: out of memory");
+  c->rank = rank;
+  c->world = world;
+  c->timeout_s = timeout_s > 0 ? timeout_s : 300;
+  c->broken = true; /* until the communicator exists */
+  wk_status s = wk_comm_buckets(c, g, b);
+  if (s != WK_OK) goto fail;
+#define WK_COMM_TRY(call)          \
+  do {                             \
+    s = (call);                    \
+    if (s != WK_OK) goto fail;     \
+  } while (0)
+  WK_COMM_TRY(wk_comm_streams(c, device));
+  ncclUniqueId u;
+  memcpy(&u, id, sizeof u);
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  ncclResult_t r = ncclCommInitRankConfig(&c->comm, world, u, rank, &cfg);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    s = wk_fail(WK_ERR_BACKEND, "NCCL: creating the communicator of %d rank%s failed on rank "
+                "%d: %s (%s)", world, world == 1 ? "" : "s", rank, ncclGetErrorString(r),
+                ncclGetLastError(NULL));
+    c->comm = NULL;
+    goto fail;
+  }
+  c->broken = false;
+  WK_COMM_TRY(wk_comm_settle(c, r, "creating the communicator"));
+#undef WK_COMM_TRY
+  *out = c;
+  return WK_OK;
+fail:
+  wk_gpucomm_destroy(c);
+  return s;
+}
+
+void wk_gpucomm_destroy(wk_gpucomm *c) {
+  if (!c) return;
+  if (c->comm && !c->broken) {
+    /* a non-blocking communicator: finalize (flushes), wait, destroy */
+    ncclResult_t r = ncclCommFinalize(c->comm);
+    if (wk_comm_settle(c, r, "closing the communicator") == WK_OK) (void)ncclCommDestroy(c->comm);
+  } else if (c->comm) {
+    (void)ncclCommAbort(c->comm);
+  }
+  if (c->ready) (void)cudaEventDestroy(c->ready);
+  if (c->done) (void)cudaEventDestroy(c->done);
+  if (c->stream) (void)cudaStreamDestroy(c->stream);
+  free(c->buckets);
+  free(c->param_bucket);
+  free(c);
+}
+
+wk_status wk_gpucomm_begin(wk_gpucomm *c) {
+  if (c->broken) return wk_fail(WK_ERR_BACKEND, "NCCL: the communicator was aborted");
+  for (int i = 0; i < c->n_buckets; i++) c->buckets[i].pending = c->buckets[i].n_params;
+  c->next_launch = 0;
+  return WK_OK;
+}
+
+/* Sends buckets in index order while the next one is complete; `all` sends
+ * the rest regardless. */
+static wk_status wk_comm_launch(wk_gpucomm *c, float *grads, cudaStream_t compute, bool all) {
+  for (; c->next_launch < c->n_buckets; c->next_launch++) {
+    const wk_gbucket *b = &c->buckets[c->next_launch];
+    if (!all && b->pending > 0) break;
+    WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
+    WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
+    float *p = grads + b->lo;
+    const ncclResult_t r = ncclAllReduce(p, p, b->hi - b->lo, ncclFloat32, ncclAvg, c->comm,
+                                         c->stream);
+    WK_TRY(wk_comm_settle(c, r, "the gradient all-reduce"));
+  }
+  return WK_OK;
+}
+
+wk_status wk_gpucomm_node_done(wk_gpucomm *c, const wk_node *nd, float *grads,
+                               cudaStream_t compute) {
+  for (int k = 0; k < 2; k++)
+    if (nd->param[k] >= 0) c->buckets[c->param_bucket[nd->param[k]]].pending--;
+  return wk_comm_launch(c, grads, compute, false);
+}
+
+wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
+  WK_TRY(wk_comm_launch(c, grads, compute, true));
+  WK_CUDA_TRY(cudaEventRecord(c->done, c->stream));
+  WK_CUDA_TRY(cudaStreamWaitEvent(compute, c->done, 0));
+  return WK_OK;
+}
+
+wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
+  const double deadline = wk_mono_s() + c->timeout_s;
+  for (;;) {
+    const cudaError_t e = cudaStreamQuery(compute);
+    if (e == cudaSuccess) return WK_OK;
+    if (e != cudaErrorNotReady) WK_CUDA_TRY(e);
+    ncclResult_t r = ncclSuccess;
+    if (ncclCommGetAsyncError(c->comm, &r) == ncclSuccess && r != ncclSuccess &&
+        r != ncclInProgress)
+      return wk_comm_error(c, r, what);
+    if (wk_mono_s() > deadline) return wk_comm_timeout(c, what);
+    wk_nap();
+  }
+}
