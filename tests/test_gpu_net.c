@@ -24,11 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cuda/cuda.h"
 #include "nn/net.h"
 #include "nn/zoo.h"
 #include "test_util.h"
+#include "modelio/model.h"
 #include "train/trainer.h"
 
 enum { WKT_SKIP = 77 };
@@ -213,6 +215,89 @@ START_TEST(test_frozen_body) {
 }
 END_TEST
 
+/* The step on the device (the optimizer's update in kernels/train.cu, the
+ * weights, gradients, statistics and optimizer state kept there) against the
+ * host's optimizer on the same GPU ($WHISKER_GPU_HOST_STEP=1): the same
+ * forward and backward feed both, and the update kernels are the host loop
+ * operation for operation, so the two agree to cuDNN's own run-to-run
+ * variation (1e-5; bit equality where cuDNN's algorithms are deterministic).
+ * Midway the device-side run is checkpointed (its state comes back to the
+ * host) and resumed into a fresh trainer (the state goes up again): after two
+ * more steps both continuations agree. For SGD with Nesterov momentum and for
+ * AdamW. */
+static void wkt_device_step(wk_optim_kind kind) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *dev = wkt_smallcnn(ctx), *host = wkt_smallcnn(ctx);
+  wkt_perturb(dev);
+  wkt_perturb(host);
+  ck_assert_int_eq(wk_net_use_gpu(dev, 0), WK_OK);
+  ck_assert_int_eq(wk_net_use_gpu(host, 0), WK_OK);
+  wk_train_config tc = {.optim = wk_optim_config_default(kind),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_ONE_CYCLE, 0.01, 8),
+                        .seed = 1};
+  if (kind == WK_OPTIM_SGD) tc.optim.nesterov = true;
+  tc.optim.weight_decay = 1e-3;
+  wk_trainer *td, *th;
+  ck_assert_int_eq(wk_trainer_create(dev, &tc, &td), WK_OK);
+  ck_assert_int_eq(wk_trainer_create(host, &tc, &th), WK_OK);
+  const int64_t xs[4] = {4, 32, 32, 3}, ls[1] = {4};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1.0f, 1.0f);
+  for (int i = 0; i < 4; i++) ((int32_t *)labels.data)[i] = i % 5;
+  const int64_t n = (int64_t)wk_net_n_elems(dev);
+  for (int s = 0; s < 3; s++) {
+    float ld, lh;
+    ck_assert_msg(wk_trainer_step(td, &x, &labels, &ld, NULL) == WK_OK, "%s", wk_last_error());
+    setenv("WHISKER_GPU_HOST_STEP", "1", 1);
+    ck_assert_msg(wk_trainer_step(th, &x, &labels, &lh, NULL) == WK_OK, "%s", wk_last_error());
+    unsetenv("WHISKER_GPU_HOST_STEP");
+    ck_assert_msg(fabs((double)ld - lh) <= 1e-5 * fabs((double)lh) + 1e-7,
+                  "step %d: loss %g with the device's step, %g with the host's", s, (double)ld,
+                  (double)lh);
+  }
+  ck_close("weights after 3 steps, device step vs host step", wk_net_weights(dev),
+           wk_net_weights(host), n, 1e-5);
+  /* checkpoint the device-side run, resume it, and go on with both */
+  char dir[] = "/tmp/wk_gpu_ckpt_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 5, 32), WK_OK);
+  const wk_data_pos pos = {0, 3, 4};
+  ck_assert_msg(wk_checkpoint_save(path, td, &meta, &pos) == WK_OK, "%s", wk_last_error());
+  wk_model_meta_free(&meta);
+  wk_net *back = NULL;
+  wk_trainer *tb = NULL;
+  wk_model_meta mb;
+  ck_assert_msg(wk_checkpoint_load(ctx, path, &back, &tb, &mb, NULL) == WK_OK, "%s",
+                wk_last_error());
+  ck_assert_int_eq(wk_net_use_gpu(back, 0), WK_OK);
+  for (int s = 0; s < 2; s++) {
+    float ld, lb;
+    ck_assert_msg(wk_trainer_step(td, &x, &labels, &ld, NULL) == WK_OK, "%s", wk_last_error());
+    ck_assert_msg(wk_trainer_step(tb, &x, &labels, &lb, NULL) == WK_OK, "%s", wk_last_error());
+  }
+  ck_close("weights 2 steps after a checkpoint, resumed vs uninterrupted", wk_net_weights(back),
+           wk_net_weights(dev), n, 1e-5);
+  remove(path);
+  rmdir(dir);
+  wk_model_meta_free(&mb);
+  wk_trainer_destroy(tb);
+  wk_net_destroy(back);
+  wk_trainer_destroy(td);
+  wk_trainer_destroy(th);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(dev);
+  wk_net_destroy(host);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_device_step_sgd) { wkt_device_step(WK_OPTIM_SGD); }
+END_TEST
+START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
+END_TEST
+
 /* Without a device: a clean error naming the problem, and the net stays usable. */
 START_TEST(test_no_device_is_clean) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
@@ -242,6 +327,8 @@ int main(void) {
     tcase_add_test(tc, test_mobilenetv2);
     tcase_add_test(tc, test_misc_ops);
     tcase_add_test(tc, test_frozen_body);
+    tcase_add_test(tc, test_device_step_sgd);
+    tcase_add_test(tc, test_device_step_adamw);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);
   }

@@ -35,9 +35,10 @@ wk_status wk_cuda_describe(char *buf, size_t n);
  * convolutions (forward, backward-data, backward-filter), batchnorm and
  * pooling in NHWC, cuBLAS for linear layers, whisker's kernels for the rest.
  * The device keeps the weights, gradients, batchnorm buffers and every value
- * of the last training forward. The host keeps the network (nn/net.h) and is
- * the source of truth for weights: upload after they change, download the
- * gradients (and buffers) after backward. Float32 throughout, no TF32. */
+ * of the last training forward. The host keeps the network (nn/net.h): upload
+ * the weights after they change, download the gradients (and buffers) after
+ * backward, or run the optimizer on the device too (below) and download only
+ * when the host needs them. Float32 throughout, no TF32. */
 typedef struct wk_gpu_graph {
   int in_h, in_w, in_c;
   int n_nodes;
@@ -78,6 +79,39 @@ wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool tr
  * the device (wk_gpu_net_download). With a communicator attached (below) they
  * are the mean over the ranks when this returns. */
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy);
+
+/* ------------------------------------------------------------------ the step on the device
+ * The optimizer can run where the gradients are (train/trainer.c does so for a
+ * network on a GPU): the weights, the gradients, the batchnorm statistics and
+ * the optimizer's state then stay on the device between steps, and the host
+ * copies them only when it needs them (a checkpoint, a saved model). */
+typedef enum {
+  WK_GPU_WEIGHTS, WK_GPU_BUFFERS, WK_GPU_GRADS,
+  WK_GPU_STATE0, WK_GPU_STATE1 /* the optimizer's state arrays (n_elems each), made on first use */
+} wk_gpu_arena;
+/* One arena between host (n_elems or n_buffer_elems floats) and device. */
+wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
+/* *finite: no NaN or infinity in the gradient arena. */
+wk_status wk_gpu_net_grads_finite(wk_gpu_net *net, bool *finite);
+
+/* One parameter's update at one step, as train/optim_step.c computes it on
+ * the host (wk_optim_step_segments): elements [offset, offset + numel) of the
+ * arenas, and the step's float factors. */
+typedef struct wk_gpu_optim_segment {
+  int64_t offset, numel;
+  float neg_lr, wd, momentum; /* SGD */
+  bool first;                 /* SGD: the momentum buffer starts as the update */
+  float decay, b1, c1, b2, c2, bc2_sqrt, eps, neg_step; /* AdamW */
+} wk_gpu_optim_segment;
+typedef struct wk_gpu_optim {
+  bool adamw, nesterov;
+  int n_state; /* state arrays: 0 (SGD without momentum), 1 (SGD), 2 (AdamW) */
+  int n_segments;
+  const wk_gpu_optim_segment *segs;
+} wk_gpu_optim;
+/* The update on the device: weights and state from the gradient arena, bit for
+ * bit the host's wk_optim_step (kernels/train.cu). */
+wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
 
 /* ------------------------------------------------------------------ data parallelism
  * NCCL between the ranks of a data-parallel run, one GPU each (cuda_comm.c in

@@ -154,3 +154,21 @@ wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_attach_comm(net, id, rank, world, b, timeout_s));
 }
+
+wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_copy(net, which, host, to_device));
+}
+
+wk_status wk_gpu_net_grads_finite(wk_gpu_net *net, bool *finite) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_grads_finite(net, finite));
+}
+
+wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_optim_step(net, o));
+}

@@ -71,6 +71,9 @@ struct wk_gpu_net {
   float *scratch, *ones; /* scratch: the largest value; ones: cap floats of 1 */
   size_t scratch_elems;
   float *bn_discard;     /* 2 x the widest batchnorm: a frozen one's unused gradients */
+  float *state[2];       /* the optimizer's state arrays, made on first use */
+  wk_optim_segment *segs_host, *segs_dev; /* one step's segments (n_params at most) */
+  int *flag;             /* one device int: the non-finite check */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -352,6 +355,11 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->buf_data);
   (void)wk_cuda_free(net->workspace);
   (void)wk_cuda_free(net->bn_discard);
+  (void)wk_cuda_free(net->state[0]);
+  (void)wk_cuda_free(net->state[1]);
+  (void)wk_cuda_free(net->segs_dev);
+  (void)wk_cuda_free(net->flag);
+  free(net->segs_host);
   if (net->cublas) cublasDestroy(net->cublas);
   if (net->cudnn) cudnnDestroy(net->cudnn);
   if (net->stream) cudaStreamDestroy(net->stream);
@@ -764,4 +772,99 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
   if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
   WK_CUDA_TRY(cudaSetDevice(net->device));
   return wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm);
+}
+
+/* ------------------------------------------------------------------ the step on the device */
+
+/* The device arena `which` and its length; state arrays are made (zeroed) here. */
+static wk_status wk_arena(wk_gpu_net *net, wk_gpu_arena which, float **dev, size_t *n) {
+  switch (which) {
+  case WK_GPU_WEIGHTS: *dev = net->weights, *n = net->g.n_elems; return WK_OK;
+  case WK_GPU_GRADS: *dev = net->grads, *n = net->g.n_elems; return WK_OK;
+  case WK_GPU_BUFFERS: *dev = net->buf_data, *n = net->g.n_buffer_elems; return WK_OK;
+  case WK_GPU_STATE0:
+  case WK_GPU_STATE1: {
+    float **s = &net->state[which - WK_GPU_STATE0];
+    if (!*s && net->g.n_elems) {
+      if (wk_cuda_malloc((void **)s, net->g.n_elems * sizeof(float)) != WK_OK)
+        return wk_fail(WK_ERR_NOMEM, "GPU: no device memory for %zu MB of optimizer state (%s); "
+                       "try a smaller --batch", (net->g.n_elems * 4) >> 20, wk_last_error());
+      WK_CUDA_TRY(cudaMemsetAsync(*s, 0, net->g.n_elems * sizeof(float), net->stream));
+    }
+    *dev = *s, *n = net->g.n_elems;
+    return WK_OK;
+  }
+  }
+  return wk_fail(WK_ERR_INVALID_ARG, "GPU: no arena %d", (int)which);
+}
+
+wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  float *dev = NULL;
+  size_t n = 0;
+  WK_TRY(wk_arena(net, which, &dev, &n));
+  if (n && !host) return wk_fail(WK_ERR_INVALID_ARG, "GPU copy: no host arena");
+  if (n)
+    WK_CUDA_TRY(cudaMemcpyAsync(to_device ? (void *)dev : (void *)host,
+                                to_device ? (const void *)host : (const void *)dev,
+                                n * sizeof(float),
+                                to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost,
+                                net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
+
+wk_status wk_cudanet_grads_finite(wk_gpu_net *net, bool *finite) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  if (!net->flag) WK_TRY(wk_cuda_malloc((void **)&net->flag, sizeof(int)));
+  int bad = 0;
+  WK_CUDA_TRY(cudaMemsetAsync(net->flag, 0, sizeof(int), net->stream));
+  WK_TRY(wk_kernel_try(wk_launch_nonfinite_f32((int64_t)net->g.n_elems, net->grads, net->flag,
+                                               net->stream),
+                       "non-finite check"));
+  WK_CUDA_TRY(cudaMemcpyAsync(&bad, net->flag, sizeof bad, cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  *finite = bad == 0;
+  return WK_OK;
+}
+
+wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
+  const size_t np = net->g.n_params;
+  if (!o || o->n_segments < 0 || (size_t)o->n_segments > np || (o->n_segments && !o->segs) ||
+      o->n_state < 0 || o->n_state > 2 || (o->adamw && o->n_state != 2))
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU optimizer step: malformed request");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  if (o->n_segments == 0) return WK_OK; /* everything frozen */
+  if (!net->segs_host) {
+    net->segs_host = malloc(np * sizeof *net->segs_host);
+    if (!net->segs_host) return wk_fail(WK_ERR_NOMEM, "GPU optimizer step: out of memory");
+    WK_TRY(wk_cuda_malloc((void **)&net->segs_dev, np * sizeof *net->segs_dev));
+  }
+  for (int i = 0; i < o->n_segments; i++) {
+    const wk_gpu_optim_segment *s = &o->segs[i];
+    if (s->offset < 0 || s->numel < 0 || (size_t)(s->offset + s->numel) > net->g.n_elems)
+      return wk_fail(WK_ERR_INVALID_ARG, "GPU optimizer step: segment %d [%lld, +%lld) outside "
+                     "the arena of %zu", i, (long long)s->offset, (long long)s->numel,
+                     net->g.n_elems);
+    net->segs_host[i] = (wk_optim_segment){
+        .offset = s->offset, .numel = s->numel, .neg_lr = s->neg_lr, .wd = s->wd,
+        .momentum = s->momentum, .first = s->first, .decay = s->decay, .b1 = s->b1,
+        .c1 = s->c1, .b2 = s->b2, .c2 = s->c2, .bc2_sqrt = s->bc2_sqrt, .eps = s->eps,
+        .neg_step = s->neg_step};
+  }
+  WK_CUDA_TRY(cudaMemcpyAsync(net->segs_dev, net->segs_host,
+                              (size_t)o->n_segments * sizeof *net->segs_dev,
+                              cudaMemcpyHostToDevice, net->stream));
+  float *st[2] = {NULL, NULL};
+  size_t n = 0;
+  for (int k = 0; k < o->n_state; k++)
+    WK_TRY(wk_arena(net, (wk_gpu_arena)(WK_GPU_STATE0 + k), &st[k], &n));
+  int e = o->adamw ? wk_launch_adamw_f32(o->n_segments, net->segs_dev, net->weights, net->grads,
+                                         st[0], st[1], net->stream)
+                   : wk_launch_sgd_f32(o->n_segments, net->segs_dev, o->nesterov, net->weights,
+                                       net->grads, st[0], net->stream);
+  WK_TRY(wk_kernel_try(e, o->adamw ? "AdamW step" : "SGD step"));
+  /* segs_host is rewritten by the next step: the copy must be done by then */
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
 }

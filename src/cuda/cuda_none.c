@@ -85,3 +85,23 @@ wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_
   (void)timeout_s;
   return wk_not_built();
 }
+
+wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device) {
+  (void)net;
+  (void)which;
+  (void)host;
+  (void)to_device;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_grads_finite(wk_gpu_net *net, bool *finite) {
+  (void)net;
+  *finite = false;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
+  (void)net;
+  (void)o;
+  return wk_not_built();
+}

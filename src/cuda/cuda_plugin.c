@@ -16,6 +16,9 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_forward = wk_cudanet_forward,
                                         .net_backward = wk_cudanet_backward,
                                         .net_set_params = wk_cudanet_set_params,
+                                        .net_copy = wk_cudanet_copy,
+                                        .net_grads_finite = wk_cudanet_grads_finite,
+                                        .net_optim_step = wk_cudanet_optim_step,
                                         .comm_unique_id = wk_cudanet_comm_unique_id,
                                         .net_attach_comm = wk_cudanet_attach_comm};
   return &plugin;

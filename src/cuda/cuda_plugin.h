@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 3
+#define WK_CUDA_PLUGIN_ABI 4
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -35,6 +35,10 @@ typedef struct wk_cuda_plugin {
                            const wk_gpu_dropout *drop, float *out);
   wk_status (*net_backward)(wk_gpu_net *net, const float *dy);
   wk_status (*net_set_params)(wk_gpu_net *net, const wk_param *params);
+  /* the step on the device */
+  wk_status (*net_copy)(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
+  wk_status (*net_grads_finite)(wk_gpu_net *net, bool *finite);
+  wk_status (*net_optim_step)(wk_gpu_net *net, const wk_gpu_optim *o);
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,

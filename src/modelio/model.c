@@ -183,6 +183,7 @@ static wk_status wk_entries_to_f16(wk_st_entry *e, size_t n, uint16_t **out) {
 static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_model_meta *meta,
                                     bool f16, const wk_st_entry *extra, size_t n_extra,
                                     const wk_st_meta *extra_meta, size_t n_extra_meta) {
+  WK_TRY(wk_net_sync_host(net)); /* a GPU may hold newer weights (nn/net.h) */
   size_t np, nb;
   const wk_param *params = wk_net_params(net, &np);
   const wk_param *bufs = wk_net_buffers(net, &nb);

@@ -505,9 +505,20 @@ const wk_param *wk_net_buffers(const wk_net *net, size_t *n) {
   *n = net->n_buffers;
   return net->buffers;
 }
-float *wk_net_weights(wk_net *net) { return net->weights; }
-float *wk_net_grads(wk_net *net) { return net->grads; }
-float *wk_net_buffer_data(wk_net *net) { return net->buffer_data; }
+/* On a GPU running the step on the device, the host arenas may be behind:
+ * these bring them up to date first (exec_gpu.c). */
+float *wk_net_weights(wk_net *net) {
+  if (net->gpu_stale) wk_net_sync_host_or_die(net);
+  return net->weights;
+}
+float *wk_net_grads(wk_net *net) {
+  if (net->gpu_stale) wk_net_sync_host_or_die(net);
+  return net->grads;
+}
+float *wk_net_buffer_data(wk_net *net) {
+  if (net->gpu_stale) wk_net_sync_host_or_die(net);
+  return net->buffer_data;
+}
 size_t wk_net_n_elems(const wk_net *net) { return net->n_elems; }
 size_t wk_net_n_buffer_elems(const wk_net *net) { return net->n_buffer_elems; }
 int64_t wk_net_bn_batches(const wk_net *net) { return net->bn_batches; }

@@ -7,8 +7,14 @@
  * optimizer step, a load), and the gradients and the batchnorm running
  * statistics (which a training forward updates on the device) come back after
  * backward, so the trainer, the optimizer, checkpoints and the report work
- * unchanged. The copies cost two transfers of the parameter arena per step;
- * an optimizer on the device would save them. */
+ * unchanged. The copies cost two transfers of the parameter arena per step.
+ *
+ * The trainer saves them by running the optimizer on the device
+ * (wk_net_gpu_set_resident, wk_net_gpu_optim_step): the device's arenas are
+ * then the newer ones, net->gpu_stale marks the host's that are behind, and
+ * the arena accessors (wk_net_weights, ...) and wk_net_sync_host copy them
+ * back when the host reads them (saving a model, a checkpoint, averaging
+ * statistics over ranks). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +86,48 @@ wk_status wk_net_place(wk_net *net, int device) {
   return WK_OK;
 }
 
+wk_status wk_net_sync_host(wk_net *net) {
+  if (!net->gpu || !net->gpu_stale) return WK_OK;
+  if (net->gpu_stale & WK_STALE_WEIGHTS)
+    WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_WEIGHTS, net->weights, false));
+  if (net->gpu_stale & WK_STALE_BUFFERS)
+    WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_BUFFERS, net->buffer_data, false));
+  if (net->gpu_stale & WK_STALE_GRADS)
+    WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_GRADS, net->grads, false));
+  net->gpu_stale = 0;
+  return WK_OK;
+}
+
+void wk_net_sync_host_or_die(wk_net *net) {
+  if (wk_net_sync_host(net) == WK_OK) return;
+  WK_LOG_E("GPU: the weights cannot be copied back to the host: %s", wk_last_error());
+  abort();
+}
+
+wk_status wk_net_gpu_set_resident(wk_net *net, bool on) {
+  if (on && !net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "the step on the device needs a GPU");
+  if (!on) WK_TRY(wk_net_sync_host(net));
+  net->gpu_resident = on;
+  return WK_OK;
+}
+
+wk_status wk_net_gpu_grads_finite(wk_net *net, bool *finite) {
+  if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "not on a GPU");
+  return wk_gpu_net_grads_finite(net->gpu, finite);
+}
+
+wk_status wk_net_gpu_optim_step(wk_net *net, const wk_gpu_optim *o) {
+  if (!net->gpu_resident) return wk_fail(WK_ERR_INVALID_ARG, "the step is not on the device");
+  WK_TRY(wk_gpu_net_optim_step(net->gpu, o));
+  net->gpu_stale |= WK_STALE_WEIGHTS;
+  return WK_OK;
+}
+
+wk_status wk_net_gpu_state(wk_net *net, int i, float *host, bool to_device) {
+  if (!net->gpu || i < 0 || i > 1) return wk_fail(WK_ERR_INVALID_ARG, "no device state %d", i);
+  return wk_gpu_net_copy(net->gpu, (wk_gpu_arena)(WK_GPU_STATE0 + i), host, to_device);
+}
+
 void wk_net_release_gpu(wk_net *net) {
   wk_gpu_net_destroy(net->gpu);
   net->gpu = NULL;
@@ -101,6 +149,9 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
     net->gpu_params_version = net->params_version;
   }
   if (net->gpu_uploaded != net->weights_version) {
+    /* the host changed the weights (through the accessors, which brought any
+     * newer device values back first): the device takes the host's */
+    WK_TRY(wk_net_sync_host(net));
     WK_TRY(wk_gpu_net_upload(net->gpu, net->weights, net->buffer_data));
     net->gpu_uploaded = net->weights_version;
   }
@@ -112,6 +163,7 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
   if (train) {
     net->bn_batches++;
     net->bn_version++;
+    if (net->gpu_resident) net->gpu_stale |= WK_STALE_BUFFERS; /* running statistics moved */
   }
   const int64_t shape[2] = {n, f};
   *out = wk_tensor_view(net->gpu_out, WK_F32, 2, shape);
@@ -124,6 +176,10 @@ wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
   WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
   net->last_train = false;
   WK_TRY(wk_gpu_net_backward(net->gpu, dy->data));
+  if (net->gpu_resident) { /* they stay there; the host copies them if it asks */
+    net->gpu_stale |= WK_STALE_GRADS | WK_STALE_BUFFERS;
+    return WK_OK;
+  }
   /* the gradients, and the running statistics the forward moved */
   return wk_gpu_net_download(net->gpu, NULL, net->buffer_data, net->grads);
 }

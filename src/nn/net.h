@@ -188,6 +188,20 @@ wk_status wk_net_place(wk_net *net, int device);
 /* Data parallelism on GPUs: attaches an NCCL communicator (cuda/cuda.h's
  * wk_gpu_net_attach_comm) to a network on a GPU, after which every backward
  * leaves the mean gradient over the ranks in the host arena. */
+/* The training step on the device (train/trainer.c): with `on`, backward
+ * leaves the gradients and batchnorm statistics on the GPU and
+ * wk_net_gpu_optim_step updates the weights there; the host arenas are
+ * brought back when read (wk_net_weights, wk_net_grads, wk_net_buffer_data,
+ * or wk_net_sync_host, which reports a failure instead of ending the
+ * process). Turning it off brings everything back. */
+wk_status wk_net_gpu_set_resident(wk_net *net, bool on);
+wk_status wk_net_sync_host(wk_net *net);
+/* *finite: no NaN or infinity among the device's gradients. */
+wk_status wk_net_gpu_grads_finite(wk_net *net, bool *finite);
+struct wk_gpu_optim;
+wk_status wk_net_gpu_optim_step(wk_net *net, const struct wk_gpu_optim *o);
+/* The optimizer's state array i (0 or 1; n_elems floats) to or from the device. */
+wk_status wk_net_gpu_state(wk_net *net, int i, float *host, bool to_device);
 struct wk_gpu_buckets;
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,
                                  const struct wk_gpu_buckets *b, double timeout_s);

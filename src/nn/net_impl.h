@@ -80,12 +80,22 @@ struct wk_net {
   uint64_t params_version, gpu_params_version; /* frozen flags changed / as the GPU has them */
   float *gpu_out;
   size_t gpu_out_elems;
+  /* the training step runs on the device (wk_net_gpu_set_resident): backward
+   * leaves the gradients and statistics there, the optimizer updates the
+   * weights there, and gpu_stale says which host arenas are behind
+   * (WK_STALE_*); the accessors bring them back on demand */
+  bool gpu_resident;
+  unsigned gpu_stale;
 };
 
 /* exec_gpu.c */
 wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);
 void wk_net_release_gpu(wk_net *net);
+enum { WK_STALE_WEIGHTS = 1u, WK_STALE_BUFFERS = 2u, WK_STALE_GRADS = 4u };
+/* The accessors' sync: the host arenas up to date, or the process ends with
+ * the reason (a device that cannot copy back has lost the run's state). */
+void wk_net_sync_host_or_die(wk_net *net);
 
 /* Elements per sample of value v's buffer in evaluation (channels padded to 16
  * when it is held in nChw16c). */

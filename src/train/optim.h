@@ -110,4 +110,17 @@ wk_status wk_optim_state_set(wk_optim *opt, const char *name, const float *src, 
 wk_status wk_optim_steps_get(const wk_optim *opt, int64_t *dst, size_t n_params);
 wk_status wk_optim_steps_set(wk_optim *opt, const int64_t *src, size_t n_params);
 
+/* ------------------------------------------------------------------ elsewhere
+ * For an update that runs on another device (train/trainer.c: the GPU):
+ * wk_optim_step's checks and per-parameter factors at rate lr, as segments
+ * (one per parameter not frozen, at most n_params, *n of them), and the step
+ * counts advanced as a step advances them. The device applies them to its own
+ * copy of the state arrays; wk_optim_state_data gives the host arrays (n_elems
+ * each) to copy that state into before the state is read (a checkpoint) and
+ * out of before the device's first step. */
+struct wk_gpu_optim_segment;
+wk_status wk_optim_step_segments(wk_optim *opt, double lr, struct wk_gpu_optim_segment *segs,
+                                 int *n);
+float *wk_optim_state_data(wk_optim *opt, size_t i); /* NULL when i >= wk_optim_state_count() */
+
 #endif

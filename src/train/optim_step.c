@@ -10,6 +10,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "cuda/cuda.h"
 #include "ops/parallel.h"
 #include "train/optim_impl.h"
 
@@ -143,12 +144,11 @@ static void wk_optim_prepare(wk_optim *o, double lr) {
   }
 }
 
-wk_status wk_optim_step(wk_optim *o, wk_ctx *ctx, float *w, const float *g, double lr) {
+/* The checks of a step at rate lr. */
+static wk_status wk_optim_check(const wk_optim *o, double lr) {
   const char *k = wk_optim_kind_name(o->cfg.kind);
   if (!(isfinite(lr) && lr >= 0.0))
     return wk_fail(WK_ERR_INVALID_ARG, "%s: learning rate %g must be finite and >= 0", k, lr);
-  if (o->n_elems && (!w || !g))
-    return wk_fail(WK_ERR_INVALID_ARG, "%s: NULL weights or gradients", k);
   for (size_t i = 0; i < o->n_params; i++) {
     const wk_param *p = &o->params[i];
     WK_ASSERT(p->offset == o->layout[2 * i] && p->numel == o->layout[2 * i + 1]);
@@ -156,6 +156,14 @@ wk_status wk_optim_step(wk_optim *o, wk_ctx *ctx, float *w, const float *g, doub
       return wk_fail(WK_ERR_INVALID_ARG, "%s: parameter %zu (%.*s): lr_scale %g must be >= 0",
                      k, i, WK_PARAM_NAME_MAX, p->name, (double)p->lr_scale);
   }
+  return WK_OK;
+}
+
+wk_status wk_optim_step(wk_optim *o, wk_ctx *ctx, float *w, const float *g, double lr) {
+  WK_TRY(wk_optim_check(o, lr));
+  if (o->n_elems && (!w || !g))
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: NULL weights or gradients",
+                   wk_optim_kind_name(o->cfg.kind));
   wk_optim_prepare(o, lr);
   wk_optim_job job = {o, w, g};
   if (ctx)
@@ -164,3 +172,21 @@ wk_status wk_optim_step(wk_optim *o, wk_ctx *ctx, float *w, const float *g, doub
     wk_optim_slice(&job, 0, (int64_t)o->n_chunks);
   return WK_OK;
 }
+
+wk_status wk_optim_step_segments(wk_optim *o, double lr, wk_gpu_optim_segment *segs, int *n) {
+  *n = 0;
+  WK_TRY(wk_optim_check(o, lr));
+  wk_optim_prepare(o, lr);
+  for (size_t i = 0; i < o->n_params; i++) {
+    const wk_optim_coef *c = &o->coef[i];
+    if (!c->active || o->params[i].numel == 0) continue;
+    segs[(*n)++] = (wk_gpu_optim_segment){
+        .offset = (int64_t)o->params[i].offset, .numel = (int64_t)o->params[i].numel,
+        .neg_lr = c->neg_lr, .wd = c->wd, .momentum = c->momentum, .first = c->first,
+        .decay = c->decay, .b1 = c->b1, .c1 = c->c1, .b2 = c->b2, .c2 = c->c2,
+        .bc2_sqrt = c->bc2_sqrt, .eps = c->eps, .neg_step = c->neg_step};
+  }
+  return WK_OK;
+}
+
+float *wk_optim_state_data(wk_optim *o, size_t i) { return i < o->n_state ? o->state[i] : NULL; }

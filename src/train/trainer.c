@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/cuda.h"
 #include "train/ddp.h"
 #include "train/grad.h"
 
@@ -18,6 +19,10 @@ struct wk_trainer {
   double grad_norm;
   wk_tensor probs, dlogits; /* (N, K), reallocated when N changes */
   wk_ddp *ddp;              /* data parallelism, or NULL */
+  /* the step on the device (a network on a GPU, no clipping): the optimizer's
+   * state lives there from the first such step on, until it is read back */
+  bool state_on_device;
+  wk_gpu_optim_segment *segs; /* (n_params), made on the first device step */
 };
 
 static wk_status wk_train_config_check(const wk_train_config *c) {
@@ -51,6 +56,7 @@ wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer 
 
 void wk_trainer_destroy(wk_trainer *t) {
   if (!t) return;
+  free(t->segs);
   wk_optim_destroy(t->opt);
   wk_tensor_free(&t->probs);
   wk_tensor_free(&t->dlogits);
@@ -80,6 +86,54 @@ static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
   return wk_tensor_alloc(&t->dlogits, WK_F32, 2, out->shape);
 }
 
+/* Whether this step runs on the device: the network is on a GPU and nothing
+ * needs the host's view of the gradients (clipping does; $WHISKER_GPU_HOST_STEP=1
+ * forces the host optimizer, for comparison). */
+static bool wk_step_on_device(const wk_trainer *t) {
+  if (!wk_net_on_gpu(t->net) || t->cfg.clip_norm > 0.0) return false;
+  const char *e = getenv("WHISKER_GPU_HOST_STEP");
+  return !(e && strcmp(e, "1") == 0);
+}
+
+/* The host's optimizer state from the device, when the device has it. */
+static wk_status wk_state_to_host(wk_trainer *t) {
+  if (!t->state_on_device) return WK_OK;
+  for (size_t i = 0; i < wk_optim_state_count(t->opt); i++)
+    WK_TRY(wk_net_gpu_state(t->net, (int)i, wk_optim_state_data(t->opt, i), false));
+  t->state_on_device = false;
+  return WK_OK;
+}
+
+/* After backward on the device: the non-finite check and the update there. */
+static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
+  wk_net *net = t->net;
+  bool finite = false;
+  WK_TRY(wk_net_gpu_grads_finite(net, &finite));
+  if (!finite) { /* the host's check names the parameter and element */
+    size_t np;
+    const wk_param *params = wk_net_params(net, &np);
+    WK_TRY(wk_net_sync_host(net));
+    wk_status s = wk_grad_check_finite(wk_net_ctx(net), params, np, wk_net_grads(net));
+    if (s == WK_OK) s = wk_fail(WK_ERR_INVALID_ARG, "a gradient is not finite");
+    return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)loss,
+                   wk_last_error());
+  }
+  size_t np;
+  wk_net_params(net, &np);
+  if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
+    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  if (!t->state_on_device) { /* zeros, or a resumed run's state */
+    for (size_t i = 0; i < wk_optim_state_count(t->opt); i++)
+      WK_TRY(wk_net_gpu_state(net, (int)i, wk_optim_state_data(t->opt, i), true));
+    t->state_on_device = true;
+  }
+  const wk_optim_config *oc = wk_optim_get_config(t->opt);
+  wk_gpu_optim o = {.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
+                    .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
+  WK_TRY(wk_optim_step_segments(t->opt, lr, t->segs, &o.n_segments));
+  return wk_net_gpu_optim_step(net, &o);
+}
+
 /* One step at rate lr. A non-finite loss is an error, or with `probe` a
  * success that reports the loss and changes nothing but the batchnorm
  * statistics (a learning-rate sweep ends there). */
@@ -91,6 +145,9 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   if (wk_schedule_momentum(&t->cfg.schedule, t->step, &momentum))
     WK_TRY(wk_optim_set_momentum(t->opt, momentum));
   wk_net_set_dropout_seed(net, t->cfg.seed, (uint64_t)t->step);
+  const bool on_device = wk_step_on_device(t);
+  if (!on_device) WK_TRY(wk_state_to_host(t)); /* the host's turn again */
+  if (wk_net_on_gpu(net)) WK_TRY(wk_net_gpu_set_resident(net, on_device));
   if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
   wk_tensor out;
   WK_TRY(wk_net_forward(net, x, true, &out));
@@ -114,6 +171,12 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, 1.0f, &t->dlogits));
   WK_TRY(wk_net_backward(net, &t->dlogits));
   if (t->ddp) WK_TRY(wk_ddp_finish_step(t->ddp));
+  if (on_device) {
+    WK_TRY(wk_device_update(t, lr, l));
+    t->step++;
+    *loss = l;
+    return WK_OK;
+  }
   size_t np;
   const wk_param *params = wk_net_params(net, &np);
   float *g = wk_net_grads(net);
@@ -212,6 +275,9 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
 
 wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
                              const wk_data_pos *pos) {
+  /* what the device holds: the optimizer's state, the weights and statistics */
+  WK_TRY(wk_state_to_host(t));
+  WK_TRY(wk_net_sync_host(t->net));
   const size_t n = wk_net_n_elems(t->net), n_states = wk_optim_state_count(t->opt);
   size_t np;
   wk_net_params(t->net, &np);
