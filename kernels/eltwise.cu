@@ -45,8 +45,8 @@ __global__ void add_forward_kernel(int64_t n, const float *a, const float *b, fl
 }
 
 struct NormalizeParams {
-  float mean[WK_NORMALIZE_MAX_CHANNELS];
-  float std[WK_NORMALIZE_MAX_CHANNELS];
+  float scale[WK_NORMALIZE_MAX_CHANNELS]; // 1 / std
+  float shift[WK_NORMALIZE_MAX_CHANNELS]; // -mean / std
 };
 
 // One thread per output pixel (all c channels), so the index arithmetic is paid
@@ -61,8 +61,9 @@ __global__ void normalize_u8_kernel(int64_t n_px, int64_t h, int64_t w, int c,
     const int64_t src_j = (flip && flip[b]) ? w - 1 - j : j;
     const uint8_t *xp = x + (row * w + src_j) * c;
     float *yp = y + px * c;
-    for (int ch = 0; ch < c; ch++)
-      yp[ch] = ((float)xp[ch] / 255.0f - p.mean[ch]) / p.std[ch];
+    for (int ch = 0; ch < c; ch++) // the loader's float path, each operation rounded alone
+      yp[ch] = __fadd_rn(__fmul_rn(__fmul_rn((float)xp[ch], 1.0f / 255.0f), p.scale[ch]),
+                         p.shift[ch]);
   }
 }
 
@@ -122,8 +123,8 @@ extern "C" int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64
   NormalizeParams p = {};
   for (int64_t ch = 0; ch < c; ch++) {
     if (std[ch] == 0.0f) return (int)cudaErrorInvalidValue;
-    p.mean[ch] = mean[ch];
-    p.std[ch] = std[ch];
+    p.scale[ch] = 1.0f / std[ch];
+    p.shift[ch] = -mean[ch] * p.scale[ch];
   }
   normalize_u8_kernel<<<blocks_for(n_px), kThreads, 0, as_stream(stream)>>>(
       n_px, h, w, (int)c, x, flip, p, y);

@@ -44,9 +44,12 @@ int wk_launch_add_forward_f32(int64_t n, const float *a, const float *b, float *
 /* The most channels wk_launch_normalize_u8_f32 handles (RGBA). */
 #define WK_NORMALIZE_MAX_CHANNELS 4
 
-/* Turns a batch of 8-bit images into normalised floats:
- *   y[b, i, j, ch] = (x[b, i, j', ch] / 255 - mean[ch]) / std[ch],
- *   j' = flip && flip[b] ? w - 1 - j : j   (a horizontal mirror of image b).
+/* Turns a batch of 8-bit images into normalised floats as the loader's float
+ * path does for the same pixel values (data/augment_colour.c; for c = 3 bit for
+ * bit ops/ops.h's wk_normalize_u8_ref), each operation rounded on its own:
+ *   y[b, i, j, ch] = ((float)x[b, i, j', ch] * (1/255)) * s[ch] + t[ch],
+ *   s = 1 / std, t = -mean * s (floats), j' = flip && flip[b] ? w - 1 - j : j
+ *   (a horizontal mirror of image b).
  * x: (n, h, w, c) uint8 NHWC; y: (n, h, w, c) float NHWC, must not overlap x;
  * flip: (n) device bytes, nonzero = mirror, or NULL for no flips. mean, std:
  * (c) HOST arrays, read before returning (passed to the kernel by value);

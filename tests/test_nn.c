@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
+#include "data/augment.h"
 #include "nn/net.h"
 #include "nn/zoo.h"
 #include "test_util.h"
@@ -396,6 +398,53 @@ START_TEST(test_batch_size_change_and_repeat) {
 }
 END_TEST
 
+/* 8-bit input (wk_net_set_input_norm): a picture through the evaluation
+ * transform at its own size (no resampling, so the loader's float path holds
+ * whole pixel values) gives the float batch and the u8 batch; the network's
+ * output from the u8 batch is bit for bit the output from the float batch
+ * (the GPU does the same normalisation in a kernel, test_gpu_ops). Without the
+ * normalisation a u8 batch is refused. */
+START_TEST(test_u8_input_matches_the_float_path) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_arch_opts o = wk_arch_opts_default(3);
+  o.in_h = o.in_w = 24;
+  wk_net *net;
+  ck_assert_int_eq(wk_zoo_build(ctx, "smallcnn", &o, 5, &net), WK_OK);
+  wk_augment_cfg ac = wk_augment_cfg_eval(24);
+  ac.eval_resize = 24;
+  ac.mean[1] = 0.5f, ac.std[2] = 0.3f; /* not ImageNet's: the values must travel */
+  wk_augmenter *aug;
+  ck_assert_int_eq(wk_augmenter_create(&ac, &aug), WK_OK);
+  uint8_t px[24 * 24 * 3];
+  wk_rng r = wk_rng_make(9, 0);
+  for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)wk_rng_u32(&r);
+  const wk_image img = {.data = px, .width = 24, .height = 24, .stride_bytes = 24 * 3};
+  const int64_t s[4] = {2, 24, 24, 3};
+  wk_tensor xf = wkt_tensor(WK_F32, 4, s), xu = wkt_tensor(WK_U8, 4, s);
+  for (int b = 0; b < 2; b++)
+    ck_assert_int_eq(wk_augment_image(aug, &img, 1, 0, b, (float *)xf.data + b * 24 * 24 * 3,
+                                      (uint8_t *)xu.data + b * 24 * 24 * 3),
+                     WK_OK);
+  ck_assert_int_eq(memcmp(xu.data, px, sizeof px), 0); /* no resampling: the pixels as given */
+  wk_tensor out;
+  ck_assert_int_eq(wk_net_forward(net, &xu, false, &out), WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "wk_net_set_input_norm"));
+  ck_assert_int_eq(wk_net_set_input_norm(net, ac.mean, ac.std), WK_OK);
+  ck_assert_int_eq(wk_net_forward(net, &xf, false, &out), WK_OK);
+  float want[6];
+  memcpy(want, out.data, sizeof want);
+  ck_assert_int_eq(wk_net_forward(net, &xu, false, &out), WK_OK);
+  ck_assert_int_eq(memcmp(out.data, want, sizeof want), 0);
+  const float bad_std[3] = {0.2f, 0.0f, 0.2f};
+  ck_assert_int_eq(wk_net_set_input_norm(net, ac.mean, bad_std), WK_ERR_INVALID_ARG);
+  wk_tensor_free(&xf);
+  wk_tensor_free(&xu);
+  wk_augmenter_destroy(aug);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_builder_errors) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
   wk_net *net;
@@ -480,6 +529,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);
   tcase_add_test(tc, test_sync_bn_two_ranks_match_one_batch);
   tcase_add_test(tc, test_builder_errors);
+  tcase_add_test(tc, test_u8_input_matches_the_float_path);
   tcase_add_test(tc, test_init_is_deterministic_and_scaled);
   suite_add_tcase(s, tc);
   return s;

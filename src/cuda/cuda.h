@@ -70,10 +70,18 @@ typedef struct wk_gpu_dropout {
   int64_t first;
 } wk_gpu_dropout;
 
-/* x (n, in_h, in_w, in_c) host floats; out (n, F) host floats. Training mode
- * uses batch statistics (updating the running ones on the device) and dropout
- * masks as the CPU does. */
-wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+/* A batch for the network: (n, in_h, in_w, in_c) host floats, or 8-bit
+ * pixels (in_c 3) normalised on the device with mean and std as ops/ops.h's
+ * wk_normalize_u8_ref does (a quarter of the bytes to move). */
+typedef struct wk_gpu_input {
+  const void *data;
+  bool u8;
+  float mean[3], std[3]; /* u8 only */
+} wk_gpu_input;
+
+/* out (n, F) host floats. Training mode uses batch statistics (updating the
+ * running ones on the device) and dropout masks as the CPU does. */
+wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out);
 /* dy (n, F) host floats for the last training forward; the gradients stay on
  * the device (wk_gpu_net_download). With a communicator attached (below) they

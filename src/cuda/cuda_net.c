@@ -74,6 +74,8 @@ struct wk_gpu_net {
   float *state[2];       /* the optimizer's state arrays, made on first use */
   wk_optim_segment *segs_host, *segs_dev; /* one step's segments (n_params at most) */
   int *flag;             /* one device int: the non-finite check */
+  uint8_t *u8_in;        /* 8-bit input batches, before normalisation */
+  size_t u8_cap;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -359,6 +361,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->state[1]);
   (void)wk_cuda_free(net->segs_dev);
   (void)wk_cuda_free(net->flag);
+  (void)wk_cuda_free(net->u8_in);
   free(net->segs_host);
   if (net->cublas) cublasDestroy(net->cublas);
   if (net->cudnn) cudnnDestroy(net->cudnn);
@@ -581,14 +584,37 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
   }
 }
 
-wk_status wk_cudanet_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+/* The batch into value 0: floats as they are, 8-bit pixels through the
+ * staging buffer and the normalisation kernel. */
+static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
+  const size_t elems = (size_t)(n * net->numel[0]);
+  if (!x->u8) {
+    WK_CUDA_TRY(cudaMemcpyAsync(net->val[0], x->data, elems * sizeof(float),
+                                cudaMemcpyHostToDevice, net->stream));
+    return WK_OK;
+  }
+  if (net->g.in_c != 3) return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: 8-bit input needs RGB");
+  if (elems > net->u8_cap) {
+    WK_TRY(wk_cuda_free(net->u8_in));
+    net->u8_in = NULL;
+    net->u8_cap = 0;
+    WK_TRY(wk_cuda_malloc((void **)&net->u8_in, elems));
+    net->u8_cap = elems;
+  }
+  WK_CUDA_TRY(cudaMemcpyAsync(net->u8_in, x->data, elems, cudaMemcpyHostToDevice, net->stream));
+  return wk_kernel_try(wk_launch_normalize_u8_f32(n, net->g.in_h, net->g.in_w, 3, net->u8_in,
+                                                  NULL, x->mean, x->std, net->val[0],
+                                                  net->stream),
+                       "input normalisation");
+}
+
+wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
-  if (n < 1 || n > (1 << 24) || !x || !out || !drop)
+  if (n < 1 || n > (1 << 24) || !x || !x->data || !out || !drop)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: batch %lld", (long long)n);
   WK_CUDA_TRY(cudaSetDevice(net->device));
   WK_TRY(wk_prepare_batch(net, n));
-  WK_CUDA_TRY(cudaMemcpyAsync(net->val[0], x, (size_t)(n * net->numel[0]) * sizeof(float),
-                              cudaMemcpyHostToDevice, net->stream));
+  WK_TRY(wk_load_input(net, x, n));
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status s = wk_forward_node(net, i, train, drop);
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());

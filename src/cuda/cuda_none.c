@@ -47,7 +47,7 @@ wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, f
   return wk_not_built();
 }
 
-wk_status wk_gpu_net_forward(wk_gpu_net *net, const float *x, int64_t n, bool train,
+wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
   (void)net;
   (void)x;

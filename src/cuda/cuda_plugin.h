@@ -31,7 +31,7 @@ typedef struct wk_cuda_plugin {
   void (*net_destroy)(wk_gpu_net *net);
   wk_status (*net_upload)(wk_gpu_net *net, const float *weights, const float *buffers);
   wk_status (*net_download)(wk_gpu_net *net, float *weights, float *buffers, float *grads);
-  wk_status (*net_forward)(wk_gpu_net *net, const float *x, int64_t n, bool train,
+  wk_status (*net_forward)(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                            const wk_gpu_dropout *drop, float *out);
   wk_status (*net_backward)(wk_gpu_net *net, const float *dy);
   wk_status (*net_set_params)(wk_gpu_net *net, const wk_param *params);

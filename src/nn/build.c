@@ -52,6 +52,7 @@ void wk_net_destroy(wk_net *net) {
   if (!net) return;
   wk_net_release_gpu(net);
   wk_net_release_runtime(net);
+  free(net->in_f32);
   free(net->nodes);
   free(net->params);
   free(net->buffers);

@@ -8,6 +8,7 @@
  * and is released once its producer has used it. Ops that pass the gradient
  * through unchanged (flatten, add, in-place activations) hand the buffer on
  * instead of copying it. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -67,12 +68,50 @@ static wk_status wk_check_input(const wk_net *net, const wk_tensor *x) {
     return wk_fail(WK_ERR_SHAPE, "network input must be (N, %d, %d, %d)", net->in_h, net->in_w,
                    net->in_c);
   const int64_t s[4] = {x->shape[0], net->in_h, net->in_w, net->in_c};
-  return wk_tensor_expect(x, "network input", WK_F32, 4, s);
+  if (x->dtype == WK_U8 && !net->in_norm)
+    return wk_fail(WK_ERR_INVALID_ARG, "network input: 8-bit pixels need the normalisation "
+                   "(wk_net_set_input_norm)");
+  return wk_tensor_expect(x, "network input", x->dtype == WK_U8 ? WK_U8 : WK_F32, 4, s);
+}
+
+wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float std[3]) {
+  if (net->in_c != 3) return wk_fail(WK_ERR_INVALID_ARG, "8-bit input needs 3 channels");
+  for (int c = 0; c < 3; c++) {
+    if (!(std[c] > 0.0f) || !isfinite(std[c]) || !isfinite(mean[c]))
+      return wk_fail(WK_ERR_INVALID_ARG, "input normalisation: mean %g, std %g", (double)mean[c],
+                     (double)std[c]);
+    /* the loader's float path: work * (1 / std) + (-mean * (1 / std)) */
+    net->in_mean[c] = mean[c];
+    net->in_std[c] = std[c];
+    net->in_scale[c] = 1.0f / std[c];
+    net->in_shift[c] = -mean[c] * net->in_scale[c];
+  }
+  net->in_norm = true;
+  return WK_OK;
+}
+
+/* An 8-bit batch on the CPU: normalised into the net's float buffer, *f32 a
+ * view of it. */
+static wk_status wk_input_to_f32(wk_net *net, const wk_tensor *x, wk_tensor *f32) {
+  const size_t n = (size_t)wk_tensor_numel(x);
+  if (n > net->in_f32_elems) {
+    float *p = realloc(net->in_f32, n * sizeof *p);
+    if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the network's input");
+    net->in_f32 = p;
+    net->in_f32_elems = n;
+  }
+  *f32 = wk_tensor_view(net->in_f32, WK_F32, 4, x->shape);
+  return wk_normalize_u8(net->ctx, x, net->in_scale, net->in_shift, f32);
 }
 
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
   WK_TRY(wk_check_input(net, x));
   if (net->gpu) return wk_net_forward_gpu(net, x, train, out);
+  wk_tensor xf;
+  if (x->dtype == WK_U8) {
+    WK_TRY(wk_input_to_f32(net, x, &xf));
+    x = &xf;
+  }
   const int64_t n = x->shape[0];
   const int nv = net->n_nodes + 1, last = net->n_nodes;
   if (n != net->batch) {

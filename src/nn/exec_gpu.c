@@ -157,7 +157,10 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
   }
   const wk_gpu_dropout drop = {.seed = net->dropout_seed, .step = net->dropout_step,
                                .first = net->dropout_first};
-  WK_TRY(wk_gpu_net_forward(net->gpu, x->data, n, train, &drop, net->gpu_out));
+  wk_gpu_input in = {.data = x->data, .u8 = x->dtype == WK_U8};
+  memcpy(in.mean, net->in_mean, sizeof in.mean);
+  memcpy(in.std, net->in_std, sizeof in.std);
+  WK_TRY(wk_gpu_net_forward(net->gpu, &in, n, train, &drop, net->gpu_out));
   net->batch = n;
   net->last_train = train;
   if (train) {

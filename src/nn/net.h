@@ -169,6 +169,12 @@ void wk_net_set_backward_hook(wk_net *net, wk_net_node_done_fn fn, void *user);
  * is called in the same order on every rank. */
 typedef wk_status (*wk_net_allreduce_fn)(void *user, double *buf, size_t n);
 void wk_net_set_sync_bn(wk_net *net, wk_net_allreduce_fn fn, void *user, int world);
+/* Lets forward take 8-bit RGB batches ((N, H, W, 3) WK_U8, as the loader's
+ * images_u8): they are normalised with this mean and std (per channel, on
+ * [0, 1] values) exactly as the loader's float path would (ops/ops.h:
+ * wk_normalize_u8_ref), on the GPU when the network runs there (a quarter of
+ * the bytes to move), else into a float batch on the host. */
+wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float std[3]);
 /* Dropout masks count from sample `first` of the global batch (rank r of a
  * data-parallel step: r * the per-rank batch), so that every rank draws the
  * masks one process with the whole global batch would. */

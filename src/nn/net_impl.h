@@ -86,6 +86,12 @@ struct wk_net {
    * (WK_STALE_*); the accessors bring them back on demand */
   bool gpu_resident;
   unsigned gpu_stale;
+  /* 8-bit input (wk_net_set_input_norm): the normalisation, and on the CPU
+   * the float batch it is turned into */
+  bool in_norm;
+  float in_mean[3], in_std[3], in_scale[3], in_shift[3];
+  float *in_f32;
+  size_t in_f32_elems;
 };
 
 /* exec_gpu.c */

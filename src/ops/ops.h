@@ -138,6 +138,17 @@ wk_status wk_linear_backward(wk_ctx *ctx, const wk_tensor *x, const wk_tensor *w
 
 /* y = a + b, all the same shape; y may alias a or b. */
 wk_status wk_add_forward(wk_ctx *ctx, const wk_tensor *a, const wk_tensor *b, wk_tensor *y);
+
+/* The network's input from 8-bit RGB pixels: y[3p + c] = ((float)x[3p + c] *
+ * (1/255)) * scale[c] + shift[c], each operation rounded on its own. With
+ * scale = 1 / std and shift = -mean * scale this is exactly what the loader's
+ * float path gives for the same pixel values (data/augment_colour.c); the GPU
+ * kernel (wk_launch_normalize_u8_f32) is bit for bit this. */
+void wk_normalize_u8_ref(int64_t n_px, const uint8_t *x, const float scale[3],
+                         const float shift[3], float *y);
+/* The same over a (N, H, W, 3) u8 tensor into a (N, H, W, 3) f32 one, in parallel. */
+wk_status wk_normalize_u8(wk_ctx *ctx, const wk_tensor *x, const float scale[3],
+                          const float shift[3], wk_tensor *y);
 /* da = db = dy; either may be NULL or alias dy. */
 wk_status wk_add_backward(wk_ctx *ctx, const wk_tensor *dy, wk_tensor *da, wk_tensor *db);
 
