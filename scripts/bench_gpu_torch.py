@@ -2,7 +2,8 @@
 """PyTorch side of scripts/gpu_check.sh: training images/s on the GPU for a
 torchvision model, channels_last, the same SGD step as `whisker bench`
 (momentum 0.9, weight decay 5e-4, a fixed random batch), fp32 with TF32 off
-(what whisker computes) or bf16 autocast. Prints the images/s alone."""
+(whisker's --precision fp32), fp32 with TF32 on (--precision tf32) or bf16
+autocast. Prints the images/s alone."""
 import argparse
 import time
 
@@ -15,12 +16,12 @@ def main():
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
     model = torchvision.models.__dict__[a.model](num_classes=1000).to(dev)

@@ -115,6 +115,17 @@ START_TEST(test_gpus_and_procs_are_checked) {
   r = run("bench --gpus 0,999");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--gpus 0,999: there") != NULL, "stderr: %s", r.err);
+  /* --precision: a name it does not know is a usage error; mixed precision
+   * says it is not built; tf32 without a GPU says it needs one */
+  r = run("bench --precision fp8");
+  ck_assert_int_eq(r.code, 2);
+  ck_assert_msg(strstr(r.err, "expected fp32, tf32, bf16 or fp16") != NULL, "stderr: %s", r.err);
+  r = run("bench --model smallcnn --size 32 --precision bf16");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "mixed precision is not built yet") != NULL, "stderr: %s", r.err);
+  r = run("bench --model smallcnn --size 32 --precision tf32");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "--precision tf32 needs a GPU") != NULL, "stderr: %s", r.err);
   /* no launcher to be found: says what to install, starts nothing */
   setenv("WHISKER_MPIRUN", "/nonexistent/mpirun", 1);
   r = run("train d --out r --procs 2");

@@ -293,6 +293,51 @@ static void wkt_device_step(wk_optim_kind kind) {
   wk_ctx_destroy(ctx);
 }
 
+/* --precision tf32: convolutions and linear layers on TF32 tensor cores. The
+ * products keep 10 mantissa bits (relative error ~5e-4 each), so resnet18's
+ * output is compared with the CPU's at 2e-2 and the loss of three training
+ * steps at 1e-2: far from bit for bit, close enough that a wrong index or a
+ * missing term (an O(1) error) still shows. */
+START_TEST(test_tf32) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *cpu = wkt_resnet18(ctx), *gpu = wkt_resnet18(ctx);
+  wkt_perturb(cpu);
+  wkt_perturb(gpu);
+  ck_assert_int_eq(wk_net_set_precision(gpu, WK_PRECISION_TF32), WK_OK);
+  ck_assert_msg(wk_net_place(gpu, 0) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_net_set_precision(gpu, WK_PRECISION_FP32), WK_ERR_INVALID_ARG);
+  const int64_t xs[4] = {3, 64, 64, 3}, ls[1] = {3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  for (int i = 0; i < 3; i++) ((int32_t *)labels.data)[i] = i;
+  wk_tensor yc, yg;
+  ck_assert_int_eq(wk_net_forward(cpu, &x, false, &yc), WK_OK);
+  float ref[15];
+  memcpy(ref, yc.data, sizeof ref);
+  ck_assert_int_eq(wk_net_forward(gpu, &x, false, &yg), WK_OK);
+  ck_close("tf32 eval forward", yg.data, ref, 15, 2e-2);
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  wk_trainer *tcpu, *tgpu;
+  ck_assert_int_eq(wk_trainer_create(cpu, &tc, &tcpu), WK_OK);
+  ck_assert_int_eq(wk_trainer_create(gpu, &tc, &tgpu), WK_OK);
+  for (int s = 0; s < 3; s++) {
+    float lc, lg;
+    ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
+    ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s", wk_last_error());
+    ck_assert_msg(fabs((double)lg - lc) <= 1e-2 * fabs((double)lc),
+                  "tf32 step %d: loss %g on the GPU, %g on the CPU", s, (double)lg, (double)lc);
+  }
+  wk_trainer_destroy(tcpu);
+  wk_trainer_destroy(tgpu);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(cpu);
+  wk_net_destroy(gpu);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_device_step_sgd) { wkt_device_step(WK_OPTIM_SGD); }
 END_TEST
 START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
@@ -328,6 +373,7 @@ int main(void) {
     tcase_add_test(tc, test_misc_ops);
     tcase_add_test(tc, test_frozen_body);
     tcase_add_test(tc, test_device_step_sgd);
+    tcase_add_test(tc, test_tf32);
     tcase_add_test(tc, test_device_step_adamw);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);

@@ -23,7 +23,7 @@ typedef struct wk_bench_opts {
   int batch, size, classes, threads, steps, warmup, latency_runs;
   double bucket_mb;
   int device, procs;
-  const char *gpus;
+  const char *gpus, *precision;
   bool json, profile;
 } wk_bench_opts;
 
@@ -32,7 +32,8 @@ static void wk_usage_bench(FILE *f) {
           "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--gpus 0,1,.. | --procs N]\n\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32]\n"
+          "                     [--gpus 0,1,.. | --procs N]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
@@ -51,7 +52,7 @@ static int wk_cmp_double(const void *a, const void *b) {
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
                        .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
-                       .bucket_mb = 25, .device = WK_DEVICE_UNSET};
+                       .bucket_mb = 25, .device = WK_DEVICE_UNSET, .precision = "fp32"};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       wk_usage_bench(stdout);
@@ -74,6 +75,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_double("bench", argc, argv, &i, "--bucket-mb", 0.001, 4096, &o->bucket_mb)) ||
         (r = wk_arg_device("bench", argc, argv, &i, &o->device)) ||
         (r = wk_arg_str("bench", argc, argv, &i, "--gpus", &o->gpus)) ||
+        (r = wk_arg_str("bench", argc, argv, &i, "--precision", &o->precision)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--procs", 1, 1024, &o->procs)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
@@ -84,6 +86,11 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
     }
     fprintf(stderr, "whisker bench: unexpected argument '%s'\n", argv[i]);
     wk_usage_bench(stderr);
+    return WK_EXIT_USAGE;
+  }
+  wk_precision p;
+  if (wk_precision_parse(o->precision, &p) != WK_OK) {
+    fprintf(stderr, "whisker bench: %s\n", wk_last_error());
     return WK_EXIT_USAGE;
   }
   return 0;
@@ -154,7 +161,10 @@ int wk_cmd_bench(int argc, char **argv) {
       wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK ||
       wk_tensor_alloc(&x1, WK_F32, 4, x1s) != WK_OK)
     goto fail;
-  if (wk_net_place(net, o.device) != WK_OK) goto fail;
+  wk_precision prec = WK_PRECISION_FP32;
+  if (wk_precision_parse(o.precision, &prec) != WK_OK || wk_net_set_precision(net, prec) != WK_OK ||
+      wk_net_place(net, o.device) != WK_OK)
+    goto fail;
   if (world > 1 || (nccl_single && wk_net_on_gpu(net))) {
     const wk_ddp_opts dd = {.bucket_bytes = (size_t)(o.bucket_mb * 1048576.0),
                             .nccl_single = nccl_single};
@@ -197,11 +207,12 @@ int wk_cmd_bench(int argc, char **argv) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
-           "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", "
+           "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", \"precision\": \"%s\", "
            "\"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
-           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), ips, step_med, lat_ms, rss_mb);
+           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision, ips, step_med,
+           lat_ms, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));

@@ -21,7 +21,8 @@ static void wk_usage_train(FILE *f) {
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
           "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--gpus 0,1,.. | --procs N]\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32]\n"
+          "                     [--gpus 0,1,.. | --procs N]\n"
           "                     [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
@@ -54,7 +55,10 @@ static void wk_usage_train(FILE *f) {
           "\n"
           "--device cuda[:N] trains on a GPU (cuDNN; fails clearly when there is none),\n"
           "--device auto on the first GPU that works, else the CPU with a warning. The\n"
-          "default is the CPU: the GPU path has not yet been verified on a GPU.\n");
+          "default is the CPU: the GPU path has not yet been verified on a GPU.\n"
+          "--precision fp32 (the default) computes in float32 on the GPU as on the CPU;\n"
+          "tf32 runs convolutions and linear layers on TF32 tensor cores (faster, 10-bit\n"
+          "mantissas in the products). bf16 and fp16 are not built yet.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {
@@ -78,7 +82,7 @@ static void wk_on_sigint(int sig) {
 
 static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) {
   wk_fit_config c = wk_fit_config_default();
-  const char *optim = NULL, *sched = "onecycle";
+  const char *optim = NULL, *sched = "onecycle", *precision = "fp32";
   int threads = 0, seed = 1, epochs = 0, size = 0, procs = 0;
   const char *gpus_arg = NULL;
   double width = 1.0, smoothing = 0.1, crop = 0.08, bucket_mb = 25;
@@ -126,6 +130,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_double(cmd, argc, argv, &i, "--bucket-mb", 0.001, 4096, &bucket_mb)) ||
         (r = wk_arg_device(cmd, argc, argv, &i, &c.device)) ||
         (r = wk_arg_str(cmd, argc, argv, &i, "--gpus", &gpus_arg)) ||
+        (r = wk_arg_str(cmd, argc, argv, &i, "--precision", &precision)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--procs", 1, 1024, &procs)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
@@ -153,7 +158,8 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     return WK_EXIT_USAGE;
   }
   if (wk_optim_kind_parse(optim, &c.optim) != WK_OK ||
-      wk_schedule_kind_parse(sched, &c.schedule) != WK_OK) {
+      wk_schedule_kind_parse(sched, &c.schedule) != WK_OK ||
+      wk_precision_parse(precision, &c.precision) != WK_OK) {
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
   }

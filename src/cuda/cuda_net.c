@@ -14,7 +14,8 @@
  * mode in training too (a frozen body keeps its statistics).
  *
  * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
- * the CPU path to float rounding. Convolution algorithms come from cuDNN's
+ * the CPU path to float rounding; with g->tf32, cuDNN's default math and
+ * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores. Convolution algorithms come from cuDNN's
  * heuristics (the first that fits the workspace limit, $WHISKER_GPU_WORKSPACE_MB,
  * 1024 by default), chosen once per batch size.
  *
@@ -246,7 +247,9 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
           n->conv.dilation_w > 0 ? n->conv.dilation_w : 1, CUDNN_CROSS_CORRELATION,
           CUDNN_DATA_FLOAT));
       WK_CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, groups));
-      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, CUDNN_FMA_MATH)); /* no TF32 */
+      /* as PyTorch: FMA math keeps TF32 out; the default math lets cuDNN use it */
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, net->g.tf32 ? CUDNN_DEFAULT_MATH
+                                                                    : CUDNN_FMA_MATH));
       WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
     } else if (n->op == WK_NODE_BATCHNORM) {
       widest_bn = c > widest_bn ? c : widest_bn;
@@ -276,6 +279,8 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
   WK_CUBLAS_TRY(cublasSetStream(net->cublas, net->stream));
+  WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                           : CUBLAS_DEFAULT_MATH));
   return WK_OK;
 }
 

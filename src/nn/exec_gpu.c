@@ -23,10 +23,40 @@
 #include "cuda/cuda.h"
 #include "nn/net_impl.h"
 
+static const char *const wk_precision_names[] = {"fp32", "tf32", "bf16", "fp16"};
+
+wk_status wk_precision_parse(const char *name, wk_precision *out) {
+  for (int i = 0; i < 4; i++)
+    if (name && strcmp(name, wk_precision_names[i]) == 0) {
+      *out = (wk_precision)i;
+      return WK_OK;
+    }
+  return wk_fail(WK_ERR_INVALID_ARG, "precision '%s': expected fp32, tf32, bf16 or fp16",
+                 name ? name : "");
+}
+
+const char *wk_precision_name(wk_precision p) {
+  return (unsigned)p < 4 ? wk_precision_names[p] : "?";
+}
+
+wk_status wk_net_set_precision(wk_net *net, wk_precision p) {
+  if (p == WK_PRECISION_BF16 || p == WK_PRECISION_FP16)
+    return wk_fail(WK_ERR_UNSUPPORTED, "--precision %s: mixed precision is not built yet; "
+                   "fp32 (exact) and tf32 (tensor cores, float32 storage) are", 
+                   wk_precision_name(p));
+  if ((unsigned)p > WK_PRECISION_FP16)
+    return wk_fail(WK_ERR_INVALID_ARG, "precision %d", (int)p);
+  if (net->gpu && p != net->precision)
+    return wk_fail(WK_ERR_INVALID_ARG, "the precision is set before the network goes to the GPU");
+  net->precision = p;
+  return WK_OK;
+}
+
 wk_status wk_net_use_gpu(wk_net *net, int device) {
   if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
   if (net->gpu) return WK_OK;
   const wk_gpu_graph g = {.in_h = net->in_h, .in_w = net->in_w, .in_c = net->in_c,
+                          .tf32 = net->precision == WK_PRECISION_TF32,
                           .n_nodes = net->n_nodes, .nodes = net->nodes,
                           .n_params = net->n_params, .n_elems = net->n_elems,
                           .params = net->params, .n_buffers = net->n_buffers,
@@ -54,6 +84,9 @@ static void wk_no_gpu_reason(char *out, size_t n) {
 }
 
 wk_status wk_net_place(wk_net *net, int device) {
+  if (device == WK_DEVICE_CPU && net->precision != WK_PRECISION_FP32)
+    return wk_fail(WK_ERR_INVALID_ARG, "--precision %s needs a GPU (--device cuda); the CPU "
+                   "computes in fp32", wk_precision_name(net->precision));
   if (device == WK_DEVICE_CPU) return WK_OK;
   const int count = wk_cuda_device_count();
   char why[512];

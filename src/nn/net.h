@@ -190,6 +190,17 @@ bool wk_net_on_gpu(const wk_net *net);
  * works (else the CPU, with a warning saying why). */
 #define WK_DEVICE_CPU (-1)
 #define WK_DEVICE_AUTO (-2)
+/* How a GPU computes: fp32 (float32 throughout, no TF32: results compare
+ * with the CPU's to float rounding; the default), tf32 (float32 storage,
+ * convolutions and linear layers on TF32 tensor cores: 10-bit mantissas in
+ * the products, float32 sums). bf16 and fp16 (mixed precision) are not built
+ * yet: asking for them is an error that says so. */
+typedef enum { WK_PRECISION_FP32 = 0, WK_PRECISION_TF32, WK_PRECISION_BF16, WK_PRECISION_FP16 }
+wk_precision;
+wk_status wk_precision_parse(const char *name, wk_precision *out);
+const char *wk_precision_name(wk_precision p);
+/* Before wk_net_place / wk_net_use_gpu; the CPU computes in fp32 only. */
+wk_status wk_net_set_precision(wk_net *net, wk_precision p);
 wk_status wk_net_place(wk_net *net, int device);
 /* Data parallelism on GPUs: attaches an NCCL communicator (cuda/cuda.h's
  * wk_gpu_net_attach_comm) to a network on a GPU, after which every backward

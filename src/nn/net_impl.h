@@ -84,6 +84,7 @@ struct wk_net {
    * leaves the gradients and statistics there, the optimizer updates the
    * weights there, and gpu_stale says which host arenas are behind
    * (WK_STALE_*); the accessors bring them back on demand */
+  wk_precision precision; /* for the GPU (wk_net_set_precision) */
   bool gpu_resident;
   unsigned gpu_stale;
   /* 8-bit input (wk_net_set_input_norm): the normalisation, and on the CPU

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "nn/net.h"
 #include "train/optim.h"
 #include "train/schedule.h"
 
@@ -65,6 +66,7 @@ typedef struct wk_fit_config {
    * samples. Only rank 0 writes RUN_DIR's files. */
   struct wk_dist *dist;
   int device;             /* WK_DEVICE_CPU, a GPU, or WK_DEVICE_AUTO (nn/net.h) */
+  wk_precision precision; /* on a GPU (nn/net.h); fp32 by default */
   bool sync_bn;           /* batch statistics over all ranks' batches */
   size_t bucket_bytes;    /* gradient all-reduce bucket; 0: 25 MB */
   bool nccl_single;       /* on a GPU in a world of one: still through NCCL (train/ddp.h) */
