@@ -1,14 +1,57 @@
 #!/usr/bin/env python3
-"""PyTorch side of scripts/gpu_check.sh: training images/s on the GPU for a
-torchvision model, channels_last, the same SGD step as `whisker bench`
-(momentum 0.9, weight decay 5e-4, a fixed random batch), fp32 with TF32 off
-(whisker's --precision fp32), fp32 with TF32 on (--precision tf32) or bf16
-autocast. Prints the images/s alone."""
+"""PyTorch side of scripts/gpu_check.sh: images/s on the GPU for torchvision
+models in channels_last, training with the same SGD step as `whisker bench`
+(momentum 0.9, weight decay 5e-4, a fixed random batch) or inference
+(eval-mode forwards under no_grad), in fp32 with TF32 off (whisker's
+--precision fp32), fp32 with TF32 on (--precision tf32) or bf16 autocast.
+
+  bench_gpu_torch.py --model resnet50 --batch 256 --precision bf16 [--infer]
+      prints the images/s alone;
+  bench_gpu_torch.py --all --batch 256
+      runs resnet18 and resnet50 x fp32, tf32, bf16 x train, infer in one
+      process (torch loads once) and prints "model precision mode images/s"
+      lines."""
 import argparse
 import time
 
 import torch
 import torchvision
+
+
+def measure(model_name, batch, size, precision, infer, steps, warmup):
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    model = torchvision.models.__dict__[model_name](num_classes=1000).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    bf16 = precision == "bf16"
+
+    def infer_step():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            model(x)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    model.train(not infer)
+    run = infer_step if infer else train_step
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t0)
 
 
 def main():
@@ -17,36 +60,20 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32")
+    ap.add_argument("--infer", action="store_true")
+    ap.add_argument("--all", action="store_true")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
-    torch.backends.cudnn.benchmark = True
-    dev = torch.device("cuda")
-    model = torchvision.models.__dict__[a.model](num_classes=1000).to(dev)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(a.batch, 3, a.size, a.size, device=dev).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (a.batch,), device=dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-
-    for _ in range(a.warmup):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    torch.cuda.synchronize()
-    print(f"{a.batch * a.steps / (time.perf_counter() - t0):.1f}")
+    if not a.all:
+        print(f"{measure(a.model, a.batch, a.size, a.precision, a.infer, a.steps, a.warmup):.1f}")
+        return
+    for m in ("resnet18", "resnet50"):
+        for p in ("fp32", "tf32", "bf16"):
+            for infer in (False, True):
+                ips = measure(m, a.batch, a.size, p, infer, a.steps, a.warmup)
+                print(f"{m} {p} {'infer' if infer else 'train'} {ips:.1f}", flush=True)
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

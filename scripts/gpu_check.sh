@@ -67,20 +67,36 @@ echo "== test_gpu_ddp exit $r"
 
 echo "== benchmark"
 {
+  echo "Training images/s (forward, backward, SGD step):"
+  echo
   echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | whisker tf32 / PyTorch bf16 |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
+  field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
+  # PyTorch: every configuration in one process (torch loads once)
+  torch_all=$("$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 2>>"$log")
+  tb() { echo "$torch_all" | awk -v m="$1" -v p="$2" -v k="$3" '$1 == m && $2 == p && $3 == k { print $4 }'; }
+  infer_rows=""
   for m in resnet18 resnet50; do
-    for b in 256; do # the issue's batch; each PyTorch run costs ~30 s of the 10 minutes
+    for b in 256; do # the issue's batch
       wb() { "$build/whisker" bench --device cuda --model "$m" --batch "$b" --size 224 --steps 10 \
-          --warmup 3 --latency-runs 10 --json "$@" 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p'; }
-      w32=$(wb --precision fp32); w19=$(wb --precision tf32)
-      t32=$("$py" "$root/scripts/bench_gpu_torch.py" --model "$m" --batch "$b" --precision fp32 2>>"$log")
-      t19=$("$py" "$root/scripts/bench_gpu_torch.py" --model "$m" --batch "$b" --precision tf32 2>>"$log")
-      t16=$("$py" "$root/scripts/bench_gpu_torch.py" --model "$m" --batch "$b" --precision bf16 2>>"$log")
+          --warmup 3 --latency-runs 10 --infer-runs 5 --json "$@" 2>>"$log"; }
+      j32=$(wb --precision fp32); j19=$(wb --precision tf32)
+      w32=$(echo "$j32" | field train_images_per_s); w19=$(echo "$j19" | field train_images_per_s)
+      t32=$(tb "$m" fp32 train); t19=$(tb "$m" tf32 train); t16=$(tb "$m" bf16 train)
       echo "| $m | $b | ${w32:-failed} | ${t32:-failed} | ${w19:-failed} | ${t19:-failed} | ${t16:-failed} | $(ratio "$w32" "$t32") | $(ratio "$w19" "$t19") | $(ratio "$w19" "$t16") |"
+      i32=$(echo "$j32" | field infer_images_per_s); i19=$(echo "$j19" | field infer_images_per_s)
+      u32=$(tb "$m" fp32 infer); u19=$(tb "$m" tf32 infer); u16=$(tb "$m" bf16 infer)
+      infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") |
+"
     done
   done
+  echo
+  echo "Inference images/s (eval-mode forward):"
+  echo
+  echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | PyTorch bf16 | fp32 ratio | tf32 ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  printf "%s" "$infer_rows"
 } | tee "$out/bench_gpu.md"
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 {

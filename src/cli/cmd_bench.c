@@ -20,7 +20,7 @@
 
 typedef struct wk_bench_opts {
   const char *model;
-  int batch, size, classes, threads, steps, warmup, latency_runs;
+  int batch, size, classes, threads, steps, warmup, latency_runs, infer_runs;
   double bucket_mb;
   int device, procs;
   const char *gpus, *precision;
@@ -31,12 +31,15 @@ static void wk_usage_bench(FILE *f) {
   fprintf(f,
           "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
+          "                     [--infer-runs 3]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
           "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32]\n"
           "                     [--gpus 0,1,.. | --procs N]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
-          "latency (median of eval-mode forwards) and peak resident memory. --profile adds\n"
+          "latency (median of eval-mode forwards), inference images/s at --batch (median of\n"
+          "--infer-runs eval-mode forwards after one warm-up; 0 skips it) and peak resident\n"
+          "memory. --profile adds\n"
           "the time per op type. Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
           "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
           "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
@@ -52,6 +55,7 @@ static int wk_cmp_double(const void *a, const void *b) {
 static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
                        .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
+                       .infer_runs = 3,
                        .bucket_mb = 25, .device = WK_DEVICE_UNSET, .precision = "fp32"};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -80,7 +84,8 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
-                        &o->latency_runs))) {
+                        &o->latency_runs)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--infer-runs", 0, 100000, &o->infer_runs))) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
     }
@@ -172,7 +177,8 @@ int wk_cmd_bench(int argc, char **argv) {
       goto fail;
     wk_trainer_set_ddp(t, ddp);
   }
-  if (!(times = malloc((size_t)(total + o.latency_runs + 3) * sizeof *times))) goto fail;
+  const int n_times = total + o.latency_runs + 3 + o.infer_runs + 1;
+  if (!(times = malloc((size_t)n_times * sizeof *times))) goto fail;
   wk_rng r = wk_rng_make(1, 0);
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
   for (int64_t i = 0; i < wk_tensor_numel(&x1); i++) ((float *)x1.data)[i] = wk_rng_normal(&r);
@@ -203,21 +209,36 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   qsort(times + 3, (size_t)o.latency_runs, sizeof *times, wk_cmp_double);
   const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];
+  /* inference at the training batch: one warm-up, then the median */
+  double infer_ips = 0.0;
+  for (int i = 0; o.infer_runs > 0 && i < o.infer_runs + 1; i++) {
+    double t0 = wk_now_s();
+    if (wk_net_forward(net, &x, false, &out) != WK_OK) goto fail;
+    times[i] = wk_now_s() - t0;
+  }
+  if (o.infer_runs > 0) {
+    qsort(times + 1, (size_t)o.infer_runs, sizeof *times, wk_cmp_double);
+    infer_ips = (double)o.batch / times[1 + o.infer_runs / 2];
+  }
   if (wk_dist_rank(dist) != 0) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
            "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", \"precision\": \"%s\", "
            "\"train_images_per_s\": %.3f, "
-           "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"peak_rss_mb\": %.1f}\n",
+           "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"infer_images_per_s\": %.3f, "
+           "\"peak_rss_mb\": %.1f}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
            o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision, ips, step_med,
-           lat_ms, rss_mb);
+           lat_ms, infer_ips, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
     printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
     printf("inference  %.2f ms at batch 1 (median of %d)\n", lat_ms, o.latency_runs);
+    if (o.infer_runs > 0)
+      printf("inference  %.2f images/s at batch %d (median of %d)\n", infer_ips, o.batch,
+             o.infer_runs);
     printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",
            rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
            (double)wk_net_n_elems(net) * 4.0 / 1e6);
