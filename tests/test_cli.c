@@ -99,6 +99,7 @@ START_TEST(test_gpus_and_procs_are_checked) {
       {"train d --out r --gpus 1,1", "GPU 1 is listed twice"},
       {"train d --out r --gpus 0 --device cpu", "contradict"},
       {"train d --out r --gpus 0 --procs 2", "leave out --procs"},
+      {"train d --out r --gpus 0 --device cuda:1", "leave out --device cuda:1"},
       {"train d --out r --procs 0", "--procs"},
       {"bench --gpus 0,x", "--gpus needs GPU numbers"},
       {"finetune d --from m --out r --gpus 2,2", "listed twice"},
@@ -121,6 +122,9 @@ START_TEST(test_gpus_and_procs_are_checked) {
   ck_assert_int_eq(r.code, 2);
   ck_assert_msg(strstr(r.err, "expected fp32, tf32, bf16 or fp16") != NULL, "stderr: %s", r.err);
   r = run("bench --model smallcnn --size 32 --precision bf16");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "mixed precision is not built yet") != NULL, "stderr: %s", r.err);
+  r = run("train d --out r --precision fp16 --procs 2"); /* refused before starting anything */
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "mixed precision is not built yet") != NULL, "stderr: %s", r.err);
   r = run("bench --model smallcnn --size 32 --precision tf32");

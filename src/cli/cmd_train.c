@@ -163,6 +163,12 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
   }
+  if (c.precision == WK_PRECISION_BF16 || c.precision == WK_PRECISION_FP16) {
+    fprintf(stderr, "whisker %s: --precision %s: mixed precision is not built yet; fp32 (exact) "
+            "and tf32 (tensor cores, float32 storage) are\n", cmd,
+            wk_precision_name(c.precision));
+    return WK_EXIT_FAIL;
+  }
   c.seed = (uint64_t)seed;
   c.width = (float)width;
   c.label_smoothing = (float)smoothing;

@@ -115,17 +115,23 @@ int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
 int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
                    int world, int *device) {
   if (n_gpus > 0) {
-    if (*device == WK_DEVICE_CPU) {
-      fprintf(stderr, "whisker %s: --gpus and --device cpu contradict each other\n", cmd);
-      return WK_EXIT_USAGE;
-    }
     if (local_size != n_gpus && world > 1) {
       fprintf(stderr, "whisker %s: --gpus lists %d GPU%s but %d processes run on this machine: "
               "one process per GPU\n", cmd, n_gpus, n_gpus == 1 ? "" : "s", local_size);
       return WK_EXIT_USAGE;
     }
     *device = gpus[local_rank < n_gpus ? local_rank : 0];
-  } else if (world > 1 && *device >= 0 && local_size > 1) {
+  } else if (world > 1 && local_size > 1 && *device > 0) {
+    fprintf(stderr, "whisker %s: --device cuda:%d with %d processes on this machine would put "
+            "them all on one GPU: use --device cuda (process r takes GPU r) or --gpus LIST\n",
+            cmd, *device, local_size);
+    return WK_EXIT_USAGE;
+  } else if (world > 1 && local_size > 1 && *device == WK_DEVICE_AUTO) {
+    /* every rank its own GPU when there are enough, else all on the CPU (the
+     * ranks must agree: train/fit.c checks) */
+    *device = wk_cuda_device_count() >= local_size ? local_rank : WK_DEVICE_CPU;
+    return -1;
+  } else if (world > 1 && local_size > 1 && *device == 0) {
     *device = local_rank; /* rank r of a machine takes its GPU r */
   } else {
     return -1;
@@ -155,6 +161,11 @@ int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *devic
     return WK_EXIT_USAGE;
   if (*n_gpus > 0 && *device == WK_DEVICE_CPU) {
     fprintf(stderr, "whisker %s: --gpus and --device cpu contradict each other\n", cmd);
+    return WK_EXIT_USAGE;
+  }
+  if (*n_gpus > 0 && *device > 0) {
+    fprintf(stderr, "whisker %s: --gpus picks the GPUs; leave out --device cuda:%d\n", cmd,
+            *device);
     return WK_EXIT_USAGE;
   }
   if (*device == WK_DEVICE_UNSET) *device = *n_gpus > 0 ? gpus[0] : WK_DEVICE_CPU;

@@ -38,10 +38,11 @@ int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *devic
                     int *n_gpus, bool *nccl_single, int argc, char **argv);
 
 /* The GPU of this rank: gpus[local_rank] with --gpus (n_gpus > 0; the ranks on
- * this machine must be as many as the GPUs listed), else, in a world of
- * several ranks asked to run on a GPU (*device >= 0), GPU local_rank; else
- * *device stays. Checks the GPU exists. -1 to go on, else an exit code after
- * a message. */
+ * this machine must be as many as the GPUs listed), else, with several ranks
+ * on this machine, GPU local_rank for --device cuda (cuda:0), and for --device
+ * auto the same when there are enough GPUs and the CPU otherwise (cuda:K, K >
+ * 0, is a usage error: every rank on one GPU); else *device stays. Checks the
+ * GPU exists. -1 to go on, else an exit code after a message. */
 int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
                    int world, int *device);
 

@@ -169,8 +169,7 @@ wk_status wk_gpucomm_create(const wk_gpu_graph *g, int device, const void *id, i
     s = wk_fail(WK_ERR_BACKEND, "NCCL: creating the communicator of %d rank%s failed on rank "
                 "%d: %s (%s)", world, world == 1 ? "" : "s", rank, ncclGetErrorString(r),
                 ncclGetLastError(NULL));
-    c->comm = NULL;
-    goto fail;
+    goto fail; /* destroy aborts whatever was made */
   }
   c->broken = false;
   WK_COMM_TRY(wk_comm_settle(c, r, "creating the communicator"));
@@ -182,15 +181,13 @@ fail:
   return s;
 }
 
+/* Always ncclCommAbort: after a clean run nothing is in flight and it frees
+ * the same as finalize + destroy, and after a failure (this rank's or a
+ * peer's) finalize would wait for every rank to become quiescent, up to the
+ * whole timeout, before the error could even be printed. */
 void wk_gpucomm_destroy(wk_gpucomm *c) {
   if (!c) return;
-  if (c->comm && !c->broken) {
-    /* a non-blocking communicator: finalize (flushes), wait, destroy */
-    ncclResult_t r = ncclCommFinalize(c->comm);
-    if (wk_comm_settle(c, r, "closing the communicator") == WK_OK) (void)ncclCommDestroy(c->comm);
-  } else if (c->comm) {
-    (void)ncclCommAbort(c->comm);
-  }
+  if (c->comm) (void)ncclCommAbort(c->comm);
   if (c->ready) (void)cudaEventDestroy(c->ready);
   if (c->done) (void)cudaEventDestroy(c->done);
   if (c->stream) (void)cudaStreamDestroy(c->stream);
@@ -240,12 +237,13 @@ wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what)
   const double deadline = wk_mono_s() + c->timeout_s;
   for (;;) {
     const cudaError_t e = cudaStreamQuery(compute);
-    if (e == cudaSuccess) return WK_OK;
-    if (e != cudaErrorNotReady) WK_CUDA_TRY(e);
+    if (e != cudaSuccess && e != cudaErrorNotReady) WK_CUDA_TRY(e);
+    /* NCCL's own error, also once more when the stream has just finished */
     ncclResult_t r = ncclSuccess;
-    if (ncclCommGetAsyncError(c->comm, &r) == ncclSuccess && r != ncclSuccess &&
-        r != ncclInProgress)
-      return wk_comm_error(c, r, what);
+    const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
+    if (q != ncclSuccess) return wk_comm_error(c, q, what);
+    if (r != ncclSuccess && r != ncclInProgress) return wk_comm_error(c, r, what);
+    if (e == cudaSuccess) return WK_OK;
     if (wk_mono_s() > deadline) return wk_comm_timeout(c, what);
     wk_nap();
   }

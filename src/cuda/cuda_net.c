@@ -43,6 +43,7 @@ typedef struct wk_gnode {
   cudnnConvolutionFwdAlgo_t fwd_algo;
   cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
+  cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
 } wk_gnode;
@@ -344,6 +345,7 @@ static void wk_free_values(wk_gpu_net *net) {
 
 void wk_cudanet_destroy(wk_gpu_net *net) {
   if (!net) return;
+  (void)cudaSetDevice(net->device); /* everything below belongs to it */
   wk_gpucomm_destroy(net->comm); /* first: its stream waits on work of the net's */
   if (net->val && net->alias) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
@@ -414,19 +416,31 @@ wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, f
 
 /* ------------------------------------------------------------------ per batch size */
 
+/* Whether an algorithm's math type is allowed: never ALLOW_CONVERSION (fp16
+ * products from float32 data); tensor cores (TF32 for float32 data) only with
+ * tf32; FMA always. */
+static bool wk_math_ok(const wk_gpu_net *net, cudnnMathType_t m) {
+  return m == CUDNN_FMA_MATH || (net->g.tf32 && (m == CUDNN_DEFAULT_MATH ||
+                                                 m == CUDNN_TENSOR_OP_MATH));
+}
+
 /* From cuDNN's ranking `perf` (got entries; the three perf types share the
- * fields used), the first algorithm that succeeded and fits the limit into
- * `out`, its workspace into *need (the largest so far); else an error. */
-#define WK_PICK(perf, got, out, what)                                                      \
+ * fields used), the first algorithm that succeeded, fits the limit and has an
+ * allowed math type into `out` and its math type into `math` (set on the
+ * descriptor before each call, as PyTorch does), its workspace into *need
+ * (the largest so far); else an error. */
+#define WK_PICK(perf, got, out, math, what)                                               \
   do {                                                                                      \
     int k_ = 0;                                                                             \
     while (k_ < (got) && ((perf)[k_].status != CUDNN_STATUS_SUCCESS ||                      \
-                          (perf)[k_].memory > net->workspace_limit))                        \
+                          (perf)[k_].memory > net->workspace_limit ||                       \
+                          !wk_math_ok(net, (perf)[k_].mathType)))                           \
       k_++;                                                                                 \
     if (k_ == (got))                                                                        \
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of " \
                      "workspace", n->name, what, net->workspace_limit >> 20);              \
     (out) = (perf)[k_].algo;                                                                \
+    (math) = (perf)[k_].mathType;                                                           \
     if ((perf)[k_].memory > *need) *need = (perf)[k_].memory;                               \
   } while (0)
 
@@ -434,18 +448,21 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
   wk_gnode *s = &net->gn[i];
   const wk_node *n = &net->nodes[i];
   int got = 0;
+  /* the rankings follow the descriptor's math type, which the calls change */
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, net->g.tf32 ? CUDNN_DEFAULT_MATH
+                                                                : CUDNN_FMA_MATH));
   cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, s->x, s->w, s->conv, s->y,
                                                       WK_GPU_MAX_ALGOS, &got, fp));
-  WK_PICK(fp, got, s->fwd_algo, "forward");
+  WK_PICK(fp, got, s->fwd_algo, s->fwd_math, "forward");
   cudnnConvolutionBwdDataAlgoPerf_t dp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, s->w, s->y, s->conv, s->x,
                                                            WK_GPU_MAX_ALGOS, &got, dp));
-  WK_PICK(dp, got, s->bwd_data_algo, "backward-data");
+  WK_PICK(dp, got, s->bwd_data_algo, s->bwd_data_math, "backward-data");
   cudnnConvolutionBwdFilterAlgoPerf_t wp[WK_GPU_MAX_ALGOS];
   WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, s->x, s->y, s->conv,
                                                              s->w, WK_GPU_MAX_ALGOS, &got, wp));
-  WK_PICK(wp, got, s->bwd_filter_algo, "backward-filter");
+  WK_PICK(wp, got, s->bwd_filter_algo, s->bwd_filter_math, "backward-filter");
   return WK_OK;
 }
 
@@ -520,6 +537,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
   const float one = 1.0f, zero = 0.0f;
   switch (nd->op) {
   case WK_NODE_CONV:
+    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
     WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w, wk_pw(net, nd->param[0]),
                                          s->conv, s->fwd_algo, net->workspace,
                                          net->workspace_bytes, &zero, s->y, y));
@@ -661,15 +679,19 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
   switch (nd->op) {
   case WK_NODE_CONV: {
     const float *w = wk_pw(net, nd->param[0]);
-    if (need_dx)
+    if (need_dx) {
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, w, s->y, dy, s->conv,
                                                 s->bwd_data_algo, net->workspace,
                                                 net->workspace_bytes, &one, s->x, net->grad[in]));
-    if (wk_trainable(net, nd->param[0]))
+    }
+    if (wk_trainable(net, nd->param[0])) {
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->x, x, s->y, dy, s->conv,
                                                   s->bwd_filter_algo, net->workspace,
                                                   net->workspace_bytes, &zero, s->w,
                                                   wk_pg(net, nd->param[0])));
+    }
     if (wk_trainable(net, nd->param[1]))
       WK_CUDNN_TRY(cudnnConvolutionBackwardBias(net->cudnn, &one, s->y, dy, &zero, s->bias,
                                                 wk_pg(net, nd->param[1])));

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 4
+#define WK_CUDA_PLUGIN_ABI 5
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {

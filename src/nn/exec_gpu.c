@@ -107,12 +107,15 @@ wk_status wk_net_place(wk_net *net, int device) {
   }
   if (count < 1) {
     wk_no_gpu_reason(why, sizeof why);
-    WK_LOG_W("--device auto: no usable GPU (%s); running on the CPU", why);
+    WK_LOG_W("--device auto: no usable GPU (%s); running on the CPU%s", why,
+             net->precision != WK_PRECISION_FP32 ? " in fp32" : "");
+    net->precision = WK_PRECISION_FP32;
     return WK_OK;
   }
   if (wk_net_use_gpu(net, 0) != WK_OK) {
-    WK_LOG_W("--device auto: GPU 0 cannot run this network (%s); running on the CPU",
-             wk_last_error());
+    WK_LOG_W("--device auto: GPU 0 cannot run this network (%s); running on the CPU%s",
+             wk_last_error(), net->precision != WK_PRECISION_FP32 ? " in fp32" : "");
+    net->precision = WK_PRECISION_FP32;
     return WK_OK;
   }
   WK_LOG_I("running on GPU 0");

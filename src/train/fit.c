@@ -112,7 +112,9 @@ static wk_status wk_run_loader(wk_run *r) {
   lc.aug.scale_min = c->crop_scale_min;
   lc.shard_index = r->rank;
   lc.shard_count = r->world;
-  r->u8 = wk_net_on_gpu(r->net);
+  int h, w, ch;
+  wk_net_input_shape(r->net, &h, &w, &ch);
+  r->u8 = wk_net_on_gpu(r->net) && ch == 3;
   lc.want_u8 = r->u8;
   lc.want_f32 = !r->u8;
   memcpy(r->mean, lc.aug.mean, sizeof r->mean);

@@ -35,7 +35,9 @@ wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const w
   cfg.shard_index = part;
   cfg.shard_count = parts;
   /* on a GPU: 8-bit batches, normalised there (a quarter of the bytes to move) */
-  const bool u8 = wk_net_on_gpu(net);
+  int h, w, ch;
+  wk_net_input_shape(net, &h, &w, &ch);
+  const bool u8 = wk_net_on_gpu(net) && ch == 3;
   cfg.want_u8 = u8;
   cfg.want_f32 = !u8;
   wk_loader *ld = NULL;
