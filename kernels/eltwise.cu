@@ -1,10 +1,12 @@
-// eltwise.cu - elementwise kernels: relu and relu6 forward and backward, add, and
+// eltwise.cu - elementwise kernels: relu and relu6 forward and backward, add,
 // the uint8 NHWC -> normalised float conversion (with per-image horizontal flip)
-// that feeds a batch to the network. Launchers and their contract: wk_kernels.h.
+// that feeds a batch to the network, and the float <-> bfloat16 conversions of
+// --precision bf16. Launchers and their contract: wk_kernels.h.
 //
 // Every kernel is a grid-stride loop, so any n works with a bounded grid. The
 // activations use the same comparisons as the reference (ref_template.inc), so
 // NaN, -0 and the kinks at 0 and 6 come out bit for bit as on the CPU.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <stdint.h>
@@ -64,6 +66,18 @@ __global__ void normalize_u8_kernel(int64_t n_px, int64_t h, int64_t w, int c,
     for (int ch = 0; ch < c; ch++) // the loader's float path, each operation rounded alone
       yp[ch] = __fadd_rn(__fmul_rn(__fmul_rn((float)xp[ch], 1.0f / 255.0f), p.scale[ch]),
                          p.shift[ch]);
+  }
+}
+
+__global__ void f32_to_bf16_kernel(int64_t n, const float *x, uint16_t *y) {
+  for (int64_t i = first_index(); i < n; i += grid_stride())
+    y[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
+}
+
+__global__ void bf16_to_f32_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const float v = __bfloat162float(__ushort_as_bfloat16(x[i]));
+    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
   }
 }
 
@@ -128,5 +142,20 @@ extern "C" int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64
   }
   normalize_u8_kernel<<<blocks_for(n_px), kThreads, 0, as_stream(stream)>>>(
       n_px, h, w, (int)c, x, flip, p, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_f32_to_bf16(int64_t n, const float *x, uint16_t *y, void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_bf16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate,
+                                     void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
   return (int)cudaGetLastError();
 }

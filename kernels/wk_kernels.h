@@ -58,6 +58,14 @@ int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64_t c, const
                                const uint8_t *flip, const float *mean, const float *std,
                                float *y, void *stream);
 
+/* bfloat16 (stored as its 16 bits) for --precision bf16's convolutions.
+ * f32_to_bf16: round to nearest even (__float2bfloat16_rn; bit for bit the
+ * reference of the rounding in test_gpu_ops for every non-NaN value; NaN stays
+ * a NaN). bf16_to_f32: exact; with accumulate, y[i] += the value (one IEEE add).
+ * x, y: (n), must not overlap. */
+int wk_launch_f32_to_bf16(int64_t n, const float *x, uint16_t *y, void *stream);
+int wk_launch_bf16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate, void *stream);
+
 /* -------------------------------------------------------------------- train.cu */
 
 /* Dropout with the mask of wk_dropout_ref_f32(p, seed, stream_id, offset, n, x, y):

@@ -69,8 +69,8 @@ echo "== benchmark"
 {
   echo "Training images/s (forward, backward, SGD step):"
   echo
-  echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | whisker tf32 / PyTorch bf16 |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | bf16 ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
   field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
   # PyTorch: every configuration in one process (torch loads once)
@@ -81,21 +81,23 @@ echo "== benchmark"
     for b in 256; do # the issue's batch
       wb() { "$build/whisker" bench --device cuda --model "$m" --batch "$b" --size 224 --steps 10 \
           --warmup 3 --latency-runs 10 --infer-runs 5 --json "$@" 2>>"$log"; }
-      j32=$(wb --precision fp32); j19=$(wb --precision tf32)
+      j32=$(wb --precision fp32); j19=$(wb --precision tf32); j16=$(wb --precision bf16)
       w32=$(echo "$j32" | field train_images_per_s); w19=$(echo "$j19" | field train_images_per_s)
+      w16=$(echo "$j16" | field train_images_per_s)
       t32=$(tb "$m" fp32 train); t19=$(tb "$m" tf32 train); t16=$(tb "$m" bf16 train)
-      echo "| $m | $b | ${w32:-failed} | ${t32:-failed} | ${w19:-failed} | ${t19:-failed} | ${t16:-failed} | $(ratio "$w32" "$t32") | $(ratio "$w19" "$t19") | $(ratio "$w19" "$t16") |"
+      echo "| $m | $b | ${w32:-failed} | ${t32:-failed} | ${w19:-failed} | ${t19:-failed} | ${w16:-failed} | ${t16:-failed} | $(ratio "$w32" "$t32") | $(ratio "$w19" "$t19") | $(ratio "$w16" "$t16") |"
       i32=$(echo "$j32" | field infer_images_per_s); i19=$(echo "$j19" | field infer_images_per_s)
+      i16=$(echo "$j16" | field infer_images_per_s)
       u32=$(tb "$m" fp32 infer); u19=$(tb "$m" tf32 infer); u16=$(tb "$m" bf16 infer)
-      infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") |
+      infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${i16:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") | $(ratio "$i16" "$u16") |
 "
     done
   done
   echo
   echo "Inference images/s (eval-mode forward):"
   echo
-  echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | PyTorch bf16 | fp32 ratio | tf32 ratio |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 | fp32 ratio | tf32 ratio | bf16 ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf "%s" "$infer_rows"
 } | tee "$out/bench_gpu.md"
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)

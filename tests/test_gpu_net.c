@@ -293,20 +293,25 @@ static void wkt_device_step(wk_optim_kind kind) {
   wk_ctx_destroy(ctx);
 }
 
-/* --precision tf32: convolutions and linear layers on TF32 tensor cores. The
- * products keep 10 mantissa bits (relative error ~5e-4 each), so resnet18's
- * output is compared with the CPU's at 2e-2 and the loss of three training
- * steps at 1e-2: far from bit for bit, close enough that a wrong index or a
- * missing term (an O(1) error) still shows. */
-START_TEST(test_tf32) {
+/* --precision tf32 and bf16: convolutions (and, for tf32, linear layers) on
+ * tensor cores. tf32's products keep 10 mantissa bits (relative error ~5e-4
+ * each): resnet18's output is compared with the CPU's at 2e-2 and the loss of
+ * three training steps at 1e-2. bf16 rounds every convolution's input,
+ * weights and output to 8 bits (~2e-3 each): 5e-2 and 2e-2. Far from bit for
+ * bit, close enough that a wrong index or a missing term (an O(1) error)
+ * still shows; bf16's weight gradients also go through mobilenetv2's grouped
+ * convolutions. */
+static void wkt_precision(wk_precision prec, wkt_builder build, int size, double out_tol,
+                          double loss_tol) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
-  wk_net *cpu = wkt_resnet18(ctx), *gpu = wkt_resnet18(ctx);
+  wk_net *cpu = build(ctx), *gpu = build(ctx);
   wkt_perturb(cpu);
   wkt_perturb(gpu);
-  ck_assert_int_eq(wk_net_set_precision(gpu, WK_PRECISION_TF32), WK_OK);
+  ck_assert_int_eq(wk_net_set_precision(gpu, prec), WK_OK);
   ck_assert_msg(wk_net_place(gpu, 0) == WK_OK, "%s", wk_last_error());
   ck_assert_int_eq(wk_net_set_precision(gpu, WK_PRECISION_FP32), WK_ERR_INVALID_ARG);
-  const int64_t xs[4] = {3, 64, 64, 3}, ls[1] = {3};
+  const char *name = wk_precision_name(prec);
+  const int64_t xs[4] = {3, size, size, 3}, ls[1] = {3};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
   for (int i = 0; i < 3; i++) ((int32_t *)labels.data)[i] = i;
@@ -314,8 +319,10 @@ START_TEST(test_tf32) {
   ck_assert_int_eq(wk_net_forward(cpu, &x, false, &yc), WK_OK);
   float ref[15];
   memcpy(ref, yc.data, sizeof ref);
-  ck_assert_int_eq(wk_net_forward(gpu, &x, false, &yg), WK_OK);
-  ck_close("tf32 eval forward", yg.data, ref, 15, 2e-2);
+  ck_assert_msg(wk_net_forward(gpu, &x, false, &yg) == WK_OK, "%s", wk_last_error());
+  char what[64];
+  snprintf(what, sizeof what, "%s eval forward", name);
+  ck_close(what, yg.data, ref, 15, out_tol);
   wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
   wk_trainer *tcpu, *tgpu;
@@ -325,8 +332,9 @@ START_TEST(test_tf32) {
     float lc, lg;
     ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
     ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s", wk_last_error());
-    ck_assert_msg(fabs((double)lg - lc) <= 1e-2 * fabs((double)lc),
-                  "tf32 step %d: loss %g on the GPU, %g on the CPU", s, (double)lg, (double)lc);
+    ck_assert_msg(fabs((double)lg - lc) <= loss_tol * fabs((double)lc),
+                  "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
+                  (double)lc);
   }
   wk_trainer_destroy(tcpu);
   wk_trainer_destroy(tgpu);
@@ -335,6 +343,16 @@ START_TEST(test_tf32) {
   wk_net_destroy(cpu);
   wk_net_destroy(gpu);
   wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_tf32) { wkt_precision(WK_PRECISION_TF32, wkt_resnet18, 64, 2e-2, 1e-2); }
+END_TEST
+START_TEST(test_bf16_resnet18) {
+  wkt_precision(WK_PRECISION_BF16, wkt_resnet18, 64, 5e-2, 2e-2);
+}
+END_TEST
+START_TEST(test_bf16_mobilenetv2) {
+  wkt_precision(WK_PRECISION_BF16, wkt_mobilenet, 64, 5e-2, 2e-2);
 }
 END_TEST
 
@@ -374,6 +392,8 @@ int main(void) {
     tcase_add_test(tc, test_frozen_body);
     tcase_add_test(tc, test_device_step_sgd);
     tcase_add_test(tc, test_tf32);
+    tcase_add_test(tc, test_bf16_resnet18);
+    tcase_add_test(tc, test_bf16_mobilenetv2);
     tcase_add_test(tc, test_device_step_adamw);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);

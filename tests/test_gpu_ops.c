@@ -740,6 +740,58 @@ START_TEST(test_scale) {
 }
 END_TEST
 
+/* Round to nearest even into bfloat16's 16 bits (the reference for the
+ * kernel), for every value but NaN. */
+static uint16_t bf16_ref(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+/* float -> bfloat16 -> float: the rounding bit for bit the reference's over
+ * random values, ties (exactly half-way, both parities), subnormals, the
+ * largest finite floats (which round to infinity or stay) and infinities;
+ * back to float exact; with accumulate, one IEEE add onto what was there. */
+START_TEST(test_bf16) {
+  const int64_t n = sizes[_i];
+  float *x = host_f32(n), *back = host_f32(n), *acc = host_f32(n), *want = host_f32(n);
+  uint16_t *b = malloc((size_t)n * sizeof *b);
+  ck_assert_ptr_nonnull(b);
+  wkt_fill_f32(x, n, 1600 + (uint64_t)_i, -1000.0f, 1000.0f);
+  static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x00000001u, 0x807fffffu,
+                                     0x7f7fffffu, 0x7f7f7fffu, 0xff800000u, 0x7f800000u,
+                                     0x80000000u, 0x3f80ffffu};
+  for (int64_t k = 0; k < n && k < (int64_t)(sizeof special / sizeof special[0]); k++)
+    memcpy(&x[k * (n / 10 > 0 ? n / 10 : 1) % n], &special[k], sizeof(float));
+  float *d_x = device_f32(x, n), *d_y = device_f32(NULL, n);
+  uint16_t *d_b = NULL;
+  CK_WK(wk_cuda_malloc((void **)&d_b, (size_t)n * sizeof *d_b));
+  CK_LAUNCH(wk_launch_f32_to_bf16(n, d_x, d_b, NULL));
+  CK_WK(wk_cuda_copy_d2h(b, d_b, (size_t)n * sizeof *b));
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_msg(b[i] == bf16_ref(x[i]), "bf16 of %a: 0x%04x, want 0x%04x", (double)x[i], b[i],
+                  bf16_ref(x[i]));
+  CK_LAUNCH(wk_launch_bf16_to_f32(n, d_b, d_y, false, NULL));
+  to_host(back, d_y, n);
+  for (int64_t i = 0; i < n; i++) {
+    const uint32_t u = (uint32_t)b[i] << 16;
+    memcpy(&want[i], &u, sizeof u);
+  }
+  ck_same_f32("bf16 to f32", back, want, n);
+  wkt_fill_f32(acc, n, 1700 + (uint64_t)_i, -1.0f, 1.0f);
+  CK_WK(wk_cuda_copy_h2d(d_y, acc, (size_t)n * sizeof *acc));
+  CK_LAUNCH(wk_launch_bf16_to_f32(n, d_b, d_y, true, NULL));
+  to_host(back, d_y, n);
+  for (int64_t i = 0; i < n; i++) want[i] = acc[i] + want[i];
+  ck_same_f32("bf16 accumulate", back, want, n);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_b));
+  free(x), free(back), free(acc), free(want), free(b);
+}
+END_TEST
+
 /* The flag is set by a NaN, +Inf or -Inf anywhere (first, middle, last
  * element), not by finite extremes, and never cleared. */
 START_TEST(test_nonfinite) {
@@ -812,6 +864,7 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tt, test_sum_rows, 0, N_ROWS_CASES);
   tcase_add_loop_test(tt, test_optim, 0, 4);
   tcase_add_loop_test(tt, test_scale, 0, N_SIZES);
+  tcase_add_loop_test(tt, test_bf16, 0, N_SIZES);
   tcase_add_loop_test(tt, test_nonfinite, 0, N_SIZES);
   suite_add_tcase(s, tt);
   return s;

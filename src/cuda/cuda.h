@@ -41,7 +41,7 @@ wk_status wk_cuda_describe(char *buf, size_t n);
  * when the host needs them. Float32 throughout, no TF32. */
 typedef struct wk_gpu_graph {
   int in_h, in_w, in_c;
-  bool tf32;                         /* convolutions and linear layers on TF32 tensor cores */
+  wk_precision precision;            /* fp32, tf32 or bf16 (nn/net.h) */
   int n_nodes;
   const wk_node *nodes;              /* value i + 1 is node i's output; value 0 the input */
   size_t n_params, n_elems;          /* parameter table and arena length */

@@ -14,8 +14,13 @@
  * mode in training too (a frozen body keeps its statistics).
  *
  * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
- * the CPU path to float rounding; with g->tf32, cuDNN's default math and
- * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores. Convolution algorithms come from cuDNN's
+ * the CPU path to float rounding; with tf32, cuDNN's default math and
+ * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores; with
+ * bf16, each convolution runs on bfloat16 copies (its input converted into a
+ * scratch, the weights from a bfloat16 copy of the arena refreshed whenever
+ * the weights change, float32 accumulation) and its result is converted back:
+ * the activations, batchnorm and the rest stay float32 (no loss scaling is
+ * needed with bfloat16's range). Convolution algorithms come from cuDNN's
  * heuristics (the first that fits the workspace limit, $WHISKER_GPU_WORKSPACE_MB,
  * 1024 by default), chosen once per batch size.
  *
@@ -38,6 +43,8 @@
 typedef struct wk_gnode {
   cudnnTensorDescriptor_t x, y, bias; /* bias: also batchnorm's per-channel descriptor */
   cudnnFilterDescriptor_t w;
+  cudnnTensorDescriptor_t xb, yb; /* bf16: the convolution's input and output in bfloat16 */
+  cudnnFilterDescriptor_t wb;
   cudnnConvolutionDescriptor_t conv;
   cudnnPoolingDescriptor_t pool;
   cudnnConvolutionFwdAlgo_t fwd_algo;
@@ -78,6 +85,11 @@ struct wk_gpu_net {
   int *flag;             /* one device int: the non-finite check */
   uint8_t *u8_in;        /* 8-bit input batches, before normalisation */
   size_t u8_cap;
+  /* bf16: the weights in bfloat16 (stale after every change of the weights),
+   * and scratch for a convolution's input (bx), output or output gradient
+   * (by) and weight gradient (bdw), for the batch held */
+  uint16_t *wbf, *bx, *by, *bdw;
+  bool wbf_stale;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -127,6 +139,20 @@ static float *wk_pg(const wk_gpu_net *net, int p) {
 }
 static float *wk_bufp(const wk_gpu_net *net, int b) {
   return net->buf_data + net->buffers[b].offset;
+}
+
+static bool wk_bf16(const wk_gpu_net *net) { return net->g.precision == WK_PRECISION_BF16; }
+
+/* The convolutions' math type before a ranking: FMA (no TF32) for fp32, the
+ * default (tensor cores allowed) for tf32 and bf16, as PyTorch sets it. */
+static cudnnMathType_t wk_conv_math(const wk_gpu_net *net) {
+  return net->g.precision == WK_PRECISION_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+}
+
+static wk_status wk_bf16_desc(cudnnTensorDescriptor_t d, int64_t n, int h, int w, int c) {
+  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, (int)n, c,
+                                          h, w));
+  return WK_OK;
 }
 
 static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
@@ -226,6 +252,7 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
 
 static wk_status wk_make_descriptors(wk_gpu_net *net) {
   int widest_bn = 0;
+  int64_t widest_w = 0; /* bf16: the largest convolution weight */
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *n = &net->nodes[i];
     wk_gnode *s = &net->gn[i];
@@ -249,9 +276,17 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
           CUDNN_DATA_FLOAT));
       WK_CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, groups));
       /* as PyTorch: FMA math keeps TF32 out; the default math lets cuDNN use it */
-      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, net->g.tf32 ? CUDNN_DEFAULT_MATH
-                                                                    : CUDNN_FMA_MATH));
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
       WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
+      if (wk_bf16(net)) { /* float32 compute type (the descriptor's) over bfloat16 data */
+        WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->xb));
+        WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->yb));
+        WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->wb));
+        WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->wb, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC,
+                                                n->out_ch, ic / groups, n->kh, n->kw));
+        const int64_t wn = (int64_t)n->out_ch * (ic / groups) * n->kh * n->kw;
+        widest_w = wn > widest_w ? wn : widest_w;
+      }
     } else if (n->op == WK_NODE_BATCHNORM) {
       widest_bn = c > widest_bn ? c : widest_bn;
       WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, c));
@@ -270,6 +305,11 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
     }
   }
   if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
+  if (wk_bf16(net)) {
+    WK_TRY(wk_cuda_malloc((void **)&net->wbf, net->g.n_elems * sizeof(uint16_t)));
+    WK_TRY(wk_cuda_malloc((void **)&net->bdw, (size_t)widest_w * sizeof(uint16_t)));
+    net->wbf_stale = true;
+  }
   return WK_OK;
 }
 
@@ -280,8 +320,9 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
   WK_CUBLAS_TRY(cublasSetStream(net->cublas, net->stream));
-  WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                           : CUBLAS_DEFAULT_MATH));
+  WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.precision == WK_PRECISION_TF32
+                                                    ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                    : CUBLAS_DEFAULT_MATH));
   return WK_OK;
 }
 
@@ -339,6 +380,9 @@ static void wk_free_values(wk_gpu_net *net) {
   }
   (void)wk_cuda_free(net->scratch);
   (void)wk_cuda_free(net->ones);
+  (void)wk_cuda_free(net->bx);
+  (void)wk_cuda_free(net->by);
+  net->bx = net->by = NULL;
   net->scratch = net->ones = NULL;
   net->cap = 0;
 }
@@ -355,6 +399,9 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
     if (s->bias) cudnnDestroyTensorDescriptor(s->bias);
     if (s->w) cudnnDestroyFilterDescriptor(s->w);
     if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
+    if (s->xb) cudnnDestroyTensorDescriptor(s->xb);
+    if (s->yb) cudnnDestroyTensorDescriptor(s->yb);
+    if (s->wb) cudnnDestroyFilterDescriptor(s->wb);
     if (s->pool) cudnnDestroyPoolingDescriptor(s->pool);
     (void)wk_cuda_free(s->save_mean);
     (void)wk_cuda_free(s->save_invvar);
@@ -369,6 +416,8 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->segs_dev);
   (void)wk_cuda_free(net->flag);
   (void)wk_cuda_free(net->u8_in);
+  (void)wk_cuda_free(net->wbf);
+  (void)wk_cuda_free(net->bdw);
   free(net->segs_host);
   if (net->cublas) cublasDestroy(net->cublas);
   if (net->cudnn) cudnnDestroy(net->cudnn);
@@ -390,9 +439,11 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
 
 wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
   WK_CUDA_TRY(cudaSetDevice(net->device));
-  if (weights)
+  if (weights) {
     WK_CUDA_TRY(cudaMemcpyAsync(net->weights, weights, net->g.n_elems * sizeof(float),
                                 cudaMemcpyHostToDevice, net->stream));
+    net->wbf_stale = true;
+  }
   if (buffers)
     WK_CUDA_TRY(cudaMemcpyAsync(net->buf_data, buffers, net->g.n_buffer_elems * sizeof(float),
                                 cudaMemcpyHostToDevice, net->stream));
@@ -417,11 +468,11 @@ wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, f
 /* ------------------------------------------------------------------ per batch size */
 
 /* Whether an algorithm's math type is allowed: never ALLOW_CONVERSION (fp16
- * products from float32 data); tensor cores (TF32 for float32 data) only with
- * tf32; FMA always. */
+ * products from other data); tensor cores (TF32 for float32 data) only with
+ * tf32 and bf16; FMA always. */
 static bool wk_math_ok(const wk_gpu_net *net, cudnnMathType_t m) {
-  return m == CUDNN_FMA_MATH || (net->g.tf32 && (m == CUDNN_DEFAULT_MATH ||
-                                                 m == CUDNN_TENSOR_OP_MATH));
+  return m == CUDNN_FMA_MATH || (net->g.precision != WK_PRECISION_FP32 &&
+                                 (m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH));
 }
 
 /* From cuDNN's ranking `perf` (got entries; the three perf types share the
@@ -449,19 +500,22 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
   const wk_node *n = &net->nodes[i];
   int got = 0;
   /* the rankings follow the descriptor's math type, which the calls change */
-  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, net->g.tf32 ? CUDNN_DEFAULT_MATH
-                                                                : CUDNN_FMA_MATH));
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
+  /* the descriptors the calls will use: bfloat16 copies with --precision bf16 */
+  const bool b = wk_bf16(net);
+  const cudnnTensorDescriptor_t xd = b ? s->xb : s->x, yd = b ? s->yb : s->y;
+  const cudnnFilterDescriptor_t wd = b ? s->wb : s->w;
   cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, s->x, s->w, s->conv, s->y,
+  WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, xd, wd, s->conv, yd,
                                                       WK_GPU_MAX_ALGOS, &got, fp));
   WK_PICK(fp, got, s->fwd_algo, s->fwd_math, "forward");
   cudnnConvolutionBwdDataAlgoPerf_t dp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, s->w, s->y, s->conv, s->x,
+  WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, wd, yd, s->conv, xd,
                                                            WK_GPU_MAX_ALGOS, &got, dp));
   WK_PICK(dp, got, s->bwd_data_algo, s->bwd_data_math, "backward-data");
   cudnnConvolutionBwdFilterAlgoPerf_t wp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, s->x, s->y, s->conv,
-                                                             s->w, WK_GPU_MAX_ALGOS, &got, wp));
+  WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, xd, yd, s->conv,
+                                                             wd, WK_GPU_MAX_ALGOS, &got, wp));
   WK_PICK(wp, got, s->bwd_filter_algo, s->bwd_filter_math, "backward-filter");
   return WK_OK;
 }
@@ -499,6 +553,20 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     s = wk_cuda_copy_h2d(net->ones, h, (size_t)n * sizeof *h);
     free(h);
     WK_TRY(s);
+    if (wk_bf16(net)) { /* a convolution's input, and its output (or output gradient) */
+      int64_t in_max = 0, out_max = 0;
+      for (int i = 0; i < net->g.n_nodes; i++) {
+        if (net->nodes[i].op != WK_NODE_CONV) continue;
+        const int64_t a = net->numel[net->nodes[i].in[0]], b = net->numel[i + 1];
+        in_max = a > in_max ? a : in_max;
+        out_max = b > out_max ? b : out_max;
+      }
+      s = wk_cuda_malloc((void **)&net->bx, (size_t)(n * in_max) * sizeof(uint16_t));
+      if (s == WK_OK) s = wk_cuda_malloc((void **)&net->by, (size_t)(n * out_max) * sizeof(uint16_t));
+      if (s != WK_OK)
+        return wk_fail(s, "GPU: out of device memory for a batch of %lld; try a smaller --batch",
+                       (long long)n);
+    }
     net->cap = n;
   }
   size_t need = 0;
@@ -510,6 +578,10 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
     WK_TRY(wk_nhwc_desc(s->x, n, ih, iw, ic));
     WK_TRY(wk_nhwc_desc(s->y, n, h, w, c));
+    if (nd->op == WK_NODE_CONV && wk_bf16(net)) {
+      WK_TRY(wk_bf16_desc(s->xb, n, ih, iw, ic));
+      WK_TRY(wk_bf16_desc(s->yb, n, h, w, c));
+    }
     if (nd->op == WK_NODE_CONV) {
       int on, oc, oh, ow;
       WK_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(s->conv, s->x, s->w, &on, &oc, &oh, &ow));
@@ -521,6 +593,73 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
   }
   if (need) WK_TRY(wk_workspace(net, need));
   net->batch = n;
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ bf16 convolutions */
+
+/* The bfloat16 copy of the weights, made again after they changed. */
+static wk_status wk_bf16_weights(wk_gpu_net *net) {
+  if (!net->wbf_stale) return WK_OK;
+  WK_TRY(wk_kernel_try(wk_launch_f32_to_bf16((int64_t)net->g.n_elems, net->weights, net->wbf,
+                                             net->stream),
+                       "bfloat16 weights"));
+  net->wbf_stale = false;
+  return WK_OK;
+}
+
+static wk_status wk_to_bf16(const wk_gpu_net *net, const float *x, int64_t n, uint16_t *y) {
+  return wk_kernel_try(wk_launch_f32_to_bf16(n, x, y, net->stream), "to bfloat16");
+}
+
+static wk_status wk_from_bf16(const wk_gpu_net *net, const uint16_t *x, int64_t n, float *y,
+                              bool accumulate) {
+  return wk_kernel_try(wk_launch_bf16_to_f32(n, x, y, accumulate, net->stream), "from bfloat16");
+}
+
+/* y = conv(x) through bfloat16: x and the weights rounded, float32 sums, the
+ * result rounded to bfloat16 and back. */
+static wk_status wk_conv_forward_bf16(wk_gpu_net *net, int i, const float *x, float *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  const int64_t n = net->batch;
+  const float one = 1.0f, zero = 0.0f;
+  WK_TRY(wk_bf16_weights(net));
+  WK_TRY(wk_to_bf16(net, x, n * net->numel[nd->in[0]], net->bx));
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
+  WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->xb, net->bx, s->wb,
+                                       net->wbf + net->params[nd->param[0]].offset, s->conv,
+                                       s->fwd_algo, net->workspace, net->workspace_bytes, &zero,
+                                       s->yb, net->by));
+  return wk_from_bf16(net, net->by, n * net->numel[i + 1], y, false);
+}
+
+/* The weight gradient (written) and the input gradient (added, as the float32
+ * path's beta = 1 does) through bfloat16; dy is rounded once for both. */
+static wk_status wk_conv_backward_bf16(wk_gpu_net *net, int i, bool need_dx) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  const int in = nd->in[0];
+  const int64_t n = net->batch, in_len = n * net->numel[in];
+  const float one = 1.0f, zero = 0.0f;
+  const wk_param *pw = &net->params[nd->param[0]];
+  WK_TRY(wk_to_bf16(net, net->grad[i + 1], n * net->numel[i + 1], net->by));
+  if (wk_trainable(net, nd->param[0])) {
+    WK_TRY(wk_to_bf16(net, net->val[in], in_len, net->bx));
+    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
+    WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->xb, net->bx, s->yb, net->by,
+                                                s->conv, s->bwd_filter_algo, net->workspace,
+                                                net->workspace_bytes, &zero, s->wb, net->bdw));
+    WK_TRY(wk_from_bf16(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
+  }
+  if (need_dx) { /* bx is free again: the input's bfloat16 copy is not needed any more */
+    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
+    WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->wb, net->wbf + pw->offset,
+                                              s->yb, net->by, s->conv, s->bwd_data_algo,
+                                              net->workspace, net->workspace_bytes, &zero, s->xb,
+                                              net->bx));
+    WK_TRY(wk_from_bf16(net, net->bx, in_len, net->grad[in], true));
+  }
   return WK_OK;
 }
 
@@ -537,10 +676,14 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
   const float one = 1.0f, zero = 0.0f;
   switch (nd->op) {
   case WK_NODE_CONV:
-    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
-    WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w, wk_pw(net, nd->param[0]),
-                                         s->conv, s->fwd_algo, net->workspace,
-                                         net->workspace_bytes, &zero, s->y, y));
+    if (wk_bf16(net)) {
+      WK_TRY(wk_conv_forward_bf16(net, i, x, y));
+    } else {
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
+      WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
+                                           wk_pw(net, nd->param[0]), s->conv, s->fwd_algo,
+                                           net->workspace, net->workspace_bytes, &zero, s->y, y));
+    }
     if (nd->param[1] >= 0)
       WK_CUDNN_TRY(cudnnAddTensor(net->cudnn, &one, s->bias, wk_pw(net, nd->param[1]), &one,
                                   s->y, y));
@@ -679,13 +822,15 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
   switch (nd->op) {
   case WK_NODE_CONV: {
     const float *w = wk_pw(net, nd->param[0]);
-    if (need_dx) {
+    if (wk_bf16(net)) {
+      WK_TRY(wk_conv_backward_bf16(net, i, need_dx));
+    } else if (need_dx) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, w, s->y, dy, s->conv,
                                                 s->bwd_data_algo, net->workspace,
                                                 net->workspace_bytes, &one, s->x, net->grad[in]));
     }
-    if (wk_trainable(net, nd->param[0])) {
+    if (!wk_bf16(net) && wk_trainable(net, nd->param[0])) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->x, x, s->y, dy, s->conv,
                                                   s->bwd_filter_algo, net->workspace,
@@ -857,6 +1002,7 @@ wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool
   size_t n = 0;
   WK_TRY(wk_arena(net, which, &dev, &n));
   if (n && !host) return wk_fail(WK_ERR_INVALID_ARG, "GPU copy: no host arena");
+  if (to_device && which == WK_GPU_WEIGHTS) net->wbf_stale = true;
   if (n)
     WK_CUDA_TRY(cudaMemcpyAsync(to_device ? (void *)dev : (void *)host,
                                 to_device ? (const void *)host : (const void *)dev,
@@ -917,6 +1063,7 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
                    : wk_launch_sgd_f32(o->n_segments, net->segs_dev, o->nesterov, net->weights,
                                        net->grads, st[0], net->stream);
   WK_TRY(wk_kernel_try(e, o->adamw ? "AdamW step" : "SGD step"));
+  net->wbf_stale = true;
   /* segs_host is rewritten by the next step: the copy must be done by then */
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   return WK_OK;

@@ -40,10 +40,9 @@ const char *wk_precision_name(wk_precision p) {
 }
 
 wk_status wk_net_set_precision(wk_net *net, wk_precision p) {
-  if (p == WK_PRECISION_BF16 || p == WK_PRECISION_FP16)
-    return wk_fail(WK_ERR_UNSUPPORTED, "--precision %s: mixed precision is not built yet; "
-                   "fp32 (exact) and tf32 (tensor cores, float32 storage) are", 
-                   wk_precision_name(p));
+  if (p == WK_PRECISION_FP16)
+    return wk_fail(WK_ERR_UNSUPPORTED, "--precision fp16 is not built yet (it needs loss "
+                   "scaling); fp32, tf32 and bf16 are");
   if ((unsigned)p > WK_PRECISION_FP16)
     return wk_fail(WK_ERR_INVALID_ARG, "precision %d", (int)p);
   if (net->gpu && p != net->precision)
@@ -56,7 +55,7 @@ wk_status wk_net_use_gpu(wk_net *net, int device) {
   if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
   if (net->gpu) return WK_OK;
   const wk_gpu_graph g = {.in_h = net->in_h, .in_w = net->in_w, .in_c = net->in_c,
-                          .tf32 = net->precision == WK_PRECISION_TF32,
+                          .precision = net->precision,
                           .n_nodes = net->n_nodes, .nodes = net->nodes,
                           .n_params = net->n_params, .n_elems = net->n_elems,
                           .params = net->params, .n_buffers = net->n_buffers,

@@ -193,8 +193,11 @@ bool wk_net_on_gpu(const wk_net *net);
 /* How a GPU computes: fp32 (float32 throughout, no TF32: results compare
  * with the CPU's to float rounding; the default), tf32 (float32 storage,
  * convolutions and linear layers on TF32 tensor cores: 10-bit mantissas in
- * the products, float32 sums). bf16 and fp16 (mixed precision) are not built
- * yet: asking for them is an error that says so. */
+ * the products, float32 sums), bf16 (convolutions on bfloat16 tensor cores:
+ * inputs, weights and outputs rounded to bfloat16 around each convolution,
+ * float32 accumulation; everything else, the stored activations and the
+ * master weights in float32). fp16 (it needs loss scaling) is not built:
+ * asking for it is an error that says so. */
 typedef enum { WK_PRECISION_FP32 = 0, WK_PRECISION_TF32, WK_PRECISION_BF16, WK_PRECISION_FP16 }
 wk_precision;
 wk_status wk_precision_parse(const char *name, wk_precision *out);
