@@ -7,6 +7,11 @@
 # path on one GPU (--gpus 0 against --device cuda:0, alternated, two each).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
+#   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only
+#   WK_GPU_CHECK=bench bash scripts/gpu_check.sh   build (kept from a previous
+#                                                  call) and benchmarks only
+# The whole run is about 10 minutes on an H100/H200 with the build; when a
+# call's limit is tight, run the two halves in two calls (the build stays).
 #
 # Dependencies: a machine with Debian's build dependencies installed (scripts/
 # setup.sh) needs nothing more; a bare GPU image (CUDA, cuDNN, CMake, a C
@@ -48,7 +53,10 @@ cmake --build "$build" -j"$(nproc)" --target whisker_cli whisker_cuda_plugin tes
 echo "== built in $(( $(date +%s) - start )) s"
 
 rc=0
+phase="${WK_GPU_CHECK:-all}"
 export CK_FORK=no WHISKER_CUDA_PLUGIN="$build/libwhisker-cuda.so"
+py="${WHISKER_PYTHON:-python3}"
+if [ "$phase" != bench ]; then
 for t in test_gpu_ops test_gpu_net; do
   echo "== $t"
   "$build/tests/$t"
@@ -57,13 +65,17 @@ for t in test_gpu_ops test_gpu_net; do
   [ "$r" -eq 0 ] || rc=1
 done
 "$build/whisker" system
-py="${WHISKER_PYTHON:-python3}"
 echo "== test_gpu_ddp"
 WHISKER_BIN="$build/whisker" WHISKER_SOURCE_DIR="$root" WHISKER_PYTHON="$py" \
   bash "$root/tests/test_gpu_ddp.sh"
 r=$?
 echo "== test_gpu_ddp exit $r"
 [ "$r" -eq 0 ] || [ "$r" -eq 77 ] || rc=1
+fi
+if [ "$phase" = tests ]; then
+  echo "== gpu_check (tests) done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
+  exit $rc
+fi
 
 echo "== benchmark"
 {
