@@ -7,6 +7,7 @@
 // activations use the same comparisons as the reference (ref_template.inc), so
 // NaN, -0 and the kinks at 0 and 6 come out bit for bit as on the CPU.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <stdint.h>
@@ -77,6 +78,18 @@ __global__ void f32_to_bf16_kernel(int64_t n, const float *x, uint16_t *y) {
 __global__ void bf16_to_f32_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
     const float v = __bfloat162float(__ushort_as_bfloat16(x[i]));
+    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
+  }
+}
+
+__global__ void f32_to_f16_kernel(int64_t n, const float *x, uint16_t *y) {
+  for (int64_t i = first_index(); i < n; i += grid_stride())
+    y[i] = __half_as_ushort(__float2half_rn(x[i]));
+}
+
+__global__ void f16_to_f32_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const float v = __half2float(__ushort_as_half(x[i]));
     y[i] = accumulate ? __fadd_rn(y[i], v) : v;
   }
 }
@@ -157,5 +170,20 @@ extern "C" int wk_launch_bf16_to_f32(int64_t n, const uint16_t *x, float *y, boo
   if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_f32_to_f16(int64_t n, const float *x, uint16_t *y, void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  f32_to_f16_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_f16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate,
+                                    void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  f16_to_f32_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
   return (int)cudaGetLastError();
 }

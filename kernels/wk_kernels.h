@@ -65,6 +65,10 @@ int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64_t c, const
  * x, y: (n), must not overlap. */
 int wk_launch_f32_to_bf16(int64_t n, const float *x, uint16_t *y, void *stream);
 int wk_launch_bf16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate, void *stream);
+/* The same for IEEE float16 (--precision fp16): __float2half_rn (nearest even,
+ * overflow to infinity, subnormals kept), and back exactly. */
+int wk_launch_f32_to_f16(int64_t n, const float *x, uint16_t *y, void *stream);
+int wk_launch_f16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate, void *stream);
 
 /* -------------------------------------------------------------------- train.cu */
 

@@ -302,7 +302,7 @@ static void wkt_device_step(wk_optim_kind kind) {
  * still shows; bf16's weight gradients also go through mobilenetv2's grouped
  * convolutions. */
 static void wkt_precision(wk_precision prec, wkt_builder build, int size, double out_tol,
-                          double loss_tol) {
+                          double loss_tol, double loss_scale) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = build(ctx), *gpu = build(ctx);
   wkt_perturb(cpu);
@@ -328,10 +328,12 @@ static void wkt_precision(wk_precision prec, wkt_builder build, int size, double
   wk_trainer *tcpu, *tgpu;
   ck_assert_int_eq(wk_trainer_create(cpu, &tc, &tcpu), WK_OK);
   ck_assert_int_eq(wk_trainer_create(gpu, &tc, &tgpu), WK_OK);
+  if (loss_scale > 0) wk_trainer_set_loss_scale(tgpu, loss_scale);
   for (int s = 0; s < 3; s++) {
     float lc, lg;
     ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
     ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s", wk_last_error());
+    ck_assert_int_eq(wk_trainer_skipped_steps(tgpu), 0);
     ck_assert_msg(fabs((double)lg - lc) <= loss_tol * fabs((double)lc),
                   "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
                   (double)lc);
@@ -345,14 +347,62 @@ static void wkt_precision(wk_precision prec, wkt_builder build, int size, double
   wk_ctx_destroy(ctx);
 }
 
-START_TEST(test_tf32) { wkt_precision(WK_PRECISION_TF32, wkt_resnet18, 64, 2e-2, 1e-2); }
+START_TEST(test_tf32) { wkt_precision(WK_PRECISION_TF32, wkt_resnet18, 64, 2e-2, 1e-2, 0); }
 END_TEST
 START_TEST(test_bf16_resnet18) {
-  wkt_precision(WK_PRECISION_BF16, wkt_resnet18, 64, 5e-2, 2e-2);
+  wkt_precision(WK_PRECISION_BF16, wkt_resnet18, 64, 5e-2, 2e-2, 0);
 }
 END_TEST
 START_TEST(test_bf16_mobilenetv2) {
-  wkt_precision(WK_PRECISION_BF16, wkt_mobilenet, 64, 5e-2, 2e-2);
+  wkt_precision(WK_PRECISION_BF16, wkt_mobilenet, 64, 5e-2, 2e-2, 0);
+}
+END_TEST
+/* fp16 at a loss scale small enough that nothing overflows (the skip is
+ * tested on its own below): the same bounds as bf16, fp16 rounds finer */
+START_TEST(test_fp16_resnet18) {
+  wkt_precision(WK_PRECISION_FP16, wkt_resnet18, 64, 5e-2, 2e-2, 128);
+}
+END_TEST
+
+/* fp16's dynamic loss scaling: at a scale that overflows float16 the step
+ * is skipped (the weights stay as they were, the scale halves, the count
+ * shows it); at a sane scale the next step updates the weights. */
+START_TEST(test_fp16_overflow_skips) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_smallcnn(ctx);
+  wkt_perturb(net);
+  ck_assert_int_eq(wk_net_set_precision(net, WK_PRECISION_FP16), WK_OK);
+  ck_assert_msg(wk_net_place(net, 0) == WK_OK, "%s", wk_last_error());
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  ck_assert(wk_trainer_loss_scale(t) == 65536.0);
+  const int64_t xs[4] = {4, 32, 32, 3}, ls[1] = {4};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 3, -1.0f, 1.0f);
+  for (int i = 0; i < 4; i++) ((int32_t *)labels.data)[i] = i;
+  const size_t n = wk_net_n_elems(net);
+  float *before = malloc(n * sizeof *before);
+  ck_assert_ptr_nonnull(before);
+  memcpy(before, wk_net_weights(net), n * sizeof *before);
+  wk_trainer_set_loss_scale(t, 1e30);
+  float loss;
+  ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "%s", wk_last_error());
+  ck_assert(isfinite(loss));
+  ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
+  ck_assert(wk_trainer_loss_scale(t) == 5e29);
+  ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+  wk_trainer_set_loss_scale(t, 128);
+  ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
+  ck_assert_int_ne(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+  free(before);
+  wk_trainer_destroy(t);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
 }
 END_TEST
 
@@ -394,6 +444,8 @@ int main(void) {
     tcase_add_test(tc, test_tf32);
     tcase_add_test(tc, test_bf16_resnet18);
     tcase_add_test(tc, test_bf16_mobilenetv2);
+    tcase_add_test(tc, test_fp16_resnet18);
+    tcase_add_test(tc, test_fp16_overflow_skips);
     tcase_add_test(tc, test_device_step_adamw);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);

@@ -33,7 +33,7 @@ static void wk_usage_bench(FILE *f) {
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
           "                     [--infer-runs 3]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16]\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16|fp16]\n"
           "                     [--gpus 0,1,.. | --procs N]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"

@@ -21,7 +21,7 @@ static void wk_usage_train(FILE *f) {
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
           "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16]\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16|fp16]\n"
           "                     [--gpus 0,1,.. | --procs N]\n"
           "                     [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
@@ -58,9 +58,9 @@ static void wk_usage_train(FILE *f) {
           "default is the CPU: the GPU path has not yet been verified on a GPU.\n"
           "--precision fp32 (the default) computes in float32 on the GPU as on the CPU;\n"
           "tf32 runs convolutions and linear layers on TF32 tensor cores (faster, 10-bit\n"
-          "mantissas in the products); bf16 runs convolutions on bfloat16 tensor cores\n"
-          "(inputs, weights, outputs rounded to bfloat16 around each; activations and\n"
-          "master weights stay float32). fp16 is not built yet.\n");
+          "mantissas in the products); bf16 and fp16 run convolutions on 16-bit tensor\n"
+          "cores (inputs, weights, outputs rounded around each; activations and master\n"
+          "weights stay float32), fp16 with dynamic loss scaling.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {
@@ -164,11 +164,6 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
       wk_precision_parse(precision, &c.precision) != WK_OK) {
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
-  }
-  if (c.precision == WK_PRECISION_FP16) { /* before any process starts or data is read */
-    fprintf(stderr, "whisker %s: --precision fp16 is not built yet (it needs loss scaling); "
-            "fp32, tf32 and bf16 are\n", cmd);
-    return WK_EXIT_FAIL;
   }
   c.seed = (uint64_t)seed;
   c.width = (float)width;

@@ -41,7 +41,7 @@ wk_status wk_cuda_describe(char *buf, size_t n);
  * when the host needs them. Float32 throughout, no TF32. */
 typedef struct wk_gpu_graph {
   int in_h, in_w, in_c;
-  wk_precision precision;            /* fp32, tf32 or bf16 (nn/net.h) */
+  wk_precision precision;            /* fp32, tf32, bf16 or fp16 (nn/net.h) */
   int n_nodes;
   const wk_node *nodes;              /* value i + 1 is node i's output; value 0 the input */
   size_t n_params, n_elems;          /* parameter table and arena length */
@@ -102,6 +102,8 @@ typedef enum {
 wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
 /* *finite: no NaN or infinity in the gradient arena. */
 wk_status wk_gpu_net_grads_finite(wk_gpu_net *net, bool *finite);
+/* The gradient arena times s (undoing fp16's loss scale), queued on the stream. */
+wk_status wk_gpu_net_scale_grads(wk_gpu_net *net, float s);
 
 /* One parameter's update at one step, as train/optim_step.c computes it on
  * the host (wk_optim_step_segments): elements [offset, offset + numel) of the

@@ -115,6 +115,7 @@ wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy);
 wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params);
 wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
 wk_status wk_cudanet_grads_finite(wk_gpu_net *net, bool *finite);
+wk_status wk_cudanet_scale_grads(wk_gpu_net *net, float s);
 wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
 wk_status wk_cudanet_comm_unique_id(unsigned char *id);
 wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,

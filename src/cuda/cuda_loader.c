@@ -172,3 +172,9 @@ wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_optim_step(net, o));
 }
+
+wk_status wk_gpu_net_scale_grads(wk_gpu_net *net, float s) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_scale_grads(net, s));
+}

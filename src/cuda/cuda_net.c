@@ -16,11 +16,12 @@
  * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
  * the CPU path to float rounding; with tf32, cuDNN's default math and
  * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores; with
- * bf16, each convolution runs on bfloat16 copies (its input converted into a
- * scratch, the weights from a bfloat16 copy of the arena refreshed whenever
- * the weights change, float32 accumulation) and its result is converted back:
- * the activations, batchnorm and the rest stay float32 (no loss scaling is
- * needed with bfloat16's range). Convolution algorithms come from cuDNN's
+ * bf16 or fp16, each convolution runs on 16-bit copies (its input converted
+ * into a scratch, the weights from a 16-bit copy of the arena refreshed
+ * whenever the weights change, float32 accumulation) and its result is
+ * converted back: the activations, batchnorm and the rest stay float32.
+ * bfloat16's range needs no loss scaling; float16's gradients do, and the
+ * trainer scales the loss (train/trainer.c). Convolution algorithms come from cuDNN's
  * heuristics (the first that fits the workspace limit, $WHISKER_GPU_WORKSPACE_MB,
  * 1024 by default), chosen once per batch size.
  *
@@ -43,7 +44,7 @@
 typedef struct wk_gnode {
   cudnnTensorDescriptor_t x, y, bias; /* bias: also batchnorm's per-channel descriptor */
   cudnnFilterDescriptor_t w;
-  cudnnTensorDescriptor_t xb, yb; /* bf16: the convolution's input and output in bfloat16 */
+  cudnnTensorDescriptor_t xb, yb; /* bf16, fp16: the convolution's input and output in 16 bits */
   cudnnFilterDescriptor_t wb;
   cudnnConvolutionDescriptor_t conv;
   cudnnPoolingDescriptor_t pool;
@@ -85,11 +86,11 @@ struct wk_gpu_net {
   int *flag;             /* one device int: the non-finite check */
   uint8_t *u8_in;        /* 8-bit input batches, before normalisation */
   size_t u8_cap;
-  /* bf16: the weights in bfloat16 (stale after every change of the weights),
+  /* bf16, fp16: the weights in 16 bits (stale after every change of the weights),
    * and scratch for a convolution's input (bx), output or output gradient
    * (by) and weight gradient (bdw), for the batch held */
-  uint16_t *wbf, *bx, *by, *bdw;
-  bool wbf_stale;
+  uint16_t *wh, *bx, *by, *bdw;
+  bool wh_stale;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -141,17 +142,24 @@ static float *wk_bufp(const wk_gpu_net *net, int b) {
   return net->buf_data + net->buffers[b].offset;
 }
 
-static bool wk_bf16(const wk_gpu_net *net) { return net->g.precision == WK_PRECISION_BF16; }
+/* bf16 and fp16: convolutions on 16-bit copies (see the top of the file). */
+static bool wk_half(const wk_gpu_net *net) {
+  return net->g.precision == WK_PRECISION_BF16 || net->g.precision == WK_PRECISION_FP16;
+}
+static cudnnDataType_t wk_half_type(const wk_gpu_net *net) {
+  return net->g.precision == WK_PRECISION_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+}
 
 /* The convolutions' math type before a ranking: FMA (no TF32) for fp32, the
- * default (tensor cores allowed) for tf32 and bf16, as PyTorch sets it. */
+ * default (tensor cores allowed) for tf32, bf16 and fp16, as PyTorch sets it. */
 static cudnnMathType_t wk_conv_math(const wk_gpu_net *net) {
   return net->g.precision == WK_PRECISION_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
-static wk_status wk_bf16_desc(cudnnTensorDescriptor_t d, int64_t n, int h, int w, int c) {
-  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, (int)n, c,
-                                          h, w));
+static wk_status wk_half_desc(const wk_gpu_net *net, cudnnTensorDescriptor_t d, int64_t n, int h,
+                              int w, int c) {
+  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, wk_half_type(net), (int)n, c, h,
+                                          w));
   return WK_OK;
 }
 
@@ -252,7 +260,7 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
 
 static wk_status wk_make_descriptors(wk_gpu_net *net) {
   int widest_bn = 0;
-  int64_t widest_w = 0; /* bf16: the largest convolution weight */
+  int64_t widest_w = 0; /* bf16, fp16: the largest convolution weight */
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *n = &net->nodes[i];
     wk_gnode *s = &net->gn[i];
@@ -278,11 +286,11 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
       /* as PyTorch: FMA math keeps TF32 out; the default math lets cuDNN use it */
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
       WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
-      if (wk_bf16(net)) { /* float32 compute type (the descriptor's) over bfloat16 data */
+      if (wk_half(net)) { /* float32 compute type (the descriptor's) over 16-bit data */
         WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->xb));
         WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->yb));
         WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->wb));
-        WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->wb, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC,
+        WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->wb, wk_half_type(net), CUDNN_TENSOR_NHWC,
                                                 n->out_ch, ic / groups, n->kh, n->kw));
         const int64_t wn = (int64_t)n->out_ch * (ic / groups) * n->kh * n->kw;
         widest_w = wn > widest_w ? wn : widest_w;
@@ -305,10 +313,10 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
     }
   }
   if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
-  if (wk_bf16(net)) {
-    WK_TRY(wk_cuda_malloc((void **)&net->wbf, net->g.n_elems * sizeof(uint16_t)));
+  if (wk_half(net)) {
+    WK_TRY(wk_cuda_malloc((void **)&net->wh, net->g.n_elems * sizeof(uint16_t)));
     WK_TRY(wk_cuda_malloc((void **)&net->bdw, (size_t)widest_w * sizeof(uint16_t)));
-    net->wbf_stale = true;
+    net->wh_stale = true;
   }
   return WK_OK;
 }
@@ -416,7 +424,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->segs_dev);
   (void)wk_cuda_free(net->flag);
   (void)wk_cuda_free(net->u8_in);
-  (void)wk_cuda_free(net->wbf);
+  (void)wk_cuda_free(net->wh);
   (void)wk_cuda_free(net->bdw);
   free(net->segs_host);
   if (net->cublas) cublasDestroy(net->cublas);
@@ -442,7 +450,7 @@ wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *
   if (weights) {
     WK_CUDA_TRY(cudaMemcpyAsync(net->weights, weights, net->g.n_elems * sizeof(float),
                                 cudaMemcpyHostToDevice, net->stream));
-    net->wbf_stale = true;
+    net->wh_stale = true;
   }
   if (buffers)
     WK_CUDA_TRY(cudaMemcpyAsync(net->buf_data, buffers, net->g.n_buffer_elems * sizeof(float),
@@ -469,7 +477,7 @@ wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, f
 
 /* Whether an algorithm's math type is allowed: never ALLOW_CONVERSION (fp16
  * products from other data); tensor cores (TF32 for float32 data) only with
- * tf32 and bf16; FMA always. */
+ * tf32, bf16 and fp16; FMA always. */
 static bool wk_math_ok(const wk_gpu_net *net, cudnnMathType_t m) {
   return m == CUDNN_FMA_MATH || (net->g.precision != WK_PRECISION_FP32 &&
                                  (m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH));
@@ -501,8 +509,8 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
   int got = 0;
   /* the rankings follow the descriptor's math type, which the calls change */
   WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-  /* the descriptors the calls will use: bfloat16 copies with --precision bf16 */
-  const bool b = wk_bf16(net);
+  /* the descriptors the calls will use: 16-bit copies with bf16 and fp16 */
+  const bool b = wk_half(net);
   const cudnnTensorDescriptor_t xd = b ? s->xb : s->x, yd = b ? s->yb : s->y;
   const cudnnFilterDescriptor_t wd = b ? s->wb : s->w;
   cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
@@ -553,7 +561,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     s = wk_cuda_copy_h2d(net->ones, h, (size_t)n * sizeof *h);
     free(h);
     WK_TRY(s);
-    if (wk_bf16(net)) { /* a convolution's input, and its output (or output gradient) */
+    if (wk_half(net)) { /* a convolution's input, and its output (or output gradient) */
       int64_t in_max = 0, out_max = 0;
       for (int i = 0; i < net->g.n_nodes; i++) {
         if (net->nodes[i].op != WK_NODE_CONV) continue;
@@ -578,9 +586,9 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
     WK_TRY(wk_nhwc_desc(s->x, n, ih, iw, ic));
     WK_TRY(wk_nhwc_desc(s->y, n, h, w, c));
-    if (nd->op == WK_NODE_CONV && wk_bf16(net)) {
-      WK_TRY(wk_bf16_desc(s->xb, n, ih, iw, ic));
-      WK_TRY(wk_bf16_desc(s->yb, n, h, w, c));
+    if (nd->op == WK_NODE_CONV && wk_half(net)) {
+      WK_TRY(wk_half_desc(net, s->xb, n, ih, iw, ic));
+      WK_TRY(wk_half_desc(net, s->yb, n, h, w, c));
     }
     if (nd->op == WK_NODE_CONV) {
       int on, oc, oh, ow;
@@ -596,69 +604,71 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
   return WK_OK;
 }
 
-/* ------------------------------------------------------------------ bf16 convolutions */
+/* ------------------------------------------------------------------ 16-bit convolutions */
 
-/* The bfloat16 copy of the weights, made again after they changed. */
-static wk_status wk_bf16_weights(wk_gpu_net *net) {
-  if (!net->wbf_stale) return WK_OK;
-  WK_TRY(wk_kernel_try(wk_launch_f32_to_bf16((int64_t)net->g.n_elems, net->weights, net->wbf,
-                                             net->stream),
-                       "bfloat16 weights"));
-  net->wbf_stale = false;
-  return WK_OK;
-}
-
-static wk_status wk_to_bf16(const wk_gpu_net *net, const float *x, int64_t n, uint16_t *y) {
+static wk_status wk_to_half(const wk_gpu_net *net, const float *x, int64_t n, uint16_t *y) {
+  if (net->g.precision == WK_PRECISION_FP16)
+    return wk_kernel_try(wk_launch_f32_to_f16(n, x, y, net->stream), "to float16");
   return wk_kernel_try(wk_launch_f32_to_bf16(n, x, y, net->stream), "to bfloat16");
 }
 
-static wk_status wk_from_bf16(const wk_gpu_net *net, const uint16_t *x, int64_t n, float *y,
+static wk_status wk_from_half(const wk_gpu_net *net, const uint16_t *x, int64_t n, float *y,
                               bool accumulate) {
+  if (net->g.precision == WK_PRECISION_FP16)
+    return wk_kernel_try(wk_launch_f16_to_f32(n, x, y, accumulate, net->stream), "from float16");
   return wk_kernel_try(wk_launch_bf16_to_f32(n, x, y, accumulate, net->stream), "from bfloat16");
 }
 
-/* y = conv(x) through bfloat16: x and the weights rounded, float32 sums, the
- * result rounded to bfloat16 and back. */
-static wk_status wk_conv_forward_bf16(wk_gpu_net *net, int i, const float *x, float *y) {
+/* The 16-bit copy of the weights, made again after they changed. */
+static wk_status wk_half_weights(wk_gpu_net *net) {
+  if (!net->wh_stale) return WK_OK;
+  WK_TRY(wk_to_half(net, net->weights, (int64_t)net->g.n_elems, net->wh));
+  net->wh_stale = false;
+  return WK_OK;
+}
+
+/* y = conv(x) through 16 bits: x and the weights rounded, float32 sums, the
+ * result rounded to 16 bits and back. */
+static wk_status wk_conv_forward_half(wk_gpu_net *net, int i, const float *x, float *y) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   const int64_t n = net->batch;
   const float one = 1.0f, zero = 0.0f;
-  WK_TRY(wk_bf16_weights(net));
-  WK_TRY(wk_to_bf16(net, x, n * net->numel[nd->in[0]], net->bx));
+  WK_TRY(wk_half_weights(net));
+  WK_TRY(wk_to_half(net, x, n * net->numel[nd->in[0]], net->bx));
   WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
   WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->xb, net->bx, s->wb,
-                                       net->wbf + net->params[nd->param[0]].offset, s->conv,
+                                       net->wh + net->params[nd->param[0]].offset, s->conv,
                                        s->fwd_algo, net->workspace, net->workspace_bytes, &zero,
                                        s->yb, net->by));
-  return wk_from_bf16(net, net->by, n * net->numel[i + 1], y, false);
+  return wk_from_half(net, net->by, n * net->numel[i + 1], y, false);
 }
 
 /* The weight gradient (written) and the input gradient (added, as the float32
- * path's beta = 1 does) through bfloat16; dy is rounded once for both. */
-static wk_status wk_conv_backward_bf16(wk_gpu_net *net, int i, bool need_dx) {
+ * path's beta = 1 does) through 16 bits; dy is rounded once for both. */
+static wk_status wk_conv_backward_half(wk_gpu_net *net, int i, bool need_dx) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   const int in = nd->in[0];
   const int64_t n = net->batch, in_len = n * net->numel[in];
   const float one = 1.0f, zero = 0.0f;
   const wk_param *pw = &net->params[nd->param[0]];
-  WK_TRY(wk_to_bf16(net, net->grad[i + 1], n * net->numel[i + 1], net->by));
+  WK_TRY(wk_to_half(net, net->grad[i + 1], n * net->numel[i + 1], net->by));
   if (wk_trainable(net, nd->param[0])) {
-    WK_TRY(wk_to_bf16(net, net->val[in], in_len, net->bx));
+    WK_TRY(wk_to_half(net, net->val[in], in_len, net->bx));
     WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
     WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->xb, net->bx, s->yb, net->by,
                                                 s->conv, s->bwd_filter_algo, net->workspace,
                                                 net->workspace_bytes, &zero, s->wb, net->bdw));
-    WK_TRY(wk_from_bf16(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
+    WK_TRY(wk_from_half(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
   }
-  if (need_dx) { /* bx is free again: the input's bfloat16 copy is not needed any more */
+  if (need_dx) { /* bx is free again: the input's 16-bit copy is not needed any more */
     WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
-    WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->wb, net->wbf + pw->offset,
+    WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->wb, net->wh + pw->offset,
                                               s->yb, net->by, s->conv, s->bwd_data_algo,
                                               net->workspace, net->workspace_bytes, &zero, s->xb,
                                               net->bx));
-    WK_TRY(wk_from_bf16(net, net->bx, in_len, net->grad[in], true));
+    WK_TRY(wk_from_half(net, net->bx, in_len, net->grad[in], true));
   }
   return WK_OK;
 }
@@ -676,8 +686,8 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
   const float one = 1.0f, zero = 0.0f;
   switch (nd->op) {
   case WK_NODE_CONV:
-    if (wk_bf16(net)) {
-      WK_TRY(wk_conv_forward_bf16(net, i, x, y));
+    if (wk_half(net)) {
+      WK_TRY(wk_conv_forward_half(net, i, x, y));
     } else {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
       WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
@@ -822,15 +832,15 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
   switch (nd->op) {
   case WK_NODE_CONV: {
     const float *w = wk_pw(net, nd->param[0]);
-    if (wk_bf16(net)) {
-      WK_TRY(wk_conv_backward_bf16(net, i, need_dx));
+    if (wk_half(net)) {
+      WK_TRY(wk_conv_backward_half(net, i, need_dx));
     } else if (need_dx) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, w, s->y, dy, s->conv,
                                                 s->bwd_data_algo, net->workspace,
                                                 net->workspace_bytes, &one, s->x, net->grad[in]));
     }
-    if (!wk_bf16(net) && wk_trainable(net, nd->param[0])) {
+    if (!wk_half(net) && wk_trainable(net, nd->param[0])) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
       WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->x, x, s->y, dy, s->conv,
                                                   s->bwd_filter_algo, net->workspace,
@@ -1002,7 +1012,7 @@ wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool
   size_t n = 0;
   WK_TRY(wk_arena(net, which, &dev, &n));
   if (n && !host) return wk_fail(WK_ERR_INVALID_ARG, "GPU copy: no host arena");
-  if (to_device && which == WK_GPU_WEIGHTS) net->wbf_stale = true;
+  if (to_device && which == WK_GPU_WEIGHTS) net->wh_stale = true;
   if (n)
     WK_CUDA_TRY(cudaMemcpyAsync(to_device ? (void *)dev : (void *)host,
                                 to_device ? (const void *)host : (const void *)dev,
@@ -1025,6 +1035,12 @@ wk_status wk_cudanet_grads_finite(wk_gpu_net *net, bool *finite) {
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   *finite = bad == 0;
   return WK_OK;
+}
+
+wk_status wk_cudanet_scale_grads(wk_gpu_net *net, float s) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  return wk_kernel_try(wk_launch_scale_f32((int64_t)net->g.n_elems, s, net->grads, net->stream),
+                       "gradient unscale");
 }
 
 wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
@@ -1063,7 +1079,7 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
                    : wk_launch_sgd_f32(o->n_segments, net->segs_dev, o->nesterov, net->weights,
                                        net->grads, st[0], net->stream);
   WK_TRY(wk_kernel_try(e, o->adamw ? "AdamW step" : "SGD step"));
-  net->wbf_stale = true;
+  net->wh_stale = true;
   /* segs_host is rewritten by the next step: the copy must be done by then */
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   return WK_OK;

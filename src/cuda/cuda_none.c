@@ -105,3 +105,9 @@ wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
   (void)o;
   return wk_not_built();
 }
+
+wk_status wk_gpu_net_scale_grads(wk_gpu_net *net, float s) {
+  (void)net;
+  (void)s;
+  return wk_not_built();
+}

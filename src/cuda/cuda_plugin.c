@@ -18,6 +18,7 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_set_params = wk_cudanet_set_params,
                                         .net_copy = wk_cudanet_copy,
                                         .net_grads_finite = wk_cudanet_grads_finite,
+                                        .net_scale_grads = wk_cudanet_scale_grads,
                                         .net_optim_step = wk_cudanet_optim_step,
                                         .comm_unique_id = wk_cudanet_comm_unique_id,
                                         .net_attach_comm = wk_cudanet_attach_comm};

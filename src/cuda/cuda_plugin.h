@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 5
+#define WK_CUDA_PLUGIN_ABI 6
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -38,6 +38,7 @@ typedef struct wk_cuda_plugin {
   /* the step on the device */
   wk_status (*net_copy)(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
   wk_status (*net_grads_finite)(wk_gpu_net *net, bool *finite);
+  wk_status (*net_scale_grads)(wk_gpu_net *net, float s);
   wk_status (*net_optim_step)(wk_gpu_net *net, const wk_gpu_optim *o);
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);

@@ -40,9 +40,6 @@ const char *wk_precision_name(wk_precision p) {
 }
 
 wk_status wk_net_set_precision(wk_net *net, wk_precision p) {
-  if (p == WK_PRECISION_FP16)
-    return wk_fail(WK_ERR_UNSUPPORTED, "--precision fp16 is not built yet (it needs loss "
-                   "scaling); fp32, tf32 and bf16 are");
   if ((unsigned)p > WK_PRECISION_FP16)
     return wk_fail(WK_ERR_INVALID_ARG, "precision %d", (int)p);
   if (net->gpu && p != net->precision)
@@ -150,6 +147,13 @@ wk_status wk_net_gpu_grads_finite(wk_net *net, bool *finite) {
   if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "not on a GPU");
   return wk_gpu_net_grads_finite(net->gpu, finite);
 }
+
+wk_status wk_net_gpu_scale_grads(wk_net *net, float s) {
+  if (!net->gpu_resident) return wk_fail(WK_ERR_INVALID_ARG, "the step is not on the device");
+  return wk_gpu_net_scale_grads(net->gpu, s);
+}
+
+wk_precision wk_net_precision(const wk_net *net) { return net->precision; }
 
 wk_status wk_net_gpu_optim_step(wk_net *net, const wk_gpu_optim *o) {
   if (!net->gpu_resident) return wk_fail(WK_ERR_INVALID_ARG, "the step is not on the device");

@@ -193,11 +193,11 @@ bool wk_net_on_gpu(const wk_net *net);
 /* How a GPU computes: fp32 (float32 throughout, no TF32: results compare
  * with the CPU's to float rounding; the default), tf32 (float32 storage,
  * convolutions and linear layers on TF32 tensor cores: 10-bit mantissas in
- * the products, float32 sums), bf16 (convolutions on bfloat16 tensor cores:
- * inputs, weights and outputs rounded to bfloat16 around each convolution,
- * float32 accumulation; everything else, the stored activations and the
- * master weights in float32). fp16 (it needs loss scaling) is not built:
- * asking for it is an error that says so. */
+ * the products, float32 sums), bf16 and fp16 (convolutions on 16-bit tensor
+ * cores: inputs, weights and outputs rounded to 16 bits around each
+ * convolution, float32 accumulation; everything else, the stored activations
+ * and the master weights in float32). fp16's small range needs the trainer's
+ * dynamic loss scaling (train/trainer.h). */
 typedef enum { WK_PRECISION_FP32 = 0, WK_PRECISION_TF32, WK_PRECISION_BF16, WK_PRECISION_FP16 }
 wk_precision;
 wk_status wk_precision_parse(const char *name, wk_precision *out);
@@ -218,6 +218,9 @@ wk_status wk_net_gpu_set_resident(wk_net *net, bool on);
 wk_status wk_net_sync_host(wk_net *net);
 /* *finite: no NaN or infinity among the device's gradients. */
 wk_status wk_net_gpu_grads_finite(wk_net *net, bool *finite);
+/* The device's gradients times s. */
+wk_status wk_net_gpu_scale_grads(wk_net *net, float s);
+wk_precision wk_net_precision(const wk_net *net);
 struct wk_gpu_optim;
 wk_status wk_net_gpu_optim_step(wk_net *net, const struct wk_gpu_optim *o);
 /* The optimizer's state array i (0 or 1; n_elems floats) to or from the device. */

@@ -636,6 +636,11 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s\n",
               e + 1, c->epochs, row.train_loss, row.train_acc, row.val_loss, row.val_acc,
               row.seconds);
+    if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
+      WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
+               wk_trainer_loss_scale(r->trainer),
+               (long long)wk_trainer_skipped_steps(r->trainer),
+               wk_trainer_skipped_steps(r->trainer) == 1 ? "" : "s");
   }
   if (r->n_rows) {
     res->last_val_acc = r->rows[r->n_rows - 1].val_acc;

@@ -23,7 +23,17 @@ struct wk_trainer {
    * state lives there from the first such step on, until it is read back */
   bool state_on_device;
   wk_gpu_optim_segment *segs; /* (n_params), made on the first device step */
+  /* fp16 (a network on a GPU with --precision fp16): dynamic loss scaling as
+   * PyTorch's GradScaler does it, with its defaults: the loss gradient is
+   * multiplied by loss_scale (2^16 to start); a step whose gradients are not
+   * all finite is skipped and the scale halved; after WK_SCALE_GROWTH_STEPS
+   * good steps in a row it doubles. Checkpoints keep both. */
+  double loss_scale;
+  int64_t good_steps, skipped_steps;
 };
+
+#define WK_SCALE_INIT 65536.0
+#define WK_SCALE_GROWTH_STEPS 2000
 
 static wk_status wk_train_config_check(const wk_train_config *c) {
   WK_TRY(wk_optim_config_check(&c->optim));
@@ -43,6 +53,7 @@ wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer 
   if (!t) return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
   t->net = net;
   t->cfg = *cfg;
+  t->loss_scale = WK_SCALE_INIT;
   size_t np;
   const wk_param *params = wk_net_params(net, &np);
   wk_status s = wk_optim_create(&cfg->optim, params, np, wk_net_n_elems(net), &t->opt);
@@ -76,6 +87,12 @@ void wk_trainer_rescale_steps(wk_trainer *t, double f) {
 }
 const wk_train_config *wk_trainer_config(const wk_trainer *t) { return &t->cfg; }
 double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
+double wk_trainer_loss_scale(const wk_trainer *t) { return t->loss_scale; }
+int64_t wk_trainer_skipped_steps(const wk_trainer *t) { return t->skipped_steps; }
+void wk_trainer_set_loss_scale(wk_trainer *t, double s) {
+  t->loss_scale = s >= 1.0 ? s : 1.0;
+  t->good_steps = 0;
+}
 const float *wk_trainer_probs(const wk_trainer *t) { return t->probs.data; }
 
 static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
@@ -104,12 +121,36 @@ static wk_status wk_state_to_host(wk_trainer *t) {
   return WK_OK;
 }
 
+static bool wk_scaled(const wk_trainer *t) {
+  return wk_net_on_gpu(t->net) && wk_net_precision(t->net) == WK_PRECISION_FP16;
+}
+
+/* fp16, after the finite check: a skipped step halves the scale; a good one
+ * counts towards doubling it. Returns whether to apply the update. */
+static bool wk_scale_update(wk_trainer *t, bool finite) {
+  if (!finite) {
+    t->loss_scale = t->loss_scale > 1.0 ? t->loss_scale * 0.5 : 1.0;
+    t->good_steps = 0;
+    t->skipped_steps++;
+    return false;
+  }
+  if (++t->good_steps >= WK_SCALE_GROWTH_STEPS && t->loss_scale < 1e30) {
+    t->loss_scale *= 2.0;
+    t->good_steps = 0;
+  }
+  return true;
+}
+
 /* After backward on the device: the non-finite check and the update there. */
 static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
   wk_net *net = t->net;
   bool finite = false;
   WK_TRY(wk_net_gpu_grads_finite(net, &finite));
-  if (!finite) { /* the host's check names the parameter and element */
+  if (wk_scaled(t)) { /* undo the loss scale, or skip the step */
+    const double scale = t->loss_scale;
+    if (!wk_scale_update(t, finite)) return WK_OK;
+    WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
+  } else if (!finite) { /* the host's check names the parameter and element */
     size_t np;
     const wk_param *params = wk_net_params(net, &np);
     WK_TRY(wk_net_sync_host(net));
@@ -168,7 +209,9 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   if (!isfinite(l))
     return wk_fail(WK_ERR_INVALID_ARG, "step %lld: the loss is %s; stopping (lower the learning "
                    "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
-  WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, 1.0f, &t->dlogits));
+  const bool scaled = wk_scaled(t);
+  const double scale = scaled ? t->loss_scale : 1.0;
+  WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, (float)scale, &t->dlogits));
   WK_TRY(wk_net_backward(net, &t->dlogits));
   if (t->ddp) WK_TRY(wk_ddp_finish_step(t->ddp));
   if (on_device) {
@@ -181,8 +224,17 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   const wk_param *params = wk_net_params(net, &np);
   float *g = wk_net_grads(net);
   wk_status s = wk_grad_check_finite(ctx, params, np, g);
-  if (s != WK_OK)
+  if (scaled) { /* fp16 on the host's step (clipping): unscale, or skip the step */
+    if (!wk_scale_update(t, s == WK_OK)) {
+      t->step++;
+      *loss = l;
+      return WK_OK;
+    }
+    const float inv = (float)(1.0 / scale);
+    for (size_t i = 0; i < wk_net_n_elems(net); i++) g[i] *= inv;
+  } else if (s != WK_OK) {
     return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)l, wk_last_error());
+  }
   t->grad_norm = 0.0;
   if (t->cfg.clip_norm > 0.0)
     WK_TRY(wk_grad_clip_global_norm(ctx, params, np, g, t->cfg.clip_norm, &t->grad_norm));
@@ -258,7 +310,9 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
     bool ok = cJSON_AddNumberToObject(o, "step", (double)t->step) &&
               cJSON_AddStringToObject(o, "seed", seed) && /* 64 bits do not fit a double */
               cJSON_AddNumberToObject(o, "label_smoothing", t->cfg.label_smoothing) &&
-              cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm);
+              cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm) &&
+              cJSON_AddNumberToObject(o, "loss_scale", t->loss_scale) &&
+              cJSON_AddNumberToObject(o, "loss_scale_good_steps", (double)t->good_steps);
     if (ok && cJSON_AddItemToObject(o, "optimizer", opt)) opt = NULL;
     if (ok && !opt && cJSON_AddItemToObject(o, "schedule", sch)) sch = NULL;
     ok = ok && !opt && !sch &&
@@ -436,6 +490,18 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
                       : wk_fail(WK_ERR_FORMAT, "%s: a model, not a checkpoint (no "
                                 "whisker.checkpoint metadata)", path);
   if (st == WK_OK) st = wk_parse_checkpoint(path, text, &cfg, &step, &p);
+  /* fp16's loss scale (optional: older checkpoints and other precisions start
+   * at the default); a value out of range is a broken file */
+  double scale = WK_SCALE_INIT;
+  int64_t good_steps = 0;
+  if (st == WK_OK) {
+    cJSON *o = cJSON_Parse(text);
+    const bool has = cJSON_GetObjectItemCaseSensitive(o, "loss_scale") != NULL;
+    if (has && !(wk_jnum(o, "loss_scale", &scale) && scale >= 1.0 && scale <= 1e30 &&
+                 wk_jcount(o, "loss_scale_good_steps", &good_steps)))
+      st = wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint's loss_scale is malformed", path);
+    cJSON_Delete(o);
+  }
   if (st == WK_OK) st = wk_model_load_file(ctx, f, net, meta);
   if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
   if (st == WK_OK) st = wk_restore_optim(f, *t);
@@ -449,6 +515,8 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
     return st;
   }
   (*t)->step = step;
+  (*t)->loss_scale = scale;
+  (*t)->good_steps = good_steps;
   if (pos) *pos = p;
   return WK_OK;
 }

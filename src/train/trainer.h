@@ -59,6 +59,13 @@ const wk_train_config *wk_trainer_config(const wk_trainer *t);
 const float *wk_trainer_probs(const wk_trainer *t);
 /* The gradient norm of the last step (before clipping). */
 double wk_trainer_grad_norm(const wk_trainer *t);
+/* fp16 on a GPU (nn/net.h): the dynamic loss scale (2^16 to start, halved at
+ * a step with a non-finite gradient, which is skipped, doubled after 2000
+ * good steps; kept in checkpoints) and the steps skipped so far. set: for
+ * tests and for a resumed run that wants another start (s >= 1). */
+double wk_trainer_loss_scale(const wk_trainer *t);
+int64_t wk_trainer_skipped_steps(const wk_trainer *t);
+void wk_trainer_set_loss_scale(wk_trainer *t, double s);
 
 /* Data position kept with a checkpoint. */
 typedef struct wk_data_pos {
