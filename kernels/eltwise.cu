@@ -70,28 +70,43 @@ __global__ void normalize_u8_kernel(int64_t n_px, int64_t h, int64_t w, int c,
   }
 }
 
-__global__ void f32_to_bf16_kernel(int64_t n, const float *x, uint16_t *y) {
-  for (int64_t i = first_index(); i < n; i += grid_stride())
-    y[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
+// The two 16-bit formats, as their bits: rounding to nearest even, and back.
+struct Bf16 {
+  static __device__ uint16_t to(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+  static __device__ float from(uint16_t v) { return __bfloat162float(__ushort_as_bfloat16(v)); }
+};
+struct F16 {
+  static __device__ uint16_t to(float x) { return __half_as_ushort(__float2half_rn(x)); }
+  static __device__ float from(uint16_t v) { return __half2float(__ushort_as_half(v)); }
+};
+
+template <class H>
+__global__ void to_half_kernel(int64_t n, const float *x, uint16_t *y) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = H::to(x[i]);
 }
 
-__global__ void bf16_to_f32_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
+template <class H>
+__global__ void from_half_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    const float v = __bfloat162float(__ushort_as_bfloat16(x[i]));
+    const float v = H::from(x[i]);
     y[i] = accumulate ? __fadd_rn(y[i], v) : v;
   }
 }
 
-__global__ void f32_to_f16_kernel(int64_t n, const float *x, uint16_t *y) {
-  for (int64_t i = first_index(); i < n; i += grid_stride())
-    y[i] = __half_as_ushort(__float2half_rn(x[i]));
+template <class H>
+int launch_to_half(int64_t n, const float *x, uint16_t *y, void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  to_half_kernel<H><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
+  return (int)cudaGetLastError();
 }
 
-__global__ void f16_to_f32_kernel(int64_t n, const uint16_t *x, float *y, bool accumulate) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    const float v = __half2float(__ushort_as_half(x[i]));
-    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
-  }
+template <class H>
+int launch_from_half(int64_t n, const uint16_t *x, float *y, bool accumulate, void *stream) {
+  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  from_half_kernel<H><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
+  return (int)cudaGetLastError();
 }
 
 }  // namespace
@@ -159,31 +174,19 @@ extern "C" int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64
 }
 
 extern "C" int wk_launch_f32_to_bf16(int64_t n, const float *x, uint16_t *y, void *stream) {
-  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
-  if (n == 0) return (int)cudaSuccess;
-  f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
-  return (int)cudaGetLastError();
+  return launch_to_half<Bf16>(n, x, y, stream);
 }
 
 extern "C" int wk_launch_bf16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate,
                                      void *stream) {
-  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
-  if (n == 0) return (int)cudaSuccess;
-  bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
-  return (int)cudaGetLastError();
+  return launch_from_half<Bf16>(n, x, y, accumulate, stream);
 }
 
 extern "C" int wk_launch_f32_to_f16(int64_t n, const float *x, uint16_t *y, void *stream) {
-  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
-  if (n == 0) return (int)cudaSuccess;
-  f32_to_f16_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
-  return (int)cudaGetLastError();
+  return launch_to_half<F16>(n, x, y, stream);
 }
 
 extern "C" int wk_launch_f16_to_f32(int64_t n, const uint16_t *x, float *y, bool accumulate,
                                     void *stream) {
-  if (n < 0 || (n > 0 && (!x || !y))) return (int)cudaErrorInvalidValue;
-  if (n == 0) return (int)cudaSuccess;
-  f16_to_f32_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y, accumulate);
-  return (int)cudaGetLastError();
+  return launch_from_half<F16>(n, x, y, accumulate, stream);
 }

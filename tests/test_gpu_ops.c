@@ -749,47 +749,77 @@ static uint16_t bf16_ref(float f) {
   return (uint16_t)(u >> 16);
 }
 
-/* float -> bfloat16 -> float: the rounding bit for bit the reference's over
- * random values, ties (exactly half-way, both parities), subnormals, the
- * largest finite floats (which round to infinity or stay) and infinities;
- * back to float exact; with accumulate, one IEEE add onto what was there. */
-START_TEST(test_bf16) {
-  const int64_t n = sizes[_i];
+/* IEEE float16 by the compiler's own conversion (GCC's _Float16: round to
+ * nearest even, subnormals, overflow to infinity), as bits. */
+static uint16_t f16_ref(float f) {
+  __extension__ const _Float16 h = (_Float16)f;
+  uint16_t b;
+  memcpy(&b, &h, sizeof b);
+  return b;
+}
+
+static float f16_value(uint16_t b) {
+  __extension__ _Float16 h;
+  memcpy(&h, &b, sizeof b);
+  return (float)h;
+}
+
+static float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* float -> 16 bits -> float for bfloat16 and float16: the rounding bit for
+ * bit the reference's over random values in a range that reaches float16's
+ * overflow and subnormals, ties (exactly half-way, both parities), the
+ * largest finite floats (to infinity) and infinities; back to float exact;
+ * with accumulate, one IEEE add onto what was there. */
+static void check_half(int64_t n, int seed, bool fp16) {
+  const char *name = fp16 ? "f16" : "bf16";
   float *x = host_f32(n), *back = host_f32(n), *acc = host_f32(n), *want = host_f32(n);
   uint16_t *b = malloc((size_t)n * sizeof *b);
   ck_assert_ptr_nonnull(b);
-  wkt_fill_f32(x, n, 1600 + (uint64_t)_i, -1000.0f, 1000.0f);
+  wkt_fill_f32(x, n, 1600 + (uint64_t)seed, -70000.0f, 70000.0f);
+  for (int64_t i = 0; i < n; i += 3) x[i] *= 1e-9f; /* float16 subnormals and underflow */
   static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x00000001u, 0x807fffffu,
                                      0x7f7fffffu, 0x7f7f7fffu, 0xff800000u, 0x7f800000u,
-                                     0x80000000u, 0x3f80ffffu};
-  for (int64_t k = 0; k < n && k < (int64_t)(sizeof special / sizeof special[0]); k++)
-    memcpy(&x[k * (n / 10 > 0 ? n / 10 : 1) % n], &special[k], sizeof(float));
+                                     0x80000000u, 0x3f80ffffu, 0x477fe000u, 0x477ff000u,
+                                     0x33800000u, 0x33000000u};
+  const int64_t n_special = (int64_t)(sizeof special / sizeof special[0]);
+  for (int64_t k = 0; k < n && k < n_special; k++)
+    memcpy(&x[k * (n / n_special > 0 ? n / n_special : 1) % n], &special[k], sizeof(float));
   float *d_x = device_f32(x, n), *d_y = device_f32(NULL, n);
   uint16_t *d_b = NULL;
   CK_WK(wk_cuda_malloc((void **)&d_b, (size_t)n * sizeof *d_b));
-  CK_LAUNCH(wk_launch_f32_to_bf16(n, d_x, d_b, NULL));
+  CK_LAUNCH(fp16 ? wk_launch_f32_to_f16(n, d_x, d_b, NULL) : wk_launch_f32_to_bf16(n, d_x, d_b, NULL));
   CK_WK(wk_cuda_copy_d2h(b, d_b, (size_t)n * sizeof *b));
-  for (int64_t i = 0; i < n; i++)
-    ck_assert_msg(b[i] == bf16_ref(x[i]), "bf16 of %a: 0x%04x, want 0x%04x", (double)x[i], b[i],
-                  bf16_ref(x[i]));
-  CK_LAUNCH(wk_launch_bf16_to_f32(n, d_b, d_y, false, NULL));
-  to_host(back, d_y, n);
   for (int64_t i = 0; i < n; i++) {
-    const uint32_t u = (uint32_t)b[i] << 16;
-    memcpy(&want[i], &u, sizeof u);
+    const uint16_t r = fp16 ? f16_ref(x[i]) : bf16_ref(x[i]);
+    ck_assert_msg(b[i] == r, "%s of %a: 0x%04x, want 0x%04x", name, (double)x[i], b[i], r);
   }
-  ck_same_f32("bf16 to f32", back, want, n);
-  wkt_fill_f32(acc, n, 1700 + (uint64_t)_i, -1.0f, 1.0f);
+  CK_LAUNCH(fp16 ? wk_launch_f16_to_f32(n, d_b, d_y, false, NULL)
+                 : wk_launch_bf16_to_f32(n, d_b, d_y, false, NULL));
+  to_host(back, d_y, n);
+  for (int64_t i = 0; i < n; i++) want[i] = fp16 ? f16_value(b[i]) : bf16_value(b[i]);
+  ck_same_f32(name, back, want, n);
+  wkt_fill_f32(acc, n, 1700 + (uint64_t)seed, -1.0f, 1.0f);
   CK_WK(wk_cuda_copy_h2d(d_y, acc, (size_t)n * sizeof *acc));
-  CK_LAUNCH(wk_launch_bf16_to_f32(n, d_b, d_y, true, NULL));
+  CK_LAUNCH(fp16 ? wk_launch_f16_to_f32(n, d_b, d_y, true, NULL)
+                 : wk_launch_bf16_to_f32(n, d_b, d_y, true, NULL));
   to_host(back, d_y, n);
   for (int64_t i = 0; i < n; i++) want[i] = acc[i] + want[i];
-  ck_same_f32("bf16 accumulate", back, want, n);
+  ck_same_f32(name, back, want, n);
   CK_WK(wk_cuda_free(d_x));
   CK_WK(wk_cuda_free(d_y));
   CK_WK(wk_cuda_free(d_b));
   free(x), free(back), free(acc), free(want), free(b);
 }
+
+START_TEST(test_bf16) { check_half(sizes[_i], _i, false); }
+END_TEST
+START_TEST(test_f16) { check_half(sizes[_i], _i, true); }
 END_TEST
 
 /* The flag is set by a NaN, +Inf or -Inf anywhere (first, middle, last
@@ -865,6 +895,7 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tt, test_optim, 0, 4);
   tcase_add_loop_test(tt, test_scale, 0, N_SIZES);
   tcase_add_loop_test(tt, test_bf16, 0, N_SIZES);
+  tcase_add_loop_test(tt, test_f16, 0, N_SIZES);
   tcase_add_loop_test(tt, test_nonfinite, 0, N_SIZES);
   suite_add_tcase(s, tt);
   return s;
