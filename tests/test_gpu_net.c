@@ -363,6 +363,10 @@ START_TEST(test_fp16_resnet18) {
   wkt_precision(WK_PRECISION_FP16, wkt_resnet18, 64, 5e-2, 2e-2, 128);
 }
 END_TEST
+START_TEST(test_fp16_mobilenetv2) {
+  wkt_precision(WK_PRECISION_FP16, wkt_mobilenet, 64, 5e-2, 2e-2, 128);
+}
+END_TEST
 
 /* fp16's dynamic loss scaling: at a scale that overflows float16 the step
  * is skipped (the weights stay as they were, the scale halves, the count
@@ -445,6 +449,7 @@ int main(void) {
     tcase_add_test(tc, test_bf16_resnet18);
     tcase_add_test(tc, test_bf16_mobilenetv2);
     tcase_add_test(tc, test_fp16_resnet18);
+    tcase_add_test(tc, test_fp16_mobilenetv2);
     tcase_add_test(tc, test_fp16_overflow_skips);
     tcase_add_test(tc, test_device_step_adamw);
   } else {

@@ -225,12 +225,12 @@ int wk_cmd_bench(int argc, char **argv) {
   } else if (o.json) {
     printf("{\"impl\": \"whisker %s %s\", \"model\": \"%s\", \"batch\": %d, \"size\": %d, "
            "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", \"precision\": \"%s\", "
-           "\"train_images_per_s\": %.3f, "
+           "\"fp16_skipped_steps\": %lld, \"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"infer_images_per_s\": %.3f, "
            "\"peak_rss_mb\": %.1f}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
-           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision, ips, step_med,
-           lat_ms, infer_ips, rss_mb);
+           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision,
+           (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));

@@ -38,7 +38,8 @@ wk_status wk_cuda_describe(char *buf, size_t n);
  * of the last training forward. The host keeps the network (nn/net.h): upload
  * the weights after they change, download the gradients (and buffers) after
  * backward, or run the optimizer on the device too (below) and download only
- * when the host needs them. Float32 throughout, no TF32. */
+ * when the host needs them. Float32 throughout unless the precision says
+ * otherwise (nn/net.h: tf32, bf16, fp16). */
 typedef struct wk_gpu_graph {
   int in_h, in_w, in_c;
   wk_precision precision;            /* fp32, tf32, bf16 or fp16 (nn/net.h) */

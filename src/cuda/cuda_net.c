@@ -345,6 +345,15 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (device < 0 || device >= count)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU network: device %d of %d", device, count);
   WK_CUDA_TRY(cudaSetDevice(device));
+  if (g->precision == WK_PRECISION_BF16) { /* bfloat16 tensor cores: Ampere (8.0) on */
+    int major = 0, minor = 0;
+    WK_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    WK_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (major < 8)
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: --precision bf16 needs compute capability "
+                     "8.0 or newer, this GPU has %d.%d (fp16 or fp32 work)", device, major,
+                     minor);
+  }
   wk_gpu_net *net = calloc(1, sizeof *net);
   if (!net) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
   net->device = device;
@@ -653,8 +662,10 @@ static wk_status wk_conv_backward_half(wk_gpu_net *net, int i, bool need_dx) {
   const int64_t n = net->batch, in_len = n * net->numel[in];
   const float one = 1.0f, zero = 0.0f;
   const wk_param *pw = &net->params[nd->param[0]];
+  const bool need_dw = wk_trainable(net, nd->param[0]);
+  if (!need_dw && !need_dx) return WK_OK; /* only the bias (float32, from dy itself) */
   WK_TRY(wk_to_half(net, net->grad[i + 1], n * net->numel[i + 1], net->by));
-  if (wk_trainable(net, nd->param[0])) {
+  if (need_dw) {
     WK_TRY(wk_to_half(net, net->val[in], in_len, net->bx));
     WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
     WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->xb, net->bx, s->yb, net->by,

@@ -30,10 +30,15 @@ struct wk_trainer {
    * good steps in a row it doubles. Checkpoints keep both. */
   double loss_scale;
   int64_t good_steps, skipped_steps;
+  int stuck; /* skips in a row at the smallest scale */
 };
 
 #define WK_SCALE_INIT 65536.0
+#define WK_SCALE_MAX 1e30 /* also the most a checkpoint may hold */
 #define WK_SCALE_GROWTH_STEPS 2000
+/* Non-finite gradients this many steps in a row at scale 1 are no overflow
+ * but a real NaN or infinity: the run stops as fp32's does. */
+#define WK_SCALE_GIVE_UP 20
 
 static wk_status wk_train_config_check(const wk_train_config *c) {
   WK_TRY(wk_optim_config_check(&c->optim));
@@ -90,7 +95,7 @@ double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
 double wk_trainer_loss_scale(const wk_trainer *t) { return t->loss_scale; }
 int64_t wk_trainer_skipped_steps(const wk_trainer *t) { return t->skipped_steps; }
 void wk_trainer_set_loss_scale(wk_trainer *t, double s) {
-  t->loss_scale = s >= 1.0 ? s : 1.0;
+  t->loss_scale = s >= 1.0 ? (s <= WK_SCALE_MAX ? s : WK_SCALE_MAX) : 1.0;
   t->good_steps = 0;
 }
 const float *wk_trainer_probs(const wk_trainer *t) { return t->probs.data; }
@@ -126,19 +131,23 @@ static bool wk_scaled(const wk_trainer *t) {
 }
 
 /* fp16, after the finite check: a skipped step halves the scale; a good one
- * counts towards doubling it. Returns whether to apply the update. */
-static bool wk_scale_update(wk_trainer *t, bool finite) {
+ * counts towards doubling it. Returns 1 to apply the update, 0 to skip the
+ * step, -1 when the gradients stay non-finite at the smallest scale (the
+ * caller then fails as for fp32, naming the parameter). */
+static int wk_scale_update(wk_trainer *t, bool finite) {
   if (!finite) {
-    t->loss_scale = t->loss_scale > 1.0 ? t->loss_scale * 0.5 : 1.0;
+    if (t->loss_scale <= 1.0 && ++t->stuck >= WK_SCALE_GIVE_UP) return -1;
+    t->loss_scale = fmax(1.0, t->loss_scale * 0.5);
     t->good_steps = 0;
     t->skipped_steps++;
-    return false;
+    return 0;
   }
-  if (++t->good_steps >= WK_SCALE_GROWTH_STEPS && t->loss_scale < 1e30) {
+  t->stuck = 0;
+  if (++t->good_steps >= WK_SCALE_GROWTH_STEPS && t->loss_scale * 2.0 <= WK_SCALE_MAX) {
     t->loss_scale *= 2.0;
     t->good_steps = 0;
   }
-  return true;
+  return 1;
 }
 
 /* After backward on the device: the non-finite check and the update there. */
@@ -148,9 +157,11 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
   WK_TRY(wk_net_gpu_grads_finite(net, &finite));
   if (wk_scaled(t)) { /* undo the loss scale, or skip the step */
     const double scale = t->loss_scale;
-    if (!wk_scale_update(t, finite)) return WK_OK;
-    WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
-  } else if (!finite) { /* the host's check names the parameter and element */
+    const int u = wk_scale_update(t, finite);
+    if (u == 0) return WK_OK;
+    if (u > 0) WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
+  }
+  if (!finite) { /* the host's check names the parameter and element */
     size_t np;
     const wk_param *params = wk_net_params(net, &np);
     WK_TRY(wk_net_sync_host(net));
@@ -224,16 +235,17 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   const wk_param *params = wk_net_params(net, &np);
   float *g = wk_net_grads(net);
   wk_status s = wk_grad_check_finite(ctx, params, np, g);
-  if (scaled) { /* fp16 on the host's step (clipping): unscale, or skip the step */
-    if (!wk_scale_update(t, s == WK_OK)) {
-      t->step++;
-      *loss = l;
-      return WK_OK;
-    }
+  const int u = scaled ? wk_scale_update(t, s == WK_OK) : 1;
+  if (u == 0) { /* fp16 on the host's step (clipping): skipped */
+    t->step++;
+    *loss = l;
+    return WK_OK;
+  }
+  if (s != WK_OK)
+    return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)l, wk_last_error());
+  if (scaled) { /* unscale */
     const float inv = (float)(1.0 / scale);
     for (size_t i = 0; i < wk_net_n_elems(net); i++) g[i] *= inv;
-  } else if (s != WK_OK) {
-    return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)l, wk_last_error());
   }
   t->grad_norm = 0.0;
   if (t->cfg.clip_norm > 0.0)
@@ -497,7 +509,7 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
   if (st == WK_OK) {
     cJSON *o = cJSON_Parse(text);
     const bool has = cJSON_GetObjectItemCaseSensitive(o, "loss_scale") != NULL;
-    if (has && !(wk_jnum(o, "loss_scale", &scale) && scale >= 1.0 && scale <= 1e30 &&
+    if (has && !(wk_jnum(o, "loss_scale", &scale) && scale >= 1.0 && scale <= WK_SCALE_MAX &&
                  wk_jcount(o, "loss_scale_good_steps", &good_steps)))
       st = wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint's loss_scale is malformed", path);
     cJSON_Delete(o);
