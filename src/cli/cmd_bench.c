@@ -127,26 +127,10 @@ int wk_cmd_bench(int argc, char **argv) {
   wk_trainer *t = NULL;
   wk_dist *dist = NULL;
   wk_ddp *ddp = NULL;
-  int gpus[WK_MAX_GPUS], n_gpus = 0;
-  bool nccl_single = false;
-  rc = wk_launch_setup("bench", o.gpus, o.procs, &o.device, gpus, &n_gpus, &nccl_single, argc,
-                       argv);
+  bool nccl_single = false; /* data-parallel steps (batch per rank) when dist opens */
+  rc = wk_launch_world("bench", o.gpus, o.procs, &o.device, &nccl_single, &o.threads, argc, argv,
+                       &dist);
   if (rc >= 0) return rc;
-  if (wk_dist_launched() || nccl_single) { /* data-parallel steps, batch per rank */
-    const wk_dist_opts dopts = wk_dist_opts_default();
-    if (wk_dist_open(&dopts, &dist) != WK_OK) {
-      fprintf(stderr, "whisker bench: %s\n", wk_last_error());
-      return WK_EXIT_FAIL;
-    }
-    if (o.threads == 0) o.threads = wk_dist_default_threads(dist);
-    rc = wk_rank_device("bench", gpus, n_gpus, wk_dist_local_rank(dist), wk_dist_local_size(dist),
-                        wk_dist_size(dist), &o.device);
-    if (rc >= 0) {
-      wk_dist_abort(dist, rc);
-      wk_dist_close(dist);
-      return rc;
-    }
-  }
   const int world = wk_dist_size(dist);
   wk_tensor x = {0}, labels = {0}, x1 = {0};
   double *times = NULL;

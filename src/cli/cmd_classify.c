@@ -11,6 +11,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/atomic_file.h"
 #include "train/predict.h"
 #include "whisker.h"
 
@@ -92,11 +93,7 @@ static const char *wk_default_model(char *buf, size_t n) {
   const char *env = getenv("WHISKER_MODEL");
   if (env && *env) return env;
   char exe[2048];
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (len > 0) {
-    exe[len] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
+  if (wk_exe_dir(exe, sizeof exe)) {
     /* build/whisker -> ../pretrained; prefix/bin/whisker -> ../share/whisker/pretrained */
     const char *rel[] = {"../" WK_DEFAULT_MODEL, "../share/whisker/" WK_DEFAULT_MODEL};
     for (int i = 0; i < 2; i++) {

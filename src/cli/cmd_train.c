@@ -170,30 +170,14 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   c.label_smoothing = (float)smoothing;
   c.crop_scale_min = (float)crop;
   c.bucket_bytes = (size_t)(bucket_mb * 1048576.0);
-  int gpus[WK_MAX_GPUS], n_gpus = 0;
-  const int lr = wk_launch_setup(cmd, gpus_arg, procs, &c.device, gpus, &n_gpus,
-                                 &c.nccl_single, argc, argv);
-  if (lr >= 0) return lr;
   wk_dist *dist = NULL;
-  if (wk_dist_launched() || c.nccl_single) {
-    const wk_dist_opts dopts = wk_dist_opts_default();
-    if (wk_dist_open(&dopts, &dist) != WK_OK) {
-      fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
-      return WK_EXIT_FAIL;
-    }
-    c.dist = dist;
-    if (wk_dist_rank(dist) != 0) { /* one voice: the others speak only of trouble */
-      wk_log_set_level(WK_LOG_WARN);
-      c.progress_bar = false;
-    }
-    if (threads == 0) threads = wk_dist_default_threads(dist); /* share the cores */
-    const int dr = wk_rank_device(cmd, gpus, n_gpus, wk_dist_local_rank(dist),
-                                  wk_dist_local_size(dist), wk_dist_size(dist), &c.device);
-    if (dr >= 0) {
-      wk_dist_abort(dist, dr);
-      wk_dist_close(dist);
-      return dr;
-    }
+  const int lr = wk_launch_world(cmd, gpus_arg, procs, &c.device, &c.nccl_single, &threads, argc,
+                                 argv, &dist);
+  if (lr >= 0) return lr;
+  c.dist = dist;
+  if (wk_dist_rank(dist) != 0) { /* one voice: the others speak only of trouble */
+    wk_log_set_level(WK_LOG_WARN);
+    c.progress_bar = false;
   }
   wk_ctx *ctx;
   if (wk_ctx_create(&ctx, threads) != WK_OK) {

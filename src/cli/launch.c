@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "cuda/cuda.h"
 #include "dist/dist.h"
 #include "nn/net.h"
@@ -54,37 +55,16 @@ static const char *wk_mpirun(void) {
   return e && *e ? e : "mpirun";
 }
 
-static bool wk_on_path(const char *prog) {
-  if (strchr(prog, '/')) return access(prog, X_OK) == 0;
-  const char *path = getenv("PATH");
-  if (!path) return false;
-  char buf[4096];
-  for (const char *p = path; *p;) {
-    const size_t len = strcspn(p, ":");
-    if (len > 0 && snprintf(buf, sizeof buf, "%.*s/%s", (int)len, p, prog) < (int)sizeof buf &&
-        access(buf, X_OK) == 0)
-      return true;
-    p += len;
-    if (*p == ':') p++;
-  }
-  return false;
-}
-
-int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
+/* Replaces this process by mpirun starting n_ranks copies of `whisker CMD
+ * ARGV...`; returns (an exit code) only when that cannot be done, after
+ * saying why (no mpirun: what to install). */
+static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
   const char *mpirun = wk_mpirun();
-  if (!wk_on_path(mpirun)) {
-    fprintf(stderr, "whisker %s: %d processes are started with %s (Open MPI), which is not "
-            "installed: apt-get install openmpi-bin (or set $WHISKER_MPIRUN), or start the "
-            "processes with your own MPI launcher\n", cmd, n_ranks, mpirun);
-    return WK_EXIT_FAIL;
-  }
   char exe[4096];
-  const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (len <= 0) {
+  if (!wk_exe_path(exe, sizeof exe)) {
     fprintf(stderr, "whisker %s: cannot find this program's own path (/proc/self/exe)\n", cmd);
     return WK_EXIT_FAIL;
   }
-  exe[len] = '\0';
   char np[16];
   snprintf(np, sizeof np, "%d", n_ranks);
   /* mpirun -np N --bind-to none [--oversubscribe] [--allow-run-as-root] EXE CMD ARGS... */
@@ -107,12 +87,23 @@ int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
   av[k] = NULL;
   fflush(NULL);
   execvp(mpirun, av);
-  fprintf(stderr, "whisker %s: cannot start %s: %s\n", cmd, mpirun, strerror(errno));
+  if (errno == ENOENT)
+    fprintf(stderr, "whisker %s: %d processes are started with %s (Open MPI), which is not "
+            "installed: apt-get install openmpi-bin (or set $WHISKER_MPIRUN), or start the "
+            "processes with your own MPI launcher\n", cmd, n_ranks, mpirun);
+  else
+    fprintf(stderr, "whisker %s: cannot start %s: %s\n", cmd, mpirun, strerror(errno));
   free(av);
   return WK_EXIT_FAIL;
 }
 
-int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
+/* The GPU of this rank: gpus[local_rank] with --gpus (n_gpus > 0; the ranks on
+ * this machine must be as many as the GPUs listed), else, with several ranks
+ * on this machine, GPU local_rank for --device cuda (cuda:0), and for --device
+ * auto the same when there are enough GPUs and the CPU otherwise (cuda:K, K >
+ * 0, is a usage error: every rank on one GPU); else *device stays. Checks the
+ * GPU exists. -1 to go on, else an exit code after a message. */
+static int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
                    int world, int *device) {
   if (n_gpus > 0) {
     if (local_size != n_gpus && world > 1) {
@@ -149,8 +140,13 @@ int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank,
   return -1;
 }
 
-int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *device, int *gpus,
-                    int *n_gpus, bool *nccl_single, int argc, char **argv) {
+/* Before the world is opened: checks --gpus (parsed into gpus, *n_gpus) and
+ * --procs against *device (WK_DEVICE_UNSET becomes the CPU, or a GPU with
+ * --gpus) and the GPUs here; started by hand with several GPUs or processes,
+ * replaces this process by the launcher; with one GPU sets *nccl_single. -1
+ * to go on, else an exit code after a message. */
+static int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *device,
+                           int *gpus, int *n_gpus, bool *nccl_single, int argc, char **argv) {
   *n_gpus = 0;
   *nccl_single = false;
   if (gpus_arg && procs > 0) {
@@ -189,4 +185,27 @@ int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *devic
   }
   if (procs > 1) return wk_launch_ranks(cmd, procs, argc, argv);
   return -1;
+}
+
+int wk_launch_world(const char *cmd, const char *gpus_arg, int procs, int *device,
+                    bool *nccl_single, int *threads, int argc, char **argv, wk_dist **dist) {
+  *dist = NULL;
+  int gpus[WK_MAX_GPUS], n_gpus = 0;
+  const int rc = wk_launch_setup(cmd, gpus_arg, procs, device, gpus, &n_gpus, nccl_single, argc,
+                                 argv);
+  if (rc >= 0 || !(wk_dist_launched() || *nccl_single)) return rc;
+  const wk_dist_opts o = wk_dist_opts_default();
+  if (wk_dist_open(&o, dist) != WK_OK) {
+    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+    return WK_EXIT_FAIL;
+  }
+  if (*threads == 0) *threads = wk_dist_default_threads(*dist); /* share the cores */
+  const int dr = wk_rank_device(cmd, gpus, n_gpus, wk_dist_local_rank(*dist),
+                                wk_dist_local_size(*dist), wk_dist_size(*dist), device);
+  if (dr >= 0) {
+    wk_dist_abort(*dist, dr);
+    wk_dist_close(*dist);
+    *dist = NULL;
+  }
+  return dr;
 }

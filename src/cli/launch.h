@@ -14,36 +14,29 @@
 #include <stdbool.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 
 #define WK_MAX_GPUS 64
 
 /* "0,2,3" into ids (at most cap, no repeats); 1, or -1 after a usage message. */
 int wk_gpus_parse(const char *cmd, const char *s, int *ids, int cap, int *n);
 
-/* Replaces this process by mpirun starting n_ranks copies of `whisker CMD
- * ARGV...`; returns (an exit code) only when that cannot be done, after
- * saying why (no mpirun: what to install). */
-int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv);
-
 /* --device's value before parsing: not given. */
 #define WK_DEVICE_UNSET (-3)
 
-/* Before the world is opened: checks --gpus (parsed into gpus, *n_gpus) and
- * --procs (0: not given) against *device (WK_DEVICE_UNSET becomes the CPU, or
- * a GPU with --gpus) and the GPUs here; started by hand
- * with several GPUs or processes, replaces this process by the launcher (see
- * wk_launch_ranks); with one GPU sets *nccl_single. -1 to go on, else an exit
- * code after a message. */
-int wk_launch_setup(const char *cmd, const char *gpus_arg, int procs, int *device, int *gpus,
-                    int *n_gpus, bool *nccl_single, int argc, char **argv);
-
-/* The GPU of this rank: gpus[local_rank] with --gpus (n_gpus > 0; the ranks on
- * this machine must be as many as the GPUs listed), else, with several ranks
- * on this machine, GPU local_rank for --device cuda (cuda:0), and for --device
- * auto the same when there are enough GPUs and the CPU otherwise (cuda:K, K >
- * 0, is a usage error: every rank on one GPU); else *device stays. Checks the
- * GPU exists. -1 to go on, else an exit code after a message. */
-int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
-                   int world, int *device);
+/* The start of a command that may run as several ranks. First --gpus (the
+ * GPU list) and --procs (0: not given) are checked against *device
+ * (WK_DEVICE_UNSET becomes the CPU, or a GPU with --gpus) and the GPUs here;
+ * started by hand with several GPUs or processes, this process is replaced by
+ * the launcher. Then, under a launcher, or for --gpus with one GPU (which sets
+ * *nccl_single: the NCCL path in one process), the world is opened into *dist
+ * (NULL otherwise), *threads (when 0) becomes this rank's share of the cores,
+ * and *device this rank's GPU: gpus[local rank] with --gpus (as many ranks on
+ * the machine as GPUs listed), else with several ranks on a machine GPU
+ * local rank for --device cuda (cuda:0), for auto the same when there are
+ * enough GPUs and the CPU otherwise (cuda:K, K > 0, is a usage error: every
+ * rank on one GPU). -1 to go on, else an exit code after a message. */
+int wk_launch_world(const char *cmd, const char *gpus_arg, int procs, int *device,
+                    bool *nccl_single, int *threads, int argc, char **argv, wk_dist **dist);
 
 #endif

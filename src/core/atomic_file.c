@@ -183,3 +183,18 @@ wk_status wk_mkdir_p(const char *d) {
     return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
   return WK_OK;
 }
+
+bool wk_exe_path(char *buf, size_t n) {
+  if (n < 2) return false;
+  const ssize_t len = readlink("/proc/self/exe", buf, n - 1);
+  if (len <= 0 || (size_t)len >= n - 1) return false; /* n - 1 bytes read: maybe cut short */
+  buf[len] = '\0';
+  return true;
+}
+
+bool wk_exe_dir(char *buf, size_t n) {
+  if (!wk_exe_path(buf, n)) return false;
+  char *slash = strrchr(buf, '/');
+  if (slash) *slash = '\0';
+  return true;
+}

@@ -22,6 +22,7 @@
 #ifndef WK_ATOMIC_FILE_H
 #define WK_ATOMIC_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -60,5 +61,11 @@ wk_status wk_atomic_write_file(const char *path, const void *data, size_t n_byte
 /* Creates the folder d and its missing parents (mkdir -p); an existing folder
  * is fine. Fails naming the first folder that could not be made. */
 wk_status wk_mkdir_p(const char *d);
+
+/* This program's own path (/proc/self/exe), and the folder it is in, into buf
+ * (n bytes); false when it cannot be read or does not fit. Plugins and the
+ * shipped model are found beside it. */
+bool wk_exe_path(char *buf, size_t n);
+bool wk_exe_dir(char *buf, size_t n);
 
 #endif

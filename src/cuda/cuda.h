@@ -57,13 +57,9 @@ typedef struct wk_gpu_net wk_gpu_net;
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool). */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
-/* Host arenas to the device (weights: n_elems, buffers: n_buffer_elems; NULL skips). */
-wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers);
 /* The parameter table again (n_params entries, the same layout): takes the
  * frozen flags (fine-tuning freezes and unfreezes layers). */
 wk_status wk_gpu_net_set_params(wk_gpu_net *net, const wk_param *params);
-/* Device arenas to the host (each NULL skips). */
-wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads);
 /* Where a training forward's dropout masks come from, as on the CPU (nn/exec.c):
  * the stream (seed, step) and, in data-parallel training, the batch's first
  * sample within the global batch. */
@@ -86,7 +82,7 @@ typedef struct wk_gpu_input {
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out);
 /* dy (n, F) host floats for the last training forward; the gradients stay on
- * the device (wk_gpu_net_download). With a communicator attached (below) they
+ * the device (wk_gpu_net_copy brings them). With a communicator attached (below) they
  * are the mean over the ranks when this returns. */
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy);
 
@@ -99,7 +95,9 @@ typedef enum {
   WK_GPU_WEIGHTS, WK_GPU_BUFFERS, WK_GPU_GRADS,
   WK_GPU_STATE0, WK_GPU_STATE1 /* the optimizer's state arrays (n_elems each), made on first use */
 } wk_gpu_arena;
-/* One arena between host (n_elems or n_buffer_elems floats) and device. */
+/* One arena between host (n_elems or n_buffer_elems floats) and device:
+ * uploads after the host changed weights or statistics, downloads of the
+ * gradients and statistics after backward (or when the host reads them). */
 wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
 /* *finite: no NaN or infinity in the gradient arena. */
 wk_status wk_gpu_net_grads_finite(wk_gpu_net *net, bool *finite);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "cuda/cuda.h"
 #include "cuda/cuda_plugin.h"
 
@@ -48,11 +49,7 @@ static void wk_plugin_load(void) {
     return;
   }
   char exe[2048], path[2200];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
+  if (wk_exe_dir(exe, sizeof exe)) {
     snprintf(path, sizeof path, "%s/%s", exe, WK_CUDA_PLUGIN_FILE);
     if (access(path, R_OK) == 0 && wk_plugin_try(path)) return;
     snprintf(path, sizeof path, "%s/../lib/%s", exe, WK_CUDA_PLUGIN_FILE);
@@ -109,18 +106,6 @@ wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
 void wk_gpu_net_destroy(wk_gpu_net *net) {
   const wk_cuda_plugin *p = net ? wk_plugin_get() : NULL;
   if (p) p->net_destroy(net);
-}
-
-wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
-  const wk_cuda_plugin *p = wk_plugin_get();
-  if (!p) return wk_no_plugin();
-  return wk_relay(p, p->net_upload(net, weights, buffers));
-}
-
-wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
-  const wk_cuda_plugin *p = wk_plugin_get();
-  if (!p) return wk_no_plugin();
-  return wk_relay(p, p->net_download(net, weights, buffers, grads));
 }
 
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,

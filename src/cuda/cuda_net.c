@@ -452,36 +452,6 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   free(net);
 }
 
-/* ------------------------------------------------------------------ arenas */
-
-wk_status wk_cudanet_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
-  WK_CUDA_TRY(cudaSetDevice(net->device));
-  if (weights) {
-    WK_CUDA_TRY(cudaMemcpyAsync(net->weights, weights, net->g.n_elems * sizeof(float),
-                                cudaMemcpyHostToDevice, net->stream));
-    net->wh_stale = true;
-  }
-  if (buffers)
-    WK_CUDA_TRY(cudaMemcpyAsync(net->buf_data, buffers, net->g.n_buffer_elems * sizeof(float),
-                                cudaMemcpyHostToDevice, net->stream));
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
-  return WK_OK;
-}
-
-wk_status wk_cudanet_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
-  WK_CUDA_TRY(cudaSetDevice(net->device));
-  const size_t nb = net->g.n_elems * sizeof(float);
-  if (weights)
-    WK_CUDA_TRY(cudaMemcpyAsync(weights, net->weights, nb, cudaMemcpyDeviceToHost, net->stream));
-  if (grads)
-    WK_CUDA_TRY(cudaMemcpyAsync(grads, net->grads, nb, cudaMemcpyDeviceToHost, net->stream));
-  if (buffers)
-    WK_CUDA_TRY(cudaMemcpyAsync(buffers, net->buf_data, net->g.n_buffer_elems * sizeof(float),
-                                cudaMemcpyDeviceToHost, net->stream));
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
-  return WK_OK;
-}
-
 /* ------------------------------------------------------------------ per batch size */
 
 /* Whether an algorithm's math type is allowed: never ALLOW_CONVERSION (fp16

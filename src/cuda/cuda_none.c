@@ -32,21 +32,6 @@ wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
 
 void wk_gpu_net_destroy(wk_gpu_net *net) { (void)net; }
 
-wk_status wk_gpu_net_upload(wk_gpu_net *net, const float *weights, const float *buffers) {
-  (void)net;
-  (void)weights;
-  (void)buffers;
-  return wk_not_built();
-}
-
-wk_status wk_gpu_net_download(wk_gpu_net *net, float *weights, float *buffers, float *grads) {
-  (void)net;
-  (void)weights;
-  (void)buffers;
-  (void)grads;
-  return wk_not_built();
-}
-
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
   (void)net;

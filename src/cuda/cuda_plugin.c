@@ -11,8 +11,6 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .last_error = wk_last_error,
                                         .net_create = wk_cudanet_create,
                                         .net_destroy = wk_cudanet_destroy,
-                                        .net_upload = wk_cudanet_upload,
-                                        .net_download = wk_cudanet_download,
                                         .net_forward = wk_cudanet_forward,
                                         .net_backward = wk_cudanet_backward,
                                         .net_set_params = wk_cudanet_set_params,

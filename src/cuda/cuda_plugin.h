@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 6
+#define WK_CUDA_PLUGIN_ABI 7
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -29,8 +29,6 @@ typedef struct wk_cuda_plugin {
   /* networks (cuda.h's wk_gpu_net_*, implemented by cuda_net.c) */
   wk_status (*net_create)(const wk_gpu_graph *g, int device, wk_gpu_net **out);
   void (*net_destroy)(wk_gpu_net *net);
-  wk_status (*net_upload)(wk_gpu_net *net, const float *weights, const float *buffers);
-  wk_status (*net_download)(wk_gpu_net *net, float *weights, float *buffers, float *grads);
   wk_status (*net_forward)(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                            const wk_gpu_dropout *drop, float *out);
   wk_status (*net_backward)(wk_gpu_net *net, const float *dy);

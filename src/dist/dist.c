@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "dist/dist_plugin.h"
 
 #ifndef WK_DIST_HAVE_MPI
@@ -106,11 +107,7 @@ static wk_status wk_dist_plugin_load(const wk_mpi_plugin **out) {
     p = wk_dist_plugin_try(env, tried, sizeof tried);
   } else {
     char exe[1024], path[1100];
-    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-      exe[n] = '\0';
-      char *slash = strrchr(exe, '/');
-      if (slash) *slash = '\0';
+    if (wk_exe_dir(exe, sizeof exe)) {
       static const char *const dirs[] = {"", "/../lib"};
       for (size_t i = 0; i < sizeof dirs / sizeof *dirs && !p; i++) {
         snprintf(path, sizeof path, "%s%s/%s", exe, dirs[i], WK_MPI_PLUGIN_FILE);

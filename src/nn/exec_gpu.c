@@ -191,7 +191,8 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
     /* the host changed the weights (through the accessors, which brought any
      * newer device values back first): the device takes the host's */
     WK_TRY(wk_net_sync_host(net));
-    WK_TRY(wk_gpu_net_upload(net->gpu, net->weights, net->buffer_data));
+    WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_WEIGHTS, net->weights, true));
+    WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_BUFFERS, net->buffer_data, true));
     net->gpu_uploaded = net->weights_version;
   }
   const wk_gpu_dropout drop = {.seed = net->dropout_seed, .step = net->dropout_step,
@@ -218,12 +219,11 @@ wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
   WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
   net->last_train = false;
   WK_TRY(wk_gpu_net_backward(net->gpu, dy->data));
-  if (net->gpu_resident) { /* they stay there; the host copies them if it asks */
-    net->gpu_stale |= WK_STALE_GRADS | WK_STALE_BUFFERS;
-    return WK_OK;
-  }
-  /* the gradients, and the running statistics the forward moved */
-  return wk_gpu_net_download(net->gpu, NULL, net->buffer_data, net->grads);
+  /* the gradients, and the running statistics the forward moved, are newer on
+   * the device: with the step there they stay (the host copies them if it
+   * asks), else they come back now */
+  net->gpu_stale |= WK_STALE_GRADS | WK_STALE_BUFFERS;
+  return net->gpu_resident ? WK_OK : wk_net_sync_host(net);
 }
 
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,

@@ -52,7 +52,6 @@ typedef struct wk_run {
   /* on a GPU the loader hands out 8-bit batches, normalised on the device
    * (a quarter of the bytes to move; the CPU keeps the float path) */
   bool u8;
-  float mean[3], std[3];
   wk_epoch_row *rows;
   int n_rows;
   wk_ddp *ddp;
@@ -112,26 +111,21 @@ static wk_status wk_run_loader(wk_run *r) {
   lc.aug.scale_min = c->crop_scale_min;
   lc.shard_index = r->rank;
   lc.shard_count = r->world;
+  /* the model's own normalisation, the one evaluation and classify use */
+  memcpy(lc.aug.mean, r->meta.pre.mean, sizeof lc.aug.mean);
+  memcpy(lc.aug.std, r->meta.pre.std, sizeof lc.aug.std);
   int h, w, ch;
   wk_net_input_shape(r->net, &h, &w, &ch);
   r->u8 = wk_net_on_gpu(r->net) && ch == 3;
   lc.want_u8 = r->u8;
   lc.want_f32 = !r->u8;
-  memcpy(r->mean, lc.aug.mean, sizeof r->mean);
-  memcpy(r->std, lc.aug.std, sizeof r->std);
+  if (r->u8) WK_TRY(wk_net_set_input_norm(r->net, lc.aug.mean, lc.aug.std));
   return wk_loader_create(r->train_ds, &lc, &r->loader);
 }
 
-/* A training batch as the network takes it (set again every time: validation
- * sets the model's own normalisation in between). */
-static wk_status wk_train_input(wk_run *r, const wk_batch *bt, const wk_tensor **x) {
-  if (!r->u8) {
-    *x = &bt->images;
-    return WK_OK;
-  }
-  WK_TRY(wk_net_set_input_norm(r->net, r->mean, r->std));
-  *x = &bt->images_u8;
-  return WK_OK;
+/* A training batch as the network takes it. */
+static const wk_tensor *wk_train_input(const wk_run *r, const wk_batch *bt) {
+  return r->u8 ? &bt->images_u8 : &bt->images;
 }
 
 /* The trainer for the phase that epoch e starts: from scratch, one schedule
@@ -219,9 +213,7 @@ static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr) {
       if (stop) break;
       const double rate = wk_lrfind_lr(f);
       float loss;
-      const wk_tensor *x;
-      WK_TRY(wk_train_input(r, bt, &x));
-      WK_TRY(wk_trainer_step_at(t, x, &bt->labels, rate, &loss));
+      WK_TRY(wk_trainer_step_at(t, wk_train_input(r, bt), &bt->labels, rate, &loss));
       const size_t k = wk_lrfind_n_points(f);
       if (k % 10 == 0 && r->writer)
         fprintf(stderr, "lr-find: step %zu, rate %.3g, loss %.4f\n", k + 1, rate, (double)loss);
@@ -498,9 +490,7 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
     if (!bt) break;
     if (b++ < skip) continue; /* done before the interruption */
     float loss;
-    const wk_tensor *x;
-    WK_TRY(wk_train_input(r, bt, &x));
-    WK_TRY(wk_trainer_step(r->trainer, x, &bt->labels, &loss, &lr));
+    WK_TRY(wk_trainer_step(r->trainer, wk_train_input(r, bt), &bt->labels, &loss, &lr));
     const float *probs = wk_trainer_probs(r->trainer);
     for (int64_t i = 0; i < bt->n; i++)
       correct += wk_argmax(probs + i * k, k) == ((const int32_t *)bt->labels.data)[i];

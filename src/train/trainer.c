@@ -117,12 +117,13 @@ static bool wk_step_on_device(const wk_trainer *t) {
   return !(e && strcmp(e, "1") == 0);
 }
 
-/* The host's optimizer state from the device, when the device has it. */
-static wk_status wk_state_to_host(wk_trainer *t) {
-  if (!t->state_on_device) return WK_OK;
+/* The optimizer's state to the device (its first step there: zeros, or a
+ * resumed run's) or back to the host (a checkpoint, the host's turn). */
+static wk_status wk_state_move(wk_trainer *t, bool to_device) {
+  if (t->state_on_device == to_device) return WK_OK;
   for (size_t i = 0; i < wk_optim_state_count(t->opt); i++)
-    WK_TRY(wk_net_gpu_state(t->net, (int)i, wk_optim_state_data(t->opt, i), false));
-  t->state_on_device = false;
+    WK_TRY(wk_net_gpu_state(t->net, (int)i, wk_optim_state_data(t->opt, i), to_device));
+  t->state_on_device = to_device;
   return WK_OK;
 }
 
@@ -174,11 +175,7 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
   wk_net_params(net, &np);
   if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
     return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
-  if (!t->state_on_device) { /* zeros, or a resumed run's state */
-    for (size_t i = 0; i < wk_optim_state_count(t->opt); i++)
-      WK_TRY(wk_net_gpu_state(net, (int)i, wk_optim_state_data(t->opt, i), true));
-    t->state_on_device = true;
-  }
+  WK_TRY(wk_state_move(t, true));
   const wk_optim_config *oc = wk_optim_get_config(t->opt);
   wk_gpu_optim o = {.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
                     .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
@@ -198,7 +195,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
     WK_TRY(wk_optim_set_momentum(t->opt, momentum));
   wk_net_set_dropout_seed(net, t->cfg.seed, (uint64_t)t->step);
   const bool on_device = wk_step_on_device(t);
-  if (!on_device) WK_TRY(wk_state_to_host(t)); /* the host's turn again */
+  if (!on_device) WK_TRY(wk_state_move(t, false)); /* the host's turn again */
   if (wk_net_on_gpu(net)) WK_TRY(wk_net_gpu_set_resident(net, on_device));
   if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
   wk_tensor out;
@@ -342,7 +339,7 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
 wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
                              const wk_data_pos *pos) {
   /* what the device holds: the optimizer's state, the weights and statistics */
-  WK_TRY(wk_state_to_host(t));
+  WK_TRY(wk_state_move(t, false));
   WK_TRY(wk_net_sync_host(t->net));
   const size_t n = wk_net_n_elems(t->net), n_states = wk_optim_state_count(t->opt);
   size_t np;
@@ -405,8 +402,11 @@ static bool wk_jcount(const cJSON *o, const char *key, int64_t *out) {
   return true;
 }
 
+/* *scale and *good_steps: fp16's loss scale, optional (older checkpoints start
+ * at the default); a value out of range is a broken file. */
 static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_train_config *c,
-                                     int64_t *step, wk_data_pos *pos) {
+                                     int64_t *step, wk_data_pos *pos, double *scale,
+                                     int64_t *good_steps) {
   cJSON *o = cJSON_Parse(text);
   const cJSON *opt = cJSON_GetObjectItemCaseSensitive(o, "optimizer");
   const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "schedule");
@@ -449,6 +449,11 @@ static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_trai
   pos->global_batch = 0; /* absent from checkpoints before data parallelism */
   if (good && cJSON_GetObjectItemCaseSensitive(o, "global_batch"))
     good = wk_jcount(o, "global_batch", &pos->global_batch);
+  *scale = WK_SCALE_INIT;
+  *good_steps = 0;
+  if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale"))
+    good = wk_jnum(o, "loss_scale", scale) && *scale >= 1.0 && *scale <= WK_SCALE_MAX &&
+           wk_jcount(o, "loss_scale_good_steps", good_steps);
   cJSON_Delete(o);
   if (!good)
     return wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint metadata is missing a field or has "
@@ -501,19 +506,9 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
   wk_status st = text ? WK_OK
                       : wk_fail(WK_ERR_FORMAT, "%s: a model, not a checkpoint (no "
                                 "whisker.checkpoint metadata)", path);
-  if (st == WK_OK) st = wk_parse_checkpoint(path, text, &cfg, &step, &p);
-  /* fp16's loss scale (optional: older checkpoints and other precisions start
-   * at the default); a value out of range is a broken file */
   double scale = WK_SCALE_INIT;
   int64_t good_steps = 0;
-  if (st == WK_OK) {
-    cJSON *o = cJSON_Parse(text);
-    const bool has = cJSON_GetObjectItemCaseSensitive(o, "loss_scale") != NULL;
-    if (has && !(wk_jnum(o, "loss_scale", &scale) && scale >= 1.0 && scale <= WK_SCALE_MAX &&
-                 wk_jcount(o, "loss_scale_good_steps", &good_steps)))
-      st = wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint's loss_scale is malformed", path);
-    cJSON_Delete(o);
-  }
+  if (st == WK_OK) st = wk_parse_checkpoint(path, text, &cfg, &step, &p, &scale, &good_steps);
   if (st == WK_OK) st = wk_model_load_file(ctx, f, net, meta);
   if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
   if (st == WK_OK) st = wk_restore_optim(f, *t);
