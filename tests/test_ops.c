@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/plan.h"
 #include "ops/ref.h"
 #include "test_util.h"
 
@@ -120,6 +121,91 @@ START_TEST(test_conv2d_vs_ref) {
   wk_tensor_free(&y0), wk_tensor_free(&dx0), wk_tensor_free(&dw0), wk_tensor_free(&db0);
   wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b), wk_tensor_free(&dy);
   wk_ctx_destroy(ref);
+}
+END_TEST
+
+/* Inference plans of 3x3 stride-1 convolutions run whisker's own Winograd
+ * (ops/wino.h) on AVX-512 CPUs: F(2x2) and F(4x4), each forced on every
+ * shape, with the activation fused, against the reference conv + bias +
+ * activation. Shapes cover a channel count that is not a multiple of 16 (the
+ * masked tail), images smaller than a tile and not a multiple of it, and
+ * batches. Tolerance 1e-5 for F(2x2) as for oneDNN (measured up to 1e-6);
+ * F(4x4)'s transforms multiply by up to 8 on the way out and 5 on the way
+ * in, so its rounding is larger: 5e-5 (measured up to 7.6e-6). */
+typedef struct {
+  const char *name;
+  int64_t n, h, w, c, o;
+} wino_case;
+
+static const wino_case wino_cases[] = {
+    {"7x7 c64", 1, 7, 7, 64, 64},     {"14x14 c32 o128", 1, 14, 14, 32, 128},
+    {"odd 5x9 c24", 2, 5, 9, 24, 64}, {"odd 13x11 c40 batch 3", 3, 13, 11, 40, 128},
+    {"1x1 image", 1, 1, 1, 16, 64},   {"3x2 image c300", 1, 3, 2, 300, 64},
+};
+
+START_TEST(test_conv2d_winograd_vs_ref) {
+  const wino_case *wc = &wino_cases[_i / 6];
+  const int m = _i % 2 ? 4 : 2;
+  const wk_post_act post = (wk_post_act)((_i / 2) % 3);
+  const wk_conv2d_params cp = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
+  wk_conv2d_geom g;
+  expect_ok(wk_conv2d_geom_make(&cp, wc->n, wc->h, wc->w, wc->c, wc->o, 3, 3, &g), wc->name);
+  const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ws[4] = {g.o, 3, 3, g.c}, ys[4] = {g.n, g.h, g.w, g.o};
+  wk_tensor x = rand_tensor(4, xs, 11 + (uint64_t)_i, -1, 1);
+  wk_tensor w = rand_tensor(4, ws, 12 + (uint64_t)_i, -0.3f, 0.3f);
+  wk_tensor b = rand_tensor(1, &g.o, 13 + (uint64_t)_i, -1, 1);
+  wk_tensor y0 = wkt_tensor(WK_F32, 4, ys), y1 = wkt_tensor(WK_F32, 4, ys);
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1), *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  expect_ok(wk_conv2d_forward(ref, &cp, &x, &w, &b, &y0), "ref forward");
+  float *r = y0.data;
+  for (int64_t i = 0; i < wk_tensor_numel(&y0); i++) {
+    if (post != WK_POST_NONE && r[i] < 0) r[i] = 0;
+    if (post == WK_POST_RELU6 && r[i] > 6) r[i] = 6;
+  }
+  char tile[2] = {(char)('0' + m), 0};
+  setenv("WHISKER_WINO", tile, 1);
+  wk_conv2d_plan *p;
+  expect_ok(wk_conv2d_plan_create(ctx, &g, true, true, post, &p), "plan");
+  unsetenv("WHISKER_WINO");
+  if (__builtin_cpu_supports("avx512f")) {
+    const char *want = m == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
+    ck_assert_msg(!strcmp(wk_conv2d_plan_impl(p), want), "%s: plan runs %s, not %s", wc->name,
+                  wk_conv2d_plan_impl(p), want);
+  }
+  const double tol = m == 4 ? 5e-5 : 1e-5;
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, b.data, y1.data), "forward");
+  expect_close("winograd forward", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
+  /* the same weights version reuses the transformed weights; a new one
+   * transforms again: negated weights and bias give the negated output */
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, b.data, y1.data), "forward again");
+  expect_close("winograd forward, cached weights", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
+  /* in chunks of 3 tiles (the seams fall inside rows of tiles and images):
+   * every tile goes through the same operations, so the same bits */
+  setenv("WHISKER_WINO", tile, 1);
+  setenv("WHISKER_WINO_CHUNK", "3", 1);
+  wk_conv2d_plan *pc;
+  expect_ok(wk_conv2d_plan_create(ctx, &g, true, true, post, &pc), "chunked plan");
+  unsetenv("WHISKER_WINO");
+  unsetenv("WHISKER_WINO_CHUNK");
+  wk_tensor y2 = wkt_tensor(WK_F32, 4, ys);
+  expect_ok(wk_conv2d_plan_forward(pc, x.data, w.data, 1, b.data, y2.data), "chunked forward");
+  ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)), "%s: chunked output differs",
+                wc->name);
+  wk_conv2d_plan_destroy(pc);
+  wk_tensor_free(&y2);
+  if (post == WK_POST_NONE) {
+    float *wd = w.data, *bd = b.data;
+    for (int64_t i = 0; i < wk_tensor_numel(&w); i++) wd[i] = -wd[i];
+    for (int64_t i = 0; i < g.o; i++) bd[i] = -bd[i];
+    for (int64_t i = 0; i < wk_tensor_numel(&y0); i++) r[i] = -r[i];
+    expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 2, b.data, y1.data), "new weights");
+    expect_close("winograd forward, new weights", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
+  }
+  wk_conv2d_plan_destroy(p);
+  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b);
+  wk_tensor_free(&y0), wk_tensor_free(&y1);
+  wk_ctx_destroy(ref);
+  wk_ctx_destroy(ctx);
 }
 END_TEST
 
@@ -570,6 +656,8 @@ static Suite *ops_suite(void) {
   TCase *tc = tcase_create("vs_ref");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_conv2d_vs_ref, 0, sizeof conv_cases / sizeof conv_cases[0]);
+  tcase_add_loop_test(tc, test_conv2d_winograd_vs_ref, 0,
+                      6 * (int)(sizeof wino_cases / sizeof wino_cases[0]));
   tcase_add_test(tc, test_conv2d_known_values);
   tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
   tcase_add_test(tc, test_batchnorm_normalises);

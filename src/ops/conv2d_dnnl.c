@@ -16,6 +16,7 @@
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
 #include "ops/plan.h"
+#include "ops/wino.h"
 
 typedef struct wk_conv_mds {
   dnnl_memory_desc_t src, dst, wei_user, wei_any, bias;
@@ -40,6 +41,7 @@ struct wk_conv2d_plan {
   bool bias, inference;
   wk_conv_mds m; /* src/dst: the primitives' layouts (nChw16c for Winograd) */
   bool wino;
+  wk_wino *w23; /* whisker's own Winograd (inference, small batches); no primitives */
   dnnl_memory_desc_t src_user, dst_user; /* the caller's: NHWC, or nChw16c (inference) */
   /* user <-> primitive layouts where they differ (Winograd, mixed layouts);
    * NULL where they agree */
@@ -151,6 +153,17 @@ static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
    * makes it slower than direct (3.7 ms vs 1.1 ms at 7x7, measured). */
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
          g->groups == 1 && g->n * g->oh * g->ow >= 784;
+}
+
+/* The output tile side of whisker's own Winograd for an inference plan, 0
+ * for oneDNN. WHISKER_WINO=0 turns it off, 2 or 4 forces that tile for every
+ * shape that fits (for measuring); otherwise wk_wino_pick decides. */
+static int wk_wino_wanted(const wk_conv2d_geom *g) {
+  const int m = wk_wino_pick(g);
+  const char *env = getenv("WHISKER_WINO");
+  if (!m || !env || !*env) return m;
+  if (strcmp(env, "2") == 0 || strcmp(env, "4") == 0) return atoi(env);
+  return strcmp(env, "0") == 0 ? 0 : m;
 }
 
 /* The forward primitive, and for training plans the two backward ones, with
@@ -346,6 +359,11 @@ wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, boo
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->src_user, 4, src_dims, dnnl_f32, dnnl_nChw16c));
   if (dst_blk)
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst_user, 4, dst_dims, dnnl_f32, dnnl_nChw16c));
+  const int wino_m = inference && !src_blk && !dst_blk ? wk_wino_wanted(g) : 0;
+  if (wino_m) {
+    st = wk_wino_create(g, post, wino_m, &p->w23);
+    goto done;
+  }
   if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
   if (wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
     if (wk_conv_weight_caches(p) == WK_OK) goto done;
@@ -383,6 +401,7 @@ done:
 
 void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
   if (!p) return;
+  wk_wino_destroy(p->w23);
   wk_wei_cache_free(&p->w_fwd);
   wk_wei_cache_free(&p->w_bwdd);
   wk_wei_cache_free(&p->dw);
@@ -390,10 +409,17 @@ void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
   free(p);
 }
 
-const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) { return wk_dnnl_impl_name(p->fwd_pd); }
+const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) {
+  if (p->w23) return wk_wino_tile(p->w23) == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
+  return wk_dnnl_impl_name(p->fwd_pd);
+}
 
 wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
                                  uint64_t w_version, const float *b, float *y) {
+  if (p->w23) {
+    WK_ASSERT((b != NULL) == p->bias);
+    return wk_wino_forward(p->w23, p->ctx, x, w, w_version, b, y);
+  }
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_weights_md, 0);
   const void *wdata;
   WK_ASSERT((b != NULL) == p->bias);
