@@ -556,6 +556,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     }
     net->cap = n;
   }
+  net->batch = 0; /* until the algorithms below are chosen */
   size_t need = 0;
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *nd = &net->nodes[i];
