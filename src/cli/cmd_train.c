@@ -60,7 +60,14 @@ static void wk_usage_train(FILE *f) {
           "tf32 runs convolutions and linear layers on TF32 tensor cores (faster, 10-bit\n"
           "mantissas in the products); bf16 and fp16 run convolutions on 16-bit tensor\n"
           "cores (inputs, weights, outputs rounded around each; activations and master\n"
-          "weights stay float32), fp16 with dynamic loss scaling.\n");
+          "weights stay float32), fp16 with dynamic loss scaling.\n"
+          "cuDNN's convolution algorithms are timed once per layer shape and the fastest\n"
+          "kept (the first steps take longer); $WHISKER_CUDNN_ALGO=heuristic takes cuDNN's\n"
+          "heuristics instead, which choose alike in every run (timing may choose\n"
+          "differently between algorithms of about the same speed, which round\n"
+          "differently); =find times for eval and classify too (they take the heuristics\n"
+          "by default). The algorithms' workspace is at most $WHISKER_GPU_WORKSPACE_MB\n"
+          "(1024).\n");
 }
 
 static void wk_usage_finetune(FILE *f) {

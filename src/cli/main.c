@@ -47,7 +47,9 @@ static void wk_usage(FILE *f) {
   fprintf(f,
           "\n"
           "'whisker COMMAND --help' describes a command.\n"
-          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug\n");
+          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug;\n"
+          "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_GPU_WORKSPACE_MB=N ('whisker train\n"
+          "--help')\n");
 }
 
 int main(int argc, char **argv) {

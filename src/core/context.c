@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cuda/cuda.h"
 #include "ops/dnnl_util.h"
 
 wk_status wk_impl_parse(const char *name, wk_impl *out) {
@@ -85,6 +86,7 @@ wk_status wk_ctx_scratch(wk_ctx *ctx, size_t bytes, void **out) {
 
 void wk_ctx_destroy(wk_ctx *ctx) {
   if (!ctx) return;
+  wk_gpu_algos_destroy(ctx->gpu_algos);
   free(ctx->scratch);
   wk_dnnl_destroy(ctx->dnnl);
   wk_pool_destroy(ctx->pool);

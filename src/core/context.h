@@ -22,6 +22,7 @@ typedef enum wk_impl {
 } wk_impl;
 
 typedef struct wk_dnnl wk_dnnl; /* oneDNN engine/stream, see ops/dnnl_util.h */
+struct wk_gpu_algos;            /* timed cuDNN convolution algorithms, see cuda/cuda.h */
 
 typedef struct wk_ctx {
   wk_impl impl;
@@ -30,6 +31,8 @@ typedef struct wk_ctx {
   wk_dnnl *dnnl;
   void *scratch;        /* shared temporary memory of the fast paths, see wk_ctx_scratch */
   size_t scratch_bytes;
+  struct wk_gpu_algos *gpu_algos; /* shared by the context's networks on GPUs: made by the
+                                   * first (nn/exec_gpu.c), freed with the context */
 } wk_ctx;
 
 /* n_threads <= 0 means WHISKER_THREADS, else every online core. The

@@ -30,6 +30,37 @@ int wk_cuda_device_count(void);
  * text did not fit (buf then holds as much as fitted). */
 wk_status wk_cuda_describe(char *buf, size_t n);
 
+/* ------------------------------------------------------------------ convolution algorithms
+ * Which cuDNN algorithm runs each direction of a convolution (forward,
+ * backward-data, backward-filter) is chosen per shape, either by cuDNN's
+ * heuristics or by timing every candidate once (cudnnFind*AlgorithmEx) and
+ * taking the fastest; cuda_algo.c in the plugin has the details. Timed
+ * choices are kept in a wk_gpu_algos that the networks of one context share
+ * (core/context.h: wk_ctx.gpu_algos, made by wk_net_use_gpu), so a second
+ * network, or a batch size seen before, does not time again.
+ *
+ * $WHISKER_CUDNN_ALGO: unset (or empty), networks that train time and those
+ * that only infer take the heuristics; "find" times for every network;
+ * "heuristic" never times. Timing can choose differently from one process to
+ * the next between algorithms of about the same speed, and different
+ * algorithms round differently: runs that must agree across processes (to the
+ * last bits) want "heuristic". */
+typedef struct wk_gpu_algos wk_gpu_algos;
+
+typedef struct wk_gpu_algo_stats {
+  int64_t timed;     /* (shape, direction) pairs timed and kept */
+  int64_t reused;    /* choices taken from the cache instead of timing again */
+  int64_t fell_back; /* timings that could not run (unsupported, no device memory for
+                      * their workspace): the heuristics' choice was used */
+} wk_gpu_algo_stats;
+
+/* An empty cache (host memory only: no device is touched). */
+wk_status wk_gpu_algos_create(wk_gpu_algos **out);
+/* Frees it; NULL is a no-op. The networks that use it must be gone. */
+void wk_gpu_algos_destroy(wk_gpu_algos *a);
+/* What the cache has done so far. */
+wk_status wk_gpu_algos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out);
+
 /* ------------------------------------------------------------------ networks on a GPU
  * A network's graph executed on one device (cuda_net.c in the plugin): cuDNN
  * convolutions (forward, backward-data, backward-filter), batchnorm and
@@ -49,12 +80,17 @@ typedef struct wk_gpu_graph {
   const wk_param *params;
   size_t n_buffers, n_buffer_elems;  /* batchnorm running statistics */
   const wk_param *buffers;
+  wk_gpu_algos *algos;               /* timed convolution algorithms to share (above); NULL:
+                                      * the network keeps its own */
 } wk_gpu_graph;
 
 typedef struct wk_gpu_net wk_gpu_net;
 
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
- * for a graph the GPU path cannot run (asymmetric padding, a dilated pool). */
+ * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
+ * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB or
+ * $WHISKER_CUDNN_ALGO (both read here). g->algos, when given, must outlive
+ * the network. */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
 /* The parameter table again (n_params entries, the same layout): takes the

@@ -119,6 +119,55 @@ wk_status wk_cudanet_comm_unique_id(unsigned char *id);
 wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
                                  const wk_gpu_buckets *b, double timeout_s);
 
+/* ------------------------------------------------------------------ convolution algorithms
+ * cuda_algo.c: the plugin's side of cuda.h's wk_gpu_algos_* (same contracts),
+ * and the choice of one convolution's algorithms for cuda_net.c. */
+wk_status wk_cudaalgos_create(wk_gpu_algos **out);
+void wk_cudaalgos_destroy(wk_gpu_algos *a);
+wk_status wk_cudaalgos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out);
+
+typedef enum { WK_CONV_FWD, WK_CONV_BWD_DATA, WK_CONV_BWD_FILTER } wk_conv_dir;
+
+/* One direction's choice: cuDNN's algorithm (the direction's enum, as an
+ * int), the math type to set on the descriptor before each call (the one
+ * the algorithm was ranked or timed with), and the workspace it needs. */
+typedef struct wk_conv_algo {
+  int algo;
+  cudnnMathType_t math;
+  size_t ws_bytes;
+} wk_conv_algo;
+
+/* One convolution at one batch size, as the choice needs it. */
+typedef struct wk_conv_choice {
+  cudnnHandle_t cudnn;
+  cudaStream_t stream; /* the handle's */
+  int device;
+  /* the descriptors of the calls (16-bit ones with bf16 and fp16); conv's
+   * math type is the one the ranking starts from */
+  cudnnTensorDescriptor_t x, y;
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  bool tensor_math;    /* tensor-core math types allowed (tf32, bf16, fp16) */
+  size_t ws_limit;     /* bytes; no algorithm needing more is chosen */
+  bool find;           /* time, through the cache, rather than take the heuristics' choice */
+  wk_gpu_algos *cache;
+  /* timing only: device buffers of the descriptors' sizes that the timed
+   * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the
+   * caller's workspace (cudaMalloc'd, *ws_bytes long), which timing grows */
+  const void *x_data, *w_data, *dy_data;
+  void *y_data, *dx_data, *dw_data;
+  void **ws;
+  size_t *ws_bytes;
+} wk_conv_choice;
+
+/* Chooses direction d's algorithm into *out. *found is false when no
+ * algorithm fits the limit with an allowed math type (the caller reports
+ * it); *timed is true when cudnnFind*AlgorithmEx ran (the workspace may then
+ * be larger than the choice needs). Errors: cuDNN or CUDA failures other
+ * than a timing that cannot run (which falls back to the heuristics). */
+wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *out, bool *found,
+                         bool *timed);
+
 /* ------------------------------------------------------------------ gradient all-reduce
  * cuda_comm.c: NCCL for cuda_net.c's backward (cuda.h's data-parallel API). */
 typedef struct wk_gpucomm wk_gpucomm;

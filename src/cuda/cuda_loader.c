@@ -96,6 +96,24 @@ static wk_status wk_relay(const wk_cuda_plugin *p, wk_status s) {
   return s == WK_OK ? WK_OK : wk_fail(s, "%s", p->last_error());
 }
 
+wk_status wk_gpu_algos_create(wk_gpu_algos **out) {
+  *out = NULL;
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->algos_create(out));
+}
+
+void wk_gpu_algos_destroy(wk_gpu_algos *a) {
+  const wk_cuda_plugin *p = a ? wk_plugin_get() : NULL;
+  if (p) p->algos_destroy(a);
+}
+
+wk_status wk_gpu_algos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->algos_stats(a, out));
+}
+
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
   *out = NULL;
   const wk_cuda_plugin *p = wk_plugin_get();

@@ -21,9 +21,16 @@
  * whenever the weights change, float32 accumulation) and its result is
  * converted back: the activations, batchnorm and the rest stay float32.
  * bfloat16's range needs no loss scaling; float16's gradients do, and the
- * trainer scales the loss (train/trainer.c). Convolution algorithms come from cuDNN's
- * heuristics (the first that fits the workspace limit, $WHISKER_GPU_WORKSPACE_MB,
- * 1024 by default), chosen once per batch size.
+ * trainer scales the loss (train/trainer.c).
+ *
+ * Convolution algorithms are chosen once per batch size (cuda_algo.c), within
+ * the workspace limit ($WHISKER_GPU_WORKSPACE_MB, 1024 by default): by timing
+ * (cudnnFind*AlgorithmEx, kept in the context's cache, cuda.h's wk_gpu_algos)
+ * for a network that trains, by cuDNN's heuristics for one that has only
+ * inferred ($WHISKER_CUDNN_ALGO=find or heuristic says otherwise, cuda.h).
+ * Timing runs while the batch's buffers hold nothing yet: it reads the
+ * values and weights and overwrites only the scratch (float32) or the 16-bit
+ * scratch (bf16, fp16), and a weight-sized scratch for the filter gradient.
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
@@ -39,7 +46,8 @@
 #include "cuda/cuda_backend.h"
 #include "wk_kernels.h"
 
-#define WK_GPU_MAX_ALGOS 16
+/* $WHISKER_CUDNN_ALGO (cuda.h) */
+typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
 
 typedef struct wk_gnode {
   cudnnTensorDescriptor_t x, y, bias; /* bias: also batchnorm's per-channel descriptor */
@@ -78,6 +86,13 @@ struct wk_gpu_net {
   wk_gnode *gn;
   void *workspace;
   size_t workspace_bytes, workspace_limit;
+  wk_algo_mode algo_mode;
+  wk_gpu_algos *algos;   /* the context's (wk_gpu_graph.algos), or own_algos */
+  wk_gpu_algos *own_algos;
+  bool trains;           /* a training forward has run: AUTO times */
+  bool algos_timed;      /* the batch's algorithms were chosen by timing */
+  int64_t widest_w;      /* elements of the largest convolution weight */
+  float *find_dw;        /* float32 timing: a filter gradient to overwrite (widest_w) */
   float *scratch, *ones; /* scratch: the largest value; ones: cap floats of 1 */
   size_t scratch_elems;
   float *bn_discard;     /* 2 x the widest batchnorm: a frozen one's unused gradients */
@@ -176,6 +191,15 @@ static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
   return WK_OK;
 }
 
+/* The workspace cut down to `bytes` (after timing grew it). */
+static wk_status wk_workspace_trim(wk_gpu_net *net, size_t bytes) {
+  if (bytes >= net->workspace_bytes) return WK_OK;
+  WK_TRY(wk_cuda_free(net->workspace));
+  net->workspace = NULL;
+  net->workspace_bytes = 0;
+  return wk_workspace(net, bytes);
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static wk_status wk_check_graph(const wk_gpu_graph *g) {
@@ -260,7 +284,7 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
 
 static wk_status wk_make_descriptors(wk_gpu_net *net) {
   int widest_bn = 0;
-  int64_t widest_w = 0; /* bf16, fp16: the largest convolution weight */
+  int64_t widest_w = 0; /* the largest convolution weight */
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *n = &net->nodes[i];
     wk_gnode *s = &net->gn[i];
@@ -286,14 +310,14 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
       /* as PyTorch: FMA math keeps TF32 out; the default math lets cuDNN use it */
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
       WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
+      const int64_t wn = (int64_t)n->out_ch * (ic / groups) * n->kh * n->kw;
+      widest_w = wn > widest_w ? wn : widest_w;
       if (wk_half(net)) { /* float32 compute type (the descriptor's) over 16-bit data */
         WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->xb));
         WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->yb));
         WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->wb));
         WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->wb, wk_half_type(net), CUDNN_TENSOR_NHWC,
                                                 n->out_ch, ic / groups, n->kh, n->kw));
-        const int64_t wn = (int64_t)n->out_ch * (ic / groups) * n->kh * n->kw;
-        widest_w = wn > widest_w ? wn : widest_w;
       }
     } else if (n->op == WK_NODE_BATCHNORM) {
       widest_bn = c > widest_bn ? c : widest_bn;
@@ -313,6 +337,7 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
     }
   }
   if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
+  net->widest_w = widest_w;
   if (wk_half(net)) {
     WK_TRY(wk_cuda_malloc((void **)&net->wh, net->g.n_elems * sizeof(uint16_t)));
     WK_TRY(wk_cuda_malloc((void **)&net->bdw, (size_t)widest_w * sizeof(uint16_t)));
@@ -331,6 +356,29 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.precision == WK_PRECISION_TF32
                                                     ? CUBLAS_TF32_TENSOR_OP_MATH
                                                     : CUBLAS_DEFAULT_MATH));
+  return WK_OK;
+}
+
+/* $WHISKER_GPU_WORKSPACE_MB and $WHISKER_CUDNN_ALGO (cuda.h). */
+static wk_status wk_read_env(wk_gpu_net *net) {
+  net->workspace_limit = (size_t)1024 << 20;
+  const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
+  if (env && *env) {
+    char *end;
+    const long mb = strtol(env, &end, 10);
+    if (*end || mb < 0 || mb > (1L << 20))
+      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_WORKSPACE_MB='%s': expected 0..%ld", env,
+                     1L << 20);
+    net->workspace_limit = (size_t)mb << 20;
+  }
+  net->algo_mode = WK_ALGO_AUTO;
+  env = getenv("WHISKER_CUDNN_ALGO");
+  if (env && *env) {
+    if (!strcmp(env, "find")) net->algo_mode = WK_ALGO_FIND;
+    else if (!strcmp(env, "heuristic")) net->algo_mode = WK_ALGO_HEURISTIC;
+    else return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_ALGO='%s': expected heuristic or find",
+                        env);
+  }
   return WK_OK;
 }
 
@@ -357,19 +405,10 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   wk_gpu_net *net = calloc(1, sizeof *net);
   if (!net) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
   net->device = device;
-  net->workspace_limit = (size_t)1024 << 20;
-  const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
-  if (env && *env) {
-    char *end;
-    const long mb = strtol(env, &end, 10);
-    if (*end || mb < 0 || mb > (1L << 20)) {
-      free(net);
-      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_WORKSPACE_MB='%s': expected 0..%ld", env,
-                     1L << 20);
-    }
-    net->workspace_limit = (size_t)mb << 20;
-  }
-  wk_status s = wk_copy_graph(net, g);
+  wk_status s = wk_read_env(net);
+  if (s == WK_OK && !g->algos) s = wk_cudaalgos_create(&net->own_algos);
+  net->algos = g->algos ? g->algos : net->own_algos;
+  if (s == WK_OK) s = wk_copy_graph(net, g);
   if (s == WK_OK) s = wk_handles(net);
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->weights, g->n_elems * sizeof(float));
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
@@ -435,10 +474,12 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->u8_in);
   (void)wk_cuda_free(net->wh);
   (void)wk_cuda_free(net->bdw);
+  (void)wk_cuda_free(net->find_dw);
   free(net->segs_host);
   if (net->cublas) cublasDestroy(net->cublas);
   if (net->cudnn) cudnnDestroy(net->cudnn);
   if (net->stream) cudaStreamDestroy(net->stream);
+  wk_cudaalgos_destroy(net->own_algos);
   free(net->nodes);
   free(net->params);
   free(net->buffers);
@@ -454,62 +495,67 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
 
 /* ------------------------------------------------------------------ per batch size */
 
-/* Whether an algorithm's math type is allowed: never ALLOW_CONVERSION (fp16
- * products from other data); tensor cores (TF32 for float32 data) only with
- * tf32, bf16 and fp16; FMA always. */
-static bool wk_math_ok(const wk_gpu_net *net, cudnnMathType_t m) {
-  return m == CUDNN_FMA_MATH || (net->g.precision != WK_PRECISION_FP32 &&
-                                 (m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH));
+/* What timing may read and overwrite for convolution i (see the top of the
+ * file): float32 reads the input value, the weights and the output value and
+ * writes the scratch and find_dw; bf16 and fp16 read and write their 16-bit
+ * scratch and read the 16-bit weights. */
+static void wk_timing_buffers(wk_gpu_net *net, int i, wk_conv_choice *c) {
+  const wk_node *n = &net->nodes[i];
+  if (wk_half(net)) {
+    c->x_data = c->dx_data = net->bx;
+    c->y_data = net->by;
+    c->dy_data = net->by;
+    c->w_data = net->wh + net->params[n->param[0]].offset;
+    c->dw_data = net->bdw;
+  } else {
+    c->x_data = net->val[n->in[0]];
+    c->dy_data = net->val[i + 1];
+    c->y_data = c->dx_data = net->scratch;
+    c->w_data = wk_pw(net, n->param[0]);
+    c->dw_data = net->find_dw;
+  }
 }
 
-/* From cuDNN's ranking `perf` (got entries; the three perf types share the
- * fields used), the first algorithm that succeeded, fits the limit and has an
- * allowed math type into `out` and its math type into `math` (set on the
- * descriptor before each call, as PyTorch does), its workspace into *need
- * (the largest so far); else an error. */
-#define WK_PICK(perf, got, out, math, what)                                               \
-  do {                                                                                      \
-    int k_ = 0;                                                                             \
-    while (k_ < (got) && ((perf)[k_].status != CUDNN_STATUS_SUCCESS ||                      \
-                          (perf)[k_].memory > net->workspace_limit ||                       \
-                          !wk_math_ok(net, (perf)[k_].mathType)))                           \
-      k_++;                                                                                 \
-    if (k_ == (got))                                                                        \
-      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of " \
-                     "workspace", n->name, what, net->workspace_limit >> 20);              \
-    (out) = (perf)[k_].algo;                                                                \
-    (math) = (perf)[k_].mathType;                                                           \
-    if ((perf)[k_].memory > *need) *need = (perf)[k_].memory;                               \
-  } while (0)
-
-static wk_status wk_pick_algos(wk_gpu_net *net, int i, size_t *need) {
+/* Convolution i's three algorithms and their math types for the batch the
+ * descriptors describe (cuda_algo.c), by timing when `find`; *need grows to
+ * the largest workspace, *timed says timing ran. */
+static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, bool *timed) {
   wk_gnode *s = &net->gn[i];
   const wk_node *n = &net->nodes[i];
-  int got = 0;
   /* the rankings follow the descriptor's math type, which the calls change */
   WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
   /* the descriptors the calls will use: 16-bit copies with bf16 and fp16 */
   const bool b = wk_half(net);
-  const cudnnTensorDescriptor_t xd = b ? s->xb : s->x, yd = b ? s->yb : s->y;
-  const cudnnFilterDescriptor_t wd = b ? s->wb : s->w;
-  cudnnConvolutionFwdAlgoPerf_t fp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(net->cudnn, xd, wd, s->conv, yd,
-                                                      WK_GPU_MAX_ALGOS, &got, fp));
-  WK_PICK(fp, got, s->fwd_algo, s->fwd_math, "forward");
-  cudnnConvolutionBwdDataAlgoPerf_t dp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(net->cudnn, wd, yd, s->conv, xd,
-                                                           WK_GPU_MAX_ALGOS, &got, dp));
-  WK_PICK(dp, got, s->bwd_data_algo, s->bwd_data_math, "backward-data");
-  cudnnConvolutionBwdFilterAlgoPerf_t wp[WK_GPU_MAX_ALGOS];
-  WK_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(net->cudnn, xd, yd, s->conv,
-                                                             wd, WK_GPU_MAX_ALGOS, &got, wp));
-  WK_PICK(wp, got, s->bwd_filter_algo, s->bwd_filter_math, "backward-filter");
+  wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
+                      .x = b ? s->xb : s->x, .y = b ? s->yb : s->y, .w = b ? s->wb : s->w,
+                      .conv = s->conv, .tensor_math = net->g.precision != WK_PRECISION_FP32,
+                      .ws_limit = net->workspace_limit, .find = find, .cache = net->algos,
+                      .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  if (find) wk_timing_buffers(net, i, &c);
+  static const char *const what[3] = {"forward", "backward-data", "backward-filter"};
+  wk_conv_algo a[3];
+  for (int d = 0; d < 3; d++) {
+    bool found = false, t = false;
+    WK_TRY(wk_conv_choose(&c, (wk_conv_dir)d, &a[d], &found, &t));
+    *timed |= t;
+    if (!found)
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of "
+                     "workspace", n->name, what[d], net->workspace_limit >> 20);
+    if (a[d].ws_bytes > *need) *need = a[d].ws_bytes;
+  }
+  s->fwd_algo = (cudnnConvolutionFwdAlgo_t)a[WK_CONV_FWD].algo;
+  s->fwd_math = a[WK_CONV_FWD].math;
+  s->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)a[WK_CONV_BWD_DATA].algo;
+  s->bwd_data_math = a[WK_CONV_BWD_DATA].math;
+  s->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)a[WK_CONV_BWD_FILTER].algo;
+  s->bwd_filter_math = a[WK_CONV_BWD_FILTER].math;
   return WK_OK;
 }
 
-/* Buffers for batch n (grown, never shrunk) and descriptors and algorithms for it. */
-static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
-  if (n == net->batch && n <= net->cap) return WK_OK;
+/* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
+ * for it, timed when `find`. */
+static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
+  if (n == net->batch && n <= net->cap && find == net->algos_timed) return WK_OK;
   if (n > net->cap) {
     wk_free_values(net);
     int64_t biggest = 1;
@@ -556,8 +602,13 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
     }
     net->cap = n;
   }
+  if (find && !wk_half(net) && !net->find_dw && net->widest_w &&
+      wk_cuda_malloc((void **)&net->find_dw, (size_t)net->widest_w * sizeof(float)) != WK_OK)
+    return wk_fail(WK_ERR_NOMEM, "GPU: out of device memory for %zu MB of timing scratch (%s)",
+                   ((size_t)net->widest_w * 4) >> 20, wk_last_error());
   net->batch = 0; /* until the algorithms below are chosen */
   size_t need = 0;
+  bool timed = false;
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *nd = &net->nodes[i];
     wk_gnode *s = &net->gn[i];
@@ -576,11 +627,14 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n) {
       if (on != n || oc != c || oh != h || ow != w)
         return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: cuDNN's output %dx%dx%d differs from the "
                        "network's %dx%dx%d", nd->name, oh, ow, oc, h, w, c);
-      WK_TRY(wk_pick_algos(net, i, &need));
+      WK_TRY(wk_pick_algos(net, i, find, &need, &timed));
     }
   }
+  /* timing grew the workspace to the largest candidate's: keep what the choices need */
+  if (timed && net->workspace_bytes > need) WK_TRY(wk_workspace_trim(net, need));
   if (need) WK_TRY(wk_workspace(net, need));
   net->batch = n;
+  net->algos_timed = find;
   return WK_OK;
 }
 
@@ -771,7 +825,10 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   if (n < 1 || n > (1 << 24) || !x || !x->data || !out || !drop)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: batch %lld", (long long)n);
   WK_CUDA_TRY(cudaSetDevice(net->device));
-  WK_TRY(wk_prepare_batch(net, n));
+  net->trains |= train;
+  const bool find =
+      net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
+  WK_TRY(wk_prepare_batch(net, n, find));
   WK_TRY(wk_load_input(net, x, n));
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status s = wk_forward_node(net, i, train, drop);

@@ -23,6 +23,19 @@ static wk_status wk_not_built(void) {
                  "(configure with the CUDA toolkit, cuDNN and NCCL and -DWHISKER_CUDA=ON)");
 }
 
+wk_status wk_gpu_algos_create(wk_gpu_algos **out) {
+  *out = NULL;
+  return wk_not_built();
+}
+
+void wk_gpu_algos_destroy(wk_gpu_algos *a) { (void)a; }
+
+wk_status wk_gpu_algos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out) {
+  (void)a;
+  (void)out;
+  return wk_not_built();
+}
+
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
   (void)g;
   (void)device;

@@ -19,6 +19,9 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_scale_grads = wk_cudanet_scale_grads,
                                         .net_optim_step = wk_cudanet_optim_step,
                                         .comm_unique_id = wk_cudanet_comm_unique_id,
-                                        .net_attach_comm = wk_cudanet_attach_comm};
+                                        .net_attach_comm = wk_cudanet_attach_comm,
+                                        .algos_create = wk_cudaalgos_create,
+                                        .algos_destroy = wk_cudaalgos_destroy,
+                                        .algos_stats = wk_cudaalgos_stats};
   return &plugin;
 }

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 7
+#define WK_CUDA_PLUGIN_ABI 8
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -42,6 +42,10 @@ typedef struct wk_cuda_plugin {
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,
                                const wk_gpu_buckets *b, double timeout_s);
+  /* the cache of timed convolution algorithms (cuda_algo.c) */
+  wk_status (*algos_create)(wk_gpu_algos **out);
+  void (*algos_destroy)(wk_gpu_algos *a);
+  wk_status (*algos_stats)(wk_gpu_algos *a, wk_gpu_algo_stats *out);
 } wk_cuda_plugin;
 
 typedef const wk_cuda_plugin *(*wk_cuda_plugin_get_fn)(void);

@@ -51,12 +51,15 @@ wk_status wk_net_set_precision(wk_net *net, wk_precision p) {
 wk_status wk_net_use_gpu(wk_net *net, int device) {
   if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
   if (net->gpu) return WK_OK;
+  /* one cache of timed convolution algorithms for the context's networks */
+  if (!net->ctx->gpu_algos) WK_TRY(wk_gpu_algos_create(&net->ctx->gpu_algos));
   const wk_gpu_graph g = {.in_h = net->in_h, .in_w = net->in_w, .in_c = net->in_c,
                           .precision = net->precision,
                           .n_nodes = net->n_nodes, .nodes = net->nodes,
                           .n_params = net->n_params, .n_elems = net->n_elems,
                           .params = net->params, .n_buffers = net->n_buffers,
-                          .n_buffer_elems = net->n_buffer_elems, .buffers = net->buffers};
+                          .n_buffer_elems = net->n_buffer_elems, .buffers = net->buffers,
+                          .algos = net->ctx->gpu_algos};
   WK_TRY(wk_gpu_net_create(&g, device, &net->gpu));
   net->gpu_uploaded = net->weights_version - 1; /* upload before the first forward */
   net->gpu_params_version = net->params_version;
