@@ -8,6 +8,8 @@
  * counted, flatten). For each: evaluation forward, training forward (outputs
  * and the batchnorm running statistics it moves), backward (the whole gradient
  * arena), and three SGD steps through the trainer (losses and final weights).
+ * Convolution algorithms chosen by timing against cuDNN's heuristics, and the
+ * context's cache of timed choices.
  *
  * Tolerances (normalised error, max |gpu - cpu| / max |cpu|): 1e-4 for
  * outputs and 2e-4 for gradients, statistics and weights after steps. Both
@@ -415,6 +417,128 @@ END_TEST
 START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
 END_TEST
 
+/* Convolution algorithms by timing (cudnnFind*AlgorithmEx, the default for a
+ * network that trains) against cuDNN's heuristics ($WHISKER_CUDNN_ALGO=
+ * heuristic): two copies of a network train four SGD steps on the same batch.
+ * Both compute in float32 with FMA math (no TF32), so other algorithms only
+ * sum in another order: the losses must agree to 1e-4 relative (+1e-6) and
+ * the weights after the steps to 2e-4 normalised error, the bars the GPU
+ * meets against the CPU, whose algorithms differ from cuDNN's as much. A
+ * wrong algorithm, math type or workspace shows as O(1).
+ * The context's cache: the timing network timed (at most three directions of
+ * each convolution), the heuristic one added nothing; a batch size not seen
+ * yet is timed and one seen already is not; a third network of the same
+ * shapes in the same context times nothing. */
+static void wkt_algo_gpu(wk_net *net, const char *mode) {
+  if (mode) setenv("WHISKER_CUDNN_ALGO", mode, 1);
+  else unsetenv("WHISKER_CUDNN_ALGO");
+  const wk_status s = wk_net_use_gpu(net, 0);
+  unsetenv("WHISKER_CUDNN_ALGO");
+  ck_assert_msg(s == WK_OK, "%s", wk_last_error());
+}
+
+static wk_gpu_algo_stats wkt_algo_stats(wk_ctx *ctx) {
+  wk_gpu_algo_stats st;
+  ck_assert_ptr_nonnull(ctx->gpu_algos);
+  ck_assert_msg(wk_gpu_algos_stats(ctx->gpu_algos, &st) == WK_OK, "%s", wk_last_error());
+  return st;
+}
+
+static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *heur = build(ctx), *timed = build(ctx);
+  wkt_perturb(heur);
+  wkt_perturb(timed);
+  wkt_algo_gpu(heur, "heuristic");
+  wkt_algo_gpu(timed, NULL);
+  int h, w, c, n_conv = 0;
+  wk_net_input_shape(heur, &h, &w, &c);
+  for (int i = 0; i < wk_net_n_nodes(heur); i++) n_conv += wk_net_node(heur, i)->op == WK_NODE_CONV;
+  const int64_t f = wk_net_output_features(heur);
+  const int64_t xs[4] = {batch, h, w, c}, ls[1] = {batch};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls), y;
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4), .seed = 1};
+  wk_trainer *th, *tt;
+  ck_assert_int_eq(wk_trainer_create(heur, &tc, &th), WK_OK);
+  ck_assert_int_eq(wk_trainer_create(timed, &tc, &tt), WK_OK);
+  for (int s = 0; s < 4; s++) {
+    float lh, lt;
+    ck_assert_msg(wk_trainer_step(th, &x, &labels, &lh, NULL) == WK_OK, "%s: %s", name,
+                  wk_last_error());
+    ck_assert_msg(wk_trainer_step(tt, &x, &labels, &lt, NULL) == WK_OK, "%s: %s", name,
+                  wk_last_error());
+    ck_assert_msg(fabs((double)lt - lh) <= 1e-4 * fabs((double)lh) + 1e-6,
+                  "%s step %d: loss %.8g with timed algorithms, %.8g with the heuristics'", name,
+                  s, (double)lt, (double)lh);
+  }
+  char what[128];
+  snprintf(what, sizeof what, "%s weights after 4 steps, timed vs heuristic algorithms", name);
+  ck_close(what, wk_net_weights(timed), wk_net_weights(heur), (int64_t)wk_net_n_elems(heur), 2e-4);
+  const wk_gpu_algo_stats st = wkt_algo_stats(ctx);
+  printf("%s: %d convolutions, %lld directions timed, %lld reused, %lld fell back to the "
+         "heuristics\n", name, n_conv, (long long)st.timed, (long long)st.reused,
+         (long long)st.fell_back);
+  ck_assert_msg(st.timed > 0 && st.timed <= 3 * n_conv, "%s: %lld timed for %d convolutions",
+                name, (long long)st.timed, n_conv);
+  /* a new batch size is timed; going back to the old one is not */
+  const int64_t xs1[4] = {batch - 1, h, w, c};
+  wk_tensor x1 = wkt_tensor(WK_F32, 4, xs1);
+  wkt_fill_f32(x1.data, wk_tensor_numel(&x1), 9, -1.0f, 1.0f);
+  ck_assert_msg(wk_net_forward(timed, &x1, false, &y) == WK_OK, "%s", wk_last_error());
+  const wk_gpu_algo_stats st1 = wkt_algo_stats(ctx);
+  ck_assert_msg(st1.timed > st.timed, "%s: batch %d was not timed", name, batch - 1);
+  ck_assert_msg(wk_net_forward(timed, &x, false, &y) == WK_OK, "%s", wk_last_error());
+  const wk_gpu_algo_stats st2 = wkt_algo_stats(ctx);
+  ck_assert_msg(st2.timed == st1.timed && st2.reused > st1.reused,
+                "%s: batch %d timed again (%lld -> %lld)", name, batch, (long long)st1.timed,
+                (long long)st2.timed);
+  /* a second network of the same shapes takes the context's choices */
+  wk_net *again = build(ctx);
+  wkt_perturb(again);
+  wkt_algo_gpu(again, NULL);
+  ck_assert_msg(wk_net_forward(again, &x, true, &y) == WK_OK, "%s", wk_last_error());
+  const wk_gpu_algo_stats st3 = wkt_algo_stats(ctx);
+  ck_assert_msg(st3.timed == st2.timed && st3.reused > st2.reused,
+                "%s: a second network timed again (%lld -> %lld)", name, (long long)st2.timed,
+                (long long)st3.timed);
+  wk_trainer_destroy(th);
+  wk_trainer_destroy(tt);
+  wk_tensor_free(&x);
+  wk_tensor_free(&x1);
+  wk_tensor_free(&labels);
+  wk_net_destroy(again);
+  wk_net_destroy(heur);
+  wk_net_destroy(timed);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_find_vs_heuristic_resnet18) {
+  wkt_find_vs_heuristic("resnet18", wkt_resnet18, 3);
+}
+END_TEST
+START_TEST(test_find_vs_heuristic_mobilenetv2) {
+  wkt_find_vs_heuristic("mobilenetv2", wkt_mobilenet, 3);
+}
+END_TEST
+
+/* An unknown $WHISKER_CUDNN_ALGO is refused by name. */
+START_TEST(test_cudnn_algo_env) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  setenv("WHISKER_CUDNN_ALGO", "fastest", 1);
+  const wk_status s = wk_net_use_gpu(net, 0);
+  unsetenv("WHISKER_CUDNN_ALGO");
+  ck_assert_int_eq(s, WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "WHISKER_CUDNN_ALGO") != NULL, "%s", wk_last_error());
+  ck_assert(!wk_net_on_gpu(net));
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Without a device: a clean error naming the problem, and the net stays usable. */
 START_TEST(test_no_device_is_clean) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
@@ -452,6 +576,9 @@ int main(void) {
     tcase_add_test(tc, test_fp16_mobilenetv2);
     tcase_add_test(tc, test_fp16_overflow_skips);
     tcase_add_test(tc, test_device_step_adamw);
+    tcase_add_test(tc, test_find_vs_heuristic_resnet18);
+    tcase_add_test(tc, test_find_vs_heuristic_mobilenetv2);
+    tcase_add_test(tc, test_cudnn_algo_env);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);
   }
