@@ -32,6 +32,15 @@
  * values and weights and overwrites only the scratch (float32) or the 16-bit
  * scratch (bf16, fp16), and a weight-sized scratch for the filter gradient.
  *
+ * The input batch goes up through pinned host memory (grown on demand) on a
+ * stream of its own (wk_upload), in slices so that the host's copy into the
+ * pinned memory overlaps the DMA; the upload stream first waits for the
+ * compute stream to be done with the destination's previous contents, the
+ * compute stream waits for the copy, and the next batch is not written into
+ * the pinned memory before the copy has read it. Every call still ends in a
+ * synchronisation, so the upload does not overlap the previous step's work:
+ * what it gains is the DMA from pinned memory.
+ *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
  * the warnings are silenced for this file only. */
@@ -101,6 +110,13 @@ struct wk_gpu_net {
   int *flag;             /* one device int: the non-finite check */
   uint8_t *u8_in;        /* 8-bit input batches, before normalisation */
   size_t u8_cap;
+  /* the input's way up (wk_upload): pinned staging memory, its stream, and
+   * events: up_clear (the compute stream is done with the destination),
+   * up_done (the copy is done: the compute stream may read the destination) */
+  void *staging;
+  size_t staging_bytes;
+  cudaStream_t up_stream;
+  cudaEvent_t up_clear, up_done;
   /* bf16, fp16: the weights in 16 bits (stale after every change of the weights),
    * and scratch for a convolution's input (bx), output or output gradient
    * (by) and weight gradient (bdw), for the batch held */
@@ -346,9 +362,12 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
   return WK_OK;
 }
 
-/* The stream, and cuDNN and cuBLAS bound to it. */
+/* The stream, and cuDNN and cuBLAS bound to it; the input's stream and events. */
 static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDA_TRY(cudaStreamCreateWithFlags(&net->stream, cudaStreamNonBlocking));
+  WK_CUDA_TRY(cudaStreamCreateWithFlags(&net->up_stream, cudaStreamNonBlocking));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&net->up_clear, cudaEventDisableTiming));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&net->up_done, cudaEventDisableTiming));
   WK_CUDNN_TRY(cudnnCreate(&net->cudnn));
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
@@ -476,6 +495,11 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->bdw);
   (void)wk_cuda_free(net->find_dw);
   free(net->segs_host);
+  if (net->up_stream) (void)cudaStreamSynchronize(net->up_stream); /* the copy out of staging */
+  if (net->staging) (void)cudaFreeHost(net->staging);
+  if (net->up_clear) (void)cudaEventDestroy(net->up_clear);
+  if (net->up_done) (void)cudaEventDestroy(net->up_done);
+  if (net->up_stream) (void)cudaStreamDestroy(net->up_stream);
   if (net->cublas) cublasDestroy(net->cublas);
   if (net->cudnn) cudnnDestroy(net->cudnn);
   if (net->stream) cudaStreamDestroy(net->stream);
@@ -796,15 +820,67 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
   }
 }
 
-/* The batch into value 0: floats as they are, 8-bit pixels through the
- * staging buffer and the normalisation kernel. */
-static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
-  const size_t elems = (size_t)(n * net->numel[0]);
-  if (!x->u8) {
-    WK_CUDA_TRY(cudaMemcpyAsync(net->val[0], x->data, elems * sizeof(float),
-                                cudaMemcpyHostToDevice, net->stream));
+/* The pinned staging memory grown to n_bytes; *pinned false (and none) when
+ * the host cannot pin that much. */
+static wk_status wk_staging(wk_gpu_net *net, size_t n_bytes, bool *pinned) {
+  *pinned = true;
+  if (n_bytes <= net->staging_bytes) return WK_OK;
+  if (net->staging) WK_CUDA_TRY(cudaFreeHost(net->staging));
+  net->staging = NULL;
+  net->staging_bytes = 0;
+  void *p = NULL;
+  const cudaError_t e = cudaHostAlloc(&p, n_bytes, cudaHostAllocDefault);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (e != cudaErrorMemoryAllocation)
+      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaHostAlloc(%zu) failed at %s:%d: %s (%s)",
+                     n_bytes, __FILE__, __LINE__, cudaGetErrorName(e), cudaGetErrorString(e));
+    *pinned = false;
     return WK_OK;
   }
+  net->staging = p;
+  net->staging_bytes = n_bytes;
+  return WK_OK;
+}
+
+/* Slices of the upload: the DMA of one overlaps the host's copy of the next
+ * into the staging memory, as the driver does for pageable memory. */
+#define WK_UPLOAD_SLICE ((size_t)8 << 20)
+
+/* n_bytes from host src to device dst, ahead of the work queued next on the
+ * compute stream: through the pinned staging memory on the upload stream (see
+ * the top of the file); straight from src on the compute stream, as pageable
+ * memory, when the host cannot pin the staging memory (slower, the same bytes). */
+static wk_status wk_upload(wk_gpu_net *net, void *dst, const void *src, size_t n_bytes) {
+  /* every upload queued so far (a failed one's slices too) has read the
+   * staging memory before it is written again */
+  WK_CUDA_TRY(cudaStreamSynchronize(net->up_stream));
+  bool pinned = false;
+  WK_TRY(wk_staging(net, n_bytes, &pinned));
+  if (!pinned) {
+    WK_CUDA_TRY(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, net->stream));
+    return WK_OK;
+  }
+  /* dst's previous contents may still be read by work queued on the compute stream */
+  WK_CUDA_TRY(cudaEventRecord(net->up_clear, net->stream));
+  WK_CUDA_TRY(cudaStreamWaitEvent(net->up_stream, net->up_clear, 0));
+  for (size_t off = 0; off < n_bytes; off += WK_UPLOAD_SLICE) {
+    const size_t k = n_bytes - off < WK_UPLOAD_SLICE ? n_bytes - off : WK_UPLOAD_SLICE;
+    char *stage = (char *)net->staging + off;
+    memcpy(stage, (const char *)src + off, k);
+    WK_CUDA_TRY(cudaMemcpyAsync((char *)dst + off, stage, k, cudaMemcpyHostToDevice,
+                                net->up_stream));
+  }
+  WK_CUDA_TRY(cudaEventRecord(net->up_done, net->up_stream));
+  WK_CUDA_TRY(cudaStreamWaitEvent(net->stream, net->up_done, 0));
+  return WK_OK;
+}
+
+/* The batch into value 0: floats as they are, 8-bit pixels through the
+ * u8 buffer and the normalisation kernel. */
+static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
+  const size_t elems = (size_t)(n * net->numel[0]);
+  if (!x->u8) return wk_upload(net, net->val[0], x->data, elems * sizeof(float));
   if (net->g.in_c != 3) return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: 8-bit input needs RGB");
   if (elems > net->u8_cap) {
     WK_TRY(wk_cuda_free(net->u8_in));
@@ -813,7 +889,7 @@ static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n
     WK_TRY(wk_cuda_malloc((void **)&net->u8_in, elems));
     net->u8_cap = elems;
   }
-  WK_CUDA_TRY(cudaMemcpyAsync(net->u8_in, x->data, elems, cudaMemcpyHostToDevice, net->stream));
+  WK_TRY(wk_upload(net, net->u8_in, x->data, elems));
   return wk_kernel_try(wk_launch_normalize_u8_f32(n, net->g.in_h, net->g.in_w, 3, net->u8_in,
                                                   NULL, x->mean, x->std, net->val[0],
                                                   net->stream),
