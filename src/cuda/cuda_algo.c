@@ -119,7 +119,6 @@ static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v)
       pthread_mutex_unlock(&a->lock);
       return;
     }
-  a->stats.timed++;
   if (a->n == a->cap) {
     const size_t cap = a->cap ? 2 * a->cap : 64;
     wk_conv_key *keys = realloc(a->keys, cap * sizeof *keys);
@@ -135,6 +134,7 @@ static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v)
   a->keys[a->n] = *k;
   a->algos[a->n] = *v;
   a->n++;
+  a->stats.timed++;
   pthread_mutex_unlock(&a->lock);
 }
 
