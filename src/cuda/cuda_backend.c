@@ -42,6 +42,9 @@ wk_status wk_cuda_copy_h2d(void *dst, const void *src, size_t n_bytes) {
   if (n_bytes == 0) return WK_OK;
   WK_ASSERT(dst && src);
   WK_CUDA_TRY(cudaMemcpy(dst, src, n_bytes, cudaMemcpyHostToDevice));
+  /* from pageable memory cudaMemcpy may return before the DMA lands, and the
+   * networks' non-blocking streams do not wait for the legacy stream it used */
+  WK_CUDA_TRY(cudaDeviceSynchronize());
   return WK_OK;
 }
 

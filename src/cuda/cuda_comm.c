@@ -237,6 +237,9 @@ wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what)
   const double deadline = wk_mono_s() + c->timeout_s;
   for (;;) {
     const cudaError_t e = cudaStreamQuery(compute);
+    /* "not ready" is no error, but the runtime keeps it as the last one, and
+     * the next launch check (cudaGetLastError) would report it: clear it */
+    if (e == cudaErrorNotReady) (void)cudaGetLastError();
     if (e != cudaSuccess && e != cudaErrorNotReady) WK_CUDA_TRY(e);
     /* NCCL's own error, also once more when the stream has just finished */
     ncclResult_t r = ncclSuccess;
