@@ -1,8 +1,8 @@
 // train.cu - the kernels of a training step around the layers: dropout, global
-// average pooling, softmax cross-entropy, the reductions that feed the loss and
-// the bias gradients, the fused SGD and AdamW updates over the parameter arena,
-// gradient scaling and the non-finite check. Launchers and their contract:
-// wk_kernels.h.
+// average pooling, softmax cross-entropy and the predicted classes, the
+// reductions that feed the loss and the bias gradients, the fused SGD and
+// AdamW updates over the parameter arena, gradient scaling and the non-finite
+// check. Launchers and their contract: wk_kernels.h.
 //
 // Each kernel states how it relates to its CPU reference (ref_template.inc,
 // optim_step.c). Where the contract says "bit for bit", the kernel does the
@@ -163,6 +163,17 @@ __global__ void softmax_xent_backward_kernel(int64_t n_elems, int64_t k, double 
     const int64_t i = e / k, j = e - i * k;
     const double q = __dadd_rn(j == (int64_t)labels[i] ? hit : 0.0, off);
     dlogits[e] = (float)__dmul_rn(scale, __dsub_rn((double)probs[e], q));
+  }
+}
+
+// x: (n, k); out: (n). One thread per row, wk_argmax's loop (train/metrics.c).
+__global__ void argmax_rows_kernel(int64_t n, int64_t k, const float *x, int32_t *out) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const float *row = x + i * k;
+    int64_t best = 0;
+    for (int64_t j = 1; j < k; j++)
+      if (row[j] > row[best]) best = j;
+    out[i] = (int32_t)best;
   }
 }
 
@@ -328,6 +339,17 @@ extern "C" int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double 
   if (!probs || !labels || !dlogits) return (int)cudaErrorInvalidValue;
   softmax_xent_backward_kernel<<<blocks_for(n_elems), kThreads, 0, as_stream(stream)>>>(
       n_elems, k, smoothing, scale, probs, labels, dlogits);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_argmax_rows_f32(int64_t n, int64_t k, const float *x, int32_t *out,
+                                         void *stream) {
+  int64_t n_elems = 0;
+  if (n < 0 || k < 1 || k > INT32_MAX || overflows(n, k, &n_elems))
+    return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  if (!x || !out) return (int)cudaErrorInvalidValue;
+  argmax_rows_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, k, x, out);
   return (int)cudaGetLastError();
 }
 

@@ -119,6 +119,14 @@ int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing, 
                                         const float *probs, const int32_t *labels,
                                         float *dlogits, void *stream);
 
+/* out[i] = the column of row i's largest value, by train/metrics.c's wk_argmax
+ * exactly: scanning j = 1, 2, ... in order, j replaces the best so far when
+ * x[i, j] > x[i, best], so the first of equal maxima wins, a NaN never wins,
+ * and a NaN in column 0 keeps 0. One thread per row: meant for a batch's
+ * probabilities (the predicted classes of a training step), not for long rows
+ * of many thousand columns. x: (n, k); out: (n); 1 <= k <= INT32_MAX. */
+int wk_launch_argmax_rows_f32(int64_t n, int64_t k, const float *x, int32_t *out, void *stream);
+
 /* *out = sum_i x[i] in double, deterministic (one block of a fixed size, a fixed
  * tree): the same bits on every run and every GPU, not the sequential order's
  * bits. Meant for small vectors (per-row losses). n == 0 writes 0 (a launch).

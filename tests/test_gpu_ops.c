@@ -9,6 +9,7 @@
  *   normalised error <= 1e-6 for the uint8 -> float normalisation; for the
  *   training kernels (train.cu) bit for bit for dropout, global average pool,
  *   the softmax cross-entropy backward, column sums, SGD, AdamW and scale,
+ *   exactly for the rows' argmax (ties and NaNs included),
  *   1e-6 relative per element for the softmax forward (probabilities and row
  *   losses), 1e-10 relative for the double sum.
  * With no device the host suite still runs and the process then exits 77, which
@@ -24,6 +25,7 @@
 #include "ops/ops.h"
 #include "ops/ref.h"
 #include "test_util.h"
+#include "train/metrics.h"
 #include "train/optim_impl.h"
 #include "wk_kernels.h"
 
@@ -211,6 +213,14 @@ START_TEST(test_launch_arguments_train) {
       wk_launch_softmax_xent_backward_f32(2, 10, -0.1, 1.0, fake, NULL, fake, NULL), bad);
   ck_assert_int_eq(
       wk_launch_softmax_xent_backward_f32(2, 10, 0.1, 1.0, fake, NULL, fake, NULL), bad);
+  int32_t *ifake = (int32_t *)&n_devices;
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(0, 5, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(-1, 5, fake, ifake, NULL), bad);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(2, 0, fake, ifake, NULL), bad);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(2, (int64_t)INT32_MAX + 1, fake, ifake, NULL), bad);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(INT64_MAX, 3, fake, ifake, NULL), bad);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(2, 5, fake, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_argmax_rows_f32(2, 5, NULL, ifake, NULL), bad);
   ck_assert_int_eq(wk_launch_sum_f32(-1, NULL, NULL, NULL), bad);
   ck_assert_int_eq(wk_launch_sum_f32(0, NULL, NULL, NULL), bad);
   ck_assert_int_eq(wk_launch_sum_rows_f32(5, 0, NULL, NULL, NULL), 0);
@@ -633,6 +643,39 @@ START_TEST(test_sum_rows) {
 }
 END_TEST
 
+/* wk_launch_argmax_rows_f32: wk_argmax's class for every row, on values so
+ * coarse (eight of them) that rows tie (the first of equal maxima wins), with
+ * a NaN in column 0 of one row (which keeps 0), a NaN in the last column of
+ * another (which never wins), and -0 before +0s (equal: -0's column wins). */
+START_TEST(test_argmax_rows) {
+  const rows_case *c = &rows_cases[_i];
+  const int64_t n = c->n, k = c->k, nk = n * k;
+  float *x = host_f32(nk > 0 ? nk : 1);
+  wkt_fill_f32(x, nk, 1200 + (uint64_t)_i, -2.0f, 2.0f);
+  for (int64_t e = 0; e < nk; e++) x[e] = floorf(x[e] * 2.0f) / 2.0f;
+  if (n >= 3 && k >= 2) {
+    x[0] = NAN;
+    x[2 * k - 1] = NAN;
+    for (int64_t j = 0; j < k; j++) x[2 * k + j] = 0.0f;
+    x[2 * k] = -0.0f;
+  }
+  int32_t *want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
+  int32_t *got = malloc((size_t)(n > 0 ? n : 1) * sizeof *got);
+  ck_assert(want && got);
+  for (int64_t i = 0; i < n; i++) want[i] = wk_argmax(x + i * k, (int)k), got[i] = -1;
+  float *d_x = device_f32(x, nk > 0 ? nk : 1);
+  int32_t *d_out = device_copy(got, (size_t)(n > 0 ? n : 1) * sizeof *got);
+  CK_LAUNCH(wk_launch_argmax_rows_f32(n, k, d_x, d_out, NULL));
+  if (n > 0) CK_WK(wk_cuda_copy_d2h(got, d_out, (size_t)n * sizeof *got));
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_msg(got[i] == want[i], "argmax of row %lld of (%lld, %lld): got %d, want %d",
+                  (long long)i, (long long)n, (long long)k, got[i], want[i]);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_out));
+  free(x), free(want), free(got);
+}
+END_TEST
+
 /* The optimizer test's arena: parameters of odd sizes with gaps between them
  * (never written), a no-decay bias, a frozen one and discriminative rates. */
 enum { OPT_N_PARAMS = 6 };
@@ -892,6 +935,7 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tt, test_softmax_xent, 0, N_XENT_CASES);
   tcase_add_loop_test(tt, test_sum, 0, N_SIZES);
   tcase_add_loop_test(tt, test_sum_rows, 0, N_ROWS_CASES);
+  tcase_add_loop_test(tt, test_argmax_rows, 0, N_ROWS_CASES);
   tcase_add_loop_test(tt, test_optim, 0, 4);
   tcase_add_loop_test(tt, test_scale, 0, N_SIZES);
   tcase_add_loop_test(tt, test_bf16, 0, N_SIZES);
