@@ -113,14 +113,41 @@ typedef struct wk_gpu_input {
   float mean[3], std[3]; /* u8 only */
 } wk_gpu_input;
 
-/* out (n, F) host floats. Training mode uses batch statistics (updating the
- * running ones on the device) and dropout masks as the CPU does. */
+/* out (n, F) host floats, or NULL: the output stays on the device only (for
+ * the loss there, below) and the call returns without waiting for the device
+ * (a fault then shows at the next call that does). Training mode uses batch
+ * statistics (updating the running ones on the device) and dropout masks as
+ * the CPU does. */
 wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out);
 /* dy (n, F) host floats for the last training forward; the gradients stay on
  * the device (wk_gpu_net_copy brings them). With a communicator attached (below) they
  * are the mean over the ranks when this returns. */
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy);
+
+/* ------------------------------------------------------------------ the loss on the device
+ * Softmax cross-entropy with label smoothing (kernels/train.cu; ops/ops.h's
+ * wk_softmax_xent_forward and _backward on the host) over the output (n, k)
+ * of the last forward, which then need not cross to the host (out NULL
+ * above); its gradient is written straight into the output's gradient buffer
+ * by backward. Per step the labels go up, and the loss sum and, when asked,
+ * the predicted classes come back. */
+typedef struct wk_gpu_xent {
+  const int32_t *labels; /* (n) host, each in [0, k): the caller checks (a label
+                          * outside makes its row's loss, hence the sum, NaN) */
+  double smoothing;      /* [0, 1] */
+  int32_t *predicted;    /* (n) host, or NULL: each row's most probable class
+                          * (wk_launch_argmax_rows_f32 over the probabilities) */
+} wk_gpu_xent;
+/* *loss_sum: the rows' losses, each rounded to float, summed in double
+ * (wk_launch_sum_f32's fixed tree); within ~1e-7 relative of the host's sum.
+ * The probabilities and labels stay on the device for the next function. */
+wk_status wk_gpu_net_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum);
+/* wk_gpu_net_backward with the output gradient made on the device from the
+ * loss of the last training forward (xent_forward must have run after it):
+ * dy[i, j] = (float)((double)dloss / n * (probs[i, j] - q[i, j])), bit for bit
+ * wk_softmax_xent_backward_ref_f32 with that dloss on the same probabilities. */
+wk_status wk_gpu_net_xent_backward(wk_gpu_net *net, float dloss);
 
 /* ------------------------------------------------------------------ the step on the device
  * The optimizer can run where the gradients are (train/trainer.c does so for a

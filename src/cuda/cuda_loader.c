@@ -181,3 +181,15 @@ wk_status wk_gpu_net_scale_grads(wk_gpu_net *net, float s) {
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_scale_grads(net, s));
 }
+
+wk_status wk_gpu_net_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_xent_forward(net, x, loss_sum));
+}
+
+wk_status wk_gpu_net_xent_backward(wk_gpu_net *net, float dloss) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_xent_backward(net, dloss));
+}

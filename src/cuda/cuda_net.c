@@ -37,9 +37,16 @@
  * pinned memory overlaps the DMA; the upload stream first waits for the
  * compute stream to be done with the destination's previous contents, the
  * compute stream waits for the copy, and the next batch is not written into
- * the pinned memory before the copy has read it. Every call still ends in a
- * synchronisation, so the upload does not overlap the previous step's work:
- * what it gains is the DMA from pinned memory.
+ * the pinned memory before the copy has read it. Every call that returns a
+ * result ends in a synchronisation, so the upload does not overlap the
+ * previous step's work: what it gains is the DMA from pinned memory.
+ *
+ * The loss can stay here too (wk_cudanet_xent_*): a training forward that
+ * returns no output queues its work and returns; the softmax cross-entropy
+ * kernels read the output value, keep the probabilities and the labels, and
+ * only the loss sum and the predicted classes go back; backward then starts
+ * from the loss's gradient written into the output's gradient buffer instead
+ * of from a host copy.
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
@@ -90,6 +97,7 @@ struct wk_gpu_net {
   float **val, **grad;   /* per value (roots only), device, for batch cap */
   int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
   bool last_train;
+  bool out_ready;        /* the last forward completed: the output value holds its result */
   wk_gpu_dropout drop;   /* the last training forward's dropout masks */
   wk_gpucomm *comm;      /* data parallelism (cuda_comm.c), or NULL */
   wk_gnode *gn;
@@ -110,6 +118,16 @@ struct wk_gpu_net {
   int *flag;             /* one device int: the non-finite check */
   uint8_t *u8_in;        /* 8-bit input batches, before normalisation */
   size_t u8_cap;
+  /* the loss on the device (wk_cudanet_xent_*), for xent_cap rows: the labels,
+   * the probabilities (rows x the output's width), the rows' losses, the
+   * predicted classes, and the loss sum (one double); xent_ready when they
+   * belong to the last training forward, which backward has not consumed */
+  int32_t *xent_labels, *xent_pred;
+  float *xent_probs, *xent_rows;
+  double *xent_sum;
+  int64_t xent_cap;
+  double xent_smoothing;
+  bool xent_ready;
   /* the input's way up (wk_upload): pinned staging memory, its stream, and
    * events: up_clear (the compute stream is done with the destination),
    * up_done (the copy is done: the compute stream may read the destination) */
@@ -491,6 +509,11 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->segs_dev);
   (void)wk_cuda_free(net->flag);
   (void)wk_cuda_free(net->u8_in);
+  (void)wk_cuda_free(net->xent_labels);
+  (void)wk_cuda_free(net->xent_pred);
+  (void)wk_cuda_free(net->xent_probs);
+  (void)wk_cuda_free(net->xent_rows);
+  (void)wk_cuda_free(net->xent_sum);
   (void)wk_cuda_free(net->wh);
   (void)wk_cuda_free(net->bdw);
   (void)wk_cuda_free(net->find_dw);
@@ -898,9 +921,11 @@ static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n
 
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
-  if (n < 1 || n > (1 << 24) || !x || !x->data || !out || !drop)
+  if (n < 1 || n > (1 << 24) || !x || !x->data || !drop)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: batch %lld", (long long)n);
   WK_CUDA_TRY(cudaSetDevice(net->device));
+  net->out_ready = false; /* the output value, and a loss of it, are overwritten below */
+  net->xent_ready = false;
   net->trains |= train;
   const bool find =
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
@@ -911,11 +936,15 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
   }
   const int last = net->n_values - 1;
-  WK_CUDA_TRY(cudaMemcpyAsync(out, net->val[last], (size_t)(n * net->numel[last]) * sizeof(float),
-                              cudaMemcpyDeviceToHost, net->stream));
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  if (out) {
+    WK_CUDA_TRY(cudaMemcpyAsync(out, net->val[last],
+                                (size_t)(n * net->numel[last]) * sizeof(float),
+                                cudaMemcpyDeviceToHost, net->stream));
+    WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  }
   net->last_train = train;
   net->drop = *drop;
+  net->out_ready = true;
   return WK_OK;
 }
 
@@ -1053,10 +1082,9 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
   }
 }
 
-wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
-  if (!net->last_train || !dy)
-    return wk_fail(WK_ERR_INVALID_ARG, "GPU backward needs a training forward first");
-  WK_CUDA_TRY(cudaSetDevice(net->device));
+/* Backward from the output gradient: dy (host) when given, else the loss's
+ * gradient times dloss from the last wk_cudanet_xent_forward. */
+static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss) {
   const int64_t n = net->batch;
   WK_CUDA_TRY(cudaMemsetAsync(net->grads, 0, net->g.n_elems * sizeof(float), net->stream));
   for (int v = 1; v < net->n_values; v++)
@@ -1064,9 +1092,19 @@ wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
       WK_CUDA_TRY(cudaMemsetAsync(net->grad[v], 0, (size_t)(n * net->numel[v]) * sizeof(float),
                                   net->stream));
   const int last = net->n_values - 1;
-  WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy, (size_t)(n * net->numel[last]) * sizeof(float),
-                              cudaMemcpyHostToDevice, net->stream));
+  if (dy) {
+    WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy,
+                                (size_t)(n * net->numel[last]) * sizeof(float),
+                                cudaMemcpyHostToDevice, net->stream));
+  } else { /* the reference's factor: dloss / batch in double */
+    const double scale = (double)dloss / (double)n;
+    WK_TRY(wk_kernel_try(wk_launch_softmax_xent_backward_f32(
+                             n, net->numel[last], net->xent_smoothing, scale, net->xent_probs,
+                             net->xent_labels, net->grad[last], net->stream),
+                         "softmax cross-entropy backward"));
+  }
   net->last_train = false; /* one backward per forward, as on the CPU */
+  net->xent_ready = false;
   if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
   for (int i = net->g.n_nodes - 1; i >= 0; i--) {
     if (net->needs_grad[i + 1]) {
@@ -1082,6 +1120,83 @@ wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
   }
   WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
   return wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce");
+}
+
+wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
+  if (!net->last_train || !dy)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU backward needs a training forward first");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  return wk_backward_from(net, dy, 0.0f);
+}
+
+/* ------------------------------------------------------------------ the loss on the device */
+
+/* The loss's buffers for n rows of k (grown, never shrunk). */
+static wk_status wk_xent_buffers(wk_gpu_net *net, int64_t n, int64_t k) {
+  if (!net->xent_sum) WK_TRY(wk_cuda_malloc((void **)&net->xent_sum, sizeof(double)));
+  if (n <= net->xent_cap) return WK_OK;
+  void *old[4] = {net->xent_labels, net->xent_pred, net->xent_probs, net->xent_rows};
+  net->xent_labels = net->xent_pred = NULL; /* gone even if a free below reports a fault */
+  net->xent_probs = net->xent_rows = NULL;
+  net->xent_cap = 0;
+  wk_status s = WK_OK;
+  for (int i = 0; i < 4; i++) {
+    const wk_status f = wk_cuda_free(old[i]);
+    if (s == WK_OK) s = f;
+  }
+  WK_TRY(s);
+  s = wk_cuda_malloc((void **)&net->xent_labels, (size_t)n * sizeof(int32_t));
+  if (s == WK_OK) s = wk_cuda_malloc((void **)&net->xent_pred, (size_t)n * sizeof(int32_t));
+  if (s == WK_OK) s = wk_cuda_malloc((void **)&net->xent_probs, (size_t)(n * k) * sizeof(float));
+  if (s == WK_OK) s = wk_cuda_malloc((void **)&net->xent_rows, (size_t)n * sizeof(float));
+  if (s != WK_OK)
+    return wk_fail(s, "GPU: out of device memory for the loss of a batch of %lld (%s); try a "
+                   "smaller --batch", (long long)n, wk_last_error());
+  net->xent_cap = n;
+  return WK_OK;
+}
+
+wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum) {
+  if (!x || !x->labels || !loss_sum || !(x->smoothing >= 0.0 && x->smoothing <= 1.0))
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU loss: malformed request");
+  if (!net->out_ready) return wk_fail(WK_ERR_INVALID_ARG, "GPU loss: no forward output to read");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  const int last = net->n_values - 1;
+  const int64_t n = net->batch, k = net->numel[last];
+  net->xent_ready = false;
+  WK_TRY(wk_xent_buffers(net, n, k));
+  /* pageable memory: staged by the driver before the call returns */
+  WK_CUDA_TRY(cudaMemcpyAsync(net->xent_labels, x->labels, (size_t)n * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, net->stream));
+  WK_TRY(wk_kernel_try(wk_launch_softmax_xent_forward_f32(n, k, x->smoothing, net->val[last],
+                                                          net->xent_labels, net->xent_probs,
+                                                          net->xent_rows, net->stream),
+                       "softmax cross-entropy forward"));
+  WK_TRY(wk_kernel_try(wk_launch_sum_f32(n, net->xent_rows, net->xent_sum, net->stream),
+                       "loss sum"));
+  if (x->predicted) {
+    WK_TRY(wk_kernel_try(wk_launch_argmax_rows_f32(n, k, net->xent_probs, net->xent_pred,
+                                                   net->stream),
+                         "predicted classes"));
+    WK_CUDA_TRY(cudaMemcpyAsync(x->predicted, net->xent_pred, (size_t)n * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, net->stream));
+  }
+  double sum = 0.0;
+  WK_CUDA_TRY(cudaMemcpyAsync(&sum, net->xent_sum, sizeof sum, cudaMemcpyDeviceToHost,
+                              net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  *loss_sum = sum;
+  net->xent_smoothing = x->smoothing;
+  net->xent_ready = net->last_train; /* backward needs a training forward */
+  return WK_OK;
+}
+
+wk_status wk_cudanet_xent_backward(wk_gpu_net *net, float dloss) {
+  if (!net->last_train || !net->xent_ready)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU backward from the loss needs a training forward "
+                   "and its loss first");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  return wk_backward_from(net, NULL, dloss);
 }
 
 /* ------------------------------------------------------------------ data parallelism */

@@ -109,3 +109,16 @@ wk_status wk_gpu_net_scale_grads(wk_gpu_net *net, float s) {
   (void)s;
   return wk_not_built();
 }
+
+wk_status wk_gpu_net_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum) {
+  (void)net;
+  (void)x;
+  (void)loss_sum;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_xent_backward(wk_gpu_net *net, float dloss) {
+  (void)net;
+  (void)dloss;
+  return wk_not_built();
+}

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 8
+#define WK_CUDA_PLUGIN_ABI 9
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -38,6 +38,9 @@ typedef struct wk_cuda_plugin {
   wk_status (*net_grads_finite)(wk_gpu_net *net, bool *finite);
   wk_status (*net_scale_grads)(wk_gpu_net *net, float s);
   wk_status (*net_optim_step)(wk_gpu_net *net, const wk_gpu_optim *o);
+  /* the loss on the device */
+  wk_status (*net_xent_forward)(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum);
+  wk_status (*net_xent_backward)(wk_gpu_net *net, float dloss);
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,
