@@ -152,7 +152,7 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
     net->bn_batches++;
     net->bn_version++;
   }
-  *out = wk_net_value_tensor(net, last, n, net->val[last]);
+  if (out) *out = wk_net_value_tensor(net, last, n, net->val[last]);
   return WK_OK;
 }
 

@@ -14,7 +14,13 @@
  * then the newer ones, net->gpu_stale marks the host's that are behind, and
  * the arena accessors (wk_net_weights, ...) and wk_net_sync_host copy them
  * back when the host reads them (saving a model, a checkpoint, averaging
- * statistics over ranks). */
+ * statistics over ranks).
+ *
+ * It keeps the loss there too (wk_net_gpu_xent_forward, _backward): a forward
+ * with no output asked for leaves the logits on the device, and of the loss
+ * only the labels go up and the mean loss and the predicted classes come
+ * back, where the host's loss would move the logits down and their gradient
+ * up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,7 +186,7 @@ void wk_net_release_gpu(wk_net *net) {
 
 wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
   const int64_t n = x->shape[0], f = wk_net_output_features(net);
-  if ((size_t)(n * f) > net->gpu_out_elems) {
+  if (out && (size_t)(n * f) > net->gpu_out_elems) {
     float *p = realloc(net->gpu_out, (size_t)(n * f) * sizeof *p);
     if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the GPU's output");
     net->gpu_out = p;
@@ -203,7 +209,7 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
   wk_gpu_input in = {.data = x->data, .u8 = x->dtype == WK_U8};
   memcpy(in.mean, net->in_mean, sizeof in.mean);
   memcpy(in.std, net->in_std, sizeof in.std);
-  WK_TRY(wk_gpu_net_forward(net->gpu, &in, n, train, &drop, net->gpu_out));
+  WK_TRY(wk_gpu_net_forward(net->gpu, &in, n, train, &drop, out ? net->gpu_out : NULL));
   net->batch = n;
   net->last_train = train;
   if (train) {
@@ -212,8 +218,16 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
     if (net->gpu_resident) net->gpu_stale |= WK_STALE_BUFFERS; /* running statistics moved */
   }
   const int64_t shape[2] = {n, f};
-  *out = wk_tensor_view(net->gpu_out, WK_F32, 2, shape);
+  if (out) *out = wk_tensor_view(net->gpu_out, WK_F32, 2, shape);
   return WK_OK;
+}
+
+/* After a backward on the device: the gradients, and the running statistics
+ * the forward moved, are newer there; with the step there they stay (the
+ * host copies them if it asks), else they come back now. */
+static wk_status wk_after_backward(wk_net *net) {
+  net->gpu_stale |= WK_STALE_GRADS | WK_STALE_BUFFERS;
+  return net->gpu_resident ? WK_OK : wk_net_sync_host(net);
 }
 
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
@@ -222,11 +236,45 @@ wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy) {
   WK_TRY(wk_tensor_expect(dy, "output gradient", WK_F32, 2, s));
   net->last_train = false;
   WK_TRY(wk_gpu_net_backward(net->gpu, dy->data));
-  /* the gradients, and the running statistics the forward moved, are newer on
-   * the device: with the step there they stay (the host copies them if it
-   * asks), else they come back now */
-  net->gpu_stale |= WK_STALE_GRADS | WK_STALE_BUFFERS;
-  return net->gpu_resident ? WK_OK : wk_net_sync_host(net);
+  return wk_after_backward(net);
+}
+
+/* The host's checks of ops/softmax_xent.c, with its messages: the device's
+ * kernels would only turn a bad label into a NaN loss. */
+static wk_status wk_xent_check(const wk_xent_params *p, const wk_tensor *labels, int64_t n,
+                               int64_t k) {
+  if (!p || !(p->label_smoothing >= 0.0f && p->label_smoothing <= 1.0f))
+    return wk_fail(WK_ERR_INVALID_ARG, "cross-entropy: label smoothing must be in [0, 1]");
+  WK_TRY(wk_tensor_expect(labels, "cross-entropy labels", WK_I32, 1, &n));
+  const int32_t *l = labels->data;
+  for (int64_t i = 0; i < n; i++)
+    if (l[i] < 0 || l[i] >= k)
+      return wk_fail(WK_ERR_INVALID_ARG,
+                     "cross-entropy: label %d of sample %lld is not in [0, %lld)", l[i],
+                     (long long)i, (long long)k);
+  return WK_OK;
+}
+
+wk_status wk_net_gpu_xent_forward(wk_net *net, const wk_xent_params *p, const wk_tensor *labels,
+                                  float *loss, int32_t *predicted) {
+  if (!net->gpu || net->batch < 1 || !loss)
+    return wk_fail(WK_ERR_INVALID_ARG, "the loss on the device needs a forward on a GPU first");
+  const int64_t n = net->batch;
+  WK_TRY(wk_xent_check(p, labels, n, wk_net_output_features(net)));
+  const wk_gpu_xent x = {.labels = labels->data, .smoothing = p->label_smoothing,
+                         .predicted = predicted};
+  double sum = 0.0;
+  WK_TRY(wk_gpu_net_xent_forward(net->gpu, &x, &sum));
+  *loss = (float)(sum / (double)n); /* as wk_softmax_xent_forward */
+  return WK_OK;
+}
+
+wk_status wk_net_gpu_xent_backward(wk_net *net, float dloss) {
+  if (!net->gpu || !net->last_train)
+    return wk_fail(WK_ERR_INVALID_ARG, "backward needs a training forward first");
+  net->last_train = false;
+  WK_TRY(wk_gpu_net_xent_backward(net->gpu, dloss));
+  return wk_after_backward(net);
 }
 
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,

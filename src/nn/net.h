@@ -150,7 +150,9 @@ void wk_net_weights_changed(wk_net *net);
  * updates its running ones, and dropout draws a mask from (seed, step); in
  * evaluation mode neither, and a frozen batchnorm with nothing trainable
  * upstream of it (a frozen body) uses and keeps its running statistics in
- * training too. *out views the output (N, F), owned by the net. */
+ * training too. *out views the output (N, F), owned by the net; out NULL
+ * asks for no output (on a GPU it then stays on the device, where
+ * wk_net_gpu_xent_forward reads it). */
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
 /* dy (N, F): the gradient of the loss w.r.t. the output of the last training
  * forward. Fills the gradient arena (frozen parameters get 0). */
@@ -216,6 +218,20 @@ wk_status wk_net_place(wk_net *net, int device);
  * process). Turning it off brings everything back. */
 wk_status wk_net_gpu_set_resident(wk_net *net, bool on);
 wk_status wk_net_sync_host(wk_net *net);
+/* The loss on the device (train/trainer.c, a network on a GPU): softmax
+ * cross-entropy with label smoothing as ops/ops.h's wk_softmax_xent_forward
+ * and _backward compute it, over the output of the last forward, which never
+ * crosses to the host (kernels/train.cu; the same loss up to float rounding,
+ * see cuda/cuda.h). forward: labels (N) i32, checked as the host checks them
+ * (same message); *loss the batch mean; predicted, when not NULL, receives
+ * each sample's most probable class (N values, wk_argmax's rule on the
+ * probabilities). backward, after a training forward and its loss: as
+ * wk_net_backward with the output gradient the host's
+ * wk_softmax_xent_backward(p, dloss) would give (dloss: 1, or fp16's loss
+ * scale). */
+wk_status wk_net_gpu_xent_forward(wk_net *net, const wk_xent_params *p, const wk_tensor *labels,
+                                  float *loss, int32_t *predicted);
+wk_status wk_net_gpu_xent_backward(wk_net *net, float dloss);
 /* *finite: no NaN or infinity among the device's gradients. */
 wk_status wk_net_gpu_grads_finite(wk_net *net, bool *finite);
 /* The device's gradients times s. */
