@@ -1,6 +1,7 @@
 /* test_model.c - model files and checkpoints: save/load round trips give
  * identical outputs, a resumed checkpoint continues bit for bit, and broken
- * files are refused with a message. */
+ * files are refused with a message. Also what a training step reports: a NaN
+ * loss stops it, and the predicted classes training accuracy counts. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "modelio/model.h"
 #include "nn/zoo.h"
 #include "test_util.h"
+#include "train/metrics.h"
 #include "train/trainer.h"
 
 static char wkt_tmp[256];
@@ -234,6 +236,65 @@ START_TEST(test_nan_loss_stops_with_the_step) {
 }
 END_TEST
 
+/* wk_trainer_predicted after a step on the CPU (the loss on the host): each
+ * row's argmax of the softmax probabilities of the step's forward, the first
+ * of equal maxima. The network (flatten, linear) has no batchnorm and no
+ * dropout, so an evaluation forward before the step gives the step's logits;
+ * then, with the weights zeroed and the bias {0, 1, 0, 2, 2}, every row's
+ * classes 3 and 4 tie exactly and 3 must win. */
+START_TEST(test_predicted_classes) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 4, 4, 3, &net), WK_OK);
+  int v = wk_net_flatten(net, "flatten", 0);
+  v = wk_net_linear(net, "fc", v, 5, true);
+  ck_assert_int_ge(v, 0);
+  ck_assert_msg(wk_net_finalize(net, 3) == WK_OK, "%s", wk_last_error());
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 2),
+                         .seed = 1,
+                         .label_smoothing = 0.1f};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &cfg, &t), WK_OK);
+  enum { N = 7, K = 5 };
+  wk_tensor x = wkt_input(N, 4, 21);
+  const int64_t ls[1] = {N}, ps[2] = {N, K};
+  wk_tensor labels = wkt_tensor(WK_I32, 1, ls), probs = wkt_tensor(WK_F32, 2, ps), out;
+  for (int i = 0; i < N; i++) ((int32_t *)labels.data)[i] = i % K;
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+  const wk_xent_params xp = {.label_smoothing = 0.1f};
+  float loss, step_loss;
+  ck_assert_int_eq(wk_softmax_xent_forward(ctx, &xp, &out, &labels, &probs, &loss), WK_OK);
+  int want[N];
+  for (int i = 0; i < N; i++) want[i] = wk_argmax((const float *)probs.data + i * K, K);
+  ck_assert_msg(wk_trainer_step(t, &x, &labels, &step_loss, NULL) == WK_OK, "%s",
+                wk_last_error());
+  ck_assert_msg(fabsf(step_loss - loss) <= 1e-6f * loss, "step loss %g, forward's %g",
+                (double)step_loss, (double)loss); /* the same logits */
+  const int32_t *pred = wk_trainer_predicted(t);
+  ck_assert_ptr_nonnull(pred);
+  for (int i = 0; i < N; i++) ck_assert_int_eq(pred[i], want[i]);
+  float *w = wk_net_weights(net);
+  memset(w, 0, wk_net_n_elems(net) * sizeof *w);
+  const int b = wk_net_find_param(net, "fc.bias");
+  ck_assert_int_ge(b, 0);
+  size_t np;
+  const float bias[K] = {0, 1, 0, 2, 2};
+  memcpy(w + wk_net_params(net, &np)[b].offset, bias, sizeof bias);
+  wk_net_weights_changed(net);
+  ck_assert_msg(wk_trainer_step(t, &x, &labels, &step_loss, NULL) == WK_OK, "%s",
+                wk_last_error());
+  pred = wk_trainer_predicted(t);
+  for (int i = 0; i < N; i++) ck_assert_int_eq(pred[i], 3);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_tensor_free(&probs);
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_resume_sgd_one_cycle) { wkt_resume_case(WK_OPTIM_SGD, WK_SCHEDULE_ONE_CYCLE); }
 END_TEST
 START_TEST(test_resume_adamw_cosine) { wkt_resume_case(WK_OPTIM_ADAMW, WK_SCHEDULE_COSINE); }
@@ -328,6 +389,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_round_trip_identical_outputs);
   tcase_add_test(tc, test_nan_loss_stops_with_the_step);
+  tcase_add_test(tc, test_predicted_classes);
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);

@@ -12,7 +12,6 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
-#include "train/metrics.h"
 #include "train/predict.h"
 #include "train/trainer.h"
 
@@ -173,7 +172,7 @@ static wk_status wk_set_meta(const wk_clicks_train_cfg *tc, const wk_clicks_cfg 
 }
 
 static wk_status wk_train_loop(wk_trainer *t, const wk_clicks_train_cfg *tc,
-                               const wk_clicks_images *set, int k, float lut[3][256]) {
+                               const wk_clicks_images *set, float lut[3][256]) {
   const int S = set->size, B = tc->batch;
   const size_t px = (size_t)S * (size_t)S;
   const int64_t steps = set->n / B;
@@ -206,8 +205,8 @@ static wk_status wk_train_loop(wk_trainer *t, const wk_clicks_train_cfg *tc,
       st = wk_trainer_step(t, &xt, &lt, &loss, &lr);
       if (st != WK_OK) break;
       loss_sum += loss;
-      const float *pr = wk_trainer_probs(t);
-      for (int i = 0; i < B; i++) correct += wk_argmax(pr + (size_t)i * k, k) == lab[i];
+      const int32_t *pred = wk_trainer_predicted(t);
+      for (int i = 0; i < B; i++) correct += pred[i] == lab[i];
     }
     if (st == WK_OK)
       WK_LOG_I("clicks train: epoch %d/%d loss %.4f acc %.3f lr %.2e (%.1f s, %.0f windows/s)",
@@ -246,7 +245,7 @@ wk_status wk_clicks_train(wk_ctx *ctx, const wk_clicks_train_cfg *tc, const wk_c
   }
   float lut[3][256];
   wk_make_lut(&meta->pre, lut);
-  if (st == WK_OK) st = wk_train_loop(t, tc, set, n_classes, lut);
+  if (st == WK_OK) st = wk_train_loop(t, tc, set, lut);
   wk_trainer_destroy(t);
   if (st != WK_OK) {
     wk_net_destroy(*net);

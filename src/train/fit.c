@@ -480,7 +480,6 @@ static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
 static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *row,
                                 bool *stopped) {
   const int64_t nb = wk_loader_batches_per_epoch(r->loader);
-  const int k = wk_dataset_n_classes(r->train_ds);
   double loss_sum = 0, t0 = wk_now_s(), lr = 0;
   int64_t seen = 0, correct = 0, b = 0;
   WK_TRY(wk_loader_start_epoch(r->loader, e));
@@ -491,9 +490,9 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
     if (b++ < skip) continue; /* done before the interruption */
     float loss;
     WK_TRY(wk_trainer_step(r->trainer, wk_train_input(r, bt), &bt->labels, &loss, &lr));
-    const float *probs = wk_trainer_probs(r->trainer);
+    const int32_t *pred = wk_trainer_predicted(r->trainer);
     for (int64_t i = 0; i < bt->n; i++)
-      correct += wk_argmax(probs + i * k, k) == ((const int32_t *)bt->labels.data)[i];
+      correct += pred[i] == ((const int32_t *)bt->labels.data)[i];
     seen += bt->n;
     loss_sum += (double)loss * (double)bt->n;
     const double el = wk_now_s() - t0;

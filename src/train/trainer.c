@@ -10,6 +10,7 @@
 #include "cuda/cuda.h"
 #include "train/ddp.h"
 #include "train/grad.h"
+#include "train/metrics.h"
 
 struct wk_trainer {
   wk_net *net;
@@ -17,7 +18,9 @@ struct wk_trainer {
   wk_train_config cfg;
   int64_t step;
   double grad_norm;
-  wk_tensor probs, dlogits; /* (N, K), reallocated when N changes */
+  wk_tensor probs, dlogits; /* (N, K), the loss on the host; reallocated when N changes */
+  int32_t *predicted;       /* (N): the last step's predicted classes */
+  int64_t predicted_cap;
   wk_ddp *ddp;              /* data parallelism, or NULL */
   /* the step on the device (a network on a GPU, no clipping): the optimizer's
    * state lives there from the first such step on, until it is read back */
@@ -76,6 +79,7 @@ void wk_trainer_destroy(wk_trainer *t) {
   wk_optim_destroy(t->opt);
   wk_tensor_free(&t->probs);
   wk_tensor_free(&t->dlogits);
+  free(t->predicted);
   free(t);
 }
 
@@ -98,9 +102,19 @@ void wk_trainer_set_loss_scale(wk_trainer *t, double s) {
   t->loss_scale = s >= 1.0 ? (s <= WK_SCALE_MAX ? s : WK_SCALE_MAX) : 1.0;
   t->good_steps = 0;
 }
-const float *wk_trainer_probs(const wk_trainer *t) { return t->probs.data; }
+const int32_t *wk_trainer_predicted(const wk_trainer *t) { return t->predicted; }
+
+static wk_status wk_predicted_buffer(wk_trainer *t, int64_t n) {
+  if (n <= t->predicted_cap) return WK_OK;
+  int32_t *p = realloc(t->predicted, (size_t)n * sizeof *p);
+  if (!p) return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  t->predicted = p;
+  t->predicted_cap = n;
+  return WK_OK;
+}
 
 static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
+  WK_TRY(wk_predicted_buffer(t, out->shape[0]));
   if (t->probs.data && wk_tensor_same_shape(&t->probs, out)) return WK_OK;
   wk_tensor_free(&t->probs);
   wk_tensor_free(&t->dlogits);
@@ -108,13 +122,57 @@ static wk_status wk_loss_buffers(wk_trainer *t, const wk_tensor *out) {
   return wk_tensor_alloc(&t->dlogits, WK_F32, 2, out->shape);
 }
 
+static bool wk_env_is_1(const char *name) {
+  const char *e = getenv(name);
+  return e && strcmp(e, "1") == 0;
+}
+
 /* Whether this step runs on the device: the network is on a GPU and nothing
  * needs the host's view of the gradients (clipping does; $WHISKER_GPU_HOST_STEP=1
  * forces the host optimizer, for comparison). */
 static bool wk_step_on_device(const wk_trainer *t) {
   if (!wk_net_on_gpu(t->net) || t->cfg.clip_norm > 0.0) return false;
-  const char *e = getenv("WHISKER_GPU_HOST_STEP");
-  return !(e && strcmp(e, "1") == 0);
+  return !wk_env_is_1("WHISKER_GPU_HOST_STEP");
+}
+
+/* Whether the loss runs on the device (the logits never cross to the host):
+ * the network is on a GPU, and neither $WHISKER_GPU_HOST_STEP=1 (the whole
+ * step on the host, as before either moved) nor $WHISKER_GPU_HOST_LOSS=1
+ * (only the loss, for comparison) asks for the host's. Clipping does not
+ * matter: it needs the parameters' gradients, not the logits'. */
+static bool wk_loss_on_device(const wk_trainer *t) {
+  return wk_net_on_gpu(t->net) && !wk_env_is_1("WHISKER_GPU_HOST_STEP") &&
+         !wk_env_is_1("WHISKER_GPU_HOST_LOSS");
+}
+
+/* A training forward of x and the loss of labels into *l, with each sample's
+ * predicted class in t->predicted: on the device, or on the host (the logits
+ * come down, the probabilities stay in t->probs for the backward). */
+static wk_status wk_loss_forward(wk_trainer *t, bool on_device, const wk_xent_params *xp,
+                                 const wk_tensor *x, const wk_tensor *labels, float *l) {
+  wk_net *net = t->net;
+  if (on_device) {
+    WK_TRY(wk_net_forward(net, x, true, NULL));
+    WK_TRY(wk_predicted_buffer(t, x->shape[0]));
+    return wk_net_gpu_xent_forward(net, xp, labels, l, t->predicted);
+  }
+  wk_tensor out;
+  WK_TRY(wk_net_forward(net, x, true, &out));
+  WK_TRY(wk_loss_buffers(t, &out));
+  WK_TRY(wk_softmax_xent_forward(wk_net_ctx(net), xp, &out, labels, &t->probs, l));
+  const int64_t n = out.shape[0], k = out.shape[1];
+  const float *p = t->probs.data;
+  for (int64_t i = 0; i < n; i++) t->predicted[i] = wk_argmax(p + i * k, (int)k);
+  return WK_OK;
+}
+
+/* The loss's gradient times dloss (1, or fp16's scale) and backward from it. */
+static wk_status wk_loss_backward(wk_trainer *t, bool on_device, const wk_xent_params *xp,
+                                  const wk_tensor *labels, float dloss) {
+  if (on_device) return wk_net_gpu_xent_backward(t->net, dloss);
+  WK_TRY(wk_softmax_xent_backward(wk_net_ctx(t->net), xp, &t->probs, labels, dloss,
+                                  &t->dlogits));
+  return wk_net_backward(t->net, &t->dlogits);
 }
 
 /* The optimizer's state to the device (its first step there: zeros, or a
@@ -198,12 +256,10 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   if (!on_device) WK_TRY(wk_state_move(t, false)); /* the host's turn again */
   if (wk_net_on_gpu(net)) WK_TRY(wk_net_gpu_set_resident(net, on_device));
   if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
-  wk_tensor out;
-  WK_TRY(wk_net_forward(net, x, true, &out));
-  WK_TRY(wk_loss_buffers(t, &out));
+  const bool loss_on_device = wk_loss_on_device(t);
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   float l;
-  WK_TRY(wk_softmax_xent_forward(ctx, &xp, &out, labels, &t->probs, &l));
+  WK_TRY(wk_loss_forward(t, loss_on_device, &xp, x, labels, &l));
   if (t->ddp) { /* the global batch's loss: every rank takes the same decisions */
     wk_dist *d = wk_ddp_dist(t->ddp);
     double gl = l;
@@ -219,8 +275,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
                    "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
   const bool scaled = wk_scaled(t);
   const double scale = scaled ? t->loss_scale : 1.0;
-  WK_TRY(wk_softmax_xent_backward(ctx, &xp, &t->probs, labels, (float)scale, &t->dlogits));
-  WK_TRY(wk_net_backward(net, &t->dlogits));
+  WK_TRY(wk_loss_backward(t, loss_on_device, &xp, labels, (float)scale));
   if (t->ddp) WK_TRY(wk_ddp_finish_step(t->ddp));
   if (on_device) {
     WK_TRY(wk_device_update(t, lr, l));

@@ -3,7 +3,11 @@
  * A step: learning rate (and one-cycle momentum) from the schedule at the
  * current step; dropout masks from (seed, step); training forward; softmax
  * cross-entropy with label smoothing; backward; a non-finite gradient check;
- * optional clipping by global norm; the optimizer update. Everything random is
+ * optional clipping by global norm; the optimizer update. For a network on a
+ * GPU the loss is computed there (the logits stay on the device) and, without
+ * clipping, the update too; $WHISKER_GPU_HOST_LOSS=1 brings the loss back to
+ * the host, $WHISKER_GPU_HOST_STEP=1 the loss and the update (both for
+ * comparison). Everything random is
  * a function of (seed, step), so a checkpoint needs only the weights, the
  * batchnorm statistics, the optimizer state and the step counter to continue
  * bit for bit.
@@ -55,8 +59,12 @@ void wk_trainer_set_ddp(wk_trainer *t, struct wk_ddp *ddp);
  * point of its schedule. */
 void wk_trainer_rescale_steps(wk_trainer *t, double f);
 const wk_train_config *wk_trainer_config(const wk_trainer *t);
-/* The softmax probabilities (N, K) of the last step's batch. */
-const float *wk_trainer_probs(const wk_trainer *t);
+/* The class each sample of the last step's batch was predicted as (N
+ * values): its most probable one, the first of equal maxima (train/metrics.h's
+ * wk_argmax on the softmax probabilities), computed where the loss was (on
+ * the GPU the probabilities never come to the host). For training accuracy;
+ * valid until the next step. */
+const int32_t *wk_trainer_predicted(const wk_trainer *t);
 /* The gradient norm of the last step (before clipping). */
 double wk_trainer_grad_norm(const wk_trainer *t);
 /* fp16 on a GPU (nn/net.h): the dynamic loss scale (2^16 to start, halved at
