@@ -8,6 +8,8 @@
  * counted, flatten). For each: evaluation forward, training forward (outputs
  * and the batchnorm running statistics it moves), backward (the whole gradient
  * arena), and three SGD steps through the trainer (losses and final weights).
+ * The training step on the device (its update, its loss) against the host's
+ * on the same GPU.
  * Convolution algorithms chosen by timing against cuDNN's heuristics, and the
  * context's cache of timed choices.
  *
@@ -218,11 +220,12 @@ START_TEST(test_frozen_body) {
 END_TEST
 
 /* The step on the device (the optimizer's update in kernels/train.cu, the
- * weights, gradients, statistics and optimizer state kept there) against the
- * host's optimizer on the same GPU ($WHISKER_GPU_HOST_STEP=1): the same
- * forward and backward feed both, and the update kernels are the host loop
- * operation for operation, so the two agree to cuDNN's own run-to-run
- * variation (1e-5; bit equality where cuDNN's algorithms are deterministic).
+ * weights, gradients, statistics and optimizer state kept there, and the
+ * loss) against the host's loss and optimizer on the same GPU
+ * ($WHISKER_GPU_HOST_STEP=1): the same forward feeds both, the two losses
+ * and their gradients differ by float rounding only (see wkt_device_loss),
+ * and the update kernels are the host loop operation for operation, so the
+ * two agree to cuDNN's own run-to-run variation (1e-5).
  * Midway the device-side run is checkpointed (its state comes back to the
  * host) and resumed into a fresh trainer (the state goes up again): after two
  * more steps both continuations agree. For SGD with Nesterov momentum and for
@@ -412,6 +415,143 @@ START_TEST(test_fp16_overflow_skips) {
 }
 END_TEST
 
+/* The loss on the device (kernels/train.cu's softmax cross-entropy, its
+ * gradient written into the output's gradient buffer) against the host's
+ * loss on the same GPU ($WHISKER_GPU_HOST_LOSS=1: the logits come down and
+ * their gradient goes up), all else equal: label smoothing 0.1, SGD with
+ * momentum, four steps on a batch of 5, the update on the device, or with
+ * clipping on the host (which needs the parameters' gradients, not the
+ * logits'); fp16 at loss scale 128, so the scale goes into the loss's
+ * gradient on both paths (and the update takes it out).
+ * Tolerances: the same forward feeds both losses. The device sums the rows'
+ * losses rounded to float (<= 6e-8 relative), and CUDA's exp and log differ
+ * from glibc's by an ulp of double, so a probability, hence an element of the
+ * logits' gradient, can differ by one float ulp. Those and cuDNN's own
+ * run-to-run variation (the device-step test's 1e-5) are all that separates
+ * the paths: losses within 1e-5 relative, weights within 1e-5 normalised
+ * error. fp16 rounds every convolution's gradients to 11 bits, where one
+ * float ulp can cross a rounding boundary (~5e-4 of that element): 1e-4.
+ * A wrong factor (the 1 / batch, the loss scale, the smoothing) moves the
+ * gradient and the loss by 10% or more. The predicted classes agree exactly
+ * (these random logits do not tie within an ulp). */
+static void wkt_device_loss(wk_precision prec, double loss_scale, double clip, double tol) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *dev = wkt_smallcnn(ctx), *host = wkt_smallcnn(ctx);
+  wkt_perturb(dev);
+  wkt_perturb(host);
+  ck_assert_int_eq(wk_net_set_precision(dev, prec), WK_OK);
+  ck_assert_int_eq(wk_net_set_precision(host, prec), WK_OK);
+  ck_assert_msg(wk_net_use_gpu(dev, 0) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wk_net_use_gpu(host, 0) == WK_OK, "%s", wk_last_error());
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4),
+                        .seed = 1, .label_smoothing = 0.1f, .clip_norm = clip};
+  wk_trainer *td, *th;
+  ck_assert_int_eq(wk_trainer_create(dev, &tc, &td), WK_OK);
+  ck_assert_int_eq(wk_trainer_create(host, &tc, &th), WK_OK);
+  if (loss_scale > 0) {
+    wk_trainer_set_loss_scale(td, loss_scale);
+    wk_trainer_set_loss_scale(th, loss_scale);
+  }
+  enum { B = 5 };
+  const int64_t xs[4] = {B, 32, 32, 3}, ls[1] = {B};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 13, -1.0f, 1.0f);
+  for (int i = 0; i < B; i++) ((int32_t *)labels.data)[i] = (i * 3) % 5;
+  const char *name = wk_precision_name(prec);
+  for (int s = 0; s < 4; s++) {
+    float ld, lh;
+    int32_t pd[B];
+    ck_assert_msg(wk_trainer_step(td, &x, &labels, &ld, NULL) == WK_OK, "%s", wk_last_error());
+    memcpy(pd, wk_trainer_predicted(td), sizeof pd);
+    setenv("WHISKER_GPU_HOST_LOSS", "1", 1);
+    const wk_status st = wk_trainer_step(th, &x, &labels, &lh, NULL);
+    unsetenv("WHISKER_GPU_HOST_LOSS");
+    ck_assert_msg(st == WK_OK, "%s", wk_last_error());
+    ck_assert_msg(fabs((double)ld - lh) <= tol * fabs((double)lh) + 1e-7,
+                  "%s step %d: loss %.9g on the device, %.9g on the host", name, s, (double)ld,
+                  (double)lh);
+    for (int i = 0; i < B; i++)
+      ck_assert_msg(pd[i] == wk_trainer_predicted(th)[i], "%s step %d sample %d: predicted %d "
+                    "on the device, %d on the host", name, s, i, pd[i],
+                    wk_trainer_predicted(th)[i]);
+    ck_assert_int_eq(wk_trainer_skipped_steps(td), 0);
+    ck_assert_int_eq(wk_trainer_skipped_steps(th), 0);
+    ck_assert(wk_trainer_loss_scale(td) == wk_trainer_loss_scale(th));
+  }
+  char what[96];
+  snprintf(what, sizeof what, "%s weights after 4 steps, device loss vs host loss", name);
+  ck_close(what, wk_net_weights(dev), wk_net_weights(host), (int64_t)wk_net_n_elems(dev), tol);
+  wk_trainer_destroy(td);
+  wk_trainer_destroy(th);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(dev);
+  wk_net_destroy(host);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_device_loss_fp32) { wkt_device_loss(WK_PRECISION_FP32, 0, 0, 1e-5); }
+END_TEST
+START_TEST(test_device_loss_fp32_clipped) { wkt_device_loss(WK_PRECISION_FP32, 0, 1.0, 1e-5); }
+END_TEST
+START_TEST(test_device_loss_fp16) { wkt_device_loss(WK_PRECISION_FP16, 128, 0, 1e-4); }
+END_TEST
+
+/* The device's loss fails as the host's does: a label out of range with the
+ * host's message; a NaN loss stops the step with the same message and
+ * changes no weight; a probe (the learning-rate sweep's step) reports the
+ * NaN instead. */
+START_TEST(test_device_loss_errors) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_msg(wk_net_use_gpu(net, 0) == WK_OK, "%s", wk_last_error());
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4),
+                        .seed = 1, .label_smoothing = 0.1f};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  const int64_t xs[4] = {3, 32, 32, 3}, ls[1] = {3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 17, -1.0f, 1.0f);
+  int32_t *l = labels.data;
+  l[0] = 1, l[1] = 5, l[2] = 0; /* 5 classes: label 5 is out of range */
+  char msg[512];
+  float loss;
+  for (int pass = 0; pass < 2; pass++) { /* bad label, then a NaN loss */
+    if (pass == 1) {
+      l[1] = 4;
+      ((float *)x.data)[100] = NAN;
+    }
+    const size_t n = wk_net_n_elems(net);
+    float *before = malloc(n * sizeof *before);
+    ck_assert_ptr_nonnull(before);
+    memcpy(before, wk_net_weights(net), n * sizeof *before);
+    const wk_status sd = wk_trainer_step(t, &x, &labels, &loss, NULL);
+    snprintf(msg, sizeof msg, "%s", wk_last_error());
+    setenv("WHISKER_GPU_HOST_LOSS", "1", 1);
+    const wk_status sh = wk_trainer_step(t, &x, &labels, &loss, NULL);
+    unsetenv("WHISKER_GPU_HOST_LOSS");
+    ck_assert_int_eq(sd, WK_ERR_INVALID_ARG);
+    ck_assert_int_eq(sh, WK_ERR_INVALID_ARG);
+    ck_assert_msg(strcmp(msg, wk_last_error()) == 0, "device: '%s', host: '%s'", msg,
+                  wk_last_error());
+    ck_assert_msg(strstr(msg, pass ? "step 0: the loss is NaN" : "label 5 of sample 1") != NULL,
+                  "%s", msg);
+    ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+    ck_assert_int_eq(wk_trainer_steps(t), 0);
+    free(before);
+  }
+  ck_assert_msg(wk_trainer_step_at(t, &x, &labels, 0.01, &loss) == WK_OK, "%s", wk_last_error());
+  ck_assert(isnan(loss));
+  wk_trainer_destroy(t);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_device_step_sgd) { wkt_device_step(WK_OPTIM_SGD); }
 END_TEST
 START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
@@ -576,6 +716,10 @@ int main(void) {
     tcase_add_test(tc, test_fp16_mobilenetv2);
     tcase_add_test(tc, test_fp16_overflow_skips);
     tcase_add_test(tc, test_device_step_adamw);
+    tcase_add_test(tc, test_device_loss_fp32);
+    tcase_add_test(tc, test_device_loss_fp32_clipped);
+    tcase_add_test(tc, test_device_loss_fp16);
+    tcase_add_test(tc, test_device_loss_errors);
     tcase_add_test(tc, test_find_vs_heuristic_resnet18);
     tcase_add_test(tc, test_find_vs_heuristic_mobilenetv2);
     tcase_add_test(tc, test_cudnn_algo_env);
