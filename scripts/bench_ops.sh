@@ -7,14 +7,17 @@
 # direction (forward / backward-data / backward-weights) the median time of
 # whisker, of torch in NCHW and in channels_last, and the ratio
 #   torch time in its faster layout / whisker time   (> 1: whisker is faster).
-# Each time is a median over --reps passes that each run every shape once (see
-# the two programs), so a transient slowdown of the machine spreads thin.
+# Each time is a median over --reps passes (see the two programs). The two
+# run in turns, one shape at a time, --rounds times (whisker shape 1, torch
+# shape 1, whisker shape 2, ...), and each cell is the median over the rounds:
+# this machine's speed drifts by up to a third over minutes, which one whole
+# program after the other would turn into a bias between them.
 # The raw TSVs and the table are kept in $BUILD_DIR/bench_ops/.
 #
 # Exits 1 when whisker's check against its reference fails or a program fails.
 #
-# usage: scripts/bench_ops.sh [--threads N] [--batch B] [--reps R] [--shape NAME]
-#                             [--impl cpu|ref] [--no-check]
+# usage: scripts/bench_ops.sh [--threads N] [--batch B] [--reps R] [--rounds K]
+#                             [--shape NAME] [--impl cpu|ref] [--no-check]
 # env:   BUILD_DIR (build), PYTHON (/usr/bin/python3, which has torch 1.13),
 #        JOBS (make jobs, 2), CMAKE_ARGS (extra args for a fresh configure)
 set -euo pipefail
@@ -26,6 +29,7 @@ jobs=${JOBS:-2}
 threads=$(nproc)
 batch=32
 reps=10
+rounds=3
 impl=cpu
 shape_args=()
 check_args=()
@@ -36,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=${2:?}; shift 2 ;;
     --batch) batch=${2:?}; shift 2 ;;
     --reps) reps=${2:?}; shift 2 ;;
+    --rounds) rounds=${2:?}; shift 2 ;;
     --shape) shape_args=(--shape "${2:?}"); shift 2 ;;
     --impl) impl=${2:?}; shift 2 ;;
     --no-check) check_args=(--no-check); shift ;;
@@ -65,20 +70,41 @@ if awk -v l="${load%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 
 rc=0
-echo "bench_ops.sh: whisker ($impl), $threads threads, batch $batch, $reps reps" >&2
-"$build_dir/wk_bench_ops" --threads "$threads" --batch "$batch" --reps "$reps" \
-  --impl "$impl" "${shape_args[@]}" "${check_args[@]}" >"$out_dir/whisker.tsv" || rc=1
-echo "bench_ops.sh: torch, $threads threads, batch $batch, $reps reps" >&2
-"$python" "$root/scripts/bench_ops_torch.py" --threads "$threads" --batch "$batch" \
-  --reps "$reps" "${shape_args[@]}" >"$out_dir/torch.tsv" || rc=1
+if [[ ${#shape_args[@]} -gt 0 ]]; then
+  shapes=("${shape_args[1]}")
+else
+  mapfile -t shapes < <("$build_dir/wk_bench_ops" --list)
+fi
+echo "bench_ops.sh: whisker ($impl) and torch in turns, ${#shapes[@]} shapes, $rounds rounds," \
+     "$threads threads, batch $batch, $reps reps" >&2
+: >"$out_dir/whisker.tsv"
+: >"$out_dir/torch.tsv"
+for ((r = 1; r <= rounds; r++)); do
+  for s in "${shapes[@]}"; do
+    # whisker checks each shape against its reference in the first round only
+    chk=("${check_args[@]}")
+    [[ $r -gt 1 ]] && chk=(--no-check)
+    "$build_dir/wk_bench_ops" --threads "$threads" --batch "$batch" --reps "$reps" \
+      --impl "$impl" --shape "$s" "${chk[@]}" >>"$out_dir/whisker.tsv" || rc=1
+    "$python" "$root/scripts/bench_ops_torch.py" --threads "$threads" --batch "$batch" \
+      --reps "$reps" --shape "$s" 2>/dev/null >>"$out_dir/torch.tsv" || rc=1
+  done
+done
 
 # ---------------------------------------------------------------- table
 # uses[]: how often each shape occurs in one ResNet-18 pass, for the whole-network row.
 awk -F'\t' -v threads="$threads" -v batch="$batch" -v reps="$reps" -v load="$load" \
-    -v impl="$impl" -v torch_tsv="$out_dir/torch.tsv" '
+    -v impl="$impl" -v rounds="$rounds" -v torch_tsv="$out_dir/torch.tsv" '
   function cell(a, b, c) { return sprintf("%.2f / %.2f / %.2f", a, b, c) }
   function ratio(tm, wm) { return tm > 0 && wm > 0 ? sprintf("%.2f", tm / wm) : "n/a" }
   function min(a, b) { return a < b ? a : b }
+  # the median of the values v[key, 1..cnt[key]] (a few rounds: insertion sort)
+  function med(v, cnt, key,    k, i, j, x, a) {
+    k = cnt[key]
+    for (i = 1; i <= k; i++) a[i] = v[key, i]
+    for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
   BEGIN {
     uses["conv1"] = 1; uses["layer1.conv3x3"] = 4
     uses["layer2.conv3x3s2"] = 1; uses["layer2.conv3x3"] = 3; uses["layer2.down1x1s2"] = 1
@@ -86,14 +112,19 @@ awk -F'\t' -v threads="$threads" -v batch="$batch" -v reps="$reps" -v load="$loa
     uses["layer4.conv3x3s2"] = 1; uses["layer4.conv3x3"] = 3; uses["layer4.down1x1s2"] = 1
   }
   /^#/ { next }
-  FILENAME == torch_tsv { t[$1, $12, 1] = $9; t[$1, $12, 2] = $10; t[$1, $12, 3] = $11; next }
+  FILENAME == torch_tsv {
+    for (d = 1; d <= 3; d++) { k = $1 SUBSEP $12 SUBSEP d; tv[k, ++tc[k]] = $(8 + d) }
+    next
+  }
   {
-    n++; name[n] = $1; geom[n] = sprintf("%sx%sx%s>%s k%d/%d", $3, $4, $5, $6, $7, $8)
-    for (d = 1; d <= 3; d++) w[n, d] = $(8 + d)
+    if (!($1 in idx)) { idx[$1] = ++n; name[n] = $1; geom[n] = sprintf("%sx%sx%s>%s k%d/%d", $3, $4, $5, $6, $7, $8) }
+    for (d = 1; d <= 3; d++) { k = idx[$1] SUBSEP d; wv[k, ++wc[k]] = $(8 + d) }
   }
   END {
-    printf "conv2d, ResNet-18 shapes, batch %d, %d threads, median of %d; " \
-           "load average at start %s\n", batch, threads, reps, load
+    for (k in tc) t[k] = med(tv, tc, k)
+    for (k in wc) w[k] = med(wv, wc, k)
+    printf "conv2d, ResNet-18 shapes, batch %d, %d threads, median of %d, " \
+           "median over %d rounds in turns; load average at start %s\n", batch, threads, reps, rounds, load
     printf "times in ms, each cell fwd / bwd-data / bwd-weights; " \
            "ratio = torch (faster layout) / whisker (%s), > 1: whisker faster\n\n", impl
     print "| shape | HxWxC>O k/s | whisker | torch NCHW | torch channels_last | ratio |"
