@@ -12,11 +12,13 @@
  *       independent slices, so any difference at all is a bug. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops/plan.h"
 #include "ops/ref.h"
+#include "ops/wino.h"
 #include "test_util.h"
 
 /* The implementations compared with the reference. The CUDA backend adds itself
@@ -125,13 +127,15 @@ START_TEST(test_conv2d_vs_ref) {
 END_TEST
 
 /* Inference plans of 3x3 stride-1 convolutions run whisker's own Winograd
- * (ops/wino.h) on AVX-512 CPUs: F(2x2) and F(4x4), each forced on every
- * shape, with the activation fused, against the reference conv + bias +
+ * (ops/wino.h) on x86-64 CPUs with AVX-512: F(2x2) and F(4x4), each forced on
+ * every shape, with the activation fused, against the reference conv + bias +
  * activation. Shapes cover a channel count that is not a multiple of 16 (the
  * masked tail), images smaller than a tile and not a multiple of it, and
  * batches. Tolerance 1e-5 for F(2x2) as for oneDNN (measured up to 1e-6);
  * F(4x4)'s transforms multiply by up to 8 on the way out and 5 on the way
- * in, so its rounding is larger: 5e-5 (measured up to 7.6e-6). */
+ * in, so its rounding is larger: 5e-5 (measured up to 7.6e-6). Also: the
+ * weights cache (a version kept, a new one, version 0), 1 and 3 threads and
+ * chunks of 3 tiles giving the same bits, and no bias. */
 typedef struct {
   const char *name;
   int64_t n, h, w, c, o;
@@ -143,68 +147,152 @@ static const wino_case wino_cases[] = {
     {"1x1 image", 1, 1, 1, 16, 64},   {"3x2 image c300", 1, 3, 2, 300, 64},
 };
 
+static bool wino_available(void) {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+/* The reference output for (x, w, b) with the activation applied. */
+static void wino_ref(const wk_conv2d_params *cp, const wk_tensor *x, const wk_tensor *w,
+                     const wk_tensor *b, wk_post_act post, wk_tensor *y) {
+  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1);
+  expect_ok(wk_conv2d_forward(ref, cp, x, w, b, y), "ref forward");
+  float *r = y->data;
+  for (int64_t i = 0; i < wk_tensor_numel(y); i++) {
+    if (post != WK_POST_NONE && r[i] < 0) r[i] = 0;
+    if (post == WK_POST_RELU6 && r[i] > 6) r[i] = 6;
+  }
+  wk_ctx_destroy(ref);
+}
+
 START_TEST(test_conv2d_winograd_vs_ref) {
+  if (!wino_available()) {
+    fprintf(stderr, "test_conv2d_winograd_vs_ref: skipped, no AVX-512 here (oneDNN runs)\n");
+    return;
+  }
   const wino_case *wc = &wino_cases[_i / 6];
   const int m = _i % 2 ? 4 : 2;
   const wk_post_act post = (wk_post_act)((_i / 2) % 3);
+  const bool bias = _i % 4 != 3; /* one combination per shape without */
   const wk_conv2d_params cp = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
   wk_conv2d_geom g;
   expect_ok(wk_conv2d_geom_make(&cp, wc->n, wc->h, wc->w, wc->c, wc->o, 3, 3, &g), wc->name);
   const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ws[4] = {g.o, 3, 3, g.c}, ys[4] = {g.n, g.h, g.w, g.o};
   wk_tensor x = rand_tensor(4, xs, 11 + (uint64_t)_i, -1, 1);
   wk_tensor w = rand_tensor(4, ws, 12 + (uint64_t)_i, -0.3f, 0.3f);
+  wk_tensor w2 = rand_tensor(4, ws, 14 + (uint64_t)_i, -0.3f, 0.3f);
   wk_tensor b = rand_tensor(1, &g.o, 13 + (uint64_t)_i, -1, 1);
-  wk_tensor y0 = wkt_tensor(WK_F32, 4, ys), y1 = wkt_tensor(WK_F32, 4, ys);
-  wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1), *ctx = wkt_ctx(WK_IMPL_CPU, 2);
-  expect_ok(wk_conv2d_forward(ref, &cp, &x, &w, &b, &y0), "ref forward");
-  float *r = y0.data;
-  for (int64_t i = 0; i < wk_tensor_numel(&y0); i++) {
-    if (post != WK_POST_NONE && r[i] < 0) r[i] = 0;
-    if (post == WK_POST_RELU6 && r[i] > 6) r[i] = 6;
-  }
+  const wk_tensor *bp = bias ? &b : NULL;
+  const float *bd = bias ? b.data : NULL;
+  wk_tensor y0 = wkt_tensor(WK_F32, 4, ys), y0b = wkt_tensor(WK_F32, 4, ys);
+  wk_tensor y1 = wkt_tensor(WK_F32, 4, ys), y2 = wkt_tensor(WK_F32, 4, ys);
+  wino_ref(&cp, &x, &w, bp, post, &y0);
+  wino_ref(&cp, &x, &w2, bp, post, &y0b);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   char tile[2] = {(char)('0' + m), 0};
   setenv("WHISKER_WINO", tile, 1);
   wk_conv2d_plan *p;
-  expect_ok(wk_conv2d_plan_create(ctx, &g, true, true, post, &p), "plan");
+  expect_ok(wk_conv2d_plan_create(ctx, &g, bias, true, post, &p), "plan");
   unsetenv("WHISKER_WINO");
-  if (__builtin_cpu_supports("avx512f")) {
-    const char *want = m == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
-    ck_assert_msg(!strcmp(wk_conv2d_plan_impl(p), want), "%s: plan runs %s, not %s", wc->name,
-                  wk_conv2d_plan_impl(p), want);
-  }
+  const char *want = m == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
+  ck_assert_msg(!strcmp(wk_conv2d_plan_impl(p), want), "%s: plan runs %s, not %s", wc->name,
+                wk_conv2d_plan_impl(p), want);
   const double tol = m == 4 ? 5e-5 : 1e-5;
-  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, b.data, y1.data), "forward");
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, bd, y1.data), "forward");
   expect_close("winograd forward", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
-  /* the same weights version reuses the transformed weights; a new one
-   * transforms again: negated weights and bias give the negated output */
-  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, b.data, y1.data), "forward again");
-  expect_close("winograd forward, cached weights", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
-  /* in chunks of 3 tiles (the seams fall inside rows of tiles and images):
-   * every tile goes through the same operations, so the same bits */
-  setenv("WHISKER_WINO", tile, 1);
-  setenv("WHISKER_WINO_CHUNK", "3", 1);
-  wk_conv2d_plan *pc;
-  expect_ok(wk_conv2d_plan_create(ctx, &g, true, true, post, &pc), "chunked plan");
-  unsetenv("WHISKER_WINO");
-  unsetenv("WHISKER_WINO_CHUNK");
-  wk_tensor y2 = wkt_tensor(WK_F32, 4, ys);
-  expect_ok(wk_conv2d_plan_forward(pc, x.data, w.data, 1, b.data, y2.data), "chunked forward");
-  ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)), "%s: chunked output differs",
-                wc->name);
-  wk_conv2d_plan_destroy(pc);
-  wk_tensor_free(&y2);
-  if (post == WK_POST_NONE) {
-    float *wd = w.data, *bd = b.data;
-    for (int64_t i = 0; i < wk_tensor_numel(&w); i++) wd[i] = -wd[i];
-    for (int64_t i = 0; i < g.o; i++) bd[i] = -bd[i];
-    for (int64_t i = 0; i < wk_tensor_numel(&y0); i++) r[i] = -r[i];
-    expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 2, b.data, y1.data), "new weights");
-    expect_close("winograd forward, new weights", wc->name, WK_IMPL_CPU, &y1, &y0, tol);
-  }
+  /* version 1 again with other weights: the kept transform, the old output */
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w2.data, 1, bd, y2.data), "forward, kept");
+  ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)),
+                "%s: version 1 again did not reuse the transformed weights", wc->name);
+  /* a new version: transformed again */
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w2.data, 2, bd, y2.data), "forward, new weights");
+  expect_close("winograd forward, new weights", wc->name, WK_IMPL_CPU, &y2, &y0b, tol);
+  /* version 0: transformed on every call */
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 0, bd, y2.data), "forward, version 0");
+  ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)), "%s: version 0 (w)", wc->name);
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w2.data, 0, bd, y2.data), "forward, version 0");
+  expect_close("winograd forward, version 0", wc->name, WK_IMPL_CPU, &y2, &y0b, tol);
   wk_conv2d_plan_destroy(p);
-  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b);
-  wk_tensor_free(&y0), wk_tensor_free(&y1);
-  wk_ctx_destroy(ref);
+  /* 1 and 3 threads, and chunks of 3 tiles (seams inside rows of tiles and
+   * images): every tile goes through the same operations, so the same bits */
+  const int threads[3] = {1, 3, 2};
+  const int64_t chunks[3] = {0, 0, 3};
+  for (int k = 0; k < 3; k++) {
+    wk_ctx *c2 = wkt_ctx(WK_IMPL_CPU, threads[k]);
+    wk_wino *wp;
+    expect_ok(wk_wino_create(&g, post, m, chunks[k], &wp), "wino");
+    expect_ok(wk_wino_forward(wp, c2, x.data, w.data, 1, bd, y2.data), "wino forward");
+    ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)),
+                  "%s: %d threads, chunks of %lld tiles: other bits", wc->name, threads[k],
+                  (long long)chunks[k]);
+    wk_wino_destroy(wp);
+    wk_ctx_destroy(c2);
+  }
+  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&w2), wk_tensor_free(&b);
+  wk_tensor_free(&y0), wk_tensor_free(&y0b), wk_tensor_free(&y1), wk_tensor_free(&y2);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Which shapes take whisker's Winograd, and which tile: geometries it cannot
+ * compute stay with oneDNN even when a tile is forced. */
+START_TEST(test_conv2d_winograd_pick) {
+  if (!wino_available()) {
+    fprintf(stderr, "test_conv2d_winograd_pick: skipped, no AVX-512 here\n");
+    return;
+  }
+  const wk_conv2d_params same = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
+  wk_conv2d_geom g;
+  /* ResNet-18 at batch 1: F(4x4) from 14x14 up, F(2x2) at 7x7; at batch 4
+   * 7x7 has 16 tiles of 4x4: F(4x4) */
+  const int64_t sizes[4][4] = {{1, 56, 64, 4}, {1, 14, 256, 4}, {1, 7, 512, 2}, {4, 7, 512, 4}};
+  for (int k = 0; k < 4; k++) {
+    expect_ok(wk_conv2d_geom_make(&same, sizes[k][0], sizes[k][1], sizes[k][1], sizes[k][2],
+                                  sizes[k][2], 3, 3, &g), "geom");
+    ck_assert_int_eq(wk_wino_pick(&g), (int)sizes[k][3]);
+  }
+  /* not computable: too few input channels, output channels not a multiple of
+   * 64, stride 2, no padding, a 1x1 kernel, groups */
+  const struct {
+    const char *name;
+    int64_t c, o, k;
+    wk_conv2d_params p;
+  } no[] = {{"c 8", 8, 64, 3, same},
+            {"o 96", 64, 96, 3, same},
+            {"stride 2", 64, 64, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 1)},
+            {"no padding", 64, 64, 3, P(1, 1, 0, 0, 0, 0, 1, 1, 1)},
+            {"1x1", 64, 64, 1, P(1, 1, 0, 0, 0, 0, 1, 1, 1)},
+            {"groups 2", 64, 64, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 2)}};
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  setenv("WHISKER_WINO", "4", 1);
+  for (size_t k = 0; k < sizeof no / sizeof no[0]; k++) {
+    expect_ok(wk_conv2d_geom_make(&no[k].p, 1, 9, 9, no[k].c, no[k].o, no[k].k, no[k].k, &g),
+              no[k].name);
+    ck_assert_msg(wk_wino_pick(&g) == 0, "%s: picked", no[k].name);
+    wk_conv2d_plan *p;
+    expect_ok(wk_conv2d_plan_create(ctx, &g, false, true, WK_POST_NONE, &p), no[k].name);
+    ck_assert_msg(!strstr(wk_conv2d_plan_impl(p), "whisker"), "%s: runs %s", no[k].name,
+                  wk_conv2d_plan_impl(p));
+    wk_conv2d_plan_destroy(p);
+  }
+  /* a bad WHISKER_WINO is refused, naming the variable */
+  setenv("WHISKER_WINO", "3", 1);
+  expect_ok(wk_conv2d_geom_make(&same, 1, 7, 7, 64, 64, 3, 3, &g), "geom");
+  wk_conv2d_plan *p = NULL;
+  ck_assert_int_eq(wk_conv2d_plan_create(ctx, &g, false, true, WK_POST_NONE, &p),
+                   WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "WHISKER_WINO"));
+  /* WHISKER_WINOGRAD=0 turns it off with oneDNN's */
+  unsetenv("WHISKER_WINO");
+  setenv("WHISKER_WINOGRAD", "0", 1);
+  expect_ok(wk_conv2d_plan_create(ctx, &g, false, true, WK_POST_NONE, &p), "plan");
+  ck_assert_msg(!strstr(wk_conv2d_plan_impl(p), "whisker"), "WHISKER_WINOGRAD=0: runs %s",
+                wk_conv2d_plan_impl(p));
+  wk_conv2d_plan_destroy(p);
+  unsetenv("WHISKER_WINOGRAD");
   wk_ctx_destroy(ctx);
 }
 END_TEST
@@ -658,6 +746,7 @@ static Suite *ops_suite(void) {
   tcase_add_loop_test(tc, test_conv2d_vs_ref, 0, sizeof conv_cases / sizeof conv_cases[0]);
   tcase_add_loop_test(tc, test_conv2d_winograd_vs_ref, 0,
                       6 * (int)(sizeof wino_cases / sizeof wino_cases[0]));
+  tcase_add_test(tc, test_conv2d_winograd_pick);
   tcase_add_test(tc, test_conv2d_known_values);
   tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
   tcase_add_test(tc, test_batchnorm_normalises);

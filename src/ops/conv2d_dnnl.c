@@ -9,9 +9,13 @@
  * oneDNN's Winograd kernels (2-3x faster here in all three passes) when
  * oneDNN has them for the shape; those need the blocked nChw16c layout, so
  * their plans reorder activations in and out through the context's scratch
- * buffer. WHISKER_WINOGRAD=0 turns Winograd off. */
+ * buffer. Inference plans of those convolutions run whisker's own Winograd
+ * instead where it applies (ops/wino.h: x86-64 with AVX-512; faster at small
+ * batches, where oneDNN's Winograd does not pay, and at 32 too).
+ * WHISKER_WINOGRAD=0 turns both Winograds off; WHISKER_WINO=0 only whisker's. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
@@ -41,7 +45,7 @@ struct wk_conv2d_plan {
   bool bias, inference;
   wk_conv_mds m; /* src/dst: the primitives' layouts (nChw16c for Winograd) */
   bool wino;
-  wk_wino *w23; /* whisker's own Winograd (inference, small batches); no primitives */
+  wk_wino *own_wino; /* whisker's Winograd (inference plans), or NULL; no primitives then */
   dnnl_memory_desc_t src_user, dst_user; /* the caller's: NHWC, or nChw16c (inference) */
   /* user <-> primitive layouts where they differ (Winograd, mixed layouts);
    * NULL where they agree */
@@ -155,15 +159,24 @@ static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
          g->groups == 1 && g->n * g->oh * g->ow >= 784;
 }
 
-/* The output tile side of whisker's own Winograd for an inference plan, 0
- * for oneDNN. WHISKER_WINO=0 turns it off, 2 or 4 forces that tile for every
- * shape that fits (for measuring); otherwise wk_wino_pick decides. */
-static int wk_wino_wanted(const wk_conv2d_geom *g) {
-  const int m = wk_wino_pick(g);
+/* The output tile side of whisker's own Winograd for an inference plan into
+ * *m, 0 for oneDNN. WHISKER_WINO=0 turns it off, 2 or 4 forces that tile for
+ * every shape that fits (for measuring); otherwise wk_wino_pick decides.
+ * WHISKER_WINOGRAD=0, and ONEDNN_MAX_CPU_ISA naming an ISA below AVX-512
+ * (what the valgrind run sets), turn it off too. */
+static wk_status wk_wino_wanted(const wk_conv2d_geom *g, int *m) {
+  *m = 0;
   const char *env = getenv("WHISKER_WINO");
-  if (!m || !env || !*env) return m;
-  if (strcmp(env, "2") == 0 || strcmp(env, "4") == 0) return atoi(env);
-  return strcmp(env, "0") == 0 ? 0 : m;
+  if (env && *env && strcmp(env, "0") != 0 && strcmp(env, "2") != 0 && strcmp(env, "4") != 0)
+    return wk_fail(WK_ERR_INVALID_ARG, "WHISKER_WINO must be 0, 2 or 4, not '%s'", env);
+  const char *off = getenv("WHISKER_WINOGRAD");
+  const char *isa = getenv("ONEDNN_MAX_CPU_ISA");
+  if ((off && strcmp(off, "0") == 0) || (env && strcmp(env, "0") == 0) ||
+      (isa && *isa && strncasecmp(isa, "avx512", 6) != 0 && strcasecmp(isa, "all") != 0))
+    return WK_OK;
+  *m = wk_wino_pick(g);
+  if (*m && env && *env) *m = atoi(env);
+  return WK_OK;
 }
 
 /* The forward primitive, and for training plans the two backward ones, with
@@ -359,10 +372,12 @@ wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, boo
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->src_user, 4, src_dims, dnnl_f32, dnnl_nChw16c));
   if (dst_blk)
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst_user, 4, dst_dims, dnnl_f32, dnnl_nChw16c));
-  const int wino_m = inference && !src_blk && !dst_blk ? wk_wino_wanted(g) : 0;
+  int wino_m = 0;
+  if (inference && !src_blk && !dst_blk && (st = wk_wino_wanted(g, &wino_m)) != WK_OK) goto done;
   if (wino_m) {
-    st = wk_wino_create(g, post, wino_m, &p->w23);
-    goto done;
+    st = wk_wino_create(g, post, wino_m, 0, &p->own_wino);
+    if (st != WK_ERR_UNSUPPORTED) goto done;
+    st = WK_OK; /* it declined the shape: oneDNN's */
   }
   if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
   if (wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
@@ -401,7 +416,7 @@ done:
 
 void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
   if (!p) return;
-  wk_wino_destroy(p->w23);
+  wk_wino_destroy(p->own_wino);
   wk_wei_cache_free(&p->w_fwd);
   wk_wei_cache_free(&p->w_bwdd);
   wk_wei_cache_free(&p->dw);
@@ -410,15 +425,15 @@ void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {
 }
 
 const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p) {
-  if (p->w23) return wk_wino_tile(p->w23) == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
+  if (p->own_wino) return wk_wino_tile(p->own_wino) == 4 ? "wino_f4x4:whisker" : "wino_f2x2:whisker";
   return wk_dnnl_impl_name(p->fwd_pd);
 }
 
 wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float *w,
                                  uint64_t w_version, const float *b, float *y) {
-  if (p->w23) {
+  if (p->own_wino) {
     WK_ASSERT((b != NULL) == p->bias);
-    return wk_wino_forward(p->w23, p->ctx, x, w, w_version, b, y);
+    return wk_wino_forward(p->own_wino, p->ctx, x, w, w_version, b, y);
   }
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(p->fwd_pd, dnnl_query_weights_md, 0);
   const void *wdata;

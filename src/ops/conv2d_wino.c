@@ -2,9 +2,9 @@
  * inference at small batches: whisker's own, where oneDNN's Winograd (tuned
  * for large batches) or its direct convolution is slower.
  *
- * Why: at batch 1, ResNet's 3x3 convolutions run direct at about the two
- * cores' fp32 peak, and oneDNN's Winograd is 3x slower than direct at 14x14
- * and 7x7 (its tile and layout overheads dominate so few pixels). Winograd
+ * Why: at batch 1, ResNet's 14x14 and 7x7 3x3 convolutions run direct at
+ * about the two cores' fp32 peak, and oneDNN's Winograd is 3x slower than
+ * direct there (its tile and layout overheads dominate so few pixels). Winograd
  * F(m x m, 3 x 3) does the same convolution with (m + 2)^2 multiplications per
  * m x m output tile instead of 9 m^2: 2.25x fewer for m = 2, 4x for m = 4,
  * as (m + 2)^2 matrix products that run near peak.
@@ -13,7 +13,7 @@
  *   Y = A^T [ (G g G^T) (.) (B^T d B) ] A
  * over (m + 2)^2 input tiles d (stride m) and 3x3 filters g, which is the
  * cross-correlation deep learning calls convolution; the matrices are the
- * paper's (points 0, -1, 1 for m = 2; 0, 1, -1, 2, -2 for m = 4). Layouts,
+ * paper's (points 0, 1, -1 for m = 2; 0, 1, -1, 2, -2 for m = 4). Layouts,
  * with P = (m + 2)^2 positions, T tiles (over the batch), C input and O
  * output channels:
  *   U [P][O/64][C][64]  transformed weights in blocks of 64 output channels,
@@ -26,29 +26,35 @@
  * which the kernel streams once from its blocked layout (a 64-wide block of
  * U, C x 64, stays in L2 while every row of V passes over it). Each output
  * element comes from a fixed sequence of operations whatever the thread
- * count. The path needs AVX-512 (checked at run time; elsewhere oneDNN runs).
+ * count. The path needs an x86-64 CPU with AVX-512 (checked at run time;
+ * elsewhere, and on other architectures, oneDNN runs).
+ *
+ * Memory: U is (m + 2)^2 / 9 times the weights (16/9 for m = 2, 4x for
+ * m = 4: 37.7 MB for a 512x512 layer), per plan, i.e. per batch size.
+ * A plan and its context's scratch serve one thread at a time (plan.h).
  *
  * Error: the transforms add rounding on both sides, more for m = 4 (its
  * points reach 2 and its output transform 8); against the double-precision
- * reference both stay within the 1e-4 bound of the op tests (test_ops). */
+ * reference the op tests bound it at 1e-5 for m = 2 and 5e-5 for m = 4
+ * (measured up to 1e-6 and 8e-6; test_ops). */
+#include "ops/wino.h"
+
+#if defined(__x86_64__)
+
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "ops/dnnl_util.h"
 #include "ops/parallel.h"
-#include "ops/wino.h"
 
 #define WK_WINO_TARGET __attribute__((target("avx512f")))
-#define WK_WINO_MAXA 6 /* tile side for m = 4 */
 
 struct wk_wino {
   wk_conv2d_geom g;
   wk_post_act post;
   int m, a;          /* output tile side, input tile side m + 2 */
   int64_t th, tw, t; /* tiles down, across, in all (over the batch) */
-  int64_t chunk;     /* tiles transformed and multiplied at a time */
+  int64_t chunk_tiles; /* tiles transformed and multiplied at a time */
   float *u;          /* [P][O/64][C][64] */
   float *zeros;      /* C zeros: the padding's row */
   uint64_t version;  /* of the weights in u; 0 = none */
@@ -68,6 +74,7 @@ static const float wk_g4[6][3] = {{1.0f / 4, 0, 0},
                                   {1.0f / 24, 1.0f / 12, 1.0f / 6},
                                   {1.0f / 24, -1.0f / 12, 1.0f / 6},
                                   {0, 0, 1}};
+
 static bool wk_wino_geom_fits(const wk_conv2d_geom *g) {
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
          g->pt == 1 && g->pl == 1 && g->pb == 1 && g->pr == 1 && g->groups == 1 &&
@@ -77,14 +84,18 @@ static bool wk_wino_geom_fits(const wk_conv2d_geom *g) {
 
 int wk_wino_pick(const wk_conv2d_geom *g) {
   if (!wk_wino_geom_fits(g)) return 0;
-  /* Per layer of ResNet-18 at batch 1 on 2 AVX-512 cores, ms (the machine's
-   * speed drifts by ~15% between runs; each row from one run):
+  /* Per layer of ResNet-18 at batch 1 on 2 AVX-512 cores, ms (each row from
+   * one run of wk_bench_infer --profile; the machine's speed drifts by up to
+   * a third between runs, so the 56x56 and 14x14 choices, a few percent
+   * apart, are within noise):
    *              oneDNN  (its kernel)    F(2x2)  F(4x4)
    *   56x56x64    0.58   (Winograd)       0.94    0.56
    *   28x28x128   0.62   (Winograd)       0.60    0.51
    *   14x14x256   0.97   (direct)         0.55    0.53
    *   7x7x512     1.10   (direct)         0.75    0.85
-   * and the whole network 13.9 -> 9.7 ms. F(4x4) transforms the weights to
+   * and the whole network 13.9 -> 9.7 ms in one run each (more than these
+   * rows add up to: the profile's per-layer times come from other runs).
+   * F(4x4) transforms the weights to
    * 4x their size (36/9; 37.7 MB for a 512x512 layer), which at 7x7 (4
    * tiles an image) costs more memory traffic than it saves; F(2x2) (16/9)
    * wins there. At batch 32 F(4x4) takes every layer (271 vs 314 ms). */
@@ -92,7 +103,8 @@ int wk_wino_pick(const wk_conv2d_geom *g) {
   return tiles4 >= 16 ? 4 : 2;
 }
 
-wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, wk_wino **out) {
+wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, int64_t chunk_tiles,
+                         wk_wino **out) {
   *out = NULL;
   if (!wk_wino_geom_fits(g) || (m != 2 && m != 4)) return WK_ERR_UNSUPPORTED;
   wk_wino *p = calloc(1, sizeof *p);
@@ -104,21 +116,21 @@ wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, wk_wi
   p->th = (g->oh + m - 1) / m;
   p->tw = (g->ow + m - 1) / m;
   p->t = g->n * p->th * p->tw;
-  /* V and M for a chunk of tiles within ~8 MB, so large batches neither
-   * take scratch in proportion nor leave the caches between the steps */
-  const int64_t per_tile = (int64_t)(p->a * p->a) * (g->c + g->o) * (int64_t)sizeof(float);
-  p->chunk = ((int64_t)8 << 20) / per_tile;
-  if (p->chunk < 64) p->chunk = 64;
-  const char *env = getenv("WHISKER_WINO_CHUNK"); /* for tests: the chunks' seams */
-  if (env && atoi(env) > 0) p->chunk = atoi(env);
-  if (p->chunk > p->t) p->chunk = p->t;
-  wk_status st = wk_dnnl_buffer((size_t)(p->a * p->a) * (size_t)(g->c * g->o) * sizeof(float),
-                                (void **)&p->u);
-  if (st == WK_OK && !(p->zeros = calloc((size_t)g->c, sizeof(float))))
-    st = wk_fail(WK_ERR_NOMEM, "winograd conv: out of memory");
-  if (st != WK_OK) {
+  /* V and M for a chunk of at least 64 tiles, about 8 MB where that allows,
+   * so large batches neither take scratch in proportion nor leave the
+   * caches between the steps */
+  const int64_t per_tile_bytes =
+      (int64_t)(p->a * p->a) * (g->c + g->o) * (int64_t)sizeof(float);
+  p->chunk_tiles = chunk_tiles > 0 ? chunk_tiles : ((int64_t)8 << 20) / per_tile_bytes;
+  if (chunk_tiles <= 0 && p->chunk_tiles < 64) p->chunk_tiles = 64;
+  if (p->chunk_tiles > p->t) p->chunk_tiles = p->t;
+  const size_t u_bytes = (size_t)(p->a * p->a) * (size_t)(g->c * g->o) * sizeof(float);
+  p->u = aligned_alloc(64, (u_bytes + 63) & ~(size_t)63);
+  p->zeros = calloc((size_t)g->c, sizeof(float));
+  if (!p->u || !p->zeros) {
     wk_wino_destroy(p);
-    return st;
+    return wk_fail(WK_ERR_NOMEM, "winograd conv: cannot allocate %zu bytes of transformed weights",
+                   u_bytes);
   }
   *out = p;
   return WK_OK;
@@ -133,9 +145,10 @@ void wk_wino_destroy(wk_wino *p) {
 
 int wk_wino_tile(const wk_wino *p) { return p->m; }
 
-size_t wk_wino_scratch_bytes(const wk_wino *p) {
-  const size_t per = (size_t)(p->a * p->a) * (size_t)p->chunk;
-  return per * (size_t)(p->g.c + p->g.o) * sizeof(float) + 128;
+/* V and M of one chunk, M starting 64 bytes (16 floats) aligned after V. */
+static size_t wk_wino_scratch_bytes(const wk_wino *p) {
+  const size_t per = (size_t)(p->a * p->a) * (size_t)p->chunk_tiles;
+  return per * (size_t)(p->g.c + p->g.o) * sizeof(float) + 64;
 }
 
 /* ------------------------------------------------------------ transforms
@@ -144,33 +157,34 @@ size_t wk_wino_scratch_bytes(const wk_wino *p) {
 
 typedef struct {
   const wk_wino *p;
-  const float *w;
-} wk_wt_job;
+  const float *w; /* (O, 3, 3, C) */
+  float *u;       /* p->u, written */
+} wk_wino_wt_job;
 
 /* The steps of one chunk work on tiles [at, at + tn) of the whole batch,
  * tile at + i being row i of V and M. */
 typedef struct {
   const wk_wino *p;
   int64_t at, tn;
-  const float *x;
-  float *v;
-} wk_in_job;
+  const float *x; /* (N, H, W, C) */
+  float *v;       /* [P][tn][C] */
+} wk_wino_in_job;
 
 typedef struct {
   const wk_wino *p;
   int64_t at, tn;
-  const float *m, *b;
-  float *y;
-} wk_out_job;
-
+  const float *m; /* [P][tn][O] */
+  const float *b; /* (O) or NULL */
+  float *y;       /* (N, H, W, O) */
+} wk_wino_out_job;
 
 /* U = G g G^T for output channels [o0, o1): g is OHWI, so one filter tap of
  * output o is w[o][kh][kw][:], contiguous in c. */
 #define WK_WINO_WEIGHTS(A, GM)                                                               \
   WK_WINO_TARGET static void wk_wino_weights##A(const void *arg, int64_t o0, int64_t o1) {   \
-    const wk_wt_job *j = arg;                                                                \
+    const wk_wino_wt_job *j = arg;                                                                \
     const int64_t C = j->p->g.c, O = j->p->g.o, nb = O / 64;                                 \
-    float *u = j->p->u;                                                                      \
+    float *u = j->u;                                                                         \
     for (int64_t o = o0; o < o1; o++) {                                                      \
       const float *wo = j->w + o * 9 * C;                                                    \
       for (int64_t c = 0; c < C; c++) {                                                      \
@@ -231,7 +245,7 @@ WK_WINO_TARGET static inline void wk_at6v(const __m512 *m, __m512 *r) {
 /* V = B^T d B for tiles [t0, t1), all channels (the last 16 masked). */
 #define WK_WINO_INPUT(A, M, BT1)                                                             \
   WK_WINO_TARGET static void wk_wino_input##A(const void *arg, int64_t t0, int64_t t1) {     \
-    const wk_in_job *j = arg;                                                                \
+    const wk_wino_in_job *j = arg;                                                                \
     const wk_conv2d_geom *g = &j->p->g;                                                      \
     const int64_t C = g->c, T = j->tn, per_img = j->p->th * j->p->tw;                        \
     for (int64_t t = t0; t < t1; t++) {                                                      \
@@ -268,7 +282,7 @@ WK_WINO_TARGET static inline void wk_at6v(const __m512 *m, __m512 *r) {
  * (O is a multiple of 64, so no mask). */
 #define WK_WINO_OUTPUT(A, M, AT1)                                                            \
   WK_WINO_TARGET static void wk_wino_output##A(const void *arg, int64_t t0, int64_t t1) {    \
-    const wk_out_job *j = arg;                                                               \
+    const wk_wino_out_job *j = arg;                                                               \
     const wk_conv2d_geom *g = &j->p->g;                                                      \
     const int64_t O = g->o, T = j->tn, per_img = j->p->th * j->p->tw;                        \
     const wk_post_act post = j->p->post;                                                     \
@@ -342,15 +356,15 @@ WK_WINO_ROWS(1)
 
 typedef struct {
   const wk_wino *p;
-  int64_t tn; /* rows of V and M */
-  const float *v;
-  float *m;
-} wk_mm_job;
+  int64_t tn;     /* rows of V and M */
+  const float *v; /* [P][tn][C] */
+  float *m;       /* [P][tn][O] */
+} wk_wino_mm_job;
 
 /* Items are (position, block of 64 output channels): M_pos[:, block] =
  * V_pos U_pos,block. */
 WK_WINO_TARGET static void wk_wino_products(const void *arg, int64_t i0, int64_t i1) {
-  const wk_mm_job *j = arg;
+  const wk_wino_mm_job *j = arg;
   const int64_t C = j->p->g.c, O = j->p->g.o, T = j->tn, nb = O / 64;
   for (int64_t i = i0; i < i1; i++) {
     const int64_t pos = i / nb, ob = i % nb;
@@ -367,12 +381,13 @@ WK_WINO_TARGET static void wk_wino_products(const void *arg, int64_t i0, int64_t
 
 /* ------------------------------------------------------------ forward */
 
-/* fn over [0, n) in one contiguous share per OpenMP thread: the threads
- * oneDNN's primitives run on (and that spin between them) take these steps
- * too, where waking the context's pool beside them costs more than a step at
- * batch 1. Items never share outputs, so any split gives the same bits. */
-static void wk_wino_par(int64_t n, wk_slice_fn fn, const void *arg) {
-#pragma omp parallel
+/* fn over [0, n) in one contiguous share per OpenMP thread, threads as the
+ * context says: the threads oneDNN's primitives run on (and that spin
+ * between them) take these steps too, where waking the context's pool beside
+ * them costs more than a step at batch 1. Items never share outputs, so any
+ * split gives the same bits. */
+static void wk_wino_par(int threads, int64_t n, wk_slice_fn fn, const void *arg) {
+#pragma omp parallel num_threads(threads)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     fn(arg, n * id / nt, n * (id + 1) / nt);
@@ -384,23 +399,53 @@ wk_status wk_wino_forward(wk_wino *p, wk_ctx *ctx, const float *x, const float *
   const wk_conv2d_geom *g = &p->g;
   const int64_t C = g->c, O = g->o, T = p->t, P = p->a * p->a;
   const bool four = p->m == 4;
+  const int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
   if (w_version == 0 || p->version != w_version) {
-    const wk_wt_job wj = {p, w};
-    wk_wino_par(O, four ? wk_wino_weights6 : wk_wino_weights4, &wj);
+    const wk_wino_wt_job wj = {p, w, p->u};
+    wk_wino_par(nt, O, four ? wk_wino_weights6 : wk_wino_weights4, &wj);
     p->version = w_version;
   }
   void *scratch;
   WK_TRY(wk_ctx_scratch(ctx, wk_wino_scratch_bytes(p), &scratch));
   float *v = scratch;
-  float *m = v + ((P * p->chunk * C + 31) & ~(int64_t)31); /* 128-byte aligned */
-  for (int64_t at = 0; at < T; at += p->chunk) {
-    const int64_t tn = T - at < p->chunk ? T - at : p->chunk;
-    const wk_in_job ij = {p, at, tn, x, v};
-    wk_wino_par(tn, four ? wk_wino_input6 : wk_wino_input4, &ij);
-    const wk_mm_job mj = {p, tn, v, m};
-    wk_wino_par(P * (O / 64), wk_wino_products, &mj);
-    const wk_out_job oj = {p, at, tn, m, b, y};
-    wk_wino_par(tn, four ? wk_wino_output6 : wk_wino_output4, &oj);
+  float *m = v + ((P * p->chunk_tiles * C + 15) & ~(int64_t)15); /* as aligned as v */
+  for (int64_t at = 0; at < T; at += p->chunk_tiles) {
+    const int64_t tn = T - at < p->chunk_tiles ? T - at : p->chunk_tiles;
+    const wk_wino_in_job ij = {p, at, tn, x, v};
+    wk_wino_par(nt, tn, four ? wk_wino_input6 : wk_wino_input4, &ij);
+    const wk_wino_mm_job mj = {p, tn, v, m};
+    wk_wino_par(nt, P * (O / 64), wk_wino_products, &mj);
+    const wk_wino_out_job oj = {p, at, tn, m, b, y};
+    wk_wino_par(nt, tn, four ? wk_wino_output6 : wk_wino_output4, &oj);
   }
   return WK_OK;
 }
+
+#else /* not x86-64: no AVX-512, oneDNN runs every convolution */
+
+int wk_wino_pick(const wk_conv2d_geom *g) {
+  (void)g;
+  return 0;
+}
+
+wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, int64_t chunk_tiles,
+                         wk_wino **out) {
+  (void)g, (void)post, (void)m, (void)chunk_tiles;
+  *out = NULL;
+  return WK_ERR_UNSUPPORTED;
+}
+
+void wk_wino_destroy(wk_wino *p) { (void)p; }
+
+int wk_wino_tile(const wk_wino *p) {
+  (void)p;
+  return 0;
+}
+
+wk_status wk_wino_forward(wk_wino *p, wk_ctx *ctx, const float *x, const float *w,
+                          uint64_t w_version, const float *b, float *y) {
+  (void)p, (void)ctx, (void)x, (void)w, (void)w_version, (void)b, (void)y;
+  return WK_ERR_UNSUPPORTED;
+}
+
+#endif

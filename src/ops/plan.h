@@ -1,10 +1,12 @@
 /* plan.h - ops prepared once for a fixed shape.
  *
- * A plan creates its oneDNN primitives once and keeps the weights in the
- * layout the primitive prefers, reordering them only when the caller says they
- * changed (a new weights version). The network executor holds one plan per
- * node and batch size; the stateless functions of ops.h build a throw-away
- * plan per call. Plans exist on the CPU fast path only: creating one under
+ * A plan creates its oneDNN primitives (or, for some inference convolutions,
+ * whisker's own Winograd: ops/wino.h) once and keeps the weights in the layout
+ * its kernel prefers, reordering them only when the caller says they changed
+ * (a new weights version). The network executor holds one plan per node and
+ * batch size; the stateless functions of ops.h build a throw-away plan per
+ * call. A plan, and the context whose scratch it uses, serve one thread at a
+ * time. Plans exist on the CPU fast path only: creating one under
  * WK_IMPL_REF returns WK_ERR_UNSUPPORTED without recording an error, and the
  * caller runs the reference instead. */
 #ifndef WK_OPS_PLAN_H
@@ -46,7 +48,8 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
 wk_status wk_conv2d_plan_backward(wk_conv2d_plan *p, const float *x, const float *w,
                                   uint64_t w_version, const float *dy, float *dx, float *dw,
                                   float *db);
-/* oneDNN's name for the forward implementation, e.g. "brg:avx512_core". */
+/* The forward implementation's name: oneDNN's, e.g. "brg:avx512_core", or
+ * "wino_f4x4:whisker" / "wino_f2x2:whisker" for whisker's Winograd. */
 const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p);
 
 /* running = (1 - momentum) running + momentum batch, with the unbiased
