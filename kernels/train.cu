@@ -2,7 +2,10 @@
 // average pooling, softmax cross-entropy and the predicted classes, the
 // reductions that feed the loss and the bias gradients, the fused SGD and
 // AdamW updates over the parameter arena, gradient scaling and the non-finite
-// check. Launchers and their contract: wk_kernels.h.
+// check. Launchers and their contract: wk_kernels.h. The *_at and *_unless
+// launchers run the same kernels with a step's changing values (dropout's
+// step, the loss scale) read from device memory and the update gated by a
+// device flag, so that one captured CUDA graph serves every step.
 //
 // Each kernel states how it relates to its CPU reference (ref_template.inc,
 // optim_step.c). Where the contract says "bit for bit", the kernel does the
@@ -62,9 +65,16 @@ __device__ __forceinline__ float u32_to_unit(uint32_t x) {
 
 // ------------------------------------------------------------------ kernels
 
-// x, y: (n). Element i uses counter offset + i of stream (seed, stream_id).
+// x, y: (n). Element i uses counter offset + i of stream (seed, stream_id), or,
+// with seed_step (device: the seed and the step), of stream
+// (seed_step[0], (seed_step[1] << 16) ^ node).
 __global__ void dropout_kernel(int64_t n, double p, float scale, uint64_t seed,
-                               uint64_t stream_id, int64_t offset, const float *x, float *y) {
+                               uint64_t stream_id, const uint64_t *seed_step, uint64_t node,
+                               int64_t offset, const float *x, float *y) {
+  if (seed_step) {
+    seed = seed_step[0];
+    stream_id = (seed_step[1] << 16) ^ node;
+  }
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
     const float u = u32_to_unit(rng_at(seed, stream_id, (uint64_t)(offset + i)));
     y[i] = (double)u >= p ? __fmul_rn(x[i], scale) : 0.0f;
@@ -154,10 +164,13 @@ __global__ void softmax_xent_forward_kernel(int64_t n, int64_t k, double smoothi
   }
 }
 
-// probs, dlogits: (n, k), n_elems = n * k; labels: (n).
+// probs, dlogits: (n, k), n_elems = n * k; labels: (n). scale_dev, when not
+// NULL, replaces scale (one device double).
 __global__ void softmax_xent_backward_kernel(int64_t n_elems, int64_t k, double smoothing,
-                                             double scale, const float *probs,
-                                             const int32_t *labels, float *dlogits) {
+                                             double scale, const double *scale_dev,
+                                             const float *probs, const int32_t *labels,
+                                             float *dlogits) {
+  if (scale_dev) scale = *scale_dev;
   const double off = __ddiv_rn(smoothing, (double)k), hit = __dsub_rn(1.0, smoothing);
   for (int64_t e = first_index(); e < n_elems; e += grid_stride()) {
     const int64_t i = e / k, j = e - i * k;
@@ -197,8 +210,10 @@ __global__ void sum_rows_kernel(int64_t n, int64_t k, const float *x, float *out
 
 // Segments over gridDim.y (strided), elements of one segment over gridDim.x
 // blocks. The element loops are optim_step.c's, operation for operation.
+// skip (one device int, or NULL): nonzero leaves everything as it is.
 __global__ void sgd_kernel(int n_segments, const wk_optim_segment *segs, bool nesterov,
-                           float *w, const float *g, float *buf) {
+                           float *w, const float *g, float *buf, const int *skip) {
+  if (skip && *skip) return;
   for (int s = blockIdx.y; s < n_segments; s += gridDim.y) {
     const wk_optim_segment c = segs[s];
     float *ws = w + c.offset;
@@ -220,7 +235,9 @@ __global__ void sgd_kernel(int n_segments, const wk_optim_segment *segs, bool ne
 }
 
 __global__ void adamw_kernel(int n_segments, const wk_optim_segment *segs, float *w,
-                             const float *g, float *exp_avg, float *exp_avg_sq) {
+                             const float *g, float *exp_avg, float *exp_avg_sq,
+                             const int *skip) {
+  if (skip && *skip) return;
   for (int s = blockIdx.y; s < n_segments; s += gridDim.y) {
     const wk_optim_segment c = segs[s];
     for (int64_t e = first_index(); e < c.numel; e += grid_stride()) {
@@ -238,7 +255,10 @@ __global__ void adamw_kernel(int n_segments, const wk_optim_segment *segs, float
   }
 }
 
-__global__ void scale_kernel(int64_t n, float s, float *x) {
+// s_dev (one device float, or NULL) replaces s; skip as the optimizer's.
+__global__ void scale_kernel(int64_t n, float s, const float *s_dev, const int *skip, float *x) {
+  if (skip && *skip) return;
+  if (s_dev) s = *s_dev;
   for (int64_t i = first_index(); i < n; i += grid_stride()) x[i] = __fmul_rn(x[i], s);
 }
 
@@ -271,7 +291,20 @@ static int dropout_launch(int64_t n, double p, uint64_t seed, uint64_t stream_id
   if (n == 0) return (int)cudaSuccess;
   const float scale = (float)(1.0 / (1.0 - p));  // as the reference: in double, then float
   dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, p, scale, seed, stream_id,
-                                                                    offset, x, y);
+                                                                    nullptr, 0, offset, x, y);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step,
+                                        uint64_t node, int64_t offset, const float *x, float *y,
+                                        void *stream) {
+  if (n < 0 || offset < 0 || offset > INT64_MAX - n || !(p >= 0.0 && p < 1.0) ||
+      (n > 0 && (!x || !y || !seed_step)))
+    return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  const float scale = (float)(1.0 / (1.0 - p));
+  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, p, scale, 0, 0, seed_step,
+                                                                    node, offset, x, y);
   return (int)cudaGetLastError();
 }
 
@@ -328,18 +361,34 @@ extern "C" int wk_launch_softmax_xent_forward_f32(int64_t n, int64_t k, double s
   return (int)cudaGetLastError();
 }
 
-extern "C" int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing,
-                                                   double scale, const float *probs,
-                                                   const int32_t *labels, float *dlogits,
-                                                   void *stream) {
+static int softmax_xent_backward_launch(int64_t n, int64_t k, double smoothing, double scale,
+                                        const double *scale_dev, const float *probs,
+                                        const int32_t *labels, float *dlogits, void *stream) {
   int64_t n_elems = 0;
   if (n < 0 || k < 1 || !(smoothing >= 0.0 && smoothing <= 1.0) || overflows(n, k, &n_elems))
     return (int)cudaErrorInvalidValue;
   if (n_elems == 0) return (int)cudaSuccess;
   if (!probs || !labels || !dlogits) return (int)cudaErrorInvalidValue;
   softmax_xent_backward_kernel<<<blocks_for(n_elems), kThreads, 0, as_stream(stream)>>>(
-      n_elems, k, smoothing, scale, probs, labels, dlogits);
+      n_elems, k, smoothing, scale, scale_dev, probs, labels, dlogits);
   return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing,
+                                                   double scale, const float *probs,
+                                                   const int32_t *labels, float *dlogits,
+                                                   void *stream) {
+  return softmax_xent_backward_launch(n, k, smoothing, scale, nullptr, probs, labels, dlogits,
+                                      stream);
+}
+
+extern "C" int wk_launch_softmax_xent_backward_at_f32(int64_t n, int64_t k, double smoothing,
+                                                      const double *scale, const float *probs,
+                                                      const int32_t *labels, float *dlogits,
+                                                      void *stream) {
+  if (n > 0 && !scale) return (int)cudaErrorInvalidValue;
+  return softmax_xent_backward_launch(n, k, smoothing, 0.0, scale, probs, labels, dlogits,
+                                      stream);
 }
 
 extern "C" int wk_launch_argmax_rows_f32(int64_t n, int64_t k, const float *x, int32_t *out,
@@ -374,31 +423,52 @@ static dim3 optim_grid(int n_segments) {
               n_segments < kOptimMaxSegmentBlocks ? n_segments : kOptimMaxSegmentBlocks);
 }
 
-extern "C" int wk_launch_sgd_f32(int n_segments, const wk_optim_segment *segs, bool nesterov,
-                                 float *w, const float *g, float *buf, void *stream) {
+extern "C" int wk_launch_sgd_unless_f32(int n_segments, const wk_optim_segment *segs,
+                                        bool nesterov, float *w, const float *g, float *buf,
+                                        const int *skip, void *stream) {
   if (n_segments < 0 || (n_segments > 0 && (!segs || !w || !g)))
     return (int)cudaErrorInvalidValue;
   if (n_segments == 0) return (int)cudaSuccess;
   sgd_kernel<<<optim_grid(n_segments), kThreads, 0, as_stream(stream)>>>(n_segments, segs,
-                                                                          nesterov, w, g, buf);
+                                                                          nesterov, w, g, buf,
+                                                                          skip);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_sgd_f32(int n_segments, const wk_optim_segment *segs, bool nesterov,
+                                 float *w, const float *g, float *buf, void *stream) {
+  return wk_launch_sgd_unless_f32(n_segments, segs, nesterov, w, g, buf, nullptr, stream);
+}
+
+extern "C" int wk_launch_adamw_unless_f32(int n_segments, const wk_optim_segment *segs, float *w,
+                                          const float *g, float *exp_avg, float *exp_avg_sq,
+                                          const int *skip, void *stream) {
+  if (n_segments < 0 || (n_segments > 0 && (!segs || !w || !g || !exp_avg || !exp_avg_sq)))
+    return (int)cudaErrorInvalidValue;
+  if (n_segments == 0) return (int)cudaSuccess;
+  adamw_kernel<<<optim_grid(n_segments), kThreads, 0, as_stream(stream)>>>(
+      n_segments, segs, w, g, exp_avg, exp_avg_sq, skip);
   return (int)cudaGetLastError();
 }
 
 extern "C" int wk_launch_adamw_f32(int n_segments, const wk_optim_segment *segs, float *w,
                                    const float *g, float *exp_avg, float *exp_avg_sq,
                                    void *stream) {
-  if (n_segments < 0 || (n_segments > 0 && (!segs || !w || !g || !exp_avg || !exp_avg_sq)))
-    return (int)cudaErrorInvalidValue;
-  if (n_segments == 0) return (int)cudaSuccess;
-  adamw_kernel<<<optim_grid(n_segments), kThreads, 0, as_stream(stream)>>>(
-      n_segments, segs, w, g, exp_avg, exp_avg_sq);
-  return (int)cudaGetLastError();
+  return wk_launch_adamw_unless_f32(n_segments, segs, w, g, exp_avg, exp_avg_sq, nullptr, stream);
 }
 
 extern "C" int wk_launch_scale_f32(int64_t n, float s, float *x, void *stream) {
   if (n < 0 || (n > 0 && !x)) return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
-  scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, s, x);
+  scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, s, nullptr, nullptr, x);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_scale_unless_f32(int64_t n, const float *s, const int *skip, float *x,
+                                          void *stream) {
+  if (n < 0 || (n > 0 && (!x || !s))) return (int)cudaErrorInvalidValue;
+  if (n == 0) return (int)cudaSuccess;
+  scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, 0.0f, s, skip, x);
   return (int)cudaGetLastError();
 }
 

@@ -83,6 +83,13 @@ int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed, uint64_t s
                                   int64_t offset, const float *x, float *y, void *stream);
 int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed, uint64_t stream_id,
                                    int64_t offset, const float *dy, float *dx, void *stream);
+/* The same masks with the stream read on the device when the kernel runs, so
+ * that a captured CUDA graph takes each step's values (cuda_net.c's fused
+ * step): seed = seed_step[0], stream_id = (seed_step[1] << 16) ^ node, the
+ * stream nn/exec_node.c gives node `node` at step seed_step[1]. seed_step: two
+ * device uint64_t (the seed, the step). Forward and backward alike. */
+int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step, uint64_t node,
+                             int64_t offset, const float *x, float *y, void *stream);
 
 /* Global average pooling, NHWC. Forward: y[i, ch] = (float)(sum_p x[i, p, ch] / hw),
  * the sum in double in order p = 0, 1, ... (one thread per (i, ch)): bit for bit
@@ -118,6 +125,11 @@ int wk_launch_softmax_xent_forward_f32(int64_t n, int64_t k, double smoothing,
 int wk_launch_softmax_xent_backward_f32(int64_t n, int64_t k, double smoothing, double scale,
                                         const float *probs, const int32_t *labels,
                                         float *dlogits, void *stream);
+/* The same with scale read on the device when the kernel runs (one device
+ * double), for a captured graph whose loss scale changes between replays. */
+int wk_launch_softmax_xent_backward_at_f32(int64_t n, int64_t k, double smoothing,
+                                           const double *scale, const float *probs,
+                                           const int32_t *labels, float *dlogits, void *stream);
 
 /* out[i] = the column of row i's largest value, by train/metrics.c's wk_argmax
  * exactly: scanning j = 1, 2, ... in order, j replaces the best so far when
@@ -167,9 +179,23 @@ int wk_launch_sgd_f32(int n_segments, const wk_optim_segment *segs, bool nestero
  *   exp_avg = m;  exp_avg_sq = v;  w = p + (neg_step * m) / (sqrt(v) / bc2_sqrt + eps) */
 int wk_launch_adamw_f32(int n_segments, const wk_optim_segment *segs, float *w, const float *g,
                         float *exp_avg, float *exp_avg_sq, void *stream);
+/* The two updates unless *skip (one device int, read when the kernel runs;
+ * NULL: never) is nonzero, when they change nothing: the non-finite check's
+ * flag gates the update on the device, with no decision on the host between
+ * the check and the update (cuda_net.c's fused step). */
+int wk_launch_sgd_unless_f32(int n_segments, const wk_optim_segment *segs, bool nesterov,
+                             float *w, const float *g, float *buf, const int *skip,
+                             void *stream);
+int wk_launch_adamw_unless_f32(int n_segments, const wk_optim_segment *segs, float *w,
+                               const float *g, float *exp_avg, float *exp_avg_sq,
+                               const int *skip, void *stream);
 
 /* x[i] *= s (IEEE single multiply). x: (n). */
 int wk_launch_scale_f32(int64_t n, float s, float *x, void *stream);
+/* The same with s read on the device (one device float), unless *skip (as
+ * above; NULL: never) is nonzero. */
+int wk_launch_scale_unless_f32(int64_t n, const float *s, const int *skip, float *x,
+                               void *stream);
 /* Sets *flag = 1 when some x[i] is NaN or infinite; never writes 0 (the caller
  * zeroes the flag, so one flag can gather several tensors). x: (n); flag: one
  * device int. */

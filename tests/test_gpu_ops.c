@@ -237,6 +237,28 @@ START_TEST(test_launch_arguments_train) {
   ck_assert_int_eq(wk_launch_scale_f32(3, 2.0f, NULL, NULL), bad);
   ck_assert_int_eq(wk_launch_nonfinite_f32(0, NULL, NULL, NULL), 0);
   ck_assert_int_eq(wk_launch_nonfinite_f32(3, fake, NULL, NULL), bad);
+  /* the fused step's launchers (values read on the device, the update gated) */
+  const uint64_t *ufake = (const uint64_t *)&n_devices;
+  const double *dfake = (const double *)&n_devices;
+  ck_assert_int_eq(wk_launch_dropout_at_f32(0, 0.5, NULL, 1, 0, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_dropout_at_f32(4, 0.5, NULL, 1, 0, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_at_f32(4, 1.0, ufake, 1, 0, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_dropout_at_f32(4, 0.5, ufake, 1, -1, fake, fake, NULL), bad);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_at_f32(0, 10, 0.1, NULL, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_at_f32(2, 10, 0.1, NULL, fake, ifake, fake, NULL), bad);
+  ck_assert_int_eq(
+      wk_launch_softmax_xent_backward_at_f32(2, 10, 1.5, dfake, fake, ifake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_sgd_unless_f32(0, NULL, true, NULL, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_sgd_unless_f32(1, NULL, false, fake, fake, NULL, ifake, NULL), bad);
+  ck_assert_int_eq(wk_launch_adamw_unless_f32(0, NULL, NULL, NULL, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_adamw_unless_f32(2, (const wk_optim_segment *)fake, fake, fake, fake,
+                                              NULL, ifake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_scale_unless_f32(0, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(wk_launch_scale_unless_f32(3, NULL, ifake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_scale_unless_f32(3, fake, ifake, NULL, NULL), bad);
 }
 END_TEST
 
@@ -446,6 +468,14 @@ START_TEST(test_dropout) {
     CK_LAUNCH(wk_launch_dropout_backward_f32(n, ps[t], seed, stream_id, offset, d_z, d_z, NULL));
     to_host(got, d_z, n);
     ck_same_f32("dropout backward in place", got, want, n);
+    /* the stream read on the device: (seed, (step << 16) ^ node) */
+    const uint64_t seed_step[2] = {seed, 0x1234567ull + t}, node = 37;
+    uint64_t *d_ss = device_copy(seed_step, sizeof seed_step);
+    wk_dropout_ref_f32(ps[t], seed, (seed_step[1] << 16) ^ node, offset, n, x, want);
+    CK_LAUNCH(wk_launch_dropout_at_f32(n, ps[t], d_ss, node, offset, d_x, d_y, NULL));
+    to_host(got, d_y, n);
+    ck_same_f32("dropout, stream on the device", got, want, n);
+    CK_WK(wk_cuda_free(d_ss));
   }
   CK_WK(wk_cuda_free(d_x));
   CK_WK(wk_cuda_free(d_y));
@@ -561,6 +591,13 @@ START_TEST(test_softmax_xent) {
                                                 d_labels, d_d, NULL));
   to_host(got_d, d_d, nk);
   ck_same_f32("softmax xent backward", got_d, want_d, nk);
+  const double scale = 1.0 / (double)n;
+  double *d_scale = device_copy(&scale, sizeof scale);
+  CK_LAUNCH(wk_launch_softmax_xent_backward_at_f32(n, k, c->smoothing, d_scale, d_p, d_labels,
+                                                   d_d, NULL));
+  to_host(got_d, d_d, nk);
+  ck_same_f32("softmax xent backward, factor on the device", got_d, want_d, nk);
+  CK_WK(wk_cuda_free(d_scale));
   CK_LAUNCH(wk_launch_softmax_xent_backward_f32(n, k, c->smoothing, 1.0 / (double)n, d_p,
                                                 d_labels, d_p, NULL));
   to_host(got_d, d_p, nk);
@@ -739,6 +776,8 @@ START_TEST(test_optim) {
   wk_optim_segment segs[OPT_N_PARAMS];
   wk_optim_segment *d_segs = NULL;
   CK_WK(wk_cuda_malloc((void **)&d_segs, sizeof segs));
+  const int flags[2] = {0, 1}; /* the gated launchers' flag: go, skip */
+  int *d_flags = device_copy(flags, sizeof flags);
   for (int step = 0; step < 4; step++) {
     wkt_fill_f32(g, n, 1300 + 10 * (uint64_t)_i + (uint64_t)step, -0.5f, 0.5f);
     if (step == 2) g[5] = 1e-30f, g[6] = 0.0f; /* tiny second moments */
@@ -747,8 +786,24 @@ START_TEST(test_optim) {
     const int n_segs = opt_segments(o, segs);
     ck_assert_int_eq(n_segs, OPT_N_PARAMS - 1);
     CK_WK(wk_cuda_copy_h2d(d_segs, segs, (size_t)n_segs * sizeof segs[0]));
-    if (_i == 3) CK_LAUNCH(wk_launch_adamw_f32(n_segs, d_segs, d_w, d_g, d_s[0], d_s[1], NULL));
-    else CK_LAUNCH(wk_launch_sgd_f32(n_segs, d_segs, cfg.nesterov, d_w, d_g, d_s[0], NULL));
+    /* a gated update with the flag set changes nothing (the comparison below
+     * would show it); odd steps update through the gated launchers */
+    if (_i == 3)
+      CK_LAUNCH(wk_launch_adamw_unless_f32(n_segs, d_segs, d_w, d_g, d_s[0], d_s[1],
+                                           d_flags + 1, NULL));
+    else
+      CK_LAUNCH(wk_launch_sgd_unless_f32(n_segs, d_segs, cfg.nesterov, d_w, d_g, d_s[0],
+                                         d_flags + 1, NULL));
+    if (_i == 3 && step % 2)
+      CK_LAUNCH(wk_launch_adamw_unless_f32(n_segs, d_segs, d_w, d_g, d_s[0], d_s[1], d_flags,
+                                           NULL));
+    else if (_i == 3)
+      CK_LAUNCH(wk_launch_adamw_f32(n_segs, d_segs, d_w, d_g, d_s[0], d_s[1], NULL));
+    else if (step % 2)
+      CK_LAUNCH(wk_launch_sgd_unless_f32(n_segs, d_segs, cfg.nesterov, d_w, d_g, d_s[0],
+                                         d_flags, NULL));
+    else
+      CK_LAUNCH(wk_launch_sgd_f32(n_segs, d_segs, cfg.nesterov, d_w, d_g, d_s[0], NULL));
     to_host(got, d_w, n);
     ck_same_f32("optimizer weights", got, w, n);
     for (size_t s = 0; s < n_state; s++) {
@@ -761,6 +816,7 @@ START_TEST(test_optim) {
   CK_WK(wk_cuda_free(d_g));
   for (size_t s = 0; s < n_state; s++) CK_WK(wk_cuda_free(d_s[s]));
   CK_WK(wk_cuda_free(d_segs));
+  CK_WK(wk_cuda_free(d_flags));
   wk_optim_destroy(o);
   free(w), free(g), free(got), free(want);
 }
@@ -778,6 +834,19 @@ START_TEST(test_scale) {
   CK_LAUNCH(wk_launch_scale_f32(n, s, d_x, NULL));
   to_host(got, d_x, n);
   ck_same_f32("scale", got, want, n);
+  /* the factor read on the device, gated: skipped, then applied */
+  const int flags[2] = {0, 1};
+  int *d_flags = device_copy(flags, sizeof flags);
+  float *d_s = device_f32(&s, 1);
+  CK_WK(wk_cuda_copy_h2d(d_x, x, (size_t)n * sizeof(float)));
+  CK_LAUNCH(wk_launch_scale_unless_f32(n, d_s, d_flags + 1, d_x, NULL));
+  to_host(got, d_x, n);
+  ck_same_f32("scale, skipped", got, x, n);
+  CK_LAUNCH(wk_launch_scale_unless_f32(n, d_s, d_flags, d_x, NULL));
+  to_host(got, d_x, n);
+  ck_same_f32("scale, factor on the device", got, want, n);
+  CK_WK(wk_cuda_free(d_flags));
+  CK_WK(wk_cuda_free(d_s));
   CK_WK(wk_cuda_free(d_x));
   free(x), free(want), free(got);
 }
