@@ -186,6 +186,67 @@ typedef struct wk_gpu_optim {
  * bit the host's wk_optim_step (kernels/train.cu). */
 wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
 
+/* ------------------------------------------------------------------ the whole step, in CUDA graphs
+ * $WHISKER_CUDA_GRAPH=1 (read by train/trainer.c at every step; off by
+ * default until it has been verified on a GPU): the trainer's step on the
+ * device (the loss there, no clipping, no data parallelism) becomes one call
+ * with no host synchronisation between the batch's upload and the end of the
+ * update: a training forward, the loss, backward from its gradient, the
+ * non-finite check of the rows' losses and of the gradients into a flag on
+ * the device, and, unless the flag is set, fp16's unscale and the update
+ * (kernels gated by the flag: the host decides nothing in between). Only the
+ * loss sum, the flag and the predicted classes come back, after the work.
+ *
+ * That work is captured as a CUDA graph (cudaStreamBeginCapture, thread-local
+ * mode) once a key (batch size, label smoothing, dropout's first sample, the
+ * update's kind and parameter count, fp16's unscale) has run WK_GRAPH_WARMUP
+ * (2) steps uncaptured with no device buffer moving (graph_table.h; the
+ * convolution algorithms are chosen, every buffer allocated, cuDNN and cuBLAS
+ * set up), and replayed from then on; a few keys are kept (a run's full and
+ * last batches). Each step's values reach the graph through device memory
+ * written before the launch from pinned memory (dropout's seed and step, the
+ * loss gradient's factor dloss / batch, fp16's 1 / scale, the update's
+ * per-parameter factors); the batch and the labels go up before it as in any
+ * step. The kernels are those of the uncaptured step, with the same
+ * arguments: a replay computes the same bits as the same step uncaptured
+ * (with algorithms that are deterministic run to run). A buffer that moves
+ * (a larger batch, the convolution workspace resized) or a change of the
+ * frozen parameters frees every graph; the key warms up again. A capture or
+ * instantiation that fails ends the capture, clears the (non-sticky) error,
+ * and the network runs every later step uncaptured (the same kernels);
+ * wk_gpu_step_result.graph_warning says why, once. */
+typedef struct wk_gpu_step {
+  wk_gpu_input in;    /* the batch, (n, in_h, in_w, in_c) */
+  int64_t n;
+  wk_gpu_dropout drop;
+  wk_gpu_xent xent;   /* labels (checked by the caller), smoothing, predicted (or NULL) */
+  float dloss;        /* the loss gradient's factor: 1, or fp16's loss scale */
+  bool unscale;       /* fp16: the gradients times inv_scale after the check */
+  float inv_scale;
+  wk_gpu_optim optim; /* the update (the request of wk_gpu_net_optim_step) */
+} wk_gpu_step;
+
+typedef struct wk_gpu_step_result {
+  double loss_sum;            /* as wk_gpu_net_xent_forward's */
+  bool applied;               /* every row's loss and every gradient finite: unscaled, updated;
+                               * else the weights and the optimizer's state are as they were */
+  const char *graph_warning;  /* not NULL (the net's text) at the step whose capture failed */
+} wk_gpu_step_result;
+
+/* One training step as above; fails for a network with a communicator. The
+ * weights must be on the device (uploaded after any change, as a forward
+ * does), the optimizer's state arrays too. The batchnorm statistics move as
+ * in a training forward; the gradient arena holds the step's gradients (the
+ * scaled ones when the update was skipped), as after backward. */
+wk_status wk_gpu_net_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r);
+
+typedef struct wk_gpu_graph_stats {
+  int64_t captured, replayed; /* graphs captured, steps replayed */
+  int64_t invalidations;      /* times the graphs (or warm steps) were dropped: buffers moved */
+  bool off;                   /* a capture failed: the network runs uncaptured */
+} wk_gpu_graph_stats;
+wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
+
 /* ------------------------------------------------------------------ data parallelism
  * NCCL between the ranks of a data-parallel run, one GPU each (cuda_comm.c in
  * the plugin). Rank 0 makes the id (WK_GPU_COMM_ID_BYTES opaque bytes), every

@@ -193,3 +193,15 @@ wk_status wk_gpu_net_xent_backward(wk_gpu_net *net, float dloss) {
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_xent_backward(net, dloss));
 }
+
+wk_status wk_gpu_net_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_train_step(net, s, r));
+}
+
+wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_graph_stats(net, out));
+}

@@ -48,6 +48,22 @@
  * from the loss's gradient written into the output's gradient buffer instead
  * of from a host copy.
  *
+ * $WHISKER_CUDA_GRAPH=1 (read by the trainer; cuda.h has the contract) asks
+ * for the whole step in one call (wk_cudanet_train_step): batch, labels and
+ * the step's changing values (wk_step_vals: dropout's step, the loss
+ * gradient's factor, fp16's unscale, the update's segments) go up first, from
+ * pinned memory for the values; then forward, loss, backward, the non-finite
+ * check into the device flag, and the unscale and the update gated by that
+ * flag (kernels/train.cu's *_at and *_unless launchers) are queued with no
+ * synchronisation, as a CUDA graph once the key has warmed up (graph_table.h);
+ * the loss sum, the flag and the predicted classes come back after it. What a
+ * graph bakes in must not move: every function that frees a buffer a step
+ * uses (the batch's values, the convolution workspace, the loss's buffers)
+ * or changes what backward runs (frozen flags) drops the graphs first.
+ * cuBLAS gets a workspace of ours at creation, for every network, so it never
+ * allocates one inside a capture and runs the same kernels either way. Data
+ * parallelism (NCCL, whose wait polls the host) is never fused or captured.
+ *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
  * the warnings are silenced for this file only. */
@@ -56,10 +72,13 @@
 #endif
 
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/graph_table.h"
 #include "wk_kernels.h"
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
@@ -140,9 +159,26 @@ struct wk_gpu_net {
    * (by) and weight gradient (bdw), for the batch held */
   uint16_t *wh, *bx, *by, *bdw;
   bool wh_stale;
+  /* cuBLAS's workspace (wk_handles): ours, so that it never allocates one */
+  void *blas_ws;
+  size_t blas_ws_bytes;
+  /* the fused step (wk_cudanet_train_step): its CUDA graphs; the step's
+   * changing values (wk_step_vals, then the update's segments) written into
+   * pinned memory and copied up before the step, and what comes back
+   * (wk_step_back) behind them there; vals_read: that copy has read the
+   * pinned memory, which may be written again; graph_note: why capturing
+   * failed, for the caller's warning */
+  wk_graph_table graphs;
+  void *vals_host, *vals_dev;
+  cudaEvent_t vals_read;
+  char graph_note[512];
 };
 
 /* ------------------------------------------------------------------ helpers */
+
+/* The graph table's way to free an executable graph (graph_table.h). One
+ * still running is freed when it completes. */
+static void wk_graph_exec_free(void *exec) { (void)cudaGraphExecDestroy((cudaGraphExec_t)exec); }
 
 static wk_status wk_kernel_try(int e, const char *what) {
   if (e == 0) return WK_OK;
@@ -214,6 +250,7 @@ static wk_status wk_half_desc(const wk_gpu_net *net, cudnnTensorDescriptor_t d, 
 
 static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
   if (bytes <= net->workspace_bytes) return WK_OK;
+  wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
   WK_TRY(wk_cuda_free(net->workspace));
   net->workspace = NULL;
   net->workspace_bytes = 0;
@@ -228,6 +265,7 @@ static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
 /* The workspace cut down to `bytes` (after timing grew it). */
 static wk_status wk_workspace_trim(wk_gpu_net *net, size_t bytes) {
   if (bytes >= net->workspace_bytes) return WK_OK;
+  wk_graph_table_invalidate(&net->graphs);
   WK_TRY(wk_cuda_free(net->workspace));
   net->workspace = NULL;
   net->workspace_bytes = 0;
@@ -265,6 +303,8 @@ static void wk_derive_needs_grad(wk_gpu_net *net) {
 }
 
 wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params) {
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  wk_graph_table_invalidate(&net->graphs); /* what backward runs changes with the frozen flags */
   for (size_t i = 0; i < net->g.n_params; i++) {
     if (params[i].offset != net->params[i].offset || params[i].numel != net->params[i].numel)
       return wk_fail(WK_ERR_INVALID_ARG, "GPU network: parameter %s moved", params[i].name);
@@ -393,6 +433,16 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.precision == WK_PRECISION_TF32
                                                     ? CUBLAS_TF32_TENSOR_OP_MATH
                                                     : CUBLAS_DEFAULT_MATH));
+  /* cuBLAS's workspace, ours (after cublasSetStream, which resets it): a
+   * captured step must not make cuBLAS allocate one, and every network,
+   * captured or not, then runs cuBLAS with the same workspace, hence the
+   * same kernels. The sizes cuBLAS's documentation recommends (32 MiB from
+   * Hopper on, 4 MiB before). */
+  int major = 0;
+  WK_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, net->device));
+  net->blas_ws_bytes = (size_t)(major >= 9 ? 32 : 4) << 20;
+  WK_TRY(wk_cuda_malloc(&net->blas_ws, net->blas_ws_bytes));
+  WK_CUBLAS_TRY(cublasSetWorkspace(net->cublas, net->blas_ws, net->blas_ws_bytes));
   return WK_OK;
 }
 
@@ -442,6 +492,7 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   wk_gpu_net *net = calloc(1, sizeof *net);
   if (!net) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
   net->device = device;
+  wk_graph_table_init(&net->graphs, wk_graph_exec_free);
   wk_status s = wk_read_env(net);
   if (s == WK_OK && !g->algos) s = wk_cudaalgos_create(&net->own_algos);
   net->algos = g->algos ? g->algos : net->own_algos;
@@ -464,6 +515,7 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
 }
 
 static void wk_free_values(wk_gpu_net *net) {
+  wk_graph_table_invalidate(&net->graphs); /* captured steps use these buffers */
   for (int v = 0; v < net->n_values; v++) {
     if (net->alias[v] == v) {
       (void)wk_cuda_free(net->val[v]);
@@ -484,6 +536,11 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   if (!net) return;
   (void)cudaSetDevice(net->device); /* everything below belongs to it */
   wk_gpucomm_destroy(net->comm); /* first: its stream waits on work of the net's */
+  if (net->stream) (void)cudaStreamSynchronize(net->stream); /* a replay, the copies of vals_host */
+  wk_graph_table_free(&net->graphs);
+  if (net->vals_read) (void)cudaEventDestroy(net->vals_read);
+  if (net->vals_host) (void)cudaFreeHost(net->vals_host);
+  (void)wk_cuda_free(net->vals_dev);
   if (net->val && net->alias) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
@@ -524,6 +581,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   if (net->up_done) (void)cudaEventDestroy(net->up_done);
   if (net->up_stream) (void)cudaStreamDestroy(net->up_stream);
   if (net->cublas) cublasDestroy(net->cublas);
+  (void)wk_cuda_free(net->blas_ws); /* after the handle that uses it */
   if (net->cudnn) cudnnDestroy(net->cudnn);
   if (net->stream) cudaStreamDestroy(net->stream);
   wk_cudaalgos_destroy(net->own_algos);
@@ -656,6 +714,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
   net->batch = 0; /* until the algorithms below are chosen */
   size_t need = 0;
   bool timed = false;
+  const void *ws_before = net->workspace; /* timing (cuda_algo.c) may make it again */
+  const size_t ws_bytes_before = net->workspace_bytes;
   for (int i = 0; i < net->g.n_nodes; i++) {
     const wk_node *nd = &net->nodes[i];
     wk_gnode *s = &net->gn[i];
@@ -674,7 +734,10 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       if (on != n || oc != c || oh != h || ow != w)
         return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: cuDNN's output %dx%dx%d differs from the "
                        "network's %dx%dx%d", nd->name, oh, ow, oc, h, w, c);
-      WK_TRY(wk_pick_algos(net, i, find, &need, &timed));
+      const wk_status ps = wk_pick_algos(net, i, find, &need, &timed);
+      if (net->workspace != ws_before || net->workspace_bytes != ws_bytes_before)
+        wk_graph_table_invalidate(&net->graphs); /* timing made it again, even if it failed */
+      WK_TRY(ps);
     }
   }
   /* timing grew the workspace to the largest candidate's: keep what the choices need */
@@ -758,8 +821,10 @@ static wk_status wk_conv_backward_half(wk_gpu_net *net, int i, bool need_dx) {
 
 /* ------------------------------------------------------------------ forward */
 
-static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
-                                 const wk_gpu_dropout *drop) {
+/* Node i's forward; dropout's stream is drop's, or with seed_step (device:
+ * the seed and the step, the fused step's) read on the device. */
+static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
+                                 const uint64_t *seed_step) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   const int v = i + 1;
@@ -833,6 +898,11 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train,
                                   net->stream));
       return WK_OK;
     }
+    if (seed_step)
+      return wk_kernel_try(wk_launch_dropout_at_f32(len, nd->drop_p, seed_step, (uint64_t)i,
+                                                    drop->first * net->numel[v], x, y,
+                                                    net->stream),
+                           "dropout forward");
     return wk_kernel_try(wk_launch_dropout_forward_f32(len, nd->drop_p, drop->seed,
                                                        (drop->step << 16) ^ (uint64_t)i,
                                                        drop->first * net->numel[v], x, y,
@@ -932,7 +1002,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   WK_TRY(wk_prepare_batch(net, n, find));
   WK_TRY(wk_load_input(net, x, n));
   for (int i = 0; i < net->g.n_nodes; i++) {
-    wk_status s = wk_forward_node(net, i, train, drop);
+    wk_status s = wk_forward_node(net, i, train, drop, NULL);
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
   }
   const int last = net->n_values - 1;
@@ -965,7 +1035,8 @@ static wk_status wk_commit(wk_gpu_net *net, int in, float *dst) {
                        "gradient accumulate");
 }
 
-static wk_status wk_backward_node(wk_gpu_net *net, int i) {
+/* Node i's backward; seed_step as wk_forward_node's. */
+static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_step) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   const int v = i + 1, in = nd->in[0];
@@ -1069,6 +1140,11 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
     if (nd->drop_p == 0.0f)
       WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
                                   net->stream));
+    else if (seed_step)
+      WK_TRY(wk_kernel_try(wk_launch_dropout_at_f32(len, nd->drop_p, seed_step, (uint64_t)i,
+                                                    net->drop.first * net->numel[v], dy, dst,
+                                                    net->stream),
+                           "dropout backward"));
     else
       WK_TRY(wk_kernel_try(wk_launch_dropout_backward_f32(len, nd->drop_p, net->drop.seed,
                                                           (net->drop.step << 16) ^ (uint64_t)i,
@@ -1082,9 +1158,12 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i) {
   }
 }
 
-/* Backward from the output gradient: dy (host) when given, else the loss's
- * gradient times dloss from the last wk_cudanet_xent_forward. */
-static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss) {
+/* Queues backward from the output gradient: dy (host) when given, else the
+ * loss's gradient from the last loss forward times dloss, or, with scale_dev
+ * (the fused step's), times the factor read there (one device double,
+ * dloss / batch); seed_step as wk_forward_node's. Waits for nothing. */
+static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss,
+                                   const double *scale_dev, const uint64_t *seed_step) {
   const int64_t n = net->batch;
   WK_CUDA_TRY(cudaMemsetAsync(net->grads, 0, net->g.n_elems * sizeof(float), net->stream));
   for (int v = 1; v < net->n_values; v++)
@@ -1096,6 +1175,11 @@ static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss)
     WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy,
                                 (size_t)(n * net->numel[last]) * sizeof(float),
                                 cudaMemcpyHostToDevice, net->stream));
+  } else if (scale_dev) {
+    WK_TRY(wk_kernel_try(wk_launch_softmax_xent_backward_at_f32(
+                             n, net->numel[last], net->xent_smoothing, scale_dev,
+                             net->xent_probs, net->xent_labels, net->grad[last], net->stream),
+                         "softmax cross-entropy backward"));
   } else { /* the reference's factor: dloss / batch in double */
     const double scale = (double)dloss / (double)n;
     WK_TRY(wk_kernel_try(wk_launch_softmax_xent_backward_f32(
@@ -1108,12 +1192,19 @@ static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss)
   if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
   for (int i = net->g.n_nodes - 1; i >= 0; i--) {
     if (net->needs_grad[i + 1]) {
-      wk_status s = wk_backward_node(net, i);
+      wk_status s = wk_backward_node(net, i, seed_step);
       if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
     }
     if (net->comm) WK_TRY(wk_gpucomm_node_done(net->comm, &net->nodes[i], net->grads,
                                                net->stream));
   }
+  return WK_OK;
+}
+
+/* Backward from dy or the loss (wk_backward_queue), waited for: with a
+ * communicator the gradients are the ranks' mean when this returns. */
+static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss) {
+  WK_TRY(wk_backward_queue(net, dy, dloss, NULL, NULL));
   if (!net->comm) {
     WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
     return WK_OK;
@@ -1135,6 +1226,7 @@ wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
 static wk_status wk_xent_buffers(wk_gpu_net *net, int64_t n, int64_t k) {
   if (!net->xent_sum) WK_TRY(wk_cuda_malloc((void **)&net->xent_sum, sizeof(double)));
   if (n <= net->xent_cap) return WK_OK;
+  wk_graph_table_invalidate(&net->graphs); /* captured steps use the old buffers */
   void *old[4] = {net->xent_labels, net->xent_pred, net->xent_probs, net->xent_rows};
   net->xent_labels = net->xent_pred = NULL; /* gone even if a free below reports a fault */
   net->xent_probs = net->xent_rows = NULL;
@@ -1156,6 +1248,25 @@ static wk_status wk_xent_buffers(wk_gpu_net *net, int64_t n, int64_t k) {
   return WK_OK;
 }
 
+/* Queues the loss of the output value for the labels in xent_labels: the
+ * probabilities, the rows' losses, their sum and, with `predicted`, the
+ * predicted classes, all on the device. */
+static wk_status wk_xent_queue(wk_gpu_net *net, double smoothing, bool predicted) {
+  const int last = net->n_values - 1;
+  const int64_t n = net->batch, k = net->numel[last];
+  WK_TRY(wk_kernel_try(wk_launch_softmax_xent_forward_f32(n, k, smoothing, net->val[last],
+                                                          net->xent_labels, net->xent_probs,
+                                                          net->xent_rows, net->stream),
+                       "softmax cross-entropy forward"));
+  WK_TRY(wk_kernel_try(wk_launch_sum_f32(n, net->xent_rows, net->xent_sum, net->stream),
+                       "loss sum"));
+  if (predicted)
+    WK_TRY(wk_kernel_try(wk_launch_argmax_rows_f32(n, k, net->xent_probs, net->xent_pred,
+                                                   net->stream),
+                         "predicted classes"));
+  return WK_OK;
+}
+
 wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum) {
   if (!x || !x->labels || !loss_sum || !(x->smoothing >= 0.0 && x->smoothing <= 1.0))
     return wk_fail(WK_ERR_INVALID_ARG, "GPU loss: malformed request");
@@ -1168,19 +1279,10 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
   /* pageable memory: staged by the driver before the call returns */
   WK_CUDA_TRY(cudaMemcpyAsync(net->xent_labels, x->labels, (size_t)n * sizeof(int32_t),
                               cudaMemcpyHostToDevice, net->stream));
-  WK_TRY(wk_kernel_try(wk_launch_softmax_xent_forward_f32(n, k, x->smoothing, net->val[last],
-                                                          net->xent_labels, net->xent_probs,
-                                                          net->xent_rows, net->stream),
-                       "softmax cross-entropy forward"));
-  WK_TRY(wk_kernel_try(wk_launch_sum_f32(n, net->xent_rows, net->xent_sum, net->stream),
-                       "loss sum"));
-  if (x->predicted) {
-    WK_TRY(wk_kernel_try(wk_launch_argmax_rows_f32(n, k, net->xent_probs, net->xent_pred,
-                                                   net->stream),
-                         "predicted classes"));
+  WK_TRY(wk_xent_queue(net, x->smoothing, x->predicted != NULL));
+  if (x->predicted)
     WK_CUDA_TRY(cudaMemcpyAsync(x->predicted, net->xent_pred, (size_t)n * sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, net->stream));
-  }
   double sum = 0.0;
   WK_CUDA_TRY(cudaMemcpyAsync(&sum, net->xent_sum, sizeof sum, cudaMemcpyDeviceToHost,
                               net->stream));
@@ -1273,11 +1375,37 @@ wk_status wk_cudanet_scale_grads(wk_gpu_net *net, float s) {
                        "gradient unscale");
 }
 
-wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
+/* The update's request checked: its shape, and every segment inside the arena. */
+static wk_status wk_optim_check(const wk_gpu_net *net, const wk_gpu_optim *o) {
   const size_t np = net->g.n_params;
   if (!o || o->n_segments < 0 || (size_t)o->n_segments > np || (o->n_segments && !o->segs) ||
       o->n_state < 0 || o->n_state > 2 || (o->adamw && o->n_state != 2))
     return wk_fail(WK_ERR_INVALID_ARG, "GPU optimizer step: malformed request");
+  for (int i = 0; i < o->n_segments; i++) {
+    const wk_gpu_optim_segment *s = &o->segs[i];
+    if (s->offset < 0 || s->numel < 0 || (size_t)(s->offset + s->numel) > net->g.n_elems)
+      return wk_fail(WK_ERR_INVALID_ARG, "GPU optimizer step: segment %d [%lld, +%lld) outside "
+                     "the arena of %zu", i, (long long)s->offset, (long long)s->numel,
+                     net->g.n_elems);
+  }
+  return WK_OK;
+}
+
+/* The kernels' segments (wk_kernels.h) of a checked request, into dst (host). */
+static void wk_optim_segments(const wk_gpu_optim *o, wk_optim_segment *dst) {
+  for (int i = 0; i < o->n_segments; i++) {
+    const wk_gpu_optim_segment *s = &o->segs[i];
+    dst[i] = (wk_optim_segment){
+        .offset = s->offset, .numel = s->numel, .neg_lr = s->neg_lr, .wd = s->wd,
+        .momentum = s->momentum, .first = s->first, .decay = s->decay, .b1 = s->b1,
+        .c1 = s->c1, .b2 = s->b2, .c2 = s->c2, .bc2_sqrt = s->bc2_sqrt, .eps = s->eps,
+        .neg_step = s->neg_step};
+  }
+}
+
+wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
+  const size_t np = net->g.n_params;
+  WK_TRY(wk_optim_check(net, o));
   WK_CUDA_TRY(cudaSetDevice(net->device));
   if (o->n_segments == 0) return WK_OK; /* everything frozen */
   if (!net->segs_host) {
@@ -1285,18 +1413,7 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
     if (!net->segs_host) return wk_fail(WK_ERR_NOMEM, "GPU optimizer step: out of memory");
     WK_TRY(wk_cuda_malloc((void **)&net->segs_dev, np * sizeof *net->segs_dev));
   }
-  for (int i = 0; i < o->n_segments; i++) {
-    const wk_gpu_optim_segment *s = &o->segs[i];
-    if (s->offset < 0 || s->numel < 0 || (size_t)(s->offset + s->numel) > net->g.n_elems)
-      return wk_fail(WK_ERR_INVALID_ARG, "GPU optimizer step: segment %d [%lld, +%lld) outside "
-                     "the arena of %zu", i, (long long)s->offset, (long long)s->numel,
-                     net->g.n_elems);
-    net->segs_host[i] = (wk_optim_segment){
-        .offset = s->offset, .numel = s->numel, .neg_lr = s->neg_lr, .wd = s->wd,
-        .momentum = s->momentum, .first = s->first, .decay = s->decay, .b1 = s->b1,
-        .c1 = s->c1, .b2 = s->b2, .c2 = s->c2, .bc2_sqrt = s->bc2_sqrt, .eps = s->eps,
-        .neg_step = s->neg_step};
-  }
+  wk_optim_segments(o, net->segs_host);
   WK_CUDA_TRY(cudaMemcpyAsync(net->segs_dev, net->segs_host,
                               (size_t)o->n_segments * sizeof *net->segs_dev,
                               cudaMemcpyHostToDevice, net->stream));
@@ -1312,5 +1429,264 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
   net->wh_stale = true;
   /* segs_host is rewritten by the next step: the copy must be done by then */
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
+
+/* ------------------------------------------------------------------ the fused step and its graphs */
+
+/* The values a step changes, copied up before it: a captured graph's kernels
+ * read them from device memory, so one graph serves every step. In the
+ * pinned and the device memory the update's segments follow (n_params at
+ * most); in the pinned memory the readback (wk_step_back) follows those. */
+typedef struct wk_step_vals {
+  uint64_t seed_step[2]; /* dropout: the seed and the step */
+  double xent_scale;     /* the loss gradient's factor, dloss / batch (as wk_backward_queue) */
+  float inv_scale;       /* fp16: 1 / the loss scale */
+  int32_t unused;
+} wk_step_vals;
+
+typedef struct wk_step_back {
+  double loss_sum;
+  int32_t flag; /* nonzero: a row's loss or a gradient is NaN or infinite */
+  int32_t unused;
+} wk_step_back;
+
+_Static_assert(sizeof(wk_step_vals) % 8 == 0 && sizeof(wk_optim_segment) % 8 == 0,
+               "the step's values and segments are laid out back to back");
+
+static size_t wk_vals_bytes(const wk_gpu_net *net) {
+  return sizeof(wk_step_vals) + net->g.n_params * sizeof(wk_optim_segment);
+}
+
+/* Device addresses inside vals_dev. */
+static const uint64_t *wk_dev_seed_step(const wk_gpu_net *net) {
+  return (const uint64_t *)((const char *)net->vals_dev + offsetof(wk_step_vals, seed_step));
+}
+static const double *wk_dev_xent_scale(const wk_gpu_net *net) {
+  return (const double *)((const char *)net->vals_dev + offsetof(wk_step_vals, xent_scale));
+}
+static const float *wk_dev_inv_scale(const wk_gpu_net *net) {
+  return (const float *)((const char *)net->vals_dev + offsetof(wk_step_vals, inv_scale));
+}
+static const wk_optim_segment *wk_dev_segs(const wk_gpu_net *net) {
+  return (const wk_optim_segment *)((const char *)net->vals_dev + sizeof(wk_step_vals));
+}
+static wk_step_back *wk_host_back(const wk_gpu_net *net) {
+  return (wk_step_back *)((char *)net->vals_host + wk_vals_bytes(net));
+}
+
+/* The fused step's own memory, made at its first use (before any capture):
+ * the flag, the pinned and the device copies of the step's values, and the
+ * event of the copy. */
+static wk_status wk_step_memory(wk_gpu_net *net) {
+  if (!net->flag) WK_TRY(wk_cuda_malloc((void **)&net->flag, sizeof(int)));
+  if (!net->vals_read)
+    WK_CUDA_TRY(cudaEventCreateWithFlags(&net->vals_read, cudaEventDisableTiming));
+  if (!net->vals_host)
+    WK_CUDA_TRY(cudaHostAlloc(&net->vals_host, wk_vals_bytes(net) + sizeof(wk_step_back),
+                              cudaHostAllocDefault));
+  if (!net->vals_dev) WK_TRY(wk_cuda_malloc(&net->vals_dev, wk_vals_bytes(net)));
+  return WK_OK;
+}
+
+/* This step's values into the pinned memory and up, queued on the stream
+ * ahead of the step (outside any graph). */
+static wk_status wk_step_vals_upload(wk_gpu_net *net, const wk_gpu_step *s) {
+  /* the previous step's copy has read the pinned memory (an event never
+   * recorded counts as done) */
+  WK_CUDA_TRY(cudaEventSynchronize(net->vals_read));
+  wk_step_vals *v = net->vals_host;
+  *v = (wk_step_vals){.seed_step = {s->drop.seed, s->drop.step},
+                      .xent_scale = (double)s->dloss / (double)s->n,
+                      .inv_scale = s->inv_scale};
+  wk_optim_segments(&s->optim, (wk_optim_segment *)(v + 1));
+  const size_t n_bytes = sizeof *v + (size_t)s->optim.n_segments * sizeof(wk_optim_segment);
+  WK_CUDA_TRY(cudaMemcpyAsync(net->vals_dev, net->vals_host, n_bytes, cudaMemcpyHostToDevice,
+                              net->stream));
+  WK_CUDA_TRY(cudaEventRecord(net->vals_read, net->stream));
+  return WK_OK;
+}
+
+/* The step's work from the uploaded batch to the end of the update, queued on
+ * the stream and waited for by nothing: what a graph captures. Every value
+ * that changes from step to step is read on the device (wk_step_vals); nothing
+ * here allocates, touches host memory or synchronises. st: the update's state
+ * arrays (o->n_state of them). */
+static wk_status wk_step_queue(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2]) {
+  const wk_gpu_optim *o = &s->optim;
+  const uint64_t *seed_step = wk_dev_seed_step(net);
+  const int64_t n_elems = (int64_t)net->g.n_elems;
+  /* bf16, fp16: the 16-bit weights are made inside every step, as the
+   * uncaptured steps make them after every update */
+  net->wh_stale = true;
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    wk_status e = wk_forward_node(net, i, true, &s->drop, seed_step);
+    if (e != WK_OK) return wk_fail(e, "%s (forward): %s", net->nodes[i].name, wk_last_error());
+  }
+  WK_CUDA_TRY(cudaMemsetAsync(net->flag, 0, sizeof(int), net->stream));
+  WK_TRY(wk_xent_queue(net, s->xent.smoothing, s->xent.predicted != NULL));
+  WK_TRY(wk_kernel_try(wk_launch_nonfinite_f32(net->batch, net->xent_rows, net->flag,
+                                               net->stream),
+                       "non-finite check of the loss"));
+  WK_TRY(wk_backward_queue(net, NULL, 0.0f, wk_dev_xent_scale(net), seed_step));
+  WK_TRY(wk_kernel_try(wk_launch_nonfinite_f32(n_elems, net->grads, net->flag, net->stream),
+                       "non-finite check"));
+  if (s->unscale)
+    WK_TRY(wk_kernel_try(wk_launch_scale_unless_f32(n_elems, wk_dev_inv_scale(net), net->flag,
+                                                    net->grads, net->stream),
+                         "gradient unscale"));
+  if (o->n_segments == 0) return WK_OK; /* everything frozen */
+  const int e = o->adamw ? wk_launch_adamw_unless_f32(o->n_segments, wk_dev_segs(net),
+                                                      net->weights, net->grads, st[0], st[1],
+                                                      net->flag, net->stream)
+                         : wk_launch_sgd_unless_f32(o->n_segments, wk_dev_segs(net),
+                                                    o->nesterov, net->weights, net->grads,
+                                                    st[0], net->flag, net->stream);
+  return wk_kernel_try(e, o->adamw ? "AdamW step" : "SGD step");
+}
+
+/* Captures wk_step_queue into *out. A failure ends the capture, leaves the
+ * stream as it was before it (nothing queued by the capture runs) and clears
+ * the runtime's error, which a capture's errors never make sticky; *fatal
+ * says the stream could not be brought out of capture (then nothing more can
+ * run on it). */
+static wk_status wk_step_capture(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2],
+                                 cudaGraphExec_t *out, bool *fatal) {
+  *out = NULL;
+  *fatal = false;
+  const cudaError_t b = cudaStreamBeginCapture(net->stream, cudaStreamCaptureModeThreadLocal);
+  if (b != cudaSuccess) {
+    (void)cudaGetLastError();
+    return wk_fail(WK_ERR_BACKEND, "cudaStreamBeginCapture: %s (%s)", cudaGetErrorName(b),
+                   cudaGetErrorString(b));
+  }
+  const wk_status q = wk_step_queue(net, s, st);
+  char why[384] = "";
+  if (q != WK_OK) snprintf(why, sizeof why, "%s", wk_last_error());
+  cudaGraph_t graph = NULL;
+  const cudaError_t e = cudaStreamEndCapture(net->stream, &graph);
+  (void)cudaGetLastError();
+  enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  const cudaError_t ce = cudaStreamIsCapturing(net->stream, &cs);
+  if (ce != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+    *fatal = true;
+    if (graph) (void)cudaGraphDestroy(graph);
+    return wk_fail(WK_ERR_BACKEND, "CUDA: the stream is still capturing after "
+                   "cudaStreamEndCapture (%s)", cudaGetErrorString(ce));
+  }
+  if (q != WK_OK || e != cudaSuccess) {
+    if (graph) (void)cudaGraphDestroy(graph);
+    if (q != WK_OK) return wk_fail(WK_ERR_BACKEND, "capturing the step: %s", why);
+    return wk_fail(WK_ERR_BACKEND, "cudaStreamEndCapture: %s (%s)", cudaGetErrorName(e),
+                   cudaGetErrorString(e));
+  }
+  cudaGraphExec_t exec = NULL;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  const cudaError_t de = cudaGraphDestroy(graph); /* the executable keeps what it needs */
+  if (ie != cudaSuccess || de != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (ie == cudaSuccess) (void)cudaGraphExecDestroy(exec);
+    const cudaError_t f = ie != cudaSuccess ? ie : de;
+    return wk_fail(WK_ERR_BACKEND, "%s: %s (%s)", ie != cudaSuccess ? "cudaGraphInstantiate"
+                   : "cudaGraphDestroy", cudaGetErrorName(f), cudaGetErrorString(f));
+  }
+  *out = exec;
+  return WK_OK;
+}
+
+/* The step's work, replayed, captured and launched, or queued plainly (see
+ * cuda.h). *ran_plain: queued plainly at a key that warms up. */
+static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2],
+                             wk_gpu_step_result *r, wk_graph_slot **warming) {
+  *warming = NULL;
+  const wk_graph_key key = {.batch = s->n, .drop_first = s->drop.first,
+                            .smoothing = s->xent.smoothing, .n_segments = s->optim.n_segments,
+                            .n_state = s->optim.n_state, .adamw = s->optim.adamw,
+                            .nesterov = s->optim.nesterov, .unscale = s->unscale,
+                            .predicted = s->xent.predicted != NULL};
+  wk_graph_slot *slot = NULL;
+  const wk_graph_action a = wk_graph_table_lookup(&net->graphs, &key, &slot);
+  if (a == WK_GRAPH_REPLAY) {
+    WK_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)slot->exec, net->stream));
+    wk_graph_table_replayed(&net->graphs, slot);
+    return WK_OK;
+  }
+  if (a == WK_GRAPH_CAPTURE) {
+    cudaGraphExec_t exec = NULL;
+    bool fatal = false;
+    const wk_status c = wk_step_capture(net, s, st, &exec, &fatal);
+    if (fatal) return c;
+    if (c == WK_OK) {
+      wk_graph_table_captured(&net->graphs, slot, exec);
+      WK_CUDA_TRY(cudaGraphLaunch(exec, net->stream));
+      return WK_OK;
+    }
+    snprintf(net->graph_note, sizeof net->graph_note, "%s", wk_last_error());
+    r->graph_warning = net->graph_note;
+    wk_graph_table_disable(&net->graphs); /* and this step runs uncaptured */
+  } else {
+    *warming = slot;
+  }
+  return wk_step_queue(net, s, st);
+}
+
+wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r) {
+  if (!s || !r || s->n < 1 || s->n > (1 << 24) || !s->in.data || !s->xent.labels ||
+      !(s->xent.smoothing >= 0.0 && s->xent.smoothing <= 1.0))
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU step: malformed request");
+  *r = (wk_gpu_step_result){0};
+  WK_TRY(wk_optim_check(net, &s->optim));
+  if (net->comm)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU step: data-parallel steps are not fused (NCCL)");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  const int last = net->n_values - 1;
+  const int64_t n = s->n;
+  net->out_ready = false;
+  net->xent_ready = false;
+  net->trains = true;
+  /* what the work needs, made or grown outside any capture (moving a buffer
+   * frees the graphs that used it) */
+  WK_TRY(wk_prepare_batch(net, n, net->algo_mode != WK_ALGO_HEURISTIC));
+  WK_TRY(wk_xent_buffers(net, n, net->numel[last]));
+  WK_TRY(wk_step_memory(net));
+  float *st[2] = {NULL, NULL};
+  size_t n_state_elems = 0;
+  for (int k = 0; k < s->optim.n_state; k++)
+    WK_TRY(wk_arena(net, (wk_gpu_arena)(WK_GPU_STATE0 + k), &st[k], &n_state_elems));
+  /* what it reads, up before it */
+  WK_TRY(wk_load_input(net, &s->in, n));
+  /* pageable memory: staged by the driver before the call returns */
+  WK_CUDA_TRY(cudaMemcpyAsync(net->xent_labels, s->xent.labels, (size_t)n * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, net->stream));
+  WK_TRY(wk_step_vals_upload(net, s));
+  net->drop = s->drop; /* backward's dropout reads its first sample */
+  net->xent_smoothing = s->xent.smoothing;
+  wk_graph_slot *warming = NULL;
+  WK_TRY(wk_step_run(net, s, st, r, &warming));
+  /* what comes back, after it */
+  wk_step_back *back = wk_host_back(net);
+  if (s->xent.predicted)
+    WK_CUDA_TRY(cudaMemcpyAsync(s->xent.predicted, net->xent_pred, (size_t)n * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaMemcpyAsync(&back->loss_sum, net->xent_sum, sizeof back->loss_sum,
+                              cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaMemcpyAsync(&back->flag, net->flag, sizeof back->flag,
+                              cudaMemcpyDeviceToHost, net->stream));
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  if (warming) wk_graph_table_ran_plain(&net->graphs, warming);
+  r->loss_sum = back->loss_sum;
+  r->applied = back->flag == 0;
+  net->last_train = false; /* backward has consumed the forward */
+  net->out_ready = true;
+  net->wh_stale = true;
+  return WK_OK;
+}
+
+wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
+  if (!out) return wk_fail(WK_ERR_INVALID_ARG, "GPU graph stats: no output");
+  *out = (wk_gpu_graph_stats){.captured = net->graphs.captured,
+                              .replayed = net->graphs.replayed,
+                              .invalidations = net->graphs.invalidations,
+                              .off = net->graphs.off};
   return WK_OK;
 }

@@ -122,3 +122,16 @@ wk_status wk_gpu_net_xent_backward(wk_gpu_net *net, float dloss) {
   (void)dloss;
   return wk_not_built();
 }
+
+wk_status wk_gpu_net_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r) {
+  (void)net;
+  (void)s;
+  (void)r;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
+  (void)net;
+  (void)out;
+  return wk_not_built();
+}

@@ -20,6 +20,8 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_optim_step = wk_cudanet_optim_step,
                                         .net_xent_forward = wk_cudanet_xent_forward,
                                         .net_xent_backward = wk_cudanet_xent_backward,
+                                        .net_train_step = wk_cudanet_train_step,
+                                        .net_graph_stats = wk_cudanet_graph_stats,
                                         .comm_unique_id = wk_cudanet_comm_unique_id,
                                         .net_attach_comm = wk_cudanet_attach_comm,
                                         .algos_create = wk_cudaalgos_create,

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 9
+#define WK_CUDA_PLUGIN_ABI 10
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -41,6 +41,9 @@ typedef struct wk_cuda_plugin {
   /* the loss on the device */
   wk_status (*net_xent_forward)(wk_gpu_net *net, const wk_gpu_xent *x, double *loss_sum);
   wk_status (*net_xent_backward)(wk_gpu_net *net, float dloss);
+  /* the whole step, in CUDA graphs */
+  wk_status (*net_train_step)(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r);
+  wk_status (*net_graph_stats)(wk_gpu_net *net, wk_gpu_graph_stats *out);
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,
