@@ -67,7 +67,10 @@ static void wk_usage_train(FILE *f) {
           "differently between algorithms of about the same speed, which round\n"
           "differently); =find times for eval and classify too (they take the heuristics\n"
           "by default). The algorithms' workspace is at most $WHISKER_GPU_WORKSPACE_MB\n"
-          "(1024).\n");
+          "(1024).\n"
+          "$WHISKER_CUDA_GRAPH=1 (experimental, not yet verified on a GPU) runs each\n"
+          "training step on the GPU as one CUDA graph once its batch size has run twice\n"
+          "(not with --gpus), computing what the uncaptured step computes.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {

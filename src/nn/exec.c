@@ -62,7 +62,7 @@ void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s) 
 
 size_t wk_net_activation_bytes(const wk_net *net) { return net->pool.bytes_held; }
 
-static wk_status wk_check_input(const wk_net *net, const wk_tensor *x) {
+wk_status wk_net_check_input(const wk_net *net, const wk_tensor *x) {
   if (!net->finalized) return wk_fail(WK_ERR_INVALID_ARG, "network used before finalize");
   if (!x || x->ndim != 4 || x->shape[0] < 1)
     return wk_fail(WK_ERR_SHAPE, "network input must be (N, %d, %d, %d)", net->in_h, net->in_w,
@@ -105,7 +105,7 @@ static wk_status wk_input_to_f32(wk_net *net, const wk_tensor *x, wk_tensor *f32
 }
 
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
-  WK_TRY(wk_check_input(net, x));
+  WK_TRY(wk_net_check_input(net, x));
   if (net->gpu) return wk_net_forward_gpu(net, x, train, out);
   wk_tensor xf;
   if (x->dtype == WK_U8) {

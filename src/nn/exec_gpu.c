@@ -20,7 +20,12 @@
  * with no output asked for leaves the logits on the device, and of the loss
  * only the labels go up and the mean loss and the predicted classes come
  * back, where the host's loss would move the logits down and their gradient
- * up. */
+ * up.
+ *
+ * With $WHISKER_CUDA_GRAPH=1 the trainer asks for the whole step in one call
+ * (wk_net_gpu_fused_step): the plugin then runs forward, loss, backward,
+ * check and update with no host decision in between, captured as a CUDA
+ * graph once the shapes have settled (cuda/cuda.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,14 +189,8 @@ void wk_net_release_gpu(wk_net *net) {
   net->gpu_out_elems = 0;
 }
 
-wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
-  const int64_t n = x->shape[0], f = wk_net_output_features(net);
-  if (out && (size_t)(n * f) > net->gpu_out_elems) {
-    float *p = realloc(net->gpu_out, (size_t)(n * f) * sizeof *p);
-    if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the GPU's output");
-    net->gpu_out = p;
-    net->gpu_out_elems = (size_t)(n * f);
-  }
+/* The device's parameter table and weights as the host's, before a forward. */
+static wk_status wk_gpu_catch_up(wk_net *net) {
   if (net->gpu_params_version != net->params_version) { /* frozen or unfrozen since */
     WK_TRY(wk_gpu_net_set_params(net->gpu, net->params));
     net->gpu_params_version = net->params_version;
@@ -204,6 +203,18 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
     WK_TRY(wk_gpu_net_copy(net->gpu, WK_GPU_BUFFERS, net->buffer_data, true));
     net->gpu_uploaded = net->weights_version;
   }
+  return WK_OK;
+}
+
+wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
+  const int64_t n = x->shape[0], f = wk_net_output_features(net);
+  if (out && (size_t)(n * f) > net->gpu_out_elems) {
+    float *p = realloc(net->gpu_out, (size_t)(n * f) * sizeof *p);
+    if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the GPU's output");
+    net->gpu_out = p;
+    net->gpu_out_elems = (size_t)(n * f);
+  }
+  WK_TRY(wk_gpu_catch_up(net));
   const wk_gpu_dropout drop = {.seed = net->dropout_seed, .step = net->dropout_step,
                                .first = net->dropout_first};
   wk_gpu_input in = {.data = x->data, .u8 = x->dtype == WK_U8};
@@ -275,6 +286,45 @@ wk_status wk_net_gpu_xent_backward(wk_net *net, float dloss) {
   net->last_train = false;
   WK_TRY(wk_gpu_net_xent_backward(net->gpu, dloss));
   return wk_after_backward(net);
+}
+
+wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gpu_step *s,
+                                float *loss, int32_t *predicted, bool *applied) {
+  if (!net->gpu || !net->gpu_resident)
+    return wk_fail(WK_ERR_INVALID_ARG, "the fused step needs the step on the device");
+  if (!s || !s->xent || !s->labels || !s->optim || !loss || !applied)
+    return wk_fail(WK_ERR_INVALID_ARG, "the fused step: malformed request");
+  WK_TRY(wk_net_check_input(net, x));
+  const int64_t n = x->shape[0];
+  WK_TRY(wk_xent_check(s->xent, s->labels, n, wk_net_output_features(net)));
+  WK_TRY(wk_gpu_catch_up(net));
+  wk_gpu_step st = {.in = {.data = x->data, .u8 = x->dtype == WK_U8}, .n = n,
+                    .drop = {.seed = net->dropout_seed, .step = net->dropout_step,
+                             .first = net->dropout_first},
+                    .xent = {.labels = s->labels->data, .smoothing = s->xent->label_smoothing,
+                             .predicted = predicted},
+                    .dloss = s->dloss, .unscale = s->unscale, .inv_scale = s->inv_scale,
+                    .optim = *s->optim};
+  memcpy(st.in.mean, net->in_mean, sizeof st.in.mean);
+  memcpy(st.in.std, net->in_std, sizeof st.in.std);
+  wk_gpu_step_result r;
+  WK_TRY(wk_gpu_net_train_step(net->gpu, &st, &r));
+  if (r.graph_warning)
+    WK_LOG_W("CUDA graphs: %s; this network's training steps run uncaptured from now on",
+             r.graph_warning);
+  net->batch = n;
+  net->last_train = false; /* the step's backward has run */
+  net->bn_batches++;
+  net->bn_version++;
+  net->gpu_stale |= WK_STALE_BUFFERS | WK_STALE_GRADS | (r.applied ? WK_STALE_WEIGHTS : 0u);
+  *loss = (float)(r.loss_sum / (double)n); /* as wk_net_gpu_xent_forward */
+  *applied = r.applied;
+  return WK_OK;
+}
+
+wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out) {
+  if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "not on a GPU");
+  return wk_gpu_net_graph_stats(net->gpu, out);
 }
 
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,

@@ -239,6 +239,30 @@ wk_status wk_net_gpu_scale_grads(wk_net *net, float s);
 wk_precision wk_net_precision(const wk_net *net);
 struct wk_gpu_optim;
 wk_status wk_net_gpu_optim_step(wk_net *net, const struct wk_gpu_optim *o);
+/* The whole training step on the device in one call (train/trainer.c with
+ * $WHISKER_CUDA_GRAPH=1; cuda/cuda.h's wk_gpu_net_train_step has the
+ * details, CUDA graphs included): a training forward of x, the loss of the
+ * labels (checked and computed as wk_net_gpu_xent_forward), backward from its
+ * gradient times dloss, and, only when every row's loss and every gradient
+ * is finite, the gradients times inv_scale (with unscale: fp16) and the
+ * update; nothing comes back to the host in between. *loss and predicted as
+ * wk_net_gpu_xent_forward's; *applied: the update ran (else the weights and
+ * the optimizer's state are as they were; the host's step counts are the
+ * caller's to put back). Needs the step on the device
+ * (wk_net_gpu_set_resident) and no communicator. */
+typedef struct wk_net_gpu_step {
+  const wk_xent_params *xent;
+  const wk_tensor *labels;
+  float dloss;
+  bool unscale;
+  float inv_scale;
+  const struct wk_gpu_optim *optim;
+} wk_net_gpu_step;
+wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gpu_step *s,
+                                float *loss, int32_t *predicted, bool *applied);
+struct wk_gpu_graph_stats;
+/* What the network's CUDA graphs have done so far (cuda/cuda.h). */
+wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out);
 /* The optimizer's state array i (0 or 1; n_elems floats) to or from the device. */
 wk_status wk_net_gpu_state(wk_net *net, int i, float *host, bool to_device);
 struct wk_gpu_buckets;

@@ -95,6 +95,9 @@ struct wk_net {
   size_t in_f32_elems;
 };
 
+/* exec.c: x is a batch for the network (shape, dtype, 8-bit normalisation set) */
+wk_status wk_net_check_input(const wk_net *net, const wk_tensor *x);
+
 /* exec_gpu.c */
 wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);

@@ -26,6 +26,7 @@ struct wk_trainer {
    * state lives there from the first such step on, until it is read back */
   bool state_on_device;
   wk_gpu_optim_segment *segs; /* (n_params), made on the first device step */
+  int64_t *steps_before;      /* (n_params): the fused step's optimizer step counts before it */
   /* fp16 (a network on a GPU with --precision fp16): dynamic loss scaling as
    * PyTorch's GradScaler does it, with its defaults: the loss gradient is
    * multiplied by loss_scale (2^16 to start); a step whose gradients are not
@@ -76,6 +77,7 @@ wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer 
 void wk_trainer_destroy(wk_trainer *t) {
   if (!t) return;
   free(t->segs);
+  free(t->steps_before);
   wk_optim_destroy(t->opt);
   wk_tensor_free(&t->probs);
   wk_tensor_free(&t->dlogits);
@@ -209,6 +211,19 @@ static int wk_scale_update(wk_trainer *t, bool finite) {
   return 1;
 }
 
+/* A device step's gradients are not all finite: the host's check names the
+ * parameter and element. */
+static wk_status wk_device_nonfinite(wk_trainer *t, float loss) {
+  wk_net *net = t->net;
+  size_t np;
+  const wk_param *params = wk_net_params(net, &np);
+  WK_TRY(wk_net_sync_host(net));
+  wk_status s = wk_grad_check_finite(wk_net_ctx(net), params, np, wk_net_grads(net));
+  if (s == WK_OK) s = wk_fail(WK_ERR_INVALID_ARG, "a gradient is not finite");
+  return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)loss,
+                 wk_last_error());
+}
+
 /* After backward on the device: the non-finite check and the update there. */
 static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
   wk_net *net = t->net;
@@ -220,15 +235,7 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
     if (u == 0) return WK_OK;
     if (u > 0) WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
   }
-  if (!finite) { /* the host's check names the parameter and element */
-    size_t np;
-    const wk_param *params = wk_net_params(net, &np);
-    WK_TRY(wk_net_sync_host(net));
-    wk_status s = wk_grad_check_finite(wk_net_ctx(net), params, np, wk_net_grads(net));
-    if (s == WK_OK) s = wk_fail(WK_ERR_INVALID_ARG, "a gradient is not finite");
-    return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)loss,
-                   wk_last_error());
-  }
+  if (!finite) return wk_device_nonfinite(t, loss);
   size_t np;
   wk_net_params(net, &np);
   if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
@@ -239,6 +246,74 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
                     .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
   WK_TRY(wk_optim_step_segments(t->opt, lr, t->segs, &o.n_segments));
   return wk_net_gpu_optim_step(net, &o);
+}
+
+/* Whether the step on the device runs as one call ($WHISKER_CUDA_GRAPH=1,
+ * captured as a CUDA graph once the shapes have settled: cuda/cuda.h): the
+ * loss on the device too, and no data parallelism (NCCL's all-reduce and the
+ * loss's all-reduce over the ranks stay in the uncaptured step). */
+static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
+  return on_device && !t->ddp && wk_loss_on_device(t) && wk_env_is_1("WHISKER_CUDA_GRAPH");
+}
+
+/* The non-finite loss of a step: an error, or with `probe` a success that
+ * reports it. */
+static wk_status wk_nonfinite_loss(const wk_trainer *t, bool probe, float l, float *loss) {
+  if (probe) {
+    *loss = l;
+    return WK_OK;
+  }
+  return wk_fail(WK_ERR_INVALID_ARG, "step %lld: the loss is %s; stopping (lower the learning "
+                 "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
+}
+
+/* The step on the device in one call with no host decision inside (see
+ * wk_fused_wanted). The update's factors go with it, so the optimizer's step
+ * counts advance before it and are put back when the device did not apply
+ * the update (a loss or a gradient not finite). Afterwards the decisions of
+ * the uncaptured step (wk_trainer_step_impl, wk_device_update), in the same
+ * order, on what came back: the loss, and whether the update was applied. */
+static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
+                               double lr, bool probe, float *loss) {
+  wk_net *net = t->net;
+  size_t np;
+  wk_net_params(net, &np);
+  if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
+    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  if (!t->steps_before && !(t->steps_before = malloc((np ? np : 1) * sizeof *t->steps_before)))
+    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  WK_TRY(wk_state_move(t, true));
+  WK_TRY(wk_predicted_buffer(t, x->shape[0]));
+  WK_TRY(wk_optim_steps_get(t->opt, t->steps_before, np));
+  const wk_optim_config *oc = wk_optim_get_config(t->opt);
+  wk_gpu_optim o = {.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
+                    .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
+  WK_TRY(wk_optim_step_segments(t->opt, lr, t->segs, &o.n_segments));
+  const bool scaled = wk_scaled(t);
+  const double scale = scaled ? t->loss_scale : 1.0;
+  const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
+  const wk_net_gpu_step s = {.xent = &xp, .labels = labels, .dloss = (float)scale,
+                             .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o};
+  float l = NAN;
+  bool applied = false;
+  wk_status st = wk_net_gpu_fused_step(net, x, &s, &l, t->predicted, &applied);
+  if (st != WK_OK || !applied) { /* no update on the device: none in the counts */
+    char why[512];
+    snprintf(why, sizeof why, "%s", wk_last_error());
+    const wk_status r = wk_optim_steps_set(t->opt, t->steps_before, np);
+    if (st != WK_OK) return wk_fail(st, "%s", why);
+    WK_TRY(r);
+  }
+  if (!isfinite(l)) return wk_nonfinite_loss(t, probe, l, loss);
+  if (scaled && wk_scale_update(t, applied) == 0) { /* skipped: the scale halves */
+    t->step++;
+    *loss = l;
+    return WK_OK;
+  }
+  if (!applied) return wk_device_nonfinite(t, l);
+  t->step++;
+  *loss = l;
+  return WK_OK;
 }
 
 /* One step at rate lr. A non-finite loss is an error, or with `probe` a
@@ -255,6 +330,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   const bool on_device = wk_step_on_device(t);
   if (!on_device) WK_TRY(wk_state_move(t, false)); /* the host's turn again */
   if (wk_net_on_gpu(net)) WK_TRY(wk_net_gpu_set_resident(net, on_device));
+  if (wk_fused_wanted(t, on_device)) return wk_fused_step(t, x, labels, lr, probe, loss);
   if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
   const bool loss_on_device = wk_loss_on_device(t);
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
@@ -266,13 +342,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
     WK_TRY(wk_dist_allreduce_sum(d, WK_DIST_MAIN, WK_DIST_F64, &gl, 1, "the step's loss"));
     l = (float)(gl / wk_dist_size(d));
   }
-  if (!isfinite(l) && probe) {
-    *loss = l;
-    return WK_OK;
-  }
-  if (!isfinite(l))
-    return wk_fail(WK_ERR_INVALID_ARG, "step %lld: the loss is %s; stopping (lower the learning "
-                   "rate, or check the data)", (long long)t->step, isnan(l) ? "NaN" : "infinite");
+  if (!isfinite(l)) return wk_nonfinite_loss(t, probe, l, loss);
   const bool scaled = wk_scaled(t);
   const double scale = scaled ? t->loss_scale : 1.0;
   WK_TRY(wk_loss_backward(t, loss_on_device, &xp, labels, (float)scale));
