@@ -552,6 +552,290 @@ START_TEST(test_device_loss_errors) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ CUDA graphs
+ * $WHISKER_CUDA_GRAPH=1 (cuda/cuda.h): the step on the device in one call,
+ * captured as a CUDA graph once a batch size has run two steps, replayed
+ * after. The same network trains twelve steps with it and twice without
+ * (the uncaptured steps of before, with the host's decisions between
+ * forward, loss, backward and update); the batch size goes 4, 3, 4 (each
+ * size is captured and replayed, the switch may make the buffers move and
+ * the graphs go), every step has its own batch and labels, the one-cycle
+ * schedule changes the learning rate and the momentum at every step, and
+ * dropout (mobilenetv2) draws new masks at every step: a graph that kept a
+ * capture-time value shows.
+ * Tolerance: none. The kernels are the uncaptured step's with the same
+ * arguments, so the losses, predicted classes, weights and batchnorm
+ * statistics must agree bit for bit, when the two runs without graphs agree
+ * bit for bit with each other (cuDNN's chosen algorithms deterministic on
+ * this GPU). When they do not, the graph run is held to their own variation,
+ * the device-step test's 1e-5 (fp16 1e-4, see wkt_device_loss), and the test
+ * says so. The graphs must have been captured (at least two) and replayed
+ * (at least two), and no capture may have failed. */
+enum { WKT_G_STEPS = 12, WKT_G_MAX_BATCH = 4 };
+static const int wkt_g_batch[WKT_G_STEPS] = {4, 4, 4, 4, 3, 3, 3, 3, 4, 4, 4, 4};
+
+typedef struct wkt_graph_case {
+  const char *name;
+  wkt_builder build;
+  wk_precision prec;
+  wk_optim_kind optim;
+  float smoothing;
+  bool u8;       /* batches of 8-bit pixels, normalised on the device */
+  int skip_step; /* fp16: the loss scale is 1e30 at this step, which is skipped; -1 none */
+} wkt_graph_case;
+
+typedef struct wkt_graph_run {
+  float loss[WKT_G_STEPS];
+  int32_t pred[WKT_G_STEPS][WKT_G_MAX_BATCH];
+  float *weights, *buffers;
+  size_t n, n_buffers;
+  int64_t skipped;
+  double scale;
+  wk_gpu_graph_stats gs;
+} wkt_graph_run;
+
+/* Step s's batch (b, h, w, c) and labels, the same in every run. */
+static void wkt_graph_batch(const wkt_graph_case *c, wk_net *net, int s, wk_tensor *x,
+                            wk_tensor *labels) {
+  int h, w, ch;
+  wk_net_input_shape(net, &h, &w, &ch);
+  const int64_t b = wkt_g_batch[s], xs[4] = {b, h, w, ch}, ls[1] = {b};
+  const int64_t f = wk_net_output_features(net);
+  *x = wkt_tensor(c->u8 ? WK_U8 : WK_F32, 4, xs);
+  *labels = wkt_tensor(WK_I32, 1, ls);
+  const int64_t n = wk_tensor_numel(x);
+  if (c->u8) {
+    float *v = malloc((size_t)n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    wkt_fill_f32(v, n, 100 + (uint64_t)s, 0.0f, 256.0f);
+    for (int64_t i = 0; i < n; i++) ((uint8_t *)x->data)[i] = (uint8_t)v[i];
+    free(v);
+  } else {
+    wkt_fill_f32(x->data, n, 100 + (uint64_t)s, -1.0f, 1.0f);
+  }
+  for (int64_t i = 0; i < b; i++) ((int32_t *)labels->data)[i] = (int32_t)((i * 7 + s) % f);
+}
+
+static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, wkt_graph_run *r) {
+  memset(r, 0, sizeof *r);
+  wk_net *net = c->build(ctx);
+  wkt_perturb(net);
+  ck_assert_int_eq(wk_net_set_precision(net, c->prec), WK_OK);
+  ck_assert_msg(wk_net_use_gpu(net, 0) == WK_OK, "%s: %s", c->name, wk_last_error());
+  if (c->u8) {
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    ck_assert_int_eq(wk_net_set_input_norm(net, mean, std), WK_OK);
+  }
+  wk_train_config tc = {.optim = wk_optim_config_default(c->optim),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_ONE_CYCLE, 0.01, WKT_G_STEPS),
+                        .seed = 1, .label_smoothing = c->smoothing};
+  tc.optim.weight_decay = 1e-3;
+  if (c->optim == WK_OPTIM_SGD) tc.optim.nesterov = true;
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  const bool fp16 = c->prec == WK_PRECISION_FP16;
+  if (fp16) wk_trainer_set_loss_scale(t, 128);
+  if (graph) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  for (int s = 0; s < WKT_G_STEPS; s++) {
+    wk_tensor x, labels;
+    wkt_graph_batch(c, net, s, &x, &labels);
+    if (s == c->skip_step) wk_trainer_set_loss_scale(t, 1e30);
+    const wk_status st = wk_trainer_step(t, &x, &labels, &r->loss[s], NULL);
+    ck_assert_msg(st == WK_OK, "%s (%s) step %d: %s", c->name, graph ? "graph" : "plain", s,
+                  wk_last_error());
+    if (s == c->skip_step) {
+      ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
+      wk_trainer_set_loss_scale(t, 128);
+    }
+    memcpy(r->pred[s], wk_trainer_predicted(t), (size_t)wkt_g_batch[s] * sizeof(int32_t));
+    wk_tensor_free(&x);
+    wk_tensor_free(&labels);
+  }
+  unsetenv("WHISKER_CUDA_GRAPH");
+  r->skipped = wk_trainer_skipped_steps(t);
+  r->scale = wk_trainer_loss_scale(t);
+  if (graph) ck_assert_msg(wk_net_gpu_graph_stats(net, &r->gs) == WK_OK, "%s", wk_last_error());
+  r->n = wk_net_n_elems(net);
+  r->n_buffers = wk_net_n_buffer_elems(net);
+  r->weights = malloc(r->n * sizeof(float));
+  r->buffers = malloc((r->n_buffers ? r->n_buffers : 1) * sizeof(float));
+  ck_assert(r->weights && r->buffers);
+  memcpy(r->weights, wk_net_weights(net), r->n * sizeof(float)); /* brought back from the GPU */
+  memcpy(r->buffers, wk_net_buffer_data(net), r->n_buffers * sizeof(float));
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+}
+
+/* Whether two runs agree bit for bit; when not and `why` is given, what differs first. */
+static bool wkt_graph_same(const wkt_graph_run *a, const wkt_graph_run *b, char *why, size_t n) {
+  for (int s = 0; s < WKT_G_STEPS; s++) {
+    if (memcmp(&a->loss[s], &b->loss[s], sizeof a->loss[s]) != 0) {
+      snprintf(why, n, "step %d: loss %.9g vs %.9g", s, (double)a->loss[s], (double)b->loss[s]);
+      return false;
+    }
+    if (memcmp(a->pred[s], b->pred[s], (size_t)wkt_g_batch[s] * sizeof(int32_t)) != 0) {
+      snprintf(why, n, "step %d: the predicted classes", s);
+      return false;
+    }
+  }
+  for (size_t i = 0; i < a->n; i++)
+    if (memcmp(&a->weights[i], &b->weights[i], sizeof(float)) != 0) {
+      snprintf(why, n, "weight %zu: %.9g vs %.9g", i, (double)a->weights[i],
+               (double)b->weights[i]);
+      return false;
+    }
+  for (size_t i = 0; i < a->n_buffers; i++)
+    if (memcmp(&a->buffers[i], &b->buffers[i], sizeof(float)) != 0) {
+      snprintf(why, n, "statistic %zu: %.9g vs %.9g", i, (double)a->buffers[i],
+               (double)b->buffers[i]);
+      return false;
+    }
+  return true;
+}
+
+static void wkt_graph_free(wkt_graph_run *r) {
+  free(r->weights);
+  free(r->buffers);
+}
+
+static void wkt_graph_vs_plain(const wkt_graph_case *c) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wkt_graph_run a, b, g;
+  wkt_graph_train(ctx, c, false, &a);
+  wkt_graph_train(ctx, c, false, &b);
+  wkt_graph_train(ctx, c, true, &g);
+  printf("%s: graphs captured %lld, replayed %lld, dropped %lld times%s\n", c->name,
+         (long long)g.gs.captured, (long long)g.gs.replayed, (long long)g.gs.invalidations,
+         g.gs.off ? ", OFF (a capture failed)" : "");
+  ck_assert_msg(!g.gs.off, "%s: a capture failed (see the warning above)", c->name);
+  ck_assert_msg(g.gs.captured >= 2 && g.gs.replayed >= 2, "%s: %lld captured, %lld replayed",
+                c->name, (long long)g.gs.captured, (long long)g.gs.replayed);
+  ck_assert_int_eq(g.skipped, a.skipped);
+  ck_assert(g.scale == a.scale);
+  if (c->skip_step >= 0) ck_assert_int_eq(g.skipped, 1);
+  char why[256] = "";
+  if (wkt_graph_same(&a, &b, why, sizeof why)) {
+    const bool same = wkt_graph_same(&a, &g, why, sizeof why);
+    ck_assert_msg(same, "%s: with graphs, not bit for bit the steps without: %s", c->name, why);
+  } else {
+    printf("%s: two runs without graphs differ (%s): cuDNN's algorithms are not deterministic "
+           "here; the graph run is held to their tolerance\n", c->name, why);
+    const double tol = c->prec == WK_PRECISION_FP16 ? 1e-4 : 1e-5;
+    for (int s = 0; s < WKT_G_STEPS; s++)
+      ck_assert_msg(fabs((double)g.loss[s] - a.loss[s]) <= tol * fabs((double)a.loss[s]) + 1e-7,
+                    "%s step %d: loss %.9g with graphs, %.9g without", c->name, s,
+                    (double)g.loss[s], (double)a.loss[s]);
+    char what[128];
+    snprintf(what, sizeof what, "%s weights after %d steps, graphs vs none", c->name,
+             WKT_G_STEPS);
+    ck_close(what, g.weights, a.weights, (int64_t)a.n, tol);
+    snprintf(what, sizeof what, "%s statistics after %d steps, graphs vs none", c->name,
+             WKT_G_STEPS);
+    ck_close(what, g.buffers, a.buffers, (int64_t)a.n_buffers, tol);
+  }
+  wkt_graph_free(&a);
+  wkt_graph_free(&b);
+  wkt_graph_free(&g);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_graph_resnet18_sgd) {
+  const wkt_graph_case c = {"resnet18 sgd", wkt_resnet18, WK_PRECISION_FP32, WK_OPTIM_SGD,
+                            0.0f, false, -1};
+  wkt_graph_vs_plain(&c);
+}
+END_TEST
+START_TEST(test_graph_mobilenetv2_adamw_dropout_u8) {
+  const wkt_graph_case c = {"mobilenetv2 adamw u8", wkt_mobilenet, WK_PRECISION_FP32,
+                            WK_OPTIM_ADAMW, 0.1f, true, -1};
+  wkt_graph_vs_plain(&c);
+}
+END_TEST
+/* fp16: the unscale and the update gated on the device; step 3, a replay,
+ * overflows at scale 1e30 and is skipped on both sides */
+START_TEST(test_graph_resnet18_fp16_skip) {
+  const wkt_graph_case c = {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WK_OPTIM_SGD,
+                            0.0f, false, 3};
+  wkt_graph_vs_plain(&c);
+}
+END_TEST
+
+/* A NaN loss at a replayed step fails with the uncaptured step's message and
+ * changes no weight, and the optimizer's step counts are put back (AdamW's
+ * bias corrections would show otherwise): after it both runs go on and end
+ * with the same weights; a probe (the learning-rate sweep's step) reports the
+ * NaN. The NaN reaches the batchnorm statistics in both (a forward moves
+ * them), so only the weights are compared. */
+START_TEST(test_graph_nan_loss) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  float *end[2] = {NULL, NULL};
+  char msg[2][512];
+  size_t n = 0;
+  for (int graph = 0; graph < 2; graph++) {
+    wk_net *net = wkt_smallcnn(ctx);
+    wkt_perturb(net);
+    ck_assert_int_eq(wk_net_use_gpu(net, 0), WK_OK);
+    wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_ADAMW),
+                          .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 8),
+                          .seed = 1};
+    wk_trainer *t;
+    ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+    const int64_t xs[4] = {3, 32, 32, 3}, ls[1] = {3};
+    wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+    for (int i = 0; i < 3; i++) ((int32_t *)labels.data)[i] = i;
+    if (graph) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+    n = wk_net_n_elems(net);
+    float *before = malloc(n * sizeof *before);
+    ck_assert_ptr_nonnull(before);
+    float loss;
+    for (int s = 0; s < 8; s++) {
+      wkt_fill_f32(x.data, wk_tensor_numel(&x), 40 + (uint64_t)s, -1.0f, 1.0f);
+      if (s == 4) { /* steps 0, 1 warm up, 2 captures, 3 replays: 4 replays */
+        ((float *)x.data)[100] = NAN;
+        memcpy(before, wk_net_weights(net), n * sizeof *before);
+        ck_assert_int_eq(wk_trainer_step(t, &x, &labels, &loss, NULL), WK_ERR_INVALID_ARG);
+        snprintf(msg[graph], sizeof msg[graph], "%s", wk_last_error());
+        ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+        ck_assert_int_eq(wk_trainer_steps(t), 4);
+        ck_assert_msg(wk_trainer_step_at(t, &x, &labels, 0.01, &loss) == WK_OK, "%s",
+                      wk_last_error());
+        ck_assert(isnan(loss));
+        ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+        ck_assert_int_eq(wk_trainer_steps(t), 4);
+        wkt_fill_f32(x.data, wk_tensor_numel(&x), 40 + (uint64_t)s, -1.0f, 1.0f);
+      }
+      ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "step %d: %s", s,
+                    wk_last_error());
+    }
+    unsetenv("WHISKER_CUDA_GRAPH");
+    if (graph) {
+      wk_gpu_graph_stats gs;
+      ck_assert_int_eq(wk_net_gpu_graph_stats(net, &gs), WK_OK);
+      printf("nan loss: graphs captured %lld, replayed %lld\n", (long long)gs.captured,
+             (long long)gs.replayed);
+      ck_assert(!gs.off && gs.captured >= 1 && gs.replayed >= 3);
+    }
+    end[graph] = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(end[graph]);
+    memcpy(end[graph], wk_net_weights(net), n * sizeof(float));
+    free(before);
+    wk_tensor_free(&x);
+    wk_tensor_free(&labels);
+    wk_trainer_destroy(t);
+    wk_net_destroy(net);
+  }
+  ck_assert_msg(strcmp(msg[0], msg[1]) == 0, "without graphs: '%s', with: '%s'", msg[0], msg[1]);
+  ck_assert_msg(strstr(msg[1], "step 4: the loss is NaN") != NULL, "%s", msg[1]);
+  ck_assert_msg(memcmp(end[0], end[1], n * sizeof(float)) == 0 ||
+                    wkt_rel_err(end[1], end[0], (int64_t)n, 1e-6) <= 1e-5,
+                "weights after a NaN step: graphs vs none differ by %g",
+                wkt_rel_err(end[1], end[0], (int64_t)n, 1e-6));
+  free(end[0]);
+  free(end[1]);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_device_step_sgd) { wkt_device_step(WK_OPTIM_SGD); }
 END_TEST
 START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
@@ -720,6 +1004,10 @@ int main(void) {
     tcase_add_test(tc, test_device_loss_fp32_clipped);
     tcase_add_test(tc, test_device_loss_fp16);
     tcase_add_test(tc, test_device_loss_errors);
+    tcase_add_test(tc, test_graph_resnet18_sgd);
+    tcase_add_test(tc, test_graph_mobilenetv2_adamw_dropout_u8);
+    tcase_add_test(tc, test_graph_resnet18_fp16_skip);
+    tcase_add_test(tc, test_graph_nan_loss);
     tcase_add_test(tc, test_find_vs_heuristic_resnet18);
     tcase_add_test(tc, test_find_vs_heuristic_mobilenetv2);
     tcase_add_test(tc, test_cudnn_algo_env);
