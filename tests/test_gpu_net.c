@@ -9,7 +9,8 @@
  * and the batchnorm running statistics it moves), backward (the whole gradient
  * arena), and three SGD steps through the trainer (losses and final weights).
  * The training step on the device (its update, its loss) against the host's
- * on the same GPU.
+ * on the same GPU. The whole step in CUDA graphs ($WHISKER_CUDA_GRAPH=1)
+ * against the uncaptured steps, bit for bit.
  * Convolution algorithms chosen by timing against cuDNN's heuristics, and the
  * context's cache of timed choices.
  *
@@ -639,12 +640,13 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, wk
   for (int s = 0; s < WKT_G_STEPS; s++) {
     wk_tensor x, labels;
     wkt_graph_batch(c, net, s, &x, &labels);
+    const int64_t skipped = wk_trainer_skipped_steps(t);
     if (s == c->skip_step) wk_trainer_set_loss_scale(t, 1e30);
     const wk_status st = wk_trainer_step(t, &x, &labels, &r->loss[s], NULL);
     ck_assert_msg(st == WK_OK, "%s (%s) step %d: %s", c->name, graph ? "graph" : "plain", s,
                   wk_last_error());
     if (s == c->skip_step) {
-      ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
+      ck_assert_int_eq(wk_trainer_skipped_steps(t), skipped + 1);
       wk_trainer_set_loss_scale(t, 128);
     }
     memcpy(r->pred[s], wk_trainer_predicted(t), (size_t)wkt_g_batch[s] * sizeof(int32_t));
@@ -701,6 +703,10 @@ static void wkt_graph_free(wkt_graph_run *r) {
 static void wkt_graph_vs_plain(const wkt_graph_case *c) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wkt_graph_run a, b, g;
+  /* a first run times the convolutions (and resizes its workspace while it
+   * does); the three compared take the context's choices alike */
+  wkt_graph_train(ctx, c, false, &a);
+  wkt_graph_free(&a);
   wkt_graph_train(ctx, c, false, &a);
   wkt_graph_train(ctx, c, false, &b);
   wkt_graph_train(ctx, c, true, &g);
@@ -712,7 +718,6 @@ static void wkt_graph_vs_plain(const wkt_graph_case *c) {
                 c->name, (long long)g.gs.captured, (long long)g.gs.replayed);
   ck_assert_int_eq(g.skipped, a.skipped);
   ck_assert(g.scale == a.scale);
-  if (c->skip_step >= 0) ck_assert_int_eq(g.skipped, 1);
   char why[256] = "";
   if (wkt_graph_same(&a, &b, why, sizeof why)) {
     const bool same = wkt_graph_same(&a, &g, why, sizeof why);
