@@ -126,5 +126,22 @@ echo "== benchmark"
     echo "| $m | $b | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
   done
 } | tee -a "$out/bench_gpu.md"
+# the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step
+{
+  echo
+  ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
+  echo "| model | batch | precision | plain img/s | CUDA graph img/s | graph / plain |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet18; do
+    for p in fp32 bf16; do
+      b=256
+      gi() { env WHISKER_CUDA_GRAPH="$1" "$build/whisker" bench --device cuda --model "$m" \
+        --batch "$b" --size 224 --precision "$p" --steps 10 --warmup 3 --latency-runs 3 \
+        --infer-runs 0 --json 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p'; }
+      g0=$(gi 0); g1=$(gi 1)
+      echo "| $m | $b | $p | ${g0:-failed} | ${g1:-failed} | $(ratio "$g1" "$g0") |"
+    done
+  done
+} | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc
