@@ -5,11 +5,14 @@
 #       (load the model, decode with sharp/libvips, resize 256, crop 224, normalise,
 #       run, print the top class); median wall time of RUNS alternating runs each;
 #   (b) forward pass alone at batch 1 and 32, after warm-up: tools/bench_infer.c against
-#       tools/ort/bench.js (graph optimisations on); median of RUNS.
+#       tools/ort/bench.js (graph optimisations on); median of RUNS, the two in turns
+#       ROUNDS times (default 5), the median over the rounds and the range of the
+#       rounds' ratios: the machine's speed drifts by up to a third over minutes, which
+#       one program after the other would turn into a bias.
 # Ratios > 1 mean whisker is faster.
 #
 #   bash scripts/bench_infer.sh                      # the shipped default model
-#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 bash scripts/bench_infer.sh
+#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 ROUNDS=5 bash scripts/bench_infer.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -17,6 +20,7 @@ model="${MODEL:-$root/pretrained/default.safetensors}"
 photo="${PHOTO:-$root/data/samples/cat.jpg}"
 threads="${THREADS:-$(nproc)}"
 runs="${RUNS:-10}"
+rounds="${ROUNDS:-5}"
 ort="$root/tools/ort"
 [ -d "$ort/node_modules/onnxruntime-node" ] && [ -d "$ort/node_modules/sharp" ] \
   || { echo "bench_infer: run 'npm ci --prefix tools/ort' (scripts/setup.sh does)" >&2; exit 1; }
@@ -57,8 +61,29 @@ printf "classify   whisker %8.1f ms   onnxruntime-node %8.1f ms   ratio %.2fx\n"
   "$(awk -v a="$w" 'BEGIN {print a / 1000}')" "$(awk -v a="$o" 'BEGIN {print a / 1000}')" \
   "$(awk -v a="$o" -v b="$w" 'BEGIN {print a / b}')"
 
-echo "# (b) forward pass, median of $runs after 5 warm-up runs"
-"$build/wk_bench_infer" "$model" --batch 1,32 --warmup 5 --runs "$runs" --threads "$threads" \
-  | grep -v '^#' > "$tmp/wb"
-node "$ort/bench.js" "$tmp/model.onnx" "$threads" 1,32 5 "$runs" "$crop" > "$tmp/ob"
-paste "$tmp/wb" "$tmp/ob" | awk -F'\t' '{printf "batch %-3s  whisker %8.2f ms   onnxruntime %8.2f ms   ratio %.2fx\n", $2, $3, $8, $8 / $3}'
+echo "# (b) forward pass, median of $runs after 5 warm-up runs, in turns, median over $rounds rounds"
+: > "$tmp/wb"; : > "$tmp/ob"
+for _ in $(seq 1 "$rounds"); do
+  "$build/wk_bench_infer" "$model" --batch 1,32 --warmup 5 --runs "$runs" --threads "$threads" \
+    | grep -v '^#' >> "$tmp/wb"
+  node "$ort/bench.js" "$tmp/model.onnx" "$threads" 1,32 5 "$runs" "$crop" | grep -v '^#' >> "$tmp/ob"
+done
+# both files: name, batch, median_ms, ... one line per batch per round, rounds in order
+paste "$tmp/wb" "$tmp/ob" | awk -F'\t' '
+  function med(v, k,    i, j, x, a) {
+    for (i = 1; i <= k; i++) a[i] = v[i]
+    for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+  { b = $2; n[b]++; if (n[b] == 1) order[++nb] = b
+    w[b, n[b]] = $3; o[b, n[b]] = $8; r = $8 / $3
+    if (n[b] == 1 || r < lo[b]) lo[b] = r
+    if (n[b] == 1 || r > hi[b]) hi[b] = r }
+  END {
+    for (q = 1; q <= nb; q++) {
+      b = order[q]
+      for (i = 1; i <= n[b]; i++) { ww[i] = w[b, i]; oo[i] = o[b, i] }
+      mw = med(ww, n[b]); mo = med(oo, n[b])
+      printf "batch %-3s  whisker %8.2f ms   onnxruntime %8.2f ms   ratio %.2fx (rounds: %.2f-%.2fx)\n", b, mw, mo, mo / mw, lo[b], hi[b]
+    }
+  }'
