@@ -297,6 +297,79 @@ START_TEST(test_conv2d_winograd_pick) {
 }
 END_TEST
 
+/* Inference plans with the caller's activations in oneDNN's nChw16c layout
+ * (plan.h: wk_conv2d_plan_create_layout), as evaluation uses them between
+ * MobileNetV2's 1x1 and depthwise convolutions, and the stem path (a few input
+ * channels, NHWC in, nChw16c out: oneDNN's first-layer kernel on a planar
+ * copy): every combination against the reference, the blocked output's
+ * padding channels zero (the next layer reads them). */
+typedef struct {
+  const char *name;
+  int64_t n, h, w, c, o, k;
+  wk_conv2d_params p;
+  bool src_blk, dst_blk;
+  wk_post_act post;
+} blk_case;
+
+static const blk_case blk_cases[] = {
+    {"stem 3>32 k3/2", 2, 17, 17, 3, 32, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 1), false, true, WK_POST_RELU6},
+    {"stem 1>20 k3/1", 1, 9, 8, 1, 20, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 1), false, true, WK_POST_NONE},
+    {"stem 5>16 k7/2", 1, 15, 15, 5, 16, 7, P(2, 2, 3, 3, 3, 3, 1, 1, 1), false, true, WK_POST_RELU},
+    {"1x1 24>40 blocked", 2, 7, 9, 24, 40, 1, P(1, 1, 0, 0, 0, 0, 1, 1, 1), true, true, WK_POST_RELU6},
+    {"dw 32 k3/2 blocked", 1, 11, 11, 32, 32, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 32), true, true, WK_POST_RELU6},
+    {"3x3 16>24 blocked in", 1, 6, 6, 16, 24, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 1), true, false, WK_POST_NONE},
+};
+
+/* NHWC (n, hw, c) <-> nChw16c (n, ceil(c / 16), hw, 16), the padding zero. */
+static void to_blk(const float *x, int64_t n, int64_t hw, int64_t c, float *y) {
+  const int64_t cb = wk_blk16(c) / 16;
+  memset(y, 0, (size_t)(n * cb * hw * 16) * sizeof *y);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t p = 0; p < hw; p++)
+      for (int64_t k = 0; k < c; k++) y[((i * cb + k / 16) * hw + p) * 16 + k % 16] = x[(i * hw + p) * c + k];
+}
+
+START_TEST(test_conv2d_blocked_layouts) {
+  const blk_case *bc = &blk_cases[_i];
+  wk_conv2d_geom g;
+  expect_ok(wk_conv2d_geom_make(&bc->p, bc->n, bc->h, bc->w, bc->c, bc->o, bc->k, bc->k, &g),
+            bc->name);
+  const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ws[4] = {g.o, g.kh, g.kw, g.c / g.groups};
+  const int64_t ys[4] = {g.n, g.oh, g.ow, g.o};
+  wk_tensor x = rand_tensor(4, xs, 21 + (uint64_t)_i, -1, 1);
+  wk_tensor w = rand_tensor(4, ws, 22 + (uint64_t)_i, -0.5f, 0.5f);
+  wk_tensor b = rand_tensor(1, &g.o, 23 + (uint64_t)_i, -1, 1);
+  wk_tensor y0 = wkt_tensor(WK_F32, 4, ys);
+  wino_ref(&bc->p, &x, &w, &b, bc->post, &y0);
+  const int64_t hw_in = g.h * g.w, hw_out = g.oh * g.ow;
+  const int64_t xb_n = g.n * wk_blk16(g.c) * hw_in, yb_n = g.n * wk_blk16(g.o) * hw_out;
+  float *xb = malloc((size_t)xb_n * sizeof *xb), *yb = malloc((size_t)yb_n * sizeof *yb);
+  float *yref_b = malloc((size_t)yb_n * sizeof *yref_b);
+  ck_assert(xb && yb && yref_b);
+  to_blk(x.data, g.n, hw_in, g.c, xb);
+  for (int64_t i = 0; i < yb_n; i++) yb[i] = 12345.0f; /* the padding must be written */
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_conv2d_plan *p;
+  expect_ok(wk_conv2d_plan_create_layout(ctx, &g, true, true, bc->post, bc->src_blk, bc->dst_blk,
+                                         &p), bc->name);
+  expect_ok(wk_conv2d_plan_forward(p, bc->src_blk ? xb : x.data, w.data, 1, b.data, yb),
+            "forward"); /* yb holds either layout: the blocked one is the larger */
+  if (bc->dst_blk) {
+    to_blk(y0.data, g.n, hw_out, g.o, yref_b);
+    const double e = wkt_rel_err(yb, yref_b, yb_n, 1e-6);
+    ck_assert_msg(e <= 1e-5, "%s (%s): relative error %.3g (padding channels included)", bc->name,
+                  wk_conv2d_plan_impl(p), e);
+  } else {
+    const double e = wkt_rel_err(yb, y0.data, wk_tensor_numel(&y0), 1e-6);
+    ck_assert_msg(e <= 1e-5, "%s (%s): relative error %.3g", bc->name, wk_conv2d_plan_impl(p), e);
+  }
+  wk_conv2d_plan_destroy(p);
+  wk_ctx_destroy(ctx);
+  free(xb), free(yb), free(yref_b);
+  wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&b), wk_tensor_free(&y0);
+}
+END_TEST
+
 /* The reference itself on numbers worked out by hand: a 3x3 image 1..9, a 2x2
  * kernel of ones, stride 1, no padding: each output is the sum of a 2x2 block. */
 START_TEST(test_conv2d_known_values) {
@@ -747,6 +820,8 @@ static Suite *ops_suite(void) {
   tcase_add_loop_test(tc, test_conv2d_winograd_vs_ref, 0,
                       6 * (int)(sizeof wino_cases / sizeof wino_cases[0]));
   tcase_add_test(tc, test_conv2d_winograd_pick);
+  tcase_add_loop_test(tc, test_conv2d_blocked_layouts, 0,
+                      (int)(sizeof blk_cases / sizeof blk_cases[0]));
   tcase_add_test(tc, test_conv2d_known_values);
   tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
   tcase_add_test(tc, test_batchnorm_normalises);
