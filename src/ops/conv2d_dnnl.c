@@ -242,22 +242,33 @@ static dnnl_status_t wk_conv_act_reorders(wk_conv2d_plan *p) {
   return s;
 }
 
-/* Tries Winograd on nChw16c activations; false (nothing kept) when oneDNN has
- * no Winograd kernel for this shape, ISA or attribute. */
-static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t attr) {
+/* Tries primitives of algorithm `alg` on activations in the layouts src_tag
+ * and dst_tag (the caller's reordered in and out); false, with nothing kept
+ * and p->m's layouts as they were, when oneDNN has no kernel for them beyond
+ * its reference. */
+static bool wk_conv_try_layout(wk_conv2d_plan *p, dnnl_alg_kind_t alg, dnnl_format_tag_t src_tag,
+                               dnnl_format_tag_t dst_tag, const_dnnl_primitive_attr_t attr) {
   const wk_conv2d_geom *g = &p->g;
   const dnnl_dims_t src = {g->n, g->c, g->h, g->w}, dst = {g->n, g->o, g->oh, g->ow};
-  if (dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, dnnl_nChw16c) ||
-      dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nChw16c))
-    return false;
-  dnnl_status_t s = wk_conv_prims(p, dnnl_convolution_winograd, attr);
+  const wk_conv_mds kept = p->m;
+  dnnl_status_t s = dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, src_tag);
+  if (!s) s = dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dst_tag);
+  if (!s) s = wk_conv_prims(p, alg, attr);
+  if (!s && strncmp(wk_dnnl_impl_name(p->fwd_pd), "ref", 3) == 0) s = dnnl_unimplemented;
   if (!s) s = wk_conv_act_reorders(p);
   if (s) {
     wk_conv_prims_free(p);
+    p->blk_bytes = 0;
+    p->m = kept;
     return false;
   }
-  p->wino = true;
   return true;
+}
+
+/* Winograd on nChw16c activations (oneDNN's Winograd kernels want them). */
+static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t attr) {
+  p->wino = wk_conv_try_layout(p, dnnl_convolution_winograd, dnnl_nChw16c, dnnl_nChw16c, attr);
+  return p->wino;
 }
 
 /* A convolution of a few input channels (an image's 3) whose output goes on
@@ -265,24 +276,9 @@ static bool wk_conv_try_winograd(wk_conv2d_plan *p, const_dnnl_primitive_attr_t 
  * blocked layout itself, where its NHWC kernel needs the output reordered
  * afterwards (MobileNetV2's stem at batch 32: 10 ms with the input
  * transposed to NCHW, against 14-15 ms; 0.16 against 0.21-0.30 ms at batch
- * 1). False (nothing kept) when oneDNN offers only its reference there. */
+ * 1). */
 static bool wk_conv_try_stem(wk_conv2d_plan *p, const_dnnl_primitive_attr_t attr) {
-  const wk_conv2d_geom *g = &p->g;
-  const dnnl_dims_t src = {g->n, g->c, g->h, g->w}, dst = {g->n, g->o, g->oh, g->ow};
-  if (dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, dnnl_nchw) ||
-      dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nChw16c))
-    return false;
-  dnnl_status_t s = wk_conv_prims(p, dnnl_convolution_direct, attr);
-  if (!s && strncmp(wk_dnnl_impl_name(p->fwd_pd), "ref", 3) == 0) s = dnnl_unimplemented;
-  if (!s) s = wk_conv_act_reorders(p);
-  if (s) {
-    wk_conv_prims_free(p);
-    p->blk_bytes = 0;
-    dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, dnnl_nhwc);
-    dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dnnl_nhwc);
-    return false;
-  }
-  return true;
+  return wk_conv_try_layout(p, dnnl_convolution_direct, dnnl_nchw, dnnl_nChw16c, attr);
 }
 
 /* oneDNN's direct backward-weights kernel is about 15% faster on nChw16c than
