@@ -147,12 +147,11 @@ static const wino_case wino_cases[] = {
     {"1x1 image", 1, 1, 1, 16, 64},   {"3x2 image c300", 1, 3, 2, 300, 64},
 };
 
+/* Whether whisker's Winograd runs here at all (ops/wino.h decides). */
 static bool wino_available(void) {
-#if defined(__x86_64__)
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
-#endif
+  const wk_conv2d_params cp = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
+  wk_conv2d_geom g;
+  return wk_conv2d_geom_make(&cp, 1, 7, 7, 64, 64, 3, 3, &g) == WK_OK && wk_wino_pick(&g) != 0;
 }
 
 /* The reference output for (x, w, b) with the activation applied. */

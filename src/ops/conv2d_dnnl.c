@@ -15,7 +15,6 @@
  * WHISKER_WINOGRAD=0 turns both Winograds off; WHISKER_WINO=0 only whisker's. */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
@@ -149,9 +148,14 @@ done:
   return st;
 }
 
-static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
+/* WHISKER_WINOGRAD=0: neither oneDNN's Winograd nor whisker's. */
+static bool wk_winograd_off(void) {
   const char *env = getenv("WHISKER_WINOGRAD");
-  if (env && strcmp(env, "0") == 0) return false;
+  return env && strcmp(env, "0") == 0;
+}
+
+static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
+  if (wk_winograd_off()) return false;
   /* Winograd works in 4x4 output tiles: with fewer than ~800 output pixels
    * per image batch (resnet18's last stages at batch 1) the tile overhead
    * makes it slower than direct (3.7 ms vs 1.1 ms at 7x7, measured). */
@@ -161,19 +165,15 @@ static bool wk_winograd_enabled(const wk_conv2d_geom *g) {
 
 /* The output tile side of whisker's own Winograd for an inference plan into
  * *m, 0 for oneDNN. WHISKER_WINO=0 turns it off, 2 or 4 forces that tile for
- * every shape that fits (for measuring); otherwise wk_wino_pick decides.
- * WHISKER_WINOGRAD=0, and ONEDNN_MAX_CPU_ISA naming an ISA below AVX-512
- * (what the valgrind run sets), turn it off too. */
+ * every shape that fits (for measuring); otherwise wk_wino_pick decides
+ * (which also follows oneDNN's ISA limit). WHISKER_WINOGRAD=0 turns it off
+ * too. */
 static wk_status wk_wino_wanted(const wk_conv2d_geom *g, int *m) {
   *m = 0;
   const char *env = getenv("WHISKER_WINO");
   if (env && *env && strcmp(env, "0") != 0 && strcmp(env, "2") != 0 && strcmp(env, "4") != 0)
     return wk_fail(WK_ERR_INVALID_ARG, "WHISKER_WINO must be 0, 2 or 4, not '%s'", env);
-  const char *off = getenv("WHISKER_WINOGRAD");
-  const char *isa = getenv("ONEDNN_MAX_CPU_ISA");
-  if ((off && strcmp(off, "0") == 0) || (env && strcmp(env, "0") == 0) ||
-      (isa && *isa && strncasecmp(isa, "avx512", 6) != 0 && strcasecmp(isa, "all") != 0))
-    return WK_OK;
+  if (wk_winograd_off() || (env && strcmp(env, "0") == 0)) return WK_OK;
   *m = wk_wino_pick(g);
   if (*m && env && *env) *m = atoi(env);
   return WK_OK;
