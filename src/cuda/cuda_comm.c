@@ -28,7 +28,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "cuda/cuda_backend.h"
+#include "dist/dist.h"
 
 _Static_assert(sizeof(ncclUniqueId) == WK_GPU_COMM_ID_BYTES, "cuda.h: WK_GPU_COMM_ID_BYTES");
 
@@ -49,12 +51,6 @@ struct wk_gpucomm {
   int n_buckets, next_launch;
   int *param_bucket;   /* per parameter */
 };
-
-static double wk_mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void wk_nap(void) {
   const struct timespec ts = {0, 50 * 1000}; /* 50 us */
@@ -87,9 +83,9 @@ static wk_status wk_comm_error(wk_gpucomm *c, ncclResult_t r, const char *what) 
 
 /* Polls a non-blocking communicator until the call that answered r is done. */
 static wk_status wk_comm_settle(wk_gpucomm *c, ncclResult_t r, const char *what) {
-  const double deadline = wk_mono_s() + c->timeout_s;
+  const double deadline = wk_now_s() + c->timeout_s;
   while (r == ncclInProgress) {
-    if (wk_mono_s() > deadline) return wk_comm_timeout(c, what);
+    if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
     wk_nap();
     if (ncclCommGetAsyncError(c->comm, &r) != ncclSuccess) r = ncclInternalError;
   }
@@ -150,7 +146,7 @@ wk_status wk_gpucomm_create(const wk_gpu_graph *g, int device, const void *id, i
   if (!c) return wk_fail(WK_ERR_NOMEM, "NCCL: out of memory");
   c->rank = rank;
   c->world = world;
-  c->timeout_s = timeout_s > 0 ? timeout_s : 300;
+  c->timeout_s = timeout_s > 0 ? timeout_s : WK_DIST_TIMEOUT_DEFAULT_S;
   c->broken = true; /* until the communicator exists */
   wk_status s = wk_comm_buckets(c, g, b);
   if (s != WK_OK) goto fail;
@@ -234,7 +230,7 @@ wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
 }
 
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
-  const double deadline = wk_mono_s() + c->timeout_s;
+  const double deadline = wk_now_s() + c->timeout_s;
   for (;;) {
     const cudaError_t e = cudaStreamQuery(compute);
     /* "not ready" is no error, but the runtime keeps it as the last one, and
@@ -247,7 +243,7 @@ wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what)
     if (q != ncclSuccess) return wk_comm_error(c, q, what);
     if (r != ncclSuccess && r != ncclInProgress) return wk_comm_error(c, r, what);
     if (e == cudaSuccess) return WK_OK;
-    if (wk_mono_s() > deadline) return wk_comm_timeout(c, what);
+    if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
     wk_nap();
   }
 }

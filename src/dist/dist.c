@@ -24,7 +24,6 @@
 #define WK_DIST_HAVE_MPI 0
 #endif
 
-#define WK_DIST_TIMEOUT_DEFAULT_S 300.0
 #define WK_DIST_TIMEOUT_MAX_S 1e7
 enum { WK_DIST_SPIN_POLLS = 1000, WK_DIST_SLEEP_US = 100 };
 
@@ -176,8 +175,8 @@ int wk_dist_local_rank(const wk_dist *d) { return d ? d->local_rank : 0; }
 double wk_dist_timeout_s(const wk_dist *d) {
   if (d) return d->timeout_s;
   const wk_dist_opts o = wk_dist_opts_default();
-  double t = 300;
-  return wk_dist_timeout(&o, &t) == WK_OK ? t : 300;
+  double t;
+  return wk_dist_timeout(&o, &t) == WK_OK ? t : WK_DIST_TIMEOUT_DEFAULT_S;
 }
 const char *wk_dist_backend(const wk_dist *d) { return d && d->mpi ? "mpi" : "none"; }
 

@@ -33,6 +33,10 @@ typedef struct wk_dist wk_dist;
 typedef enum { WK_DIST_MAIN = 0, WK_DIST_GRADS = 1 } wk_dist_channel;
 typedef enum { WK_DIST_F32, WK_DIST_F64, WK_DIST_I64 } wk_dist_dtype;
 
+/* The longest wait for the other ranks unless $WHISKER_DIST_TIMEOUT or the
+ * options say otherwise (also NCCL's, cuda_comm.c). */
+#define WK_DIST_TIMEOUT_DEFAULT_S 300.0
+
 typedef struct wk_dist_opts {
   double timeout_s; /* the longest wait for the other ranks; <= 0: 300 s
                        ($WHISKER_DIST_TIMEOUT overrides the default) */
