@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "cuda/graph_table.h"
+#include "test_util.h"
 
 /* the stand-in graphs, and what the table freed */
 static int wkt_graphs[16];
@@ -176,9 +177,5 @@ int main(void) {
   tcase_add_test(tc, test_invalidate);
   tcase_add_test(tc, test_disable);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  const int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return wkt_run_suite(s);
 }
