@@ -78,21 +78,22 @@ if [ "$phase" = tests ]; then
 fi
 
 echo "== benchmark"
+ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
+field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
+# whisker bench at 224 px, 10 timed steps after 3, JSON; the caller adds the rest
+wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2>>"$log"; }
 {
   echo "Training images/s (forward, backward, SGD step):"
   echo
   echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | bf16 ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
-  field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
   # PyTorch: every configuration in one process (torch loads once)
   torch_all=$("$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 2>>"$log")
   tb() { echo "$torch_all" | awk -v m="$1" -v p="$2" -v k="$3" '$1 == m && $2 == p && $3 == k { print $4 }'; }
   infer_rows=""
   for m in resnet18 resnet50; do
     for b in 256; do # the issue's batch
-      wb() { "$build/whisker" bench --device cuda --model "$m" --batch "$b" --size 224 --steps 10 \
-          --warmup 3 --latency-runs 10 --infer-runs 5 --json "$@" 2>>"$log"; }
+      wb() { wbench --device cuda --model "$m" --batch "$b" --latency-runs 10 --infer-runs 5 "$@"; }
       j32=$(wb --precision fp32); j19=$(wb --precision tf32); j16=$(wb --precision bf16)
       w32=$(echo "$j32" | field train_images_per_s); w19=$(echo "$j19" | field train_images_per_s)
       w16=$(echo "$j16" | field train_images_per_s)
@@ -119,8 +120,7 @@ echo "== benchmark"
   echo "|---|---:|---:|---:|---:|"
   for m in resnet50; do
     b=256
-    ips() { "$build/whisker" bench --model "$m" --batch "$b" --size 224 --steps 10 --warmup 3 \
-      --latency-runs 3 --json "$@" 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p'; }
+    ips() { wbench --model "$m" --batch "$b" --latency-runs 3 "$@" | field train_images_per_s; }
     p1=$(ips --device cuda:0); n1=$(ips --gpus 0); p2=$(ips --device cuda:0); n2=$(ips --gpus 0)
     ratio=$("$py" -c "print(f'{(float(\"${n1:-0}\") + float(\"${n2:-0}\")) / (float(\"${p1:-1}\") + float(\"${p2:-1}\")):.3f}')" 2>/dev/null || echo "?")
     echo "| $m | $b | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
@@ -129,15 +129,13 @@ echo "== benchmark"
 # the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step
 {
   echo
-  ratio() { "$py" -c "print(f'{float(\"${1:-0}\") / float(\"${2:-1}\"):.2f}x')" 2>/dev/null || echo "?"; }
   echo "| model | batch | precision | plain img/s | CUDA graph img/s | graph / plain |"
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet18; do
     for p in fp32 bf16; do
       b=256
-      gi() { env WHISKER_CUDA_GRAPH="$1" "$build/whisker" bench --device cuda --model "$m" \
-        --batch "$b" --size 224 --precision "$p" --steps 10 --warmup 3 --latency-runs 3 \
-        --infer-runs 0 --json 2>>"$log" | sed -n 's/.*"train_images_per_s": \([0-9.]*\).*/\1/p'; }
+      gi() { WHISKER_CUDA_GRAPH="$1" wbench --device cuda --model "$m" --batch "$b" \
+        --precision "$p" --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
       g0=$(gi 0); g1=$(gi 1)
       echo "| $m | $b | $p | ${g0:-failed} | ${g1:-failed} | $(ratio "$g1" "$g0") |"
     done
