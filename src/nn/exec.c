@@ -90,6 +90,11 @@ wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float st
   return WK_OK;
 }
 
+wk_status wk_net_prefer_u8(wk_net *net, const float mean[3], const float std[3], bool *u8) {
+  *u8 = wk_net_on_gpu(net) && net->in_c == 3;
+  return *u8 ? wk_net_set_input_norm(net, mean, std) : WK_OK;
+}
+
 /* An 8-bit batch on the CPU: normalised into the net's float buffer, *f32 a
  * view of it. */
 static wk_status wk_input_to_f32(wk_net *net, const wk_tensor *x, wk_tensor *f32) {

@@ -177,6 +177,11 @@ void wk_net_set_sync_bn(wk_net *net, wk_net_allreduce_fn fn, void *user, int wor
  * wk_normalize_u8_ref), on the GPU when the network runs there (a quarter of
  * the bytes to move), else into a float batch on the host. */
 wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float std[3]);
+/* Whether the batches for this network should come as 8 bits: on a GPU with
+ * RGB input (a quarter of the bytes to move), in which case the input
+ * normalisation is set to mean/std here; *u8 false otherwise (float
+ * batches, nothing set). */
+wk_status wk_net_prefer_u8(wk_net *net, const float mean[3], const float std[3], bool *u8);
 /* Dropout masks count from sample `first` of the global batch (rank r of a
  * data-parallel step: r * the per-rank batch), so that every rank draws the
  * masks one process with the whole global batch would. */

@@ -114,12 +114,9 @@ static wk_status wk_run_loader(wk_run *r) {
   /* the model's own normalisation, the one evaluation and classify use */
   memcpy(lc.aug.mean, r->meta.pre.mean, sizeof lc.aug.mean);
   memcpy(lc.aug.std, r->meta.pre.std, sizeof lc.aug.std);
-  int h, w, ch;
-  wk_net_input_shape(r->net, &h, &w, &ch);
-  r->u8 = wk_net_on_gpu(r->net) && ch == 3;
+  WK_TRY(wk_net_prefer_u8(r->net, lc.aug.mean, lc.aug.std, &r->u8));
   lc.want_u8 = r->u8;
   lc.want_f32 = !r->u8;
-  if (r->u8) WK_TRY(wk_net_set_input_norm(r->net, lc.aug.mean, lc.aug.std));
   return wk_loader_create(r->train_ds, &lc, &r->loader);
 }
 

@@ -34,14 +34,12 @@ wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const w
   cfg.aug = wk_augment_cfg_from_preprocess(pre);
   cfg.shard_index = part;
   cfg.shard_count = parts;
-  /* on a GPU: 8-bit batches, normalised there (a quarter of the bytes to move) */
-  int h, w, ch;
-  wk_net_input_shape(net, &h, &w, &ch);
-  const bool u8 = wk_net_on_gpu(net) && ch == 3;
+  /* on a GPU: 8-bit batches, normalised there */
+  bool u8 = false;
+  wk_loader *ld = NULL;
+  wk_status st = wk_net_prefer_u8(net, pre->mean, pre->std, &u8);
   cfg.want_u8 = u8;
   cfg.want_f32 = !u8;
-  wk_loader *ld = NULL;
-  wk_status st = u8 ? wk_net_set_input_norm(net, pre->mean, pre->std) : WK_OK;
   if (st == WK_OK) st = wk_loader_create(ds, &cfg, &ld);
   if (st == WK_OK) st = wk_loader_start_epoch(ld, 0);
   while (st == WK_OK) {
