@@ -283,41 +283,39 @@ bool overflows(int64_t a, int64_t b, int64_t *prod) { return __builtin_mul_overf
 
 // ------------------------------------------------------------------ launchers
 
+// seed_step: the step's (seed, step) in device memory (CUDA graphs), or
+// nullptr for seed and stream_id as given
 static int dropout_launch(int64_t n, double p, uint64_t seed, uint64_t stream_id,
-                          int64_t offset, const float *x, float *y, void *stream) {
+                          const uint64_t *seed_step, int64_t offset, const float *x, float *y,
+                          void *stream) {
   if (n < 0 || offset < 0 || offset > INT64_MAX - n || !(p >= 0.0 && p < 1.0) ||
       (n > 0 && (!x || !y)))
     return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   const float scale = (float)(1.0 / (1.0 - p));  // as the reference: in double, then float
-  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, p, scale, seed, stream_id,
-                                                                    nullptr, 0, offset, x, y);
+  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+      n, p, scale, seed_step ? 0 : seed, seed_step ? 0 : stream_id, seed_step,
+      seed_step ? stream_id : 0, offset, x, y);
   return (int)cudaGetLastError();
 }
 
 extern "C" int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step,
                                         uint64_t node, int64_t offset, const float *x, float *y,
                                         void *stream) {
-  if (n < 0 || offset < 0 || offset > INT64_MAX - n || !(p >= 0.0 && p < 1.0) ||
-      (n > 0 && (!x || !y || !seed_step)))
-    return (int)cudaErrorInvalidValue;
-  if (n == 0) return (int)cudaSuccess;
-  const float scale = (float)(1.0 / (1.0 - p));
-  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, p, scale, 0, 0, seed_step,
-                                                                    node, offset, x, y);
-  return (int)cudaGetLastError();
+  if (n > 0 && !seed_step) return (int)cudaErrorInvalidValue;
+  return dropout_launch(n, p, 0, node, seed_step, offset, x, y, stream);
 }
 
 extern "C" int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed,
                                              uint64_t stream_id, int64_t offset, const float *x,
                                              float *y, void *stream) {
-  return dropout_launch(n, p, seed, stream_id, offset, x, y, stream);
+  return dropout_launch(n, p, seed, stream_id, nullptr, offset, x, y, stream);
 }
 
 extern "C" int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed,
                                               uint64_t stream_id, int64_t offset,
                                               const float *dy, float *dx, void *stream) {
-  return dropout_launch(n, p, seed, stream_id, offset, dy, dx, stream);
+  return dropout_launch(n, p, seed, stream_id, nullptr, offset, dy, dx, stream);
 }
 
 extern "C" int wk_launch_global_avgpool_forward_f32(int64_t n, int64_t hw, int64_t c,

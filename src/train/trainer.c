@@ -224,6 +224,20 @@ static wk_status wk_device_nonfinite(wk_trainer *t, float loss) {
                  wk_last_error());
 }
 
+/* The device update's description for this step at rate lr: the optimizer's
+ * state on the device, each parameter's factors (advancing its step count). */
+static wk_status wk_device_optim(wk_trainer *t, double lr, wk_gpu_optim *o) {
+  size_t np;
+  wk_net_params(t->net, &np);
+  if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
+    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
+  WK_TRY(wk_state_move(t, true));
+  const wk_optim_config *oc = wk_optim_get_config(t->opt);
+  *o = (wk_gpu_optim){.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
+                      .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
+  return wk_optim_step_segments(t->opt, lr, t->segs, &o->n_segments);
+}
+
 /* After backward on the device: the non-finite check and the update there. */
 static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
   wk_net *net = t->net;
@@ -236,15 +250,8 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
     if (u > 0) WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
   }
   if (!finite) return wk_device_nonfinite(t, loss);
-  size_t np;
-  wk_net_params(net, &np);
-  if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
-    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
-  WK_TRY(wk_state_move(t, true));
-  const wk_optim_config *oc = wk_optim_get_config(t->opt);
-  wk_gpu_optim o = {.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
-                    .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
-  WK_TRY(wk_optim_step_segments(t->opt, lr, t->segs, &o.n_segments));
+  wk_gpu_optim o;
+  WK_TRY(wk_device_optim(t, lr, &o));
   return wk_net_gpu_optim_step(net, &o);
 }
 
@@ -278,17 +285,12 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
   wk_net *net = t->net;
   size_t np;
   wk_net_params(net, &np);
-  if (!t->segs && !(t->segs = malloc((np ? np : 1) * sizeof *t->segs)))
-    return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
   if (!t->steps_before && !(t->steps_before = malloc((np ? np : 1) * sizeof *t->steps_before)))
     return wk_fail(WK_ERR_NOMEM, "trainer: out of memory");
-  WK_TRY(wk_state_move(t, true));
   WK_TRY(wk_predicted_buffer(t, x->shape[0]));
-  WK_TRY(wk_optim_steps_get(t->opt, t->steps_before, np));
-  const wk_optim_config *oc = wk_optim_get_config(t->opt);
-  wk_gpu_optim o = {.adamw = oc->kind == WK_OPTIM_ADAMW, .nesterov = oc->nesterov,
-                    .n_state = (int)wk_optim_state_count(t->opt), .segs = t->segs};
-  WK_TRY(wk_optim_step_segments(t->opt, lr, t->segs, &o.n_segments));
+  WK_TRY(wk_optim_steps_get(t->opt, t->steps_before, np)); /* before the factors advance them */
+  wk_gpu_optim o;
+  WK_TRY(wk_device_optim(t, lr, &o));
   const bool scaled = wk_scaled(t);
   const double scale = scaled ? t->loss_scale : 1.0;
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
