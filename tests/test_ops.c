@@ -369,6 +369,87 @@ START_TEST(test_conv2d_blocked_layouts) {
 }
 END_TEST
 
+/* A 1x1 convolution and the depthwise 3x3 one after it as one plan
+ * (plan.h: wk_conv2d_pwdw_plan), fused and split, against the two reference
+ * convolutions: both layouts on each side, channel counts off the 16-channel
+ * blocks, odd sizes, stride 1 and 2, with and without biases and
+ * activations; the blocked output's padding channels zero; new weights taken
+ * when their version changes. */
+typedef struct {
+  const char *name;
+  int64_t n, h, w, c, e;
+  int stride;
+  bool src_blk, dst_blk, pw_bias, dw_bias;
+  wk_post_act pw_post, dw_post;
+} pwdw_case;
+
+static const pwdw_case pwdw_cases[] = {
+    {"16>96 s2 blocked", 2, 112, 112, 16, 96, 2, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
+    {"24>144 s1 blocked", 1, 9, 7, 24, 144, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
+    {"20>40 s2 odd", 2, 7, 5, 20, 40, 2, true, true, false, false, WK_POST_RELU, WK_POST_NONE},
+    {"8>24 s1 nhwc", 1, 6, 6, 8, 24, 1, false, false, true, false, WK_POST_NONE, WK_POST_RELU6},
+    {"32>64 s2 blocked in", 3, 8, 8, 32, 64, 2, true, false, false, true, WK_POST_RELU6, WK_POST_RELU},
+    {"160>960 s1 7x7", 1, 7, 7, 160, 960, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
+};
+
+START_TEST(test_conv2d_pwdw_vs_ref) {
+  const pwdw_case *pc = &pwdw_cases[_i / 2];
+  const bool fuse = _i % 2 == 0;
+  const wk_conv2d_params p1 = P(1, 1, 0, 0, 0, 0, 1, 1, 1);
+  const int s = pc->stride;
+  const wk_conv2d_params p2 = P(s, s, 1, 1, 1, 1, 1, 1, (int)pc->e);
+  wk_conv2d_geom g1, g2;
+  expect_ok(wk_conv2d_geom_make(&p1, pc->n, pc->h, pc->w, pc->c, pc->e, 1, 1, &g1), pc->name);
+  expect_ok(wk_conv2d_geom_make(&p2, pc->n, pc->h, pc->w, pc->e, pc->e, 3, 3, &g2), pc->name);
+  ck_assert(wk_conv2d_pwdw_pair(&g1, &g2));
+  ck_assert(!wk_conv2d_pwdw_pair(&g2, &g1));
+  const int64_t xs[4] = {pc->n, pc->h, pc->w, pc->c}, w1s[4] = {pc->e, 1, 1, pc->c};
+  const int64_t w2s[4] = {pc->e, 3, 3, 1}, ms[4] = {pc->n, pc->h, pc->w, pc->e};
+  const int64_t ys[4] = {pc->n, g2.oh, g2.ow, pc->e};
+  wk_tensor x = rand_tensor(4, xs, 31 + (uint64_t)_i, -1, 1);
+  wk_tensor w1[2] = {rand_tensor(4, w1s, 32, -0.4f, 0.4f), rand_tensor(4, w1s, 33, -0.4f, 0.4f)};
+  wk_tensor w2 = rand_tensor(4, w2s, 34, -0.5f, 0.5f);
+  wk_tensor b1 = rand_tensor(1, &pc->e, 35, -0.5f, 1), b2 = rand_tensor(1, &pc->e, 36, -1, 1);
+  wk_tensor mid = wkt_tensor(WK_F32, 4, ms), y0 = wkt_tensor(WK_F32, 4, ys);
+  const int64_t hw_in = pc->h * pc->w, hw_out = g2.oh * g2.ow;
+  const int64_t xb_n = pc->n * wk_blk16(pc->c) * hw_in, yb_n = pc->n * wk_blk16(pc->e) * hw_out;
+  float *xb = malloc((size_t)xb_n * sizeof *xb), *y = malloc((size_t)yb_n * sizeof *y);
+  float *want = malloc((size_t)yb_n * sizeof *want);
+  ck_assert(xb && y && want);
+  to_blk(x.data, pc->n, hw_in, pc->c, xb);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_conv2d_pwdw_plan *plan;
+  expect_ok(wk_conv2d_pwdw_plan_create(ctx, &g1, pc->pw_bias, pc->pw_post, &g2, pc->dw_bias,
+                                       pc->dw_post, pc->src_blk, pc->dst_blk, fuse, &plan),
+            pc->name);
+  if (!fuse) ck_assert(!wk_conv2d_pwdw_plan_fused(plan));
+  /* AVX-512: oneDNN has a jit kernel for the pair at this size (not at small ones) */
+  if (fuse && _i == 0 && wino_available())
+    ck_assert_msg(wk_conv2d_pwdw_plan_fused(plan), "%s: not fused", pc->name);
+  for (int k = 0; k < 2; k++) { /* the second weights under a new version */
+    wino_ref(&p1, &x, &w1[k], pc->pw_bias ? &b1 : NULL, pc->pw_post, &mid);
+    wino_ref(&p2, &mid, &w2, pc->dw_bias ? &b2 : NULL, pc->dw_post, &y0);
+    const int64_t n_cmp = pc->dst_blk ? yb_n : wk_tensor_numel(&y0);
+    if (pc->dst_blk)
+      to_blk(y0.data, pc->n, hw_out, pc->e, want);
+    else
+      memcpy(want, y0.data, (size_t)n_cmp * sizeof *want);
+    for (int64_t i = 0; i < yb_n; i++) y[i] = 12345.0f; /* the padding must be written */
+    const wk_conv2d_weights a = {w1[k].data, 1 + (uint64_t)k, pc->pw_bias ? b1.data : NULL};
+    const wk_conv2d_weights b = {w2.data, 1, pc->dw_bias ? b2.data : NULL};
+    expect_ok(wk_conv2d_pwdw_plan_forward(plan, pc->src_blk ? xb : x.data, &a, &b, y), "forward");
+    const double e = wkt_rel_err(y, want, n_cmp, 1e-6);
+    ck_assert_msg(e <= 1e-5, "%s (%s, weights %d): relative error %.3g", pc->name,
+                  wk_conv2d_pwdw_plan_fused(plan) ? "fused" : "split", k, e);
+  }
+  wk_conv2d_pwdw_plan_destroy(plan);
+  wk_ctx_destroy(ctx);
+  free(xb), free(y), free(want);
+  wk_tensor_free(&x), wk_tensor_free(&w1[0]), wk_tensor_free(&w1[1]), wk_tensor_free(&w2);
+  wk_tensor_free(&b1), wk_tensor_free(&b2), wk_tensor_free(&mid), wk_tensor_free(&y0);
+}
+END_TEST
+
 /* The reference itself on numbers worked out by hand: a 3x3 image 1..9, a 2x2
  * kernel of ones, stride 1, no padding: each output is the sum of a 2x2 block. */
 START_TEST(test_conv2d_known_values) {
@@ -821,6 +902,8 @@ static Suite *ops_suite(void) {
   tcase_add_test(tc, test_conv2d_winograd_pick);
   tcase_add_loop_test(tc, test_conv2d_blocked_layouts, 0,
                       (int)(sizeof blk_cases / sizeof blk_cases[0]));
+  tcase_add_loop_test(tc, test_conv2d_pwdw_vs_ref, 0,
+                      2 * (int)(sizeof pwdw_cases / sizeof pwdw_cases[0]));
   tcase_add_test(tc, test_conv2d_known_values);
   tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
   tcase_add_test(tc, test_batchnorm_normalises);

@@ -16,26 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conv2d_dnnl_impl.h"
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
 #include "ops/plan.h"
 #include "ops/wino.h"
-
-typedef struct wk_conv_mds {
-  dnnl_memory_desc_t src, dst, wei_user, wei_any, bias;
-  dnnl_dims_t strides, dilates, pad_l, pad_r;
-} wk_conv_mds;
-
-/* A cached reorder from or to the user's OHWI weights. Inference plans keep
- * the reordered weights in their own buffer until the version changes;
- * training plans (whose weights change every step) reorder into the
- * context's scratch on every call, so no plan holds a copy of its weights. */
-typedef struct wk_wei_cache {
-  dnnl_primitive_t reorder; /* NULL when the layouts are the same */
-  void *buf;                /* the weights in the primitive's layout; NULL = scratch */
-  size_t bytes;
-  uint64_t version;         /* of the weights in buf; 0 = none */
-} wk_wei_cache;
 
 struct wk_conv2d_plan {
   wk_ctx *ctx;
@@ -60,7 +45,7 @@ struct wk_conv2d_plan {
   wk_wei_cache w_fwd, w_bwdd, dw; /* dw.buf: weight gradient in bwdw's layout */
 };
 
-static dnnl_status_t wk_conv_mds_init(const wk_conv2d_geom *g, wk_conv_mds *m) {
+dnnl_status_t wk_conv_mds_init(const wk_conv2d_geom *g, wk_conv_mds *m) {
   dnnl_status_t s;
   const dnnl_dims_t src = {g->n, g->c, g->h, g->w};
   const dnnl_dims_t dst = {g->n, g->o, g->oh, g->ow};
@@ -90,16 +75,14 @@ static dnnl_status_t wk_conv_mds_init(const wk_conv2d_geom *g, wk_conv_mds *m) {
   return dnnl_success;
 }
 
-static void wk_wei_cache_free(wk_wei_cache *c) {
+void wk_wei_cache_free(wk_wei_cache *c) {
   if (c->reorder) dnnl_primitive_destroy(c->reorder);
   free(c->buf);
   memset(c, 0, sizeof *c);
 }
 
-/* Prepares a cache converting between the user layout and `md` (to_user: from
- * md to the user's layout, for gradients). */
-static wk_status wk_wei_cache_init(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
-                                   bool to_user, bool own, wk_wei_cache *c) {
+wk_status wk_wei_cache_init(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
+                            bool to_user, bool own, wk_wei_cache *c) {
   wk_status st = WK_OK;
   if (dnnl_memory_desc_equal(md, &m->wei_user)) return WK_OK;
   c->bytes = (dnnl_memory_desc_get_size(md) + 63) & ~(size_t)63;
@@ -110,11 +93,9 @@ done:
   return st;
 }
 
-/* The user's weights in the layout `md` of cache c, reordered if stale (a
- * scratch-backed cache, buf NULL, reorders into `scratch` every time). */
-static wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
-                            wk_wei_cache *c, const float *w, uint64_t version, void *scratch,
-                            const void **out) {
+wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t *md,
+                     wk_wei_cache *c, const float *w, uint64_t version, void *scratch,
+                     const void **out) {
   if (!c->reorder) {
     *out = w;
     return WK_OK;
