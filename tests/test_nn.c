@@ -4,6 +4,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,6 +182,120 @@ START_TEST(test_fast_path_matches_reference_resnet18_direct) {
 END_TEST
 START_TEST(test_fast_path_matches_reference_mobilenetv2) {
   wkt_compare_impls("mobilenetv2", 64, 4, 1e-3);
+}
+END_TEST
+
+/* Evaluation runs each 1x1 conv whose only reader is a depthwise 3x3 conv
+ * inside that conv's node (exec_plan.c, wk_conv2d_pwdw_plan). Two
+ * MobileNetV2-like blocks (batchnorms to fold, a residual add reading the
+ * block's input too, biases without batchnorm, stride 1 and 2, activations in
+ * nChw16c) against the
+ * reference and against the unfused fast path (WHISKER_PWDW=0), then again
+ * after the weights change. */
+static wk_net *pwdw_net(wk_impl impl, const char *pwdw_env) {
+  if (pwdw_env)
+    setenv("WHISKER_PWDW", pwdw_env, 1);
+  else
+    unsetenv("WHISKER_PWDW");
+  wk_ctx *ctx = wkt_ctx(impl, 2);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 64, 64, 16, &net), WK_OK);
+  const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
+  const wk_conv2d_params dw1 = wk_conv2d_params_make(1, 1, 96);
+  const wk_conv2d_params dw2 = wk_conv2d_params_make(2, 1, 96);
+  /* a 1x1 stem, so that the blocks' inputs are in nChw16c as MobileNetV2's */
+  const int stem = wk_net_act(net, "stem.relu", wk_net_conv(net, "stem", 0, 16, 1, 1, &pw, true),
+                              WK_ACT_RELU);
+  int v = wk_net_conv(net, "b1.expand", stem, 96, 1, 1, &pw, false);
+  v = wk_net_batchnorm(net, "b1.expand.bn", v, 1e-5f, 0.1f);
+  v = wk_net_act(net, "b1.expand.relu6", v, WK_ACT_RELU6);
+  v = wk_net_conv(net, "b1.dw", v, 96, 3, 3, &dw1, false);
+  v = wk_net_batchnorm(net, "b1.dw.bn", v, 1e-5f, 0.1f);
+  v = wk_net_act(net, "b1.dw.relu6", v, WK_ACT_RELU6);
+  v = wk_net_conv(net, "b1.project", v, 16, 1, 1, &pw, false);
+  v = wk_net_batchnorm(net, "b1.project.bn", v, 1e-5f, 0.1f);
+  v = wk_net_add(net, "b1.add", v, stem);
+  v = wk_net_conv(net, "b2.expand", v, 96, 1, 1, &pw, true);
+  v = wk_net_act(net, "b2.expand.relu6", v, WK_ACT_RELU6);
+  v = wk_net_conv(net, "b2.dw", v, 96, 3, 3, &dw2, true);
+  v = wk_net_global_avgpool(net, "pool", v);
+  v = wk_net_flatten(net, "flat", v);
+  v = wk_net_linear(net, "fc", v, 5, true);
+  ck_assert_msg(v > 0 && wk_net_finalize(net, 9) == WK_OK, "%s", wk_last_error());
+  unsetenv("WHISKER_PWDW");
+  size_t np, nb;
+  const wk_param *params = wk_net_params(net, &np);
+  const wk_param *bufs = wk_net_buffers(net, &nb);
+  float *w = wk_net_weights(net), *bd = wk_net_buffer_data(net);
+  for (size_t i = 0; i < np; i++)
+    if (params[i].ndim == 1)
+      wkt_fill_f32(w + params[i].offset, (int64_t)params[i].numel, 100 + i, 0.5f, 1.5f);
+  for (size_t i = 0; i < nb; i++)
+    wkt_fill_f32(bd + bufs[i].offset, (int64_t)bufs[i].numel, 500 + i, 0.2f, 1.0f);
+  wk_net_weights_changed(net);
+  return net;
+}
+
+static int node_named(const wk_net *net, const char *name) {
+  for (int i = 0; i < wk_net_n_nodes(net); i++)
+    if (!strcmp(wk_net_node(net, i)->name, name)) return i;
+  ck_abort_msg("no node %s", name);
+  return -1;
+}
+
+START_TEST(test_eval_pointwise_depthwise_fusion) {
+  wk_net *nets[3] = {pwdw_net(WK_IMPL_REF, NULL), pwdw_net(WK_IMPL_CPU, NULL),
+                     pwdw_net(WK_IMPL_CPU, "0")};
+  const int64_t xs[4] = {2, 64, 64, 16};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1.0f, 1.0f);
+  for (int round = 0; round < 2; round++) {
+    float *out[3];
+    int64_t n_out = 0;
+    for (int k = 0; k < 3; k++) {
+      if (round == 1) { /* new weights for the first block's 1x1 and depthwise convs */
+        size_t np;
+        const wk_param *params = wk_net_params(nets[k], &np);
+        for (size_t i = 0; i < np; i++)
+          if (!strcmp(params[i].name, "b1.expand.weight") || !strcmp(params[i].name, "b1.dw.weight"))
+            wkt_fill_f32(wk_net_weights(nets[k]) + params[i].offset, (int64_t)params[i].numel,
+                         900 + i, -0.5f, 0.5f);
+        wk_net_weights_changed(nets[k]);
+      }
+      wk_tensor y;
+      ck_assert_msg(wk_net_forward(nets[k], &x, false, &y) == WK_OK, "%s", wk_last_error());
+      n_out = wk_tensor_numel(&y);
+      out[k] = wkt_copy(y.data, (size_t)n_out);
+    }
+    double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
+    ck_assert_msg(e < 1e-4, "round %d: fused vs reference: %g", round, e);
+    e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
+    ck_assert_msg(e < 1e-5, "round %d: fused vs unfused: %g", round, e);
+    for (int k = 0; k < 3; k++) free(out[k]);
+  }
+  for (int b = 1; b <= 2; b++) {
+    char dw[16], ex[16];
+    snprintf(dw, sizeof dw, "b%d.dw", b);
+    snprintf(ex, sizeof ex, "b%d.expand", b);
+    const char *fused = wk_net_node_eval_impl(nets[1], node_named(nets[1], dw));
+    const char *plain = wk_net_node_eval_impl(nets[2], node_named(nets[2], dw));
+    ck_assert_msg(fused && !strncmp(fused, "1x1+dw", 6), "%s ran on %s", dw, fused);
+    ck_assert_msg(plain && strncmp(plain, "1x1+dw", 6), "%s ran on %s (WHISKER_PWDW=0)", dw, plain);
+    ck_assert_ptr_null(wk_net_node_eval_impl(nets[1], node_named(nets[1], ex)));
+    ck_assert_ptr_nonnull(wk_net_node_eval_impl(nets[2], node_named(nets[2], ex)));
+  }
+#if defined(__x86_64__)
+  /* with AVX-512 oneDNN has a jit kernel for the strided pair at this size */
+  const char *b2 = wk_net_node_eval_impl(nets[1], node_named(nets[1], "b2.dw"));
+  if (__builtin_cpu_supports("avx512f"))
+    ck_assert_msg(!strncmp(b2, "1x1+dw fused", 12), "b2.dw ran on %s", b2);
+#endif
+  wk_tensor_free(&x);
+  for (int k = 0; k < 3; k++) {
+    wk_ctx *ctx = wk_net_ctx(nets[k]);
+    wk_net_destroy(nets[k]);
+    wk_ctx_destroy(ctx);
+  }
 }
 END_TEST
 
@@ -524,6 +639,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18);
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18_direct);
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
+  tcase_add_test(tc, test_eval_pointwise_depthwise_fusion);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);
   tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);

@@ -21,7 +21,8 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* --profile: time per node of the timed runs, the slowest first. */
+/* --profile: time per node of the timed runs, in network order (nodes above
+ * 0.5% of the total), with the implementation each ran on. */
 static void print_profile(const wk_net *net, int runs) {
   const int n = wk_net_n_nodes(net);
   double total = 0;
@@ -33,9 +34,11 @@ static void print_profile(const wk_net *net, int runs) {
   for (int i = 0; i < n; i++) {
     double f, b;
     wk_net_profile_get(net, i, &f, &b);
-    if (f > 0.02 * total)
-      fprintf(stderr, "  %-32s %-8s %7.3f ms  %4.1f%%\n", wk_net_node(net, i)->name,
-              wk_node_op_name(wk_net_node(net, i)->op), f * 1e3 / runs, 100 * f / total);
+    const char *impl = wk_net_node_eval_impl(net, i);
+    if (f > 0.005 * total)
+      fprintf(stderr, "  %-32s %-8s %7.3f ms  %4.1f%%  %s\n", wk_net_node(net, i)->name,
+              wk_node_op_name(wk_net_node(net, i)->op), f * 1e3 / runs, 100 * f / total,
+              impl ? impl : "");
   }
 }
 

@@ -68,6 +68,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->fold_act);
   free(net->skip_train);
   free(net->skip_eval);
+  free(net->pwdw);
   free(net->alias_eval);
   free(net->last_use_eval);
   free(net->blk_eval);

@@ -11,7 +11,13 @@
  * plans reorder weights once per forward (net->plan_version identifies the
  * step), so backward reuses them; evaluation plans keep them until the weights
  * change (wk_net_weights_changed) or a training forward moves the batchnorm
- * running statistics. */
+ * running statistics.
+ *
+ * Evaluation also runs a 1x1 conv (with its folded chain) whose only reader is
+ * a depthwise 3x3 conv inside that conv's node, as one plan
+ * (wk_conv2d_pwdw_plan: MobileNetV2's expansion never reaches memory); the 1x1
+ * node is skipped and its output shares its input's buffer, which the
+ * depthwise node then reads. WHISKER_PWDW=0 turns this off. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +127,41 @@ static wk_status wk_plan_blocked(wk_net *net) {
   return WK_OK;
 }
 
+/* Node i's geometry for one sample, from its input value's shape. */
+static wk_status wk_node_geom1(const wk_net *net, int i, wk_conv2d_geom *g) {
+  const wk_node *nd = &net->nodes[i];
+  const wk_tensor x = wk_net_value_tensor(net, nd->in[0], 1, NULL);
+  if (x.ndim != 4) return WK_ERR_UNSUPPORTED;
+  return wk_conv2d_geom_make(&nd->conv, 1, x.shape[1], x.shape[2], x.shape[3], nd->out_ch, nd->kh,
+                             nd->kw, g);
+}
+
+/* The last node of conv i's folded chain (its activation, its batchnorm, or i). */
+static int wk_chain_end(const wk_net *net, int i) {
+  return net->fold_act[i] >= 0 ? net->fold_act[i] : net->fold_bn[i] >= 0 ? net->fold_bn[i] : i;
+}
+
+/* Marks the 1x1 -> depthwise pairs of evaluation (net->pwdw). */
+static wk_status wk_plan_pwdw(wk_net *net) {
+  const int nn = net->n_nodes;
+  net->pwdw = malloc((size_t)nn * sizeof *net->pwdw);
+  if (!net->pwdw) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int i = 0; i < nn; i++) net->pwdw[i] = -1;
+  const char *env = getenv("WHISKER_PWDW");
+  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
+  for (int i = 0; i < nn; i++) {
+    if (net->nodes[i].op != WK_NODE_CONV) continue;
+    const int d = wk_sole_consumer(net, wk_chain_end(net, i) + 1);
+    wk_conv2d_geom pw, dw;
+    if (d < 0 || net->nodes[d].op != WK_NODE_CONV || wk_node_geom1(net, i, &pw) != WK_OK ||
+        wk_node_geom1(net, d, &dw) != WK_OK || !wk_conv2d_pwdw_pair(&pw, &dw))
+      continue;
+    net->pwdw[d] = i;
+    net->skip_eval[i] = true;
+  }
+  return WK_OK;
+}
+
 wk_status wk_net_plan_fusions(wk_net *net) {
   const int nn = net->n_nodes, nv = nn + 1;
   net->bn_relu = malloc((size_t)nn * sizeof *net->bn_relu);
@@ -161,6 +202,7 @@ wk_status wk_net_plan_fusions(wk_net *net) {
       }
     }
   }
+  WK_TRY(wk_plan_pwdw(net));
   for (int v = 0; v < nv; v++) {
     const int i = v - 1;
     net->alias_eval[v] = v;
@@ -190,10 +232,12 @@ wk_status wk_net_plan_fusions(wk_net *net) {
 static void wk_plans_free(wk_node_state *st) {
   wk_conv2d_plan_destroy(st->conv_train);
   wk_conv2d_plan_destroy(st->conv_eval);
+  wk_conv2d_pwdw_plan_destroy(st->pwdw_eval);
   wk_batchnorm_plan_destroy(st->bn);
   wk_pool2d_plan_destroy(st->pool_train);
   wk_pool2d_plan_destroy(st->pool_eval);
   st->conv_train = st->conv_eval = NULL;
+  st->pwdw_eval = NULL;
   st->bn = NULL;
   st->pool_train = st->pool_eval = NULL;
   st->plan_n = 0;
@@ -252,40 +296,88 @@ static wk_status wk_conv_geom(const wk_node *nd, const wk_tensor *x, wk_conv2d_g
                              nd->out_ch, nd->kh, nd->kw, g);
 }
 
+/* Conv node i's weights for evaluation: with its batchnorm folded in, or as
+ * they are. */
+static wk_status wk_eval_weights(wk_net *net, int i, wk_conv2d_weights *out) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  const int j = net->fold_bn[i];
+  if (j < 0) {
+    out->w = wk_arena_at(net, net->weights, nd->param[0]);
+    out->version = net->weights_version + 1;
+    out->b = wk_arena_at(net, net->weights, nd->param[1]);
+    return WK_OK;
+  }
+  WK_TRY(wk_fold(net, i, j));
+  out->w = st->folded;
+  out->version = st->folded_version;
+  out->b = st->folded + net->params[nd->param[0]].numel;
+  return WK_OK;
+}
+
+/* The activation fused after conv node i in evaluation. */
+static wk_post_act wk_eval_post(const wk_net *net, int i) {
+  const int k = net->fold_act[i];
+  if (k < 0) return WK_POST_NONE;
+  return net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+}
+
+static bool wk_eval_blk(const wk_net *net, int v) { return net->blk_eval[net->alias_eval[v]]; }
+
+/* Depthwise node d with its 1x1 node (net->pwdw[d]), reading the 1x1's input. */
+static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
+  const int a = net->pwdw[d];
+  const wk_node *pn = &net->nodes[a], *dn = &net->nodes[d];
+  wk_node_state *st = &net->state[d];
+  const wk_tensor x = wk_net_value_tensor(net, pn->in[0], net->batch, net->val[pn->in[0]]);
+  const wk_tensor mid = wk_net_value_tensor(net, dn->in[0], net->batch, NULL);
+  wk_conv2d_weights w1, w2;
+  WK_TRY(wk_eval_weights(net, a, &w1));
+  WK_TRY(wk_eval_weights(net, d, &w2));
+  wk_plans_for_batch(st, x.shape[0]);
+  if (!st->pwdw_eval) {
+    wk_conv2d_geom g1, g2;
+    WK_TRY(wk_conv_geom(pn, &x, &g1));
+    WK_TRY(wk_conv_geom(dn, &mid, &g2));
+    WK_TRY(wk_conv2d_pwdw_plan_create(net->ctx, &g1, w1.b != NULL, wk_eval_post(net, a), &g2,
+                                      w2.b != NULL, wk_eval_post(net, d), wk_eval_blk(net, pn->in[0]),
+                                      wk_eval_blk(net, d + 1), true, &st->pwdw_eval));
+  }
+  return wk_conv2d_pwdw_plan_forward(st->pwdw_eval, x.data, &w1, &w2, y->data);
+}
+
 wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *x,
                                const wk_tensor *w, const wk_tensor *b, wk_tensor *y) {
   const wk_node *nd = &net->nodes[i];
   wk_node_state *st = &net->state[i];
   if (net->ctx->impl != WK_IMPL_CPU) return wk_conv2d_forward(net->ctx, &nd->conv, x, w, b, y);
   wk_conv2d_geom g;
-  WK_TRY(wk_conv_geom(nd, x, &g));
-  wk_plans_for_batch(st, x->shape[0]);
   if (train) {
+    WK_TRY(wk_conv_geom(nd, x, &g));
+    wk_plans_for_batch(st, x->shape[0]);
     if (!st->conv_train)
       WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, false, WK_POST_NONE,
                                    &st->conv_train));
     return wk_conv2d_plan_forward(st->conv_train, x->data, w->data, net->plan_version,
                                   b ? b->data : NULL, y->data);
   }
-  const int j = net->fold_bn[i], k = net->fold_act[i];
-  wk_post_act post = WK_POST_NONE;
-  if (k >= 0) post = net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
-  const bool src_blk = net->blk_eval[net->alias_eval[nd->in[0]]];
-  const bool dst_blk = net->blk_eval[net->alias_eval[i + 1]];
-  if (j < 0) {
-    if (!st->conv_eval)
-      WK_TRY(wk_conv2d_plan_create_layout(net->ctx, &g, b != NULL, true, post, src_blk, dst_blk,
-                                          &st->conv_eval));
-    return wk_conv2d_plan_forward(st->conv_eval, x->data, w->data, net->weights_version + 1,
-                                  b ? b->data : NULL, y->data);
-  }
-  WK_TRY(wk_fold(net, i, j));
+  if (net->pwdw[i] >= 0) return wk_node_pwdw_forward(net, i, y);
+  WK_TRY(wk_conv_geom(nd, x, &g));
+  wk_plans_for_batch(st, x->shape[0]);
+  wk_conv2d_weights wt;
+  WK_TRY(wk_eval_weights(net, i, &wt));
   if (!st->conv_eval)
-    WK_TRY(wk_conv2d_plan_create_layout(net->ctx, &g, true, true, post, src_blk, dst_blk,
+    WK_TRY(wk_conv2d_plan_create_layout(net->ctx, &g, wt.b != NULL, true, wk_eval_post(net, i),
+                                        wk_eval_blk(net, nd->in[0]), wk_eval_blk(net, i + 1),
                                         &st->conv_eval));
-  const size_t wn = (size_t)wk_tensor_numel(w);
-  return wk_conv2d_plan_forward(st->conv_eval, x->data, st->folded, st->folded_version,
-                                st->folded + wn, y->data);
+  return wk_conv2d_plan_forward(st->conv_eval, x->data, wt.w, wt.version, wt.b, y->data);
+}
+
+const char *wk_net_node_eval_impl(const wk_net *net, int i) {
+  if (!net->state || i < 0 || i >= net->n_nodes) return NULL;
+  const wk_node_state *st = &net->state[i];
+  if (st->pwdw_eval) return wk_conv2d_pwdw_plan_impl(st->pwdw_eval);
+  return st->conv_eval ? wk_conv2d_plan_impl(st->conv_eval) : NULL;
 }
 
 wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *w,

@@ -275,6 +275,11 @@ wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank,
                                  const struct wk_gpu_buckets *b, double timeout_s);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
+/* What node i ran on in the last evaluation forward on the CPU fast path
+ * (a convolution plan's implementation, e.g. "jit_1x1:avx512_core", or
+ * "1x1+dw fused: ..." for a depthwise conv that ran the 1x1 conv before it
+ * too); NULL for nodes without a plan and nodes run inside another. */
+const char *wk_net_node_eval_impl(const wk_net *net, int i);
 
 /* Per-node wall time: once enabled, every forward and backward adds to it. */
 wk_status wk_net_profile_enable(wk_net *net);

@@ -16,6 +16,7 @@ typedef struct wk_node_state {
   bool stat_synced;  /* batchnorm: the last forward was synchronised (exec_syncbn.c) */
   int32_t *argmax;   /* maxpool, (N, OH, OW, C), from the pool */
   wk_conv2d_plan *conv_train, *conv_eval;
+  wk_conv2d_pwdw_plan *pwdw_eval; /* a depthwise conv with its 1x1 (net->pwdw) */
   wk_batchnorm_plan *bn;
   wk_pool2d_plan *pool_train, *pool_eval;
   int64_t plan_n;    /* batch size of the plans */
@@ -48,6 +49,7 @@ struct wk_net {
   int *fold_bn;       /* per node: a conv's batchnorm, folded into it in evaluation */
   int *fold_act;      /* per node: the activation after that, fused too */
   bool *skip_train, *skip_eval; /* nodes another node computes */
+  int *pwdw;          /* per node: the 1x1 conv a depthwise conv runs with it in evaluation */
   int *alias_eval;    /* alias in evaluation (the folded chain shares one buffer) */
   int *last_use_eval; /* per root of alias_eval: the node after which its buffer is dead */
   bool *blk_eval;     /* per root of alias_eval: held in nChw16c in evaluation (exec_plan.c) */
