@@ -423,6 +423,10 @@ START_TEST(test_conv2d_pwdw_vs_ref) {
                                        pc->dw_post, pc->src_blk, pc->dst_blk, fuse, &plan),
             pc->name);
   if (!fuse) ck_assert(!wk_conv2d_pwdw_plan_fused(plan));
+  const size_t sb = wk_conv2d_pwdw_plan_scratch_bytes(plan);
+  ck_assert((sb == 0) == wk_conv2d_pwdw_plan_fused(plan));
+  float *scratch = NULL;
+  if (sb) ck_assert_int_eq(posix_memalign((void **)&scratch, 64, sb), 0);
   /* AVX-512: oneDNN has a jit kernel for the pair at this size (not at small ones) */
   if (fuse && _i == 0 && wino_available())
     ck_assert_msg(wk_conv2d_pwdw_plan_fused(plan), "%s: not fused", pc->name);
@@ -437,14 +441,15 @@ START_TEST(test_conv2d_pwdw_vs_ref) {
     for (int64_t i = 0; i < yb_n; i++) y[i] = 12345.0f; /* the padding must be written */
     const wk_conv2d_weights a = {w1[k].data, 1 + (uint64_t)k, pc->pw_bias ? b1.data : NULL};
     const wk_conv2d_weights b = {w2.data, 1, pc->dw_bias ? b2.data : NULL};
-    expect_ok(wk_conv2d_pwdw_plan_forward(plan, pc->src_blk ? xb : x.data, &a, &b, y), "forward");
+    expect_ok(wk_conv2d_pwdw_plan_forward(plan, pc->src_blk ? xb : x.data, &a, &b, scratch, y),
+              "forward");
     const double e = wkt_rel_err(y, want, n_cmp, 1e-6);
     ck_assert_msg(e <= 1e-5, "%s (%s, weights %d): relative error %.3g", pc->name,
                   wk_conv2d_pwdw_plan_fused(plan) ? "fused" : "split", k, e);
   }
   wk_conv2d_pwdw_plan_destroy(plan);
   wk_ctx_destroy(ctx);
-  free(xb), free(y), free(want);
+  free(xb), free(y), free(want), free(scratch);
   wk_tensor_free(&x), wk_tensor_free(&w1[0]), wk_tensor_free(&w1[1]), wk_tensor_free(&w2);
   wk_tensor_free(&b1), wk_tensor_free(&b2), wk_tensor_free(&mid), wk_tensor_free(&y0);
 }

@@ -330,7 +330,7 @@ static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
   const wk_node *pn = &net->nodes[a], *dn = &net->nodes[d];
   wk_node_state *st = &net->state[d];
   const wk_tensor x = wk_net_value_tensor(net, pn->in[0], net->batch, net->val[pn->in[0]]);
-  const wk_tensor mid = wk_net_value_tensor(net, dn->in[0], net->batch, NULL);
+  const wk_tensor expanded = wk_net_value_tensor(net, dn->in[0], net->batch, NULL);
   wk_conv2d_weights w1, w2;
   WK_TRY(wk_eval_weights(net, a, &w1));
   WK_TRY(wk_eval_weights(net, d, &w2));
@@ -338,12 +338,19 @@ static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
   if (!st->pwdw_eval) {
     wk_conv2d_geom g1, g2;
     WK_TRY(wk_conv_geom(pn, &x, &g1));
-    WK_TRY(wk_conv_geom(dn, &mid, &g2));
+    WK_TRY(wk_conv_geom(dn, &expanded, &g2));
     WK_TRY(wk_conv2d_pwdw_plan_create(net->ctx, &g1, w1.b != NULL, wk_eval_post(net, a), &g2,
                                       w2.b != NULL, wk_eval_post(net, d), wk_eval_blk(net, pn->in[0]),
                                       wk_eval_blk(net, d + 1), true, &st->pwdw_eval));
   }
-  return wk_conv2d_pwdw_plan_forward(st->pwdw_eval, x.data, &w1, &w2, y->data);
+  /* the expanded activations when the two run in turn: a pool buffer, as
+   * the 1x1's output would have been */
+  const size_t mid_bytes = wk_conv2d_pwdw_plan_scratch_bytes(st->pwdw_eval);
+  float *mid = NULL;
+  if (mid_bytes) WK_TRY(wk_bufpool_acquire(&net->pool, mid_bytes / sizeof *mid, &mid));
+  const wk_status s = wk_conv2d_pwdw_plan_forward(st->pwdw_eval, x.data, &w1, &w2, mid, y->data);
+  wk_bufpool_release(&net->pool, mid);
+  return s;
 }
 
 wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *x,

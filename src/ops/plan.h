@@ -58,7 +58,7 @@ const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p);
  * kernel for the pair), the expanded activations between the two, six times
  * the block's input, are made a few rows at a time in cache and never written
  * out: 1.2-1.6x faster for the wide early layers at batch 32. Otherwise, or
- * with fuse false, the two plans run in turn through a buffer of the plan's.
+ * with fuse false, the two plans run in turn through the caller's scratch.
  * Each side takes its own post activation. WK_ERR_INVALID_ARG for geometries
  * that are not such a pair (wk_conv2d_pwdw_pair says which are). */
 typedef struct wk_conv2d_pwdw_plan wk_conv2d_pwdw_plan;
@@ -78,10 +78,14 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
                                      wk_post_act dw_post, bool src_blk, bool dst_blk, bool fuse,
                                      wk_conv2d_pwdw_plan **out);
 void wk_conv2d_pwdw_plan_destroy(wk_conv2d_pwdw_plan *p);
-/* x: pw's input, y: dw's output (layouts as create said). */
+/* The scratch a forward needs (64-byte aligned): the expanded activations when
+ * the two run in turn, else 0. */
+size_t wk_conv2d_pwdw_plan_scratch_bytes(const wk_conv2d_pwdw_plan *p);
+/* x: pw's input, y: dw's output (layouts as create said); scratch as above
+ * (NULL when 0 bytes). */
 wk_status wk_conv2d_pwdw_plan_forward(wk_conv2d_pwdw_plan *p, const float *x,
                                       const wk_conv2d_weights *pw, const wk_conv2d_weights *dw,
-                                      float *y);
+                                      float *scratch, float *y);
 /* Whether the plan runs the fused primitive; what it runs, e.g.
  * "1x1+dw fused: jit_1x1:avx512_core" or "1x1+dw in turn: IMPL, IMPL". */
 bool wk_conv2d_pwdw_plan_fused(const wk_conv2d_pwdw_plan *p);
