@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -139,6 +141,51 @@ START_TEST(test_gpus_and_procs_are_checked) {
 }
 END_TEST
 
+/* --procs re-executes whisker under the launcher with that launcher's own
+ * options: Open MPI's, Hydra's (MPICH, Intel MPI) or -np alone, told apart by
+ * what `LAUNCHER --version` prints. Fake launchers record their arguments. */
+START_TEST(test_launcher_options_per_mpi) {
+  char dir[] = "/tmp/wk_cli_mpi_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  const struct {
+    const char *name, *version, *want, *never;
+  } kinds[] = {
+      {"ompi", "mpirun (Open MPI) 4.1.4", "-np 2 --bind-to none ", " -bind-to"},
+      {"hydra", "HYDRA build details:", "-np 2 -bind-to none ", "--"},
+      {"other", "some launcher 1.0", "-np 2 /", "bind-to"},
+  };
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    char fake[256], args_path[256], got[2048];
+    snprintf(fake, sizeof fake, "%s/%s", dir, kinds[k].name);
+    snprintf(args_path, sizeof args_path, "%s/%s.args", dir, kinds[k].name);
+    FILE *f = fopen(fake, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '%s'; exit 0; fi\n"
+               "echo \"$*\" > '%s'\n", kinds[k].version, args_path);
+    fclose(f);
+    ck_assert_int_eq(chmod(fake, 0755), 0);
+    setenv("WHISKER_MPIRUN", fake, 1);
+    run_result r = run("train d --out r --procs 2");
+    unsetenv("WHISKER_MPIRUN");
+    ck_assert_msg(r.code == 0, "%s: exit %d, stderr: %s", kinds[k].name, r.code, r.err);
+    slurp(args_path, got, sizeof got);
+    ck_assert_msg(!strncmp(got, kinds[k].want, strlen(kinds[k].want)), "%s: %s", kinds[k].name,
+                  got);
+    /* the launcher's own options come before whisker's, which follow unchanged */
+    const char *exe = strchr(got, '/');
+    ck_assert_msg(exe && strstr(exe, " train d --out r --procs 2\n"), "%s: %s", kinds[k].name,
+                  got);
+    char opts[2048];
+    snprintf(opts, sizeof opts, "%.*s", (int)(exe - got), got);
+    ck_assert_msg(!strstr(opts, kinds[k].never), "%s: %s", kinds[k].name, got);
+    const bool root_opt = strstr(opts, "--allow-run-as-root") != NULL;
+    ck_assert_msg(root_opt == (k == 0 && geteuid() == 0), "%s: %s", kinds[k].name, got);
+    remove(fake), remove(args_path);
+  }
+  rmdir(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cli");
   TCase *tc = tcase_create("cli");
@@ -147,6 +194,7 @@ int main(void) {
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
+  tcase_add_test(tc, test_launcher_options_per_mpi);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -2,10 +2,17 @@
 #include "cli/launch.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "core/clock.h"
 
 #include "core/atomic_file.h"
 #include "cuda/cuda.h"
@@ -55,9 +62,61 @@ static const char *wk_mpirun(void) {
   return e && *e ? e : "mpirun";
 }
 
+typedef enum { WK_MPI_OTHER, WK_MPI_OPEN_MPI, WK_MPI_HYDRA } wk_mpi_launcher;
+
+extern char **environ;
+
+/* Which launcher `mpirun` is, from what `mpirun --version` prints: Open MPI's
+ * "mpirun (Open MPI) 4.1.4", MPICH's and Intel MPI's Hydra "HYDRA build
+ * details:". Anything else, or no answer within 10 s, is OTHER. */
+static wk_mpi_launcher wk_launcher_kind(const char *mpirun) {
+  int fd[2];
+  if (pipe(fd) != 0) return WK_MPI_OTHER;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, fd[1], STDERR_FILENO);
+  posix_spawn_file_actions_addclose(&fa, fd[0]);
+  char *av[] = {(char *)mpirun, "--version", NULL};
+  pid_t pid;
+  const int rc = posix_spawnp(&pid, mpirun, &fa, NULL, av, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fd[1]);
+  if (rc != 0) {
+    close(fd[0]);
+    return WK_MPI_OTHER;
+  }
+  char out[4096];
+  size_t n = 0;
+  const double until = wk_now_s() + 10.0;
+  for (;;) {
+    const double left = until - wk_now_s();
+    struct pollfd p = {.fd = fd[0], .events = POLLIN};
+    if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0) break;
+    const ssize_t got = read(fd[0], out + n, sizeof out - 1 - n);
+    if (got <= 0) break;
+    n += (size_t)got;
+    if (n == sizeof out - 1) break;
+  }
+  out[n] = '\0';
+  close(fd[0]);
+  if (waitpid(pid, NULL, WNOHANG) == 0) { /* still running: it had its 10 s */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  if (strstr(out, "Open MPI") || strstr(out, "OpenRTE")) return WK_MPI_OPEN_MPI;
+  if (strstr(out, "HYDRA")) return WK_MPI_HYDRA;
+  return WK_MPI_OTHER;
+}
+
 /* Replaces this process by mpirun starting n_ranks copies of `whisker CMD
  * ARGV...`; returns (an exit code) only when that cannot be done, after
- * saying why (no mpirun: what to install). */
+ * saying why (no mpirun: what to install). The options beyond -np are each
+ * launcher's own: Open MPI's --bind-to none (each rank runs its own thread
+ * pool over its share of the cores), --oversubscribe (more ranks than cores)
+ * and --allow-run-as-root (containers run as root); Hydra's -bind-to none
+ * (it oversubscribes and runs as root as it is); for a launcher it does not
+ * know, -np alone. */
 static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
   const char *mpirun = wk_mpirun();
   char exe[4096];
@@ -67,20 +126,25 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   }
   char np[16];
   snprintf(np, sizeof np, "%d", n_ranks);
-  /* mpirun -np N --bind-to none [--oversubscribe] [--allow-run-as-root] EXE CMD ARGS... */
   char **av = calloc((size_t)argc + 10, sizeof *av);
   if (!av) {
     fprintf(stderr, "whisker %s: out of memory\n", cmd);
     return WK_EXIT_FAIL;
   }
+  const wk_mpi_launcher kind = wk_launcher_kind(mpirun);
   int k = 0;
   av[k++] = (char *)mpirun;
   av[k++] = "-np";
   av[k++] = np;
-  av[k++] = "--bind-to"; /* each rank runs its own thread pool over its share of the cores */
-  av[k++] = "none";
-  if (n_ranks > sysconf(_SC_NPROCESSORS_ONLN)) av[k++] = "--oversubscribe";
-  if (geteuid() == 0) av[k++] = "--allow-run-as-root"; /* containers run as root */
+  if (kind == WK_MPI_OPEN_MPI) {
+    av[k++] = "--bind-to";
+    av[k++] = "none";
+    if (n_ranks > sysconf(_SC_NPROCESSORS_ONLN)) av[k++] = "--oversubscribe";
+    if (geteuid() == 0) av[k++] = "--allow-run-as-root";
+  } else if (kind == WK_MPI_HYDRA) {
+    av[k++] = "-bind-to";
+    av[k++] = "none";
+  }
   av[k++] = exe;
   av[k++] = (char *)cmd;
   for (int i = 0; i < argc; i++) av[k++] = argv[i];
@@ -88,9 +152,9 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   fflush(NULL);
   execvp(mpirun, av);
   if (errno == ENOENT)
-    fprintf(stderr, "whisker %s: %d processes are started with %s (Open MPI), which is not "
-            "installed: apt-get install openmpi-bin (or set $WHISKER_MPIRUN), or start the "
-            "processes with your own MPI launcher\n", cmd, n_ranks, mpirun);
+    fprintf(stderr, "whisker %s: %d processes are started with %s, which is not installed: "
+            "apt-get install openmpi-bin (or set $WHISKER_MPIRUN to MPICH's mpiexec, say), or "
+            "start the processes with your own MPI launcher\n", cmd, n_ranks, mpirun);
   else
     fprintf(stderr, "whisker %s: cannot start %s: %s\n", cmd, mpirun, strerror(errno));
   free(av);
