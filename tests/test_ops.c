@@ -590,12 +590,16 @@ START_TEST(test_activations_vs_ref) {
   const wk_act act = _i < 4 ? WK_ACT_RELU : WK_ACT_RELU6;
   wk_tensor x = rand_tensor(1, &n, 21 + (uint64_t)_i, -8, 8), dy = rand_tensor(1, &n, 22, -1, 1);
   wk_tensor y0 = zeros_like(&x), dx0 = zeros_like(&x), y1 = zeros_like(&x), dx1 = zeros_like(&x);
+  /* the edges of both masks, NaN (no gradient, output 0), huge and denormal values */
+  const float edge[] = {0.0f, -0.0f, 6.0f, NAN, 1e30f, -1e30f, 1e-40f, 5.9999995f, 6.0000005f};
+  for (size_t k = 0; k < sizeof edge / sizeof edge[0] && (int64_t)k < n; k++)
+    ((float *)x.data)[k * (size_t)n / (sizeof edge / sizeof edge[0])] = edge[k];
   wk_ctx *ref = wkt_ctx(WK_IMPL_REF, 1);
   expect_ok(wk_act_forward(ref, act, &x, &y0), "ref forward");
   expect_ok(wk_act_backward(ref, act, &x, &dy, &dx0), "ref backward");
   const float *xd = x.data, *yd = y0.data, *dyd = dy.data, *dxd = dx0.data;
   for (int64_t i = 0; i < n; i++) { /* the definition, checked on the reference */
-    float want = xd[i] < 0 ? 0 : (act == WK_ACT_RELU6 && xd[i] > 6 ? 6 : xd[i]);
+    float want = !(xd[i] > 0) ? 0 : (act == WK_ACT_RELU6 && xd[i] > 6 ? 6 : xd[i]);
     ck_assert_float_eq(yd[i], want);
     bool pass = xd[i] > 0 && (act == WK_ACT_RELU || xd[i] < 6);
     ck_assert_float_eq(dxd[i], pass ? dyd[i] : 0.0f);
@@ -610,6 +614,9 @@ START_TEST(test_activations_vs_ref) {
     memcpy(y1.data, x.data, wk_tensor_nbytes(&x));
     expect_ok(wk_act_forward(ctx, act, &y1, &y1), "in-place forward");
     expect_close("activation in place", act ? "relu6" : "relu", ctx->impl, &y1, &y0, 0);
+    memcpy(dx1.data, dy.data, wk_tensor_nbytes(&dy)); /* training's in-place backward */
+    expect_ok(wk_act_backward(ctx, act, &x, &dx1, &dx1), "in-place backward");
+    expect_close("activation backward in place", act ? "relu6" : "relu", ctx->impl, &dx1, &dx0, 0);
     wk_ctx_destroy(ctx);
   }
   wk_ctx_destroy(ref);
