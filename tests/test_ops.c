@@ -637,6 +637,9 @@ START_TEST(test_add_vs_ref) {
     wk_ctx *ctx = wkt_ctx(wk_test_impls[k], 2);
     expect_ok(wk_add_forward(ctx, &a, &b, &y1), "add");
     expect_close("add forward", "", ctx->impl, &y1, &y0, 0);
+    memcpy(y1.data, a.data, wk_tensor_nbytes(&a)); /* in place, as the residual add runs */
+    expect_ok(wk_add_forward(ctx, &y1, &b, &y1), "in-place add");
+    expect_close("add forward in place", "", ctx->impl, &y1, &y0, 0);
     expect_ok(wk_add_backward(ctx, &a, &da, &db), "add backward");
     expect_close("add backward a", "", ctx->impl, &da, &a, 0);
     expect_close("add backward b", "", ctx->impl, &db, &a, 0);
