@@ -299,6 +299,60 @@ START_TEST(test_eval_pointwise_depthwise_fusion) {
 }
 END_TEST
 
+/* The pair on the network's own input (value 0, NHWC): the skipped 1x1's
+ * output shares the input's buffer, which must stay the caller's. */
+static wk_net *pwdw_input_net(wk_impl impl, const char *pwdw_env) {
+  if (pwdw_env)
+    setenv("WHISKER_PWDW", pwdw_env, 1);
+  else
+    unsetenv("WHISKER_PWDW");
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(wkt_ctx(impl, 2), 20, 20, 8, &net), WK_OK);
+  const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
+  const wk_conv2d_params dw = wk_conv2d_params_make(2, 1, 32);
+  int v = wk_net_conv(net, "expand", 0, 32, 1, 1, &pw, false);
+  v = wk_net_act(net, "expand.relu6", v, WK_ACT_RELU6);
+  v = wk_net_conv(net, "dw", v, 32, 3, 3, &dw, true);
+  v = wk_net_flatten(net, "flat", v);
+  v = wk_net_linear(net, "fc", v, 3, true);
+  ck_assert_msg(v > 0 && wk_net_finalize(net, 4) == WK_OK, "%s", wk_last_error());
+  unsetenv("WHISKER_PWDW");
+  return net;
+}
+
+START_TEST(test_eval_pointwise_depthwise_on_the_input) {
+  wk_net *nets[3] = {pwdw_input_net(WK_IMPL_REF, NULL), pwdw_input_net(WK_IMPL_CPU, NULL),
+                     pwdw_input_net(WK_IMPL_CPU, "0")};
+  const int64_t xs[4] = {3, 20, 20, 8};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 6, -1.0f, 1.0f);
+  float *x0 = wkt_copy(x.data, (size_t)wk_tensor_numel(&x));
+  float *out[3];
+  int64_t n_out = 0;
+  for (int k = 0; k < 3; k++) {
+    wk_tensor y;
+    ck_assert_msg(wk_net_forward(nets[k], &x, false, &y) == WK_OK, "%s", wk_last_error());
+    n_out = wk_tensor_numel(&y);
+    out[k] = wkt_copy(y.data, (size_t)n_out);
+    ck_assert_msg(!memcmp(x.data, x0, wk_tensor_nbytes(&x)), "net %d wrote into its input", k);
+  }
+  const char *impl = wk_net_node_eval_impl(nets[1], node_named(nets[1], "dw"));
+  ck_assert_msg(impl && !strncmp(impl, "1x1+dw", 6), "dw ran on %s", impl);
+  double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
+  ck_assert_msg(e < 1e-4, "paired vs reference: %g", e);
+  e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
+  ck_assert_msg(e < 1e-5, "paired vs unpaired: %g", e);
+  for (int k = 0; k < 3; k++) {
+    free(out[k]);
+    wk_ctx *ctx = wk_net_ctx(nets[k]);
+    wk_net_destroy(nets[k]);
+    wk_ctx_destroy(ctx);
+  }
+  free(x0);
+  wk_tensor_free(&x);
+}
+END_TEST
+
 START_TEST(test_frozen_body_gets_no_gradient) {
   wkt_step all = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, NULL);
   wkt_step head = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, "conv");
@@ -640,6 +694,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18_direct);
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
   tcase_add_test(tc, test_eval_pointwise_depthwise_fusion);
+  tcase_add_test(tc, test_eval_pointwise_depthwise_on_the_input);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);
   tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);

@@ -374,22 +374,28 @@ END_TEST
  * convolutions: both layouts on each side, channel counts off the 16-channel
  * blocks, odd sizes, stride 1 and 2, with and without biases and
  * activations; the blocked output's padding channels zero; new weights taken
- * when their version changes. */
+ * when their version changes. oneDNN fuses only large shapes ("big": 112x112
+ * with 96 channels, on AVX-512), and whisker only nChw16c on both sides: its
+ * NHWC kernel computed garbage and its kernel without a 1x1 bias crashed
+ * (oneDNN 2.6.3), so the big cases pin both. */
 typedef struct {
   const char *name;
   int64_t n, h, w, c, e;
   int stride;
   bool src_blk, dst_blk, pw_bias, dw_bias;
   wk_post_act pw_post, dw_post;
+  bool big;
 } pwdw_case;
 
 static const pwdw_case pwdw_cases[] = {
-    {"16>96 s2 blocked", 2, 112, 112, 16, 96, 2, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
-    {"24>144 s1 blocked", 1, 9, 7, 24, 144, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
-    {"20>40 s2 odd", 2, 7, 5, 20, 40, 2, true, true, false, false, WK_POST_RELU, WK_POST_NONE},
-    {"8>24 s1 nhwc", 1, 6, 6, 8, 24, 1, false, false, true, false, WK_POST_NONE, WK_POST_RELU6},
-    {"32>64 s2 blocked in", 3, 8, 8, 32, 64, 2, true, false, false, true, WK_POST_RELU6, WK_POST_RELU},
-    {"160>960 s1 7x7", 1, 7, 7, 160, 960, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6},
+    {"16>96 s2 blocked", 1, 112, 112, 16, 96, 2, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6, true},
+    {"16>96 s2 blocked, no biases", 1, 112, 112, 16, 96, 2, true, true, false, false, WK_POST_RELU6, WK_POST_NONE, true},
+    {"16>96 s2 nhwc", 1, 112, 112, 16, 96, 2, false, false, true, true, WK_POST_RELU6, WK_POST_RELU6, true},
+    {"24>144 s1 blocked", 1, 9, 7, 24, 144, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6, false},
+    {"20>40 s2 odd", 2, 7, 5, 20, 40, 2, true, true, false, false, WK_POST_RELU, WK_POST_NONE, false},
+    {"8>24 s1 nhwc", 1, 6, 6, 8, 24, 1, false, false, true, false, WK_POST_NONE, WK_POST_RELU6, false},
+    {"32>64 s2 blocked in", 3, 8, 8, 32, 64, 2, true, false, false, true, WK_POST_RELU6, WK_POST_RELU, false},
+    {"160>960 s1 7x7", 1, 7, 7, 160, 960, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6, false},
 };
 
 START_TEST(test_conv2d_pwdw_vs_ref) {
@@ -427,9 +433,9 @@ START_TEST(test_conv2d_pwdw_vs_ref) {
   ck_assert((sb == 0) == wk_conv2d_pwdw_plan_fused(plan));
   float *scratch = NULL;
   if (sb) ck_assert_int_eq(posix_memalign((void **)&scratch, 64, sb), 0);
-  /* AVX-512: oneDNN has a jit kernel for the pair at this size (not at small ones) */
-  if (fuse && _i == 0 && wino_available())
-    ck_assert_msg(wk_conv2d_pwdw_plan_fused(plan), "%s: not fused", pc->name);
+  if (fuse && pc->big && wino_available()) /* AVX-512: oneDNN's jit kernel for the pair */
+    ck_assert_msg(wk_conv2d_pwdw_plan_fused(plan) == (pc->src_blk && pc->dst_blk), "%s: %s",
+                  pc->name, wk_conv2d_pwdw_plan_impl(plan));
   for (int k = 0; k < 2; k++) { /* the second weights under a new version */
     wino_ref(&p1, &x, &w1[k], pc->pw_bias ? &b1 : NULL, pc->pw_post, &mid);
     wino_ref(&p2, &mid, &w2, pc->dw_bias ? &b2 : NULL, pc->dw_post, &y0);

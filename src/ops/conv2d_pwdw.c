@@ -7,9 +7,10 @@
  * never travel to memory and back. Measured on 2 AVX-512 cores at batch 32
  * (1x1 + depthwise, separate -> fused): 16->96 channels at 112x112 with the
  * depthwise at stride 2 14.5 -> 8.8 ms; 24->144 at 56x56 11.5 -> 9.0 ms;
- * 96->576 at 14x14 4.9 -> 4.0 ms; at batch 1 they are even. Where oneDNN has
- * only its reference composition for the pair (small shapes, batch 1: no
- * faster) the plan runs the two convolutions' own plans in turn through the
+ * 96->576 at 14x14 4.9 -> 4.0 ms; at batch 1 they are even. Fused only
+ * between nChw16c activations (see wk_conv2d_pwdw_plan_create). Where oneDNN
+ * has only its reference composition for the pair (small shapes, batch 1: no
+ * faster), and for NHWC activations, the plan runs the two convolutions' own plans in turn through the
  * caller's scratch instead (the network's buffer pool, whose reused buffers
  * stay in cache; a buffer per plan made batch 1 about 8% slower). */
 #include <stdio.h>
@@ -31,7 +32,7 @@ struct wk_conv2d_pwdw_plan {
   wk_conv_mds m_pw, m_dw; /* the user's weights layouts of each side */
   dnnl_memory_desc_t src, dst;
   wk_wei_cache w_pw, w_dw;
-  float *zero_bias; /* the depthwise post-op always reads a bias */
+  float *zero_bias; /* (max(pw.o, dw.o)) for a side without bias: the fused kernel takes both */
   /* split: the two plans; the expanded activations (nChw16c) in the caller's scratch */
   wk_conv2d_plan *first, *second;
   size_t mid_bytes;
@@ -57,10 +58,10 @@ static dnnl_status_t wk_pwdw_eltwise(dnnl_post_ops_t po, wk_post_act a) {
   return dnnl_success;
 }
 
-/* The fused primitive, or false (nothing kept) when oneDNN has no jit kernel
- * for it in these layouts. */
-static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_post_act dw_post,
-                              dnnl_format_tag_t src_tag, dnnl_format_tag_t dst_tag) {
+/* The fused primitive on nChw16c activations, or false (nothing kept) when
+ * oneDNN has no jit kernel for it. */
+static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_post_act dw_post) {
+  const dnnl_format_tag_t src_tag = dnnl_nChw16c, dst_tag = dnnl_nChw16c;
   const wk_conv2d_geom *a = &p->pw, *b = &p->dw;
   const dnnl_dims_t src = {a->n, a->c, a->h, a->w}, mid = {a->n, a->o, a->oh, a->ow};
   const dnnl_dims_t dst = {b->n, b->o, b->oh, b->ow};
@@ -79,8 +80,7 @@ static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_po
   if (!s) s = dnnl_primitive_attr_set_post_ops(attr, po);
   if (!s)
     s = dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
-                                           &p->src, &p->m_pw.wei_any,
-                                           p->pw_bias ? &p->m_pw.bias : NULL, &mid_md,
+                                           &p->src, &p->m_pw.wei_any, &p->m_pw.bias, &mid_md,
                                            p->m_pw.strides, p->m_pw.pad_l, p->m_pw.pad_r);
   if (!s) s = dnnl_primitive_desc_create(&p->pd, &cd, attr, p->d->engine, NULL);
   /* oneDNN derives the depthwise output's size itself: it must be dw's, in
@@ -97,6 +97,18 @@ static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_po
     p->pd = NULL;
   }
   return s == dnnl_success;
+}
+
+/* Drops the fused primitive and what it needs. */
+static void wk_pwdw_fused_free(wk_conv2d_pwdw_plan *p) {
+  if (p->prim) dnnl_primitive_destroy(p->prim);
+  if (p->pd) dnnl_primitive_desc_destroy(p->pd);
+  p->prim = NULL;
+  p->pd = NULL;
+  wk_wei_cache_free(&p->w_pw);
+  wk_wei_cache_free(&p->w_dw);
+  free(p->zero_bias);
+  p->zero_bias = NULL;
 }
 
 static const dnnl_memory_desc_t *wk_pwdw_arg_md(const wk_conv2d_pwdw_plan *p, int arg) {
@@ -121,16 +133,27 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
   p->dw_bias = dw_bias;
   WK_DNNL_CHECK(wk_conv_mds_init(pw, &p->m_pw));
   WK_DNNL_CHECK(wk_conv_mds_init(dw, &p->m_dw));
-  if (fuse && wk_pwdw_try_fused(p, pw_post, dw_post, src_blk ? dnnl_nChw16c : dnnl_nhwc,
-                                dst_blk ? dnnl_nChw16c : dnnl_nhwc)) {
+  /* Only between nChw16c activations, and always with both biases: oneDNN
+   * 2.6.3 builds its jit kernel for NHWC too, which then computes garbage
+   * (found by review: 1e38 against the two convolutions run apart), and its
+   * kernel without a 1x1 bias crashes. */
+  if (fuse && src_blk && dst_blk && wk_pwdw_try_fused(p, pw_post, dw_post)) {
     const dnnl_memory_desc_t *w1 = dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *w2 = wk_pwdw_arg_md(p, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS);
     st = wk_wei_cache_init(p->d, &p->m_pw, w1, false, true, &p->w_pw);
     if (st == WK_OK) st = wk_wei_cache_init(p->d, &p->m_dw, w2, false, true, &p->w_dw);
-    if (st == WK_OK && !dw_bias && !(p->zero_bias = calloc((size_t)dw->o, sizeof(float))))
+    const size_t nz = (size_t)(pw->o > dw->o ? pw->o : dw->o);
+    if (st == WK_OK && (!pw_bias || !dw_bias) && !(p->zero_bias = calloc(nz, sizeof(float))))
       st = wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
-    snprintf(p->impl, sizeof p->impl, "1x1+dw fused: %s", wk_dnnl_impl_name(p->pd));
-    goto done;
+    if (st == WK_OK) {
+      snprintf(p->impl, sizeof p->impl, "1x1+dw fused: %s", wk_dnnl_impl_name(p->pd));
+      goto done;
+    }
+    if (st == WK_ERR_NOMEM) goto done;
+    /* e.g. no reorder into the post-op's weight layout: run the two in turn */
+    wk_clear_error();
+    st = WK_OK;
+    wk_pwdw_fused_free(p);
   }
   st = wk_conv2d_plan_create_layout(ctx, pw, pw_bias, true, pw_post, src_blk, true, &p->first);
   if (st == WK_OK)
@@ -151,11 +174,7 @@ done:
 
 void wk_conv2d_pwdw_plan_destroy(wk_conv2d_pwdw_plan *p) {
   if (!p) return;
-  if (p->prim) dnnl_primitive_destroy(p->prim);
-  if (p->pd) dnnl_primitive_desc_destroy(p->pd);
-  wk_wei_cache_free(&p->w_pw);
-  wk_wei_cache_free(&p->w_dw);
-  free(p->zero_bias);
+  wk_pwdw_fused_free(p);
   wk_conv2d_plan_destroy(p->first);
   wk_conv2d_plan_destroy(p->second);
   free(p);
@@ -186,6 +205,7 @@ wk_status wk_conv2d_pwdw_plan_forward(wk_conv2d_pwdw_plan *p, const float *x,
                         DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS,
                         DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, DNNL_ARG_BIAS};
   const dnnl_memory_desc_t *mds[6] = {&p->src, w1, &p->dst, w2, b2, &p->m_pw.bias};
-  const void *ptrs[6] = {x, w1_data, y, w2_data, dw->b ? dw->b : p->zero_bias, pw->b};
-  return wk_dnnl_exec(p->d, p->prim, pw->b ? 6 : 5, kinds, mds, ptrs);
+  const void *ptrs[6] = {x, w1_data, y, w2_data, dw->b ? dw->b : p->zero_bias,
+                         pw->b ? pw->b : p->zero_bias};
+  return wk_dnnl_exec(p->d, p->prim, 6, kinds, mds, ptrs);
 }

@@ -55,10 +55,11 @@ const char *wk_conv2d_plan_impl(const wk_conv2d_plan *p);
 /* A 1x1 convolution followed by a depthwise 3x3 one (stride 1 or 2, padding
  * 1 all round, one filter per channel), for inference: MobileNetV2's
  * expansion and depthwise layers. Fused (oneDNN's depthwise post-op with a jit
- * kernel for the pair), the expanded activations between the two, six times
- * the block's input, are made a few rows at a time in cache and never written
- * out: 1.2-1.6x faster for the wide early layers at batch 32. Otherwise, or
- * with fuse false, the two plans run in turn through the caller's scratch.
+ * kernel for the pair; nChw16c activations on both sides only), the expanded
+ * activations between the two, six times the block's input, are made a few
+ * rows at a time in cache and never written out: 1.2-1.6x faster for the
+ * wide early layers at batch 32. Otherwise, or with fuse false, the two plans
+ * run in turn through the caller's scratch.
  * Each side takes its own post activation. WK_ERR_INVALID_ARG for geometries
  * that are not such a pair (wk_conv2d_pwdw_pair says which are). */
 typedef struct wk_conv2d_pwdw_plan wk_conv2d_pwdw_plan;
