@@ -2,7 +2,7 @@
 #include "cli/launch.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -66,21 +66,38 @@ typedef enum { WK_MPI_OTHER, WK_MPI_OPEN_MPI, WK_MPI_HYDRA } wk_mpi_launcher;
 
 extern char **environ;
 
+/* The launcher kind a `--version` answer names, or -1 for none yet. */
+static int wk_launcher_in(const char *out) {
+  if (strstr(out, "Open MPI") || strstr(out, "OpenRTE")) return WK_MPI_OPEN_MPI;
+  if (strstr(out, "HYDRA")) return WK_MPI_HYDRA;
+  return -1;
+}
+
 /* Which launcher `mpirun` is, from what `mpirun --version` prints: Open MPI's
- * "mpirun (Open MPI) 4.1.4", MPICH's and Intel MPI's Hydra "HYDRA build
- * details:". Anything else, or no answer within 10 s, is OTHER. */
+ * "mpirun (Open MPI) 4.1.4", MPICH's Hydra "HYDRA build details:" (Intel
+ * MPI's, not checked, may name itself otherwise: OTHER). Reading stops at a
+ * known name, when the launcher has exited (what it wrote is drained, even if
+ * a process it left behind keeps the pipe open), or after 10 s; the launcher
+ * runs in a process group of its own, which is killed if anything of it is
+ * still running then. Anything but a known name is OTHER. */
 static wk_mpi_launcher wk_launcher_kind(const char *mpirun) {
   int fd[2];
   if (pipe(fd) != 0) return WK_MPI_OTHER;
   posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&fa, fd[1], STDERR_FILENO);
-  posix_spawn_file_actions_addclose(&fa, fd[0]);
+  posix_spawnattr_t at;
+  bool fa_ok = posix_spawn_file_actions_init(&fa) == 0;
+  bool at_ok = posix_spawnattr_init(&at) == 0;
+  int rc = fa_ok && at_ok ? 0 : -1;
+  if (!rc) rc = posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);
+  if (!rc) rc = posix_spawn_file_actions_adddup2(&fa, fd[1], STDERR_FILENO);
+  if (!rc) rc = posix_spawn_file_actions_addclose(&fa, fd[0]);
+  if (!rc) rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+  if (!rc) rc = posix_spawnattr_setpgroup(&at, 0); /* a group of its own, led by it */
   char *av[] = {(char *)mpirun, "--version", NULL};
-  pid_t pid;
-  const int rc = posix_spawnp(&pid, mpirun, &fa, NULL, av, environ);
-  posix_spawn_file_actions_destroy(&fa);
+  pid_t pid = -1;
+  if (!rc) rc = posix_spawnp(&pid, mpirun, &fa, &at, av, environ);
+  if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+  if (at_ok) posix_spawnattr_destroy(&at);
   close(fd[1]);
   if (rc != 0) {
     close(fd[0]);
@@ -88,25 +105,34 @@ static wk_mpi_launcher wk_launcher_kind(const char *mpirun) {
   }
   char out[4096];
   size_t n = 0;
+  out[0] = '\0';
+  bool exited = false;
   const double until = wk_now_s() + 10.0;
-  for (;;) {
+  while (wk_launcher_in(out) < 0 && n < sizeof out - 1) {
     const double left = until - wk_now_s();
+    if (left <= 0) break;
+    /* after the launcher exited, only what is already in the pipe */
     struct pollfd p = {.fd = fd[0], .events = POLLIN};
-    if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0) break;
+    const int ms = exited ? 0 : (left < 0.1 ? (int)(left * 1000) + 1 : 100);
+    const int ready = poll(&p, 1, ms);
+    if (ready < 0) break;
+    if (ready == 0) {
+      if (exited) break;
+      exited = waitpid(pid, NULL, WNOHANG) == pid;
+      continue;
+    }
     const ssize_t got = read(fd[0], out + n, sizeof out - 1 - n);
     if (got <= 0) break;
     n += (size_t)got;
-    if (n == sizeof out - 1) break;
+    out[n] = '\0';
   }
-  out[n] = '\0';
   close(fd[0]);
-  if (waitpid(pid, NULL, WNOHANG) == 0) { /* still running: it had its 10 s */
-    kill(pid, SIGKILL);
+  if (!exited && waitpid(pid, NULL, WNOHANG) == 0) { /* still running: it had its chance */
+    kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
   }
-  if (strstr(out, "Open MPI") || strstr(out, "OpenRTE")) return WK_MPI_OPEN_MPI;
-  if (strstr(out, "HYDRA")) return WK_MPI_HYDRA;
-  return WK_MPI_OTHER;
+  const int kind = wk_launcher_in(out);
+  return kind < 0 ? WK_MPI_OTHER : (wk_mpi_launcher)kind;
 }
 
 /* Replaces this process by mpirun starting n_ranks copies of `whisker CMD
@@ -114,9 +140,9 @@ static wk_mpi_launcher wk_launcher_kind(const char *mpirun) {
  * saying why (no mpirun: what to install). The options beyond -np are each
  * launcher's own: Open MPI's --bind-to none (each rank runs its own thread
  * pool over its share of the cores), --oversubscribe (more ranks than cores)
- * and --allow-run-as-root (containers run as root); Hydra's -bind-to none
- * (it oversubscribes and runs as root as it is); for a launcher it does not
- * know, -np alone. */
+ * and --allow-run-as-root (containers run as root); MPICH's Hydra's
+ * -bind-to none (it oversubscribes and runs as root as it is); for a launcher
+ * it does not know, -np alone. */
 static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
   const char *mpirun = wk_mpirun();
   char exe[4096];
