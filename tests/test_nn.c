@@ -101,6 +101,21 @@ static float *wkt_copy(const float *p, size_t n) {
   return c;
 }
 
+/* Batchnorm statistics and affine parameters (and biases) set to
+ * non-trivial values, so that evaluation folding is exercised. */
+static void wkt_perturb(wk_net *net) {
+  size_t np, nb;
+  const wk_param *params = wk_net_params(net, &np);
+  const wk_param *bufs = wk_net_buffers(net, &nb);
+  float *w = wk_net_weights(net), *bd = wk_net_buffer_data(net);
+  for (size_t i = 0; i < np; i++)
+    if (strstr(params[i].name, "bn") || params[i].ndim == 1)
+      wkt_fill_f32(w + params[i].offset, (int64_t)params[i].numel, 100 + i, 0.5f, 1.5f);
+  for (size_t i = 0; i < nb; i++)
+    wkt_fill_f32(bd + bufs[i].offset, (int64_t)bufs[i].numel, 500 + i, 0.2f, 1.0f);
+  wk_net_weights_changed(net);
+}
+
 /* Builds `arch` under `impl`, perturbs batchnorm statistics and affine params
  * (so evaluation folding is exercised with non-trivial values), runs eval
  * forward, train forward and backward of sum(out * r). */
@@ -112,16 +127,8 @@ static wkt_step wkt_run(wk_impl impl, const char *arch, int classes, int size, i
   o.width = strcmp(arch, "mobilenetv2") == 0 ? 0.5f : 1.0f;
   wk_net *net;
   ck_assert_msg(wk_zoo_build(ctx, arch, &o, 7, &net) == WK_OK, "%s", wk_last_error());
-  size_t np, nb;
-  const wk_param *params = wk_net_params(net, &np);
-  const wk_param *bufs = wk_net_buffers(net, &nb);
-  float *w = wk_net_weights(net), *bd = wk_net_buffer_data(net);
-  for (size_t i = 0; i < np; i++)
-    if (strstr(params[i].name, "bn") || params[i].ndim == 1)
-      wkt_fill_f32(w + params[i].offset, (int64_t)params[i].numel, 100 + i, 0.5f, 1.5f);
-  for (size_t i = 0; i < nb; i++)
-    wkt_fill_f32(bd + bufs[i].offset, (int64_t)bufs[i].numel, 500 + i, 0.2f, 1.0f);
-  wk_net_weights_changed(net);
+  wkt_perturb(net);
+  float *bd = wk_net_buffer_data(net);
   if (freeze_prefix) wk_net_set_frozen(net, freeze_prefix, true);
   const int64_t xs[4] = {batch, size, size, 3};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs);
@@ -186,18 +193,62 @@ START_TEST(test_fast_path_matches_reference_mobilenetv2) {
 END_TEST
 
 /* Evaluation runs each 1x1 conv whose only reader is a depthwise 3x3 conv
- * inside that conv's node (exec_plan.c, wk_conv2d_pwdw_plan). Two
- * MobileNetV2-like blocks (batchnorms to fold, a residual add reading the
+ * inside that conv's node (exec_plan.c, wk_conv2d_pwdw_plan). A network is
+ * built three times: the reference, the fast path, and the fast path with
+ * WHISKER_PWDW=0 (read when the network is finalized). */
+typedef wk_net *(*pwdw_builder)(wk_ctx *ctx);
+
+static void pwdw_nets(pwdw_builder build, wk_net *nets[3]) {
+  const wk_impl impls[3] = {WK_IMPL_REF, WK_IMPL_CPU, WK_IMPL_CPU};
+  for (int k = 0; k < 3; k++) {
+    if (k == 2)
+      setenv("WHISKER_PWDW", "0", 1);
+    else
+      unsetenv("WHISKER_PWDW");
+    nets[k] = build(wkt_ctx(impls[k], 2));
+  }
+  unsetenv("WHISKER_PWDW");
+}
+
+static void pwdw_nets_free(wk_net *nets[3]) {
+  for (int k = 0; k < 3; k++) {
+    wk_ctx *ctx = wk_net_ctx(nets[k]);
+    wk_net_destroy(nets[k]);
+    wk_ctx_destroy(ctx);
+  }
+}
+
+/* Evaluates x on the three networks: paired vs reference within 1e-4, vs
+ * unpaired within 1e-5; with x0 (x's values), x must stay unwritten. */
+static void pwdw_expect_close(wk_net *nets[3], const wk_tensor *x, const float *x0,
+                              const char *what) {
+  float *out[3];
+  int64_t n_out = 0;
+  for (int k = 0; k < 3; k++) {
+    wk_tensor y;
+    ck_assert_msg(wk_net_forward(nets[k], x, false, &y) == WK_OK, "%s", wk_last_error());
+    n_out = wk_tensor_numel(&y);
+    out[k] = wkt_copy(y.data, (size_t)n_out);
+    if (x0) ck_assert_msg(!memcmp(x->data, x0, wk_tensor_nbytes(x)), "net %d wrote into its input", k);
+  }
+  double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
+  ck_assert_msg(e < 1e-4, "%s: paired vs reference: %g", what, e);
+  e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
+  ck_assert_msg(e < 1e-5, "%s: paired vs unpaired: %g", what, e);
+  for (int k = 0; k < 3; k++) free(out[k]);
+}
+
+static int node_named(const wk_net *net, const char *name) {
+  for (int i = 0; i < wk_net_n_nodes(net); i++)
+    if (!strcmp(wk_net_node(net, i)->name, name)) return i;
+  ck_abort_msg("no node %s", name);
+  return -1;
+}
+
+/* Two MobileNetV2-like blocks (batchnorms to fold, a residual add reading the
  * block's input too, biases without batchnorm, stride 1 and 2, activations in
- * nChw16c) against the
- * reference and against the unfused fast path (WHISKER_PWDW=0), then again
- * after the weights change. */
-static wk_net *pwdw_net(wk_impl impl, const char *pwdw_env) {
-  if (pwdw_env)
-    setenv("WHISKER_PWDW", pwdw_env, 1);
-  else
-    unsetenv("WHISKER_PWDW");
-  wk_ctx *ctx = wkt_ctx(impl, 2);
+ * nChw16c), compared before and after the weights change. */
+static wk_net *pwdw_blocks_net(wk_ctx *ctx) {
   wk_net *net;
   ck_assert_int_eq(wk_net_create(ctx, 64, 64, 16, &net), WK_OK);
   const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
@@ -222,57 +273,27 @@ static wk_net *pwdw_net(wk_impl impl, const char *pwdw_env) {
   v = wk_net_flatten(net, "flat", v);
   v = wk_net_linear(net, "fc", v, 5, true);
   ck_assert_msg(v > 0 && wk_net_finalize(net, 9) == WK_OK, "%s", wk_last_error());
-  unsetenv("WHISKER_PWDW");
-  size_t np, nb;
-  const wk_param *params = wk_net_params(net, &np);
-  const wk_param *bufs = wk_net_buffers(net, &nb);
-  float *w = wk_net_weights(net), *bd = wk_net_buffer_data(net);
-  for (size_t i = 0; i < np; i++)
-    if (params[i].ndim == 1)
-      wkt_fill_f32(w + params[i].offset, (int64_t)params[i].numel, 100 + i, 0.5f, 1.5f);
-  for (size_t i = 0; i < nb; i++)
-    wkt_fill_f32(bd + bufs[i].offset, (int64_t)bufs[i].numel, 500 + i, 0.2f, 1.0f);
-  wk_net_weights_changed(net);
+  wkt_perturb(net);
   return net;
 }
 
-static int node_named(const wk_net *net, const char *name) {
-  for (int i = 0; i < wk_net_n_nodes(net); i++)
-    if (!strcmp(wk_net_node(net, i)->name, name)) return i;
-  ck_abort_msg("no node %s", name);
-  return -1;
-}
-
 START_TEST(test_eval_pointwise_depthwise_fusion) {
-  wk_net *nets[3] = {pwdw_net(WK_IMPL_REF, NULL), pwdw_net(WK_IMPL_CPU, NULL),
-                     pwdw_net(WK_IMPL_CPU, "0")};
+  wk_net *nets[3];
+  pwdw_nets(pwdw_blocks_net, nets);
   const int64_t xs[4] = {2, 64, 64, 16};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs);
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 5, -1.0f, 1.0f);
-  for (int round = 0; round < 2; round++) {
-    float *out[3];
-    int64_t n_out = 0;
-    for (int k = 0; k < 3; k++) {
-      if (round == 1) { /* new weights for the first block's 1x1 and depthwise convs */
-        size_t np;
-        const wk_param *params = wk_net_params(nets[k], &np);
-        for (size_t i = 0; i < np; i++)
-          if (!strcmp(params[i].name, "b1.expand.weight") || !strcmp(params[i].name, "b1.dw.weight"))
-            wkt_fill_f32(wk_net_weights(nets[k]) + params[i].offset, (int64_t)params[i].numel,
-                         900 + i, -0.5f, 0.5f);
-        wk_net_weights_changed(nets[k]);
-      }
-      wk_tensor y;
-      ck_assert_msg(wk_net_forward(nets[k], &x, false, &y) == WK_OK, "%s", wk_last_error());
-      n_out = wk_tensor_numel(&y);
-      out[k] = wkt_copy(y.data, (size_t)n_out);
-    }
-    double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
-    ck_assert_msg(e < 1e-4, "round %d: fused vs reference: %g", round, e);
-    e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
-    ck_assert_msg(e < 1e-5, "round %d: fused vs unfused: %g", round, e);
-    for (int k = 0; k < 3; k++) free(out[k]);
+  pwdw_expect_close(nets, &x, NULL, "first weights");
+  for (int k = 0; k < 3; k++) { /* new weights for the first block's 1x1 and depthwise convs */
+    size_t np;
+    const wk_param *params = wk_net_params(nets[k], &np);
+    for (size_t i = 0; i < np; i++)
+      if (!strcmp(params[i].name, "b1.expand.weight") || !strcmp(params[i].name, "b1.dw.weight"))
+        wkt_fill_f32(wk_net_weights(nets[k]) + params[i].offset, (int64_t)params[i].numel,
+                     900 + i, -0.5f, 0.5f);
+    wk_net_weights_changed(nets[k]);
   }
+  pwdw_expect_close(nets, &x, NULL, "new weights");
   for (int b = 1; b <= 2; b++) {
     char dw[16], ex[16];
     snprintf(dw, sizeof dw, "b%d.dw", b);
@@ -291,23 +312,15 @@ START_TEST(test_eval_pointwise_depthwise_fusion) {
     ck_assert_msg(!strncmp(b2, "1x1+dw fused", 12), "b2.dw ran on %s", b2);
 #endif
   wk_tensor_free(&x);
-  for (int k = 0; k < 3; k++) {
-    wk_ctx *ctx = wk_net_ctx(nets[k]);
-    wk_net_destroy(nets[k]);
-    wk_ctx_destroy(ctx);
-  }
+  pwdw_nets_free(nets);
 }
 END_TEST
 
 /* The pair on the network's own input (value 0, NHWC): the skipped 1x1's
  * output shares the input's buffer, which must stay the caller's. */
-static wk_net *pwdw_input_net(wk_impl impl, const char *pwdw_env) {
-  if (pwdw_env)
-    setenv("WHISKER_PWDW", pwdw_env, 1);
-  else
-    unsetenv("WHISKER_PWDW");
+static wk_net *pwdw_input_net(wk_ctx *ctx) {
   wk_net *net;
-  ck_assert_int_eq(wk_net_create(wkt_ctx(impl, 2), 20, 20, 8, &net), WK_OK);
+  ck_assert_int_eq(wk_net_create(ctx, 20, 20, 8, &net), WK_OK);
   const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
   const wk_conv2d_params dw = wk_conv2d_params_make(2, 1, 32);
   int v = wk_net_conv(net, "expand", 0, 32, 1, 1, &pw, false);
@@ -316,38 +329,20 @@ static wk_net *pwdw_input_net(wk_impl impl, const char *pwdw_env) {
   v = wk_net_flatten(net, "flat", v);
   v = wk_net_linear(net, "fc", v, 3, true);
   ck_assert_msg(v > 0 && wk_net_finalize(net, 4) == WK_OK, "%s", wk_last_error());
-  unsetenv("WHISKER_PWDW");
   return net;
 }
 
 START_TEST(test_eval_pointwise_depthwise_on_the_input) {
-  wk_net *nets[3] = {pwdw_input_net(WK_IMPL_REF, NULL), pwdw_input_net(WK_IMPL_CPU, NULL),
-                     pwdw_input_net(WK_IMPL_CPU, "0")};
+  wk_net *nets[3];
+  pwdw_nets(pwdw_input_net, nets);
   const int64_t xs[4] = {3, 20, 20, 8};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs);
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 6, -1.0f, 1.0f);
   float *x0 = wkt_copy(x.data, (size_t)wk_tensor_numel(&x));
-  float *out[3];
-  int64_t n_out = 0;
-  for (int k = 0; k < 3; k++) {
-    wk_tensor y;
-    ck_assert_msg(wk_net_forward(nets[k], &x, false, &y) == WK_OK, "%s", wk_last_error());
-    n_out = wk_tensor_numel(&y);
-    out[k] = wkt_copy(y.data, (size_t)n_out);
-    ck_assert_msg(!memcmp(x.data, x0, wk_tensor_nbytes(&x)), "net %d wrote into its input", k);
-  }
+  pwdw_expect_close(nets, &x, x0, "on the input");
   const char *impl = wk_net_node_eval_impl(nets[1], node_named(nets[1], "dw"));
   ck_assert_msg(impl && !strncmp(impl, "1x1+dw", 6), "dw ran on %s", impl);
-  double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
-  ck_assert_msg(e < 1e-4, "paired vs reference: %g", e);
-  e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
-  ck_assert_msg(e < 1e-5, "paired vs unpaired: %g", e);
-  for (int k = 0; k < 3; k++) {
-    free(out[k]);
-    wk_ctx *ctx = wk_net_ctx(nets[k]);
-    wk_net_destroy(nets[k]);
-    wk_ctx_destroy(ctx);
-  }
+  pwdw_nets_free(nets);
   free(x0);
   wk_tensor_free(&x);
 }

@@ -105,7 +105,7 @@ static int wk_value_ndim(const wk_net *net, int v, int64_t shape[3]) {
 int64_t wk_net_eval_numel(const wk_net *net, int v) {
   int64_t s[3];
   int nd = wk_value_ndim(net, v, s);
-  if (nd == 3 && net->blk_eval && net->blk_eval[net->alias_eval[v]])
+  if (nd == 3 && wk_eval_blocked(net, v))
     return s[0] * s[1] * wk_blk16(s[2]);
   return nd == 3 ? s[0] * s[1] * s[2] : s[0];
 }

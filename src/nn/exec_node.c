@@ -34,9 +34,8 @@ static wk_status wk_node_fail(const wk_node *nd, wk_status s) {
   return wk_fail(s, "%s (%s): %s", nd->name, wk_node_op_name(nd->op), wk_last_error());
 }
 
-/* Evaluation: whether value v's buffer is nChw16c (exec_plan.c). */
 static bool wk_blk(const wk_net *net, int v, bool train) {
-  return !train && net->blk_eval && net->blk_eval[net->alias_eval[v]];
+  return !train && wk_eval_blocked(net, v);
 }
 
 /* A whole nChw16c buffer as a flat tensor: elementwise ops run over the

@@ -127,13 +127,16 @@ static wk_status wk_plan_blocked(wk_net *net) {
   return WK_OK;
 }
 
+static wk_status wk_conv_geom(const wk_node *nd, const wk_tensor *x, wk_conv2d_geom *g) {
+  return wk_conv2d_geom_make(&nd->conv, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                             nd->out_ch, nd->kh, nd->kw, g);
+}
+
 /* Node i's geometry for one sample, from its input value's shape. */
 static wk_status wk_node_geom1(const wk_net *net, int i, wk_conv2d_geom *g) {
-  const wk_node *nd = &net->nodes[i];
-  const wk_tensor x = wk_net_value_tensor(net, nd->in[0], 1, NULL);
+  const wk_tensor x = wk_net_value_tensor(net, net->nodes[i].in[0], 1, NULL);
   if (x.ndim != 4) return WK_ERR_UNSUPPORTED;
-  return wk_conv2d_geom_make(&nd->conv, 1, x.shape[1], x.shape[2], x.shape[3], nd->out_ch, nd->kh,
-                             nd->kw, g);
+  return wk_conv_geom(&net->nodes[i], &x, g);
 }
 
 /* The last node of conv i's folded chain (its activation, its batchnorm, or i). */
@@ -291,11 +294,6 @@ static wk_status wk_fold(wk_net *net, int i, int j) {
   return WK_OK;
 }
 
-static wk_status wk_conv_geom(const wk_node *nd, const wk_tensor *x, wk_conv2d_geom *g) {
-  return wk_conv2d_geom_make(&nd->conv, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
-                             nd->out_ch, nd->kh, nd->kw, g);
-}
-
 /* Conv node i's weights for evaluation: with its batchnorm folded in, or as
  * they are. */
 static wk_status wk_eval_weights(wk_net *net, int i, wk_conv2d_weights *out) {
@@ -322,8 +320,6 @@ static wk_post_act wk_eval_post(const wk_net *net, int i) {
   return net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
 }
 
-static bool wk_eval_blk(const wk_net *net, int v) { return net->blk_eval[net->alias_eval[v]]; }
-
 /* Depthwise node d with its 1x1 node (net->pwdw[d]), reading the 1x1's input. */
 static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
   const int a = net->pwdw[d];
@@ -340,8 +336,8 @@ static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
     WK_TRY(wk_conv_geom(pn, &x, &g1));
     WK_TRY(wk_conv_geom(dn, &expanded, &g2));
     WK_TRY(wk_conv2d_pwdw_plan_create(net->ctx, &g1, w1.b != NULL, wk_eval_post(net, a), &g2,
-                                      w2.b != NULL, wk_eval_post(net, d), wk_eval_blk(net, pn->in[0]),
-                                      wk_eval_blk(net, d + 1), true, &st->pwdw_eval));
+                                      w2.b != NULL, wk_eval_post(net, d), wk_eval_blocked(net, pn->in[0]),
+                                      wk_eval_blocked(net, d + 1), true, &st->pwdw_eval));
   }
   /* the expanded activations when the two run in turn: a pool buffer, as
    * the 1x1's output would have been */
@@ -375,7 +371,7 @@ wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *
   WK_TRY(wk_eval_weights(net, i, &wt));
   if (!st->conv_eval)
     WK_TRY(wk_conv2d_plan_create_layout(net->ctx, &g, wt.b != NULL, true, wk_eval_post(net, i),
-                                        wk_eval_blk(net, nd->in[0]), wk_eval_blk(net, i + 1),
+                                        wk_eval_blocked(net, nd->in[0]), wk_eval_blocked(net, i + 1),
                                         &st->conv_eval));
   return wk_conv2d_plan_forward(st->conv_eval, x->data, wt.w, wt.version, wt.b, y->data);
 }

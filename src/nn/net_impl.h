@@ -97,6 +97,11 @@ struct wk_net {
   size_t in_f32_elems;
 };
 
+/* Whether value v's buffer is nChw16c in evaluation (exec_plan.c, wk_plan_blocked). */
+static inline bool wk_eval_blocked(const wk_net *net, int v) {
+  return net->blk_eval && net->blk_eval[net->alias_eval[v]];
+}
+
 /* exec.c: x is a batch for the network (shape, dtype, 8-bit normalisation set) */
 wk_status wk_net_check_input(const wk_net *net, const wk_tensor *x);
 

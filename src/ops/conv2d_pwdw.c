@@ -26,7 +26,7 @@ struct wk_conv2d_pwdw_plan {
   wk_dnnl *d;
   wk_conv2d_geom pw, dw;
   bool pw_bias, dw_bias;
-  /* fused: one primitive; src and dst in the caller's layouts */
+  /* fused: one primitive; src and dst nChw16c, as the caller's */
   dnnl_primitive_desc_t pd;
   dnnl_primitive_t prim;
   wk_conv_mds m_pw, m_dw; /* the user's weights layouts of each side */
@@ -61,7 +61,7 @@ static dnnl_status_t wk_pwdw_eltwise(dnnl_post_ops_t po, wk_post_act a) {
 /* The fused primitive on nChw16c activations, or false (nothing kept) when
  * oneDNN has no jit kernel for it. */
 static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_post_act dw_post) {
-  const dnnl_format_tag_t src_tag = dnnl_nChw16c, dst_tag = dnnl_nChw16c;
+  const dnnl_format_tag_t blk = dnnl_nChw16c;
   const wk_conv2d_geom *a = &p->pw, *b = &p->dw;
   const dnnl_dims_t src = {a->n, a->c, a->h, a->w}, mid = {a->n, a->o, a->oh, a->ow};
   const dnnl_dims_t dst = {b->n, b->o, b->oh, b->ow};
@@ -69,9 +69,9 @@ static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_po
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_convolution_desc_t cd;
-  dnnl_status_t s = dnnl_memory_desc_init_by_tag(&p->src, 4, src, dnnl_f32, src_tag);
-  if (!s) s = dnnl_memory_desc_init_by_tag(&mid_md, 4, mid, dnnl_f32, dst_tag);
-  if (!s) s = dnnl_memory_desc_init_by_tag(&p->dst, 4, dst, dnnl_f32, dst_tag);
+  dnnl_status_t s = dnnl_memory_desc_init_by_tag(&p->src, 4, src, dnnl_f32, blk);
+  if (!s) s = dnnl_memory_desc_init_by_tag(&mid_md, 4, mid, dnnl_f32, blk);
+  if (!s) s = dnnl_memory_desc_init_by_tag(&p->dst, 4, dst, dnnl_f32, blk);
   if (!s) s = dnnl_primitive_attr_create(&attr);
   if (!s) s = dnnl_post_ops_create(&po);
   if (!s) s = wk_pwdw_eltwise(po, pw_post);
@@ -83,8 +83,8 @@ static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_po
                                            &p->src, &p->m_pw.wei_any, &p->m_pw.bias, &mid_md,
                                            p->m_pw.strides, p->m_pw.pad_l, p->m_pw.pad_r);
   if (!s) s = dnnl_primitive_desc_create(&p->pd, &cd, attr, p->d->engine, NULL);
-  /* oneDNN derives the depthwise output's size itself: it must be dw's, in
-   * the caller's layout, from a kernel better than its reference */
+  /* oneDNN derives the depthwise output's size itself: it must be dw's,
+   * from a kernel better than its reference */
   if (!s && (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0),
                                      &p->dst) ||
              strncmp(wk_dnnl_impl_name(p->pd), "ref", 3) == 0))
@@ -158,8 +158,7 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
   st = wk_conv2d_plan_create_layout(ctx, pw, pw_bias, true, pw_post, src_blk, true, &p->first);
   if (st == WK_OK)
     st = wk_conv2d_plan_create_layout(ctx, dw, dw_bias, true, dw_post, true, dst_blk, &p->second);
-  p->mid_bytes = (size_t)pw->n * (size_t)((pw->o + 15) / 16 * 16) * (size_t)pw->oh *
-                 (size_t)pw->ow * sizeof(float);
+  p->mid_bytes = (size_t)(pw->n * wk_blk16(pw->o) * pw->oh * pw->ow) * sizeof(float);
   if (st == WK_OK)
     snprintf(p->impl, sizeof p->impl, "1x1+dw in turn: %s, %s", wk_conv2d_plan_impl(p->first),
              wk_conv2d_plan_impl(p->second));
