@@ -712,7 +712,7 @@ static epoch_dump run_loader(const wk_dataset *ds, wk_loader_cfg cfg, int worker
     while (wk_loader_next_batch(ld, &b) == WK_OK && b) {
       ck_assert_int_eq(b->index, batches++);
       ck_assert_int_eq(b->epoch, e);
-      ck_assert_int_eq(b->images.shape[0], b->n);
+      ck_assert_int_eq((b->images.data ? &b->images : &b->images_u8)->shape[0], b->n);
       if (b->images.data) dump_put(&d, b->images.data, wk_tensor_nbytes(&b->images));
       if (b->images_u8.data) dump_put(&d, b->images_u8.data, wk_tensor_nbytes(&b->images_u8));
       dump_put(&d, b->labels.data, wk_tensor_nbytes(&b->labels));
@@ -905,6 +905,75 @@ START_TEST(test_loader_restart_and_shutdown_mid_epoch) {
 }
 END_TEST
 
+/* Peeking (a GPU trainer uploads the next batch while the current one
+ * computes): with the smallest ring, the batch held stays as it was, the peeked
+ * one is what the next call returns, unchanged, and the epoch's bytes are
+ * those of a loader nobody peeks into. */
+START_TEST(test_loader_peek_keeps_the_current_batch) {
+  char *root = loader_fixture();
+  wk_dataset_opts o = quiet_opts(true);
+  wk_dataset *ds = NULL;
+  ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_OK);
+  wk_loader_cfg cfg = wk_loader_cfg_train(16, 5, 1, 9);
+  cfg.drop_last = false;
+  cfg.want_u8 = true;
+  cfg.want_f32 = false;
+  cfg.prefetch = 2;
+  for (int workers = 1; workers <= 3; workers += 2) {
+    epoch_dump plain = run_loader(ds, cfg, workers, 2);
+    cfg.n_workers = workers;
+    wk_loader *ld = NULL;
+    ck_assert_int_eq(wk_loader_create(ds, &cfg, &ld), WK_OK);
+    const wk_batch *b = NULL, *p = NULL;
+    ck_assert_int_eq(wk_loader_peek_batch(ld, &p), WK_ERR_INVALID_ARG); /* no epoch yet */
+    epoch_dump peeked = {0};
+    for (int e = 0; e < 2; e++) {
+      ck_assert_int_eq(wk_loader_start_epoch(ld, e), WK_OK);
+      ck_assert_int_eq(wk_loader_peek_batch(ld, &p), WK_OK); /* before the first */
+      ck_assert_ptr_nonnull(p);
+      ck_assert_int_eq(p->index, 0);
+      int64_t batches = 0;
+      while (wk_loader_next_batch(ld, &b) == WK_OK && b) {
+        ck_assert_ptr_eq(b, p); /* what the peek showed */
+        ck_assert_int_eq(b->index, batches++);
+        const size_t nb = wk_tensor_nbytes(&b->images_u8);
+        unsigned char *held = malloc(nb);
+        memcpy(held, b->images_u8.data, nb);
+        const int64_t first = b->samples[0];
+        ck_assert_int_eq(wk_loader_peek_batch(ld, &p), WK_OK);
+        const wk_batch *again = NULL;
+        ck_assert_int_eq(wk_loader_peek_batch(ld, &again), WK_OK); /* idempotent */
+        ck_assert_ptr_eq(again, p);
+        if (batches < wk_loader_batches_per_epoch(ld)) {
+          ck_assert_ptr_nonnull(p);
+          ck_assert_ptr_ne(p, b);
+          ck_assert_int_eq(p->index, b->index + 1);
+        } else {
+          ck_assert_ptr_null(p); /* the epoch's end */
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL); /* workers run ahead */
+        ck_assert(!memcmp(held, b->images_u8.data, nb)); /* still this batch's pixels */
+        ck_assert_int_eq(b->samples[0], first);
+        free(held);
+        dump_put(&peeked, b->images_u8.data, nb);
+        dump_put(&peeked, b->labels.data, wk_tensor_nbytes(&b->labels));
+        dump_put(&peeked, b->samples, (size_t)b->n * sizeof *b->samples);
+      }
+      ck_assert_int_eq(batches, wk_loader_batches_per_epoch(ld));
+    }
+    wk_loader_destroy(ld);
+    ck_assert_uint_gt(peeked.n, 0);
+    ck_assert_uint_eq(peeked.n, plain.n);
+    ck_assert(!memcmp(peeked.bytes, plain.bytes, plain.n));
+    free(peeked.bytes);
+    free(plain.bytes);
+  }
+  wk_dataset_free(ds);
+  wkt_rmtree(root);
+  free(root);
+}
+END_TEST
+
 START_TEST(test_loader_substitutes_files_broken_after_the_scan) {
   char *root = wkt_tempdir();
   char *a = mkdir_in(root, "a"), *b = mkdir_in(root, "b");
@@ -977,6 +1046,7 @@ int main(void) {
   tcase_add_test(tc, test_loader_shards_equal_one_big_batch);
   tcase_add_test(tc, test_loader_restart_and_shutdown_mid_epoch);
   tcase_add_test(tc, test_loader_substitutes_files_broken_after_the_scan);
+  tcase_add_test(tc, test_loader_peek_keeps_the_current_batch);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

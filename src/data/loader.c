@@ -221,14 +221,16 @@ static void wk_set_rows(wk_tensor *t, int64_t n) {
   if (t->data) t->shape[0] = n;
 }
 
-wk_status wk_loader_next_batch(wk_loader *ld, const wk_batch **out) {
+/* Batch `handed` (the next to hand out), waited for; with `take` the one
+ * handed out before it is given back first and `handed` advances. */
+static wk_status wk_loader_take(wk_loader *ld, bool take, const wk_batch **out) {
   *out = NULL;
   pthread_mutex_lock(&ld->mu);
   if (!ld->active) {
     pthread_mutex_unlock(&ld->mu);
     return wk_fail(WK_ERR_INVALID_ARG, "loader: wk_loader_start_epoch was not called");
   }
-  if (ld->handed > ld->released) { /* give back the batch handed out last time */
+  if (take && ld->handed > ld->released) { /* give back the batch handed out last time */
     ld->released = ld->handed;
     pthread_cond_broadcast(&ld->work_cv);
   }
@@ -236,6 +238,8 @@ wk_status wk_loader_next_batch(wk_loader *ld, const wk_batch **out) {
     pthread_mutex_unlock(&ld->mu);
     return WK_OK;
   }
+  /* a peek waits for slot handed % ring while handed - 1 is held: a different
+   * slot (ring >= 2), which workers may fill (handed < released + ring) */
   wk_slot *slot = &ld->slots[ld->handed % ld->ring];
   while (ld->error == WK_OK && !(slot->index == ld->handed && slot->ready))
     pthread_cond_wait(&ld->ready_cv, &ld->mu);
@@ -248,10 +252,18 @@ wk_status wk_loader_next_batch(wk_loader *ld, const wk_batch **out) {
   wk_set_rows(&b->images, b->n);
   wk_set_rows(&b->images_u8, b->n);
   wk_set_rows(&b->labels, b->n);
-  ld->handed++;
+  if (take) ld->handed++;
   *out = b;
   pthread_mutex_unlock(&ld->mu);
   return WK_OK;
+}
+
+wk_status wk_loader_next_batch(wk_loader *ld, const wk_batch **out) {
+  return wk_loader_take(ld, true, out);
+}
+
+wk_status wk_loader_peek_batch(wk_loader *ld, const wk_batch **out) {
+  return wk_loader_take(ld, false, out);
 }
 
 int64_t wk_loader_batches_per_epoch(const wk_loader *ld) { return ld->n_batches; }

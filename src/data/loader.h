@@ -20,6 +20,7 @@
  *   wk_loader_create(ds, &cfg, &ld);
  *   for (epoch...) { wk_loader_start_epoch(ld, epoch);
  *                    while (wk_loader_next_batch(ld, &b) == WK_OK && b) train(b); }
+ *   (wk_loader_peek_batch inside the loop: the following batch, too)
  *   wk_loader_destroy(ld);   (at any point, also mid-epoch) */
 #ifndef WK_LOADER_H
 #define WK_LOADER_H
@@ -85,6 +86,14 @@ wk_status wk_loader_start_epoch(wk_loader *ld, int64_t epoch);
  * valid until the next call to wk_loader_next_batch, wk_loader_start_epoch or
  * wk_loader_destroy. */
 wk_status wk_loader_next_batch(wk_loader *ld, const wk_batch **out);
+
+/* The batch the next wk_loader_next_batch will return, waiting for it if
+ * needed, while the one handed out last stays valid: a GPU trainer copies the
+ * next batch up while the current one computes. *out is NULL after the last
+ * batch of the epoch. The peeked batch is the same memory the next call
+ * returns, unchanged until the call after that (the ring has at least two
+ * slots, so peeking never waits on the consumer itself). */
+wk_status wk_loader_peek_batch(wk_loader *ld, const wk_batch **out);
 
 int64_t wk_loader_batches_per_epoch(const wk_loader *ld);
 
