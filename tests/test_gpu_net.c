@@ -617,7 +617,14 @@ static void wkt_graph_batch(const wkt_graph_case *c, wk_net *net, int s, wk_tens
   for (int64_t i = 0; i < b; i++) ((int32_t *)labels->data)[i] = (int32_t)((i * 7 + s) % f);
 }
 
-static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, wkt_graph_run *r) {
+/* A run of WKT_G_STEPS steps, with CUDA graphs or not. With `stage` each
+ * step is given the next one's batch (wk_trainer_set_next: copied up while the
+ * step computes, as train/fit.c does), except that step WKT_G_DECOY is given a
+ * decoy of the next batch's shape and other pixels: the step after it must
+ * upload its own batch, not take the staged decoy. */
+enum { WKT_G_DECOY = 6 };
+static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bool stage,
+                            wkt_graph_run *r) {
   memset(r, 0, sizeof *r);
   wk_net *net = c->build(ctx);
   wkt_perturb(net);
@@ -637,9 +644,17 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, wk
   const bool fp16 = c->prec == WK_PRECISION_FP16;
   if (fp16) wk_trainer_set_loss_scale(t, 128);
   if (graph) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  wk_tensor xs[WKT_G_STEPS], ls[WKT_G_STEPS], decoy, decoy_labels;
+  for (int s = 0; s < WKT_G_STEPS; s++) wkt_graph_batch(c, net, s, &xs[s], &ls[s]);
+  wkt_graph_batch(c, net, WKT_G_DECOY + 1, &decoy, &decoy_labels);
+  if (c->u8)
+    for (int64_t i = 0; i < wk_tensor_numel(&decoy); i++) ((uint8_t *)decoy.data)[i] ^= 0x5a;
+  else
+    for (int64_t i = 0; i < wk_tensor_numel(&decoy); i++) ((float *)decoy.data)[i] += 0.5f;
   for (int s = 0; s < WKT_G_STEPS; s++) {
-    wk_tensor x, labels;
-    wkt_graph_batch(c, net, s, &x, &labels);
+    wk_tensor x = xs[s], labels = ls[s];
+    if (stage && s + 1 < WKT_G_STEPS)
+      wk_trainer_set_next(t, s == WKT_G_DECOY ? &decoy : &xs[s + 1]);
     const int64_t skipped = wk_trainer_skipped_steps(t);
     if (s == c->skip_step) wk_trainer_set_loss_scale(t, 1e30);
     const wk_status st = wk_trainer_step(t, &x, &labels, &r->loss[s], NULL);
@@ -650,13 +665,17 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, wk
       wk_trainer_set_loss_scale(t, 128);
     }
     memcpy(r->pred[s], wk_trainer_predicted(t), (size_t)wkt_g_batch[s] * sizeof(int32_t));
-    wk_tensor_free(&x);
-    wk_tensor_free(&labels);
   }
+  for (int s = 0; s < WKT_G_STEPS; s++) {
+    wk_tensor_free(&xs[s]);
+    wk_tensor_free(&ls[s]);
+  }
+  wk_tensor_free(&decoy);
+  wk_tensor_free(&decoy_labels);
   unsetenv("WHISKER_CUDA_GRAPH");
   r->skipped = wk_trainer_skipped_steps(t);
   r->scale = wk_trainer_loss_scale(t);
-  if (graph) ck_assert_msg(wk_net_gpu_graph_stats(net, &r->gs) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wk_net_gpu_graph_stats(net, &r->gs) == WK_OK, "%s", wk_last_error());
   r->n = wk_net_n_elems(net);
   r->n_buffers = wk_net_n_buffer_elems(net);
   r->weights = malloc(r->n * sizeof(float));
@@ -700,47 +719,77 @@ static void wkt_graph_free(wkt_graph_run *r) {
   free(r->buffers);
 }
 
+/* Run g (`what`: how it was made) against the plain run a: bit for bit when
+ * two plain runs (a, b) agree so, else within their tolerance. */
+static void wkt_expect_like_plain(const wkt_graph_case *c, const char *what_run,
+                                  const wkt_graph_run *a, const wkt_graph_run *b,
+                                  const wkt_graph_run *g) {
+  ck_assert_int_eq(g->skipped, a->skipped);
+  ck_assert(g->scale == a->scale);
+  char why[256] = "";
+  if (wkt_graph_same(a, b, why, sizeof why)) {
+    const bool same = wkt_graph_same(a, g, why, sizeof why);
+    ck_assert_msg(same, "%s: %s, not bit for bit the plain steps: %s", c->name, what_run, why);
+    return;
+  }
+  printf("%s: two plain runs differ (%s): cuDNN's algorithms are not deterministic here; "
+         "the run %s is held to their tolerance\n", c->name, why, what_run);
+  const double tol = c->prec == WK_PRECISION_FP16 ? 1e-4 : 1e-5;
+  for (int s = 0; s < WKT_G_STEPS; s++)
+    ck_assert_msg(fabs((double)g->loss[s] - a->loss[s]) <= tol * fabs((double)a->loss[s]) + 1e-7,
+                  "%s step %d: loss %.9g %s, %.9g plain", c->name, s, (double)g->loss[s],
+                  what_run, (double)a->loss[s]);
+  char what[160];
+  snprintf(what, sizeof what, "%s weights after %d steps, %s vs plain", c->name, WKT_G_STEPS,
+           what_run);
+  ck_close(what, g->weights, a->weights, (int64_t)a->n, tol);
+  snprintf(what, sizeof what, "%s statistics after %d steps, %s vs plain", c->name,
+           WKT_G_STEPS, what_run);
+  ck_close(what, g->buffers, a->buffers, (int64_t)a->n_buffers, tol);
+}
+
+/* Steps given the next step's batch take the staged copy: all but the one
+ * after the decoy (and the first, which has none). */
+static void wkt_expect_staged(const wkt_graph_case *c, const wkt_graph_run *r, bool staged) {
+  const int64_t want = staged ? WKT_G_STEPS - 2 : 0;
+  ck_assert_msg(r->gs.staged == want, "%s: %lld steps took a staged batch, expected %lld",
+                c->name, (long long)r->gs.staged, (long long)want);
+}
+
 static void wkt_graph_vs_plain(const wkt_graph_case *c) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
-  wkt_graph_run a, b, g;
+  wkt_graph_run a, b, g, sp, sg;
   /* a first run times the convolutions (and resizes its workspace while it
-   * does); the three compared take the context's choices alike */
-  wkt_graph_train(ctx, c, false, &a);
+   * does); the runs compared take the context's choices alike */
+  wkt_graph_train(ctx, c, false, false, &a);
   wkt_graph_free(&a);
-  wkt_graph_train(ctx, c, false, &a);
-  wkt_graph_train(ctx, c, false, &b);
-  wkt_graph_train(ctx, c, true, &g);
-  printf("%s: graphs captured %lld, replayed %lld, dropped %lld times%s\n", c->name,
+  wkt_graph_train(ctx, c, false, false, &a);
+  wkt_graph_train(ctx, c, false, false, &b);
+  wkt_graph_train(ctx, c, true, false, &g);
+  wkt_graph_train(ctx, c, false, true, &sp);
+  wkt_graph_train(ctx, c, true, true, &sg);
+  printf("%s: graphs captured %lld, replayed %lld, dropped %lld times%s; staged batches taken "
+         "%lld (plain), %lld (graphs)\n", c->name,
          (long long)g.gs.captured, (long long)g.gs.replayed, (long long)g.gs.invalidations,
-         g.gs.off ? ", OFF (a capture failed)" : "");
-  ck_assert_msg(!g.gs.off, "%s: a capture failed (see the warning above)", c->name);
+         g.gs.off ? ", OFF (a capture failed)" : "", (long long)sp.gs.staged,
+         (long long)sg.gs.staged);
+  ck_assert_msg(!g.gs.off && !sg.gs.off, "%s: a capture failed (see the warning above)", c->name);
   ck_assert_msg(g.gs.captured >= 2 && g.gs.replayed >= 2, "%s: %lld captured, %lld replayed",
                 c->name, (long long)g.gs.captured, (long long)g.gs.replayed);
-  ck_assert_int_eq(g.skipped, a.skipped);
-  ck_assert(g.scale == a.scale);
-  char why[256] = "";
-  if (wkt_graph_same(&a, &b, why, sizeof why)) {
-    const bool same = wkt_graph_same(&a, &g, why, sizeof why);
-    ck_assert_msg(same, "%s: with graphs, not bit for bit the steps without: %s", c->name, why);
-  } else {
-    printf("%s: two runs without graphs differ (%s): cuDNN's algorithms are not deterministic "
-           "here; the graph run is held to their tolerance\n", c->name, why);
-    const double tol = c->prec == WK_PRECISION_FP16 ? 1e-4 : 1e-5;
-    for (int s = 0; s < WKT_G_STEPS; s++)
-      ck_assert_msg(fabs((double)g.loss[s] - a.loss[s]) <= tol * fabs((double)a.loss[s]) + 1e-7,
-                    "%s step %d: loss %.9g with graphs, %.9g without", c->name, s,
-                    (double)g.loss[s], (double)a.loss[s]);
-    char what[128];
-    snprintf(what, sizeof what, "%s weights after %d steps, graphs vs none", c->name,
-             WKT_G_STEPS);
-    ck_close(what, g.weights, a.weights, (int64_t)a.n, tol);
-    snprintf(what, sizeof what, "%s statistics after %d steps, graphs vs none", c->name,
-             WKT_G_STEPS);
-    ck_close(what, g.buffers, a.buffers, (int64_t)a.n_buffers, tol);
-  }
+  ck_assert_int_eq(sg.gs.captured, g.gs.captured); /* staging moves no buffer a graph holds */
+  ck_assert_int_eq(sg.gs.replayed, g.gs.replayed);
+  wkt_expect_staged(c, &a, false);
+  wkt_expect_staged(c, &g, false);
+  wkt_expect_staged(c, &sp, true);
+  wkt_expect_staged(c, &sg, true);
+  wkt_expect_like_plain(c, "with graphs", &a, &b, &g);
+  wkt_expect_like_plain(c, "with the next batch staged", &a, &b, &sp);
+  wkt_expect_like_plain(c, "with graphs and the next batch staged", &a, &b, &sg);
   wkt_graph_free(&a);
   wkt_graph_free(&b);
   wkt_graph_free(&g);
+  wkt_graph_free(&sp);
+  wkt_graph_free(&sg);
   wk_ctx_destroy(ctx);
 }
 

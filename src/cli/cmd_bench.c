@@ -171,6 +171,9 @@ int wk_cmd_bench(int argc, char **argv) {
     if (s == o.warmup && o.profile && wk_net_profile_enable(net) != WK_OK) goto fail;
     double t0 = wk_now_s();
     float loss;
+    /* as training does on a GPU: the next step's batch (here the same, unchanged) goes up
+     * while this one computes */
+    if (s + 1 < total && wk_trainer_stage_wanted(t)) wk_trainer_set_next(t, &x);
     if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
     times[s] = wk_now_s() - t0;
     if (!o.json && wk_dist_rank(dist) == 0)

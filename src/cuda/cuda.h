@@ -111,7 +111,18 @@ typedef struct wk_gpu_input {
   const void *data;
   bool u8;
   float mean[3], std[3]; /* u8 only */
+  bool staged; /* this batch was given to wk_gpu_net_stage before: use its device copy */
 } wk_gpu_input;
+
+/* The next batch up ahead (pinned host memory, a copy stream of its own) while
+ * the work queued now computes: the host's copy into the pinned memory runs
+ * here, the DMA behind it, and both overlap the device's work. The next
+ * forward or step given the same batch (x->staged) takes the device copy
+ * instead of uploading; any other forward drops it. x's memory must not change
+ * in between (the caller's promise: the copy may be taken at any time). Where
+ * the host cannot pin the memory nothing is staged and the batch goes up as
+ * usual, at its forward. */
+wk_status wk_gpu_net_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n);
 
 /* out (n, F) host floats, or NULL: the output stays on the device only (for
  * the loss there, below) and the call returns without waiting for the device
@@ -224,6 +235,8 @@ typedef struct wk_gpu_step {
   bool unscale;       /* fp16: the gradients times inv_scale after the check */
   float inv_scale;
   wk_gpu_optim optim; /* the update (the request of wk_gpu_net_optim_step) */
+  const wk_gpu_input *next; /* or NULL: staged (wk_gpu_net_stage) once the step is queued */
+  int64_t next_n;
 } wk_gpu_step;
 
 typedef struct wk_gpu_step_result {
@@ -244,6 +257,7 @@ typedef struct wk_gpu_graph_stats {
   int64_t captured, replayed; /* graphs captured, steps replayed */
   int64_t invalidations;      /* times the graphs (or warm steps) were dropped: buffers moved */
   bool off;                   /* a capture failed: the network runs uncaptured */
+  int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 

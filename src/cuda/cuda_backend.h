@@ -107,6 +107,7 @@ wk_status wk_cuda_sync(void) WK_NODISCARD;
  * cuda_net.c: the plugin's side of cuda.h's wk_gpu_net_* (same contracts). */
 wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_cudanet_destroy(wk_gpu_net *net);
+wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n);
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out);
 wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy);

@@ -133,6 +133,12 @@ wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   return wk_relay(p, p->net_forward(net, x, n, train, drop, out));
 }
 
+wk_status wk_gpu_net_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_stage(net, x, n));
+}
+
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
   const wk_cuda_plugin *p = wk_plugin_get();
   if (!p) return wk_no_plugin();

@@ -38,8 +38,19 @@
  * compute stream to be done with the destination's previous contents, the
  * compute stream waits for the copy, and the next batch is not written into
  * the pinned memory before the copy has read it. Every call that returns a
- * result ends in a synchronisation, so the upload does not overlap the
+ * result ends in a synchronisation, so this upload does not overlap the
  * previous step's work: what it gains is the DMA from pinned memory.
+ *
+ * A trainer overlaps them (wk_cudanet_stage): once a step's work is queued,
+ * the next batch goes into pinned memory of its own (the host's copy, while
+ * the device computes) and up into a device buffer of its own on the upload
+ * stream (the DMA, likewise), with two events: next_done (the copy has landed)
+ * and next_free (the compute stream has read the buffer, so it may be written
+ * again). The next forward or step given that batch (x->staged) only waits
+ * for next_done and copies the buffer into value 0 (or the u8 buffer) on the
+ * compute stream, device to device: a few microseconds, at a place that no
+ * CUDA graph bakes in (the batch goes up before a captured step, as any
+ * batch). Any forward drops what was staged, used or not.
  *
  * The loss can stay here too (wk_cudanet_xent_*): a training forward that
  * returns no output queues its work and returns; the softmax cross-entropy
@@ -154,6 +165,16 @@ struct wk_gpu_net {
   size_t staging_bytes;
   cudaStream_t up_stream;
   cudaEvent_t up_clear, up_done;
+  /* the next batch, staged while this one computes (wk_cudanet_stage): pinned
+   * host and device buffers, events next_done (on up_stream: next_dev holds
+   * the batch) and next_free (on stream: next_dev has been read); next_valid
+   * while a staged batch of next_n rows (next_u8) waits for its forward */
+  void *next_host, *next_dev;
+  size_t next_host_bytes, next_dev_bytes;
+  cudaEvent_t next_done, next_free;
+  bool next_valid, next_u8;
+  int64_t next_n;
+  int64_t staged_used; /* batches taken from a staged copy */
   /* bf16, fp16: the weights in 16 bits (stale after every change of the weights),
    * and scratch for a convolution's input (bx), output or output gradient
    * (by) and weight gradient (bdw), for the batch held */
@@ -426,6 +447,8 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDA_TRY(cudaStreamCreateWithFlags(&net->up_stream, cudaStreamNonBlocking));
   WK_CUDA_TRY(cudaEventCreateWithFlags(&net->up_clear, cudaEventDisableTiming));
   WK_CUDA_TRY(cudaEventCreateWithFlags(&net->up_done, cudaEventDisableTiming));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&net->next_done, cudaEventDisableTiming));
+  WK_CUDA_TRY(cudaEventCreateWithFlags(&net->next_free, cudaEventDisableTiming));
   WK_CUDNN_TRY(cudnnCreate(&net->cudnn));
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
@@ -576,7 +599,12 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->find_dw);
   free(net->segs_host);
   if (net->up_stream) (void)cudaStreamSynchronize(net->up_stream); /* the copy out of staging */
+  if (net->stream) (void)cudaStreamSynchronize(net->stream); /* a read of next_dev */
   if (net->staging) (void)cudaFreeHost(net->staging);
+  if (net->next_host) (void)cudaFreeHost(net->next_host);
+  (void)wk_cuda_free(net->next_dev);
+  if (net->next_done) (void)cudaEventDestroy(net->next_done);
+  if (net->next_free) (void)cudaEventDestroy(net->next_free);
   if (net->up_clear) (void)cudaEventDestroy(net->up_clear);
   if (net->up_done) (void)cudaEventDestroy(net->up_done);
   if (net->up_stream) (void)cudaStreamDestroy(net->up_stream);
@@ -969,11 +997,75 @@ static wk_status wk_upload(wk_gpu_net *net, void *dst, const void *src, size_t n
   return WK_OK;
 }
 
+/* Bytes of a batch of n rows as the host holds it. */
+static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
+  return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
+}
+
+wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
+  if (n < 1 || n > (1 << 24) || !x || !x->data)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU stage: batch %lld", (long long)n);
+  if (x->u8 && net->g.in_c != 3)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU stage: 8-bit input needs RGB");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  net->next_valid = false;
+  const size_t bytes = wk_input_bytes(net, x->u8, n);
+  /* the last staged copy has read next_host, and the compute stream next_dev */
+  WK_CUDA_TRY(cudaEventSynchronize(net->next_done));
+  if (bytes > net->next_dev_bytes) {
+    WK_CUDA_TRY(cudaEventSynchronize(net->next_free));
+    WK_TRY(wk_cuda_free(net->next_dev));
+    net->next_dev = NULL;
+    net->next_dev_bytes = 0;
+    WK_TRY(wk_cuda_malloc(&net->next_dev, bytes));
+    net->next_dev_bytes = bytes;
+  }
+  if (bytes > net->next_host_bytes) {
+    if (net->next_host) WK_CUDA_TRY(cudaFreeHost(net->next_host));
+    net->next_host = NULL;
+    net->next_host_bytes = 0;
+    void *p = NULL;
+    const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+    if (e == cudaErrorMemoryAllocation) { /* nothing staged: the forward uploads it */
+      (void)cudaGetLastError();
+      return WK_OK;
+    }
+    WK_CUDA_TRY(e);
+    net->next_host = p;
+    net->next_host_bytes = bytes;
+  }
+  memcpy(net->next_host, x->data, bytes); /* the host's share, while the device computes */
+  WK_CUDA_TRY(cudaStreamWaitEvent(net->up_stream, net->next_free, 0));
+  WK_CUDA_TRY(cudaMemcpyAsync(net->next_dev, net->next_host, bytes, cudaMemcpyHostToDevice,
+                              net->up_stream));
+  WK_CUDA_TRY(cudaEventRecord(net->next_done, net->up_stream));
+  net->next_valid = true;
+  net->next_u8 = x->u8;
+  net->next_n = n;
+  return WK_OK;
+}
+
+/* n_bytes of the batch into dst on the compute stream: the staged device copy
+ * when x is the batch staged last (device to device, after its DMA), else up
+ * from the host. Either way nothing stays staged. */
+static wk_status wk_input_to(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, void *dst,
+                             size_t n_bytes) {
+  const bool staged = x->staged && net->next_valid && net->next_n == n && net->next_u8 == x->u8;
+  net->next_valid = false;
+  if (!staged) return wk_upload(net, dst, x->data, n_bytes);
+  WK_CUDA_TRY(cudaStreamWaitEvent(net->stream, net->next_done, 0));
+  WK_CUDA_TRY(cudaMemcpyAsync(dst, net->next_dev, n_bytes, cudaMemcpyDeviceToDevice,
+                              net->stream));
+  WK_CUDA_TRY(cudaEventRecord(net->next_free, net->stream));
+  net->staged_used++;
+  return WK_OK;
+}
+
 /* The batch into value 0: floats as they are, 8-bit pixels through the
  * u8 buffer and the normalisation kernel. */
 static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t elems = (size_t)(n * net->numel[0]);
-  if (!x->u8) return wk_upload(net, net->val[0], x->data, elems * sizeof(float));
+  if (!x->u8) return wk_input_to(net, x, n, net->val[0], elems * sizeof(float));
   if (net->g.in_c != 3) return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: 8-bit input needs RGB");
   if (elems > net->u8_cap) {
     WK_TRY(wk_cuda_free(net->u8_in));
@@ -982,7 +1074,7 @@ static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n
     WK_TRY(wk_cuda_malloc((void **)&net->u8_in, elems));
     net->u8_cap = elems;
   }
-  WK_TRY(wk_upload(net, net->u8_in, x->data, elems));
+  WK_TRY(wk_input_to(net, x, n, net->u8_in, elems));
   return wk_kernel_try(wk_launch_normalize_u8_f32(n, net->g.in_h, net->g.in_w, 3, net->u8_in,
                                                   NULL, x->mean, x->std, net->val[0],
                                                   net->stream),
@@ -1663,6 +1755,8 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
   WK_TRY(wk_step_run(net, s, st, r, &warming));
+  /* the next batch up while the step computes */
+  if (s->next) WK_TRY(wk_cudanet_stage(net, s->next, s->next_n));
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);
   if (s->xent.predicted)
@@ -1687,6 +1781,6 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
   *out = (wk_gpu_graph_stats){.captured = net->graphs.captured,
                               .replayed = net->graphs.replayed,
                               .invalidations = net->graphs.invalidations,
-                              .off = net->graphs.off};
+                              .off = net->graphs.off, .staged = net->staged_used};
   return WK_OK;
 }

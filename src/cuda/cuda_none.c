@@ -56,6 +56,13 @@ wk_status wk_gpu_net_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   return wk_not_built();
 }
 
+wk_status wk_gpu_net_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
+  (void)net;
+  (void)x;
+  (void)n;
+  return wk_not_built();
+}
+
 wk_status wk_gpu_net_backward(wk_gpu_net *net, const float *dy) {
   (void)net;
   (void)dy;

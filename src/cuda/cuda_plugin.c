@@ -14,6 +14,7 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_forward = wk_cudanet_forward,
                                         .net_backward = wk_cudanet_backward,
                                         .net_set_params = wk_cudanet_set_params,
+                                        .net_stage = wk_cudanet_stage,
                                         .net_copy = wk_cudanet_copy,
                                         .net_grads_finite = wk_cudanet_grads_finite,
                                         .net_scale_grads = wk_cudanet_scale_grads,

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 10
+#define WK_CUDA_PLUGIN_ABI 11
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -33,6 +33,7 @@ typedef struct wk_cuda_plugin {
                            const wk_gpu_dropout *drop, float *out);
   wk_status (*net_backward)(wk_gpu_net *net, const float *dy);
   wk_status (*net_set_params)(wk_gpu_net *net, const wk_param *params);
+  wk_status (*net_stage)(wk_gpu_net *net, const wk_gpu_input *x, int64_t n);
   /* the step on the device */
   wk_status (*net_copy)(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device);
   wk_status (*net_grads_finite)(wk_gpu_net *net, bool *finite);

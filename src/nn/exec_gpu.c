@@ -206,6 +206,35 @@ static wk_status wk_gpu_catch_up(wk_net *net) {
   return WK_OK;
 }
 
+/* x as the device takes it (8-bit pixels normalised there). */
+static wk_gpu_input wk_gpu_in(const wk_net *net, const wk_tensor *x) {
+  wk_gpu_input in = {.data = x->data, .u8 = x->dtype == WK_U8};
+  memcpy(in.mean, net->in_mean, sizeof in.mean);
+  memcpy(in.std, net->in_std, sizeof in.std);
+  return in;
+}
+
+/* Whether x is the batch staged last (same memory, type and shape); a forward
+ * takes or drops it either way. */
+static bool wk_take_staged(wk_net *net, const wk_tensor *x) {
+  const wk_tensor *s = &net->gpu_staged_x;
+  const bool same = net->gpu_staged && x->data == s->data && x->dtype == s->dtype &&
+                    wk_tensor_same_shape(x, s);
+  net->gpu_staged = false;
+  return same;
+}
+
+wk_status wk_net_gpu_stage(wk_net *net, const wk_tensor *x) {
+  if (!net->gpu || !x) return WK_OK;
+  net->gpu_staged = false;
+  WK_TRY(wk_net_check_input(net, x));
+  const wk_gpu_input in = wk_gpu_in(net, x);
+  WK_TRY(wk_gpu_net_stage(net->gpu, &in, x->shape[0]));
+  net->gpu_staged = true;
+  net->gpu_staged_x = *x;
+  return WK_OK;
+}
+
 wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
   const int64_t n = x->shape[0], f = wk_net_output_features(net);
   if (out && (size_t)(n * f) > net->gpu_out_elems) {
@@ -217,9 +246,8 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
   WK_TRY(wk_gpu_catch_up(net));
   const wk_gpu_dropout drop = {.seed = net->dropout_seed, .step = net->dropout_step,
                                .first = net->dropout_first};
-  wk_gpu_input in = {.data = x->data, .u8 = x->dtype == WK_U8};
-  memcpy(in.mean, net->in_mean, sizeof in.mean);
-  memcpy(in.std, net->in_std, sizeof in.std);
+  wk_gpu_input in = wk_gpu_in(net, x);
+  in.staged = wk_take_staged(net, x);
   WK_TRY(wk_gpu_net_forward(net->gpu, &in, n, train, &drop, out ? net->gpu_out : NULL));
   net->batch = n;
   net->last_train = train;
@@ -297,18 +325,25 @@ wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gp
   WK_TRY(wk_net_check_input(net, x));
   const int64_t n = x->shape[0];
   WK_TRY(wk_xent_check(s->xent, s->labels, n, wk_net_output_features(net)));
+  if (s->next) WK_TRY(wk_net_check_input(net, s->next));
   WK_TRY(wk_gpu_catch_up(net));
-  wk_gpu_step st = {.in = {.data = x->data, .u8 = x->dtype == WK_U8}, .n = n,
+  wk_gpu_input next = {0};
+  if (s->next) next = wk_gpu_in(net, s->next);
+  wk_gpu_step st = {.in = wk_gpu_in(net, x), .n = n,
                     .drop = {.seed = net->dropout_seed, .step = net->dropout_step,
                              .first = net->dropout_first},
                     .xent = {.labels = s->labels->data, .smoothing = s->xent->label_smoothing,
                              .predicted = predicted},
                     .dloss = s->dloss, .unscale = s->unscale, .inv_scale = s->inv_scale,
-                    .optim = *s->optim};
-  memcpy(st.in.mean, net->in_mean, sizeof st.in.mean);
-  memcpy(st.in.std, net->in_std, sizeof st.in.std);
+                    .optim = *s->optim, .next = s->next ? &next : NULL,
+                    .next_n = s->next ? s->next->shape[0] : 0};
+  st.in.staged = wk_take_staged(net, x);
   wk_gpu_step_result r;
   WK_TRY(wk_gpu_net_train_step(net->gpu, &st, &r));
+  if (s->next) { /* staged (or, where the host could not pin it, to be uploaded) */
+    net->gpu_staged = true;
+    net->gpu_staged_x = *s->next;
+  }
   if (r.graph_warning)
     WK_LOG_W("CUDA graphs: %s; this network's training steps run uncaptured from now on",
              r.graph_warning);

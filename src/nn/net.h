@@ -262,9 +262,16 @@ typedef struct wk_net_gpu_step {
   bool unscale;
   float inv_scale;
   const struct wk_gpu_optim *optim;
+  const wk_tensor *next; /* or NULL: staged as by wk_net_gpu_stage once the step is queued */
 } wk_net_gpu_step;
 wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gpu_step *s,
                                 float *loss, int32_t *predicted, bool *applied);
+/* The next training batch, copied up while the work queued now computes
+ * (cuda/cuda.h's wk_gpu_net_stage): the next forward or fused step given the
+ * same memory and shape takes the device copy; any other forward drops it.
+ * x must stay unchanged until then (train/fit.c holds it with
+ * wk_loader_peek_batch). Nothing to do, and no error, off the GPU. */
+wk_status wk_net_gpu_stage(wk_net *net, const wk_tensor *x);
 struct wk_gpu_graph_stats;
 /* What the network's CUDA graphs have done so far (cuda/cuda.h). */
 wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out);

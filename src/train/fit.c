@@ -477,14 +477,20 @@ static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
 static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *row,
                                 bool *stopped) {
   const int64_t nb = wk_loader_batches_per_epoch(r->loader);
+  /* on a GPU each step copies the next batch up while it computes */
+  const bool stage = wk_trainer_stage_wanted(r->trainer);
   double loss_sum = 0, t0 = wk_now_s(), lr = 0;
   int64_t seen = 0, correct = 0, b = 0;
   WK_TRY(wk_loader_start_epoch(r->loader, e));
   for (;;) {
-    const wk_batch *bt;
+    const wk_batch *bt, *next = NULL;
     WK_TRY(wk_loader_next_batch(r->loader, &bt));
     if (!bt) break;
     if (b++ < skip) continue; /* done before the interruption */
+    if (stage) { /* held, unchanged, until the next step takes it */
+      WK_TRY(wk_loader_peek_batch(r->loader, &next));
+      wk_trainer_set_next(r->trainer, next ? wk_train_input(r, next) : NULL);
+    }
     float loss;
     WK_TRY(wk_trainer_step(r->trainer, wk_train_input(r, bt), &bt->labels, &loss, &lr));
     const int32_t *pred = wk_trainer_predicted(r->trainer);

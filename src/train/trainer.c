@@ -22,6 +22,7 @@ struct wk_trainer {
   int32_t *predicted;       /* (N): the last step's predicted classes */
   int64_t predicted_cap;
   wk_ddp *ddp;              /* data parallelism, or NULL */
+  const wk_tensor *next;    /* the following step's input, staged on the GPU (or NULL) */
   /* the step on the device (a network on a GPU, no clipping): the optimizer's
    * state lives there from the first such step on, until it is read back */
   bool state_on_device;
@@ -154,7 +155,8 @@ static wk_status wk_loss_forward(wk_trainer *t, bool on_device, const wk_xent_pa
                                  const wk_tensor *x, const wk_tensor *labels, float *l) {
   wk_net *net = t->net;
   if (on_device) {
-    WK_TRY(wk_net_forward(net, x, true, NULL));
+    WK_TRY(wk_net_forward(net, x, true, NULL)); /* queued: the device computes... */
+    WK_TRY(wk_net_gpu_stage(net, t->next));     /* ...while the next batch goes up */
     WK_TRY(wk_predicted_buffer(t, x->shape[0]));
     return wk_net_gpu_xent_forward(net, xp, labels, l, t->predicted);
   }
@@ -295,7 +297,8 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
   const double scale = scaled ? t->loss_scale : 1.0;
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   const wk_net_gpu_step s = {.xent = &xp, .labels = labels, .dloss = (float)scale,
-                             .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o};
+                             .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o,
+                             .next = t->next};
   float l = NAN;
   bool applied = false;
   wk_status st = wk_net_gpu_fused_step(net, x, &s, &l, t->predicted, &applied);
@@ -381,11 +384,20 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   return WK_OK;
 }
 
+void wk_trainer_set_next(wk_trainer *t, const wk_tensor *next) { t->next = next; }
+
+bool wk_trainer_stage_wanted(const wk_trainer *t) {
+  const char *e = getenv("WHISKER_GPU_PREFETCH");
+  return wk_net_on_gpu(t->net) && !(e && strcmp(e, "0") == 0);
+}
+
 wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
                           float *loss, double *lr_out) {
   const double lr = wk_schedule_lr(&t->cfg.schedule, t->step);
   float l = NAN;
-  WK_TRY(wk_trainer_step_impl(t, x, labels, lr, false, &l));
+  const wk_status s = wk_trainer_step_impl(t, x, labels, lr, false, &l);
+  t->next = NULL;
+  WK_TRY(s);
   if (loss) *loss = l;
   if (lr_out) *lr_out = lr;
   return WK_OK;
@@ -393,7 +405,9 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
 
 wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
                              double lr, float *loss) {
-  return wk_trainer_step_impl(t, x, labels, lr, true, loss);
+  const wk_status s = wk_trainer_step_impl(t, x, labels, lr, true, loss);
+  t->next = NULL;
+  return s;
 }
 
 /* ------------------------------------------------------------------ checkpoints */
