@@ -32,6 +32,13 @@ for f in model.safetensors checkpoint.safetensors metrics.csv report.html; do
   [ -s "$tmp/run/$f" ] || fail "missing $f"
 done
 [ "$(wc -l < "$tmp/run/metrics.csv")" -eq 16 ] || fail "metrics.csv should have 15 rows"
+# the time each epoch waited for the loader: a part of the epoch's seconds
+"$py" - "$tmp/run/metrics.csv" <<'EOF' || fail "metrics.csv: data_wait_s missing or out of range"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert rows and all(0.0 <= float(r["data_wait_s"]) <= float(r["seconds"]) + 0.01 for r in rows), rows
+EOF
+grep -Eq "epoch 15/15: .*\(([0-9]+)% waiting for data\)" "$tmp/train.err" || fail "no data wait in the epoch line"
 [ "$(grep -c "<svg" "$tmp/run/report.html")" -ge 2 ] || fail "report.html has no curves"
 grep -q "triangle" "$tmp/run/report.html" || fail "report.html lacks the class names"
 

@@ -56,10 +56,10 @@ static const int64_t confusion[9] = {5, 1, 0, 2, 3, 1, 0, 0, 4};
 
 START_TEST(test_full_report) {
   wk_report_epoch ep[4] = {
-      {1, 1.20, 0.40, 1.10, 0.45, 0.1, 12.5, 800},
-      {2, 0.90, 0.60, NAN, NAN, 0.1, 12.0, 820},
-      {3, 0.70, 0.70, 0.80, 0.68, 0.01, 11.9, 830},
-      {4, 0.60, 0.75, 0.75, 0.71, 0.001, 12.1, 815},
+      {1, 1.20, 0.40, 1.10, 0.45, 0.1, 12.5, 800, 0.25},
+      {2, 0.90, 0.60, NAN, NAN, 0.1, 12.0, 820, 6.0},
+      {3, 0.70, 0.70, 0.80, 0.68, 0.01, 11.9, 830, NAN},
+      {4, 0.60, 0.75, 0.75, 0.71, 0.001, 12.1, 815, 0.0},
   };
   wk_report_setting set[2] = {{"arch", "resnet18"}, {"data", "pets/<all> & 'more'"}};
   char *img1 = wkt_fixture("jpeg_large.jpg"), *img2 = wkt_fixture("png_rgb8.png");
@@ -90,6 +90,12 @@ START_TEST(test_full_report) {
   ck_assert_ptr_nonnull(strstr(html, "<td>0.500</td>"));
   ck_assert_ptr_nonnull(strstr(html, "Accuracy from the matrix: 75.00%"));
   ck_assert_ptr_nonnull(strstr(html, "best validation accuracy 71.00% (epoch 4)"));
+  /* the share of each epoch spent waiting for the loader: 0.25 of 12.5 s, 6 of 12 s */
+  ck_assert_ptr_nonnull(strstr(html, "<th>waiting for data</th>"));
+  ck_assert_ptr_nonnull(strstr(html, "<td>800</td><td>2%</td></tr>"));
+  ck_assert_ptr_nonnull(strstr(html, "<td>820</td><td>50%</td></tr>"));
+  ck_assert_ptr_nonnull(strstr(html, "<td>830</td><td class=\"na\">&ndash;</td></tr>"));
+  ck_assert_ptr_nonnull(strstr(html, "<td>815</td><td>0%</td></tr>"));
   /* self-contained: no URL but the SVG namespace */
   ck_assert_int_eq(count(html, "http"), count(html, "http://www.w3.org/2000/svg"));
   free(html);
@@ -137,7 +143,7 @@ END_TEST
 
 START_TEST(test_degenerate_series) {
   /* one epoch */
-  wk_report_epoch one = {1, 0.5, 0.8, 0.6, 0.7, 0.1, 1, 1};
+  wk_report_epoch one = {1, 0.5, 0.8, 0.6, 0.7, 0.1, 1, 1, 0.1};
   wk_report r = {.epochs = &one, .n_epochs = 1};
   char *html = write_and_read(&r);
   ck_assert_int_eq(count(html, "<svg"), 2);
@@ -150,7 +156,7 @@ START_TEST(test_degenerate_series) {
   wk_report_epoch *many = calloc(N, sizeof *many);
   ck_assert_ptr_nonnull(many);
   for (int i = 0; i < N; i++)
-    many[i] = (wk_report_epoch){i + 1, 2.0, NAN, 2.0, NAN, 0.1, NAN, NAN};
+    many[i] = (wk_report_epoch){i + 1, 2.0, NAN, 2.0, NAN, 0.1, NAN, NAN, NAN};
   many[10].train_loss = INFINITY;
   r.epochs = many;
   r.n_epochs = N;

@@ -41,6 +41,9 @@ wk_fit_config wk_fit_config_default(void) {
 /* One line of metrics.csv and of the report's curves. */
 typedef wk_report_epoch wk_epoch_row;
 
+/* Above this share of an epoch spent waiting for the loader, say so. */
+#define WK_DATA_WAIT_HINT 0.25
+
 typedef struct wk_run {
   wk_fit_config *cfg;
   wk_ctx *ctx;
@@ -285,12 +288,13 @@ static wk_status wk_write_csv(const wk_run *r) {
   char *buf = malloc(cap);
   if (!buf) return wk_fail(WK_ERR_NOMEM, "out of memory");
   len += (size_t)snprintf(buf, cap, "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,"
-                          "images_per_s\n");
+                          "images_per_s,data_wait_s\n");
   for (int i = 0; i < r->n_rows; i++) {
     const wk_epoch_row *e = &r->rows[i];
-    len += (size_t)snprintf(buf + len, cap - len, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.2f\n",
-                            e->epoch, e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr,
-                            e->seconds, e->images_per_s);
+    len += (size_t)snprintf(buf + len, cap - len,
+                            "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.2f,%.2f\n", e->epoch,
+                            e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr,
+                            e->seconds, e->images_per_s, e->data_wait_s);
   }
   wk_status s = wk_atomic_write_file(r->path_csv, buf, len);
   free(buf);
@@ -303,10 +307,11 @@ static wk_status wk_read_csv(wk_run *r, int epochs) {
   if (!f) return WK_OK; /* no history: the curves start at the resume */
   char line[512];
   while (fgets(line, sizeof line, f) && r->n_rows < epochs) {
-    wk_epoch_row e;
-    if (sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &e.epoch, &e.train_loss, &e.train_acc,
-               &e.val_loss, &e.val_acc, &e.lr, &e.seconds, &e.images_per_s) != 8)
-      continue; /* the header, or a damaged line */
+    wk_epoch_row e = {.data_wait_s = NAN}; /* a run from before the column: unknown */
+    const int got = sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &e.epoch, &e.train_loss,
+                           &e.train_acc, &e.val_loss, &e.val_acc, &e.lr, &e.seconds,
+                           &e.images_per_s, &e.data_wait_s);
+    if (got != 8 && got != 9) continue; /* the header, or a damaged line */
     if (e.epoch >= 1 && e.epoch <= epochs) r->rows[r->n_rows++] = e;
   }
   fclose(f);
@@ -479,11 +484,12 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
   const int64_t nb = wk_loader_batches_per_epoch(r->loader);
   /* on a GPU each step copies the next batch up while it computes */
   const bool stage = wk_trainer_stage_wanted(r->trainer);
-  double loss_sum = 0, t0 = wk_now_s(), lr = 0;
+  double loss_sum = 0, t0 = wk_now_s(), lr = 0, wait = 0; /* wait: for the loader */
   int64_t seen = 0, correct = 0, b = 0;
   WK_TRY(wk_loader_start_epoch(r->loader, e));
   for (;;) {
     const wk_batch *bt, *next = NULL;
+    double w0 = wk_now_s();
     WK_TRY(wk_loader_next_batch(r->loader, &bt));
     if (!bt) break;
     if (b++ < skip) continue; /* done before the interruption */
@@ -491,6 +497,7 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
       WK_TRY(wk_loader_peek_batch(r->loader, &next));
       wk_trainer_set_next(r->trainer, next ? wk_train_input(r, next) : NULL);
     }
+    wait += wk_now_s() - w0;
     float loss;
     WK_TRY(wk_trainer_step(r->trainer, wk_train_input(r, bt), &bt->labels, &loss, &lr));
     const int32_t *pred = wk_trainer_predicted(r->trainer);
@@ -513,18 +520,20 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
       return WK_OK;
     }
   }
-  if (r->world > 1) { /* the epoch's totals over every rank */
-    double tot[3] = {loss_sum, (double)correct, (double)seen};
-    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 3,
+  if (r->world > 1) { /* the epoch's totals over every rank; the ranks' mean wait */
+    double tot[4] = {loss_sum, (double)correct, (double)seen, wait};
+    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 4,
                                  "the epoch's training metrics"));
     loss_sum = tot[0];
     correct = (int64_t)tot[1];
     seen = (int64_t)tot[2];
+    wait = tot[3] / r->world;
   }
   const double secs = wk_now_s() - t0;
   *row = (wk_epoch_row){.epoch = e + 1, .train_loss = seen ? loss_sum / (double)seen : NAN,
                         .train_acc = seen ? (double)correct / (double)seen : NAN, .lr = lr,
-                        .seconds = secs, .images_per_s = seen / (secs > 0 ? secs : 1)};
+                        .seconds = secs, .images_per_s = seen / (secs > 0 ? secs : 1),
+                        .data_wait_s = wait};
   return WK_OK;
 }
 
@@ -624,10 +633,16 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     res->epochs_done = e + 1;
     res->last_val_acc = row.val_acc;
     res->last_val_loss = row.val_loss;
-    if (r->writer)
-      fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s\n",
-              e + 1, c->epochs, row.train_loss, row.train_acc, row.val_loss, row.val_acc,
-              row.seconds);
+    if (r->writer) {
+      const double share = row.seconds > 0 ? row.data_wait_s / row.seconds : 0.0;
+      fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f s "
+              "(%.0f%% waiting for data)\n", e + 1, c->epochs, row.train_loss, row.train_acc,
+              row.val_loss, row.val_acc, row.seconds, 100.0 * share);
+      if (share > WK_DATA_WAIT_HINT)
+        WK_LOG_W("training waited for images %.0f%% of the epoch: decoding is the bottleneck "
+                 "(--workers %d; more workers, or smaller stored images, would help)",
+                 100.0 * share, c->workers);
+    }
     if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
       WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
                wk_trainer_loss_scale(r->trainer),

@@ -101,7 +101,8 @@ static void wk_settings_html(wk_rbuf *b, const wk_report *r) {
 static void wk_epoch_table_html(wk_rbuf *b, const wk_report *r) {
   wk_rbuf_puts(b, "<details><summary>Per-epoch numbers</summary><table class=\"epochs\">\n"
                   "<tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th>"
-                  "<th>val acc</th><th>lr</th><th>seconds</th><th>images/s</th></tr>\n");
+                  "<th>val acc</th><th>lr</th><th>seconds</th><th>images/s</th>"
+                  "<th>waiting for data</th></tr>\n");
   for (int i = 0; i < r->n_epochs; i++) {
     const wk_report_epoch *e = &r->epochs[i];
     wk_rbuf_printf(b, "<tr><td>%d</td>", e->epoch);
@@ -113,6 +114,7 @@ static void wk_epoch_table_html(wk_rbuf *b, const wk_report *r) {
     else wk_put_num(b, NAN, 1.0, 0, "");
     wk_put_num(b, e->seconds, 1.0, 1, "");
     wk_put_num(b, e->images_per_s, 1.0, 0, "");
+    wk_put_num(b, e->seconds > 0 ? e->data_wait_s / e->seconds : NAN, 100.0, 0, "%");
     wk_rbuf_puts(b, "</tr>\n");
   }
   wk_rbuf_puts(b, "</table></details>\n");

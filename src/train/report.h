@@ -28,6 +28,7 @@ typedef struct wk_report_epoch {
   int epoch;                                       /* 1-based */
   double train_loss, train_acc, val_loss, val_acc; /* acc in [0,1]; NAN when unknown */
   double lr, seconds, images_per_s;                /* NAN when unknown */
+  double data_wait_s; /* of `seconds`, the training loop waiting for the loader; NAN unknown */
 } wk_report_epoch;
 
 typedef struct wk_report_example { /* a worst-classified validation image */
