@@ -10,6 +10,12 @@
 #   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only
 #   WK_GPU_CHECK=bench bash scripts/gpu_check.sh   build (kept from a previous
 #                                                  call) and benchmarks only
+#   WK_GPU_CHECK=finetune bash scripts/gpu_check.sh   end to end: fine-tuning
+#       dogs-vs-cats on the GPU with the real loader (scripts/finetune_dogs_vs_cats.sh
+#       on .device-data/, made here by scripts/gpu_data.sh: carry both
+#       ".gpudeps" and ".device-data"): accuracy, wall time, the share of each
+#       epoch spent waiting for the loader, and the GPU's utilisation sampled
+#       by nvidia-smi every 200 ms while it trains
 # The whole run is about 10 minutes on an H100/H200 with the build; when a
 # call's limit is tight, run the two halves in two calls (the build stays).
 #
@@ -56,6 +62,39 @@ rc=0
 phase="${WK_GPU_CHECK:-all}"
 export CK_FORK=no WHISKER_CUDA_PLUGIN="$build/libwhisker-cuda.so"
 py="${WHISKER_PYTHON:-python3}"
+if [ "$phase" = finetune ]; then
+  d="$root/.device-data"
+  [ -d "$d/dogs-vs-cats/train" ] || { echo "gpu_check: no $d: run scripts/gpu_data.sh where the data is and carry .device-data"; exit 1; }
+  echo "== fine-tuning dogs-vs-cats on the GPU (the real loader, $(( $(nproc) - 2 )) workers)"
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 > "$out/gpu_util.txt" 2>/dev/null &
+  sampler=$!
+  WHISKER_DATA="$d" WHISKER_BIN="$build/whisker" \
+    FINETUNE_ARGS="--device cuda --workers $(( $(nproc) - 2 )) ${GPU_FINETUNE_ARGS:-}" \
+    bash "$root/scripts/finetune_dogs_vs_cats.sh" "$out/finetune" || rc=1
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  {
+    echo
+    echo "Fine-tuning on the GPU (scripts/finetune_dogs_vs_cats.sh on .device-data, --device cuda):"
+    echo
+    "$py" - "$out/finetune/run/metrics.csv" "$out/gpu_util.txt" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print("| epoch | seconds | images/s | waiting for data | val acc |")
+print("|---:|---:|---:|---:|---:|")
+for r in rows:
+    s, w = float(r["seconds"]), float(r["data_wait_s"])
+    print(f"| {r['epoch']} | {s:.1f} | {float(r['images_per_s']):.0f} | {100 * w / s:.1f}% | {100 * float(r['val_acc']):.2f}% |")
+u = [float(x) for x in open(sys.argv[2]) if x.strip().replace('.', '', 1).isdigit()]
+busy = [x for x in u if x > 0]
+if u:
+    print(f"\nGPU utilisation (nvidia-smi, every 200 ms over the whole script, import and CPU eval "
+          f"included): mean {sum(u) / len(u):.0f}% over {len(u)} samples; mean {sum(busy) / max(len(busy), 1):.0f}% "
+          f"over the {len(busy)} samples with any kernel running")
+EOF
+  } | tee "$out/finetune_gpu.md"
+  echo "== gpu_check (finetune) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
+  exit $rc
+fi
 if [ "$phase" != bench ]; then
 for t in test_gpu_ops test_gpu_net; do
   echo "== $t"
@@ -140,6 +179,17 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
       echo "| $m | $b | $p | ${g0:-failed} | ${g1:-failed} | $(ratio "$g1" "$g0") |"
     done
   done
+} | tee -a "$out/bench_gpu.md"
+# the next batch staged while the step computes ($WHISKER_GPU_PREFETCH=0 turns it off)
+{
+  echo
+  echo "| model | batch | precision | upload at the step img/s | next batch staged img/s | staged / not |"
+  echo "|---|---:|---|---:|---:|---:|"
+  m=resnet50 b=256 p=bf16
+  pf() { WHISKER_GPU_PREFETCH="$1" wbench --device cuda --model "$m" --batch "$b" --precision "$p" \
+    --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
+  q0=$(pf 0); q1=$(pf 1)
+  echo "| $m | $b | $p | ${q0:-failed} | ${q1:-failed} | $(ratio "$q1" "$q0") |"
 } | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc

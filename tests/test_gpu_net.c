@@ -620,8 +620,9 @@ static void wkt_graph_batch(const wkt_graph_case *c, wk_net *net, int s, wk_tens
 /* A run of WKT_G_STEPS steps, with CUDA graphs or not. With `stage` each
  * step is given the next one's batch (wk_trainer_set_next: copied up while the
  * step computes, as train/fit.c does), except that step WKT_G_DECOY is given a
- * decoy of the next batch's shape and other pixels: the step after it must
- * upload its own batch, not take the staged decoy. */
+ * decoy of the next batch's shape and other pixels (the step after it must
+ * upload its own batch, not take the staged decoy), and step 0 a one-row batch
+ * (step 1 uploads its own, and step 1's staging grows the device's buffer). */
 enum { WKT_G_DECOY = 6 };
 static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bool stage,
                             wkt_graph_run *r) {
@@ -647,6 +648,11 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
   wk_tensor xs[WKT_G_STEPS], ls[WKT_G_STEPS], decoy, decoy_labels;
   for (int s = 0; s < WKT_G_STEPS; s++) wkt_graph_batch(c, net, s, &xs[s], &ls[s]);
   wkt_graph_batch(c, net, WKT_G_DECOY + 1, &decoy, &decoy_labels);
+  int h, w, ch;
+  wk_net_input_shape(net, &h, &w, &ch);
+  const int64_t one_s[4] = {1, h, w, ch};
+  wk_tensor one = wkt_tensor(c->u8 ? WK_U8 : WK_F32, 4, one_s);
+  memset(one.data, 0, wk_tensor_nbytes(&one));
   if (c->u8)
     for (int64_t i = 0; i < wk_tensor_numel(&decoy); i++) ((uint8_t *)decoy.data)[i] ^= 0x5a;
   else
@@ -654,7 +660,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
   for (int s = 0; s < WKT_G_STEPS; s++) {
     wk_tensor x = xs[s], labels = ls[s];
     if (stage && s + 1 < WKT_G_STEPS)
-      wk_trainer_set_next(t, s == WKT_G_DECOY ? &decoy : &xs[s + 1]);
+      wk_trainer_set_next(t, s == 0 ? &one : s == WKT_G_DECOY ? &decoy : &xs[s + 1]);
     const int64_t skipped = wk_trainer_skipped_steps(t);
     if (s == c->skip_step) wk_trainer_set_loss_scale(t, 1e30);
     const wk_status st = wk_trainer_step(t, &x, &labels, &r->loss[s], NULL);
@@ -672,6 +678,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
   }
   wk_tensor_free(&decoy);
   wk_tensor_free(&decoy_labels);
+  wk_tensor_free(&one);
   unsetenv("WHISKER_CUDA_GRAPH");
   r->skipped = wk_trainer_skipped_steps(t);
   r->scale = wk_trainer_loss_scale(t);
@@ -748,10 +755,11 @@ static void wkt_expect_like_plain(const wkt_graph_case *c, const char *what_run,
   ck_close(what, g->buffers, a->buffers, (int64_t)a->n_buffers, tol);
 }
 
-/* Steps given the next step's batch take the staged copy: all but the one
- * after the decoy (and the first, which has none). */
+/* Steps given the next step's batch take the staged copy: all but the first
+ * (none staged), the second (a one-row batch staged) and the one after the
+ * decoy. */
 static void wkt_expect_staged(const wkt_graph_case *c, const wkt_graph_run *r, bool staged) {
-  const int64_t want = staged ? WKT_G_STEPS - 2 : 0;
+  const int64_t want = staged ? WKT_G_STEPS - 3 : 0;
   ck_assert_msg(r->gs.staged == want, "%s: %lld steps took a staged batch, expected %lld",
                 c->name, (long long)r->gs.staged, (long long)want);
 }

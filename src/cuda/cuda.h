@@ -120,8 +120,8 @@ typedef struct wk_gpu_input {
  * forward or step given the same batch (x->staged) takes the device copy
  * instead of uploading; any other forward drops it. x's memory must not change
  * in between (the caller's promise: the copy may be taken at any time). Where
- * the host cannot pin the memory nothing is staged and the batch goes up as
- * usual, at its forward. */
+ * the host cannot pin the memory, or the device has no room for the copy,
+ * nothing is staged and the batch goes up as usual, at its forward. */
 wk_status wk_gpu_net_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n);
 
 /* out (n, F) host floats, or NULL: the output stays on the device only (for

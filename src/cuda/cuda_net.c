@@ -1012,12 +1012,21 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t bytes = wk_input_bytes(net, x->u8, n);
   /* the last staged copy has read next_host, and the compute stream next_dev */
   WK_CUDA_TRY(cudaEventSynchronize(net->next_done));
+  /* growing (the first batch, a larger one) frees and allocates, which waits
+   * for the device: rare */
   if (bytes > net->next_dev_bytes) {
     WK_CUDA_TRY(cudaEventSynchronize(net->next_free));
     WK_TRY(wk_cuda_free(net->next_dev));
     net->next_dev = NULL;
     net->next_dev_bytes = 0;
-    WK_TRY(wk_cuda_malloc(&net->next_dev, bytes));
+    void *p = NULL;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) { /* optional: no room costs only the overlap */
+      (void)cudaGetLastError();
+      return WK_OK;
+    }
+    WK_CUDA_TRY(e);
+    net->next_dev = p;
     net->next_dev_bytes = bytes;
   }
   if (bytes > net->next_host_bytes) {
@@ -1035,10 +1044,14 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
     net->next_host_bytes = bytes;
   }
   memcpy(net->next_host, x->data, bytes); /* the host's share, while the device computes */
-  WK_CUDA_TRY(cudaStreamWaitEvent(net->up_stream, net->next_free, 0));
-  WK_CUDA_TRY(cudaMemcpyAsync(net->next_dev, net->next_host, bytes, cudaMemcpyHostToDevice,
-                              net->up_stream));
-  WK_CUDA_TRY(cudaEventRecord(net->next_done, net->up_stream));
+  cudaError_t e = cudaStreamWaitEvent(net->up_stream, net->next_free, 0);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(net->next_dev, net->next_host, bytes, cudaMemcpyHostToDevice,
+                        net->up_stream);
+  if (e == cudaSuccess) e = cudaEventRecord(net->next_done, net->up_stream);
+  if (e != cudaSuccess) /* next_done may not cover a queued copy: let it finish first */
+    (void)cudaStreamSynchronize(net->up_stream);
+  WK_CUDA_TRY(e);
   net->next_valid = true;
   net->next_u8 = x->u8;
   net->next_n = n;
@@ -1053,10 +1066,13 @@ static wk_status wk_input_to(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   const bool staged = x->staged && net->next_valid && net->next_n == n && net->next_u8 == x->u8;
   net->next_valid = false;
   if (!staged) return wk_upload(net, dst, x->data, n_bytes);
-  WK_CUDA_TRY(cudaStreamWaitEvent(net->stream, net->next_done, 0));
-  WK_CUDA_TRY(cudaMemcpyAsync(dst, net->next_dev, n_bytes, cudaMemcpyDeviceToDevice,
-                              net->stream));
-  WK_CUDA_TRY(cudaEventRecord(net->next_free, net->stream));
+  cudaError_t e = cudaStreamWaitEvent(net->stream, net->next_done, 0);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(dst, net->next_dev, n_bytes, cudaMemcpyDeviceToDevice, net->stream);
+  if (e == cudaSuccess) e = cudaEventRecord(net->next_free, net->stream);
+  if (e != cudaSuccess) /* next_free may not cover a queued copy: let it finish first */
+    (void)cudaStreamSynchronize(net->stream);
+  WK_CUDA_TRY(e);
   net->staged_used++;
   return WK_OK;
 }
@@ -1755,8 +1771,11 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
   WK_TRY(wk_step_run(net, s, st, r, &warming));
-  /* the next batch up while the step computes */
-  if (s->next) WK_TRY(wk_cudanet_stage(net, s->next, s->next_n));
+  /* the next batch up while the step computes; best effort: the step is queued
+   * (its update included), so a failure here must not skip the results below
+   * (the next step then uploads its batch, and an error that sticks shows at
+   * the synchronisation) */
+  if (s->next && wk_cudanet_stage(net, s->next, s->next_n) != WK_OK) net->next_valid = false;
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);
   if (s->xent.predicted)

@@ -118,6 +118,10 @@ static wk_status wk_run_loader(wk_run *r) {
   memcpy(lc.aug.mean, r->meta.pre.mean, sizeof lc.aug.mean);
   memcpy(lc.aug.std, r->meta.pre.std, sizeof lc.aug.std);
   WK_TRY(wk_net_prefer_u8(r->net, lc.aug.mean, lc.aug.std, &r->u8));
+  /* on a GPU the loop holds two batches (the step's and the next, staged while
+   * it computes: wk_loader_peek_batch); one more slot keeps the workers a full
+   * ring ahead */
+  if (wk_net_on_gpu(r->net)) lc.prefetch = (lc.n_workers > 1 ? 2 * lc.n_workers : 2) + 1;
   lc.want_u8 = r->u8;
   lc.want_f32 = !r->u8;
   return wk_loader_create(r->train_ds, &lc, &r->loader);

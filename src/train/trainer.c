@@ -388,7 +388,7 @@ void wk_trainer_set_next(wk_trainer *t, const wk_tensor *next) { t->next = next;
 
 bool wk_trainer_stage_wanted(const wk_trainer *t) {
   const char *e = getenv("WHISKER_GPU_PREFETCH");
-  return wk_net_on_gpu(t->net) && !(e && strcmp(e, "0") == 0);
+  return wk_loss_on_device(t) && !(e && strcmp(e, "0") == 0);
 }
 
 wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,

@@ -40,14 +40,16 @@ typedef struct wk_trainer wk_trainer;
 wk_status wk_trainer_create(wk_net *net, const wk_train_config *cfg, wk_trainer **out);
 void wk_trainer_destroy(wk_trainer *t);
 
-/* The input of the step after the next one (or NULL), for a network on a
- * GPU: the next step copies it up once its own work is queued, so that the
- * copy overlaps the device's work (nn/net.h's wk_net_gpu_stage), and the step
- * given it takes the device copy. Its memory must stay unchanged until that
- * step. Holds for the next step only; nothing happens on the CPU. */
+/* The input of the step after the coming wk_trainer_step call (or NULL), for
+ * a network on a GPU: that call copies it up once its own work is queued, so
+ * that the copy overlaps the device's work (nn/net.h's wk_net_gpu_stage), and
+ * the step after it, given the same tensor, takes the device copy. Its memory
+ * must stay unchanged until then. Holds for the coming call only; nothing
+ * happens on the CPU. */
 void wk_trainer_set_next(wk_trainer *t, const wk_tensor *next);
-/* Whether that is worth doing: the network is on a GPU, and
- * $WHISKER_GPU_PREFETCH=0 (to measure what it gains) does not turn it off. */
+/* Whether that is worth doing: the loss runs on the GPU (the steps that
+ * stage), and $WHISKER_GPU_PREFETCH=0 (to measure what it gains) does not
+ * turn it off. */
 bool wk_trainer_stage_wanted(const wk_trainer *t);
 
 /* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
