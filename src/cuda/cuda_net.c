@@ -941,26 +941,31 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
   }
 }
 
-/* The pinned staging memory grown to n_bytes; *pinned false (and none) when
- * the host cannot pin that much. */
-static wk_status wk_staging(wk_gpu_net *net, size_t n_bytes, bool *pinned) {
-  *pinned = true;
-  if (n_bytes <= net->staging_bytes) return WK_OK;
-  if (net->staging) WK_CUDA_TRY(cudaFreeHost(net->staging));
-  net->staging = NULL;
-  net->staging_bytes = 0;
+/* *buf (capacity *cap) grown to n_bytes if smaller: pinned host memory or
+ * device memory. Memory that cannot be had is no error here: *got false (and
+ * no buffer) for the caller to do without; any other failure is one. Growing
+ * frees first, which waits for the device. */
+static wk_status wk_grow_optional(void **buf, size_t *cap, size_t n_bytes, bool host,
+                                  bool *got) {
+  *got = true;
+  if (n_bytes <= *cap) return WK_OK;
+  if (*buf) WK_CUDA_TRY(host ? cudaFreeHost(*buf) : cudaFree(*buf));
+  *buf = NULL;
+  *cap = 0;
   void *p = NULL;
-  const cudaError_t e = cudaHostAlloc(&p, n_bytes, cudaHostAllocDefault);
+  const cudaError_t e = host ? cudaHostAlloc(&p, n_bytes, cudaHostAllocDefault)
+                             : cudaMalloc(&p, n_bytes);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     if (e != cudaErrorMemoryAllocation)
-      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaHostAlloc(%zu) failed at %s:%d: %s (%s)",
-                     n_bytes, __FILE__, __LINE__, cudaGetErrorName(e), cudaGetErrorString(e));
-    *pinned = false;
+      return wk_fail(WK_ERR_BACKEND, "CUDA: %s(%zu) failed at %s:%d: %s (%s)",
+                     host ? "cudaHostAlloc" : "cudaMalloc", n_bytes, __FILE__, __LINE__,
+                     cudaGetErrorName(e), cudaGetErrorString(e));
+    *got = false;
     return WK_OK;
   }
-  net->staging = p;
-  net->staging_bytes = n_bytes;
+  *buf = p;
+  *cap = n_bytes;
   return WK_OK;
 }
 
@@ -977,7 +982,7 @@ static wk_status wk_upload(wk_gpu_net *net, void *dst, const void *src, size_t n
    * staging memory before it is written again */
   WK_CUDA_TRY(cudaStreamSynchronize(net->up_stream));
   bool pinned = false;
-  WK_TRY(wk_staging(net, n_bytes, &pinned));
+  WK_TRY(wk_grow_optional(&net->staging, &net->staging_bytes, n_bytes, true, &pinned));
   if (!pinned) {
     WK_CUDA_TRY(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, net->stream));
     return WK_OK;
@@ -1012,37 +1017,14 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t bytes = wk_input_bytes(net, x->u8, n);
   /* the last staged copy has read next_host, and the compute stream next_dev */
   WK_CUDA_TRY(cudaEventSynchronize(net->next_done));
-  /* growing (the first batch, a larger one) frees and allocates, which waits
-   * for the device: rare */
-  if (bytes > net->next_dev_bytes) {
+  /* no room on either side costs only the overlap: the forward uploads it */
+  bool dev = false, pinned = false;
+  if (bytes > net->next_dev_bytes) /* the device buffer's last reader is done */
     WK_CUDA_TRY(cudaEventSynchronize(net->next_free));
-    WK_TRY(wk_cuda_free(net->next_dev));
-    net->next_dev = NULL;
-    net->next_dev_bytes = 0;
-    void *p = NULL;
-    const cudaError_t e = cudaMalloc(&p, bytes);
-    if (e == cudaErrorMemoryAllocation) { /* optional: no room costs only the overlap */
-      (void)cudaGetLastError();
-      return WK_OK;
-    }
-    WK_CUDA_TRY(e);
-    net->next_dev = p;
-    net->next_dev_bytes = bytes;
-  }
-  if (bytes > net->next_host_bytes) {
-    if (net->next_host) WK_CUDA_TRY(cudaFreeHost(net->next_host));
-    net->next_host = NULL;
-    net->next_host_bytes = 0;
-    void *p = NULL;
-    const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
-    if (e == cudaErrorMemoryAllocation) { /* nothing staged: the forward uploads it */
-      (void)cudaGetLastError();
-      return WK_OK;
-    }
-    WK_CUDA_TRY(e);
-    net->next_host = p;
-    net->next_host_bytes = bytes;
-  }
+  WK_TRY(wk_grow_optional(&net->next_dev, &net->next_dev_bytes, bytes, false, &dev));
+  if (!dev) return WK_OK;
+  WK_TRY(wk_grow_optional(&net->next_host, &net->next_host_bytes, bytes, true, &pinned));
+  if (!pinned) return WK_OK;
   memcpy(net->next_host, x->data, bytes); /* the host's share, while the device computes */
   cudaError_t e = cudaStreamWaitEvent(net->up_stream, net->next_free, 0);
   if (e == cudaSuccess)
