@@ -10,7 +10,9 @@ models in channels_last, training with the same SGD step as `whisker bench`
   bench_gpu_torch.py --all --batch 256
       runs resnet18 and resnet50 x fp32, tf32, bf16 x train, infer in one
       process (torch loads once) and prints "model precision mode images/s"
-      lines."""
+      lines, and after each training one "model precision trainmem A R": the
+      peak MiB the caching allocator had allocated and reserved
+      (torch.cuda.max_memory_allocated / max_memory_reserved)."""
 import argparse
 import time
 
@@ -23,6 +25,7 @@ def measure(model_name, batch, size, precision, infer, steps, warmup):
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats()
     model = torchvision.models.__dict__[model_name](num_classes=1000).to(dev)
     model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
@@ -51,7 +54,9 @@ def measure(model_name, batch, size, precision, infer, steps, warmup):
     for _ in range(steps):
         run()
     torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+    ips = batch * steps / (time.perf_counter() - t0)
+    mib = 1 << 20
+    return ips, torch.cuda.max_memory_allocated() / mib, torch.cuda.max_memory_reserved() / mib
 
 
 def main():
@@ -66,13 +71,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
     if not a.all:
-        print(f"{measure(a.model, a.batch, a.size, a.precision, a.infer, a.steps, a.warmup):.1f}")
+        print(f"{measure(a.model, a.batch, a.size, a.precision, a.infer, a.steps, a.warmup)[0]:.1f}")
         return
     for m in ("resnet18", "resnet50"):
         for p in ("fp32", "tf32", "bf16"):
             for infer in (False, True):
-                ips = measure(m, a.batch, a.size, p, infer, a.steps, a.warmup)
+                ips, alloc, held = measure(m, a.batch, a.size, p, infer, a.steps, a.warmup)
                 print(f"{m} {p} {'infer' if infer else 'train'} {ips:.1f}", flush=True)
+                if not infer:
+                    print(f"{m} {p} trainmem {alloc:.0f} {held:.0f}", flush=True)
                 torch.cuda.empty_cache()
 
 

@@ -129,7 +129,7 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
   # PyTorch: every configuration in one process (torch loads once)
   torch_all=$("$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 2>>"$log")
   tb() { echo "$torch_all" | awk -v m="$1" -v p="$2" -v k="$3" '$1 == m && $2 == p && $3 == k { print $4 }'; }
-  infer_rows=""
+  infer_rows="" mem_rows=""
   for m in resnet18 resnet50; do
     for b in 256; do # the issue's batch
       wb() { wbench --device cuda --model "$m" --batch "$b" --latency-runs 10 --infer-runs 5 "$@"; }
@@ -141,6 +141,13 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
       i32=$(echo "$j32" | field infer_images_per_s); i19=$(echo "$j19" | field infer_images_per_s)
       i16=$(echo "$j16" | field infer_images_per_s)
       u32=$(tb "$m" fp32 infer); u19=$(tb "$m" tf32 infer); u16=$(tb "$m" bf16 infer)
+      for p in fp32 bf16; do
+        j=$j32; [ "$p" = bf16 ] && j=$j16
+        wm=$(echo "$j" | field gpu_peak_in_use_mb); wh=$(echo "$j" | field gpu_peak_held_mb)
+        tm=$(echo "$torch_all" | awk -v m="$m" -v p="$p" '$1 == m && $2 == p && $3 == "trainmem" { print $4, $5 }')
+        mem_rows="$mem_rows| $m | $b | $p | ${wm:-failed} / ${wh:-failed} | ${tm% *} / ${tm#* } | $(ratio "$wm" "${tm% *}") |
+"
+      done
       infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${i16:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") | $(ratio "$i16" "$u16") |
 "
     done
@@ -151,6 +158,13 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
   echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 | fp32 ratio | tf32 ratio | bf16 ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf "%s" "$infer_rows"
+  echo
+  echo "Peak GPU memory, MiB in use / held (whisker: its caching allocator over the whole bench,"
+  echo "training then inference; PyTorch: max_memory_allocated / max_memory_reserved of training):"
+  echo
+  echo "| model | batch | precision | whisker | PyTorch | in use, whisker / PyTorch |"
+  echo "|---|---:|---|---:|---:|---:|"
+  printf "%s" "$mem_rows"
 } | tee "$out/bench_gpu.md"
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 {

@@ -12,7 +12,8 @@
  * on the same GPU. The whole step in CUDA graphs ($WHISKER_CUDA_GRAPH=1)
  * against the uncaptured steps, bit for bit.
  * Convolution algorithms chosen by timing against cuDNN's heuristics, and the
- * context's cache of timed choices.
+ * context's cache of timed choices. The caching device allocator under
+ * networks (nothing leaked, memory reused, the same results on reused memory).
  *
  * Tolerances (normalised error, max |gpu - cpu| / max |cpu|): 1e-4 for
  * outputs and 2e-4 for gradients, statistics and weights after steps. Both
@@ -1025,6 +1026,69 @@ START_TEST(test_cudnn_algo_env) {
 }
 END_TEST
 
+/* A resnet18 on GPU 0 through the caching allocator: a training forward and
+ * backward at batch 4, then an evaluation forward at batch 8 (the buffers
+ * grow). *alive: the figures while the net still holds its memory. Returns
+ * the evaluation's logits (malloc'd, 8 x 10). */
+static float *wkt_memory_run(wk_ctx *ctx, wk_gpu_memory *alive) {
+  wk_net *net = wkt_resnet18(ctx);
+  ck_assert_msg(wk_net_use_gpu(net, 0) == WK_OK, "%s", wk_last_error());
+  const int64_t xs4[4] = {4, 64, 64, 3}, xs8[4] = {8, 64, 64, 3}, ds[2] = {4, 10};
+  wk_tensor x4 = wkt_tensor(WK_F32, 4, xs4), x8 = wkt_tensor(WK_F32, 4, xs8);
+  wk_tensor dy = wkt_tensor(WK_F32, 2, ds), y;
+  wkt_fill_f32(x4.data, wk_tensor_numel(&x4), 21, -1.0f, 1.0f);
+  wkt_fill_f32(x8.data, wk_tensor_numel(&x8), 22, -1.0f, 1.0f);
+  wkt_fill_f32(dy.data, wk_tensor_numel(&dy), 23, -1.0f, 1.0f);
+  ck_assert_msg(wk_net_forward(net, &x4, true, &y) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wk_net_backward(net, &dy) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wk_net_forward(net, &x8, false, &y) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wk_tensor_numel(&y), 80);
+  float *out = malloc(80 * sizeof *out);
+  memcpy(out, y.data, 80 * sizeof *out);
+  ck_assert_int_eq(wk_net_gpu_memory(net, alive), WK_OK);
+  /* at least the weights and their gradients are in use */
+  ck_assert_uint_ge(alive->cache.allocated_bytes, 2 * wk_net_n_elems(net) * sizeof(float));
+  wk_tensor_free(&x4);
+  wk_tensor_free(&x8);
+  wk_tensor_free(&dy);
+  wk_net_destroy(net);
+  return out;
+}
+
+/* The caching allocator under networks (src/cuda/dev_cache.h): a destroyed
+ * net gives back every byte it used; its memory stays cached and serves the
+ * next net; and a net on reused (stale) memory computes exactly what the first
+ * computed on fresh memory. */
+START_TEST(test_device_memory) {
+  const char *env = getenv("WHISKER_GPU_CACHE");
+  const bool caching = !(env && strcmp(env, "0") == 0);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_gpu_memory m0, a1, m1, a2, m2;
+  ck_assert_int_eq(wk_gpu_memory_stats(0, &m0), WK_OK);
+  ck_assert_uint_gt(m0.device_total_bytes, 0);
+  ck_assert_uint_le(m0.device_free_bytes, m0.device_total_bytes);
+  float *first = wkt_memory_run(ctx, &a1);
+  ck_assert_uint_ge(a1.cache.reserved_bytes, a1.cache.allocated_bytes);
+  ck_assert_uint_ge(a1.cache.peak_allocated_bytes, a1.cache.allocated_bytes);
+  ck_assert_uint_ge(a1.cache.peak_reserved_bytes, a1.cache.reserved_bytes);
+  ck_assert_int_eq(wk_gpu_memory_stats(0, &m1), WK_OK);
+  ck_assert_uint_eq(m1.cache.allocated_bytes, m0.cache.allocated_bytes); /* nothing leaked */
+  if (caching) ck_assert_uint_gt(m1.cache.reserved_bytes, m1.cache.allocated_bytes);
+  else ck_assert_uint_eq(m1.cache.reserved_bytes, m1.cache.allocated_bytes);
+  float *second = wkt_memory_run(ctx, &a2);
+  ck_assert_int_eq(wk_gpu_memory_stats(0, &m2), WK_OK);
+  ck_assert_uint_eq(m2.cache.allocated_bytes, m0.cache.allocated_bytes);
+  if (caching) ck_assert_int_gt(m2.cache.n_hits, m1.cache.n_hits);
+  ck_assert_uint_eq(a2.cache.allocated_bytes - m0.cache.allocated_bytes,
+                    a1.cache.allocated_bytes - m0.cache.allocated_bytes);
+  ck_assert_msg(memcmp(first, second, 80 * sizeof *first) == 0,
+                "the second net's logits differ from the first's (stale memory read?)");
+  free(first);
+  free(second);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Without a device: a clean error naming the problem, and the net stays usable. */
 START_TEST(test_no_device_is_clean) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
@@ -1073,6 +1137,7 @@ int main(void) {
     tcase_add_test(tc, test_find_vs_heuristic_resnet18);
     tcase_add_test(tc, test_find_vs_heuristic_mobilenetv2);
     tcase_add_test(tc, test_cudnn_algo_env);
+    tcase_add_test(tc, test_device_memory);
   } else {
     tcase_add_test(tc, test_no_device_is_clean);
   }

@@ -269,7 +269,7 @@ START_TEST(test_device_errors) {
   void *p = (void *)&p;
   if (n_devices == 0) {
     ck_assert_int_eq(wk_cuda_malloc(&p, 16), WK_ERR_BACKEND);
-    ck_contains(wk_last_error(), "cudaMalloc(&p, n_bytes) failed at ");
+    ck_contains(wk_last_error(), "cudaGetDevice(device) failed at "); /* the cache's device */
     ck_contains(wk_last_error(), "cuda_backend.c:");
     ck_assert_ptr_null(p);
     char host[4] = {0};
@@ -278,9 +278,13 @@ START_TEST(test_device_errors) {
     ck_assert_int_eq(wk_cuda_sync(), WK_ERR_BACKEND);
     return;
   }
-  ck_assert_int_eq(wk_cuda_malloc(&p, SIZE_MAX / 2), WK_ERR_BACKEND);
+  ck_assert_int_eq(wk_cuda_malloc(&p, SIZE_MAX / 2), WK_ERR_NOMEM);
+  ck_contains(wk_last_error(), "out of device memory");
   ck_contains(wk_last_error(), "cudaMalloc");
   ck_assert_ptr_null(p);
+  /* memory the cache did not hand out is refused, and freeing twice is too */
+  ck_assert_int_eq(wk_cuda_free(&p), WK_ERR_INVALID_ARG);
+  ck_contains(wk_last_error(), "not device memory from wk_cuda_malloc");
   const float one = -1.0f;
   float out = 7.0f;
   float *d = device_f32(&one, 1);
@@ -288,6 +292,7 @@ START_TEST(test_device_errors) {
   CK_WK(wk_cuda_copy_d2h(&out, d, sizeof out));
   ck_assert(out == 0.0f);
   CK_WK(wk_cuda_free(d));
+  ck_assert_int_eq(wk_cuda_free(d), WK_ERR_INVALID_ARG);
   CK_WK(wk_cuda_malloc(&p, 0));
   ck_assert_ptr_null(p);
   CK_WK(wk_cuda_free(NULL));

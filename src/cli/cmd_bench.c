@@ -12,6 +12,7 @@
 #include "cli/launch.h"
 #include "cli/cli.h"
 #include "core/clock.h"
+#include "cuda/cuda.h"
 #include "dist/dist.h"
 #include "nn/zoo.h"
 #include "train/ddp.h"
@@ -207,6 +208,11 @@ int wk_cmd_bench(int argc, char **argv) {
     qsort(times + 1, (size_t)o.infer_runs, sizeof *times, wk_cmp_double);
     infer_ips = (double)o.batch / times[1 + o.infer_runs / 2];
   }
+  /* the device memory the run took: the caching allocator's peaks */
+  wk_gpu_memory mem = {0};
+  if (wk_net_on_gpu(net) && wk_net_gpu_memory(net, &mem) != WK_OK) goto fail;
+  const double gpu_peak_mb = (double)mem.cache.peak_allocated_bytes / 1048576.0;
+  const double gpu_held_mb = (double)mem.cache.peak_reserved_bytes / 1048576.0;
   if (wk_dist_rank(dist) != 0) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
@@ -214,10 +220,11 @@ int wk_cmd_bench(int argc, char **argv) {
            "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", \"precision\": \"%s\", "
            "\"fp16_skipped_steps\": %lld, \"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"infer_images_per_s\": %.3f, "
-           "\"peak_rss_mb\": %.1f}\n",
+           "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
            o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision,
-           (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb);
+           (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb,
+           gpu_peak_mb, gpu_held_mb);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
@@ -229,6 +236,11 @@ int wk_cmd_bench(int argc, char **argv) {
     printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",
            rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
            (double)wk_net_n_elems(net) * 4.0 / 1e6);
+    if (wk_net_on_gpu(net))
+      printf("GPU memory %.0f MB at most in use, %.0f MB at most held (caching allocator: "
+             "%lld device allocations for %lld requests), of %.0f MB on the device\n",
+             gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
+             (long long)mem.cache.n_allocs, (double)mem.device_total_bytes / 1048576.0);
   }
   rc = WK_EXIT_OK;
 fail:

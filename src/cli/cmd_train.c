@@ -70,7 +70,9 @@ static void wk_usage_train(FILE *f) {
           "(1024).\n"
           "$WHISKER_CUDA_GRAPH=1 (experimental, not yet verified on a GPU) runs each\n"
           "training step on the GPU as one CUDA graph once its batch size has run twice\n"
-          "(not with --gpus), computing what the uncaptured step computes.\n");
+          "(not with --gpus), computing what the uncaptured step computes.\n"
+          "Device memory is cached (freed buffers serve later ones; the first epoch\n"
+          "logs the peak); $WHISKER_GPU_CACHE=0 makes every buffer its own cudaMalloc.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "cuda/dev_cache.h"
 #include "nn/net.h"
 
 /* True when this build contains the CUDA backend. */
@@ -260,6 +261,17 @@ typedef struct wk_gpu_graph_stats {
   int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
+
+/* ------------------------------------------------------------------ device memory
+ * Every device buffer comes from a caching allocator, one per GPU for the
+ * process (src/cuda/dev_cache.h; $WHISKER_GPU_CACHE=0 turns the cache off). */
+typedef struct wk_gpu_memory {
+  wk_dcache_stats cache;     /* in use, held, their peaks, device allocations, ... */
+  size_t device_free_bytes;  /* cudaMemGetInfo: free on the device (all processes) */
+  size_t device_total_bytes;
+} wk_gpu_memory;
+/* The figures of GPU `device`; fails where the backend cannot load. */
+wk_status wk_gpu_memory_stats(int device, wk_gpu_memory *out);
 
 /* ------------------------------------------------------------------ data parallelism
  * NCCL between the ranks of a data-parallel run, one GPU each (cuda_comm.c in

@@ -289,15 +289,8 @@ static wk_status wk_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bo
   *c->ws = NULL;
   *c->ws_bytes = 0;
   void *p = NULL;
-  const cudaError_t e = cudaMalloc(&p, n_bytes);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    if (e != cudaErrorMemoryAllocation)
-      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaMalloc(%zu) failed at %s:%d: %s (%s)", n_bytes,
-                     __FILE__, __LINE__, cudaGetErrorName(e), cudaGetErrorString(e));
-    *room = false;
-    return WK_OK;
-  }
+  WK_TRY(wk_cuda_malloc_optional(&p, n_bytes, room));
+  if (!*room) return WK_OK;
   *c->ws = p;
   *c->ws_bytes = n_bytes;
   return WK_OK;

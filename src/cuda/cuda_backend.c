@@ -4,8 +4,14 @@
  * errors or aborts. */
 #include "cuda/cuda_backend.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/dev_cache.h"
 
 int wk_gpu_device_count(void) {
   int count = 0;
@@ -20,22 +26,157 @@ int wk_gpu_device_count(void) {
   return count;
 }
 
-/* ------------------------------------------------------------------ device buffers */
+/* ------------------------------------------------------------------ device buffers
+ * Through one caching allocator per device (dev_cache.h). Device memory, like
+ * the CUDA context that owns it, belongs to the process, so the caches are the
+ * process's too: a table indexed by device, made on first use, under a lock
+ * (the loader's threads never allocate device memory, but the library's user
+ * may run networks from several threads). */
+
+#define WK_CACHE_DEVICES 64
+
+static pthread_mutex_t wk_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static wk_dcache *wk_caches[WK_CACHE_DEVICES];
+
+/* The ops run on the cache's device, whichever is current. */
+typedef struct wk_on_device {
+  int before;
+  bool switched;
+} wk_on_device;
+
+static wk_status wk_device_enter(void *ctx, wk_on_device *g) {
+  const int device = (int)(intptr_t)ctx;
+  g->switched = false;
+  WK_CUDA_TRY(cudaGetDevice(&g->before));
+  if (g->before != device) {
+    WK_CUDA_TRY(cudaSetDevice(device));
+    g->switched = true;
+  }
+  return WK_OK;
+}
+
+static wk_status wk_device_leave(const wk_on_device *g, wk_status s) {
+  if (g->switched) {
+    const cudaError_t e = cudaSetDevice(g->before);
+    if (e != cudaSuccess && s == WK_OK) {
+      (void)cudaGetLastError();
+      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaSetDevice(%d) failed: %s", g->before,
+                     cudaGetErrorString(e));
+    }
+  }
+  return s;
+}
+
+static wk_status wk_dev_alloc(void *ctx, size_t n_bytes, void **out) {
+  wk_on_device g;
+  WK_TRY(wk_device_enter(ctx, &g));
+  wk_status s = WK_OK;
+  const cudaError_t e = cudaMalloc(out, n_bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    *out = NULL;
+    s = wk_fail(e == cudaErrorMemoryAllocation ? WK_ERR_NOMEM : WK_ERR_BACKEND,
+                "CUDA: cudaMalloc(%zu) on GPU %d failed: %s (%s)", n_bytes, (int)(intptr_t)ctx,
+                cudaGetErrorName(e), cudaGetErrorString(e));
+  }
+  return wk_device_leave(&g, s);
+}
+
+static wk_status wk_dev_free_call(void *p) {
+  WK_CUDA_TRY(cudaFree(p));
+  return WK_OK;
+}
+
+static wk_status wk_dev_free(void *ctx, void *p) {
+  wk_on_device g;
+  WK_TRY(wk_device_enter(ctx, &g));
+  return wk_device_leave(&g, wk_dev_free_call(p));
+}
+
+static wk_status wk_dev_sync(void *ctx) {
+  wk_on_device g;
+  WK_TRY(wk_device_enter(ctx, &g));
+  return wk_device_leave(&g, wk_cuda_sync());
+}
+
+/* The current device's cache (made on first use); the lock is held. */
+static wk_status wk_current_cache(wk_dcache **out, int *device) {
+  WK_CUDA_TRY(cudaGetDevice(device));
+  if (*device < 0 || *device >= WK_CACHE_DEVICES)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: whisker handles GPUs 0 to %d", *device,
+                   WK_CACHE_DEVICES - 1);
+  if (!wk_caches[*device]) {
+    const char *env = getenv("WHISKER_GPU_CACHE");
+    const bool caching = !(env && strcmp(env, "0") == 0);
+    const wk_dcache_ops ops = {.ctx = (void *)(intptr_t)*device, .alloc = wk_dev_alloc,
+                               .free = wk_dev_free, .sync = wk_dev_sync};
+    WK_TRY(wk_dcache_create(&ops, caching, &wk_caches[*device]));
+  }
+  *out = wk_caches[*device];
+  return WK_OK;
+}
 
 wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) {
   WK_ASSERT(dptr);
   *dptr = NULL;
   if (n_bytes == 0) return WK_OK;
-  void *p = NULL;
-  WK_CUDA_TRY(cudaMalloc(&p, n_bytes));
-  *dptr = p;
+  pthread_mutex_lock(&wk_cache_lock);
+  wk_dcache *c = NULL;
+  int device = -1;
+  wk_status s = wk_current_cache(&c, &device);
+  if (s == WK_OK) s = wk_dcache_alloc(c, n_bytes, dptr);
+  pthread_mutex_unlock(&wk_cache_lock);
+  return s;
+}
+
+wk_status wk_cuda_malloc_optional(void **dptr, size_t n_bytes, bool *room) {
+  *room = true;
+  const wk_status s = wk_cuda_malloc(dptr, n_bytes);
+  if (s != WK_ERR_NOMEM) return s;
+  *room = false;
   return WK_OK;
 }
 
 wk_status wk_cuda_free(void *dptr) {
   if (!dptr) return WK_OK;
-  WK_CUDA_TRY(cudaFree(dptr));
-  return WK_OK;
+  pthread_mutex_lock(&wk_cache_lock);
+  wk_status s = WK_ERR_INVALID_ARG;
+  for (int d = 0; d < WK_CACHE_DEVICES && s == WK_ERR_INVALID_ARG; d++)
+    if (wk_dcache_owns(wk_caches[d], dptr)) s = wk_dcache_free(wk_caches[d], dptr);
+  pthread_mutex_unlock(&wk_cache_lock);
+  if (s == WK_ERR_INVALID_ARG)
+    return wk_fail(s, "wk_cuda_free(%p): not device memory from wk_cuda_malloc, or freed "
+                   "already", dptr);
+  return s;
+}
+
+wk_status wk_cuda_cache_release(void) {
+  pthread_mutex_lock(&wk_cache_lock);
+  wk_dcache *c = NULL;
+  int device = -1;
+  wk_status s = wk_current_cache(&c, &device);
+  if (s == WK_OK) s = wk_dcache_release(c);
+  pthread_mutex_unlock(&wk_cache_lock);
+  return s;
+}
+
+wk_status wk_cuda_memory(int device, wk_gpu_memory *out) {
+  memset(out, 0, sizeof *out);
+  if (device < 0 || device >= WK_CACHE_DEVICES)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU %d: no such device", device);
+  pthread_mutex_lock(&wk_cache_lock);
+  if (wk_caches[device]) wk_dcache_get_stats(wk_caches[device], &out->cache);
+  pthread_mutex_unlock(&wk_cache_lock);
+  wk_on_device g;
+  WK_TRY(wk_device_enter((void *)(intptr_t)device, &g));
+  wk_status s = WK_OK;
+  const cudaError_t e = cudaMemGetInfo(&out->device_free_bytes, &out->device_total_bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    s = wk_fail(WK_ERR_BACKEND, "CUDA: cudaMemGetInfo on GPU %d failed: %s", device,
+                cudaGetErrorString(e));
+  }
+  return wk_device_leave(&g, s);
 }
 
 wk_status wk_cuda_copy_h2d(void *dst, const void *src, size_t n_bytes) {

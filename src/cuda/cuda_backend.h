@@ -15,6 +15,7 @@
 #ifndef WK_CUDA_BACKEND_H
 #define WK_CUDA_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* cuDNN's and NCCL's headers reach us through -I, not -isystem, when they live
@@ -84,17 +85,35 @@ int wk_gpu_device_count(void);
 wk_status wk_gpu_describe(char *buf, size_t n);
 
 /* ------------------------------------------------------------------ device buffers
- * Plain cudaMalloc'd memory on the current device. Sizes are in bytes. A size of
- * 0 is valid and gives (or moves) nothing. The copies are synchronous with the
- * host and ordered after all work already queued on the legacy default stream. */
+ * Device memory on the current device, through its caching allocator
+ * (dev_cache.h; $WHISKER_GPU_CACHE=0: plain cudaMalloc and cudaFree). Sizes are
+ * in bytes. A size of 0 is valid and gives (or moves) nothing. The copies are
+ * synchronous with the host and ordered after all work already queued on the
+ * legacy default stream.
+ *
+ * Unlike cudaFree, wk_cuda_free does not wait for the device: the memory goes
+ * back to the cache, which waits for the device before handing it out again. */
 
 /* *dptr = n_bytes of device memory (NULL for 0 bytes); the caller frees it with
- * wk_cuda_free. On failure *dptr is NULL. */
+ * wk_cuda_free. On failure *dptr is NULL; WK_ERR_NOMEM when the device has no
+ * room even after the cache gave back what it held. */
 wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) WK_NODISCARD;
 
-/* Frees device memory from wk_cuda_malloc; NULL is a no-op. A failure here
- * usually reports an earlier asynchronous kernel fault. */
+/* The same, for memory the caller can do without: no room is *room false and
+ * WK_OK (and *dptr NULL); any other failure is one. */
+wk_status wk_cuda_malloc_optional(void **dptr, size_t n_bytes, bool *room) WK_NODISCARD;
+
+/* Returns device memory from wk_cuda_malloc (on any device) to its cache; NULL
+ * is a no-op. Memory it did not hand out is refused (WK_ERR_INVALID_ARG). */
 wk_status wk_cuda_free(void *dptr);
+
+/* Gives every cached segment of the current device with nothing in use back
+ * to the device (after waiting for it, when something freed is pending). */
+wk_status wk_cuda_cache_release(void);
+
+/* The cache's figures for `device` (zero before its first allocation) and
+ * the device's free and total memory (cudaMemGetInfo). */
+wk_status wk_cuda_memory(int device, wk_gpu_memory *out);
 
 /* Copies n_bytes from host src to device dst, and from device src to host dst. */
 wk_status wk_cuda_copy_h2d(void *dst, const void *src, size_t n_bytes) WK_NODISCARD;
@@ -158,7 +177,7 @@ typedef struct wk_conv_choice {
   wk_gpu_algos *cache;
   /* timing only: device buffers of the descriptors' sizes that the timed
    * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the
-   * caller's workspace (cudaMalloc'd, *ws_bytes long), which timing grows */
+   * caller's workspace (wk_cuda_malloc'd, *ws_bytes long), which timing grows */
   const void *x_data, *w_data, *dy_data;
   void *y_data, *dx_data, *dw_data;
   void **ws;

@@ -114,6 +114,13 @@ wk_status wk_gpu_algos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out) {
   return wk_relay(p, p->algos_stats(a, out));
 }
 
+wk_status wk_gpu_memory_stats(int device, wk_gpu_memory *out) {
+  memset(out, 0, sizeof *out);
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->memory_stats(device, out));
+}
+
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out) {
   *out = NULL;
   const wk_cuda_plugin *p = wk_plugin_get();

@@ -290,6 +290,9 @@ static wk_status wk_workspace_trim(wk_gpu_net *net, size_t bytes) {
   WK_TRY(wk_cuda_free(net->workspace));
   net->workspace = NULL;
   net->workspace_bytes = 0;
+  /* the device gets the timing's workspace back: cached, the smaller one
+   * would be split off it and pin the whole segment */
+  WK_TRY(wk_cuda_cache_release());
   return wk_workspace(net, bytes);
 }
 
@@ -711,8 +714,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
     wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
     if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
     if (s != WK_OK)
-      return wk_fail(s, "GPU: out of device memory for a batch of %lld; try a smaller --batch",
-                     (long long)n);
+      return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
+                     "--batch", (long long)n, wk_last_error());
     float *h = malloc((size_t)n * sizeof *h);
     if (!h) return wk_fail(WK_ERR_NOMEM, "out of memory");
     for (int64_t k = 0; k < n; k++) h[k] = 1.0f;
@@ -730,8 +733,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       s = wk_cuda_malloc((void **)&net->bx, (size_t)(n * in_max) * sizeof(uint16_t));
       if (s == WK_OK) s = wk_cuda_malloc((void **)&net->by, (size_t)(n * out_max) * sizeof(uint16_t));
       if (s != WK_OK)
-        return wk_fail(s, "GPU: out of device memory for a batch of %lld; try a smaller --batch",
-                       (long long)n);
+        return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
+                       "--batch", (long long)n, wk_last_error());
     }
     net->cap = n;
   }
@@ -944,23 +947,30 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
 /* *buf (capacity *cap) grown to n_bytes if smaller: pinned host memory or
  * device memory. Memory that cannot be had is no error here: *got false (and
  * no buffer) for the caller to do without; any other failure is one. Growing
- * frees first, which waits for the device. */
+ * frees first: pinned memory waits for the device there, device memory goes
+ * back to the cache, which waits before handing it out again. */
 static wk_status wk_grow_optional(void **buf, size_t *cap, size_t n_bytes, bool host,
                                   bool *got) {
   *got = true;
   if (n_bytes <= *cap) return WK_OK;
-  if (*buf) WK_CUDA_TRY(host ? cudaFreeHost(*buf) : cudaFree(*buf));
+  if (!host) {
+    WK_TRY(wk_cuda_free(*buf));
+    *buf = NULL;
+    *cap = 0;
+    WK_TRY(wk_cuda_malloc_optional(buf, n_bytes, got));
+    if (*got) *cap = n_bytes;
+    return WK_OK;
+  }
+  if (*buf) WK_CUDA_TRY(cudaFreeHost(*buf));
   *buf = NULL;
   *cap = 0;
   void *p = NULL;
-  const cudaError_t e = host ? cudaHostAlloc(&p, n_bytes, cudaHostAllocDefault)
-                             : cudaMalloc(&p, n_bytes);
+  const cudaError_t e = cudaHostAlloc(&p, n_bytes, cudaHostAllocDefault);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     if (e != cudaErrorMemoryAllocation)
-      return wk_fail(WK_ERR_BACKEND, "CUDA: %s(%zu) failed at %s:%d: %s (%s)",
-                     host ? "cudaHostAlloc" : "cudaMalloc", n_bytes, __FILE__, __LINE__,
-                     cudaGetErrorName(e), cudaGetErrorString(e));
+      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaHostAlloc(%zu) failed at %s:%d: %s (%s)",
+                     n_bytes, __FILE__, __LINE__, cudaGetErrorName(e), cudaGetErrorString(e));
     *got = false;
     return WK_OK;
   }

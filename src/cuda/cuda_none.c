@@ -3,6 +3,7 @@
 #include "cuda/cuda.h"
 
 #include <stdio.h>
+#include <string.h>
 
 bool wk_cuda_compiled(void) { return false; }
 
@@ -33,6 +34,12 @@ void wk_gpu_algos_destroy(wk_gpu_algos *a) { (void)a; }
 wk_status wk_gpu_algos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out) {
   (void)a;
   (void)out;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_memory_stats(int device, wk_gpu_memory *out) {
+  (void)device;
+  memset(out, 0, sizeof *out);
   return wk_not_built();
 }
 

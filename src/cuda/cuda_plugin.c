@@ -27,6 +27,7 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_attach_comm = wk_cudanet_attach_comm,
                                         .algos_create = wk_cudaalgos_create,
                                         .algos_destroy = wk_cudaalgos_destroy,
-                                        .algos_stats = wk_cudaalgos_stats};
+                                        .algos_stats = wk_cudaalgos_stats,
+                                        .memory_stats = wk_cuda_memory};
   return &plugin;
 }

@@ -18,7 +18,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 11
+#define WK_CUDA_PLUGIN_ABI 12
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -53,6 +53,8 @@ typedef struct wk_cuda_plugin {
   wk_status (*algos_create)(wk_gpu_algos **out);
   void (*algos_destroy)(wk_gpu_algos *a);
   wk_status (*algos_stats)(wk_gpu_algos *a, wk_gpu_algo_stats *out);
+  /* the device memory's caching allocator (cuda_backend.c) */
+  wk_status (*memory_stats)(int device, wk_gpu_memory *out);
 } wk_cuda_plugin;
 
 typedef const wk_cuda_plugin *(*wk_cuda_plugin_get_fn)(void);

@@ -72,6 +72,7 @@ wk_status wk_net_use_gpu(wk_net *net, int device) {
                           .n_buffer_elems = net->n_buffer_elems, .buffers = net->buffers,
                           .algos = net->ctx->gpu_algos};
   WK_TRY(wk_gpu_net_create(&g, device, &net->gpu));
+  net->gpu_device = device;
   net->gpu_uploaded = net->weights_version - 1; /* upload before the first forward */
   net->gpu_params_version = net->params_version;
   return WK_OK;
@@ -355,6 +356,11 @@ wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gp
   *loss = (float)(r.loss_sum / (double)n); /* as wk_net_gpu_xent_forward */
   *applied = r.applied;
   return WK_OK;
+}
+
+wk_status wk_net_gpu_memory(const wk_net *net, struct wk_gpu_memory *out) {
+  if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "the network is not on a GPU");
+  return wk_gpu_memory_stats(net->gpu_device, out);
 }
 
 wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out) {

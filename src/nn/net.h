@@ -275,6 +275,10 @@ wk_status wk_net_gpu_stage(wk_net *net, const wk_tensor *x);
 struct wk_gpu_graph_stats;
 /* What the network's CUDA graphs have done so far (cuda/cuda.h). */
 wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out);
+struct wk_gpu_memory;
+/* The device memory of the network's GPU: the process's caching allocator
+ * there (in use, held, peaks) and the device's free and total bytes. */
+wk_status wk_net_gpu_memory(const wk_net *net, struct wk_gpu_memory *out);
 /* The optimizer's state array i (0 or 1; n_elems floats) to or from the device. */
 wk_status wk_net_gpu_state(wk_net *net, int i, float *host, bool to_device);
 struct wk_gpu_buckets;

@@ -78,6 +78,7 @@ struct wk_net {
   /* on a GPU (exec_gpu.c): the device executor, the weights version it holds,
    * and the host copy of its last output */
   struct wk_gpu_net *gpu;
+  int gpu_device; /* its device, while gpu is set */
   uint64_t gpu_uploaded;
   uint64_t params_version, gpu_params_version; /* frozen flags changed / as the GPU has them */
   float *gpu_out;

@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/atomic_file.h"
 #include "core/log.h"
+#include "cuda/cuda.h"
 #include "data/loader.h"
 #include "nn/zoo.h"
 #include "train/finetune.h"
@@ -647,6 +648,13 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
                  "(--workers %d; more workers, or smaller stored images, would help)",
                  100.0 * share, c->workers);
     }
+    wk_gpu_memory mem;
+    if (r->writer && e == (int)pos.epoch && wk_net_on_gpu(r->net) &&
+        wk_net_gpu_memory(r->net, &mem) == WK_OK) /* a figure to size --batch by */
+      WK_LOG_I("GPU memory: at most %.0f MB in use, %.0f MB held, of %.0f MB on the device",
+               (double)mem.cache.peak_allocated_bytes / 1048576.0,
+               (double)mem.cache.peak_reserved_bytes / 1048576.0,
+               (double)mem.device_total_bytes / 1048576.0);
     if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
       WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
                wk_trainer_loss_scale(r->trainer),
