@@ -145,7 +145,9 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
         j=$j32; [ "$p" = bf16 ] && j=$j16
         wm=$(echo "$j" | field gpu_peak_in_use_mb); wh=$(echo "$j" | field gpu_peak_held_mb)
         tm=$(echo "$torch_all" | awk -v m="$m" -v p="$p" '$1 == m && $2 == p && $3 == "trainmem" { print $4, $5 }')
-        mem_rows="$mem_rows| $m | $b | $p | ${wm:-failed} / ${wh:-failed} | ${tm% *} / ${tm#* } | $(ratio "$wm" "${tm% *}") |
+        tr="?"; [ -n "$tm" ] && [ -n "$wm" ] && tr=$(ratio "$wm" "${tm% *}")
+        [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
+        mem_rows="$mem_rows| $m | $b | $p | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |
 "
       done
       infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${i16:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") | $(ratio "$i16" "$u16") |

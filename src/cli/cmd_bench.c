@@ -237,8 +237,8 @@ int wk_cmd_bench(int argc, char **argv) {
            rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
            (double)wk_net_n_elems(net) * 4.0 / 1e6);
     if (wk_net_on_gpu(net))
-      printf("GPU memory %.0f MB at most in use, %.0f MB at most held (caching allocator: "
-             "%lld device allocations for %lld requests), of %.0f MB on the device\n",
+      printf("GPU memory %.0f MiB at most in use, %.0f MiB at most held (caching allocator: "
+             "%lld device allocations for %lld requests), of %.0f MiB on the device\n",
              gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
              (long long)mem.cache.n_allocs, (double)mem.device_total_bytes / 1048576.0);
   }

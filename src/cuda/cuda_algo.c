@@ -307,7 +307,15 @@ static wk_status wk_time(const wk_conv_choice *c, wk_conv_dir d, size_t ws_need,
   if (!room) return WK_OK;
   wk_algo_perf p[WK_ALGO_MAX];
   int got = 0;
-  const cudnnStatus_t s = wk_rank_timed(c, d, *c->ws, *c->ws_bytes, p, &got);
+  cudnnStatus_t s = wk_rank_timed(c, d, *c->ws, *c->ws_bytes, p, &got);
+  if (s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED) {
+    /* cuDNN's own allocations do not go through the cache, which may hold the
+     * room they need: give back what nothing uses and time once more */
+    (void)cudaGetLastError();
+    WK_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    WK_TRY(wk_cuda_cache_release());
+    s = wk_rank_timed(c, d, *c->ws, *c->ws_bytes, p, &got);
+  }
   char detail[256] = "";
   if (s != CUDNN_STATUS_SUCCESS) cudnnGetLastErrorString(detail, sizeof detail);
   /* a candidate that could not launch (out of resources) leaves its error in

@@ -55,15 +55,13 @@ static wk_status wk_device_enter(void *ctx, wk_on_device *g) {
   return WK_OK;
 }
 
+/* Back to the device that was current; returns s, the op's own outcome. A
+ * failed restore is consumed and otherwise let be: what the op did (memory
+ * made or given back) stands and must be recorded as done, every entry point
+ * of the GPU code makes its own device current before working (cudaSetDevice),
+ * and a fault behind the failure is sticky, so the next call reports it. */
 static wk_status wk_device_leave(const wk_on_device *g, wk_status s) {
-  if (g->switched) {
-    const cudaError_t e = cudaSetDevice(g->before);
-    if (e != cudaSuccess && s == WK_OK) {
-      (void)cudaGetLastError();
-      return wk_fail(WK_ERR_BACKEND, "CUDA: cudaSetDevice(%d) failed: %s", g->before,
-                     cudaGetErrorString(e));
-    }
-  }
+  if (g->switched && cudaSetDevice(g->before) != cudaSuccess) (void)cudaGetLastError();
   return s;
 }
 
@@ -76,8 +74,9 @@ static wk_status wk_dev_alloc(void *ctx, size_t n_bytes, void **out) {
     (void)cudaGetLastError();
     *out = NULL;
     s = wk_fail(e == cudaErrorMemoryAllocation ? WK_ERR_NOMEM : WK_ERR_BACKEND,
-                "CUDA: cudaMalloc(%zu) on GPU %d failed: %s (%s)", n_bytes, (int)(intptr_t)ctx,
-                cudaGetErrorName(e), cudaGetErrorString(e));
+                "CUDA: cudaMalloc(%zu) on GPU %d failed at %s:%d: %s (%s)", n_bytes,
+                (int)(intptr_t)ctx, __FILE__, __LINE__, cudaGetErrorName(e),
+                cudaGetErrorString(e));
   }
   return wk_device_leave(&g, s);
 }
@@ -116,16 +115,37 @@ static wk_status wk_current_cache(wk_dcache **out, int *device) {
   return WK_OK;
 }
 
+/* $WHISKER_GPU_POISON=1: every buffer handed out is filled with 0xff bytes
+ * (NaN as floats) first, so that code reading a buffer before writing it
+ * shows up instead of reading zeros or an earlier buffer's values. */
+static wk_status wk_poison(void *p, size_t n_bytes) {
+  const char *env = getenv("WHISKER_GPU_POISON");
+  if (!env || strcmp(env, "1") != 0) return WK_OK;
+  WK_CUDA_TRY(cudaMemset(p, 0xff, n_bytes));
+  WK_CUDA_TRY(cudaDeviceSynchronize()); /* the networks' streams do not wait for the legacy one */
+  return WK_OK;
+}
+
 wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) {
   WK_ASSERT(dptr);
   *dptr = NULL;
   if (n_bytes == 0) return WK_OK;
+  /* One lock for every device: allocations are rare (never inside a step),
+   * and whisker drives one GPU per process, so the wait for a device held
+   * under it (dev_cache.h) blocks no other device's work. */
   pthread_mutex_lock(&wk_cache_lock);
   wk_dcache *c = NULL;
   int device = -1;
   wk_status s = wk_current_cache(&c, &device);
   if (s == WK_OK) s = wk_dcache_alloc(c, n_bytes, dptr);
   pthread_mutex_unlock(&wk_cache_lock);
+  if (s == WK_OK) {
+    s = wk_poison(*dptr, n_bytes);
+    if (s != WK_OK) {
+      (void)wk_cuda_free(*dptr);
+      *dptr = NULL;
+    }
+  }
   return s;
 }
 

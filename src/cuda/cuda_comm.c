@@ -156,6 +156,9 @@ wk_status wk_gpucomm_create(const wk_gpu_graph *g, int device, const void *id, i
     if (s != WK_OK) goto fail;     \
   } while (0)
   WK_COMM_TRY(wk_comm_streams(c, device));
+  /* NCCL's buffers do not come from the caching allocator: give it back what
+   * nothing uses first */
+  WK_COMM_TRY(wk_cuda_cache_release());
   ncclUniqueId u;
   memcpy(&u, id, sizeof u);
   ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;

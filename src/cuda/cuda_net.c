@@ -83,6 +83,7 @@
 #endif
 
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,16 +270,35 @@ static wk_status wk_half_desc(const wk_gpu_net *net, cudnnTensorDescriptor_t d, 
   return WK_OK;
 }
 
+/* A device allocation for `what` failed with s. No room says so, wrapping the
+ * allocator's figures, with the advice; anything else (an earlier kernel
+ * fault that the allocator's wait for the device surfaced, say) passes
+ * through as it is, never disguised as a lack of memory. */
+static wk_status wk_no_room(wk_status s, const char *advice, const char *fmt, ...)
+    WK_PRINTF(3, 4);
+
+static wk_status wk_no_room(wk_status s, const char *advice, const char *fmt, ...) {
+  if (s != WK_ERR_NOMEM) return s;
+  char what[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  return wk_fail(s, "GPU: %s does not fit (%s); %s", what, wk_last_error(), advice);
+}
+
+static const char wk_smaller_batch[] = "try a smaller --batch";
+
 static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
   if (bytes <= net->workspace_bytes) return WK_OK;
   wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
   WK_TRY(wk_cuda_free(net->workspace));
   net->workspace = NULL;
   net->workspace_bytes = 0;
-  if (wk_cuda_malloc(&net->workspace, bytes) != WK_OK)
-    return wk_fail(WK_ERR_NOMEM, "GPU: out of device memory for %zu MB of convolution workspace "
-                   "(%s); try a smaller --batch or $WHISKER_GPU_WORKSPACE_MB", bytes >> 20,
-                   wk_last_error());
+  const wk_status s = wk_cuda_malloc(&net->workspace, bytes);
+  if (s != WK_OK)
+    return wk_no_room(s, "try a smaller --batch or $WHISKER_GPU_WORKSPACE_MB",
+                      "%zu MiB of convolution workspace", bytes >> 20);
   net->workspace_bytes = bytes;
   return WK_OK;
 }
@@ -528,9 +548,9 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
   if (s == WK_OK)
     s = wk_cuda_malloc((void **)&net->buf_data, g->n_buffer_elems * sizeof(float));
-  if (s != WK_OK && strstr(wk_last_error(), "cudaErrorMemoryAllocation"))
-    s = wk_fail(WK_ERR_NOMEM, "GPU %d: no device memory for the network's %zu MB of weights "
-                "and gradients (%s)", device, (g->n_elems * 8) >> 20, wk_last_error());
+  if (s != WK_OK)
+    s = wk_no_room(s, "a smaller model, or another GPU", "GPU %d: the network's %zu MiB of "
+                   "weights and gradients", device, (g->n_elems * 8) >> 20);
   if (s == WK_OK) s = wk_make_descriptors(net);
   if (s != WK_OK) {
     wk_cudanet_destroy(net);
@@ -702,8 +722,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       wk_status s = wk_cuda_malloc((void **)&net->val[v], bytes);
       if (s == WK_OK && v > 0) s = wk_cuda_malloc((void **)&net->grad[v], bytes);
       if (s != WK_OK)
-        return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
-                       "--batch", (long long)n, wk_last_error());
+        return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     }
     for (int v = 0; v < net->n_values; v++)
       if (net->alias[v] != v) {
@@ -713,9 +732,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
     net->scratch_elems = (size_t)(n * biggest);
     wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
     if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
-    if (s != WK_OK)
-      return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
-                     "--batch", (long long)n, wk_last_error());
+    if (s != WK_OK) return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     float *h = malloc((size_t)n * sizeof *h);
     if (!h) return wk_fail(WK_ERR_NOMEM, "out of memory");
     for (int64_t k = 0; k < n; k++) h[k] = 1.0f;
@@ -733,15 +750,17 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       s = wk_cuda_malloc((void **)&net->bx, (size_t)(n * in_max) * sizeof(uint16_t));
       if (s == WK_OK) s = wk_cuda_malloc((void **)&net->by, (size_t)(n * out_max) * sizeof(uint16_t));
       if (s != WK_OK)
-        return wk_fail(s, "GPU: out of device memory for a batch of %lld (%s); try a smaller "
-                       "--batch", (long long)n, wk_last_error());
+        return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     }
     net->cap = n;
   }
-  if (find && !wk_half(net) && !net->find_dw && net->widest_w &&
-      wk_cuda_malloc((void **)&net->find_dw, (size_t)net->widest_w * sizeof(float)) != WK_OK)
-    return wk_fail(WK_ERR_NOMEM, "GPU: out of device memory for %zu MB of timing scratch (%s)",
-                   ((size_t)net->widest_w * 4) >> 20, wk_last_error());
+  if (find && !wk_half(net) && !net->find_dw && net->widest_w) {
+    const wk_status s =
+        wk_cuda_malloc((void **)&net->find_dw, (size_t)net->widest_w * sizeof(float));
+    if (s != WK_OK)
+      return wk_no_room(s, "try a smaller --batch or $WHISKER_CUDNN_ALGO=heuristic",
+                        "%zu MiB of timing scratch", ((size_t)net->widest_w * 4) >> 20);
+  }
   net->batch = 0; /* until the algorithms below are chosen */
   size_t need = 0;
   bool timed = false;
@@ -1342,8 +1361,7 @@ static wk_status wk_xent_buffers(wk_gpu_net *net, int64_t n, int64_t k) {
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->xent_probs, (size_t)(n * k) * sizeof(float));
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->xent_rows, (size_t)n * sizeof(float));
   if (s != WK_OK)
-    return wk_fail(s, "GPU: out of device memory for the loss of a batch of %lld (%s); try a "
-                   "smaller --batch", (long long)n, wk_last_error());
+    return wk_no_room(s, wk_smaller_batch, "the loss of a batch of %lld", (long long)n);
   net->xent_cap = n;
   return WK_OK;
 }
@@ -1426,9 +1444,10 @@ static wk_status wk_arena(wk_gpu_net *net, wk_gpu_arena which, float **dev, size
   case WK_GPU_STATE1: {
     float **s = &net->state[which - WK_GPU_STATE0];
     if (!*s && net->g.n_elems) {
-      if (wk_cuda_malloc((void **)s, net->g.n_elems * sizeof(float)) != WK_OK)
-        return wk_fail(WK_ERR_NOMEM, "GPU: no device memory for %zu MB of optimizer state (%s); "
-                       "try a smaller --batch", (net->g.n_elems * 4) >> 20, wk_last_error());
+      const wk_status a = wk_cuda_malloc((void **)s, net->g.n_elems * sizeof(float));
+      if (a != WK_OK)
+        return wk_no_room(a, wk_smaller_batch, "%zu MiB of optimizer state",
+                          (net->g.n_elems * 4) >> 20);
       WK_CUDA_TRY(cudaMemsetAsync(*s, 0, net->g.n_elems * sizeof(float), net->stream));
     }
     *dev = *s, *n = net->g.n_elems;

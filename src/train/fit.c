@@ -651,7 +651,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_gpu_memory mem;
     if (r->writer && e == (int)pos.epoch && wk_net_on_gpu(r->net) &&
         wk_net_gpu_memory(r->net, &mem) == WK_OK) /* a figure to size --batch by */
-      WK_LOG_I("GPU memory: at most %.0f MB in use, %.0f MB held, of %.0f MB on the device",
+      WK_LOG_I("GPU memory: at most %.0f MiB in use, %.0f MiB held, of %.0f MiB on the device",
                (double)mem.cache.peak_allocated_bytes / 1048576.0,
                (double)mem.cache.peak_reserved_bytes / 1048576.0,
                (double)mem.device_total_bytes / 1048576.0);
