@@ -168,13 +168,14 @@ int wk_cmd_bench(int argc, char **argv) {
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = wk_rng_normal(&r);
   for (int64_t i = 0; i < wk_tensor_numel(&x1); i++) ((float *)x1.data)[i] = wk_rng_normal(&r);
   for (int i = 0; i < o.batch; i++) ((int32_t *)labels.data)[i] = (int32_t)wk_rng_below(&r, (uint32_t)o.classes);
+  const bool stage = wk_trainer_stage_wanted(t);
   for (int s = 0; s < total; s++) {
     if (s == o.warmup && o.profile && wk_net_profile_enable(net) != WK_OK) goto fail;
     double t0 = wk_now_s();
     float loss;
     /* as training does on a GPU: the next step's batch (here the same, unchanged) goes up
      * while this one computes */
-    if (s + 1 < total && wk_trainer_stage_wanted(t)) wk_trainer_set_next(t, &x);
+    if (s + 1 < total && stage) wk_trainer_set_next(t, &x);
     if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
     times[s] = wk_now_s() - t0;
     if (!o.json && wk_dist_rank(dist) == 0)
@@ -211,8 +212,8 @@ int wk_cmd_bench(int argc, char **argv) {
   /* the device memory the run took: the caching allocator's peaks */
   wk_gpu_memory mem = {0};
   if (wk_net_on_gpu(net) && wk_net_gpu_memory(net, &mem) != WK_OK) goto fail;
-  const double gpu_peak_mb = (double)mem.cache.peak_allocated_bytes / 1048576.0;
-  const double gpu_held_mb = (double)mem.cache.peak_reserved_bytes / 1048576.0;
+  const double gpu_peak_mb = wk_mib(mem.cache.peak_allocated_bytes);
+  const double gpu_held_mb = wk_mib(mem.cache.peak_reserved_bytes);
   if (wk_dist_rank(dist) != 0) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
@@ -240,7 +241,7 @@ int wk_cmd_bench(int argc, char **argv) {
       printf("GPU memory %.0f MiB at most in use, %.0f MiB at most held (caching allocator: "
              "%lld device allocations for %lld requests), of %.0f MiB on the device\n",
              gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
-             (long long)mem.cache.n_allocs, (double)mem.device_total_bytes / 1048576.0);
+             (long long)mem.cache.n_allocs, wk_mib(mem.device_total_bytes));
   }
   rc = WK_EXIT_OK;
 fail:

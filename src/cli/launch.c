@@ -2,19 +2,18 @@
 #include "cli/launch.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/clock.h"
-
 #include "core/atomic_file.h"
+#include "core/clock.h"
 #include "cuda/cuda.h"
 #include "dist/dist.h"
 #include "nn/net.h"

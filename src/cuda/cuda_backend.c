@@ -81,8 +81,14 @@ static wk_status wk_dev_alloc(void *ctx, size_t n_bytes, void **out) {
   return wk_device_leave(&g, s);
 }
 
+/* The checked calls the ops make on their device. */
 static wk_status wk_dev_free_call(void *p) {
   WK_CUDA_TRY(cudaFree(p));
+  return WK_OK;
+}
+
+static wk_status wk_mem_info(size_t *free_bytes, size_t *total_bytes) {
+  WK_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
   return WK_OK;
 }
 
@@ -99,19 +105,20 @@ static wk_status wk_dev_sync(void *ctx) {
 }
 
 /* The current device's cache (made on first use); the lock is held. */
-static wk_status wk_current_cache(wk_dcache **out, int *device) {
-  WK_CUDA_TRY(cudaGetDevice(device));
-  if (*device < 0 || *device >= WK_CACHE_DEVICES)
-    return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: whisker handles GPUs 0 to %d", *device,
+static wk_status wk_current_cache(wk_dcache **out) {
+  int device = -1;
+  WK_CUDA_TRY(cudaGetDevice(&device));
+  if (device < 0 || device >= WK_CACHE_DEVICES)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: whisker handles GPUs 0 to %d", device,
                    WK_CACHE_DEVICES - 1);
-  if (!wk_caches[*device]) {
+  if (!wk_caches[device]) {
     const char *env = getenv("WHISKER_GPU_CACHE");
     const bool caching = !(env && strcmp(env, "0") == 0);
-    const wk_dcache_ops ops = {.ctx = (void *)(intptr_t)*device, .alloc = wk_dev_alloc,
+    const wk_dcache_ops ops = {.ctx = (void *)(intptr_t)device, .alloc = wk_dev_alloc,
                                .free = wk_dev_free, .sync = wk_dev_sync};
-    WK_TRY(wk_dcache_create(&ops, caching, &wk_caches[*device]));
+    WK_TRY(wk_dcache_create(&ops, caching, &wk_caches[device]));
   }
-  *out = wk_caches[*device];
+  *out = wk_caches[device];
   return WK_OK;
 }
 
@@ -122,8 +129,7 @@ static wk_status wk_poison(void *p, size_t n_bytes) {
   const char *env = getenv("WHISKER_GPU_POISON");
   if (!env || strcmp(env, "1") != 0) return WK_OK;
   WK_CUDA_TRY(cudaMemset(p, 0xff, n_bytes));
-  WK_CUDA_TRY(cudaDeviceSynchronize()); /* the networks' streams do not wait for the legacy one */
-  return WK_OK;
+  return wk_cuda_sync(); /* the networks' streams do not wait for the legacy one */
 }
 
 wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) {
@@ -135,8 +141,7 @@ wk_status wk_cuda_malloc(void **dptr, size_t n_bytes) {
    * under it (dev_cache.h) blocks no other device's work. */
   pthread_mutex_lock(&wk_cache_lock);
   wk_dcache *c = NULL;
-  int device = -1;
-  wk_status s = wk_current_cache(&c, &device);
+  wk_status s = wk_current_cache(&c);
   if (s == WK_OK) s = wk_dcache_alloc(c, n_bytes, dptr);
   pthread_mutex_unlock(&wk_cache_lock);
   if (s == WK_OK) {
@@ -173,8 +178,7 @@ wk_status wk_cuda_free(void *dptr) {
 wk_status wk_cuda_cache_release(void) {
   pthread_mutex_lock(&wk_cache_lock);
   wk_dcache *c = NULL;
-  int device = -1;
-  wk_status s = wk_current_cache(&c, &device);
+  wk_status s = wk_current_cache(&c);
   if (s == WK_OK) s = wk_dcache_release(c);
   pthread_mutex_unlock(&wk_cache_lock);
   return s;
@@ -189,14 +193,7 @@ wk_status wk_cuda_memory(int device, wk_gpu_memory *out) {
   pthread_mutex_unlock(&wk_cache_lock);
   wk_on_device g;
   WK_TRY(wk_device_enter((void *)(intptr_t)device, &g));
-  wk_status s = WK_OK;
-  const cudaError_t e = cudaMemGetInfo(&out->device_free_bytes, &out->device_total_bytes);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    s = wk_fail(WK_ERR_BACKEND, "CUDA: cudaMemGetInfo on GPU %d failed: %s", device,
-                cudaGetErrorString(e));
-  }
-  return wk_device_leave(&g, s);
+  return wk_device_leave(&g, wk_mem_info(&out->device_free_bytes, &out->device_total_bytes));
 }
 
 wk_status wk_cuda_copy_h2d(void *dst, const void *src, size_t n_bytes) {

@@ -29,8 +29,6 @@ struct wk_dcache {
   wk_dcache_stats st;
 };
 
-#define WK_MIB(x) ((double)(x) / (1024.0 * 1024.0))
-
 static size_t wk_round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
 /* The segment a request of `size` (rounded) is carved from. */
@@ -236,8 +234,8 @@ wk_status wk_dcache_alloc(wk_dcache *c, size_t n_bytes, void **out) {
     const wk_status s = wk_grow(c, size, large, &i);
     if (s == WK_ERR_NOMEM)
       return wk_fail(s, "out of device memory for %.1f MiB (%s); this process holds %.1f MiB, "
-                     "%.1f MiB of it in use", WK_MIB(size), wk_last_error(),
-                     WK_MIB(c->st.reserved_bytes), WK_MIB(c->st.allocated_bytes));
+                     "%.1f MiB of it in use", wk_mib(size), wk_last_error(),
+                     wk_mib(c->st.reserved_bytes), wk_mib(c->st.allocated_bytes));
     WK_TRY(s);
   }
   wk_take(c, i, size);

@@ -77,6 +77,9 @@ typedef struct wk_dcache_stats {
   int64_t n_oom_retries; /* times the cache was emptied to retry an allocation */
 } wk_dcache_stats;
 
+/* n_bytes in MiB, for messages. */
+static inline double wk_mib(size_t n_bytes) { return (double)n_bytes / 1048576.0; }
+
 typedef struct wk_dcache wk_dcache;
 
 /* A cache over `ops` (copied). */

@@ -219,19 +219,18 @@ static wk_gpu_input wk_gpu_in(const wk_net *net, const wk_tensor *x) {
  * takes or drops it either way. */
 static bool wk_take_staged(wk_net *net, const wk_tensor *x) {
   const wk_tensor *s = &net->gpu_staged_x;
-  const bool same = net->gpu_staged && x->data == s->data && x->dtype == s->dtype &&
+  const bool same = s->data && x->data == s->data && x->dtype == s->dtype &&
                     wk_tensor_same_shape(x, s);
-  net->gpu_staged = false;
+  net->gpu_staged_x.data = NULL;
   return same;
 }
 
 wk_status wk_net_gpu_stage(wk_net *net, const wk_tensor *x) {
   if (!net->gpu || !x) return WK_OK;
-  net->gpu_staged = false;
+  net->gpu_staged_x.data = NULL;
   WK_TRY(wk_net_check_input(net, x));
   const wk_gpu_input in = wk_gpu_in(net, x);
   WK_TRY(wk_gpu_net_stage(net->gpu, &in, x->shape[0]));
-  net->gpu_staged = true;
   net->gpu_staged_x = *x;
   return WK_OK;
 }
@@ -341,10 +340,7 @@ wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gp
   st.in.staged = wk_take_staged(net, x);
   wk_gpu_step_result r;
   WK_TRY(wk_gpu_net_train_step(net->gpu, &st, &r));
-  if (s->next) { /* staged (or, where the host could not pin it, to be uploaded) */
-    net->gpu_staged = true;
-    net->gpu_staged_x = *s->next;
-  }
+  if (s->next) net->gpu_staged_x = *s->next; /* staged (or, unpinned, to be uploaded) */
   if (r.graph_warning)
     WK_LOG_W("CUDA graphs: %s; this network's training steps run uncaptured from now on",
              r.graph_warning);

@@ -83,9 +83,9 @@ struct wk_net {
   uint64_t params_version, gpu_params_version; /* frozen flags changed / as the GPU has them */
   float *gpu_out;
   size_t gpu_out_elems;
-  /* wk_net_gpu_stage's batch (a view: the caller keeps it unchanged), taken
-   * by the next forward or fused step given the same memory and shape */
-  bool gpu_staged;
+  /* wk_net_gpu_stage's batch (a view: the caller keeps it unchanged; data
+   * NULL when none), taken by the next forward or fused step given the same
+   * memory and shape */
   wk_tensor gpu_staged_x;
   /* the training step runs on the device (wk_net_gpu_set_resident): backward
    * leaves the gradients and statistics there, the optimizer updates the

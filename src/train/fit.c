@@ -652,9 +652,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     if (r->writer && e == (int)pos.epoch && wk_net_on_gpu(r->net) &&
         wk_net_gpu_memory(r->net, &mem) == WK_OK) /* a figure to size --batch by */
       WK_LOG_I("GPU memory: at most %.0f MiB in use, %.0f MiB held, of %.0f MiB on the device",
-               (double)mem.cache.peak_allocated_bytes / 1048576.0,
-               (double)mem.cache.peak_reserved_bytes / 1048576.0,
-               (double)mem.device_total_bytes / 1048576.0);
+               wk_mib(mem.cache.peak_allocated_bytes), wk_mib(mem.cache.peak_reserved_bytes),
+               wk_mib(mem.device_total_bytes));
     if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
       WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
                wk_trainer_loss_scale(r->trainer),
