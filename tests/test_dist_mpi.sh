@@ -4,7 +4,11 @@
 #      with requests split into chunks of $WHISKER_MPI_CHUNK elements;
 #   2. `timeout`: rank 1 sleeps 30 s before a collective; with
 #      WHISKER_DIST_TIMEOUT=2 rank 0 must report "no answer from the other
-#      ranks", abort the world, and mpirun must end non-zero well before 30 s.
+#      ranks", abort the world, and mpirun must end non-zero well before 30 s;
+#   3. a launcher that does not match the MPI whisker was built with (MPICH's
+#      mpiexec starting an Open MPI build): every process's MPI is a world of
+#      one. Played by one process started without mpirun, with MPICH's
+#      PMI_SIZE=2 in its environment: it must refuse to run, naming the mix-up.
 # Usage: test_dist_mpi.sh PROG PLUGIN (PLUGIN empty: built without MPI).
 # Exit 77 (skipped) without mpirun or without the MPI backend.
 set -euo pipefail
@@ -48,4 +52,13 @@ echo "test_dist_mpi: the timeout run ended in $secs s with exit code $rc"
 grep -q "rank 0 of 2: no answer from the other ranks for 2 s in the timeout test's sum (a rank stopped or hangs)" \
   "$tmp/timeout.out" || fail "no timeout message"
 awk -v s="$secs" 'BEGIN { exit !(s < 20) }' || fail "the timeout run took $secs s (>= 20 s)"
+
+# 3
+rc=0
+PMI_SIZE=2 timeout 60 "$prog" check > "$tmp/mix.out" 2>&1 || rc=$?
+cat "$tmp/mix.out"
+[ "$rc" -ne 0 ] || fail "a lone process under a 2-process launcher's environment ran"
+[ "$rc" -ne 124 ] || fail "the mismatched launcher run hung"
+grep -q "the MPI launcher started 2 processes, but MPI sees each as a world of one" \
+  "$tmp/mix.out" || fail "no message naming the launcher mix-up"
 echo "test_dist_mpi: ok"

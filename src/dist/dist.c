@@ -37,24 +37,29 @@ struct wk_dist {
 
 wk_dist_opts wk_dist_opts_default(void) { return (wk_dist_opts){.timeout_s = 0}; }
 
-/* Whether $name holds an integer > 1. */
-static bool wk_dist_env_gt1(const char *name) {
+/* $name as an integer > 1, else 0. */
+static long wk_dist_env_gt1(const char *name) {
   const char *v = getenv(name);
-  if (!v || !*v) return false;
+  if (!v || !*v) return 0;
   char *end;
   const long n = strtol(v, &end, 10);
-  return *end == '\0' && n > 1;
+  return *end == '\0' && n > 1 ? n : 0;
 }
 
-/* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; MPICH's hydra PMI_SIZE; srun
- * --mpi=pmix sets PMIX_RANK and Slurm's task counts. */
-bool wk_dist_launched(void) {
-  if (wk_dist_env_gt1("OMPI_COMM_WORLD_SIZE") || wk_dist_env_gt1("PMI_SIZE")) return true;
+/* The processes an MPI launcher says it started (> 1), else 0. Open MPI's
+ * mpirun sets OMPI_COMM_WORLD_SIZE; MPICH's hydra PMI_SIZE; srun --mpi=pmix
+ * sets PMIX_RANK and Slurm's task counts. */
+static long wk_dist_launcher_size(void) {
+  long n = wk_dist_env_gt1("OMPI_COMM_WORLD_SIZE");
+  if (!n) n = wk_dist_env_gt1("PMI_SIZE");
   const char *pmix = getenv("PMIX_RANK");
-  return pmix && *pmix &&
-         (wk_dist_env_gt1("PMIX_SIZE") || wk_dist_env_gt1("SLURM_STEP_NUM_TASKS") ||
-          wk_dist_env_gt1("SLURM_NTASKS"));
+  if (n || !pmix || !*pmix) return n;
+  n = wk_dist_env_gt1("PMIX_SIZE");
+  if (!n) n = wk_dist_env_gt1("SLURM_STEP_NUM_TASKS");
+  return n ? n : wk_dist_env_gt1("SLURM_NTASKS");
 }
+
+bool wk_dist_launched(void) { return wk_dist_launcher_size() > 1; }
 
 static wk_status wk_dist_timeout(const wk_dist_opts *o, double *timeout_s) {
   if (o && o->timeout_s > 0) {
@@ -145,6 +150,17 @@ wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
     if (s == WK_OK) {
       s = p->init(&d->rank, &d->size, &d->local_rank, &d->local_size);
       if (s != WK_OK) s = wk_fail(s, "MPI: %s", p->last_error());
+    }
+    /* a launcher of another MPI than the plugin's: each process would train
+     * alone, every one of them writing the same outputs */
+    if (s == WK_OK && d->size == 1) {
+      (void)p->finalize();
+      s = wk_fail(WK_ERR_UNSUPPORTED,
+                  "the MPI launcher started %ld processes, but MPI sees each as a world of "
+                  "one: the MPI backend %s was built against another MPI than the "
+                  "launcher's (Open MPI's mpirun and MPICH's mpiexec do not mix); start "
+                  "whisker with the launcher of the MPI it was built with",
+                  wk_dist_launcher_size(), WK_MPI_PLUGIN_FILE);
     }
     if (s != WK_OK) {
       free(d);
