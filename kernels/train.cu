@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "grid.cuh"
+#include "storage.cuh"
 #include "wk_kernels.h"
 
 namespace {
@@ -68,37 +69,64 @@ __device__ __forceinline__ float u32_to_unit(uint32_t x) {
 // x, y: (n). Element i uses counter offset + i of stream (seed, stream_id), or,
 // with seed_step (device: the seed and the step), of stream
 // (seed_step[0], (seed_step[1] << 16) ^ node).
+template <class S>
 __global__ void dropout_kernel(int64_t n, double p, float scale, uint64_t seed,
                                uint64_t stream_id, const uint64_t *seed_step, uint64_t node,
-                               int64_t offset, const float *x, float *y) {
+                               int64_t offset, const typename S::T *x, typename S::T *y) {
   if (seed_step) {
     seed = seed_step[0];
     stream_id = (seed_step[1] << 16) ^ node;
   }
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
     const float u = u32_to_unit(rng_at(seed, stream_id, (uint64_t)(offset + i)));
-    y[i] = (double)u >= p ? __fmul_rn(x[i], scale) : 0.0f;
+    y[i] = S::store((double)u >= p ? __fmul_rn(S::load(x[i]), scale) : 0.0f);
   }
 }
 
 // x: (n, hw, c); y: (n, c). One thread per (i, ch), summing p in order.
+template <class S>
 __global__ void global_avgpool_forward_kernel(int64_t n_out, int64_t hw, int64_t c,
-                                              const float *x, float *y) {
+                                              const typename S::T *x, typename S::T *y) {
   for (int64_t o = first_index(); o < n_out; o += grid_stride()) {
     const int64_t i = o / c, ch = o - i * c;
-    const float *xp = x + i * hw * c + ch;
+    const typename S::T *xp = x + i * hw * c + ch;
     double acc = 0.0;
-    for (int64_t p = 0; p < hw; p++) acc = __dadd_rn(acc, (double)xp[p * c]);
-    y[o] = (float)__ddiv_rn(acc, (double)hw);
+    for (int64_t p = 0; p < hw; p++) acc = __dadd_rn(acc, (double)S::load(xp[p * c]));
+    y[o] = S::store((float)__ddiv_rn(acc, (double)hw));
   }
 }
 
 // dy: (n, c); dx: (n, hw, c); n_in = n * hw * c.
+template <class S>
 __global__ void global_avgpool_backward_kernel(int64_t n_in, int64_t hw, int64_t c,
-                                               const float *dy, float *dx) {
+                                               const typename S::T *dy, typename S::T *dx) {
   for (int64_t e = first_index(); e < n_in; e += grid_stride()) {
     const int64_t ch = e % c, i = e / (hw * c);
-    dx[e] = (float)__ddiv_rn((double)dy[i * c + ch], (double)hw);
+    dx[e] = S::store((float)__ddiv_rn((double)S::load(dy[i * c + ch]), (double)hw));
+  }
+}
+
+// The 16-bit path's bias gradient, first pass: block (bx, by) sums the rows
+// [by * chunk, (by + 1) * chunk) of columns [32 bx, 32 bx + 32) of x (rows,
+// k) in float, its 8 row lanes combined in a fixed order, into
+// partial[by, j]. Block: 32 x 8 threads; the second pass is sum_rows_kernel.
+constexpr int kColLanes = 8;
+template <class S>
+__global__ void col_partial_kernel(int64_t rows, int64_t k, int64_t chunk,
+                                   const typename S::T *x, float *partial) {
+  __shared__ float sh[kColLanes][32];
+  const int64_t j = (int64_t)blockIdx.x * 32 + threadIdx.x;
+  const int64_t r0 = (int64_t)blockIdx.y * chunk;
+  const int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
+  float acc = 0.0f;
+  if (j < k)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColLanes) acc += S::load(x[r * k + j]);
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < k) {
+    float t = sh[0][threadIdx.x];
+    for (int l = 1; l < kColLanes; l++) t += sh[l][threadIdx.x];
+    partial[blockIdx.y * k + j] = t;
   }
 }
 
@@ -279,68 +307,89 @@ int xent_threads(int64_t k) {
 
 bool overflows(int64_t a, int64_t b, int64_t *prod) { return __builtin_mul_overflow(a, b, prod); }
 
-}  // namespace
-
 // ------------------------------------------------------------------ launchers
 
 // seed_step: the step's (seed, step) in device memory (CUDA graphs), or
 // nullptr for seed and stream_id as given
-static int dropout_launch(int64_t n, double p, uint64_t seed, uint64_t stream_id,
-                          const uint64_t *seed_step, int64_t offset, const float *x, float *y,
-                          void *stream) {
+template <class S>
+int dropout_launch(int64_t n, double p, uint64_t seed, uint64_t stream_id,
+                   const uint64_t *seed_step, int64_t offset, const typename S::T *x,
+                   typename S::T *y, void *stream) {
   if (n < 0 || offset < 0 || offset > INT64_MAX - n || !(p >= 0.0 && p < 1.0) ||
       (n > 0 && (!x || !y)))
     return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   const float scale = (float)(1.0 / (1.0 - p));  // as the reference: in double, then float
-  dropout_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+  dropout_kernel<S><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
       n, p, scale, seed_step ? 0 : seed, seed_step ? 0 : stream_id, seed_step,
       seed_step ? stream_id : 0, offset, x, y);
   return (int)cudaGetLastError();
 }
 
+template <class S>
+int global_avgpool_launch(bool forward, int64_t n, int64_t hw, int64_t c,
+                          const typename S::T *x, typename S::T *y, void *stream) {
+  int64_t n_out = 0, n_in = 0;
+  if (n < 0 || hw < 0 || c < 0 || overflows(n, c, &n_out) || overflows(n_out, hw, &n_in))
+    return (int)cudaErrorInvalidValue;
+  if ((forward ? n_out : n_in) == 0) return (int)cudaSuccess;
+  if ((forward && hw < 1) || !x || !y) return (int)cudaErrorInvalidValue;
+  if (forward)
+    global_avgpool_forward_kernel<S><<<blocks_for(n_out), kThreads, 0, as_stream(stream)>>>(
+        n_out, hw, c, x, y);
+  else
+    global_avgpool_backward_kernel<S><<<blocks_for(n_in), kThreads, 0, as_stream(stream)>>>(
+        n_in, hw, c, x, y);
+  return (int)cudaGetLastError();
+}
+
+}  // namespace
+
 extern "C" int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step,
                                         uint64_t node, int64_t offset, const float *x, float *y,
                                         void *stream) {
   if (n > 0 && !seed_step) return (int)cudaErrorInvalidValue;
-  return dropout_launch(n, p, 0, node, seed_step, offset, x, y, stream);
+  return dropout_launch<F32>(n, p, 0, node, seed_step, offset, x, y, stream);
 }
 
 extern "C" int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed,
                                              uint64_t stream_id, int64_t offset, const float *x,
                                              float *y, void *stream) {
-  return dropout_launch(n, p, seed, stream_id, nullptr, offset, x, y, stream);
+  return dropout_launch<F32>(n, p, seed, stream_id, nullptr, offset, x, y, stream);
 }
 
 extern "C" int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed,
                                               uint64_t stream_id, int64_t offset,
                                               const float *dy, float *dx, void *stream) {
-  return dropout_launch(n, p, seed, stream_id, nullptr, offset, dy, dx, stream);
+  return dropout_launch<F32>(n, p, seed, stream_id, nullptr, offset, dy, dx, stream);
+}
+
+extern "C" int wk_launch_dropout_h(wk_half_kind kind, int64_t n, double p, uint64_t seed,
+                                   uint64_t stream_id, const uint64_t *seed_step,
+                                   int64_t offset, const uint16_t *x, uint16_t *y,
+                                   void *stream) {
+  return by_half(kind, [&](auto s) {
+    return dropout_launch<decltype(s)>(n, p, seed, stream_id, seed_step, offset, x, y, stream);
+  });
 }
 
 extern "C" int wk_launch_global_avgpool_forward_f32(int64_t n, int64_t hw, int64_t c,
                                                     const float *x, float *y, void *stream) {
-  int64_t n_out = 0, n_in = 0;
-  if (n < 0 || hw < 0 || c < 0 || overflows(n, c, &n_out) || overflows(n_out, hw, &n_in))
-    return (int)cudaErrorInvalidValue;
-  if (n_out == 0) return (int)cudaSuccess;
-  if (hw < 1 || !x || !y) return (int)cudaErrorInvalidValue;
-  global_avgpool_forward_kernel<<<blocks_for(n_out), kThreads, 0, as_stream(stream)>>>(
-      n_out, hw, c, x, y);
-  return (int)cudaGetLastError();
+  return global_avgpool_launch<F32>(true, n, hw, c, x, y, stream);
 }
 
 extern "C" int wk_launch_global_avgpool_backward_f32(int64_t n, int64_t hw, int64_t c,
                                                      const float *dy, float *dx,
                                                      void *stream) {
-  int64_t n_out = 0, n_in = 0;
-  if (n < 0 || hw < 0 || c < 0 || overflows(n, c, &n_out) || overflows(n_out, hw, &n_in))
-    return (int)cudaErrorInvalidValue;
-  if (n_in == 0) return (int)cudaSuccess;
-  if (!dy || !dx) return (int)cudaErrorInvalidValue;
-  global_avgpool_backward_kernel<<<blocks_for(n_in), kThreads, 0, as_stream(stream)>>>(
-      n_in, hw, c, dy, dx);
-  return (int)cudaGetLastError();
+  return global_avgpool_launch<F32>(false, n, hw, c, dy, dx, stream);
+}
+
+extern "C" int wk_launch_global_avgpool_h(wk_half_kind kind, bool forward, int64_t n, int64_t hw,
+                                          int64_t c, const uint16_t *x, uint16_t *y,
+                                          void *stream) {
+  return by_half(kind, [&](auto s) {
+    return global_avgpool_launch<decltype(s)>(forward, n, hw, c, x, y, stream);
+  });
 }
 
 extern "C" int wk_launch_softmax_xent_forward_f32(int64_t n, int64_t k, double smoothing,
@@ -414,6 +463,28 @@ extern "C" int wk_launch_sum_rows_f32(int64_t n, int64_t k, const float *x, floa
   if (!out || (n > 0 && !x)) return (int)cudaErrorInvalidValue;
   sum_rows_kernel<<<blocks_for(k), kThreads, 0, as_stream(stream)>>>(n, k, x, out);
   return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_col_sum_h(wk_half_kind kind, int64_t rows, int64_t k, const uint16_t *x,
+                                   float *partial, float *out, void *stream) {
+  int64_t n_elems = 0;
+  if (!half_kind_ok(kind) || rows < 0 || k < 0 || overflows(rows, k, &n_elems))
+    return (int)cudaErrorInvalidValue;
+  if (k == 0) return (int)cudaSuccess;
+  if (!out || (rows > 0 && (!x || !partial))) return (int)cudaErrorInvalidValue;
+  if (rows == 0) return wk_launch_sum_rows_f32(0, k, nullptr, out, stream);
+  const int64_t chunks = rows < WK_COL_SUM_CHUNKS ? rows : WK_COL_SUM_CHUNKS;
+  const int64_t chunk = (rows + chunks - 1) / chunks;
+  const int64_t col_blocks = (k + 31) / 32;
+  if (col_blocks > INT32_MAX) return (int)cudaErrorInvalidValue;
+  const dim3 grid((unsigned)col_blocks, (unsigned)chunks), block(32, kColLanes);
+  const int e = by_half(kind, [&](auto s) {
+    col_partial_kernel<decltype(s)><<<grid, block, 0, as_stream(stream)>>>(rows, k, chunk, x,
+                                                                           partial);
+    return (int)cudaGetLastError();
+  });
+  if (e != 0) return e;
+  return wk_launch_sum_rows_f32(chunks, k, partial, out, stream);
 }
 
 static dim3 optim_grid(int n_segments) {

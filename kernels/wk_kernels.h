@@ -11,8 +11,8 @@
  *   arguments the launcher rejects before launching. Faults during execution
  *   appear at the next synchronising call. Check it with WK_CUDA_TRY.
  * - n == 0 (or an empty batch) launches nothing and returns 0, except for the
- *   reductions that must still write their (zero) result: wk_launch_sum_f32 and
- *   wk_launch_sum_rows_f32 with no rows.
+ *   reductions that must still write their (zero) result: wk_launch_sum_f32,
+ *   wk_launch_sum_rows_f32 and wk_launch_col_sum_h with no rows.
  * Semantics are those of the reference ops in src/ops/ref_template.inc, bit for
  * bit for the elementwise ops (same comparisons, IEEE single-precision add). */
 #ifndef WK_KERNELS_H
@@ -24,6 +24,17 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* 16-bit storage (--precision bf16 and fp16: cuda_net.c holds every activation
+ * and its gradient so): the *_h launchers take the format and uint16_t
+ * pointers holding a bfloat16's or an IEEE float16's bits. Each computes what
+ * its float32 launcher computes on the elements widened to float (exact),
+ * rounding every stored result once to nearest even (bfloat16: as
+ * wk_launch_f32_to_bf16; float16: as wk_launch_f32_to_f16, overflow to
+ * infinity). So a *_h kernel equals, bit for bit, the float32 kernel run on
+ * the widened inputs followed by the rounding, unless a contract below says
+ * otherwise. An unknown kind is cudaErrorInvalidValue. */
+typedef enum { WK_HALF_BF16 = 0, WK_HALF_F16 = 1 } wk_half_kind;
 
 /* ------------------------------------------------------------------ eltwise.cu */
 
@@ -40,6 +51,18 @@ int wk_launch_relu6_backward_f32(int64_t n, const float *x, const float *dy, flo
 /* y[i] = a[i] + b[i]. a, b, y: (n); y may alias a or b. */
 int wk_launch_add_forward_f32(int64_t n, const float *a, const float *b, float *y,
                               void *stream);
+/* 16 bits: relu (relu6 false) or relu6 forward and backward, the add. */
+int wk_launch_act_forward_h(wk_half_kind kind, int64_t n, bool relu6, const uint16_t *x,
+                            uint16_t *y, void *stream);
+int wk_launch_act_backward_h(wk_half_kind kind, int64_t n, bool relu6, const uint16_t *x,
+                             const uint16_t *dy, uint16_t *dx, void *stream);
+int wk_launch_add_h(wk_half_kind kind, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y,
+                    void *stream);
+/* y[r, j] = round(y[r, j] + bias[j]) for r < rows, j < k: a convolution's or a
+ * linear layer's float bias added to its 16-bit output in place. y: (rows,
+ * k); bias: (k) float. */
+int wk_launch_bias_add_h(wk_half_kind kind, int64_t rows, int64_t k, const float *bias, uint16_t *y,
+                         void *stream);
 
 /* The most channels wk_launch_normalize_u8_f32 handles (RGBA). */
 #define WK_NORMALIZE_MAX_CHANNELS 4
@@ -57,6 +80,10 @@ int wk_launch_add_forward_f32(int64_t n, const float *a, const float *b, float *
 int wk_launch_normalize_u8_f32(int64_t n, int64_t h, int64_t w, int64_t c, const uint8_t *x,
                                const uint8_t *flip, const float *mean, const float *std,
                                float *y, void *stream);
+/* The same into 16 bits: the float result rounded once. */
+int wk_launch_normalize_u8_h(wk_half_kind kind, int64_t n, int64_t h, int64_t w, int64_t c,
+                             const uint8_t *x, const uint8_t *flip, const float *mean,
+                             const float *std, uint16_t *y, void *stream);
 
 /* bfloat16 (stored as its 16 bits) for --precision bf16's convolutions.
  * f32_to_bf16: round to nearest even (__float2bfloat16_rn; bit for bit the
@@ -90,6 +117,12 @@ int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed, uint64_t 
  * device uint64_t (the seed, the step). Forward and backward alike. */
 int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step, uint64_t node,
                              int64_t offset, const float *x, float *y, void *stream);
+/* 16 bits, forward or backward: seed_step NULL is the forward/backward
+ * launchers' (seed, stream_id); else the _at launcher's, with stream_id as
+ * its `node` (seed ignored). */
+int wk_launch_dropout_h(wk_half_kind kind, int64_t n, double p, uint64_t seed, uint64_t stream_id,
+                        const uint64_t *seed_step, int64_t offset, const uint16_t *x,
+                        uint16_t *y, void *stream);
 
 /* Global average pooling, NHWC. Forward: y[i, ch] = (float)(sum_p x[i, p, ch] / hw),
  * the sum in double in order p = 0, 1, ... (one thread per (i, ch)): bit for bit
@@ -100,6 +133,9 @@ int wk_launch_global_avgpool_forward_f32(int64_t n, int64_t hw, int64_t c, const
                                          float *y, void *stream);
 int wk_launch_global_avgpool_backward_f32(int64_t n, int64_t hw, int64_t c, const float *dy,
                                           float *dx, void *stream);
+/* 16 bits: forward (x, y as above) or backward (x = dy, y = dx). */
+int wk_launch_global_avgpool_h(wk_half_kind kind, bool forward, int64_t n, int64_t hw, int64_t c,
+                               const uint16_t *x, uint16_t *y, void *stream);
 
 /* Softmax cross-entropy with label smoothing, one block per row, in double as
  * wk_softmax_xent_forward_ref_f32:
@@ -150,6 +186,25 @@ int wk_launch_sum_f32(int64_t n, const float *x, double *out, void *stream);
  * wk_linear_backward_ref_f32. x: (n, k); out: (k), must not overlap x. n == 0
  * writes zeros (a launch); k == 0 launches nothing. */
 int wk_launch_sum_rows_f32(int64_t n, int64_t k, const float *x, float *out, void *stream);
+
+/* The row chunks of wk_launch_col_sum_h: its partial sums take
+ * min(rows, WK_COL_SUM_CHUNKS) x k floats. */
+#define WK_COL_SUM_CHUNKS 256
+/* out[j] = sum_r x[r, j] over the rows of a 16-bit x (rows, k), in float: the
+ * 16-bit path's bias gradients (a convolution's rows are every pixel of the
+ * batch). Deterministic, not the sequential order: the rows are cut into
+ * min(rows, WK_COL_SUM_CHUNKS) chunks, each summed in float by a fixed
+ * assignment to 8 lanes combined in order into partial (that many rows of k
+ * floats of scratch), and the chunks' sums added in double in order as
+ * wk_launch_sum_rows_f32 does. Error against the exact sum: at most about
+ * the float additions of a lane (a chunk's rows / 8, plus 8 to combine the
+ * lanes), each off by at most 2^-24 of the column's sum of |x| (a bound, not
+ * relative to a sum that cancels; typically far less). With at most
+ * WK_COL_SUM_CHUNKS rows every chunk is one row and the result is the
+ * sequential double sum rounded to float. out: (k) float, written (not
+ * added to); rows == 0 writes zeros. */
+int wk_launch_col_sum_h(wk_half_kind kind, int64_t rows, int64_t k, const uint16_t *x,
+                        float *partial, float *out, void *stream);
 
 /* One parameter's slice of the arena and the float factors of its update at
  * this step: wk_optim_coef (src/train/optim_impl.h) for elements

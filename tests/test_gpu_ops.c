@@ -11,7 +11,10 @@
  *   the softmax cross-entropy backward, column sums, SGD, AdamW and scale,
  *   exactly for the rows' argmax (ties and NaNs included),
  *   1e-6 relative per element for the softmax forward (probabilities and row
- *   losses), 1e-10 relative for the double sum.
+ *   losses), 1e-10 relative for the double sum. The 16-bit (*_h: bfloat16,
+ *   float16) kernels, both formats: bit for bit the float reference on the
+ *   widened inputs rounded once (any NaN for a NaN), the column sums within
+ *   a bound derived from their float accumulation (test_col_sum_h).
  * With no device the host suite still runs and the process then exits 77, which
  * ctest reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt). */
 #include <check.h>
@@ -259,6 +262,153 @@ START_TEST(test_launch_arguments_train) {
   ck_assert_int_eq(wk_launch_scale_unless_f32(0, NULL, NULL, NULL, NULL), 0);
   ck_assert_int_eq(wk_launch_scale_unless_f32(3, NULL, ifake, fake, NULL), bad);
   ck_assert_int_eq(wk_launch_scale_unless_f32(3, fake, ifake, NULL, NULL), bad);
+}
+END_TEST
+
+/* The 16-bit launchers (*_h, wk_kernels.h): an unknown kind is rejected before
+ * anything else, even with no work (which a known kind accepts); with a known
+ * kind, negative sizes, sizes whose product overflows, missing pointers where
+ * there is work and a dropout p outside [0, 1) are rejected, and no work
+ * launches nothing and returns 0. Every call here is refused or returns before
+ * a launch (a launch would need a device): wk_launch_col_sum_h with rows == 0
+ * and k > 0 writes its zeros with a launch, so the kernel suite checks that. */
+START_TEST(test_launch_arguments_half) {
+  const int bad = (int)cudaErrorInvalidValue;
+  const float mean[5] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f}, sd[5] = {1, 1, 1, 1, 1};
+  const float zero_sd[1] = {0.0f};
+  /* never dereferenced: every call passing them is rejected first */
+  uint16_t *hfake = (uint16_t *)&n_devices;
+  float *fake = (float *)&n_devices;
+  const uint8_t *bfake = (const uint8_t *)&n_devices;
+  const uint64_t *ufake = (const uint64_t *)&n_devices;
+
+  const wk_half_kind unknown[] = {(wk_half_kind)2, (wk_half_kind)7};
+  for (size_t u = 0; u < sizeof unknown / sizeof unknown[0]; u++) {
+    const wk_half_kind k = unknown[u];
+    for (int six = 0; six < 2; six++) {
+      ck_assert_int_eq(wk_launch_act_forward_h(k, 0, six, NULL, NULL, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, 0, six, NULL, NULL, NULL, NULL), bad);
+    }
+    ck_assert_int_eq(wk_launch_add_h(k, 0, NULL, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 0, 5, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 5, 0, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 0, 9, 9, 3, NULL, NULL, mean, sd, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_dropout_h(k, 0, 0.5, 1, 2, NULL, 3, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_dropout_h(k, 0, 0.5, 1, 2, ufake, 3, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, true, 0, 5, 3, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, false, 2, 0, 3, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 0, NULL, NULL, NULL, NULL), bad);
+    /* with work too (NULL pointers, so a kind check that was missing could
+     * still not launch) */
+    ck_assert_int_eq(wk_launch_act_forward_h(k, 3, false, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_add_h(k, 3, NULL, NULL, NULL, NULL), bad);
+  }
+
+  const wk_half_kind kinds[] = {WK_HALF_BF16, WK_HALF_F16};
+  for (size_t t = 0; t < sizeof kinds / sizeof kinds[0]; t++) {
+    const wk_half_kind k = kinds[t];
+    /* relu, relu6 forward and backward; add */
+    for (int six = 0; six < 2; six++) {
+      ck_assert_int_eq(wk_launch_act_forward_h(k, 0, six, NULL, NULL, NULL), 0);
+      ck_assert_int_eq(wk_launch_act_forward_h(k, -1, six, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_forward_h(k, 3, six, NULL, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_forward_h(k, 3, six, hfake, NULL, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, 0, six, NULL, NULL, NULL, NULL), 0);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, -1, six, hfake, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, 3, six, NULL, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, 3, six, hfake, NULL, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_act_backward_h(k, 3, six, hfake, hfake, NULL, NULL), bad);
+    }
+    ck_assert_int_eq(wk_launch_add_h(k, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_add_h(k, -1, hfake, hfake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_add_h(k, 5, NULL, hfake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_add_h(k, 5, hfake, NULL, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_add_h(k, 5, hfake, hfake, NULL, NULL), bad);
+
+    /* bias add: (rows, k); -1 x -1 is rejected for its signs, not its product */
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 0, 5, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 5, 0, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, -1, 5, fake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 5, -1, fake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, -1, -1, fake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, INT64_MAX, 2, fake, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 2, 3, NULL, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bias_add_h(k, 2, 3, fake, NULL, NULL), bad);
+
+    /* normalize: as the float32 launcher (std is read only when there is work) */
+    ck_assert_int_eq(wk_launch_normalize_u8_h(k, 0, 9, 9, 3, NULL, NULL, mean, sd, NULL, NULL),
+                     0);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 0, 1, 1, 1, NULL, NULL, mean, zero_sd, NULL, NULL), 0);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, -1, 1, 1, 3, bfake, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, -1, 1, 3, bfake, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, -1, 3, bfake, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 0, bfake, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 5, bfake, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 3, NULL, NULL, mean, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 3, bfake, NULL, mean, sd, NULL, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 3, bfake, NULL, NULL, sd, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 3, bfake, NULL, mean, NULL, hfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_normalize_u8_h(k, 1, 1, 1, 1, bfake, NULL, mean, zero_sd, hfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_normalize_u8_h(k, INT64_MAX, INT64_MAX, 1, 1, bfake, NULL, mean,
+                                              sd, hfake, NULL),
+                     bad);
+
+    /* dropout, the stream given (seed_step NULL) or read on the device */
+    for (int at = 0; at < 2; at++) {
+      const uint64_t *ss = at ? ufake : NULL;
+      ck_assert_int_eq(wk_launch_dropout_h(k, 0, 0.5, 1, 2, ss, 3, NULL, NULL, NULL), 0);
+      ck_assert_int_eq(wk_launch_dropout_h(k, -1, 0.5, 1, 2, ss, 3, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_dropout_h(k, 4, 0.5, 1, 2, ss, 3, NULL, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_dropout_h(k, 4, 0.5, 1, 2, ss, 3, hfake, NULL, NULL), bad);
+      ck_assert_int_eq(wk_launch_dropout_h(k, 4, 0.5, 1, 2, ss, -1, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(
+          wk_launch_dropout_h(k, 4, 0.5, 1, 2, ss, INT64_MAX - 2, hfake, hfake, NULL), bad);
+      const double bad_p[] = {1.0, 1.5, -0.1, -1e-300, NAN, INFINITY, -INFINITY};
+      for (size_t i = 0; i < sizeof bad_p / sizeof bad_p[0]; i++)
+        ck_assert_msg(wk_launch_dropout_h(k, 4, bad_p[i], 1, 2, ss, 3, hfake, hfake, NULL) == bad,
+                      "dropout_h with p = %g accepted", bad_p[i]);
+    }
+
+    /* global average pool: forward needs hw >= 1 when there is output */
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, true, 0, 5, 3, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, true, 2, 5, 0, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, false, 2, 0, 3, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_global_avgpool_h(k, true, 2, 0, 3, hfake, hfake, NULL), bad);
+    for (int fwd = 0; fwd < 2; fwd++) {
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, -1, 5, 3, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, 2, -5, 3, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, 2, 5, -3, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, -2, 5, -3, hfake, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, INT64_MAX, 2, 2, hfake, hfake, NULL),
+                       bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, 2, 5, 3, NULL, hfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_global_avgpool_h(k, fwd, 2, 5, 3, hfake, NULL, NULL), bad);
+    }
+
+    /* column sums: k == 0 launches nothing (rows == 0 launches: kernel suite) */
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 0, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, -1, 5, hfake, fake, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, -1, hfake, fake, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, -1, -1, hfake, fake, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, INT64_MAX, 2, hfake, fake, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 3, hfake, fake, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 3, NULL, fake, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 3, hfake, NULL, fake, NULL), bad);
+    ck_assert_int_eq(wk_launch_col_sum_h(k, 0, 3, hfake, fake, NULL, NULL), bad);
+  }
 }
 END_TEST
 
@@ -982,6 +1132,458 @@ START_TEST(test_nonfinite) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ 16-bit storage */
+
+/* The *_h kernels (--precision bf16 and fp16) against the float32 references
+ * of src/ops run on the widened inputs, each stored result rounded once
+ * (wk_kernels.h): the inputs are random floats rounded to the format, so that
+ * they are exactly what the kernel widens, and the results must match bit for
+ * bit, with one exception: where the expected result is a NaN, any NaN will
+ * do. The NaN a rounding gives is not part of the contract (the device stores
+ * its canonical NaN; a payload may or may not survive a rounding, and
+ * bf16_ref is not meant for NaNs: a payload can carry into the sign bit), so
+ * "both NaN" is compared, never the bits. Each loop test runs both formats:
+ * even _i bfloat16, odd _i float16, over the float32 tests' cases (_i / 2). */
+
+static const wk_half_kind half_kinds[2] = {WK_HALF_BF16, WK_HALF_F16};
+
+static const char *half_name(wk_half_kind kind) { return kind == WK_HALF_F16 ? "f16" : "bf16"; }
+
+/* Exponent all ones and a nonzero fraction. */
+static bool half_isnan(wk_half_kind kind, uint16_t b) {
+  return kind == WK_HALF_F16 ? (b & 0x7c00u) == 0x7c00u && (b & 0x03ffu) != 0
+                             : (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
+}
+
+/* f rounded to nearest even into the format's bits (overflow to infinity);
+ * a NaN gives the quiet NaN. */
+static uint16_t half_round(wk_half_kind kind, float f) {
+  if (isnan(f)) return kind == WK_HALF_F16 ? 0x7e00u : 0x7fc0u;
+  return kind == WK_HALF_F16 ? f16_ref(f) : bf16_ref(f);
+}
+
+static float half_widen(wk_half_kind kind, uint16_t b) {
+  return kind == WK_HALF_F16 ? f16_value(b) : bf16_value(b);
+}
+
+/* The largest finite value's bits. */
+static uint16_t half_max_bits(wk_half_kind kind) { return kind == WK_HALF_F16 ? 0x7bffu : 0x7f7fu; }
+
+/* Rounds x to the format in place (so x holds exactly the stored values) and
+ * puts the bits in b. */
+static void to_half(wk_half_kind kind, float *x, uint16_t *b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    b[i] = half_round(kind, x[i]);
+    x[i] = half_widen(kind, b[i]);
+  }
+}
+
+/* The expected bits: the float results rounded once. */
+static void round_all(wk_half_kind kind, const float *y, uint16_t *b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) b[i] = half_round(kind, y[i]);
+}
+
+/* Same 16 bits, or both NaN (see above). */
+static void ck_same_half(const char *what, wk_half_kind kind, const uint16_t *got,
+                         const uint16_t *want, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    if (got[i] == want[i] || (half_isnan(kind, got[i]) && half_isnan(kind, want[i]))) continue;
+    ck_abort_msg("%s %s: element %lld of %lld: got 0x%04x (%a), want 0x%04x (%a)", half_name(kind),
+                 what, (long long)i, (long long)n, got[i], (double)half_widen(kind, got[i]),
+                 want[i], (double)half_widen(kind, want[i]));
+  }
+}
+
+static uint16_t *host_u16(int64_t n) {
+  uint16_t *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
+/* A device array of n 16-bit values (n > 0), a copy of host unless NULL. */
+static uint16_t *device_u16(const uint16_t *host, int64_t n) {
+  void *d = NULL;
+  CK_WK(wk_cuda_malloc(&d, (size_t)n * sizeof(uint16_t)));
+  if (host) CK_WK(wk_cuda_copy_h2d(d, host, (size_t)n * sizeof(uint16_t)));
+  return d;
+}
+
+static void to_host_u16(uint16_t *host, const uint16_t *dev, int64_t n) {
+  CK_WK(wk_cuda_copy_d2h(host, dev, (size_t)n * sizeof(uint16_t)));
+}
+
+static void to_device_u16(uint16_t *dev, const uint16_t *host, int64_t n) {
+  CK_WK(wk_cuda_copy_h2d(dev, host, (size_t)n * sizeof(uint16_t)));
+}
+
+/* plant_specials for a 16-bit format, at the start of x (float values the
+ * format holds): both zeros, 6, NaN and the infinities survive the rounding,
+ * but 5.999999f and 6.000001f would round to 6, so 6's two neighbours in the
+ * format take their place (bfloat16 6 -+ 2^-5, float16 6 -+ 2^-8); then the
+ * smallest subnormals of both signs, the largest finite value and -6. */
+static void plant_half_specials(wk_half_kind kind, float *x, int64_t n) {
+  const uint16_t six = half_round(kind, 6.0f);
+  const uint16_t bits[] = {0x0000u,
+                           0x8000u,
+                           six,
+                           half_round(kind, NAN),
+                           half_round(kind, INFINITY),
+                           half_round(kind, -INFINITY),
+                           (uint16_t)(six - 1u),
+                           (uint16_t)(six + 1u),
+                           0x0001u,
+                           0x8001u,
+                           half_max_bits(kind),
+                           half_round(kind, -6.0f)};
+  const int64_t k = (int64_t)(sizeof bits / sizeof bits[0]);
+  for (int64_t i = 0; i < k && i < n; i++) x[i] = half_widen(kind, bits[i]);
+}
+
+/* Forward and backward of one activation in 16 bits, out of place and in
+ * place (y aliasing x, dx aliasing dy). */
+static void check_act_h(wk_half_kind kind, wk_act act, int64_t n, uint64_t seed) {
+  const bool six = act == WK_ACT_RELU6;
+  const char *name = six ? "relu6" : "relu";
+  float *x = host_f32(n), *dy = host_f32(n), *y = host_f32(n);
+  uint16_t *xb = host_u16(n), *dyb = host_u16(n), *want = host_u16(n), *got = host_u16(n);
+  wkt_fill_f32(x, n, seed, -8.0f, 8.0f);
+  plant_half_specials(kind, x, n);
+  to_half(kind, x, xb, n);
+  wkt_fill_f32(dy, n, seed + 1, -1.0f, 1.0f);
+  if (n > 20) dy[2] = NAN, dy[6] = -INFINITY, dy[7] = INFINITY, dy[20] = NAN; /* x = 6, 6 -+ ulp */
+  to_half(kind, dy, dyb, n);
+  uint16_t *d_x = device_u16(xb, n), *d_dy = device_u16(dyb, n), *d_out = device_u16(NULL, n);
+
+  wk_act_forward_ref_f32(act, n, x, y);
+  round_all(kind, y, want, n);
+  if (n > 11) { /* the kinks, as the reference has them */
+    const uint16_t s = half_round(kind, 6.0f);
+    ck_assert_uint_eq(want[1], 0x0000u); /* -0 -> +0 */
+    ck_assert_uint_eq(want[3], 0x0000u); /* NaN -> 0 */
+    ck_assert_uint_eq(want[6], (uint16_t)(s - 1u));
+    ck_assert_uint_eq(want[7], six ? s : (uint16_t)(s + 1u));
+  }
+  CK_LAUNCH(wk_launch_act_forward_h(kind, n, six, d_x, d_out, NULL));
+  to_host_u16(got, d_out, n);
+  ck_same_half(name, kind, got, want, n);
+  to_device_u16(d_out, xb, n);
+  CK_LAUNCH(wk_launch_act_forward_h(kind, n, six, d_out, d_out, NULL));
+  to_host_u16(got, d_out, n);
+  ck_same_half(six ? "relu6 in place" : "relu in place", kind, got, want, n);
+
+  wk_act_backward_ref_f32(act, n, x, dy, y);
+  round_all(kind, y, want, n);
+  CK_LAUNCH(wk_launch_act_backward_h(kind, n, six, d_x, d_dy, d_out, NULL));
+  to_host_u16(got, d_out, n);
+  ck_same_half(six ? "relu6 backward" : "relu backward", kind, got, want, n);
+  to_device_u16(d_out, dyb, n);
+  CK_LAUNCH(wk_launch_act_backward_h(kind, n, six, d_x, d_out, d_out, NULL));
+  to_host_u16(got, d_out, n);
+  ck_same_half(six ? "relu6 backward in place" : "relu backward in place", kind, got, want, n);
+
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_out));
+  free(x), free(dy), free(y), free(xb), free(dyb), free(want), free(got);
+}
+
+START_TEST(test_relu_h) {
+  check_act_h(half_kinds[_i % 2], WK_ACT_RELU, sizes[_i / 2], 2000 + (uint64_t)_i);
+}
+END_TEST
+
+START_TEST(test_relu6_h) {
+  check_act_h(half_kinds[_i % 2], WK_ACT_RELU6, sizes[_i / 2], 2100 + (uint64_t)_i);
+}
+END_TEST
+
+/* a + b rounded once, out of place and in place (y aliasing a, then b), with
+ * inf + -inf = NaN, x + -x = +0 and the largest finite value doubled: float16
+ * 65504 + 65504 overflows to +inf on rounding (bfloat16's in the float add). */
+START_TEST(test_add_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const int64_t n = sizes[_i / 2];
+  float *a = host_f32(n), *b = host_f32(n), *y = host_f32(n);
+  uint16_t *ab = host_u16(n), *bb = host_u16(n), *want = host_u16(n), *got = host_u16(n);
+  /* mixed magnitudes, so most sums round */
+  wkt_fill_f32(a, n, 2200 + (uint64_t)_i, -1000.0f, 1000.0f);
+  wkt_fill_f32(b, n, 2300 + (uint64_t)_i, -4.0f, 4.0f);
+  to_half(kind, a, ab, n);
+  if (n > 3) {
+    const float big = half_widen(kind, half_max_bits(kind));
+    a[1] = INFINITY, b[1] = -INFINITY, b[2] = -a[2], a[3] = big, b[3] = big;
+  }
+  to_half(kind, a, ab, n);
+  to_half(kind, b, bb, n);
+  wk_add_forward_ref_f32(n, a, b, y);
+  round_all(kind, y, want, n);
+  if (n > 3) {
+    const uint16_t inf = half_round(kind, INFINITY);
+    ck_assert(half_isnan(kind, want[1]));
+    ck_assert_uint_eq(want[2], 0x0000u);
+    ck_assert_uint_eq(want[3], inf);
+  }
+  uint16_t *d_a = device_u16(ab, n), *d_b = device_u16(bb, n), *d_y = device_u16(NULL, n);
+  CK_LAUNCH(wk_launch_add_h(kind, n, d_a, d_b, d_y, NULL));
+  to_host_u16(got, d_y, n);
+  ck_same_half("add", kind, got, want, n);
+  CK_LAUNCH(wk_launch_add_h(kind, n, d_a, d_b, d_a, NULL));
+  to_host_u16(got, d_a, n);
+  ck_same_half("add in place (a)", kind, got, want, n);
+  to_device_u16(d_a, ab, n);
+  CK_LAUNCH(wk_launch_add_h(kind, n, d_a, d_b, d_b, NULL));
+  to_host_u16(got, d_b, n);
+  ck_same_half("add in place (b)", kind, got, want, n);
+  CK_WK(wk_cuda_free(d_a));
+  CK_WK(wk_cuda_free(d_b));
+  CK_WK(wk_cuda_free(d_y));
+  free(a), free(b), free(y), free(ab), free(bb), free(want), free(got);
+}
+END_TEST
+
+typedef struct bias_case {
+  int64_t rows, k;
+} bias_case;
+
+/* k = 1 (a million rows), k under, just over and well over a warp and not a
+ * multiple of 32, a convolution's output (3 x 112 x 112 pixels of 64
+ * channels), a classifier's 1000. */
+static const bias_case bias_cases[] = {{1, 1},     {1000003, 1},       {7, 31},   {3, 33},
+                                       {257, 100}, {3 * 112 * 112, 64}, {50, 1000}};
+enum { N_BIAS_CASES = sizeof bias_cases / sizeof bias_cases[0] };
+
+/* y[r, j] = round(y[r, j] + bias[j]) in place: one float add of the widened
+ * value and the float bias, then the rounding, bit for bit. */
+START_TEST(test_bias_add_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const bias_case *c = &bias_cases[_i / 2];
+  const int64_t n = c->rows * c->k;
+  float *y = host_f32(n), *bias = host_f32(c->k), *sum = host_f32(n);
+  uint16_t *yb = host_u16(n), *want = host_u16(n), *got = host_u16(n);
+  wkt_fill_f32(y, n, 2400 + (uint64_t)_i, -8.0f, 8.0f);
+  plant_half_specials(kind, y, n);
+  to_half(kind, y, yb, n);
+  wkt_fill_f32(bias, c->k, 2500 + (uint64_t)_i, -1.0f, 1.0f);
+  for (int64_t r = 0; r < c->rows; r++)
+    for (int64_t j = 0; j < c->k; j++) sum[r * c->k + j] = y[r * c->k + j] + bias[j];
+  round_all(kind, sum, want, n);
+  uint16_t *d_y = device_u16(yb, n);
+  float *d_bias = device_f32(bias, c->k);
+  CK_LAUNCH(wk_launch_bias_add_h(kind, c->rows, c->k, d_bias, d_y, NULL));
+  to_host_u16(got, d_y, n);
+  ck_same_half("bias add", kind, got, want, n);
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_bias));
+  free(y), free(bias), free(sum), free(yb), free(want), free(got);
+}
+END_TEST
+
+/* The uint8 -> normalised conversion into 16 bits: normalize_ref's floats
+ * rounded once, bit for bit, flips included. */
+START_TEST(test_normalize_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const norm_case *k = &norm_cases[_i / 2];
+  const float mean[WK_NORMALIZE_MAX_CHANNELS] = {0.485f, 0.456f, 0.406f, 0.5f};
+  const float sd[WK_NORMALIZE_MAX_CHANNELS] = {0.229f, 0.224f, 0.225f, 0.25f};
+  const int64_t n_elems = k->n * k->h * k->w * k->c;
+  uint8_t *x = malloc((size_t)n_elems), *flip = malloc((size_t)k->n);
+  ck_assert(x && flip);
+  wk_rng r = wk_rng_make(2600 + (uint64_t)_i, 0);
+  for (int64_t i = 0; i < n_elems; i++) x[i] = (uint8_t)wk_rng_u32(&r);
+  x[0] = 0, x[n_elems - 1] = 255;
+  for (int64_t b = 0; b < k->n; b++)
+    flip[b] = (uint8_t)(k->flip == 1 ? 1 + b : (k->flip == 2 ? b % 2 * 7 : 0));
+  float *y = host_f32(n_elems);
+  uint16_t *want = host_u16(n_elems), *got = host_u16(n_elems);
+  normalize_ref(k, x, k->flip ? flip : NULL, mean, sd, y);
+  round_all(kind, y, want, n_elems);
+
+  void *d_x = device_copy(x, (size_t)n_elems), *d_flip = device_copy(flip, (size_t)k->n);
+  uint16_t *d_y = device_u16(NULL, n_elems);
+  CK_LAUNCH(wk_launch_normalize_u8_h(kind, k->n, k->h, k->w, k->c, d_x, k->flip ? d_flip : NULL,
+                                     mean, sd, d_y, NULL));
+  to_host_u16(got, d_y, n_elems);
+  ck_same_half("normalize", kind, got, want, n_elems);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_flip));
+  CK_WK(wk_cuda_free(d_y));
+  free(x), free(flip), free(y), free(want), free(got);
+}
+END_TEST
+
+/* Dropout in 16 bits: wk_dropout_ref_f32 on the widened values, rounded (a
+ * kept element is x * (float)(1 / (1 - p)), rounded once: the largest finite
+ * value planted overflows to infinity when kept at p > 0), at p = 0, 0.1, 0.5, 0.9 and
+ * an odd counter offset. With seed_step NULL, (seed, stream_id) as given, out
+ * of place and in place (the backward: the same call on dy -> dx); with
+ * seed_step on the device, the _at launcher's stream: seed_step[0] and
+ * (seed_step[1] << 16) ^ node, stream_id being the node and the seed argument
+ * ignored (a different one is passed). */
+START_TEST(test_dropout_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const int64_t n = sizes[_i / 2];
+  const double ps[] = {0.0, 0.1, 0.5, 0.9};
+  float *x = host_f32(n), *y = host_f32(n);
+  uint16_t *xb = host_u16(n), *want = host_u16(n), *got = host_u16(n);
+  wkt_fill_f32(x, n, 2700 + (uint64_t)_i, -4.0f, 4.0f);
+  plant_half_specials(kind, x, n);
+  to_half(kind, x, xb, n);
+  uint16_t *d_x = device_u16(xb, n), *d_y = device_u16(NULL, n), *d_z = device_u16(NULL, n);
+  for (size_t t = 0; t < sizeof ps / sizeof ps[0]; t++) {
+    const uint64_t seed = 0x123456789abcdefull + t, stream_id = 0xfedcba987654321ull;
+    const int64_t offset = 1000000007 + (int64_t)t;
+    wk_dropout_ref_f32(ps[t], seed, stream_id, offset, n, x, y);
+    round_all(kind, y, want, n);
+    CK_LAUNCH(wk_launch_dropout_h(kind, n, ps[t], seed, stream_id, NULL, offset, d_x, d_y, NULL));
+    to_host_u16(got, d_y, n);
+    ck_same_half("dropout", kind, got, want, n);
+    to_device_u16(d_z, xb, n);
+    CK_LAUNCH(wk_launch_dropout_h(kind, n, ps[t], seed, stream_id, NULL, offset, d_z, d_z, NULL));
+    to_host_u16(got, d_z, n);
+    ck_same_half("dropout in place", kind, got, want, n);
+
+    const uint64_t seed_step[2] = {seed ^ 0x5a5a5a5aull, 0x1234567ull + t}, node = 37;
+    uint64_t *d_ss = device_copy(seed_step, sizeof seed_step);
+    wk_dropout_ref_f32(ps[t], seed_step[0], (seed_step[1] << 16) ^ node, offset, n, x, y);
+    round_all(kind, y, want, n);
+    CK_LAUNCH(wk_launch_dropout_h(kind, n, ps[t], seed, node, d_ss, offset, d_x, d_y, NULL));
+    to_host_u16(got, d_y, n);
+    ck_same_half("dropout, stream on the device", kind, got, want, n);
+    CK_WK(wk_cuda_free(d_ss));
+  }
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_z));
+  free(x), free(y), free(xb), free(want), free(got);
+}
+END_TEST
+
+/* Global average pool forward and backward in 16 bits: the float references'
+ * results (double sums in order, then float) rounded once, bit for bit. */
+START_TEST(test_global_avgpool_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const pool_case *k = &pool_cases[_i / 2];
+  const int64_t n_in = k->n * k->hw * k->c, n_out = k->n * k->c;
+  float *x = host_f32(n_in), *dy = host_f32(n_out), *y = host_f32(n_out), *dx = host_f32(n_in);
+  uint16_t *xb = host_u16(n_in), *dyb = host_u16(n_out);
+  uint16_t *want_y = host_u16(n_out), *got_y = host_u16(n_out);
+  uint16_t *want_dx = host_u16(n_in), *got_dx = host_u16(n_in);
+  wkt_fill_f32(x, n_in, 2800 + (uint64_t)_i, -3.0f, 5.0f);
+  wkt_fill_f32(dy, n_out, 2900 + (uint64_t)_i, -1.0f, 1.0f);
+  to_half(kind, x, xb, n_in);
+  to_half(kind, dy, dyb, n_out);
+  wk_global_avgpool_forward_ref_f32(k->n, k->hw, k->c, x, y);
+  wk_global_avgpool_backward_ref_f32(k->n, k->hw, k->c, dy, dx);
+  round_all(kind, y, want_y, n_out);
+  round_all(kind, dx, want_dx, n_in);
+  uint16_t *d_x = device_u16(xb, n_in), *d_y = device_u16(NULL, n_out);
+  uint16_t *d_dy = device_u16(dyb, n_out), *d_dx = device_u16(NULL, n_in);
+  CK_LAUNCH(wk_launch_global_avgpool_h(kind, true, k->n, k->hw, k->c, d_x, d_y, NULL));
+  CK_LAUNCH(wk_launch_global_avgpool_h(kind, false, k->n, k->hw, k->c, d_dy, d_dx, NULL));
+  to_host_u16(got_y, d_y, n_out);
+  to_host_u16(got_dx, d_dx, n_in);
+  ck_same_half("global avgpool forward", kind, got_y, want_y, n_out);
+  ck_same_half("global avgpool backward", kind, got_dx, want_dx, n_in);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_dx));
+  free(x), free(dy), free(y), free(dx), free(xb), free(dyb), free(want_y), free(got_y),
+      free(want_dx), free(got_dx);
+}
+END_TEST
+
+typedef struct col_case {
+  int64_t rows, k;
+} col_case;
+
+/* No rows (zeros written), one row, fewer rows than chunks, exactly
+ * WK_COL_SUM_CHUNKS, one more (half the chunks empty), 256 * 7 + 3 (ragged
+ * chunks of 8 rows), a convolution's 3 x 112 x 112 pixels of 64 channels, a
+ * million rows of one column, and k = 1, 31, 33, 1000 (column blocks of 32,
+ * ragged). */
+static const col_case col_cases[] = {
+    {0, 5},    {1, 1},           {1, 1000},       {7, 31},            {200, 33},   {256, 64},
+    {257, 31}, {256 * 7 + 3, 33}, {256 * 7 + 3, 1}, {3 * 112 * 112, 64}, {1000, 1000}, {1000003, 1}};
+enum { N_COL_CASES = sizeof col_cases / sizeof col_cases[0] };
+
+/* The 16-bit bias gradient: out[j] = sum_r x[r, j] against the sum of the
+ * widened values in double (exact to ~rows * 2^-53, far below the bound).
+ *
+ * Tolerance. The kernel cuts the rows into chunks of m = ceil(rows / min(rows,
+ * 256)) rows; each of 8 lanes adds its at most L = ceil(m / 8) rows one by one
+ * in float from 0 (the first add exact, then L - 1 roundings), the 8 lane sums
+ * are added in order (7 roundings), the chunk sums added in double (at most
+ * 256 roundings of 2^-53: negligible) and the total rounded to float (one
+ * more). Each float rounding errs by at most u = 2^-24 times a partial sum,
+ * and every partial sum is at most S = sum_r |x[r, j]|, so to first order
+ *   |out[j] - sum| <= (L - 1 + 7 + 1) u S = (L + 7) u S,
+ * and (L + 8) u S covers the second-order terms and the double steps. This is
+ * the worst case, not the typical sqrt(m) u of the header: the kernel is
+ * deterministic, so an unlucky seed would fail every run, and a bound that
+ * depends on cancellation (relative to |sum| rather than S) could not be met
+ * by any float summation of signed values. It is relative to the sum for a
+ * column of one sign; the values here, in [-1, 3), are mostly positive. It
+ * still catches a row dropped or counted twice: one row is about S / rows,
+ * and rows (L + 8) u < 1 for every case (3 x 112 x 112: 37632 x 27 x 2^-24
+ * = 0.06; a million rows of k = 1: 1000003 x 497 x 2^-24 ~ 30, so there a
+ * missing row hides; the chunk-sized cases check the indexing).
+ *
+ * With rows <= 256 every chunk is one row, its float sum exact (v + 0 + ...),
+ * so the contract leaves only the double sum in row order, then float: bit
+ * for bit (float)(that double). out and partial start as NaNs (a value not
+ * written shows), and a second launch over the first's result gives the same
+ * bits: written, not accumulated, and deterministic. */
+START_TEST(test_col_sum_h) {
+  const wk_half_kind kind = half_kinds[_i % 2];
+  const col_case *c = &col_cases[_i / 2];
+  const int64_t rows = c->rows, k = c->k, n = rows * k;
+  const int64_t chunks = rows < WK_COL_SUM_CHUNKS ? rows : WK_COL_SUM_CHUNKS;
+  const int64_t m = chunks > 0 ? (rows + chunks - 1) / chunks : 0, lane_rows = (m + 7) / 8;
+  const double gamma = (double)(lane_rows + 8) * 0x1p-24;
+  float *x = host_f32(n > 0 ? n : 1), *got = host_f32(k), *again = host_f32(k);
+  uint16_t *xb = host_u16(n);
+  xb[0] = 0; /* uploaded even with no rows */
+  double *sum = malloc((size_t)k * sizeof *sum), *abs_sum = malloc((size_t)k * sizeof *abs_sum);
+  ck_assert(sum && abs_sum);
+  wkt_fill_f32(x, n, 3000 + (uint64_t)_i, -1.0f, 3.0f);
+  to_half(kind, x, xb, n);
+  for (int64_t j = 0; j < k; j++) sum[j] = 0.0, abs_sum[j] = 0.0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < k; j++) {
+      sum[j] += (double)x[r * k + j];
+      abs_sum[j] += fabs((double)x[r * k + j]);
+    }
+
+  const int64_t n_partial = chunks * k > 0 ? chunks * k : 1;
+  float *nans = host_f32(n_partial > k ? n_partial : k);
+  for (int64_t i = 0; i < (n_partial > k ? n_partial : k); i++) nans[i] = NAN;
+  uint16_t *d_x = device_u16(xb, n > 0 ? n : 1);
+  float *d_partial = device_f32(nans, n_partial), *d_out = device_f32(nans, k);
+  CK_LAUNCH(wk_launch_col_sum_h(kind, rows, k, d_x, d_partial, d_out, NULL));
+  to_host(got, d_out, k);
+  CK_LAUNCH(wk_launch_col_sum_h(kind, rows, k, d_x, d_partial, d_out, NULL));
+  to_host(again, d_out, k);
+  for (int64_t j = 0; j < k; j++) {
+    const double tol = gamma * abs_sum[j];
+    ck_assert_msg(fabs((double)got[j] - sum[j]) <= tol,
+                  "%s col sum (%lld, %lld): column %lld: got %.9g, want %.17g (tolerance %.3g)",
+                  half_name(kind), (long long)rows, (long long)k, (long long)j, (double)got[j],
+                  sum[j], tol);
+    if (rows <= WK_COL_SUM_CHUNKS)
+      ck_assert_msg(got[j] == (float)sum[j] && !signbit(got[j]) == !signbit((float)sum[j]),
+                    "%s col sum (%lld, %lld): column %lld: got %a, want %a", half_name(kind),
+                    (long long)rows, (long long)k, (long long)j, (double)got[j],
+                    (double)(float)sum[j]);
+  }
+  ck_same_f32("col sum, second launch", again, got, k);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_partial));
+  CK_WK(wk_cuda_free(d_out));
+  free(x), free(got), free(again), free(xb), free(sum), free(abs_sum), free(nans);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ runner */
 
 static Suite *host_suite(void) {
@@ -991,6 +1593,7 @@ static Suite *host_suite(void) {
   tcase_add_test(tc, test_try_macros);
   tcase_add_test(tc, test_launch_arguments);
   tcase_add_test(tc, test_launch_arguments_train);
+  tcase_add_test(tc, test_launch_arguments_half);
   tcase_add_test(tc, test_device_errors);
   suite_add_tcase(s, tc);
   return s;
@@ -1019,6 +1622,17 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tt, test_f16, 0, N_SIZES);
   tcase_add_loop_test(tt, test_nonfinite, 0, N_SIZES);
   suite_add_tcase(s, tt);
+  TCase *th = tcase_create("half");
+  tcase_set_timeout(th, 120);
+  tcase_add_loop_test(th, test_relu_h, 0, 2 * N_SIZES);
+  tcase_add_loop_test(th, test_relu6_h, 0, 2 * N_SIZES);
+  tcase_add_loop_test(th, test_add_h, 0, 2 * N_SIZES);
+  tcase_add_loop_test(th, test_bias_add_h, 0, 2 * N_BIAS_CASES);
+  tcase_add_loop_test(th, test_normalize_h, 0, 2 * N_NORM_CASES);
+  tcase_add_loop_test(th, test_dropout_h, 0, 2 * N_SIZES);
+  tcase_add_loop_test(th, test_global_avgpool_h, 0, 2 * N_POOL_CASES);
+  tcase_add_loop_test(th, test_col_sum_h, 0, 2 * N_COL_CASES);
+  suite_add_tcase(s, th);
   return s;
 }
 
