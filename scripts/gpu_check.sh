@@ -124,7 +124,7 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
 {
   echo "Training images/s (forward, backward, SGD step):"
   echo
-  echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | bf16 ratio |"
+  echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | whisker bf16 autocast | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | bf16 ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   # PyTorch: every configuration in one process (torch loads once)
   torch_all=$("$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 2>>"$log")
@@ -157,7 +157,7 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
   echo
   echo "Inference images/s (eval-mode forward):"
   echo
-  echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | whisker bf16 convs | PyTorch bf16 | fp32 ratio | tf32 ratio | bf16 ratio |"
+  echo "| model | batch | whisker fp32 | PyTorch fp32 | whisker tf32 | PyTorch tf32 | whisker bf16 autocast | PyTorch bf16 | fp32 ratio | tf32 ratio | bf16 ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf "%s" "$infer_rows"
   echo

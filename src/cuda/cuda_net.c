@@ -15,13 +15,24 @@
  *
  * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
  * the CPU path to float rounding; with tf32, cuDNN's default math and
- * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores; with
- * bf16 or fp16, each convolution runs on 16-bit copies (its input converted
- * into a scratch, the weights from a 16-bit copy of the arena refreshed
- * whenever the weights change, float32 accumulation) and its result is
- * converted back: the activations, batchnorm and the rest stay float32.
- * bfloat16's range needs no loss scaling; float16's gradients do, and the
- * trainer scales the loss (train/trainer.c).
+ * cuBLAS's TF32 mode put convolutions and linear layers on tensor cores.
+ *
+ * bf16 and fp16 are autocast as PyTorch's channels_last autocast runs a CNN:
+ * every value and every value's gradient is held in 16 bits (half the memory
+ * and the memory traffic of float32). Convolutions and linear layers run on
+ * tensor cores over 16-bit data and a 16-bit copy of the weights (made again
+ * whenever the weights change), summing in float32; batchnorm reads and
+ * writes 16 bits with float32 statistics, scale and bias (cuDNN's mixed
+ * batchnorm); whisker's kernels (kernels/storage.cuh) load 16 bits, compute
+ * in float32 and round once on the store. Weight gradients come out of the
+ * 16-bit convolutions in 16 bits and are widened into the float32 gradient
+ * arena (the linear layers' go there directly); biases' gradients are summed in float32; the
+ * master weights, the optimizer and the loss (softmax in double over the
+ * logits widened to float32) stay float32. bfloat16's range needs no loss
+ * scaling; float16's gradients do, and the trainer scales the loss
+ * (train/trainer.c). The scratch is float32 and large enough for any value:
+ * it carries a float batch on its way into 16 bits, the logits on their way
+ * to the loss or the host, and the loss's gradient on its way back.
  *
  * Convolution algorithms are chosen once per batch size (cuda_algo.c), within
  * the workspace limit ($WHISKER_GPU_WORKSPACE_MB, 1024 by default): by timing
@@ -29,8 +40,8 @@
  * for a network that trains, by cuDNN's heuristics for one that has only
  * inferred ($WHISKER_CUDNN_ALGO=find or heuristic says otherwise, cuda.h).
  * Timing runs while the batch's buffers hold nothing yet: it reads the
- * values and weights and overwrites only the scratch (float32) or the 16-bit
- * scratch (bf16, fp16), and a weight-sized scratch for the filter gradient.
+ * values and weights and overwrites only the scratch, and a weight-sized
+ * scratch for the filter gradient (find_dw, or bdw in 16 bits).
  *
  * The input batch goes up through pinned host memory (grown on demand) on a
  * stream of its own (wk_upload), in slices so that the host's copy into the
@@ -97,10 +108,11 @@
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
 
 typedef struct wk_gnode {
-  cudnnTensorDescriptor_t x, y, bias; /* bias: also batchnorm's per-channel descriptor */
+  /* x, y: the input and output values (float32, or 16 bits with bf16 and
+   * fp16), w the convolution's weights likewise; bias: float32 per channel,
+   * also batchnorm's scale, bias and statistics */
+  cudnnTensorDescriptor_t x, y, bias;
   cudnnFilterDescriptor_t w;
-  cudnnTensorDescriptor_t xb, yb; /* bf16, fp16: the convolution's input and output in 16 bits */
-  cudnnFilterDescriptor_t wb;
   cudnnConvolutionDescriptor_t conv;
   cudnnPoolingDescriptor_t pool;
   cudnnConvolutionFwdAlgo_t fwd_algo;
@@ -125,7 +137,8 @@ struct wk_gpu_net {
   int *consumers;        /* per alias root: nodes reading it */
   bool *needs_grad;      /* per value: something trainable upstream */
   int64_t *numel;        /* per value, per sample */
-  float **val, **grad;   /* per value (roots only), device, for batch cap */
+  void **val, **grad;    /* per value (roots only), device, for batch cap: float32, or
+                          * 16 bits with bf16 and fp16 (wk_esize) */
   int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
   bool last_train;
   bool out_ready;        /* the last forward completed: the output value holds its result */
@@ -141,7 +154,7 @@ struct wk_gpu_net {
   bool algos_timed;      /* the batch's algorithms were chosen by timing */
   int64_t widest_w;      /* elements of the largest convolution weight */
   float *find_dw;        /* float32 timing: a filter gradient to overwrite (widest_w) */
-  float *scratch, *ones; /* scratch: the largest value; ones: cap floats of 1 */
+  float *scratch, *ones; /* scratch: the largest value in float32; ones: cap floats of 1 */
   size_t scratch_elems;
   float *bn_discard;     /* 2 x the widest batchnorm: a frozen one's unused gradients */
   float *state[2];       /* the optimizer's state arrays, made on first use */
@@ -176,10 +189,9 @@ struct wk_gpu_net {
   bool next_valid, next_u8;
   int64_t next_n;
   int64_t staged_used; /* batches taken from a staged copy */
-  /* bf16, fp16: the weights in 16 bits (stale after every change of the weights),
-   * and scratch for a convolution's input (bx), output or output gradient
-   * (by) and weight gradient (bdw), for the batch held */
-  uint16_t *wh, *bx, *by, *bdw;
+  /* bf16, fp16: the weights in 16 bits (stale after every change of the
+   * weights), and a 16-bit convolution weight gradient (widest_w) */
+  uint16_t *wh, *bdw;
   bool wh_stale;
   /* cuBLAS's workspace (wk_handles): ours, so that it never allocates one */
   void *blas_ws;
@@ -229,9 +241,9 @@ static void wk_gv_hwc(const wk_gpu_net *net, int v, int *h, int *w, int *c) {
   }
 }
 
-static wk_status wk_nhwc_desc(cudnnTensorDescriptor_t d, int64_t n, int h, int w, int c) {
-  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)n, c, h,
-                                          w));
+static wk_status wk_nhwc_desc(cudnnTensorDescriptor_t d, cudnnDataType_t t, int64_t n, int h,
+                              int w, int c) {
+  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, t, (int)n, c, h, w));
   return WK_OK;
 }
 
@@ -249,25 +261,33 @@ static float *wk_bufp(const wk_gpu_net *net, int b) {
   return net->buf_data + net->buffers[b].offset;
 }
 
-/* bf16 and fp16: convolutions on 16-bit copies (see the top of the file). */
+/* bf16 and fp16: values and their gradients in 16 bits (see the top of the file). */
 static bool wk_half(const wk_gpu_net *net) {
   return net->g.precision == WK_PRECISION_BF16 || net->g.precision == WK_PRECISION_FP16;
 }
-static cudnnDataType_t wk_half_type(const wk_gpu_net *net) {
+static wk_half_kind wk_hkind(const wk_gpu_net *net) {
+  return net->g.precision == WK_PRECISION_FP16 ? WK_HALF_F16 : WK_HALF_BF16;
+}
+/* The values' type for cuDNN, and their bytes per element. */
+static cudnnDataType_t wk_act_type(const wk_gpu_net *net) {
+  if (!wk_half(net)) return CUDNN_DATA_FLOAT;
   return net->g.precision == WK_PRECISION_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+}
+static size_t wk_esize(const wk_gpu_net *net) { return wk_half(net) ? 2 : sizeof(float); }
+static cudaDataType_t wk_blas_type(const wk_gpu_net *net) {
+  return net->g.precision == WK_PRECISION_FP16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+/* A convolution's or linear layer's weights as it reads them: the 16-bit copy
+ * with bf16 and fp16 (wk_half_weights makes it current). */
+static void *wk_cw(const wk_gpu_net *net, int p) {
+  if (!wk_half(net)) return wk_pw(net, p);
+  return net->wh + net->params[p].offset;
 }
 
 /* The convolutions' math type before a ranking: FMA (no TF32) for fp32, the
  * default (tensor cores allowed) for tf32, bf16 and fp16, as PyTorch sets it. */
 static cudnnMathType_t wk_conv_math(const wk_gpu_net *net) {
   return net->g.precision == WK_PRECISION_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
-}
-
-static wk_status wk_half_desc(const wk_gpu_net *net, cudnnTensorDescriptor_t d, int64_t n, int h,
-                              int w, int c) {
-  WK_CUDNN_TRY(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, wk_half_type(net), (int)n, c, h,
-                                          w));
-  return WK_OK;
 }
 
 /* A device allocation for `what` failed with s. No room says so, wrapping the
@@ -416,7 +436,7 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
       wk_gv_hwc(net, n->in[0], &ih, &iw, &ic);
       const int groups = n->conv.groups > 0 ? n->conv.groups : 1;
       WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->w));
-      WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+      WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->w, wk_act_type(net), CUDNN_TENSOR_NHWC,
                                               n->out_ch, ic / groups, n->kh, n->kw));
       WK_CUDNN_TRY(cudnnCreateConvolutionDescriptor(&s->conv));
       WK_CUDNN_TRY(cudnnSetConvolution2dDescriptor(
@@ -427,19 +447,12 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
       WK_CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, groups));
       /* as PyTorch: FMA math keeps TF32 out; the default math lets cuDNN use it */
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-      WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, n->out_ch));
+      WK_TRY(wk_nhwc_desc(s->bias, CUDNN_DATA_FLOAT, 1, 1, 1, n->out_ch));
       const int64_t wn = (int64_t)n->out_ch * (ic / groups) * n->kh * n->kw;
       widest_w = wn > widest_w ? wn : widest_w;
-      if (wk_half(net)) { /* float32 compute type (the descriptor's) over 16-bit data */
-        WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->xb));
-        WK_CUDNN_TRY(cudnnCreateTensorDescriptor(&s->yb));
-        WK_CUDNN_TRY(cudnnCreateFilterDescriptor(&s->wb));
-        WK_CUDNN_TRY(cudnnSetFilter4dDescriptor(s->wb, wk_half_type(net), CUDNN_TENSOR_NHWC,
-                                                n->out_ch, ic / groups, n->kh, n->kw));
-      }
     } else if (n->op == WK_NODE_BATCHNORM) {
       widest_bn = c > widest_bn ? c : widest_bn;
-      WK_TRY(wk_nhwc_desc(s->bias, 1, 1, 1, c));
+      WK_TRY(wk_nhwc_desc(s->bias, CUDNN_DATA_FLOAT, 1, 1, 1, c));
       WK_TRY(wk_cuda_malloc((void **)&s->save_mean, (size_t)c * sizeof(float)));
       WK_TRY(wk_cuda_malloc((void **)&s->save_invvar, (size_t)c * sizeof(float)));
     } else if (n->op == WK_NODE_MAXPOOL || n->op == WK_NODE_AVGPOOL) {
@@ -476,9 +489,13 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
   WK_CUBLAS_TRY(cublasSetStream(net->cublas, net->stream));
-  WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, net->g.precision == WK_PRECISION_TF32
-                                                    ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                    : CUBLAS_DEFAULT_MATH));
+  /* 16 bits: split-K partial sums in float32 too, not in the output's type */
+  const cublasMath_t math =
+      net->g.precision == WK_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+      : wk_half(net) ? (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
+                     : CUBLAS_DEFAULT_MATH;
+  WK_CUBLAS_TRY(cublasSetMathMode(net->cublas, math));
   /* cuBLAS's workspace, ours (after cublasSetStream, which resets it): a
    * captured step must not make cuBLAS allocate one, and every network,
    * captured or not, then runs cuBLAS with the same workspace, hence the
@@ -571,9 +588,6 @@ static void wk_free_values(wk_gpu_net *net) {
   }
   (void)wk_cuda_free(net->scratch);
   (void)wk_cuda_free(net->ones);
-  (void)wk_cuda_free(net->bx);
-  (void)wk_cuda_free(net->by);
-  net->bx = net->by = NULL;
   net->scratch = net->ones = NULL;
   net->cap = 0;
 }
@@ -595,9 +609,6 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
     if (s->bias) cudnnDestroyTensorDescriptor(s->bias);
     if (s->w) cudnnDestroyFilterDescriptor(s->w);
     if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
-    if (s->xb) cudnnDestroyTensorDescriptor(s->xb);
-    if (s->yb) cudnnDestroyTensorDescriptor(s->yb);
-    if (s->wb) cudnnDestroyFilterDescriptor(s->wb);
     if (s->pool) cudnnDestroyPoolingDescriptor(s->pool);
     (void)wk_cuda_free(s->save_mean);
     (void)wk_cuda_free(s->save_invvar);
@@ -652,24 +663,16 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
 /* ------------------------------------------------------------------ per batch size */
 
 /* What timing may read and overwrite for convolution i (see the top of the
- * file): float32 reads the input value, the weights and the output value and
- * writes the scratch and find_dw; bf16 and fp16 read and write their 16-bit
- * scratch and read the 16-bit weights. */
+ * file): it reads the input value, the weights (16-bit ones with bf16 and
+ * fp16) and the output value, and writes the scratch and a filter gradient
+ * (find_dw, or bdw in 16 bits). */
 static void wk_timing_buffers(wk_gpu_net *net, int i, wk_conv_choice *c) {
   const wk_node *n = &net->nodes[i];
-  if (wk_half(net)) {
-    c->x_data = c->dx_data = net->bx;
-    c->y_data = net->by;
-    c->dy_data = net->by;
-    c->w_data = net->wh + net->params[n->param[0]].offset;
-    c->dw_data = net->bdw;
-  } else {
-    c->x_data = net->val[n->in[0]];
-    c->dy_data = net->val[i + 1];
-    c->y_data = c->dx_data = net->scratch;
-    c->w_data = wk_pw(net, n->param[0]);
-    c->dw_data = net->find_dw;
-  }
+  c->x_data = net->val[n->in[0]];
+  c->dy_data = net->val[i + 1];
+  c->y_data = c->dx_data = net->scratch;
+  c->w_data = wk_cw(net, n->param[0]);
+  c->dw_data = wk_half(net) ? (void *)net->bdw : (void *)net->find_dw;
 }
 
 /* Convolution i's three algorithms and their math types for the batch the
@@ -680,10 +683,8 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, 
   const wk_node *n = &net->nodes[i];
   /* the rankings follow the descriptor's math type, which the calls change */
   WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-  /* the descriptors the calls will use: 16-bit copies with bf16 and fp16 */
-  const bool b = wk_half(net);
   wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
-                      .x = b ? s->xb : s->x, .y = b ? s->yb : s->y, .w = b ? s->wb : s->w,
+                      .x = s->x, .y = s->y, .w = s->w,
                       .conv = s->conv, .tensor_math = net->g.precision != WK_PRECISION_FP32,
                       .ws_limit = net->workspace_limit, .find = find, .cache = net->algos,
                       .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
@@ -718,9 +719,9 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
     for (int v = 0; v < net->n_values; v++) {
       biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
       if (net->alias[v] != v) continue;
-      const size_t bytes = (size_t)(n * net->numel[v]) * sizeof(float);
-      wk_status s = wk_cuda_malloc((void **)&net->val[v], bytes);
-      if (s == WK_OK && v > 0) s = wk_cuda_malloc((void **)&net->grad[v], bytes);
+      const size_t bytes = (size_t)(n * net->numel[v]) * wk_esize(net);
+      wk_status s = wk_cuda_malloc(&net->val[v], bytes);
+      if (s == WK_OK && v > 0) s = wk_cuda_malloc(&net->grad[v], bytes);
       if (s != WK_OK)
         return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     }
@@ -739,19 +740,6 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
     s = wk_cuda_copy_h2d(net->ones, h, (size_t)n * sizeof *h);
     free(h);
     WK_TRY(s);
-    if (wk_half(net)) { /* a convolution's input, and its output (or output gradient) */
-      int64_t in_max = 0, out_max = 0;
-      for (int i = 0; i < net->g.n_nodes; i++) {
-        if (net->nodes[i].op != WK_NODE_CONV) continue;
-        const int64_t a = net->numel[net->nodes[i].in[0]], b = net->numel[i + 1];
-        in_max = a > in_max ? a : in_max;
-        out_max = b > out_max ? b : out_max;
-      }
-      s = wk_cuda_malloc((void **)&net->bx, (size_t)(n * in_max) * sizeof(uint16_t));
-      if (s == WK_OK) s = wk_cuda_malloc((void **)&net->by, (size_t)(n * out_max) * sizeof(uint16_t));
-      if (s != WK_OK)
-        return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
-    }
     net->cap = n;
   }
   if (find && !wk_half(net) && !net->find_dw && net->widest_w) {
@@ -772,12 +760,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
     int h, w, c, ih, iw, ic;
     wk_gv_hwc(net, i + 1, &h, &w, &c);
     wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
-    WK_TRY(wk_nhwc_desc(s->x, n, ih, iw, ic));
-    WK_TRY(wk_nhwc_desc(s->y, n, h, w, c));
-    if (nd->op == WK_NODE_CONV && wk_half(net)) {
-      WK_TRY(wk_half_desc(net, s->xb, n, ih, iw, ic));
-      WK_TRY(wk_half_desc(net, s->yb, n, h, w, c));
-    }
+    WK_TRY(wk_nhwc_desc(s->x, wk_act_type(net), n, ih, iw, ic));
+    WK_TRY(wk_nhwc_desc(s->y, wk_act_type(net), n, h, w, c));
     if (nd->op == WK_NODE_CONV) {
       int on, oc, oh, ow;
       WK_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(s->conv, s->x, s->w, &on, &oc, &oh, &ow));
@@ -798,7 +782,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
   return WK_OK;
 }
 
-/* ------------------------------------------------------------------ 16-bit convolutions */
+/* ------------------------------------------------------------------ 16-bit conversions */
 
 static wk_status wk_to_half(const wk_gpu_net *net, const float *x, int64_t n, uint16_t *y) {
   if (net->g.precision == WK_PRECISION_FP16)
@@ -821,51 +805,101 @@ static wk_status wk_half_weights(wk_gpu_net *net) {
   return WK_OK;
 }
 
-/* y = conv(x) through 16 bits: x and the weights rounded, float32 sums, the
- * result rounded to 16 bits and back. */
-static wk_status wk_conv_forward_half(wk_gpu_net *net, int i, const float *x, float *y) {
-  const wk_node *nd = &net->nodes[i];
-  wk_gnode *s = &net->gn[i];
-  const int64_t n = net->batch;
-  const float one = 1.0f, zero = 0.0f;
-  WK_TRY(wk_half_weights(net));
-  WK_TRY(wk_to_half(net, x, n * net->numel[nd->in[0]], net->bx));
-  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
-  WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->xb, net->bx, s->wb,
-                                       net->wh + net->params[nd->param[0]].offset, s->conv,
-                                       s->fwd_algo, net->workspace, net->workspace_bytes, &zero,
-                                       s->yb, net->by));
-  return wk_from_half(net, net->by, n * net->numel[i + 1], y, false);
+/* ------------------------------------------------------------------ own kernels, either storage */
+
+static wk_status wk_k_act(const wk_gpu_net *net, bool relu6, int64_t len, const void *x, void *y) {
+  int e;
+  if (wk_half(net))
+    e = wk_launch_act_forward_h(wk_hkind(net), len, relu6, x, y, net->stream);
+  else
+    e = relu6 ? wk_launch_relu6_forward_f32(len, x, y, net->stream)
+              : wk_launch_relu_forward_f32(len, x, y, net->stream);
+  return wk_kernel_try(e, "activation forward");
 }
 
-/* The weight gradient (written) and the input gradient (added, as the float32
- * path's beta = 1 does) through 16 bits; dy is rounded once for both. */
-static wk_status wk_conv_backward_half(wk_gpu_net *net, int i, bool need_dx) {
+/* m: relu's output or relu6's input (the mask's source, see wk_backward_node) */
+static wk_status wk_k_act_back(const wk_gpu_net *net, bool relu6, int64_t len, const void *m,
+                               const void *dy, void *dx) {
+  int e;
+  if (wk_half(net))
+    e = wk_launch_act_backward_h(wk_hkind(net), len, relu6, m, dy, dx, net->stream);
+  else
+    e = relu6 ? wk_launch_relu6_backward_f32(len, m, dy, dx, net->stream)
+              : wk_launch_relu_backward_f32(len, m, dy, dx, net->stream);
+  return wk_kernel_try(e, "activation backward");
+}
+
+static wk_status wk_k_add(const wk_gpu_net *net, int64_t len, const void *a, const void *b,
+                          void *y, const char *what) {
+  const int e = wk_half(net) ? wk_launch_add_h(wk_hkind(net), len, a, b, y, net->stream)
+                             : wk_launch_add_forward_f32(len, a, b, y, net->stream);
+  return wk_kernel_try(e, what);
+}
+
+/* Dropout forward or backward (the same mask) of node i over len elements
+ * from row `first`: the stream (seed, step) of drop, or read at seed_step. */
+static wk_status wk_k_dropout(const wk_gpu_net *net, int i, int64_t len, int64_t first,
+                              const wk_gpu_dropout *drop, const uint64_t *seed_step,
+                              const void *x, void *y, const char *what) {
   const wk_node *nd = &net->nodes[i];
-  wk_gnode *s = &net->gn[i];
-  const int in = nd->in[0];
-  const int64_t n = net->batch, in_len = n * net->numel[in];
-  const float one = 1.0f, zero = 0.0f;
-  const wk_param *pw = &net->params[nd->param[0]];
-  const bool need_dw = wk_trainable(net, nd->param[0]);
-  if (!need_dw && !need_dx) return WK_OK; /* only the bias (float32, from dy itself) */
-  WK_TRY(wk_to_half(net, net->grad[i + 1], n * net->numel[i + 1], net->by));
-  if (need_dw) {
-    WK_TRY(wk_to_half(net, net->val[in], in_len, net->bx));
-    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
-    WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->xb, net->bx, s->yb, net->by,
-                                                s->conv, s->bwd_filter_algo, net->workspace,
-                                                net->workspace_bytes, &zero, s->wb, net->bdw));
-    WK_TRY(wk_from_half(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
-  }
-  if (need_dx) { /* bx is free again: the input's 16-bit copy is not needed any more */
-    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
-    WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->wb, net->wh + pw->offset,
-                                              s->yb, net->by, s->conv, s->bwd_data_algo,
-                                              net->workspace, net->workspace_bytes, &zero, s->xb,
-                                              net->bx));
-    WK_TRY(wk_from_half(net, net->bx, in_len, net->grad[in], true));
-  }
+  const int64_t offset = first * net->numel[i + 1];
+  const uint64_t stream_id = seed_step ? (uint64_t)i : (drop->step << 16) ^ (uint64_t)i;
+  int e;
+  if (wk_half(net))
+    e = wk_launch_dropout_h(wk_hkind(net), len, nd->drop_p, seed_step ? 0 : drop->seed,
+                            stream_id, seed_step, offset, x, y, net->stream);
+  else if (seed_step)
+    e = wk_launch_dropout_at_f32(len, nd->drop_p, seed_step, stream_id, offset, x, y,
+                                 net->stream);
+  else
+    e = wk_launch_dropout_forward_f32(len, nd->drop_p, drop->seed, stream_id, offset, x, y,
+                                      net->stream);
+  return wk_kernel_try(e, what);
+}
+
+/* Global average pooling of node i's input (forward: x -> y) or its gradient
+ * (backward: dy -> dx). */
+static wk_status wk_k_gap(const wk_gpu_net *net, int i, bool forward, const void *x, void *y) {
+  int ih, iw, ic;
+  wk_gv_hwc(net, net->nodes[i].in[0], &ih, &iw, &ic);
+  const int64_t n = net->batch, hw = (int64_t)ih * iw;
+  int e;
+  if (wk_half(net))
+    e = wk_launch_global_avgpool_h(wk_hkind(net), forward, n, hw, ic, x, y, net->stream);
+  else if (forward)
+    e = wk_launch_global_avgpool_forward_f32(n, hw, ic, x, y, net->stream);
+  else
+    e = wk_launch_global_avgpool_backward_f32(n, hw, ic, x, y, net->stream);
+  return wk_kernel_try(e, forward ? "global average pool forward"
+                                  : "global average pool backward");
+}
+
+/* 16 bits: y (rows, k) += bias (float), and a bias's gradient, the column
+ * sums of dy (rows, k), into db (float; the scratch holds the partial sums). */
+static wk_status wk_k_bias_add(const wk_gpu_net *net, int64_t rows, int64_t k, const float *bias,
+                               void *y) {
+  return wk_kernel_try(wk_launch_bias_add_h(wk_hkind(net), rows, k, bias, y, net->stream),
+                       "bias add");
+}
+static wk_status wk_k_bias_grad(const wk_gpu_net *net, int64_t rows, int64_t k, const void *dy,
+                                float *db) {
+  return wk_kernel_try(wk_launch_col_sum_h(wk_hkind(net), rows, k, dy, net->scratch, db,
+                                           net->stream),
+                       "bias gradient");
+}
+
+/* The product C (m, n) = op(A) op(B) + beta C of cuBLAS's column-major view
+ * over 16-bit A and B, float32 sums (split-K's too: wk_handles' math mode);
+ * C in 16 bits, or float32 with c_f32 (a weight gradient straight into the
+ * arena). */
+static wk_status wk_gemm_h(const wk_gpu_net *net, cublasOperation_t ta, cublasOperation_t tb,
+                           int m, int n, int k, const void *a, int lda, const void *b, int ldb,
+                           float beta, void *c, bool c_f32, int ldc) {
+  const float one = 1.0f;
+  const cudaDataType_t t = wk_blas_type(net);
+  WK_CUBLAS_TRY(cublasGemmEx(net->cublas, ta, tb, m, n, k, &one, a, t, lda, b, t, ldb, &beta, c,
+                             c_f32 ? CUDA_R_32F : t, ldc, CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT));
   return WK_OK;
 }
 
@@ -879,24 +913,24 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
   wk_gnode *s = &net->gn[i];
   const int v = i + 1;
   const int64_t n = net->batch, len = n * net->numel[v];
-  const float *x = net->val[nd->in[0]];
-  float *y = net->val[v];
+  const void *x = net->val[nd->in[0]];
+  void *y = net->val[v];
   const float one = 1.0f, zero = 0.0f;
   switch (nd->op) {
   case WK_NODE_CONV:
-    if (wk_half(net)) {
-      WK_TRY(wk_conv_forward_half(net, i, x, y));
-    } else {
-      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
-      WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
-                                           wk_pw(net, nd->param[0]), s->conv, s->fwd_algo,
-                                           net->workspace, net->workspace_bytes, &zero, s->y, y));
-    }
-    if (nd->param[1] >= 0)
-      WK_CUDNN_TRY(cudnnAddTensor(net->cudnn, &one, s->bias, wk_pw(net, nd->param[1]), &one,
-                                  s->y, y));
+    if (wk_half(net)) WK_TRY(wk_half_weights(net));
+    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
+    WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
+                                         wk_cw(net, nd->param[0]), s->conv, s->fwd_algo,
+                                         net->workspace, net->workspace_bytes, &zero, s->y, y));
+    if (nd->param[1] < 0) return WK_OK;
+    if (wk_half(net)) return wk_k_bias_add(net, len / nd->out_ch, nd->out_ch,
+                                           wk_pw(net, nd->param[1]), y);
+    WK_CUDNN_TRY(cudnnAddTensor(net->cudnn, &one, s->bias, wk_pw(net, nd->param[1]), &one, s->y,
+                                y));
     return WK_OK;
   case WK_NODE_BATCHNORM: {
+    /* 16-bit x and y with float32 statistics, scale and bias: cuDNN's own mix */
     float *g = wk_pw(net, nd->param[0]), *b = wk_pw(net, nd->param[1]);
     float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
     const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
@@ -912,26 +946,25 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return WK_OK;
   }
   case WK_NODE_ACT:
-    return wk_kernel_try(nd->act == WK_ACT_RELU6
-                             ? wk_launch_relu6_forward_f32(len, x, y, net->stream)
-                             : wk_launch_relu_forward_f32(len, x, y, net->stream),
-                         "activation forward");
+    return wk_k_act(net, nd->act == WK_ACT_RELU6, len, x, y);
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
     WK_CUDNN_TRY(cudnnPoolingForward(net->cudnn, s->pool, &one, s->x, x, &zero, s->y, y));
     return WK_OK;
-  case WK_NODE_GLOBAL_AVGPOOL: {
-    int ih, iw, ic;
-    wk_gv_hwc(net, nd->in[0], &ih, &iw, &ic);
-    return wk_kernel_try(wk_launch_global_avgpool_forward_f32(n, (int64_t)ih * iw, ic, x, y,
-                                                              net->stream),
-                         "global average pool forward");
-  }
+  case WK_NODE_GLOBAL_AVGPOOL:
+    return wk_k_gap(net, i, true, x, y);
   case WK_NODE_FLATTEN:
     return WK_OK; /* shares its input's buffer */
   case WK_NODE_LINEAR: {
     const int in_f = (int)net->numel[nd->in[0]], out_f = nd->out_ch;
     /* row-major y (n, O) = x (n, I) W^T: column-major y^T = W^T' x^T (see the file head) */
+    if (wk_half(net)) {
+      WK_TRY(wk_half_weights(net));
+      WK_TRY(wk_gemm_h(net, CUBLAS_OP_T, CUBLAS_OP_N, out_f, (int)n, in_f,
+                       wk_cw(net, nd->param[0]), in_f, x, in_f, 0.0f, y, false, out_f));
+      if (nd->param[1] < 0) return WK_OK;
+      return wk_k_bias_add(net, n, out_f, wk_pw(net, nd->param[1]), y);
+    }
     WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out_f, (int)n, in_f, &one,
                               wk_pw(net, nd->param[0]), in_f, x, in_f, &zero, y, out_f));
     if (nd->param[1] >= 0)
@@ -940,24 +973,14 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return WK_OK;
   }
   case WK_NODE_ADD:
-    return wk_kernel_try(wk_launch_add_forward_f32(len, x, net->val[nd->in[1]], y, net->stream),
-                         "add forward");
+    return wk_k_add(net, len, x, net->val[nd->in[1]], y, "add forward");
   case WK_NODE_DROPOUT:
     if (!train || nd->drop_p == 0.0f) {
-      WK_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
+      WK_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)len * wk_esize(net), cudaMemcpyDeviceToDevice,
                                   net->stream));
       return WK_OK;
     }
-    if (seed_step)
-      return wk_kernel_try(wk_launch_dropout_at_f32(len, nd->drop_p, seed_step, (uint64_t)i,
-                                                    drop->first * net->numel[v], x, y,
-                                                    net->stream),
-                           "dropout forward");
-    return wk_kernel_try(wk_launch_dropout_forward_f32(len, nd->drop_p, drop->seed,
-                                                       (drop->step << 16) ^ (uint64_t)i,
-                                                       drop->first * net->numel[v], x, y,
-                                                       net->stream),
-                         "dropout forward");
+    return wk_k_dropout(net, i, len, drop->first, drop, seed_step, x, y, "dropout forward");
   default:
     return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: op %d", nd->name, (int)nd->op);
   }
@@ -1088,11 +1111,15 @@ static wk_status wk_input_to(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   return WK_OK;
 }
 
-/* The batch into value 0: floats as they are, 8-bit pixels through the
- * u8 buffer and the normalisation kernel. */
+/* The batch into value 0: floats as they are (in 16 bits through the
+ * scratch), 8-bit pixels through the u8 buffer and the normalisation kernel. */
 static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t elems = (size_t)(n * net->numel[0]);
-  if (!x->u8) return wk_input_to(net, x, n, net->val[0], elems * sizeof(float));
+  if (!x->u8 && !wk_half(net)) return wk_input_to(net, x, n, net->val[0], elems * sizeof(float));
+  if (!x->u8) {
+    WK_TRY(wk_input_to(net, x, n, net->scratch, elems * sizeof(float)));
+    return wk_to_half(net, net->scratch, (int64_t)elems, net->val[0]);
+  }
   if (net->g.in_c != 3) return wk_fail(WK_ERR_INVALID_ARG, "GPU forward: 8-bit input needs RGB");
   if (elems > net->u8_cap) {
     WK_TRY(wk_cuda_free(net->u8_in));
@@ -1102,10 +1129,23 @@ static wk_status wk_load_input(wk_gpu_net *net, const wk_gpu_input *x, int64_t n
     net->u8_cap = elems;
   }
   WK_TRY(wk_input_to(net, x, n, net->u8_in, elems));
-  return wk_kernel_try(wk_launch_normalize_u8_f32(n, net->g.in_h, net->g.in_w, 3, net->u8_in,
-                                                  NULL, x->mean, x->std, net->val[0],
-                                                  net->stream),
-                       "input normalisation");
+  const int e =
+      wk_half(net)
+          ? wk_launch_normalize_u8_h(wk_hkind(net), n, net->g.in_h, net->g.in_w, 3, net->u8_in,
+                                     NULL, x->mean, x->std, net->val[0], net->stream)
+          : wk_launch_normalize_u8_f32(n, net->g.in_h, net->g.in_w, 3, net->u8_in, NULL,
+                                       x->mean, x->std, net->val[0], net->stream);
+  return wk_kernel_try(e, "input normalisation");
+}
+
+/* The output value as float32: itself, or widened into the scratch. */
+static wk_status wk_output_f32(wk_gpu_net *net, const float **out) {
+  const int last = net->n_values - 1;
+  *out = net->val[last];
+  if (!wk_half(net)) return WK_OK;
+  WK_TRY(wk_from_half(net, net->val[last], net->batch * net->numel[last], net->scratch, false));
+  *out = net->scratch;
+  return WK_OK;
 }
 
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
@@ -1126,8 +1166,9 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   }
   const int last = net->n_values - 1;
   if (out) {
-    WK_CUDA_TRY(cudaMemcpyAsync(out, net->val[last],
-                                (size_t)(n * net->numel[last]) * sizeof(float),
+    const float *y = NULL;
+    WK_TRY(wk_output_f32(net, &y));
+    WK_CUDA_TRY(cudaMemcpyAsync(out, y, (size_t)(n * net->numel[last]) * sizeof(float),
                                 cudaMemcpyDeviceToHost, net->stream));
     WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   }
@@ -1142,16 +1183,14 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
 /* Where a kernel writes value `in`'s gradient contribution: the gradient buffer
  * itself when the value has one consumer, else the scratch (added in by
  * wk_commit). */
-static float *wk_dest(wk_gpu_net *net, int in) {
-  return net->consumers[net->alias[in]] == 1 ? net->grad[in] : net->scratch;
+static void *wk_dest(wk_gpu_net *net, int in) {
+  return net->consumers[net->alias[in]] == 1 ? net->grad[in] : (void *)net->scratch;
 }
 
-static wk_status wk_commit(wk_gpu_net *net, int in, float *dst) {
+static wk_status wk_commit(wk_gpu_net *net, int in, void *dst) {
   if (dst == net->grad[in]) return WK_OK;
   const int64_t len = net->batch * net->numel[in];
-  return wk_kernel_try(wk_launch_add_forward_f32(len, net->grad[in], dst, net->grad[in],
-                                                 net->stream),
-                       "gradient accumulate");
+  return wk_k_add(net, len, net->grad[in], dst, net->grad[in], "gradient accumulate");
 }
 
 /* Node i's backward; seed_step as wk_forward_node's. */
@@ -1160,30 +1199,35 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   wk_gnode *s = &net->gn[i];
   const int v = i + 1, in = nd->in[0];
   const int64_t n = net->batch, len = n * net->numel[v];
-  const float *x = net->val[in], *y = net->val[v], *dy = net->grad[v];
+  const void *x = net->val[in], *y = net->val[v], *dy = net->grad[v];
   const bool need_dx = in != 0 && net->needs_grad[in];
+  const bool half = wk_half(net);
   const float one = 1.0f, zero = 0.0f;
   switch (nd->op) {
   case WK_NODE_CONV: {
-    const float *w = wk_pw(net, nd->param[0]);
-    if (wk_half(net)) {
-      WK_TRY(wk_conv_backward_half(net, i, need_dx));
-    } else if (need_dx) {
+    if (half) WK_TRY(wk_half_weights(net));
+    if (need_dx) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
-      WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, w, s->y, dy, s->conv,
-                                                s->bwd_data_algo, net->workspace,
-                                                net->workspace_bytes, &one, s->x, net->grad[in]));
+      WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, wk_cw(net, nd->param[0]),
+                                                s->y, dy, s->conv, s->bwd_data_algo,
+                                                net->workspace, net->workspace_bytes, &one, s->x,
+                                                net->grad[in]));
     }
-    if (!wk_half(net) && wk_trainable(net, nd->param[0])) {
+    if (wk_trainable(net, nd->param[0])) { /* 16 bits: into bdw, then widened */
+      const wk_param *pw = &net->params[nd->param[0]];
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
-      WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(net->cudnn, &one, s->x, x, s->y, dy, s->conv,
-                                                  s->bwd_filter_algo, net->workspace,
-                                                  net->workspace_bytes, &zero, s->w,
-                                                  wk_pg(net, nd->param[0])));
+      WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(
+          net->cudnn, &one, s->x, x, s->y, dy, s->conv, s->bwd_filter_algo, net->workspace,
+          net->workspace_bytes, &zero, s->w,
+          half ? (void *)net->bdw : (void *)(net->grads + pw->offset)));
+      if (half)
+        WK_TRY(wk_from_half(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
     }
-    if (wk_trainable(net, nd->param[1]))
-      WK_CUDNN_TRY(cudnnConvolutionBackwardBias(net->cudnn, &one, s->y, dy, &zero, s->bias,
-                                                wk_pg(net, nd->param[1])));
+    if (!wk_trainable(net, nd->param[1])) return WK_OK;
+    if (half) return wk_k_bias_grad(net, len / nd->out_ch, nd->out_ch, dy,
+                                    wk_pg(net, nd->param[1]));
+    WK_CUDNN_TRY(cudnnConvolutionBackwardBias(net->cudnn, &one, s->y, dy, &zero, s->bias,
+                                              wk_pg(net, nd->param[1])));
     return WK_OK;
   }
   case WK_NODE_BATCHNORM: {
@@ -1198,18 +1242,16 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
     WK_CUDNN_TRY(cudnnBatchNormalizationBackward(
         net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, need_dx ? &one : &zero, &one, &zero, s->x, x,
-        s->y, dy, s->x, need_dx ? net->grad[in] : net->scratch, s->bias,
+        s->y, dy, s->x, need_dx ? net->grad[in] : (void *)net->scratch, s->bias,
         wk_pw(net, nd->param[0]), dg, db, eps, s->save_mean, s->save_invvar));
     return WK_OK;
   }
   case WK_NODE_ACT: {
     if (!need_dx) return WK_OK;
-    float *dst = wk_dest(net, in);
+    void *dst = wk_dest(net, in);
     /* relu's mask from its output (y > 0 iff x > 0); relu6's from its input */
-    WK_TRY(wk_kernel_try(nd->act == WK_ACT_RELU6
-                             ? wk_launch_relu6_backward_f32(len, x, dy, dst, net->stream)
-                             : wk_launch_relu_backward_f32(len, y, dy, dst, net->stream),
-                         "activation backward"));
+    const bool relu6 = nd->act == WK_ACT_RELU6;
+    WK_TRY(wk_k_act_back(net, relu6, len, relu6 ? x : y, dy, dst));
     return wk_commit(net, in, dst);
   }
   case WK_NODE_MAXPOOL:
@@ -1220,26 +1262,34 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   case WK_NODE_GLOBAL_AVGPOOL: {
     if (!need_dx) return WK_OK;
-    int ih, iw, ic;
-    wk_gv_hwc(net, in, &ih, &iw, &ic);
-    float *dst = wk_dest(net, in);
-    WK_TRY(wk_kernel_try(wk_launch_global_avgpool_backward_f32(n, (int64_t)ih * iw, ic, dy, dst,
-                                                               net->stream),
-                         "global average pool backward"));
+    void *dst = wk_dest(net, in);
+    WK_TRY(wk_k_gap(net, i, false, dy, dst));
     return wk_commit(net, in, dst);
   }
   case WK_NODE_FLATTEN:
     return WK_OK; /* the same buffer as its input's gradient */
   case WK_NODE_LINEAR: {
     const int in_f = (int)net->numel[in], out_f = nd->out_ch;
+    const bool dw = wk_trainable(net, nd->param[0]), db = wk_trainable(net, nd->param[1]);
+    if (half) {
+      WK_TRY(wk_half_weights(net));
+      if (need_dx)
+        WK_TRY(wk_gemm_h(net, CUBLAS_OP_N, CUBLAS_OP_N, in_f, (int)n, out_f,
+                         wk_cw(net, nd->param[0]), in_f, dy, out_f, 1.0f, net->grad[in], false,
+                         in_f));
+      if (dw) /* into the float32 arena directly (cuDNN's filter gradient cannot) */
+        WK_TRY(wk_gemm_h(net, CUBLAS_OP_N, CUBLAS_OP_T, in_f, out_f, (int)n, x, in_f, dy, out_f,
+                         0.0f, wk_pg(net, nd->param[0]), true, in_f));
+      return db ? wk_k_bias_grad(net, n, out_f, dy, wk_pg(net, nd->param[1])) : WK_OK;
+    }
     if (need_dx) /* dx (n, I) += dy (n, O) W (O, I) */
       WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in_f, (int)n, out_f, &one,
                                 wk_pw(net, nd->param[0]), in_f, dy, out_f, &one, net->grad[in],
                                 in_f));
-    if (wk_trainable(net, nd->param[0])) /* dW (O, I) = dy^T (O, n) x (n, I) */
+    if (dw) /* dW (O, I) = dy^T (O, n) x (n, I) */
       WK_CUBLAS_TRY(cublasSgemm(net->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in_f, out_f, (int)n, &one,
                                 x, in_f, dy, out_f, &zero, wk_pg(net, nd->param[0]), in_f));
-    if (wk_trainable(net, nd->param[1])) /* db (O) = dy^T 1 */
+    if (db) /* db (O) = dy^T 1 */
       WK_CUBLAS_TRY(cublasSgemv(net->cublas, CUBLAS_OP_N, out_f, (int)n, &one, dy, out_f,
                                 net->ones, 1, &zero, wk_pg(net, nd->param[1]), 1));
     return WK_OK;
@@ -1248,28 +1298,18 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     for (int k = 0; k < 2; k++) {
       const int src = nd->in[k];
       if (src == 0 || !net->needs_grad[src]) continue;
-      WK_TRY(wk_kernel_try(wk_launch_add_forward_f32(len, net->grad[src], dy, net->grad[src],
-                                                     net->stream),
-                           "add backward"));
+      WK_TRY(wk_k_add(net, len, net->grad[src], dy, net->grad[src], "add backward"));
     }
     return WK_OK;
   case WK_NODE_DROPOUT: {
     if (!need_dx) return WK_OK;
-    float *dst = wk_dest(net, in);
+    void *dst = wk_dest(net, in);
     if (nd->drop_p == 0.0f)
-      WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * sizeof(float), cudaMemcpyDeviceToDevice,
+      WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * wk_esize(net), cudaMemcpyDeviceToDevice,
                                   net->stream));
-    else if (seed_step)
-      WK_TRY(wk_kernel_try(wk_launch_dropout_at_f32(len, nd->drop_p, seed_step, (uint64_t)i,
-                                                    net->drop.first * net->numel[v], dy, dst,
-                                                    net->stream),
-                           "dropout backward"));
     else
-      WK_TRY(wk_kernel_try(wk_launch_dropout_backward_f32(len, nd->drop_p, net->drop.seed,
-                                                          (net->drop.step << 16) ^ (uint64_t)i,
-                                                          net->drop.first * net->numel[v], dy,
-                                                          dst, net->stream),
-                           "dropout backward"));
+      WK_TRY(wk_k_dropout(net, i, len, net->drop.first, &net->drop, seed_step, dy, dst,
+                          "dropout backward"));
     return wk_commit(net, in, dst);
   }
   default:
@@ -1287,25 +1327,28 @@ static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss
   WK_CUDA_TRY(cudaMemsetAsync(net->grads, 0, net->g.n_elems * sizeof(float), net->stream));
   for (int v = 1; v < net->n_values; v++)
     if (net->alias[v] == v)
-      WK_CUDA_TRY(cudaMemsetAsync(net->grad[v], 0, (size_t)(n * net->numel[v]) * sizeof(float),
+      WK_CUDA_TRY(cudaMemsetAsync(net->grad[v], 0, (size_t)(n * net->numel[v]) * wk_esize(net),
                                   net->stream));
   const int last = net->n_values - 1;
+  const int64_t n_out = n * net->numel[last];
+  /* the output's gradient in float32: in place, or in the scratch for 16 bits */
+  float *d_out = wk_half(net) ? net->scratch : net->grad[last];
   if (dy) {
-    WK_CUDA_TRY(cudaMemcpyAsync(net->grad[last], dy,
-                                (size_t)(n * net->numel[last]) * sizeof(float),
-                                cudaMemcpyHostToDevice, net->stream));
+    WK_CUDA_TRY(cudaMemcpyAsync(d_out, dy, (size_t)n_out * sizeof(float), cudaMemcpyHostToDevice,
+                                net->stream));
   } else if (scale_dev) {
     WK_TRY(wk_kernel_try(wk_launch_softmax_xent_backward_at_f32(
                              n, net->numel[last], net->xent_smoothing, scale_dev,
-                             net->xent_probs, net->xent_labels, net->grad[last], net->stream),
+                             net->xent_probs, net->xent_labels, d_out, net->stream),
                          "softmax cross-entropy backward"));
   } else { /* the reference's factor: dloss / batch in double */
     const double scale = (double)dloss / (double)n;
     WK_TRY(wk_kernel_try(wk_launch_softmax_xent_backward_f32(
                              n, net->numel[last], net->xent_smoothing, scale, net->xent_probs,
-                             net->xent_labels, net->grad[last], net->stream),
+                             net->xent_labels, d_out, net->stream),
                          "softmax cross-entropy backward"));
   }
+  if (wk_half(net)) WK_TRY(wk_to_half(net, d_out, n_out, net->grad[last]));
   net->last_train = false; /* one backward per forward, as on the CPU */
   net->xent_ready = false;
   if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
@@ -1372,7 +1415,9 @@ static wk_status wk_xent_buffers(wk_gpu_net *net, int64_t n, int64_t k) {
 static wk_status wk_xent_queue(wk_gpu_net *net, double smoothing, bool predicted) {
   const int last = net->n_values - 1;
   const int64_t n = net->batch, k = net->numel[last];
-  WK_TRY(wk_kernel_try(wk_launch_softmax_xent_forward_f32(n, k, smoothing, net->val[last],
+  const float *logits = NULL;
+  WK_TRY(wk_output_f32(net, &logits));
+  WK_TRY(wk_kernel_try(wk_launch_softmax_xent_forward_f32(n, k, smoothing, logits,
                                                           net->xent_labels, net->xent_probs,
                                                           net->xent_rows, net->stream),
                        "softmax cross-entropy forward"));
@@ -1781,7 +1826,11 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->drop = s->drop; /* backward's dropout reads its first sample */
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
-  WK_TRY(wk_step_run(net, s, st, r, &warming));
+  const wk_status run = wk_step_run(net, s, st, r, &warming);
+  /* the captured conversion marked the 16-bit weights current, but the step
+   * may have failed after the update changed the weights: make them again */
+  net->wh_stale = true;
+  WK_TRY(run);
   /* the next batch up while the step computes; best effort: the step is queued
    * (its update included), so a failure here must not skip the results below
    * (the next step then uploads its batch, and an error that sticks shows at
@@ -1802,7 +1851,6 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   r->applied = back->flag == 0;
   net->last_train = false; /* backward has consumed the forward */
   net->out_ready = true;
-  net->wh_stale = true;
   return WK_OK;
 }
 

@@ -200,11 +200,11 @@ bool wk_net_on_gpu(const wk_net *net);
 /* How a GPU computes: fp32 (float32 throughout, no TF32: results compare
  * with the CPU's to float rounding; the default), tf32 (float32 storage,
  * convolutions and linear layers on TF32 tensor cores: 10-bit mantissas in
- * the products, float32 sums), bf16 and fp16 (convolutions on 16-bit tensor
- * cores: inputs, weights and outputs rounded to 16 bits around each
- * convolution, float32 accumulation; everything else, the stored activations
- * and the master weights in float32). fp16's small range needs the trainer's
- * dynamic loss scaling (train/trainer.h). */
+ * the products, float32 sums), bf16 and fp16 (autocast: every activation and
+ * its gradient stored in 16 bits, convolutions and linear layers on 16-bit
+ * tensor cores with float32 sums, batchnorm's statistics, the master weights,
+ * the optimizer and the loss in float32; cuda/cuda_net.c). fp16's small range
+ * needs the trainer's dynamic loss scaling (train/trainer.h). */
 typedef enum { WK_PRECISION_FP32 = 0, WK_PRECISION_TF32, WK_PRECISION_BF16, WK_PRECISION_FP16 }
 wk_precision;
 wk_status wk_precision_parse(const char *name, wk_precision *out);
