@@ -24,12 +24,12 @@
  * whenever the weights change), summing in float32; batchnorm reads and
  * writes 16 bits with float32 statistics, scale and bias (cuDNN's mixed
  * batchnorm); whisker's kernels (kernels/storage.cuh) load 16 bits, compute
- * in float32 and round once on the store. Weight gradients come out of the
- * 16-bit convolutions in 16 bits and are widened into the float32 gradient
- * arena (the linear layers' go there directly); biases' gradients are summed in float32; the
- * master weights, the optimizer and the loss (softmax in double over the
- * logits widened to float32) stay float32. bfloat16's range needs no loss
- * scaling; float16's gradients do, and the trainer scales the loss
+ * in float32 and round once on the store. Convolutions' weight gradients
+ * come out of cuDNN in 16 bits and are widened into the float32 gradient
+ * arena (linear layers' go there directly); biases' gradients are summed in
+ * float32; the master weights, the optimizer and the loss (softmax in double
+ * over the logits widened to float32) stay float32. bfloat16's range needs
+ * no loss scaling; float16's gradients do, and the trainer scales the loss
  * (train/trainer.c). The scratch is float32 and large enough for any value:
  * it carries a float batch on its way into 16 bits, the logits on their way
  * to the loss or the host, and the loss's gradient on its way back.
