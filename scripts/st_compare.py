@@ -26,6 +26,31 @@ def load(path):
         out[name] = np.frombuffer(data[lo:hi], dtype=DT[e["dtype"]]).reshape(e["shape"])
     return out
 
+def compare(a, b, skip=(), tol=None):
+    """Tensors a and b (load's dicts) side by side, leaving out names starting
+    with a prefix in skip: (largest relative difference, its tensor, global
+    relative L2 difference, problems) where problems lists tensors missing or
+    of another shape and, with tol, those differing by more than tol."""
+    worst, worst_name, problems, num, den = 0.0, "", [], 0.0, 0.0
+    for name in sorted(set(a) | set(b)):
+        if any(name.startswith(s) for s in skip):
+            continue
+        if name not in a or name not in b or a[name].shape != b[name].shape:
+            problems.append(f"{name}: missing or of another shape")
+            continue
+        x, y = a[name].astype(np.float64), b[name].astype(np.float64)
+        if x.size == 0:
+            continue
+        num += float(np.sum((x - y) ** 2))
+        den += float(np.sum(x ** 2))
+        d = float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(x))), 1e-6))
+        if d > worst:
+            worst, worst_name = d, name
+        if tol is not None and d > tol:
+            problems.append(f"{name}: relative difference {d:.3g} > {tol:g}")
+    g = (num / den) ** 0.5 if den > 0 else 0.0
+    return worst, worst_name, g, problems
+
 def main(argv):
     tol, skip, files, l2 = 1e-4, [], [], False
     i = 0
@@ -42,29 +67,12 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     a, b = load(files[0]), load(files[1])
-    worst, worst_name, bad, num, den = 0.0, "", 0, 0.0, 0.0
-    for name in sorted(set(a) | set(b)):
-        if any(name.startswith(s) for s in skip):
-            continue
-        if name not in a or name not in b or a[name].shape != b[name].shape:
-            print(f"{name}: missing or of another shape", file=sys.stderr)
-            bad += 1
-            continue
-        x, y = a[name].astype(np.float64), b[name].astype(np.float64)
-        if x.size == 0:
-            continue
-        num += float(np.sum((x - y) ** 2))
-        den += float(np.sum(x ** 2))
-        d = float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(x))), 1e-6))
-        if d > worst:
-            worst, worst_name = d, name
-        if d > tol and not l2:
-            bad += 1
-            print(f"{name}: relative difference {d:.3g} > {tol:g}", file=sys.stderr)
-    g = (num / den) ** 0.5 if den > 0 else 0.0
+    worst, worst_name, g, problems = compare(a, b, skip, None if l2 else tol)
+    for p in problems:
+        print(p, file=sys.stderr)
     print(f"{len(a)} tensors; largest relative difference {worst:.3g} ({worst_name}); "
           f"global relative L2 difference {g:.3g}")
-    return 1 if bad else 0
+    return 1 if problems else 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

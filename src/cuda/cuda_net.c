@@ -837,12 +837,13 @@ static wk_status wk_k_add(const wk_gpu_net *net, int64_t len, const void *a, con
 }
 
 /* Dropout forward or backward (the same mask) of node i over len elements
- * from row `first`: the stream (seed, step) of drop, or read at seed_step. */
-static wk_status wk_k_dropout(const wk_gpu_net *net, int i, int64_t len, int64_t first,
+ * from drop's first row: the stream (seed, step) of drop, or read at
+ * seed_step. */
+static wk_status wk_k_dropout(const wk_gpu_net *net, int i, int64_t len,
                               const wk_gpu_dropout *drop, const uint64_t *seed_step,
                               const void *x, void *y, const char *what) {
   const wk_node *nd = &net->nodes[i];
-  const int64_t offset = first * net->numel[i + 1];
+  const int64_t offset = drop->first * net->numel[i + 1];
   const uint64_t stream_id = seed_step ? (uint64_t)i : (drop->step << 16) ^ (uint64_t)i;
   int e;
   if (wk_half(net))
@@ -980,7 +981,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
                                   net->stream));
       return WK_OK;
     }
-    return wk_k_dropout(net, i, len, drop->first, drop, seed_step, x, y, "dropout forward");
+    return wk_k_dropout(net, i, len, drop, seed_step, x, y, "dropout forward");
   default:
     return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: op %d", nd->name, (int)nd->op);
   }
@@ -1308,8 +1309,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
       WK_CUDA_TRY(cudaMemcpyAsync(dst, dy, (size_t)len * wk_esize(net), cudaMemcpyDeviceToDevice,
                                   net->stream));
     else
-      WK_TRY(wk_k_dropout(net, i, len, net->drop.first, &net->drop, seed_step, dy, dst,
-                          "dropout backward"));
+      WK_TRY(wk_k_dropout(net, i, len, &net->drop, seed_step, dy, dst, "dropout backward"));
     return wk_commit(net, in, dst);
   }
   default:

@@ -143,7 +143,8 @@ wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
   wk_dist *d = calloc(1, sizeof *d);
   if (!d) return wk_fail(WK_ERR_NOMEM, "wk_dist_open");
   *d = (wk_dist){.rank = 0, .size = 1, .local_size = 1, .timeout_s = timeout_s};
-  if (wk_dist_launched()) {
+  const long launched = wk_dist_launcher_size();
+  if (launched > 1) {
 #if WK_DIST_HAVE_MPI
     const wk_mpi_plugin *p = NULL;
     wk_status s = wk_dist_plugin_load(&p);
@@ -160,7 +161,7 @@ wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
                   "one: the MPI backend %s was built against another MPI than the "
                   "launcher's (Open MPI's mpirun and MPICH's mpiexec do not mix); start "
                   "whisker with the launcher of the MPI it was built with",
-                  wk_dist_launcher_size(), WK_MPI_PLUGIN_FILE);
+                  launched, WK_MPI_PLUGIN_FILE);
     }
     if (s != WK_OK) {
       free(d);
