@@ -207,5 +207,20 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
   q0=$(pf 0); q1=$(pf 1)
   echo "| $m | $b | $p | ${q0:-failed} | ${q1:-failed} | $(ratio "$q1" "$q0") |"
 } | tee -a "$out/bench_gpu.md"
+# batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it off)
+{
+  echo
+  echo "| model | batch | precision | unfused img/s | fused img/s | groups fused | fused / unfused |"
+  echo "|---|---:|---|---:|---:|---:|---:|"
+  m=resnet50 b=256
+  for p in bf16 fp16; do
+    bf() { WHISKER_BN_FUSE="$1" wbench --device cuda --model "$m" --batch "$b" --precision "$p" \
+      --latency-runs 3 --infer-runs 0; }
+    j0=$(bf 0); j1=$(bf auto)
+    f0=$(echo "$j0" | field train_images_per_s); f1=$(echo "$j1" | field train_images_per_s)
+    fg=$(echo "$j1" | field bn_fused); fu=$(echo "$j1" | field bn_unfused)
+    echo "| $m | $b | $p | ${f0:-failed} | ${f1:-failed} | ${fg:-?} of $(( ${fg:-0} + ${fu:-0} )) | $(ratio "$f1" "$f0") |"
+  done
+} | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc

@@ -98,7 +98,8 @@ static void ck_close(const char *what, const float *gpu, const float *cpu, int64
   ck_assert_msg(e <= tol, "%s: normalised error %g > %g", what, e, tol);
 }
 
-static void wkt_compare(const char *name, wkt_builder build, int batch) {
+/* gs: where to put the GPU network's graph stats at the end (NULL: none). */
+static void wkt_compare(const char *name, wkt_builder build, int batch, wk_gpu_graph_stats *gs) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = build(ctx), *gpu = build(ctx);
   wkt_perturb(cpu);
@@ -163,6 +164,7 @@ static void wkt_compare(const char *name, wkt_builder build, int batch) {
   }
   snprintf(what, sizeof what, "%s weights after 3 steps", name);
   ck_close(what, wk_net_weights(gpu), wk_net_weights(cpu), (int64_t)wk_net_n_elems(cpu), 2e-4);
+  if (gs) ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, gs), WK_OK);
   wk_trainer_destroy(tcpu);
   wk_trainer_destroy(tgpu);
   wk_tensor_free(&labels);
@@ -174,13 +176,41 @@ static void wkt_compare(const char *name, wkt_builder build, int batch) {
   wk_ctx_destroy(ctx);
 }
 
-START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4); }
+START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4, NULL); }
 END_TEST
-START_TEST(test_resnet18) { wkt_compare("resnet18", wkt_resnet18, 3); }
+START_TEST(test_resnet18) {
+  wk_gpu_graph_stats gs;
+  wkt_compare("resnet18", wkt_resnet18, 3, &gs);
+  ck_assert_int_eq(gs.bn_fuse_groups, 0); /* fp32 fuses only when asked */
+}
 END_TEST
-START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3); }
+START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3, NULL); }
 END_TEST
-START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5); }
+START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL); }
+END_TEST
+
+/* Batchnorm fused with relu and with the residual add ($WHISKER_BN_FUSE=1
+ * fuses in float32 too) against the CPU at float32's bounds: every gradient
+ * (the batchnorm's input's, its scale's and bias's, the add's other
+ * input's, through the scratch where a value has two readers), the running
+ * statistics and three SGD steps. resnet18 has 17 groups: the stem's
+ * bn1 + relu, and in each of the 8 blocks bn1 + relu and bn2 + add + relu.
+ * Should cuDNN refuse float32 (its fused kernels are documented for 16-bit
+ * NHWC), the groups run unfused, the comparison holds all the same, and the
+ * test says so: the fusion's own arithmetic is then checked only by the
+ * 16-bit tests below. */
+START_TEST(test_bn_fuse_fp32_resnet18) {
+  setenv("WHISKER_BN_FUSE", "1", 1);
+  wk_gpu_graph_stats gs;
+  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, &gs);
+  unsetenv("WHISKER_BN_FUSE");
+  ck_assert_int_eq(gs.bn_fuse_groups, 17);
+  if (gs.bn_fuse_refused)
+    printf("test_bn_fuse_fp32_resnet18: %d of 17 groups ran unfused: %s\n", gs.bn_fuse_refused,
+           gs.bn_fuse_note);
+  else /* forward runs: eval (unfused), train, then 3 steps */
+    ck_assert_int_eq(gs.bn_fused_runs, 4 * 17);
+}
 END_TEST
 
 /* A frozen body (fine-tuning's first phase) gets no gradient on the GPU either,
@@ -457,6 +487,142 @@ static void wkt_half_grads(wk_precision prec, double out_tol, double grad_tol) {
 START_TEST(test_bf16_gradients) { wkt_half_grads(WK_PRECISION_BF16, 5e-2, 0.3); }
 END_TEST
 START_TEST(test_fp16_gradients) { wkt_half_grads(WK_PRECISION_FP16, 2e-2, 0.1); }
+END_TEST
+
+/* A residual net where batchnorm normalises over thousands of values (batch
+ * 8 at 32x32 and 16x16), so 16-bit storage moves its gradients little:
+ * scripts/bn_fuse_tolerance_torch.py emulates it. Five fusion groups: the
+ * stem's bn + relu, bn + relu and bn + add + relu in each block; block 2's
+ * add reads two batchnorms (one fused, the shortcut's not). */
+static wk_net *wkt_resblock(wk_ctx *ctx) {
+  wk_net *net = NULL;
+  ck_assert_int_eq(wk_net_create(ctx, 32, 32, 3, &net), WK_OK);
+  const wk_conv2d_params same = wk_conv2d_params_make(1, 1, 1);
+  const wk_conv2d_params down = wk_conv2d_params_make(2, 1, 1);
+  const wk_conv2d_params down1 = wk_conv2d_params_make(2, 0, 1);
+#define WKT_CBN(name, in, ch, k, p) \
+  wk_net_batchnorm(net, "bn_" name, wk_net_conv(net, name, in, ch, k, k, p, false), 1e-5f, 0.1f)
+  const int stem = wk_net_act(net, "relu0", WKT_CBN("conv0", 0, 16, 3, &same), WK_ACT_RELU);
+  int a = wk_net_act(net, "relu1a", WKT_CBN("conv1a", stem, 16, 3, &same), WK_ACT_RELU);
+  a = WKT_CBN("conv1b", a, 16, 3, &same);
+  const int y1 = wk_net_act(net, "relu1", wk_net_add(net, "add1", a, stem), WK_ACT_RELU);
+  a = wk_net_act(net, "relu2a", WKT_CBN("conv2a", y1, 32, 3, &down), WK_ACT_RELU);
+  a = WKT_CBN("conv2b", a, 32, 3, &same);
+  const int z = WKT_CBN("conv2s", y1, 32, 1, &down1);
+  int x = wk_net_act(net, "relu2", wk_net_add(net, "add2", a, z), WK_ACT_RELU);
+#undef WKT_CBN
+  x = wk_net_flatten(net, "flatten", wk_net_global_avgpool(net, "gap", x));
+  x = wk_net_linear(net, "fc", x, 5, true);
+  ck_assert_int_ge(x, 0);
+  ck_assert_msg(wk_net_finalize(net, 5) == WK_OK, "%s", wk_last_error());
+  /* batchnorm scale in [0.5, 1.5] and bias in [-0.1, 0.1], as the emulation's */
+  size_t np;
+  const wk_param *p = wk_net_params(net, &np);
+  for (size_t i = 0; i < np; i++) {
+    if (strncmp(p[i].name, "bn_", 3) != 0) continue;
+    const bool scale = strstr(p[i].name, ".weight") != NULL;
+    wkt_fill_f32(wk_net_weights(net) + p[i].offset, (int64_t)p[i].numel, 300 + i,
+                 scale ? 0.5f : -0.1f, scale ? 1.5f : 0.1f);
+  }
+  wk_net_weights_changed(net);
+  return net;
+}
+
+/* One training forward and backward of wkt_resblock on the GPU in `prec`,
+ * $WHISKER_BN_FUSE=fuse: the output and the gradient arena into out and
+ * grads, the graph stats into gs. */
+static void wkt_resblock_gpu(wk_ctx *ctx, wk_precision prec, const char *fuse, const wk_tensor *x,
+                             const wk_tensor *dy, float *out, float *grads,
+                             wk_gpu_graph_stats *gs) {
+  wk_net *net = wkt_resblock(ctx);
+  ck_assert_int_eq(wk_net_set_precision(net, prec), WK_OK);
+  setenv("WHISKER_BN_FUSE", fuse, 1);
+  const wk_status st = wk_net_use_gpu(net, 0);
+  unsetenv("WHISKER_BN_FUSE");
+  ck_assert_msg(st == WK_OK, "%s", wk_last_error());
+  wk_tensor y;
+  ck_assert_msg(wk_net_forward(net, x, true, &y) == WK_OK, "%s", wk_last_error());
+  memcpy(out, y.data, (size_t)wk_tensor_numel(dy) * sizeof *out);
+  ck_assert_msg(wk_net_backward(net, dy) == WK_OK, "%s", wk_last_error());
+  memcpy(grads, wk_net_grads(net), wk_net_n_elems(net) * sizeof *grads);
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, gs), WK_OK);
+  wk_net_destroy(net);
+}
+
+/* Batchnorm fused with relu and the residual add in bf16 and fp16 (the
+ * default there) against the CPU's float32 and against the same precision
+ * unfused ($WHISKER_BN_FUSE=0), on wkt_resblock: the output and every
+ * parameter's gradient (the normalised error of the worst parameter).
+ * Bounds from scripts/bn_fuse_tolerance_torch.py, which emulates both ways of
+ * storing 16 bits on this net (8 seeds): see the calls below. fp16 is what
+ * cuDNN documents its fused kernels for: there every group must run fused;
+ * bf16 fuses where cuDNN takes it, and the test says what it refused. */
+static void wkt_bn_fuse_half(wk_precision prec, double out_tol, double grad_tol,
+                             double pair_out_tol, double pair_grad_tol, bool must_fuse) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *cpu = wkt_resblock(ctx);
+  enum { B = 8, F = 5 };
+  const int64_t xs[4] = {B, 32, 32, 3}, ds[2] = {B, F};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), dy = wkt_tensor(WK_F32, 2, ds), yc;
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 31, -1.0f, 1.0f);
+  wkt_fill_f32(dy.data, B * F, 32, -1.0f, 1.0f);
+  const size_t n = wk_net_n_elems(cpu);
+  float ref[B * F], out[2][B * F];
+  float *grads[2] = {malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+  ck_assert(grads[0] && grads[1]);
+  ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
+  memcpy(ref, yc.data, sizeof ref);
+  ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
+  const char *name = wk_precision_name(prec);
+  size_t np;
+  const wk_param *ps = wk_net_params(cpu, &np);
+  char what[160];
+  for (int f = 0; f < 2; f++) {
+    wk_gpu_graph_stats gs;
+    wkt_resblock_gpu(ctx, prec, f ? "auto" : "0", &x, &dy, out[f], grads[f], &gs);
+    const char *how = f ? "fused" : "unfused";
+    ck_assert_int_eq(gs.bn_fuse_groups, f ? 5 : 0);
+    if (f && must_fuse)
+      ck_assert_msg(gs.bn_fuse_refused == 0 && gs.bn_fused_runs == 5, "%s: %d groups refused: %s",
+                    name, gs.bn_fuse_refused, gs.bn_fuse_note);
+    if (f)
+      printf("%s: %lld of 5 batchnorm groups ran fused%s%s\n", name,
+             (long long)gs.bn_fused_runs, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note);
+    snprintf(what, sizeof what, "%s %s output vs the CPU", name, how);
+    ck_close(what, out[f], ref, B * F, out_tol);
+    for (size_t i = 0; i < np; i++) {
+      snprintf(what, sizeof what, "%s %s gradient of %s vs the CPU", name, how, ps[i].name);
+      ck_close(what, grads[f] + ps[i].offset, wk_net_grads(cpu) + ps[i].offset,
+               (int64_t)ps[i].numel, grad_tol);
+    }
+  }
+  snprintf(what, sizeof what, "%s output, fused vs unfused", name);
+  ck_close(what, out[1], out[0], B * F, pair_out_tol);
+  for (size_t i = 0; i < np; i++) {
+    snprintf(what, sizeof what, "%s gradient of %s, fused vs unfused", name, ps[i].name);
+    ck_close(what, grads[1] + ps[i].offset, grads[0] + ps[i].offset, (int64_t)ps[i].numel,
+             pair_grad_tol);
+  }
+  free(grads[0]);
+  free(grads[1]);
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_net_destroy(cpu);
+  wk_ctx_destroy(ctx);
+}
+
+/* The emulation, worst of 8 seeds (float64 reference): fp16 output 1.1e-3
+ * unfused, 1.0e-3 fused, 8.1e-4 fused vs unfused; the worst parameter's
+ * gradient 0.12, 0.073 and 0.12; bf16 output 6.9e-3, 8.3e-3, 6.0e-3,
+ * gradients 0.24, 0.23, 0.17. The gradients' error is relu units whose sign
+ * flips (each moves a sum over every pixel), not accumulated rounding: fp16
+ * is only ~2x finer than bf16 there, and fused vs unfused differs as much as
+ * either from float32. Bounds about 2.5x: fp16 output 3e-3, gradients 0.3;
+ * bf16 output 2e-2, gradients 0.6 (0.5 fused vs unfused). A lost term (the
+ * add's other input's gradient, the scale's) is O(1) in some parameter. */
+START_TEST(test_bn_fuse_fp16) { wkt_bn_fuse_half(WK_PRECISION_FP16, 3e-3, 0.3, 3e-3, 0.3, true); }
+END_TEST
+START_TEST(test_bn_fuse_bf16) { wkt_bn_fuse_half(WK_PRECISION_BF16, 2e-2, 0.6, 2e-2, 0.5, false); }
 END_TEST
 
 /* fp16's dynamic loss scaling: at a scale that overflows float16 the step
@@ -1214,6 +1380,7 @@ int main(void) {
     tcase_add_test(tc, test_resnet18);
     tcase_add_test(tc, test_mobilenetv2);
     tcase_add_test(tc, test_misc_ops);
+    tcase_add_test(tc, test_bn_fuse_fp32_resnet18);
     tcase_add_test(tc, test_frozen_body);
     tcase_add_test(tc, test_device_step_sgd);
     tcase_add_test(tc, test_tf32);
@@ -1221,6 +1388,8 @@ int main(void) {
     tcase_add_test(tc, test_bf16_mobilenetv2);
     tcase_add_test(tc, test_bf16_gradients);
     tcase_add_test(tc, test_fp16_gradients);
+    tcase_add_test(tc, test_bn_fuse_fp16);
+    tcase_add_test(tc, test_bn_fuse_bf16);
     tcase_add_test(tc, test_fp16_resnet18);
     tcase_add_test(tc, test_fp16_mobilenetv2);
     tcase_add_test(tc, test_fp16_overflow_skips);

@@ -214,6 +214,10 @@ int wk_cmd_bench(int argc, char **argv) {
   if (wk_net_on_gpu(net) && wk_net_gpu_memory(net, &mem) != WK_OK) goto fail;
   const double gpu_peak_mb = wk_mib(mem.cache.peak_allocated_bytes);
   const double gpu_held_mb = wk_mib(mem.cache.peak_reserved_bytes);
+  /* batchnorm groups fused with their relu (cuda.h's $WHISKER_BN_FUSE) */
+  wk_gpu_graph_stats gs = {0};
+  if (wk_net_on_gpu(net) && wk_net_gpu_graph_stats(net, &gs) != WK_OK) goto fail;
+  const int bn_fused = gs.bn_fuse_groups - gs.bn_fuse_refused;
   if (wk_dist_rank(dist) != 0) {
     /* rank 0 speaks for the run */
   } else if (o.json) {
@@ -221,11 +225,12 @@ int wk_cmd_bench(int argc, char **argv) {
            "\"threads\": %d, \"ranks\": %d, \"data_parallel\": \"%s\", \"precision\": \"%s\", "
            "\"fp16_skipped_steps\": %lld, \"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"infer_images_per_s\": %.3f, "
-           "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f}\n",
+           "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f, "
+           "\"bn_fused\": %d, \"bn_unfused\": %d}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
            o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision,
            (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb,
-           gpu_peak_mb, gpu_held_mb);
+           gpu_peak_mb, gpu_held_mb, bn_fused, gs.bn_fuse_refused);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
@@ -242,6 +247,9 @@ int wk_cmd_bench(int argc, char **argv) {
              "%lld device allocations for %lld requests), of %.0f MiB on the device\n",
              gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
              (long long)mem.cache.n_allocs, wk_mib(mem.device_total_bytes));
+    if (gs.bn_fuse_groups)
+      printf("fused      %d of %d batchnorm + relu groups%s%s\n", bn_fused, gs.bn_fuse_groups,
+             gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note);
   }
   rc = WK_EXIT_OK;
 fail:

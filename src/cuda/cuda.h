@@ -89,9 +89,17 @@ typedef struct wk_gpu_net wk_gpu_net;
 
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
- * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB or
- * $WHISKER_CUDNN_ALGO (both read here). g->algos, when given, must outlive
- * the network. */
+ * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
+ * $WHISKER_CUDNN_ALGO or $WHISKER_BN_FUSE (all read here). g->algos, when
+ * given, must outlive the network.
+ *
+ * $WHISKER_BN_FUSE: in a training forward, a batchnorm whose output only a
+ * relu reads (or only an add, whose output only a relu reads) runs with it as
+ * one cuDNN call (cudnnBatchNormalizationForwardTrainingEx, and its backward):
+ * the batchnorm's and the add's outputs are never written nor read again.
+ * Unset or "auto": in bf16 and fp16 (cuDNN's fused kernels are 16-bit NHWC
+ * ones); "1": in every precision; "0": never. A group cuDNN refuses runs
+ * unfused (wk_gpu_net_graph_stats says which and why). */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
 /* The parameter table again (n_params entries, the same layout): takes the
@@ -259,6 +267,12 @@ typedef struct wk_gpu_graph_stats {
   int64_t invalidations;      /* times the graphs (or warm steps) were dropped: buffers moved */
   bool off;                   /* a capture failed: the network runs uncaptured */
   int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
+  /* batchnorm fused with relu (and the residual add) in training
+   * ($WHISKER_BN_FUSE): the groups found, those cuDNN refused (they run
+   * unfused; the first one's reason in the note), the fused runs so far */
+  int bn_fuse_groups, bn_fuse_refused;
+  int64_t bn_fused_runs;
+  char bn_fuse_note[256];
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 

@@ -106,6 +106,8 @@
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
+/* $WHISKER_BN_FUSE (cuda.h): auto fuses in bf16 and fp16 */
+typedef enum { WK_FUSE_AUTO, WK_FUSE_ON, WK_FUSE_OFF } wk_fuse_mode;
 
 typedef struct wk_gnode {
   /* x, y: the input and output values (float32, or 16 bits with bf16 and
@@ -121,6 +123,17 @@ typedef struct wk_gnode {
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
+  /* batchnorm fused with relu, or with the residual add and relu (cuDNN's
+   * cudnnBatchNormalizationForwardTrainingEx), kept on the relu node that
+   * heads the group: fuse_bn and fuse_add the nodes it runs (-1: none),
+   * fuse_z the add's other input; fuse_off once cuDNN has refused it (then
+   * the nodes run one by one); fused: the last forward ran the group fused;
+   * reserve: cuDNN's reserve space, from that forward to its backward. On
+   * the batchnorm and add nodes, fused_into names the relu node (-1: none). */
+  int fuse_bn, fuse_add, fuse_z, fused_into;
+  bool fuse_off, fused;
+  void *reserve;
+  size_t reserve_bytes;
 } wk_gnode;
 
 struct wk_gpu_net {
@@ -148,6 +161,11 @@ struct wk_gpu_net {
   void *workspace;
   size_t workspace_bytes, workspace_limit;
   wk_algo_mode algo_mode;
+  wk_fuse_mode fuse_mode;
+  cudnnActivationDescriptor_t relu; /* the fused groups' */
+  int fuse_groups, fuse_refused;    /* groups planned; refused by cuDNN */
+  int64_t fused_runs;               /* groups run fused, over all forwards */
+  char fuse_note[256];              /* the first refusal's reason */
   wk_gpu_algos *algos;   /* the context's (wk_gpu_graph.algos), or own_algos */
   wk_gpu_algos *own_algos;
   bool trains;           /* a training forward has run: AUTO times */
@@ -420,6 +438,50 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   return WK_OK;
 }
 
+/* Whether value u is a batchnorm's output read by one node and nothing else. */
+static bool wk_lone_bn(const wk_gpu_net *net, int u) {
+  return u >= 1 && net->alias[u] == u && net->consumers[u] == 1 &&
+         net->nodes[u - 1].op == WK_NODE_BATCHNORM;
+}
+
+/* The fused groups: relu(bn(x)) and relu(bn(x) + z), where the batchnorm's
+ * output (and the add's) has no other reader, so no one misses the values
+ * the fused kernel never writes. A group runs at its relu, where x and z are
+ * ready whatever the nodes' order. */
+static void wk_plan_fusion(wk_gpu_net *net) {
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    wk_gnode *s = &net->gn[i];
+    s->fuse_bn = s->fuse_add = s->fuse_z = s->fused_into = -1;
+  }
+  if (net->fuse_mode == WK_FUSE_OFF || (net->fuse_mode == WK_FUSE_AUTO && !wk_half(net))) return;
+  for (int j = 0; j < net->g.n_nodes; j++) {
+    const wk_node *r = &net->nodes[j];
+    if (r->op != WK_NODE_ACT || r->act != WK_ACT_RELU) continue;
+    const int u = r->in[0];
+    int bn = -1, add = -1, z = -1;
+    if (wk_lone_bn(net, u)) {
+      bn = u - 1;
+    } else if (u >= 1 && net->alias[u] == u && net->consumers[u] == 1 &&
+               net->nodes[u - 1].op == WK_NODE_ADD) {
+      const wk_node *a = &net->nodes[u - 1];
+      for (int k = 0; k < 2 && bn < 0; k++)
+        if (a->in[k] != a->in[1 - k] && wk_lone_bn(net, a->in[k])) {
+          bn = a->in[k] - 1;
+          add = u - 1;
+          z = a->in[1 - k];
+        }
+    }
+    if (bn < 0) continue;
+    wk_gnode *s = &net->gn[j];
+    s->fuse_bn = bn;
+    s->fuse_add = add;
+    s->fuse_z = z;
+    net->gn[bn].fused_into = j;
+    if (add >= 0) net->gn[add].fused_into = j;
+    net->fuse_groups++;
+  }
+}
+
 static wk_status wk_make_descriptors(wk_gpu_net *net) {
   int widest_bn = 0;
   int64_t widest_w = 0; /* the largest convolution weight */
@@ -487,6 +549,10 @@ static wk_status wk_handles(wk_gpu_net *net) {
   WK_CUDA_TRY(cudaEventCreateWithFlags(&net->next_free, cudaEventDisableTiming));
   WK_CUDNN_TRY(cudnnCreate(&net->cudnn));
   WK_CUDNN_TRY(cudnnSetStream(net->cudnn, net->stream));
+  /* the fused groups' relu: NaN gives 0, as whisker's relu kernel */
+  WK_CUDNN_TRY(cudnnCreateActivationDescriptor(&net->relu));
+  WK_CUDNN_TRY(cudnnSetActivationDescriptor(net->relu, CUDNN_ACTIVATION_RELU,
+                                            CUDNN_NOT_PROPAGATE_NAN, 0.0));
   WK_CUBLAS_TRY(cublasCreate(&net->cublas));
   WK_CUBLAS_TRY(cublasSetStream(net->cublas, net->stream));
   /* 16 bits: split-K partial sums in float32 too, not in the output's type */
@@ -509,7 +575,7 @@ static wk_status wk_handles(wk_gpu_net *net) {
   return WK_OK;
 }
 
-/* $WHISKER_GPU_WORKSPACE_MB and $WHISKER_CUDNN_ALGO (cuda.h). */
+/* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO and $WHISKER_BN_FUSE (cuda.h). */
 static wk_status wk_read_env(wk_gpu_net *net) {
   net->workspace_limit = (size_t)1024 << 20;
   const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
@@ -528,6 +594,14 @@ static wk_status wk_read_env(wk_gpu_net *net) {
     else if (!strcmp(env, "heuristic")) net->algo_mode = WK_ALGO_HEURISTIC;
     else return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_ALGO='%s': expected heuristic or find",
                         env);
+  }
+  net->fuse_mode = WK_FUSE_AUTO;
+  env = getenv("WHISKER_BN_FUSE");
+  if (env && *env) {
+    if (!strcmp(env, "1")) net->fuse_mode = WK_FUSE_ON;
+    else if (!strcmp(env, "0")) net->fuse_mode = WK_FUSE_OFF;
+    else if (strcmp(env, "auto"))
+      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_BN_FUSE='%s': expected auto, 1 or 0", env);
   }
   return WK_OK;
 }
@@ -560,6 +634,7 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (s == WK_OK && !g->algos) s = wk_cudaalgos_create(&net->own_algos);
   net->algos = g->algos ? g->algos : net->own_algos;
   if (s == WK_OK) s = wk_copy_graph(net, g);
+  if (s == WK_OK) wk_plan_fusion(net);
   if (s == WK_OK) s = wk_handles(net);
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->weights, g->n_elems * sizeof(float));
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
@@ -612,7 +687,9 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
     if (s->pool) cudnnDestroyPoolingDescriptor(s->pool);
     (void)wk_cuda_free(s->save_mean);
     (void)wk_cuda_free(s->save_invvar);
+    (void)wk_cuda_free(s->reserve);
   }
+  if (net->relu) cudnnDestroyActivationDescriptor(net->relu);
   (void)wk_cuda_free(net->weights);
   (void)wk_cuda_free(net->grads);
   (void)wk_cuda_free(net->buf_data);
@@ -709,6 +786,79 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, 
   return WK_OK;
 }
 
+static cudnnBatchNormOps_t wk_fuse_ops(const wk_gnode *s) {
+  return s->fuse_add >= 0 ? CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION
+                          : CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
+}
+
+/* Group j (its relu node) runs unfused from now on: cuDNN refused it (why).
+ * The first reason is kept for wk_cudanet_graph_stats. */
+static void wk_fuse_refuse(wk_gpu_net *net, int j, const char *why) {
+  wk_gnode *s = &net->gn[j];
+  if (s->fuse_off) return;
+  s->fuse_off = true;
+  net->fuse_refused++;
+  if (!net->fuse_note[0] &&
+      snprintf(net->fuse_note, sizeof net->fuse_note,
+               "%s: cuDNN does not fuse batchnorm %s with %srelu here (%s)", net->nodes[j].name,
+               net->nodes[s->fuse_bn].name, s->fuse_add >= 0 ? "the add and " : "", why) < 0)
+    net->fuse_note[0] = '\0';
+}
+
+/* The fused groups for the batch the descriptors describe: cuDNN's
+ * workspace (into *need) and the reserve space each one keeps from forward
+ * to backward (grown, never shrunk). A group cuDNN cannot run here (it
+ * answers CUDNN_STATUS_NOT_SUPPORTED: a type or a shape its fused kernels
+ * do not take) runs unfused. */
+static wk_status wk_fusion_batch(wk_gpu_net *net, size_t *need) {
+  for (int j = 0; j < net->g.n_nodes; j++) {
+    wk_gnode *s = &net->gn[j];
+    if (s->fuse_bn < 0 || s->fuse_off) continue;
+    const wk_gnode *sb = &net->gn[s->fuse_bn];
+    const cudnnBatchNormOps_t ops = wk_fuse_ops(s);
+    const cudnnTensorDescriptor_t z = s->fuse_add >= 0 ? sb->y : NULL;
+    size_t fw = 0, bw = 0, rs = 0;
+    cudnnStatus_t e = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
+        net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, sb->x, z, s->y, sb->bias, net->relu,
+        &fw);
+    if (e == CUDNN_STATUS_SUCCESS)
+      e = cudnnGetBatchNormalizationBackwardExWorkspaceSize(
+          net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, sb->x, s->y, s->y, z, sb->x,
+          sb->bias, net->relu, &bw);
+    if (e == CUDNN_STATUS_SUCCESS)
+      e = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(
+          net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, net->relu, sb->x, &rs);
+    if (e == CUDNN_STATUS_NOT_SUPPORTED) {
+      wk_fuse_refuse(net, j, "not supported");
+      continue;
+    }
+    if (e != CUDNN_STATUS_SUCCESS)
+      return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: the fused batchnorm's sizes: %s",
+                     net->nodes[j].name, cudnnGetErrorString(e));
+    /* never none: given no workspace, cuDNN's Ex calls act as the plain
+     * batchnorm (cuDNN's documentation) */
+    size_t ws = fw > bw ? fw : bw;
+    ws = ws > 4096 ? ws : 4096;
+    if (ws > net->workspace_limit) {
+      wk_fuse_refuse(net, j, "its workspace exceeds $WHISKER_GPU_WORKSPACE_MB");
+      continue;
+    }
+    if (ws > *need) *need = ws;
+    if (rs > s->reserve_bytes) {
+      wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
+      WK_TRY(wk_cuda_free(s->reserve));
+      s->reserve = NULL;
+      s->reserve_bytes = 0;
+      const wk_status st = wk_cuda_malloc(&s->reserve, rs);
+      if (st != WK_OK)
+        return wk_no_room(st, wk_smaller_batch, "%s: the fused batchnorm's %zu KiB",
+                          net->nodes[j].name, rs >> 10);
+      s->reserve_bytes = rs;
+    }
+  }
+  return WK_OK;
+}
+
 /* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
  * for it, timed when `find`. */
 static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
@@ -730,7 +880,9 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
         net->val[v] = net->val[net->alias[v]];
         net->grad[v] = net->grad[net->alias[v]];
       }
-    net->scratch_elems = (size_t)(n * biggest);
+    /* a fused group's backward may want two values' gradients in the
+     * scratch (wk_fused_backward): 16-bit ones fit twice in float32's room */
+    net->scratch_elems = (size_t)(n * biggest) * (net->fuse_groups && !wk_half(net) ? 2 : 1);
     wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
     if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
     if (s != WK_OK) return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
@@ -774,6 +926,7 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       WK_TRY(ps);
     }
   }
+  WK_TRY(wk_fusion_batch(net, &need));
   /* timing grew the workspace to the largest candidate's: keep what the choices need */
   if (timed && net->workspace_bytes > need) WK_TRY(wk_workspace_trim(net, need));
   if (need) WK_TRY(wk_workspace(net, need));
@@ -906,8 +1059,61 @@ static wk_status wk_gemm_h(const wk_gpu_net *net, cublasOperation_t ta, cublasOp
 
 /* ------------------------------------------------------------------ forward */
 
+static double wk_bn_eps(const wk_node *nd) {
+  return nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
+}
+
+/* Whether the group headed by relu node j runs fused in this forward: in
+ * training, with batch statistics (a batchnorm with nothing trainable
+ * upstream normalises with its running statistics, unfused). */
+static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
+  const wk_gnode *s = &net->gn[j];
+  return train && s->fuse_bn >= 0 && !s->fuse_off && net->needs_grad[s->fuse_bn + 1];
+}
+
+static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
+                                 const uint64_t *seed_step);
+
+/* Group j's forward, at its relu: y = relu(bn(x) [+ z]) in one cuDNN call
+ * that writes neither the batchnorm's output nor the add's (16 bits: rounded
+ * once, on y). Should cuDNN refuse it after all, the group's nodes run one by
+ * one, here and from now on. */
+static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *drop,
+                                  const uint64_t *seed_step) {
+  wk_gnode *s = &net->gn[j];
+  const wk_node *bn = &net->nodes[s->fuse_bn];
+  wk_gnode *sb = &net->gn[s->fuse_bn];
+  const bool add = s->fuse_add >= 0;
+  const float one = 1.0f, zero = 0.0f;
+  const cudnnStatus_t e = cudnnBatchNormalizationForwardTrainingEx(
+      net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, wk_fuse_ops(s), &one, &zero, sb->x,
+      net->val[bn->in[0]], add ? sb->y : NULL, add ? net->val[s->fuse_z] : NULL, s->y,
+      net->val[j + 1], sb->bias, wk_pw(net, bn->param[0]), wk_pw(net, bn->param[1]),
+      bn->bn.momentum, wk_bufp(net, bn->buffer[0]), wk_bufp(net, bn->buffer[1]), wk_bn_eps(bn),
+      sb->save_mean, sb->save_invvar, net->relu, net->workspace, net->workspace_bytes,
+      s->reserve, s->reserve_bytes);
+  if (e == CUDNN_STATUS_NOT_SUPPORTED) {
+    wk_fuse_refuse(net, j, "not supported");
+    WK_TRY(wk_forward_node(net, s->fuse_bn, true, drop, seed_step));
+    if (add) WK_TRY(wk_forward_node(net, s->fuse_add, true, drop, seed_step));
+    return wk_forward_node(net, j, true, drop, seed_step);
+  }
+  if (e != CUDNN_STATUS_SUCCESS) {
+    char msg[256];
+    cudnnGetLastErrorString(msg, sizeof msg);
+    return wk_fail(WK_ERR_BACKEND, "cuDNN: fused batchnorm %s%s with relu: %s (%s); "
+                   "$WHISKER_BN_FUSE=0 runs them one by one", bn->name,
+                   add ? " and the add" : "", cudnnGetErrorString(e), msg);
+  }
+  sb->bn_trained = true;
+  s->fused = true;
+  net->fused_runs++;
+  return WK_OK;
+}
+
 /* Node i's forward; dropout's stream is drop's, or with seed_step (device:
- * the seed and the step, the fused step's) read on the device. */
+ * the seed and the step, the fused step's) read on the device. A batchnorm
+ * or an add in a fused group waits for its relu (wk_fused_forward). */
 static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
                                  const uint64_t *seed_step) {
   const wk_node *nd = &net->nodes[i];
@@ -931,10 +1137,11 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
                                 y));
     return WK_OK;
   case WK_NODE_BATCHNORM: {
+    if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train)) return WK_OK;
     /* 16-bit x and y with float32 statistics, scale and bias: cuDNN's own mix */
     float *g = wk_pw(net, nd->param[0]), *b = wk_pw(net, nd->param[1]);
     float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
-    const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
+    const double eps = wk_bn_eps(nd);
     s->bn_trained = train && net->needs_grad[v];
     if (s->bn_trained)
       WK_CUDNN_TRY(cudnnBatchNormalizationForwardTraining(
@@ -947,6 +1154,8 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return WK_OK;
   }
   case WK_NODE_ACT:
+    s->fused = false;
+    if (wk_fuse_now(net, i, train)) return wk_fused_forward(net, i, drop, seed_step);
     return wk_k_act(net, nd->act == WK_ACT_RELU6, len, x, y);
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
@@ -974,6 +1183,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return WK_OK;
   }
   case WK_NODE_ADD:
+    if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train)) return WK_OK;
     return wk_k_add(net, len, x, net->val[nd->in[1]], y, "add forward");
   case WK_NODE_DROPOUT:
     if (!train || nd->drop_p == 0.0f) {
@@ -1194,7 +1404,52 @@ static wk_status wk_commit(wk_gpu_net *net, int in, void *dst) {
   return wk_k_add(net, len, net->grad[in], dst, net->grad[in], "gradient accumulate");
 }
 
-/* Node i's backward; seed_step as wk_forward_node's. */
+/* Group j's backward, at its relu (where its output's gradient is complete):
+ * cuDNN's fused backward gives the batchnorm's input gradient, its scale's
+ * and bias's, and the add's other input's, from the relu's output and
+ * gradient and the reserve space its forward kept. cuDNN writes the two
+ * input gradients (it does not add): each goes straight into its gradient
+ * buffer where the group is the value's one reader, else into a half of the
+ * scratch and is added in (two values' room, see wk_prepare_batch). */
+static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
+  wk_gnode *s = &net->gn[j];
+  const wk_node *bn = &net->nodes[s->fuse_bn];
+  wk_gnode *sb = &net->gn[s->fuse_bn];
+  const bool add = s->fuse_add >= 0;
+  const int in = bn->in[0], z = s->fuse_z;
+  const int64_t len = net->batch * net->numel[j + 1];
+  void *spare = (char *)net->scratch + (size_t)len * wk_esize(net);
+  const bool need_dx = in != 0 && net->needs_grad[in];
+  const bool need_dz = add && z != 0 && net->needs_grad[z];
+  void *dx = need_dx ? wk_dest(net, in) : (void *)net->scratch;
+  void *dz = !add ? NULL : need_dz && net->consumers[net->alias[z]] == 1 ? net->grad[z] : spare;
+  const bool frozen = !wk_trainable(net, bn->param[0]);
+  int h, w, c;
+  wk_gv_hwc(net, j + 1, &h, &w, &c);
+  float *dg = frozen ? net->bn_discard : wk_pg(net, bn->param[0]);
+  float *db = frozen ? net->bn_discard + c : wk_pg(net, bn->param[1]);
+  const float one = 1.0f, zero = 0.0f;
+  const cudnnStatus_t e = cudnnBatchNormalizationBackwardEx(
+      net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, wk_fuse_ops(s), &one, &zero, &one, &zero,
+      sb->x, net->val[in], s->y, net->val[j + 1], s->y, net->grad[j + 1], add ? sb->y : NULL, dz,
+      sb->x, dx, sb->bias, wk_pw(net, bn->param[0]), wk_pw(net, bn->param[1]), dg, db,
+      wk_bn_eps(bn), sb->save_mean, sb->save_invvar, net->relu, net->workspace,
+      net->workspace_bytes, s->reserve, s->reserve_bytes);
+  if (e != CUDNN_STATUS_SUCCESS) {
+    char msg[256];
+    cudnnGetLastErrorString(msg, sizeof msg);
+    return wk_fail(WK_ERR_BACKEND, "cuDNN: fused batchnorm %s%s with relu, backward: %s (%s); "
+                   "$WHISKER_BN_FUSE=0 runs them one by one", bn->name,
+                   add ? " and the add" : "", cudnnGetErrorString(e), msg);
+  }
+  if (need_dx) WK_TRY(wk_commit(net, in, dx));
+  if (need_dz) WK_TRY(wk_commit(net, z, dz));
+  return WK_OK;
+}
+
+/* Node i's backward; seed_step as wk_forward_node's. A fused group's runs at
+ * its relu (wk_fused_backward), its batchnorm and add then have nothing left
+ * to do. */
 static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_step) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
@@ -1232,6 +1487,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_BATCHNORM: {
+    if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
     if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
     const bool frozen = !wk_trainable(net, nd->param[0]);
     int h, w, c;
@@ -1240,7 +1496,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
      * discarded) and dx (into the scratch when nothing upstream wants it) */
     float *dg = frozen ? net->bn_discard : wk_pg(net, nd->param[0]);
     float *db = frozen ? net->bn_discard + c : wk_pg(net, nd->param[1]);
-    const double eps = nd->bn.eps < CUDNN_BN_MIN_EPSILON ? CUDNN_BN_MIN_EPSILON : nd->bn.eps;
+    const double eps = wk_bn_eps(nd);
     WK_CUDNN_TRY(cudnnBatchNormalizationBackward(
         net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, need_dx ? &one : &zero, &one, &zero, s->x, x,
         s->y, dy, s->x, need_dx ? net->grad[in] : (void *)net->scratch, s->bias,
@@ -1248,6 +1504,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_ACT: {
+    if (s->fused) return wk_fused_backward(net, i);
     if (!need_dx) return WK_OK;
     void *dst = wk_dest(net, in);
     /* relu's mask from its output (y > 0 iff x > 0); relu6's from its input */
@@ -1296,6 +1553,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_ADD:
+    if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
     for (int k = 0; k < 2; k++) {
       const int src = nd->in[k];
       if (src == 0 || !net->needs_grad[src]) continue;
@@ -1859,6 +2117,10 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
   *out = (wk_gpu_graph_stats){.captured = net->graphs.captured,
                               .replayed = net->graphs.replayed,
                               .invalidations = net->graphs.invalidations,
-                              .off = net->graphs.off, .staged = net->staged_used};
+                              .off = net->graphs.off, .staged = net->staged_used,
+                              .bn_fuse_groups = net->fuse_groups,
+                              .bn_fuse_refused = net->fuse_refused,
+                              .bn_fused_runs = net->fused_runs};
+  snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
   return WK_OK;
 }
