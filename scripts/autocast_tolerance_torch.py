@@ -15,16 +15,28 @@ pooling, a linear layer; 4 images of 32x32), 8 seeds: the output's relative
 error and each parameter's gradient's, backward from a random output
 gradient, by the test's measure max |a - b| / max |b| (the worst parameter).
 
+--plain --storage: the same net, seeds, input and output gradient, with
+whisker's 16-bit storage emulated as scripts/bn_fuse_tolerance_torch.py does
+(its rounding op R), for float16 and bfloat16 against a float64 reference:
+the input, every value (each convolution's output with its bias, the relu and
+relu6 outputs, the add, the max pool, the strided convolution, the global
+average pool, the linear output) and every value's gradient rounded; conv and
+linear weights used through a 16-bit copy (their gradient not rounded);
+biases not rounded. Autocast rounds fewer values (PyTorch 1.13's CPU has no
+float16 autocast at all), so this is what the test's float16 bound rests on.
+
 Prints the worst of each over the seeds. CPU autocast: PyTorch 1.13 has no
 float16 on the CPU, so only bfloat16.
 
-  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain]   (Debian's python3-torch)
+  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain [--storage]]   (Debian's python3-torch)
 """
 import sys
 
 import torch
 import torch.nn.functional as F
 import torchvision
+
+from bn_fuse_tolerance_torch import R
 
 
 def randomise_bn(m):
@@ -37,7 +49,7 @@ def randomise_bn(m):
 
 
 def rel(a, b):
-    return ((a.float() - b).abs().max() / max(b.abs().max().item(), 1e-6)).item()
+    return ((a.to(b.dtype) - b).abs().max() / max(b.abs().max().item(), 1e-6)).item()
 
 
 def zoo():
@@ -77,12 +89,19 @@ class Plain(torch.nn.Module):
         self.conv3 = torch.nn.Conv2d(16, 32, 3, stride=2, padding=1)
         self.fc = torch.nn.Linear(32, 5)
 
-    def forward(self, x):
-        a = F.relu(self.conv1(x))
-        b = torch.clamp(self.conv2(a), 0, 6)
-        y = F.max_pool2d(a + b, 2)
-        y = F.relu(self.conv3(y)).mean((2, 3))
-        return self.fc(y)
+    def forward(self, x, d=None):
+        """d: a 16-bit dtype whose storage to emulate (--storage), None for none."""
+        q = (lambda t: R.apply(t, d)) if d else (lambda t: t)
+        w = (lambda t: t + (t.to(d).to(t.dtype) - t).detach()) if d else (lambda t: t)
+
+        def conv(c, t):
+            return q(F.conv2d(t, w(c.weight), c.bias, c.stride, c.padding))
+
+        a = q(F.relu(conv(self.conv1, q(x))))
+        b = q(torch.clamp(conv(self.conv2, a), 0, 6))
+        y = q(F.max_pool2d(q(a + b), 2))
+        y = q(q(F.relu(conv(self.conv3, y))).mean((2, 3)))
+        return q(F.linear(y, w(self.fc.weight), self.fc.bias))
 
 
 def plain():
@@ -109,5 +128,32 @@ def plain():
           f"a parameter's gradient {worst_grad:.3g} ({worst_name})")
 
 
+def storage():
+    for d, dname in [(torch.float16, "fp16"), (torch.bfloat16, "bf16")]:
+        worst_out = worst_grad = 0.0
+        worst_name = ""
+        for seed in range(8):
+            torch.manual_seed(seed)  # the same draws as plain()'s, widened
+            m = Plain().double()
+            x = (torch.rand(4, 3, 32, 32) * 2 - 1).double()
+            dy = (torch.rand(4, 5) * 2 - 1).double()
+            ps = dict(m.named_parameters())
+            y64 = m(x)
+            g64 = torch.autograd.grad(y64, list(ps.values()), dy)
+            y = m(x, d)
+            g = torch.autograd.grad(y, list(ps.values()), dy)
+            worst_out = max(worst_out, rel(y.detach(), y64.detach()))
+            for k, a, b in zip(ps, g, g64):
+                e = rel(a, b)
+                if e > worst_grad:
+                    worst_grad, worst_name = e, k
+        print(f"plain: {dname} storage (emulated) vs float64, worst of 8 seeds: output "
+              f"{worst_out:.3g}, a parameter's gradient {worst_grad:.3g} ({worst_name})")
+
+
 if __name__ == "__main__":
-    plain() if "--plain" in sys.argv[1:] else zoo()
+    args = sys.argv[1:]
+    if "--plain" not in args:
+        zoo()
+    else:
+        storage() if "--storage" in args else plain()
