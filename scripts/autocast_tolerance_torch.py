@@ -4,10 +4,16 @@ networks from float32, on the shapes of tests/test_gpu_net.c's precision tests:
 the basis of that test's bf16/fp16 bounds, which whisker's GPU autocast (every
 value and gradient in 16 bits) must meet against the CPU's float32.
 
-Default: a random resnet18 and mobilenet_v2 (3 images of 64x64, 5 classes),
-8 seeds: the eval output's relative error (max |a - b| / max |b|, batchnorm
-statistics randomised so eval is not the identity) and the relative error of
-the first training step's loss (batch statistics).
+Default: a random resnet18 and mobilenet_v2 at width 0.5 (the test's; 3
+images of 64x64, 5 classes), 8 seeds: the eval output's relative error
+(max |a - b| / max |b|, batchnorm statistics randomised so eval is not the
+identity) and the relative error of the first training step's loss (batch
+statistics; the same dropout masks on both sides, as whisker's CPU and GPU
+draw the same ones).
+
+--storage: the same with every module's output (and each block's, its
+residual add) and the convolution and linear weights rounded to 16 bits,
+float16 and bfloat16, against float64: whisker's 16-bit storage, forward.
 
 --plain: test_gpu_net's wkt_plain (no batchnorm: convolutions with bias, relu,
 relu6, a residual add, max pooling, a strided convolution, global average
@@ -28,8 +34,9 @@ float16 autocast at all), so this is what the test's float16 bound rests on.
 Prints the worst of each over the seeds. CPU autocast: PyTorch 1.13 has no
 float16 on the CPU, so only bfloat16.
 
-  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain [--storage]]   (Debian's python3-torch)
+  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain] [--storage]   (Debian's python3-torch)
 """
+import copy
 import sys
 
 import torch
@@ -52,29 +59,68 @@ def rel(a, b):
     return ((a.to(b.dtype) - b).abs().max() / max(b.abs().max().item(), 1e-6)).item()
 
 
-def zoo():
+def zoo_model(name):
+    """The test's shapes: mobilenetv2 at width 0.5, as wkt_mobilenet."""
+    if name == "mobilenet_v2":
+        return torchvision.models.mobilenet_v2(num_classes=5, width_mult=0.5)
+    return getattr(torchvision.models, name)(num_classes=5)
+
+
+STORED = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Linear,
+          torch.nn.MaxPool2d, torch.nn.AdaptiveAvgPool2d, torch.nn.Dropout)
+
+
+def store_16(m, d):
+    """--storage: every module's output rounded to d (blocks too: their
+    residual add), convolution and linear weights likewise; forward only."""
+    def hook(mod, inputs, out):
+        return out.to(d).to(out.dtype)
+    for mod in m.modules():
+        if isinstance(mod, STORED) or type(mod).__name__ in ("BasicBlock", "InvertedResidual"):
+            mod.register_forward_hook(hook)
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            mod.weight.data = mod.weight.data.to(d).to(mod.weight.dtype)
+
+
+def zoo(d=None):
+    """bf16 autocast (d None) or d's storage emulated, against float32 (float64 for storage)."""
+    how = f"{d}".replace("torch.", "") + " storage (emulated) vs float64" if d else \
+        "bf16 autocast vs float32"
     for name in ["resnet18", "mobilenet_v2"]:
         worst_out = worst_loss = 0.0
         for seed in range(8):
             torch.manual_seed(seed)
-            m = getattr(torchvision.models, name)(num_classes=5)
+            m = zoo_model(name)
             randomise_bn(m)
             x = torch.rand(3, 3, 64, 64) * 2 - 1
             labels = torch.tensor([0, 1, 2])
-            m.eval()
+            if d:
+                m, x = m.double(), x.double()
+                m16 = copy.deepcopy(m)
+                store_16(m16, d)
             with torch.no_grad():
+                m.eval()
                 ref = m(x)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    y = m(x)
-            worst_out = max(worst_out, rel(y, ref))
-            m.train()
-            with torch.no_grad():
+                if d:
+                    m16.eval()
+                    y = m16(x.to(d).to(x.dtype))
+                else:
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        y = m(x)
+                worst_out = max(worst_out, rel(y, ref))
+                m.train()
+                torch.manual_seed(100 + seed)  # mobilenet_v2's dropout: the same masks
                 l32 = F.cross_entropy(m(x), labels)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = m(x)
-                l16 = F.cross_entropy(out.float(), labels)
+                torch.manual_seed(100 + seed)
+                if d:
+                    m16.train()
+                    out = m16(x.to(d).to(x.dtype))
+                else:
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        out = m(x)
+                l16 = F.cross_entropy(out.to(l32.dtype), labels)
             worst_loss = max(worst_loss, abs(l16.item() - l32.item()) / abs(l32.item()))
-        print(f"{name}: bf16 autocast vs float32, worst of 8 seeds: eval output "
+        print(f"{name}: {how}, worst of 8 seeds: eval output "
               f"{worst_out:.3g}, first training loss {worst_loss:.3g}")
 
 
@@ -153,7 +199,10 @@ def storage():
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if "--plain" not in args:
-        zoo()
-    else:
+    if "--plain" in args:
         storage() if "--storage" in args else plain()
+    elif "--storage" in args:
+        zoo(torch.float16)
+        zoo(torch.bfloat16)
+    else:
+        zoo()
