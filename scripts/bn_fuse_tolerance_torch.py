@@ -73,9 +73,11 @@ def params(seed):
     return {k: v.requires_grad_() for k, v in p.items()}, x, dy
 
 
-def net(p, x, d, fused):
+def net(p, x, d, fused, stats):
     """d: the 16-bit dtype, None for the reference. fused: the batchnorm output
-    (and the sum) inside relu(bn(.)) and relu(bn(.) + z) are not rounded."""
+    (and the sum) inside relu(bn(.)) and relu(bn(.) + z) are not rounded.
+    stats gets each batchnorm's batch mean and unbiased variance - 1: what one
+    step moves the running statistics by (times the momentum), from 0 and 1."""
     q = (lambda t: R.apply(t, d)) if d else (lambda t: t)
     fq = (lambda t: t) if fused else q
     # weights used through a 16-bit copy; their gradient is not rounded
@@ -85,6 +87,7 @@ def net(p, x, d, fused):
         return q(F.conv2d(t, w(p[k]), stride=stride, padding=p[k].shape[-1] // 2))
 
     def bn(t, k):
+        stats.append(torch.cat([t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=True) - 1]).detach())
         return F.batch_norm(t, None, None, p[k + ".weight"], p[k + ".bias"], training=True, eps=1e-5)
 
     def bn_relu(t, k):
@@ -106,13 +109,15 @@ def rel(a, b):
 
 
 def run(p, x, dy, d, fused):
-    y = net(p, x, d, fused)
-    return y.detach(), dict(zip(p, torch.autograd.grad(y, list(p.values()), dy)))
+    stats = []
+    y = net(p, x, d, fused, stats)
+    return y.detach(), dict(zip(p, torch.autograd.grad(y, list(p.values()), dy))), torch.cat(stats)
 
 
 def main():
     for d, dname in [(torch.float16, "fp16"), (torch.bfloat16, "bf16")]:
         out = {pair: 0.0 for pair in PAIRS}
+        st = {pair: 0.0 for pair in PAIRS}
         grad = {pair: {} for pair in PAIRS}  # pair -> parameter -> worst over seeds
         for seed in range(8):
             p, x, dy = params(seed)
@@ -120,6 +125,7 @@ def main():
                    "fused": run(p, x, dy, d, True)}
             for a, b in PAIRS:
                 out[a, b] = max(out[a, b], rel(res[a][0], res[b][0]))
+                st[a, b] = max(st[a, b], rel(res[a][2], res[b][2]))
                 for k in p:
                     e = rel(res[a][1][k], res[b][1][k])
                     grad[a, b][k] = max(grad[a, b].get(k, 0.0), e)
@@ -128,7 +134,8 @@ def main():
             g = grad[a, b]
             worst = max(g, key=g.get)
             worst_bn = max((k + s for k in BNS for s in (".weight", ".bias")), key=g.get)
-            print(f"  {a:>7} vs {b:<7}: output {out[a, b]:.3g}; gradient: worst {g[worst]:.3g} "
+            print(f"  {a:>7} vs {b:<7}: output {out[a, b]:.3g}; running statistics' step "
+                  f"{st[a, b]:.3g}; gradient: worst {g[worst]:.3g} "
                   f"({worst}), worst bn scale/bias {g[worst_bn]:.3g} ({worst_bn}), "
                   f"median over parameters {statistics.median(g.values()):.3g}")
 

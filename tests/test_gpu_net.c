@@ -98,13 +98,29 @@ static void ck_close(const char *what, const float *gpu, const float *cpu, int64
   ck_assert_msg(e <= tol, "%s: normalised error %g > %g", what, e, tol);
 }
 
-/* gs: where to put the GPU network's graph stats at the end (NULL: none). */
-static void wkt_compare(const char *name, wkt_builder build, int batch, wk_gpu_graph_stats *gs) {
+/* wk_net_use_gpu with $WHISKER_BN_FUSE=fuse (NULL: unset) while the GPU
+ * network is made (it reads it then), the caller's value restored after. */
+static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
+  const char *old = getenv("WHISKER_BN_FUSE");
+  char *keep = old ? strdup(old) : NULL;
+  if (fuse) setenv("WHISKER_BN_FUSE", fuse, 1);
+  else unsetenv("WHISKER_BN_FUSE");
+  const wk_status st = wk_net_use_gpu(net, 0);
+  if (keep) setenv("WHISKER_BN_FUSE", keep, 1);
+  else unsetenv("WHISKER_BN_FUSE");
+  free(keep);
+  return st;
+}
+
+/* fuse: $WHISKER_BN_FUSE for the GPU network (NULL: unset); gs: where to
+ * put its graph stats at the end (NULL: nowhere). */
+static void wkt_compare(const char *name, wkt_builder build, int batch, const char *fuse,
+                        wk_gpu_graph_stats *gs) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = build(ctx), *gpu = build(ctx);
   wkt_perturb(cpu);
   wkt_perturb(gpu);
-  ck_assert_msg(wk_net_use_gpu(gpu, 0) == WK_OK, "%s: %s", name, wk_last_error());
+  ck_assert_msg(wkt_use_gpu_fuse(gpu, fuse) == WK_OK, "%s: %s", name, wk_last_error());
   ck_assert(wk_net_on_gpu(gpu));
   int h, w, c;
   wk_net_input_shape(cpu, &h, &w, &c);
@@ -176,17 +192,17 @@ static void wkt_compare(const char *name, wkt_builder build, int batch, wk_gpu_g
   wk_ctx_destroy(ctx);
 }
 
-START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4, NULL); }
+START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4, NULL, NULL); }
 END_TEST
 START_TEST(test_resnet18) {
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18", wkt_resnet18, 3, &gs);
+  wkt_compare("resnet18", wkt_resnet18, 3, NULL, &gs);
   ck_assert_int_eq(gs.bn_fuse_groups, 0); /* fp32 fuses only when asked */
 }
 END_TEST
-START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3, NULL); }
+START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3, NULL, NULL); }
 END_TEST
-START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL); }
+START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
 END_TEST
 
 /* Batchnorm fused with relu and with the residual add ($WHISKER_BN_FUSE=1
@@ -199,17 +215,56 @@ END_TEST
  * NHWC), the groups run unfused, the comparison holds all the same, and the
  * test says so: the fusion's own arithmetic is then checked only by the
  * 16-bit tests below. */
+static void wkt_expect_fused(const char *name, const wk_gpu_graph_stats *gs, int groups,
+                             int train_forwards) {
+  ck_assert_int_eq(gs->bn_fuse_groups, groups);
+  if (gs->bn_fuse_refused)
+    printf("%s: %d of %d groups ran unfused: %s\n", name, gs->bn_fuse_refused, groups,
+           gs->bn_fuse_note);
+  else
+    ck_assert_int_eq(gs->bn_fused_runs, (int64_t)train_forwards * groups);
+}
+
 START_TEST(test_bn_fuse_fp32_resnet18) {
-  setenv("WHISKER_BN_FUSE", "1", 1);
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, &gs);
-  unsetenv("WHISKER_BN_FUSE");
-  ck_assert_int_eq(gs.bn_fuse_groups, 17);
-  if (gs.bn_fuse_refused)
-    printf("test_bn_fuse_fp32_resnet18: %d of 17 groups ran unfused: %s\n", gs.bn_fuse_refused,
-           gs.bn_fuse_note);
-  else /* forward runs: eval (unfused), train, then 3 steps */
-    ck_assert_int_eq(gs.bn_fused_runs, 4 * 17);
+  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, "1", &gs);
+  /* training forwards: wkt_compare's own, then one per step (its eval forward is unfused) */
+  wkt_expect_fused("test_bn_fuse_fp32_resnet18", &gs, 17, 4);
+}
+END_TEST
+
+/* The fusion's corners, in float32 against the CPU as above: a batchnorm on
+ * the input itself (value 0: no gradient wanted), an add whose other input
+ * is the batchnorm's own input (two readers: both gradients through the
+ * scratch's halves and added in), a frozen batchnorm (its scale's and bias's
+ * gradients discarded, its input's still wanted), and a batchnorm whose
+ * output also feeds a second reader (not fused: 3 groups of 4 batchnorms). */
+static wk_net *wkt_fuse_corners(wk_ctx *ctx) {
+  wk_net *net = NULL;
+  ck_assert_int_eq(wk_net_create(ctx, 16, 16, 4, &net), WK_OK);
+  const wk_conv2d_params same = wk_conv2d_params_make(1, 1, 1);
+  int x = wk_net_act(net, "relu_in", wk_net_batchnorm(net, "bn_in", 0, 1e-5f, 0.1f), WK_ACT_RELU);
+  const int a = wk_net_conv(net, "conv_a", x, 8, 3, 3, &same, false);
+  const int ba = wk_net_batchnorm(net, "bn_a", a, 1e-5f, 0.1f);
+  x = wk_net_act(net, "relu_a", wk_net_add(net, "add_a", ba, a), WK_ACT_RELU);
+  const int b = wk_net_batchnorm(net, "bn_b", wk_net_conv(net, "conv_b", x, 8, 3, 3, &same, false),
+                                 1e-5f, 0.1f);
+  x = wk_net_act(net, "relu_b", b, WK_ACT_RELU);
+  const int c = wk_net_batchnorm(net, "bn_c", wk_net_conv(net, "conv_c", x, 8, 3, 3, &same, false),
+                                 1e-5f, 0.1f);
+  x = wk_net_add(net, "add_c", wk_net_act(net, "relu_c", c, WK_ACT_RELU), c);
+  x = wk_net_flatten(net, "flatten", wk_net_global_avgpool(net, "gap", x));
+  x = wk_net_linear(net, "fc", x, 5, true);
+  ck_assert_int_ge(x, 0);
+  ck_assert_msg(wk_net_finalize(net, 5) == WK_OK, "%s", wk_last_error());
+  wk_net_set_frozen(net, "bn_b", true);
+  return net;
+}
+
+START_TEST(test_bn_fuse_fp32_corners) {
+  wk_gpu_graph_stats gs;
+  wkt_compare("fusion corners", wkt_fuse_corners, 6, "1", &gs);
+  wkt_expect_fused("test_bn_fuse_fp32_corners", &gs, 3, 4);
 }
 END_TEST
 
@@ -536,36 +591,44 @@ static wk_net *wkt_resblock(wk_ctx *ctx) {
 }
 
 /* One training forward and backward of wkt_resblock on the GPU in `prec`,
- * $WHISKER_BN_FUSE=fuse: the output and the gradient arena into out and
- * grads, the graph stats into gs. */
+ * $WHISKER_BN_FUSE=fuse: the output, the gradient arena and the step of the
+ * running statistics (after - before) into out, grads and stats, the graph
+ * stats into gs. */
 static void wkt_resblock_gpu(wk_ctx *ctx, wk_precision prec, const char *fuse, const wk_tensor *x,
-                             const wk_tensor *dy, float *out, float *grads,
+                             const wk_tensor *dy, float *out, float *grads, float *stats,
                              wk_gpu_graph_stats *gs) {
   wk_net *net = wkt_resblock(ctx);
   ck_assert_int_eq(wk_net_set_precision(net, prec), WK_OK);
-  setenv("WHISKER_BN_FUSE", fuse, 1);
-  const wk_status st = wk_net_use_gpu(net, 0);
-  unsetenv("WHISKER_BN_FUSE");
-  ck_assert_msg(st == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wkt_use_gpu_fuse(net, fuse) == WK_OK, "%s", wk_last_error());
+  const size_t nb = wk_net_n_buffer_elems(net);
+  memcpy(stats, wk_net_buffer_data(net), nb * sizeof *stats);
   wk_tensor y;
   ck_assert_msg(wk_net_forward(net, x, true, &y) == WK_OK, "%s", wk_last_error());
   memcpy(out, y.data, (size_t)wk_tensor_numel(dy) * sizeof *out);
   ck_assert_msg(wk_net_backward(net, dy) == WK_OK, "%s", wk_last_error());
   memcpy(grads, wk_net_grads(net), wk_net_n_elems(net) * sizeof *grads);
+  for (size_t k = 0; k < nb; k++) stats[k] = wk_net_buffer_data(net)[k] - stats[k];
   ck_assert_int_eq(wk_net_gpu_graph_stats(net, gs), WK_OK);
   wk_net_destroy(net);
 }
 
+/* Bounds of wkt_bn_fuse_half (normalised errors): the output, the worst
+ * parameter's gradient, the running statistics' step, each against the CPU;
+ * the output's and the worst gradient's fused against unfused. */
+typedef struct wkt_fuse_tol {
+  double out, grad, stats, pair_out, pair_grad;
+} wkt_fuse_tol;
+
 /* Batchnorm fused with relu and the residual add in bf16 and fp16 (the
  * default there) against the CPU's float32 and against the same precision
- * unfused ($WHISKER_BN_FUSE=0), on wkt_resblock: the output and every
- * parameter's gradient (the normalised error of the worst parameter).
- * Bounds from scripts/bn_fuse_tolerance_torch.py, which emulates both ways of
- * storing 16 bits on this net (8 seeds): see the calls below. fp16 is what
- * cuDNN documents its fused kernels for: there every group must run fused;
- * bf16 fuses where cuDNN takes it, and the test says what it refused. */
-static void wkt_bn_fuse_half(wk_precision prec, double out_tol, double grad_tol,
-                             double pair_out_tol, double pair_grad_tol, bool must_fuse) {
+ * unfused ($WHISKER_BN_FUSE=0), on wkt_resblock: the output, every
+ * parameter's gradient (each parameter on its own) and what the training
+ * forward moved the running statistics by. Bounds from
+ * scripts/bn_fuse_tolerance_torch.py, which emulates both ways of storing 16
+ * bits on this net (8 seeds): see the calls below. fp16 is what cuDNN
+ * documents its fused kernels for: there every group must run fused; bf16
+ * fuses where cuDNN takes it, and the test says what it refused. */
+static void wkt_bn_fuse_half(wk_precision prec, const wkt_fuse_tol *tol, bool must_fuse) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = wkt_resblock(ctx);
   enum { B = 8, F = 5 };
@@ -573,20 +636,24 @@ static void wkt_bn_fuse_half(wk_precision prec, double out_tol, double grad_tol,
   wk_tensor x = wkt_tensor(WK_F32, 4, xs), dy = wkt_tensor(WK_F32, 2, ds), yc;
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 31, -1.0f, 1.0f);
   wkt_fill_f32(dy.data, B * F, 32, -1.0f, 1.0f);
-  const size_t n = wk_net_n_elems(cpu);
+  const size_t n = wk_net_n_elems(cpu), nb = wk_net_n_buffer_elems(cpu);
   float ref[B * F], out[2][B * F];
   float *grads[2] = {malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-  ck_assert(grads[0] && grads[1]);
+  float *stats[3] = {malloc(nb * sizeof(float)), malloc(nb * sizeof(float)),
+                     malloc(nb * sizeof(float))}; /* unfused, fused, the CPU's */
+  ck_assert(grads[0] && grads[1] && stats[0] && stats[1] && stats[2]);
+  memcpy(stats[2], wk_net_buffer_data(cpu), nb * sizeof(float));
   ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
   memcpy(ref, yc.data, sizeof ref);
   ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
+  for (size_t k = 0; k < nb; k++) stats[2][k] = wk_net_buffer_data(cpu)[k] - stats[2][k];
   const char *name = wk_precision_name(prec);
   size_t np;
   const wk_param *ps = wk_net_params(cpu, &np);
   char what[160];
   for (int f = 0; f < 2; f++) {
     wk_gpu_graph_stats gs;
-    wkt_resblock_gpu(ctx, prec, f ? "auto" : "0", &x, &dy, out[f], grads[f], &gs);
+    wkt_resblock_gpu(ctx, prec, f ? "auto" : "0", &x, &dy, out[f], grads[f], stats[f], &gs);
     const char *how = f ? "fused" : "unfused";
     ck_assert_int_eq(gs.bn_fuse_groups, f ? 5 : 0);
     if (f && must_fuse)
@@ -596,20 +663,23 @@ static void wkt_bn_fuse_half(wk_precision prec, double out_tol, double grad_tol,
       printf("%s: %lld of 5 batchnorm groups ran fused%s%s\n", name,
              (long long)gs.bn_fused_runs, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note);
     snprintf(what, sizeof what, "%s %s output vs the CPU", name, how);
-    ck_close(what, out[f], ref, B * F, out_tol);
+    ck_close(what, out[f], ref, B * F, tol->out);
+    snprintf(what, sizeof what, "%s %s running statistics' step vs the CPU", name, how);
+    ck_close(what, stats[f], stats[2], (int64_t)nb, tol->stats);
     for (size_t i = 0; i < np; i++) {
       snprintf(what, sizeof what, "%s %s gradient of %s vs the CPU", name, how, ps[i].name);
       ck_close(what, grads[f] + ps[i].offset, wk_net_grads(cpu) + ps[i].offset,
-               (int64_t)ps[i].numel, grad_tol);
+               (int64_t)ps[i].numel, tol->grad);
     }
   }
   snprintf(what, sizeof what, "%s output, fused vs unfused", name);
-  ck_close(what, out[1], out[0], B * F, pair_out_tol);
+  ck_close(what, out[1], out[0], B * F, tol->pair_out);
   for (size_t i = 0; i < np; i++) {
     snprintf(what, sizeof what, "%s gradient of %s, fused vs unfused", name, ps[i].name);
     ck_close(what, grads[1] + ps[i].offset, grads[0] + ps[i].offset, (int64_t)ps[i].numel,
-             pair_grad_tol);
+             tol->pair_grad);
   }
+  for (int k = 0; k < 3; k++) free(stats[k]);
   free(grads[0]);
   free(grads[1]);
   wk_tensor_free(&x);
@@ -620,16 +690,27 @@ static void wkt_bn_fuse_half(wk_precision prec, double out_tol, double grad_tol,
 
 /* The emulation, worst of 8 seeds (float64 reference): fp16 output 1.1e-3
  * unfused, 1.0e-3 fused, 8.1e-4 fused vs unfused; the worst parameter's
- * gradient 0.12, 0.073 and 0.12; bf16 output 6.9e-3, 8.3e-3, 6.0e-3,
- * gradients 0.24, 0.23, 0.17. The gradients' error is relu units whose sign
- * flips (each moves a sum over every pixel), not accumulated rounding: fp16
- * is only ~2x finer than bf16 there, and fused vs unfused differs as much as
- * either from float32. Bounds about 2.5x: fp16 output 3e-3, gradients 0.3;
- * bf16 output 2e-2, gradients 0.6 (0.5 fused vs unfused). A lost term (the
- * add's other input's gradient, the scale's) is O(1) in some parameter. */
-START_TEST(test_bn_fuse_fp16) { wkt_bn_fuse_half(WK_PRECISION_FP16, 3e-3, 0.3, 3e-3, 0.3, true); }
+ * gradient 0.12, 0.073 and 0.12; the running statistics' step 4.9e-4 and
+ * 5.3e-4; bf16 output 6.9e-3, 8.3e-3, 6.0e-3, gradients 0.24, 0.23, 0.17,
+ * statistics 4.0e-3 and 3.9e-3. The gradients' error is relu units whose
+ * sign flips (each moves a sum over every pixel), not accumulated rounding:
+ * fp16 is only ~2x finer than bf16 there, and fused vs unfused differs as
+ * much as either from float32. Bounds about 2.5x (3x for the statistics,
+ * whose emulation initialises the convolutions differently): fp16 output
+ * 3e-3, gradients 0.3, statistics 2e-3; bf16 output 2e-2, gradients 0.6 (0.5
+ * fused vs unfused), statistics 1.5e-2. A lost term (the add's other
+ * input's gradient, the scale's, a statistic not moved) is O(1). */
+START_TEST(test_bn_fuse_fp16) {
+  const wkt_fuse_tol tol = {.out = 3e-3, .grad = 0.3, .stats = 2e-3, .pair_out = 3e-3,
+                            .pair_grad = 0.3};
+  wkt_bn_fuse_half(WK_PRECISION_FP16, &tol, true);
+}
 END_TEST
-START_TEST(test_bn_fuse_bf16) { wkt_bn_fuse_half(WK_PRECISION_BF16, 2e-2, 0.6, 2e-2, 0.5, false); }
+START_TEST(test_bn_fuse_bf16) {
+  const wkt_fuse_tol tol = {.out = 2e-2, .grad = 0.6, .stats = 1.5e-2, .pair_out = 2e-2,
+                            .pair_grad = 0.5};
+  wkt_bn_fuse_half(WK_PRECISION_BF16, &tol, false);
+}
 END_TEST
 
 /* fp16's dynamic loss scaling: at a scale that overflows float16 the step
@@ -1388,6 +1469,7 @@ int main(void) {
     tcase_add_test(tc, test_mobilenetv2);
     tcase_add_test(tc, test_misc_ops);
     tcase_add_test(tc, test_bn_fuse_fp32_resnet18);
+    tcase_add_test(tc, test_bn_fuse_fp32_corners);
     tcase_add_test(tc, test_frozen_body);
     tcase_add_test(tc, test_device_step_sgd);
     tcase_add_test(tc, test_tf32);

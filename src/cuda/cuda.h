@@ -269,7 +269,8 @@ typedef struct wk_gpu_graph_stats {
   int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
   /* batchnorm fused with relu (and the residual add) in training
    * ($WHISKER_BN_FUSE): the groups found, those cuDNN refused (they run
-   * unfused; the first one's reason in the note), the fused runs so far */
+   * unfused; the first one's reason in the note), and the groups queued
+   * fused so far (a CUDA graph's replays not counted) */
   int bn_fuse_groups, bn_fuse_refused;
   int64_t bn_fused_runs;
   char bn_fuse_note[256];

@@ -86,6 +86,20 @@
  * allocates one inside a capture and runs the same kernels either way. Data
  * parallelism (NCCL, whose wait polls the host) is never fused or captured.
  *
+ * Batchnorm fused with relu ($WHISKER_BN_FUSE, cuda.h): where a batchnorm's
+ * output is read only by a relu, or only by an add whose output is read only
+ * by a relu (wk_plan_fusion), a training forward runs the group as one
+ * cudnnBatchNormalizationForwardTrainingEx call at the relu node (x and z are
+ * ready there whatever the nodes' order) and backward as one
+ * cudnnBatchNormalizationBackwardEx there, from the relu's output and
+ * gradient and a reserve space of the group's kept in between. The
+ * batchnorm's and the add's values (and gradients) are then never written:
+ * nothing else reads them. cuDNN writes the batchnorm input's gradient and
+ * the addend's rather than adding them: into their buffers where the group is
+ * the value's one reader, else into the scratch's two halves, added in after.
+ * A group cuDNN refuses runs its nodes one by one: for the batch size when
+ * the sizes' queries refuse it, for good when a call does.
+ *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
  * the warnings are silenced for this file only. */
@@ -126,12 +140,13 @@ typedef struct wk_gnode {
   /* batchnorm fused with relu, or with the residual add and relu (cuDNN's
    * cudnnBatchNormalizationForwardTrainingEx), kept on the relu node that
    * heads the group: fuse_bn and fuse_add the nodes it runs (-1: none),
-   * fuse_z the add's other input; fuse_off once cuDNN has refused it (then
-   * the nodes run one by one); fused: the last forward ran the group fused;
-   * reserve: cuDNN's reserve space, from that forward to its backward. On
-   * the batchnorm and add nodes, fused_into names the relu node (-1: none). */
+   * fuse_z the add's other input; fuse_skip while cuDNN's sizes refuse it for
+   * the batch, fuse_off for good once a call has refused it (then the nodes
+   * run one by one); fused: the last forward ran the group fused; reserve:
+   * cuDNN's reserve space, from that forward to its backward. On the
+   * batchnorm and add nodes, fused_into names the relu node (-1: none). */
   int fuse_bn, fuse_add, fuse_z, fused_into;
-  bool fuse_off, fused;
+  bool fuse_skip, fuse_off, fused;
   void *reserve;
   size_t reserve_bytes;
 } wk_gnode;
@@ -163,8 +178,9 @@ struct wk_gpu_net {
   wk_algo_mode algo_mode;
   wk_fuse_mode fuse_mode;
   cudnnActivationDescriptor_t relu; /* the fused groups' */
-  int fuse_groups, fuse_refused;    /* groups planned; refused by cuDNN */
-  int64_t fused_runs;               /* groups run fused, over all forwards */
+  int fuse_groups;                  /* groups planned */
+  int64_t fusion_batch;             /* the batch the groups were sized for (0: none) */
+  int64_t fused_runs;               /* groups queued fused (a graph's replays not counted) */
   char fuse_note[256];              /* the first refusal's reason */
   wk_gpu_algos *algos;   /* the context's (wk_gpu_graph.algos), or own_algos */
   wk_gpu_algos *own_algos;
@@ -172,7 +188,8 @@ struct wk_gpu_net {
   bool algos_timed;      /* the batch's algorithms were chosen by timing */
   int64_t widest_w;      /* elements of the largest convolution weight */
   float *find_dw;        /* float32 timing: a filter gradient to overwrite (widest_w) */
-  float *scratch, *ones; /* scratch: the largest value in float32; ones: cap floats of 1 */
+  float *scratch, *ones; /* scratch: the largest value in float32 (twice, with fused
+                          * groups in float32); ones: cap floats of 1 */
   size_t scratch_elems;
   float *bn_discard;     /* 2 x the widest batchnorm: a frozen one's unused gradients */
   float *state[2];       /* the optimizer's state arrays, made on first use */
@@ -791,13 +808,10 @@ static cudnnBatchNormOps_t wk_fuse_ops(const wk_gnode *s) {
                           : CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
 }
 
-/* Group j (its relu node) runs unfused from now on: cuDNN refused it (why).
- * The first reason is kept for wk_cudanet_graph_stats. */
-static void wk_fuse_refuse(wk_gpu_net *net, int j, const char *why) {
-  wk_gnode *s = &net->gn[j];
-  if (s->fuse_off) return;
-  s->fuse_off = true;
-  net->fuse_refused++;
+/* Why group j (its relu node) runs unfused: the first reason is kept for
+ * wk_cudanet_graph_stats. */
+static void wk_fuse_note(wk_gpu_net *net, int j, const char *why) {
+  const wk_gnode *s = &net->gn[j];
   if (!net->fuse_note[0] &&
       snprintf(net->fuse_note, sizeof net->fuse_note,
                "%s: cuDNN does not fuse batchnorm %s with %srelu here (%s)", net->nodes[j].name,
@@ -805,12 +819,14 @@ static void wk_fuse_refuse(wk_gpu_net *net, int j, const char *why) {
     net->fuse_note[0] = '\0';
 }
 
-/* The fused groups for the batch the descriptors describe: cuDNN's
- * workspace (into *need) and the reserve space each one keeps from forward
- * to backward (grown, never shrunk). A group cuDNN cannot run here (it
- * answers CUDNN_STATUS_NOT_SUPPORTED: a type or a shape its fused kernels
- * do not take) runs unfused. */
-static wk_status wk_fusion_batch(wk_gpu_net *net, size_t *need) {
+/* The fused groups for the batch the descriptors describe, before a
+ * training forward: cuDNN's workspace and the reserve space each one keeps
+ * from forward to backward (grown, never shrunk). A group cuDNN's sizes
+ * refuse for this batch (CUDNN_STATUS_NOT_SUPPORTED and its detailed codes
+ * for a type or shape its fused kernels do not take, or any other failure:
+ * the fusion is optional) runs unfused at this batch size. */
+static wk_status wk_fusion_batch(wk_gpu_net *net) {
+  size_t need = 0;
   for (int j = 0; j < net->g.n_nodes; j++) {
     wk_gnode *s = &net->gn[j];
     if (s->fuse_bn < 0 || s->fuse_off) continue;
@@ -828,22 +844,20 @@ static wk_status wk_fusion_batch(wk_gpu_net *net, size_t *need) {
     if (e == CUDNN_STATUS_SUCCESS)
       e = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(
           net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, net->relu, sb->x, &rs);
-    if (e == CUDNN_STATUS_NOT_SUPPORTED) {
-      wk_fuse_refuse(net, j, "not supported");
-      continue;
-    }
-    if (e != CUDNN_STATUS_SUCCESS)
-      return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: the fused batchnorm's sizes: %s",
-                     net->nodes[j].name, cudnnGetErrorString(e));
-    /* never none: given no workspace, cuDNN's Ex calls act as the plain
-     * batchnorm (cuDNN's documentation) */
+    /* never no workspace: given none, cuDNN's Ex calls act as the plain
+     * batchnorm (cuDNN's documentation); a reserve space even if cuDNN
+     * asks for none */
     size_t ws = fw > bw ? fw : bw;
     ws = ws > 4096 ? ws : 4096;
-    if (ws > net->workspace_limit) {
-      wk_fuse_refuse(net, j, "its workspace exceeds $WHISKER_GPU_WORKSPACE_MB");
+    rs = rs > 256 ? rs : 256;
+    s->fuse_skip = e != CUDNN_STATUS_SUCCESS || ws > net->workspace_limit;
+    if (s->fuse_skip) {
+      wk_fuse_note(net, j, e != CUDNN_STATUS_SUCCESS
+                               ? cudnnGetErrorString(e)
+                               : "its workspace exceeds $WHISKER_GPU_WORKSPACE_MB");
       continue;
     }
-    if (ws > *need) *need = ws;
+    if (ws > need) need = ws;
     if (rs > s->reserve_bytes) {
       wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
       WK_TRY(wk_cuda_free(s->reserve));
@@ -856,13 +870,27 @@ static wk_status wk_fusion_batch(wk_gpu_net *net, size_t *need) {
       s->reserve_bytes = rs;
     }
   }
+  WK_TRY(wk_workspace(net, need));
+  net->fusion_batch = net->batch;
   return WK_OK;
 }
 
+static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find);
+
 /* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
- * for it, timed when `find`. */
-static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
-  if (n == net->batch && n <= net->cap && find == net->algos_timed) return WK_OK;
+ * for it, timed when `find`; for a training forward (`train`) the fused
+ * groups' sizes too. */
+static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find, bool train) {
+  if (n != net->batch || n > net->cap || find != net->algos_timed) {
+    net->fusion_batch = 0; /* the workspace may be cut down to the convolutions' */
+    WK_TRY(wk_prepare_convs(net, n, find));
+  }
+  if (train && net->fuse_groups && net->fusion_batch != n) WK_TRY(wk_fusion_batch(net));
+  return WK_OK;
+}
+
+/* wk_prepare_batch's buffers, descriptors and convolution algorithms. */
+static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find) {
   if (n > net->cap) {
     wk_free_values(net);
     int64_t biggest = 1;
@@ -881,8 +909,10 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
         net->grad[v] = net->grad[net->alias[v]];
       }
     /* a fused group's backward may want two values' gradients in the
-     * scratch (wk_fused_backward): 16-bit ones fit twice in float32's room */
-    net->scratch_elems = (size_t)(n * biggest) * (net->fuse_groups && !wk_half(net) ? 2 : 1);
+     * scratch, the second 256-byte aligned (wk_fused_backward): 16-bit ones
+     * fit twice in float32's room */
+    net->scratch_elems = (size_t)(n * biggest) * (net->fuse_groups && !wk_half(net) ? 2 : 1) +
+                         (net->fuse_groups ? 64 : 0);
     wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
     if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
     if (s != WK_OK) return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
@@ -926,7 +956,6 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find) {
       WK_TRY(ps);
     }
   }
-  WK_TRY(wk_fusion_batch(net, &need));
   /* timing grew the workspace to the largest candidate's: keep what the choices need */
   if (timed && net->workspace_bytes > need) WK_TRY(wk_workspace_trim(net, need));
   if (need) WK_TRY(wk_workspace(net, need));
@@ -1068,7 +1097,8 @@ static double wk_bn_eps(const wk_node *nd) {
  * upstream normalises with its running statistics, unfused). */
 static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
   const wk_gnode *s = &net->gn[j];
-  return train && s->fuse_bn >= 0 && !s->fuse_off && net->needs_grad[s->fuse_bn + 1];
+  return train && s->fuse_bn >= 0 && !s->fuse_off && !s->fuse_skip &&
+         net->needs_grad[s->fuse_bn + 1];
 }
 
 static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
@@ -1092,8 +1122,9 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
       bn->bn.momentum, wk_bufp(net, bn->buffer[0]), wk_bufp(net, bn->buffer[1]), wk_bn_eps(bn),
       sb->save_mean, sb->save_invvar, net->relu, net->workspace, net->workspace_bytes,
       s->reserve, s->reserve_bytes);
-  if (e == CUDNN_STATUS_NOT_SUPPORTED) {
-    wk_fuse_refuse(net, j, "not supported");
+  if (CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
+    s->fuse_off = true;
+    wk_fuse_note(net, j, cudnnGetErrorString(e));
     WK_TRY(wk_forward_node(net, s->fuse_bn, true, drop, seed_step));
     if (add) WK_TRY(wk_forward_node(net, s->fuse_add, true, drop, seed_step));
     return wk_forward_node(net, j, true, drop, seed_step);
@@ -1369,7 +1400,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   net->trains |= train;
   const bool find =
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
-  WK_TRY(wk_prepare_batch(net, n, find));
+  WK_TRY(wk_prepare_batch(net, n, find, train));
   WK_TRY(wk_load_input(net, x, n));
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status s = wk_forward_node(net, i, train, drop, NULL);
@@ -1418,7 +1449,7 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
   const bool add = s->fuse_add >= 0;
   const int in = bn->in[0], z = s->fuse_z;
   const int64_t len = net->batch * net->numel[j + 1];
-  void *spare = (char *)net->scratch + (size_t)len * wk_esize(net);
+  void *spare = (char *)net->scratch + (((size_t)len * wk_esize(net) + 255) & ~(size_t)255);
   const bool need_dx = in != 0 && net->needs_grad[in];
   const bool need_dz = add && z != 0 && net->needs_grad[z];
   void *dx = need_dx ? wk_dest(net, in) : (void *)net->scratch;
@@ -2068,7 +2099,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->trains = true;
   /* what the work needs, made or grown outside any capture (moving a buffer
    * frees the graphs that used it) */
-  WK_TRY(wk_prepare_batch(net, n, net->algo_mode != WK_ALGO_HEURISTIC));
+  WK_TRY(wk_prepare_batch(net, n, net->algo_mode != WK_ALGO_HEURISTIC, true));
   WK_TRY(wk_xent_buffers(net, n, net->numel[last]));
   WK_TRY(wk_step_memory(net));
   float *st[2] = {NULL, NULL};
@@ -2119,8 +2150,9 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .invalidations = net->graphs.invalidations,
                               .off = net->graphs.off, .staged = net->staged_used,
                               .bn_fuse_groups = net->fuse_groups,
-                              .bn_fuse_refused = net->fuse_refused,
                               .bn_fused_runs = net->fused_runs};
+  for (int j = 0; j < net->g.n_nodes; j++)
+    out->bn_fuse_refused += net->gn[j].fuse_bn >= 0 && (net->gn[j].fuse_off || net->gn[j].fuse_skip);
   snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
   return WK_OK;
 }

@@ -9,7 +9,8 @@
  * The plugin exports one symbol, wk_cuda_plugin_get, returning this table. It
  * carries its own copy of the error-message store (core/status.c, symbols
  * hidden): after a call fails, last_error gives its message, which the loader
- * passes on. WK_CUDA_PLUGIN_ABI changes whenever the table does. */
+ * passes on. WK_CUDA_PLUGIN_ABI changes whenever the table, or a struct it
+ * passes, does. */
 #ifndef WK_CUDA_PLUGIN_H
 #define WK_CUDA_PLUGIN_H
 
@@ -18,7 +19,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 12
+#define WK_CUDA_PLUGIN_ABI 13
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
