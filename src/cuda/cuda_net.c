@@ -114,6 +114,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/bn_fuse_plan.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/graph_table.h"
 #include "wk_kernels.h"
@@ -436,67 +437,39 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   net->g.nodes = net->nodes;
   net->g.params = net->params;
   net->g.buffers = net->buffers;
-  for (int v = 0; v < net->n_values; v++) {
-    net->alias[v] = v;
-    net->numel[v] = wk_gv_numel(g, net->nodes, v);
-  }
-  for (int i = 0; i < g->n_nodes; i++) {
-    const wk_node *n = &net->nodes[i];
-    const int v = i + 1;
-    for (int k = 0; k < n->n_in; k++) {
-      if (n->in[k] < 0 || n->in[k] >= v)
-        return wk_fail(WK_ERR_INVALID_ARG, "GPU: %s: input value %d out of order", n->name,
-                       n->in[k]);
-      net->consumers[net->alias[n->in[k]]]++;
-    }
-    if (n->op == WK_NODE_FLATTEN) net->alias[v] = net->alias[n->in[0]];
-  }
+  for (int v = 0; v < net->n_values; v++) net->numel[v] = wk_gv_numel(g, net->nodes, v);
+  const int bad = wk_value_readers(net->nodes, g->n_nodes, net->alias, net->consumers);
+  if (bad >= 0)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU: %s: an input value out of order",
+                   net->nodes[bad].name);
   wk_derive_needs_grad(net);
   return WK_OK;
 }
 
-/* Whether value u is a batchnorm's output read by one node and nothing else. */
-static bool wk_lone_bn(const wk_gpu_net *net, int u) {
-  return u >= 1 && net->alias[u] == u && net->consumers[u] == 1 &&
-         net->nodes[u - 1].op == WK_NODE_BATCHNORM;
-}
-
-/* The fused groups: relu(bn(x)) and relu(bn(x) + z), where the batchnorm's
- * output (and the add's) has no other reader, so no one misses the values
- * the fused kernel never writes. A group runs at its relu, where x and z are
- * ready whatever the nodes' order. */
-static void wk_plan_fusion(wk_gpu_net *net) {
+/* The fused groups (bn_fuse_plan.h), kept on their relu nodes: a group runs
+ * at its relu, where x and z are ready whatever the nodes' order. */
+static wk_status wk_plan_fusion(wk_gpu_net *net) {
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
     s->fuse_bn = s->fuse_add = s->fuse_z = s->fused_into = -1;
   }
-  if (net->fuse_mode == WK_FUSE_OFF || (net->fuse_mode == WK_FUSE_AUTO && !wk_half(net))) return;
-  for (int j = 0; j < net->g.n_nodes; j++) {
-    const wk_node *r = &net->nodes[j];
-    if (r->op != WK_NODE_ACT || r->act != WK_ACT_RELU) continue;
-    const int u = r->in[0];
-    int bn = -1, add = -1, z = -1;
-    if (wk_lone_bn(net, u)) {
-      bn = u - 1;
-    } else if (u >= 1 && net->alias[u] == u && net->consumers[u] == 1 &&
-               net->nodes[u - 1].op == WK_NODE_ADD) {
-      const wk_node *a = &net->nodes[u - 1];
-      for (int k = 0; k < 2 && bn < 0; k++)
-        if (a->in[k] != a->in[1 - k] && wk_lone_bn(net, a->in[k])) {
-          bn = a->in[k] - 1;
-          add = u - 1;
-          z = a->in[1 - k];
-        }
-    }
-    if (bn < 0) continue;
-    wk_gnode *s = &net->gn[j];
-    s->fuse_bn = bn;
-    s->fuse_add = add;
-    s->fuse_z = z;
-    net->gn[bn].fused_into = j;
-    if (add >= 0) net->gn[add].fused_into = j;
-    net->fuse_groups++;
+  if (net->fuse_mode == WK_FUSE_OFF || (net->fuse_mode == WK_FUSE_AUTO && !wk_half(net)))
+    return WK_OK;
+  wk_bn_fuse_group *groups = malloc((size_t)net->g.n_nodes * sizeof *groups);
+  if (!groups) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
+  net->fuse_groups =
+      wk_bn_fuse_plan(net->nodes, net->g.n_nodes, net->consumers, groups);
+  for (int k = 0; k < net->fuse_groups; k++) {
+    const wk_bn_fuse_group *f = &groups[k];
+    wk_gnode *s = &net->gn[f->relu];
+    s->fuse_bn = f->bn;
+    s->fuse_add = f->add;
+    s->fuse_z = f->z;
+    net->gn[f->bn].fused_into = f->relu;
+    if (f->add >= 0) net->gn[f->add].fused_into = f->relu;
   }
+  free(groups);
+  return WK_OK;
 }
 
 static wk_status wk_make_descriptors(wk_gpu_net *net) {
@@ -651,7 +624,7 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (s == WK_OK && !g->algos) s = wk_cudaalgos_create(&net->own_algos);
   net->algos = g->algos ? g->algos : net->own_algos;
   if (s == WK_OK) s = wk_copy_graph(net, g);
-  if (s == WK_OK) wk_plan_fusion(net);
+  if (s == WK_OK) s = wk_plan_fusion(net);
   if (s == WK_OK) s = wk_handles(net);
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->weights, g->n_elems * sizeof(float));
   if (s == WK_OK) s = wk_cuda_malloc((void **)&net->grads, g->n_elems * sizeof(float));
@@ -2151,8 +2124,10 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .off = net->graphs.off, .staged = net->staged_used,
                               .bn_fuse_groups = net->fuse_groups,
                               .bn_fused_runs = net->fused_runs};
-  for (int j = 0; j < net->g.n_nodes; j++)
-    out->bn_fuse_refused += net->gn[j].fuse_bn >= 0 && (net->gn[j].fuse_off || net->gn[j].fuse_skip);
+  for (int j = 0; j < net->g.n_nodes; j++) {
+    const wk_gnode *s = &net->gn[j];
+    out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip);
+  }
   snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
   return WK_OK;
 }
