@@ -35,6 +35,12 @@ extern "C" {
  * the widened inputs followed by the rounding, unless a contract below says
  * otherwise. An unknown kind is cudaErrorInvalidValue. */
 typedef enum { WK_HALF_BF16 = 0, WK_HALF_F16 = 1 } wk_half_kind;
+/* A storage of either kind (syncbn.cu's launchers take void pointers and this). */
+typedef enum {
+  WK_STORE_F32 = -1,
+  WK_STORE_BF16 = WK_HALF_BF16,
+  WK_STORE_F16 = WK_HALF_F16
+} wk_store_kind;
 
 /* ------------------------------------------------------------------ eltwise.cu */
 
@@ -255,6 +261,46 @@ int wk_launch_scale_unless_f32(int64_t n, const float *s, const int *skip, float
  * zeroes the flag, so one flag can gather several tensors). x: (n); flag: one
  * device int. */
 int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, void *stream);
+
+/* ------------------------------------------------------------------ syncbn.cu
+ * Synchronised batchnorm (cuda_net.c; the CPU's src/nn/exec_syncbn.c): x and
+ * dy are (rows, c) in `kind`'s storage (NHWC: rows = batch x height x width);
+ * mean, invstd, gamma, beta per channel in float. Sums are in double: rows cut
+ * into min(rows, WK_BN_SUM_CHUNKS) chunks, each over 8 interleaved lanes
+ * combined in order, the chunks added in order (partial: that many times the
+ * output's width of doubles of scratch): deterministic, not the CPU's
+ * sequential order. The rest is the CPU's arithmetic bit for bit on the same
+ * inputs (elements widened to float, one rounding on a 16-bit store). */
+#define WK_BN_SUM_CHUNKS 256
+/* out[j] = sum_r x[r, j], or with mean, sum_r ((double)x[r, j] - mean[j])^2.
+ * out: (c) doubles; rows == 0 writes zeros. */
+int wk_launch_bn_sums(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                      const float *mean, double *partial, double *out, void *stream);
+/* out[j] = sum_r dy[r, j] and out[c + j] = sum_r dy[r, j] * xhat[r, j], xhat
+ * = (x - mean[j]) * invstd[j] in float. out: (2c) doubles. */
+int wk_launch_bn_grad_sums(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                           const void *dy, const float *mean, const float *invstd,
+                           double *partial, double *out, void *stream);
+/* mean[j] = (float)(sum[j] / total). */
+int wk_launch_bn_mean(int64_t c, double total, const double *sum, float *mean, void *stream);
+/* var = (float)(sq[j] / total) (biased); the running statistics move as
+ * wk_batchnorm_running_update moves them (momentum, var unbiased by total /
+ * (total - 1)); invstd[j] = (float)(1 / sqrt(var + eps)) in double. total >= 2. */
+int wk_launch_bn_finish(int64_t c, double total, const double *sq, const float *mean,
+                        double momentum, double eps, float *rm, float *rv, float *invstd,
+                        void *stream);
+/* y = xhat * gamma[j] + beta[j]; y may alias x. */
+int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                      const float *mean, const float *invstd, const float *gamma,
+                      const float *beta, void *y, void *stream);
+/* dbeta[j] = (float)sums[j], dgamma[j] = (float)sums[c + j] (wk_launch_bn_grad_sums's). */
+int wk_launch_bn_param_grads(int64_t c, const double *sums, float *dgamma, float *dbeta,
+                             void *stream);
+/* dx = gamma[j] * invstd[j] * (float)(dy - sums[j] / total - xhat * (sums[c + j] /
+ * total)), written (not added); sums summed over every rank's batch. */
+int wk_launch_bn_dx(wk_store_kind kind, int64_t rows, int64_t c, double total, const void *x,
+                    const void *dy, const float *mean, const float *invstd, const float *gamma,
+                    const double *sums, void *dx, void *stream);
 
 #ifdef __cplusplus
 }

@@ -3,8 +3,10 @@
 # call of the device tool, under 10 minutes with the build): build whisker with
 # the CUDA backend, run the GPU tests (every kernel against the CPU reference,
 # whole networks on the GPU against the CPU), then the GPU benchmark side by
-# side with PyTorch on the same card, and the cost of the NCCL data-parallel
-# path on one GPU (--gpus 0 against --device cuda:0, alternated, two each).
+# side with PyTorch on the same card, the cost of the NCCL data-parallel path
+# on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
+# what CUDA graphs, the staged next batch and batchnorm fusion each gain
+# (against $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
 #   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only

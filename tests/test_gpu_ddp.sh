@@ -4,13 +4,18 @@
 #      rank, gradients all-reduced in buckets during backward) trains to the
 #      same weights as plain `--device cuda:0` (an average over one rank is the
 #      identity: agreement to float rounding, relative L2 at most 1e-6), and
-#      says so in its log;
+#      says so in its log; with --sync-bn the batchnorms run synchronised
+#      (kernels/syncbn.cu, sums over NCCL), which over one rank is the
+#      batch's own statistics: the weights agree with the plain run's within
+#      1e-4 (the statistics are summed in another order and in double);
 #   2. with two GPUs or more, `--gpus 0,1` (whisker re-executes itself under
 #      mpirun, so it needs Open MPI) trains with 2 ranks, gradients over NCCL,
 #      and every rank ends with the same weights (rank 0's model is saved; the
 #      ranks' checkpoints cannot be compared, so the run is compared with one
 #      process of the whole batch instead, within per-rank batchnorm's reach:
-#      both must learn the task).
+#      both must learn the task); and with --sync-bn, 2 ranks of 8 normalise
+#      as one process of 16 does: the weights agree with the plain run's
+#      within 1e-4.
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
 # data and the comparison), and for 2. without a second GPU or mpirun.
 set -euo pipefail
@@ -46,6 +51,14 @@ d=$(l2 "$tmp/plain" "$tmp/nccl")
 echo "one GPU: --gpus 0 (NCCL, one rank) vs --device cuda:0: weights differ by $d"
 "$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-6 else 1)" || fail "weights differ by $d"
 
+# 1b. one GPU: synchronised batchnorm over a communicator of one rank
+"$bin" train "${common[@]}" --batch 16 --gpus 0 --sync-bn --out "$tmp/sync" > /dev/null \
+  2> "$tmp/sync.err" || { cat "$tmp/sync.err"; fail "--gpus 0 --sync-bn run"; }
+grep -q "synchronised batchnorm" "$tmp/sync.err" || { cat "$tmp/sync.err"; fail "no sync-bn line"; }
+d=$(l2 "$tmp/plain" "$tmp/sync")
+echo "one GPU: --gpus 0 --sync-bn vs --device cuda:0: weights differ by $d"
+"$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-4 else 1)" || fail "weights differ by $d"
+
 # 2. two GPUs
 if [ "${n_gpus:-0}" -lt 2 ] || ! command -v mpirun > /dev/null; then
   echo "test_gpu_ddp: one GPU (or no mpirun): the 2-rank case is skipped"
@@ -66,4 +79,9 @@ assert [x["lr"] for x in a] == [x["lr"] for x in b], "schedules differ"
 assert float(b[-1]["train_loss"]) < float(b[0]["train_loss"]) + 0.05, b
 EOF
 echo "two GPUs: --gpus 0,1 trained with NCCL; d(one process) = $(l2 "$tmp/plain" "$tmp/two")"
+"$bin" train "${common[@]}" --batch 8 --gpus 0,1 --sync-bn --out "$tmp/two_sync" > /dev/null \
+  2> "$tmp/two_sync.err" || { cat "$tmp/two_sync.err"; fail "--gpus 0,1 --sync-bn run"; }
+d=$(l2 "$tmp/plain" "$tmp/two_sync")
+echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs one process of 16: weights differ by $d"
+"$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-4 else 1)" || fail "weights differ by $d"
 echo "test_gpu_ddp: ok"

@@ -308,8 +308,13 @@ typedef struct wk_gpu_buckets {
   const size_t *lo, *hi;
   const int *param_bucket;
 } wk_gpu_buckets;
-/* Collective: every rank calls it with the same id, world and buckets. */
+/* Collective: every rank calls it with the same id, world, buckets and
+ * sync_bn. sync_bn: batchnorm in training normalises with the statistics of
+ * every rank's batch together (as the CPU's wk_net_set_sync_bn; each rank's
+ * batch must have the same size), its sums all-reduced on the communication
+ * stream in order with the gradient buckets. */
 wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
-                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s);
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s,
+                                 bool sync_bn);
 
 #endif

@@ -141,7 +141,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
 wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 wk_status wk_cudanet_comm_unique_id(unsigned char *id);
 wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
-                                 const wk_gpu_buckets *b, double timeout_s);
+                                 const wk_gpu_buckets *b, double timeout_s, bool sync_bn);
 
 /* ------------------------------------------------------------------ convolution algorithms
  * cuda_algo.c: the plugin's side of cuda.h's wk_gpu_algos_* (same contracts),
@@ -212,5 +212,12 @@ wk_status wk_gpucomm_node_done(wk_gpucomm *c, const wk_node *nd, float *grads,
                                cudaStream_t compute);
 wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute);
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what);
+/* Sums n doubles at buf over the ranks, in place, between the compute
+ * stream's work queued so far and what it queues next (synchronised
+ * batchnorm): on the communication stream, in issue order with the gradient
+ * buckets, so every rank's collectives keep one order. Waits for nothing. */
+wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
+                             const char *what);
+int wk_gpucomm_world(const wk_gpucomm *c);
 
 #endif

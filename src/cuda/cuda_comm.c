@@ -232,6 +232,20 @@ wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
   return WK_OK;
 }
 
+wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
+                             const char *what) {
+  if (c->broken) return wk_fail(WK_ERR_BACKEND, "NCCL: the communicator was aborted");
+  WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
+  WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
+  const ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, c->comm, c->stream);
+  WK_TRY(wk_comm_settle(c, r, what));
+  WK_CUDA_TRY(cudaEventRecord(c->done, c->stream));
+  WK_CUDA_TRY(cudaStreamWaitEvent(compute, c->done, 0));
+  return WK_OK;
+}
+
+int wk_gpucomm_world(const wk_gpucomm *c) { return c->world; }
+
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
   const double deadline = wk_now_s() + c->timeout_s;
   for (;;) {

@@ -165,10 +165,11 @@ wk_status wk_gpu_comm_unique_id(unsigned char id[WK_GPU_COMM_ID_BYTES]) {
 }
 
 wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
-                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s) {
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s,
+                                 bool sync_bn) {
   const wk_cuda_plugin *p = wk_plugin_get();
   if (!p) return wk_no_plugin();
-  return wk_relay(p, p->net_attach_comm(net, id, rank, world, b, timeout_s));
+  return wk_relay(p, p->net_attach_comm(net, id, rank, world, b, timeout_s, sync_bn));
 }
 
 wk_status wk_gpu_net_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device) {

@@ -100,6 +100,12 @@
  * A group cuDNN refuses runs its nodes one by one: for the batch size when
  * the sizes' queries refuse it, for good when a call does.
  *
+ * Synchronised batchnorm (a communicator attached with sync_bn) replaces
+ * cuDNN's batchnorm in training with kernels/syncbn.cu's, whose per-channel
+ * sums go through wk_gpucomm_sum_f64 between the kernels; such a batchnorm
+ * never fuses, and the waits of a forward that holds its collectives are
+ * polled with the communicator's deadline (wk_stream_wait).
+ *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
  * the warnings are silenced for this file only. */
@@ -138,6 +144,7 @@ typedef struct wk_gnode {
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
+  bool bn_synced;                 /* ... every rank's (wk_sync_bn_forward) */
   /* batchnorm fused with relu, or with the residual add and relu (cuDNN's
    * cudnnBatchNormalizationForwardTrainingEx), kept on the relu node that
    * heads the group: fuse_bn and fuse_add the nodes it runs (-1: none),
@@ -173,6 +180,11 @@ struct wk_gpu_net {
   bool out_ready;        /* the last forward completed: the output value holds its result */
   wk_gpu_dropout drop;   /* the last training forward's dropout masks */
   wk_gpucomm *comm;      /* data parallelism (cuda_comm.c), or NULL */
+  /* synchronised batchnorm (with comm): the sums of a channel (2 x the
+   * widest batchnorm's doubles) and their chunks' (WK_BN_SUM_CHUNKS times) */
+  bool sync_bn;
+  double *sync_sums, *sync_partial;
+  int widest_bn;
   wk_gnode *gn;
   void *workspace;
   size_t workspace_bytes, workspace_limit;
@@ -520,6 +532,7 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
     }
   }
   if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
+  net->widest_bn = widest_bn;
   net->widest_w = widest_w;
   if (wk_half(net)) {
     WK_TRY(wk_cuda_malloc((void **)&net->wh, net->g.n_elems * sizeof(uint16_t)));
@@ -685,6 +698,8 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   (void)wk_cuda_free(net->buf_data);
   (void)wk_cuda_free(net->workspace);
   (void)wk_cuda_free(net->bn_discard);
+  (void)wk_cuda_free(net->sync_sums);
+  (void)wk_cuda_free(net->sync_partial);
   (void)wk_cuda_free(net->state[0]);
   (void)wk_cuda_free(net->state[1]);
   (void)wk_cuda_free(net->segs_dev);
@@ -858,7 +873,8 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find, bool tr
     net->fusion_batch = 0; /* the workspace may be cut down to the convolutions' */
     WK_TRY(wk_prepare_convs(net, n, find));
   }
-  if (train && net->fuse_groups && net->fusion_batch != n) WK_TRY(wk_fusion_batch(net));
+  if (train && net->fuse_groups && !net->sync_bn && net->fusion_batch != n)
+    WK_TRY(wk_fusion_batch(net));
   return WK_OK;
 }
 
@@ -1070,7 +1086,7 @@ static double wk_bn_eps(const wk_node *nd) {
  * upstream normalises with its running statistics, unfused). */
 static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
   const wk_gnode *s = &net->gn[j];
-  return train && s->fuse_bn >= 0 && !s->fuse_off && !s->fuse_skip &&
+  return train && s->fuse_bn >= 0 && !s->fuse_off && !s->fuse_skip && !net->sync_bn &&
          net->needs_grad[s->fuse_bn + 1];
 }
 
@@ -1115,6 +1131,57 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
   return WK_OK;
 }
 
+/* Synchronised batchnorm (cuda.h's wk_gpu_net_attach_comm, as the CPU's
+ * src/nn/exec_syncbn.c computes it): the kernels of kernels/syncbn.cu, their
+ * sums all-reduced over the ranks on the communication stream in between. */
+static wk_store_kind wk_store(const wk_gpu_net *net) {
+  return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
+}
+
+/* Batchnorm i's rows per rank, channels, and rows over every rank. */
+static wk_status wk_sync_shape(const wk_gpu_net *net, int i, int64_t *rows, int *c,
+                               double *total) {
+  int h, w;
+  wk_gv_hwc(net, i + 1, &h, &w, c);
+  *rows = net->batch * h * w;
+  *total = (double)*rows * wk_gpucomm_world(net->comm);
+  if (*total < 2)
+    return wk_fail(WK_ERR_SHAPE, "%s: training needs more than one value per channel",
+                   net->nodes[i].name);
+  return WK_OK;
+}
+
+/* Forward: the mean from the ranks' sums, the biased variance from their
+ * centred sums of squares (two passes in double), the running statistics,
+ * then y = xhat * gamma + beta; save_mean and save_invvar for backward. */
+static wk_status wk_sync_bn_forward(wk_gpu_net *net, int i, const void *x, void *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  int64_t rows;
+  int c;
+  double total;
+  WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
+  const wk_store_kind k = wk_store(net);
+  static const char what[] = "synchronised batchnorm statistics";
+  WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, NULL, net->sync_partial, net->sync_sums,
+                                         net->stream), what));
+  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
+  WK_TRY(wk_kernel_try(wk_launch_bn_mean(c, total, net->sync_sums, s->save_mean, net->stream),
+                       what));
+  WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, s->save_mean, net->sync_partial,
+                                         net->sync_sums, net->stream), what));
+  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
+  WK_TRY(wk_kernel_try(wk_launch_bn_finish(c, total, net->sync_sums, s->save_mean,
+                                           (double)nd->bn.momentum, (double)nd->bn.eps,
+                                           wk_bufp(net, nd->buffer[0]),
+                                           wk_bufp(net, nd->buffer[1]), s->save_invvar,
+                                           net->stream), what));
+  return wk_kernel_try(wk_launch_bn_norm(k, rows, c, x, s->save_mean, s->save_invvar,
+                                         wk_pw(net, nd->param[0]), wk_pw(net, nd->param[1]), y,
+                                         net->stream),
+                       "synchronised batchnorm forward");
+}
+
 /* Node i's forward; dropout's stream is drop's, or with seed_step (device:
  * the seed and the step, the fused step's) read on the device. A batchnorm
  * or an add in a fused group waits for its relu (wk_fused_forward). */
@@ -1147,6 +1214,8 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
     const double eps = wk_bn_eps(nd);
     s->bn_trained = train && net->needs_grad[v];
+    s->bn_synced = s->bn_trained && net->sync_bn;
+    if (s->bn_synced) return wk_sync_bn_forward(net, i, x, y);
     if (s->bn_trained)
       WK_CUDNN_TRY(cudnnBatchNormalizationForwardTraining(
           net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, s->x, x, s->y, y, s->bias, g, b,
@@ -1363,6 +1432,15 @@ static wk_status wk_output_f32(wk_gpu_net *net, const float **out) {
   return WK_OK;
 }
 
+/* Waits for the compute stream: where a forward holds collectives
+ * (synchronised batchnorm), by polling with the communicator's deadline (a
+ * peer that died must not hang this rank), else cudaStreamSynchronize. */
+static wk_status wk_stream_wait(wk_gpu_net *net, const char *what) {
+  if (net->comm && net->sync_bn) return wk_gpucomm_wait(net->comm, net->stream, what);
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
+
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
   if (n < 1 || n > (1 << 24) || !x || !x->data || !drop)
@@ -1385,7 +1463,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
     WK_TRY(wk_output_f32(net, &y));
     WK_CUDA_TRY(cudaMemcpyAsync(out, y, (size_t)(n * net->numel[last]) * sizeof(float),
                                 cudaMemcpyDeviceToHost, net->stream));
-    WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
   }
   net->last_train = train;
   net->drop = *drop;
@@ -1406,6 +1484,38 @@ static wk_status wk_commit(wk_gpu_net *net, int in, void *dst) {
   if (dst == net->grad[in]) return WK_OK;
   const int64_t len = net->batch * net->numel[in];
   return wk_k_add(net, len, net->grad[in], dst, net->grad[in], "gradient accumulate");
+}
+
+/* Backward: this rank's sums of dy and dy * xhat give gamma's and beta's
+ * gradients (the gradient all-reduce averages them with the rest, as on the
+ * CPU); summed over the ranks, the input's gradient. need_dx is the graph's
+ * (the same on every rank), so every rank sums or none does. */
+static wk_status wk_sync_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
+  const wk_node *nd = &net->nodes[i];
+  const wk_gnode *s = &net->gn[i];
+  const int in = nd->in[0];
+  int64_t rows;
+  int c;
+  double total;
+  WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
+  const wk_store_kind k = wk_store(net);
+  static const char what[] = "synchronised batchnorm backward";
+  const void *x = net->val[in], *dy = net->grad[i + 1];
+  WK_TRY(wk_kernel_try(wk_launch_bn_grad_sums(k, rows, c, x, dy, s->save_mean, s->save_invvar,
+                                              net->sync_partial, net->sync_sums, net->stream),
+                       what));
+  if (wk_trainable(net, nd->param[0]))
+    WK_TRY(wk_kernel_try(wk_launch_bn_param_grads(c, net->sync_sums, wk_pg(net, nd->param[0]),
+                                                  wk_pg(net, nd->param[1]), net->stream),
+                         what));
+  if (!need_dx) return WK_OK;
+  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, 2 * (size_t)c, net->stream,
+                            "synchronised batchnorm gradient sums"));
+  void *dst = wk_dest(net, in);
+  WK_TRY(wk_kernel_try(wk_launch_bn_dx(k, rows, c, total, x, dy, s->save_mean, s->save_invvar,
+                                       wk_pw(net, nd->param[0]), net->sync_sums, dst,
+                                       net->stream), what));
+  return wk_commit(net, in, dst);
 }
 
 /* Group j's backward, at its relu (where its output's gradient is complete):
@@ -1493,6 +1603,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   case WK_NODE_BATCHNORM: {
     if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
     if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
+    if (s->bn_synced) return wk_sync_bn_backward(net, i, need_dx);
     const bool frozen = !wk_trainable(net, nd->param[0]);
     int h, w, c;
     wk_gv_hwc(net, v, &h, &w, &c);
@@ -1711,7 +1822,7 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
   double sum = 0.0;
   WK_CUDA_TRY(cudaMemcpyAsync(&sum, net->xent_sum, sizeof sum, cudaMemcpyDeviceToHost,
                               net->stream));
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
   *loss_sum = sum;
   net->xent_smoothing = x->smoothing;
   net->xent_ready = net->last_train; /* backward needs a training forward */
@@ -1733,10 +1844,19 @@ wk_status wk_cudanet_comm_unique_id(unsigned char *id) {
 }
 
 wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
-                                 const wk_gpu_buckets *b, double timeout_s) {
+                                 const wk_gpu_buckets *b, double timeout_s, bool sync_bn) {
   if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
   WK_CUDA_TRY(cudaSetDevice(net->device));
-  return wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm);
+  if (sync_bn && net->widest_bn) { /* before the communicator: its failure is collective */
+    const size_t w = 2 * (size_t)net->widest_bn;
+    wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
+    if (s == WK_OK)
+      s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
+    if (s != WK_OK) return wk_no_room(s, "a smaller model", "synchronised batchnorm's sums");
+  }
+  WK_TRY(wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm));
+  net->sync_bn = sync_bn && net->widest_bn;
+  return WK_OK;
 }
 
 /* ------------------------------------------------------------------ the step on the device */

@@ -88,8 +88,10 @@ wk_status wk_gpu_comm_unique_id(unsigned char id[WK_GPU_COMM_ID_BYTES]) {
 }
 
 wk_status wk_gpu_net_attach_comm(wk_gpu_net *net, const unsigned char id[WK_GPU_COMM_ID_BYTES],
-                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s) {
+                                 int rank, int world, const wk_gpu_buckets *b, double timeout_s,
+                                 bool sync_bn) {
   (void)net;
+  (void)sync_bn;
   (void)id;
   (void)rank;
   (void)world;

@@ -49,7 +49,7 @@ typedef struct wk_cuda_plugin {
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,
-                               const wk_gpu_buckets *b, double timeout_s);
+                               const wk_gpu_buckets *b, double timeout_s, bool sync_bn);
   /* the cache of timed convolution algorithms (cuda_algo.c) */
   wk_status (*algos_create)(wk_gpu_algos **out);
   void (*algos_destroy)(wk_gpu_algos *a);

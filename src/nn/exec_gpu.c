@@ -365,7 +365,7 @@ wk_status wk_net_gpu_graph_stats(wk_net *net, struct wk_gpu_graph_stats *out) {
 }
 
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,
-                                 const wk_gpu_buckets *b, double timeout_s) {
+                                 const wk_gpu_buckets *b, double timeout_s, bool sync_bn) {
   if (!net->gpu) return wk_fail(WK_ERR_INVALID_ARG, "NCCL needs the network on a GPU");
-  return wk_gpu_net_attach_comm(net->gpu, id, rank, world, b, timeout_s);
+  return wk_gpu_net_attach_comm(net->gpu, id, rank, world, b, timeout_s, sync_bn);
 }

@@ -283,7 +283,7 @@ wk_status wk_net_gpu_memory(const wk_net *net, struct wk_gpu_memory *out);
 wk_status wk_net_gpu_state(wk_net *net, int i, float *host, bool to_device);
 struct wk_gpu_buckets;
 wk_status wk_net_gpu_attach_comm(wk_net *net, const unsigned char *id, int rank, int world,
-                                 const struct wk_gpu_buckets *b, double timeout_s);
+                                 const struct wk_gpu_buckets *b, double timeout_s, bool sync_bn);
 /* Bytes of activation memory held by the last forward/backward. */
 size_t wk_net_activation_bytes(const wk_net *net);
 /* What node i ran on in the last evaluation forward on the CPU fast path

@@ -86,7 +86,7 @@ static wk_status wk_ddp_attach_nccl(wk_ddp *p) {
   const wk_gpu_buckets b = {.n = p->n_buckets, .lo = lo, .hi = lo + n,
                             .param_bucket = p->param_bucket};
   const wk_status s = wk_net_gpu_attach_comm(p->net, id, wk_dist_rank(p->d), wk_dist_size(p->d),
-                                             &b, wk_dist_timeout_s(p->d));
+                                             &b, wk_dist_timeout_s(p->d), p->sync_bn);
   free(lo);
   p->nccl = s == WK_OK;
   return s;
@@ -96,14 +96,13 @@ wk_status wk_ddp_create(wk_dist *d, wk_net *net, const wk_ddp_opts *o, wk_ddp **
   *out = NULL;
   const size_t bucket_bytes = o->bucket_bytes ? o->bucket_bytes : WK_DDP_BUCKET_BYTES_DEFAULT;
   const bool gpu = wk_net_on_gpu(net), many = wk_dist_size(d) > 1;
-  if (gpu && many && o->sync_bn)
-    return wk_fail(WK_ERR_UNSUPPORTED, "--sync-bn is not built for GPUs yet: leave it out (each "
-                   "rank keeps its own batchnorm statistics) or train on the CPU");
   wk_ddp *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "ddp: out of memory");
   p->d = d;
   p->net = net;
-  p->sync_bn = o->sync_bn && many;
+  /* a communicator of one GPU (nccl_single) runs the synchronised path too,
+   * to measure and test it */
+  p->sync_bn = o->sync_bn && (many || (gpu && o->nccl_single));
   wk_status s = wk_ddp_make_buckets(p, bucket_bytes);
   if (s == WK_OK && gpu && (many || o->nccl_single)) s = wk_ddp_attach_nccl(p);
   if (s != WK_OK) {
