@@ -137,9 +137,13 @@ __global__ void dx_kernel(int64_t n, int64_t c, double total, const typename S::
   }
 }
 
-// rows x c with c >= 1, rows >= 0, and their product in range
-bool shape_ok(int64_t rows, int64_t c, int64_t *n) {
-  if (rows < 0 || c < 1 || c > INT32_MAX) return false;
+bool store_ok(wk_store_kind kind) {
+  return kind == WK_STORE_F32 || half_kind_ok((wk_half_kind)kind);
+}
+
+// a known storage, rows x c with c >= 1, rows >= 0, and their product in range
+bool shape_ok(wk_store_kind kind, int64_t rows, int64_t c, int64_t *n) {
+  if (!store_ok(kind) || rows < 0 || c < 1 || c > INT32_MAX) return false;
   if (rows > 0 && c > INT64_MAX / rows) return false;
   *n = rows * c;
   return true;
@@ -150,7 +154,7 @@ int launch_sums(wk_store_kind kind, int64_t rows, int64_t c, const void *x, cons
                 const float *mean, const float *invstd, double *partial, double *out,
                 void *stream) {
   int64_t n = 0;
-  if (!shape_ok(rows, c, &n) || !out || (rows > 0 && (!x || !partial)) ||
+  if (!shape_ok(kind, rows, c, &n) || !out || (rows > 0 && (!x || !partial)) ||
       (MODE >= 1 && !mean) || (MODE == 2 && (!invstd || (rows > 0 && !dy))))
     return (int)cudaErrorInvalidValue;
   const int64_t w = MODE == 2 ? 2 * c : c;
@@ -194,7 +198,8 @@ extern "C" int wk_launch_bn_mean(int64_t c, double total, const double *sum, flo
 extern "C" int wk_launch_bn_finish(int64_t c, double total, const double *sq, const float *mean,
                                    double momentum, double eps, float *rm, float *rv,
                                    float *invstd, void *stream) {
-  if (c < 1 || !(total >= 2.0) || !sq || !mean || !rm || !rv || !invstd)
+  if (c < 1 || !(total >= 2.0) || !(momentum >= 0.0 && momentum <= 1.0) || !(eps > 0.0) ||
+      !sq || !mean || !rm || !rv || !invstd)
     return (int)cudaErrorInvalidValue;
   finish_kernel<<<blocks_for(c), kThreads, 0, as_stream(stream)>>>(c, total, sq, mean, momentum,
                                                                      eps, rm, rv, invstd);
@@ -205,7 +210,7 @@ extern "C" int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, co
                                  const float *mean, const float *invstd, const float *gamma,
                                  const float *beta, void *y, void *stream) {
   int64_t n = 0;
-  if (!shape_ok(rows, c, &n)) return (int)cudaErrorInvalidValue;
+  if (!shape_ok(kind, rows, c, &n)) return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   if (!x || !mean || !invstd || !gamma || !beta || !y) return (int)cudaErrorInvalidValue;
   return by_store(kind, [&](auto s) {
@@ -229,7 +234,7 @@ extern "C" int wk_launch_bn_dx(wk_store_kind kind, int64_t rows, int64_t c, doub
                                const float *invstd, const float *gamma, const double *sums,
                                void *dx, void *stream) {
   int64_t n = 0;
-  if (!shape_ok(rows, c, &n) || !(total >= 1.0)) return (int)cudaErrorInvalidValue;
+  if (!shape_ok(kind, rows, c, &n) || !(total >= 1.0)) return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   if (!x || !dy || !mean || !invstd || !gamma || !sums || !dx) return (int)cudaErrorInvalidValue;
   return by_store(kind, [&](auto s) {

@@ -285,7 +285,8 @@ int wk_launch_bn_grad_sums(wk_store_kind kind, int64_t rows, int64_t c, const vo
 int wk_launch_bn_mean(int64_t c, double total, const double *sum, float *mean, void *stream);
 /* var = (float)(sq[j] / total) (biased); the running statistics move as
  * wk_batchnorm_running_update moves them (momentum, var unbiased by total /
- * (total - 1)); invstd[j] = (float)(1 / sqrt(var + eps)) in double. total >= 2. */
+ * (total - 1)); invstd[j] = (float)(1 / sqrt(var + eps)) in double. total >= 2,
+ * momentum in [0, 1], eps > 0 (the float parameters widened: the CPU's). */
 int wk_launch_bn_finish(int64_t c, double total, const double *sq, const float *mean,
                         double momentum, double eps, float *rm, float *rv, float *invstd,
                         void *stream);

@@ -15,6 +15,12 @@
  *   float16) kernels, both formats: bit for bit the float reference on the
  *   widened inputs rounded once (any NaN for a NaN), the column sums within
  *   a bound derived from their float accumulation (test_col_sum_h).
+ *   Synchronised batchnorm (syncbn.cu) in float32, bfloat16 and float16
+ *   storage against src/nn/exec_syncbn.c (one rank, no relu) and
+ *   wk_batchnorm_running_update: bit for bit for the mean, the running
+ *   statistics, invstd, the normalisation and the parameters' and the
+ *   input's gradients; the double sums within 1e-12 of the sum of their
+ *   terms' magnitudes (a bound derived in test_bn_sums).
  * With no device the host suite still runs and the process then exits 77, which
  * ctest reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt). */
 #include <check.h>
@@ -26,11 +32,21 @@
 
 #include "cuda/cuda_backend.h"
 #include "ops/ops.h"
+#include "ops/plan.h"
 #include "ops/ref.h"
 #include "test_util.h"
 #include "train/metrics.h"
 #include "train/optim_impl.h"
 #include "wk_kernels.h"
+
+/* The host references round every float operation on its own, as the kernels
+ * do (no fused multiply-adds): ISO C11 mode already keeps GCC from
+ * contracting (-std=c11: -ffp-contract=off); clang contracts within an
+ * expression unless told not to. (GCC warns about this pragma, hence the
+ * guard.) */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 enum { WKT_SKIP = 77 };
 
@@ -409,6 +425,199 @@ START_TEST(test_launch_arguments_half) {
     ck_assert_int_eq(wk_launch_col_sum_h(k, 5, 3, hfake, NULL, fake, NULL), bad);
     ck_assert_int_eq(wk_launch_col_sum_h(k, 0, 3, hfake, fake, NULL, NULL), bad);
   }
+}
+END_TEST
+
+/* Synchronised batchnorm's launchers (syncbn.cu): an unknown storage kind, c
+ * < 1 or over INT32_MAX, rows < 0, rows x c overflowing, a missing pointer
+ * the call needs, total < 1 (or NaN) for the mean and dx and total < 2 for
+ * the finish are rejected before any CUDA call; norm and dx with no rows
+ * launch nothing and return 0 (their pointers unread). Every call here is
+ * refused or returns before a launch: the sums with no rows write their zeros
+ * (cudaMemsetAsync) and every accepted mean, finish and param_grads call
+ * launches, so those are the kernel suite's. An unknown kind is rejected
+ * before anything else, with rows or without. */
+START_TEST(test_launch_arguments_syncbn) {
+  const int bad = (int)cudaErrorInvalidValue;
+  /* never dereferenced: every call passing them is rejected first */
+  void *vfake = &n_devices;
+  float *fake = (float *)&n_devices;
+  double *dfake = (double *)&n_devices;
+  const int64_t big_c = (int64_t)INT32_MAX + 1;
+
+  const wk_store_kind unknown[] = {(wk_store_kind)7, (wk_store_kind)2, (wk_store_kind)-2};
+  for (size_t u = 0; u < sizeof unknown / sizeof unknown[0]; u++) {
+    const wk_store_kind k = unknown[u];
+    ck_assert_int_eq(wk_launch_bn_sums(k, 5, 3, vfake, NULL, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_sums(k, 5, 3, vfake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, fake, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, fake, fake, fake, dfake, vfake, NULL), bad);
+    /* rejected first, even with no work (as the *_h launchers) */
+    ck_assert_int_eq(wk_launch_bn_sums(k, 0, 3, vfake, NULL, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 0, 3, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 0, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 0, 3, 5.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), bad);
+  }
+
+  const wk_store_kind kinds[] = {WK_STORE_F32, WK_STORE_BF16, WK_STORE_F16};
+  for (size_t t = 0; t < sizeof kinds / sizeof kinds[0]; t++) {
+    const wk_store_kind k = kinds[t];
+    /* sums, plain (mean NULL) and centred (mean given) */
+    for (int centred = 0; centred < 2; centred++) {
+      const float *mn = centred ? fake : NULL;
+      ck_assert_int_eq(wk_launch_bn_sums(k, -1, 3, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, 0, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, -3, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 0, 0, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, big_c, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, INT64_MAX, 2, vfake, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(
+          wk_launch_bn_sums(k, (int64_t)1 << 33, (int64_t)1 << 30, vfake, mn, dfake, dfake, NULL),
+          bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, 3, vfake, mn, dfake, NULL, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 0, 3, vfake, mn, dfake, NULL, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, 3, NULL, mn, dfake, dfake, NULL), bad);
+      ck_assert_int_eq(wk_launch_bn_sums(k, 5, 3, vfake, mn, NULL, dfake, NULL), bad);
+    }
+
+    /* backward's sums */
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, -1, 3, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 0, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 0, -1, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, big_c, vfake, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, INT64_MAX, 2, vfake, vfake, fake, fake, dfake, dfake, NULL),
+        bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, NULL, vfake, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, NULL, fake, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, vfake, NULL, fake, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, vfake, fake, NULL, dfake, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, vfake, fake, fake, NULL, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 5, 3, vfake, vfake, fake, fake, dfake, NULL, NULL), bad);
+    /* with no rows the mean, invstd and out are still needed */
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 0, 3, NULL, NULL, NULL, fake, NULL, dfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_grad_sums(k, 0, 3, NULL, NULL, fake, NULL, NULL, dfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_grad_sums(k, 0, 3, NULL, NULL, fake, fake, NULL, NULL, NULL),
+                     bad);
+
+    /* normalisation: no rows launches nothing */
+    ck_assert_int_eq(wk_launch_bn_norm(k, 0, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, -1, 3, vfake, fake, fake, fake, fake, vfake, NULL),
+                     bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 0, vfake, fake, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, -3, vfake, fake, fake, fake, fake, vfake, NULL),
+                     bad);
+    ck_assert_int_eq(
+        wk_launch_bn_norm(k, 5, big_c, vfake, fake, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_norm(k, INT64_MAX, 2, vfake, fake, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, NULL, fake, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, NULL, fake, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, fake, NULL, fake, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, fake, fake, NULL, fake, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, fake, fake, fake, NULL, vfake, NULL), bad);
+    ck_assert_int_eq(wk_launch_bn_norm(k, 5, 3, vfake, fake, fake, fake, fake, NULL, NULL), bad);
+
+    /* input gradient: no rows launches nothing; total >= 1 */
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 0, 3, 1.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 0, 3, 64.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 0, 0, 1.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, -1, 3, 5.0, vfake, vfake, fake, fake, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 0, 5.0, vfake, vfake, fake, fake, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, big_c, 5.0, vfake, vfake, fake, fake, fake, dfake, vfake, NULL),
+        bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, INT64_MAX, 2, 5.0, vfake, vfake, fake, fake, fake, dfake, vfake, NULL),
+        bad);
+    const double bad_total[] = {0.0, 0.5, -1.0, NAN, -INFINITY};
+    for (size_t i = 0; i < sizeof bad_total / sizeof bad_total[0]; i++)
+      ck_assert_msg(wk_launch_bn_dx(k, 5, 3, bad_total[i], vfake, vfake, fake, fake, fake, dfake,
+                                    vfake, NULL) == bad,
+                    "bn_dx with total = %g accepted", bad_total[i]);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, NULL, vfake, fake, fake, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, NULL, fake, fake, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, NULL, fake, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, fake, NULL, fake, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, fake, fake, NULL, dfake, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, fake, fake, fake, NULL, vfake, NULL), bad);
+    ck_assert_int_eq(
+        wk_launch_bn_dx(k, 5, 3, 5.0, vfake, vfake, fake, fake, fake, dfake, NULL, NULL), bad);
+  }
+
+  /* the per-channel launchers (no storage kind) */
+  const double bad_mean_total[] = {0.0, 0.5, -1.0, NAN, -INFINITY};
+  for (size_t i = 0; i < sizeof bad_mean_total / sizeof bad_mean_total[0]; i++)
+    ck_assert_msg(wk_launch_bn_mean(3, bad_mean_total[i], dfake, fake, NULL) == bad,
+                  "bn_mean with total = %g accepted", bad_mean_total[i]);
+  ck_assert_int_eq(wk_launch_bn_mean(0, 5.0, dfake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_mean(-1, 5.0, dfake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_mean(3, 5.0, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_mean(3, 5.0, dfake, NULL, NULL), bad);
+
+  const double bad_finish_total[] = {1.0, 1.5, 0.0, -2.0, NAN, -INFINITY};
+  for (size_t i = 0; i < sizeof bad_finish_total / sizeof bad_finish_total[0]; i++)
+    ck_assert_msg(wk_launch_bn_finish(3, bad_finish_total[i], dfake, fake, 0.1, 1e-5, fake, fake,
+                                      fake, NULL) == bad,
+                  "bn_finish with total = %g accepted", bad_finish_total[i]);
+  ck_assert_int_eq(wk_launch_bn_finish(0, 5.0, dfake, fake, 0.1, 1e-5, fake, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(-1, 5.0, dfake, fake, 0.1, 1e-5, fake, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(3, 5.0, NULL, fake, 0.1, 1e-5, fake, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(3, 5.0, dfake, NULL, 0.1, 1e-5, fake, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(3, 5.0, dfake, fake, 0.1, 1e-5, NULL, fake, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(3, 5.0, dfake, fake, 0.1, 1e-5, fake, NULL, fake, NULL),
+                   bad);
+  ck_assert_int_eq(wk_launch_bn_finish(3, 5.0, dfake, fake, 0.1, 1e-5, fake, fake, NULL, NULL),
+                   bad);
+  /* momentum outside [0, 1], eps not positive (as the CPU's batchnorm check) */
+  const double bad_momentum[] = {-0.1, 1.5, NAN}, bad_eps[] = {0.0, -1e-5, NAN};
+  for (size_t i = 0; i < 3; i++) {
+    ck_assert_int_eq(
+        wk_launch_bn_finish(3, 5.0, dfake, fake, bad_momentum[i], 1e-5, fake, fake, fake, NULL),
+        bad);
+    ck_assert_int_eq(
+        wk_launch_bn_finish(3, 5.0, dfake, fake, 0.1, bad_eps[i], fake, fake, fake, NULL), bad);
+  }
+
+  ck_assert_int_eq(wk_launch_bn_param_grads(0, dfake, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_param_grads(-1, dfake, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_param_grads(3, NULL, fake, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_param_grads(3, dfake, NULL, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_param_grads(3, dfake, fake, NULL, NULL), bad);
 }
 END_TEST
 
@@ -1584,6 +1793,499 @@ START_TEST(test_col_sum_h) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ synchronised batchnorm */
+
+/* syncbn.cu's kernels (wk_kernels.h) against src/nn/exec_syncbn.c with one
+ * rank (world 1, so total = rows) and no fused relu, and against
+ * wk_batchnorm_running_update itself, in the three storages: float32, and
+ * bfloat16 and float16 as the *_h tests above (random floats rounded to the
+ * format, so that the host reads exactly the widened values; a 16-bit result
+ * is the float result rounded once; any NaN for a NaN). Loop tests: storage
+ * _i % 3 (float32, bfloat16, float16) over case _i / 3. The host references
+ * are exec_syncbn.c's own expressions; this file is ISO C11 (-std=c11, where
+ * GCC contracts nothing into a fused multiply-add; the pragma at the top for
+ * clang), so they round each operation as the kernels' _rn intrinsics do. */
+
+static const wk_store_kind store_kinds[3] = {WK_STORE_F32, WK_STORE_BF16, WK_STORE_F16};
+
+static const char *store_name(wk_store_kind kind) {
+  return kind == WK_STORE_F32 ? "f32" : half_name((wk_half_kind)kind);
+}
+
+/* A device array of n values in the storage, of at least one element (so that
+ * a case with no rows still has a buffer). With x: x's n floats are first
+ * rounded to the storage in place (so that x holds exactly what the kernel
+ * widens), then copied; with x NULL the array is only allocated. */
+static void *device_store(wk_store_kind kind, float *x, int64_t n) {
+  const int64_t m = n > 0 ? n : 1;
+  if (kind == WK_STORE_F32) return device_f32(n > 0 ? x : NULL, m);
+  if (!x || n == 0) return device_u16(NULL, m);
+  uint16_t *b = host_u16(n);
+  to_half((wk_half_kind)kind, x, b, n);
+  uint16_t *d = device_u16(b, n);
+  free(b);
+  return d;
+}
+
+/* The n results in the storage at dev against the float results want:
+ * float32 bit for bit; 16 bits: want rounded once, bit for bit. */
+static void ck_store_result(const char *what, wk_store_kind kind, const void *dev,
+                            const float *want, int64_t n) {
+  if (n == 0) return;
+  if (kind == WK_STORE_F32) {
+    char name[128];
+    snprintf(name, sizeof name, "f32 %s", what);
+    float *got = host_f32(n);
+    to_host(got, dev, n);
+    ck_same_f32(name, got, want, n);
+    free(got);
+    return;
+  }
+  const wk_half_kind h = (wk_half_kind)kind;
+  uint16_t *got = host_u16(n), *wb = host_u16(n);
+  to_host_u16(got, dev, n);
+  round_all(h, want, wb, n);
+  ck_same_half(what, h, got, wb, n);
+  free(got), free(wb);
+}
+
+/* plant_specials or plant_half_specials, by storage. */
+static void plant_store_specials(wk_store_kind kind, float *x, int64_t n) {
+  if (kind == WK_STORE_F32) plant_specials(x, n);
+  else plant_half_specials((wk_half_kind)kind, x, n);
+}
+
+static double *host_f64(int64_t n) {
+  double *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
+/* A device array of n doubles (n > 0), a copy of host unless NULL. */
+static double *device_f64(const double *host, int64_t n) {
+  void *d = NULL;
+  CK_WK(wk_cuda_malloc(&d, (size_t)n * sizeof(double)));
+  if (host) CK_WK(wk_cuda_copy_h2d(d, host, (size_t)n * sizeof(double)));
+  return d;
+}
+
+static void to_host_f64(double *host, const double *dev, int64_t n) {
+  CK_WK(wk_cuda_copy_d2h(host, dev, (size_t)n * sizeof(double)));
+}
+
+typedef struct bn_case {
+  int64_t rows, c;
+} bn_case;
+
+/* No rows (zeros written), one row, two (the smallest batch the finish
+ * takes), fewer rows than WK_BN_SUM_CHUNKS, exactly as many, one more (chunks
+ * of 2 rows, the last chunks empty), 256 x 7 + 3 (chunks of 8 rows, one per
+ * lane, the last one ragged), 3000 rows (chunks of 12, lanes of 2 rows), and
+ * c = 1, 5, 37 (channel blocks of 32, ragged), 32, 64 and 1000. */
+static const bn_case bn_cases[] = {{0, 37},   {1, 1},           {2, 37},    {7, 37},
+                                   {255, 5},  {256, 32},        {257, 37},  {256 * 7 + 3, 37},
+                                   {3000, 37}, {3000, 1},       {3000, 64}, {1000, 1000}};
+enum { N_BN_CASES = sizeof bn_cases / sizeof bn_cases[0] };
+/* For the elementwise kernels only (too many rows for the sums' bound): more
+ * than 65535 blocks of 256 elements, so the grid-stride loop takes a second
+ * pass. */
+static const bn_case bn_big_case = {454439, 37};
+
+/* exec_syncbn.c's forward output with no relu. x, y: (rows, c). */
+static void bn_norm_ref(int64_t rows, int64_t c, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, const float *beta, float *y) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t ch = 0; ch < c; ch++)
+      y[r * c + ch] = (x[r * c + ch] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch];
+}
+
+/* exec_syncbn.c's backward sums with no relu (dz = dy), in its order: acc[ch]
+ * = sum dy, acc[c + ch] = sum dy * xhat; abs_acc (unless NULL) the sums of the
+ * terms' magnitudes. acc, abs_acc: (2c). */
+static void bn_grad_sums_ref(int64_t rows, int64_t c, const float *x, const float *dy,
+                             const float *mean, const float *invstd, double *acc,
+                             double *abs_acc) {
+  for (int64_t j = 0; j < 2 * c; j++) {
+    acc[j] = 0.0;
+    if (abs_acc) abs_acc[j] = 0.0;
+  }
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t ch = 0; ch < c; ch++) {
+      const float xh = (x[r * c + ch] - mean[ch]) * invstd[ch];
+      const float dz = dy[r * c + ch];
+      acc[ch] += dz;
+      acc[c + ch] += (double)dz * xh;
+      if (abs_acc) {
+        abs_acc[ch] += fabs((double)dz);
+        abs_acc[c + ch] += fabs((double)dz * xh);
+      }
+    }
+}
+
+/* |got[j] - want[j]| <= 1e-12 abs_sum[j] for the n sums (see test_bn_sums). */
+static void ck_bn_sums(const char *what, wk_store_kind kind, const bn_case *k, const double *got,
+                       const double *want, const double *abs_sum, int64_t n) {
+  for (int64_t j = 0; j < n; j++) {
+    const double tol = 1e-12 * abs_sum[j];
+    ck_assert_msg(fabs(got[j] - want[j]) <= tol,
+                  "%s %s (%lld, %lld): sum %lld: got %.17g, want %.17g (tolerance %.3g)",
+                  store_name(kind), what, (long long)k->rows, (long long)k->c, (long long)j,
+                  got[j], want[j], tol);
+  }
+}
+
+/* Forward's statistics and backward's sums as the network chains them: the
+ * sums of x (wk_launch_bn_sums without a mean), the mean from them
+ * (wk_launch_bn_mean), the centred sums of squares about that mean (with it),
+ * the running statistics and invstd from those (wk_launch_bn_finish, rows >=
+ * 2), backward's sums of dy and dy * xhat (wk_launch_bn_grad_sums) and the
+ * parameters' gradients from them (wk_launch_bn_param_grads). Each sum
+ * against exec_syncbn.c's sequential double sum within the bound below; the
+ * mean, finish and parameter gradients bit for bit the host's expressions
+ * (wk_batchnorm_running_update itself for the running statistics, eps and
+ * momentum the float parameters widened, as the network passes them) on the
+ * same inputs: the device's own sums, read back, and its mean and invstd,
+ * which equal the host's. out and partial start as NaNs (a sum not written
+ * shows); no rows writes zeros; a second launch of the backward's sums gives
+ * the same bits (written, not accumulated; deterministic); and a NaN planted
+ * in x makes its channel's sums NaN (the sum of dy excepted), leaving every
+ * other channel's bits as they were.
+ *
+ * Tolerance. The terms are the same doubles on both sides: x widened (exact),
+ * ((double)x - mean)^2 with the same two roundings, dy (exact) and (double)dy
+ * * xhat (a product of two floats: exact in double), xhat the same float; so
+ * only the order of the additions differs. The kernel cuts the rows into
+ * chunks of m = ceil(rows / min(rows, WK_BN_SUM_CHUNKS)) rows; a lane adds
+ * its at most L = ceil(m / 8) rows to 0 (the first add exact: L - 1
+ * roundings), the 8 lanes are added in order (7) and the chunks in order
+ * (chunks - 1); the host adds the rows in order (rows - 1). A sum in which no
+ * term goes through more than D roundings of u = 2^-53 errs by at most
+ * D u / (1 - D u) times S, the sum of the terms' magnitudes, so
+ *   |got - want| <= (L + chunks + rows + 4) u S  (to first order).
+ * For 3000 rows (chunks of 12, L = 2) that is 3262 u S = 3.6e-13 S, so 1e-12
+ * S is ample for every case (asserted case by case), and still catches a row
+ * lost or counted twice (a term is about S / rows, at least S / 3000).
+ * Relative to S, not to the sum: a sum of signed terms can cancel. */
+START_TEST(test_bn_sums) {
+  const wk_store_kind kind = store_kinds[_i % 3];
+  const bn_case *k = &bn_cases[_i / 3];
+  const int64_t rows = k->rows, c = k->c, n = rows * c;
+  const int64_t chunks = rows < WK_BN_SUM_CHUNKS ? rows : WK_BN_SUM_CHUNKS;
+  const int64_t m = chunks > 0 ? (rows + chunks - 1) / chunks : 0, lane_rows = (m + 7) / 8;
+  ck_assert_msg((double)(lane_rows + chunks + rows + 4) * 0x1p-53 < 1e-12,
+                "(%lld, %lld): too many rows for the sums' bound", (long long)rows, (long long)c);
+  const wk_batchnorm_params p = {.eps = 1e-5f, .momentum = 0.1f};
+  float *x = host_f32(n > 0 ? n : 1), *dy = host_f32(n > 0 ? n : 1);
+  float *mean = host_f32(c), *invstd = host_f32(c), *var = host_f32(c);
+  float *rm = host_f32(c), *rv = host_f32(c), *got_f = host_f32(c), *want_f = host_f32(c);
+  double *want = host_f64(2 * c), *abs_sum = host_f64(2 * c);
+  double *first = host_f64(c), *got = host_f64(2 * c), *again = host_f64(2 * c);
+  wkt_fill_f32(x, n, 3100 + (uint64_t)_i, -2.0f, 3.0f);
+  wkt_fill_f32(dy, n, 3200 + (uint64_t)_i, -1.0f, 1.0f);
+  void *d_x = device_store(kind, x, n), *d_dy = device_store(kind, dy, n);
+  const int64_t n_partial = chunks > 0 ? chunks * 2 * c : 1;
+  const int64_t n_nans = n_partial > 2 * c ? n_partial : 2 * c;
+  double *nans = host_f64(n_nans);
+  for (int64_t i = 0; i < n_nans; i++) nans[i] = NAN;
+  double *d_partial = device_f64(nans, n_partial), *d_out = device_f64(nans, 2 * c);
+  float *d_mean = device_f32(NULL, c), *d_invstd = device_f32(NULL, c);
+  float *d_rm = device_f32(NULL, c), *d_rv = device_f32(NULL, c);
+  float *d_dgamma = device_f32(NULL, c), *d_dbeta = device_f32(NULL, c);
+
+  /* forward's first pass: sum x */
+  for (int64_t j = 0; j < c; j++) want[j] = 0.0, abs_sum[j] = 0.0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t ch = 0; ch < c; ch++) {
+      want[ch] += x[r * c + ch];
+      abs_sum[ch] += fabs((double)x[r * c + ch]);
+    }
+  CK_LAUNCH(wk_launch_bn_sums(kind, rows, c, d_x, NULL, d_partial, d_out, NULL));
+  to_host_f64(first, d_out, c);
+  ck_bn_sums("sum", kind, k, first, want, abs_sum, c);
+
+  /* the mean from the device's sums */
+  if (rows > 0) {
+    CK_LAUNCH(wk_launch_bn_mean(c, (double)rows, d_out, d_mean, NULL));
+    for (int64_t ch = 0; ch < c; ch++) mean[ch] = (float)(first[ch] / (double)rows);
+    to_host(got_f, d_mean, c);
+    ck_same_f32("bn mean", got_f, mean, c);
+  } else {
+    wkt_fill_f32(mean, c, 3300 + (uint64_t)_i, -1.0f, 1.0f);
+    CK_WK(wk_cuda_copy_h2d(d_mean, mean, (size_t)c * sizeof(float)));
+  }
+
+  /* second pass: sum (x - mean)^2 about the float mean */
+  for (int64_t j = 0; j < c; j++) want[j] = 0.0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t ch = 0; ch < c; ch++) {
+      const double d = (double)x[r * c + ch] - mean[ch];
+      want[ch] += d * d;
+    }
+  CK_LAUNCH(wk_launch_bn_sums(kind, rows, c, d_x, d_mean, d_partial, d_out, NULL));
+  to_host_f64(got, d_out, c);
+  ck_bn_sums("centred sum of squares", kind, k, got, want, want, c);
+
+  /* the running statistics and invstd from the device's sums */
+  if (rows >= 2) {
+    wkt_fill_f32(rm, c, 3400 + (uint64_t)_i, -1.0f, 1.0f);
+    wkt_fill_f32(rv, c, 3500 + (uint64_t)_i, 0.5f, 2.0f);
+    CK_WK(wk_cuda_copy_h2d(d_rm, rm, (size_t)c * sizeof(float)));
+    CK_WK(wk_cuda_copy_h2d(d_rv, rv, (size_t)c * sizeof(float)));
+    CK_LAUNCH(wk_launch_bn_finish(c, (double)rows, d_out, d_mean, (double)p.momentum,
+                                  (double)p.eps, d_rm, d_rv, d_invstd, NULL));
+    for (int64_t ch = 0; ch < c; ch++) var[ch] = (float)(got[ch] / (double)rows);
+    wk_batchnorm_running_update(&p, rows, c, mean, var, rm, rv);
+    for (int64_t ch = 0; ch < c; ch++) invstd[ch] = (float)(1.0 / sqrt((double)var[ch] + p.eps));
+    to_host(got_f, d_rm, c);
+    ck_same_f32("bn running mean", got_f, rm, c);
+    to_host(got_f, d_rv, c);
+    ck_same_f32("bn running variance", got_f, rv, c);
+    to_host(got_f, d_invstd, c);
+    ck_same_f32("bn invstd", got_f, invstd, c);
+  } else {
+    wkt_fill_f32(invstd, c, 3600 + (uint64_t)_i, 0.5f, 2.0f);
+    CK_WK(wk_cuda_copy_h2d(d_invstd, invstd, (size_t)c * sizeof(float)));
+  }
+
+  /* backward's sums, twice, and the parameters' gradients from them */
+  bn_grad_sums_ref(rows, c, x, dy, mean, invstd, want, abs_sum);
+  CK_LAUNCH(wk_launch_bn_grad_sums(kind, rows, c, d_x, d_dy, d_mean, d_invstd, d_partial, d_out,
+                                   NULL));
+  to_host_f64(got, d_out, 2 * c);
+  ck_bn_sums("grad sums", kind, k, got, want, abs_sum, 2 * c);
+  CK_LAUNCH(wk_launch_bn_grad_sums(kind, rows, c, d_x, d_dy, d_mean, d_invstd, d_partial, d_out,
+                                   NULL));
+  to_host_f64(again, d_out, 2 * c);
+  ck_assert_msg(memcmp(got, again, (size_t)(2 * c) * sizeof *got) == 0,
+                "%s grad sums (%lld, %lld): a second launch differs", store_name(kind),
+                (long long)rows, (long long)c);
+  CK_LAUNCH(wk_launch_bn_param_grads(c, d_out, d_dgamma, d_dbeta, NULL));
+  for (int64_t ch = 0; ch < c; ch++) want_f[ch] = (float)got[c + ch];
+  to_host(got_f, d_dgamma, c);
+  ck_same_f32("bn dgamma", got_f, want_f, c);
+  for (int64_t ch = 0; ch < c; ch++) want_f[ch] = (float)got[ch];
+  to_host(got_f, d_dbeta, c);
+  ck_same_f32("bn dbeta", got_f, want_f, c);
+
+  /* a NaN at row 1 of channel 0 */
+  if (rows >= 2) {
+    x[c] = NAN;
+    CK_WK(wk_cuda_free(d_x));
+    d_x = device_store(kind, x, n);
+    CK_LAUNCH(wk_launch_bn_sums(kind, rows, c, d_x, NULL, d_partial, d_out, NULL));
+    to_host_f64(again, d_out, c);
+    ck_assert_msg(isnan(again[0]), "%s sum with a NaN: got %g", store_name(kind), again[0]);
+    ck_assert(memcmp(again + 1, first + 1, (size_t)(c - 1) * sizeof *again) == 0);
+    CK_LAUNCH(wk_launch_bn_grad_sums(kind, rows, c, d_x, d_dy, d_mean, d_invstd, d_partial,
+                                     d_out, NULL));
+    to_host_f64(again, d_out, 2 * c);
+    ck_assert_msg(isnan(again[c]), "%s sum dy * xhat with a NaN: got %g", store_name(kind),
+                  again[c]);
+    ck_assert(memcmp(again, got, (size_t)c * sizeof *again) == 0); /* sum dy: no x */
+    ck_assert(memcmp(again + c + 1, got + c + 1, (size_t)(c - 1) * sizeof *again) == 0);
+  }
+
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_partial));
+  CK_WK(wk_cuda_free(d_out));
+  CK_WK(wk_cuda_free(d_mean));
+  CK_WK(wk_cuda_free(d_invstd));
+  CK_WK(wk_cuda_free(d_rm));
+  CK_WK(wk_cuda_free(d_rv));
+  CK_WK(wk_cuda_free(d_dgamma));
+  CK_WK(wk_cuda_free(d_dbeta));
+  free(x), free(dy), free(mean), free(invstd), free(var), free(rm), free(rv), free(got_f),
+      free(want_f), free(want), free(abs_sum), free(first), free(got), free(again), free(nans);
+}
+END_TEST
+
+typedef struct bn_stats_case {
+  int64_t c;
+  double total;
+  float momentum;
+} bn_stats_case;
+
+/* The smallest total (2: the running variance doubled by the unbiasing), a
+ * few channels, more channels than one block, a synchronised batch of 24000
+ * values per channel over 100003 channels, and momentum 0 (running
+ * statistics kept) and 1 (replaced). */
+static const bn_stats_case bn_stats_cases[] = {{1, 2.0, 0.1f},     {37, 3.0, 0.1f},
+                                               {1000, 3000.0, 0.1f}, {100003, 24000.0, 0.1f},
+                                               {37, 7.0, 0.0f},    {37, 7.0, 1.0f}};
+enum { N_BN_STATS_CASES = sizeof bn_stats_cases / sizeof bn_stats_cases[0] };
+
+/* wk_launch_bn_mean, wk_launch_bn_finish and wk_launch_bn_param_grads on
+ * uploaded sums (random doubles: the same inputs on both sides), bit for bit
+ * the host's expressions: mean = (float)(sum / total); var = (float)(sq /
+ * total), wk_batchnorm_running_update itself for the running statistics,
+ * invstd = (float)(1 / sqrt(var + eps)) in double, eps 1e-5f and the momentum
+ * the float parameters widened (as the network passes them); a zero sum of
+ * squares (invstd = 1 / sqrt(eps)) and a variance near eps. The gradients
+ * (float) of each double, with the roundings that matter planted: ties to
+ * even (1 + 2^-24, 1 + 3 x 2^-24), a tie at float's smallest subnormal
+ * (2^-150 -> 0, 1.5 x 2^-149 -> 2^-148), overflow to infinity (1e39 and the
+ * tie above FLT_MAX), -0 and NaN. */
+START_TEST(test_bn_stats) {
+  const bn_stats_case *k = &bn_stats_cases[_i];
+  const int64_t c = k->c;
+  const double total = k->total;
+  const wk_batchnorm_params p = {.eps = 1e-5f, .momentum = k->momentum};
+  double *sum = host_f64(c), *sq = host_f64(c), *sums = host_f64(2 * c);
+  float *mean = host_f32(c), *var = host_f32(c), *rm = host_f32(c), *rv = host_f32(c);
+  float *invstd = host_f32(c), *got = host_f32(c), *want = host_f32(c);
+  wkt_fill_f64(sum, c, 3700 + (uint64_t)_i, -3.0 * total, 3.0 * total);
+  wkt_fill_f64(sq, c, 3800 + (uint64_t)_i, 0.0, 4.0 * total);
+  sq[0] = 0.0;
+  if (c > 1) sq[1] = 1e-5 * total;
+  wkt_fill_f32(rm, c, 3900 + (uint64_t)_i, -1.0f, 1.0f);
+  wkt_fill_f32(rv, c, 4000 + (uint64_t)_i, 0.5f, 2.0f);
+  double *d_sum = device_f64(sum, c), *d_sq = device_f64(sq, c);
+  float *d_mean = device_f32(NULL, c), *d_rm = device_f32(rm, c), *d_rv = device_f32(rv, c);
+  float *d_invstd = device_f32(NULL, c);
+
+  CK_LAUNCH(wk_launch_bn_mean(c, total, d_sum, d_mean, NULL));
+  for (int64_t ch = 0; ch < c; ch++) mean[ch] = (float)(sum[ch] / total);
+  to_host(got, d_mean, c);
+  ck_same_f32("bn mean", got, mean, c);
+
+  CK_LAUNCH(wk_launch_bn_finish(c, total, d_sq, d_mean, (double)p.momentum, (double)p.eps, d_rm,
+                                d_rv, d_invstd, NULL));
+  for (int64_t ch = 0; ch < c; ch++) var[ch] = (float)(sq[ch] / total);
+  wk_batchnorm_running_update(&p, (int64_t)total, c, mean, var, rm, rv);
+  for (int64_t ch = 0; ch < c; ch++) invstd[ch] = (float)(1.0 / sqrt((double)var[ch] + p.eps));
+  to_host(got, d_rm, c);
+  ck_same_f32("bn running mean", got, rm, c);
+  to_host(got, d_rv, c);
+  ck_same_f32("bn running variance", got, rv, c);
+  to_host(got, d_invstd, c);
+  ck_same_f32("bn invstd", got, invstd, c);
+
+  wkt_fill_f64(sums, 2 * c, 4100 + (uint64_t)_i, -1000.0, 1000.0);
+  const double specials[] = {1.0 + 0x1p-24, 1.0 + 0x1.8p-23, 0x1p-150, 0x1.8p-149, 1e39, -1e39,
+                             0x1.ffffffp127, -0.0, NAN, -(1.0 + 0x1p-24)};
+  const int64_t n_special = (int64_t)(sizeof specials / sizeof specials[0]);
+  for (int64_t i = 0; i < n_special && i < c; i++)
+    sums[i] = specials[i], sums[c + i] = specials[n_special - 1 - i];
+  double *d_sums = device_f64(sums, 2 * c);
+  float *d_dgamma = device_f32(NULL, c), *d_dbeta = device_f32(NULL, c);
+  CK_LAUNCH(wk_launch_bn_param_grads(c, d_sums, d_dgamma, d_dbeta, NULL));
+  for (int64_t ch = 0; ch < c; ch++) want[ch] = (float)sums[c + ch];
+  to_host(got, d_dgamma, c);
+  ck_same_f32("bn dgamma", got, want, c);
+  for (int64_t ch = 0; ch < c; ch++) want[ch] = (float)sums[ch];
+  to_host(got, d_dbeta, c);
+  ck_same_f32("bn dbeta", got, want, c);
+
+  CK_WK(wk_cuda_free(d_sum));
+  CK_WK(wk_cuda_free(d_sq));
+  CK_WK(wk_cuda_free(d_mean));
+  CK_WK(wk_cuda_free(d_rm));
+  CK_WK(wk_cuda_free(d_rv));
+  CK_WK(wk_cuda_free(d_invstd));
+  CK_WK(wk_cuda_free(d_sums));
+  CK_WK(wk_cuda_free(d_dgamma));
+  CK_WK(wk_cuda_free(d_dbeta));
+  free(sum), free(sq), free(sums), free(mean), free(var), free(rm), free(rv), free(invstd),
+      free(got), free(want);
+}
+END_TEST
+
+/* The case of loop index _i / 3 of the elementwise tests: bn_cases, then
+ * bn_big_case. */
+static const bn_case *bn_elementwise_case(int i) {
+  return i / 3 < N_BN_CASES ? &bn_cases[i / 3] : &bn_big_case;
+}
+
+/* wk_launch_bn_norm: y = (x - mean) * invstd * gamma + beta in float in that
+ * order (exec_syncbn.c with no relu), rounded once to the storage, bit for
+ * bit, out of place and in place (y aliasing x); the specials planted in x
+ * (NaN, infinities, zeros, subnormals, the format's largest value, which
+ * overflows a 16-bit store) go through as the host's arithmetic takes them. */
+START_TEST(test_bn_norm) {
+  const wk_store_kind kind = store_kinds[_i % 3];
+  const bn_case *k = bn_elementwise_case(_i);
+  const int64_t rows = k->rows, c = k->c, n = rows * c;
+  float *x = host_f32(n > 0 ? n : 1), *y = host_f32(n > 0 ? n : 1);
+  float *mean = host_f32(c), *invstd = host_f32(c), *gamma = host_f32(c), *beta = host_f32(c);
+  wkt_fill_f32(x, n, 4200 + (uint64_t)_i, -2.0f, 3.0f);
+  plant_store_specials(kind, x, n);
+  wkt_fill_f32(mean, c, 4300 + (uint64_t)_i, -0.5f, 1.0f);
+  wkt_fill_f32(invstd, c, 4400 + (uint64_t)_i, 0.5f, 2.0f);
+  wkt_fill_f32(gamma, c, 4500 + (uint64_t)_i, -2.0f, 2.0f);
+  wkt_fill_f32(beta, c, 4600 + (uint64_t)_i, -1.0f, 1.0f);
+  void *d_x = device_store(kind, x, n), *d_y = device_store(kind, NULL, n);
+  float *d_mean = device_f32(mean, c), *d_invstd = device_f32(invstd, c);
+  float *d_gamma = device_f32(gamma, c), *d_beta = device_f32(beta, c);
+  bn_norm_ref(rows, c, x, mean, invstd, gamma, beta, y);
+  CK_LAUNCH(wk_launch_bn_norm(kind, rows, c, d_x, d_mean, d_invstd, d_gamma, d_beta, d_y, NULL));
+  ck_store_result("bn norm", kind, d_y, y, n);
+  CK_LAUNCH(wk_launch_bn_norm(kind, rows, c, d_x, d_mean, d_invstd, d_gamma, d_beta, d_x, NULL));
+  ck_store_result("bn norm in place", kind, d_x, y, n);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_mean));
+  CK_WK(wk_cuda_free(d_invstd));
+  CK_WK(wk_cuda_free(d_gamma));
+  CK_WK(wk_cuda_free(d_beta));
+  free(x), free(y), free(mean), free(invstd), free(gamma), free(beta);
+}
+END_TEST
+
+/* wk_launch_bn_dx: exec_syncbn.c's dx with no relu (dz = dy),
+ *   xhat = (x - mean) * invstd in float,
+ *   dx = gamma * invstd * (float)(dy - sums[j] / total - xhat * (sums[c + j] / total)),
+ * the inner expression in double, rounded once to the storage, bit for bit,
+ * with total = rows (one rank) and 4 x rows (the sums of a synchronised
+ * batch of four ranks). The sums are the host's (exec_syncbn.c's order) on
+ * the random inputs before the specials (NaN, infinities, zeros, subnormals,
+ * the format's largest value) are planted in x and NaN and infinities in dy
+ * (and before the rounding to the storage: any sums will do), so they stay
+ * finite and the specials go through as the host's arithmetic takes them. */
+START_TEST(test_bn_dx) {
+  const wk_store_kind kind = store_kinds[_i % 3];
+  const bn_case *k = bn_elementwise_case(_i);
+  const int64_t rows = k->rows, c = k->c, n = rows * c;
+  float *x = host_f32(n > 0 ? n : 1), *dy = host_f32(n > 0 ? n : 1), *dx = host_f32(n > 0 ? n : 1);
+  float *mean = host_f32(c), *invstd = host_f32(c), *gamma = host_f32(c);
+  double *sums = host_f64(2 * c);
+  wkt_fill_f32(x, n, 4700 + (uint64_t)_i, -2.0f, 3.0f);
+  wkt_fill_f32(dy, n, 4800 + (uint64_t)_i, -1.0f, 1.0f);
+  wkt_fill_f32(mean, c, 4900 + (uint64_t)_i, -0.5f, 1.0f);
+  wkt_fill_f32(invstd, c, 5000 + (uint64_t)_i, 0.5f, 2.0f);
+  wkt_fill_f32(gamma, c, 5100 + (uint64_t)_i, -2.0f, 2.0f);
+  bn_grad_sums_ref(rows, c, x, dy, mean, invstd, sums, NULL);
+  plant_store_specials(kind, x, n);
+  if (n > 20) dy[13] = NAN, dy[14] = INFINITY, dy[15] = -INFINITY;
+  void *d_x = device_store(kind, x, n), *d_dy = device_store(kind, dy, n);
+  void *d_dx = device_store(kind, NULL, n);
+  float *d_mean = device_f32(mean, c), *d_invstd = device_f32(invstd, c);
+  float *d_gamma = device_f32(gamma, c);
+  double *d_sums = device_f64(sums, 2 * c);
+  for (int world = 1; world <= 4; world += 3) {
+    const double total = rows > 0 ? (double)rows * world : 1.0;
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t ch = 0; ch < c; ch++) {
+        const float xh = (x[r * c + ch] - mean[ch]) * invstd[ch];
+        const float dz = dy[r * c + ch];
+        dx[r * c + ch] = gamma[ch] * invstd[ch] *
+                         (float)(dz - sums[ch] / total - xh * (sums[c + ch] / total));
+      }
+    CK_LAUNCH(wk_launch_bn_dx(kind, rows, c, total, d_x, d_dy, d_mean, d_invstd, d_gamma, d_sums,
+                              d_dx, NULL));
+    ck_store_result(world == 1 ? "bn dx" : "bn dx, four ranks", kind, d_dx, dx, n);
+  }
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_dx));
+  CK_WK(wk_cuda_free(d_mean));
+  CK_WK(wk_cuda_free(d_invstd));
+  CK_WK(wk_cuda_free(d_gamma));
+  CK_WK(wk_cuda_free(d_sums));
+  free(x), free(dy), free(dx), free(mean), free(invstd), free(gamma), free(sums);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ runner */
 
 static Suite *host_suite(void) {
@@ -1594,6 +2296,7 @@ static Suite *host_suite(void) {
   tcase_add_test(tc, test_launch_arguments);
   tcase_add_test(tc, test_launch_arguments_train);
   tcase_add_test(tc, test_launch_arguments_half);
+  tcase_add_test(tc, test_launch_arguments_syncbn);
   tcase_add_test(tc, test_device_errors);
   suite_add_tcase(s, tc);
   return s;
@@ -1633,6 +2336,13 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(th, test_global_avgpool_h, 0, 2 * N_POOL_CASES);
   tcase_add_loop_test(th, test_col_sum_h, 0, 2 * N_COL_CASES);
   suite_add_tcase(s, th);
+  TCase *tb = tcase_create("syncbn");
+  tcase_set_timeout(tb, 120);
+  tcase_add_loop_test(tb, test_bn_sums, 0, 3 * N_BN_CASES);
+  tcase_add_loop_test(tb, test_bn_stats, 0, N_BN_STATS_CASES);
+  tcase_add_loop_test(tb, test_bn_norm, 0, 3 * (N_BN_CASES + 1));
+  tcase_add_loop_test(tb, test_bn_dx, 0, 3 * (N_BN_CASES + 1));
+  suite_add_tcase(s, tb);
   return s;
 }
 
