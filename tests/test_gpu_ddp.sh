@@ -14,8 +14,10 @@
 #      ranks' checkpoints cannot be compared, so the run is compared with one
 #      process of the whole batch instead, within per-rank batchnorm's reach:
 #      both must learn the task); and with --sync-bn, 2 ranks of 8 normalise
-#      as one process of 16 does: the weights agree with the plain run's
-#      within 1e-4.
+#      as one process of 16 does: the weights end where 1.'s synchronised
+#      run's did, within 3x the noise floor of that run against the plain one
+#      and 1e-4 anyway (scripts/ddp_same.py, as tests/test_dist_train.sh
+#      judges the CPU's ranks).
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
 # data and the comparison), and for 2. without a second GPU or mpirun.
 set -euo pipefail
@@ -81,7 +83,7 @@ EOF
 echo "two GPUs: --gpus 0,1 trained with NCCL; d(one process) = $(l2 "$tmp/plain" "$tmp/two")"
 "$bin" train "${common[@]}" --batch 8 --gpus 0,1 --sync-bn --out "$tmp/two_sync" > /dev/null \
   2> "$tmp/two_sync.err" || { cat "$tmp/two_sync.err"; fail "--gpus 0,1 --sync-bn run"; }
-d=$(l2 "$tmp/plain" "$tmp/two_sync")
-echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs one process of 16: weights differ by $d"
-"$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-4 else 1)" || fail "weights differ by $d"
+echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs --gpus 0 --sync-bn (1 x 16):"
+"$py" "$src/scripts/ddp_same.py" "$tmp/sync" "$tmp/plain" "$tmp/two_sync" \
+  || fail "2 x 8 synchronised did not end where 1 x 16 did"
 echo "test_gpu_ddp: ok"

@@ -768,6 +768,14 @@ static void wkt_sync_bn(wk_precision prec, double out_tol, double grad_tol, doub
   }
   snprintf(what, sizeof what, "%s synchronised batchnorm: running statistics' step", name);
   ck_close(what, step[1], step[0], (int64_t)nb, stats_tol);
+  /* the synchronised path ran (the bounds hold for cuDNN's batchnorm too):
+   * its 6 batchnorms in the training forward, and nothing fused, though
+   * 16 bits would fuse 5 groups */
+  wk_gpu_graph_stats gs;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
+  ck_assert_int_eq(gs.bn_sync_runs, 6);
+  ck_assert_int_eq(gs.bn_fused_runs, 0);
+  ck_assert_int_eq(gs.bn_fuse_groups, prec == WK_PRECISION_FP32 ? 0 : 5);
   free(param_bucket);
   free(before);
   free(step[0]);

@@ -274,6 +274,7 @@ typedef struct wk_gpu_graph_stats {
   int bn_fuse_groups, bn_fuse_refused;
   int64_t bn_fused_runs;
   char bn_fuse_note[256];
+  int64_t bn_sync_runs; /* batchnorms run synchronised over the ranks so far */
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 

@@ -183,6 +183,8 @@ struct wk_gpu_net {
   /* synchronised batchnorm (with comm): the sums of a channel (2 x the
    * widest batchnorm's doubles) and their chunks' (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
+  bool fwd_collectives; /* the last forward queued some (wk_stream_wait) */
+  int64_t sync_runs;    /* batchnorms run synchronised, over all forwards */
   double *sync_sums, *sync_partial;
   int widest_bn;
   wk_gnode *gn;
@@ -1163,6 +1165,8 @@ static wk_status wk_sync_bn_forward(wk_gpu_net *net, int i, const void *x, void 
   WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
   static const char what[] = "synchronised batchnorm statistics";
+  net->fwd_collectives = true;
+  net->sync_runs++;
   WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, NULL, net->sync_partial, net->sync_sums,
                                          net->stream), what));
   WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
@@ -1432,11 +1436,11 @@ static wk_status wk_output_f32(wk_gpu_net *net, const float **out) {
   return WK_OK;
 }
 
-/* Waits for the compute stream: where a forward holds collectives
+/* Waits for the compute stream: where the last forward queued collectives
  * (synchronised batchnorm), by polling with the communicator's deadline (a
  * peer that died must not hang this rank), else cudaStreamSynchronize. */
 static wk_status wk_stream_wait(wk_gpu_net *net, const char *what) {
-  if (net->comm && net->sync_bn) return wk_gpucomm_wait(net->comm, net->stream, what);
+  if (net->comm && net->fwd_collectives) return wk_gpucomm_wait(net->comm, net->stream, what);
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   return WK_OK;
 }
@@ -1448,6 +1452,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   WK_CUDA_TRY(cudaSetDevice(net->device));
   net->out_ready = false; /* the output value, and a loss of it, are overwritten below */
   net->xent_ready = false;
+  net->fwd_collectives = false;
   net->trains |= train;
   const bool find =
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
@@ -1847,12 +1852,17 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
                                  const wk_gpu_buckets *b, double timeout_s, bool sync_bn) {
   if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
   WK_CUDA_TRY(cudaSetDevice(net->device));
-  if (sync_bn && net->widest_bn) { /* before the communicator: its failure is collective */
+  if (sync_bn && net->widest_bn && !net->sync_sums) { /* before the communicator: its
+                                                         * failure is collective */
     const size_t w = 2 * (size_t)net->widest_bn;
     wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
     if (s == WK_OK)
       s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
-    if (s != WK_OK) return wk_no_room(s, "a smaller model", "synchronised batchnorm's sums");
+    if (s != WK_OK) {
+      (void)wk_cuda_free(net->sync_sums);
+      net->sync_sums = NULL;
+      return wk_no_room(s, "a smaller model", "synchronised batchnorm's sums");
+    }
   }
   WK_TRY(wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm));
   net->sync_bn = sync_bn && net->widest_bn;
@@ -2243,7 +2253,8 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .invalidations = net->graphs.invalidations,
                               .off = net->graphs.off, .staged = net->staged_used,
                               .bn_fuse_groups = net->fuse_groups,
-                              .bn_fused_runs = net->fused_runs};
+                              .bn_fused_runs = net->fused_runs,
+                              .bn_sync_runs = net->sync_runs};
   for (int j = 0; j < net->g.n_nodes; j++) {
     const wk_gnode *s = &net->gn[j];
     out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip);

@@ -68,6 +68,8 @@ static wk_status wk_ddp_make_buckets(wk_ddp *p, size_t bucket_bytes) {
   return WK_OK;
 }
 
+bool wk_ddp_synced_bn(const wk_ddp *p) { return p && p->sync_bn; }
+
 const char *wk_ddp_backend(const wk_ddp *p) {
   if (p && p->nccl) return wk_dist_size(p->d) > 1 ? "mpi, gradients over nccl" : "nccl";
   return p && wk_dist_size(p->d) > 1 ? "mpi" : "none";

@@ -48,6 +48,9 @@ void wk_ddp_destroy(wk_ddp *p);
 
 wk_dist *wk_ddp_dist(const wk_ddp *p);
 int wk_ddp_n_buckets(const wk_ddp *p);
+/* Whether batchnorm runs synchronised (asked for, and more than one rank or
+ * a communicator of one GPU). */
+bool wk_ddp_synced_bn(const wk_ddp *p);
 /* "mpi", "nccl" (gradients; the rest over MPI when there are several ranks)
  * or "none". */
 const char *wk_ddp_backend(const wk_ddp *p);

@@ -580,7 +580,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_LOG_I("data parallel: %d rank%s (%s), %d images per rank and step, %d gradient bucket%s%s",
              r->world, r->world == 1 ? "" : "s", wk_ddp_backend(r->ddp), c->batch,
              wk_ddp_n_buckets(r->ddp), wk_ddp_n_buckets(r->ddp) == 1 ? "" : "s",
-             c->sync_bn ? ", synchronised batchnorm" : "");
+             wk_ddp_synced_bn(r->ddp) ? ", synchronised batchnorm" : "");
   if (c->resume) {
     wk_trainer_set_ddp(r->trainer, r->ddp);
     const int64_t gb = (int64_t)c->batch * r->world;
