@@ -471,8 +471,7 @@ static wk_status wk_plan_fusion(wk_gpu_net *net) {
     return WK_OK;
   wk_bn_fuse_group *groups = malloc((size_t)net->g.n_nodes * sizeof *groups);
   if (!groups) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
-  net->fuse_groups =
-      wk_bn_fuse_plan(net->nodes, net->g.n_nodes, net->consumers, groups);
+  net->fuse_groups = wk_bn_fuse_plan(net->nodes, net->g.n_nodes, net->consumers, groups);
   for (int k = 0; k < net->fuse_groups; k++) {
     const wk_bn_fuse_group *f = &groups[k];
     wk_gnode *s = &net->gn[f->relu];
@@ -1852,8 +1851,8 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
                                  const wk_gpu_buckets *b, double timeout_s, bool sync_bn) {
   if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
   WK_CUDA_TRY(cudaSetDevice(net->device));
-  if (sync_bn && net->widest_bn && !net->sync_sums) { /* before the communicator: its
-                                                         * failure is collective */
+  /* the sums' buffers before the communicator, whose creation is collective */
+  if (sync_bn && net->widest_bn && !net->sync_sums) {
     const size_t w = 2 * (size_t)net->widest_bn;
     wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
     if (s == WK_OK)
