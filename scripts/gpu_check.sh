@@ -173,14 +173,15 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 {
   echo
-  echo "| model | batch | --device cuda:0 img/s | --gpus 0 (NCCL, 1 rank) img/s | NCCL path / plain |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| model | batch | precision | --device cuda:0 img/s | --gpus 0 (NCCL, 1 rank) img/s | NCCL path / plain |"
+  echo "|---|---:|---|---:|---:|---:|"
   for m in resnet50; do
     b=256
-    ips() { wbench --model "$m" --batch "$b" --latency-runs 3 "$@" | field train_images_per_s; }
+    ips() { wbench --model "$m" --batch "$b" --precision bf16 --latency-runs 3 "$@" |
+      field train_images_per_s; }
     p1=$(ips --device cuda:0); n1=$(ips --gpus 0); p2=$(ips --device cuda:0); n2=$(ips --gpus 0)
     ratio=$("$py" -c "print(f'{(float(\"${n1:-0}\") + float(\"${n2:-0}\")) / (float(\"${p1:-1}\") + float(\"${p2:-1}\")):.3f}')" 2>/dev/null || echo "?")
-    echo "| $m | $b | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
+    echo "| $m | $b | bf16 | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
   done
 } | tee -a "$out/bench_gpu.md"
 # the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step

@@ -120,10 +120,15 @@ START_TEST(test_gpus_and_procs_are_checked) {
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--gpus 0,999: there") != NULL, "stderr: %s", r.err);
   /* --precision: a name it does not know is a usage error; tf32, bf16 and
-   * fp16 without a GPU say they need one */
+   * fp16 without a GPU say they need one; auto (the default) is fp32 here */
   r = run("bench --precision fp8");
   ck_assert_int_eq(r.code, 2);
-  ck_assert_msg(strstr(r.err, "expected fp32, tf32, bf16 or fp16") != NULL, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "expected auto, fp32, tf32, bf16 or fp16") != NULL, "stderr: %s",
+                r.err);
+  r = run("bench --model smallcnn --size 32 --batch 4 --steps 1 --warmup 0 --latency-runs 1 "
+          "--infer-runs 0 --json --precision auto");
+  ck_assert_msg(r.code == 0, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.out, "\"precision\": \"fp32\"") != NULL, "stdout: %s", r.out);
   r = run("bench --model smallcnn --size 32 --precision fp16");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--precision fp16 needs a GPU") != NULL, "stderr: %s", r.err);

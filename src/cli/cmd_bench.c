@@ -34,7 +34,7 @@ static void wk_usage_bench(FILE *f) {
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
           "                     [--infer-runs 3]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16|fp16]\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision auto|fp32|tf32|bf16|fp16]\n"
           "                     [--gpus 0,1,.. | --procs N]\n\n"
           "Measures training images/s (forward + backward + SGD step with momentum 0.9 and\n"
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
@@ -57,7 +57,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   *o = (wk_bench_opts){.model = "resnet18", .batch = 32, .size = 224, .classes = 1000,
                        .threads = 0, .steps = 5, .warmup = 2, .latency_runs = 30,
                        .infer_runs = 3,
-                       .bucket_mb = 25, .device = WK_DEVICE_UNSET, .precision = "fp32"};
+                       .bucket_mb = 25, .device = WK_DEVICE_UNSET, .precision = "auto"};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       wk_usage_bench(stdout);
@@ -95,7 +95,8 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
     return WK_EXIT_USAGE;
   }
   wk_precision p;
-  if (wk_precision_parse(o->precision, &p) != WK_OK) {
+  bool is_auto;
+  if (wk_precision_parse_auto(o->precision, &p, &is_auto) != WK_OK) {
     fprintf(stderr, "whisker bench: %s\n", wk_last_error());
     return WK_EXIT_USAGE;
   }
@@ -152,9 +153,11 @@ int wk_cmd_bench(int argc, char **argv) {
       wk_tensor_alloc(&x1, WK_F32, 4, x1s) != WK_OK)
     goto fail;
   wk_precision prec = WK_PRECISION_FP32;
-  if (wk_precision_parse(o.precision, &prec) != WK_OK || wk_net_set_precision(net, prec) != WK_OK ||
-      wk_net_place(net, o.device) != WK_OK)
-    goto fail;
+  bool prec_auto = false;
+  if (wk_precision_parse_auto(o.precision, &prec, &prec_auto) != WK_OK) goto fail;
+  if (prec_auto) wk_net_set_precision_auto(net);
+  else if (wk_net_set_precision(net, prec) != WK_OK) goto fail;
+  if (wk_net_place(net, o.device) != WK_OK) goto fail;
   if (world > 1 || (nccl_single && wk_net_on_gpu(net))) {
     const wk_ddp_opts dd = {.bucket_bytes = (size_t)(o.bucket_mb * 1048576.0),
                             .nccl_single = nccl_single};
@@ -228,7 +231,8 @@ int wk_cmd_bench(int argc, char **argv) {
            "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f, "
            "\"bn_fused\": %d, \"bn_unfused\": %d}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
-           o.size, ctx->n_threads, world, wk_ddp_backend(ddp), o.precision,
+           o.size, ctx->n_threads, world, wk_ddp_backend(ddp),
+           wk_precision_name(wk_net_precision(net)),
            (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb,
            gpu_peak_mb, gpu_held_mb, bn_fused, gs.bn_fuse_refused);
   } else {

@@ -21,7 +21,7 @@ static void wk_usage_train(FILE *f) {
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
           "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--precision fp32|tf32|bf16|fp16]\n"
+          "                     [--device cpu|cuda[:N]|auto] [--precision auto|fp32|tf32|bf16|fp16]\n"
           "                     [--gpus 0,1,.. | --procs N]\n"
           "                     [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
@@ -56,7 +56,8 @@ static void wk_usage_train(FILE *f) {
           "--device cuda[:N] trains on a GPU (cuDNN; fails clearly when there is none),\n"
           "--device auto on the first GPU that works, else the CPU with a warning. The\n"
           "default is the CPU: the GPU path has not yet been verified on a GPU.\n"
-          "--precision fp32 (the default) computes in float32 on the GPU as on the CPU;\n"
+          "--precision auto (the default) is bf16 on a GPU that has it (Ampere or newer),\n"
+          "else fp32; fp32 computes in float32 on the GPU as on the CPU (the CPU's only);\n"
           "tf32 runs convolutions and linear layers on TF32 tensor cores (faster, 10-bit\n"
           "mantissas in the products); bf16 and fp16 are autocast: activations and\n"
           "their gradients stored in 16 bits (half the memory), convolutions and linear\n"
@@ -100,7 +101,7 @@ static void wk_on_sigint(int sig) {
 
 static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) {
   wk_fit_config c = wk_fit_config_default();
-  const char *optim = NULL, *sched = "onecycle", *precision = "fp32";
+  const char *optim = NULL, *sched = "onecycle", *precision = "auto";
   int threads = 0, seed = 1, epochs = 0, size = 0, procs = 0;
   const char *gpus_arg = NULL;
   double width = 1.0, smoothing = 0.1, crop = 0.08, bucket_mb = 25;
@@ -177,7 +178,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   }
   if (wk_optim_kind_parse(optim, &c.optim) != WK_OK ||
       wk_schedule_kind_parse(sched, &c.schedule) != WK_OK ||
-      wk_precision_parse(precision, &c.precision) != WK_OK) {
+      wk_precision_parse_auto(precision, &c.precision, &c.precision_auto) != WK_OK) {
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
   }

@@ -56,7 +56,32 @@ wk_status wk_net_set_precision(wk_net *net, wk_precision p) {
   if (net->gpu && p != net->precision)
     return wk_fail(WK_ERR_INVALID_ARG, "the precision is set before the network goes to the GPU");
   net->precision = p;
+  net->precision_auto = false;
   return WK_OK;
+}
+
+void wk_net_set_precision_auto(wk_net *net) {
+  if (net->gpu) return; /* placed already: it keeps what it has */
+  net->precision = WK_PRECISION_FP32;
+  net->precision_auto = true;
+}
+
+wk_status wk_precision_parse_auto(const char *name, wk_precision *out, bool *is_auto) {
+  *is_auto = name && strcmp(name, "auto") == 0;
+  *out = WK_PRECISION_FP32;
+  if (*is_auto || wk_precision_parse(name, out) == WK_OK) return WK_OK;
+  return wk_fail(WK_ERR_INVALID_ARG, "precision '%s': expected auto, fp32, tf32, bf16 or fp16",
+                 name ? name : "(null)");
+}
+
+/* wk_net_use_gpu in the precision asked for, or with `--precision auto` in
+ * bf16, else (a GPU older than Ampere refuses bf16) in fp32. */
+static wk_status wk_net_use_gpu_auto(wk_net *net, int device) {
+  if (!net->precision_auto) return wk_net_use_gpu(net, device);
+  net->precision = WK_PRECISION_BF16;
+  if (wk_net_use_gpu(net, device) == WK_OK) return WK_OK;
+  net->precision = WK_PRECISION_FP32; /* any other refusal repeats itself here */
+  return wk_net_use_gpu(net, device);
 }
 
 wk_status wk_net_use_gpu(wk_net *net, int device) {
@@ -111,9 +136,9 @@ wk_status wk_net_place(wk_net *net, int device) {
       return wk_fail(WK_ERR_INVALID_ARG, "--device cuda:%d: there %s only %d GPU%s (cuda:0%s)",
                      device, count == 1 ? "is" : "are", count, count == 1 ? "" : "s",
                      count > 1 ? " and up" : "");
-    wk_status s = wk_net_use_gpu(net, device);
+    wk_status s = wk_net_use_gpu_auto(net, device);
     if (s != WK_OK) return wk_fail(s, "--device cuda:%d: %s", device, wk_last_error());
-    WK_LOG_I("running on GPU %d", device);
+    WK_LOG_I("running on GPU %d in %s", device, wk_precision_name(net->precision));
     return WK_OK;
   }
   if (count < 1) {
@@ -123,13 +148,14 @@ wk_status wk_net_place(wk_net *net, int device) {
     net->precision = WK_PRECISION_FP32;
     return WK_OK;
   }
-  if (wk_net_use_gpu(net, 0) != WK_OK) {
+  if (wk_net_use_gpu_auto(net, 0) != WK_OK) {
     WK_LOG_W("--device auto: GPU 0 cannot run this network (%s); running on the CPU%s",
-             wk_last_error(), net->precision != WK_PRECISION_FP32 ? " in fp32" : "");
+             wk_last_error(),
+             net->precision != WK_PRECISION_FP32 && !net->precision_auto ? " in fp32" : "");
     net->precision = WK_PRECISION_FP32;
     return WK_OK;
   }
-  WK_LOG_I("running on GPU 0");
+  WK_LOG_I("running on GPU 0 in %s", wk_precision_name(net->precision));
   return WK_OK;
 }
 

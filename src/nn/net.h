@@ -211,6 +211,12 @@ wk_status wk_precision_parse(const char *name, wk_precision *out);
 const char *wk_precision_name(wk_precision p);
 /* Before wk_net_place / wk_net_use_gpu; the CPU computes in fp32 only. */
 wk_status wk_net_set_precision(wk_net *net, wk_precision p);
+/* `--precision auto` (the commands' default): wk_net_place takes bf16 on a
+ * GPU that has it (compute capability 8.0 or newer), else fp32; the CPU
+ * computes in fp32. wk_net_set_precision undoes it. */
+void wk_net_set_precision_auto(wk_net *net);
+/* "auto" (*is_auto, *out fp32) or a precision's name, as wk_precision_parse. */
+wk_status wk_precision_parse_auto(const char *name, wk_precision *out, bool *is_auto);
 wk_status wk_net_place(wk_net *net, int device);
 /* Data parallelism on GPUs: attaches an NCCL communicator (cuda/cuda.h's
  * wk_gpu_net_attach_comm) to a network on a GPU, after which every backward

@@ -92,6 +92,7 @@ struct wk_net {
    * weights there, and gpu_stale says which host arenas are behind
    * (WK_STALE_*); the accessors bring them back on demand */
   wk_precision precision; /* for the GPU (wk_net_set_precision) */
+  bool precision_auto;    /* wk_net_set_precision_auto: wk_net_place decides */
   bool gpu_resident;
   unsigned gpu_stale;
   /* 8-bit input (wk_net_set_input_norm): the normalisation, and on the CPU

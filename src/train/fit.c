@@ -558,7 +558,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_net_input_shape(r->net, &h, &w, &ch);
     c->size = h;
   }
-  WK_TRY(wk_net_set_precision(r->net, c->precision));
+  if (c->precision_auto) wk_net_set_precision_auto(r->net);
+  else WK_TRY(wk_net_set_precision(r->net, c->precision));
   WK_TRY(wk_net_place(r->net, c->device));
   if (r->world > 1) { /* all on GPUs (NCCL) or all on CPUs (MPI): --device auto may differ */
     int64_t on_gpu = wk_net_on_gpu(r->net);

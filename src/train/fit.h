@@ -67,6 +67,7 @@ typedef struct wk_fit_config {
   struct wk_dist *dist;
   int device;             /* WK_DEVICE_CPU, a GPU, or WK_DEVICE_AUTO (nn/net.h) */
   wk_precision precision; /* on a GPU (nn/net.h); fp32 by default */
+  bool precision_auto;    /* instead: bf16 on a GPU that has it, else fp32 (nn/net.h) */
   bool sync_bn;           /* batch statistics over all ranks' batches */
   size_t bucket_bytes;    /* gradient all-reduce bucket; 0: 25 MB */
   bool nccl_single;       /* on a GPU in a world of one: still through NCCL (train/ddp.h) */
