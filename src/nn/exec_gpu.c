@@ -80,8 +80,12 @@ static wk_status wk_net_use_gpu_auto(wk_net *net, int device) {
   if (!net->precision_auto) return wk_net_use_gpu(net, device);
   net->precision = WK_PRECISION_BF16;
   if (wk_net_use_gpu(net, device) == WK_OK) return WK_OK;
+  char why[512];
+  snprintf(why, sizeof why, "%s", wk_last_error());
   net->precision = WK_PRECISION_FP32; /* any other refusal repeats itself here */
-  return wk_net_use_gpu(net, device);
+  WK_TRY(wk_net_use_gpu(net, device));
+  WK_LOG_I("--precision auto: fp32, not bf16 (%s)", why);
+  return WK_OK;
 }
 
 wk_status wk_net_use_gpu(wk_net *net, int device) {
