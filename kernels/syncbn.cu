@@ -115,6 +115,11 @@ __global__ void norm_kernel(int64_t n, int64_t c, const typename S::T *x, const 
   }
 }
 
+__global__ void invstd_kernel(int64_t c, const float *var, double eps, float *invstd) {
+  for (int64_t j = first_index(); j < c; j += grid_stride())
+    invstd[j] = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn((double)var[j], eps)));
+}
+
 __global__ void param_grads_kernel(int64_t c, const double *sums, float *dgamma, float *dbeta) {
   for (int64_t j = first_index(); j < c; j += grid_stride()) {
     dbeta[j] = (float)sums[j];
@@ -220,6 +225,13 @@ extern "C" int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, co
         static_cast<typename S::T *>(y));
     return (int)cudaGetLastError();
   });
+}
+
+extern "C" int wk_launch_bn_invstd(int64_t c, const float *var, double eps, float *invstd,
+                                   void *stream) {
+  if (c < 1 || !(eps > 0.0) || !var || !invstd) return (int)cudaErrorInvalidValue;
+  invstd_kernel<<<blocks_for(c), kThreads, 0, as_stream(stream)>>>(c, var, eps, invstd);
+  return (int)cudaGetLastError();
 }
 
 extern "C" int wk_launch_bn_param_grads(int64_t c, const double *sums, float *dgamma,

@@ -290,6 +290,9 @@ int wk_launch_bn_mean(int64_t c, double total, const double *sum, float *mean, v
 int wk_launch_bn_finish(int64_t c, double total, const double *sq, const float *mean,
                         double momentum, double eps, float *rm, float *rv, float *invstd,
                         void *stream);
+/* invstd[j] = (float)(1 / sqrt(var[j] + eps)) in double: inference from the
+ * running variance (then wk_launch_bn_norm with the running mean). eps > 0. */
+int wk_launch_bn_invstd(int64_t c, const float *var, double eps, float *invstd, void *stream);
 /* y = xhat * gamma[j] + beta[j]; y may alias x. */
 int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
                       const float *mean, const float *invstd, const float *gamma,

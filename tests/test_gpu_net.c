@@ -100,16 +100,20 @@ static void ck_close(const char *what, const float *gpu, const float *cpu, int64
 
 /* wk_net_use_gpu with $WHISKER_BN_FUSE=fuse (NULL: unset) while the GPU
  * network is made (it reads it then), the caller's value restored after. */
-static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
-  const char *old = getenv("WHISKER_BN_FUSE");
+static wk_status wkt_use_gpu_env(wk_net *net, const char *name, const char *value) {
+  const char *old = getenv(name);
   char *keep = old ? strdup(old) : NULL;
-  if (fuse) setenv("WHISKER_BN_FUSE", fuse, 1);
-  else unsetenv("WHISKER_BN_FUSE");
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
   const wk_status st = wk_net_use_gpu(net, 0);
-  if (keep) setenv("WHISKER_BN_FUSE", keep, 1);
-  else unsetenv("WHISKER_BN_FUSE");
+  if (keep) setenv(name, keep, 1);
+  else unsetenv(name);
   free(keep);
   return st;
+}
+
+static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
+  return wkt_use_gpu_env(net, "WHISKER_BN_FUSE", fuse);
 }
 
 /* fuse: $WHISKER_BN_FUSE for the GPU network (NULL: unset); gs: where to
@@ -713,52 +717,66 @@ START_TEST(test_bn_fuse_bf16) {
 }
 END_TEST
 
-/* Synchronised batchnorm on the GPU (kernels/syncbn.cu, its sums all-reduced
- * over NCCL) with a communicator of one rank, against the CPU's batchnorm:
- * over one rank the statistics are the batch's own, so the outputs, every
- * gradient and the running statistics' step must match as the unsynchronised
- * GPU path does (float32: 1e-4, 2e-4, 2e-4), and in fp16 within the 16-bit
+/* Whisker's batchnorm kernels on the GPU (kernels/syncbn.cu) against the
+ * CPU's batchnorm: synchronised over an NCCL communicator of one rank (whose
+ * statistics are the batch's own), or alone ($WHISKER_GPU_OWN_BN=1, what runs
+ * where cuDNN refuses a 16-bit batchnorm). The eval forward (the alone ones'
+ * inference kernel; cuDNN's for the synchronised), the training forward,
+ * every gradient and the running statistics' step must match as cuDNN's
+ * batchnorm does (float32: 1e-4, 2e-4, 2e-4), and in fp16 within the 16-bit
  * storage's bounds of wkt_bn_fuse_half (the emulation's unfused path, which
  * rounds what this path rounds: 3e-3, 0.3, 2e-3). Every batchnorm of
- * wkt_resblock runs synchronised, and each one's input is a convolution's
- * output (its gradient wanted), so each also sums over the ranks in backward.
- * (No fusion here: a synchronised batchnorm never fuses.) */
-static void wkt_sync_bn(wk_precision prec, double out_tol, double grad_tol, double stats_tol) {
+ * wkt_resblock runs so, and each one's input is a convolution's output (its
+ * gradient wanted), so each also sums over the ranks in backward. */
+static void wkt_whisker_bn(wk_precision prec, bool sync, double out_tol, double grad_tol,
+                           double stats_tol) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = wkt_resblock(ctx), *gpu = wkt_resblock(ctx);
   ck_assert_int_eq(wk_net_set_precision(gpu, prec), WK_OK);
-  ck_assert_msg(wk_net_use_gpu(gpu, 0) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(wkt_use_gpu_env(gpu, "WHISKER_GPU_OWN_BN", sync ? NULL : "1") == WK_OK, "%s",
+                wk_last_error());
   size_t np;
   const wk_param *ps = wk_net_params(cpu, &np);
   int *param_bucket = calloc(np, sizeof *param_bucket);
   ck_assert_ptr_nonnull(param_bucket);
-  const size_t lo = 0, hi = wk_net_n_elems(gpu);
-  const wk_gpu_buckets b = {.n = 1, .lo = &lo, .hi = &hi, .param_bucket = param_bucket};
-  unsigned char id[WK_GPU_COMM_ID_BYTES];
-  ck_assert_msg(wk_gpu_comm_unique_id(id) == WK_OK, "%s", wk_last_error());
-  ck_assert_msg(wk_net_gpu_attach_comm(gpu, id, 0, 1, &b, 60.0, true) == WK_OK, "%s",
-                wk_last_error());
+  if (sync) {
+    const size_t lo = 0, hi = wk_net_n_elems(gpu);
+    const wk_gpu_buckets b = {.n = 1, .lo = &lo, .hi = &hi, .param_bucket = param_bucket};
+    unsigned char id[WK_GPU_COMM_ID_BYTES];
+    ck_assert_msg(wk_gpu_comm_unique_id(id) == WK_OK, "%s", wk_last_error());
+    ck_assert_msg(wk_net_gpu_attach_comm(gpu, id, 0, 1, &b, 60.0, true) == WK_OK, "%s",
+                  wk_last_error());
+  }
   enum { B = 8, F = 5 };
   const int64_t xs[4] = {B, 32, 32, 3}, ds[2] = {B, F};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs), dy = wkt_tensor(WK_F32, 2, ds), yc, yg;
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 41, -1.0f, 1.0f);
   wkt_fill_f32(dy.data, B * F, 42, -1.0f, 1.0f);
+  /* running statistics a trained net has, so that eval is not the identity */
   const size_t nb = wk_net_n_buffer_elems(cpu);
+  wkt_fill_f32(wk_net_buffer_data(cpu), (int64_t)nb, 43, 0.2f, 1.0f);
+  memcpy(wk_net_buffer_data(gpu), wk_net_buffer_data(cpu), nb * sizeof(float));
+  wk_net_weights_changed(gpu);
+  const char *name = wk_precision_name(prec), *how = sync ? "synchronised" : "whisker's";
+  char what[160];
+  float ref[B * F];
+  ck_assert_int_eq(wk_net_forward(cpu, &x, false, &yc), WK_OK);
+  memcpy(ref, yc.data, sizeof ref);
+  ck_assert_msg(wk_net_forward(gpu, &x, false, &yg) == WK_OK, "%s", wk_last_error());
+  snprintf(what, sizeof what, "%s %s batchnorm: eval output", name, how);
+  ck_close(what, yg.data, ref, B * F, out_tol);
   float *before = malloc(nb * sizeof *before), *step[2] = {malloc(nb * 4), malloc(nb * 4)};
   ck_assert(before && step[0] && step[1]);
   memcpy(before, wk_net_buffer_data(cpu), nb * sizeof *before);
-  float ref[B * F];
   ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
   memcpy(ref, yc.data, sizeof ref);
   ck_assert_msg(wk_net_forward(gpu, &x, true, &yg) == WK_OK, "%s", wk_last_error());
-  const char *name = wk_precision_name(prec);
-  char what[160];
-  snprintf(what, sizeof what, "%s synchronised batchnorm: output", name);
+  snprintf(what, sizeof what, "%s %s batchnorm: training output", name, how);
   ck_close(what, yg.data, ref, B * F, out_tol);
   ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
   ck_assert_msg(wk_net_backward(gpu, &dy) == WK_OK, "%s", wk_last_error());
   for (size_t i = 0; i < np; i++) {
-    snprintf(what, sizeof what, "%s synchronised batchnorm: gradient of %s", name, ps[i].name);
+    snprintf(what, sizeof what, "%s %s batchnorm: gradient of %s", name, how, ps[i].name);
     ck_close(what, wk_net_grads(gpu) + ps[i].offset, wk_net_grads(cpu) + ps[i].offset,
              (int64_t)ps[i].numel, grad_tol);
   }
@@ -766,14 +784,14 @@ static void wkt_sync_bn(wk_precision prec, double out_tol, double grad_tol, doub
     step[0][k] = wk_net_buffer_data(cpu)[k] - before[k];
     step[1][k] = wk_net_buffer_data(gpu)[k] - before[k];
   }
-  snprintf(what, sizeof what, "%s synchronised batchnorm: running statistics' step", name);
+  snprintf(what, sizeof what, "%s %s batchnorm: running statistics' step", name, how);
   ck_close(what, step[1], step[0], (int64_t)nb, stats_tol);
-  /* the synchronised path ran (the bounds hold for cuDNN's batchnorm too):
-   * its 6 batchnorms in the training forward, and nothing fused, though
-   * 16 bits would fuse 5 groups */
+  /* the path ran (the bounds hold for cuDNN's batchnorm too): its 6
+   * batchnorms in the training forward, and nothing fused, though 16 bits
+   * would fuse 5 groups */
   wk_gpu_graph_stats gs;
   ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
-  ck_assert_int_eq(gs.bn_sync_runs, 6);
+  ck_assert_int_eq(gs.bn_own_runs, 6);
   ck_assert_int_eq(gs.bn_fused_runs, 0);
   ck_assert_int_eq(gs.bn_fuse_groups, prec == WK_PRECISION_FP32 ? 0 : 5);
   free(param_bucket);
@@ -787,9 +805,13 @@ static void wkt_sync_bn(wk_precision prec, double out_tol, double grad_tol, doub
   wk_ctx_destroy(ctx);
 }
 
-START_TEST(test_sync_bn_fp32) { wkt_sync_bn(WK_PRECISION_FP32, 1e-4, 2e-4, 2e-4); }
+START_TEST(test_sync_bn_fp32) { wkt_whisker_bn(WK_PRECISION_FP32, true, 1e-4, 2e-4, 2e-4); }
 END_TEST
-START_TEST(test_sync_bn_fp16) { wkt_sync_bn(WK_PRECISION_FP16, 3e-3, 0.3, 2e-3); }
+START_TEST(test_sync_bn_fp16) { wkt_whisker_bn(WK_PRECISION_FP16, true, 3e-3, 0.3, 2e-3); }
+END_TEST
+START_TEST(test_own_bn_fp32) { wkt_whisker_bn(WK_PRECISION_FP32, false, 1e-4, 2e-4, 2e-4); }
+END_TEST
+START_TEST(test_own_bn_bf16) { wkt_whisker_bn(WK_PRECISION_BF16, false, 2e-2, 0.6, 1.5e-2); }
 END_TEST
 
 /* fp16's dynamic loss scaling: at a scale that overflows float16 the step
@@ -1560,6 +1582,8 @@ int main(void) {
     tcase_add_test(tc, test_bn_fuse_bf16);
     tcase_add_test(tc, test_sync_bn_fp32);
     tcase_add_test(tc, test_sync_bn_fp16);
+    tcase_add_test(tc, test_own_bn_fp32);
+    tcase_add_test(tc, test_own_bn_bf16);
     tcase_add_test(tc, test_fp16_resnet18);
     tcase_add_test(tc, test_fp16_mobilenetv2);
     tcase_add_test(tc, test_fp16_overflow_skips);

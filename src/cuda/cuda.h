@@ -99,7 +99,11 @@ typedef struct wk_gpu_net wk_gpu_net;
  * the batchnorm's and the add's outputs are never written nor read again.
  * Unset or "auto": in bf16 and fp16 (cuDNN's fused kernels are 16-bit NHWC
  * ones); "1": in every precision; "0": never. A group cuDNN refuses runs
- * unfused (wk_gpu_net_graph_stats says which and why). */
+ * unfused (wk_gpu_net_graph_stats says which and why).
+ *
+ * $WHISKER_GPU_OWN_BN=1: every batchnorm runs on whisker's kernels
+ * (kernels/syncbn.cu) instead of cuDNN's, as one does from the first time
+ * cuDNN refuses it in 16 bits (CUDNN_STATUS_NOT_SUPPORTED). */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
 /* The parameter table again (n_params entries, the same layout): takes the
@@ -274,7 +278,11 @@ typedef struct wk_gpu_graph_stats {
   int bn_fuse_groups, bn_fuse_refused;
   int64_t bn_fused_runs;
   char bn_fuse_note[256];
-  int64_t bn_sync_runs; /* batchnorms run synchronised over the ranks so far */
+  /* batchnorms run by whisker's kernels (kernels/syncbn.cu) in training so
+   * far: synchronised over the ranks, $WHISKER_GPU_OWN_BN=1, or where cuDNN
+   * refused one in 16 bits (the first refusal in the note) */
+  int64_t bn_own_runs;
+  char bn_own_note[256];
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 

@@ -144,7 +144,9 @@ typedef struct wk_gnode {
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
-  bool bn_synced;                 /* ... every rank's (wk_sync_bn_forward) */
+  bool bn_own;    /* whisker's kernels (syncbn.cu) for it: synchronised, asked for
+                  * ($WHISKER_GPU_OWN_BN), or cuDNN refused it (16 bits) */
+  bool bn_ran_own; /* the last training forward ran them (wk_own_bn_forward) */
   /* batchnorm fused with relu, or with the residual add and relu (cuDNN's
    * cudnnBatchNormalizationForwardTrainingEx), kept on the relu node that
    * heads the group: fuse_bn and fuse_add the nodes it runs (-1: none),
@@ -184,7 +186,9 @@ struct wk_gpu_net {
    * widest batchnorm's doubles) and their chunks' (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
   bool fwd_collectives; /* the last forward queued some (wk_stream_wait) */
-  int64_t sync_runs;    /* batchnorms run synchronised, over all forwards */
+  int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all forwards */
+  bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
+  char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
   double *sync_sums, *sync_partial;
   int widest_bn;
   wk_gnode *gn;
@@ -517,6 +521,7 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
       widest_w = wn > widest_w ? wn : widest_w;
     } else if (n->op == WK_NODE_BATCHNORM) {
       widest_bn = c > widest_bn ? c : widest_bn;
+      s->bn_own = net->own_bn;
       WK_TRY(wk_nhwc_desc(s->bias, CUDNN_DATA_FLOAT, 1, 1, 1, c));
       WK_TRY(wk_cuda_malloc((void **)&s->save_mean, (size_t)c * sizeof(float)));
       WK_TRY(wk_cuda_malloc((void **)&s->save_invvar, (size_t)c * sizeof(float)));
@@ -599,6 +604,8 @@ static wk_status wk_read_env(wk_gpu_net *net) {
     else return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_ALGO='%s': expected heuristic or find",
                         env);
   }
+  env = getenv("WHISKER_GPU_OWN_BN");
+  net->own_bn = env && !strcmp(env, "1");
   net->fuse_mode = WK_FUSE_AUTO;
   env = getenv("WHISKER_BN_FUSE");
   if (env && *env) {
@@ -1088,7 +1095,7 @@ static double wk_bn_eps(const wk_node *nd) {
 static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
   const wk_gnode *s = &net->gn[j];
   return train && s->fuse_bn >= 0 && !s->fuse_off && !s->fuse_skip && !net->sync_bn &&
-         net->needs_grad[s->fuse_bn + 1];
+         !net->gn[s->fuse_bn].bn_own && net->needs_grad[s->fuse_bn + 1];
 }
 
 static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
@@ -1132,9 +1139,33 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
   return WK_OK;
 }
 
-/* Synchronised batchnorm (cuda.h's wk_gpu_net_attach_comm, as the CPU's
- * src/nn/exec_syncbn.c computes it): the kernels of kernels/syncbn.cu, their
- * sums all-reduced over the ranks on the communication stream in between. */
+/* A cuDNN call that answered e: the failure, named by what and cuDNN's last message. */
+static wk_status wk_cudnn_failed(cudnnStatus_t e, const char *what) {
+  char msg[256];
+  cudnnGetLastErrorString(msg, sizeof msg);
+  return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: %s (%s)", what, cudnnGetErrorString(e), msg);
+}
+
+/* The sums' buffers of whisker's batchnorm, made on first use (in an
+ * uncaptured step: a refusal shows in the first ones, before any capture;
+ * synchronised batchnorm makes them when the communicator is attached). */
+static wk_status wk_own_bn_buffers(wk_gpu_net *net) {
+  if (net->sync_sums) return WK_OK;
+  const size_t w = 2 * (size_t)net->widest_bn;
+  wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
+  if (s == WK_OK)
+    s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
+  if (s == WK_OK) return WK_OK;
+  (void)wk_cuda_free(net->sync_sums);
+  net->sync_sums = NULL;
+  return wk_no_room(s, wk_smaller_batch, "batchnorm's sums");
+}
+
+/* Whisker's batchnorm (kernels/syncbn.cu, as the CPU's src/nn/exec_syncbn.c
+ * computes it): synchronised over the ranks (cuda.h's wk_gpu_net_attach_comm),
+ * its sums all-reduced on the communication stream between the kernels, or
+ * on this GPU alone where cuDNN refuses a batchnorm in 16 bits (PyTorch runs
+ * its own kernels for bfloat16 batchnorm too) or $WHISKER_GPU_OWN_BN=1 asks. */
 static wk_store_kind wk_store(const wk_gpu_net *net) {
   return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
 }
@@ -1145,17 +1176,18 @@ static wk_status wk_sync_shape(const wk_gpu_net *net, int i, int64_t *rows, int 
   int h, w;
   wk_gv_hwc(net, i + 1, &h, &w, c);
   *rows = net->batch * h * w;
-  *total = (double)*rows * wk_gpucomm_world(net->comm);
+  *total = (double)*rows * (net->sync_bn ? wk_gpucomm_world(net->comm) : 1);
   if (*total < 2)
     return wk_fail(WK_ERR_SHAPE, "%s: training needs more than one value per channel",
                    net->nodes[i].name);
   return WK_OK;
 }
 
-/* Forward: the mean from the ranks' sums, the biased variance from their
- * centred sums of squares (two passes in double), the running statistics,
- * then y = xhat * gamma + beta; save_mean and save_invvar for backward. */
-static wk_status wk_sync_bn_forward(wk_gpu_net *net, int i, const void *x, void *y) {
+/* Training forward: the mean from the (ranks') sums, the biased variance
+ * from the centred sums of squares (two passes in double), the running
+ * statistics, then y = xhat * gamma + beta; save_mean and save_invvar for
+ * backward. */
+static wk_status wk_own_bn_forward(wk_gpu_net *net, int i, const void *x, void *y) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   int64_t rows;
@@ -1163,17 +1195,21 @@ static wk_status wk_sync_bn_forward(wk_gpu_net *net, int i, const void *x, void 
   double total;
   WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
-  static const char what[] = "synchronised batchnorm statistics";
-  net->fwd_collectives = true;
-  net->sync_runs++;
+  static const char what[] = "batchnorm statistics (whisker's kernels)";
+  WK_TRY(wk_own_bn_buffers(net));
+  net->fwd_collectives |= net->sync_bn;
+  net->own_runs++;
+  s->bn_ran_own = true;
   WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, NULL, net->sync_partial, net->sync_sums,
                                          net->stream), what));
-  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
+  if (net->sync_bn)
+    WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
   WK_TRY(wk_kernel_try(wk_launch_bn_mean(c, total, net->sync_sums, s->save_mean, net->stream),
                        what));
   WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, s->save_mean, net->sync_partial,
                                          net->sync_sums, net->stream), what));
-  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
+  if (net->sync_bn)
+    WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, (size_t)c, net->stream, what));
   WK_TRY(wk_kernel_try(wk_launch_bn_finish(c, total, net->sync_sums, s->save_mean,
                                            (double)nd->bn.momentum, (double)nd->bn.eps,
                                            wk_bufp(net, nd->buffer[0]),
@@ -1182,7 +1218,35 @@ static wk_status wk_sync_bn_forward(wk_gpu_net *net, int i, const void *x, void 
   return wk_kernel_try(wk_launch_bn_norm(k, rows, c, x, s->save_mean, s->save_invvar,
                                          wk_pw(net, nd->param[0]), wk_pw(net, nd->param[1]), y,
                                          net->stream),
-                       "synchronised batchnorm forward");
+                       "batchnorm forward (whisker's kernels)");
+}
+
+/* Inference (the running statistics): invstd from the running variance into
+ * save_invvar (a training forward's is consumed by then: backward follows
+ * the training forward it belongs to), then y = xhat * gamma + beta. */
+static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, void *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_gnode *s = &net->gn[i];
+  int h, w, c;
+  wk_gv_hwc(net, i + 1, &h, &w, &c);
+  const float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
+  static const char what[] = "batchnorm inference (whisker's kernels)";
+  WK_TRY(wk_kernel_try(wk_launch_bn_invstd(c, rv, (double)nd->bn.eps, s->save_invvar,
+                                           net->stream), what));
+  return wk_kernel_try(wk_launch_bn_norm(wk_store(net), net->batch * h * w, c, x, rm,
+                                         s->save_invvar, wk_pw(net, nd->param[0]),
+                                         wk_pw(net, nd->param[1]), y, net->stream),
+                       what);
+}
+
+/* cuDNN refused batchnorm i (status e, in 16 bits): whisker's kernels run it
+ * from now on, and the first such refusal is noted for the graph stats. */
+static void wk_bn_refused(wk_gpu_net *net, int i, cudnnStatus_t e) {
+  net->gn[i].bn_own = true;
+  if (!net->own_note[0] &&
+      snprintf(net->own_note, sizeof net->own_note, "%s: cuDNN's batchnorm: %s",
+               net->nodes[i].name, cudnnGetErrorString(e)) < 0)
+    net->own_note[0] = '\0';
 }
 
 /* Node i's forward; dropout's stream is drop's, or with seed_step (device:
@@ -1217,17 +1281,22 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
     const double eps = wk_bn_eps(nd);
     s->bn_trained = train && net->needs_grad[v];
-    s->bn_synced = s->bn_trained && net->sync_bn;
-    if (s->bn_synced) return wk_sync_bn_forward(net, i, x, y);
-    if (s->bn_trained)
-      WK_CUDNN_TRY(cudnnBatchNormalizationForwardTraining(
-          net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, s->x, x, s->y, y, s->bias, g, b,
-          nd->bn.momentum, rm, rv, eps, s->save_mean, s->save_invvar));
-    else
-      WK_CUDNN_TRY(cudnnBatchNormalizationForwardInference(net->cudnn, CUDNN_BATCHNORM_SPATIAL,
-                                                           &one, &zero, s->x, x, s->y, y, s->bias,
-                                                           g, b, rm, rv, eps));
-    return WK_OK;
+    s->bn_ran_own = false;
+    if (s->bn_trained && (net->sync_bn || s->bn_own)) return wk_own_bn_forward(net, i, x, y);
+    if (s->bn_own) return wk_own_bn_infer(net, i, x, y);
+    const cudnnStatus_t e =
+        s->bn_trained
+            ? cudnnBatchNormalizationForwardTraining(
+                  net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, s->x, x, s->y, y, s->bias, g,
+                  b, nd->bn.momentum, rm, rv, eps, s->save_mean, s->save_invvar)
+            : cudnnBatchNormalizationForwardInference(net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one,
+                                                      &zero, s->x, x, s->y, y, s->bias, g, b, rm,
+                                                      rv, eps);
+    if (wk_half(net) && CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
+      wk_bn_refused(net, i, e);
+      return wk_forward_node(net, i, train, drop, seed_step);
+    }
+    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm forward");
   }
   case WK_NODE_ACT:
     s->fused = false;
@@ -1490,11 +1559,13 @@ static wk_status wk_commit(wk_gpu_net *net, int in, void *dst) {
   return wk_k_add(net, len, net->grad[in], dst, net->grad[in], "gradient accumulate");
 }
 
-/* Backward: this rank's sums of dy and dy * xhat give gamma's and beta's
- * gradients (the gradient all-reduce averages them with the rest, as on the
- * CPU); summed over the ranks, the input's gradient. need_dx is the graph's
- * (the same on every rank), so every rank sums or none does. */
-static wk_status wk_sync_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
+/* Backward (after either forward: cuDNN's saved mean and inverse standard
+ * deviation are these kernels'): this rank's sums of dy and dy * xhat give
+ * gamma's and beta's gradients (synchronised, the gradient all-reduce
+ * averages them with the rest, as on the CPU); summed over the ranks, the
+ * input's gradient. need_dx is the graph's (the same on every rank), so
+ * every rank sums or none does. */
+static wk_status wk_own_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
   const wk_node *nd = &net->nodes[i];
   const wk_gnode *s = &net->gn[i];
   const int in = nd->in[0];
@@ -1503,7 +1574,7 @@ static wk_status wk_sync_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
   double total;
   WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
-  static const char what[] = "synchronised batchnorm backward";
+  static const char what[] = "batchnorm backward (whisker's kernels)";
   const void *x = net->val[in], *dy = net->grad[i + 1];
   WK_TRY(wk_kernel_try(wk_launch_bn_grad_sums(k, rows, c, x, dy, s->save_mean, s->save_invvar,
                                               net->sync_partial, net->sync_sums, net->stream),
@@ -1513,8 +1584,9 @@ static wk_status wk_sync_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
                                                   wk_pg(net, nd->param[1]), net->stream),
                          what));
   if (!need_dx) return WK_OK;
-  WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, 2 * (size_t)c, net->stream,
-                            "synchronised batchnorm gradient sums"));
+  if (net->sync_bn)
+    WK_TRY(wk_gpucomm_sum_f64(net->comm, net->sync_sums, 2 * (size_t)c, net->stream,
+                              "synchronised batchnorm gradient sums"));
   void *dst = wk_dest(net, in);
   WK_TRY(wk_kernel_try(wk_launch_bn_dx(k, rows, c, total, x, dy, s->save_mean, s->save_invvar,
                                        wk_pw(net, nd->param[0]), net->sync_sums, dst,
@@ -1607,7 +1679,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   case WK_NODE_BATCHNORM: {
     if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
     if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
-    if (s->bn_synced) return wk_sync_bn_backward(net, i, need_dx);
+    if (s->bn_ran_own) return wk_own_bn_backward(net, i, need_dx);
     const bool frozen = !wk_trainable(net, nd->param[0]);
     int h, w, c;
     wk_gv_hwc(net, v, &h, &w, &c);
@@ -1616,11 +1688,17 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     float *dg = frozen ? net->bn_discard : wk_pg(net, nd->param[0]);
     float *db = frozen ? net->bn_discard + c : wk_pg(net, nd->param[1]);
     const double eps = wk_bn_eps(nd);
-    WK_CUDNN_TRY(cudnnBatchNormalizationBackward(
+    const cudnnStatus_t e = cudnnBatchNormalizationBackward(
         net->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, need_dx ? &one : &zero, &one, &zero, s->x, x,
         s->y, dy, s->x, need_dx ? net->grad[in] : (void *)net->scratch, s->bias,
-        wk_pw(net, nd->param[0]), dg, db, eps, s->save_mean, s->save_invvar));
-    return WK_OK;
+        wk_pw(net, nd->param[0]), dg, db, eps, s->save_mean, s->save_invvar);
+    if (wk_half(net) && CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
+      /* cuDNN's forward saved the mean and inverse deviation these kernels use */
+      wk_bn_refused(net, i, e);
+      WK_TRY(wk_own_bn_buffers(net));
+      return wk_own_bn_backward(net, i, need_dx);
+    }
+    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm backward");
   }
   case WK_NODE_ACT: {
     if (s->fused) return wk_fused_backward(net, i);
@@ -1852,17 +1930,7 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
   if (net->comm) return wk_fail(WK_ERR_INVALID_ARG, "NCCL: a communicator is attached already");
   WK_CUDA_TRY(cudaSetDevice(net->device));
   /* the sums' buffers before the communicator, whose creation is collective */
-  if (sync_bn && net->widest_bn && !net->sync_sums) {
-    const size_t w = 2 * (size_t)net->widest_bn;
-    wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
-    if (s == WK_OK)
-      s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
-    if (s != WK_OK) {
-      (void)wk_cuda_free(net->sync_sums);
-      net->sync_sums = NULL;
-      return wk_no_room(s, "a smaller model", "synchronised batchnorm's sums");
-    }
-  }
+  if (sync_bn && net->widest_bn) WK_TRY(wk_own_bn_buffers(net));
   WK_TRY(wk_gpucomm_create(&net->g, net->device, id, rank, world, b, timeout_s, &net->comm));
   net->sync_bn = sync_bn && net->widest_bn;
   return WK_OK;
@@ -2253,11 +2321,12 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .off = net->graphs.off, .staged = net->staged_used,
                               .bn_fuse_groups = net->fuse_groups,
                               .bn_fused_runs = net->fused_runs,
-                              .bn_sync_runs = net->sync_runs};
+                              .bn_own_runs = net->own_runs};
   for (int j = 0; j < net->g.n_nodes; j++) {
     const wk_gnode *s = &net->gn[j];
     out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip);
   }
   snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
+  snprintf(out->bn_own_note, sizeof out->bn_own_note, "%s", net->own_note);
   return WK_OK;
 }
