@@ -613,6 +613,11 @@ START_TEST(test_launch_arguments_syncbn) {
         wk_launch_bn_finish(3, 5.0, dfake, fake, 0.1, bad_eps[i], fake, fake, fake, NULL), bad);
   }
 
+  ck_assert_int_eq(wk_launch_bn_invstd(0, fake, 1e-5, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_invstd(3, NULL, 1e-5, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_invstd(3, fake, 1e-5, NULL, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_invstd(3, fake, 0.0, fake, NULL), bad);
+  ck_assert_int_eq(wk_launch_bn_invstd(3, fake, NAN, fake, NULL), bad);
   ck_assert_int_eq(wk_launch_bn_param_grads(0, dfake, fake, fake, NULL), bad);
   ck_assert_int_eq(wk_launch_bn_param_grads(-1, dfake, fake, fake, NULL), bad);
   ck_assert_int_eq(wk_launch_bn_param_grads(3, NULL, fake, fake, NULL), bad);
@@ -2160,6 +2165,11 @@ START_TEST(test_bn_stats) {
   ck_same_f32("bn running variance", got, rv, c);
   to_host(got, d_invstd, c);
   ck_same_f32("bn invstd", got, invstd, c);
+  /* inference's invstd from the (updated) running variance */
+  CK_LAUNCH(wk_launch_bn_invstd(c, d_rv, (double)p.eps, d_invstd, NULL));
+  for (int64_t ch = 0; ch < c; ch++) invstd[ch] = (float)(1.0 / sqrt((double)rv[ch] + p.eps));
+  to_host(got, d_invstd, c);
+  ck_same_f32("bn invstd from the running variance", got, invstd, c);
 
   wkt_fill_f64(sums, 2 * c, 4100 + (uint64_t)_i, -1000.0, 1000.0);
   const double specials[] = {1.0 + 0x1p-24, 1.0 + 0x1.8p-23, 0x1p-150, 0x1.8p-149, 1e39, -1e39,
