@@ -144,8 +144,8 @@ typedef struct wk_gnode {
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
-  bool bn_own;    /* whisker's kernels (syncbn.cu) for it: synchronised, asked for
-                  * ($WHISKER_GPU_OWN_BN), or cuDNN refused it (16 bits) */
+  bool bn_own;     /* whisker's kernels (syncbn.cu) for it: cuDNN refused it (16 bits) or
+                    * $WHISKER_GPU_OWN_BN asked (synchronised ones run them too) */
   bool bn_ran_own; /* the last training forward ran them (wk_own_bn_forward) */
   /* batchnorm fused with relu, or with the residual add and relu (cuDNN's
    * cudnnBatchNormalizationForwardTrainingEx), kept on the relu node that
