@@ -664,8 +664,9 @@ static void wkt_bn_fuse_half(wk_precision prec, const wkt_fuse_tol *tol, bool mu
       ck_assert_msg(gs.bn_fuse_refused == 0 && gs.bn_fused_runs == 5, "%s: %d groups refused: %s",
                     name, gs.bn_fuse_refused, gs.bn_fuse_note);
     if (f)
-      printf("%s: %lld of 5 batchnorm groups ran fused%s%s\n", name,
-             (long long)gs.bn_fused_runs, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note);
+      printf("%s: %lld of 5 batchnorm groups ran fused%s%s%s%s\n", name,
+             (long long)gs.bn_fused_runs, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note,
+             gs.bn_own_note[0] ? "; batchnorm on whisker's kernels: " : "", gs.bn_own_note);
     snprintf(what, sizeof what, "%s %s output vs the CPU", name, how);
     ck_close(what, out[f], ref, B * F, tol->out);
     snprintf(what, sizeof what, "%s %s running statistics' step vs the CPU", name, how);
@@ -1560,6 +1561,10 @@ START_TEST(test_no_device_is_clean) {
 END_TEST
 
 int main(void) {
+  /* the knobs the tests set themselves, or assume unset */
+  unsetenv("WHISKER_BN_FUSE");
+  unsetenv("WHISKER_GPU_OWN_BN");
+  unsetenv("WHISKER_CUDA_GRAPH");
   n_devices = wk_cuda_device_count();
   Suite *s = suite_create("gpu_net");
   TCase *tc = tcase_create("gpu_net");

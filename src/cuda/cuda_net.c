@@ -390,6 +390,22 @@ static wk_status wk_workspace_trim(wk_gpu_net *net, size_t bytes) {
   return wk_workspace(net, bytes);
 }
 
+/* The sums' buffers of whisker's batchnorm (syncbn.cu): made with the network
+ * where it may run (16 bits, where cuDNN may refuse a batchnorm, or
+ * $WHISKER_GPU_OWN_BN), else when a communicator with synchronised batchnorm
+ * is attached; never inside a captured step. */
+static wk_status wk_own_bn_buffers(wk_gpu_net *net) {
+  if (net->sync_sums) return WK_OK;
+  const size_t w = 2 * (size_t)net->widest_bn;
+  wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
+  if (s == WK_OK)
+    s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
+  if (s == WK_OK) return WK_OK;
+  (void)wk_cuda_free(net->sync_sums);
+  net->sync_sums = NULL;
+  return wk_no_room(s, wk_smaller_batch, "batchnorm's sums");
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static wk_status wk_check_graph(const wk_gpu_graph *g) {
@@ -539,6 +555,9 @@ static wk_status wk_make_descriptors(wk_gpu_net *net) {
   }
   if (widest_bn) WK_TRY(wk_cuda_malloc((void **)&net->bn_discard, 2 * (size_t)widest_bn * 4));
   net->widest_bn = widest_bn;
+  /* where whisker's batchnorm may run (cuDNN may refuse 16 bits), its sums'
+   * buffers now: never made inside a captured step */
+  if (widest_bn && (wk_half(net) || net->own_bn)) WK_TRY(wk_own_bn_buffers(net));
   net->widest_w = widest_w;
   if (wk_half(net)) {
     WK_TRY(wk_cuda_malloc((void **)&net->wh, net->g.n_elems * sizeof(uint16_t)));
@@ -606,6 +625,8 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   }
   env = getenv("WHISKER_GPU_OWN_BN");
   net->own_bn = env && !strcmp(env, "1");
+  if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_OWN_BN='%s': expected 1 or 0", env);
   net->fuse_mode = WK_FUSE_AUTO;
   env = getenv("WHISKER_BN_FUSE");
   if (env && *env) {
@@ -1146,21 +1167,6 @@ static wk_status wk_cudnn_failed(cudnnStatus_t e, const char *what) {
   return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: %s (%s)", what, cudnnGetErrorString(e), msg);
 }
 
-/* The sums' buffers of whisker's batchnorm, made on first use (in an
- * uncaptured step: a refusal shows in the first ones, before any capture;
- * synchronised batchnorm makes them when the communicator is attached). */
-static wk_status wk_own_bn_buffers(wk_gpu_net *net) {
-  if (net->sync_sums) return WK_OK;
-  const size_t w = 2 * (size_t)net->widest_bn;
-  wk_status s = wk_cuda_malloc((void **)&net->sync_sums, w * sizeof(double));
-  if (s == WK_OK)
-    s = wk_cuda_malloc((void **)&net->sync_partial, WK_BN_SUM_CHUNKS * w * sizeof(double));
-  if (s == WK_OK) return WK_OK;
-  (void)wk_cuda_free(net->sync_sums);
-  net->sync_sums = NULL;
-  return wk_no_room(s, wk_smaller_batch, "batchnorm's sums");
-}
-
 /* Whisker's batchnorm (kernels/syncbn.cu, as the CPU's src/nn/exec_syncbn.c
  * computes it): synchronised over the ranks (cuda.h's wk_gpu_net_attach_comm),
  * its sums all-reduced on the communication stream between the kernels, or
@@ -1242,6 +1248,7 @@ static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, void *y)
 /* cuDNN refused batchnorm i (status e, in 16 bits): whisker's kernels run it
  * from now on, and the first such refusal is noted for the graph stats. */
 static void wk_bn_refused(wk_gpu_net *net, int i, cudnnStatus_t e) {
+  wk_graph_table_invalidate(&net->graphs); /* captured steps run cuDNN's */
   net->gn[i].bn_own = true;
   if (!net->own_note[0] &&
       snprintf(net->own_note, sizeof net->own_note, "%s: cuDNN's batchnorm: %s",
@@ -1594,6 +1601,8 @@ static wk_status wk_own_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
   return wk_commit(net, in, dst);
 }
 
+static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_step);
+
 /* Group j's backward, at its relu (where its output's gradient is complete):
  * cuDNN's fused backward gives the batchnorm's input gradient, its scale's
  * and bias's, and the add's other input's, from the relu's output and
@@ -1625,6 +1634,16 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
       sb->x, dx, sb->bias, wk_pw(net, bn->param[0]), wk_pw(net, bn->param[1]), dg, db,
       wk_bn_eps(bn), sb->save_mean, sb->save_invvar, net->relu, net->workspace,
       net->workspace_bytes, s->reserve, s->reserve_bytes);
+  if (CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
+    /* the nodes one by one from here: the relu's output and the batchnorm's
+     * saved statistics are what the fused forward left, and the add and the
+     * batchnorm see the group unfused when the walk reaches them */
+    wk_graph_table_invalidate(&net->graphs);
+    s->fuse_off = true;
+    s->fused = false;
+    wk_fuse_note(net, j, cudnnGetErrorString(e));
+    return wk_backward_node(net, j, NULL);
+  }
   if (e != CUDNN_STATUS_SUCCESS) {
     char msg[256];
     cudnnGetLastErrorString(msg, sizeof msg);
@@ -2324,7 +2343,8 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .bn_own_runs = net->own_runs};
   for (int j = 0; j < net->g.n_nodes; j++) {
     const wk_gnode *s = &net->gn[j];
-    out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip);
+    out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip || net->sync_bn ||
+                                                net->gn[s->fuse_bn].bn_own);
   }
   snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
   snprintf(out->bn_own_note, sizeof out->bn_own_note, "%s", net->own_note);

@@ -77,7 +77,7 @@ wk_status wk_precision_parse_auto(const char *name, wk_precision *out, bool *is_
 /* wk_net_use_gpu in the precision asked for, or with `--precision auto` in
  * bf16, else (a GPU older than Ampere refuses bf16) in fp32. */
 static wk_status wk_net_use_gpu_auto(wk_net *net, int device) {
-  if (!net->precision_auto) return wk_net_use_gpu(net, device);
+  if (net->gpu || !net->precision_auto) return wk_net_use_gpu(net, device);
   net->precision = WK_PRECISION_BF16;
   if (wk_net_use_gpu(net, device) == WK_OK) return WK_OK;
   char why[512];

@@ -558,17 +558,27 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_net_input_shape(r->net, &h, &w, &ch);
     c->size = h;
   }
-  if (c->precision_auto) wk_net_set_precision_auto(r->net);
-  else WK_TRY(wk_net_set_precision(r->net, c->precision));
+  /* auto: a new run decides by the device; a resumed one keeps what its
+   * checkpoint trained in (fp32 for one from before checkpoints kept it),
+   * bf16 as auto again (fp32 where the device has no bf16: the CPU) */
+  if (c->precision_auto && (!c->resume || wk_net_precision(r->net) == WK_PRECISION_BF16))
+    wk_net_set_precision_auto(r->net);
+  else if (!c->precision_auto)
+    WK_TRY(wk_net_set_precision(r->net, c->precision));
   WK_TRY(wk_net_place(r->net, c->device));
   if (r->world > 1) { /* all on GPUs (NCCL) or all on CPUs (MPI): --device auto may differ */
-    int64_t on_gpu = wk_net_on_gpu(r->net);
-    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, &on_gpu, 1,
+    int64_t n[2] = {wk_net_on_gpu(r->net), wk_net_precision(r->net) == WK_PRECISION_BF16};
+    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, n, 2,
                                  "where the ranks run"));
-    if (on_gpu != 0 && on_gpu != r->world)
+    if (n[0] != 0 && n[0] != r->world)
       return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks found a GPU, the others run on the "
                      "CPU: every rank must run on the same kind of device (--device cpu, or a "
-                     "GPU for each)", (long long)on_gpu, r->world);
+                     "GPU for each)", (long long)n[0], r->world);
+    /* --precision auto on GPUs of different generations */
+    if (n[1] != 0 && n[1] != r->world)
+      return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks train in bf16, the others' GPUs do "
+                     "not have it: every rank must train alike (--precision fp32, or GPUs of "
+                     "Ampere or newer for each)", (long long)n[1], r->world);
   }
   WK_TRY(wk_run_loader(r));
   if (r->world > 1 || (c->nccl_single && wk_net_on_gpu(r->net))) {
@@ -655,6 +665,15 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       WK_LOG_I("GPU memory: at most %.0f MiB in use, %.0f MiB held, of %.0f MiB on the device",
                wk_mib(mem.cache.peak_allocated_bytes), wk_mib(mem.cache.peak_reserved_bytes),
                wk_mib(mem.device_total_bytes));
+    wk_gpu_graph_stats gs; /* what cuDNN took of the batchnorms, once */
+    if (r->writer && e == (int)pos.epoch && wk_net_on_gpu(r->net) &&
+        wk_net_gpu_graph_stats(r->net, &gs) == WK_OK) {
+      if (gs.bn_fuse_groups)
+        WK_LOG_I("batchnorm fused with relu: %d of %d groups%s%s",
+                 gs.bn_fuse_groups - gs.bn_fuse_refused, gs.bn_fuse_groups,
+                 gs.bn_fuse_note[0] ? "; " : "", gs.bn_fuse_note);
+      if (gs.bn_own_note[0]) WK_LOG_I("batchnorm on whisker's kernels: %s", gs.bn_own_note);
+    }
     if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
       WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
                wk_trainer_loss_scale(r->trainer),

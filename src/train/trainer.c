@@ -462,7 +462,8 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
               cJSON_AddNumberToObject(o, "label_smoothing", t->cfg.label_smoothing) &&
               cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm) &&
               cJSON_AddNumberToObject(o, "loss_scale", t->loss_scale) &&
-              cJSON_AddNumberToObject(o, "loss_scale_good_steps", (double)t->good_steps);
+              cJSON_AddNumberToObject(o, "loss_scale_good_steps", (double)t->good_steps) &&
+              cJSON_AddStringToObject(o, "precision", wk_precision_name(wk_net_precision(t->net)));
     if (ok && cJSON_AddItemToObject(o, "optimizer", opt)) opt = NULL;
     if (ok && !opt && cJSON_AddItemToObject(o, "schedule", sch)) sch = NULL;
     ok = ok && !opt && !sch &&
@@ -544,10 +545,11 @@ static bool wk_jcount(const cJSON *o, const char *key, int64_t *out) {
 }
 
 /* *scale and *good_steps: fp16's loss scale, optional (older checkpoints start
- * at the default); a value out of range is a broken file. */
+ * at the default); a value out of range is a broken file. *prec: the precision
+ * the run trained in, optional (older checkpoints trained in fp32). */
 static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_train_config *c,
                                      int64_t *step, wk_data_pos *pos, double *scale,
-                                     int64_t *good_steps) {
+                                     int64_t *good_steps, wk_precision *prec) {
   cJSON *o = cJSON_Parse(text);
   const cJSON *opt = cJSON_GetObjectItemCaseSensitive(o, "optimizer");
   const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "schedule");
@@ -595,6 +597,10 @@ static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_trai
   if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale"))
     good = wk_jnum(o, "loss_scale", scale) && *scale >= 1.0 && *scale <= WK_SCALE_MAX &&
            wk_jcount(o, "loss_scale_good_steps", good_steps);
+  *prec = WK_PRECISION_FP32;
+  const cJSON *pj = cJSON_GetObjectItemCaseSensitive(o, "precision");
+  if (good && pj)
+    good = cJSON_IsString(pj) && wk_precision_parse(pj->valuestring, prec) == WK_OK;
   cJSON_Delete(o);
   if (!good)
     return wk_fail(WK_ERR_FORMAT, "%s: whisker.checkpoint metadata is missing a field or has "
@@ -649,8 +655,11 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
                                 "whisker.checkpoint metadata)", path);
   double scale = WK_SCALE_INIT;
   int64_t good_steps = 0;
-  if (st == WK_OK) st = wk_parse_checkpoint(path, text, &cfg, &step, &p, &scale, &good_steps);
+  wk_precision prec = WK_PRECISION_FP32;
+  if (st == WK_OK)
+    st = wk_parse_checkpoint(path, text, &cfg, &step, &p, &scale, &good_steps, &prec);
   if (st == WK_OK) st = wk_model_load_file(ctx, f, net, meta);
+  if (st == WK_OK) st = wk_net_set_precision(*net, prec);
   if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
   if (st == WK_OK) st = wk_restore_optim(f, *t);
   wk_st_close(f);
