@@ -208,6 +208,43 @@ static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
   wk_ctx_destroy(ctx);
 }
 
+/* A checkpoint keeps the precision its run trained in (a resumed `--precision
+ * auto` run trains on in it): set on a network not yet on a GPU, saved, and
+ * loaded back onto the loaded network. */
+START_TEST(test_checkpoint_keeps_precision) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 1),
+                         .seed = 1};
+  const wk_precision ps[2] = {WK_PRECISION_BF16, WK_PRECISION_FP32};
+  for (int k = 0; k < 2; k++) {
+    wk_net *a = wkt_net(ctx, "smallcnn", 3, 32);
+    ck_assert_int_eq(wk_net_set_precision(a, ps[k]), WK_OK);
+    wk_trainer *ta;
+    ck_assert_msg(wk_trainer_create(a, &cfg, &ta) == WK_OK, "%s", wk_last_error());
+    wk_model_meta meta;
+    ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 3, 32), WK_OK);
+    const wk_data_pos pos = {.epoch = 0, .batch = 0};
+    const char *path = wkt_path("prec.safetensors");
+    ck_assert_msg(wk_checkpoint_save(path, ta, &meta, &pos) == WK_OK, "%s", wk_last_error());
+    wk_net *b;
+    wk_trainer *tb;
+    wk_model_meta mb;
+    wk_data_pos pb;
+    ck_assert_msg(wk_checkpoint_load(ctx, path, &b, &tb, &mb, &pb) == WK_OK, "%s",
+                  wk_last_error());
+    ck_assert_int_eq(wk_net_precision(b), ps[k]);
+    wk_trainer_destroy(tb);
+    wk_net_destroy(b);
+    wk_model_meta_free(&mb);
+    wk_trainer_destroy(ta);
+    wk_net_destroy(a);
+    wk_model_meta_free(&meta);
+  }
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_nan_loss_stops_with_the_step) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
   wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
@@ -389,6 +426,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_round_trip_identical_outputs);
   tcase_add_test(tc, test_nan_loss_stops_with_the_step);
+  tcase_add_test(tc, test_checkpoint_keeps_precision);
   tcase_add_test(tc, test_predicted_classes);
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
