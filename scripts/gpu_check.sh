@@ -6,7 +6,8 @@
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
 # what CUDA graphs, the staged next batch and batchnorm fusion each gain
-# (against $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0).
+# (against $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
+# and what whisker's batchnorm kernels cost against cuDNN's ($WHISKER_GPU_OWN_BN).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
 #   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only
@@ -224,6 +225,18 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
     fg=$(echo "$j1" | field bn_fused); fu=$(echo "$j1" | field bn_unfused)
     echo "| $m | $b | $p | ${f0:-failed} | ${f1:-failed} | ${fg:-?} of $(( ${fg:-0} + ${fu:-0} )) | $(ratio "$f1" "$f0") |"
   done
+} | tee -a "$out/bench_gpu.md"
+# batchnorm on whisker's kernels ($WHISKER_GPU_OWN_BN=1, what runs where cuDNN refuses 16 bits)
+# against cuDNN's, in bf16 (the default)
+{
+  echo
+  echo "| model | batch | precision | cuDNN batchnorm img/s | whisker's batchnorm img/s | whisker's / cuDNN's |"
+  echo "|---|---:|---|---:|---:|---:|"
+  m=resnet50 b=256 p=bf16
+  ob() { WHISKER_GPU_OWN_BN="$1" WHISKER_BN_FUSE=0 wbench --device cuda --model "$m" --batch "$b" \
+    --precision "$p" --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
+  o0=$(ob 0); o1=$(ob 1)
+  echo "| $m | $b | $p | ${o0:-failed} | ${o1:-failed} | $(ratio "$o1" "$o0") |"
 } | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc
