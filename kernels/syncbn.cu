@@ -1,5 +1,7 @@
-// syncbn.cu - synchronised batchnorm's kernels (cuda_net.c, with the sums
-// all-reduced over the ranks in between): the per-channel sums of a batch,
+// syncbn.cu - whisker's batchnorm kernels (cuda_net.c): synchronised
+// batchnorm's, with the sums all-reduced over the ranks in between, and the
+// fallback where cuDNN refuses a 16-bit batchnorm (with an inference
+// invstd from the running variance): the per-channel sums of a batch,
 // the statistics from the sums, the normalisation, and backward's sums, the
 // parameters' gradients and the input's. Operation for operation the CPU's
 // src/nn/exec_syncbn.c (launchers and contract: wk_kernels.h), with explicit

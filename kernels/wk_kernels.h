@@ -263,7 +263,9 @@ int wk_launch_scale_unless_f32(int64_t n, const float *s, const int *skip, float
 int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, void *stream);
 
 /* ------------------------------------------------------------------ syncbn.cu
- * Synchronised batchnorm (cuda_net.c; the CPU's src/nn/exec_syncbn.c): x and
+ * Whisker's batchnorm, synchronised over ranks (the sums all-reduced between
+ * the launches) or alone where cuDNN refuses one (cuda_net.c; the CPU's
+ * src/nn/exec_syncbn.c): x and
  * dy are (rows, c) in `kind`'s storage (NHWC: rows = batch x height x width);
  * mean, invstd, gamma, beta per channel in float. Sums are in double: rows cut
  * into min(rows, WK_BN_SUM_CHUNKS) chunks, each over 8 interleaved lanes

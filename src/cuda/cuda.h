@@ -90,8 +90,8 @@ typedef struct wk_gpu_net wk_gpu_net;
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
  * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
- * $WHISKER_CUDNN_ALGO or $WHISKER_BN_FUSE (all read here). g->algos, when
- * given, must outlive the network.
+ * $WHISKER_CUDNN_ALGO, $WHISKER_BN_FUSE or $WHISKER_GPU_OWN_BN (all read
+ * here). g->algos, when given, must outlive the network.
  *
  * $WHISKER_BN_FUSE: in a training forward, a batchnorm whose output only a
  * relu reads (or only an add, whose output only a relu reads) runs with it as
@@ -272,9 +272,10 @@ typedef struct wk_gpu_graph_stats {
   bool off;                   /* a capture failed: the network runs uncaptured */
   int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
   /* batchnorm fused with relu (and the residual add) in training
-   * ($WHISKER_BN_FUSE): the groups found, those cuDNN refused (they run
-   * unfused; the first one's reason in the note), and the groups queued
-   * fused so far (a CUDA graph's replays not counted) */
+   * ($WHISKER_BN_FUSE): the groups found, those that run unfused (cuDNN
+   * refused them, the first one's reason in the note, or their batchnorm
+   * runs synchronised or on whisker's kernels: bn_own_note), and the groups
+   * queued fused so far (a CUDA graph's replays not counted) */
   int bn_fuse_groups, bn_fuse_refused;
   int64_t bn_fused_runs;
   char bn_fuse_note[256];

@@ -23,7 +23,7 @@
  * tensor cores over 16-bit data and a 16-bit copy of the weights (made again
  * whenever the weights change), summing in float32; batchnorm reads and
  * writes 16 bits with float32 statistics, scale and bias (cuDNN's mixed
- * batchnorm); whisker's kernels (kernels/storage.cuh) load 16 bits, compute
+ * batchnorm, or whisker's kernels where cuDNN refuses it); whisker's kernels (kernels/storage.cuh) load 16 bits, compute
  * in float32 and round once on the store. Convolutions' weight gradients
  * come out of cuDNN in 16 bits and are widened into the float32 gradient
  * arena (linear layers' go there directly); biases' gradients are summed in
@@ -100,11 +100,15 @@
  * A group cuDNN refuses runs its nodes one by one: for the batch size when
  * the sizes' queries refuse it, for good when a call does.
  *
- * Synchronised batchnorm (a communicator attached with sync_bn) replaces
- * cuDNN's batchnorm in training with kernels/syncbn.cu's, whose per-channel
- * sums go through wk_gpucomm_sum_f64 between the kernels; such a batchnorm
- * never fuses, and the waits of a forward that holds its collectives are
- * polled with the communicator's deadline (wk_stream_wait).
+ * Whisker's batchnorm kernels (kernels/syncbn.cu, the CPU's arithmetic) run
+ * a batchnorm where cuDNN refuses it in 16 bits (from then on, in training,
+ * inference and backward; $WHISKER_GPU_OWN_BN=1 makes every batchnorm use
+ * them), and synchronised batchnorm (a communicator attached with sync_bn),
+ * whose per-channel sums go through wk_gpucomm_sum_f64 between the kernels.
+ * Such a batchnorm never fuses; the sums' buffers are made with the network
+ * where they may be needed, never inside a captured step; the waits of a
+ * forward that holds collectives are polled with the communicator's deadline
+ * (wk_stream_wait).
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
@@ -182,11 +186,12 @@ struct wk_gpu_net {
   bool out_ready;        /* the last forward completed: the output value holds its result */
   wk_gpu_dropout drop;   /* the last training forward's dropout masks */
   wk_gpucomm *comm;      /* data parallelism (cuda_comm.c), or NULL */
-  /* synchronised batchnorm (with comm): the sums of a channel (2 x the
-   * widest batchnorm's doubles) and their chunks' (WK_BN_SUM_CHUNKS times) */
+  /* whisker's batchnorm (synchronised with comm, or alone): the sums of a
+   * channel (2 x the widest batchnorm's doubles) and their chunks'
+   * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
   bool fwd_collectives; /* the last forward queued some (wk_stream_wait) */
-  int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all forwards */
+  int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
   double *sync_sums, *sync_partial;
@@ -603,7 +608,8 @@ static wk_status wk_handles(wk_gpu_net *net) {
   return WK_OK;
 }
 
-/* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO and $WHISKER_BN_FUSE (cuda.h). */
+/* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO, $WHISKER_GPU_OWN_BN and
+ * $WHISKER_BN_FUSE (cuda.h). */
 static wk_status wk_read_env(wk_gpu_net *net) {
   net->workspace_limit = (size_t)1024 << 20;
   const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");

@@ -198,7 +198,8 @@ bool wk_net_on_gpu(const wk_net *net);
 #define WK_DEVICE_CPU (-1)
 #define WK_DEVICE_AUTO (-2)
 /* How a GPU computes: fp32 (float32 throughout, no TF32: results compare
- * with the CPU's to float rounding; the default), tf32 (float32 storage,
+ * with the CPU's to float rounding; the library's default, the commands'
+ * is auto: wk_net_set_precision_auto), tf32 (float32 storage,
  * convolutions and linear layers on TF32 tensor cores: 10-bit mantissas in
  * the products, float32 sums), bf16 and fp16 (autocast: every activation and
  * its gradient stored in 16 bits, convolutions and linear layers on 16-bit

@@ -21,7 +21,9 @@
  * backend on a stream of its own while backward runs; rank 0 makes NCCL's id
  * and broadcasts it over the wk_dist. Everything else (the broadcast of the
  * initial model, buffer averaging, metrics) stays on the host and the wk_dist,
- * as the host owns the weights. Synchronised batchnorm is CPU-only so far. */
+ * as the host owns the weights. Synchronised batchnorm there sums its
+ * statistics with NCCL inside the GPU backend (kernels/syncbn.cu), also over
+ * a communicator of one GPU. */
 #ifndef WK_TRAIN_DDP_H
 #define WK_TRAIN_DDP_H
 
