@@ -54,6 +54,17 @@ int by_half(wk_half_kind kind, F f) {
   return (int)cudaErrorInvalidValue;
 }
 
+inline bool store_ok(wk_store_kind kind) {
+  return kind == WK_STORE_F32 || half_kind_ok((wk_half_kind)kind);
+}
+
+// f(F32{}), f(Bf16{}) or f(F16{}) for a wk_store_kind; an unknown kind is rejected.
+template <class F>
+int by_store(wk_store_kind kind, F f) {
+  if (kind == WK_STORE_F32) return f(F32{});
+  return by_half((wk_half_kind)kind, f);
+}
+
 }  // namespace
 
 #endif

@@ -22,13 +22,6 @@ namespace {
 
 constexpr int kLanes = 8;  // rows per chunk interleaved over 8 lanes of 32 channels
 
-// f(F32{}), f(Bf16{}) or f(F16{}) for a wk_store_kind; an unknown kind is rejected.
-template <class F>
-int by_store(wk_store_kind kind, F f) {
-  if (kind == WK_STORE_F32) return f(F32{});
-  return by_half((wk_half_kind)kind, f);
-}
-
 // Channel c's x as the CPU's float: (x - mean) * invstd, one rounding each.
 __device__ __forceinline__ float xhat(float x, float mean, float invstd) {
   return __fmul_rn(__fsub_rn(x, mean), invstd);
@@ -142,10 +135,6 @@ __global__ void dx_kernel(int64_t n, int64_t c, double total, const typename S::
                   __dmul_rn((double)xh, __ddiv_rn(sums[c + j], total)));
     dx[i] = S::store(__fmul_rn(__fmul_rn(gamma[j], invstd[j]), (float)inner));
   }
-}
-
-bool store_ok(wk_store_kind kind) {
-  return kind == WK_STORE_F32 || half_kind_ok((wk_half_kind)kind);
 }
 
 // a known storage, rows x c with c >= 1, rows >= 0, and their product in range

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from bn_fuse_tolerance_torch import R
+from bn_fuse_tolerance_torch import stores
 
 
 def randomise_bn(m):
@@ -98,27 +98,22 @@ def zoo(d=None):
                 m, x = m.double(), x.double()
                 m16 = copy.deepcopy(m)
                 store_16(m16, d)
+            def run16(train):
+                """The 16-bit forward: the stored copy, or autocast."""
+                if d:
+                    m16.train(train)
+                    return m16(x.to(d).to(x.dtype))
+                m.train(train)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m(x)
+
             with torch.no_grad():
-                m.eval()
-                ref = m(x)
-                if d:
-                    m16.eval()
-                    y = m16(x.to(d).to(x.dtype))
-                else:
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        y = m(x)
-                worst_out = max(worst_out, rel(y, ref))
-                m.train()
+                ref = m.eval()(x)
+                worst_out = max(worst_out, rel(run16(False), ref))
                 torch.manual_seed(100 + seed)  # mobilenet_v2's dropout: the same masks
-                l32 = F.cross_entropy(m(x), labels)
+                l32 = F.cross_entropy(m.train()(x), labels)
                 torch.manual_seed(100 + seed)
-                if d:
-                    m16.train()
-                    out = m16(x.to(d).to(x.dtype))
-                else:
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        out = m(x)
-                l16 = F.cross_entropy(out.to(l32.dtype), labels)
+                l16 = F.cross_entropy(run16(True).to(l32.dtype), labels)
             worst_loss = max(worst_loss, abs(l16.item() - l32.item()) / abs(l32.item()))
         print(f"{name}: {how}, worst of 8 seeds: eval output "
               f"{worst_out:.3g}, first training loss {worst_loss:.3g}")
@@ -137,8 +132,7 @@ class Plain(torch.nn.Module):
 
     def forward(self, x, d=None):
         """d: a 16-bit dtype whose storage to emulate (--storage), None for none."""
-        q = (lambda t: R.apply(t, d)) if d else (lambda t: t)
-        w = (lambda t: t + (t.to(d).to(t.dtype) - t).detach()) if d else (lambda t: t)
+        q, w = stores(d)
 
         def conv(c, t):
             return q(F.conv2d(t, w(c.weight), c.bias, c.stride, c.padding))

@@ -58,6 +58,15 @@ class R(torch.autograd.Function):
         return g.to(ctx.d).to(g.dtype), None
 
 
+def stores(d):
+    """The 16-bit stores of dtype d (None: none): q rounds a value and its
+    gradient (R); w is a weight used through a 16-bit copy, its gradient not
+    rounded."""
+    if not d:
+        return (lambda t: t), (lambda t: t)
+    return (lambda t: R.apply(t, d)), (lambda t: t + (t.to(d).to(t.dtype) - t).detach())
+
+
 def params(seed):
     torch.manual_seed(seed)
     p = {}
@@ -78,10 +87,8 @@ def net(p, x, d, fused, stats):
     (and the sum) inside relu(bn(.)) and relu(bn(.) + z) are not rounded.
     stats gets each batchnorm's batch mean and unbiased variance - 1: what one
     step moves the running statistics by (times the momentum), from 0 and 1."""
-    q = (lambda t: R.apply(t, d)) if d else (lambda t: t)
+    q, w = stores(d)
     fq = (lambda t: t) if fused else q
-    # weights used through a 16-bit copy; their gradient is not rounded
-    w = (lambda t: t + (t.to(d).to(t.dtype) - t).detach()) if d else (lambda t: t)
 
     def conv(t, k, stride=1):
         return q(F.conv2d(t, w(p[k]), stride=stride, padding=p[k].shape[-1] // 2))

@@ -185,58 +185,54 @@ wbench() { "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2
     echo "| $m | $b | bf16 | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
   done
 } | tee -a "$out/bench_gpu.md"
+# The tables below each set one environment variable off and on around the same training
+# bench: abench runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
+# "| model | batch | precision | off img/s | on img/s | on / off |".
+abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
+ab_row() {
+  local var=$1 off=$2 on=$3 m=$4 b=$5 p=$6 x0 x1
+  x0=$( (export "$var=$off"; abench --model "$m" --batch "$b" --precision "$p") |
+    field train_images_per_s)
+  x1=$( (export "$var=$on"; abench --model "$m" --batch "$b" --precision "$p") |
+    field train_images_per_s)
+  echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
+}
 # the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step
 {
   echo
   echo "| model | batch | precision | plain img/s | CUDA graph img/s | graph / plain |"
   echo "|---|---:|---|---:|---:|---:|"
-  for m in resnet18; do
-    for p in fp32 bf16; do
-      b=256
-      gi() { WHISKER_CUDA_GRAPH="$1" wbench --device cuda --model "$m" --batch "$b" \
-        --precision "$p" --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
-      g0=$(gi 0); g1=$(gi 1)
-      echo "| $m | $b | $p | ${g0:-failed} | ${g1:-failed} | $(ratio "$g1" "$g0") |"
-    done
-  done
+  for p in fp32 bf16; do ab_row WHISKER_CUDA_GRAPH 0 1 resnet18 256 "$p"; done
 } | tee -a "$out/bench_gpu.md"
 # the next batch staged while the step computes ($WHISKER_GPU_PREFETCH=0 turns it off)
 {
   echo
   echo "| model | batch | precision | upload at the step img/s | next batch staged img/s | staged / not |"
   echo "|---|---:|---|---:|---:|---:|"
-  m=resnet50 b=256 p=bf16
-  pf() { WHISKER_GPU_PREFETCH="$1" wbench --device cuda --model "$m" --batch "$b" --precision "$p" \
-    --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
-  q0=$(pf 0); q1=$(pf 1)
-  echo "| $m | $b | $p | ${q0:-failed} | ${q1:-failed} | $(ratio "$q1" "$q0") |"
+  ab_row WHISKER_GPU_PREFETCH 0 1 resnet50 256 bf16
 } | tee -a "$out/bench_gpu.md"
-# batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it off)
+# batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it
+# off), with how many groups fused (the JSON's bn_fused, bn_unfused)
 {
   echo
   echo "| model | batch | precision | unfused img/s | fused img/s | groups fused | fused / unfused |"
   echo "|---|---:|---|---:|---:|---:|---:|"
   m=resnet50 b=256
   for p in bf16 fp16; do
-    bf() { WHISKER_BN_FUSE="$1" wbench --device cuda --model "$m" --batch "$b" --precision "$p" \
-      --latency-runs 3 --infer-runs 0; }
-    j0=$(bf 0); j1=$(bf auto)
+    j0=$( (export WHISKER_BN_FUSE=0; abench --model "$m" --batch "$b" --precision "$p") )
+    j1=$( (export WHISKER_BN_FUSE=auto; abench --model "$m" --batch "$b" --precision "$p") )
     f0=$(echo "$j0" | field train_images_per_s); f1=$(echo "$j1" | field train_images_per_s)
     fg=$(echo "$j1" | field bn_fused); fu=$(echo "$j1" | field bn_unfused)
     echo "| $m | $b | $p | ${f0:-failed} | ${f1:-failed} | ${fg:-?} of $(( ${fg:-0} + ${fu:-0} )) | $(ratio "$f1" "$f0") |"
   done
 } | tee -a "$out/bench_gpu.md"
 # batchnorm on whisker's kernels ($WHISKER_GPU_OWN_BN=1, what runs where cuDNN refuses 16 bits)
-# against cuDNN's, in bf16 (the default)
+# against cuDNN's, in bf16 (the default), unfused on both sides
 {
   echo
   echo "| model | batch | precision | cuDNN batchnorm img/s | whisker's batchnorm img/s | whisker's / cuDNN's |"
   echo "|---|---:|---|---:|---:|---:|"
-  m=resnet50 b=256 p=bf16
-  ob() { WHISKER_GPU_OWN_BN="$1" WHISKER_BN_FUSE=0 wbench --device cuda --model "$m" --batch "$b" \
-    --precision "$p" --latency-runs 3 --infer-runs 0 | field train_images_per_s; }
-  o0=$(ob 0); o1=$(ob 1)
-  echo "| $m | $b | $p | ${o0:-failed} | ${o1:-failed} | $(ratio "$o1" "$o0") |"
+  (export WHISKER_BN_FUSE=0; ab_row WHISKER_GPU_OWN_BN 0 1 resnet50 256 bf16)
 } | tee -a "$out/bench_gpu.md"
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc

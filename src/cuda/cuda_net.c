@@ -368,17 +368,39 @@ static wk_status wk_no_room(wk_status s, const char *advice, const char *fmt, ..
 
 static const char wk_smaller_batch[] = "try a smaller --batch";
 
+/* A cuDNN call that answered e: the failure, named by what (a format) and
+ * cuDNN's last message. */
+static wk_status wk_cudnn_failed(cudnnStatus_t e, const char *fmt, ...) WK_PRINTF(2, 3);
+
+static wk_status wk_cudnn_failed(cudnnStatus_t e, const char *fmt, ...) {
+  char what[256], msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  cudnnGetLastErrorString(msg, sizeof msg);
+  return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: %s (%s)", what, cudnnGetErrorString(e), msg);
+}
+
+/* *buf regrown to `bytes` on the device when smaller (*cap its size): the
+ * captured steps that used the old buffer are dropped first. The status is
+ * the allocation's, for the caller to word a lack of room. */
+static wk_status wk_regrow(wk_gpu_net *net, void **buf, size_t *cap, size_t bytes) {
+  if (bytes <= *cap) return WK_OK;
+  wk_graph_table_invalidate(&net->graphs);
+  WK_TRY(wk_cuda_free(*buf));
+  *buf = NULL;
+  *cap = 0;
+  WK_TRY(wk_cuda_malloc(buf, bytes));
+  *cap = bytes;
+  return WK_OK;
+}
+
 static wk_status wk_workspace(wk_gpu_net *net, size_t bytes) {
-  if (bytes <= net->workspace_bytes) return WK_OK;
-  wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
-  WK_TRY(wk_cuda_free(net->workspace));
-  net->workspace = NULL;
-  net->workspace_bytes = 0;
-  const wk_status s = wk_cuda_malloc(&net->workspace, bytes);
+  const wk_status s = wk_regrow(net, &net->workspace, &net->workspace_bytes, bytes);
   if (s != WK_OK)
     return wk_no_room(s, "try a smaller --batch or $WHISKER_GPU_WORKSPACE_MB",
                       "%zu MiB of convolution workspace", bytes >> 20);
-  net->workspace_bytes = bytes;
   return WK_OK;
 }
 
@@ -398,7 +420,8 @@ static wk_status wk_workspace_trim(wk_gpu_net *net, size_t bytes) {
 /* The sums' buffers of whisker's batchnorm (syncbn.cu): made with the network
  * where it may run (16 bits, where cuDNN may refuse a batchnorm, or
  * $WHISKER_GPU_OWN_BN), else when a communicator with synchronised batchnorm
- * is attached; never inside a captured step. */
+ * is attached, so they exist wherever wk_own_bn_forward can run, and are
+ * never made inside a captured step. */
 static wk_status wk_own_bn_buffers(wk_gpu_net *net) {
   if (net->sync_sums) return WK_OK;
   const size_t w = 2 * (size_t)net->widest_bn;
@@ -881,17 +904,10 @@ static wk_status wk_fusion_batch(wk_gpu_net *net) {
       continue;
     }
     if (ws > need) need = ws;
-    if (rs > s->reserve_bytes) {
-      wk_graph_table_invalidate(&net->graphs); /* captured steps use the old one */
-      WK_TRY(wk_cuda_free(s->reserve));
-      s->reserve = NULL;
-      s->reserve_bytes = 0;
-      const wk_status st = wk_cuda_malloc(&s->reserve, rs);
-      if (st != WK_OK)
-        return wk_no_room(st, wk_smaller_batch, "%s: the fused batchnorm's %zu KiB",
-                          net->nodes[j].name, rs >> 10);
-      s->reserve_bytes = rs;
-    }
+    const wk_status st = wk_regrow(net, &s->reserve, &s->reserve_bytes, rs);
+    if (st != WK_OK)
+      return wk_no_room(st, wk_smaller_batch, "%s: the fused batchnorm's %zu KiB",
+                        net->nodes[j].name, rs >> 10);
   }
   WK_TRY(wk_workspace(net, need));
   net->fusion_batch = net->batch;
@@ -1153,24 +1169,13 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
     if (add) WK_TRY(wk_forward_node(net, s->fuse_add, true, drop, seed_step));
     return wk_forward_node(net, j, true, drop, seed_step);
   }
-  if (e != CUDNN_STATUS_SUCCESS) {
-    char msg[256];
-    cudnnGetLastErrorString(msg, sizeof msg);
-    return wk_fail(WK_ERR_BACKEND, "cuDNN: fused batchnorm %s%s with relu: %s (%s); "
-                   "$WHISKER_BN_FUSE=0 runs them one by one", bn->name,
-                   add ? " and the add" : "", cudnnGetErrorString(e), msg);
-  }
+  if (e != CUDNN_STATUS_SUCCESS)
+    return wk_cudnn_failed(e, "fused batchnorm %s%s with relu ($WHISKER_BN_FUSE=0 runs them one "
+                           "by one)", bn->name, add ? " and the add" : "");
   sb->bn_trained = true;
   s->fused = true;
   net->fused_runs++;
   return WK_OK;
-}
-
-/* A cuDNN call that answered e: the failure, named by what and cuDNN's last message. */
-static wk_status wk_cudnn_failed(cudnnStatus_t e, const char *what) {
-  char msg[256];
-  cudnnGetLastErrorString(msg, sizeof msg);
-  return wk_fail(WK_ERR_BACKEND, "cuDNN: %s: %s (%s)", what, cudnnGetErrorString(e), msg);
 }
 
 /* Whisker's batchnorm (kernels/syncbn.cu, as the CPU's src/nn/exec_syncbn.c
@@ -1182,8 +1187,9 @@ static wk_store_kind wk_store(const wk_gpu_net *net) {
   return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
 }
 
-/* Batchnorm i's rows per rank, channels, and rows over every rank. */
-static wk_status wk_sync_shape(const wk_gpu_net *net, int i, int64_t *rows, int *c,
+/* Batchnorm i's rows per rank, channels, and rows over every rank (one
+ * unless synchronised). */
+static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
                                double *total) {
   int h, w;
   wk_gv_hwc(net, i + 1, &h, &w, c);
@@ -1205,10 +1211,9 @@ static wk_status wk_own_bn_forward(wk_gpu_net *net, int i, const void *x, void *
   int64_t rows;
   int c;
   double total;
-  WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
+  WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
   static const char what[] = "batchnorm statistics (whisker's kernels)";
-  WK_TRY(wk_own_bn_buffers(net));
   net->fwd_collectives |= net->sync_bn;
   net->own_runs++;
   s->bn_ran_own = true;
@@ -1309,7 +1314,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
       wk_bn_refused(net, i, e);
       return wk_forward_node(net, i, train, drop, seed_step);
     }
-    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm forward");
+    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm %s forward", nd->name);
   }
   case WK_NODE_ACT:
     s->fused = false;
@@ -1585,7 +1590,7 @@ static wk_status wk_own_bn_backward(wk_gpu_net *net, int i, bool need_dx) {
   int64_t rows;
   int c;
   double total;
-  WK_TRY(wk_sync_shape(net, i, &rows, &c, &total));
+  WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
   static const char what[] = "batchnorm backward (whisker's kernels)";
   const void *x = net->val[in], *dy = net->grad[i + 1];
@@ -1650,13 +1655,9 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
     wk_fuse_note(net, j, cudnnGetErrorString(e));
     return wk_backward_node(net, j, NULL);
   }
-  if (e != CUDNN_STATUS_SUCCESS) {
-    char msg[256];
-    cudnnGetLastErrorString(msg, sizeof msg);
-    return wk_fail(WK_ERR_BACKEND, "cuDNN: fused batchnorm %s%s with relu, backward: %s (%s); "
-                   "$WHISKER_BN_FUSE=0 runs them one by one", bn->name,
-                   add ? " and the add" : "", cudnnGetErrorString(e), msg);
-  }
+  if (e != CUDNN_STATUS_SUCCESS)
+    return wk_cudnn_failed(e, "fused batchnorm %s%s with relu, backward ($WHISKER_BN_FUSE=0 "
+                           "runs them one by one)", bn->name, add ? " and the add" : "");
   if (need_dx) WK_TRY(wk_commit(net, in, dx));
   if (need_dz) WK_TRY(wk_commit(net, z, dz));
   return WK_OK;
@@ -1720,10 +1721,9 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     if (wk_half(net) && CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
       /* cuDNN's forward saved the mean and inverse deviation these kernels use */
       wk_bn_refused(net, i, e);
-      WK_TRY(wk_own_bn_buffers(net));
       return wk_own_bn_backward(net, i, need_dx);
     }
-    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm backward");
+    return e == CUDNN_STATUS_SUCCESS ? WK_OK : wk_cudnn_failed(e, "batchnorm %s backward", nd->name);
   }
   case WK_NODE_ACT: {
     if (s->fused) return wk_fused_backward(net, i);
