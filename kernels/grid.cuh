@@ -16,7 +16,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
 inline int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
+  const int64_t b = n / kThreads + (n % kThreads != 0);  // no n + 255 overflow near INT64_MAX
   return (int)(b < kMaxBlocks ? b : kMaxBlocks);
 }
 

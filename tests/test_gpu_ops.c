@@ -82,8 +82,8 @@ static void ck_same_f32(const char *what, const float *got, const float *want, i
   }
 }
 
-static float *host_f32(int64_t n) {
-  float *p = malloc((size_t)n * sizeof *p);
+static float *host_f32(int64_t n) { /* zeroed: no uninitialised bytes reach the device */
+  float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
   ck_assert_ptr_nonnull(p);
   return p;
 }
@@ -668,9 +668,11 @@ END_TEST
 
 /* ------------------------------------------------------------------ kernel suite */
 
-/* Odd sizes: a single element, less than a warp, one block plus one, and a
- * prime above a million (more blocks than one wave, a ragged last block). */
-static const int64_t sizes[] = {1, 7, 257, 1000003};
+/* Odd sizes: a single element, less than a warp, one block plus one, a prime
+ * above a million (more blocks than one wave, a ragged last block), and one
+ * past the grid's cap of 65535 x 256 threads (2^24 + 1: the grid-stride
+ * loops' second pass, which a ResNet stem at batch 256 takes). */
+static const int64_t sizes[] = {1, 7, 257, 1000003, 16777217};
 enum { N_SIZES = sizeof sizes / sizeof sizes[0] };
 
 /* Values where the activations' branches meet or misbehave, planted at the
@@ -897,9 +899,11 @@ typedef struct xent_case {
   double smoothing;
 } xent_case;
 
-static const xent_case xent_cases[] = {{1, 1, 0.0},   {3, 10, 0.1},   {64, 10, 0.1},
-                                       {7, 1000, 0.0}, {5, 1001, 0.2}, {2, 100003, 0.1},
-                                       {300, 33, 1.0}};
+/* The last: more rows than the grid's 65535 blocks, so a block reuses its
+ * shared memory for a second row. */
+static const xent_case xent_cases[] = {{1, 1, 0.0},   {3, 10, 0.1},     {64, 10, 0.1},
+                                       {7, 1000, 0.0}, {5, 1001, 0.2},   {2, 100003, 0.1},
+                                       {300, 33, 1.0}, {70001, 10, 0.1}};
 enum { N_XENT_CASES = sizeof xent_cases / sizeof xent_cases[0] };
 
 /* |got - want| <= 1e-6 |want| + floor element by element (a few float ulps),
@@ -956,6 +960,13 @@ START_TEST(test_softmax_xent) {
   ck_close_f32("softmax row loss", got_loss, want_loss, n, 1e-9);
   ck_assert_msg(fabs(got_total - want_total) <= 1e-6 * fabs(want_total) + 1e-9,
                 "loss total %.17g, want %.17g", got_total, want_total);
+  /* The loss alone (no probabilities, as evaluation asks): the same row losses. */
+  for (int64_t i = 0; i < n; i++) got_loss[i] = NAN;
+  CK_WK(wk_cuda_copy_h2d(d_loss, got_loss, (size_t)n * sizeof *got_loss));
+  CK_LAUNCH(wk_launch_softmax_xent_forward_f32(n, k, c->smoothing, d_logits, d_labels, NULL,
+                                               d_loss, NULL));
+  to_host(got_loss, d_loss, n);
+  ck_close_f32("softmax row loss without probs", got_loss, want_loss, n, 1e-9);
 
   /* Backward from the device's probabilities, so only the backward is tested. */
   wk_softmax_xent_backward_ref_f32(n, k, c->smoothing, n, got_p, labels, 1.0, want_d);
