@@ -12,7 +12,9 @@
  *   appear at the next synchronising call. Check it with WK_CUDA_TRY.
  * - n == 0 (or an empty batch) launches nothing and returns 0, except for the
  *   reductions that must still write their (zero) result: wk_launch_sum_f32,
- *   wk_launch_sum_rows_f32 and wk_launch_col_sum_h with no rows.
+ *   wk_launch_sum_rows_f32 and wk_launch_col_sum_h with no rows, and the
+ *   batchnorm sums wk_launch_bn_sums / wk_launch_bn_grad_sums (rows == 0: zeros);
+ *   the batchnorm launchers reject c == 0 (their section below).
  * Semantics are those of the reference ops in src/ops/ref_template.inc, bit for
  * bit for the elementwise ops (same comparisons, IEEE single-precision add). */
 #ifndef WK_KERNELS_H
@@ -265,7 +267,7 @@ int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, void *stream);
 /* ------------------------------------------------------------------ syncbn.cu
  * Whisker's batchnorm, synchronised over ranks (the sums all-reduced between
  * the launches) or alone where cuDNN refuses one (cuda_net.c; the CPU's
- * src/nn/exec_syncbn.c): x and
+ * src/nn/exec_syncbn.c): c >= 1 (c == 0 is cudaErrorInvalidValue); x and
  * dy are (rows, c) in `kind`'s storage (NHWC: rows = batch x height x width);
  * mean, invstd, gamma, beta per channel in float. Sums are in double: rows cut
  * into min(rows, WK_BN_SUM_CHUNKS) chunks, each over 8 interleaved lanes
