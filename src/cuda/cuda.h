@@ -52,7 +52,8 @@ typedef struct wk_gpu_algo_stats {
   int64_t timed;     /* (shape, direction) pairs timed and kept */
   int64_t reused;    /* choices taken from the cache instead of timing again */
   int64_t fell_back; /* timings that could not run (unsupported, no device memory for
-                      * their workspace): the heuristics' choice was used */
+                      * their workspace): the heuristics' choice was used, and kept
+                      * for the shape (counted in reused when it comes back) */
 } wk_gpu_algo_stats;
 
 /* An empty cache (host memory only: no device is touched). */

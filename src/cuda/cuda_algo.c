@@ -108,10 +108,10 @@ static bool wk_cache_get(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *ou
   return hit;
 }
 
-/* Keeps *v for k. When another thread kept one meanwhile, that one wins and
- * comes back in *v, so every network of the context runs the same. Out of
- * host memory the choice is used but not kept. */
-static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v) {
+/* Keeps *v for k (counted as timed when `timed`). When another thread kept
+ * one meanwhile, that one wins and comes back in *v, so every network of the
+ * context runs the same. Out of host memory the choice is used but not kept. */
+static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v, bool timed) {
   pthread_mutex_lock(&a->lock);
   for (size_t i = 0; i < a->n; i++)
     if (memcmp(&a->keys[i], k, sizeof *k) == 0) {
@@ -134,7 +134,7 @@ static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v)
   a->keys[a->n] = *k;
   a->algos[a->n] = *v;
   a->n++;
-  a->stats.timed++;
+  a->stats.timed += timed;
   pthread_mutex_unlock(&a->lock);
 }
 
@@ -369,7 +369,7 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
     *timed = true;
     WK_TRY(wk_time(c, d, ws_need, &t, &ok));
     if (ok) {
-      wk_cache_put(c->cache, &key, &t);
+      wk_cache_put(c->cache, &key, &t, true);
       *out = t;
       *found = true;
       return WK_OK;
@@ -379,6 +379,9 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   if (first >= 0) {
     *out = wk_algo_of(&p[first]);
     *found = true;
+    /* a shape that could not be timed keeps the heuristic's choice: not timed (and the
+     * workspace grown and trimmed, the graphs dropped) again at every change of batch */
+    if (c->find) wk_cache_put(c->cache, &key, out, false);
   }
   return WK_OK;
 }

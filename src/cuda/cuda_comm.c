@@ -47,6 +47,7 @@ struct wk_gpucomm {
   int rank, world;
   double timeout_s;
   bool broken;         /* aborted: no more NCCL calls */
+  bool open;           /* a backward's all-reduce begun and not finished */
   wk_gbucket *buckets;
   int n_buckets, next_launch;
   int *param_bucket;   /* per parameter */
@@ -195,8 +196,19 @@ void wk_gpucomm_destroy(wk_gpucomm *c) {
   free(c);
 }
 
+static wk_status wk_comm_check(const wk_gpucomm *c) {
+  return c->broken ? wk_fail(WK_ERR_BACKEND, "NCCL: the communicator was aborted") : WK_OK;
+}
+
 wk_status wk_gpucomm_begin(wk_gpucomm *c) {
-  if (c->broken) return wk_fail(WK_ERR_BACKEND, "NCCL: the communicator was aborted");
+  WK_TRY(wk_comm_check(c));
+  /* a backward that failed part-way left buckets in flight that nothing joined back to the
+   * compute stream: the next one's gradients would race them. The ranks stop after a
+   * failed step; a caller that goes on is refused. */
+  if (c->open)
+    return wk_fail(WK_ERR_BACKEND, "NCCL: the last gradient all-reduce was left unfinished "
+                   "(a failed backward); the communicator cannot go on");
+  c->open = true;
   for (int i = 0; i < c->n_buckets; i++) c->buckets[i].pending = c->buckets[i].n_params;
   c->next_launch = 0;
   return WK_OK;
@@ -220,21 +232,24 @@ static wk_status wk_comm_launch(wk_gpucomm *c, float *grads, cudaStream_t comput
 
 wk_status wk_gpucomm_node_done(wk_gpucomm *c, const wk_node *nd, float *grads,
                                cudaStream_t compute) {
+  WK_TRY(wk_comm_check(c));
   for (int k = 0; k < 2; k++)
     if (nd->param[k] >= 0) c->buckets[c->param_bucket[nd->param[k]]].pending--;
   return wk_comm_launch(c, grads, compute, false);
 }
 
 wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
+  WK_TRY(wk_comm_check(c));
   WK_TRY(wk_comm_launch(c, grads, compute, true));
   WK_CUDA_TRY(cudaEventRecord(c->done, c->stream));
   WK_CUDA_TRY(cudaStreamWaitEvent(compute, c->done, 0));
+  c->open = false;
   return WK_OK;
 }
 
 wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
                              const char *what) {
-  if (c->broken) return wk_fail(WK_ERR_BACKEND, "NCCL: the communicator was aborted");
+  WK_TRY(wk_comm_check(c));
   WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
   WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
   const ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, c->comm, c->stream);
@@ -247,6 +262,7 @@ wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t 
 int wk_gpucomm_world(const wk_gpucomm *c) { return c->world; }
 
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
+  WK_TRY(wk_comm_check(c));
   const double deadline = wk_now_s() + c->timeout_s;
   for (;;) {
     const cudaError_t e = cudaStreamQuery(compute);

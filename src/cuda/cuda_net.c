@@ -182,6 +182,8 @@ struct wk_gpu_net {
   void **val, **grad;    /* per value (roots only), device, for batch cap: float32, or
                           * 16 bits with bf16 and fp16 (wk_esize) */
   int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
+  int64_t grad_cap;      /* batch the gradients hold: 0 until a training forward (an
+                          * inference-only network never makes them) */
   bool last_train;
   bool out_ready;        /* the last forward completed: the output value holds its result */
   wk_gpu_dropout drop;   /* the last training forward's dropout masks */
@@ -210,6 +212,7 @@ struct wk_gpu_net {
   wk_gpu_algos *own_algos;
   bool trains;           /* a training forward has run: AUTO times */
   bool algos_timed;      /* the batch's algorithms were chosen by timing */
+  bool algos_backward;   /* and its backward ones too (a training forward's) */
   int64_t widest_w;      /* elements of the largest convolution weight */
   float *find_dw;        /* float32 timing: a filter gradient to overwrite (widest_w) */
   float *scratch, *ones; /* scratch: the largest value in float32 (twice, with fused
@@ -725,7 +728,7 @@ static void wk_free_values(wk_gpu_net *net) {
   (void)wk_cuda_free(net->scratch);
   (void)wk_cuda_free(net->ones);
   net->scratch = net->ones = NULL;
-  net->cap = 0;
+  net->cap = net->grad_cap = 0;
 }
 
 void wk_cudanet_destroy(wk_gpu_net *net) {
@@ -737,7 +740,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   if (net->vals_read) (void)cudaEventDestroy(net->vals_read);
   if (net->vals_host) (void)cudaFreeHost(net->vals_host);
   (void)wk_cuda_free(net->vals_dev);
-  if (net->val && net->alias) wk_free_values(net);
+  if (net->val && net->alias && net->grad) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
     if (s->x) cudnnDestroyTensorDescriptor(s->x);
@@ -815,10 +818,12 @@ static void wk_timing_buffers(wk_gpu_net *net, int i, wk_conv_choice *c) {
   c->dw_data = wk_half(net) ? (void *)net->bdw : (void *)net->find_dw;
 }
 
-/* Convolution i's three algorithms and their math types for the batch the
- * descriptors describe (cuda_algo.c), by timing when `find`; *need grows to
- * the largest workspace, *timed says timing ran. */
-static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, bool *timed) {
+/* Convolution i's algorithms and their math types for the batch the
+ * descriptors describe (cuda_algo.c): forward, and with `backward` the two
+ * backward ones; by timing when `find`; *need grows to the largest
+ * workspace, *timed says timing ran. */
+static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward, size_t *need,
+                               bool *timed) {
   wk_gnode *s = &net->gn[i];
   const wk_node *n = &net->nodes[i];
   /* the rankings follow the descriptor's math type, which the calls change */
@@ -831,7 +836,7 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, 
   if (find) wk_timing_buffers(net, i, &c);
   static const char *const what[3] = {"forward", "backward-data", "backward-filter"};
   wk_conv_algo a[3];
-  for (int d = 0; d < 3; d++) {
+  for (int d = 0; d < (backward ? 3 : 1); d++) {
     bool found = false, t = false;
     WK_TRY(wk_conv_choose(&c, (wk_conv_dir)d, &a[d], &found, &t));
     *timed |= t;
@@ -842,6 +847,7 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, size_t *need, 
   }
   s->fwd_algo = (cudnnConvolutionFwdAlgo_t)a[WK_CONV_FWD].algo;
   s->fwd_math = a[WK_CONV_FWD].math;
+  if (!backward) return WK_OK;
   s->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)a[WK_CONV_BWD_DATA].algo;
   s->bwd_data_math = a[WK_CONV_BWD_DATA].math;
   s->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)a[WK_CONV_BWD_FILTER].algo;
@@ -914,40 +920,42 @@ static wk_status wk_fusion_batch(wk_gpu_net *net) {
   return WK_OK;
 }
 
-static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find);
+static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool train);
 
 /* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
- * for it, timed when `find`; for a training forward (`train`) the fused
- * groups' sizes too. */
+ * for it, timed when `find`; for a training forward (`train`) the
+ * gradients, the backward algorithms and the fused groups' sizes too. */
 static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find, bool train) {
-  if (n != net->batch || n > net->cap || find != net->algos_timed) {
+  if (n != net->batch || n > net->cap || find != net->algos_timed ||
+      (train && (!net->algos_backward || net->grad_cap < n))) {
     net->fusion_batch = 0; /* the workspace may be cut down to the convolutions' */
-    WK_TRY(wk_prepare_convs(net, n, find));
+    WK_TRY(wk_prepare_convs(net, n, find, train));
   }
   if (train && net->fuse_groups && !net->sync_bn && net->fusion_batch != n)
     WK_TRY(wk_fusion_batch(net));
   return WK_OK;
 }
 
-/* wk_prepare_batch's buffers, descriptors and convolution algorithms. */
-static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find) {
+/* wk_prepare_batch's buffers, descriptors and convolution algorithms (with
+ * `train`, the gradients and the backward algorithms too). */
+static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool train) {
+  for (int v = 0; v < net->n_values; v++) /* cuDNN's descriptors count in int */
+    if (net->numel[v] > INT32_MAX / n)
+      return wk_fail(WK_ERR_UNSUPPORTED, "GPU: a batch of %lld makes %s's output over 2^31 "
+                     "values, more than cuDNN takes: try a smaller --batch", (long long)n,
+                     v ? net->nodes[v - 1].name : "the input");
   if (n > net->cap) {
     wk_free_values(net);
     int64_t biggest = 1;
     for (int v = 0; v < net->n_values; v++) {
       biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
       if (net->alias[v] != v) continue;
-      const size_t bytes = (size_t)(n * net->numel[v]) * wk_esize(net);
-      wk_status s = wk_cuda_malloc(&net->val[v], bytes);
-      if (s == WK_OK && v > 0) s = wk_cuda_malloc(&net->grad[v], bytes);
+      const wk_status s = wk_cuda_malloc(&net->val[v], (size_t)(n * net->numel[v]) * wk_esize(net));
       if (s != WK_OK)
         return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     }
     for (int v = 0; v < net->n_values; v++)
-      if (net->alias[v] != v) {
-        net->val[v] = net->val[net->alias[v]];
-        net->grad[v] = net->grad[net->alias[v]];
-      }
+      if (net->alias[v] != v) net->val[v] = net->val[net->alias[v]];
     /* a fused group's backward may want two values' gradients in the
      * scratch, the second 256-byte aligned (wk_fused_backward): 16-bit ones
      * fit twice in float32's room */
@@ -963,6 +971,23 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find) {
     free(h);
     WK_TRY(s);
     net->cap = n;
+  }
+  if (train && net->grad_cap < net->cap) { /* the values' gradients, at the values' batch */
+    wk_graph_table_invalidate(&net->graphs); /* captured steps use these buffers */
+    for (int v = 1; v < net->n_values; v++)
+      if (net->alias[v] == v) (void)wk_cuda_free(net->grad[v]);
+    for (int v = 1; v < net->n_values; v++) net->grad[v] = NULL;
+    for (int v = 1; v < net->n_values; v++) {
+      if (net->alias[v] != v) continue;
+      const wk_status s =
+          wk_cuda_malloc(&net->grad[v], (size_t)(net->cap * net->numel[v]) * wk_esize(net));
+      if (s != WK_OK)
+        return wk_no_room(s, wk_smaller_batch, "the gradients of a batch of %lld",
+                          (long long)net->cap);
+    }
+    for (int v = 1; v < net->n_values; v++)
+      if (net->alias[v] != v) net->grad[v] = net->grad[net->alias[v]];
+    net->grad_cap = net->cap;
   }
   if (find && !wk_half(net) && !net->find_dw && net->widest_w) {
     const wk_status s =
@@ -990,7 +1015,7 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find) {
       if (on != n || oc != c || oh != h || ow != w)
         return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: cuDNN's output %dx%dx%d differs from the "
                        "network's %dx%dx%d", nd->name, oh, ow, oc, h, w, c);
-      const wk_status ps = wk_pick_algos(net, i, find, &need, &timed);
+      const wk_status ps = wk_pick_algos(net, i, find, train, &need, &timed);
       if (net->workspace != ws_before || net->workspace_bytes != ws_bytes_before)
         wk_graph_table_invalidate(&net->graphs); /* timing made it again, even if it failed */
       WK_TRY(ps);
@@ -1001,6 +1026,7 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find) {
   if (need) WK_TRY(wk_workspace(net, need));
   net->batch = n;
   net->algos_timed = find;
+  net->algos_backward = train;
   return WK_OK;
 }
 
@@ -1143,6 +1169,8 @@ static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
 
 static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
                                  const uint64_t *seed_step);
+static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
+                            double *total);
 
 /* Group j's forward, at its relu: y = relu(bn(x) [+ z]) in one cuDNN call
  * that writes neither the batchnorm's output nor the add's (16 bits: rounded
@@ -1155,6 +1183,10 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
   wk_gnode *sb = &net->gn[s->fuse_bn];
   const bool add = s->fuse_add >= 0;
   const float one = 1.0f, zero = 0.0f;
+  int64_t rows;
+  int c;
+  double total;
+  WK_TRY(wk_bn_rows(net, s->fuse_bn, &rows, &c, &total)); /* more than one value per channel */
   const cudnnStatus_t e = cudnnBatchNormalizationForwardTrainingEx(
       net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, wk_fuse_ops(s), &one, &zero, sb->x,
       net->val[bn->in[0]], add ? sb->y : NULL, add ? net->val[s->fuse_z] : NULL, s->y,
@@ -1190,7 +1222,7 @@ static wk_store_kind wk_store(const wk_gpu_net *net) {
 /* Batchnorm i's rows per rank, channels, and rows over every rank (one
  * unless synchronised). */
 static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
-                               double *total) {
+                            double *total) {
   int h, w;
   wk_gv_hwc(net, i + 1, &h, &w, c);
   *rows = net->batch * h * w;
@@ -1300,6 +1332,12 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     const double eps = wk_bn_eps(nd);
     s->bn_trained = train && net->needs_grad[v];
     s->bn_ran_own = false;
+    if (s->bn_trained) { /* as the CPU: no variance from one value (cuDNN would give inf) */
+      int64_t rows;
+      int c;
+      double total;
+      WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
+    }
     if (s->bn_trained && (net->sync_bn || s->bn_own)) return wk_own_bn_forward(net, i, x, y);
     if (s->bn_own) return wk_own_bn_infer(net, i, x, y);
     const cudnnStatus_t e =
@@ -1538,6 +1576,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   WK_CUDA_TRY(cudaSetDevice(net->device));
   net->out_ready = false; /* the output value, and a loss of it, are overwritten below */
   net->xent_ready = false;
+  net->last_train = false; /* until this forward has run whole: backward needs one */
   net->fwd_collectives = false;
   net->trains |= train;
   const bool find =
@@ -1550,6 +1589,10 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   }
   const int last = net->n_values - 1;
   if (out) {
+    /* a copy to pageable memory blocks the host until the stream reaches it: a dead peer's
+     * collective would hang it there, so the collectives are waited for first (polled) */
+    if (net->comm && net->fwd_collectives)
+      WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
     const float *y = NULL;
     WK_TRY(wk_output_f32(net, &y));
     WK_CUDA_TRY(cudaMemcpyAsync(out, y, (size_t)(n * net->numel[last]) * sizeof(float),
@@ -1918,6 +1961,10 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
   const int last = net->n_values - 1;
   const int64_t n = net->batch, k = net->numel[last];
   net->xent_ready = false;
+  /* the copies below, to and from pageable memory, can block the host until the stream
+   * reaches them: the forward's collectives first, polled (wk_cudanet_forward) */
+  if (net->comm && net->fwd_collectives)
+    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
   WK_TRY(wk_xent_buffers(net, n, k));
   /* pageable memory: staged by the driver before the call returns */
   WK_CUDA_TRY(cudaMemcpyAsync(net->xent_labels, x->labels, (size_t)n * sizeof(int32_t),
@@ -2056,10 +2103,11 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
   WK_TRY(wk_optim_check(net, o));
   WK_CUDA_TRY(cudaSetDevice(net->device));
   if (o->n_segments == 0) return WK_OK; /* everything frozen */
+  if (!net->segs_dev) /* the device's first: a failure leaves neither made */
+    WK_TRY(wk_cuda_malloc((void **)&net->segs_dev, np * sizeof *net->segs_dev));
   if (!net->segs_host) {
     net->segs_host = malloc(np * sizeof *net->segs_host);
     if (!net->segs_host) return wk_fail(WK_ERR_NOMEM, "GPU optimizer step: out of memory");
-    WK_TRY(wk_cuda_malloc((void **)&net->segs_dev, np * sizeof *net->segs_dev));
   }
   wk_optim_segments(o, net->segs_host);
   WK_CUDA_TRY(cudaMemcpyAsync(net->segs_dev, net->segs_host,
