@@ -21,8 +21,16 @@ import torchvision
 
 
 def measure(model_name, batch, size, precision, infer, steps, warmup):
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    tf32 = precision == "tf32"
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        # PyTorch 2.9 and later: the fp32_precision settings (the allow_tf32 flags are
+        # deprecated there, and the two must not be mixed)
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+        conv.fp32_precision = "tf32" if tf32 else "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats()
