@@ -100,7 +100,9 @@ typedef struct wk_gpu_net wk_gpu_net;
  * the batchnorm's and the add's outputs are never written nor read again.
  * Unset or "auto": in bf16 and fp16 (cuDNN's fused kernels are 16-bit NHWC
  * ones); "1": in every precision; "0": never. A group cuDNN refuses runs
- * unfused (wk_gpu_net_graph_stats says which and why).
+ * unfused (wk_gpu_net_graph_stats says which and why), and so does every
+ * group when $WHISKER_GPU_WORKSPACE_MB is 0 (a fused call needs some
+ * workspace: given none, cuDNN's Ex calls act as the plain batchnorm).
  *
  * $WHISKER_GPU_OWN_BN=1: every batchnorm runs on whisker's kernels
  * (kernels/syncbn.cu) instead of cuDNN's, as one does from the first time
