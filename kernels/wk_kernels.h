@@ -46,6 +46,12 @@ typedef enum {
 
 /* ------------------------------------------------------------------ eltwise.cu */
 
+/* 0 when this build holds kernels the current device can run (machine code for
+ * its architecture, or PTX it can compile); else the runtime's error, e.g.
+ * cudaErrorNoKernelImageForDevice (209) on a GPU older than the architectures
+ * built. Launches nothing. */
+int wk_kernels_runnable(void);
+
 /* y[i] = x[i] > 0 ? x[i] : 0. x, y: (n); y may alias x. */
 int wk_launch_relu_forward_f32(int64_t n, const float *x, float *y, void *stream);
 /* y[i] = min(max(x[i], 0), 6) (NaN -> 0, as the reference). x, y: (n); y may alias x. */

@@ -199,15 +199,50 @@ START_TEST(test_launcher_options_per_mpi) {
 }
 END_TEST
 
+/* A launcher that starts the program but tells it nothing of its rank (no
+ * OMPI_/PMI_/PMIX_/SLURM_ variables): the started process must not start
+ * processes again (each would, without end), and says why. The fake drops
+ * -np N and runs the rest once; a second start would leave a second line. */
+START_TEST(test_launcher_without_rank_variables_is_refused) {
+  char dir[] = "/tmp/wk_cli_relaunch_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char fake[256], log_path[256], got[4096];
+  snprintf(fake, sizeof fake, "%s/launcher", dir);
+  snprintf(log_path, sizeof log_path, "%s/starts", dir);
+  FILE *f = fopen(fake, "w");
+  ck_assert_ptr_nonnull(f);
+  fprintf(f, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'a launcher 1.0'; exit 0; fi\n"
+             "echo start >> '%s'\nshift 2\nexec \"$@\"\n", log_path);
+  fclose(f);
+  ck_assert_int_eq(chmod(fake, 0755), 0);
+  setenv("WHISKER_MPIRUN", fake, 1);
+  const time_t t0 = time(NULL);
+  run_result r = run("bench --procs 2 --model smallcnn --size 32 --batch 4 --steps 1 --warmup 0");
+  unsetenv("WHISKER_MPIRUN");
+  ck_assert_msg(time(NULL) - t0 < 20, "took %lld s", (long long)(time(NULL) - t0));
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "set none of the variables that give a process its rank") != NULL,
+                "stderr: %s", r.err);
+  slurp(log_path, got, sizeof got);
+  ck_assert_str_eq(got, "start\n"); /* started once, never again */
+  remove(fake), remove(log_path);
+  rmdir(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cli");
   TCase *tc = tcase_create("cli");
+  /* each test starts whisker several times (the first load of the CUDA plugin's libraries
+   * from a cold disk cache takes seconds): Check's 4 s default is too tight under load */
+  tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_version_and_help);
   tcase_add_test(tc, test_usage_errors_exit_2);
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
   tcase_add_test(tc, test_launcher_options_per_mpi);
+  tcase_add_test(tc, test_launcher_without_rank_variables_is_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -144,6 +144,16 @@ static wk_mpi_launcher wk_launcher_kind(const char *mpirun) {
  * it does not know, -np alone. */
 static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) {
   const char *mpirun = wk_mpirun();
+  /* started by a launcher of ours that told this process nothing of its rank: starting
+   * processes again would never end */
+  const char *by = getenv("WHISKER_LAUNCHED_BY");
+  if (by && *by) {
+    fprintf(stderr, "whisker %s: started by %s, which set none of the variables that give a "
+            "process its rank (Open MPI's OMPI_COMM_WORLD_*, PMI_*, PMIX_*, SLURM_*): not "
+            "starting %d processes again; set $WHISKER_MPIRUN to Open MPI's mpirun or MPICH's "
+            "mpiexec\n", cmd, by, n_ranks);
+    return WK_EXIT_FAIL;
+  }
   char exe[4096];
   if (!wk_exe_path(exe, sizeof exe)) {
     fprintf(stderr, "whisker %s: cannot find this program's own path (/proc/self/exe)\n", cmd);
@@ -175,6 +185,11 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   for (int i = 0; i < argc; i++) av[k++] = argv[i];
   av[k] = NULL;
   fflush(NULL);
+  if (setenv("WHISKER_LAUNCHED_BY", mpirun, 1) != 0) {
+    fprintf(stderr, "whisker %s: setenv: %s\n", cmd, strerror(errno));
+    free(av);
+    return WK_EXIT_FAIL;
+  }
   execvp(mpirun, av);
   if (errno == ENOENT)
     fprintf(stderr, "whisker %s: %d processes are started with %s, which is not installed: "

@@ -681,10 +681,19 @@ wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out)
   if (device < 0 || device >= count)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU network: device %d of %d", device, count);
   WK_CUDA_TRY(cudaSetDevice(device));
+  int major = 0, minor = 0;
+  WK_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  WK_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  /* a build for newer GPUs only (sm_90 when built where there is none) has no kernels for
+   * an older one: refuse here, where --device auto falls back to the CPU, not at the
+   * first step */
+  const int ke = wk_kernels_runnable();
+  if (ke != 0)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: compute capability %d.%d: this build has no "
+                   "kernels it can run (%s); rebuild on this machine (its GPU's architecture "
+                   "is added) or set -DWHISKER_CUDA_ARCHS", device, major, minor,
+                   cudaGetErrorString((cudaError_t)ke));
   if (g->precision == WK_PRECISION_BF16) { /* bfloat16 tensor cores: Ampere (8.0) on */
-    int major = 0, minor = 0;
-    WK_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    WK_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
     if (major < 8)
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU %d: --precision bf16 needs compute capability "
                      "8.0 or newer, this GPU has %d.%d (fp16 or fp32 work)", device, major,
