@@ -137,8 +137,10 @@ fi
 if [ "$phase" != bench ]; then
 for t in test_gpu_ops test_gpu_net; do
   echo "== $t"
-  # NaN-filled buffers, as ctest runs them; Check's timeouts do not apply without fork
-  WHISKER_GPU_POISON=1 timeout -k 10 "${WK_TEST_TIMEOUT_S:-420}" "$build/tests/$t"
+  # NaN-filled buffers, as ctest runs them; each result printed as it comes (TAP), so a
+  # suite cut short by its timeout still shows what finished
+  WHISKER_GPU_POISON=1 CK_TAP_LOG_FILE_NAME=- timeout -k 10 "${WK_TEST_TIMEOUT_S:-420}" \
+    "$build/tests/$t"
   r=$?
   echo "== $t exit $r"
   [ "$r" -eq 0 ] || rc=1

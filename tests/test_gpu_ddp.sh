@@ -35,6 +35,8 @@ fi
 # between algorithms of about the same speed, which round differently;
 # cuDNN's heuristics choose alike in every process.
 export WHISKER_CUDNN_ALGO=heuristic
+# and none that adds with atomics, whose order changes from run to run
+export WHISKER_CUDNN_DETERMINISTIC=1
 tmp=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }

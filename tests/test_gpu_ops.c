@@ -2368,6 +2368,7 @@ static Suite *kernel_suite(void) {
 }
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* results as they come ($CK_TAP_LOG_FILE_NAME=-) */
   n_devices = wk_cuda_device_count();
   SRunner *sr = srunner_create(host_suite());
   if (n_devices > 0) srunner_add_suite(sr, kernel_suite());

@@ -91,7 +91,8 @@ typedef struct wk_gpu_net wk_gpu_net;
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
  * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
- * $WHISKER_CUDNN_ALGO, $WHISKER_BN_FUSE or $WHISKER_GPU_OWN_BN (all read
+ * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE or
+ * $WHISKER_GPU_OWN_BN (all read
  * here). g->algos, when given, must outlive the network.
  *
  * $WHISKER_BN_FUSE: in a training forward, a batchnorm whose output only a
@@ -103,6 +104,10 @@ typedef struct wk_gpu_net wk_gpu_net;
  * unfused (wk_gpu_net_graph_stats says which and why), and so does every
  * group when $WHISKER_GPU_WORKSPACE_MB is 0 (a fused call needs some
  * workspace: given none, cuDNN's Ex calls act as the plain batchnorm).
+ *
+ * $WHISKER_CUDNN_DETERMINISTIC=1: only convolution algorithms cuDNN calls
+ * deterministic (PyTorch's cudnn.deterministic): a step computes the same bits
+ * every time, also the backward ones that would add with atomics.
  *
  * $WHISKER_GPU_OWN_BN=1: every batchnorm runs on whisker's kernels
  * (kernels/syncbn.cu) instead of cuDNN's, as one does from the first time

@@ -52,8 +52,9 @@ typedef struct wk_conv_key {
   int w[6];                     /* data type, layout, k, c per group, h, w */
   int conv[10];                 /* padding, stride and dilation (h, w), mode, compute
                                  * type, groups, math type */
+  int deterministic;            /* only algorithms cuDNN calls deterministic */
 } wk_conv_key;
-_Static_assert(sizeof(wk_conv_key) == 29 * sizeof(int), "wk_conv_key has padding");
+_Static_assert(sizeof(wk_conv_key) == 30 * sizeof(int), "wk_conv_key has padding");
 
 struct wk_gpu_algos {
   pthread_mutex_t lock; /* networks of one context may run on several threads */
@@ -151,6 +152,7 @@ static wk_status wk_key_make(const wk_conv_choice *c, wk_conv_dir d, wk_conv_key
   k->dir = (int)d;
   k->ws_limit_hi = (int)(uint32_t)((uint64_t)c->ws_limit >> 32);
   k->ws_limit_lo = (int)(uint32_t)c->ws_limit;
+  k->deterministic = c->deterministic;
   cudnnDataType_t xt, wt, ct;
   cudnnTensorFormat_t wf;
   cudnnConvolutionMode_t mode;
@@ -183,12 +185,13 @@ typedef struct wk_algo_perf {
   float time_ms; /* measured (timing); an estimate or -1 (heuristics) */
   size_t memory;
   cudnnMathType_t math;
+  cudnnDeterminism_t determinism;
 } wk_algo_perf;
 
 #define WK_PERF_TAKE(dst, src, got)                                                       \
   for (int k_ = 0; k_ < (got); k_++)                                                    \
   (dst)[k_] = (wk_algo_perf){(int)(src)[k_].algo, (src)[k_].status, (src)[k_].time,      \
-                             (src)[k_].memory, (src)[k_].mathType}
+                             (src)[k_].memory, (src)[k_].mathType, (src)[k_].determinism}
 
 /* Whether a math type is allowed: never ALLOW_CONVERSION (fp16 products from
  * other data); tensor cores (TF32 for float32 data) only with tensor_math;
@@ -199,7 +202,8 @@ static bool wk_math_ok(const wk_conv_choice *c, cudnnMathType_t m) {
 }
 
 static bool wk_usable(const wk_conv_choice *c, const wk_algo_perf *p) {
-  return p->status == CUDNN_STATUS_SUCCESS && p->memory <= c->ws_limit && wk_math_ok(c, p->math);
+  return p->status == CUDNN_STATUS_SUCCESS && p->memory <= c->ws_limit &&
+         wk_math_ok(c, p->math) && (!c->deterministic || p->determinism == CUDNN_DETERMINISTIC);
 }
 
 static wk_conv_algo wk_algo_of(const wk_algo_perf *p) {

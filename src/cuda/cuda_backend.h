@@ -174,6 +174,7 @@ typedef struct wk_conv_choice {
   bool tensor_math;    /* tensor-core math types allowed (tf32, bf16, fp16) */
   size_t ws_limit;     /* bytes; no algorithm needing more is chosen */
   bool find;           /* time, through the cache, rather than take the heuristics' choice */
+  bool deterministic;  /* only algorithms cuDNN calls deterministic (no atomics) */
   wk_gpu_algos *cache;
   /* timing only: device buffers of the descriptors' sizes that the timed
    * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the

@@ -202,6 +202,7 @@ struct wk_gpu_net {
   void *workspace;
   size_t workspace_bytes, workspace_limit;
   wk_algo_mode algo_mode;
+  bool deterministic; /* $WHISKER_CUDNN_DETERMINISTIC=1 */
   wk_fuse_mode fuse_mode;
   cudnnActivationDescriptor_t relu; /* the fused groups' */
   int fuse_groups;                  /* groups planned */
@@ -634,8 +635,8 @@ static wk_status wk_handles(wk_gpu_net *net) {
   return WK_OK;
 }
 
-/* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO, $WHISKER_GPU_OWN_BN and
- * $WHISKER_BN_FUSE (cuda.h). */
+/* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC,
+ * $WHISKER_GPU_OWN_BN and $WHISKER_BN_FUSE (cuda.h). */
 static wk_status wk_read_env(wk_gpu_net *net) {
   net->workspace_limit = (size_t)1024 << 20;
   const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
@@ -655,6 +656,10 @@ static wk_status wk_read_env(wk_gpu_net *net) {
     else return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_ALGO='%s': expected heuristic or find",
                         env);
   }
+  env = getenv("WHISKER_CUDNN_DETERMINISTIC");
+  net->deterministic = env && !strcmp(env, "1");
+  if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_DETERMINISTIC='%s': expected 1 or 0", env);
   env = getenv("WHISKER_GPU_OWN_BN");
   net->own_bn = env && !strcmp(env, "1");
   if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
@@ -840,7 +845,8 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
   wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
                       .x = s->x, .y = s->y, .w = s->w,
                       .conv = s->conv, .tensor_math = net->g.precision != WK_PRECISION_FP32,
-                      .ws_limit = net->workspace_limit, .find = find, .cache = net->algos,
+                      .ws_limit = net->workspace_limit, .find = find,
+                      .deterministic = net->deterministic, .cache = net->algos,
                       .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
   if (find) wk_timing_buffers(net, i, &c);
   static const char *const what[3] = {"forward", "backward-data", "backward-filter"};
