@@ -89,6 +89,26 @@ cmp <(cut -d, -f1,4,5 "$tmp/straight/metrics.csv") <(cut -d, -f1,4,5 "$tmp/int/m
 cmp "$tmp/straight/model.safetensors" "$tmp/int/model.safetensors" \
   || fail "resumed after SIGINT: the final model differs"
 
+# 3b. a checkpoint that trained in fp16 (made so by rewriting its precision: the CPU cannot
+# train in it) keeps it under --precision auto: resuming on the CPU fails saying why and how
+mkdir -p "$tmp/p16"
+cp "$tmp/straight/checkpoint.safetensors" "$tmp/p16/checkpoint.safetensors"
+"$py" - "$tmp/p16/checkpoint.safetensors" <<'EOF' || fail "could not mark the checkpoint fp16"
+import re, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h, k = re.subn(rb'(precision\\?"\s*:\s*\\?")fp32', rb"\1fp16", bytes(b[8:8 + n]))
+assert k == 1, k
+b[8:8 + n] = h
+open(sys.argv[1], "wb").write(b)
+EOF
+set +e
+"$bin" train "$tmp/small" --out "$tmp/p16" "${args[@]}" --epochs 5 --resume > /dev/null \
+  2> "$tmp/p16.err"
+rc=$?; set -e
+[ "$rc" -eq 1 ] && grep -q "the checkpoint trained in fp16" "$tmp/p16.err" &&
+  grep -q -- "--precision fp32" "$tmp/p16.err" || { cat "$tmp/p16.err"; fail "fp16 resume: rc $rc"; }
+
 # 4. usage and errors
 set +e
 "$bin" train > /dev/null 2>&1; [ $? -eq 2 ] || fail "train without arguments should exit 2"

@@ -588,6 +588,7 @@ void wk_net_set_node_lr_scale(wk_net *net, int i, float scale) {
 int wk_net_set_dropout(wk_net *net, float p) {
   int n = 0;
   WK_ASSERT(p >= 0.0f && p < 1.0f);
+  WK_ASSERT(!wk_net_on_gpu(net)); /* the GPU copy took the graph when it was placed */
   for (int i = 0; i < net->n_nodes; i++) {
     if (net->nodes[i].op != WK_NODE_DROPOUT) continue;
     net->nodes[i].drop_p = p;

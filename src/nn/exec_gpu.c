@@ -284,7 +284,10 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
   if (train) {
     net->bn_batches++;
     net->bn_version++;
-    if (net->gpu_resident) net->gpu_stale |= WK_STALE_BUFFERS; /* running statistics moved */
+    /* the running statistics moved there (a backward brings them back, unless resident;
+     * a training forward with none after it must not leave the host's copy looking
+     * current) */
+    net->gpu_stale |= WK_STALE_BUFFERS;
   }
   const int64_t shape[2] = {n, f};
   if (out) *out = wk_tensor_view(net->gpu_out, WK_F32, 2, shape);

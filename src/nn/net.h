@@ -158,7 +158,8 @@ wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor 
  * forward. Fills the gradient arena (frozen parameters get 0). */
 wk_status wk_net_backward(wk_net *net, const wk_tensor *dy);
 /* Sets the drop probability of every dropout node (0 disables them); returns
- * how many there are. */
+ * how many there are. Before the network is placed on a GPU (which copies the
+ * graph then). */
 int wk_net_set_dropout(wk_net *net, float p);
 /* Dropout masks are a function of (seed, step, node): set before forward. */
 void wk_net_set_dropout_seed(wk_net *net, uint64_t seed, uint64_t step);

@@ -565,7 +565,13 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     wk_net_set_precision_auto(r->net);
   else if (!c->precision_auto)
     WK_TRY(wk_net_set_precision(r->net, c->precision));
-  WK_TRY(wk_net_place(r->net, c->device));
+  const wk_status placed = wk_net_place(r->net, c->device);
+  if (placed != WK_OK && c->precision_auto && c->resume &&
+      wk_net_precision(r->net) != WK_PRECISION_FP32)
+    return wk_fail(placed, "the checkpoint trained in %s, which it keeps under --precision auto: "
+                   "%s (resume where that precision runs, or pass --precision fp32)",
+                   wk_precision_name(wk_net_precision(r->net)), wk_last_error());
+  WK_TRY(placed);
   if (r->world > 1) { /* all on GPUs (NCCL) or all on CPUs (MPI): --device auto may differ */
     int64_t n[2] = {wk_net_on_gpu(r->net), wk_net_precision(r->net) == WK_PRECISION_BF16};
     WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, n, 2,
