@@ -205,8 +205,10 @@ static wk_status wk_stop_agreed(wk_run *r, bool *stop) {
 }
 
 /* The sweep's steps over the training data (epochs numbered apart from the
- * run's); *lr gets the suggestion. */
-static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr) {
+ * run's); *lr gets the suggestion, or no_descent (n bytes) says why there is
+ * none (a curve with no clear descent: not an error). */
+static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr, char *no_descent,
+                          size_t n_bytes) {
   bool stop = false;
   for (int64_t epoch = 1000000; wk_lrfind_running(f) && !stop; epoch++) {
     WK_TRY(wk_loader_start_epoch(r->loader, epoch));
@@ -228,7 +230,13 @@ static wk_status wk_sweep(wk_run *r, wk_trainer *t, wk_lrfind *f, double *lr) {
   if (stop) return wk_fail(WK_ERR_INVALID_ARG, "lr-find interrupted");
   if (r->writer) WK_TRY(wk_write_lrfind_csv(r, f));
   double steepest;
-  WK_TRY(wk_lrfind_suggest(f, &steepest, NULL)); /* refuses a curve with no descent */
+  /* refuses a curve with no descent (WK_ERR_INVALID_ARG); any other failure stays one */
+  const wk_status sg = wk_lrfind_suggest(f, &steepest, NULL);
+  if (sg == WK_ERR_INVALID_ARG) {
+    snprintf(no_descent, n_bytes, "%s", wk_last_error());
+    return WK_OK;
+  }
+  WK_TRY(sg);
   /* The rate: a tenth of the one at the lowest smoothed loss (fastai's
    * "minimum / 10"); the steepest slope is noisier on short sweeps. */
   const size_t n = wk_lrfind_n_points(f), skip = n / 10;
@@ -263,7 +271,8 @@ static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
   wk_lrfind_config lc = wk_lrfind_config_default();
   if (s == WK_OK) s = wk_lrfind_create(&lc, &f);
   double lr = 0;
-  if (s == WK_OK) s = wk_sweep(r, t, f, &lr);
+  char no_descent[256] = "";
+  if (s == WK_OK) s = wk_sweep(r, t, f, &lr, no_descent, sizeof no_descent);
   if (w0 && b0) {
     memcpy(wk_net_weights(net), w0, ne * sizeof *w0);
     memcpy(wk_net_buffer_data(net), b0, nb * sizeof *b0);
@@ -274,13 +283,12 @@ static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
   wk_trainer_destroy(t);
   free(w0);
   free(b0);
-  if (s == WK_ERR_INVALID_ARG && strcmp(wk_last_error(), "lr-find interrupted") != 0) {
-    /* a curve with no clear descent: say so and keep the default rate */
-    WK_LOG_W("%s; training at the default rate %g", wk_last_error(),
+  if (s != WK_OK) return s;
+  if (no_descent[0]) { /* say so and keep the default rate */
+    WK_LOG_W("%s; training at the default rate %g", no_descent,
              wk_trainer_config(r->trainer)->schedule.lr);
     return WK_OK;
   }
-  if (s != WK_OK) return s;
   if (r->writer)
     fprintf(stderr, "lr-find: suggested learning rate %g (curve in %s)\n", lr, r->path_lrf);
   r->cfg->lr = lr;
