@@ -11,6 +11,13 @@ identity) and the relative error of the first training step's loss (batch
 statistics; the same dropout masks on both sides, as whisker's CPU and GPU
 draw the same ones).
 
+--test-perturb: the statistics and 1-D parameters drawn as test_gpu_net.c's
+wkt_perturb draws them (every 1-D parameter, batchnorm scales and biases and
+the linear bias, uniform in [0.5, 1.5]; running means and variances uniform in
+[0.2, 1]) instead of near their defaults: the eval activations grow through
+the layers (the running statistics do not match the batch's), so this is the
+test's own case.
+
 --storage: the same with every module's output (and each block's, its
 residual add) and the convolution and linear weights rounded to 16 bits,
 float16 and bfloat16, against float64: whisker's 16-bit storage, forward.
@@ -34,7 +41,8 @@ float16 autocast at all), so this is what the test's float16 bound rests on.
 Prints the worst of each over the seeds. CPU autocast: PyTorch 1.13 has no
 float16 on the CPU, so only bfloat16.
 
-  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain] [--storage]   (Debian's python3-torch)
+  /usr/bin/python3 scripts/autocast_tolerance_torch.py [--plain] [--storage] [--test-perturb]
+  (Debian's python3-torch)
 """
 import copy
 import sys
@@ -46,7 +54,19 @@ import torchvision
 from bn_fuse_tolerance_torch import stores
 
 
+def perturb_like_test(m):
+    """test_gpu_net.c's wkt_perturb."""
+    for p in m.parameters():
+        if p.dim() == 1:
+            p.data.uniform_(0.5, 1.5)
+    for b in m.buffers():
+        if b.is_floating_point():
+            b.uniform_(0.2, 1.0)
+
+
 def randomise_bn(m):
+    if "--test-perturb" in sys.argv[1:]:
+        return perturb_like_test(m)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.1, 0.1)
@@ -86,6 +106,7 @@ def zoo(d=None):
     """bf16 autocast (d None) or d's storage emulated, against float32 (float64 for storage)."""
     how = f"{d}".replace("torch.", "") + " storage (emulated) vs float64" if d else \
         "bf16 autocast vs float32"
+    how += ", wkt_perturb's statistics" if "--test-perturb" in sys.argv[1:] else ""
     for name in ["resnet18", "mobilenet_v2"]:
         worst_out = worst_loss = 0.0
         for seed in range(8):
