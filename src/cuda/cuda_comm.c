@@ -121,6 +121,13 @@ static wk_status wk_comm_buckets(wk_gpucomm *c, const wk_gpu_graph *g, const wk_
     const int b = in->param_bucket[k];
     if (b < 0 || b >= in->n)
       return wk_fail(WK_ERR_INVALID_ARG, "NCCL: parameter %zu in bucket %d of %d", k, b, in->n);
+    /* a parameter outside its bucket would be sent before its gradient is written, or
+     * never averaged */
+    const wk_param *p = &g->params[k];
+    if (p->offset < in->lo[b] || p->offset + p->numel > in->hi[b])
+      return wk_fail(WK_ERR_INVALID_ARG, "NCCL: parameter %s [%zu, %zu) is not inside its "
+                     "bucket %d [%zu, %zu)", p->name, (size_t)p->offset,
+                     (size_t)(p->offset + p->numel), b, in->lo[b], in->hi[b]);
     c->param_bucket[k] = b;
     c->buckets[b].n_params++;
   }
