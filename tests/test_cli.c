@@ -147,6 +147,23 @@ START_TEST(test_gpus_and_procs_are_checked) {
 }
 END_TEST
 
+/* An executable shell script at path. */
+static void write_script(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+  ck_assert_int_eq(chmod(path, 0755), 0);
+}
+
+/* `whisker ARGS` with $WHISKER_MPIRUN set to launcher. */
+static run_result run_launched(const char *launcher, const char *args) {
+  setenv("WHISKER_MPIRUN", launcher, 1);
+  run_result r = run(args);
+  unsetenv("WHISKER_MPIRUN");
+  return r;
+}
+
 /* --procs re-executes whisker under the launcher with that launcher's own
  * options: Open MPI's, Hydra's (MPICH, Intel MPI) or -np alone, told apart by
  * what `LAUNCHER --version` prints. Fake launchers record their arguments. */
@@ -164,19 +181,14 @@ START_TEST(test_launcher_options_per_mpi) {
        "(sleep 30) & "},
   };
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-    char fake[256], args_path[256], got[2048];
+    char fake[256], args_path[256], got[2048], text[1024];
     snprintf(fake, sizeof fake, "%s/%s", dir, kinds[k].name);
     snprintf(args_path, sizeof args_path, "%s/%s.args", dir, kinds[k].name);
-    FILE *f = fopen(fake, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '%s'; %sexit 0; fi\n"
-               "echo \"$*\" > '%s'\n", kinds[k].version, kinds[k].after, args_path);
-    fclose(f);
-    ck_assert_int_eq(chmod(fake, 0755), 0);
-    setenv("WHISKER_MPIRUN", fake, 1);
+    snprintf(text, sizeof text, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '%s'; %sexit 0; "
+             "fi\necho \"$*\" > '%s'\n", kinds[k].version, kinds[k].after, args_path);
+    write_script(fake, text);
     const time_t t0 = time(NULL);
-    run_result r = run("train d --out r --procs 2");
-    unsetenv("WHISKER_MPIRUN");
+    run_result r = run_launched(fake, "train d --out r --procs 2");
     ck_assert_msg(time(NULL) - t0 < 5, "%s: took %lld s", kinds[k].name,
                   (long long)(time(NULL) - t0));
     ck_assert_msg(r.code == 0, "%s: exit %d, stderr: %s", kinds[k].name, r.code, r.err);
@@ -206,19 +218,15 @@ END_TEST
 START_TEST(test_launcher_without_rank_variables_is_refused) {
   char dir[] = "/tmp/wk_cli_relaunch_XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
-  char fake[256], log_path[256], got[4096];
+  char fake[256], log_path[256], got[4096], text[1024];
   snprintf(fake, sizeof fake, "%s/launcher", dir);
   snprintf(log_path, sizeof log_path, "%s/starts", dir);
-  FILE *f = fopen(fake, "w");
-  ck_assert_ptr_nonnull(f);
-  fprintf(f, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'a launcher 1.0'; exit 0; fi\n"
-             "echo start >> '%s'\nshift 2\nexec \"$@\"\n", log_path);
-  fclose(f);
-  ck_assert_int_eq(chmod(fake, 0755), 0);
-  setenv("WHISKER_MPIRUN", fake, 1);
+  snprintf(text, sizeof text, "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'a launcher "
+           "1.0'; exit 0; fi\necho start >> '%s'\nshift 2\nexec \"$@\"\n", log_path);
+  write_script(fake, text);
   const time_t t0 = time(NULL);
-  run_result r = run("bench --procs 2 --model smallcnn --size 32 --batch 4 --steps 1 --warmup 0");
-  unsetenv("WHISKER_MPIRUN");
+  run_result r =
+      run_launched(fake, "bench --procs 2 --model smallcnn --size 32 --batch 4 --steps 1 --warmup 0");
   ck_assert_msg(time(NULL) - t0 < 20, "took %lld s", (long long)(time(NULL) - t0));
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "set none of the variables that give a process its rank") != NULL,
