@@ -273,6 +273,60 @@ START_TEST(test_nan_loss_stops_with_the_step) {
 }
 END_TEST
 
+/* A learning-rate sweep's step (wk_trainer_step_at) whose loss is finite but
+ * whose gradient is not: reported as a NaN loss, like a non-finite loss, with
+ * nothing updated and the step not counted; the same step outside a sweep is
+ * an error. The net (flatten, fc1 48 -> 2, fc2 2 -> 3, no biases) is set up
+ * so: x = 1e21 everywhere, fc1's weights 1e-21 (h = 48), fc2's rows 1e25
+ * times (1, 1 + 1e-7 c): finite logits of ~5e26 whose differences make a
+ * huge but finite loss, and fc1's gradient (fc2^T dy) x^T ~ 1e18 x 1e21
+ * overflows float. */
+START_TEST(test_sweep_step_with_a_nonfinite_gradient) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_REF, 1);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 4, 4, 3, &net), WK_OK);
+  int v = wk_net_flatten(net, "flatten", 0);
+  v = wk_net_linear(net, "fc1", v, 2, false);
+  v = wk_net_linear(net, "fc2", v, 3, false);
+  ck_assert_int_ge(v, 0);
+  ck_assert_msg(wk_net_finalize(net, 3) == WK_OK, "%s", wk_last_error());
+  size_t np;
+  const wk_param *ps = wk_net_params(net, &np);
+  float *w = wk_net_weights(net);
+  const wk_param *p1 = &ps[wk_net_find_param(net, "fc1.weight")];
+  const wk_param *p2 = &ps[wk_net_find_param(net, "fc2.weight")];
+  for (size_t i = 0; i < p1->numel; i++) w[p1->offset + i] = 1e-21f;
+  for (int c = 0; c < 3; c++)
+    for (int j = 0; j < 2; j++) w[p2->offset + (size_t)(c * 2 + j)] = 1e25f * (1.0f + 1e-7f * c);
+  wk_net_weights_changed(net);
+  const float w0 = w[p1->offset];
+  wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4),
+                         .seed = 1};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &cfg, &t), WK_OK);
+  const int64_t xs[4] = {2, 4, 4, 3}, ls[1] = {2};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls), out;
+  for (int64_t i = 0; i < wk_tensor_numel(&x); i++) ((float *)x.data)[i] = 1e21f;
+  ((int32_t *)labels.data)[0] = 0, ((int32_t *)labels.data)[1] = 1;
+  /* the premise: the loss is finite */
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &out), WK_OK);
+  for (int i = 0; i < 6; i++) ck_assert(isfinite(((const float *)out.data)[i]));
+  float loss = 0.0f;
+  ck_assert_msg(wk_trainer_step_at(t, &x, &labels, 0.01, &loss) == WK_OK, "%s", wk_last_error());
+  ck_assert_msg(isnan(loss), "loss %g", (double)loss);
+  ck_assert_float_eq(wk_net_weights(net)[p1->offset], w0); /* no update */
+  ck_assert_int_eq(wk_trainer_steps(t), 0);
+  ck_assert_int_ne(wk_trainer_step(t, &x, &labels, &loss, NULL), WK_OK);
+  ck_assert_msg(strstr(wk_last_error(), "fc1.weight") != NULL, "%s", wk_last_error());
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* wk_trainer_predicted after a step on the CPU (the loss on the host): each
  * row's argmax of the softmax probabilities of the step's forward, the first
  * of equal maxima. The network (flatten, linear) has no batchnorm and no
@@ -426,6 +480,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_round_trip_identical_outputs);
   tcase_add_test(tc, test_nan_loss_stops_with_the_step);
+  tcase_add_test(tc, test_sweep_step_with_a_nonfinite_gradient);
   tcase_add_test(tc, test_checkpoint_keeps_precision);
   tcase_add_test(tc, test_predicted_classes);
   tcase_add_test(tc, test_resume_sgd_one_cycle);

@@ -240,8 +240,12 @@ static wk_status wk_device_optim(wk_trainer *t, double lr, wk_gpu_optim *o) {
   return wk_optim_step_segments(t->opt, lr, t->segs, &o->n_segments);
 }
 
-/* After backward on the device: the non-finite check and the update there. */
-static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
+/* After backward on the device: the non-finite check and the update there.
+ * A gradient not finite is an error, or with `probe` sets *nonfinite and
+ * changes nothing (a learning-rate sweep ends there). */
+static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool probe,
+                                  bool *nonfinite) {
+  *nonfinite = false;
   wk_net *net = t->net;
   bool finite = false;
   WK_TRY(wk_net_gpu_grads_finite(net, &finite));
@@ -250,6 +254,10 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss) {
     const int u = wk_scale_update(t, finite);
     if (u == 0) return WK_OK;
     if (u > 0) WK_TRY(wk_net_gpu_scale_grads(net, (float)(1.0 / scale)));
+  }
+  if (!finite && probe) {
+    *nonfinite = true;
+    return WK_OK;
   }
   if (!finite) return wk_device_nonfinite(t, loss);
   wk_gpu_optim o;
@@ -266,7 +274,8 @@ static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
 }
 
 /* The non-finite loss of a step: an error, or with `probe` a success that
- * reports it. */
+ * reports it. A probe's step whose gradient is not finite (the loss finite)
+ * reports NaN the same way: the sweep has gone past what it can use. */
 static wk_status wk_nonfinite_loss(const wk_trainer *t, bool probe, float l, float *loss) {
   if (probe) {
     *loss = l;
@@ -315,6 +324,7 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
     *loss = l;
     return WK_OK;
   }
+  if (!applied && probe) return wk_nonfinite_loss(t, probe, NAN, loss);
   if (!applied) return wk_device_nonfinite(t, l);
   t->step++;
   *loss = l;
@@ -353,7 +363,9 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   WK_TRY(wk_loss_backward(t, loss_on_device, &xp, labels, (float)scale));
   if (t->ddp) WK_TRY(wk_ddp_finish_step(t->ddp));
   if (on_device) {
-    WK_TRY(wk_device_update(t, lr, l));
+    bool nonfinite = false;
+    WK_TRY(wk_device_update(t, lr, l, probe, &nonfinite));
+    if (nonfinite) return wk_nonfinite_loss(t, probe, NAN, loss);
     t->step++;
     *loss = l;
     return WK_OK;
@@ -368,6 +380,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
     *loss = l;
     return WK_OK;
   }
+  if (s != WK_OK && probe) return wk_nonfinite_loss(t, probe, NAN, loss);
   if (s != WK_OK)
     return wk_fail(s, "step %lld (loss %g): %s", (long long)t->step, (double)l, wk_last_error());
   if (scaled) { /* unscale */

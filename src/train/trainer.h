@@ -58,7 +58,9 @@ wk_status wk_trainer_step(wk_trainer *t, const wk_tensor *x, const wk_tensor *la
                           float *loss, double *lr);
 /* A step at rate lr instead of the schedule's (a learning-rate sweep): a NaN
  * or infinite loss is reported in *loss, not as an error, and then nothing is
- * updated but the batchnorm statistics of the forward. */
+ * updated but the batchnorm statistics of the forward; so is a gradient that
+ * is not finite (fp32 and bf16; fp16 skips the step as always), as a NaN
+ * loss. */
 wk_status wk_trainer_step_at(wk_trainer *t, const wk_tensor *x, const wk_tensor *labels,
                              double lr, float *loss);
 int64_t wk_trainer_steps(const wk_trainer *t);
