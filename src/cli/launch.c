@@ -149,9 +149,9 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   const char *by = getenv("WHISKER_LAUNCHED_BY");
   if (by && *by) {
     fprintf(stderr, "whisker %s: started by %s, which set none of the variables that give a "
-            "process its rank (Open MPI's OMPI_COMM_WORLD_*, PMI_*, PMIX_*, SLURM_*): not "
-            "starting %d processes again; set $WHISKER_MPIRUN to Open MPI's mpirun or MPICH's "
-            "mpiexec\n", cmd, by, n_ranks);
+            "process its rank (Open MPI's OMPI_COMM_WORLD_SIZE, MPICH's PMI_SIZE, or PMIX_RANK "
+            "with PMIx's or Slurm's sizes): not starting %d processes again; set "
+            "$WHISKER_MPIRUN to Open MPI's mpirun or MPICH's mpiexec\n", cmd, by, n_ranks);
     return WK_EXIT_FAIL;
   }
   char exe[4096];

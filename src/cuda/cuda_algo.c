@@ -302,10 +302,13 @@ static wk_status wk_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bo
 
 /* Times direction d with a workspace of ws_need bytes: *ok and the fastest
  * usable algorithm in *out, or *ok false when the timing could not run or
- * found nothing usable. */
+ * found nothing usable; *for_good then says whether that holds for the shape
+ * (cuDNN cannot time it, or nothing timed is usable) rather than for now (no
+ * memory for the timing). */
 static wk_status wk_time(const wk_conv_choice *c, wk_conv_dir d, size_t ws_need,
-                         wk_conv_algo *out, bool *ok) {
+                         wk_conv_algo *out, bool *ok, bool *for_good) {
   *ok = false;
+  *for_good = false; /* no room for the timing now: another time may have it */
   bool room = false;
   WK_TRY(wk_timing_workspace(c, ws_need, &room));
   if (!room) return WK_OK;
@@ -328,6 +331,7 @@ static wk_status wk_time(const wk_conv_choice *c, wk_conv_dir d, size_t ws_need,
   (void)cudaGetLastError();
   WK_CUDA_TRY(cudaStreamSynchronize(c->stream));
   if (s != CUDNN_STATUS_SUCCESS) {
+    *for_good = CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED;
     if (wk_timing_recoverable(s)) return WK_OK;
     return wk_fail(WK_ERR_BACKEND, "cuDNN: timing the %s convolution (cudnnFind*AlgorithmEx) "
                    "failed at %s:%d: %s (%s)", wk_dir_names[d], __FILE__, __LINE__,
@@ -337,7 +341,10 @@ static wk_status wk_time(const wk_conv_choice *c, wk_conv_dir d, size_t ws_need,
   for (int k = 0; k < got; k++)
     if (wk_usable(c, &p[k]) && p[k].time_ms >= 0.0f && (best < 0 || p[k].time_ms < p[best].time_ms))
       best = k;
-  if (best < 0) return WK_OK;
+  if (best < 0) {
+    *for_good = true; /* timed, and nothing usable */
+    return WK_OK;
+  }
   *out = wk_algo_of(&p[best]);
   *ok = true;
   return WK_OK;
@@ -367,11 +374,12 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
     if (first < 0) first = k;
     ws_need = p[k].memory > ws_need ? p[k].memory : ws_need;
   }
+  bool for_good = false;
   if (c->find) {
     bool ok = false;
     wk_conv_algo t;
     *timed = true;
-    WK_TRY(wk_time(c, d, ws_need, &t, &ok));
+    WK_TRY(wk_time(c, d, ws_need, &t, &ok, &for_good));
     if (ok) {
       wk_cache_put(c->cache, &key, &t, true);
       *out = t;
@@ -383,9 +391,11 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   if (first >= 0) {
     *out = wk_algo_of(&p[first]);
     *found = true;
-    /* a shape that could not be timed keeps the heuristic's choice: not timed (and the
-     * workspace grown and trimmed, the graphs dropped) again at every change of batch */
-    if (c->find) wk_cache_put(c->cache, &key, out, false);
+    /* a shape cuDNN cannot time, or whose timing found nothing usable, keeps the
+     * heuristic's choice: not timed (and the workspace grown and trimmed, the graphs
+     * dropped) again at every change of batch. No room for the timing now is no reason:
+     * the next time may have it */
+    if (c->find && for_good) wk_cache_put(c->cache, &key, out, false);
   }
   return WK_OK;
 }

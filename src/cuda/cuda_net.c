@@ -4,9 +4,11 @@
  * Layout: NHWC activations and OHWI conv weights, as on the CPU, so the host's
  * arenas are uploaded as they are. One stream carries everything; cuDNN and
  * cuBLAS are bound to it. Per value a device buffer for the batch (kept from a
- * training forward until backward, as every value is read again there) and a
- * gradient buffer; flatten shares its input's. Backward zeroes the gradient
- * buffers and the gradient arena, then walks the nodes in reverse: cuDNN and
+ * training forward until backward, as every value is read again there) and,
+ * from the first training forward on, a gradient buffer (inference makes
+ * none, nor chooses backward algorithms); flatten shares its input's.
+ * Backward zeroes the gradient buffers and the gradient arena, then walks the
+ * nodes in reverse: cuDNN and
  * cuBLAS accumulate into an input's gradient (beta = 1), whisker's kernels
  * write into it directly when the value has one consumer and through a scratch
  * buffer and an add otherwise. A node with nothing trainable upstream of its
@@ -182,8 +184,8 @@ struct wk_gpu_net {
   void **val, **grad;    /* per value (roots only), device, for batch cap: float32, or
                           * 16 bits with bf16 and fp16 (wk_esize) */
   int64_t batch, cap;    /* batch of the last forward; batch the buffers hold */
-  int64_t grad_cap;      /* batch the gradients hold: 0 until a training forward (an
-                          * inference-only network never makes them) */
+  int64_t grad_cap;      /* batch the gradients hold (<= cap): 0 until a training forward
+                          * (an inference-only network never makes them) */
   bool last_train;
   bool out_ready;        /* the last forward completed: the output value holds its result */
   wk_gpu_dropout drop;   /* the last training forward's dropout masks */
@@ -857,7 +859,9 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
     *timed |= t;
     if (!found)
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of "
-                     "workspace", n->name, what[d], net->workspace_limit >> 20);
+                     "workspace%s", n->name, what[d], net->workspace_limit >> 20,
+                     net->deterministic ? " among those cuDNN calls deterministic "
+                                          "($WHISKER_CUDNN_DETERMINISTIC=1)" : "");
     if (a[d].ws_bytes > *need) *need = a[d].ws_bytes;
   }
   s->fwd_algo = (cudnnConvolutionFwdAlgo_t)a[WK_CONV_FWD].algo;
@@ -987,7 +991,7 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
     WK_TRY(s);
     net->cap = n;
   }
-  if (train && net->grad_cap < net->cap) { /* the values' gradients, at the values' batch */
+  if (train && net->grad_cap < n) { /* the values' gradients, for this training batch */
     wk_graph_table_invalidate(&net->graphs); /* captured steps use these buffers */
     for (int v = 1; v < net->n_values; v++)
       if (net->alias[v] == v) (void)wk_cuda_free(net->grad[v]);
@@ -995,14 +999,13 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
     for (int v = 1; v < net->n_values; v++) {
       if (net->alias[v] != v) continue;
       const wk_status s =
-          wk_cuda_malloc(&net->grad[v], (size_t)(net->cap * net->numel[v]) * wk_esize(net));
+          wk_cuda_malloc(&net->grad[v], (size_t)(n * net->numel[v]) * wk_esize(net));
       if (s != WK_OK)
-        return wk_no_room(s, wk_smaller_batch, "the gradients of a batch of %lld",
-                          (long long)net->cap);
+        return wk_no_room(s, wk_smaller_batch, "the gradients of a batch of %lld", (long long)n);
     }
     for (int v = 1; v < net->n_values; v++)
       if (net->alias[v] != v) net->grad[v] = net->grad[net->alias[v]];
-    net->grad_cap = net->cap;
+    net->grad_cap = n;
   }
   if (find && !wk_half(net) && !net->find_dw && net->widest_w) {
     const wk_status s =
@@ -1486,6 +1489,8 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
   return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
 }
 
+static wk_status wk_stream_wait(wk_gpu_net *net, const char *what);
+
 wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   if (n < 1 || n > (1 << 24) || !x || !x->data)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU stage: batch %lld", (long long)n);
@@ -1496,6 +1501,11 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t bytes = wk_input_bytes(net, x->u8, n);
   /* the last staged copy has read next_host, and the compute stream next_dev */
   WK_CUDA_TRY(cudaEventSynchronize(net->next_done));
+  /* growing frees and allocates, which wait for the whole device: a forward's
+   * collectives (synchronised batchnorm) first, polled, as a dead peer's would hang here */
+  if ((bytes > net->next_dev_bytes || bytes > net->next_host_bytes) && net->comm &&
+      net->fwd_collectives)
+    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
   /* no room on either side costs only the overlap: the forward uploads it */
   bool dev = false, pinned = false;
   if (bytes > net->next_dev_bytes) /* the device buffer's last reader is done */
@@ -2354,6 +2364,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   const int64_t n = s->n;
   net->out_ready = false;
   net->xent_ready = false;
+  net->last_train = false; /* an earlier forward's values are overwritten below */
   net->trains = true;
   /* what the work needs, made or grown outside any capture (moving a buffer
    * frees the graphs that used it) */

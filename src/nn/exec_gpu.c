@@ -372,13 +372,13 @@ wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gp
                     .next_n = s->next ? s->next->shape[0] : 0};
   st.in.staged = wk_take_staged(net, x);
   wk_gpu_step_result r;
+  net->last_train = false; /* an earlier forward's values are overwritten, failure or not */
   WK_TRY(wk_gpu_net_train_step(net->gpu, &st, &r));
   if (s->next) net->gpu_staged_x = *s->next; /* staged (or, unpinned, to be uploaded) */
   if (r.graph_warning)
     WK_LOG_W("CUDA graphs: %s; this network's training steps run uncaptured from now on",
              r.graph_warning);
   net->batch = n;
-  net->last_train = false; /* the step's backward has run */
   net->bn_batches++;
   net->bn_version++;
   net->gpu_stale |= WK_STALE_BUFFERS | WK_STALE_GRADS | (r.applied ? WK_STALE_WEIGHTS : 0u);

@@ -574,7 +574,10 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   else if (!c->precision_auto)
     WK_TRY(wk_net_set_precision(r->net, c->precision));
   const wk_status placed = wk_net_place(r->net, c->device);
-  if (placed != WK_OK && c->precision_auto && c->resume &&
+  /* the CPU refusing the checkpoint's 16-bit or tf32 precision (not any other failure) */
+  const bool cpu = c->device == WK_DEVICE_CPU ||
+                   (c->device == WK_DEVICE_AUTO && wk_cuda_device_count() < 1);
+  if (placed != WK_OK && cpu && c->precision_auto && c->resume &&
       wk_net_precision(r->net) != WK_PRECISION_FP32)
     return wk_fail(placed, "the checkpoint trained in %s, which it keeps under --precision auto: "
                    "%s (resume where that precision runs, or pass --precision fp32)",
