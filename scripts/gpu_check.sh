@@ -19,9 +19,10 @@
 #       epoch spent waiting for the loader, and the GPU's utilisation sampled
 #       by nvidia-smi every 200 ms while it trains
 # The whole run may not fit one 10-minute call of the device tool: every step
-# has its own timeout, and a benchmark table that would not finish within
-# $WK_GPU_BUDGET_S (560) seconds of the start is skipped with a line saying so
-# (run WK_GPU_CHECK=bench next; a warm machine keeps the build). Everything is
+# has its own timeout (against a hang), and a benchmark table that by its usual
+# length (an estimate, not a bound) would not finish within $WK_GPU_BUDGET_S
+# (560) seconds of the start is skipped with a line saying so (run
+# WK_GPU_CHECK=bench next; a warm machine keeps the build). Everything is
 # written to OUT_DIR as it comes, so a killed run still leaves what it did.
 # The first lines describe the machine: OS, compiler, nvcc, and where cuDNN
 # and NCCL were found (beside the toolkit, else in Python's nvidia.cudnn and
