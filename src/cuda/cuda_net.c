@@ -8,10 +8,9 @@
  * from the first training forward on, a gradient buffer (inference makes
  * none, nor chooses backward algorithms); flatten shares its input's.
  * Backward zeroes the gradient buffers and the gradient arena, then walks the
- * nodes in reverse: cuDNN and
- * cuBLAS accumulate into an input's gradient (beta = 1), whisker's kernels
- * write into it directly when the value has one consumer and through a scratch
- * buffer and an add otherwise. A node with nothing trainable upstream of its
+ * nodes in reverse: cuDNN and cuBLAS accumulate into an input's gradient
+ * (beta = 1), whisker's kernels write into it directly when the value has one
+ * consumer and through a scratch buffer and an add otherwise. A node with nothing trainable upstream of its
  * output is skipped, as on the CPU, and a batchnorm there runs in inference
  * mode in training too (a frozen body keeps its statistics).
  *
