@@ -10,9 +10,10 @@
  * Backward zeroes the gradient buffers and the gradient arena, then walks the
  * nodes in reverse: cuDNN and cuBLAS accumulate into an input's gradient
  * (beta = 1), whisker's kernels write into it directly when the value has one
- * consumer and through a scratch buffer and an add otherwise. A node with nothing trainable upstream of its
- * output is skipped, as on the CPU, and a batchnorm there runs in inference
- * mode in training too (a frozen body keeps its statistics).
+ * consumer and through a scratch buffer and an add otherwise. A node with
+ * nothing trainable upstream of its output is skipped, as on the CPU, and a
+ * batchnorm there runs in inference mode in training too (a frozen body keeps
+ * its statistics).
  *
  * Float32 with CUDNN_FMA_MATH and cuBLAS's default (no TF32), so results match
  * the CPU path to float rounding; with tf32, cuDNN's default math and
