@@ -42,9 +42,9 @@ log="$out/gpu_check.log"
 exec > >(tee -a "$log") 2>&1
 t0=$(date +%s)
 budget="${WK_GPU_BUDGET_S:-560}"
-# room N: N more seconds still fit in the budget
-room() { [ $(( $(date +%s) - t0 + $1 )) -le "$budget" ]; }
-skipped() { echo "== skipped: $1 (about $2 s left of $budget, it needs about $3: a call with WK_GPU_CHECK=bench, or a larger WK_GPU_BUDGET_S)"; }
+left() { echo $(( budget - ($(date +%s) - t0) )); } # seconds of the budget left
+room() { [ "$(left)" -ge "$1" ]; }                  # room N: N more seconds fit
+skipped() { echo "== skipped: $1 (about $(left) s left of $budget, it needs about $2: a call with WK_GPU_CHECK=bench, or a larger WK_GPU_BUDGET_S)"; }
 py="${WHISKER_PYTHON:-python3}"
 echo "== gpu_check $(date -u +%FT%TZ) on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -105,7 +105,7 @@ if [ "$phase" = finetune ]; then
   echo "== fine-tuning dogs-vs-cats on the GPU (the real loader, $(( $(nproc) - 2 )) workers)"
   nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 > "$out/gpu_util.txt" 2>/dev/null &
   sampler=$!
-  ft_s=$(( budget - ($(date +%s) - t0) )); [ "$ft_s" -ge 60 ] || ft_s=60
+  ft_s=$(left); [ "$ft_s" -ge 60 ] || ft_s=60
   # the run's models stay in the build (the device tool brings back 8 files of at most 16 MiB)
   WHISKER_DATA="$d" WHISKER_BIN="$build/whisker" \
     FINETUNE_ARGS="--device cuda --workers $(( $(nproc) - 2 )) ${GPU_FINETUNE_ARGS:-}" \
@@ -221,7 +221,7 @@ if room 300; then
   echo "|---|---:|---|---:|---:|---:|"
   printf "%s" "$mem_rows"
 } | tee "$out/bench_gpu.md"
-else skipped "the training and inference tables" "$(( budget - ($(date +%s) - t0) ))" 300; fi
+else skipped "the training and inference tables" 300; fi
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 if room 100; then
 {
@@ -239,7 +239,7 @@ if room 100; then
     echo "| $m | $b | bf16 | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
   done
 } | tee -a "$out/bench_gpu.md"
-else skipped "the NCCL path's cost" "$(( budget - ($(date +%s) - t0) ))" 100; fi
+else skipped "the NCCL path's cost" 100; fi
 # The tables below each set one environment variable off and on around the same training
 # bench: abench runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
 # "| model | batch | precision | off img/s | on img/s | on / off |".
@@ -260,7 +260,7 @@ if room 60; then
   echo "|---|---:|---|---:|---:|---:|"
   for p in fp32 bf16; do ab_row WHISKER_CUDA_GRAPH 0 1 resnet18 256 "$p"; done
 } | tee -a "$out/bench_gpu.md"
-else skipped "CUDA graphs" "$(( budget - ($(date +%s) - t0) ))" 60; fi
+else skipped "CUDA graphs" 60; fi
 # the next batch staged while the step computes ($WHISKER_GPU_PREFETCH=0 turns it off)
 if room 50; then
 {
@@ -269,7 +269,7 @@ if room 50; then
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_PREFETCH 0 1 resnet50 256 bf16
 } | tee -a "$out/bench_gpu.md"
-else skipped "the staged next batch" "$(( budget - ($(date +%s) - t0) ))" 50; fi
+else skipped "the staged next batch" 50; fi
 # batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it
 # off), with how many groups fused (the JSON's bn_fused, bn_unfused)
 if room 100; then
@@ -286,7 +286,7 @@ if room 100; then
     echo "| $m | $b | $p | ${f0:-failed} | ${f1:-failed} | ${fg:-?} of $(( ${fg:-0} + ${fu:-0} )) | $(ratio "$f1" "$f0") |"
   done
 } | tee -a "$out/bench_gpu.md"
-else skipped "batchnorm fusion" "$(( budget - ($(date +%s) - t0) ))" 100; fi
+else skipped "batchnorm fusion" 100; fi
 # batchnorm on whisker's kernels ($WHISKER_GPU_OWN_BN=1, what runs where cuDNN refuses 16 bits)
 # against cuDNN's, in bf16 (the default), unfused on both sides
 if room 50; then
@@ -296,6 +296,6 @@ if room 50; then
   echo "|---|---:|---|---:|---:|---:|"
   (export WHISKER_BN_FUSE=0; ab_row WHISKER_GPU_OWN_BN 0 1 resnet50 256 bf16)
 } | tee -a "$out/bench_gpu.md"
-else skipped "whisker's batchnorm against cuDNN's" "$(( budget - ($(date +%s) - t0) ))" 50; fi
+else skipped "whisker's batchnorm against cuDNN's" 50; fi
 echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc

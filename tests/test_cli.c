@@ -88,6 +88,23 @@ START_TEST(test_bad_environment_is_a_failure_not_a_crash) {
 }
 END_TEST
 
+/* An executable shell script at path. */
+static void write_script(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+  ck_assert_int_eq(chmod(path, 0755), 0);
+}
+
+/* `whisker ARGS` with $WHISKER_MPIRUN set to launcher. */
+static run_result run_launched(const char *launcher, const char *args) {
+  setenv("WHISKER_MPIRUN", launcher, 1);
+  run_result r = run(args);
+  unsetenv("WHISKER_MPIRUN");
+  return r;
+}
+
 /* --gpus and --procs (cli/launch.c): malformed lists and contradictions are
  * usage errors naming the option, before any data is read or process started;
  * a GPU that is not there is a failure that says so (on any machine: GPU 999). */
@@ -139,30 +156,11 @@ START_TEST(test_gpus_and_procs_are_checked) {
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--precision tf32 needs a GPU") != NULL, "stderr: %s", r.err);
   /* no launcher to be found: says what to install, starts nothing */
-  setenv("WHISKER_MPIRUN", "/nonexistent/mpirun", 1);
-  r = run("train d --out r --procs 2");
-  unsetenv("WHISKER_MPIRUN");
+  r = run_launched("/nonexistent/mpirun", "train d --out r --procs 2");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "openmpi-bin") != NULL, "stderr: %s", r.err);
 }
 END_TEST
-
-/* An executable shell script at path. */
-static void write_script(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs(text, f);
-  fclose(f);
-  ck_assert_int_eq(chmod(path, 0755), 0);
-}
-
-/* `whisker ARGS` with $WHISKER_MPIRUN set to launcher. */
-static run_result run_launched(const char *launcher, const char *args) {
-  setenv("WHISKER_MPIRUN", launcher, 1);
-  run_result r = run(args);
-  unsetenv("WHISKER_MPIRUN");
-  return r;
-}
 
 /* --procs re-executes whisker under the launcher with that launcher's own
  * options: Open MPI's, Hydra's (MPICH, Intel MPI) or -np alone, told apart by

@@ -110,7 +110,7 @@
  * Such a batchnorm never fuses; the sums' buffers are made with the network
  * where they may be needed, never inside a captured step; the waits of a
  * forward that holds collectives are polled with the communicator's deadline
- * (wk_stream_wait).
+ * (wk_collectives_wait).
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
@@ -194,7 +194,7 @@ struct wk_gpu_net {
    * channel (2 x the widest batchnorm's doubles) and their chunks'
    * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
-  bool fwd_collectives; /* the last forward queued some (wk_stream_wait) */
+  bool fwd_collectives; /* the last forward queued some (wk_collectives_wait) */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
@@ -939,6 +939,20 @@ static wk_status wk_fusion_batch(wk_gpu_net *net) {
   return WK_OK;
 }
 
+/* Batchnorm i's rows per rank, channels, and rows over every rank (one
+ * unless synchronised). */
+static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
+                            double *total) {
+  int h, w;
+  wk_gv_hwc(net, i + 1, &h, &w, c);
+  *rows = net->batch * h * w;
+  *total = (double)*rows * (net->sync_bn ? wk_gpucomm_world(net->comm) : 1);
+  if (*total < 2)
+    return wk_fail(WK_ERR_SHAPE, "%s: training needs more than one value per channel",
+                   net->nodes[i].name);
+  return WK_OK;
+}
+
 static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool train);
 
 /* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
@@ -952,6 +966,15 @@ static wk_status wk_prepare_batch(wk_gpu_net *net, int64_t n, bool find, bool tr
   }
   if (train && net->fuse_groups && !net->sync_bn && net->fusion_batch != n)
     WK_TRY(wk_fusion_batch(net));
+  /* as the CPU: a batchnorm that trains needs more than one value per channel (cuDNN's
+   * unbiased variance would be inf), whichever path runs it */
+  for (int i = 0; train && i < net->g.n_nodes; i++)
+    if (net->nodes[i].op == WK_NODE_BATCHNORM && net->needs_grad[i + 1]) {
+      int64_t rows;
+      int c;
+      double total;
+      WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
+    }
   return WK_OK;
 }
 
@@ -1187,8 +1210,6 @@ static bool wk_fuse_now(const wk_gpu_net *net, int j, bool train) {
 
 static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gpu_dropout *drop,
                                  const uint64_t *seed_step);
-static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
-                            double *total);
 
 /* Group j's forward, at its relu: y = relu(bn(x) [+ z]) in one cuDNN call
  * that writes neither the batchnorm's output nor the add's (16 bits: rounded
@@ -1201,10 +1222,6 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
   wk_gnode *sb = &net->gn[s->fuse_bn];
   const bool add = s->fuse_add >= 0;
   const float one = 1.0f, zero = 0.0f;
-  int64_t rows;
-  int c;
-  double total;
-  WK_TRY(wk_bn_rows(net, s->fuse_bn, &rows, &c, &total)); /* more than one value per channel */
   const cudnnStatus_t e = cudnnBatchNormalizationForwardTrainingEx(
       net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, wk_fuse_ops(s), &one, &zero, sb->x,
       net->val[bn->in[0]], add ? sb->y : NULL, add ? net->val[s->fuse_z] : NULL, s->y,
@@ -1237,19 +1254,6 @@ static wk_store_kind wk_store(const wk_gpu_net *net) {
   return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
 }
 
-/* Batchnorm i's rows per rank, channels, and rows over every rank (one
- * unless synchronised). */
-static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
-                            double *total) {
-  int h, w;
-  wk_gv_hwc(net, i + 1, &h, &w, c);
-  *rows = net->batch * h * w;
-  *total = (double)*rows * (net->sync_bn ? wk_gpucomm_world(net->comm) : 1);
-  if (*total < 2)
-    return wk_fail(WK_ERR_SHAPE, "%s: training needs more than one value per channel",
-                   net->nodes[i].name);
-  return WK_OK;
-}
 
 /* Training forward: the mean from the (ranks') sums, the biased variance
  * from the centred sums of squares (two passes in double), the running
@@ -1350,12 +1354,6 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     const double eps = wk_bn_eps(nd);
     s->bn_trained = train && net->needs_grad[v];
     s->bn_ran_own = false;
-    if (s->bn_trained) { /* as the CPU: no variance from one value (cuDNN would give inf) */
-      int64_t rows;
-      int c;
-      double total;
-      WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
-    }
     if (s->bn_trained && (net->sync_bn || s->bn_own)) return wk_own_bn_forward(net, i, x, y);
     if (s->bn_own) return wk_own_bn_infer(net, i, x, y);
     const cudnnStatus_t e =
@@ -1489,7 +1487,23 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
   return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
 }
 
-static wk_status wk_stream_wait(wk_gpu_net *net, const char *what);
+/* Where the last forward queued collectives (synchronised batchnorm), waits
+ * for the compute stream by polling with the communicator's deadline: a peer
+ * that died must not hang this rank in a call that waits for the device (a
+ * copy to or from pageable memory, a free, a pinning). Else nothing. */
+static wk_status wk_collectives_wait(wk_gpu_net *net) {
+  return net->comm && net->fwd_collectives
+             ? wk_gpucomm_wait(net->comm, net->stream, "a forward with synchronised batchnorm")
+             : WK_OK;
+}
+
+/* Waits for the compute stream: polled after collectives, else
+ * cudaStreamSynchronize. */
+static wk_status wk_stream_wait(wk_gpu_net *net) {
+  if (net->comm && net->fwd_collectives) return wk_collectives_wait(net);
+  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
+  return WK_OK;
+}
 
 wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   if (n < 1 || n > (1 << 24) || !x || !x->data)
@@ -1501,11 +1515,9 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   const size_t bytes = wk_input_bytes(net, x->u8, n);
   /* the last staged copy has read next_host, and the compute stream next_dev */
   WK_CUDA_TRY(cudaEventSynchronize(net->next_done));
-  /* growing frees and allocates, which wait for the whole device: a forward's
-   * collectives (synchronised batchnorm) first, polled, as a dead peer's would hang here */
-  if ((bytes > net->next_dev_bytes || bytes > net->next_host_bytes) && net->comm &&
-      net->fwd_collectives)
-    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
+  /* growing frees and allocates, which wait for the whole device */
+  if (bytes > net->next_dev_bytes || bytes > net->next_host_bytes)
+    WK_TRY(wk_collectives_wait(net));
   /* no room on either side costs only the overlap: the forward uploads it */
   bool dev = false, pinned = false;
   if (bytes > net->next_dev_bytes) /* the device buffer's last reader is done */
@@ -1585,14 +1597,6 @@ static wk_status wk_output_f32(wk_gpu_net *net, const float **out) {
   return WK_OK;
 }
 
-/* Waits for the compute stream: where the last forward queued collectives
- * (synchronised batchnorm), by polling with the communicator's deadline (a
- * peer that died must not hang this rank), else cudaStreamSynchronize. */
-static wk_status wk_stream_wait(wk_gpu_net *net, const char *what) {
-  if (net->comm && net->fwd_collectives) return wk_gpucomm_wait(net->comm, net->stream, what);
-  WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
-  return WK_OK;
-}
 
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
@@ -1614,15 +1618,12 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   }
   const int last = net->n_values - 1;
   if (out) {
-    /* a copy to pageable memory blocks the host until the stream reaches it: a dead peer's
-     * collective would hang it there, so the collectives are waited for first (polled) */
-    if (net->comm && net->fwd_collectives)
-      WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
+    WK_TRY(wk_collectives_wait(net)); /* the copy below, to pageable memory, blocks */
     const float *y = NULL;
     WK_TRY(wk_output_f32(net, &y));
     WK_CUDA_TRY(cudaMemcpyAsync(out, y, (size_t)(n * net->numel[last]) * sizeof(float),
                                 cudaMemcpyDeviceToHost, net->stream));
-    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
+    WK_TRY(wk_stream_wait(net));
   }
   net->last_train = train;
   net->drop = *drop;
@@ -1986,10 +1987,7 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
   const int last = net->n_values - 1;
   const int64_t n = net->batch, k = net->numel[last];
   net->xent_ready = false;
-  /* the copies below, to and from pageable memory, can block the host until the stream
-   * reaches them: the forward's collectives first, polled (wk_cudanet_forward) */
-  if (net->comm && net->fwd_collectives)
-    WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
+  WK_TRY(wk_collectives_wait(net)); /* the copies below, with pageable memory, block */
   WK_TRY(wk_xent_buffers(net, n, k));
   /* pageable memory: staged by the driver before the call returns */
   WK_CUDA_TRY(cudaMemcpyAsync(net->xent_labels, x->labels, (size_t)n * sizeof(int32_t),
@@ -2001,7 +1999,7 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
   double sum = 0.0;
   WK_CUDA_TRY(cudaMemcpyAsync(&sum, net->xent_sum, sizeof sum, cudaMemcpyDeviceToHost,
                               net->stream));
-  WK_TRY(wk_stream_wait(net, "a forward with synchronised batchnorm"));
+  WK_TRY(wk_stream_wait(net));
   *loss_sum = sum;
   net->xent_smoothing = x->smoothing;
   net->xent_ready = net->last_train; /* backward needs a training forward */
