@@ -913,8 +913,8 @@ static void ck_close_f32(const char *what, const float *got, const float *want, 
   for (int64_t i = 0; i < n; i++) {
     const double g = got[i], w = want[i];
     if (isnan(g) && isnan(w)) continue;
-    ck_assert_msg(fabs(g - w) <= 1e-6 * fabs(w) + floor,
-                  "%s: element %lld of %lld: got %a, want %a", what, (long long)i, (long long)n,
+    if (!(fabs(g - w) <= 1e-6 * fabs(w) + floor))
+      ck_abort_msg("%s: element %lld of %lld: got %a, want %a", what, (long long)i, (long long)n,
                   g, w);
   }
 }
@@ -1088,7 +1088,8 @@ START_TEST(test_argmax_rows) {
   CK_LAUNCH(wk_launch_argmax_rows_f32(n, k, d_x, d_out, NULL));
   if (n > 0) CK_WK(wk_cuda_copy_d2h(got, d_out, (size_t)n * sizeof *got));
   for (int64_t i = 0; i < n; i++)
-    ck_assert_msg(got[i] == want[i], "argmax of row %lld of (%lld, %lld): got %d, want %d",
+    if (got[i] != want[i])
+      ck_abort_msg("argmax of row %lld of (%lld, %lld): got %d, want %d",
                   (long long)i, (long long)n, (long long)k, got[i], want[i]);
   CK_WK(wk_cuda_free(d_x));
   CK_WK(wk_cuda_free(d_out));
@@ -1292,7 +1293,7 @@ static void check_half(int64_t n, int seed, bool fp16) {
   CK_WK(wk_cuda_copy_d2h(b, d_b, (size_t)n * sizeof *b));
   for (int64_t i = 0; i < n; i++) {
     const uint16_t r = fp16 ? f16_ref(x[i]) : bf16_ref(x[i]);
-    ck_assert_msg(b[i] == r, "%s of %a: 0x%04x, want 0x%04x", name, (double)x[i], b[i], r);
+    if (b[i] != r) ck_abort_msg("%s of %a: 0x%04x, want 0x%04x", name, (double)x[i], b[i], r);
   }
   CK_LAUNCH(fp16 ? wk_launch_f16_to_f32(n, d_b, d_y, false, NULL)
                  : wk_launch_bf16_to_f32(n, d_b, d_y, false, NULL));
@@ -1791,13 +1792,13 @@ START_TEST(test_col_sum_h) {
   to_host(again, d_out, k);
   for (int64_t j = 0; j < k; j++) {
     const double tol = gamma * abs_sum[j];
-    ck_assert_msg(fabs((double)got[j] - sum[j]) <= tol,
-                  "%s col sum (%lld, %lld): column %lld: got %.9g, want %.17g (tolerance %.3g)",
+    if (!(fabs((double)got[j] - sum[j]) <= tol))
+      ck_abort_msg("%s col sum (%lld, %lld): column %lld: got %.9g, want %.17g (tolerance %.3g)",
                   half_name(kind), (long long)rows, (long long)k, (long long)j, (double)got[j],
                   sum[j], tol);
-    if (rows <= WK_COL_SUM_CHUNKS)
-      ck_assert_msg(got[j] == (float)sum[j] && !signbit(got[j]) == !signbit((float)sum[j]),
-                    "%s col sum (%lld, %lld): column %lld: got %a, want %a", half_name(kind),
+    if (rows <= WK_COL_SUM_CHUNKS &&
+        !(got[j] == (float)sum[j] && !signbit(got[j]) == !signbit((float)sum[j])))
+      ck_abort_msg("%s col sum (%lld, %lld): column %lld: got %a, want %a", half_name(kind),
                     (long long)rows, (long long)k, (long long)j, (double)got[j],
                     (double)(float)sum[j]);
   }
@@ -1943,8 +1944,8 @@ static void ck_bn_sums(const char *what, wk_store_kind kind, const bn_case *k, c
                        const double *want, const double *abs_sum, int64_t n) {
   for (int64_t j = 0; j < n; j++) {
     const double tol = 1e-12 * abs_sum[j];
-    ck_assert_msg(fabs(got[j] - want[j]) <= tol,
-                  "%s %s (%lld, %lld): sum %lld: got %.17g, want %.17g (tolerance %.3g)",
+    if (!(fabs(got[j] - want[j]) <= tol))
+      ck_abort_msg("%s %s (%lld, %lld): sum %lld: got %.17g, want %.17g (tolerance %.3g)",
                   store_name(kind), what, (long long)k->rows, (long long)k->c, (long long)j,
                   got[j], want[j], tol);
   }
