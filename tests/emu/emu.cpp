@@ -65,7 +65,11 @@ extern "C" {
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !defined(__x86_64__)
+/* x86-64 switches with wk_emu_switch; elsewhere, or built with
+ * -DWK_EMU_UCONTEXT (how the ucontext path is tested on x86-64), ucontext. */
+#if defined(__x86_64__) && !defined(WK_EMU_UCONTEXT)
+#define WK_EMU_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -93,7 +97,7 @@ enum FiberState { kReady, kAtBarrier, kDone };
 
 struct Fiber {
   unsigned char *stack = nullptr; /* lowest usable byte; the guard page is below */
-#if defined(__x86_64__)
+#ifdef WK_EMU_ASM_SWITCH
   void *sp = nullptr;
 #else
   ucontext_t ctx;
@@ -103,7 +107,7 @@ struct Fiber {
   FiberState state = kReady;
 };
 
-#if defined(__x86_64__)
+#ifdef WK_EMU_ASM_SWITCH
 /* Saves the callee-saved registers on the current stack, stores the stack
  * pointer in *from and resumes the context whose stack pointer is `to`. A new
  * fiber's stack is laid out as if it had called this (fiber_prepare). */
@@ -169,7 +173,7 @@ void switch_to_fiber(int i) {
   void *fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
 #endif
-#if defined(__x86_64__)
+#ifdef WK_EMU_ASM_SWITCH
   wk_emu_switch(&sched_sp, f.sp);
 #else
   if (swapcontext(&sched_ctx, &f.ctx) != 0) emu_die("swapcontext failed in %s", kernel_name);
@@ -189,7 +193,7 @@ void switch_to_scheduler(bool finished) {
 #else
   (void)finished;
 #endif
-#if defined(__x86_64__)
+#ifdef WK_EMU_ASM_SWITCH
   wk_emu_switch(&f.sp, sched_sp);
 #else
   if (swapcontext(&f.ctx, &sched_ctx) != 0) emu_die("swapcontext failed in %s", kernel_name);
@@ -210,7 +214,7 @@ extern "C" [[noreturn]] void wk_emu_fiber_main(void) {
   emu_die("a finished thread of %s was resumed", kernel_name);
 }
 
-#if !defined(__x86_64__)
+#ifndef WK_EMU_ASM_SWITCH
 void fiber_entry_ucontext(void) { wk_emu_fiber_main(); }
 #endif
 
@@ -233,7 +237,7 @@ void fiber_prepare(int i, uint3 tid) {
   f.tid = tid;
   f.state = kReady;
   f.fake_stack = nullptr;
-#if defined(__x86_64__)
+#ifdef WK_EMU_ASM_SWITCH
   /* From the top: a zero (the return address of wk_emu_fiber_main, which
    * never returns), the entry point that wk_emu_switch's ret takes, six
    * zeroed registers. After the ret, rsp is 8 below a 16-byte boundary, as on
