@@ -11,9 +11,10 @@
  * - runs the blocks one after the other. A block's threads are fibers on one
  *   OS thread: each runs until it returns or reaches __syncthreads(); when
  *   every thread is at the barrier they all go on. The order the threads run
- *   in between two barriers is shuffled (a fixed seed), so a block that reads
- *   shared memory another thread writes without a barrier between gets
- *   another thread's stale or poisoned value and fails its comparison. A
+ *   in between two barriers is shuffled (a fixed seed; $WK_EMU_SEED=N for
+ *   others), so a block that reads shared memory another thread writes
+ *   without a barrier between gets another thread's stale or poisoned value
+ *   and fails its comparison. A
  *   thread that returns while others wait at a barrier is reported and the
  *   process aborts (divergent __syncthreads is undefined on a GPU);
  * - the first block of a launch always runs as fibers. When no thread of it
@@ -156,8 +157,14 @@ size_t sched_stack_size = 0;
 void *dyn_shared_mem = nullptr;
 size_t dyn_shared_bytes = 0;
 
-uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-uint64_t next_random() { /* xorshift64*: the shuffles are the same every run */
+/* The shuffles' seed: fixed, so a run repeats; $WK_EMU_SEED picks others. */
+uint64_t rng_state = 0;
+uint64_t next_random() { /* xorshift64* */
+  if (rng_state == 0) {
+    const char *seed = getenv("WK_EMU_SEED");
+    rng_state = seed ? strtoull(seed, nullptr, 0) * 0x9e3779b97f4a7c15ull : 0;
+    if (rng_state == 0) rng_state = 0x9e3779b97f4a7c15ull;
+  }
   rng_state ^= rng_state >> 12;
   rng_state ^= rng_state << 25;
   rng_state ^= rng_state >> 27;
