@@ -6,10 +6,11 @@
  * (tests/CMakeLists.txt). Kernel launches (`k<<<grid, block, shmem,
  * stream>>>(args)`) are rewritten to wk_emu::launch by tests/emu/rewrite.pl;
  * everything else in the .cu files compiles unchanged against this header:
- * - __global__/__device__ functions are ordinary functions, __shared__
- *   variables are static (one copy, and the emulator runs one block at a
- *   time), `extern __shared__` arrays become wk_emu::dyn_shared() (the
- *   launch's dynamic shared memory, filled with NaN bytes for every block);
+ * - __global__/__device__ functions are ordinary functions; rewrite.pl makes
+ *   __shared__ arrays static (one copy: the emulator runs one block at a
+ *   time) and registers them (wk_emu::shared_region), `extern __shared__`
+ *   ones wk_emu::dyn_shared() (the launch's dynamic shared memory); both are
+ *   filled with NaN bytes before every block;
  * - threadIdx, blockIdx, blockDim and gridDim are globals the emulator sets
  *   for the thread it is running; __syncthreads() switches to the next thread
  *   of the block (emu.cpp runs a block's threads as fibers);
@@ -30,7 +31,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __shared__ static
 #define __launch_bounds__(...)
 
 struct uint3 {
@@ -79,6 +79,9 @@ extern dim3 blockDim, gridDim;
 namespace wk_emu {
 void syncthreads();
 void *dyn_shared();
+/* A static __shared__ array, registered the first time a thread declares it;
+ * filled with NaN bytes then and before every block after. */
+bool shared_region(void *p, size_t n_bytes);
 /* Runs body(ctx) once for every thread of grid x block (emu.cpp). */
 void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *ctx);
 

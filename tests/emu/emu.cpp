@@ -4,12 +4,15 @@
  *
  * What it does, for each launch (tests/emu/rewrite.pl turns `k<<<...>>>` into
  * wk_emu::launch, which calls run):
- * - checks the configuration as the device would (at most 1024 threads a
- *   block, 1024 x 1024 x 64, grid y and z at most 65535, 48 KiB of dynamic
- *   shared memory without opting in); a bad one is
- *   cudaErrorInvalidConfiguration from cudaGetLastError and runs nothing;
- * - runs the blocks one after the other. A block's threads are fibers on one
- *   OS thread: each runs until it returns or reaches __syncthreads(); when
+ * - checks the block and grid limits (at most 1024 threads a block, 1024 x
+ *   1024 x 64, grid y and z at most 65535) and dynamic shared memory up to
+ *   48 KiB; a bad one is cudaErrorInvalidConfiguration from cudaGetLastError
+ *   and runs nothing. Not checked: static plus dynamic shared memory
+ *   together, registers per block;
+ * - runs the blocks one after the other, in a shuffled order (a kernel
+ *   whose blocks rely on running in order is likely to fail). A block's
+ *   threads are fibers on one OS thread: each runs until it returns or
+ *   reaches __syncthreads(); when
  *   every thread is at the barrier they all go on. The order the threads run
  *   in between two barriers is shuffled (a fixed seed; $WK_EMU_SEED=N for
  *   others), so a block that reads shared memory another thread writes
@@ -22,15 +25,21 @@
  *   run their threads as plain calls (fast: a grid-stride kernel over 2^24
  *   elements takes a fraction of a second); a barrier reached there after all
  *   aborts with the kernel's name;
- * - dynamic shared memory (`extern __shared__`) is a fresh allocation per
- *   launch, filled with NaN bytes before every block (an overrun shows under
- *   AddressSanitizer, a read before the write as NaN);
+ * - shared memory is filled with NaN bytes before every block, so a read
+ *   before any write shows as NaN: static __shared__ arrays (registered by
+ *   rewrite.pl's code) and dynamic shared memory (`extern __shared__`, a
+ *   fresh allocation per launch, so an overrun of it shows under
+ *   AddressSanitizer);
  * - device memory is host memory (wk_cuda_malloc below: malloc, NaN bytes with
  *   $WHISKER_GPU_POISON=1 as the real backend), so AddressSanitizer checks
  *   every access a kernel makes. Streams are ignored: work runs when launched.
  *
- * What it cannot show: timing, memory-model races between blocks or through
- * global memory, warp-level behaviour (whisker's kernels use none), the
+ * What it cannot show: timing; races within a phase (between two barriers a
+ * thread runs without interruption, so an unsynchronised read-modify-write
+ * of shared memory by many threads loses no update here, as it would on a
+ * GPU); races through global memory; an overrun inside a static shared
+ * array or inside one device allocation (ASan sees only its ends); warp-level
+ * behaviour (whisker's kernels use none); the
  * device's own exp/log (the host's libm, within an ulp), and fused
  * multiply-adds nvcc forms from plain `a * b + c` (the emulator is built
  * without contraction; the kernels' bit-exact arithmetic uses the _rn
@@ -47,6 +56,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <numeric>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -156,6 +166,17 @@ size_t sched_stack_size = 0;
 
 void *dyn_shared_mem = nullptr;
 size_t dyn_shared_bytes = 0;
+
+struct Region {
+  void *p;
+  size_t n;
+};
+std::vector<Region> shared_regions; /* every static __shared__ array declared so far */
+
+void poison_shared() {
+  for (const Region &r : shared_regions) memset(r.p, 0xff, r.n);
+  if (dyn_shared_mem) memset(dyn_shared_mem, 0xff, dyn_shared_bytes);
+}
 
 /* The shuffles' seed: fixed, so a run repeats; $WK_EMU_SEED picks others. */
 uint64_t rng_state = 0;
@@ -317,6 +338,14 @@ void syncthreads() {
 
 void *dyn_shared() { return dyn_shared_mem; }
 
+/* Called once per array (a function-local static's initialiser), by the
+ * first thread to reach its declaration, before any thread can write it. */
+bool shared_region(void *p, size_t n_bytes) {
+  shared_regions.push_back(Region{p, n_bytes});
+  memset(p, 0xff, n_bytes);
+  return true;
+}
+
 void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(void *),
          void *ctx) {
   const uint64_t n_threads = (uint64_t)block.x * block.y * block.z;
@@ -339,27 +368,32 @@ void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(v
   dyn_shared_bytes = shmem;
   dyn_shared_mem = shmem ? malloc(shmem) : nullptr;
   if (shmem && !dyn_shared_mem) emu_die("out of memory for the shared memory of %s", kernel);
-  bool first = true, barriers = true;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        blockIdx = uint3{x, y, z};
-        if (dyn_shared_mem) memset(dyn_shared_mem, 0xff, shmem);
-        if (first || barriers) {
-          saw_barrier = false;
-          serial = false;
-          run_block_fibers((unsigned)n_threads, block);
-          if (first) barriers = saw_barrier;
-          first = false;
-          continue;
-        }
-        serial = true;
-        for (unsigned t = 0; t < n_threads; t++) {
-          threadIdx = thread_of(t, block);
-          body(ctx);
-        }
-        serial = false;
-      }
+  /* the blocks in the order b = (a i + c) mod n_blocks, a coprime to n_blocks */
+  const uint64_t n_blocks = (uint64_t)grid.x * grid.y * grid.z;
+  uint64_t a = 1 + next_random() % n_blocks;
+  while (std::gcd(a, n_blocks) != 1) a = a % n_blocks + 1;
+  const uint64_t c = next_random() % n_blocks;
+  bool barriers = true;
+  for (uint64_t i = 0; i < n_blocks; i++) {
+    const uint64_t b = (unsigned __int128)a * i % n_blocks + c;
+    const uint64_t lin = b >= n_blocks ? b - n_blocks : b;
+    blockIdx = uint3{(unsigned)(lin % grid.x), (unsigned)(lin / grid.x % grid.y),
+                     (unsigned)(lin / ((uint64_t)grid.x * grid.y))};
+    poison_shared();
+    if (i == 0 || barriers) {
+      saw_barrier = false;
+      serial = false;
+      run_block_fibers((unsigned)n_threads, block);
+      if (i == 0) barriers = saw_barrier;
+      continue;
+    }
+    serial = true;
+    for (unsigned t = 0; t < n_threads; t++) {
+      threadIdx = thread_of(t, block);
+      body(ctx);
+    }
+    serial = false;
+  }
   free(dyn_shared_mem);
   dyn_shared_mem = nullptr;
   dyn_shared_bytes = 0;
@@ -389,7 +423,7 @@ extern "C" const char *cudaGetErrorString(cudaError_t error) {
 }
 
 extern "C" cudaError_t cudaMemsetAsync(void *dev, int value, size_t n_bytes, cudaStream_t) {
-  if (n_bytes && !dev) return cudaErrorInvalidValue;
+  if (n_bytes && !dev) return last_error = cudaErrorInvalidValue;
   if (n_bytes) memset(dev, value, n_bytes);
   return cudaSuccess;
 }
@@ -426,9 +460,7 @@ extern "C" wk_status wk_cuda_copy_d2h(void *dst, const void *src, size_t n_bytes
   return WK_OK;
 }
 
-extern "C" wk_status wk_cuda_sync(void) {
-  const cudaError_t e = cudaPeekAtLastError();
-  if (e != cudaSuccess)
-    return wk_fail(WK_ERR_BACKEND, "CUDA (emulated): %s", cudaGetErrorString(e));
-  return WK_OK;
-}
+/* Work runs when launched: nothing is pending. (A launch's configuration
+ * error is not sticky and reaches the caller through cudaGetLastError, as on
+ * a device.) */
+extern "C" wk_status wk_cuda_sync(void) { return WK_OK; }
