@@ -396,6 +396,15 @@ static const pwdw_case pwdw_cases[] = {
     {"8>24 s1 nhwc", 1, 6, 6, 8, 24, 1, false, false, true, false, WK_POST_NONE, WK_POST_RELU6, false},
     {"32>64 s2 blocked in", 3, 8, 8, 32, 64, 2, true, false, false, true, WK_POST_RELU6, WK_POST_RELU, false},
     {"160>960 s1 7x7", 1, 7, 7, 160, 960, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6, false},
+    /* whisker's kernel: tiles of 14 pixels and a ragged one, an odd block
+     * count (the 1x1's last step one block), an image shared out by rows
+     * (stride 1 and 2) and by channel blocks, several images, stride 2 on
+     * odd sizes, every activation, with and without biases */
+    {"24>144 s1 56x31", 1, 56, 31, 24, 144, 1, true, true, true, true, WK_POST_RELU6, WK_POST_RELU6, false},
+    {"24>144 s2 57x29 nobias", 2, 57, 29, 24, 144, 2, true, true, false, false, WK_POST_RELU, WK_POST_NONE, false},
+    {"32>96 s2 33x17 rows", 1, 33, 17, 32, 96, 2, true, true, true, true, WK_POST_RELU6, WK_POST_RELU, false},
+    {"40>80 s2 3x3 batch 3", 3, 3, 3, 40, 80, 2, true, true, true, false, WK_POST_NONE, WK_POST_RELU, false},
+    {"7>16 s1 1x1 image", 2, 1, 1, 7, 16, 1, true, true, false, true, WK_POST_RELU6, WK_POST_RELU6, false},
 };
 
 START_TEST(test_conv2d_pwdw_vs_ref) {
@@ -430,7 +439,13 @@ START_TEST(test_conv2d_pwdw_vs_ref) {
             pc->name);
   if (!fuse) ck_assert(!wk_conv2d_pwdw_plan_fused(plan));
   const size_t sb = wk_conv2d_pwdw_plan_scratch_bytes(plan);
-  ck_assert((sb == 0) == wk_conv2d_pwdw_plan_fused(plan));
+  const bool own = strstr(wk_conv2d_pwdw_plan_impl(plan), "whisker") != NULL;
+  ck_assert((sb == 0) == (wk_conv2d_pwdw_plan_fused(plan) && !own));
+  /* whisker's kernel where oneDNN declines: both sides blocked, 16-channel blocks */
+  const char *own_env = getenv("WHISKER_PWDW_OWN");
+  if (fuse && !pc->big && wino_available() && !(own_env && strcmp(own_env, "0") == 0))
+    ck_assert_msg(own == (pc->src_blk && pc->dst_blk && pc->e % 16 == 0), "%s: %s", pc->name,
+                  wk_conv2d_pwdw_plan_impl(plan));
   float *scratch = NULL;
   if (sb) ck_assert_int_eq(posix_memalign((void **)&scratch, 64, sb), 0);
   if (fuse && pc->big && wino_available()) /* AVX-512: oneDNN's jit kernel for the pair */
@@ -451,7 +466,7 @@ START_TEST(test_conv2d_pwdw_vs_ref) {
               "forward");
     const double e = wkt_rel_err(y, want, n_cmp, 1e-6);
     ck_assert_msg(e <= 1e-5, "%s (%s, weights %d): relative error %.3g", pc->name,
-                  wk_conv2d_pwdw_plan_fused(plan) ? "fused" : "split", k, e);
+                  wk_conv2d_pwdw_plan_impl(plan), k, e);
   }
   wk_conv2d_pwdw_plan_destroy(plan);
   wk_ctx_destroy(ctx);

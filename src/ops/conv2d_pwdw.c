@@ -21,6 +21,7 @@
 #include "ops/conv2d_dnnl_impl.h"
 #include "ops/dnnl_util.h"
 #include "ops/plan.h"
+#include "ops/pwdw_own.h"
 
 struct wk_conv2d_pwdw_plan {
   wk_dnnl *d;
@@ -33,6 +34,9 @@ struct wk_conv2d_pwdw_plan {
   dnnl_memory_desc_t src, dst;
   wk_wei_cache w_pw, w_dw;
   float *zero_bias; /* (max(pw.o, dw.o)) for a side without bias: the fused kernel takes both */
+  /* whisker's kernel (pwdw_own.h) where oneDNN declines to fuse */
+  wk_pwdw_own *own;
+  wk_ctx *ctx;
   /* split: the two plans; the expanded activations (nChw16c) in the caller's scratch */
   wk_conv2d_plan *first, *second;
   size_t mid_bytes;
@@ -155,6 +159,14 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
     st = WK_OK;
     wk_pwdw_fused_free(p);
   }
+  if (fuse && src_blk && dst_blk && wk_pwdw_own_usable(pw, dw, pw_post, dw_post)) {
+    st = wk_pwdw_own_create(pw, dw, pw_post, dw_post, &p->own);
+    if (st != WK_OK) goto done;
+    p->ctx = ctx;
+    p->mid_bytes = wk_pwdw_own_scratch_bytes(p->own, ctx);
+    snprintf(p->impl, sizeof p->impl, "1x1+dw fused: whisker avx512");
+    goto done;
+  }
   st = wk_conv2d_plan_create_layout(ctx, pw, pw_bias, true, pw_post, src_blk, true, &p->first);
   if (st == WK_OK)
     st = wk_conv2d_plan_create_layout(ctx, dw, dw_bias, true, dw_post, true, dst_blk, &p->second);
@@ -174,12 +186,13 @@ done:
 void wk_conv2d_pwdw_plan_destroy(wk_conv2d_pwdw_plan *p) {
   if (!p) return;
   wk_pwdw_fused_free(p);
+  wk_pwdw_own_destroy(p->own);
   wk_conv2d_plan_destroy(p->first);
   wk_conv2d_plan_destroy(p->second);
   free(p);
 }
 
-bool wk_conv2d_pwdw_plan_fused(const wk_conv2d_pwdw_plan *p) { return p->prim != NULL; }
+bool wk_conv2d_pwdw_plan_fused(const wk_conv2d_pwdw_plan *p) { return p->prim || p->own; }
 
 const char *wk_conv2d_pwdw_plan_impl(const wk_conv2d_pwdw_plan *p) { return p->impl; }
 
@@ -189,6 +202,7 @@ wk_status wk_conv2d_pwdw_plan_forward(wk_conv2d_pwdw_plan *p, const float *x,
                                       const wk_conv2d_weights *pw, const wk_conv2d_weights *dw,
                                       float *scratch, float *y) {
   WK_ASSERT((pw->b != NULL) == p->pw_bias && (dw->b != NULL) == p->dw_bias);
+  if (p->own) return wk_pwdw_own_forward(p->own, p->ctx, x, pw, dw, scratch, y);
   if (!p->prim) {
     WK_ASSERT(scratch != NULL);
     WK_TRY(wk_conv2d_plan_forward(p->first, x, pw->w, pw->version, pw->b, scratch));

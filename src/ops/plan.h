@@ -80,15 +80,18 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
                                      wk_conv2d_pwdw_plan **out);
 void wk_conv2d_pwdw_plan_destroy(wk_conv2d_pwdw_plan *p);
 /* The scratch a forward needs (64-byte aligned): the expanded activations when
- * the two run in turn, else 0. */
+ * the two run in turn, three expanded rows per thread for whisker's fused
+ * kernel, 0 for oneDNN's. */
 size_t wk_conv2d_pwdw_plan_scratch_bytes(const wk_conv2d_pwdw_plan *p);
 /* x: pw's input, y: dw's output (layouts as create said); scratch as above
  * (NULL when 0 bytes). */
 wk_status wk_conv2d_pwdw_plan_forward(wk_conv2d_pwdw_plan *p, const float *x,
                                       const wk_conv2d_weights *pw, const wk_conv2d_weights *dw,
                                       float *scratch, float *y);
-/* Whether the plan runs the fused primitive; what it runs, e.g.
- * "1x1+dw fused: jit_1x1:avx512_core" or "1x1+dw in turn: IMPL, IMPL". */
+/* Whether the plan runs the pair fused (oneDNN's primitive, or where oneDNN
+ * declines and the pair fits it, whisker's kernel: src/ops/pwdw_own.h); what
+ * it runs, e.g. "1x1+dw fused: jit_1x1:avx512_core", "1x1+dw fused: whisker
+ * avx512" or "1x1+dw in turn: IMPL, IMPL". */
 bool wk_conv2d_pwdw_plan_fused(const wk_conv2d_pwdw_plan *p);
 const char *wk_conv2d_pwdw_plan_impl(const wk_conv2d_pwdw_plan *p);
 
