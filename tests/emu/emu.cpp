@@ -9,38 +9,41 @@
  *   48 KiB; a bad one is cudaErrorInvalidConfiguration from cudaGetLastError
  *   and runs nothing. Not checked: static plus dynamic shared memory
  *   together, registers per block;
- * - runs the blocks one after the other, in a shuffled order (a kernel
- *   whose blocks rely on running in order is likely to fail). A block's
- *   threads are fibers on one OS thread: each runs until it returns or
- *   reaches __syncthreads(); when
- *   every thread is at the barrier they all go on. The order the threads run
- *   in between two barriers is shuffled (a fixed seed; $WK_EMU_SEED=N for
- *   others), so a block that reads shared memory another thread writes
- *   without a barrier between gets another thread's stale or poisoned value
- *   and fails its comparison. A
- *   thread that returns while others wait at a barrier is reported and the
- *   process aborts (divergent __syncthreads is undefined on a GPU);
- * - the first block of a launch always runs as fibers. When no thread of it
- *   reached a barrier, the kernel is taken to have none and the other blocks
- *   run their threads as plain calls (fast: a grid-stride kernel over 2^24
- *   elements takes a fraction of a second); a barrier reached there after all
- *   aborts with the kernel's name;
- * - shared memory is filled with NaN bytes before every block, so a read
- *   before any write shows as NaN: static __shared__ arrays (registered by
- *   rewrite.pl's code) and dynamic shared memory (`extern __shared__`, a
- *   fresh allocation per launch, so an overrun of it shows under
- *   AddressSanitizer);
+ * - runs the blocks one after the other, in a pseudo-random affine order
+ *   (block a * i + c mod n at step i: a kernel whose blocks rely on running
+ *   in index order is likely to fail). A block's threads are fibers on one
+ *   OS thread: each runs until it returns or reaches __syncthreads(); when
+ *   every thread is at the barrier they all go on (threads waiting at two
+ *   different __syncthreads() sites count as one barrier). The order the
+ *   threads run in between two barriers is shuffled (a fixed seed;
+ *   $WK_EMU_SEED=N for others), so a thread that reads shared memory another
+ *   writes without a barrier between may get a stale or poisoned value, and
+ *   fails its comparison when the order puts it first and the NaN reaches a
+ *   checked result. A thread that returns while others wait at a barrier is
+ *   reported and the process aborts (divergent __syncthreads is undefined on
+ *   a GPU);
+ * - the first block run (not necessarily block 0) always runs as fibers.
+ *   When no thread of it reached a barrier, the kernel is taken to have none
+ *   and the other blocks run their threads as plain calls (fast: a
+ *   grid-stride kernel over 2^24 elements takes a fraction of a second); a
+ *   barrier reached there after all aborts with the kernel's name;
+ * - the running kernel's shared memory is filled with NaN bytes before every
+ *   block, so a read before any write shows as NaN: its static __shared__
+ *   arrays (registered by rewrite.pl's code) and dynamic shared memory
+ *   (`extern __shared__`, a fresh allocation per launch, so an access just
+ *   past it shows under AddressSanitizer);
  * - device memory is host memory (wk_cuda_malloc below: malloc, NaN bytes with
- *   $WHISKER_GPU_POISON=1 as the real backend), so AddressSanitizer checks
- *   every access a kernel makes. Streams are ignored: work runs when launched.
+ *   $WHISKER_GPU_POISON=1 as the real backend), so AddressSanitizer reports
+ *   a kernel's access just past either end of a buffer. Streams are
+ *   ignored: work runs when launched.
  *
  * What it cannot show: timing; races within a phase (between two barriers a
  * thread runs without interruption, so an unsynchronised read-modify-write
- * of shared memory by many threads loses no update here, as it would on a
- * GPU); races through global memory; an overrun inside a static shared
+ * of shared memory by many threads loses no update here, where a GPU would
+ * lose some); races through global memory; an overrun inside a static shared
  * array or inside one device allocation (ASan sees only its ends); warp-level
- * behaviour (whisker's kernels use none); the
- * device's own exp/log (the host's libm, within an ulp), and fused
+ * behaviour (whisker's kernels use none); the device's own exp/log (the
+ * host's libm, within an ulp); and fused
  * multiply-adds nvcc forms from plain `a * b + c` (the emulator is built
  * without contraction; the kernels' bit-exact arithmetic uses the _rn
  * intrinsics, which no compiler fuses).
@@ -170,11 +173,15 @@ size_t dyn_shared_bytes = 0;
 struct Region {
   void *p;
   size_t n;
+  const char *kernel; /* the launch that declared it: its kernel's name */
 };
 std::vector<Region> shared_regions; /* every static __shared__ array declared so far */
 
+/* The running kernel's shared memory (arrays of its other instantiations
+ * too: they share its name, and are idle). */
 void poison_shared() {
-  for (const Region &r : shared_regions) memset(r.p, 0xff, r.n);
+  for (const Region &r : shared_regions)
+    if (strcmp(r.kernel, kernel_name) == 0) memset(r.p, 0xff, r.n);
   if (dyn_shared_mem) memset(dyn_shared_mem, 0xff, dyn_shared_bytes);
 }
 
@@ -328,8 +335,9 @@ namespace wk_emu {
 
 void syncthreads() {
   if (serial)
-    emu_die("%s reached __syncthreads() in a later block but not in the first (the emulator "
-            "runs blocks without barriers as plain calls)", kernel_name);
+    emu_die("%s reached __syncthreads() in a later block but not in the first one run (the "
+            "emulator runs a kernel's blocks as plain calls when that one met no barrier)",
+            kernel_name);
   if (current < 0) emu_die("__syncthreads() outside a kernel (%s)", kernel_name);
   saw_barrier = true;
   fibers[(size_t)current].state = kAtBarrier;
@@ -341,7 +349,7 @@ void *dyn_shared() { return dyn_shared_mem; }
 /* Called once per array (a function-local static's initialiser), by the
  * first thread to reach its declaration, before any thread can write it. */
 bool shared_region(void *p, size_t n_bytes) {
-  shared_regions.push_back(Region{p, n_bytes});
+  shared_regions.push_back(Region{p, n_bytes, kernel_name});
   memset(p, 0xff, n_bytes);
   return true;
 }

@@ -19,7 +19,7 @@ open(my $f, '<', $in) or die "rewrite.pl: $in: $!\n";
 my $src = do { local $/; <$f> };
 close($f);
 
-my $launches = ($src =~ s{((?:\w+::)*[A-Za-z_]\w*(?:<[^;{}]*?>)?)<<<(.*?)>>>\s*\(}
+my $launches = ($src =~ s{((?:\w+::)*[A-Za-z_]\w*(?:<[^;{}\n]*?>)?)<<<(.*?)>>>[ \t]*\(}
                           {::wk_emu::launch("$1", &$1, $2)(}gs);
 $src =~ s{^([ \t]+)extern[ \t]+__shared__[ \t]+(\w+)[ \t]+(\w+)[ \t]*\[[ \t]*\][ \t]*;}
          {$1$2 *$3 = static_cast<$2 *>(::wk_emu::dyn_shared());}gm;
