@@ -9,10 +9,13 @@
  * depthwise at stride 2 14.5 -> 8.8 ms; 24->144 at 56x56 11.5 -> 9.0 ms;
  * 96->576 at 14x14 4.9 -> 4.0 ms; at batch 1 they are even. Fused only
  * between nChw16c activations (see wk_conv2d_pwdw_plan_create). Where oneDNN
- * has only its reference composition for the pair (small shapes, batch 1: no
- * faster), and for NHWC activations, the plan runs the two convolutions' own plans in turn through the
- * caller's scratch instead (the network's buffer pool, whose reused buffers
- * stay in cache; a buffer per plan made batch 1 about 8% slower). */
+ * declines (its heuristic: smaller shapes, batch 1 after the first block)
+ * and the expanded channels come in whole 16-channel blocks, whisker's own
+ * fused kernel runs the pair (pwdw_own.h, AVX-512; $WHISKER_PWDW_OWN=0: not
+ * used). Otherwise, and for NHWC activations, the plan runs the two
+ * convolutions' own plans in turn through the caller's scratch (the
+ * network's buffer pool, whose reused buffers stay in cache; a buffer per
+ * plan made batch 1 about 8% slower). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

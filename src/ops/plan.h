@@ -1,7 +1,8 @@
 /* plan.h - ops prepared once for a fixed shape.
  *
  * A plan creates its oneDNN primitives (or, for some inference convolutions,
- * whisker's own Winograd: ops/wino.h) once and keeps the weights in the layout
+ * whisker's own kernels: the Winograd of ops/wino.h, the fused 1x1 +
+ * depthwise of ops/pwdw_own.h) once and keeps the weights in the layout
  * its kernel prefers, reordering them only when the caller says they changed
  * (a new weights version). The network executor holds one plan per node and
  * batch size; the stateless functions of ops.h build a throw-away plan per
