@@ -44,17 +44,12 @@ struct wk_pwdw_own {
   wk_post_act pw_post, dw_post;
   int64_t ob;          /* 16-channel blocks of the expanded activations */
   int64_t cib;         /* 16-channel blocks of the input (the last may be padding) */
-  float *wpw;          /* [ob][c][16] */
+  float *wpw;          /* [ob][c][16]; the other three follow it in its buffer */
   float *bpw;          /* [ob * 16] (zeros without a bias) */
   float *wdw;          /* [ob][9][16] */
   float *bdw;          /* [ob * 16] */
   uint64_t v_pw, v_dw; /* versions of the weights held; 0 = none */
 };
-
-static bool wk_own_isa_ok(void) {
-  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-  return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
-}
 
 bool wk_pwdw_own_usable(const wk_conv2d_geom *pw, const wk_conv2d_geom *dw, wk_post_act pw_post,
                         wk_post_act dw_post) {
@@ -65,7 +60,7 @@ bool wk_pwdw_own_usable(const wk_conv2d_geom *pw, const wk_conv2d_geom *dw, wk_p
       (dw_post == WK_POST_NONE || dw_post == WK_POST_RELU || dw_post == WK_POST_RELU6);
   /* wk_conv2d_pwdw_pair holds the rest of the shape */
   return acts && pw->o % 16 == 0 && pw->c >= 1 && pw->n >= 1 && dw->oh >= 1 && dw->ow >= 1 &&
-         wk_own_isa_ok();
+         wk_dnnl_avx512();
 }
 
 wk_status wk_pwdw_own_create(const wk_conv2d_geom *pw, const wk_conv2d_geom *dw,
@@ -79,15 +74,17 @@ wk_status wk_pwdw_own_create(const wk_conv2d_geom *pw, const wk_conv2d_geom *dw,
   p->dw_post = dw_post;
   p->ob = pw->o / 16;
   p->cib = (pw->c + 15) / 16;
+  /* one buffer; o is a multiple of 16, so each part starts 64-byte aligned */
   const size_t o = (size_t)pw->o;
-  p->wpw = aligned_alloc(64, ((o * (size_t)pw->c * sizeof(float)) + 63) & ~(size_t)63);
-  p->bpw = aligned_alloc(64, ((o * sizeof(float)) + 63) & ~(size_t)63);
-  p->wdw = aligned_alloc(64, ((o * 9 * sizeof(float)) + 63) & ~(size_t)63);
-  p->bdw = aligned_alloc(64, ((o * sizeof(float)) + 63) & ~(size_t)63);
-  if (!p->wpw || !p->bpw || !p->wdw || !p->bdw) {
-    wk_pwdw_own_destroy(p);
-    return wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
+  const wk_status s =
+      wk_dnnl_buffer((o * (size_t)pw->c + o + o * 9 + o) * sizeof(float), (void **)&p->wpw);
+  if (s != WK_OK) {
+    free(p);
+    return s;
   }
+  p->bpw = p->wpw + o * (size_t)pw->c;
+  p->wdw = p->bpw + o;
+  p->bdw = p->wdw + o * 9;
   *out = p;
   return WK_OK;
 }
@@ -95,9 +92,6 @@ wk_status wk_pwdw_own_create(const wk_conv2d_geom *pw, const wk_conv2d_geom *dw,
 void wk_pwdw_own_destroy(wk_pwdw_own *p) {
   if (!p) return;
   free(p->wpw);
-  free(p->bpw);
-  free(p->wdw);
-  free(p->bdw);
   free(p);
 }
 

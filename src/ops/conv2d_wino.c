@@ -46,6 +46,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "ops/dnnl_util.h"
 #include "ops/parallel.h"
 
 #define WK_WINO_TARGET __attribute__((target("avx512f")))
@@ -76,17 +77,10 @@ static const float wk_g4[6][3] = {{1.0f / 4, 0, 0},
                                   {1.0f / 24, -1.0f / 12, 1.0f / 6},
                                   {0, 0, 1}};
 
-/* AVX-512 as oneDNN sees it: the CPU's, capped by ONEDNN_MAX_CPU_ISA (the
- * valgrind run sets AVX2), so both paths agree on what may run. */
-static bool wk_wino_isa_ok(void) {
-  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-  return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
-}
-
 static bool wk_wino_geom_fits(const wk_conv2d_geom *g) {
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
          g->pt == 1 && g->pl == 1 && g->pb == 1 && g->pr == 1 && g->groups == 1 &&
-         g->oh == g->h && g->ow == g->w && g->c >= 16 && g->o % 64 == 0 && wk_wino_isa_ok();
+         g->oh == g->h && g->ow == g->w && g->c >= 16 && g->o % 64 == 0 && wk_dnnl_avx512();
 }
 
 int wk_wino_pick(const wk_conv2d_geom *g) {

@@ -102,6 +102,11 @@ const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd) {
   return name;
 }
 
+bool wk_dnnl_avx512(void) {
+  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+}
+
 wk_status wk_dnnl_buffer(size_t bytes, void **out) {
   size_t rounded = (bytes + 63) & ~(size_t)63;
   *out = aligned_alloc(64, rounded ? rounded : 64);

@@ -3,6 +3,8 @@
 #ifndef WK_OPS_DNNL_UTIL_H
 #define WK_OPS_DNNL_UTIL_H
 
+#include <stdbool.h>
+
 #include <oneapi/dnnl/dnnl.h>
 
 #include "core/context.h"
@@ -56,6 +58,11 @@ wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, co
 
 /* The implementation oneDNN picked for a primitive descriptor, e.g. "brg:avx512_core". */
 const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd);
+
+/* Whether oneDNN runs AVX-512 (avx512_core) kernels here: the CPU's ISA,
+ * capped by ONEDNN_MAX_CPU_ISA (the valgrind run sets AVX2), so whisker's own
+ * AVX-512 kernels and oneDNN's agree on what may run. */
+bool wk_dnnl_avx512(void);
 
 /* A 64-byte aligned buffer of `bytes` (never NULL on success). */
 wk_status wk_dnnl_buffer(size_t bytes, void **out);

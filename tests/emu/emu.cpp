@@ -311,21 +311,19 @@ void run_block_fibers(unsigned n_threads, dim3 block) {
       order[t - 1] = order[j];
       order[j] = tmp;
     }
-    unsigned waiting = 0, done = 0;
+    unsigned done = 0;
     for (int i : order) {
       if (fibers[(size_t)i].state != kReady) continue;
       switch_to_fiber(i);
     }
     for (unsigned t = 0; t < n_threads; t++) {
-      if (fibers[t].state == kAtBarrier) waiting++;
-      else if (fibers[t].state == kDone) done++;
+      if (fibers[t].state == kDone) done++;
     }
     if (done == n_threads) return;
     if (done > 0)
       emu_die("%s: some threads of a block returned while others wait at __syncthreads() "
               "(a barrier not every thread reaches)", kernel_name);
     for (unsigned t = 0; t < n_threads; t++) fibers[t].state = kReady;
-    (void)waiting;
   }
 }
 
