@@ -192,22 +192,27 @@ START_TEST(test_fast_path_matches_reference_mobilenetv2) {
 }
 END_TEST
 
-/* Evaluation runs each 1x1 conv whose only reader is a depthwise 3x3 conv
- * inside that conv's node (exec_plan.c, wk_conv2d_pwdw_plan). A network is
- * built three times: the reference, the fast path, and the fast path with
- * WHISKER_PWDW=0 (read when the network is finalized). */
+/* Evaluation's fusions (exec_plan.c): each 1x1 conv whose only reader is a
+ * depthwise 3x3 conv runs inside that conv's node (wk_conv2d_pwdw_plan), and
+ * a conv adds into its residual add's other input. A network is built three
+ * times: the reference, the fast path, and the fast path with the fusion's
+ * switch off (off_env=0, read when the network is finalized). */
 typedef wk_net *(*pwdw_builder)(wk_ctx *ctx);
 
-static void pwdw_nets(pwdw_builder build, wk_net *nets[3]) {
+static void fused_nets(pwdw_builder build, const char *off_env, wk_net *nets[3]) {
   const wk_impl impls[3] = {WK_IMPL_REF, WK_IMPL_CPU, WK_IMPL_CPU};
   for (int k = 0; k < 3; k++) {
     if (k == 2)
-      setenv("WHISKER_PWDW", "0", 1);
+      setenv(off_env, "0", 1);
     else
-      unsetenv("WHISKER_PWDW");
+      unsetenv(off_env);
     nets[k] = build(wkt_ctx(impls[k], 2));
   }
-  unsetenv("WHISKER_PWDW");
+  unsetenv(off_env);
+}
+
+static void pwdw_nets(pwdw_builder build, wk_net *nets[3]) {
+  fused_nets(build, "WHISKER_PWDW", nets);
 }
 
 static void pwdw_nets_free(wk_net *nets[3]) {
@@ -218,8 +223,8 @@ static void pwdw_nets_free(wk_net *nets[3]) {
   }
 }
 
-/* Evaluates x on the three networks: paired vs reference within 1e-4, vs
- * unpaired within 1e-5; with x0 (x's values), x must stay unwritten. */
+/* Evaluates x on the three networks: fused vs reference within 1e-4, vs
+ * unfused within 1e-5; with x0 (x's values), x must stay unwritten. */
 static void pwdw_expect_close(wk_net *nets[3], const wk_tensor *x, const float *x0,
                               const char *what) {
   float *out[3];
@@ -232,9 +237,9 @@ static void pwdw_expect_close(wk_net *nets[3], const wk_tensor *x, const float *
     if (x0) ck_assert_msg(!memcmp(x->data, x0, wk_tensor_nbytes(x)), "net %d wrote into its input", k);
   }
   double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
-  ck_assert_msg(e < 1e-4, "%s: paired vs reference: %g", what, e);
+  ck_assert_msg(e < 1e-4, "%s: fused vs reference: %g", what, e);
   e = wkt_rel_err(out[1], out[2], n_out, 1e-6);
-  ck_assert_msg(e < 1e-5, "%s: paired vs unpaired: %g", what, e);
+  ck_assert_msg(e < 1e-5, "%s: fused vs unfused: %g", what, e);
   for (int k = 0; k < 3; k++) free(out[k]);
 }
 
@@ -344,6 +349,126 @@ START_TEST(test_eval_pointwise_depthwise_on_the_input) {
   ck_assert_msg(impl && !strncmp(impl, "1x1+dw", 6), "dw ran on %s", impl);
   pwdw_nets_free(nets);
   free(x0);
+  wk_tensor_free(&x);
+}
+END_TEST
+
+/* Residual adds fused into the conv before them (y = act(y + conv(x))),
+ * against the reference and WHISKER_FUSE_ADD=0: a ResNet-like block in NHWC
+ * (3x3 into the shortcut, then ReLU; a 1x1 stride-2 downsample into the
+ * other branch, then ReLU6), and three adds that must stay as they are: the
+ * other input read again later, read by the conv itself, and the network's
+ * own input. The MobileNetV2-like blocks of pwdw_blocks_net give nChw16c. */
+static int add_net_side = 12;
+
+static wk_net *add_resnet_net(wk_ctx *ctx) {
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, add_net_side, add_net_side, 16, &net), WK_OK);
+  const wk_conv2d_params same = wk_conv2d_params_make(1, 1, 1);
+  const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
+  const wk_conv2d_params pw2 = wk_conv2d_params_make(2, 0, 1);
+  const wk_conv2d_params s2 = wk_conv2d_params_make(2, 1, 1);
+  const int stem = wk_net_act(net, "stem.relu", wk_net_conv(net, "stem", 0, 64, 3, 3, &same, true),
+                              WK_ACT_RELU);
+  int v = wk_net_conv(net, "a.conv1", stem, 64, 3, 3, &same, false);
+  v = wk_net_act(net, "a.relu1", wk_net_batchnorm(net, "a.bn1", v, 1e-5f, 0.1f), WK_ACT_RELU);
+  v = wk_net_conv(net, "a.conv2", v, 64, 3, 3, &same, false);
+  v = wk_net_batchnorm(net, "a.bn2", v, 1e-5f, 0.1f);
+  const int a = wk_net_act(net, "a.relu", wk_net_add(net, "a.add", v, stem), WK_ACT_RELU);
+  v = wk_net_conv(net, "b.conv1", a, 32, 3, 3, &s2, false);
+  v = wk_net_batchnorm(net, "b.bn1", v, 1e-5f, 0.1f);
+  int d = wk_net_conv(net, "b.down", a, 32, 1, 1, &pw2, false);
+  d = wk_net_batchnorm(net, "b.down.bn", d, 1e-5f, 0.1f);
+  const int b = wk_net_act(net, "b.relu6", wk_net_add(net, "b.add", v, d), WK_ACT_RELU6);
+  /* b read again after the add: stays */
+  v = wk_net_conv(net, "c.conv", b, 32, 1, 1, &pw, true);
+  v = wk_net_add(net, "c.add2", wk_net_add(net, "c.add", v, b), b);
+  /* the conv reads the add's other input itself: stays */
+  v = wk_net_add(net, "d.add", wk_net_conv(net, "d.conv", v, 32, 1, 1, &pw, true), v);
+  v = wk_net_global_avgpool(net, "pool", v);
+  v = wk_net_flatten(net, "flat", v);
+  v = wk_net_linear(net, "fc", v, 5, true);
+  ck_assert_msg(v > 0 && wk_net_finalize(net, 11) == WK_OK, "%s", wk_last_error());
+  wkt_perturb(net);
+  return net;
+}
+
+static wk_net *add_input_net(wk_ctx *ctx) {
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 10, 10, 16, &net), WK_OK);
+  const wk_conv2d_params same = wk_conv2d_params_make(1, 1, 1);
+  const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1);
+  int v = wk_net_act(net, "relu", wk_net_conv(net, "conv1", 0, 16, 3, 3, &same, true), WK_ACT_RELU);
+  v = wk_net_add(net, "add", wk_net_conv(net, "conv", v, 16, 1, 1, &pw, true), 0);
+  v = wk_net_global_avgpool(net, "pool", v);
+  v = wk_net_flatten(net, "flat", v);
+  v = wk_net_linear(net, "fc", v, 3, true);
+  ck_assert_msg(v > 0 && wk_net_finalize(net, 12) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+static void expect_impl(wk_net *net, const char *node, const char *part, bool present) {
+  const char *impl = wk_net_node_eval_impl(net, node_named(net, node));
+  ck_assert_msg(impl != NULL, "%s: no implementation", node);
+  ck_assert_msg((strstr(impl, part) != NULL) == present, "%s ran on '%s' (%s '%s')", node, impl,
+                present ? "wanted" : "not wanted", part);
+}
+
+START_TEST(test_eval_residual_add_fusion) {
+  wk_net *nets[3];
+  fused_nets(add_resnet_net, "WHISKER_FUSE_ADD", nets);
+  const int64_t xs[4] = {2, 12, 12, 16};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  pwdw_expect_close(nets, &x, NULL, "resnet-like");
+  expect_impl(nets[1], "a.conv2", " + add + act", true);
+  expect_impl(nets[1], "b.down", " + add + act", true); /* the later of the two branches */
+  expect_impl(nets[1], "b.conv1", "add", false);
+  expect_impl(nets[1], "c.conv", "add", false);
+  expect_impl(nets[1], "d.conv", "add", false);
+  expect_impl(nets[2], "a.conv2", "add", false);
+  /* batch 1: new plans */
+  x.shape[0] = 1;
+  pwdw_expect_close(nets, &x, NULL, "resnet-like, batch 1");
+  pwdw_nets_free(nets);
+  wk_tensor_free(&x);
+
+  /* where the conv cannot add into its output itself (oneDNN's Winograd,
+   * whisker's off): into a pool buffer, then the add and the activation */
+  setenv("WHISKER_WINO", "0", 1);
+  add_net_side = 20;
+  fused_nets(add_resnet_net, "WHISKER_FUSE_ADD", nets);
+  const int64_t xs20[4] = {2, 20, 20, 16};
+  x = wkt_tensor(WK_F32, 4, xs20);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 10, -1.0f, 1.0f);
+  pwdw_expect_close(nets, &x, NULL, "resnet-like, add after");
+  expect_impl(nets[1], "a.conv2", ", add after", true);
+  expect_impl(nets[1], "b.down", " + add + act", true);
+  add_net_side = 12;
+  unsetenv("WHISKER_WINO");
+  pwdw_nets_free(nets);
+  wk_tensor_free(&x);
+
+  fused_nets(add_input_net, "WHISKER_FUSE_ADD", nets);
+  const int64_t xs2[4] = {2, 10, 10, 16};
+  x = wkt_tensor(WK_F32, 4, xs2);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 8, -1.0f, 1.0f);
+  float *x0 = wkt_copy(x.data, (size_t)wk_tensor_numel(&x));
+  pwdw_expect_close(nets, &x, x0, "the input as the shortcut");
+  expect_impl(nets[1], "conv", "add", false);
+  pwdw_nets_free(nets);
+  free(x0);
+  wk_tensor_free(&x);
+
+  /* nChw16c: MobileNetV2's projection into the block's input */
+  fused_nets(pwdw_blocks_net, "WHISKER_FUSE_ADD", nets);
+  const int64_t xs3[4] = {2, 64, 64, 16};
+  x = wkt_tensor(WK_F32, 4, xs3);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 9, -1.0f, 1.0f);
+  pwdw_expect_close(nets, &x, NULL, "mobilenetv2-like");
+  expect_impl(nets[1], "b1.project", " + add", true);
+  expect_impl(nets[2], "b1.project", "add", false);
+  pwdw_nets_free(nets);
   wk_tensor_free(&x);
 }
 END_TEST
@@ -690,6 +815,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
   tcase_add_test(tc, test_eval_pointwise_depthwise_fusion);
   tcase_add_test(tc, test_eval_pointwise_depthwise_on_the_input);
+  tcase_add_test(tc, test_eval_residual_add_fusion);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);
   tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);

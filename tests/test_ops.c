@@ -222,7 +222,7 @@ START_TEST(test_conv2d_winograd_vs_ref) {
   for (int k = 0; k < 3; k++) {
     wk_ctx *c2 = wkt_ctx(WK_IMPL_CPU, threads[k]);
     wk_wino *wp;
-    expect_ok(wk_wino_create(&g, post, m, chunks[k], &wp), "wino");
+    expect_ok(wk_wino_create(&g, post, false, m, chunks[k], &wp), "wino");
     expect_ok(wk_wino_forward(wp, c2, x.data, w.data, 1, bd, y2.data), "wino forward");
     ck_assert_msg(!memcmp(y1.data, y2.data, wk_tensor_nbytes(&y1)),
                   "%s: %d threads, chunks of %lld tiles: other bits", wc->name, threads[k],
@@ -230,8 +230,94 @@ START_TEST(test_conv2d_winograd_vs_ref) {
     wk_wino_destroy(wp);
     wk_ctx_destroy(c2);
   }
+  /* adding into y (a residual add fused, wk_conv2d_plan_create_sum): bit for
+   * bit y + the plain forward without the activation, then the activation */
+  wk_tensor r = rand_tensor(4, ys, 15 + (uint64_t)_i, -2, 2);
+  wk_tensor y3 = wkt_tensor(WK_F32, 4, ys);
+  memcpy(y3.data, r.data, wk_tensor_nbytes(&r));
+  setenv("WHISKER_WINO", tile, 1);
+  wk_conv2d_plan *q;
+  expect_ok(wk_conv2d_plan_create_sum(ctx, &g, bias, post, false, &p), "plan, sum");
+  expect_ok(wk_conv2d_plan_create(ctx, &g, bias, true, WK_POST_NONE, &q), "plan, no act");
+  unsetenv("WHISKER_WINO");
+  ck_assert_msg(!strcmp(wk_conv2d_plan_impl(p), want), "%s: the sum plan runs %s, not %s",
+                wc->name, wk_conv2d_plan_impl(p), want);
+  expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, bd, y3.data), "forward, sum");
+  expect_ok(wk_conv2d_plan_forward(q, x.data, w.data, 1, bd, y2.data), "forward, no act");
+  const float *rv = r.data, *plain = y2.data, *got = y3.data;
+  for (int64_t k = 0; k < wk_tensor_numel(&r); k++) {
+    float e = rv[k] + plain[k];
+    if (post != WK_POST_NONE) e = e > 0 ? e : 0;
+    if (post == WK_POST_RELU6) e = e < 6 ? e : 6;
+    if (memcmp(&e, &got[k], sizeof e))
+      ck_abort_msg("%s: sum at %lld: %.9g, not %.9g", wc->name, (long long)k, got[k], e);
+  }
+  wk_conv2d_plan_destroy(p);
+  wk_conv2d_plan_destroy(q);
+  wk_tensor_free(&r), wk_tensor_free(&y3);
   wk_tensor_free(&x), wk_tensor_free(&w), wk_tensor_free(&w2), wk_tensor_free(&b);
   wk_tensor_free(&y0), wk_tensor_free(&y0b), wk_tensor_free(&y1), wk_tensor_free(&y2);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* A residual add fused into oneDNN's direct convolution (its sum post-op,
+ * wk_conv2d_plan_create_sum) on NHWC activations: y = post(y + conv(x) + b)
+ * against the plain plan's output added to y; and the shapes it declines. */
+START_TEST(test_conv2d_sum_direct) {
+  static const struct {
+    const char *name;
+    int64_t n, h, c, o, k;
+    wk_conv2d_params p;
+  } cases[] = {{"1x1 24->40", 2, 14, 24, 40, 1, P(1, 1, 0, 0, 0, 0, 1, 1, 1)},
+               {"3x3 s2 16->32", 3, 15, 16, 32, 3, P(2, 2, 1, 1, 1, 1, 1, 1, 1)},
+               {"3x3 dw 32", 1, 9, 32, 32, 3, P(1, 1, 1, 1, 1, 1, 1, 1, 32)}};
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (int post = WK_POST_NONE; post <= WK_POST_RELU6; post++) {
+      wk_conv2d_geom g;
+      expect_ok(wk_conv2d_geom_make(&cases[c].p, cases[c].n, cases[c].h, cases[c].h, cases[c].c,
+                                    cases[c].o, cases[c].k, cases[c].k, &g), cases[c].name);
+      const int64_t xs[4] = {g.n, g.h, g.w, g.c}, ys[4] = {g.n, g.oh, g.ow, g.o};
+      const int64_t ws[4] = {g.o, g.kh, g.kw, g.c / g.groups};
+      wk_tensor x = rand_tensor(4, xs, 21 + c, -1, 1), w = rand_tensor(4, ws, 22 + c, -0.5f, 0.5f);
+      wk_tensor b = rand_tensor(1, &g.o, 23 + c, -1, 1), r = rand_tensor(4, ys, 24 + c, -2, 2);
+      wk_tensor y = wkt_tensor(WK_F32, 4, ys), plain = wkt_tensor(WK_F32, 4, ys);
+      wk_tensor want = wkt_tensor(WK_F32, 4, ys);
+      memcpy(y.data, r.data, wk_tensor_nbytes(&r));
+      wk_conv2d_plan *p, *q;
+      expect_ok(wk_conv2d_plan_create_sum(ctx, &g, true, (wk_post_act)post, false, &p), "sum plan");
+      expect_ok(wk_conv2d_plan_create(ctx, &g, true, true, WK_POST_NONE, &q), "plain plan");
+      expect_ok(wk_conv2d_plan_forward(p, x.data, w.data, 1, b.data, y.data), "sum forward");
+      expect_ok(wk_conv2d_plan_forward(q, x.data, w.data, 1, b.data, plain.data), "plain forward");
+      const float *rv = r.data, *pv = plain.data;
+      float *wv = want.data;
+      for (int64_t k = 0; k < wk_tensor_numel(&y); k++) {
+        float e = rv[k] + pv[k];
+        if (post != WK_POST_NONE) e = e > 0 ? e : 0;
+        if (post == WK_POST_RELU6) e = e < 6 ? e : 6;
+        wv[k] = e;
+      }
+      expect_close("conv with the add fused", cases[c].name, WK_IMPL_CPU, &y, &want, 1e-6);
+      wk_conv2d_plan_destroy(p);
+      wk_conv2d_plan_destroy(q);
+      wk_tensor *ts[7] = {&x, &w, &b, &r, &y, &plain, &want};
+      for (int k = 0; k < 7; k++) wk_tensor_free(ts[k]);
+    }
+  }
+  /* declined, with no error recorded: oneDNN's Winograd shape (whisker's
+   * off), and the two sides in different layouts */
+  const wk_conv2d_params same = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
+  wk_conv2d_geom g;
+  expect_ok(wk_conv2d_geom_make(&same, 1, 56, 56, 64, 64, 3, 3, &g), "geom");
+  wk_conv2d_plan *p = NULL;
+  wk_clear_error();
+  setenv("WHISKER_WINO", "0", 1);
+  ck_assert_int_eq(wk_conv2d_plan_create_sum(ctx, &g, false, WK_POST_NONE, false, &p),
+                   WK_ERR_UNSUPPORTED);
+  unsetenv("WHISKER_WINO");
+  ck_assert_ptr_null(p);
+  ck_assert_str_eq(wk_last_error(), "");
   wk_ctx_destroy(ctx);
 }
 END_TEST
@@ -947,6 +1033,7 @@ static Suite *ops_suite(void) {
   TCase *tc = tcase_create("vs_ref");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_conv2d_vs_ref, 0, sizeof conv_cases / sizeof conv_cases[0]);
+  tcase_add_test(tc, test_conv2d_sum_direct);
   tcase_add_loop_test(tc, test_conv2d_winograd_vs_ref, 0,
                       6 * (int)(sizeof wino_cases / sizeof wino_cases[0]));
   tcase_add_test(tc, test_conv2d_winograd_pick);

@@ -69,6 +69,8 @@ void wk_net_destroy(wk_net *net) {
   free(net->skip_train);
   free(net->skip_eval);
   free(net->pwdw);
+  free(net->sum_add);
+  free(net->sum_act);
   free(net->alias_eval);
   free(net->last_use_eval);
   free(net->blk_eval);

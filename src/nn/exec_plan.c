@@ -17,8 +17,17 @@
  * a depthwise 3x3 conv inside that conv's node, as one plan
  * (wk_conv2d_pwdw_plan: MobileNetV2's expansion never reaches memory); the 1x1
  * node is skipped and its output shares its input's buffer, which the
- * depthwise node then reads. WHISKER_PWDW=0 turns this off. */
+ * depthwise node then reads. WHISKER_PWDW=0 turns this off.
+ *
+ * Evaluation also adds a convolution's result straight into the buffer of
+ * the other input of the residual add it feeds (oneDNN's sum post-op: y =
+ * act(y + conv(x))), with the activation after the add fused too; the add
+ * (and activation) nodes are skipped. It does so where nothing reads that
+ * buffer after the convolution but the add: MobileNetV2's projections into
+ * the block's input, ResNet's last conv of a block into its shortcut.
+ * WHISKER_FUSE_ADD=0 turns this off. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,6 +174,95 @@ static wk_status wk_plan_pwdw(wk_net *net) {
   return WK_OK;
 }
 
+/* The conv node whose folded chain, with no activation, ends in value c (the
+ * conv's output or its folded batchnorm's), or -1. */
+static int wk_chain_conv(const wk_net *net, int c) {
+  for (int i = 0; c > 0 && i < net->n_nodes; i++)
+    if (net->nodes[i].op == WK_NODE_CONV && !net->skip_eval[i] && net->pwdw[i] < 0 &&
+        net->fold_act[i] < 0 && wk_chain_end(net, i) + 1 == c)
+      return i;
+  return -1;
+}
+
+/* Whether node n reads or writes (the buffer of) root r in evaluation. */
+static bool wk_uses_root(const wk_net *net, int n, int r) {
+  if (net->alias_eval[n + 1] == r) return true;
+  for (int k = 0; k < net->nodes[n].n_in; k++)
+    if (net->alias_eval[net->nodes[n].in[k]] == r) return true;
+  return false;
+}
+
+/* Whether conv node i may add its result into root r, the other input of add
+ * node a: r holds data made before i, and no node from i on uses r but the
+ * add and, where the add writes into r, the add's readers. */
+static bool wk_sum_target_ok(const wk_net *net, int i, int a, int r) {
+  if (r == 0 || r - 1 >= i) return false; /* the caller's input, or made after the conv */
+  const bool add_in_r = net->alias_eval[a + 1] == r;
+  for (int n = i; n < net->n_nodes; n++)
+    if (n != a && wk_uses_root(net, n, r) && !(n > a && add_in_r)) return false;
+  return true;
+}
+
+/* Marks the convs that add into their residual add's other input in
+ * evaluation (net->sum_add, net->sum_act); *root_of (per value, -1 = its
+ * own) receives the buffer each such conv writes into. */
+static wk_status wk_plan_sum(wk_net *net, int *root_of) {
+  const int nn = net->n_nodes;
+  net->sum_add = malloc((size_t)nn * sizeof *net->sum_add);
+  net->sum_act = malloc((size_t)nn * sizeof *net->sum_act);
+  if (!net->sum_add || !net->sum_act) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int i = 0; i < nn; i++) net->sum_add[i] = net->sum_act[i] = -1;
+  const char *env = getenv("WHISKER_FUSE_ADD");
+  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
+  for (int a = 0; a < nn; a++) {
+    const wk_node *ad = &net->nodes[a];
+    if (ad->op != WK_NODE_ADD || net->skip_eval[a] || ad->in[0] == ad->in[1]) continue;
+    for (int k = 0; k < 2; k++) {
+      const int c = ad->in[k], o = ad->in[1 - k];
+      const int i = wk_chain_conv(net, c);
+      if (i < 0 || net->n_consumers[c] != 1 || net->alias_eval[o] == net->alias_eval[c] ||
+          !wk_sum_target_ok(net, i, a, net->alias_eval[o]))
+        continue;
+      net->sum_add[i] = a;
+      net->skip_eval[a] = true;
+      root_of[i + 1] = net->alias_eval[o];
+      const int r = wk_sole_consumer(net, a + 1);
+      if (r >= 0 && net->nodes[r].op == WK_NODE_ACT &&
+          (net->nodes[r].act == WK_ACT_RELU || net->nodes[r].act == WK_ACT_RELU6)) {
+        net->sum_act[i] = r;
+        net->skip_eval[r] = true;
+      }
+      break;
+    }
+  }
+  return WK_OK;
+}
+
+/* alias_eval: a skipped node's output shares its input's buffer, a node
+ * working in place its input's, a conv adding into a residual its target's
+ * (root_of, or NULL). */
+static void wk_alias_eval(wk_net *net, const int *root_of) {
+  for (int v = 0; v < net->n_nodes + 1; v++) {
+    const int i = v - 1;
+    net->alias_eval[v] = v;
+    if (v == 0) continue;
+    const wk_node *nd = &net->nodes[i];
+    if (root_of && root_of[v] >= 0) {
+      net->alias_eval[v] = net->alias_eval[root_of[v]];
+      continue;
+    }
+    if (net->skip_eval[i]) {
+      net->alias_eval[v] = net->alias_eval[nd->in[0]];
+      continue;
+    }
+    for (int k = 0; k < nd->n_in && net->alias[v] != v; k++)
+      if (net->alias[nd->in[k]] == net->alias[v]) {
+        net->alias_eval[v] = net->alias_eval[nd->in[k]];
+        break;
+      }
+  }
+}
+
 wk_status wk_net_plan_fusions(wk_net *net) {
   const int nn = net->n_nodes, nv = nn + 1;
   net->bn_relu = malloc((size_t)nn * sizeof *net->bn_relu);
@@ -206,21 +304,14 @@ wk_status wk_net_plan_fusions(wk_net *net) {
     }
   }
   WK_TRY(wk_plan_pwdw(net));
-  for (int v = 0; v < nv; v++) {
-    const int i = v - 1;
-    net->alias_eval[v] = v;
-    if (v == 0) continue;
-    const wk_node *nd = &net->nodes[i];
-    if (net->skip_eval[i]) {
-      net->alias_eval[v] = net->alias_eval[nd->in[0]];
-      continue;
-    }
-    for (int k = 0; k < nd->n_in && net->alias[v] != v; k++)
-      if (net->alias[nd->in[k]] == net->alias[v]) {
-        net->alias_eval[v] = net->alias_eval[nd->in[k]];
-        break;
-      }
-  }
+  wk_alias_eval(net, NULL);
+  int *root_of = malloc((size_t)nv * sizeof *root_of);
+  if (!root_of) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int v = 0; v < nv; v++) root_of[v] = -1;
+  const wk_status s = wk_plan_sum(net, root_of);
+  if (s == WK_OK) wk_alias_eval(net, root_of);
+  free(root_of);
+  WK_TRY(s);
   WK_TRY(wk_plan_blocked(net));
   /* A buffer dies after the last node that reads it or writes into it. */
   for (int v = 0; v < nv; v++) net->last_use_eval[v] = v - 1; /* its producer */
@@ -243,6 +334,8 @@ static void wk_plans_free(wk_node_state *st) {
   st->pwdw_eval = NULL;
   st->bn = NULL;
   st->pool_train = st->pool_eval = NULL;
+  st->sum_declined = false;
+  st->impl[0] = '\0';
   st->plan_n = 0;
 }
 
@@ -349,6 +442,48 @@ static wk_status wk_node_pwdw_forward(wk_net *net, int d, wk_tensor *y) {
   return s;
 }
 
+/* Conv node i adding into the other input of its residual add, y
+ * (net->sum_add): y = act(y + conv(x)) in one plan where the convolution can
+ * run on y directly, else into a pool buffer that is then added in. */
+static wk_status wk_node_conv_sum_forward(wk_net *net, int i, const wk_tensor *x,
+                                          const wk_conv2d_geom *g, const wk_conv2d_weights *wt,
+                                          wk_tensor *y) {
+  const wk_node *nd = &net->nodes[i];
+  wk_node_state *st = &net->state[i];
+  const int r = net->sum_act[i];
+  const wk_act act = r >= 0 ? net->nodes[r].act : WK_ACT_RELU;
+  const wk_post_act post = r < 0 ? WK_POST_NONE : act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+  const bool src_blk = wk_eval_blocked(net, nd->in[0]), dst_blk = wk_eval_blocked(net, i + 1);
+  if (!st->conv_eval && !st->sum_declined) {
+    const wk_status s = src_blk == dst_blk
+                            ? wk_conv2d_plan_create_sum(net->ctx, g, wt->b != NULL, post, dst_blk,
+                                                        &st->conv_eval)
+                            : WK_ERR_UNSUPPORTED;
+    if (s != WK_OK && s != WK_ERR_UNSUPPORTED) return s;
+    st->sum_declined = s == WK_ERR_UNSUPPORTED;
+    const char *conv = st->conv_eval ? wk_conv2d_plan_impl(st->conv_eval) : NULL;
+    if (conv)
+      snprintf(st->impl, sizeof st->impl, "%s + add%s", conv, r < 0 ? "" : " + act");
+  }
+  if (!st->sum_declined)
+    return wk_conv2d_plan_forward(st->conv_eval, x->data, wt->w, wt->version, wt->b, y->data);
+  if (!st->conv_eval) {
+    WK_TRY(wk_conv2d_plan_create_layout(net->ctx, g, wt->b != NULL, true, WK_POST_NONE, src_blk,
+                                        dst_blk, &st->conv_eval));
+    snprintf(st->impl, sizeof st->impl, "%s, add after", wk_conv2d_plan_impl(st->conv_eval));
+  }
+  /* whole buffers: the padding of nChw16c stays zero through add and act */
+  const int64_t n = net->batch * wk_net_eval_numel(net, i + 1);
+  float *tmp;
+  WK_TRY(wk_bufpool_acquire(&net->pool, (size_t)n, &tmp));
+  wk_status s = wk_conv2d_plan_forward(st->conv_eval, x->data, wt->w, wt->version, wt->b, tmp);
+  wk_tensor ft = wk_tensor_view(tmp, WK_F32, 1, &n), fy = wk_tensor_view(y->data, WK_F32, 1, &n);
+  if (s == WK_OK) s = wk_add_forward(net->ctx, &fy, &ft, &fy);
+  if (s == WK_OK && r >= 0) s = wk_act_forward(net->ctx, act, &fy, &fy);
+  wk_bufpool_release(&net->pool, tmp);
+  return s;
+}
+
 wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *x,
                                const wk_tensor *w, const wk_tensor *b, wk_tensor *y) {
   const wk_node *nd = &net->nodes[i];
@@ -369,6 +504,7 @@ wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *
   wk_plans_for_batch(st, x->shape[0]);
   wk_conv2d_weights wt;
   WK_TRY(wk_eval_weights(net, i, &wt));
+  if (net->sum_add[i] >= 0) return wk_node_conv_sum_forward(net, i, x, &g, &wt, y);
   if (!st->conv_eval)
     WK_TRY(wk_conv2d_plan_create_layout(net->ctx, &g, wt.b != NULL, true, wk_eval_post(net, i),
                                         wk_eval_blocked(net, nd->in[0]), wk_eval_blocked(net, i + 1),
@@ -380,6 +516,7 @@ const char *wk_net_node_eval_impl(const wk_net *net, int i) {
   if (!net->state || i < 0 || i >= net->n_nodes) return NULL;
   const wk_node_state *st = &net->state[i];
   if (st->pwdw_eval) return wk_conv2d_pwdw_plan_impl(st->pwdw_eval);
+  if (st->impl[0]) return st->impl;
   return st->conv_eval ? wk_conv2d_plan_impl(st->conv_eval) : NULL;
 }
 

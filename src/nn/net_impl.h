@@ -21,6 +21,8 @@ typedef struct wk_node_state {
   wk_pool2d_plan *pool_train, *pool_eval;
   int64_t plan_n;    /* batch size of the plans */
   float *folded;     /* eval: conv weights then bias with the batchnorm folded in */
+  bool sum_declined; /* eval: the conv plan cannot add into its output (net->sum_add) */
+  char impl[96];     /* eval: the implementation's name when whisker composes it */
   uint64_t folded_wv, folded_bv, folded_version;
 } wk_node_state;
 
@@ -50,6 +52,8 @@ struct wk_net {
   int *fold_act;      /* per node: the activation after that, fused too */
   bool *skip_train, *skip_eval; /* nodes another node computes */
   int *pwdw;          /* per node: the 1x1 conv a depthwise conv runs with it in evaluation */
+  int *sum_add;       /* per node: the residual add a conv adds its result into in evaluation */
+  int *sum_act;       /* per node: the activation after that add, fused too */
   int *alias_eval;    /* alias in evaluation (the folded chain shares one buffer) */
   int *last_use_eval; /* per root of alias_eval: the node after which its buffer is dead */
   bool *blk_eval;     /* per root of alias_eval: held in nChw16c in evaluation (exec_plan.c) */

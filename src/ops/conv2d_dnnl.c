@@ -108,16 +108,19 @@ wk_status wk_wei_get(wk_dnnl *d, const wk_conv_mds *m, const dnnl_memory_desc_t 
   return WK_OK;
 }
 
-static wk_status wk_post_ops_attr(wk_post_act post, dnnl_primitive_attr_t *attr) {
+/* The post-ops: with sum, dst += the convolution's result first, then the
+ * activation. */
+static wk_status wk_post_ops_attr(wk_post_act post, bool sum, dnnl_primitive_attr_t *attr) {
   wk_status st = WK_OK;
   dnnl_post_ops_t po = NULL;
   *attr = NULL;
-  if (post == WK_POST_NONE) return WK_OK;
+  if (post == WK_POST_NONE && !sum) return WK_OK;
   WK_DNNL_CHECK(dnnl_primitive_attr_create(attr));
   WK_DNNL_CHECK(dnnl_post_ops_create(&po));
+  if (sum) WK_DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
   if (post == WK_POST_RELU)
     WK_DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
-  else
+  else if (post == WK_POST_RELU6)
     WK_DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 6.0f));
   WK_DNNL_CHECK(dnnl_primitive_attr_set_post_ops(*attr, po));
 done:
@@ -345,19 +348,19 @@ static wk_status wk_plan_scratch(wk_conv2d_plan *p, char **acts, char **wei) {
   return WK_OK;
 }
 
-wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
-                                wk_post_act post, wk_conv2d_plan **out) {
-  return wk_conv2d_plan_create_layout(ctx, g, bias, inference, post, false, false, out);
-}
-
-wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
-                                       bool inference, wk_post_act post, bool src_blk,
-                                       bool dst_blk, wk_conv2d_plan **out) {
+/* sum: the plan adds its result into the caller's y (oneDNN's sum post-op,
+ * or whisker's Winograd), which it can only do on y itself: whisker's
+ * Winograd, or oneDNN's direct algorithm with the same layout on both sides;
+ * else WK_ERR_UNSUPPORTED (no error recorded). */
+static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                     bool inference, wk_post_act post, bool sum, bool src_blk,
+                                     bool dst_blk, wk_conv2d_plan **out) {
   wk_status st = WK_OK;
   *out = NULL;
   if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
-  WK_ASSERT(inference || post == WK_POST_NONE);
+  WK_ASSERT(inference || (post == WK_POST_NONE && !sum));
   WK_ASSERT(inference || (!src_blk && !dst_blk));
+  if (sum && src_blk != dst_blk) return WK_ERR_UNSUPPORTED;
   const dnnl_dims_t src_dims = {g->n, g->c, g->h, g->w}, dst_dims = {g->n, g->o, g->oh, g->ow};
   wk_conv2d_plan *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "conv2d plan: out of memory");
@@ -377,12 +380,18 @@ wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, boo
   int wino_m = 0;
   if (inference && !src_blk && !dst_blk && (st = wk_wino_wanted(g, &wino_m)) != WK_OK) goto done;
   if (wino_m) {
-    st = wk_wino_create(g, post, wino_m, 0, &p->own_wino);
+    st = wk_wino_create(g, post, sum, wino_m, 0, &p->own_wino);
     if (st != WK_ERR_UNSUPPORTED) goto done;
     st = WK_OK; /* it declined the shape: oneDNN's */
   }
-  if ((st = wk_post_ops_attr(post, &attr)) != WK_OK) goto done;
-  if (wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
+  /* oneDNN's Winograd runs on nChw16c copies; direct with the sum would be
+   * slower than it and an add */
+  if (sum && wk_winograd_enabled(g)) {
+    st = WK_ERR_UNSUPPORTED;
+    goto done;
+  }
+  if ((st = wk_post_ops_attr(post, sum, &attr)) != WK_OK) goto done;
+  if (!sum && wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
     if (wk_conv_weight_caches(p) == WK_OK) goto done;
     /* e.g. no reorder into the inference Winograd weight format: go direct */
     wk_clear_error();
@@ -401,13 +410,17 @@ wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, boo
   } else {
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->m.src, 4, src_dims, dnnl_f32, dnnl_nhwc));
     WK_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst_dims, dnnl_f32, dnnl_nhwc));
-    if (inference && dst_blk && g->c < 16 && wk_conv_try_stem(p, attr)) {
+    if (inference && !sum && dst_blk && g->c < 16 && wk_conv_try_stem(p, attr)) {
       st = wk_conv_weight_caches(p);
       goto done;
     }
   }
   WK_DNNL_CHECK(wk_conv_prims(p, dnnl_convolution_direct, attr));
   WK_DNNL_CHECK(wk_conv_act_reorders(p));
+  if (sum && (p->src_in || p->dst_out)) {
+    st = WK_ERR_UNSUPPORTED;
+    goto done;
+  }
   if (!inference && wk_bwdw_blocked_wanted(g)) (void)wk_conv_try_bwdw_blocked(p);
   st = wk_conv_weight_caches(p);
 done:
@@ -418,6 +431,22 @@ done:
   }
   *out = p;
   return WK_OK;
+}
+
+wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
+                                wk_post_act post, wk_conv2d_plan **out) {
+  return wk_conv2d_plan_make(ctx, g, bias, inference, post, false, false, false, out);
+}
+
+wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                       bool inference, wk_post_act post, bool src_blk,
+                                       bool dst_blk, wk_conv2d_plan **out) {
+  return wk_conv2d_plan_make(ctx, g, bias, inference, post, false, src_blk, dst_blk, out);
+}
+
+wk_status wk_conv2d_plan_create_sum(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                    wk_post_act post, bool blk, wk_conv2d_plan **out) {
+  return wk_conv2d_plan_make(ctx, g, bias, true, post, true, blk, blk, out);
 }
 
 void wk_conv2d_plan_destroy(wk_conv2d_plan *p) {

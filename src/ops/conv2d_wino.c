@@ -54,6 +54,7 @@
 struct wk_wino {
   wk_conv2d_geom g;
   wk_post_act post;
+  bool sum;          /* y = post(y + conv): y's old values added in */
   int m, a;          /* output tile side, input tile side m + 2 */
   int64_t th, tw, t; /* tiles down, across, in all (over the batch) */
   int64_t chunk_tiles; /* tiles transformed and multiplied at a time */
@@ -104,14 +105,15 @@ int wk_wino_pick(const wk_conv2d_geom *g) {
   return tiles4 >= 16 ? 4 : 2;
 }
 
-wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, int64_t chunk_tiles,
-                         wk_wino **out) {
+wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, bool sum, int m,
+                         int64_t chunk_tiles, wk_wino **out) {
   *out = NULL;
   if (!wk_wino_geom_fits(g) || (m != 2 && m != 4)) return WK_ERR_UNSUPPORTED;
   wk_wino *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "winograd conv: out of memory");
   p->g = *g;
   p->post = post;
+  p->sum = sum;
   p->m = m;
   p->a = m + 2;
   p->th = (g->oh + m - 1) / m;
@@ -308,10 +310,12 @@ WK_WINO_TARGET static inline void wk_at6v(const __m512 *m, __m512 *r) {
           __m512 res[M];                                                                     \
           AT1(s[i], res);                                                                    \
           for (int k = 0; k < cols; k++) {                                                   \
+            float *at = out + (i * g->ow + k) * O + o;                                       \
             __m512 y = _mm512_add_ps(res[k], bias);                                          \
+            if (j->p->sum) y = _mm512_add_ps(_mm512_loadu_ps(at), y);                        \
             if (post != WK_POST_NONE) y = _mm512_max_ps(y, zero);                            \
             if (post == WK_POST_RELU6) y = _mm512_min_ps(y, six);                            \
-            _mm512_storeu_ps(out + (i * g->ow + k) * O + o, y);                              \
+            _mm512_storeu_ps(at, y);                                                         \
           }                                                                                  \
         }                                                                                    \
       }                                                                                      \
@@ -429,9 +433,9 @@ int wk_wino_pick(const wk_conv2d_geom *g) {
   return 0;
 }
 
-wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, int64_t chunk_tiles,
-                         wk_wino **out) {
-  (void)g, (void)post, (void)m, (void)chunk_tiles;
+wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, bool sum, int m,
+                         int64_t chunk_tiles, wk_wino **out) {
+  (void)g, (void)post, (void)sum, (void)m, (void)chunk_tiles;
   *out = NULL;
   return WK_ERR_UNSUPPORTED;
 }

@@ -38,6 +38,13 @@ wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
 wk_status wk_conv2d_plan_create_layout(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
                                        bool inference, wk_post_act post, bool src_blk,
                                        bool dst_blk, wk_conv2d_plan **out);
+/* An inference plan whose forward adds the convolution into y (y = post(y +
+ * conv(x))): a residual add fused into the convolution before it, both
+ * activations NHWC or both nChw16c (blk). WK_ERR_UNSUPPORTED, with no error
+ * recorded, where the convolution would not run on y directly (Winograd, the
+ * stem kernel, a layout reorder): the caller then adds on its own. */
+wk_status wk_conv2d_plan_create_sum(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias,
+                                    wk_post_act post, bool blk, wk_conv2d_plan **out);
 void wk_conv2d_plan_destroy(wk_conv2d_plan *p);
 
 /* w_version identifies the weights' content: reordered weights are reused while

@@ -28,10 +28,12 @@ typedef struct wk_wino wk_wino;
 int wk_wino_pick(const wk_conv2d_geom *g);
 /* m: the output tile side, 2 or 4. chunk_tiles: tiles transformed and
  * multiplied at a time, 0 for the default (at least 64, about 8 MB of
- * scratch); any value gives the same bits. WK_ERR_UNSUPPORTED (no error
- * recorded) when the geometry does not fit. */
-wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, int m, int64_t chunk_tiles,
-                         wk_wino **out);
+ * scratch); any value gives the same bits. sum: the forward adds into y, y =
+ * post(y + conv(x) + b), bit for bit the plain forward's result added to y
+ * and then the activation. WK_ERR_UNSUPPORTED (no error recorded) when the
+ * geometry does not fit. */
+wk_status wk_wino_create(const wk_conv2d_geom *g, wk_post_act post, bool sum, int m,
+                         int64_t chunk_tiles, wk_wino **out);
 void wk_wino_destroy(wk_wino *p);
 int wk_wino_tile(const wk_wino *p);
 /* x (N,H,W,C), w (O,3,3,C), b (O) or NULL, y (N,H,W,O), x and y not
