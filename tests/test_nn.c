@@ -253,6 +253,8 @@ static int node_named(const wk_net *net, const char *name) {
 /* Two MobileNetV2-like blocks (batchnorms to fold, a residual add reading the
  * block's input too, biases without batchnorm, stride 1 and 2, activations in
  * nChw16c), compared before and after the weights change. */
+static int64_t blocks_c = 16; /* the blocks' input and output channels */
+
 static wk_net *pwdw_blocks_net(wk_ctx *ctx) {
   wk_net *net;
   ck_assert_int_eq(wk_net_create(ctx, 64, 64, 16, &net), WK_OK);
@@ -260,15 +262,15 @@ static wk_net *pwdw_blocks_net(wk_ctx *ctx) {
   const wk_conv2d_params dw1 = wk_conv2d_params_make(1, 1, 96);
   const wk_conv2d_params dw2 = wk_conv2d_params_make(2, 1, 96);
   /* a 1x1 stem, so that the blocks' inputs are in nChw16c as MobileNetV2's */
-  const int stem = wk_net_act(net, "stem.relu", wk_net_conv(net, "stem", 0, 16, 1, 1, &pw, true),
-                              WK_ACT_RELU);
+  const int stem = wk_net_act(net, "stem.relu",
+                              wk_net_conv(net, "stem", 0, blocks_c, 1, 1, &pw, true), WK_ACT_RELU);
   int v = wk_net_conv(net, "b1.expand", stem, 96, 1, 1, &pw, false);
   v = wk_net_batchnorm(net, "b1.expand.bn", v, 1e-5f, 0.1f);
   v = wk_net_act(net, "b1.expand.relu6", v, WK_ACT_RELU6);
   v = wk_net_conv(net, "b1.dw", v, 96, 3, 3, &dw1, false);
   v = wk_net_batchnorm(net, "b1.dw.bn", v, 1e-5f, 0.1f);
   v = wk_net_act(net, "b1.dw.relu6", v, WK_ACT_RELU6);
-  v = wk_net_conv(net, "b1.project", v, 16, 1, 1, &pw, false);
+  v = wk_net_conv(net, "b1.project", v, blocks_c, 1, 1, &pw, false);
   v = wk_net_batchnorm(net, "b1.project.bn", v, 1e-5f, 0.1f);
   v = wk_net_add(net, "b1.add", v, stem);
   v = wk_net_conv(net, "b2.expand", v, 96, 1, 1, &pw, true);
@@ -381,10 +383,16 @@ static wk_net *add_resnet_net(wk_ctx *ctx) {
   d = wk_net_batchnorm(net, "b.down.bn", d, 1e-5f, 0.1f);
   const int b = wk_net_act(net, "b.relu6", wk_net_add(net, "b.add", v, d), WK_ACT_RELU6);
   /* b read again after the add: stays */
-  v = wk_net_conv(net, "c.conv", b, 32, 1, 1, &pw, true);
+  v = wk_net_act(net, "c.relu", wk_net_conv(net, "c.pre", b, 32, 1, 1, &pw, true), WK_ACT_RELU);
+  v = wk_net_conv(net, "c.conv", v, 32, 1, 1, &pw, true);
   v = wk_net_add(net, "c.add2", wk_net_add(net, "c.add", v, b), b);
   /* the conv reads the add's other input itself: stays */
   v = wk_net_add(net, "d.add", wk_net_conv(net, "d.conv", v, 32, 1, 1, &pw, true), v);
+  /* the conv's result read by another node too: stays */
+  const int s0 = v;
+  v = wk_net_act(net, "f.relu", wk_net_conv(net, "f.pre", s0, 32, 1, 1, &pw, true), WK_ACT_RELU);
+  const int fv = wk_net_conv(net, "f.conv", v, 32, 1, 1, &pw, true);
+  v = wk_net_add(net, "f.add2", wk_net_add(net, "f.add", fv, s0), fv);
   v = wk_net_global_avgpool(net, "pool", v);
   v = wk_net_flatten(net, "flat", v);
   v = wk_net_linear(net, "fc", v, 5, true);
@@ -415,6 +423,7 @@ static void expect_impl(wk_net *net, const char *node, const char *part, bool pr
 }
 
 START_TEST(test_eval_residual_add_fusion) {
+  unsetenv("WHISKER_WINOGRAD"); /* the plans expected below */
   wk_net *nets[3];
   fused_nets(add_resnet_net, "WHISKER_FUSE_ADD", nets);
   const int64_t xs[4] = {2, 12, 12, 16};
@@ -426,6 +435,7 @@ START_TEST(test_eval_residual_add_fusion) {
   expect_impl(nets[1], "b.conv1", "add", false);
   expect_impl(nets[1], "c.conv", "add", false);
   expect_impl(nets[1], "d.conv", "add", false);
+  expect_impl(nets[1], "f.conv", "add", false);
   expect_impl(nets[2], "a.conv2", "add", false);
   /* batch 1: new plans */
   x.shape[0] = 1;
@@ -442,7 +452,7 @@ START_TEST(test_eval_residual_add_fusion) {
   x = wkt_tensor(WK_F32, 4, xs20);
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 10, -1.0f, 1.0f);
   pwdw_expect_close(nets, &x, NULL, "resnet-like, add after");
-  expect_impl(nets[1], "a.conv2", ", add after", true);
+  expect_impl(nets[1], "a.conv2", ", add + act after", true);
   expect_impl(nets[1], "b.down", " + add + act", true);
   add_net_side = 12;
   unsetenv("WHISKER_WINO");
@@ -460,16 +470,20 @@ START_TEST(test_eval_residual_add_fusion) {
   free(x0);
   wk_tensor_free(&x);
 
-  /* nChw16c: MobileNetV2's projection into the block's input */
-  fused_nets(pwdw_blocks_net, "WHISKER_FUSE_ADD", nets);
-  const int64_t xs3[4] = {2, 64, 64, 16};
-  x = wkt_tensor(WK_F32, 4, xs3);
-  wkt_fill_f32(x.data, wk_tensor_numel(&x), 9, -1.0f, 1.0f);
-  pwdw_expect_close(nets, &x, NULL, "mobilenetv2-like");
-  expect_impl(nets[1], "b1.project", " + add", true);
-  expect_impl(nets[2], "b1.project", "add", false);
-  pwdw_nets_free(nets);
-  wk_tensor_free(&x);
+  /* nChw16c: MobileNetV2's projection into the block's input, 16 channels
+   * and 24 (8 of padding) */
+  for (blocks_c = 16; blocks_c <= 24; blocks_c += 8) {
+    fused_nets(pwdw_blocks_net, "WHISKER_FUSE_ADD", nets);
+    const int64_t xs3[4] = {2, 64, 64, 16};
+    x = wkt_tensor(WK_F32, 4, xs3);
+    wkt_fill_f32(x.data, wk_tensor_numel(&x), 9, -1.0f, 1.0f);
+    pwdw_expect_close(nets, &x, NULL, "mobilenetv2-like");
+    expect_impl(nets[1], "b1.project", " + add", true);
+    expect_impl(nets[2], "b1.project", "add", false);
+    pwdw_nets_free(nets);
+    wk_tensor_free(&x);
+  }
+  blocks_c = 16;
 }
 END_TEST
 

@@ -305,8 +305,8 @@ START_TEST(test_conv2d_sum_direct) {
       for (int k = 0; k < 7; k++) wk_tensor_free(ts[k]);
     }
   }
-  /* declined, with no error recorded: oneDNN's Winograd shape (whisker's
-   * off), and the two sides in different layouts */
+  /* declined, with no error recorded, where oneDNN's Winograd has the shape
+   * (whisker's off): its nChw16c copies cannot add into y */
   const wk_conv2d_params same = P(1, 1, 1, 1, 1, 1, 1, 1, 1);
   wk_conv2d_geom g;
   expect_ok(wk_conv2d_geom_make(&same, 1, 56, 56, 64, 64, 3, 3, &g), "geom");

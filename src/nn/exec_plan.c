@@ -122,6 +122,10 @@ static wk_status wk_plan_blocked(wk_net *net) {
         const int ri = root[nd->in[k]];
         if (b[ri] && !wk_reads_blocked(nd)) b[ri] = false, changed = true;
       }
+      /* a dense conv adding into a residual (net->sum_add) keeps the add's
+       * rule: its output would have been NHWC, so the buffer is */
+      if (nd->op == WK_NODE_CONV && net->sum_add[i] >= 0 && b[r] && !wk_pointwise_or_grouped(nd))
+        b[r] = false, changed = true;
       bool same = nd->op == WK_NODE_ADD || nd->op == WK_NODE_ACT || nd->op == WK_NODE_MAXPOOL ||
                   nd->op == WK_NODE_AVGPOOL;
       if (!same) continue;
@@ -470,7 +474,8 @@ static wk_status wk_node_conv_sum_forward(wk_net *net, int i, const wk_tensor *x
   if (!st->conv_eval) {
     WK_TRY(wk_conv2d_plan_create_layout(net->ctx, g, wt->b != NULL, true, WK_POST_NONE, src_blk,
                                         dst_blk, &st->conv_eval));
-    snprintf(st->impl, sizeof st->impl, "%s, add after", wk_conv2d_plan_impl(st->conv_eval));
+    snprintf(st->impl, sizeof st->impl, "%s, add%s after", wk_conv2d_plan_impl(st->conv_eval),
+             r < 0 ? "" : " + act");
   }
   /* whole buffers: the padding of nChw16c stays zero through add and act */
   const int64_t n = net->batch * wk_net_eval_numel(net, i + 1);

@@ -297,7 +297,10 @@ size_t wk_net_activation_bytes(const wk_net *net);
 /* What node i ran on in the last evaluation forward on the CPU fast path
  * (a convolution plan's implementation, e.g. "jit_1x1:avx512_core", or
  * "1x1+dw fused: ..." for a depthwise conv that ran the 1x1 conv before it
- * too); NULL for nodes without a plan and nodes run inside another. */
+ * too; "... + add" or "... + add + act" for a conv that added its result into
+ * the residual add after it, and the activation after that, itself; "..., add
+ * after" or "..., add + act after" where it did so in a second pass); NULL
+ * for nodes without a plan and nodes run inside another. */
 const char *wk_net_node_eval_impl(const wk_net *net, int i);
 
 /* Per-node wall time: once enabled, every forward and backward adds to it. */

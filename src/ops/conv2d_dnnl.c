@@ -384,9 +384,9 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
     if (st != WK_ERR_UNSUPPORTED) goto done;
     st = WK_OK; /* it declined the shape: oneDNN's */
   }
-  /* oneDNN's Winograd runs on nChw16c copies; direct with the sum would be
-   * slower than it and an add */
-  if (sum && wk_winograd_enabled(g)) {
+  /* oneDNN's Winograd runs on nChw16c copies, so it cannot add into y; where
+   * it has a kernel for the shape, it and an add beat direct with the sum */
+  if (sum && wk_winograd_enabled(g) && wk_conv_try_winograd(p, NULL)) {
     st = WK_ERR_UNSUPPORTED;
     goto done;
   }
@@ -417,10 +417,7 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
   }
   WK_DNNL_CHECK(wk_conv_prims(p, dnnl_convolution_direct, attr));
   WK_DNNL_CHECK(wk_conv_act_reorders(p));
-  if (sum && (p->src_in || p->dst_out)) {
-    st = WK_ERR_UNSUPPORTED;
-    goto done;
-  }
+  WK_ASSERT(!sum || (!p->src_in && !p->dst_out)); /* the same layout on both sides */
   if (!inference && wk_bwdw_blocked_wanted(g)) (void)wk_conv_try_bwdw_blocked(p);
   st = wk_conv_weight_caches(p);
 done:
