@@ -5,14 +5,18 @@
 #       (load the model, decode with sharp/libvips, resize 256, crop 224, normalise,
 #       run, print the top class); median wall time of RUNS alternating runs each;
 #   (b) forward pass alone at batch 1 and 32, after warm-up: tools/bench_infer.c against
-#       tools/ort/bench.js (graph optimisations on); median of RUNS, the two in turns
-#       ROUNDS times (default 5), the median over the rounds and the range of the
-#       rounds' ratios: the machine's speed drifts by up to a third over minutes, which
-#       one program after the other would turn into a bias.
+#       tools/ort/bench.js (graph optimisations on); the median of RUNS1 forwards at
+#       batch 1 (default 200, about a second) and of RUNS at batch 32, each batch size
+#       its own process per program; the two programs in turns ROUNDS times (default
+#       5), which one goes first alternating by round; the median over the rounds and
+#       the range of the rounds' ratios: the machine's speed drifts by up to a third
+#       over minutes, which one program after the other would turn into a bias, and 30
+#       forwards at batch 1 (0.15 s) let one noisy moment decide a round.
 # Ratios > 1 mean whisker is faster.
 #
 #   bash scripts/bench_infer.sh                      # the shipped default model
-#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 ROUNDS=5 bash scripts/bench_infer.sh
+#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 RUNS1=200 ROUNDS=5 \
+#     bash scripts/bench_infer.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -20,6 +24,7 @@ model="${MODEL:-$root/pretrained/default.safetensors}"
 photo="${PHOTO:-$root/data/samples/cat.jpg}"
 threads="${THREADS:-$(nproc)}"
 runs="${RUNS:-10}"
+runs1="${RUNS1:-200}"
 rounds="${ROUNDS:-5}"
 ort="$root/tools/ort"
 [ -d "$ort/node_modules/onnxruntime-node" ] && [ -d "$ort/node_modules/sharp" ] \
@@ -61,12 +66,22 @@ printf "classify   whisker %8.1f ms   onnxruntime-node %8.1f ms   ratio %.2fx\n"
   "$(awk -v a="$w" 'BEGIN {print a / 1000}')" "$(awk -v a="$o" 'BEGIN {print a / 1000}')" \
   "$(awk -v a="$o" -v b="$w" 'BEGIN {print a / b}')"
 
-echo "# (b) forward pass, median of $runs after 5 warm-up runs, in turns, median over $rounds rounds"
+echo "# (b) forward pass, median of $runs1 (batch 1) and $runs (batch 32) after warm-up, in turns,"
+echo "#     median over $rounds rounds"
 : > "$tmp/wb"; : > "$tmp/ob"
-for _ in $(seq 1 "$rounds"); do
-  "$build/wk_bench_infer" "$model" --batch 1,32 --warmup 5 --runs "$runs" --threads "$threads" \
+fwd_whisker() {
+  "$build/wk_bench_infer" "$model" --batch "$1" --warmup "$2" --runs "$3" --threads "$threads" \
     | grep -v '^#' >> "$tmp/wb"
-  node "$ort/bench.js" "$tmp/model.onnx" "$threads" 1,32 5 "$runs" "$crop" | grep -v '^#' >> "$tmp/ob"
+}
+fwd_ort() {
+  node "$ort/bench.js" "$tmp/model.onnx" "$threads" "$1" "$2" "$3" "$crop" | grep -v '^#' >> "$tmp/ob"
+}
+for round in $(seq 1 "$rounds"); do
+  for b in 1 32; do
+    if [ "$b" = 1 ]; then n="$runs1"; warm=20; else n="$runs"; warm=5; fi
+    if [ $((round % 2)) = 1 ]; then fwd_whisker "$b" "$warm" "$n"; fwd_ort "$b" "$warm" "$n"
+    else fwd_ort "$b" "$warm" "$n"; fwd_whisker "$b" "$warm" "$n"; fi
+  done
 done
 # both files: name, batch, median_ms, ... one line per batch per round, rounds in order
 paste "$tmp/wb" "$tmp/ob" | awk -F'\t' '
