@@ -6,7 +6,10 @@
  *
  * For each batch size: --warmup untimed evaluation forwards, then --runs timed
  * ones on the same deterministic input; prints one tab-separated line per batch
- * size after a '#' header: name batch median_ms min_ms images_per_s. */
+ * size after a '#' header: name batch median_ms min_ms images_per_s, and a '#'
+ * line with the network's arithmetic (the multiply-adds of its convolutions
+ * and linear layers, counted as 2 FLOP each) and the rate that median makes
+ * (tools/cpu_peak.c measures what the cores can do). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +45,26 @@ static void print_profile(const wk_net *net, int runs) {
   }
 }
 
+/* FLOP per image of the convolutions and linear layers (2 per multiply-add). */
+static double net_flop(const wk_net *net) {
+  int h, w, c;
+  wk_net_input_shape(net, &h, &w, &c);
+  double flop = 0;
+  for (int i = 0; i < wk_net_n_nodes(net); i++) {
+    const wk_node *nd = wk_net_node(net, i);
+    const wk_node *src = nd->in[0] > 0 ? wk_net_node(net, nd->in[0] - 1) : NULL;
+    double in = src ? 1.0 : (double)h * w * c; /* the input value's elements per image */
+    for (int k = 0; src && k < src->out_ndim; k++) in *= (double)src->out_shape[k];
+    const double cin = src ? (double)src->out_shape[src->out_ndim - 1] : c;
+    if (nd->op == WK_NODE_CONV)
+      flop += 2.0 * (double)nd->out_shape[0] * (double)nd->out_shape[1] * nd->out_ch * nd->kh *
+              nd->kw * (cin / (nd->conv.groups > 0 ? nd->conv.groups : 1));
+    else if (nd->op == WK_NODE_LINEAR)
+      flop += 2.0 * in * nd->out_ch;
+  }
+  return flop;
+}
+
 static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile) {
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
@@ -65,6 +88,9 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile)
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     const double med = t[runs / 2];
     printf("whisker\t%d\t%.3f\t%.3f\t%.1f\n", batch, med, t[0], batch * 1e3 / med);
+    const double flop = net_flop(net);
+    printf("# batch %d: %.3f GFLOP per image, %.1f GFLOP/s at the median\n", batch, flop / 1e9,
+           flop * batch / (med * 1e-3) / 1e9);
     if (profile) print_profile(net, runs);
   }
   free(t);
