@@ -228,6 +228,8 @@ static void wkt_compare(const char *name, wkt_builder build, int batch, const ch
     ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
     ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s: %s", name,
                   wk_last_error());
+    printf("%s step %d: loss %.7g on the GPU, %.7g on the CPU (relative difference %.2g)\n",
+           name, s, (double)lg, (double)lc, fabs((double)lg - lc) / fabs((double)lc));
     ck_assert_msg(fabs((double)lg - lc) <= 1e-4 * fabs((double)lc) + 1e-6,
                   "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
                   (double)lc);
@@ -463,7 +465,12 @@ static void wkt_device_step(wk_optim_kind kind) {
  * (resnet18) and 0.1 (mobilenetv2); fp16 losses 2e-2 and 3e-2. Far from bit
  * for bit, close enough that a wrong index or a missing term (an O(1) error)
  * still shows; the weight gradients also go through mobilenetv2's grouped
- * convolutions. */
+ * convolutions. The steps use a learning rate of 0.001: at 0.01 one step
+ * memorises the three images (resnet18's loss 2.67, then 0.078, then 0.0016),
+ * and the relative difference of so small a loss measures rounding amplified
+ * by a saturated softmax, not the step (the emulated plugin, whose libraries
+ * compute in double, found fp16 2.2% and 7% apart at 0.01; 0.09% and 0.25% at
+ * 0.001). */
 static void wkt_precision(wk_precision prec, wkt_builder build, int size, double out_tol,
                           double loss_tol, double loss_scale) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
@@ -487,7 +494,7 @@ static void wkt_precision(wk_precision prec, wkt_builder build, int size, double
   snprintf(what, sizeof what, "%s eval forward", name);
   ck_close(what, yg.data, ref, 15, out_tol);
   wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
-                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.001, 3), .seed = 1};
   wk_trainer *tcpu, *tgpu;
   ck_assert_int_eq(wk_trainer_create(cpu, &tc, &tcpu), WK_OK);
   ck_assert_int_eq(wk_trainer_create(gpu, &tc, &tgpu), WK_OK);
@@ -497,6 +504,9 @@ static void wkt_precision(wk_precision prec, wkt_builder build, int size, double
     ck_assert_int_eq(wk_trainer_step(tcpu, &x, &labels, &lc, NULL), WK_OK);
     ck_assert_msg(wk_trainer_step(tgpu, &x, &labels, &lg, NULL) == WK_OK, "%s", wk_last_error());
     ck_assert_int_eq(wk_trainer_skipped_steps(tgpu), 0);
+    printf("%s step %d: loss %.6g on the GPU, %.6g on the CPU (relative difference %.2g, bound "
+           "%.2g)\n", name, s, (double)lg, (double)lc, fabs((double)lg - lc) / fabs((double)lc),
+           loss_tol);
     ck_assert_msg(fabs((double)lg - lc) <= loss_tol * fabs((double)lc),
                   "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
                   (double)lc);
@@ -1001,10 +1011,29 @@ END_TEST
 START_TEST(test_device_loss_fp16) { wkt_device_loss(WK_PRECISION_FP16, 128, 0, 1e-4); }
 END_TEST
 
+/* Sets element 0 of parameter `name` to v, returning the old value; the
+ * network uploads it before its next step. */
+static float wkt_set_param0(wk_net *net, const char *name, float v) {
+  size_t np;
+  const wk_param *ps = wk_net_params(net, &np);
+  for (size_t i = 0; i < np; i++)
+    if (!strcmp(ps[i].name, name)) {
+      float *p = wk_net_weights(net) + ps[i].offset;
+      const float old = *p;
+      *p = v;
+      wk_net_weights_changed(net);
+      return old;
+    }
+  ck_abort_msg("no parameter %s", name);
+  return 0;
+}
+
 /* The device's loss fails as the host's does: a label out of range with the
  * host's message; a NaN loss stops the step with the same message and
  * changes no weight; a probe (the learning-rate sweep's step) reports the
- * NaN instead. */
+ * NaN instead. The NaN comes from the last layer's bias: a NaN in the input
+ * would not reach the loss (batchnorm spreads it over the channel and the
+ * ReLU after it, on both sides, maps NaN to 0), only the gradients. */
 START_TEST(test_device_loss_errors) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *net = wkt_smallcnn(ctx);
@@ -1024,7 +1053,7 @@ START_TEST(test_device_loss_errors) {
   for (int pass = 0; pass < 2; pass++) { /* bad label, then a NaN loss */
     if (pass == 1) {
       l[1] = 4;
-      ((float *)x.data)[100] = NAN;
+      wkt_set_param0(net, "fc.bias", NAN);
     }
     const size_t n = wk_net_n_elems(net);
     float *before = malloc(n * sizeof *before);
@@ -1359,7 +1388,7 @@ START_TEST(test_graph_nan_loss) {
     for (int s = 0; s < 8; s++) {
       wkt_fill_f32(x.data, wk_tensor_numel(&x), 40 + (uint64_t)s, -1.0f, 1.0f);
       if (s == 4) { /* steps 0, 1 warm up, 2 captures, 3 replays: 4 replays */
-        ((float *)x.data)[100] = NAN;
+        const float bias0 = wkt_set_param0(net, "fc.bias", NAN); /* see test_device_loss_errors */
         memcpy(before, wk_net_weights(net), n * sizeof *before);
         ck_assert_int_eq(wk_trainer_step(t, &x, &labels, &loss, NULL), WK_ERR_INVALID_ARG);
         snprintf(msg[graph], sizeof msg[graph], "%s", wk_last_error());
@@ -1370,7 +1399,7 @@ START_TEST(test_graph_nan_loss) {
         ck_assert(isnan(loss));
         ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
         ck_assert_int_eq(wk_trainer_steps(t), 4);
-        wkt_fill_f32(x.data, wk_tensor_numel(&x), 40 + (uint64_t)s, -1.0f, 1.0f);
+        wkt_set_param0(net, "fc.bias", bias0);
       }
       ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "step %d: %s", s,
                     wk_last_error());
@@ -1643,6 +1672,26 @@ static int wkt_device_count_in_child(void) {
   return WEXITSTATUS(st);
 }
 
+/* Whether the comma-separated list names test `name`. */
+static bool wkt_listed(const char *list, const char *name) {
+  const size_t n = strlen(name);
+  for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+    if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return true;
+  return false;
+}
+
+/* $WKT_GPU_NET_ONLY: the tests to run (comma-separated; all when unset), to
+ * run one while debugging; $WKT_GPU_NET_SKIP: tests to leave out (the
+ * emulated plugin's, tests/CMakeLists.txt, says why). */
+static void wkt_add(TCase *tc, const TTest *t) {
+  const char *only = getenv("WKT_GPU_NET_ONLY"), *skip = getenv("WKT_GPU_NET_SKIP");
+  if ((only && !wkt_listed(only, t->name)) || (skip && wkt_listed(skip, t->name))) {
+    printf("%s: left out ($WKT_GPU_NET_ONLY / $WKT_GPU_NET_SKIP)\n", t->name);
+    return;
+  }
+  tcase_add_test(tc, t);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* each line as it comes, through a pipe too */
   /* the knobs the tests set themselves, or assume unset */
@@ -1657,43 +1706,43 @@ int main(void) {
   TCase *tc = tcase_create("gpu_net");
   tcase_set_timeout(tc, 300);
   if (n_devices > 0) {
-    tcase_add_test(tc, test_smallcnn);
-    tcase_add_test(tc, test_resnet18);
-    tcase_add_test(tc, test_mobilenetv2);
-    tcase_add_test(tc, test_misc_ops);
-    tcase_add_test(tc, test_bn_fuse_fp32_resnet18);
-    tcase_add_test(tc, test_bn_fuse_fp32_corners);
-    tcase_add_test(tc, test_frozen_body);
-    tcase_add_test(tc, test_device_step_sgd);
-    tcase_add_test(tc, test_tf32);
-    tcase_add_test(tc, test_bf16_resnet18);
-    tcase_add_test(tc, test_bf16_mobilenetv2);
-    tcase_add_test(tc, test_bf16_gradients);
-    tcase_add_test(tc, test_fp16_gradients);
-    tcase_add_test(tc, test_bn_fuse_fp16);
-    tcase_add_test(tc, test_bn_fuse_bf16);
-    tcase_add_test(tc, test_sync_bn_fp32);
-    tcase_add_test(tc, test_sync_bn_fp16);
-    tcase_add_test(tc, test_own_bn_fp32);
-    tcase_add_test(tc, test_own_bn_bf16);
-    tcase_add_test(tc, test_fp16_resnet18);
-    tcase_add_test(tc, test_fp16_mobilenetv2);
-    tcase_add_test(tc, test_fp16_overflow_skips);
-    tcase_add_test(tc, test_device_step_adamw);
-    tcase_add_test(tc, test_device_loss_fp32);
-    tcase_add_test(tc, test_device_loss_fp32_clipped);
-    tcase_add_test(tc, test_device_loss_fp16);
-    tcase_add_test(tc, test_device_loss_errors);
-    tcase_add_test(tc, test_graph_resnet18_sgd);
-    tcase_add_test(tc, test_graph_mobilenetv2_adamw_dropout_u8);
-    tcase_add_test(tc, test_graph_resnet18_fp16_skip);
-    tcase_add_test(tc, test_graph_nan_loss);
-    tcase_add_test(tc, test_find_vs_heuristic_resnet18);
-    tcase_add_test(tc, test_find_vs_heuristic_mobilenetv2);
-    tcase_add_test(tc, test_cudnn_algo_env);
-    tcase_add_test(tc, test_device_memory);
+    wkt_add(tc, test_smallcnn);
+    wkt_add(tc, test_resnet18);
+    wkt_add(tc, test_mobilenetv2);
+    wkt_add(tc, test_misc_ops);
+    wkt_add(tc, test_bn_fuse_fp32_resnet18);
+    wkt_add(tc, test_bn_fuse_fp32_corners);
+    wkt_add(tc, test_frozen_body);
+    wkt_add(tc, test_device_step_sgd);
+    wkt_add(tc, test_tf32);
+    wkt_add(tc, test_bf16_resnet18);
+    wkt_add(tc, test_bf16_mobilenetv2);
+    wkt_add(tc, test_bf16_gradients);
+    wkt_add(tc, test_fp16_gradients);
+    wkt_add(tc, test_bn_fuse_fp16);
+    wkt_add(tc, test_bn_fuse_bf16);
+    wkt_add(tc, test_sync_bn_fp32);
+    wkt_add(tc, test_sync_bn_fp16);
+    wkt_add(tc, test_own_bn_fp32);
+    wkt_add(tc, test_own_bn_bf16);
+    wkt_add(tc, test_fp16_resnet18);
+    wkt_add(tc, test_fp16_mobilenetv2);
+    wkt_add(tc, test_fp16_overflow_skips);
+    wkt_add(tc, test_device_step_adamw);
+    wkt_add(tc, test_device_loss_fp32);
+    wkt_add(tc, test_device_loss_fp32_clipped);
+    wkt_add(tc, test_device_loss_fp16);
+    wkt_add(tc, test_device_loss_errors);
+    wkt_add(tc, test_graph_resnet18_sgd);
+    wkt_add(tc, test_graph_mobilenetv2_adamw_dropout_u8);
+    wkt_add(tc, test_graph_resnet18_fp16_skip);
+    wkt_add(tc, test_graph_nan_loss);
+    wkt_add(tc, test_find_vs_heuristic_resnet18);
+    wkt_add(tc, test_find_vs_heuristic_mobilenetv2);
+    wkt_add(tc, test_cudnn_algo_env);
+    wkt_add(tc, test_device_memory);
   } else {
-    tcase_add_test(tc, test_no_device_is_clean);
+    wkt_add(tc, test_no_device_is_clean);
   }
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
