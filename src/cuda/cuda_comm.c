@@ -88,7 +88,9 @@ static wk_status wk_comm_settle(wk_gpucomm *c, ncclResult_t r, const char *what)
   while (r == ncclInProgress) {
     if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
     wk_nap();
-    if (ncclCommGetAsyncError(c->comm, &r) != ncclSuccess) r = ncclInternalError;
+    /* the poll's own failure is the one to report (ncclGetLastError says more) */
+    const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
+    if (q != ncclSuccess) r = q;
   }
   return r == ncclSuccess ? WK_OK : wk_comm_error(c, r, what);
 }
