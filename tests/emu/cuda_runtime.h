@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #define __global__
@@ -84,6 +85,11 @@ void *dyn_shared();
 bool shared_region(void *p, size_t n_bytes);
 /* Runs body(ctx) once for every thread of grid x block (emu.cpp). */
 void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *ctx);
+/* The same, issued on a stream: now, or (the emulated plugin, WK_EMU_FULL)
+ * recorded with a copy of the ctx_bytes at ctx while the stream captures a
+ * graph. */
+void run_on(cudaStream_t stream, const char *kernel, dim3 grid, dim3 block, size_t shmem,
+            void (*body)(void *), void *ctx, size_t ctx_bytes);
 
 template <class... P>
 struct Launch {
@@ -91,25 +97,27 @@ struct Launch {
   void (*kernel)(P...);
   dim3 grid, block;
   size_t shmem;
+  cudaStream_t stream;
   template <class... A>
   void operator()(A &&...args) const {
     struct Call {
       void (*kernel)(P...);
       std::tuple<P...> args;
     } call{kernel, std::tuple<P...>(std::forward<A>(args)...)};
-    run(name, grid, block, shmem,
-        [](void *p) {
-          Call *c = static_cast<Call *>(p);
-          std::apply(c->kernel, c->args);
-        },
-        &call);
+    static_assert((std::is_trivially_copyable<P>::value && ...), "kernel arguments are copied as bytes");
+    run_on(stream, name, grid, block, shmem,
+           [](void *p) {
+             Call *c = static_cast<Call *>(p);
+             std::apply(c->kernel, c->args);
+           },
+           &call, sizeof call);
   }
 };
 
 template <class... P>
 Launch<P...> launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
-                    size_t shmem = 0, cudaStream_t = nullptr) {
-  return Launch<P...>{name, kernel, grid, block, shmem};
+                    size_t shmem = 0, cudaStream_t stream = nullptr) {
+  return Launch<P...>{name, kernel, grid, block, shmem, stream};
 }
 }  // namespace wk_emu
 

@@ -48,6 +48,11 @@
  * without contraction; the kernels' bit-exact arithmetic uses the _rn
  * intrinsics, which no compiler fuses).
  *
+ * Built with WK_EMU_FULL (the emulated plugin of tests/emu/fake), launches
+ * go through the fake CUDA runtime's streams (fake.h: run now, or recorded
+ * into a graph being captured), launch errors reach its cudaGetLastError,
+ * and the runtime and device memory calls below are the fake's instead.
+ *
  * Fibers switch with a few instructions on x86-64 (wk_emu_switch below) and
  * with ucontext elsewhere; under AddressSanitizer every switch is announced
  * (sanitizer/common_interface_defs.h), as its fiber support requires. */
@@ -67,6 +72,15 @@
 extern "C" {
 #include "core/status.h"
 }
+#ifdef WK_EMU_FULL
+/* tests/emu/fake/fake.h's, declared with this file's stand-in types (the
+ * real runtime header cannot be included beside the stand-ins) */
+extern "C" {
+cudaError_t wk_fake_enqueue(cudaStream_t stream, void (*fn)(void *), const void *ctx,
+                            size_t ctx_bytes);
+void wk_fake_set_last_error(cudaError_t e);
+}
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define WK_EMU_ASAN 1
@@ -100,7 +114,9 @@ namespace {
   abort();
 }
 
+#ifndef WK_EMU_FULL
 cudaError_t last_error = cudaSuccess;
+#endif
 
 /* ------------------------------------------------------------------ fibers */
 
@@ -352,8 +368,9 @@ bool shared_region(void *p, size_t n_bytes) {
   return true;
 }
 
-void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(void *),
-         void *ctx) {
+/* Whether the launch configuration is one the device accepts; if not, says
+ * so and records cudaErrorInvalidConfiguration for cudaGetLastError. */
+static bool launch_ok(const char *kernel, dim3 grid, dim3 block, size_t shmem) {
   const uint64_t n_threads = (uint64_t)block.x * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 ||
       block.z > 64 || n_threads > (uint64_t)kMaxThreads || grid.x == 0 || grid.y == 0 ||
@@ -362,9 +379,54 @@ void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(v
     fprintf(stderr, "kernel emulator: %s: invalid launch: grid %u x %u x %u, block %u x %u x %u, "
             "%zu bytes of shared memory\n", kernel, grid.x, grid.y, grid.z, block.x, block.y,
             block.z, shmem);
+#ifdef WK_EMU_FULL
+    wk_fake_set_last_error(cudaErrorInvalidConfiguration);
+#else
     last_error = cudaErrorInvalidConfiguration;
-    return;
+#endif
+    return false;
   }
+  return true;
+}
+
+#ifdef WK_EMU_FULL
+/* A launch as the fake runtime records it: the header, then the arguments. */
+struct Job {
+  const char *kernel;
+  dim3 grid, block;
+  size_t shmem;
+  void (*body)(void *);
+};
+static const size_t kJobArgs = (sizeof(Job) + 15) & ~(size_t)15;
+
+static void job_run(void *p) {
+  const Job *j = static_cast<const Job *>(p);
+  run(j->kernel, j->grid, j->block, j->shmem, j->body, static_cast<char *>(p) + kJobArgs);
+}
+#endif
+
+void run_on(cudaStream_t stream, const char *kernel, dim3 grid, dim3 block, size_t shmem,
+            void (*body)(void *), void *ctx, size_t ctx_bytes) {
+#ifdef WK_EMU_FULL
+  if (!launch_ok(kernel, grid, block, shmem)) return;
+  char *buf = static_cast<char *>(malloc(kJobArgs + ctx_bytes));
+  if (!buf) emu_die("out of memory launching %s", kernel);
+  *reinterpret_cast<Job *>(buf) = Job{kernel, grid, block, shmem, body};
+  memcpy(buf + kJobArgs, ctx, ctx_bytes);
+  const cudaError_t e = wk_fake_enqueue(stream, job_run, buf, kJobArgs + ctx_bytes);
+  free(buf);
+  if (e != cudaSuccess) wk_fake_set_last_error(e);
+#else
+  (void)stream;
+  (void)ctx_bytes;
+  run(kernel, grid, block, shmem, body, ctx);
+#endif
+}
+
+void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(void *),
+         void *ctx) {
+  const uint64_t n_threads = (uint64_t)block.x * block.y * block.z;
+  if (!launch_ok(kernel, grid, block, shmem)) return;
   if (current >= 0) emu_die("%s launched from inside a kernel", kernel);
   kernel_name = kernel;
   body_fn = body;
@@ -407,6 +469,7 @@ void run(const char *kernel, dim3 grid, dim3 block, size_t shmem, void (*body)(v
 
 }  // namespace wk_emu
 
+#ifndef WK_EMU_FULL /* the fake runtime's (tests/emu/fake/fake_cudart.c) */
 /* ------------------------------------------------------------------ the runtime */
 
 extern "C" cudaError_t cudaGetLastError(void) {
@@ -470,3 +533,4 @@ extern "C" wk_status wk_cuda_copy_d2h(void *dst, const void *src, size_t n_bytes
  * error is not sticky and reaches the caller through cudaGetLastError, as on
  * a device.) */
 extern "C" wk_status wk_cuda_sync(void) { return WK_OK; }
+#endif

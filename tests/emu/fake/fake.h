@@ -1,0 +1,64 @@
+/* fake.h - what the host fakes of the CUDA runtime, cuDNN, cuBLAS and NCCL
+ * share (tests/emu/fake/fake_*.c). They implement the functions the GPU backend
+ * (src/cuda) calls, under the real headers' declarations, on the host:
+ * the whole backend, built into an emulated plugin with its kernels under the
+ * kernel emulator (tests/emu/emu.cpp), runs tests/test_gpu_net.c's suite
+ * without a GPU. "Device" memory is host memory; every stream runs its work
+ * when it is issued, except while a stream captures a CUDA graph: then the
+ * work is recorded and runs at each cudaGraphLaunch.
+ *
+ * What this can show: the backend's host logic (descriptors, sizes, layouts,
+ * the order of work, error paths) against the libraries' documented
+ * semantics, as these fakes read the documentation. What it cannot: the real
+ * libraries' behaviour where it differs from that reading, anything about
+ * concurrency between streams, timing, and device limits. */
+#ifndef WK_FAKE_H
+#define WK_FAKE_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A unit of device work: fn(ctx). */
+typedef void (*wk_fake_fn)(void *ctx);
+
+/* Runs fn(ctx) now, or, while `stream` captures a graph, records fn and a
+ * copy of the ctx_bytes at ctx (so ctx may live on the caller's stack; host
+ * scalars such as alpha and beta must be copied into ctx, as the real
+ * libraries read them when the work is issued) to run at each launch of the
+ * graph. stream 0 is the legacy default stream, which never captures. Returns
+ * cudaSuccess, or an error the caller returns (an illegal call during
+ * capture: cudaErrorStreamCaptureUnsupported). */
+cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx, size_t ctx_bytes);
+
+/* Whether `stream` is capturing a graph now. */
+int wk_fake_capturing(cudaStream_t stream);
+
+/* Aborts with a message naming `what` unless [p, p + n_bytes) lies inside one
+ * live cudaMalloc allocation (device memory the libraries may touch). */
+void wk_fake_check_device(const void *p, size_t n_bytes, const char *what);
+
+/* Prints "fake <lib>: <message>" to stderr and aborts: a call the real
+ * library would reject in a way the backend must never provoke, or one these
+ * fakes do not implement (the message says which). */
+void wk_fake_die(const char *lib, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+
+/* Element i of an array of the given type, as float, and back (round to
+ * nearest even for half and bfloat16). */
+typedef enum wk_fake_dtype { WK_FAKE_F32, WK_FAKE_F16, WK_FAKE_BF16, WK_FAKE_F64 } wk_fake_dtype;
+float wk_fake_load(const void *p, wk_fake_dtype t, size_t i);
+void wk_fake_store(void *p, wk_fake_dtype t, size_t i, float v);
+size_t wk_fake_dtype_size(wk_fake_dtype t);
+
+/* The kernel emulator's last launch error, for cudaGetLastError. */
+void wk_fake_set_last_error(cudaError_t e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

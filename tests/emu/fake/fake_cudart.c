@@ -1,0 +1,684 @@
+/* fake_cudart.c - the CUDA runtime calls of the GPU backend, on the host, and
+ * fake.h's shared services (see fake.h).
+ *
+ * - One device (WK_FAKE_DEVICES=N for more), compute capability 9.0, 80 GiB
+ *   (WK_FAKE_DEVICE_MB caps it lower: cudaMalloc past the cap fails with
+ *   cudaErrorMemoryAllocation, as on a full device).
+ * - cudaMalloc is malloc (aligned to 256 bytes), filled with 0xff bytes (NaN as float, as garbage
+ *   would be), each allocation recorded so that the libraries' fakes can check
+ *   that a pointer and extent lie inside one (wk_fake_check_device); freeing a
+ *   pointer that is not a live allocation dies.
+ * - Streams run their work when it is issued; synchronising is a no-op, events
+ *   complete when recorded. A stream capturing a graph records its work
+ *   (wk_fake_enqueue) instead; a stream that waits on an event recorded in a
+ *   capture joins that capture, as in CUDA, and its work is recorded too, in
+ *   issue order (one valid order of the captured graph). cudaGraphLaunch runs
+ *   the recording. While a capture is under way (global or thread-local
+ *   mode), calls CUDA forbids then (cudaMalloc, cudaFree, synchronous copies
+ *   and memsets, synchronising a capturing stream or the device, querying a
+ *   capturing stream) fail with cudaErrorStreamCaptureUnsupported and
+ *   invalidate the capture (cudaStreamEndCapture then fails with
+ *   cudaErrorStreamCaptureInvalidated), as the documentation describes.
+ * - cudaGetLastError also reports the kernel emulator's launch errors. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake.h"
+
+/* ------------------------------------------------------------------ services */
+
+void wk_fake_die(const char *lib, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "fake %s: ", lib);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  abort();
+}
+
+static uint16_t wk_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+  if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
+  if (abs < 0x33000001u) return (uint16_t)sign;             /* below half the smallest subnormal */
+  const int e = (int)(abs >> 23) - 127;
+  uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+  if (e < -14) { /* subnormal half: m >> (-e - 14 + 13) with round to nearest even */
+    const int shift = -e - 14 + 13;
+    const uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    const uint32_t r = q + (rem > halfway || (rem == halfway && (q & 1)));
+    return (uint16_t)(sign | r);
+  }
+  uint32_t h = ((uint32_t)(e + 15) << 10) | ((m >> 13) & 0x3ffu);
+  const uint32_t rem = m & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* may carry into the exponent */
+  return (uint16_t)(sign | h);
+}
+
+static float wk_f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+  if (e == 0x1f) {
+    x = sign | 0x7f800000u | (m << 13);
+  } else if (e == 0) {
+    if (m == 0) {
+      x = sign;
+    } else {
+      int s = -1;
+      do {
+        s++;
+        m <<= 1;
+      } while (!(m & 0x400u));
+      x = sign | ((uint32_t)(127 - 15 - s) << 23) | ((m & 0x3ffu) << 13);
+    }
+  } else {
+    x = sign | ((e + 127 - 15) << 23) | (m << 13);
+  }
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+static uint16_t wk_f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+size_t wk_fake_dtype_size(wk_fake_dtype t) {
+  switch (t) {
+    case WK_FAKE_F32: return 4;
+    case WK_FAKE_F16:
+    case WK_FAKE_BF16: return 2;
+    case WK_FAKE_F64: return 8;
+  }
+  return 0;
+}
+
+float wk_fake_load(const void *p, wk_fake_dtype t, size_t i) {
+  switch (t) {
+    case WK_FAKE_F32: return ((const float *)p)[i];
+    case WK_FAKE_F64: return (float)((const double *)p)[i];
+    case WK_FAKE_F16: return wk_f16_to_f32(((const uint16_t *)p)[i]);
+    case WK_FAKE_BF16: {
+      const uint32_t x = (uint32_t)((const uint16_t *)p)[i] << 16;
+      float f;
+      memcpy(&f, &x, 4);
+      return f;
+    }
+  }
+  return 0;
+}
+
+void wk_fake_store(void *p, wk_fake_dtype t, size_t i, float v) {
+  switch (t) {
+    case WK_FAKE_F32: ((float *)p)[i] = v; return;
+    case WK_FAKE_F64: ((double *)p)[i] = v; return;
+    case WK_FAKE_F16: ((uint16_t *)p)[i] = wk_f32_to_f16(v); return;
+    case WK_FAKE_BF16: ((uint16_t *)p)[i] = wk_f32_to_bf16(v); return;
+  }
+}
+
+/* ------------------------------------------------------------------ state */
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct wk_alloc {
+  char *p;
+  size_t n;
+} wk_alloc;
+static wk_alloc *g_allocs;
+static size_t g_n_allocs, g_cap_allocs, g_allocated;
+
+typedef struct wk_op {
+  wk_fake_fn fn;
+  void *ctx;
+  struct wk_op *next;
+} wk_op;
+
+/* A capture under way, or a captured graph. */
+struct CUgraph_st {
+  wk_op *head, *tail;
+  int invalidated;
+  int relaxed;                  /* cudaStreamCaptureModeRelaxed */
+  struct CUstream_st *joined[16]; /* streams that joined through an event */
+  int n_joined;
+};
+struct CUgraphExec_st {
+  struct CUgraph_st g; /* its own copy of the recording */
+};
+struct CUstream_st {
+  struct CUgraph_st *capture; /* the capture this stream records into, or NULL */
+  int origin;                 /* this stream began it */
+};
+struct CUevent_st {
+  struct CUgraph_st *capture; /* recorded during this capture */
+};
+
+static int g_device;
+static int g_strict_captures; /* captures under way in global or thread-local mode */
+static __thread cudaError_t g_last_error = cudaSuccess;
+
+void wk_fake_set_last_error(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+}
+
+static cudaError_t wk_fail_rt(cudaError_t e) {
+  g_last_error = e;
+  return e;
+}
+
+static int wk_n_devices(void) {
+  const char *s = getenv("WK_FAKE_DEVICES");
+  return s ? atoi(s) : 1;
+}
+
+static size_t wk_device_bytes(void) {
+  const char *s = getenv("WK_FAKE_DEVICE_MB");
+  return s ? (size_t)atoll(s) << 20 : (size_t)80 << 30;
+}
+
+/* Whether a call CUDA calls "potentially unsafe" is forbidden now: while a
+ * capture in global or thread-local mode is under way (the backend captures
+ * from one thread). */
+static int wk_capture_forbids(void) { return g_strict_captures > 0; }
+
+static cudaError_t wk_forbidden(void) { return wk_fail_rt(cudaErrorStreamCaptureUnsupported); }
+
+static void wk_free_ops(wk_op *op) {
+  while (op) {
+    wk_op *next = op->next;
+    free(op->ctx);
+    free(op);
+    op = next;
+  }
+}
+
+/* ------------------------------------------------------------------ enqueue */
+
+typedef struct wk_rec {
+  wk_op op;
+  size_t bytes;
+} wk_rec;
+
+cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx, size_t ctx_bytes) {
+  void *copy = malloc(ctx_bytes ? ctx_bytes : 1);
+  if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
+  if (ctx_bytes) memcpy(copy, ctx, ctx_bytes);
+  if (!stream || !stream->capture) {
+    /* run now, on a copy as a recording would (work must not depend on the
+     * caller's ctx staying alive) */
+    fn(copy);
+    free(copy);
+    return cudaSuccess;
+  }
+  struct CUgraph_st *g = stream->capture;
+  if (g->invalidated) {
+    free(copy);
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  wk_rec *rec = malloc(sizeof *rec);
+  if (!rec) wk_fake_die("CUDA runtime", "out of host memory recording a graph");
+  rec->op = (wk_op){fn, copy, NULL};
+  rec->bytes = ctx_bytes;
+  if (g->tail)
+    g->tail->next = &rec->op;
+  else
+    g->head = &rec->op;
+  g->tail = &rec->op;
+  return cudaSuccess;
+}
+
+int wk_fake_capturing(cudaStream_t stream) { return stream && stream->capture != NULL; }
+
+/* ------------------------------------------------------------------ memory */
+
+void wk_fake_check_device(const void *p, size_t n_bytes, const char *what) {
+  if (n_bytes == 0) return;
+  if (!p) wk_fake_die("check", "%s: NULL device pointer for %zu bytes", what, n_bytes);
+  const char *c = p;
+  pthread_mutex_lock(&g_lock);
+  for (size_t i = 0; i < g_n_allocs; i++) {
+    const wk_alloc *a = &g_allocs[i];
+    if (c >= a->p && c < a->p + a->n) {
+      const size_t off = (size_t)(c - a->p);
+      pthread_mutex_unlock(&g_lock);
+      if (n_bytes > a->n - off)
+        wk_fake_die("check", "%s: %zu bytes at offset %zu of a %zu-byte device allocation "
+                    "(%zu past its end)", what, n_bytes, off, a->n, n_bytes - (a->n - off));
+      return;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  wk_fake_die("check", "%s: %p (%zu bytes) is not device memory", what, p, n_bytes);
+}
+
+cudaError_t cudaMalloc(void **dev, size_t size) {
+  if (!dev) return wk_fail_rt(cudaErrorInvalidValue);
+  *dev = NULL;
+  if (wk_capture_forbids()) return wk_forbidden();
+  if (size == 0) return cudaSuccess;
+  pthread_mutex_lock(&g_lock);
+  if (size > wk_device_bytes() - g_allocated || g_allocated > wk_device_bytes()) {
+    pthread_mutex_unlock(&g_lock);
+    return wk_fail_rt(cudaErrorMemoryAllocation);
+  }
+  /* aligned as the device's (at least 256 bytes, which cuBLAS and cuDNN
+   * expect of workspaces), the exact size (so ASan sees an access past it) */
+  char *p = NULL;
+  if (posix_memalign((void **)&p, 256, size) != 0) p = NULL;
+  if (!p || (g_n_allocs == g_cap_allocs &&
+             !(g_allocs = realloc(g_allocs, (g_cap_allocs = g_cap_allocs * 2 + 64) *
+                                                sizeof *g_allocs)))) {
+    pthread_mutex_unlock(&g_lock);
+    free(p);
+    return wk_fail_rt(cudaErrorMemoryAllocation);
+  }
+  memset(p, 0xff, size);
+  g_allocs[g_n_allocs++] = (wk_alloc){p, size};
+  g_allocated += size;
+  pthread_mutex_unlock(&g_lock);
+  *dev = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *dev) {
+  if (!dev) return cudaSuccess;
+  if (wk_capture_forbids()) return wk_forbidden();
+  pthread_mutex_lock(&g_lock);
+  for (size_t i = 0; i < g_n_allocs; i++)
+    if (g_allocs[i].p == dev) {
+      g_allocated -= g_allocs[i].n;
+      g_allocs[i] = g_allocs[--g_n_allocs];
+      pthread_mutex_unlock(&g_lock);
+      free(dev);
+      return cudaSuccess;
+    }
+  pthread_mutex_unlock(&g_lock);
+  wk_fake_die("CUDA runtime", "cudaFree(%p): not a live device allocation", dev);
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+  if (!free_bytes || !total) return wk_fail_rt(cudaErrorInvalidValue);
+  pthread_mutex_lock(&g_lock);
+  *total = wk_device_bytes();
+  *free_bytes = *total > g_allocated ? *total - g_allocated : 0;
+  pthread_mutex_unlock(&g_lock);
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **host, size_t size, unsigned int flags) {
+  (void)flags;
+  if (!host) return wk_fail_rt(cudaErrorInvalidValue);
+  *host = malloc(size ? size : 1);
+  return *host ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaFreeHost(void *host) {
+  free(host);
+  return cudaSuccess;
+}
+
+typedef struct wk_copy_job {
+  void *dst;
+  const void *src;
+  size_t n;
+} wk_copy_job;
+
+static void wk_copy_run(void *ctx) {
+  const wk_copy_job *j = ctx;
+  memmove(j->dst, j->src, j->n);
+}
+
+static void wk_check_copy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+  if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)
+    wk_fake_check_device(dst, n, "cudaMemcpy destination");
+  if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)
+    wk_fake_check_device(src, n, "cudaMemcpy source");
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  if (!dst || !src) return wk_fail_rt(cudaErrorInvalidValue);
+  wk_check_copy(dst, src, count, kind);
+  const wk_copy_job j = {dst, src, count};
+  return wk_fake_enqueue(stream, wk_copy_run, &j, sizeof j);
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
+  if (wk_capture_forbids()) return wk_forbidden();
+  return cudaMemcpyAsync(dst, src, count, kind, NULL);
+}
+
+typedef struct wk_set_job {
+  void *dst;
+  int value;
+  size_t n;
+} wk_set_job;
+
+static void wk_set_run(void *ctx) {
+  const wk_set_job *j = ctx;
+  memset(j->dst, j->value, j->n);
+}
+
+cudaError_t cudaMemsetAsync(void *dev, int value, size_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  wk_fake_check_device(dev, count, "cudaMemset");
+  const wk_set_job j = {dev, value, count};
+  return wk_fake_enqueue(stream, wk_set_run, &j, sizeof j);
+}
+
+cudaError_t cudaMemset(void *dev, int value, size_t count) {
+  if (wk_capture_forbids()) return wk_forbidden();
+  return cudaMemsetAsync(dev, value, count, NULL);
+}
+
+/* ------------------------------------------------------------------ devices */
+
+cudaError_t cudaGetDeviceCount(int *count) {
+  if (!count) return wk_fail_rt(cudaErrorInvalidValue);
+  *count = wk_n_devices();
+  if (*count < 1) {
+    *count = 0;
+    return wk_fail_rt(cudaErrorNoDevice);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= wk_n_devices()) return wk_fail_rt(cudaErrorInvalidDevice);
+  g_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int *device) {
+  if (!device) return wk_fail_rt(cudaErrorInvalidValue);
+  *device = g_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
+  if (!prop) return wk_fail_rt(cudaErrorInvalidValue);
+  if (device < 0 || device >= wk_n_devices()) return wk_fail_rt(cudaErrorInvalidDevice);
+  memset(prop, 0, sizeof *prop);
+  snprintf(prop->name, sizeof prop->name, "whisker fake device (host emulation)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->totalGlobalMem = wk_device_bytes();
+  prop->multiProcessorCount = 132;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->maxThreadsPerBlock = 1024;
+  prop->warpSize = 32;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+  if (!value) return wk_fail_rt(cudaErrorInvalidValue);
+  if (device < 0 || device >= wk_n_devices()) return wk_fail_rt(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 132; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; return cudaSuccess;
+    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
+    default: wk_fake_die("CUDA runtime", "cudaDeviceGetAttribute(%d): not implemented", (int)attr);
+  }
+}
+
+cudaError_t cudaDriverGetVersion(int *version) {
+  if (!version) return wk_fail_rt(cudaErrorInvalidValue);
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *version) {
+  if (!version) return wk_fail_rt(cudaErrorInvalidValue);
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  if (wk_capture_forbids()) return wk_forbidden();
+  return cudaSuccess;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return g_last_error; }
+
+const char *cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char *cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    default: return "unknown error";
+  }
+}
+
+/* ------------------------------------------------------------------ streams, events */
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) {
+  (void)flags;
+  if (!stream) return wk_fail_rt(cudaErrorInvalidValue);
+  *stream = calloc(1, sizeof **stream);
+  return *stream ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (!stream) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  if (stream->capture) wk_fake_die("CUDA runtime", "cudaStreamDestroy of a capturing stream");
+  free(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (stream && stream->capture) {
+    stream->capture->invalidated = 1;
+    return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  }
+  if (wk_capture_forbids() && !stream) return wk_forbidden(); /* the legacy stream */
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  if (stream && stream->capture) {
+    stream->capture->invalidated = 1;
+    return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
+  (void)flags;
+  if (!event) return wk_fail_rt(cudaErrorInvalidValue);
+  *event = calloc(1, sizeof **event);
+  return *event ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  free(event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  event->capture = stream ? stream->capture : NULL;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+  (void)flags;
+  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  if (event->capture && stream && !stream->capture) {
+    /* joins the capture (a cross-stream dependency) until it ends */
+    struct CUgraph_st *g = event->capture;
+    if (g->n_joined == (int)(sizeof g->joined / sizeof g->joined[0]))
+      wk_fake_die("CUDA runtime", "more than 16 streams joined one capture: not implemented");
+    g->joined[g->n_joined++] = stream;
+    stream->capture = g;
+    stream->origin = 0;
+  } else if (event->capture && !stream) {
+    return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+
+/* ------------------------------------------------------------------ graphs */
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  if (!stream) return wk_fail_rt(cudaErrorStreamCaptureUnsupported); /* the legacy stream */
+  if (stream->capture) return wk_fail_rt(cudaErrorIllegalState);
+  stream->capture = calloc(1, sizeof *stream->capture);
+  if (!stream->capture) return wk_fail_rt(cudaErrorMemoryAllocation);
+  stream->origin = 1;
+  stream->capture->relaxed = mode == cudaStreamCaptureModeRelaxed;
+  if (!stream->capture->relaxed) g_strict_captures++;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status) {
+  if (!status) return wk_fail_rt(cudaErrorInvalidValue);
+  *status = !stream || !stream->capture ? cudaStreamCaptureStatusNone
+            : stream->capture->invalidated ? cudaStreamCaptureStatusInvalidated
+                                           : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+/* Streams that joined the capture leave it when it ends (their work was
+ * recorded into it; CUDA requires them to have rejoined the origin stream,
+ * which the fakes do not check). */
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
+  if (!stream || !graph) return wk_fail_rt(cudaErrorInvalidValue);
+  if (!stream->capture || !stream->origin) return wk_fail_rt(cudaErrorIllegalState);
+  struct CUgraph_st *g = stream->capture;
+  stream->capture = NULL;
+  stream->origin = 0;
+  for (int i = 0; i < g->n_joined; i++) g->joined[i]->capture = NULL;
+  g->n_joined = 0;
+  if (!g->relaxed) g_strict_captures--;
+  *graph = NULL;
+  if (g->invalidated) {
+    wk_free_ops(g->head);
+    free(g);
+    return wk_fail_rt(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                 unsigned long long flags) {
+  (void)flags;
+  if (!exec || !graph) return wk_fail_rt(cudaErrorInvalidValue);
+  *exec = calloc(1, sizeof **exec);
+  if (!*exec) return wk_fail_rt(cudaErrorMemoryAllocation);
+  /* the exec keeps its own copy, so the graph may be destroyed first */
+  wk_op *head = NULL, **tail = &head, *last = NULL;
+  for (const wk_op *op = graph->head; op; op = op->next) {
+    const wk_rec *rec = (const wk_rec *)op;
+    wk_rec *c = malloc(sizeof *c);
+    void *ctx = malloc(rec->bytes ? rec->bytes : 1);
+    if (!c || !ctx) wk_fake_die("CUDA runtime", "out of host memory instantiating a graph");
+    memcpy(ctx, op->ctx, rec->bytes);
+    c->op = (wk_op){op->fn, ctx, NULL};
+    c->bytes = rec->bytes;
+    *tail = &c->op;
+    tail = &c->op.next;
+    last = &c->op;
+  }
+  (*exec)->g.head = head;
+  (*exec)->g.tail = last;
+  return cudaSuccess;
+}
+
+typedef struct wk_graph_job {
+  const struct CUgraphExec_st *exec;
+} wk_graph_job;
+
+static void wk_graph_run(void *ctx) {
+  const wk_graph_job *j = ctx;
+  for (const wk_op *op = j->exec->g.head; op; op = op->next) {
+    /* each run gets a fresh copy: work may not keep state between runs */
+    const wk_rec *rec = (const wk_rec *)op;
+    void *copy = malloc(rec->bytes ? rec->bytes : 1);
+    if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
+    memcpy(copy, op->ctx, rec->bytes);
+    op->fn(copy);
+    free(copy);
+  }
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return wk_fail_rt(cudaErrorInvalidValue);
+  if (stream && stream->capture)
+    wk_fake_die("CUDA runtime", "cudaGraphLaunch into a capturing stream: not implemented");
+  const wk_graph_job j = {exec};
+  return wk_fake_enqueue(stream, wk_graph_run, &j, sizeof j);
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  if (!exec) return cudaSuccess;
+  wk_op *op = exec->g.head;
+  while (op) {
+    wk_op *next = op->next;
+    free(op->ctx);
+    free(op);
+    op = next;
+  }
+  free(exec);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  if (!graph) return cudaSuccess;
+  wk_free_ops(graph->head);
+  free(graph);
+  return cudaSuccess;
+}
