@@ -105,6 +105,7 @@ struct Launch {
       std::tuple<P...> args;
     } call{kernel, std::tuple<P...>(std::forward<A>(args)...)};
     static_assert((std::is_trivially_copyable<P>::value && ...), "kernel arguments are copied as bytes");
+    static_assert(alignof(Call) <= 16, "the copies are 16-byte aligned (emu.cpp, run_on)");
     run_on(stream, name, grid, block, shmem,
            [](void *p) {
              Call *c = static_cast<Call *>(p);

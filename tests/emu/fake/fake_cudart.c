@@ -166,6 +166,15 @@ struct CUevent_st {
 
 static int g_device;
 static int g_strict_captures; /* captures under way in global or thread-local mode */
+/* Every capture under way (for invalidation and for events recorded in one). */
+static struct CUgraph_st *g_live[16];
+static int g_n_live;
+
+static int wk_live(const struct CUgraph_st *g) {
+  for (int i = 0; i < g_n_live; i++)
+    if (g_live[i] == g) return 1;
+  return 0;
+}
 static __thread cudaError_t g_last_error = cudaSuccess;
 
 void wk_fake_set_last_error(cudaError_t e) {
@@ -192,7 +201,13 @@ static size_t wk_device_bytes(void) {
  * from one thread). */
 static int wk_capture_forbids(void) { return g_strict_captures > 0; }
 
-static cudaError_t wk_forbidden(void) { return wk_fail_rt(cudaErrorStreamCaptureUnsupported); }
+/* A forbidden call fails and invalidates the captures under way that forbid
+ * it (their cudaStreamEndCapture then fails), as CUDA documents. */
+static cudaError_t wk_forbidden(void) {
+  for (int i = 0; i < g_n_live; i++)
+    if (!g_live[i]->relaxed) g_live[i]->invalidated = 1;
+  return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+}
 
 static void wk_free_ops(wk_op *op) {
   while (op) {
@@ -250,11 +265,11 @@ void wk_fake_check_device(const void *p, size_t n_bytes, const char *what) {
   for (size_t i = 0; i < g_n_allocs; i++) {
     const wk_alloc *a = &g_allocs[i];
     if (c >= a->p && c < a->p + a->n) {
-      const size_t off = (size_t)(c - a->p);
+      const size_t off = (size_t)(c - a->p), size = a->n;
       pthread_mutex_unlock(&g_lock);
-      if (n_bytes > a->n - off)
+      if (n_bytes > size - off)
         wk_fake_die("check", "%s: %zu bytes at offset %zu of a %zu-byte device allocation "
-                    "(%zu past its end)", what, n_bytes, off, a->n, n_bytes - (a->n - off));
+                    "(%zu past its end)", what, n_bytes, off, size, n_bytes - (size - off));
       return;
     }
   }
@@ -276,11 +291,18 @@ cudaError_t cudaMalloc(void **dev, size_t size) {
    * expect of workspaces), the exact size (so ASan sees an access past it) */
   char *p = NULL;
   if (posix_memalign((void **)&p, 256, size) != 0) p = NULL;
-  if (!p || (g_n_allocs == g_cap_allocs &&
-             !(g_allocs = realloc(g_allocs, (g_cap_allocs = g_cap_allocs * 2 + 64) *
-                                                sizeof *g_allocs)))) {
+  if (p && g_n_allocs == g_cap_allocs) {
+    wk_alloc *grown = realloc(g_allocs, (g_cap_allocs * 2 + 64) * sizeof *g_allocs);
+    if (grown) {
+      g_allocs = grown;
+      g_cap_allocs = g_cap_allocs * 2 + 64;
+    } else {
+      free(p);
+      p = NULL;
+    }
+  }
+  if (!p) {
     pthread_mutex_unlock(&g_lock);
-    free(p);
     return wk_fail_rt(cudaErrorMemoryAllocation);
   }
   memset(p, 0xff, size);
@@ -319,11 +341,13 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
 cudaError_t cudaHostAlloc(void **host, size_t size, unsigned int flags) {
   (void)flags;
   if (!host) return wk_fail_rt(cudaErrorInvalidValue);
+  if (wk_capture_forbids()) return wk_forbidden();
   *host = malloc(size ? size : 1);
   return *host ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
 }
 
 cudaError_t cudaFreeHost(void *host) {
+  if (wk_capture_forbids()) return wk_forbidden();
   free(host);
   return cudaSuccess;
 }
@@ -332,12 +356,8 @@ typedef struct wk_copy_job {
   void *dst;
   const void *src;
   size_t n;
+  enum cudaMemcpyKind kind;
 } wk_copy_job;
-
-static void wk_copy_run(void *ctx) {
-  const wk_copy_job *j = ctx;
-  memmove(j->dst, j->src, j->n);
-}
 
 static void wk_check_copy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
   if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)
@@ -346,12 +366,19 @@ static void wk_check_copy(void *dst, const void *src, size_t n, enum cudaMemcpyK
     wk_fake_check_device(src, n, "cudaMemcpy source");
 }
 
+/* checked again when it runs: a graph replays it later, perhaps after a free */
+static void wk_copy_run(void *ctx) {
+  const wk_copy_job *j = ctx;
+  wk_check_copy(j->dst, j->src, j->n, j->kind);
+  memmove(j->dst, j->src, j->n);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (!dst || !src) return wk_fail_rt(cudaErrorInvalidValue);
   wk_check_copy(dst, src, count, kind);
-  const wk_copy_job j = {dst, src, count};
+  const wk_copy_job j = {dst, src, count, kind};
   return wk_fake_enqueue(stream, wk_copy_run, &j, sizeof j);
 }
 
@@ -368,6 +395,7 @@ typedef struct wk_set_job {
 
 static void wk_set_run(void *ctx) {
   const wk_set_job *j = ctx;
+  wk_fake_check_device(j->dst, j->n, "cudaMemset"); /* again: a graph replays it later */
   memset(j->dst, j->value, j->n);
 }
 
@@ -475,6 +503,7 @@ const char *cudaGetErrorName(cudaError_t error) {
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
     default: return "cudaErrorUnknown";
   }
 }
@@ -491,6 +520,7 @@ const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
     default: return "unknown error";
   }
 }
@@ -547,8 +577,17 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   return cudaSuccess;
 }
 
+/* An event last recorded in a capture that has ended may not be waited on or
+ * synchronised (CUDA: cudaErrorCapturedEvent) until it is recorded again. */
+static cudaError_t wk_event_usable(cudaEvent_t event) {
+  if (event->capture && !wk_live(event->capture)) return wk_fail_rt(cudaErrorCapturedEvent);
+  return cudaSuccess;
+}
+
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  const cudaError_t e = wk_event_usable(event);
+  if (e != cudaSuccess) return e;
   if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
@@ -556,6 +595,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   (void)flags;
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  const cudaError_t e = wk_event_usable(event);
+  if (e != cudaSuccess) return e;
   if (event->capture && stream && !stream->capture) {
     /* joins the capture (a cross-stream dependency) until it ends */
     struct CUgraph_st *g = event->capture;
@@ -577,6 +618,9 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMo
   if (stream->capture) return wk_fail_rt(cudaErrorIllegalState);
   stream->capture = calloc(1, sizeof *stream->capture);
   if (!stream->capture) return wk_fail_rt(cudaErrorMemoryAllocation);
+  if (g_n_live == (int)(sizeof g_live / sizeof g_live[0]))
+    wk_fake_die("CUDA runtime", "more than 16 captures at once: not implemented");
+  g_live[g_n_live++] = stream->capture;
   stream->origin = 1;
   stream->capture->relaxed = mode == cudaStreamCaptureModeRelaxed;
   if (!stream->capture->relaxed) g_strict_captures++;
@@ -603,6 +647,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
   for (int i = 0; i < g->n_joined; i++) g->joined[i]->capture = NULL;
   g->n_joined = 0;
   if (!g->relaxed) g_strict_captures--;
+  for (int i = 0; i < g_n_live; i++)
+    if (g_live[i] == g) g_live[i] = g_live[--g_n_live];
   *graph = NULL;
   if (g->invalidated) {
     wk_free_ops(g->head);
