@@ -47,11 +47,12 @@ void wk_fake_check_device(const void *p, size_t n_bytes, const char *what);
  * fakes do not implement (the message says which). */
 void wk_fake_die(const char *lib, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 
-/* Element i of an array of the given type, as float, and back (round to
- * nearest even for half and bfloat16). */
+/* Element i of an array of the given type, as double (exact), and back:
+ * double stored as is, float rounded once, half and bfloat16 rounded to
+ * float and then to nearest even. */
 typedef enum wk_fake_dtype { WK_FAKE_F32, WK_FAKE_F16, WK_FAKE_BF16, WK_FAKE_F64 } wk_fake_dtype;
-float wk_fake_load(const void *p, wk_fake_dtype t, size_t i);
-void wk_fake_store(void *p, wk_fake_dtype t, size_t i, float v);
+double wk_fake_load(const void *p, wk_fake_dtype t, size_t i);
+void wk_fake_store(void *p, wk_fake_dtype t, size_t i, double v);
 size_t wk_fake_dtype_size(wk_fake_dtype t);
 
 /* The kernel emulator's last launch error, for cudaGetLastError. */

@@ -272,10 +272,6 @@ static void wk_check_disjoint(const char *fn, const char *out, const void *o, si
                 o_bytes, in, i, i_bytes);
 }
 
-static double wk_get(const void *p, wk_fake_dtype t, size_t i) {
-  return t == WK_FAKE_F32 ? (double)((const float *)p)[i] : (double)wk_fake_load(p, t, i);
-}
-
 static const char *wk_op_name(cublasOperation_t op) {
   return op == CUBLAS_OP_N ? "N" : op == CUBLAS_OP_T ? "T" : op == CUBLAS_OP_C ? "C" : "?";
 }
@@ -344,14 +340,14 @@ static void wk_gemm_run(void *ctx) {
           /* op(A)(row, l) and op(B)(l, col) in column-major storage */
           const size_t ai = an ? (size_t)row + (size_t)l * lda : (size_t)l + (size_t)row * lda;
           const size_t bi = bn ? (size_t)l + (size_t)col * ldb : (size_t)col + (size_t)l * ldb;
-          s += wk_get(j->a, j->at, ai) * wk_get(j->b, j->bt, bi);
+          s += wk_fake_load(j->a, j->at, ai) * wk_fake_load(j->b, j->bt, bi);
         }
         v = j->alpha * s;
       }
       const size_t ci = (size_t)row + (size_t)col * ldc;
       /* documented: "if beta == 0 then C does not have to be a valid input" */
-      if (j->beta != 0.0) v += j->beta * wk_get(j->c, j->ct, ci);
-      wk_fake_store(j->c, j->ct, ci, (float)v);
+      if (j->beta != 0.0) v += j->beta * wk_fake_load(j->c, j->ct, ci);
+      wk_fake_store(j->c, j->ct, ci, v);
     }
 }
 

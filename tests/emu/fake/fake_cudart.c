@@ -104,10 +104,10 @@ size_t wk_fake_dtype_size(wk_fake_dtype t) {
   return 0;
 }
 
-float wk_fake_load(const void *p, wk_fake_dtype t, size_t i) {
+double wk_fake_load(const void *p, wk_fake_dtype t, size_t i) {
   switch (t) {
     case WK_FAKE_F32: return ((const float *)p)[i];
-    case WK_FAKE_F64: return (float)((const double *)p)[i];
+    case WK_FAKE_F64: return ((const double *)p)[i];
     case WK_FAKE_F16: return wk_f16_to_f32(((const uint16_t *)p)[i]);
     case WK_FAKE_BF16: {
       const uint32_t x = (uint32_t)((const uint16_t *)p)[i] << 16;
@@ -119,12 +119,12 @@ float wk_fake_load(const void *p, wk_fake_dtype t, size_t i) {
   return 0;
 }
 
-void wk_fake_store(void *p, wk_fake_dtype t, size_t i, float v) {
+void wk_fake_store(void *p, wk_fake_dtype t, size_t i, double v) {
   switch (t) {
-    case WK_FAKE_F32: ((float *)p)[i] = v; return;
+    case WK_FAKE_F32: ((float *)p)[i] = (float)v; return;
     case WK_FAKE_F64: ((double *)p)[i] = v; return;
-    case WK_FAKE_F16: ((uint16_t *)p)[i] = wk_f32_to_f16(v); return;
-    case WK_FAKE_BF16: ((uint16_t *)p)[i] = wk_f32_to_bf16(v); return;
+    case WK_FAKE_F16: ((uint16_t *)p)[i] = wk_f32_to_f16((float)v); return;
+    case WK_FAKE_BF16: ((uint16_t *)p)[i] = wk_f32_to_bf16((float)v); return;
   }
 }
 
@@ -711,13 +711,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   if (!exec) return cudaSuccess;
-  wk_op *op = exec->g.head;
-  while (op) {
-    wk_op *next = op->next;
-    free(op->ctx);
-    free(op);
-    op = next;
-  }
+  wk_free_ops(exec->g.head);
   free(exec);
   return cudaSuccess;
 }

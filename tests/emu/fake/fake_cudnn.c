@@ -219,23 +219,10 @@ static size_t wk_filter_bytes(const struct cudnnFilterStruct *f) {
   return (size_t)f->k * f->c * f->r * f->s * wk_esize(f->dtype);
 }
 
-/* Element i as double, and back (rounded once into the type). wk_fake_load
- * goes through float, which would truncate DOUBLE data. */
-static double wk_ld(const void *p, wk_fake_dtype t, size_t i) {
-  if (t == WK_FAKE_F64) return ((const double *)p)[i];
-  return (double)wk_fake_load(p, t, i);
-}
-
-static void wk_st(void *p, wk_fake_dtype t, size_t i, double v) {
-  if (t == WK_FAKE_F64)
-    ((double *)p)[i] = v;
-  else
-    wk_fake_store(p, t, i, (float)v);
-}
 
 /* alpha and beta: host pointers to float for FLOAT, HALF and BFLOAT16 data,
  * to double for DOUBLE data (cuDNN developer guide, "Scaling Parameters"). */
-static double wk_scalar(const void *p, cudnnDataType_t data) {
+double wk_fake_cudnn_scalar(const void *p, cudnnDataType_t data) {
   return data == CUDNN_DATA_DOUBLE ? *(const double *)p : (double)*(const float *)p;
 }
 
@@ -267,21 +254,25 @@ static void wk_no_overlap(const char *fn, const char *out_name, const void *out,
 
 /* ================================================================== tensors */
 
+/* For cudnnCreate*Descriptor: a zeroed descriptor of n bytes into *out. */
+static cudnnStatus_t wk_new_desc(const char *fn, size_t n, void **out) {
+  *out = calloc(1, n);
+  if (!*out)
+    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED, "%s: out of host memory",
+                   fn);
+  return CUDNN_STATUS_SUCCESS;
+}
+
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *tensorDesc) {
   if (!tensorDesc) return WK_BAD("cudnnCreateTensorDescriptor: tensorDesc is NULL");
-  struct cudnnTensorStruct *d = calloc(1, sizeof *d);
-  if (!d)
-    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,
-                   "cudnnCreateTensorDescriptor: out of host memory");
+  struct cudnnTensorStruct *d;
+  WK_TRY(wk_new_desc("cudnnCreateTensorDescriptor", sizeof *d, (void **)&d));
   *tensorDesc = d;
   return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t tensorDesc) {
-  if (tensorDesc) {
-    tensorDesc->set = 0;
-    free(tensorDesc);
-  }
+  free(tensorDesc);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -347,19 +338,14 @@ cudnnStatus_t cudnnGetTensor4dDescriptor(const cudnnTensorDescriptor_t tensorDes
 
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *filterDesc) {
   if (!filterDesc) return WK_BAD("cudnnCreateFilterDescriptor: filterDesc is NULL");
-  struct cudnnFilterStruct *f = calloc(1, sizeof *f);
-  if (!f)
-    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,
-                   "cudnnCreateFilterDescriptor: out of host memory");
+  struct cudnnFilterStruct *f;
+  WK_TRY(wk_new_desc("cudnnCreateFilterDescriptor", sizeof *f, (void **)&f));
   *filterDesc = f;
   return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t filterDesc) {
-  if (filterDesc) {
-    filterDesc->set = 0;
-    free(filterDesc);
-  }
+  free(filterDesc);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -407,10 +393,8 @@ cudnnStatus_t cudnnGetFilter4dDescriptor(const cudnnFilterDescriptor_t filterDes
 
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *convDesc) {
   if (!convDesc) return WK_BAD("cudnnCreateConvolutionDescriptor: convDesc is NULL");
-  struct cudnnConvolutionStruct *d = calloc(1, sizeof *d);
-  if (!d)
-    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,
-                   "cudnnCreateConvolutionDescriptor: out of host memory");
+  struct cudnnConvolutionStruct *d;
+  WK_TRY(wk_new_desc("cudnnCreateConvolutionDescriptor", sizeof *d, (void **)&d));
   /* a new descriptor: one group, the default math type */
   d->groups = 1;
   d->math = CUDNN_DEFAULT_MATH;
@@ -419,10 +403,7 @@ cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *con
 }
 
 cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t convDesc) {
-  if (convDesc) {
-    convDesc->set = 0;
-    free(convDesc);
-  }
+  free(convDesc);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -823,7 +804,7 @@ static double *wk_gather_tensor(const struct cudnnTensorStruct *d, const void *p
   for (int n = 0; n < d->n; n++)
     for (int c = 0; c < d->c; c++)
       for (int h = 0; h < d->h; h++)
-        for (int w = 0; w < d->w; w++) a[i++] = wk_ld(p, t, wk_fake_at(d, n, c, h, w));
+        for (int w = 0; w < d->w; w++) a[i++] = wk_fake_load(p, t, wk_fake_at(d, n, c, h, w));
   return a;
 }
 
@@ -836,15 +817,15 @@ static double *wk_gather_filter(const struct cudnnFilterStruct *f, const void *p
     for (int c = 0; c < f->c; c++)
       for (int r = 0; r < f->r; r++)
         for (int s = 0; s < f->s; s++)
-          a[i++] = wk_ld(p, t, wk_filter_at(f, k, c, wk_tap(flip, r, f->r), wk_tap(flip, s, f->s)));
+          a[i++] = wk_fake_load(p, t, wk_filter_at(f, k, c, wk_tap(flip, r, f->r), wk_tap(flip, s, f->s)));
   return a;
 }
 
 /* out = alpha * acc + beta * out (beta 0: out not read, so it may hold NaN) */
 static void wk_blend(const wk_conv_ctx *c, wk_fake_dtype t, size_t at, double acc) {
   double v = c->alpha * acc;
-  if (c->beta != 0.0) v += c->beta * wk_ld(c->out, t, at);
-  wk_st(c->out, t, at, v);
+  if (c->beta != 0.0) v += c->beta * wk_fake_load(c->out, t, at);
+  wk_fake_store(c->out, t, at, v);
 }
 
 /* y[n,k,oh,ow] = sum over c in k's group, r, s of
@@ -1052,8 +1033,8 @@ static cudnnStatus_t wk_conv_call(wk_dir dir, cudnnHandle_t handle, const void *
     return WK_BAD("%s: algorithm %d needs %zu bytes of workspace, %zu given", fn, algo, need,
                   workSpaceSizeInBytes);
   if (need && !workSpace) return WK_BAD("%s: algorithm %d needs a workspace, none given", fn, algo);
-  c.alpha = wk_scalar(alpha, wd->dtype);
-  c.beta = wk_scalar(beta, wd->dtype);
+  c.alpha = wk_fake_cudnn_scalar(alpha, wd->dtype);
+  c.beta = wk_fake_cudnn_scalar(beta, wd->dtype);
   c.ws = workSpace;
   c.ws_bytes = workSpaceSizeInBytes;
   c.runs = 1;
@@ -1267,11 +1248,11 @@ static void wk_bias_run(void *arg) {
     double acc = 0.0;
     for (int n = 0; n < d->n; n++)
       for (int h = 0; h < d->h; h++)
-        for (int w = 0; w < d->w; w++) acc += wk_ld(c->dy, t, wk_fake_at(d, n, ch, h, w));
+        for (int w = 0; w < d->w; w++) acc += wk_fake_load(c->dy, t, wk_fake_at(d, n, ch, h, w));
     const size_t at = wk_fake_at(&c->dbd, 0, ch, 0, 0);
     double v = c->alpha * acc;
-    if (c->beta != 0.0) v += c->beta * wk_ld(c->db, t, at);
-    wk_st(c->db, t, at, v);
+    if (c->beta != 0.0) v += c->beta * wk_fake_load(c->db, t, at);
+    wk_fake_store(c->db, t, at, v);
   }
 }
 
@@ -1293,7 +1274,7 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t handle, const void *alp
   WK_TRY(wk_aligned(fn, "dy", dy, dyDesc->dtype));
   WK_TRY(wk_aligned(fn, "db", db, dbDesc->dtype));
   wk_bias_ctx c = {.dyd = *dyDesc, .dbd = *dbDesc, .dy = dy, .db = db,
-                   .alpha = wk_scalar(alpha, dbDesc->dtype), .beta = wk_scalar(beta, dbDesc->dtype)};
+                   .alpha = wk_fake_cudnn_scalar(alpha, dbDesc->dtype), .beta = wk_fake_cudnn_scalar(beta, dbDesc->dtype)};
   return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_bias_run, &c, sizeof c));
 }
 
@@ -1325,9 +1306,9 @@ static void wk_add_run(void *arg) {
           const size_t ia = wk_fake_at(ad, ad->n == 1 ? 0 : n, ad->c == 1 ? 0 : ch,
                                        ad->h == 1 ? 0 : h, ad->w == 1 ? 0 : w);
           const size_t ic = wk_fake_at(cd, n, ch, h, w);
-          double v = c->alpha * wk_ld(c->a, t, ia);
-          if (c->beta != 0.0) v += c->beta * wk_ld(c->cp, t, ic);
-          wk_st(c->cp, t, ic, v);
+          double v = c->alpha * wk_fake_load(c->a, t, ia);
+          if (c->beta != 0.0) v += c->beta * wk_fake_load(c->cp, t, ic);
+          wk_fake_store(c->cp, t, ic, v);
         }
 }
 
@@ -1350,8 +1331,8 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t handle, const void *alpha,
                    (int)a->dtype, (int)cc->dtype);
   WK_TRY(wk_aligned(fn, "A", A, a->dtype));
   WK_TRY(wk_aligned(fn, "C", C, cc->dtype));
-  wk_add_ctx c = {.ad = *a, .cd = *cc, .a = A, .cp = C, .alpha = wk_scalar(alpha, cc->dtype),
-                  .beta = wk_scalar(beta, cc->dtype)};
+  wk_add_ctx c = {.ad = *a, .cd = *cc, .a = A, .cp = C, .alpha = wk_fake_cudnn_scalar(alpha, cc->dtype),
+                  .beta = wk_fake_cudnn_scalar(beta, cc->dtype)};
   return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_add_run, &c, sizeof c));
 }
 
@@ -1359,19 +1340,14 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t handle, const void *alpha,
 
 cudnnStatus_t cudnnCreatePoolingDescriptor(cudnnPoolingDescriptor_t *poolingDesc) {
   if (!poolingDesc) return WK_BAD("cudnnCreatePoolingDescriptor: poolingDesc is NULL");
-  struct cudnnPoolingStruct *p = calloc(1, sizeof *p);
-  if (!p)
-    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,
-                   "cudnnCreatePoolingDescriptor: out of host memory");
+  struct cudnnPoolingStruct *p;
+  WK_TRY(wk_new_desc("cudnnCreatePoolingDescriptor", sizeof *p, (void **)&p));
   *poolingDesc = p;
   return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyPoolingDescriptor(cudnnPoolingDescriptor_t poolingDesc) {
-  if (poolingDesc) {
-    poolingDesc->set = 0;
-    free(poolingDesc);
-  }
+  free(poolingDesc);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1486,7 +1462,7 @@ static void wk_pool_forward_run(void *arg) {
           int count = 0, nan_seen = 0;
           for (int h = h0; h < h1; h++)
             for (int w = w0; w < w1; w++) {
-              const double v = wk_ld(c->x, t, wk_fake_at(&c->xd, n, ch, h, w));
+              const double v = wk_fake_load(c->x, t, wk_fake_at(&c->xd, n, ch, h, w));
               acc += v;
               count++;
               if (isnan(v))
@@ -1502,8 +1478,8 @@ static void wk_pool_forward_run(void *arg) {
             r = acc / (p->mode == CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING ? area : count);
           const size_t at = wk_fake_at(&c->yd, n, ch, oh, ow);
           double v = c->alpha * r;
-          if (c->beta != 0.0) v += c->beta * wk_ld(c->out, t, at);
-          wk_st(c->out, t, at, v);
+          if (c->beta != 0.0) v += c->beta * wk_fake_load(c->out, t, at);
+          wk_fake_store(c->out, t, at, v);
         }
 }
 
@@ -1522,8 +1498,8 @@ cudnnStatus_t cudnnPoolingForward(cudnnHandle_t handle, const cudnnPoolingDescri
   c.p = *poolingDesc;
   c.xd = *xDesc, c.yd = *yDesc;
   c.x = x, c.out = y;
-  c.alpha = wk_scalar(alpha, yDesc->dtype);
-  c.beta = wk_scalar(beta, yDesc->dtype);
+  c.alpha = wk_fake_cudnn_scalar(alpha, yDesc->dtype);
+  c.beta = wk_fake_cudnn_scalar(beta, yDesc->dtype);
   return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_pool_forward_run, &c, sizeof c));
 }
 
@@ -1560,13 +1536,13 @@ static void wk_pool_backward_run(void *arg) {
           if (h0 >= h1 || w0 >= w1)
             wk_fake_die(WK_LIB, "%s: output (%d, %d)'s window lies wholly in the padding", fn, oh,
                         ow);
-          const double d = wk_ld(c->dy, t, wk_fake_at(&c->dyd, n, ch, oh, ow));
+          const double d = wk_fake_load(c->dy, t, wk_fake_at(&c->dyd, n, ch, oh, ow));
           if (wk_is_max(p->mode)) {
-            const double yv = wk_ld(c->y, t, wk_fake_at(&c->yd, n, ch, oh, ow));
+            const double yv = wk_fake_load(c->y, t, wk_fake_at(&c->yd, n, ch, oh, ow));
             int found = 0;
             for (int h = h0; h < h1 && !found; h++)
               for (int w = w0; w < w1 && !found; w++) {
-                const double xv = wk_ld(c->x, t, wk_fake_at(xd, n, ch, h, w));
+                const double xv = wk_fake_load(c->x, t, wk_fake_at(xd, n, ch, h, w));
                 if (xv == yv || (isnan(xv) && isnan(yv))) {
                   WK_G(n, ch, h, w) += d;
                   found = 1;
@@ -1590,8 +1566,8 @@ static void wk_pool_backward_run(void *arg) {
         for (int w = 0; w < xd->w; w++) {
           const size_t at = wk_fake_at(&c->dxd, n, ch, h, w);
           double v = c->alpha * WK_G(n, ch, h, w);
-          if (c->beta != 0.0) v += c->beta * wk_ld(c->out, t, at);
-          wk_st(c->out, t, at, v);
+          if (c->beta != 0.0) v += c->beta * wk_fake_load(c->out, t, at);
+          wk_fake_store(c->out, t, at, v);
         }
 #undef WK_G
   free(grad);
@@ -1629,8 +1605,8 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t handle, const cudnnPoolingDescr
   c.p = *poolingDesc;
   c.xd = *xDesc, c.yd = *yDesc, c.dyd = *dyDesc, c.dxd = *dxDesc;
   c.x = x, c.y = y, c.dy = dy, c.out = dx;
-  c.alpha = wk_scalar(alpha, dxDesc->dtype);
-  c.beta = wk_scalar(beta, dxDesc->dtype);
+  c.alpha = wk_fake_cudnn_scalar(alpha, dxDesc->dtype);
+  c.beta = wk_fake_cudnn_scalar(beta, dxDesc->dtype);
   return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_pool_backward_run, &c, sizeof c));
 }
 
@@ -1638,19 +1614,14 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t handle, const cudnnPoolingDescr
 
 cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *activationDesc) {
   if (!activationDesc) return WK_BAD("cudnnCreateActivationDescriptor: activationDesc is NULL");
-  struct cudnnActivationStruct *a = calloc(1, sizeof *a);
-  if (!a)
-    return wk_fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,
-                   "cudnnCreateActivationDescriptor: out of host memory");
+  struct cudnnActivationStruct *a;
+  WK_TRY(wk_new_desc("cudnnCreateActivationDescriptor", sizeof *a, (void **)&a));
   *activationDesc = a;
   return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t activationDesc) {
-  if (activationDesc) {
-    activationDesc->set = 0;
-    free(activationDesc);
-  }
+  free(activationDesc);
   return CUDNN_STATUS_SUCCESS;
 }
 

@@ -63,6 +63,9 @@ size_t wk_fake_tensor_bytes(const struct cudnnTensorStruct *d);
 static inline size_t wk_fake_at(const struct cudnnTensorStruct *d, int n, int c, int h, int w) {
   return (size_t)n * d->sn + (size_t)c * d->sc + (size_t)h * d->sh + (size_t)w * d->sw;
 }
+/* A host scalar (alpha, beta): float for FLOAT, HALF and BFLOAT16 data,
+ * double for DOUBLE data (developer guide, "Scaling Parameters"). */
+double wk_fake_cudnn_scalar(const void *p, cudnnDataType_t data);
 /* cudnnStatus_t from a cudaError_t of wk_fake_enqueue. */
 cudnnStatus_t wk_fake_cudnn_status(cudaError_t e);
 

@@ -93,41 +93,18 @@ static cudnnStatus_t bn_bad(const char *fn, const char *fmt, ...) {
   return CUDNN_STATUS_BAD_PARAM;
 }
 
-/* Element i as double; F32 and F64 read directly (wk_fake_load's float would
- * drop a double's precision), F16 and BF16 through wk_fake_load. */
-static double bn_ld(const void *p, wk_fake_dtype t, size_t i) {
-  switch (t) {
-  case WK_FAKE_F64:
-    return ((const double *)p)[i];
-  case WK_FAKE_F32:
-    return (double)((const float *)p)[i];
-  default:
-    return (double)wk_fake_load(p, t, i);
-  }
-}
-
-/* Stores v (16 bits: rounded to float first, then by wk_fake_store). */
-static void bn_st(void *p, wk_fake_dtype t, size_t i, double v) {
-  switch (t) {
-  case WK_FAKE_F64:
-    ((double *)p)[i] = v;
-    break;
-  case WK_FAKE_F32:
-    ((float *)p)[i] = (float)v;
-    break;
-  default:
-    wk_fake_store(p, t, i, (float)v);
-    break;
-  }
-}
-
-/* cuDNN's scaling parameters (alpha, beta, ...) are host values whose
- * "storage data types ... are: float for HALF and FLOAT tensors, and double
- * for DOUBLE tensors" (the developer guide's Scaling Parameters; the
- * batchnorm configuration tables give float for BFLOAT16 too). They are read
- * when the call is issued. */
-static double bn_scalar(const void *p, cudnnDataType_t data) {
-  return data == CUDNN_DATA_DOUBLE ? *(const double *)p : (double)*(const float *)p;
+/* The workspace and reserve space an Ex call was given, against what the
+ * size queries asked for (ws_need, rs_need). */
+static cudnnStatus_t bn_check_spaces(const char *fn, const void *ws, size_t ws_bytes,
+                                     size_t ws_need, const void *rs, size_t rs_bytes,
+                                     size_t rs_need) {
+  if (!ws || ws_bytes < ws_need)
+    return bn_bad(fn, "workspace %p of %zu bytes, the size query asked for %zu", ws, ws_bytes,
+                  ws_need);
+  if (!rs || rs_bytes < rs_need)
+    return bn_bad(fn, "reserveSpace %p of %zu bytes, the size query asked for %zu", rs,
+                  rs_bytes, rs_need);
+  return CUDNN_STATUS_SUCCESS;
 }
 
 /* dst = alpha * result + beta * prior dst (the documented blend). With beta
@@ -136,7 +113,7 @@ static double bn_scalar(const void *p, cudnnDataType_t data) {
  * included). */
 static double bn_blend(double alpha, double beta, double result, const void *dst,
                        wk_fake_dtype t, size_t i) {
-  return beta == 0.0 ? alpha * result : alpha * result + beta * bn_ld(dst, t, i);
+  return beta == 0.0 ? alpha * result : alpha * result + beta * wk_fake_load(dst, t, i);
 }
 
 static int bn_desc_set(cudnnTensorDescriptor_t d) {
@@ -227,10 +204,10 @@ static void bn_stats(const bn_tdesc *xd, const void *x, const bn_box *b, double 
   const wk_fake_dtype xt = wk_fake_cudnn_dtype(xd->dtype);
   const double m = (double)bn_count(xd, b);
   double s = 0.0, q = 0.0;
-  BN_EACH(xd, *b, in, ih, iw) s += bn_ld(x, xt, wk_fake_at(xd, in, b->c, ih, iw));
+  BN_EACH(xd, *b, in, ih, iw) s += wk_fake_load(x, xt, wk_fake_at(xd, in, b->c, ih, iw));
   *mean = s / m;
   BN_EACH(xd, *b, in, ih, iw) {
-    const double d = bn_ld(x, xt, wk_fake_at(xd, in, b->c, ih, iw)) - *mean;
+    const double d = wk_fake_load(x, xt, wk_fake_at(xd, in, b->c, ih, iw)) - *mean;
     q += d * d;
   }
   *var = q / m;
@@ -446,13 +423,13 @@ static void bn_fwd_run(void *p) {
     double mean, var;
     bn_stats(xd, k->x, &b, &mean, &var);
     const double invstd = 1.0 / sqrt(var + k->eps);
-    const double gamma = bn_ld(k->scale, bt, pi), beta = bn_ld(k->bias, bt, pi);
+    const double gamma = wk_fake_load(k->scale, bt, pi), beta = wk_fake_load(k->bias, bt, pi);
     BN_EACH(xd, b, in, ih, iw) {
-      double v = gamma * (bn_ld(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd + beta;
-      if (add) v += bn_ld(k->z, xt, wk_fake_at(&k->zd, in, b.c, ih, iw));
+      double v = gamma * (wk_fake_load(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd + beta;
+      if (add) v += wk_fake_load(k->z, xt, wk_fake_at(&k->zd, in, b.c, ih, iw));
       if (k->act.on) v = bn_relu(&k->act, v);
       const size_t yi = wk_fake_at(&k->yd, in, b.c, ih, iw);
-      bn_st(k->y, xt, yi, bn_blend(k->alpha, k->beta, v, k->y, xt, yi));
+      wk_fake_store(k->y, xt, yi, bn_blend(k->alpha, k->beta, v, k->y, xt, yi));
     }
     if (k->rmean) {
       if (m < 2)
@@ -460,13 +437,13 @@ static void bn_fwd_run(void *p) {
                     "unbiased variance's N/(N-1) is undefined there (not implemented)",
                     k->fn, m);
       const double f = k->factor;
-      bn_st(k->rmean, bt, pi, (1.0 - f) * bn_ld(k->rmean, bt, pi) + f * mean);
-      bn_st(k->rvar, bt, pi,
-            (1.0 - f) * bn_ld(k->rvar, bt, pi) + f * var * (double)m / (double)(m - 1));
+      wk_fake_store(k->rmean, bt, pi, (1.0 - f) * wk_fake_load(k->rmean, bt, pi) + f * mean);
+      wk_fake_store(k->rvar, bt, pi,
+            (1.0 - f) * wk_fake_load(k->rvar, bt, pi) + f * var * (double)m / (double)(m - 1));
     }
     if (k->smean) {
-      bn_st(k->smean, bt, pi, mean);
-      bn_st(k->sinv, bt, pi, invstd);
+      wk_fake_store(k->smean, bt, pi, mean);
+      wk_fake_store(k->sinv, bt, pi, invstd);
     }
   }
   if (!k->act.on) return;
@@ -487,7 +464,7 @@ static void bn_fwd_run(void *p) {
     for (int c = 0; c < xd->c; c++)
       for (int y = 0; y < xd->h; y++)
         for (int x = 0; x < xd->w; x++)
-          if (bn_ld(k->y, xt, wk_fake_at(&k->yd, n, c, y, x)) > 0.0) {
+          if (wk_fake_load(k->y, xt, wk_fake_at(&k->yd, n, c, y, x)) > 0.0) {
             const size_t bit = bn_mask_bit(xd, n, c, y, x);
             mask[bit / 8] |= (unsigned char)(1u << (bit % 8));
           }
@@ -544,20 +521,17 @@ static cudnnStatus_t bn_forward_training(
      * required by cudnnGetBatchNormalizationTrainingExReserveSpaceSize()" */
     ws_need = bn_fwd_ws_need(xDesc);
     rs_need = bn_rs_need(xDesc);
-    if (!ws || wsBytes < ws_need)
-      return bn_bad(fn, "workspace %p of %zu bytes, the size query asked for %zu", ws, wsBytes,
-                    ws_need);
-    if (!rs || rsBytes < rs_need)
-      return bn_bad(fn, "reserveSpace %p of %zu bytes, the size query asked for %zu", rs,
-                    rsBytes, rs_need);
+    if ((e = bn_check_spaces(fn, ws, wsBytes, ws_need, rs, rsBytes, rs_need)) !=
+        CUDNN_STATUS_SUCCESS)
+      return e;
   }
   bn_fwd_ctx k;
   memset(&k, 0, sizeof k);
   k.fn = fn;
   k.mode = mode;
   k.ops = fused ? ops : CUDNN_BATCHNORM_OPS_BN;
-  k.alpha = bn_scalar(alpha, xDesc->dtype);
-  k.beta = bn_scalar(beta, xDesc->dtype);
+  k.alpha = wk_fake_cudnn_scalar(alpha, xDesc->dtype);
+  k.beta = wk_fake_cudnn_scalar(beta, xDesc->dtype);
   k.factor = factor;
   k.eps = eps;
   k.xd = *xDesc;
@@ -645,14 +619,14 @@ static void bn_inf_run(void *p) {
   for (int g = 0; g < groups; g++) {
     const bn_box b = bn_group(xd, spatial, g);
     const size_t pi = bn_param_at(&k->bnd, spatial, &b);
-    const double mean = bn_ld(k->mean, bt, pi);
-    const double invstd = 1.0 / sqrt(k->eps + bn_ld(k->var, bt, pi));
-    const double gamma = bn_ld(k->scale, bt, pi), beta = bn_ld(k->bias, bt, pi);
+    const double mean = wk_fake_load(k->mean, bt, pi);
+    const double invstd = 1.0 / sqrt(k->eps + wk_fake_load(k->var, bt, pi));
+    const double gamma = wk_fake_load(k->scale, bt, pi), beta = wk_fake_load(k->bias, bt, pi);
     BN_EACH(xd, b, in, ih, iw) {
       const double v =
-          gamma * (bn_ld(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd + beta;
+          gamma * (wk_fake_load(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd + beta;
       const size_t yi = wk_fake_at(&k->yd, in, b.c, ih, iw);
-      bn_st(k->y, xt, yi, bn_blend(k->alpha, k->beta, v, k->y, xt, yi));
+      wk_fake_store(k->y, xt, yi, bn_blend(k->alpha, k->beta, v, k->y, xt, yi));
     }
   }
 }
@@ -683,8 +657,8 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
   bn_inf_ctx k;
   memset(&k, 0, sizeof k);
   k.mode = mode;
-  k.alpha = bn_scalar(alpha, xDesc->dtype);
-  k.beta = bn_scalar(beta, xDesc->dtype);
+  k.alpha = wk_fake_cudnn_scalar(alpha, xDesc->dtype);
+  k.beta = wk_fake_cudnn_scalar(beta, xDesc->dtype);
   k.eps = epsilon;
   k.xd = *xDesc, k.yd = *yDesc, k.bnd = *bnScaleBiasMeanVarDesc;
   k.x = x, k.y = y;
@@ -768,7 +742,7 @@ static void bn_bwd_check_reserve(const bn_bwd_ctx *k) {
         for (int x = 0; x < xd->w; x++) {
           const size_t bit = bn_mask_bit(xd, n, c, y, x);
           const int fwd = (mask[bit / 8] >> (bit % 8)) & 1;
-          const int now = bn_ld(k->y, xt, wk_fake_at(&k->yd, n, c, y, x)) > 0.0;
+          const int now = wk_fake_load(k->y, xt, wk_fake_at(&k->yd, n, c, y, x)) > 0.0;
           if (fwd != now)
             wk_fake_die("cuDNN", "%s: yData at (%d, %d, %d, %d) is %s where the forward's "
                         "output was %s: yData is not the original forward output", k->fn, n, c,
@@ -802,8 +776,8 @@ static void bn_bwd_run(void *p) {
     const double m = (double)bn_count(xd, &b);
     double mean, invstd;
     if (k->smean) {
-      mean = bn_ld(k->smean, bt, pi);
-      invstd = bn_ld(k->sinv, bt, pi);
+      mean = wk_fake_load(k->smean, bt, pi);
+      invstd = wk_fake_load(k->sinv, bt, pi);
     } else {
       double var;
       bn_stats(xd, k->x, &b, &mean, &var);
@@ -811,24 +785,24 @@ static void bn_bwd_run(void *p) {
     }
     double sg = 0.0, sgx = 0.0;
     BN_EACH(xd, b, in, ih, iw) {
-      double g = bn_ld(k->dy, xt, wk_fake_at(&k->dyd, in, b.c, ih, iw));
-      if (k->act && !(bn_ld(k->y, xt, wk_fake_at(&k->yd, in, b.c, ih, iw)) > 0.0)) g = 0.0;
-      const double xhat = (bn_ld(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd;
+      double g = wk_fake_load(k->dy, xt, wk_fake_at(&k->dyd, in, b.c, ih, iw));
+      if (k->act && !(wk_fake_load(k->y, xt, wk_fake_at(&k->yd, in, b.c, ih, iw)) > 0.0)) g = 0.0;
+      const double xhat = (wk_fake_load(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd;
       sg += g;
       sgx += g * xhat;
     }
-    bn_st(k->dscale, bt, pi, bn_blend(k->a_param, k->b_param, sgx, k->dscale, bt, pi));
-    bn_st(k->dbias, bt, pi, bn_blend(k->a_param, k->b_param, sg, k->dbias, bt, pi));
-    const double scale = bn_ld(k->scale, bt, pi) * invstd;
+    wk_fake_store(k->dscale, bt, pi, bn_blend(k->a_param, k->b_param, sgx, k->dscale, bt, pi));
+    wk_fake_store(k->dbias, bt, pi, bn_blend(k->a_param, k->b_param, sg, k->dbias, bt, pi));
+    const double scale = wk_fake_load(k->scale, bt, pi) * invstd;
     BN_EACH(xd, b, in, ih, iw) {
-      double g = bn_ld(k->dy, xt, wk_fake_at(&k->dyd, in, b.c, ih, iw));
-      if (k->act && !(bn_ld(k->y, xt, wk_fake_at(&k->yd, in, b.c, ih, iw)) > 0.0)) g = 0.0;
-      const double xhat = (bn_ld(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd;
+      double g = wk_fake_load(k->dy, xt, wk_fake_at(&k->dyd, in, b.c, ih, iw));
+      if (k->act && !(wk_fake_load(k->y, xt, wk_fake_at(&k->yd, in, b.c, ih, iw)) > 0.0)) g = 0.0;
+      const double xhat = (wk_fake_load(k->x, xt, wk_fake_at(xd, in, b.c, ih, iw)) - mean) * invstd;
       const double dxv = scale * (g - sg / m - xhat * sgx / m);
       const size_t di = wk_fake_at(&k->dxd, in, b.c, ih, iw);
       /* dz before dx: dy may be dz's or dx's buffer, read above for this element */
-      if (add) bn_st(k->dz, xt, wk_fake_at(&k->dzd, in, b.c, ih, iw), g);
-      bn_st(k->dx, xt, di, bn_blend(k->a_data, k->b_data, dxv, k->dx, xt, di));
+      if (add) wk_fake_store(k->dz, xt, wk_fake_at(&k->dzd, in, b.c, ih, iw), g);
+      wk_fake_store(k->dx, xt, di, bn_blend(k->a_data, k->b_data, dxv, k->dx, xt, di));
     }
   }
 }
@@ -867,8 +841,8 @@ static cudnnStatus_t bn_backward(
   const int fused = ex && ops != CUDNN_BATCHNORM_OPS_BN;
   const int add = fused && ops == CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION;
   size_t ws_need = 0, rs_need = 0;
-  const double a_data = bn_scalar(alphaDataDiff, xDesc->dtype);
-  const double b_data = bn_scalar(betaDataDiff, xDesc->dtype);
+  const double a_data = wk_fake_cudnn_scalar(alphaDataDiff, xDesc->dtype);
+  const double b_data = wk_fake_cudnn_scalar(betaDataDiff, xDesc->dtype);
   if (fused) {
     if ((e = bn_check_act(fn, act)) != CUDNN_STATUS_SUCCESS) return e;
     /* y: "not needed if bnOps is set to CUDNN_BATCHNORM_OPS_BN"; bnBias:
@@ -896,12 +870,9 @@ static cudnnStatus_t bn_backward(
      * cudnnGetBatchNormalizationTrainingExReserveSpaceSize()" */
     ws_need = bn_bwd_ws_need(xDesc);
     rs_need = bn_rs_need(xDesc);
-    if (!ws || wsBytes < ws_need)
-      return bn_bad(fn, "workspace %p of %zu bytes, the size query asked for %zu", ws, wsBytes,
-                    ws_need);
-    if (!rs || rsBytes < rs_need)
-      return bn_bad(fn, "reserveSpace %p of %zu bytes, the size query asked for %zu", rs,
-                    rsBytes, rs_need);
+    if ((e = bn_check_spaces(fn, ws, wsBytes, ws_need, rs, rsBytes, rs_need)) !=
+        CUDNN_STATUS_SUCCESS)
+      return e;
   }
   bn_bwd_ctx k;
   memset(&k, 0, sizeof k);
@@ -910,8 +881,8 @@ static cudnnStatus_t bn_backward(
   k.ops = fused ? ops : CUDNN_BATCHNORM_OPS_BN;
   k.a_data = a_data;
   k.b_data = b_data;
-  k.a_param = bn_scalar(alphaParamDiff, xDesc->dtype);
-  k.b_param = bn_scalar(betaParamDiff, xDesc->dtype);
+  k.a_param = wk_fake_cudnn_scalar(alphaParamDiff, xDesc->dtype);
+  k.b_param = wk_fake_cudnn_scalar(betaParamDiff, xDesc->dtype);
   k.eps = eps;
   k.xd = *xDesc, k.dyd = *dyDesc, k.dxd = *dxDesc, k.bnd = *bnDesc;
   if (fused) k.yd = *yDesc;
