@@ -17,9 +17,16 @@
 #      as one process of 16 does: the weights end where 1.'s synchronised
 #      run's did, within 3x the noise floor of that run against the plain one
 #      and 1e-4 anyway (scripts/ddp_same.py, as tests/test_dist_train.sh
-#      judges the CPU's ranks).
+#      judges the CPU's ranks);
+#   3. with two GPUs: a run killed after its first checkpoint resumes on one
+#      GPU (`--device cuda:0`, the same global batch) and completes its epochs;
+#      a rank that hangs (SIGSTOP) makes every rank stop within
+#      $WHISKER_DIST_TIMEOUT with a message naming what was waited for; a rank
+#      that dies (SIGKILL) ends the whole run.
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
-# data and the comparison), and for 2. without a second GPU or mpirun.
+# data and the comparison), and for 2. and 3. without a second GPU or mpirun
+# (a failure instead with WK_GPU_DDP_NEED_TWO=1: test_gpu_ddp_emu, which runs
+# this script on two emulated GPUs, tests/emu/fake, must not pass without them).
 set -euo pipefail
 bin="${WHISKER_BIN:?}"
 src="${WHISKER_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
@@ -38,7 +45,12 @@ export WHISKER_CUDNN_ALGO=heuristic
 # and none that adds with atomics, whose order changes from run to run
 export WHISKER_CUDNN_DETERMINISTIC=1
 tmp=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
 # fp32 (not the default auto, bf16 on a recent GPU): the bounds below are float32's
@@ -67,11 +79,14 @@ echo "one GPU: --gpus 0 --sync-bn vs --device cuda:0: weights differ by $d"
 
 # 2. two GPUs
 if [ "${n_gpus:-0}" -lt 2 ] || ! command -v mpirun > /dev/null; then
+  [ -z "${WK_GPU_DDP_NEED_TWO:-}" ] || fail "$n_gpus GPU(s), mpirun $(command -v mpirun || echo missing): the 2-rank cases cannot run"
   echo "test_gpu_ddp: one GPU (or no mpirun): the 2-rank case is skipped"
   echo "test_gpu_ddp: ok"
   exit 0
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# as tests/test_dist_train.sh: root in a container, MPI over shared memory only
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 "$bin" train "${common[@]}" --batch 8 --gpus 0,1 --out "$tmp/two" > /dev/null \
   2> "$tmp/two.err" || { cat "$tmp/two.err"; fail "--gpus 0,1 run"; }
 grep -q "data parallel: 2 ranks (mpi, gradients over nccl)" "$tmp/two.err" \
@@ -90,4 +105,68 @@ echo "two GPUs: --gpus 0,1 trained with NCCL; d(one process) = $(l2 "$tmp/plain"
 echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs --gpus 0 --sync-bn (1 x 16):"
 "$py" "$src/scripts/ddp_same.py" "$tmp/sync" "$tmp/plain" "$tmp/two_sync" \
   || fail "2 x 8 synchronised did not end where 1 x 16 did"
+
+# 3. faults and resume; rank_pid MPIRUN_PID RUN_DIR: rank 1's pid under that
+# mpirun once the run has written its first metrics (so it is training)
+rank_pid() {
+  local p victim=""
+  for _ in $(seq 600); do
+    for p in $(pgrep -P "$1" 2>/dev/null); do
+      tr '\0' '\n' 2>/dev/null < "/proc/$p/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+    done
+    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
+    sleep 0.1
+  done
+  echo "$victim"
+}
+# 3a. killed after epoch 1 of 3 on two GPUs, resumed on one with the same global batch
+base=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --precision fp32)
+run3=("${base[@]}" --epochs 3)
+WHISKER_DIST_TIMEOUT=60 "$bin" train "${run3[@]}" --batch 8 --gpus 0,1 --out "$tmp/moved" \
+  > /dev/null 2> "$tmp/moved.err" &
+mp=$!
+pids+=("$mp")
+for _ in $(seq 1200); do [ -s "$tmp/moved/checkpoint.safetensors" ] && break; sleep 0.05; done
+[ -s "$tmp/moved/checkpoint.safetensors" ] || { cat "$tmp/moved.err"; fail "no checkpoint from the 2-GPU run"; }
+pkill -9 -P "$mp" 2>/dev/null || true
+kill -9 "$mp" 2>/dev/null || true
+wait "$mp" 2>/dev/null || true
+rows=$(($(wc -l < "$tmp/moved/metrics.csv") - 1))
+[ "$rows" -lt 3 ] || fail "the 2-GPU run finished before it could be killed"
+"$bin" train "${run3[@]}" --batch 16 --device cuda:0 --out "$tmp/moved" --resume > /dev/null \
+  2> "$tmp/resume.err" || { cat "$tmp/resume.err"; fail "resume on one GPU"; }
+grep -q "resuming" "$tmp/resume.err" || fail "the run did not resume"
+[ "$(wc -l < "$tmp/moved/metrics.csv")" -eq 4 ] || fail "the resumed run's metrics.csv lacks epochs"
+echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
+
+# 3b. a hung rank: the others give up within the timeout, and the run ends
+start=$(date +%s)
+WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/hang" \
+  > /dev/null 2> "$tmp/hang.err" &
+mp=$!
+pids+=("$mp")
+victim=$(rank_pid "$mp" "$tmp/hang")
+[ -n "$victim" ] || { cat "$tmp/hang.err"; fail "rank 1 not found"; }
+kill -STOP "$victim"
+for _ in $(seq 600); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$mp" 2>/dev/null && { kill -9 "$victim" 2>/dev/null; fail "the run did not stop with rank 1 hung"; }
+secs=$(( $(date +%s) - start ))
+# the wait that gives up is NCCL's (the backend's deadline; the emulated
+# NCCL's own, as it waits inside the stream work) or MPI's (metrics, ids)
+msg=$(grep -m1 -E "no answer from the other ranks for 3 s|no word from rank 1 for 3 s" "$tmp/hang.err") \
+  || { cat "$tmp/hang.err"; fail "no timeout message"; }
+echo "hung rank: every rank stopped, ${secs}s after the start; $msg"
+
+# 3c. a dead rank ends the run
+WHISKER_DIST_TIMEOUT=30 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/dead" \
+  > /dev/null 2> "$tmp/dead.err" &
+mp=$!
+pids+=("$mp")
+victim=$(rank_pid "$mp" "$tmp/dead")
+[ -n "$victim" ] || { cat "$tmp/dead.err"; fail "rank 1 not found (dead-rank case)"; }
+kill -9 "$victim"
+for _ in $(seq 400); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$mp" 2>/dev/null && fail "the run went on without rank 1"
+wait "$mp" && fail "the run exited 0 although rank 1 was killed" || true
+echo "dead rank: the run ended"
 echo "test_gpu_ddp: ok"

@@ -1,60 +1,120 @@
-/* fake_nccl.c - the NCCL calls of the GPU backend, on the host, for ONE rank
- * (see fake.h).
+/* fake_nccl.c - the NCCL calls of the GPU backend, on the host: one rank in
+ * a process, and any number of ranks up to 64 in separate processes on one
+ * machine, each with its own fake device (see fake.h).
  *
  * Implemented, under nccl.h's declarations: ncclGetVersion, ncclGetUniqueId,
  * ncclCommInitRankConfig, ncclAllReduce, ncclCommGetAsyncError,
  * ncclCommAbort, ncclGetErrorString, ncclGetLastError.
  *
- * - One process, one rank: a communicator of nranks != 1 is refused with
- *   ncclInvalidUsage and the last error "fake NCCL: one rank only"; rank
- *   must be 0. The unique id must come from ncclGetUniqueId (a marker in it
- *   is checked: a real rank given garbage would fail to bootstrap).
- * - ncclAllReduce over one rank leaves recvbuff = op(sendbuff) elementwise,
- *   which for every built-in op (sum, prod, max, min, and avg: the sum
- *   divided by 1) and every built-in type is sendbuff itself: a copy, or
- *   nothing in place (sendbuff == recvbuff, as NCCL's in-place rule says).
- *   The work goes through wk_fake_enqueue on the call's stream; when it runs
+ * - The unique id must come from ncclGetUniqueId (a marker in it is checked:
+ *   a real rank given garbage would fail to bootstrap). It names a POSIX
+ *   shared-memory segment (the process id, a serial and 64 random bits), which
+ *   the ranks of a communicator of several map: ranks in separate processes
+ *   that got the same id (the backend broadcasts it over MPI) meet there, as
+ *   NCCL's bootstrap does over sockets. Rank must be in [0, nranks); two
+ *   processes claiming one rank, or ranks told different nranks, are
+ *   ncclInvalidUsage. The segment's name is unlinked once every rank has it.
+ *   A communicator of one rank makes no segment.
+ * - ncclAllReduce over one rank leaves recvbuff = op(sendbuff), which for
+ *   every built-in op and type is sendbuff itself (NCCL's one-rank path: a
+ *   copy, or nothing in place, sendbuff == recvbuff). Over several, each rank
+ *   puts its contribution in its slot of the segment, 1 MiB at a time, and
+ *   every rank reduces all slots in rank order, so every rank gets the same
+ *   bits (as from NCCL's ring, whose order differs). Each step rounds to the
+ *   element type (sums of float32 in float32). ncclAvg on floating types is
+ *   what NCCL makes of it (enqueue: PreMulSum with the scalar 1/nranks
+ *   rounded to the type): each contribution times that scalar, then summed.
+ *   Floating types only (float32, float64, float16, bfloat16) and the ops
+ *   sum, prod and avg; anything else over several ranks stops the process as
+ *   not implemented. Ranks whose calls do not match (count, type or op of the
+ *   same collective) stop the process with both calls named: NCCL requires
+ *   the same collectives in the same order on every rank and would hang or
+ *   compute garbage. The work goes through wk_fake_enqueue on the call's
+ *   stream (recorded in a graph capture, done at each replay); when it runs
  *   it checks that both buffers lie inside live device allocations.
+ * - Waiting for peers happens inside that stream work, which in these fakes
+ *   runs on the calling thread: the backend's own deadline cannot run then.
+ *   So the wait has one of its own, $WK_FAKE_NCCL_TIMEOUT seconds, else
+ *   $WHISKER_DIST_TIMEOUT, else 300: past it, or when a peer's process has
+ *   exited or aborted its communicator before reaching the collective, the
+ *   work stops (recvbuff is left as it was) and the communicator's
+ *   asynchronous error becomes ncclRemoteError, with ncclGetLastError naming
+ *   the rank. Real NCCL reports a peer's death the same way (ncclRemoteError
+ *   or ncclSystemError) and leaves a hang to the caller's watchdog.
  * - Non-blocking communicators (config->blocking = 0) behave as NCCL
  *   documents they may: ncclCommInitRankConfig and ncclAllReduce return
- *   ncclInProgress, and the operation completes (the all-reduce is only then
- *   put on its stream) at the next ncclCommGetAsyncError, which then reports
- *   ncclSuccess. Any other call on the communicator before that is refused
- *   with ncclInvalidArgument (NCCL: the previous operation must be seen to
- *   return ncclSuccess first), so a caller that forgets to poll is caught.
+ *   ncclInProgress. Creation completes at the first ncclCommGetAsyncError
+ *   that finds every rank joined (until then it answers ncclInProgress; a
+ *   blocking creation waits for them, with the deadline above); an
+ *   all-reduce is put on its stream at the next ncclCommGetAsyncError, which
+ *   then reports ncclSuccess or the asynchronous error. Any other call on
+ *   the communicator before that is refused with ncclInvalidArgument (NCCL:
+ *   the previous operation must be seen to return ncclSuccess first), so a
+ *   caller that forgets to poll is caught.
  * - After ncclCommAbort the communicator is gone: using it again (abort
  *   included) is ncclInvalidArgument, with a line on stderr, as callers often
- *   discard ncclCommAbort's result. A pointer that never was a communicator
- *   dies (real NCCL: undefined behaviour).
- * - ncclCommGetAsyncError reports ncclSuccess (nothing here fails
- *   asynchronously) unless completing a deferred all-reduce failed to
- *   enqueue (then ncclUnhandledCudaError).
+ *   discard ncclCommAbort's result. Peers still waiting for its rank then
+ *   fail as above. A pointer that never was a communicator dies (real NCCL:
+ *   undefined behaviour).
  *
  * Not implemented: every other NCCL function (absent, so using one fails to
  * link), user-defined reduction ops (ncclRedOpCreatePreMulSum's handles are
- * refused as invalid ops), more than one rank, and the config fields other
- * than blocking (performance and sharing knobs, accepted and ignored), the
- * NCCL_* environment variables. */
+ * refused as invalid ops), over several ranks the integer and fp8 types and
+ * max/min, ranks on several machines, and the config fields other than
+ * blocking (performance and sharing knobs, accepted and ignored), the NCCL_*
+ * environment variables. */
+#include <errno.h>
+#include <fcntl.h>
 #include <nccl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fake.h"
 
 #define WK_LIB "NCCL"
+#define WK_MAX_RANKS 64
+/* bytes of one rank's contribution per step of a collective */
+#define WK_SLOT_BYTES ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ state */
 
-/* A pending all-reduce: sendbuff, recvbuff and their length in bytes. */
+/* One collective call as a rank issued it: its peers must issue the same. */
+typedef struct wk_call {
+  uint64_t count;
+  int32_t type, op;
+} wk_call;
+
+/* The segment several ranks share; all zero when made (ftruncate), which is
+ * its initial state. The slots (nranks x WK_SLOT_BYTES) follow the header. */
+typedef struct wk_shared {
+  _Atomic int32_t nranks;  /* set by the first rank to join */
+  _Atomic int32_t joined;  /* ranks that mapped the segment */
+  _Atomic int32_t pid[WK_MAX_RANKS];       /* each rank's process */
+  _Atomic int32_t aborted[WK_MAX_RANKS];   /* 1 once the rank called ncclCommAbort */
+  _Atomic uint64_t posted[WK_MAX_RANKS];   /* the last step whose slot it filled */
+  _Atomic uint64_t done[WK_MAX_RANKS];     /* the last step it finished reading */
+  wk_call call[WK_MAX_RANKS];              /* written before posted */
+} wk_shared;
+#define WK_SHARED_HDR ((sizeof(wk_shared) + 4095) / 4096 * 4096)
+
+/* A collective to run on a stream: everything copied, as a graph replays it. */
 typedef struct wk_reduce_job {
+  struct ncclComm *comm;
   const void *send;
   void *recv;
-  size_t bytes;
+  size_t count;
+  ncclDataType_t type;
+  ncclRedOp_t op;
 } wk_reduce_job;
 
 struct ncclComm {
@@ -68,6 +128,11 @@ struct ncclComm {
   bool has_pending; /* a non-blocking all-reduce not yet put on its stream */
   wk_reduce_job pending;
   cudaStream_t pending_stream;
+  /* several ranks: the shared segment, its size, and the steps taken */
+  wk_shared *shm;
+  size_t shm_bytes;
+  uint64_t step;
+  double timeout_s;
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,8 +143,15 @@ static struct ncclComm *g_comms;
  * NCCL, not cleared by reading it. */
 static char g_last_error[256];
 
-/* 17 bytes at the start of every id from ncclGetUniqueId */
+/* 17 bytes at the start of every id from ncclGetUniqueId, then the maker's
+ * process id, a serial and 64 random bits */
 static const char wk_id_magic[] = "whisker-fake-nccl";
+typedef struct wk_id_tail {
+  int32_t pid;
+  uint32_t serial;
+  uint64_t nonce;
+} wk_id_tail;
+_Static_assert(sizeof wk_id_magic - 1 + sizeof(wk_id_tail) <= sizeof(ncclUniqueId), "id");
 
 /* Records the last error ("fake NCCL: ...") and returns r. */
 static ncclResult_t wk_fail(ncclResult_t r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -115,14 +187,25 @@ static ncclResult_t wk_comm(ncclComm_t comm, const char *fn, struct ncclComm **o
   return ncclSuccess;
 }
 
+static ncclResult_t wk_state(struct ncclComm *c) {
+  pthread_mutex_lock(&g_lock);
+  const ncclResult_t st = c->state;
+  pthread_mutex_unlock(&g_lock);
+  return st;
+}
+
+static void wk_set_state(struct ncclComm *c, ncclResult_t st) {
+  pthread_mutex_lock(&g_lock);
+  c->state = st;
+  pthread_mutex_unlock(&g_lock);
+}
+
 /* A communicator ready for a new operation: a non-blocking one's previous
  * call must have been seen to complete (ncclCommGetAsyncError answering
  * ncclSuccess) first; NCCL refuses one still in progress with
  * ncclInvalidArgument, and one with an asynchronous error keeps reporting it. */
 static ncclResult_t wk_ready(struct ncclComm *c, const char *fn) {
-  pthread_mutex_lock(&g_lock);
-  const ncclResult_t st = c->state;
-  pthread_mutex_unlock(&g_lock);
+  const ncclResult_t st = wk_state(c);
   if (st == ncclInProgress)
     return wk_fail(ncclInvalidArgument, "%s: communicator used before its previous operation "
                    "returned ncclSuccess (poll ncclCommGetAsyncError)", fn);
@@ -130,6 +213,186 @@ static ncclResult_t wk_ready(struct ncclComm *c, const char *fn) {
     return wk_fail(st, "%s: the communicator has an asynchronous error (%s)", fn,
                    ncclGetErrorString(st));
   return ncclSuccess;
+}
+
+/* ------------------------------------------------------------------ several ranks */
+
+static double wk_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The wait for peers: $WK_FAKE_NCCL_TIMEOUT, else $WHISKER_DIST_TIMEOUT, else 300 s. */
+static double wk_timeout_s(void) {
+  const char *names[] = {"WK_FAKE_NCCL_TIMEOUT", "WHISKER_DIST_TIMEOUT"};
+  for (int k = 0; k < 2; k++) {
+    const char *e = getenv(names[k]);
+    char *end = NULL;
+    const double v = e ? strtod(e, &end) : 0;
+    if (e && end != e && *end == '\0' && v > 0) return v;
+  }
+  return 300.0;
+}
+
+/* Whether process `pid` has exited (gone, or a zombie not yet reaped). */
+static bool wk_pid_gone(int32_t pid) {
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return true;
+  const size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* "pid (comm) S ...": the state follows the last ')' */
+  const char *p = strrchr(buf, ')');
+  return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+}
+
+static void wk_segment_name(const ncclUniqueId *id, char *name, size_t cap) {
+  wk_id_tail t;
+  memcpy(&t, id->internal + sizeof wk_id_magic - 1, sizeof t);
+  snprintf(name, cap, "/wk-fake-nccl-%d-%u-%016llx", (int)t.pid, t.serial,
+           (unsigned long long)t.nonce);
+}
+
+/* Maps the segment of id (made by the first rank to come) and takes `rank`. */
+static ncclResult_t wk_join(struct ncclComm *c, const ncclUniqueId *id) {
+  static const char fn[] = "ncclCommInitRankConfig";
+  char name[96];
+  wk_segment_name(id, name, sizeof name);
+  const int fd = shm_open(name, O_RDWR | O_CREAT, 0600);
+  if (fd < 0) return wk_fail(ncclSystemError, "%s: shm_open %s: %s", fn, name, strerror(errno));
+  const size_t bytes = WK_SHARED_HDR + (size_t)c->nranks * WK_SLOT_BYTES;
+  struct stat st;
+  /* ranks come in any order: each grows the segment to what it needs (only
+   * grows: one told more ranks may have come first; the counts are compared
+   * below) */
+  if (fstat(fd, &st) != 0 || ((size_t)st.st_size < bytes && ftruncate(fd, (off_t)bytes) != 0)) {
+    const int e = errno;
+    close(fd);
+    return wk_fail(ncclSystemError, "%s: sizing %s: %s", fn, name, strerror(e));
+  }
+  void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int e = errno;
+  close(fd);
+  if (m == MAP_FAILED) return wk_fail(ncclSystemError, "%s: mmap %s: %s", fn, name, strerror(e));
+  wk_shared *sh = m;
+  c->shm = sh;
+  c->shm_bytes = bytes;
+  int32_t want = 0;
+  if (!atomic_compare_exchange_strong(&sh->nranks, &want, c->nranks) && want != c->nranks)
+    return wk_fail(ncclInvalidUsage, "%s: rank %d was given nranks %d, another rank %d", fn,
+                   c->rank, c->nranks, (int)want);
+  int32_t none = 0;
+  if (!atomic_compare_exchange_strong(&sh->pid[c->rank], &none, (int32_t)getpid()))
+    return wk_fail(ncclInvalidUsage, "%s: rank %d of %d is taken by process %d already", fn,
+                   c->rank, c->nranks, (int)none);
+  /* the last to come unlinks the name: every rank has the segment mapped */
+  if (atomic_fetch_add(&sh->joined, 1) + 1 == c->nranks) (void)shm_unlink(name);
+  return ncclSuccess;
+}
+
+static bool wk_all_joined(const struct ncclComm *c) {
+  return atomic_load(&c->shm->joined) == c->nranks;
+}
+
+/* Why rank j cannot come: it aborted or its process exited; NULL if neither. */
+static const char *wk_peer_lost(const struct ncclComm *c, int j) {
+  if (atomic_load(&c->shm->aborted[j])) return "aborted its communicator";
+  const int32_t pid = atomic_load(&c->shm->pid[j]);
+  if (pid && wk_pid_gone(pid)) return "has exited";
+  return NULL;
+}
+
+/* Waits until every rank's counter (posted or done) has reached step, with
+ * the deadline; false (the communicator's state ncclRemoteError, the reason
+ * recorded) when a peer is lost or late. */
+static bool wk_wait_all(struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step,
+                        const char *what) {
+  const double start = wk_now();
+  double next_check = start + 0.05;
+  for (unsigned spins = 0;; spins++) {
+    int late = -1;
+    for (int j = 0; j < c->nranks && late < 0; j++)
+      if (atomic_load_explicit(&ctr[j], memory_order_acquire) < step) late = j;
+    if (late < 0) return true;
+    if (spins > 64) {
+      const struct timespec ts = {0, 100 * 1000}; /* 100 us */
+      nanosleep(&ts, NULL);
+    }
+    const double now = wk_now();
+    if (now < next_check) continue;
+    next_check = now + 0.05;
+    const char *why = wk_peer_lost(c, late);
+    if (why || now - start > c->timeout_s) {
+      if (why)
+        wk_fail(ncclRemoteError, "%s: rank %d %s (rank %d of %d waiting)", what, late, why,
+                c->rank, c->nranks);
+      else
+        wk_fail(ncclRemoteError, "%s: no word from rank %d for %g s ($WK_FAKE_NCCL_TIMEOUT; "
+                "rank %d of %d waiting)", what, late, c->timeout_s, c->rank, c->nranks);
+      wk_set_state(c, ncclRemoteError);
+      return false;
+    }
+  }
+}
+
+/* The fakes' element types for NCCL's floating types; -1 for the others. */
+static int wk_float_type(ncclDataType_t t) {
+  switch (t) {
+  case ncclFloat32: return WK_FAKE_F32;
+  case ncclFloat64: return WK_FAKE_F64;
+  case ncclFloat16: return WK_FAKE_F16;
+  case ncclBfloat16: return WK_FAKE_BF16;
+  default: return -1;
+  }
+}
+
+/* v rounded to the element type, as a value of it would hold it. */
+static double wk_round(wk_fake_dtype t, double v) {
+  unsigned char tmp[8];
+  wk_fake_store(tmp, t, 0, v);
+  return wk_fake_load(tmp, t, 0);
+}
+
+/* One step of a collective over several ranks: n elements from offset off. */
+static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t off, size_t n) {
+  const wk_fake_dtype t = (wk_fake_dtype)wk_float_type(j->type);
+  const size_t size = wk_fake_dtype_size(t);
+  wk_shared *sh = c->shm;
+  const uint64_t step = ++c->step;
+  unsigned char *slots = (unsigned char *)sh + WK_SHARED_HDR;
+  /* this rank's slot is free once every rank has read the previous step */
+  if (!wk_wait_all(c, sh->done, step - 1, "ncclAllReduce")) return false;
+  memcpy(slots + (size_t)c->rank * WK_SLOT_BYTES, (const unsigned char *)j->send + off * size,
+         n * size);
+  sh->call[c->rank] = (wk_call){j->count, (int32_t)j->type, (int32_t)j->op};
+  atomic_store_explicit(&sh->posted[c->rank], step, memory_order_release);
+  if (!wk_wait_all(c, sh->posted, step, "ncclAllReduce")) return false;
+  for (int r = 0; r < c->nranks; r++) {
+    const wk_call *a = &sh->call[r], *b = &sh->call[c->rank];
+    if (a->count != b->count || a->type != b->type || a->op != b->op)
+      wk_fake_die(WK_LIB, "ncclAllReduce: the ranks' calls differ (collective step %llu): rank "
+                  "%d %llu elements of type %d, op %d; rank %d %llu elements of type %d, op %d "
+                  "(NCCL needs the same collectives in the same order on every rank)",
+                  (unsigned long long)step, r, (unsigned long long)a->count, (int)a->type,
+                  (int)a->op, c->rank, (unsigned long long)b->count, (int)b->type, (int)b->op);
+  }
+  /* NCCL's ncclAvg on floating types: PreMulSum, the scalar 1/nranks in the type */
+  const double scale = j->op == ncclAvg ? wk_round(t, 1.0 / c->nranks) : 1.0;
+  for (size_t i = 0; i < n; i++) {
+    double acc = 0;
+    for (int r = 0; r < c->nranks; r++) {
+      double v = wk_fake_load(slots + (size_t)r * WK_SLOT_BYTES, t, i);
+      if (j->op == ncclAvg) v = wk_round(t, v * scale);
+      if (r == 0) acc = v;
+      else acc = wk_round(t, j->op == ncclProd ? acc * v : acc + v);
+    }
+    wk_fake_store((unsigned char *)j->recv + off * size, t, i, acc);
+  }
+  atomic_store_explicit(&sh->done[c->rank], step, memory_order_release);
+  return true;
 }
 
 /* ------------------------------------------------------------------ calls */
@@ -167,10 +430,26 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *uniqueId) {
   pthread_mutex_lock(&g_lock);
   const unsigned serial = ++counter;
   pthread_mutex_unlock(&g_lock);
+  wk_id_tail t = {.pid = (int32_t)getpid(), .serial = serial};
+  FILE *f = fopen("/dev/urandom", "rb");
+  const bool random = f && fread(&t.nonce, sizeof t.nonce, 1, f) == 1;
+  if (f) fclose(f);
+  if (!random) /* NCCL makes its id from a socket address: a failure there is a system error */
+    return wk_fail(ncclSystemError, "ncclGetUniqueId: reading /dev/urandom failed");
   memset(uniqueId, 0, sizeof *uniqueId);
   memcpy(uniqueId->internal, wk_id_magic, sizeof wk_id_magic - 1);
-  memcpy(uniqueId->internal + sizeof wk_id_magic - 1, &serial, sizeof serial);
+  memcpy(uniqueId->internal + sizeof wk_id_magic - 1, &t, sizeof t);
   return ncclSuccess;
+}
+
+/* Unmaps the segment; marks the rank aborted first (when it holds the rank)
+ * so that waiting peers stop. */
+static void wk_leave(struct ncclComm *c) {
+  if (!c->shm) return;
+  if (atomic_load(&c->shm->pid[c->rank]) == (int32_t)getpid())
+    atomic_store(&c->shm->aborted[c->rank], 1);
+  munmap(c->shm, c->shm_bytes);
+  c->shm = NULL;
 }
 
 ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId commId, int rank,
@@ -196,7 +475,8 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
   /* documented: "rank must be between 0 and nranks-1" */
   if (nranks < 1 || rank < 0 || rank >= nranks)
     return wk_fail(ncclInvalidArgument, "%s: rank %d of %d", fn, rank, nranks);
-  if (nranks != 1) return wk_fail(ncclInvalidUsage, "one rank only");
+  if (nranks > WK_MAX_RANKS)
+    wk_fake_die(WK_LIB, "%s: %d ranks: not implemented (at most %d)", fn, nranks, WK_MAX_RANKS);
   if (memcmp(commId.internal, wk_id_magic, sizeof wk_id_magic - 1) != 0)
     return wk_fail(ncclInvalidArgument, "%s: the unique id was not made by ncclGetUniqueId", fn);
   struct ncclComm *c = calloc(1, sizeof *c);
@@ -205,22 +485,42 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
   c->blocking = blocking;
   c->rank = rank;
   c->nranks = nranks;
+  c->timeout_s = wk_timeout_s();
+  c->state = ncclSuccess;
+  if (nranks > 1) {
+    const ncclResult_t r = wk_join(c, &commId);
+    if (r != ncclSuccess) {
+      wk_leave(c);
+      free(c);
+      return r;
+    }
+    /* blocking: the bootstrap waits for every rank (with the deadline);
+     * non-blocking: the polls complete it once every rank has joined */
+    if (blocking && !wk_all_joined(c)) {
+      const double deadline = wk_now() + c->timeout_s;
+      while (!wk_all_joined(c)) {
+        if (wk_now() > deadline) {
+          const int joined = (int)atomic_load(&c->shm->joined);
+          const double waited = c->timeout_s;
+          wk_leave(c);
+          free(c);
+          return wk_fail(ncclRemoteError, "%s: only %d of %d ranks came in %g s", fn, joined,
+                         nranks, waited);
+        }
+        const struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
   /* non-blocking: NCCL may return before the communicator is ready, with
    * ncclInProgress; it is ready once ncclCommGetAsyncError says ncclSuccess */
-  c->state = blocking ? ncclSuccess : ncclInProgress;
+  if (!blocking) c->state = ncclInProgress;
   pthread_mutex_lock(&g_lock);
   c->next = g_comms;
   g_comms = c;
   pthread_mutex_unlock(&g_lock);
   *comm = c;
   return blocking ? ncclSuccess : ncclInProgress;
-}
-
-static void wk_reduce_run(void *ctx) {
-  const wk_reduce_job *j = ctx;
-  wk_fake_check_device(j->send, j->bytes, "ncclAllReduce: sendbuff");
-  wk_fake_check_device(j->recv, j->bytes, "ncclAllReduce: recvbuff");
-  if (j->recv != j->send) memcpy(j->recv, j->send, j->bytes); /* disjoint: checked at the call */
 }
 
 /* Element size of a built-in datatype; 0 for anything else. */
@@ -246,6 +546,31 @@ static size_t wk_type_bytes(ncclDataType_t t) {
     break;
   }
   return 0;
+}
+
+static void wk_reduce_run(void *ctx) {
+  const wk_reduce_job *j = ctx;
+  struct ncclComm *c = j->comm;
+  const size_t size = wk_type_bytes(j->type);
+  wk_fake_check_device(j->send, j->count * size, "ncclAllReduce: sendbuff");
+  wk_fake_check_device(j->recv, j->count * size, "ncclAllReduce: recvbuff");
+  pthread_mutex_lock(&g_lock);
+  /* an aborted communicator or one with an asynchronous error runs nothing
+   * more (a graph replayed after the abort, a later operation of a broken
+   * one) */
+  const bool go = c->live && (c->state == ncclSuccess || c->state == ncclInProgress);
+  pthread_mutex_unlock(&g_lock);
+  if (!go) return;
+  if (c->nranks == 1) {
+    /* disjoint: checked at the call */
+    if (j->recv != j->send) memcpy(j->recv, j->send, j->count * size);
+    return;
+  }
+  const size_t per_step = WK_SLOT_BYTES / size;
+  for (size_t off = 0; off < j->count; off += per_step) {
+    const size_t n = j->count - off < per_step ? j->count - off : per_step;
+    if (!wk_reduce_step(c, j, off, n)) return;
+  }
 }
 
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
@@ -275,9 +600,10 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
   if (s != d && s < d + bytes && d < s + bytes)
     wk_fake_die(WK_LIB, "%s: sendbuff %p and recvbuff %p overlap (%zu bytes) without being the "
                 "same (in place)", fn, sendbuff, (void *)recvbuff, bytes);
-  /* One rank: op over one contribution is the contribution itself, for every
-   * built-in op (ncclAvg divides the sum by nranks = 1) and type. */
-  const wk_reduce_job j = {sendbuff, recvbuff, bytes};
+  if (c->nranks > 1 && (wk_float_type(datatype) < 0 || op == ncclMax || op == ncclMin))
+    wk_fake_die(WK_LIB, "%s: type %d, op %d over %d ranks: not implemented (floating types "
+                "with sum, prod or avg only)", fn, (int)datatype, (int)op, c->nranks);
+  const wk_reduce_job j = {c, sendbuff, recvbuff, count, datatype, op};
   if (!c->blocking) {
     /* deferred until ncclCommGetAsyncError sees it complete (a non-blocking
      * call may return ncclInProgress before its work is on the stream) */
@@ -302,6 +628,12 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
   const ncclResult_t r = wk_comm(comm, fn, &c);
   if (r != ncclSuccess) return r;
   if (!asyncError) return wk_fail(ncclInvalidArgument, "%s: asyncError is NULL", fn);
+  /* a non-blocking creation completes once every rank has joined (no
+   * all-reduce can be pending before: wk_ready refuses it) */
+  if (c->shm && !wk_all_joined(c)) {
+    *asyncError = ncclInProgress;
+    return ncclSuccess;
+  }
   pthread_mutex_lock(&g_lock);
   ncclResult_t st = c->state;
   const bool run = st == ncclInProgress && c->has_pending;
@@ -311,8 +643,8 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
   pthread_mutex_unlock(&g_lock);
   if (st == ncclInProgress) {
     /* the operation in progress completes now: a deferred all-reduce goes
-     * on its stream (an enqueue failure is the communicator's asynchronous
-     * error from then on) */
+     * on its stream, and runs there (an enqueue failure, or a peer lost
+     * while it runs, is the communicator's asynchronous error from then on) */
     st = ncclSuccess;
     if (run) {
       const cudaError_t e = wk_fake_enqueue(stream, wk_reduce_run, &j, sizeof j);
@@ -321,7 +653,8 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
                      cudaGetErrorName(e));
     }
     pthread_mutex_lock(&g_lock);
-    c->state = st;
+    if (c->state == ncclInProgress) c->state = st;
+    st = c->state;
     pthread_mutex_unlock(&g_lock);
   }
   *asyncError = st;
@@ -341,5 +674,6 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
   c->live = false;
   c->has_pending = false;
   pthread_mutex_unlock(&g_lock);
+  wk_leave(c);
   return ncclSuccess;
 }
