@@ -52,7 +52,7 @@ rank_pid() {
   local p victim=""
   for _ in $(seq 300); do
     for p in $(pgrep -P "$1" 2>/dev/null); do
-      tr '\0' '\n' 2>/dev/null < "/proc/$p/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+      grep -qzx "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null && victim=$p
     done
     [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
     sleep 0.1

@@ -22,7 +22,10 @@
 #      GPU (`--device cuda:0`, the same global batch) and completes its epochs;
 #      a rank that hangs (SIGSTOP) makes every rank stop within
 #      $WHISKER_DIST_TIMEOUT with a message naming what was waited for; a rank
-#      that dies (SIGKILL) ends the whole run.
+#      that dies (SIGKILL) ends the whole run; and on emulated GPUs
+#      ($WK_FAKE_DEVICES set), a rank hung inside an NCCL all-reduce (the fake
+#      NCCL's WK_FAKE_NCCL_HANG) makes the other give up at the backend's
+#      NCCL deadline, abort its communicator and end the run.
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
 # data and the comparison), and for 2. and 3. without a second GPU or mpirun
 # (a failure instead with WK_GPU_DDP_NEED_TWO=1: test_gpu_ddp_emu, which runs
@@ -31,12 +34,15 @@ set -euo pipefail
 bin="${WHISKER_BIN:?}"
 src="${WHISKER_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
 py="${WHISKER_PYTHON:-/usr/bin/python3}"
-"$py" -c 'import PIL, numpy' 2>/dev/null || { echo "test_gpu_ddp: no PIL/numpy: skipped"; exit 77; }
-n_gpus=$("$bin" system 2>/dev/null | grep -c "^device [0-9]*: .*compute capability" || true)
-if [ "${n_gpus:-0}" -lt 1 ]; then
-  echo "test_gpu_ddp: no GPU: skipped"
+need_two="${WK_GPU_DDP_NEED_TWO:-}"
+skip() {
+  [ -z "$need_two" ] || { echo "test_gpu_ddp: FAIL: $* (WK_GPU_DDP_NEED_TWO)" >&2; exit 1; }
+  echo "test_gpu_ddp: $*: skipped"
   exit 77
-fi
+}
+"$py" -c 'import PIL, numpy' 2>/dev/null || skip "no PIL/numpy"
+n_gpus=$("$bin" system 2>/dev/null | grep -c "^device [0-9]*: .*compute capability" || true)
+[ "${n_gpus:-0}" -ge 1 ] || skip "no GPU"
 # Two processes must choose the same convolution algorithms for 1.'s 1e-6:
 # timing (the default for training) can choose differently from run to run
 # between algorithms of about the same speed, which round differently;
@@ -79,7 +85,7 @@ echo "one GPU: --gpus 0 --sync-bn vs --device cuda:0: weights differ by $d"
 
 # 2. two GPUs
 if [ "${n_gpus:-0}" -lt 2 ] || ! command -v mpirun > /dev/null; then
-  [ -z "${WK_GPU_DDP_NEED_TWO:-}" ] || fail "$n_gpus GPU(s), mpirun $(command -v mpirun || echo missing): the 2-rank cases cannot run"
+  [ -z "$need_two" ] || fail "$n_gpus GPU(s), mpirun $(command -v mpirun || echo missing): the 2-rank cases cannot run"
   echo "test_gpu_ddp: one GPU (or no mpirun): the 2-rank case is skipped"
   echo "test_gpu_ddp: ok"
   exit 0
@@ -112,7 +118,7 @@ rank_pid() {
   local p victim=""
   for _ in $(seq 600); do
     for p in $(pgrep -P "$1" 2>/dev/null); do
-      tr '\0' '\n' 2>/dev/null < "/proc/$p/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+      grep -qzx "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null && victim=$p
     done
     [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
     sleep 0.1
@@ -131,6 +137,7 @@ for _ in $(seq 1200); do [ -s "$tmp/moved/checkpoint.safetensors" ] && break; sl
 pkill -9 -P "$mp" 2>/dev/null || true
 kill -9 "$mp" 2>/dev/null || true
 wait "$mp" 2>/dev/null || true
+pids=()
 rows=$(($(wc -l < "$tmp/moved/metrics.csv") - 1))
 [ "$rows" -lt 3 ] || fail "the 2-GPU run finished before it could be killed"
 "$bin" train "${run3[@]}" --batch 16 --device cuda:0 --out "$tmp/moved" --resume > /dev/null \
@@ -140,7 +147,22 @@ grep -q "resuming" "$tmp/resume.err" || fail "the run did not resume"
 echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
 
 # 3b. a hung rank: the others give up within the timeout, and the run ends
-start=$(date +%s)
+# ends_within RUN_PID VICTIM LIMIT_S WHAT: the run ends within LIMIT_S (then
+# the victim is killed whatever happened) with a failure status; prints the
+# seconds it took
+ends_within() {
+  local t0 rc=0
+  t0=$(date +%s)
+  for _ in $(seq $(($3 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$1" 2>/dev/null; then
+    [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
+    fail "$4: the run did not stop within $3 s"
+  fi
+  wait "$1" || rc=$?
+  [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
+  [ "$rc" -ne 0 ] || fail "$4: the run exited 0"
+  echo "$(( $(date +%s) - t0 ))"
+}
 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/hang" \
   > /dev/null 2> "$tmp/hang.err" &
 mp=$!
@@ -148,16 +170,16 @@ pids+=("$mp")
 victim=$(rank_pid "$mp" "$tmp/hang")
 [ -n "$victim" ] || { cat "$tmp/hang.err"; fail "rank 1 not found"; }
 kill -STOP "$victim"
-for _ in $(seq 600); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$mp" 2>/dev/null && { kill -9 "$victim" 2>/dev/null; fail "the run did not stop with rank 1 hung"; }
-secs=$(( $(date +%s) - start ))
-# the wait that gives up is NCCL's (the backend's deadline; the emulated
-# NCCL's own, as it waits inside the stream work) or MPI's (metrics, ids)
-msg=$(grep -m1 -E "no answer from the other ranks for 3 s|no word from rank 1 for 3 s" "$tmp/hang.err") \
+# the 3 s deadline, then MPI_Abort's teardown
+secs=$(ends_within "$mp" "$victim" 30 "hung rank") || { cat "$tmp/hang.err"; exit 1; }
+pids=()
+# the wait that gives up is MPI's (metrics, the stop flag) or NCCL's (the
+# backend's deadline), depending on where the rank stopped
+msg=$(grep -m1 "no answer from the other ranks for 3 s" "$tmp/hang.err") \
   || { cat "$tmp/hang.err"; fail "no timeout message"; }
-echo "hung rank: every rank stopped, ${secs}s after the start; $msg"
+echo "hung rank: every rank stopped ${secs} s after the SIGSTOP; $msg"
 
-# 3c. a dead rank ends the run
+# 3c. a dead rank ends the run (mpirun's own doing, or the survivor's error)
 WHISKER_DIST_TIMEOUT=30 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/dead" \
   > /dev/null 2> "$tmp/dead.err" &
 mp=$!
@@ -165,8 +187,24 @@ pids+=("$mp")
 victim=$(rank_pid "$mp" "$tmp/dead")
 [ -n "$victim" ] || { cat "$tmp/dead.err"; fail "rank 1 not found (dead-rank case)"; }
 kill -9 "$victim"
-for _ in $(seq 400); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$mp" 2>/dev/null && fail "the run went on without rank 1"
-wait "$mp" && fail "the run exited 0 although rank 1 was killed" || true
-echo "dead rank: the run ended"
+secs=$(ends_within "$mp" "" 40 "dead rank") || { cat "$tmp/dead.err"; exit 1; }
+pids=()
+echo "dead rank: the run ended ${secs} s after the SIGKILL"
+
+# 3d. emulated GPUs only: rank 1 hangs inside its 5th all-reduce (the fake
+# NCCL's fault injection), so rank 0 is the one waiting in NCCL, and it is the
+# backend's deadline on the non-blocking communicator that must end the run
+if [ -n "${WK_FAKE_DEVICES:-}" ]; then
+  WK_FAKE_NCCL_HANG=1:5 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 \
+    --gpus 0,1 --out "$tmp/nccl_hang" > /dev/null 2> "$tmp/nccl_hang.err" &
+  mp=$!
+  pids+=("$mp")
+  secs=$(ends_within "$mp" "" 60 "rank hung in NCCL") || { cat "$tmp/nccl_hang.err"; exit 1; }
+  pids=()
+  grep -q "rank 1 hangs before collective step 5" "$tmp/nccl_hang.err" \
+    || { cat "$tmp/nccl_hang.err"; fail "the fault was not injected"; }
+  msg=$(grep -m1 "NCCL: .*no answer from the other ranks for 3 s" "$tmp/nccl_hang.err") \
+    || { cat "$tmp/nccl_hang.err"; fail "no NCCL timeout message"; }
+  echo "rank hung in an NCCL all-reduce: the run ended after ${secs} s; $msg"
+fi
 echo "test_gpu_ddp: ok"

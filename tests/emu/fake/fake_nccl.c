@@ -11,10 +11,13 @@
  *   shared-memory segment (the process id, a serial and 64 random bits), which
  *   the ranks of a communicator of several map: ranks in separate processes
  *   that got the same id (the backend broadcasts it over MPI) meet there, as
- *   NCCL's bootstrap does over sockets. Rank must be in [0, nranks); two
- *   processes claiming one rank, or ranks told different nranks, are
- *   ncclInvalidUsage. The segment's name is unlinked once every rank has it.
- *   A communicator of one rank makes no segment.
+ *   NCCL's bootstrap does over sockets. Rank must be in [0, nranks). A rank
+ *   that comes to a segment whose rank is taken, or whose first rank was
+ *   told another nranks, is refused with ncclInvalidUsage; the ranks already
+ *   there wait for ranks that never come (below). The last rank to join
+ *   unlinks the segment's name; a communicator aborted before every rank
+ *   joined unlinks it too, so nothing stays in /dev/shm. A communicator of
+ *   one rank makes no segment.
  * - ncclAllReduce over one rank leaves recvbuff = op(sendbuff), which for
  *   every built-in op and type is sendbuff itself (NCCL's one-rank path: a
  *   copy, or nothing in place, sendbuff == recvbuff). Over several, each rank
@@ -29,33 +32,47 @@
  *   not implemented. Ranks whose calls do not match (count, type or op of the
  *   same collective) stop the process with both calls named: NCCL requires
  *   the same collectives in the same order on every rank and would hang or
- *   compute garbage. The work goes through wk_fake_enqueue on the call's
- *   stream (recorded in a graph capture, done at each replay); when it runs
- *   it checks that both buffers lie inside live device allocations.
- * - Waiting for peers happens inside that stream work, which in these fakes
- *   runs on the calling thread: the backend's own deadline cannot run then.
- *   So the wait has one of its own, $WK_FAKE_NCCL_TIMEOUT seconds, else
- *   $WHISKER_DIST_TIMEOUT, else 300: past it, or when a peer's process has
- *   exited or aborted its communicator before reaching the collective, the
- *   work stops (recvbuff is left as it was) and the communicator's
- *   asynchronous error becomes ncclRemoteError, with ncclGetLastError naming
- *   the rank. Real NCCL reports a peer's death the same way (ncclRemoteError
- *   or ncclSystemError) and leaves a hang to the caller's watchdog.
- * - Non-blocking communicators (config->blocking = 0) behave as NCCL
- *   documents they may: ncclCommInitRankConfig and ncclAllReduce return
- *   ncclInProgress. Creation completes at the first ncclCommGetAsyncError
- *   that finds every rank joined (until then it answers ncclInProgress; a
- *   blocking creation waits for them, with the deadline above); an
- *   all-reduce is put on its stream at the next ncclCommGetAsyncError, which
- *   then reports ncclSuccess or the asynchronous error. Any other call on
- *   the communicator before that is refused with ncclInvalidArgument (NCCL:
- *   the previous operation must be seen to return ncclSuccess first), so a
- *   caller that forgets to poll is caught.
+ *   compute garbage. Where the work runs, both buffers are checked to lie
+ *   inside live device allocations.
+ * - Where the waiting for peers happens:
+ *   - Non-blocking communicators (config->blocking = 0, the backend's), outside
+ *     a graph capture: the polls do the all-reduce. ncclAllReduce returns
+ *     ncclInProgress (as NCCL documents it may), and each
+ *     ncclCommGetAsyncError advances it as far as the peers allow without
+ *     waiting, answering ncclInProgress until it is complete, then ncclSuccess:
+ *     a late peer is the caller's deadline to catch, as with NCCL. The send
+ *     buffer is read then, which is right here: this runtime's streams have
+ *     done all earlier work by the time the call returns.
+ *   - Blocking communicators, and all-reduces captured in a CUDA graph: the
+ *     work goes through wk_fake_enqueue on the call's stream (recorded in a
+ *     capture, done at each replay), and waits there, on the calling thread,
+ *     where the caller's own deadline cannot run. So that wait has one of its
+ *     own: $WK_FAKE_NCCL_TIMEOUT seconds, else $WHISKER_DIST_TIMEOUT, else 300.
+ *   In both, a peer whose process has exited or that aborted its
+ *   communicator before reaching the collective (checked every 50 ms), and
+ *   in the second a wait past the deadline, make the communicator's
+ *   asynchronous error ncclRemoteError, with ncclGetLastError naming the
+ *   rank; the all-reduce stops there, recvbuff holding whatever steps were
+ *   done (NCCL leaves it undefined). Real NCCL reports a peer's death the
+ *   same way (ncclRemoteError or ncclSystemError) and leaves a hang to the
+ *   caller's watchdog.
+ * - Non-blocking creation: ncclCommInitRankConfig returns ncclInProgress and
+ *   completes at the first ncclCommGetAsyncError that finds every rank joined
+ *   (a blocking one waits for them, with the fake's deadline). Any other
+ *   call on a non-blocking communicator before its previous operation is seen
+ *   to complete is refused with ncclInvalidArgument (NCCL: the previous
+ *   operation must be seen to return ncclSuccess first), so a caller that
+ *   forgets to poll is caught.
  * - After ncclCommAbort the communicator is gone: using it again (abort
  *   included) is ncclInvalidArgument, with a line on stderr, as callers often
  *   discard ncclCommAbort's result. Peers still waiting for its rank then
  *   fail as above. A pointer that never was a communicator dies (real NCCL:
  *   undefined behaviour).
+ *
+ * - Fault injection for tests: $WK_FAKE_NCCL_HANG=RANK:STEP makes rank RANK
+ *   hang for good (until a signal ends its process) before it posts its
+ *   contribution to the STEP-th step (counted from 1 per communicator), as a
+ *   rank stuck in a collective would; its peers then wait as above.
  *
  * Not implemented: every other NCCL function (absent, so using one fails to
  * link), user-defined reduction ops (ncclRedOpCreatePreMulSum's handles are
@@ -128,11 +145,20 @@ struct ncclComm {
   bool has_pending; /* a non-blocking all-reduce not yet put on its stream */
   wk_reduce_job pending;
   cudaStream_t pending_stream;
-  /* several ranks: the shared segment, its size, and the steps taken */
+  /* several ranks: the shared segment, its size and name, whether this
+   * communicator holds its rank there, and the steps taken */
   wk_shared *shm;
   size_t shm_bytes;
+  char shm_name[96];
+  bool owns_rank;
   uint64_t step;
   double timeout_s;
+  /* a non-blocking all-reduce advanced by the polls (see ncclCommGetAsyncError):
+   * the element it has reached, whether that step's slot is posted, and when
+   * the peers' processes were last checked */
+  size_t prog_off;
+  bool prog_posted;
+  double prog_checked;
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -215,6 +241,31 @@ static ncclResult_t wk_ready(struct ncclComm *c, const char *fn) {
   return ncclSuccess;
 }
 
+/* Element size of a built-in datatype; 0 for anything else. */
+static size_t wk_type_bytes(ncclDataType_t t) {
+  switch (t) {
+  case ncclInt8:
+  case ncclUint8:
+  case ncclFloat8e4m3:
+  case ncclFloat8e5m2:
+    return 1;
+  case ncclFloat16:
+  case ncclBfloat16:
+    return 2;
+  case ncclInt32:
+  case ncclUint32:
+  case ncclFloat32:
+    return 4;
+  case ncclInt64:
+  case ncclUint64:
+  case ncclFloat64:
+    return 8;
+  case ncclNumTypes:
+    break;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------ several ranks */
 
 static double wk_now(void) {
@@ -259,8 +310,8 @@ static void wk_segment_name(const ncclUniqueId *id, char *name, size_t cap) {
 /* Maps the segment of id (made by the first rank to come) and takes `rank`. */
 static ncclResult_t wk_join(struct ncclComm *c, const ncclUniqueId *id) {
   static const char fn[] = "ncclCommInitRankConfig";
-  char name[96];
-  wk_segment_name(id, name, sizeof name);
+  char *name = c->shm_name;
+  wk_segment_name(id, name, sizeof c->shm_name);
   const int fd = shm_open(name, O_RDWR | O_CREAT, 0600);
   if (fd < 0) return wk_fail(ncclSystemError, "%s: shm_open %s: %s", fn, name, strerror(errno));
   const size_t bytes = WK_SHARED_HDR + (size_t)c->nranks * WK_SLOT_BYTES;
@@ -288,6 +339,7 @@ static ncclResult_t wk_join(struct ncclComm *c, const ncclUniqueId *id) {
   if (!atomic_compare_exchange_strong(&sh->pid[c->rank], &none, (int32_t)getpid()))
     return wk_fail(ncclInvalidUsage, "%s: rank %d of %d is taken by process %d already", fn,
                    c->rank, c->nranks, (int)none);
+  c->owns_rank = true;
   /* the last to come unlinks the name: every rank has the segment mapped */
   if (atomic_fetch_add(&sh->joined, 1) + 1 == c->nranks) (void)shm_unlink(name);
   return ncclSuccess;
@@ -356,27 +408,60 @@ static double wk_round(wk_fake_dtype t, double v) {
   return wk_fake_load(tmp, t, 0);
 }
 
-/* One step of a collective over several ranks: n elements from offset off. */
-static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t off, size_t n) {
-  const wk_fake_dtype t = (wk_fake_dtype)wk_float_type(j->type);
-  const size_t size = wk_fake_dtype_size(t);
-  wk_shared *sh = c->shm;
+/* Whether every rank's counter (posted or done) has reached step. */
+static bool wk_all_reached(const struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step) {
+  for (int r = 0; r < c->nranks; r++)
+    if (atomic_load_explicit(&ctr[r], memory_order_acquire) < step) return false;
+  return true;
+}
+
+static unsigned char *wk_slot(const struct ncclComm *c, int r) {
+  return (unsigned char *)c->shm + WK_SHARED_HDR + (size_t)r * WK_SLOT_BYTES;
+}
+
+/* Elements of job j in the step that starts at element off. */
+static size_t wk_step_elems(const wk_reduce_job *j, size_t off) {
+  const size_t per_step = WK_SLOT_BYTES / wk_type_bytes(j->type);
+  return j->count - off < per_step ? j->count - off : per_step;
+}
+
+/* Puts this rank's contribution to step c->step + 1 (elements [off, off +
+ * n)) in its slot, which must be free (every rank done with the step
+ * before), and posts it. */
+static void wk_post(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
+  const size_t size = wk_type_bytes(j->type), n = wk_step_elems(j, off);
   const uint64_t step = ++c->step;
-  unsigned char *slots = (unsigned char *)sh + WK_SHARED_HDR;
-  /* this rank's slot is free once every rank has read the previous step */
-  if (!wk_wait_all(c, sh->done, step - 1, "ncclAllReduce")) return false;
-  memcpy(slots + (size_t)c->rank * WK_SLOT_BYTES, (const unsigned char *)j->send + off * size,
-         n * size);
-  sh->call[c->rank] = (wk_call){j->count, (int32_t)j->type, (int32_t)j->op};
-  atomic_store_explicit(&sh->posted[c->rank], step, memory_order_release);
-  if (!wk_wait_all(c, sh->posted, step, "ncclAllReduce")) return false;
+  /* fault injection: $WK_FAKE_NCCL_HANG=RANK:STEP makes that rank hang for
+   * good (until a signal ends the process) before posting that step, as a
+   * rank stuck in a collective would */
+  const char *h = getenv("WK_FAKE_NCCL_HANG");
+  int hang_rank = -1;
+  unsigned long long hang_step = 0;
+  if (h && sscanf(h, "%d:%llu", &hang_rank, &hang_step) == 2 && hang_rank == c->rank &&
+      hang_step == step) {
+    fprintf(stderr, "fake %s: rank %d hangs before collective step %llu (WK_FAKE_NCCL_HANG)\n",
+            WK_LIB, c->rank, hang_step);
+    for (;;) pause();
+  }
+  memcpy(wk_slot(c, c->rank), (const unsigned char *)j->send + off * size, n * size);
+  c->shm->call[c->rank] = (wk_call){j->count, (int32_t)j->type, (int32_t)j->op};
+  atomic_store_explicit(&c->shm->posted[c->rank], step, memory_order_release);
+}
+
+/* Once every rank has posted step c->step: checks that their calls match,
+ * writes the reduction of the slots to recvbuff at off and marks the step
+ * done on this rank. */
+static void wk_combine(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
+  const wk_fake_dtype t = (wk_fake_dtype)wk_float_type(j->type);
+  const size_t size = wk_type_bytes(j->type), n = wk_step_elems(j, off);
+  const wk_shared *sh = c->shm;
   for (int r = 0; r < c->nranks; r++) {
     const wk_call *a = &sh->call[r], *b = &sh->call[c->rank];
     if (a->count != b->count || a->type != b->type || a->op != b->op)
       wk_fake_die(WK_LIB, "ncclAllReduce: the ranks' calls differ (collective step %llu): rank "
                   "%d %llu elements of type %d, op %d; rank %d %llu elements of type %d, op %d "
                   "(NCCL needs the same collectives in the same order on every rank)",
-                  (unsigned long long)step, r, (unsigned long long)a->count, (int)a->type,
+                  (unsigned long long)c->step, r, (unsigned long long)a->count, (int)a->type,
                   (int)a->op, c->rank, (unsigned long long)b->count, (int)b->type, (int)b->op);
   }
   /* NCCL's ncclAvg on floating types: PreMulSum, the scalar 1/nranks in the type */
@@ -384,15 +469,57 @@ static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t of
   for (size_t i = 0; i < n; i++) {
     double acc = 0;
     for (int r = 0; r < c->nranks; r++) {
-      double v = wk_fake_load(slots + (size_t)r * WK_SLOT_BYTES, t, i);
+      double v = wk_fake_load(wk_slot(c, r), t, i);
       if (j->op == ncclAvg) v = wk_round(t, v * scale);
       if (r == 0) acc = v;
       else acc = wk_round(t, j->op == ncclProd ? acc * v : acc + v);
     }
     wk_fake_store((unsigned char *)j->recv + off * size, t, i, acc);
   }
-  atomic_store_explicit(&sh->done[c->rank], step, memory_order_release);
+  atomic_store_explicit(&c->shm->done[c->rank], c->step, memory_order_release);
+}
+
+/* One step of a collective over several ranks, waiting for the peers (with
+ * the fake's deadline): false when a peer was lost or late. */
+static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
+  /* this rank's slot is free once every rank has read the previous step */
+  if (!wk_wait_all(c, c->shm->done, c->step, "ncclAllReduce")) return false;
+  wk_post(c, j, off);
+  if (!wk_wait_all(c, c->shm->posted, c->step, "ncclAllReduce")) return false;
+  wk_combine(c, j, off);
   return true;
+}
+
+/* Advances a non-blocking all-reduce as far as the peers allow, without
+ * waiting: ncclSuccess when it is complete, ncclInProgress while a peer has
+ * not come yet, ncclRemoteError (recorded) when a peer is lost. No deadline
+ * here: a late peer is the caller's to time out, as with NCCL. */
+static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j) {
+  wk_shared *sh = c->shm;
+  while (c->prog_off < j->count) {
+    if (!c->prog_posted) {
+      if (!wk_all_reached(c, sh->done, c->step)) goto waiting;
+      wk_post(c, j, c->prog_off);
+      c->prog_posted = true;
+    }
+    if (!wk_all_reached(c, sh->posted, c->step)) goto waiting;
+    wk_combine(c, j, c->prog_off);
+    c->prog_off += wk_step_elems(j, c->prog_off);
+    c->prog_posted = false;
+  }
+  return ncclSuccess;
+waiting:;
+  /* a lost peer: looked for every 50 ms (the backend polls every 50 us) */
+  const double now = wk_now();
+  if (now - c->prog_checked < 0.05) return ncclInProgress;
+  c->prog_checked = now;
+  for (int r = 0; r < c->nranks; r++) {
+    const char *why = wk_peer_lost(c, r);
+    if (why)
+      return wk_fail(ncclRemoteError, "ncclAllReduce: rank %d %s (rank %d of %d waiting)", r,
+                     why, c->rank, c->nranks);
+  }
+  return ncclInProgress;
 }
 
 /* ------------------------------------------------------------------ calls */
@@ -446,8 +573,12 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *uniqueId) {
  * so that waiting peers stop. */
 static void wk_leave(struct ncclComm *c) {
   if (!c->shm) return;
-  if (atomic_load(&c->shm->pid[c->rank]) == (int32_t)getpid())
-    atomic_store(&c->shm->aborted[c->rank], 1);
+  if (c->owns_rank) atomic_store(&c->shm->aborted[c->rank], 1);
+  /* the last rank to join unlinks the name; if some never came (a refused
+   * or lost rank, a creation given up), this one does, so that nothing is
+   * left in /dev/shm (a rank still to come would then wait in vain: it is
+   * too late for it anyway) */
+  if (atomic_load(&c->shm->joined) < c->nranks) (void)shm_unlink(c->shm_name);
   munmap(c->shm, c->shm_bytes);
   c->shm = NULL;
 }
@@ -523,31 +654,6 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
   return blocking ? ncclSuccess : ncclInProgress;
 }
 
-/* Element size of a built-in datatype; 0 for anything else. */
-static size_t wk_type_bytes(ncclDataType_t t) {
-  switch (t) {
-  case ncclInt8:
-  case ncclUint8:
-  case ncclFloat8e4m3:
-  case ncclFloat8e5m2:
-    return 1;
-  case ncclFloat16:
-  case ncclBfloat16:
-    return 2;
-  case ncclInt32:
-  case ncclUint32:
-  case ncclFloat32:
-    return 4;
-  case ncclInt64:
-  case ncclUint64:
-  case ncclFloat64:
-    return 8;
-  case ncclNumTypes:
-    break;
-  }
-  return 0;
-}
-
 static void wk_reduce_run(void *ctx) {
   const wk_reduce_job *j = ctx;
   struct ncclComm *c = j->comm;
@@ -566,11 +672,8 @@ static void wk_reduce_run(void *ctx) {
     if (j->recv != j->send) memcpy(j->recv, j->send, j->count * size);
     return;
   }
-  const size_t per_step = WK_SLOT_BYTES / size;
-  for (size_t off = 0; off < j->count; off += per_step) {
-    const size_t n = j->count - off < per_step ? j->count - off : per_step;
-    if (!wk_reduce_step(c, j, off, n)) return;
-  }
+  for (size_t off = 0; off < j->count; off += wk_step_elems(j, off))
+    if (!wk_reduce_step(c, j, off)) return;
 }
 
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
@@ -611,6 +714,8 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
     c->pending = j;
     c->pending_stream = stream;
     c->has_pending = true;
+    c->prog_off = 0;
+    c->prog_posted = false;
     c->state = ncclInProgress;
     pthread_mutex_unlock(&g_lock);
     return ncclInProgress;
@@ -639,20 +744,28 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
   const bool run = st == ncclInProgress && c->has_pending;
   const wk_reduce_job j = c->pending;
   const cudaStream_t stream = c->pending_stream;
-  c->has_pending = false;
   pthread_mutex_unlock(&g_lock);
   if (st == ncclInProgress) {
-    /* the operation in progress completes now: a deferred all-reduce goes
-     * on its stream, and runs there (an enqueue failure, or a peer lost
-     * while it runs, is the communicator's asynchronous error from then on) */
+    /* the operation in progress completes now, or makes progress */
     st = ncclSuccess;
-    if (run) {
+    if (run && c->nranks > 1 && !wk_fake_capturing(stream)) {
+      /* over several ranks, outside a capture: the all-reduce advances here
+       * as far as the peers allow and answers ncclInProgress until it is
+       * complete, so a late peer is the caller's deadline to catch (this
+       * runtime's streams have done all earlier work: the send buffer is
+       * ready) */
+      st = wk_reduce_advance(c, &j);
+    } else if (run) {
+      /* one rank, or a capture: the all-reduce goes on its stream (where a
+       * capture records it, and each replay waits for the peers) */
       const cudaError_t e = wk_fake_enqueue(stream, wk_reduce_run, &j, sizeof j);
       if (e != cudaSuccess)
         st = wk_fail(ncclUnhandledCudaError, "ncclAllReduce: enqueueing on the stream: %s",
                      cudaGetErrorName(e));
     }
     pthread_mutex_lock(&g_lock);
+    if (st != ncclInProgress) c->has_pending = false;
+    /* an asynchronous error raised while the work ran stays */
     if (c->state == ncclInProgress) c->state = st;
     st = c->state;
     pthread_mutex_unlock(&g_lock);
