@@ -172,10 +172,44 @@ static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
   return wkt_use_gpu_env(net, "WHISKER_BN_FUSE", fuse);
 }
 
+/* The losses of three SGD steps (lr 0.01, as wkt_compare takes them) of a
+ * freshly built and perturbed network of ctx, into loss[3], and its weights
+ * after them, into a new array (*weights, the caller frees). */
+static void wkt_sgd3(wk_ctx *ctx, wkt_builder build, int batch, float loss[3], float **weights) {
+  wk_net *net = build(ctx);
+  wkt_perturb(net);
+  int h, w, c;
+  wk_net_input_shape(net, &h, &w, &c);
+  const int64_t xs[4] = {batch, h, w, c};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  const int64_t f = wk_net_output_features(net), ls[1] = {batch};
+  wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
+  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  for (int s = 0; s < 3; s++) ck_assert_int_eq(wk_trainer_step(t, &x, &labels, &loss[s], NULL), WK_OK);
+  const size_t n = wk_net_n_elems(net);
+  *weights = malloc(n * sizeof **weights);
+  ck_assert_ptr_nonnull(*weights);
+  memcpy(*weights, wk_net_weights(net), n * sizeof **weights);
+  wk_trainer_destroy(t);
+  wk_tensor_free(&labels);
+  wk_tensor_free(&x);
+  wk_net_destroy(net);
+}
+
 /* fuse: $WHISKER_BN_FUSE for the GPU network (NULL: unset); gs: where to
- * put its graph stats at the end (NULL: nowhere). */
-static void wkt_compare(const char *name, wkt_builder build, int batch, const char *fuse,
-                        wk_gpu_graph_stats *gs) {
+ * put its graph stats at the end (NULL: nowhere). oracle: also train the
+ * network on the reference implementation (plain loops, same thread count),
+ * and let the GPU's losses and weights after the SGD steps be within the
+ * bounds of the CPU's or of the reference's: for a network whose training
+ * takes one of two paths by a rounding-level event, where the CPU fast path
+ * and the reference may take different ones (test_mobilenetv2). */
+static void wkt_compare_ex(const char *name, wkt_builder build, int batch, const char *fuse,
+                           wk_gpu_graph_stats *gs, bool oracle) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = build(ctx), *gpu = build(ctx);
   wkt_perturb(cpu);
@@ -214,7 +248,17 @@ static void wkt_compare(const char *name, wkt_builder build, int batch, const ch
   snprintf(what, sizeof what, "%s running statistics", name);
   ck_close(what, wk_net_buffer_data(gpu), wk_net_buffer_data(cpu),
            (int64_t)wk_net_n_buffer_elems(cpu), 2e-4);
-  /* three SGD steps through the trainer: the losses and the weights */
+  /* three SGD steps through the trainer: the losses and the weights (and
+   * the reference's, for the allowance) */
+  float ref_loss[3] = {0, 0, 0}, *ref_w = NULL;
+  if (oracle) {
+    /* the same thread count: a context's count is the creating thread's
+     * OpenMP setting, which oneDNN follows, so another count here would
+     * change the CPU network's too */
+    wk_ctx *rctx = wkt_ctx(WK_IMPL_REF, 2);
+    wkt_sgd3(rctx, build, batch, ref_loss, &ref_w);
+    wk_ctx_destroy(rctx);
+  }
   wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
   wk_trainer *tcpu, *tgpu;
@@ -230,12 +274,28 @@ static void wkt_compare(const char *name, wkt_builder build, int batch, const ch
                   wk_last_error());
     printf("%s step %d: loss %.7g on the GPU, %.7g on the CPU (relative difference %.2g)\n",
            name, s, (double)lg, (double)lc, fabs((double)lg - lc) / fabs((double)lc));
-    ck_assert_msg(fabs((double)lg - lc) <= 1e-4 * fabs((double)lc) + 1e-6,
-                  "%s step %d: loss %g on the GPU, %g on the CPU", name, s, (double)lg,
-                  (double)lc);
+    const bool near_cpu = fabs((double)lg - lc) <= 1e-4 * fabs((double)lc) + 1e-6;
+    const bool near_ref = oracle && fabs((double)lg - ref_loss[s]) <=
+                                        1e-4 * fabs((double)ref_loss[s]) + 1e-6;
+    if (oracle)
+      printf("%s step %d: loss %.7g on the reference (relative difference: the CPU %.2g, the "
+             "GPU %.2g)\n", name, s, (double)ref_loss[s],
+             fabs((double)lc - ref_loss[s]) / fabs((double)ref_loss[s]),
+             fabs((double)lg - ref_loss[s]) / fabs((double)ref_loss[s]));
+    ck_assert_msg(near_cpu || near_ref, "%s step %d: loss %g on the GPU, %g on the CPU%s", name,
+                  s, (double)lg, (double)lc, oracle ? " (and not the reference's either)" : "");
   }
   snprintf(what, sizeof what, "%s weights after 3 steps", name);
-  ck_close(what, wk_net_weights(gpu), wk_net_weights(cpu), (int64_t)wk_net_n_elems(cpu), 2e-4);
+  const int64_t n_w = (int64_t)wk_net_n_elems(cpu);
+  const double e_cpu = wkt_rel_err(wk_net_weights(gpu), wk_net_weights(cpu), n_w, 1e-6);
+  const double e_ref = oracle ? wkt_rel_err(wk_net_weights(gpu), ref_w, n_w, 1e-6) : e_cpu;
+  if (oracle)
+    printf("%s weights after 3 steps (normalised error): the GPU %.2g from the CPU, %.2g from "
+           "the reference; the CPU %.2g from the reference\n", name, e_cpu, e_ref,
+           wkt_rel_err(wk_net_weights(cpu), ref_w, n_w, 1e-6));
+  ck_assert_msg(e_cpu <= 2e-4 || e_ref <= 2e-4, "%s: normalised error %g > 2e-4 (from the "
+                "reference: %g)", what, e_cpu, e_ref);
+  free(ref_w);
   if (gs) ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, gs), WK_OK);
   wk_trainer_destroy(tcpu);
   wk_trainer_destroy(tgpu);
@@ -248,6 +308,11 @@ static void wkt_compare(const char *name, wkt_builder build, int batch, const ch
   wk_ctx_destroy(ctx);
 }
 
+static void wkt_compare(const char *name, wkt_builder build, int batch, const char *fuse,
+                        wk_gpu_graph_stats *gs) {
+  wkt_compare_ex(name, build, batch, fuse, gs, false);
+}
+
 START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4, NULL, NULL); }
 END_TEST
 START_TEST(test_resnet18) {
@@ -256,7 +321,14 @@ START_TEST(test_resnet18) {
   ck_assert_int_eq(gs.bn_fuse_groups, 0); /* fp32 fuses only when asked */
 }
 END_TEST
-START_TEST(test_mobilenetv2) { wkt_compare("mobilenetv2", wkt_mobilenet, 3, NULL, NULL); }
+/* mobilenetv2's training here takes one of two paths by a rounding-level
+ * event in the first step (an activation crossing a ReLU6 kink is the likely
+ * one; not pinned down): the reference implementation itself moves from one
+ * to the other when one input in seven is scaled by 1 - 1e-7 (the loss after
+ * one step 0.9107645 or 0.9106156, after three 1.364636 or 1.371638). The
+ * CPU at two threads takes the second path, at one thread and on the
+ * reference the first; so the GPU may match either (the oracle). */
+START_TEST(test_mobilenetv2) { wkt_compare_ex("mobilenetv2", wkt_mobilenet, 3, NULL, NULL, true); }
 END_TEST
 START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
 END_TEST
