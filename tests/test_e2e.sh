@@ -6,7 +6,8 @@
 #   3. a run killed with SIGKILL after its first checkpoint and resumed with --resume
 #      ends with the same metrics as an uninterrupted run; so does one stopped
 #      with SIGINT mid-epoch (which must save and exit);
-#   4. bad usage exits 2, a missing model exits 1 with a message.
+#   4. bad usage exits 2, a missing model exits 1 with a message, and so does a
+#      run too short for the one-cycle schedule.
 # Needs WHISKER_BIN (set by ctest) and /usr/bin/python3 with PIL (exit 77 without).
 set -euo pipefail
 bin="${WHISKER_BIN:?}"
@@ -113,6 +114,13 @@ rc=$?; set -e
 set +e
 "$bin" train > /dev/null 2>&1; [ $? -eq 2 ] || fail "train without arguments should exit 2"
 "$bin" classify "$tmp/shapes/val" --model "$tmp/nope.safetensors" > /dev/null 2> "$tmp/err"
-rc=$?; set -e
+rc=$?
+# a run too short for the one-cycle schedule (600 images, batch 256: 2 steps
+# in one epoch) is refused before training, saying what to change
+"$bin" train "$tmp/shapes" --out "$tmp/short" --model smallcnn --size 32 --epochs 1 --batch 256 \
+  > /dev/null 2> "$tmp/short.err"
+short_rc=$?; set -e
 [ "$rc" -eq 1 ] && grep -q "nope.safetensors" "$tmp/err" || fail "missing model: rc $rc"
+[ "$short_rc" -eq 1 ] && grep -q "one-cycle schedule needs at least 4 steps, and this run has 2 (1 epoch of 2 batches): more --epochs" "$tmp/short.err" \
+  || { cat "$tmp/short.err"; fail "too short a run: rc $short_rc"; }
 echo "test_e2e: ok"

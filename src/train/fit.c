@@ -151,7 +151,20 @@ static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
                         .label_smoothing = c->label_smoothing};
   tc.optim.weight_decay = c->weight_decay >= 0 ? c->weight_decay
                           : sgd ? 5e-4 : c->pretrained ? 0.01 : 0.05;
-  tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)(end - e) * steps_per_epoch);
+  const int64_t steps = (int64_t)(end - e) * steps_per_epoch;
+  tc.schedule = wk_schedule_default(c->schedule, lr, steps);
+  /* one-cycle rises for pct_start of the steps and falls for the rest: a run
+   * of a few steps has no rise (schedule.c refuses it); say what to change */
+  if (c->schedule == WK_SCHEDULE_ONE_CYCLE && !(tc.schedule.pct_start * (double)steps > 1.0)) {
+    const bool head = c->pretrained && e < c->head_epochs;
+    return wk_fail(WK_ERR_INVALID_ARG, "the one-cycle schedule needs at least %lld steps, and "
+                   "%s has %lld (%d epoch%s of %lld batch%s): %s, a smaller --batch, or "
+                   "--schedule cosine", (long long)floor(1.0 / tc.schedule.pct_start) + 1,
+                   head ? "the head's phase" : c->pretrained ? "the whole network's phase"
+                   : "this run", (long long)steps, end - e, end - e == 1 ? "" : "s",
+                   (long long)steps_per_epoch, steps_per_epoch == 1 ? "" : "es",
+                   head ? "more --head-epochs" : "more --epochs");
+  }
   wk_trainer_destroy(r->trainer);
   r->trainer = NULL;
   WK_TRY(wk_trainer_create(r->net, &tc, &r->trainer));
@@ -691,6 +704,14 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
                  gs.bn_fuse_note[0] ? "; " : "", gs.bn_fuse_note);
       if (gs.bn_own_note[0]) WK_LOG_I("batchnorm on whisker's kernels: %s", gs.bn_own_note);
     }
+    /* whether $WHISKER_CUDA_GRAPH's graphs run, every epoch (they may stop:
+     * a failed capture, buffers that moved) */
+    const char *graphs = getenv("WHISKER_CUDA_GRAPH");
+    if (r->writer && wk_net_on_gpu(r->net) && graphs && strcmp(graphs, "1") == 0 &&
+        wk_net_gpu_graph_stats(r->net, &gs) == WK_OK)
+      WK_LOG_I("CUDA graphs: %lld captured, %lld steps replayed, %lld invalidated%s",
+               (long long)gs.captured, (long long)gs.replayed, (long long)gs.invalidations,
+               gs.off ? "; a capture failed: the steps run uncaptured" : "");
     if (r->writer && wk_net_precision(r->net) == WK_PRECISION_FP16 && wk_net_on_gpu(r->net))
       WK_LOG_I("fp16: loss scale %g, %lld step%s skipped so far (a gradient overflowed)",
                wk_trainer_loss_scale(r->trainer),
