@@ -79,7 +79,11 @@ static void wk_usage_train(FILE *f) {
           "training step on the GPU as one CUDA graph once its batch size has run twice\n"
           "(not with --gpus), computing what the uncaptured step computes.\n"
           "Device memory is cached (freed buffers serve later ones; the first epoch\n"
-          "logs the peak); $WHISKER_GPU_CACHE=0 makes every buffer its own cudaMalloc.\n");
+          "logs the peak); $WHISKER_GPU_CACHE=0 makes every buffer its own cudaMalloc.\n"
+          "Batches go to a GPU as 8-bit images (the augmented image rounded to whole\n"
+          "levels, normalised on the GPU) and stay float on the CPU, so the two devices\n"
+          "train on slightly different inputs; $WHISKER_INPUT_U8=1 gives the CPU the\n"
+          "8-bit batches too, =0 gives a GPU float batches.\n");
 }
 
 static void wk_usage_finetune(FILE *f) {

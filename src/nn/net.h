@@ -181,7 +181,11 @@ wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float st
 /* Whether the batches for this network should come as 8 bits: on a GPU with
  * RGB input (a quarter of the bytes to move), in which case the input
  * normalisation is set to mean/std here; *u8 false otherwise (float
- * batches, nothing set). */
+ * batches, nothing set). The two differ by more than rounding: an 8-bit
+ * batch holds the augmented image (resized, cropped, jittered) rounded to
+ * whole levels, a float batch keeps the fractions. $WHISKER_INPUT_U8=1 asks
+ * for 8 bits on the CPU too, =0 for float batches on a GPU (RGB input only),
+ * so that the two devices can be given the same batches. */
 wk_status wk_net_prefer_u8(wk_net *net, const float mean[3], const float std[3], bool *u8);
 /* Dropout masks count from sample `first` of the global batch (rank r of a
  * data-parallel step: r * the per-rank batch), so that every rank draws the
