@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gpu_check.sh - on a machine with an NVIDIA GPU, in one go: build whisker with
 # the CUDA backend, run the GPU tests (every kernel against the CPU reference,
-# whole networks on the GPU against the CPU), then the GPU benchmark side by
+# whole networks on the GPU against the CPU, NCCL data parallelism
+# (test_gpu_ddp.sh), the application's commands on the GPU against the CPU
+# (test_gpu_cli.sh)), then the GPU benchmark side by
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
 # what CUDA graphs, the staged next batch and batchnorm fusion each gain
@@ -153,6 +155,12 @@ WHISKER_BIN="$build/whisker" WHISKER_SOURCE_DIR="$root" WHISKER_PYTHON="$py" \
 r=$?
 echo "== test_gpu_ddp exit $r"
 [ "$r" -eq 0 ] || rc=1 # 77 (skipped) is a failure on a GPU machine: no GPU seen, or no PIL
+echo "== test_gpu_cli"
+WHISKER_BIN="$build/whisker" WHISKER_SOURCE_DIR="$root" WHISKER_PYTHON="$py" \
+  timeout -k 10 300 bash "$root/tests/test_gpu_cli.sh"
+r=$?
+echo "== test_gpu_cli exit $r"
+[ "$r" -eq 0 ] || rc=1
 fi
 if [ "$phase" = tests ]; then
   echo "== gpu_check (tests) done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# test_gpu_cli.sh - the application on a GPU, as a user runs it (issue 7):
+#   1. `train --device cuda --precision fp32` ends where the same run on the
+#      CPU does, given the same batches: float batches on both
+#      (WHISKER_INPUT_U8=0), and the GPU's default 8-bit batches against the
+#      CPU fed 8-bit batches too (WHISKER_INPUT_U8=1); "where" as
+#      scripts/ddp_same.py judges data-parallel runs: within 3x the CPU's own
+#      noise floor (1 thread against 2) and 1e-3;
+#   2. `eval` and `classify` on the GPU agree with the CPU on the same 8-bit
+#      inputs (accuracy and confusion equal, loss within 1e-4, every top class
+#      equal, probabilities within 1e-4);
+#   3. `--precision bf16` and `fp16` train (each epoch's training loss within
+#      2% of fp32's on the GPU);
+#   4. `$WHISKER_CUDA_GRAPH=1` captures the step and replays it, and ends with
+#      the weights of the uncaptured run (relative L2 at most 1e-6);
+#   5. `finetune --device cuda` from the CPU's model runs both phases, and
+#      `--lr-find` sweeps on the GPU (100 rows in lr_find.csv);
+#   6. on emulated GPUs only ($WK_FAKE_DEVICES set, a device capped at 140
+#      MiB with WK_FAKE_DEVICE_MB): a batch that does not fit fails with a
+#      message that suggests a smaller --batch, exit code 1.
+# Convolution algorithms by heuristics and deterministic, so that runs repeat.
+# Skipped (77) without a GPU or /usr/bin/python3's numpy and PIL; a failure
+# instead with WK_GPU_CLI_NEED=1 (test_gpu_cli_emu, on an emulated GPU).
+set -euo pipefail
+bin="${WHISKER_BIN:?}"
+src="${WHISKER_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
+py="${WHISKER_PYTHON:-/usr/bin/python3}"
+fail() { echo "test_gpu_cli: FAIL: $*" >&2; exit 1; }
+skip() {
+  [ -z "${WK_GPU_CLI_NEED:-}" ] || fail "$* (WK_GPU_CLI_NEED)"
+  echo "test_gpu_cli: $*: skipped"
+  exit 77
+}
+"$py" -c 'import PIL, numpy' 2>/dev/null || skip "no PIL/numpy"
+"$bin" system 2>/dev/null | grep -q "^device 0: .*compute capability" || skip "no GPU"
+tmp=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+export WHISKER_CUDNN_ALGO=heuristic WHISKER_CUDNN_DETERMINISTIC=1
+unset WHISKER_THREADS WHISKER_INPUT_U8 WHISKER_CUDA_GRAPH
+"$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
+common=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --epochs 2
+  --batch 16)
+# train NAME ARGS...: a run into $tmp/NAME, its stderr in $tmp/NAME.err
+train() {
+  local name=$1
+  shift
+  "$bin" train "${common[@]}" "$@" --out "$tmp/$name" > /dev/null 2> "$tmp/$name.err" \
+    || { cat "$tmp/$name.err"; fail "train $name"; }
+}
+same() { "$py" "$src/scripts/ddp_same.py" "$@"; }
+
+# 1. GPU against CPU, the same batches
+train cpu_t2 --device cpu --threads 2
+train cpu_t1 --device cpu --threads 1
+WHISKER_INPUT_U8=0 train gpu_f32in --device cuda --precision fp32 --threads 2
+echo "float batches: the GPU against the CPU"
+same "$tmp/cpu_t2" "$tmp/cpu_t1" "$tmp/gpu_f32in" || fail "float batches: the GPU ended elsewhere"
+WHISKER_INPUT_U8=1 train cpu_u8_t2 --device cpu --threads 2
+WHISKER_INPUT_U8=1 train cpu_u8_t1 --device cpu --threads 1
+train gpu --device cuda --precision fp32 --threads 2
+echo "8-bit batches: the GPU against the CPU"
+same "$tmp/cpu_u8_t2" "$tmp/cpu_u8_t1" "$tmp/gpu" || fail "8-bit batches: the GPU ended elsewhere"
+
+# 2. eval and classify: the GPU against the CPU on the same 8-bit inputs
+model="$tmp/cpu_t2/model.safetensors"
+"$bin" eval "$tmp/shapes/val" --model "$model" --device cuda --json > "$tmp/eval_gpu.json" \
+  2> "$tmp/eval_gpu.err" || { cat "$tmp/eval_gpu.err"; fail "eval on the GPU"; }
+WHISKER_INPUT_U8=1 "$bin" eval "$tmp/shapes/val" --model "$model" --device cpu --json \
+  > "$tmp/eval_cpu.json" 2> /dev/null || fail "eval on the CPU"
+"$bin" classify "$tmp/shapes/val" --model "$model" --device cuda --top 3 --json \
+  > "$tmp/cls_gpu.jsonl" 2> "$tmp/cls_gpu.err" || { cat "$tmp/cls_gpu.err"; fail "classify on the GPU"; }
+WHISKER_INPUT_U8=1 "$bin" classify "$tmp/shapes/val" --model "$model" --device cpu --top 3 \
+  --json > "$tmp/cls_cpu.jsonl" 2> /dev/null || fail "classify on the CPU"
+"$py" - "$tmp" <<'EOF' || fail "eval or classify: the GPU differs from the CPU"
+import json, sys
+t = sys.argv[1]
+g, c = (json.load(open(f"{t}/eval_{d}.json")) for d in ("gpu", "cpu"))
+assert g["n"] == c["n"] == 72, (g["n"], c["n"])
+assert g["accuracy"] == c["accuracy"] and g["confusion"] == c["confusion"], (g, c)
+assert abs(g["loss"] - c["loss"]) <= 1e-4 * abs(c["loss"]), (g["loss"], c["loss"])
+rows = [[json.loads(l) for l in open(f"{t}/cls_{d}.jsonl")] for d in ("gpu", "cpu")]
+assert len(rows[0]) == len(rows[1]) == 72, [len(r) for r in rows]
+worst = 0.0
+for a, b in zip(*rows):
+    assert a["file"] == b["file"], (a["file"], b["file"])
+    assert a["top"][0]["class"] == b["top"][0]["class"], (a, b)
+    pa = {x["class"]: x["probability"] for x in a["top"]}
+    pb = {x["class"]: x["probability"] for x in b["top"]}
+    assert pa.keys() == pb.keys(), (a, b)
+    worst = max(worst, max(abs(pa[k] - pb[k]) for k in pa))
+assert worst <= 1e-4, worst
+print(f"eval: accuracy {g['accuracy']:.4f} on both, loss {g['loss']:.6f} (GPU) and "
+      f"{c['loss']:.6f} (CPU); classify: 72 top classes equal, probabilities within {worst:.2g}")
+EOF
+
+# 3. bf16 and fp16
+train gpu_bf16 --device cuda --precision bf16
+train gpu_fp16 --device cuda --precision fp16
+"$py" - "$tmp" <<'EOF' || fail "16-bit training strayed from fp32's"
+import csv, math, sys
+t = sys.argv[1]
+ref = [float(r["train_loss"]) for r in csv.DictReader(open(f"{t}/gpu/metrics.csv"))]
+for p in ("bf16", "fp16"):
+    got = [float(r["train_loss"]) for r in csv.DictReader(open(f"{t}/gpu_{p}/metrics.csv"))]
+    assert len(got) == len(ref) == 2, (p, got)
+    rel = max(abs(a - b) / b for a, b in zip(got, ref))
+    assert all(math.isfinite(x) for x in got) and rel <= 0.02, (p, got, ref)
+    print(f"{p}: training losses {got} against fp32's {ref} (at most {rel:.2g} apart)")
+EOF
+grep -q "running on GPU 0 in bf16" "$tmp/gpu_bf16.err" || fail "the bf16 run did not say bf16"
+
+# 4. CUDA graphs
+WHISKER_CUDA_GRAPH=1 train gpu_graph --device cuda --precision fp32
+line=$(grep "CUDA graphs: " "$tmp/gpu_graph.err" | tail -1)
+echo "$line" | grep -Eq "CUDA graphs: [1-9][0-9]* captured, [1-9][0-9]* steps replayed" \
+  || { cat "$tmp/gpu_graph.err"; fail "no graph replayed"; }
+d=$("$py" "$src/scripts/st_compare.py" --l2 --skip optim. "$tmp/gpu/checkpoint.safetensors" \
+  "$tmp/gpu_graph/checkpoint.safetensors" | sed -n 's/.*global relative L2 difference \([^ ]*\).*/\1/p')
+echo "${line#*info: }; weights against the uncaptured run: $d"
+"$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-6 else 1)" || fail "graph run differs by $d"
+
+# 5. fine-tuning and the learning-rate sweep on the GPU
+"$bin" finetune "$tmp/shapes" --from "$model" --out "$tmp/ft" --epochs 2 --head-epochs 1 \
+  --batch 16 --size 32 --workers 1 --device cuda --precision fp32 > /dev/null 2> "$tmp/ft.err" \
+  || { cat "$tmp/ft.err"; fail "finetune on the GPU"; }
+grep -q "fine-tuning: head trained" "$tmp/ft.err" && [ -s "$tmp/ft/model.safetensors" ] \
+  || { cat "$tmp/ft.err"; fail "finetune did not run both phases"; }
+echo "finetune: $(tail -1 "$tmp/ft.err")"
+train gpu_lrfind --device cuda --precision fp32 --lr-find
+[ "$(wc -l < "$tmp/gpu_lrfind/lr_find.csv")" -eq 101 ] || fail "lr_find.csv lacks rows"
+echo "lr-find: 100 steps swept on the GPU"
+
+# 6. out of device memory (emulated GPUs: a device of 140 MiB)
+if [ -n "${WK_FAKE_DEVICES:-}" ]; then
+  rc=0
+  WK_FAKE_DEVICE_MB=140 "$bin" train "$tmp/shapes" --model resnet18 --size 64 --batch 64 \
+    --epochs 2 --workers 1 --device cuda --precision fp32 --out "$tmp/oom" > /dev/null \
+    2> "$tmp/oom.err" || rc=$?
+  [ "$rc" -eq 1 ] || { cat "$tmp/oom.err"; fail "out of device memory: exit $rc, not 1"; }
+  grep -q "GPU: a batch of 64 does not fit (out of device memory .*); try a smaller --batch" \
+    "$tmp/oom.err" || { cat "$tmp/oom.err"; fail "no smaller-batch advice"; }
+  echo "out of memory: $(grep -o 'GPU: a batch of 64 does not fit' "$tmp/oom.err")"
+fi
+echo "test_gpu_cli: ok"
