@@ -119,7 +119,14 @@ rc=$?
 # in one epoch) is refused before training, saying what to change
 "$bin" train "$tmp/shapes" --out "$tmp/short" --model smallcnn --size 32 --epochs 1 --batch 256 \
   > /dev/null 2> "$tmp/short.err"
-short_rc=$?; set -e
+short_rc=$?
+# ... and a fine-tuning whose second phase is too short, before its head trains
+"$bin" finetune "$tmp/shapes" --from "$tmp/run/model.safetensors" --out "$tmp/short_ft" --size 32 \
+  --epochs 3 --head-epochs 2 --batch 256 > /dev/null 2> "$tmp/short_ft.err"
+short_ft_rc=$?; set -e
+[ "$short_ft_rc" -eq 1 ] && grep -q "the whole network's phase has 2 (1 epoch of 2 batches): more --epochs" "$tmp/short_ft.err" \
+  && ! grep -q "^epoch 1/" "$tmp/short_ft.err" \
+  || { cat "$tmp/short_ft.err"; fail "too short a fine-tuning phase: rc $short_ft_rc"; }
 [ "$rc" -eq 1 ] && grep -q "nope.safetensors" "$tmp/err" || fail "missing model: rc $rc"
 [ "$short_rc" -eq 1 ] && grep -q "one-cycle schedule needs at least 4 steps, and this run has 2 (1 epoch of 2 batches): more --epochs" "$tmp/short.err" \
   || { cat "$tmp/short.err"; fail "too short a run: rc $short_rc"; }

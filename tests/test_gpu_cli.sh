@@ -6,15 +6,17 @@
 #      CPU fed 8-bit batches too (WHISKER_INPUT_U8=1); "where" as
 #      scripts/ddp_same.py judges data-parallel runs: within 3x the CPU's own
 #      noise floor (1 thread against 2) and 1e-3;
-#   2. `eval` and `classify` on the GPU agree with the CPU on the same 8-bit
-#      inputs (accuracy and confusion equal, loss within 1e-4, every top class
-#      equal, probabilities within 1e-4);
-#   3. `--precision bf16` and `fp16` train (each epoch's training loss within
-#      2% of fp32's on the GPU);
+#   2. `eval` and `classify` on the GPU agree with the CPU (eval on the same
+#      8-bit batches; classify, which preprocesses each file itself, in float
+#      on both): accuracy and confusion equal, loss within 1e-4, every top
+#      class equal, probabilities within 1e-4;
+#   3. `--precision bf16` (on a GPU of compute capability 8.0 or more) and
+#      `fp16` train (each epoch's training loss within 2% of fp32's);
 #   4. `$WHISKER_CUDA_GRAPH=1` captures the step and replays it, and ends with
 #      the weights of the uncaptured run (relative L2 at most 1e-6);
 #   5. `finetune --device cuda` from the CPU's model runs both phases, and
-#      `--lr-find` sweeps on the GPU (100 rows in lr_find.csv);
+#      `--lr-find` sweeps on the GPU (at least 10 rows in lr_find.csv: the
+#      sweep stops early where the loss diverges);
 #   6. on emulated GPUs only ($WK_FAKE_DEVICES set, a device capped at 140
 #      MiB with WK_FAKE_DEVICE_MB): a batch that does not fit fails with a
 #      message that suggests a smaller --batch, exit code 1.
@@ -32,7 +34,8 @@ skip() {
   exit 77
 }
 "$py" -c 'import PIL, numpy' 2>/dev/null || skip "no PIL/numpy"
-"$bin" system 2>/dev/null | grep -q "^device 0: .*compute capability" || skip "no GPU"
+cc=$("$bin" system 2>/dev/null | sed -n 's/^device 0: .*compute capability \([0-9]*\)\..*/\1/p')
+[ -n "$cc" ] || skip "no GPU"
 tmp=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 export WHISKER_CUDNN_ALGO=heuristic WHISKER_CUDNN_DETERMINISTIC=1
@@ -61,7 +64,7 @@ train gpu --device cuda --precision fp32 --threads 2
 echo "8-bit batches: the GPU against the CPU"
 same "$tmp/cpu_u8_t2" "$tmp/cpu_u8_t1" "$tmp/gpu" || fail "8-bit batches: the GPU ended elsewhere"
 
-# 2. eval and classify: the GPU against the CPU on the same 8-bit inputs
+# 2. eval and classify: the GPU against the CPU on the same inputs
 model="$tmp/cpu_t2/model.safetensors"
 "$bin" eval "$tmp/shapes/val" --model "$model" --device cuda --json > "$tmp/eval_gpu.json" \
   2> "$tmp/eval_gpu.err" || { cat "$tmp/eval_gpu.err"; fail "eval on the GPU"; }
@@ -69,8 +72,8 @@ WHISKER_INPUT_U8=1 "$bin" eval "$tmp/shapes/val" --model "$model" --device cpu -
   > "$tmp/eval_cpu.json" 2> /dev/null || fail "eval on the CPU"
 "$bin" classify "$tmp/shapes/val" --model "$model" --device cuda --top 3 --json \
   > "$tmp/cls_gpu.jsonl" 2> "$tmp/cls_gpu.err" || { cat "$tmp/cls_gpu.err"; fail "classify on the GPU"; }
-WHISKER_INPUT_U8=1 "$bin" classify "$tmp/shapes/val" --model "$model" --device cpu --top 3 \
-  --json > "$tmp/cls_cpu.jsonl" 2> /dev/null || fail "classify on the CPU"
+"$bin" classify "$tmp/shapes/val" --model "$model" --device cpu --top 3 --json \
+  > "$tmp/cls_cpu.jsonl" 2> /dev/null || fail "classify on the CPU"
 "$py" - "$tmp" <<'EOF' || fail "eval or classify: the GPU differs from the CPU"
 import json, sys
 t = sys.argv[1]
@@ -93,29 +96,32 @@ print(f"eval: accuracy {g['accuracy']:.4f} on both, loss {g['loss']:.6f} (GPU) a
       f"{c['loss']:.6f} (CPU); classify: 72 top classes equal, probabilities within {worst:.2g}")
 EOF
 
-# 3. bf16 and fp16
-train gpu_bf16 --device cuda --precision bf16
-train gpu_fp16 --device cuda --precision fp16
-"$py" - "$tmp" <<'EOF' || fail "16-bit training strayed from fp32's"
+# 3. bf16 (Ampere and later) and fp16
+half=(fp16)
+if [ "$cc" -ge 8 ]; then half=(bf16 fp16); else echo "compute capability $cc: no bf16"; fi
+for p in "${half[@]}"; do train "gpu_$p" --device cuda --precision "$p"; done
+"$py" - "$tmp" "${half[@]}" <<'EOF' || fail "16-bit training strayed from fp32's"
 import csv, math, sys
 t = sys.argv[1]
 ref = [float(r["train_loss"]) for r in csv.DictReader(open(f"{t}/gpu/metrics.csv"))]
-for p in ("bf16", "fp16"):
+for p in sys.argv[2:]:
     got = [float(r["train_loss"]) for r in csv.DictReader(open(f"{t}/gpu_{p}/metrics.csv"))]
     assert len(got) == len(ref) == 2, (p, got)
     rel = max(abs(a - b) / b for a, b in zip(got, ref))
     assert all(math.isfinite(x) for x in got) and rel <= 0.02, (p, got, ref)
     print(f"{p}: training losses {got} against fp32's {ref} (at most {rel:.2g} apart)")
 EOF
-grep -q "running on GPU 0 in bf16" "$tmp/gpu_bf16.err" || fail "the bf16 run did not say bf16"
+[ "$cc" -lt 8 ] || grep -q "running on GPU 0 in bf16" "$tmp/gpu_bf16.err" \
+  || fail "the bf16 run did not say bf16"
 
 # 4. CUDA graphs
 WHISKER_CUDA_GRAPH=1 train gpu_graph --device cuda --precision fp32
-line=$(grep "CUDA graphs: " "$tmp/gpu_graph.err" | tail -1)
+line=$(grep "CUDA graphs: " "$tmp/gpu_graph.err" | tail -1) || true
 echo "$line" | grep -Eq "CUDA graphs: [1-9][0-9]* captured, [1-9][0-9]* steps replayed" \
   || { cat "$tmp/gpu_graph.err"; fail "no graph replayed"; }
 d=$("$py" "$src/scripts/st_compare.py" --l2 --skip optim. "$tmp/gpu/checkpoint.safetensors" \
-  "$tmp/gpu_graph/checkpoint.safetensors" | sed -n 's/.*global relative L2 difference \([^ ]*\).*/\1/p')
+  "$tmp/gpu_graph/checkpoint.safetensors" | sed -n 's/.*global relative L2 difference \([^ ]*\).*/\1/p') \
+  || fail "comparing the graph run's weights"
 echo "${line#*info: }; weights against the uncaptured run: $d"
 "$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-6 else 1)" || fail "graph run differs by $d"
 
@@ -127,8 +133,9 @@ grep -q "fine-tuning: head trained" "$tmp/ft.err" && [ -s "$tmp/ft/model.safeten
   || { cat "$tmp/ft.err"; fail "finetune did not run both phases"; }
 echo "finetune: $(tail -1 "$tmp/ft.err")"
 train gpu_lrfind --device cuda --precision fp32 --lr-find
-[ "$(wc -l < "$tmp/gpu_lrfind/lr_find.csv")" -eq 101 ] || fail "lr_find.csv lacks rows"
-echo "lr-find: 100 steps swept on the GPU"
+rows=$(($(wc -l < "$tmp/gpu_lrfind/lr_find.csv") - 1))
+[ "$rows" -ge 10 ] || fail "lr_find.csv has $rows rows"
+echo "lr-find: $rows steps swept on the GPU"
 
 # 6. out of device memory (emulated GPUs: a device of 140 MiB)
 if [ -n "${WK_FAKE_DEVICES:-}" ]; then

@@ -84,9 +84,12 @@ echo "one GPU: --gpus 0 --sync-bn vs --device cuda:0: weights differ by $d"
 "$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-4 else 1)" || fail "weights differ by $d"
 
 # 2. two GPUs
-if [ "${n_gpus:-0}" -lt 2 ] || ! command -v mpirun > /dev/null; then
-  [ -z "$need_two" ] || fail "$n_gpus GPU(s), mpirun $(command -v mpirun || echo missing): the 2-rank cases cannot run"
-  echo "test_gpu_ddp: one GPU (or no mpirun): the 2-rank case is skipped"
+# several ranks need mpirun and whisker's MPI backend (scripts/gpu_check.sh
+# builds without it)
+mpi_plugin="${WHISKER_MPI_PLUGIN:-$(dirname "$bin")/libwhisker-mpi.so}"
+if [ "${n_gpus:-0}" -lt 2 ] || ! command -v mpirun > /dev/null || [ ! -e "$mpi_plugin" ]; then
+  [ -z "$need_two" ] || fail "$n_gpus GPU(s), mpirun $(command -v mpirun || echo missing), $mpi_plugin $([ -e "$mpi_plugin" ] && echo there || echo missing): the 2-rank cases cannot run"
+  echo "test_gpu_ddp: one GPU (or no mpirun, or built without MPI): the 2-rank cases are skipped"
   echo "test_gpu_ddp: ok"
   exit 0
 fi
@@ -147,21 +150,23 @@ grep -q "resuming" "$tmp/resume.err" || fail "the run did not resume"
 echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
 
 # 3b. a hung rank: the others give up within the timeout, and the run ends
-# ends_within RUN_PID VICTIM LIMIT_S WHAT: the run ends within LIMIT_S (then
-# the victim is killed whatever happened) with a failure status; prints the
-# seconds it took
+# ends_within RUN_PID VICTIM LIMIT_S WHAT LOG: the run ends within LIMIT_S
+# (then the victim is killed whatever happened) with a failure status; the
+# seconds it took in $secs. In this shell, not a $(...) subshell: only the
+# shell that started the run can wait for its exit status.
 ends_within() {
   local t0 rc=0
   t0=$(date +%s)
   for _ in $(seq $(($3 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$1" 2>/dev/null; then
     [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
+    cat "$5"
     fail "$4: the run did not stop within $3 s"
   fi
   wait "$1" || rc=$?
   [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
-  [ "$rc" -ne 0 ] || fail "$4: the run exited 0"
-  echo "$(( $(date +%s) - t0 ))"
+  [ "$rc" -ne 0 ] || { cat "$5"; fail "$4: the run exited 0"; }
+  secs=$(( $(date +%s) - t0 ))
 }
 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/hang" \
   > /dev/null 2> "$tmp/hang.err" &
@@ -171,7 +176,7 @@ victim=$(rank_pid "$mp" "$tmp/hang")
 [ -n "$victim" ] || { cat "$tmp/hang.err"; fail "rank 1 not found"; }
 kill -STOP "$victim"
 # the 3 s deadline, then MPI_Abort's teardown
-secs=$(ends_within "$mp" "$victim" 30 "hung rank") || { cat "$tmp/hang.err"; exit 1; }
+ends_within "$mp" "$victim" 30 "hung rank" "$tmp/hang.err"
 pids=()
 # the wait that gives up is MPI's (metrics, the stop flag) or NCCL's (the
 # backend's deadline), depending on where the rank stopped
@@ -187,7 +192,7 @@ pids+=("$mp")
 victim=$(rank_pid "$mp" "$tmp/dead")
 [ -n "$victim" ] || { cat "$tmp/dead.err"; fail "rank 1 not found (dead-rank case)"; }
 kill -9 "$victim"
-secs=$(ends_within "$mp" "" 40 "dead rank") || { cat "$tmp/dead.err"; exit 1; }
+ends_within "$mp" "" 40 "dead rank" "$tmp/dead.err"
 pids=()
 echo "dead rank: the run ended ${secs} s after the SIGKILL"
 
@@ -199,7 +204,7 @@ if [ -n "${WK_FAKE_DEVICES:-}" ]; then
     --gpus 0,1 --out "$tmp/nccl_hang" > /dev/null 2> "$tmp/nccl_hang.err" &
   mp=$!
   pids+=("$mp")
-  secs=$(ends_within "$mp" "" 60 "rank hung in NCCL") || { cat "$tmp/nccl_hang.err"; exit 1; }
+  ends_within "$mp" "" 60 "rank hung in NCCL" "$tmp/nccl_hang.err"
   pids=()
   grep -q "rank 1 hangs before collective step 5" "$tmp/nccl_hang.err" \
     || { cat "$tmp/nccl_hang.err"; fail "the fault was not injected"; }

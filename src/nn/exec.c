@@ -92,7 +92,9 @@ wk_status wk_net_set_input_norm(wk_net *net, const float mean[3], const float st
 
 wk_status wk_net_prefer_u8(wk_net *net, const float mean[3], const float std[3], bool *u8) {
   const char *e = getenv("WHISKER_INPUT_U8");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : wk_net_on_gpu(net);
+  if (e && *e && strcmp(e, "0") != 0 && strcmp(e, "1") != 0)
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_INPUT_U8='%s': expected 0 or 1", e);
+  const bool want = e && *e ? strcmp(e, "1") == 0 : wk_net_on_gpu(net);
   *u8 = want && net->in_c == 3;
   return *u8 ? wk_net_set_input_norm(net, mean, std) : WK_OK;
 }

@@ -133,6 +133,21 @@ static const wk_tensor *wk_train_input(const wk_run *r, const wk_batch *bt) {
   return r->u8 ? &bt->images_u8 : &bt->images;
 }
 
+/* One-cycle rises for pct_start of a phase's steps and falls for the rest: a
+ * phase of a few steps has no rise (schedule.c refuses it). This says so,
+ * and what to change, before the run trains at all: `phase` names the phase
+ * ("this run", "the head's phase", ...), `more` the option that lengthens it. */
+static wk_status wk_one_cycle_fits(const wk_fit_config *c, double pct_start, int epochs,
+                                   int64_t steps_per_epoch, const char *phase, const char *more) {
+  const int64_t steps = (int64_t)epochs * steps_per_epoch;
+  if (c->schedule != WK_SCHEDULE_ONE_CYCLE || pct_start * (double)steps > 1.0) return WK_OK;
+  return wk_fail(WK_ERR_INVALID_ARG, "the one-cycle schedule needs at least %lld steps, and %s "
+                 "has %lld (%d epoch%s of %lld batch%s): %s, a smaller --batch, or --schedule "
+                 "cosine", (long long)floor(1.0 / pct_start) + 1, phase, (long long)steps, epochs,
+                 epochs == 1 ? "" : "s", (long long)steps_per_epoch,
+                 steps_per_epoch == 1 ? "" : "es", more);
+}
+
 /* The trainer for the phase that epoch e starts: from scratch, one schedule
  * over all epochs; fine-tuning, the head phase's or the whole network's. */
 static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
@@ -140,7 +155,8 @@ static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
   const bool sgd = c->optim == WK_OPTIM_SGD;
   double lr = c->lr > 0 ? c->lr : c->pretrained ? (sgd ? 0.01 : 2e-3) : (sgd ? 0.1 : 2e-3);
   int end = c->epochs;
-  if (c->pretrained && e < c->head_epochs) {
+  const bool head = c->pretrained && e < c->head_epochs;
+  if (head) {
     wk_finetune_freeze_body(r->net);
     end = c->head_epochs;
   } else if (c->pretrained) {
@@ -151,20 +167,17 @@ static wk_status wk_run_trainer(wk_run *r, int e, int64_t steps_per_epoch) {
                         .label_smoothing = c->label_smoothing};
   tc.optim.weight_decay = c->weight_decay >= 0 ? c->weight_decay
                           : sgd ? 5e-4 : c->pretrained ? 0.01 : 0.05;
-  const int64_t steps = (int64_t)(end - e) * steps_per_epoch;
-  tc.schedule = wk_schedule_default(c->schedule, lr, steps);
-  /* one-cycle rises for pct_start of the steps and falls for the rest: a run
-   * of a few steps has no rise (schedule.c refuses it); say what to change */
-  if (c->schedule == WK_SCHEDULE_ONE_CYCLE && !(tc.schedule.pct_start * (double)steps > 1.0)) {
-    const bool head = c->pretrained && e < c->head_epochs;
-    return wk_fail(WK_ERR_INVALID_ARG, "the one-cycle schedule needs at least %lld steps, and "
-                   "%s has %lld (%d epoch%s of %lld batch%s): %s, a smaller --batch, or "
-                   "--schedule cosine", (long long)floor(1.0 / tc.schedule.pct_start) + 1,
-                   head ? "the head's phase" : c->pretrained ? "the whole network's phase"
-                   : "this run", (long long)steps, end - e, end - e == 1 ? "" : "s",
-                   (long long)steps_per_epoch, steps_per_epoch == 1 ? "" : "es",
-                   head ? "more --head-epochs" : "more --epochs");
-  }
+  tc.schedule = wk_schedule_default(c->schedule, lr, (int64_t)(end - e) * steps_per_epoch);
+  const double pct = tc.schedule.pct_start;
+  WK_TRY(wk_one_cycle_fits(c, pct, end - e, steps_per_epoch,
+                           head ? "the head's phase"
+                           : c->pretrained ? "the whole network's phase" : "this run",
+                           head ? "more --head-epochs" : "more --epochs"));
+  /* the head's phase comes first: the whole network's is checked then too,
+   * so that a run is not refused after training its head */
+  if (head && c->epochs > c->head_epochs)
+    WK_TRY(wk_one_cycle_fits(c, pct, c->epochs - c->head_epochs, steps_per_epoch,
+                             "the whole network's phase", "more --epochs"));
   wk_trainer_destroy(r->trainer);
   r->trainer = NULL;
   WK_TRY(wk_trainer_create(r->net, &tc, &r->trainer));
@@ -707,7 +720,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     /* whether $WHISKER_CUDA_GRAPH's graphs run, every epoch (they may stop:
      * a failed capture, buffers that moved) */
     const char *graphs = getenv("WHISKER_CUDA_GRAPH");
-    if (r->writer && wk_net_on_gpu(r->net) && graphs && strcmp(graphs, "1") == 0 &&
+    if (r->writer && wk_net_on_gpu(r->net) && graphs && strcmp(graphs, "1") == 0 && !r->ddp &&
         wk_net_gpu_graph_stats(r->net, &gs) == WK_OK)
       WK_LOG_I("CUDA graphs: %lld captured, %lld steps replayed, %lld invalidated%s",
                (long long)gs.captured, (long long)gs.replayed, (long long)gs.invalidations,
