@@ -60,8 +60,8 @@ trap cleanup EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
 # fp32 (not the default auto, bf16 on a recent GPU): the bounds below are float32's
-common=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --epochs 2
-  --precision fp32)
+any_precision=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --epochs 2)
+common=("${any_precision[@]}" --precision fp32)
 l2() { "$py" "$src/scripts/st_compare.py" --l2 --skip optim. "$1/checkpoint.safetensors" \
   "$2/checkpoint.safetensors" | sed -n 's/.*global relative L2 difference \([^ ]*\).*/\1/p'; }
 
@@ -114,6 +114,29 @@ echo "two GPUs: --gpus 0,1 trained with NCCL; d(one process) = $(l2 "$tmp/plain"
 echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs --gpus 0 --sync-bn (1 x 16):"
 "$py" "$src/scripts/ddp_same.py" "$tmp/sync" "$tmp/plain" "$tmp/two_sync" \
   || fail "2 x 8 synchronised did not end where 1 x 16 did"
+# 2b. the 16-bit precisions over two ranks (fp16's loss scaling sees the
+# averaged gradients, so every rank skips the same steps): they train, on the
+# schedule of the fp32 run, losses within 2% of it
+cc=$("$bin" system 2>/dev/null | sed -n 's/^device 0: .*compute capability \([0-9]*\)\..*/\1/p')
+half=(fp16)
+[ "${cc:-0}" -lt 8 ] || half=(bf16 fp16)
+for p in "${half[@]}"; do
+  "$bin" train "${any_precision[@]}" --precision "$p" --batch 8 --gpus 0,1 --out "$tmp/two_$p" > /dev/null \
+    2> "$tmp/two_$p.err" || { cat "$tmp/two_$p.err"; fail "--gpus 0,1 --precision $p run"; }
+done
+"$py" - "$tmp" "${half[@]}" <<'EOF' || fail "a 16-bit 2-GPU run strayed from fp32's"
+import csv, math, sys
+t = sys.argv[1]
+ref = list(csv.DictReader(open(f"{t}/two/metrics.csv")))
+for p in sys.argv[2:]:
+    got = list(csv.DictReader(open(f"{t}/two_{p}/metrics.csv")))
+    assert [r["lr"] for r in got] == [r["lr"] for r in ref], (p, "schedules differ")
+    a = [float(r["train_loss"]) for r in got]
+    b = [float(r["train_loss"]) for r in ref]
+    rel = max(abs(x - y) / y for x, y in zip(a, b))
+    assert all(math.isfinite(x) for x in a) and rel <= 0.02, (p, a, b)
+    print(f"two GPUs, {p}: training losses {a} against fp32's {b}")
+EOF
 
 # 3. faults and resume; rank_pid MPIRUN_PID RUN_DIR: rank 1's pid under that
 # mpirun once the run has written its first metrics (so it is training)
