@@ -34,6 +34,9 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "test_dist_train: FAIL: $*" >&2; exit 1; }
+# rank_pid: tests/dist_lib.sh
+# shellcheck source=tests/dist_lib.sh
+. "$src/tests/dist_lib.sh"
 # CI runs as root in a container: allow it, use shared memory only, share 2 cores
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
@@ -46,19 +49,6 @@ common=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1
 # same ONE NOISE RUN [ddp_same.py options]: RUN ended where ONE did (the
 # weights within ONE vs NOISE's noise floor; scripts/ddp_same.py)
 same() { "$py" "$src/scripts/ddp_same.py" "${@:4}" "$1" "$2" "$3"; }
-# rank_pid MPIRUN_PID RUN_DIR: the pid of rank 1 under that mpirun, once the run
-# has written its first metrics (so it is training); empty if not found in 30 s
-rank_pid() {
-  local p victim=""
-  for _ in $(seq 300); do
-    for p in $(pgrep -P "$1" 2>/dev/null); do
-      grep -qzx "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null && victim=$p
-    done
-    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
-    sleep 0.1
-  done
-  echo "$victim"
-}
 
 # 1. synchronised batchnorm: the same training as one process of batch 16
 "$bin" train "${common[@]}" --epochs 2 --batch 16 --threads 1 --out "$tmp/one" \

@@ -58,6 +58,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }
+# shellcheck source=tests/dist_lib.sh
+. "$src/tests/dist_lib.sh"
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
 # fp32 (not the default auto, bf16 on a recent GPU): the bounds below are float32's
 any_precision=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --epochs 2)
@@ -138,19 +140,7 @@ for p in sys.argv[2:]:
     print(f"two GPUs, {p}: training losses {a} against fp32's {b}")
 EOF
 
-# 3. faults and resume; rank_pid MPIRUN_PID RUN_DIR: rank 1's pid under that
-# mpirun once the run has written its first metrics (so it is training)
-rank_pid() {
-  local p victim=""
-  for _ in $(seq 600); do
-    for p in $(pgrep -P "$1" 2>/dev/null); do
-      grep -qzx "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null && victim=$p
-    done
-    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
-    sleep 0.1
-  done
-  echo "$victim"
-}
+# 3. faults and resume (rank_pid, ends_within: tests/dist_lib.sh)
 # 3a. killed after epoch 1 of 3 on two GPUs, resumed on one with the same global batch
 base=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --precision fp32)
 run3=("${base[@]}" --epochs 3)
@@ -173,29 +163,11 @@ grep -q "resuming" "$tmp/resume.err" || fail "the run did not resume"
 echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
 
 # 3b. a hung rank: the others give up within the timeout, and the run ends
-# ends_within RUN_PID VICTIM LIMIT_S WHAT LOG: the run ends within LIMIT_S
-# (then the victim is killed whatever happened) with a failure status; the
-# seconds it took in $secs. In this shell, not a $(...) subshell: only the
-# shell that started the run can wait for its exit status.
-ends_within() {
-  local t0 rc=0
-  t0=$(date +%s)
-  for _ in $(seq $(($3 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$1" 2>/dev/null; then
-    [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
-    cat "$5"
-    fail "$4: the run did not stop within $3 s"
-  fi
-  wait "$1" || rc=$?
-  [ -z "$2" ] || kill -9 "$2" 2>/dev/null || true
-  [ "$rc" -ne 0 ] || { cat "$5"; fail "$4: the run exited 0"; }
-  secs=$(( $(date +%s) - t0 ))
-}
 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/hang" \
   > /dev/null 2> "$tmp/hang.err" &
 mp=$!
 pids+=("$mp")
-victim=$(rank_pid "$mp" "$tmp/hang")
+victim=$(rank_pid "$mp" "$tmp/hang" 600)
 [ -n "$victim" ] || { cat "$tmp/hang.err"; fail "rank 1 not found"; }
 kill -STOP "$victim"
 # the 3 s deadline, then MPI_Abort's teardown
@@ -212,7 +184,7 @@ WHISKER_DIST_TIMEOUT=30 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0
   > /dev/null 2> "$tmp/dead.err" &
 mp=$!
 pids+=("$mp")
-victim=$(rank_pid "$mp" "$tmp/dead")
+victim=$(rank_pid "$mp" "$tmp/dead" 600)
 [ -n "$victim" ] || { cat "$tmp/dead.err"; fail "rank 1 not found (dead-rank case)"; }
 kill -9 "$victim"
 ends_within "$mp" "" 40 "dead rank" "$tmp/dead.err"
