@@ -496,24 +496,32 @@ static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t of
  * here: a late peer is the caller's to time out, as with NCCL. */
 static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j) {
   wk_shared *sh = c->shm;
+  _Atomic uint64_t *ctr = NULL; /* the counter a peer has yet to advance */
   while (c->prog_off < j->count) {
     if (!c->prog_posted) {
-      if (!wk_all_reached(c, sh->done, c->step)) goto waiting;
+      if (!wk_all_reached(c, sh->done, c->step)) {
+        ctr = sh->done;
+        break;
+      }
       wk_post(c, j, c->prog_off);
       c->prog_posted = true;
     }
-    if (!wk_all_reached(c, sh->posted, c->step)) goto waiting;
+    if (!wk_all_reached(c, sh->posted, c->step)) {
+      ctr = sh->posted;
+      break;
+    }
     wk_combine(c, j, c->prog_off);
     c->prog_off += wk_step_elems(j, c->prog_off);
     c->prog_posted = false;
   }
-  return ncclSuccess;
-waiting:;
-  /* a lost peer: looked for every 50 ms (the backend polls every 50 us) */
+  if (!ctr) return ncclSuccess;
+  /* a late peer that is lost: looked for every 50 ms (the backend polls
+   * every 50 us); a peer that is not late may have finished and left */
   const double now = wk_now();
   if (now - c->prog_checked < 0.05) return ncclInProgress;
   c->prog_checked = now;
   for (int r = 0; r < c->nranks; r++) {
+    if (atomic_load_explicit(&ctr[r], memory_order_acquire) >= c->step) continue;
     const char *why = wk_peer_lost(c, r);
     if (why)
       return wk_fail(ncclRemoteError, "ncclAllReduce: rank %d %s (rank %d of %d waiting)", r,
