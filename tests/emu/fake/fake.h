@@ -4,14 +4,18 @@
  * the whole backend, built into an emulated plugin with its kernels under the
  * kernel emulator (tests/emu/emu.cpp), runs tests/test_gpu_net.c's suite
  * without a GPU. "Device" memory is host memory; every stream runs its work
- * when it is issued, except while a stream captures a CUDA graph: then the
- * work is recorded and runs at each cudaGraphLaunch.
+ * when it is issued (eager, the default) or as late as CUDA's ordering
+ * allows ($WK_FAKE_LAZY=1, the emulated suites' setting: fake_cudart.c),
+ * except while a stream captures a CUDA graph: then the work is recorded and
+ * runs at each cudaGraphLaunch.
  *
  * What this can show: the backend's host logic (descriptors, sizes, layouts,
  * the order of work, error paths) against the libraries' documented
- * semantics, as these fakes read the documentation. What it cannot: the real
- * libraries' behaviour where it differs from that reading, anything about
- * concurrency between streams, timing, and device limits. */
+ * semantics, as these fakes read the documentation, and with lazy streams a
+ * missing order between streams or between a stream and the host. What it
+ * cannot: the real libraries' behaviour where it differs from that reading,
+ * races within one moment (work never runs concurrently), timing, and device
+ * limits. */
 #ifndef WK_FAKE_H
 #define WK_FAKE_H
 
@@ -34,6 +38,11 @@ typedef void (*wk_fake_fn)(void *ctx);
  * cudaSuccess, or an error the caller returns (an illegal call during
  * capture: cudaErrorStreamCaptureUnsupported). */
 cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx, size_t ctx_bytes);
+
+/* Lazy streams ($WK_FAKE_LAZY=1, fake_cudart.c): runs the work queued on
+ * `stream` so far (0: every blocking stream's, as the legacy stream would
+ * wait for); nothing otherwise. */
+void wk_fake_flush(cudaStream_t stream);
 
 /* Whether `stream` is capturing a graph now. */
 int wk_fake_capturing(cudaStream_t stream);

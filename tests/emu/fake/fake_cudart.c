@@ -9,7 +9,8 @@
  *   that a pointer and extent lie inside one (wk_fake_check_device); freeing a
  *   pointer that is not a live allocation dies.
  * - Streams run their work when it is issued; synchronising is a no-op, events
- *   complete when recorded. A stream capturing a graph records its work
+ *   complete when recorded. With $WK_FAKE_LAZY=1 they run it as late as
+ *   CUDA's ordering allows instead ("lazy streams" below). A stream capturing a graph records its work
  *   (wk_fake_enqueue) instead; a stream that waits on an event recorded in a
  *   capture joins that capture, as in CUDA, and its work is recorded too, in
  *   issue order (one valid order of the captured graph). cudaGraphLaunch runs
@@ -159,9 +160,18 @@ struct CUgraphExec_st {
 struct CUstream_st {
   struct CUgraph_st *capture; /* the capture this stream records into, or NULL */
   int origin;                 /* this stream began it */
+  /* lazy streams ($WK_FAKE_LAZY=1): the work issued and not yet run, how
+   * much has been issued and run, and whether the stream was created
+   * non-blocking (else it synchronises with the legacy stream) */
+  wk_op *q_head, *q_tail;
+  uint64_t issued, done;
+  int non_blocking, dead;
+  struct CUstream_st *next_all; /* every stream ever made (g_streams) */
 };
 struct CUevent_st {
   struct CUgraph_st *capture; /* recorded during this capture */
+  struct CUstream_st *stream; /* lazy streams: recorded on this stream (NULL: legacy) */
+  uint64_t pos;               /* ... after its first pos operations */
 };
 
 static int g_device;
@@ -209,6 +219,82 @@ static cudaError_t wk_forbidden(void) {
   return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
 }
 
+/* ------------------------------------------------------------------ lazy streams
+ * With $WK_FAKE_LAZY=1 a stream's work does not run when it is issued: it
+ * waits in the stream's queue until something forces it, in issue order:
+ * cudaStreamSynchronize or cudaStreamQuery of the stream, cudaEventSynchronize
+ * or a cudaStreamWaitEvent's work on an event recorded after it,
+ * cudaDeviceSynchronize, cudaFree and cudaFreeHost (which synchronise the
+ * device), destroying the stream, and the legacy stream: work issued there
+ * (synchronous copies and memsets included) runs at once, after the work of
+ * every blocking stream (created without cudaStreamNonBlocking), as CUDA's
+ * legacy stream waits for them; non-blocking streams' work stays queued. So
+ * every piece of work runs as late as CUDA's ordering allows, and work whose
+ * ordering the program forgot (a copy read before its stream was
+ * synchronised, a buffer reused while another stream's queued work still
+ * reads it, a stream that should have waited on an event) sees the data of
+ * the wrong moment, where the eager default hides it. Queues are guarded by
+ * one recursive lock; running work holds it. */
+static pthread_mutex_t g_q;
+static pthread_once_t g_q_once = PTHREAD_ONCE_INIT;
+static struct CUstream_st *g_streams;
+static int g_lazy = -1;
+
+static void wk_q_init(void) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&g_q, &a);
+  pthread_mutexattr_destroy(&a);
+  const char *e = getenv("WK_FAKE_LAZY");
+  g_lazy = e && strcmp(e, "1") == 0;
+}
+
+static int wk_lazy(void) {
+  pthread_once(&g_q_once, wk_q_init);
+  return g_lazy;
+}
+
+/* Runs stream s's queued work up to its first `upto` operations. */
+static void wk_flush(struct CUstream_st *s, uint64_t upto) {
+  pthread_mutex_lock(&g_q);
+  while (s->done < upto && s->q_head) {
+    wk_op *op = s->q_head;
+    s->q_head = op->next;
+    if (!s->q_head) s->q_tail = NULL;
+    op->fn(op->ctx);
+    free(op->ctx);
+    free(op);
+    s->done++;
+  }
+  pthread_mutex_unlock(&g_q);
+}
+
+static void wk_flush_all(int blocking_only) {
+  if (!wk_lazy()) return;
+  pthread_mutex_lock(&g_q);
+  for (struct CUstream_st *s = g_streams; s; s = s->next_all)
+    if (!blocking_only || !s->non_blocking) wk_flush(s, s->issued);
+  pthread_mutex_unlock(&g_q);
+}
+
+void wk_fake_flush(cudaStream_t stream) {
+  if (!wk_lazy()) return;
+  if (stream) wk_flush(stream, stream->issued);
+  else wk_flush_all(1);
+}
+
+/* A cudaStreamWaitEvent's work: the event's stream runs up to the event. */
+typedef struct wk_wait_job {
+  struct CUstream_st *stream;
+  uint64_t pos;
+} wk_wait_job;
+
+static void wk_wait_run(void *ctx) {
+  const wk_wait_job *j = ctx;
+  wk_flush(j->stream, j->pos);
+}
+
 static void wk_free_ops(wk_op *op) {
   while (op) {
     wk_op *next = op->next;
@@ -229,6 +315,21 @@ cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx,
   void *copy = malloc(ctx_bytes ? ctx_bytes : 1);
   if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
   if (ctx_bytes) memcpy(copy, ctx, ctx_bytes);
+  if (wk_lazy() && stream && !stream->capture) { /* queued until forced */
+    wk_op *op = malloc(sizeof *op);
+    if (!op) wk_fake_die("CUDA runtime", "out of host memory");
+    *op = (wk_op){fn, copy, NULL};
+    pthread_mutex_lock(&g_q);
+    if (stream->q_tail)
+      stream->q_tail->next = op;
+    else
+      stream->q_head = op;
+    stream->q_tail = op;
+    stream->issued++;
+    pthread_mutex_unlock(&g_q);
+    return cudaSuccess;
+  }
+  if (wk_lazy() && !stream) wk_flush_all(1); /* the legacy stream waits for blocking streams */
   if (!stream || !stream->capture) {
     /* run now, on a copy as a recording would (work must not depend on the
      * caller's ctx staying alive) */
@@ -316,6 +417,7 @@ cudaError_t cudaMalloc(void **dev, size_t size) {
 cudaError_t cudaFree(void *dev) {
   if (!dev) return cudaSuccess;
   if (wk_capture_forbids()) return wk_forbidden();
+  wk_flush_all(0); /* cudaFree synchronises the device */
   pthread_mutex_lock(&g_lock);
   for (size_t i = 0; i < g_n_allocs; i++)
     if (g_allocs[i].p == dev) {
@@ -338,16 +440,52 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
   return cudaSuccess;
 }
 
+/* Pinned host memory (cudaHostAlloc): copies to and from it are
+ * asynchronous; CUDA copies from pageable memory before an asynchronous
+ * copy returns, and to pageable memory synchronously (lazy streams model
+ * both). */
+static wk_alloc *g_pinned;
+static size_t g_n_pinned, g_cap_pinned;
+
+static int wk_is_pinned(const void *p, size_t n) {
+  const char *c = p;
+  pthread_mutex_lock(&g_lock);
+  int found = 0;
+  for (size_t i = 0; i < g_n_pinned && !found; i++)
+    found = c >= g_pinned[i].p && c < g_pinned[i].p + g_pinned[i].n &&
+            n <= (size_t)(g_pinned[i].p + g_pinned[i].n - c);
+  pthread_mutex_unlock(&g_lock);
+  return found;
+}
+
 cudaError_t cudaHostAlloc(void **host, size_t size, unsigned int flags) {
   (void)flags;
   if (!host) return wk_fail_rt(cudaErrorInvalidValue);
   if (wk_capture_forbids()) return wk_forbidden();
   *host = malloc(size ? size : 1);
-  return *host ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+  if (!*host) return wk_fail_rt(cudaErrorMemoryAllocation);
+  pthread_mutex_lock(&g_lock);
+  if (g_n_pinned == g_cap_pinned) {
+    wk_alloc *grown = realloc(g_pinned, (g_cap_pinned * 2 + 16) * sizeof *g_pinned);
+    if (!grown) wk_fake_die("CUDA runtime", "out of host memory");
+    g_pinned = grown;
+    g_cap_pinned = g_cap_pinned * 2 + 16;
+  }
+  g_pinned[g_n_pinned++] = (wk_alloc){*host, size ? size : 1};
+  pthread_mutex_unlock(&g_lock);
+  return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void *host) {
   if (wk_capture_forbids()) return wk_forbidden();
+  wk_flush_all(0);
+  pthread_mutex_lock(&g_lock);
+  for (size_t i = 0; i < g_n_pinned; i++)
+    if (g_pinned[i].p == host) {
+      g_pinned[i] = g_pinned[--g_n_pinned];
+      break;
+    }
+  pthread_mutex_unlock(&g_lock);
   free(host);
   return cudaSuccess;
 }
@@ -373,12 +511,46 @@ static void wk_copy_run(void *ctx) {
   memmove(j->dst, j->src, j->n);
 }
 
+/* Lazy streams: a copy from pageable host memory, taken when issued. */
+typedef struct wk_staged_job {
+  void *dst;
+  size_t n;
+  unsigned char bytes[];
+} wk_staged_job;
+
+static void wk_staged_run(void *ctx) {
+  const wk_staged_job *j = ctx;
+  wk_fake_check_device(j->dst, j->n, "cudaMemcpy destination");
+  memcpy(j->dst, j->bytes, j->n);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (!dst || !src) return wk_fail_rt(cudaErrorInvalidValue);
   wk_check_copy(dst, src, count, kind);
   const wk_copy_job j = {dst, src, count, kind};
+  if (wk_lazy() && stream && !stream->capture) {
+    if (kind == cudaMemcpyDeviceToHost && !wk_is_pinned(dst, count)) {
+      /* to pageable memory: done when the call returns, after the stream's
+       * earlier work */
+      wk_flush(stream, stream->issued);
+      wk_copy_run((void *)&j);
+      return cudaSuccess;
+    }
+    if (kind == cudaMemcpyHostToDevice && !wk_is_pinned(src, count)) {
+      /* from pageable memory: the source is taken now (the caller may reuse
+       * it at once), written to the device in the stream's turn */
+      wk_staged_job *sj = malloc(sizeof *sj + count);
+      if (!sj) wk_fake_die("CUDA runtime", "out of host memory");
+      sj->dst = dst;
+      sj->n = count;
+      memcpy(sj->bytes, src, count);
+      const cudaError_t e = wk_fake_enqueue(stream, wk_staged_run, sj, sizeof *sj + count);
+      free(sj);
+      return e;
+    }
+  }
   return wk_fake_enqueue(stream, wk_copy_run, &j, sizeof j);
 }
 
@@ -478,6 +650,7 @@ cudaError_t cudaRuntimeGetVersion(int *version) {
 
 cudaError_t cudaDeviceSynchronize(void) {
   if (wk_capture_forbids()) return wk_forbidden();
+  wk_flush_all(0);
   return cudaSuccess;
 }
 
@@ -504,6 +677,7 @@ const char *cudaGetErrorName(cudaError_t error) {
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
   }
 }
@@ -521,6 +695,7 @@ const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorNotReady: return "device not ready";
     default: return "unknown error";
   }
 }
@@ -528,15 +703,30 @@ const char *cudaGetErrorString(cudaError_t error) {
 /* ------------------------------------------------------------------ streams, events */
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) {
-  (void)flags;
   if (!stream) return wk_fail_rt(cudaErrorInvalidValue);
   *stream = calloc(1, sizeof **stream);
-  return *stream ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+  if (!*stream) return wk_fail_rt(cudaErrorMemoryAllocation);
+  (*stream)->non_blocking = (flags & cudaStreamNonBlocking) != 0;
+  if (wk_lazy()) {
+    pthread_mutex_lock(&g_q);
+    (*stream)->next_all = g_streams;
+    g_streams = *stream;
+    pthread_mutex_unlock(&g_q);
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return wk_fail_rt(cudaErrorInvalidResourceHandle);
   if (stream->capture) wk_fake_die("CUDA runtime", "cudaStreamDestroy of a capturing stream");
+  if (stream->dead) wk_fake_die("CUDA runtime", "cudaStreamDestroy of a destroyed stream");
+  if (wk_lazy()) {
+    /* its queued work still runs (CUDA: the device completes it); the struct
+     * stays on g_streams, dead, as queued waits may still name it */
+    wk_flush(stream, stream->issued);
+    stream->dead = 1;
+    return cudaSuccess;
+  }
   free(stream);
   return cudaSuccess;
 }
@@ -547,6 +737,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   }
   if (wk_capture_forbids() && !stream) return wk_forbidden(); /* the legacy stream */
+  wk_fake_flush(stream);
   return cudaSuccess;
 }
 
@@ -554,6 +745,17 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
   if (stream && stream->capture) {
     stream->capture->invalidated = 1;
     return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  }
+  if (wk_lazy() && stream) {
+    /* work still queued: not ready (the caller's wait for it is exercised),
+     * and the device gets on with it meanwhile */
+    pthread_mutex_lock(&g_q);
+    const int pending = stream->done < stream->issued;
+    pthread_mutex_unlock(&g_q);
+    if (pending) {
+      wk_flush(stream, stream->issued);
+      return wk_fail_rt(cudaErrorNotReady);
+    }
   }
   return cudaSuccess;
 }
@@ -574,6 +776,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
   event->capture = stream ? stream->capture : NULL;
+  event->stream = NULL;
+  if (wk_lazy() && stream && !stream->capture) {
+    pthread_mutex_lock(&g_q);
+    event->stream = stream;
+    event->pos = stream->issued;
+    pthread_mutex_unlock(&g_q);
+  }
   return cudaSuccess;
 }
 
@@ -589,6 +798,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   const cudaError_t e = wk_event_usable(event);
   if (e != cudaSuccess) return e;
   if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  if (event->stream) wk_flush(event->stream, event->pos);
   return cudaSuccess;
 }
 
@@ -607,6 +817,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     stream->origin = 0;
   } else if (event->capture && !stream) {
     return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  } else if (event->stream && event->stream != stream) {
+    /* lazy streams: the waiting stream's later work runs after the event's
+     * stream has run up to it (a wait issued on the legacy stream runs now) */
+    const wk_wait_job j = {event->stream, event->pos};
+    return wk_fake_enqueue(stream, wk_wait_run, &j, sizeof j);
   }
   return cudaSuccess;
 }
@@ -711,6 +926,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   if (!exec) return cudaSuccess;
+  wk_flush_all(0); /* lazy streams: a queued launch of it runs first */
   wk_free_ops(exec->g.head);
   free(exec);
   return cudaSuccess;

@@ -757,6 +757,8 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
     /* the operation in progress completes now, or makes progress */
     st = ncclSuccess;
     if (run && c->nranks > 1 && !wk_fake_capturing(stream)) {
+      /* lazy streams: the work issued before it on its stream runs first */
+      if (!c->prog_off && !c->prog_posted) wk_fake_flush(stream);
       /* over several ranks, outside a capture: the all-reduce advances here
        * as far as the peers allow and answers ncclInProgress until it is
        * complete, so a late peer is the caller's deadline to catch (this

@@ -1,0 +1,85 @@
+/* test_fake_lazy.c - the fake runtime's lazy streams ($WK_FAKE_LAZY=1,
+ * fake_cudart.c) defer work as CUDA's ordering allows, and the eager default
+ * does not: were lazy mode to run work at once, the emulated suites that run
+ * with it would stop showing a missing stream dependency, and this fails.
+ * Each case prints what it saw. */
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+
+static void expect(const char *what, unsigned got, unsigned want) {
+  printf("%-58s %08x (want %08x)\n", what, got, want);
+  if (got != want) failures++;
+}
+
+static void ok(cudaError_t e, const char *call) {
+  if (e != cudaSuccess && e != cudaErrorNotReady) {
+    printf("%s: %s\n", call, cudaGetErrorName(e));
+    exit(1);
+  }
+}
+
+static unsigned read_back(const unsigned *d) { /* synchronous: the legacy stream */
+  unsigned h = 0;
+  ok(cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return h;
+}
+
+int main(void) {
+  const char *e = getenv("WK_FAKE_LAZY");
+  const int lazy = e && strcmp(e, "1") == 0;
+  const unsigned fill = 0xffffffffu, ones = 0x01010101u, twos = 0x02020202u;
+  cudaStream_t s, s2, blocking;
+  cudaEvent_t ev;
+  unsigned *d, *d2, h = 0;
+  ok(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  ok(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  ok(cudaStreamCreateWithFlags(&blocking, cudaStreamDefault), "cudaStreamCreateWithFlags");
+  ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  ok(cudaMalloc((void **)&d, sizeof *d), "cudaMalloc");
+  ok(cudaMalloc((void **)&d2, sizeof *d2), "cudaMalloc");
+
+  /* a non-blocking stream's work is not waited for by the legacy stream */
+  ok(cudaMemsetAsync(d, 1, sizeof *d, s), "cudaMemsetAsync");
+  expect("non-blocking stream, read on the legacy stream", read_back(d), lazy ? fill : ones);
+  /* an event orders a second stream after it */
+  ok(cudaEventRecord(ev, s), "cudaEventRecord");
+  ok(cudaStreamWaitEvent(s2, ev, 0), "cudaStreamWaitEvent");
+  ok(cudaMemcpyAsync(d2, d, sizeof *d, cudaMemcpyDeviceToDevice, s2), "cudaMemcpyAsync");
+  /* a copy to pageable memory returns done, after its stream's earlier work */
+  ok(cudaMemcpyAsync(&h, d2, sizeof h, cudaMemcpyDeviceToHost, s2), "cudaMemcpyAsync");
+  expect("through the event, to pageable memory", h, ones);
+  /* a query of a stream with work queued says not ready, and it gets done */
+  ok(cudaMemsetAsync(d, 2, sizeof *d, s), "cudaMemsetAsync");
+  const cudaError_t q = cudaStreamQuery(s);
+  (void)cudaGetLastError();
+  expect("cudaStreamQuery with work queued", (unsigned)q,
+         (unsigned)(lazy ? cudaErrorNotReady : cudaSuccess));
+  expect("after the query", read_back(d), twos);
+  /* a blocking stream's work is waited for by the legacy stream */
+  ok(cudaMemsetAsync(d, 1, sizeof *d, blocking), "cudaMemsetAsync");
+  expect("blocking stream, read on the legacy stream", read_back(d), ones);
+  /* a copy from pageable memory takes its source when issued */
+  unsigned src = twos;
+  ok(cudaMemcpyAsync(d2, &src, sizeof src, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+  src = 0;
+  ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  expect("from pageable memory, changed after the call", read_back(d2), twos);
+  /* from pinned memory it reads the source when it runs */
+  unsigned *pinned;
+  ok(cudaHostAlloc((void **)&pinned, sizeof *pinned, cudaHostAllocDefault), "cudaHostAlloc");
+  *pinned = ones;
+  ok(cudaMemcpyAsync(d2, pinned, sizeof *pinned, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+  *pinned = twos;
+  ok(cudaEventRecord(ev, s), "cudaEventRecord");
+  ok(cudaEventSynchronize(ev), "cudaEventSynchronize");
+  expect("from pinned memory, changed after the call", read_back(d2), lazy ? twos : ones);
+  ok(cudaFreeHost(pinned), "cudaFreeHost");
+  ok(cudaFree(d), "cudaFree");
+  ok(cudaFree(d2), "cudaFree");
+  printf("test_fake_lazy (%s): %s\n", lazy ? "lazy" : "eager", failures ? "FAILED" : "ok");
+  return failures ? 1 : 0;
+}
