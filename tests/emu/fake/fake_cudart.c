@@ -166,6 +166,7 @@ struct CUstream_st {
   wk_op *q_head, *q_tail;
   uint64_t issued, done;
   int non_blocking, dead;
+  int queried; /* cudaStreamQuery answered "not ready" without running the work */
   struct CUstream_st *next_all; /* every stream ever made (g_streams) */
 };
 struct CUevent_st {
@@ -234,7 +235,13 @@ static cudaError_t wk_forbidden(void) {
  * synchronised, a buffer reused while another stream's queued work still
  * reads it, a stream that should have waited on an event) sees the data of
  * the wrong moment, where the eager default hides it. Queues are guarded by
- * one recursive lock; running work holds it. */
+ * one recursive lock; running work holds it. Earlier than CUDA needs (so
+ * these orders are not checked): work on the legacy stream runs at once
+ * (cudaMemset and device-to-device cudaMemcpy included, which CUDA lets run
+ * after the call returns); destroying a stream or a graph exec runs the
+ * queued work first. A blocking NCCL collective (fake_nccl.c), which waits
+ * for its peers inside its work, would wait while its peer's stream is not
+ * forced yet: lazy mode suits non-blocking communicators (the backend's). */
 static pthread_mutex_t g_q;
 static pthread_once_t g_q_once = PTHREAD_ONCE_INIT;
 static struct CUstream_st *g_streams;
@@ -278,10 +285,21 @@ static void wk_flush_all(int blocking_only) {
   pthread_mutex_unlock(&g_q);
 }
 
+/* A destroyed stream used again: lazy mode keeps its struct (queued waits may
+ * name it), so this is caught here rather than as a use after free. */
+static void wk_alive(cudaStream_t stream, const char *fn) {
+  if (stream && stream->dead) wk_fake_die("CUDA runtime", "%s: a destroyed stream", fn);
+}
+
 void wk_fake_flush(cudaStream_t stream) {
   if (!wk_lazy()) return;
-  if (stream) wk_flush(stream, stream->issued);
-  else wk_flush_all(1);
+  if (!stream) {
+    wk_flush_all(1);
+    return;
+  }
+  pthread_mutex_lock(&g_q);
+  wk_flush(stream, stream->issued);
+  pthread_mutex_unlock(&g_q);
 }
 
 /* A cudaStreamWaitEvent's work: the event's stream runs up to the event. */
@@ -315,6 +333,7 @@ cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx,
   void *copy = malloc(ctx_bytes ? ctx_bytes : 1);
   if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
   if (ctx_bytes) memcpy(copy, ctx, ctx_bytes);
+  wk_alive(stream, "work issued");
   if (wk_lazy() && stream && !stream->capture) { /* queued until forced */
     wk_op *op = malloc(sizeof *op);
     if (!op) wk_fake_die("CUDA runtime", "out of host memory");
@@ -719,7 +738,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return wk_fail_rt(cudaErrorInvalidResourceHandle);
   if (stream->capture) wk_fake_die("CUDA runtime", "cudaStreamDestroy of a capturing stream");
-  if (stream->dead) wk_fake_die("CUDA runtime", "cudaStreamDestroy of a destroyed stream");
+  wk_alive(stream, "cudaStreamDestroy");
   if (wk_lazy()) {
     /* its queued work still runs (CUDA: the device completes it); the struct
      * stays on g_streams, dead, as queued waits may still name it */
@@ -737,6 +756,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   }
   if (wk_capture_forbids() && !stream) return wk_forbidden(); /* the legacy stream */
+  wk_alive(stream, "cudaStreamSynchronize");
   wk_fake_flush(stream);
   return cudaSuccess;
 }
@@ -746,16 +766,17 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
     stream->capture->invalidated = 1;
     return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   }
+  wk_alive(stream, "cudaStreamQuery");
   if (wk_lazy() && stream) {
-    /* work still queued: not ready (the caller's wait for it is exercised),
-     * and the device gets on with it meanwhile */
+    /* work still queued: not ready, and the work stays queued (a caller
+     * that reads the results anyway sees the old data); at the next query
+     * the device has got on with it (it runs, still "not ready" then) */
     pthread_mutex_lock(&g_q);
     const int pending = stream->done < stream->issued;
+    if (pending && stream->queried) wk_flush(stream, stream->issued);
+    stream->queried = pending && !stream->queried;
     pthread_mutex_unlock(&g_q);
-    if (pending) {
-      wk_flush(stream, stream->issued);
-      return wk_fail_rt(cudaErrorNotReady);
-    }
+    if (pending) return wk_fail_rt(cudaErrorNotReady);
   }
   return cudaSuccess;
 }
@@ -775,8 +796,12 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  wk_alive(stream, "cudaEventRecord");
   event->capture = stream ? stream->capture : NULL;
   event->stream = NULL;
+  /* on the legacy stream: after every blocking stream's work (which the
+   * legacy stream's own work, run at once, already follows) */
+  if (wk_lazy() && !stream) wk_flush_all(1);
   if (wk_lazy() && stream && !stream->capture) {
     pthread_mutex_lock(&g_q);
     event->stream = stream;
@@ -804,6 +829,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   (void)flags;
+  wk_alive(stream, "cudaStreamWaitEvent");
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
   const cudaError_t e = wk_event_usable(event);
   if (e != cudaSuccess) return e;

@@ -45,20 +45,43 @@ int main(void) {
   /* a non-blocking stream's work is not waited for by the legacy stream */
   ok(cudaMemsetAsync(d, 1, sizeof *d, s), "cudaMemsetAsync");
   expect("non-blocking stream, read on the legacy stream", read_back(d), lazy ? fill : ones);
-  /* an event orders a second stream after it */
+  /* an event orders a second stream after it, and after no more than it */
   ok(cudaEventRecord(ev, s), "cudaEventRecord");
+  unsigned *d3;
+  ok(cudaMalloc((void **)&d3, sizeof *d3), "cudaMalloc");
+  ok(cudaMemsetAsync(d3, 2, sizeof *d3, s), "cudaMemsetAsync"); /* after the event */
   ok(cudaStreamWaitEvent(s2, ev, 0), "cudaStreamWaitEvent");
   ok(cudaMemcpyAsync(d2, d, sizeof *d, cudaMemcpyDeviceToDevice, s2), "cudaMemcpyAsync");
   /* a copy to pageable memory returns done, after its stream's earlier work */
   ok(cudaMemcpyAsync(&h, d2, sizeof h, cudaMemcpyDeviceToHost, s2), "cudaMemcpyAsync");
   expect("through the event, to pageable memory", h, ones);
-  /* a query of a stream with work queued says not ready, and it gets done */
+  expect("work issued after the event, not waited for", read_back(d3), lazy ? fill : twos);
+  ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  expect("after cudaDeviceSynchronize", read_back(d3), twos);
+  /* a query of a stream with work queued says not ready, the work still
+   * queued; polling until ready gets it done */
   ok(cudaMemsetAsync(d, 2, sizeof *d, s), "cudaMemsetAsync");
   const cudaError_t q = cudaStreamQuery(s);
   (void)cudaGetLastError();
   expect("cudaStreamQuery with work queued", (unsigned)q,
          (unsigned)(lazy ? cudaErrorNotReady : cudaSuccess));
-  expect("after the query", read_back(d), twos);
+  expect("read after a 'not ready'", read_back(d), lazy ? ones : twos);
+  int polls = 1;
+  while (cudaStreamQuery(s) == cudaErrorNotReady && polls < 10) polls++;
+  (void)cudaGetLastError();
+  expect("polled until ready", read_back(d), twos);
+  /* an event recorded on the legacy stream follows blocking streams' work */
+  ok(cudaMemsetAsync(d3, 1, sizeof *d3, blocking), "cudaMemsetAsync");
+  ok(cudaEventRecord(ev, NULL), "cudaEventRecord");
+  ok(cudaStreamWaitEvent(s2, ev, 0), "cudaStreamWaitEvent");
+  ok(cudaMemcpyAsync(&h, d3, sizeof h, cudaMemcpyDeviceToHost, s2), "cudaMemcpyAsync");
+  expect("through an event on the legacy stream", h, ones);
+  /* cudaFree synchronises the device */
+  ok(cudaMemsetAsync(d3, 2, sizeof *d3, s), "cudaMemsetAsync");
+  unsigned *spare;
+  ok(cudaMalloc((void **)&spare, sizeof *spare), "cudaMalloc");
+  ok(cudaFree(spare), "cudaFree");
+  expect("after cudaFree", read_back(d3), twos);
   /* a blocking stream's work is waited for by the legacy stream */
   ok(cudaMemsetAsync(d, 1, sizeof *d, blocking), "cudaMemsetAsync");
   expect("blocking stream, read on the legacy stream", read_back(d), ones);
@@ -68,15 +91,24 @@ int main(void) {
   src = 0;
   ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   expect("from pageable memory, changed after the call", read_back(d2), twos);
-  /* from pinned memory it reads the source when it runs */
+  /* from pinned memory it reads the source when it runs; an event's
+   * synchronisation runs its stream up to it */
   unsigned *pinned;
   ok(cudaHostAlloc((void **)&pinned, sizeof *pinned, cudaHostAllocDefault), "cudaHostAlloc");
+  ok(cudaMemset(d2, 0, sizeof *d2), "cudaMemset");
   *pinned = ones;
   ok(cudaMemcpyAsync(d2, pinned, sizeof *pinned, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
   *pinned = twos;
   ok(cudaEventRecord(ev, s), "cudaEventRecord");
+  expect("from pinned memory, before the event's synchronisation", read_back(d2),
+         lazy ? 0u : ones);
   ok(cudaEventSynchronize(ev), "cudaEventSynchronize");
   expect("from pinned memory, changed after the call", read_back(d2), lazy ? twos : ones);
+  /* a destroyed stream's queued work still runs */
+  ok(cudaMemsetAsync(d3, 1, sizeof *d3, s), "cudaMemsetAsync");
+  ok(cudaStreamDestroy(s), "cudaStreamDestroy");
+  expect("after destroying the stream", read_back(d3), ones);
+  ok(cudaFree(d3), "cudaFree");
   ok(cudaFreeHost(pinned), "cudaFreeHost");
   ok(cudaFree(d), "cudaFree");
   ok(cudaFree(d2), "cudaFree");
