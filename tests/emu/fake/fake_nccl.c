@@ -41,8 +41,10 @@
  *     ncclCommGetAsyncError advances it as far as the peers allow without
  *     waiting, answering ncclInProgress until it is complete, then ncclSuccess:
  *     a late peer is the caller's deadline to catch, as with NCCL. The send
- *     buffer is read then, which is right here: this runtime's streams have
- *     done all earlier work by the time the call returns.
+ *     buffer is read then, after the stream's earlier work has run (with lazy
+ *     streams, fake_cudart.c, the first poll runs it); the result is kept
+ *     aside and written to recvbuff as work on the stream, in its turn, so
+ *     that work which should wait for it and does not reads the old data.
  *   - Blocking communicators, and all-reduces captured in a CUDA graph: the
  *     work goes through wk_fake_enqueue on the call's stream (recorded in a
  *     capture, done at each replay), and waits there, on the calling thread,
@@ -159,6 +161,10 @@ struct ncclComm {
   size_t prog_off;
   bool prog_posted;
   double prog_checked;
+  /* the result, kept here until complete: then written to recvbuff in its
+   * stream's turn (so that with lazy streams work that should wait for it,
+   * and does not, reads recvbuff before it) */
+  void *prog_out;
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -449,9 +455,10 @@ static void wk_post(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
 }
 
 /* Once every rank has posted step c->step: checks that their calls match,
- * writes the reduction of the slots to recvbuff at off and marks the step
- * done on this rank. */
-static void wk_combine(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
+ * writes the reduction of the slots to out (recvbuff, or where the result
+ * waits to be written to it) at element off and marks the step done on this
+ * rank. */
+static void wk_combine(struct ncclComm *c, const wk_reduce_job *j, size_t off, void *out) {
   const wk_fake_dtype t = (wk_fake_dtype)wk_float_type(j->type);
   const size_t size = wk_type_bytes(j->type), n = wk_step_elems(j, off);
   const wk_shared *sh = c->shm;
@@ -474,7 +481,7 @@ static void wk_combine(struct ncclComm *c, const wk_reduce_job *j, size_t off) {
       if (r == 0) acc = v;
       else acc = wk_round(t, j->op == ncclProd ? acc * v : acc + v);
     }
-    wk_fake_store((unsigned char *)j->recv + off * size, t, i, acc);
+    wk_fake_store((unsigned char *)out + off * size, t, i, acc);
   }
   atomic_store_explicit(&c->shm->done[c->rank], c->step, memory_order_release);
 }
@@ -486,7 +493,7 @@ static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t of
   if (!wk_wait_all(c, c->shm->done, c->step, "ncclAllReduce")) return false;
   wk_post(c, j, off);
   if (!wk_wait_all(c, c->shm->posted, c->step, "ncclAllReduce")) return false;
-  wk_combine(c, j, off);
+  wk_combine(c, j, off, j->recv);
   return true;
 }
 
@@ -494,8 +501,28 @@ static bool wk_reduce_step(struct ncclComm *c, const wk_reduce_job *j, size_t of
  * waiting: ncclSuccess when it is complete, ncclInProgress while a peer has
  * not come yet, ncclRemoteError (recorded) when a peer is lost. No deadline
  * here: a late peer is the caller's to time out, as with NCCL. */
-static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j) {
+/* The result of a non-blocking all-reduce, written to recvbuff when its
+ * stream gets to it. */
+typedef struct wk_result_job {
+  void *dst, *src; /* src: the comm's prog_out, handed over (freed here) */
+  size_t n;
+} wk_result_job;
+
+static void wk_result_run(void *ctx) {
+  const wk_result_job *j = ctx;
+  wk_fake_check_device(j->dst, j->n, "ncclAllReduce: recvbuff");
+  memcpy(j->dst, j->src, j->n);
+  free(j->src);
+}
+
+static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j,
+                                      cudaStream_t stream) {
   wk_shared *sh = c->shm;
+  const size_t bytes = j->count * wk_type_bytes(j->type);
+  if (!c->prog_out) {
+    c->prog_out = malloc(bytes ? bytes : 1);
+    if (!c->prog_out) return wk_fail(ncclSystemError, "ncclAllReduce: out of host memory");
+  }
   _Atomic uint64_t *ctr = NULL; /* the counter a peer has yet to advance */
   while (c->prog_off < j->count) {
     if (!c->prog_posted) {
@@ -510,11 +537,18 @@ static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j
       ctr = sh->posted;
       break;
     }
-    wk_combine(c, j, c->prog_off);
+    wk_combine(c, j, c->prog_off, c->prog_out);
     c->prog_off += wk_step_elems(j, c->prog_off);
     c->prog_posted = false;
   }
-  if (!ctr) return ncclSuccess;
+  if (!ctr) {
+    const wk_result_job rj = {j->recv, c->prog_out, bytes};
+    c->prog_out = NULL;
+    const cudaError_t e = wk_fake_enqueue(stream, wk_result_run, &rj, sizeof rj);
+    return e == cudaSuccess ? ncclSuccess
+           : wk_fail(ncclUnhandledCudaError, "ncclAllReduce: enqueueing on the stream: %s",
+                     cudaGetErrorName(e));
+  }
   /* a late peer that is lost: looked for every 50 ms (the backend polls
    * every 50 us); a peer that is not late may have finished and left */
   const double now = wk_now();
@@ -764,7 +798,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
        * complete, so a late peer is the caller's deadline to catch (this
        * runtime's streams have done all earlier work: the send buffer is
        * ready) */
-      st = wk_reduce_advance(c, &j);
+      st = wk_reduce_advance(c, &j, stream);
     } else if (run) {
       /* one rank, or a capture: the all-reduce goes on its stream (where a
        * capture records it, and each replay waits for the peers) */
@@ -797,6 +831,8 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
   c->live = false;
   c->has_pending = false;
   pthread_mutex_unlock(&g_lock);
+  free(c->prog_out); /* an all-reduce left unfinished */
+  c->prog_out = NULL;
   wk_leave(c);
   return ncclSuccess;
 }
