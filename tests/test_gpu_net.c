@@ -172,22 +172,39 @@ static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
   return wkt_use_gpu_env(net, "WHISKER_BN_FUSE", fuse);
 }
 
-/* The losses of three SGD steps (lr 0.01, as wkt_compare takes them) of a
- * freshly built and perturbed network of ctx, into loss[3], and its weights
- * after them, into a new array (*weights, the caller frees). */
-static void wkt_sgd3(wk_ctx *ctx, wkt_builder build, int batch, float loss[3], float **weights) {
-  wk_net *net = build(ctx);
-  wkt_perturb(net);
+/* wkt_compare's batch for net: `batch` inputs in [-1, 1] (seed 7). */
+static wk_tensor wkt_compare_input(const wk_net *net, int batch) {
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
   const int64_t xs[4] = {batch, h, w, c};
   wk_tensor x = wkt_tensor(WK_F32, 4, xs);
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  return x;
+}
+
+/* ... its labels (i mod the classes), and its trainer's settings: SGD at a
+ * constant 0.01 for three steps. */
+static wk_tensor wkt_compare_labels(const wk_net *net, int batch) {
   const int64_t f = wk_net_output_features(net), ls[1] = {batch};
   wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
   for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
-  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
-                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  return labels;
+}
+
+static wk_train_config wkt_compare_sgd(void) {
+  return (wk_train_config){.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                           .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3),
+                           .seed = 1};
+}
+
+/* The losses of wkt_compare's three SGD steps of a freshly built and
+ * perturbed network of ctx, into loss[3], and its weights after them, into a
+ * new array (*weights, the caller frees). */
+static void wkt_sgd3(wk_ctx *ctx, wkt_builder build, int batch, float loss[3], float **weights) {
+  wk_net *net = build(ctx);
+  wkt_perturb(net);
+  wk_tensor x = wkt_compare_input(net, batch), labels = wkt_compare_labels(net, batch);
+  const wk_train_config tc = wkt_compare_sgd();
   wk_trainer *t;
   ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
   for (int s = 0; s < 3; s++) ck_assert_int_eq(wk_trainer_step(t, &x, &labels, &loss[s], NULL), WK_OK);
@@ -216,11 +233,7 @@ static void wkt_compare_ex(const char *name, wkt_builder build, int batch, const
   wkt_perturb(gpu);
   ck_assert_msg(wkt_use_gpu_fuse(gpu, fuse) == WK_OK, "%s: %s", name, wk_last_error());
   ck_assert(wk_net_on_gpu(gpu));
-  int h, w, c;
-  wk_net_input_shape(cpu, &h, &w, &c);
-  const int64_t xs[4] = {batch, h, w, c};
-  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
-  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  wk_tensor x = wkt_compare_input(cpu, batch);
   const int64_t f = wk_net_output_features(cpu), n_out = batch * f;
   char what[128];
   /* evaluation */
@@ -259,14 +272,11 @@ static void wkt_compare_ex(const char *name, wkt_builder build, int batch, const
     wkt_sgd3(rctx, build, batch, ref_loss, &ref_w);
     wk_ctx_destroy(rctx);
   }
-  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
-                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 3), .seed = 1};
+  const wk_train_config tc = wkt_compare_sgd();
   wk_trainer *tcpu, *tgpu;
   ck_assert_int_eq(wk_trainer_create(cpu, &tc, &tcpu), WK_OK);
   ck_assert_int_eq(wk_trainer_create(gpu, &tc, &tgpu), WK_OK);
-  const int64_t ls[1] = {batch};
-  wk_tensor labels = wkt_tensor(WK_I32, 1, ls);
-  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  wk_tensor labels = wkt_compare_labels(cpu, batch);
   /* with the oracle: the GPU must follow the CPU or the reference all the
    * way, the three losses and the weights (not one at one step, the other at
    * the next) */

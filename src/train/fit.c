@@ -719,8 +719,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     }
     /* whether $WHISKER_CUDA_GRAPH's graphs run, every epoch (they may stop:
      * a failed capture, buffers that moved) */
-    const char *graphs = getenv("WHISKER_CUDA_GRAPH");
-    if (r->writer && wk_net_on_gpu(r->net) && graphs && strcmp(graphs, "1") == 0 && !r->ddp &&
+    if (r->writer && wk_trainer_graphs_wanted(r->trainer) &&
         wk_net_gpu_graph_stats(r->net, &gs) == WK_OK)
       WK_LOG_I("CUDA graphs: %lld captured, %lld steps replayed, %lld invalidated%s",
                (long long)gs.captured, (long long)gs.replayed, (long long)gs.invalidations,

@@ -273,6 +273,10 @@ static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
   return on_device && !t->ddp && wk_loss_on_device(t) && wk_env_is_1("WHISKER_CUDA_GRAPH");
 }
 
+bool wk_trainer_graphs_wanted(const wk_trainer *t) {
+  return wk_fused_wanted(t, wk_step_on_device(t));
+}
+
 /* The non-finite loss of a step: an error, or with `probe` a success that
  * reports it. A probe's step whose gradient is not finite (the loss finite)
  * reports NaN the same way: the sweep has gone past what it can use. */

@@ -51,6 +51,9 @@ void wk_trainer_set_next(wk_trainer *t, const wk_tensor *next);
  * stage), and $WHISKER_GPU_PREFETCH=0 (to measure what it gains) does not
  * turn it off. */
 bool wk_trainer_stage_wanted(const wk_trainer *t);
+/* Whether the steps run on the device as CUDA graphs ($WHISKER_CUDA_GRAPH=1,
+ * the loss on the device, no data parallelism). */
+bool wk_trainer_graphs_wanted(const wk_trainer *t);
 
 /* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
  * the update); *lr the rate used. */

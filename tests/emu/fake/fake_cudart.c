@@ -750,11 +750,15 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 
+/* Synchronising or querying a capturing stream fails and invalidates its
+ * capture (CUDA). */
+static cudaError_t wk_refuse_capturing(cudaStream_t stream) {
+  stream->capture->invalidated = 1;
+  return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+}
+
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  if (stream && stream->capture) {
-    stream->capture->invalidated = 1;
-    return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
-  }
+  if (stream && stream->capture) return wk_refuse_capturing(stream);
   if (wk_capture_forbids() && !stream) return wk_forbidden(); /* the legacy stream */
   wk_alive(stream, "cudaStreamSynchronize");
   wk_fake_flush(stream);
@@ -762,10 +766,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  if (stream && stream->capture) {
-    stream->capture->invalidated = 1;
-    return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
-  }
+  if (stream && stream->capture) return wk_refuse_capturing(stream);
   wk_alive(stream, "cudaStreamQuery");
   if (wk_lazy() && stream) {
     /* work still queued: not ready, and the work stays queued (a caller

@@ -366,15 +366,33 @@ static const char *wk_peer_lost(const struct ncclComm *c, int j) {
 /* Waits until every rank's counter (posted or done) has reached step, with
  * the deadline; false (the communicator's state ncclRemoteError, the reason
  * recorded) when a peer is lost or late. */
+/* Whether every rank's counter (posted or done) has reached step. */
+static bool wk_all_reached(const struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step) {
+  for (int r = 0; r < c->nranks; r++)
+    if (atomic_load_explicit(&ctr[r], memory_order_acquire) < step) return false;
+  return true;
+}
+
+/* A rank whose counter has not reached step (a peer that has may have
+ * finished and left): the first one that is lost, with *why saying how; else
+ * the first late one, *why NULL; -1 when none is late. */
+static int wk_late_peer(const struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step,
+                        const char **why) {
+  int late = -1;
+  *why = NULL;
+  for (int r = 0; r < c->nranks; r++) {
+    if (atomic_load_explicit(&ctr[r], memory_order_acquire) >= step) continue;
+    if (late < 0) late = r;
+    if ((*why = wk_peer_lost(c, r)) != NULL) return r;
+  }
+  return late;
+}
+
 static bool wk_wait_all(struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step,
                         const char *what) {
   const double start = wk_now();
   double next_check = start + 0.05;
-  for (unsigned spins = 0;; spins++) {
-    int late = -1;
-    for (int j = 0; j < c->nranks && late < 0; j++)
-      if (atomic_load_explicit(&ctr[j], memory_order_acquire) < step) late = j;
-    if (late < 0) return true;
+  for (unsigned spins = 0; !wk_all_reached(c, ctr, step); spins++) {
     if (spins > 64) {
       const struct timespec ts = {0, 100 * 1000}; /* 100 us */
       nanosleep(&ts, NULL);
@@ -382,7 +400,9 @@ static bool wk_wait_all(struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step
     const double now = wk_now();
     if (now < next_check) continue;
     next_check = now + 0.05;
-    const char *why = wk_peer_lost(c, late);
+    const char *why;
+    const int late = wk_late_peer(c, ctr, step, &why);
+    if (late < 0) return true;
     if (why || now - start > c->timeout_s) {
       if (why)
         wk_fail(ncclRemoteError, "%s: rank %d %s (rank %d of %d waiting)", what, late, why,
@@ -394,6 +414,7 @@ static bool wk_wait_all(struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step
       return false;
     }
   }
+  return true;
 }
 
 /* The fakes' element types for NCCL's floating types; -1 for the others. */
@@ -414,12 +435,6 @@ static double wk_round(wk_fake_dtype t, double v) {
   return wk_fake_load(tmp, t, 0);
 }
 
-/* Whether every rank's counter (posted or done) has reached step. */
-static bool wk_all_reached(const struct ncclComm *c, _Atomic uint64_t *ctr, uint64_t step) {
-  for (int r = 0; r < c->nranks; r++)
-    if (atomic_load_explicit(&ctr[r], memory_order_acquire) < step) return false;
-  return true;
-}
 
 static unsigned char *wk_slot(const struct ncclComm *c, int r) {
   return (unsigned char *)c->shm + WK_SHARED_HDR + (size_t)r * WK_SLOT_BYTES;
@@ -550,17 +565,15 @@ static ncclResult_t wk_reduce_advance(struct ncclComm *c, const wk_reduce_job *j
                      cudaGetErrorName(e));
   }
   /* a late peer that is lost: looked for every 50 ms (the backend polls
-   * every 50 us); a peer that is not late may have finished and left */
+   * every 50 us) */
   const double now = wk_now();
   if (now - c->prog_checked < 0.05) return ncclInProgress;
   c->prog_checked = now;
-  for (int r = 0; r < c->nranks; r++) {
-    if (atomic_load_explicit(&ctr[r], memory_order_acquire) >= c->step) continue;
-    const char *why = wk_peer_lost(c, r);
-    if (why)
-      return wk_fail(ncclRemoteError, "ncclAllReduce: rank %d %s (rank %d of %d waiting)", r,
-                     why, c->rank, c->nranks);
-  }
+  const char *why;
+  const int late = wk_late_peer(c, ctr, c->step, &why);
+  if (why)
+    return wk_fail(ncclRemoteError, "ncclAllReduce: rank %d %s (rank %d of %d waiting)", late,
+                   why, c->rank, c->nranks);
   return ncclInProgress;
 }
 
