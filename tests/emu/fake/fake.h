@@ -64,6 +64,34 @@ double wk_fake_load(const void *p, wk_fake_dtype t, size_t i);
 void wk_fake_store(void *p, wk_fake_dtype t, size_t i, double v);
 size_t wk_fake_dtype_size(wk_fake_dtype t);
 
+/* What the program asked of the device, counted since the library loaded:
+ * the host-side cost of its work, which the GPU's speed depends on and
+ * which the fakes can see without a GPU. A test reads it through dlsym
+ * ("wk_fake_stats"), so it is exported from the hidden-by-default plugin.
+ *   work:        pieces of device work issued outside a capture (a kernel,
+ *                a library call's work, a copy, a memset, a graph launch;
+ *                not a stream's wait on an event);
+ *   graph_launches: of those, cudaGraphLaunch calls;
+ *   allocs, host_allocs, frees: cudaMalloc, cudaHostAlloc, and cudaFree or
+ *                cudaFreeHost of a real pointer (each of these synchronises
+ *                the device, or may);
+ *   host_waits:  calls in which the host waits for the device (stream, event
+ *                and device synchronisation, a synchronous copy or memset, an
+ *                asynchronous copy to pageable memory, a free);
+ *   stalls:      lazy streams only: host waits that found computation (a
+ *                kernel, a library call's work, a graph launch; not a copy,
+ *                which on a GPU has long finished when it was issued a step
+ *                before) still queued: the host sat waiting for the device;
+ *   drains:      of those, the waits that left the stream waited on (the
+ *                device, for a device-wide wait) with no work queued: it
+ *                sits idle until the host issues more;
+ *   lazy:        whether streams are lazy (else stalls and drains stay 0). */
+typedef struct wk_fake_stats_t {
+  long long work, graph_launches, allocs, host_allocs, frees, host_waits, stalls, drains;
+  int lazy;
+} wk_fake_stats_t;
+__attribute__((visibility("default"))) void wk_fake_stats(wk_fake_stats_t *out);
+
 /* The kernel emulator's last launch error, for cudaGetLastError. */
 void wk_fake_set_last_error(cudaError_t e);
 

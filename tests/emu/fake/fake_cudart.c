@@ -21,6 +21,8 @@
  *   invalidate the capture (cudaStreamEndCapture then fails with
  *   cudaErrorStreamCaptureInvalidated), as the documentation describes.
  * - cudaGetLastError also reports the kernel emulator's launch errors. */
+#define _GNU_SOURCE /* dladdr: $WK_FAKE_TRACE_WAITS */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -220,6 +222,66 @@ static cudaError_t wk_forbidden(void) {
   return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
 }
 
+/* ------------------------------------------------------------------ counters
+ * fake.h's wk_fake_stats. g_ran counts the queued pieces of computation
+ * (kernels, library calls, graph launches; not copies, memsets or waits)
+ * lazy streams have run: a host wait that moved it found computation still
+ * queued. */
+static wk_fake_stats_t g_stats;
+static long long g_ran;
+
+#define WK_COUNT(field) __atomic_fetch_add(&g_stats.field, 1, __ATOMIC_RELAXED)
+
+static long long wk_ran(void) { return __atomic_load_n(&g_ran, __ATOMIC_RELAXED); }
+
+static int wk_lazy(void);
+static struct CUstream_st *g_streams;
+static pthread_mutex_t g_q;
+
+/* A host wait ends: `ran_before` is wk_ran() from before it forced the work,
+ * `s` the stream it waited on (NULL: the device, every stream). A stall if it
+ * ran queued work; a drain if that left s (every stream) with none queued.
+ * $WK_FAKE_TRACE_WAITS=1 prints each wait with its caller, as an offset into
+ * its library (addr2line -f -e LIB OFFSET names the function). */
+#define wk_waited(ran_before, s) wk_waited_at(ran_before, s, __func__, __builtin_return_address(0))
+static void wk_waited_at(long long ran_before, const struct CUstream_st *s, const char *fn,
+                         void *caller) {
+  WK_COUNT(host_waits);
+  const int stall = wk_ran() != ran_before;
+  int drain = 0;
+  if (stall) {
+    WK_COUNT(stalls);
+    drain = 1;
+    pthread_mutex_lock(&g_q);
+    for (const struct CUstream_st *t = g_streams; t; t = t->next_all)
+      if ((!s || t == s) && t->done < t->issued) drain = 0;
+    pthread_mutex_unlock(&g_q);
+    if (drain) WK_COUNT(drains);
+  }
+  const char *trace = getenv("WK_FAKE_TRACE_WAITS");
+  if (trace && strcmp(trace, "1") == 0) {
+    Dl_info di;
+    if (dladdr(caller, &di) && di.dli_fname)
+      fprintf(stderr, "fake CUDA runtime: host wait in %s from %s+%#lx%s\n", fn, di.dli_fname,
+              (unsigned long)((char *)caller - (char *)di.dli_fbase - 1),
+              drain ? " (stall, drain)" : stall ? " (stall)" : "");
+  }
+}
+
+void wk_fake_stats(wk_fake_stats_t *out) {
+  if (!out) return;
+  *out = (wk_fake_stats_t){0};
+  out->work = __atomic_load_n(&g_stats.work, __ATOMIC_RELAXED);
+  out->graph_launches = __atomic_load_n(&g_stats.graph_launches, __ATOMIC_RELAXED);
+  out->allocs = __atomic_load_n(&g_stats.allocs, __ATOMIC_RELAXED);
+  out->host_allocs = __atomic_load_n(&g_stats.host_allocs, __ATOMIC_RELAXED);
+  out->frees = __atomic_load_n(&g_stats.frees, __ATOMIC_RELAXED);
+  out->host_waits = __atomic_load_n(&g_stats.host_waits, __ATOMIC_RELAXED);
+  out->stalls = __atomic_load_n(&g_stats.stalls, __ATOMIC_RELAXED);
+  out->drains = __atomic_load_n(&g_stats.drains, __ATOMIC_RELAXED);
+  out->lazy = wk_lazy();
+}
+
 /* ------------------------------------------------------------------ lazy streams
  * With $WK_FAKE_LAZY=1 a stream's work does not run when it is issued: it
  * waits in the stream's queue until something forces it, in issue order:
@@ -242,9 +304,7 @@ static cudaError_t wk_forbidden(void) {
  * queued work first. A blocking NCCL collective (fake_nccl.c), which waits
  * for its peers inside its work, would wait while its peer's stream is not
  * forced yet: lazy mode suits non-blocking communicators (the backend's). */
-static pthread_mutex_t g_q;
 static pthread_once_t g_q_once = PTHREAD_ONCE_INIT;
-static struct CUstream_st *g_streams;
 static int g_lazy = -1;
 
 static void wk_q_init(void) {
@@ -262,17 +322,21 @@ static int wk_lazy(void) {
   return g_lazy;
 }
 
+static int wk_is_compute(wk_fake_fn fn);
+
 /* Runs stream s's queued work up to its first `upto` operations. */
 static void wk_flush(struct CUstream_st *s, uint64_t upto) {
   pthread_mutex_lock(&g_q);
   while (s->done < upto && s->q_head) {
     wk_op *op = s->q_head;
+    const int compute = wk_is_compute(op->fn);
     s->q_head = op->next;
     if (!s->q_head) s->q_tail = NULL;
     op->fn(op->ctx);
     free(op->ctx);
     free(op);
     s->done++;
+    if (compute) __atomic_fetch_add(&g_ran, 1, __ATOMIC_RELAXED);
   }
   pthread_mutex_unlock(&g_q);
 }
@@ -324,16 +388,32 @@ static void wk_free_ops(wk_op *op) {
 
 /* ------------------------------------------------------------------ enqueue */
 
+static void wk_graph_run(void *ctx); /* a cudaGraphLaunch's work (graphs below) */
+
 typedef struct wk_rec {
   wk_op op;
   size_t bytes;
 } wk_rec;
+
+static void wk_copy_run(void *ctx);
+static void wk_staged_run(void *ctx);
+static void wk_set_run(void *ctx);
+
+/* Whether a piece of work computes (a kernel, a library call's work, a graph
+ * launch), as opposed to moving or setting bytes or waiting. */
+static int wk_is_compute(wk_fake_fn fn) {
+  return fn != wk_copy_run && fn != wk_staged_run && fn != wk_set_run && fn != wk_wait_run;
+}
 
 cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx, size_t ctx_bytes) {
   void *copy = malloc(ctx_bytes ? ctx_bytes : 1);
   if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
   if (ctx_bytes) memcpy(copy, ctx, ctx_bytes);
   wk_alive(stream, "work issued");
+  if ((!stream || !stream->capture) && fn != wk_wait_run) {
+    WK_COUNT(work);
+    if (fn == wk_graph_run) WK_COUNT(graph_launches);
+  }
   if (wk_lazy() && stream && !stream->capture) { /* queued until forced */
     wk_op *op = malloc(sizeof *op);
     if (!op) wk_fake_die("CUDA runtime", "out of host memory");
@@ -426,6 +506,7 @@ cudaError_t cudaMalloc(void **dev, size_t size) {
     return wk_fail_rt(cudaErrorMemoryAllocation);
   }
   memset(p, 0xff, size);
+  WK_COUNT(allocs);
   g_allocs[g_n_allocs++] = (wk_alloc){p, size};
   g_allocated += size;
   pthread_mutex_unlock(&g_lock);
@@ -436,7 +517,10 @@ cudaError_t cudaMalloc(void **dev, size_t size) {
 cudaError_t cudaFree(void *dev) {
   if (!dev) return cudaSuccess;
   if (wk_capture_forbids()) return wk_forbidden();
+  const long long ran = wk_ran();
   wk_flush_all(0); /* cudaFree synchronises the device */
+  WK_COUNT(frees);
+  wk_waited(ran, NULL);
   pthread_mutex_lock(&g_lock);
   for (size_t i = 0; i < g_n_allocs; i++)
     if (g_allocs[i].p == dev) {
@@ -492,12 +576,18 @@ cudaError_t cudaHostAlloc(void **host, size_t size, unsigned int flags) {
   }
   g_pinned[g_n_pinned++] = (wk_alloc){*host, size ? size : 1};
   pthread_mutex_unlock(&g_lock);
+  WK_COUNT(host_allocs);
   return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void *host) {
   if (wk_capture_forbids()) return wk_forbidden();
-  wk_flush_all(0);
+  if (host) {
+    const long long ran = wk_ran();
+    wk_flush_all(0);
+    WK_COUNT(frees);
+    wk_waited(ran, NULL);
+  }
   pthread_mutex_lock(&g_lock);
   for (size_t i = 0; i < g_n_pinned; i++)
     if (g_pinned[i].p == host) {
@@ -549,11 +639,17 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
   if (!dst || !src) return wk_fail_rt(cudaErrorInvalidValue);
   wk_check_copy(dst, src, count, kind);
   const wk_copy_job j = {dst, src, count, kind};
+  /* to pageable memory: done when the call returns, after the stream's
+   * earlier work (a host wait; cudaMemcpy counts its own) */
+  const int to_pageable = stream && !stream->capture && kind == cudaMemcpyDeviceToHost &&
+                          !wk_is_pinned(dst, count);
+  if (to_pageable && !wk_lazy()) wk_waited(wk_ran(), stream); /* eager: the work has run */
   if (wk_lazy() && stream && !stream->capture) {
-    if (kind == cudaMemcpyDeviceToHost && !wk_is_pinned(dst, count)) {
-      /* to pageable memory: done when the call returns, after the stream's
-       * earlier work */
+    if (to_pageable) {
+      const long long ran = wk_ran();
       wk_flush(stream, stream->issued);
+      wk_waited(ran, stream);
+      WK_COUNT(work);
       wk_copy_run((void *)&j);
       return cudaSuccess;
     }
@@ -575,7 +671,10 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
   if (wk_capture_forbids()) return wk_forbidden();
-  return cudaMemcpyAsync(dst, src, count, kind, NULL);
+  const long long ran = wk_ran();
+  const cudaError_t e = cudaMemcpyAsync(dst, src, count, kind, NULL);
+  wk_waited(ran, NULL);
+  return e;
 }
 
 typedef struct wk_set_job {
@@ -599,7 +698,10 @@ cudaError_t cudaMemsetAsync(void *dev, int value, size_t count, cudaStream_t str
 
 cudaError_t cudaMemset(void *dev, int value, size_t count) {
   if (wk_capture_forbids()) return wk_forbidden();
-  return cudaMemsetAsync(dev, value, count, NULL);
+  const long long ran = wk_ran();
+  const cudaError_t e = cudaMemsetAsync(dev, value, count, NULL);
+  wk_waited(ran, NULL);
+  return e;
 }
 
 /* ------------------------------------------------------------------ devices */
@@ -669,7 +771,9 @@ cudaError_t cudaRuntimeGetVersion(int *version) {
 
 cudaError_t cudaDeviceSynchronize(void) {
   if (wk_capture_forbids()) return wk_forbidden();
+  const long long ran = wk_ran();
   wk_flush_all(0);
+  wk_waited(ran, NULL);
   return cudaSuccess;
 }
 
@@ -761,7 +865,9 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if (stream && stream->capture) return wk_refuse_capturing(stream);
   if (wk_capture_forbids() && !stream) return wk_forbidden(); /* the legacy stream */
   wk_alive(stream, "cudaStreamSynchronize");
+  const long long ran = wk_ran();
   wk_fake_flush(stream);
+  wk_waited(ran, stream);
   return cudaSuccess;
 }
 
@@ -824,7 +930,9 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   const cudaError_t e = wk_event_usable(event);
   if (e != cudaSuccess) return e;
   if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  const long long ran = wk_ran();
   if (event->stream) wk_flush(event->stream, event->pos);
+  wk_waited(ran, event->stream);
   return cudaSuccess;
 }
 
