@@ -260,6 +260,17 @@ ab_row() {
     field train_images_per_s)
   echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
 }
+# the training step in one call (the default) against the stepwise calls ($WHISKER_GPU_FUSED_STEP=0:
+# four host waits per step instead of one; test_step_budget counts them on the emulated device)
+if room 60; then
+{
+  echo
+  echo "| model | batch | precision | stepwise img/s | one call img/s | one call / stepwise |"
+  echo "|---|---:|---|---:|---:|---:|"
+  ab_row WHISKER_GPU_FUSED_STEP 0 1 resnet18 256 bf16
+  ab_row WHISKER_GPU_FUSED_STEP 0 1 mobilenetv2 32 bf16
+} | tee -a "$out/bench_gpu.md"
+else skipped "the step in one call" 60; fi
 # the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step
 if room 60; then
 {

@@ -35,6 +35,7 @@
  * Without a device, the suite checks only that the failure is clean and exits
  * 77 (ctest: skipped). */
 #include <check.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@
 #include "test_util.h"
 #include "modelio/model.h"
 #include "train/trainer.h"
+#include "fake.h" /* wk_fake_stats_t: test_step_budget, emulated device only */
 
 enum { WKT_SKIP = 77 };
 static int n_devices;
@@ -1181,11 +1183,13 @@ START_TEST(test_device_loss_errors) {
 END_TEST
 
 /* ------------------------------------------------------------------ CUDA graphs
- * $WHISKER_CUDA_GRAPH=1 (cuda/cuda.h): the step on the device in one call,
- * captured as a CUDA graph once a batch size has run two steps, replayed
- * after. The same network trains twelve steps with it and twice without
- * (the uncaptured steps of before, with the host's decisions between
- * forward, loss, backward and update); the batch size goes 4, 3, 4 (each
+ * The step on the device in one call (cuda/cuda.h; the trainer's default),
+ * and with $WHISKER_CUDA_GRAPH=1 that call captured as a CUDA graph once a
+ * batch size has run two steps, replayed after. The same network trains
+ * twelve steps in one call, in one call captured, and twice stepwise
+ * ($WHISKER_GPU_FUSED_STEP=0: the host's decisions between forward, loss,
+ * backward and update, the path data parallelism takes), the baseline the
+ * others must equal; the batch size goes 4, 3, 4 (each
  * size is captured and replayed, the switch may make the buffers move and
  * the graphs go), every step has its own batch and labels, the one-cycle
  * schedule changes the learning rate and the momentum at every step, and
@@ -1244,15 +1248,19 @@ static void wkt_graph_batch(const wkt_graph_case *c, wk_net *net, int s, wk_tens
   for (int64_t i = 0; i < b; i++) ((int32_t *)labels->data)[i] = (int32_t)((i * 7 + s) % f);
 }
 
-/* A run of WKT_G_STEPS steps, with CUDA graphs or not. With `stage` each
+/* How a run's steps go to the device. */
+typedef enum wkt_step_mode { WKT_STEPWISE, WKT_ONE_CALL, WKT_GRAPHS } wkt_step_mode;
+static const char *const wkt_mode_names[] = {"stepwise", "one call", "graphs"};
+
+/* A run of WKT_G_STEPS steps in the given mode. With `stage` each
  * step is given the next one's batch (wk_trainer_set_next: copied up while the
  * step computes, as train/fit.c does), except that step WKT_G_DECOY is given a
  * decoy of the next batch's shape and other pixels (the step after it must
  * upload its own batch, not take the staged decoy), and step 0 a one-row batch
  * (step 1 uploads its own, and step 1's staging grows the device's buffer). */
 enum { WKT_G_DECOY = 6 };
-static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bool stage,
-                            wkt_graph_run *r) {
+static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, wkt_step_mode mode,
+                            bool stage, wkt_graph_run *r) {
   memset(r, 0, sizeof *r);
   wk_net *net = c->build(ctx);
   wkt_perturb(net);
@@ -1271,7 +1279,8 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
   ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
   const bool fp16 = c->prec == WK_PRECISION_FP16;
   if (fp16) wk_trainer_set_loss_scale(t, 128);
-  if (graph) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  if (mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  if (mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
   wk_tensor xs[WKT_G_STEPS], ls[WKT_G_STEPS], decoy, decoy_labels;
   for (int s = 0; s < WKT_G_STEPS; s++) wkt_graph_batch(c, net, s, &xs[s], &ls[s]);
   wkt_graph_batch(c, net, WKT_G_DECOY + 1, &decoy, &decoy_labels);
@@ -1291,7 +1300,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
     const int64_t skipped = wk_trainer_skipped_steps(t);
     if (s == c->skip_step) wk_trainer_set_loss_scale(t, 1e30);
     const wk_status st = wk_trainer_step(t, &x, &labels, &r->loss[s], NULL);
-    ck_assert_msg(st == WK_OK, "%s (%s) step %d: %s", c->name, graph ? "graph" : "plain", s,
+    ck_assert_msg(st == WK_OK, "%s (%s) step %d: %s", c->name, wkt_mode_names[mode], s,
                   wk_last_error());
     if (s == c->skip_step) {
       ck_assert_int_eq(wk_trainer_skipped_steps(t), skipped + 1);
@@ -1307,6 +1316,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, bool graph, bo
   wk_tensor_free(&decoy_labels);
   wk_tensor_free(&one);
   unsetenv("WHISKER_CUDA_GRAPH");
+  unsetenv("WHISKER_GPU_FUSED_STEP");
   r->skipped = wk_trainer_skipped_steps(t);
   r->scale = wk_trainer_loss_scale(t);
   ck_assert_msg(wk_net_gpu_graph_stats(net, &r->gs) == WK_OK, "%s", wk_last_error());
@@ -1396,16 +1406,18 @@ static void wkt_graph_vs_plain(const wkt_graph_case *c) {
    * test's own process: Check's fork mode) */
   setenv("WHISKER_CUDNN_DETERMINISTIC", "1", 1);
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
-  wkt_graph_run a, b, g, sp, sg;
+  wkt_graph_run a, b, f, g, sp, sf, sg;
   /* a first run times the convolutions (and resizes its workspace while it
    * does); the runs compared take the context's choices alike */
-  wkt_graph_train(ctx, c, false, false, &a);
+  wkt_graph_train(ctx, c, WKT_STEPWISE, false, &a);
   wkt_graph_free(&a);
-  wkt_graph_train(ctx, c, false, false, &a);
-  wkt_graph_train(ctx, c, false, false, &b);
-  wkt_graph_train(ctx, c, true, false, &g);
-  wkt_graph_train(ctx, c, false, true, &sp);
-  wkt_graph_train(ctx, c, true, true, &sg);
+  wkt_graph_train(ctx, c, WKT_STEPWISE, false, &a);
+  wkt_graph_train(ctx, c, WKT_STEPWISE, false, &b);
+  wkt_graph_train(ctx, c, WKT_ONE_CALL, false, &f);
+  wkt_graph_train(ctx, c, WKT_GRAPHS, false, &g);
+  wkt_graph_train(ctx, c, WKT_STEPWISE, true, &sp);
+  wkt_graph_train(ctx, c, WKT_ONE_CALL, true, &sf);
+  wkt_graph_train(ctx, c, WKT_GRAPHS, true, &sg);
   printf("%s: graphs captured %lld, replayed %lld, dropped %lld times%s; staged batches taken "
          "%lld (plain), %lld (graphs)\n", c->name,
          (long long)g.gs.captured, (long long)g.gs.replayed, (long long)g.gs.invalidations,
@@ -1416,17 +1428,25 @@ static void wkt_graph_vs_plain(const wkt_graph_case *c) {
                 c->name, (long long)g.gs.captured, (long long)g.gs.replayed);
   ck_assert_int_eq(sg.gs.captured, g.gs.captured); /* staging moves no buffer a graph holds */
   ck_assert_int_eq(sg.gs.replayed, g.gs.replayed);
+  /* the one-call runs without graphs capture nothing */
+  ck_assert(f.gs.captured == 0 && f.gs.replayed == 0 && sf.gs.captured == 0);
   wkt_expect_staged(c, &a, false);
+  wkt_expect_staged(c, &f, false);
   wkt_expect_staged(c, &g, false);
   wkt_expect_staged(c, &sp, true);
+  wkt_expect_staged(c, &sf, true);
   wkt_expect_staged(c, &sg, true);
+  wkt_expect_like_plain(c, "in one call", &a, &b, &f);
   wkt_expect_like_plain(c, "with graphs", &a, &b, &g);
   wkt_expect_like_plain(c, "with the next batch staged", &a, &b, &sp);
+  wkt_expect_like_plain(c, "in one call with the next batch staged", &a, &b, &sf);
   wkt_expect_like_plain(c, "with graphs and the next batch staged", &a, &b, &sg);
   wkt_graph_free(&a);
   wkt_graph_free(&b);
+  wkt_graph_free(&f);
   wkt_graph_free(&g);
   wkt_graph_free(&sp);
+  wkt_graph_free(&sf);
   wkt_graph_free(&sg);
   wk_ctx_destroy(ctx);
 }
@@ -1452,20 +1472,21 @@ START_TEST(test_graph_resnet18_fp16_skip) {
 }
 END_TEST
 
-/* A NaN loss at a replayed step fails with the uncaptured step's message and
- * changes no weight, and the optimizer's step counts are put back (AdamW's
- * bias corrections would show otherwise): after it both runs go on and end
- * with the same weights; a probe (the learning-rate sweep's step) reports the
+/* A NaN loss at a replayed step, and at a step in one call uncaptured, fails
+ * with the stepwise step's message and changes no weight, and the
+ * optimizer's step counts are put back (AdamW's bias corrections would show
+ * otherwise): after it the three runs go on and end with the same weights; a
+ * probe (the learning-rate sweep's step) reports the
  * NaN. The NaN is the last layer's bias (see test_device_loss_errors), set
  * on the host between replays, so the replayed step also reads weights the
  * host changed. Only the weights are compared at the end. */
 START_TEST(test_graph_nan_loss) {
   setenv("WHISKER_CUDNN_DETERMINISTIC", "1", 1);
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
-  float *end[2] = {NULL, NULL};
-  char msg[2][512];
+  float *end[3] = {NULL, NULL, NULL};
+  char msg[3][512];
   size_t n = 0;
-  for (int graph = 0; graph < 2; graph++) {
+  for (int mode = WKT_STEPWISE; mode <= WKT_GRAPHS; mode++) {
     wk_net *net = wkt_smallcnn(ctx);
     wkt_perturb(net);
     ck_assert_int_eq(wk_net_use_gpu(net, 0), WK_OK);
@@ -1477,7 +1498,8 @@ START_TEST(test_graph_nan_loss) {
     const int64_t xs[4] = {3, 32, 32, 3}, ls[1] = {3};
     wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
     for (int i = 0; i < 3; i++) ((int32_t *)labels.data)[i] = i;
-    if (graph) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+    if (mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+    if (mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
     n = wk_net_n_elems(net);
     float *before = malloc(n * sizeof *before);
     ck_assert_ptr_nonnull(before);
@@ -1488,7 +1510,7 @@ START_TEST(test_graph_nan_loss) {
         const float bias0 = wkt_set_param0(net, "fc.bias", NAN); /* see test_device_loss_errors */
         memcpy(before, wk_net_weights(net), n * sizeof *before);
         ck_assert_int_eq(wk_trainer_step(t, &x, &labels, &loss, NULL), WK_ERR_INVALID_ARG);
-        snprintf(msg[graph], sizeof msg[graph], "%s", wk_last_error());
+        snprintf(msg[mode], sizeof msg[mode], "%s", wk_last_error());
         ck_assert_int_eq(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
         ck_assert_int_eq(wk_trainer_steps(t), 4);
         ck_assert_msg(wk_trainer_step_at(t, &x, &labels, 0.01, &loss) == WK_OK, "%s",
@@ -1502,30 +1524,33 @@ START_TEST(test_graph_nan_loss) {
                     wk_last_error());
     }
     unsetenv("WHISKER_CUDA_GRAPH");
-    if (graph) {
+    unsetenv("WHISKER_GPU_FUSED_STEP");
+    if (mode == WKT_GRAPHS) {
       wk_gpu_graph_stats gs;
       ck_assert_int_eq(wk_net_gpu_graph_stats(net, &gs), WK_OK);
       printf("nan loss: graphs captured %lld, replayed %lld\n", (long long)gs.captured,
              (long long)gs.replayed);
       ck_assert(!gs.off && gs.captured >= 1 && gs.replayed >= 3);
     }
-    end[graph] = malloc(n * sizeof(float));
-    ck_assert_ptr_nonnull(end[graph]);
-    memcpy(end[graph], wk_net_weights(net), n * sizeof(float));
+    end[mode] = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(end[mode]);
+    memcpy(end[mode], wk_net_weights(net), n * sizeof(float));
     free(before);
     wk_tensor_free(&x);
     wk_tensor_free(&labels);
     wk_trainer_destroy(t);
     wk_net_destroy(net);
   }
-  ck_assert_msg(strcmp(msg[0], msg[1]) == 0, "without graphs: '%s', with: '%s'", msg[0], msg[1]);
-  ck_assert_msg(strstr(msg[1], "step 4: the loss is NaN") != NULL, "%s", msg[1]);
-  ck_assert_msg(memcmp(end[0], end[1], n * sizeof(float)) == 0 ||
-                    wkt_rel_err(end[1], end[0], (int64_t)n, 1e-6) <= 1e-5,
-                "weights after a NaN step: graphs vs none differ by %g",
-                wkt_rel_err(end[1], end[0], (int64_t)n, 1e-6));
-  free(end[0]);
-  free(end[1]);
+  for (int m = WKT_ONE_CALL; m <= WKT_GRAPHS; m++) {
+    ck_assert_msg(strcmp(msg[0], msg[m]) == 0, "stepwise: '%s', %s: '%s'", msg[0],
+                  wkt_mode_names[m], msg[m]);
+    ck_assert_msg(memcmp(end[0], end[m], n * sizeof(float)) == 0 ||
+                      wkt_rel_err(end[m], end[0], (int64_t)n, 1e-6) <= 1e-5,
+                  "weights after a NaN step: %s vs stepwise differ by %g", wkt_mode_names[m],
+                  wkt_rel_err(end[m], end[0], (int64_t)n, 1e-6));
+  }
+  ck_assert_msg(strstr(msg[0], "step 4: the loss is NaN") != NULL, "%s", msg[0]);
+  for (int m = 0; m < 3; m++) free(end[m]);
   wk_ctx_destroy(ctx);
 }
 END_TEST
@@ -1533,6 +1558,129 @@ END_TEST
 START_TEST(test_device_step_sgd) { wkt_device_step(WK_OPTIM_SGD); }
 END_TEST
 START_TEST(test_device_step_adamw) { wkt_device_step(WK_OPTIM_ADAMW); }
+END_TEST
+
+/* The host-side cost of a training step in steady state, as fit.c runs it
+ * (8-bit batches normalised on the device, the next batch staged while the
+ * step computes, AdamW on a one-cycle schedule), counted by the emulated
+ * device (tests/emu/fake: fake.h's wk_fake_stats, with lazy streams, where
+ * every piece of work waits until something forces it, as on a device far
+ * slower than the host: the GPU-bound case). A real GPU has no such counters,
+ * so this test is added only where $WKT_FAKE_STATS=1 (the emulated suite),
+ * and fails there without them. Per step, once the first steps have made
+ * the buffers, chosen the algorithms and captured the graphs:
+ * - no device or pinned allocation and no free, in every mode (each
+ *   synchronises the device, or may: the caching allocator and the step's
+ *   own buffers must serve every step);
+ * - the trainer's default, the step in one call: one drain (the host waits
+ *   for the device once, for the loss it reports, and the device then has
+ *   nothing queued until the next step; the next batch is staged before that
+ *   wait, so its upload goes on);
+ * - with CUDA graphs, the same, and one graph launch and at most eight other
+ *   pieces of work (the uploads, the loss coming back);
+ * - stepwise ($WHISKER_GPU_FUSED_STEP=0, the path data parallelism takes):
+ *   four drains (the loss before backward, the gradients' check, the update,
+ *   and the loss's row sums), printed with the rest as the cost the one call
+ *   removes; it must not grow.
+ * $WK_FAKE_TRACE_WAITS=1 prints where each wait comes from. */
+enum { WKT_BUDGET_STEPS = 9, WKT_BUDGET_WARM = 5 };
+
+typedef struct wkt_budget_case {
+  const char *name;
+  wkt_builder build;
+  wk_precision prec;
+  wkt_step_mode mode;
+  int drains; /* per step, at most */
+} wkt_budget_case;
+
+static void wkt_budget(const wkt_budget_case *c) {
+  const char *plugin = getenv("WHISKER_CUDA_PLUGIN");
+  void *h = plugin ? dlopen(plugin, RTLD_NOW | RTLD_LOCAL) : NULL;
+  void (*stats)(wk_fake_stats_t *) =
+      h ? (void (*)(wk_fake_stats_t *))dlsym(h, "wk_fake_stats") : NULL;
+  ck_assert_msg(stats != NULL, "%s: no wk_fake_stats in $WHISKER_CUDA_PLUGIN (%s): not the "
+                "emulated plugin", c->name, plugin ? plugin : "unset");
+  wk_fake_stats_t a, b;
+  stats(&a);
+  ck_assert_msg(a.lazy, "%s: the counters need lazy streams ($WK_FAKE_LAZY=1)", c->name);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = c->build(ctx);
+  ck_assert_int_eq(wk_net_set_precision(net, c->prec), WK_OK);
+  ck_assert_msg(wk_net_use_gpu(net, 0) == WK_OK, "%s: %s", c->name, wk_last_error());
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+  ck_assert_int_eq(wk_net_set_input_norm(net, mean, std), WK_OK);
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_ADAMW),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_ONE_CYCLE, 0.01,
+                                                        WKT_BUDGET_STEPS),
+                        .seed = 1};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  if (c->mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  if (c->mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
+  ck_assert(wk_trainer_graphs_wanted(t) == (c->mode == WKT_GRAPHS));
+  const wkt_graph_case gc = {c->name, c->build, c->prec, WK_OPTIM_ADAMW, 0.0f, true, -1};
+  wk_tensor xs[2], ls[2];
+  for (int k = 0; k < 2; k++) wkt_graph_batch(&gc, net, k, &xs[k], &ls[k]); /* batch 4 */
+  for (int s = 0; s < WKT_BUDGET_STEPS; s++) {
+    if (s == WKT_BUDGET_WARM) stats(&a);
+    wk_trainer_set_next(t, &xs[(s + 1) % 2]);
+    float loss;
+    ck_assert_msg(wk_trainer_step(t, &xs[s % 2], &ls[s % 2], &loss, NULL) == WK_OK,
+                  "%s step %d: %s", c->name, s, wk_last_error());
+    ck_assert_msg(isfinite(loss), "%s step %d: loss %g", c->name, s, (double)loss);
+  }
+  stats(&b);
+  unsetenv("WHISKER_CUDA_GRAPH");
+  unsetenv("WHISKER_GPU_FUSED_STEP");
+  wk_gpu_graph_stats gs;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, &gs), WK_OK);
+  const int n = WKT_BUDGET_STEPS - WKT_BUDGET_WARM;
+  const long long work = b.work - a.work, launches = b.graph_launches - a.graph_launches;
+  const long long drains = b.drains - a.drains;
+  printf("%s, %s: per step in steady state: %.1f pieces of device work (%.1f graph launches), "
+         "%.1f host waits, %.1f stalls, %.1f drains, %.1f allocations, %.1f pinned, %.1f frees; "
+         "staged batches taken %lld\n",
+         c->name, wkt_mode_names[c->mode], (double)work / n, (double)launches / n,
+         (double)(b.host_waits - a.host_waits) / n, (double)(b.stalls - a.stalls) / n,
+         (double)drains / n, (double)(b.allocs - a.allocs) / n,
+         (double)(b.host_allocs - a.host_allocs) / n, (double)(b.frees - a.frees) / n,
+         (long long)gs.staged);
+  ck_assert_msg(b.allocs == a.allocs && b.host_allocs == a.host_allocs && b.frees == a.frees,
+                "%s: allocations or frees in steady state (see the line above)", c->name);
+  ck_assert_msg(drains <= (long long)c->drains * n, "%s, %s: %.1f drains per step, at most %d",
+                c->name, wkt_mode_names[c->mode], (double)drains / n, c->drains);
+  ck_assert_msg(drains >= n, "%s: %lld drains in %d steps: the loss must come back every step",
+                c->name, drains, n);
+  ck_assert_msg(gs.staged >= WKT_BUDGET_STEPS - 1, "%s: %lld staged batches taken", c->name,
+                (long long)gs.staged);
+  if (c->mode == WKT_GRAPHS)
+    ck_assert_msg(launches == n && work <= 9LL * n && !gs.off,
+                  "%s: %lld graph launches and %lld pieces of work in %d steps", c->name,
+                  launches, work, n);
+  else
+    ck_assert_msg(launches == 0 && work > 20LL * n, "%s: %lld graph launches, %lld pieces of "
+                  "work in %d steps uncaptured", c->name, launches, work, n);
+  for (int k = 0; k < 2; k++) {
+    wk_tensor_free(&xs[k]);
+    wk_tensor_free(&ls[k]);
+  }
+  wk_trainer_destroy(t);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  dlclose(h);
+}
+
+START_TEST(test_step_budget) {
+  const wkt_budget_case cases[] = {
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4},
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1},
+      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_ONE_CALL, 1},
+      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_GRAPHS, 1},
+      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_ONE_CALL, 1},
+      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_GRAPHS, 1},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) wkt_budget(&cases[k]);
+}
 END_TEST
 
 /* Convolution algorithms by timing (cudnnFind*AlgorithmEx, the default for a
@@ -1799,7 +1947,7 @@ int main(void) {
                                "WHISKER_CUDA_GRAPH",     "WHISKER_GPU_HOST_STEP",
                                "WHISKER_GPU_HOST_LOSS",  "WHISKER_CUDNN_ALGO",
                                "WHISKER_GPU_WORKSPACE_MB", "WHISKER_GPU_PREFETCH",
-                               "WHISKER_CUDNN_DETERMINISTIC"};
+                               "WHISKER_CUDNN_DETERMINISTIC", "WHISKER_GPU_FUSED_STEP"};
   for (size_t k = 0; k < sizeof knobs / sizeof knobs[0]; k++) unsetenv(knobs[k]);
   n_devices = wkt_device_count_in_child();
   Suite *s = suite_create("gpu_net");
@@ -1841,6 +1989,8 @@ int main(void) {
     wkt_add(tc, test_find_vs_heuristic_mobilenetv2);
     wkt_add(tc, test_cudnn_algo_env);
     wkt_add(tc, test_device_memory);
+    const char *fs = getenv("WKT_FAKE_STATS");
+    if (fs && strcmp(fs, "1") == 0) wkt_add(tc, test_step_budget);
   } else {
     wkt_add(tc, test_no_device_is_clean);
   }

@@ -218,18 +218,21 @@ typedef struct wk_gpu_optim {
  * bit the host's wk_optim_step (kernels/train.cu). */
 wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
 
-/* ------------------------------------------------------------------ the whole step, in CUDA graphs
- * $WHISKER_CUDA_GRAPH=1 (read by train/trainer.c at every step; off by
- * default until it has been verified on a GPU): the trainer's step on the
- * device (the loss there, no clipping, no data parallelism) becomes one call
- * with no host synchronisation between the batch's upload and the end of the
- * update: a training forward, the loss, backward from its gradient, the
+/* ------------------------------------------------------------------ the whole step in one call
+ * The trainer's step on the device (the loss there, no clipping, no data
+ * parallelism; train/trainer.c, unless $WHISKER_GPU_FUSED_STEP=0 asks for
+ * the stepwise calls above) is one call with no host synchronisation between
+ * the batch's upload and the end of the update, so the device runs the whole
+ * step without waiting for the host: a training forward, the loss, backward
+ * from its gradient, the
  * non-finite check of the rows' losses and of the gradients into a flag on
  * the device, and, unless the flag is set, fp16's unscale and the update
  * (kernels gated by the flag: the host decides nothing in between). Only the
  * loss sum, the flag and the predicted classes come back, after the work.
  *
- * That work is captured as a CUDA graph (cudaStreamBeginCapture, thread-local
+ * With `graphs` ($WHISKER_CUDA_GRAPH=1, read by the trainer at every step;
+ * off by default until it has been verified on a GPU) that work is captured
+ * as a CUDA graph (cudaStreamBeginCapture, thread-local
  * mode) once a key (batch size, label smoothing, dropout's first sample, the
  * update's kind and parameter count, fp16's unscale) has run WK_GRAPH_WARMUP
  * (2) steps uncaptured with no device buffer moving (graph_table.h; the
@@ -258,6 +261,7 @@ typedef struct wk_gpu_step {
   wk_gpu_optim optim; /* the update (the request of wk_gpu_net_optim_step) */
   const wk_gpu_input *next; /* or NULL: staged (wk_gpu_net_stage) once the step is queued */
   int64_t next_n;
+  bool graphs;        /* captured and replayed as CUDA graphs (above); else queued plainly */
 } wk_gpu_step;
 
 typedef struct wk_gpu_step_result {

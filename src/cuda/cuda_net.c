@@ -2323,6 +2323,7 @@ static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const
                             .n_state = s->optim.n_state, .adamw = s->optim.adamw,
                             .nesterov = s->optim.nesterov, .unscale = s->unscale,
                             .predicted = s->xent.predicted != NULL};
+  if (!s->graphs) return wk_step_queue(net, s, st);
   wk_graph_slot *slot = NULL;
   const wk_graph_action a = wk_graph_table_lookup(&net->graphs, &key, &slot);
   if (a == WK_GRAPH_REPLAY) {

@@ -22,10 +22,11 @@
  * back, where the host's loss would move the logits down and their gradient
  * up.
  *
- * With $WHISKER_CUDA_GRAPH=1 the trainer asks for the whole step in one call
- * (wk_net_gpu_fused_step): the plugin then runs forward, loss, backward,
- * check and update with no host decision in between, captured as a CUDA
- * graph once the shapes have settled (cuda/cuda.h). */
+ * The trainer asks for the whole step in one call (wk_net_gpu_fused_step,
+ * unless $WHISKER_GPU_FUSED_STEP=0): the plugin then runs forward, loss,
+ * backward, check and update with no host decision in between, and with
+ * $WHISKER_CUDA_GRAPH=1 captures that as a CUDA graph once the shapes have
+ * settled (cuda/cuda.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,7 +370,7 @@ wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gp
                              .predicted = predicted},
                     .dloss = s->dloss, .unscale = s->unscale, .inv_scale = s->inv_scale,
                     .optim = *s->optim, .next = s->next ? &next : NULL,
-                    .next_n = s->next ? s->next->shape[0] : 0};
+                    .next_n = s->next ? s->next->shape[0] : 0, .graphs = s->graphs};
   st.in.staged = wk_take_staged(net, x);
   wk_gpu_step_result r;
   net->last_train = false; /* an earlier forward's values are overwritten, failure or not */

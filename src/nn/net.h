@@ -256,9 +256,9 @@ wk_status wk_net_gpu_scale_grads(wk_net *net, float s);
 wk_precision wk_net_precision(const wk_net *net);
 struct wk_gpu_optim;
 wk_status wk_net_gpu_optim_step(wk_net *net, const struct wk_gpu_optim *o);
-/* The whole training step on the device in one call (train/trainer.c with
- * $WHISKER_CUDA_GRAPH=1; cuda/cuda.h's wk_gpu_net_train_step has the
- * details, CUDA graphs included): a training forward of x, the loss of the
+/* The whole training step on the device in one call (train/trainer.c's
+ * default there; cuda/cuda.h's wk_gpu_net_train_step has the details, CUDA
+ * graphs included): a training forward of x, the loss of the
  * labels (checked and computed as wk_net_gpu_xent_forward), backward from its
  * gradient times dloss, and, only when every row's loss and every gradient
  * is finite, the gradients times inv_scale (with unscale: fp16) and the
@@ -275,6 +275,7 @@ typedef struct wk_net_gpu_step {
   float inv_scale;
   const struct wk_gpu_optim *optim;
   const wk_tensor *next; /* or NULL: staged as by wk_net_gpu_stage once the step is queued */
+  bool graphs;           /* as CUDA graphs once the shapes have settled ($WHISKER_CUDA_GRAPH=1) */
 } wk_net_gpu_step;
 wk_status wk_net_gpu_fused_step(wk_net *net, const wk_tensor *x, const wk_net_gpu_step *s,
                                 float *loss, int32_t *predicted, bool *applied);

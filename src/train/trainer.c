@@ -265,16 +265,21 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
   return wk_net_gpu_optim_step(net, &o);
 }
 
-/* Whether the step on the device runs as one call ($WHISKER_CUDA_GRAPH=1,
- * captured as a CUDA graph once the shapes have settled: cuda/cuda.h): the
+/* Whether the step on the device runs as one call (cuda/cuda.h), so the
+ * host waits for the device once per step, for the loss, rather than four
+ * times (the loss before backward, the gradients' check, the update): the
  * loss on the device too, and no data parallelism (NCCL's all-reduce and the
- * loss's all-reduce over the ranks stay in the uncaptured step). */
+ * loss's all-reduce over the ranks take the stepwise calls).
+ * $WHISKER_GPU_FUSED_STEP=0 asks for the stepwise calls anyway (to compare),
+ * unless $WHISKER_CUDA_GRAPH=1, whose graphs capture the one call. */
 static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
-  return on_device && !t->ddp && wk_loss_on_device(t) && wk_env_is_1("WHISKER_CUDA_GRAPH");
+  if (!on_device || t->ddp || !wk_loss_on_device(t)) return false;
+  const char *e = getenv("WHISKER_GPU_FUSED_STEP");
+  return !(e && strcmp(e, "0") == 0) || wk_env_is_1("WHISKER_CUDA_GRAPH");
 }
 
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {
-  return wk_fused_wanted(t, wk_step_on_device(t));
+  return wk_fused_wanted(t, wk_step_on_device(t)) && wk_env_is_1("WHISKER_CUDA_GRAPH");
 }
 
 /* The non-finite loss of a step: an error, or with `probe` a success that
@@ -311,7 +316,7 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   const wk_net_gpu_step s = {.xent = &xp, .labels = labels, .dloss = (float)scale,
                              .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o,
-                             .next = t->next};
+                             .next = t->next, .graphs = wk_env_is_1("WHISKER_CUDA_GRAPH")};
   float l = NAN;
   bool applied = false;
   wk_status st = wk_net_gpu_fused_step(net, x, &s, &l, t->predicted, &applied);
