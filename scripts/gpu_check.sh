@@ -6,8 +6,9 @@
 # (test_gpu_cli.sh)), then the GPU benchmark side by
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
-# what CUDA graphs, the staged next batch and batchnorm fusion each gain
-# (against $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
+# what the step in one call, CUDA graphs (over the one call), the staged next
+# batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
+# $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
 # and what whisker's batchnorm kernels cost against cuDNN's ($WHISKER_GPU_OWN_BN).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
@@ -271,11 +272,12 @@ if room 60; then
   ab_row WHISKER_GPU_FUSED_STEP 0 1 mobilenetv2 32 bf16
 } | tee -a "$out/bench_gpu.md"
 else skipped "the step in one call" 60; fi
-# the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the plain step
+# the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the same step in one
+# call uncaptured
 if room 60; then
 {
   echo
-  echo "| model | batch | precision | plain img/s | CUDA graph img/s | graph / plain |"
+  echo "| model | batch | precision | one call img/s | CUDA graph img/s | graph / one call |"
   echo "|---|---:|---|---:|---:|---:|"
   for p in fp32 bf16; do ab_row WHISKER_CUDA_GRAPH 0 1 resnet18 256 "$p"; done
 } | tee -a "$out/bench_gpu.md"

@@ -219,14 +219,15 @@ typedef struct wk_gpu_optim {
 wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
 
 /* ------------------------------------------------------------------ the whole step in one call
- * The trainer's step on the device (the loss there, no clipping, no data
- * parallelism; train/trainer.c, unless $WHISKER_GPU_FUSED_STEP=0 asks for
- * the stepwise calls above) is one call with no host synchronisation between
- * the batch's upload and the end of the update, so the device runs the whole
- * step without waiting for the host: a training forward, the loss, backward
- * from its gradient, the
- * non-finite check of the rows' losses and of the gradients into a flag on
- * the device, and, unless the flag is set, fp16's unscale and the update
+ * The trainer's step on the device (the loss there, no clipping;
+ * train/trainer.c, unless $WHISKER_GPU_FUSED_STEP=0 asks for the stepwise
+ * calls above) is one call with no host synchronisation between the batch's
+ * upload and the end of the update, so the device runs the whole step without
+ * waiting for the host: a training forward, the loss, backward from its
+ * gradient (with a communicator, all-reduced over the ranks), the non-finite
+ * check of the rows' losses and of the gradients into a flag on the device
+ * (with a communicator, summed over the ranks, so that every rank decides
+ * alike), and, unless the flag is set, fp16's unscale and the update
  * (kernels gated by the flag: the host decides nothing in between). Only the
  * loss sum, the flag and the predicted classes come back, after the work.
  *
@@ -271,7 +272,7 @@ typedef struct wk_gpu_step_result {
   const char *graph_warning;  /* not NULL (the net's text) at the step whose capture failed */
 } wk_gpu_step_result;
 
-/* One training step as above; fails for a network with a communicator. The
+/* One training step as above (with a communicator, graphs are refused). The
  * weights must be on the device (uploaded after any change, as a forward
  * does), the optimizer's state arrays too. The batchnorm statistics move as
  * in a training forward; the gradient arena holds the step's gradients (the

@@ -219,6 +219,11 @@ wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what)
  * buckets, so every rank's collectives keep one order. Waits for nothing. */
 wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
                              const char *what);
+/* The step in one call (cuda_net.c): the int at flag summed over the ranks,
+ * in place, in the same order, so it is non-zero on every rank when it was on
+ * any (each rank's loss is checked on that rank alone; the gated update must
+ * run on all or none). Waits for nothing. */
+wk_status wk_gpucomm_any(wk_gpucomm *c, int *flag, cudaStream_t compute, const char *what);
 int wk_gpucomm_world(const wk_gpucomm *c);
 
 #endif

@@ -256,16 +256,28 @@ wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
   return WK_OK;
 }
 
-wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
-                             const char *what) {
+/* n elements of type t at buf summed over the ranks in place, between the
+ * compute stream's work queued so far and what it queues next. */
+static wk_status wk_comm_sum(wk_gpucomm *c, void *buf, size_t n, ncclDataType_t t,
+                             cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
   WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
   WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
-  const ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, c->comm, c->stream);
+  const ncclResult_t r = ncclAllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream);
   WK_TRY(wk_comm_settle(c, r, what));
   WK_CUDA_TRY(cudaEventRecord(c->done, c->stream));
   WK_CUDA_TRY(cudaStreamWaitEvent(compute, c->done, 0));
   return WK_OK;
+}
+
+wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t compute,
+                             const char *what) {
+  return wk_comm_sum(c, buf, n, ncclFloat64, compute, what);
+}
+
+wk_status wk_gpucomm_any(wk_gpucomm *c, int *flag, cudaStream_t compute, const char *what) {
+  _Static_assert(sizeof(int) == 4, "ncclInt32 is the flag's type");
+  return wk_comm_sum(c, flag, 1, ncclInt32, compute, what);
 }
 
 int wk_gpucomm_world(const wk_gpucomm *c) { return c->world; }

@@ -72,21 +72,26 @@
  * from the loss's gradient written into the output's gradient buffer instead
  * of from a host copy.
  *
- * $WHISKER_CUDA_GRAPH=1 (read by the trainer; cuda.h has the contract) asks
- * for the whole step in one call (wk_cudanet_train_step): batch, labels and
+ * The trainer asks for the whole step in one call (wk_cudanet_train_step;
+ * cuda.h has the contract, $WHISKER_GPU_FUSED_STEP=0 the stepwise calls
+ * instead): batch, labels and
  * the step's changing values (wk_step_vals: dropout's step, the loss
  * gradient's factor, fp16's unscale, the update's segments) go up first, from
  * pinned memory for the values; then forward, loss, backward, the non-finite
  * check into the device flag, and the unscale and the update gated by that
  * flag (kernels/train.cu's *_at and *_unless launchers) are queued with no
- * synchronisation, as a CUDA graph once the key has warmed up (graph_table.h);
- * the loss sum, the flag and the predicted classes come back after it. What a
+ * synchronisation, with $WHISKER_CUDA_GRAPH=1 as a CUDA graph once the key
+ * has warmed up (graph_table.h); the loss sum, the flag and the predicted
+ * classes come back after it. With a communicator (data parallelism) the
+ * gradients' all-reduce joins the compute stream before the check, the flag
+ * is summed over the ranks (each checked its own loss; the update must run on
+ * all or none) and the wait for the step polls with the communicator's
+ * deadline; never captured. What a
  * graph bakes in must not move: every function that frees a buffer a step
  * uses (the batch's values, the convolution workspace, the loss's buffers)
  * or changes what backward runs (frozen flags) drops the graphs first.
  * cuBLAS gets a workspace of ours at creation, for every network, so it never
- * allocates one inside a capture and runs the same kernels either way. Data
- * parallelism (NCCL, whose wait polls the host) is never fused or captured.
+ * allocates one inside a capture and runs the same kernels either way.
  *
  * Batchnorm fused with relu ($WHISKER_BN_FUSE, cuda.h): where a batchnorm's
  * output is read only by a relu, or only by an add whose output is read only
@@ -194,7 +199,8 @@ struct wk_gpu_net {
    * channel (2 x the widest batchnorm's doubles) and their chunks'
    * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
-  bool fwd_collectives; /* the last forward queued some (wk_collectives_wait) */
+  bool fwd_collectives; /* the last forward, or step in one call, queued some
+                         * (wk_collectives_wait) */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
@@ -2044,9 +2050,14 @@ static wk_status wk_arena(wk_gpu_net *net, wk_gpu_arena which, float **dev, size
     float **s = &net->state[which - WK_GPU_STATE0];
     if (!*s && net->g.n_elems) {
       const wk_status a = wk_cuda_malloc((void **)s, net->g.n_elems * sizeof(float));
+      /* with no batch's buffers held yet (the first step in one call makes the
+       * state first), no batch size helps: the network alone is too large */
       if (a != WK_OK)
-        return wk_no_room(a, wk_smaller_batch, "%zu MiB of optimizer state",
-                          (net->g.n_elems * 4) >> 20);
+        return wk_no_room(a, net->cap > 0 ? wk_smaller_batch
+                                          : "no batch size helps: a smaller model, an "
+                                            "optimizer with less state, or another GPU",
+                          "%zu MiB of optimizer state beside the network's weights and "
+                          "gradients", (net->g.n_elems * 4) >> 20);
       WK_CUDA_TRY(cudaMemsetAsync(*s, 0, net->g.n_elems * sizeof(float), net->stream));
     }
     *dev = *s, *n = net->g.n_elems;
@@ -2248,8 +2259,12 @@ static wk_status wk_step_queue(wk_gpu_net *net, const wk_gpu_step *s, float *con
                                                net->stream),
                        "non-finite check of the loss"));
   WK_TRY(wk_backward_queue(net, NULL, 0.0f, wk_dev_xent_scale(net), seed_step));
+  /* data parallelism: the ranks' mean gradients are the ones checked and used */
+  if (net->comm) WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
   WK_TRY(wk_kernel_try(wk_launch_nonfinite_f32(n_elems, net->grads, net->flag, net->stream),
                        "non-finite check"));
+  /* each rank checked its own loss: the update runs on every rank or on none */
+  if (net->comm) WK_TRY(wk_gpucomm_any(net->comm, net->flag, net->stream, "the step's check"));
   if (s->unscale)
     WK_TRY(wk_kernel_try(wk_launch_scale_unless_f32(n_elems, wk_dev_inv_scale(net), net->flag,
                                                     net->grads, net->stream),
@@ -2356,8 +2371,8 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
     return wk_fail(WK_ERR_INVALID_ARG, "GPU step: malformed request");
   *r = (wk_gpu_step_result){0};
   WK_TRY(wk_optim_check(net, &s->optim));
-  if (net->comm)
-    return wk_fail(WK_ERR_INVALID_ARG, "GPU step: data-parallel steps are not fused (NCCL)");
+  if (net->comm && s->graphs)
+    return wk_fail(WK_ERR_INVALID_ARG, "GPU step: no CUDA graphs with data parallelism (NCCL)");
   WK_CUDA_TRY(cudaSetDevice(net->device));
   const int last = net->n_values - 1;
   const int64_t n = s->n;
@@ -2383,7 +2398,10 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->drop = s->drop; /* backward's dropout reads its first sample */
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
+  net->fwd_collectives = false;
   const wk_status run = wk_step_run(net, s, st, r, &warming);
+  /* the gradients' all-reduce and the check's, after synchronised batchnorm's */
+  net->fwd_collectives |= net->comm != NULL;
   /* the captured conversion marked the 16-bit weights current, but the step
    * may have failed after the update changed the weights: make them again */
   net->wh_stale = true;
@@ -2393,6 +2411,9 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
    * (the next step then uploads its batch, and an error that sticks shows at
    * the synchronisation) */
   if (s->next && wk_cudanet_stage(net, s->next, s->next_n) != WK_OK) net->next_valid = false;
+  /* with peers, the wait for the step polls with the communicator's deadline,
+   * before the copies below wait without one */
+  if (net->comm) WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);
   if (s->xent.predicted)

@@ -70,6 +70,8 @@ static wk_status wk_ddp_make_buckets(wk_ddp *p, size_t bucket_bytes) {
 
 bool wk_ddp_synced_bn(const wk_ddp *p) { return p && p->sync_bn; }
 
+bool wk_ddp_nccl(const wk_ddp *p) { return p && p->nccl; }
+
 const char *wk_ddp_backend(const wk_ddp *p) {
   if (p && p->nccl) return wk_dist_size(p->d) > 1 ? "mpi, gradients over nccl" : "nccl";
   return p && wk_dist_size(p->d) > 1 ? "mpi" : "none";

@@ -56,6 +56,9 @@ bool wk_ddp_synced_bn(const wk_ddp *p);
 /* "mpi", "nccl" (gradients; the rest over MPI when there are several ranks)
  * or "none". */
 const char *wk_ddp_backend(const wk_ddp *p);
+/* Whether the network's GPU backend reduces the gradients (NCCL): its steps
+ * may then run in one call (train/trainer.c). */
+bool wk_ddp_nccl(const wk_ddp *p);
 
 /* Before a step's forward: local batch n (dropout masks count from rank * n). */
 wk_status wk_ddp_begin_step(wk_ddp *p, int64_t n);

@@ -266,20 +266,33 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
 }
 
 /* Whether the step on the device runs as one call (cuda/cuda.h), so the
- * host waits for the device once per step, for the loss, rather than four
- * times (the loss before backward, the gradients' check, the update): the
- * loss on the device too, and no data parallelism (NCCL's all-reduce and the
- * loss's all-reduce over the ranks take the stepwise calls).
+ * device runs dry once per step (the host waiting for the loss) rather than
+ * four times (the loss after the forward, the end of backward, the
+ * gradients' check, the update: tests/test_gpu_net.c's test_step_budget): the
+ * loss on the device too, and with data parallelism the gradients reduced by
+ * NCCL there (the ranks' losses are averaged over MPI after the step).
  * $WHISKER_GPU_FUSED_STEP=0 asks for the stepwise calls anyway (to compare),
- * unless $WHISKER_CUDA_GRAPH=1, whose graphs capture the one call. */
+ * unless $WHISKER_CUDA_GRAPH=1, whose graphs capture the one call (one GPU,
+ * no data parallelism). */
 static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
-  if (!on_device || t->ddp || !wk_loss_on_device(t)) return false;
+  if (!on_device || !wk_loss_on_device(t) || (t->ddp && !wk_ddp_nccl(t->ddp))) return false;
   const char *e = getenv("WHISKER_GPU_FUSED_STEP");
-  return !(e && strcmp(e, "0") == 0) || wk_env_is_1("WHISKER_CUDA_GRAPH");
+  return !(e && strcmp(e, "0") == 0) || (!t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH"));
 }
 
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {
-  return wk_fused_wanted(t, wk_step_on_device(t)) && wk_env_is_1("WHISKER_CUDA_GRAPH");
+  return !t->ddp && wk_fused_wanted(t, wk_step_on_device(t)) &&
+         wk_env_is_1("WHISKER_CUDA_GRAPH");
+}
+
+/* Data parallelism: the global batch's mean loss from this rank's l (every
+ * rank then takes the same decisions). */
+static wk_status wk_global_loss(const wk_trainer *t, float *l) {
+  wk_dist *d = wk_ddp_dist(t->ddp);
+  double gl = *l;
+  WK_TRY(wk_dist_allreduce_sum(d, WK_DIST_MAIN, WK_DIST_F64, &gl, 1, "the step's loss"));
+  *l = (float)(gl / wk_dist_size(d));
+  return WK_OK;
 }
 
 /* The non-finite loss of a step: an error, or with `probe` a success that
@@ -316,9 +329,12 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   const wk_net_gpu_step s = {.xent = &xp, .labels = labels, .dloss = (float)scale,
                              .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o,
-                             .next = t->next, .graphs = wk_env_is_1("WHISKER_CUDA_GRAPH")};
+                             .next = t->next, .graphs = wk_trainer_graphs_wanted(t)};
   float l = NAN;
   bool applied = false;
+  /* data parallelism: the device's check covers every rank's, so `applied` is
+   * the same on all */
+  if (t->ddp) WK_TRY(wk_ddp_begin_step(t->ddp, x->shape[0]));
   wk_status st = wk_net_gpu_fused_step(net, x, &s, &l, t->predicted, &applied);
   if (st != WK_OK || !applied) { /* no update on the device: none in the counts */
     char why[512];
@@ -327,6 +343,7 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
     if (st != WK_OK) return wk_fail(st, "%s", why);
     WK_TRY(r);
   }
+  if (t->ddp) WK_TRY(wk_global_loss(t, &l));
   if (!isfinite(l)) return wk_nonfinite_loss(t, probe, l, loss);
   if (scaled && wk_scale_update(t, applied) == 0) { /* skipped: the scale halves */
     t->step++;
@@ -360,12 +377,7 @@ static wk_status wk_trainer_step_impl(wk_trainer *t, const wk_tensor *x, const w
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   float l;
   WK_TRY(wk_loss_forward(t, loss_on_device, &xp, x, labels, &l));
-  if (t->ddp) { /* the global batch's loss: every rank takes the same decisions */
-    wk_dist *d = wk_ddp_dist(t->ddp);
-    double gl = l;
-    WK_TRY(wk_dist_allreduce_sum(d, WK_DIST_MAIN, WK_DIST_F64, &gl, 1, "the step's loss"));
-    l = (float)(gl / wk_dist_size(d));
-  }
+  if (t->ddp) WK_TRY(wk_global_loss(t, &l));
   if (!isfinite(l)) return wk_nonfinite_loss(t, probe, l, loss);
   const bool scaled = wk_scaled(t);
   const double scale = scaled ? t->loss_scale : 1.0;

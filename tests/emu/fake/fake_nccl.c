@@ -27,9 +27,9 @@
  *   element type (sums of float32 in float32). ncclAvg on floating types is
  *   what NCCL makes of it (enqueue: PreMulSum with the scalar 1/nranks
  *   rounded to the type): each contribution times that scalar, then summed.
- *   Floating types only (float32, float64, float16, bfloat16) and the ops
- *   sum, prod and avg; anything else over several ranks stops the process as
- *   not implemented. Ranks whose calls do not match (count, type or op of the
+ *   Floating types (float32, float64, float16, bfloat16) with the ops sum,
+ *   prod and avg, and int32 with sum (wrapping, as NCCL's integers do);
+ *   anything else over several ranks stops the process as not implemented. Ranks whose calls do not match (count, type or op of the
  *   same collective) stop the process with both calls named: NCCL requires
  *   the same collectives in the same order on every rank and would hang or
  *   compute garbage. Where the work runs, both buffers are checked to lie
@@ -486,6 +486,19 @@ static void wk_combine(struct ncclComm *c, const wk_reduce_job *j, size_t off, v
                   (unsigned long long)c->step, r, (unsigned long long)a->count, (int)a->type,
                   (int)a->op, c->rank, (unsigned long long)b->count, (int)b->type, (int)b->op);
   }
+  if (j->type == ncclInt32) { /* ncclSum (checked at the call), wrapping */
+    for (size_t i = 0; i < n; i++) {
+      uint32_t acc = 0;
+      for (int r = 0; r < c->nranks; r++) {
+        int32_t v;
+        memcpy(&v, wk_slot(c, r) + i * sizeof v, sizeof v);
+        acc += (uint32_t)v;
+      }
+      memcpy((unsigned char *)out + (off + i) * size, &acc, sizeof acc);
+    }
+    atomic_store_explicit(&c->shm->done[c->rank], c->step, memory_order_release);
+    return;
+  }
   /* NCCL's ncclAvg on floating types: PreMulSum, the scalar 1/nranks in the type */
   const double scale = j->op == ncclAvg ? wk_round(t, 1.0 / c->nranks) : 1.0;
   for (size_t i = 0; i < n; i++) {
@@ -758,9 +771,11 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
   if (s != d && s < d + bytes && d < s + bytes)
     wk_fake_die(WK_LIB, "%s: sendbuff %p and recvbuff %p overlap (%zu bytes) without being the "
                 "same (in place)", fn, sendbuff, (void *)recvbuff, bytes);
-  if (c->nranks > 1 && (wk_float_type(datatype) < 0 || op == ncclMax || op == ncclMin))
+  const bool int_sum = datatype == ncclInt32 && op == ncclSum;
+  if (c->nranks > 1 && !int_sum &&
+      (wk_float_type(datatype) < 0 || op == ncclMax || op == ncclMin))
     wk_fake_die(WK_LIB, "%s: type %d, op %d over %d ranks: not implemented (floating types "
-                "with sum, prod or avg only)", fn, (int)datatype, (int)op, c->nranks);
+                "with sum, prod or avg, int32 with sum)", fn, (int)datatype, (int)op, c->nranks);
   const wk_reduce_job j = {c, sendbuff, recvbuff, count, datatype, op};
   if (!c->blocking) {
     /* deferred until ncclCommGetAsyncError sees it complete (a non-blocking
