@@ -49,6 +49,8 @@
 #include "nn/zoo.h"
 #include "test_util.h"
 #include "modelio/model.h"
+#include "dist/dist.h"
+#include "train/ddp.h"
 #include "train/trainer.h"
 #include "fake.h" /* wk_fake_stats_t: test_step_budget, emulated device only */
 
@@ -1583,7 +1585,10 @@ END_TEST
  *   forward, the end of backward, the gradients' check, the update), printed
  *   with the rest as the cost the one call removes; it must not grow;
  * - in every mode, every stall a drain: no wait for part of the step while
- *   the rest of it is queued.
+ *   the rest of it is queued;
+ * - the same with data parallelism (a communicator of one rank, the NCCL path
+ *   of --gpus 0; the end of the step is then polled with the deadline, each
+ *   completed poll counted as a wait).
  * $WK_FAKE_TRACE_WAITS=1 prints where each wait comes from. */
 enum { WKT_BUDGET_STEPS = 9, WKT_BUDGET_WARM = 5 };
 
@@ -1593,6 +1598,7 @@ typedef struct wkt_budget_case {
   wk_precision prec;
   wkt_step_mode mode;
   int drains; /* per step, at most */
+  bool nccl;  /* data parallelism: a communicator of one rank (what --gpus 0 runs) */
 } wkt_budget_case;
 
 static void wkt_budget(const wkt_budget_case *c) {
@@ -1617,6 +1623,16 @@ static void wkt_budget(const wkt_budget_case *c) {
                         .seed = 1};
   wk_trainer *t;
   ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  wk_dist *d = NULL;
+  wk_ddp *ddp = NULL;
+  if (c->nccl) {
+    const wk_dist_opts dopts = wk_dist_opts_default();
+    ck_assert_msg(wk_dist_open(&dopts, &d) == WK_OK, "%s", wk_last_error());
+    const wk_ddp_opts po = {.nccl_single = true};
+    ck_assert_msg(wk_ddp_create(d, net, &po, &ddp) == WK_OK, "%s", wk_last_error());
+    ck_assert(wk_ddp_nccl(ddp));
+    wk_trainer_set_ddp(t, ddp);
+  }
   if (c->mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
   if (c->mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
   ck_assert(wk_trainer_graphs_wanted(t) == (c->mode == WKT_GRAPHS));
@@ -1639,10 +1655,11 @@ static void wkt_budget(const wkt_budget_case *c) {
   const int n = WKT_BUDGET_STEPS - WKT_BUDGET_WARM;
   const long long work = b.work - a.work, launches = b.graph_launches - a.graph_launches;
   const long long drains = b.drains - a.drains;
-  printf("%s, %s: per step in steady state: %.1f pieces of device work (%.1f graph launches), "
+  printf("%s, %s%s: per step in steady state: %.1f pieces of device work (%.1f graph launches), "
          "%.1f host waits, %.1f stalls, %.1f drains, %.1f allocations, %.1f pinned, %.1f frees; "
          "staged batches taken %lld\n",
-         c->name, wkt_mode_names[c->mode], (double)work / n, (double)launches / n,
+         c->name, wkt_mode_names[c->mode], c->nccl ? ", NCCL (one rank)" : "",
+         (double)work / n, (double)launches / n,
          (double)(b.host_waits - a.host_waits) / n, (double)(b.stalls - a.stalls) / n,
          (double)drains / n, (double)(b.allocs - a.allocs) / n,
          (double)(b.host_allocs - a.host_allocs) / n, (double)(b.frees - a.frees) / n,
@@ -1671,6 +1688,8 @@ static void wkt_budget(const wkt_budget_case *c) {
     wk_tensor_free(&ls[k]);
   }
   wk_trainer_destroy(t);
+  wk_ddp_destroy(ddp);
+  wk_dist_close(d);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);
   dlclose(h);
@@ -1678,12 +1697,14 @@ static void wkt_budget(const wkt_budget_case *c) {
 
 START_TEST(test_step_budget) {
   const wkt_budget_case cases[] = {
-      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4},
-      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1},
-      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_ONE_CALL, 1},
-      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_GRAPHS, 1},
-      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_ONE_CALL, 1},
-      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_GRAPHS, 1},
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4, false},
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1, false},
+      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_ONE_CALL, 1, false},
+      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_GRAPHS, 1, false},
+      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_ONE_CALL, 1, false},
+      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_GRAPHS, 1, false},
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4, true},
+      {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1, true},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) wkt_budget(&cases[k]);
 }

@@ -880,9 +880,14 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
      * the device has got on with it (it runs, still "not ready" then) */
     pthread_mutex_lock(&g_q);
     const int pending = stream->done < stream->issued;
-    if (pending && stream->queried) wk_flush(stream, stream->issued);
+    const int runs = pending && stream->queried;
+    const long long ran = wk_ran();
+    if (runs) wk_flush(stream, stream->issued);
     stream->queried = pending && !stream->queried;
     pthread_mutex_unlock(&g_q);
+    /* a host polling the stream (cuda_comm.c's wait with a deadline) waits
+     * for it as a synchronisation would: counted once, when the work runs */
+    if (runs) wk_waited(ran, stream);
     if (pending) return wk_fail_rt(cudaErrorNotReady);
   }
   return cudaSuccess;
