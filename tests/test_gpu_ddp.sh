@@ -17,7 +17,9 @@
 #      as one process of 16 does: the weights end where 1.'s synchronised
 #      run's did, within 3x the noise floor of that run against the plain one
 #      and 1e-4 anyway (scripts/ddp_same.py, as tests/test_dist_train.sh
-#      judges the CPU's ranks);
+#      judges the CPU's ranks), and the same run with stepwise calls
+#      ($WHISKER_GPU_FUSED_STEP=0) ends where the default step in one call
+#      did (relative L2 at most 1e-6);
 #   3. with two GPUs: a run killed after its first checkpoint resumes on one
 #      GPU (`--device cuda:0`, the same global batch) and completes its epochs;
 #      a rank that hangs (SIGSTOP) makes every rank stop within
@@ -25,7 +27,8 @@
 #      that dies (SIGKILL) ends the whole run; and on emulated GPUs
 #      ($WK_FAKE_DEVICES set), a rank hung inside an NCCL all-reduce (the fake
 #      NCCL's WK_FAKE_NCCL_HANG) makes the other give up at the backend's
-#      NCCL deadline, abort its communicator and end the run.
+#      NCCL deadline, abort its communicator and end the run; ranks launched
+#      with different $WHISKER_GPU_FUSED_STEP are refused before training.
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
 # data and the comparison), and for 2. and 3. without a second GPU or mpirun
 # (a failure instead with WK_GPU_DDP_NEED_TWO=1: test_gpu_ddp_emu, which runs
@@ -60,6 +63,8 @@ trap cleanup EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }
 # shellcheck source=tests/dist_lib.sh
 . "$src/tests/dist_lib.sh"
+# the default steps (part 2 sets the stepwise calls for one run itself)
+unset WHISKER_GPU_FUSED_STEP WHISKER_GPU_HOST_STEP WHISKER_GPU_HOST_LOSS WHISKER_CUDA_GRAPH
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
 # fp32 (not the default auto, bf16 on a recent GPU): the bounds below are float32's
 any_precision=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --epochs 2)
@@ -116,6 +121,14 @@ echo "two GPUs: --gpus 0,1 trained with NCCL; d(one process) = $(l2 "$tmp/plain"
 echo "two GPUs: --gpus 0,1 --sync-bn (2 x 8) vs --gpus 0 --sync-bn (1 x 16):"
 "$py" "$src/scripts/ddp_same.py" "$tmp/sync" "$tmp/plain" "$tmp/two_sync" \
   || fail "2 x 8 synchronised did not end where 1 x 16 did"
+# the stepwise calls ($WHISKER_GPU_FUSED_STEP=0) against the default step in one call, over two
+# ranks: the same kernels and collectives (and one more, the check's), so the same weights
+WHISKER_GPU_FUSED_STEP=0 "$bin" train "${common[@]}" --batch 8 --gpus 0,1 --sync-bn \
+  --out "$tmp/two_sync_stepwise" > /dev/null 2> "$tmp/two_sync_stepwise.err" ||
+  { cat "$tmp/two_sync_stepwise.err"; fail "--gpus 0,1 --sync-bn stepwise run"; }
+d=$(l2 "$tmp/two_sync" "$tmp/two_sync_stepwise")
+echo "two GPUs: --sync-bn stepwise vs in one call: weights differ by $d"
+"$py" -c "import sys; sys.exit(0 if float('$d') <= 1e-6 else 1)" || fail "stepwise differs by $d"
 # 2b. the 16-bit precisions over two ranks (fp16's loss scaling sees the
 # averaged gradients, so every rank skips the same steps): they train, on the
 # schedule of the fp32 run, losses within 2% of it
@@ -207,4 +220,18 @@ if [ -n "${WK_FAKE_DEVICES:-}" ]; then
     || { cat "$tmp/nccl_hang.err"; fail "no NCCL timeout message"; }
   echo "rank hung in an NCCL all-reduce: the run ended after ${secs} s; $msg"
 fi
+
+# 3e. ranks that would step differently (one with the stepwise calls, one in one call: their
+# NCCL collectives would not pair up) are refused before training, naming the variable
+root=()
+[ "$(id -u)" != 0 ] || root=(--allow-run-as-root)
+rc=0
+timeout 120 mpirun "${root[@]}" --oversubscribe -np 1 -x WHISKER_GPU_FUSED_STEP=0 \
+  "$bin" train "${common[@]}" --batch 8 --device cuda --out "$tmp/mixed" : \
+  -np 1 "$bin" train "${common[@]}" --batch 8 --device cuda --out "$tmp/mixed" \
+  > "$tmp/mixed.err" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$tmp/mixed.err"; fail "mixed step modes: exit $rc"; }
+grep -q 'have \$WHISKER_GPU_FUSED_STEP=0 in their environment, the others not' "$tmp/mixed.err" ||
+  { cat "$tmp/mixed.err"; fail "mixed step modes were not refused by name"; }
+echo "mixed step modes: refused ($(grep -m1 -o '1 of 2 ranks have [^,]*' "$tmp/mixed.err"))"
 echo "test_gpu_ddp: ok"

@@ -75,7 +75,7 @@ static void wk_usage_train(FILE *f) {
           "by default). The algorithms' workspace is at most $WHISKER_GPU_WORKSPACE_MB\n"
           "(1024). $WHISKER_CUDNN_DETERMINISTIC=1 keeps to the algorithms cuDNN calls\n"
           "deterministic (no atomics): every run of a step computes the same bits.\n"
-          "A training step on a GPU is one call: the GPU waits for the host once per\n"
+          "A training step on a GPU is one call: the host waits for the GPU once per\n"
           "step, for the loss; $WHISKER_GPU_FUSED_STEP=0 takes stepwise calls instead\n"
           "(four waits; the same numbers). $WHISKER_CUDA_GRAPH=1 (experimental, not yet\n"
           "verified on a GPU) runs that call as one CUDA graph once its batch size has\n"

@@ -225,5 +225,7 @@ wk_status wk_gpucomm_sum_f64(wk_gpucomm *c, double *buf, size_t n, cudaStream_t 
  * run on all or none). Waits for nothing. */
 wk_status wk_gpucomm_any(wk_gpucomm *c, int *flag, cudaStream_t compute, const char *what);
 int wk_gpucomm_world(const wk_gpucomm *c);
+/* Whether the communicator was aborted (a timeout or an NCCL error). */
+bool wk_gpucomm_broken(const wk_gpucomm *c);
 
 #endif

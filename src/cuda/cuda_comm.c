@@ -282,6 +282,8 @@ wk_status wk_gpucomm_any(wk_gpucomm *c, int *flag, cudaStream_t compute, const c
 
 int wk_gpucomm_world(const wk_gpucomm *c) { return c->world; }
 
+bool wk_gpucomm_broken(const wk_gpucomm *c) { return c->broken; }
+
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
   const double deadline = wk_now_s() + c->timeout_s;

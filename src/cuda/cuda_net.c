@@ -201,6 +201,7 @@ struct wk_gpu_net {
   bool sync_bn;
   bool fwd_collectives; /* the last forward, or step in one call, queued some
                          * (wk_collectives_wait) */
+  bool step_collectives; /* ... and it was a step in one call */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
@@ -1493,13 +1494,16 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
   return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
 }
 
-/* Where the last forward queued collectives (synchronised batchnorm), waits
- * for the compute stream by polling with the communicator's deadline: a peer
- * that died must not hang this rank in a call that waits for the device (a
- * copy to or from pageable memory, a free, a pinning). Else nothing. */
+/* Where the last forward (synchronised batchnorm) or step in one call queued
+ * collectives, waits for the compute stream by polling with the
+ * communicator's deadline: a peer that died must not hang this rank in a call
+ * that waits for the device (a copy to or from pageable memory, a free, a
+ * pinning). Else nothing. */
 static wk_status wk_collectives_wait(wk_gpu_net *net) {
   return net->comm && net->fwd_collectives
-             ? wk_gpucomm_wait(net->comm, net->stream, "a forward with synchronised batchnorm")
+             ? wk_gpucomm_wait(net->comm, net->stream,
+                               net->step_collectives ? "the training step"
+                                                     : "a forward with synchronised batchnorm")
              : WK_OK;
 }
 
@@ -1612,7 +1616,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   net->out_ready = false; /* the output value, and a loss of it, are overwritten below */
   net->xent_ready = false;
   net->last_train = false; /* until this forward has run whole: backward needs one */
-  net->fwd_collectives = false;
+  net->fwd_collectives = net->step_collectives = false;
   net->trains |= train;
   const bool find =
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
@@ -2399,6 +2403,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
   net->fwd_collectives = false;
+  net->step_collectives = true;
   const wk_status run = wk_step_run(net, s, st, r, &warming);
   /* the gradients' all-reduce and the check's, after synchronised batchnorm's */
   net->fwd_collectives |= net->comm != NULL;
@@ -2410,7 +2415,12 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
    * (its update included), so a failure here must not skip the results below
    * (the next step then uploads its batch, and an error that sticks shows at
    * the synchronisation) */
-  if (s->next && wk_cudanet_stage(net, s->next, s->next_n) != WK_OK) net->next_valid = false;
+  if (s->next) {
+    const wk_status staged = wk_cudanet_stage(net, s->next, s->next_n);
+    if (staged != WK_OK) net->next_valid = false;
+    /* its growth polled the step and gave up on a peer: that is the error */
+    if (staged != WK_OK && net->comm && wk_gpucomm_broken(net->comm)) return staged;
+  }
   /* with peers, the wait for the step polls with the communicator's deadline,
    * before the copies below wait without one */
   if (net->comm) WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));

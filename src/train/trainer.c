@@ -280,6 +280,12 @@ static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
   return !(e && strcmp(e, "0") == 0) || (!t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH"));
 }
 
+unsigned wk_trainer_gpu_mode(void) {
+  const char *e = getenv("WHISKER_GPU_FUSED_STEP");
+  return (wk_env_is_1("WHISKER_GPU_HOST_STEP") ? 1u : 0u) |
+         (wk_env_is_1("WHISKER_GPU_HOST_LOSS") ? 2u : 0u) | (e && strcmp(e, "0") == 0 ? 4u : 0u);
+}
+
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {
   return !t->ddp && wk_fused_wanted(t, wk_step_on_device(t)) &&
          wk_env_is_1("WHISKER_CUDA_GRAPH");

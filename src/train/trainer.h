@@ -54,6 +54,11 @@ bool wk_trainer_stage_wanted(const wk_trainer *t);
 /* Whether the steps run on the device as CUDA graphs ($WHISKER_CUDA_GRAPH=1,
  * the loss on the device, no data parallelism). */
 bool wk_trainer_graphs_wanted(const wk_trainer *t);
+/* The environment's say in how a GPU step runs, as bits: $WHISKER_GPU_HOST_STEP=1,
+ * $WHISKER_GPU_HOST_LOSS=1, $WHISKER_GPU_FUSED_STEP=0. Ranks that differ in
+ * them would issue different collectives (train/fit.c refuses that). */
+enum { WK_TRAINER_GPU_MODE_BITS = 3 };
+unsigned wk_trainer_gpu_mode(void);
 
 /* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
  * the update); *lr the rate used. */

@@ -29,8 +29,9 @@
  *   rounded to the type): each contribution times that scalar, then summed.
  *   Floating types (float32, float64, float16, bfloat16) with the ops sum,
  *   prod and avg, and int32 with sum (wrapping, as NCCL's integers do);
- *   anything else over several ranks stops the process as not implemented. Ranks whose calls do not match (count, type or op of the
- *   same collective) stop the process with both calls named: NCCL requires
+ *   anything else over several ranks stops the process as not implemented.
+ *   Ranks whose calls do not match (count, type or op of the same
+ *   collective) stop the process with both calls named: NCCL requires
  *   the same collectives in the same order on every rank and would hang or
  *   compute garbage. Where the work runs, both buffers are checked to lie
  *   inside live device allocations.
@@ -78,8 +79,8 @@
  *
  * Not implemented: every other NCCL function (absent, so using one fails to
  * link), user-defined reduction ops (ncclRedOpCreatePreMulSum's handles are
- * refused as invalid ops), over several ranks the integer and fp8 types and
- * max/min, ranks on several machines, and the config fields other than
+ * refused as invalid ops), over several ranks the integer types other than
+ * int32, int32 other than summed, fp8 and max/min, ranks on several machines, and the config fields other than
  * blocking (performance and sharing knobs, accepted and ignored), the NCCL_*
  * environment variables. */
 #include <errno.h>
