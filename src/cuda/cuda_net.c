@@ -2337,12 +2337,12 @@ static wk_status wk_step_capture(wk_gpu_net *net, const wk_gpu_step *s, float *c
 static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2],
                              wk_gpu_step_result *r, wk_graph_slot **warming) {
   *warming = NULL;
+  if (!s->graphs) return wk_step_queue(net, s, st);
   const wk_graph_key key = {.batch = s->n, .drop_first = s->drop.first,
                             .smoothing = s->xent.smoothing, .n_segments = s->optim.n_segments,
                             .n_state = s->optim.n_state, .adamw = s->optim.adamw,
                             .nesterov = s->optim.nesterov, .unscale = s->unscale,
                             .predicted = s->xent.predicted != NULL};
-  if (!s->graphs) return wk_step_queue(net, s, st);
   wk_graph_slot *slot = NULL;
   const wk_graph_action a = wk_graph_table_lookup(&net->graphs, &key, &slot);
   if (a == WK_GRAPH_REPLAY) {

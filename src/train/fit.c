@@ -614,8 +614,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
                                                wk_net_precision(r->net) == WK_PRECISION_BF16};
     const unsigned mode = wk_trainer_gpu_mode();
     for (int b = 0; b < WK_TRAINER_GPU_MODE_BITS; b++) n[2 + b] = (mode >> b) & 1u;
-    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, n, 2 + WK_TRAINER_GPU_MODE_BITS,
-                                 "where the ranks run"));
+    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, n,
+                                 2 + WK_TRAINER_GPU_MODE_BITS, "where the ranks run"));
     if (n[0] != 0 && n[0] != r->world)
       return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks found a GPU, the others run on the "
                      "CPU: every rank must run on the same kind of device (--device cpu, or a "

@@ -276,14 +276,15 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
  * no data parallelism). */
 static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
   if (!on_device || !wk_loss_on_device(t) || (t->ddp && !wk_ddp_nccl(t->ddp))) return false;
-  const char *e = getenv("WHISKER_GPU_FUSED_STEP");
-  return !(e && strcmp(e, "0") == 0) || (!t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH"));
+  const bool stepwise = (wk_trainer_gpu_mode() & WK_GPU_MODE_STEPWISE) != 0;
+  return !stepwise || (!t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH"));
 }
 
 unsigned wk_trainer_gpu_mode(void) {
   const char *e = getenv("WHISKER_GPU_FUSED_STEP");
-  return (wk_env_is_1("WHISKER_GPU_HOST_STEP") ? 1u : 0u) |
-         (wk_env_is_1("WHISKER_GPU_HOST_LOSS") ? 2u : 0u) | (e && strcmp(e, "0") == 0 ? 4u : 0u);
+  return (wk_env_is_1("WHISKER_GPU_HOST_STEP") ? WK_GPU_MODE_HOST_STEP : 0u) |
+         (wk_env_is_1("WHISKER_GPU_HOST_LOSS") ? WK_GPU_MODE_HOST_LOSS : 0u) |
+         (e && strcmp(e, "0") == 0 ? WK_GPU_MODE_STEPWISE : 0u);
 }
 
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {

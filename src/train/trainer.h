@@ -57,7 +57,12 @@ bool wk_trainer_graphs_wanted(const wk_trainer *t);
 /* The environment's say in how a GPU step runs, as bits: $WHISKER_GPU_HOST_STEP=1,
  * $WHISKER_GPU_HOST_LOSS=1, $WHISKER_GPU_FUSED_STEP=0. Ranks that differ in
  * them would issue different collectives (train/fit.c refuses that). */
-enum { WK_TRAINER_GPU_MODE_BITS = 3 };
+enum {
+  WK_GPU_MODE_HOST_STEP = 1u,
+  WK_GPU_MODE_HOST_LOSS = 2u,
+  WK_GPU_MODE_STEPWISE = 4u,
+  WK_TRAINER_GPU_MODE_BITS = 3
+};
 unsigned wk_trainer_gpu_mode(void);
 
 /* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
