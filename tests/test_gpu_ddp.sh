@@ -175,13 +175,19 @@ grep -q "resuming" "$tmp/resume.err" || fail "the run did not resume"
 [ "$(wc -l < "$tmp/moved/metrics.csv")" -eq 4 ] || fail "the resumed run's metrics.csv lacks epochs"
 echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
 
+# spawn NAME TIMEOUT_S: a long 2-GPU run into $tmp/NAME in the background (mpirun's pid in
+# mp, kept in pids for the cleanup) with $WHISKER_DIST_TIMEOUT=TIMEOUT_S; its rank 1 in victim
+spawn() {
+  WHISKER_DIST_TIMEOUT=$2 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 \
+    --out "$tmp/$1" > /dev/null 2> "$tmp/$1.err" &
+  mp=$!
+  pids+=("$mp")
+  victim=$(rank_pid "$mp" "$tmp/$1" 600)
+  [ -n "$victim" ] || { cat "$tmp/$1.err"; fail "rank 1 not found ($1)"; }
+}
+
 # 3b. a hung rank: the others give up within the timeout, and the run ends
-WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/hang" \
-  > /dev/null 2> "$tmp/hang.err" &
-mp=$!
-pids+=("$mp")
-victim=$(rank_pid "$mp" "$tmp/hang" 600)
-[ -n "$victim" ] || { cat "$tmp/hang.err"; fail "rank 1 not found"; }
+spawn hang 3
 kill -STOP "$victim"
 # the 3 s deadline, then MPI_Abort's teardown
 ends_within "$mp" "$victim" 30 "hung rank" "$tmp/hang.err"
@@ -193,12 +199,7 @@ msg=$(grep -m1 "no answer from the other ranks for 3 s" "$tmp/hang.err") \
 echo "hung rank: every rank stopped ${secs} s after the SIGSTOP; $msg"
 
 # 3c. a dead rank ends the run (mpirun's own doing, or the survivor's error)
-WHISKER_DIST_TIMEOUT=30 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 --out "$tmp/dead" \
-  > /dev/null 2> "$tmp/dead.err" &
-mp=$!
-pids+=("$mp")
-victim=$(rank_pid "$mp" "$tmp/dead" 600)
-[ -n "$victim" ] || { cat "$tmp/dead.err"; fail "rank 1 not found (dead-rank case)"; }
+spawn dead 30
 kill -9 "$victim"
 ends_within "$mp" "" 40 "dead rank" "$tmp/dead.err"
 pids=()

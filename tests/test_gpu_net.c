@@ -1255,6 +1255,18 @@ static void wkt_graph_batch(const wkt_graph_case *c, wk_net *net, int s, wk_tens
 typedef enum wkt_step_mode { WKT_STEPWISE, WKT_ONE_CALL, WKT_GRAPHS } wkt_step_mode;
 static const char *const wkt_mode_names[] = {"stepwise", "one call", "graphs"};
 
+/* The trainer's steps from now on in `mode` (its environment variables), and
+ * back to the default. */
+static void wkt_step_mode_set(wkt_step_mode mode) {
+  if (mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
+  if (mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
+}
+
+static void wkt_step_mode_clear(void) {
+  unsetenv("WHISKER_CUDA_GRAPH");
+  unsetenv("WHISKER_GPU_FUSED_STEP");
+}
+
 /* A run of WKT_G_STEPS steps in the given mode. With `stage` each
  * step is given the next one's batch (wk_trainer_set_next: copied up while the
  * step computes, as train/fit.c does), except that step WKT_G_DECOY is given a
@@ -1282,8 +1294,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, wkt_step_mode 
   ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
   const bool fp16 = c->prec == WK_PRECISION_FP16;
   if (fp16) wk_trainer_set_loss_scale(t, 128);
-  if (mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
-  if (mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
+  wkt_step_mode_set(mode);
   wk_tensor xs[WKT_G_STEPS], ls[WKT_G_STEPS], decoy, decoy_labels;
   for (int s = 0; s < WKT_G_STEPS; s++) wkt_graph_batch(c, net, s, &xs[s], &ls[s]);
   wkt_graph_batch(c, net, WKT_G_DECOY + 1, &decoy, &decoy_labels);
@@ -1318,8 +1329,7 @@ static void wkt_graph_train(wk_ctx *ctx, const wkt_graph_case *c, wkt_step_mode 
   wk_tensor_free(&decoy);
   wk_tensor_free(&decoy_labels);
   wk_tensor_free(&one);
-  unsetenv("WHISKER_CUDA_GRAPH");
-  unsetenv("WHISKER_GPU_FUSED_STEP");
+  wkt_step_mode_clear();
   r->skipped = wk_trainer_skipped_steps(t);
   r->scale = wk_trainer_loss_scale(t);
   ck_assert_msg(wk_net_gpu_graph_stats(net, &r->gs) == WK_OK, "%s", wk_last_error());
@@ -1501,8 +1511,7 @@ START_TEST(test_graph_nan_loss) {
     const int64_t xs[4] = {3, 32, 32, 3}, ls[1] = {3};
     wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
     for (int i = 0; i < 3; i++) ((int32_t *)labels.data)[i] = i;
-    if (mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
-    if (mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
+    wkt_step_mode_set(mode);
     n = wk_net_n_elems(net);
     float *before = malloc(n * sizeof *before);
     ck_assert_ptr_nonnull(before);
@@ -1526,8 +1535,7 @@ START_TEST(test_graph_nan_loss) {
       ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "step %d: %s", s,
                     wk_last_error());
     }
-    unsetenv("WHISKER_CUDA_GRAPH");
-    unsetenv("WHISKER_GPU_FUSED_STEP");
+    wkt_step_mode_clear();
     if (mode == WKT_GRAPHS) {
       wk_gpu_graph_stats gs;
       ck_assert_int_eq(wk_net_gpu_graph_stats(net, &gs), WK_OK);
@@ -1633,8 +1641,7 @@ static void wkt_budget(const wkt_budget_case *c) {
     ck_assert(wk_ddp_nccl(ddp));
     wk_trainer_set_ddp(t, ddp);
   }
-  if (c->mode == WKT_GRAPHS) setenv("WHISKER_CUDA_GRAPH", "1", 1);
-  if (c->mode == WKT_STEPWISE) setenv("WHISKER_GPU_FUSED_STEP", "0", 1);
+  wkt_step_mode_set(c->mode);
   ck_assert(wk_trainer_graphs_wanted(t) == (c->mode == WKT_GRAPHS));
   const wkt_graph_case gc = {c->name, c->build, c->prec, WK_OPTIM_ADAMW, 0.0f, true, -1};
   wk_tensor xs[2], ls[2];
@@ -1648,8 +1655,7 @@ static void wkt_budget(const wkt_budget_case *c) {
     ck_assert_msg(isfinite(loss), "%s step %d: loss %g", c->name, s, (double)loss);
   }
   stats(&b);
-  unsetenv("WHISKER_CUDA_GRAPH");
-  unsetenv("WHISKER_GPU_FUSED_STEP");
+  wkt_step_mode_clear();
   wk_gpu_graph_stats gs;
   ck_assert_int_eq(wk_net_gpu_graph_stats(net, &gs), WK_OK);
   const int n = WKT_BUDGET_STEPS - WKT_BUDGET_WARM;
