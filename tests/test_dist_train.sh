@@ -37,6 +37,9 @@ fail() { echo "test_dist_train: FAIL: $*" >&2; exit 1; }
 # rank_pid: tests/dist_lib.sh
 # shellcheck source=tests/dist_lib.sh
 . "$src/tests/dist_lib.sh"
+# stop_at_checkpoint, stopped_pid: tests/stop_lib.sh
+# shellcheck source=tests/stop_lib.sh
+. "$src/tests/stop_lib.sh"
 # CI runs as root in a container: allow it, use shared memory only, share 2 cores
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
@@ -89,12 +92,13 @@ grep -q "data parallel: 2 ranks (mpi)" "$tmp/perrank.err" || fail "--procs 2 did
 #    resumed by one process with the same global batch
 "$bin" train "${common[@]}" --epochs 3 --batch 16 --threads 1 --out "$tmp/straight" \
   > /dev/null 2> "$tmp/straight.err" || { cat "$tmp/straight.err"; fail "uninterrupted run"; }
-WHISKER_DIST_TIMEOUT=60 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 3 --batch 8 --sync-bn \
-  --threads 1 --out "$tmp/moved" > /dev/null 2> "$tmp/moved.err" &
+# (rank 0 stops itself at its first checkpoint, tests/stop_lib.sh; everything is
+# killed there)
+WHISKER_DIST_TIMEOUT=60 stop_at_checkpoint "${mpi[@]}" "$bin" train "${common[@]}" --epochs 3 \
+  --batch 8 --sync-bn --threads 1 --out "$tmp/moved" > /dev/null 2> "$tmp/moved.err" &
 mp=$!
 pids+=("$mp")
-for _ in $(seq 600); do [ -s "$tmp/moved/checkpoint.safetensors" ] && break; sleep 0.1; done
-[ -s "$tmp/moved/checkpoint.safetensors" ] || fail "no checkpoint from the 2-rank run"
+[ -n "$(stopped_pid "$mp")" ] || { cat "$tmp/moved.err"; fail "the 2-rank run did not stop at its first checkpoint"; }
 pkill -9 -P "$mp" || true
 kill -9 "$mp" 2>/dev/null || true
 wait "$mp" 2>/dev/null || true
@@ -123,7 +127,7 @@ PY
 
 # 4a. a hung rank: the others give up within the timeout, and mpirun ends
 start=$(date +%s)
-WHISKER_DIST_TIMEOUT=3 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 50 --batch 8 --threads 1 \
+WHISKER_DIST_TIMEOUT=3 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 1000 --batch 8 --threads 1 \
   --out "$tmp/hang" > /dev/null 2> "$tmp/hang.err" &
 mp=$!
 pids+=("$mp")
@@ -140,7 +144,7 @@ grep -q "no answer from the other ranks for 3 s" "$tmp/hang.err" \
 echo "hung rank: every rank stopped, ${secs}s after the start; $(grep -m1 "no answer" "$tmp/hang.err")"
 
 # 4b. a dead rank ends the run
-WHISKER_DIST_TIMEOUT=30 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 50 --batch 8 --threads 1 \
+WHISKER_DIST_TIMEOUT=30 "${mpi[@]}" "$bin" train "${common[@]}" --epochs 1000 --batch 8 --threads 1 \
   --out "$tmp/dead" > /dev/null 2> "$tmp/dead.err" &
 mp=$!
 pids+=("$mp")

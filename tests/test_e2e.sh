@@ -17,6 +17,7 @@ py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "test_e2e: FAIL: $*" >&2; exit 1; }
+. "$src/tests/stop_lib.sh"
 export WHISKER_THREADS=2
 
 # 1. accuracy and time
@@ -65,22 +66,29 @@ best=$(grep -o "best validation accuracy [0-9.]*" "$tmp/train.out" | awk '{print
 "$py" "$src/scripts/gen_shapes.py" "$tmp/small" --train 40 --val 10
 args=(--model smallcnn --size 32 --epochs 4 --batch 16 --lr 0.05 --seed 5)
 "$bin" train "$tmp/small" --out "$tmp/straight" "${args[@]}" > /dev/null 2>&1 || fail "straight run"
-"$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" > /dev/null 2>&1 &
+# (the run stops itself at its first checkpoint, tests/stop_lib.sh, and is killed there)
+stop_at_checkpoint "$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" > /dev/null \
+  2> "$tmp/killed.err" &
 pid=$!
-for _ in $(seq 1 600); do [ -s "$tmp/killed/checkpoint.safetensors" ] && break; sleep 0.05; done
-kill -9 "$pid" 2>/dev/null || true
+[ -n "$(stopped_pid "$pid")" ] || { cat "$tmp/killed.err"; fail "the run did not stop at its first checkpoint"; }
+kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
+[ "$(wc -l < "$tmp/killed/metrics.csv")" -lt 5 ] || fail "the killed run has all its epochs"
 "$bin" train "$tmp/small" --out "$tmp/killed" "${args[@]}" --resume > /dev/null 2>&1 || fail "resume after SIGKILL"
 cmp <(cut -d, -f1-6 "$tmp/straight/metrics.csv") <(cut -d, -f1-6 "$tmp/killed/metrics.csv") \
   || fail "resumed after SIGKILL: metrics differ"
 cmp "$tmp/straight/model.safetensors" "$tmp/killed/model.safetensors" \
   || fail "resumed after SIGKILL: the final model differs"
-"$bin" train "$tmp/small" --out "$tmp/int" "${args[@]}" > /dev/null 2> "$tmp/int.err" &
+# (SIGINT while stopped at the first checkpoint, then SIGCONT: it arrives in epoch 2)
+stop_at_checkpoint "$bin" train "$tmp/small" --out "$tmp/int" "${args[@]}" > /dev/null \
+  2> "$tmp/int.err" &
 pid=$!
-for _ in $(seq 1 600); do [ -s "$tmp/int/checkpoint.safetensors" ] && break; sleep 0.05; done
+[ -n "$(stopped_pid "$pid")" ] || { cat "$tmp/int.err"; fail "the run did not stop at its first checkpoint"; }
 kill -INT "$pid"
+kill -CONT "$pid"
 set +e; wait "$pid"; rc=$?; set -e
-[ "$rc" -eq 1 ] || [ "$rc" -eq 0 ] || fail "SIGINT: exit code $rc"
+[ "$rc" -eq 1 ] || { cat "$tmp/int.err"; fail "SIGINT: exit code $rc, expected 1"; }
+grep -q "interrupted: checkpoint saved" "$tmp/int.err" || { cat "$tmp/int.err"; fail "SIGINT: no message"; }
 "$bin" info "$tmp/int/checkpoint.safetensors" > /dev/null || fail "checkpoint after SIGINT unreadable"
 "$bin" train "$tmp/small" --out "$tmp/int" "${args[@]}" --resume > /dev/null 2>&1 || fail "resume after SIGINT"
 # the interrupted epoch's training loss/accuracy cover only the batches after the

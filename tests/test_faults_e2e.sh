@@ -18,6 +18,7 @@ py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "test_faults_e2e: FAIL: $*" >&2; exit 1; }
+. "$src/tests/stop_lib.sh"
 export WHISKER_THREADS=2
 
 "$py" "$src/scripts/gen_shapes.py" "$tmp/data" --train 48 --val 12 > /dev/null
@@ -27,10 +28,13 @@ args=(--model smallcnn --size 32 --epochs 4 --batch 8 --lr 0.05 --seed 7 --worke
 # 1 and 2: a signal after the first checkpoint, then --resume
 for sig in TERM INT; do
   run="$tmp/sig$sig"
-  "$bin" train "$tmp/data" --out "$run" "${args[@]}" > /dev/null 2> "$run.err" &
+  # the signal while the run is stopped at its first checkpoint (tests/stop_lib.sh);
+  # it arrives once the run goes on, in epoch 2
+  stop_at_checkpoint "$bin" train "$tmp/data" --out "$run" "${args[@]}" > /dev/null 2> "$run.err" &
   pid=$!
-  for _ in $(seq 1 1200); do [ -s "$run/checkpoint.safetensors" ] && break; sleep 0.02; done
+  [ -n "$(stopped_pid "$pid")" ] || { cat "$run.err"; fail "SIG$sig: the run did not stop at its first checkpoint"; }
   kill -"$sig" "$pid"
+  kill -CONT "$pid"
   set +e; wait "$pid"; rc=$?; set -e
   [ "$rc" -eq 1 ] || { cat "$run.err"; fail "SIG$sig: exit code $rc, expected 1"; }
   grep -q "interrupted: checkpoint saved in $run/checkpoint.safetensors" "$run.err" \

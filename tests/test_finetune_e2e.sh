@@ -17,6 +17,7 @@ py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "test_finetune_e2e: FAIL: $*" >&2; exit 1; }
+. "$src/tests/stop_lib.sh"
 export WHISKER_THREADS=2
 
 # 1. base model, then a new head for two of the classes
@@ -46,11 +47,14 @@ cmp "$tmp/ft/model.safetensors" "$tmp/deep/er/ft2/model.safetensors" \
   || fail "train --pretrained differs from finetune --from"
 
 # 2. killed after the head phase's checkpoint, resumed: the same model
-"$bin" finetune "$tmp/two" --out "$tmp/killed" "${ft[@]}" > /dev/null 2>&1 &
+# (the run stops itself at its first checkpoint, tests/stop_lib.sh, and is killed there)
+stop_at_checkpoint "$bin" finetune "$tmp/two" --out "$tmp/killed" "${ft[@]}" > /dev/null \
+  2> "$tmp/killed.err" &
 pid=$!
-for _ in $(seq 1 600); do [ -s "$tmp/killed/checkpoint.safetensors" ] && break; sleep 0.05; done
-kill -9 "$pid" 2>/dev/null || true
+[ -n "$(stopped_pid "$pid")" ] || { cat "$tmp/killed.err"; fail "the run did not stop at its first checkpoint"; }
+kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
+[ "$(wc -l < "$tmp/killed/metrics.csv")" -le 2 ] || fail "the killed run went past its head phase"
 "$bin" finetune "$tmp/two" --out "$tmp/killed" "${ft[@]}" --resume > /dev/null 2>&1 \
   || fail "resume after SIGKILL"
 cmp <(cut -d, -f1-6 "$tmp/ft/metrics.csv") <(cut -d, -f1-6 "$tmp/killed/metrics.csv") \

@@ -63,6 +63,9 @@ trap cleanup EXIT
 fail() { echo "test_gpu_ddp: FAIL: $*" >&2; exit 1; }
 # shellcheck source=tests/dist_lib.sh
 . "$src/tests/dist_lib.sh"
+# stop_at_checkpoint, stopped_pid: tests/stop_lib.sh
+# shellcheck source=tests/stop_lib.sh
+. "$src/tests/stop_lib.sh"
 # the default steps (part 2 sets the stepwise calls for one run itself)
 unset WHISKER_GPU_FUSED_STEP WHISKER_GPU_HOST_STEP WHISKER_GPU_HOST_LOSS WHISKER_CUDA_GRAPH
 "$py" "$src/scripts/gen_shapes.py" "$tmp/shapes" --train 64 --val 24 > /dev/null
@@ -157,12 +160,13 @@ EOF
 # 3a. killed after epoch 1 of 3 on two GPUs, resumed on one with the same global batch
 base=("$tmp/shapes" --model smallcnn --size 32 --lr 0.002 --seed 3 --workers 1 --precision fp32)
 run3=("${base[@]}" --epochs 3)
-WHISKER_DIST_TIMEOUT=60 "$bin" train "${run3[@]}" --batch 8 --gpus 0,1 --out "$tmp/moved" \
-  > /dev/null 2> "$tmp/moved.err" &
+# (rank 0 stops itself at its first checkpoint, tests/stop_lib.sh; everything is
+# killed there)
+WHISKER_DIST_TIMEOUT=60 stop_at_checkpoint "$bin" train "${run3[@]}" --batch 8 --gpus 0,1 \
+  --out "$tmp/moved" > /dev/null 2> "$tmp/moved.err" &
 mp=$!
 pids+=("$mp")
-for _ in $(seq 1200); do [ -s "$tmp/moved/checkpoint.safetensors" ] && break; sleep 0.05; done
-[ -s "$tmp/moved/checkpoint.safetensors" ] || { cat "$tmp/moved.err"; fail "no checkpoint from the 2-GPU run"; }
+[ -n "$(stopped_pid "$mp" 1200)" ] || { cat "$tmp/moved.err"; fail "the 2-GPU run did not stop at its first checkpoint"; }
 pkill -9 -P "$mp" 2>/dev/null || true
 kill -9 "$mp" 2>/dev/null || true
 wait "$mp" 2>/dev/null || true
@@ -178,7 +182,7 @@ echo "resumed on one GPU after $rows epoch(s) on two: 3 epochs in metrics.csv"
 # spawn NAME TIMEOUT_S: a long 2-GPU run into $tmp/NAME in the background (mpirun's pid in
 # mp, kept in pids for the cleanup) with $WHISKER_DIST_TIMEOUT=TIMEOUT_S; its rank 1 in victim
 spawn() {
-  WHISKER_DIST_TIMEOUT=$2 "$bin" train "${base[@]}" --epochs 50 --batch 8 --gpus 0,1 \
+  WHISKER_DIST_TIMEOUT=$2 "$bin" train "${base[@]}" --epochs 1000 --batch 8 --gpus 0,1 \
     --out "$tmp/$1" > /dev/null 2> "$tmp/$1.err" &
   mp=$!
   pids+=("$mp")
@@ -209,7 +213,7 @@ echo "dead rank: the run ended ${secs} s after the SIGKILL"
 # NCCL's fault injection), so rank 0 is the one waiting in NCCL, and it is the
 # backend's deadline on the non-blocking communicator that must end the run
 if [ -n "${WK_FAKE_DEVICES:-}" ]; then
-  WK_FAKE_NCCL_HANG=1:5 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 50 --batch 8 \
+  WK_FAKE_NCCL_HANG=1:5 WHISKER_DIST_TIMEOUT=3 "$bin" train "${base[@]}" --epochs 1000 --batch 8 \
     --gpus 0,1 --out "$tmp/nccl_hang" > /dev/null 2> "$tmp/nccl_hang.err" &
   mp=$!
   pids+=("$mp")
