@@ -95,7 +95,7 @@ gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 # warnings stay in the log but fail nothing: this compiler is not CI's GCC 12
 cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DWHISKER_MPI=OFF \
   -DWHISKER_WERROR=OFF "${cuda_args[@]}" || { echo "gpu_check: configure failed"; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net \
+cmake --build "$build" -j"$(nproc)" --target whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net wkt_stop_at \
   || { echo "gpu_check: build failed"; exit 1; }
 echo "== built in $(( $(date +%s) - start )) s"
 
@@ -152,7 +152,7 @@ done
 "$build/whisker" system
 echo "== test_gpu_ddp"
 WHISKER_BIN="$build/whisker" WHISKER_SOURCE_DIR="$root" WHISKER_PYTHON="$py" \
-  timeout -k 10 300 bash "$root/tests/test_gpu_ddp.sh"
+  WKT_STOP_AT_LIB="$build/tests/libwkt_stop_at.so" timeout -k 10 300 bash "$root/tests/test_gpu_ddp.sh"
 r=$?
 echo "== test_gpu_ddp exit $r"
 [ "$r" -eq 0 ] || rc=1 # 77 (skipped) is a failure on a GPU machine: no GPU seen, or no PIL

@@ -2,20 +2,20 @@
 # (tests/test_dist_train.sh, tests/test_gpu_ddp.sh), sourced by them; they
 # define fail().
 
-# rank_pid MPIRUN_PID RUN_DIR [TRIES]: the pid of rank 1 under that mpirun (or
+# rank_pid MPIRUN_PID RUN_DIR [TENTHS]: the pid of rank 1 under that mpirun (or
 # under whisker, which execs it), once the run has written its first metrics
-# (so it is training); empty if not found within TRIES tenths of a second
-# (default 300)
+# (so it is training, past the start-up that $WHISKER_DIST_TIMEOUT does not
+# cover); empty if that is not so within TENTHS tenths of a second (default 300)
 rank_pid() {
-  local p victim=""
-  for _ in $(seq "${3:-300}"); do
+  local p victim="" end=$((SECONDS + (${3:-300} + 9) / 10))
+  while [ "$SECONDS" -le "$end" ]; do
     for p in $(pgrep -P "$1" 2>/dev/null); do
       grep -qzx "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null && victim=$p
     done
-    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && break
+    [ -n "$victim" ] && [ -s "$2/metrics.csv" ] && { echo "$victim"; return 0; }
     sleep 0.1
   done
-  echo "$victim"
+  echo ""
 }
 
 # ends_within RUN_PID VICTIM LIMIT_S WHAT LOG: the run ends within LIMIT_S

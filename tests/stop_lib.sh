@@ -14,12 +14,14 @@
 #       600), or as soon as ROOT has ended (finished or died before its first
 #       checkpoint). Callers fail on an empty answer.
 
-[ -f "${WKT_STOP_AT_LIB:-}" ] || fail "WKT_STOP_AT_LIB names no shim library (run through ctest)"
-
 stop_at_checkpoint() {
   # it execs CMD, so $! is CMD's pid: in the test's own shell it would end the test
   [ "$BASHPID" != "$$" ] || fail "stop_at_checkpoint runs in the background (&) only"
-  LD_PRELOAD="$WKT_STOP_AT_LIB${LD_PRELOAD:+:$LD_PRELOAD}" WKT_STOP_AT=checkpoint.safetensors exec "$@"
+  [ -f "${WKT_STOP_AT_LIB:-}" ] || fail "WKT_STOP_AT_LIB names no shim library (run through ctest)"
+  # in a sanitizer build (gcc links ASan's runtime dynamically) the shim comes
+  # before that runtime, which ASan refuses unless told not to check
+  LD_PRELOAD="$WKT_STOP_AT_LIB${LD_PRELOAD:+:$LD_PRELOAD}" WKT_STOP_AT=checkpoint.safetensors \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" exec "$@"
 }
 
 # the pids of ROOT and all its descendants

@@ -224,7 +224,8 @@ START_TEST(test_launcher_options_per_mpi) {
     write_script(fake, text);
     const time_t t0 = time(NULL);
     run_result r = run_launched(fake, "train d --out r --procs 2");
-    ck_assert_msg(time(NULL) - t0 < 5, "%s: took %lld s", kinds[k].name,
+    /* under the launcher's 10 s give-up (launch.c), with room for a busy machine */
+    ck_assert_msg(time(NULL) - t0 < 9, "%s: took %lld s", kinds[k].name,
                   (long long)(time(NULL) - t0));
     ck_assert_msg(r.code == 0, "%s: exit %d, stderr: %s", kinds[k].name, r.code, r.err);
     slurp(args_path, got, sizeof got);
