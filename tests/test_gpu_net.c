@@ -1609,13 +1609,21 @@ typedef struct wkt_budget_case {
   bool nccl;  /* data parallelism: a communicator of one rank (what --gpus 0 runs) */
 } wkt_budget_case;
 
-static void wkt_budget(const wkt_budget_case *c) {
+/* The emulated plugin's counters (wk_fake_stats), through a handle to close. */
+typedef void (*wkt_stats_fn)(wk_fake_stats_t *);
+static wkt_stats_fn wkt_fake_stats_fn(const char *who, void **handle) {
   const char *plugin = getenv("WHISKER_CUDA_PLUGIN");
   void *h = plugin ? dlopen(plugin, RTLD_NOW | RTLD_LOCAL) : NULL;
-  void (*stats)(wk_fake_stats_t *) =
-      h ? (void (*)(wk_fake_stats_t *))dlsym(h, "wk_fake_stats") : NULL;
+  wkt_stats_fn stats = h ? (wkt_stats_fn)dlsym(h, "wk_fake_stats") : NULL;
   ck_assert_msg(stats != NULL, "%s: no wk_fake_stats in $WHISKER_CUDA_PLUGIN (%s): not the "
-                "emulated plugin", c->name, plugin ? plugin : "unset");
+                "emulated plugin", who, plugin ? plugin : "unset");
+  *handle = h;
+  return stats;
+}
+
+static void wkt_budget(const wkt_budget_case *c) {
+  void *h;
+  const wkt_stats_fn stats = wkt_fake_stats_fn(c->name, &h);
   wk_fake_stats_t a, b;
   stats(&a);
   ck_assert_msg(a.lazy, "%s: the counters need lazy streams ($WK_FAKE_LAZY=1)", c->name);
@@ -1713,6 +1721,49 @@ START_TEST(test_step_budget) {
       {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1, true},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) wkt_budget(&cases[k]);
+}
+END_TEST
+
+/* Emulated device only: a graph launch that fails with an error that is not
+ * sticky (the fake's $WK_FAKE_GRAPH_LAUNCH_FAIL: out of resources) queues
+ * nothing; graphs go off, that step and the rest run uncaptured, and the run
+ * ends bit for bit where the one-call run without graphs does. Tried at the
+ * launch right after the first capture (step 2) and at the first replay
+ * (step 3). */
+START_TEST(test_graph_launch_fails) {
+  setenv("WHISKER_CUDNN_DETERMINISTIC", "1", 1);
+  void *h;
+  const wkt_stats_fn stats = wkt_fake_stats_fn("graph launch", &h);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  const wkt_graph_case c = {"smallcnn adamw", wkt_smallcnn, WK_PRECISION_FP32, WK_OPTIM_ADAMW,
+                            0.0f, false, -1};
+  wkt_graph_run a, b, g;
+  wkt_graph_train(ctx, &c, WKT_ONE_CALL, false, &a); /* times the convolutions */
+  wkt_graph_free(&a);
+  wkt_graph_train(ctx, &c, WKT_ONE_CALL, false, &a);
+  wkt_graph_train(ctx, &c, WKT_ONE_CALL, false, &b);
+  for (int k = 1; k <= 2; k++) {
+    wk_fake_stats_t st;
+    stats(&st);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", st.graph_launches + k);
+    setenv("WK_FAKE_GRAPH_LAUNCH_FAIL", v, 1);
+    wkt_graph_train(ctx, &c, WKT_GRAPHS, false, &g);
+    unsetenv("WK_FAKE_GRAPH_LAUNCH_FAIL");
+    const char *what = k == 1 ? "its first launch failing" : "its first replay failing";
+    printf("graph launch: %s: captured %lld, replayed %lld%s\n", what, (long long)g.gs.captured,
+           (long long)g.gs.replayed, g.gs.off ? ", graphs off" : "");
+    /* the failed launch (after the capture, or the replay) is not a replay */
+    ck_assert_msg(g.gs.off && g.gs.captured == 1 && g.gs.replayed == 0,
+                  "%s: off %d, %lld captured, %lld replayed", what, g.gs.off,
+                  (long long)g.gs.captured, (long long)g.gs.replayed);
+    wkt_expect_like_plain(&c, what, &a, &b, &g);
+    wkt_graph_free(&g);
+  }
+  wkt_graph_free(&a);
+  wkt_graph_free(&b);
+  wk_ctx_destroy(ctx);
+  dlclose(h);
 }
 END_TEST
 
@@ -2023,7 +2074,10 @@ int main(void) {
     wkt_add(tc, test_cudnn_algo_env);
     wkt_add(tc, test_device_memory);
     const char *fs = getenv("WKT_FAKE_STATS");
-    if (fs && strcmp(fs, "1") == 0) wkt_add(tc, test_step_budget);
+    if (fs && strcmp(fs, "1") == 0) {
+      wkt_add(tc, test_step_budget);
+      wkt_add(tc, test_graph_launch_fails);
+    }
   } else {
     wkt_add(tc, test_no_device_is_clean);
   }

@@ -247,10 +247,11 @@ wk_status wk_gpu_net_optim_step(wk_gpu_net *net, const wk_gpu_optim *o);
  * arguments: a replay computes the same bits as the same step uncaptured
  * (with algorithms that are deterministic run to run). A buffer that moves
  * (a larger batch, the convolution workspace resized) or a change of the
- * frozen parameters frees every graph; the key warms up again. A capture or
- * instantiation that fails ends the capture, clears the (non-sticky) error,
- * and the network runs every later step uncaptured (the same kernels);
- * wk_gpu_step_result.graph_warning says why, once. */
+ * frozen parameters frees every graph; the key warms up again. A capture,
+ * instantiation or launch that fails with an error that is not sticky ends
+ * the capture, clears the error, and the network runs that step and every
+ * later one uncaptured (the same kernels); wk_gpu_step_result.graph_warning
+ * says why, once. A sticky error fails the step. */
 typedef struct wk_gpu_step {
   wk_gpu_input in;    /* the batch, (n, in_h, in_w, in_c) */
   int64_t n;
@@ -282,7 +283,7 @@ wk_status wk_gpu_net_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
 typedef struct wk_gpu_graph_stats {
   int64_t captured, replayed; /* graphs captured, steps replayed */
   int64_t invalidations;      /* times the graphs (or warm steps) were dropped: buffers moved */
-  bool off;                   /* a capture failed: the network runs uncaptured */
+  bool off;                   /* a capture or launch failed: the network runs uncaptured */
   int64_t staged;             /* batches a forward or step took from wk_gpu_net_stage's copy */
   /* batchnorm fused with relu (and the residual add) in training
    * ($WHISKER_BN_FUSE): the groups found, those that run unfused (cuDNN

@@ -273,7 +273,7 @@ struct wk_gpu_net {
    * pinned memory and copied up before the step, and what comes back
    * (wk_step_back) behind them there; vals_read: that copy has read the
    * pinned memory, which may be written again; graph_note: why capturing
-   * failed, for the caller's warning */
+   * or launching a graph failed, for the caller's warning */
   wk_graph_table graphs;
   void *vals_host, *vals_dev;
   cudaEvent_t vals_read;
@@ -2235,9 +2235,12 @@ static wk_status wk_step_vals_upload(wk_gpu_net *net, const wk_gpu_step *s) {
                       .inv_scale = s->inv_scale};
   wk_optim_segments(&s->optim, (wk_optim_segment *)(v + 1));
   const size_t n_bytes = sizeof *v + (size_t)s->optim.n_segments * sizeof(wk_optim_segment);
-  WK_CUDA_TRY(cudaMemcpyAsync(net->vals_dev, net->vals_host, n_bytes, cudaMemcpyHostToDevice,
-                              net->stream));
-  WK_CUDA_TRY(cudaEventRecord(net->vals_read, net->stream));
+  cudaError_t e =
+      cudaMemcpyAsync(net->vals_dev, net->vals_host, n_bytes, cudaMemcpyHostToDevice, net->stream);
+  if (e == cudaSuccess) e = cudaEventRecord(net->vals_read, net->stream);
+  if (e != cudaSuccess) /* vals_read may not cover a queued copy: let it finish first */
+    (void)cudaStreamSynchronize(net->stream);
+  WK_CUDA_TRY(e);
   return WK_OK;
 }
 
@@ -2332,6 +2335,36 @@ static wk_status wk_step_capture(wk_gpu_net *net, const wk_gpu_step *s, float *c
   return WK_OK;
 }
 
+/* Turns the net's graphs off for good (freeing them), as a failed capture
+ * does: `why` goes to the step's result, once, and the step runs uncaptured. */
+static void wk_graphs_off(wk_gpu_net *net, wk_gpu_step_result *r, const char *why) {
+  snprintf(net->graph_note, sizeof net->graph_note, "%s", why);
+  r->graph_warning = net->graph_note;
+  wk_graph_table_disable(&net->graphs);
+}
+
+/* Launches a captured step. A launch that fails queues nothing; if its error
+ * is not sticky (cudaGetLastError clears it: a launch short of resources, say)
+ * graphs go off and *plain asks the caller to queue the step uncaptured; a
+ * sticky error (the device is lost) fails the step. */
+static wk_status wk_graph_launch(wk_gpu_net *net, cudaGraphExec_t exec, wk_gpu_step_result *r,
+                                 bool *plain) {
+  *plain = false;
+  const cudaError_t e = cudaGraphLaunch(exec, net->stream);
+  if (e == cudaSuccess) return WK_OK;
+  (void)cudaGetLastError();
+  const cudaError_t sticky = cudaGetLastError();
+  if (sticky != cudaSuccess)
+    return wk_fail(WK_ERR_BACKEND, "cudaGraphLaunch: %s (%s)", cudaGetErrorName(sticky),
+                   cudaGetErrorString(sticky));
+  char why[256];
+  snprintf(why, sizeof why, "cudaGraphLaunch: %s (%s)", cudaGetErrorName(e),
+           cudaGetErrorString(e));
+  wk_graphs_off(net, r, why);
+  *plain = true;
+  return WK_OK;
+}
+
 /* The step's work, replayed, captured and launched, or queued plainly (see
  * cuda.h). *ran_plain: queued plainly at a key that warms up. */
 static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2],
@@ -2345,24 +2378,25 @@ static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const
                             .predicted = s->xent.predicted != NULL};
   wk_graph_slot *slot = NULL;
   const wk_graph_action a = wk_graph_table_lookup(&net->graphs, &key, &slot);
+  bool plain = false;
   if (a == WK_GRAPH_REPLAY) {
-    WK_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)slot->exec, net->stream));
-    wk_graph_table_replayed(&net->graphs, slot);
-    return WK_OK;
-  }
-  if (a == WK_GRAPH_CAPTURE) {
+    WK_TRY(wk_graph_launch(net, (cudaGraphExec_t)slot->exec, r, &plain));
+    if (!plain) {
+      wk_graph_table_replayed(&net->graphs, slot);
+      return WK_OK;
+    }
+  } else if (a == WK_GRAPH_CAPTURE) {
     cudaGraphExec_t exec = NULL;
     bool fatal = false;
     const wk_status c = wk_step_capture(net, s, st, &exec, &fatal);
     if (fatal) return c;
     if (c == WK_OK) {
       wk_graph_table_captured(&net->graphs, slot, exec);
-      WK_CUDA_TRY(cudaGraphLaunch(exec, net->stream));
-      return WK_OK;
+      WK_TRY(wk_graph_launch(net, exec, r, &plain));
+      if (!plain) return WK_OK;
+    } else {
+      wk_graphs_off(net, r, wk_last_error());
     }
-    snprintf(net->graph_note, sizeof net->graph_note, "%s", wk_last_error());
-    r->graph_warning = net->graph_note;
-    wk_graph_table_disable(&net->graphs); /* and this step runs uncaptured */
   } else {
     *warming = slot;
   }

@@ -14,7 +14,7 @@
  * with no invalidation in between: those steps choose the convolution
  * algorithms, grow the buffers and load the kernels (lazily loaded modules,
  * cuDNN's and cuBLAS's first-use set-up), none of which may happen inside a
- * capture. A capture that fails turns the table off for good
+ * capture. A capture (or a launch) that fails turns the table off for good
  * (wk_graph_table_disable): the net runs uncaptured from then on.
  *
  * No CUDA types (an executable graph is an opaque pointer freed through a
@@ -51,7 +51,7 @@ typedef struct wk_graph_slot {
 typedef struct wk_graph_table {
   wk_graph_slot slots[WK_GRAPH_SLOTS];
   uint64_t clock;
-  bool off;                    /* a capture failed: nothing is captured any more */
+  bool off;                    /* a capture or launch failed: nothing is captured any more */
   void (*destroy)(void *exec); /* frees an executable graph (never given NULL) */
   int64_t captured, replayed, invalidations; /* what the table has done, for tests and logs */
 } wk_graph_table;
@@ -81,7 +81,7 @@ void wk_graph_table_replayed(wk_graph_table *t, wk_graph_slot *s);
 /* Device memory a graph may reference moved, or the work's structure
  * changed: every graph freed, every key back to no warm steps. */
 void wk_graph_table_invalidate(wk_graph_table *t);
-/* A capture failed: every graph freed, and lookups answer PLAIN from now on. */
+/* A capture or a launch failed: every graph freed, and lookups answer PLAIN from now on. */
 void wk_graph_table_disable(wk_graph_table *t);
 
 #endif

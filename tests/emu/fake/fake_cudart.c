@@ -20,7 +20,8 @@
  *   capturing stream) fail with cudaErrorStreamCaptureUnsupported and
  *   invalidate the capture (cudaStreamEndCapture then fails with
  *   cudaErrorStreamCaptureInvalidated), as the documentation describes.
- * - cudaGetLastError also reports the kernel emulator's launch errors. */
+ * - cudaGetLastError also reports the kernel emulator's launch errors.
+ * - $WK_FAKE_GRAPH_LAUNCH_FAIL=N fails one cudaGraphLaunch (see there). */
 #define _GNU_SOURCE /* dladdr: $WK_FAKE_TRACE_WAITS */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -799,6 +800,7 @@ const char *cudaGetErrorName(cudaError_t error) {
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
     case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
@@ -817,6 +819,7 @@ const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
     case cudaErrorNotReady: return "device not ready";
     default: return "unknown error";
@@ -1060,6 +1063,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return wk_fail_rt(cudaErrorInvalidValue);
   if (stream && stream->capture)
     wk_fake_die("CUDA runtime", "cudaGraphLaunch into a capturing stream: not implemented");
+  /* $WK_FAKE_GRAPH_LAUNCH_FAIL=N: the launch that would make graph_launches N
+   * (wk_fake_stats) fails, as a launch short of resources does (not sticky),
+   * and queues nothing */
+  const char *fail = getenv("WK_FAKE_GRAPH_LAUNCH_FAIL");
+  if (fail && atoll(fail) == __atomic_load_n(&g_stats.graph_launches, __ATOMIC_RELAXED) + 1)
+    return wk_fail_rt(cudaErrorLaunchOutOfResources);
   const wk_graph_job j = {exec};
   return wk_fake_enqueue(stream, wk_graph_run, &j, sizeof j);
 }
