@@ -34,6 +34,13 @@
 
 _Static_assert(sizeof(ncclUniqueId) == WK_GPU_COMM_ID_BYTES, "cuda.h: WK_GPU_COMM_ID_BYTES");
 
+/* Synchronised batchnorm's sums the host may post ahead of the device (see
+ * wk_comm_sum). Between two sums the compute stream gets a few dozen commands
+ * (a layer's convolution, batchnorm kernels, events), so this keeps the host
+ * a few hundred commands ahead: below the driver's launch queue (of the order
+ * of a thousand), with several layers of work still queued for the device. */
+enum { WK_SUM_WINDOW = 16 };
+
 typedef struct wk_gbucket {
   size_t lo, hi; /* arena elements [lo, hi) */
   int n_params, pending;
@@ -44,6 +51,8 @@ struct wk_gpucomm {
   cudaStream_t stream; /* communication */
   cudaEvent_t ready;   /* compute stream -> communication stream, reused per bucket */
   cudaEvent_t done;    /* communication stream -> compute stream */
+  cudaEvent_t sum_done[WK_SUM_WINDOW]; /* the last sums' ends, a ring (wk_comm_sum) */
+  unsigned long long n_sums;           /* sums posted so far */
   int rank, world;
   double timeout_s;
   bool broken;         /* aborted: no more NCCL calls */
@@ -100,6 +109,8 @@ static wk_status wk_comm_streams(wk_gpucomm *c, int device) {
   WK_CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   WK_CUDA_TRY(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
   WK_CUDA_TRY(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming));
+  for (int i = 0; i < WK_SUM_WINDOW; i++)
+    WK_CUDA_TRY(cudaEventCreateWithFlags(&c->sum_done[i], cudaEventDisableTiming));
   return WK_OK;
 }
 
@@ -199,6 +210,8 @@ void wk_gpucomm_destroy(wk_gpucomm *c) {
   if (c->comm) (void)ncclCommAbort(c->comm);
   if (c->ready) (void)cudaEventDestroy(c->ready);
   if (c->done) (void)cudaEventDestroy(c->done);
+  for (int i = 0; i < WK_SUM_WINDOW; i++)
+    if (c->sum_done[i]) (void)cudaEventDestroy(c->sum_done[i]);
   if (c->stream) (void)cudaStreamDestroy(c->stream);
   free(c->buckets);
   free(c->param_bucket);
@@ -256,17 +269,48 @@ wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
   return WK_OK;
 }
 
+/* Polls, with the deadline, until the compute stream (ev NULL) or the event
+ * ev has completed, or NCCL reports an error. */
+static wk_status wk_comm_poll(wk_gpucomm *c, cudaStream_t compute, cudaEvent_t ev,
+                              const char *what) {
+  const double deadline = wk_now_s() + c->timeout_s;
+  for (;;) {
+    const cudaError_t e = ev ? cudaEventQuery(ev) : cudaStreamQuery(compute);
+    /* "not ready" is no error, but the runtime keeps it as the last one, and
+     * the next launch check (cudaGetLastError) would report it: clear it */
+    if (e == cudaErrorNotReady) (void)cudaGetLastError();
+    if (e != cudaSuccess && e != cudaErrorNotReady) WK_CUDA_TRY(e);
+    /* NCCL's own error, also once more when the work has just finished */
+    ncclResult_t r = ncclSuccess;
+    const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
+    if (q != ncclSuccess) return wk_comm_error(c, q, what);
+    if (r != ncclSuccess && r != ncclInProgress) return wk_comm_error(c, r, what);
+    if (e == cudaSuccess) return WK_OK;
+    if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
+    wk_nap();
+  }
+}
+
 /* n elements of type t at buf summed over the ranks in place, between the
- * compute stream's work queued so far and what it queues next. */
+ * compute stream's work queued so far and what it queues next.
+ * NCCL posts the sum and returns. Were a peer to hang, the sum's kernel would
+ * spin, the compute stream would wait behind it, and the host would go on
+ * queueing the step until the driver's launch queue filled, where a launch
+ * blocks with no deadline and the rank hangs for good. So before posting a
+ * sum the host waits, polling with the deadline, for the one WK_SUM_WINDOW
+ * sums back to have finished. */
 static wk_status wk_comm_sum(wk_gpucomm *c, void *buf, size_t n, ncclDataType_t t,
                              cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
+  cudaEvent_t end = c->sum_done[c->n_sums % WK_SUM_WINDOW];
+  if (c->n_sums >= WK_SUM_WINDOW) WK_TRY(wk_comm_poll(c, NULL, end, what));
   WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
   WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
   const ncclResult_t r = ncclAllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream);
   WK_TRY(wk_comm_settle(c, r, what));
-  WK_CUDA_TRY(cudaEventRecord(c->done, c->stream));
-  WK_CUDA_TRY(cudaStreamWaitEvent(compute, c->done, 0));
+  WK_CUDA_TRY(cudaEventRecord(end, c->stream));
+  c->n_sums++;
+  WK_CUDA_TRY(cudaStreamWaitEvent(compute, end, 0));
   return WK_OK;
 }
 
@@ -286,20 +330,5 @@ bool wk_gpucomm_broken(const wk_gpucomm *c) { return c->broken; }
 
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
-  const double deadline = wk_now_s() + c->timeout_s;
-  for (;;) {
-    const cudaError_t e = cudaStreamQuery(compute);
-    /* "not ready" is no error, but the runtime keeps it as the last one, and
-     * the next launch check (cudaGetLastError) would report it: clear it */
-    if (e == cudaErrorNotReady) (void)cudaGetLastError();
-    if (e != cudaSuccess && e != cudaErrorNotReady) WK_CUDA_TRY(e);
-    /* NCCL's own error, also once more when the stream has just finished */
-    ncclResult_t r = ncclSuccess;
-    const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
-    if (q != ncclSuccess) return wk_comm_error(c, q, what);
-    if (r != ncclSuccess && r != ncclInProgress) return wk_comm_error(c, r, what);
-    if (e == cudaSuccess) return WK_OK;
-    if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
-    wk_nap();
-  }
+  return wk_comm_poll(c, compute, NULL, what);
 }

@@ -78,7 +78,8 @@ size_t wk_fake_dtype_size(wk_fake_dtype t);
  *   host_waits:  calls in which the host waits for the device (stream, event
  *                and device synchronisation, a synchronous copy or memset, an
  *                asynchronous copy to pageable memory, a free, and a poll of
- *                a stream with cudaStreamQuery once its work has run);
+ *                a stream or an event, cudaStreamQuery or cudaEventQuery,
+ *                that makes its work run);
  *   stalls:      lazy streams only: host waits that found computation (a
  *                kernel, a library call's work, a graph launch; not a copy,
  *                which on a GPU has long finished when it was issued a step

@@ -176,6 +176,7 @@ struct CUevent_st {
   struct CUgraph_st *capture; /* recorded during this capture */
   struct CUstream_st *stream; /* lazy streams: recorded on this stream (NULL: legacy) */
   uint64_t pos;               /* ... after its first pos operations */
+  int queried;                /* cudaEventQuery answered "not ready" without running the work */
 };
 
 static int g_device;
@@ -286,8 +287,8 @@ void wk_fake_stats(wk_fake_stats_t *out) {
 /* ------------------------------------------------------------------ lazy streams
  * With $WK_FAKE_LAZY=1 a stream's work does not run when it is issued: it
  * waits in the stream's queue until something forces it, in issue order:
- * cudaStreamSynchronize or cudaStreamQuery of the stream, cudaEventSynchronize
- * or a cudaStreamWaitEvent's work on an event recorded after it,
+ * cudaStreamSynchronize or cudaStreamQuery of the stream, cudaEventSynchronize,
+ * cudaEventQuery or a cudaStreamWaitEvent's work on an event recorded after it,
  * cudaDeviceSynchronize, cudaFree and cudaFreeHost (which synchronise the
  * device), destroying the stream, and the legacy stream: work issued there
  * (synchronous copies and memsets included) runs at once, after the work of
@@ -914,6 +915,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   wk_alive(stream, "cudaEventRecord");
   event->capture = stream ? stream->capture : NULL;
   event->stream = NULL;
+  event->queried = 0;
   /* on the legacy stream: after every blocking stream's work (which the
    * legacy stream's own work, run at once, already follows) */
   if (wk_lazy() && !stream) wk_flush_all(1);
@@ -940,6 +942,28 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   const long long ran = wk_ran();
   if (event->stream) wk_flush(event->stream, event->pos);
+  wk_waited(ran, event->stream);
+  return cudaSuccess;
+}
+
+/* Lazy streams: the work up to the event still queued is "not ready" at the
+ * first query; at the next the device has got on with it (it runs: a host
+ * wait, as cudaEventSynchronize's) and the event is complete. */
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  const cudaError_t e = wk_event_usable(event);
+  if (e != cudaSuccess) return e;
+  if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  if (!event->stream) return cudaSuccess;
+  pthread_mutex_lock(&g_q);
+  const int pending = event->stream->done < event->pos;
+  const int runs = pending && event->queried;
+  event->queried = pending && !event->queried;
+  pthread_mutex_unlock(&g_q);
+  if (!pending) return cudaSuccess;
+  if (!runs) return wk_fail_rt(cudaErrorNotReady);
+  const long long ran = wk_ran();
+  wk_flush(event->stream, event->pos);
   wk_waited(ran, event->stream);
   return cudaSuccess;
 }
