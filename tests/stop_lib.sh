@@ -8,9 +8,9 @@
 #       CMD, so $! is CMD's pid) so that the process that first renames a
 #       checkpoint.safetensors into place stops itself (SIGSTOP) right after:
 #       the checkpoint is whole, and the run cannot go on;
-#   stopped_pid ROOT [TRIES]  prints the pid of that stopped process, ROOT
+#   stopped_pid ROOT [TENTHS]  prints the pid of that stopped process, ROOT
 #       itself or one of its descendants (an MPI rank under mpirun), once it is
-#       stopped; empty if none is within TRIES tenths of a second (default
+#       stopped; empty if none is within TENTHS tenths of a second (default
 #       600), or as soon as ROOT has ended (finished or died before its first
 #       checkpoint). Callers fail on an empty answer.
 
@@ -32,8 +32,8 @@ stop_lib_tree() {
 }
 
 stopped_pid() {
-  local p st
-  for _ in $(seq "${2:-600}"); do
+  local p st end=$((SECONDS + (${2:-600} + 9) / 10))
+  while [ "$SECONDS" -le "$end" ]; do
     st=$(ps -o stat= -p "$1" 2>/dev/null) || break
     case "$st" in Z*) break ;; esac
     for p in $(stop_lib_tree "$1"); do

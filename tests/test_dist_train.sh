@@ -98,7 +98,9 @@ WHISKER_DIST_TIMEOUT=60 stop_at_checkpoint "${mpi[@]}" "$bin" train "${common[@]
   --batch 8 --sync-bn --threads 1 --out "$tmp/moved" > /dev/null 2> "$tmp/moved.err" &
 mp=$!
 pids+=("$mp")
-[ -n "$(stopped_pid "$mp")" ] || { cat "$tmp/moved.err"; fail "the 2-rank run did not stop at its first checkpoint"; }
+sp=$(stopped_pid "$mp")
+[ -n "$sp" ] || { cat "$tmp/moved.err"; fail "the 2-rank run did not stop at its first checkpoint"; }
+kill -9 "$sp"
 pkill -9 -P "$mp" || true
 kill -9 "$mp" 2>/dev/null || true
 wait "$mp" 2>/dev/null || true

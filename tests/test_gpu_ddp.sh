@@ -166,7 +166,9 @@ WHISKER_DIST_TIMEOUT=60 stop_at_checkpoint "$bin" train "${run3[@]}" --batch 8 -
   --out "$tmp/moved" > /dev/null 2> "$tmp/moved.err" &
 mp=$!
 pids+=("$mp")
-[ -n "$(stopped_pid "$mp" 1200)" ] || { cat "$tmp/moved.err"; fail "the 2-GPU run did not stop at its first checkpoint"; }
+sp=$(stopped_pid "$mp" 1200)
+[ -n "$sp" ] || { cat "$tmp/moved.err"; fail "the 2-GPU run did not stop at its first checkpoint"; }
+kill -9 "$sp"
 pkill -9 -P "$mp" 2>/dev/null || true
 kill -9 "$mp" 2>/dev/null || true
 wait "$mp" 2>/dev/null || true

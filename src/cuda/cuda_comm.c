@@ -24,6 +24,7 @@
  * communicator is then aborted (ncclCommAbort frees the GPU from the stuck
  * kernels) and the error goes up, where the caller stops every rank
  * (dist/dist.h: wk_dist_abort). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -303,7 +304,11 @@ static wk_status wk_comm_sum(wk_gpucomm *c, void *buf, size_t n, ncclDataType_t 
                              cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
   cudaEvent_t end = c->sum_done[c->n_sums % WK_SUM_WINDOW];
-  if (c->n_sums >= WK_SUM_WINDOW) WK_TRY(wk_comm_poll(c, NULL, end, what));
+  if (c->n_sums >= WK_SUM_WINDOW) {
+    char earlier[256];
+    snprintf(earlier, sizeof earlier, "the sums before %s", what);
+    WK_TRY(wk_comm_poll(c, NULL, end, earlier));
+  }
   WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
   WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
   const ncclResult_t r = ncclAllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream);

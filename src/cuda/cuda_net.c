@@ -2343,10 +2343,13 @@ static void wk_graphs_off(wk_gpu_net *net, wk_gpu_step_result *r, const char *wh
   wk_graph_table_disable(&net->graphs);
 }
 
-/* Launches a captured step. A launch that fails queues nothing; if its error
- * is not sticky (cudaGetLastError clears it: a launch short of resources, say)
- * graphs go off and *plain asks the caller to queue the step uncaptured; a
- * sticky error (the device is lost) fails the step. */
+/* Launches a captured step. A launch that fails is taken to have queued
+ * nothing (CUDA's documentation implies it, not states it: were part of the
+ * graph queued, the uncaptured step after it would update twice); if its
+ * error is not sticky (a first cudaGetLastError clears it, a second finds
+ * none: a launch short of resources, say) graphs go off and *plain asks the
+ * caller to queue the step uncaptured; a sticky error (the device is lost,
+ * the second call still answers it) fails the step. */
 static wk_status wk_graph_launch(wk_gpu_net *net, cudaGraphExec_t exec, wk_gpu_step_result *r,
                                  bool *plain) {
   *plain = false;
