@@ -218,8 +218,9 @@ __global__ void argmax_rows_kernel(int64_t n, int64_t k, const float *x, int32_t
   }
 }
 
-// One block of kSumThreads: thread t sums elements t, t + kSumThreads, ...
-__global__ void sum_kernel(int64_t n, const float *x, double *out) {
+// One block of kSumThreads (the bound keeps registers low enough for 1024 threads
+// in any build): thread t sums elements t, t + kSumThreads, ...
+__global__ void __launch_bounds__(kSumThreads) sum_kernel(int64_t n, const float *x, double *out) {
   __shared__ double sh[kSumThreads];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc = __dadd_rn(acc, (double)x[i]);
