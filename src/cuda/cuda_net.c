@@ -859,8 +859,11 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
                       .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
   if (find) wk_timing_buffers(net, i, &c);
   static const char *const what[3] = {"forward", "backward-data", "backward-filter"};
-  wk_conv_algo a[3];
+  wk_conv_algo a[3] = {{0}};
   for (int d = 0; d < (backward ? 3 : 1); d++) {
+    /* a convolution of the network's input never computes an input gradient
+     * (wk_backward_node): nothing to choose, time or find room for */
+    if (d == WK_CONV_BWD_DATA && n->in[0] == 0) continue;
     bool found = false, t = false;
     WK_TRY(wk_conv_choose(&c, (wk_conv_dir)d, &a[d], &found, &t));
     *timed |= t;
