@@ -270,10 +270,17 @@ wk_status wk_gpucomm_finish(wk_gpucomm *c, float *grads, cudaStream_t compute) {
   return WK_OK;
 }
 
+/* pre then what, into buf: a failed poll's name, made only then. */
+static const char *wk_poll_name(char *buf, size_t n, const char *pre, const char *what) {
+  snprintf(buf, n, "%s%s", pre, what);
+  return buf;
+}
+
 /* Polls, with the deadline, until the compute stream (ev NULL) or the event
- * ev has completed, or NCCL reports an error. */
+ * ev has completed, or NCCL reports an error, which names pre and what. */
 static wk_status wk_comm_poll(wk_gpucomm *c, cudaStream_t compute, cudaEvent_t ev,
-                              const char *what) {
+                              const char *pre, const char *what) {
+  char name[320];
   const double deadline = wk_now_s() + c->timeout_s;
   for (;;) {
     const cudaError_t e = ev ? cudaEventQuery(ev) : cudaStreamQuery(compute);
@@ -284,10 +291,12 @@ static wk_status wk_comm_poll(wk_gpucomm *c, cudaStream_t compute, cudaEvent_t e
     /* NCCL's own error, also once more when the work has just finished */
     ncclResult_t r = ncclSuccess;
     const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
-    if (q != ncclSuccess) return wk_comm_error(c, q, what);
-    if (r != ncclSuccess && r != ncclInProgress) return wk_comm_error(c, r, what);
+    const ncclResult_t bad = q != ncclSuccess ? q : r != ncclInProgress ? r : ncclSuccess;
+    if (bad != ncclSuccess)
+      return wk_comm_error(c, bad, wk_poll_name(name, sizeof name, pre, what));
     if (e == cudaSuccess) return WK_OK;
-    if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
+    if (wk_now_s() > deadline)
+      return wk_comm_timeout(c, wk_poll_name(name, sizeof name, pre, what));
     wk_nap();
   }
 }
@@ -304,11 +313,7 @@ static wk_status wk_comm_sum(wk_gpucomm *c, void *buf, size_t n, ncclDataType_t 
                              cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
   cudaEvent_t end = c->sum_done[c->n_sums % WK_SUM_WINDOW];
-  if (c->n_sums >= WK_SUM_WINDOW) {
-    char earlier[256];
-    snprintf(earlier, sizeof earlier, "the sums before %s", what);
-    WK_TRY(wk_comm_poll(c, NULL, end, earlier));
-  }
+  if (c->n_sums >= WK_SUM_WINDOW) WK_TRY(wk_comm_poll(c, NULL, end, "the sums before ", what));
   WK_CUDA_TRY(cudaEventRecord(c->ready, compute));
   WK_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ready, 0));
   const ncclResult_t r = ncclAllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream);
@@ -335,5 +340,5 @@ bool wk_gpucomm_broken(const wk_gpucomm *c) { return c->broken; }
 
 wk_status wk_gpucomm_wait(wk_gpucomm *c, cudaStream_t compute, const char *what) {
   WK_TRY(wk_comm_check(c));
-  return wk_comm_poll(c, compute, NULL, what);
+  return wk_comm_poll(c, compute, NULL, "", what);
 }

@@ -274,10 +274,15 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
  * $WHISKER_GPU_FUSED_STEP=0 asks for the stepwise calls anyway (to compare),
  * unless $WHISKER_CUDA_GRAPH=1, whose graphs capture the one call (one GPU,
  * no data parallelism). */
+/* $WHISKER_CUDA_GRAPH=1, which graphs honour on one GPU only. */
+static bool wk_graphs_asked(const wk_trainer *t) {
+  return !t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH");
+}
+
 static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
   if (!on_device || !wk_loss_on_device(t) || (t->ddp && !wk_ddp_nccl(t->ddp))) return false;
   const bool stepwise = (wk_trainer_gpu_mode() & WK_GPU_MODE_STEPWISE) != 0;
-  return !stepwise || (!t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH"));
+  return !stepwise || wk_graphs_asked(t);
 }
 
 unsigned wk_trainer_gpu_mode(void) {
@@ -288,8 +293,7 @@ unsigned wk_trainer_gpu_mode(void) {
 }
 
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {
-  return !t->ddp && wk_fused_wanted(t, wk_step_on_device(t)) &&
-         wk_env_is_1("WHISKER_CUDA_GRAPH");
+  return wk_graphs_asked(t) && wk_fused_wanted(t, wk_step_on_device(t));
 }
 
 /* Data parallelism: the global batch's mean loss from this rank's l (every
@@ -336,7 +340,7 @@ static wk_status wk_fused_step(wk_trainer *t, const wk_tensor *x, const wk_tenso
   const wk_xent_params xp = {.label_smoothing = t->cfg.label_smoothing};
   const wk_net_gpu_step s = {.xent = &xp, .labels = labels, .dloss = (float)scale,
                              .unscale = scaled, .inv_scale = (float)(1.0 / scale), .optim = &o,
-                             .next = t->next, .graphs = wk_trainer_graphs_wanted(t)};
+                             .next = t->next, .graphs = wk_graphs_asked(t)};
   float l = NAN;
   bool applied = false;
   /* data parallelism: the device's check covers every rank's, so `applied` is

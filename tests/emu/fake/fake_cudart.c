@@ -935,11 +935,19 @@ static cudaError_t wk_event_usable(cudaEvent_t event) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+/* Whether the host may wait for the event (synchronise with it or query it):
+ * a real event, usable, not recorded in a capture under way. */
+static cudaError_t wk_event_waitable(cudaEvent_t event) {
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
   const cudaError_t e = wk_event_usable(event);
   if (e != cudaSuccess) return e;
   if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  const cudaError_t e = wk_event_waitable(event);
+  if (e != cudaSuccess) return e;
   const long long ran = wk_ran();
   if (event->stream) wk_flush(event->stream, event->pos);
   wk_waited(ran, event->stream);
@@ -950,10 +958,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
  * first query; at the next the device has got on with it (it runs: a host
  * wait, as cudaEventSynchronize's) and the event is complete. */
 cudaError_t cudaEventQuery(cudaEvent_t event) {
-  if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
-  const cudaError_t e = wk_event_usable(event);
+  const cudaError_t e = wk_event_waitable(event);
   if (e != cudaSuccess) return e;
-  if (event->capture) return wk_fail_rt(cudaErrorStreamCaptureUnsupported);
   if (!event->stream) return cudaSuccess;
   pthread_mutex_lock(&g_q);
   const int pending = event->stream->done < event->pos;
