@@ -1891,6 +1891,77 @@ START_TEST(test_find_vs_heuristic_mobilenetv2) {
 }
 END_TEST
 
+/* Emulated device only: cuDNN's heuristics are a performance model, and
+ * their ranking can be wrong where the call is not. The fake's
+ * $WK_FAKE_CUDNN_HEURISTIC_LIES=1 ranks first, as a success, an algorithm
+ * whose call is refused, and states no workspace for the next one, which
+ * needs some. With the heuristics' choices ($WHISKER_CUDNN_ALGO=heuristic),
+ * resnet18 passes over the first entry of each direction it chooses (every
+ * convolution's three, less the stem's backward-data, which never runs),
+ * takes the second with the workspace cuDNN's query gives, and trains four
+ * SGD steps bit for bit as with an honest ranking. Taking the ranking on
+ * trust, the first step fails. */
+static void wkt_heuristic_run(bool lies, float *losses, float **weights, int64_t *n_elems,
+                              wk_gpu_algo_stats *st, int *n_conv) {
+  if (lies) setenv("WK_FAKE_CUDNN_HEURISTIC_LIES", "1", 1);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_resnet18(ctx);
+  wkt_perturb(net);
+  wkt_algo_gpu(net, "heuristic");
+  int h, w, c;
+  wk_net_input_shape(net, &h, &w, &c);
+  *n_conv = 0;
+  for (int i = 0; i < wk_net_n_nodes(net); i++) *n_conv += wk_net_node(net, i)->op == WK_NODE_CONV;
+  const int batch = 3;
+  const int64_t f = wk_net_output_features(net);
+  const int64_t xs[4] = {batch, h, w, c}, ls[1] = {batch};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
+  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
+                        .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4), .seed = 1};
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  for (int k = 0; k < 4; k++)
+    ck_assert_msg(wk_trainer_step(t, &x, &labels, &losses[k], NULL) == WK_OK,
+                  "step %d with %s ranking: %s", k + 1, lies ? "a lying" : "an honest",
+                  wk_last_error());
+  *st = wkt_algo_stats(ctx);
+  *n_elems = (int64_t)wk_net_n_elems(net);
+  *weights = malloc((size_t)*n_elems * sizeof **weights);
+  ck_assert_ptr_nonnull(*weights);
+  memcpy(*weights, wk_net_weights(net), (size_t)*n_elems * sizeof **weights);
+  wk_trainer_destroy(t);
+  wk_tensor_free(&x);
+  wk_tensor_free(&labels);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  unsetenv("WK_FAKE_CUDNN_HEURISTIC_LIES");
+}
+
+START_TEST(test_heuristic_lies) {
+  float lh[4], ll[4], *wh, *wl;
+  int64_t nh, nl;
+  wk_gpu_algo_stats sh, sl;
+  int n_conv;
+  wkt_heuristic_run(false, lh, &wh, &nh, &sh, &n_conv);
+  wkt_heuristic_run(true, ll, &wl, &nl, &sl, &n_conv);
+  printf("heuristic lies: resnet18, %d convolutions: %lld entries passed over (honest ranking: "
+         "%lld); losses %.8g .. %.8g\n", n_conv, (long long)sl.refused, (long long)sh.refused,
+         (double)ll[0], (double)ll[3]);
+  ck_assert_int_eq(sh.refused, 0);
+  ck_assert_int_eq(sl.refused, 3 * n_conv - 1);
+  ck_assert_int_eq(nh, nl);
+  for (int k = 0; k < 4; k++)
+    ck_assert_msg(memcmp(&lh[k], &ll[k], sizeof lh[k]) == 0, "step %d: loss %.9g, honest %.9g",
+                  k + 1, (double)ll[k], (double)lh[k]);
+  ck_assert_msg(memcmp(wh, wl, (size_t)nh * sizeof *wh) == 0,
+                "the weights after 4 steps differ from the honest ranking's");
+  free(wh);
+  free(wl);
+}
+END_TEST
+
 /* An unknown $WHISKER_CUDNN_ALGO is refused by name. */
 START_TEST(test_cudnn_algo_env) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
@@ -2094,6 +2165,7 @@ int main(void) {
     if (fs && strcmp(fs, "1") == 0) {
       wkt_add(tc, test_step_budget);
       wkt_add(tc, test_graph_launch_fails);
+      wkt_add(tc, test_heuristic_lies);
     }
   } else {
     wkt_add(tc, test_no_device_is_clean);

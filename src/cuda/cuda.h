@@ -54,6 +54,8 @@ typedef struct wk_gpu_algo_stats {
   int64_t fell_back; /* timings that could not run (unsupported, no device memory for
                       * their workspace): the heuristics' choice was used, and kept
                       * for the shape (counted in reused when it comes back) */
+  int64_t refused;   /* heuristic entries passed over: cuDNN's workspace query refused
+                      * the algorithm, or asked for more than the limit */
 } wk_gpu_algo_stats;
 
 /* An empty cache (host memory only: no device is touched). */

@@ -4,8 +4,11 @@
  *
  * Heuristics: cuDNN's ranking by its performance model
  * (cudnnGetConvolution*Algorithm_v7); the first entry that succeeded, fits the
- * workspace limit and has an allowed math type. Instant, and the same in
- * every process on the same GPU and cuDNN.
+ * workspace limit, has an allowed math type and passes the call's own check
+ * (cudnnGetConvolution*WorkspaceSize accepts it, within the limit: the
+ * ranking is a model, and may list an algorithm the call refuses or state too
+ * little workspace). Instant, and the same in every process on the same GPU
+ * and cuDNN.
  *
  * Timing: cudnnFindConvolution*AlgorithmEx runs every candidate on the
  * caller's buffers (their contents do not matter and the outputs are
@@ -276,6 +279,76 @@ static cudnnStatus_t wk_rank_timed(const wk_conv_choice *c, wk_conv_dir d, void 
   return s;
 }
 
+/* cuDNN's workspace for algorithm p of direction d with p's math type, into
+ * *bytes; *ok false when cuDNN refuses that algorithm for these descriptors.
+ * The descriptor's math type is put back. The heuristics rank by a model: an
+ * entry can say SUCCESS for an algorithm the call then refuses, or state less
+ * workspace than the call asks for, and the workspace query is the call's own
+ * check (a timed entry ran, so it needs none). */
+static wk_status wk_ws_query(const wk_conv_choice *c, wk_conv_dir d, const wk_algo_perf *p,
+                             size_t *bytes, bool *ok) {
+  *bytes = 0;
+  *ok = false;
+  cudnnMathType_t was;
+  WK_CUDNN_TRY(cudnnGetConvolutionMathType(c->conv, &was));
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(c->conv, p->math));
+  cudnnStatus_t s = CUDNN_STATUS_BAD_PARAM;
+  switch (d) {
+  case WK_CONV_FWD:
+    s = cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, c->x, c->w, c->conv, c->y,
+                                                (cudnnConvolutionFwdAlgo_t)p->algo, bytes);
+    break;
+  case WK_CONV_BWD_DATA:
+    s = cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, c->w, c->y, c->conv, c->x,
+                                                     (cudnnConvolutionBwdDataAlgo_t)p->algo,
+                                                     bytes);
+    break;
+  case WK_CONV_BWD_FILTER:
+    s = cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, c->x, c->y, c->conv, c->w,
+                                                       (cudnnConvolutionBwdFilterAlgo_t)p->algo,
+                                                       bytes);
+    break;
+  }
+  char detail[256] = "";
+  if (s != CUDNN_STATUS_SUCCESS) cudnnGetLastErrorString(detail, sizeof detail);
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(c->conv, was));
+  if (CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED) return WK_OK;
+  if (s != CUDNN_STATUS_SUCCESS)
+    return wk_fail(WK_ERR_BACKEND, "cuDNN: the workspace of %s convolution algorithm %d "
+                   "(cudnnGetConvolution*WorkspaceSize) failed at %s:%d: %s (%s)",
+                   wk_dir_names[d], p->algo, __FILE__, __LINE__, cudnnGetErrorString(s), detail);
+  *ok = true;
+  return WK_OK;
+}
+
+/* The first usable entry of the heuristics' ranking p[0..got) that cuDNN's
+ * workspace query accepts within the limit, with the larger of the two
+ * workspaces, into *out; *found false when none is. Each entry skipped is
+ * counted (wk_gpu_algo_stats.refused). */
+static wk_status wk_heuristic_pick(const wk_conv_choice *c, wk_conv_dir d, const wk_algo_perf *p,
+                                   int got, wk_conv_algo *out, bool *found) {
+  *found = false;
+  for (int k = 0; k < got; k++) {
+    if (!wk_usable(c, &p[k])) continue;
+    size_t bytes = 0;
+    bool ok = false;
+    WK_TRY(wk_ws_query(c, d, &p[k], &bytes, &ok));
+    if (!ok || bytes > c->ws_limit) {
+      if (c->cache) {
+        pthread_mutex_lock(&c->cache->lock);
+        c->cache->stats.refused++;
+        pthread_mutex_unlock(&c->cache->lock);
+      }
+      continue;
+    }
+    *out = wk_algo_of(&p[k]);
+    if (bytes > out->ws_bytes) out->ws_bytes = bytes;
+    *found = true;
+    return WK_OK;
+  }
+  return WK_OK;
+}
+
 /* A failed timing to work around with the heuristics' choice: cuDNN cannot
  * time this case, or ran out of memory trying. */
 static bool wk_timing_recoverable(cudnnStatus_t s) {
@@ -367,13 +440,9 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   wk_algo_perf p[WK_ALGO_MAX];
   int got = 0;
   WK_TRY(wk_rank_heuristic(c, d, p, &got));
-  int first = -1;
   size_t ws_need = 0; /* timing's workspace: the largest usable candidate's */
-  for (int k = 0; k < got; k++) {
-    if (!wk_usable(c, &p[k])) continue;
-    if (first < 0) first = k;
-    ws_need = p[k].memory > ws_need ? p[k].memory : ws_need;
-  }
+  for (int k = 0; k < got; k++)
+    if (wk_usable(c, &p[k]) && p[k].memory > ws_need) ws_need = p[k].memory;
   bool for_good = false;
   if (c->find) {
     bool ok = false;
@@ -388,9 +457,8 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
     }
     wk_cache_fell_back(c->cache);
   }
-  if (first >= 0) {
-    *out = wk_algo_of(&p[first]);
-    *found = true;
+  WK_TRY(wk_heuristic_pick(c, d, p, got, out, found));
+  if (*found) {
     /* a shape cuDNN cannot time, or whose timing found nothing usable, keeps the
      * heuristic's choice: not timed (and the workspace grown and trimmed, the graphs
      * dropped) again at every change of batch. No room for the timing now is no reason:
