@@ -27,7 +27,9 @@
 #      that dies (SIGKILL) ends the whole run; and on emulated GPUs
 #      ($WK_FAKE_DEVICES set), a rank hung inside an NCCL all-reduce (the fake
 #      NCCL's WK_FAKE_NCCL_HANG) makes the other give up at the backend's
-#      NCCL deadline, abort its communicator and end the run; ranks launched
+#      NCCL deadline, abort its communicator and end the run, and NCCL out of
+#      device memory at its first all-reduce (WK_FAKE_NCCL_OOM) fails the run
+#      with the advice of a smaller batch; ranks launched
 #      with different $WHISKER_GPU_FUSED_STEP are refused before training.
 # Skipped (77) without a GPU, without /usr/bin/python3's numpy and PIL (the
 # data and the comparison), and for 2. and 3. without a second GPU or mpirun
@@ -226,6 +228,16 @@ if [ -n "${WK_FAKE_DEVICES:-}" ]; then
   msg=$(grep -m1 "NCCL: .*no answer from the other ranks for 3 s" "$tmp/nccl_hang.err") \
     || { cat "$tmp/nccl_hang.err"; fail "no NCCL timeout message"; }
   echo "rank hung in an NCCL all-reduce: the run ended after ${secs} s; $msg"
+  # 3f. NCCL finds no device memory at its first all-reduce (the fake's WK_FAKE_NCCL_OOM: recent
+  # NCCL allocates its buffers as it connects, at the first collectives): the run fails at once
+  # with NCCL's message and the batch advice, as whisker's own allocations would
+  rc=0
+  WK_FAKE_NCCL_OOM=0:1 timeout 120 "$bin" train "${base[@]}" --epochs 1 --batch 8 --gpus 0 \
+    --out "$tmp/nccl_oom" > /dev/null 2> "$tmp/nccl_oom.err" || rc=$?
+  [ "$rc" -eq 1 ] || { cat "$tmp/nccl_oom.err"; fail "NCCL out of memory: exit $rc, not 1"; }
+  msg=$(grep -m1 "NCCL: .*Failed to CUDA calloc.*try a smaller --batch" "$tmp/nccl_oom.err") \
+    || { cat "$tmp/nccl_oom.err"; fail "NCCL out of memory: no message with the batch advice"; }
+  echo "NCCL out of device memory at its first all-reduce: exit 1; $msg"
 fi
 
 # 3e. ranks that would step differently (one with the stepwise calls, one in one call: their

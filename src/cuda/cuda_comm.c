@@ -24,6 +24,7 @@
  * communicator is then aborted (ncclCommAbort frees the GPU from the stuck
  * kernels) and the error goes up, where the caller stops every rank
  * (dist/dist.h: wk_dist_abort). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +87,27 @@ static wk_status wk_comm_timeout(wk_gpucomm *c, const char *what) {
   return wk_comm_broken(c);
 }
 
+/* Whether NCCL's last message says a device allocation failed: its own
+ * ("Failed to CUDA calloc N bytes", "... calloc async") or CUDA's ("Cuda
+ * failure 2 'out of memory'"). NCCL allocates its buffers as it connects,
+ * which recent versions do at a communicator's first collectives (after the
+ * network took its memory), so a batch that fits whisker's own allocations
+ * can still leave NCCL without room at the first step. */
+static bool wk_nccl_out_of_memory(const char *detail) {
+  static const char *const marks[] = {"out of memory", "CUDA calloc", "CUDA malloc"};
+  if (!detail) return false;
+  for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+    if (strstr(detail, marks[i])) return true;
+  return false;
+}
+
 static wk_status wk_comm_error(wk_gpucomm *c, ncclResult_t r, const char *what) {
-  wk_fail(WK_ERR_BACKEND, "NCCL: %s failed on rank %d of %d: %s (%s)", what, c->rank, c->world,
-          ncclGetErrorString(r), ncclGetLastError(c->comm));
+  const char *detail = ncclGetLastError(c->comm);
+  wk_fail(WK_ERR_BACKEND, "NCCL: %s failed on rank %d of %d: %s (%s)%s", what, c->rank, c->world,
+          ncclGetErrorString(r), detail ? detail : "",
+          wk_nccl_out_of_memory(detail) ? "; the device has no room left for NCCL's buffers, "
+                                          "which it allocates at the first collectives: try a "
+                                          "smaller --batch" : "");
   return wk_comm_broken(c);
 }
 

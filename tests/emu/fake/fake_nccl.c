@@ -76,6 +76,10 @@
  *   hang for good (until a signal ends its process) before it posts its
  *   contribution to the STEP-th step (counted from 1 per communicator), as a
  *   rank stuck in a collective would; its peers then wait as above.
+ *   $WK_FAKE_NCCL_OOM=RANK:CALL makes rank RANK's CALL-th ncclAllReduce
+ *   (from 1 per communicator) fail with ncclUnhandledCudaError and NCCL's
+ *   message for a device allocation that found no room, as a lazily
+ *   connecting NCCL's first collectives can on a full device.
  *
  * Not implemented: every other NCCL function (absent, so using one fails to
  * link), user-defined reduction ops (ncclRedOpCreatePreMulSum's handles are
@@ -155,6 +159,7 @@ struct ncclComm {
   char shm_name[96];
   bool owns_rank;
   uint64_t step;
+  uint64_t calls; /* ncclAllReduce calls that got past the argument checks */
   double timeout_s;
   /* a non-blocking all-reduce advanced by the polls (see ncclCommGetAsyncError):
    * the element it has reached, whether that step's slot is posted, and when
@@ -777,6 +782,22 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
       (wk_float_type(datatype) < 0 || op == ncclMax || op == ncclMin))
     wk_fake_die(WK_LIB, "%s: type %d, op %d over %d ranks: not implemented (floating types "
                 "with sum, prod or avg, int32 with sum)", fn, (int)datatype, (int)op, c->nranks);
+  /* fault injection: $WK_FAKE_NCCL_OOM=RANK:CALL makes that rank's CALL-th
+   * all-reduce (counted from 1 per communicator) fail as NCCL does when the
+   * buffers it allocates on connecting find no device memory: the call
+   * answers ncclUnhandledCudaError, which becomes the communicator's error */
+  c->calls++;
+  const char *oom = getenv("WK_FAKE_NCCL_OOM");
+  int oom_rank = -1;
+  unsigned long long oom_call = 0;
+  if (oom && sscanf(oom, "%d:%llu", &oom_rank, &oom_call) == 2 && oom_rank == c->rank &&
+      oom_call == (unsigned long long)c->calls) {
+    pthread_mutex_lock(&g_lock);
+    c->state = ncclUnhandledCudaError;
+    pthread_mutex_unlock(&g_lock);
+    return wk_fail(ncclUnhandledCudaError, "Failed to CUDA calloc 6291456 bytes (rank %d, "
+                   "all-reduce %llu: WK_FAKE_NCCL_OOM)", c->rank, oom_call);
+  }
   const wk_reduce_job j = {c, sendbuff, recvbuff, count, datatype, op};
   if (!c->blocking) {
     /* deferred until ncclCommGetAsyncError sees it complete (a non-blocking
