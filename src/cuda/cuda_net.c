@@ -199,8 +199,8 @@ struct wk_gpu_net {
    * channel (2 x the widest batchnorm's doubles) and their chunks'
    * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
-  bool fwd_collectives; /* the last forward, or step in one call, queued some
-                         * (wk_collectives_wait) */
+  bool fwd_collectives; /* a forward, or step in one call, queued some that no wait
+                         * has seen run yet (wk_collectives_wait) */
   bool step_collectives; /* ... and it was a step in one call */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
@@ -1503,11 +1503,13 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
  * that waits for the device (a copy to or from pageable memory, a free, a
  * pinning). Else nothing. */
 static wk_status wk_collectives_wait(wk_gpu_net *net) {
-  return net->comm && net->fwd_collectives
-             ? wk_gpucomm_wait(net->comm, net->stream,
-                               net->step_collectives ? "the training step"
-                                                     : "a forward with synchronised batchnorm")
-             : WK_OK;
+  if (!net->comm || !net->fwd_collectives) return WK_OK;
+  WK_TRY(wk_gpucomm_wait(net->comm, net->stream,
+                         net->step_collectives ? "the training step"
+                                               : "a forward with synchronised batchnorm"));
+  /* the stream has run them: later waits need no deadline until more are queued */
+  net->fwd_collectives = net->step_collectives = false;
+  return WK_OK;
 }
 
 /* Waits for the compute stream: polled after collectives, else
@@ -1619,7 +1621,10 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   net->out_ready = false; /* the output value, and a loss of it, are overwritten below */
   net->xent_ready = false;
   net->last_train = false; /* until this forward has run whole: backward needs one */
-  net->fwd_collectives = net->step_collectives = false;
+  /* collectives an earlier forward queued and nothing waited for yet (a training
+   * forward with synchronised batchnorm, then another forward with no loss or
+   * backward between): waited for with the deadline before the blocking calls below */
+  WK_TRY(wk_collectives_wait(net));
   net->trains |= train;
   const bool find =
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
@@ -1934,7 +1939,9 @@ static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss)
     return WK_OK;
   }
   WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
-  return wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce");
+  WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce"));
+  net->fwd_collectives = net->step_collectives = false; /* the forward's ran before */
+  return WK_OK;
 }
 
 wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
@@ -2424,6 +2431,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->xent_ready = false;
   net->last_train = false; /* an earlier forward's values are overwritten below */
   net->trains = true;
+  WK_TRY(wk_collectives_wait(net)); /* an earlier forward's, not waited for yet */
   /* what the work needs, made or grown outside any capture (moving a buffer
    * frees the graphs that used it) */
   WK_TRY(wk_prepare_batch(net, n, net->algo_mode != WK_ALGO_HEURISTIC, true));
@@ -2463,7 +2471,10 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   }
   /* with peers, the wait for the step polls with the communicator's deadline,
    * before the copies below wait without one */
-  if (net->comm) WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));
+  if (net->comm) {
+    WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));
+    net->fwd_collectives = net->step_collectives = false;
+  }
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);
   if (s->xent.predicted)
