@@ -115,7 +115,7 @@
  * Such a batchnorm never fuses; the sums' buffers are made with the network
  * where they may be needed, never inside a captured step; the waits of a
  * forward that holds collectives are polled with the communicator's deadline
- * (wk_collectives_wait).
+ * (wk_collectives_wait, which every blocking entry point calls first).
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
@@ -199,9 +199,11 @@ struct wk_gpu_net {
    * channel (2 x the widest batchnorm's doubles) and their chunks'
    * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
-  bool fwd_collectives; /* a forward, or step in one call, queued some that no wait
-                         * has seen run yet (wk_collectives_wait) */
-  bool step_collectives; /* ... and it was a step in one call */
+  bool collectives;      /* a forward, backward or step in one call queued some on the
+                          * compute stream that no wait has seen run yet
+                          * (wk_collectives_wait) */
+  bool step_collectives; /* ... a step in one call */
+  bool bwd_collectives;  /* ... a backward (else a forward with synchronised batchnorm) */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
@@ -1278,7 +1280,7 @@ static wk_status wk_own_bn_forward(wk_gpu_net *net, int i, const void *x, void *
   WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
   static const char what[] = "batchnorm statistics (whisker's kernels)";
-  net->fwd_collectives |= net->sync_bn;
+  net->collectives |= net->sync_bn;
   net->own_runs++;
   s->bn_ran_own = true;
   WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, NULL, net->sync_partial, net->sync_sums,
@@ -1497,25 +1499,31 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
   return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
 }
 
-/* Where the last forward (synchronised batchnorm) or step in one call queued
- * collectives, waits for the compute stream by polling with the
- * communicator's deadline: a peer that died must not hang this rank in a call
- * that waits for the device (a copy to or from pageable memory, a free, a
- * pinning). Else nothing. */
+static void wk_collectives_ran(wk_gpu_net *net) {
+  /* a wait saw the stream run them: later waits need no deadline until more are queued */
+  net->collectives = net->step_collectives = net->bwd_collectives = false;
+}
+
+/* Where a forward (synchronised batchnorm), a backward or a step in one call
+ * queued collectives that no wait has seen run, waits for the compute stream
+ * by polling with the communicator's deadline: a peer that died must not hang
+ * this rank in a call that waits for the device (a copy to or from pageable
+ * memory, a free, a pinning). Else nothing. Every entry point that blocks
+ * calls it first. */
 static wk_status wk_collectives_wait(wk_gpu_net *net) {
-  if (!net->comm || !net->fwd_collectives) return WK_OK;
+  if (!net->comm || !net->collectives) return WK_OK;
   WK_TRY(wk_gpucomm_wait(net->comm, net->stream,
-                         net->step_collectives ? "the training step"
-                                               : "a forward with synchronised batchnorm"));
-  /* the stream has run them: later waits need no deadline until more are queued */
-  net->fwd_collectives = net->step_collectives = false;
+                         net->step_collectives  ? "the training step"
+                         : net->bwd_collectives ? "the gradient all-reduce"
+                                                : "a forward with synchronised batchnorm"));
+  wk_collectives_ran(net);
   return WK_OK;
 }
 
 /* Waits for the compute stream: polled after collectives, else
  * cudaStreamSynchronize. */
 static wk_status wk_stream_wait(wk_gpu_net *net) {
-  if (net->comm && net->fwd_collectives) return wk_collectives_wait(net);
+  if (net->comm && net->collectives) return wk_collectives_wait(net);
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   return WK_OK;
 }
@@ -1933,6 +1941,9 @@ static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss
 /* Backward from dy or the loss (wk_backward_queue), waited for: with a
  * communicator the gradients are the ranks' mean when this returns. */
 static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss) {
+  /* the gradients' buckets (and synchronised batchnorm's sums) go out as backward
+   * is queued: should it fail part-way, the next wait still has the deadline */
+  if (net->comm) net->collectives = net->bwd_collectives = true;
   WK_TRY(wk_backward_queue(net, dy, dloss, NULL, NULL));
   if (!net->comm) {
     WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
@@ -1940,7 +1951,7 @@ static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss)
   }
   WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
   WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce"));
-  net->fwd_collectives = net->step_collectives = false; /* the forward's ran before */
+  wk_collectives_ran(net); /* the forward's ran before */
   return WK_OK;
 }
 
@@ -2083,6 +2094,7 @@ static wk_status wk_arena(wk_gpu_net *net, wk_gpu_arena which, float **dev, size
 
 wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool to_device) {
   WK_CUDA_TRY(cudaSetDevice(net->device));
+  WK_TRY(wk_collectives_wait(net)); /* the pageable copy and the synchronisation block */
   float *dev = NULL;
   size_t n = 0;
   WK_TRY(wk_arena(net, which, &dev, &n));
@@ -2100,6 +2112,7 @@ wk_status wk_cudanet_copy(wk_gpu_net *net, wk_gpu_arena which, float *host, bool
 
 wk_status wk_cudanet_grads_finite(wk_gpu_net *net, bool *finite) {
   WK_CUDA_TRY(cudaSetDevice(net->device));
+  WK_TRY(wk_collectives_wait(net)); /* the synchronisation below blocks */
   if (!net->flag) WK_TRY(wk_cuda_malloc((void **)&net->flag, sizeof(int)));
   int bad = 0;
   WK_CUDA_TRY(cudaMemsetAsync(net->flag, 0, sizeof(int), net->stream));
@@ -2151,6 +2164,7 @@ wk_status wk_cudanet_optim_step(wk_gpu_net *net, const wk_gpu_optim *o) {
   WK_TRY(wk_optim_check(net, o));
   WK_CUDA_TRY(cudaSetDevice(net->device));
   if (o->n_segments == 0) return WK_OK; /* everything frozen */
+  WK_TRY(wk_collectives_wait(net)); /* the pageable copy and the synchronisation block */
   if (!net->segs_dev) /* the device's first: a failure leaves neither made */
     WK_TRY(wk_cuda_malloc((void **)&net->segs_dev, np * sizeof *net->segs_dev));
   if (!net->segs_host) {
@@ -2450,11 +2464,11 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->drop = s->drop; /* backward's dropout reads its first sample */
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
-  net->fwd_collectives = false;
+  net->collectives = net->bwd_collectives = false;
   net->step_collectives = true;
   const wk_status run = wk_step_run(net, s, st, r, &warming);
   /* the gradients' all-reduce and the check's, after synchronised batchnorm's */
-  net->fwd_collectives |= net->comm != NULL;
+  net->collectives |= net->comm != NULL;
   /* the captured conversion marked the 16-bit weights current, but the step
    * may have failed after the update changed the weights: make them again */
   net->wh_stale = true;
@@ -2473,7 +2487,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
    * before the copies below wait without one */
   if (net->comm) {
     WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));
-    net->fwd_collectives = net->step_collectives = false;
+    wk_collectives_ran(net);
   }
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);
