@@ -15,6 +15,12 @@
 #   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only
 #   WK_GPU_CHECK=bench bash scripts/gpu_check.sh   build (kept from a previous
 #                                                  call) and benchmarks only
+#   WK_GPU_CHECK=sanitize bash scripts/gpu_check.sh   build, then NVIDIA's compute-
+#       sanitizer (memcheck, racecheck, synccheck, initcheck) over the kernel tests
+#       and memcheck over a few whole networks; OUT_DIR/sanitize_*.txt
+#   WK_GPU_CHECK_EMU=1 WK_GPU_CHECK=tests|sanitize bash scripts/gpu_check.sh   a dry run
+#       of the script on a machine without a GPU, on whisker's host fakes (the sanitize
+#       phase then needs a stand-in compute-sanitizer on PATH)
 #   WK_GPU_CHECK=finetune bash scripts/gpu_check.sh   end to end: fine-tuning
 #       dogs-vs-cats on the GPU with the real loader (scripts/finetune_dogs_vs_cats.sh
 #       on .device-data/, made here by scripts/gpu_data.sh: carry both
@@ -90,18 +96,34 @@ if [ -d "$root/.gpudeps" ] && { [ -n "${WK_FORCE_DEPS:-}" ] || ! pkg-config --ex
   echo "dependencies unpacked into $prefix"
 fi
 
+phase="${WK_GPU_CHECK:-all}"
+targets=(whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net wkt_stop_at)
+plugin="$build/libwhisker-cuda.so"
+ops_test=test_gpu_ops # every kernel against the CPU, linked with the CUDA libraries
+if [ -n "${WK_GPU_CHECK_EMU:-}" ]; then
+  # a dry run of this script where there is no GPU: whisker's host fakes of CUDA, cuDNN,
+  # cuBLAS and NCCL (tests/emu/fake) stand in for the libraries, one emulated device. It
+  # shows the script's own flow works, nothing about a GPU; no benchmarks (the fakes run
+  # every kernel on the CPU, in double)
+  case "$phase" in tests|sanitize) ;; *) echo "gpu_check: WK_GPU_CHECK_EMU runs the tests or sanitize phase only"; exit 2 ;; esac
+  targets+=(whisker_cuda_emu_plugin test_gpu_ops_fake)
+  ops_test=test_gpu_ops_fake # the same tests linked with the fakes
+  plugin="$build/libwhisker-cuda-emu.so"
+  export WK_FAKE_DEVICES=1 WK_FAKE_LAZY=1
+  echo "== WK_GPU_CHECK_EMU: a dry run on emulated devices (tests/emu/fake), not a GPU check"
+fi
+
 start=$(date +%s)
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 # warnings stay in the log but fail nothing: this compiler is not CI's GCC 12
 cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DWHISKER_MPI=OFF \
   -DWHISKER_WERROR=OFF "${cuda_args[@]}" || { echo "gpu_check: configure failed"; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net wkt_stop_at \
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" \
   || { echo "gpu_check: build failed"; exit 1; }
 echo "== built in $(( $(date +%s) - start )) s"
 
 rc=0
-phase="${WK_GPU_CHECK:-all}"
-export CK_FORK=no WHISKER_CUDA_PLUGIN="$build/libwhisker-cuda.so"
+export CK_FORK=no WHISKER_CUDA_PLUGIN="$plugin"
 if [ "$phase" = finetune ]; then
   d="$root/.device-data"
   [ -d "$d/dogs-vs-cats/train" ] || { echo "gpu_check: no $d: run scripts/gpu_data.sh where the data is and carry .device-data"; exit 1; }
@@ -138,8 +160,36 @@ EOF
   echo "== gpu_check (finetune) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
   exit $rc
 fi
+if [ "$phase" = sanitize ]; then
+  # NVIDIA's compute-sanitizer over whisker's kernels (test_gpu_ops: each kernel against the
+  # CPU) and a few whole networks (cuDNN's and cuBLAS's kernels checked too): out-of-bounds and
+  # misaligned accesses (memcheck), shared-memory races (racecheck), barrier misuse
+  # (synccheck), reads of device memory never written (initcheck; without the NaN poison,
+  # which writes every buffer). It needs a runtime that lets it in (KINDS.md: Firecracker
+  # machines do, gVisor ones do not).
+  cs=$(command -v compute-sanitizer || ls "$cuda_root"/bin/compute-sanitizer \
+    "$cuda_root"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+  [ -n "$cs" ] || { echo "gpu_check: no compute-sanitizer beside nvcc"; exit 1; }
+  # sanitize NAME TOOL TEST [POISON]: one run, its result line, rc=1 on any finding
+  sanitize() {
+    if ! room 60; then skipped "compute-sanitizer $2 on $1" 60; return; fi
+    echo "== compute-sanitizer --tool $2: $1"
+    WHISKER_GPU_POISON="${4:-1}" CK_TAP_LOG_FILE_NAME=- timeout -k 10 "$(( $(left) < 240 ? $(left) : 240 ))" \
+      "$cs" --tool "$2" --error-exitcode 99 --print-limit 20 "$build/tests/$3" > "$out/sanitize_$1_$2.txt" 2>&1
+    local r=$?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^(not )?ok" "$out/sanitize_$1_$2.txt" | tail -4
+    echo "== compute-sanitizer --tool $2: $1 exit $r"
+    [ "$r" -eq 0 ] || rc=1
+  }
+  for tool in memcheck racecheck synccheck; do sanitize ops "$tool" "$ops_test"; done
+  sanitize ops initcheck "$ops_test" 0
+  WKT_GPU_NET_ONLY=test_smallcnn,test_misc_ops,test_sync_bn_fp32,test_device_loss_fp32,test_device_step_adamw \
+    sanitize nets memcheck test_gpu_net
+  echo "== gpu_check (sanitize) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo clean || echo FINDINGS)"
+  exit $rc
+fi
 if [ "$phase" != bench ]; then
-for t in test_gpu_ops test_gpu_net; do
+for t in "$ops_test" test_gpu_net; do
   echo "== $t"
   # NaN-filled buffers, as ctest runs them; each result printed as it comes (TAP), so a
   # suite cut short by its timeout still shows what finished
