@@ -2465,7 +2465,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
   net->collectives = net->bwd_collectives = false;
-  net->step_collectives = true;
+  net->step_collectives = net->comm != NULL; /* names what the waits below wait for */
   const wk_status run = wk_step_run(net, s, st, r, &warming);
   /* the gradients' all-reduce and the check's, after synchronised batchnorm's */
   net->collectives |= net->comm != NULL;
