@@ -165,8 +165,8 @@ if [ "$phase" = sanitize ]; then
   # CPU) and a few whole networks (cuDNN's and cuBLAS's kernels checked too): out-of-bounds and
   # misaligned accesses (memcheck), shared-memory races (racecheck), barrier misuse
   # (synccheck), reads of device memory never written (initcheck; without the NaN poison,
-  # which writes every buffer). It needs a runtime that lets it in (KINDS.md: Firecracker
-  # machines do, gVisor ones do not).
+  # which writes every buffer). It needs a runtime that lets it in (the device tool's
+  # KINDS.md: Firecracker machines do, gVisor ones did not).
   cs=$(command -v compute-sanitizer || ls "$cuda_root"/bin/compute-sanitizer \
     "$cuda_root"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
   [ -n "$cs" ] || { echo "gpu_check: no compute-sanitizer beside nvcc"; exit 1; }
