@@ -142,9 +142,10 @@ static void wk_cache_put(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *v,
   pthread_mutex_unlock(&a->lock);
 }
 
-static void wk_cache_fell_back(wk_gpu_algos *a) {
+/* Counts one event in a->stats (*counter is one of its fields), under the lock. */
+static void wk_cache_count(wk_gpu_algos *a, int64_t *counter) {
   pthread_mutex_lock(&a->lock);
-  a->stats.fell_back++;
+  (*counter)++;
   pthread_mutex_unlock(&a->lock);
 }
 
@@ -334,11 +335,7 @@ static wk_status wk_heuristic_pick(const wk_conv_choice *c, wk_conv_dir d, const
     bool ok = false;
     WK_TRY(wk_ws_query(c, d, &p[k], &bytes, &ok));
     if (!ok || bytes > c->ws_limit) {
-      if (c->cache) {
-        pthread_mutex_lock(&c->cache->lock);
-        c->cache->stats.refused++;
-        pthread_mutex_unlock(&c->cache->lock);
-      }
+      if (c->cache) wk_cache_count(c->cache, &c->cache->stats.refused);
       continue;
     }
     *out = wk_algo_of(&p[k]);
@@ -455,7 +452,7 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
       *found = true;
       return WK_OK;
     }
-    wk_cache_fell_back(c->cache);
+    wk_cache_count(c->cache, &c->cache->stats.fell_back);
   }
   WK_TRY(wk_heuristic_pick(c, d, p, got, out, found));
   if (*found) {

@@ -199,11 +199,10 @@ struct wk_gpu_net {
    * channel (2 x the widest batchnorm's doubles) and their chunks'
    * (WK_BN_SUM_CHUNKS times) */
   bool sync_bn;
-  bool collectives;      /* a forward, backward or step in one call queued some on the
-                          * compute stream that no wait has seen run yet
-                          * (wk_collectives_wait) */
-  bool step_collectives; /* ... a step in one call */
-  bool bwd_collectives;  /* ... a backward (else a forward with synchronised batchnorm) */
+  const char *collectives; /* what queued collectives on the compute stream that no
+                            * wait has seen run yet (a forward with synchronised
+                            * batchnorm, a backward, a step in one call), the name
+                            * wk_collectives_wait's error gives it; NULL: none */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
@@ -1280,7 +1279,8 @@ static wk_status wk_own_bn_forward(wk_gpu_net *net, int i, const void *x, void *
   WK_TRY(wk_bn_rows(net, i, &rows, &c, &total));
   const wk_store_kind k = wk_store(net);
   static const char what[] = "batchnorm statistics (whisker's kernels)";
-  net->collectives |= net->sync_bn;
+  if (net->sync_bn && !net->collectives)
+    net->collectives = "a forward with synchronised batchnorm";
   net->own_runs++;
   s->bn_ran_own = true;
   WK_TRY(wk_kernel_try(wk_launch_bn_sums(k, rows, c, x, NULL, net->sync_partial, net->sync_sums,
@@ -1499,11 +1499,6 @@ static size_t wk_input_bytes(const wk_gpu_net *net, bool u8, int64_t n) {
   return (size_t)(n * net->numel[0]) * (u8 ? 1 : sizeof(float));
 }
 
-static void wk_collectives_ran(wk_gpu_net *net) {
-  /* a wait saw the stream run them: later waits need no deadline until more are queued */
-  net->collectives = net->step_collectives = net->bwd_collectives = false;
-}
-
 /* Where a forward (synchronised batchnorm), a backward or a step in one call
  * queued collectives that no wait has seen run, waits for the compute stream
  * by polling with the communicator's deadline: a peer that died must not hang
@@ -1512,11 +1507,8 @@ static void wk_collectives_ran(wk_gpu_net *net) {
  * calls it first. */
 static wk_status wk_collectives_wait(wk_gpu_net *net) {
   if (!net->comm || !net->collectives) return WK_OK;
-  WK_TRY(wk_gpucomm_wait(net->comm, net->stream,
-                         net->step_collectives  ? "the training step"
-                         : net->bwd_collectives ? "the gradient all-reduce"
-                                                : "a forward with synchronised batchnorm"));
-  wk_collectives_ran(net);
+  WK_TRY(wk_gpucomm_wait(net->comm, net->stream, net->collectives));
+  net->collectives = NULL; /* seen run: later waits need no deadline until more are queued */
   return WK_OK;
 }
 
@@ -1943,16 +1935,14 @@ static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss
 static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss) {
   /* the gradients' buckets (and synchronised batchnorm's sums) go out as backward
    * is queued: should it fail part-way, the next wait still has the deadline */
-  if (net->comm) net->collectives = net->bwd_collectives = true;
+  if (net->comm) net->collectives = "the gradient all-reduce";
   WK_TRY(wk_backward_queue(net, dy, dloss, NULL, NULL));
   if (!net->comm) {
     WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
     return WK_OK;
   }
   WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
-  WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the gradient all-reduce"));
-  wk_collectives_ran(net); /* the forward's ran before */
-  return WK_OK;
+  return wk_collectives_wait(net); /* the forward's ran before */
 }
 
 wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
@@ -2464,11 +2454,10 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
   net->drop = s->drop; /* backward's dropout reads its first sample */
   net->xent_smoothing = s->xent.smoothing;
   wk_graph_slot *warming = NULL;
-  net->collectives = net->bwd_collectives = false;
-  net->step_collectives = net->comm != NULL; /* names what the waits below wait for */
+  net->collectives = NULL;
   const wk_status run = wk_step_run(net, s, st, r, &warming);
   /* the gradients' all-reduce and the check's, after synchronised batchnorm's */
-  net->collectives |= net->comm != NULL;
+  if (net->comm) net->collectives = "the training step";
   /* the captured conversion marked the 16-bit weights current, but the step
    * may have failed after the update changed the weights: make them again */
   net->wh_stale = true;
@@ -2487,7 +2476,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
    * before the copies below wait without one */
   if (net->comm) {
     WK_TRY(wk_gpucomm_wait(net->comm, net->stream, "the training step"));
-    wk_collectives_ran(net);
+    net->collectives = NULL;
   }
   /* what comes back, after it */
   wk_step_back *back = wk_host_back(net);

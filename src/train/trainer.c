@@ -265,6 +265,11 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
   return wk_net_gpu_optim_step(net, &o);
 }
 
+/* $WHISKER_CUDA_GRAPH=1, which graphs honour on one GPU only. */
+static bool wk_graphs_asked(const wk_trainer *t) {
+  return !t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH");
+}
+
 /* Whether the step on the device runs as one call (cuda/cuda.h), so the
  * device runs dry once per step (the host waiting for the loss) rather than
  * four times (the loss after the forward, the end of backward, the
@@ -274,11 +279,6 @@ static wk_status wk_device_update(wk_trainer *t, double lr, float loss, bool pro
  * $WHISKER_GPU_FUSED_STEP=0 asks for the stepwise calls anyway (to compare),
  * unless $WHISKER_CUDA_GRAPH=1, whose graphs capture the one call (one GPU,
  * no data parallelism). */
-/* $WHISKER_CUDA_GRAPH=1, which graphs honour on one GPU only. */
-static bool wk_graphs_asked(const wk_trainer *t) {
-  return !t->ddp && wk_env_is_1("WHISKER_CUDA_GRAPH");
-}
-
 static bool wk_fused_wanted(const wk_trainer *t, bool on_device) {
   if (!on_device || !wk_loss_on_device(t) || (t->ddp && !wk_ddp_nccl(t->ddp))) return false;
   const bool stepwise = (wk_trainer_gpu_mode() & WK_GPU_MODE_STEPWISE) != 0;
