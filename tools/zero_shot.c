@@ -11,6 +11,9 @@
  *   sum:    the group with the largest total probability (never abstains);
  *   within: the top class among the groups' classes only, mapped (never
  *           abstains).
+ * --dump FILE writes the dataset's labels (int32, one per image) then every
+ * image's probabilities (float32, n x classes), native byte order, for
+ * averaging several views (scripts/zero_shot_tencrop.py).
  * Uses the model's evaluation preprocessing (wk_predict_dataset). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,11 +62,13 @@ static bool wk_zs_in(const wk_zs_group *g, int k) {
 static void wk_zs_usage(void) {
   fprintf(stderr, "usage: wk_zero_shot MODEL DATA_DIR NAME=LO-HI[,LO-HI...] ... "
                   "[--batch 32] [--workers 2]\n"
+                  "  [--dump FILE]: labels (int32) then probabilities (float32, n x classes)\n"
                   "  [--resize N]: shorter side to N before the centre crop (default: the model's)\n");
 }
 
 int main(int argc, char **argv) {
   int resize = 0;
+  const char *dump = NULL;
   wk_zs_group groups[WK_ZS_MAX_GROUPS];
   int n_groups = 0, batch = 32, workers = 2;
   const char *pos[2] = {NULL, NULL};
@@ -73,6 +78,8 @@ int main(int argc, char **argv) {
       batch = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--resize") && i + 1 < argc) {
       resize = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
+      dump = argv[++i];
     } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
       workers = atoi(argv[++i]);
     } else if (strchr(argv[i], '=') && n_groups < WK_ZS_MAX_GROUPS) {
@@ -119,6 +126,16 @@ int main(int argc, char **argv) {
   } else {
     const int64_t n = wk_dataset_size(ds);
     const int k = meta.n_classes;
+    if (dump) {
+      FILE *df = fopen(dump, "wb");
+      bool ok = df && fwrite(labels, sizeof *labels, (size_t)n, df) == (size_t)n &&
+                fwrite(probs, sizeof *probs, (size_t)(n * k), df) == (size_t)(n * k);
+      if (df && fclose(df) != 0) ok = false;
+      if (!ok) {
+        fprintf(stderr, "wk_zero_shot: cannot write %s\n", dump);
+        s = WK_ERR_IO;
+      }
+    }
     int64_t ok_argmax = 0, ok_sum = 0, ok_within = 0, outside = 0, counted = 0;
     for (int64_t i = 0; i < n; i++) {
       const float *p = probs + i * k;
