@@ -1900,57 +1900,72 @@ END_TEST
  * convolution's three, less the stem's backward-data, which never runs),
  * takes the second with the workspace cuDNN's query gives, and trains four
  * SGD steps bit for bit as with an honest ranking. Taking the ranking on
- * trust, the first step fails. */
-static void wkt_heuristic_run(bool lies, float *losses, float **weights, int64_t *n_elems,
+ * trust, the first step fails. wkt_heuristic_run sets the fake's `fault`
+ * variable (NULL: none) to 1 for its run, chooses algorithms by `algo`
+ * ($WHISKER_CUDNN_ALGO) and trains its four steps at batches 3, 3, 3, 3 or,
+ * with `resize`, 3, 2, 3, 2 (each change of batch chooses again); *st1:
+ * the algorithm statistics after step 1, *st after step 4. */
+static void wkt_heuristic_run(const char *fault, const char *algo, bool resize, float *losses,
+                              float **weights, int64_t *n_elems, wk_gpu_algo_stats *st1,
                               wk_gpu_algo_stats *st, int *n_conv) {
-  if (lies) setenv("WK_FAKE_CUDNN_HEURISTIC_LIES", "1", 1);
+  if (fault) setenv(fault, "1", 1);
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *net = wkt_resnet18(ctx);
   wkt_perturb(net);
-  wkt_algo_gpu(net, "heuristic");
+  wkt_algo_gpu(net, algo);
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
   *n_conv = 0;
   for (int i = 0; i < wk_net_n_nodes(net); i++) *n_conv += wk_net_node(net, i)->op == WK_NODE_CONV;
-  const int batch = 3;
   const int64_t f = wk_net_output_features(net);
-  const int64_t xs[4] = {batch, h, w, c}, ls[1] = {batch};
-  wk_tensor x = wkt_tensor(WK_F32, 4, xs), labels = wkt_tensor(WK_I32, 1, ls);
-  wkt_fill_f32(x.data, wk_tensor_numel(&x), 7, -1.0f, 1.0f);
-  for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % f);
+  wk_tensor x[2], labels[2];
+  for (int b = 0; b < 2; b++) { /* batches of 3 and 2 */
+    const int64_t xs[4] = {3 - b, h, w, c}, ls[1] = {3 - b};
+    x[b] = wkt_tensor(WK_F32, 4, xs);
+    labels[b] = wkt_tensor(WK_I32, 1, ls);
+    wkt_fill_f32(x[b].data, wk_tensor_numel(&x[b]), 7 + (uint64_t)b, -1.0f, 1.0f);
+    for (int i = 0; i < 3 - b; i++) ((int32_t *)labels[b].data)[i] = (int32_t)(i % f);
+  }
   wk_train_config tc = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
                         .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 4), .seed = 1};
   wk_trainer *t;
   ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
-  for (int k = 0; k < 4; k++)
-    ck_assert_msg(wk_trainer_step(t, &x, &labels, &losses[k], NULL) == WK_OK,
-                  "step %d with %s ranking: %s", k + 1, lies ? "a lying" : "an honest",
-                  wk_last_error());
+  for (int k = 0; k < 4; k++) {
+    const int b = resize ? k % 2 : 0;
+    ck_assert_msg(wk_trainer_step(t, &x[b], &labels[b], &losses[k], NULL) == WK_OK,
+                  "step %d with %s: %s", k + 1, fault ? fault : "no fault", wk_last_error());
+    if (k == 0) *st1 = wkt_algo_stats(ctx);
+  }
   *st = wkt_algo_stats(ctx);
   *n_elems = (int64_t)wk_net_n_elems(net);
   *weights = malloc((size_t)*n_elems * sizeof **weights);
   ck_assert_ptr_nonnull(*weights);
   memcpy(*weights, wk_net_weights(net), (size_t)*n_elems * sizeof **weights);
   wk_trainer_destroy(t);
-  wk_tensor_free(&x);
-  wk_tensor_free(&labels);
+  for (int b = 0; b < 2; b++) {
+    wk_tensor_free(&x[b]);
+    wk_tensor_free(&labels[b]);
+  }
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);
-  unsetenv("WK_FAKE_CUDNN_HEURISTIC_LIES");
+  if (fault) unsetenv(fault);
 }
 
 START_TEST(test_heuristic_lies) {
   float lh[4], ll[4], *wh, *wl;
   int64_t nh, nl;
-  wk_gpu_algo_stats sh, sl;
+  wk_gpu_algo_stats sh, sl, s1;
   int n_conv;
-  wkt_heuristic_run(false, lh, &wh, &nh, &sh, &n_conv);
-  wkt_heuristic_run(true, ll, &wl, &nl, &sl, &n_conv);
+  wkt_heuristic_run(NULL, "heuristic", false, lh, &wh, &nh, &s1, &sh, &n_conv);
+  wkt_heuristic_run("WK_FAKE_CUDNN_HEURISTIC_LIES", "heuristic", false, ll, &wl, &nl, &s1, &sl,
+                    &n_conv);
   printf("heuristic lies: resnet18, %d convolutions: %lld entries passed over (honest ranking: "
          "%lld); losses %.8g .. %.8g\n", n_conv, (long long)sl.refused, (long long)sh.refused,
          (double)ll[0], (double)ll[3]);
   ck_assert_int_eq(sh.refused, 0);
+  ck_assert_int_eq(sh.exec_refused, 0);
   ck_assert_int_eq(sl.refused, 3 * n_conv - 1);
+  ck_assert_int_eq(sl.exec_refused, 0);
   ck_assert_int_eq(nh, nl);
   for (int k = 0; k < 4; k++)
     ck_assert_msg(memcmp(&lh[k], &ll[k], sizeof lh[k]) == 0, "step %d: loss %.9g, honest %.9g",
@@ -1959,6 +1974,59 @@ START_TEST(test_heuristic_lies) {
                 "the weights after 4 steps differ from the honest ranking's");
   free(wh);
   free(wl);
+}
+END_TEST
+
+/* Emulated device only: an algorithm that cuDNN's ranking and workspace
+ * query accept can still be refused by the call itself (nothing documented
+ * rules it out). The fake's $WK_FAKE_CUDNN_EXEC_REFUSES=1 refuses, at the
+ * call, with CUDNN_STATUS_NOT_SUPPORTED_SHAPE, the algorithm its heuristics
+ * rank first, which is also the one its timing finds fastest. resnet18 meets
+ * one refusal per convolution and direction (every convolution's three, less
+ * the stem's backward-data) at each choice that takes that algorithm,
+ * replaces it with the ranking's next, growing the workspace that one needs,
+ * and trains four SGD steps bit for bit as with calls that refuse nothing
+ * (the fake's algorithms all compute the same loops). Timed, at batches 3,
+ * 2, 3, 2: a timing can pass an algorithm the call then refuses (it runs on
+ * other buffers, whose alignment can differ), and the fake's does. Step 1
+ * meets the same refusals; at batch 2 only the convolutions whose shape was
+ * timed there meet one (the others take the kept choice, which they have
+ * passed over already), and steps 3 and 4 meet none. Without the
+ * replacement, step 1 fails. */
+static void wkt_exec_refusal(const char *algo, bool resize) {
+  float lh[4], lr[4], *wh, *wr;
+  int64_t nh, nr;
+  wk_gpu_algo_stats sh, sr, s1h, s1r;
+  int n_conv;
+  wkt_heuristic_run(NULL, algo, resize, lh, &wh, &nh, &s1h, &sh, &n_conv);
+  wkt_heuristic_run("WK_FAKE_CUDNN_EXEC_REFUSES", algo, resize, lr, &wr, &nr, &s1r, &sr,
+                    &n_conv);
+  printf("refused when called (%s%s): resnet18, %d convolutions: %lld replaced in step 1, %lld "
+         "in all (%lld shapes and directions timed after step 1); losses %.8g .. %.8g\n", algo,
+         resize ? ", batches 3, 2, 3, 2" : "", n_conv, (long long)s1r.exec_refused,
+         (long long)sr.exec_refused, (long long)(sr.timed - s1r.timed), (double)lr[0],
+         (double)lr[3]);
+  ck_assert_int_eq(sh.exec_refused, 0);
+  ck_assert_int_eq(s1r.exec_refused, 3 * n_conv - 1);
+  ck_assert_int_eq(sr.exec_refused - s1r.exec_refused, sr.timed - s1r.timed);
+  if (resize) ck_assert_int_gt(sr.timed - s1r.timed, 0);
+  ck_assert_int_eq(sr.refused, 0); /* the query accepted every one */
+  ck_assert_int_eq(nh, nr);
+  for (int k = 0; k < 4; k++)
+    ck_assert_msg(memcmp(&lh[k], &lr[k], sizeof lh[k]) == 0, "step %d: loss %.9g, honest %.9g",
+                  k + 1, (double)lr[k], (double)lh[k]);
+  ck_assert_msg(memcmp(wh, wr, (size_t)nh * sizeof *wh) == 0,
+                "the weights after 4 steps differ from those of calls that refuse nothing");
+  free(wh);
+  free(wr);
+}
+
+START_TEST(test_exec_refusal) {
+  wkt_exec_refusal("heuristic", false);
+}
+END_TEST
+START_TEST(test_exec_refusal_timed) {
+  wkt_exec_refusal("find", true);
 }
 END_TEST
 
@@ -2166,6 +2234,8 @@ int main(void) {
       wkt_add(tc, test_step_budget);
       wkt_add(tc, test_graph_launch_fails);
       wkt_add(tc, test_heuristic_lies);
+      wkt_add(tc, test_exec_refusal);
+      wkt_add(tc, test_exec_refusal_timed);
     }
   } else {
     wkt_add(tc, test_no_device_is_clean);

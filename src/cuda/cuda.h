@@ -56,6 +56,9 @@ typedef struct wk_gpu_algo_stats {
                       * for the shape (counted in reused when it comes back) */
   int64_t refused;   /* heuristic entries passed over: cuDNN's workspace query refused
                       * the algorithm, or asked for more than the limit */
+  int64_t exec_refused; /* chosen algorithms cuDNN refused when called although the query
+                         * accepted them: passed over from then on for that convolution
+                         * and direction, the heuristics' next choice taken instead */
 } wk_gpu_algo_stats;
 
 /* An empty cache (host memory only: no device is touched). */

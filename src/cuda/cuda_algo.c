@@ -22,6 +22,10 @@
  * the workspace limit. The networks of a context share one, so a second
  * network, or a batch size seen before, takes the kept choice.
  *
+ * An algorithm a convolution's call refused (cuda_net.c's wk_conv_refused)
+ * is in the caller's skip set: the heuristics pass it over, and a kept
+ * choice that is one gives way to them for that caller (untimed).
+ *
  * A timing that cannot run falls back to the heuristics' choice and is
  * counted (wk_gpu_algo_stats.fell_back): cuDNN says the case is not
  * supported, or there is no device memory for the workspace or for cuDNN's
@@ -149,6 +153,10 @@ static void wk_cache_count(wk_gpu_algos *a, int64_t *counter) {
   pthread_mutex_unlock(&a->lock);
 }
 
+void wk_cudaalgos_count_exec_refused(wk_gpu_algos *a) {
+  if (a) wk_cache_count(a, &a->stats.exec_refused);
+}
+
 /* The key of direction d of c, read back from the descriptors. */
 static wk_status wk_key_make(const wk_conv_choice *c, wk_conv_dir d, wk_conv_key *k) {
   memset(k, 0, sizeof *k);
@@ -208,6 +216,11 @@ static bool wk_math_ok(const wk_conv_choice *c, cudnnMathType_t m) {
 static bool wk_usable(const wk_conv_choice *c, const wk_algo_perf *p) {
   return p->status == CUDNN_STATUS_SUCCESS && p->memory <= c->ws_limit &&
          wk_math_ok(c, p->math) && (!c->deterministic || p->determinism == CUDNN_DETERMINISTIC);
+}
+
+/* Whether the caller passes over algorithm `algo` (wk_conv_choice.skip). */
+static bool wk_skipped(const wk_conv_choice *c, int algo) {
+  return algo >= 0 && algo < 32 && (c->skip >> algo & 1u);
 }
 
 static wk_conv_algo wk_algo_of(const wk_algo_perf *p) {
@@ -331,6 +344,7 @@ static wk_status wk_heuristic_pick(const wk_conv_choice *c, wk_conv_dir d, const
   *found = false;
   for (int k = 0; k < got; k++) {
     if (!wk_usable(c, &p[k])) continue;
+    if (wk_skipped(c, p[k].algo)) continue;
     size_t bytes = 0;
     bool ok = false;
     WK_TRY(wk_ws_query(c, d, &p[k], &bytes, &ok));
@@ -427,9 +441,11 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   *found = false;
   *timed = false;
   wk_conv_key key;
+  bool kept = false; /* a kept choice the caller passes over: the heuristics', untimed */
   if (c->find) {
     WK_TRY(wk_key_make(c, d, &key));
-    if (wk_cache_get(c->cache, &key, out)) {
+    kept = wk_cache_get(c->cache, &key, out);
+    if (kept && !wk_skipped(c, out->algo)) {
       *found = true;
       return WK_OK;
     }
@@ -441,7 +457,7 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   for (int k = 0; k < got; k++)
     if (wk_usable(c, &p[k]) && p[k].memory > ws_need) ws_need = p[k].memory;
   bool for_good = false;
-  if (c->find) {
+  if (c->find && !kept) {
     bool ok = false;
     wk_conv_algo t;
     *timed = true;

@@ -149,6 +149,8 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
 wk_status wk_cudaalgos_create(wk_gpu_algos **out);
 void wk_cudaalgos_destroy(wk_gpu_algos *a);
 wk_status wk_cudaalgos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out);
+/* Counts a chosen algorithm cuDNN refused when called (exec_refused). */
+void wk_cudaalgos_count_exec_refused(wk_gpu_algos *a);
 
 typedef enum { WK_CONV_FWD, WK_CONV_BWD_DATA, WK_CONV_BWD_FILTER } wk_conv_dir;
 
@@ -175,6 +177,8 @@ typedef struct wk_conv_choice {
   size_t ws_limit;     /* bytes; no algorithm needing more is chosen */
   bool find;           /* time, through the cache, rather than take the heuristics' choice */
   bool deterministic;  /* only algorithms cuDNN calls deterministic (no atomics) */
+  uint32_t skip;       /* heuristics: algorithms to pass over (bit 1 << algo), those
+                        * cuDNN refused when called; a timed or kept choice ignores it */
   wk_gpu_algos *cache;
   /* timing only: device buffers of the descriptors' sizes that the timed
    * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the

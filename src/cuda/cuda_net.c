@@ -153,6 +153,8 @@ typedef struct wk_gnode {
   cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
+  uint32_t refused[3]; /* per direction, algorithms cuDNN refused when called (bit 1 << algo):
+                        * the heuristics pass them over from then on (wk_conv_refused) */
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
   bool bn_own;     /* whisker's kernels (syncbn.cu) for it: cuDNN refused it (16 bits) or
@@ -842,6 +844,8 @@ static void wk_timing_buffers(wk_gpu_net *net, int i, wk_conv_choice *c) {
   c->dw_data = wk_half(net) ? (void *)net->bdw : (void *)net->find_dw;
 }
 
+static const char *const wk_conv_dir_names[3] = {"forward", "backward-data", "backward-filter"};
+
 /* Convolution i's algorithms and their math types for the batch the
  * descriptors describe (cuda_algo.c): forward, and with `backward` the two
  * backward ones; by timing when `find`; *need grows to the largest
@@ -859,18 +863,18 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
                       .deterministic = net->deterministic, .cache = net->algos,
                       .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
   if (find) wk_timing_buffers(net, i, &c);
-  static const char *const what[3] = {"forward", "backward-data", "backward-filter"};
   wk_conv_algo a[3] = {{0}};
   for (int d = 0; d < (backward ? 3 : 1); d++) {
     /* a convolution of the network's input never computes an input gradient
      * (wk_backward_node): nothing to choose, time or find room for */
     if (d == WK_CONV_BWD_DATA && n->in[0] == 0) continue;
     bool found = false, t = false;
+    c.skip = s->refused[d];
     WK_TRY(wk_conv_choose(&c, (wk_conv_dir)d, &a[d], &found, &t));
     *timed |= t;
     if (!found)
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN %s algorithm within %zu MB of "
-                     "workspace%s", n->name, what[d], net->workspace_limit >> 20,
+                     "workspace%s", n->name, wk_conv_dir_names[d], net->workspace_limit >> 20,
                      net->deterministic ? " among those cuDNN calls deterministic "
                                           "($WHISKER_CUDNN_DETERMINISTIC=1)" : "");
     if (a[d].ws_bytes > *need) *need = a[d].ws_bytes;
@@ -882,6 +886,81 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
   s->bwd_data_math = a[WK_CONV_BWD_DATA].math;
   s->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)a[WK_CONV_BWD_FILTER].algo;
   s->bwd_filter_math = a[WK_CONV_BWD_FILTER].math;
+  return WK_OK;
+}
+
+/* cuDNN refused direction d of convolution i when called (e, in the
+ * NOT_SUPPORTED category) although its workspace query had accepted the
+ * algorithm, which nothing in cuDNN's documentation rules out: the algorithm
+ * is passed over for this convolution and direction from now on (also when
+ * timing kept it for the shape: wk_conv_choose) and the heuristics' next
+ * usable choice taken, with room for its workspace, for the caller to call
+ * again (counted in wk_gpu_algo_stats.exec_refused). The replacement is never
+ * one passed over, and each refusal of one not passed over yet adds one, so
+ * the caller's loop ends. It fails with cuDNN's refusal when no choice is
+ * left, or inside a capture when the next choice needs more workspace
+ * (nothing can be allocated there; the step then runs uncaptured, and the
+ * refusal is met and replaced there). */
+static wk_status wk_conv_refused(wk_gpu_net *net, int i, wk_conv_dir d, cudnnStatus_t e) {
+  wk_gnode *s = &net->gn[i];
+  const int algo = d == WK_CONV_FWD        ? (int)s->fwd_algo
+                   : d == WK_CONV_BWD_DATA ? (int)s->bwd_data_algo
+                                           : (int)s->bwd_filter_algo;
+  (void)wk_cudnn_failed(e, "the %s convolution with algorithm %d", wk_conv_dir_names[d], algo);
+  char why[384];
+  snprintf(why, sizeof why, "%s", wk_last_error());
+  if (algo < 0 || algo >= 32) return wk_fail(WK_ERR_BACKEND, "%s", why);
+  enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  WK_CUDA_TRY(cudaStreamIsCapturing(net->stream, &cs));
+  /* the rankings follow the descriptor's math type (wk_pick_algos) */
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
+  const wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
+                            .x = s->x, .y = s->y, .w = s->w, .conv = s->conv,
+                            .tensor_math = net->g.precision != WK_PRECISION_FP32,
+                            .ws_limit = net->workspace_limit, .find = false,
+                            .deterministic = net->deterministic,
+                            .skip = s->refused[d] | 1u << algo, .cache = net->algos,
+                            .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  wk_conv_algo a = {0};
+  bool found = false, timed = false;
+  WK_TRY(wk_conv_choose(&c, d, &a, &found, &timed));
+  if (!found)
+    return wk_fail(WK_ERR_BACKEND, "%s; no other algorithm is left within %zu MB of workspace",
+                   why, net->workspace_limit >> 20);
+  if (cs != cudaStreamCaptureStatusNone && a.ws_bytes > net->workspace_bytes)
+    return wk_fail(WK_ERR_BACKEND, "%s; the next choice's workspace cannot be allocated in a "
+                   "captured step", why);
+  s->refused[d] |= 1u << algo;
+  wk_cudaalgos_count_exec_refused(net->algos);
+  WK_TRY(wk_workspace(net, a.ws_bytes));
+  switch (d) {
+  case WK_CONV_FWD:
+    s->fwd_algo = (cudnnConvolutionFwdAlgo_t)a.algo;
+    s->fwd_math = a.math;
+    break;
+  case WK_CONV_BWD_DATA:
+    s->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)a.algo;
+    s->bwd_data_math = a.math;
+    break;
+  case WK_CONV_BWD_FILTER:
+    s->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)a.algo;
+    s->bwd_filter_math = a.math;
+    break;
+  }
+  return WK_OK;
+}
+
+/* What convolution i's call of direction d answered (e): *again when cuDNN
+ * refused the algorithm and another took its place (wk_conv_refused), for
+ * the caller to call again with it; any other failure is reported. */
+static wk_status wk_conv_answered(wk_gpu_net *net, int i, wk_conv_dir d, cudnnStatus_t e,
+                                  bool *again) {
+  *again = false;
+  if (e == CUDNN_STATUS_SUCCESS) return WK_OK;
+  if (CUDNN_STATUS_CATEGORY(e) != CUDNN_STATUS_NOT_SUPPORTED)
+    return wk_cudnn_failed(e, "the %s convolution", wk_conv_dir_names[d]);
+  WK_TRY(wk_conv_refused(net, i, d, e));
+  *again = true;
   return WK_OK;
 }
 
@@ -1348,10 +1427,15 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
   switch (nd->op) {
   case WK_NODE_CONV:
     if (wk_half(net)) WK_TRY(wk_half_weights(net));
-    WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
-    WK_CUDNN_TRY(cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
-                                         wk_cw(net, nd->param[0]), s->conv, s->fwd_algo,
-                                         net->workspace, net->workspace_bytes, &zero, s->y, y));
+    for (bool again = true; again;) {
+      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
+      WK_TRY(wk_conv_answered(net, i, WK_CONV_FWD,
+                              cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
+                                                      wk_cw(net, nd->param[0]), s->conv,
+                                                      s->fwd_algo, net->workspace,
+                                                      net->workspace_bytes, &zero, s->y, y),
+                              &again));
+    }
     if (nd->param[1] < 0) return WK_OK;
     if (wk_half(net)) return wk_k_bias_add(net, len / nd->out_ch, nd->out_ch,
                                            wk_pw(net, nd->param[1]), y);
@@ -1765,20 +1849,27 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   switch (nd->op) {
   case WK_NODE_CONV: {
     if (half) WK_TRY(wk_half_weights(net));
-    if (need_dx) {
+    for (bool again = need_dx; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
-      WK_CUDNN_TRY(cudnnConvolutionBackwardData(net->cudnn, &one, s->w, wk_cw(net, nd->param[0]),
-                                                s->y, dy, s->conv, s->bwd_data_algo,
-                                                net->workspace, net->workspace_bytes, &one, s->x,
-                                                net->grad[in]));
+      WK_TRY(wk_conv_answered(
+          net, i, WK_CONV_BWD_DATA,
+          cudnnConvolutionBackwardData(net->cudnn, &one, s->w, wk_cw(net, nd->param[0]), s->y,
+                                       dy, s->conv, s->bwd_data_algo, net->workspace,
+                                       net->workspace_bytes, &one, s->x, net->grad[in]),
+          &again));
     }
     if (wk_trainable(net, nd->param[0])) { /* 16 bits: into bdw, then widened */
       const wk_param *pw = &net->params[nd->param[0]];
-      WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
-      WK_CUDNN_TRY(cudnnConvolutionBackwardFilter(
-          net->cudnn, &one, s->x, x, s->y, dy, s->conv, s->bwd_filter_algo, net->workspace,
-          net->workspace_bytes, &zero, s->w,
-          half ? (void *)net->bdw : (void *)(net->grads + pw->offset)));
+      for (bool again = true; again;) {
+        WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
+        WK_TRY(wk_conv_answered(
+            net, i, WK_CONV_BWD_FILTER,
+            cudnnConvolutionBackwardFilter(
+                net->cudnn, &one, s->x, x, s->y, dy, s->conv, s->bwd_filter_algo,
+                net->workspace, net->workspace_bytes, &zero, s->w,
+                half ? (void *)net->bdw : (void *)(net->grads + pw->offset)),
+            &again));
+      }
       if (half)
         WK_TRY(wk_from_half(net, net->bdw, (int64_t)pw->numel, net->grads + pw->offset, false));
     }

@@ -19,6 +19,8 @@
  *   compute:      cudnnConvolutionForward, cudnnConvolutionBackwardData,
  *                 cudnnConvolutionBackwardFilter, cudnnConvolutionBackwardBias,
  *                 cudnnAddTensor, cudnnPoolingForward, cudnnPoolingBackward
+ *                 ($WK_FAKE_CUDNN_EXEC_REFUSES=1: the calls refuse what the queries
+ *                 accept, see wk_conv_call)
  *   fake_cudnn.h: wk_fake_cudnn_dtype, wk_fake_tensor_bytes, wk_fake_cudnn_status
  *
  * Supported: 4-D tensors in NCHW or NHWC, filters in NCHW (KCRS) or NHWC
@@ -1030,6 +1032,18 @@ static cudnnStatus_t wk_conv_call(wk_dir dir, cudnnHandle_t handle, const void *
   cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
   const wk_algo *a = wk_algo_find(dir, algo, &st);
   if (!a) return st;
+  /* $WK_FAKE_CUDNN_EXEC_REFUSES=1: the call refuses, with one of cuDNN 9's
+   * detailed NOT_SUPPORTED codes, the algorithm the heuristics rank first for
+   * these descriptors, which the ranking and the workspace query accept */
+  const char *refuses = getenv("WK_FAKE_CUDNN_EXEC_REFUSES");
+  if (refuses && strcmp(refuses, "1") == 0) {
+    wk_perf list[WK_ALGOS_MAX];
+    const int n = wk_perf_list(dir, &c.g, wk_esize(wd->dtype), cv->math, NULL, list);
+    if (n > 0 && list[0].status == CUDNN_STATUS_SUCCESS && list[0].algo == algo)
+      return wk_fail(CUDNN_STATUS_NOT_SUPPORTED_SHAPE,
+                     "%s: algorithm %d does not support these descriptors "
+                     "($WK_FAKE_CUDNN_EXEC_REFUSES)", fn, algo);
+  }
   const size_t need = wk_ws_bytes(a->ws, &c.g, wk_esize(wd->dtype));
   if (need > workSpaceSizeInBytes)
     return WK_BAD("%s: algorithm %d needs %zu bytes of workspace, %zu given", fn, algo, need,
