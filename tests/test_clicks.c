@@ -277,6 +277,10 @@ START_TEST(test_segment) {
   s = session_at(gap, 5);
   c = (wk_click_window_cfg){.time_s = 2, .stride = 1, .min_events = 2};
   expect_windows(&s, c, (const int[]){0, 2, 3, 5}, 2);
+  /* a step far below the events' spacing: each set of events once, not the
+   * ~10^5 windows between changes (a window repeating the last is not kept) */
+  c = (wk_click_window_cfg){.time_s = 1.5, .stride = 0.001, .min_events = 2};
+  expect_windows(&s, c, (const int[]){0, 2, 1, 3, 3, 5}, 3);
   /* Bad configurations. */
   wk_click_window *w = NULL;
   int64_t n = 0;
@@ -285,6 +289,14 @@ START_TEST(test_segment) {
   c = (wk_click_window_cfg){.events = 4, .stride = 0, .min_events = 2};
   WKT_FAILS(WK_ERR_INVALID_ARG, wk_click_segment(&s, &c, &w, &n));
   c = (wk_click_window_cfg){.events = 4, .stride = 1, .min_events = 1};
+  WKT_FAILS(WK_ERR_INVALID_ARG, wk_click_segment(&s, &c, &w, &n));
+  c = (wk_click_window_cfg){.events = 1, .stride = 1, .min_events = 2};
+  WKT_FAILS(WK_ERR_INVALID_ARG, wk_click_segment(&s, &c, &w, &n));
+  /* a time window, or its step, under 1 ms: once a hang (the window index
+   * overflowed, or the start stood still) */
+  c = (wk_click_window_cfg){.time_s = 1e-20, .stride = 1, .min_events = 2};
+  WKT_FAILS(WK_ERR_INVALID_ARG, wk_click_segment(&s, &c, &w, &n));
+  c = (wk_click_window_cfg){.time_s = 1, .stride = 1e-9, .min_events = 2};
   WKT_FAILS(WK_ERR_INVALID_ARG, wk_click_segment(&s, &c, &w, &n));
   wk_click_session_free(&s);
   wk_click_session empty = {0};

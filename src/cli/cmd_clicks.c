@@ -62,7 +62,8 @@ static int wk_parse_window(const char *cmd, const char *v, wk_click_window_cfg *
   char *end;
   errno = 0;
   double x = strtod(v, &end);
-  if (!errno && end != v && (*end == 's' && end[1] == 0) && x > 0 && x <= 1e6) {
+  if (!errno && end != v && (*end == 's' && end[1] == 0) && x >= WK_CLICK_MIN_WINDOW_S &&
+      x <= 1e6) {
     w->time_s = x;
     w->events = 0;
     return 1;
@@ -72,8 +73,8 @@ static int wk_parse_window(const char *cmd, const char *v, wk_click_window_cfg *
     w->time_s = 0;
     return 1;
   }
-  fprintf(stderr, "whisker %s: --window needs N events (2..10000000) or T seconds (e.g. 2.5s), "
-                  "got '%s'\n", cmd, v);
+  fprintf(stderr, "whisker %s: --window needs N events (2..10000000) or T seconds, 0.001s to "
+                  "1000000s (e.g. 2.5s), got '%s'\n", cmd, v);
   return -1;
 }
 

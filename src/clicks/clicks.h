@@ -36,6 +36,7 @@
 #define WK_CLICK_SENTINEL 65535           /* Balabit's "no position" coordinate */
 #define WK_CLICK_MAX_COORD 16384          /* |x|, |y| beyond this is absurd */
 #define WK_CLICK_MAX_TIME_S 1e9           /* event time beyond this (or < 0) is absurd */
+#define WK_CLICK_MIN_WINDOW_S 1e-3        /* time windows, and their step, at least this */
 #define WK_CLICK_CLOCK_RESET_S 1.0        /* a backward step larger than this is a reset */
 #define WK_CLICK_DEFAULT_MAX_LINE 4096    /* bytes */
 #define WK_CLICK_DEFAULT_MAX_ROWS 20000000
@@ -119,9 +120,11 @@ void wk_click_session_free(wk_click_session *s);
 
 typedef struct wk_click_window_cfg {
   int events;       /* > 0: windows of this many events (time_s must be 0) */
-  double time_s;    /* > 0: windows of this many seconds */
+  double time_s;    /* > 0: windows of this many seconds (1 ms to 1e6 s; the
+                       step, time_s * stride, at least 1 ms too) */
   double stride;    /* step between window starts, as a fraction of the window
-                       length, in (0, 1]; 1 = no overlap */
+                       length, in (0, 1]; 1 = no overlap. A window holding
+                       the same events as the one before is not repeated */
   int min_events;   /* shorter windows are dropped (>= 2; for windows of N
                        events, min(min_events, N)) */
 } wk_click_window_cfg;
