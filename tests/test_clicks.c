@@ -183,7 +183,9 @@ START_TEST(test_number_parser) {
       {"0.0160000000615", 0.0160000000615, true}, {"1e3", 1000, true}, {"+2", 2, true},
       {"1234567890123456789012", 1234567890123456789012.0, true}, {".5", 0.5, true},
       {"", 0, false}, {"-", 0, false}, {"1.2.3", 0, false}, {"abc", 0, false},
-      {"nan", 0, false}, {"1x", 0, false}, {".", 0, false}};
+      {"nan", 0, false}, {"1x", 0, false}, {".", 0, false}, {"inf", 0, false},
+      /* hexadecimal, which strtod reads: not a number in a log */
+      {"0x10", 0, false}, {"0X1p4", 0, false}, {"-0x1.8p1", 0, false}};
   for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
     double v = -1;
     bool ok = wk_click_parse_number(c[i].s, strlen(c[i].s), &v);
@@ -461,6 +463,35 @@ START_TEST(test_cli_render_tree) {
   snprintf(args, sizeof args, "clicks render '%s' --out '%s'", bad, out);
   ck_assert_int_eq(run_cli(args, log), 1);
   ck_assert_int_eq(run_cli("clicks frobnicate", log), 2);
+  ck_assert_int_eq(run_cli("clicks frobnicate --help", log), 2);
+  /* Two inputs whose images would share names (label alice, session_0.csv):
+   * refused before anything is written, not the first overwritten. */
+  char *elsewhere = wkt_join(dir, "elsewhere", NULL), *out2 = wkt_join(dir, "out2", NULL);
+  char *twin_dir = wkt_join(elsewhere, "alice", NULL);
+  char *twin = wkt_join(twin_dir, "session_0.csv", NULL);
+  char *src = wkt_join(users, "alice", "session_0.csv");
+  wkt_mkdir(elsewhere);
+  wkt_mkdir(twin_dir);
+  size_t len = 0;
+  uint8_t *bytes = wkt_read_file(src, &len);
+  wkt_write_file(twin, bytes, len);
+  free(bytes);
+  snprintf(args, sizeof args, "clicks render '%s' '%s' --out '%s' --window 10", users, twin, out2);
+  ck_assert_int_eq(run_cli(args, log), 1);
+  struct stat sb;
+  ck_assert_msg(stat(out2, &sb) != 0, "%s was made", out2);
+  /* A class folder that cannot be made (a file has its name): the run stops,
+   * exit 1, rather than skipping the class as if its inputs were bad. */
+  wkt_mkdir(out2);
+  char *blocker = wkt_join(out2, "alice", NULL);
+  wkt_write_file(blocker, "x", 1);
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --window 10", users, out2);
+  ck_assert_int_eq(run_cli(args, log), 1);
+  /* Sessions that all give no window: nothing written is a failure. */
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --window 1000000 --min-events 1000",
+           users, out);
+  ck_assert_int_eq(run_cli(args, log), 1);
+  free(elsewhere), free(twin_dir), free(out2), free(twin), free(src), free(blocker);
   wkt_rmtree(dir);
   free(dir), free(users), free(bad), free(out), free(log);
 }
@@ -472,6 +503,13 @@ START_TEST(test_cli_eval_and_score) {
   char *dir = wkt_tempdir(), *mini = fixture("mini_balabit");
   char *labels = wkt_join(mini, "labels.csv", NULL), *log = wkt_join(dir, "stdout.txt", NULL);
   char args[8192];
+  /* A labels file of one line, a prefix of its header and no newline: no
+   * rows, exit 1 (its header check once read past the end: ASan's build) */
+  char *stub = wkt_join(dir, "stub_labels.csv", NULL);
+  wkt_write_file(stub, "filename", 8);
+  snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --epochs 1 --models 1", mini, stub);
+  ck_assert_int_eq(run_cli(args, log), 1);
+  free(stub);
   snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --out '%s' --window 32 --size 16 "
            "--epochs 3 --batch 8 --threads 1 --models 2 --json", mini, labels, dir);
   ck_assert_int_eq(run_cli(args, log), 0);

@@ -142,7 +142,7 @@ int wk_cmd_classify(int argc, char **argv) {
   int top = 1, threads = 0, device = WK_DEVICE_CPU;
   bool json = false;
   wk_paths paths = {0};
-  int rc = WK_EXIT_USAGE;
+  int rc = WK_EXIT_USAGE, n_dirs = 0;
   wk_ctx *ctx = NULL;
   wk_net *net = NULL;
   wk_model_meta meta = {0};
@@ -170,12 +170,19 @@ int wk_cmd_classify(int argc, char **argv) {
       goto done;
     }
     struct stat st;
-    if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode) ? wk_add_dir(&paths, argv[i], 8)
-                                                        : wk_paths_add(&paths, argv[i])) {
+    const bool is_dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+    n_dirs += is_dir;
+    if (is_dir ? wk_add_dir(&paths, argv[i], 8) : wk_paths_add(&paths, argv[i])) {
       fprintf(stderr, "whisker classify: %s: cannot read the directory\n", argv[i]);
       rc = WK_EXIT_FAIL;
       goto done;
     }
+  }
+  if (paths.n == 0 && n_dirs > 0) { /* folders, with no photo in them */
+    fprintf(stderr, "whisker classify: no image files (.jpg, .jpeg, .jpe, .jfif, .png) in the folder%s "
+                    "given\n", n_dirs > 1 ? "s" : "");
+    rc = WK_EXIT_FAIL;
+    goto done;
   }
   if (paths.n == 0) {
     fprintf(stderr, "whisker classify: no images given\n");

@@ -41,7 +41,9 @@ static void wk_usage_clicks(FILE *f) {
           "  --scale screen|bbox  map the screen or the window's bounding box (screen)\n"
           "  --screen WxH      screen size for --scale screen (1920x1080)\n"
           "  --pause S         gaps of at least S seconds get a pause mark (0.5)\n"
-          "  --format auto|balabit|csv|jsonl, --max-rows N, --max-line BYTES\n"
+          "  --format auto|balabit|csv|jsonl (auto)\n"
+          "  --max-rows N      more rows refuse the file (20000000; a file is at most 256 MiB)\n"
+          "  --max-line BYTES  longer rows are dropped and counted (4096, at least 64)\n"
           "eval: --epochs N (8) --batch B (64) --lr X (0.003) --arch A (smallcnn) --seed N (1)\n"
           "      --models N (2: an ensemble of N models, seeds seed.., scores averaged)\n"
           "      --threads N\n");
@@ -114,7 +116,7 @@ static int wk_clicks_option(const char *cmd, int argc, char **argv, int *i, wk_c
   if ((r = wk_arg_double(cmd, argc, argv, i, "--stride", 1e-3, 1, &o->cfg.window.stride)))
     return r;
   int max_line = 0, seed = 0;
-  if ((r = wk_arg_int(cmd, argc, argv, i, "--max-line", 16, 1 << 24, &max_line)))
+  if ((r = wk_arg_int(cmd, argc, argv, i, "--max-line", 64, 1 << 24, &max_line)))
     return r < 0 ? r : (o->parse.max_line_bytes = (size_t)max_line, 1);
   if ((r = wk_arg_int(cmd, argc, argv, i, "--seed", 0, 2147483647, &seed)))
     return r < 0 ? r : (o->train.seed = (uint64_t)seed, 1);
@@ -253,10 +255,14 @@ static const char *wk_label_map_find(const wk_label_map *m, const char *name) {
   return NULL;
 }
 
+/* Folder d, made unless it exists (as a folder: a file of that name fails). */
 static wk_status wk_mkdir(const char *d) {
-  if (mkdir(d, 0777) != 0 && errno != EEXIST)
-    return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", d, strerror(errno));
-  return WK_OK;
+  if (mkdir(d, 0777) == 0) return WK_OK;
+  const int e = errno;
+  struct stat st;
+  if (e == EEXIST && stat(d, &st) == 0 && S_ISDIR(st.st_mode)) return WK_OK;
+  return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", d,
+                 strerror(e == EEXIST ? ENOTDIR : e));
 }
 
 typedef struct wk_render_totals {
@@ -264,28 +270,66 @@ typedef struct wk_render_totals {
   int64_t files, files_failed, files_unlabelled, windows;
 } wk_render_totals;
 
+/* The reason most of a session's dropped rows share, for a session that kept none. */
+static const char *wk_main_drop(const wk_click_stats *s) {
+  int top = 0;
+  for (int i = 1; i < WK_CLICK_BAD_COUNT; i++)
+    if (s->bad[i] > s->bad[top]) top = i;
+  return wk_click_bad_name((wk_click_bad)top);
+}
+
+/* One input file into DIR/<label>/<name>_<n>.png. A failure to read or parse
+ * it skips the file (*output false); one to write (a folder, a PNG, a path
+ * too long) is *output true, and ends the run: every later file would meet
+ * it too, and a class would go missing unseen. */
 static wk_status wk_render_one(const wk_clicks_opts *o, const char *path, const char *label,
-                               wk_click_session *s, wk_image *img, wk_render_totals *t) {
+                               wk_click_session *s, wk_image *img, wk_render_totals *t,
+                               bool *output) {
   char dir[4096], out[4096];
+  *output = false;
   wk_status st = wk_click_load(path, &o->parse, s);
   if (st != WK_OK) return st;
   wk_click_stats_add(&t->rows, &s->stats);
+  if (s->stats.rows > 0 && s->stats.kept == 0)
+    WK_LOG_W("%s: none of its %lld rows was kept (mostly %s%s)", path,
+             (long long)s->stats.rows, wk_main_drop(&s->stats),
+             s->stats.bad[WK_CLICK_BAD_ABSURD] == s->stats.rows
+                 ? ": times over 1e9 s, such as Unix times, are refused; give seconds from the "
+                   "session's start"
+                 : "");
   wk_click_window *win = NULL;
   int64_t nw = 0;
   WK_TRY(wk_click_segment(s, &o->cfg.window, &win, &nw));
   if (snprintf(dir, sizeof dir, "%s/%s", o->out, label) >= (int)sizeof dir)
     st = wk_fail(WK_ERR_LIMIT, "%s/%s: path too long", o->out, label);
   if (st == WK_OK && nw > 0) st = wk_mkdir(dir);
+  *output = st != WK_OK;
   for (int64_t i = 0; st == WK_OK && i < nw; i++) {
+    st = wk_click_render(s, win[i], &o->cfg.render, img); /* a failure: the input's */
+    if (st != WK_OK) break;
     if (snprintf(out, sizeof out, "%s/%s_%05lld.png", dir, wk_base(path), (long long)i) >=
         (int)sizeof out)
       st = wk_fail(WK_ERR_LIMIT, "%s: output path too long", path);
-    if (st == WK_OK) st = wk_click_render(s, win[i], &o->cfg.render, img);
     if (st == WK_OK) st = wk_image_write_png(img, out);
+    *output = st != WK_OK;
     if (st == WK_OK) t->windows++;
   }
   free(win);
   return st;
+}
+
+/* Two inputs whose images would have the same names (the same label and file
+ * name, e.g. a/u1/s and b/u1/s): the second would overwrite the first's. The
+ * pair is named in the error. labels[i] is files[i]'s (NULL: not rendered). */
+static wk_status wk_render_clash(char **files, char **labels, int nf) {
+  for (int i = 0; i < nf; i++)
+    for (int j = i + 1; labels[i] && j < nf; j++)
+      if (labels[j] && !strcmp(labels[i], labels[j]) &&
+          !strcmp(wk_base(files[i]), wk_base(files[j])))
+        return wk_fail(WK_ERR_INVALID_ARG, "%s and %s would both be written as %s/%s_*.png: "
+                       "rename one, or render them into different --out folders", files[i],
+                       files[j], labels[i], wk_base(files[i]));
+  return WK_OK;
 }
 
 static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
@@ -299,30 +343,40 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
     return WK_EXIT_USAGE;
   }
   const double t0 = wk_now_s();
-  char **files = NULL, parent[256];
+  char **files = NULL, **file_label = NULL;
   int nf = 0, rc = WK_EXIT_FAIL;
   wk_label_map labels = {0};
   wk_click_session s = {0};
   wk_image img = {0};
   wk_render_totals t = {0};
   if (wk_clicks_collect((const char *const *)pos, n_pos, &files, &nf) != WK_OK ||
-      (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK) || wk_mkdir_p(o->out) != WK_OK)
+      (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK))
     goto done;
+  file_label = calloc(nf ? (size_t)nf : 1, sizeof *file_label);
+  if (!file_label) {
+    wk_fail(WK_ERR_NOMEM, "out of memory for %d file names", nf);
+    goto done;
+  }
   for (int i = 0; i < nf; i++) {
-    const char *label = NULL;
-    if (o->labels) {
-      label = wk_label_map_find(&labels, wk_base(files[i]));
-      if (!label) {
-        t.files_unlabelled++;
-        continue;
-      }
-    } else {
-      wk_parent_name(files[i], parent, sizeof parent);
-      label = parent;
+    char parent[256];
+    const char *label = parent;
+    if (o->labels) label = wk_label_map_find(&labels, wk_base(files[i]));
+    else wk_parent_name(files[i], parent, sizeof parent);
+    if (label && !(file_label[i] = strdup(label))) {
+      wk_fail(WK_ERR_NOMEM, "out of memory for %d file names", nf);
+      goto done;
+    }
+  }
+  if (wk_render_clash(files, file_label, nf) != WK_OK || wk_mkdir_p(o->out) != WK_OK) goto done;
+  for (int i = 0; i < nf; i++) {
+    if (!file_label[i]) {
+      t.files_unlabelled++;
+      continue;
     }
     t.files++;
-    wk_status st = wk_render_one(o, files[i], label, &s, &img, &t);
-    if (st == WK_ERR_NOMEM) goto done;
+    bool output = false;
+    wk_status st = wk_render_one(o, files[i], file_label[i], &s, &img, &t, &output);
+    if (st == WK_ERR_NOMEM || output) goto done;
     if (st != WK_OK) {
       WK_LOG_W("%s; file skipped", wk_last_error());
       t.files_failed++;
@@ -341,12 +395,16 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
            (long long)t.files_unlabelled, (long long)t.windows, o->out, secs);
     wk_print_stats_text(&t.rows);
   }
-  rc = t.files > t.files_failed ? WK_EXIT_OK : WK_EXIT_FAIL;
-  if (rc != WK_EXIT_OK) wk_fail(WK_ERR_FORMAT, "no input file could be rendered");
+  rc = t.windows > 0 ? WK_EXIT_OK : WK_EXIT_FAIL;
+  if (t.files == t.files_failed) wk_fail(WK_ERR_FORMAT, "no input file could be rendered");
+  else if (rc != WK_EXIT_OK)
+    wk_fail(WK_ERR_FORMAT, "no image was written: no session gave a window of at least "
+            "--min-events events (%d)", o->cfg.window.min_events);
 done:
   if (rc != WK_EXIT_OK) fprintf(stderr, "whisker clicks render: %s\n", wk_last_error());
-  for (int i = 0; i < nf; i++) free(files[i]);
+  for (int i = 0; i < nf; i++) free(files[i]), free(file_label ? file_label[i] : NULL);
   free(files);
+  free(file_label);
   wk_label_map_free(&labels);
   wk_click_session_free(&s);
   wk_image_free(&img);
@@ -394,7 +452,14 @@ static int wk_clicks_score_cmd(wk_clicks_opts *o, char **pos, int n_pos) {
     wk_status st = claimed < 0 ? wk_fail(WK_ERR_INVALID_ARG, "%s: claimed user '%s' is not one "
                                          "of the model's classes", pos[i], user)
                                : wk_click_load(pos[i], &o->parse, &s);
-    if (st == WK_OK) st = wk_clicks_score(net, &meta, &cfg, &s, claimed, &logp, &p_not, &nw, NULL);
+    if (st == WK_OK) {
+      st = wk_clicks_score(net, &meta, &cfg, &s, claimed, &logp, &p_not, &nw, NULL);
+      if (st != WK_OK) { /* the scorer's messages do not name the session */
+        char why[512];
+        snprintf(why, sizeof why, "%s", wk_last_error());
+        st = wk_fail(st, "%s: %s", pos[i], why);
+      }
+    }
     if (st != WK_OK) {
       WK_LOG_E("%s", wk_last_error());
       failed++;
@@ -441,7 +506,7 @@ static int wk_clicks_eval(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_balabit_result r;
   int rc = WK_EXIT_FAIL;
   if ((o->out && wk_mkdir_p(o->out) != WK_OK) || wk_ctx_create(&ctx, o->threads) != WK_OK ||
-      wk_balabit_eval(ctx, pos[0], o->labels, &o->cfg, &o->train, o->out, &r) != WK_OK)
+      wk_balabit_eval(ctx, pos[0], o->labels, &o->cfg, &o->train, &o->parse, o->out, &r) != WK_OK)
     goto done;
   if (o->json) {
     printf("{\"auc\": %.6f, \"eer\": %.6f, \"sessions\": %lld, \"illegal\": %lld, "
@@ -481,6 +546,11 @@ int wk_cmd_clicks(int argc, char **argv) {
     return argc < 1 ? WK_EXIT_USAGE : WK_EXIT_OK;
   }
   const char *sub = argv[0];
+  if (strcmp(sub, "render") && strcmp(sub, "score") && strcmp(sub, "eval")) {
+    fprintf(stderr, "whisker clicks: '%s' is not render, score or eval\n", sub);
+    wk_usage_clicks(stderr);
+    return WK_EXIT_USAGE;
+  }
   wk_clicks_opts o = {.cfg = wk_clicks_cfg_default(), .train = wk_clicks_train_cfg_default()};
   char **pos = NULL;
   int n_pos = 0, rc;
@@ -495,12 +565,8 @@ int wk_cmd_clicks(int argc, char **argv) {
     rc = wk_clicks_render(&o, pos, n_pos);
   } else if (!strcmp(sub, "score")) {
     rc = wk_clicks_score_cmd(&o, pos, n_pos);
-  } else if (!strcmp(sub, "eval")) {
-    rc = wk_clicks_eval(&o, pos, n_pos);
   } else {
-    fprintf(stderr, "whisker clicks: '%s' is not render, score or eval\n", sub);
-    wk_usage_clicks(stderr);
-    rc = WK_EXIT_USAGE;
+    rc = wk_clicks_eval(&o, pos, n_pos);
   }
   free(pos);
   return rc;

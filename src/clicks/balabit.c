@@ -157,7 +157,7 @@ static wk_status wk_read_labels(const char *path, wk_label_row **rows, int64_t *
     const char *q = p;
     p = nl ? nl + 1 : end;
     if (le == q || (le - q == 1 && *q == '\r')) continue;
-    if (line == 1 && !strncmp(q, "filename,", 9)) continue;
+    if (line == 1 && le - q >= 9 && !memcmp(q, "filename,", 9)) continue;
     double lab;
     size_t nn = comma ? (size_t)(comma - q) : 0;
     if (!comma || nn == 0 || nn >= sizeof v->name ||
@@ -208,6 +208,7 @@ static void wk_log_stats(const char *what, const wk_click_stats *s) {
 }
 
 typedef struct wk_protocol {
+  const wk_click_parse_opts *parse; /* the sessions' (NULL: defaults) */
   char **users;
   int n_users;
   wk_clicks_images set;
@@ -246,7 +247,7 @@ static wk_status wk_build_training_set(const char *root, const wk_clicks_cfg *cf
         WK_LOG_W("%s; skipped", wk_last_error());
         continue;
       }
-      wk_status st = wk_click_load(path, NULL, &p->sess);
+      wk_status st = wk_click_load(path, p->parse, &p->sess);
       if (st == WK_ERR_NOMEM) {
         wk_balabit_names_free(files, nf);
         return st;
@@ -302,7 +303,7 @@ static wk_status wk_score_tests(const char *root, const wk_clicks_cfg *cfg, wk_p
     snprintf(path, sizeof path, "%s/test_files/%s/%s", root, p->users[u], l->name);
     double mean_logp = 0, p_not = 0;
     int64_t nw = 0;
-    wk_status st = wk_click_load(path, NULL, &p->sess);
+    wk_status st = wk_click_load(path, p->parse, &p->sess);
     if (st == WK_OK) {
       if (m == 0) wk_click_stats_add(&res->test_rows, &p->sess.stats);
       st = wk_clicks_score(p->net, &p->meta, cfg, &p->sess, u, &mean_logp, &p_not, &nw,
@@ -464,10 +465,11 @@ static wk_status wk_protocol_run(wk_ctx *ctx, const char *root, const char *labe
 
 wk_status wk_balabit_eval(wk_ctx *ctx, const char *root, const char *labels_csv,
                           const wk_clicks_cfg *cfg, const wk_clicks_train_cfg *tc,
-                          const char *out_dir, wk_balabit_result *res) {
+                          const wk_click_parse_opts *parse, const char *out_dir,
+                          wk_balabit_result *res) {
   *res = (wk_balabit_result){.auc = NAN, .eer = NAN};
   const double t0 = wk_now_s();
-  wk_protocol p = {0};
+  wk_protocol p = {.parse = parse};
   wk_status st = wk_protocol_run(ctx, root, labels_csv, cfg, tc, out_dir, &p, res);
   wk_protocol_free(&p);
   res->wall_s = wk_now_s() - t0;

@@ -36,12 +36,14 @@ void wk_balabit_names_free(char **names, int n);
  * WK_ERR_IO naming it. */
 wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n);
 
-/* Runs the protocol. out_dir (may be NULL) receives model.safetensors
+/* Runs the protocol; every session is read with `parse` (may be NULL: the
+ * defaults). out_dir (may be NULL) receives model.safetensors
  * (model_1.safetensors, ... for further models of an ensemble) and
  * scores.csv (filename,user,is_illegal,mean_logp,p_not,windows, then the mean
  * log-probability of every user: logp_<user>,...). */
 wk_status wk_balabit_eval(wk_ctx *ctx, const char *root, const char *labels_csv,
                           const wk_clicks_cfg *cfg, const wk_clicks_train_cfg *tc,
-                          const char *out_dir, wk_balabit_result *res);
+                          const wk_click_parse_opts *parse, const char *out_dir,
+                          wk_balabit_result *res);
 
 #endif

@@ -80,6 +80,7 @@ bool wk_click_parse_number(const char *p, size_t n, double *out) {
     if (len >= sizeof buf) return false;
     memcpy(buf, start, len);
     buf[len] = 0;
+    if (strpbrk(buf, "xX")) return false; /* strtod would read hex ("0x10") */
     char *end;
     double v = strtod(buf, &end);
     if (end != buf + len) return false;
