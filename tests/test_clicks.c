@@ -401,6 +401,17 @@ START_TEST(test_auc_eer) {
   ck_assert_double_eq_tol(auc, 0.5, 1e-12);
   wk_roc_auc_eer(sc, perfect, 3, &auc, &eer); /* one class only */
   ck_assert(isnan(auc));
+  /* a NaN score (a model computing NaN): no AUC, and no hang (its tie group
+   * never advanced: NaN == NaN is false) */
+  const double with_nan[6] = {0.1, NAN, 0.3, NAN, 0.5, 0.6};
+  wk_roc_auc_eer(with_nan, mixed, 6, &auc, &eer);
+  ck_assert(isnan(auc) && isnan(eer));
+  /* wk_metrics_compute refuses non-finite probabilities, naming the sample */
+  const float probs[4] = {0.2f, 0.8f, NAN, NAN};
+  const int32_t labels[2] = {1, 0};
+  wk_metrics m;
+  ck_assert_int_eq(wk_metrics_compute(probs, labels, 2, 2, 1, &m), WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "sample 1"));
 }
 END_TEST
 

@@ -466,6 +466,35 @@ START_TEST(test_broken_models_refused) {
   ck_assert_int_eq(wk_st_write(bad, &e, 1, NULL, 0), WK_OK);
   wkt_expect_refused(ctx, bad, "not a whisker model");
   wkt_expect_refused(ctx, wkt_path("missing.safetensors"), "missing.safetensors");
+  /* values no trained model holds: a NaN weight, a negative running
+   * variance (once loaded, giving no answer or a confident wrong one); and
+   * a weight beyond float16's range, refused by the f16 writer rather than
+   * stored as infinity */
+  const int fc = wk_net_find_param(net, "fc.weight");
+  ck_assert_int_ge(fc, 0);
+  size_t np, nb;
+  float *w = wk_net_weights(net) + wk_net_params(net, &np)[fc].offset;
+  const float w0 = w[0];
+  w[0] = NAN;
+  wk_net_weights_changed(net);
+  ck_assert_int_eq(wk_model_save(bad, net, &meta, NULL, 0, NULL, 0), WK_OK);
+  wkt_expect_refused(ctx, bad, "fc.weight");
+  w[0] = 1e5f;
+  wk_net_weights_changed(net);
+  ck_assert_int_eq(wk_model_save_f16(bad, net, &meta), WK_ERR_UNSUPPORTED);
+  ck_assert_msg(strstr(wk_last_error(), "fc.weight") && strstr(wk_last_error(), "65504"), "%s",
+                wk_last_error());
+  w[0] = w0;
+  wk_net_weights_changed(net);
+  const wk_param *bufs = wk_net_buffers(net, &nb);
+  float *var = NULL;
+  for (size_t i = 0; i < nb && !var; i++)
+    if (strstr(bufs[i].name, "running_var")) var = wk_net_buffer_data(net) + bufs[i].offset;
+  ck_assert_ptr_nonnull(var);
+  var[0] = -1.0f;
+  ck_assert_int_eq(wk_model_save(bad, net, &meta, NULL, 0, NULL, 0), WK_OK);
+  wkt_expect_refused(ctx, bad, "negative variance");
+  var[0] = 1.0f;
   wk_model_meta_free(&meta);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);

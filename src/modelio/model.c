@@ -2,6 +2,7 @@
 #include "modelio/model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,9 +162,21 @@ uint16_t wk_f32_to_f16(float f) {
 }
 
 /* The float tensors of entries [0, n) converted to F16 in place of F32. */
-static wk_status wk_entries_to_f16(wk_st_entry *e, size_t n, uint16_t **out) {
+/* The float32 entries e[0..n) as float16 in one buffer (*out, owned by the
+ * caller), the entries pointing into it. A finite value beyond half
+ * precision's range (65504) would become infinity: refused, naming it. */
+static wk_status wk_entries_to_f16(const char *path, wk_st_entry *e, size_t n, uint16_t **out) {
   size_t total = 0;
-  for (size_t i = 0; i < n; i++) total += e[i].n_bytes / sizeof(float);
+  for (size_t i = 0; i < n; i++) {
+    const size_t m = e[i].n_bytes / sizeof(float);
+    const float *src = e[i].data;
+    for (size_t j = 0; j < m; j++)
+      if (isfinite(src[j]) && fabsf(src[j]) > 65504.0f)
+        return wk_fail(WK_ERR_UNSUPPORTED, "%s: tensor '%s' holds %g (at %zu), beyond half "
+                       "precision's range (65504): keep this model in float32", path, e[i].name,
+                       (double)src[j], j);
+    total += m;
+  }
   uint16_t *h = malloc((total ? total : 1) * sizeof *h);
   if (!h) return wk_fail(WK_ERR_NOMEM, "out of memory for %zu half-precision values", total);
   size_t off = 0;
@@ -237,7 +250,7 @@ static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_mode
     b++;
   }
   uint16_t *half = NULL;
-  if (f16 && (st = wk_entries_to_f16(e, np + nb, &half)) != WK_OK) goto done;
+  if (f16 && (st = wk_entries_to_f16(path, e, np + nb, &half)) != WK_OK) goto done;
   for (size_t i = 0; i < n_extra; i++) e[k++] = extra[i];
   m[0] = (wk_st_meta){"format", "whisker"};
   m[1] = (wk_st_meta){"whisker.version", WHISKER_VERSION_STRING};
@@ -360,6 +373,24 @@ static wk_status wk_read_tensors(const wk_st_file *f, const wk_param *a, size_t 
   return WK_OK;
 }
 
+/* Values no trained model holds: NaN or infinity anywhere, a negative
+ * running variance. Refused at load, naming the tensor, rather than giving
+ * NaN probabilities (or a confident answer from a variance under zero). */
+static wk_status wk_check_values(const wk_st_file *f, const wk_param *a, size_t n,
+                                 const float *arena) {
+  for (size_t i = 0; i < n; i++) {
+    const float *v = arena + a[i].offset;
+    const size_t len = strlen(a[i].name);
+    const bool var = len >= 11 && !strcmp(a[i].name + len - 11, "running_var");
+    for (size_t j = 0; j < a[i].numel; j++)
+      if (!isfinite(v[j]) || (var && v[j] < 0.0f))
+        return wk_fail(WK_ERR_FORMAT, "%s: tensor '%s' holds %g at %zu%s: the model is damaged",
+                       wk_st_path(f), a[i].name, (double)v[j], j,
+                       isfinite(v[j]) ? ", a negative variance" : "");
+  }
+  return WK_OK;
+}
+
 static wk_status wk_read_bn_batches(const wk_st_file *f, wk_net *net) {
   for (int i = 0; i < wk_net_n_nodes(net); i++) {
     const wk_node *nd = wk_net_node(net, i);
@@ -407,6 +438,8 @@ wk_status wk_model_load_file(wk_ctx *ctx, const wk_st_file *f, wk_net **out,
   }
   if (st == WK_OK) st = wk_read_tensors(f, params, np, wk_net_weights(net), tmp);
   if (st == WK_OK) st = wk_read_tensors(f, bufs, nb, wk_net_buffer_data(net), tmp);
+  if (st == WK_OK) st = wk_check_values(f, params, np, wk_net_weights(net));
+  if (st == WK_OK) st = wk_check_values(f, bufs, nb, wk_net_buffer_data(net));
   if (st == WK_OK) st = wk_read_bn_batches(f, net);
   if (st == WK_OK) st = wk_load_classes(f, meta);
   if (st == WK_OK) {

@@ -30,6 +30,10 @@ void wk_roc_auc_eer(const double *score, const int32_t *labels, int64_t n, doubl
   if (!s) return;
   int64_t n_pos = 0;
   for (int64_t i = 0; i < n; i++) {
+    if (isnan(score[i])) { /* no order (qsort's comparison would not be one): no AUC */
+      free(s);
+      return;
+    }
     s[i].score = score[i];
     s[i].positive = labels[i] == 1;
     n_pos += s[i].positive;
@@ -42,7 +46,7 @@ void wk_roc_auc_eer(const double *score, const int32_t *labels, int64_t n, doubl
   qsort(s, (size_t)n, sizeof *s, wk_cmp_scored);
   double rank_sum = 0.0;
   for (int64_t i = 0; i < n;) {
-    int64_t j = i;
+    int64_t j = i + 1;
     while (j < n && s[j].score == s[i].score) j++;
     const double mid_rank = (double)(i + j + 1) / 2.0; /* ranks i+1 .. j */
     for (int64_t t = i; t < j; t++)
@@ -62,7 +66,7 @@ void wk_roc_auc_eer(const double *score, const int32_t *labels, int64_t n, doubl
       if (fabs(fnr - fpr) < best) best = fabs(fnr - fpr), *eer = 0.5 * (fnr + fpr);
       if (i == n) break;
       int64_t j = i;
-      for (; j < n && s[j].score == s[i].score; j++) {
+      for (; j < n && (j == i || s[j].score == s[i].score); j++) {
         if (s[j].positive) fn++;
         else fp--;
       }
@@ -106,6 +110,13 @@ wk_status wk_metrics_compute(const float *probs, const int32_t *labels, int64_t 
   for (int64_t i = 0; i < n; i++) {
     const float *row = probs + i * k;
     const int y = labels[i];
+    for (int j = 0; j < k; j++)
+      if (!isfinite(row[j])) {
+        wk_metrics_free(m);
+        return wk_fail(WK_ERR_INVALID_ARG, "metrics: sample %lld has a non-finite "
+                       "probability (%g): the model computes NaN or infinity", (long long)i,
+                       (double)row[j]);
+      }
     if (y < 0 || y >= k) {
       wk_metrics_free(m);
       return wk_fail(WK_ERR_INVALID_ARG, "metrics: label %d of sample %lld not in [0, %d)", y,
