@@ -51,9 +51,16 @@ done
 
 # 3. writes that fail half-way: a file size limit between the model's size and
 # the checkpoint's (which holds the model and the optimizer state), so the
-# first epoch's checkpoint is the file that cannot be written
+# second epoch's checkpoint is the file that cannot be written (a 2-epoch run,
+# killed at its first checkpoint, then resumed under the limit: a resume keeps
+# the run's own --epochs)
 run="$tmp/efbig"
-"$bin" train "$tmp/data" --out "$run" "${args[@]}" --epochs 1 > /dev/null 2>&1 || fail "1-epoch run"
+stop_at_checkpoint "$bin" train "$tmp/data" --out "$run" "${args[@]}" --epochs 2 > /dev/null \
+  2> "$run.first.err" &
+pid=$!
+[ -n "$(stopped_pid "$pid")" ] || { cat "$run.first.err"; fail "the 2-epoch run did not stop"; }
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
 cp "$run/checkpoint.safetensors" "$tmp/ckpt.before"
 ck=$(stat -c %s "$run/checkpoint.safetensors")
 big=0

@@ -55,8 +55,13 @@ pid=$!
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 [ "$(wc -l < "$tmp/killed/metrics.csv")" -le 2 ] || fail "the killed run went past its head phase"
-"$bin" finetune "$tmp/two" --out "$tmp/killed" "${ft[@]}" --resume > /dev/null 2>&1 \
-  || fail "resume after SIGKILL"
+# resumed as plain `train --resume`, none of the fine-tuning flags given: the checkpoint
+# keeps the run's settings (base model, phases, seed, rate, size), so the head phase ends
+# and the whole network trains as in the straight run
+"$bin" train "$tmp/two" --out "$tmp/killed" --batch 32 --resume > /dev/null 2> "$tmp/resume.err" \
+  || { cat "$tmp/resume.err"; fail "resume after SIGKILL"; }
+grep -q "resuming with the run's own settings" "$tmp/resume.err" \
+  || { cat "$tmp/resume.err"; fail "the resume did not say it kept the run's settings"; }
 cmp <(cut -d, -f1-6 "$tmp/ft/metrics.csv") <(cut -d, -f1-6 "$tmp/killed/metrics.csv") \
   || fail "resumed fine-tuning: metrics differ"
 cmp "$tmp/ft/model.safetensors" "$tmp/killed/model.safetensors" \

@@ -178,6 +178,14 @@ static void wkt_resume_case(wk_optim_kind kind, wk_schedule_kind sk) {
   ck_assert_int_eq(wk_trainer_steps(tb), 5);
   ck_assert_int_eq(pb.epoch, 2);
   ck_assert_int_eq(pb.batch, 5);
+  /* a resume with a batch 10 times larger: the one-cycle schedule would be
+   * 1 step long, too short to rise (it once aborted on an assertion); and a
+   * rescaling past any step count. Both refused, the trainer unchanged. */
+  if (sk == WK_SCHEDULE_ONE_CYCLE)
+    ck_assert_int_eq(wk_trainer_rescale_steps(tb, 0.1), WK_ERR_INVALID_ARG);
+  ck_assert_int_eq(wk_trainer_rescale_steps(tb, 1e300), WK_ERR_INVALID_ARG);
+  ck_assert_int_eq(wk_trainer_steps(tb), 5);
+  ck_assert_int_eq(wk_trainer_config(tb)->schedule.total_steps, 12);
   wkt_train(tb, 5, 7);
   ck_assert_int_eq(wk_trainer_steps(tb), 12);
   ck_assert_mem_eq(wk_net_weights(b), wk_net_weights(a), wk_net_n_elems(a) * sizeof(float));

@@ -19,10 +19,12 @@
 #include "data/loader.h"
 #include "nn/zoo.h"
 #include "train/finetune.h"
+#include "train/fit_run.h"
 #include "train/lrfind.h"
 #include "train/metrics.h"
 #include "train/predict.h"
 #include "train/report.h"
+#include "train/report_impl.h"
 #include "train/trainer.h"
 #include "train/ddp.h"
 
@@ -61,6 +63,8 @@ typedef struct wk_run {
   wk_ddp *ddp;
   int rank, world;  /* rank 0 of 1 without data parallelism */
   bool writer;      /* rank 0: the one that writes RUN_DIR's files */
+  wk_run_state state; /* kept in the checkpoint with the run's settings (fit_run.h) */
+  char *pretrained;   /* the checkpoint's --pretrained, adopted on resume (owned) */
   char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096], path_lrf[4096];
 } wk_run;
 
@@ -207,15 +211,14 @@ static wk_status wk_run_new_model(wk_run *r) {
 
 /* lr_find.csv: rate, loss and smoothed loss of every step of the sweep. */
 static wk_status wk_write_lrfind_csv(const wk_run *r, const wk_lrfind *f) {
-  const size_t n = wk_lrfind_n_points(f), cap = 64 + n * 80;
+  const size_t n = wk_lrfind_n_points(f);
   const double *lr = wk_lrfind_lrs(f), *l = wk_lrfind_losses(f), *sm = wk_lrfind_smoothed(f);
-  char *buf = malloc(cap);
-  if (!buf) return wk_fail(WK_ERR_NOMEM, "out of memory");
-  size_t len = (size_t)snprintf(buf, cap, "lr,loss,smoothed_loss\n");
-  for (size_t i = 0; i < n; i++)
-    len += (size_t)snprintf(buf + len, cap - len, "%.6g,%.6f,%.6f\n", lr[i], l[i], sm[i]);
-  wk_status s = wk_atomic_write_file(r->path_lrf, buf, len);
-  free(buf);
+  wk_rbuf b = {0};
+  wk_rbuf_puts(&b, "lr,loss,smoothed_loss\n");
+  for (size_t i = 0; i < n; i++) wk_rbuf_printf(&b, "%.6g,%.6f,%.6f\n", lr[i], l[i], sm[i]);
+  wk_status s = b.failed ? wk_fail(WK_ERR_NOMEM, "%s: out of memory", r->path_lrf)
+                         : wk_atomic_write_file(r->path_lrf, b.data, b.n_bytes);
+  wk_rbuf_free(&b);
   return s;
 }
 
@@ -321,29 +324,30 @@ static wk_status wk_run_lr_find(wk_run *r, int64_t steps_per_epoch) {
   return wk_run_trainer(r, 0, steps_per_epoch);
 }
 
-/* metrics.csv, all rows, written atomically. */
+/* metrics.csv, all rows, written atomically (any values: a row read back
+ * from a damaged file may hold huge ones). */
 static wk_status wk_write_csv(const wk_run *r) {
-  size_t cap = 128 + (size_t)r->n_rows * 160, len = 0;
-  char *buf = malloc(cap);
-  if (!buf) return wk_fail(WK_ERR_NOMEM, "out of memory");
-  len += (size_t)snprintf(buf, cap, "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,"
-                          "images_per_s,data_wait_s\n");
+  wk_rbuf b = {0};
+  wk_rbuf_puts(&b, "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s,"
+                   "data_wait_s\n");
   for (int i = 0; i < r->n_rows; i++) {
     const wk_epoch_row *e = &r->rows[i];
-    len += (size_t)snprintf(buf + len, cap - len,
-                            "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.2f,%.2f\n", e->epoch,
-                            e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr,
-                            e->seconds, e->images_per_s, e->data_wait_s);
+    wk_rbuf_printf(&b, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.2f,%.2f\n", e->epoch, e->train_loss,
+                   e->train_acc, e->val_loss, e->val_acc, e->lr, e->seconds, e->images_per_s,
+                   e->data_wait_s);
   }
-  wk_status s = wk_atomic_write_file(r->path_csv, buf, len);
-  free(buf);
+  wk_status s = b.failed ? wk_fail(WK_ERR_NOMEM, "%s: out of memory", r->path_csv)
+                         : wk_atomic_write_file(r->path_csv, b.data, b.n_bytes);
+  wk_rbuf_free(&b);
   return s;
 }
 
-/* On resume: the rows of metrics.csv up to `epochs` finished epochs. */
+/* On resume: the rows of metrics.csv up to `epochs` finished epochs (the
+ * table has room for them: wk_fit_run). */
 static wk_status wk_read_csv(wk_run *r, int epochs) {
   FILE *f = fopen(r->path_csv, "r");
-  if (!f) return WK_OK; /* no history: the curves start at the resume */
+  if (!f && errno == ENOENT) return WK_OK; /* no history: the curves start at the resume */
+  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", r->path_csv, strerror(errno));
   char line[512];
   while (fgets(line, sizeof line, f) && r->n_rows < epochs) {
     wk_epoch_row e = {.data_wait_s = NAN}; /* a run from before the column: unknown */
@@ -516,15 +520,40 @@ static wk_status wk_validate(wk_run *r, wk_epoch_row *row) {
   return s;
 }
 
+/* The checkpoint at pos with the run's settings and state (fit_run.h), by
+ * rank 0. partial: the epoch's training sums so far over every rank (NULL:
+ * at an epoch's end). */
+static wk_status wk_save_checkpoint(wk_run *r, const wk_data_pos *pos,
+                                    const wk_run_state *partial) {
+  if (!r->writer) return WK_OK;
+  wk_run_state s = partial ? *partial : (wk_run_state){0};
+  s.best_val_acc = r->state.best_val_acc;
+  char *json = wk_run_settings_json(r->cfg, &s);
+  if (!json) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", r->path_ckpt);
+  const wk_status st = wk_checkpoint_save_run(r->path_ckpt, r->trainer, &r->meta, pos, json);
+  cJSON_free(json);
+  return st;
+}
+
 /* Trains epoch e from batch `skip`; *stopped when a stop was requested (the
- * checkpoint is then written here). */
+ * checkpoint is then written here). Resumed inside the epoch, rank 0 starts
+ * from the sums the checkpoint kept (over every rank), so that the epoch's
+ * row covers all of it. */
 static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *row,
                                 bool *stopped) {
   const int64_t nb = wk_loader_batches_per_epoch(r->loader);
   /* on a GPU each step copies the next batch up while it computes */
   const bool stage = wk_trainer_stage_wanted(r->trainer);
   double loss_sum = 0, t0 = wk_now_s(), lr = 0, wait = 0; /* wait: for the loader */
-  int64_t seen = 0, correct = 0, b = 0;
+  int64_t seen = 0, correct = 0, b = 0, seen_before = 0; /* before: by the kept sums */
+  if (skip > 0 && r->rank == 0) {
+    loss_sum = r->state.loss_sum;
+    correct = r->state.correct;
+    seen = seen_before = r->state.seen;
+    wait = r->state.wait_s;
+  }
+  r->state.loss_sum = r->state.wait_s = 0;
+  r->state.correct = r->state.seen = 0;
   WK_TRY(wk_loader_start_epoch(r->loader, e));
   for (;;) {
     const wk_batch *bt, *next = NULL;
@@ -553,25 +582,33 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
       if (r->cfg->progress_bar && r->writer) fputc('\n', stderr);
       const wk_data_pos pos = {.epoch = e, .batch = b,
                                .global_batch = (int64_t)r->cfg->batch * r->world};
+      double tot[4] = {loss_sum, (double)correct, (double)seen, wait};
+      if (r->world > 1)
+        WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 4,
+                                     "the epoch's training metrics so far"));
+      const wk_run_state part = {.loss_sum = tot[0], .correct = (int64_t)tot[1],
+                                 .seen = (int64_t)tot[2], .wait_s = tot[3]};
       WK_TRY(wk_ddp_average_buffers(r->ddp));
-      if (r->writer) WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &pos));
+      WK_TRY(wk_save_checkpoint(r, &pos, &part));
       *stopped = true;
       return WK_OK;
     }
   }
   if (r->world > 1) { /* the epoch's totals over every rank; the ranks' mean wait */
-    double tot[4] = {loss_sum, (double)correct, (double)seen, wait};
-    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 4,
+    double tot[5] = {loss_sum, (double)correct, (double)seen, wait, (double)seen_before};
+    WK_TRY(wk_dist_allreduce_sum(r->cfg->dist, WK_DIST_MAIN, WK_DIST_F64, tot, 5,
                                  "the epoch's training metrics"));
     loss_sum = tot[0];
     correct = (int64_t)tot[1];
     seen = (int64_t)tot[2];
     wait = tot[3] / r->world;
+    seen_before = (int64_t)tot[4];
   }
   const double secs = wk_now_s() - t0;
   *row = (wk_epoch_row){.epoch = e + 1, .train_loss = seen ? loss_sum / (double)seen : NAN,
                         .train_acc = seen ? (double)correct / (double)seen : NAN, .lr = lr,
-                        .seconds = secs, .images_per_s = seen / (secs > 0 ? secs : 1),
+                        .seconds = secs,
+                        .images_per_s = (double)(seen - seen_before) / (secs > 0 ? secs : 1),
                         .data_wait_s = wait};
   return WK_OK;
 }
@@ -580,13 +617,27 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   wk_fit_config *c = r->cfg;
   wk_data_pos pos = {0, 0, 0};
   WK_TRY(wk_run_paths(r));
+  bool settings = false; /* the checkpoint kept the run's settings */
+  if (c->resume) { /* before the data: its split and order follow the run's seed */
+    wk_st_file *f;
+    WK_TRY(wk_st_open(r->path_ckpt, &f));
+    const wk_status s = wk_run_settings_adopt(r->path_ckpt, wk_st_meta_get(f, "whisker.run"), c,
+                                              &r->state, &r->pretrained, &settings);
+    wk_st_close(f);
+    WK_TRY(s);
+  }
   WK_TRY(wk_run_data(r));
-  r->rows = calloc((size_t)c->epochs + 1, sizeof *r->rows);
-  if (!r->rows) return wk_fail(WK_ERR_NOMEM, "out of memory");
   if (c->resume)
     WK_TRY(wk_checkpoint_load(r->ctx, r->path_ckpt, &r->net, &r->trainer, &r->meta, &pos));
   else
     WK_TRY(wk_run_new_model(r));
+  if (pos.epoch > c->epochs)
+    return settings ? wk_fail(WK_ERR_FORMAT, "%s: at epoch %lld of a run of %d epochs: damaged",
+                              r->path_ckpt, (long long)pos.epoch, c->epochs)
+                    : wk_fail(WK_ERR_INVALID_ARG, "%s: the run has trained %lld epochs, more "
+                              "than --epochs %d", r->path_ckpt, (long long)pos.epoch, c->epochs);
+  r->rows = calloc((size_t)c->epochs + 1, sizeof *r->rows);
+  if (!r->rows) return wk_fail(WK_ERR_NOMEM, "out of memory");
   if (c->size == 0) { /* fine-tuning at the base model's own input size */
     int h, w, ch;
     wk_net_input_shape(r->net, &h, &w, &ch);
@@ -653,7 +704,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       /* another number of ranks (or batch): the same point of the schedule,
        * and of the epoch to within a step */
       const double f = (double)pos.global_batch / (double)gb;
-      wk_trainer_rescale_steps(r->trainer, f);
+      WK_TRY(wk_trainer_rescale_steps(r->trainer, f));
       pos.batch = (int64_t)((double)pos.batch * f);
       WK_LOG_W("resuming with %lld images per step instead of %lld: the step count and "
                "schedule are rescaled by %g", (long long)gb, (long long)pos.global_batch, f);
@@ -662,6 +713,12 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
       return wk_fail(WK_ERR_INVALID_ARG, "%s: the checkpoint has %lld classes, the data %d",
                      r->path_ckpt, (long long)wk_net_output_features(r->net),
                      wk_dataset_n_classes(r->train_ds));
+    for (int k = 0; k < r->meta.n_classes; k++)
+      if (strcmp(r->meta.class_names[k], wk_dataset_class_name(r->train_ds, k)))
+        return wk_fail(WK_ERR_INVALID_ARG, "%s: class %d is '%s' in the checkpoint but '%s' in "
+                       "%s: resume on the run's own data", r->path_ckpt, k,
+                       r->meta.class_names[k], wk_dataset_class_name(r->train_ds, k),
+                       c->data_dir);
     if (c->pretrained && pos.epoch < c->head_epochs)
       wk_finetune_freeze_body(r->net);
     else if (c->pretrained)
@@ -673,8 +730,13 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_TRY(wk_run_trainer(r, 0, wk_loader_batches_per_epoch(r->loader)));
     if (c->lr_find) WK_TRY(wk_run_lr_find(r, wk_loader_batches_per_epoch(r->loader)));
   }
+  /* the best so far: kept in the checkpoint, else (one from before it was)
+   * from metrics.csv */
+  if (settings && r->state.best_val_acc > res->best_val_acc)
+    res->best_val_acc = r->state.best_val_acc;
   for (int i = 0; i < r->n_rows; i++)
     if (r->rows[i].val_acc > res->best_val_acc) res->best_val_acc = r->rows[i].val_acc;
+  r->state.best_val_acc = res->best_val_acc;
   for (int e = (int)pos.epoch; e < c->epochs; e++) {
     wk_epoch_row row;
     bool stopped = false;
@@ -694,12 +756,12 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_TRY(wk_validate(r, &row));
     if (r->writer) WK_TRY(wk_write_csv(r));
     if (row.val_acc > res->best_val_acc) {
-      res->best_val_acc = row.val_acc;
+      res->best_val_acc = r->state.best_val_acc = row.val_acc;
       if (r->writer) WK_TRY(wk_save_best(r, row.val_acc, e + 1));
     }
     const wk_data_pos next = {.epoch = e + 1, .batch = 0,
                               .global_batch = (int64_t)c->batch * r->world};
-    if (r->writer) WK_TRY(wk_checkpoint_save(r->path_ckpt, r->trainer, &r->meta, &next));
+    WK_TRY(wk_save_checkpoint(r, &next, NULL));
     res->epochs_done = e + 1;
     res->last_val_acc = row.val_acc;
     res->last_val_loss = row.val_loss;
@@ -777,5 +839,6 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   wk_dataset_free(r.train_ds);
   wk_dataset_free(r.val_ds);
   free(r.rows);
+  free(r.pretrained);
   return s;
 }

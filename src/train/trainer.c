@@ -89,13 +89,28 @@ void wk_trainer_destroy(wk_trainer *t) {
 int64_t wk_trainer_steps(const wk_trainer *t) { return t->step; }
 void wk_trainer_set_ddp(wk_trainer *t, wk_ddp *ddp) { t->ddp = ddp; }
 
-void wk_trainer_rescale_steps(wk_trainer *t, double f) {
-  t->step = (int64_t)llround((double)t->step * f);
-  wk_schedule *s = &t->cfg.schedule;
-  s->total_steps = (int64_t)llround((double)s->total_steps * f);
-  s->warmup_steps = (int64_t)llround((double)s->warmup_steps * f);
-  s->step_size = s->step_size ? (int64_t)llround((double)s->step_size * f) : 0;
-  if (s->step_size < 0 || (s->step_size == 0 && s->kind == WK_SCHEDULE_STEP)) s->step_size = 1;
+wk_status wk_trainer_rescale_steps(wk_trainer *t, double f) {
+  wk_schedule s = t->cfg.schedule;
+  const double big = 9e15; /* beyond it llround overflows */
+  if (!(f > 0) || (double)t->step * f > big || (double)s.total_steps * f > big ||
+      (double)s.warmup_steps * f > big || (double)s.step_size * f > big)
+    return wk_fail(WK_ERR_INVALID_ARG, "rescaling the schedule by %g leaves no valid step count",
+                   f);
+  const int64_t step = (int64_t)llround((double)t->step * f);
+  s.total_steps = (int64_t)llround((double)s.total_steps * f);
+  s.warmup_steps = (int64_t)llround((double)s.warmup_steps * f);
+  s.step_size = s.step_size ? (int64_t)llround((double)s.step_size * f) : 0;
+  if (s.step_size < 0 || (s.step_size == 0 && s.kind == WK_SCHEDULE_STEP)) s.step_size = 1;
+  const wk_status st = wk_schedule_check(&s);
+  if (st != WK_OK) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", wk_last_error());
+    return wk_fail(st, "the schedule rescaled to %lld steps in all no longer fits (%s): keep "
+                   "closer to the run's own batch size", (long long)s.total_steps, why);
+  }
+  t->cfg.schedule = s;
+  t->step = step;
+  return WK_OK;
 }
 const wk_train_config *wk_trainer_config(const wk_trainer *t) { return &t->cfg; }
 double wk_trainer_grad_norm(const wk_trainer *t) { return t->grad_norm; }
@@ -525,6 +540,11 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
 
 wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
                              const wk_data_pos *pos) {
+  return wk_checkpoint_save_run(path, t, meta, pos, NULL);
+}
+
+wk_status wk_checkpoint_save_run(const char *path, wk_trainer *t, const wk_model_meta *meta,
+                                 const wk_data_pos *pos, const char *run_json) {
   /* what the device holds: the optimizer's state, the weights and statistics */
   WK_TRY(wk_state_move(t, false));
   WK_TRY(wk_net_sync_host(t->net));
@@ -558,8 +578,8 @@ wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_met
   extra[n_states] = (wk_st_entry){.name = "optim.steps", .dtype = WK_ST_I64, .ndim = 1,
                                   .shape = {(int64_t)np}, .data = steps,
                                   .n_bytes = np * sizeof(int64_t)};
-  const wk_st_meta m = {"whisker.checkpoint", json};
-  st = wk_model_save(path, t->net, meta, extra, n_states + 1, &m, 1);
+  const wk_st_meta m[2] = {{"whisker.checkpoint", json}, {"whisker.run", run_json}};
+  st = wk_model_save(path, t->net, meta, extra, n_states + 1, m, run_json ? 2 : 1);
 done:
   for (int i = 0; i < 3; i++) free(state[i]);
   free(steps);

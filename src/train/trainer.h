@@ -83,8 +83,9 @@ struct wk_ddp;
 void wk_trainer_set_ddp(wk_trainer *t, struct wk_ddp *ddp);
 /* Resuming with another global batch: the step counter and the schedule's
  * lengths scaled by f (old global batch / new), so the run goes on at the same
- * point of its schedule. */
-void wk_trainer_rescale_steps(wk_trainer *t, double f);
+ * point of its schedule. A schedule the rescaling leaves invalid (a one-cycle
+ * too short to rise, say) is WK_ERR_INVALID_ARG, the trainer unchanged. */
+wk_status wk_trainer_rescale_steps(wk_trainer *t, double f);
 const wk_train_config *wk_trainer_config(const wk_trainer *t);
 /* The class each sample of the last step's batch was predicted as (N
  * values): its most probable one, the first of equal maxima (train/metrics.h's
@@ -110,6 +111,10 @@ typedef struct wk_data_pos {
 
 wk_status wk_checkpoint_save(const char *path, wk_trainer *t, const wk_model_meta *meta,
                              const wk_data_pos *pos);
+/* The same with run_json (may be NULL: none) kept as the "whisker.run"
+ * metadata: the training run's own settings (train/fit_run.h). */
+wk_status wk_checkpoint_save_run(const char *path, wk_trainer *t, const wk_model_meta *meta,
+                                 const wk_data_pos *pos, const char *run_json);
 /* Loads model, trainer (optimizer state, step, config) and data position. The
  * caller owns *net and *t (destroy t first) and frees meta. */
 wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
