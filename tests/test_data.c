@@ -82,6 +82,14 @@ START_TEST(test_folder_scan_order_hidden_and_extensions) {
   write_picture(git, "x.jpg", 12, 12, 6);
   write_text(a, "notes.txt", "hi");
   write_text(root, "readme.md", "x");
+  /* links back up (a loop): skipped, where each once listed the class's images
+   * again at every level down to the depth limit (17 copies; a few such links
+   * made the scan explode) */
+  char *up = wkt_join(sub, "up", NULL), *self = wkt_join(b, "self", NULL);
+  ck_assert_int_eq(symlink("..", up), 0);
+  ck_assert_int_eq(symlink(".", self), 0);
+  free(up);
+  free(self);
   wk_dataset_opts o = quiet_opts(true);
   wk_dataset *ds = NULL;
   ck_assert_msg(wk_dataset_open_folder(root, &o, &ds) == WK_OK, "%s", wk_last_error());
@@ -305,6 +313,13 @@ START_TEST(test_split_is_stratified) {
   ck_assert_int_eq(wk_dataset_split(ds, 1.0, 5, &tr, &va), WK_OK);
   ck_assert_int_eq(wk_dataset_class_size(va, 0), 1);
   ck_assert_int_eq(wk_dataset_class_size(va, 1), 1);
+  wk_dataset_free(tr);
+  wk_dataset_free(va);
+  /* 60%: the single sample still stays in train (it rounded to validation,
+   * leaving its class nothing to learn from) */
+  ck_assert_int_eq(wk_dataset_split(ds, 60.0, 5, &tr, &va), WK_OK);
+  ck_assert_int_eq(wk_dataset_class_size(va, 2), 0);
+  ck_assert_int_eq(wk_dataset_class_size(tr, 2), 1);
   wk_dataset_free(tr);
   wk_dataset_free(va);
   ck_assert_int_eq(wk_dataset_split(ds, 100.0, 5, &tr, &va), WK_ERR_INVALID_ARG);

@@ -416,6 +416,13 @@ START_TEST(test_file_read_and_sniffing) {
   ck_assert(strstr(wk_last_error(), missing) != NULL);
   ck_assert_int_eq(wk_file_read(dir, 0, &buf), WK_ERR_IO);
   ck_assert(strstr(wk_last_error(), "not a regular file") != NULL);
+  /* a FIFO with no writer (a dataset CSV can name one): refused, where the
+   * open itself once blocked for ever (the suite's timeout fails it) */
+  char *fifo = wkt_join(dir, "pipe.jpg", NULL);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  ck_assert_int_eq(wk_file_read(fifo, 0, &buf), WK_ERR_IO);
+  ck_assert(strstr(wk_last_error(), "not a regular file") != NULL);
+  free(fifo);
   /* a PNG named .jpg decodes as the PNG it is */
   char *src = wkt_fixture("png_rgb8.png"), *ref = wkt_fixture("png_rgb8.ppm");
   ck_assert_int_eq(wk_file_read(src, 0, &buf), WK_OK);

@@ -85,8 +85,29 @@ static wk_status wk_list_dir(const char *dir, wk_names *dirs, wk_names *files) {
   return s;
 }
 
-/* Appends every image file below dir (full paths) to *out. */
-static wk_status wk_collect(wk_dataset *ds, const char *dir, int depth, wk_names *out) {
+/* A folder on the path from a class folder down to the one being listed. */
+typedef struct wk_dir_link {
+  dev_t dev;
+  ino_t ino;
+  const struct wk_dir_link *up;
+} wk_dir_link;
+
+/* Appends every image file below dir (full paths) to *out. `up`: the folders
+ * above it (NULL at a class folder). A folder that is one of them (a link
+ * back up, such as class/self -> .) is skipped with a warning: it would list
+ * its images again at every level, and a few such links made the scan
+ * explode. */
+static wk_status wk_collect(wk_dataset *ds, const char *dir, int depth, wk_names *out,
+                            const wk_dir_link *up) {
+  struct stat st;
+  if (stat(dir, &st) != 0)
+    return wk_fail(WK_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
+  const wk_dir_link here = {st.st_dev, st.st_ino, up};
+  for (const wk_dir_link *l = up; l; l = l->up)
+    if (l->dev == st.st_dev && l->ino == st.st_ino) {
+      WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
+      return WK_OK;
+    }
   wk_names dirs = {0}, files = {0};
   wk_status s = wk_list_dir(dir, &dirs, &files);
   for (int64_t i = 0; s == WK_OK && i < files.n; i++) {
@@ -100,7 +121,7 @@ static wk_status wk_collect(wk_dataset *ds, const char *dir, int depth, wk_names
     char *sub = wk_path_join(dir, dirs.v[i]);
     if (!sub) s = wk_fail(WK_ERR_NOMEM, "folder scan: out of memory");
     else if (depth >= WK_SCAN_MAX_DEPTH) WK_LOG_W("skipping %s: nested too deep", sub);
-    else s = wk_collect(ds, sub, depth + 1, out);
+    else s = wk_collect(ds, sub, depth + 1, out, &here);
     free(sub);
   }
   wk_names_free(&dirs);
@@ -117,7 +138,7 @@ static wk_status wk_scan_class(wk_dataset *ds, const char *root, const char *nam
   char *dir = wk_path_join(root, name);
   if (!dir) return wk_fail(WK_ERR_NOMEM, "folder scan: out of memory");
   wk_names files = {0};
-  wk_status s = wk_collect(ds, dir, 0, &files);
+  wk_status s = wk_collect(ds, dir, 0, &files, NULL);
   if (s == WK_OK && files.n > 1) qsort(files.v, (size_t)files.n, sizeof *files.v, wk_strcmp_ptr);
   for (int64_t i = 0; s == WK_OK && i < files.n; i++) {
     s = wk_dataset_push(ds, files.v[i], label);

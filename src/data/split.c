@@ -36,6 +36,7 @@ static wk_status wk_choose_val(const wk_dataset *ds, double val_pct, uint64_t se
       if (ds->samples[i].label == c) idx[n++] = i;
     int64_t n_val = (int64_t)(n * val_pct / 100.0 + 0.5);
     if (val_pct > 0 && n >= 2) n_val = n_val < 1 ? 1 : n_val > n - 1 ? n - 1 : n_val;
+    if (n < 2) n_val = 0; /* a class of one image trains on it (none left to learn from else) */
     wk_rng r = wk_rng_make(seed, wk_stream_split((uint32_t)c));
     for (int64_t i = 0; i < n_val; i++) {
       /* partial Fisher-Yates: position i takes a random one of [i, n) */

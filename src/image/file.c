@@ -22,7 +22,9 @@ static wk_status wk_bytes_reserve(wk_bytes *buf, size_t bytes, const char *path)
 wk_status wk_file_read(const char *path, size_t max_bytes, wk_bytes *buf) {
   if (max_bytes == 0) max_bytes = WK_FILE_MAX_BYTES;
   buf->n_bytes = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO with no writer would block the open itself, before
+   * the check below refuses it (no effect on a regular file's reads) */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return wk_fail(WK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat st;
   wk_status s = WK_OK;

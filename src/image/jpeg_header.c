@@ -41,6 +41,7 @@ wk_status wk_jpeg_read_header(const uint8_t *p, size_t n, const char *name, wk_h
     if (pos >= n)
       return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG: the file ends in its header", name);
     int m = p[pos++];
+    if (m == 0x00) continue; /* FF 00 outside a scan: junk, as libjpeg skips it */
     if (m == WK_JPEG_SOI || m == WK_JPEG_TEM || (m >= 0xD0 && m <= 0xD7)) continue;
     if (m == WK_JPEG_EOI)
       return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: end of image before any scan", name);

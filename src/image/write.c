@@ -8,6 +8,8 @@
  * linkage so another file that includes stb_image_write.h cannot clash. */
 #include "image/image.h"
 
+#include "core/atomic_file.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,36 +45,12 @@ static void wk_membuf_put(void *ctx, void *data, int size) {
   m->n_bytes = need;
 }
 
-/* Writes bytes to `path` through a temporary file and a rename. */
+/* Writes bytes to `path` through a temporary file and a rename
+ * (core/atomic_file.h: created 0666 less the umask, as a plain create would
+ * be; mkstemp's 0600, which the rename kept, hid images from viewers and
+ * servers). */
 static wk_status wk_write_atomic(const char *path, const uint8_t *data, size_t n) {
-  size_t len = strlen(path);
-  char *tmp = malloc(len + 16);
-  if (!tmp) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
-  snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    wk_status s = wk_fail(WK_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                          strerror(errno));
-    free(tmp);
-    return s;
-  }
-  wk_status s = WK_OK;
-  size_t done = 0;
-  while (s == WK_OK && done < n) {
-    ssize_t w = write(fd, data + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) s = wk_fail(WK_ERR_IO, "%s: write error: %s", path, strerror(errno));
-    else done += (size_t)w;
-  }
-  if (s == WK_OK && fsync(fd) != 0)
-    s = wk_fail(WK_ERR_IO, "%s: fsync: %s", path, strerror(errno));
-  if (close(fd) != 0 && s == WK_OK)
-    s = wk_fail(WK_ERR_IO, "%s: close: %s", path, strerror(errno));
-  if (s == WK_OK && rename(tmp, path) != 0)
-    s = wk_fail(WK_ERR_IO, "%s: rename: %s", path, strerror(errno));
-  if (s != WK_OK) unlink(tmp);
-  free(tmp);
-  return s;
+  return wk_atomic_write_file(path, data, n);
 }
 
 static wk_status wk_check_writable(const wk_image *img, const char *path) {
