@@ -347,6 +347,16 @@ START_TEST(test_resize_properties) {
                    WK_ERR_INVALID_ARG);
   ck_assert_int_eq(wk_resize_f32(&src, far, m, 4, 4, WK_RESAMPLE_AREA, false, &sc, a),
                    WK_ERR_INVALID_ARG);
+  /* a box reaching past the right edge (accepted up to twice the width): the
+   * outputs beyond it have no taps and are 0, and no column past the image is
+   * read (it once was: ASan's build of this suite catches a regression) */
+  const double beyond[4] = {0, 20, 70, 23};
+  for (int f = 0; f < 2; f++) {
+    ck_assert_int_eq(wk_resize_f32(&src, beyond, WK_BOX_CROP_THEN_RESIZE, 4, 4,
+                                   (wk_resample)f, false, &sc, a), WK_OK);
+    for (int i = 0; i < 4 * 4 * 3; i++) ck_assert(isfinite(a[i]));
+    ck_assert_float_eq(a[3 * 3], 0.0f); /* row 0, column 3: x from 52.5, past 37 */
+  }
   wk_resize_scratch_free(&sc);
   free(a);
   free(b);
@@ -407,6 +417,65 @@ START_TEST(test_write_roundtrip) {
 }
 END_TEST
 
+/* A JPEG with junk bytes before its scan (libjpeg warns "extraneous bytes
+ * before marker", and TurboJPEG keeps only that first warning's text) and
+ * then cut short: refused as truncated, where its missing part once decoded
+ * grey. Not cut, it decodes; junk FF 00 right after SOI is skipped as libjpeg
+ * skips it. */
+START_TEST(test_jpeg_junk_then_truncated) {
+  char *src = wkt_fixture("jpeg_420.jpg");
+  wk_bytes f = {0};
+  ck_assert_int_eq(wk_file_read(src, 0, &f), WK_OK);
+  size_t sos = 0;
+  for (size_t i = 2; i + 1 < f.n_bytes && !sos; i++)
+    if (f.data[i] == 0xFF && f.data[i + 1] == 0xDA) sos = i;
+  ck_assert(sos > 0);
+  uint8_t *junk = malloc(f.n_bytes + 4);
+  memcpy(junk, f.data, sos);
+  memcpy(junk + sos, "\x12\x34\x56", 3);
+  memcpy(junk + sos + 3, f.data + sos, f.n_bytes - sos);
+  wk_image img = {0};
+  ck_assert_msg(wk_image_decode(NULL, junk, f.n_bytes + 3, "junk.jpg", NULL, &img, NULL) == WK_OK,
+                "%s", wk_last_error());
+  const size_t cut = sos + 3 + (f.n_bytes - sos) * 6 / 10;
+  ck_assert_int_eq(wk_image_decode(NULL, junk, cut, "cut.jpg", NULL, &img, NULL), WK_ERR_FORMAT);
+  ck_assert_msg(strstr(wk_last_error(), "cut.jpg: truncated JPEG"), "%s", wk_last_error());
+  /* FF 00 7F 00 after SOI */
+  memcpy(junk, f.data, 2);
+  memcpy(junk + 2, "\xff\x00\x7f\x00", 4);
+  memcpy(junk + 6, f.data + 2, f.n_bytes - 2);
+  ck_assert_msg(wk_image_decode(NULL, junk, f.n_bytes + 4, "ff00.jpg", NULL, &img, NULL) == WK_OK,
+                "%s", wk_last_error());
+  wk_image_free(&img);
+  free(junk);
+  wk_bytes_free(&f);
+  free(src);
+}
+END_TEST
+
+/* A PNG whose every row is there but whose IEND chunk is missing decodes to
+ * the same pixels (it was refused as "ends inside its data"); cut inside its
+ * image data it is still refused. */
+START_TEST(test_png_without_iend) {
+  char *src = wkt_fixture("png_rgb8.png");
+  wk_bytes f = {0};
+  ck_assert_int_eq(wk_file_read(src, 0, &f), WK_OK);
+  ck_assert(f.n_bytes > 12 && !memcmp(f.data + f.n_bytes - 8, "IEND", 4));
+  wk_image whole = {0}, cut = {0};
+  ck_assert_int_eq(wk_image_decode(NULL, f.data, f.n_bytes, "whole.png", NULL, &whole, NULL),
+                   WK_OK);
+  ck_assert_msg(wk_image_decode(NULL, f.data, f.n_bytes - 12, "noiend.png", NULL, &cut, NULL) ==
+                    WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wkt_image_max_diff(&whole, &cut), 0);
+  ck_assert_int_eq(wk_image_decode(NULL, f.data, f.n_bytes / 2, "half.png", NULL, &cut, NULL),
+                   WK_ERR_FORMAT);
+  wk_image_free(&whole);
+  wk_image_free(&cut);
+  wk_bytes_free(&f);
+  free(src);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- files */
 START_TEST(test_file_read_and_sniffing) {
   char *dir = wkt_tempdir();
@@ -462,6 +531,8 @@ int main(void) {
   tcase_add_test(tc, test_resize_properties);
   tcase_add_test(tc, test_write_roundtrip);
   tcase_add_test(tc, test_file_read_and_sniffing);
+  tcase_add_test(tc, test_jpeg_junk_then_truncated);
+  tcase_add_test(tc, test_png_without_iend);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

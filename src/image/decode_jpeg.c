@@ -43,6 +43,26 @@ static bool wk_tj_truncation(const char *msg) {
   return strstr(msg, "Premature end") || strstr(msg, "premature end");
 }
 
+/* Whether the file has no end-of-image marker (FF D9) after its last
+ * start-of-scan (FF DA): cut short. TurboJPEG keeps only its first warning's
+ * text, so a truncation after an earlier warning ("extraneous bytes before
+ * marker", common in scraped photos) is not in the message, and the missing
+ * part would decode grey. (Trailing bytes after the EOI are fine.) */
+static bool wk_no_eoi_after_scan(const uint8_t *p, size_t n) {
+  size_t sos = 0;
+  bool have_sos = false;
+  for (size_t i = n; i-- > 1;)
+    if (p[i - 1] == 0xFF && p[i] == 0xDA) {
+      sos = i;
+      have_sos = true;
+      break;
+    }
+  if (!have_sos) return true;
+  for (size_t i = sos + 1; i + 1 < n; i++)
+    if (p[i] == 0xFF && p[i + 1] == 0xD9) return false;
+  return true;
+}
+
 /* Adobe-style CMYK (samples stored inverted, as PIL assumes for every CMYK
  * JPEG) to RGB exactly as PIL 9's cmyk2rgb: with s the stored samples,
  * r = s3 - round(s3 * (255 - s0) / 255). In place, 4 bytes to 3. */
@@ -70,8 +90,15 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
   tjhandle tj = dec->tj;
   int w = 0, hgt = 0, subsamp = 0, colorspace = 0;
   if (tjDecompressHeader3(tj, p, (unsigned long)n, &w, &hgt, &subsamp, &colorspace) != 0 &&
-      (tjGetErrorCode(tj) != TJERR_WARNING || w <= 0 || hgt <= 0))
-    return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG header: %s", name, tjGetErrorStr2(tj));
+      (tjGetErrorCode(tj) != TJERR_WARNING || w <= 0 || hgt <= 0)) {
+    const char *msg = tjGetErrorStr2(tj);
+    /* TurboJPEG 2's header reader takes only its known chroma subsamplings:
+     * a valid file with another (4:1:0, 3x1) is not corrupt */
+    if (strstr(msg, "subsampling"))
+      return wk_fail(WK_ERR_UNSUPPORTED, "%s: a JPEG with a chroma subsampling this decoder "
+                     "does not take (%s)", name, msg);
+    return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG header: %s", name, msg);
+  }
   if (w != h->stored_width || hgt != h->stored_height)
     return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: frame header says %d x %d, libjpeg %d x %d",
                    name, h->stored_width, h->stored_height, w, hgt);
@@ -99,6 +126,9 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
       return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: %s", name, msg);
     if (wk_tj_truncation(msg))
       return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (%s)", name, msg);
+    if (wk_no_eoi_after_scan(p, n))
+      return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
+                     "scan; libjpeg warned: %s)", name, msg);
   }
   if (cmyk) wk_cmyk_to_rgb(dst, px);
   if (!direct) wk_image_orient(dst, sw, sh, h->orientation, out);

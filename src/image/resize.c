@@ -44,6 +44,9 @@ static void wk_axis_fill(wk_axis *a, int lo, int hi, double in0, double in1, wk_
     double center = in0 + (o + 0.5) * scale;
     int xmin = (int)(center - support + 0.5);
     if (xmin < lo) xmin = lo;
+    if (xmin > hi) xmin = hi; /* an output past the source's edge (a box reaching beyond
+                               * it): no taps, and its first no further than the edge,
+                               * which bounds the columns the passes read */
     int xmax = (int)(center + support + 0.5);
     if (xmax > hi) xmax = hi;
     int n = xmax - xmin;
