@@ -468,6 +468,9 @@ START_TEST(test_broken_models_refused) {
   wkt_expect_refused(ctx, bad, "whisker.classes");
   wkt_rewrite_meta(good, bad, "whisker.preprocess", "{\"resize\":10,\"crop\":20}");
   wkt_expect_refused(ctx, bad, "whisker.preprocess");
+  wkt_rewrite_meta(good, bad, "whisker.preprocess",
+                   "{\"resize\":73,\"crop\":64,\"mean\":[0,0,0],\"std\":[1,1,1]}");
+  wkt_expect_refused(ctx, bad, "crops 64 px, but the network takes 32 x 32");
   /* a file that is not a model at all */
   wk_st_entry e = {.name = "x", .dtype = WK_ST_F32, .ndim = 1, .shape = {1},
                    .data = (float[1]){1}, .n_bytes = 4};

@@ -341,6 +341,11 @@ static wk_status wk_load_preprocess(const wk_st_file *f, wk_preprocess *p, int c
   if (!ok)
     return wk_fail(WK_ERR_FORMAT, "%s: whisker.preprocess must be {\"resize\", \"crop\" <= "
                    "resize, \"mean\": [3], \"std\": [3] > 0}", wk_st_path(f));
+  /* the crop is what the network is fed: another size fails every forward,
+   * with a message naming neither the file nor the cause */
+  if (p->crop_px != crop_px)
+    return wk_fail(WK_ERR_FORMAT, "%s: whisker.preprocess crops %d px, but the network takes "
+                   "%d x %d", wk_st_path(f), p->crop_px, crop_px, crop_px);
   return WK_OK;
 }
 
