@@ -318,18 +318,37 @@ static wk_status wk_render_one(const wk_clicks_opts *o, const char *path, const 
   return st;
 }
 
+/* An input's output name: its label and file name (the images are
+ * <label>/<name>_<n>.png). */
+typedef struct wk_out_name {
+  const char *label, *base, *path;
+} wk_out_name;
+
+static int wk_cmp_out_name(const void *a, const void *b) {
+  const wk_out_name *x = a, *y = b;
+  const int c = strcmp(x->label, y->label);
+  return c ? c : strcmp(x->base, y->base);
+}
+
 /* Two inputs whose images would have the same names (the same label and file
  * name, e.g. a/u1/s and b/u1/s): the second would overwrite the first's. The
- * pair is named in the error. labels[i] is files[i]'s (NULL: not rendered). */
+ * pair is named in the error. labels[i] is files[i]'s (NULL: not rendered).
+ * Sorted, so a large tree is checked in n log n. */
 static wk_status wk_render_clash(char **files, char **labels, int nf) {
+  wk_out_name *v = malloc((nf ? (size_t)nf : 1) * sizeof *v);
+  if (!v) return wk_fail(WK_ERR_NOMEM, "out of memory for %d file names", nf);
+  int n = 0;
   for (int i = 0; i < nf; i++)
-    for (int j = i + 1; labels[i] && j < nf; j++)
-      if (labels[j] && !strcmp(labels[i], labels[j]) &&
-          !strcmp(wk_base(files[i]), wk_base(files[j])))
-        return wk_fail(WK_ERR_INVALID_ARG, "%s and %s would both be written as %s/%s_*.png: "
-                       "rename one, or render them into different --out folders", files[i],
-                       files[j], labels[i], wk_base(files[i]));
-  return WK_OK;
+    if (labels[i]) v[n++] = (wk_out_name){labels[i], wk_base(files[i]), files[i]};
+  qsort(v, (size_t)n, sizeof *v, wk_cmp_out_name);
+  wk_status s = WK_OK;
+  for (int i = 1; i < n && s == WK_OK; i++)
+    if (!wk_cmp_out_name(&v[i - 1], &v[i]))
+      s = wk_fail(WK_ERR_INVALID_ARG, "%s and %s would both be written as %s/%s_*.png: rename "
+                  "one, or render them into different --out folders", v[i - 1].path, v[i].path,
+                  v[i].label, v[i].base);
+  free(v);
+  return s;
 }
 
 static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
