@@ -516,11 +516,11 @@ START_TEST(test_cli_eval_and_score) {
   char args[8192];
   /* A labels file of one line, a prefix of its header and no newline: no
    * rows, exit 1 (its header check once read past the end: ASan's build) */
-  char *stub = wkt_join(dir, "stub_labels.csv", NULL);
-  wkt_write_file(stub, "filename", 8);
-  snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --epochs 1 --models 1", mini, stub);
+  char *prefix = wkt_join(dir, "prefix_labels.csv", NULL);
+  wkt_write_file(prefix, "filename", 8);
+  snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --epochs 1 --models 1", mini, prefix);
   ck_assert_int_eq(run_cli(args, log), 1);
-  free(stub);
+  free(prefix);
   snprintf(args, sizeof args, "clicks eval '%s' --labels '%s' --out '%s' --window 32 --size 16 "
            "--epochs 3 --batch 8 --threads 1 --models 2 --json", mini, labels, dir);
   ck_assert_int_eq(run_cli(args, log), 0);

@@ -417,15 +417,21 @@ START_TEST(test_write_roundtrip) {
 }
 END_TEST
 
+/* tests/fixtures/images/<name>'s bytes into *f. */
+static void read_fixture(const char *name, wk_bytes *f) {
+  char *path = wkt_fixture(name);
+  ck_assert_msg(wk_file_read(path, 0, f) == WK_OK, "%s", wk_last_error());
+  free(path);
+}
+
 /* A JPEG with junk bytes before its scan (libjpeg warns "extraneous bytes
  * before marker", and TurboJPEG keeps only that first warning's text) and
  * then cut short: refused as truncated, where its missing part once decoded
  * grey. Not cut, it decodes; junk FF 00 right after SOI is skipped as libjpeg
  * skips it. */
 START_TEST(test_jpeg_junk_then_truncated) {
-  char *src = wkt_fixture("jpeg_420.jpg");
   wk_bytes f = {0};
-  ck_assert_int_eq(wk_file_read(src, 0, &f), WK_OK);
+  read_fixture("jpeg_420.jpg", &f);
   size_t sos = 0;
   for (size_t i = 2; i + 1 < f.n_bytes && !sos; i++)
     if (f.data[i] == 0xFF && f.data[i + 1] == 0xDA) sos = i;
@@ -449,7 +455,6 @@ START_TEST(test_jpeg_junk_then_truncated) {
   wk_image_free(&img);
   free(junk);
   wk_bytes_free(&f);
-  free(src);
 }
 END_TEST
 
@@ -457,9 +462,8 @@ END_TEST
  * the same pixels (it was refused as "ends inside its data"); cut inside its
  * image data it is still refused. */
 START_TEST(test_png_without_iend) {
-  char *src = wkt_fixture("png_rgb8.png");
   wk_bytes f = {0};
-  ck_assert_int_eq(wk_file_read(src, 0, &f), WK_OK);
+  read_fixture("png_rgb8.png", &f);
   ck_assert(f.n_bytes > 12 && !memcmp(f.data + f.n_bytes - 8, "IEND", 4));
   wk_image whole = {0}, cut = {0};
   ck_assert_int_eq(wk_image_decode(NULL, f.data, f.n_bytes, "whole.png", NULL, &whole, NULL),
@@ -472,7 +476,6 @@ START_TEST(test_png_without_iend) {
   wk_image_free(&whole);
   wk_image_free(&cut);
   wk_bytes_free(&f);
-  free(src);
 }
 END_TEST
 

@@ -552,8 +552,6 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
     seen = seen_before = r->state.seen;
     wait = r->state.wait_s;
   }
-  r->state.loss_sum = r->state.wait_s = 0;
-  r->state.correct = r->state.seen = 0;
   WK_TRY(wk_loader_start_epoch(r->loader, e));
   for (;;) {
     const wk_batch *bt, *next = NULL;
@@ -619,18 +617,16 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   WK_TRY(wk_run_paths(r));
   bool settings = false; /* the checkpoint kept the run's settings */
   if (c->resume) { /* before the data: its split and order follow the run's seed */
-    wk_st_file *f;
-    WK_TRY(wk_st_open(r->path_ckpt, &f));
-    const wk_status s = wk_run_settings_adopt(r->path_ckpt, wk_st_meta_get(f, "whisker.run"), c,
-                                              &r->state, &r->pretrained, &settings);
-    wk_st_close(f);
+    char *run_json = NULL;
+    WK_TRY(wk_checkpoint_load_run(r->ctx, r->path_ckpt, &r->net, &r->trainer, &r->meta, &pos,
+                                  &run_json));
+    const wk_status s = wk_run_settings_adopt(r->path_ckpt, run_json, c, &r->state,
+                                              &r->pretrained, &settings);
+    free(run_json);
     WK_TRY(s);
   }
   WK_TRY(wk_run_data(r));
-  if (c->resume)
-    WK_TRY(wk_checkpoint_load(r->ctx, r->path_ckpt, &r->net, &r->trainer, &r->meta, &pos));
-  else
-    WK_TRY(wk_run_new_model(r));
+  if (!c->resume) WK_TRY(wk_run_new_model(r));
   if (pos.epoch > c->epochs)
     return settings ? wk_fail(WK_ERR_FORMAT, "%s: at epoch %lld of a run of %d epochs: damaged",
                               r->path_ckpt, (long long)pos.epoch, c->epochs)
@@ -730,13 +726,10 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_TRY(wk_run_trainer(r, 0, wk_loader_batches_per_epoch(r->loader)));
     if (c->lr_find) WK_TRY(wk_run_lr_find(r, wk_loader_batches_per_epoch(r->loader)));
   }
-  /* the best so far: kept in the checkpoint, else (one from before it was)
-   * from metrics.csv */
-  if (settings && r->state.best_val_acc > res->best_val_acc)
-    res->best_val_acc = r->state.best_val_acc;
+  /* the best so far: kept in the checkpoint, and (one from before it was)
+   * in metrics.csv */
   for (int i = 0; i < r->n_rows; i++)
-    if (r->rows[i].val_acc > res->best_val_acc) res->best_val_acc = r->rows[i].val_acc;
-  r->state.best_val_acc = res->best_val_acc;
+    if (r->rows[i].val_acc > r->state.best_val_acc) r->state.best_val_acc = r->rows[i].val_acc;
   for (int e = (int)pos.epoch; e < c->epochs; e++) {
     wk_epoch_row row;
     bool stopped = false;
@@ -755,8 +748,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
     WK_TRY(wk_ddp_average_buffers(r->ddp));
     WK_TRY(wk_validate(r, &row));
     if (r->writer) WK_TRY(wk_write_csv(r));
-    if (row.val_acc > res->best_val_acc) {
-      res->best_val_acc = r->state.best_val_acc = row.val_acc;
+    if (row.val_acc > r->state.best_val_acc) {
+      r->state.best_val_acc = row.val_acc;
       if (r->writer) WK_TRY(wk_save_best(r, row.val_acc, e + 1));
     }
     const wk_data_pos next = {.epoch = e + 1, .batch = 0,
@@ -813,7 +806,7 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
 
 wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   memset(res, 0, sizeof *res);
-  res->best_val_acc = -1.0;
+  res->best_val_acc = -1.0; /* none yet; wk_fit_run keeps it in r.state */
   wk_fit_config cfg = *cfg_in; /* size 0 (fine-tuning) becomes the model's */
   if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.batch < 2 ||
       (cfg.size < 16 && !(cfg.size == 0 && cfg.pretrained)) ||
@@ -826,9 +819,10 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
              cfg.head_epochs);
   wk_stop_requested = 0;
   wk_run r = {.cfg = &cfg, .ctx = ctx, .rank = wk_dist_rank(cfg.dist),
-              .world = wk_dist_size(cfg.dist)};
+              .world = wk_dist_size(cfg.dist), .state = {.best_val_acc = -1.0}};
   r.writer = r.rank == 0;
   wk_status s = wk_fit_run(&r, res);
+  res->best_val_acc = r.state.best_val_acc;
   wk_loader_destroy(r.loader);
   wk_trainer_destroy(r.trainer);
   r.trainer = NULL;

@@ -707,8 +707,14 @@ static wk_status wk_restore_optim(const wk_st_file *f, wk_trainer *t) {
 
 wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
                              wk_model_meta *meta, wk_data_pos *pos) {
+  return wk_checkpoint_load_run(ctx, path, net, t, meta, pos, NULL);
+}
+
+wk_status wk_checkpoint_load_run(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
+                                 wk_model_meta *meta, wk_data_pos *pos, char **run_json) {
   *net = NULL;
   *t = NULL;
+  if (run_json) *run_json = NULL;
   wk_st_file *f;
   WK_TRY(wk_st_open(path, &f));
   wk_train_config cfg;
@@ -727,6 +733,9 @@ wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_tra
   if (st == WK_OK) st = wk_net_set_precision(*net, prec);
   if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
   if (st == WK_OK) st = wk_restore_optim(f, *t);
+  const char *run = run_json ? wk_st_meta_get(f, "whisker.run") : NULL;
+  if (st == WK_OK && run && !(*run_json = strdup(run)))
+    st = wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
   wk_st_close(f);
   if (st != WK_OK) {
     wk_trainer_destroy(*t);

@@ -119,5 +119,9 @@ wk_status wk_checkpoint_save_run(const char *path, wk_trainer *t, const wk_model
  * caller owns *net and *t (destroy t first) and frees meta. */
 wk_status wk_checkpoint_load(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
                              wk_model_meta *meta, wk_data_pos *pos);
+/* The same, and the "whisker.run" metadata into *run_json (malloc'd; NULL
+ * when the checkpoint has none), read in the same pass over the file. */
+wk_status wk_checkpoint_load_run(wk_ctx *ctx, const char *path, wk_net **net, wk_trainer **t,
+                                 wk_model_meta *meta, wk_data_pos *pos, char **run_json);
 
 #endif
