@@ -10,10 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "image/image.h"
 #include "modelio/model.h"
 #include "nn/zoo.h"
 #include "test_util.h"
 #include "train/metrics.h"
+#include "train/predict.h"
 #include "train/trainer.h"
 
 static char wkt_tmp[256];
@@ -512,6 +514,48 @@ START_TEST(test_broken_models_refused) {
 }
 END_TEST
 
+/* Finite weights can still overflow on some input. Such an image gets a
+ * row of NaN and is counted as failed, like an unreadable file, so classify
+ * reports it instead of printing nothing for it under exit 0. */
+START_TEST(test_predict_files_nonfinite_output) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 4, 4, 3, &net), WK_OK);
+  int v = wk_net_flatten(net, "flatten", 0);
+  v = wk_net_linear(net, "fc", v, 2, true);
+  ck_assert_int_ge(v, 0);
+  ck_assert_msg(wk_net_finalize(net, 3) == WK_OK, "%s", wk_last_error());
+  float *w = wk_net_weights(net);
+  for (size_t i = 0; i < wk_net_n_elems(net); i++) w[i] = 1e-3f;
+  const int fc = wk_net_find_param(net, "fc.weight");
+  size_t np;
+  const wk_param *prm = wk_net_params(net, &np);
+  w[prm[fc].offset] = w[prm[fc].offset + 1] = 3e38f; /* finite; their sum is not */
+  wk_net_weights_changed(net);
+  const char *paths[3] = {wkt_path("dark.png"), NULL, NULL};
+  paths[1] = wkt_path("bright.png");
+  paths[2] = wkt_path("missing.png");
+  for (int k = 0; k < 2; k++) {
+    wk_image img = {0};
+    ck_assert_int_eq(wk_image_alloc(&img, 4, 4), WK_OK);
+    for (int y = 0; y < 4; y++) memset(img.data + y * img.stride_bytes, k ? 255 : 0, 4 * 3);
+    ck_assert_int_eq(wk_image_write_png(&img, paths[k]), WK_OK);
+    wk_image_free(&img);
+  }
+  const wk_preprocess pre = {.resize_px = 4, .crop_px = 4, .mean = {0, 0, 0}, .std = {1, 1, 1}};
+  float probs[3 * 2];
+  int64_t bad = -1;
+  ck_assert_msg(wk_predict_files(net, &pre, paths, 3, 2, probs, &bad) == WK_OK, "%s",
+                wk_last_error());
+  ck_assert_int_eq(bad, 2); /* the bright one and the missing one */
+  ck_assert(isfinite(probs[0]) && isfinite(probs[1]));
+  ck_assert_float_eq_tol(probs[0] + probs[1], 1.0f, 1e-6f);
+  for (int j = 2; j < 6; j++) ck_assert_msg(isnan(probs[j]), "probs[%d] = %g", j, probs[j]);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   snprintf(wkt_tmp, sizeof wkt_tmp, "/tmp/wk_test_model_%d", (int)getpid());
   if (mkdir(wkt_tmp, 0700) != 0) return 1;
@@ -523,6 +567,7 @@ int main(void) {
   tcase_add_test(tc, test_sweep_step_with_a_nonfinite_gradient);
   tcase_add_test(tc, test_checkpoint_keeps_precision);
   tcase_add_test(tc, test_predicted_classes);
+  tcase_add_test(tc, test_predict_files_nonfinite_output);
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);

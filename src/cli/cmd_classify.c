@@ -212,7 +212,7 @@ int wk_cmd_classify(int argc, char **argv) {
   for (int64_t i = 0; i < paths.n; i++)
     if (!isnan(probs[i * meta.n_classes]))
       wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json);
-  if (bad) fprintf(stderr, "whisker classify: %lld of %lld images could not be read\n",
+  if (bad) fprintf(stderr, "whisker classify: %lld of %lld images could not be classified\n",
                    (long long)bad, (long long)paths.n);
   rc = bad == paths.n ? WK_EXIT_FAIL : WK_EXIT_OK;
 done:

@@ -2,6 +2,7 @@
 #include "train/predict.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,9 +105,21 @@ wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *co
     const int64_t shape[4] = {m, pre->crop_px, pre->crop_px, 3};
     wk_tensor x = wk_tensor_view(buf, WK_F32, 4, shape), out;
     if ((st = wk_net_forward(net, &x, false, &out)) != WK_OK) break;
-    wk_softmax_rows(out.data, m, (int)k);
-    for (int r = 0; r < m; r++)
-      memcpy(probs + rows[r] * k, (float *)out.data + r * k, (size_t)k * sizeof *probs);
+    for (int r = 0; r < m; r++) {
+      const float *logit = (const float *)out.data + r * k;
+      bool finite = true;
+      for (int64_t j = 0; j < k && finite; j++) finite = isfinite(logit[j]);
+      if (finite) {
+        memcpy(probs + rows[r] * k, logit, (size_t)k * sizeof *probs);
+        wk_softmax_rows(probs + rows[r] * k, 1, (int)k);
+        continue;
+      }
+      /* finite weights can still overflow on some input: say so, never print NaN */
+      wk_log(WK_LOG_ERROR, "%s: the model's output is not a number (NaN or infinity); the model "
+             "may be damaged or overflow on this image", paths[rows[r]]);
+      for (int64_t j = 0; j < k; j++) probs[rows[r] * k + j] = NAN;
+      (*bad)++;
+    }
   }
   wk_augmenter_destroy(a);
   free(buf);

@@ -27,8 +27,8 @@ wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const w
                                   int32_t *labels);
 
 /* Probabilities (n x K, caller-allocated) for n image files. A file that
- * cannot be read gets a row of NAN and *bad counts it; its error is logged
- * with the path. */
+ * cannot be read, or whose logits are not all finite, gets a row of NAN and
+ * *bad counts it; its error is logged with the path. */
 wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
                            int64_t n, int batch, float *probs, int64_t *bad);
 
