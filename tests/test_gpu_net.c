@@ -1020,6 +1020,26 @@ START_TEST(test_fp16_overflow_skips) {
   ck_assert_msg(wk_trainer_step(t, &x, &labels, &loss, NULL) == WK_OK, "%s", wk_last_error());
   ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
   ck_assert_int_ne(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
+  /* a checkpoint keeps the scale and the count of skipped steps */
+  char dir[] = "/tmp/wk_gpu_fp16_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 5, 32), WK_OK);
+  const wk_data_pos pos = {0, 2, 4};
+  ck_assert_msg(wk_checkpoint_save(path, t, &meta, &pos) == WK_OK, "%s", wk_last_error());
+  wk_model_meta_free(&meta);
+  wk_net *back = NULL;
+  wk_trainer *tb = NULL;
+  ck_assert_msg(wk_checkpoint_load(ctx, path, &back, &tb, &meta, NULL) == WK_OK, "%s",
+                wk_last_error());
+  ck_assert_int_eq(wk_trainer_skipped_steps(tb), 1);
+  ck_assert(wk_trainer_loss_scale(tb) == 128.0);
+  remove(path);
+  rmdir(dir);
+  wk_model_meta_free(&meta);
+  wk_trainer_destroy(tb);
+  wk_net_destroy(back);
   free(before);
   wk_trainer_destroy(t);
   wk_tensor_free(&x);

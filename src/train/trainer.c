@@ -523,6 +523,7 @@ static char *wk_checkpoint_json(const wk_trainer *t, const wk_data_pos *pos) {
               cJSON_AddNumberToObject(o, "clip_norm", t->cfg.clip_norm) &&
               cJSON_AddNumberToObject(o, "loss_scale", t->loss_scale) &&
               cJSON_AddNumberToObject(o, "loss_scale_good_steps", (double)t->good_steps) &&
+              cJSON_AddNumberToObject(o, "loss_scale_skipped_steps", (double)t->skipped_steps) &&
               cJSON_AddStringToObject(o, "precision", wk_precision_name(wk_net_precision(t->net)));
     if (ok && cJSON_AddItemToObject(o, "optimizer", opt)) opt = NULL;
     if (ok && !opt && cJSON_AddItemToObject(o, "schedule", sch)) sch = NULL;
@@ -609,12 +610,13 @@ static bool wk_jcount(const cJSON *o, const char *key, int64_t *out) {
   return true;
 }
 
-/* *scale and *good_steps: fp16's loss scale, optional (older checkpoints start
- * at the default); a value out of range is a broken file. *prec: the precision
+/* *scale, *good_steps and *skipped: fp16's loss scale, optional (older
+ * checkpoints start at the default, and older still count no skipped steps);
+ * a value out of range is a broken file. *prec: the precision
  * the run trained in, optional (older checkpoints trained in fp32). */
 static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_train_config *c,
                                      int64_t *step, wk_data_pos *pos, double *scale,
-                                     int64_t *good_steps, wk_precision *prec) {
+                                     int64_t *good_steps, int64_t *skipped, wk_precision *prec) {
   cJSON *o = cJSON_Parse(text);
   const cJSON *opt = cJSON_GetObjectItemCaseSensitive(o, "optimizer");
   const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "schedule");
@@ -658,10 +660,12 @@ static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_trai
   if (good && cJSON_GetObjectItemCaseSensitive(o, "global_batch"))
     good = wk_jcount(o, "global_batch", &pos->global_batch);
   *scale = WK_SCALE_INIT;
-  *good_steps = 0;
+  *good_steps = *skipped = 0;
   if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale"))
     good = wk_jnum(o, "loss_scale", scale) && *scale >= 1.0 && *scale <= WK_SCALE_MAX &&
            wk_jcount(o, "loss_scale_good_steps", good_steps);
+  if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale_skipped_steps"))
+    good = wk_jcount(o, "loss_scale_skipped_steps", skipped);
   *prec = WK_PRECISION_FP32;
   const cJSON *pj = cJSON_GetObjectItemCaseSensitive(o, "precision");
   if (good && pj)
@@ -725,10 +729,10 @@ wk_status wk_checkpoint_load_run(wk_ctx *ctx, const char *path, wk_net **net, wk
                       : wk_fail(WK_ERR_FORMAT, "%s: a model, not a checkpoint (no "
                                 "whisker.checkpoint metadata)", path);
   double scale = WK_SCALE_INIT;
-  int64_t good_steps = 0;
+  int64_t good_steps = 0, skipped = 0;
   wk_precision prec = WK_PRECISION_FP32;
   if (st == WK_OK)
-    st = wk_parse_checkpoint(path, text, &cfg, &step, &p, &scale, &good_steps, &prec);
+    st = wk_parse_checkpoint(path, text, &cfg, &step, &p, &scale, &good_steps, &skipped, &prec);
   if (st == WK_OK) st = wk_model_load_file(ctx, f, net, meta);
   if (st == WK_OK) st = wk_net_set_precision(*net, prec);
   if (st == WK_OK) st = wk_trainer_create(*net, &cfg, t);
@@ -748,6 +752,7 @@ wk_status wk_checkpoint_load_run(wk_ctx *ctx, const char *path, wk_net **net, wk
   (*t)->step = step;
   (*t)->loss_scale = scale;
   (*t)->good_steps = good_steps;
+  (*t)->skipped_steps = skipped;
   if (pos) *pos = p;
   return WK_OK;
 }

@@ -97,7 +97,7 @@ const int32_t *wk_trainer_predicted(const wk_trainer *t);
 double wk_trainer_grad_norm(const wk_trainer *t);
 /* fp16 on a GPU (nn/net.h): the dynamic loss scale (2^16 to start, halved at
  * a step with a non-finite gradient, which is skipped, doubled after 2000
- * good steps; kept in checkpoints) and the steps skipped so far. set: for
+ * good steps; kept in checkpoints) and the steps skipped so far (kept too). set: for
  * tests and for a resumed run that wants another start (s >= 1). */
 double wk_trainer_loss_scale(const wk_trainer *t);
 int64_t wk_trainer_skipped_steps(const wk_trainer *t);
