@@ -471,6 +471,16 @@ START_TEST(test_cli_render_tree) {
   /* Usage errors exit 2; input that cannot be used at all exits 1. */
   snprintf(args, sizeof args, "clicks render '%s' --out '%s' --window 0", users, out);
   ck_assert_int_eq(run_cli(args, log), 2);
+  /* an option of another subcommand is refused, not silently ignored, and
+   * so is a fraction of a row */
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --epochs 3", users, out);
+  ck_assert_int_eq(run_cli(args, log), 2);
+  snprintf(args, sizeof args, "clicks score '%s' --model m --out '%s'", users, out);
+  ck_assert_int_eq(run_cli(args, log), 2);
+  snprintf(args, sizeof args, "clicks eval '%s' --labels x --user alice", users);
+  ck_assert_int_eq(run_cli(args, log), 2);
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --max-rows 2.5", users, out);
+  ck_assert_int_eq(run_cli(args, log), 2);
   snprintf(args, sizeof args, "clicks render '%s' --out '%s'", bad, out);
   ck_assert_int_eq(run_cli(args, log), 1);
   ck_assert_int_eq(run_cli("clicks frobnicate", log), 2);

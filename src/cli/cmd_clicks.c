@@ -56,6 +56,7 @@ typedef struct wk_clicks_opts {
   wk_clicks_train_cfg train;
   wk_click_parse_opts parse;
   const char *out, *labels, *model, *user;
+  const char *window_opt; /* the first window or rendering option given, or NULL */
   bool json;
   int threads;
 } wk_clicks_opts;
@@ -121,8 +122,12 @@ static int wk_clicks_option(const char *cmd, int argc, char **argv, int *i, wk_c
   if ((r = wk_arg_int(cmd, argc, argv, i, "--seed", 0, 2147483647, &seed)))
     return r < 0 ? r : (o->train.seed = (uint64_t)seed, 1);
   double max_rows = 0;
-  if ((r = wk_arg_double(cmd, argc, argv, i, "--max-rows", 1, 1e12, &max_rows)))
+  if ((r = wk_arg_double(cmd, argc, argv, i, "--max-rows", 1, 1e12, &max_rows))) {
+    if (r > 0 && max_rows != floor(max_rows))
+      return fprintf(stderr, "whisker %s: --max-rows needs a whole number of rows, got '%s'\n",
+                     cmd, argv[*i]), -1;
     return r < 0 ? r : (o->parse.max_rows = (int64_t)max_rows, 1);
+  }
   if ((r = wk_arg_int(cmd, argc, argv, i, "--size", 8, 1024, &o->cfg.render.size_px)) ||
       (r = wk_arg_int(cmd, argc, argv, i, "--min-events", 2, 1000000,
                       &o->cfg.window.min_events)) ||
@@ -142,6 +147,42 @@ static int wk_clicks_option(const char *cmd, int argc, char **argv, int *i, wk_c
   return 0;
 }
 
+/* The options that only some subcommands take (the rest, the window,
+ * rendering and parsing options and --json, all do); given to another, they
+ * are refused rather than silently ignored. */
+enum { WK_SUB_RENDER = 1, WK_SUB_SCORE = 2, WK_SUB_EVAL = 4 };
+static const struct {
+  const char *name;
+  unsigned subs;
+} wk_clicks_only[] = {
+    {"--out", WK_SUB_RENDER | WK_SUB_EVAL},  {"--labels", WK_SUB_RENDER | WK_SUB_EVAL},
+    {"--model", WK_SUB_SCORE},               {"--user", WK_SUB_SCORE},
+    {"--threads", WK_SUB_SCORE | WK_SUB_EVAL}, {"--score-stride", WK_SUB_SCORE | WK_SUB_EVAL},
+    {"--arch", WK_SUB_EVAL},                 {"--epochs", WK_SUB_EVAL},
+    {"--models", WK_SUB_EVAL},               {"--batch", WK_SUB_EVAL},
+    {"--lr", WK_SUB_EVAL},                   {"--seed", WK_SUB_EVAL},
+};
+
+static unsigned wk_clicks_sub(const char *cmd) {
+  return strstr(cmd, "render") ? WK_SUB_RENDER : strstr(cmd, "score") ? WK_SUB_SCORE : WK_SUB_EVAL;
+}
+
+/* 0, or -1 after saying that opt is not an option of cmd. */
+static int wk_clicks_option_fits(const char *cmd, const char *opt) {
+  const char *names[] = {"", "render", "score", "", "eval"};
+  for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++) {
+    if (strcmp(opt, wk_clicks_only[k].name) || (wk_clicks_only[k].subs & wk_clicks_sub(cmd)))
+      continue;
+    const unsigned m = wk_clicks_only[k].subs;
+    fprintf(stderr, "whisker %s: %s is an option of clicks %s%s%s only\n", cmd, opt,
+            names[m & WK_SUB_RENDER ? 1 : m & WK_SUB_SCORE ? 2 : 4],
+            (m & (m - 1)) ? " and " : "",
+            (m & (m - 1)) ? names[m & WK_SUB_EVAL ? 4 : 2] : "");
+    return -1;
+  }
+  return 0;
+}
+
 /* Parses argv into o and the positional arguments into pos (n_pos). */
 static int wk_clicks_args(const char *cmd, int argc, char **argv, wk_clicks_opts *o,
                           char ***pos, int *n_pos) {
@@ -153,8 +194,14 @@ static int wk_clicks_args(const char *cmd, int argc, char **argv, wk_clicks_opts
       wk_usage_clicks(stdout);
       return 1;
     }
+    if (wk_clicks_option_fits(cmd, argv[i]) < 0) return -1;
+    const char *opt = argv[i];
     int r = wk_clicks_option(cmd, argc, argv, &i, o);
     if (r < 0) return -1;
+    const char *window_opts[] = {"--size", "--window", "--stride", "--score-stride",
+                                 "--min-events", "--scale", "--screen", "--pause"};
+    for (size_t k = 0; r > 0 && !o->window_opt && k < sizeof window_opts / sizeof *window_opts; k++)
+      if (!strcmp(opt, window_opts[k])) o->window_opt = window_opts[k];
     if (r > 0) continue;
     if (argv[i][0] == '-') {
       fprintf(stderr, "whisker %s: unknown option '%s'\n", cmd, argv[i]);
@@ -455,6 +502,9 @@ static int wk_clicks_score_cmd(wk_clicks_opts *o, char **pos, int n_pos) {
     if (wk_click_window_cfg_check(&cfg.window) != WK_OK ||
         wk_click_render_cfg_check(&cfg.render) != WK_OK)
       goto done;
+  } else if (o->window_opt) {
+    WK_LOG_W("%s: the model keeps the window and rendering options it was trained with; %s "
+             "and the others given are not used", o->model, o->window_opt);
   }
   if (o->json) printf("[");
   else printf("%-40s %-12s %8s %10s %8s\n", "session", "claimed", "p_not", "mean_logp",
