@@ -5,7 +5,8 @@ walks.
 
 Run with Debian's python (python3-pil; python3-torchvision for the augmentation
 references; libturbojpeg0 for the two subsamplings and the YCCK file PIL cannot
-write):
+write; a C compiler and libjpeg62-turbo-dev for scripts/jpeg_sampling.c, which
+writes the sampling factors TurboJPEG cannot):
     /usr/bin/python3 scripts/gen_image_fixtures.py
 The output is deterministic (no clock, no random module): rerunning it rewrites
 the same bytes. tests/fixtures/images/README.md says what each file is.
@@ -42,7 +43,9 @@ import ctypes
 import io
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 import zlib
 
 from PIL import Image, ImageOps
@@ -216,6 +219,7 @@ class TurboJPEG:
         self.lib.tjGetErrorStr2.argtypes = [ctypes.c_void_p]
         self.lib.tjDestroy.argtypes = [ctypes.c_void_p]
         self.lib.tjFree.argtypes = [ctypes.c_void_p]
+        self.lib.tjInitDecompress.restype = ctypes.c_void_p
         self.lib.tjCompress2.argtypes = [
             ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
             ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_ulong),
@@ -235,6 +239,33 @@ class TurboJPEG:
         finally:
             self.lib.tjFree(buf)
             self.lib.tjDestroy(handle)
+
+
+    def header_refused(self, jpeg):
+        """Whether TurboJPEG's header reader refuses the file (as it does
+        sampling factors outside its list): whisker then decodes it through
+        libjpeg's own API, the path these fixtures exist for."""
+        handle = self.lib.tjInitDecompress()
+        dims = [ctypes.c_int(0) for _ in range(4)]
+        try:
+            return self.lib.tjDecompressHeader3(
+                ctypes.c_void_p(handle), jpeg, ctypes.c_ulong(len(jpeg)),
+                *[ctypes.byref(d) for d in dims]) != 0
+        finally:
+            self.lib.tjDestroy(ctypes.c_void_p(handle))
+
+
+def libjpeg_compress(raw, w, h, factors, quality=90, progressive=False):
+    """A JPEG with the given (h, v) sampling factors of Y, Cb and Cr, by
+    scripts/jpeg_sampling.c (libjpeg's own encoder), compiled here."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jpeg_sampling.c")
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "jpeg_sampling")
+        subprocess.run(["cc", "-O1", "-o", exe, src, "-ljpeg"], check=True)
+        args = [exe, str(w), str(h), str(quality)] + [str(f) for hv in factors for f in hv]
+        if progressive:
+            args.append("progressive")
+        return subprocess.run(args, input=raw, stdout=subprocess.PIPE, check=True).stdout
 
 
 # ---------------------------------------------------------------- JPEG helpers
@@ -292,6 +323,14 @@ def gen_jpeg(tj):
     raw = base.tobytes()
     for samp in ("440", "411"):
         add_jpeg("jpeg_%s.jpg" % samp, tj.compress(raw, W, H, tj.PF_RGB, samp, 90))
+    # sampling factors TurboJPEG 2 refuses: 4:1:0, 3x1, Cb and Cr unlike
+    for name, factors, prog in (("jpeg_410.jpg", ((4, 2), (1, 1), (1, 1)), False),
+                                ("jpeg_31.jpg", ((3, 1), (1, 1), (1, 1)), False),
+                                ("jpeg_cb21.jpg", ((2, 2), (2, 1), (1, 1)), False),
+                                ("jpeg_410_progressive.jpg", ((4, 2), (1, 1), (1, 1)), True)):
+        data = libjpeg_compress(raw, W, H, factors, progressive=prog)
+        assert tj.header_refused(data), name
+        add_jpeg(name, data)
     add_jpeg("jpeg_gray.jpg", pil_jpeg(base.convert("L"), quality=90))
     add_jpeg("jpeg_progressive.jpg", pil_jpeg(base, quality=90, progressive=True))
     add_jpeg("jpeg_progressive_422.jpg",
@@ -334,6 +373,13 @@ def gen_jpeg(tj):
     write_ppm("jpeg_large_exif6.s4.ppm", im)
     add("jpeg_large_exif6.jpg", "scaled", "%d,%d" % (LH // 4, LW // 4),
         "jpeg_large_exif6.s4.ppm", 1)
+    # scaled, rotated and 4:1:0: libjpeg's own API (TurboJPEG refuses the header)
+    odd = with_exif(libjpeg_compress(large.tobytes(), LW, LH, ((4, 2), (1, 1), (1, 1))), 6)
+    assert tj.header_refused(odd)
+    write_bytes("jpeg_large_410_exif6.jpg", odd)
+    write_ppm("jpeg_large_410_exif6.s2.ppm", ref_decode(odd, draft=(LW // 2, LH // 2)))
+    add("jpeg_large_410_exif6.jpg", "scaled", "%d,%d" % (LH // 2, LW // 2),
+        "jpeg_large_410_exif6.s2.ppm", 1)
     return data
 
 
@@ -556,6 +602,9 @@ def gen_bad(large_jpeg):
     prog = pil_jpeg(pil_rgb(base_pixels(LW, LH, 6)), quality=90, progressive=True)
     put("bad_truncated_progressive.jpg", prog[:len(prog) // 2], "format", "truncated")
     put("bad_header_only.jpg", large_jpeg[:200], "format", "JPEG")
+    odd = libjpeg_compress(pil_rgb(base_pixels(LW, LH, 8)).tobytes(), LW, LH,
+                           ((4, 2), (1, 1), (1, 1)))
+    put("bad_truncated_410.jpg", odd[:len(odd) * 6 // 10], "format", "truncated")
     png = png_encode([[tuple(p) for p in r] for r in base_pixels(LW, LH, 7)], 2, 8)
     put("bad_truncated.png", png[:len(png) * 6 // 10], "format", "truncated")
     put("bad_signature_only.png", png[:8], "format", "truncated")

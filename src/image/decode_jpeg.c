@@ -7,11 +7,20 @@
  * whole picture; a warning that means the data ended early ("Premature end of
  * JPEG file", "premature end of data segment") makes the file truncated, and
  * the others (extraneous bytes before a marker, a bad Huffman code) are
- * tolerated as PIL tolerates them. */
+ * tolerated as PIL tolerates them.
+ *
+ * TurboJPEG 2's header reader refuses chroma subsamplings outside its list
+ * (4:1:0, 3x1, components sampled unlike each other): valid files that PIL
+ * opens. Those go through libjpeg's own API (the same library underneath),
+ * with the same scaling, colour handling, scan limit and truncation rules. */
 #include "image/image_impl.h"
 
+#include <setjmp.h>
+#include <stdio.h> /* jpeglib.h needs FILE */
 #include <string.h>
 #include <turbojpeg.h>
+
+#include <jpeglib.h>
 
 /* The scales whisker decodes at: powers of two, the fastest IDCT paths and
  * the ones PIL's draft() uses. */
@@ -79,6 +88,133 @@ static void wk_cmyk_to_rgb(uint8_t *px, size_t n_px) {
   }
 }
 
+/* The decode's geometry and destination: denom, the scaled stored size
+ * (*sw, *sh), and where the decoder writes (out itself when nothing follows,
+ * else the decoder's scratch, bpp bytes a pixel). */
+static wk_status wk_jpeg_target(wk_decoder *dec, const char *name, const wk_decode_opts *o,
+                                const wk_header *h, int w, int hgt, int bpp, bool cmyk,
+                                wk_image *out, int *denom, int *sw, int *sh, uint8_t **dst) {
+  int disp_w, disp_h;
+  wk_oriented_size(h->orientation, w, hgt, &disp_w, &disp_h);
+  *denom = wk_jpeg_pick_denom(o, disp_w, disp_h);
+  *sw = wk_scaled(w, *denom);
+  *sh = wk_scaled(hgt, *denom);
+  int ow, oh;
+  wk_oriented_size(h->orientation, *sw, *sh, &ow, &oh);
+  WK_TRY(wk_image_alloc(out, ow, oh));
+  const bool direct = !cmyk && h->orientation == 1;
+  *dst = direct ? out->data : wk_decoder_scratch(dec, (size_t)*sw * (size_t)*sh * (size_t)bpp);
+  if (!*dst) return wk_fail(WK_ERR_NOMEM, "%s: cannot allocate %d x %d pixels", name, *sw, *sh);
+  return WK_OK;
+}
+
+/* After the decode into dst: CMYK to RGB, then the orientation into out. */
+static void wk_jpeg_finish(uint8_t *dst, int sw, int sh, bool cmyk, const wk_header *h,
+                           wk_image *out) {
+  if (cmyk) wk_cmyk_to_rgb(dst, (size_t)sw * (size_t)sh);
+  if (cmyk || h->orientation != 1) wk_image_orient(dst, sw, sh, h->orientation, out);
+}
+
+/* ------------------------------------------------ libjpeg, for the rest */
+
+/* TurboJPEG's TJFLAG_LIMITSCANS: a progressive file of more scans than this
+ * is refused (each scan costs a pass over the coefficients: a denial of
+ * service with a few bytes per scan). */
+#define WK_JPEG_MAX_SCANS 500
+
+typedef struct wk_jerr {
+  struct jpeg_error_mgr mgr;
+  jmp_buf jump;
+  int warnings;
+  char first[JMSG_LENGTH_MAX]; /* the first warning's text */
+  bool truncated;              /* a warning that the data ended early */
+  bool too_many_scans;
+} wk_jerr;
+
+static void wk_jerr_exit(j_common_ptr c) { longjmp(((wk_jerr *)c->err)->jump, 1); }
+
+static void wk_jerr_emit(j_common_ptr c, int level) {
+  wk_jerr *e = (wk_jerr *)c->err;
+  if (level >= 0) return; /* trace messages */
+  char msg[JMSG_LENGTH_MAX];
+  c->err->format_message(c, msg);
+  if (e->warnings++ == 0) snprintf(e->first, sizeof e->first, "%s", msg);
+  if (wk_tj_truncation(msg)) e->truncated = true;
+}
+
+static void wk_jscan_limit(j_common_ptr c) {
+  j_decompress_ptr d = (j_decompress_ptr)c;
+  if (d->input_scan_number > WK_JPEG_MAX_SCANS) {
+    ((wk_jerr *)c->err)->too_many_scans = true;
+    longjmp(((wk_jerr *)c->err)->jump, 1);
+  }
+}
+
+/* The libjpeg decode. Everything that must outlive a longjmp lives in *d and
+ * *e (not in locals set after setjmp). */
+static wk_status wk_jpeglib_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char *name,
+                                   const wk_decode_opts *o, const wk_header *h, wk_image *out,
+                                   int *scale_denom) {
+  struct jpeg_decompress_struct d;
+  struct jpeg_progress_mgr prog = {.progress_monitor = wk_jscan_limit};
+  wk_jerr e = {0};
+  d.err = jpeg_std_error(&e.mgr);
+  e.mgr.error_exit = wk_jerr_exit;
+  e.mgr.emit_message = wk_jerr_emit;
+  if (setjmp(e.jump)) {
+    char msg[JMSG_LENGTH_MAX];
+    if (e.too_many_scans) snprintf(msg, sizeof msg, "more than %d scans", WK_JPEG_MAX_SCANS);
+    else e.mgr.format_message((j_common_ptr)&d, msg);
+    jpeg_destroy_decompress(&d);
+    return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: %s", name, msg);
+  }
+  jpeg_create_decompress(&d);
+  d.progress = &prog;
+  jpeg_mem_src(&d, p, (unsigned long)n);
+  jpeg_read_header(&d, TRUE);
+  wk_status st = WK_OK;
+  const int w = (int)d.image_width, hgt = (int)d.image_height;
+  if (w != h->stored_width || hgt != h->stored_height)
+    st = wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: frame header says %d x %d, libjpeg %d x %d",
+                 name, h->stored_width, h->stored_height, w, hgt);
+  if (st == WK_OK) st = wk_check_pixels(name, w, hgt, o->max_pixels);
+  const bool cmyk = d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK;
+  int denom = 1, sw = 0, sh = 0;
+  uint8_t *dst = NULL;
+  if (st == WK_OK)
+    st = wk_jpeg_target(dec, name, o, h, w, hgt, cmyk ? 4 : 3, cmyk, out, &denom, &sw, &sh,
+                        &dst);
+  if (st == WK_OK) {
+    d.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+    d.scale_num = 1;
+    d.scale_denom = (unsigned)denom;
+    jpeg_start_decompress(&d);
+    if ((int)d.output_width != sw || (int)d.output_height != sh ||
+        d.output_components != (cmyk ? 4 : 3))
+      st = wk_fail(WK_ERR_BACKEND, "%s: libjpeg scaled %d x %d to %u x %u (%d components), not "
+                   "%d x %d", name, w, hgt, d.output_width, d.output_height,
+                   d.output_components, sw, sh);
+  }
+  const size_t row = (size_t)sw * (cmyk ? 4 : 3);
+  while (st == WK_OK && d.output_scanline < d.output_height) {
+    JSAMPROW r = dst + (size_t)d.output_scanline * row;
+    jpeg_read_scanlines(&d, &r, 1);
+  }
+  if (st == WK_OK) jpeg_finish_decompress(&d);
+  jpeg_destroy_decompress(&d);
+  if (st == WK_OK && e.truncated)
+    st = wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (%s)", name, e.first);
+  if (st == WK_OK && e.warnings > 0 && wk_no_eoi_after_scan(p, n))
+    st = wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
+                 "scan; libjpeg warned: %s)", name, e.first);
+  if (st != WK_OK) return st;
+  wk_jpeg_finish(dst, sw, sh, cmyk, h, out);
+  *scale_denom = denom;
+  return WK_OK;
+}
+
+/* ------------------------------------------------ TurboJPEG */
+
 wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char *name,
                          const wk_decode_opts *o, const wk_header *h, wk_image *out,
                          int *scale_denom) {
@@ -93,10 +229,9 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
       (tjGetErrorCode(tj) != TJERR_WARNING || w <= 0 || hgt <= 0)) {
     const char *msg = tjGetErrorStr2(tj);
     /* TurboJPEG 2's header reader takes only its known chroma subsamplings:
-     * a valid file with another (4:1:0, 3x1) is not corrupt */
-    if (strstr(msg, "subsampling"))
-      return wk_fail(WK_ERR_UNSUPPORTED, "%s: a JPEG with a chroma subsampling this decoder "
-                     "does not take (%s)", name, msg);
+     * a valid file with another (4:1:0, 3x1) goes to libjpeg itself */
+    if (strstr(msg, "subsampling")) return wk_jpeglib_decode(dec, p, n, name, o, h, out,
+                                                             scale_denom);
     return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG header: %s", name, msg);
   }
   if (w != h->stored_width || hgt != h->stored_height)
@@ -104,21 +239,12 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
                    name, h->stored_width, h->stored_height, w, hgt);
   WK_TRY(wk_check_pixels(name, w, hgt, o->max_pixels));
 
-  int disp_w, disp_h;
-  wk_oriented_size(h->orientation, w, hgt, &disp_w, &disp_h);
-  int denom = wk_jpeg_pick_denom(o, disp_w, disp_h);
-  int sw = wk_scaled(w, denom), sh = wk_scaled(hgt, denom);
-  bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
-  int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
-  size_t px = (size_t)sw * (size_t)sh;
-
-  /* Decode straight into out when nothing follows; else into scratch. */
-  int ow, oh;
-  wk_oriented_size(h->orientation, sw, sh, &ow, &oh);
-  WK_TRY(wk_image_alloc(out, ow, oh));
-  bool direct = !cmyk && h->orientation == 1;
-  uint8_t *dst = direct ? out->data : wk_decoder_scratch(dec, px * (size_t)tjPixelSize[pf]);
-  if (!dst) return wk_fail(WK_ERR_NOMEM, "%s: cannot allocate %d x %d pixels", name, sw, sh);
+  const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+  const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
+  int denom, sw, sh;
+  uint8_t *dst;
+  WK_TRY(wk_jpeg_target(dec, name, o, h, w, hgt, tjPixelSize[pf], cmyk, out, &denom, &sw, &sh,
+                        &dst));
 
   if (tjDecompress2(tj, p, (unsigned long)n, dst, sw, 0, sh, pf, TJFLAG_LIMITSCANS) != 0) {
     const char *msg = tjGetErrorStr2(tj);
@@ -130,8 +256,7 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
       return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
                      "scan; libjpeg warned: %s)", name, msg);
   }
-  if (cmyk) wk_cmyk_to_rgb(dst, px);
-  if (!direct) wk_image_orient(dst, sw, sh, h->orientation, out);
+  wk_jpeg_finish(dst, sw, sh, cmyk, h, out);
   *scale_denom = denom;
   return WK_OK;
 }
