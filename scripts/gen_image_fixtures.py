@@ -605,6 +605,17 @@ def gen_bad(large_jpeg):
     odd = libjpeg_compress(pil_rgb(base_pixels(LW, LH, 8)).tobytes(), LW, LH,
                            ((4, 2), (1, 1), (1, 1)))
     put("bad_truncated_410.jpg", odd[:len(odd) * 6 // 10], "format", "truncated")
+    # a progressive 4:1:0 file whose shortest scan repeats to 501 scans (each a
+    # pass over the coefficients: a few bytes buy seconds); refused, as
+    # TurboJPEG's TJFLAG_LIMITSCANS refuses the files it reads
+    prog = libjpeg_compress(pil_rgb(base_pixels(W, H, 9)).tobytes(), W, H,
+                            ((4, 2), (1, 1), (1, 1)), progressive=True)
+    end = prog.rfind(b"\xff\xd9")
+    starts = [i for i in range(len(prog) - 1) if prog[i:i + 2] == b"\xff\xda"]
+    scans = [prog[a:b] for a, b in zip(starts, starts[1:] + [end])]
+    short = min(scans, key=len)
+    put("bad_scans_410.jpg", prog[:end] + short * (501 - len(scans)) + prog[end:], "format",
+        "scans", pil_must_refuse=False)
     png = png_encode([[tuple(p) for p in r] for r in base_pixels(LW, LH, 7)], 2, 8)
     put("bad_truncated.png", png[:len(png) * 6 // 10], "format", "truncated")
     put("bad_signature_only.png", png[:8], "format", "truncated")
