@@ -8,7 +8,9 @@
 #   3. a launcher that does not match the MPI whisker was built with (MPICH's
 #      mpiexec starting an Open MPI build): every process's MPI is a world of
 #      one. Played by one process started without mpirun, with MPICH's
-#      PMI_SIZE=2 in its environment: it must refuse to run, naming the mix-up.
+#      PMI_SIZE=2 in its environment: it must refuse to run, naming the mix-up;
+#   4. `close`: rank 1 reaches wk_dist_close 30 s late (a hung last write):
+#      rank 0's close must time out in its barrier, not wait in MPI_Finalize.
 # Usage: test_dist_mpi.sh PROG PLUGIN (PLUGIN empty: built without MPI).
 # Exit 77 (skipped) without mpirun or without the MPI backend.
 set -euo pipefail
@@ -52,6 +54,20 @@ echo "test_dist_mpi: the timeout run ended in $secs s with exit code $rc"
 grep -q "rank 0 of 2: no answer from the other ranks for 2 s in the timeout test's sum (a rank stopped or hangs)" \
   "$tmp/timeout.out" || fail "no timeout message"
 awk -v s="$secs" 'BEGIN { exit !(s < 28) }' || fail "the timeout run took $secs s (>= 28 s; its rank 1 sleeps 30 s)"
+
+# 4 (before 3, which needs no mpirun): the end of the run has a deadline too
+t0=$(date +%s.%N)
+rc=0
+WHISKER_DIST_TIMEOUT=2 run "$prog" close > "$tmp/close.out" 2>&1 || rc=$?
+t1=$(date +%s.%N)
+secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+cat "$tmp/close.out"
+echo "test_dist_mpi: the late-close run ended in $secs s with exit code $rc"
+[ "$rc" -ne 0 ] || fail "the late-close run exited 0"
+[ "$rc" -ne 124 ] || fail "the late-close run hung until timeout(1) killed it"
+grep -q "rank 0 of 2: no answer from the other ranks for 2 s in the end of the run" \
+  "$tmp/close.out" || fail "no timeout message at the end of the run"
+awk -v s="$secs" 'BEGIN { exit !(s < 28) }' || fail "the late-close run took $secs s (>= 28 s)"
 
 # 3
 rc=0

@@ -180,6 +180,14 @@ wk_status wk_dist_open(const wk_dist_opts *o, wk_dist **out) {
 
 void wk_dist_close(wk_dist *d) {
   if (!d) return;
+  /* MPI_Finalize waits for every rank with no deadline: the ranks meet first
+   * in a barrier that has one, so a rank that hangs at the end (rank 0
+   * writing the last checkpoint to a stalled disk) stops the run with a
+   * message instead of holding every rank for ever */
+  if (d->mpi && d->size > 1 && wk_dist_barrier(d, "the end of the run") != WK_OK) {
+    fprintf(stderr, "whisker: %s\n", wk_last_error());
+    wk_dist_abort(d, 1);
+  }
   if (d->mpi && d->mpi->finalize() != WK_OK)
     fprintf(stderr, "whisker: rank %d: %s\n", d->rank, d->mpi->last_error());
   free(d);
@@ -225,7 +233,8 @@ static wk_status wk_dist_wait_handle(wk_dist *d, int handle, const char *what) {
     if (wk_dist_now_s() - t0 > d->timeout_s)
       return wk_fail(WK_ERR_BACKEND,
                      "rank %d of %d: no answer from the other ranks for %g s in %s "
-                     "(a rank stopped or hangs)",
+                     "(a rank stopped or hangs); rank 0 alone writes the checkpoints, so on "
+                     "slow storage raise $WHISKER_DIST_TIMEOUT",
                      d->rank, d->size, d->timeout_s, what ? what : "a collective");
     if (polls < WK_DIST_SPIN_POLLS) {
       sched_yield();
