@@ -817,11 +817,94 @@ START_TEST(test_init_is_deterministic_and_scaled) {
 }
 END_TEST
 
+/* ------------------------------------------- in place through a flatten */
+
+/* A flatten is a view of its input's buffer, so an activation or an add
+ * after it writes into that buffer. Three graphs where that buffer must not
+ * be written, each against the same function with a dropout(p=0) (a copy)
+ * in front of the flatten, in training (outputs and the conv's weight
+ * gradient) and in evaluation:
+ *   0: x -> flatten -> relu -> fc                 (x is the caller's input)
+ *   1: u = conv(x); fc(relu(flatten(u))) + gap(u) (u has another reader)
+ *   2: r = relu(conv(x)); fc2(flatten(r) + fc1(gap(x))) (r is relu's mask) */
+static wk_net *wkt_flatten_net(int kind, bool guard) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  const int hw = kind == 1 ? 2 : 1, c = kind == 1 ? 3 : 4;
+  ck_assert_int_eq(wk_net_create(ctx, hw, hw, c, &net), WK_OK);
+  const wk_conv2d_params p = wk_conv2d_params_make(1, 0, 1);
+  if (kind == 0) {
+    const int f = wk_net_flatten(net, "flat", guard ? wk_net_dropout(net, "copy", 0, 0.0f) : 0);
+    wk_net_linear(net, "fc", wk_net_act(net, "relu", f, WK_ACT_RELU), 2, true);
+  } else if (kind == 1) {
+    const int u = wk_net_conv(net, "conv", 0, 4, 1, 1, &p, false);
+    const int f = wk_net_flatten(net, "flat", guard ? wk_net_dropout(net, "copy", u, 0.0f) : u);
+    const int a = wk_net_linear(net, "fc", wk_net_act(net, "relu", f, WK_ACT_RELU), 4, false);
+    wk_net_add(net, "add", a, wk_net_global_avgpool(net, "gap", u));
+  } else {
+    int r = wk_net_act(net, "relu", wk_net_conv(net, "conv", 0, 4, 1, 1, &p, false), WK_ACT_RELU);
+    if (guard) r = wk_net_dropout(net, "copy", r, 0.0f);
+    const int h = wk_net_linear(net, "fc1", wk_net_global_avgpool(net, "gap", 0), 4, true);
+    wk_net_linear(net, "fc2", wk_net_add(net, "add", wk_net_flatten(net, "flat", r), h), 2, true);
+  }
+  ck_assert_msg(wk_net_finalize(net, 7) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+START_TEST(test_in_place_through_flatten) {
+  const int kind = _i;
+  wk_net *net[2] = {wkt_flatten_net(kind, false), wkt_flatten_net(kind, true)};
+  const int hw = kind == 1 ? 2 : 1, c = kind == 1 ? 3 : 4;
+  const int64_t xs[4] = {4, hw, hw, c};
+  const int64_t nx = 4 * hw * hw * c;
+  float x0[48], xk[48], out[2][2][16], grad[2][16];
+  for (int64_t i = 0; i < nx; i++) x0[i] = sinf(1.3f * (float)i);
+  for (int k = 0; k < 2; k++) {
+    for (int train = 0; train < 2; train++) {
+      memcpy(xk, x0, sizeof xk);
+      wk_tensor x = wk_tensor_view(xk, WK_F32, 4, xs), y;
+      ck_assert_msg(wk_net_forward(net[k], &x, train, &y) == WK_OK, "%s", wk_last_error());
+      ck_assert_int_le(wk_tensor_numel(&y), 16);
+      memcpy(out[k][train], y.data, (size_t)wk_tensor_numel(&y) * sizeof(float));
+      ck_assert_msg(!memcmp(xk, x0, (size_t)nx * sizeof(float)), "graph %d: the input changed",
+                    kind);
+      if (!train) continue;
+      float dyd[16];
+      for (int i = 0; i < 16; i++) dyd[i] = cosf(0.7f * (float)i);
+      const int64_t ds[2] = {y.shape[0], y.shape[1]};
+      wk_tensor dy = wk_tensor_view(dyd, WK_F32, 2, ds);
+      ck_assert_msg(wk_net_backward(net[k], &dy) == WK_OK, "%s", wk_last_error());
+      const int pi = wk_net_find_param(net[k], kind == 0 ? "fc.weight" : "conv.weight");
+      ck_assert_int_ge(pi, 0);
+      size_t np;
+      const wk_param *pp = wk_net_params(net[k], &np);
+      memcpy(grad[k], wk_net_grads(net[k]) + pp[pi].offset, 8 * sizeof(float));
+    }
+  }
+  for (int train = 0; train < 2; train++)
+    for (int i = 0; i < 8; i++)
+      ck_assert_msg(fabsf(out[0][train][i] - out[1][train][i]) <= 1e-6f,
+                    "graph %d (%s): output %d is %g, with a copy before the flatten %g", kind,
+                    train ? "training" : "evaluation", i, (double)out[0][train][i],
+                    (double)out[1][train][i]);
+  for (int i = 0; i < 8; i++)
+    ck_assert_msg(fabsf(grad[0][i] - grad[1][i]) <= 1e-6f,
+                  "graph %d: weight gradient %d is %g, with a copy before the flatten %g", kind,
+                  i, (double)grad[0][i], (double)grad[1][i]);
+  for (int k = 0; k < 2; k++) {
+    wk_ctx *ctx = wk_net_ctx(net[k]);
+    wk_net_destroy(net[k]);
+    wk_ctx_destroy(ctx);
+  }
+}
+END_TEST
+
 static Suite *nn_suite(void) {
   Suite *s = suite_create("nn");
   TCase *tc = tcase_create("nn");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_param_counts_match_torchvision);
+  tcase_add_loop_test(tc, test_in_place_through_flatten, 0, 3);
   tcase_add_test(tc, test_param_names_follow_torchvision);
   tcase_add_test(tc, test_fast_path_matches_reference_smallcnn);
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18);

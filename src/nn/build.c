@@ -400,6 +400,22 @@ static bool wk_needs_own_output(const wk_net *net, int v) {
   return v > 0 && net->nodes[v - 1].op == WK_NODE_ACT;
 }
 
+/* Whether value v's buffer may be overwritten by its one consumer: nobody
+ * else reads the buffer, it is not the network's input (the caller's), and
+ * its producer's backward does not read it. A flatten is a view of its
+ * input's buffer, so every flatten between v and the buffer's owner must
+ * have that one consumer too, and the owner is what is checked: x -> flatten
+ * -> relu once overwrote the caller's input, u -> flatten -> relu a value
+ * another node still read, and relu -> flatten -> add the mask of the
+ * relu's backward. */
+static bool wk_writable_in_place(const wk_net *net, int v) {
+  while (v > 0 && net->nodes[v - 1].op == WK_NODE_FLATTEN) {
+    if (net->n_consumers[v] != 1) return false;
+    v = net->nodes[v - 1].in[0];
+  }
+  return v != 0 && net->n_consumers[v] == 1 && !wk_needs_own_output(net, v);
+}
+
 static wk_status wk_derive_graph(wk_net *net) {
   const int nv = net->n_nodes + 1;
   net->n_consumers = calloc((size_t)nv, sizeof *net->n_consumers);
@@ -416,16 +432,14 @@ static wk_status wk_derive_graph(wk_net *net) {
     /* An activation is computed in place when it is its input's only consumer
      * (its backward reads the output, which carries the same mask); a flatten is
      * a view. The network input itself is never overwritten. */
-    bool in_place = (nd->op == WK_NODE_ACT && net->n_consumers[in] == 1 && in != 0 &&
-                     !wk_needs_own_output(net, in)) ||
+    bool in_place = (nd->op == WK_NODE_ACT && wk_writable_in_place(net, in)) ||
                     nd->op == WK_NODE_FLATTEN;
     if (in_place) net->alias[i + 1] = net->alias[in];
     /* an add writes over an input nobody else reads (as PyTorch's `out +=
      * identity`); add's backward needs neither input */
     for (int k = 0; nd->op == WK_NODE_ADD && k < 2; k++) {
       const int a = nd->in[k];
-      if (a != 0 && net->n_consumers[a] == 1 && nd->in[0] != nd->in[1] &&
-          !wk_needs_own_output(net, a)) {
+      if (nd->in[0] != nd->in[1] && wk_writable_in_place(net, a)) {
         net->alias[i + 1] = net->alias[a];
         break;
       }
