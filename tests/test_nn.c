@@ -899,12 +899,41 @@ START_TEST(test_in_place_through_flatten) {
 }
 END_TEST
 
+/* Batchnorm in training over one value per channel (batch 1 of a 1x1 map)
+ * is an error, with the batchnorm fused with its relu too (that path once
+ * asserted and aborted the process). */
+START_TEST(test_bn_one_value_refused) {
+  const bool relu = _i;
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 1, 1, 3, &net), WK_OK);
+  const wk_conv2d_params p = wk_conv2d_params_make(1, 0, 1);
+  int v = wk_net_batchnorm(net, "bn", wk_net_conv(net, "conv", 0, 4, 1, 1, &p, false), 1e-5f,
+                           0.1f);
+  if (relu) v = wk_net_act(net, "relu", v, WK_ACT_RELU);
+  wk_net_linear(net, "fc", wk_net_global_avgpool(net, "gap", v), 2, true);
+  ck_assert_msg(wk_net_finalize(net, 7) == WK_OK, "%s", wk_last_error());
+  float xd[6] = {1, 2, 3, 4, 5, 6};
+  const int64_t one[4] = {1, 1, 1, 3}, two[4] = {2, 1, 1, 3};
+  wk_tensor x = wk_tensor_view(xd, WK_F32, 4, one), y;
+  ck_assert_int_eq(wk_net_forward(net, &x, true, &y), WK_ERR_SHAPE);
+  ck_assert_msg(strstr(wk_last_error(), "bn: training needs more than one value per channel"),
+                "%s", wk_last_error());
+  ck_assert_int_eq(wk_net_forward(net, &x, false, &y), WK_OK); /* evaluation is fine */
+  x = wk_tensor_view(xd, WK_F32, 4, two);
+  ck_assert_msg(wk_net_forward(net, &x, true, &y) == WK_OK, "%s", wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 static Suite *nn_suite(void) {
   Suite *s = suite_create("nn");
   TCase *tc = tcase_create("nn");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_param_counts_match_torchvision);
   tcase_add_loop_test(tc, test_in_place_through_flatten, 0, 3);
+  tcase_add_loop_test(tc, test_bn_one_value_refused, 0, 2);
   tcase_add_test(tc, test_param_names_follow_torchvision);
   tcase_add_test(tc, test_fast_path_matches_reference_smallcnn);
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18);

@@ -559,7 +559,11 @@ wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_te
   WK_TRY(wk_bn_state(net, i, c));
   if (net->sync_bn_fn) return wk_node_bn_forward_sync(net, i, x, y);
   st->stat_synced = false;
-  if (net->ctx->impl == WK_IMPL_CPU && m > 1) {
+  /* before the paths part: a fused batchnorm + relu has only the fast one */
+  if (m < 2)
+    return wk_fail(WK_ERR_SHAPE, "%s: training needs more than one value per channel (got a "
+                   "batch of %lld)", nd->name, (long long)x->shape[0]);
+  if (net->ctx->impl == WK_IMPL_CPU) {
     wk_plans_for_batch(st, x->shape[0]);
     if (!st->bn)
       WK_TRY(wk_batchnorm_plan_create(net->ctx, m, c, nd->bn.eps, net->bn_relu[i] >= 0, &st->bn));
