@@ -780,6 +780,14 @@ START_TEST(test_builder_errors) {
   ck_assert_ptr_nonnull(strstr(wk_last_error(), "fc.weight"));
   wk_net_destroy(net);
 
+  /* sizes whose products wrap 64 bits to 0 (2^16 x 2^24 x 2^24 x 1) are
+   * refused, not taken for empty */
+  ck_assert_int_eq(wk_net_create(ctx, 8, 8, 1, &net), WK_OK);
+  const wk_conv2d_params huge = wk_conv2d_params_make(1 << 24, 1 << 23, 1); /* a 1x1 output */
+  ck_assert_int_eq(wk_net_conv(net, "c", 0, 1 << 16, 1 << 24, 1 << 24, &huge, false), -1);
+  ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_LIMIT);
+  wk_net_destroy(net);
+
   wk_arch_opts o = wk_arch_opts_default(0);
   ck_assert_int_eq(wk_zoo_build(ctx, "resnet18", &o, 1, &net), WK_ERR_INVALID_ARG);
   o.num_classes = 2;

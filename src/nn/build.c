@@ -139,8 +139,10 @@ static int wk_add_entry(wk_param **arr, size_t *n, size_t *cap, const char *node
   snprintf(p->name, sizeof p->name, "%s.%s", node_name, suffix);
   p->ndim = ndim;
   p->numel = 1;
-  for (int i = 0; i < ndim; i++) {
+  for (int i = 0; i < ndim; i++) { /* the limit checked as it grows: no wrap-around */
     p->shape[i] = shape[i];
+    if (shape[i] < 0 || (shape[i] > 0 && p->numel > WK_PARAM_MAX_ELEMS / (size_t)shape[i]))
+      return -2;
     p->numel *= (size_t)shape[i];
   }
   p->flags = flags;
@@ -250,8 +252,10 @@ static int wk_node_derive(wk_net *net, wk_node *nd) {
   default:
     return wk_build_fail(net, WK_ERR_INVALID_ARG, "%s: unknown op %d", name, nd->op);
   }
-  if (nd->out_shape[0] * (nd->out_ndim == 3 ? nd->out_shape[1] * nd->out_shape[2] : 1) >
-      WK_VALUE_MAX_ELEMS)
+  /* in double: huge paddings through the API would wrap an int64 product */
+  if ((double)nd->out_shape[0] *
+          (nd->out_ndim == 3 ? (double)nd->out_shape[1] * (double)nd->out_shape[2] : 1.0) >
+      (double)WK_VALUE_MAX_ELEMS)
     return wk_build_fail(net, WK_ERR_LIMIT, "%s: output of more than %d elements per sample",
                          name, WK_VALUE_MAX_ELEMS);
   return 0;

@@ -18,8 +18,8 @@ wk_status wk_pool2d_geom_make(const wk_pool2d_params *p, int64_t n, int64_t h, i
     return wk_fail(WK_ERR_INVALID_ARG, "pool2d: kernel %dx%d and stride %dx%d must be >= 1",
                    p->kernel_h, p->kernel_w, p->stride_h, p->stride_w);
   if (p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 || p->pad_right < 0 ||
-      2 * p->pad_top > p->kernel_h || 2 * p->pad_bottom > p->kernel_h ||
-      2 * p->pad_left > p->kernel_w || 2 * p->pad_right > p->kernel_w)
+      p->pad_top > p->kernel_h / 2 || p->pad_bottom > p->kernel_h / 2 ||
+      p->pad_left > p->kernel_w / 2 || p->pad_right > p->kernel_w / 2)
     return wk_fail(WK_ERR_INVALID_ARG, "pool2d: padding must be between 0 and half the kernel");
   if (n < 1 || h < 1 || w < 1 || c < 1) return wk_fail(WK_ERR_SHAPE, "pool2d: empty input");
   *g = (wk_pool2d_geom){.n = n, .h = h, .w = w, .c = c, .kh = p->kernel_h, .kw = p->kernel_w,
