@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "dist/dist.h"
+#include "nn/zoo.h"
+#include "train/ddp.h"
 #include "test_util.h"
 
 static const char *const wkt_launcher_vars[] = {
@@ -80,6 +82,37 @@ START_TEST(test_world_of_one) {
   wk_dist_abort(d, 3); /* returns in a world of one */
   wk_dist_close(d);
   wk_dist_close(NULL);
+}
+END_TEST
+
+/* Gradient buckets: about bucket_bytes each, but never more than
+ * WK_DDP_MAX_BUCKETS (resnet18's 62 parameters in 1-byte buckets would be 62
+ * requests; mobilenetv2's 158 would pass the cap), so a tiny --bucket-mb
+ * cannot put more requests in flight than dist.h allows. */
+START_TEST(test_bucket_count_capped) {
+  wk_dist *d = wkt_world_of_one();
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts ao = wk_arch_opts_default(2);
+  ao.in_h = ao.in_w = 32;
+  wk_net *net;
+  WKT_OK(wk_zoo_build(ctx, "mobilenetv2", &ao, 1, &net));
+  size_t np;
+  wk_net_params(net, &np);
+  ck_assert_int_gt((int)np, WK_DDP_MAX_BUCKETS);
+  const size_t sizes[3] = {1, (size_t)25 << 20, 0};
+  for (int k = 0; k < 3; k++) {
+    const wk_ddp_opts o = {.bucket_bytes = sizes[k]};
+    wk_ddp *p = NULL;
+    WKT_OK(wk_ddp_create(d, net, &o, &p));
+    const int n = wk_ddp_n_buckets(p);
+    ck_assert_msg(n >= 1 && n <= WK_DDP_MAX_BUCKETS, "%zu bytes: %d buckets", sizes[k], n);
+    if (k == 0) ck_assert_int_ge(n, 8); /* still several: the floor of size n / cap, not 1 */
+    if (k > 0) ck_assert_int_eq(n, 1); /* 2.3M parameters in one 25 MB bucket */
+    wk_ddp_destroy(p);
+  }
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  wk_dist_close(d);
 }
 END_TEST
 
@@ -183,6 +216,7 @@ int main(void) {
   Suite *s = suite_create("dist");
   TCase *tc = tcase_create("dist");
   tcase_add_test(tc, test_world_of_one);
+  tcase_add_test(tc, test_bucket_count_capped);
   tcase_add_test(tc, test_launcher_detection);
   tcase_add_test(tc, test_timeout_from_environment);
   tcase_add_test(tc, test_launched_without_a_plugin);

@@ -37,9 +37,9 @@ int wk_cmd_system(int argc, char **argv) {
   }
   const dnnl_version_t *v = dnnl_version();
   printf("whisker %s\n", wk_version());
-  printf("cpu: oneDNN %d.%d.%d, %s, %d threads, implementation %s\n", v->major, v->minor,
+  printf("cpu: oneDNN %d.%d.%d, %s, %d thread%s, implementation %s\n", v->major, v->minor,
          v->patch, wk_isa_name(dnnl_get_effective_cpu_isa()), ctx->n_threads,
-         wk_impl_name(ctx->impl));
+         ctx->n_threads == 1 ? "" : "s", wk_impl_name(ctx->impl));
   char buf[4096];
   wk_status s = wk_cuda_describe(buf, sizeof buf);
   printf("%s", s == WK_OK ? buf : "gpu: ");

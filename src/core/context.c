@@ -1,8 +1,10 @@
 /* context.c - creation of the execution context. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "core/context.h"
 
 #include <errno.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,9 +40,15 @@ static wk_status wk_threads_from_env(int *n) {
     *n = (int)v;
     return WK_OK;
   }
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  *n = cores > 0 ? (int)cores : 1;
+  *n = wk_cpu_count();
   return WK_OK;
+}
+
+int wk_cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return cores > 0 ? (int)cores : 1;
 }
 
 wk_status wk_ctx_create(wk_ctx **out, int n_threads) {

@@ -35,6 +35,10 @@ typedef struct wk_ctx {
                                    * first (nn/exec_gpu.c), freed with the context */
 } wk_ctx;
 
+/* The cores this process may run on: its CPU affinity (taskset, Slurm,
+ * cgroup cpusets), not the machine's count; the default thread count. */
+int wk_cpu_count(void);
+
 /* n_threads <= 0 means WHISKER_THREADS, else every online core. The
  * implementation is WK_IMPL_CPU unless WHISKER_IMPL says otherwise. Note that
  * oneDNN runs on OpenMP, whose thread count is process-wide: the last context

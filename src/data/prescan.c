@@ -5,6 +5,7 @@
  * and colour conversion nearly vanish); PNGs decode fully. The verdicts land
  * in an array by sample index, so the result does not depend on the thread
  * count. */
+#include "core/context.h"
 #include "data/dataset_impl.h"
 
 #include <stdlib.h>
@@ -44,8 +45,8 @@ static void wk_prescan_range(void *arg, int64_t begin, int64_t end) {
 }
 
 static int wk_online_cores(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+  const int n = wk_cpu_count();
+  return n > 64 ? 64 : n;
 }
 
 wk_status wk_dataset_prescan(wk_dataset *ds, const wk_dataset_opts *o) {

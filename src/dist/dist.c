@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/atomic_file.h"
+#include "core/context.h"
 #include "dist/dist_plugin.h"
 
 #ifndef WK_DIST_HAVE_MPI
@@ -207,7 +208,7 @@ const char *wk_dist_backend(const wk_dist *d) { return d && d->mpi ? "mpi" : "no
 
 int wk_dist_default_threads(const wk_dist *d) {
   if (!d || d->size <= 1 || getenv("WHISKER_THREADS")) return 0;
-  const long share = sysconf(_SC_NPROCESSORS_ONLN) / (d->local_size > 0 ? d->local_size : 1);
+  const long share = wk_cpu_count() / (d->local_size > 0 ? d->local_size : 1);
   return share >= 1 ? (int)share : 1;
 }
 

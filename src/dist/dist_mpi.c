@@ -115,10 +115,15 @@ static wk_status wk_mpi_comm(int channel, MPI_Comm *comm) {
   return WK_OK;
 }
 
-/* The number of requests that count elements take (one even for none). */
-static int wk_mpi_chunks(size_t count) {
-  const size_t n = count == 0 ? 1 : (count - 1) / wk_mpi.chunk + 1;
-  return n > INT_MAX ? INT_MAX : (int)n;
+/* The number of requests that count elements take (one even for none);
+ * WK_ERR_LIMIT past INT_MAX of them (part of the buffer would be left out). */
+static wk_status wk_mpi_chunks(size_t count, int *n) {
+  const size_t k = count == 0 ? 1 : (count - 1) / wk_mpi.chunk + 1;
+  if (k > INT_MAX)
+    return wk_fail(WK_ERR_LIMIT, "MPI: %zu elements in chunks of %zu are more than %d requests",
+                   count, (size_t)wk_mpi.chunk, INT_MAX);
+  *n = (int)k;
+  return WK_OK;
 }
 
 static wk_status wk_mpi_iallreduce(int channel, void *buf, size_t count, wk_dist_dtype dtype,
@@ -133,7 +138,8 @@ static wk_status wk_mpi_iallreduce(int channel, void *buf, size_t count, wk_dist
     case WK_DIST_I64: t = MPI_INT64_T; elem_bytes = 8; break;
     default: return wk_fail(WK_ERR_INVALID_ARG, "MPI: unknown dtype %d", (int)dtype);
   }
-  const int n = wk_mpi_chunks(count);
+  int n = 0;
+  WK_TRY(wk_mpi_chunks(count, &n));
   WK_TRY(wk_mpi_op_new(n, handle));
   wk_mpi_op *op = &wk_mpi.ops[*handle];
   for (int k = 0; k < n; k++) {
@@ -148,7 +154,8 @@ static wk_status wk_mpi_iallreduce(int channel, void *buf, size_t count, wk_dist
 static wk_status wk_mpi_ibcast(int channel, void *buf, size_t n_bytes, int root, int *handle) {
   MPI_Comm comm = MPI_COMM_NULL;
   WK_TRY(wk_mpi_comm(channel, &comm));
-  const int n = wk_mpi_chunks(n_bytes);
+  int n = 0;
+  WK_TRY(wk_mpi_chunks(n_bytes, &n));
   WK_TRY(wk_mpi_op_new(n, handle));
   wk_mpi_op *op = &wk_mpi.ops[*handle];
   for (int k = 0; k < n; k++) {

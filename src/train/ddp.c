@@ -45,9 +45,16 @@ static wk_status wk_ddp_make_buckets(wk_ddp *p, size_t bucket_bytes) {
   p->param_bucket = malloc((np ? np : 1) * sizeof *p->param_bucket);
   p->buckets = calloc(np ? np : 1, sizeof *p->buckets);
   if (!p->param_bucket || !p->buckets) return wk_fail(WK_ERR_NOMEM, "ddp: out of memory");
-  /* params are laid out in arena order; walk them from the end */
-  const size_t limit = bucket_bytes / sizeof(float) ? bucket_bytes / sizeof(float) : 1;
+  /* params are laid out in arena order; walk them from the end. At most
+   * WK_DDP_MAX_BUCKETS buckets, each of at least n / WK_DDP_MAX_BUCKETS
+   * elements: a tiny --bucket-mb on a net of many parameters would otherwise
+   * put more requests in flight at the step's end than dist.h allows, on
+   * some ranks and not others (it depends on timing). The same on every
+   * rank: a function of the net alone. */
   size_t end = wk_net_n_elems(p->net);
+  size_t limit = bucket_bytes / sizeof(float) ? bucket_bytes / sizeof(float) : 1;
+  const size_t floor_elems = (end + WK_DDP_MAX_BUCKETS - 1) / WK_DDP_MAX_BUCKETS;
+  if (limit < floor_elems) limit = floor_elems;
   wk_bucket *b = NULL;
   for (size_t k = np; k-- > 0;) {
     if (k + 1 < np && params[k].offset >= params[k + 1].offset)

@@ -50,6 +50,9 @@ void wk_ddp_destroy(wk_ddp *p);
 
 wk_dist *wk_ddp_dist(const wk_ddp *p);
 int wk_ddp_n_buckets(const wk_ddp *p);
+/* Buckets are made larger than bucket_bytes where needed to keep at most
+ * this many (every one may be in flight at once; dist.h's limit is 256). */
+#define WK_DDP_MAX_BUCKETS 128
 /* Whether batchnorm runs synchronised (asked for, and more than one rank or
  * a communicator of one GPU). */
 bool wk_ddp_synced_bn(const wk_ddp *p);
