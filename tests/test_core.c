@@ -5,6 +5,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/atomic_file.h"
 
 #include "test_util.h"
 
@@ -164,10 +168,46 @@ START_TEST(test_ctx_from_environment) {
 }
 END_TEST
 
+/* An atomic write to a symbolic link replaces the file the link leads to
+ * (a relative link, through a second link) and keeps the link; a dangling
+ * link creates its target; a loop of links is refused naming the path. */
+START_TEST(test_atomic_write_through_links) {
+  char dir[] = "/tmp/wk_test_links_XXXXXX", a[128], b[128], real[128], sub[128], loop[128];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(sub, sizeof sub, "%s/real", dir);
+  snprintf(real, sizeof real, "%s/real/model", dir);
+  snprintf(a, sizeof a, "%s/a", dir);
+  snprintf(b, sizeof b, "%s/b", dir);
+  snprintf(loop, sizeof loop, "%s/loop", dir);
+  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  WKT_OK(wk_atomic_write_file(real, "old", 3));
+  ck_assert_int_eq(symlink("real/model", b), 0); /* relative to dir */
+  ck_assert_int_eq(symlink(b, a), 0);
+  WKT_OK(wk_atomic_write_file(a, "new!", 4));
+  struct stat st;
+  ck_assert_int_eq(lstat(a, &st), 0);
+  ck_assert(S_ISLNK(st.st_mode));
+  ck_assert_int_eq(lstat(b, &st), 0);
+  ck_assert(S_ISLNK(st.st_mode));
+  ck_assert_int_eq(stat(real, &st), 0);
+  ck_assert_int_eq((int)st.st_size, 4);
+  unlink(real);
+  WKT_OK(wk_atomic_write_file(a, "x", 1)); /* dangling: the target is made */
+  ck_assert_int_eq(stat(real, &st), 0);
+  ck_assert_int_eq((int)st.st_size, 1);
+  ck_assert_int_eq(symlink("loop", loop), 0);
+  ck_assert_int_eq(wk_atomic_write_file(loop, "x", 1), WK_ERR_IO);
+  ck_assert_msg(strstr(wk_last_error(), loop), "%s", wk_last_error());
+  unlink(a), unlink(b), unlink(loop), unlink(real), rmdir(sub);
+  ck_assert_int_eq(rmdir(dir), 0); /* no temporary file left behind */
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_status_messages);
+  tcase_add_test(tc, test_atomic_write_through_links);
   tcase_add_test(tc, test_tensor_alloc_and_limits);
   tcase_add_test(tc, test_philox_known_answers);
   tcase_add_test(tc, test_rng_streams);

@@ -90,12 +90,49 @@ static wk_status create_tmp(wk_atomic_file *af) {
   return s;
 }
 
+/* path, or, when it is a symbolic link, the file the links lead to (a
+ * relative link read from its own folder; at most 40 links, as the kernel's
+ * own limit): a rename over the link itself would replace the link with a
+ * regular file and leave its target, the file the user meant, as it was.
+ * malloc'd; NULL with errno set. */
+static char *resolve_links(const char *path) {
+  char *cur = dup_cstr(path);
+  for (int hops = 0; cur && hops <= 40; hops++) {
+    struct stat st;
+    if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur; /* missing: created */
+    char target[4096];
+    const ssize_t n = readlink(cur, target, sizeof target - 1);
+    if (n < 0 || n >= (ssize_t)sizeof target - 1) {
+      if (n >= 0) errno = ENAMETOOLONG;
+      free(cur);
+      return NULL;
+    }
+    target[n] = '\0';
+    const char *slash = strrchr(cur, '/');
+    const size_t dir_len = target[0] == '/' || !slash ? 0 : (size_t)(slash - cur) + 1;
+    char *next = malloc(dir_len + (size_t)n + 1);
+    if (next) {
+      memcpy(next, cur, dir_len);
+      memcpy(next + dir_len, target, (size_t)n + 1);
+    }
+    free(cur);
+    cur = next;
+  }
+  if (cur) {
+    free(cur);
+    errno = ELOOP;
+  }
+  return NULL;
+}
+
 wk_status wk_atomic_open(wk_atomic_file *af, const char *path) {
   WK_ASSERT(af && path);
   memset(af, 0, sizeof *af);
   if (!*path) return wk_fail(WK_ERR_INVALID_ARG, "atomic write: empty path");
-  af->path = dup_cstr(path);
-  if (!af->path) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+  af->path = resolve_links(path);
+  if (!af->path)
+    return wk_fail(errno == ENOMEM ? WK_ERR_NOMEM : WK_ERR_IO, "%s: cannot follow the link: %s",
+                   path, strerror(errno));
   return create_tmp(af);
 }
 

@@ -7,6 +7,9 @@
  * once commit has returned. On any failure the temporary file is removed and
  * the old PATH is left as it was.
  *
+ * A PATH that is a symbolic link is followed: the file it leads to is
+ * replaced (in that file's directory) and the link stays a link.
+ *
  * The new file gets mode 0666 less the process umask, like fopen() would give
  * it (mkstemp's 0600 would make model files unreadable to other users); the
  * old file's mode and owner are not carried over.
