@@ -1,11 +1,15 @@
 /* test_core.c - status messages, tensors, the counter-based RNG, the thread
  * pool and the context. */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/atomic_file.h"
@@ -203,11 +207,62 @@ START_TEST(test_atomic_write_through_links) {
 }
 END_TEST
 
+/* A writer killed before its commit leaves no temporary file behind (the
+ * file is unnamed until the commit, on systems with O_TMPFILE: Linux on
+ * ext4, xfs, btrfs, tmpfs), and a committed write leaves only its target. */
+START_TEST(test_atomic_write_killed_leaves_nothing) {
+  char dir[] = "/tmp/wk_test_killed_XXXXXX", path[96];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+  const pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    wk_atomic_file af;
+    if (wk_atomic_open(&af, path) != WK_OK || wk_atomic_write(&af, "partial", 7) != WK_OK)
+      _exit(2);
+    fflush(wk_atomic_stream(&af));
+    _exit(0); /* killed: no commit, no abort */
+  }
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  int left = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) left++;
+  closedir(d);
+  const int fd = open(dir, O_TMPFILE | O_WRONLY, 0600); /* does this filesystem have it? */
+  if (fd >= 0) close(fd);
+  if (fd >= 0)
+    ck_assert_msg(left == 0, "%d file(s) left in %s by a writer that never committed", left,
+                  dir);
+  else
+    fprintf(stderr, "test_atomic_write_killed_leaves_nothing: %s has no O_TMPFILE: the named "
+            "temporary file stays (%d)\n", dir, left);
+  if (left && (d = opendir(dir))) { /* the named file of a system without it */
+    for (struct dirent *e; (e = readdir(d));) {
+      char p[512];
+      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+      if (e->d_name[0] != '.') unlink(p);
+    }
+    closedir(d);
+  }
+  WKT_OK(wk_atomic_write_file(path, "whole", 5));
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq((int)st.st_size, 5);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(rmdir(dir), 0); /* nothing else */
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_status_messages);
   tcase_add_test(tc, test_atomic_write_through_links);
+  tcase_add_test(tc, test_atomic_write_killed_leaves_nothing);
   tcase_add_test(tc, test_tensor_alloc_and_limits);
   tcase_add_test(tc, test_philox_known_answers);
   tcase_add_test(tc, test_rng_streams);

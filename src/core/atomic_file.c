@@ -1,5 +1,6 @@
 /* atomic_file.c - temp file, fsync, rename, directory fsync (contract in
  * atomic_file.h). */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include "core/atomic_file.h"
 
 #include <errno.h>
@@ -31,7 +32,7 @@ static void release(wk_atomic_file *af, int remove_tmp) {
   if (remove_tmp && af->tmp_path) unlink(af->tmp_path);
   free(af->tmp_path);
   free(af->path);
-  af->fp = NULL, af->tmp_path = NULL, af->path = NULL;
+  af->fp = NULL, af->tmp_path = NULL, af->path = NULL, af->unnamed = false;
   errno = saved;
 }
 
@@ -44,28 +45,69 @@ static wk_status fail_errno(wk_atomic_file *af, const char *what) {
   return s;
 }
 
-/* Creates "PATH.tmp.XXXXXX" exclusively with mode 0666 & ~umask. The suffix is
- * random (Philox keyed by time, pid and the address of af) so that concurrent
- * writers rarely collide; O_EXCL makes collisions harmless. */
-static wk_status create_tmp(wk_atomic_file *af) {
+/* "PATH.tmp.XXXXXX" into af->tmp_path (allocated here) with a random suffix
+ * (Philox keyed by time, pid and the address of af) so that concurrent
+ * writers rarely collide; O_EXCL or linkat's EEXIST makes collisions
+ * harmless. */
+static bool tmp_name(wk_atomic_file *af, wk_rng *rng) {
   static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  size_t n_path = strlen(af->path);
-  af->tmp_path = malloc(n_path + 5 + WK_TMP_SUFFIX_CHARS + 1);
-  if (!af->tmp_path) {
-    release(af, 0);
-    return wk_fail(WK_ERR_NOMEM, "out of memory for a temporary file name");
-  }
+  const size_t n_path = strlen(af->path);
+  if (!af->tmp_path && !(af->tmp_path = malloc(n_path + 5 + WK_TMP_SUFFIX_CHARS + 1)))
+    return false;
+  char *p = af->tmp_path;
+  memcpy(p, af->path, n_path);
+  memcpy(p + n_path, ".tmp.", 5);
+  for (int i = 0; i < WK_TMP_SUFFIX_CHARS; i++)
+    p[n_path + 5 + i] = alnum[wk_rng_below(rng, (uint32_t)(sizeof alnum - 1))];
+  p[n_path + 5 + WK_TMP_SUFFIX_CHARS] = '\0';
+  return true;
+}
+
+static wk_rng tmp_rng(const wk_atomic_file *af) {
   struct timespec ts = {0, 0};
   clock_gettime(CLOCK_REALTIME, &ts); /* only seeds the name; failure is harmless */
-  uint64_t seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-  wk_rng rng = wk_rng_make(seed ^ ((uint64_t)getpid() << 32), (uint64_t)(uintptr_t)af);
+  const uint64_t seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return wk_rng_make(seed ^ ((uint64_t)getpid() << 32), (uint64_t)(uintptr_t)af);
+}
+
+/* The folder of af->path, for an unnamed file in it (O_TMPFILE): such a file
+ * vanishes with the process if it is killed before the commit names it, so a
+ * Ctrl-C or an MPI abort mid-checkpoint leaves no checkpoint-sized
+ * PATH.tmp.XXXXXX behind. Needs a kernel and filesystem that have O_TMPFILE
+ * and /proc (for linkat); -1 otherwise, and the named way is used. */
+static int open_unnamed(const char *path) {
+  if (access("/proc/self/fd", X_OK) != 0) return -1;
+  char *dir = dup_cstr(path);
+  if (!dir) return -1;
+  char *slash = strrchr(dir, '/');
+  if (!slash) strcpy(dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  const int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+  free(dir);
+  return fd;
+}
+
+/* The temporary file: unnamed where the system allows, else created
+ * exclusively as "PATH.tmp.XXXXXX"; mode 0666 & ~umask either way. */
+static wk_status create_tmp(wk_atomic_file *af) {
+  const int ufd = open_unnamed(af->path);
+  if (ufd >= 0) {
+    af->unnamed = true;
+    af->fp = fdopen(ufd, "wb");
+    if (!af->fp) {
+      close(ufd);
+      return fail_errno(af, "cannot open a stream on a temporary file for");
+    }
+    return WK_OK;
+  }
+  wk_rng rng = tmp_rng(af);
   for (int attempt = 0; attempt < WK_TMP_ATTEMPTS; attempt++) {
-    char *p = af->tmp_path;
-    memcpy(p, af->path, n_path);
-    memcpy(p + n_path, ".tmp.", 5);
-    for (int i = 0; i < WK_TMP_SUFFIX_CHARS; i++)
-      p[n_path + 5 + i] = alnum[wk_rng_below(&rng, (uint32_t)(sizeof alnum - 1))];
-    p[n_path + 5 + WK_TMP_SUFFIX_CHARS] = '\0';
+    if (!tmp_name(af, &rng)) {
+      release(af, 0);
+      return wk_fail(WK_ERR_NOMEM, "out of memory for a temporary file name");
+    }
+    const char *p = af->tmp_path;
     int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno == EEXIST) continue;
     if (fd < 0) {
@@ -82,6 +124,33 @@ static wk_status create_tmp(wk_atomic_file *af) {
       return fail_errno(af, "cannot open a stream on");
     }
     return WK_OK;
+  }
+  wk_status s = wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already exist",
+                        af->path, WK_TMP_ATTEMPTS);
+  free(af->tmp_path), af->tmp_path = NULL;
+  release(af, 0);
+  return s;
+}
+
+/* Gives the unnamed temporary file a name, "PATH.tmp.XXXXXX", for the
+ * rename; af->tmp_path is set only once the name exists. */
+static wk_status name_unnamed(wk_atomic_file *af) {
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fileno(af->fp));
+  wk_rng rng = tmp_rng(af);
+  for (int attempt = 0; attempt < WK_TMP_ATTEMPTS; attempt++) {
+    if (!tmp_name(af, &rng)) {
+      release(af, 0);
+      return wk_fail(WK_ERR_NOMEM, "out of memory for a temporary file name");
+    }
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, af->tmp_path, AT_SYMLINK_FOLLOW) == 0) return WK_OK;
+    if (errno == EEXIST) continue;
+    const int err = errno;
+    wk_status s = wk_fail(WK_ERR_IO, "%s: cannot name the temporary file %s: %s", af->path,
+                          af->tmp_path, strerror(err));
+    free(af->tmp_path), af->tmp_path = NULL; /* nothing was named */
+    release(af, 0);
+    return s;
   }
   wk_status s = wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already exist",
                         af->path, WK_TMP_ATTEMPTS);
@@ -180,6 +249,7 @@ wk_status wk_atomic_commit(wk_atomic_file *af) {
   }
   if (fflush(af->fp) != 0) return fail_errno(af, "cannot flush");
   if (fsync(fileno(af->fp)) != 0) return fail_errno(af, "cannot fsync");
+  if (af->unnamed) WK_TRY(name_unnamed(af));
   FILE *fp = af->fp;
   af->fp = NULL;
   if (fclose(fp) != 0) return fail_errno(af, "cannot close");

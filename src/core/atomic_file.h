@@ -1,7 +1,9 @@
 /* atomic_file.h - writing a file so that it is replaced whole or not at all.
  *
- * The content goes to a temporary file in the target's directory
- * ("PATH.tmp.XXXXXX", created exclusively); commit flushes it, fsyncs it,
+ * The content goes to a temporary file in the target's directory: unnamed
+ * (O_TMPFILE) where the system allows, so a process killed before the commit
+ * leaves nothing behind, else "PATH.tmp.XXXXXX", created exclusively. Commit
+ * flushes it, fsyncs it, names it "PATH.tmp.XXXXXX" if it had no name,
  * renames it over PATH and fsyncs the directory. A reader of PATH therefore sees
  * either the old file or the complete new one, also after a crash or power loss
  * once commit has returned. On any failure the temporary file is removed and
@@ -36,6 +38,7 @@ typedef struct wk_atomic_file {
   char *path;     /* the target, owned copy */
   char *tmp_path; /* the temporary file while open, else NULL */
   FILE *fp;       /* the temporary file while open, else NULL */
+  bool unnamed;   /* fp is an O_TMPFILE file, named only at the commit */
 } wk_atomic_file;
 
 /* Creates the temporary file next to `path`. Fails with WK_ERR_IO (the message
