@@ -3,6 +3,12 @@
  * architectures and a net with every node kind (tests/onnx_nets.h); a file
  * that cannot be written fails cleanly; randomly damaged exports never crash
  * the importer.
+ * Import of small graphs written in C (tests/onnx_graph.h): hostile files
+ * (deep nesting, memory and time amplification, sizes a model file cannot
+ * hold) are refused naming the file and node, and constructs the importer
+ * once mapped wrongly (a flatten's order through element-wise ops, folded
+ * activations of QDQ graphs, attributes of the wrong type) import right or
+ * are refused.
  * tests/test_onnx_ort.c runs the same exports in ONNX Runtime. */
 #include <check.h>
 #include <stdio.h>
@@ -12,6 +18,7 @@
 
 #include "core/sha256.h"
 #include "onnx/onnx.h"
+#include "onnx_graph.h"
 #include "onnx_nets.h"
 #include "test_util.h"
 
@@ -149,6 +156,55 @@ START_TEST(test_sha256) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ import of graphs written in C */
+
+/* ModelProto { graph { node { attribute { g { node { attribute { g ... }}}}}}}
+ * `depth` graphs deep: protobuf-c's unpack recursed once per level until the
+ * stack overflowed (3000 levels, 30 KB, crashed whisker import). */
+static void wkt_nested(int depth, wkt_pb *out) {
+  wkt_pb g = {0};
+  for (int i = 0; i < depth; i++) {
+    wkt_pb attr = {0}, node = {0}, graph = {0};
+    wkt_pb_msg(&attr, 6, &g);      /* AttributeProto.g */
+    wkt_pb_msg(&node, 5, &attr);   /* NodeProto.attribute */
+    wkt_pb_msg(&graph, 1, &node);  /* GraphProto.node */
+    wkt_pb_free(&g), wkt_pb_free(&attr), wkt_pb_free(&node);
+    g = graph;
+  }
+  memset(out, 0, sizeof *out);
+  wkt_pb_msg(out, 7, &g); /* ModelProto.graph */
+  wkt_pb_free(&g);
+}
+
+START_TEST(test_deep_nesting_refused) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_deep_%d.onnx", (int)getpid());
+  /* n levels put the innermost (empty) graph 3n + 1 messages deep: 21 is the
+   * deepest the cap (64) lets through */
+  const int depths[] = {3000, 21, 22};
+  for (int i = 0; i < 3; i++) {
+    wkt_pb m;
+    wkt_nested(depths[i], &m);
+    FILE *f = fopen(path, "wb");
+    ck_assert_uint_eq(fwrite(m.data, 1, m.n, f), m.n);
+    ck_assert_int_eq(fclose(f), 0);
+    wkt_pb_free(&m);
+    wk_net *net = (wk_net *)1;
+    wk_model_meta meta;
+    wk_clear_error();
+    ck_assert_int_ne(wk_onnx_import(ctx, path, &net, &meta), WK_OK);
+    ck_assert_ptr_null(net);
+    ck_assert_msg(strstr(wk_last_error(), path) != NULL, "%s", wk_last_error());
+    /* 21 levels parse, and the graph (no input) is refused after */
+    const bool deep = strstr(wk_last_error(), "nested more than 64 deep") != NULL;
+    ck_assert_msg(deep == (depths[i] > 21), "depth %d: %s", depths[i], wk_last_error());
+  }
+  unlink(path);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -158,6 +214,7 @@ int main(void) {
   tcase_add_test(tc, test_unwritable);
   tcase_add_test(tc, test_mutated_files);
   tcase_add_test(tc, test_sha256);
+  tcase_add_test(tc, test_deep_nesting_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

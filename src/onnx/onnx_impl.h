@@ -17,9 +17,20 @@
 /* Elements of one tensor, so a hostile dims list cannot size a huge buffer. */
 #define WK_ONNX_MAX_TENSOR_ELEMS ((int64_t)1 << 28)
 
+/* Submessages nested deeper than this are refused before unpacking: protobuf-c
+ * recurses once per level with no limit of its own, so a small file of deep
+ * nesting (a graph in an attribute of a node of a graph ...) would overflow
+ * the stack. Real models nest a few levels (If/Loop bodies a few more). */
+#define WK_ONNX_MAX_NESTING 64
+
 /* The whole file, malloc'ed (*n_bytes may be 0). */
 wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes);
-/* Reads and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m,
+/* Walks the protobuf wire data of a message of type d (for which descriptor
+ * d says which fields are submessages) and fails, naming path, when it nests
+ * deeper than WK_ONNX_MAX_NESTING. Malformed data passes: unpacking reports it. */
+wk_status wk_onnx_check_nesting(const char *path, const uint8_t *data, size_t n_bytes,
+                                const ProtobufCMessageDescriptor *d);
+/* Reads, checks the nesting of and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m,
  * NULL). sha256 (may be NULL) receives the file's SHA-256 in hex. */
 wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]);
 
