@@ -158,6 +158,39 @@ END_TEST
 
 /* ------------------------------------------------------------------ import of graphs written in C */
 
+/* Writes g to a scratch file (its path in path[256]) and imports it; *net is
+ * NULL unless the status is WK_OK. */
+static wk_status wkt_og_import(wkt_og *g, wk_ctx *ctx, wk_net **net, wk_model_meta *meta,
+                               char path[256]) {
+  snprintf(path, 256, "/tmp/wk_onnx_g_%d.onnx", (int)getpid());
+  wkt_og_write(g, path);
+  wk_clear_error();
+  const wk_status s = wk_onnx_import(ctx, path, net, meta);
+  unlink(path);
+  if (s != WK_OK) ck_assert_ptr_null(*net);
+  return s;
+}
+
+/* Fails the test unless importing g fails with `code` and a message naming the
+ * file and containing each of the `want` strings (NULL-terminated). */
+static void wkt_og_refused(wkt_og *g, wk_status code, const char *const *want) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = (wk_net *)1;
+  wk_model_meta meta;
+  char path[256];
+  const wk_status s = wkt_og_import(g, ctx, &net, &meta, path);
+  ck_assert_msg(s == code, "got %s, expected %s: %s", wk_status_name(s), wk_status_name(code),
+                wk_last_error());
+  const char *msg = wk_last_error(), *at = strstr(msg, path);
+  ck_assert_msg(at != NULL, "message does not name the file: %s", msg);
+  ck_assert_msg(strstr(at + 1, path) == NULL, "message names the file twice: %s", msg);
+  for (int i = 0; want[i]; i++)
+    ck_assert_msg(strstr(msg, want[i]) != NULL, "message lacks '%s': %s", want[i], msg);
+  wk_ctx_destroy(ctx);
+}
+
+#define WKT_REFUSED(g, code, ...) wkt_og_refused(g, code, (const char *const[]){__VA_ARGS__, NULL})
+
 /* ModelProto { graph { node { attribute { g { node { attribute { g ... }}}}}}}
  * `depth` graphs deep: protobuf-c's unpack recursed once per level until the
  * stack overflowed (3000 levels, 30 KB, crashed whisker import). */
@@ -205,6 +238,43 @@ START_TEST(test_deep_nesting_refused) {
 }
 END_TEST
 
+/* Flatten -> Gemm with W [out, 48] for the 3x4x4 input. */
+static void wkt_og_flatten_gemm(wkt_og *g, int out) {
+  float w[48 * 48];
+  ck_assert_int_le(out, 48);
+  wkt_fill_f32(w, 48 * out, 3, -1.0f, 1.0f);
+  wkt_og_init(g, 3, 4, 4, out);
+  wkt_og_node(g, "Flatten", "flat", "x", "f");
+  wkt_og_node(g, "Gemm", "fc", "f,W", "y");
+  wkt_og_floats(g, "W", 2, (const int64_t[]){out, 48}, w);
+}
+
+/* An attribute of another type than ONNX gives it (transB as FLOAT 1.0) was
+ * taken as absent: the default (transB 0) read the weight transposed. */
+START_TEST(test_attribute_type_refused) {
+  wkt_og g;
+  wkt_og_flatten_gemm(&g, 48);
+  wkt_og_attr_float(&g, "transB", 1.0f);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'fc' (Gemm)", "attribute 'transB' is FLOAT, not INT");
+  wkt_og_flatten_gemm(&g, 5);
+  wkt_og_attr_int(&g, "transB", 1);
+  wkt_og_attr_int(&g, "alpha", 2);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'fc' (Gemm)", "attribute 'alpha' is INT, not FLOAT");
+  /* the right types import */
+  wkt_og_flatten_gemm(&g, 5);
+  wkt_og_attr_int(&g, "transB", 1);
+  wkt_og_attr_float(&g, "alpha", 2.0f);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -215,6 +285,7 @@ int main(void) {
   tcase_add_test(tc, test_mutated_files);
   tcase_add_test(tc, test_sha256);
   tcase_add_test(tc, test_deep_nesting_refused);
+  tcase_add_test(tc, test_attribute_type_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -69,7 +69,9 @@ static wk_status wk_const_gather(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *data, *idx;
   WK_TRY(wk_imp_const_in(imp, node, 0, &data));
   WK_TRY(wk_imp_const_in(imp, node, 1, &idx));
-  if (data->ndim != 1 || wk_onnx_attr_int(node, "axis", 0) != 0 || idx->ndim > 1)
+  int64_t axis;
+  WK_TRY(wk_imp_attr_int(imp, node, "axis", 0, &axis));
+  if (data->ndim != 1 || axis != 0 || idx->ndim > 1)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "only 1-D data gathered along axis 0");
   double *c;
   WK_TRY(wk_const_new(imp, node, idx->n, &c));

@@ -271,16 +271,6 @@ const Onnx__AttributeProto *wk_onnx_attr(const Onnx__NodeProto *node, const char
   return NULL;
 }
 
-int64_t wk_onnx_attr_int(const Onnx__NodeProto *node, const char *name, int64_t dflt) {
-  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
-  return a && a->has_i ? a->i : dflt;
-}
-
-float wk_onnx_attr_float(const Onnx__NodeProto *node, const char *name, float dflt) {
-  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
-  return a && a->has_f ? a->f : dflt;
-}
-
 int wk_onnx_attr_ints(const Onnx__NodeProto *node, const char *name, int64_t *out, int max) {
   const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
   if (!a) return -1;

@@ -49,8 +49,6 @@ wk_status wk_onnx_tensor_floats(const Onnx__TensorProto *t, const char *what, fl
 
 /* Attributes of a node: the one called name, or NULL. */
 const Onnx__AttributeProto *wk_onnx_attr(const Onnx__NodeProto *node, const char *name);
-int64_t wk_onnx_attr_int(const Onnx__NodeProto *node, const char *name, int64_t dflt);
-float wk_onnx_attr_float(const Onnx__NodeProto *node, const char *name, float dflt);
 /* Copies up to max ints; returns how many the attribute has, or -1 when absent. */
 int wk_onnx_attr_ints(const Onnx__NodeProto *node, const char *name, int64_t *out, int max);
 

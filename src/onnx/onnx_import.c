@@ -23,6 +23,58 @@ wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status 
                  node->op_type ? node->op_type : "?", msg);
 }
 
+/* ------------------------------------------------------------------ attributes */
+
+static const char *wk_imp_attr_type_name(Onnx__AttributeProto__AttributeType t) {
+  switch (t) {
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return "FLOAT";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return "INT";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: return "STRING";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: return "TENSOR";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS: return "FLOATS";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS: return "INTS";
+  default: return "of another type";
+  }
+}
+
+/* The attribute when it is present and of type `want` (a file that declares no
+ * type must hold the value's field: has); NULL when absent. */
+static wk_status wk_imp_attr_typed(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                                   Onnx__AttributeProto__AttributeType want, bool has,
+                                   const Onnx__AttributeProto *a) {
+  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED) {
+    if (a->type == want) return WK_OK;
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "attribute '%s' is %s, not %s", name,
+                       wk_imp_attr_type_name(a->type), wk_imp_attr_type_name(want));
+  }
+  if (!has)
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "attribute '%s' holds no %s value", name,
+                       wk_imp_attr_type_name(want));
+  return WK_OK;
+}
+
+wk_status wk_imp_attr_int(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                          int64_t dflt, int64_t *out) {
+  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
+  *out = dflt;
+  if (!a) return WK_OK;
+  WK_TRY(wk_imp_attr_typed(imp, node, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT, a->has_i,
+                           a));
+  *out = a->i;
+  return WK_OK;
+}
+
+wk_status wk_imp_attr_float(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                            float dflt, float *out) {
+  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
+  *out = dflt;
+  if (!a) return WK_OK;
+  WK_TRY(wk_imp_attr_typed(imp, node, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT,
+                           a->has_f, a));
+  *out = a->f;
+  return WK_OK;
+}
+
 /* ------------------------------------------------------------------ entries */
 
 static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {

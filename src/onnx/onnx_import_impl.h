@@ -53,6 +53,13 @@ typedef struct wk_imp {
 wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) WK_PRINTF(4, 5);
 
+/* Attribute `name` of node, or dflt when absent. One of another type (a
+ * FLOAT transB) fails naming the node and the attribute. */
+wk_status wk_imp_attr_int(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                          int64_t dflt, int64_t *out);
+wk_status wk_imp_attr_float(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                            float dflt, float *out);
+
 /* The entry of a name (an initializer is materialized on first use), or NULL. */
 wk_iv *wk_imp_find(wk_imp *imp, const char *name);
 /* Input k of node as an activation / a constant; fails naming the node. */

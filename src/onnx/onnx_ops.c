@@ -22,6 +22,8 @@ static wk_node wk_ops_node(wk_node_op op, int in) {
 static wk_status wk_ops_auto_pad(wk_imp *imp, const Onnx__NodeProto *node, bool *valid) {
   const Onnx__AttributeProto *a = wk_onnx_attr(node, "auto_pad");
   *valid = false;
+  if (a && a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING)
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "attribute 'auto_pad' is not a STRING");
   if (!a || !a->has_s || a->s.len == 0) return WK_OK;
   if (a->s.len == 6 && !memcmp(a->s.data, "NOTSET", 6)) return WK_OK;
   if (a->s.len == 5 && !memcmp(a->s.data, "VALID", 5)) {
@@ -76,7 +78,8 @@ wk_status wk_imp_conv_attrs(wk_imp *imp, const Onnx__NodeProto *node, const wk_i
   WK_TRY(wk_ops_pads(imp, node, pad));
   if (k[0] != w->dims[2] || k[1] != w->dims[3])
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "kernel_shape disagrees with the weight");
-  const int64_t groups = wk_onnx_attr_int(node, "group", 1);
+  int64_t groups;
+  WK_TRY(wk_imp_attr_int(imp, node, "group", 1, &groups));
   if (groups < 1 || groups > 65536 || w->dims[0] % groups)
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "group %lld invalid", (long long)groups);
   nd->op = WK_NODE_CONV;
@@ -124,7 +127,12 @@ static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x, *p[4];
   WK_TRY(wk_imp_act_in(imp, node, 0, &x));
   for (int k = 0; k < 4; k++) WK_TRY(wk_imp_const_in(imp, node, (size_t)k + 1, &p[k]));
-  if (wk_onnx_attr_int(node, "training_mode", 0) != 0)
+  int64_t training;
+  float eps, momentum;
+  WK_TRY(wk_imp_attr_int(imp, node, "training_mode", 0, &training));
+  WK_TRY(wk_imp_attr_float(imp, node, "epsilon", 1e-5f, &eps));
+  WK_TRY(wk_imp_attr_float(imp, node, "momentum", 0.9f, &momentum));
+  if (training != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "training_mode batchnorm");
   int64_t d[4];
   wk_imp_onnx_shape(imp, x, d);
@@ -133,8 +141,8 @@ static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
       return wk_imp_fail(imp, node, WK_ERR_SHAPE, "'%s' has %lld values for %lld channels",
                          p[k]->name, (long long)p[k]->n, (long long)d[1]);
   wk_node nd = wk_ops_node(WK_NODE_BATCHNORM, x->value);
-  nd.bn.eps = wk_onnx_attr_float(node, "epsilon", 1e-5f);
-  nd.bn.momentum = 1.0f - wk_onnx_attr_float(node, "momentum", 0.9f); /* PyTorch's convention */
+  nd.bn.eps = eps;
+  nd.bn.momentum = 1.0f - momentum; /* PyTorch's convention */
   wk_imp_node_name(imp, node, p[0]->name, nd.name);
   const int v = wk_imp_add(imp, node, &nd, wk_imp_floats(p[0]), wk_imp_floats(p[1]),
                            wk_imp_floats(p[2]), wk_imp_floats(p[3]));
@@ -147,8 +155,10 @@ static wk_status wk_ops_act(wk_imp *imp, const Onnx__NodeProto *node) {
   WK_TRY(wk_imp_act_in(imp, node, 0, &x));
   wk_act act = WK_ACT_RELU;
   if (!strcmp(node->op_type, "Clip")) {
-    double lim[2] = {wk_onnx_attr_float(node, "min", -INFINITY),
-                     wk_onnx_attr_float(node, "max", INFINITY)};
+    float lo, hi;
+    WK_TRY(wk_imp_attr_float(imp, node, "min", -INFINITY, &lo));
+    WK_TRY(wk_imp_attr_float(imp, node, "max", INFINITY, &hi));
+    double lim[2] = {lo, hi};
     for (int k = 0; k < 2; k++) {
       if (!wk_imp_has_in(node, (size_t)k + 1)) continue;
       wk_iv *c;
@@ -210,7 +220,10 @@ static wk_status wk_ops_pool(wk_imp *imp, const Onnx__NodeProto *node, bool is_m
   WK_TRY(wk_ops_pair(imp, node, "strides", 1, 1, 64, s));
   WK_TRY(wk_ops_pair(imp, node, "dilations", 1, 1, 1, d));
   WK_TRY(wk_ops_pads(imp, node, pad));
-  if (wk_onnx_attr_int(node, "ceil_mode", 0) != 0)
+  int64_t ceil_mode, include_pad;
+  WK_TRY(wk_imp_attr_int(imp, node, "ceil_mode", 0, &ceil_mode));
+  WK_TRY(wk_imp_attr_int(imp, node, "count_include_pad", 0, &include_pad));
+  if (ceil_mode != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "ceil_mode 1 is not supported");
   if (node->n_output > 1 && node->output[1] && node->output[1][0])
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "the Indices output is not supported");
@@ -218,8 +231,7 @@ static wk_status wk_ops_pool(wk_imp *imp, const Onnx__NodeProto *node, bool is_m
   nd.pool = (wk_pool2d_params){.kernel_h = k[0], .kernel_w = k[1], .stride_h = s[0],
                                .stride_w = s[1], .pad_top = pad[0], .pad_left = pad[1],
                                .pad_bottom = pad[2], .pad_right = pad[3],
-                               .count_include_pad =
-                                   wk_onnx_attr_int(node, "count_include_pad", 0) != 0};
+                               .count_include_pad = include_pad != 0};
   wk_imp_node_name(imp, node, NULL, nd.name);
   const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
   return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
@@ -254,7 +266,9 @@ static wk_status wk_ops_flatten(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x;
   WK_TRY(wk_imp_act_in(imp, node, 0, &x));
   if (!strcmp(node->op_type, "Flatten")) {
-    if (wk_onnx_attr_int(node, "axis", 1) != 1)
+    int64_t axis;
+    WK_TRY(wk_imp_attr_int(imp, node, "axis", 1, &axis));
+    if (axis != 1)
       return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "only axis 1 (to [N, -1])");
   } else { /* Reshape: the target must be [N, -1] in one of its spellings */
     wk_iv *shape;
@@ -278,9 +292,10 @@ static wk_status wk_ops_transpose(wk_imp *imp, const Onnx__NodeProto *node) {
   int64_t perm[4];
   size_t j;
   const Onnx__NodeProto *f = wk_imp_sole_consumer(imp, node->output[0], &j);
+  int64_t axis = 1;
+  if (f && !strcmp(f->op_type, "Flatten")) WK_TRY(wk_imp_attr_int(imp, f, "axis", 1, &axis));
   if (wk_onnx_attr_ints(node, "perm", perm, 4) != 4 || perm[0] != 0 || perm[1] != 2 ||
-      perm[2] != 3 || perm[3] != 1 || !f || strcmp(f->op_type, "Flatten") != 0 ||
-      wk_onnx_attr_int(f, "axis", 1) != 1)
+      perm[2] != 3 || perm[3] != 1 || !f || strcmp(f->op_type, "Flatten") != 0 || axis != 1)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
                        "only a transpose to NHWC (perm 0,2,3,1) followed by Flatten");
   imp->done[j] = true;
@@ -340,10 +355,15 @@ static wk_status wk_ops_gemm(wk_imp *imp, const Onnx__NodeProto *node) {
   WK_TRY(wk_imp_act_in(imp, node, 0, &x));
   WK_TRY(wk_imp_const_in(imp, node, 1, &b));
   if (gemm && wk_imp_has_in(node, 2)) WK_TRY(wk_imp_const_in(imp, node, 2, &c));
-  const bool trans_b = gemm && wk_onnx_attr_int(node, "transB", 0) != 0;
-  const double alpha = gemm ? wk_onnx_attr_float(node, "alpha", 1.0f) : 1.0;
-  const double beta = gemm ? wk_onnx_attr_float(node, "beta", 1.0f) : 1.0;
-  if (gemm && wk_onnx_attr_int(node, "transA", 0) != 0)
+  int64_t trans_a = 0, trans_b = 0;
+  float alpha = 1.0f, beta = 1.0f;
+  if (gemm) {
+    WK_TRY(wk_imp_attr_int(imp, node, "transA", 0, &trans_a));
+    WK_TRY(wk_imp_attr_int(imp, node, "transB", 0, &trans_b));
+    WK_TRY(wk_imp_attr_float(imp, node, "alpha", 1.0f, &alpha));
+    WK_TRY(wk_imp_attr_float(imp, node, "beta", 1.0f, &beta));
+  }
+  if (trans_a != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "transA 1 is not supported");
   if (b->ndim != 2) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "B must be 2-D");
   const int64_t o = trans_b ? b->dims[0] : b->dims[1], k = trans_b ? b->dims[1] : b->dims[0];

@@ -69,7 +69,8 @@ static wk_status wk_q_quantize(wk_imp *imp, const Onnx__NodeProto *node) {
   if (!x->is_const) return wk_imp_alias(imp, node, 0, x);
   if (!dq) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "quantizing a constant");
   /* a quantized weight (QDQ graphs): dequantize it along `axis` */
-  int64_t axis = wk_onnx_attr_int(node, "axis", 1), inner = 1, count = 1;
+  int64_t axis, inner = 1, count = 1;
+  WK_TRY(wk_imp_attr_int(imp, node, "axis", 1, &axis));
   if (axis < 0) axis += x->ndim;
   wk_iv *s, *zp;
   if (axis >= 0 && axis < x->ndim) count = x->dims[axis];
@@ -130,7 +131,9 @@ static wk_status wk_q_add(wk_imp *imp, const Onnx__NodeProto *node) {
 }
 
 static wk_status wk_q_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
-  if (wk_onnx_attr_int(node, "channels_last", 0) != 0)
+  int64_t channels_last;
+  WK_TRY(wk_imp_attr_int(imp, node, "channels_last", 0, &channels_last));
+  if (channels_last != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "channels_last input");
   const int v = wk_imp_global_pool(imp, node);
   return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
