@@ -11,6 +11,7 @@
  * are refused.
  * tests/test_onnx_ort.c runs the same exports in ONNX Runtime. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,107 @@ START_TEST(test_attribute_type_refused) {
 }
 END_TEST
 
+/* The logits of one NCHW sample [c, h, w] through net (k of them). */
+static void wkt_logits(wk_net *net, const float *nchw, int c, int h, int w, float *out, int k) {
+  const int64_t shape[4] = {1, h, w, c};
+  wk_tensor x = wkt_tensor(WK_F32, 4, shape), y;
+  float *p = x.data;
+  for (int ch = 0; ch < c; ch++)
+    for (int i = 0; i < h * w; i++) p[i * c + ch] = nchw[ch * h * w + i];
+  WKT_OK(wk_net_forward(net, &x, false, &y));
+  ck_assert_int_eq(wk_tensor_numel(&y), k);
+  memcpy(out, y.data, (size_t)k * sizeof *out);
+  wk_tensor_free(&x);
+}
+
+/* An element-wise op between a Flatten of a 3x4x4 map and a Gemm: the
+ * flatten's order (whisker flattens (H, W, C), ONNX (C, H, W)) must reach the
+ * Gemm, whose weight columns are permuted for it. Relu, Clip and
+ * BatchNormalization dropped it (logits off by 2.3 to 12.5). */
+enum { WKT_EW_RELU, WKT_EW_CLIP, WKT_EW_BN, WKT_EW_ADD, WKT_EW_N };
+
+static double wkt_ew_ref(int op, const float *x, int i, const float *bn[4]) {
+  const double v = x[i];
+  switch (op) {
+  case WKT_EW_RELU: return v > 0 ? v : 0;
+  case WKT_EW_CLIP: return v < 0 ? 0 : v > 6 ? 6 : v;
+  case WKT_EW_BN: return bn[0][i] * (v - bn[2][i]) / sqrt(bn[3][i] + 1e-3) + bn[1][i];
+  default: return v + (v > 0 ? v : 0);
+  }
+}
+
+START_TEST(test_flatten_order_through_elementwise) {
+  const int op = _i, k = 5;
+  float x[48], w[5 * 48], b[5], bn[4][48];
+  wkt_fill_f32(x, 48, 1, -3.0f, 9.0f); /* both sides of Clip's 0 and 6 */
+  wkt_fill_f32(w, 5 * 48, 2, -1.0f, 1.0f);
+  wkt_fill_f32(b, 5, 3, -1.0f, 1.0f);
+  for (int j = 0; j < 4; j++) wkt_fill_f32(bn[j], 48, 4 + (uint64_t)j, 0.5f, 1.5f);
+  const int64_t feat[1] = {48};
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, k);
+  wkt_og_node(&g, "Flatten", "flat", "x", "f");
+  switch (op) {
+  case WKT_EW_RELU: wkt_og_node(&g, "Relu", "act", "f", "r"); break;
+  case WKT_EW_CLIP:
+    wkt_og_node(&g, "Clip", "act", "f,lo,hi", "r");
+    wkt_og_scalar(&g, "lo", WKT_F32, 0);
+    wkt_og_scalar(&g, "hi", WKT_F32, 6);
+    break;
+  case WKT_EW_BN:
+    wkt_og_node(&g, "BatchNormalization", "bn", "f,gamma,beta,mean,var", "r");
+    wkt_og_attr_float(&g, "epsilon", 1e-3f);
+    wkt_og_floats(&g, "gamma", 1, feat, bn[0]);
+    wkt_og_floats(&g, "beta", 1, feat, bn[1]);
+    wkt_og_floats(&g, "mean", 1, feat, bn[2]);
+    wkt_og_floats(&g, "var", 1, feat, bn[3]);
+    break;
+  default:
+    wkt_og_node(&g, "Relu", "act", "f", "a");
+    wkt_og_node(&g, "Add", "sum", "f,a", "r");
+  }
+  wkt_og_node(&g, "Gemm", "fc", "r,W,B", "y");
+  wkt_og_attr_int(&g, "transB", 1);
+  wkt_og_floats(&g, "W", 2, (const int64_t[]){k, 48}, w);
+  wkt_og_floats(&g, "B", 1, (const int64_t[]){k}, b);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  float got[5], want[5];
+  wkt_logits(net, x, 3, 4, 4, got, k);
+  const float *bnp[4] = {bn[0], bn[1], bn[2], bn[3]};
+  for (int o = 0; o < k; o++) {
+    double acc = b[o];
+    for (int i = 0; i < 48; i++) acc += (double)w[o * 48 + i] * wkt_ew_ref(op, x, i, bnp);
+    want[o] = (float)acc;
+  }
+  const double e = wkt_rel_err(got, want, k, 1e-6);
+  ck_assert_msg(e < 1e-5, "op %d: relative error %g (logit 0: %g, want %g)", op, e, got[0],
+                want[0]);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* The sum of a flatten of a map (whisker's (H, W, C) order) and a tensor in
+ * ONNX's own order (a Gemm's output) would add mismatched features. */
+START_TEST(test_add_of_flatten_orders_refused) {
+  float w[48 * 48];
+  wkt_fill_f32(w, 48 * 48, 2, -1.0f, 1.0f);
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 48);
+  wkt_og_node(&g, "Flatten", "flat", "x", "f");
+  wkt_og_node(&g, "Gemm", "fc", "f,W", "m");
+  wkt_og_attr_int(&g, "transB", 1);
+  wkt_og_node(&g, "Add", "sum", "f,m", "y");
+  wkt_og_floats(&g, "W", 2, (const int64_t[]){48, 48}, w);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'sum' (Add)", "flattened in different orders");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -286,6 +388,8 @@ int main(void) {
   tcase_add_test(tc, test_sha256);
   tcase_add_test(tc, test_deep_nesting_refused);
   tcase_add_test(tc, test_attribute_type_refused);
+  tcase_add_loop_test(tc, test_flatten_order_through_elementwise, 0, WKT_EW_N);
+  tcase_add_test(tc, test_add_of_flatten_orders_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

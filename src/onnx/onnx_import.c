@@ -177,6 +177,17 @@ wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int
   return WK_OK;
 }
 
+wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
+                            const wk_iv *like) {
+  const int rank = like->onnx_rank, h = like->flat_h, w = like->flat_w, c = like->flat_c;
+  wk_iv *e;
+  WK_TRY(wk_imp_out(imp, node, k, &e));
+  e->value = value;
+  e->onnx_rank = rank;
+  e->flat_h = h, e->flat_w = w, e->flat_c = c;
+  return WK_OK;
+}
+
 wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
                            int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
   wk_iv *e;

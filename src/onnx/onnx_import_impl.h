@@ -70,6 +70,10 @@ bool wk_imp_has_in(const Onnx__NodeProto *node, size_t k);
 /* Registers output k of node as an activation of whisker value `value`. */
 wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
                          int onnx_rank);
+/* The same for the output of an element-wise op on `like`: the ONNX rank and
+ * the flatten order (flat_h/w/c) are like's. */
+wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
+                            const wk_iv *like);
 /* Registers output k of node as a constant (takes ownership of c). */
 wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
                            int64_t n, int ndim, const int64_t *dims, int32_t dtype);
@@ -111,11 +115,12 @@ wk_status wk_imp_conv_attrs(wk_imp *imp, const Onnx__NodeProto *node, const wk_i
  * input x, permuting columns when x was flattened from a spatial map. */
 int wk_imp_linear(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *x, const char *name,
                   int out_f, float *w, float *bias);
-/* Adds the sum of node's computed inputs ka and kb (*rank: their ONNX rank);
- * a constant operand fails naming bias_op, the op it could be the bias of.
+/* Adds the sum of node's computed inputs ka and kb (*like: an input, whose
+ * layout the sum has); a constant operand fails naming bias_op, the op it
+ * could be the bias of, and so do inputs flattened in different orders.
  * Returns the value or -1. */
 int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
-               const char *bias_op, int *rank);
+               const char *bias_op, const wk_iv **like);
 /* Adds a global average pool of node's input 0; returns the value or -1. */
 int wk_imp_global_pool(wk_imp *imp, const Onnx__NodeProto *node);
 /* Turns x into a flat value (adds a flatten node when x is spatial). */

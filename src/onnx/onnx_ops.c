@@ -123,6 +123,20 @@ static wk_status wk_ops_conv(wk_imp *imp, const Onnx__NodeProto *node) {
   return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
+/* Per-feature values c of input x in whisker's order: a flat x whose ONNX
+ * order is (C, H, W) holds them as (H, W, C). */
+static float *wk_ops_feature_floats(const wk_iv *c, const wk_iv *x) {
+  float *f = wk_imp_floats(c);
+  if (!f || !x->flat_h) return f;
+  const int64_t hw = (int64_t)x->flat_h * x->flat_w, ch = x->flat_c;
+  WK_ASSERT(c->n == hw * ch);
+  float *p = malloc((size_t)c->n * sizeof *p);
+  for (int64_t k = 0; p && k < ch; k++)
+    for (int64_t s = 0; s < hw; s++) p[s * ch + k] = f[k * hw + s];
+  free(f);
+  return p;
+}
+
 static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x, *p[4];
   WK_TRY(wk_imp_act_in(imp, node, 0, &x));
@@ -144,9 +158,10 @@ static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
   nd.bn.eps = eps;
   nd.bn.momentum = 1.0f - momentum; /* PyTorch's convention */
   wk_imp_node_name(imp, node, p[0]->name, nd.name);
-  const int v = wk_imp_add(imp, node, &nd, wk_imp_floats(p[0]), wk_imp_floats(p[1]),
-                           wk_imp_floats(p[2]), wk_imp_floats(p[3]));
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, x->onnx_rank);
+  const int v = wk_imp_add(imp, node, &nd, wk_ops_feature_floats(p[0], x),
+                           wk_ops_feature_floats(p[1], x), wk_ops_feature_floats(p[2], x),
+                           wk_ops_feature_floats(p[3], x));
+  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, x);
 }
 
 /* Relu, or Clip(0, 6) / Clip(0, none). */
@@ -174,11 +189,11 @@ static wk_status wk_ops_act(wk_imp *imp, const Onnx__NodeProto *node) {
   char name[WK_NODE_NAME_MAX];
   wk_imp_node_name(imp, node, NULL, name);
   const int v = wk_imp_add_act(imp, node, x->value, act, name);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, x->onnx_rank);
+  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, x);
 }
 
 int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
-               const char *bias_op, int *rank) {
+               const char *bias_op, const wk_iv **like) {
   wk_iv *a, *b;
   wk_status s = wk_imp_act_in(imp, node, ka, &a);
   if (s == WK_OK) s = wk_imp_act_in(imp, node, kb, &b);
@@ -188,18 +203,25 @@ int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
                 "supported", bias_op);
     return -1;
   }
+  if (a->flat_h != b->flat_h || a->flat_w != b->flat_w || a->flat_c != b->flat_c) {
+    wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                "'%s' and '%s' are flattened in different orders (one from a %dx%dx%d map, "
+                "the other from a %dx%dx%d one)", a->name, b->name, a->flat_c, a->flat_h,
+                a->flat_w, b->flat_c, b->flat_h, b->flat_w);
+    return -1;
+  }
   wk_node nd = wk_ops_node(WK_NODE_ADD, a->value);
   nd.n_in = 2;
   nd.in[1] = b->value;
   wk_imp_node_name(imp, node, NULL, nd.name);
-  *rank = a->onnx_rank;
+  *like = a;
   return wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
 }
 
 static wk_status wk_ops_add(wk_imp *imp, const Onnx__NodeProto *node) {
-  int rank;
-  const int v = wk_imp_sum(imp, node, 0, 1, "MatMul", &rank);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, rank);
+  const wk_iv *like;
+  const int v = wk_imp_sum(imp, node, 0, 1, "MatMul", &like);
+  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, like);
 }
 
 int wk_imp_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {

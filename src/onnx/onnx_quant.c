@@ -124,10 +124,11 @@ static wk_status wk_q_conv(wk_imp *imp, const Onnx__NodeProto *node) {
 }
 
 static wk_status wk_q_add(wk_imp *imp, const Onnx__NodeProto *node) {
-  int rank, v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &rank);
+  const wk_iv *like;
+  int v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &like);
   if (v < 0) return WK_ERR_UNSUPPORTED;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
-  return wk_imp_set_act(imp, node, 0, v, rank);
+  return wk_imp_set_act_as(imp, node, 0, v, like);
 }
 
 static wk_status wk_q_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
