@@ -213,3 +213,67 @@ void wkt_og_write(wkt_og *g, const char *path) {
   ck_assert_int_eq(fclose(f), 0);
   wkt_pb_free(&m);
 }
+
+/* ------------------------------------------------------------------ reading */
+
+static uint64_t wkt_pb_read_varint(const uint8_t **p, const uint8_t *end) {
+  uint64_t v = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    const uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+  }
+  ck_abort_msg("malformed varint");
+  return 0;
+}
+
+/* The next field of a message in [*p, end): its number, and for a
+ * length-delimited one its bytes; false at the end. */
+static bool wkt_pb_next(const uint8_t **p, const uint8_t *end, int *field, const uint8_t **val,
+                        size_t *len) {
+  if (*p >= end) return false;
+  const uint64_t tag = wkt_pb_read_varint(p, end);
+  *field = (int)(tag >> 3);
+  *val = NULL;
+  *len = 0;
+  switch (tag & 7) {
+  case 0: wkt_pb_read_varint(p, end); break;
+  case 1: *p += 8; break;
+  case 5: *p += 4; break;
+  case 2:
+    *len = (size_t)wkt_pb_read_varint(p, end);
+    ck_assert_uint_le(*len, (size_t)(end - *p));
+    *val = *p;
+    *p += *len;
+    break;
+  default: ck_abort_msg("wire type %d", (int)(tag & 7));
+  }
+  ck_assert(*p <= end);
+  return true;
+}
+
+int wkt_onnx_initializer_names(const uint8_t *data, size_t n_bytes, char (*names)[128], int max) {
+  int count = 0, f;
+  const uint8_t *p = data, *v;
+  size_t len;
+  while (wkt_pb_next(&p, data + n_bytes, &f, &v, &len)) {
+    if (f != 7 || !v) continue; /* ModelProto.graph */
+    const uint8_t *gp = v;
+    int gf;
+    const uint8_t *gv;
+    size_t glen;
+    while (wkt_pb_next(&gp, v + len, &gf, &gv, &glen)) {
+      if (gf != 5 || !gv) continue; /* GraphProto.initializer */
+      const uint8_t *tp = gv;
+      int tf;
+      const uint8_t *tv;
+      size_t tlen;
+      while (wkt_pb_next(&tp, gv + glen, &tf, &tv, &tlen)) {
+        if (tf != 8 || !tv) continue; /* TensorProto.name */
+        if (count < max) snprintf(names[count], 128, "%.*s", (int)tlen, (const char *)tv);
+        count++;
+      }
+    }
+  }
+  return count;
+}

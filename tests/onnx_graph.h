@@ -62,4 +62,9 @@ void wkt_og_finish(wkt_og *g, wkt_pb *out);
 /* Writes the model to path; frees g. */
 void wkt_og_write(wkt_og *g, const char *path);
 
+/* Reading back: the names of the initializers in an ONNX file's bytes
+ * (ModelProto.graph.initializer[].name), at most max of up to 127 bytes;
+ * returns how many there are. */
+int wkt_onnx_initializer_names(const uint8_t *data, size_t n_bytes, char (*names)[128], int max);
+
 #endif

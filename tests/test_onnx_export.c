@@ -377,6 +377,89 @@ START_TEST(test_add_of_flatten_orders_refused) {
 }
 END_TEST
 
+/* No two nodes of net share a name. */
+static void wkt_names_unique(const wk_net *net) {
+  for (int i = 0; i < wk_net_n_nodes(net); i++)
+    for (int j = 0; j < i; j++)
+      ck_assert_msg(strcmp(wk_net_node(net, i)->name, wk_net_node(net, j)->name) != 0,
+                    "nodes %d and %d are both '%s'", j, i, wk_net_node(net, i)->name);
+}
+
+/* A quantized conv "a" whose ReLU6 is folded into its output range, after a
+ * Clip node scoped "a.relu6": the restored ReLU6 was named "a.relu6" directly,
+ * a second node of that name. */
+START_TEST(test_folded_act_name_unique) {
+  double wq[4 * 3 * 9];
+  for (int i = 0; i < 4 * 3 * 9; i++) wq[i] = (i * 37) % 255 - 127;
+  float fc[5 * 4];
+  wkt_fill_f32(fc, 20, 9, -1.0f, 1.0f);
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 5);
+  wkt_og_node(&g, "Clip", "/a.relu6/Clip", "x,lo,hi", "c0");
+  wkt_og_node(&g, "QuantizeLinear", NULL, "c0,s0,z0", "xq");
+  wkt_og_node(&g, "QLinearConv", "conv", "xq,s0,z0,a.weight,ws,wz,s1,z1", "cq");
+  wkt_og_attr_ints(&g, "pads", 4, (const int64_t[]){1, 1, 1, 1});
+  wkt_og_node(&g, "DequantizeLinear", NULL, "cq,s1,z1", "cd");
+  wkt_og_node(&g, "GlobalAveragePool", NULL, "cd", "p");
+  wkt_og_node(&g, "Flatten", NULL, "p", "f");
+  wkt_og_node(&g, "Gemm", "fc", "f,Wg", "y");
+  wkt_og_attr_int(&g, "transB", 1);
+  wkt_og_scalar(&g, "lo", WKT_F32, 0);
+  wkt_og_scalar(&g, "hi", WKT_F32, 6);
+  wkt_og_scalar(&g, "s0", WKT_F32, 0.03);
+  wkt_og_scalar(&g, "z0", WKT_U8, 0);
+  wkt_og_tensor(&g, "a.weight", WKT_I8, 4, (const int64_t[]){4, 3, 3, 3}, wq);
+  wkt_og_scalar(&g, "ws", WKT_F32, 0.01);
+  wkt_og_scalar(&g, "wz", WKT_I8, 0);
+  wkt_og_scalar(&g, "s1", WKT_F32, 0.02); /* [0, 5.1]: a folded ReLU6 */
+  wkt_og_scalar(&g, "z1", WKT_U8, 0);
+  wkt_og_floats(&g, "Wg", 2, (const int64_t[]){5, 4}, fc);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  ck_assert_int_eq(wk_net_n_nodes(net), 5); /* relu6, conv, relu6, pool, linear */
+  ck_assert_str_eq(wk_net_node(net, 0)->name, "a.relu6");
+  ck_assert_str_eq(wk_net_node(net, 1)->name, "a");
+  ck_assert_int_eq(wk_net_node(net, 2)->act, WK_ACT_RELU6);
+  wkt_names_unique(net);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Two ReLU6 nodes of one name (nothing in a network forbids it): the export
+ * named both Clips' bounds "r6.clip_min", duplicate initializers that make the
+ * file invalid ONNX. */
+START_TEST(test_export_clip_names_unique) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  WKT_OK(wk_net_create(ctx, 4, 4, 3, &net));
+  int x = wk_net_act(net, "r6", 0, WK_ACT_RELU6);
+  x = wk_net_act(net, "r6", x, WK_ACT_RELU6);
+  x = wk_net_global_avgpool(net, "pool", x);
+  wk_net_linear(net, "fc", x, 2, true);
+  WKT_OK(wk_net_finalize(net, 1));
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_clip_%d.onnx", (int)getpid());
+  WKT_OK(wk_onnx_export(path, net, NULL));
+  size_t n;
+  uint8_t *data = wkt_read_file(path, &n);
+  char names[16][128];
+  const int k = wkt_onnx_initializer_names(data, n, names, 16);
+  ck_assert_int_eq(k, 6); /* two Clips' bounds, fc.weight, fc.bias */
+  for (int i = 0; i < k; i++)
+    for (int j = 0; j < i; j++)
+      ck_assert_msg(strcmp(names[i], names[j]) != 0, "initializer '%s' twice", names[i]);
+  free(data);
+  unlink(path);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -390,6 +473,8 @@ int main(void) {
   tcase_add_test(tc, test_attribute_type_refused);
   tcase_add_loop_test(tc, test_flatten_order_through_elementwise, 0, WKT_EW_N);
   tcase_add_test(tc, test_add_of_flatten_orders_refused);
+  tcase_add_test(tc, test_folded_act_name_unique);
+  tcase_add_test(tc, test_export_clip_names_unique);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

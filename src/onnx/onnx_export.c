@@ -195,12 +195,14 @@ static int wk_exp_weighted_inputs(wk_exp *e, wk_net *net, const wk_node *nd, con
   return nd->bias ? 3 : 2;
 }
 
-/* Clip(x, 0, 6) bounds as initializers named after the node. */
-static void wk_exp_clip_inputs(wk_exp *e, const wk_node *nd, const char *x, const char *in[3]) {
+/* Clip(x, 0, 6) bounds as initializers named after node i and its output value
+ * (two nodes may share a name; initializer names must not). */
+static void wk_exp_clip_inputs(wk_exp *e, const wk_node *nd, int i, const char *x,
+                               const char *in[3]) {
   static const float lim[2] = {0.0f, 6.0f};
   in[0] = x;
-  in[1] = wk_exp_init(e, wk_exp_str(e, "%s.clip_min", nd->name), 0, NULL, &lim[0]);
-  in[2] = wk_exp_init(e, wk_exp_str(e, "%s.clip_max", nd->name), 0, NULL, &lim[1]);
+  in[1] = wk_exp_init(e, wk_exp_str(e, "%s:%d:clip_min", nd->name, i + 1), 0, NULL, &lim[0]);
+  in[2] = wk_exp_init(e, wk_exp_str(e, "%s:%d:clip_max", nd->name, i + 1), 0, NULL, &lim[1]);
 }
 
 static void wk_exp_pool_attrs(wk_exp *e, Onnx__NodeProto *n, const wk_pool2d_params *p) {
@@ -248,7 +250,7 @@ static void wk_exp_node_i(wk_exp *e, wk_net *net, int i, bool last) {
     if (nd->act == WK_ACT_RELU) {
       wk_exp_node(e, "Relu", nd->name, out, 1, in2);
     } else {
-      wk_exp_clip_inputs(e, nd, x, in);
+      wk_exp_clip_inputs(e, nd, i, x, in);
       wk_exp_node(e, "Clip", nd->name, out, 3, in);
     }
     break;

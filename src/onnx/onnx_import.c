@@ -306,6 +306,10 @@ void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weig
     snprintf(base, sizeof base - 8, "%s_%zu", node->op_type ? node->op_type : "node", imp->cur);
     for (char *p = base; *p; p++) *p = (char)tolower((unsigned char)*p);
   }
+  wk_imp_unique_name(imp, base, out);
+}
+
+void wk_imp_unique_name(wk_imp *imp, const char *base, char *out) {
   snprintf(out, WK_NODE_NAME_MAX, "%s", base);
   for (int i = 2; wk_imp_name_taken(imp, out) && i < 100000; i++)
     snprintf(out, WK_NODE_NAME_MAX, "%.*s_%d", WK_NODE_NAME_MAX - 8, base, i);

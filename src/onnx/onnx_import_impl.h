@@ -84,6 +84,9 @@ wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const
  * "layer1.0.conv1"), else from the ONNX node name, else from the op; names of
  * nodes with parameters are made unique. */
 void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weight, char *out);
+/* base if no node has that name yet, else base_2, base_3 ... (out holds
+ * WK_NODE_NAME_MAX bytes). */
+void wk_imp_unique_name(wk_imp *imp, const char *base, char *out);
 /* Adds a whisker node; its weights (malloc'ed, PyTorch layout) are owned by
  * the importer from then on, also when adding fails. Returns the value id or -1
  * after a message naming the ONNX node. */

@@ -53,9 +53,10 @@ static wk_status wk_q_folded_act(wk_imp *imp, const Onnx__NodeProto *node, size_
   if (z != qmin) return WK_OK;
   const double top = s->c[0] * (qmax - z);
   const wk_act act = top <= 6.0 * 1.001 ? WK_ACT_RELU6 : WK_ACT_RELU;
-  char name[WK_NODE_NAME_MAX];
-  snprintf(name, sizeof name, "%.*s.%s", WK_NODE_NAME_MAX - 8,
+  char base[WK_NODE_NAME_MAX], name[WK_NODE_NAME_MAX];
+  snprintf(base, sizeof base, "%.*s.%s", WK_NODE_NAME_MAX - 8,
            wk_net_node(imp->net, *v - 1)->name, act == WK_ACT_RELU6 ? "relu6" : "relu");
+  wk_imp_unique_name(imp, base, name);
   const int a = wk_imp_add_act(imp, node, *v, act, name);
   if (a < 0) return WK_ERR_UNSUPPORTED;
   *v = a;
