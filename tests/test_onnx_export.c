@@ -460,6 +460,117 @@ START_TEST(test_export_clip_names_unique) {
 }
 END_TEST
 
+/* A QDQ graph (onnxruntime's default quantized format): x -> Q -> DQ -> 1x1
+ * Conv (weight int8 -> DQ) [-> Relu] -> Q(s1, z1) -> DQ -> GlobalAveragePool
+ * -> Flatten -> Gemm. The quantizer folds a Relu/Clip into the second Q's
+ * range; whisker restored that only for QLinear ops, so these imported
+ * without it. Case: {s1, z1, z1's type, explicit Relu, the activation
+ * expected (-1 none)}. */
+typedef struct wkt_qdq_case {
+  double s1, z1;
+  int z_type;
+  bool relu_node;
+  int want;
+} wkt_qdq_case;
+
+static const wkt_qdq_case wkt_qdq_cases[] = {
+    {0.02, 0, WKT_U8, false, WK_ACT_RELU6},  /* [0, 5.1] */
+    {0.05, 0, WKT_U8, false, WK_ACT_RELU},   /* [0, 12.75]: more than ReLU6 gives */
+    {0.02, 10, WKT_U8, false, -1},           /* [-0.2, 4.9]: none */
+    {0.02, -128, WKT_I8, false, WK_ACT_RELU6},
+    {0.02, 0, WKT_U8, true, WK_ACT_RELU},    /* the quantizer kept the Relu: no second one */
+};
+
+static void wkt_qdq_graph(wkt_og *g, const wkt_qdq_case *c, const float *w, const float *fc,
+                          int n_z, const double *z1) {
+  double wq[12];
+  for (int i = 0; i < 12; i++) wq[i] = w[i] * 100; /* weight scale 0.01 */
+  wkt_og_init(g, 3, 4, 4, 5);
+  wkt_og_node(g, "QuantizeLinear", "qx", "x,s0,z0", "xq");
+  wkt_og_node(g, "DequantizeLinear", "dqx", "xq,s0,z0", "xd");
+  wkt_og_node(g, "DequantizeLinear", "dqw", "wq,ws", "w");
+  wkt_og_node(g, "Conv", "conv", "xd,w", c->relu_node ? "c0" : "c");
+  if (c->relu_node) wkt_og_node(g, "Relu", "relu", "c0", "c");
+  wkt_og_node(g, "QuantizeLinear", "qc", "c,s1,z1", "cq");
+  wkt_og_node(g, "DequantizeLinear", "dqc", "cq,s1,z1", "cd");
+  wkt_og_node(g, "GlobalAveragePool", "pool", "cd", "p");
+  wkt_og_node(g, "Flatten", "flat", "p", "f");
+  wkt_og_node(g, "Gemm", "fc", "f,Wg", "y");
+  wkt_og_attr_int(g, "transB", 1);
+  wkt_og_scalar(g, "s0", WKT_F32, 0.02);
+  wkt_og_scalar(g, "z0", WKT_U8, 128);
+  wkt_og_tensor(g, "wq", WKT_I8, 4, (const int64_t[]){4, 3, 1, 1}, wq);
+  wkt_og_scalar(g, "ws", WKT_F32, 0.01);
+  if (n_z == 1) {
+    wkt_og_scalar(g, "s1", WKT_F32, c->s1);
+    wkt_og_scalar(g, "z1", c->z_type, c->z1);
+  } else {
+    const double s1[4] = {c->s1, c->s1, c->s1, c->s1};
+    wkt_og_tensor(g, "s1", WKT_F32, 1, (const int64_t[]){n_z}, s1);
+    wkt_og_tensor(g, "z1", c->z_type, 1, (const int64_t[]){n_z}, z1);
+  }
+  wkt_og_floats(g, "Wg", 2, (const int64_t[]){5, 4}, fc);
+}
+
+static void wkt_qdq_check(const wkt_qdq_case *c, int n_z, const double *z1) {
+  float x[48], w[12], fc[20];
+  wkt_fill_f32(x, 48, 11, -2.0f, 2.0f);
+  wkt_fill_f32(w, 12, 12, -1.0f, 1.0f);
+  for (int i = 0; i < 12; i++) w[i] = roundf(w[i] * 100) / 100; /* exact in int8 * 0.01 */
+  wkt_fill_f32(fc, 20, 13, -1.0f, 1.0f);
+  wkt_og g;
+  wkt_qdq_graph(&g, c, w, fc, n_z, z1);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  int n_act = 0, act = -1;
+  for (int i = 0; i < wk_net_n_nodes(net); i++)
+    if (wk_net_node(net, i)->op == WK_NODE_ACT) n_act++, act = (int)wk_net_node(net, i)->act;
+  ck_assert_int_eq(n_act, c->want < 0 ? 0 : 1);
+  ck_assert_int_eq(act, c->want);
+  wkt_names_unique(net);
+  /* the float graph with that activation */
+  double pooled[4] = {0, 0, 0, 0};
+  for (int o = 0; o < 4; o++) {
+    for (int p = 0; p < 16; p++) {
+      double v = 0;
+      for (int ci = 0; ci < 3; ci++) v += (double)w[o * 3 + ci] * x[ci * 16 + p];
+      if (c->want >= 0) v = v < 0 ? 0 : v;
+      if (c->want == WK_ACT_RELU6) v = v > 6 ? 6 : v;
+      pooled[o] += v / 16;
+    }
+  }
+  float got[5], want[5];
+  for (int k = 0; k < 5; k++) {
+    double y = 0;
+    for (int o = 0; o < 4; o++) y += (double)fc[k * 4 + o] * pooled[o];
+    want[k] = (float)y;
+  }
+  wkt_logits(net, x, 3, 4, 4, got, 5);
+  const double e = wkt_rel_err(got, want, 5, 1e-6);
+  ck_assert_msg(e < 1e-5, "relative error %g", e);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_qdq_folded_act) { wkt_qdq_check(&wkt_qdq_cases[_i], 1, NULL); }
+END_TEST
+
+/* Quantized per channel (axis 1): folds when every channel's range starts at
+ * 0, refused when only some do (no whisker node expresses that). */
+START_TEST(test_qdq_folded_act_per_channel) {
+  const double zeros[4] = {0, 0, 0, 0}, mixed[4] = {0, 0, 9, 0};
+  wkt_qdq_check(&wkt_qdq_cases[0], 4, zeros);
+  float w[12] = {0}, fc[20] = {0};
+  wkt_og g;
+  wkt_qdq_graph(&g, &wkt_qdq_cases[0], w, fc, 4, mixed);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'qc' (QuantizeLinear)", "3 of 4 channels");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -475,6 +586,9 @@ int main(void) {
   tcase_add_test(tc, test_add_of_flatten_orders_refused);
   tcase_add_test(tc, test_folded_act_name_unique);
   tcase_add_test(tc, test_export_clip_names_unique);
+  tcase_add_loop_test(tc, test_qdq_folded_act, 0,
+                      (int)(sizeof wkt_qdq_cases / sizeof wkt_qdq_cases[0]));
+  tcase_add_test(tc, test_qdq_folded_act_per_channel);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }
