@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/sha256.h"
@@ -571,6 +572,101 @@ START_TEST(test_qdq_folded_act_per_channel) {
 }
 END_TEST
 
+/* GlobalAveragePool -> Flatten -> Gemm "fc" to 2 classes, for graphs whose
+ * point lies elsewhere (c channels). */
+static void wkt_og_head(wkt_og *g, const char *x, int c) {
+  float w[2 * 64] = {0};
+  wkt_og_node(g, "GlobalAveragePool", "pool", x, "p");
+  wkt_og_node(g, "Flatten", "flat", "p", "f");
+  wkt_og_node(g, "Gemm", "fc", "f,Wfc", "y");
+  wkt_og_attr_int(g, "transB", 1);
+  wkt_og_floats(g, "Wfc", 2, (const int64_t[]){2, c}, w);
+}
+
+static long wkt_peak_rss_kib(void) {
+  struct rusage ru;
+  ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+  return ru.ru_maxrss;
+}
+
+/* 200 Identity nodes in a row after a 256 KiB int8 constant, and 100
+ * Unsqueeze of it: each copied the constant's values as doubles (2 MiB each,
+ * 600 MiB in all; a review's 1 MB file took 2.4 GB). They share them now. */
+START_TEST(test_constant_aliases_shared) {
+  const int n = 1 << 18;
+  double *big = calloc((size_t)n, sizeof *big);
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_tensor(&g, "big", WKT_I8, 1, (const int64_t[]){n}, big);
+  free(big);
+  char in[32] = "big", out[32];
+  for (int i = 0; i < 300; i++) { /* 200 Identity in a row, 100 Unsqueeze of the constant */
+    snprintf(out, sizeof out, "id%d", i);
+    if (i % 3 == 2) {
+      wkt_og_node(&g, "Unsqueeze", NULL, "big", out);
+      wkt_og_attr_ints(&g, "axes", 1, (const int64_t[]){0});
+    } else {
+      wkt_og_node(&g, "Identity", NULL, in, out);
+      snprintf(in, sizeof in, "%s", out);
+    }
+  }
+  wkt_og_head(&g, "x", 3);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  const long before = wkt_peak_rss_kib();
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  const long grew = wkt_peak_rss_kib() - before;
+  ck_assert_msg(grew < 64 * 1024, "the import's peak memory grew by %ld KiB", grew);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* 300 DequantizeLinear nodes of one 1 MiB int8 constant each compute 8 MiB
+ * of doubles: refused once constants and weights pass 32 times the file's size
+ * plus 64 MiB, naming the node. */
+START_TEST(test_constant_budget_refused) {
+  const int n = 1 << 20;
+  double *big = calloc((size_t)n, sizeof *big);
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_tensor(&g, "big", WKT_I8, 1, (const int64_t[]){n}, big);
+  wkt_og_scalar(&g, "s", WKT_F32, 0.5);
+  free(big);
+  for (int i = 0; i < 300; i++) {
+    char name[32], out[32];
+    snprintf(name, sizeof name, "dq%d", i);
+    snprintf(out, sizeof out, "d%d", i);
+    wkt_og_node(&g, "DequantizeLinear", name, "big,s", out);
+  }
+  wkt_og_head(&g, "x", 3);
+  WKT_REFUSED(&g, WK_ERR_LIMIT, "(DequantizeLinear)", "would need more than 96 MiB");
+}
+END_TEST
+
+/* One 64x64x3x3 weight (144 KiB) read by 600 convs in a row keeps 600 float
+ * copies (86 MiB): weights count against the same budget. */
+START_TEST(test_weight_budget_refused) {
+  float *w = calloc(64 * 64 * 9, sizeof *w);
+  wkt_og g;
+  wkt_og_init(&g, 64, 4, 4, 2);
+  wkt_og_floats(&g, "w", 4, (const int64_t[]){64, 64, 3, 3}, w);
+  free(w);
+  char in[32] = "x", out[32];
+  for (int i = 0; i < 600; i++) {
+    snprintf(out, sizeof out, "c%d", i);
+    wkt_og_node(&g, "Conv", NULL, (snprintf(in + strlen(in), 8, ",w"), in), out);
+    wkt_og_attr_ints(&g, "pads", 4, (const int64_t[]){1, 1, 1, 1});
+    snprintf(in, sizeof in, "%s", out);
+  }
+  wkt_og_head(&g, in, 64);
+  WKT_REFUSED(&g, WK_ERR_LIMIT, "(Conv)", "constants and weights would need more than");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -589,6 +685,9 @@ int main(void) {
   tcase_add_loop_test(tc, test_qdq_folded_act, 0,
                       (int)(sizeof wkt_qdq_cases / sizeof wkt_qdq_cases[0]));
   tcase_add_test(tc, test_qdq_folded_act_per_channel);
+  tcase_add_test(tc, test_constant_aliases_shared);
+  tcase_add_test(tc, test_constant_budget_refused);
+  tcase_add_test(tc, test_weight_budget_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

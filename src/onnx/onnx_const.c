@@ -7,7 +7,10 @@
 
 #include "onnx/onnx_import_impl.h"
 
+/* n values for a constant node computes (charged to the budget). */
 static wk_status wk_const_new(wk_imp *imp, const Onnx__NodeProto *node, int64_t n, double **c) {
+  *c = NULL;
+  WK_TRY(wk_imp_charge(imp, node, (double)n * sizeof **c));
   *c = malloc((size_t)(n ? n : 1) * sizeof **c);
   return *c ? WK_OK : wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
 }
@@ -112,10 +115,7 @@ static wk_status wk_const_unsqueeze(wk_imp *imp, const Onnx__NodeProto *node) {
     is_new[a] = true;
   }
   for (int i = 0, k = 0; i < r; i++) dims[i] = is_new[i] ? 1 : x->dims[k++];
-  double *c;
-  WK_TRY(wk_const_new(imp, node, x->n, &c));
-  memcpy(c, x->c, (size_t)x->n * sizeof *c);
-  return wk_imp_set_const(imp, node, 0, c, x->n, r, dims, x->dtype);
+  return wk_imp_set_const_view(imp, node, 0, x, r, dims);
 }
 
 static wk_status wk_const_concat(wk_imp *imp, const Onnx__NodeProto *node) {

@@ -102,11 +102,13 @@ wk_status wk_onnx_check_nesting(const char *path, const uint8_t *data, size_t n_
   return WK_OK;
 }
 
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]) {
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65],
+                             size_t *n_bytes) {
   *model = NULL;
   uint8_t *buf;
   size_t n;
   WK_TRY(wk_onnx_read_file(path, &buf, &n));
+  if (n_bytes) *n_bytes = n;
   if (sha256) wk_sha256_hex(buf, n, sha256);
   wk_status s = wk_onnx_check_nesting(path, buf, n, &onnx__model_proto__descriptor);
   if (s != WK_OK) {

@@ -30,9 +30,11 @@ wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes);
  * deeper than WK_ONNX_MAX_NESTING. Malformed data passes: unpacking reports it. */
 wk_status wk_onnx_check_nesting(const char *path, const uint8_t *data, size_t n_bytes,
                                 const ProtobufCMessageDescriptor *d);
-/* Reads, checks the nesting of and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m,
- * NULL). sha256 (may be NULL) receives the file's SHA-256 in hex. */
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]);
+/* Reads, checks the nesting of and unpacks a ModelProto; free with
+ * onnx__model_proto__free_unpacked(m, NULL). sha256 (may be NULL) receives the
+ * file's SHA-256 in hex, n_bytes (may be NULL) its size. */
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65],
+                             size_t *n_bytes);
 
 /* Elements of t, or -1 (and a message naming `what`) when a dim is negative or
  * the count exceeds WK_ONNX_MAX_TENSOR_ELEMS. */

@@ -11,8 +11,9 @@
 
 #include "onnx/onnx_import_impl.h"
 
-wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
+wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) {
+  imp->failed = code;
   char msg[320];
   va_list ap;
   va_start(ap, fmt);
@@ -100,6 +101,7 @@ static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, co
     return wk_fail(WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
   const int64_t n = wk_onnx_tensor_numel(t, what);
   if (n < 0) return WK_ERR_LIMIT;
+  WK_TRY(wk_imp_charge(imp, NULL, (double)n * sizeof(double)));
   double *c = malloc((size_t)(n ? n : 1) * sizeof *c);
   if (!c) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
   wk_status s = wk_onnx_tensor_values(t, what, c, n);
@@ -110,6 +112,7 @@ static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, co
   wk_iv *e = wk_imp_new(imp, name);
   e->is_const = true;
   e->c = c;
+  e->owns_c = true;
   e->n = n;
   e->ndim = (int)t->n_dims;
   for (size_t i = 0; i < t->n_dims; i++) e->dims[i] = t->dims[i];
@@ -188,16 +191,29 @@ wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, 
   return WK_OK;
 }
 
-wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
-                           int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
+wk_status wk_imp_charge(wk_imp *imp, const Onnx__NodeProto *node, double n_bytes) {
+  if (!node && imp->cur < imp->g->n_node) node = imp->g->node[imp->cur];
+  if (n_bytes > (double)(imp->budget_bytes - imp->used_bytes))
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT,
+                       "constants and weights would need more than %zu MiB (%d times the "
+                       "file's size plus %zu MiB)", imp->budget_bytes >> 20,
+                       WK_IMP_BYTES_PER_FILE_BYTE, WK_IMP_BYTES_FLOOR >> 20);
+  imp->used_bytes += (size_t)n_bytes;
+  return WK_OK;
+}
+
+static wk_status wk_imp_const_out(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
+                                  bool owns, int64_t n, int ndim, const int64_t *dims,
+                                  int32_t dtype) {
   wk_iv *e;
   wk_status s = wk_imp_out(imp, node, k, &e);
   if (s != WK_OK) {
-    free(c);
+    if (owns) free(c);
     return s;
   }
   e->is_const = true;
   e->c = c;
+  e->owns_c = owns;
   e->n = n;
   e->ndim = ndim;
   if (ndim) memcpy(e->dims, dims, sizeof(int64_t) * (size_t)ndim);
@@ -205,13 +221,18 @@ wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, d
   return WK_OK;
 }
 
+wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
+                           int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
+  return wk_imp_const_out(imp, node, k, c, true, n, ndim, dims, dtype);
+}
+
+wk_status wk_imp_set_const_view(wk_imp *imp, const Onnx__NodeProto *node, size_t k,
+                                const wk_iv *src, int ndim, const int64_t *dims) {
+  return wk_imp_const_out(imp, node, k, src->c, false, src->n, ndim, dims, src->dtype);
+}
+
 wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const wk_iv *src) {
-  if (src->is_const) {
-    double *c = malloc((size_t)(src->n ? src->n : 1) * sizeof *c);
-    if (!c) return wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
-    memcpy(c, src->c, (size_t)src->n * sizeof *c);
-    return wk_imp_set_const(imp, node, k, c, src->n, src->ndim, src->dims, src->dtype);
-  }
+  if (src->is_const) return wk_imp_set_const_view(imp, node, k, src, src->ndim, src->dims);
   const wk_iv copy = *src;
   wk_iv *e;
   WK_TRY(wk_imp_out(imp, node, k, &e));
@@ -342,8 +363,18 @@ int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, floa
   if (v < 0) {
     wk_net_build_error(imp->net);
     wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "%s", wk_last_error());
+    return -1;
   }
-  return v;
+  /* the weights just kept (they are no larger than the constants they came from) */
+  const wk_node *added = wk_net_node(imp->net, v - 1);
+  size_t np, nb;
+  const wk_param *params = wk_net_params(imp->net, &np), *bufs = wk_net_buffers(imp->net, &nb);
+  double n_bytes = 0;
+  for (int k = 0; k < 2; k++) {
+    if (added->param[k] >= 0) n_bytes += (double)params[added->param[k]].numel * sizeof(float);
+    if (added->buffer[k] >= 0) n_bytes += (double)bufs[added->buffer[k]].numel * sizeof(float);
+  }
+  return wk_imp_charge(imp, node, n_bytes) == WK_OK ? v : -1;
 }
 
 int wk_imp_add_act(wk_imp *imp, const Onnx__NodeProto *node, int x, wk_act act, const char *name) {
@@ -544,7 +575,8 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const
 }
 
 static void wk_imp_free(wk_imp *imp) {
-  for (size_t i = 0; i < imp->n_v; i++) free(imp->v[i].c);
+  for (size_t i = 0; i < imp->n_v; i++)
+    if (imp->v[i].owns_c) free(imp->v[i].c);
   for (int i = 0; i < imp->cap_w; i++) {
     free(imp->w[i].p[0]), free(imp->w[i].p[1]);
     free(imp->w[i].buf[0]), free(imp->w[i].buf[1]);
@@ -559,8 +591,10 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   memset(meta, 0, sizeof *meta);
   Onnx__ModelProto *m;
   char sha256[65];
-  WK_TRY(wk_onnx_load_model(path, &m, sha256));
-  wk_imp imp = {.path = path, .g = m->graph};
+  size_t file_bytes;
+  WK_TRY(wk_onnx_load_model(path, &m, sha256, &file_bytes));
+  wk_imp imp = {.path = path, .g = m->graph,
+                .budget_bytes = WK_IMP_BYTES_FLOOR + WK_IMP_BYTES_PER_FILE_BYTE * file_bytes};
   size_t n_out = 0;
   for (size_t i = 0; i < imp.g->n_node; i++) n_out += imp.g->node[i]->n_output;
   imp.cap_v = imp.g->n_initializer + n_out + 4;

@@ -6,7 +6,15 @@
  * (a whisker value, computed from the graph input; a quantized activation
  * stands for its dequantized float value) or a constant (an initializer, a
  * Constant node or folded shape arithmetic, held as doubles). Weights of each
- * whisker node are kept in PyTorch's layouts until the network is finalized. */
+ * whisker node are kept in PyTorch's layouts until the network is finalized.
+ *
+ * Memory. An alias of a constant (Identity, Dropout, Unsqueeze) shares its
+ * source's values. Constants materialized or computed and weights kept are
+ * charged against a budget of WK_IMP_BYTES_PER_FILE_BYTE times the file's size
+ * plus WK_IMP_BYTES_FLOOR, so that a small file cannot make the import hold
+ * gigabytes (each DequantizeLinear of one big constant computes a new one). A
+ * real graph needs about 20 bytes per file byte at most: an int8 weight of a
+ * QDQ graph is 8 bytes as a constant, 8 dequantized and 4 as a weight. */
 #ifndef WK_ONNX_IMPORT_IMPL_H
 #define WK_ONNX_IMPORT_IMPL_H
 
@@ -22,7 +30,8 @@ typedef struct wk_iv {
   int onnx_rank;      /* 4: (N,C,H,W) as the graph sees it, 2: (N,F) */
   int flat_h, flat_w, flat_c; /* flattened (NHWC order) from (H,W,C) with H*W > 1, else 0 */
   /* constant */
-  double *c;          /* n values, owned */
+  double *c;          /* n values, owned when owns_c, else another entry's */
+  bool owns_c;
   int64_t n;
   int ndim;
   int64_t dims[WK_ONNX_MAX_DIMS];
@@ -47,10 +56,15 @@ typedef struct wk_imp {
   bool *done;          /* per ONNX node: consumed already (by a fusion) */
   size_t cur;          /* the ONNX node being mapped */
   bool quantized;      /* some QLinear/Quantize op was seen */
+  size_t budget_bytes, used_bytes; /* see "Memory" above */
+  wk_status failed;    /* the last wk_imp_fail's code (for the helpers that return -1) */
 } wk_imp;
 
-/* "PATH: node 'NAME' (OP): message"; returns code. */
-wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
+#define WK_IMP_BYTES_PER_FILE_BYTE 32
+#define WK_IMP_BYTES_FLOOR ((size_t)64 << 20)
+
+/* "PATH: node 'NAME' (OP): message"; returns code, also kept in imp->failed. */
+wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) WK_PRINTF(4, 5);
 
 /* Attribute `name` of node, or dflt when absent. One of another type (a
@@ -74,10 +88,19 @@ wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int
  * the flatten order (flat_h/w/c) are like's. */
 wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
                             const wk_iv *like);
-/* Registers output k of node as a constant (takes ownership of c). */
+/* Charges n_bytes of constants or weights made for node (NULL: the current
+ * one) to the budget; WK_ERR_LIMIT naming the node when it is spent. */
+wk_status wk_imp_charge(wk_imp *imp, const Onnx__NodeProto *node, double n_bytes);
+/* Registers output k of node as a constant (takes ownership of c, whose
+ * bytes the caller charged). */
 wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
                            int64_t n, int ndim, const int64_t *dims, int32_t dtype);
-/* Makes output k of node another name for the entry src. */
+/* Registers output k of node as src's values under other dims (the same
+ * count), shared with src. */
+wk_status wk_imp_set_const_view(wk_imp *imp, const Onnx__NodeProto *node, size_t k,
+                                const wk_iv *src, int ndim, const int64_t *dims);
+/* Makes output k of node another name for the entry src (a constant's values
+ * shared). */
 wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const wk_iv *src);
 
 /* A name for a whisker node from its weight ("layer1.0.conv1.weight" ->
@@ -89,7 +112,8 @@ void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weig
 void wk_imp_unique_name(wk_imp *imp, const char *base, char *out);
 /* Adds a whisker node; its weights (malloc'ed, PyTorch layout) are owned by
  * the importer from then on, also when adding fails. Returns the value id or -1
- * after a message naming the ONNX node. */
+ * after a message naming the ONNX node (its status in imp->failed, as for the
+ * other helpers that return a value or -1). */
 int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, float *p0, float *p1,
                float *b0, float *b1);
 /* Adds an activation node after value x. */

@@ -120,7 +120,7 @@ static wk_status wk_ops_conv(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_imp_node_name(imp, node, w->name, nd.name);
   const int v = wk_imp_add(imp, node, &nd, wk_imp_floats(w), b ? wk_imp_floats(b) : NULL, NULL,
                            NULL);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+  return v < 0 ? imp->failed : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
 /* Per-feature values c of input x in whisker's order: a flat x whose ONNX
@@ -161,7 +161,7 @@ static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
   const int v = wk_imp_add(imp, node, &nd, wk_ops_feature_floats(p[0], x),
                            wk_ops_feature_floats(p[1], x), wk_ops_feature_floats(p[2], x),
                            wk_ops_feature_floats(p[3], x));
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, x);
+  return v < 0 ? imp->failed : wk_imp_set_act_as(imp, node, 0, v, x);
 }
 
 /* Relu, or Clip(0, 6) / Clip(0, none). */
@@ -189,7 +189,7 @@ static wk_status wk_ops_act(wk_imp *imp, const Onnx__NodeProto *node) {
   char name[WK_NODE_NAME_MAX];
   wk_imp_node_name(imp, node, NULL, name);
   const int v = wk_imp_add_act(imp, node, x->value, act, name);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, x);
+  return v < 0 ? imp->failed : wk_imp_set_act_as(imp, node, 0, v, x);
 }
 
 int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
@@ -221,7 +221,7 @@ int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
 static wk_status wk_ops_add(wk_imp *imp, const Onnx__NodeProto *node) {
   const wk_iv *like;
   const int v = wk_imp_sum(imp, node, 0, 1, "MatMul", &like);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act_as(imp, node, 0, v, like);
+  return v < 0 ? imp->failed : wk_imp_set_act_as(imp, node, 0, v, like);
 }
 
 int wk_imp_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
@@ -256,7 +256,7 @@ static wk_status wk_ops_pool(wk_imp *imp, const Onnx__NodeProto *node, bool is_m
                                .count_include_pad = include_pad != 0};
   wk_imp_node_name(imp, node, NULL, nd.name);
   const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+  return v < 0 ? imp->failed : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
 wk_status wk_imp_flatten(wk_imp *imp, const Onnx__NodeProto *node, wk_iv *x, size_t out_k) {
@@ -275,7 +275,7 @@ wk_status wk_imp_flatten(wk_imp *imp, const Onnx__NodeProto *node, wk_iv *x, siz
   wk_node nd = wk_ops_node(WK_NODE_FLATTEN, x->value);
   wk_imp_node_name(imp, node, NULL, nd.name);
   const int v = wk_imp_add(imp, node, &nd, NULL, NULL, NULL, NULL);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   WK_TRY(wk_imp_set_act(imp, node, out_k, v, 2));
   if (h * w > 1) {
     wk_iv *e = wk_imp_find(imp, node->output[out_k]);
@@ -410,7 +410,7 @@ static wk_status wk_ops_gemm(wk_imp *imp, const Onnx__NodeProto *node) {
   char name[WK_NODE_NAME_MAX];
   wk_imp_node_name(imp, node, b->name, name);
   const int v = wk_imp_linear(imp, node, x, name, (int)o, w, bias);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   return add ? wk_imp_set_act(imp, add, 0, v, 2) : wk_imp_set_act(imp, node, 0, v, 2);
 }
 
@@ -423,7 +423,7 @@ wk_status wk_imp_float_op(wk_imp *imp, const Onnx__NodeProto *node, bool *handle
   if (!strcmp(op, "Add")) return wk_ops_add(imp, node);
   if (!strcmp(op, "GlobalAveragePool")) {
     const int v = wk_imp_global_pool(imp, node);
-    return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+    return v < 0 ? imp->failed : wk_imp_set_act(imp, node, 0, v, 4);
   }
   if (!strcmp(op, "MaxPool")) return wk_ops_pool(imp, node, true);
   if (!strcmp(op, "AveragePool")) return wk_ops_pool(imp, node, false);

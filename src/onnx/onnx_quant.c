@@ -98,7 +98,7 @@ static wk_status wk_q_append_act(wk_imp *imp, const Onnx__NodeProto *node, wk_ac
            act == WK_ACT_RELU6 ? "relu6" : "relu");
   wk_imp_unique_name(imp, base, name);
   const int a = wk_imp_add_act(imp, node, *v, act, name);
-  if (a < 0) return WK_ERR_UNSUPPORTED;
+  if (a < 0) return imp->failed;
   *v = a;
   return WK_OK;
 }
@@ -166,6 +166,7 @@ static wk_status wk_q_quantize(wk_imp *imp, const Onnx__NodeProto *node) {
   if (s->n > 1 && (axis < 0 || axis >= x->ndim))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "axis out of range");
   for (int64_t d = axis + 1; s->n > 1 && d < x->ndim; d++) inner *= x->dims[d];
+  WK_TRY(wk_imp_charge(imp, node, (double)x->n * sizeof(double)));
   double *c = malloc((size_t)(x->n ? x->n : 1) * sizeof *c);
   if (!c) return wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
   for (int64_t i = 0; i < x->n; i++) {
@@ -206,7 +207,7 @@ static wk_status wk_q_conv(wk_imp *imp, const Onnx__NodeProto *node) {
   nd.bias = b != NULL;
   wk_imp_node_name(imp, node, w->name, nd.name);
   int v = wk_imp_add(imp, node, &nd, wf, bf, NULL, NULL);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
   return wk_imp_set_act(imp, node, 0, v, 4);
 }
@@ -214,7 +215,7 @@ static wk_status wk_q_conv(wk_imp *imp, const Onnx__NodeProto *node) {
 static wk_status wk_q_add(wk_imp *imp, const Onnx__NodeProto *node) {
   const wk_iv *like;
   int v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &like);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
   return wk_imp_set_act_as(imp, node, 0, v, like);
 }
@@ -225,7 +226,7 @@ static wk_status wk_q_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
   if (channels_last != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "channels_last input");
   const int v = wk_imp_global_pool(imp, node);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+  return v < 0 ? imp->failed : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
 /* The QLinearAdd of a constant that is the only reader of `out`: its bias
@@ -275,7 +276,7 @@ static wk_status wk_q_matmul(wk_imp *imp, const Onnx__NodeProto *node) {
   char name[WK_NODE_NAME_MAX];
   wk_imp_node_name(imp, node, b->name, name);
   int v = wk_imp_linear(imp, node, x, name, (int)o, w, bias);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   const Onnx__NodeProto *last = add ? add : node;
   WK_TRY(wk_q_folded_act(imp, last, 6, &v));
   return wk_imp_set_act(imp, last, 0, v, 2);
