@@ -12,7 +12,6 @@
 #include "modelio/model.h"
 #include "nn/zoo.h"
 
-#define WK_ARCH_MAX_NODES 100000
 #define WK_ARCH_MAX_INPUT_PX 4096
 
 static const char *wk_act_json_name(wk_act a) { return a == WK_ACT_RELU6 ? "relu6" : "relu"; }
@@ -226,8 +225,8 @@ static wk_status wk_arch_nodes(const wk_jctx *jc, wk_ctx *ctx, const cJSON *node
                                const int input[3], wk_net **out) {
   wk_jctx j = *jc;
   const int n = cJSON_GetArraySize(nodes);
-  if (n < 1 || n > WK_ARCH_MAX_NODES)
-    return wk_jfail(&j, WK_ERR_FORMAT, "%d nodes (need 1 to %d)", n, WK_ARCH_MAX_NODES);
+  if (n < 1 || n > WK_MODEL_MAX_NODES)
+    return wk_jfail(&j, WK_ERR_FORMAT, "%d nodes (need 1 to %d)", n, WK_MODEL_MAX_NODES);
   wk_net *net;
   WK_TRY(wk_net_create(ctx, input[0], input[1], input[2], &net));
   for (j.node = 0; j.node < n; j.node++) {

@@ -23,6 +23,7 @@
 
 #define WK_MODEL_ARCH_MAX 32
 #define WK_MODEL_MAX_CLASSES 100000
+#define WK_MODEL_MAX_NODES 100000
 
 typedef struct wk_preprocess {
   int resize_px;   /* shorter side resized to this before the centre crop */

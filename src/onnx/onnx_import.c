@@ -78,8 +78,10 @@ wk_status wk_imp_attr_float(wk_imp *imp, const Onnx__NodeProto *node, const char
 
 /* ------------------------------------------------------------------ entries */
 
+/* A new entry for name, or NULL when out of memory. */
 static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {
   WK_ASSERT(imp->n_v < imp->cap_v);
+  if (!wk_strmap_put(&imp->entries, name, (int64_t)imp->n_v)) return NULL;
   wk_iv *e = &imp->v[imp->n_v++];
   memset(e, 0, sizeof *e);
   e->name = name;
@@ -87,9 +89,8 @@ static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {
 }
 
 static wk_iv *wk_imp_lookup(wk_imp *imp, const char *name) {
-  for (size_t i = imp->n_v; i-- > 0;)
-    if (strcmp(imp->v[i].name, name) == 0) return &imp->v[i];
-  return NULL;
+  int64_t i;
+  return wk_strmap_get(&imp->entries, name, &i) ? &imp->v[i] : NULL;
 }
 
 /* Materializes tensor t as a constant entry. */
@@ -110,6 +111,10 @@ static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, co
     return s;
   }
   wk_iv *e = wk_imp_new(imp, name);
+  if (!e) {
+    free(c);
+    return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
+  }
   e->is_const = true;
   e->c = c;
   e->owns_c = true;
@@ -124,12 +129,10 @@ static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, co
 wk_iv *wk_imp_find(wk_imp *imp, const char *name) {
   wk_iv *e = wk_imp_lookup(imp, name);
   if (e) return e;
-  for (size_t i = 0; i < imp->g->n_initializer; i++) {
+  int64_t i;
+  if (wk_strmap_get(&imp->inits, name, &i)) {
     const Onnx__TensorProto *t = imp->g->initializer[i];
-    if (t->name && strcmp(t->name, name) == 0) {
-      if (wk_imp_tensor_const(imp, t, t->name, &e) != WK_OK) return NULL;
-      return e;
-    }
+    return wk_imp_tensor_const(imp, t, t->name, &e) == WK_OK ? e : NULL;
   }
   wk_fail(WK_ERR_FORMAT, "%s: tensor '%s' is used before any node computes it", imp->path, name);
   return NULL;
@@ -168,7 +171,7 @@ static wk_status wk_imp_out(wk_imp *imp, const Onnx__NodeProto *node, size_t k, 
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "output '%s' is computed twice",
                        node->output[k]);
   *out = wk_imp_new(imp, node->output[k]);
-  return WK_OK;
+  return *out ? WK_OK : wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
 }
 
 wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
@@ -280,9 +283,7 @@ int64_t wk_imp_features(const wk_imp *imp, const wk_iv *x) {
 /* ------------------------------------------------------------------ nodes */
 
 static bool wk_imp_name_taken(const wk_imp *imp, const char *name) {
-  for (int i = 0; i < wk_net_n_nodes(imp->net); i++)
-    if (strcmp(wk_net_node(imp->net, i)->name, name) == 0) return true;
-  return false;
+  return wk_strmap_get(&imp->taken, name, NULL);
 }
 
 /* "/layer1/layer1.0/conv1/Conv" -> "layer1.0.conv1": the scope path without
@@ -332,8 +333,16 @@ void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weig
 
 void wk_imp_unique_name(wk_imp *imp, const char *base, char *out) {
   snprintf(out, WK_NODE_NAME_MAX, "%s", base);
-  for (int i = 2; wk_imp_name_taken(imp, out) && i < 100000; i++)
-    snprintf(out, WK_NODE_NAME_MAX, "%.*s_%d", WK_NODE_NAME_MAX - 8, base, i);
+  if (!wk_imp_name_taken(imp, out)) return;
+  /* the suffixes before the one base took last are taken: n nodes of one name
+   * cost n probes in all, not n^2 / 2 (the node cap keeps i to 6 digits) */
+  int64_t i = 2;
+  wk_strmap_get(&imp->next_suffix, base, &i);
+  for (;; i++) {
+    snprintf(out, WK_NODE_NAME_MAX, "%.*s_%lld", WK_NODE_NAME_MAX - 8, base, (long long)i);
+    if (!wk_imp_name_taken(imp, out)) break;
+  }
+  wk_strmap_put(&imp->next_suffix, base, i + 1); /* out of memory: only slower */
 }
 
 int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, float *p0, float *p1,
@@ -365,6 +374,10 @@ int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, floa
     wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "%s", wk_last_error());
     return -1;
   }
+  if (!wk_strmap_put(&imp->taken, nd->name, 0)) {
+    wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
+    return -1;
+  }
   /* the weights just kept (they are no larger than the constants they came from) */
   const wk_node *added = wk_net_node(imp->net, v - 1);
   size_t np, nb;
@@ -389,20 +402,55 @@ int wk_imp_add_act(wk_imp *imp, const Onnx__NodeProto *node, int x, wk_act act, 
 }
 
 const Onnx__NodeProto *wk_imp_sole_consumer(const wk_imp *imp, const char *name, size_t *index) {
-  const Onnx__NodeProto *found = NULL;
-  for (size_t j = 0; j < imp->g->n_output; j++)
-    if (imp->g->output[j]->name && strcmp(imp->g->output[j]->name, name) == 0) return NULL;
-  for (size_t i = 0; i < imp->g->n_node; i++) {
-    const Onnx__NodeProto *nd = imp->g->node[i];
-    for (size_t k = 0; k < nd->n_input; k++) {
-      if (!nd->input[k] || strcmp(nd->input[k], name) != 0) continue;
-      if (found || i <= imp->cur) return NULL;
-      found = nd;
-      *index = i;
-      break;
-    }
+  int64_t i;
+  if (!wk_strmap_get(&imp->uses, name, &i)) return NULL;
+  const wk_imp_use *u = &imp->use[i];
+  if (u->is_output || u->n_readers != 1 || u->first <= imp->cur) return NULL;
+  *index = u->first;
+  return imp->g->node[u->first];
+}
+
+/* Records name as read by node i (or as a graph output, i = SIZE_MAX). */
+static bool wk_imp_note_use(wk_imp *imp, const char *name, size_t i, size_t *n_use) {
+  int64_t k;
+  if (!wk_strmap_get(&imp->uses, name, &k)) {
+    k = (int64_t)(*n_use)++;
+    if (!wk_strmap_put(&imp->uses, name, k)) return false;
+    imp->use[k] = (wk_imp_use){.first = SIZE_MAX, .last = SIZE_MAX};
   }
-  return found;
+  wk_imp_use *u = &imp->use[k];
+  if (i == SIZE_MAX) {
+    u->is_output = true;
+  } else if (u->last != i) { /* a node reading a name twice is one reader */
+    if (u->n_readers++ == 0) u->first = i;
+    u->last = i;
+  }
+  return true;
+}
+
+/* Fills the indices by name: initializers, the readers of every tensor. */
+static wk_status wk_imp_index(wk_imp *imp, const char *sha256) {
+  uint64_t seed = 0;
+  for (int i = 0; i < 16; i++) seed = seed << 4 | (uint64_t)(sha256[i] & 0xf); /* hex or not */
+  wk_strmap_init(&imp->entries, seed);
+  wk_strmap_init(&imp->inits, seed);
+  wk_strmap_init(&imp->uses, seed);
+  wk_strmap_init(&imp->taken, seed);
+  wk_strmap_init(&imp->next_suffix, seed);
+  const Onnx__GraphProto *g = imp->g;
+  size_t n_names = g->n_output, n_use = 0;
+  for (size_t i = 0; i < g->n_node; i++) n_names += g->node[i]->n_input;
+  imp->use = calloc(n_names ? n_names : 1, sizeof *imp->use);
+  bool ok = imp->use != NULL;
+  for (size_t i = 0; ok && i < g->n_initializer; i++)
+    if (g->initializer[i]->name && !wk_strmap_get(&imp->inits, g->initializer[i]->name, NULL))
+      ok = wk_strmap_put(&imp->inits, g->initializer[i]->name, (int64_t)i);
+  for (size_t i = 0; ok && i < g->n_node; i++)
+    for (size_t k = 0; ok && k < g->node[i]->n_input; k++)
+      if (g->node[i]->input[k]) ok = wk_imp_note_use(imp, g->node[i]->input[k], i, &n_use);
+  for (size_t j = 0; ok && j < g->n_output; j++)
+    if (g->output[j]->name) ok = wk_imp_note_use(imp, g->output[j]->name, SIZE_MAX, &n_use);
+  return ok ? WK_OK : wk_fail(WK_ERR_NOMEM, "%s: out of memory", imp->path);
 }
 
 /* ------------------------------------------------------------------ the walk */
@@ -413,10 +461,7 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
   const Onnx__ValueInfoProto *in = NULL;
   for (size_t i = 0; i < imp->g->n_input; i++) {
     const Onnx__ValueInfoProto *vi = imp->g->input[i];
-    bool is_init = false;
-    for (size_t j = 0; vi->name && j < imp->g->n_initializer && !is_init; j++)
-      is_init = imp->g->initializer[j]->name && !strcmp(imp->g->initializer[j]->name, vi->name);
-    if (is_init) continue;
+    if (vi->name && wk_strmap_get(&imp->inits, vi->name, NULL)) continue;
     if (in) return wk_fail(WK_ERR_UNSUPPORTED, "%s: the graph has more than one input", imp->path);
     in = vi;
   }
@@ -584,6 +629,12 @@ static void wk_imp_free(wk_imp *imp) {
   free(imp->v);
   free(imp->w);
   free(imp->done);
+  free(imp->use);
+  wk_strmap_free(&imp->entries);
+  wk_strmap_free(&imp->inits);
+  wk_strmap_free(&imp->uses);
+  wk_strmap_free(&imp->taken);
+  wk_strmap_free(&imp->next_suffix);
 }
 
 wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta) {
@@ -593,6 +644,12 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   char sha256[65];
   size_t file_bytes;
   WK_TRY(wk_onnx_load_model(path, &m, sha256, &file_bytes));
+  if (m->graph->n_node > WK_MODEL_MAX_NODES) {
+    const size_t n = m->graph->n_node;
+    onnx__model_proto__free_unpacked(m, NULL);
+    return wk_fail(WK_ERR_LIMIT, "%s: %zu nodes, more than the %d a model may have", path, n,
+                   WK_MODEL_MAX_NODES);
+  }
   wk_imp imp = {.path = path, .g = m->graph,
                 .budget_bytes = WK_IMP_BYTES_FLOOR + WK_IMP_BYTES_PER_FILE_BYTE * file_bytes};
   size_t n_out = 0;
@@ -602,17 +659,22 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   imp.done = calloc(imp.g->n_node + 1, sizeof *imp.done);
   const Onnx__ValueInfoProto *in = NULL;
   int dims[3];
-  wk_status s = imp.v && imp.done ? wk_imp_input(&imp, &in, dims)
+  wk_status s = imp.v && imp.done ? wk_imp_index(&imp, sha256)
                                   : wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+  if (s == WK_OK) s = wk_imp_input(&imp, &in, dims);
   if (s == WK_OK && dims[1] != dims[2])
     s = wk_fail(WK_ERR_UNSUPPORTED, "%s: input %dx%d is not square (whisker crops squares)",
                 path, dims[1], dims[2]);
   if (s == WK_OK) s = wk_net_create(ctx, dims[1], dims[2], dims[0], &imp.net);
   if (s == WK_OK) {
     wk_iv *e = wk_imp_new(&imp, in->name);
-    e->value = 0;
-    e->onnx_rank = 4;
-    s = wk_imp_walk(&imp);
+    if (e) {
+      e->value = 0;
+      e->onnx_rank = 4;
+      s = wk_imp_walk(&imp);
+    } else {
+      s = wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+    }
   }
   if (s == WK_OK) s = wk_net_finalize_empty(imp.net);
   if (s == WK_OK) {

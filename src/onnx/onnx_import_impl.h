@@ -18,6 +18,7 @@
 #ifndef WK_ONNX_IMPORT_IMPL_H
 #define WK_ONNX_IMPORT_IMPL_H
 
+#include "core/strmap.h"
 #include "nn/net.h"
 #include "onnx/onnx.h"
 #include "onnx/onnx_impl.h"
@@ -45,12 +46,26 @@ typedef struct wk_imp_w {
   float *buf[2];
 } wk_imp_w;
 
+/* The readers of a tensor name: how many nodes, the first of them. */
+typedef struct wk_imp_use {
+  size_t first, last; /* node indices */
+  size_t n_readers;
+  bool is_output;     /* a graph output */
+} wk_imp_use;
+
 typedef struct wk_imp {
   const char *path;
   const Onnx__GraphProto *g;
   wk_net *net;
   wk_iv *v;            /* entries, capacity fixed up front (pointers stay valid) */
   size_t n_v, cap_v;
+  /* indices, so that the walk is linear in the graph's size */
+  wk_strmap entries;   /* tensor name -> index in v of its (latest) entry */
+  wk_strmap inits;     /* initializer name -> index in g->initializer (the first) */
+  wk_strmap uses;      /* tensor name -> index in use */
+  wk_imp_use *use;
+  wk_strmap taken;     /* whisker node names given */
+  wk_strmap next_suffix; /* base name -> the suffix to try first (wk_imp_unique_name) */
   wk_imp_w *w;         /* per whisker node */
   int cap_w;
   bool *done;          /* per ONNX node: consumed already (by a fusion) */
