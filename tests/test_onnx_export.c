@@ -584,12 +584,13 @@ END_TEST
 /* GlobalAveragePool -> Flatten -> Gemm "fc" to 2 classes, for graphs whose
  * point lies elsewhere (c channels). */
 static void wkt_og_head(wkt_og *g, const char *x, int c) {
-  float w[2 * 64] = {0};
+  float *w = calloc(2 * (size_t)c, sizeof *w);
   wkt_og_node(g, "GlobalAveragePool", "pool", x, "p");
   wkt_og_node(g, "Flatten", "flat", "p", "f");
   wkt_og_node(g, "Gemm", "fc", "f,Wfc", "y");
   wkt_og_attr_int(g, "transB", 1);
   wkt_og_floats(g, "Wfc", 2, (const int64_t[]){2, c}, w);
+  free(w);
 }
 
 static long wkt_peak_rss_kib(void) {
@@ -740,6 +741,101 @@ START_TEST(test_node_cap_refused) {
 }
 END_TEST
 
+/* Graphs whisker's importer took although the model they make cannot be
+ * loaded (modelio/arch.c's limits, now shared through modelio/model.h), or
+ * refused only after the walk without naming the file: each is refused naming
+ * the file and what is too large. */
+enum { WKT_LIM_PX, WKT_LIM_CH, WKT_LIM_LINEAR, WKT_LIM_CONV, WKT_LIM_BN_EPS, WKT_LIM_CLASSES,
+       WKT_LIM_N };
+
+START_TEST(test_model_limits_refused) {
+  wkt_og g;
+  float *w = NULL;
+  switch (_i) {
+  case WKT_LIM_PX:
+    wkt_og_init(&g, 3, 8192, 8192, 2);
+    wkt_og_head(&g, "x", 3);
+    WKT_REFUSED(&g, WK_ERR_LIMIT, "input 'x' has 8192 rows (a model holds at most 4096)");
+    break;
+  case WKT_LIM_CH:
+    wkt_og_init(&g, 100, 32, 32, 2);
+    wkt_og_head(&g, "x", 100);
+    WKT_REFUSED(&g, WK_ERR_LIMIT, "input 'x' has 100 channels (a model holds at most 64)");
+    break;
+  case WKT_LIM_LINEAR:
+    w = calloc(100001 * 3, sizeof *w);
+    wkt_og_init(&g, 3, 4, 4, 100001);
+    wkt_og_node(&g, "GlobalAveragePool", NULL, "x", "p");
+    wkt_og_node(&g, "Flatten", NULL, "p", "f");
+    wkt_og_node(&g, "Gemm", "fc", "f,W", "y");
+    wkt_og_attr_int(&g, "transB", 1);
+    wkt_og_floats(&g, "W", 2, (const int64_t[]){100001, 3}, w);
+    WKT_REFUSED(&g, WK_ERR_LIMIT, "node 'fc' (Gemm)", "100001 outputs");
+    break;
+  case WKT_LIM_CONV:
+    w = calloc(65537 * 3, sizeof *w);
+    wkt_og_init(&g, 3, 4, 4, 2);
+    wkt_og_node(&g, "Conv", "conv", "x,W", "c");
+    wkt_og_floats(&g, "W", 4, (const int64_t[]){65537, 3, 1, 1}, w);
+    wkt_og_head(&g, "c", 65537);
+    WKT_REFUSED(&g, WK_ERR_LIMIT, "node 'conv' (Conv)", "65537 output channels");
+    break;
+  case WKT_LIM_BN_EPS: {
+    const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+    wkt_og_init(&g, 3, 4, 4, 2);
+    wkt_og_node(&g, "BatchNormalization", "bn", "x,one,zero,zero,one", "b");
+    wkt_og_attr_float(&g, "epsilon", 1e-13f);
+    wkt_og_floats(&g, "one", 1, (const int64_t[]){3}, one);
+    wkt_og_floats(&g, "zero", 1, (const int64_t[]){3}, zero);
+    wkt_og_head(&g, "b", 3);
+    WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'bn' (BatchNormalization)", "epsilon 1e-13");
+    break;
+  }
+  default: /* a flatten of a 3x200x200 map as the output: 120,000 classes */
+    wkt_og_init(&g, 3, 200, 200, 120000);
+    wkt_og_node(&g, "Flatten", NULL, "x", "y");
+    WKT_REFUSED(&g, WK_ERR_LIMIT, "output 'y' has 120000 classes");
+  }
+  free(w);
+}
+END_TEST
+
+/* A graph at those limits imports, and the model file it makes loads. */
+START_TEST(test_model_at_limits_loads) {
+  float w[64 * 64];
+  const float one[64] = {[0 ... 63] = 1}, zero[64] = {0};
+  wkt_fill_f32(w, 64 * 64, 21, -1.0f, 1.0f);
+  wkt_og g;
+  wkt_og_init(&g, 64, 6, 6, 2);
+  wkt_og_node(&g, "Conv", "conv", "x,W", "c");
+  wkt_og_floats(&g, "W", 4, (const int64_t[]){64, 64, 1, 1}, w);
+  wkt_og_node(&g, "BatchNormalization", "bn", "c,one,zero,zero,one", "b");
+  wkt_og_attr_float(&g, "epsilon", 2e-12f); /* (1e-12f is just below 1e-12) */
+  wkt_og_attr_float(&g, "momentum", 1.0f);
+  wkt_og_floats(&g, "one", 1, (const int64_t[]){64}, one);
+  wkt_og_floats(&g, "zero", 1, (const int64_t[]){64}, zero);
+  wkt_og_node(&g, "AveragePool", "pool", "b", "m");
+  wkt_og_attr_ints(&g, "kernel_shape", 2, (const int64_t[]){64, 64});
+  wkt_og_attr_ints(&g, "pads", 4, (const int64_t[]){32, 32, 32, 32});
+  wkt_og_head(&g, "m", 64);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net, *back;
+  wk_model_meta meta, meta2;
+  char path[256], st[300];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  snprintf(st, sizeof st, "%s.safetensors", path);
+  WKT_OK(wk_model_save(st, net, &meta, NULL, 0, NULL, 0));
+  WKT_OK(wk_model_load(ctx, st, &back, &meta2));
+  unlink(st);
+  ck_assert_int_eq(wk_net_n_nodes(back), wk_net_n_nodes(net));
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&meta2);
+  wk_net_destroy(net);
+  wk_net_destroy(back);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -763,6 +859,8 @@ int main(void) {
   tcase_add_test(tc, test_weight_budget_refused);
   tcase_add_test(tc, test_import_time_linear);
   tcase_add_test(tc, test_node_cap_refused);
+  tcase_add_loop_test(tc, test_model_limits_refused, 0, WKT_LIM_N);
+  tcase_add_test(tc, test_model_at_limits_loads);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

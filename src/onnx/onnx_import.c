@@ -348,6 +348,12 @@ void wk_imp_unique_name(wk_imp *imp, const char *base, char *out) {
 int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, float *p0, float *p1,
                float *b0, float *b1) {
   const int i = wk_net_n_nodes(imp->net);
+  if (i >= WK_MODEL_MAX_NODES) {
+    free(p0), free(p1), free(b0), free(b1);
+    wk_imp_fail(imp, node, WK_ERR_LIMIT, "more than the %d nodes a model may have",
+                WK_MODEL_MAX_NODES);
+    return -1;
+  }
   if (i >= imp->cap_w) {
     int cap = imp->cap_w ? 2 * imp->cap_w : 256;
     wk_imp_w *w = realloc(imp->w, (size_t)cap * sizeof *w);
@@ -477,9 +483,14 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
                     d[0]->dim_value == 1;
   for (int i = 1; i < 4; i++) {
     if (d[i]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
-        d[i]->dim_value < 1 || d[i]->dim_value > 16384)
+        d[i]->dim_value < 1)
       return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' dim %d must be a fixed size", imp->path,
                      in->name, i);
+    const int max = i == 1 ? WK_MODEL_MAX_INPUT_CH : WK_MODEL_MAX_INPUT_PX;
+    if (d[i]->dim_value > max)
+      return wk_fail(WK_ERR_LIMIT, "%s: input '%s' has %lld %s (a model holds at most %d)",
+                     imp->path, in->name, (long long)d[i]->dim_value,
+                     i == 1 ? "channels" : i == 2 ? "rows" : "columns", max);
     dims[i - 1] = (int)d[i]->dim_value;
   }
   if (!n_ok)
@@ -537,6 +548,10 @@ static wk_status wk_imp_walk(wk_imp *imp) {
                    imp->path, oname);
   if (wk_net_node(imp->net, n - 1)->out_ndim != 1 || o->onnx_rank != 2)
     return wk_fail(WK_ERR_UNSUPPORTED, "%s: output '%s' must be [N, classes]", imp->path, oname);
+  if (wk_net_output_features(imp->net) > WK_MODEL_MAX_CLASSES)
+    return wk_fail(WK_ERR_LIMIT, "%s: output '%s' has %lld classes (a model holds at most %d)",
+                   imp->path, oname, (long long)wk_net_output_features(imp->net),
+                   WK_MODEL_MAX_CLASSES);
   return WK_OK;
 }
 

@@ -50,16 +50,18 @@ static wk_status wk_ops_pair(wk_imp *imp, const Onnx__NodeProto *node, const cha
   return WK_OK;
 }
 
-/* pads [top, left, bottom, right] (ONNX: x1_begin, x2_begin, x1_end, x2_end). */
-static wk_status wk_ops_pads(wk_imp *imp, const Onnx__NodeProto *node, int out[4]) {
+/* pads [top, left, bottom, right] (ONNX: x1_begin, x2_begin, x1_end, x2_end),
+ * each at most max. */
+static wk_status wk_ops_pads(wk_imp *imp, const Onnx__NodeProto *node, int max, int out[4]) {
   bool valid;
   WK_TRY(wk_ops_auto_pad(imp, node, &valid));
   int64_t v[4] = {0, 0, 0, 0};
   int n = wk_onnx_attr_ints(node, "pads", v, 4);
   if (n >= 0 && n != 4) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "'pads' needs 4 values");
   for (int i = 0; i < 4; i++) {
-    if (v[i] < 0 || v[i] > 64)
-      return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "pad %lld out of range", (long long)v[i]);
+    if (v[i] < 0 || v[i] > max)
+      return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "pad %lld out of range [0, %d]",
+                         (long long)v[i], max);
     out[i] = valid ? 0 : (int)v[i];
   }
   return WK_OK;
@@ -67,20 +69,24 @@ static wk_status wk_ops_pads(wk_imp *imp, const Onnx__NodeProto *node, int out[4
 
 wk_status wk_imp_conv_attrs(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *w,
                             wk_node *nd) {
-  if (w->ndim != 4 || w->dims[0] < 1 || w->dims[2] < 1 || w->dims[2] > 64 || w->dims[3] < 1 ||
-      w->dims[3] > 64)
+  const int kmax = WK_MODEL_MAX_KERNEL;
+  if (w->ndim != 4 || w->dims[0] < 1 || w->dims[2] < 1 || w->dims[2] > kmax || w->dims[3] < 1 ||
+      w->dims[3] > kmax)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "weight '%s' must be 2-D conv [O, I, KH, KW]",
                        w->name);
+  if (w->dims[0] > WK_MODEL_MAX_CONV_OUT)
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT, "%lld output channels (a model holds at most %d)",
+                       (long long)w->dims[0], WK_MODEL_MAX_CONV_OUT);
   int k[2] = {1, 1}, s[2] = {1, 1}, d[2] = {1, 1}, pad[4] = {0, 0, 0, 0};
-  WK_TRY(wk_ops_pair(imp, node, "kernel_shape", (int)w->dims[2], 1, 64, k));
-  WK_TRY(wk_ops_pair(imp, node, "strides", 1, 1, 64, s));
-  WK_TRY(wk_ops_pair(imp, node, "dilations", 1, 1, 64, d));
-  WK_TRY(wk_ops_pads(imp, node, pad));
+  WK_TRY(wk_ops_pair(imp, node, "kernel_shape", (int)w->dims[2], 1, kmax, k));
+  WK_TRY(wk_ops_pair(imp, node, "strides", 1, 1, kmax, s));
+  WK_TRY(wk_ops_pair(imp, node, "dilations", 1, 1, kmax, d));
+  WK_TRY(wk_ops_pads(imp, node, kmax, pad));
   if (k[0] != w->dims[2] || k[1] != w->dims[3])
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "kernel_shape disagrees with the weight");
   int64_t groups;
   WK_TRY(wk_imp_attr_int(imp, node, "group", 1, &groups));
-  if (groups < 1 || groups > 65536 || w->dims[0] % groups)
+  if (groups < 1 || groups > WK_MODEL_MAX_CONV_OUT || w->dims[0] % groups)
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "group %lld invalid", (long long)groups);
   nd->op = WK_NODE_CONV;
   nd->out_ch = (int)w->dims[0];
@@ -148,6 +154,10 @@ static wk_status wk_ops_batchnorm(wk_imp *imp, const Onnx__NodeProto *node) {
   WK_TRY(wk_imp_attr_float(imp, node, "momentum", 0.9f, &momentum));
   if (training != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "training_mode batchnorm");
+  if (!(eps >= WK_MODEL_MIN_BN_EPS && eps <= 1) || !(momentum >= 0 && momentum <= 1))
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                       "epsilon %g or momentum %g outside what a model holds ([%g, 1], [0, 1])",
+                       (double)eps, (double)momentum, WK_MODEL_MIN_BN_EPS);
   int64_t d[4];
   wk_imp_onnx_shape(imp, x, d);
   for (int k = 0; k < 4; k++)
@@ -238,10 +248,10 @@ static wk_status wk_ops_pool(wk_imp *imp, const Onnx__NodeProto *node, bool is_m
   int k[2] = {1, 1}, s[2] = {1, 1}, d[2] = {1, 1}, pad[4] = {0, 0, 0, 0};
   if (wk_onnx_attr_ints(node, "kernel_shape", (int64_t[2]){0, 0}, 2) != 2)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "needs a 2-D kernel_shape");
-  WK_TRY(wk_ops_pair(imp, node, "kernel_shape", 1, 1, 64, k));
-  WK_TRY(wk_ops_pair(imp, node, "strides", 1, 1, 64, s));
+  WK_TRY(wk_ops_pair(imp, node, "kernel_shape", 1, 1, WK_MODEL_MAX_KERNEL, k));
+  WK_TRY(wk_ops_pair(imp, node, "strides", 1, 1, WK_MODEL_MAX_KERNEL, s));
   WK_TRY(wk_ops_pair(imp, node, "dilations", 1, 1, 1, d));
-  WK_TRY(wk_ops_pads(imp, node, pad));
+  WK_TRY(wk_ops_pads(imp, node, WK_MODEL_MAX_POOL_PAD, pad));
   int64_t ceil_mode, include_pad;
   WK_TRY(wk_imp_attr_int(imp, node, "ceil_mode", 0, &ceil_mode));
   WK_TRY(wk_imp_attr_int(imp, node, "count_include_pad", 0, &include_pad));
@@ -389,7 +399,10 @@ static wk_status wk_ops_gemm(wk_imp *imp, const Onnx__NodeProto *node) {
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "transA 1 is not supported");
   if (b->ndim != 2) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "B must be 2-D");
   const int64_t o = trans_b ? b->dims[0] : b->dims[1], k = trans_b ? b->dims[1] : b->dims[0];
-  if (k != wk_imp_features(imp, x) || o < 1 || o > WK_MODEL_MAX_CLASSES * 10)
+  if (o > WK_MODEL_MAX_CLASSES)
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT, "%lld outputs (a model holds at most %d)",
+                       (long long)o, WK_MODEL_MAX_CLASSES);
+  if (k != wk_imp_features(imp, x) || o < 1)
     return wk_imp_fail(imp, node, WK_ERR_SHAPE, "B is %lldx%lld for %lld input features",
                        (long long)b->dims[0], (long long)b->dims[1],
                        (long long)wk_imp_features(imp, x));

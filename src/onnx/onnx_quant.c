@@ -263,6 +263,9 @@ static wk_status wk_q_matmul(wk_imp *imp, const Onnx__NodeProto *node) {
   WK_TRY(wk_imp_const_in(imp, node, 3, &b));
   if (b->ndim != 2) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "B must be 2-D");
   const int64_t k = b->dims[0], o = b->dims[1];
+  if (o > WK_MODEL_MAX_CLASSES)
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT, "%lld outputs (a model holds at most %d)",
+                       (long long)o, WK_MODEL_MAX_CLASSES);
   if (k != wk_imp_features(imp, x) || o < 1)
     return wk_imp_fail(imp, node, WK_ERR_SHAPE, "B is %lldx%lld for %lld input features",
                        (long long)k, (long long)o, (long long)wk_imp_features(imp, x));
