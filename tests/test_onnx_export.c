@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/sha256.h"
+#include "core/utf8.h"
 #include "onnx/onnx.h"
 #include "onnx_graph.h"
 #include "onnx_nets.h"
@@ -836,6 +837,45 @@ START_TEST(test_model_at_limits_loads) {
 }
 END_TEST
 
+/* A producer name and a file name of many 2-byte characters: the provenance
+ * cut them at 95 and 159 bytes, mid-character, and the model file's writer
+ * refused the metadata (not UTF-8). A byte that is not UTF-8 becomes '_'. */
+START_TEST(test_provenance_utf8) {
+  char producer[300] = "", path[512], st[600];
+  for (int i = 0; i < 20; i++) strcat(producer, "\xc3\xa9"); /* e acute */
+  strcat(producer, "\xff\"q");
+  for (int i = 0; i < 40; i++) strcat(producer, "\xc3\xa9");
+  int n = snprintf(path, sizeof path, "/tmp/wk_onnx_%d_", (int)getpid());
+  for (int i = 0; i < 90; i++) n += snprintf(path + n, sizeof path - (size_t)n, "\xc3\xbc");
+  snprintf(path + n, sizeof path - (size_t)n, ".onnx");
+  wkt_og g;
+  wkt_og_flatten_gemm(&g, 5);
+  wkt_og_attr_int(&g, "transB", 1);
+  g.producer = producer;
+  wkt_og_write(&g, path);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net, *back;
+  wk_model_meta meta, meta2;
+  WKT_OK(wk_onnx_import(ctx, path, &net, &meta));
+  unlink(path);
+  ck_assert_msg(wk_utf8_valid(meta.provenance, strlen(meta.provenance), NULL), "%s",
+                meta.provenance);
+  ck_assert_ptr_nonnull(strstr(meta.provenance, "\"producer\":\"\xc3\xa9\xc3\xa9"));
+  ck_assert_ptr_nonnull(strstr(meta.provenance, "\xc3\xa9__q\xc3\xa9")); /* \xff and '"' */
+  ck_assert_ptr_nonnull(strstr(meta.provenance, "\"file\":\"wk_onnx_"));
+  snprintf(st, sizeof st, "/tmp/wk_onnx_%d.safetensors", (int)getpid());
+  WKT_OK(wk_model_save(st, net, &meta, NULL, 0, NULL, 0));
+  WKT_OK(wk_model_load(ctx, st, &back, &meta2));
+  unlink(st);
+  ck_assert_str_eq(meta.provenance, meta2.provenance);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&meta2);
+  wk_net_destroy(net);
+  wk_net_destroy(back);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -861,6 +901,7 @@ int main(void) {
   tcase_add_test(tc, test_node_cap_refused);
   tcase_add_loop_test(tc, test_model_limits_refused, 0, WKT_LIM_N);
   tcase_add_test(tc, test_model_at_limits_loads);
+  tcase_add_test(tc, test_provenance_utf8);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

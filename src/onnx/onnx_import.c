@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "onnx/onnx_import_impl.h"
 
 wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
@@ -608,6 +609,26 @@ static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) 
   return st;
 }
 
+/* Appends src to the string dst[cap] (of length at) for a JSON string: whole
+ * UTF-8 characters only, up to the last that fits, with '"', '\\', control
+ * characters and bytes that are not UTF-8 as '_' (a file name or producer
+ * can hold any bytes). Returns the new length. */
+static size_t wk_imp_json_append(char *dst, size_t cap, size_t at, const char *src) {
+  const unsigned char *s = (const unsigned char *)src;
+  size_t n = strlen(src);
+  while (n > 0) {
+    size_t len = wk_utf8_seq_bytes(s, n);
+    const bool plain = len > 1 || (len == 1 && *s >= 0x20 && *s != '"' && *s != '\\');
+    if (!plain) len = 1;
+    if (at + len >= cap) break;
+    if (plain) memcpy(dst + at, s, len);
+    else dst[at] = '_';
+    at += len, s += len, n -= len;
+  }
+  dst[at] = '\0';
+  return at;
+}
+
 static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const char *sha256,
                              wk_model_meta *meta) {
   int h, w, c;
@@ -620,13 +641,12 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const
     if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
       opset = m->opset_import[i]->version;
   char prov[640], file[160], producer[96];
-  snprintf(file, sizeof file, "%s", wk_basename(imp->path));
-  snprintf(producer, sizeof producer, "%s %s", m->producer_name ? m->producer_name : "",
-           m->producer_version ? m->producer_version : "");
-  for (char *p = file; *p; p++)
-    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
-  for (char *p = producer; *p; p++)
-    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
+  wk_imp_json_append(file, sizeof file, 0, wk_basename(imp->path));
+  size_t n = wk_imp_json_append(producer, sizeof producer, 0,
+                                m->producer_name ? m->producer_name : "");
+  n = wk_imp_json_append(producer, sizeof producer, n, " ");
+  wk_imp_json_append(producer, sizeof producer, n,
+                     m->producer_version ? m->producer_version : "");
   snprintf(prov, sizeof prov,
            "{\"source\":\"onnx\",\"file\":\"%s\",\"sha256\":\"%s\",\"producer\":\"%s\","
            "\"opset\":%lld,\"quantized\":%s}",
