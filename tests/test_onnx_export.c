@@ -876,6 +876,29 @@ START_TEST(test_provenance_utf8) {
 }
 END_TEST
 
+/* Messages about a tensor named the file twice ("e.onnx: node 'conv0' (Conv):
+ * e.onnx: tensor ..."). */
+START_TEST(test_tensor_messages_name_file_once) {
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_node(&g, "Conv", "conv0", "x,Wmissing", "c");
+  wkt_og_head(&g, "c", 4);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'conv0' (Conv): tensor 'Wmissing' is used before");
+  /* an initializer whose data is short of its dims */
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_pb t = {0};
+  wkt_pb_int(&t, 1, 4), wkt_pb_int(&t, 1, 3), wkt_pb_int(&t, 1, 1), wkt_pb_int(&t, 1, 1);
+  wkt_pb_int(&t, 2, WKT_F32);
+  wkt_pb_str(&t, 8, "W2");
+  wkt_pb_bytes(&t, 9, "abcd", 4);
+  wkt_pb_msg(&g.graph, 5, &t);
+  wkt_pb_free(&t);
+  wkt_og_node(&g, "Conv", "conv1", "x,W2", "c2");
+  wkt_og_head(&g, "c2", 4);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'conv1' (Conv): tensor 'W2': raw_data holds 4 bytes");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -902,6 +925,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_model_limits_refused, 0, WKT_LIM_N);
   tcase_add_test(tc, test_model_at_limits_loads);
   tcase_add_test(tc, test_provenance_utf8);
+  tcase_add_test(tc, test_tensor_messages_name_file_once);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -53,7 +53,7 @@ static wk_status wk_const_constant(wk_imp *imp, const Onnx__NodeProto *node) {
 
 static wk_status wk_const_shape(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-  if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!x) return imp->failed;
   int64_t d[WK_ONNX_MAX_DIMS];
   int64_t r;
   if (x->is_const) {
@@ -154,7 +154,7 @@ wk_status wk_imp_const_op(wk_imp *imp, const Onnx__NodeProto *node, bool *handle
   }
   if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
     wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-    if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+    if (!x) return imp->failed;
     if (node->n_output > 1 && node->output[1] && node->output[1][0] &&
         wk_imp_sole_consumer(imp, node->output[1], &(size_t){0}))
       return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "the dropout mask is used");

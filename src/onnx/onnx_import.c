@@ -15,6 +15,7 @@
 wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) {
   imp->failed = code;
+  if (!node && imp->cur < imp->g->n_node) node = imp->g->node[imp->cur];
   char msg[320];
   va_list ap;
   va_start(ap, fmt);
@@ -94,27 +95,28 @@ static wk_iv *wk_imp_lookup(wk_imp *imp, const char *name) {
   return wk_strmap_get(&imp->entries, name, &i) ? &imp->v[i] : NULL;
 }
 
-/* Materializes tensor t as a constant entry. */
+/* Materializes tensor t as a constant entry; fails naming the file, the
+ * current node and the tensor. */
 static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, const char *name,
                                      wk_iv **out) {
-  char what[200];
-  snprintf(what, sizeof what, "%s: tensor '%s'", imp->path, name);
+  char what[160];
+  snprintf(what, sizeof what, "tensor '%s'", name);
   if (t->n_dims > WK_ONNX_MAX_DIMS)
-    return wk_fail(WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
+    return wk_imp_fail(imp, NULL, WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
   const int64_t n = wk_onnx_tensor_numel(t, what);
-  if (n < 0) return WK_ERR_LIMIT;
+  if (n < 0) return wk_imp_fail(imp, NULL, WK_ERR_LIMIT, "%s", wk_last_error());
   WK_TRY(wk_imp_charge(imp, NULL, (double)n * sizeof(double)));
   double *c = malloc((size_t)(n ? n : 1) * sizeof *c);
-  if (!c) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
+  if (!c) return wk_imp_fail(imp, NULL, WK_ERR_NOMEM, "%s: out of memory", what);
   wk_status s = wk_onnx_tensor_values(t, what, c, n);
   if (s != WK_OK) {
     free(c);
-    return s;
+    return wk_imp_fail(imp, NULL, s, "%s", wk_last_error());
   }
   wk_iv *e = wk_imp_new(imp, name);
   if (!e) {
     free(c);
-    return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
+    return wk_imp_fail(imp, NULL, WK_ERR_NOMEM, "%s: out of memory", what);
   }
   e->is_const = true;
   e->c = c;
@@ -135,7 +137,7 @@ wk_iv *wk_imp_find(wk_imp *imp, const char *name) {
     const Onnx__TensorProto *t = imp->g->initializer[i];
     return wk_imp_tensor_const(imp, t, t->name, &e) == WK_OK ? e : NULL;
   }
-  wk_fail(WK_ERR_FORMAT, "%s: tensor '%s' is used before any node computes it", imp->path, name);
+  wk_imp_fail(imp, NULL, WK_ERR_FORMAT, "tensor '%s' is used before any node computes it", name);
   return NULL;
 }
 
@@ -148,7 +150,7 @@ static wk_status wk_imp_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, b
   if (!wk_imp_has_in(node, k))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "input %zu is missing", k);
   wk_iv *e = wk_imp_find(imp, node->input[k]);
-  if (!e) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!e) return imp->failed;
   if (e->is_const != want_const)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "input '%s' must be %s", node->input[k],
                        want_const ? "a constant (an initializer)"
@@ -196,7 +198,6 @@ wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, 
 }
 
 wk_status wk_imp_charge(wk_imp *imp, const Onnx__NodeProto *node, double n_bytes) {
-  if (!node && imp->cur < imp->g->n_node) node = imp->g->node[imp->cur];
   if (n_bytes > (double)(imp->budget_bytes - imp->used_bytes))
     return wk_imp_fail(imp, node, WK_ERR_LIMIT,
                        "constants and weights would need more than %zu MiB (%d times the "

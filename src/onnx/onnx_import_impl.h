@@ -78,7 +78,8 @@ typedef struct wk_imp {
 #define WK_IMP_BYTES_PER_FILE_BYTE 32
 #define WK_IMP_BYTES_FLOOR ((size_t)64 << 20)
 
-/* "PATH: node 'NAME' (OP): message"; returns code, also kept in imp->failed. */
+/* "PATH: node 'NAME' (OP): message" (node NULL: the current node, if any);
+ * returns code, also kept in imp->failed. */
 wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) WK_PRINTF(4, 5);
 
@@ -89,7 +90,9 @@ wk_status wk_imp_attr_int(wk_imp *imp, const Onnx__NodeProto *node, const char *
 wk_status wk_imp_attr_float(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
                             float dflt, float *out);
 
-/* The entry of a name (an initializer is materialized on first use), or NULL. */
+/* The entry of a name (an initializer is materialized on first use), or NULL
+ * after a message naming the file and the current node (its status in
+ * imp->failed). */
 wk_iv *wk_imp_find(wk_imp *imp, const char *name);
 /* Input k of node as an activation / a constant; fails naming the node. */
 wk_status wk_imp_act_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, wk_iv **out);

@@ -152,7 +152,7 @@ static wk_status wk_q_quantize_act(wk_imp *imp, const Onnx__NodeProto *node, wk_
 
 static wk_status wk_q_quantize(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-  if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!x) return imp->failed;
   const bool dq = !strcmp(node->op_type, "DequantizeLinear");
   if (!x->is_const) return dq ? wk_imp_alias(imp, node, 0, x) : wk_q_quantize_act(imp, node, x);
   if (!dq) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "quantizing a constant");
