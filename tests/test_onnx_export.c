@@ -899,6 +899,59 @@ START_TEST(test_tensor_messages_name_file_once) {
 }
 END_TEST
 
+/* Shape's start/end (opset 15) were ignored: Shape(x, start=1) gave [1, 3,
+ * 4, 4] where ONNX gives [3, 4, 4]. Only the whole shape is taken. */
+START_TEST(test_shape_slice_refused) {
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_node(&g, "Shape", "shape", "x", "s");
+  wkt_og_attr_int(&g, "start", 1);
+  wkt_og_head(&g, "x", 3);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'shape' (Shape)", "start/end other than the whole");
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_node(&g, "Shape", "shape", "x", "s");
+  wkt_og_attr_int(&g, "end", -1);
+  wkt_og_head(&g, "x", 3);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'shape' (Shape)", "start/end other than the whole");
+  /* start -4 and end 10 are the whole [1, 3, 4, 4] */
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_node(&g, "Shape", "shape", "x", "s");
+  wkt_og_attr_int(&g, "start", -4);
+  wkt_og_attr_int(&g, "end", 10);
+  wkt_og_head(&g, "x", 3);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Gather indices and Unsqueeze axes are read as doubles: NaN or 1e30 was cast
+ * to int64 (undefined behaviour), 2.5 truncated to 2. Each is refused. */
+START_TEST(test_const_indices_checked) {
+  const double bad[4] = {NAN, 1e30, 2.5, -5};
+  for (int i = 0; i < 4; i++) {
+    wkt_og g;
+    wkt_og_init(&g, 3, 4, 4, 2);
+    wkt_og_node(&g, "Shape", NULL, "x", "s");
+    wkt_og_node(&g, "Gather", "gather", "s,i", "v");
+    wkt_og_tensor(&g, "i", WKT_F32, 1, (const int64_t[]){1}, &bad[i]);
+    wkt_og_head(&g, "x", 3);
+    WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'gather' (Gather): index", "is not an integer in [-4, 3]");
+    wkt_og_init(&g, 3, 4, 4, 2);
+    wkt_og_node(&g, "Unsqueeze", "unsq", "one,axes", "u");
+    wkt_og_scalar(&g, "one", WKT_I64, 1);
+    wkt_og_tensor(&g, "axes", WKT_F32, 1, (const int64_t[]){1}, &bad[i]);
+    wkt_og_head(&g, "x", 3);
+    WKT_REFUSED(&g, WK_ERR_FORMAT, "node 'unsq' (Unsqueeze): axis");
+  }
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -926,6 +979,8 @@ int main(void) {
   tcase_add_test(tc, test_model_at_limits_loads);
   tcase_add_test(tc, test_provenance_utf8);
   tcase_add_test(tc, test_tensor_messages_name_file_once);
+  tcase_add_test(tc, test_shape_slice_refused);
+  tcase_add_test(tc, test_const_indices_checked);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

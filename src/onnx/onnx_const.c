@@ -2,12 +2,24 @@
  * the Shape -> Gather -> Unsqueeze -> Concat arithmetic exporters emit before a
  * Reshape), and the pass-through nodes Identity and Dropout (inference). The
  * batch dimension is 1 in folded shapes. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "onnx/onnx_import_impl.h"
 
 /* n values for a constant node computes (charged to the budget). */
+/* v as an integer in [lo, hi] (NaN, fractions and values beyond refused
+ * before any cast). */
+static wk_status wk_const_int(wk_imp *imp, const Onnx__NodeProto *node, const char *what,
+                              double v, int64_t lo, int64_t hi, int64_t *out) {
+  if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s %g is not an integer in [%lld, %lld]", what,
+                       v, (long long)lo, (long long)hi);
+  *out = (int64_t)v;
+  return WK_OK;
+}
+
 static wk_status wk_const_new(wk_imp *imp, const Onnx__NodeProto *node, int64_t n, double **c) {
   *c = NULL;
   WK_TRY(wk_imp_charge(imp, node, (double)n * sizeof **c));
@@ -62,6 +74,16 @@ static wk_status wk_const_shape(wk_imp *imp, const Onnx__NodeProto *node) {
   } else {
     r = wk_imp_onnx_shape(imp, x, d);
   }
+  /* opset 15's start and end slice the shape: only the whole of it is mapped */
+  int64_t start, end;
+  WK_TRY(wk_imp_attr_int(imp, node, "start", 0, &start));
+  WK_TRY(wk_imp_attr_int(imp, node, "end", INT64_MAX, &end));
+  start = start < 0 ? start + r : start;
+  end = end < 0 ? end + r : end;
+  if (start > 0 || end < r)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                       "start/end other than the whole shape (rank %lld) are not supported",
+                       (long long)r);
   double *c;
   WK_TRY(wk_const_new(imp, node, r, &c));
   for (int64_t i = 0; i < r; i++) c[i] = (double)d[i];
@@ -79,14 +101,13 @@ static wk_status wk_const_gather(wk_imp *imp, const Onnx__NodeProto *node) {
   double *c;
   WK_TRY(wk_const_new(imp, node, idx->n, &c));
   for (int64_t i = 0; i < idx->n; i++) {
-    int64_t k = (int64_t)idx->c[i];
-    if (k < 0) k += data->n;
-    if (k < 0 || k >= data->n) {
+    int64_t k = 0;
+    const wk_status s = wk_const_int(imp, node, "index", idx->c[i], -data->n, data->n - 1, &k);
+    if (s != WK_OK) {
       free(c);
-      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "index %lld out of range",
-                         (long long)idx->c[i]);
+      return s;
     }
-    c[i] = data->c[k];
+    c[i] = data->c[k < 0 ? k + data->n : k];
   }
   return wk_imp_set_const(imp, node, 0, c, idx->n, idx->ndim, idx->dims, data->dtype);
 }
@@ -101,7 +122,9 @@ static wk_status wk_const_unsqueeze(wk_imp *imp, const Onnx__NodeProto *node) {
     wk_iv *a;
     WK_TRY(wk_imp_const_in(imp, node, 1, &a));
     na = (int)(a->n <= WK_ONNX_MAX_DIMS ? a->n : WK_ONNX_MAX_DIMS + 1);
-    for (int i = 0; i < na && i < WK_ONNX_MAX_DIMS; i++) axes[i] = (int64_t)a->c[i];
+    for (int i = 0; i < na && i < WK_ONNX_MAX_DIMS; i++)
+      WK_TRY(wk_const_int(imp, node, "axis", a->c[i], -2 * WK_ONNX_MAX_DIMS,
+                          2 * WK_ONNX_MAX_DIMS, &axes[i]));
   }
   const int r = x->ndim + na;
   if (na < 1 || r > WK_ONNX_MAX_DIMS)
