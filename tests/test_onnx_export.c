@@ -952,6 +952,60 @@ START_TEST(test_const_indices_checked) {
 }
 END_TEST
 
+/* x -> Conv(DequantizeLinear(wq [4, 3, 1, 1], ws, wz)) -> head, with ws and
+ * wz of n_s and n_z values and DequantizeLinear's block_size (0: none). */
+static void wkt_dq_weight_graph(wkt_og *g, int n_s, int n_z, int64_t block) {
+  double wq[12], s[4] = {0.1, 0.2, 0.3, 0.4}, z[4] = {1, 2, 3, 4};
+  for (int i = 0; i < 12; i++) wq[i] = i - 6;
+  wkt_og_init(g, 3, 4, 4, 2);
+  wkt_og_node(g, "DequantizeLinear", "dqw", "wq,ws,wz", "w");
+  wkt_og_attr_int(g, "axis", 0);
+  if (block) wkt_og_attr_int(g, "block_size", block);
+  wkt_og_node(g, "Conv", "conv", "x,w", "c");
+  wkt_og_tensor(g, "wq", WKT_I8, 4, (const int64_t[]){4, 3, 1, 1}, wq);
+  wkt_og_tensor(g, "ws", WKT_F32, n_s > 1, (const int64_t[]){n_s}, s);
+  wkt_og_tensor(g, "wz", WKT_I8, n_z > 1, (const int64_t[]){n_z}, z);
+  wkt_og_head(g, "c", 4);
+}
+
+/* A per-tensor scale with a per-channel zero point dequantized every channel
+ * with the first zero point; ONNX requires their shapes to match. Opset 21's
+ * block_size was ignored. */
+START_TEST(test_dequantize_params_checked) {
+  wkt_og g;
+  wkt_dq_weight_graph(&g, 1, 4, 0);
+  WKT_REFUSED(&g, WK_ERR_SHAPE, "node 'dqw' (DequantizeLinear)",
+              "zero point 'wz' has 4 values and scale 'ws' 1");
+  wkt_dq_weight_graph(&g, 4, 1, 0);
+  WKT_REFUSED(&g, WK_ERR_SHAPE, "zero point 'wz' has 1 values and scale 'ws' 4");
+  wkt_dq_weight_graph(&g, 4, 4, 2);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'dqw' (DequantizeLinear)", "block_size 2");
+  wkt_og_init(&g, 3, 4, 4, 2);
+  wkt_og_node(&g, "QuantizeLinear", "q", "x,s", "xq");
+  wkt_og_attr_int(&g, "block_size", 4);
+  wkt_og_scalar(&g, "s", WKT_F32, 0.1);
+  wkt_og_head(&g, "x", 3);
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'q' (QuantizeLinear)", "block_size 4");
+  /* matching shapes import */
+  wkt_dq_weight_graph(&g, 4, 4, 0);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  size_t np;
+  const wk_param *p = wk_net_params(net, &np);
+  const float *w = wk_net_weights(net) + p[0].offset; /* OHWI = (4, 1, 1, 3) */
+  for (int o = 0; o < 4; o++)
+    for (int i = 0; i < 3; i++)
+      ck_assert_float_eq_tol(w[o * 3 + i], 0.1f * (o + 1) * (float)(o * 3 + i - 6 - (o + 1)),
+                             1e-6f);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -981,6 +1035,7 @@ int main(void) {
   tcase_add_test(tc, test_tensor_messages_name_file_once);
   tcase_add_test(tc, test_shape_slice_refused);
   tcase_add_test(tc, test_const_indices_checked);
+  tcase_add_test(tc, test_dequantize_params_checked);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

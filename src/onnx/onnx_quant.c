@@ -50,6 +50,25 @@ static wk_status wk_q_params(wk_imp *imp, const Onnx__NodeProto *node, size_t k,
   return WK_OK;
 }
 
+/* QuantizeLinear/DequantizeLinear's scale and zero point (inputs 1, 2) for
+ * `count` channels: the zero point has the scale's shape, as ONNX requires (a
+ * per-tensor scale with a per-channel zero point would read one of its
+ * values), and blocked quantization (opset 21's block_size) is refused. */
+static wk_status wk_q_qdq_params(wk_imp *imp, const Onnx__NodeProto *node, int64_t count,
+                                 wk_iv **s, wk_iv **zp) {
+  int64_t block;
+  WK_TRY(wk_imp_attr_int(imp, node, "block_size", 0, &block));
+  if (block != 0)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "blocked quantization (block_size %lld)",
+                       (long long)block);
+  WK_TRY(wk_q_params(imp, node, 1, count, s, zp));
+  if (*zp && (*zp)->n != (*s)->n)
+    return wk_imp_fail(imp, node, WK_ERR_SHAPE,
+                       "zero point '%s' has %lld values and scale '%s' %lld: they must match",
+                       (*zp)->name, (long long)(*zp)->n, (*s)->name, (long long)(*s)->n);
+  return WK_OK;
+}
+
 /* qmin and qmax of an ONNX quantized type. */
 static wk_status wk_q_range(wk_imp *imp, const Onnx__NodeProto *node, int32_t type, double *qmin,
                             double *qmax) {
@@ -137,7 +156,7 @@ static wk_status wk_q_quantize_act(wk_imp *imp, const Onnx__NodeProto *node, wk_
   const int r = wk_imp_onnx_shape(imp, x, d);
   if (axis < 0) axis += r;
   wk_iv *s, *zp;
-  WK_TRY(wk_q_params(imp, node, 1, axis >= 0 && axis < r ? d[axis] : 1, &s, &zp));
+  WK_TRY(wk_q_qdq_params(imp, node, axis >= 0 && axis < r ? d[axis] : 1, &s, &zp));
   if (s->n > 1 && (axis < 0 || axis >= r))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "axis out of range");
   bool fold;
@@ -162,7 +181,7 @@ static wk_status wk_q_quantize(wk_imp *imp, const Onnx__NodeProto *node) {
   if (axis < 0) axis += x->ndim;
   wk_iv *s, *zp;
   if (axis >= 0 && axis < x->ndim) count = x->dims[axis];
-  WK_TRY(wk_q_params(imp, node, 1, count, &s, &zp));
+  WK_TRY(wk_q_qdq_params(imp, node, count, &s, &zp));
   if (s->n > 1 && (axis < 0 || axis >= x->ndim))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "axis out of range");
   for (int64_t d = axis + 1; s->n > 1 && d < x->ndim; d++) inner *= x->dims[d];
