@@ -1006,6 +1006,19 @@ START_TEST(test_dequantize_params_checked) {
 }
 END_TEST
 
+/* GlobalAveragePool's [N, C, 1, 1] plus its Flatten's [N, C] is a broadcast
+ * to [N, C, N, C] in ONNX; whisker, holding both as C features, added them
+ * element-wise. */
+START_TEST(test_add_of_ranks_refused) {
+  wkt_og g;
+  wkt_og_init(&g, 3, 4, 4, 3);
+  wkt_og_node(&g, "GlobalAveragePool", NULL, "x", "p");
+  wkt_og_node(&g, "Flatten", NULL, "p", "f");
+  wkt_og_node(&g, "Add", "sum", "f,p", "y");
+  WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'sum' (Add)", "'f' has rank 2 and 'p' rank 4");
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -1036,6 +1049,7 @@ int main(void) {
   tcase_add_test(tc, test_shape_slice_refused);
   tcase_add_test(tc, test_const_indices_checked);
   tcase_add_test(tc, test_dequantize_params_checked);
+  tcase_add_test(tc, test_add_of_ranks_refused);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

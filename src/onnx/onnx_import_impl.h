@@ -162,8 +162,8 @@ int wk_imp_linear(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *x, cons
                   int out_f, float *w, float *bias);
 /* Adds the sum of node's computed inputs ka and kb (*like: an input, whose
  * layout the sum has); a constant operand fails naming bias_op, the op it
- * could be the bias of, and so do inputs flattened in different orders.
- * Returns the value or -1. */
+ * could be the bias of, and inputs of different ONNX ranks (a broadcast) or
+ * flattened in different orders fail. Returns the value or -1. */
 int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
                const char *bias_op, const wk_iv **like);
 /* Adds a global average pool of node's input 0; returns the value or -1. */

@@ -213,6 +213,12 @@ int wk_imp_sum(wk_imp *imp, const Onnx__NodeProto *node, size_t ka, size_t kb,
                 "supported", bias_op);
     return -1;
   }
+  if (a->onnx_rank != b->onnx_rank) { /* [N, C, 1, 1] + [N, C] broadcasts to [N, C, N, C] */
+    wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                "'%s' has rank %d and '%s' rank %d: broadcasting is not supported", a->name,
+                a->onnx_rank, b->name, b->onnx_rank);
+    return -1;
+  }
   if (a->flat_h != b->flat_h || a->flat_w != b->flat_w || a->flat_c != b->flat_c) {
     wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
                 "'%s' and '%s' are flattened in different orders (one from a %dx%dx%d map, "
