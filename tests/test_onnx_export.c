@@ -1019,6 +1019,50 @@ START_TEST(test_add_of_ranks_refused) {
 }
 END_TEST
 
+/* Every realloc of the code linked into this test comes here (-Wl,--wrap=realloc
+ * in tests/CMakeLists.txt): with wkt_realloc_fail_at = k, the k-th call from
+ * then on fails. */
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static long wkt_realloc_fail_at, wkt_realloc_calls;
+
+void *__wrap_realloc(void *p, size_t n) {
+  if (wkt_realloc_fail_at > 0 && ++wkt_realloc_calls == wkt_realloc_fail_at) return NULL;
+  return __real_realloc(p, n);
+}
+
+/* Export with each of its reallocs failing in turn: WK_ERR_NOMEM naming the
+ * file every time, then a whole export. When growing the initializer list
+ * failed, the conv weight was written through the tensor before it (or, for
+ * the first, through inits[-1] of a NULL list: a crash). */
+START_TEST(test_export_out_of_memory) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_onnx_net(ctx, "custom", 20, 3, 1), *back;
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/wk_onnx_oom_%d.onnx", (int)getpid());
+  long k = 1;
+  for (;; k++) {
+    wkt_realloc_calls = 0;
+    wkt_realloc_fail_at = k;
+    wk_clear_error();
+    const wk_status s = wk_onnx_export(path, net, NULL);
+    wkt_realloc_fail_at = 0;
+    if (s == WK_OK) break;
+    ck_assert_msg(s == WK_ERR_NOMEM, "realloc %ld failing: %s", k, wk_last_error());
+    ck_assert_msg(strstr(wk_last_error(), path) != NULL, "%s", wk_last_error());
+    ck_assert_int_eq(access(path, F_OK), -1);
+  }
+  ck_assert_int_gt(k, 3); /* the node, initializer and allocation lists at least */
+  wk_model_meta meta;
+  WKT_OK(wk_onnx_import(ctx, path, &back, &meta));
+  unlink(path);
+  wk_model_meta_free(&meta);
+  wk_net_destroy(back);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   wk_log_set_level(WK_LOG_ERROR);
   Suite *s = suite_create("onnx_export");
@@ -1050,6 +1094,7 @@ int main(void) {
   tcase_add_test(tc, test_const_indices_checked);
   tcase_add_test(tc, test_dequantize_params_checked);
   tcase_add_test(tc, test_add_of_ranks_refused);
+  tcase_add_test(tc, test_export_out_of_memory);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -74,9 +74,10 @@ static char *wk_exp_str(wk_exp *e, const char *fmt, ...) {
   return s;
 }
 
-/* A float initializer (data copied; NULL data = zeros). */
-static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int64_t *dims,
-                               const float *data) {
+/* A float initializer (data copied; NULL data = zeros), or NULL when out of
+ * memory. */
+static Onnx__TensorProto *wk_exp_tensor(wk_exp *e, const char *name, int ndim,
+                                        const int64_t *dims, const float *data) {
   static const Onnx__TensorProto init = ONNX__TENSOR_PROTO__INIT;
   if (!name) return NULL;
   Onnx__TensorProto *t = wk_exp_alloc(e, sizeof *t);
@@ -97,8 +98,14 @@ static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int6
   t->has_raw_data = true;
   t->raw_data.len = n * sizeof(float);
   t->raw_data.data = raw;
-  wk_exp_push(e, (void ***)&e->inits, &e->n_inits, &e->cap_inits, t);
-  return nm;
+  return wk_exp_push(e, (void ***)&e->inits, &e->n_inits, &e->cap_inits, t) ? t : NULL;
+}
+
+/* The same, returning its name. */
+static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int64_t *dims,
+                               const float *data) {
+  const Onnx__TensorProto *t = wk_exp_tensor(e, name, ndim, dims, data);
+  return t ? t->name : NULL;
 }
 
 static Onnx__AttributeProto *wk_exp_attr(wk_exp *e, Onnx__NodeProto *n, const char *name,
@@ -173,10 +180,10 @@ static const char *wk_exp_param(wk_exp *e, wk_net *net, const wk_node *nd, int k
   const float *src = wk_net_weights(net) + p->offset;
   if (p->ndim != 4) return wk_exp_init(e, p->name, p->ndim, p->shape, src);
   const int64_t d[4] = {p->shape[0], p->shape[3], p->shape[1], p->shape[2]};
-  const char *name = wk_exp_init(e, p->name, 4, d, NULL);
-  if (name) wk_conv_weight_transpose(p, src, (float *)e->inits[e->n_inits - 1]->raw_data.data,
-                                     true);
-  return name;
+  Onnx__TensorProto *t = wk_exp_tensor(e, p->name, 4, d, NULL);
+  if (!t) return NULL;
+  wk_conv_weight_transpose(p, src, (float *)t->raw_data.data, true);
+  return t->name;
 }
 
 static const char *wk_exp_buffer(wk_exp *e, wk_net *net, const wk_node *nd, int k) {
