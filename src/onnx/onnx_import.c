@@ -40,8 +40,8 @@ static const char *wk_imp_attr_type_name(Onnx__AttributeProto__AttributeType t) 
   }
 }
 
-/* The attribute when it is present and of type `want` (a file that declares no
- * type must hold the value's field: has); NULL when absent. */
+/* Checks that present attribute a is of type `want`: its declared type, or,
+ * in a file that declares none, the value's field (has) being set. */
 static wk_status wk_imp_attr_typed(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
                                    Onnx__AttributeProto__AttributeType want, bool has,
                                    const Onnx__AttributeProto *a) {
