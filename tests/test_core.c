@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
@@ -14,6 +15,7 @@
 
 #include "core/atomic_file.h"
 
+#include "core/strmap.h"
 #include "test_util.h"
 
 START_TEST(test_status_messages) {
@@ -257,6 +259,36 @@ START_TEST(test_atomic_write_killed_leaves_nothing) {
 }
 END_TEST
 
+/* The importer's name index: get, replace, growth past many keys, a key that
+ * is the prefix of another, the empty key; any seed. */
+START_TEST(test_strmap) {
+  for (uint64_t seed = 0; seed < 3; seed++) {
+    wk_strmap m;
+    wk_strmap_init(&m, seed * 0x9e3779b97f4a7c15u);
+    ck_assert(!wk_strmap_get(&m, "a", NULL));
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+      snprintf(key, sizeof key, "k%d", i);
+      ck_assert(wk_strmap_put(&m, key, i));
+    }
+    ck_assert(wk_strmap_put(&m, "", -1));
+    ck_assert(wk_strmap_put(&m, "k1", 77)); /* replaced, not added */
+    ck_assert_uint_eq(m.n, 5001);
+    for (int i = 0; i < 5000; i++) {
+      snprintf(key, sizeof key, "k%d", i);
+      int64_t v = -2;
+      ck_assert(wk_strmap_get(&m, key, &v));
+      ck_assert_int_eq(v, i == 1 ? 77 : i);
+    }
+    int64_t v;
+    ck_assert(wk_strmap_get(&m, "", &v) && v == -1);
+    ck_assert(!wk_strmap_get(&m, "k", NULL) && !wk_strmap_get(&m, "k50000", NULL));
+    wk_strmap_free(&m);
+    ck_assert(!wk_strmap_get(&m, "k1", NULL));
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
@@ -268,6 +300,7 @@ int main(void) {
   tcase_add_test(tc, test_rng_streams);
   tcase_add_test(tc, test_pool_covers_every_index_once);
   tcase_add_test(tc, test_ctx_from_environment);
+  tcase_add_test(tc, test_strmap);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -12,8 +12,6 @@
 #include "modelio/model.h"
 #include "nn/zoo.h"
 
-#define WK_ARCH_MAX_NODES 100000
-#define WK_ARCH_MAX_INPUT_PX 4096
 
 static const char *wk_act_json_name(wk_act a) { return a == WK_ACT_RELU6 ? "relu6" : "relu"; }
 
@@ -170,12 +168,12 @@ static wk_status wk_node_from_json(const wk_jctx *j, const cJSON *o, int n_value
   int k[2], s[2], pad[4], d[2];
   switch (nd->op) {
   case WK_NODE_CONV:
-    WK_TRY(wk_jint(j, o, "out", 1, 65536, &nd->out_ch));
-    WK_TRY(wk_jints(j, o, "k", 2, 1, 64, k));
-    WK_TRY(wk_jints(j, o, "stride", 2, 1, 64, s));
-    WK_TRY(wk_jints(j, o, "pad", 4, 0, 64, pad));
-    WK_TRY(wk_jints(j, o, "dilation", 2, 1, 64, d));
-    WK_TRY(wk_jint(j, o, "groups", 1, 65536, &nd->conv.groups));
+    WK_TRY(wk_jint(j, o, "out", 1, WK_MODEL_MAX_CONV_OUT, &nd->out_ch));
+    WK_TRY(wk_jints(j, o, "k", 2, 1, WK_MODEL_MAX_KERNEL, k));
+    WK_TRY(wk_jints(j, o, "stride", 2, 1, WK_MODEL_MAX_KERNEL, s));
+    WK_TRY(wk_jints(j, o, "pad", 4, 0, WK_MODEL_MAX_KERNEL, pad));
+    WK_TRY(wk_jints(j, o, "dilation", 2, 1, WK_MODEL_MAX_KERNEL, d));
+    WK_TRY(wk_jint(j, o, "groups", 1, WK_MODEL_MAX_CONV_OUT, &nd->conv.groups));
     WK_TRY(wk_jbool(j, o, "bias", &nd->bias));
     nd->kh = k[0];
     nd->kw = k[1];
@@ -185,7 +183,7 @@ static wk_status wk_node_from_json(const wk_jctx *j, const cJSON *o, int n_value
                                   .groups = nd->conv.groups};
     break;
   case WK_NODE_BATCHNORM:
-    WK_TRY(wk_jfloat(j, o, "eps", 1e-12, 1.0, &nd->bn.eps));
+    WK_TRY(wk_jfloat(j, o, "eps", WK_MODEL_MIN_BN_EPS, 1.0, &nd->bn.eps));
     WK_TRY(wk_jfloat(j, o, "momentum", 0.0, 1.0, &nd->bn.momentum));
     break;
   case WK_NODE_ACT: {
@@ -200,9 +198,9 @@ static wk_status wk_node_from_json(const wk_jctx *j, const cJSON *o, int n_value
   }
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
-    WK_TRY(wk_jints(j, o, "k", 2, 1, 64, k));
-    WK_TRY(wk_jints(j, o, "stride", 2, 1, 64, s));
-    WK_TRY(wk_jints(j, o, "pad", 4, 0, 32, pad));
+    WK_TRY(wk_jints(j, o, "k", 2, 1, WK_MODEL_MAX_KERNEL, k));
+    WK_TRY(wk_jints(j, o, "stride", 2, 1, WK_MODEL_MAX_KERNEL, s));
+    WK_TRY(wk_jints(j, o, "pad", 4, 0, WK_MODEL_MAX_POOL_PAD, pad));
     WK_TRY(wk_jbool(j, o, "count_include_pad", &nd->pool.count_include_pad));
     nd->pool = (wk_pool2d_params){.kernel_h = k[0], .kernel_w = k[1], .stride_h = s[0],
                                   .stride_w = s[1], .pad_top = pad[0], .pad_left = pad[1],
@@ -226,8 +224,8 @@ static wk_status wk_arch_nodes(const wk_jctx *jc, wk_ctx *ctx, const cJSON *node
                                const int input[3], wk_net **out) {
   wk_jctx j = *jc;
   const int n = cJSON_GetArraySize(nodes);
-  if (n < 1 || n > WK_ARCH_MAX_NODES)
-    return wk_jfail(&j, WK_ERR_FORMAT, "%d nodes (need 1 to %d)", n, WK_ARCH_MAX_NODES);
+  if (n < 1 || n > WK_MODEL_MAX_NODES)
+    return wk_jfail(&j, WK_ERR_FORMAT, "%d nodes (need 1 to %d)", n, WK_MODEL_MAX_NODES);
   wk_net *net;
   WK_TRY(wk_net_create(ctx, input[0], input[1], input[2], &net));
   for (j.node = 0; j.node < n; j.node++) {
@@ -256,8 +254,9 @@ static wk_status wk_arch_parse(const wk_jctx *j, wk_ctx *ctx, const cJSON *root,
     return wk_jfail(j, WK_ERR_FORMAT, "'name' missing or too long");
   int input[3] = {0, 0, 0}, classes = 0;
   float width = 1.0f;
-  WK_TRY(wk_jints(j, root, "input", 3, 1, WK_ARCH_MAX_INPUT_PX, input));
-  if (input[2] > 64) return wk_jfail(j, WK_ERR_FORMAT, "input has %d channels", input[2]);
+  WK_TRY(wk_jints(j, root, "input", 3, 1, WK_MODEL_MAX_INPUT_PX, input));
+  if (input[2] > WK_MODEL_MAX_INPUT_CH)
+    return wk_jfail(j, WK_ERR_FORMAT, "input has %d channels", input[2]);
   WK_TRY(wk_jint(j, root, "num_classes", 1, WK_MODEL_MAX_CLASSES, &classes));
   if (cJSON_GetObjectItemCaseSensitive(root, "width"))
     WK_TRY(wk_jfloat(j, root, "width", 0.01, 4.0, &width));

@@ -22,7 +22,18 @@
 #include "nn/net.h"
 
 #define WK_MODEL_ARCH_MAX 32
-#define WK_MODEL_MAX_CLASSES 100000
+
+/* What a model file may describe: the loader (modelio/arch.c) refuses more,
+ * and the ONNX importer refuses a graph that would need more, so that every
+ * model it writes loads. */
+#define WK_MODEL_MAX_CLASSES 100000 /* classes, and the outputs of any linear node */
+#define WK_MODEL_MAX_NODES 100000
+#define WK_MODEL_MAX_INPUT_PX 4096  /* the input's height and width */
+#define WK_MODEL_MAX_INPUT_CH 64
+#define WK_MODEL_MAX_CONV_OUT 65536 /* a conv's output channels, and its groups */
+#define WK_MODEL_MAX_KERNEL 64      /* kernels, strides, dilations, a conv's pads */
+#define WK_MODEL_MAX_POOL_PAD 32
+#define WK_MODEL_MIN_BN_EPS 1e-12   /* a batchnorm's eps lies in [this, 1] */
 
 typedef struct wk_preprocess {
   int resize_px;   /* shorter side resized to this before the centre crop */

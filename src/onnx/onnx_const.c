@@ -2,12 +2,27 @@
  * the Shape -> Gather -> Unsqueeze -> Concat arithmetic exporters emit before a
  * Reshape), and the pass-through nodes Identity and Dropout (inference). The
  * batch dimension is 1 in folded shapes. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "onnx/onnx_import_impl.h"
 
+/* n values for a constant node computes (charged to the budget). */
+/* v as an integer in [lo, hi] (NaN, fractions and values beyond refused
+ * before any cast). */
+static wk_status wk_const_int(wk_imp *imp, const Onnx__NodeProto *node, const char *what,
+                              double v, int64_t lo, int64_t hi, int64_t *out) {
+  if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s %g is not an integer in [%lld, %lld]", what,
+                       v, (long long)lo, (long long)hi);
+  *out = (int64_t)v;
+  return WK_OK;
+}
+
 static wk_status wk_const_new(wk_imp *imp, const Onnx__NodeProto *node, int64_t n, double **c) {
+  *c = NULL;
+  WK_TRY(wk_imp_charge(imp, node, (double)n * sizeof **c));
   *c = malloc((size_t)(n ? n : 1) * sizeof **c);
   return *c ? WK_OK : wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
 }
@@ -50,7 +65,7 @@ static wk_status wk_const_constant(wk_imp *imp, const Onnx__NodeProto *node) {
 
 static wk_status wk_const_shape(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-  if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!x) return imp->failed;
   int64_t d[WK_ONNX_MAX_DIMS];
   int64_t r;
   if (x->is_const) {
@@ -59,6 +74,16 @@ static wk_status wk_const_shape(wk_imp *imp, const Onnx__NodeProto *node) {
   } else {
     r = wk_imp_onnx_shape(imp, x, d);
   }
+  /* opset 15's start and end slice the shape: only the whole of it is mapped */
+  int64_t start, end;
+  WK_TRY(wk_imp_attr_int(imp, node, "start", 0, &start));
+  WK_TRY(wk_imp_attr_int(imp, node, "end", INT64_MAX, &end));
+  start = start < 0 ? start + r : start;
+  end = end < 0 ? end + r : end;
+  if (start > 0 || end < r)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                       "start/end other than the whole shape (rank %lld) are not supported",
+                       (long long)r);
   double *c;
   WK_TRY(wk_const_new(imp, node, r, &c));
   for (int64_t i = 0; i < r; i++) c[i] = (double)d[i];
@@ -69,19 +94,20 @@ static wk_status wk_const_gather(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *data, *idx;
   WK_TRY(wk_imp_const_in(imp, node, 0, &data));
   WK_TRY(wk_imp_const_in(imp, node, 1, &idx));
-  if (data->ndim != 1 || wk_onnx_attr_int(node, "axis", 0) != 0 || idx->ndim > 1)
+  int64_t axis;
+  WK_TRY(wk_imp_attr_int(imp, node, "axis", 0, &axis));
+  if (data->ndim != 1 || axis != 0 || idx->ndim > 1)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "only 1-D data gathered along axis 0");
   double *c;
   WK_TRY(wk_const_new(imp, node, idx->n, &c));
   for (int64_t i = 0; i < idx->n; i++) {
-    int64_t k = (int64_t)idx->c[i];
-    if (k < 0) k += data->n;
-    if (k < 0 || k >= data->n) {
+    int64_t k = 0;
+    const wk_status s = wk_const_int(imp, node, "index", idx->c[i], -data->n, data->n - 1, &k);
+    if (s != WK_OK) {
       free(c);
-      return wk_imp_fail(imp, node, WK_ERR_FORMAT, "index %lld out of range",
-                         (long long)idx->c[i]);
+      return s;
     }
-    c[i] = data->c[k];
+    c[i] = data->c[k < 0 ? k + data->n : k];
   }
   return wk_imp_set_const(imp, node, 0, c, idx->n, idx->ndim, idx->dims, data->dtype);
 }
@@ -96,7 +122,9 @@ static wk_status wk_const_unsqueeze(wk_imp *imp, const Onnx__NodeProto *node) {
     wk_iv *a;
     WK_TRY(wk_imp_const_in(imp, node, 1, &a));
     na = (int)(a->n <= WK_ONNX_MAX_DIMS ? a->n : WK_ONNX_MAX_DIMS + 1);
-    for (int i = 0; i < na && i < WK_ONNX_MAX_DIMS; i++) axes[i] = (int64_t)a->c[i];
+    for (int i = 0; i < na && i < WK_ONNX_MAX_DIMS; i++)
+      WK_TRY(wk_const_int(imp, node, "axis", a->c[i], -2 * WK_ONNX_MAX_DIMS,
+                          2 * WK_ONNX_MAX_DIMS, &axes[i]));
   }
   const int r = x->ndim + na;
   if (na < 1 || r > WK_ONNX_MAX_DIMS)
@@ -110,10 +138,7 @@ static wk_status wk_const_unsqueeze(wk_imp *imp, const Onnx__NodeProto *node) {
     is_new[a] = true;
   }
   for (int i = 0, k = 0; i < r; i++) dims[i] = is_new[i] ? 1 : x->dims[k++];
-  double *c;
-  WK_TRY(wk_const_new(imp, node, x->n, &c));
-  memcpy(c, x->c, (size_t)x->n * sizeof *c);
-  return wk_imp_set_const(imp, node, 0, c, x->n, r, dims, x->dtype);
+  return wk_imp_set_const_view(imp, node, 0, x, r, dims);
 }
 
 static wk_status wk_const_concat(wk_imp *imp, const Onnx__NodeProto *node) {
@@ -152,7 +177,7 @@ wk_status wk_imp_const_op(wk_imp *imp, const Onnx__NodeProto *node, bool *handle
   }
   if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
     wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-    if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+    if (!x) return imp->failed;
     if (node->n_output > 1 && node->output[1] && node->output[1][0] &&
         wk_imp_sole_consumer(imp, node->output[1], &(size_t){0}))
       return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "the dropout mask is used");

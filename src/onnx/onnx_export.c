@@ -74,9 +74,10 @@ static char *wk_exp_str(wk_exp *e, const char *fmt, ...) {
   return s;
 }
 
-/* A float initializer (data copied; NULL data = zeros). */
-static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int64_t *dims,
-                               const float *data) {
+/* A float initializer (data copied; NULL data = zeros), or NULL when out of
+ * memory. */
+static Onnx__TensorProto *wk_exp_tensor(wk_exp *e, const char *name, int ndim,
+                                        const int64_t *dims, const float *data) {
   static const Onnx__TensorProto init = ONNX__TENSOR_PROTO__INIT;
   if (!name) return NULL;
   Onnx__TensorProto *t = wk_exp_alloc(e, sizeof *t);
@@ -97,8 +98,14 @@ static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int6
   t->has_raw_data = true;
   t->raw_data.len = n * sizeof(float);
   t->raw_data.data = raw;
-  wk_exp_push(e, (void ***)&e->inits, &e->n_inits, &e->cap_inits, t);
-  return nm;
+  return wk_exp_push(e, (void ***)&e->inits, &e->n_inits, &e->cap_inits, t) ? t : NULL;
+}
+
+/* The same, returning its name. */
+static const char *wk_exp_init(wk_exp *e, const char *name, int ndim, const int64_t *dims,
+                               const float *data) {
+  const Onnx__TensorProto *t = wk_exp_tensor(e, name, ndim, dims, data);
+  return t ? t->name : NULL;
 }
 
 static Onnx__AttributeProto *wk_exp_attr(wk_exp *e, Onnx__NodeProto *n, const char *name,
@@ -173,10 +180,10 @@ static const char *wk_exp_param(wk_exp *e, wk_net *net, const wk_node *nd, int k
   const float *src = wk_net_weights(net) + p->offset;
   if (p->ndim != 4) return wk_exp_init(e, p->name, p->ndim, p->shape, src);
   const int64_t d[4] = {p->shape[0], p->shape[3], p->shape[1], p->shape[2]};
-  const char *name = wk_exp_init(e, p->name, 4, d, NULL);
-  if (name) wk_conv_weight_transpose(p, src, (float *)e->inits[e->n_inits - 1]->raw_data.data,
-                                     true);
-  return name;
+  Onnx__TensorProto *t = wk_exp_tensor(e, p->name, 4, d, NULL);
+  if (!t) return NULL;
+  wk_conv_weight_transpose(p, src, (float *)t->raw_data.data, true);
+  return t->name;
 }
 
 static const char *wk_exp_buffer(wk_exp *e, wk_net *net, const wk_node *nd, int k) {
@@ -195,12 +202,14 @@ static int wk_exp_weighted_inputs(wk_exp *e, wk_net *net, const wk_node *nd, con
   return nd->bias ? 3 : 2;
 }
 
-/* Clip(x, 0, 6) bounds as initializers named after the node. */
-static void wk_exp_clip_inputs(wk_exp *e, const wk_node *nd, const char *x, const char *in[3]) {
+/* Clip(x, 0, 6) bounds as initializers named after node i and its output value
+ * (two nodes may share a name; initializer names must not). */
+static void wk_exp_clip_inputs(wk_exp *e, const wk_node *nd, int i, const char *x,
+                               const char *in[3]) {
   static const float lim[2] = {0.0f, 6.0f};
   in[0] = x;
-  in[1] = wk_exp_init(e, wk_exp_str(e, "%s.clip_min", nd->name), 0, NULL, &lim[0]);
-  in[2] = wk_exp_init(e, wk_exp_str(e, "%s.clip_max", nd->name), 0, NULL, &lim[1]);
+  in[1] = wk_exp_init(e, wk_exp_str(e, "%s:%d:clip_min", nd->name, i + 1), 0, NULL, &lim[0]);
+  in[2] = wk_exp_init(e, wk_exp_str(e, "%s:%d:clip_max", nd->name, i + 1), 0, NULL, &lim[1]);
 }
 
 static void wk_exp_pool_attrs(wk_exp *e, Onnx__NodeProto *n, const wk_pool2d_params *p) {
@@ -248,7 +257,7 @@ static void wk_exp_node_i(wk_exp *e, wk_net *net, int i, bool last) {
     if (nd->act == WK_ACT_RELU) {
       wk_exp_node(e, "Relu", nd->name, out, 1, in2);
     } else {
-      wk_exp_clip_inputs(e, nd, x, in);
+      wk_exp_clip_inputs(e, nd, i, x, in);
       wk_exp_node(e, "Clip", nd->name, out, 3, in);
     }
     break;

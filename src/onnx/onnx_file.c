@@ -42,12 +42,79 @@ wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes) {
   return WK_OK;
 }
 
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]) {
+/* One varint at *p (at most 10 bytes, before end); false when malformed. */
+static bool wk_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  *v = 0;
+  for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+    const uint8_t b = *(*p)++;
+    *v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+/* Walks the wire data of one message of type d at nesting level depth:
+ * false when a submessage lies deeper than WK_ONNX_MAX_NESTING. Each byte is
+ * visited by one level only (a submessage is skipped over by its parent), so
+ * the walk is linear in the size; the recursion is at most the cap deep.
+ * Malformed data ends the walk (true): protobuf-c's unpack reports it. */
+static bool wk_pb_nesting_ok(const uint8_t *p, const uint8_t *end,
+                             const ProtobufCMessageDescriptor *d, int depth) {
+  while (p < end) {
+    uint64_t tag, len;
+    if (!wk_pb_varint(&p, end, &tag)) return true;
+    switch (tag & 7) {
+    case 0:
+      if (!wk_pb_varint(&p, end, &len)) return true;
+      break;
+    case 1:
+      if (end - p < 8) return true;
+      p += 8;
+      break;
+    case 5:
+      if (end - p < 4) return true;
+      p += 4;
+      break;
+    case 2: {
+      if (!wk_pb_varint(&p, end, &len) || len > (uint64_t)(end - p)) return true;
+      const ProtobufCFieldDescriptor *f =
+          tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
+                                 : NULL;
+      if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        if (depth + 1 > WK_ONNX_MAX_NESTING) return false;
+        if (!wk_pb_nesting_ok(p, p + len, f->descriptor, depth + 1)) return false;
+      }
+      p += len;
+      break;
+    }
+    default: /* groups (protobuf-c refuses them) or no wire type at all */
+      return true;
+    }
+  }
+  return true;
+}
+
+wk_status wk_onnx_check_nesting(const char *path, const uint8_t *data, size_t n_bytes,
+                                const ProtobufCMessageDescriptor *d) {
+  if (!wk_pb_nesting_ok(data, data + n_bytes, d, 0))
+    return wk_fail(WK_ERR_FORMAT, "%s: protobuf messages nested more than %d deep (a graph in an "
+                   "attribute of a graph ...): refused", path, WK_ONNX_MAX_NESTING);
+  return WK_OK;
+}
+
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65],
+                             size_t *n_bytes) {
   *model = NULL;
   uint8_t *buf;
   size_t n;
   WK_TRY(wk_onnx_read_file(path, &buf, &n));
+  if (n_bytes) *n_bytes = n;
   if (sha256) wk_sha256_hex(buf, n, sha256);
+  wk_status s = wk_onnx_check_nesting(path, buf, n, &onnx__model_proto__descriptor);
+  if (s != WK_OK) {
+    free(buf);
+    return s;
+  }
   Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, buf);
   free(buf);
   if (!m)
@@ -178,10 +245,14 @@ wk_status wk_onnx_read_tensor_file(const char *path, float **data, int64_t dims[
   uint8_t *buf;
   size_t n;
   WK_TRY(wk_onnx_read_file(path, &buf, &n));
+  wk_status s = wk_onnx_check_nesting(path, buf, n, &onnx__tensor_proto__descriptor);
+  if (s != WK_OK) {
+    free(buf);
+    return s;
+  }
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, n, buf);
   free(buf);
   if (!t) return wk_fail(WK_ERR_FORMAT, "%s: not a serialized onnx.TensorProto", path);
-  wk_status s = WK_OK;
   int64_t numel;
   if (t->n_dims > WK_ONNX_MAX_DIMS)
     s = wk_fail(WK_ERR_UNSUPPORTED, "%s: %zu dims (at most %d)", path, t->n_dims,
@@ -200,16 +271,6 @@ const Onnx__AttributeProto *wk_onnx_attr(const Onnx__NodeProto *node, const char
     if (node->attribute[i]->name && strcmp(node->attribute[i]->name, name) == 0)
       return node->attribute[i];
   return NULL;
-}
-
-int64_t wk_onnx_attr_int(const Onnx__NodeProto *node, const char *name, int64_t dflt) {
-  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
-  return a && a->has_i ? a->i : dflt;
-}
-
-float wk_onnx_attr_float(const Onnx__NodeProto *node, const char *name, float dflt) {
-  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
-  return a && a->has_f ? a->f : dflt;
 }
 
 int wk_onnx_attr_ints(const Onnx__NodeProto *node, const char *name, int64_t *out, int max) {

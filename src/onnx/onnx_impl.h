@@ -17,11 +17,24 @@
 /* Elements of one tensor, so a hostile dims list cannot size a huge buffer. */
 #define WK_ONNX_MAX_TENSOR_ELEMS ((int64_t)1 << 28)
 
+/* Submessages nested deeper than this are refused before unpacking: protobuf-c
+ * recurses once per level with no limit of its own, so a small file of deep
+ * nesting (a graph in an attribute of a node of a graph ...) would overflow
+ * the stack. Real models nest a few levels (If/Loop bodies a few more). */
+#define WK_ONNX_MAX_NESTING 64
+
 /* The whole file, malloc'ed (*n_bytes may be 0). */
 wk_status wk_onnx_read_file(const char *path, uint8_t **data, size_t *n_bytes);
-/* Reads and unpacks a ModelProto; free with onnx__model_proto__free_unpacked(m,
- * NULL). sha256 (may be NULL) receives the file's SHA-256 in hex. */
-wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65]);
+/* Walks the protobuf wire data of a message of type d (for which descriptor
+ * d says which fields are submessages) and fails, naming path, when it nests
+ * deeper than WK_ONNX_MAX_NESTING. Malformed data passes: unpacking reports it. */
+wk_status wk_onnx_check_nesting(const char *path, const uint8_t *data, size_t n_bytes,
+                                const ProtobufCMessageDescriptor *d);
+/* Reads, checks the nesting of and unpacks a ModelProto; free with
+ * onnx__model_proto__free_unpacked(m, NULL). sha256 (may be NULL) receives the
+ * file's SHA-256 in hex, n_bytes (may be NULL) its size. */
+wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sha256[65],
+                             size_t *n_bytes);
 
 /* Elements of t, or -1 (and a message naming `what`) when a dim is negative or
  * the count exceeds WK_ONNX_MAX_TENSOR_ELEMS. */
@@ -38,8 +51,6 @@ wk_status wk_onnx_tensor_floats(const Onnx__TensorProto *t, const char *what, fl
 
 /* Attributes of a node: the one called name, or NULL. */
 const Onnx__AttributeProto *wk_onnx_attr(const Onnx__NodeProto *node, const char *name);
-int64_t wk_onnx_attr_int(const Onnx__NodeProto *node, const char *name, int64_t dflt);
-float wk_onnx_attr_float(const Onnx__NodeProto *node, const char *name, float dflt);
 /* Copies up to max ints; returns how many the attribute has, or -1 when absent. */
 int wk_onnx_attr_ints(const Onnx__NodeProto *node, const char *name, int64_t *out, int max);
 

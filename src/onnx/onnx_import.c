@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "onnx/onnx_import_impl.h"
 
-wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
+wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) {
+  imp->failed = code;
+  if (!node && imp->cur < imp->g->n_node) node = imp->g->node[imp->cur];
   char msg[320];
   va_list ap;
   va_start(ap, fmt);
@@ -23,10 +26,64 @@ wk_status wk_imp_fail(const wk_imp *imp, const Onnx__NodeProto *node, wk_status 
                  node->op_type ? node->op_type : "?", msg);
 }
 
+/* ------------------------------------------------------------------ attributes */
+
+static const char *wk_imp_attr_type_name(Onnx__AttributeProto__AttributeType t) {
+  switch (t) {
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return "FLOAT";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return "INT";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: return "STRING";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: return "TENSOR";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS: return "FLOATS";
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS: return "INTS";
+  default: return "of another type";
+  }
+}
+
+/* Checks that present attribute a is of type `want`: its declared type, or,
+ * in a file that declares none, the value's field (has) being set. */
+static wk_status wk_imp_attr_typed(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                                   Onnx__AttributeProto__AttributeType want, bool has,
+                                   const Onnx__AttributeProto *a) {
+  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED) {
+    if (a->type == want) return WK_OK;
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "attribute '%s' is %s, not %s", name,
+                       wk_imp_attr_type_name(a->type), wk_imp_attr_type_name(want));
+  }
+  if (!has)
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "attribute '%s' holds no %s value", name,
+                       wk_imp_attr_type_name(want));
+  return WK_OK;
+}
+
+wk_status wk_imp_attr_int(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                          int64_t dflt, int64_t *out) {
+  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
+  *out = dflt;
+  if (!a) return WK_OK;
+  WK_TRY(wk_imp_attr_typed(imp, node, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT, a->has_i,
+                           a));
+  *out = a->i;
+  return WK_OK;
+}
+
+wk_status wk_imp_attr_float(wk_imp *imp, const Onnx__NodeProto *node, const char *name,
+                            float dflt, float *out) {
+  const Onnx__AttributeProto *a = wk_onnx_attr(node, name);
+  *out = dflt;
+  if (!a) return WK_OK;
+  WK_TRY(wk_imp_attr_typed(imp, node, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT,
+                           a->has_f, a));
+  *out = a->f;
+  return WK_OK;
+}
+
 /* ------------------------------------------------------------------ entries */
 
+/* A new entry for name, or NULL when out of memory. */
 static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {
   WK_ASSERT(imp->n_v < imp->cap_v);
+  if (!wk_strmap_put(&imp->entries, name, (int64_t)imp->n_v)) return NULL;
   wk_iv *e = &imp->v[imp->n_v++];
   memset(e, 0, sizeof *e);
   e->name = name;
@@ -34,30 +91,36 @@ static wk_iv *wk_imp_new(wk_imp *imp, const char *name) {
 }
 
 static wk_iv *wk_imp_lookup(wk_imp *imp, const char *name) {
-  for (size_t i = imp->n_v; i-- > 0;)
-    if (strcmp(imp->v[i].name, name) == 0) return &imp->v[i];
-  return NULL;
+  int64_t i;
+  return wk_strmap_get(&imp->entries, name, &i) ? &imp->v[i] : NULL;
 }
 
-/* Materializes tensor t as a constant entry. */
+/* Materializes tensor t as a constant entry; fails naming the file, the
+ * current node and the tensor. */
 static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, const char *name,
                                      wk_iv **out) {
-  char what[200];
-  snprintf(what, sizeof what, "%s: tensor '%s'", imp->path, name);
+  char what[160];
+  snprintf(what, sizeof what, "tensor '%s'", name);
   if (t->n_dims > WK_ONNX_MAX_DIMS)
-    return wk_fail(WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
+    return wk_imp_fail(imp, NULL, WK_ERR_UNSUPPORTED, "%s: %zu dims", what, t->n_dims);
   const int64_t n = wk_onnx_tensor_numel(t, what);
-  if (n < 0) return WK_ERR_LIMIT;
+  if (n < 0) return wk_imp_fail(imp, NULL, WK_ERR_LIMIT, "%s", wk_last_error());
+  WK_TRY(wk_imp_charge(imp, NULL, (double)n * sizeof(double)));
   double *c = malloc((size_t)(n ? n : 1) * sizeof *c);
-  if (!c) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", what);
+  if (!c) return wk_imp_fail(imp, NULL, WK_ERR_NOMEM, "%s: out of memory", what);
   wk_status s = wk_onnx_tensor_values(t, what, c, n);
   if (s != WK_OK) {
     free(c);
-    return s;
+    return wk_imp_fail(imp, NULL, s, "%s", wk_last_error());
   }
   wk_iv *e = wk_imp_new(imp, name);
+  if (!e) {
+    free(c);
+    return wk_imp_fail(imp, NULL, WK_ERR_NOMEM, "%s: out of memory", what);
+  }
   e->is_const = true;
   e->c = c;
+  e->owns_c = true;
   e->n = n;
   e->ndim = (int)t->n_dims;
   for (size_t i = 0; i < t->n_dims; i++) e->dims[i] = t->dims[i];
@@ -69,14 +132,12 @@ static wk_status wk_imp_tensor_const(wk_imp *imp, const Onnx__TensorProto *t, co
 wk_iv *wk_imp_find(wk_imp *imp, const char *name) {
   wk_iv *e = wk_imp_lookup(imp, name);
   if (e) return e;
-  for (size_t i = 0; i < imp->g->n_initializer; i++) {
+  int64_t i;
+  if (wk_strmap_get(&imp->inits, name, &i)) {
     const Onnx__TensorProto *t = imp->g->initializer[i];
-    if (t->name && strcmp(t->name, name) == 0) {
-      if (wk_imp_tensor_const(imp, t, t->name, &e) != WK_OK) return NULL;
-      return e;
-    }
+    return wk_imp_tensor_const(imp, t, t->name, &e) == WK_OK ? e : NULL;
   }
-  wk_fail(WK_ERR_FORMAT, "%s: tensor '%s' is used before any node computes it", imp->path, name);
+  wk_imp_fail(imp, NULL, WK_ERR_FORMAT, "tensor '%s' is used before any node computes it", name);
   return NULL;
 }
 
@@ -89,7 +150,7 @@ static wk_status wk_imp_in(wk_imp *imp, const Onnx__NodeProto *node, size_t k, b
   if (!wk_imp_has_in(node, k))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "input %zu is missing", k);
   wk_iv *e = wk_imp_find(imp, node->input[k]);
-  if (!e) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!e) return imp->failed;
   if (e->is_const != want_const)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "input '%s' must be %s", node->input[k],
                        want_const ? "a constant (an initializer)"
@@ -113,7 +174,7 @@ static wk_status wk_imp_out(wk_imp *imp, const Onnx__NodeProto *node, size_t k, 
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "output '%s' is computed twice",
                        node->output[k]);
   *out = wk_imp_new(imp, node->output[k]);
-  return WK_OK;
+  return *out ? WK_OK : wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
 }
 
 wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
@@ -125,16 +186,39 @@ wk_status wk_imp_set_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int
   return WK_OK;
 }
 
-wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
-                           int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
+wk_status wk_imp_set_act_as(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int value,
+                            const wk_iv *like) {
+  const int rank = like->onnx_rank, h = like->flat_h, w = like->flat_w, c = like->flat_c;
+  wk_iv *e;
+  WK_TRY(wk_imp_out(imp, node, k, &e));
+  e->value = value;
+  e->onnx_rank = rank;
+  e->flat_h = h, e->flat_w = w, e->flat_c = c;
+  return WK_OK;
+}
+
+wk_status wk_imp_charge(wk_imp *imp, const Onnx__NodeProto *node, double n_bytes) {
+  if (n_bytes > (double)(imp->budget_bytes - imp->used_bytes))
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT,
+                       "constants and weights would need more than %zu MiB (%d times the "
+                       "file's size plus %zu MiB)", imp->budget_bytes >> 20,
+                       WK_IMP_BYTES_PER_FILE_BYTE, WK_IMP_BYTES_FLOOR >> 20);
+  imp->used_bytes += (size_t)n_bytes;
+  return WK_OK;
+}
+
+static wk_status wk_imp_const_out(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
+                                  bool owns, int64_t n, int ndim, const int64_t *dims,
+                                  int32_t dtype) {
   wk_iv *e;
   wk_status s = wk_imp_out(imp, node, k, &e);
   if (s != WK_OK) {
-    free(c);
+    if (owns) free(c);
     return s;
   }
   e->is_const = true;
   e->c = c;
+  e->owns_c = owns;
   e->n = n;
   e->ndim = ndim;
   if (ndim) memcpy(e->dims, dims, sizeof(int64_t) * (size_t)ndim);
@@ -142,13 +226,18 @@ wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, d
   return WK_OK;
 }
 
+wk_status wk_imp_set_const(wk_imp *imp, const Onnx__NodeProto *node, size_t k, double *c,
+                           int64_t n, int ndim, const int64_t *dims, int32_t dtype) {
+  return wk_imp_const_out(imp, node, k, c, true, n, ndim, dims, dtype);
+}
+
+wk_status wk_imp_set_const_view(wk_imp *imp, const Onnx__NodeProto *node, size_t k,
+                                const wk_iv *src, int ndim, const int64_t *dims) {
+  return wk_imp_const_out(imp, node, k, src->c, false, src->n, ndim, dims, src->dtype);
+}
+
 wk_status wk_imp_alias(wk_imp *imp, const Onnx__NodeProto *node, size_t k, const wk_iv *src) {
-  if (src->is_const) {
-    double *c = malloc((size_t)(src->n ? src->n : 1) * sizeof *c);
-    if (!c) return wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
-    memcpy(c, src->c, (size_t)src->n * sizeof *c);
-    return wk_imp_set_const(imp, node, k, c, src->n, src->ndim, src->dims, src->dtype);
-  }
+  if (src->is_const) return wk_imp_set_const_view(imp, node, k, src, src->ndim, src->dims);
   const wk_iv copy = *src;
   wk_iv *e;
   WK_TRY(wk_imp_out(imp, node, k, &e));
@@ -196,9 +285,7 @@ int64_t wk_imp_features(const wk_imp *imp, const wk_iv *x) {
 /* ------------------------------------------------------------------ nodes */
 
 static bool wk_imp_name_taken(const wk_imp *imp, const char *name) {
-  for (int i = 0; i < wk_net_n_nodes(imp->net); i++)
-    if (strcmp(wk_net_node(imp->net, i)->name, name) == 0) return true;
-  return false;
+  return wk_strmap_get(&imp->taken, name, NULL);
 }
 
 /* "/layer1/layer1.0/conv1/Conv" -> "layer1.0.conv1": the scope path without
@@ -243,14 +330,32 @@ void wk_imp_node_name(wk_imp *imp, const Onnx__NodeProto *node, const char *weig
     snprintf(base, sizeof base - 8, "%s_%zu", node->op_type ? node->op_type : "node", imp->cur);
     for (char *p = base; *p; p++) *p = (char)tolower((unsigned char)*p);
   }
+  wk_imp_unique_name(imp, base, out);
+}
+
+void wk_imp_unique_name(wk_imp *imp, const char *base, char *out) {
   snprintf(out, WK_NODE_NAME_MAX, "%s", base);
-  for (int i = 2; wk_imp_name_taken(imp, out) && i < 100000; i++)
-    snprintf(out, WK_NODE_NAME_MAX, "%.*s_%d", WK_NODE_NAME_MAX - 8, base, i);
+  if (!wk_imp_name_taken(imp, out)) return;
+  /* the suffixes before the one base took last are taken: n nodes of one name
+   * cost n probes in all, not n^2 / 2 (the node cap keeps i to 6 digits) */
+  int64_t i = 2;
+  wk_strmap_get(&imp->next_suffix, base, &i);
+  for (;; i++) {
+    snprintf(out, WK_NODE_NAME_MAX, "%.*s_%lld", WK_NODE_NAME_MAX - 8, base, (long long)i);
+    if (!wk_imp_name_taken(imp, out)) break;
+  }
+  wk_strmap_put(&imp->next_suffix, base, i + 1); /* out of memory: only slower */
 }
 
 int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, float *p0, float *p1,
                float *b0, float *b1) {
   const int i = wk_net_n_nodes(imp->net);
+  if (i >= WK_MODEL_MAX_NODES) {
+    free(p0), free(p1), free(b0), free(b1);
+    wk_imp_fail(imp, node, WK_ERR_LIMIT, "more than the %d nodes a model may have",
+                WK_MODEL_MAX_NODES);
+    return -1;
+  }
   if (i >= imp->cap_w) {
     int cap = imp->cap_w ? 2 * imp->cap_w : 256;
     wk_imp_w *w = realloc(imp->w, (size_t)cap * sizeof *w);
@@ -275,8 +380,22 @@ int wk_imp_add(wk_imp *imp, const Onnx__NodeProto *node, const wk_node *nd, floa
   if (v < 0) {
     wk_net_build_error(imp->net);
     wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "%s", wk_last_error());
+    return -1;
   }
-  return v;
+  if (!wk_strmap_put(&imp->taken, nd->name, 0)) {
+    wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
+    return -1;
+  }
+  /* the weights just kept (they are no larger than the constants they came from) */
+  const wk_node *added = wk_net_node(imp->net, v - 1);
+  size_t np, nb;
+  const wk_param *params = wk_net_params(imp->net, &np), *bufs = wk_net_buffers(imp->net, &nb);
+  double n_bytes = 0;
+  for (int k = 0; k < 2; k++) {
+    if (added->param[k] >= 0) n_bytes += (double)params[added->param[k]].numel * sizeof(float);
+    if (added->buffer[k] >= 0) n_bytes += (double)bufs[added->buffer[k]].numel * sizeof(float);
+  }
+  return wk_imp_charge(imp, node, n_bytes) == WK_OK ? v : -1;
 }
 
 int wk_imp_add_act(wk_imp *imp, const Onnx__NodeProto *node, int x, wk_act act, const char *name) {
@@ -291,20 +410,55 @@ int wk_imp_add_act(wk_imp *imp, const Onnx__NodeProto *node, int x, wk_act act, 
 }
 
 const Onnx__NodeProto *wk_imp_sole_consumer(const wk_imp *imp, const char *name, size_t *index) {
-  const Onnx__NodeProto *found = NULL;
-  for (size_t j = 0; j < imp->g->n_output; j++)
-    if (imp->g->output[j]->name && strcmp(imp->g->output[j]->name, name) == 0) return NULL;
-  for (size_t i = 0; i < imp->g->n_node; i++) {
-    const Onnx__NodeProto *nd = imp->g->node[i];
-    for (size_t k = 0; k < nd->n_input; k++) {
-      if (!nd->input[k] || strcmp(nd->input[k], name) != 0) continue;
-      if (found || i <= imp->cur) return NULL;
-      found = nd;
-      *index = i;
-      break;
-    }
+  int64_t i;
+  if (!wk_strmap_get(&imp->uses, name, &i)) return NULL;
+  const wk_imp_use *u = &imp->use[i];
+  if (u->is_output || u->n_readers != 1 || u->first <= imp->cur) return NULL;
+  *index = u->first;
+  return imp->g->node[u->first];
+}
+
+/* Records name as read by node i (or as a graph output, i = SIZE_MAX). */
+static bool wk_imp_note_use(wk_imp *imp, const char *name, size_t i, size_t *n_use) {
+  int64_t k;
+  if (!wk_strmap_get(&imp->uses, name, &k)) {
+    k = (int64_t)(*n_use)++;
+    if (!wk_strmap_put(&imp->uses, name, k)) return false;
+    imp->use[k] = (wk_imp_use){.first = SIZE_MAX, .last = SIZE_MAX};
   }
-  return found;
+  wk_imp_use *u = &imp->use[k];
+  if (i == SIZE_MAX) {
+    u->is_output = true;
+  } else if (u->last != i) { /* a node reading a name twice is one reader */
+    if (u->n_readers++ == 0) u->first = i;
+    u->last = i;
+  }
+  return true;
+}
+
+/* Fills the indices by name: initializers, the readers of every tensor. */
+static wk_status wk_imp_index(wk_imp *imp, const char *sha256) {
+  uint64_t seed = 0;
+  for (int i = 0; i < 16; i++) seed = seed << 4 | (uint64_t)(sha256[i] & 0xf); /* hex or not */
+  wk_strmap_init(&imp->entries, seed);
+  wk_strmap_init(&imp->inits, seed);
+  wk_strmap_init(&imp->uses, seed);
+  wk_strmap_init(&imp->taken, seed);
+  wk_strmap_init(&imp->next_suffix, seed);
+  const Onnx__GraphProto *g = imp->g;
+  size_t n_names = g->n_output, n_use = 0;
+  for (size_t i = 0; i < g->n_node; i++) n_names += g->node[i]->n_input;
+  imp->use = calloc(n_names ? n_names : 1, sizeof *imp->use);
+  bool ok = imp->use != NULL;
+  for (size_t i = 0; ok && i < g->n_initializer; i++)
+    if (g->initializer[i]->name && !wk_strmap_get(&imp->inits, g->initializer[i]->name, NULL))
+      ok = wk_strmap_put(&imp->inits, g->initializer[i]->name, (int64_t)i);
+  for (size_t i = 0; ok && i < g->n_node; i++)
+    for (size_t k = 0; ok && k < g->node[i]->n_input; k++)
+      if (g->node[i]->input[k]) ok = wk_imp_note_use(imp, g->node[i]->input[k], i, &n_use);
+  for (size_t j = 0; ok && j < g->n_output; j++)
+    if (g->output[j]->name) ok = wk_imp_note_use(imp, g->output[j]->name, SIZE_MAX, &n_use);
+  return ok ? WK_OK : wk_fail(WK_ERR_NOMEM, "%s: out of memory", imp->path);
 }
 
 /* ------------------------------------------------------------------ the walk */
@@ -315,10 +469,7 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
   const Onnx__ValueInfoProto *in = NULL;
   for (size_t i = 0; i < imp->g->n_input; i++) {
     const Onnx__ValueInfoProto *vi = imp->g->input[i];
-    bool is_init = false;
-    for (size_t j = 0; vi->name && j < imp->g->n_initializer && !is_init; j++)
-      is_init = imp->g->initializer[j]->name && !strcmp(imp->g->initializer[j]->name, vi->name);
-    if (is_init) continue;
+    if (vi->name && wk_strmap_get(&imp->inits, vi->name, NULL)) continue;
     if (in) return wk_fail(WK_ERR_UNSUPPORTED, "%s: the graph has more than one input", imp->path);
     in = vi;
   }
@@ -334,9 +485,14 @@ static wk_status wk_imp_input(wk_imp *imp, const Onnx__ValueInfoProto **out, int
                     d[0]->dim_value == 1;
   for (int i = 1; i < 4; i++) {
     if (d[i]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
-        d[i]->dim_value < 1 || d[i]->dim_value > 16384)
+        d[i]->dim_value < 1)
       return wk_fail(WK_ERR_UNSUPPORTED, "%s: input '%s' dim %d must be a fixed size", imp->path,
                      in->name, i);
+    const int max = i == 1 ? WK_MODEL_MAX_INPUT_CH : WK_MODEL_MAX_INPUT_PX;
+    if (d[i]->dim_value > max)
+      return wk_fail(WK_ERR_LIMIT, "%s: input '%s' has %lld %s (a model holds at most %d)",
+                     imp->path, in->name, (long long)d[i]->dim_value,
+                     i == 1 ? "channels" : i == 2 ? "rows" : "columns", max);
     dims[i - 1] = (int)d[i]->dim_value;
   }
   if (!n_ok)
@@ -394,6 +550,10 @@ static wk_status wk_imp_walk(wk_imp *imp) {
                    imp->path, oname);
   if (wk_net_node(imp->net, n - 1)->out_ndim != 1 || o->onnx_rank != 2)
     return wk_fail(WK_ERR_UNSUPPORTED, "%s: output '%s' must be [N, classes]", imp->path, oname);
+  if (wk_net_output_features(imp->net) > WK_MODEL_MAX_CLASSES)
+    return wk_fail(WK_ERR_LIMIT, "%s: output '%s' has %lld classes (a model holds at most %d)",
+                   imp->path, oname, (long long)wk_net_output_features(imp->net),
+                   WK_MODEL_MAX_CLASSES);
   return WK_OK;
 }
 
@@ -450,6 +610,26 @@ static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) 
   return st;
 }
 
+/* Appends src to the string dst[cap] (of length at) for a JSON string: whole
+ * UTF-8 characters only, up to the last that fits, with '"', '\\', control
+ * characters and bytes that are not UTF-8 as '_' (a file name or producer
+ * can hold any bytes). Returns the new length. */
+static size_t wk_imp_json_append(char *dst, size_t cap, size_t at, const char *src) {
+  const unsigned char *s = (const unsigned char *)src;
+  size_t n = strlen(src);
+  while (n > 0) {
+    size_t len = wk_utf8_seq_bytes(s, n);
+    const bool plain = len > 1 || (len == 1 && *s >= 0x20 && *s != '"' && *s != '\\');
+    if (!plain) len = 1;
+    if (at + len >= cap) break;
+    if (plain) memcpy(dst + at, s, len);
+    else dst[at] = '_';
+    at += len, s += len, n -= len;
+  }
+  dst[at] = '\0';
+  return at;
+}
+
 static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const char *sha256,
                              wk_model_meta *meta) {
   int h, w, c;
@@ -462,13 +642,12 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const
     if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
       opset = m->opset_import[i]->version;
   char prov[640], file[160], producer[96];
-  snprintf(file, sizeof file, "%s", wk_basename(imp->path));
-  snprintf(producer, sizeof producer, "%s %s", m->producer_name ? m->producer_name : "",
-           m->producer_version ? m->producer_version : "");
-  for (char *p = file; *p; p++)
-    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
-  for (char *p = producer; *p; p++)
-    if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '_';
+  wk_imp_json_append(file, sizeof file, 0, wk_basename(imp->path));
+  size_t n = wk_imp_json_append(producer, sizeof producer, 0,
+                                m->producer_name ? m->producer_name : "");
+  n = wk_imp_json_append(producer, sizeof producer, n, " ");
+  wk_imp_json_append(producer, sizeof producer, n,
+                     m->producer_version ? m->producer_version : "");
   snprintf(prov, sizeof prov,
            "{\"source\":\"onnx\",\"file\":\"%s\",\"sha256\":\"%s\",\"producer\":\"%s\","
            "\"opset\":%lld,\"quantized\":%s}",
@@ -477,7 +656,8 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const
 }
 
 static void wk_imp_free(wk_imp *imp) {
-  for (size_t i = 0; i < imp->n_v; i++) free(imp->v[i].c);
+  for (size_t i = 0; i < imp->n_v; i++)
+    if (imp->v[i].owns_c) free(imp->v[i].c);
   for (int i = 0; i < imp->cap_w; i++) {
     free(imp->w[i].p[0]), free(imp->w[i].p[1]);
     free(imp->w[i].buf[0]), free(imp->w[i].buf[1]);
@@ -485,6 +665,12 @@ static void wk_imp_free(wk_imp *imp) {
   free(imp->v);
   free(imp->w);
   free(imp->done);
+  free(imp->use);
+  wk_strmap_free(&imp->entries);
+  wk_strmap_free(&imp->inits);
+  wk_strmap_free(&imp->uses);
+  wk_strmap_free(&imp->taken);
+  wk_strmap_free(&imp->next_suffix);
 }
 
 wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta) {
@@ -492,8 +678,16 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   memset(meta, 0, sizeof *meta);
   Onnx__ModelProto *m;
   char sha256[65];
-  WK_TRY(wk_onnx_load_model(path, &m, sha256));
-  wk_imp imp = {.path = path, .g = m->graph};
+  size_t file_bytes;
+  WK_TRY(wk_onnx_load_model(path, &m, sha256, &file_bytes));
+  if (m->graph->n_node > WK_MODEL_MAX_NODES) {
+    const size_t n = m->graph->n_node;
+    onnx__model_proto__free_unpacked(m, NULL);
+    return wk_fail(WK_ERR_LIMIT, "%s: %zu nodes, more than the %d a model may have", path, n,
+                   WK_MODEL_MAX_NODES);
+  }
+  wk_imp imp = {.path = path, .g = m->graph,
+                .budget_bytes = WK_IMP_BYTES_FLOOR + WK_IMP_BYTES_PER_FILE_BYTE * file_bytes};
   size_t n_out = 0;
   for (size_t i = 0; i < imp.g->n_node; i++) n_out += imp.g->node[i]->n_output;
   imp.cap_v = imp.g->n_initializer + n_out + 4;
@@ -501,17 +695,22 @@ wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_m
   imp.done = calloc(imp.g->n_node + 1, sizeof *imp.done);
   const Onnx__ValueInfoProto *in = NULL;
   int dims[3];
-  wk_status s = imp.v && imp.done ? wk_imp_input(&imp, &in, dims)
+  wk_status s = imp.v && imp.done ? wk_imp_index(&imp, sha256)
                                   : wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+  if (s == WK_OK) s = wk_imp_input(&imp, &in, dims);
   if (s == WK_OK && dims[1] != dims[2])
     s = wk_fail(WK_ERR_UNSUPPORTED, "%s: input %dx%d is not square (whisker crops squares)",
                 path, dims[1], dims[2]);
   if (s == WK_OK) s = wk_net_create(ctx, dims[1], dims[2], dims[0], &imp.net);
   if (s == WK_OK) {
     wk_iv *e = wk_imp_new(&imp, in->name);
-    e->value = 0;
-    e->onnx_rank = 4;
-    s = wk_imp_walk(&imp);
+    if (e) {
+      e->value = 0;
+      e->onnx_rank = 4;
+      s = wk_imp_walk(&imp);
+    } else {
+      s = wk_fail(WK_ERR_NOMEM, "%s: out of memory", path);
+    }
   }
   if (s == WK_OK) s = wk_net_finalize_empty(imp.net);
   if (s == WK_OK) {

@@ -1,17 +1,24 @@
 /* onnx_quant.c - quantized ONNX ops -> float whisker nodes.
  *
  * A quantized activation stands for its dequantized value, so QuantizeLinear
- * and DequantizeLinear of activations are pass-throughs. Weights are
+ * and DequantizeLinear of activations are pass-throughs (but for the folded
+ * activations below). Weights are
  * dequantized to float: w = scale[o] * (q - zero_point[o]) (per output channel
  * or per tensor), an int32 conv bias is b = q * input_scale * weight_scale[o].
  *
  * Folded activations. A quantized op's output covers [scale * (qmin - zp),
  * scale * (qmax - zp)]; quantizers (onnxruntime's quantize_static among them)
  * fold a following Relu or Clip(0, 6) into that range and drop the node. The
- * rule used here, for QLinearConv, QLinearAdd and QLinearMatMul outputs:
+ * rule used here, for QLinearConv, QLinearAdd and QLinearMatMul outputs (the
+ * QOperator format) and for a QuantizeLinear of an activation (the QDQ
+ * format, onnxruntime's default: Conv -> QuantizeLinear -> DequantizeLinear):
  *   - zp == qmin (the range starts at exactly 0: the int8 graph cannot output
  *     a negative value) -> an activation is restored;
  *   - it is ReLU6 when the range ends at or below 6 (within 0.1%), else ReLU.
+ * A QuantizeLinear whose input is already non-negative (a Relu or Clip the
+ * quantizer kept, or pooling of one) adds nothing; one quantized per channel
+ * folds when every channel's range starts at 0 (ReLU6 when all end by 6) and
+ * is refused when only some do.
  * In mobilenetv2-12-int8 every folded range starts at 0 and ends at 6.0 (13
  * convs) or below (22 convs, calibrated ranges such as [0, 2.3]): ReLU6 there
  * is what MobileNetV2 has, and for any range [0, m] with m <= 6 it is at least
@@ -43,40 +50,142 @@ static wk_status wk_q_params(wk_imp *imp, const Onnx__NodeProto *node, size_t k,
   return WK_OK;
 }
 
-/* Appends the activation folded into output range (scale, zp), if any;
+/* QuantizeLinear/DequantizeLinear's scale and zero point (inputs 1, 2) for
+ * `count` channels: the zero point has the scale's shape, as ONNX requires (a
+ * per-tensor scale with a per-channel zero point would read one of its
+ * values), and blocked quantization (opset 21's block_size) is refused. */
+static wk_status wk_q_qdq_params(wk_imp *imp, const Onnx__NodeProto *node, int64_t count,
+                                 wk_iv **s, wk_iv **zp) {
+  int64_t block;
+  WK_TRY(wk_imp_attr_int(imp, node, "block_size", 0, &block));
+  if (block != 0)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "blocked quantization (block_size %lld)",
+                       (long long)block);
+  WK_TRY(wk_q_params(imp, node, 1, count, s, zp));
+  if (*zp && (*zp)->n != (*s)->n)
+    return wk_imp_fail(imp, node, WK_ERR_SHAPE,
+                       "zero point '%s' has %lld values and scale '%s' %lld: they must match",
+                       (*zp)->name, (long long)(*zp)->n, (*s)->name, (long long)(*s)->n);
+  return WK_OK;
+}
+
+/* qmin and qmax of an ONNX quantized type. */
+static wk_status wk_q_range(wk_imp *imp, const Onnx__NodeProto *node, int32_t type, double *qmin,
+                            double *qmax) {
+  switch (type) {
+  case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: *qmin = 0, *qmax = 255; return WK_OK;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: *qmin = -128, *qmax = 127; return WK_OK;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: *qmin = 0, *qmax = 65535; return WK_OK;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: *qmin = -32768, *qmax = 32767; return WK_OK;
+  default:
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "quantized data type %d is not supported",
+                       (int)type);
+  }
+}
+
+/* The rule above for the ranges scale[i] * ([qmin, qmax] - zp[i]) of a
+ * quantized type (the zero point's, else `type`): *fold false when no range
+ * starts at 0. */
+static wk_status wk_q_fold_rule(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *s,
+                                const wk_iv *zp, int32_t type, bool *fold, wk_act *act) {
+  double qmin = 0, qmax = 0;
+  WK_TRY(wk_q_range(imp, node, zp ? zp->dtype : type, &qmin, &qmax));
+  const int64_t n = zp && zp->n > s->n ? zp->n : s->n;
+  int64_t at_zero = 0;
+  bool to_6 = true;
+  for (int64_t i = 0; i < n; i++) {
+    const double z = zp ? wk_q_at(zp, i) : 0;
+    if (z != qmin) continue;
+    at_zero++;
+    to_6 = to_6 && wk_q_at(s, i) * (qmax - z) <= 6.0 * 1.001;
+  }
+  if (at_zero > 0 && at_zero < n)
+    return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED,
+                       "%lld of %lld channels' ranges start at 0 (a folded ReLU) and the others "
+                       "do not", (long long)at_zero, (long long)n);
+  *fold = at_zero > 0;
+  *act = to_6 ? WK_ACT_RELU6 : WK_ACT_RELU;
+  return WK_OK;
+}
+
+/* Appends activation act after value *v, named after the node computing it;
  * *v becomes its value. */
-static wk_status wk_q_folded_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int *v) {
-  wk_iv *s, *zp;
-  WK_TRY(wk_q_params(imp, node, k, 1, &s, &zp));
-  const bool u8 = !zp || zp->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__INT8;
-  const double qmin = u8 ? 0 : -128, qmax = u8 ? 255 : 127, z = zp ? zp->c[0] : 0;
-  if (z != qmin) return WK_OK;
-  const double top = s->c[0] * (qmax - z);
-  const wk_act act = top <= 6.0 * 1.001 ? WK_ACT_RELU6 : WK_ACT_RELU;
-  char name[WK_NODE_NAME_MAX];
-  snprintf(name, sizeof name, "%.*s.%s", WK_NODE_NAME_MAX - 8,
-           wk_net_node(imp->net, *v - 1)->name, act == WK_ACT_RELU6 ? "relu6" : "relu");
+static wk_status wk_q_append_act(wk_imp *imp, const Onnx__NodeProto *node, wk_act act, int *v) {
+  char base[WK_NODE_NAME_MAX], name[WK_NODE_NAME_MAX];
+  snprintf(base, sizeof base, "%.*s.%s", WK_NODE_NAME_MAX - 8,
+           *v > 0 ? wk_net_node(imp->net, *v - 1)->name : "input",
+           act == WK_ACT_RELU6 ? "relu6" : "relu");
+  wk_imp_unique_name(imp, base, name);
   const int a = wk_imp_add_act(imp, node, *v, act, name);
-  if (a < 0) return WK_ERR_UNSUPPORTED;
+  if (a < 0) return imp->failed;
   *v = a;
   return WK_OK;
 }
 
+/* Appends the activation folded into the per-tensor output range (scale, zp)
+ * at inputs k, k + 1 of a QLinear op, if any; *v becomes its value. */
+static wk_status wk_q_folded_act(wk_imp *imp, const Onnx__NodeProto *node, size_t k, int *v) {
+  wk_iv *s, *zp;
+  WK_TRY(wk_q_params(imp, node, k, 1, &s, &zp));
+  bool fold;
+  wk_act act;
+  WK_TRY(wk_q_fold_rule(imp, node, s, zp, ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, &fold, &act));
+  return fold ? wk_q_append_act(imp, node, act, v) : WK_OK;
+}
+
+/* Value v cannot be negative: an activation, or pooling/flattening of one. */
+static bool wk_q_nonneg(const wk_imp *imp, int v) {
+  while (v > 0) {
+    const wk_node *nd = wk_net_node(imp->net, v - 1);
+    if (nd->op == WK_NODE_ACT) return true;
+    if (nd->op != WK_NODE_MAXPOOL && nd->op != WK_NODE_AVGPOOL &&
+        nd->op != WK_NODE_GLOBAL_AVGPOOL && nd->op != WK_NODE_FLATTEN &&
+        nd->op != WK_NODE_DROPOUT)
+      return false;
+    v = nd->in[0];
+  }
+  return false;
+}
+
+/* QuantizeLinear of activation x (QDQ graphs): a pass-through, with the
+ * activation its range folds restored (see above). */
+static wk_status wk_q_quantize_act(wk_imp *imp, const Onnx__NodeProto *node, wk_iv *x) {
+  int64_t axis, type, d[4];
+  WK_TRY(wk_imp_attr_int(imp, node, "axis", 1, &axis));
+  WK_TRY(wk_imp_attr_int(imp, node, "output_dtype", 0, &type));
+  const int r = wk_imp_onnx_shape(imp, x, d);
+  if (axis < 0) axis += r;
+  wk_iv *s, *zp;
+  WK_TRY(wk_q_qdq_params(imp, node, axis >= 0 && axis < r ? d[axis] : 1, &s, &zp));
+  if (s->n > 1 && (axis < 0 || axis >= r))
+    return wk_imp_fail(imp, node, WK_ERR_FORMAT, "axis out of range");
+  bool fold;
+  wk_act act;
+  WK_TRY(wk_q_fold_rule(imp, node, s, zp,
+                        type ? (int32_t)type : ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, &fold, &act));
+  if (!fold || wk_q_nonneg(imp, x->value)) return wk_imp_alias(imp, node, 0, x);
+  int v = x->value;
+  WK_TRY(wk_q_append_act(imp, node, act, &v));
+  return wk_imp_set_act_as(imp, node, 0, v, x);
+}
+
 static wk_status wk_q_quantize(wk_imp *imp, const Onnx__NodeProto *node) {
   wk_iv *x = wk_imp_find(imp, wk_imp_has_in(node, 0) ? node->input[0] : "");
-  if (!x) return wk_imp_fail(imp, node, WK_ERR_FORMAT, "%s", wk_last_error());
+  if (!x) return imp->failed;
   const bool dq = !strcmp(node->op_type, "DequantizeLinear");
-  if (!x->is_const) return wk_imp_alias(imp, node, 0, x);
+  if (!x->is_const) return dq ? wk_imp_alias(imp, node, 0, x) : wk_q_quantize_act(imp, node, x);
   if (!dq) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "quantizing a constant");
   /* a quantized weight (QDQ graphs): dequantize it along `axis` */
-  int64_t axis = wk_onnx_attr_int(node, "axis", 1), inner = 1, count = 1;
+  int64_t axis, inner = 1, count = 1;
+  WK_TRY(wk_imp_attr_int(imp, node, "axis", 1, &axis));
   if (axis < 0) axis += x->ndim;
   wk_iv *s, *zp;
   if (axis >= 0 && axis < x->ndim) count = x->dims[axis];
-  WK_TRY(wk_q_params(imp, node, 1, count, &s, &zp));
+  WK_TRY(wk_q_qdq_params(imp, node, count, &s, &zp));
   if (s->n > 1 && (axis < 0 || axis >= x->ndim))
     return wk_imp_fail(imp, node, WK_ERR_FORMAT, "axis out of range");
   for (int64_t d = axis + 1; s->n > 1 && d < x->ndim; d++) inner *= x->dims[d];
+  WK_TRY(wk_imp_charge(imp, node, (double)x->n * sizeof(double)));
   double *c = malloc((size_t)(x->n ? x->n : 1) * sizeof *c);
   if (!c) return wk_imp_fail(imp, node, WK_ERR_NOMEM, "out of memory");
   for (int64_t i = 0; i < x->n; i++) {
@@ -117,23 +226,26 @@ static wk_status wk_q_conv(wk_imp *imp, const Onnx__NodeProto *node) {
   nd.bias = b != NULL;
   wk_imp_node_name(imp, node, w->name, nd.name);
   int v = wk_imp_add(imp, node, &nd, wf, bf, NULL, NULL);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
   return wk_imp_set_act(imp, node, 0, v, 4);
 }
 
 static wk_status wk_q_add(wk_imp *imp, const Onnx__NodeProto *node) {
-  int rank, v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &rank);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  const wk_iv *like;
+  int v = wk_imp_sum(imp, node, 0, 3, "QLinearMatMul", &like);
+  if (v < 0) return imp->failed;
   WK_TRY(wk_q_folded_act(imp, node, 6, &v));
-  return wk_imp_set_act(imp, node, 0, v, rank);
+  return wk_imp_set_act_as(imp, node, 0, v, like);
 }
 
 static wk_status wk_q_global_pool(wk_imp *imp, const Onnx__NodeProto *node) {
-  if (wk_onnx_attr_int(node, "channels_last", 0) != 0)
+  int64_t channels_last;
+  WK_TRY(wk_imp_attr_int(imp, node, "channels_last", 0, &channels_last));
+  if (channels_last != 0)
     return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "channels_last input");
   const int v = wk_imp_global_pool(imp, node);
-  return v < 0 ? WK_ERR_UNSUPPORTED : wk_imp_set_act(imp, node, 0, v, 4);
+  return v < 0 ? imp->failed : wk_imp_set_act(imp, node, 0, v, 4);
 }
 
 /* The QLinearAdd of a constant that is the only reader of `out`: its bias
@@ -170,6 +282,9 @@ static wk_status wk_q_matmul(wk_imp *imp, const Onnx__NodeProto *node) {
   WK_TRY(wk_imp_const_in(imp, node, 3, &b));
   if (b->ndim != 2) return wk_imp_fail(imp, node, WK_ERR_UNSUPPORTED, "B must be 2-D");
   const int64_t k = b->dims[0], o = b->dims[1];
+  if (o > WK_MODEL_MAX_CLASSES)
+    return wk_imp_fail(imp, node, WK_ERR_LIMIT, "%lld outputs (a model holds at most %d)",
+                       (long long)o, WK_MODEL_MAX_CLASSES);
   if (k != wk_imp_features(imp, x) || o < 1)
     return wk_imp_fail(imp, node, WK_ERR_SHAPE, "B is %lldx%lld for %lld input features",
                        (long long)k, (long long)o, (long long)wk_imp_features(imp, x));
@@ -183,7 +298,7 @@ static wk_status wk_q_matmul(wk_imp *imp, const Onnx__NodeProto *node) {
   char name[WK_NODE_NAME_MAX];
   wk_imp_node_name(imp, node, b->name, name);
   int v = wk_imp_linear(imp, node, x, name, (int)o, w, bias);
-  if (v < 0) return WK_ERR_UNSUPPORTED;
+  if (v < 0) return imp->failed;
   const Onnx__NodeProto *last = add ? add : node;
   WK_TRY(wk_q_folded_act(imp, last, 6, &v));
   return wk_imp_set_act(imp, last, 0, v, 2);
