@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/json_field.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
@@ -39,13 +40,6 @@ char *wk_clicks_cfg_to_json(const wk_clicks_cfg *c) {
   return s;
 }
 
-static bool wk_json_num(const cJSON *o, const char *key, double *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(v)) return false;
-  *out = v->valuedouble;
-  return true;
-}
-
 wk_status wk_clicks_cfg_from_meta(const wk_model_meta *meta, wk_clicks_cfg *c) {
   *c = wk_clicks_cfg_default();
   cJSON *p = meta->provenance ? cJSON_Parse(meta->provenance) : NULL;
@@ -58,10 +52,10 @@ wk_status wk_clicks_cfg_from_meta(const wk_model_meta *meta, wk_clicks_cfg *c) {
   double size = 0, sw = 0, sh = 0, pause = 0, ev = 0, ts = 0, stride = 0, sstride = 0, mine = 0;
   const cJSON *scr = cJSON_GetObjectItemCaseSensitive(o, "screen");
   const cJSON *scale = cJSON_GetObjectItemCaseSensitive(o, "scale");
-  bool ok = wk_json_num(o, "size", &size) && wk_json_num(o, "pause_s", &pause) &&
-            wk_json_num(o, "window_events", &ev) && wk_json_num(o, "window_s", &ts) &&
-            wk_json_num(o, "stride", &stride) && wk_json_num(o, "score_stride", &sstride) &&
-            wk_json_num(o, "min_events", &mine) && cJSON_IsArray(scr) &&
+  bool ok = wk_json_double(o, "size", &size) && wk_json_double(o, "pause_s", &pause) &&
+            wk_json_double(o, "window_events", &ev) && wk_json_double(o, "window_s", &ts) &&
+            wk_json_double(o, "stride", &stride) && wk_json_double(o, "score_stride", &sstride) &&
+            wk_json_double(o, "min_events", &mine) && cJSON_IsArray(scr) &&
             cJSON_GetArraySize(scr) == 2 && cJSON_IsString(scale);
   if (ok) {
     sw = cJSON_GetArrayItem(scr, 0)->valuedouble;

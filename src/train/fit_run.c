@@ -3,11 +3,11 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_field.h"
 #include "core/log.h"
 
 char *wk_run_settings_json(const wk_fit_config *c, const wk_run_state *s) {
@@ -39,18 +39,6 @@ char *wk_run_settings_json(const wk_fit_config *c, const wk_run_state *s) {
   return text;
 }
 
-/* Field `key` of o into *v when it is a number in [lo, hi] (an integer when
- * `integer`); false otherwise. */
-static bool wk_run_num(const cJSON *o, const char *key, double lo, double hi, bool integer,
-                       double *v) {
-  const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || x->valuedouble < lo ||
-      x->valuedouble > hi || (integer && x->valuedouble != floor(x->valuedouble)))
-    return false;
-  *v = x->valuedouble;
-  return true;
-}
-
 /* Appends "name value (not was)" to the list of differences. */
 static void wk_run_note(char *buf, size_t cap, const char *name, const char *now,
                         const char *was) {
@@ -71,26 +59,26 @@ wk_status wk_run_settings_adopt(const char *path, const char *text, wk_fit_confi
   }
   double seed, val_pct, size, crop, epochs, lr, optim, wd, sched, ls, head, lr_min, best;
   const bool ok =
-      wk_run_num(o, "seed", 0, 9007199254740992.0, true, &seed) &&
-      wk_run_num(o, "val_pct", 0, 100, false, &val_pct) &&
-      wk_run_num(o, "size", 0, 65536, true, &size) &&
-      wk_run_num(o, "crop_scale_min", 1e-6, 1, false, &crop) &&
-      wk_run_num(o, "epochs", 1, 1e7, true, &epochs) && wk_run_num(o, "lr", 0, 1e3, false, &lr) &&
-      wk_run_num(o, "optim", WK_OPTIM_SGD, WK_OPTIM_ADAMW, true, &optim) &&
-      wk_run_num(o, "weight_decay", -1, 1e3, false, &wd) &&
-      wk_run_num(o, "schedule", WK_SCHEDULE_CONSTANT, WK_SCHEDULE_STEP, true, &sched) &&
-      wk_run_num(o, "label_smoothing", 0, 1, false, &ls) &&
-      wk_run_num(o, "head_epochs", 0, epochs, true, &head) &&
-      wk_run_num(o, "lr_min_scale", 1e-12, 1, false, &lr_min) &&
-      wk_run_num(o, "best_val_acc", -1, 1, false, &best);
+      wk_json_number(o, "seed", 0, 9007199254740992.0, true, &seed) &&
+      wk_json_number(o, "val_pct", 0, 100, false, &val_pct) &&
+      wk_json_number(o, "size", 0, 65536, true, &size) &&
+      wk_json_number(o, "crop_scale_min", 1e-6, 1, false, &crop) &&
+      wk_json_number(o, "epochs", 1, 1e7, true, &epochs) && wk_json_number(o, "lr", 0, 1e3, false, &lr) &&
+      wk_json_number(o, "optim", WK_OPTIM_SGD, WK_OPTIM_ADAMW, true, &optim) &&
+      wk_json_number(o, "weight_decay", -1, 1e3, false, &wd) &&
+      wk_json_number(o, "schedule", WK_SCHEDULE_CONSTANT, WK_SCHEDULE_STEP, true, &sched) &&
+      wk_json_number(o, "label_smoothing", 0, 1, false, &ls) &&
+      wk_json_number(o, "head_epochs", 0, epochs, true, &head) &&
+      wk_json_number(o, "lr_min_scale", 1e-12, 1, false, &lr_min) &&
+      wk_json_number(o, "best_val_acc", -1, 1, false, &best);
   const cJSON *pre = cJSON_GetObjectItemCaseSensitive(o, "pretrained");
   const cJSON *part = cJSON_GetObjectItemCaseSensitive(o, "partial_epoch");
   double loss_sum = 0, wait_s = 0, correct = 0, seen = 0;
   const bool part_ok =
-      !part || (wk_run_num(part, "loss_sum", 0, 1e300, false, &loss_sum) &&
-                wk_run_num(part, "wait_s", 0, 1e12, false, &wait_s) &&
-                wk_run_num(part, "seen", 1, 9e15, true, &seen) &&
-                wk_run_num(part, "correct", 0, seen, true, &correct));
+      !part || (wk_json_number(part, "loss_sum", 0, 1e300, false, &loss_sum) &&
+                wk_json_number(part, "wait_s", 0, 1e12, false, &wait_s) &&
+                wk_json_number(part, "seen", 1, 9e15, true, &seen) &&
+                wk_json_number(part, "correct", 0, seen, true, &correct));
   if (!ok || !part_ok || !(cJSON_IsNull(pre) || (cJSON_IsString(pre) && pre->valuestring[0]))) {
     cJSON_Delete(o);
     return wk_fail(WK_ERR_FORMAT, "%s: whisker.run has a missing or out-of-range setting",

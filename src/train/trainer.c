@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_field.h"
 #include "cuda/cuda.h"
 #include "train/ddp.h"
 #include "train/grad.h"
@@ -588,28 +589,6 @@ done:
   return st;
 }
 
-/* Reads a number field into *out (checked by the config checks afterwards). */
-static bool wk_jnum(const cJSON *o, const char *key, double *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return false;
-  *out = v->valuedouble;
-  return true;
-}
-
-static bool wk_jbool(const cJSON *o, const char *key, bool *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsBool(v)) return false;
-  *out = cJSON_IsTrue(v);
-  return true;
-}
-
-static bool wk_jcount(const cJSON *o, const char *key, int64_t *out) {
-  double d;
-  if (!wk_jnum(o, key, &d) || d < 0 || d > 9e15 || d != floor(d)) return false;
-  *out = (int64_t)d;
-  return true;
-}
-
 /* *scale, *good_steps and *skipped: fp16's loss scale, optional (older
  * checkpoints start at the default, and older still count no skipped steps);
  * a value out of range is a broken file. *prec: the precision
@@ -634,38 +613,38 @@ static wk_status wk_parse_checkpoint(const char *path, const char *text, wk_trai
     c->seed = strtoull(seed->valuestring, &end, 10);
     good = *seed->valuestring && !*end;
   }
-  good = good && wk_jcount(o, "step", step) && wk_jnum(o, "label_smoothing", &ls) &&
-         wk_jnum(o, "clip_norm", &c->clip_norm) && wk_jcount(o, "epoch", &pos->epoch) &&
-         wk_jcount(o, "batch", &pos->batch) &&
-         wk_jnum(opt, "weight_decay", &c->optim.weight_decay) &&
-         wk_jbool(opt, "decay_norm_and_bias", &c->optim.decay_norm_and_bias) &&
-         wk_jnum(opt, "momentum", &c->optim.momentum) &&
-         wk_jbool(opt, "nesterov", &c->optim.nesterov) && wk_jnum(opt, "beta1", &c->optim.beta1) &&
-         wk_jnum(opt, "beta2", &c->optim.beta2) && wk_jnum(opt, "eps", &c->optim.eps) &&
-         wk_jnum(sch, "lr", &c->schedule.lr) &&
-         wk_jcount(sch, "total_steps", &c->schedule.total_steps) &&
-         wk_jnum(sch, "pct_start", &c->schedule.pct_start) &&
-         wk_jnum(sch, "div_factor", &c->schedule.div_factor) &&
-         wk_jnum(sch, "final_div_factor", &c->schedule.final_div_factor) &&
-         wk_jbool(sch, "cycle_momentum", &c->schedule.cycle_momentum) &&
-         wk_jnum(sch, "base_momentum", &c->schedule.base_momentum) &&
-         wk_jnum(sch, "max_momentum", &c->schedule.max_momentum) &&
-         wk_jcount(sch, "warmup_steps", &c->schedule.warmup_steps) &&
-         wk_jnum(sch, "warmup_start_factor", &c->schedule.warmup_start_factor) &&
-         wk_jnum(sch, "eta_min", &c->schedule.eta_min) &&
-         wk_jcount(sch, "step_size", &c->schedule.step_size) &&
-         wk_jnum(sch, "gamma", &c->schedule.gamma);
+  good = good && wk_json_count(o, "step", step) && wk_json_double(o, "label_smoothing", &ls) &&
+         wk_json_double(o, "clip_norm", &c->clip_norm) && wk_json_count(o, "epoch", &pos->epoch) &&
+         wk_json_count(o, "batch", &pos->batch) &&
+         wk_json_double(opt, "weight_decay", &c->optim.weight_decay) &&
+         wk_json_bool(opt, "decay_norm_and_bias", &c->optim.decay_norm_and_bias) &&
+         wk_json_double(opt, "momentum", &c->optim.momentum) &&
+         wk_json_bool(opt, "nesterov", &c->optim.nesterov) && wk_json_double(opt, "beta1", &c->optim.beta1) &&
+         wk_json_double(opt, "beta2", &c->optim.beta2) && wk_json_double(opt, "eps", &c->optim.eps) &&
+         wk_json_double(sch, "lr", &c->schedule.lr) &&
+         wk_json_count(sch, "total_steps", &c->schedule.total_steps) &&
+         wk_json_double(sch, "pct_start", &c->schedule.pct_start) &&
+         wk_json_double(sch, "div_factor", &c->schedule.div_factor) &&
+         wk_json_double(sch, "final_div_factor", &c->schedule.final_div_factor) &&
+         wk_json_bool(sch, "cycle_momentum", &c->schedule.cycle_momentum) &&
+         wk_json_double(sch, "base_momentum", &c->schedule.base_momentum) &&
+         wk_json_double(sch, "max_momentum", &c->schedule.max_momentum) &&
+         wk_json_count(sch, "warmup_steps", &c->schedule.warmup_steps) &&
+         wk_json_double(sch, "warmup_start_factor", &c->schedule.warmup_start_factor) &&
+         wk_json_double(sch, "eta_min", &c->schedule.eta_min) &&
+         wk_json_count(sch, "step_size", &c->schedule.step_size) &&
+         wk_json_double(sch, "gamma", &c->schedule.gamma);
   c->label_smoothing = (float)ls;
   pos->global_batch = 0; /* absent from checkpoints before data parallelism */
   if (good && cJSON_GetObjectItemCaseSensitive(o, "global_batch"))
-    good = wk_jcount(o, "global_batch", &pos->global_batch);
+    good = wk_json_count(o, "global_batch", &pos->global_batch);
   *scale = WK_SCALE_INIT;
   *good_steps = *skipped = 0;
   if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale"))
-    good = wk_jnum(o, "loss_scale", scale) && *scale >= 1.0 && *scale <= WK_SCALE_MAX &&
-           wk_jcount(o, "loss_scale_good_steps", good_steps);
+    good = wk_json_double(o, "loss_scale", scale) && *scale >= 1.0 && *scale <= WK_SCALE_MAX &&
+           wk_json_count(o, "loss_scale_good_steps", good_steps);
   if (good && cJSON_GetObjectItemCaseSensitive(o, "loss_scale_skipped_steps"))
-    good = wk_jcount(o, "loss_scale_skipped_steps", skipped);
+    good = wk_json_count(o, "loss_scale_skipped_steps", skipped);
   *prec = WK_PRECISION_FP32;
   const cJSON *pj = cJSON_GetObjectItemCaseSensitive(o, "precision");
   if (good && pj)
