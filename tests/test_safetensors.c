@@ -5,7 +5,6 @@
  *
  * TABLE, the value pattern and METADATA are shared with
  * scripts/safetensors_torch.py; change them together. */
-#define _GNU_SOURCE /* O_TMPFILE */
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -872,14 +871,6 @@ START_TEST(test_atomic_write_failures) {
   remove_tmpdir(dir);
 }
 END_TEST
-
-/* Whether the filesystem of dir takes unnamed files (O_TMPFILE). */
-static bool wkt_has_tmpfile(const char *dir) {
-  const int fd = open(dir, O_TMPFILE | O_WRONLY, 0600);
-  if (fd < 0) return false;
-  close(fd);
-  return true;
-}
 
 START_TEST(test_atomic_write_success) {
   char dir[64], path[160];

@@ -1,10 +1,13 @@
 /* test_util.c - helpers shared by the Check suites. */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include "test_util.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 wk_ctx *wkt_ctx(wk_impl impl, int n_threads) {
   wk_ctx *ctx = NULL;
@@ -72,4 +75,11 @@ int wkt_run_suite(Suite *suite) {
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+bool wkt_has_tmpfile(const char *dir) {
+  const int fd = open(dir, O_TMPFILE | O_WRONLY, 0600);
+  if (fd < 0) return false;
+  close(fd);
+  return true;
 }

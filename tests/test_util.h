@@ -3,6 +3,7 @@
 #ifndef WK_TEST_UTIL_H
 #define WK_TEST_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,10 @@ wk_tensor wkt_tensor(wk_dtype dtype, int ndim, const int64_t *shape);
 /* The whole content of a file (malloc'd, at least 1 byte even when the file is
  * empty); *n_bytes gets its size. Fails the test when it cannot be read. */
 uint8_t *wkt_read_file(const char *path, size_t *n_bytes);
+
+/* Whether the filesystem of dir takes unnamed files (O_TMPFILE), which
+ * core/atomic_file writes through where it can. */
+bool wkt_has_tmpfile(const char *dir);
 
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);

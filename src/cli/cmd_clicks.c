@@ -163,15 +163,11 @@ static const struct {
     {"--lr", WK_SUB_EVAL},                   {"--seed", WK_SUB_EVAL},
 };
 
-static unsigned wk_clicks_sub(const char *cmd) {
-  return strstr(cmd, "render") ? WK_SUB_RENDER : strstr(cmd, "score") ? WK_SUB_SCORE : WK_SUB_EVAL;
-}
-
-/* 0, or -1 after saying that opt is not an option of cmd. */
-static int wk_clicks_option_fits(const char *cmd, const char *opt) {
+/* 0, or -1 after saying that opt is not an option of cmd (subcommand sub). */
+static int wk_clicks_option_fits(const char *cmd, unsigned sub, const char *opt) {
   const char *names[] = {"", "render", "score", "", "eval"};
   for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++) {
-    if (strcmp(opt, wk_clicks_only[k].name) || (wk_clicks_only[k].subs & wk_clicks_sub(cmd)))
+    if (strcmp(opt, wk_clicks_only[k].name) || (wk_clicks_only[k].subs & sub))
       continue;
     const unsigned m = wk_clicks_only[k].subs;
     fprintf(stderr, "whisker %s: %s is an option of clicks %s%s%s only\n", cmd, opt,
@@ -183,9 +179,10 @@ static int wk_clicks_option_fits(const char *cmd, const char *opt) {
   return 0;
 }
 
-/* Parses argv into o and the positional arguments into pos (n_pos). */
-static int wk_clicks_args(const char *cmd, int argc, char **argv, wk_clicks_opts *o,
-                          char ***pos, int *n_pos) {
+/* Parses argv of subcommand sub (cmd, for messages) into o and the
+ * positional arguments into pos (n_pos). */
+static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
+                          wk_clicks_opts *o, char ***pos, int *n_pos) {
   *pos = calloc((size_t)argc + 1, sizeof **pos);
   *n_pos = 0;
   if (!*pos) return fprintf(stderr, "whisker %s: out of memory\n", cmd), -1;
@@ -194,7 +191,7 @@ static int wk_clicks_args(const char *cmd, int argc, char **argv, wk_clicks_opts
       wk_usage_clicks(stdout);
       return 1;
     }
-    if (wk_clicks_option_fits(cmd, argv[i]) < 0) return -1;
+    if (wk_clicks_option_fits(cmd, sub, argv[i]) < 0) return -1;
     const char *opt = argv[i];
     int r = wk_clicks_option(cmd, argc, argv, &i, o);
     if (r < 0) return -1;
@@ -614,9 +611,13 @@ int wk_cmd_clicks(int argc, char **argv) {
     wk_usage_clicks(argc < 1 ? stderr : stdout);
     return argc < 1 ? WK_EXIT_USAGE : WK_EXIT_OK;
   }
-  const char *sub = argv[0];
-  if (strcmp(sub, "render") && strcmp(sub, "score") && strcmp(sub, "eval")) {
-    fprintf(stderr, "whisker clicks: '%s' is not render, score or eval\n", sub);
+  const char *name = argv[0];
+  const unsigned sub = !strcmp(name, "render") ? WK_SUB_RENDER
+                       : !strcmp(name, "score") ? WK_SUB_SCORE
+                       : !strcmp(name, "eval")  ? WK_SUB_EVAL
+                                                : 0;
+  if (!sub) {
+    fprintf(stderr, "whisker clicks: '%s' is not render, score or eval\n", name);
     wk_usage_clicks(stderr);
     return WK_EXIT_USAGE;
   }
@@ -624,15 +625,15 @@ int wk_cmd_clicks(int argc, char **argv) {
   char **pos = NULL;
   int n_pos = 0, rc;
   char cmd[64];
-  snprintf(cmd, sizeof cmd, "clicks %s", sub);
-  int r = wk_clicks_args(cmd, argc - 1, argv + 1, &o, &pos, &n_pos);
+  snprintf(cmd, sizeof cmd, "clicks %s", name);
+  int r = wk_clicks_args(cmd, sub, argc - 1, argv + 1, &o, &pos, &n_pos);
   if (r != 0) {
     free(pos);
     return r > 0 ? WK_EXIT_OK : WK_EXIT_USAGE;
   }
-  if (!strcmp(sub, "render")) {
+  if (sub == WK_SUB_RENDER) {
     rc = wk_clicks_render(&o, pos, n_pos);
-  } else if (!strcmp(sub, "score")) {
+  } else if (sub == WK_SUB_SCORE) {
     rc = wk_clicks_score_cmd(&o, pos, n_pos);
   } else {
     rc = wk_clicks_eval(&o, pos, n_pos);

@@ -70,6 +70,33 @@ static wk_rng tmp_rng(const wk_atomic_file *af) {
   return wk_rng_make(seed ^ ((uint64_t)getpid() << 32), (uint64_t)(uintptr_t)af);
 }
 
+/* Opens the directory that holds path (".", "/" or the part before the last
+ * slash) with flags, and mode 0666 for O_TMPFILE; -1 with errno set. */
+static int open_dir_of(const char *path, int flags) {
+  char *dir = dup_cstr(path);
+  if (!dir) {
+    errno = ENOMEM;
+    return -1;
+  }
+  char *slash = strrchr(dir, '/');
+  if (!slash) strcpy(dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  const int fd = open(dir, flags, 0666);
+  const int err = errno;
+  free(dir);
+  errno = err;
+  return fd;
+}
+
+/* Fails with s after forgetting a temporary name that names no file (none
+ * was created or linked under it). */
+static wk_status drop_tmp_name(wk_atomic_file *af, wk_status s) {
+  free(af->tmp_path), af->tmp_path = NULL;
+  release(af, 0);
+  return s;
+}
+
 /* The folder of af->path, for an unnamed file in it (O_TMPFILE): such a file
  * vanishes with the process if it is killed before the commit names it, so a
  * Ctrl-C or an MPI abort mid-checkpoint leaves no checkpoint-sized
@@ -77,15 +104,7 @@ static wk_rng tmp_rng(const wk_atomic_file *af) {
  * and /proc (for linkat); -1 otherwise, and the named way is used. */
 static int open_unnamed(const char *path) {
   if (access("/proc/self/fd", X_OK) != 0) return -1;
-  char *dir = dup_cstr(path);
-  if (!dir) return -1;
-  char *slash = strrchr(dir, '/');
-  if (!slash) strcpy(dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  const int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
-  free(dir);
-  return fd;
+  return open_dir_of(path, O_TMPFILE | O_WRONLY | O_CLOEXEC);
 }
 
 /* The temporary file: unnamed where the system allows, else created
@@ -110,14 +129,9 @@ static wk_status create_tmp(wk_atomic_file *af) {
     const char *p = af->tmp_path;
     int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno == EEXIST) continue;
-    if (fd < 0) {
-      int err = errno;
-      wk_status s = wk_fail(WK_ERR_IO, "%s: cannot create the temporary file %s: %s", af->path,
-                            p, strerror(err));
-      free(af->tmp_path), af->tmp_path = NULL; /* nothing was created */
-      release(af, 0);
-      return s;
-    }
+    if (fd < 0)
+      return drop_tmp_name(af, wk_fail(WK_ERR_IO, "%s: cannot create the temporary file %s: %s",
+                                       af->path, p, strerror(errno)));
     af->fp = fdopen(fd, "wb");
     if (!af->fp) {
       close(fd);
@@ -125,11 +139,8 @@ static wk_status create_tmp(wk_atomic_file *af) {
     }
     return WK_OK;
   }
-  wk_status s = wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already exist",
-                        af->path, WK_TMP_ATTEMPTS);
-  free(af->tmp_path), af->tmp_path = NULL;
-  release(af, 0);
-  return s;
+  return drop_tmp_name(af, wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already "
+                                   "exist", af->path, WK_TMP_ATTEMPTS));
 }
 
 /* Gives the unnamed temporary file a name, "PATH.tmp.XXXXXX", for the
@@ -145,18 +156,11 @@ static wk_status name_unnamed(wk_atomic_file *af) {
     }
     if (linkat(AT_FDCWD, proc, AT_FDCWD, af->tmp_path, AT_SYMLINK_FOLLOW) == 0) return WK_OK;
     if (errno == EEXIST) continue;
-    const int err = errno;
-    wk_status s = wk_fail(WK_ERR_IO, "%s: cannot name the temporary file %s: %s", af->path,
-                          af->tmp_path, strerror(err));
-    free(af->tmp_path), af->tmp_path = NULL; /* nothing was named */
-    release(af, 0);
-    return s;
+    return drop_tmp_name(af, wk_fail(WK_ERR_IO, "%s: cannot name the temporary file %s: %s",
+                                     af->path, af->tmp_path, strerror(errno)));
   }
-  wk_status s = wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already exist",
-                        af->path, WK_TMP_ATTEMPTS);
-  free(af->tmp_path), af->tmp_path = NULL;
-  release(af, 0);
-  return s;
+  return drop_tmp_name(af, wk_fail(WK_ERR_IO, "%s: %d temporary file names in a row already "
+                                   "exist", af->path, WK_TMP_ATTEMPTS));
 }
 
 /* path, or, when it is a symbolic link, the file the links lead to (a
@@ -221,17 +225,7 @@ FILE *wk_atomic_stream(wk_atomic_file *af) {
 /* fsyncs the directory that holds path. Filesystems that cannot sync a
  * directory (EINVAL) have nothing to sync. */
 static int sync_dir_of(const char *path) {
-  char *dir = dup_cstr(path);
-  if (!dir) {
-    errno = ENOMEM;
-    return -1;
-  }
-  char *slash = strrchr(dir, '/');
-  if (!slash) strcpy(dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free(dir);
+  const int fd = open_dir_of(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -1;
   int rc = fsync(fd);
   if (rc != 0 && errno == EINVAL) rc = 0;
