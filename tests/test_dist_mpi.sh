@@ -41,33 +41,29 @@ for r in 0 1; do
   grep -q "dist_mpi_prog: rank $r ok" "$tmp/check.out" || fail "rank $r did not finish"
 done
 
-# 2
-t0=$(date +%s.%N)
-rc=0
-WHISKER_DIST_TIMEOUT=2 run "$prog" timeout > "$tmp/timeout.out" 2>&1 || rc=$?
-t1=$(date +%s.%N)
-secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-cat "$tmp/timeout.out"
-echo "test_dist_mpi: the timeout run ended in $secs s with exit code $rc"
-[ "$rc" -ne 0 ] || fail "the timeout run exited 0"
-[ "$rc" -ne 124 ] || fail "the timeout run hung until timeout(1) killed it"
-grep -q "rank 0 of 2: no answer from the other ranks for 2 s in the timeout test's sum (a rank stopped or hangs)" \
-  "$tmp/timeout.out" || fail "no timeout message"
-awk -v s="$secs" 'BEGIN { exit !(s < 28) }' || fail "the timeout run took $secs s (>= 28 s; its rank 1 sleeps 30 s)"
+# A run of MODE whose rank 1 is 30 s late, with WHISKER_DIST_TIMEOUT=2:
+# it must fail (not exit 0, not hang until timeout(1)), within 28 s, with
+# rank 0's timeout message naming WHAT.
+late_rank_fails() {
+  local mode="$1" what="$2" t0 t1 secs rc=0
+  t0=$(date +%s.%N)
+  WHISKER_DIST_TIMEOUT=2 run "$prog" "$mode" > "$tmp/$mode.out" 2>&1 || rc=$?
+  t1=$(date +%s.%N)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  cat "$tmp/$mode.out"
+  echo "test_dist_mpi: the $mode run ended in $secs s with exit code $rc"
+  [ "$rc" -ne 0 ] || fail "the $mode run exited 0"
+  [ "$rc" -ne 124 ] || fail "the $mode run hung until timeout(1) killed it"
+  grep -q "rank 0 of 2: no answer from the other ranks for 2 s in $what" "$tmp/$mode.out" \
+    || fail "no timeout message naming $what"
+  awk -v s="$secs" 'BEGIN { exit !(s < 28) }' \
+    || fail "the $mode run took $secs s (>= 28 s; its rank 1 is 30 s late)"
+}
 
+# 2
+late_rank_fails timeout "the timeout test's sum (a rank stopped or hangs)"
 # 4 (before 3, which needs no mpirun): the end of the run has a deadline too
-t0=$(date +%s.%N)
-rc=0
-WHISKER_DIST_TIMEOUT=2 run "$prog" close > "$tmp/close.out" 2>&1 || rc=$?
-t1=$(date +%s.%N)
-secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-cat "$tmp/close.out"
-echo "test_dist_mpi: the late-close run ended in $secs s with exit code $rc"
-[ "$rc" -ne 0 ] || fail "the late-close run exited 0"
-[ "$rc" -ne 124 ] || fail "the late-close run hung until timeout(1) killed it"
-grep -q "rank 0 of 2: no answer from the other ranks for 2 s in the end of the run" \
-  "$tmp/close.out" || fail "no timeout message at the end of the run"
-awk -v s="$secs" 'BEGIN { exit !(s < 28) }' || fail "the late-close run took $secs s (>= 28 s)"
+late_rank_fails close "the end of the run"
 
 # 3
 rc=0

@@ -459,6 +459,26 @@ START_TEST(test_frozen_body) {
 }
 END_TEST
 
+/* Saves t (a smallcnn of 5 classes at 32 px) as a checkpoint in a scratch
+ * folder and loads it back into *back and *tb (on the host; the folder is
+ * gone again). */
+static void wkt_checkpoint_round_trip(wk_ctx *ctx, wk_trainer *t, wk_net **back,
+                                      wk_trainer **tb) {
+  char dir[] = "/tmp/wk_gpu_ckpt_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
+  wk_model_meta meta;
+  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 5, 32), WK_OK);
+  const wk_data_pos pos = {0, 3, 4};
+  ck_assert_msg(wk_checkpoint_save(path, t, &meta, &pos) == WK_OK, "%s", wk_last_error());
+  wk_model_meta_free(&meta);
+  ck_assert_msg(wk_checkpoint_load(ctx, path, back, tb, &meta, NULL) == WK_OK, "%s",
+                wk_last_error());
+  wk_model_meta_free(&meta);
+  remove(path);
+  rmdir(dir);
+}
+
 /* The step on the device (the optimizer's update in kernels/train.cu, the
  * weights, gradients, statistics and optimizer state kept there, and the
  * loss) against the host's loss and optimizer on the same GPU
@@ -504,19 +524,9 @@ static void wkt_device_step(wk_optim_kind kind) {
   ck_close("weights after 3 steps, device step vs host step", wk_net_weights(dev),
            wk_net_weights(host), n, 1e-5);
   /* checkpoint the device-side run, resume it, and go on with both */
-  char dir[] = "/tmp/wk_gpu_ckpt_XXXXXX", path[64];
-  ck_assert_ptr_nonnull(mkdtemp(dir));
-  snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
-  wk_model_meta meta;
-  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 5, 32), WK_OK);
-  const wk_data_pos pos = {0, 3, 4};
-  ck_assert_msg(wk_checkpoint_save(path, td, &meta, &pos) == WK_OK, "%s", wk_last_error());
-  wk_model_meta_free(&meta);
   wk_net *back = NULL;
   wk_trainer *tb = NULL;
-  wk_model_meta mb;
-  ck_assert_msg(wk_checkpoint_load(ctx, path, &back, &tb, &mb, NULL) == WK_OK, "%s",
-                wk_last_error());
+  wkt_checkpoint_round_trip(ctx, td, &back, &tb);
   ck_assert_int_eq(wk_net_use_gpu(back, 0), WK_OK);
   for (int s = 0; s < 2; s++) {
     float ld, lb;
@@ -525,9 +535,6 @@ static void wkt_device_step(wk_optim_kind kind) {
   }
   ck_close("weights 2 steps after a checkpoint, resumed vs uninterrupted", wk_net_weights(back),
            wk_net_weights(dev), n, 1e-5);
-  remove(path);
-  rmdir(dir);
-  wk_model_meta_free(&mb);
   wk_trainer_destroy(tb);
   wk_net_destroy(back);
   wk_trainer_destroy(td);
@@ -1021,23 +1028,11 @@ START_TEST(test_fp16_overflow_skips) {
   ck_assert_int_eq(wk_trainer_skipped_steps(t), 1);
   ck_assert_int_ne(memcmp(before, wk_net_weights(net), n * sizeof *before), 0);
   /* a checkpoint keeps the scale and the count of skipped steps */
-  char dir[] = "/tmp/wk_gpu_fp16_XXXXXX", path[64];
-  ck_assert_ptr_nonnull(mkdtemp(dir));
-  snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
-  wk_model_meta meta;
-  ck_assert_int_eq(wk_model_meta_init(&meta, "smallcnn", 5, 32), WK_OK);
-  const wk_data_pos pos = {0, 2, 4};
-  ck_assert_msg(wk_checkpoint_save(path, t, &meta, &pos) == WK_OK, "%s", wk_last_error());
-  wk_model_meta_free(&meta);
   wk_net *back = NULL;
   wk_trainer *tb = NULL;
-  ck_assert_msg(wk_checkpoint_load(ctx, path, &back, &tb, &meta, NULL) == WK_OK, "%s",
-                wk_last_error());
+  wkt_checkpoint_round_trip(ctx, t, &back, &tb);
   ck_assert_int_eq(wk_trainer_skipped_steps(tb), 1);
   ck_assert(wk_trainer_loss_scale(tb) == 128.0);
-  remove(path);
-  rmdir(dir);
-  wk_model_meta_free(&meta);
   wk_trainer_destroy(tb);
   wk_net_destroy(back);
   free(before);

@@ -343,14 +343,20 @@ END_TEST
  * dropout, so an evaluation forward before the step gives the step's logits;
  * then, with the weights zeroed and the bias {0, 1, 0, 2, 2}, every row's
  * classes 3 and 4 tie exactly and 3 must win. */
-START_TEST(test_predicted_classes) {
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+/* A 4 x 4 x 3 input flattened into one linear layer of k outputs (with a
+ * bias), initialised with seed 3. */
+static wk_net *wkt_flat_fc(wk_ctx *ctx, int k) {
   wk_net *net;
   ck_assert_int_eq(wk_net_create(ctx, 4, 4, 3, &net), WK_OK);
-  int v = wk_net_flatten(net, "flatten", 0);
-  v = wk_net_linear(net, "fc", v, 5, true);
+  const int v = wk_net_linear(net, "fc", wk_net_flatten(net, "flatten", 0), k, true);
   ck_assert_int_ge(v, 0);
   ck_assert_msg(wk_net_finalize(net, 3) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+START_TEST(test_predicted_classes) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_flat_fc(ctx, 5);
   wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
                          .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 2),
                          .seed = 1,
@@ -519,12 +525,7 @@ END_TEST
  * reports it instead of printing nothing for it under exit 0. */
 START_TEST(test_predict_files_nonfinite_output) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  ck_assert_int_eq(wk_net_create(ctx, 4, 4, 3, &net), WK_OK);
-  int v = wk_net_flatten(net, "flatten", 0);
-  v = wk_net_linear(net, "fc", v, 2, true);
-  ck_assert_int_ge(v, 0);
-  ck_assert_msg(wk_net_finalize(net, 3) == WK_OK, "%s", wk_last_error());
+  wk_net *net = wkt_flat_fc(ctx, 2);
   float *w = wk_net_weights(net);
   for (size_t i = 0; i < wk_net_n_elems(net); i++) w[i] = 1e-3f;
   const int fc = wk_net_find_param(net, "fc.weight");

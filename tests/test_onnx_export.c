@@ -175,6 +175,24 @@ static wk_status wkt_og_import(wkt_og *g, wk_ctx *ctx, wk_net **net, wk_model_me
   return s;
 }
 
+/* Imports g, which must succeed, into a network with a context of its own
+ * (free with wkt_og_net_free). */
+static wk_net *wkt_og_imported(wkt_og *g) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net;
+  wk_model_meta meta;
+  char path[256];
+  WKT_OK(wkt_og_import(g, ctx, &net, &meta, path));
+  wk_model_meta_free(&meta);
+  return net;
+}
+
+static void wkt_og_net_free(wk_net *net) {
+  wk_ctx *ctx = wk_net_ctx(net);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+
 /* Fails the test unless importing g fails with `code` and a message naming the
  * file and containing each of the `want` strings (NULL-terminated). */
 static void wkt_og_refused(wkt_og *g, wk_status code, const char *const *want) {
@@ -268,14 +286,8 @@ START_TEST(test_attribute_type_refused) {
   wkt_og_flatten_gemm(&g, 5);
   wkt_og_attr_int(&g, "transB", 1);
   wkt_og_attr_float(&g, "alpha", 2.0f);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wk_net *net = wkt_og_imported(&g);
+  wkt_og_net_free(net);
 }
 END_TEST
 
@@ -342,11 +354,7 @@ START_TEST(test_flatten_order_through_elementwise) {
   wkt_og_attr_int(&g, "transB", 1);
   wkt_og_floats(&g, "W", 2, (const int64_t[]){k, 48}, w);
   wkt_og_floats(&g, "B", 1, (const int64_t[]){k}, b);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_net *net = wkt_og_imported(&g);
   float got[5], want[5];
   wkt_logits(net, x, 3, 4, 4, got, k);
   const float *bnp[4] = {bn[0], bn[1], bn[2], bn[3]};
@@ -358,9 +366,7 @@ START_TEST(test_flatten_order_through_elementwise) {
   const double e = wkt_rel_err(got, want, k, 1e-6);
   ck_assert_msg(e < 1e-5, "op %d: relative error %g (logit 0: %g, want %g)", op, e, got[0],
                 want[0]);
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_og_net_free(net);
 }
 END_TEST
 
@@ -425,19 +431,13 @@ START_TEST(test_folded_act_name_unique) {
   wkt_og_scalar(&g, "s1", WKT_F32, 0.02); /* [0, 5.1]: a folded ReLU6 */
   wkt_og_scalar(&g, "z1", WKT_U8, 0);
   wkt_og_floats(&g, "Wg", 2, (const int64_t[]){5, 4}, fc);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_net *net = wkt_og_imported(&g);
   ck_assert_int_eq(wk_net_n_nodes(net), 5); /* relu6, conv, relu6, pool, linear */
   ck_assert_str_eq(wk_net_node(net, 0)->name, "a.relu6");
   ck_assert_str_eq(wk_net_node(net, 1)->name, "a");
   ck_assert_int_eq(wk_net_node(net, 2)->act, WK_ACT_RELU6);
   wkt_names_unique(net);
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_og_net_free(net);
 }
 END_TEST
 
@@ -531,11 +531,7 @@ static void wkt_qdq_check(const wkt_qdq_case *c, int n_z, const double *z1) {
   wkt_fill_f32(fc, 20, 13, -1.0f, 1.0f);
   wkt_og g;
   wkt_qdq_graph(&g, c, w, fc, n_z, z1);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_net *net = wkt_og_imported(&g);
   int n_act = 0, act = -1;
   for (int i = 0; i < wk_net_n_nodes(net); i++)
     if (wk_net_node(net, i)->op == WK_NODE_ACT) n_act++, act = (int)wk_net_node(net, i)->act;
@@ -562,9 +558,7 @@ static void wkt_qdq_check(const wkt_qdq_case *c, int n_z, const double *z1) {
   wkt_logits(net, x, 3, 4, 4, got, 5);
   const double e = wkt_rel_err(got, want, 5, 1e-6);
   ck_assert_msg(e < 1e-5, "relative error %g", e);
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_og_net_free(net);
 }
 
 START_TEST(test_qdq_folded_act) { wkt_qdq_check(&wkt_qdq_cases[_i], 1, NULL); }
@@ -919,14 +913,8 @@ START_TEST(test_shape_slice_refused) {
   wkt_og_attr_int(&g, "start", -4);
   wkt_og_attr_int(&g, "end", 10);
   wkt_og_head(&g, "x", 3);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wk_net *net = wkt_og_imported(&g);
+  wkt_og_net_free(net);
 }
 END_TEST
 
@@ -988,11 +976,7 @@ START_TEST(test_dequantize_params_checked) {
   WKT_REFUSED(&g, WK_ERR_UNSUPPORTED, "node 'q' (QuantizeLinear)", "block_size 4");
   /* matching shapes import */
   wkt_dq_weight_graph(&g, 4, 4, 0);
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net;
-  wk_model_meta meta;
-  char path[256];
-  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  wk_net *net = wkt_og_imported(&g);
   size_t np;
   const wk_param *p = wk_net_params(net, &np);
   const float *w = wk_net_weights(net) + p[0].offset; /* OHWI = (4, 1, 1, 3) */
@@ -1000,9 +984,7 @@ START_TEST(test_dequantize_params_checked) {
     for (int i = 0; i < 3; i++)
       ck_assert_float_eq_tol(w[o * 3 + i], 0.1f * (o + 1) * (float)(o * 3 + i - 6 - (o + 1)),
                              1e-6f);
-  wk_model_meta_free(&meta);
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_og_net_free(net);
 }
 END_TEST
 
