@@ -88,12 +88,30 @@ static void wk_cmyk_to_rgb(uint8_t *px, size_t n_px) {
   }
 }
 
-/* The decode's geometry and destination: denom, the scaled stored size
+/* After a decode that libjpeg warned of (msg, its first warning): the
+ * file's truncation, when a warning said the data ended early (`truncated`)
+ * or no end-of-image marker follows its last scan; else WK_OK (other
+ * warnings are tolerated, as PIL tolerates them). */
+static wk_status wk_jpeg_warned(const char *name, const uint8_t *p, size_t n, const char *msg,
+                                bool truncated) {
+  if (truncated) return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (%s)", name, msg);
+  if (wk_no_eoi_after_scan(p, n))
+    return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
+                   "scan; libjpeg warned: %s)", name, msg);
+  return WK_OK;
+}
+
+/* The decode's geometry and destination, once the frame's size w x hgt is
+ * checked against the header's and the pixel limit: denom, the scaled stored size
  * (*sw, *sh), and where the decoder writes (out itself when nothing follows,
  * else the decoder's scratch, bpp bytes a pixel). */
 static wk_status wk_jpeg_target(wk_decoder *dec, const char *name, const wk_decode_opts *o,
                                 const wk_header *h, int w, int hgt, int bpp, bool cmyk,
                                 wk_image *out, int *denom, int *sw, int *sh, uint8_t **dst) {
+  if (w != h->stored_width || hgt != h->stored_height)
+    return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: frame header says %d x %d, libjpeg %d x %d",
+                   name, h->stored_width, h->stored_height, w, hgt);
+  WK_TRY(wk_check_pixels(name, w, hgt, o->max_pixels));
   int disp_w, disp_h;
   wk_oriented_size(h->orientation, w, hgt, &disp_w, &disp_h);
   *denom = wk_jpeg_pick_denom(o, disp_w, disp_h);
@@ -172,18 +190,12 @@ static wk_status wk_jpeglib_decode(wk_decoder *dec, const uint8_t *p, size_t n, 
   d.progress = &prog;
   jpeg_mem_src(&d, p, (unsigned long)n);
   jpeg_read_header(&d, TRUE);
-  wk_status st = WK_OK;
   const int w = (int)d.image_width, hgt = (int)d.image_height;
-  if (w != h->stored_width || hgt != h->stored_height)
-    st = wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: frame header says %d x %d, libjpeg %d x %d",
-                 name, h->stored_width, h->stored_height, w, hgt);
-  if (st == WK_OK) st = wk_check_pixels(name, w, hgt, o->max_pixels);
   const bool cmyk = d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK;
   int denom = 1, sw = 0, sh = 0;
   uint8_t *dst = NULL;
-  if (st == WK_OK)
-    st = wk_jpeg_target(dec, name, o, h, w, hgt, cmyk ? 4 : 3, cmyk, out, &denom, &sw, &sh,
-                        &dst);
+  wk_status st = wk_jpeg_target(dec, name, o, h, w, hgt, cmyk ? 4 : 3, cmyk, out, &denom, &sw,
+                                &sh, &dst);
   if (st == WK_OK) {
     d.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     d.scale_num = 1;
@@ -202,11 +214,7 @@ static wk_status wk_jpeglib_decode(wk_decoder *dec, const uint8_t *p, size_t n, 
   }
   if (st == WK_OK) jpeg_finish_decompress(&d);
   jpeg_destroy_decompress(&d);
-  if (st == WK_OK && e.truncated)
-    st = wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (%s)", name, e.first);
-  if (st == WK_OK && e.warnings > 0 && wk_no_eoi_after_scan(p, n))
-    st = wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
-                 "scan; libjpeg warned: %s)", name, e.first);
+  if (st == WK_OK && e.warnings > 0) st = wk_jpeg_warned(name, p, n, e.first, e.truncated);
   if (st != WK_OK) return st;
   wk_jpeg_finish(dst, sw, sh, cmyk, h, out);
   *scale_denom = denom;
@@ -234,11 +242,6 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
                                                              scale_denom);
     return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG header: %s", name, msg);
   }
-  if (w != h->stored_width || hgt != h->stored_height)
-    return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: frame header says %d x %d, libjpeg %d x %d",
-                   name, h->stored_width, h->stored_height, w, hgt);
-  WK_TRY(wk_check_pixels(name, w, hgt, o->max_pixels));
-
   const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
   const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
   int denom, sw, sh;
@@ -250,11 +253,7 @@ wk_status wk_jpeg_decode(wk_decoder *dec, const uint8_t *p, size_t n, const char
     const char *msg = tjGetErrorStr2(tj);
     if (tjGetErrorCode(tj) != TJERR_WARNING)
       return wk_fail(WK_ERR_FORMAT, "%s: corrupt JPEG: %s", name, msg);
-    if (wk_tj_truncation(msg))
-      return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (%s)", name, msg);
-    if (wk_no_eoi_after_scan(p, n))
-      return wk_fail(WK_ERR_FORMAT, "%s: truncated JPEG (no end-of-image marker after its last "
-                     "scan; libjpeg warned: %s)", name, msg);
+    WK_TRY(wk_jpeg_warned(name, p, n, msg, wk_tj_truncation(msg)));
   }
   wk_jpeg_finish(dst, sw, sh, cmyk, h, out);
   *scale_denom = denom;
