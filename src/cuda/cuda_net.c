@@ -360,9 +360,14 @@ static void *wk_cw(const wk_gpu_net *net, int p) {
 }
 
 /* The convolutions' math type before a ranking: FMA (no TF32) for fp32, the
- * default (tensor cores allowed) for tf32, bf16 and fp16, as PyTorch sets it. */
+ * default (TF32 tensor cores allowed) for tf32, tensor-op math for bf16 and
+ * fp16. The default math does not let cuDNN 9's legacy API use tensor cores
+ * on 16-bit data: on an H100 it ran bf16 convolutions as float32 FMA kernels
+ * behind layout and type conversions, and backward-data as a direct kernel,
+ * about 80 times slower than PyTorch's bf16 step (README, GPU benchmark). */
 static cudnnMathType_t wk_conv_math(const wk_gpu_net *net) {
-  return net->g.precision == WK_PRECISION_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+  if (net->g.precision == WK_PRECISION_FP32) return CUDNN_FMA_MATH;
+  return wk_half(net) ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
 }
 
 /* A device allocation for `what` failed with s. No room says so, wrapping the
