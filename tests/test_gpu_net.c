@@ -341,8 +341,8 @@ START_TEST(test_smallcnn) { wkt_compare("smallcnn", wkt_smallcnn, 4, NULL, NULL)
 END_TEST
 START_TEST(test_resnet18) {
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18", wkt_resnet18, 3, NULL, &gs);
-  ck_assert_int_eq(gs.bn_fuse_groups, 0); /* fp32 fuses only when asked */
+  wkt_compare("resnet18", wkt_resnet18, 3, "0", &gs);
+  ck_assert_int_eq(gs.bn_fuse_groups, 0); /* unfused when asked; fused by default below */
 }
 END_TEST
 /* mobilenetv2's training here takes one of two paths by a rounding-level
@@ -357,8 +357,8 @@ END_TEST
 START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
 END_TEST
 
-/* Batchnorm fused with relu and with the residual add ($WHISKER_BN_FUSE=1
- * fuses in float32 too) against the CPU at float32's bounds: every gradient
+/* Batchnorm fused with relu and with the residual add (the default in every
+ * precision; $WHISKER_BN_FUSE unset) against the CPU at float32's bounds: every gradient
  * (the batchnorm's input's, its scale's and bias's, the add's other
  * input's, through the scratch where a value has two readers), the running
  * statistics and three SGD steps. resnet18 has 17 groups: the stem's
@@ -379,7 +379,7 @@ static void wkt_expect_fused(const char *name, const wk_gpu_graph_stats *gs, int
 
 START_TEST(test_bn_fuse_fp32_resnet18) {
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, "1", &gs);
+  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, NULL, &gs);
   /* training forwards: wkt_compare's own, then one per step (its eval forward is unfused) */
   wkt_expect_fused("test_bn_fuse_fp32_resnet18", &gs, 17, 4);
 }
@@ -967,13 +967,13 @@ static void wkt_whisker_bn(wk_precision prec, bool sync, double out_tol, double 
   snprintf(what, sizeof what, "%s %s batchnorm: running statistics' step", name, how);
   ck_close(what, step[1], step[0], (int64_t)nb, stats_tol);
   /* the path ran (the bounds hold for cuDNN's batchnorm too): its 6
-   * batchnorms in the training forward, and nothing fused, though 16 bits
-   * would fuse 5 groups */
+   * batchnorms in the training forward, and nothing fused, though cuDNN's
+   * batchnorm would fuse 5 groups */
   wk_gpu_graph_stats gs;
   ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
   ck_assert_int_eq(gs.bn_own_runs, 6);
   ck_assert_int_eq(gs.bn_fused_runs, 0);
-  ck_assert_int_eq(gs.bn_fuse_groups, prec == WK_PRECISION_FP32 ? 0 : 5);
+  ck_assert_int_eq(gs.bn_fuse_groups, 5);
   free(param_bucket);
   free(before);
   free(step[0]);

@@ -138,7 +138,7 @@
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
-/* $WHISKER_BN_FUSE (cuda.h): auto fuses in bf16 and fp16 */
+/* $WHISKER_BN_FUSE (cuda.h): auto and on fuse in every precision */
 typedef enum { WK_FUSE_AUTO, WK_FUSE_ON, WK_FUSE_OFF } wk_fuse_mode;
 
 typedef struct wk_gnode {
@@ -536,8 +536,7 @@ static wk_status wk_plan_fusion(wk_gpu_net *net) {
     wk_gnode *s = &net->gn[i];
     s->fuse_bn = s->fuse_add = s->fuse_z = s->fused_into = -1;
   }
-  if (net->fuse_mode == WK_FUSE_OFF || (net->fuse_mode == WK_FUSE_AUTO && !wk_half(net)))
-    return WK_OK;
+  if (net->fuse_mode == WK_FUSE_OFF) return WK_OK;
   wk_bn_fuse_group *groups = malloc((size_t)net->g.n_nodes * sizeof *groups);
   if (!groups) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
   net->fuse_groups = wk_bn_fuse_plan(net->nodes, net->g.n_nodes, net->consumers, groups);

@@ -25,7 +25,8 @@
  *  - the Ex functions' bnOps: BN anywhere; BN_ACTIVATION and
  *    BN_ADD_ACTIVATION with a RELU activation, under the documented conditions
  *    of the semi-persistent NHWC kernel that performs them (mode
- *    SPATIAL_PERSISTENT, x, y, z, dy, dx, dz HALF and NHWC fully packed, C a
+ *    SPATIAL_PERSISTENT, x, y, z, dy, dx, dz HALF (and, as seen, BFLOAT16 or
+ *    FLOAT) and NHWC fully packed, C a
  *    multiple of 4 with the add), CUDNN_STATUS_NOT_SUPPORTED otherwise, in the
  *    size queries as in the calls;
  *  - workspace and reserve sizes of this fake's choosing (zero for bnOps BN,
@@ -294,12 +295,17 @@ static cudnnStatus_t bn_check_param_desc(const char *fn, const char *name,
  * dimension should be a multiple of 4 only when bnOps is
  * CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION"); only that kernel applies an
  * activation (without it the Ex calls are the plain ones), so a fused bnOps
- * outside them is CUDNN_STATUS_NOT_SUPPORTED. t: the tensors, already checked
- * to match t[0] (x). */
+ * outside them is CUDNN_STATUS_NOT_SUPPORTED. The documentation names HALF
+ * only, but cuDNN 9.19 on an H100 fused BFLOAT16 and FLOAT too (whisker's
+ * resnet18 tests, 2026-11-23: all 17 groups in fp32 and bf16), and whisker
+ * fuses by default in every precision, so this fake takes all three. t: the
+ * tensors, already checked to match t[0] (x). */
 static cudnnStatus_t bn_fused_supported(cudnnBatchNormMode_t mode, cudnnBatchNormOps_t ops,
                                         const cudnnTensorDescriptor_t *t, int nt) {
   if (mode != CUDNN_BATCHNORM_SPATIAL_PERSISTENT) return CUDNN_STATUS_NOT_SUPPORTED;
-  if (t[0]->dtype != CUDNN_DATA_HALF) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (t[0]->dtype != CUDNN_DATA_HALF && t[0]->dtype != CUDNN_DATA_BFLOAT16 &&
+      t[0]->dtype != CUDNN_DATA_FLOAT)
+    return CUDNN_STATUS_NOT_SUPPORTED;
   for (int i = 0; i < nt; i++)
     if (!bn_nhwc_packed(t[i])) return CUDNN_STATUS_NOT_SUPPORTED;
   if (ops == CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION && t[0]->c % 4 != 0)
