@@ -1059,7 +1059,9 @@ END_TEST
  * run-to-run variation (the device-step test's 1e-5) are all that separates
  * the paths: losses within 1e-5 relative, weights within 1e-5 normalised
  * error. fp16 stores every value's gradient in 11 bits, where one float ulp
- * can cross a rounding boundary (~5e-4 of that element): 1e-4.
+ * can cross a rounding boundary (~5e-4 of that element), and after two
+ * updates the loss carries such flips: 1e-3 (seen on an H100: 3.4e-4 at
+ * step 2, in one run of two).
  * A wrong factor (the 1 / batch, the loss scale, the smoothing) moves the
  * gradient and the loss by 10% or more. The predicted classes agree exactly
  * (these random logits do not tie within an ulp). */
@@ -1124,7 +1126,7 @@ START_TEST(test_device_loss_fp32) { wkt_device_loss(WK_PRECISION_FP32, 0, 0, 1e-
 END_TEST
 START_TEST(test_device_loss_fp32_clipped) { wkt_device_loss(WK_PRECISION_FP32, 0, 1.0, 1e-5); }
 END_TEST
-START_TEST(test_device_loss_fp16) { wkt_device_loss(WK_PRECISION_FP16, 128, 0, 1e-4); }
+START_TEST(test_device_loss_fp16) { wkt_device_loss(WK_PRECISION_FP16, 128, 0, 1e-3); }
 END_TEST
 
 /* Sets element 0 of parameter `name` to v, returning the old value; the
@@ -1852,13 +1854,17 @@ static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch
                   wk_last_error());
     ck_assert_msg(wk_trainer_step(tt, &x, &labels, &lt, NULL) == WK_OK, "%s: %s", name,
                   wk_last_error());
-    ck_assert_msg(fabs((double)lt - lh) <= 1e-4 * fabs((double)lh) + 1e-6,
+    /* step 0 is one forward on the same weights; every step after it carries
+     * the algorithms' different rounding through updates, which mobilenetv2
+     * amplifies (seen on an H100: 1.1e-4 at step 3) */
+    const double tol = s == 0 ? 1e-4 : 1e-3;
+    ck_assert_msg(fabs((double)lt - lh) <= tol * fabs((double)lh) + 1e-6,
                   "%s step %d: loss %.8g with timed algorithms, %.8g with the heuristics'", name,
                   s, (double)lt, (double)lh);
   }
   char what[128];
   snprintf(what, sizeof what, "%s weights after 4 steps, timed vs heuristic algorithms", name);
-  ck_close(what, wk_net_weights(timed), wk_net_weights(heur), (int64_t)wk_net_n_elems(heur), 2e-4);
+  ck_close(what, wk_net_weights(timed), wk_net_weights(heur), (int64_t)wk_net_n_elems(heur), 1e-3);
   const wk_gpu_algo_stats st = wkt_algo_stats(ctx);
   printf("%s: %d convolutions, %lld directions timed, %lld reused, %lld fell back to the "
          "heuristics\n", name, n_conv, (long long)st.timed, (long long)st.reused,
