@@ -6,8 +6,9 @@
 # (test_gpu_cli.sh)), then the GPU benchmark side by
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
-# what the step in one call, CUDA graphs (over the one call), the staged next
-# batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
+# what the batchnorms left alone gain through cuDNN's Ex calls
+# ($WHISKER_BN_FUSE=all against the default), the step in one call, CUDA graphs (over the one
+# call), the staged next batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
 # $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
 # and what whisker's batchnorm kernels cost against cuDNN's ($WHISKER_GPU_OWN_BN).
 #
@@ -313,6 +314,24 @@ if room 300; then
   printf "%s" "$mem_rows"
 } | tee "$out/bench_gpu.md"
 else skipped "the training and inference tables" 300; fi
+# the batchnorms no group fuses (ResNet's downsample ones) through cuDNN's Ex calls alone
+# ($WHISKER_BN_FUSE=all, opt-in until measured here) against the plain calls (the default): on
+# the first H100 run the plain calls' NCHW kernels took about a third of a bf16 ResNet-18 step
+abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
+if room 80; then
+{
+  echo
+  echo "| model | batch | precision | batchnorm alone plain img/s | alone through Ex img/s | Ex / plain |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet50 resnet18; do
+    x0=$( (export WHISKER_BN_FUSE=auto; abench --model "$m" --batch 256 --precision bf16) |
+      field train_images_per_s)
+    x1=$( (export WHISKER_BN_FUSE=all; abench --model "$m" --batch 256 --precision bf16) |
+      field train_images_per_s)
+    echo "| $m | 256 | bf16 | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
+  done
+} | tee -a "$out/bench_gpu.md"
+else skipped "batchnorms alone through the Ex calls" 80; fi
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 if room 100; then
 {
@@ -332,9 +351,8 @@ if room 100; then
 } | tee -a "$out/bench_gpu.md"
 else skipped "the NCCL path's cost" 100; fi
 # The tables below each set one environment variable off and on around the same training
-# bench: abench runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
+# bench: abench (above) runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
 # "| model | batch | precision | off img/s | on img/s | on / off |".
-abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
 ab_row() {
   local var=$1 off=$2 on=$3 m=$4 b=$5 p=$6 x0 x1
   x0=$( (export "$var=$off"; abench --model "$m" --batch "$b" --precision "$p") |

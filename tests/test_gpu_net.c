@@ -420,6 +420,21 @@ START_TEST(test_bn_fuse_fp32_corners) {
 }
 END_TEST
 
+/* $WHISKER_BN_FUSE=all: the batchnorms no group takes (resnet18's three
+ * downsample ones; the corners' bn_c, whose output has two readers) run
+ * alone through the Ex calls (CUDNN_BATCHNORM_OPS_BN), at the same bounds. */
+START_TEST(test_bn_fuse_all_fp32) {
+  wk_gpu_graph_stats gs;
+  wkt_compare("resnet18, every batchnorm through the Ex calls", wkt_resnet18, 3, "all", &gs);
+  ck_assert_int_eq(gs.bn_solo_groups, 3);
+  wkt_expect_fused("test_bn_fuse_all_fp32 resnet18", &gs, 20, 4);
+  wkt_compare("fusion corners, every batchnorm through the Ex calls", wkt_fuse_corners, 6, "all",
+              &gs);
+  ck_assert_int_eq(gs.bn_solo_groups, 1);
+  wkt_expect_fused("test_bn_fuse_all_fp32 corners", &gs, 4, 4);
+}
+END_TEST
+
 /* A frozen body (fine-tuning's first phase) gets no gradient on the GPU either,
  * and unfreezing reaches the device. */
 START_TEST(test_frozen_body) {
@@ -814,52 +829,59 @@ static void wkt_bn_fuse_half(wk_precision prec, const wkt_fuse_tol *tol, bool mu
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 31, -1.0f, 1.0f);
   wkt_fill_f32(dy.data, B * F, 32, -1.0f, 1.0f);
   const size_t n = wk_net_n_elems(cpu), nb = wk_net_n_buffer_elems(cpu);
-  float ref[B * F], out[2][B * F];
-  float *grads[2] = {malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-  float *stats[3] = {malloc(nb * sizeof(float)), malloc(nb * sizeof(float)),
-                     malloc(nb * sizeof(float))}; /* unfused, fused, the CPU's */
-  ck_assert(grads[0] && grads[1] && stats[0] && stats[1] && stats[2]);
-  memcpy(stats[2], wk_net_buffer_data(cpu), nb * sizeof(float));
+  /* unfused, fused (the default), every batchnorm through the Ex calls
+   * ($WHISKER_BN_FUSE=all: the block's downsample batchnorm alone), and
+   * stats[3] the CPU's */
+  enum { V = 3 };
+  static const char *const fuse[V] = {"0", "auto", "all"}, *const hows[V] = {
+      "unfused", "fused", "all through the Ex calls"};
+  float ref[B * F], out[V][B * F], *grads[V], *stats[V + 1];
+  for (int f = 0; f < V; f++) ck_assert_ptr_nonnull(grads[f] = malloc(n * sizeof(float)));
+  for (int f = 0; f <= V; f++) ck_assert_ptr_nonnull(stats[f] = malloc(nb * sizeof(float)));
+  memcpy(stats[V], wk_net_buffer_data(cpu), nb * sizeof(float));
   ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
   memcpy(ref, yc.data, sizeof ref);
   ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
-  for (size_t k = 0; k < nb; k++) stats[2][k] = wk_net_buffer_data(cpu)[k] - stats[2][k];
+  for (size_t k = 0; k < nb; k++) stats[V][k] = wk_net_buffer_data(cpu)[k] - stats[V][k];
   const char *name = wk_precision_name(prec);
   size_t np;
   const wk_param *ps = wk_net_params(cpu, &np);
   char what[160];
-  for (int f = 0; f < 2; f++) {
+  for (int f = 0; f < V; f++) {
     wk_gpu_graph_stats gs;
-    wkt_resblock_gpu(ctx, prec, f ? "auto" : "0", &x, &dy, out[f], grads[f], stats[f], &gs);
-    const char *how = f ? "fused" : "unfused";
-    ck_assert_int_eq(gs.bn_fuse_groups, f ? 5 : 0);
+    wkt_resblock_gpu(ctx, prec, fuse[f], &x, &dy, out[f], grads[f], stats[f], &gs);
+    const char *how = hows[f];
+    const int groups = f == 0 ? 0 : f == 1 ? 5 : 6;
+    ck_assert_int_eq(gs.bn_fuse_groups, groups);
+    ck_assert_int_eq(gs.bn_solo_groups, f == 2 ? 1 : 0);
     if (f && must_fuse)
-      ck_assert_msg(gs.bn_fuse_refused == 0 && gs.bn_fused_runs == 5, "%s: %d groups refused: %s",
-                    name, gs.bn_fuse_refused, gs.bn_fuse_note);
+      ck_assert_msg(gs.bn_fuse_refused == 0 && gs.bn_fused_runs == groups,
+                    "%s %s: %d groups refused: %s", name, how, gs.bn_fuse_refused, gs.bn_fuse_note);
     if (f)
-      printf("%s: %lld of 5 batchnorm groups ran fused%s%s%s%s\n", name,
-             (long long)gs.bn_fused_runs, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note,
+      printf("%s %s: %lld of %d batchnorm groups ran fused%s%s%s%s\n", name, how,
+             (long long)gs.bn_fused_runs, groups, gs.bn_fuse_refused ? ": " : "", gs.bn_fuse_note,
              gs.bn_own_note[0] ? "; batchnorm on whisker's kernels: " : "", gs.bn_own_note);
     snprintf(what, sizeof what, "%s %s output vs the CPU", name, how);
     ck_close(what, out[f], ref, B * F, tol->out);
     snprintf(what, sizeof what, "%s %s running statistics' step vs the CPU", name, how);
-    ck_close(what, stats[f], stats[2], (int64_t)nb, tol->stats);
+    ck_close(what, stats[f], stats[V], (int64_t)nb, tol->stats);
     for (size_t i = 0; i < np; i++) {
       snprintf(what, sizeof what, "%s %s gradient of %s vs the CPU", name, how, ps[i].name);
       ck_close(what, grads[f] + ps[i].offset, wk_net_grads(cpu) + ps[i].offset,
                (int64_t)ps[i].numel, tol->grad);
     }
   }
-  snprintf(what, sizeof what, "%s output, fused vs unfused", name);
-  ck_close(what, out[1], out[0], B * F, tol->pair_out);
-  for (size_t i = 0; i < np; i++) {
-    snprintf(what, sizeof what, "%s gradient of %s, fused vs unfused", name, ps[i].name);
-    ck_close(what, grads[1] + ps[i].offset, grads[0] + ps[i].offset, (int64_t)ps[i].numel,
-             tol->pair_grad);
+  for (int f = 1; f < V; f++) {
+    snprintf(what, sizeof what, "%s output, %s vs unfused", name, hows[f]);
+    ck_close(what, out[f], out[0], B * F, tol->pair_out);
+    for (size_t i = 0; i < np; i++) {
+      snprintf(what, sizeof what, "%s gradient of %s, %s vs unfused", name, ps[i].name, hows[f]);
+      ck_close(what, grads[f] + ps[i].offset, grads[0] + ps[i].offset, (int64_t)ps[i].numel,
+               tol->pair_grad);
+    }
   }
-  for (int k = 0; k < 3; k++) free(stats[k]);
-  free(grads[0]);
-  free(grads[1]);
+  for (int k = 0; k <= V; k++) free(stats[k]);
+  for (int k = 0; k < V; k++) free(grads[k]);
   wk_tensor_free(&x);
   wk_tensor_free(&dy);
   wk_net_destroy(cpu);
@@ -2221,6 +2243,7 @@ int main(void) {
     wkt_add(tc, test_misc_ops);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);
     wkt_add(tc, test_bn_fuse_fp32_corners);
+    wkt_add(tc, test_bn_fuse_all_fp32);
     wkt_add(tc, test_frozen_body);
     wkt_add(tc, test_device_step_sgd);
     wkt_add(tc, test_tf32);

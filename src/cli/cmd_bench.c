@@ -240,12 +240,13 @@ int wk_cmd_bench(int argc, char **argv) {
            "\"fp16_skipped_steps\": %lld, \"train_images_per_s\": %.3f, "
            "\"train_step_s\": %.4f, \"infer_b1_latency_ms\": %.3f, \"infer_images_per_s\": %.3f, "
            "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f, "
-           "\"bn_fused\": %d, \"bn_unfused\": %d, \"bn_own_runs\": %lld}\n",
+           "\"bn_fused\": %d, \"bn_unfused\": %d, \"bn_alone\": %d, \"bn_own_runs\": %lld}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
            o.size, ctx->n_threads, world, wk_ddp_backend(ddp),
            wk_precision_name(wk_net_precision(net)), u8 ? "u8" : "f32",
            (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb,
-           gpu_peak_mb, gpu_held_mb, bn_fused, gs.bn_fuse_refused, (long long)gs.bn_own_runs);
+           gpu_peak_mb, gpu_held_mb, bn_fused, gs.bn_fuse_refused, gs.bn_solo_groups,
+           (long long)gs.bn_own_runs);
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
@@ -263,7 +264,8 @@ int wk_cmd_bench(int argc, char **argv) {
              gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
              (long long)mem.cache.n_allocs, wk_mib(mem.device_total_bytes));
     if (gs.bn_fuse_groups)
-      printf("fused      %d of %d batchnorm + relu groups%s%s\n", bn_fused, gs.bn_fuse_groups,
+      printf("fused      %d of %d batchnorm + relu groups%s%s%s\n", bn_fused, gs.bn_fuse_groups,
+             gs.bn_solo_groups ? " (batchnorms alone among them: $WHISKER_BN_FUSE=all)" : "",
              gs.bn_fuse_note[0] ? ": " : "", gs.bn_fuse_note);
     if (gs.bn_own_note[0]) printf("batchnorm  on whisker's kernels: %s\n", gs.bn_own_note);
   }

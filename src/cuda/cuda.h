@@ -106,7 +106,10 @@ typedef struct wk_gpu_net wk_gpu_net;
  * the batchnorm's and the add's outputs are never written nor read again.
  * Unset, "auto" or "1": in every precision (on an H100 a ResNet-18 fp32 step
  * ran 2.5 times faster fused: cuDNN's plain batchnorm runs NCHW kernels on
- * NHWC data); "0": never. A group cuDNN refuses runs
+ * NHWC data); "0": never; "all": as "1", and every other training batchnorm
+ * (ResNet's downsample ones) alone through the same Ex calls with
+ * CUDNN_BATCHNORM_OPS_BN, for their NHWC kernels (opt-in: not yet run on a
+ * GPU; wk_gpu_graph_stats's bn_solo_groups counts them among the groups). A group cuDNN refuses runs
  * unfused (wk_gpu_net_graph_stats says which and why), and so does every
  * group when $WHISKER_GPU_WORKSPACE_MB is 0 (a fused call needs some
  * workspace: given none, cuDNN's Ex calls act as the plain batchnorm).
@@ -297,6 +300,7 @@ typedef struct wk_gpu_graph_stats {
    * runs synchronised or on whisker's kernels: bn_own_note), and the groups
    * queued fused so far (a CUDA graph's replays not counted) */
   int bn_fuse_groups, bn_fuse_refused;
+  int bn_solo_groups; /* of the groups, batchnorms alone ($WHISKER_BN_FUSE=all) */
   int64_t bn_fused_runs;
   char bn_fuse_note[256];
   /* batchnorms run by whisker's kernels (kernels/syncbn.cu) in training so

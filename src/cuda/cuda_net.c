@@ -138,8 +138,9 @@
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
-/* $WHISKER_BN_FUSE (cuda.h): auto and on fuse in every precision */
-typedef enum { WK_FUSE_AUTO, WK_FUSE_ON, WK_FUSE_OFF } wk_fuse_mode;
+/* $WHISKER_BN_FUSE (cuda.h): auto and on fuse in every precision; all also
+ * runs the batchnorms left alone through the Ex calls */
+typedef enum { WK_FUSE_AUTO, WK_FUSE_ON, WK_FUSE_OFF, WK_FUSE_ALL } wk_fuse_mode;
 
 typedef struct wk_gnode {
   /* x, y: the input and output values (float32, or 16 bits with bf16 and
@@ -167,9 +168,13 @@ typedef struct wk_gnode {
    * the batch, fuse_off for good once a call has refused it (then the nodes
    * run one by one); fused: the last forward ran the group fused; reserve:
    * cuDNN's reserve space, from that forward to its backward. On the
-   * batchnorm and add nodes, fused_into names the relu node (-1: none). */
+   * batchnorm and add nodes, fused_into names the relu node (-1: none).
+   * fuse_solo ($WHISKER_BN_FUSE=all): a batchnorm no group takes is a group
+   * of its own, on its own node (fuse_bn and fused_into name it), run by the
+   * Ex calls with CUDNN_BATCHNORM_OPS_BN and no activation, for their NHWC
+   * kernels (the plain calls run NCHW ones on NHWC data). */
   int fuse_bn, fuse_add, fuse_z, fused_into;
-  bool fuse_skip, fuse_off, fused;
+  bool fuse_skip, fuse_off, fused, fuse_solo;
   void *reserve;
   size_t reserve_bytes;
 } wk_gnode;
@@ -218,6 +223,7 @@ struct wk_gpu_net {
   wk_fuse_mode fuse_mode;
   cudnnActivationDescriptor_t relu; /* the fused groups' */
   int fuse_groups;                  /* groups planned */
+  int fuse_solos;                   /* of which batchnorms alone ($WHISKER_BN_FUSE=all) */
   int64_t fusion_batch;             /* the batch the groups were sized for (0: none) */
   int64_t fused_runs;               /* groups queued fused (a graph's replays not counted) */
   char fuse_note[256];              /* the first refusal's reason */
@@ -535,7 +541,9 @@ static wk_status wk_plan_fusion(wk_gpu_net *net) {
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
     s->fuse_bn = s->fuse_add = s->fuse_z = s->fused_into = -1;
+    s->fuse_solo = false;
   }
+  net->fuse_groups = net->fuse_solos = 0;
   if (net->fuse_mode == WK_FUSE_OFF) return WK_OK;
   wk_bn_fuse_group *groups = malloc((size_t)net->g.n_nodes * sizeof *groups);
   if (!groups) return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
@@ -550,6 +558,14 @@ static wk_status wk_plan_fusion(wk_gpu_net *net) {
     if (f->add >= 0) net->gn[f->add].fused_into = f->relu;
   }
   free(groups);
+  for (int i = 0; net->fuse_mode == WK_FUSE_ALL && i < net->g.n_nodes; i++) {
+    wk_gnode *s = &net->gn[i];
+    if (net->nodes[i].op != WK_NODE_BATCHNORM || s->fused_into >= 0) continue;
+    s->fuse_bn = s->fused_into = i;
+    s->fuse_solo = true;
+    net->fuse_groups++;
+    net->fuse_solos++;
+  }
   return WK_OK;
 }
 
@@ -685,8 +701,10 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   if (env && *env) {
     if (!strcmp(env, "1")) net->fuse_mode = WK_FUSE_ON;
     else if (!strcmp(env, "0")) net->fuse_mode = WK_FUSE_OFF;
+    else if (!strcmp(env, "all")) net->fuse_mode = WK_FUSE_ALL;
     else if (strcmp(env, "auto"))
-      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_BN_FUSE='%s': expected auto, 1 or 0", env);
+      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_BN_FUSE='%s': expected auto, 1, all or 0",
+                     env);
   }
   return WK_OK;
 }
@@ -969,19 +987,31 @@ static wk_status wk_conv_answered(wk_gpu_net *net, int i, wk_conv_dir d, cudnnSt
 }
 
 static cudnnBatchNormOps_t wk_fuse_ops(const wk_gnode *s) {
+  if (s->fuse_solo) return CUDNN_BATCHNORM_OPS_BN;
   return s->fuse_add >= 0 ? CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION
                           : CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
+}
+
+/* The group's activation: relu, none for a batchnorm alone. */
+static cudnnActivationDescriptor_t wk_fuse_act(const wk_gpu_net *net, const wk_gnode *s) {
+  return s->fuse_solo ? NULL : net->relu;
 }
 
 /* Why group j (its relu node) runs unfused: the first reason is kept for
  * wk_cudanet_graph_stats. */
 static void wk_fuse_note(wk_gpu_net *net, int j, const char *why) {
   const wk_gnode *s = &net->gn[j];
-  if (!net->fuse_note[0] &&
-      snprintf(net->fuse_note, sizeof net->fuse_note,
-               "%s: cuDNN does not fuse batchnorm %s with %srelu here (%s)", net->nodes[j].name,
-               net->nodes[s->fuse_bn].name, s->fuse_add >= 0 ? "the add and " : "", why) < 0)
-    net->fuse_note[0] = '\0';
+  if (net->fuse_note[0]) return;
+  const int r =
+      s->fuse_solo
+          ? snprintf(net->fuse_note, sizeof net->fuse_note,
+                     "%s: cuDNN does not run batchnorm %s alone through its Ex calls here (%s)",
+                     net->nodes[j].name, net->nodes[j].name, why)
+          : snprintf(net->fuse_note, sizeof net->fuse_note,
+                     "%s: cuDNN does not fuse batchnorm %s with %srelu here (%s)",
+                     net->nodes[j].name, net->nodes[s->fuse_bn].name,
+                     s->fuse_add >= 0 ? "the add and " : "", why);
+  if (r < 0) net->fuse_note[0] = '\0';
 }
 
 /* The fused groups for the batch the descriptors describe, before a
@@ -999,16 +1029,16 @@ static wk_status wk_fusion_batch(wk_gpu_net *net) {
     const cudnnBatchNormOps_t ops = wk_fuse_ops(s);
     const cudnnTensorDescriptor_t z = s->fuse_add >= 0 ? sb->y : NULL;
     size_t fw = 0, bw = 0, rs = 0;
+    const cudnnActivationDescriptor_t act = wk_fuse_act(net, s);
     cudnnStatus_t e = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
-        net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, sb->x, z, s->y, sb->bias, net->relu,
-        &fw);
+        net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, sb->x, z, s->y, sb->bias, act, &fw);
     if (e == CUDNN_STATUS_SUCCESS)
       e = cudnnGetBatchNormalizationBackwardExWorkspaceSize(
           net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, sb->x, s->y, s->y, z, sb->x,
-          sb->bias, net->relu, &bw);
+          sb->bias, act, &bw);
     if (e == CUDNN_STATUS_SUCCESS)
       e = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(
-          net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, net->relu, sb->x, &rs);
+          net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, ops, act, sb->x, &rs);
     /* never no workspace: given none, cuDNN's Ex calls act as the plain
      * batchnorm (cuDNN's documentation); a reserve space even if cuDNN
      * asks for none */
@@ -1321,19 +1351,24 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
       net->val[bn->in[0]], add ? sb->y : NULL, add ? net->val[s->fuse_z] : NULL, s->y,
       net->val[j + 1], sb->bias, wk_pw(net, bn->param[0]), wk_pw(net, bn->param[1]),
       bn->bn.momentum, wk_bufp(net, bn->buffer[0]), wk_bufp(net, bn->buffer[1]), wk_bn_eps(bn),
-      sb->save_mean, sb->save_invvar, net->relu, net->workspace, net->workspace_bytes,
+      sb->save_mean, sb->save_invvar, wk_fuse_act(net, s), net->workspace, net->workspace_bytes,
       s->reserve, s->reserve_bytes);
   if (CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
     s->fuse_off = true;
     wk_fuse_note(net, j, cudnnGetErrorString(e));
+    if (s->fuse_solo) return wk_forward_node(net, j, true, drop, seed_step);
     WK_TRY(wk_forward_node(net, s->fuse_bn, true, drop, seed_step));
     if (add) WK_TRY(wk_forward_node(net, s->fuse_add, true, drop, seed_step));
     return wk_forward_node(net, j, true, drop, seed_step);
   }
+  if (e != CUDNN_STATUS_SUCCESS && s->fuse_solo)
+    return wk_cudnn_failed(e, "batchnorm %s through the Ex call ($WHISKER_BN_FUSE=1 runs it "
+                           "plain)", bn->name);
   if (e != CUDNN_STATUS_SUCCESS)
     return wk_cudnn_failed(e, "fused batchnorm %s%s with relu ($WHISKER_BN_FUSE=0 runs them one "
                            "by one)", bn->name, add ? " and the add" : "");
   sb->bn_trained = true;
+  sb->bn_ran_own = false;
   s->fused = true;
   net->fused_runs++;
   return WK_OK;
@@ -1447,7 +1482,9 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
                                 y));
     return WK_OK;
   case WK_NODE_BATCHNORM: {
-    if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train)) return WK_OK;
+    if (s->fuse_solo) s->fused = false;
+    if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train))
+      return s->fuse_solo ? wk_fused_forward(net, i, drop, seed_step) : WK_OK;
     /* 16-bit x and y with float32 statistics, scale and bias: cuDNN's own mix */
     float *g = wk_pw(net, nd->param[0]), *b = wk_pw(net, nd->param[1]);
     float *rm = wk_bufp(net, nd->buffer[0]), *rv = wk_bufp(net, nd->buffer[1]);
@@ -1818,7 +1855,7 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
       net->cudnn, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, wk_fuse_ops(s), &one, &zero, &one, &zero,
       sb->x, net->val[in], s->y, net->val[j + 1], s->y, net->grad[j + 1], add ? sb->y : NULL, dz,
       sb->x, dx, sb->bias, wk_pw(net, bn->param[0]), wk_pw(net, bn->param[1]), dg, db,
-      wk_bn_eps(bn), sb->save_mean, sb->save_invvar, net->relu, net->workspace,
+      wk_bn_eps(bn), sb->save_mean, sb->save_invvar, wk_fuse_act(net, s), net->workspace,
       net->workspace_bytes, s->reserve, s->reserve_bytes);
   if (CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) {
     /* the nodes one by one from here: the relu's output and the batchnorm's
@@ -1830,6 +1867,9 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
     wk_fuse_note(net, j, cudnnGetErrorString(e));
     return wk_backward_node(net, j, NULL);
   }
+  if (e != CUDNN_STATUS_SUCCESS && s->fuse_solo)
+    return wk_cudnn_failed(e, "batchnorm %s through the Ex call, backward ($WHISKER_BN_FUSE=1 "
+                           "runs it plain)", bn->name);
   if (e != CUDNN_STATUS_SUCCESS)
     return wk_cudnn_failed(e, "fused batchnorm %s%s with relu, backward ($WHISKER_BN_FUSE=0 "
                            "runs them one by one)", bn->name, add ? " and the add" : "");
@@ -1885,7 +1925,8 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_BATCHNORM: {
-    if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
+    if (s->fused_into >= 0 && net->gn[s->fused_into].fused)
+      return s->fuse_solo ? wk_fused_backward(net, i) : WK_OK;
     if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
     if (s->bn_ran_own) return wk_own_bn_backward(net, i, need_dx);
     const bool frozen = !wk_trainable(net, nd->param[0]);
@@ -2598,6 +2639,7 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .invalidations = net->graphs.invalidations,
                               .off = net->graphs.off, .staged = net->staged_used,
                               .bn_fuse_groups = net->fuse_groups,
+                              .bn_solo_groups = net->fuse_solos,
                               .bn_fused_runs = net->fused_runs,
                               .bn_own_runs = net->own_runs};
   for (int j = 0; j < net->g.n_nodes; j++) {
