@@ -38,6 +38,7 @@
 #include "nn/net_impl.h"
 #include "onnx/onnx.h"
 #include "test_util.h"
+#include "train/finetune.h"
 
 /* ------------------------------------------------------------------ counters */
 
@@ -75,14 +76,24 @@ static int wkt_insn_open(void) {
   return (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
 }
 
-static long long wkt_insn_finalize(int fd, wk_net *net) {
-  long long n = -1;
+static void wkt_insn_start(int fd) {
   ioctl(fd, PERF_EVENT_IOC_RESET, 0);
   ioctl(fd, PERF_EVENT_IOC_ENABLE, 0);
-  WKT_OK(wk_net_finalize_empty(net));
+}
+
+static long long wkt_insn_stop(int fd) {
+  long long n = -1;
   ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
   ck_assert_int_eq(read(fd, &n, sizeof n), (ssize_t)sizeof n);
   return n;
+}
+
+/* Whether the counter counts (a virtual machine may give one that never does);
+ * says so when not. */
+static bool wkt_insn_counts(const char *test, long long n) {
+  if (n > 0) return true;
+  fprintf(stderr, "%s: the instruction counter reads %lld: not checked\n", test, n);
+  return false;
 }
 
 /* ------------------------------------------------------------------ fixtures */
@@ -302,8 +313,8 @@ static wk_net *wkt_pool_chain(wk_ctx *ctx, int len, bool flatten) {
     snprintf(name, sizeof name, "pool%d", i);
     v = i % 3 == 2 ? wk_net_avgpool(net, name, v, &pp) : wk_net_maxpool(net, name, v, &pp);
   }
-  v = flatten ? wk_net_flatten(net, "flat", v)
-              : wk_net_global_avgpool(net, "gap", wk_net_conv(net, "tail", v, 16, 1, 1, &cp, false));
+  if (!flatten) v = wk_net_conv(net, "tail", v, 16, 1, 1, &cp, false);
+  v = flatten ? wk_net_flatten(net, "flat", v) : wk_net_global_avgpool(net, "gap", v);
   ck_assert_int_gt(wk_net_linear(net, "fc", v, 2, true), 0);
   return net;
 }
@@ -399,14 +410,12 @@ START_TEST(test_finalize_work_grows_linearly) {
     const int nodes[2] = {2000, 16000};
     for (int k = 0; k < 2; k++) {
       wk_net *net = pools ? wkt_pool_chain(ctx, nodes[k], true) : wkt_chain(ctx, nodes[k], 10);
-      insn[k] = wkt_insn_finalize(fd, net);
+      wkt_insn_start(fd);
+      WKT_OK(wk_net_finalize_empty(net));
+      insn[k] = wkt_insn_stop(fd);
       wk_net_destroy(net);
     }
-    if (insn[0] <= 0) { /* a virtual machine may give a counter that never counts */
-      fprintf(stderr, "test_finalize_work_grows_linearly: the instruction counter reads %lld: "
-              "not checked\n", insn[0]);
-      break;
-    }
+    if (!wkt_insn_counts("test_finalize_work_grows_linearly", insn[0])) break;
     const double ratio = (double)insn[1] / (double)insn[0];
     ck_assert_msg(ratio < 20.0,
                   "finalize, %s: %lld instructions for %d nodes, %lld for %d (%.1f times)",
@@ -414,6 +423,38 @@ START_TEST(test_finalize_work_grows_linearly) {
                   nodes[1], ratio);
   }
   close(fd);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Fine-tuning's freezing of the body and unfreezing: once per call, not a
+ * re-derivation of the graph per node. */
+START_TEST(test_freezing_work_grows_linearly) {
+  const int fd = wkt_insn_open();
+  if (fd < 0) {
+    fprintf(stderr, "test_freezing_work_grows_linearly: no instruction counter (%s): "
+            "not checked\n", strerror(errno));
+    return;
+  }
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  long long insn[2];
+  const int nodes[2] = {2000, 16000};
+  for (int k = 0; k < 2; k++) {
+    wk_net *net = wkt_chain(ctx, nodes[k], 10);
+    WKT_OK(wk_net_finalize_empty(net));
+    wkt_insn_start(fd);
+    wk_finetune_freeze_body(net);
+    wk_finetune_unfreeze(net, 0.01);
+    insn[k] = wkt_insn_stop(fd);
+    wk_net_destroy(net);
+  }
+  close(fd);
+  if (wkt_insn_counts("test_freezing_work_grows_linearly", insn[0])) {
+    const double ratio = (double)insn[1] / (double)insn[0];
+    ck_assert_msg(ratio < 20.0,
+                  "freezing: %lld instructions for %d nodes, %lld for %d (%.1f times)", insn[0],
+                  nodes[0], insn[1], nodes[1], ratio);
+  }
   wk_ctx_destroy(ctx);
 }
 END_TEST
@@ -431,6 +472,7 @@ int main(void) {
   tcase_add_test(tc, test_blocked_layout_travels_the_chain);
   tcase_add_test(tc, test_residual_fusion_on_a_long_chain);
   tcase_add_test(tc, test_finalize_work_grows_linearly);
+  tcase_add_test(tc, test_freezing_work_grows_linearly);
   suite_add_tcase(s, tc);
   int rc = wkt_run_suite(s);
   char cmd[300];
