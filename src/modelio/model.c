@@ -300,8 +300,10 @@ static wk_status wk_load_classes(const wk_st_file *f, wk_model_meta *meta) {
     st = wk_fail(WK_ERR_FORMAT, "%s: whisker.classes is not an array of %d names",
                  wk_st_path(f), n);
   }
-  for (int i = 0; st == WK_OK && i < n; i++) {
-    const cJSON *s = cJSON_GetArrayItem(a, i);
+  /* along the list, not by cJSON_GetArrayItem (a walk from the head each
+   * time: quadratic in the up to WK_MODEL_MAX_CLASSES names) */
+  const cJSON *s = st == WK_OK ? a->child : NULL;
+  for (int i = 0; st == WK_OK && i < n; i++, s = s->next) {
     if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > 255)
       st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string of 1 to 255 bytes",
                    wk_st_path(f), i);

@@ -48,6 +48,13 @@ wk_status wk_net_create(wk_ctx *ctx, int in_h, int in_w, int in_c, wk_net **out)
   return WK_OK;
 }
 
+/* The name indexes of finalize (wk_check_unique_names), gone stale or unwanted. */
+static void wk_drop_name_index(wk_net *net) {
+  free(net->param_by_name);
+  free(net->buffer_by_name);
+  net->param_by_name = net->buffer_by_name = NULL;
+}
+
 void wk_net_destroy(wk_net *net) {
   if (!net) return;
   wk_net_release_gpu(net);
@@ -56,6 +63,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->nodes);
   free(net->params);
   free(net->buffers);
+  wk_drop_name_index(net);
   free(net->weights);
   free(net->grads);
   free(net->buffer_data);
@@ -277,6 +285,7 @@ int wk_net_add_node(wk_net *net, const wk_node *node) {
   if (!node->name[0] || memchr(node->name, '\0', sizeof node->name) == NULL)
     return wk_build_fail(net, WK_ERR_INVALID_ARG, "node %d: empty or unterminated name",
                          net->n_nodes);
+  wk_drop_name_index(net); /* new names, after a finalize that failed */
   if (net->n_nodes == net->cap_nodes) {
     int cap = net->cap_nodes ? 2 * net->cap_nodes : 64;
     wk_node *a = realloc(net->nodes, (size_t)cap * sizeof *a);
@@ -388,13 +397,49 @@ static size_t wk_layout(wk_param *a, size_t n) {
   return off;
 }
 
-static wk_status wk_check_unique_names(const wk_net *net) {
-  /* Quadratic, but networks have a few hundred parameters and it runs once. */
-  for (size_t i = 0; i < net->n_params; i++)
-    for (size_t j = i + 1; j < net->n_params; j++)
-      if (strcmp(net->params[i].name, net->params[j].name) == 0)
-        return wk_fail(WK_ERR_INVALID_ARG, "network: two parameters named '%s'",
-                       net->params[i].name);
+/* By name, then by position in the array (the lower index first). */
+static int wk_cmp_entry_name(const void *a, const void *b) {
+  const wk_param *x = *(const wk_param *const *)a, *y = *(const wk_param *const *)b;
+  const int c = strcmp(x->name, y->name);
+  return c ? c : (x > y) - (x < y);
+}
+
+/* The indices of a[0, n) sorted by name (ties by index) in *out (malloc'ed):
+ * name lookups by bisection, and duplicates side by side. */
+static wk_status wk_name_index(const wk_param *a, size_t n, int **out) {
+  *out = NULL;
+  const wk_param **by = malloc((n ? n : 1) * sizeof *by);
+  int *idx = malloc((n ? n : 1) * sizeof *idx);
+  if (!by || !idx) {
+    free(by);
+    free(idx);
+    return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  }
+  for (size_t i = 0; i < n; i++) by[i] = &a[i];
+  qsort(by, n, sizeof *by, wk_cmp_entry_name);
+  for (size_t i = 0; i < n; i++) idx[i] = (int)(by[i] - a);
+  free(by);
+  *out = idx;
+  return WK_OK;
+}
+
+/* Indexes the parameter and buffer names (net->param_by_name,
+ * net->buffer_by_name) and refuses two parameters of one name, naming the
+ * lowest-numbered parameter that has a namesake. Sorting, not comparing every
+ * pair: an imported graph may have 100,000 nodes. */
+static wk_status wk_check_unique_names(wk_net *net) {
+  wk_drop_name_index(net); /* a finalize that failed may have made one */
+  WK_TRY(wk_name_index(net->params, net->n_params, &net->param_by_name));
+  WK_TRY(wk_name_index(net->buffers, net->n_buffers, &net->buffer_by_name));
+  const int *by = net->param_by_name;
+  int first = -1;
+  for (size_t k = 1; k < net->n_params; k++)
+    if (strcmp(net->params[by[k - 1]].name, net->params[by[k]].name) == 0 &&
+        (first < 0 || by[k - 1] < first))
+      first = by[k - 1];
+  if (first >= 0)
+    return wk_fail(WK_ERR_INVALID_ARG, "network: two parameters named '%s'",
+                   net->params[first].name);
   return WK_OK;
 }
 
@@ -553,16 +598,29 @@ int64_t wk_net_param_count(const wk_net *net) {
   return n;
 }
 
-static int wk_find(const wk_param *a, size_t n, const char *name) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(a[i].name, name) == 0) return (int)i;
-  return -1;
+/* The lowest index i of a[0, n) named `name`, or -1: by bisection of the
+ * name index `by` (made at finalize), else by a scan. */
+static int wk_find(const wk_param *a, size_t n, const int *by, const char *name) {
+  if (!by) {
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(a[i].name, name) == 0) return (int)i;
+    return -1;
+  }
+  size_t lo = 0, hi = n; /* the first entry of by not before name */
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(a[by[mid]].name, name) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < n && strcmp(a[by[lo]].name, name) == 0 ? by[lo] : -1;
 }
 int wk_net_find_param(const wk_net *net, const char *name) {
-  return wk_find(net->params, net->n_params, name);
+  return wk_find(net->params, net->n_params, net->param_by_name, name);
 }
 int wk_net_find_buffer(const wk_net *net, const char *name) {
-  return wk_find(net->buffers, net->n_buffers, name);
+  return wk_find(net->buffers, net->n_buffers, net->buffer_by_name, name);
 }
 
 int wk_net_set_frozen(wk_net *net, const char *prefix, bool frozen) {

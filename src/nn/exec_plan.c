@@ -34,13 +34,24 @@
 #include "nn/exec_node.h"
 #include "ops/ref.h"
 
-/* The node consuming value v when exactly one does, else -1. */
-static int wk_sole_consumer(const wk_net *net, int v) {
-  if (net->n_consumers[v] != 1) return -1;
-  for (int i = 0; i < net->n_nodes; i++)
-    for (int k = 0; k < net->nodes[i].n_in; k++)
-      if (net->nodes[i].in[k] == v) return i;
-  return -1;
+/* The first node reading each value (-1: none) in reader[nv] (malloc'ed).
+ * Planning asks for a value's reader once per node: a scan of the graph for
+ * each made planning quadratic, seconds on a 100,000-node graph. */
+static wk_status wk_first_readers(const wk_net *net, int **out) {
+  const int nv = net->n_nodes + 1;
+  int *reader = malloc((size_t)nv * sizeof *reader);
+  *out = reader;
+  if (!reader) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int v = 0; v < nv; v++) reader[v] = -1;
+  for (int i = net->n_nodes - 1; i >= 0; i--)
+    for (int k = 0; k < net->nodes[i].n_in; k++) reader[net->nodes[i].in[k]] = i;
+  return WK_OK;
+}
+
+/* The node consuming value v when exactly one does, else -1 (reader from
+ * wk_first_readers). */
+static int wk_sole_consumer(const wk_net *net, const int *reader, int v) {
+  return net->n_consumers[v] == 1 ? reader[v] : -1;
 }
 
 /* Whether node i (not skipped in evaluation) can read an nChw16c input. */
@@ -62,21 +73,45 @@ static bool wk_pointwise_or_grouped(const wk_node *nd) {
   return nd->op == WK_NODE_CONV && ((nd->kh == 1 && nd->kw == 1) || nd->conv.groups > 1);
 }
 
-/* Whether every node reading value v's buffer (past the nodes folded into its
- * producer) is a 1x1 or grouped conv or a global pooling. */
-static bool wk_feeds_pointwise(const wk_net *net, int v) {
-  const int r = net->alias_eval[v];
-  bool any = false;
+/* Per root r of alias_eval, in feeds[r]: whether every node reading r's
+ * buffer in evaluation (past the nodes folded into its producer) is a 1x1 or
+ * grouped conv or a global pooling, and one at least does. One pass over the
+ * graph for every root, not one per root. */
+static void wk_feeds_pointwise(const wk_net *net, bool *feeds, bool *other) {
+  const int nv = net->n_nodes + 1;
+  memset(feeds, 0, (size_t)nv * sizeof *feeds);
+  memset(other, 0, (size_t)nv * sizeof *other);
   for (int i = 0; i < net->n_nodes; i++) {
     if (net->skip_eval[i]) continue;
     const wk_node *nd = &net->nodes[i];
+    const bool pw = wk_pointwise_or_grouped(nd) || nd->op == WK_NODE_GLOBAL_AVGPOOL;
     for (int k = 0; k < nd->n_in; k++) {
-      if (net->alias_eval[nd->in[k]] != r) continue;
-      if (!wk_pointwise_or_grouped(nd) && nd->op != WK_NODE_GLOBAL_AVGPOOL) return false;
-      any = true;
+      const int r = net->alias_eval[nd->in[k]];
+      if (pw)
+        feeds[r] = true;
+      else
+        other[r] = true;
     }
   }
-  return any;
+  for (int r = 0; r < nv; r++) feeds[r] = feeds[r] && !other[r];
+}
+
+/* Union-find over values (parent[v] == v: a set's representative). */
+static int wk_set_of(int *parent, int v) {
+  while (parent[v] != v) {
+    parent[v] = parent[parent[v]];
+    v = parent[v];
+  }
+  return v;
+}
+
+static void wk_set_join(int *parent, int a, int b) {
+  a = wk_set_of(parent, a);
+  b = wk_set_of(parent, b);
+  if (a < b)
+    parent[b] = a;
+  else
+    parent[a] = b;
 }
 
 /* Evaluation layouts. oneDNN's 1x1 and depthwise kernels are 1.3-1.8x faster
@@ -100,43 +135,56 @@ static wk_status wk_plan_blocked(wk_net *net) {
   const char *env = getenv("WHISKER_BLOCKED");
   if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
   bool *b = net->blk_eval;
+  bool *feeds = malloc((size_t)nv * sizeof *feeds), *other = malloc((size_t)nv * sizeof *other);
+  int *set = malloc((size_t)nv * sizeof *set);
+  if (!feeds || !other || !set) {
+    free(feeds);
+    free(other);
+    free(set);
+    return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  }
+  wk_feeds_pointwise(net, feeds, other);
   for (int i = 0; i < nn; i++) {
     const wk_node *nd = &net->nodes[i];
     /* a buffer's layout is chosen by the node that makes it (an in-place
      * add or activation writes into its input's) */
     if (net->skip_eval[i] || nd->out_ndim != 3 || root[i + 1] != i + 1) continue;
-    if (nd->op == WK_NODE_CONV ? wk_pointwise_or_grouped(nd) || wk_feeds_pointwise(net, i + 1)
+    if (nd->op == WK_NODE_CONV ? wk_pointwise_or_grouped(nd) || feeds[root[i + 1]]
                                : nd->op == WK_NODE_ADD || nd->op == WK_NODE_ACT ||
                                      nd->op == WK_NODE_MAXPOOL || nd->op == WK_NODE_AVGPOOL)
       b[root[i + 1]] = true;
   }
   b[root[0]] = false;
   b[root[nn]] = false; /* the network's output is NHWC */
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (int i = 0; i < nn; i++) {
-      const wk_node *nd = &net->nodes[i];
-      if (net->skip_eval[i]) continue;
-      const int r = root[i + 1];
-      for (int k = 0; k < nd->n_in; k++) {
-        const int ri = root[nd->in[k]];
-        if (b[ri] && !wk_reads_blocked(nd)) b[ri] = false, changed = true;
-      }
-      /* a dense conv adding into a residual (net->sum_add) keeps the add's
-       * rule: its output would have been NHWC, so the buffer is */
-      if (nd->op == WK_NODE_CONV && net->sum_add[i] >= 0 && b[r] && !wk_pointwise_or_grouped(nd))
-        b[r] = false, changed = true;
-      bool same = nd->op == WK_NODE_ADD || nd->op == WK_NODE_ACT || nd->op == WK_NODE_MAXPOOL ||
-                  nd->op == WK_NODE_AVGPOOL;
-      if (!same) continue;
-      bool all = b[r];
-      for (int k = 0; k < nd->n_in; k++) all = all && b[root[nd->in[k]]];
-      if (all) continue;
-      for (int k = 0; k < nd->n_in; k++)
-        if (b[root[nd->in[k]]]) b[root[nd->in[k]]] = false, changed = true;
-      if (b[r]) b[r] = false, changed = true;
-    }
+  /* Dropping a candidate only ever forces others to drop, so the rules have
+   * one largest consistent set, found without passes repeated to a fixpoint
+   * (one pass each time a drop travels back a node: quadratic on a long
+   * chain). Two rules are about one buffer alone: a node that cannot read
+   * nChw16c drops its inputs, and a dense conv adding into a residual
+   * (net->sum_add) keeps the add's rule: its output would have been NHWC, so
+   * the buffer is. The third, that an add, activation or pooling has its
+   * inputs and output in one layout, joins their buffers into sets that are
+   * blocked only when every member still is. */
+  for (int v = 0; v < nv; v++) set[v] = v;
+  for (int i = 0; i < nn; i++) {
+    const wk_node *nd = &net->nodes[i];
+    if (net->skip_eval[i]) continue;
+    const int r = root[i + 1];
+    for (int k = 0; k < nd->n_in; k++)
+      if (!wk_reads_blocked(nd)) b[root[nd->in[k]]] = false;
+    if (nd->op == WK_NODE_CONV && net->sum_add[i] >= 0 && !wk_pointwise_or_grouped(nd))
+      b[r] = false;
+    const bool same = nd->op == WK_NODE_ADD || nd->op == WK_NODE_ACT ||
+                      nd->op == WK_NODE_MAXPOOL || nd->op == WK_NODE_AVGPOOL;
+    for (int k = 0; same && k < nd->n_in; k++) wk_set_join(set, r, root[nd->in[k]]);
   }
+  bool *all = feeds; /* per set: every member blocked */
+  for (int v = 0; v < nv; v++) all[v] = true;
+  for (int v = 0; v < nv; v++) all[wk_set_of(set, v)] &= b[v];
+  for (int v = 0; v < nv; v++) b[v] = all[wk_set_of(set, v)];
+  free(feeds);
+  free(other);
+  free(set);
   return WK_OK;
 }
 
@@ -158,7 +206,7 @@ static int wk_chain_end(const wk_net *net, int i) {
 }
 
 /* Marks the 1x1 -> depthwise pairs of evaluation (net->pwdw). */
-static wk_status wk_plan_pwdw(wk_net *net) {
+static wk_status wk_plan_pwdw(wk_net *net, const int *reader) {
   const int nn = net->n_nodes;
   net->pwdw = malloc((size_t)nn * sizeof *net->pwdw);
   if (!net->pwdw) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
@@ -167,7 +215,7 @@ static wk_status wk_plan_pwdw(wk_net *net) {
   if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
   for (int i = 0; i < nn; i++) {
     if (net->nodes[i].op != WK_NODE_CONV) continue;
-    const int d = wk_sole_consumer(net, wk_chain_end(net, i) + 1);
+    const int d = wk_sole_consumer(net, reader, wk_chain_end(net, i) + 1);
     wk_conv2d_geom pw, dw;
     if (d < 0 || net->nodes[d].op != WK_NODE_CONV || wk_node_geom1(net, i, &pw) != WK_OK ||
         wk_node_geom1(net, d, &dw) != WK_OK || !wk_conv2d_pwdw_pair(&pw, &dw))
@@ -178,39 +226,89 @@ static wk_status wk_plan_pwdw(wk_net *net) {
   return WK_OK;
 }
 
-/* The conv node whose folded chain, with no activation, ends in value c (the
- * conv's output or its folded batchnorm's), or -1. */
-static int wk_chain_conv(const wk_net *net, int c) {
-  for (int i = 0; c > 0 && i < net->n_nodes; i++)
-    if (net->nodes[i].op == WK_NODE_CONV && !net->skip_eval[i] && net->pwdw[i] < 0 &&
-        net->fold_act[i] < 0 && wk_chain_end(net, i) + 1 == c)
-      return i;
-  return -1;
+/* What wk_plan_sum looks up, made once (a scan of the graph per residual add
+ * before: quadratic on a 100,000-node graph). alias_eval, skip_eval of the
+ * convs, pwdw and fold_act stay as they are while it runs. */
+typedef struct wk_sum_index {
+  int *chain_conv; /* per value c: the conv whose folded chain, with no activation, ends in
+                      c (the conv's output or its folded batchnorm's), or -1 */
+  int *use_start;  /* per root r + 1: where its users begin in use (use_start[r + 1] ends them) */
+  int *use;        /* the nodes that read or write each root in evaluation, ascending */
+} wk_sum_index;
+
+static void wk_sum_index_free(wk_sum_index *x) {
+  free(x->chain_conv);
+  free(x->use_start);
+  free(x->use);
 }
 
-/* Whether node n reads or writes (the buffer of) root r in evaluation. */
-static bool wk_uses_root(const wk_net *net, int n, int r) {
-  if (net->alias_eval[n + 1] == r) return true;
-  for (int k = 0; k < net->nodes[n].n_in; k++)
-    if (net->alias_eval[net->nodes[n].in[k]] == r) return true;
-  return false;
+/* The roots node n reads or writes in evaluation, each once, in r[3]. */
+static int wk_roots_used(const wk_net *net, int n, int r[3]) {
+  int m = 0;
+  const int cand[3] = {net->alias_eval[n + 1], net->alias_eval[net->nodes[n].in[0]],
+                       net->nodes[n].n_in > 1 ? net->alias_eval[net->nodes[n].in[1]] : -1};
+  for (int k = 0; k < 3; k++) {
+    bool seen = cand[k] < 0;
+    for (int q = 0; q < m; q++) seen = seen || r[q] == cand[k];
+    if (!seen) r[m++] = cand[k];
+  }
+  return m;
+}
+
+static wk_status wk_sum_index_make(const wk_net *net, wk_sum_index *x) {
+  const int nn = net->n_nodes, nv = nn + 1;
+  x->chain_conv = malloc((size_t)nv * sizeof *x->chain_conv);
+  x->use_start = calloc((size_t)nv + 1, sizeof *x->use_start);
+  x->use = malloc(((size_t)3 * (size_t)nn + 1) * sizeof *x->use);
+  if (!x->chain_conv || !x->use_start || !x->use)
+    return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  for (int v = 0; v < nv; v++) x->chain_conv[v] = -1;
+  for (int i = 0; i < nn; i++) {
+    int *c = &x->chain_conv[wk_chain_end(net, i) + 1];
+    if (net->nodes[i].op == WK_NODE_CONV && !net->skip_eval[i] && net->pwdw[i] < 0 &&
+        net->fold_act[i] < 0 && *c < 0)
+      *c = i;
+  }
+  int r[3];
+  for (int n = 0; n < nn; n++)
+    for (int q = wk_roots_used(net, n, r); q-- > 0;) x->use_start[r[q] + 1]++;
+  for (int v = 0; v < nv; v++) x->use_start[v + 1] += x->use_start[v];
+  int *fill = malloc((size_t)nv * sizeof *fill);
+  if (!fill) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  memcpy(fill, x->use_start, (size_t)nv * sizeof *fill);
+  for (int n = 0; n < nn; n++)
+    for (int q = wk_roots_used(net, n, r); q-- > 0;) x->use[fill[r[q]]++] = n;
+  free(fill);
+  return WK_OK;
 }
 
 /* Whether conv node i may add its result into root r, the other input of add
  * node a: r holds data made before i, and no node from i on uses r but the
  * add and, where the add writes into r, the add's readers. */
-static bool wk_sum_target_ok(const wk_net *net, int i, int a, int r) {
+static bool wk_sum_target_ok(const wk_net *net, const wk_sum_index *x, int i, int a, int r) {
   if (r == 0 || r - 1 >= i) return false; /* the caller's input, or made after the conv */
   const bool add_in_r = net->alias_eval[a + 1] == r;
-  for (int n = i; n < net->n_nodes; n++)
-    if (n != a && wk_uses_root(net, n, r) && !(n > a && add_in_r)) return false;
-  return true;
+  /* the first node from i on that uses r, by bisection of r's users */
+  int lo = x->use_start[r], hi = x->use_start[r + 1];
+  const int end = hi;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (x->use[mid] < i)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == end) return true; /* none */
+  if (x->use[lo] < a) return false;
+  /* every user from i on is the add or after it: those after it must be the
+   * add's readers, which only an add writing into r allows */
+  return add_in_r || x->use[end - 1] == a;
 }
 
 /* Marks the convs that add into their residual add's other input in
  * evaluation (net->sum_add, net->sum_act); *root_of (per value, -1 = its
  * own) receives the buffer each such conv writes into. */
-static wk_status wk_plan_sum(wk_net *net, int *root_of) {
+static wk_status wk_plan_sum(wk_net *net, const int *reader, int *root_of) {
   const int nn = net->n_nodes;
   net->sum_add = malloc((size_t)nn * sizeof *net->sum_add);
   net->sum_act = malloc((size_t)nn * sizeof *net->sum_act);
@@ -218,19 +316,25 @@ static wk_status wk_plan_sum(wk_net *net, int *root_of) {
   for (int i = 0; i < nn; i++) net->sum_add[i] = net->sum_act[i] = -1;
   const char *env = getenv("WHISKER_FUSE_ADD");
   if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
+  wk_sum_index x = {0};
+  const wk_status s = wk_sum_index_make(net, &x);
+  if (s != WK_OK) {
+    wk_sum_index_free(&x);
+    return s;
+  }
   for (int a = 0; a < nn; a++) {
     const wk_node *ad = &net->nodes[a];
     if (ad->op != WK_NODE_ADD || net->skip_eval[a] || ad->in[0] == ad->in[1]) continue;
     for (int k = 0; k < 2; k++) {
       const int c = ad->in[k], o = ad->in[1 - k];
-      const int i = wk_chain_conv(net, c);
+      const int i = c > 0 ? x.chain_conv[c] : -1;
       if (i < 0 || net->n_consumers[c] != 1 || net->alias_eval[o] == net->alias_eval[c] ||
-          !wk_sum_target_ok(net, i, a, net->alias_eval[o]))
+          !wk_sum_target_ok(net, &x, i, a, net->alias_eval[o]))
         continue;
       net->sum_add[i] = a;
       net->skip_eval[a] = true;
       root_of[i + 1] = net->alias_eval[o];
-      const int r = wk_sole_consumer(net, a + 1);
+      const int r = wk_sole_consumer(net, reader, a + 1);
       if (r >= 0 && net->nodes[r].op == WK_NODE_ACT &&
           (net->nodes[r].act == WK_ACT_RELU || net->nodes[r].act == WK_ACT_RELU6)) {
         net->sum_act[i] = r;
@@ -239,6 +343,7 @@ static wk_status wk_plan_sum(wk_net *net, int *root_of) {
       break;
     }
   }
+  wk_sum_index_free(&x);
   return WK_OK;
 }
 
@@ -280,11 +385,13 @@ wk_status wk_net_plan_fusions(wk_net *net) {
       !net->alias_eval || !net->last_use_eval)
     return wk_fail(WK_ERR_NOMEM, "network: out of memory");
   for (int i = 0; i < nn; i++) net->bn_relu[i] = net->fold_bn[i] = net->fold_act[i] = -1;
+  int *reader = NULL, *root_of = NULL;
+  wk_status s = wk_first_readers(net, &reader);
   const bool fast = net->ctx->impl == WK_IMPL_CPU;
-  for (int i = 0; fast && i < nn; i++) {
+  for (int i = 0; s == WK_OK && fast && i < nn; i++) {
     const wk_node *nd = &net->nodes[i];
     if (nd->op == WK_NODE_BATCHNORM && nd->out_ndim == 3) {
-      int k = wk_sole_consumer(net, i + 1);
+      int k = wk_sole_consumer(net, reader, i + 1);
       if (k >= 0 && net->nodes[k].op == WK_NODE_ACT && net->nodes[k].act == WK_ACT_RELU &&
           net->alias[k + 1] == net->alias[i + 1]) {
         net->bn_relu[i] = k;
@@ -294,12 +401,12 @@ wk_status wk_net_plan_fusions(wk_net *net) {
     if (nd->op == WK_NODE_CONV) {
       /* conv -> batchnorm -> act, conv -> batchnorm, or (a network whose
        * batchnorms were folded already, e.g. imported from ONNX) conv -> act */
-      int j = wk_sole_consumer(net, i + 1);
+      int j = wk_sole_consumer(net, reader, i + 1);
       if (j < 0) continue;
       if (net->nodes[j].op == WK_NODE_BATCHNORM) {
         net->fold_bn[i] = j;
         net->skip_eval[j] = true;
-        j = wk_sole_consumer(net, j + 1);
+        j = wk_sole_consumer(net, reader, j + 1);
       }
       if (j >= 0 && net->nodes[j].op == WK_NODE_ACT) {
         net->fold_act[i] = j;
@@ -307,14 +414,17 @@ wk_status wk_net_plan_fusions(wk_net *net) {
       }
     }
   }
-  WK_TRY(wk_plan_pwdw(net));
-  wk_alias_eval(net, NULL);
-  int *root_of = malloc((size_t)nv * sizeof *root_of);
-  if (!root_of) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
-  for (int v = 0; v < nv; v++) root_of[v] = -1;
-  const wk_status s = wk_plan_sum(net, root_of);
+  if (s == WK_OK) s = wk_plan_pwdw(net, reader);
+  if (s == WK_OK) {
+    wk_alias_eval(net, NULL);
+    if (!(root_of = malloc((size_t)nv * sizeof *root_of)))
+      s = wk_fail(WK_ERR_NOMEM, "network: out of memory");
+  }
+  for (int v = 0; s == WK_OK && v < nv; v++) root_of[v] = -1;
+  if (s == WK_OK) s = wk_plan_sum(net, reader, root_of);
   if (s == WK_OK) wk_alias_eval(net, root_of);
   free(root_of);
+  free(reader);
   WK_TRY(s);
   WK_TRY(wk_plan_blocked(net));
   /* A buffer dies after the last node that reads it or writes into it. */

@@ -38,6 +38,9 @@ struct wk_net {
 
   wk_param *params, *buffers;
   size_t n_params, cap_params, n_buffers, cap_buffers;
+  /* indices sorted by name, ties by index (made at finalize; NULL before):
+   * wk_net_find_param and wk_net_find_buffer bisect them */
+  int *param_by_name, *buffer_by_name;
   size_t n_elems, n_buffer_elems;
   float *weights, *grads, *buffer_data;
   int64_t bn_batches;

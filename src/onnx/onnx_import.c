@@ -596,15 +596,17 @@ static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) 
         !strcmp(m->metadata_props[i]->key, "whisker.classes"))
       a = cJSON_Parse(m->metadata_props[i]->value);
   bool ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == k;
-  for (int i = 0; ok && i < k; i++) {
-    const cJSON *s = cJSON_GetArrayItem(a, i);
+  /* along the list: cJSON_GetArrayItem walks from the head every time */
+  const cJSON *s = ok ? a->child : NULL;
+  for (int i = 0; ok && i < k; i++, s = s->next)
     ok = cJSON_IsString(s) && s->valuestring[0] && strlen(s->valuestring) <= 255;
-  }
   wk_status st = WK_OK;
+  s = ok ? a->child : NULL;
   for (int i = 0; st == WK_OK && i < k; i++) {
     char name[24];
     snprintf(name, sizeof name, "class%d", i);
-    st = wk_model_meta_set_class(meta, i, ok ? cJSON_GetArrayItem(a, i)->valuestring : name);
+    st = wk_model_meta_set_class(meta, i, ok ? s->valuestring : name);
+    if (ok) s = s->next;
   }
   cJSON_Delete(a);
   return st;

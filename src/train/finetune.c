@@ -98,17 +98,21 @@ wk_status wk_finetune_from(wk_ctx *ctx, const char *path, int n_classes, int siz
   return s;
 }
 
+/* Every parameter belongs to a node, so freezing by the empty prefix is every
+ * node's; one call re-derives which values need gradients once, where a call
+ * per node re-derived it per node (quadratic in the node count). */
 void wk_finetune_freeze_body(wk_net *net) {
   const int nn = wk_net_n_nodes(net);
-  for (int i = 0; i < nn; i++) wk_net_set_node_frozen(net, i, i < nn - 1);
+  wk_net_set_frozen(net, "", true);
+  if (nn > 0) wk_net_set_node_frozen(net, nn - 1, false);
 }
 
 void wk_finetune_unfreeze(wk_net *net, double min_scale) {
   const int nn = wk_net_n_nodes(net);
   int n_layers = 0, k = 0;
   for (int i = 0; i < nn; i++) n_layers += wk_net_node(net, i)->param[0] >= 0;
+  wk_net_set_frozen(net, "", false);
   for (int i = 0; i < nn; i++) {
-    wk_net_set_node_frozen(net, i, false);
     if (wk_net_node(net, i)->param[0] < 0) continue;
     const double t = n_layers > 1 ? (double)k / (n_layers - 1) : 1.0;
     wk_net_set_node_lr_scale(net, i, (float)pow(min_scale, 1.0 - t));
