@@ -240,6 +240,9 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("bn_fuse_plan");
   TCase *tc = tcase_create("plan");
+  /* test_zoo builds every zoo network: 2.2 s under ASan, near Check's 4 s default beside
+   * another suite at ctest -j2 */
+  tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_zoo);
   tcase_add_test(tc, test_smallcnn);
   tcase_add_test(tc, test_readers);
