@@ -369,8 +369,8 @@ static void *wk_cw(const wk_gpu_net *net, int p) {
  * default (TF32 tensor cores allowed) for tf32, tensor-op math for bf16 and
  * fp16. The default math does not let cuDNN 9's legacy API use tensor cores
  * on 16-bit data: on an H100 it ran bf16 convolutions as float32 FMA kernels
- * behind layout and type conversions, and backward-data as a direct kernel,
- * about 80 times slower than PyTorch's bf16 step (README, GPU benchmark). */
+ * behind layout and type conversions, and backward-data as a direct kernel:
+ * 71-83 times slower than PyTorch's bf16 step (docs/gpu/h100-2026-11-23.md). */
 static cudnnMathType_t wk_conv_math(const wk_gpu_net *net) {
   if (net->g.precision == WK_PRECISION_FP32) return CUDNN_FMA_MATH;
   return wk_half(net) ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
@@ -536,7 +536,8 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
 }
 
 /* The fused groups (bn_fuse_plan.h), kept on their relu nodes: a group runs
- * at its relu, where x and z are ready whatever the nodes' order. */
+ * at its relu, where x and z are ready whatever the nodes' order; with
+ * $WHISKER_BN_FUSE=all, every other batchnorm is a group on its own node. */
 static wk_status wk_plan_fusion(wk_gpu_net *net) {
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
@@ -997,8 +998,8 @@ static cudnnActivationDescriptor_t wk_fuse_act(const wk_gpu_net *net, const wk_g
   return s->fuse_solo ? NULL : net->relu;
 }
 
-/* Why group j (its relu node) runs unfused: the first reason is kept for
- * wk_cudanet_graph_stats. */
+/* Why group j (its relu node, or the batchnorm alone) runs unfused: the first
+ * reason is kept for wk_cudanet_graph_stats. */
 static void wk_fuse_note(wk_gpu_net *net, int j, const char *why) {
   const wk_gnode *s = &net->gn[j];
   if (net->fuse_note[0]) return;
