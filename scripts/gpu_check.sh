@@ -22,6 +22,10 @@
 #   WK_GPU_CHECK_EMU=1 WK_GPU_CHECK=tests|sanitize bash scripts/gpu_check.sh   a dry run
 #       of the script on a machine without a GPU, on whisker's host fakes (the sanitize
 #       phase then needs a stand-in compute-sanitizer on PATH)
+#   WK_GPU_CHECK=profile bash scripts/gpu_check.sh   build, then Nsight Compute's time per
+#       kernel over two training steps of ResNet-50 and ResNet-18 in bf16 at batch 128
+#       ($WK_PROFILE=MODEL:PRECISION:BATCH ...), summed per kernel by scripts/ncu_summary.py
+#       into OUT_DIR/profile_*.md: where a step's time goes
 #   WK_GPU_CHECK=finetune bash scripts/gpu_check.sh   end to end: fine-tuning
 #       dogs-vs-cats on the GPU with the real loader (scripts/finetune_dogs_vs_cats.sh
 #       on .device-data/, made here by scripts/gpu_data.sh: carry both
@@ -98,8 +102,8 @@ if [ -d "$root/.gpudeps" ] && { [ -n "${WK_FORCE_DEPS:-}" ] || ! pkg-config --ex
 fi
 
 phase="${WK_GPU_CHECK:-all}"
-case "$phase" in all|tests|bench|finetune|sanitize) ;;
-  *) echo "gpu_check: WK_GPU_CHECK=$phase: not one of all, tests, bench, finetune, sanitize"; exit 2 ;;
+case "$phase" in all|tests|bench|finetune|sanitize|profile) ;;
+  *) echo "gpu_check: WK_GPU_CHECK=$phase: not one of all, tests, bench, finetune, sanitize, profile"; exit 2 ;;
 esac
 targets=(whisker_cli whisker_cuda_plugin test_gpu_ops test_gpu_net wkt_stop_at)
 plugin="$build/libwhisker-cuda.so"
@@ -162,6 +166,29 @@ if u:
 EOF
   } | tee "$out/finetune_gpu.md"
   echo "== gpu_check (finetune) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
+  exit $rc
+fi
+if [ "$phase" = profile ]; then
+  # Nsight Compute's duration of every kernel over two training steps (one warm-up) and one
+  # batch-1 forward, summed per kernel by scripts/ncu_summary.py: where the step's time goes.
+  # cuDNN's heuristics choose the algorithms (timing would add thousands of kernels), so a
+  # convolution's share may differ from a timed run's. $WK_PROFILE lists MODEL:PRECISION:BATCH
+  # runs; the environment passes through ($WHISKER_BN_FUSE=all, say).
+  ncu=$(command -v ncu || ls "$cuda_root"/bin/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { echo "gpu_check: no ncu beside nvcc"; exit 1; }
+  for spec in ${WK_PROFILE:-resnet50:bf16:128 resnet18:bf16:128}; do
+    IFS=: read -r m p b <<< "$spec"
+    if ! room 90; then skipped "the profile of $m $p" 90; continue; fi
+    echo "== profile: $m $p, batch $b"
+    csv="$build/profile_${m}_${p}_$b.csv"
+    WHISKER_CUDNN_ALGO=heuristic timeout -k 10 "$(( $(left) < 300 ? $(left) : 300 ))" \
+      "$ncu" --csv --metrics gpu__time_duration.sum --launch-count 5000 "$build/whisker" bench \
+      --device cuda --model "$m" --batch "$b" --precision "$p" --steps 1 --warmup 1 \
+      --latency-runs 1 --infer-runs 0 > "$csv" 2>>"$log" || { echo "gpu_check: ncu failed"; rc=1; }
+    "$py" "$root/scripts/ncu_summary.py" "$csv" --title "$m $p batch $b" |
+      tee "$out/profile_${m}_${p}_$b.md" || rc=1
+  done
+  echo "== gpu_check (profile) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
   exit $rc
 fi
 if [ "$phase" = sanitize ]; then
