@@ -2,6 +2,7 @@
 #include "modelio/model.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,31 @@ wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name) {
   free(m->class_names[i]);
   m->class_names[i] = d;
   return WK_OK;
+}
+
+wk_status wk_model_meta_read_labels(wk_model_meta *meta, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+  char line[1024];
+  int n = 0;
+  wk_status s = WK_OK;
+  while (s == WK_OK && fgets(line, sizeof line, f)) {
+    size_t len = strcspn(line, "\r\n");
+    if (line[len] == '\0' && !feof(f)) {
+      s = wk_fail(WK_ERR_FORMAT, "%s: line %d is longer than 1023 bytes", path, n + 1);
+      break;
+    }
+    line[len] = '\0';
+    if (len == 0) continue;
+    if (len > 255) line[255] = '\0';
+    if (n < meta->n_classes) s = wk_model_meta_set_class(meta, n, line);
+    n++;
+  }
+  fclose(f);
+  if (s == WK_OK && n != meta->n_classes)
+    s = wk_fail(WK_ERR_FORMAT, "%s: %d labels for a model with %d classes", path, n,
+                meta->n_classes);
+  return s;
 }
 
 wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json) {

@@ -57,6 +57,9 @@ wk_preprocess wk_preprocess_default(int crop_px);
 wk_status wk_model_meta_init(wk_model_meta *m, const char *arch, int n_classes, int crop_px);
 /* Replaces class i's name (copied). */
 wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name);
+/* Replaces the class names with those of a labels file (`whisker import
+ * --labels`): one name per line, as many as m has classes. */
+wk_status wk_model_meta_read_labels(wk_model_meta *m, const char *path);
 /* Replaces the provenance JSON (copied; must parse as a JSON object). */
 wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json);
 void wk_model_meta_free(wk_model_meta *m);
