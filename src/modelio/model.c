@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "core/utf8.h"
 
 /* ------------------------------------------------------------------ meta */
 
@@ -53,6 +54,19 @@ wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name) {
   if (!d) return wk_fail(WK_ERR_NOMEM, "out of memory");
   free(m->class_names[i]);
   m->class_names[i] = d;
+  return WK_OK;
+}
+
+wk_status wk_model_check_class_name(const char *where, int i, const char *name) {
+  const size_t n = strlen(name);
+  size_t bad = 0;
+  if (n == 0) return wk_fail(WK_ERR_FORMAT, "%s: class name %d is empty", where, i);
+  if (n > WK_MODEL_CLASS_NAME_MAX)
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d is longer than %d bytes", where, i,
+                   WK_MODEL_CLASS_NAME_MAX);
+  if (!wk_utf8_valid(name, n, &bad))
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d is not valid UTF-8 (byte %zu)", where, i,
+                   bad);
   return WK_OK;
 }
 
@@ -230,6 +244,10 @@ static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_mode
   if (meta->n_classes != wk_net_output_features(net))
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %d class names for a network with %lld outputs",
                    path, meta->n_classes, (long long)wk_net_output_features(net));
+  /* what the loader would refuse is not written (the names come from folders,
+   * CSV files, ONNX metadata, labels files) */
+  for (int i = 0; i < meta->n_classes; i++)
+    WK_TRY(wk_model_check_class_name(path, i, meta->class_names[i]));
   /* one num_batches_tracked per batchnorm, as PyTorch's state_dict has */
   size_t n_bn = 0;
   for (int i = 0; i < wk_net_n_nodes(net); i++) n_bn += wk_net_node(net, i)->op == WK_NODE_BATCHNORM;
@@ -330,10 +348,9 @@ static wk_status wk_load_classes(const wk_st_file *f, wk_model_meta *meta) {
    * time: quadratic in the up to WK_MODEL_MAX_CLASSES names) */
   const cJSON *s = st == WK_OK ? a->child : NULL;
   for (int i = 0; st == WK_OK && i < n; i++, s = s->next) {
-    if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > 255)
-      st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string of 1 to 255 bytes",
-                   wk_st_path(f), i);
-    else
+    if (!cJSON_IsString(s))
+      st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string", wk_st_path(f), i);
+    else if ((st = wk_model_check_class_name(wk_st_path(f), i, s->valuestring)) == WK_OK)
       st = wk_model_meta_set_class(meta, i, s->valuestring);
   }
   cJSON_Delete(a);
