@@ -870,6 +870,93 @@ START_TEST(test_provenance_utf8) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ class names */
+
+/* Flatten -> Gemm to 3 classes, with `classes` as the file's whisker.classes. */
+static void wkt_og_classes(wkt_og *g, const char *classes) {
+  wkt_og_flatten_gemm(g, 3);
+  wkt_og_attr_int(g, "transB", 1);
+  g->classes_json = classes;
+}
+
+/* Class names from the metadata were taken unchecked for UTF-8: a name that
+ * is not went into the model, and the model file's writer refused it as
+ * "metadata value 3", naming neither the ONNX file nor the class. A list that
+ * was not 3 names of 1 to 255 bytes was dropped for class0.. without a word,
+ * where the model loader refuses the same list in a model file. Each is
+ * refused now as the loader refuses it, naming the file and the class. */
+static const struct {
+  const char *classes, *want;
+} wkt_bad_classes[] = {
+    {"[\"cat\",\"\xff\",\"dog\"]", "class name 1 is not valid UTF-8 (byte 0)"},
+    {"[\"cat\",\"dog\",\"d\xc3\"]", "class name 2 is not valid UTF-8 (byte 1)"}, /* cut short */
+    {"[\"\xed\xa0\x80\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"},   /* a surrogate */
+    {"[\"\xc0\xaf\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"},       /* overlong '/' */
+    {"[\"\xf4\x90\x80\x80\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"}, /* > U+10FFFF */
+    {"[\"cat\",\"\",\"dog\"]", "class name 1 is empty"},
+    {"[\"cat\",\"dog\",7]", "class name 2 is not a string"},
+    {NULL, "class name 1 is longer than 255 bytes"}, /* 256 bytes, made below */
+    {"[\"cat\",\"dog\"]", "whisker.classes is not an array of 3 names"},
+    {"[\"cat\",\"dog\",\"emu\",\"fox\"]", "whisker.classes is not an array of 3 names"},
+    {"{\"cat\":1}", "whisker.classes is not an array of 3 names"},
+    {"[\"cat\",\"dog\",\"emu\"", "whisker.classes is not an array of 3 names"},
+};
+#define WKT_N_BAD_CLASSES (int)(sizeof wkt_bad_classes / sizeof wkt_bad_classes[0])
+
+START_TEST(test_import_class_names_checked) {
+  char long_list[400];
+  const char *classes = wkt_bad_classes[_i].classes;
+  if (!classes) {
+    char name[257];
+    memset(name, 'a', 256);
+    name[256] = '\0';
+    snprintf(long_list, sizeof long_list, "[\"cat\",\"%s\",\"dog\"]", name);
+    classes = long_list;
+  }
+  wkt_og g;
+  wkt_og_classes(&g, classes);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, wkt_bad_classes[_i].want);
+}
+END_TEST
+
+/* What the loader takes, import takes, and the model it makes loads with the
+ * same names: any UTF-8 (255 bytes of it, in 3-byte characters), quotes,
+ * and control characters (JSON escapes them in the file). */
+START_TEST(test_import_class_names_load) {
+  char list[1200], long_name[256] = "";
+  for (int i = 0; i < 85; i++) strcat(long_name, "\xe2\x82\xac"); /* the euro sign */
+  ck_assert_uint_eq(strlen(long_name), 255);
+  snprintf(list, sizeof list, "[\"chat \\\"noir\\\" \xc3\xa9t\xc3\xa9 \xf0\x9f\x90\x88\","
+                              "\"%s\",\"tab\\there\\u0001\"]", long_name);
+  const char *want[3] = {"chat \"noir\" \xc3\xa9t\xc3\xa9 \xf0\x9f\x90\x88", long_name,
+                         "tab\there\x01"};
+  wkt_og g;
+  wkt_og_classes(&g, list);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net, *back;
+  wk_model_meta meta, meta2;
+  char path[256], st[300];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  for (int i = 0; i < 3; i++) ck_assert_str_eq(meta.class_names[i], want[i]);
+  snprintf(st, sizeof st, "%s.safetensors", path);
+  WKT_OK(wk_model_save(st, net, &meta, NULL, 0, NULL, 0));
+  WKT_OK(wk_model_load(ctx, st, &back, &meta2));
+  unlink(st);
+  for (int i = 0; i < 3; i++) ck_assert_str_eq(meta2.class_names[i], want[i]);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&meta2);
+  wk_net_destroy(net);
+  wk_net_destroy(back);
+  /* without the metadata: class0.. */
+  wkt_og_classes(&g, NULL);
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  ck_assert_str_eq(meta.class_names[2], "class2");
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Messages about a tensor named the file twice ("e.onnx: node 'conv0' (Conv):
  * e.onnx: tensor ..."). */
 START_TEST(test_tensor_messages_name_file_once) {
@@ -1071,6 +1158,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_model_limits_refused, 0, WKT_LIM_N);
   tcase_add_test(tc, test_model_at_limits_loads);
   tcase_add_test(tc, test_provenance_utf8);
+  tcase_add_loop_test(tc, test_import_class_names_checked, 0, WKT_N_BAD_CLASSES);
+  tcase_add_test(tc, test_import_class_names_load);
   tcase_add_test(tc, test_tensor_messages_name_file_once);
   tcase_add_test(tc, test_shape_slice_refused);
   tcase_add_test(tc, test_const_indices_checked);
