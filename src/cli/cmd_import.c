@@ -13,7 +13,10 @@ static void wk_usage_import(FILE *f) {
   fprintf(f, "usage: whisker import MODEL.onnx OUT.safetensors [--labels FILE]\n\n"
              "Converts an ONNX image classifier (NCHW float input, logits output; float or\n"
              "QLinear-quantized, which is dequantized) into a whisker model file.\n"
-             "--labels FILE  class names, one per line (e.g. synset.txt); default class0..\n");
+             "--labels FILE  class names, one per line (e.g. synset.txt): UTF-8, 1 to 255\n"
+             "               bytes each; blank lines, a byte order mark, CRLF or CR line\n"
+             "               ends are fine. Default: the names a whisker export keeps in\n"
+             "               the file, else class0..\n");
 }
 
 int wk_cmd_import(int argc, char **argv) {

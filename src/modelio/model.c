@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,28 +71,57 @@ wk_status wk_model_check_class_name(const char *where, int i, const char *name) 
   return WK_OK;
 }
 
-wk_status wk_model_meta_read_labels(wk_model_meta *meta, const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
-  char line[1024];
-  int n = 0;
-  wk_status s = WK_OK;
-  while (s == WK_OK && fgets(line, sizeof line, f)) {
-    size_t len = strcspn(line, "\r\n");
-    if (line[len] == '\0' && !feof(f)) {
-      s = wk_fail(WK_ERR_FORMAT, "%s: line %d is longer than 1023 bytes", path, n + 1);
-      break;
-    }
-    line[len] = '\0';
-    if (len == 0) continue;
-    if (len > 255) line[255] = '\0';
-    if (n < meta->n_classes) s = wk_model_meta_set_class(meta, n, line);
-    n++;
+/* The bytes of a labels file's line kept (a longer one is too long): a name,
+ * a byte order mark before it, and one byte over. */
+#define WK_LABEL_KEEP (WK_MODEL_CLASS_NAME_MAX + 4)
+
+/* Takes line `line` of a labels file, of len bytes whose first
+ * min(len, WK_LABEL_KEEP) are in name[WK_LABEL_KEEP + 1], as label *n (a
+ * blank line is none). */
+static wk_status wk_label_line(wk_model_meta *m, const char *path, long long line, char *name,
+                               size_t len, long long *n) {
+  size_t kept = len < WK_LABEL_KEEP ? len : WK_LABEL_KEEP;
+  if (line == 1 && kept >= 3 && !memcmp(name, "\xef\xbb\xbf", 3)) { /* UTF-8's byte order mark */
+    memmove(name, name + 3, kept - 3);
+    kept -= 3, len -= 3;
   }
+  if (len == 0) return WK_OK;
+  name[kept] = '\0';
+  const int i = *n < INT_MAX ? (int)*n : INT_MAX;
+  char where[300];
+  snprintf(where, sizeof where, "%s: line %lld", path, line);
+  if (memchr(name, '\0', kept))
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d holds a NUL byte", where, i);
+  WK_TRY(wk_model_check_class_name(where, i, name)); /* kept > the limit when len is */
+  if (*n < m->n_classes) WK_TRY(wk_model_meta_set_class(m, i, name));
+  ++*n; /* the count is checked at the end */
+  return WK_OK;
+}
+
+wk_status wk_model_meta_read_labels(wk_model_meta *m, const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+  char name[WK_LABEL_KEEP + 1];
+  size_t len = 0;
+  long long line = 1, n = 0;
+  wk_status s = WK_OK;
+  for (int c = getc(f); s == WK_OK; c = getc(f)) {
+    if (c != EOF && c != '\n' && c != '\r') {
+      if (len < WK_LABEL_KEEP) name[len] = (char)c;
+      len++;
+      continue;
+    }
+    s = wk_label_line(m, path, line, name, len, &n);
+    if (c == EOF) break;
+    if (c == '\r' && (c = getc(f)) != '\n' && c != EOF) ungetc(c, f); /* CRLF: one end */
+    line++;
+    len = 0;
+  }
+  if (s == WK_OK && ferror(f)) s = wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
   fclose(f);
-  if (s == WK_OK && n != meta->n_classes)
-    s = wk_fail(WK_ERR_FORMAT, "%s: %d labels for a model with %d classes", path, n,
-                meta->n_classes);
+  if (s == WK_OK && n != m->n_classes)
+    s = wk_fail(WK_ERR_FORMAT, "%s: %lld labels for a model with %d classes", path, n,
+                m->n_classes);
   return s;
 }
 

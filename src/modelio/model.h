@@ -67,7 +67,10 @@ wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name);
  * other reads. */
 wk_status wk_model_check_class_name(const char *where, int i, const char *name);
 /* Replaces the class names with those of a labels file (`whisker import
- * --labels`): one name per line, as many as m has classes. */
+ * --labels`): one name per line, as many as m has classes. Lines end in LF,
+ * CRLF or CR; a UTF-8 byte order mark before the first and blank lines are
+ * skipped; every other line must pass wk_model_check_class_name (and hold no
+ * NUL byte), or the file is refused naming its line and the class. */
 wk_status wk_model_meta_read_labels(wk_model_meta *m, const char *path);
 /* Replaces the provenance JSON (copied; must parse as a JSON object). */
 wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json);
