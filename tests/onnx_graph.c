@@ -201,6 +201,13 @@ void wkt_og_finish(wkt_og *g, wkt_pb *out) {
   wkt_pb_msg(out, 7, &g->graph);
   wkt_pb_msg(out, 8, &opset);
   wkt_pb_free(&opset);
+  if (g->classes_json) {
+    wkt_pb kv = {0};
+    wkt_pb_str(&kv, 1, "whisker.classes");
+    wkt_pb_str(&kv, 2, g->classes_json);
+    wkt_pb_msg(out, 14, &kv); /* ModelProto.metadata_props */
+    wkt_pb_free(&kv);
+  }
   wkt_pb_free(&g->graph);
 }
 

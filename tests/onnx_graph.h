@@ -37,6 +37,7 @@ typedef struct wkt_og {
   bool has_node;
   int c, h, w, classes;
   const char *producer; /* ModelProto producer_name (not copied), NULL: none */
+  const char *classes_json; /* metadata_props "whisker.classes" (not copied), NULL: none */
   int opset;            /* the default domain's version (13) */
 } wkt_og;
 

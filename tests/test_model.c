@@ -474,6 +474,10 @@ START_TEST(test_broken_models_refused) {
   wkt_expect_refused(ctx, bad, "fc.weight");
   wkt_rewrite_meta(good, bad, "whisker.classes", "[\"a\"]");
   wkt_expect_refused(ctx, bad, "whisker.classes");
+  wkt_rewrite_meta(good, bad, "whisker.classes", "[\"a\",\"\"]");
+  wkt_expect_refused(ctx, bad, "class name 1 is empty");
+  wkt_rewrite_meta(good, bad, "whisker.classes", "[3,\"a\"]");
+  wkt_expect_refused(ctx, bad, "class name 0 is not a string");
   wkt_rewrite_meta(good, bad, "whisker.preprocess", "{\"resize\":10,\"crop\":20}");
   wkt_expect_refused(ctx, bad, "whisker.preprocess");
   wkt_rewrite_meta(good, bad, "whisker.preprocess",
@@ -515,6 +519,50 @@ START_TEST(test_broken_models_refused) {
   wkt_expect_refused(ctx, bad, "negative variance");
   var[0] = 1.0f;
   wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Class names the loader refuses were written: an empty one or one over 255
+ * bytes made a file that did not load, and one that is not UTF-8 was refused
+ * as "metadata value 3", naming no class. The writer refuses each now, naming
+ * the file and the class, and writes nothing. */
+START_TEST(test_class_names_checked_on_save) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_net(ctx, "smallcnn", 2, 32);
+  char long_name[257];
+  memset(long_name, 'a', 256);
+  long_name[256] = '\0';
+  const struct { int i; const char *name, *want; } k[] = {
+      {1, "", "class name 1 is empty"},
+      {0, long_name, "class name 0 is longer than 255 bytes"},
+      {1, "d\xc3", "class name 1 is not valid UTF-8 (byte 1)"},
+      {0, "\xed\xbf\xbf", "class name 0 is not valid UTF-8 (byte 0)"},
+  };
+  const char *path = wkt_path("names.safetensors");
+  for (size_t t = 0; t < sizeof k / sizeof k[0]; t++) {
+    wk_model_meta meta;
+    WKT_OK(wk_model_meta_init(&meta, "smallcnn", 2, 32));
+    WKT_OK(wk_model_meta_set_class(&meta, k[t].i, k[t].name));
+    WKT_FAILS(WK_ERR_FORMAT, wk_model_save(path, net, &meta, NULL, 0, NULL, 0));
+    ck_assert_msg(strstr(wk_last_error(), path) && strstr(wk_last_error(), k[t].want), "%s",
+                  wk_last_error());
+    ck_assert_int_ne(access(path, F_OK), 0);
+    wk_model_meta_free(&meta);
+  }
+  /* 255 bytes load */
+  wk_model_meta meta, back;
+  WKT_OK(wk_model_meta_init(&meta, "smallcnn", 2, 32));
+  long_name[255] = '\0';
+  WKT_OK(wk_model_meta_set_class(&meta, 1, long_name));
+  WKT_OK(wk_model_save(path, net, &meta, NULL, 0, NULL, 0));
+  wk_net *net2;
+  WKT_OK(wk_model_load(ctx, path, &net2, &back));
+  ck_assert_str_eq(back.class_names[1], long_name);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&back);
+  wk_net_destroy(net2);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);
 }
@@ -572,6 +620,7 @@ int main(void) {
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);
+  tcase_add_test(tc, test_class_names_checked_on_save);
   tcase_add_test(tc, test_f16_conversion);
   tcase_add_test(tc, test_f16_model_file);
   suite_add_tcase(s, tc);

@@ -5,7 +5,9 @@
 #      classify names a cat photo a cat (an ImageNet cat class, 281-285);
 #   2. export then import gives the same classification, class names included;
 #   3. a truncated file and a missing file exit 1 with a message naming the
-#      file; bad usage exits 2; a label file of the wrong length exits 1.
+#      file; bad usage exits 2; a label file of the wrong length exits 1, one
+#      with a byte order mark and CRLF line ends reads as the plain one, and one
+#      with a line that is not UTF-8 exits 1 naming the line and class.
 set -euo pipefail
 bin="${WHISKER_BIN:?}"
 src="${WHISKER_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
@@ -54,4 +56,16 @@ rc=0; "$bin" import "$tmp/m.onnx" 2> /dev/null || rc=$?
 head -5 "$pre/synset.txt" > "$tmp/five.txt"
 rc=0; "$bin" import "$tmp/m.onnx" "$tmp/x.safetensors" --labels "$tmp/five.txt" 2> "$tmp/err" || rc=$?
 [ "$rc" -eq 1 ] && grep -q "5 labels for a model with 1000 classes" "$tmp/err" || fail "labels: rc $rc"
+# a labels file as Windows editors save it (byte order mark, CRLF) reads as
+# the plain one; a line that is not UTF-8 is refused naming the line and class
+{ printf '\xef\xbb\xbf'; sed 's/$/\r/' "$pre/synset.txt"; } > "$tmp/crlf.txt"
+"$bin" import "$tmp/m.onnx" "$tmp/crlf.safetensors" --labels "$tmp/crlf.txt"
+"$bin" info "$tmp/crlf.safetensors" > "$tmp/info.txt"
+grep -q "^classes     1000: n01440764 tench, Tinca tinca, n01443537" "$tmp/info.txt" ||
+  fail "labels with a byte order mark and CRLF: $(grep classes "$tmp/info.txt" | cut -c1-80)"
+sed '3s/.*/caf\xe9/' "$pre/synset.txt" > "$tmp/latin1.txt"
+rc=0; "$bin" import "$tmp/m.onnx" "$tmp/x.safetensors" --labels "$tmp/latin1.txt" 2> "$tmp/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "latin1.txt: line 3: class name 2 is not valid UTF-8" "$tmp/err" ||
+  fail "a label that is not UTF-8: rc $rc: $(cat "$tmp/err")"
+[ ! -e "$tmp/x.safetensors" ] || fail "a refused label file wrote the model"
 echo "test_onnx_cli: ok"

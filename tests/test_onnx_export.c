@@ -870,6 +870,194 @@ START_TEST(test_provenance_utf8) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ class names */
+
+/* Flatten -> Gemm to 3 classes, with `classes` as the file's whisker.classes. */
+static void wkt_og_classes(wkt_og *g, const char *classes) {
+  wkt_og_flatten_gemm(g, 3);
+  wkt_og_attr_int(g, "transB", 1);
+  g->classes_json = classes;
+}
+
+/* Class names from the metadata were taken unchecked for UTF-8: a name that
+ * is not went into the model, and the model file's writer refused it as
+ * "metadata value 3", naming neither the ONNX file nor the class. A list that
+ * was not 3 names of 1 to 255 bytes was dropped for class0.. without a word,
+ * where the model loader refuses the same list in a model file. Each is
+ * refused now as the loader refuses it, naming the file and the class. */
+static const struct {
+  const char *classes, *want;
+} wkt_bad_classes[] = {
+    {"[\"cat\",\"\xff\",\"dog\"]", "class name 1 is not valid UTF-8 (byte 0)"},
+    {"[\"cat\",\"dog\",\"d\xc3\"]", "class name 2 is not valid UTF-8 (byte 1)"}, /* cut short */
+    {"[\"\xed\xa0\x80\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"},   /* a surrogate */
+    {"[\"\xc0\xaf\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"},       /* overlong '/' */
+    {"[\"\xf4\x90\x80\x80\",\"cat\",\"dog\"]", "class name 0 is not valid UTF-8"}, /* > U+10FFFF */
+    {"[\"cat\",\"\",\"dog\"]", "class name 1 is empty"},
+    {"[\"cat\",\"dog\",7]", "class name 2 is not a string"},
+    {NULL, "class name 1 is longer than 255 bytes"}, /* 256 bytes, made below */
+    {"[\"cat\",\"dog\"]", "whisker.classes is not an array of 3 names"},
+    {"[\"cat\",\"dog\",\"emu\",\"fox\"]", "whisker.classes is not an array of 3 names"},
+    {"{\"cat\":1}", "whisker.classes is not an array of 3 names"},
+    {"[\"cat\",\"dog\",\"emu\"", "whisker.classes is not an array of 3 names"},
+};
+#define WKT_N_BAD_CLASSES (int)(sizeof wkt_bad_classes / sizeof wkt_bad_classes[0])
+
+START_TEST(test_import_class_names_checked) {
+  char long_list[400];
+  const char *classes = wkt_bad_classes[_i].classes;
+  if (!classes) {
+    char name[257];
+    memset(name, 'a', 256);
+    name[256] = '\0';
+    snprintf(long_list, sizeof long_list, "[\"cat\",\"%s\",\"dog\"]", name);
+    classes = long_list;
+  }
+  wkt_og g;
+  wkt_og_classes(&g, classes);
+  WKT_REFUSED(&g, WK_ERR_FORMAT, wkt_bad_classes[_i].want);
+}
+END_TEST
+
+/* What the loader takes, import takes, and the model it makes loads with the
+ * same names: any UTF-8 (255 bytes of it, in 3-byte characters), quotes,
+ * and control characters (JSON escapes them in the file). */
+START_TEST(test_import_class_names_load) {
+  char list[1200], long_name[256] = "";
+  for (int i = 0; i < 85; i++) strcat(long_name, "\xe2\x82\xac"); /* the euro sign */
+  ck_assert_uint_eq(strlen(long_name), 255);
+  snprintf(list, sizeof list, "[\"chat \\\"noir\\\" \xc3\xa9t\xc3\xa9 \xf0\x9f\x90\x88\","
+                              "\"%s\",\"tab\\there\\u0001\"]", long_name);
+  const char *want[3] = {"chat \"noir\" \xc3\xa9t\xc3\xa9 \xf0\x9f\x90\x88", long_name,
+                         "tab\there\x01"};
+  wkt_og g;
+  wkt_og_classes(&g, list);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net, *back;
+  wk_model_meta meta, meta2;
+  char path[256], st[300];
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  for (int i = 0; i < 3; i++) ck_assert_str_eq(meta.class_names[i], want[i]);
+  snprintf(st, sizeof st, "%s.safetensors", path);
+  WKT_OK(wk_model_save(st, net, &meta, NULL, 0, NULL, 0));
+  WKT_OK(wk_model_load(ctx, st, &back, &meta2));
+  unlink(st);
+  for (int i = 0; i < 3; i++) ck_assert_str_eq(meta2.class_names[i], want[i]);
+  wk_model_meta_free(&meta);
+  wk_model_meta_free(&meta2);
+  wk_net_destroy(net);
+  wk_net_destroy(back);
+  /* without the metadata: class0.. */
+  wkt_og_classes(&g, NULL);
+  WKT_OK(wkt_og_import(&g, ctx, &net, &meta, path));
+  ck_assert_str_eq(meta.class_names[2], "class2");
+  wk_model_meta_free(&meta);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* A labels file (`whisker import --labels`) holding `text` (n bytes) read
+ * into a 3-class meta (free it after, whatever the status). */
+static wk_status wkt_labels(const char *text, size_t n, wk_model_meta *meta, char path[256]) {
+  snprintf(path, 256, "/tmp/wk_labels_%d.txt", (int)getpid());
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(text, 1, n, f), n);
+  ck_assert_int_eq(fclose(f), 0);
+  WKT_OK(wk_model_meta_init(meta, "onnx", 3, 4));
+  wk_clear_error();
+  const wk_status s = wk_model_meta_read_labels(meta, path);
+  unlink(path);
+  return s;
+}
+
+#define WKT_LABELS(text, meta, path) wkt_labels(text, sizeof text - 1, meta, path)
+
+/* Line ends as a user's editor writes them (LF, CRLF, CR), a UTF-8 byte order
+ * mark, blank lines: the byte order mark was kept as part of the first name
+ * (invisible when printed, and never equal to a folder's name), and a file
+ * with CR line ends read as one name. */
+START_TEST(test_labels_file_line_ends) {
+  static const char *const texts[] = {
+      "cat\ndog\n\xc3\xa9mu\n",
+      "\xef\xbb\xbf" "cat\r\ndog\r\n\r\n\xc3\xa9mu\r\n\r\n",
+      "cat\rdog\r\xc3\xa9mu",
+      "\xef\xbb\xbf\ncat\n\ndog\r\xc3\xa9mu",
+  };
+  for (int t = 0; t < 4; t++) {
+    wk_model_meta meta;
+    char path[256];
+    const wk_status s = wkt_labels(texts[t], strlen(texts[t]), &meta, path);
+    ck_assert_msg(s == WK_OK, "text %d: %s", t, wk_last_error());
+    ck_assert_str_eq(meta.class_names[0], "cat");
+    ck_assert_str_eq(meta.class_names[1], "dog");
+    ck_assert_str_eq(meta.class_names[2], "\xc3\xa9mu");
+    wk_model_meta_free(&meta);
+  }
+}
+END_TEST
+
+/* Names the model loader would refuse: a line that is not UTF-8 (a Latin-1
+ * file) went into the model and the writer refused "metadata value 3"; a line
+ * over 255 bytes was cut at byte 255, mid-character; a NUL byte was reported
+ * as a line over 1023 bytes. Each is refused naming the file, the line and
+ * the class; a line of 255 bytes and control characters (as the loader) are
+ * taken. */
+START_TEST(test_labels_file_names_checked) {
+  wk_model_meta meta;
+  char path[256], text[1200];
+  WKT_FAILS(WK_ERR_FORMAT, WKT_LABELS("cat\n\n\xe9mu\ndog\n", &meta, path));
+  ck_assert_msg(strstr(wk_last_error(), path) &&
+                    strstr(wk_last_error(), "line 3: class name 1 is not valid UTF-8 (byte 0)"),
+                "%s", wk_last_error());
+  wk_model_meta_free(&meta);
+  WKT_FAILS(WK_ERR_FORMAT, WKT_LABELS("cat\ndog\n\xed\xa0\x80\n", &meta, path));
+  ck_assert_msg(strstr(wk_last_error(), "line 3: class name 2 is not valid UTF-8"), "%s",
+                wk_last_error());
+  wk_model_meta_free(&meta);
+  WKT_FAILS(WK_ERR_FORMAT, WKT_LABELS("c\0at\ndog\nemu\n", &meta, path));
+  ck_assert_msg(strstr(wk_last_error(), "line 1: class name 0 holds a NUL byte"), "%s",
+                wk_last_error());
+  wk_model_meta_free(&meta);
+  /* 256 bytes, 300 bytes of 2-byte characters, 1100 bytes */
+  const size_t lens[3] = {256, 300, 1100};
+  for (int t = 0; t < 3; t++) {
+    size_t n = (size_t)snprintf(text, sizeof text, "cat\ndog\n");
+    for (size_t i = 0; i < lens[t]; i += t == 1 ? 2 : 1)
+      n += (size_t)snprintf(text + n, sizeof text - n, "%s", t == 1 ? "\xc3\xa9" : "x");
+    text[n++] = '\n';
+    WKT_FAILS(WK_ERR_FORMAT, wkt_labels(text, n, &meta, path));
+    ck_assert_msg(strstr(wk_last_error(), path) &&
+                      strstr(wk_last_error(), "line 3: class name 2 is longer than 255 bytes"),
+                  "%zu bytes: %s", lens[t], wk_last_error());
+    wk_model_meta_free(&meta);
+  }
+  /* 255 bytes (127 2-byte characters and one byte), a tab, a control character */
+  size_t n = (size_t)snprintf(text, sizeof text, "a\tb\n\x01\n");
+  for (int i = 0; i < 127; i++) n += (size_t)snprintf(text + n, sizeof text - n, "\xc3\xa9");
+  n += (size_t)snprintf(text + n, sizeof text - n, "z");
+  WKT_OK(wkt_labels(text, n, &meta, path));
+  ck_assert_str_eq(meta.class_names[0], "a\tb");
+  ck_assert_str_eq(meta.class_names[1], "\x01");
+  ck_assert_uint_eq(strlen(meta.class_names[2]), 255);
+  wk_model_meta_free(&meta);
+  /* 255 bytes after a byte order mark */
+  n = (size_t)snprintf(text, sizeof text, "\xef\xbb\xbf");
+  for (int i = 0; i < 255; i++) text[n++] = 'x';
+  n += (size_t)snprintf(text + n, sizeof text - n, "\ncat\ndog\n");
+  WKT_OK(wkt_labels(text, n, &meta, path));
+  ck_assert_uint_eq(strlen(meta.class_names[0]), 255);
+  ck_assert_int_eq(meta.class_names[0][0], 'x');
+  wk_model_meta_free(&meta);
+  /* the count */
+  WKT_FAILS(WK_ERR_FORMAT, WKT_LABELS("cat\ndog\n", &meta, path));
+  ck_assert_msg(strstr(wk_last_error(), "2 labels for a model with 3 classes"), "%s",
+                wk_last_error());
+  wk_model_meta_free(&meta);
+}
+END_TEST
+
 /* Messages about a tensor named the file twice ("e.onnx: node 'conv0' (Conv):
  * e.onnx: tensor ..."). */
 START_TEST(test_tensor_messages_name_file_once) {
@@ -1071,6 +1259,10 @@ int main(void) {
   tcase_add_loop_test(tc, test_model_limits_refused, 0, WKT_LIM_N);
   tcase_add_test(tc, test_model_at_limits_loads);
   tcase_add_test(tc, test_provenance_utf8);
+  tcase_add_loop_test(tc, test_import_class_names_checked, 0, WKT_N_BAD_CLASSES);
+  tcase_add_test(tc, test_import_class_names_load);
+  tcase_add_test(tc, test_labels_file_line_ends);
+  tcase_add_test(tc, test_labels_file_names_checked);
   tcase_add_test(tc, test_tensor_messages_name_file_once);
   tcase_add_test(tc, test_shape_slice_refused);
   tcase_add_test(tc, test_const_indices_checked);

@@ -1,6 +1,5 @@
 /* cmd_import.c - `whisker import MODEL.onnx OUT.safetensors [--labels FILE]`:
  * an ONNX classifier as a whisker model file. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,33 +13,10 @@ static void wk_usage_import(FILE *f) {
   fprintf(f, "usage: whisker import MODEL.onnx OUT.safetensors [--labels FILE]\n\n"
              "Converts an ONNX image classifier (NCHW float input, logits output; float or\n"
              "QLinear-quantized, which is dequantized) into a whisker model file.\n"
-             "--labels FILE  class names, one per line (e.g. synset.txt); default class0..\n");
-}
-
-/* Reads one class name per line into meta (the count must match). */
-static wk_status wk_read_labels(const char *path, wk_model_meta *meta) {
-  FILE *f = fopen(path, "r");
-  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
-  char line[1024];
-  int n = 0;
-  wk_status s = WK_OK;
-  while (s == WK_OK && fgets(line, sizeof line, f)) {
-    size_t len = strcspn(line, "\r\n");
-    if (line[len] == '\0' && !feof(f)) {
-      s = wk_fail(WK_ERR_FORMAT, "%s: line %d is longer than 1023 bytes", path, n + 1);
-      break;
-    }
-    line[len] = '\0';
-    if (len == 0) continue;
-    if (len > 255) line[255] = '\0';
-    if (n < meta->n_classes) s = wk_model_meta_set_class(meta, n, line);
-    n++;
-  }
-  fclose(f);
-  if (s == WK_OK && n != meta->n_classes)
-    s = wk_fail(WK_ERR_FORMAT, "%s: %d labels for a model with %d classes", path, n,
-                meta->n_classes);
-  return s;
+             "--labels FILE  class names, one per line (e.g. synset.txt): UTF-8, 1 to 255\n"
+             "               bytes each; blank lines, a byte order mark, CRLF or CR line\n"
+             "               ends are fine. Default: the names a whisker export keeps in\n"
+             "               the file, else class0..\n");
 }
 
 int wk_cmd_import(int argc, char **argv) {
@@ -70,7 +46,7 @@ int wk_cmd_import(int argc, char **argv) {
   wk_model_meta meta = {0};
   wk_status s = wk_ctx_create(&ctx, 1);
   if (s == WK_OK) s = wk_onnx_import(ctx, pos[0], &net, &meta);
-  if (s == WK_OK && labels) s = wk_read_labels(labels, &meta);
+  if (s == WK_OK && labels) s = wk_model_meta_read_labels(&meta, labels);
   if (s == WK_OK) s = wk_model_save(pos[1], net, &meta, NULL, 0, NULL, 0);
   if (s == WK_OK) {
     int h, w, c;

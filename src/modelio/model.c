@@ -2,12 +2,15 @@
 #include "modelio/model.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/status.h"
+#include "core/utf8.h"
 
 /* ------------------------------------------------------------------ meta */
 
@@ -53,6 +56,73 @@ wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name) {
   free(m->class_names[i]);
   m->class_names[i] = d;
   return WK_OK;
+}
+
+wk_status wk_model_check_class_name(const char *where, int i, const char *name) {
+  const size_t n = strlen(name);
+  size_t bad = 0;
+  if (n == 0) return wk_fail(WK_ERR_FORMAT, "%s: class name %d is empty", where, i);
+  if (n > WK_MODEL_CLASS_NAME_MAX)
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d is longer than %d bytes", where, i,
+                   WK_MODEL_CLASS_NAME_MAX);
+  if (!wk_utf8_valid(name, n, &bad))
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d is not valid UTF-8 (byte %zu)", where, i,
+                   bad);
+  return WK_OK;
+}
+
+/* The bytes of a labels file's line kept (a longer one is too long): a name,
+ * a byte order mark before it, and one byte over. */
+#define WK_LABEL_KEEP (WK_MODEL_CLASS_NAME_MAX + 4)
+
+/* Takes line `line` of a labels file, of len bytes whose first
+ * min(len, WK_LABEL_KEEP) are in name[WK_LABEL_KEEP + 1], as label *n (a
+ * blank line is none). */
+static wk_status wk_label_line(wk_model_meta *m, const char *path, long long line, char *name,
+                               size_t len, long long *n) {
+  size_t kept = len < WK_LABEL_KEEP ? len : WK_LABEL_KEEP;
+  if (line == 1 && kept >= 3 && !memcmp(name, "\xef\xbb\xbf", 3)) { /* UTF-8's byte order mark */
+    memmove(name, name + 3, kept - 3);
+    kept -= 3, len -= 3;
+  }
+  if (len == 0) return WK_OK;
+  name[kept] = '\0';
+  const int i = *n < INT_MAX ? (int)*n : INT_MAX;
+  char where[300];
+  snprintf(where, sizeof where, "%s: line %lld", path, line);
+  if (memchr(name, '\0', kept))
+    return wk_fail(WK_ERR_FORMAT, "%s: class name %d holds a NUL byte", where, i);
+  WK_TRY(wk_model_check_class_name(where, i, name)); /* kept > the limit when len is */
+  if (*n < m->n_classes) WK_TRY(wk_model_meta_set_class(m, i, name));
+  ++*n; /* the count is checked at the end */
+  return WK_OK;
+}
+
+wk_status wk_model_meta_read_labels(wk_model_meta *m, const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+  char name[WK_LABEL_KEEP + 1];
+  size_t len = 0;
+  long long line = 1, n = 0;
+  wk_status s = WK_OK;
+  for (int c = getc(f); s == WK_OK; c = getc(f)) {
+    if (c != EOF && c != '\n' && c != '\r') {
+      if (len < WK_LABEL_KEEP) name[len] = (char)c;
+      len++;
+      continue;
+    }
+    s = wk_label_line(m, path, line, name, len, &n);
+    if (c == EOF) break;
+    if (c == '\r' && (c = getc(f)) != '\n' && c != EOF) ungetc(c, f); /* CRLF: one end */
+    line++;
+    len = 0;
+  }
+  if (s == WK_OK && ferror(f)) s = wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+  fclose(f);
+  if (s == WK_OK && n != m->n_classes)
+    s = wk_fail(WK_ERR_FORMAT, "%s: %lld labels for a model with %d classes", path, n,
+                m->n_classes);
+  return s;
 }
 
 wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json) {
@@ -204,6 +274,10 @@ static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_mode
   if (meta->n_classes != wk_net_output_features(net))
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %d class names for a network with %lld outputs",
                    path, meta->n_classes, (long long)wk_net_output_features(net));
+  /* what the loader would refuse is not written (the names come from folders,
+   * CSV files, ONNX metadata, labels files) */
+  for (int i = 0; i < meta->n_classes; i++)
+    WK_TRY(wk_model_check_class_name(path, i, meta->class_names[i]));
   /* one num_batches_tracked per batchnorm, as PyTorch's state_dict has */
   size_t n_bn = 0;
   for (int i = 0; i < wk_net_n_nodes(net); i++) n_bn += wk_net_node(net, i)->op == WK_NODE_BATCHNORM;
@@ -304,10 +378,9 @@ static wk_status wk_load_classes(const wk_st_file *f, wk_model_meta *meta) {
    * time: quadratic in the up to WK_MODEL_MAX_CLASSES names) */
   const cJSON *s = st == WK_OK ? a->child : NULL;
   for (int i = 0; st == WK_OK && i < n; i++, s = s->next) {
-    if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > 255)
-      st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string of 1 to 255 bytes",
-                   wk_st_path(f), i);
-    else
+    if (!cJSON_IsString(s))
+      st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string", wk_st_path(f), i);
+    else if ((st = wk_model_check_class_name(wk_st_path(f), i, s->valuestring)) == WK_OK)
       st = wk_model_meta_set_class(meta, i, s->valuestring);
   }
   cJSON_Delete(a);

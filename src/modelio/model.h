@@ -34,6 +34,7 @@
 #define WK_MODEL_MAX_KERNEL 64      /* kernels, strides, dilations, a conv's pads */
 #define WK_MODEL_MAX_POOL_PAD 32
 #define WK_MODEL_MIN_BN_EPS 1e-12   /* a batchnorm's eps lies in [this, 1] */
+#define WK_MODEL_CLASS_NAME_MAX 255 /* bytes in a class name (at least 1) */
 
 typedef struct wk_preprocess {
   int resize_px;   /* shorter side resized to this before the centre crop */
@@ -57,6 +58,20 @@ wk_preprocess wk_preprocess_default(int crop_px);
 wk_status wk_model_meta_init(wk_model_meta *m, const char *arch, int n_classes, int crop_px);
 /* Replaces class i's name (copied). */
 wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name);
+/* Checks that name may be class i's in a model file: 1 to
+ * WK_MODEL_CLASS_NAME_MAX bytes of valid UTF-8 (core/utf8.h); control
+ * characters are allowed (JSON escapes them). Fails with WK_ERR_FORMAT and
+ * "WHERE: class name I is empty" (is longer than .., is not valid UTF-8
+ * (byte B)), where naming the file (and line). The loader, the writer, the
+ * ONNX importer and the labels reader all apply it, so what one writes the
+ * other reads. */
+wk_status wk_model_check_class_name(const char *where, int i, const char *name);
+/* Replaces the class names with those of a labels file (`whisker import
+ * --labels`): one name per line, as many as m has classes. Lines end in LF,
+ * CRLF or CR; a UTF-8 byte order mark before the first and blank lines are
+ * skipped; every other line must pass wk_model_check_class_name (and hold no
+ * NUL byte), or the file is refused naming its line and the class. */
+wk_status wk_model_meta_read_labels(wk_model_meta *m, const char *path);
 /* Replaces the provenance JSON (copied; must parse as a JSON object). */
 wk_status wk_model_meta_set_provenance(wk_model_meta *m, const char *json);
 void wk_model_meta_free(wk_model_meta *m);

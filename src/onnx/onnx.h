@@ -19,8 +19,9 @@
 #include "nn/net.h"
 
 /* Reads an .onnx file into a finalized network with its weights and a meta:
- * arch "onnx", class names from a whisker export's metadata or "class0"..
- * (replace them after), the ImageNet preprocessing for the graph's input
+ * arch "onnx", class names from a whisker export's metadata (refused, naming
+ * the file and the class, where the model loader would refuse them) or
+ * "class0".. (replace them after), the ImageNet preprocessing for the graph's input
  * size, provenance naming the file. */
 wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
 

@@ -587,26 +587,38 @@ static const char *wk_basename(const char *path) {
 }
 
 /* Class names from metadata_props "whisker.classes" (whisker's export writes
- * them) when they are k strings of 1 to 255 bytes; else "class0".. */
-static wk_status wk_imp_classes(const Onnx__ModelProto *m, wk_model_meta *meta) {
+ * them), else "class0"..: refused, naming the file and the class, as the
+ * model loader refuses them in a model file (not a JSON array of k names, a
+ * name that is empty, longer than 255 bytes or not UTF-8), so that the model
+ * written from them loads. */
+static wk_status wk_imp_classes(const char *path, const Onnx__ModelProto *m,
+                                wk_model_meta *meta) {
   const int k = meta->n_classes;
-  cJSON *a = NULL;
+  const char *text = NULL;
   for (size_t i = 0; i < m->n_metadata_props; i++)
-    if (!a && m->metadata_props[i]->key && m->metadata_props[i]->value &&
+    if (!text && m->metadata_props[i]->key && m->metadata_props[i]->value &&
         !strcmp(m->metadata_props[i]->key, "whisker.classes"))
-      a = cJSON_Parse(m->metadata_props[i]->value);
-  bool ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == k;
-  /* along the list: cJSON_GetArrayItem walks from the head every time */
-  const cJSON *s = ok ? a->child : NULL;
-  for (int i = 0; ok && i < k; i++, s = s->next)
-    ok = cJSON_IsString(s) && s->valuestring[0] && strlen(s->valuestring) <= 255;
+      text = m->metadata_props[i]->value;
   wk_status st = WK_OK;
-  s = ok ? a->child : NULL;
-  for (int i = 0; st == WK_OK && i < k; i++) {
-    char name[24];
-    snprintf(name, sizeof name, "class%d", i);
-    st = wk_model_meta_set_class(meta, i, ok ? s->valuestring : name);
-    if (ok) s = s->next;
+  if (!text) {
+    for (int i = 0; st == WK_OK && i < k; i++) {
+      char name[24];
+      snprintf(name, sizeof name, "class%d", i);
+      st = wk_model_meta_set_class(meta, i, name);
+    }
+    return st;
+  }
+  cJSON *a = cJSON_Parse(text);
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != k)
+    st = wk_fail(WK_ERR_FORMAT, "%s: metadata whisker.classes is not an array of %d names",
+                 path, k);
+  /* along the list: cJSON_GetArrayItem walks from the head every time */
+  const cJSON *s = st == WK_OK ? a->child : NULL;
+  for (int i = 0; st == WK_OK && i < k; i++, s = s->next) {
+    if (!cJSON_IsString(s))
+      st = wk_fail(WK_ERR_FORMAT, "%s: class name %d is not a string", path, i);
+    else if ((st = wk_model_check_class_name(path, i, s->valuestring)) == WK_OK)
+      st = wk_model_meta_set_class(meta, i, s->valuestring);
   }
   cJSON_Delete(a);
   return st;
@@ -638,7 +650,7 @@ static wk_status wk_imp_meta(const wk_imp *imp, const Onnx__ModelProto *m, const
   wk_net_input_shape(imp->net, &h, &w, &c);
   const int k = (int)wk_net_output_features(imp->net);
   WK_TRY(wk_model_meta_init(meta, "onnx", k, h));
-  WK_TRY(wk_imp_classes(m, meta));
+  WK_TRY(wk_imp_classes(imp->path, m, meta));
   int64_t opset = 0;
   for (size_t i = 0; i < m->n_opset_import; i++)
     if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0])
