@@ -151,7 +151,16 @@ short_rc=$?
 # ... and a fine-tuning whose second phase is too short, before its head trains
 "$bin" finetune "$tmp/shapes" --from "$tmp/run/model.safetensors" --out "$tmp/short_ft" --size 32 \
   --epochs 3 --head-epochs 2 --batch 256 > /dev/null 2> "$tmp/short_ft.err"
-short_ft_rc=$?; set -e
+short_ft_rc=$?
+# a class folder whose name is not UTF-8 (a model file cannot hold it) is refused before
+# training, not at the first save
+cp -r "$tmp/small" "$tmp/badname"
+for split in train val; do mv "$tmp/badname/$split/circle" "$tmp/badname/$split/$(printf 'ci\377rcle')"; done
+"$bin" train "$tmp/badname" --out "$tmp/badname_run" "${args[@]}" > /dev/null 2> "$tmp/badname.err"
+badname_rc=$?; set -e
+[ "$badname_rc" -eq 1 ] && grep -q "badname: class name 0 is not valid UTF-8" "$tmp/badname.err" \
+  && ! grep -q "^epoch 1/" "$tmp/badname.err" \
+  || { cat "$tmp/badname.err"; fail "a class name that is not UTF-8: rc $badname_rc"; }
 [ "$short_ft_rc" -eq 1 ] && grep -q "the whole network's phase has 2 (1 epoch of 2 batches): more --epochs" "$tmp/short_ft.err" \
   && ! grep -q "^epoch 1/" "$tmp/short_ft.err" \
   || { cat "$tmp/short_ft.err"; fail "too short a fine-tuning phase: rc $short_ft_rc"; }

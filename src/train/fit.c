@@ -204,8 +204,13 @@ static wk_status wk_run_new_model(wk_run *r) {
     WK_TRY(wk_model_meta_init(&r->meta, c->arch, k, c->size));
     r->meta.width = c->width;
   }
-  for (int i = 0; i < k; i++)
-    WK_TRY(wk_model_meta_set_class(&r->meta, i, wk_dataset_class_name(r->train_ds, i)));
+  /* a class name the model file cannot hold (a folder or CSV label of invalid UTF-8, a
+   * label over 255 bytes) is refused here, before training, not at the first save */
+  for (int i = 0; i < k; i++) {
+    const char *name = wk_dataset_class_name(r->train_ds, i);
+    WK_TRY(wk_model_check_class_name(c->data_dir, i, name));
+    WK_TRY(wk_model_meta_set_class(&r->meta, i, name));
+  }
   return WK_OK;
 }
 
