@@ -157,7 +157,22 @@ short_ft_rc=$?
 cp -r "$tmp/small" "$tmp/badname"
 for split in train val; do mv "$tmp/badname/$split/circle" "$tmp/badname/$split/$(printf 'ci\377rcle')"; done
 "$bin" train "$tmp/badname" --out "$tmp/badname_run" "${args[@]}" > /dev/null 2> "$tmp/badname.err"
-badname_rc=$?; set -e
+badname_rc=$?
+# a class name with a terminal escape (valid UTF-8, so it trains, and a model file holds it)
+# is printed escaped by classify, info and eval: the text output holds no ESC byte
+cp -r "$tmp/small" "$tmp/esc"
+esc=$(printf 'sq\033[31muare')
+for split in train val; do mv "$tmp/esc/$split/square" "$tmp/esc/$split/$esc"; done
+"$bin" train "$tmp/esc" --out "$tmp/esc_run" "${args[@]}" --epochs 1 > /dev/null 2>&1
+esc_rc=$?
+{ "$bin" classify "$tmp/esc/val/$esc" --model "$tmp/esc_run/model.safetensors" --top 3
+  "$bin" info "$tmp/esc_run/model.safetensors"
+  "$bin" eval "$tmp/esc/val" --model "$tmp/esc_run/model.safetensors"; } > "$tmp/esc.out" 2>&1
+esc_out_rc=$?; set -e
+[ "$esc_rc" -eq 0 ] && [ "$esc_out_rc" -eq 0 ] || { cat "$tmp/esc.out"; fail "escaped class name: rc $esc_rc, $esc_out_rc"; }
+! grep -q $'\033' "$tmp/esc.out" || fail "an ESC byte reached the text output"
+[ "$(grep -c 'sq\\x1b\[31muare' "$tmp/esc.out")" -ge 4 ] \
+  || { cat "$tmp/esc.out"; fail "the escaped class name is not shown"; }
 [ "$badname_rc" -eq 1 ] && grep -q "badname: class name 0 is not valid UTF-8" "$tmp/badname.err" \
   && ! grep -q "^epoch 1/" "$tmp/badname.err" \
   || { cat "$tmp/badname.err"; fail "a class name that is not UTF-8: rc $badname_rc"; }

@@ -78,6 +78,19 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
 
 bool wk_stderr_is_tty(void) { return isatty(2) == 1; }
 
+const char *wk_safe_text(const char *s, char *buf, size_t n) {
+  size_t o = 0;
+  for (; *s; s++) {
+    const unsigned char ch = (unsigned char)*s;
+    const bool ctl = ch < 0x20 || ch == 0x7f;
+    if (o + (ctl ? 4 : 1) >= n) break;
+    if (ctl) o += (size_t)snprintf(buf + o, n - o, "\\x%02x", ch);
+    else buf[o++] = (char)ch;
+  }
+  if (n) buf[o < n ? o : n - 1] = '\0';
+  return buf;
+}
+
 void wk_print_json_string(const char *s) {
   putchar('"');
   for (; *s; s++) {

@@ -6,6 +6,7 @@
 #define WK_CLI_ARGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 int wk_arg_int(const char *cmd, int argc, char **argv, int *i, const char *name, long lo,
                long hi, int *out);
@@ -19,6 +20,12 @@ int wk_arg_device(const char *cmd, int argc, char **argv, int *i, int *out);
 /* Prints s to stdout as a JSON string literal (quotes, backslashes and
  * control characters escaped). */
 void wk_print_json_string(const char *s);
+/* s for a terminal, into buf (n bytes): each control character (below 0x20, and 0x7f) as
+ * \xNN, so that a class name from a model file, or a file name, cannot move the cursor,
+ * recolour or retitle the terminal, or break a line of output. Cut to fit n (4 bytes per
+ * byte of s, and one, never cut); returns buf. */
+#define WK_SAFE_TEXT_MAX(len) (4 * (size_t)(len) + 1)
+const char *wk_safe_text(const char *s, char *buf, size_t n);
 /* True on a terminal (progress bars redraw there). */
 bool wk_stderr_is_tty(void);
 

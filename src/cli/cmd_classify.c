@@ -131,9 +131,11 @@ static void wk_print_one(const char *path, const float *row, const wk_model_meta
     printf("]}\n");
     return;
   }
-  printf("%s\t", path);
+  char safe[WK_SAFE_TEXT_MAX(4096)];
+  printf("%s\t", wk_safe_text(path, safe, sizeof safe));
   for (int t = 0; t < top; t++)
-    printf("%s%s %.4f", t ? ", " : "", meta->class_names[order[t]], row[order[t]]);
+    printf("%s%s %.4f", t ? ", " : "", wk_safe_text(meta->class_names[order[t]], safe, sizeof safe),
+           row[order[t]]);
   printf("\n");
 }
 

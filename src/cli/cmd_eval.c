@@ -44,20 +44,24 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, boo
   }
   printf("images     %lld\naccuracy   %.4f\ntop-%d      %.4f\nloss       %.4f\n", (long long)m->n,
          m->accuracy, m->top_k, m->top_k_accuracy, m->loss);
-  if (!isnan(m->auc)) printf("ROC AUC    %.4f (class '%s' positive)\n", m->auc, meta->class_names[1]);
+  char safe[WK_SAFE_TEXT_MAX(WK_MODEL_CLASS_NAME_MAX)];
+#define WK_SAFE(name) wk_safe_text((name), safe, sizeof safe)
+  if (!isnan(m->auc))
+    printf("ROC AUC    %.4f (class '%s' positive)\n", m->auc, WK_SAFE(meta->class_names[1]));
   printf("\n%-20s %9s %9s %9s\n", "class", "precision", "recall", "F1");
   for (int c = 0; c < k; c++)
-    printf("%-20.20s %9.4f %9.4f %9.4f\n", meta->class_names[c], m->precision[c], m->recall[c],
-           m->f1[c]);
+    printf("%-20.20s %9.4f %9.4f %9.4f\n", WK_SAFE(meta->class_names[c]), m->precision[c],
+           m->recall[c], m->f1[c]);
   if (k > 30) return;
   printf("\nconfusion (rows: true class, columns: predicted)\n%-20s", "");
-  for (int c = 0; c < k; c++) printf(" %8.8s", meta->class_names[c]);
+  for (int c = 0; c < k; c++) printf(" %8.8s", WK_SAFE(meta->class_names[c]));
   printf("\n");
   for (int r = 0; r < k; r++) {
-    printf("%-20.20s", meta->class_names[r]);
+    printf("%-20.20s", WK_SAFE(meta->class_names[r]));
     for (int c = 0; c < k; c++) printf(" %8lld", (long long)m->confusion[r * k + c]);
     printf("\n");
   }
+#undef WK_SAFE
 }
 
 int wk_cmd_eval(int argc, char **argv) {
@@ -113,8 +117,10 @@ int wk_cmd_eval(int argc, char **argv) {
   }
   for (int c = 0; c < meta.n_classes; c++)
     if (strcmp(wk_dataset_class_name(ds, c), meta.class_names[c])) {
+      char a[WK_SAFE_TEXT_MAX(WK_MODEL_CLASS_NAME_MAX)], b[sizeof a];
       wk_fail(WK_ERR_INVALID_ARG, "class %d is '%s' in %s but '%s' in the model", c,
-              wk_dataset_class_name(ds, c), data, meta.class_names[c]);
+              wk_safe_text(wk_dataset_class_name(ds, c), a, sizeof a), data,
+              wk_safe_text(meta.class_names[c], b, sizeof b));
       goto done;
     }
   if (wk_predict_dataset(net, &meta.pre, ds, batch, workers, &probs, &labels) != WK_OK ||

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "modelio/model.h"
 #include "whisker.h"
@@ -105,8 +106,9 @@ int wk_cmd_info(int argc, char **argv) {
          wk_thousands(wk_net_param_count(net), num, sizeof num), np,
          (double)wk_net_param_count(net) * 4.0 / 1e6, nb);
   printf("classes     %d:", meta.n_classes);
+  char safe[WK_SAFE_TEXT_MAX(WK_MODEL_CLASS_NAME_MAX)];
   for (int i = 0; i < meta.n_classes && i < 20; i++)
-    printf("%s %s", i ? "," : "", meta.class_names[i]);
+    printf("%s %s", i ? "," : "", wk_safe_text(meta.class_names[i], safe, sizeof safe));
   if (meta.n_classes > 20) printf(", ... (%d more)", meta.n_classes - 20);
   printf("\n");
   printf("preprocess  resize shorter side to %d, centre crop %d, mean (%.3f, %.3f, %.3f), "
