@@ -259,28 +259,25 @@ static bool wkt_pb_next(const uint8_t **p, const uint8_t *end, int *field, const
   return true;
 }
 
+/* The next length-delimited field number `want` in [*p, end), its bytes in
+ * *val and *len; false when there is none left. */
+static bool wkt_pb_field(const uint8_t **p, const uint8_t *end, int want, const uint8_t **val,
+                         size_t *len) {
+  int f;
+  while (wkt_pb_next(p, end, &f, val, len))
+    if (f == want && *val) return true;
+  return false;
+}
+
 int wkt_onnx_initializer_names(const uint8_t *data, size_t n_bytes, char (*names)[128], int max) {
-  int count = 0, f;
-  const uint8_t *p = data, *v;
-  size_t len;
-  while (wkt_pb_next(&p, data + n_bytes, &f, &v, &len)) {
-    if (f != 7 || !v) continue; /* ModelProto.graph */
-    const uint8_t *gp = v;
-    int gf;
-    const uint8_t *gv;
-    size_t glen;
-    while (wkt_pb_next(&gp, v + len, &gf, &gv, &glen)) {
-      if (gf != 5 || !gv) continue; /* GraphProto.initializer */
-      const uint8_t *tp = gv;
-      int tf;
-      const uint8_t *tv;
-      size_t tlen;
-      while (wkt_pb_next(&tp, gv + glen, &tf, &tv, &tlen)) {
-        if (tf != 8 || !tv) continue; /* TensorProto.name */
-        if (count < max) snprintf(names[count], 128, "%.*s", (int)tlen, (const char *)tv);
+  int count = 0;
+  const uint8_t *p = data, *g, *t, *name;
+  size_t glen, tlen, nlen;
+  while (wkt_pb_field(&p, data + n_bytes, 7, &g, &glen))                  /* ModelProto.graph */
+    for (const uint8_t *gp = g; wkt_pb_field(&gp, g + glen, 5, &t, &tlen);) /* .initializer */
+      for (const uint8_t *tp = t; wkt_pb_field(&tp, t + tlen, 8, &name, &nlen);) { /* .name */
+        if (count < max) snprintf(names[count], 128, "%.*s", (int)nlen, (const char *)name);
         count++;
       }
-    }
-  }
   return count;
 }

@@ -366,15 +366,6 @@ START_TEST(test_resize_properties) {
 END_TEST
 
 /* ---------------------------------------------------------------- writers */
-static int count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  ck_assert_ptr_nonnull(d);
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d));)
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-  closedir(d);
-  return n;
-}
 
 START_TEST(test_write_roundtrip) {
   char *dir = wkt_tempdir();
@@ -387,7 +378,7 @@ START_TEST(test_write_roundtrip) {
   /* overwriting goes through a rename: no temporary file is left behind */
   ck_assert_int_eq(wk_image_write_png(&img, png), WK_OK);
   ck_assert_int_eq(wk_image_write_jpeg(&img, jpg, 95), WK_OK);
-  ck_assert_int_eq(count_entries(dir), 2);
+  ck_assert_int_eq(wkt_count_entries(dir), 2);
   ck_assert_int_eq(wk_image_load(jpg, NULL, &back), WK_OK);
   ck_assert_int_eq(back.width, 41);
   ck_assert_int_eq(back.height, 27);

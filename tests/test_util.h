@@ -32,6 +32,9 @@ uint8_t *wkt_read_file(const char *path, size_t *n_bytes);
  * core/atomic_file writes through where it can. */
 bool wkt_has_tmpfile(const char *dir);
 
+/* The entries of folder dir, "." and ".." aside (fails the test when it cannot be read). */
+int wkt_count_entries(const char *dir);
+
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);
 

@@ -138,9 +138,9 @@
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
-/* $WHISKER_BN_FUSE (cuda.h): auto and on fuse in every precision; all also
- * runs the batchnorms left alone through the Ex calls */
-typedef enum { WK_FUSE_AUTO, WK_FUSE_ON, WK_FUSE_OFF, WK_FUSE_ALL } wk_fuse_mode;
+/* $WHISKER_BN_FUSE (cuda.h): on (unset, auto or 1) fuses in every precision;
+ * all also runs the batchnorms left alone through the Ex calls */
+typedef enum { WK_FUSE_ON, WK_FUSE_OFF, WK_FUSE_ALL } wk_fuse_mode;
 
 typedef struct wk_gnode {
   /* x, y: the input and output values (float32, or 16 bits with bf16 and
@@ -697,13 +697,12 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   net->own_bn = env && !strcmp(env, "1");
   if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
     return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_OWN_BN='%s': expected 1 or 0", env);
-  net->fuse_mode = WK_FUSE_AUTO;
+  net->fuse_mode = WK_FUSE_ON;
   env = getenv("WHISKER_BN_FUSE");
   if (env && *env) {
-    if (!strcmp(env, "1")) net->fuse_mode = WK_FUSE_ON;
-    else if (!strcmp(env, "0")) net->fuse_mode = WK_FUSE_OFF;
+    if (!strcmp(env, "0")) net->fuse_mode = WK_FUSE_OFF;
     else if (!strcmp(env, "all")) net->fuse_mode = WK_FUSE_ALL;
-    else if (strcmp(env, "auto"))
+    else if (strcmp(env, "auto") && strcmp(env, "1"))
       return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_BN_FUSE='%s': expected auto, 1, all or 0",
                      env);
   }
