@@ -14,10 +14,14 @@
  * fused, the other the addend), a batchnorm whose input is also the addend,
  * and a batchnorm on the input itself. */
 #include <check.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda/bn_fuse_plan.h"
+#include "cuda/mem_plan.h"
+#include "nn/net_impl.h"
 #include "nn/zoo.h"
 #include "test_util.h"
 
@@ -237,6 +241,183 @@ START_TEST(test_fused) {
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- gradient buffers (mem_plan.h) */
+
+/* needs_grad as cuda_net.c derives it with everything trainable: every value
+ * but the input. */
+static bool *wkt_all_need(int n_nodes) {
+  bool *need = calloc((size_t)n_nodes + 1, sizeof *need);
+  ck_assert_ptr_nonnull(need);
+  for (int v = 1; v <= n_nodes; v++) need[v] = true;
+  return need;
+}
+
+/* The steps of a residual stage worked out by hand (node i runs at step
+ * 10 - i; the output's gradient is written at step 0):
+ *   v1 c1(0)  v2 b1(v1)  v3 relu(v2)  v4 c2(v3)  v5 b2(v4)  v6 add(v5, v3)
+ *   v7 relu(v6)  v8 gap(v7)  v9 flatten(v8), v8's buffer  v10 fc(v9)
+ * Groups: relu(b1) at node 2, relu(b2 + v3) at node 6. Fused, node 6 writes
+ * v4's and v3's gradients at step 4, node 2 v1's at step 8; one by one the
+ * relus write v6's and v2's, the add v5's and v3's (step 5), b2 v4's (step
+ * 6), c2 v3's (step 7), b1 v1's (step 9). */
+START_TEST(test_grad_steps) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_net(ctx);
+  const int r1 = wk_net_act(net, "r1", wkt_bn(net, "b1", wkt_conv(net, "c1", 0)), WK_ACT_RELU);
+  const int b2 = wkt_bn(net, "b2", wkt_conv(net, "c2", r1));
+  const int r2 = wk_net_act(net, "r2", wk_net_add(net, "add", b2, r1), WK_ACT_RELU);
+  ck_assert_int_eq(r2, 7);
+  wkt_plan p = wkt_finish(net, r2);
+  ck_assert_int_eq(p.n_nodes, 10);
+  ck_assert_int_eq(p.n_groups, 2);
+  bool *need = wkt_all_need(p.n_nodes);
+  int first[11], last[11];
+  wk_grad_steps(p.nodes, p.n_nodes, p.alias, need, p.groups, p.n_groups, first, last);
+  static const int want_first[11] = {-1, 8, 8, 4, 4, 5, 4, 3, 1, -1, 0};
+  static const int want_last[11] = {-1, 10, 9, 8, 7, 6, 5, 4, 3, -1, 1};
+  for (int v = 0; v <= 10; v++)
+    ck_assert_msg(first[v] == want_first[v] && last[v] == want_last[v],
+                  "value %d: steps %d to %d, expected %d to %d", v, first[v], last[v],
+                  want_first[v], want_last[v]);
+  /* without the groups: the relus' batchnorm inputs start at the batchnorms */
+  wk_grad_steps(p.nodes, p.n_nodes, p.alias, need, p.groups, 0, first, last);
+  ck_assert_int_eq(first[1], 9);
+  ck_assert_int_eq(first[4], 6);
+  ck_assert_int_eq(first[3], 5);
+  /* c1 frozen with nothing upstream trainable: v1..v3 need no buffer */
+  need[1] = need[2] = need[3] = false;
+  wk_grad_steps(p.nodes, p.n_nodes, p.alias, need, p.groups, p.n_groups, first, last);
+  for (int v = 0; v <= 3; v++) ck_assert_int_eq(first[v], -1);
+  ck_assert_int_eq(first[4], 4);
+  ck_assert_int_eq(last[4], 7);
+  free(need);
+  wkt_plan_free(&p);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
+/* No two buffers whose steps overlap overlap in memory; every offset aligned
+ * and inside the arena; the arena at least the most bytes held at once and at
+ * most all of them. Returns the sum of the rounded sizes. */
+static size_t wkt_check_placed(int n, const size_t *bytes, const int *first, const int *last,
+                               size_t align, const size_t *offset, size_t total, size_t peak) {
+  size_t sum = 0;
+  for (int a = 0; a < n; a++) {
+    if (!bytes[a]) continue;
+    const size_t la = (bytes[a] + align - 1) & ~(align - 1);
+    sum += la;
+    ck_assert_uint_eq(offset[a] % align, 0);
+    ck_assert_uint_le(offset[a] + la, total);
+    for (int b = a + 1; b < n; b++) {
+      if (!bytes[b] || last[a] < first[b] || last[b] < first[a]) continue;
+      const size_t lb = (bytes[b] + align - 1) & ~(align - 1);
+      ck_assert_msg(offset[a] + la <= offset[b] || offset[b] + lb <= offset[a],
+                    "buffers %d [%d, %d] and %d [%d, %d] overlap at %zu and %zu", a, first[a],
+                    last[a], b, first[b], last[b], offset[a], offset[b]);
+    }
+  }
+  ck_assert_uint_le(peak, total);
+  ck_assert_uint_le(total, sum);
+  return sum;
+}
+
+/* Random buffers (sizes, steps and gaps of every kind), and the corners. */
+START_TEST(test_place_random) {
+  uint64_t seed = 0x9e3779b97f4a7c15u;
+  enum { N = 300 };
+  size_t bytes[N], offset[N];
+  int first[N], last[N];
+  for (int round = 0; round < 200; round++) {
+    const int n = 1 + round % N, steps = 1 + round % 37;
+    for (int k = 0; k < n; k++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      const uint32_t r = (uint32_t)(seed >> 33);
+      bytes[k] = r % 7 == 0 ? 0 : 1 + r % (round % 2 ? 4096 : 1000000);
+      first[k] = (int)((r >> 8) % (uint32_t)steps);
+      last[k] = first[k] + (int)((r >> 16) % (uint32_t)(steps - first[k]));
+    }
+    size_t total, peak;
+    const size_t align = (size_t)1 << (round % 9);
+    ck_assert_int_eq(wk_place_buffers(n, bytes, first, last, steps, align, offset, &total, &peak),
+                     WK_OK);
+    (void)wkt_check_placed(n, bytes, first, last, align, offset, total, peak);
+  }
+  /* disjoint steps share one stretch; nothing is nothing */
+  const size_t same[3] = {1000, 1000, 1000};
+  const int f3[3] = {0, 2, 4}, l3[3] = {1, 3, 4};
+  size_t total, peak;
+  ck_assert_int_eq(wk_place_buffers(3, same, f3, l3, 5, 256, offset, &total, &peak), WK_OK);
+  ck_assert_uint_eq(total, 1024);
+  ck_assert_uint_eq(peak, 1024);
+  ck_assert_int_eq(wk_place_buffers(0, same, f3, l3, 5, 256, offset, &total, NULL), WK_OK);
+  ck_assert_uint_eq(total, 0);
+  /* refused: steps out of range or backwards, an alignment not a power of two */
+  const int bad_last[3] = {1, 3, 5};
+  ck_assert_int_eq(wk_place_buffers(3, same, f3, bad_last, 5, 256, offset, &total, NULL),
+                   WK_ERR_INVALID_ARG);
+  const int backwards[3] = {2, 2, 4};
+  ck_assert_int_eq(wk_place_buffers(3, same, backwards, l3, 5, 256, offset, &total, NULL),
+                   WK_ERR_INVALID_ARG);
+  ck_assert_int_eq(wk_place_buffers(3, same, f3, l3, 5, 3, offset, &total, NULL),
+                   WK_ERR_INVALID_ARG);
+  const size_t huge[2] = {SIZE_MAX / 2 + 1, SIZE_MAX / 2 + 1};
+  const int f2[2] = {0, 0}, l2[2] = {0, 0};
+  ck_assert_int_eq(wk_place_buffers(2, huge, f2, l2, 1, 256, offset, &total, NULL),
+                   WK_ERR_INVALID_ARG);
+}
+END_TEST
+
+/* A zoo network's gradients at batch 1, 64x64, in float32: the arena the plan
+ * makes against every gradient held for the whole step (what cuda_net.c held
+ * before), at most `most` of it, and against the most held at one step. */
+static void wkt_zoo_arena(const char *arch, double most) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_arch_opts o = wk_arch_opts_default(5);
+  o.in_h = o.in_w = 64;
+  wk_net *net = NULL;
+  ck_assert_msg(wk_zoo_build(ctx, arch, &o, 1, &net) == WK_OK, "%s: %s", arch, wk_last_error());
+  wkt_plan p = wkt_plan_net(net);
+  bool *need = wkt_all_need(p.n_nodes);
+  const int nv = p.n_nodes + 1;
+  int *first = malloc((size_t)nv * sizeof *first), *last = malloc((size_t)nv * sizeof *last);
+  size_t *bytes = calloc((size_t)nv, sizeof *bytes), *offset = malloc((size_t)nv * sizeof *offset);
+  ck_assert(first && last && bytes && offset);
+  wk_grad_steps(p.nodes, p.n_nodes, p.alias, need, p.groups, p.n_groups, first, last);
+  size_t total, peak;
+  for (int v = 1; v < nv; v++)
+    if (first[v] >= 0) bytes[v] = (size_t)wk_net_value_numel(net, v) * sizeof(float);
+  for (int v = 1; v < nv; v++) /* every root but the input's has a gradient */
+    ck_assert_int_eq(first[v] >= 0, p.alias[v] == v);
+  ck_assert_int_eq(wk_place_buffers(nv, bytes, first, last, nv, 256, offset, &total, &peak),
+                   WK_OK);
+  const size_t sum = wkt_check_placed(nv, bytes, first, last, 256, offset, total, peak);
+  printf("%s: gradient arena %zu bytes, most held at once %zu, all %zu (%.1f%%)\n", arch, total,
+         peak, sum, 100.0 * (double)total / (double)sum);
+  ck_assert_msg((double)total <= most * (double)sum, "%s: the arena is %.1f%% of all", arch,
+                100.0 * (double)total / (double)sum);
+  ck_assert_msg((double)total <= 1.25 * (double)peak, "%s: the arena is %.2fx the most held",
+                arch, (double)total / (double)peak);
+  free(first);
+  free(last);
+  free(bytes);
+  free(offset);
+  free(need);
+  wkt_plan_free(&p);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+
+START_TEST(test_zoo_arena) {
+  /* measured: 34.1%, 8.5%, 13.7% and 57.7% of all, within 17% of the most held at once */
+  wkt_zoo_arena("resnet18", 0.40);
+  wkt_zoo_arena("resnet50", 0.12);
+  wkt_zoo_arena("mobilenetv2", 0.20);
+  wkt_zoo_arena("smallcnn", 0.70);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("bn_fuse_plan");
   TCase *tc = tcase_create("plan");
@@ -248,6 +429,9 @@ int main(void) {
   tcase_add_test(tc, test_readers);
   tcase_add_test(tc, test_not_fused);
   tcase_add_test(tc, test_fused);
+  tcase_add_test(tc, test_grad_steps);
+  tcase_add_test(tc, test_place_random);
+  tcase_add_test(tc, test_zoo_arena);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

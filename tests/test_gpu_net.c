@@ -72,7 +72,9 @@ static wk_net *wkt_smallcnn(wk_ctx *ctx) { return wkt_zoo(ctx, "smallcnn", 32, 1
 static wk_net *wkt_resnet18(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 64, 1.0f); }
 static wk_net *wkt_mobilenet(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 64, 0.5f); }
 
-/* The ops the zoo does not use: dilated conv with bias, both average pools, flatten. */
+/* The ops the zoo does not use: dilated conv with bias, both average pools,
+ * flatten; and a dead end, a convolution nothing reads (its gradient, which
+ * no node writes, is zero: its weights' too). */
 static wk_net *wkt_misc(wk_ctx *ctx) {
   wk_net *net = NULL;
   ck_assert_int_eq(wk_net_create(ctx, 20, 20, 3, &net), WK_OK);
@@ -81,6 +83,8 @@ static wk_net *wkt_misc(wk_ctx *ctx) {
   int x = wk_net_conv(net, "conv", 0, 8, 3, 3, &cp, true);
   x = wk_net_batchnorm(net, "bn", x, 1e-5f, 0.1f);
   x = wk_net_act(net, "relu", x, WK_ACT_RELU);
+  const wk_conv2d_params one = wk_conv2d_params_make(1, 0, 1);
+  ck_assert_int_ge(wk_net_conv(net, "dead_end", x, 4, 1, 1, &one, true), 0);
   wk_pool2d_params ap = wk_pool2d_params_make(3, 2, 1);
   ap.count_include_pad = true;
   x = wk_net_avgpool(net, "pool_incl", x, &ap);
