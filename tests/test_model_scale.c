@@ -20,24 +20,20 @@
  * larger. Its answers are checked on long graphs where one has to travel the
  * whole graph (its equivalence with the per-node scans it replaced was checked
  * on the zoo and random graphs when it changed). */
-#define _GNU_SOURCE /* syscall: perf_event_open has no wrapper in glibc */
 #include <check.h>
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <linux/perf_event.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "modelio/model.h"
 #include "nn/net_impl.h"
 #include "onnx/onnx.h"
 #include "test_fs.h"
+#include "test_insn.h"
 #include "test_util.h"
 #include "train/finetune.h"
 
@@ -62,62 +58,8 @@ int __wrap_strcmp(const char *a, const char *b) {
 
 static void wkt_count_reset(void) { wkt_links = wkt_strcmps = 0; }
 
-/* The instructions this thread retires in user space, from the CPU's counter
- * (perf_event_open): a measure of work that does not depend on the machine's
- * load or speed. -1 where the kernel or the virtual machine has none to give. */
-static int wkt_insn_open(void) {
-  struct perf_event_attr a;
-  memset(&a, 0, sizeof a);
-  a.size = sizeof a;
-  a.type = PERF_TYPE_HARDWARE;
-  a.config = PERF_COUNT_HW_INSTRUCTIONS;
-  a.disabled = 1;
-  a.exclude_kernel = 1;
-  a.exclude_hv = 1;
-  return (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
-}
-
-static void wkt_insn_start(int fd) {
-  ioctl(fd, PERF_EVENT_IOC_RESET, 0);
-  ioctl(fd, PERF_EVENT_IOC_ENABLE, 0);
-}
-
-static long long wkt_insn_stop(int fd) {
-  long long n = -1;
-  ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
-  ck_assert_int_eq(read(fd, &n, sizeof n), (ssize_t)sizeof n);
-  return n;
-}
-
-/* Whether the counter counts (a virtual machine may give one that never does);
- * says so when not. */
-static bool wkt_insn_counts(const char *test, long long n) {
-  if (n > 0) return true;
-  fprintf(stderr, "%s: the instruction counter reads %lld: not checked\n", test, n);
-  return false;
-}
-
-/* The graph sizes the work is counted on: 8 times the nodes should cost about 8 times the
- * instructions, and a quadratic step costs 40-64 times. */
+/* The graph sizes the work is counted on (wkt_expect_linear). */
 static const int wkt_scale_nodes[2] = {2000, 16000};
-
-/* wkt_insn_open for `test`, saying so when there is no counter (-1). */
-static int wkt_insn_open_for(const char *test) {
-  const int fd = wkt_insn_open();
-  if (fd < 0)
-    fprintf(stderr, "%s: no instruction counter (%s): not checked\n", test, strerror(errno));
-  return fd;
-}
-
-/* Fails `what` unless insn[1] (wkt_scale_nodes[1] nodes) is under 20 times insn[0]; false
- * (nothing checked, said so) where the counter does not count. */
-static bool wkt_expect_linear(const char *test, const char *what, const long long insn[2]) {
-  if (!wkt_insn_counts(test, insn[0])) return false;
-  const double ratio = (double)insn[1] / (double)insn[0];
-  ck_assert_msg(ratio < 20.0, "%s: %lld instructions for %d nodes, %lld for %d (%.1f times)", what,
-                insn[0], wkt_scale_nodes[0], insn[1], wkt_scale_nodes[1], ratio);
-  return true;
-}
 
 /* ------------------------------------------------------------------ fixtures */
 
@@ -431,7 +373,8 @@ START_TEST(test_finalize_work_grows_linearly) {
       wk_net_destroy(net);
     }
     if (!wkt_expect_linear("test_finalize_work_grows_linearly",
-                           pools ? "finalize, pooling chain" : "finalize, residual chain", insn))
+                           pools ? "finalize, pooling chain" : "finalize, residual chain",
+                           wkt_scale_nodes, insn))
       break;
   }
   close(fd);
@@ -456,7 +399,7 @@ START_TEST(test_freezing_work_grows_linearly) {
     wk_net_destroy(net);
   }
   close(fd);
-  wkt_expect_linear("test_freezing_work_grows_linearly", "freezing", insn);
+  wkt_expect_linear("test_freezing_work_grows_linearly", "freezing", wkt_scale_nodes, insn);
   wk_ctx_destroy(ctx);
 }
 END_TEST

@@ -94,6 +94,53 @@ START_TEST(test_unwritable) {
 }
 END_TEST
 
+/* Export takes any meta, not only one a loader checked: a class name the
+ * importer would refuse was written, and the file then failed to import.
+ * Refused now before anything is written, naming the file and the class; a
+ * file already at the path stays as it was. */
+START_TEST(test_export_class_names_checked) {
+  char long_name[257];
+  memset(long_name, 'a', 256);
+  long_name[256] = '\0';
+  const struct {
+    const char *name, *want;
+  } bad[] = {{"\xff", "class name 2 is not valid UTF-8 (byte 0)"},
+             {"d\xc3", "class name 2 is not valid UTF-8 (byte 1)"},
+             {"", "class name 2 is empty"},
+             {long_name, "class name 2 is longer than 255 bytes"}};
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_onnx_net(ctx, "custom", 20, 3, 1);
+  char dir[] = "/tmp/wk_onnx_classes_XXXXXX", path[64], want[128];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/x.onnx", dir);
+  for (int k = 0; k < 2; k++) { /* k = 1: a file there already */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      wk_model_meta meta;
+      WKT_OK(wk_model_meta_init(&meta, "custom", 3, 20));
+      WKT_OK(wk_model_meta_set_class(&meta, 2, bad[i].name));
+      WKT_FAILS(WK_ERR_FORMAT, wk_onnx_export(path, net, &meta));
+      snprintf(want, sizeof want, "%s: %s", path, bad[i].want);
+      ck_assert_str_eq(wk_last_error(), want);
+      ck_assert_int_eq(wkt_count_entries(dir), k);
+      if (k == 1) {
+        size_t n;
+        free(wkt_read_file(path, &n));
+        ck_assert_uint_eq(n, 5);
+      }
+      wk_model_meta_free(&meta);
+    }
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite("kept!", 1, 5, f), 5);
+    ck_assert_int_eq(fclose(f), 0);
+  }
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(rmdir(dir), 0);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* An exported file with bytes overwritten at random places, many times: each
  * import either succeeds or fails with a message; none crashes or hangs (the
  * file still parses often: most bytes are weights). */
@@ -1238,6 +1285,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_round_trip, 0, WKT_ONNX_N_ARCHS);
   tcase_add_test(tc, test_unwritable);
+  tcase_add_test(tc, test_export_class_names_checked);
   tcase_add_test(tc, test_mutated_files);
   tcase_add_test(tc, test_sha256);
   tcase_add_test(tc, test_deep_nesting_refused);

@@ -71,6 +71,12 @@ wk_status wk_model_check_class_name(const char *where, int i, const char *name) 
   return WK_OK;
 }
 
+wk_status wk_model_meta_check_classes(const wk_model_meta *m, const char *where) {
+  for (int i = 0; i < m->n_classes; i++)
+    WK_TRY(wk_model_check_class_name(where, i, m->class_names[i]));
+  return WK_OK;
+}
+
 /* The bytes of a labels file's line kept (a longer one is too long): a name,
  * a byte order mark before it, and one byte over. */
 #define WK_LABEL_KEEP (WK_MODEL_CLASS_NAME_MAX + 4)
@@ -276,8 +282,7 @@ static wk_status wk_model_save_impl(const char *path, wk_net *net, const wk_mode
                    path, meta->n_classes, (long long)wk_net_output_features(net));
   /* what the loader would refuse is not written (the names come from folders,
    * CSV files, ONNX metadata, labels files) */
-  for (int i = 0; i < meta->n_classes; i++)
-    WK_TRY(wk_model_check_class_name(path, i, meta->class_names[i]));
+  WK_TRY(wk_model_meta_check_classes(meta, path));
   /* one num_batches_tracked per batchnorm, as PyTorch's state_dict has */
   size_t n_bn = 0;
   for (int i = 0; i < wk_net_n_nodes(net); i++) n_bn += wk_net_node(net, i)->op == WK_NODE_BATCHNORM;

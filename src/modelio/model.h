@@ -63,9 +63,11 @@ wk_status wk_model_meta_set_class(wk_model_meta *m, int i, const char *name);
  * characters are allowed (JSON escapes them). Fails with WK_ERR_FORMAT and
  * "WHERE: class name I is empty" (is longer than .., is not valid UTF-8
  * (byte B)), where naming the file (and line). The loader, the writer, the
- * ONNX importer and the labels reader all apply it, so what one writes the
- * other reads. */
+ * ONNX importer and exporter and the labels reader all apply it, so what one
+ * writes the other reads. */
 wk_status wk_model_check_class_name(const char *where, int i, const char *name);
+/* wk_model_check_class_name on each of m's class names in turn. */
+wk_status wk_model_meta_check_classes(const wk_model_meta *m, const char *where);
 /* Replaces the class names with those of a labels file (`whisker import
  * --labels`): one name per line, as many as m has classes. Lines end in LF,
  * CRLF or CR; a UTF-8 byte order mark before the first and blank lines are

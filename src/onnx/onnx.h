@@ -26,7 +26,9 @@
 wk_status wk_onnx_import(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
 
 /* Writes net as path (atomically). meta (may be NULL) gives the class names,
- * kept in the file's metadata. */
+ * kept in the file's metadata; a name the model loader would refuse
+ * (wk_model_check_class_name) fails the export, naming path and the class,
+ * and nothing is written. */
 wk_status wk_onnx_export(const char *path, wk_net *net, const wk_model_meta *meta);
 
 /* Reads a serialized onnx.TensorProto file (the ONNX test-data layout) of any

@@ -388,6 +388,9 @@ wk_status wk_onnx_export(const char *path, wk_net *net, const wk_model_meta *met
   if (meta && meta->n_classes != wk_net_output_features(net))
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %d classes for %lld outputs", path, meta->n_classes,
                    (long long)wk_net_output_features(net));
+  /* what the importer and the model loader would refuse is not written (the
+   * API takes any meta, not only one a loader checked) */
+  if (meta) WK_TRY(wk_model_meta_check_classes(meta, path));
   wk_exp e = {0};
   e.vname = wk_exp_alloc(&e, sizeof(char *) * (size_t)(n_nodes + 1));
   if (e.vname) e.vname[0] = "input";
