@@ -5,7 +5,8 @@
  * arenas are uploaded as they are. One stream carries everything; cuDNN and
  * cuBLAS are bound to it. Per value a device buffer for the batch (kept from a
  * training forward until backward, as every value is read again there);
- * flatten shares its input's. From the first training forward on, the values
+ * flatten shares its input's, and a fused group's batchnorm and add (below)
+ * their relu's. From the first training forward on, the values
  * that need one have a gradient buffer (inference makes none, nor chooses
  * backward algorithms), all in one arena where gradients that backward never
  * needs at the same time share memory (mem_plan.h: a value's gradient lives
@@ -106,7 +107,10 @@
  * cudnnBatchNormalizationBackwardEx there, from the relu's output and
  * gradient and a reserve space of the group's kept in between. The
  * batchnorm's and the add's values (and gradients) are then never written:
- * nothing else reads them. cuDNN writes the batchnorm input's gradient and
+ * nothing else reads them. Their values live in the relu's buffer, which
+ * the nodes one by one (inference, synchronised batchnorm, a refusal) write
+ * in place, each an elementwise step; ResNet-50 keeps 6 of its 10 values
+ * per bottleneck so. cuDNN writes the batchnorm input's gradient and
  * the addend's rather than adding them: into their buffers where it is the
  * first to, else into the scratch's two halves, added in after.
  * A group cuDNN refuses runs its nodes one by one: for the batch size when
@@ -196,6 +200,8 @@ struct wk_gpu_net {
   float *weights, *grads, *buf_data; /* device arenas */
   int n_values;
   int *alias;            /* per value: the value whose buffer it uses */
+  int *vroot;            /* per value: the value whose buffer its data uses: alias, but a
+                          * fused group's batchnorm and add write into their relu's */
   int *consumers;        /* per alias root: nodes reading it */
   bool *needs_grad;      /* per value: something trainable upstream */
   int64_t *numel;        /* per value, per sample */
@@ -531,6 +537,7 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   net->n_values = g->n_nodes + 1;
   const size_t nv = (size_t)net->n_values;
   net->alias = malloc(nv * sizeof *net->alias);
+  net->vroot = malloc(nv * sizeof *net->vroot);
   net->consumers = calloc(nv, sizeof *net->consumers);
   net->needs_grad = calloc(nv, sizeof *net->needs_grad);
   net->numel = malloc(nv * sizeof *net->numel);
@@ -538,7 +545,8 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   net->grad = calloc(nv, sizeof *net->grad);
   net->grad_begun = calloc(nv, sizeof *net->grad_begun);
   net->gn = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *net->gn);
-  if (!net->nodes || !net->params || !net->buffers || !net->alias || !net->consumers ||
+  if (!net->nodes || !net->params || !net->buffers || !net->alias || !net->vroot ||
+      !net->consumers ||
       !net->needs_grad || !net->numel || !net->val || !net->grad || !net->grad_begun ||
       !net->gn)
     return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
@@ -553,6 +561,7 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   if (bad >= 0)
     return wk_fail(WK_ERR_INVALID_ARG, "GPU: %s: an input value out of order",
                    net->nodes[bad].name);
+  memcpy(net->vroot, net->alias, nv * sizeof *net->vroot);
   wk_derive_needs_grad(net);
   return WK_OK;
 }
@@ -579,6 +588,13 @@ static wk_status wk_plan_fusion(wk_gpu_net *net) {
     s->fuse_z = f->z;
     net->gn[f->bn].fused_into = f->relu;
     if (f->add >= 0) net->gn[f->add].fused_into = f->relu;
+    /* the batchnorm's and the add's values in the relu's buffer: fused, they
+     * are never written; one by one, each node writes it in place (an
+     * elementwise step on a value nobody else reads), the relu last, and
+     * backward reads none of the two (the relu's mask comes from its output,
+     * the batchnorm's gradient from its input) */
+    net->vroot[f->bn + 1] = f->relu + 1;
+    if (f->add >= 0) net->vroot[f->add + 1] = f->relu + 1;
   }
   free(groups);
   for (int i = 0; net->fuse_mode == WK_FUSE_ALL && i < net->g.n_nodes; i++) {
@@ -798,7 +814,7 @@ static void wk_free_grads(wk_gpu_net *net) {
 static void wk_free_values(wk_gpu_net *net) {
   wk_graph_table_invalidate(&net->graphs); /* captured steps use these buffers */
   for (int v = 0; v < net->n_values; v++) {
-    if (net->alias[v] == v) (void)wk_cuda_free(net->val[v]);
+    if (net->vroot[v] == v) (void)wk_cuda_free(net->val[v]);
     net->val[v] = NULL;
   }
   wk_free_grads(net);
@@ -817,7 +833,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   if (net->vals_read) (void)cudaEventDestroy(net->vals_read);
   if (net->vals_host) (void)cudaFreeHost(net->vals_host);
   (void)wk_cuda_free(net->vals_dev);
-  if (net->val && net->alias && net->grad) wk_free_values(net);
+  if (net->val && net->vroot && net->grad) wk_free_values(net);
   for (int i = 0; net->gn && i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
     if (s->x) cudnnDestroyTensorDescriptor(s->x);
@@ -871,6 +887,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   free(net->params);
   free(net->buffers);
   free(net->alias);
+  free(net->vroot);
   free(net->consumers);
   free(net->needs_grad);
   free(net->numel);
@@ -1194,13 +1211,13 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
     int64_t biggest = 1;
     for (int v = 0; v < net->n_values; v++) {
       biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
-      if (net->alias[v] != v) continue;
+      if (net->vroot[v] != v) continue;
       const wk_status s = wk_cuda_malloc(&net->val[v], (size_t)(n * net->numel[v]) * wk_esize(net));
       if (s != WK_OK)
         return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
     }
     for (int v = 0; v < net->n_values; v++)
-      if (net->alias[v] != v) net->val[v] = net->val[net->alias[v]];
+      if (net->vroot[v] != v) net->val[v] = net->val[net->vroot[v]];
     /* a fused group's backward may want two values' gradients in the
      * scratch, the second 256-byte aligned (wk_fused_backward): 16-bit ones
      * fit twice in float32's room */
