@@ -2037,9 +2037,9 @@ END_TEST
  * 2, 3, 2: a timing can pass an algorithm the call then refuses (it runs on
  * other buffers, whose alignment can differ), and the fake's does. Step 1
  * meets the same refusals; at batch 2 only the convolutions whose shape was
- * timed there meet one (the others take the kept choice, which they have
- * passed over already), and steps 3 and 4 meet none. Without the
- * replacement, step 1 fails. */
+ * timed there meet one (the others find the kept choice, which they have
+ * passed over already: it is not counted as reused), and steps 3 and 4 meet
+ * none. Without the replacement, step 1 fails. */
 static void wkt_exec_refusal(const char *algo, bool resize) {
   float lh[4], lr[4], *wh, *wr;
   int64_t nh, nr;
@@ -2053,10 +2053,16 @@ static void wkt_exec_refusal(const char *algo, bool resize) {
          resize ? ", batches 3, 2, 3, 2" : "", n_conv, (long long)s1r.exec_refused,
          (long long)sr.exec_refused, (long long)(sr.timed - s1r.timed), (double)lr[0],
          (double)lr[3]);
+  printf("kept choices taken: %lld after step 1, %lld with calls that refuse nothing\n",
+         (long long)(sr.reused - s1r.reused), (long long)(sh.reused - s1h.reused));
   ck_assert_int_eq(sh.exec_refused, 0);
   ck_assert_int_eq(s1r.exec_refused, 3 * n_conv - 1);
   ck_assert_int_eq(sr.exec_refused - s1r.exec_refused, sr.timed - s1r.timed);
   if (resize) ck_assert_int_gt(sr.timed - s1r.timed, 0);
+  /* after step 1 every kept choice is one its convolution has passed over:
+   * none is taken (nor counted as taken), where the honest run takes many */
+  if (resize) ck_assert_int_gt(sh.reused - s1h.reused, 0);
+  ck_assert_int_eq(sr.reused, s1r.reused);
   ck_assert_int_eq(sr.refused, 0); /* the query accepted every one */
   ck_assert_int_eq(nh, nr);
   for (int k = 0; k < 4; k++)

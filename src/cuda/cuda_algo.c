@@ -111,9 +111,15 @@ static bool wk_cache_get(wk_gpu_algos *a, const wk_conv_key *k, wk_conv_algo *ou
       *out = a->algos[i];
       hit = true;
     }
-  if (hit) a->stats.reused++;
   pthread_mutex_unlock(&a->lock);
   return hit;
+}
+
+/* A kept choice was taken (one passed over is not counted). */
+static void wk_cache_reused(wk_gpu_algos *a) {
+  pthread_mutex_lock(&a->lock);
+  a->stats.reused++;
+  pthread_mutex_unlock(&a->lock);
 }
 
 /* Keeps *v for k (counted as timed when `timed`). When another thread kept
@@ -446,6 +452,7 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
     WK_TRY(wk_key_make(c, d, &key));
     kept = wk_cache_get(c->cache, &key, out);
     if (kept && !wk_skipped(c, out->algo)) {
+      wk_cache_reused(c->cache);
       *found = true;
       return WK_OK;
     }
