@@ -73,13 +73,19 @@ static void wkt_plan_free(wkt_plan *p) {
   free(p->groups);
 }
 
-/* The groups of a zoo network, and how many have an add. */
-static void wkt_zoo_groups(const char *arch, int want, int want_add) {
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+/* A zoo network at 64x64, 5 classes. */
+static wk_net *wkt_zoo64(wk_ctx *ctx, const char *arch) {
   wk_arch_opts o = wk_arch_opts_default(5);
   o.in_h = o.in_w = 64;
   wk_net *net = NULL;
   ck_assert_msg(wk_zoo_build(ctx, arch, &o, 1, &net) == WK_OK, "%s: %s", arch, wk_last_error());
+  return net;
+}
+
+/* The groups of a zoo network, and how many have an add. */
+static void wkt_zoo_groups(const char *arch, int want, int want_add) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_zoo64(ctx, arch);
   wkt_plan p = wkt_plan_net(net);
   int adds = 0;
   for (int k = 0; k < p.n_groups; k++) adds += p.groups[k].add >= 0;
@@ -374,10 +380,7 @@ END_TEST
  * before), at most `most` of it, and against the most held at one step. */
 static void wkt_zoo_arena(const char *arch, double most) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_arch_opts o = wk_arch_opts_default(5);
-  o.in_h = o.in_w = 64;
-  wk_net *net = NULL;
-  ck_assert_msg(wk_zoo_build(ctx, arch, &o, 1, &net) == WK_OK, "%s: %s", arch, wk_last_error());
+  wk_net *net = wkt_zoo64(ctx, arch);
   wkt_plan p = wkt_plan_net(net);
   bool *need = wkt_all_need(p.n_nodes);
   const int nv = p.n_nodes + 1;
