@@ -5,7 +5,8 @@
  * mobilenetv2 (conv with groups, batchnorm, relu, relu6, max pool, global
  * average pool, linear, add, dropout) and a hand-built graph for the rest
  * (dilated conv with bias, average pooling with and without the padding
- * counted, flatten). For each: evaluation forward, training forward (outputs
+ * counted, flatten). For each: evaluation forward (its values sharing memory
+ * by the forward's steps, and again after training, each held), training forward (outputs
  * and the batchnorm running statistics it moves), backward (the whole gradient
  * arena), and three SGD steps through the trainer (losses and final weights).
  * The training step on the device (its update, its loss) against the host's
@@ -46,6 +47,7 @@
 
 #include "cuda/cuda.h"
 #include "nn/net.h"
+#include "nn/net_impl.h" /* wk_net_value_numel */
 #include "nn/zoo.h"
 #include "test_util.h"
 #include "modelio/model.h"
@@ -253,6 +255,20 @@ static void wkt_compare_ex(const char *name, wkt_builder build, int batch, const
   ck_assert_msg(wk_net_forward(gpu, &x, false, &yg) == WK_OK, "%s: %s", name, wk_last_error());
   snprintf(what, sizeof what, "%s eval forward", name);
   ck_close(what, yg.data, ref, n_out, 1e-4);
+  /* that network has only run inference: its values share memory by the
+   * forward's steps (mem_plan.h), less than every value (each at least one
+   * 256-byte piece) */
+  wk_gpu_graph_stats vs;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &vs), WK_OK);
+  size_t every = 0;
+  for (int v = 0; v <= wk_net_n_nodes(gpu); v++)
+    if (v == 0 || wk_net_node(gpu, v - 1)->op != WK_NODE_FLATTEN)
+      every += ((size_t)(batch * wk_net_value_numel(gpu, v)) * 4 + 255) / 256 * 256;
+  printf("%s: inference values %zu bytes, every value %zu (%.1f%%)\n", name, vs.value_bytes,
+         every, 100.0 * (double)vs.value_bytes / (double)every);
+  ck_assert_msg(vs.values_shared && vs.value_bytes > 0 && vs.value_bytes < every,
+                "%s: inference values %s, %zu bytes of %zu", name,
+                vs.values_shared ? "shared" : "not shared", vs.value_bytes, every);
   /* training forward and backward */
   wk_net_set_dropout_seed(cpu, 3, 9);
   wk_net_set_dropout_seed(gpu, 3, 9);
@@ -324,6 +340,22 @@ static void wkt_compare_ex(const char *name, wkt_builder build, int batch, const
                 e_cpu, oracle ? " and from the reference's, or the losses followed one and the "
                 "other" : "");
   free(ref_w);
+  /* evaluation again, on the values as training holds them (each its own):
+   * the CPU given the GPU's trained weights and statistics */
+  memcpy(wk_net_weights(cpu), wk_net_weights(gpu), wk_net_n_elems(cpu) * sizeof(float));
+  memcpy(wk_net_buffer_data(cpu), wk_net_buffer_data(gpu),
+         wk_net_n_buffer_elems(cpu) * sizeof(float));
+  wk_net_weights_changed(cpu);
+  ck_assert_int_eq(wk_net_forward(cpu, &x, false, &yc), WK_OK);
+  memcpy(ref, yc.data, (size_t)n_out * sizeof *ref);
+  ck_assert_msg(wk_net_forward(gpu, &x, false, &yg) == WK_OK, "%s: %s", name, wk_last_error());
+  snprintf(what, sizeof what, "%s eval forward after training", name);
+  ck_close(what, yg.data, ref, n_out, 1e-4);
+  const size_t shared_bytes = vs.value_bytes;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &vs), WK_OK);
+  ck_assert_msg(!vs.values_shared && vs.value_bytes > shared_bytes, "%s: trained values %s, "
+                "%zu bytes (%zu shared)", name, vs.values_shared ? "shared" : "not shared",
+                vs.value_bytes, shared_bytes);
   if (gs) ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, gs), WK_OK);
   wk_trainer_destroy(tcpu);
   wk_trainer_destroy(tgpu);

@@ -308,6 +308,11 @@ typedef struct wk_gpu_graph_stats {
    * refused one in 16 bits (the first refusal in the note) */
   int64_t bn_own_runs;
   char bn_own_note[256];
+  /* the values of the batch the buffers hold: the bytes they take, and
+   * whether they share memory by the forward's steps (a network that has
+   * only run inference, mem_plan.h) rather than each being held for backward */
+  size_t value_bytes;
+  bool values_shared;
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 

@@ -38,9 +38,11 @@
  * float32; the master weights, the optimizer and the loss (softmax in double
  * over the logits widened to float32) stay float32. bfloat16's range needs
  * no loss scaling; float16's gradients do, and the trainer scales the loss
- * (train/trainer.c). The scratch is float32 and large enough for any value:
- * it carries a float batch on its way into 16 bits, the logits on their way
- * to the loss or the host, and the loss's gradient on its way back.
+ * (train/trainer.c). The scratch is float32 and large enough for any value
+ * (for a network that only infers, and chooses its algorithms without
+ * timing, for the input and the output): it carries a float batch on its way
+ * into 16 bits, the logits on their way to the loss or the host, and the
+ * loss's gradient on its way back.
  *
  * Convolution algorithms are chosen once per batch size (cuda_algo.c), within
  * the workspace limit ($WHISKER_GPU_WORKSPACE_MB, 1024 by default): by timing
@@ -206,8 +208,13 @@ struct wk_gpu_net {
   bool *needs_grad;      /* per value: something trainable upstream */
   int64_t *numel;        /* per value, per sample */
   void **val, **grad;    /* per value, device, for batch cap (grad_cap): float32, or 16
-                          * bits with bf16 and fp16 (wk_esize); an alias's its root's;
+                          * bits with bf16 and fp16 (wk_esize); a value's its vroot's
+                          * (val) or its alias's (grad); values in val_arena may share;
                           * grad NULL where no gradient is needed */
+  void *val_arena;       /* an inference-only network's values, placed by mem_plan.h's
+                          * forward steps for cap (vals_shared); else each root's own */
+  size_t val_arena_bytes;
+  bool vals_shared;
   void *grad_arena;      /* the gradients, placed by mem_plan.h for grad_cap */
   size_t grad_arena_bytes;
   bool *grad_begun;      /* per alias root: backward has written its gradient this time */
@@ -814,9 +821,13 @@ static void wk_free_grads(wk_gpu_net *net) {
 static void wk_free_values(wk_gpu_net *net) {
   wk_graph_table_invalidate(&net->graphs); /* captured steps use these buffers */
   for (int v = 0; v < net->n_values; v++) {
-    if (net->vroot[v] == v) (void)wk_cuda_free(net->val[v]);
+    if (!net->vals_shared && net->vroot[v] == v) (void)wk_cuda_free(net->val[v]);
     net->val[v] = NULL;
   }
+  (void)wk_cuda_free(net->val_arena);
+  net->val_arena = NULL;
+  net->val_arena_bytes = 0;
+  net->vals_shared = false;
   wk_free_grads(net);
   (void)wk_cuda_free(net->scratch);
   (void)wk_cuda_free(net->ones);
@@ -1173,6 +1184,53 @@ done:
   return s;
 }
 
+/* The values of a training network for a batch of n: one buffer per root
+ * (vroot), held for backward. */
+static wk_status wk_values_own(wk_gpu_net *net, int64_t n) {
+  for (int v = 0; v < net->n_values; v++)
+    if (net->vroot[v] == v)
+      WK_TRY(wk_cuda_malloc(&net->val[v], (size_t)(n * net->numel[v]) * wk_esize(net)));
+  for (int v = 0; v < net->n_values; v++)
+    if (net->vroot[v] != v) net->val[v] = net->val[net->vroot[v]];
+  return WK_OK;
+}
+
+/* The values of an inference-only network for a batch of n, in one arena
+ * where those whose forward steps do not overlap share memory (mem_plan.h):
+ * what a forward holds at once rather than every value. */
+static wk_status wk_values_shared(wk_gpu_net *net, int64_t n) {
+  const size_t nv = (size_t)net->n_values;
+  int *first = malloc(nv * sizeof *first), *last = malloc(nv * sizeof *last);
+  size_t *bytes = calloc(nv, sizeof *bytes), *offset = malloc(nv * sizeof *offset);
+  wk_status s = WK_OK;
+  if (!first || !last || !bytes || !offset) {
+    s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
+    goto done;
+  }
+  wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, first, last);
+  for (size_t v = 0; v < nv; v++) {
+    const int r = net->vroot[v]; /* a root's buffer fits the largest value in it */
+    const size_t b = (size_t)(n * net->numel[v]) * wk_esize(net);
+    if (b > bytes[r]) bytes[r] = b;
+  }
+  const int n_steps = net->g.n_nodes > 0 ? net->g.n_nodes : 1;
+  size_t total = 0;
+  s = wk_place_buffers((int)nv, bytes, first, last, n_steps, 256, offset, &total, NULL);
+  if (s == WK_OK) s = wk_cuda_malloc(&net->val_arena, total ? total : 256);
+  if (s == WK_OK) {
+    net->val_arena_bytes = total;
+    net->vals_shared = true;
+    for (size_t v = 0; v < nv; v++)
+      net->val[v] = (char *)net->val_arena + offset[net->vroot[v]];
+  }
+done:
+  free(first);
+  free(last);
+  free(bytes);
+  free(offset);
+  return s;
+}
+
 static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool train);
 
 /* Buffers for batch n (grown, never shrunk) and descriptors and algorithms
@@ -1206,23 +1264,26 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU: a batch of %lld makes %s's output over 2^31 "
                      "values, more than cuDNN takes: try a smaller --batch", (long long)n,
                      v ? net->nodes[v - 1].name : "the input");
-  if (n > net->cap) {
+  /* a network that has trained holds every value for backward; one that has
+   * only run inference shares its values' memory by the forward's steps */
+  if (n > net->cap || (net->trains && net->vals_shared)) {
     wk_free_values(net);
     int64_t biggest = 1;
-    for (int v = 0; v < net->n_values; v++) {
-      biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
-      if (net->vroot[v] != v) continue;
-      const wk_status s = wk_cuda_malloc(&net->val[v], (size_t)(n * net->numel[v]) * wk_esize(net));
-      if (s != WK_OK)
-        return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
-    }
     for (int v = 0; v < net->n_values; v++)
-      if (net->vroot[v] != v) net->val[v] = net->val[net->vroot[v]];
+      biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
+    const wk_status vs = net->trains ? wk_values_own(net, n) : wk_values_shared(net, n);
+    if (vs != WK_OK) return wk_no_room(vs, wk_smaller_batch, "a batch of %lld", (long long)n);
     /* a fused group's backward may want two values' gradients in the
      * scratch, the second 256-byte aligned (wk_fused_backward): 16-bit ones
-     * fit twice in float32's room */
-    net->scratch_elems = (size_t)(n * biggest) * (net->fuse_groups && !wk_half(net) ? 2 : 1) +
-                         (net->fuse_groups ? 64 : 0);
+     * fit twice in float32's room. Inference wants it only for the input and
+     * the output in float32 (16 bits), and timing for any convolution's
+     * output (wk_timing_buffers) */
+    const int64_t ends = net->numel[0] > net->numel[net->n_values - 1]
+                             ? net->numel[0] : net->numel[net->n_values - 1];
+    if (!net->trains && net->algo_mode != WK_ALGO_FIND) biggest = ends;
+    net->scratch_elems = (size_t)(n * biggest) *
+                             (net->trains && net->fuse_groups && !wk_half(net) ? 2 : 1) +
+                         (net->trains && net->fuse_groups ? 64 : 0);
     wk_status s = wk_cuda_malloc((void **)&net->scratch, net->scratch_elems * sizeof(float));
     if (s == WK_OK) s = wk_cuda_malloc((void **)&net->ones, (size_t)n * sizeof(float));
     if (s != WK_OK) return wk_no_room(s, wk_smaller_batch, "a batch of %lld", (long long)n);
@@ -2755,6 +2816,10 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
     out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip || net->sync_bn ||
                                                 net->gn[s->fuse_bn].bn_own);
   }
+  out->values_shared = net->vals_shared;
+  out->value_bytes = net->val_arena_bytes;
+  for (int v = 0; !net->vals_shared && net->cap > 0 && v < net->n_values; v++)
+    if (net->vroot[v] == v) out->value_bytes += (size_t)(net->cap * net->numel[v]) * wk_esize(net);
   snprintf(out->bn_fuse_note, sizeof out->bn_fuse_note, "%s", net->fuse_note);
   snprintf(out->bn_own_note, sizeof out->bn_own_note, "%s", net->own_note);
   return WK_OK;

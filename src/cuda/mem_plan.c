@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Value v's gradient buffer (its alias root's) is touched at step. */
+/* Value v's buffer (its root's: alias[v]) is touched at step. */
 static void wk_touch(const int *alias, int v, int step, int *first, int *last) {
   const int r = alias[v];
   if (first[r] < 0 || step < first[r]) first[r] = step;
@@ -35,6 +35,16 @@ void wk_grad_steps(const wk_node *nodes, int n_nodes, const int *alias, const bo
     if (x != 0 && needs_grad[x]) wk_touch(alias, x, step, first, last);
     if (g->add >= 0 && g->z != 0 && needs_grad[g->z]) wk_touch(alias, g->z, step, first, last);
   }
+}
+
+void wk_value_steps(const wk_node *nodes, int n_nodes, const int *root, int *first, int *last) {
+  for (int v = 0; v <= n_nodes; v++) first[v] = last[v] = -1;
+  wk_touch(root, 0, 0, first, last);
+  for (int i = 0; i < n_nodes; i++) {
+    for (int k = 0; k < nodes[i].n_in; k++) wk_touch(root, nodes[i].in[k], i, first, last);
+    wk_touch(root, i + 1, i, first, last);
+  }
+  wk_touch(root, n_nodes, n_nodes > 0 ? n_nodes - 1 : 0, first, last);
 }
 
 /* A free stretch of the arena. */

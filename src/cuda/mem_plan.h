@@ -17,7 +17,11 @@
  * work is linear in the buffers times the free stretches, which stay few on
  * the networks' chains.
  *
- * No CUDA in it: tested on the CPU (tests/test_mem_plan.c). */
+ * The values themselves, for a forward-only network, are placed the same
+ * way by the forward's steps (wk_value_steps); training keeps every value
+ * for backward.
+ *
+ * No CUDA in it: tested on the CPU (tests/test_bn_fuse_plan.c). */
 #ifndef WK_MEM_PLAN_H
 #define WK_MEM_PLAN_H
 
@@ -34,6 +38,16 @@
  * need none here: they touch what the plain batchnorm does). */
 void wk_grad_steps(const wk_node *nodes, int n_nodes, const int *alias, const bool *needs_grad,
                    const wk_bn_fuse_group *groups, int n_groups, int *first, int *last);
+
+/* The forward's steps, for a network that only runs inference: node i runs
+ * at step i (n_nodes steps, at least 1), reading its inputs and writing its
+ * output. first[r] and last[r] (n_nodes + 1 long) at each buffer root r (a
+ * value v's is root[v]: its alias's, or a fused group's relu's, whose buffer
+ * the group's batchnorm and add write in place): from the first step that
+ * writes a value in it (the input's: 0) to the last that reads one; the
+ * output's root holds to the last step (its caller reads it after). -1 for
+ * both at values that are no root. */
+void wk_value_steps(const wk_node *nodes, int n_nodes, const int *root, int *first, int *last);
 
 /* Places n buffers of bytes[k] (0: none; rounded up to a multiple of align, a
  * power of two) with steps [first[k], last[k]] (0 <= first <= last < n_steps
