@@ -10,9 +10,10 @@ models in channels_last, training with the same SGD step as `whisker bench`
   bench_gpu_torch.py --all --batch 256
       runs resnet18 and resnet50 x fp32, tf32, bf16 x train, infer in one
       process (torch loads once) and prints "model precision mode images/s"
-      lines, and after each training one "model precision trainmem A R": the
-      peak MiB the caching allocator had allocated and reserved
-      (torch.cuda.max_memory_allocated / max_memory_reserved)."""
+      lines, and after each one "model precision trainmem A R" (training) or
+      "model precision infermem A R" (inference): the peak MiB the caching
+      allocator had allocated and reserved (torch.cuda.max_memory_allocated /
+      max_memory_reserved)."""
 import argparse
 import time
 
@@ -86,8 +87,8 @@ def main():
             for infer in (False, True):
                 ips, alloc, held = measure(m, a.batch, a.size, p, infer, a.steps, a.warmup)
                 print(f"{m} {p} {'infer' if infer else 'train'} {ips:.1f}", flush=True)
-                if not infer:
-                    print(f"{m} {p} trainmem {alloc:.0f} {held:.0f}", flush=True)
+                kind = "infermem" if infer else "trainmem"
+                print(f"{m} {p} {kind} {alloc:.0f} {held:.0f}", flush=True)
                 torch.cuda.empty_cache()
 
 

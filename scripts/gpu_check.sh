@@ -289,7 +289,7 @@ field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 wbench() {
   timeout -k 10 180 "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2>>"$log"
 }
-if room 300; then
+if room 340; then
 {
   echo "Training images/s (forward, backward, SGD step; whisker uploads each step's batch as"
   echo "8-bit RGB, as its training does, staged while the step before computes; PyTorch's"
@@ -339,8 +339,26 @@ if room 300; then
   echo "| model | batch | precision | whisker | PyTorch | in use, whisker / PyTorch |"
   echo "|---|---:|---|---:|---:|---:|"
   printf "%s" "$mem_rows"
+  echo
+  echo "Peak GPU memory of a network that only runs inference, MiB in use / held (whisker:"
+  echo "bench --steps 0, its values sharing memory by the forward's steps as classify's do;"
+  echo "PyTorch: max_memory_allocated / max_memory_reserved of its eval-mode forwards):"
+  echo
+  echo "| model | batch | precision | whisker | PyTorch | in use, whisker / PyTorch |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet18 resnet50; do
+    for p in fp32 bf16; do
+      j=$(wbench --device cuda --model "$m" --batch 256 --precision "$p" --steps 0 \
+        --latency-runs 1 --infer-runs 3)
+      wm=$(echo "$j" | field gpu_peak_in_use_mb); wh=$(echo "$j" | field gpu_peak_held_mb)
+      tm=$(echo "$torch_all" | awk -v m="$m" -v p="$p" '$1 == m && $2 == p && $3 == "infermem" { print $4, $5 }')
+      tr="?"; [ -n "$tm" ] && [ -n "$wm" ] && tr=$(ratio "$wm" "${tm% *}")
+      [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
+      echo "| $m | 256 | $p | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |"
+    done
+  done
 } | tee "$out/bench_gpu.md"
-else skipped "the training and inference tables" 300; fi
+else skipped "the training and inference tables" 340; fi
 # the batchnorms no group fuses (ResNet's downsample ones) through cuDNN's Ex calls alone
 # ($WHISKER_BN_FUSE=all, opt-in until measured here) against the plain calls (the default): on
 # the first H100 run the plain calls' NCHW kernels took about a third of a bf16 ResNet-18 step

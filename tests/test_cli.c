@@ -183,6 +183,12 @@ START_TEST(test_gpus_and_procs_are_checked) {
           "--infer-runs 0 --json --precision auto");
   ck_assert_msg(r.code == 0, "stderr: %s", r.err);
   ck_assert_msg(strstr(r.out, "\"precision\": \"fp32\"") != NULL, "stdout: %s", r.out);
+  /* --steps 0: inference only, no training figure, the inference ones there */
+  r = run("bench --model smallcnn --size 32 --batch 4 --steps 0 --latency-runs 1 --infer-runs 1");
+  ck_assert_msg(r.code == 0, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.out, "training   skipped (--steps 0)") != NULL &&
+                strstr(r.out, "images/s at batch 4") != NULL, "stdout: %s", r.out);
+  ck_assert_msg(strstr(r.err, "step 0:") == NULL, "stderr: %s", r.err);
   r = run("bench --model smallcnn --size 32 --precision fp16");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--precision fp16 needs a GPU") != NULL, "stderr: %s", r.err);

@@ -41,7 +41,9 @@ static void wk_usage_bench(FILE *f) {
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards), inference images/s at --batch (median of\n"
           "--infer-runs eval-mode forwards after one warm-up; 0 skips it) and peak resident\n"
-          "memory. --profile adds\n"
+          "memory. --steps 0 skips training (and its warm-up): the network only runs\n"
+          "inference, as classify's does (on a GPU its values then share memory by when\n"
+          "the forward needs them). --profile adds\n"
           "the time per op type. Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
           "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
           "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
@@ -83,7 +85,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
         (r = wk_arg_str("bench", argc, argv, &i, "--gpus", &o->gpus)) ||
         (r = wk_arg_str("bench", argc, argv, &i, "--precision", &o->precision)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--procs", 1, 1024, &o->procs)) ||
-        (r = wk_arg_int("bench", argc, argv, &i, "--steps", 1, 100000, &o->steps)) ||
+        (r = wk_arg_int("bench", argc, argv, &i, "--steps", 0, 100000, &o->steps)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--warmup", 0, 100000, &o->warmup)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--latency-runs", 1, 100000,
                         &o->latency_runs)) ||
@@ -147,7 +149,7 @@ int wk_cmd_bench(int argc, char **argv) {
   cfg.optim.decay_norm_and_bias = true; /* as torch.optim.SGD with one group */
   const int64_t xs[4] = {o.batch, o.size, o.size, 3}, ls[1] = {o.batch};
   const int64_t x1s[4] = {1, o.size, o.size, 3};
-  const int total = o.warmup + o.steps;
+  const int total = o.steps ? o.warmup + o.steps : 0; /* --steps 0: inference only */
   if (wk_ctx_create(&ctx, o.threads) != WK_OK || wk_zoo_build(ctx, o.model, &ao, 1, &net) != WK_OK ||
       wk_trainer_create(net, &cfg, &t) != WK_OK || wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK)
     goto fail;
@@ -197,13 +199,13 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   double sum = 0;
   for (int s = o.warmup; s < total; s++) sum += times[s];
-  const double ips = (double)o.batch * world * o.steps / sum; /* over all ranks */
-  qsort(times + o.warmup, (size_t)o.steps, sizeof *times, wk_cmp_double);
-  const double step_med = times[o.warmup + o.steps / 2];
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  const double rss_mb = (double)ru.ru_maxrss / 1024.0;
-  if (o.profile) wk_print_profile(net, o.steps);
+  double ips = 0, step_med = 0; /* over all ranks */
+  if (o.steps) {
+    ips = (double)o.batch * world * o.steps / sum;
+    qsort(times + o.warmup, (size_t)o.steps, sizeof *times, wk_cmp_double);
+    step_med = times[o.warmup + o.steps / 2];
+  }
+  if (o.profile && o.steps) wk_print_profile(net, o.steps);
   wk_tensor out;
   for (int i = 0; i < o.latency_runs + 3; i++) {
     double t0 = wk_now_s();
@@ -223,6 +225,10 @@ int wk_cmd_bench(int argc, char **argv) {
     qsort(times + 1, (size_t)o.infer_runs, sizeof *times, wk_cmp_double);
     infer_ips = (double)o.batch / times[1 + o.infer_runs / 2];
   }
+  /* the process's peak resident memory over the whole run */
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const double rss_mb = (double)ru.ru_maxrss / 1024.0;
   /* the device memory the run took: the caching allocator's peaks */
   wk_gpu_memory mem = {0};
   if (wk_net_on_gpu(net) && wk_net_gpu_memory(net, &mem) != WK_OK) goto fail;
@@ -250,7 +256,8 @@ int wk_cmd_bench(int argc, char **argv) {
   } else {
     printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
-    printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
+    if (o.steps) printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
+    else printf("training   skipped (--steps 0)\n");
     printf("inference  %.2f ms at batch 1 (median of %d)\n", lat_ms, o.latency_runs);
     if (o.infer_runs > 0)
       printf("inference  %.2f images/s at batch %d (median of %d)\n", infer_ips, o.batch,
