@@ -98,16 +98,51 @@ __global__ void finish_kernel(int64_t c, double total, const double *sq, const f
   }
 }
 
-// y = xhat * gamma + beta (the CPU's float operations in its order)
-template <class S>
-__global__ void norm_kernel(int64_t n, int64_t c, const typename S::T *x, const float *mean,
-                            const float *invstd, const float *gamma, const float *beta,
-                            typename S::T *y) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    const int64_t j = i % c;
-    const float v = xhat(S::load(x[i]), mean[j], invstd[j]);
-    y[i] = S::store(__fadd_rn(__fmul_rn(v, gamma[j]), beta[j]));
+// V elements of one storage type, accessed as one (16 bytes: one 128-bit access).
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// y = xhat * gamma + beta (the CPU's float operations in its order), then
+// with z the addend (widened, one float addition) and with relu max(., 0),
+// rounded once to the storage: a batchnorm, or a fused group's relu(bn(x) [+
+// z]) in inference. Over (rows, c) as slots of V channels (one 16-byte
+// access of x, z and y each where c and the addresses allow it, else V = 1),
+// slot k at channels (k % cv) * V: the index type I 32 bits where the slots
+// fit (no 64-bit division per slot). y may alias x or z.
+template <class S, int V, class I>
+__global__ void norm_act_kernel(I slots, I cv, const typename S::T *x, const typename S::T *z,
+                                const float *mean, const float *invstd, const float *gamma,
+                                const float *beta, bool relu, typename S::T *y) {
+  using P = Pack<typename S::T, V>;
+  const P *xp = reinterpret_cast<const P *>(x), *zp = reinterpret_cast<const P *>(z);
+  P *yp = reinterpret_cast<P *>(y);
+  for (I k = (I)first_index(); k < slots; k += (I)grid_stride()) {
+    const I j0 = (k % cv) * V;
+    const P a = xp[k];
+    P b, out;
+    if (z) b = zp[k];
+    for (int l = 0; l < V; l++) {
+      const I j = j0 + l;
+      float t = __fadd_rn(__fmul_rn(xhat(S::load(a.v[l]), mean[j], invstd[j]), gamma[j]), beta[j]);
+      if (z) t = __fadd_rn(t, S::load(b.v[l]));
+      if (relu) t = t > 0.0f ? t : 0.0f; /* the relu kernels' and the CPU's */
+      out.v[l] = S::store(t);
+    }
+    yp[k] = out;
   }
+}
+
+template <class S, int V, class I>
+int launch_norm_act(int64_t n, int64_t c, const void *x, const void *z, const float *mean,
+                    const float *invstd, const float *gamma, const float *beta, bool relu,
+                    void *y, cudaStream_t stream) {
+  using T = typename S::T;
+  norm_act_kernel<S, V, I><<<blocks_for(n / V), kThreads, 0, stream>>>(
+      (I)(n / V), (I)(c / V), static_cast<const T *>(x), static_cast<const T *>(z), mean,
+      invstd, gamma, beta, relu, static_cast<T *>(y));
+  return (int)cudaGetLastError();
 }
 
 __global__ void invstd_kernel(int64_t c, const float *var, double eps, float *invstd) {
@@ -202,20 +237,35 @@ extern "C" int wk_launch_bn_finish(int64_t c, double total, const double *sq, co
   return (int)cudaGetLastError();
 }
 
-extern "C" int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
-                                 const float *mean, const float *invstd, const float *gamma,
-                                 const float *beta, void *y, void *stream) {
+extern "C" int wk_launch_bn_norm_act(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                                     const void *z, const float *mean, const float *invstd,
+                                     const float *gamma, const float *beta, int relu, void *y,
+                                     void *stream) {
   int64_t n = 0;
   if (!shape_ok(kind, rows, c, &n)) return (int)cudaErrorInvalidValue;
   if (n == 0) return (int)cudaSuccess;
   if (!x || !mean || !invstd || !gamma || !beta || !y) return (int)cudaErrorInvalidValue;
   return by_store(kind, [&](auto s) {
     using S = decltype(s);
-    norm_kernel<S><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
-        n, c, static_cast<const typename S::T *>(x), mean, invstd, gamma, beta,
-        static_cast<typename S::T *>(y));
-    return (int)cudaGetLastError();
+    constexpr int kV = 16 / (int)sizeof(typename S::T);
+    const uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)z;
+    const bool packed = c % kV == 0 && at % 16 == 0;
+    const bool narrow = n <= (int64_t)UINT32_MAX;
+    const cudaStream_t st = as_stream(stream);
+    if (packed && narrow)
+      return launch_norm_act<S, kV, uint32_t>(n, c, x, z, mean, invstd, gamma, beta, relu, y, st);
+    if (packed)
+      return launch_norm_act<S, kV, int64_t>(n, c, x, z, mean, invstd, gamma, beta, relu, y, st);
+    if (narrow)
+      return launch_norm_act<S, 1, uint32_t>(n, c, x, z, mean, invstd, gamma, beta, relu, y, st);
+    return launch_norm_act<S, 1, int64_t>(n, c, x, z, mean, invstd, gamma, beta, relu, y, st);
   });
+}
+
+extern "C" int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                                 const float *mean, const float *invstd, const float *gamma,
+                                 const float *beta, void *y, void *stream) {
+  return wk_launch_bn_norm_act(kind, rows, c, x, NULL, mean, invstd, gamma, beta, 0, y, stream);
 }
 
 extern "C" int wk_launch_bn_invstd(int64_t c, const float *var, double eps, float *invstd,

@@ -307,6 +307,13 @@ int wk_launch_bn_invstd(int64_t c, const float *var, double eps, float *invstd, 
 int wk_launch_bn_norm(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
                       const float *mean, const float *invstd, const float *gamma,
                       const float *beta, void *y, void *stream);
+/* wk_launch_bn_norm's y, then + z (when z is not NULL: widened, one float
+ * addition) and with relu t > 0 ? t : 0 (the relu kernels'), rounded once to the
+ * storage: a fused group's relu(bn(x) [+ z]) in inference. y may alias x or z. */
+int wk_launch_bn_norm_act(wk_store_kind kind, int64_t rows, int64_t c, const void *x,
+                          const void *z, const float *mean, const float *invstd,
+                          const float *gamma, const float *beta, int relu, void *y,
+                          void *stream);
 /* dbeta[j] = (float)sums[j], dgamma[j] = (float)sums[c + j] (wk_launch_bn_grad_sums's). */
 int wk_launch_bn_param_grads(int64_t c, const double *sums, float *dgamma, float *dbeta,
                              void *stream);

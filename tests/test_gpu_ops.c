@@ -18,8 +18,8 @@
  *   Synchronised batchnorm (syncbn.cu) in float32, bfloat16 and float16
  *   storage against src/nn/exec_syncbn.c (one rank, no relu) and
  *   wk_batchnorm_running_update: bit for bit for the mean, the running
- *   statistics, invstd, the normalisation and the parameters' and the
- *   input's gradients; the double sums within 1e-12 of the sum of their
+ *   statistics, invstd, the normalisation (also with an addend and the relu,
+ *   inference's fused groups) and the parameters' and the input's gradients; the double sums within 1e-12 of the sum of their
  *   terms' magnitudes (a bound derived in test_bn_sums).
  * With no device the host suite still runs and the process then exits 77, which
  * ctest reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt).
@@ -2271,6 +2271,64 @@ START_TEST(test_bn_norm) {
 }
 END_TEST
 
+/* wk_launch_bn_norm_act: wk_launch_bn_norm's y, then + z (widened, one float
+ * addition) and the relu (t > 0 ? t : 0, as the relu kernels), rounded once
+ * to the storage, bit for bit: without and with z and the relu, out of place
+ * and in place over x and over z, the specials planted in x and z. The
+ * channel counts 32, 64 and 1000 take the kernel's 16-byte path, the others
+ * one element a thread. */
+START_TEST(test_bn_norm_act) {
+  const wk_store_kind kind = store_kinds[_i % 3];
+  const bn_case *k = bn_elementwise_case(_i);
+  const int64_t rows = k->rows, c = k->c, n = rows * c;
+  float *x = host_f32(n > 0 ? n : 1), *z = host_f32(n > 0 ? n : 1), *y = host_f32(n > 0 ? n : 1);
+  float *mean = host_f32(c), *invstd = host_f32(c), *gamma = host_f32(c), *beta = host_f32(c);
+  wkt_fill_f32(x, n, 5200 + (uint64_t)_i, -2.0f, 3.0f);
+  wkt_fill_f32(z, n, 5300 + (uint64_t)_i, -3.0f, 2.0f);
+  plant_store_specials(kind, x, n);
+  plant_store_specials(kind, z + (n > 40 ? 20 : 0), n > 40 ? n - 20 : n);
+  wkt_fill_f32(mean, c, 5400 + (uint64_t)_i, -0.5f, 1.0f);
+  wkt_fill_f32(invstd, c, 5500 + (uint64_t)_i, 0.5f, 2.0f);
+  wkt_fill_f32(gamma, c, 5600 + (uint64_t)_i, -2.0f, 2.0f);
+  wkt_fill_f32(beta, c, 5700 + (uint64_t)_i, -1.0f, 1.0f);
+  void *d_x = device_store(kind, x, n), *d_z = device_store(kind, z, n);
+  void *d_y = device_store(kind, NULL, n);
+  float *d_mean = device_f32(mean, c), *d_invstd = device_f32(invstd, c);
+  float *d_gamma = device_f32(gamma, c), *d_beta = device_f32(beta, c);
+  for (int mode = 0; mode < 6; mode++) {
+    const bool add = mode & 1, relu = mode & 2, in_place = mode >= 4;
+    bn_norm_ref(rows, c, x, mean, invstd, gamma, beta, y);
+    for (int64_t i = 0; i < n; i++) {
+      if (add || in_place) y[i] = y[i] + z[i];
+      if (relu || in_place) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "bn norm%s%s%s (%s, %lld x %lld)", add || in_place ? " + z" : "",
+             relu || in_place ? ", relu" : "", in_place ? (add ? ", over z" : ", over x") : "",
+             store_name(kind), (long long)rows, (long long)c);
+    /* in place: over copies, so that x and z stay for the modes after */
+    void *d_xi = in_place ? device_store(kind, x, n) : d_x;
+    void *d_zi = in_place ? device_store(kind, z, n) : d_z;
+    void *d_out = !in_place ? d_y : add ? d_zi : d_xi;
+    CK_LAUNCH(wk_launch_bn_norm_act(kind, rows, c, d_xi, add || in_place ? d_zi : NULL, d_mean,
+                                    d_invstd, d_gamma, d_beta, relu || in_place, d_out, NULL));
+    ck_store_result(what, kind, d_out, y, n);
+    if (in_place) {
+      CK_WK(wk_cuda_free(d_xi));
+      CK_WK(wk_cuda_free(d_zi));
+    }
+  }
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_z));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_mean));
+  CK_WK(wk_cuda_free(d_invstd));
+  CK_WK(wk_cuda_free(d_gamma));
+  CK_WK(wk_cuda_free(d_beta));
+  free(x), free(z), free(y), free(mean), free(invstd), free(gamma), free(beta);
+}
+END_TEST
+
 /* wk_launch_bn_dx: exec_syncbn.c's dx with no relu (dz = dy),
  *   xhat = (x - mean) * invstd in float,
  *   dx = gamma * invstd * (float)(dy - sums[j] / total - xhat * (sums[c + j] / total)),
@@ -2382,6 +2440,7 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tb, test_bn_sums, 0, 3 * N_BN_CASES);
   tcase_add_loop_test(tb, test_bn_stats, 0, N_BN_STATS_CASES);
   tcase_add_loop_test(tb, test_bn_norm, 0, 3 * (N_BN_CASES + 1));
+  tcase_add_loop_test(tb, test_bn_norm_act, 0, 3 * (N_BN_CASES + 1));
   tcase_add_loop_test(tb, test_bn_dx, 0, 3 * (N_BN_CASES + 1));
   suite_add_tcase(s, tb);
   return s;
