@@ -377,6 +377,22 @@ if room 80; then
   done
 } | tee -a "$out/bench_gpu.md"
 else skipped "batchnorms alone through the Ex calls" 80; fi
+# inference's batchnorms on whisker's NHWC kernel, a fused group's relu(bn(x) [+ z]) in one pass
+# (the default) against cuDNN's batchnorm inference with the nodes one by one
+# ($WHISKER_GPU_INFER_BN=cudnn): an inference-only network (bench --steps 0), images/s at batch 256
+if room 60; then
+{
+  echo
+  echo "| model | batch | precision | inference, cuDNN batchnorm img/s | whisker's, groups whole img/s | whisker's / cuDNN |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet50 resnet18; do
+    ib() { (export WHISKER_GPU_INFER_BN=$1; wbench --device cuda --model "$m" --batch 256 \
+      --precision bf16 --steps 0 --latency-runs 3 --infer-runs 5) | field infer_images_per_s; }
+    i0=$(ib cudnn); i1=$(ib own)
+    echo "| $m | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
+  done
+} | tee -a "$out/bench_gpu.md"
+else skipped "inference's batchnorms on whisker's kernel" 60; fi
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
 if room 100; then
 {

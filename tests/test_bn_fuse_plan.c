@@ -450,27 +450,29 @@ static int *wkt_vroot(const wkt_plan *p, bool groups) {
   return root;
 }
 
-/* The forward's steps of test_grad_steps's residual stage, by hand (node i at
- * step i): v0 [0, 0]; v1 [0, 1]; v2 and v3 in v3's buffer [1, 5] (b1 writes
- * at 1, the add reads v3 at 5); v4 [3, 4]; v5, v6 and v7 in v7's [4, 7]; v8
- * and the flatten's v9 in v8's [7, 9]; the output v10 [9, 9]. */
+/* The forward's steps of the residual stage, by hand (node i at step i), the
+ * groups whole at their relus: v0 [0, 0]; v1 [0, 2] (the first group reads
+ * it at its relu, 2); v2 and v3 in v3's buffer [2, 6] (the relu writes at 2,
+ * the second group reads v3 at its relu, 6); v4 [3, 6]; v5, v6 and v7 in
+ * v7's [6, 7]; v8 and the flatten's v9 in v8's [7, 9]; the output v10 [9, 9].
+ * Node by node, below: each batchnorm, add and relu a buffer of its own. */
 START_TEST(test_value_steps) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
   wk_net *net = NULL;
   wkt_plan p = wkt_residual_stage(ctx, &net);
   int first[11], last[11];
   int *root = wkt_vroot(&p, true);
-  wk_value_steps(p.nodes, p.n_nodes, root, first, last);
-  static const int want_first[11] = {0, 0, -1, 1, 3, -1, -1, 4, 7, -1, 9};
-  static const int want_last[11] = {0, 1, -1, 5, 4, -1, -1, 7, 9, -1, 9};
+  ck_assert_int_eq(wk_value_steps(p.nodes, p.n_nodes, root, p.groups, p.n_groups, first, last),
+                   WK_OK);
+  static const int want_first[11] = {0, 0, -1, 2, 3, -1, -1, 6, 7, -1, 9};
+  static const int want_last[11] = {0, 2, -1, 6, 6, -1, -1, 7, 9, -1, 9};
   for (int v = 0; v <= 10; v++)
     ck_assert_msg(first[v] == want_first[v] && last[v] == want_last[v],
                   "value %d: steps %d to %d, expected %d to %d", v, first[v], last[v],
                   want_first[v], want_last[v]);
   free(root);
-  /* no groups: each batchnorm, add and relu a buffer of its own */
   root = wkt_vroot(&p, false);
-  wk_value_steps(p.nodes, p.n_nodes, root, first, last);
+  ck_assert_int_eq(wk_value_steps(p.nodes, p.n_nodes, root, NULL, 0, first, last), WK_OK);
   static const int plain_first[11] = {0, 0, 1, 2, 3, 4, 5, 6, 7, -1, 9};
   static const int plain_last[11] = {0, 1, 2, 5, 4, 5, 6, 7, 9, -1, 9};
   for (int v = 0; v <= 10; v++)
@@ -488,16 +490,29 @@ END_TEST
  * node checks that its inputs' cells hold their values' marks, then writes
  * its own value's mark over its cells (a flatten writes nothing: its value is
  * its input's), so any value clobbered before its last reader is caught; the
- * output's cells hold its mark at the end. cells[v]: value v's size. Returns
- * the arena's cells. */
+ * output's cells hold its mark at the end. cells[v]: value v's size. With
+ * `whole`, each group runs at its relu (reading the batchnorm's input and the
+ * addend, writing the relu's value), its batchnorm and add doing nothing.
+ * Returns the arena's cells. */
 static size_t wkt_run_forward(const wk_node *nodes, int n_nodes, const int *root,
+                              const wk_bn_fuse_group *groups, int n_groups, bool whole,
                               const size_t *cells) {
   const int nv = n_nodes + 1;
   int *first = malloc((size_t)nv * sizeof *first), *last = malloc((size_t)nv * sizeof *last);
   int *mark = malloc((size_t)nv * sizeof *mark);
   size_t *bytes = calloc((size_t)nv, sizeof *bytes), *offset = malloc((size_t)nv * sizeof *offset);
   ck_assert(first && last && mark && bytes && offset);
-  wk_value_steps(nodes, n_nodes, root, first, last);
+  ck_assert_int_eq(wk_value_steps(nodes, n_nodes, root, groups, whole ? n_groups : 0, first,
+                                  last), WK_OK);
+  /* per node, with `whole`: -1 runs as itself, -2 does nothing, k >= 0 runs group k */
+  int *as = malloc((size_t)(n_nodes ? n_nodes : 1) * sizeof *as);
+  ck_assert_ptr_nonnull(as);
+  for (int i = 0; i < n_nodes; i++) as[i] = -1;
+  for (int k = 0; whole && k < n_groups; k++) {
+    as[groups[k].bn] = -2;
+    if (groups[k].add >= 0) as[groups[k].add] = -2;
+    as[groups[k].relu] = k;
+  }
   for (int v = 0; v < nv; v++) {
     ck_assert_int_eq(first[v] >= 0, root[v] == v); /* every root has steps */
     if (cells[v] * 4 > bytes[root[v]]) bytes[root[v]] = cells[v] * 4;
@@ -514,8 +529,16 @@ static size_t wkt_run_forward(const wk_node *nodes, int n_nodes, const int *root
 #define WKT_CELLS(v) (arena + offset[root[v]] / 4)
   for (size_t c = 0; c < cells[0]; c++) WKT_CELLS(0)[c] = mark[0];
   for (int i = 0; i < n_nodes; i++) {
-    for (int k = 0; k < nodes[i].n_in; k++) {
-      const int u = nodes[i].in[k];
+    if (as[i] == -2) continue;
+    int in[2] = {nodes[i].in[0], nodes[i].in[1]}, n_in = nodes[i].n_in;
+    if (as[i] >= 0) { /* the group: x, and z */
+      const wk_bn_fuse_group *g = &groups[as[i]];
+      in[0] = nodes[g->bn].in[0];
+      in[1] = g->z;
+      n_in = g->add >= 0 ? 2 : 1;
+    }
+    for (int k = 0; k < n_in; k++) {
+      const int u = in[k];
       for (size_t c = 0; c < cells[u]; c++) /* (one check per cell costs Check a write) */
         if (WKT_CELLS(u)[c] != mark[u])
           ck_abort_msg("node %d reads value %d: cell %zu holds %d's", i, u, c, WKT_CELLS(u)[c]);
@@ -528,6 +551,7 @@ static size_t wkt_run_forward(const wk_node *nodes, int n_nodes, const int *root
       ck_abort_msg("the output's cell %zu holds %d's", c, WKT_CELLS(n_nodes)[c]);
 #undef WKT_CELLS
   free(arena);
+  free(as);
   free(first);
   free(last);
   free(mark);
@@ -564,13 +588,14 @@ START_TEST(test_value_random) {
         cells[v] = cells[nd->in[0]];
       }
     }
-    (void)wkt_run_forward(nodes, n, root, cells);
+    (void)wkt_run_forward(nodes, n, root, NULL, 0, false, cells);
   }
 }
 END_TEST
 
 /* A zoo network's values at batch 1, 64x64: the forward over the plan, with
- * the fused groups' batchnorms and adds in their relus' buffers, and the
+ * the fused groups' batchnorms and adds in their relus' buffers (the groups
+ * run node by node, and whole at their relus), and the
  * arena against every value held (what cuda_net.c held before), at most
  * `most` of it. */
 static void wkt_zoo_values(const char *arch, double most) {
@@ -585,11 +610,16 @@ static void wkt_zoo_values(const char *arch, double most) {
     cells[v] = (size_t)wk_net_value_numel(net, v);
     if (root[v] == v) all += (cells[v] * 4 + 255) / 256 * 64; /* in cells, rounded as placed */
   }
-  const size_t total = wkt_run_forward(p.nodes, p.n_nodes, root, cells);
-  printf("%s: inference value arena %zu cells, every value held %zu (%.1f%%)\n", arch, total,
-         all, 100.0 * (double)total / (double)all);
-  ck_assert_msg((double)total <= most * (double)all, "%s: the arena is %.1f%% of all", arch,
-                100.0 * (double)total / (double)all);
+  for (int whole = 0; whole < 2; whole++) {
+    const size_t total = wkt_run_forward(p.nodes, p.n_nodes, root, p.groups, p.n_groups, whole,
+                                         cells);
+    printf("%s: inference value arena (groups %s) %zu cells, every value held %zu (%.1f%%)\n",
+           arch, whole ? "whole" : "node by node", total, all,
+           100.0 * (double)total / (double)all);
+    ck_assert_msg((double)total <= most * (double)all, "%s: the arena (groups %s) is %.1f%% of "
+                  "all", arch, whole ? "whole" : "node by node",
+                  100.0 * (double)total / (double)all);
+  }
   free(cells);
   free(root);
   wkt_plan_free(&p);

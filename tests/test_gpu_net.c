@@ -6,9 +6,10 @@
  * average pool, linear, add, dropout) and a hand-built graph for the rest
  * (dilated conv with bias, average pooling with and without the padding
  * counted, flatten). For each: evaluation forward (its values sharing memory
- * by the forward's steps, and again after training, each held), training forward (outputs
- * and the batchnorm running statistics it moves), backward (the whole gradient
- * arena), and three SGD steps through the trainer (losses and final weights).
+ * by the forward's steps; again after training, each value held), training
+ * forward (outputs and the batchnorm running statistics it moves), backward
+ * (the whole gradient arena), and three SGD steps through the trainer (losses
+ * and final weights).
  * The training step on the device (its update, its loss) against the host's
  * on the same GPU. The whole step in one call (the default) and in CUDA
  * graphs ($WHISKER_CUDA_GRAPH=1) against the stepwise calls, bit for bit;
@@ -379,6 +380,26 @@ START_TEST(test_resnet18) {
   wk_gpu_graph_stats gs;
   wkt_compare("resnet18", wkt_resnet18, 3, "0", &gs);
   ck_assert_int_eq(gs.bn_fuse_groups, 0); /* unfused when asked; fused by default below */
+  ck_assert_int_eq(gs.bn_infer_fused_runs, 0);
+}
+END_TEST
+
+/* Inference through cuDNN's batchnorm, the nodes one by one
+ * ($WHISKER_GPU_INFER_BN=cudnn), against the CPU as above: no group runs
+ * whole; a value that is not own or cudnn is refused. */
+START_TEST(test_infer_bn_cudnn) {
+  setenv("WHISKER_GPU_INFER_BN", "cudnn", 1);
+  wk_gpu_graph_stats gs;
+  wkt_compare("resnet18, inference through cuDNN", wkt_resnet18, 3, NULL, &gs);
+  ck_assert_int_eq(gs.bn_fuse_groups, 17);
+  ck_assert_int_eq(gs.bn_infer_fused_runs, 0);
+  unsetenv("WHISKER_GPU_INFER_BN");
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_int_eq(wkt_use_gpu_env(net, "WHISKER_GPU_INFER_BN", "cuda"), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "expected own or cudnn") != NULL, "%s", wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
 }
 END_TEST
 /* mobilenetv2's training here takes one of two paths by a rounding-level
@@ -416,8 +437,10 @@ static void wkt_expect_fused(const char *name, const wk_gpu_graph_stats *gs, int
 START_TEST(test_bn_fuse_fp32_resnet18) {
   wk_gpu_graph_stats gs;
   wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, NULL, &gs);
-  /* training forwards: wkt_compare's own, then one per step (its eval forward is unfused) */
+  /* training forwards: wkt_compare's own, then one per step; its two eval
+   * forwards run the groups whole on whisker's kernel */
   wkt_expect_fused("test_bn_fuse_fp32_resnet18", &gs, 17, 4);
+  ck_assert_int_eq(gs.bn_infer_fused_runs, 2 * 17);
 }
 END_TEST
 
@@ -2268,7 +2291,7 @@ static void wkt_add(TCase *tc, const TTest *t) {
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* each line as it comes, through a pipe too */
   /* the knobs the tests set themselves, or assume unset */
-  const char *const knobs[] = {"WHISKER_BN_FUSE",        "WHISKER_GPU_OWN_BN",
+  const char *const knobs[] = {"WHISKER_BN_FUSE",        "WHISKER_GPU_OWN_BN", "WHISKER_GPU_INFER_BN",
                                "WHISKER_CUDA_GRAPH",     "WHISKER_GPU_HOST_STEP",
                                "WHISKER_GPU_HOST_LOSS",  "WHISKER_CUDNN_ALGO",
                                "WHISKER_GPU_WORKSPACE_MB", "WHISKER_GPU_PREFETCH",
@@ -2281,6 +2304,7 @@ int main(void) {
   if (n_devices > 0) {
     wkt_add(tc, test_smallcnn);
     wkt_add(tc, test_resnet18);
+    wkt_add(tc, test_infer_bn_cudnn);
     wkt_add(tc, test_mobilenetv2);
     wkt_add(tc, test_misc_ops);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);

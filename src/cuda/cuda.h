@@ -96,9 +96,9 @@ typedef struct wk_gpu_net wk_gpu_net;
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
  * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
- * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE or
- * $WHISKER_GPU_OWN_BN (all read
- * here). g->algos, when given, must outlive the network.
+ * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE,
+ * $WHISKER_GPU_OWN_BN or $WHISKER_GPU_INFER_BN (all read here). g->algos,
+ * when given, must outlive the network.
  *
  * $WHISKER_BN_FUSE: in a training forward, a batchnorm whose output only a
  * relu reads (or only an add, whose output only a relu reads) runs with it as
@@ -120,7 +120,14 @@ typedef struct wk_gpu_net wk_gpu_net;
  *
  * $WHISKER_GPU_OWN_BN=1: every batchnorm runs on whisker's kernels
  * (kernels/syncbn.cu) instead of cuDNN's, as one does from the first time
- * cuDNN refuses it in 16 bits (CUDNN_STATUS_NOT_SUPPORTED). */
+ * cuDNN refuses it in 16 bits (CUDNN_STATUS_NOT_SUPPORTED).
+ *
+ * $WHISKER_GPU_INFER_BN: "own" (unset: the default) runs every batchnorm that
+ * normalises with its running statistics (inference, a frozen one in
+ * training) on whisker's NHWC kernel, and in inference a fused group's
+ * relu(bn(x) [+ z]) whole at its relu, in one pass over memory (the nodes one
+ * by one take three); "cudnn": cuDNN's batchnorm inference, the nodes one by
+ * one (as before; to compare: not yet timed on a GPU). */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
 /* The parameter table again (n_params entries, the same layout): takes the
@@ -308,6 +315,9 @@ typedef struct wk_gpu_graph_stats {
    * refused one in 16 bits (the first refusal in the note) */
   int64_t bn_own_runs;
   char bn_own_note[256];
+  /* groups run whole at their relu in inference forwards so far, on
+   * whisker's kernel ($WHISKER_GPU_INFER_BN=own, the default) */
+  int64_t bn_infer_fused_runs;
   /* the values of the batch the buffers hold: the bytes they take, and
    * whether they share memory by the forward's steps (a network that has
    * only run inference, mem_plan.h) rather than each being held for backward */

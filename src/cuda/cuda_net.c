@@ -235,6 +235,9 @@ struct wk_gpu_net {
                             * wk_collectives_wait's error gives it; NULL: none */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
+  bool infer_own;       /* $WHISKER_GPU_INFER_BN (own, the default): in inference every
+                         * batchnorm by them, a fused group whole at its relu */
+  int64_t infer_fused_runs; /* groups run whole in inference forwards */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
   double *sync_sums, *sync_partial;
   int widest_bn;
@@ -742,6 +745,10 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   net->own_bn = env && !strcmp(env, "1");
   if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
     return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_OWN_BN='%s': expected 1 or 0", env);
+  env = getenv("WHISKER_GPU_INFER_BN");
+  net->infer_own = !env || !*env || !strcmp(env, "own");
+  if (env && *env && strcmp(env, "own") && strcmp(env, "cudnn"))
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_INFER_BN='%s': expected own or cudnn", env);
   net->fuse_mode = WK_FUSE_ON;
   env = getenv("WHISKER_BN_FUSE");
   if (env && *env) {
@@ -1135,6 +1142,19 @@ static wk_status wk_bn_rows(const wk_gpu_net *net, int i, int64_t *rows, int *c,
   return WK_OK;
 }
 
+/* The fused groups as mem_plan.h takes them (not the batchnorms alone), into
+ * groups (n_nodes long); returns how many. */
+static int wk_plan_groups(const wk_gpu_net *net, wk_bn_fuse_group *groups) {
+  int n_groups = 0;
+  for (int j = 0; j < net->g.n_nodes; j++) {
+    const wk_gnode *g = &net->gn[j];
+    if (g->fuse_bn >= 0 && !g->fuse_solo)
+      groups[n_groups++] = (wk_bn_fuse_group){
+          .relu = j, .bn = g->fuse_bn, .add = g->fuse_add, .z = g->fuse_z};
+  }
+  return n_groups;
+}
+
 /* The values' gradients for a training batch of n, in one arena where those
  * whose steps of backward do not overlap share memory (mem_plan.h; the fused
  * groups as planned, whether they run fused or not). */
@@ -1149,13 +1169,7 @@ static wk_status wk_place_grads(wk_gpu_net *net, int64_t n) {
     s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
     goto done;
   }
-  int n_groups = 0;
-  for (int j = 0; j < net->g.n_nodes; j++) {
-    const wk_gnode *g = &net->gn[j];
-    if (g->fuse_bn >= 0 && !g->fuse_solo)
-      groups[n_groups++] = (wk_bn_fuse_group){
-          .relu = j, .bn = g->fuse_bn, .add = g->fuse_add, .z = g->fuse_z};
-  }
+  const int n_groups = wk_plan_groups(net, groups);
   wk_grad_steps(net->nodes, net->g.n_nodes, net->alias, net->needs_grad, groups, n_groups, first,
                 last);
   for (size_t v = 0; v < nv; v++)
@@ -1200,14 +1214,18 @@ static wk_status wk_values_own(wk_gpu_net *net, int64_t n) {
  * what a forward holds at once rather than every value. */
 static wk_status wk_values_shared(wk_gpu_net *net, int64_t n) {
   const size_t nv = (size_t)net->n_values;
+  wk_bn_fuse_group *groups = malloc((size_t)(net->g.n_nodes ? net->g.n_nodes : 1) * sizeof *groups);
   int *first = malloc(nv * sizeof *first), *last = malloc(nv * sizeof *last);
   size_t *bytes = calloc(nv, sizeof *bytes), *offset = malloc(nv * sizeof *offset);
   wk_status s = WK_OK;
-  if (!first || !last || !bytes || !offset) {
+  if (!groups || !first || !last || !bytes || !offset) {
     s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
     goto done;
   }
-  wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, first, last);
+  /* the groups run whole in inference (wk_infer_group), else node by node */
+  const int n_groups = net->infer_own ? wk_plan_groups(net, groups) : 0;
+  s = wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, groups, n_groups, first, last);
+  if (s != WK_OK) goto done;
   for (size_t v = 0; v < nv; v++) {
     const int r = net->vroot[v]; /* a root's buffer fits the largest value in it */
     const size_t b = (size_t)(n * net->numel[v]) * wk_esize(net);
@@ -1224,6 +1242,7 @@ static wk_status wk_values_shared(wk_gpu_net *net, int64_t n) {
       net->val[v] = (char *)net->val_arena + offset[net->vroot[v]];
   }
 done:
+  free(groups);
   free(first);
   free(last);
   free(bytes);
@@ -1564,10 +1583,13 @@ static wk_status wk_own_bn_forward(wk_gpu_net *net, int i, const void *x, void *
                        "batchnorm forward (whisker's kernels)");
 }
 
-/* Inference (the running statistics): invstd from the running variance into
- * save_invvar (a training forward's is consumed by then: backward follows
- * the training forward it belongs to), then y = xhat * gamma + beta. */
-static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, void *y) {
+/* Batchnorm node i with the running statistics: invstd from the running
+ * variance into save_invvar (a training forward's is consumed by then:
+ * backward follows the training forward it belongs to), then y = xhat *
+ * gamma + beta, and for a group run whole (wk_infer_group) + z (NULL: none)
+ * and the relu, in one pass. */
+static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, const void *z,
+                                 bool relu, void *y) {
   const wk_node *nd = &net->nodes[i];
   wk_gnode *s = &net->gn[i];
   int h, w, c;
@@ -1576,10 +1598,19 @@ static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, void *y)
   static const char what[] = "batchnorm inference (whisker's kernels)";
   WK_TRY(wk_kernel_try(wk_launch_bn_invstd(c, rv, (double)nd->bn.eps, s->save_invvar,
                                            net->stream), what));
-  return wk_kernel_try(wk_launch_bn_norm(wk_store(net), net->batch * h * w, c, x, rm,
-                                         s->save_invvar, wk_pw(net, nd->param[0]),
-                                         wk_pw(net, nd->param[1]), y, net->stream),
+  return wk_kernel_try(wk_launch_bn_norm_act(wk_store(net), net->batch * h * w, c, x, z, rm,
+                                             s->save_invvar, wk_pw(net, nd->param[0]),
+                                             wk_pw(net, nd->param[1]), relu, y, net->stream),
                        what);
+}
+
+/* Whether the group headed by relu node j runs whole at its relu in this
+ * forward, on whisker's kernel: y = relu(bn(x) [+ z]) in one pass over
+ * memory, where the nodes one by one make three (inference, with
+ * $WHISKER_GPU_INFER_BN=own, the default). */
+static bool wk_infer_group(const wk_gpu_net *net, int j, bool train) {
+  const wk_gnode *s = &net->gn[j];
+  return !train && net->infer_own && s->fuse_bn >= 0 && !s->fuse_solo;
 }
 
 /* cuDNN refused batchnorm i (status e, in 16 bits): whisker's kernels run it
@@ -1624,6 +1655,10 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
                                 y));
     return WK_OK;
   case WK_NODE_BATCHNORM: {
+    if (s->fused_into >= 0 && wk_infer_group(net, s->fused_into, train)) {
+      s->bn_trained = s->bn_ran_own = false; /* the group runs at its relu */
+      return WK_OK;
+    }
     if (s->fuse_solo) s->fused = false;
     if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train))
       return s->fuse_solo ? wk_fused_forward(net, i, drop, seed_step) : WK_OK;
@@ -1634,7 +1669,8 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     s->bn_trained = train && net->needs_grad[v];
     s->bn_ran_own = false;
     if (s->bn_trained && (net->sync_bn || s->bn_own)) return wk_own_bn_forward(net, i, x, y);
-    if (s->bn_own) return wk_own_bn_infer(net, i, x, y);
+    if (s->bn_own || (net->infer_own && !s->bn_trained))
+      return wk_own_bn_infer(net, i, x, NULL, false, y);
     const cudnnStatus_t e =
         s->bn_trained
             ? cudnnBatchNormalizationForwardTraining(
@@ -1652,6 +1688,11 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
   case WK_NODE_ACT:
     s->fused = false;
     if (wk_fuse_now(net, i, train)) return wk_fused_forward(net, i, drop, seed_step);
+    if (wk_infer_group(net, i, train)) {
+      net->infer_fused_runs++;
+      return wk_own_bn_infer(net, s->fuse_bn, net->val[net->nodes[s->fuse_bn].in[0]],
+                             s->fuse_add >= 0 ? net->val[s->fuse_z] : NULL, true, y);
+    }
     return wk_k_act(net, nd->act == WK_ACT_RELU6, len, x, y);
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
@@ -1679,7 +1720,9 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return WK_OK;
   }
   case WK_NODE_ADD:
-    if (s->fused_into >= 0 && wk_fuse_now(net, s->fused_into, train)) return WK_OK;
+    if (s->fused_into >= 0 &&
+        (wk_fuse_now(net, s->fused_into, train) || wk_infer_group(net, s->fused_into, train)))
+      return WK_OK;
     return wk_k_add(net, len, x, net->val[nd->in[1]], y, "add forward");
   case WK_NODE_DROPOUT:
     if (!train || nd->drop_p == 0.0f) {
@@ -2810,7 +2853,8 @@ wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
                               .bn_fuse_groups = net->fuse_groups,
                               .bn_solo_groups = net->fuse_solos,
                               .bn_fused_runs = net->fused_runs,
-                              .bn_own_runs = net->own_runs};
+                              .bn_own_runs = net->own_runs,
+                              .bn_infer_fused_runs = net->infer_fused_runs};
   for (int j = 0; j < net->g.n_nodes; j++) {
     const wk_gnode *s = &net->gn[j];
     out->bn_fuse_refused += s->fuse_bn >= 0 && (s->fuse_off || s->fuse_skip || net->sync_bn ||

@@ -37,14 +37,31 @@ void wk_grad_steps(const wk_node *nodes, int n_nodes, const int *alias, const bo
   }
 }
 
-void wk_value_steps(const wk_node *nodes, int n_nodes, const int *root, int *first, int *last) {
+wk_status wk_value_steps(const wk_node *nodes, int n_nodes, const int *root,
+                         const wk_bn_fuse_group *groups, int n_groups, int *first, int *last) {
+  /* per node: 0 runs as itself, 1 a group's batchnorm or add (does nothing),
+   * 2 a group's relu (reads x and z, below) */
+  unsigned char *role = calloc((size_t)(n_nodes > 0 ? n_nodes : 1), 1);
+  if (!role) return wk_fail(WK_ERR_NOMEM, "GPU memory plan: out of memory");
   for (int v = 0; v <= n_nodes; v++) first[v] = last[v] = -1;
   wk_touch(root, 0, 0, first, last);
+  for (int k = 0; k < n_groups; k++) { /* whole at the relu: x and z read there */
+    const wk_bn_fuse_group *g = &groups[k];
+    role[g->bn] = 1;
+    if (g->add >= 0) role[g->add] = 1;
+    role[g->relu] = 2;
+    wk_touch(root, nodes[g->bn].in[0], g->relu, first, last);
+    if (g->add >= 0) wk_touch(root, g->z, g->relu, first, last);
+  }
   for (int i = 0; i < n_nodes; i++) {
-    for (int k = 0; k < nodes[i].n_in; k++) wk_touch(root, nodes[i].in[k], i, first, last);
+    if (role[i] == 1) continue;
+    for (int k = 0; k < nodes[i].n_in && role[i] == 0; k++)
+      wk_touch(root, nodes[i].in[k], i, first, last);
     wk_touch(root, i + 1, i, first, last);
   }
   wk_touch(root, n_nodes, n_nodes > 0 ? n_nodes - 1 : 0, first, last);
+  free(role);
+  return WK_OK;
 }
 
 /* A free stretch of the arena. */

@@ -45,9 +45,13 @@ void wk_grad_steps(const wk_node *nodes, int n_nodes, const int *alias, const bo
  * value v's is root[v]: its alias's, or a fused group's relu's, whose buffer
  * the group's batchnorm and add write in place): from the first step that
  * writes a value in it (the input's: 0) to the last that reads one; the
- * output's root holds to the last step (its caller reads it after). -1 for
- * both at values that are no root. */
-void wk_value_steps(const wk_node *nodes, int n_nodes, const int *root, int *first, int *last);
+ * output's root holds to the last step (its caller reads it after). The
+ * groups given (groups, n_groups: as wk_grad_steps takes them; none: the
+ * nodes one by one) run whole at their relu, reading the batchnorm's input
+ * and the addend there and writing the relu's value, their batchnorm and add
+ * doing nothing. -1 for both at values that are no root. WK_ERR_NOMEM. */
+wk_status wk_value_steps(const wk_node *nodes, int n_nodes, const int *root,
+                         const wk_bn_fuse_group *groups, int n_groups, int *first, int *last);
 
 /* Places n buffers of bytes[k] (0: none; rounded up to a multiple of align, a
  * power of two) with steps [first[k], last[k]] (0 <= first <= last < n_steps
