@@ -105,12 +105,14 @@ struct alignas(sizeof(T) * V) Pack {
 };
 
 // y = xhat * gamma + beta (the CPU's float operations in its order), then
-// with z the addend (widened, one float addition) and with relu max(., 0),
-// rounded once to the storage: a batchnorm, or a fused group's relu(bn(x) [+
-// z]) in inference. Over (rows, c) as slots of V channels (one 16-byte
-// access of x, z and y each where c and the addresses allow it, else V = 1),
-// slot k at channels (k % cv) * V: the index type I 32 bits where the slots
-// fit (no 64-bit division per slot). y may alias x or z.
+// with z the addend (widened, one float addition) and with relu t > 0 ? t :
+// 0 (the relu kernels' and the CPU's), rounded once to the storage: a
+// batchnorm, or a fused group's relu(bn(x) [+ z]) in inference. Over (rows,
+// c) as slots of V channels (one 16-byte access of x, z and y each where c
+// and the addresses allow it, else V = 1), slot k at channels (k % cv) * V:
+// the index type I 32 bits where the elements fit in 2^31 (no 64-bit
+// division per slot, and k + the grid's stride cannot wrap). y may alias x
+// or z.
 template <class S, int V, class I>
 __global__ void norm_act_kernel(I slots, I cv, const typename S::T *x, const typename S::T *z,
                                 const float *mean, const float *invstd, const float *gamma,
@@ -127,7 +129,7 @@ __global__ void norm_act_kernel(I slots, I cv, const typename S::T *x, const typ
       const I j = j0 + l;
       float t = __fadd_rn(__fmul_rn(xhat(S::load(a.v[l]), mean[j], invstd[j]), gamma[j]), beta[j]);
       if (z) t = __fadd_rn(t, S::load(b.v[l]));
-      if (relu) t = t > 0.0f ? t : 0.0f; /* the relu kernels' and the CPU's */
+      if (relu) t = t > 0.0f ? t : 0.0f;
       out.v[l] = S::store(t);
     }
     yp[k] = out;
@@ -250,7 +252,7 @@ extern "C" int wk_launch_bn_norm_act(wk_store_kind kind, int64_t rows, int64_t c
     constexpr int kV = 16 / (int)sizeof(typename S::T);
     const uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)z;
     const bool packed = c % kV == 0 && at % 16 == 0;
-    const bool narrow = n <= (int64_t)UINT32_MAX;
+    const bool narrow = n <= (int64_t)INT32_MAX;
     const cudaStream_t st = as_stream(stream);
     if (packed && narrow)
       return launch_norm_act<S, kV, uint32_t>(n, c, x, z, mean, invstd, gamma, beta, relu, y, st);
