@@ -533,6 +533,59 @@ START_TEST(test_frozen_body) {
 }
 END_TEST
 
+/* A frozen backbone, as fine-tuning's first phase: resnet18 with everything
+ * but layer4 and fc frozen, its training forward and backward against the
+ * CPU. The groups with nothing trainable upstream (the stem's and layer1-3's,
+ * 13 of 17) run whole at their relu on whisker's kernel; layer4's are fused
+ * by cuDNN; the trainable layers' gradients match the CPU's and the frozen
+ * ones stay zero. */
+START_TEST(test_frozen_backbone) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *cpu = wkt_resnet18(ctx), *gpu = wkt_resnet18(ctx);
+  wkt_perturb(cpu);
+  wkt_perturb(gpu);
+  ck_assert_int_eq(wk_net_use_gpu(gpu, 0), WK_OK);
+  wk_net *both[2] = {cpu, gpu};
+  for (int k = 0; k < 2; k++) {
+    wk_net_set_frozen(both[k], "", true);
+    wk_net_set_frozen(both[k], "layer4", false);
+    wk_net_set_frozen(both[k], "fc", false);
+  }
+  const int batch = 3;
+  wk_tensor x = wkt_compare_input(cpu, batch), yc, yg;
+  const int64_t f = wk_net_output_features(cpu), n_out = batch * f, ds[2] = {batch, f};
+  ck_assert_int_eq(wk_net_forward(cpu, &x, true, &yc), WK_OK);
+  float *ref = malloc((size_t)n_out * sizeof *ref);
+  ck_assert_ptr_nonnull(ref);
+  memcpy(ref, yc.data, (size_t)n_out * sizeof *ref);
+  ck_assert_msg(wk_net_forward(gpu, &x, true, &yg) == WK_OK, "%s", wk_last_error());
+  ck_close("frozen backbone train forward", yg.data, ref, n_out, 1e-4);
+  wk_tensor dy = wkt_tensor(WK_F32, 2, ds);
+  wkt_fill_f32(dy.data, n_out, 8, -1.0f, 1.0f);
+  ck_assert_int_eq(wk_net_backward(cpu, &dy), WK_OK);
+  ck_assert_msg(wk_net_backward(gpu, &dy) == WK_OK, "%s", wk_last_error());
+  ck_grads_f32("frozen backbone", wk_net_grads(gpu), cpu);
+  size_t np;
+  const wk_param *ps = wk_net_params(gpu, &np);
+  for (size_t i = 0; i < np; i++)
+    for (size_t k = 0; (ps[i].flags & WK_PARAM_FROZEN) && k < ps[i].numel; k++)
+      ck_assert_msg(wk_net_grads(gpu)[ps[i].offset + k] == 0.0f, "%s moved", ps[i].name);
+  ck_close("frozen backbone running statistics", wk_net_buffer_data(gpu),
+           wk_net_buffer_data(cpu), (int64_t)wk_net_n_buffer_elems(cpu), 2e-4);
+  wk_gpu_graph_stats gs;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
+  ck_assert_int_eq(gs.bn_fuse_groups, 17);
+  ck_assert_int_eq(gs.bn_infer_fused_runs, 13);
+  if (!gs.bn_fuse_refused) ck_assert_int_eq(gs.bn_fused_runs, 4);
+  free(ref);
+  wk_tensor_free(&x);
+  wk_tensor_free(&dy);
+  wk_net_destroy(cpu);
+  wk_net_destroy(gpu);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Saves t (a smallcnn of 5 classes at 32 px) as a checkpoint in a scratch
  * folder and loads it back into *back and *tb (on the host; the folder is
  * gone again). */
@@ -2311,6 +2364,7 @@ int main(void) {
     wkt_add(tc, test_bn_fuse_fp32_corners);
     wkt_add(tc, test_bn_fuse_all_fp32);
     wkt_add(tc, test_frozen_body);
+    wkt_add(tc, test_frozen_backbone);
     wkt_add(tc, test_device_step_sgd);
     wkt_add(tc, test_tf32);
     wkt_add(tc, test_bf16_resnet18);

@@ -124,10 +124,10 @@ typedef struct wk_gpu_net wk_gpu_net;
  *
  * $WHISKER_GPU_INFER_BN: "own" (unset: the default) runs every batchnorm that
  * normalises with its running statistics (inference, a frozen one in
- * training) on whisker's NHWC kernel, and in inference a fused group's
- * relu(bn(x) [+ z]) whole at its relu, in one pass over memory (the nodes one
- * by one take three); "cudnn": cuDNN's batchnorm inference, the nodes one by
- * one (as before; to compare: not yet timed on a GPU). */
+ * training) on whisker's NHWC kernel, and such a fused group's relu(bn(x) [+
+ * z]) whole at its relu, in one pass over memory (the nodes one by one take
+ * three); "cudnn": cuDNN's batchnorm inference, the nodes one by one (as
+ * before; to compare: not yet timed on a GPU). */
 wk_status wk_gpu_net_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_gpu_net_destroy(wk_gpu_net *net);
 /* The parameter table again (n_params entries, the same layout): takes the
@@ -315,8 +315,9 @@ typedef struct wk_gpu_graph_stats {
    * refused one in 16 bits (the first refusal in the note) */
   int64_t bn_own_runs;
   char bn_own_note[256];
-  /* groups run whole at their relu in inference forwards so far, on
-   * whisker's kernel ($WHISKER_GPU_INFER_BN=own, the default) */
+  /* groups run whole at their relu so far, on whisker's kernel (in
+   * inference, and in training where nothing upstream of the group trains;
+   * $WHISKER_GPU_INFER_BN=own, the default) */
   int64_t bn_infer_fused_runs;
   /* the values of the batch the buffers hold: the bytes they take, and
    * whether they share memory by the forward's steps (a network that has

@@ -235,9 +235,10 @@ struct wk_gpu_net {
                             * wk_collectives_wait's error gives it; NULL: none */
   int64_t own_runs;     /* batchnorms run by syncbn.cu's kernels, over all training forwards */
   bool own_bn;          /* $WHISKER_GPU_OWN_BN=1: every batchnorm by them */
-  bool infer_own;       /* $WHISKER_GPU_INFER_BN (own, the default): in inference every
-                         * batchnorm by them, a fused group whole at its relu */
-  int64_t infer_fused_runs; /* groups run whole in inference forwards */
+  bool infer_own;       /* $WHISKER_GPU_INFER_BN (own, the default): every batchnorm on
+                         * the running statistics by them, a fused group whole at its
+                         * relu (wk_infer_group) */
+  int64_t infer_fused_runs; /* groups run whole so far */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
   double *sync_sums, *sync_partial;
   int widest_bn;
@@ -1222,7 +1223,7 @@ static wk_status wk_values_shared(wk_gpu_net *net, int64_t n) {
     s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
     goto done;
   }
-  /* the groups run whole in inference (wk_infer_group), else node by node */
+  /* in inference the groups run whole (wk_infer_group), else node by node */
   const int n_groups = net->infer_own ? wk_plan_groups(net, groups) : 0;
   s = wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, groups, n_groups, first, last);
   if (s != WK_OK) goto done;
@@ -1606,11 +1607,15 @@ static wk_status wk_own_bn_infer(wk_gpu_net *net, int i, const void *x, const vo
 
 /* Whether the group headed by relu node j runs whole at its relu in this
  * forward, on whisker's kernel: y = relu(bn(x) [+ z]) in one pass over
- * memory, where the nodes one by one make three (inference, with
- * $WHISKER_GPU_INFER_BN=own, the default). */
+ * memory, where the nodes one by one make three. Where its batchnorm uses the
+ * running statistics ($WHISKER_GPU_INFER_BN=own, the default): in inference,
+ * and in training where nothing upstream of it trains (a frozen backbone;
+ * backward then runs the relu and the add node by node, reading only the
+ * relu's output, and skips the batchnorm). */
 static bool wk_infer_group(const wk_gpu_net *net, int j, bool train) {
   const wk_gnode *s = &net->gn[j];
-  return !train && net->infer_own && s->fuse_bn >= 0 && !s->fuse_solo;
+  return net->infer_own && s->fuse_bn >= 0 && !s->fuse_solo &&
+         (!train || !net->needs_grad[s->fuse_bn + 1]);
 }
 
 /* cuDNN refused batchnorm i (status e, in 16 bits): whisker's kernels run it
