@@ -301,6 +301,16 @@ if room 340; then
   torch_all=$(timeout -k 10 360 "$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 \
     2>>"$log" | tee "$out/torch.txt")
   tb() { echo "$torch_all" | awk -v m="$1" -v p="$2" -v k="$3" '$1 == m && $2 == p && $3 == k { print $4 }'; }
+  # mem_row MODEL BATCH PRECISION trainmem|infermem WHISKER_JSON: a row of the memory tables,
+  # whisker's caching allocator peaks against PyTorch's line of that kind
+  mem_row() {
+    local wm wh tm tr="?"
+    wm=$(echo "$5" | field gpu_peak_in_use_mb); wh=$(echo "$5" | field gpu_peak_held_mb)
+    tm=$(echo "$torch_all" | awk -v m="$1" -v p="$3" -v k="$4" '$1 == m && $2 == p && $3 == k { print $4, $5 }')
+    [ -n "$tm" ] && [ -n "$wm" ] && tr=$(ratio "$wm" "${tm% *}")
+    [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
+    echo "| $1 | $2 | $3 | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |"
+  }
   infer_rows="" mem_rows=""
   for m in resnet18 resnet50; do
     for b in 256; do # the issue's batch
@@ -315,11 +325,7 @@ if room 340; then
       u32=$(tb "$m" fp32 infer); u19=$(tb "$m" tf32 infer); u16=$(tb "$m" bf16 infer)
       for p in fp32 bf16; do
         j=$j32; [ "$p" = bf16 ] && j=$j16
-        wm=$(echo "$j" | field gpu_peak_in_use_mb); wh=$(echo "$j" | field gpu_peak_held_mb)
-        tm=$(echo "$torch_all" | awk -v m="$m" -v p="$p" '$1 == m && $2 == p && $3 == "trainmem" { print $4, $5 }')
-        tr="?"; [ -n "$tm" ] && [ -n "$wm" ] && tr=$(ratio "$wm" "${tm% *}")
-        [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
-        mem_rows="$mem_rows| $m | $b | $p | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |
+        mem_rows="$mem_rows$(mem_row "$m" "$b" "$p" trainmem "$j")
 "
       done
       infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${i16:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") | $(ratio "$i16" "$u16") |
@@ -348,13 +354,8 @@ if room 340; then
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet18 resnet50; do
     for p in fp32 bf16; do
-      j=$(wbench --device cuda --model "$m" --batch 256 --precision "$p" --steps 0 \
-        --latency-runs 1 --infer-runs 3)
-      wm=$(echo "$j" | field gpu_peak_in_use_mb); wh=$(echo "$j" | field gpu_peak_held_mb)
-      tm=$(echo "$torch_all" | awk -v m="$m" -v p="$p" '$1 == m && $2 == p && $3 == "infermem" { print $4, $5 }')
-      tr="?"; [ -n "$tm" ] && [ -n "$wm" ] && tr=$(ratio "$wm" "${tm% *}")
-      [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
-      echo "| $m | 256 | $p | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |"
+      mem_row "$m" 256 "$p" infermem "$(wbench --device cuda --model "$m" --batch 256 \
+        --precision "$p" --steps 0 --latency-runs 1 --infer-runs 3)"
     done
   done
 } | tee "$out/bench_gpu.md"

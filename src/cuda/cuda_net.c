@@ -1156,27 +1156,49 @@ static int wk_plan_groups(const wk_gpu_net *net, wk_bn_fuse_group *groups) {
   return n_groups;
 }
 
+/* Host scratch for placing a network's buffers (mem_plan.h): the groups (one
+ * per node at most) and per value the steps, the bytes and the offsets. */
+typedef struct wk_place_scratch {
+  wk_bn_fuse_group *groups;
+  int *first, *last;
+  size_t *bytes, *offset; /* bytes zeroed */
+} wk_place_scratch;
+
+static void wk_place_scratch_free(wk_place_scratch *p) {
+  free(p->groups);
+  free(p->first);
+  free(p->last);
+  free(p->bytes);
+  free(p->offset);
+}
+
+static wk_status wk_place_scratch_make(const wk_gpu_net *net, wk_place_scratch *p) {
+  const size_t nv = (size_t)net->n_values;
+  *p = (wk_place_scratch){
+      .groups = malloc((size_t)(net->g.n_nodes ? net->g.n_nodes : 1) * sizeof *p->groups),
+      .first = malloc(nv * sizeof *p->first), .last = malloc(nv * sizeof *p->last),
+      .bytes = calloc(nv, sizeof *p->bytes), .offset = malloc(nv * sizeof *p->offset)};
+  if (p->groups && p->first && p->last && p->bytes && p->offset) return WK_OK;
+  wk_place_scratch_free(p);
+  return wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
+}
+
 /* The values' gradients for a training batch of n, in one arena where those
  * whose steps of backward do not overlap share memory (mem_plan.h; the fused
  * groups as planned, whether they run fused or not). */
 static wk_status wk_place_grads(wk_gpu_net *net, int64_t n) {
   wk_free_grads(net);
   const size_t nv = (size_t)net->n_values;
-  wk_bn_fuse_group *groups = malloc((size_t)(net->g.n_nodes ? net->g.n_nodes : 1) * sizeof *groups);
-  int *first = malloc(nv * sizeof *first), *last = malloc(nv * sizeof *last);
-  size_t *bytes = calloc(nv, sizeof *bytes), *offset = malloc(nv * sizeof *offset);
-  wk_status s = WK_OK;
-  if (!groups || !first || !last || !bytes || !offset) {
-    s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
-    goto done;
-  }
-  const int n_groups = wk_plan_groups(net, groups);
-  wk_grad_steps(net->nodes, net->g.n_nodes, net->alias, net->needs_grad, groups, n_groups, first,
-                last);
+  wk_place_scratch p;
+  WK_TRY(wk_place_scratch_make(net, &p));
+  const int n_groups = wk_plan_groups(net, p.groups);
+  wk_grad_steps(net->nodes, net->g.n_nodes, net->alias, net->needs_grad, p.groups, n_groups,
+                p.first, p.last);
   for (size_t v = 0; v < nv; v++)
-    if (first[v] >= 0) bytes[v] = (size_t)(n * net->numel[v]) * wk_esize(net);
+    if (p.first[v] >= 0) p.bytes[v] = (size_t)(n * net->numel[v]) * wk_esize(net);
   size_t total = 0;
-  s = wk_place_buffers((int)nv, bytes, first, last, net->n_values, 256, offset, &total, NULL);
+  wk_status s = wk_place_buffers((int)nv, p.bytes, p.first, p.last, net->n_values, 256, p.offset,
+                                 &total, NULL);
   if (s == WK_OK && total) {
     s = wk_cuda_malloc(&net->grad_arena, total);
     if (s != WK_OK)
@@ -1186,16 +1208,11 @@ static wk_status wk_place_grads(wk_gpu_net *net, int64_t n) {
     net->grad_arena_bytes = total;
     for (size_t v = 1; v < nv; v++) {
       const int r = net->alias[v];
-      net->grad[v] = first[r] >= 0 ? (char *)net->grad_arena + offset[r] : NULL;
+      net->grad[v] = p.first[r] >= 0 ? (char *)net->grad_arena + p.offset[r] : NULL;
     }
     net->grad_cap = n;
   }
-done:
-  free(groups);
-  free(first);
-  free(last);
-  free(bytes);
-  free(offset);
+  wk_place_scratch_free(&p);
   return s;
 }
 
@@ -1215,39 +1232,29 @@ static wk_status wk_values_own(wk_gpu_net *net, int64_t n) {
  * what a forward holds at once rather than every value. */
 static wk_status wk_values_shared(wk_gpu_net *net, int64_t n) {
   const size_t nv = (size_t)net->n_values;
-  wk_bn_fuse_group *groups = malloc((size_t)(net->g.n_nodes ? net->g.n_nodes : 1) * sizeof *groups);
-  int *first = malloc(nv * sizeof *first), *last = malloc(nv * sizeof *last);
-  size_t *bytes = calloc(nv, sizeof *bytes), *offset = malloc(nv * sizeof *offset);
-  wk_status s = WK_OK;
-  if (!groups || !first || !last || !bytes || !offset) {
-    s = wk_fail(WK_ERR_NOMEM, "GPU network: out of memory");
-    goto done;
-  }
+  wk_place_scratch p;
+  WK_TRY(wk_place_scratch_make(net, &p));
   /* in inference the groups run whole (wk_infer_group), else node by node */
-  const int n_groups = net->infer_own ? wk_plan_groups(net, groups) : 0;
-  s = wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, groups, n_groups, first, last);
-  if (s != WK_OK) goto done;
-  for (size_t v = 0; v < nv; v++) {
+  const int n_groups = net->infer_own ? wk_plan_groups(net, p.groups) : 0;
+  wk_status s =
+      wk_value_steps(net->nodes, net->g.n_nodes, net->vroot, p.groups, n_groups, p.first, p.last);
+  for (size_t v = 0; s == WK_OK && v < nv; v++) {
     const int r = net->vroot[v]; /* a root's buffer fits the largest value in it */
     const size_t b = (size_t)(n * net->numel[v]) * wk_esize(net);
-    if (b > bytes[r]) bytes[r] = b;
+    if (b > p.bytes[r]) p.bytes[r] = b;
   }
   const int n_steps = net->g.n_nodes > 0 ? net->g.n_nodes : 1;
   size_t total = 0;
-  s = wk_place_buffers((int)nv, bytes, first, last, n_steps, 256, offset, &total, NULL);
+  if (s == WK_OK)
+    s = wk_place_buffers((int)nv, p.bytes, p.first, p.last, n_steps, 256, p.offset, &total, NULL);
   if (s == WK_OK) s = wk_cuda_malloc(&net->val_arena, total ? total : 256);
   if (s == WK_OK) {
     net->val_arena_bytes = total;
     net->vals_shared = true;
     for (size_t v = 0; v < nv; v++)
-      net->val[v] = (char *)net->val_arena + offset[net->vroot[v]];
+      net->val[v] = (char *)net->val_arena + p.offset[net->vroot[v]];
   }
-done:
-  free(groups);
-  free(first);
-  free(last);
-  free(bytes);
-  free(offset);
+  wk_place_scratch_free(&p);
   return s;
 }
 
@@ -1288,9 +1295,6 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
    * only run inference shares its values' memory by the forward's steps */
   if (n > net->cap || (net->trains && net->vals_shared)) {
     wk_free_values(net);
-    int64_t biggest = 1;
-    for (int v = 0; v < net->n_values; v++)
-      biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
     const wk_status vs = net->trains ? wk_values_own(net, n) : wk_values_shared(net, n);
     if (vs != WK_OK) return wk_no_room(vs, wk_smaller_batch, "a batch of %lld", (long long)n);
     /* a fused group's backward may want two values' gradients in the
@@ -1298,9 +1302,11 @@ static wk_status wk_prepare_convs(wk_gpu_net *net, int64_t n, bool find, bool tr
      * fit twice in float32's room. Inference wants it only for the input and
      * the output in float32 (16 bits), and timing for any convolution's
      * output (wk_timing_buffers) */
-    const int64_t ends = net->numel[0] > net->numel[net->n_values - 1]
-                             ? net->numel[0] : net->numel[net->n_values - 1];
-    if (!net->trains && net->algo_mode != WK_ALGO_FIND) biggest = ends;
+    const bool any_value = net->trains || net->algo_mode == WK_ALGO_FIND;
+    int64_t biggest = 1;
+    for (int v = 0; v < net->n_values; v++)
+      if (any_value || v == 0 || v == net->n_values - 1)
+        biggest = net->numel[v] > biggest ? net->numel[v] : biggest;
     net->scratch_elems = (size_t)(n * biggest) *
                              (net->trains && net->fuse_groups && !wk_half(net) ? 2 : 1) +
                          (net->trains && net->fuse_groups ? 64 : 0);
