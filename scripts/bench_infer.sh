@@ -5,17 +5,18 @@
 #       (load the model, decode with sharp/libvips, resize 256, crop 224, normalise,
 #       run, print the top class); median wall time of RUNS alternating runs each;
 #   (b) forward pass alone at batch 1 and 32, after warm-up: tools/bench_infer.c against
-#       tools/ort/bench.js (graph optimisations on); the median of RUNS1 forwards at
-#       batch 1 (default 200, about a second) and of RUNS at batch 32, each batch size
-#       its own process per program; the two programs in turns ROUNDS times (default
-#       5), which one goes first alternating by round; the median over the rounds and
-#       the range of the rounds' ratios: the machine's speed drifts by up to a third
-#       over minutes, which one program after the other would turn into a bias, and 30
-#       forwards at batch 1 (0.15 s) let one noisy moment decide a round.
+#       tools/ort/bench.js (graph optimisations on), both started at once and handed the
+#       machine in turns by scripts/bench_turns.py: TURNS turns each (default 40), a turn
+#       being 2 untimed forwards then TURN1 timed ones at batch 1 (default 25, about
+#       0.1 s) or TURN32 at batch 32 (default 3), the first of each pair of turns
+#       alternating. The ratio is the median over the pairs of ORT's median over
+#       whisker's, each pair timed within a fraction of a second: this machine's speed
+#       swings by up to a half over seconds, which timing one whole program after the
+#       other (this script's method before) turned into a bias either way.
 # Ratios > 1 mean whisker is faster.
 #
 #   bash scripts/bench_infer.sh                      # the shipped default model
-#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 RUNS1=200 ROUNDS=5 \
+#   MODEL=run/model.safetensors PHOTO=x.jpg THREADS=2 RUNS=20 TURNS=40 TURN1=25 TURN32=3 \
 #     bash scripts/bench_infer.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,8 +25,9 @@ model="${MODEL:-$root/pretrained/default.safetensors}"
 photo="${PHOTO:-$root/data/samples/cat.jpg}"
 threads="${THREADS:-$(nproc)}"
 runs="${RUNS:-10}"
-runs1="${RUNS1:-200}"
-rounds="${ROUNDS:-5}"
+turns="${TURNS:-40}"
+turn1="${TURN1:-25}"
+turn32="${TURN32:-3}"
 ort="$root/tools/ort"
 [ -d "$ort/node_modules/onnxruntime-node" ] && [ -d "$ort/node_modules/sharp" ] \
   || { echo "bench_infer: run 'npm ci --prefix tools/ort' (scripts/setup.sh does)" >&2; exit 1; }
@@ -66,39 +68,15 @@ printf "classify   whisker %8.1f ms   onnxruntime-node %8.1f ms   ratio %.2fx\n"
   "$(awk -v a="$w" 'BEGIN {print a / 1000}')" "$(awk -v a="$o" 'BEGIN {print a / 1000}')" \
   "$(awk -v a="$o" -v b="$w" 'BEGIN {print a / b}')"
 
-echo "# (b) forward pass, median of $runs1 (batch 1) and $runs (batch 32) after warm-up, in turns,"
-echo "#     median over $rounds rounds"
-: > "$tmp/wb"; : > "$tmp/ob"
-fwd_whisker() {
-  "$build/wk_bench_infer" "$model" --batch "$1" --warmup "$2" --runs "$3" --threads "$threads" \
-    | grep -v '^#' >> "$tmp/wb"
-}
-fwd_ort() {
-  node "$ort/bench.js" "$tmp/model.onnx" "$threads" "$1" "$2" "$3" "$crop" | grep -v '^#' >> "$tmp/ob"
-}
-for round in $(seq 1 "$rounds"); do
-  for b in 1 32; do
-    if [ "$b" = 1 ]; then n="$runs1"; warm=20; else n="$runs"; warm=5; fi
-    if [ $((round % 2)) = 1 ]; then fwd_whisker "$b" "$warm" "$n"; fwd_ort "$b" "$warm" "$n"
-    else fwd_ort "$b" "$warm" "$n"; fwd_whisker "$b" "$warm" "$n"; fi
-  done
+echo "# (b) forward pass, the two programs in $turns turns each of $turn1 forwards (batch 1)"
+echo "#     or $turn32 (batch 32) after warm-up; ratio: median over the pairs of turns"
+for b in 1 32; do
+  if [ "$b" = 1 ]; then n="$turn1"; warm=20; else n="$turn32"; warm=3; fi
+  /usr/bin/python3 "$root/scripts/bench_turns.py" "$turns" "$n" \
+    "$build/wk_bench_infer" "$model" --batch "$b" --turns --warmup "$warm" --threads "$threads" -- \
+    node "$ort/bench.js" "$tmp/model.onnx" "$threads" "$b" "$warm" turns "$crop" > "$tmp/t"
+  w=$(awk '$1 == "wk_bench_infer" {print $3}' "$tmp/t")
+  o=$(awk '$1 == "node" {print $3}' "$tmp/t")
+  printf "batch %-3s  whisker %8.2f ms   onnxruntime %8.2f ms   %s\n" "$b" "$w" "$o" \
+    "$(grep "^ratio" "$tmp/t" | sed "s/A faster/whisker faster/")"
 done
-# both files: name, batch, median_ms, ... one line per batch per round, rounds in order
-paste "$tmp/wb" "$tmp/ob" | awk -F'\t' '
-  function med(v, k,    i, j, x, a) {
-    for (i = 1; i <= k; i++) a[i] = v[i]
-    for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
-    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-  }
-  { b = $2; n[b]++; if (n[b] == 1) order[++nb] = b
-    w[b, n[b]] = $3; o[b, n[b]] = $8; r = $8 / $3
-    if (n[b] == 1 || r < lo[b]) lo[b] = r
-    if (n[b] == 1 || r > hi[b]) hi[b] = r }
-  END {
-    for (q = 1; q <= nb; q++) {
-      b = order[q]
-      for (i = 1; i <= n[b]; i++) { ww[i] = w[b, i]; oo[i] = o[b, i] }
-      mw = med(ww, n[b]); mo = med(oo, n[b])
-      printf "batch %-3s  whisker %8.2f ms   onnxruntime %8.2f ms   ratio %.2fx (rounds: %.2f-%.2fx)\n", b, mw, mo, mo / mw, lo[b], hi[b]
-    }
-  }'

@@ -3,13 +3,22 @@
  * network exported to ONNX).
  *
  *   wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] [--threads N] [--profile]
+ *   wk_bench_infer MODEL --batch 1 --turns [--warmup 10] [--threads N]
  *
  * For each batch size: --warmup untimed evaluation forwards, then --runs timed
  * ones on the same deterministic input; prints one tab-separated line per batch
  * size after a '#' header: name batch median_ms min_ms images_per_s, and a '#'
  * line with the network's arithmetic (the multiply-adds of its convolutions
  * and linear layers, counted as 2 FLOP each) and the rate that median makes
- * (tools/cpu_peak.c measures what the cores can do). */
+ * (tools/cpu_peak.c measures what the cores can do).
+ *
+ * --turns (one batch size): after the warm-up, prints "ready", then for each
+ * line N read from stdin runs 2 untimed forwards (the caches and threads of
+ * the program that ran before it are cold or still spinning) and N timed ones
+ * and prints their times in ms on one line; ends at EOF or "0".
+ * scripts/bench_turns.py runs it and tools/ort/bench.js this way, at once, and
+ * hands the machine to each in turns of a fraction of a second, so the two see
+ * the same machine: this one's speed swings by half over seconds. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +74,35 @@ static double net_flop(const wk_net *net) {
   return flop;
 }
 
-static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile) {
+/* --turns: the loop of the header's protocol on input x; 0 at EOF or "0". */
+static int serve_turns(wk_net *net, const wk_tensor *x, int batch) {
+  wk_tensor out;
+  char line[64];
+  printf("ready %d\n", batch);
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+    char *end;
+    const long n = strtol(line, &end, 10);
+    if (n == 0 && end != line) return 0;
+    if (end == line || n < 0 || n > 100000) {
+      fprintf(stderr, "wk_bench_infer: --turns: bad request '%s'\n", line);
+      return 2;
+    }
+    for (long i = 0; i < 2 + n; i++) {
+      const double t0 = wk_now_s();
+      if (wk_net_forward(net, x, false, &out) != WK_OK) {
+        fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
+        return 1;
+      }
+      if (i >= 2) printf("%s%.4f", i > 2 ? " " : "", (wk_now_s() - t0) * 1e3);
+    }
+    printf("\n");
+    fflush(stdout);
+  }
+  return 0;
+}
+
+static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile, bool turns) {
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
   const int64_t shape[4] = {batch, h, w, c};
@@ -75,6 +112,17 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile)
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) p[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
   double *t = malloc((size_t)runs * sizeof *t);
   int rc = t ? 0 : 1;
+  if (turns) {
+    for (int i = 0; rc == 0 && i < warmup; i++)
+      if (wk_net_forward(net, &x, false, &out) != WK_OK) {
+        fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
+        rc = 1;
+      }
+    if (rc == 0) rc = serve_turns(net, &x, batch);
+    free(t);
+    wk_tensor_free(&x);
+    return rc;
+  }
   for (int i = 0; rc == 0 && i < warmup + runs; i++) {
     if (profile && i == warmup && wk_net_profile_enable(net) != WK_OK) rc = 1;
     const double t0 = wk_now_s();
@@ -101,19 +149,24 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile)
 int main(int argc, char **argv) {
   const char *model = NULL, *batches = "1,32";
   int warmup = 10, runs = 50, threads = 0;
-  bool profile = false;
+  bool profile = false, turns = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--batch") && i + 1 < argc) batches = argv[++i];
     else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--profile")) profile = true;
+    else if (!strcmp(argv[i], "--turns")) turns = true;
     else if (argv[i][0] != '-' && !model) model = argv[i];
     else {
       fprintf(stderr, "usage: wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50] "
-                      "[--threads N]\n");
+                      "[--threads N] [--profile | --turns]\n");
       return 2;
     }
+  }
+  if (turns && (profile || strchr(batches, ','))) {
+    fprintf(stderr, "wk_bench_infer: --turns takes one batch size and no --profile\n");
+    return 2;
   }
   if (!model || runs < 1 || warmup < 0 || threads < 0) {
     fprintf(stderr, "usage: wk_bench_infer MODEL [--batch 1,32] [--warmup 10] [--runs 50]\n");
@@ -126,7 +179,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
     return 1;
   }
-  printf("# name\tbatch\tmedian_ms\tmin_ms\timages_per_s\n");
+  if (!turns) printf("# name\tbatch\tmedian_ms\tmin_ms\timages_per_s\n");
   int rc = 0;
   for (const char *b = batches; rc == 0 && *b;) {
     char *end;
@@ -136,7 +189,7 @@ int main(int argc, char **argv) {
       rc = 2;
       break;
     }
-    rc = run_batch(net, (int)n, warmup, runs, profile);
+    rc = run_batch(net, (int)n, warmup, runs, profile, turns);
     b = *end == ',' ? end + 1 : end;
   }
   wk_net_destroy(net);
