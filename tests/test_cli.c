@@ -125,6 +125,54 @@ START_TEST(test_without_a_gpu_auto_falls_back_and_cuda_fails) {
 }
 END_TEST
 
+/* classify over good and bad files: the good one is printed, each bad one is
+ * named on stderr with its problem, and the exit status is 1 so a script sees
+ * the loss; a directory holding a bad file does the same. */
+START_TEST(test_classify_reports_bad_images_and_fails) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_bad_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char path[512], args[2048];
+  snprintf(path, sizeof path, "%s/notes.jpg", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("not a photo\n", f);
+  fclose(f);
+  ck_assert((size_t)snprintf(args, sizeof args,
+                             "classify '%s' '%s/data/samples/cat.jpg' '%s/missing.png' "
+                             "--model '%s/pretrained/default.safetensors'",
+                             path, src, dir, src) < sizeof args);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 1, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "cat.jpg\tcat ") != NULL, "stdout: %s", r.out);
+  ck_assert_msg(strstr(r.out, "notes.jpg") == NULL, "stdout: %s", r.out);
+  ck_assert_msg(strstr(r.err, "notes.jpg: not an image") != NULL, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "missing.png: cannot open") != NULL, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "2 of 3 images could not be classified") != NULL, "stderr: %s",
+                r.err);
+  /* a directory: the same rule */
+  snprintf(args, sizeof args, "cp '%s/data/samples/cat.jpg' '%s/'", src, dir);
+  ck_assert_int_eq(system(args), 0);
+  ck_assert((size_t)snprintf(args, sizeof args,
+                             "classify '%s' --model '%s/pretrained/default.safetensors'", dir,
+                             src) < sizeof args);
+  r = run(args);
+  ck_assert_msg(r.code == 1, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "/cat.jpg\tcat ") != NULL, "stdout: %s", r.out);
+  ck_assert_msg(strstr(r.err, "1 of 2 images could not be classified") != NULL, "stderr: %s",
+                r.err);
+  /* all good: 0 */
+  snprintf(path, sizeof path, "%s/notes.jpg", dir);
+  ck_assert_int_eq(remove(path), 0);
+  r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  snprintf(path, sizeof path, "%s/cat.jpg", dir);
+  ck_assert_int_eq(remove(path), 0);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* An executable shell script at path. */
 static void write_script(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -291,6 +339,7 @@ int main(void) {
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);
+  tcase_add_test(tc, test_classify_reports_bad_images_and_fails);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
   tcase_add_test(tc, test_launcher_options_per_mpi);
   tcase_add_test(tc, test_launcher_without_rank_variables_is_refused);

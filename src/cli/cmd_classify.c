@@ -23,7 +23,9 @@ static void wk_usage_classify(FILE *f) {
              "Prints the most likely classes of each image (a directory: every image in it and\n"
              "its subdirectories, sorted by path).\n"
              "Without --model, the default model is used: $WHISKER_MODEL, else\n"
-             "%s next to the program's source tree or install prefix.\n", WK_DEFAULT_MODEL);
+             "%s next to the program's source tree or install prefix.\n"
+             "An image that cannot be read is reported on stderr and skipped; the others are\n"
+             "still classified, and the exit status is then 1.\n", WK_DEFAULT_MODEL);
 }
 
 typedef struct wk_paths {
@@ -216,7 +218,8 @@ int wk_cmd_classify(int argc, char **argv) {
       wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json);
   if (bad) fprintf(stderr, "whisker classify: %lld of %lld images could not be classified\n",
                    (long long)bad, (long long)paths.n);
-  rc = bad == paths.n ? WK_EXIT_FAIL : WK_EXIT_OK;
+  /* any image lost is a failure a script must be able to see; the rest are printed */
+  rc = bad ? WK_EXIT_FAIL : WK_EXIT_OK;
 done:
   for (int64_t i = 0; i < paths.n; i++) free(paths.v[i]);
   free(paths.v);
