@@ -173,6 +173,50 @@ START_TEST(test_classify_reports_bad_images_and_fails) {
 }
 END_TEST
 
+/* eval over a folder with a file that is no image, a JPEG cut in its header
+ * (both refused by the scan) and one cut in its image data (fails to decode):
+ * each named on stderr, left out of the figures, and counted as skipped in the text
+ * and the JSON report; a clean folder reports 0 skipped and no such line. */
+START_TEST(test_eval_counts_skipped_images) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_eval_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "mkdir '%s/cat' '%s/dog' && cp '%s/data/samples/cat.jpg' '%s/cat/' && "
+           "cp '%s/data/samples/cat.jpg' '%s/dog/a.jpg' && echo junk > '%s/dog/junk.jpg' && "
+           "head -c 2000 '%s/data/samples/cat.jpg' > '%s/dog/cut.jpg' && "
+           "head -c 30000 '%s/data/samples/cat.jpg' > '%s/dog/half.jpg'",
+           dir, dir, src, dir, src, dir, dir, src, dir, src, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  char args[1024];
+  ck_assert((size_t)snprintf(args, sizeof args,
+                             "eval '%s' --model '%s/pretrained/default.safetensors' --json", dir,
+                             src) < sizeof args);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(!strncmp(r.out, "{\"n\": 2, \"skipped\": 3, ", 23), "stdout: %s", r.out);
+  ck_assert_msg(strstr(r.err, "junk.jpg: not an image") && strstr(r.err, "cut.jpg: truncated JPEG") &&
+                    strstr(r.err, "half.jpg: truncated JPEG ("),
+                "stderr: %s", r.err);
+  args[strlen(args) - strlen(" --json")] = '\0';
+  r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "images     2\nskipped    3 (could not be read") != NULL,
+                "stdout: %s", r.out);
+  snprintf(cmd, sizeof cmd, "rm '%s/dog/junk.jpg' '%s/dog/cut.jpg' '%s/dog/half.jpg'", dir, dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  r = run(args);
+  ck_assert_msg(r.code == 0 && strstr(r.out, "skipped") == NULL, "stdout: %s", r.out);
+  strcat(args, " --json");
+  r = run(args);
+  ck_assert_msg(!strncmp(r.out, "{\"n\": 2, \"skipped\": 0, ", 23), "stdout: %s", r.out);
+  snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* An executable shell script at path. */
 static void write_script(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -340,6 +384,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);
   tcase_add_test(tc, test_classify_reports_bad_images_and_fails);
+  tcase_add_test(tc, test_eval_counts_skipped_images);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
   tcase_add_test(tc, test_launcher_options_per_mpi);
   tcase_add_test(tc, test_launcher_without_rank_variables_is_refused);

@@ -15,15 +15,20 @@ static void wk_usage_eval(FILE *f) {
   fprintf(f, "usage: whisker eval DATA_DIR --model MODEL [--top K] [--batch 32] [--workers 2]\n"
              "                    [--threads N] [--device cpu|cuda[:N]|auto] [--json]\n\n"
              "Evaluates MODEL on every image of DATA_DIR (a folder per class, named as the\n"
-             "model's classes) with the model's own preprocessing.\n");
+             "model's classes) with the model's own preprocessing. An image that cannot be\n"
+             "read is named on stderr and left out; the report counts those (skipped).\n");
 }
 
-static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, bool json) {
+/* skipped: the files of the folder that could not be read, so the report says
+ * what its figures leave out: those the folder's scan decoded and refused, and
+ * any that failed to decode afterwards (changed on disk since the scan). */
+static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, int64_t skipped,
+                             bool json) {
   const int k = m->n_classes;
   if (json) {
-    printf("{\"n\": %lld, \"loss\": %.6f, \"accuracy\": %.6f, \"top_k\": %d, "
-           "\"top_k_accuracy\": %.6f, ", (long long)m->n, m->loss, m->accuracy, m->top_k,
-           m->top_k_accuracy);
+    printf("{\"n\": %lld, \"skipped\": %lld, \"loss\": %.6f, \"accuracy\": %.6f, "
+           "\"top_k\": %d, \"top_k_accuracy\": %.6f, ", (long long)m->n, (long long)skipped,
+           m->loss, m->accuracy, m->top_k, m->top_k_accuracy);
     if (isnan(m->auc)) printf("\"auc\": null, ");
     else printf("\"auc\": %.6f, ", m->auc);
     printf("\"classes\": [");
@@ -42,8 +47,12 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, boo
     printf("]}\n");
     return;
   }
-  printf("images     %lld\naccuracy   %.4f\ntop-%d      %.4f\nloss       %.4f\n", (long long)m->n,
-         m->accuracy, m->top_k, m->top_k_accuracy, m->loss);
+  printf("images     %lld\n", (long long)m->n);
+  if (skipped)
+    printf("skipped    %lld (could not be read: named on stderr; not in the figures)\n",
+           (long long)skipped);
+  printf("accuracy   %.4f\ntop-%d      %.4f\nloss       %.4f\n", m->accuracy, m->top_k,
+         m->top_k_accuracy, m->loss);
   char safe[WK_SAFE_TEXT_MAX(WK_MODEL_CLASS_NAME_MAX)];
 #define WK_SAFE(name) wk_safe_text((name), safe, sizeof safe)
   if (!isnan(m->auc))
@@ -126,7 +135,7 @@ int wk_cmd_eval(int argc, char **argv) {
   if (wk_predict_dataset(net, &meta.pre, ds, batch, workers, &probs, &labels) != WK_OK ||
       wk_metrics_compute(probs, labels, wk_dataset_size(ds), meta.n_classes, top, &m) != WK_OK)
     goto done;
-  wk_print_metrics(&m, &meta, json);
+  wk_print_metrics(&m, &meta, wk_dataset_n_bad(ds) + (wk_dataset_size(ds) - m.n), json);
   rc = WK_EXIT_OK;
 done:
   if (rc != WK_EXIT_OK) fprintf(stderr, "whisker eval: %s\n", wk_last_error());
