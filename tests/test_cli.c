@@ -151,6 +151,14 @@ START_TEST(test_classify_reports_bad_images_and_fails) {
   ck_assert_msg(strstr(r.err, "missing.png: cannot open") != NULL, "stderr: %s", r.err);
   ck_assert_msg(strstr(r.err, "2 of 3 images could not be classified") != NULL, "stderr: %s",
                 r.err);
+  /* --json: a line per file, in order, the bad ones with their reason */
+  strcat(args, " --json");
+  r = run(args);
+  ck_assert_msg(r.code == 1, "exit %d, stderr: %s", r.code, r.err);
+  const char *l1 = strstr(r.out, "notes.jpg\", \"error\": \"not an image (");
+  const char *l2 = strstr(r.out, "cat.jpg\", \"top\": [{\"class\": \"cat\"");
+  const char *l3 = strstr(r.out, "missing.png\", \"error\": \"cannot open");
+  ck_assert_msg(l1 && l2 && l3 && l1 < l2 && l2 < l3, "stdout: %s", r.out);
   /* a directory: the same rule */
   snprintf(args, sizeof args, "cp '%s/data/samples/cat.jpg' '%s/'", src, dir);
   ck_assert_int_eq(system(args), 0);

@@ -594,9 +594,19 @@ START_TEST(test_predict_files_nonfinite_output) {
   const wk_preprocess pre = {.resize_px = 4, .crop_px = 4, .mean = {0, 0, 0}, .std = {1, 1, 1}};
   float probs[3 * 2];
   int64_t bad = -1;
-  ck_assert_msg(wk_predict_files(net, &pre, paths, 3, 2, probs, &bad) == WK_OK, "%s",
+  char *why[3] = {NULL, NULL, NULL};
+  ck_assert_msg(wk_predict_files(net, &pre, paths, 3, 2, probs, &bad, why) == WK_OK, "%s",
                 wk_last_error());
   ck_assert_int_eq(bad, 2); /* the bright one and the missing one */
+  /* each failure's reason, without its path; none for the good one */
+  ck_assert_ptr_null(why[0]);
+  ck_assert_msg(why[1] && !strncmp(why[1], "the model's output is not a number", 34), "%s", why[1]);
+  ck_assert_msg(why[2] && !strncmp(why[2], "cannot open", 11), "%s", why[2]);
+  for (int i = 0; i < 3; i++) free(why[i]);
+  /* without why the same */
+  bad = -1;
+  ck_assert_int_eq(wk_predict_files(net, &pre, paths, 3, 2, probs, &bad, NULL), WK_OK);
+  ck_assert_int_eq(bad, 2);
   ck_assert(isfinite(probs[0]) && isfinite(probs[1]));
   ck_assert_float_eq_tol(probs[0] + probs[1], 1.0f, 1e-6f);
   for (int j = 2; j < 6; j++) ck_assert_msg(isnan(probs[j]), "probs[%d] = %g", j, probs[j]);

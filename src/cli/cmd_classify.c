@@ -24,8 +24,9 @@ static void wk_usage_classify(FILE *f) {
              "its subdirectories, sorted by path).\n"
              "Without --model, the default model is used: $WHISKER_MODEL, else\n"
              "%s next to the program's source tree or install prefix.\n"
-             "An image that cannot be read is reported on stderr and skipped; the others are\n"
-             "still classified, and the exit status is then 1.\n", WK_DEFAULT_MODEL);
+             "An image that cannot be read is reported on stderr (with --json also as a line\n"
+             "{\"file\": ..., \"error\": ...}) and skipped; the others are still classified,\n"
+             "and the exit status is then 1.\n", WK_DEFAULT_MODEL);
 }
 
 typedef struct wk_paths {
@@ -151,6 +152,7 @@ int wk_cmd_classify(int argc, char **argv) {
   wk_net *net = NULL;
   wk_model_meta meta = {0};
   float *probs = NULL;
+  char **why = NULL; /* (paths.n) why an image has no answer, from wk_predict_files */
   for (int i = 0; i < argc; i++) {
     int r;
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -207,21 +209,38 @@ int wk_cmd_classify(int argc, char **argv) {
     goto done;
   }
   probs = malloc((size_t)(paths.n * meta.n_classes) * sizeof *probs);
+  why = calloc((size_t)paths.n, sizeof *why);
   int64_t bad = 0;
-  if (!probs || wk_predict_files(net, &meta.pre, (const char *const *)paths.v, paths.n, 16,
-                                 probs, &bad) != WK_OK) {
-    fprintf(stderr, "whisker classify: %s\n", probs ? wk_last_error() : "out of memory");
+  if (!probs || !why) {
+    fprintf(stderr, "whisker classify: out of memory for %lld images\n", (long long)paths.n);
     goto done;
   }
-  for (int64_t i = 0; i < paths.n; i++)
+  if (wk_predict_files(net, &meta.pre, (const char *const *)paths.v, paths.n, 16, probs, &bad,
+                       why) != WK_OK) {
+    fprintf(stderr, "whisker classify: %s\n", wk_last_error());
+    goto done;
+  }
+  for (int64_t i = 0; i < paths.n; i++) {
     if (!isnan(probs[i * meta.n_classes]))
       wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json);
+    else if (json) { /* the line a script reads says why this file has no answer */
+      printf("{\"file\": ");
+      wk_print_json_string(paths.v[i]);
+      printf(", \"error\": ");
+      wk_print_json_string(why[i] ? why[i] : "could not be classified");
+      printf("}\n");
+    }
+  }
   if (bad) fprintf(stderr, "whisker classify: %lld of %lld images could not be classified\n",
                    (long long)bad, (long long)paths.n);
   /* any image lost is a failure a script must be able to see; the rest are printed */
   rc = bad ? WK_EXIT_FAIL : WK_EXIT_OK;
 done:
-  for (int64_t i = 0; i < paths.n; i++) free(paths.v[i]);
+  for (int64_t i = 0; i < paths.n; i++) {
+    free(paths.v[i]);
+    if (why) free(why[i]);
+  }
+  free(why);
   free(paths.v);
   free(probs);
   wk_model_meta_free(&meta);

@@ -80,8 +80,19 @@ wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dat
   return WK_OK;
 }
 
+/* why[i] = msg without a leading "PATH: ", where why is given */
+static void wk_keep_reason(char **why, int64_t i, const char *path, const char *msg) {
+  if (!why) return;
+  const size_t plen = strlen(path);
+  if (!strncmp(msg, path, plen) && !strncmp(msg + plen, ": ", 2)) msg += plen + 2;
+  const size_t len = strlen(msg) + 1;
+  free(why[i]);
+  why[i] = malloc(len);
+  if (why[i]) memcpy(why[i], msg, len);
+}
+
 wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
-                           int64_t n, int batch, float *probs, int64_t *bad) {
+                           int64_t n, int batch, float *probs, int64_t *bad, char **why) {
   const int64_t k = wk_net_output_features(net), px = (int64_t)pre->crop_px * pre->crop_px * 3;
   const wk_augment_cfg acfg = wk_augment_cfg_from_preprocess(pre);
   wk_augmenter *a = NULL;
@@ -95,6 +106,7 @@ wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *co
     for (; i < n && m < batch; i++) {
       if (wk_augment_file(a, paths[i], NULL, 0, 0, 0, buf + m * px, NULL) != WK_OK) {
         wk_log(WK_LOG_ERROR, "%s", wk_last_error());
+        wk_keep_reason(why, i, paths[i], wk_last_error());
         for (int64_t j = 0; j < k; j++) probs[i * k + j] = NAN;
         (*bad)++;
         continue;
@@ -115,8 +127,10 @@ wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *co
         continue;
       }
       /* finite weights can still overflow on some input: say so, never print NaN */
-      wk_log(WK_LOG_ERROR, "%s: the model's output is not a number (NaN or infinity); the model "
-             "may be damaged or overflow on this image", paths[rows[r]]);
+      static const char nonfinite[] = "the model's output is not a number (NaN or infinity); "
+                                      "the model may be damaged or overflow on this image";
+      wk_log(WK_LOG_ERROR, "%s: %s", paths[rows[r]], nonfinite);
+      wk_keep_reason(why, rows[r], paths[rows[r]], nonfinite);
       for (int64_t j = 0; j < k; j++) probs[rows[r] * k + j] = NAN;
       (*bad)++;
     }

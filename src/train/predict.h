@@ -28,8 +28,11 @@ wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const w
 
 /* Probabilities (n x K, caller-allocated) for n image files. A file that
  * cannot be read, or whose logits are not all finite, gets a row of NAN and
- * *bad counts it; its error is logged with the path. */
+ * *bad counts it; its error is logged with the path. With why (n entries,
+ * NULL on entry) such a file's reason, without the path, is left in why[i]
+ * (malloc'ed; the caller frees every entry); a reason that cannot be copied
+ * for want of memory stays NULL. */
 wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
-                           int64_t n, int batch, float *probs, int64_t *bad);
+                           int64_t n, int batch, float *probs, int64_t *bad, char **why);
 
 #endif
