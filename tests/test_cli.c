@@ -25,14 +25,22 @@ static void slurp(const char *path, char *buf, size_t n) {
   fclose(f);
 }
 
-static run_result run(const char *args) {
+/* `whisker ARGS` with stdin from in (a shell redirection or pipe source:
+ * "< FILE" or a command before a pipe is not possible here, so a path). */
+static run_result run_in(const char *args, const char *in);
+
+static run_result run(const char *args) { return run_in(args, "/dev/null"); }
+
+static run_result run_in(const char *args, const char *in) {
   const char *bin = getenv("WHISKER_BIN");
   ck_assert_msg(bin && *bin, "WHISKER_BIN is not set (run through ctest)");
   char out_path[] = "/tmp/wk_cli_out_XXXXXX", err_path[] = "/tmp/wk_cli_err_XXXXXX";
   int fo = mkstemp(out_path), fe = mkstemp(err_path);
   ck_assert(fo >= 0 && fe >= 0);
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "'%s' %s >%s 2>%s </dev/null", bin, args, out_path, err_path);
+  char cmd[8192];
+  ck_assert_msg((size_t)snprintf(cmd, sizeof cmd, "'%s' %s >%s 2>%s <'%s'", bin, args, out_path,
+                                 err_path, in) < sizeof cmd,
+                "command line too long: %s", args);
   int st = system(cmd);
   run_result r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -178,6 +186,51 @@ START_TEST(test_classify_reports_bad_images_and_fails) {
   snprintf(path, sizeof path, "%s/cat.jpg", dir);
   ck_assert_int_eq(remove(path), 0);
   ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* classify -: a photo on standard input, from a file and from a pipe (cat |),
+ * beside a named file; empty input, a non-image and '-' twice are refused with
+ * messages naming standard input; more than the file size limit is refused
+ * without reading it all into memory. */
+START_TEST(test_classify_reads_stdin) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char cat[512], args[2048], model[512], text[512];
+  snprintf(cat, sizeof cat, "%s/data/samples/cat.jpg", src);
+  snprintf(text, sizeof text, "%s/README.md", src);
+  snprintf(model, sizeof model, "--model '%s/pretrained/default.safetensors'", src);
+  snprintf(args, sizeof args, "classify - %s", model);
+  run_result r = run_in(args, cat);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(!strncmp(r.out, "-\tcat 0.99", 10), "stdout: %s", r.out);
+  snprintf(args, sizeof args, "classify '%s' - %s --json", cat, model);
+  r = run_in(args, cat);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "\n{\"file\": \"-\", \"top\": [{\"class\": \"cat\"") != NULL,
+                "stdout: %s", r.out);
+  /* a pipe: no size to stat, read to its end */
+  const char *bin = getenv("WHISKER_BIN");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cat '%s' | '%s' classify - %s | grep -q '^-.cat 0.99'", cat, bin,
+           model);
+  ck_assert_msg(system(cmd) == 0, "%s", cmd);
+  snprintf(cmd, sizeof cmd,
+           "head -c 300000000 /dev/zero | '%s' classify - %s 2>&1 >/dev/null | "
+           "grep -q -- '-: more than 268435456 bytes on standard input'", bin, model);
+  ck_assert_msg(system(cmd) == 0, "%s", cmd);
+  snprintf(args, sizeof args, "classify - %s", model);
+  r = run_in(args, "/dev/null");
+  ck_assert_msg(r.code == 1 && strstr(r.err, "-: empty file"), "exit %d, stderr: %s", r.code,
+                r.err);
+  r = run_in(args, text);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "-: not an image"), "exit %d, stderr: %s", r.code,
+                r.err);
+  snprintf(args, sizeof args, "classify - - %s", model);
+  r = run_in(args, cat);
+  ck_assert_msg(r.code == 2 && strstr(r.err, "'-' (standard input) given twice"),
+                "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_str_eq(r.out, "");
 }
 END_TEST
 
@@ -392,6 +445,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);
   tcase_add_test(tc, test_classify_reports_bad_images_and_fails);
+  tcase_add_test(tc, test_classify_reads_stdin);
   tcase_add_test(tc, test_eval_counts_skipped_images);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
   tcase_add_test(tc, test_launcher_options_per_mpi);

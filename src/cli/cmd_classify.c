@@ -18,10 +18,11 @@
 #define WK_DEFAULT_MODEL "pretrained/default.safetensors"
 
 static void wk_usage_classify(FILE *f) {
-  fprintf(f, "usage: whisker classify FILE|DIR... [--model MODEL] [--top 1] [--json]\n"
+  fprintf(f, "usage: whisker classify FILE|DIR|-... [--model MODEL] [--top 1] [--json]\n"
              "                        [--threads N] [--device cpu|cuda[:N]|auto]\n\n"
              "Prints the most likely classes of each image (a directory: every image in it and\n"
-             "its subdirectories, sorted by path).\n"
+             "its subdirectories, sorted by path; -: a photo on standard input, e.g.\n"
+             "curl -s URL | whisker classify -).\n"
              "Without --model, the default model is used: $WHISKER_MODEL, else\n"
              "%s next to the program's source tree or install prefix.\n"
              "An image that cannot be read is reported on stderr (with --json also as a line\n"
@@ -147,7 +148,7 @@ int wk_cmd_classify(int argc, char **argv) {
   int top = 1, threads = 0, device = WK_DEVICE_CPU;
   bool json = false;
   wk_paths paths = {0};
-  int rc = WK_EXIT_USAGE, n_dirs = 0;
+  int rc = WK_EXIT_USAGE, n_dirs = 0, stdin_taken = 0;
   wk_ctx *ctx = NULL;
   wk_net *net = NULL;
   wk_model_meta meta = {0};
@@ -169,6 +170,18 @@ int wk_cmd_classify(int argc, char **argv) {
         (r = wk_arg_int("classify", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
         (r = wk_arg_device("classify", argc, argv, &i, &device))) {
       if (r < 0) goto done;
+      continue;
+    }
+    if (!strcmp(argv[i], "-")) { /* a photo on standard input */
+      if (stdin_taken++) {
+        fprintf(stderr, "whisker classify: '-' (standard input) given twice\n");
+        goto done;
+      }
+      if (wk_paths_add(&paths, "-")) {
+        fprintf(stderr, "whisker classify: out of memory\n");
+        rc = WK_EXIT_FAIL;
+        goto done;
+      }
       continue;
     }
     if (argv[i][0] == '-') {

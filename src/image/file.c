@@ -19,9 +19,45 @@ static wk_status wk_bytes_reserve(wk_bytes *buf, size_t bytes, const char *path)
   return WK_OK;
 }
 
+/* "-": standard input read to its end (a pipe or a redirected file), growing
+ * the buffer as it comes; more than max_bytes is WK_ERR_LIMIT. A terminal is
+ * refused rather than waited on. */
+static wk_status wk_stdin_read(size_t max_bytes, wk_bytes *buf) {
+  if (isatty(STDIN_FILENO))
+    return wk_fail(WK_ERR_INVALID_ARG, "-: standard input is a terminal; pipe or redirect a "
+                   "photo into it (whisker classify - < photo.jpg)");
+  for (;;) {
+    if (buf->n_bytes == buf->capacity_bytes || !buf->data) {
+      if (buf->n_bytes > max_bytes)
+        return wk_fail(WK_ERR_LIMIT, "-: more than %zu bytes on standard input (the file size "
+                       "limit)", max_bytes);
+      size_t cap = buf->capacity_bytes && buf->data ? 2 * buf->capacity_bytes : (size_t)1 << 16;
+      if (cap > max_bytes + 1) cap = max_bytes + 1; /* one byte past the limit tells */
+      uint8_t *p = realloc(buf->data, cap);
+      if (!p) return wk_fail(WK_ERR_NOMEM, "-: cannot allocate %zu bytes", cap);
+      buf->data = p;
+      buf->capacity_bytes = cap;
+    }
+    ssize_t got = read(STDIN_FILENO, buf->data + buf->n_bytes, buf->capacity_bytes - buf->n_bytes);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return wk_fail(WK_ERR_IO, "-: read error on standard input: %s", strerror(errno));
+    if (got == 0) break;
+    buf->n_bytes += (size_t)got;
+  }
+  if (buf->n_bytes > max_bytes)
+    return wk_fail(WK_ERR_LIMIT, "-: more than %zu bytes on standard input (the file size limit)",
+                   max_bytes);
+  return WK_OK;
+}
+
 wk_status wk_file_read(const char *path, size_t max_bytes, wk_bytes *buf) {
   if (max_bytes == 0) max_bytes = WK_FILE_MAX_BYTES;
   buf->n_bytes = 0;
+  if (!strcmp(path, "-")) {
+    wk_status s = wk_stdin_read(max_bytes, buf);
+    if (s != WK_OK) buf->n_bytes = 0;
+    return s;
+  }
   /* O_NONBLOCK: a FIFO with no writer would block the open itself, before
    * the check below refuses it (no effect on a regular file's reads) */
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);

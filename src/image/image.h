@@ -120,7 +120,9 @@ wk_status wk_image_alloc(wk_image *img, int width, int height);
 void wk_image_free(wk_image *img);
 
 /* Reads a whole regular file into *buf (reusing its buffer). max_bytes 0 means
- * WK_FILE_MAX_BYTES; a larger file is WK_ERR_LIMIT. */
+ * WK_FILE_MAX_BYTES; a larger file is WK_ERR_LIMIT. The path "-" (exactly: a
+ * folder scan or a CSV list never yields it, their paths have a folder) reads
+ * standard input to its end, within the same limit; a terminal is refused. */
 wk_status wk_file_read(const char *path, size_t max_bytes, wk_bytes *buf);
 void wk_bytes_free(wk_bytes *buf);
 
