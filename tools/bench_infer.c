@@ -74,10 +74,20 @@ static double net_flop(const wk_net *net) {
   return flop;
 }
 
-/* --turns: the loop of the header's protocol on input x; 0 at EOF or "0". */
-static int serve_turns(wk_net *net, const wk_tensor *x, int batch) {
+/* One evaluation forward of x; 1 (the error printed) on failure. */
+static int forward(wk_net *net, const wk_tensor *x) {
   wk_tensor out;
+  if (wk_net_forward(net, x, false, &out) == WK_OK) return 0;
+  fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
+  return 1;
+}
+
+/* --turns: warmup forwards, then the loop of the header's protocol on input x;
+ * 0 at EOF or "0". */
+static int serve_turns(wk_net *net, const wk_tensor *x, int batch, int warmup) {
   char line[64];
+  for (int i = 0; i < warmup; i++)
+    if (forward(net, x)) return 1;
   printf("ready %d\n", batch);
   fflush(stdout);
   while (fgets(line, sizeof line, stdin)) {
@@ -90,10 +100,7 @@ static int serve_turns(wk_net *net, const wk_tensor *x, int batch) {
     }
     for (long i = 0; i < 2 + n; i++) {
       const double t0 = wk_now_s();
-      if (wk_net_forward(net, x, false, &out) != WK_OK) {
-        fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
-        return 1;
-      }
+      if (forward(net, x)) return 1;
       if (i >= 2) printf("%s%.4f", i > 2 ? " " : "", (wk_now_s() - t0) * 1e3);
     }
     printf("\n");
@@ -106,30 +113,21 @@ static int run_batch(wk_net *net, int batch, int warmup, int runs, bool profile,
   int h, w, c;
   wk_net_input_shape(net, &h, &w, &c);
   const int64_t shape[4] = {batch, h, w, c};
-  wk_tensor x, out;
+  wk_tensor x;
   if (wk_tensor_alloc(&x, WK_F32, 4, shape) != WK_OK) return 1;
   float *p = x.data;
   for (int64_t i = 0; i < wk_tensor_numel(&x); i++) p[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
-  double *t = malloc((size_t)runs * sizeof *t);
-  int rc = t ? 0 : 1;
   if (turns) {
-    for (int i = 0; rc == 0 && i < warmup; i++)
-      if (wk_net_forward(net, &x, false, &out) != WK_OK) {
-        fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
-        rc = 1;
-      }
-    if (rc == 0) rc = serve_turns(net, &x, batch);
-    free(t);
+    const int rc = serve_turns(net, &x, batch, warmup);
     wk_tensor_free(&x);
     return rc;
   }
+  double *t = malloc((size_t)runs * sizeof *t);
+  int rc = t ? 0 : 1;
   for (int i = 0; rc == 0 && i < warmup + runs; i++) {
     if (profile && i == warmup && wk_net_profile_enable(net) != WK_OK) rc = 1;
     const double t0 = wk_now_s();
-    if (wk_net_forward(net, &x, false, &out) != WK_OK) {
-      fprintf(stderr, "wk_bench_infer: %s\n", wk_last_error());
-      rc = 1;
-    }
+    if (forward(net, &x)) rc = 1;
     if (i >= warmup) t[i - warmup] = (wk_now_s() - t0) * 1e3;
   }
   if (rc == 0) {

@@ -27,6 +27,11 @@ const char *wk_last_error(void) { return wk_error_msg; }
 
 void wk_clear_error(void) { wk_error_msg[0] = '\0'; }
 
+const char *wk_error_after_path(const char *msg, const char *path) {
+  const size_t plen = strlen(path);
+  return !strncmp(msg, path, plen) && !strncmp(msg + plen, ": ", 2) ? msg + plen + 2 : msg;
+}
+
 const char *wk_status_name(wk_status code) {
   switch (code) {
     case WK_OK: return "ok";

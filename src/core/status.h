@@ -39,6 +39,10 @@ const char *wk_last_error(void);
 /* Forgets the last message on this thread. */
 void wk_clear_error(void);
 
+/* msg without a leading "PATH: " (a wk_fail message about path), for lists
+ * that show the path beside it; msg itself where it does not start so. */
+const char *wk_error_after_path(const char *msg, const char *path);
+
 /* A short stable name for a status code, e.g. "format error". */
 const char *wk_status_name(wk_status code);
 

@@ -68,8 +68,7 @@ wk_status wk_dataset_push(wk_dataset *ds, char *path, int32_t label) {
 }
 
 wk_status wk_dataset_push_bad(wk_dataset *ds, const char *path, const char *reason) {
-  size_t plen = strlen(path);
-  if (!strncmp(reason, path, plen) && !strncmp(reason + plen, ": ", 2)) reason += plen + 2;
+  reason = wk_error_after_path(reason, path);
   WK_LOG_W("skipping %s: %s", path, reason);
   void *arr = ds->bad;
   if (!wk_grow_array(&arr, &ds->cap_bad, ds->n_bad + 1, sizeof(wk_bad_file)))

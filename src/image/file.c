@@ -26,13 +26,10 @@ static wk_status wk_stdin_read(size_t max_bytes, wk_bytes *buf) {
   if (isatty(STDIN_FILENO))
     return wk_fail(WK_ERR_INVALID_ARG, "-: standard input is a terminal; pipe or redirect a "
                    "photo into it (whisker classify - < photo.jpg)");
-  for (;;) {
+  while (buf->n_bytes <= max_bytes) { /* one byte past the limit ends it */
     if (buf->n_bytes == buf->capacity_bytes || !buf->data) {
-      if (buf->n_bytes > max_bytes)
-        return wk_fail(WK_ERR_LIMIT, "-: more than %zu bytes on standard input (the file size "
-                       "limit)", max_bytes);
       size_t cap = buf->capacity_bytes && buf->data ? 2 * buf->capacity_bytes : (size_t)1 << 16;
-      if (cap > max_bytes + 1) cap = max_bytes + 1; /* one byte past the limit tells */
+      if (cap > max_bytes + 1) cap = max_bytes + 1;
       uint8_t *p = realloc(buf->data, cap);
       if (!p) return wk_fail(WK_ERR_NOMEM, "-: cannot allocate %zu bytes", cap);
       buf->data = p;

@@ -83,8 +83,7 @@ wk_status wk_predict_dataset(wk_net *net, const wk_preprocess *pre, const wk_dat
 /* why[i] = msg without a leading "PATH: ", where why is given */
 static void wk_keep_reason(char **why, int64_t i, const char *path, const char *msg) {
   if (!why) return;
-  const size_t plen = strlen(path);
-  if (!strncmp(msg, path, plen) && !strncmp(msg + plen, ": ", 2)) msg += plen + 2;
+  msg = wk_error_after_path(msg, path);
   const size_t len = strlen(msg) + 1;
   free(why[i]);
   why[i] = malloc(len);
