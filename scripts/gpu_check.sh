@@ -22,8 +22,10 @@
 #   WK_GPU_CHECK_EMU=1 WK_GPU_CHECK=tests|sanitize bash scripts/gpu_check.sh   a dry run
 #       of the script on a machine without a GPU, on whisker's host fakes (the sanitize
 #       phase then needs a stand-in compute-sanitizer on PATH)
-#   WK_GPU_CHECK=profile bash scripts/gpu_check.sh   build, then Nsight Compute's time per
-#       kernel over two training steps of ResNet-50 and ResNet-18 in bf16 at batch 128
+#   WK_GPU_CHECK=profile bash scripts/gpu_check.sh   build, then whisker's time per node
+#       (bench --profile) of ResNet-50 and ResNet-18 training at the benchmark's batch
+#       ($WK_NODE_PROFILE=MODEL:PRECISION:BATCH ...) into OUT_DIR/nodes_*.txt, then Nsight
+#       Compute's time per kernel over two training steps of ResNet-50 and ResNet-18 in bf16 at batch 128
 #       ($WK_PROFILE=MODEL:PRECISION:BATCH ...), summed per kernel by scripts/ncu_summary.py
 #       into OUT_DIR/profile_*.md: where a step's time goes
 #   WK_GPU_CHECK=finetune bash scripts/gpu_check.sh   end to end: fine-tuning
@@ -169,6 +171,21 @@ EOF
   exit $rc
 fi
 if [ "$phase" = profile ]; then
+  # First whisker's own time per node (bench --profile: CUDA events around every node, the
+  # algorithms timed as the benchmark times them, its batch): which layers a step's time goes
+  # to, forward and backward apart, and the cuDNN algorithms of the slowest convolutions. On
+  # the first H100 run ResNet-50's training took 6.7x the time of its inference at the same
+  # batch (ResNet-18's 2.1x, PyTorch's 3.0-3.2x): this says where. $WK_NODE_PROFILE lists
+  # MODEL:PRECISION:BATCH runs.
+  for spec in ${WK_NODE_PROFILE:-resnet50:bf16:256 resnet18:bf16:256 resnet50:fp32:128}; do
+    IFS=: read -r m p b <<< "$spec"
+    if ! room 60; then skipped "the time per node of $m $p" 60; continue; fi
+    echo "== time per node: $m $p, batch $b"
+    timeout -k 10 "$(( $(left) < 150 ? $(left) : 150 ))" "$build/whisker" bench --device cuda \
+      --model "$m" --batch "$b" --precision "$p" --size 224 --steps 5 --warmup 3 \
+      --latency-runs 1 --infer-runs 0 --profile > "$build/nodes.txt" 2>&1 || rc=1
+    grep -v "^step [0-9]*:" "$build/nodes.txt" | tee "$out/nodes_${m}_${p}_$b.txt"
+  done
   # Nsight Compute's duration of every kernel over two training steps (one warm-up) and one
   # batch-1 forward, summed per kernel by scripts/ncu_summary.py: where the step's time goes.
   # cuDNN's heuristics choose the algorithms (timing would add thousands of kernels), so a

@@ -342,6 +342,31 @@ START_TEST(test_gpus_and_procs_are_checked) {
   ck_assert_msg(strstr(r.out, "training   skipped (--steps 0)") != NULL &&
                 strstr(r.out, "images/s at batch 4") != NULL, "stdout: %s", r.out);
   ck_assert_msg(strstr(r.err, "step 0:") == NULL, "stderr: %s", r.err);
+  /* --profile: the step's time per op, what it spent outside the nodes, and
+   * its slowest nodes (with their output's shape), slowest first */
+  r = run("bench --model smallcnn --size 32 --batch 4 --steps 2 --warmup 1 --latency-runs 1 "
+          "--infer-runs 0 --profile");
+  ck_assert_msg(r.code == 0, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "time per training step by op (ms; wall time of each node):") &&
+                    strstr(r.err, "\n  outside nodes ") && strstr(r.err, "\n  conv "),
+                "stderr: %s", r.err);
+  const char *top = strstr(r.err, "slowest nodes (ms per step):\n");
+  ck_assert_msg(top != NULL, "stderr: %s", r.err);
+  top = strchr(strchr(top, '\n') + 1, '\n') + 1; /* past the column heads */
+  int rows = 0, convs = 0;
+  double prev = 101.0;
+  for (const char *line = top; *line == ' '; line = strchr(line, '\n') + 1, rows++) {
+    const char *pct = strchr(line, '%');
+    ck_assert_msg(pct != NULL && pct < strchr(line, '\n'), "row: %s", line);
+    const char *num = pct;
+    while (num > line && num[-1] != ' ') num--;
+    const double share = strtod(num, NULL);
+    ck_assert_msg(share <= prev && share >= 0.0, "not slowest first at: %s", line);
+    prev = share;
+    convs += strncmp(line + 27, "conv 3x3/", 9) == 0;
+  }
+  ck_assert_msg(rows >= 5 && rows <= 15 && convs >= 1, "%d rows, %d 3x3 convs: %s", rows, convs,
+                r.err);
   r = run("bench --model smallcnn --size 32 --precision fp16");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--precision fp16 needs a GPU") != NULL, "stderr: %s", r.err);

@@ -22,6 +22,8 @@
 #      WK_FAKE_DEVICE_MB): a batch that does not fit fails with a message that
 #      suggests a smaller --batch, a network that does not fit whatever the
 #      batch with one that says no batch size helps; exit code 1 both.
+#   7. `bench --profile` gives the device's time per node, and names the
+#      cuDNN algorithms of the slowest convolutions.
 # Convolution algorithms by heuristics and deterministic, so that runs repeat.
 # Skipped (77) without a GPU or /usr/bin/python3's numpy and PIL; a failure
 # instead with WK_GPU_CLI_NEED=1 (test_gpu_cli_emu, on an emulated GPU).
@@ -170,4 +172,17 @@ fit (out of device memory .*); no batch size helps" "$tmp/oom_model.err" ||
   echo "out of memory: $(grep -o 'GPU: a batch of 64 does not fit' "$tmp/oom_batch.err") (240 MiB);" \
     "$(grep -o 'GPU: 42 MiB of optimizer state.*does not fit' "$tmp/oom_model.err") (140 MiB)"
 fi
+
+# 7. bench --profile on the GPU: the device's time per node (CUDA events), the
+#    convolutions' cuDNN algorithms beside the slowest, CUDA graphs off meanwhile
+"$bin" bench --device cuda --model resnet18 --size 32 --batch 4 --steps 2 --warmup 1 \
+  --latency-runs 1 --infer-runs 0 --profile > "$tmp/prof.out" 2> "$tmp/prof.err" ||
+  { cat "$tmp/prof.err"; fail "bench --profile on the GPU"; }
+grep -q "time per training step by op (ms; the device's, between CUDA events" "$tmp/prof.err" ||
+  { cat "$tmp/prof.err"; fail "bench --profile: no device times"; }
+awk '$1 == "conv" && $2 == "forward" && $3 > 0 && $4 == "backward" && $5 > 0 { ok = 1 }
+  END { exit !ok }' "$tmp/prof.err" || { cat "$tmp/prof.err"; fail "bench --profile: no conv times"; }
+grep -Eq "conv [0-9]x[0-9]/[0-9] .* fwd [a-z_]+.*; dgrad [a-z_0-9]+.*; wgrad [a-z_0-9]+" \
+  "$tmp/prof.err" || { cat "$tmp/prof.err"; fail "bench --profile: no algorithms named"; }
+echo "bench --profile: $(grep -c "conv [0-9]x[0-9]/" "$tmp/prof.err") of the slowest nodes are convolutions"
 echo "test_gpu_cli: ok"

@@ -43,8 +43,9 @@ static void wk_usage_bench(FILE *f) {
           "--infer-runs eval-mode forwards after one warm-up; 0 skips it) and peak resident\n"
           "memory. --steps 0 skips training (and its warm-up): the network only runs\n"
           "inference, as classify's does (on a GPU its values then share memory by when\n"
-          "the forward needs them). --profile adds\n"
-          "the time per op type. Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
+          "the forward needs them). --profile adds the training step's time per op type and\n"
+          "its slowest nodes (on a GPU: the device's time per node, CUDA graphs off, with\n"
+          "each convolution's cuDNN algorithms). Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
           "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
           "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
           "--gpus and --procs start those ranks as 'whisker train' does; --gpus N with\n"
@@ -106,21 +107,63 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   return 0;
 }
 
-static void wk_print_profile(const wk_net *net, int runs) {
+/* --profile: a training step's time by op, what it spent outside the nodes
+ * (input, loss, optimizer, the host's waits), and the slowest nodes with
+ * their output's shape and, on a GPU, what ran them. `step_s`: the timed
+ * steps' wall time. */
+#define WK_PROFILE_TOP 15
+static void wk_print_profile(const wk_net *net, int runs, bool gpu, double step_s) {
   double f[WK_NODE_OP_COUNT] = {0}, b[WK_NODE_OP_COUNT] = {0}, tot = 0;
-  for (int i = 0; i < wk_net_n_nodes(net); i++) {
+  const int n = wk_net_n_nodes(net);
+  int top[WK_PROFILE_TOP], n_top = 0;
+  double top_s[WK_PROFILE_TOP];
+  for (int i = 0; i < n; i++) {
     double fs, bs;
     wk_net_profile_get(net, i, &fs, &bs);
     f[wk_net_node(net, i)->op] += fs;
     b[wk_net_node(net, i)->op] += bs;
     tot += fs + bs;
+    /* insertion into the slowest so far, slowest first */
+    int k = n_top < WK_PROFILE_TOP ? n_top++ : WK_PROFILE_TOP;
+    while (k > 0 && top_s[k - 1] < fs + bs) {
+      if (k < WK_PROFILE_TOP) {
+        top[k] = top[k - 1];
+        top_s[k] = top_s[k - 1];
+      }
+      k--;
+    }
+    if (k < WK_PROFILE_TOP) {
+      top[k] = i;
+      top_s[k] = fs + bs;
+    }
   }
-  fprintf(stderr, "time per training step by op (ms):\n");
+  const double ms = 1e3 / runs;
+  fprintf(stderr, "time per training step by op (ms; %s):\n",
+          gpu ? "the device's, between CUDA events around each node, no CUDA graphs"
+              : "wall time of each node");
   for (int op = 0; op < WK_NODE_OP_COUNT; op++)
     if (f[op] + b[op] > 0)
-      fprintf(stderr, "  %-16s forward %8.1f  backward %8.1f  (%4.1f%%)\n",
-              wk_node_op_name((wk_node_op)op), 1e3 * f[op] / runs, 1e3 * b[op] / runs,
-              100.0 * (f[op] + b[op]) / tot);
+      fprintf(stderr, "  %-16s forward %8.2f  backward %8.2f  (%4.1f%%)\n",
+              wk_node_op_name((wk_node_op)op), ms * f[op], ms * b[op],
+              tot > 0 ? 100.0 * (f[op] + b[op]) / tot : 0.0);
+  fprintf(stderr, "  %-16s %8.2f of the step's %.2f (input, loss, optimizer, waits)\n",
+          "outside nodes", ms * (step_s - tot > 0 ? step_s - tot : 0.0), ms * step_s);
+  fprintf(stderr, "slowest nodes (ms per step):\n  %-24s %-15s %-14s %8s %8s %6s%s\n", "node",
+          "op", "output", "forward", "backward", "share", gpu ? "  what ran it" : "");
+  for (int k = 0; k < n_top; k++) {
+    const wk_node *nd = wk_net_node(net, top[k]);
+    double fs, bs;
+    wk_net_profile_get(net, top[k], &fs, &bs);
+    char shape[48];
+    wk_node_shape_str(nd, shape, sizeof shape);
+    char op[32];
+    snprintf(op, sizeof op, "%s", wk_node_op_name(nd->op));
+    if (nd->op == WK_NODE_CONV)
+      snprintf(op, sizeof op, "conv %dx%d/%d", nd->kh, nd->kw, nd->conv.stride_h);
+    fprintf(stderr, "  %-24s %-15s %-14s %8.2f %8.2f %5.1f%%%s%s\n", nd->name, op, shape, ms * fs,
+            ms * bs, tot > 0 ? 100.0 * top_s[k] / tot : 0.0, gpu ? "  " : "",
+            gpu ? wk_net_profile_note(net, top[k]) : "");
+  }
 }
 
 int wk_cmd_bench(int argc, char **argv) {
@@ -205,7 +248,10 @@ int wk_cmd_bench(int argc, char **argv) {
     qsort(times + o.warmup, (size_t)o.steps, sizeof *times, wk_cmp_double);
     step_med = times[o.warmup + o.steps / 2];
   }
-  if (o.profile && o.steps) wk_print_profile(net, o.steps);
+  if (o.profile && o.steps) {
+    if (wk_net_profile_collect(net) != WK_OK) goto fail;
+    wk_print_profile(net, o.steps, wk_net_on_gpu(net), sum);
+  }
   wk_tensor out;
   for (int i = 0; i < o.latency_runs + 3; i++) {
     double t0 = wk_now_s();

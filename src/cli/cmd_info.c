@@ -42,11 +42,7 @@ static void wk_print_layers(const wk_net *net) {
   for (int i = 0; i < wk_net_n_nodes(net); i++) {
     const wk_node *nd = wk_net_node(net, i);
     char shape[48];
-    if (nd->out_ndim == 3)
-      snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)nd->out_shape[0],
-               (long long)nd->out_shape[1], (long long)nd->out_shape[2]);
-    else
-      snprintf(shape, sizeof shape, "%lld", (long long)nd->out_shape[0]);
+    wk_node_shape_str(nd, shape, sizeof shape);
     printf("  %-4d %-34s %-15s %-20s %12s\n", i, nd->name, wk_node_op_name(nd->op), shape,
            wk_thousands(wk_node_params(net, nd), num, sizeof num));
   }

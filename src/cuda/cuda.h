@@ -327,6 +327,29 @@ typedef struct wk_gpu_graph_stats {
 } wk_gpu_graph_stats;
 wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 
+/* ------------------------------------------------------------------ per-node times
+ * `whisker bench --profile` on a GPU: once on, every forward and backward
+ * records a CUDA event on the compute stream before each node and after the
+ * last, and the times between them add up per node when the work is waited
+ * for (the end of a step in one call, of a forward that returns its output,
+ * of a backward; a forward queued with no output is added before the next
+ * one starts). A fused group's time (batchnorm, add, relu: $WHISKER_BN_FUSE)
+ * falls on its relu node. Steps in one call run uncaptured (no CUDA graphs)
+ * meanwhile. A node's time is the device's from its first piece of work to
+ * the next node's, idle gaps included: where the host cannot queue work as
+ * fast as the device runs it, those gaps show as time of the node that
+ * waited. Profiling cannot be turned off again (the events stay recorded). */
+#define WK_GPU_NOTE_BYTES 120
+typedef struct wk_gpu_node_time {
+  double fwd_s, bwd_s;           /* summed over every forward and backward since it began */
+  int64_t fwd_runs, bwd_runs;    /* how many forwards and backwards were summed */
+  char note[WK_GPU_NOTE_BYTES];  /* what ran it: the convolution's algorithms, "fused into"
+                                  * a group, the batchnorm's kernels ("" where nothing to say) */
+} wk_gpu_node_time;
+wk_status wk_gpu_net_profile(wk_gpu_net *net);
+/* out: one per node, in the graph's order (waits for queued work first). */
+wk_status wk_gpu_net_profile_read(wk_gpu_net *net, wk_gpu_node_time *out);
+
 /* ------------------------------------------------------------------ device memory
  * Every device buffer comes from a caching allocator, one per GPU for the
  * process (src/cuda/dev_cache.h; $WHISKER_GPU_CACHE=0 turns the cache off). */

@@ -139,6 +139,8 @@ wk_status wk_cudanet_xent_forward(wk_gpu_net *net, const wk_gpu_xent *x, double 
 wk_status wk_cudanet_xent_backward(wk_gpu_net *net, float dloss);
 wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r);
 wk_status wk_cudanet_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
+wk_status wk_cudanet_profile(wk_gpu_net *net);
+wk_status wk_cudanet_profile_read(wk_gpu_net *net, wk_gpu_node_time *out);
 wk_status wk_cudanet_comm_unique_id(unsigned char *id);
 wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int rank, int world,
                                  const wk_gpu_buckets *b, double timeout_s, bool sync_bn);

@@ -219,3 +219,15 @@ wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
   if (!p) return wk_no_plugin();
   return wk_relay(p, p->net_graph_stats(net, out));
 }
+
+wk_status wk_gpu_net_profile(wk_gpu_net *net) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_profile(net));
+}
+
+wk_status wk_gpu_net_profile_read(wk_gpu_net *net, wk_gpu_node_time *out) {
+  const wk_cuda_plugin *p = wk_plugin_get();
+  if (!p) return wk_no_plugin();
+  return wk_relay(p, p->net_profile_read(net, out));
+}

@@ -314,6 +314,14 @@ struct wk_gpu_net {
   void *vals_host, *vals_dev;
   cudaEvent_t vals_read;
   char graph_note[512];
+  /* per-node times (wk_cudanet_profile; NULL until asked for): events on the
+   * compute stream, the forward's before node i (prof_fwd[i]) and after the
+   * last (prof_fwd[n_nodes]), the backward's before node i's backward
+   * (prof_bwd[i + 1]) and after node 0's (prof_bwd[0]); *_pending while a set
+   * holds a run whose times are not added to prof yet */
+  cudaEvent_t *prof_fwd, *prof_bwd;
+  bool prof_fwd_pending, prof_bwd_pending;
+  wk_gpu_node_time *prof;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -902,6 +910,13 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
   if (net->cudnn) cudnnDestroy(net->cudnn);
   if (net->stream) cudaStreamDestroy(net->stream);
   wk_cudaalgos_destroy(net->own_algos);
+  for (int i = 0; net->prof && i <= net->g.n_nodes; i++) {
+    if (net->prof_fwd[i]) (void)cudaEventDestroy(net->prof_fwd[i]);
+    if (net->prof_bwd[i]) (void)cudaEventDestroy(net->prof_bwd[i]);
+  }
+  free(net->prof_fwd);
+  free(net->prof_bwd);
+  free(net->prof);
   free(net->nodes);
   free(net->params);
   free(net->buffers);
@@ -1934,6 +1949,135 @@ static wk_status wk_output_f32(wk_gpu_net *net, const float **out) {
 }
 
 
+/* ------------------------------------------------------------------ per-node times */
+
+/* Adds the forward's (or backward's) run that the events hold, if any, to the
+ * nodes' times: waits for its last event. */
+static wk_status wk_prof_add(wk_gpu_net *net, bool fwd) {
+  bool *pending = fwd ? &net->prof_fwd_pending : &net->prof_bwd_pending;
+  if (!net->prof || !*pending) return WK_OK;
+  *pending = false;
+  cudaEvent_t *ev = fwd ? net->prof_fwd : net->prof_bwd;
+  const int n = net->g.n_nodes;
+  WK_CUDA_TRY(cudaEventSynchronize(ev[fwd ? n : 0]));
+  for (int i = 0; i < n; i++) {
+    float ms = 0.0f;
+    WK_CUDA_TRY(cudaEventElapsedTime(&ms, fwd ? ev[i] : ev[i + 1], fwd ? ev[i + 1] : ev[i]));
+    wk_gpu_node_time *t = &net->prof[i];
+    if (fwd) {
+      t->fwd_s += 1e-3 * (double)ms;
+      t->fwd_runs++;
+    } else {
+      t->bwd_s += 1e-3 * (double)ms;
+      t->bwd_runs++;
+    }
+  }
+  return WK_OK;
+}
+
+/* Both sets, after a wait for the stream (then the events are complete). */
+static wk_status wk_prof_collect(wk_gpu_net *net) {
+  WK_TRY(wk_prof_add(net, true));
+  return wk_prof_add(net, false);
+}
+
+/* Records event k of the forward's (fwd) or backward's set; `first` starts a
+ * run (a run still pending there is added first), `last` ends it. */
+static wk_status wk_prof_mark(wk_gpu_net *net, bool fwd, int k, bool first, bool last) {
+  if (!net->prof) return WK_OK;
+  if (first) WK_TRY(wk_prof_add(net, fwd));
+  WK_CUDA_TRY(cudaEventRecord((fwd ? net->prof_fwd : net->prof_bwd)[k], net->stream));
+  if (last) *(fwd ? &net->prof_fwd_pending : &net->prof_bwd_pending) = true;
+  return WK_OK;
+}
+
+wk_status wk_cudanet_profile(wk_gpu_net *net) {
+  if (net->prof) return WK_OK;
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  const size_t n = (size_t)net->g.n_nodes + 1;
+  cudaEvent_t *f = calloc(n, sizeof *f), *b = calloc(n, sizeof *b);
+  wk_gpu_node_time *t = calloc(n, sizeof *t);
+  wk_status s = f && b && t ? WK_OK : wk_fail(WK_ERR_NOMEM, "GPU profile: out of memory");
+  for (size_t i = 0; s == WK_OK && i < n; i++) {
+    cudaError_t e = cudaEventCreateWithFlags(&f[i], cudaEventDefault);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b[i], cudaEventDefault);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      s = wk_fail(WK_ERR_BACKEND, "GPU profile: cudaEventCreateWithFlags failed: %s",
+                  cudaGetErrorString(e));
+    }
+  }
+  if (s != WK_OK) {
+    for (size_t i = 0; i < n; i++) {
+      if (f && f[i]) (void)cudaEventDestroy(f[i]);
+      if (b && b[i]) (void)cudaEventDestroy(b[i]);
+    }
+    free(f);
+    free(b);
+    free(t);
+    return s;
+  }
+  net->prof_fwd = f;
+  net->prof_bwd = b;
+  net->prof = t;
+  net->prof_fwd_pending = net->prof_bwd_pending = false;
+  return WK_OK;
+}
+
+static const char *wk_math_tag(cudnnMathType_t m) {
+  switch (m) {
+  case CUDNN_TENSOR_OP_MATH: return " (tensor op)";
+  case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return " (tensor op, converting)";
+  case CUDNN_FMA_MATH: return " (fma)";
+  default: return "";
+  }
+}
+
+/* What ran node i in the last forward (and backward), for the profile. */
+static void wk_node_note(const wk_gpu_net *net, int i, char *buf, size_t n) {
+  static const char *const fwd[] = {"implicit_gemm", "implicit_precomp_gemm", "gemm", "direct",
+                                    "fft", "fft_tiling", "winograd", "winograd_nonfused"};
+  static const char *const bwd_data[] = {"algo_0", "algo_1", "fft", "fft_tiling", "winograd",
+                                         "winograd_nonfused"};
+  static const char *const bwd_filter[] = {"algo_0", "algo_1", "fft", "algo_3", "winograd",
+                                           "winograd_nonfused", "fft_tiling"};
+  const wk_gnode *s = &net->gn[i];
+  const wk_node *nd = &net->nodes[i];
+  buf[0] = '\0';
+  if (nd->op == WK_NODE_CONV && net->cap > 0) {
+    const unsigned f = (unsigned)s->fwd_algo, d = (unsigned)s->bwd_data_algo,
+                   w = (unsigned)s->bwd_filter_algo;
+    int k = snprintf(buf, n, "fwd %s%s", f < 8 ? fwd[f] : "?", wk_math_tag(s->fwd_math));
+    if (net->algos_backward && k > 0 && (size_t)k < n)
+      snprintf(buf + k, n - (size_t)k, "; dgrad %s%s; wgrad %s%s", d < 6 ? bwd_data[d] : "?",
+               wk_math_tag(s->bwd_data_math), w < 7 ? bwd_filter[w] : "?",
+               wk_math_tag(s->bwd_filter_math));
+  } else if ((nd->op == WK_NODE_BATCHNORM || nd->op == WK_NODE_ADD) && s->fused_into >= 0 &&
+             s->fused_into != i && net->gn[s->fused_into].fused) {
+    snprintf(buf, n, "fused: its time is %s's", net->nodes[s->fused_into].name);
+  } else if (nd->op == WK_NODE_BATCHNORM) {
+    snprintf(buf, n, "%s", s->bn_ran_own ? "whisker's kernels"
+                           : s->fuse_solo && s->fused ? "cuDNN Ex call, NHWC"
+                                                      : "cuDNN");
+  } else if (nd->op == WK_NODE_ACT && s->fuse_bn >= 0 && !s->fuse_solo) {
+    snprintf(buf, n, "%s%s", s->fuse_add >= 0 ? "batchnorm + add + relu" : "batchnorm + relu",
+             s->fused ? ", cuDNN fused" : ": not fused");
+  }
+}
+
+wk_status wk_cudanet_profile_read(wk_gpu_net *net, wk_gpu_node_time *out) {
+  if (!out) return wk_fail(WK_ERR_INVALID_ARG, "GPU profile: no output");
+  if (!net->prof) return wk_fail(WK_ERR_INVALID_ARG, "GPU profile: not turned on");
+  WK_CUDA_TRY(cudaSetDevice(net->device));
+  WK_TRY(wk_collectives_wait(net)); /* with peers, the deadline first */
+  WK_TRY(wk_prof_collect(net));
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    out[i] = net->prof[i];
+    wk_node_note(net, i, out[i].note, sizeof out[i].note);
+  }
+  return WK_OK;
+}
+
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
   if (n < 1 || n > (1 << 24) || !x || !x->data || !drop)
@@ -1951,9 +2095,11 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
   WK_TRY(wk_prepare_batch(net, n, find, train));
   WK_TRY(wk_load_input(net, x, n));
+  WK_TRY(wk_prof_mark(net, true, 0, true, false));
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status s = wk_forward_node(net, i, train, drop, NULL);
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
+    WK_TRY(wk_prof_mark(net, true, i + 1, false, i + 1 == net->g.n_nodes));
   }
   const int last = net->n_values - 1;
   if (out) {
@@ -1963,6 +2109,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
     WK_CUDA_TRY(cudaMemcpyAsync(out, y, (size_t)(n * net->numel[last]) * sizeof(float),
                                 cudaMemcpyDeviceToHost, net->stream));
     WK_TRY(wk_stream_wait(net));
+    WK_TRY(wk_prof_collect(net));
   }
   net->last_train = train;
   net->drop = *drop;
@@ -2278,11 +2425,13 @@ static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss
   net->last_train = false; /* one backward per forward, as on the CPU */
   net->xent_ready = false;
   if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
+  WK_TRY(wk_prof_mark(net, false, net->g.n_nodes, true, false));
   for (int i = net->g.n_nodes - 1; i >= 0; i--) {
     if (net->needs_grad[i + 1]) {
       wk_status s = wk_backward_node(net, i, seed_step);
       if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
     }
+    WK_TRY(wk_prof_mark(net, false, i, false, i == 0));
     if (net->comm) WK_TRY(wk_gpucomm_node_done(net->comm, &net->nodes[i], net->grads,
                                                net->stream));
   }
@@ -2298,10 +2447,11 @@ static wk_status wk_backward_from(wk_gpu_net *net, const float *dy, float dloss)
   WK_TRY(wk_backward_queue(net, dy, dloss, NULL, NULL));
   if (!net->comm) {
     WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
-    return WK_OK;
+    return wk_prof_collect(net);
   }
   WK_TRY(wk_gpucomm_finish(net->comm, net->grads, net->stream));
-  return wk_collectives_wait(net); /* the forward's ran before */
+  WK_TRY(wk_collectives_wait(net)); /* the forward's ran before */
+  return wk_prof_collect(net);
 }
 
 wk_status wk_cudanet_backward(wk_gpu_net *net, const float *dy) {
@@ -2629,9 +2779,11 @@ static wk_status wk_step_queue(wk_gpu_net *net, const wk_gpu_step *s, float *con
   /* bf16, fp16: the 16-bit weights are made inside every step, as the
    * uncaptured steps make them after every update */
   net->wh_stale = true;
+  WK_TRY(wk_prof_mark(net, true, 0, true, false));
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status e = wk_forward_node(net, i, true, &s->drop, seed_step);
     if (e != WK_OK) return wk_fail(e, "%s (forward): %s", net->nodes[i].name, wk_last_error());
+    WK_TRY(wk_prof_mark(net, true, i + 1, false, i + 1 == net->g.n_nodes));
   }
   WK_CUDA_TRY(cudaMemsetAsync(net->flag, 0, sizeof(int), net->stream));
   WK_TRY(wk_xent_queue(net, s->xent.smoothing, s->xent.predicted != NULL));
@@ -2746,7 +2898,8 @@ static wk_status wk_graph_launch(wk_gpu_net *net, cudaGraphExec_t exec, wk_gpu_s
 static wk_status wk_step_run(wk_gpu_net *net, const wk_gpu_step *s, float *const st[2],
                              wk_gpu_step_result *r, wk_graph_slot **warming) {
   *warming = NULL;
-  if (!s->graphs) return wk_step_queue(net, s, st);
+  /* profiling times each node with events: the step runs uncaptured */
+  if (!s->graphs || net->prof) return wk_step_queue(net, s, st);
   const wk_graph_key key = {.batch = s->n, .drop_first = s->drop.first,
                             .smoothing = s->xent.smoothing, .n_segments = s->optim.n_segments,
                             .n_state = s->optim.n_state, .adamw = s->optim.adamw,
@@ -2848,6 +3001,7 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
                               cudaMemcpyDeviceToHost, net->stream));
   WK_CUDA_TRY(cudaStreamSynchronize(net->stream));
   if (warming) wk_graph_table_ran_plain(&net->graphs, warming);
+  WK_TRY(wk_prof_collect(net));
   r->loss_sum = back->loss_sum;
   r->applied = back->flag == 0;
   net->last_train = false; /* backward has consumed the forward */

@@ -151,3 +151,14 @@ wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out) {
   (void)out;
   return wk_not_built();
 }
+
+wk_status wk_gpu_net_profile(wk_gpu_net *net) {
+  (void)net;
+  return wk_not_built();
+}
+
+wk_status wk_gpu_net_profile_read(wk_gpu_net *net, wk_gpu_node_time *out) {
+  (void)net;
+  (void)out;
+  return wk_not_built();
+}

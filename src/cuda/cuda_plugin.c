@@ -23,6 +23,8 @@ const wk_cuda_plugin *wk_cuda_plugin_get(void) {
                                         .net_xent_backward = wk_cudanet_xent_backward,
                                         .net_train_step = wk_cudanet_train_step,
                                         .net_graph_stats = wk_cudanet_graph_stats,
+                                        .net_profile = wk_cudanet_profile,
+                                        .net_profile_read = wk_cudanet_profile_read,
                                         .comm_unique_id = wk_cudanet_comm_unique_id,
                                         .net_attach_comm = wk_cudanet_attach_comm,
                                         .algos_create = wk_cudaalgos_create,

@@ -19,7 +19,7 @@
 #include "core/status.h"
 #include "cuda/cuda.h"
 
-#define WK_CUDA_PLUGIN_ABI 18
+#define WK_CUDA_PLUGIN_ABI 19
 #define WK_CUDA_PLUGIN_FILE "libwhisker-cuda.so"
 
 typedef struct wk_cuda_plugin {
@@ -46,6 +46,9 @@ typedef struct wk_cuda_plugin {
   /* the whole step, in CUDA graphs */
   wk_status (*net_train_step)(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_step_result *r);
   wk_status (*net_graph_stats)(wk_gpu_net *net, wk_gpu_graph_stats *out);
+  /* per-node device times (bench --profile) */
+  wk_status (*net_profile)(wk_gpu_net *net);
+  wk_status (*net_profile_read)(wk_gpu_net *net, wk_gpu_node_time *out);
   /* data parallelism (cuda_comm.c) */
   wk_status (*comm_unique_id)(unsigned char *id);
   wk_status (*net_attach_comm)(wk_gpu_net *net, const unsigned char *id, int rank, int world,

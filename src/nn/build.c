@@ -24,6 +24,14 @@ const char *wk_node_op_name(wk_node_op op) {
   return (unsigned)op < WK_NODE_OP_COUNT ? wk_op_names[op] : "?";
 }
 
+void wk_node_shape_str(const wk_node *nd, char *buf, size_t n) {
+  if (nd->out_ndim == 3)
+    snprintf(buf, n, "%lldx%lldx%lld", (long long)nd->out_shape[0], (long long)nd->out_shape[1],
+             (long long)nd->out_shape[2]);
+  else
+    snprintf(buf, n, "%lld", (long long)nd->out_shape[0]);
+}
+
 wk_status wk_node_op_parse(const char *name, wk_node_op *out) {
   for (int i = 0; i < WK_NODE_OP_COUNT; i++) {
     if (strcmp(name, wk_op_names[i]) == 0) {
@@ -84,6 +92,7 @@ void wk_net_destroy(wk_net *net) {
   free(net->blk_eval);
   free(net->prof_fwd_s);
   free(net->prof_bwd_s);
+  free(net->prof_notes);
   free(net);
 }
 

@@ -52,7 +52,7 @@ wk_status wk_net_profile_enable(wk_net *net) {
   net->prof_fwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
   net->prof_bwd_s = calloc((size_t)net->n_nodes + 1, sizeof(double));
   if (!net->prof_fwd_s || !net->prof_bwd_s) return wk_fail(WK_ERR_NOMEM, "out of memory");
-  return WK_OK;
+  return wk_net_gpu_profile_start(net);
 }
 
 void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s) {

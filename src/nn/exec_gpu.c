@@ -103,12 +103,51 @@ wk_status wk_net_use_gpu(wk_net *net, int device) {
                           .algos = net->ctx->gpu_algos};
   WK_TRY(wk_gpu_net_create(&g, device, &net->gpu));
   net->gpu_device = device;
+  if (net->prof_fwd_s) {
+    const wk_status s = wk_gpu_net_profile(net->gpu);
+    if (s != WK_OK) {
+      wk_gpu_net_destroy(net->gpu);
+      net->gpu = NULL;
+      return s;
+    }
+  }
   net->gpu_uploaded = net->weights_version - 1; /* upload before the first forward */
   net->gpu_params_version = net->params_version;
   return WK_OK;
 }
 
 bool wk_net_on_gpu(const wk_net *net) { return net->gpu != NULL; }
+
+_Static_assert(WK_NET_NOTE_BYTES == WK_GPU_NOTE_BYTES, "one note size for net.h and cuda.h");
+
+wk_status wk_net_gpu_profile_start(wk_net *net) {
+  return net->gpu ? wk_gpu_net_profile(net->gpu) : WK_OK;
+}
+
+wk_status wk_net_profile_collect(wk_net *net) {
+  if (!net->gpu || !net->prof_fwd_s) return WK_OK;
+  const size_t n = (size_t)net->n_nodes;
+  wk_gpu_node_time *t = calloc(n ? n : 1, sizeof *t);
+  if (!t) return wk_fail(WK_ERR_NOMEM, "profile: out of memory");
+  if (!net->prof_notes && !(net->prof_notes = calloc(n ? n : 1, WK_NET_NOTE_BYTES))) {
+    free(t);
+    return wk_fail(WK_ERR_NOMEM, "profile: out of memory");
+  }
+  const wk_status s = wk_gpu_net_profile_read(net->gpu, t);
+  for (size_t i = 0; s == WK_OK && i < n; i++) {
+    net->prof_fwd_s[i] = t[i].fwd_s;
+    net->prof_bwd_s[i] = t[i].bwd_s;
+    memcpy(net->prof_notes + i * WK_NET_NOTE_BYTES, t[i].note, WK_NET_NOTE_BYTES);
+    net->prof_notes[(i + 1) * WK_NET_NOTE_BYTES - 1] = '\0';
+  }
+  free(t);
+  return s;
+}
+
+const char *wk_net_profile_note(const wk_net *net, int i) {
+  if (!net->prof_notes || i < 0 || i >= net->n_nodes) return "";
+  return net->prof_notes + (size_t)i * WK_NET_NOTE_BYTES;
+}
 
 /* Why there is no GPU, in a line: the "no CUDA device (...)" line of the
  * backend's description, or its first line ("not built", "could not be loaded"). */

@@ -308,12 +308,26 @@ size_t wk_net_activation_bytes(const wk_net *net);
  * for nodes without a plan and nodes run inside another. */
 const char *wk_net_node_eval_impl(const wk_net *net, int i);
 
-/* Per-node wall time: once enabled, every forward and backward adds to it. */
+/* Per-node time: once enabled, every forward and backward adds to it. On the
+ * CPU the wall time of each node's call; on a GPU the device's time between
+ * CUDA events around each node (cuda/cuda.h: wk_gpu_net_profile; a fused
+ * batchnorm group's time falls on its relu, and training steps run without
+ * CUDA graphs meanwhile), brought over by wk_net_profile_collect. */
 wk_status wk_net_profile_enable(wk_net *net);
+/* On a GPU, the device's times so far into what wk_net_profile_get returns
+ * (waits for queued work), and what ran each node (wk_net_profile_note). */
+wk_status wk_net_profile_collect(wk_net *net);
 /* Seconds spent in node i's forward and backward so far (0 when disabled). */
 void wk_net_profile_get(const wk_net *net, int i, double *fwd_s, double *bwd_s);
+/* What ran node i on the GPU, as of the last wk_net_profile_collect (the
+ * convolution's cuDNN algorithms, "fused: its time is ...'s", the batchnorm's
+ * kernels); "" where there is nothing to say or the network is on the CPU. */
+#define WK_NET_NOTE_BYTES 120
+const char *wk_net_profile_note(const wk_net *net, int i);
 
 const char *wk_node_op_name(wk_node_op op);
+/* A node's output per sample: "HxWxC", or "F". */
+void wk_node_shape_str(const wk_node *nd, char *buf, size_t n);
 wk_status wk_node_op_parse(const char *name, wk_node_op *out);
 
 #endif

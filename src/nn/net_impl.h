@@ -82,6 +82,7 @@ struct wk_net {
   double *sync_bn_buf;
   int64_t sync_bn_cap;
   double *prof_fwd_s, *prof_bwd_s; /* per node, when profiling is on */
+  char *prof_notes; /* on a GPU: per node WK_NET_NOTE_BYTES, what ran it (wk_net_profile_note) */
   /* on a GPU (exec_gpu.c): the device executor, the weights version it holds,
    * and the host copy of its last output */
   struct wk_gpu_net *gpu;
@@ -122,6 +123,8 @@ wk_status wk_net_check_input(const wk_net *net, const wk_tensor *x);
 wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);
 void wk_net_release_gpu(wk_net *net);
+/* Profiling on the GPU too, where the network is there (wk_net_profile_enable). */
+wk_status wk_net_gpu_profile_start(wk_net *net);
 enum { WK_STALE_WEIGHTS = 1u, WK_STALE_BUFFERS = 2u, WK_STALE_GRADS = 4u };
 /* The accessors' sync: the host arenas up to date, or the process ends with
  * the reason (a device that cannot copy back has lost the run's state). */

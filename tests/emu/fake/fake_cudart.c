@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fake.h"
 
@@ -177,6 +178,13 @@ struct CUevent_st {
   struct CUstream_st *stream; /* lazy streams: recorded on this stream (NULL: legacy) */
   uint64_t pos;               /* ... after its first pos operations */
   int queried;                /* cudaEventQuery answered "not ready" without running the work */
+  /* timing (created without cudaEventDisableTiming): the host's clock when the
+   * work before the last record had run (a lazy stream stamps it as queued
+   * work, wk_stamp_run), `records` its records so far, `stamped` the record
+   * that set at_ms (a record whose stamp has not run yet is not complete) */
+  int timing;
+  uint64_t records, stamped;
+  double at_ms;
 };
 
 static int g_device;
@@ -403,8 +411,11 @@ static void wk_set_run(void *ctx);
 
 /* Whether a piece of work computes (a kernel, a library call's work, a graph
  * launch), as opposed to moving or setting bytes or waiting. */
+static void wk_stamp_run(void *ctx);
+
 static int wk_is_compute(wk_fake_fn fn) {
-  return fn != wk_copy_run && fn != wk_staged_run && fn != wk_set_run && fn != wk_wait_run;
+  return fn != wk_copy_run && fn != wk_staged_run && fn != wk_set_run && fn != wk_wait_run &&
+         fn != wk_stamp_run;
 }
 
 cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx, size_t ctx_bytes) {
@@ -412,7 +423,7 @@ cudaError_t wk_fake_enqueue(cudaStream_t stream, wk_fake_fn fn, const void *ctx,
   if (!copy) wk_fake_die("CUDA runtime", "out of host memory");
   if (ctx_bytes) memcpy(copy, ctx, ctx_bytes);
   wk_alive(stream, "work issued");
-  if ((!stream || !stream->capture) && fn != wk_wait_run) {
+  if ((!stream || !stream->capture) && fn != wk_wait_run && fn != wk_stamp_run) {
     WK_COUNT(work);
     if (fn == wk_graph_run) WK_COUNT(graph_launches);
   }
@@ -898,16 +909,38 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
-  (void)flags;
   if (!event) return wk_fail_rt(cudaErrorInvalidValue);
   *event = calloc(1, sizeof **event);
-  return *event ? cudaSuccess : wk_fail_rt(cudaErrorMemoryAllocation);
+  if (!*event) return wk_fail_rt(cudaErrorMemoryAllocation);
+  (*event)->timing = !(flags & cudaEventDisableTiming);
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (!event) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  /* a timing stamp still queued writes into the event: it runs first */
+  if (event->timing && event->stream) wk_flush(event->stream, event->pos);
   free(event);
   return cudaSuccess;
+}
+
+/* A timing event's stamp: the record `record` of `event` completes now. */
+typedef struct wk_stamp_job {
+  struct CUevent_st *event;
+  uint64_t record;
+} wk_stamp_job;
+
+static double wk_clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static void wk_stamp_run(void *ctx) {
+  const wk_stamp_job *j = ctx;
+  if (j->event->records != j->record) return; /* recorded again since */
+  j->event->at_ms = wk_clock_ms();
+  j->event->stamped = j->record;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
@@ -919,12 +952,45 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   /* on the legacy stream: after every blocking stream's work (which the
    * legacy stream's own work, run at once, already follows) */
   if (wk_lazy() && !stream) wk_flush_all(1);
+  if (event->timing && !(stream && stream->capture)) {
+    pthread_mutex_lock(&g_q);
+    const wk_stamp_job j = {event, ++event->records};
+    pthread_mutex_unlock(&g_q);
+    if (wk_lazy() && stream) {
+      /* when the work before it runs (after the stream's queued work) */
+      const cudaError_t e = wk_fake_enqueue(stream, wk_stamp_run, &j, sizeof j);
+      if (e != cudaSuccess) return e;
+    } else {
+      wk_stamp_run((void *)&j); /* that work has run */
+    }
+  }
   if (wk_lazy() && stream && !stream->capture) {
     pthread_mutex_lock(&g_q);
     event->stream = stream;
     event->pos = stream->issued;
     pthread_mutex_unlock(&g_q);
   }
+  return cudaSuccess;
+}
+
+static cudaError_t wk_event_waitable(cudaEvent_t event);
+
+/* CUDA: both events timing ones, recorded (else an invalid handle), and
+ * complete (else not ready); never forces queued work. */
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms) return wk_fail_rt(cudaErrorInvalidValue);
+  const cudaEvent_t ev[2] = {start, end};
+  for (int k = 0; k < 2; k++) {
+    const cudaError_t e = wk_event_waitable(ev[k]);
+    if (e != cudaSuccess) return e;
+    if (!ev[k]->timing || ev[k]->records == 0) return wk_fail_rt(cudaErrorInvalidResourceHandle);
+  }
+  pthread_mutex_lock(&g_q);
+  const int done = start->stamped == start->records && end->stamped == end->records;
+  const double d = end->at_ms - start->at_ms;
+  pthread_mutex_unlock(&g_q);
+  if (!done) return wk_fail_rt(cudaErrorNotReady);
+  *ms = (float)d;
   return cudaSuccess;
 }
 

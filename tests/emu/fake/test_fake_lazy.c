@@ -104,6 +104,42 @@ int main(void) {
          lazy ? 0u : ones);
   ok(cudaEventSynchronize(ev), "cudaEventSynchronize");
   expect("from pinned memory, changed after the call", read_back(d2), lazy ? twos : ones);
+  /* timing events: no time before both are recorded, none before the work
+   * ahead of them has run (a lazy stream has not run it), a time of zero or
+   * more after; recorded again, the event is not complete until the new
+   * record's work has run; an event made without timing has none */
+  cudaEvent_t t0, t1;
+  float ms = -1.0f;
+  ok(cudaEventCreateWithFlags(&t0, cudaEventDefault), "cudaEventCreateWithFlags");
+  ok(cudaEventCreateWithFlags(&t1, cudaEventDefault), "cudaEventCreateWithFlags");
+  expect("elapsed time, events never recorded", (unsigned)cudaEventElapsedTime(&ms, t0, t1),
+         (unsigned)cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+  ok(cudaEventRecord(t0, s), "cudaEventRecord");
+  ok(cudaMemsetAsync(d2, 1, sizeof *d2, s), "cudaMemsetAsync");
+  ok(cudaEventRecord(t1, s), "cudaEventRecord");
+  expect("elapsed time, work queued", (unsigned)cudaEventElapsedTime(&ms, t0, t1),
+         (unsigned)(lazy ? cudaErrorNotReady : cudaSuccess));
+  (void)cudaGetLastError();
+  ok(cudaEventSynchronize(t1), "cudaEventSynchronize");
+  ms = -1.0f;
+  expect("elapsed time, after the work", (unsigned)cudaEventElapsedTime(&ms, t0, t1),
+         (unsigned)cudaSuccess);
+  expect("elapsed time is zero or more", ms >= 0.0f, 1);
+  ok(cudaMemsetAsync(d2, 2, sizeof *d2, s), "cudaMemsetAsync");
+  ok(cudaEventRecord(t1, s), "cudaEventRecord");
+  expect("elapsed time, recorded again, work queued", (unsigned)cudaEventElapsedTime(&ms, t0, t1),
+         (unsigned)(lazy ? cudaErrorNotReady : cudaSuccess));
+  (void)cudaGetLastError();
+  ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  expect("elapsed time, recorded again, after the work", (unsigned)cudaEventElapsedTime(&ms, t0, t1),
+         (unsigned)cudaSuccess);
+  expect("elapsed time, an event without timing", (unsigned)cudaEventElapsedTime(&ms, ev, t1),
+         (unsigned)cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+  ok(cudaEventRecord(t0, s), "cudaEventRecord");
+  ok(cudaEventDestroy(t0), "cudaEventDestroy"); /* its stamp still queued (lazy) */
+  ok(cudaEventDestroy(t1), "cudaEventDestroy");
   /* a destroyed stream's queued work still runs */
   ok(cudaMemsetAsync(d3, 1, sizeof *d3, s), "cudaMemsetAsync");
   ok(cudaStreamDestroy(s), "cudaStreamDestroy");
