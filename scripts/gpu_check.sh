@@ -328,7 +328,7 @@ if room 340; then
     [ -n "$tm" ] && tm="${tm% *} / ${tm#* }"
     echo "| $1 | $2 | $3 | ${wm:-failed} / ${wh:-failed} | ${tm:-failed} | $tr |"
   }
-  infer_rows="" mem_rows=""
+  infer_rows="" mem_rows="" bn_rows=""
   for m in resnet18 resnet50; do
     for b in 256; do # the issue's batch
       wb() { wbench --device cuda --model "$m" --batch "$b" --latency-runs 10 --infer-runs 5 "$@"; }
@@ -345,10 +345,25 @@ if room 340; then
         mem_rows="$mem_rows$(mem_row "$m" "$b" "$p" trainmem "$j")
 "
       done
+      # how its batchnorms ran: groups fused by cuDNN, groups it refused (their nodes then run
+      # one by one, on cuDNN's NCHW kernels), batchnorms on whisker's kernels
+      for p in fp32 tf32 bf16; do
+        j=$j32; [ "$p" = tf32 ] && j=$j19; [ "$p" = bf16 ] && j=$j16
+        bn_rows="$bn_rows| $m | $b | $p | $(echo "$j" | field bn_fused) | $(echo "$j" | field bn_unfused) | $(echo "$j" | field bn_alone) | $(echo "$j" | field bn_own_runs) |
+"
+      done
       infer_rows="$infer_rows| $m | $b | ${i32:-failed} | ${u32:-failed} | ${i19:-failed} | ${u19:-failed} | ${i16:-failed} | ${u16:-failed} | $(ratio "$i32" "$u32") | $(ratio "$i19" "$u19") | $(ratio "$i16" "$u16") |
 "
     done
   done
+  echo
+  echo "whisker's batchnorms in those training runs (groups relu(bn(x) [+ z]) cuDNN ran fused,"
+  echo "groups it refused at this batch (their nodes one by one), batchnorms alone through the Ex"
+  echo "calls, batchnorm runs on whisker's kernels):"
+  echo
+  echo "| model | batch | precision | groups fused | groups refused | alone (Ex) | whisker's kernel runs |"
+  echo "|---|---:|---|---:|---:|---:|---:|"
+  printf "%s" "$bn_rows"
   echo
   echo "Inference images/s (eval-mode forward):"
   echo
