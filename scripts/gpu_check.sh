@@ -186,6 +186,17 @@ if [ "$phase" = profile ]; then
       --latency-runs 1 --infer-runs 0 --profile > "$build/nodes.txt" 2>&1 || rc=1
     grep -v "^step [0-9]*:" "$build/nodes.txt" | tee "$out/nodes_${m}_${p}_$b.txt"
   done
+  # and inference's (bench --steps 0: the forwards of a network that only infers, as
+  # classify's), where ResNet-18 bf16 ran at 0.51x PyTorch
+  for spec in ${WK_NODE_PROFILE_INFER:-resnet18:bf16:256 resnet50:bf16:256}; do
+    IFS=: read -r m p b <<< "$spec"
+    if ! room 40; then skipped "the inference time per node of $m $p" 40; continue; fi
+    echo "== inference time per node: $m $p, batch $b"
+    timeout -k 10 "$(( $(left) < 100 ? $(left) : 100 ))" "$build/whisker" bench --device cuda \
+      --model "$m" --batch "$b" --precision "$p" --size 224 --steps 0 --latency-runs 1 \
+      --infer-runs 5 --profile > "$build/nodes.txt" 2>&1 || rc=1
+    tee "$out/nodes_infer_${m}_${p}_$b.txt" < "$build/nodes.txt"
+  done
   # Nsight Compute's duration of every kernel over two training steps (one warm-up) and one
   # batch-1 forward, summed per kernel by scripts/ncu_summary.py: where the step's time goes.
   # cuDNN's heuristics choose the algorithms (timing would add thousands of kernels), so a

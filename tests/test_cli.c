@@ -367,6 +367,14 @@ START_TEST(test_gpus_and_procs_are_checked) {
   }
   ck_assert_msg(rows >= 5 && rows <= 15 && convs >= 1, "%d rows, %d 3x3 convs: %s", rows, convs,
                 r.err);
+  /* with --steps 0, the inference forwards': forward times only */
+  r = run("bench --model smallcnn --size 32 --batch 4 --steps 0 --latency-runs 1 --infer-runs 2 "
+          "--profile");
+  ck_assert_msg(r.code == 0, "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "time per inference forward by op (ms; wall time of each node):") &&
+                    strstr(r.err, "slowest nodes (ms per forward):") &&
+                    strstr(r.err, "\n  conv             forward ") && !strstr(r.err, "backward"),
+                "stderr: %s", r.err);
   r = run("bench --model smallcnn --size 32 --precision fp16");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--precision fp16 needs a GPU") != NULL, "stderr: %s", r.err);

@@ -45,7 +45,8 @@ static void wk_usage_bench(FILE *f) {
           "inference, as classify's does (on a GPU its values then share memory by when\n"
           "the forward needs them). --profile adds the training step's time per op type and\n"
           "its slowest nodes (on a GPU: the device's time per node, CUDA graphs off, with\n"
-          "each convolution's cuDNN algorithms). Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
+          "each convolution's cuDNN algorithms); with --steps 0, the inference forwards'.\n"
+          "Under an MPI launcher (mpirun -np R whisker bench ...) the\n"
           "steps are data-parallel (train/ddp.h): --batch per rank, gradients averaged\n"
           "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
           "--gpus and --procs start those ranks as 'whisker train' does; --gpus N with\n"
@@ -107,12 +108,12 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
   return 0;
 }
 
-/* --profile: a training step's time by op, what it spent outside the nodes
- * (input, loss, optimizer, the host's waits), and the slowest nodes with
- * their output's shape and, on a GPU, what ran them. `step_s`: the timed
- * steps' wall time. */
+/* --profile: a training step's (train) or an inference forward's time by op,
+ * what it spent outside the nodes (input, loss, optimizer, the host's waits),
+ * and the slowest nodes with their output's shape and, on a GPU, what ran
+ * them. `step_s`: the `runs` timed steps' (or forwards') wall time. */
 #define WK_PROFILE_TOP 15
-static void wk_print_profile(const wk_net *net, int runs, bool gpu, double step_s) {
+static void wk_print_profile(const wk_net *net, int runs, bool train, bool gpu, double step_s) {
   double f[WK_NODE_OP_COUNT] = {0}, b[WK_NODE_OP_COUNT] = {0}, tot = 0;
   const int n = wk_net_n_nodes(net);
   int top[WK_PROFILE_TOP], n_top = 0;
@@ -138,18 +139,25 @@ static void wk_print_profile(const wk_net *net, int runs, bool gpu, double step_
     }
   }
   const double ms = 1e3 / runs;
-  fprintf(stderr, "time per training step by op (ms; %s):\n",
+  const char *per = train ? "step" : "forward";
+  fprintf(stderr, "time per %s by op (ms; %s):\n",
+          train ? "training step" : "inference forward",
           gpu ? "the device's, between CUDA events around each node, no CUDA graphs"
               : "wall time of each node");
   for (int op = 0; op < WK_NODE_OP_COUNT; op++)
-    if (f[op] + b[op] > 0)
+    if (f[op] + b[op] > 0 && train)
       fprintf(stderr, "  %-16s forward %8.2f  backward %8.2f  (%4.1f%%)\n",
               wk_node_op_name((wk_node_op)op), ms * f[op], ms * b[op],
               tot > 0 ? 100.0 * (f[op] + b[op]) / tot : 0.0);
-  fprintf(stderr, "  %-16s %8.2f of the step's %.2f (input, loss, optimizer, waits)\n",
-          "outside nodes", ms * (step_s - tot > 0 ? step_s - tot : 0.0), ms * step_s);
-  fprintf(stderr, "slowest nodes (ms per step):\n  %-24s %-15s %-14s %8s %8s %6s%s\n", "node",
-          "op", "output", "forward", "backward", "share", gpu ? "  what ran it" : "");
+    else if (f[op] > 0)
+      fprintf(stderr, "  %-16s forward %8.2f  (%4.1f%%)\n", wk_node_op_name((wk_node_op)op),
+              ms * f[op], tot > 0 ? 100.0 * f[op] / tot : 0.0);
+  fprintf(stderr, "  %-16s %8.2f of the %s's %.2f (%s)\n", "outside nodes",
+          ms * (step_s - tot > 0 ? step_s - tot : 0.0), per, ms * step_s,
+          train ? "input, loss, optimizer, waits" : "input, output, waits");
+  fprintf(stderr, "slowest nodes (ms per %s):\n  %-24s %-15s %-14s %8s %8s %6s%s\n", per,
+          "node", "op", "output", "forward", train ? "backward" : "", "share",
+          gpu ? "  what ran it" : "");
   for (int k = 0; k < n_top; k++) {
     const wk_node *nd = wk_net_node(net, top[k]);
     double fs, bs;
@@ -160,8 +168,10 @@ static void wk_print_profile(const wk_net *net, int runs, bool gpu, double step_
     snprintf(op, sizeof op, "%s", wk_node_op_name(nd->op));
     if (nd->op == WK_NODE_CONV)
       snprintf(op, sizeof op, "conv %dx%d/%d", nd->kh, nd->kw, nd->conv.stride_h);
-    fprintf(stderr, "  %-24s %-15s %-14s %8.2f %8.2f %5.1f%%%s%s\n", nd->name, op, shape, ms * fs,
-            ms * bs, tot > 0 ? 100.0 * top_s[k] / tot : 0.0, gpu ? "  " : "",
+    char back[16] = "";
+    if (train) snprintf(back, sizeof back, "%8.2f", ms * bs);
+    fprintf(stderr, "  %-24s %-15s %-14s %8.2f %8s %5.1f%%%s%s\n", nd->name, op, shape, ms * fs,
+            back, tot > 0 ? 100.0 * top_s[k] / tot : 0.0, gpu ? "  " : "",
             gpu ? wk_net_profile_note(net, top[k]) : "");
   }
 }
@@ -250,7 +260,7 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   if (o.profile && o.steps) {
     if (wk_net_profile_collect(net) != WK_OK) goto fail;
-    wk_print_profile(net, o.steps, wk_net_on_gpu(net), sum);
+    wk_print_profile(net, o.steps, true, wk_net_on_gpu(net), sum);
   }
   wk_tensor out;
   for (int i = 0; i < o.latency_runs + 3; i++) {
@@ -262,10 +272,19 @@ int wk_cmd_bench(int argc, char **argv) {
   const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];
   /* inference at the training batch: one warm-up, then the median */
   double infer_ips = 0.0;
+  /* --steps 0 --profile: the timed forwards (after the warm-up) are profiled */
+  const bool infer_profile = o.profile && !o.steps && o.infer_runs > 0;
+  double infer_sum = 0;
   for (int i = 0; o.infer_runs > 0 && i < o.infer_runs + 1; i++) {
+    if (i == 1 && infer_profile && wk_net_profile_enable(net) != WK_OK) goto fail;
     double t0 = wk_now_s();
     if (wk_net_forward(net, &x, false, &out) != WK_OK) goto fail;
     times[i] = wk_now_s() - t0;
+    if (i >= 1) infer_sum += times[i];
+  }
+  if (infer_profile) {
+    if (wk_net_profile_collect(net) != WK_OK) goto fail;
+    wk_print_profile(net, o.infer_runs, false, wk_net_on_gpu(net), infer_sum);
   }
   if (o.infer_runs > 0) {
     qsort(times + 1, (size_t)o.infer_runs, sizeof *times, wk_cmp_double);

@@ -321,6 +321,7 @@ struct wk_gpu_net {
    * holds a run whose times are not added to prof yet */
   cudaEvent_t *prof_fwd, *prof_bwd;
   bool prof_fwd_pending, prof_bwd_pending;
+  bool prof_train; /* the last forward profiled was a training one (for the notes) */
   wk_gpu_node_time *prof;
 };
 
@@ -2033,6 +2034,14 @@ static const char *wk_math_tag(cudnnMathType_t m) {
   }
 }
 
+/* How the group headed by relu node j ran in the last profiled forward: on
+ * whisker's kernel in one pass, fused by cuDNN, or node by node (NULL). */
+static const char *wk_group_ran(const wk_gpu_net *net, int j) {
+  if (wk_infer_group(net, j, net->prof_train)) return "whisker's kernel, one pass";
+  if (net->prof_train && net->gn[j].fused) return "cuDNN fused";
+  return NULL;
+}
+
 /* What ran node i in the last forward (and backward), for the profile. */
 static void wk_node_note(const wk_gpu_net *net, int i, char *buf, size_t n) {
   static const char *const fwd[] = {"implicit_gemm", "implicit_precomp_gemm", "gemm", "direct",
@@ -2053,15 +2062,17 @@ static void wk_node_note(const wk_gpu_net *net, int i, char *buf, size_t n) {
                wk_math_tag(s->bwd_data_math), w < 7 ? bwd_filter[w] : "?",
                wk_math_tag(s->bwd_filter_math));
   } else if ((nd->op == WK_NODE_BATCHNORM || nd->op == WK_NODE_ADD) && s->fused_into >= 0 &&
-             s->fused_into != i && net->gn[s->fused_into].fused) {
+             s->fused_into != i && wk_group_ran(net, s->fused_into)) {
     snprintf(buf, n, "fused: its time is %s's", net->nodes[s->fused_into].name);
   } else if (nd->op == WK_NODE_BATCHNORM) {
-    snprintf(buf, n, "%s", s->bn_ran_own ? "whisker's kernels"
+    snprintf(buf, n, "%s", !net->prof_train  ? "on the running statistics"
+                           : s->bn_ran_own   ? "whisker's kernels"
                            : s->fuse_solo && s->fused ? "cuDNN Ex call, NHWC"
                                                       : "cuDNN");
   } else if (nd->op == WK_NODE_ACT && s->fuse_bn >= 0 && !s->fuse_solo) {
-    snprintf(buf, n, "%s%s", s->fuse_add >= 0 ? "batchnorm + add + relu" : "batchnorm + relu",
-             s->fused ? ", cuDNN fused" : ": not fused");
+    const char *ran = wk_group_ran(net, i);
+    snprintf(buf, n, "%s%s%s", s->fuse_add >= 0 ? "batchnorm + add + relu" : "batchnorm + relu",
+             ran ? ", " : ": node by node", ran ? ran : "");
   }
 }
 
@@ -2096,6 +2107,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   WK_TRY(wk_prepare_batch(net, n, find, train));
   WK_TRY(wk_load_input(net, x, n));
   WK_TRY(wk_prof_mark(net, true, 0, true, false));
+  net->prof_train = train;
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status s = wk_forward_node(net, i, train, drop, NULL);
     if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
@@ -2780,6 +2792,7 @@ static wk_status wk_step_queue(wk_gpu_net *net, const wk_gpu_step *s, float *con
    * uncaptured steps make them after every update */
   net->wh_stale = true;
   WK_TRY(wk_prof_mark(net, true, 0, true, false));
+  net->prof_train = true;
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_status e = wk_forward_node(net, i, true, &s->drop, seed_step);
     if (e != WK_OK) return wk_fail(e, "%s (forward): %s", net->nodes[i].name, wk_last_error());
