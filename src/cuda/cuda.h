@@ -342,7 +342,6 @@ wk_status wk_gpu_net_graph_stats(wk_gpu_net *net, wk_gpu_graph_stats *out);
 #define WK_GPU_NOTE_BYTES 120
 typedef struct wk_gpu_node_time {
   double fwd_s, bwd_s;           /* summed over every forward and backward since it began */
-  int64_t fwd_runs, bwd_runs;    /* how many forwards and backwards were summed */
   char note[WK_GPU_NOTE_BYTES];  /* what ran it: the convolution's algorithms, "fused into"
                                   * a group, the batchnorm's kernels ("" where nothing to say) */
 } wk_gpu_node_time;

@@ -1964,14 +1964,7 @@ static wk_status wk_prof_add(wk_gpu_net *net, bool fwd) {
   for (int i = 0; i < n; i++) {
     float ms = 0.0f;
     WK_CUDA_TRY(cudaEventElapsedTime(&ms, fwd ? ev[i] : ev[i + 1], fwd ? ev[i + 1] : ev[i]));
-    wk_gpu_node_time *t = &net->prof[i];
-    if (fwd) {
-      t->fwd_s += 1e-3 * (double)ms;
-      t->fwd_runs++;
-    } else {
-      t->bwd_s += 1e-3 * (double)ms;
-      t->bwd_runs++;
-    }
+    *(fwd ? &net->prof[i].fwd_s : &net->prof[i].bwd_s) += 1e-3 * (double)ms;
   }
   return WK_OK;
 }
@@ -1982,10 +1975,13 @@ static wk_status wk_prof_collect(wk_gpu_net *net) {
   return wk_prof_add(net, false);
 }
 
-/* Records event k of the forward's (fwd) or backward's set; `first` starts a
- * run (a run still pending there is added first), `last` ends it. */
-static wk_status wk_prof_mark(wk_gpu_net *net, bool fwd, int k, bool first, bool last) {
+/* Records event k of the forward's (fwd) or backward's set. The first of a
+ * run (forward 0, backward n_nodes) adds a run still pending there first;
+ * the last (forward n_nodes, backward 0) ends it. */
+static wk_status wk_prof_mark(wk_gpu_net *net, bool fwd, int k) {
   if (!net->prof) return WK_OK;
+  const int n = net->g.n_nodes;
+  const bool first = k == (fwd ? 0 : n), last = k == (fwd ? n : 0);
   if (first) WK_TRY(wk_prof_add(net, fwd));
   WK_CUDA_TRY(cudaEventRecord((fwd ? net->prof_fwd : net->prof_bwd)[k], net->stream));
   if (last) *(fwd ? &net->prof_fwd_pending : &net->prof_bwd_pending) = true;
@@ -2089,6 +2085,19 @@ wk_status wk_cudanet_profile_read(wk_gpu_net *net, wk_gpu_node_time *out) {
   return WK_OK;
 }
 
+/* Every node's forward, queued (the profile's events around each). */
+static wk_status wk_forward_nodes(wk_gpu_net *net, bool train, const wk_gpu_dropout *drop,
+                                  const uint64_t *seed_step) {
+  WK_TRY(wk_prof_mark(net, true, 0));
+  net->prof_train = train;
+  for (int i = 0; i < net->g.n_nodes; i++) {
+    wk_status s = wk_forward_node(net, i, train, drop, seed_step);
+    if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
+    WK_TRY(wk_prof_mark(net, true, i + 1));
+  }
+  return WK_OK;
+}
+
 wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, bool train,
                              const wk_gpu_dropout *drop, float *out) {
   if (n < 1 || n > (1 << 24) || !x || !x->data || !drop)
@@ -2106,13 +2115,7 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
       net->algo_mode == WK_ALGO_FIND || (net->algo_mode == WK_ALGO_AUTO && net->trains);
   WK_TRY(wk_prepare_batch(net, n, find, train));
   WK_TRY(wk_load_input(net, x, n));
-  WK_TRY(wk_prof_mark(net, true, 0, true, false));
-  net->prof_train = train;
-  for (int i = 0; i < net->g.n_nodes; i++) {
-    wk_status s = wk_forward_node(net, i, train, drop, NULL);
-    if (s != WK_OK) return wk_fail(s, "%s (forward): %s", net->nodes[i].name, wk_last_error());
-    WK_TRY(wk_prof_mark(net, true, i + 1, false, i + 1 == net->g.n_nodes));
-  }
+  WK_TRY(wk_forward_nodes(net, train, drop, NULL));
   const int last = net->n_values - 1;
   if (out) {
     WK_TRY(wk_collectives_wait(net)); /* the copy below, to pageable memory, blocks */
@@ -2437,13 +2440,13 @@ static wk_status wk_backward_queue(wk_gpu_net *net, const float *dy, float dloss
   net->last_train = false; /* one backward per forward, as on the CPU */
   net->xent_ready = false;
   if (net->comm) WK_TRY(wk_gpucomm_begin(net->comm));
-  WK_TRY(wk_prof_mark(net, false, net->g.n_nodes, true, false));
+  WK_TRY(wk_prof_mark(net, false, net->g.n_nodes));
   for (int i = net->g.n_nodes - 1; i >= 0; i--) {
     if (net->needs_grad[i + 1]) {
       wk_status s = wk_backward_node(net, i, seed_step);
       if (s != WK_OK) return wk_fail(s, "%s (backward): %s", net->nodes[i].name, wk_last_error());
     }
-    WK_TRY(wk_prof_mark(net, false, i, false, i == 0));
+    WK_TRY(wk_prof_mark(net, false, i));
     if (net->comm) WK_TRY(wk_gpucomm_node_done(net->comm, &net->nodes[i], net->grads,
                                                net->stream));
   }
@@ -2791,13 +2794,7 @@ static wk_status wk_step_queue(wk_gpu_net *net, const wk_gpu_step *s, float *con
   /* bf16, fp16: the 16-bit weights are made inside every step, as the
    * uncaptured steps make them after every update */
   net->wh_stale = true;
-  WK_TRY(wk_prof_mark(net, true, 0, true, false));
-  net->prof_train = true;
-  for (int i = 0; i < net->g.n_nodes; i++) {
-    wk_status e = wk_forward_node(net, i, true, &s->drop, seed_step);
-    if (e != WK_OK) return wk_fail(e, "%s (forward): %s", net->nodes[i].name, wk_last_error());
-    WK_TRY(wk_prof_mark(net, true, i + 1, false, i + 1 == net->g.n_nodes));
-  }
+  WK_TRY(wk_forward_nodes(net, true, &s->drop, seed_step));
   WK_CUDA_TRY(cudaMemsetAsync(net->flag, 0, sizeof(int), net->stream));
   WK_TRY(wk_xent_queue(net, s->xent.smoothing, s->xent.predicted != NULL));
   WK_TRY(wk_kernel_try(wk_launch_nonfinite_f32(net->batch, net->xent_rows, net->flag,
