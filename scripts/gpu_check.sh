@@ -7,7 +7,7 @@
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
 # what the batchnorms left alone gain through cuDNN's Ex calls
-# ($WHISKER_BN_FUSE=all against the default), the step in one call, CUDA graphs (over the one
+# (the default against $WHISKER_BN_FUSE=groups), the step in one call, CUDA graphs (over the one
 # call), the staged next batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
 # $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
 # and what whisker's batchnorm kernels cost against cuDNN's ($WHISKER_GPU_OWN_BN).
@@ -201,7 +201,7 @@ if [ "$phase" = profile ]; then
   # batch-1 forward, summed per kernel by scripts/ncu_summary.py: where the step's time goes.
   # cuDNN's heuristics choose the algorithms (timing would add thousands of kernels), so a
   # convolution's share may differ from a timed run's. $WK_PROFILE lists MODEL:PRECISION:BATCH
-  # runs; the environment passes through ($WHISKER_BN_FUSE=all, say).
+  # runs; the environment passes through ($WHISKER_BN_FUSE=groups, say).
   ncu=$(command -v ncu || ls "$cuda_root"/bin/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "gpu_check: no ncu beside nvcc"; exit 1; }
   for spec in ${WK_PROFILE:-resnet50:bf16:128 resnet18:bf16:128}; do
@@ -404,8 +404,9 @@ if room 340; then
 } | tee "$out/bench_gpu.md"
 else skipped "the training and inference tables" 340; fi
 # the batchnorms no group fuses (ResNet's downsample ones) through cuDNN's Ex calls alone
-# ($WHISKER_BN_FUSE=all, opt-in until measured here) against the plain calls (the default): on
-# the first H100 run the plain calls' NCHW kernels took about a third of a bf16 ResNet-18 step
+# (the default since 2026-11-23, not yet measured here) against the plain calls
+# ($WHISKER_BN_FUSE=groups, the default before): on the first H100 run the plain calls' NCHW
+# kernels took about a third of a bf16 ResNet-18 step
 abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
 if room 80; then
 {
@@ -413,9 +414,9 @@ if room 80; then
   echo "| model | batch | precision | batchnorm alone plain img/s | alone through Ex img/s | Ex / plain |"
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet50 resnet18; do
-    x0=$( (export WHISKER_BN_FUSE=auto; abench --model "$m" --batch 256 --precision bf16) |
+    x0=$( (export WHISKER_BN_FUSE=groups; abench --model "$m" --batch 256 --precision bf16) |
       field train_images_per_s)
-    x1=$( (export WHISKER_BN_FUSE=all; abench --model "$m" --batch 256 --precision bf16) |
+    x1=$( (export WHISKER_BN_FUSE=auto; abench --model "$m" --batch 256 --precision bf16) |
       field train_images_per_s)
     echo "| $m | 256 | bf16 | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
   done

@@ -391,7 +391,7 @@ START_TEST(test_infer_bn_cudnn) {
   setenv("WHISKER_GPU_INFER_BN", "cudnn", 1);
   wk_gpu_graph_stats gs;
   wkt_compare("resnet18, inference through cuDNN", wkt_resnet18, 3, NULL, &gs);
-  ck_assert_int_eq(gs.bn_fuse_groups, 17);
+  ck_assert_int_eq(gs.bn_fuse_groups, 20);
   ck_assert_int_eq(gs.bn_infer_fused_runs, 0);
   unsetenv("WHISKER_GPU_INFER_BN");
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
@@ -414,8 +414,8 @@ END_TEST
 START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
 END_TEST
 
-/* Batchnorm fused with relu and with the residual add (the default in every
- * precision; $WHISKER_BN_FUSE unset) against the CPU at float32's bounds: every gradient
+/* Batchnorm fused with relu and with the residual add, the other batchnorms
+ * plain ($WHISKER_BN_FUSE=groups) against the CPU at float32's bounds: every gradient
  * (the batchnorm's input's, its scale's and bias's, the add's other
  * input's, through the scratch where a value has two readers), the running
  * statistics and three SGD steps. resnet18 has 17 groups: the stem's
@@ -436,7 +436,7 @@ static void wkt_expect_fused(const char *name, const wk_gpu_graph_stats *gs, int
 
 START_TEST(test_bn_fuse_fp32_resnet18) {
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, NULL, &gs);
+  wkt_compare("resnet18, batchnorm fused", wkt_resnet18, 3, "groups", &gs);
   /* training forwards: wkt_compare's own, then one per step; its two eval
    * forwards run the groups whole on whisker's kernel */
   wkt_expect_fused("test_bn_fuse_fp32_resnet18", &gs, 17, 4);
@@ -474,23 +474,34 @@ static wk_net *wkt_fuse_corners(wk_ctx *ctx) {
 
 START_TEST(test_bn_fuse_fp32_corners) {
   wk_gpu_graph_stats gs;
-  wkt_compare("fusion corners", wkt_fuse_corners, 6, "1", &gs);
+  wkt_compare("fusion corners", wkt_fuse_corners, 6, "groups", &gs);
   wkt_expect_fused("test_bn_fuse_fp32_corners", &gs, 3, 4);
 }
 END_TEST
 
-/* $WHISKER_BN_FUSE=all: the batchnorms no group takes (resnet18's three
- * downsample ones; the corners' bn_c, whose output has two readers) run
- * alone through the Ex calls (CUDNN_BATCHNORM_OPS_BN), at the same bounds. */
+/* The default ($WHISKER_BN_FUSE unset, or all): the batchnorms no group
+ * takes (resnet18's three downsample ones; the corners' bn_c, whose output
+ * has two readers) run alone through the Ex calls (CUDNN_BATCHNORM_OPS_BN),
+ * at the same bounds; the eval forwards run the 17 relu groups whole and the
+ * three alone on whisker's kernel. */
 START_TEST(test_bn_fuse_all_fp32) {
   wk_gpu_graph_stats gs;
-  wkt_compare("resnet18, every batchnorm through the Ex calls", wkt_resnet18, 3, "all", &gs);
+  wkt_compare("resnet18, every batchnorm through the Ex calls", wkt_resnet18, 3, NULL, &gs);
   ck_assert_int_eq(gs.bn_solo_groups, 3);
   wkt_expect_fused("test_bn_fuse_all_fp32 resnet18", &gs, 20, 4);
+  ck_assert_int_eq(gs.bn_infer_fused_runs, 2 * 17);
   wkt_compare("fusion corners, every batchnorm through the Ex calls", wkt_fuse_corners, 6, "all",
               &gs);
   ck_assert_int_eq(gs.bn_solo_groups, 1);
   wkt_expect_fused("test_bn_fuse_all_fp32 corners", &gs, 4, 4);
+  /* a value that is none of the modes is refused, naming them */
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_int_eq(wkt_use_gpu_fuse(net, "yes"), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), "expected auto, 1, all, groups or 0") != NULL, "%s",
+                wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
 }
 END_TEST
 
@@ -536,9 +547,10 @@ END_TEST
 /* A frozen backbone, as fine-tuning's first phase: resnet18 with everything
  * but layer4 and fc frozen, its training forward and backward against the
  * CPU. The groups with nothing trainable upstream (the stem's and layer1-3's,
- * 13 of 17) run whole at their relu on whisker's kernel; layer4's are fused
- * by cuDNN; the trainable layers' gradients match the CPU's and the frozen
- * ones stay zero. */
+ * 13 of the 17 relu groups, and 2 of the 3 downsample batchnorms alone) run
+ * on whisker's kernel, the relu groups whole at their relu; layer4's 4 relu
+ * groups and its downsample batchnorm are run by cuDNN's Ex calls; the
+ * trainable layers' gradients match the CPU's and the frozen ones stay zero. */
 START_TEST(test_frozen_backbone) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *cpu = wkt_resnet18(ctx), *gpu = wkt_resnet18(ctx);
@@ -574,9 +586,9 @@ START_TEST(test_frozen_backbone) {
            wk_net_buffer_data(cpu), (int64_t)wk_net_n_buffer_elems(cpu), 2e-4);
   wk_gpu_graph_stats gs;
   ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
-  ck_assert_int_eq(gs.bn_fuse_groups, 17);
+  ck_assert_int_eq(gs.bn_fuse_groups, 20);
   ck_assert_int_eq(gs.bn_infer_fused_runs, 13);
-  if (!gs.bn_fuse_refused) ck_assert_int_eq(gs.bn_fused_runs, 4);
+  if (!gs.bn_fuse_refused) ck_assert_int_eq(gs.bn_fused_runs, 5);
   free(ref);
   wk_tensor_free(&x);
   wk_tensor_free(&dy);
@@ -941,11 +953,11 @@ static void wkt_bn_fuse_half(wk_precision prec, const wkt_fuse_tol *tol, bool mu
   wkt_fill_f32(x.data, wk_tensor_numel(&x), 31, -1.0f, 1.0f);
   wkt_fill_f32(dy.data, B * F, 32, -1.0f, 1.0f);
   const size_t n = wk_net_n_elems(cpu), nb = wk_net_n_buffer_elems(cpu);
-  /* unfused, fused (the default), every batchnorm through the Ex calls
-   * ($WHISKER_BN_FUSE=all: the block's downsample batchnorm alone), and
-   * stats[3] the CPU's */
+  /* unfused, the relu groups fused ($WHISKER_BN_FUSE=groups), every
+   * batchnorm through the Ex calls (the default: the block's downsample
+   * batchnorm alone), and stats[3] the CPU's */
   enum { V = 3 };
-  static const char *const fuse[V] = {"0", "auto", "all"}, *const hows[V] = {
+  static const char *const fuse[V] = {"0", "groups", NULL}, *const hows[V] = {
       "unfused", "fused", "all through the Ex calls"};
   float ref[B * F], out[V][B * F], *grads[V], *stats[V + 1];
   for (int f = 0; f < V; f++) ck_assert_ptr_nonnull(grads[f] = malloc(n * sizeof(float)));
@@ -1102,12 +1114,12 @@ static void wkt_whisker_bn(wk_precision prec, bool sync, double out_tol, double 
   ck_close(what, step[1], step[0], (int64_t)nb, stats_tol);
   /* the path ran (the bounds hold for cuDNN's batchnorm too): its 6
    * batchnorms in the training forward, and nothing fused, though cuDNN's
-   * batchnorm would fuse 5 groups */
+   * batchnorm would run 6 groups (5 with relu, 1 alone) */
   wk_gpu_graph_stats gs;
   ck_assert_int_eq(wk_net_gpu_graph_stats(gpu, &gs), WK_OK);
   ck_assert_int_eq(gs.bn_own_runs, 6);
   ck_assert_int_eq(gs.bn_fused_runs, 0);
-  ck_assert_int_eq(gs.bn_fuse_groups, 5);
+  ck_assert_int_eq(gs.bn_fuse_groups, 6);
   free(param_bucket);
   free(before);
   free(step[0]);

@@ -337,7 +337,7 @@ int wk_cmd_bench(int argc, char **argv) {
              (long long)mem.cache.n_allocs, wk_mib(mem.device_total_bytes));
     if (gs.bn_fuse_groups)
       printf("fused      %d of %d batchnorm + relu groups%s%s%s\n", bn_fused, gs.bn_fuse_groups,
-             gs.bn_solo_groups ? " (batchnorms alone among them: $WHISKER_BN_FUSE=all)" : "",
+             gs.bn_solo_groups ? " (batchnorms alone among them)" : "",
              gs.bn_fuse_note[0] ? ": " : "", gs.bn_fuse_note);
     if (gs.bn_own_note[0]) printf("batchnorm  on whisker's kernels: %s\n", gs.bn_own_note);
   }

@@ -50,7 +50,7 @@ static void wk_usage(FILE *f) {
           "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug;\n"
           "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_GPU_WORKSPACE_MB=N,\n"
           "WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0, WHISKER_GPU_CACHE=0,\n"
-          "WHISKER_BN_FUSE=auto|1|all|0, WHISKER_GPU_OWN_BN=1|0, WHISKER_GPU_INFER_BN=own|cudnn,\n"
+          "WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0, WHISKER_GPU_INFER_BN=own|cudnn,\n"
           "WHISKER_CUDNN_DETERMINISTIC=1, WHISKER_INPUT_U8=1|0\n"
           "('whisker train --help')\n");
 }

@@ -104,12 +104,15 @@ typedef struct wk_gpu_net wk_gpu_net;
  * relu reads (or only an add, whose output only a relu reads) runs with it as
  * one cuDNN call (cudnnBatchNormalizationForwardTrainingEx, and its backward):
  * the batchnorm's and the add's outputs are never written nor read again.
- * Unset, "auto" or "1": in every precision (on an H100 a ResNet-18 fp32 step
- * ran 2.5 times faster fused: cuDNN's plain batchnorm runs NCHW kernels on
- * NHWC data); "0": never; "all": as "1", and every other training batchnorm
- * (ResNet's downsample ones) alone through the same Ex calls with
- * CUDNN_BATCHNORM_OPS_BN, for their NHWC kernels (opt-in: not yet run on a
- * GPU; wk_gpu_graph_stats's bn_solo_groups counts them among the groups). A group cuDNN refuses runs
+ * "groups": in every precision (on an H100 a ResNet-18 fp32 step ran 2.5
+ * times faster fused: cuDNN's plain batchnorm runs NCHW kernels on NHWC
+ * data). Unset, "auto", "1" or "all" (the default): as "groups", and every
+ * other training batchnorm (ResNet's downsample ones) alone through the same
+ * Ex calls with CUDNN_BATCHNORM_OPS_BN, for their NHWC kernels (PyTorch's
+ * channels_last batchnorm; the default since 2026-11-23, not yet run on a
+ * GPU: on the first H100 run three such batchnorms on the plain calls took
+ * a third of a bf16 ResNet-18 step; wk_gpu_graph_stats's bn_solo_groups
+ * counts them among the groups). "0": never. A group cuDNN refuses runs
  * unfused (wk_gpu_net_graph_stats says which and why), and so does every
  * group when $WHISKER_GPU_WORKSPACE_MB is 0 (a fused call needs some
  * workspace: given none, cuDNN's Ex calls act as the plain batchnorm).

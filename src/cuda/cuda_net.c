@@ -115,6 +115,12 @@
  * per bottleneck so. cuDNN writes the batchnorm input's gradient and
  * the addend's rather than adding them: into their buffers where it is the
  * first to, else into the scratch's two halves, added in after.
+ * A batchnorm no group takes (ResNet's downsample ones) is a group of its own
+ * (fuse_solo), run by the same Ex calls with CUDNN_BATCHNORM_OPS_BN and no
+ * activation, as PyTorch runs channels_last batchnorms: cuDNN's plain calls
+ * run NCHW kernels on NHWC data, a third of a bf16 ResNet-18 step on the
+ * first H100 run with only three such batchnorms ($WHISKER_BN_FUSE=groups
+ * runs them plain, as before).
  * A group cuDNN refuses runs its nodes one by one: for the batch size when
  * the sizes' queries refuse it, for good when a call does.
  *
@@ -150,9 +156,10 @@
 
 /* $WHISKER_CUDNN_ALGO (cuda.h) */
 typedef enum { WK_ALGO_AUTO, WK_ALGO_HEURISTIC, WK_ALGO_FIND } wk_algo_mode;
-/* $WHISKER_BN_FUSE (cuda.h): on (unset, auto or 1) fuses in every precision;
- * all also runs the batchnorms left alone through the Ex calls */
-typedef enum { WK_FUSE_ON, WK_FUSE_OFF, WK_FUSE_ALL } wk_fuse_mode;
+/* $WHISKER_BN_FUSE (cuda.h): groups fuses the batchnorm + relu groups in every
+ * precision; all (unset, auto, 1 or all: the default) also runs the
+ * batchnorms no group takes alone through the Ex calls; off (0) neither */
+typedef enum { WK_FUSE_GROUPS, WK_FUSE_OFF, WK_FUSE_ALL } wk_fuse_mode;
 
 typedef struct wk_gnode {
   /* x, y: the input and output values (float32, or 16 bits with bf16 and
@@ -181,7 +188,7 @@ typedef struct wk_gnode {
    * run one by one); fused: the last forward ran the group fused; reserve:
    * cuDNN's reserve space, from that forward to its backward. On the
    * batchnorm and add nodes, fused_into names the relu node (-1: none).
-   * fuse_solo ($WHISKER_BN_FUSE=all): a batchnorm no group takes is a group
+   * fuse_solo ($WHISKER_BN_FUSE unset or all): a batchnorm no group takes is a group
    * of its own, on its own node (fuse_bn and fused_into name it), run by the
    * Ex calls with CUDNN_BATCHNORM_OPS_BN and no activation, for their NHWC
    * kernels (the plain calls run NCHW ones on NHWC data). */
@@ -250,7 +257,7 @@ struct wk_gpu_net {
   wk_fuse_mode fuse_mode;
   cudnnActivationDescriptor_t relu; /* the fused groups' */
   int fuse_groups;                  /* groups planned */
-  int fuse_solos;                   /* of which batchnorms alone ($WHISKER_BN_FUSE=all) */
+  int fuse_solos;                   /* of which batchnorms alone (not $WHISKER_BN_FUSE=groups) */
   int64_t fusion_batch;             /* the batch the groups were sized for (0: none) */
   int64_t fused_runs;               /* groups queued fused (a graph's replays not counted) */
   char fuse_note[256];              /* the first refusal's reason */
@@ -587,8 +594,8 @@ static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
 }
 
 /* The fused groups (bn_fuse_plan.h), kept on their relu nodes: a group runs
- * at its relu, where x and z are ready whatever the nodes' order; with
- * $WHISKER_BN_FUSE=all, every other batchnorm is a group on its own node. */
+ * at its relu, where x and z are ready whatever the nodes' order; every other
+ * batchnorm is a group on its own node (not with $WHISKER_BN_FUSE=groups). */
 static wk_status wk_plan_fusion(wk_gpu_net *net) {
   for (int i = 0; i < net->g.n_nodes; i++) {
     wk_gnode *s = &net->gn[i];
@@ -759,14 +766,14 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   net->infer_own = !env || !*env || !strcmp(env, "own");
   if (env && *env && strcmp(env, "own") && strcmp(env, "cudnn"))
     return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_INFER_BN='%s': expected own or cudnn", env);
-  net->fuse_mode = WK_FUSE_ON;
+  net->fuse_mode = WK_FUSE_ALL;
   env = getenv("WHISKER_BN_FUSE");
   if (env && *env) {
     if (!strcmp(env, "0")) net->fuse_mode = WK_FUSE_OFF;
-    else if (!strcmp(env, "all")) net->fuse_mode = WK_FUSE_ALL;
-    else if (strcmp(env, "auto") && strcmp(env, "1"))
-      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_BN_FUSE='%s': expected auto, 1, all or 0",
-                     env);
+    else if (!strcmp(env, "groups")) net->fuse_mode = WK_FUSE_GROUPS;
+    else if (strcmp(env, "auto") && strcmp(env, "1") && strcmp(env, "all"))
+      return wk_fail(WK_ERR_INVALID_ARG,
+                     "$WHISKER_BN_FUSE='%s': expected auto, 1, all, groups or 0", env);
   }
   return WK_OK;
 }
@@ -1546,8 +1553,8 @@ static wk_status wk_fused_forward(wk_gpu_net *net, int j, const wk_gpu_dropout *
     return wk_forward_node(net, j, true, drop, seed_step);
   }
   if (e != CUDNN_STATUS_SUCCESS && s->fuse_solo)
-    return wk_cudnn_failed(e, "batchnorm %s through the Ex call ($WHISKER_BN_FUSE=1 runs it "
-                           "plain)", bn->name);
+    return wk_cudnn_failed(e, "batchnorm %s through the Ex call ($WHISKER_BN_FUSE=groups "
+                           "runs it plain)", bn->name);
   if (e != CUDNN_STATUS_SUCCESS)
     return wk_cudnn_failed(e, "fused batchnorm %s%s with relu ($WHISKER_BN_FUSE=0 runs them one "
                            "by one)", bn->name, add ? " and the add" : "");
@@ -2242,8 +2249,8 @@ static wk_status wk_fused_backward(wk_gpu_net *net, int j) {
     return wk_backward_node(net, j, NULL);
   }
   if (e != CUDNN_STATUS_SUCCESS && s->fuse_solo)
-    return wk_cudnn_failed(e, "batchnorm %s through the Ex call, backward ($WHISKER_BN_FUSE=1 "
-                           "runs it plain)", bn->name);
+    return wk_cudnn_failed(e, "batchnorm %s through the Ex call, backward "
+                           "($WHISKER_BN_FUSE=groups runs it plain)", bn->name);
   if (e != CUDNN_STATUS_SUCCESS)
     return wk_cudnn_failed(e, "fused batchnorm %s%s with relu, backward ($WHISKER_BN_FUSE=0 "
                            "runs them one by one)", bn->name, add ? " and the add" : "");
