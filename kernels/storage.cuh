@@ -43,6 +43,12 @@ struct F16 {
   }
 };
 
+// V elements of one storage type, accessed as one (16 bytes: one 128-bit access).
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
 inline bool half_kind_ok(wk_half_kind kind) { return kind == WK_HALF_BF16 || kind == WK_HALF_F16; }
 
 // f(Bf16{}) or f(F16{}) for a launcher's wk_half_kind argument (f a generic

@@ -98,12 +98,6 @@ __global__ void finish_kernel(int64_t c, double total, const double *sq, const f
   }
 }
 
-// V elements of one storage type, accessed as one (16 bytes: one 128-bit access).
-template <class T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
 // y = xhat * gamma + beta (the CPU's float operations in its order), then
 // with z the addend (widened, one float addition) and with relu t > 0 ? t :
 // 0 (the relu kernels' and the CPU's), rounded once to the storage: a

@@ -15,7 +15,10 @@
 // fixed assignment of elements to threads and a fixed tree, never atomics.
 #include <cuda_runtime.h>
 
+#include <math.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "grid.cuh"
 #include "storage.cuh"
@@ -344,6 +347,157 @@ int global_avgpool_launch(bool forward, int64_t n, int64_t hw, int64_t c,
   return (int)cudaGetLastError();
 }
 
+// Max pooling, NHWC (wk_maxpool_geom), over slots of V channels (one 16-byte
+// access where c and the addresses allow it, else V = 1); the index type I is
+// signed (window rows and columns start above the input) and 32 bits where
+// every element index, plus the grid's stride, fits.
+template <class I>
+struct PoolGeom {
+  I n, h, w, cv, oh, ow;  // cv: c / V
+  int kh, kw, sh, sw, pt, pl;
+};
+
+// The maximum of window (oy, ox) of image b for each of slot cs's V lanes, as
+// the reference takes it (the first position, then any greater or any NaN),
+// and its position ky * kw + kx (-1 if the window sees no input: not for a
+// geometry the launcher accepts).
+template <class S, int V, class I>
+__device__ __forceinline__ void window_max(const PoolGeom<I> &g, const Pack<typename S::T, V> *xp,
+                                           I b, I oy, I ox, I cs, float best[V], int at[V]) {
+  bool any = false;
+  for (int l = 0; l < V; l++) best[l] = 0.0f, at[l] = -1;
+  for (int ky = 0; ky < g.kh; ky++) {
+    const I iy = oy * (I)g.sh - (I)g.pt + (I)ky;
+    if (iy < 0 || iy >= g.h) continue;
+    for (int kx = 0; kx < g.kw; kx++) {
+      const I ix = ox * (I)g.sw - (I)g.pl + (I)kx;
+      if (ix < 0 || ix >= g.w) continue;
+      const Pack<typename S::T, V> a = xp[((b * g.h + iy) * g.w + ix) * g.cv + cs];
+      for (int l = 0; l < V; l++) {
+        const float v = S::load(a.v[l]);
+        if (!any || v > best[l] || isnan(v)) best[l] = v, at[l] = ky * g.kw + kx;
+      }
+      any = true;
+    }
+  }
+}
+
+template <class S, int V, class I>
+__global__ void maxpool_forward_kernel(PoolGeom<I> g, I slots, const typename S::T *x,
+                                       typename S::T *y) {
+  using P = Pack<typename S::T, V>;
+  const P *xp = reinterpret_cast<const P *>(x);
+  P *yp = reinterpret_cast<P *>(y);
+  for (I k = (I)first_index(); k < slots; k += (I)grid_stride()) {
+    I r = k / g.cv;
+    const I cs = k - r * g.cv, ox = r % g.ow;
+    r /= g.ow;
+    const I oy = r % g.oh, b = r / g.oh;
+    float best[V];
+    int at[V];
+    window_max<S, V, I>(g, xp, b, oy, ox, cs, best, at);
+    P out;
+    for (int l = 0; l < V; l++) out.v[l] = S::store(best[l]);
+    yp[k] = out;
+  }
+}
+
+// One slot of dx per thread: the windows holding input (iy, ix) are rows
+// ceil((iy + pt - kh + 1) / sh) .. floor((iy + pt) / sh) of the output, and
+// columns likewise, visited in ascending output order. A position can be a
+// window's maximum only where its x equals the window's y (or both are NaN):
+// only then is the window scanned again, for the position the forward took.
+template <class S, int V, class I>
+__global__ void maxpool_backward_kernel(PoolGeom<I> g, I slots, const typename S::T *x,
+                                        const typename S::T *y, const typename S::T *dy,
+                                        bool accumulate, typename S::T *dx) {
+  using P = Pack<typename S::T, V>;
+  const P *xp = reinterpret_cast<const P *>(x), *yp = reinterpret_cast<const P *>(y);
+  const P *dyp = reinterpret_cast<const P *>(dy);
+  P *dxp = reinterpret_cast<P *>(dx);
+  for (I k = (I)first_index(); k < slots; k += (I)grid_stride()) {
+    I r = k / g.cv;
+    const I cs = k - r * g.cv, ix = r % g.w;
+    r /= g.w;
+    const I iy = r % g.h, b = r / g.h;
+    const I ty = iy + (I)g.pt - (I)g.kh + 1, tx = ix + (I)g.pl - (I)g.kw + 1;
+    const I oy0 = ty <= 0 ? 0 : (ty + (I)g.sh - 1) / (I)g.sh;
+    const I ox0 = tx <= 0 ? 0 : (tx + (I)g.sw - 1) / (I)g.sw;
+    I oy1 = (iy + (I)g.pt) / (I)g.sh, ox1 = (ix + (I)g.pl) / (I)g.sw;
+    oy1 = oy1 < g.oh - 1 ? oy1 : g.oh - 1;
+    ox1 = ox1 < g.ow - 1 ? ox1 : g.ow - 1;
+    const P here = xp[k];
+    float acc[V];
+    for (int l = 0; l < V; l++) acc[l] = 0.0f;
+    for (I oy = oy0; oy <= oy1; oy++)
+      for (I ox = ox0; ox <= ox1; ox++) {
+        const I o = ((b * g.oh + oy) * g.ow + ox) * g.cv + cs;
+        const P m = yp[o];
+        bool any = false;  // (a lane whose x is not y cannot match below)
+        for (int l = 0; l < V; l++) {
+          const float xv = S::load(here.v[l]), mv = S::load(m.v[l]);
+          any = any || xv == mv || (isnan(xv) && isnan(mv));
+        }
+        if (!any) continue;
+        float best[V];
+        int at[V];
+        window_max<S, V, I>(g, xp, b, oy, ox, cs, best, at);
+        const int mine = (int)(iy - (oy * (I)g.sh - (I)g.pt)) * g.kw +
+                         (int)(ix - (ox * (I)g.sw - (I)g.pl));
+        const P d = dyp[o];
+        for (int l = 0; l < V; l++)
+          if (at[l] == mine) acc[l] = __fadd_rn(acc[l], S::load(d.v[l]));
+      }
+    P out;
+    if (accumulate) {
+      const P old = dxp[k];
+      for (int l = 0; l < V; l++) out.v[l] = S::store(__fadd_rn(S::load(old.v[l]), acc[l]));
+    } else {
+      for (int l = 0; l < V; l++) out.v[l] = S::store(acc[l]);
+    }
+    dxp[k] = out;
+  }
+}
+
+// The geometry checked (wk_kernels.h), and the element counts of x and y.
+bool maxpool_geom_ok(const wk_maxpool_geom *g, int64_t *n_in, int64_t *n_out) {
+  if (!g || g->n < 0 || g->h < 0 || g->w < 0 || g->c < 0 || g->oh < 0 || g->ow < 0 ||
+      g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1 || g->pt < 0 || g->pt >= g->kh ||
+      g->pl < 0 || g->pl >= g->kw)
+    return false;
+  int64_t a = 0, b = 0, last = 0;
+  if (overflows(g->n, g->h, &a) || overflows(a, g->w, &a) || overflows(a, g->c, n_in) ||
+      overflows(g->n, g->oh, &b) || overflows(b, g->ow, &b) || overflows(b, g->c, n_out))
+    return false;
+  // every window sees a position of x: x has one, the last window starts
+  // inside it, and the first ends inside it (pt < kh and pl < kw)
+  if (g->oh > 0 && (g->h == 0 || overflows(g->oh - 1, g->sh, &last) || last - g->pt >= g->h))
+    return false;
+  if (g->ow > 0 && (g->w == 0 || overflows(g->ow - 1, g->sw, &last) || last - g->pl >= g->w))
+    return false;
+  return true;
+}
+
+template <class I>
+PoolGeom<I> pool_geom(const wk_maxpool_geom *g, int v) {
+  return PoolGeom<I>{(I)g->n, (I)g->h, (I)g->w, (I)(g->c / v), (I)g->oh, (I)g->ow,
+                     g->kh,   g->kw,   g->sh,   g->sw,          g->pt,      g->pl};
+}
+
+// f(V, I) for the widest access the channels and the addresses allow, and
+// 32-bit indices where the larger tensor's element count (plus the grid's
+// stride, which a slot index may step past it by) fits.
+template <class S, class F>
+int by_pool_shape(const wk_maxpool_geom *g, int64_t n_max, uintptr_t at, F f) {
+  constexpr int kV = 16 / (int)sizeof(typename S::T);
+  const bool packed = g->c % kV == 0 && at % 16 == 0;
+  const bool narrow = n_max <= (int64_t)INT32_MAX - kMaxBlocks * kThreads;
+  if (packed && narrow) return f(std::integral_constant<int, kV>{}, int32_t{});
+  if (packed) return f(std::integral_constant<int, kV>{}, int64_t{});
+  if (narrow) return f(std::integral_constant<int, 1>{}, int32_t{});
+  return f(std::integral_constant<int, 1>{}, int64_t{});
+}
+
 }  // namespace
 
 extern "C" int wk_launch_dropout_at_f32(int64_t n, double p, const uint64_t *seed_step,
@@ -547,4 +701,48 @@ extern "C" int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, voi
   if (n == 0) return (int)cudaSuccess;
   nonfinite_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(n, x, flag);
   return (int)cudaGetLastError();
+}
+
+extern "C" int wk_launch_maxpool_forward(wk_store_kind kind, const wk_maxpool_geom *g,
+                                         const void *x, void *y, void *stream) {
+  int64_t n_in = 0, n_out = 0;
+  if (!store_ok(kind) || !maxpool_geom_ok(g, &n_in, &n_out)) return (int)cudaErrorInvalidValue;
+  if (n_out == 0) return (int)cudaSuccess;
+  if (!x || !y) return (int)cudaErrorInvalidValue;
+  return by_store(kind, [&](auto s) {
+    using S = decltype(s);
+    using T = typename S::T;
+    const int64_t n_max = n_in > n_out ? n_in : n_out;
+    return by_pool_shape<S>(g, n_max, (uintptr_t)x | (uintptr_t)y, [&](auto v, auto i) {
+      constexpr int V = decltype(v)::value;
+      using I = decltype(i);
+      maxpool_forward_kernel<S, V, I><<<blocks_for(n_out / V), kThreads, 0, as_stream(stream)>>>(
+          pool_geom<I>(g, V), (I)(n_out / V), static_cast<const T *>(x), static_cast<T *>(y));
+      return (int)cudaGetLastError();
+    });
+  });
+}
+
+extern "C" int wk_launch_maxpool_backward(wk_store_kind kind, const wk_maxpool_geom *g,
+                                          const void *x, const void *y, const void *dy,
+                                          int accumulate, void *dx, void *stream) {
+  int64_t n_in = 0, n_out = 0;
+  if (!store_ok(kind) || !maxpool_geom_ok(g, &n_in, &n_out)) return (int)cudaErrorInvalidValue;
+  if (n_in == 0) return (int)cudaSuccess;
+  if (!dx || !x || (n_out > 0 && (!y || !dy))) return (int)cudaErrorInvalidValue;
+  return by_store(kind, [&](auto s) {
+    using S = decltype(s);
+    using T = typename S::T;
+    const int64_t n_max = n_in > n_out ? n_in : n_out;
+    const uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)dy | (uintptr_t)dx;
+    return by_pool_shape<S>(g, n_max, at, [&](auto v, auto i) {
+      constexpr int V = decltype(v)::value;
+      using I = decltype(i);
+      maxpool_backward_kernel<S, V, I><<<blocks_for(n_in / V), kThreads, 0, as_stream(stream)>>>(
+          pool_geom<I>(g, V), (I)(n_in / V), static_cast<const T *>(x),
+          static_cast<const T *>(y), static_cast<const T *>(dy), accumulate != 0,
+          static_cast<T *>(dx));
+      return (int)cudaGetLastError();
+    });
+  });
 }

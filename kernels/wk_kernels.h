@@ -151,6 +151,33 @@ int wk_launch_global_avgpool_backward_f32(int64_t n, int64_t hw, int64_t c, cons
 int wk_launch_global_avgpool_h(wk_half_kind kind, bool forward, int64_t n, int64_t hw, int64_t c,
                                const uint16_t *x, uint16_t *y, void *stream);
 
+/* Max pooling, NHWC: x (n, h, w, c) to y (n, oh, ow, c); output (oy, ox)'s
+ * window is rows oy * sh - pt + [0, kh) and columns ox * sw - pl + [0, kw),
+ * the positions outside x skipped. The launchers reject a negative size, a
+ * window or stride under 1, padding outside [0, kernel), an output window
+ * that sees no position of x, and sizes whose products overflow. */
+typedef struct wk_maxpool_geom {
+  int64_t n, h, w, c, oh, ow;
+  int32_t kh, kw, sh, sw, pt, pl;
+} wk_maxpool_geom;
+/* Forward, bit for bit wk_maxpool2d_forward_ref_f32 (16 bits: on the widened
+ * values, the maximum stored back exactly): each window scanned in row-major
+ * order, the first position taken, then any greater one or any NaN (the
+ * last NaN wins, so a NaN propagates). y must not overlap x. */
+int wk_launch_maxpool_forward(wk_store_kind kind, const wk_maxpool_geom *g, const void *x,
+                              void *y, void *stream);
+/* Backward, without the forward's argmax: each input position gathers, in
+ * ascending output order, dy of every window whose maximum (found again from
+ * x as the forward takes it, where the position's x equals the window's y or
+ * both are NaN) is that position, in float from 0, so the sums are
+ * wk_maxpool2d_backward_ref_f32's additions in its order, bit for bit; then
+ * dx = that sum, or dx + that sum (one float addition) with accumulate,
+ * rounded once to the storage. y must be the forward's output for this x.
+ * dx must not overlap x, y or dy. Deterministic: no atomics. */
+int wk_launch_maxpool_backward(wk_store_kind kind, const wk_maxpool_geom *g, const void *x,
+                               const void *y, const void *dy, int accumulate, void *dx,
+                               void *stream);
+
 /* Softmax cross-entropy with label smoothing, one block per row, in double as
  * wk_softmax_xent_forward_ref_f32:
  *   probs[i, j] = (float)(exp(l[i, j] - max_i) / sum_j exp(l[i, j] - max_i)),

@@ -7,7 +7,8 @@
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
 # what the batchnorms left alone gain through cuDNN's Ex calls
-# (the default against $WHISKER_BN_FUSE=groups), the step in one call, CUDA graphs (over the one
+# (the default against $WHISKER_BN_FUSE=groups), max pooling on whisker's kernels (against
+# $WHISKER_GPU_POOL=cudnn), the step in one call, CUDA graphs (over the one
 # call), the staged next batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
 # $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
 # and what whisker's batchnorm kernels cost against cuDNN's ($WHISKER_GPU_OWN_BN).
@@ -467,6 +468,17 @@ ab_row() {
     field train_images_per_s)
   echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
 }
+# max pooling on whisker's NHWC kernels (the default since 2026-11-23, not yet measured here)
+# against cuDNN's ($WHISKER_GPU_POOL=cudnn): cuDNN's max-pool backward took 6.5% of the profiled
+# ResNet-18 bf16 step on the first H100 run
+if room 40; then
+{
+  echo
+  echo "| model | batch | precision | cuDNN max pooling img/s | whisker's img/s | whisker's / cuDNN's |"
+  echo "|---|---:|---|---:|---:|---:|"
+  ab_row WHISKER_GPU_POOL cudnn own resnet18 256 bf16
+} | tee -a "$out/bench_gpu.md"
+else skipped "max pooling on whisker's kernels" 40; fi
 # the training step in one call (the default) against the stepwise calls ($WHISKER_GPU_FUSED_STEP=0:
 # four host waits per step instead of one; test_step_budget counts them on the emulated device)
 if room 60; then

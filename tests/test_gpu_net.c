@@ -76,8 +76,9 @@ static wk_net *wkt_resnet18(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 64, 1
 static wk_net *wkt_mobilenet(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 64, 0.5f); }
 
 /* The ops the zoo does not use: dilated conv with bias, both average pools,
- * flatten; and a dead end, a convolution nothing reads (its gradient, which
- * no node writes, is zero: its weights' too). */
+ * flatten; a dead end, a convolution nothing reads (its gradient, which no
+ * node writes, is zero: its weights' too); and a max pooling at stride 1
+ * whose input is also the add's (its backward adds to a gradient begun). */
 static wk_net *wkt_misc(wk_ctx *ctx) {
   wk_net *net = NULL;
   ck_assert_int_eq(wk_net_create(ctx, 20, 20, 3, &net), WK_OK);
@@ -88,6 +89,8 @@ static wk_net *wkt_misc(wk_ctx *ctx) {
   x = wk_net_act(net, "relu", x, WK_ACT_RELU);
   const wk_conv2d_params one = wk_conv2d_params_make(1, 0, 1);
   ck_assert_int_ge(wk_net_conv(net, "dead_end", x, 4, 1, 1, &one, true), 0);
+  const wk_pool2d_params mp = wk_pool2d_params_make(3, 1, 1);
+  x = wk_net_add(net, "add_max", x, wk_net_maxpool(net, "pool_max", x, &mp));
   wk_pool2d_params ap = wk_pool2d_params_make(3, 2, 1);
   ap.count_include_pad = true;
   x = wk_net_avgpool(net, "pool_incl", x, &ap);
@@ -182,6 +185,18 @@ static wk_status wkt_use_gpu_env(wk_net *net, const char *name, const char *valu
 
 static wk_status wkt_use_gpu_fuse(wk_net *net, const char *fuse) {
   return wkt_use_gpu_env(net, "WHISKER_BN_FUSE", fuse);
+}
+
+/* A GPU network made with $name=value is refused (WK_ERR_INVALID_ARG) with a
+ * message holding `expect`. */
+static void wkt_env_refused(const char *name, const char *value, const char *expect) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  ck_assert_int_eq(wkt_use_gpu_env(net, name, value), WK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(wk_last_error(), expect) != NULL, "$%s=%s: %s", name, value,
+                wk_last_error());
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
 }
 
 /* wkt_compare's batch for net: `batch` inputs in [-1, 1] (seed 7). */
@@ -394,12 +409,7 @@ START_TEST(test_infer_bn_cudnn) {
   ck_assert_int_eq(gs.bn_fuse_groups, 20);
   ck_assert_int_eq(gs.bn_infer_fused_runs, 0);
   unsetenv("WHISKER_GPU_INFER_BN");
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net = wkt_smallcnn(ctx);
-  ck_assert_int_eq(wkt_use_gpu_env(net, "WHISKER_GPU_INFER_BN", "cuda"), WK_ERR_INVALID_ARG);
-  ck_assert_msg(strstr(wk_last_error(), "expected own or cudnn") != NULL, "%s", wk_last_error());
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_env_refused("WHISKER_GPU_INFER_BN", "cuda", "expected own or cudnn");
 }
 END_TEST
 /* mobilenetv2's training here takes one of two paths by a rounding-level
@@ -412,6 +422,18 @@ END_TEST
 START_TEST(test_mobilenetv2) { wkt_compare_ex("mobilenetv2", wkt_mobilenet, 3, NULL, NULL, true); }
 END_TEST
 START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
+END_TEST
+
+/* Max pooling through cuDNN ($WHISKER_GPU_POOL=cudnn; whisker's kernels are
+ * the default, in every test above), against the CPU as above; a value that
+ * is not own or cudnn is refused. */
+START_TEST(test_pool_cudnn) {
+  setenv("WHISKER_GPU_POOL", "cudnn", 1);
+  wkt_compare("resnet18, max pooling through cuDNN", wkt_resnet18, 3, NULL, NULL);
+  wkt_compare("misc, max pooling through cuDNN", wkt_misc, 5, NULL, NULL);
+  unsetenv("WHISKER_GPU_POOL");
+  wkt_env_refused("WHISKER_GPU_POOL", "fast", "expected own or cudnn");
+}
 END_TEST
 
 /* Batchnorm fused with relu and with the residual add, the other batchnorms
@@ -495,13 +517,7 @@ START_TEST(test_bn_fuse_all_fp32) {
   ck_assert_int_eq(gs.bn_solo_groups, 1);
   wkt_expect_fused("test_bn_fuse_all_fp32 corners", &gs, 4, 4);
   /* a value that is none of the modes is refused, naming them */
-  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
-  wk_net *net = wkt_smallcnn(ctx);
-  ck_assert_int_eq(wkt_use_gpu_fuse(net, "yes"), WK_ERR_INVALID_ARG);
-  ck_assert_msg(strstr(wk_last_error(), "expected auto, 1, all, groups or 0") != NULL, "%s",
-                wk_last_error());
-  wk_net_destroy(net);
-  wk_ctx_destroy(ctx);
+  wkt_env_refused("WHISKER_BN_FUSE", "yes", "expected auto, 1, all, groups or 0");
 }
 END_TEST
 
@@ -2357,6 +2373,7 @@ int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* each line as it comes, through a pipe too */
   /* the knobs the tests set themselves, or assume unset */
   const char *const knobs[] = {"WHISKER_BN_FUSE",        "WHISKER_GPU_OWN_BN", "WHISKER_GPU_INFER_BN",
+                               "WHISKER_GPU_POOL",
                                "WHISKER_CUDA_GRAPH",     "WHISKER_GPU_HOST_STEP",
                                "WHISKER_GPU_HOST_LOSS",  "WHISKER_CUDNN_ALGO",
                                "WHISKER_GPU_WORKSPACE_MB", "WHISKER_GPU_PREFETCH",
@@ -2372,6 +2389,7 @@ int main(void) {
     wkt_add(tc, test_infer_bn_cudnn);
     wkt_add(tc, test_mobilenetv2);
     wkt_add(tc, test_misc_ops);
+    wkt_add(tc, test_pool_cudnn);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);
     wkt_add(tc, test_bn_fuse_fp32_corners);
     wkt_add(tc, test_bn_fuse_all_fp32);

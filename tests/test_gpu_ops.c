@@ -2383,6 +2383,127 @@ START_TEST(test_bn_dx) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ max pooling */
+
+typedef struct maxpool_case {
+  int64_t n, h, w, c;
+  int kh, kw, sh, sw, pt, pl;
+} maxpool_case;
+
+/* ResNet's stem pool (3x3, stride 2, padding 1) with c = 5 (one element a
+ * thread) and 16 (16-byte accesses in every storage), non-overlapping 2x2,
+ * stride 1 (an input in up to 9 windows), stride above the window (inputs in
+ * none: their gradient 0), a rectangular window and strides, a 1x1 input,
+ * and no images. */
+static const maxpool_case maxpool_cases[] = {
+    {2, 7, 9, 5, 3, 3, 2, 2, 1, 1},  {2, 8, 8, 16, 3, 3, 2, 2, 1, 1}, {1, 6, 6, 8, 2, 2, 2, 2, 0, 0},
+    {3, 6, 7, 4, 3, 3, 1, 1, 1, 1},  {1, 9, 9, 3, 2, 2, 3, 3, 0, 0},  {2, 7, 8, 24, 3, 2, 1, 2, 1, 0},
+    {2, 1, 1, 8, 3, 3, 2, 2, 1, 1},  {0, 5, 5, 8, 3, 3, 2, 2, 1, 1}};
+enum { N_MAXPOOL_CASES = sizeof maxpool_cases / sizeof maxpool_cases[0] };
+
+static wk_maxpool_geom maxpool_geom_of(const maxpool_case *k) {
+  wk_maxpool_geom g = {.n = k->n, .h = k->h, .w = k->w, .c = k->c, .kh = k->kh, .kw = k->kw,
+                       .sh = k->sh, .sw = k->sw, .pt = k->pt, .pl = k->pl};
+  g.oh = (k->h + 2 * k->pt - k->kh) / k->sh + 1;
+  g.ow = (k->w + 2 * k->pl - k->kw) / k->sw + 1;
+  return g;
+}
+
+/* wk_launch_maxpool_forward and _backward against the reference
+ * (wk_maxpool2d_forward_ref_f32, then _backward_ref_f32 through its argmax)
+ * on the values the storage holds, bit for bit: x on a grid of halves in [-2,
+ * 2] so windows tie often (the first maximum wins), with the storage's
+ * specials planted (a NaN wins and propagates, as the reference's); the
+ * gradient written, and added to what dx held (accumulate). */
+START_TEST(test_maxpool) {
+  const wk_store_kind kind = store_kinds[_i % 3];
+  const maxpool_case *k = &maxpool_cases[_i / 3];
+  const wk_maxpool_geom g = maxpool_geom_of(k);
+  const int64_t n_in = g.n * g.h * g.w * g.c, n_out = g.n * g.oh * g.ow * g.c;
+  float *x = host_f32(n_in), *dy = host_f32(n_out), *y = host_f32(n_out);
+  float *dx = host_f32(n_in), *old = host_f32(n_in), *sum = host_f32(n_in);
+  int32_t *argmax = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *argmax);
+  ck_assert_ptr_nonnull(argmax);
+  wkt_fill_f32(x, n_in, 6100 + (uint64_t)_i, -2.0f, 2.0f);
+  for (int64_t e = 0; e < n_in; e++) x[e] = roundf(x[e] * 2.0f) / 2.0f;
+  if (n_in > 40) plant_store_specials(kind, x + 17, n_in - 17);
+  wkt_fill_f32(dy, n_out, 6200 + (uint64_t)_i, -1.0f, 1.0f);
+  wkt_fill_f32(old, n_in, 6300 + (uint64_t)_i, -1.0f, 1.0f);
+  void *d_x = device_store(kind, x, n_in), *d_dy = device_store(kind, dy, n_out);
+  void *d_y = device_store(kind, NULL, n_out), *d_dx = device_store(kind, NULL, n_in);
+  void *d_old = device_store(kind, old, n_in); /* x, dy and old now hold the storage's values */
+  const wk_pool2d_geom rg = {.n = g.n, .h = g.h, .w = g.w, .c = g.c, .oh = g.oh, .ow = g.ow,
+                             .kh = g.kh, .kw = g.kw, .sh = g.sh, .sw = g.sw, .pt = g.pt,
+                             .pl = g.pl};
+  wk_maxpool2d_forward_ref_f32(&rg, x, y, argmax);
+  wk_maxpool2d_backward_ref_f32(&rg, argmax, dy, dx);
+  for (int64_t e = 0; e < n_in; e++) sum[e] = old[e] + dx[e];
+  CK_LAUNCH(wk_launch_maxpool_forward(kind, &g, d_x, d_y, NULL));
+  ck_store_result("maxpool forward", kind, d_y, y, n_out);
+  CK_LAUNCH(wk_launch_maxpool_backward(kind, &g, d_x, d_y, d_dy, 0, d_dx, NULL));
+  ck_store_result("maxpool backward", kind, d_dx, dx, n_in);
+  CK_LAUNCH(wk_launch_maxpool_backward(kind, &g, d_x, d_y, d_dy, 1, d_old, NULL));
+  ck_store_result("maxpool backward, accumulated", kind, d_old, sum, n_in);
+  CK_WK(wk_cuda_free(d_x));
+  CK_WK(wk_cuda_free(d_dy));
+  CK_WK(wk_cuda_free(d_y));
+  CK_WK(wk_cuda_free(d_dx));
+  CK_WK(wk_cuda_free(d_old));
+  free(x), free(dy), free(y), free(dx), free(old), free(sum), free(argmax);
+}
+END_TEST
+
+/* The pooling launchers refuse what wk_kernels.h says before any CUDA call
+ * (cudaErrorInvalidValue, where a launch without a device would fail
+ * otherwise): a window, stride or padding out of range, an output window that
+ * sees no input, sizes whose products overflow, a missing pointer, an unknown
+ * storage; an empty output launches nothing. The pointers are host memory:
+ * nothing may reach them. */
+START_TEST(test_launch_arguments_maxpool) {
+  const int bad_arg = (int)cudaErrorInvalidValue;
+  static float d[80];
+  const wk_maxpool_geom ok = {.n = 1, .h = 4, .w = 4, .c = 2, .oh = 2, .ow = 2, .kh = 3,
+                              .kw = 3, .sh = 2, .sw = 2, .pt = 1, .pl = 1};
+  wk_maxpool_geom bad[10];
+  for (int i = 0; i < 10; i++) bad[i] = ok;
+  bad[0].kh = 0;
+  bad[1].sw = 0;
+  bad[2].pt = 3;                /* padding not under the window */
+  bad[3].pl = -1;
+  bad[4].oh = 4;                /* the last window starts past the input */
+  bad[5].h = 0;                 /* windows over no input */
+  bad[6].n = INT64_MAX / 2;     /* products overflow */
+  bad[7].c = -1;
+  bad[8].ow = 4;                /* likewise across */
+  bad[9].w = 0;
+  for (int i = 0; i < 10; i++) {
+    ck_assert_msg(wk_launch_maxpool_forward(WK_STORE_F32, &bad[i], d, d + 32, NULL) == bad_arg,
+                  "forward: case %d not refused", i);
+    ck_assert_msg(wk_launch_maxpool_backward(WK_STORE_F32, &bad[i], d, d + 32, d + 40, 0, d + 48,
+                                             NULL) == bad_arg,
+                  "backward: case %d not refused", i);
+  }
+  ck_assert_int_eq(wk_launch_maxpool_forward(WK_STORE_F32, NULL, d, d + 32, NULL), bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_forward(WK_STORE_F32, &ok, NULL, d + 32, NULL), bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_forward(WK_STORE_F32, &ok, d, NULL, NULL), bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_backward(WK_STORE_F32, &ok, d, NULL, d + 40, 0, d + 48, NULL),
+                   bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_backward(WK_STORE_F32, &ok, d, d + 32, NULL, 0, d + 48, NULL),
+                   bad_arg);
+  ck_assert_int_eq(
+      wk_launch_maxpool_backward(WK_STORE_F32, &ok, NULL, d + 32, d + 40, 0, d + 48, NULL), bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_backward(WK_STORE_F32, &ok, d, d + 32, d + 40, 0, NULL, NULL),
+                   bad_arg);
+  ck_assert_int_eq(wk_launch_maxpool_forward((wk_store_kind)7, &ok, d, d + 32, NULL), bad_arg);
+  wk_maxpool_geom empty = ok;
+  empty.n = 0;
+  ck_assert_int_eq(wk_launch_maxpool_forward(WK_STORE_F32, &empty, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(
+      wk_launch_maxpool_backward(WK_STORE_F32, &empty, NULL, NULL, NULL, 0, NULL, NULL), 0);
+  for (int i = 0; i < 80; i++) ck_assert(d[i] == 0.0f); /* nothing wrote the host buffer */
+}
+END_TEST
+
 /* ------------------------------------------------------------------ runner */
 
 static Suite *host_suite(void) {
@@ -2397,6 +2518,7 @@ static Suite *host_suite(void) {
   tcase_add_test(tc, test_launch_arguments_train);
   tcase_add_test(tc, test_launch_arguments_half);
   tcase_add_test(tc, test_launch_arguments_syncbn);
+  tcase_add_test(tc, test_launch_arguments_maxpool);
   suite_add_tcase(s, tc);
   return s;
 }
@@ -2443,6 +2565,10 @@ static Suite *kernel_suite(void) {
   tcase_add_loop_test(tb, test_bn_norm_act, 0, 3 * (N_BN_CASES + 1));
   tcase_add_loop_test(tb, test_bn_dx, 0, 3 * (N_BN_CASES + 1));
   suite_add_tcase(s, tb);
+  TCase *tp = tcase_create("maxpool");
+  tcase_set_timeout(tp, 120);
+  tcase_add_loop_test(tp, test_maxpool, 0, 3 * N_MAXPOOL_CASES);
+  suite_add_tcase(s, tp);
   return s;
 }
 

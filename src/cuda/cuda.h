@@ -97,7 +97,8 @@ typedef struct wk_gpu_net wk_gpu_net;
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
  * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
  * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE,
- * $WHISKER_GPU_OWN_BN or $WHISKER_GPU_INFER_BN (all read here). g->algos,
+ * $WHISKER_GPU_OWN_BN, $WHISKER_GPU_POOL or $WHISKER_GPU_INFER_BN (all read
+ * here). g->algos,
  * when given, must outlive the network.
  *
  * $WHISKER_BN_FUSE: in a training forward, a batchnorm whose output only a
@@ -124,6 +125,11 @@ typedef struct wk_gpu_net wk_gpu_net;
  * $WHISKER_GPU_OWN_BN=1: every batchnorm runs on whisker's kernels
  * (kernels/syncbn.cu) instead of cuDNN's, as one does from the first time
  * cuDNN refuses it in 16 bits (CUDNN_STATUS_NOT_SUPPORTED).
+ *
+ * $WHISKER_GPU_POOL: "own" (unset: the default) runs max pooling on
+ * whisker's NHWC kernels (kernels/train.cu: the CPU's semantics bit for bit,
+ * a backward with no argmax kept); "cudnn": cuDNN's pooling calls (as
+ * before; to compare: not yet timed on a GPU). Average pooling is cuDNN's.
  *
  * $WHISKER_GPU_INFER_BN: "own" (unset: the default) runs every batchnorm that
  * normalises with its running statistics (inference, a frozen one in

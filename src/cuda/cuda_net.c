@@ -246,6 +246,8 @@ struct wk_gpu_net {
                          * the running statistics by them, a fused group whole at its
                          * relu (wk_infer_group) */
   int64_t infer_fused_runs; /* groups run whole so far */
+  bool pool_own;        /* $WHISKER_GPU_POOL (own, the default): max pooling on whisker's
+                         * NHWC kernels (train.cu), the CPU's semantics bit for bit */
   char own_note[256];   /* why a batchnorm runs them (cuDNN's refusal), the first */
   double *sync_sums, *sync_partial;
   int widest_bn;
@@ -734,7 +736,8 @@ static wk_status wk_handles(wk_gpu_net *net) {
 }
 
 /* $WHISKER_GPU_WORKSPACE_MB, $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC,
- * $WHISKER_GPU_OWN_BN and $WHISKER_BN_FUSE (cuda.h). */
+ * $WHISKER_GPU_OWN_BN, $WHISKER_GPU_POOL, $WHISKER_GPU_INFER_BN and
+ * $WHISKER_BN_FUSE (cuda.h). */
 static wk_status wk_read_env(wk_gpu_net *net) {
   net->workspace_limit = (size_t)1024 << 20;
   const char *env = getenv("WHISKER_GPU_WORKSPACE_MB");
@@ -762,6 +765,10 @@ static wk_status wk_read_env(wk_gpu_net *net) {
   net->own_bn = env && !strcmp(env, "1");
   if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
     return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_OWN_BN='%s': expected 1 or 0", env);
+  env = getenv("WHISKER_GPU_POOL");
+  net->pool_own = !env || !*env || !strcmp(env, "own");
+  if (env && *env && strcmp(env, "own") && strcmp(env, "cudnn"))
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_GPU_POOL='%s': expected own or cudnn", env);
   env = getenv("WHISKER_GPU_INFER_BN");
   net->infer_own = !env || !*env || !strcmp(env, "own");
   if (env && *env && strcmp(env, "own") && strcmp(env, "cudnn"))
@@ -1574,6 +1581,29 @@ static wk_store_kind wk_store(const wk_gpu_net *net) {
   return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
 }
 
+static bool wk_grad_add(wk_gpu_net *net, int v);
+
+/* Max pooling node i's forward (dx NULL) or backward on whisker's kernels
+ * (train.cu: a window's first maximum wins, a NaN propagates, as on the CPU;
+ * backward finds each window's maximum again from x and y, no argmax kept). */
+static wk_status wk_own_maxpool(wk_gpu_net *net, int i, const void *x, void *y, const void *dy,
+                                void *dx) {
+  const wk_node *nd = &net->nodes[i];
+  int h, w, c, oh, ow, oc;
+  wk_gv_hwc(net, nd->in[0], &h, &w, &c);
+  wk_gv_hwc(net, i + 1, &oh, &ow, &oc);
+  const wk_maxpool_geom g = {.n = net->batch, .h = h, .w = w, .c = c, .oh = oh, .ow = ow,
+                             .kh = nd->pool.kernel_h, .kw = nd->pool.kernel_w,
+                             .sh = nd->pool.stride_h, .sw = nd->pool.stride_w,
+                             .pt = nd->pool.pad_top, .pl = nd->pool.pad_left};
+  if (!dx) return wk_kernel_try(wk_launch_maxpool_forward(wk_store(net), &g, x, y, net->stream),
+                                "max pooling");
+  const bool add = wk_grad_add(net, nd->in[0]);
+  return wk_kernel_try(
+      wk_launch_maxpool_backward(wk_store(net), &g, x, y, dy, add, dx, net->stream),
+      "max pooling, backward");
+}
+
 
 /* Training forward: the mean from the (ranks') sums, the biased variance
  * from the centred sums of squares (two passes in double), the running
@@ -1730,6 +1760,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return wk_k_act(net, nd->act == WK_ACT_RELU6, len, x, y);
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
+    if (nd->op == WK_NODE_MAXPOOL && net->pool_own) return wk_own_maxpool(net, i, x, y, NULL, NULL);
     WK_CUDNN_TRY(cudnnPoolingForward(net->cudnn, s->pool, &one, s->x, x, &zero, s->y, y));
     return WK_OK;
   case WK_NODE_GLOBAL_AVGPOOL:
@@ -2072,6 +2103,8 @@ static void wk_node_note(const wk_gpu_net *net, int i, char *buf, size_t n) {
                            : s->bn_ran_own   ? "whisker's kernels"
                            : s->fuse_solo && s->fused ? "cuDNN Ex call, NHWC"
                                                       : "cuDNN");
+  } else if (nd->op == WK_NODE_MAXPOOL) {
+    snprintf(buf, n, "%s", net->pool_own ? "whisker's kernels" : "cuDNN");
   } else if (nd->op == WK_NODE_ACT && s->fuse_bn >= 0 && !s->fuse_solo) {
     const char *ran = wk_group_ran(net, i);
     snprintf(buf, n, "%s%s%s", s->fuse_add >= 0 ? "batchnorm + add + relu" : "batchnorm + relu",
@@ -2348,6 +2381,8 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
     if (!need_dx) return WK_OK;
+    if (nd->op == WK_NODE_MAXPOOL && net->pool_own)
+      return wk_own_maxpool(net, i, x, (void *)y, dy, net->grad[in]);
     WK_CUDNN_TRY(cudnnPoolingBackward(net->cudnn, s->pool, &one, s->y, y, s->y, dy, s->x, x,
                                       wk_grad_add(net, in) ? &one : &zero, s->x, net->grad[in]));
     return WK_OK;
