@@ -382,6 +382,18 @@ __device__ __forceinline__ void window_max(const PoolGeom<I> &g, const Pack<type
   }
 }
 
+// Slot k of an (n, h, w, cv) tensor as its image b, row y, column x and
+// channel slot cs.
+template <class I>
+__device__ __forceinline__ void split_slot(I k, I cv, I w, I h, I &b, I &y, I &x, I &cs) {
+  I r = k / cv;
+  cs = k - r * cv;
+  x = r % w;
+  r /= w;
+  y = r % h;
+  b = r / h;
+}
+
 template <class S, int V, class I>
 __global__ void maxpool_forward_kernel(PoolGeom<I> g, I slots, const typename S::T *x,
                                        typename S::T *y) {
@@ -389,10 +401,8 @@ __global__ void maxpool_forward_kernel(PoolGeom<I> g, I slots, const typename S:
   const P *xp = reinterpret_cast<const P *>(x);
   P *yp = reinterpret_cast<P *>(y);
   for (I k = (I)first_index(); k < slots; k += (I)grid_stride()) {
-    I r = k / g.cv;
-    const I cs = k - r * g.cv, ox = r % g.ow;
-    r /= g.ow;
-    const I oy = r % g.oh, b = r / g.oh;
+    I b, oy, ox, cs;
+    split_slot(k, g.cv, g.ow, g.oh, b, oy, ox, cs);
     float best[V];
     int at[V];
     window_max<S, V, I>(g, xp, b, oy, ox, cs, best, at);
@@ -416,10 +426,8 @@ __global__ void maxpool_backward_kernel(PoolGeom<I> g, I slots, const typename S
   const P *dyp = reinterpret_cast<const P *>(dy);
   P *dxp = reinterpret_cast<P *>(dx);
   for (I k = (I)first_index(); k < slots; k += (I)grid_stride()) {
-    I r = k / g.cv;
-    const I cs = k - r * g.cv, ix = r % g.w;
-    r /= g.w;
-    const I iy = r % g.h, b = r / g.h;
+    I b, iy, ix, cs;
+    split_slot(k, g.cv, g.w, g.h, b, iy, ix, cs);
     const I ty = iy + (I)g.pt - (I)g.kh + 1, tx = ix + (I)g.pl - (I)g.kw + 1;
     const I oy0 = ty <= 0 ? 0 : (ty + (I)g.sh - 1) / (I)g.sh;
     const I ox0 = tx <= 0 ? 0 : (tx + (I)g.sw - 1) / (I)g.sw;
@@ -496,6 +504,37 @@ int by_pool_shape(const wk_maxpool_geom *g, int64_t n_max, uintptr_t at, F f) {
   if (packed) return f(std::integral_constant<int, kV>{}, int64_t{});
   if (narrow) return f(std::integral_constant<int, 1>{}, int32_t{});
   return f(std::integral_constant<int, 1>{}, int64_t{});
+}
+
+// Forward: y from x (dy, accumulate and out unused but out == y); backward:
+// out = dx from x, y and dy. Over the output's slots or the input's.
+int maxpool_launch(bool forward, wk_store_kind kind, const wk_maxpool_geom *g, const void *x,
+                   const void *y, const void *dy, bool accumulate, void *out, void *stream) {
+  int64_t n_in = 0, n_out = 0;
+  if (!store_ok(kind) || !maxpool_geom_ok(g, &n_in, &n_out)) return (int)cudaErrorInvalidValue;
+  const int64_t n = forward ? n_out : n_in;
+  if (n == 0) return (int)cudaSuccess;
+  if (!x || !out || (!forward && n_out > 0 && (!y || !dy))) return (int)cudaErrorInvalidValue;
+  return by_store(kind, [&](auto s) {
+    using S = decltype(s);
+    using T = typename S::T;
+    const int64_t n_max = n_in > n_out ? n_in : n_out;
+    const uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)dy | (uintptr_t)out;
+    return by_pool_shape<S>(g, n_max, at, [&](auto v, auto i) {
+      constexpr int V = decltype(v)::value;
+      using I = decltype(i);
+      const cudaStream_t st = as_stream(stream);
+      if (forward)
+        maxpool_forward_kernel<S, V, I><<<blocks_for(n / V), kThreads, 0, st>>>(
+            pool_geom<I>(g, V), (I)(n / V), static_cast<const T *>(x), static_cast<T *>(out));
+      else
+        maxpool_backward_kernel<S, V, I><<<blocks_for(n / V), kThreads, 0, st>>>(
+            pool_geom<I>(g, V), (I)(n / V), static_cast<const T *>(x),
+            static_cast<const T *>(y), static_cast<const T *>(dy), accumulate,
+            static_cast<T *>(out));
+      return (int)cudaGetLastError();
+    });
+  });
 }
 
 }  // namespace
@@ -705,44 +744,11 @@ extern "C" int wk_launch_nonfinite_f32(int64_t n, const float *x, int *flag, voi
 
 extern "C" int wk_launch_maxpool_forward(wk_store_kind kind, const wk_maxpool_geom *g,
                                          const void *x, void *y, void *stream) {
-  int64_t n_in = 0, n_out = 0;
-  if (!store_ok(kind) || !maxpool_geom_ok(g, &n_in, &n_out)) return (int)cudaErrorInvalidValue;
-  if (n_out == 0) return (int)cudaSuccess;
-  if (!x || !y) return (int)cudaErrorInvalidValue;
-  return by_store(kind, [&](auto s) {
-    using S = decltype(s);
-    using T = typename S::T;
-    const int64_t n_max = n_in > n_out ? n_in : n_out;
-    return by_pool_shape<S>(g, n_max, (uintptr_t)x | (uintptr_t)y, [&](auto v, auto i) {
-      constexpr int V = decltype(v)::value;
-      using I = decltype(i);
-      maxpool_forward_kernel<S, V, I><<<blocks_for(n_out / V), kThreads, 0, as_stream(stream)>>>(
-          pool_geom<I>(g, V), (I)(n_out / V), static_cast<const T *>(x), static_cast<T *>(y));
-      return (int)cudaGetLastError();
-    });
-  });
+  return maxpool_launch(true, kind, g, x, y, nullptr, false, y, stream);
 }
 
 extern "C" int wk_launch_maxpool_backward(wk_store_kind kind, const wk_maxpool_geom *g,
                                           const void *x, const void *y, const void *dy,
                                           int accumulate, void *dx, void *stream) {
-  int64_t n_in = 0, n_out = 0;
-  if (!store_ok(kind) || !maxpool_geom_ok(g, &n_in, &n_out)) return (int)cudaErrorInvalidValue;
-  if (n_in == 0) return (int)cudaSuccess;
-  if (!dx || !x || (n_out > 0 && (!y || !dy))) return (int)cudaErrorInvalidValue;
-  return by_store(kind, [&](auto s) {
-    using S = decltype(s);
-    using T = typename S::T;
-    const int64_t n_max = n_in > n_out ? n_in : n_out;
-    const uintptr_t at = (uintptr_t)x | (uintptr_t)y | (uintptr_t)dy | (uintptr_t)dx;
-    return by_pool_shape<S>(g, n_max, at, [&](auto v, auto i) {
-      constexpr int V = decltype(v)::value;
-      using I = decltype(i);
-      maxpool_backward_kernel<S, V, I><<<blocks_for(n_in / V), kThreads, 0, as_stream(stream)>>>(
-          pool_geom<I>(g, V), (I)(n_in / V), static_cast<const T *>(x),
-          static_cast<const T *>(y), static_cast<const T *>(dy), accumulate != 0,
-          static_cast<T *>(dx));
-      return (int)cudaGetLastError();
-    });
-  });
+  return maxpool_launch(false, kind, g, x, y, dy, accumulate != 0, dx, stream);
 }

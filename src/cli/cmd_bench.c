@@ -113,31 +113,36 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
  * and the slowest nodes with their output's shape and, on a GPU, what ran
  * them. `step_s`: the `runs` timed steps' (or forwards') wall time. */
 #define WK_PROFILE_TOP 15
+typedef struct wk_node_time {
+  int node;
+  double s;
+} wk_node_time;
+
+/* Slowest first; ties in node order. */
+static int wk_cmp_node_time(const void *a, const void *b) {
+  const wk_node_time *x = a, *y = b;
+  if (x->s != y->s) return x->s < y->s ? 1 : -1;
+  return (x->node > y->node) - (x->node < y->node);
+}
+
 static void wk_print_profile(const wk_net *net, int runs, bool train, bool gpu, double step_s) {
   double f[WK_NODE_OP_COUNT] = {0}, b[WK_NODE_OP_COUNT] = {0}, tot = 0;
   const int n = wk_net_n_nodes(net);
-  int top[WK_PROFILE_TOP], n_top = 0;
-  double top_s[WK_PROFILE_TOP];
+  wk_node_time *by = malloc((size_t)(n > 0 ? n : 1) * sizeof *by);
+  if (!by) {
+    fprintf(stderr, "whisker bench: --profile: out of memory\n");
+    return;
+  }
   for (int i = 0; i < n; i++) {
     double fs, bs;
     wk_net_profile_get(net, i, &fs, &bs);
     f[wk_net_node(net, i)->op] += fs;
     b[wk_net_node(net, i)->op] += bs;
     tot += fs + bs;
-    /* insertion into the slowest so far, slowest first */
-    int k = n_top < WK_PROFILE_TOP ? n_top++ : WK_PROFILE_TOP;
-    while (k > 0 && top_s[k - 1] < fs + bs) {
-      if (k < WK_PROFILE_TOP) {
-        top[k] = top[k - 1];
-        top_s[k] = top_s[k - 1];
-      }
-      k--;
-    }
-    if (k < WK_PROFILE_TOP) {
-      top[k] = i;
-      top_s[k] = fs + bs;
-    }
+    by[i] = (wk_node_time){i, fs + bs};
   }
+  qsort(by, (size_t)n, sizeof *by, wk_cmp_node_time);
+  const int n_top = n < WK_PROFILE_TOP ? n : WK_PROFILE_TOP;
   const double ms = 1e3 / runs;
   const char *per = train ? "step" : "forward";
   fprintf(stderr, "time per %s by op (ms; %s):\n",
@@ -159,9 +164,10 @@ static void wk_print_profile(const wk_net *net, int runs, bool train, bool gpu, 
           "node", "op", "output", "forward", train ? "backward" : "", "share",
           gpu ? "  what ran it" : "");
   for (int k = 0; k < n_top; k++) {
-    const wk_node *nd = wk_net_node(net, top[k]);
+    const int i = by[k].node;
+    const wk_node *nd = wk_net_node(net, i);
     double fs, bs;
-    wk_net_profile_get(net, top[k], &fs, &bs);
+    wk_net_profile_get(net, i, &fs, &bs);
     char shape[48];
     wk_node_shape_str(nd, shape, sizeof shape);
     char op[32];
@@ -171,9 +177,10 @@ static void wk_print_profile(const wk_net *net, int runs, bool train, bool gpu, 
     char back[16] = "";
     if (train) snprintf(back, sizeof back, "%8.2f", ms * bs);
     fprintf(stderr, "  %-24s %-15s %-14s %8.2f %8s %5.1f%%%s%s\n", nd->name, op, shape, ms * fs,
-            back, tot > 0 ? 100.0 * top_s[k] / tot : 0.0, gpu ? "  " : "",
-            gpu ? wk_net_profile_note(net, top[k]) : "");
+            back, tot > 0 ? 100.0 * by[k].s / tot : 0.0, gpu ? "  " : "",
+            gpu ? wk_net_profile_note(net, i) : "");
   }
+  free(by);
 }
 
 int wk_cmd_bench(int argc, char **argv) {

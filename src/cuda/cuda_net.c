@@ -1581,27 +1581,18 @@ static wk_store_kind wk_store(const wk_gpu_net *net) {
   return wk_half(net) ? (wk_store_kind)wk_hkind(net) : WK_STORE_F32;
 }
 
-static bool wk_grad_add(wk_gpu_net *net, int v);
-
-/* Max pooling node i's forward (dx NULL) or backward on whisker's kernels
+/* Max pooling node i's geometry for the batch, for whisker's kernels
  * (train.cu: a window's first maximum wins, a NaN propagates, as on the CPU;
  * backward finds each window's maximum again from x and y, no argmax kept). */
-static wk_status wk_own_maxpool(wk_gpu_net *net, int i, const void *x, void *y, const void *dy,
-                                void *dx) {
+static wk_maxpool_geom wk_maxpool_geom_of(const wk_gpu_net *net, int i) {
   const wk_node *nd = &net->nodes[i];
   int h, w, c, oh, ow, oc;
   wk_gv_hwc(net, nd->in[0], &h, &w, &c);
   wk_gv_hwc(net, i + 1, &oh, &ow, &oc);
-  const wk_maxpool_geom g = {.n = net->batch, .h = h, .w = w, .c = c, .oh = oh, .ow = ow,
-                             .kh = nd->pool.kernel_h, .kw = nd->pool.kernel_w,
-                             .sh = nd->pool.stride_h, .sw = nd->pool.stride_w,
-                             .pt = nd->pool.pad_top, .pl = nd->pool.pad_left};
-  if (!dx) return wk_kernel_try(wk_launch_maxpool_forward(wk_store(net), &g, x, y, net->stream),
-                                "max pooling");
-  const bool add = wk_grad_add(net, nd->in[0]);
-  return wk_kernel_try(
-      wk_launch_maxpool_backward(wk_store(net), &g, x, y, dy, add, dx, net->stream),
-      "max pooling, backward");
+  return (wk_maxpool_geom){.n = net->batch, .h = h, .w = w, .c = c, .oh = oh, .ow = ow,
+                           .kh = nd->pool.kernel_h, .kw = nd->pool.kernel_w,
+                           .sh = nd->pool.stride_h, .sw = nd->pool.stride_w,
+                           .pt = nd->pool.pad_top, .pl = nd->pool.pad_left};
 }
 
 
@@ -1760,7 +1751,11 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     return wk_k_act(net, nd->act == WK_ACT_RELU6, len, x, y);
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
-    if (nd->op == WK_NODE_MAXPOOL && net->pool_own) return wk_own_maxpool(net, i, x, y, NULL, NULL);
+    if (nd->op == WK_NODE_MAXPOOL && net->pool_own) {
+      const wk_maxpool_geom g = wk_maxpool_geom_of(net, i);
+      return wk_kernel_try(wk_launch_maxpool_forward(wk_store(net), &g, x, y, net->stream),
+                           "max pooling");
+    }
     WK_CUDNN_TRY(cudnnPoolingForward(net->cudnn, s->pool, &one, s->x, x, &zero, s->y, y));
     return WK_OK;
   case WK_NODE_GLOBAL_AVGPOOL:
@@ -2381,8 +2376,13 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   case WK_NODE_MAXPOOL:
   case WK_NODE_AVGPOOL:
     if (!need_dx) return WK_OK;
-    if (nd->op == WK_NODE_MAXPOOL && net->pool_own)
-      return wk_own_maxpool(net, i, x, (void *)y, dy, net->grad[in]);
+    if (nd->op == WK_NODE_MAXPOOL && net->pool_own) {
+      const wk_maxpool_geom g = wk_maxpool_geom_of(net, i);
+      return wk_kernel_try(wk_launch_maxpool_backward(wk_store(net), &g, x, y, dy,
+                                                      wk_grad_add(net, in), net->grad[in],
+                                                      net->stream),
+                           "max pooling, backward");
+    }
     WK_CUDNN_TRY(cudnnPoolingBackward(net->cudnn, s->pool, &one, s->y, y, s->y, dy, s->x, x,
                                       wk_grad_add(net, in) ? &one : &zero, s->x, net->grad[in]));
     return WK_OK;

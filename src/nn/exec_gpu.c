@@ -103,8 +103,8 @@ wk_status wk_net_use_gpu(wk_net *net, int device) {
                           .algos = net->ctx->gpu_algos};
   WK_TRY(wk_gpu_net_create(&g, device, &net->gpu));
   net->gpu_device = device;
-  if (net->prof_fwd_s) {
-    const wk_status s = wk_gpu_net_profile(net->gpu);
+  if (net->prof_fwd_s) { /* profiling was on before the network moved */
+    const wk_status s = wk_net_gpu_profile_start(net);
     if (s != WK_OK) {
       wk_gpu_net_destroy(net->gpu);
       net->gpu = NULL;
