@@ -21,7 +21,10 @@
  *                 cudnnAddTensor, cudnnPoolingForward, cudnnPoolingBackward
  *                 ($WK_FAKE_CUDNN_EXEC_REFUSES=1: the calls refuse what the queries
  *                 accept, see wk_conv_call)
- *   fake_cudnn.h: wk_fake_cudnn_dtype, wk_fake_tensor_bytes, wk_fake_cudnn_status
+ *   fake_cudnn.h: wk_fake_cudnn_dtype, wk_fake_tensor_bytes, wk_fake_cudnn_status,
+ *                 wk_fake_cudnn_fail, and for fake_cudnn_graph.c's backend API
+ *                 wk_fake_cudnn_conv_check and wk_fake_cudnn_conv_enqueue (this
+ *                 file's convolution on descriptors it did not make)
  *
  * Supported: 4-D tensors in NCHW or NHWC, filters in NCHW (KCRS) or NHWC
  * (KRSC); data FLOAT, HALF and BFLOAT16 with a FLOAT compute type, DOUBLE with
@@ -62,16 +65,32 @@
 /* cudnnGetLastErrorString's message: per thread, as cuDNN 9 keeps it. */
 static _Thread_local char wk_last_msg[512];
 
+static cudnnStatus_t wk_vfail(cudnnStatus_t s, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static cudnnStatus_t wk_fail(cudnnStatus_t s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+static cudnnStatus_t wk_vfail(cudnnStatus_t s, const char *fmt, va_list ap) {
+  vsnprintf(wk_last_msg, sizeof wk_last_msg, fmt, ap);
+  return s;
+}
 
 /* Returns s, keeping the formatted reason for cudnnGetLastErrorString. */
 static cudnnStatus_t wk_fail(cudnnStatus_t s, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(wk_last_msg, sizeof wk_last_msg, fmt, ap);
+  const cudnnStatus_t r = wk_vfail(s, fmt, ap);
   va_end(ap);
-  return s;
+  return r;
+}
+
+/* The same for the other cuDNN fakes (fake_cudnn.h). */
+cudnnStatus_t wk_fake_cudnn_fail(cudnnStatus_t s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  const cudnnStatus_t r = wk_vfail(s, fmt, ap);
+  va_end(ap);
+  return r;
 }
 
 #define WK_BAD(...) wk_fail(CUDNN_STATUS_BAD_PARAM, __VA_ARGS__)
@@ -219,8 +238,11 @@ static size_t wk_filter_at(const struct cudnnFilterStruct *f, int k, int c, int 
   return (size_t)k * f->sk + (size_t)c * f->sc + (size_t)r * f->sr + (size_t)s * f->ss;
 }
 
+/* Bytes a filter spans: (the largest offset + 1) * element size; k * c * r * s
+ * elements in the packed KCRS and KRSC layouts cudnnSetFilter4dDescriptor
+ * gives, more for the strided filters fake_cudnn_graph.c may pass. */
 static size_t wk_filter_bytes(const struct cudnnFilterStruct *f) {
-  return (size_t)f->k * f->c * f->r * f->s * wk_esize(f->dtype);
+  return (wk_filter_at(f, f->k - 1, f->c - 1, f->r - 1, f->s - 1) + 1) * wk_esize(f->dtype);
 }
 
 
@@ -546,6 +568,10 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
  * supported type configurations (cudnnConvolutionForward's table): FLOAT,
  * PSEUDO_HALF and PSEUDO_BFLOAT16 (FLOAT compute), DOUBLE (DOUBLE compute). */
 typedef enum { WK_FWD, WK_BWD_DATA, WK_BWD_FILTER } wk_dir;
+_Static_assert((int)WK_FWD == (int)WK_FAKE_CONV_FWD &&
+                   (int)WK_BWD_DATA == (int)WK_FAKE_CONV_BWD_DATA &&
+                   (int)WK_BWD_FILTER == (int)WK_FAKE_CONV_BWD_FILTER,
+               "fake_cudnn.h's wk_fake_conv_dir names the same directions");
 
 static const char *const wk_dir_fn[3] = {"cudnnConvolutionForward", "cudnnConvolutionBackwardData",
                                          "cudnnConvolutionBackwardFilter"};
@@ -776,9 +802,14 @@ static cudnnStatus_t wk_perf_args(const char *fn, cudnnHandle_t handle, int requ
  * filter (w or dw), yd/y the output-side tensor (y or dy). The output is
  * y (forward), x (backward data) or w (backward filter). `runs` times (a
  * timing runs every candidate), each run first overwriting ws_need[i] bytes
- * of the workspace, as a real algorithm's scratch would. */
+ * of the workspace, as a real algorithm's scratch would. fn: the call its
+ * messages name (NULL: the direction's legacy function); f16_inputs: the
+ * inputs are read rounded to fp16 (fake_cudnn_graph.c's down-converting
+ * engine). */
 typedef struct wk_conv_ctx {
   wk_dir dir;
+  const char *fn;
+  int f16_inputs;
   struct cudnnTensorStruct xd, yd;
   struct cudnnFilterStruct wd;
   wk_geo g;
@@ -825,6 +856,17 @@ static double *wk_gather_filter(const struct cudnnFilterStruct *f, const void *p
   return a;
 }
 
+/* With c->f16_inputs, the n gathered inputs at a rounded to IEEE half (round
+ * to nearest even, through float): the copies, never the caller's buffers. */
+static void wk_down_convert(const wk_conv_ctx *c, double *a, size_t n) {
+  if (!c->f16_inputs) return;
+  for (size_t i = 0; i < n; i++) {
+    uint16_t h;
+    wk_fake_store(&h, WK_FAKE_F16, 0, a[i]);
+    a[i] = wk_fake_load(&h, WK_FAKE_F16, 0);
+  }
+}
+
 /* out = alpha * acc + beta * out (beta 0: out not read, so it may hold NaN) */
 static void wk_blend(const wk_conv_ctx *c, wk_fake_dtype t, size_t at, double acc) {
   double v = c->alpha * acc;
@@ -838,6 +880,8 @@ static void wk_conv_forward(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
   double *X = wk_gather_tensor(&c->xd, c->x, t), *W = wk_gather_filter(&c->wd, c->w, t, g->flip);
+  wk_down_convert(c, X, (size_t)g->n * g->c * g->h * g->w);
+  wk_down_convert(c, W, (size_t)g->k * g->cg * g->r * g->s);
   for (int n = 0; n < g->n; n++)
     for (int k = 0; k < g->k; k++) {
       const int c0 = (k / g->kg) * g->cg;
@@ -872,6 +916,8 @@ static void wk_conv_backward_data(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
   double *Y = wk_gather_tensor(&c->yd, c->y, t), *W = wk_gather_filter(&c->wd, c->w, t, g->flip);
+  wk_down_convert(c, Y, (size_t)g->n * g->k * g->oh * g->ow);
+  wk_down_convert(c, W, (size_t)g->k * g->cg * g->r * g->s);
   double *D = calloc((size_t)g->n * g->c * g->h * g->w, sizeof *D);
   if (!D) wk_fake_die("cuDNN", "out of host memory");
   for (int n = 0; n < g->n; n++)
@@ -911,6 +957,8 @@ static void wk_conv_backward_filter(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
   double *X = wk_gather_tensor(&c->xd, c->x, t), *Y = wk_gather_tensor(&c->yd, c->y, t);
+  wk_down_convert(c, X, (size_t)g->n * g->c * g->h * g->w);
+  wk_down_convert(c, Y, (size_t)g->n * g->k * g->oh * g->ow);
   for (int k = 0; k < g->k; k++) {
     const int c0 = (k / g->kg) * g->cg;
     for (int ci = 0; ci < g->cg; ci++)
@@ -941,7 +989,7 @@ static void wk_conv_backward_filter(const wk_conv_ctx *c) {
 
 static void wk_conv_run(void *arg) {
   const wk_conv_ctx *c = arg;
-  const char *fn = wk_dir_fn[c->dir];
+  const char *fn = c->fn ? c->fn : wk_dir_fn[c->dir];
   const size_t xb = wk_fake_tensor_bytes(&c->xd), yb = wk_fake_tensor_bytes(&c->yd),
                wb = wk_filter_bytes(&c->wd);
   /* the inputs and the output, by direction, with their extents */
@@ -1055,6 +1103,41 @@ static cudnnStatus_t wk_conv_call(wk_dir dir, cudnnHandle_t handle, const void *
   c.ws_bytes = workSpaceSizeInBytes;
   c.runs = 1;
   c.ws_need[0] = need;
+  return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_conv_run, &c, sizeof c));
+}
+
+/* fake_cudnn_graph.c's backend API runs this file's convolution: the checks
+ * of wk_conv_check on descriptors it converted from its own, and the work of
+ * wk_conv_call with the workspace of its engine (ws_bytes, all of which the
+ * work checks and overwrites). See fake_cudnn.h. */
+cudnnStatus_t wk_fake_cudnn_conv_check(const char *fn, wk_fake_conv_dir dir,
+                                       const struct cudnnTensorStruct *xd,
+                                       const struct cudnnFilterStruct *wd,
+                                       const struct cudnnConvolutionStruct *cv,
+                                       const struct cudnnTensorStruct *yd) {
+  wk_geo g;
+  return wk_conv_check(fn, (wk_dir)dir, xd, wd, cv, yd, &g);
+}
+
+cudnnStatus_t wk_fake_cudnn_conv_enqueue(const char *fn, wk_fake_conv_dir dir,
+                                         cudnnHandle_t handle,
+                                         const struct cudnnTensorStruct *xd, const void *x,
+                                         const struct cudnnFilterStruct *wd, const void *w,
+                                         const struct cudnnConvolutionStruct *cv,
+                                         const struct cudnnTensorStruct *yd, const void *y,
+                                         double alpha, double beta, void *ws, size_t ws_bytes,
+                                         int f16_inputs) {
+  wk_conv_ctx c;
+  WK_TRY(wk_conv_prepare((wk_dir)dir, handle, xd, x, wd, w, cv, yd, y, &c));
+  if (ws_bytes && !ws) return WK_BAD("%s: %zu bytes of workspace needed, none given", fn, ws_bytes);
+  c.fn = fn;
+  c.f16_inputs = f16_inputs;
+  c.alpha = alpha;
+  c.beta = beta;
+  c.ws = ws;
+  c.ws_bytes = ws_bytes;
+  c.runs = 1;
+  c.ws_need[0] = ws_bytes;
   return wk_fake_cudnn_status(wk_fake_enqueue(handle->stream, wk_conv_run, &c, sizeof c));
 }
 

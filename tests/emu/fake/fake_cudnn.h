@@ -1,6 +1,7 @@
 /* fake_cudnn.h - the fake cuDNN's handle and descriptors (fake_cudnn.c:
  * handles, descriptors, convolution, pooling, tensor ops;
- * fake_cudnn_bn.c: batch normalisation). See fake.h. */
+ * fake_cudnn_bn.c: batch normalisation; fake_cudnn_graph.c: the backend
+ * (graph) API's single convolutions, on fake_cudnn.c's). See fake.h. */
 #ifndef WK_FAKE_CUDNN_H
 #define WK_FAKE_CUDNN_H
 
@@ -68,5 +69,43 @@ static inline size_t wk_fake_at(const struct cudnnTensorStruct *d, int n, int c,
 double wk_fake_cudnn_scalar(const void *p, cudnnDataType_t data);
 /* cudnnStatus_t from a cudaError_t of wk_fake_enqueue. */
 cudnnStatus_t wk_fake_cudnn_status(cudaError_t e);
+/* Returns s, keeping the formatted reason for cudnnGetLastErrorString (per
+ * thread): how every cuDNN fake reports a refusal. */
+cudnnStatus_t wk_fake_cudnn_fail(cudnnStatus_t s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* fake_cudnn.c's convolution for fake_cudnn_graph.c. The descriptors are the
+ * legacy ones, filled in by the caller (set = 1; a filter's format is not
+ * read, its strides are); xd/x is the input-side tensor (x, or dx backward
+ * data), wd/w the filter (w, or dw backward filter), yd/y the output-side
+ * tensor (y, or dy backward), the direction's output among them. */
+typedef enum wk_fake_conv_dir {
+  WK_FAKE_CONV_FWD,
+  WK_FAKE_CONV_BWD_DATA,
+  WK_FAKE_CONV_BWD_FILTER
+} wk_fake_conv_dir;
+/* The checks cudnnConvolution{Forward,BackwardData,BackwardFilter} make of
+ * the descriptors (the shapes, groups, data and compute types), with their
+ * statuses and reasons, fn naming the caller. */
+cudnnStatus_t wk_fake_cudnn_conv_check(const char *fn, wk_fake_conv_dir dir,
+                                       const struct cudnnTensorStruct *xd,
+                                       const struct cudnnFilterStruct *wd,
+                                       const struct cudnnConvolutionStruct *cv,
+                                       const struct cudnnTensorStruct *yd);
+/* Checks as the legacy calls do (the descriptors, NULL and misaligned
+ * pointers), then enqueues on the handle's stream the legacy calls' work,
+ * copying the descriptors: out = alpha * op + beta * out (beta 0: out not
+ * read). The work checks every extent with wk_fake_check_device, the
+ * workspace's as [ws, ws + ws_bytes), and overwrites those ws_bytes; with
+ * f16_inputs it reads the inputs rounded to fp16. fn (static storage: the
+ * work may run later) names the call in the work's messages. */
+cudnnStatus_t wk_fake_cudnn_conv_enqueue(const char *fn, wk_fake_conv_dir dir,
+                                         cudnnHandle_t handle,
+                                         const struct cudnnTensorStruct *xd, const void *x,
+                                         const struct cudnnFilterStruct *wd, const void *w,
+                                         const struct cudnnConvolutionStruct *cv,
+                                         const struct cudnnTensorStruct *yd, const void *y,
+                                         double alpha, double beta, void *ws, size_t ws_bytes,
+                                         int f16_inputs);
 
 #endif
