@@ -7,7 +7,8 @@
 # side with PyTorch on the same card, the cost of the NCCL data-parallel path
 # on one GPU (--gpus 0 against --device cuda:0, alternated, two each), and
 # what the batchnorms left alone gain through cuDNN's Ex calls
-# (the default against $WHISKER_BN_FUSE=groups), max pooling on whisker's kernels (against
+# (the default against $WHISKER_BN_FUSE=groups), convolutions through cuDNN's graph API (against
+# the legacy calls, $WHISKER_CUDNN_API), max pooling on whisker's kernels (against
 # $WHISKER_GPU_POOL=cudnn), the step in one call, CUDA graphs (over the one
 # call), the staged next batch and batchnorm fusion each gain (against $WHISKER_GPU_FUSED_STEP=0,
 # $WHISKER_CUDA_GRAPH=0, $WHISKER_GPU_PREFETCH=0, $WHISKER_BN_FUSE=0),
@@ -404,25 +405,42 @@ if room 340; then
   done
 } | tee "$out/bench_gpu.md"
 else skipped "the training and inference tables" 340; fi
+abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
+# The tables below each set one environment variable off and on around the same training
+# bench: abench (above) runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
+# "| model | batch | precision | off img/s | on img/s | on / off |".
+ab_row() {
+  local var=$1 off=$2 on=$3 m=$4 b=$5 p=$6 x0 x1
+  x0=$( (export "$var=$off"; abench --model "$m" --batch "$b" --precision "$p") |
+    field train_images_per_s)
+  x1=$( (export "$var=$on"; abench --model "$m" --batch "$b" --precision "$p") |
+    field train_images_per_s)
+  echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
+}
 # the batchnorms no group fuses (ResNet's downsample ones) through cuDNN's Ex calls alone
 # (the default since 2026-11-23, not yet measured here) against the plain calls
 # ($WHISKER_BN_FUSE=groups, the default before): on the first H100 run the plain calls' NCHW
 # kernels took about a third of a bf16 ResNet-18 step
-abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
 if room 80; then
 {
   echo
   echo "| model | batch | precision | batchnorm alone plain img/s | alone through Ex img/s | Ex / plain |"
   echo "|---|---:|---|---:|---:|---:|"
-  for m in resnet50 resnet18; do
-    x0=$( (export WHISKER_BN_FUSE=groups; abench --model "$m" --batch 256 --precision bf16) |
-      field train_images_per_s)
-    x1=$( (export WHISKER_BN_FUSE=auto; abench --model "$m" --batch 256 --precision bf16) |
-      field train_images_per_s)
-    echo "| $m | 256 | bf16 | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
-  done
+  for m in resnet50 resnet18; do ab_row WHISKER_BN_FUSE groups auto "$m" 256 bf16; done
 } | tee -a "$out/bench_gpu.md"
 else skipped "batchnorms alone through the Ex calls" 80; fi
+# convolutions through cuDNN's graph API ($WHISKER_CUDNN_API=graph, src/cuda/conv_graph.c: every
+# engine cuDNN has for the graph, timed as PyTorch's cudnn.benchmark times them) against the
+# legacy calls (the default): written without a GPU, never run on one. Should graph win, make it
+# the default (wk_read_env in src/cuda/cuda_net.c)
+if room 120; then
+{
+  echo
+  echo "| model | batch | precision | legacy calls img/s | graph API img/s | graph / legacy |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet50 resnet18; do ab_row WHISKER_CUDNN_API legacy graph "$m" 256 bf16; done
+} | tee -a "$out/bench_gpu.md"
+else skipped "convolutions through the graph API" 120; fi
 # inference's batchnorms on whisker's NHWC kernel, a fused group's relu(bn(x) [+ z]) in one pass
 # (the default) against cuDNN's batchnorm inference with the nodes one by one
 # ($WHISKER_GPU_INFER_BN=cudnn): an inference-only network (bench --steps 0), images/s at batch 256
@@ -457,17 +475,6 @@ if room 100; then
   done
 } | tee -a "$out/bench_gpu.md"
 else skipped "the NCCL path's cost" 100; fi
-# The tables below each set one environment variable off and on around the same training
-# bench: abench (above) runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
-# "| model | batch | precision | off img/s | on img/s | on / off |".
-ab_row() {
-  local var=$1 off=$2 on=$3 m=$4 b=$5 p=$6 x0 x1
-  x0=$( (export "$var=$off"; abench --model "$m" --batch "$b" --precision "$p") |
-    field train_images_per_s)
-  x1=$( (export "$var=$on"; abench --model "$m" --batch "$b" --precision "$p") |
-    field train_images_per_s)
-  echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
-}
 # max pooling on whisker's NHWC kernels (the default since 2026-11-23, not yet measured here)
 # against cuDNN's ($WHISKER_GPU_POOL=cudnn): cuDNN's max-pool backward took 6.5% of the profiled
 # ResNet-18 bf16 step on the first H100 run

@@ -1990,7 +1990,10 @@ static wk_gpu_algo_stats wkt_algo_stats(wk_ctx *ctx) {
   return st;
 }
 
-static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch) {
+/* dirs: the most choices a convolution times (3 directions; 4 through the
+ * graph API, whose backward-data adding into a begun gradient is a plan of
+ * its own) */
+static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch, int dirs) {
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
   wk_net *heur = build(ctx), *timed = build(ctx);
   wkt_perturb(heur);
@@ -2031,7 +2034,7 @@ static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch
   printf("%s: %d convolutions, %lld directions timed, %lld reused, %lld fell back to the "
          "heuristics\n", name, n_conv, (long long)st.timed, (long long)st.reused,
          (long long)st.fell_back);
-  ck_assert_msg(st.timed > 0 && st.timed <= 3 * n_conv, "%s: %lld timed for %d convolutions",
+  ck_assert_msg(st.timed > 0 && st.timed <= dirs * n_conv, "%s: %lld timed for %d convolutions",
                 name, (long long)st.timed, n_conv);
   /* a new batch size is timed; going back to the old one is not */
   const int64_t xs1[4] = {batch - 1, h, w, c};
@@ -2066,11 +2069,11 @@ static void wkt_find_vs_heuristic(const char *name, wkt_builder build, int batch
 }
 
 START_TEST(test_find_vs_heuristic_resnet18) {
-  wkt_find_vs_heuristic("resnet18", wkt_resnet18, 3);
+  wkt_find_vs_heuristic("resnet18", wkt_resnet18, 3, 3);
 }
 END_TEST
 START_TEST(test_find_vs_heuristic_mobilenetv2) {
-  wkt_find_vs_heuristic("mobilenetv2", wkt_mobilenet, 3);
+  wkt_find_vs_heuristic("mobilenetv2", wkt_mobilenet, 3, 3);
 }
 END_TEST
 
@@ -2216,6 +2219,158 @@ START_TEST(test_exec_refusal) {
 END_TEST
 START_TEST(test_exec_refusal_timed) {
   wkt_exec_refusal("find", true);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ the graph API */
+
+/* Convolutions through cuDNN's graph API ($WHISKER_CUDNN_API=graph,
+ * conv_graph.c) against the CPU as wkt_compare does, with the engines timed
+ * (training networks time by default): resnet18 (a block's input has two
+ * readers, so its backward-data adds into a begun gradient: the beta-1
+ * plans), misc (dilation, a bias, a 1x1 convolution whose input has three
+ * readers) and mobilenetv2 (grouped convolutions); a value that is not
+ * legacy or graph is refused. On the emulated device the engine ranked first
+ * computes from inputs rounded to fp16 (its note says it converts them
+ * down): taking it would miss float32's bounds. */
+START_TEST(test_conv_graph) {
+  setenv("WHISKER_CUDNN_API", "graph", 1);
+  wkt_compare("resnet18, convolutions through the graph API", wkt_resnet18, 3, NULL, NULL);
+  wkt_compare("misc, convolutions through the graph API", wkt_misc, 5, NULL, NULL);
+  wkt_compare_ex("mobilenetv2, convolutions through the graph API", wkt_mobilenet, 3, NULL, NULL,
+                 true);
+  unsetenv("WHISKER_CUDNN_API");
+  wkt_env_refused("WHISKER_CUDNN_API", "v8", "expected legacy or graph");
+}
+END_TEST
+
+/* Timing through the graph API: as test_find_vs_heuristic's (the choices
+ * kept per shape, direction and beta; a batch seen before and a second
+ * network time nothing). */
+START_TEST(test_conv_graph_find) {
+  setenv("WHISKER_CUDNN_API", "graph", 1);
+  wkt_find_vs_heuristic("resnet18 (graph API)", wkt_resnet18, 3, 4);
+  unsetenv("WHISKER_CUDNN_API");
+}
+END_TEST
+
+/* One SGD step of resnet18 at batch 2 through the graph API with the
+ * heuristics' engines, $fault=1 (NULL: none), $WHISKER_CUDNN_DETERMINISTIC=det
+ * and `prec`, profiled: *out the notes of its convolutions, one line each
+ * ("name: what ran it"), and its loss. Returns the step's status. */
+static wk_status wkt_graph_notes(const char *fault, const char *det, wk_precision prec,
+                                 char *out, size_t n, float *loss, wk_gpu_algo_stats *st) {
+  setenv("WHISKER_CUDNN_API", "graph", 1);
+  setenv("WHISKER_CUDNN_DETERMINISTIC", det, 1);
+  if (fault) setenv(fault, "1", 1);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  wk_net *net = wkt_resnet18(ctx);
+  wkt_perturb(net);
+  ck_assert_int_eq(wk_net_set_precision(net, prec), WK_OK);
+  wkt_algo_gpu(net, "heuristic");
+  ck_assert_int_eq(wk_net_profile_enable(net), WK_OK);
+  wk_tensor x = wkt_compare_input(net, 2), labels = wkt_compare_labels(net, 2);
+  const wk_train_config tc = wkt_compare_sgd();
+  wk_trainer *t;
+  ck_assert_int_eq(wk_trainer_create(net, &tc, &t), WK_OK);
+  wk_status s = wk_trainer_step(t, &x, &labels, loss, NULL);
+  if (s == WK_OK) s = wk_net_profile_collect(net);
+  char err[512];
+  snprintf(err, sizeof err, "%s", s == WK_OK ? "" : wk_last_error());
+  size_t k = 0;
+  out[0] = '\0';
+  for (int i = 0; s == WK_OK && i < wk_net_n_nodes(net); i++) {
+    const wk_node *nd = wk_net_node(net, i);
+    if (nd->op != WK_NODE_CONV) continue;
+    const int w = snprintf(out + k, n - k, "%s: %s\n", nd->name, wk_net_profile_note(net, i));
+    ck_assert(w > 0 && (size_t)w < n - k);
+    k += (size_t)w;
+  }
+  if (st) *st = wkt_algo_stats(ctx);
+  wk_trainer_destroy(t);
+  wk_tensor_free(&labels);
+  wk_tensor_free(&x);
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+  if (fault) unsetenv(fault);
+  unsetenv("WHISKER_CUDNN_DETERMINISTIC");
+  unsetenv("WHISKER_CUDNN_API");
+  if (s != WK_OK) wk_fail(s, "%s", err);
+  return s;
+}
+
+/* Whether every line of notes (one per convolution) holds `want`, and none `never`. */
+static void wkt_notes_hold(const char *what, const char *notes, const char *want,
+                           const char *never) {
+  int lines = 0;
+  for (const char *l = notes; *l;) {
+    const char *e = strchr(l, '\n');
+    ck_assert_ptr_nonnull(e);
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)(e - l), l);
+    ck_assert_msg(!want || strstr(line, want), "%s: '%s' lacks '%s'", what, line, want);
+    ck_assert_msg(!never || !strstr(line, never), "%s: '%s' has '%s'", what, line, never);
+    lines++;
+    l = e + 1;
+  }
+  ck_assert_int_eq(lines, 20); /* resnet18's convolutions */
+}
+
+/* Which of the emulated cuDNN's engines (tests/emu/fake/fake_cudnn_graph.c:
+ * ranked 3 (converts inputs down), 0 (nondeterministic for backward-filter),
+ * 1 (tensor cores, a workspace), 2 (refuses grouped and 1x1 convolutions,
+ * the largest workspace), then the fallback list's 4) the heuristics'
+ * choice takes, by the profile's notes: never 3; for float32 0 everywhere
+ * (tensor cores would be TF32), and the blocks' beta-1 backward-data plans
+ * made; deterministic, backward-filter on 2, or 4 where 2 refuses. An engine
+ * refused when run (the fake's engine 0) gives way to the next usable one
+ * (2, or 4 where 2 refuses), counted, for the same losses bit for bit. With no engine at all the step
+ * fails, naming the way back to the legacy calls. */
+START_TEST(test_conv_graph_engines) {
+  char notes[4096];
+  float loss, loss_det, loss_ref;
+  wk_gpu_algo_stats st;
+  ck_assert_msg(wkt_graph_notes(NULL, "0", WK_PRECISION_FP32, notes, sizeof notes, &loss, &st) ==
+                WK_OK, "%s", wk_last_error());
+  printf("graph API, float32, heuristics:\n%s", notes);
+  wkt_notes_hold("fp32", notes, "fwd engine 0", "engine 3");
+  wkt_notes_hold("fp32", notes, NULL, "engine 1");
+  ck_assert_msg(strstr(notes, "dgrad adding engine 0"), "no beta-1 plan:\n%s", notes);
+  ck_assert_msg(strstr(notes, "layer1.0.conv1: fwd engine 0; dgrad engine 0; wgrad engine 0; "
+                              "dgrad adding engine 0"), "%s", notes);
+  ck_assert_int_eq(st.exec_refused, 0);
+
+  ck_assert_msg(wkt_graph_notes(NULL, "1", WK_PRECISION_FP32, notes, sizeof notes, &loss_det,
+                                NULL) == WK_OK, "%s", wk_last_error());
+  printf("graph API, float32, deterministic:\n%s", notes);
+  wkt_notes_hold("deterministic", notes, NULL, "wgrad engine 0");
+  ck_assert_msg(strstr(notes, "wgrad engine 2") && strstr(notes, "wgrad engine 4"), "%s", notes);
+  ck_assert_msg(memcmp(&loss, &loss_det, sizeof loss) == 0, "%.9g %.9g", (double)loss,
+                (double)loss_det);
+
+  ck_assert_msg(wkt_graph_notes(NULL, "0", WK_PRECISION_BF16, notes, sizeof notes, &loss_ref,
+                                NULL) == WK_OK, "%s", wk_last_error());
+  wkt_notes_hold("bf16", notes, "fwd engine 0", "engine 3");
+
+  ck_assert_msg(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_EXEC_REFUSES", "0", WK_PRECISION_FP32, notes,
+                                sizeof notes, &loss_ref, &st) == WK_OK, "%s", wk_last_error());
+  printf("graph API, float32, engine 0 refused when run (%lld replaced):\n%s",
+         (long long)st.exec_refused, notes);
+  /* every convolution ran its forward, its backward-filter and (but the stem) one of
+   * its backward-data plans once, each refused once; a plan that never ran (a block's
+   * first backward-data writes through the beta-1 one) keeps engine 0 */
+  wkt_notes_hold("refused", notes, NULL, "fwd engine 0");
+  wkt_notes_hold("refused", notes, NULL, "wgrad engine 0");
+  wkt_notes_hold("refused", notes, NULL, "engine 3");
+  wkt_notes_hold("refused", notes, NULL, "engine 1"); /* TF32 */
+  ck_assert_int_eq(st.exec_refused, 3 * 20 - 1);
+  ck_assert_msg(memcmp(&loss, &loss_ref, sizeof loss) == 0, "loss %.9g, without refusals %.9g",
+                (double)loss_ref, (double)loss);
+
+  ck_assert_int_ne(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_NO_ENGINES", "0", WK_PRECISION_FP32, notes,
+                                   sizeof notes, &loss_ref, NULL), WK_OK);
+  ck_assert_msg(strstr(wk_last_error(), "no cuDNN engine") &&
+                strstr(wk_last_error(), "WHISKER_CUDNN_API=legacy"), "%s", wk_last_error());
 }
 END_TEST
 
@@ -2422,6 +2577,8 @@ int main(void) {
     wkt_add(tc, test_find_vs_heuristic_resnet18);
     wkt_add(tc, test_find_vs_heuristic_mobilenetv2);
     wkt_add(tc, test_cudnn_algo_env);
+    wkt_add(tc, test_conv_graph);
+    wkt_add(tc, test_conv_graph_find);
     wkt_add(tc, test_device_memory);
     const char *fs = getenv("WKT_FAKE_STATS");
     if (fs && strcmp(fs, "1") == 0) {
@@ -2430,6 +2587,7 @@ int main(void) {
       wkt_add(tc, test_heuristic_lies);
       wkt_add(tc, test_exec_refusal);
       wkt_add(tc, test_exec_refusal_timed);
+      wkt_add(tc, test_conv_graph_engines);
     }
   } else {
     wkt_add(tc, test_no_device_is_clean);

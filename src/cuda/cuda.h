@@ -45,7 +45,13 @@ wk_status wk_cuda_describe(char *buf, size_t n);
  * "heuristic" never times. Timing can choose differently from one process to
  * the next between algorithms of about the same speed, and different
  * algorithms round differently: runs that must agree across processes (to the
- * last bits) want "heuristic". */
+ * last bits) want "heuristic".
+ *
+ * $WHISKER_CUDNN_API: "legacy" (unset or empty: the default) runs the
+ * convolutions through cuDNN's legacy calls as above; "graph" through its
+ * backend (graph) API, engine configurations instead of algorithms, chosen
+ * and timed the same way (conv_graph.c in the plugin; the timed choices are
+ * kept in the same wk_gpu_algos). Not yet run on a GPU. */
 typedef struct wk_gpu_algos wk_gpu_algos;
 
 typedef struct wk_gpu_algo_stats {
@@ -96,7 +102,7 @@ typedef struct wk_gpu_net wk_gpu_net;
 /* Builds the executor on `device`. Fails with WK_ERR_UNSUPPORTED (and why)
  * for a graph the GPU path cannot run (asymmetric padding, a dilated pool),
  * and with WK_ERR_INVALID_ARG for a malformed $WHISKER_GPU_WORKSPACE_MB,
- * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE,
+ * $WHISKER_CUDNN_ALGO, $WHISKER_CUDNN_API, $WHISKER_CUDNN_DETERMINISTIC, $WHISKER_BN_FUSE,
  * $WHISKER_GPU_OWN_BN, $WHISKER_GPU_POOL or $WHISKER_GPU_INFER_BN (all read
  * here). g->algos,
  * when given, must outlive the network.

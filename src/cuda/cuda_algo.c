@@ -163,11 +163,13 @@ void wk_cudaalgos_count_exec_refused(wk_gpu_algos *a) {
   if (a) wk_cache_count(a, &a->stats.exec_refused);
 }
 
-/* The key of direction d of c, read back from the descriptors. */
-static wk_status wk_key_make(const wk_conv_choice *c, wk_conv_dir d, wk_conv_key *k) {
+/* The key of direction d of c, read back from the descriptors; `variant`
+ * tells the kinds of choice apart (wk_conv_kept). */
+static wk_status wk_key_make(const wk_conv_choice *c, wk_conv_dir d, int variant,
+                             wk_conv_key *k) {
   memset(k, 0, sizeof *k);
   k->device = c->device;
-  k->dir = (int)d;
+  k->dir = (int)d + 3 * variant;
   k->ws_limit_hi = (int)(uint32_t)((uint64_t)c->ws_limit >> 32);
   k->ws_limit_lo = (int)(uint32_t)c->ws_limit;
   k->deterministic = c->deterministic;
@@ -374,9 +376,7 @@ static bool wk_timing_recoverable(cudnnStatus_t s) {
          s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
 }
 
-/* The caller's workspace grown to n_bytes for timing; *room false (and no
- * workspace left) when the device has no memory for it. */
-static wk_status wk_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bool *room) {
+wk_status wk_conv_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bool *room) {
   *room = true;
   if (n_bytes <= *c->ws_bytes) return WK_OK;
   WK_TRY(wk_cuda_free(*c->ws));
@@ -400,7 +400,7 @@ static wk_status wk_time(const wk_conv_choice *c, wk_conv_dir d, size_t ws_need,
   *ok = false;
   *for_good = false; /* no room for the timing now: another time may have it */
   bool room = false;
-  WK_TRY(wk_timing_workspace(c, ws_need, &room));
+  WK_TRY(wk_conv_timing_workspace(c, ws_need, &room));
   if (!room) return WK_OK;
   wk_algo_perf p[WK_ALGO_MAX];
   int got = 0;
@@ -449,7 +449,7 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
   wk_conv_key key;
   bool kept = false; /* a kept choice the caller passes over: the heuristics', untimed */
   if (c->find) {
-    WK_TRY(wk_key_make(c, d, &key));
+    WK_TRY(wk_key_make(c, d, 0, &key));
     kept = wk_cache_get(c->cache, &key, out);
     if (kept && !wk_skipped(c, out->algo)) {
       wk_cache_reused(c->cache);
@@ -486,4 +486,35 @@ wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *o
     if (c->find && for_good) wk_cache_put(c->cache, &key, out, false);
   }
   return WK_OK;
+}
+
+/* ------------------------------------------------------------------ other kinds of choice */
+
+wk_status wk_conv_kept(const wk_conv_choice *c, wk_conv_dir d, int variant, wk_conv_algo *out,
+                       bool *hit) {
+  *hit = false;
+  if (!c->cache) return WK_OK;
+  wk_conv_key key;
+  WK_TRY(wk_key_make(c, d, variant, &key));
+  *hit = wk_cache_get(c->cache, &key, out);
+  if (*hit) wk_cache_reused(c->cache);
+  return WK_OK;
+}
+
+wk_status wk_conv_keep(const wk_conv_choice *c, wk_conv_dir d, int variant, wk_conv_algo *v,
+                       bool timed) {
+  if (!c->cache) return WK_OK;
+  wk_conv_key key;
+  WK_TRY(wk_key_make(c, d, variant, &key));
+  wk_cache_put(c->cache, &key, v, timed);
+  return WK_OK;
+}
+
+void wk_cudaalgos_count(wk_gpu_algos *a, wk_algo_event e) {
+  if (!a) return;
+  switch (e) {
+  case WK_ALGO_FELL_BACK: wk_cache_count(a, &a->stats.fell_back); break;
+  case WK_ALGO_REFUSED: wk_cache_count(a, &a->stats.refused); break;
+  case WK_ALGO_EXEC_REFUSED: wk_cache_count(a, &a->stats.exec_refused); break;
+  }
 }

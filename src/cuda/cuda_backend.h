@@ -163,6 +163,8 @@ typedef struct wk_conv_algo {
   int algo;
   cudnnMathType_t math;
   size_t ws_bytes;
+  int rank; /* the graph API's (conv_graph.c): algo is the engine's global index, rank
+             * its configuration's place in the heuristics' list; math is unused */
 } wk_conv_algo;
 
 /* One convolution at one batch size, as the choice needs it. */
@@ -181,6 +183,8 @@ typedef struct wk_conv_choice {
   bool deterministic;  /* only algorithms cuDNN calls deterministic (no atomics) */
   uint32_t skip;       /* heuristics: algorithms to pass over (bit 1 << algo), those
                         * cuDNN refused when called; a timed or kept choice ignores it */
+  uint64_t skip_engines; /* the graph API's likewise, by engine global index (< 64); a
+                          * kept choice of one is not taken */
   wk_gpu_algos *cache;
   /* timing only: device buffers of the descriptors' sizes that the timed
    * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the
@@ -198,6 +202,52 @@ typedef struct wk_conv_choice {
  * than a timing that cannot run (which falls back to the heuristics). */
 wk_status wk_conv_choose(const wk_conv_choice *c, wk_conv_dir d, wk_conv_algo *out, bool *found,
                          bool *timed);
+
+/* The cache for other kinds of choice (variant 1 and 2: the graph API's with
+ * beta 0 and 1, conv_graph.c), keyed as wk_conv_choose keys its own (variant
+ * 0). wk_conv_kept: *hit and the kept choice in *out (counted as reused);
+ * wk_conv_keep keeps *v (counted as timed when `timed`), or puts the choice
+ * another thread kept meanwhile in *v. A NULL c->cache keeps nothing. */
+wk_status wk_conv_kept(const wk_conv_choice *c, wk_conv_dir d, int variant, wk_conv_algo *out,
+                       bool *hit);
+wk_status wk_conv_keep(const wk_conv_choice *c, wk_conv_dir d, int variant, wk_conv_algo *v,
+                       bool timed);
+typedef enum { WK_ALGO_FELL_BACK, WK_ALGO_REFUSED, WK_ALGO_EXEC_REFUSED } wk_algo_event;
+/* Counts e in a's stats (wk_gpu_algo_stats' field of that name). */
+void wk_cudaalgos_count(wk_gpu_algos *a, wk_algo_event e);
+/* c's workspace (*c->ws, *c->ws_bytes) grown to n_bytes for timing; *room
+ * false (and no workspace left) when the device has no memory for it. */
+wk_status wk_conv_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bool *room);
+
+/* ------------------------------------------------------------------ the graph API's plans
+ * conv_graph.c: one direction of one convolution through cuDNN's backend
+ * (graph) API: an operation graph of the one convolution, the engine
+ * configurations cuDNN's heuristics offer for it (mode A, then the fallback
+ * list), the first usable one or, timing, the fastest, finalized into an
+ * execution plan that runs with the caller's pointers. */
+typedef struct wk_cplan wk_cplan;
+
+/* Direction d of c's convolution, out = alpha * op + beta * out with alpha 1
+ * and beta 1 when `accumulate`, else 0. Usable engines: none whose numerical
+ * notes say it converts inputs down or reduces in less than float32; none
+ * with tensor cores for float32 data unless c->tensor_math (TF32); with
+ * c->deterministic none noted nondeterministic; none in c->skip_engines; a
+ * plan cuDNN finalizes within c->ws_limit. c->find times every usable one
+ * (through the cache, on the timing buffers) and takes the fastest; else
+ * the first. *out NULL with *found false when none is usable; *timed says
+ * timing ran. c->skip is not read. */
+wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate, wk_cplan **out,
+                        bool *found, bool *timed);
+void wk_cplan_destroy(wk_cplan *p);
+size_t wk_cplan_ws_bytes(const wk_cplan *p);
+int64_t wk_cplan_engine(const wk_cplan *p);
+/* Runs p on its handle's stream: x, w, y as the direction names them (the
+ * forward writes y, backward-data x (dx, from y = dy), backward-filter w
+ * (dw)); ws at least wk_cplan_ws_bytes long. Returns cuDNN's status (the
+ * caller decides what a refusal means); a pointer not aligned to 16 bytes
+ * (the plans promise cuDNN that) is BAD_PARAM, with the reason kept in
+ * wk_last_error(). */
+cudnnStatus_t wk_cplan_run(wk_cplan *p, void *x, void *w, void *y, void *ws);
 
 /* ------------------------------------------------------------------ gradient all-reduce
  * cuda_comm.c: NCCL for cuda_net.c's backward (cuda.h's data-parallel API). */

@@ -175,6 +175,12 @@ typedef struct wk_gnode {
   cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; /* of the chosen algorithms */
   uint32_t refused[3]; /* per direction, algorithms cuDNN refused when called (bit 1 << algo):
                         * the heuristics pass them over from then on (wk_conv_refused) */
+  /* $WHISKER_CUDNN_API=graph (conv_graph.c): the plans of the forward, backward-data,
+   * backward-filter and backward-data adding into its output (beta 1, made where the
+   * input has more than one reader; without it such a contribution goes through the
+   * scratch), and per direction the engines cuDNN refused when run (bit 1 << index) */
+  wk_cplan *plan[4];
+  uint64_t plan_refused[3];
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
   bool bn_own;     /* whisker's kernels (syncbn.cu) for it: cuDNN refused it (16 bits) or
@@ -255,6 +261,7 @@ struct wk_gpu_net {
   void *workspace;
   size_t workspace_bytes, workspace_limit;
   wk_algo_mode algo_mode;
+  bool conv_graph;    /* $WHISKER_CUDNN_API=graph: convolutions through conv_graph.c */
   bool deterministic; /* $WHISKER_CUDNN_DETERMINISTIC=1 */
   wk_fuse_mode fuse_mode;
   cudnnActivationDescriptor_t relu; /* the fused groups' */
@@ -757,6 +764,10 @@ static wk_status wk_read_env(wk_gpu_net *net) {
     else return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_ALGO='%s': expected heuristic or find",
                         env);
   }
+  env = getenv("WHISKER_CUDNN_API");
+  net->conv_graph = env && !strcmp(env, "graph");
+  if (env && *env && strcmp(env, "graph") && strcmp(env, "legacy"))
+    return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_CUDNN_API='%s': expected legacy or graph", env);
   env = getenv("WHISKER_CUDNN_DETERMINISTIC");
   net->deterministic = env && !strcmp(env, "1");
   if (env && *env && strcmp(env, "1") && strcmp(env, "0"))
@@ -884,6 +895,7 @@ void wk_cudanet_destroy(wk_gpu_net *net) {
     if (s->w) cudnnDestroyFilterDescriptor(s->w);
     if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
     if (s->pool) cudnnDestroyPoolingDescriptor(s->pool);
+    for (int k = 0; k < 4; k++) wk_cplan_destroy(s->plan[k]);
     (void)wk_cuda_free(s->save_mean);
     (void)wk_cuda_free(s->save_invvar);
     (void)wk_cuda_free(s->reserve);
@@ -968,6 +980,31 @@ static const char *const wk_conv_dir_names[3] = {"forward", "backward-data", "ba
  * descriptors describe (cuda_algo.c): forward, and with `backward` the two
  * backward ones; by timing when `find`; *need grows to the largest
  * workspace, *timed says timing ran. */
+/* The graph API's plan slot k (wk_gnode.plan) of convolution i for c, by
+ * timing when c->find; skipped engines are the slot's direction's refused
+ * ones. *need grows to its workspace. The beta-1 slot may come out NULL
+ * (nothing usable: the backward goes through the scratch); any other must
+ * be found. */
+static wk_status wk_pick_plan(wk_gpu_net *net, int i, wk_conv_choice *c, int k, size_t *need,
+                              bool *timed) {
+  wk_gnode *s = &net->gn[i];
+  const wk_conv_dir d = k == 3 ? WK_CONV_BWD_DATA : (wk_conv_dir)k;
+  wk_cplan_destroy(s->plan[k]);
+  s->plan[k] = NULL;
+  c->skip_engines = s->plan_refused[d];
+  bool found = false, t = false;
+  WK_TRY(wk_cplan_make(c, d, k == 3, &s->plan[k], &found, &t));
+  *timed |= t;
+  if (!found && k != 3)
+    return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN engine for the %s convolution within "
+                   "%zu MB of workspace%s ($WHISKER_CUDNN_API=legacy uses the legacy calls)",
+                   net->nodes[i].name, wk_conv_dir_names[d], net->workspace_limit >> 20,
+                   net->deterministic ? " among those cuDNN calls deterministic "
+                                        "($WHISKER_CUDNN_DETERMINISTIC=1)" : "");
+  if (found && wk_cplan_ws_bytes(s->plan[k]) > *need) *need = wk_cplan_ws_bytes(s->plan[k]);
+  return WK_OK;
+}
+
 static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward, size_t *need,
                                bool *timed) {
   wk_gnode *s = &net->gn[i];
@@ -981,6 +1018,16 @@ static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward,
                       .deterministic = net->deterministic, .cache = net->algos,
                       .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
   if (find) wk_timing_buffers(net, i, &c);
+  if (net->conv_graph) {
+    for (int k = 0; k < 4; k++) { /* the last batch's */
+      wk_cplan_destroy(s->plan[k]);
+      s->plan[k] = NULL;
+    }
+    const bool dx = n->in[0] != 0, shared = dx && net->consumers[net->alias[n->in[0]]] > 1;
+    for (int k = 0; k < (backward ? 4 : 1); k++)
+      if ((k != 1 || dx) && (k != 3 || shared)) WK_TRY(wk_pick_plan(net, i, &c, k, need, timed));
+    return WK_OK;
+  }
   wk_conv_algo a[3] = {{0}};
   for (int d = 0; d < (backward ? 3 : 1); d++) {
     /* a convolution of the network's input never computes an input gradient
@@ -1065,6 +1112,58 @@ static wk_status wk_conv_refused(wk_gpu_net *net, int i, wk_conv_dir d, cudnnSta
     s->bwd_filter_math = a.math;
     break;
   }
+  return WK_OK;
+}
+
+/* Convolution i's plan slot k answered e when run (the graph API's
+ * counterpart of wk_conv_answered): *again when cuDNN refused the engine
+ * (NOT_SUPPORTED) and the heuristics' next usable one took its place, for
+ * the caller to run again; as wk_conv_refused, the refused engine is passed
+ * over for this direction from now on, and inside a capture a replacement
+ * needing more workspace fails. Anything else is reported. */
+static wk_status wk_plan_answered(wk_gpu_net *net, int i, int k, cudnnStatus_t e, bool *again) {
+  *again = false;
+  if (e == CUDNN_STATUS_SUCCESS) return WK_OK;
+  wk_gnode *s = &net->gn[i];
+  const wk_conv_dir d = k == 3 ? WK_CONV_BWD_DATA : (wk_conv_dir)k;
+  const int64_t engine = wk_cplan_engine(s->plan[k]);
+  (void)wk_cudnn_failed(e, "the %s convolution %s on engine %lld", wk_conv_dir_names[d],
+                        net->nodes[i].name, (long long)engine);
+  char why[384];
+  snprintf(why, sizeof why, "%s", wk_last_error());
+  if (CUDNN_STATUS_CATEGORY(e) != CUDNN_STATUS_NOT_SUPPORTED || engine < 0 || engine >= 64)
+    return wk_fail(WK_ERR_BACKEND, "%s", why);
+  enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  WK_CUDA_TRY(cudaStreamIsCapturing(net->stream, &cs));
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
+  wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
+                      .x = s->x, .y = s->y, .w = s->w, .conv = s->conv,
+                      .tensor_math = net->g.precision != WK_PRECISION_FP32,
+                      .ws_limit = net->workspace_limit, .find = false,
+                      .deterministic = net->deterministic, .cache = net->algos,
+                      .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  s->plan_refused[d] |= (uint64_t)1 << engine;
+  wk_cudaalgos_count(net->algos, WK_ALGO_EXEC_REFUSED);
+  size_t need = 0;
+  bool timed = false;
+  WK_TRY(wk_pick_plan(net, i, &c, k, &need, &timed));
+  if (!s->plan[k])
+    return wk_fail(WK_ERR_BACKEND, "%s; no other engine is left within %zu MB of workspace", why,
+                   net->workspace_limit >> 20);
+  if (cs != cudaStreamCaptureStatusNone && need > net->workspace_bytes)
+    return wk_fail(WK_ERR_BACKEND, "%s; the next engine's workspace cannot be allocated in a "
+                   "captured step", why);
+  WK_TRY(wk_workspace(net, need));
+  *again = true;
+  return WK_OK;
+}
+
+/* Runs convolution i's plan slot k (x, w, y as wk_cplan_run names them),
+ * taking the next engine while cuDNN refuses one. */
+static wk_status wk_plan_run(wk_gpu_net *net, int i, int k, void *x, void *w, void *y) {
+  for (bool again = true; again;)
+    WK_TRY(wk_plan_answered(net, i, k,
+                            wk_cplan_run(net->gn[i].plan[k], x, w, y, net->workspace), &again));
   return WK_OK;
 }
 
@@ -1694,7 +1793,9 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
   switch (nd->op) {
   case WK_NODE_CONV:
     if (wk_half(net)) WK_TRY(wk_half_weights(net));
-    for (bool again = true; again;) {
+    if (net->conv_graph)
+      WK_TRY(wk_plan_run(net, i, 0, (void *)(uintptr_t)x, wk_cw(net, nd->param[0]), y));
+    for (bool again = !net->conv_graph; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
       WK_TRY(wk_conv_answered(net, i, WK_CONV_FWD,
                               cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
@@ -2082,7 +2183,14 @@ static void wk_node_note(const wk_gpu_net *net, int i, char *buf, size_t n) {
   const wk_gnode *s = &net->gn[i];
   const wk_node *nd = &net->nodes[i];
   buf[0] = '\0';
-  if (nd->op == WK_NODE_CONV && net->cap > 0) {
+  if (nd->op == WK_NODE_CONV && net->cap > 0 && net->conv_graph) {
+    int k = 0;
+    static const char *const dir[4] = {"fwd", "dgrad", "wgrad", "dgrad adding"};
+    for (int j = 0; j < 4 && k >= 0 && (size_t)k < n; j++)
+      if (s->plan[j])
+        k += snprintf(buf + k, n - (size_t)k, "%s%s engine %lld", k ? "; " : "", dir[j],
+                      (long long)wk_cplan_engine(s->plan[j]));
+  } else if (nd->op == WK_NODE_CONV && net->cap > 0) {
     const unsigned f = (unsigned)s->fwd_algo, d = (unsigned)s->bwd_data_algo,
                    w = (unsigned)s->bwd_filter_algo;
     int k = snprintf(buf, n, "fwd %s%s", f < 8 ? fwd[f] : "?", wk_math_tag(s->fwd_math));
@@ -2304,8 +2412,17 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   switch (nd->op) {
   case WK_NODE_CONV: {
     if (half) WK_TRY(wk_half_weights(net));
-    const float *dx_beta = need_dx && wk_grad_add(net, in) ? &one : &zero;
-    for (bool again = need_dx; again;) {
+    const bool add = need_dx && wk_grad_add(net, in);
+    const float *dx_beta = add ? &one : &zero;
+    if (need_dx && net->conv_graph) { /* adding: the beta-1 plan, or through the scratch */
+      const int k = add && s->plan[3] ? 3 : 1;
+      void *dx = add && k == 1 ? (void *)net->scratch : net->grad[in];
+      WK_TRY(wk_plan_run(net, i, k, dx, wk_cw(net, nd->param[0]), (void *)(uintptr_t)dy));
+      if (add && k == 1)
+        WK_TRY(wk_k_add(net, n * net->numel[in], net->grad[in], dx, net->grad[in],
+                        "gradient accumulate"));
+    }
+    for (bool again = need_dx && !net->conv_graph; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_TRY(wk_conv_answered(
           net, i, WK_CONV_BWD_DATA,
@@ -2316,7 +2433,11 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     }
     if (wk_trainable(net, nd->param[0])) { /* 16 bits: into bdw, then widened */
       const wk_param *pw = &net->params[nd->param[0]];
-      for (bool again = true; again;) {
+      if (net->conv_graph)
+        WK_TRY(wk_plan_run(net, i, 2, (void *)(uintptr_t)x,
+                           half ? (void *)net->bdw : (void *)(net->grads + pw->offset),
+                           (void *)(uintptr_t)dy));
+      for (bool again = !net->conv_graph; again;) {
         WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
         WK_TRY(wk_conv_answered(
             net, i, WK_CONV_BWD_FILTER,
