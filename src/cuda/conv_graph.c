@@ -490,6 +490,24 @@ static wk_status wk_time_all(const wk_conv_choice *c, wk_conv_dir d, wk_cand *k,
 
 /* ------------------------------------------------------------------ the choice */
 
+/* Configuration cfg as a plan the caller may take: its engine's index and,
+ * when the engine is usable, cuDNN finalizes its plan and it fits the
+ * limit, the plan and its workspace in *q (q->plan NULL otherwise; *refused
+ * when cuDNN refused it or it needs more than the limit). */
+static wk_status wk_candidate(const wk_conv_choice *c, wk_conv_dir d, bool float32,
+                              cudnnBackendDescriptor_t cfg, wk_cand *q, bool *refused) {
+  q->plan = NULL;
+  *refused = false;
+  bool usable = false;
+  WK_TRY(wk_engine_of(c, d, float32, cfg, &q->engine, &usable));
+  if (!usable) return WK_OK;
+  WK_TRY(wk_plan_of(c, d, cfg, &q->plan, &q->ws_bytes));
+  if (q->plan && q->ws_bytes <= c->ws_limit) return WK_OK;
+  wk_destroy(&q->plan);
+  *refused = true;
+  return WK_OK;
+}
+
 wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate, wk_cplan **out,
                         bool *found, bool *timed) {
   *out = NULL;
@@ -504,9 +522,8 @@ wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate,
   int n_cand = 0;
   cudnnDataType_t data = CUDNN_DATA_FLOAT;
   const int variant = 1 + accumulate;
-  int take = -1; /* the chosen configuration's place in cfg */
-  size_t take_ws = 0;
-  cudnnBackendDescriptor_t take_plan = NULL;
+  wk_cand take = {.rank = -1}; /* the chosen configuration (its place in cfg) and plan */
+  bool refused = false;
   wk_status st = wk_cgraph_make(c, d, accumulate, &p->g, &data);
   if (st == WK_OK)
     st = wk_heuristics(&p->g, CUDNN_HEUR_MODE_A, d, cfg, &n_cfg, WK_CPLAN_CFG_MAX);
@@ -519,35 +536,19 @@ wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate,
   bool hit = false;
   if (st == WK_OK && c->find) st = wk_conv_kept(c, d, variant, &kept, &hit);
   if (st == WK_OK && hit && kept.rank >= 0 && kept.rank < n_cfg) {
-    int64_t index = -1;
-    bool usable = false;
-    st = wk_engine_of(c, d, float32, cfg[kept.rank], &index, &usable);
-    if (st == WK_OK && usable && index == kept.algo)
-      st = wk_plan_of(c, d, cfg[kept.rank], &take_plan, &take_ws);
-    if (st == WK_OK && take_plan && take_ws <= c->ws_limit) {
-      take = kept.rank;
-    } else if (take_plan) {
-      wk_destroy(&take_plan);
-    }
+    wk_cand q = {.rank = kept.rank};
+    st = wk_candidate(c, d, float32, cfg[kept.rank], &q, &refused);
+    if (q.plan && q.engine == kept.algo) take = q;
+    else wk_destroy(&q.plan);
   }
   bool timed_ok = false, for_good = false;
-  if (st == WK_OK && take < 0 && c->find) {
+  if (st == WK_OK && take.rank < 0 && c->find) {
     /* every usable configuration cuDNN finalizes within the limit, timed */
     for (int k = 0; k < n_cfg && n_cand < WK_CPLAN_TIMED && st == WK_OK; k++) {
-      int64_t index = -1;
-      bool usable = false;
-      st = wk_engine_of(c, d, float32, cfg[k], &index, &usable);
-      if (st != WK_OK || !usable) continue;
-      wk_cand *q = &cand[n_cand];
-      *q = (wk_cand){.rank = k, .engine = index, .ms = -1.0f};
-      st = wk_plan_of(c, d, cfg[k], &q->plan, &q->ws_bytes);
-      if (st != WK_OK) break;
-      if (!q->plan || q->ws_bytes > c->ws_limit) {
-        wk_destroy(&q->plan);
-        wk_cudaalgos_count(c->cache, WK_ALGO_REFUSED);
-        continue;
-      }
-      n_cand++;
+      cand[n_cand] = (wk_cand){.rank = k, .ms = -1.0f};
+      st = wk_candidate(c, d, float32, cfg[k], &cand[n_cand], &refused);
+      if (refused) wk_cudaalgos_count(c->cache, WK_ALGO_REFUSED);
+      if (cand[n_cand].plan) n_cand++;
     }
     bool ran = false;
     if (st == WK_OK && n_cand > 0) {
@@ -558,9 +559,7 @@ wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate,
     for (int k = 0; k < n_cand && ran; k++)
       if (cand[k].ms >= 0.0f && (best < 0 || cand[k].ms < cand[best].ms)) best = k;
     if (st == WK_OK && best >= 0) {
-      take = cand[best].rank;
-      take_plan = cand[best].plan;
-      take_ws = cand[best].ws_bytes;
+      take = cand[best];
       cand[best].plan = NULL;
       timed_ok = true;
     } else if (st == WK_OK) {
@@ -569,38 +568,30 @@ wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate,
     }
   }
   /* the heuristics: the first usable configuration cuDNN finalizes within the limit */
-  for (int k = 0; st == WK_OK && take < 0 && k < n_cfg; k++) {
-    int64_t index = -1;
-    bool usable = false;
-    st = wk_engine_of(c, d, float32, cfg[k], &index, &usable);
-    if (st != WK_OK || !usable) continue;
-    st = wk_plan_of(c, d, cfg[k], &take_plan, &take_ws);
-    if (st == WK_OK && take_plan && take_ws <= c->ws_limit) {
-      take = k;
-    } else {
-      wk_destroy(&take_plan);
-      if (st == WK_OK) wk_cudaalgos_count(c->cache, WK_ALGO_REFUSED);
-    }
+  for (int k = 0; st == WK_OK && take.rank < 0 && k < n_cfg; k++) {
+    wk_cand q = {.rank = k};
+    st = wk_candidate(c, d, float32, cfg[k], &q, &refused);
+    if (refused) wk_cudaalgos_count(c->cache, WK_ALGO_REFUSED);
+    if (q.plan) take = q;
   }
-  if (st == WK_OK && take >= 0) {
-    p->cfg = cfg[take];
-    cfg[take] = NULL;
-    p->plan = take_plan;
-    take_plan = NULL;
-    p->ws_bytes = take_ws;
-    p->rank = take;
-    bool usable = false;
-    st = wk_engine_of(c, d, float32, p->cfg, &p->engine, &usable);
-    wk_conv_algo v = {.algo = (int)p->engine, .ws_bytes = take_ws, .rank = take};
+  if (st == WK_OK && take.rank >= 0) {
+    p->cfg = cfg[take.rank];
+    cfg[take.rank] = NULL;
+    p->plan = take.plan;
+    take.plan = NULL;
+    p->ws_bytes = take.ws_bytes;
+    p->rank = take.rank;
+    p->engine = take.engine;
+    wk_conv_algo v = {.algo = (int)p->engine, .ws_bytes = p->ws_bytes, .rank = p->rank};
     /* kept when timed, or when timing found nothing usable to run (not when there
      * was no room for it: another time may have it) */
-    if (st == WK_OK && c->find && (timed_ok || for_good) && !hit)
+    if (c->find && (timed_ok || for_good) && !hit)
       st = wk_conv_keep(c, d, variant, &v, timed_ok);
   }
   for (int k = 0; k < n_cand; k++) wk_destroy(&cand[k].plan);
   for (int k = 0; k < n_cfg; k++) wk_destroy(&cfg[k]);
-  wk_destroy(&take_plan);
-  if (st != WK_OK || take < 0) {
+  wk_destroy(&take.plan);
+  if (st != WK_OK || take.rank < 0) {
     wk_cplan_destroy(p);
     return st;
   }

@@ -159,10 +159,6 @@ static void wk_cache_count(wk_gpu_algos *a, int64_t *counter) {
   pthread_mutex_unlock(&a->lock);
 }
 
-void wk_cudaalgos_count_exec_refused(wk_gpu_algos *a) {
-  if (a) wk_cache_count(a, &a->stats.exec_refused);
-}
-
 /* The key of direction d of c, read back from the descriptors; `variant`
  * tells the kinds of choice apart (wk_conv_kept). */
 static wk_status wk_key_make(const wk_conv_choice *c, wk_conv_dir d, int variant,

@@ -151,8 +151,6 @@ wk_status wk_cudanet_attach_comm(wk_gpu_net *net, const unsigned char *id, int r
 wk_status wk_cudaalgos_create(wk_gpu_algos **out);
 void wk_cudaalgos_destroy(wk_gpu_algos *a);
 wk_status wk_cudaalgos_stats(wk_gpu_algos *a, wk_gpu_algo_stats *out);
-/* Counts a chosen algorithm cuDNN refused when called (exec_refused). */
-void wk_cudaalgos_count_exec_refused(wk_gpu_algos *a);
 
 typedef enum { WK_CONV_FWD, WK_CONV_BWD_DATA, WK_CONV_BWD_FILTER } wk_conv_dir;
 

@@ -976,10 +976,23 @@ static void wk_timing_buffers(wk_gpu_net *net, int i, wk_conv_choice *c) {
 
 static const char *const wk_conv_dir_names[3] = {"forward", "backward-data", "backward-filter"};
 
-/* Convolution i's algorithms and their math types for the batch the
- * descriptors describe (cuda_algo.c): forward, and with `backward` the two
- * backward ones; by timing when `find`; *need grows to the largest
- * workspace, *timed says timing ran. */
+/* Convolution i's choice as cuda_algo.c and conv_graph.c take it, with the
+ * descriptor's math type set to the one the rankings start from; `find`
+ * times, on the buffers wk_timing_buffers names. */
+static wk_status wk_choice_of(wk_gpu_net *net, int i, bool find, wk_conv_choice *c) {
+  wk_gnode *s = &net->gn[i];
+  /* the rankings follow the descriptor's math type, which the calls change */
+  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
+  *c = (wk_conv_choice){.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
+                        .x = s->x, .y = s->y, .w = s->w, .conv = s->conv,
+                        .tensor_math = net->g.precision != WK_PRECISION_FP32,
+                        .ws_limit = net->workspace_limit, .find = find,
+                        .deterministic = net->deterministic, .cache = net->algos,
+                        .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  if (find) wk_timing_buffers(net, i, c);
+  return WK_OK;
+}
+
 /* The graph API's plan slot k (wk_gnode.plan) of convolution i for c, by
  * timing when c->find; skipped engines are the slot's direction's refused
  * ones. *need grows to its workspace. The beta-1 slot may come out NULL
@@ -1005,19 +1018,16 @@ static wk_status wk_pick_plan(wk_gpu_net *net, int i, wk_conv_choice *c, int k, 
   return WK_OK;
 }
 
+/* Convolution i's algorithms and their math types for the batch the
+ * descriptors describe (cuda_algo.c): forward, and with `backward` the two
+ * backward ones; by timing when `find`; *need grows to the largest
+ * workspace, *timed says timing ran. */
 static wk_status wk_pick_algos(wk_gpu_net *net, int i, bool find, bool backward, size_t *need,
                                bool *timed) {
   wk_gnode *s = &net->gn[i];
   const wk_node *n = &net->nodes[i];
-  /* the rankings follow the descriptor's math type, which the calls change */
-  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-  wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
-                      .x = s->x, .y = s->y, .w = s->w,
-                      .conv = s->conv, .tensor_math = net->g.precision != WK_PRECISION_FP32,
-                      .ws_limit = net->workspace_limit, .find = find,
-                      .deterministic = net->deterministic, .cache = net->algos,
-                      .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
-  if (find) wk_timing_buffers(net, i, &c);
+  wk_conv_choice c;
+  WK_TRY(wk_choice_of(net, i, find, &c));
   if (net->conv_graph) {
     for (int k = 0; k < 4; k++) { /* the last batch's */
       wk_cplan_destroy(s->plan[k]);
@@ -1077,15 +1087,9 @@ static wk_status wk_conv_refused(wk_gpu_net *net, int i, wk_conv_dir d, cudnnSta
   if (algo < 0 || algo >= 32) return wk_fail(WK_ERR_BACKEND, "%s", why);
   enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   WK_CUDA_TRY(cudaStreamIsCapturing(net->stream, &cs));
-  /* the rankings follow the descriptor's math type (wk_pick_algos) */
-  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-  const wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
-                            .x = s->x, .y = s->y, .w = s->w, .conv = s->conv,
-                            .tensor_math = net->g.precision != WK_PRECISION_FP32,
-                            .ws_limit = net->workspace_limit, .find = false,
-                            .deterministic = net->deterministic,
-                            .skip = s->refused[d] | 1u << algo, .cache = net->algos,
-                            .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  wk_conv_choice c;
+  WK_TRY(wk_choice_of(net, i, false, &c));
+  c.skip = s->refused[d] | 1u << algo;
   wk_conv_algo a = {0};
   bool found = false, timed = false;
   WK_TRY(wk_conv_choose(&c, d, &a, &found, &timed));
@@ -1096,7 +1100,7 @@ static wk_status wk_conv_refused(wk_gpu_net *net, int i, wk_conv_dir d, cudnnSta
     return wk_fail(WK_ERR_BACKEND, "%s; the next choice's workspace cannot be allocated in a "
                    "captured step", why);
   s->refused[d] |= 1u << algo;
-  wk_cudaalgos_count_exec_refused(net->algos);
+  wk_cudaalgos_count(net->algos, WK_ALGO_EXEC_REFUSED);
   WK_TRY(wk_workspace(net, a.ws_bytes));
   switch (d) {
   case WK_CONV_FWD:
@@ -1135,13 +1139,8 @@ static wk_status wk_plan_answered(wk_gpu_net *net, int i, int k, cudnnStatus_t e
     return wk_fail(WK_ERR_BACKEND, "%s", why);
   enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   WK_CUDA_TRY(cudaStreamIsCapturing(net->stream, &cs));
-  WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, wk_conv_math(net)));
-  wk_conv_choice c = {.cudnn = net->cudnn, .stream = net->stream, .device = net->device,
-                      .x = s->x, .y = s->y, .w = s->w, .conv = s->conv,
-                      .tensor_math = net->g.precision != WK_PRECISION_FP32,
-                      .ws_limit = net->workspace_limit, .find = false,
-                      .deterministic = net->deterministic, .cache = net->algos,
-                      .ws = &net->workspace, .ws_bytes = &net->workspace_bytes};
+  wk_conv_choice c;
+  WK_TRY(wk_choice_of(net, i, false, &c));
   s->plan_refused[d] |= (uint64_t)1 << engine;
   wk_cudaalgos_count(net->algos, WK_ALGO_EXEC_REFUSED);
   size_t need = 0;
@@ -1795,7 +1794,7 @@ static wk_status wk_forward_node(wk_gpu_net *net, int i, bool train, const wk_gp
     if (wk_half(net)) WK_TRY(wk_half_weights(net));
     if (net->conv_graph)
       WK_TRY(wk_plan_run(net, i, 0, (void *)(uintptr_t)x, wk_cw(net, nd->param[0]), y));
-    for (bool again = !net->conv_graph; again;) {
+    else for (bool again = true; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->fwd_math));
       WK_TRY(wk_conv_answered(net, i, WK_CONV_FWD,
                               cudnnConvolutionForward(net->cudnn, &one, s->x, x, s->w,
@@ -2415,14 +2414,11 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     const bool add = need_dx && wk_grad_add(net, in);
     const float *dx_beta = add ? &one : &zero;
     if (need_dx && net->conv_graph) { /* adding: the beta-1 plan, or through the scratch */
-      const int k = add && s->plan[3] ? 3 : 1;
-      void *dx = add && k == 1 ? (void *)net->scratch : net->grad[in];
-      WK_TRY(wk_plan_run(net, i, k, dx, wk_cw(net, nd->param[0]), (void *)(uintptr_t)dy));
-      if (add && k == 1)
-        WK_TRY(wk_k_add(net, n * net->numel[in], net->grad[in], dx, net->grad[in],
-                        "gradient accumulate"));
-    }
-    for (bool again = need_dx && !net->conv_graph; again;) {
+      void *dx = add && !s->plan[3] ? (void *)net->scratch : net->grad[in];
+      WK_TRY(wk_plan_run(net, i, add && s->plan[3] ? 3 : 1, dx, wk_cw(net, nd->param[0]),
+                         (void *)(uintptr_t)dy));
+      WK_TRY(wk_commit(net, in, dx));
+    } else for (bool again = need_dx; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_TRY(wk_conv_answered(
           net, i, WK_CONV_BWD_DATA,
@@ -2437,7 +2433,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
         WK_TRY(wk_plan_run(net, i, 2, (void *)(uintptr_t)x,
                            half ? (void *)net->bdw : (void *)(net->grads + pw->offset),
                            (void *)(uintptr_t)dy));
-      for (bool again = !net->conv_graph; again;) {
+      else for (bool again = true; again;) {
         WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_filter_math));
         WK_TRY(wk_conv_answered(
             net, i, WK_CONV_BWD_FILTER,

@@ -1181,6 +1181,23 @@ cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t descriptor)
   return CUDNN_STATUS_SUCCESS;
 }
 
+/* The SetAttribute of a descriptor type (the three operations share one). */
+typedef cudnnStatus_t (*wk_set_fn)(const char *fn, wk_bd *d, int a,
+                                   cudnnBackendAttributeType_t type, int64_t n, const void *arr);
+static wk_set_fn wk_setter(int type) {
+  switch (type) {
+  case CUDNN_BACKEND_TENSOR_DESCRIPTOR: return wk_set_tensor;
+  case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR: return wk_set_conv;
+  case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR: return wk_set_graph;
+  case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR: return wk_set_heur;
+  case CUDNN_BACKEND_ENGINE_DESCRIPTOR: return wk_set_engine;
+  case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR: return wk_set_cfg;
+  case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: return wk_set_plan;
+  case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: return wk_set_pack;
+  default: return wk_set_op;
+  }
+}
+
 cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t descriptor,
                                        cudnnBackendAttributeName_t attributeName,
                                        cudnnBackendAttributeType_t attributeType,
@@ -1194,34 +1211,8 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t descriptor,
     return WK_BAD("%s: %d is not an attribute of a %s", fn, a, wk_type_name((int)d->type));
   if (d->finalized)
     return WK_BAD("%s: %s: the descriptor is finalized", fn, wk_attr_name(a));
-  cudnnStatus_t s;
-  switch ((int)d->type) {
-  case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
-    s = wk_set_tensor(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR:
-    s = wk_set_conv(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
-    s = wk_set_graph(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
-    s = wk_set_heur(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_ENGINE_DESCRIPTOR:
-    s = wk_set_engine(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR:
-    s = wk_set_cfg(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR:
-    s = wk_set_plan(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR:
-    s = wk_set_pack(fn, d, a, attributeType, elementCount, arrayOfElements);
-    break;
-  default: s = wk_set_op(fn, d, a, attributeType, elementCount, arrayOfElements); break;
-  }
+  const cudnnStatus_t s =
+      wk_setter((int)d->type)(fn, d, a, attributeType, elementCount, arrayOfElements);
   if (s == CUDNN_STATUS_SUCCESS) d->set |= WK_BIT(a);
   return s;
 }
