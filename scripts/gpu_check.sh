@@ -18,12 +18,19 @@
 #   WK_GPU_CHECK=tests bash scripts/gpu_check.sh   build and tests only
 #   WK_GPU_CHECK=bench bash scripts/gpu_check.sh   build (kept from a previous
 #                                                  call) and benchmarks only
+#   WK_GPU_TABLES="graph bn_alone" ...   only these of the benchmark's tables (main:
+#       training, inference and memory against PyTorch; the one-variable tables bn_alone,
+#       graph, infer_bn, nccl, pool, fused_step, cuda_graph, prefetch, bn_fuse, own_bn),
+#       which run in the order above whatever the order asked for
 #   WK_GPU_CHECK=sanitize bash scripts/gpu_check.sh   build, then NVIDIA's compute-
 #       sanitizer (memcheck, racecheck, synccheck, initcheck) over the kernel tests
 #       and memcheck over a few whole networks; OUT_DIR/sanitize_*.txt
-#   WK_GPU_CHECK_EMU=1 WK_GPU_CHECK=tests|sanitize bash scripts/gpu_check.sh   a dry run
-#       of the script on a machine without a GPU, on whisker's host fakes (the sanitize
-#       phase then needs a stand-in compute-sanitizer on PATH)
+#   WK_GPU_CHECK_EMU=1 WK_GPU_CHECK=tests|sanitize|bench|profile bash scripts/gpu_check.sh
+#       a dry run of the script on a machine without a GPU, on whisker's host fakes (the
+#       sanitize phase then needs a stand-in compute-sanitizer on PATH). bench and profile
+#       shrink every whisker bench to 32 px, batch 2 and one step or run, PyTorch runs on
+#       the CPU (bench_gpu_torch.py --device cpu) and the Nsight Compute profile is left
+#       out: their tables show the script's flow and parsing, no speed of anything
 #   WK_GPU_CHECK=profile bash scripts/gpu_check.sh   build, then whisker's time per node
 #       (bench --profile) of ResNet-50 and ResNet-18 training at the benchmark's batch
 #       ($WK_NODE_PROFILE=MODEL:PRECISION:BATCH ...) into OUT_DIR/nodes_*.txt, then Nsight
@@ -60,6 +67,7 @@ log="$out/gpu_check.log"
 exec > >(tee -a "$log") 2>&1
 t0=$(date +%s)
 budget="${WK_GPU_BUDGET_S:-560}"
+[ "${WK_GPU_CHECK_EMU:-0}" = 1 ] && budget="${WK_GPU_BUDGET_S:-3600}" # the emulator is slow
 left() { echo $(( budget - ($(date +%s) - t0) )); } # seconds of the budget left
 room() { [ "$(left)" -ge "$1" ]; }                  # room N: N more seconds fit
 skipped() { echo "== skipped: $1 (about $(left) s left of $budget, it needs about $2: a call with WK_GPU_CHECK=bench, or a larger WK_GPU_BUDGET_S)"; }
@@ -105,6 +113,12 @@ if [ -d "$root/.gpudeps" ] && { [ -n "${WK_FORCE_DEPS:-}" ] || ! pkg-config --ex
   echo "dependencies unpacked into $prefix"
 fi
 
+# the benchmark's tables, in the order they run (WK_GPU_TABLES picks some, in that order)
+all_tables="main bn_alone graph infer_bn nccl pool fused_step cuda_graph prefetch bn_fuse own_bn"
+tables="${WK_GPU_TABLES:-$all_tables}"
+for t in $tables; do
+  case " $all_tables " in *" $t "*) ;; *) echo "gpu_check: WK_GPU_TABLES: no table '$t' (tables: $all_tables)"; exit 2 ;; esac
+done
 phase="${WK_GPU_CHECK:-all}"
 case "$phase" in all|tests|bench|finetune|sanitize|profile) ;;
   *) echo "gpu_check: WK_GPU_CHECK=$phase: not one of all, tests, bench, finetune, sanitize, profile"; exit 2 ;;
@@ -116,8 +130,8 @@ if [ "${WK_GPU_CHECK_EMU:-0}" = 1 ]; then
   # a dry run of this script where there is no GPU: whisker's host fakes of CUDA, cuDNN,
   # cuBLAS and NCCL (tests/emu/fake) stand in for the libraries, one emulated device. It
   # shows the script's own flow works, nothing about a GPU; no benchmarks (the fakes run
-  # every kernel on the CPU, in double)
-  case "$phase" in tests|sanitize) ;; *) echo "gpu_check: WK_GPU_CHECK_EMU runs the tests or sanitize phase only"; exit 2 ;; esac
+  # every kernel on the CPU, in double: a bench or profile dry run shrinks every run, wkbench)
+  case "$phase" in tests|sanitize|bench|profile) ;; *) echo "gpu_check: WK_GPU_CHECK_EMU runs the tests, sanitize, bench or profile phase, not $phase"; exit 2 ;; esac
   targets+=(whisker_cuda_emu_plugin test_gpu_ops_fake)
   ops_test=test_gpu_ops_fake # the same tests linked with the fakes
   plugin="$build/libwhisker-cuda-emu.so"
@@ -136,6 +150,25 @@ echo "== built in $(( $(date +%s) - start )) s"
 
 rc=0
 export CK_FORK=no WHISKER_CUDA_PLUGIN="$plugin"
+# wkbench SECONDS ARGS: whisker bench ARGS under a timeout of SECONDS; in a dry run
+# (WK_GPU_CHECK_EMU=1) shrunk for the emulator's double-precision host kernels: 32 px, batch 2,
+# and one step, warm-up or run wherever ARGS ask for any (0 stays 0: --steps 0 is an
+# inference-only network, --infer-runs 0 no inference)
+wkbench() {
+  local s=$1 a=() v
+  shift
+  if [ "${WK_GPU_CHECK_EMU:-0}" != 1 ]; then timeout -k 10 "$s" "$build/whisker" bench "$@"; return; fi
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --size|--batch|--steps|--warmup|--latency-runs|--infer-runs)
+        v=$2
+        case "$1" in --size) v=32 ;; --batch) v=2 ;; *) [ "$v" = 0 ] || v=1 ;; esac
+        a+=("$1" "$v"); shift 2 ;;
+      *) a+=("$1"); shift ;;
+    esac
+  done
+  timeout -k 10 "$s" "$build/whisker" bench "${a[@]}"
+}
 if [ "$phase" = finetune ]; then
   d="$root/.device-data"
   [ -d "$d/dogs-vs-cats/train" ] || { echo "gpu_check: no $d: run scripts/gpu_data.sh where the data is and carry .device-data"; exit 1; }
@@ -183,7 +216,7 @@ if [ "$phase" = profile ]; then
     IFS=: read -r m p b <<< "$spec"
     if ! room 60; then skipped "the time per node of $m $p" 60; continue; fi
     echo "== time per node: $m $p, batch $b"
-    timeout -k 10 "$(( $(left) < 150 ? $(left) : 150 ))" "$build/whisker" bench --device cuda \
+    wkbench "$(( $(left) < 150 ? $(left) : 150 ))" --device cuda \
       --model "$m" --batch "$b" --precision "$p" --size 224 --steps 5 --warmup 3 \
       --latency-runs 1 --infer-runs 0 --profile > "$build/nodes.txt" 2>&1 || rc=1
     grep -v "^step [0-9]*:" "$build/nodes.txt" | tee "$out/nodes_${m}_${p}_$b.txt"
@@ -194,7 +227,7 @@ if [ "$phase" = profile ]; then
     IFS=: read -r m p b <<< "$spec"
     if ! room 40; then skipped "the inference time per node of $m $p" 40; continue; fi
     echo "== inference time per node: $m $p, batch $b"
-    timeout -k 10 "$(( $(left) < 100 ? $(left) : 100 ))" "$build/whisker" bench --device cuda \
+    wkbench "$(( $(left) < 100 ? $(left) : 100 ))" --device cuda \
       --model "$m" --batch "$b" --precision "$p" --size 224 --steps 0 --latency-runs 1 \
       --infer-runs 5 --profile > "$build/nodes.txt" 2>&1 || rc=1
     tee "$out/nodes_infer_${m}_${p}_$b.txt" < "$build/nodes.txt"
@@ -204,6 +237,11 @@ if [ "$phase" = profile ]; then
   # cuDNN's heuristics choose the algorithms (timing would add thousands of kernels), so a
   # convolution's share may differ from a timed run's. $WK_PROFILE lists MODEL:PRECISION:BATCH
   # runs; the environment passes through ($WHISKER_BN_FUSE=groups, say).
+  if [ "${WK_GPU_CHECK_EMU:-0}" = 1 ]; then
+    echo "== a dry run: no Nsight Compute profile (the emulator runs no kernel on a device)"
+    echo "== gpu_check (profile) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
+    exit $rc
+  fi
   ncu=$(command -v ncu || ls "$cuda_root"/bin/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "gpu_check: no ncu beside nvcc"; exit 1; }
   for spec in ${WK_PROFILE:-resnet50:bf16:128 resnet18:bf16:128}; do
@@ -309,6 +347,23 @@ if [ "$phase" = tests ]; then
 fi
 
 echo "== benchmark"
+# table NAME SECONDS WHAT: true when $WK_GPU_TABLES asks for table NAME and about SECONDS more
+# fit the budget; says so when it is asked for and does not fit
+table() {
+  case " $tables " in *" $1 "*) ;; *) return 1 ;; esac
+  room "$2" && return 0
+  skipped "$3 ($1)" "$2"
+  return 1
+}
+: > "$out/bench_gpu.md"
+if [ "${WK_GPU_CHECK_EMU:-0}" = 1 ]; then
+  {
+    echo "A DRY RUN on whisker's emulated device (WK_GPU_CHECK_EMU=1), not a GPU: every whisker"
+    echo "run at 32 px, batch 2 and one step, PyTorch on this machine's CPU; the batch columns"
+    echo "say what a GPU run uses. The figures measure nothing; the tables show the script works."
+    echo
+  } | tee -a "$out/bench_gpu.md"
+fi
 # a / b as "1.23x", "?" when either is missing
 ratio() {
   [ -n "${1:-}" ] && [ -n "${2:-}" ] || { echo "?"; return; }
@@ -317,9 +372,9 @@ ratio() {
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 # whisker bench at 224 px, 10 timed steps after 3, JSON; the caller adds the rest
 wbench() {
-  timeout -k 10 180 "$build/whisker" bench --size 224 --steps 10 --warmup 3 --json "$@" 2>>"$log"
+  wkbench 180 --size 224 --steps 10 --warmup 3 --json "$@" 2>>"$log"
 }
-if room 340; then
+if table main 340 "the training and inference tables"; then
 {
   echo "Training images/s (forward, backward, SGD step; whisker uploads each step's batch as"
   echo "8-bit RGB, as its training does, staged while the step before computes; PyTorch's"
@@ -328,8 +383,10 @@ if room 340; then
   echo "| model | batch | whisker fp32 | PyTorch fp32 (no TF32) | whisker tf32 | PyTorch tf32 | whisker bf16 autocast | PyTorch bf16 autocast | fp32 ratio | tf32 ratio | bf16 ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   # PyTorch: every configuration in one process (torch loads once)
+  torch_dry=() # a dry run: on the CPU, as small as whisker's runs
+  [ "${WK_GPU_CHECK_EMU:-0}" = 1 ] && torch_dry=(--device cpu --size 32 --batch 2 --steps 1 --warmup 1)
   torch_all=$(timeout -k 10 360 "$py" "$root/scripts/bench_gpu_torch.py" --all --batch 256 \
-    2>>"$log" | tee "$out/torch.txt")
+    "${torch_dry[@]}" 2>>"$log" | tee "$out/torch.txt")
   tb() { echo "$torch_all" | awk -v m="$1" -v p="$2" -v k="$3" '$1 == m && $2 == p && $3 == k { print $4 }'; }
   # mem_row MODEL BATCH PRECISION trainmem|infermem WHISKER_JSON: a row of the memory tables,
   # whisker's caching allocator peaks against PyTorch's line of that kind
@@ -403,8 +460,8 @@ if room 340; then
         --precision "$p" --steps 0 --latency-runs 1 --infer-runs 3)"
     done
   done
-} | tee "$out/bench_gpu.md"
-else skipped "the training and inference tables" 340; fi
+} | tee -a "$out/bench_gpu.md"
+fi
 abench() { wbench --device cuda --latency-runs 3 --infer-runs 0 "$@"; }
 # The tables below each set one environment variable off and on around the same training
 # bench: abench (above) runs it (JSON), ab_row VAR OFF ON MODEL BATCH PRECISION prints a row of
@@ -421,31 +478,37 @@ ab_row() {
 # (the default since 2026-11-23, not yet measured here) against the plain calls
 # ($WHISKER_BN_FUSE=groups, the default before): on the first H100 run the plain calls' NCHW
 # kernels took about a third of a bf16 ResNet-18 step
-if room 80; then
+if table bn_alone 80 "batchnorms alone through the Ex calls"; then
 {
+  echo
+  echo "Training images/s, the batchnorms no group takes (ResNet's downsample ones) through cuDNN's plain calls (\$WHISKER_BN_FUSE=groups) against alone through its Ex calls (the default):"
   echo
   echo "| model | batch | precision | batchnorm alone plain img/s | alone through Ex img/s | Ex / plain |"
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet50 resnet18; do ab_row WHISKER_BN_FUSE groups auto "$m" 256 bf16; done
 } | tee -a "$out/bench_gpu.md"
-else skipped "batchnorms alone through the Ex calls" 80; fi
+fi
 # convolutions through cuDNN's graph API ($WHISKER_CUDNN_API=graph, src/cuda/conv_graph.c: every
 # engine cuDNN has for the graph, timed as PyTorch's cudnn.benchmark times them) against the
 # legacy calls (the default): written without a GPU, never run on one. Should graph win, make it
 # the default (wk_read_env in src/cuda/cuda_net.c)
-if room 120; then
+if table graph 120 "convolutions through the graph API"; then
 {
+  echo
+  echo "Training images/s, convolutions through cuDNN's legacy calls (the default) against its graph API (\$WHISKER_CUDNN_API=graph):"
   echo
   echo "| model | batch | precision | legacy calls img/s | graph API img/s | graph / legacy |"
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet50 resnet18; do ab_row WHISKER_CUDNN_API legacy graph "$m" 256 bf16; done
 } | tee -a "$out/bench_gpu.md"
-else skipped "convolutions through the graph API" 120; fi
+fi
 # inference's batchnorms on whisker's NHWC kernel, a fused group's relu(bn(x) [+ z]) in one pass
 # (the default) against cuDNN's batchnorm inference with the nodes one by one
 # ($WHISKER_GPU_INFER_BN=cudnn): an inference-only network (bench --steps 0), images/s at batch 256
-if room 60; then
+if table infer_bn 60 "inference's batchnorms on whisker's kernel"; then
 {
+  echo
+  echo "Inference images/s of an inference-only network (bench --steps 0), cuDNN's batchnorm with the nodes one by one (\$WHISKER_GPU_INFER_BN=cudnn) against whisker's kernel, a group in one pass (the default):"
   echo
   echo "| model | batch | precision | inference, cuDNN batchnorm img/s | whisker's, groups whole img/s | whisker's / cuDNN |"
   echo "|---|---:|---|---:|---:|---:|"
@@ -456,10 +519,12 @@ if room 60; then
     echo "| $m | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
   done
 } | tee -a "$out/bench_gpu.md"
-else skipped "inference's batchnorms on whisker's kernel" 60; fi
+fi
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
-if room 100; then
+if table nccl 100 "the NCCL path's cost"; then
 {
+  echo
+  echo "Training images/s, the NCCL data-parallel path on one GPU against the plain one, alternated, two runs each:"
   echo
   echo "| model | batch | precision | --device cuda:0 img/s | --gpus 0 (NCCL, 1 rank) img/s | NCCL path / plain |"
   echo "|---|---:|---|---:|---:|---:|"
@@ -474,52 +539,62 @@ if room 100; then
     echo "| $m | $b | bf16 | ${p1:-failed}, ${p2:-failed} | ${n1:-failed}, ${n2:-failed} | $ratio |"
   done
 } | tee -a "$out/bench_gpu.md"
-else skipped "the NCCL path's cost" 100; fi
+fi
 # max pooling on whisker's NHWC kernels (the default since 2026-11-23, not yet measured here)
 # against cuDNN's ($WHISKER_GPU_POOL=cudnn): cuDNN's max-pool backward took 6.5% of the profiled
 # ResNet-18 bf16 step on the first H100 run
-if room 40; then
+if table pool 40 "max pooling on whisker's kernels"; then
 {
+  echo
+  echo "Training images/s, cuDNN's max pooling (\$WHISKER_GPU_POOL=cudnn) against whisker's kernels (the default):"
   echo
   echo "| model | batch | precision | cuDNN max pooling img/s | whisker's img/s | whisker's / cuDNN's |"
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_POOL cudnn own resnet18 256 bf16
 } | tee -a "$out/bench_gpu.md"
-else skipped "max pooling on whisker's kernels" 40; fi
+fi
 # the training step in one call (the default) against the stepwise calls ($WHISKER_GPU_FUSED_STEP=0:
 # four host waits per step instead of one; test_step_budget counts them on the emulated device)
-if room 60; then
+if table fused_step 60 "the step in one call"; then
 {
+  echo
+  echo "Training images/s, the step's calls one by one (\$WHISKER_GPU_FUSED_STEP=0) against the step in one call (the default):"
   echo
   echo "| model | batch | precision | stepwise img/s | one call img/s | one call / stepwise |"
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_FUSED_STEP 0 1 resnet18 256 bf16
   ab_row WHISKER_GPU_FUSED_STEP 0 1 mobilenetv2 32 bf16
 } | tee -a "$out/bench_gpu.md"
-else skipped "the step in one call" 60; fi
+fi
 # the training step as a CUDA graph (opt-in, $WHISKER_CUDA_GRAPH=1) against the same step in one
 # call uncaptured
-if room 60; then
+if table cuda_graph 60 "CUDA graphs"; then
 {
+  echo
+  echo "Training images/s, the step in one call (the default) against the step captured as a CUDA graph (\$WHISKER_CUDA_GRAPH=1):"
   echo
   echo "| model | batch | precision | one call img/s | CUDA graph img/s | graph / one call |"
   echo "|---|---:|---|---:|---:|---:|"
   for p in fp32 bf16; do ab_row WHISKER_CUDA_GRAPH 0 1 resnet18 256 "$p"; done
 } | tee -a "$out/bench_gpu.md"
-else skipped "CUDA graphs" 60; fi
+fi
 # the next batch staged while the step computes ($WHISKER_GPU_PREFETCH=0 turns it off)
-if room 50; then
+if table prefetch 50 "the staged next batch"; then
 {
+  echo
+  echo "Training images/s, each batch uploaded when its step starts (\$WHISKER_GPU_PREFETCH=0) against the next batch staged while the step computes (the default):"
   echo
   echo "| model | batch | precision | upload at the step img/s | next batch staged img/s | staged / not |"
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_PREFETCH 0 1 resnet50 256 bf16
 } | tee -a "$out/bench_gpu.md"
-else skipped "the staged next batch" 50; fi
+fi
 # batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it
 # off), with how many groups fused (the JSON's bn_fused, bn_unfused)
-if room 100; then
+if table bn_fuse 100 "batchnorm fusion"; then
 {
+  echo
+  echo "Training images/s, batchnorm unfused (\$WHISKER_BN_FUSE=0) against fused with relu and the residual add (the default):"
   echo
   echo "| model | batch | precision | unfused img/s | fused img/s | groups fused | fused / unfused |"
   echo "|---|---:|---|---:|---:|---:|---:|"
@@ -532,16 +607,18 @@ if room 100; then
     echo "| $m | $b | $p | ${f0:-failed} | ${f1:-failed} | ${fg:-?} of $(( ${fg:-0} + ${fu:-0} )) | $(ratio "$f1" "$f0") |"
   done
 } | tee -a "$out/bench_gpu.md"
-else skipped "batchnorm fusion" 100; fi
+fi
 # batchnorm on whisker's kernels ($WHISKER_GPU_OWN_BN=1, what runs where cuDNN refuses 16 bits)
 # against cuDNN's, in bf16 (the default), unfused on both sides
-if room 50; then
+if table own_bn 50 "whisker's batchnorm against cuDNN's"; then
 {
+  echo
+  echo "Training images/s, both unfused: cuDNN's batchnorm against whisker's kernels (\$WHISKER_GPU_OWN_BN=1, what runs where cuDNN refuses 16 bits):"
   echo
   echo "| model | batch | precision | cuDNN batchnorm img/s | whisker's batchnorm img/s | whisker's / cuDNN's |"
   echo "|---|---:|---|---:|---:|---:|"
   (export WHISKER_BN_FUSE=0; ab_row WHISKER_GPU_OWN_BN 0 1 resnet50 256 bf16)
 } | tee -a "$out/bench_gpu.md"
-else skipped "whisker's batchnorm against cuDNN's" 50; fi
-echo "== gpu_check done in $(( $(date +%s) - start )) s, tests $([ $rc -eq 0 ] && echo passed || echo FAILED)"
+fi
+echo "== gpu_check ($phase) done in $(( $(date +%s) - start )) s, $([ $rc -eq 0 ] && echo ok || echo FAILED)"
 exit $rc
