@@ -277,7 +277,8 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   qsort(times + 3, (size_t)o.latency_runs, sizeof *times, wk_cmp_double);
   const double lat_ms = 1e3 * times[3 + o.latency_runs / 2];
-  /* inference at the training batch: one warm-up, then the median */
+  /* inference at the training batch: one warm-up, then the median; on a GPU each forward
+   * stages the next one's batch (here the same, unchanged) while it computes, as eval does */
   double infer_ips = 0.0;
   /* --steps 0 --profile: the timed forwards (after the warm-up) are profiled */
   const bool infer_profile = o.profile && !o.steps && o.infer_runs > 0;
@@ -285,7 +286,8 @@ int wk_cmd_bench(int argc, char **argv) {
   for (int i = 0; o.infer_runs > 0 && i < o.infer_runs + 1; i++) {
     if (i == 1 && infer_profile && wk_net_profile_enable(net) != WK_OK) goto fail;
     double t0 = wk_now_s();
-    if (wk_net_forward(net, &x, false, &out) != WK_OK) goto fail;
+    if (wk_net_forward_next(net, &x, false, i < o.infer_runs ? &x : NULL, &out) != WK_OK)
+      goto fail;
     times[i] = wk_now_s() - t0;
     if (i >= 1) infer_sum += times[i];
   }
@@ -334,18 +336,24 @@ int wk_cmd_bench(int argc, char **argv) {
     if (o.infer_runs > 0)
       printf("inference  %.2f images/s at batch %d (median of %d)\n", infer_ips, o.batch,
              o.infer_runs);
-    printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",
-           rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
-           (double)wk_net_n_elems(net) * 4.0 / 1e6);
+    if (wk_net_on_gpu(net)) /* values and gradients live on the device: the next line */
+      printf("peak RSS   %.0f MB (host)\n", rss_mb);
+    else
+      printf("peak RSS   %.0f MB (activations and gradients %.0f MB, parameters %.0f MB)\n",
+             rss_mb, (double)wk_net_activation_bytes(net) / 1e6,
+             (double)wk_net_n_elems(net) * 4.0 / 1e6);
     if (wk_net_on_gpu(net))
       printf("GPU memory %.0f MiB at most in use, %.0f MiB at most held (caching allocator: "
              "%lld device allocations for %lld requests), of %.0f MiB on the device\n",
              gpu_peak_mb, gpu_held_mb, (long long)mem.cache.n_segments,
              (long long)mem.cache.n_allocs, wk_mib(mem.device_total_bytes));
-    if (gs.bn_fuse_groups)
+    if (gs.bn_fuse_groups) {
+      char solo[64] = "";
+      if (gs.bn_solo_groups)
+        snprintf(solo, sizeof solo, " (%d of them a batchnorm alone)", gs.bn_solo_groups);
       printf("fused      %d of %d batchnorm + relu groups%s%s%s\n", bn_fused, gs.bn_fuse_groups,
-             gs.bn_solo_groups ? " (batchnorms alone among them)" : "",
-             gs.bn_fuse_note[0] ? ": " : "", gs.bn_fuse_note);
+             solo, gs.bn_fuse_note[0] ? ": " : "", gs.bn_fuse_note);
+    }
     if (gs.bn_own_note[0]) printf("batchnorm  on whisker's kernels: %s\n", gs.bn_own_note);
   }
   rc = WK_EXIT_OK;

@@ -48,10 +48,11 @@ static void wk_usage(FILE *f) {
           "\n"
           "'whisker COMMAND --help' describes a command.\n"
           "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug;\n"
-          "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_GPU_WORKSPACE_MB=N,\n"
-          "WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0, WHISKER_GPU_CACHE=0,\n"
-          "WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0, WHISKER_GPU_INFER_BN=own|cudnn,\n"
-          "WHISKER_GPU_POOL=own|cudnn, WHISKER_CUDNN_DETERMINISTIC=1, WHISKER_INPUT_U8=1|0\n"
+          "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_CUDNN_API=legacy|graph,\n"
+          "WHISKER_GPU_WORKSPACE_MB=N, WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0,\n"
+          "WHISKER_GPU_CACHE=0, WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0,\n"
+          "WHISKER_GPU_INFER_BN=own|cudnn, WHISKER_GPU_POOL=own|cudnn,\n"
+          "WHISKER_CUDNN_DETERMINISTIC=1, WHISKER_INPUT_U8=1|0\n"
           "('whisker train --help')\n");
 }
 
