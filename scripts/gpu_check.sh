@@ -578,15 +578,24 @@ if table cuda_graph 60 "CUDA graphs"; then
   for p in fp32 bf16; do ab_row WHISKER_CUDA_GRAPH 0 1 resnet18 256 "$p"; done
 } | tee -a "$out/bench_gpu.md"
 fi
-# the next batch staged while the step computes ($WHISKER_GPU_PREFETCH=0 turns it off)
-if table prefetch 50 "the staged next batch"; then
+# the next batch staged while the step (or an inference forward, as eval's) computes
+# ($WHISKER_GPU_PREFETCH=0 turns it off)
+if table prefetch 90 "the staged next batch"; then
 {
   echo
-  echo "Training images/s, each batch uploaded when its step starts (\$WHISKER_GPU_PREFETCH=0) against the next batch staged while the step computes (the default):"
+  echo "Training images/s (and inference images/s of an inference-only network, bench --steps 0),"
+  echo "each batch uploaded when its step or forward starts (\$WHISKER_GPU_PREFETCH=0) against the"
+  echo "next batch staged while this one computes (the default):"
   echo
-  echo "| model | batch | precision | upload at the step img/s | next batch staged img/s | staged / not |"
+  echo "| model | batch | precision | upload at the start img/s | next batch staged img/s | staged / not |"
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_PREFETCH 0 1 resnet50 256 bf16
+  for m in resnet18 resnet50; do
+    ib() { (export WHISKER_GPU_PREFETCH=$1; wbench --device cuda --model "$m" --batch 256 \
+      --precision bf16 --steps 0 --latency-runs 1 --infer-runs 5) | field infer_images_per_s; }
+    i0=$(ib 0); i1=$(ib 1)
+    echo "| $m inference | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
+  done
 } | tee -a "$out/bench_gpu.md"
 fi
 # batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it

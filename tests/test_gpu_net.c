@@ -1664,6 +1664,98 @@ START_TEST(test_graph_resnet18_fp16_skip) {
 }
 END_TEST
 
+/* Evaluation forwards given the next batch (wk_net_forward_next, as eval's loop and bench's
+ * inference do) give the outputs plain forwards give, bit for bit, and the forward after takes
+ * the staged copy: over batches of 4, 4, 1, 4 and 3 rows where forward 1 is given a decoy of
+ * batch 2's shape and other pixels (forward 2 must upload its own), forwards 1, 3 and 4 take a
+ * staged batch and forward 2 does not; a plain forward drops what was staged, and
+ * $WHISKER_GPU_PREFETCH=0 stages nothing. In float32 with float batches and in bf16 with 8-bit
+ * batches normalised on the device. */
+enum { WKT_EN = 5 };
+static void wkt_eval_next_case(wk_ctx *ctx, wk_precision prec, bool u8) {
+  static const int64_t rows[WKT_EN] = {4, 4, 1, 4, 3};
+  const char *what = u8 ? "bf16, 8-bit batches" : "fp32, float batches";
+  wk_net *net = wkt_smallcnn(ctx);
+  wkt_perturb(net);
+  ck_assert_int_eq(wk_net_set_precision(net, prec), WK_OK);
+  if (u8) {
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    ck_assert_int_eq(wk_net_set_input_norm(net, mean, std), WK_OK);
+  }
+  ck_assert_msg(wk_net_use_gpu(net, 0) == WK_OK, "%s", wk_last_error());
+  int h, w, ch;
+  wk_net_input_shape(net, &h, &w, &ch);
+  const int64_t f = wk_net_output_features(net);
+  wk_tensor xs[WKT_EN + 1]; /* the last: the decoy */
+  for (int i = 0; i <= WKT_EN; i++) {
+    const int64_t shape[4] = {i < WKT_EN ? rows[i] : rows[2], h, w, ch};
+    xs[i] = wkt_tensor(u8 ? WK_U8 : WK_F32, 4, shape);
+    const int64_t n = wk_tensor_numel(&xs[i]);
+    float *v = u8 ? malloc((size_t)n * sizeof *v) : xs[i].data;
+    ck_assert_ptr_nonnull(v);
+    wkt_fill_f32(v, n, 300 + (uint64_t)i, u8 ? 0.0f : -1.0f, u8 ? 256.0f : 1.0f);
+    if (u8) {
+      for (int64_t k = 0; k < n; k++) ((uint8_t *)xs[i].data)[k] = (uint8_t)v[k];
+      free(v);
+    }
+  }
+  float *plain[WKT_EN];
+  for (int i = 0; i < WKT_EN; i++) {
+    wk_tensor out;
+    ck_assert_msg(wk_net_forward(net, &xs[i], false, &out) == WK_OK, "%s", wk_last_error());
+    plain[i] = malloc((size_t)(rows[i] * f) * sizeof(float));
+    ck_assert_ptr_nonnull(plain[i]);
+    memcpy(plain[i], out.data, (size_t)(rows[i] * f) * sizeof(float));
+  }
+  wk_gpu_graph_stats g0, g1;
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, &g0), WK_OK);
+  for (int i = 0; i < WKT_EN; i++) {
+    const wk_tensor *next = i == 1 ? &xs[WKT_EN] : i + 1 < WKT_EN ? &xs[i + 1] : NULL;
+    wk_tensor out;
+    ck_assert_msg(wk_net_forward_next(net, &xs[i], false, next, &out) == WK_OK, "%s",
+                  wk_last_error());
+    ck_assert_int_eq(out.shape[0], rows[i]);
+    for (int64_t k = 0; k < rows[i] * f; k++)
+      ck_assert_msg(memcmp(&((const float *)out.data)[k], &plain[i][k], sizeof(float)) == 0,
+                    "%s: forward %d, output %lld: %.9g staged, %.9g plain", what, i,
+                    (long long)k, (double)((const float *)out.data)[k], (double)plain[i][k]);
+  }
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, &g1), WK_OK);
+  const long long taken = (long long)(g1.staged - g0.staged);
+  ck_assert_msg(taken == 3, "%s: %lld forwards took a staged batch, expected 3", what, taken);
+  /* a plain forward after a forward that staged drops the staged copy */
+  wk_tensor out;
+  ck_assert_int_eq(wk_net_forward_next(net, &xs[0], false, &xs[1], &out), WK_OK);
+  ck_assert_int_eq(wk_net_forward(net, &xs[2], false, &out), WK_OK);
+  ck_assert_int_eq(wk_net_forward(net, &xs[1], false, &out), WK_OK);
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, &g0), WK_OK);
+  ck_assert_int_eq(g0.staged, g1.staged);
+  for (int64_t k = 0; k < rows[1] * f; k++)
+    ck_assert(memcmp(&((const float *)out.data)[k], &plain[1][k], sizeof(float)) == 0);
+  /* $WHISKER_GPU_PREFETCH=0 stages nothing */
+  setenv("WHISKER_GPU_PREFETCH", "0", 1);
+  ck_assert_int_eq(wk_net_forward_next(net, &xs[0], false, &xs[1], &out), WK_OK);
+  ck_assert_int_eq(wk_net_forward_next(net, &xs[1], false, NULL, &out), WK_OK);
+  unsetenv("WHISKER_GPU_PREFETCH");
+  ck_assert_int_eq(wk_net_gpu_graph_stats(net, &g0), WK_OK);
+  ck_assert_int_eq(g0.staged, g1.staged);
+  for (int64_t k = 0; k < rows[1] * f; k++)
+    ck_assert(memcmp(&((const float *)out.data)[k], &plain[1][k], sizeof(float)) == 0);
+  printf("eval forwards given the next batch (%s): outputs as plain, %lld staged batches taken\n",
+         what, taken);
+  for (int i = 0; i < WKT_EN; i++) free(plain[i]);
+  for (int i = 0; i <= WKT_EN; i++) wk_tensor_free(&xs[i]);
+  wk_net_destroy(net);
+}
+
+START_TEST(test_eval_next) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wkt_eval_next_case(ctx, WK_PRECISION_FP32, false);
+  wkt_eval_next_case(ctx, WK_PRECISION_BF16, true);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* A NaN loss at a replayed step, and at a step in one call uncaptured, fails
  * with the stepwise step's message and changes no weight, and the
  * optimizer's step counts are put back (AdamW's bias corrections would show
@@ -2574,6 +2666,7 @@ int main(void) {
     wkt_add(tc, test_graph_mobilenetv2_adamw_dropout_u8);
     wkt_add(tc, test_graph_resnet18_fp16_skip);
     wkt_add(tc, test_graph_nan_loss);
+    wkt_add(tc, test_eval_next);
     wkt_add(tc, test_find_vs_heuristic_resnet18);
     wkt_add(tc, test_find_vs_heuristic_mobilenetv2);
     wkt_add(tc, test_cudnn_algo_env);

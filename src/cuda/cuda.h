@@ -164,6 +164,10 @@ typedef struct wk_gpu_input {
   bool u8;
   float mean[3], std[3]; /* u8 only */
   bool staged; /* this batch was given to wk_gpu_net_stage before: use its device copy */
+  /* a forward's only: the batch after this one (next_n rows) or NULL, staged as by
+   * wk_gpu_net_stage once this forward's work is queued, before its output comes back */
+  const struct wk_gpu_input *next;
+  int64_t next_n;
 } wk_gpu_input;
 
 /* The next batch up ahead (pinned host memory, a copy stream of its own) while

@@ -2026,6 +2026,17 @@ wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n) {
   return WK_OK;
 }
 
+/* The next batch up (wk_cudanet_stage) after a forward or a step was queued; best effort: the
+ * work is queued, so a failure here must not skip its results (the next call then uploads its
+ * batch, and an error that sticks shows at the synchronisation). Fails only where staging gave
+ * up on a peer (its growth polled the queued work): that is the error. */
+static wk_status wk_stage_queued(wk_gpu_net *net, const wk_gpu_input *next, int64_t n) {
+  const wk_status staged = wk_cudanet_stage(net, next, n);
+  if (staged == WK_OK) return WK_OK;
+  net->next_valid = false;
+  return net->comm && wk_gpucomm_broken(net->comm) ? staged : WK_OK;
+}
+
 /* n_bytes of the batch into dst on the compute stream: the staged device copy
  * when x is the batch staged last (device to device, after its DMA), else up
  * from the host. Either way nothing stays staged. */
@@ -2258,6 +2269,9 @@ wk_status wk_cudanet_forward(wk_gpu_net *net, const wk_gpu_input *x, int64_t n, 
   WK_TRY(wk_prepare_batch(net, n, find, train));
   WK_TRY(wk_load_input(net, x, n));
   WK_TRY(wk_forward_nodes(net, train, drop, NULL));
+  /* the next batch goes up while the device computes this one (an evaluation loop's
+   * counterpart of a training step's next) */
+  if (x->next) WK_TRY(wk_stage_queued(net, x->next, x->next_n));
   const int last = net->n_values - 1;
   if (out) {
     WK_TRY(wk_collectives_wait(net)); /* the copy below, to pageable memory, blocks */
@@ -3143,16 +3157,8 @@ wk_status wk_cudanet_train_step(wk_gpu_net *net, const wk_gpu_step *s, wk_gpu_st
    * may have failed after the update changed the weights: make them again */
   net->wh_stale = true;
   WK_TRY(run);
-  /* the next batch up while the step computes; best effort: the step is queued
-   * (its update included), so a failure here must not skip the results below
-   * (the next step then uploads its batch, and an error that sticks shows at
-   * the synchronisation) */
-  if (s->next) {
-    const wk_status staged = wk_cudanet_stage(net, s->next, s->next_n);
-    if (staged != WK_OK) net->next_valid = false;
-    /* its growth polled the step and gave up on a peer: that is the error */
-    if (staged != WK_OK && net->comm && wk_gpucomm_broken(net->comm)) return staged;
-  }
+  /* the next batch up while the step computes (its update included) */
+  if (s->next) WK_TRY(wk_stage_queued(net, s->next, s->next_n));
   /* with peers, the wait for the step polls with the communicator's deadline,
    * before the copies below wait without one */
   if (net->comm) {

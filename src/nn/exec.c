@@ -114,8 +114,13 @@ static wk_status wk_input_to_f32(wk_net *net, const wk_tensor *x, wk_tensor *f32
 }
 
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
+  return wk_net_forward_next(net, x, train, NULL, out);
+}
+
+wk_status wk_net_forward_next(wk_net *net, const wk_tensor *x, bool train, const wk_tensor *next,
+                              wk_tensor *out) {
   WK_TRY(wk_net_check_input(net, x));
-  if (net->gpu) return wk_net_forward_gpu(net, x, train, out);
+  if (net->gpu) return wk_net_forward_gpu(net, x, train, next, out);
   wk_tensor xf;
   if (x->dtype == WK_U8) {
     WK_TRY(wk_input_to_f32(net, x, &xf));

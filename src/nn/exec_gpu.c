@@ -305,8 +305,12 @@ wk_status wk_net_gpu_stage(wk_net *net, const wk_tensor *x) {
   return WK_OK;
 }
 
-wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out) {
+wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, const wk_tensor *next,
+                             wk_tensor *out) {
   const int64_t n = x->shape[0], f = wk_net_output_features(net);
+  const char *pf = getenv("WHISKER_GPU_PREFETCH"); /* 0: none, to measure what it gains */
+  if (pf && strcmp(pf, "0") == 0) next = NULL;
+  if (next) WK_TRY(wk_net_check_input(net, next));
   if (out && (size_t)(n * f) > net->gpu_out_elems) {
     float *p = realloc(net->gpu_out, (size_t)(n * f) * sizeof *p);
     if (!p) return wk_fail(WK_ERR_NOMEM, "out of memory for the GPU's output");
@@ -318,7 +322,13 @@ wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_ten
                                .first = net->dropout_first};
   wk_gpu_input in = wk_gpu_in(net, x);
   in.staged = wk_take_staged(net, x);
+  const wk_gpu_input up = next ? wk_gpu_in(net, next) : (wk_gpu_input){0};
+  if (next) {
+    in.next = &up;
+    in.next_n = next->shape[0];
+  }
   WK_TRY(wk_gpu_net_forward(net->gpu, &in, n, train, &drop, out ? net->gpu_out : NULL));
+  if (next) net->gpu_staged_x = *next;
   net->batch = n;
   net->last_train = train;
   if (train) {

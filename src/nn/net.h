@@ -154,6 +154,13 @@ void wk_net_weights_changed(wk_net *net);
  * asks for no output (on a GPU it then stays on the device, where
  * wk_net_gpu_xent_forward reads it). */
 wk_status wk_net_forward(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
+/* wk_net_forward, and on a GPU next (or NULL) staged as by wk_net_gpu_stage once
+ * this forward is queued, before its output comes back: a loop over batches that
+ * hands each forward the batch after it moves that one up while this one
+ * computes. next must stay unchanged until the next forward takes it. Off the
+ * GPU, and with $WHISKER_GPU_PREFETCH=0 (as training's), next is not used. */
+wk_status wk_net_forward_next(wk_net *net, const wk_tensor *x, bool train, const wk_tensor *next,
+                              wk_tensor *out);
 /* dy (N, F): the gradient of the loss w.r.t. the output of the last training
  * forward. Fills the gradient arena (frozen parameters get 0). */
 wk_status wk_net_backward(wk_net *net, const wk_tensor *dy);

@@ -120,7 +120,8 @@ static inline bool wk_eval_blocked(const wk_net *net, int v) {
 wk_status wk_net_check_input(const wk_net *net, const wk_tensor *x);
 
 /* exec_gpu.c */
-wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, wk_tensor *out);
+wk_status wk_net_forward_gpu(wk_net *net, const wk_tensor *x, bool train, const wk_tensor *next,
+                             wk_tensor *out);
 wk_status wk_net_backward_gpu(wk_net *net, const wk_tensor *dy);
 void wk_net_release_gpu(wk_net *net);
 /* Profiling on the GPU too, where the network is there (wk_net_profile_enable). */

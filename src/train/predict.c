@@ -41,13 +41,22 @@ wk_status wk_predict_dataset_part(wk_net *net, const wk_preprocess *pre, const w
   wk_status st = wk_net_prefer_u8(net, pre->mean, pre->std, &u8);
   cfg.want_u8 = u8;
   cfg.want_f32 = !u8;
+  /* on a GPU the loop holds two batches (the forward's and the next, staged while it
+   * computes: wk_loader_peek_batch); one more slot keeps the workers a full ring ahead,
+   * as training's (fit.c) */
+  const bool gpu = wk_net_on_gpu(net);
+  if (gpu) cfg.prefetch = (cfg.n_workers > 1 ? 2 * cfg.n_workers : 2) + 1;
   if (st == WK_OK) st = wk_loader_create(ds, &cfg, &ld);
   if (st == WK_OK) st = wk_loader_start_epoch(ld, 0);
   while (st == WK_OK) {
-    const wk_batch *b;
+    const wk_batch *b, *next = NULL;
     if ((st = wk_loader_next_batch(ld, &b)) != WK_OK || !b) break;
+    /* held, unchanged, until the next forward takes it */
+    if (gpu && (st = wk_loader_peek_batch(ld, &next)) != WK_OK) break;
     wk_tensor out;
-    if ((st = wk_net_forward(net, u8 ? &b->images_u8 : &b->images, false, &out)) != WK_OK) break;
+    const wk_tensor *x = u8 ? &b->images_u8 : &b->images;
+    const wk_tensor *nx = next ? (u8 ? &next->images_u8 : &next->images) : NULL;
+    if ((st = wk_net_forward_next(net, x, false, nx, &out)) != WK_OK) break;
     /* batch i of part p is the dataset's chunk i * parts + p (data/loader.h) */
     const int64_t row = (b->index * (parts > 1 ? parts : 1) + part) * (int64_t)batch;
     memcpy(probs + row * k, out.data, (size_t)(b->n * k) * sizeof *probs);
