@@ -615,6 +615,89 @@ START_TEST(test_predict_files_nonfinite_output) {
 }
 END_TEST
 
+/* classify's files decode on the context's threads, a batch at a time: over 11 files in
+ * batches of 4, three of them broken (missing, not an image, a truncated PNG) in different
+ * batches and places, 3 threads give every file the probabilities it gets alone on 1 thread
+ * (the good files packed into the forward in order), the same failures with the same reasons,
+ * and the same count. */
+START_TEST(test_predict_files_threads) {
+  enum { N = 11 };
+  char names[N][512];
+  const char *paths[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(names[i], sizeof names[i], "%s/img%02d.png", wkt_tmp, i);
+    paths[i] = names[i];
+    if (i == 1 || i == 6 || i == 7) continue;
+    wk_image img = {0};
+    ck_assert_int_eq(wk_image_alloc(&img, 4, 4), WK_OK);
+    for (int y = 0; y < 4; y++)
+      for (int x = 0; x < 12; x++)
+        img.data[y * img.stride_bytes + x] = (uint8_t)((i * 37 + y * 11 + x * 5) % 256);
+    ck_assert_int_eq(wk_image_write_png(&img, paths[i]), WK_OK);
+    wk_image_free(&img);
+  }
+  /* 1: missing; 6: not an image; 7: a PNG cut short */
+  FILE *f = fopen(paths[6], "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs("this is not a picture", f);
+  fclose(f);
+  {
+    wk_image img = {0};
+    ck_assert_int_eq(wk_image_alloc(&img, 4, 4), WK_OK);
+    memset(img.data, 90, (size_t)img.stride_bytes * 4);
+    ck_assert_int_eq(wk_image_write_png(&img, paths[7]), WK_OK);
+    wk_image_free(&img);
+    ck_assert_int_eq(truncate(paths[7], 40), 0);
+  }
+  const wk_preprocess pre = {.resize_px = 4, .crop_px = 4, .mean = {0.5f, 0.5f, 0.5f},
+                             .std = {0.25f, 0.25f, 0.25f}};
+  float alone[N * 3], many[N * 3];
+  char *why1[N] = {NULL}, *why3[N] = {NULL};
+  wk_ctx *c1 = wkt_ctx(WK_IMPL_CPU, 1), *c3 = wkt_ctx(WK_IMPL_CPU, 3);
+  wk_net *n1 = wkt_flat_fc(c1, 3), *n3 = wkt_flat_fc(c3, 3);
+  wkt_fill_f32(wk_net_weights(n1), (int64_t)wk_net_n_elems(n1), 7, -0.5f, 0.5f);
+  memcpy(wk_net_weights(n3), wk_net_weights(n1), wk_net_n_elems(n1) * sizeof(float));
+  wk_net_weights_changed(n1);
+  wk_net_weights_changed(n3);
+  int64_t bad1 = 0, bad3 = -1;
+  for (int i = 0; i < N; i++) { /* each file alone, one thread */
+    int64_t b = -1;
+    ck_assert_int_eq(wk_predict_files(n1, &pre, paths + i, 1, 4, alone + i * 3, &b, why1 + i),
+                     WK_OK);
+    bad1 += b;
+  }
+  ck_assert_msg(wk_predict_files(n3, &pre, paths, N, 4, many, &bad3, why3) == WK_OK, "%s",
+                wk_last_error());
+  ck_assert_int_eq(bad1, 3);
+  ck_assert_int_eq(bad3, 3);
+  for (int i = 0; i < N; i++) {
+    const bool broken = i == 1 || i == 6 || i == 7;
+    ck_assert_msg(!why3[i] == !broken, "file %d: reason %s", i, why3[i] ? why3[i] : "(none)");
+    if (broken) ck_assert_str_eq(why3[i], why1[i]);
+    for (int j = 0; j < 3; j++) {
+      if (broken) {
+        ck_assert_msg(isnan(many[i * 3 + j]), "file %d: %g", i, (double)many[i * 3 + j]);
+        continue;
+      }
+      ck_assert_msg(fabsf(many[i * 3 + j] - alone[i * 3 + j]) <= 1e-6f,
+                    "file %d class %d: %.9g in a batch on 3 threads, %.9g alone", i, j,
+                    (double)many[i * 3 + j], (double)alone[i * 3 + j]);
+    }
+  }
+  /* the good files' answers differ (a row put in the wrong place would show) */
+  ck_assert(fabsf(alone[0] - alone[2 * 3]) > 1e-4f);
+  ck_assert_msg(strstr(why3[1], "cannot open"), "%s", why3[1]);
+  for (int i = 0; i < N; i++) {
+    free(why1[i]);
+    free(why3[i]);
+  }
+  wk_net_destroy(n1);
+  wk_net_destroy(n3);
+  wk_ctx_destroy(c1);
+  wk_ctx_destroy(c3);
+}
+END_TEST
+
 int main(void) {
   snprintf(wkt_tmp, sizeof wkt_tmp, "/tmp/wk_test_model_%d", (int)getpid());
   if (mkdir(wkt_tmp, 0700) != 0) return 1;
@@ -627,6 +710,7 @@ int main(void) {
   tcase_add_test(tc, test_checkpoint_keeps_precision);
   tcase_add_test(tc, test_predicted_classes);
   tcase_add_test(tc, test_predict_files_nonfinite_output);
+  tcase_add_test(tc, test_predict_files_threads);
   tcase_add_test(tc, test_resume_sgd_one_cycle);
   tcase_add_test(tc, test_resume_adamw_cosine);
   tcase_add_test(tc, test_broken_models_refused);

@@ -2,10 +2,13 @@
 #include "train/predict.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/context.h"
 #include "core/log.h"
 #include "data/loader.h"
 
@@ -99,26 +102,70 @@ static void wk_keep_reason(char **why, int64_t i, const char *path, const char *
   if (why[i]) memcpy(why[i], msg, len);
 }
 
+/* One batch's decoding, split over the context's thread count: worker w decodes files
+ * first + w, first + w + n_workers, ... of the n into slots of buf with augmenter a[w];
+ * a file that fails keeps its status and message (the message is the worker thread's) for
+ * the caller, which reports them in order. The workers are OpenMP threads, the ones
+ * oneDNN's primitives and whisker's own CPU kernels run on: the context's pool of threads
+ * of its own measured no faster than one thread decoding (2 cores, OpenMP's threads
+ * still spinning from the forward), OpenMP's 12% faster over 1,000 photos. */
+enum { WK_FILE_MSG_BYTES = 1024 }; /* as core/status.c's message store */
+typedef struct wk_decode_job {
+  wk_augmenter **a;
+  int n_workers;
+  const char *const *paths;
+  int64_t first, n, px;
+  float *buf;
+  wk_status *st;
+  char (*msg)[WK_FILE_MSG_BYTES];
+} wk_decode_job;
+
+static void wk_decode_range(void *arg, int64_t w0, int64_t w1) {
+  const wk_decode_job *j = arg;
+  for (int64_t w = w0; w < w1; w++)
+    for (int64_t m = w; m < j->n; m += j->n_workers) {
+      j->st[m] = wk_augment_file(j->a[w], j->paths[j->first + m], NULL, 0, 0, 0,
+                                 j->buf + m * j->px, NULL);
+      if (j->st[m] != WK_OK) snprintf(j->msg[m], sizeof j->msg[m], "%s", wk_last_error());
+    }
+}
+
 wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *const *paths,
                            int64_t n, int batch, float *probs, int64_t *bad, char **why) {
   const int64_t k = wk_net_output_features(net), px = (int64_t)pre->crop_px * pre->crop_px * 3;
   const wk_augment_cfg acfg = wk_augment_cfg_from_preprocess(pre);
-  wk_augmenter *a = NULL;
+  const int threads = wk_net_ctx(net)->n_threads;
+  const int nw = threads < 1 ? 1 : threads < batch ? threads : batch;
+  wk_augmenter **aug = calloc((size_t)nw, sizeof *aug);
   float *buf = malloc((size_t)(batch * px) * sizeof *buf);
   int64_t *rows = malloc((size_t)batch * sizeof *rows);
-  wk_status st = buf && rows ? wk_augmenter_create(&acfg, &a)
-                             : wk_fail(WK_ERR_NOMEM, "out of memory for a batch of %d", batch);
+  wk_status *fst = malloc((size_t)batch * sizeof *fst);
+  char(*msg)[WK_FILE_MSG_BYTES] = malloc((size_t)batch * sizeof *msg);
+  wk_status st = aug && buf && rows && fst && msg
+                     ? WK_OK
+                     : wk_fail(WK_ERR_NOMEM, "out of memory for a batch of %d", batch);
+  for (int w = 0; st == WK_OK && w < nw; w++) st = wk_augmenter_create(&acfg, &aug[w]);
   *bad = 0;
   for (int64_t i = 0; st == WK_OK && i < n;) {
-    int m = 0;
-    for (; i < n && m < batch; i++) {
-      if (wk_augment_file(a, paths[i], NULL, 0, 0, 0, buf + m * px, NULL) != WK_OK) {
-        wk_log(WK_LOG_ERROR, "%s", wk_last_error());
-        wk_keep_reason(why, i, paths[i], wk_last_error());
+    const int64_t nb = n - i < batch ? n - i : batch;
+    wk_decode_job job = {.a = aug, .n_workers = nw, .paths = paths, .first = i, .n = nb,
+                         .px = px, .buf = buf, .st = fst, .msg = msg};
+    const int nt = nw < nb ? nw : (int)nb;
+#pragma omp parallel num_threads(nt)
+    { /* each worker on one thread, whatever the team OpenMP gives (fewer threads, nested) */
+      const int tn = omp_get_num_threads(), id = omp_get_thread_num();
+      wk_decode_range(&job, (int64_t)nt * id / tn, (int64_t)nt * (id + 1) / tn);
+    }
+    int m = 0; /* the files that decoded, packed to the front of buf in order */
+    for (int64_t f = 0; f < nb; f++, i++) {
+      if (fst[f] != WK_OK) {
+        wk_log(WK_LOG_ERROR, "%s", msg[f]);
+        wk_keep_reason(why, i, paths[i], msg[f]);
         for (int64_t j = 0; j < k; j++) probs[i * k + j] = NAN;
         (*bad)++;
         continue;
       }
+      if (m != f) memmove(buf + m * px, buf + f * px, (size_t)px * sizeof *buf);
       rows[m++] = i;
     }
     if (m == 0) continue;
@@ -143,8 +190,11 @@ wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *co
       (*bad)++;
     }
   }
-  wk_augmenter_destroy(a);
+  for (int w = 0; aug && w < nw; w++) wk_augmenter_destroy(aug[w]);
+  free(aug);
   free(buf);
   free(rows);
+  free(fst);
+  free(msg);
   return st;
 }
