@@ -1,7 +1,7 @@
-/* parallel.h - runs a kernel over independent slices on the context's thread
- * pool. Slices never share outputs and kernels do not reduce across slices, so
- * the result is bit-identical for any thread count and equal to one call over
- * everything (the reference). */
+/* parallel.h - runs a kernel over independent slices on the context's threads
+ * (OpenMP's, as oneDNN's: parallel.c). Slices never share outputs and kernels
+ * do not reduce across slices, so the result is bit-identical for any thread
+ * count and equal to one call over everything (the reference). */
 #ifndef WK_OPS_PARALLEL_H
 #define WK_OPS_PARALLEL_H
 
