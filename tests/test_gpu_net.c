@@ -2416,8 +2416,11 @@ static void wkt_notes_hold(const char *what, const char *notes, const char *want
  * (tensor cores would be TF32), and the blocks' beta-1 backward-data plans
  * made; deterministic, backward-filter on 2, or 4 where 2 refuses. An engine
  * refused when run (the fake's engine 0) gives way to the next usable one
- * (2, or 4 where 2 refuses), counted, for the same losses bit for bit. With no engine at all the step
- * fails, naming the way back to the legacy calls. */
+ * (2, or 4 where 2 refuses), counted, for the same losses bit for bit, also with the
+ * engines numbered from 100; where no engine adds into dx when run, the contribution goes
+ * through the scratch, for the same loss; where heuristics mode A does not take a graph, the
+ * fallback list's engine runs it. With no engine at all the step fails, naming the way back
+ * to the legacy calls, and with plans failing otherwise than refused, also cuDNN's words. */
 START_TEST(test_conv_graph_engines) {
   char notes[4096];
   float loss, loss_det, loss_ref;
@@ -2459,10 +2462,59 @@ START_TEST(test_conv_graph_engines) {
   ck_assert_msg(memcmp(&loss, &loss_ref, sizeof loss) == 0, "loss %.9g, without refusals %.9g",
                 (double)loss_ref, (double)loss);
 
+  /* the same with engines numbered from 100, as a cuDNN with many engines numbers them: the
+   * refused ones are still kept track of, by index */
+  setenv("WK_FAKE_CUDNN_GRAPH_INDEX_BASE", "100", 1);
+  const wk_status wide = wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_EXEC_REFUSES", "0",
+                                         WK_PRECISION_FP32, notes, sizeof notes, &loss_ref, &st);
+  unsetenv("WK_FAKE_CUDNN_GRAPH_INDEX_BASE");
+  ck_assert_msg(wide == WK_OK, "%s", wk_last_error());
+  wkt_notes_hold("refused, from 100", notes, "fwd engine 10", "fwd engine 100");
+  wkt_notes_hold("refused, from 100", notes, NULL, "wgrad engine 100");
+  ck_assert_int_eq(st.exec_refused, 3 * 20 - 1);
+  ck_assert_msg(memcmp(&loss, &loss_ref, sizeof loss) == 0, "loss %.9g, without refusals %.9g",
+                (double)loss_ref, (double)loss);
+
+  /* every engine refuses to add into dx when run: the blocks' backward-data contributions
+   * go through the scratch instead, for the same loss */
+  ck_assert_msg(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_BETA1_REFUSES", "0", WK_PRECISION_FP32,
+                                notes, sizeof notes, &loss_ref, &st) == WK_OK, "%s",
+                wk_last_error());
+  printf("graph API, float32, no engine adds into dx (%lld refused):\n%s",
+         (long long)st.exec_refused, notes);
+  /* the blocks' first convolutions' beta-1 plans ran (the downsample ones' never do: theirs
+   * is the backward-data that writes first), each refused by the three usable engines (0,
+   * 2, 4), and are gone */
+  int adding = 0;
+  for (const char *l = strstr(notes, "dgrad adding"); l; l = strstr(l + 1, "dgrad adding"))
+    adding++;
+  ck_assert_msg(adding == 3, "%d beta-1 plans left, expected the 3 downsample ones':\n%s",
+                adding, notes);
+  ck_assert_msg(!strstr(notes, "conv1: fwd engine 0; dgrad engine 0; wgrad engine 0; dgrad adding"),
+                "%s", notes);
+  ck_assert_int_eq(st.exec_refused, 8 * 3);
+  ck_assert_msg(memcmp(&loss, &loss_ref, sizeof loss) == 0, "loss %.9g, adding in cuDNN %.9g",
+                (double)loss_ref, (double)loss);
+
+  /* heuristics mode A does not take the graphs: the fallback list's engine runs them */
+  ck_assert_msg(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_MODE_A_REFUSES", "0", WK_PRECISION_FP32,
+                                notes, sizeof notes, &loss_ref, NULL) == WK_OK, "%s",
+                wk_last_error());
+  wkt_notes_hold("mode A refused", notes, "fwd engine 4;", "engine 0");
+  wkt_notes_hold("mode A refused", notes, "wgrad engine 4", "engine 2");
+  ck_assert_msg(memcmp(&loss, &loss_ref, sizeof loss) == 0, "loss %.9g, engine 0's %.9g",
+                (double)loss_ref, (double)loss);
+
   ck_assert_int_ne(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_NO_ENGINES", "0", WK_PRECISION_FP32, notes,
                                    sizeof notes, &loss_ref, NULL), WK_OK);
   ck_assert_msg(strstr(wk_last_error(), "no cuDNN engine") &&
                 strstr(wk_last_error(), "WHISKER_CUDNN_API=legacy"), "%s", wk_last_error());
+  /* plans failing for another reason than a refusal: the error says so, with cuDNN's words */
+  ck_assert_int_ne(wkt_graph_notes("WK_FAKE_CUDNN_GRAPH_PLAN_FAILS", "0", WK_PRECISION_FP32, notes,
+                                   sizeof notes, &loss_ref, NULL), WK_OK);
+  ck_assert_msg(strstr(wk_last_error(), "no cuDNN engine") &&
+                strstr(wk_last_error(), "cuDNN also failed: a plan: CUDNN_STATUS_INTERNAL_ERROR") &&
+                strstr(wk_last_error(), "cannot compile"), "%s", wk_last_error());
 }
 END_TEST
 

@@ -34,6 +34,7 @@
 #endif
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,15 @@ static wk_status wk_graph_failed(cudnnStatus_t e, const char *what, wk_conv_dir 
   cudnnGetLastErrorString(msg, sizeof msg);
   return wk_fail(WK_ERR_BACKEND, "cuDNN graph API: %s (%s convolution): %s (%s)", what,
                  wk_cdir_names[d], cudnnGetErrorString(e), msg);
+}
+
+/* Keeps, in c->note when given and still empty, why a configuration was unusable (cuDNN's
+ * status e and its message) for the caller's "no engine" error. */
+static void wk_note(const wk_conv_choice *c, cudnnStatus_t e, const char *what) {
+  if (!c->note || !c->note_n || c->note[0]) return;
+  char msg[256];
+  cudnnGetLastErrorString(msg, sizeof msg);
+  snprintf(c->note, c->note_n, "%s: %s (%s)", what, cudnnGetErrorString(e), msg);
 }
 
 #define WK_GTRY(call, what)                                                                  \
@@ -163,8 +173,9 @@ static wk_status wk_cgraph_make(const wk_conv_choice *c, wk_conv_dir d, bool acc
                                    dil), "the dilation");
   WK_GTRY(cudnnBackendFinalize(g->conv), "the convolution");
 
-  /* alpha and beta: float for float, half and bfloat16 data, double for double */
-  const bool dbl = data == CUDNN_DATA_DOUBLE;
+  /* alpha and beta: float for a float computation (of float, half or bfloat16 data),
+   * double for a double one (as cudnn-frontend decides it) */
+  const bool dbl = comp == CUDNN_DATA_DOUBLE;
   const float alpha_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
   const double alpha_d = 1.0, beta_d = accumulate ? 1.0 : 0.0;
   const cudnnBackendAttributeType_t st = dbl ? CUDNN_TYPE_DOUBLE : CUDNN_TYPE_FLOAT;
@@ -218,8 +229,10 @@ static wk_status wk_cgraph_make(const wk_conv_choice *c, wk_conv_dir d, bool acc
 /* ------------------------------------------------------------------ engine configurations */
 
 /* The configurations heuristics mode `mode` lists for g, appended to
- * cfg[*n..max) (descriptors the caller destroys). */
-static wk_status wk_heuristics(const wk_cgraph *g, cudnnBackendHeurMode_t mode, wk_conv_dir d,
+ * cfg[*n..max) (descriptors the caller destroys); none when cuDNN says the mode
+ * does not take the case (as cudnn-frontend, which goes on to the next mode). */
+static wk_status wk_heuristics(const wk_conv_choice *c, const wk_cgraph *g,
+                               cudnnBackendHeurMode_t mode, wk_conv_dir d,
                                cudnnBackendDescriptor_t *cfg, int *n, int max) {
   cudnnBackendDescriptor_t heur = NULL;
   wk_status st = WK_OK;
@@ -235,9 +248,9 @@ static wk_status wk_heuristics(const wk_cgraph *g, cudnnBackendHeurMode_t mode, 
     e = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, NULL);
   if (e != CUDNN_STATUS_SUCCESS) {
-    st = wk_graph_failed(e, mode == CUDNN_HEUR_MODE_FALLBACK ? "the fallback list"
-                                                            : "the heuristics",
-                         d);
+    const char *what = mode == CUDNN_HEUR_MODE_FALLBACK ? "the fallback list" : "the heuristics";
+    if (CUDNN_STATUS_CATEGORY(e) == CUDNN_STATUS_NOT_SUPPORTED) wk_note(c, e, what);
+    else st = wk_graph_failed(e, what, d);
     wk_destroy(&heur);
     return st;
   }
@@ -260,12 +273,12 @@ static wk_status wk_heuristics(const wk_cgraph *g, cudnnBackendHeurMode_t mode, 
 }
 
 /* Configuration cfg's engine: its global index, and whether the caller may
- * use it (cuda_backend.h's rules). */
-static wk_status wk_engine_of(const wk_conv_choice *c, wk_conv_dir d, bool float32,
-                              cudnnBackendDescriptor_t cfg, int64_t *index, bool *usable) {
+ * use it (cuda_backend.h's rules; not when its notes cannot be read). */
+static void wk_engine_of(const wk_conv_choice *c, bool float32, cudnnBackendDescriptor_t cfg,
+                         int64_t *index, bool *usable) {
   *usable = false;
+  *index = -1;
   cudnnBackendDescriptor_t eng = NULL;
-  wk_status st = WK_OK;
   cudnnStatus_t e = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng);
   int64_t got = 0;
   if (e == CUDNN_STATUS_SUCCESS)
@@ -279,10 +292,10 @@ static wk_status wk_engine_of(const wk_conv_choice *c, wk_conv_dir d, bool float
   if (e == CUDNN_STATUS_SUCCESS)
     e = cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
-  if (e != CUDNN_STATUS_SUCCESS) {
-    st = wk_graph_failed(e, "an engine's notes", d);
+  if (e != CUDNN_STATUS_SUCCESS) { /* as cudnn-frontend: such a configuration is not taken */
+    wk_note(c, e, "an engine's notes");
   } else {
-    bool ok = !(*index >= 0 && *index < 64 && (c->skip_engines >> *index & 1u));
+    bool ok = !wk_engine_set_has(c->skip_engines, *index);
     if (n_notes > CUDNN_NUMERICAL_NOTE_TYPE_COUNT) n_notes = CUDNN_NUMERICAL_NOTE_TYPE_COUNT;
     for (int64_t k = 0; k < n_notes; k++) {
       switch (notes[k]) {
@@ -296,7 +309,6 @@ static wk_status wk_engine_of(const wk_conv_choice *c, wk_conv_dir d, bool float
     *usable = ok;
   }
   wk_destroy(&eng);
-  return st;
 }
 
 /* Configuration cfg finalized into a plan over g: *plan NULL when cuDNN
@@ -317,7 +329,9 @@ static wk_status wk_plan_of(const wk_conv_choice *c, wk_conv_dir d, cudnnBackend
     wk_destroy(&p);
     return wk_graph_failed(e, "an execution plan's attributes", d);
   }
-  if (cudnnBackendFinalize(p) != CUDNN_STATUS_SUCCESS) { /* refused */
+  e = cudnnBackendFinalize(p);
+  if (e != CUDNN_STATUS_SUCCESS) { /* refused, or failed for a reason kept for the caller */
+    if (CUDNN_STATUS_CATEGORY(e) != CUDNN_STATUS_NOT_SUPPORTED) wk_note(c, e, "a plan");
     wk_destroy(&p);
     return WK_OK;
   }
@@ -353,8 +367,13 @@ int64_t wk_cplan_engine(const wk_cplan *p) { return p->engine; }
 
 cudnnStatus_t wk_cplan_run(wk_cplan *p, void *x, void *w, void *y, void *ws) {
   void *ptr[4] = {x, w, y, p->ws_bytes ? ws : NULL};
+  static const char *const role[3] = {"x", "w", "y"};
   for (int k = 0; k < 3; k++)
-    if ((uintptr_t)ptr[k] % WK_CPLAN_ALIGN != 0) return CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
+    if ((uintptr_t)ptr[k] % WK_CPLAN_ALIGN != 0) {
+      (void)wk_fail(WK_ERR_BACKEND, "cuDNN graph API: %s (%p) is not aligned to %d bytes, as the "
+                    "plan promised cuDNN", role[k], ptr[k], WK_CPLAN_ALIGN);
+      return CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
+    }
   if (!p->pack || memcmp(ptr, p->pack_ptr, sizeof ptr) != 0) {
     wk_destroy(&p->pack);
     const cudnnStatus_t e = wk_pack(ptr, &p->pack);
@@ -499,7 +518,7 @@ static wk_status wk_candidate(const wk_conv_choice *c, wk_conv_dir d, bool float
   q->plan = NULL;
   *refused = false;
   bool usable = false;
-  WK_TRY(wk_engine_of(c, d, float32, cfg, &q->engine, &usable));
+  wk_engine_of(c, float32, cfg, &q->engine, &usable);
   if (!usable) return WK_OK;
   WK_TRY(wk_plan_of(c, d, cfg, &q->plan, &q->ws_bytes));
   if (q->plan && q->ws_bytes <= c->ws_limit) return WK_OK;
@@ -526,9 +545,10 @@ wk_status wk_cplan_make(const wk_conv_choice *c, wk_conv_dir d, bool accumulate,
   bool refused = false;
   wk_status st = wk_cgraph_make(c, d, accumulate, &p->g, &data);
   if (st == WK_OK)
-    st = wk_heuristics(&p->g, CUDNN_HEUR_MODE_A, d, cfg, &n_cfg, WK_CPLAN_CFG_MAX);
+    st = wk_heuristics(c, &p->g, CUDNN_HEUR_MODE_A, d, cfg, &n_cfg, WK_CPLAN_CFG_MAX);
   if (st == WK_OK)
-    st = wk_heuristics(&p->g, CUDNN_HEUR_MODE_FALLBACK, d, cfg, &n_cfg, 2 * WK_CPLAN_CFG_MAX);
+    st = wk_heuristics(c, &p->g, CUDNN_HEUR_MODE_FALLBACK, d, cfg, &n_cfg,
+                       2 * WK_CPLAN_CFG_MAX);
   const bool float32 = data == CUDNN_DATA_FLOAT;
 
   /* a kept choice: the same engine at the same place rebuilds it untimed */

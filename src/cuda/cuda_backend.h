@@ -181,8 +181,15 @@ typedef struct wk_conv_choice {
   bool deterministic;  /* only algorithms cuDNN calls deterministic (no atomics) */
   uint32_t skip;       /* heuristics: algorithms to pass over (bit 1 << algo), those
                         * cuDNN refused when called; a timed or kept choice ignores it */
-  uint64_t skip_engines; /* the graph API's likewise, by engine global index (< 64); a
-                          * kept choice of one is not taken */
+  const struct wk_engine_set *skip_engines; /* the graph API's likewise, by engine global
+                                             * index, or NULL; a kept choice of one is not
+                                             * taken */
+  /* the graph API, where given (note_n bytes): the first failure that made a configuration
+   * unusable other than cuDNN saying the engine does not take the case (a heuristics mode,
+   * an engine's notes, a plan cuDNN would not finalize for another reason), with cuDNN's
+   * status and message, for the caller's "no engine" error; empty when none */
+  char *note;
+  size_t note_n;
   wk_gpu_algos *cache;
   /* timing only: device buffers of the descriptors' sizes that the timed
    * calls read (x, w, dy: any contents) and overwrite (y, dx, dw), and the
@@ -225,12 +232,30 @@ wk_status wk_conv_timing_workspace(const wk_conv_choice *c, size_t n_bytes, bool
  * execution plan that runs with the caller's pointers. */
 typedef struct wk_cplan wk_cplan;
 
+/* A set of cuDNN engine global indices, those below WK_ENGINE_SET_MAX (cuDNN 8 already
+ * numbered a direction's engines up to 62). */
+enum { WK_ENGINE_SET_MAX = 1024 };
+typedef struct wk_engine_set {
+  uint64_t w[WK_ENGINE_SET_MAX / 64];
+} wk_engine_set;
+static inline bool wk_engine_set_has(const wk_engine_set *s, int64_t e) {
+  return s && e >= 0 && e < WK_ENGINE_SET_MAX && (s->w[e >> 6] >> (e & 63) & 1u);
+}
+/* Adds e; false (nothing added) when it is outside the set's range. */
+static inline bool wk_engine_set_add(wk_engine_set *s, int64_t e) {
+  if (e < 0 || e >= WK_ENGINE_SET_MAX) return false;
+  s->w[e >> 6] |= (uint64_t)1 << (e & 63);
+  return true;
+}
+
 /* Direction d of c's convolution, out = alpha * op + beta * out with alpha 1
  * and beta 1 when `accumulate`, else 0. Usable engines: none whose numerical
  * notes say it converts inputs down or reduces in less than float32; none
  * with tensor cores for float32 data unless c->tensor_math (TF32); with
  * c->deterministic none noted nondeterministic; none in c->skip_engines; a
- * plan cuDNN finalizes within c->ws_limit. c->find times every usable one
+ * plan cuDNN finalizes within c->ws_limit. A heuristics mode that cuDNN says
+ * does not take the case, or an engine whose notes cannot be read, only has
+ * no usable configurations (c->note says why). c->find times every usable one
  * (through the cache, on the timing buffers) and takes the fastest; else
  * the first. *out NULL with *found false when none is usable; *timed says
  * timing ran. c->skip is not read. */

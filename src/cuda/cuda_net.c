@@ -178,9 +178,9 @@ typedef struct wk_gnode {
   /* $WHISKER_CUDNN_API=graph (conv_graph.c): the plans of the forward, backward-data,
    * backward-filter and backward-data adding into its output (beta 1, made where the
    * input has more than one reader; without it such a contribution goes through the
-   * scratch), and per direction the engines cuDNN refused when run (bit 1 << index) */
+   * scratch), and per slot the engines cuDNN refused when run */
   wk_cplan *plan[4];
-  uint64_t plan_refused[3];
+  wk_engine_set plan_refused[4];
   float *save_mean, *save_invvar; /* batchnorm (C) */
   bool bn_trained;                /* the last forward used batch statistics */
   bool bn_own;     /* whisker's kernels (syncbn.cu) for it: cuDNN refused it (16 bits) or
@@ -994,26 +994,34 @@ static wk_status wk_choice_of(wk_gpu_net *net, int i, bool find, wk_conv_choice 
 }
 
 /* The graph API's plan slot k (wk_gnode.plan) of convolution i for c, by
- * timing when c->find; skipped engines are the slot's direction's refused
- * ones. *need grows to its workspace. The beta-1 slot may come out NULL
- * (nothing usable: the backward goes through the scratch); any other must
- * be found. */
+ * timing when c->find; skipped engines are the slot's refused ones. *need
+ * grows to its workspace. The beta-1 slot may come out NULL (nothing usable:
+ * the backward goes through the scratch); any other must be found, and the
+ * error then says what else than an engine's refusal made configurations
+ * unusable, if anything did. */
 static wk_status wk_pick_plan(wk_gpu_net *net, int i, wk_conv_choice *c, int k, size_t *need,
                               bool *timed) {
   wk_gnode *s = &net->gn[i];
   const wk_conv_dir d = k == 3 ? WK_CONV_BWD_DATA : (wk_conv_dir)k;
   wk_cplan_destroy(s->plan[k]);
   s->plan[k] = NULL;
-  c->skip_engines = s->plan_refused[d];
+  char note[384] = "";
+  c->skip_engines = &s->plan_refused[k];
+  c->note = note;
+  c->note_n = sizeof note;
   bool found = false, t = false;
-  WK_TRY(wk_cplan_make(c, d, k == 3, &s->plan[k], &found, &t));
+  const wk_status st = wk_cplan_make(c, d, k == 3, &s->plan[k], &found, &t);
+  c->note = NULL;
+  c->note_n = 0;
+  WK_TRY(st);
   *timed |= t;
   if (!found && k != 3)
     return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: no cuDNN engine for the %s convolution within "
-                   "%zu MB of workspace%s ($WHISKER_CUDNN_API=legacy uses the legacy calls)",
+                   "%zu MB of workspace%s%s%s ($WHISKER_CUDNN_API=legacy uses the legacy calls)",
                    net->nodes[i].name, wk_conv_dir_names[d], net->workspace_limit >> 20,
                    net->deterministic ? " among those cuDNN calls deterministic "
-                                        "($WHISKER_CUDNN_DETERMINISTIC=1)" : "");
+                                        "($WHISKER_CUDNN_DETERMINISTIC=1)" : "",
+                   note[0] ? "; cuDNN also failed: " : "", note);
   if (found && wk_cplan_ws_bytes(s->plan[k]) > *need) *need = wk_cplan_ws_bytes(s->plan[k]);
   return WK_OK;
 }
@@ -1123,8 +1131,10 @@ static wk_status wk_conv_refused(wk_gpu_net *net, int i, wk_conv_dir d, cudnnSta
  * counterpart of wk_conv_answered): *again when cuDNN refused the engine
  * (NOT_SUPPORTED) and the heuristics' next usable one took its place, for
  * the caller to run again; as wk_conv_refused, the refused engine is passed
- * over for this direction from now on, and inside a capture a replacement
- * needing more workspace fails. Anything else is reported. */
+ * over for this slot from now on, and inside a capture a replacement needing
+ * more workspace fails. The beta-1 slot may come out empty instead (no engine
+ * left adds into dx: the caller goes through the scratch). Anything else is
+ * reported. */
 static wk_status wk_plan_answered(wk_gpu_net *net, int i, int k, cudnnStatus_t e, bool *again) {
   *again = false;
   if (e == CUDNN_STATUS_SUCCESS) return WK_OK;
@@ -1135,17 +1145,23 @@ static wk_status wk_plan_answered(wk_gpu_net *net, int i, int k, cudnnStatus_t e
                         net->nodes[i].name, (long long)engine);
   char why[384];
   snprintf(why, sizeof why, "%s", wk_last_error());
-  if (CUDNN_STATUS_CATEGORY(e) != CUDNN_STATUS_NOT_SUPPORTED || engine < 0 || engine >= 64)
+  if (e == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER) /* wk_cplan_run's own check: its reason */
+    return wk_fail(WK_ERR_BACKEND, "the %s convolution %s: %s", wk_conv_dir_names[d],
+                   net->nodes[i].name, wk_last_error());
+  if (CUDNN_STATUS_CATEGORY(e) != CUDNN_STATUS_NOT_SUPPORTED)
     return wk_fail(WK_ERR_BACKEND, "%s", why);
+  if (!wk_engine_set_add(&s->plan_refused[k], engine)) /* it would be taken again */
+    return wk_fail(WK_ERR_BACKEND, "%s (an engine index beyond the %d whisker keeps track of)",
+                   why, (int)WK_ENGINE_SET_MAX);
   enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   WK_CUDA_TRY(cudaStreamIsCapturing(net->stream, &cs));
   wk_conv_choice c;
   WK_TRY(wk_choice_of(net, i, false, &c));
-  s->plan_refused[d] |= (uint64_t)1 << engine;
   wk_cudaalgos_count(net->algos, WK_ALGO_EXEC_REFUSED);
   size_t need = 0;
   bool timed = false;
   WK_TRY(wk_pick_plan(net, i, &c, k, &need, &timed));
+  if (!s->plan[k] && k == 3) return WK_OK;
   if (!s->plan[k])
     return wk_fail(WK_ERR_BACKEND, "%s; no other engine is left within %zu MB of workspace", why,
                    net->workspace_limit >> 20);
@@ -1158,9 +1174,10 @@ static wk_status wk_plan_answered(wk_gpu_net *net, int i, int k, cudnnStatus_t e
 }
 
 /* Runs convolution i's plan slot k (x, w, y as wk_cplan_run names them),
- * taking the next engine while cuDNN refuses one. */
+ * taking the next engine while cuDNN refuses one; the beta-1 slot returns
+ * empty, and nothing ran, when no engine left adds into dx. */
 static wk_status wk_plan_run(wk_gpu_net *net, int i, int k, void *x, void *w, void *y) {
-  for (bool again = true; again;)
+  for (bool again = true; again && net->gn[i].plan[k];)
     WK_TRY(wk_plan_answered(net, i, k,
                             wk_cplan_run(net->gn[i].plan[k], x, w, y, net->workspace), &again));
   return WK_OK;
@@ -2428,10 +2445,13 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     const bool add = need_dx && wk_grad_add(net, in);
     const float *dx_beta = add ? &one : &zero;
     if (need_dx && net->conv_graph) { /* adding: the beta-1 plan, or through the scratch */
-      void *dx = add && !s->plan[3] ? (void *)net->scratch : net->grad[in];
-      WK_TRY(wk_plan_run(net, i, add && s->plan[3] ? 3 : 1, dx, wk_cw(net, nd->param[0]),
-                         (void *)(uintptr_t)dy));
-      WK_TRY(wk_commit(net, in, dx));
+      void *w = wk_cw(net, nd->param[0]), *dyw = (void *)(uintptr_t)dy;
+      if (add && s->plan[3]) WK_TRY(wk_plan_run(net, i, 3, net->grad[in], w, dyw));
+      if (!(add && s->plan[3])) { /* none, or no engine left adds (wk_plan_answered) */
+        void *dx = add ? (void *)net->scratch : net->grad[in];
+        WK_TRY(wk_plan_run(net, i, 1, dx, w, dyw));
+        WK_TRY(wk_commit(net, in, dx));
+      }
     } else for (bool again = need_dx; again;) {
       WK_CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, s->bwd_data_math));
       WK_TRY(wk_conv_answered(

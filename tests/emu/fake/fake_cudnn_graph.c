@@ -65,6 +65,17 @@
  *     every mode (a caller's "nothing usable" path).
  *   $WK_FAKE_CUDNN_GRAPH_EXEC_REFUSES=1: cudnnBackendExecute of a plan of
  *     engine 0 returns CUDNN_STATUS_NOT_SUPPORTED_SHAPE and does nothing.
+ *   $WK_FAKE_CUDNN_GRAPH_BETA1_REFUSES=1: cudnnBackendExecute of a backward-data
+ *     plan with beta other than 0 returns CUDNN_STATUS_NOT_SUPPORTED_SHAPE and
+ *     does nothing, on every engine (a caller's "no engine adds" path).
+ *   $WK_FAKE_CUDNN_GRAPH_MODE_A_REFUSES=1: finalizing a heuristics descriptor
+ *     of mode A returns CUDNN_STATUS_NOT_SUPPORTED (the fallback list answers).
+ *   $WK_FAKE_CUDNN_GRAPH_PLAN_FAILS=1: finalizing an execution plan returns
+ *     CUDNN_STATUS_INTERNAL_ERROR (a failure other than a refusal).
+ *   $WK_FAKE_CUDNN_GRAPH_INDEX_BASE=N (0 to 1000): the engines' global indices
+ *     as read (CUDNN_ATTR_ENGINE_GLOBAL_INDEX) and as set are the table's plus N,
+ *     as a cuDNN with many engines numbers them (a caller's bookkeeping of
+ *     indices of 64 and more).
  *
  * Checked, each refusal returning its status with the reason kept for
  * cudnnGetLastErrorString (fake_cudnn.c's wk_fake_cudnn_fail):
@@ -818,6 +829,13 @@ static int wk_env_on(const char *name) {
   return v && strcmp(v, "1") == 0;
 }
 
+/* $WK_FAKE_CUDNN_GRAPH_INDEX_BASE: what the engines' global indices are offset by. */
+static int64_t wk_index_base(void) {
+  const char *v = getenv("WK_FAKE_CUDNN_GRAPH_INDEX_BASE");
+  const long b = v ? strtol(v, NULL, 10) : 0;
+  return b > 0 && b <= 1000 ? b : 0;
+}
+
 /* The engines a heuristics mode ranks, into out[4]; their count. */
 static int wk_heur_list(const wk_heur *h, int64_t *out) {
   static const int64_t ranked[] = {3, 0, 1, 2};
@@ -938,7 +956,7 @@ static cudnnStatus_t wk_set_engine(const char *fn, wk_bd *d, int a,
     return CUDNN_STATUS_SUCCESS;
   case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
     WK_TRY(wk_elems(fn, a, type, n, arr, CUDNN_TYPE_INT64, 1));
-    d->u.e.index = *(const int64_t *)arr;
+    d->u.e.index = *(const int64_t *)arr - wk_index_base();
     return CUDNN_STATUS_SUCCESS;
   case CUDNN_ATTR_ENGINE_NUMERICAL_NOTE:
   case CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE:
@@ -951,8 +969,9 @@ static cudnnStatus_t wk_finalize_engine(const char *fn, wk_bd *d) {
   static const int req[] = {CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_ATTR_ENGINE_GLOBAL_INDEX};
   WK_TRY(wk_required(fn, d, req, 2));
   if (d->u.e.index < 0 || d->u.e.index >= WK_ENGINE_COUNT)
-    return WK_UNSUP("%s: the graph has no engine of global index %lld (this fake's are 0 to %d)",
-                    fn, (long long)d->u.e.index, WK_ENGINE_COUNT - 1);
+    return WK_UNSUP("%s: the graph has no engine of global index %lld (this fake's are %lld to "
+                    "%lld)", fn, (long long)(d->u.e.index + wk_index_base()),
+                    (long long)wk_index_base(), (long long)(wk_index_base() + WK_ENGINE_COUNT - 1));
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -963,7 +982,7 @@ static cudnnStatus_t wk_get_engine(const char *fn, const wk_bd *d, int a,
   switch (a) {
   case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
     WK_TRY(wk_room(fn, a, type, requested, arr, CUDNN_TYPE_INT64, 1));
-    *(int64_t *)arr = e->index;
+    *(int64_t *)arr = e->index + wk_index_base();
     if (count) *count = 1;
     return CUDNN_STATUS_SUCCESS;
   case CUDNN_ATTR_ENGINE_NUMERICAL_NOTE: {
@@ -1061,6 +1080,9 @@ static cudnnStatus_t wk_finalize_plan(const char *fn, wk_bd *d) {
   static const int req[] = {CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
                             CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG};
   WK_TRY(wk_required(fn, d, req, 2));
+  if (wk_env_on("WK_FAKE_CUDNN_GRAPH_PLAN_FAILS"))
+    return wk_fake_cudnn_fail(CUDNN_STATUS_INTERNAL_ERROR, "%s: cannot compile the engine's "
+                              "kernel ($WK_FAKE_CUDNN_GRAPH_PLAN_FAILS)", fn);
   return wk_engine_ws(fn, &d->u.p.cfg.engine, &d->u.p.ws);
 }
 
@@ -1266,6 +1288,10 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t descriptor) {
   case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR: {
     static const int req[] = {CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_ATTR_ENGINEHEUR_MODE};
     s = wk_required(fn, d, req, 2);
+    if (s == CUDNN_STATUS_SUCCESS && d->u.h.mode == CUDNN_HEUR_MODE_A &&
+        wk_env_on("WK_FAKE_CUDNN_GRAPH_MODE_A_REFUSES"))
+      s = wk_fake_cudnn_fail(CUDNN_STATUS_NOT_SUPPORTED, "%s: heuristics mode A does not take "
+                             "this graph ($WK_FAKE_CUDNN_GRAPH_MODE_A_REFUSES)", fn);
     break;
   }
   case CUDNN_BACKEND_ENGINE_DESCRIPTOR: s = wk_finalize_engine(fn, d); break;
@@ -1304,6 +1330,12 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
                               "%s: engine 0 does not support these tensors "
                               "($WK_FAKE_CUDNN_GRAPH_EXEC_REFUSES)", fn);
   const wk_op *op = &p->cfg.engine.graph.op;
+  if (op->dir == WK_FAKE_CONV_BWD_DATA && op->beta != 0.0 &&
+      wk_env_on("WK_FAKE_CUDNN_GRAPH_BETA1_REFUSES"))
+    return wk_fake_cudnn_fail(CUDNN_STATUS_NOT_SUPPORTED_SHAPE,
+                              "%s: engine %lld does not add into dx (beta %g) "
+                              "($WK_FAKE_CUDNN_GRAPH_BETA1_REFUSES)", fn,
+                              (long long)(p->cfg.engine.index + wk_index_base()), op->beta);
   const wk_tensor *ts[3] = {&op->x, &op->w, &op->y};
   void *ptr[3];
   for (int i = 0; i < 3; i++) {
