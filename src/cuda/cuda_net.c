@@ -117,7 +117,9 @@
  * first to, else into the scratch's two halves, added in after.
  * A batchnorm no group takes (ResNet's downsample ones) is a group of its own
  * (fuse_solo), run by the same Ex calls with CUDNN_BATCHNORM_OPS_BN and no
- * activation, as PyTorch runs channels_last batchnorms: cuDNN's plain calls
+ * activation, as PyTorch runs channels_last batchnorms in fp32 and fp16 (it
+ * sends none in bf16 to cuDNN; whisker's bf16 Ex calls rest on the first H100
+ * run, where the groups ran fused in bf16 and matched the CPU): cuDNN's plain calls
  * run NCHW kernels on NHWC data, a third of a bf16 ResNet-18 step on the
  * first H100 run with only three such batchnorms ($WHISKER_BN_FUSE=groups
  * runs them plain, as before).
@@ -193,7 +195,9 @@ typedef struct wk_gnode {
    * the batch, fuse_off for good once a call has refused it (then the nodes
    * run one by one); fused: the last forward ran the group fused; reserve:
    * cuDNN's reserve space, from that forward to its backward. On the
-   * batchnorm and add nodes, fused_into names the relu node (-1: none).
+   * batchnorm and add nodes, fused_into names the relu node (-1: none); while
+   * the group runs fused their backward does nothing, not even zero their
+   * gradients, which nothing reads.
    * fuse_solo ($WHISKER_BN_FUSE unset or all): a batchnorm no group takes is a group
    * of its own, on its own node (fuse_bn and fused_into name it), run by the
    * Ex calls with CUDNN_BATCHNORM_OPS_BN and no activation, for their NHWC
@@ -2437,6 +2441,11 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
   const bool need_dx = in != 0 && net->needs_grad[in];
   const bool half = wk_half(net);
   const float one = 1.0f, zero = 0.0f;
+  /* a fused group's batchnorm and add: the group's relu did their backward
+   * (wk_fused_backward), and their own gradients are neither written nor read */
+  if ((nd->op == WK_NODE_BATCHNORM || nd->op == WK_NODE_ADD) && s->fused_into >= 0 &&
+      !s->fuse_solo && net->gn[s->fused_into].fused)
+    return WK_OK;
   if (nd->op != WK_NODE_FLATTEN && !wk_grad_add(net, v)) /* nothing reached it: zero */
     WK_CUDA_TRY(cudaMemsetAsync(net->grad[v], 0, (size_t)len * wk_esize(net), net->stream));
   switch (nd->op) {
@@ -2488,8 +2497,7 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_BATCHNORM: {
-    if (s->fused_into >= 0 && net->gn[s->fused_into].fused)
-      return s->fuse_solo ? wk_fused_backward(net, i) : WK_OK;
+    if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return wk_fused_backward(net, i);
     if (!s->bn_trained) return WK_OK; /* frozen with nothing trainable upstream */
     if (s->bn_ran_own) return wk_own_bn_backward(net, i, need_dx);
     const bool frozen = !wk_trainable(net, nd->param[0]);
@@ -2573,7 +2581,6 @@ static wk_status wk_backward_node(wk_gpu_net *net, int i, const uint64_t *seed_s
     return WK_OK;
   }
   case WK_NODE_ADD:
-    if (s->fused_into >= 0 && net->gn[s->fused_into].fused) return WK_OK;
     for (int k = 0; k < 2; k++) {
       const int src = nd->in[k];
       if (src == 0 || !net->needs_grad[src]) continue;
