@@ -494,6 +494,43 @@ static wk_net *wkt_fuse_corners(wk_ctx *ctx) {
   return net;
 }
 
+/* Shapes no other GPU test sends cuDNN's batchnorm calls: 6 channels (NVIDIA's reference asks
+ * for a multiple of 4 with the add-and-relu op; TensorFlow fuses only then) in a relu group,
+ * an add-and-relu group and a batchnorm alone, and a batchnorm over a linear layer's (N, C)
+ * output, which reaches cuDNN as N x C x 1 x 1. Whatever cuDNN takes or refuses, the run must
+ * match the CPU's. */
+static wk_net *wkt_fuse_odd(wk_ctx *ctx) {
+  wk_net *net = NULL;
+  ck_assert_int_eq(wk_net_create(ctx, 12, 12, 3, &net), WK_OK);
+  const wk_conv2d_params same = wk_conv2d_params_make(1, 1, 1);
+  const int a = wk_net_conv(net, "conv_a", 0, 6, 3, 3, &same, false);
+  int x = wk_net_act(net, "relu_a", wk_net_batchnorm(net, "bn_a", a, 1e-5f, 0.1f), WK_ACT_RELU);
+  const int b = wk_net_batchnorm(net, "bn_b", wk_net_conv(net, "conv_b", x, 6, 3, 3, &same, false),
+                                 1e-5f, 0.1f);
+  x = wk_net_act(net, "relu_b", wk_net_add(net, "add_b", b, x), WK_ACT_RELU);
+  const int c = wk_net_batchnorm(net, "bn_c", wk_net_conv(net, "conv_c", x, 6, 3, 3, &same, false),
+                                 1e-5f, 0.1f);
+  x = wk_net_add(net, "add_c", wk_net_act(net, "relu_c", c, WK_ACT_RELU), c);
+  x = wk_net_flatten(net, "flatten", wk_net_global_avgpool(net, "gap", x));
+  x = wk_net_linear(net, "fc1", x, 10, true);
+  x = wk_net_act(net, "relu_fc", wk_net_batchnorm(net, "bn_fc", x, 1e-5f, 0.1f), WK_ACT_RELU);
+  x = wk_net_linear(net, "fc2", x, 5, true);
+  ck_assert_int_ge(x, 0);
+  ck_assert_msg(wk_net_finalize(net, 5) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
+START_TEST(test_bn_fuse_odd_shapes) {
+  wk_gpu_graph_stats gs;
+  wkt_compare("odd batchnorm shapes, every batchnorm through the Ex calls", wkt_fuse_odd, 6,
+              "all", &gs);
+  printf("odd batchnorm shapes: %d groups (%d a batchnorm alone), %d refused: %s\n",
+         gs.bn_fuse_groups, gs.bn_solo_groups, gs.bn_fuse_refused, gs.bn_fuse_note);
+  ck_assert_int_ge(gs.bn_fuse_groups, 3);
+  wkt_compare("odd batchnorm shapes, unfused", wkt_fuse_odd, 6, "0", &gs);
+}
+END_TEST
+
 START_TEST(test_bn_fuse_fp32_corners) {
   wk_gpu_graph_stats gs;
   wkt_compare("fusion corners", wkt_fuse_corners, 6, "groups", &gs);
@@ -2691,6 +2728,7 @@ int main(void) {
     wkt_add(tc, test_pool_cudnn);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);
     wkt_add(tc, test_bn_fuse_fp32_corners);
+    wkt_add(tc, test_bn_fuse_odd_shapes);
     wkt_add(tc, test_bn_fuse_all_fp32);
     wkt_add(tc, test_frozen_body);
     wkt_add(tc, test_frozen_backbone);
