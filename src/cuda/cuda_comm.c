@@ -111,12 +111,19 @@ static wk_status wk_comm_error(wk_gpucomm *c, ncclResult_t r, const char *what) 
   return wk_comm_broken(c);
 }
 
-/* Polls a non-blocking communicator until the call that answered r is done. */
+/* Polls a non-blocking communicator until the call that answered r is done:
+ * at once and then WK_SPIN_POLLS times more before napping between polls.
+ * With several ranks NCCL launches each collective from a thread of its own and
+ * answers ncclInProgress; the launch is done within microseconds, and a nap
+ * first (50 us asked, more given) would cost that much per collective, some 165
+ * per ResNet-50 step with synchronised batchnorm (a review's estimate, from
+ * NCCL's source; not measured). */
+enum { WK_SPIN_POLLS = 2000 };
 static wk_status wk_comm_settle(wk_gpucomm *c, ncclResult_t r, const char *what) {
   const double deadline = wk_now_s() + c->timeout_s;
-  while (r == ncclInProgress) {
+  for (int polls = 0; r == ncclInProgress; polls++) {
     if (wk_now_s() > deadline) return wk_comm_timeout(c, what);
-    wk_nap();
+    if (polls > WK_SPIN_POLLS) wk_nap();
     /* the poll's own failure is the one to report (ncclGetLastError says more) */
     const ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
     if (q != ncclSuccess) r = q;
