@@ -253,4 +253,21 @@ timeout 120 mpirun "${root[@]}" --oversubscribe -np 1 -x WHISKER_GPU_FUSED_STEP=
 grep -q 'have \$WHISKER_GPU_FUSED_STEP=0 in their environment, the others not' "$tmp/mixed.err" ||
   { cat "$tmp/mixed.err"; fail "mixed step modes were not refused by name"; }
 echo "mixed step modes: refused ($(grep -m1 -o '1 of 2 ranks have [^,]*' "$tmp/mixed.err"))"
+
+# 3g. emulated GPUs only: a scheduler that gives each rank a GPU of its own (Slurm's
+# --gpus-per-task=1: each process sees one, CUDA_VISIBLE_DEVICES naming it) has every rank
+# take its device 0, with --device cuda and with --device auto (the rank r of a machine would
+# ask for GPU r, which its process does not see, or fall back to the CPU)
+if [ -n "${WK_FAKE_DEVICES:-}" ]; then
+  for dev in cuda auto; do
+    rc=0
+    timeout 120 mpirun "${root[@]}" --oversubscribe -np 2 -x CUDA_VISIBLE_DEVICES=3 \
+      -x WK_FAKE_DEVICES=1 "$bin" train "${common[@]}" --batch 8 --device "$dev" \
+      --out "$tmp/own_$dev" > "$tmp/own_$dev.err" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || { cat "$tmp/own_$dev.err"; fail "a GPU per process, --device $dev: exit $rc"; }
+    grep -q "data parallel: 2 ranks (mpi, gradients over nccl)" "$tmp/own_$dev.err" ||
+      { cat "$tmp/own_$dev.err"; fail "a GPU per process, --device $dev: not 2 ranks over NCCL"; }
+  done
+  echo "a GPU per process (CUDA_VISIBLE_DEVICES=3 in each of 2 ranks): --device cuda and auto train over NCCL"
+fi
 echo "test_gpu_ddp: ok"

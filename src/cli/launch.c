@@ -201,12 +201,22 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   return WK_EXIT_FAIL;
 }
 
+/* Whether this process was given a GPU of its own by a scheduler (Slurm's
+ * --gpus-per-task=1, a per-rank CUDA_VISIBLE_DEVICES): the variable names one
+ * device and it is the only one visible, so device 0 is this rank's, not one
+ * the machine's ranks would share. */
+static bool wk_own_visible_gpu(void) {
+  const char *v = getenv("CUDA_VISIBLE_DEVICES");
+  return v && *v && !strchr(v, ',') && wk_cuda_device_count() == 1;
+}
+
 /* The GPU of this rank: gpus[local_rank] with --gpus (n_gpus > 0; the ranks on
  * this machine must be as many as the GPUs listed), else, with several ranks
  * on this machine, GPU local_rank for --device cuda (cuda:0), and for --device
  * auto the same when there are enough GPUs and the CPU otherwise (cuda:K, K >
- * 0, is a usage error: every rank on one GPU); else *device stays. Checks the
- * GPU exists. -1 to go on, else an exit code after a message. */
+ * 0, is a usage error: every rank on one GPU), both GPU 0 where a scheduler
+ * gave each process its own (wk_own_visible_gpu); else *device stays. Checks
+ * the GPU exists. -1 to go on, else an exit code after a message. */
 static int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int local_rank, int local_size,
                    int world, int *device) {
   if (n_gpus > 0) {
@@ -224,10 +234,12 @@ static int wk_rank_device(const char *cmd, const int *gpus, int n_gpus, int loca
   } else if (world > 1 && local_size > 1 && *device == WK_DEVICE_AUTO) {
     /* every rank its own GPU when there are enough, else all on the CPU (the
      * ranks must agree: train/fit.c checks) */
-    *device = wk_cuda_device_count() >= local_size ? local_rank : WK_DEVICE_CPU;
+    if (wk_own_visible_gpu()) *device = 0;
+    else *device = wk_cuda_device_count() >= local_size ? local_rank : WK_DEVICE_CPU;
     return -1;
   } else if (world > 1 && local_size > 1 && *device == 0) {
-    *device = local_rank; /* rank r of a machine takes its GPU r */
+    /* rank r of a machine takes its GPU r, or the one GPU a scheduler gave it */
+    *device = wk_own_visible_gpu() ? 0 : local_rank;
   } else {
     return -1;
   }
