@@ -225,8 +225,8 @@ if [ -n "${WK_FAKE_DEVICES:-}" ]; then
   pids=()
   grep -q "rank 1 hangs before collective step 5" "$tmp/nccl_hang.err" \
     || { cat "$tmp/nccl_hang.err"; fail "the fault was not injected"; }
-  msg=$(grep -m1 "NCCL: .*no answer from the other ranks for 3 s" "$tmp/nccl_hang.err") \
-    || { cat "$tmp/nccl_hang.err"; fail "no NCCL timeout message"; }
+  msg=$(grep -m1 "NCCL: .*no answer from the other ranks for 3 s.*NCCL_DEBUG=INFO" \
+    "$tmp/nccl_hang.err") || { cat "$tmp/nccl_hang.err"; fail "no NCCL timeout message with its hints"; }
   echo "rank hung in an NCCL all-reduce: the run ended after ${secs} s; $msg"
   # 3f. NCCL finds no device memory at its first all-reduce (the fake's WK_FAKE_NCCL_OOM: recent
   # NCCL allocates its buffers as it connects, at the first collectives): the run fails at once

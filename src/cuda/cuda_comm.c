@@ -81,9 +81,13 @@ static wk_status wk_comm_broken(wk_gpucomm *c) {
 }
 
 static wk_status wk_comm_timeout(wk_gpucomm *c, const char *what) {
+  /* NCCL connects at the first collectives: ranks that cannot reach each other
+   * look like a dead peer there */
   wk_fail(WK_ERR_BACKEND, "NCCL: %s: no answer from the other ranks for %g s "
-          "($WHISKER_DIST_TIMEOUT); rank %d of %d gives up", what, c->timeout_s, c->rank,
-          c->world);
+          "($WHISKER_DIST_TIMEOUT); rank %d of %d gives up (a rank that died, or ranks that "
+          "cannot connect: NCCL_DEBUG=INFO says which; NCCL_P2P_DISABLE=1 where GPUs cannot "
+          "reach each other directly, NCCL_SOCKET_IFNAME across machines)",
+          what, c->timeout_s, c->rank, c->world);
   return wk_comm_broken(c);
 }
 
