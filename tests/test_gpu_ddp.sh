@@ -253,6 +253,18 @@ timeout 120 mpirun "${root[@]}" --oversubscribe -np 1 -x WHISKER_GPU_FUSED_STEP=
 grep -q 'have \$WHISKER_GPU_FUSED_STEP=0 in their environment, the others not' "$tmp/mixed.err" ||
   { cat "$tmp/mixed.err"; fail "mixed step modes were not refused by name"; }
 echo "mixed step modes: refused ($(grep -m1 -o '1 of 2 ranks have [^,]*' "$tmp/mixed.err"))"
+# and bench, whose ranks step as training's do, the same (naming the rank)
+rc=0
+bargs=(bench --model smallcnn --size 32 --batch 4 --steps 1 --warmup 1 --latency-runs 1
+  --infer-runs 0 --device cuda)
+timeout 120 mpirun "${root[@]}" --oversubscribe -np 1 -x WHISKER_GPU_FUSED_STEP=0 \
+  "$bin" "${bargs[@]}" : -np 1 "$bin" "${bargs[@]}" > "$tmp/mixed_bench.err" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] ||
+  { cat "$tmp/mixed_bench.err"; fail "bench, mixed step modes: exit $rc"; }
+grep -q 'whisker bench: rank [01] of 2: 1 of 2 ranks have \$WHISKER_GPU_FUSED_STEP=0' \
+  "$tmp/mixed_bench.err" ||
+  { cat "$tmp/mixed_bench.err"; fail "bench: mixed step modes were not refused by name"; }
+echo "bench, mixed step modes: refused too"
 
 # 3g. emulated GPUs only: a scheduler that gives each rank a GPU of its own (Slurm's
 # --gpus-per-task=1: each process sees one, CUDA_VISIBLE_DEVICES naming it) has every rank

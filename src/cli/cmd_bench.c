@@ -219,6 +219,8 @@ int wk_cmd_bench(int argc, char **argv) {
   if (prec_auto) wk_net_set_precision_auto(net);
   else if (wk_net_set_precision(net, prec) != WK_OK) goto fail;
   if (wk_net_place(net, o.device) != WK_OK) goto fail;
+  /* every rank alike (device, bf16, how a GPU step runs), as train checks */
+  if (wk_trainer_ranks_agree(dist, world, net) != WK_OK) goto fail;
   if (world > 1 || (nccl_single && wk_net_on_gpu(net))) {
     const wk_ddp_opts dd = {.bucket_bytes = (size_t)(o.bucket_mb * 1048576.0),
                             .nccl_single = nccl_single};
@@ -359,7 +361,11 @@ int wk_cmd_bench(int argc, char **argv) {
   rc = WK_EXIT_OK;
 fail:
   if (rc != WK_EXIT_OK) {
-    fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+    if (world > 1)
+      fprintf(stderr, "whisker bench: rank %d of %d: %s\n", wk_dist_rank(dist), world,
+              wk_last_error());
+    else
+      fprintf(stderr, "whisker bench: %s\n", wk_last_error());
     wk_dist_abort(dist, WK_EXIT_FAIL);
   }
   free(times);

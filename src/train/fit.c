@@ -661,31 +661,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
                    "%s (resume where that precision runs, or pass --precision fp32)",
                    wk_precision_name(wk_net_precision(r->net)), wk_last_error());
   WK_TRY(placed);
-  if (r->world > 1) { /* all on GPUs (NCCL) or all on CPUs (MPI): --device auto may differ */
-    int64_t n[2 + WK_TRAINER_GPU_MODE_BITS] = {wk_net_on_gpu(r->net),
-                                               wk_net_precision(r->net) == WK_PRECISION_BF16};
-    const unsigned mode = wk_trainer_gpu_mode();
-    for (int b = 0; b < WK_TRAINER_GPU_MODE_BITS; b++) n[2 + b] = (mode >> b) & 1u;
-    WK_TRY(wk_dist_allreduce_sum(c->dist, WK_DIST_MAIN, WK_DIST_I64, n,
-                                 2 + WK_TRAINER_GPU_MODE_BITS, "where the ranks run"));
-    if (n[0] != 0 && n[0] != r->world)
-      return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks found a GPU, the others run on the "
-                     "CPU: every rank must run on the same kind of device (--device cpu, or a "
-                     "GPU for each)", (long long)n[0], r->world);
-    /* --precision auto on GPUs of different generations */
-    if (n[1] != 0 && n[1] != r->world)
-      return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks train in bf16, the others' GPUs do "
-                     "not have it: every rank must train alike (--precision fp32, or GPUs of "
-                     "Ampere or newer for each)", (long long)n[1], r->world);
-    /* how a GPU step runs decides its collectives, which NCCL needs alike on every rank */
-    static const char *const knobs[WK_TRAINER_GPU_MODE_BITS] = {
-        "$WHISKER_GPU_HOST_STEP=1", "$WHISKER_GPU_HOST_LOSS=1", "$WHISKER_GPU_FUSED_STEP=0"};
-    for (int b = 0; n[0] == r->world && b < WK_TRAINER_GPU_MODE_BITS; b++)
-      if (n[2 + b] != 0 && n[2 + b] != r->world)
-        return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks have %s in their environment, the "
-                       "others not: every rank must step alike (set it for all or none)",
-                       (long long)n[2 + b], r->world, knobs[b]);
-  }
+  /* --device auto may differ between ranks */
+  if (r->world > 1) WK_TRY(wk_trainer_ranks_agree(c->dist, r->world, r->net));
   WK_TRY(wk_run_loader(r));
   if (r->world > 1 || (c->nccl_single && wk_net_on_gpu(r->net))) {
     const wk_ddp_opts o = {.bucket_bytes = c->bucket_bytes, .sync_bn = c->sync_bn,

@@ -9,6 +9,7 @@
 
 #include "core/json_field.h"
 #include "cuda/cuda.h"
+#include "dist/dist.h"
 #include "train/ddp.h"
 #include "train/grad.h"
 #include "train/metrics.h"
@@ -306,6 +307,34 @@ unsigned wk_trainer_gpu_mode(void) {
   return (wk_env_is_1("WHISKER_GPU_HOST_STEP") ? WK_GPU_MODE_HOST_STEP : 0u) |
          (wk_env_is_1("WHISKER_GPU_HOST_LOSS") ? WK_GPU_MODE_HOST_LOSS : 0u) |
          (e && strcmp(e, "0") == 0 ? WK_GPU_MODE_STEPWISE : 0u);
+}
+
+wk_status wk_trainer_ranks_agree(wk_dist *dist, int world, const wk_net *net) {
+  if (world < 2) return WK_OK;
+  int64_t n[2 + WK_TRAINER_GPU_MODE_BITS] = {wk_net_on_gpu(net),
+                                             wk_net_precision(net) == WK_PRECISION_BF16};
+  const unsigned mode = wk_trainer_gpu_mode();
+  for (int b = 0; b < WK_TRAINER_GPU_MODE_BITS; b++) n[2 + b] = (mode >> b) & 1u;
+  WK_TRY(wk_dist_allreduce_sum(dist, WK_DIST_MAIN, WK_DIST_I64, n,
+                               2 + WK_TRAINER_GPU_MODE_BITS, "where the ranks run"));
+  if (n[0] != 0 && n[0] != world)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks found a GPU, the others run on the "
+                   "CPU: every rank must run on the same kind of device (--device cpu, or a "
+                   "GPU for each)", (long long)n[0], world);
+  /* --precision auto on GPUs of different generations */
+  if (n[1] != 0 && n[1] != world)
+    return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks train in bf16, the others' GPUs do "
+                   "not have it: every rank must train alike (--precision fp32, or GPUs of "
+                   "Ampere or newer for each)", (long long)n[1], world);
+  /* how a GPU step runs decides its collectives, which NCCL needs alike on every rank */
+  static const char *const knobs[WK_TRAINER_GPU_MODE_BITS] = {
+      "$WHISKER_GPU_HOST_STEP=1", "$WHISKER_GPU_HOST_LOSS=1", "$WHISKER_GPU_FUSED_STEP=0"};
+  for (int b = 0; n[0] == world && b < WK_TRAINER_GPU_MODE_BITS; b++)
+    if (n[2 + b] != 0 && n[2 + b] != world)
+      return wk_fail(WK_ERR_UNSUPPORTED, "%lld of %d ranks have %s in their environment, the "
+                     "others not: every rank must step alike (set it for all or none)",
+                     (long long)n[2 + b], world, knobs[b]);
+  return WK_OK;
 }
 
 bool wk_trainer_graphs_wanted(const wk_trainer *t) {

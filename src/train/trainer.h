@@ -64,6 +64,13 @@ enum {
   WK_TRAINER_GPU_MODE_BITS = 3
 };
 unsigned wk_trainer_gpu_mode(void);
+struct wk_dist;
+/* With world > 1 ranks in dist: that every rank runs net alike, as their
+ * collectives need: all on GPUs (NCCL) or all on CPUs (MPI), all in bf16 or
+ * none (--precision auto on GPUs of different generations), the same
+ * wk_trainer_gpu_mode. Collective: every rank calls it. The error says what
+ * differs, and on how many ranks. */
+wk_status wk_trainer_ranks_agree(struct wk_dist *dist, int world, const wk_net *net);
 
 /* x (N,H,W,C) f32, labels (N) i32. *loss receives the batch mean loss (before
  * the update); *lr the rate used. */
