@@ -474,6 +474,16 @@ ab_row() {
     field train_images_per_s)
   echo "| $m | $b | $p | ${x0:-failed} | ${x1:-failed} | $(ratio "$x1" "$x0") |"
 }
+# ab_infer_row VAR OFF ON MODEL [LABEL]: the same for the inference images/s of an
+# inference-only network (bench --steps 0) at batch 256 in bf16, the row named LABEL (MODEL)
+ab_infer_row() {
+  local var=$1 off=$2 on=$3 m=$4 label=${5:-$4} i0 i1
+  i0=$( (export "$var=$off"; wbench --device cuda --model "$m" --batch 256 --precision bf16 \
+    --steps 0 --latency-runs 1 --infer-runs 5) | field infer_images_per_s)
+  i1=$( (export "$var=$on"; wbench --device cuda --model "$m" --batch 256 --precision bf16 \
+    --steps 0 --latency-runs 1 --infer-runs 5) | field infer_images_per_s)
+  echo "| $label | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
+}
 # the batchnorms no group fuses (ResNet's downsample ones) through cuDNN's Ex calls alone
 # (the default since 2026-11-23, not yet measured here) against the plain calls
 # ($WHISKER_BN_FUSE=groups, the default before): on the first H100 run the plain calls' NCHW
@@ -512,12 +522,7 @@ if table infer_bn 60 "inference's batchnorms on whisker's kernel"; then
   echo
   echo "| model | batch | precision | inference, cuDNN batchnorm img/s | whisker's, groups whole img/s | whisker's / cuDNN |"
   echo "|---|---:|---|---:|---:|---:|"
-  for m in resnet50 resnet18; do
-    ib() { (export WHISKER_GPU_INFER_BN=$1; wbench --device cuda --model "$m" --batch 256 \
-      --precision bf16 --steps 0 --latency-runs 3 --infer-runs 5) | field infer_images_per_s; }
-    i0=$(ib cudnn); i1=$(ib own)
-    echo "| $m | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
-  done
+  for m in resnet50 resnet18; do ab_infer_row WHISKER_GPU_INFER_BN cudnn own "$m"; done
 } | tee -a "$out/bench_gpu.md"
 fi
 # the NCCL data-parallel path's own cost on one GPU (issue 8: at most 2%)
@@ -590,12 +595,7 @@ if table prefetch 90 "the staged next batch"; then
   echo "| model | batch | precision | upload at the start img/s | next batch staged img/s | staged / not |"
   echo "|---|---:|---|---:|---:|---:|"
   ab_row WHISKER_GPU_PREFETCH 0 1 resnet50 256 bf16
-  for m in resnet18 resnet50; do
-    ib() { (export WHISKER_GPU_PREFETCH=$1; wbench --device cuda --model "$m" --batch 256 \
-      --precision bf16 --steps 0 --latency-runs 1 --infer-runs 5) | field infer_images_per_s; }
-    i0=$(ib 0); i1=$(ib 1)
-    echo "| $m inference | 256 | bf16 | ${i0:-failed} | ${i1:-failed} | $(ratio "$i1" "$i0") |"
-  done
+  for m in resnet18 resnet50; do ab_infer_row WHISKER_GPU_PREFETCH 0 1 "$m" "$m inference"; done
 } | tee -a "$out/bench_gpu.md"
 fi
 # batchnorm fused with relu and the residual add (cuDNN's Ex calls; $WHISKER_BN_FUSE=0 turns it

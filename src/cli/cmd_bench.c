@@ -361,11 +361,7 @@ int wk_cmd_bench(int argc, char **argv) {
   rc = WK_EXIT_OK;
 fail:
   if (rc != WK_EXIT_OK) {
-    if (world > 1)
-      fprintf(stderr, "whisker bench: rank %d of %d: %s\n", wk_dist_rank(dist), world,
-              wk_last_error());
-    else
-      fprintf(stderr, "whisker bench: %s\n", wk_last_error());
+    wk_launch_report("bench", dist);
     wk_dist_abort(dist, WK_EXIT_FAIL);
   }
   free(times);

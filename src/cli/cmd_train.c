@@ -225,11 +225,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   wk_status s = wk_fit(ctx, &c, &res);
   wk_ctx_destroy(ctx);
   if (s != WK_OK) {
-    if (dist && strncmp(wk_last_error(), "rank ", 5) != 0) /* say which rank, once */
-      fprintf(stderr, "whisker %s: rank %d of %d: %s\n", cmd, wk_dist_rank(dist),
-              wk_dist_size(dist), wk_last_error());
-    else
-      fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+    wk_launch_report(cmd, dist);
     wk_dist_abort(dist, WK_EXIT_FAIL); /* the other ranks must not wait for this one */
     wk_dist_close(dist);
     return WK_EXIT_FAIL;

@@ -201,6 +201,14 @@ static int wk_launch_ranks(const char *cmd, int n_ranks, int argc, char **argv) 
   return WK_EXIT_FAIL;
 }
 
+void wk_launch_report(const char *cmd, const wk_dist *dist) {
+  if (dist && strncmp(wk_last_error(), "rank ", 5) != 0) /* say which rank, once */
+    fprintf(stderr, "whisker %s: rank %d of %d: %s\n", cmd, wk_dist_rank(dist),
+            wk_dist_size(dist), wk_last_error());
+  else
+    fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
+}
+
 /* Whether this process was given a GPU of its own by a scheduler (Slurm's
  * --gpus-per-task=1, a per-rank CUDA_VISIBLE_DEVICES): the variable names one
  * device and it is the only one visible, so device 0 is this rank's, not one

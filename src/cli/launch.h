@@ -38,5 +38,8 @@ int wk_gpus_parse(const char *cmd, const char *s, int *ids, int cap, int *n);
  * rank on one GPU). -1 to go on, else an exit code after a message. */
 int wk_launch_world(const char *cmd, const char *gpus_arg, int procs, int *device,
                     bool *nccl_single, int *threads, int argc, char **argv, wk_dist **dist);
+/* "whisker CMD: " and the last error on stderr, with "rank R of W: " before it
+ * where dist is given (once: not when the message already starts so). */
+void wk_launch_report(const char *cmd, const wk_dist *dist);
 
 #endif
