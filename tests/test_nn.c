@@ -191,6 +191,68 @@ START_TEST(test_fast_path_matches_reference_mobilenetv2) {
   wkt_compare_impls("mobilenetv2", 64, 4, 1e-3);
 }
 END_TEST
+/* The default runs each batchnorm + ReLU6 as one node on whisker's kernels
+ * (src/ops/batchnorm_act.c) and the other batchnorms on oneDNN's; here every
+ * batchnorm on whisker's ("1"), and the ReLU6 unfused after oneDNN's ("0"). */
+START_TEST(test_fast_path_matches_reference_mobilenetv2_bn_kernels) {
+  setenv("WHISKER_BN_OWN", _i == 0 ? "0" : "1", 1);
+  wkt_compare_impls("mobilenetv2", 64, 4, 1e-3);
+  unsetenv("WHISKER_BN_OWN");
+}
+END_TEST
+
+/* A frozen body (fine-tuning's head phase): its batchnorms use their running
+ * statistics in training too, the fused ReLU6 applied after them. */
+START_TEST(test_fast_path_matches_reference_frozen_body) {
+  wkt_step ref = wkt_run(WK_IMPL_REF, "mobilenetv2", 5, 64, 4, "features");
+  wkt_step cpu = wkt_run(WK_IMPL_CPU, "mobilenetv2", 5, 64, 4, "features");
+  double e = wkt_rel_err(cpu.train_out, ref.train_out, ref.n_out, 1e-6);
+  ck_assert_msg(e < 1e-4, "train output: %g", e);
+  e = wkt_rel_err(cpu.grads, ref.grads, (int64_t)ref.n_elems, 1e-6);
+  ck_assert_msg(e < 1e-4, "gradients: %g", e);
+  wkt_step_free(&ref);
+  wkt_step_free(&cpu);
+}
+END_TEST
+
+/* Which activations training runs inside their batchnorm: all 35 of
+ * MobileNetV2's ReLU6 (each follows a batchnorm) by default, none with
+ * $WHISKER_BN_OWN=0; the 9 of ResNet-18's 17 ReLU that follow a batchnorm
+ * (the other 8 follow a residual add) either way; none under the reference. */
+START_TEST(test_train_fusions) {
+  const char *arch[2] = {"mobilenetv2", "resnet18"};
+  for (int mode = 0; mode < 2; mode++) {
+    if (mode) setenv("WHISKER_BN_OWN", "0", 1);
+    else unsetenv("WHISKER_BN_OWN");
+    for (int a = 0; a < 2; a++)
+      for (int impl = WK_IMPL_REF; impl <= WK_IMPL_CPU; impl++) {
+        wk_ctx *ctx = wkt_ctx((wk_impl)impl, 1);
+        wk_arch_opts o = wk_arch_opts_default(10);
+        o.in_h = o.in_w = 32;
+        wk_net *net;
+        ck_assert_msg(wk_zoo_build(ctx, arch[a], &o, 7, &net) == WK_OK, "%s", wk_last_error());
+        int acts = 0, fused = 0;
+        for (int i = 0; i < wk_net_n_nodes(net); i++) {
+          const wk_node *nd = wk_net_node(net, i);
+          if (nd->op != WK_NODE_ACT) continue;
+          acts++;
+          const int host = wk_net_node_train_host(net, i);
+          if (host < 0) continue;
+          fused++;
+          ck_assert_int_eq(wk_net_node(net, host)->op, WK_NODE_BATCHNORM);
+          ck_assert_int_eq(nd->in[0], host + 1);
+        }
+        const int want = impl == WK_IMPL_REF ? 0 : a == 1 ? 9 : mode ? 0 : 35;
+        ck_assert_msg(fused == want, "%s, %s, WHISKER_BN_OWN %s: %d of %d activations fused, "
+                      "want %d", arch[a], wk_impl_name(ctx->impl), mode ? "0" : "unset", fused,
+                      acts, want);
+        wk_net_destroy(net);
+        wk_ctx_destroy(ctx);
+      }
+  }
+  unsetenv("WHISKER_BN_OWN");
+}
+END_TEST
 
 /* Evaluation's fusions (exec_plan.c): each 1x1 conv whose only reader is a
  * depthwise 3x3 conv runs inside that conv's node (wk_conv2d_pwdw_plan), and
@@ -525,7 +587,26 @@ static wk_status wkt_double_sum(void *user, double *buf, size_t n) {
   return WK_OK;
 }
 
+static wk_net *relu6_net(wk_ctx *ctx) {
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 16, 16, 3, &net), WK_OK);
+  const wk_conv2d_params p1 = wk_conv2d_params_make(1, 1, 1), p0 = wk_conv2d_params_make(1, 0, 1);
+  const wk_conv2d_params p2 = wk_conv2d_params_make(2, 1, 1);
+  int v = wk_net_conv(net, "a", 0, 16, 3, 3, &p1, false);
+  v = wk_net_act(net, "a.relu6", wk_net_batchnorm(net, "a.bn", v, 1e-5f, 0.1f), WK_ACT_RELU6);
+  v = wk_net_batchnorm(net, "b.bn", wk_net_conv(net, "b", v, 24, 1, 1, &p0, false), 1e-5f, 0.1f);
+  v = wk_net_conv(net, "c", v, 32, 3, 3, &p2, false);
+  v = wk_net_act(net, "c.relu", wk_net_batchnorm(net, "c.bn", v, 1e-5f, 0.1f), WK_ACT_RELU);
+  v = wk_net_flatten(net, "flat", wk_net_global_avgpool(net, "pool", v));
+  wk_net_linear(net, "fc", v, 3, true);
+  ck_assert_msg(wk_net_finalize(net, 9) == WK_OK, "%s", wk_last_error());
+  return net;
+}
+
 START_TEST(test_sync_bn_matches_plain_batchnorm) {
+  /* smallcnn: batchnorm + ReLU; a net of batchnorm + ReLU6 (its scale 4, so
+   * that some values pass 6), batchnorm alone and batchnorm + ReLU */
+  const char *arch = _i ? "relu6 net" : "smallcnn";
   wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
   wk_arch_opts o = wk_arch_opts_default(3);
   o.in_h = o.in_w = 16;
@@ -536,7 +617,16 @@ START_TEST(test_sync_bn_matches_plain_batchnorm) {
   float *out[2], *grads[2];
   int calls = 0;
   for (int k = 0; k < 2; k++) {
-    ck_assert_int_eq(wk_zoo_build(ctx, "smallcnn", &o, 9, &net[k]), WK_OK);
+    if (_i) {
+      net[k] = relu6_net(ctx);
+      const int gp = wk_net_find_param(net[k], "a.bn.weight");
+      ck_assert_int_ge(gp, 0);
+      float *gamma = wk_net_weights(net[k]) + wk_net_params(net[k], &(size_t){0})[gp].offset;
+      for (int ch = 0; ch < 16; ch++) gamma[ch] = 4.0f;
+      wk_net_weights_changed(net[k]);
+    } else {
+      ck_assert_int_eq(wk_zoo_build(ctx, arch, &o, 9, &net[k]), WK_OK);
+    }
     if (k == 1) wk_net_set_sync_bn(net[k], wkt_double_sum, &calls, 2);
     wk_tensor y;
     ck_assert_msg(wk_net_forward(net[k], &x, true, &y) == WK_OK, "%s", wk_last_error());
@@ -549,8 +639,9 @@ START_TEST(test_sync_bn_matches_plain_batchnorm) {
   }
   /* two sums in each batchnorm's forward, one in its backward (the first has no dx) */
   ck_assert_int_gt(calls, 2);
-  ck_assert_double_lt(wkt_rel_err(out[1], out[0], 4 * 3, 1e-6), 1e-4);
-  ck_assert_double_lt(wkt_rel_err(grads[1], grads[0], (int64_t)wk_net_n_elems(net[0]), 1e-6), 1e-4);
+  const double eo = wkt_rel_err(out[1], out[0], 4 * 3, 1e-6);
+  const double eg = wkt_rel_err(grads[1], grads[0], (int64_t)wk_net_n_elems(net[0]), 1e-6);
+  ck_assert_msg(eo < 1e-4 && eg < 1e-4, "%s: output %g, gradients %g", arch, eo, eg);
   size_t nb;
   const wk_param *bufs = wk_net_buffers(net[0], &nb);
   const float *b0 = wk_net_buffer_data(net[0]), *b1 = wk_net_buffer_data(net[1]);
@@ -947,12 +1038,15 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18);
   tcase_add_test(tc, test_fast_path_matches_reference_resnet18_direct);
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
+  tcase_add_loop_test(tc, test_fast_path_matches_reference_mobilenetv2_bn_kernels, 0, 2);
+  tcase_add_test(tc, test_train_fusions);
+  tcase_add_test(tc, test_fast_path_matches_reference_frozen_body);
   tcase_add_test(tc, test_eval_pointwise_depthwise_fusion);
   tcase_add_test(tc, test_eval_pointwise_depthwise_on_the_input);
   tcase_add_test(tc, test_eval_residual_add_fusion);
   tcase_add_test(tc, test_frozen_body_gets_no_gradient);
   tcase_add_test(tc, test_batch_size_change_and_repeat);
-  tcase_add_test(tc, test_sync_bn_matches_plain_batchnorm);
+  tcase_add_loop_test(tc, test_sync_bn_matches_plain_batchnorm, 0, 2);
   tcase_add_test(tc, test_sync_bn_two_ranks_match_one_batch);
   tcase_add_test(tc, test_builder_errors);
   tcase_add_test(tc, test_u8_input_matches_the_float_path);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/bn_act.h"
 #include "ops/plan.h"
 #include "ops/ref.h"
 #include "ops/wino.h"
@@ -702,6 +703,239 @@ START_TEST(test_batchnorm_normalises) {
 }
 END_TEST
 
+/* ------------------------------------------- batchnorm with its activation fused */
+
+/* whisker's own training batchnorm with the activation after it fused
+ * (src/ops/batchnorm_act.c), against sums in double: the statistics within
+ * 1e-6 (mean, of |mean| + std) and 1e-5 (variance); the output within 2e-5 of
+ * the largest (it is x * s + t, whose rounding grows with |mean| / std: some
+ * channels sit at +50 with a std near 1.4); dx within 1e-4 of its terms'
+ * largest magnitude (|gamma / std| (|dz| + |mean(dz)| + |xhat mean(dz xhat)|):
+ * dx itself nearly vanishes over 2 rows), dgamma and dbeta within 1e-5 of the
+ * sum of their terms' magnitudes.
+ * The backward's mask is the forward output's (0 < y < 6 for ReLU6): an
+ * element where backward recomputed it otherwise would be off by a whole dy.
+ * Bit for bit: the plain loops against AVX-512's (and its non-temporal
+ * stores, 70,000 rows of 96), 1 thread against 2, dx written over dy against
+ * out of place, and no dx against dx. */
+typedef struct {
+  const char *name;
+  int64_t m, c;
+  bool misalign; /* every buffer one float off 64 bytes: no streaming */
+} bna_case;
+
+static const bna_case bna_cases[] = {
+    {"2 rows", 2, 3, false},
+    {"under one chunk, 24 channels", 31, 24, false},
+    {"33 rows of 16", 33, 16, false},
+    {"blocks and chunks with remainders", 3000, 96, false},
+    {"40 channels", 1030, 40, false},
+    {"past the caches: streamed", 70000, 96, false},
+    {"past the caches, misaligned", 70000, 96, true},
+};
+
+typedef struct {
+  float *y, *mean, *var, *dx, *dg, *db;
+} bna_out;
+
+/* y and dx 64-byte aligned (whisker streams only such rows), zeroed */
+static void bna_alloc(bna_out *o, int64_t m, int64_t c) {
+  const size_t n = (size_t)(m * c + 16) * sizeof(float);
+  o->y = aligned_alloc(64, n), o->dx = aligned_alloc(64, n);
+  ck_assert(o->y && o->dx);
+  memset(o->y, 0, n), memset(o->dx, 0, n);
+  o->mean = calloc((size_t)c, sizeof(float)), o->var = calloc((size_t)c, sizeof(float));
+  o->dg = calloc((size_t)c, sizeof(float)), o->db = calloc((size_t)c, sizeof(float));
+  ck_assert(o->y && o->dx && o->mean && o->var && o->dg && o->db);
+}
+
+static void bna_free(bna_out *o) {
+  free(o->y), free(o->dx), free(o->mean), free(o->var), free(o->dg), free(o->db);
+}
+
+static void bna_run(wk_ctx *ctx, bool avx512, const bna_case *bc, wk_post_act act, const float *x,
+                    const float *g, const float *b, const float *dy, bna_out *o) {
+  wk_bn_act *p;
+  expect_ok(wk_bn_act_create(bc->m, bc->c, 1e-5f, act, &p), "fused batchnorm");
+  wk_bn_act_use_avx512(p, avx512);
+  const int off = bc->misalign ? 1 : 0;
+  expect_ok(wk_bn_act_forward(p, ctx, x, g, b, o->mean, o->var, o->y + off), "forward");
+  expect_ok(wk_bn_act_backward(p, ctx, x, g, b, o->mean, o->var, dy, o->dx + off, o->dg, o->db),
+            "backward");
+  wk_bn_act_destroy(p);
+}
+
+static void bna_same(const char *what, const bna_case *bc, const bna_out *a, const bna_out *b) {
+  const size_t n = (size_t)(bc->m * bc->c + 16) * sizeof(float), nc = (size_t)bc->c * sizeof(float);
+  ck_assert_msg(!memcmp(a->y, b->y, n) && !memcmp(a->mean, b->mean, nc) &&
+                    !memcmp(a->var, b->var, nc), "[%s] forward: %s", bc->name, what);
+  ck_assert_msg(!memcmp(a->dx, b->dx, n) && !memcmp(a->dg, b->dg, nc) && !memcmp(a->db, b->db, nc),
+                "[%s] backward: %s", bc->name, what);
+}
+
+START_TEST(test_batchnorm_act) {
+  const bna_case *bc = &bna_cases[_i / 3];
+  const wk_post_act act = (wk_post_act)(_i % 3);
+  const char *an = act == WK_POST_NONE ? "none" : act == WK_POST_RELU ? "relu" : "relu6";
+  const int64_t m = bc->m, c = bc->c, n = m * c;
+  const int off = bc->misalign ? 1 : 0;
+  /* 64-byte aligned buffers (plus one float for the misaligned case) */
+  float *xb = aligned_alloc(64, (size_t)(n + 16) * sizeof(float));
+  float *dyb = aligned_alloc(64, (size_t)(n + 16) * sizeof(float));
+  float *g = malloc((size_t)c * sizeof *g), *b = malloc((size_t)c * sizeof *b);
+  ck_assert(xb && dyb && g && b);
+  float *x = xb + off, *dy = dyb + off;
+  wkt_fill_f32(x, n, 21 + (uint64_t)_i, -2.0f, 3.0f);
+  wkt_fill_f32(dy, n, 22 + (uint64_t)_i, -1.0f, 1.0f);
+  wkt_fill_f32(g, c, 23, 0.5f, 1.5f);
+  wkt_fill_f32(b, c, 24, -1.0f, 5.0f); /* ReLU6 clips on both sides */
+  for (int64_t ch = 0; ch < c; ch++) {
+    if (ch % 5 == 4) g[ch] = -g[ch];
+    if (ch % 3 == 0)
+      for (int64_t r = 0; r < m; r++) x[r * c + ch] += 50.0f;
+  }
+  bna_out ref, o;
+  bna_alloc(&ref, m, c);
+  bna_alloc(&o, m, c);
+  wk_ctx *ctx2 = wkt_ctx(WK_IMPL_CPU, 2), *ctx1 = wkt_ctx(WK_IMPL_CPU, 1);
+  bna_run(ctx2, true, bc, act, x, g, b, dy, &ref);
+
+  /* against double */
+  const float *y = ref.y + off, *dx = ref.dx + off;
+  double max_y = 1.0, max_dx = 0.0, err_y = 0.0, err_dx = 0.0;
+  for (int64_t ch = 0; ch < c; ch++) {
+    double s = 0.0, s2 = 0.0;
+    for (int64_t r = 0; r < m; r++) s += x[r * c + ch];
+    const double mu = s / (double)m;
+    for (int64_t r = 0; r < m; r++) s2 += (x[r * c + ch] - mu) * (x[r * c + ch] - mu);
+    const double var = s2 / (double)m, is = 1.0 / sqrt(var + 1e-5);
+    ck_assert_msg(fabs(ref.mean[ch] - mu) <= 1e-6 * (fabs(mu) + sqrt(var)),
+                  "[%s, %s] channel %lld: mean %.9g, want %.9g", bc->name, an, (long long)ch,
+                  ref.mean[ch], mu);
+    ck_assert_msg(fabs(ref.var[ch] - var) <= 1e-5 * var, "[%s, %s] channel %lld: variance %.9g, "
+                  "want %.9g", bc->name, an, (long long)ch, ref.var[ch], var);
+    double sdz = 0.0, sdzxh = 0.0, adz = 0.0, adzxh = 0.0;
+    for (int64_t r = 0; r < m; r++) {
+      const double xh = (x[r * c + ch] - mu) * is, z = xh * g[ch] + b[ch];
+      double want = z;
+      if (act != WK_POST_NONE) want = want > 0.0 ? want : 0.0;
+      if (act == WK_POST_RELU6) want = want < 6.0 ? want : 6.0;
+      const float yv = y[r * c + ch];
+      max_y = fmax(max_y, fabs(want));
+      err_y = fmax(err_y, fabs(yv - want));
+      /* the mask of forward's output */
+      const bool pass = act == WK_POST_NONE || (yv > 0.0f && (act == WK_POST_RELU || yv < 6.0f));
+      const double dz = pass ? dy[r * c + ch] : 0.0;
+      sdz += dz, sdzxh += dz * xh, adz += fabs(dz), adzxh += fabs(dz * xh);
+    }
+    ck_assert_msg(fabs(ref.db[ch] - sdz) <= 1e-5 * adz + 1e-6, "[%s, %s] channel %lld: dbeta "
+                  "%.9g, want %.9g", bc->name, an, (long long)ch, ref.db[ch], sdz);
+    ck_assert_msg(fabs(ref.dg[ch] - sdzxh) <= 1e-5 * adzxh + 1e-6, "[%s, %s] channel %lld: dgamma "
+                  "%.9g, want %.9g", bc->name, an, (long long)ch, ref.dg[ch], sdzxh);
+    for (int64_t r = 0; r < m; r++) {
+      const double xh = (x[r * c + ch] - mu) * is;
+      const float yv = y[r * c + ch];
+      const bool pass = act == WK_POST_NONE || (yv > 0.0f && (act == WK_POST_RELU || yv < 6.0f));
+      const double dz = pass ? dy[r * c + ch] : 0.0;
+      const double want = g[ch] * is * (dz - sdz / (double)m - xh * sdzxh / (double)m);
+      max_dx = fmax(max_dx, fabs(g[ch] * is) * (fabs(dz) + fabs(sdz / (double)m) +
+                                                fabs(xh * sdzxh / (double)m)));
+      err_dx = fmax(err_dx, fabs(dx[r * c + ch] - want));
+    }
+  }
+  ck_assert_msg(err_y <= 2e-5 * max_y, "[%s, %s] output: error %.3g of %.3g", bc->name, an, err_y,
+                max_y);
+  ck_assert_msg(err_dx <= 1e-4 * max_dx, "[%s, %s] dx: error %.3g, terms up to %.3g", bc->name, an,
+                err_dx, max_dx);
+
+  /* the same bits: plain loops, one thread */
+  bna_run(ctx2, false, bc, act, x, g, b, dy, &o);
+  bna_same("the plain loops differ from AVX-512's", bc, &ref, &o);
+  bna_run(ctx1, true, bc, act, x, g, b, dy, &o);
+  bna_same("1 thread differs from 2", bc, &ref, &o);
+  /* dx over dy, and no dx */
+  wk_bn_act *p;
+  expect_ok(wk_bn_act_create(m, c, 1e-5f, act, &p), "fused batchnorm");
+  float *inplace = o.dx + off;
+  memcpy(inplace, dy, (size_t)n * sizeof *dy);
+  memset(o.dg, 0, (size_t)c * sizeof *o.dg);
+  expect_ok(wk_bn_act_backward(p, ctx2, x, g, b, ref.mean, ref.var, inplace, inplace, NULL, NULL),
+            "backward in place");
+  ck_assert_msg(!memcmp(inplace, dx, (size_t)n * sizeof *dx), "[%s, %s] dx over dy differs",
+                bc->name, an);
+  expect_ok(wk_bn_act_backward(p, ctx2, x, g, b, ref.mean, ref.var, dy, NULL, o.dg, o.db),
+            "backward without dx");
+  ck_assert_msg(!memcmp(o.dg, ref.dg, (size_t)c * sizeof *o.dg) &&
+                    !memcmp(o.db, ref.db, (size_t)c * sizeof *o.db),
+                "[%s, %s] no dx changes dgamma or dbeta", bc->name, an);
+  wk_bn_act_destroy(p);
+  if (_i == 0 && !wino_available())
+    printf("test_ops: no AVX-512 here: the fused batchnorm's plain loops checked alone\n");
+  bna_free(&ref);
+  bna_free(&o);
+  wk_ctx_destroy(ctx1);
+  wk_ctx_destroy(ctx2);
+  free(xb), free(dyb), free(g), free(b);
+}
+END_TEST
+
+/* Which kernels a batchnorm plan runs (ops/plan.h): ReLU6 on whisker's (the
+ * same bits as wk_bn_act), none and ReLU on oneDNN's (close, not the same
+ * bits) unless $WHISKER_BN_OWN=1; with $WHISKER_BN_OWN=0 a ReLU6 plan is
+ * refused by name and networks leave the ReLU6 unfused. */
+START_TEST(test_batchnorm_plan_kernels) {
+  const bna_case bc = {"plan", 3000, 48, false};
+  const int64_t m = bc.m, c = bc.c, n = m * c;
+  float *x = malloc((size_t)n * sizeof *x), *dy = malloc((size_t)n * sizeof *dy);
+  float g[48], b[48];
+  ck_assert(x && dy);
+  wkt_fill_f32(x, n, 31, -2.0f, 3.0f);
+  wkt_fill_f32(dy, n, 32, -1.0f, 1.0f);
+  wkt_fill_f32(g, c, 33, 0.5f, 1.5f);
+  wkt_fill_f32(b, c, 34, -1.0f, 5.0f);
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 2);
+  for (int mode = 0; mode < 3; mode++) { /* unset, "1", "0" */
+    if (mode == 0) unsetenv("WHISKER_BN_OWN");
+    else setenv("WHISKER_BN_OWN", mode == 1 ? "1" : "0", 1);
+    ck_assert(wk_batchnorm_fuses(WK_POST_RELU) && wk_batchnorm_fuses(WK_POST_NONE));
+    ck_assert(wk_batchnorm_fuses(WK_POST_RELU6) == (mode != 2));
+    for (int a = 0; a < 3; a++) {
+      const wk_post_act act = (wk_post_act)a;
+      wk_batchnorm_plan *plan = NULL;
+      wk_status s = wk_batchnorm_plan_create(ctx, m, c, 1e-5f, act, &plan);
+      if (mode == 2 && act == WK_POST_RELU6) {
+        ck_assert_int_eq(s, WK_ERR_UNSUPPORTED);
+        ck_assert_msg(strstr(wk_last_error(), "WHISKER_BN_OWN"), "%s", wk_last_error());
+        continue;
+      }
+      expect_ok(s, "batchnorm plan");
+      bna_out want, got;
+      bna_alloc(&want, m, c);
+      bna_alloc(&got, m, c);
+      bna_run(ctx, true, &bc, act, x, g, b, dy, &want);
+      expect_ok(wk_batchnorm_plan_forward(plan, x, g, b, got.mean, got.var, got.y), "forward");
+      expect_ok(wk_batchnorm_plan_backward(plan, x, g, b, got.mean, got.var, dy, got.dx, got.dg,
+                                           got.db), "backward");
+      const bool own = act == WK_POST_RELU6 || mode == 1;
+      const bool same = !memcmp(got.y, want.y, (size_t)n * sizeof(float)) &&
+                        !memcmp(got.dx, want.dx, (size_t)n * sizeof(float)) &&
+                        !memcmp(got.var, want.var, (size_t)c * sizeof(float));
+      ck_assert_msg(same == own, "mode %d, act %d: %s bits as whisker's kernels", mode, a,
+                    same ? "the same" : "not the same");
+      ck_assert_msg(wkt_rel_err(got.y, want.y, n, 1e-6) < 1e-5 &&
+                        wkt_rel_err(got.dx, want.dx, n, 1e-6) < 1e-4,
+                    "mode %d, act %d: oneDNN and whisker disagree", mode, a);
+      bna_free(&want);
+      bna_free(&got);
+      wk_batchnorm_plan_destroy(plan);
+    }
+  }
+  unsetenv("WHISKER_BN_OWN");
+  wk_ctx_destroy(ctx);
+  free(x), free(dy);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ elementwise */
 
 static const int64_t elt_sizes[] = {1, 7, 1000, 100003};
@@ -1044,6 +1278,8 @@ static Suite *ops_suite(void) {
   tcase_add_test(tc, test_conv2d_known_values);
   tcase_add_loop_test(tc, test_batchnorm_vs_ref, 0, sizeof bn_cases / sizeof bn_cases[0]);
   tcase_add_test(tc, test_batchnorm_normalises);
+  tcase_add_loop_test(tc, test_batchnorm_act, 0, 3 * (int)(sizeof bna_cases / sizeof bna_cases[0]));
+  tcase_add_test(tc, test_batchnorm_plan_kernels);
   tcase_add_loop_test(tc, test_activations_vs_ref, 0, 8);
   tcase_add_loop_test(tc, test_add_vs_ref, 0, 4);
   tcase_add_loop_test(tc, test_pooling_vs_ref, 0, sizeof pool_cases / sizeof pool_cases[0]);

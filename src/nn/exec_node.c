@@ -86,9 +86,9 @@ wk_status wk_node_forward(wk_net *net, int i, bool train) {
       wk_tensor b = wk_param_t(net, nd->param[1], net->weights);
       wk_tensor rm = wk_buffer_t(net, nd->buffer[0]), rv = wk_buffer_t(net, nd->buffer[1]);
       s = wk_batchnorm_forward_infer(net->ctx, &nd->bn, &x, &g, &b, &rm, &rv, &y);
-      /* the ReLU fused into a training batchnorm runs here instead (in place) */
+      /* the activation fused into a training batchnorm runs here instead (in place) */
       if (s == WK_OK && train && net->bn_relu[i] >= 0)
-        s = wk_act_forward(net->ctx, WK_ACT_RELU, &y, &y);
+        s = wk_act_forward(net->ctx, net->nodes[net->bn_relu[i]].act, &y, &y);
     }
     break;
   case WK_NODE_ACT:

@@ -4,6 +4,7 @@
 #define WK_EXEC_NODE_H
 
 #include "nn/net_impl.h"
+#include "ops/plan.h"
 
 wk_status wk_node_forward(wk_net *net, int i, bool train);
 /* *kept: the node handed its output gradient buffer on to an input. */
@@ -21,6 +22,12 @@ wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk
 wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
 wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
                               float *dx);
+/* The activation fused into batchnorm i in training (net->bn_relu). */
+static inline wk_post_act wk_bn_post(const wk_net *net, int i) {
+  const int k = net->bn_relu[i];
+  if (k < 0) return WK_POST_NONE;
+  return net->nodes[k].act == WK_ACT_RELU6 ? WK_POST_RELU6 : WK_POST_RELU;
+}
 /* Synchronised batchnorm (exec_syncbn.c). */
 wk_status wk_node_bn_forward_sync(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
 wk_status wk_node_bn_backward_sync(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,

@@ -392,7 +392,9 @@ wk_status wk_net_plan_fusions(wk_net *net) {
     const wk_node *nd = &net->nodes[i];
     if (nd->op == WK_NODE_BATCHNORM && nd->out_ndim == 3) {
       int k = wk_sole_consumer(net, reader, i + 1);
-      if (k >= 0 && net->nodes[k].op == WK_NODE_ACT && net->nodes[k].act == WK_ACT_RELU &&
+      if (k >= 0 && net->nodes[k].op == WK_NODE_ACT &&
+          (net->nodes[k].act == WK_ACT_RELU ||
+           (net->nodes[k].act == WK_ACT_RELU6 && wk_batchnorm_fuses(WK_POST_RELU6))) &&
           net->alias[k + 1] == net->alias[i + 1]) {
         net->bn_relu[i] = k;
         net->skip_train[k] = true;
@@ -635,6 +637,13 @@ const char *wk_net_node_eval_impl(const wk_net *net, int i) {
   return st->conv_eval ? wk_conv2d_plan_impl(st->conv_eval) : NULL;
 }
 
+int wk_net_node_train_host(const wk_net *net, int i) {
+  if (!net->bn_relu || i < 0 || i >= net->n_nodes || !net->skip_train[i]) return -1;
+  for (int j = 0; j < net->n_nodes; j++)
+    if (net->bn_relu[j] == i) return j;
+  return -1;
+}
+
 wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *w,
                                 const wk_tensor *dy, wk_tensor *dx, wk_tensor *dw,
                                 wk_tensor *db) {
@@ -676,7 +685,7 @@ wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_te
   if (net->ctx->impl == WK_IMPL_CPU) {
     wk_plans_for_batch(st, x->shape[0]);
     if (!st->bn)
-      WK_TRY(wk_batchnorm_plan_create(net->ctx, m, c, nd->bn.eps, net->bn_relu[i] >= 0, &st->bn));
+      WK_TRY(wk_batchnorm_plan_create(net->ctx, m, c, nd->bn.eps, wk_bn_post(net, i), &st->bn));
     WK_TRY(wk_batchnorm_plan_forward(st->bn, x->data, gamma, beta, st->save_mean, st->save_stat,
                                      y->data));
     wk_batchnorm_running_update(&nd->bn, m, c, st->save_mean, st->save_stat, rm, rv);

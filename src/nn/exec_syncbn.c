@@ -7,8 +7,8 @@
  * passes, in double: no cancellation). Backward (as PyTorch's SyncBatchNorm):
  * the local sums of dy and dy * xhat are summed over the ranks for dx, and
  * gamma's and beta's gradients stay local (the gradient all-reduce averages
- * them with every other gradient). A ReLU fused into the batchnorm is applied
- * here too, its mask recomputed in backward. Single-threaded plain loops:
+ * them with every other gradient). A ReLU or ReLU6 fused into the batchnorm is
+ * applied here too, its mask recomputed in backward. Single-threaded plain loops:
  * synchronised batchnorm is an option for small per-rank batches, where the
  * cost is the communication, not these passes. */
 #include <math.h>
@@ -16,6 +16,19 @@
 #include <string.h>
 
 #include "nn/exec_node.h"
+
+/* The fused activation (none, relu, relu6) of z, and whether its gradient
+ * passes at z. */
+static float wk_sync_act(wk_post_act act, float z) {
+  if (act == WK_POST_NONE) return z;
+  const float v = z > 0.0f ? z : 0.0f;
+  return act == WK_POST_RELU6 && !(v < 6.0f) ? 6.0f : v;
+}
+
+static bool wk_sync_pass(wk_post_act act, float z) {
+  if (act == WK_POST_RELU6) return z > 0.0f && z < 6.0f;
+  return act == WK_POST_NONE || z > 0.0f;
+}
 
 /* A (2C) double scratch, reused across calls. */
 static wk_status wk_sync_scratch(wk_net *net, int64_t c, double **out) {
@@ -62,11 +75,12 @@ wk_status wk_node_bn_forward_sync(wk_net *net, int i, const wk_tensor *x, wk_ten
   wk_batchnorm_running_update(&nd->bn, total, c, st->save_mean, st->save_stat, rm, rv);
   for (int64_t ch = 0; ch < c; ch++)
     st->save_stat[ch] = (float)(1.0 / sqrt((double)st->save_stat[ch] + nd->bn.eps));
-  const bool relu = net->bn_relu[i] >= 0;
+  const wk_post_act act = wk_bn_post(net, i);
   for (int64_t r = 0; r < m; r++)
     for (int64_t ch = 0; ch < c; ch++) {
-      float z = (xs[r * c + ch] - st->save_mean[ch]) * st->save_stat[ch] * gamma[ch] + beta[ch];
-      ys[r * c + ch] = relu && !(z > 0.0f) ? 0.0f : z;
+      const float z = (xs[r * c + ch] - st->save_mean[ch]) * st->save_stat[ch] * gamma[ch] +
+                      beta[ch];
+      ys[r * c + ch] = wk_sync_act(act, z);
     }
   st->stat_is_var = false;
   st->stat_synced = true;
@@ -80,7 +94,8 @@ wk_status wk_node_bn_backward_sync(wk_net *net, int i, const wk_tensor *x, const
   const wk_param *gp = &net->params[nd->param[0]], *bp = &net->params[nd->param[1]];
   const int64_t c = gp->shape[0], m = wk_tensor_numel(x) / c;
   const double total = (double)m * net->sync_bn_world;
-  const bool frozen = gp->flags & WK_PARAM_FROZEN, relu = net->bn_relu[i] >= 0;
+  const bool frozen = gp->flags & WK_PARAM_FROZEN;
+  const wk_post_act act = wk_bn_post(net, i);
   const float *gamma = net->weights + gp->offset, *beta = net->weights + bp->offset;
   const float *xs = x->data, *g = dy->data, *mean = st->save_mean, *invstd = st->save_stat;
   double *acc = NULL; /* [0, C): sum of dz; [C, 2C): sum of dz * xhat */
@@ -89,7 +104,7 @@ wk_status wk_node_bn_backward_sync(wk_net *net, int i, const wk_tensor *x, const
   for (int64_t r = 0; r < m; r++)
     for (int64_t ch = 0; ch < c; ch++) {
       const float xh = (xs[r * c + ch] - mean[ch]) * invstd[ch];
-      const float dz = relu && !(xh * gamma[ch] + beta[ch] > 0.0f) ? 0.0f : g[r * c + ch];
+      const float dz = wk_sync_pass(act, xh * gamma[ch] + beta[ch]) ? g[r * c + ch] : 0.0f;
       acc[ch] += dz;
       acc[c + ch] += (double)dz * xh;
     }
@@ -105,7 +120,7 @@ wk_status wk_node_bn_backward_sync(wk_net *net, int i, const wk_tensor *x, const
   for (int64_t r = 0; r < m; r++)
     for (int64_t ch = 0; ch < c; ch++) {
       const float xh = (xs[r * c + ch] - mean[ch]) * invstd[ch];
-      const float dz = relu && !(xh * gamma[ch] + beta[ch] > 0.0f) ? 0.0f : g[r * c + ch];
+      const float dz = wk_sync_pass(act, xh * gamma[ch] + beta[ch]) ? g[r * c + ch] : 0.0f;
       dx[r * c + ch] = gamma[ch] * invstd[ch] *
                        (float)(dz - acc[ch] / total - xh * (acc[c + ch] / total));
     }

@@ -50,7 +50,7 @@ struct wk_net {
   int *alias;         /* per value: the value whose buffer it shares, or itself */
   bool *needs_grad;   /* per value: some trainable parameter lies upstream */
   /* fusions on the CPU fast path (-1 / false where none) */
-  int *bn_relu;       /* per node: a batchnorm's ReLU node, run inside it in training */
+  int *bn_relu;       /* per node: a batchnorm's ReLU or ReLU6 node, run inside it in training */
   int *fold_bn;       /* per node: a conv's batchnorm, folded into it in evaluation */
   int *fold_act;      /* per node: the activation after that, fused too */
   bool *skip_train, *skip_eval; /* nodes another node computes */

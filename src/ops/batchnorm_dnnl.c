@@ -4,6 +4,7 @@
  * oneDNN's slow generic kernel; this one selects the jit kernel.) */
 #include <stdlib.h>
 
+#include "ops/bn_act.h"
 #include "ops/dnnl_util.h"
 #include "ops/fast.h"
 #include "ops/plan.h"
@@ -123,9 +124,30 @@ struct wk_batchnorm_plan {
   float *scratch_c;  /* 2 x C: stand-ins for unwanted parameter gradients */
   float *scratch_dx; /* M x C when the caller wants no dx (allocated on demand) */
   bool fuse_relu;
+  wk_bn_act *own;    /* whisker's kernels (batchnorm_act.c) instead of oneDNN's */
+  wk_ctx *ctx;
 };
 
-wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, bool fuse_relu,
+/* $WHISKER_BN_OWN: 0 never whisker's kernels (a ReLU6 then runs unfused), 1
+ * always, anything else (the default) for a ReLU6 only. */
+static int wk_bn_own_mode(void) {
+  const char *e = getenv("WHISKER_BN_OWN");
+  if (e && (e[0] == '0' || e[0] == '1') && !e[1]) return e[0] - '0';
+  return -1;
+}
+
+bool wk_batchnorm_fuses(wk_post_act act) {
+  return act != WK_POST_RELU6 || wk_bn_own_mode() != 0;
+}
+
+/* Whose kernels a plan with `act` after it runs: oneDNN fuses a ReLU or
+ * nothing; whisker's own run a ReLU6, which oneDNN cannot. */
+static bool wk_bn_own(wk_post_act act) {
+  const int mode = wk_bn_own_mode();
+  return mode == 1 || (mode != 0 && act == WK_POST_RELU6);
+}
+
+wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, wk_post_act act,
                                    wk_batchnorm_plan **out) {
   wk_status st = WK_OK;
   *out = NULL;
@@ -133,8 +155,20 @@ wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps,
   wk_batchnorm_plan *p = calloc(1, sizeof *p);
   if (!p) return wk_fail(WK_ERR_NOMEM, "batchnorm plan: out of memory");
   p->d = ctx->dnnl;
+  p->ctx = ctx;
   p->m = m;
   p->c = c;
+  if (act == WK_POST_RELU6 && !wk_bn_own(act)) {
+    free(p);
+    return wk_fail(WK_ERR_UNSUPPORTED, "batchnorm: a fused ReLU6 needs whisker's kernels "
+                   "($WHISKER_BN_OWN is 0)");
+  }
+  if (wk_bn_own(act)) {
+    if ((st = wk_bn_act_create(m, c, eps, act, &p->own)) != WK_OK) goto done;
+    *out = p;
+    return WK_OK;
+  }
+  const bool fuse_relu = act == WK_POST_RELU;
   p->fuse_relu = fuse_relu;
   dnnl_batch_normalization_desc_t bd;
   unsigned flags = dnnl_use_scale | dnnl_use_shift | (fuse_relu ? dnnl_fuse_norm_relu : 0u);
@@ -164,6 +198,7 @@ done:
 
 void wk_batchnorm_plan_destroy(wk_batchnorm_plan *p) {
   if (!p) return;
+  wk_bn_act_destroy(p->own);
   if (p->fwd) dnnl_primitive_destroy(p->fwd);
   if (p->bwd) dnnl_primitive_destroy(p->bwd);
   if (p->fwd_pd) dnnl_primitive_desc_destroy(p->fwd_pd);
@@ -176,6 +211,7 @@ void wk_batchnorm_plan_destroy(wk_batchnorm_plan *p) {
 
 wk_status wk_batchnorm_plan_forward(wk_batchnorm_plan *p, const float *x, const float *gamma,
                                     const float *beta, float *mean, float *var, float *y) {
+  if (p->own) return wk_bn_act_forward(p->own, p->ctx, x, gamma, beta, mean, var, y);
   const int kinds[7] = {DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST,
                         DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_WORKSPACE};
   const dnnl_memory_desc_t *mds[7] = {&p->data, &p->chan, &p->chan, &p->data,
@@ -187,6 +223,8 @@ wk_status wk_batchnorm_plan_forward(wk_batchnorm_plan *p, const float *x, const 
 wk_status wk_batchnorm_plan_backward(wk_batchnorm_plan *p, const float *x, const float *gamma,
                                      const float *beta, const float *mean, const float *var,
                                      const float *dy, float *dx, float *dgamma, float *dbeta) {
+  if (p->own)
+    return wk_bn_act_backward(p->own, p->ctx, x, gamma, beta, mean, var, dy, dx, dgamma, dbeta);
   if (!dx) {
     if (!p->scratch_dx) WK_TRY(wk_dnnl_buffer((size_t)(p->m * p->c) * sizeof(float),
                                               (void **)&p->scratch_dx));

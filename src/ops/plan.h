@@ -110,12 +110,16 @@ void wk_batchnorm_running_update(const wk_batchnorm_params *p, int64_t m, int64_
                                  float *running_var);
 
 /* Batch normalisation in training mode over M rows of C channels (NHWC
- * flattened), optionally with a ReLU fused after it: forward saves what the
- * fused backward needs (a mask) inside the plan, so a backward must follow the
- * forward it belongs to. */
+ * flattened), optionally with a ReLU or ReLU6 fused after it (act): forward
+ * saves what the fused backward needs inside the plan, so a backward must
+ * follow the forward it belongs to. oneDNN runs none and ReLU, whisker's own
+ * kernels ReLU6 (src/ops/batchnorm_act.c; all three with $WHISKER_BN_OWN=1). */
 typedef struct wk_batchnorm_plan wk_batchnorm_plan;
 
-wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, bool fuse_relu,
+/* Whether a plan takes `act` (ReLU6: unless $WHISKER_BN_OWN=0). */
+bool wk_batchnorm_fuses(wk_post_act act);
+
+wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps, wk_post_act act,
                                    wk_batchnorm_plan **out);
 void wk_batchnorm_plan_destroy(wk_batchnorm_plan *p);
 /* mean and var (C) receive the batch mean and the biased batch variance. */
