@@ -538,6 +538,20 @@ START_TEST(test_bn_fuse_fp32_corners) {
 }
 END_TEST
 
+/* $WHISKER_GPU_WORKSPACE_MB=0 keeps the convolutions to algorithms without
+ * workspace, and the fused batchnorms fused (their workspace has a floor of
+ * its own): every group of the corners fused at every training forward. */
+START_TEST(test_bn_fuse_workspace_zero) {
+  setenv("WHISKER_GPU_WORKSPACE_MB", "0", 1);
+  wk_gpu_graph_stats gs;
+  wkt_compare("fusion corners, no workspace", wkt_fuse_corners, 6, "groups", &gs);
+  unsetenv("WHISKER_GPU_WORKSPACE_MB");
+  ck_assert_msg(gs.bn_fuse_refused == 0, "%d groups unfused: %s", gs.bn_fuse_refused,
+                gs.bn_fuse_note);
+  wkt_expect_fused("test_bn_fuse_workspace_zero", &gs, 3, 4);
+}
+END_TEST
+
 /* The default ($WHISKER_BN_FUSE unset, or all): the batchnorms no group
  * takes (resnet18's three downsample ones; the corners' bn_c, whose output
  * has two readers) run alone through the Ex calls (CUDNN_BATCHNORM_OPS_BN),
@@ -2728,6 +2742,7 @@ int main(void) {
     wkt_add(tc, test_pool_cudnn);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);
     wkt_add(tc, test_bn_fuse_fp32_corners);
+    wkt_add(tc, test_bn_fuse_workspace_zero);
     wkt_add(tc, test_bn_fuse_odd_shapes);
     wkt_add(tc, test_bn_fuse_all_fp32);
     wkt_add(tc, test_frozen_body);

@@ -1229,6 +1229,16 @@ static void wk_fuse_note(wk_gpu_net *net, int j, const char *why) {
   if (r < 0) net->fuse_note[0] = '\0';
 }
 
+/* The most workspace a fused batchnorm may take: $WHISKER_GPU_WORKSPACE_MB,
+ * which bounds the convolutions' algorithms, but never under 16 MiB. cuDNN's
+ * Ex calls ask for kilobytes to a few megabytes, and need some (given none
+ * they act as the plain batchnorm): a limit of 0, set to keep the
+ * convolutions to the algorithms without workspace, turned every fusion off. */
+static size_t wk_bn_workspace_limit(const wk_gpu_net *net) {
+  const size_t floor = (size_t)16 << 20;
+  return net->workspace_limit > floor ? net->workspace_limit : floor;
+}
+
 /* The fused groups for the batch the descriptors describe, before a
  * training forward: cuDNN's workspace and the reserve space each one keeps
  * from forward to backward (grown, never shrunk). A group cuDNN's sizes
@@ -1260,11 +1270,11 @@ static wk_status wk_fusion_batch(wk_gpu_net *net) {
     size_t ws = fw > bw ? fw : bw;
     ws = ws > 4096 ? ws : 4096;
     rs = rs > 256 ? rs : 256;
-    s->fuse_skip = e != CUDNN_STATUS_SUCCESS || ws > net->workspace_limit;
+    s->fuse_skip = e != CUDNN_STATUS_SUCCESS || ws > wk_bn_workspace_limit(net);
     if (s->fuse_skip) {
       wk_fuse_note(net, j, e != CUDNN_STATUS_SUCCESS
                                ? cudnnGetErrorString(e)
-                               : "its workspace exceeds $WHISKER_GPU_WORKSPACE_MB");
+                               : "its workspace exceeds $WHISKER_GPU_WORKSPACE_MB (16 at least)");
       continue;
     }
     if (ws > need) need = ws;
