@@ -158,12 +158,13 @@ wk_status wk_batchnorm_plan_create(wk_ctx *ctx, int64_t m, int64_t c, float eps,
   p->ctx = ctx;
   p->m = m;
   p->c = c;
-  if (act == WK_POST_RELU6 && !wk_bn_own(act)) {
+  const bool own = wk_bn_own(act);
+  if (act == WK_POST_RELU6 && !own) {
     free(p);
     return wk_fail(WK_ERR_UNSUPPORTED, "batchnorm: a fused ReLU6 needs whisker's kernels "
                    "($WHISKER_BN_OWN is 0)");
   }
-  if (wk_bn_own(act)) {
+  if (own) {
     if ((st = wk_bn_act_create(m, c, eps, act, &p->own)) != WK_OK) goto done;
     *out = p;
     return WK_OK;

@@ -13,15 +13,14 @@
 
 void wk_parallel_slices(wk_ctx *ctx, int64_t n, int64_t cost_per_item, wk_slice_fn fn,
                         const void *arg) {
-  enum { WK_MIN_WORK = 1 << 15 };
   if (n <= 0) return;
   if (cost_per_item < 1) cost_per_item = 1;
-  if (ctx->impl == WK_IMPL_REF || n * cost_per_item < WK_MIN_WORK || ctx->n_threads < 2 ||
+  if (ctx->impl == WK_IMPL_REF || n * cost_per_item < WK_PARALLEL_MIN_WORK || ctx->n_threads < 2 ||
       omp_in_parallel()) {
     fn(arg, 0, n);
     return;
   }
-  const int64_t grain = (WK_MIN_WORK + cost_per_item - 1) / cost_per_item;
+  const int64_t grain = (WK_PARALLEL_MIN_WORK + cost_per_item - 1) / cost_per_item;
   const int64_t max_chunks = (n + grain - 1) / grain;
   const int n_chunks = max_chunks < ctx->n_threads ? (int)max_chunks : ctx->n_threads;
   if (n_chunks <= 1) {

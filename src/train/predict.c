@@ -2,7 +2,6 @@
 #include "train/predict.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "core/context.h"
 #include "core/log.h"
 #include "data/loader.h"
+#include "ops/parallel.h"
 
 void wk_softmax_rows(float *x, int64_t n, int k) {
   for (int64_t i = 0; i < n; i++) {
@@ -105,10 +105,11 @@ static void wk_keep_reason(char **why, int64_t i, const char *path, const char *
 /* One batch's decoding, split over the context's thread count: worker w decodes files
  * first + w, first + w + n_workers, ... of the n into slots of buf with augmenter a[w];
  * a file that fails keeps its status and message (the message is the worker thread's) for
- * the caller, which reports them in order. The workers are OpenMP threads, the ones
- * oneDNN's primitives and whisker's own CPU kernels run on: the context's pool of threads
- * of its own measured no faster than one thread decoding (2 cores, OpenMP's threads
- * still spinning from the forward), OpenMP's 12% faster over 1,000 photos. */
+ * the caller, which reports them in order. The workers run as wk_parallel_slices' items,
+ * one each, on OpenMP's threads, the ones oneDNN's primitives and whisker's own CPU
+ * kernels run on: the context's pool of threads of its own measured no faster than one
+ * thread decoding (2 cores, OpenMP's threads still spinning from the forward), OpenMP's
+ * 12% faster over 1,000 photos. */
 enum { WK_FILE_MSG_BYTES = 1024 }; /* as core/status.c's message store */
 typedef struct wk_decode_job {
   wk_augmenter **a;
@@ -120,7 +121,7 @@ typedef struct wk_decode_job {
   char (*msg)[WK_FILE_MSG_BYTES];
 } wk_decode_job;
 
-static void wk_decode_range(void *arg, int64_t w0, int64_t w1) {
+static void wk_decode_range(const void *arg, int64_t w0, int64_t w1) {
   const wk_decode_job *j = arg;
   for (int64_t w = w0; w < w1; w++)
     for (int64_t m = w; m < j->n; m += j->n_workers) {
@@ -150,12 +151,9 @@ wk_status wk_predict_files(wk_net *net, const wk_preprocess *pre, const char *co
     const int64_t nb = n - i < batch ? n - i : batch;
     wk_decode_job job = {.a = aug, .n_workers = nw, .paths = paths, .first = i, .n = nb,
                          .px = px, .buf = buf, .st = fst, .msg = msg};
-    const int nt = nw < nb ? nw : (int)nb;
-#pragma omp parallel num_threads(nt)
-    { /* each worker on one thread, whatever the team OpenMP gives (fewer threads, nested) */
-      const int tn = omp_get_num_threads(), id = omp_get_thread_num();
-      wk_decode_range(&job, (int64_t)nt * id / tn, (int64_t)nt * (id + 1) / tn);
-    }
+    /* a file's decoding is worth a thread of its own */
+    wk_parallel_slices(wk_net_ctx(net), nw < nb ? nw : nb, WK_PARALLEL_MIN_WORK,
+                       wk_decode_range, &job);
     int m = 0; /* the files that decoded, packed to the front of buf in order */
     for (int64_t f = 0; f < nb; f++, i++) {
       if (fst[f] != WK_OK) {
