@@ -391,6 +391,51 @@ START_TEST(test_gpus_and_procs_are_checked) {
 }
 END_TEST
 
+/* bench --model FILE: a model file's network, at its own input size and with its
+ * classes (the shipped default: MobileNetV2, 224x224, 2 classes); a --size or
+ * --classes that disagrees with it, a file that is not there and a name that is
+ * neither are failures that say so. */
+START_TEST(test_bench_model_file) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char args[2048];
+  snprintf(args, sizeof args, "bench --model '%s/pretrained/default.safetensors' --batch 2 "
+           "--steps 1 --warmup 0 --latency-runs 1 --infer-runs 1 --json", src);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "default.safetensors\", \"batch\": 2, \"size\": 224,") != NULL,
+                "stdout: %s", r.out);
+  const char *ips = strstr(r.out, "\"train_images_per_s\": ");
+  ck_assert_msg(ips && strtod(ips + 22, NULL) > 0.0, "stdout: %s", r.out);
+  ips = strstr(r.out, "\"infer_images_per_s\": ");
+  ck_assert_msg(ips && strtod(ips + 22, NULL) > 0.0, "stdout: %s", r.out);
+  /* the file's own figures given again are fine; others are refused */
+  snprintf(args, sizeof args, "bench --model '%s/pretrained/default.safetensors' --batch 2 "
+           "--size 224 --classes 2 --steps 0 --latency-runs 1 --infer-runs 0", src);
+  r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "default.safetensors, batch 2, 224x224") != NULL, "stdout: %s",
+                r.out);
+  const char *bad[2] = {"--size 64", "--classes 1000"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(args, sizeof args, "bench --model '%s/pretrained/default.safetensors' %s", src,
+             bad[k]);
+    r = run(args);
+    ck_assert_msg(r.code == 1, "%s: exit %d", bad[k], r.code);
+    ck_assert_msg(strstr(r.err, "its input is 224x224 with 2 classes; --size and --classes "
+                         "apply to the built-in architectures") != NULL, "%s: stderr: %s",
+                  bad[k], r.err);
+  }
+  r = run("bench --model /nonexistent/model.safetensors");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "/nonexistent/model.safetensors") != NULL, "stderr: %s", r.err);
+  r = run("bench --model resnet-50");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "--model 'resnet-50': not a built-in architecture (smallcnn, "
+                         "resnet18, resnet34, resnet50, mobilenetv2) nor a model file") != NULL, "stderr: %s", r.err);
+}
+END_TEST
+
 /* --procs re-executes whisker under the launcher with that launcher's own
  * options: Open MPI's, Hydra's (MPICH, Intel MPI) or -np alone, told apart by
  * what `LAUNCHER --version` prints. Fake launchers record their arguments. */
@@ -481,6 +526,7 @@ int main(void) {
   tcase_add_test(tc, test_classify_reads_stdin);
   tcase_add_test(tc, test_eval_counts_skipped_images);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
+  tcase_add_test(tc, test_bench_model_file);
   tcase_add_test(tc, test_launcher_options_per_mpi);
   tcase_add_test(tc, test_launcher_without_rank_variables_is_refused);
   suite_add_tcase(s, tc);

@@ -1,5 +1,5 @@
 /* cmd_bench.c - `whisker bench`: training throughput and batch-1 latency of a
- * zoo model on synthetic data, the same measurement as
+ * zoo model, or of a model file, on synthetic data, the same measurement as
  * scripts/bench_train_torch.py makes for PyTorch (scripts/bench_train.sh runs
  * both side by side). */
 #include <math.h>
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/launch.h"
@@ -27,11 +28,12 @@ typedef struct wk_bench_opts {
   int device, procs;
   const char *gpus, *precision;
   bool json, profile;
+  bool size_set, classes_set; /* given on the command line */
 } wk_bench_opts;
 
 static void wk_usage_bench(FILE *f) {
   fprintf(f,
-          "usage: whisker bench [--model resnet18] [--batch 32] [--size 224] [--classes 1000]\n"
+          "usage: whisker bench [--model resnet18|FILE] [--batch 32] [--size 224] [--classes 1000]\n"
           "                     [--threads N] [--steps 5] [--warmup 2] [--latency-runs 30]\n"
           "                     [--infer-runs 3]\n"
           "                     [--profile] [--json] [--bucket-mb 25]\n"
@@ -41,7 +43,10 @@ static void wk_usage_bench(FILE *f) {
           "weight decay 5e-4 on a fixed random batch, after warm-up steps), batch-1 inference\n"
           "latency (median of eval-mode forwards), inference images/s at --batch (median of\n"
           "--infer-runs eval-mode forwards after one warm-up; 0 skips it) and peak resident\n"
-          "memory. --steps 0 skips training (and its warm-up): the network only runs\n"
+          "memory. --model is a built-in architecture (smallcnn, resnet18, resnet34,\n"
+          "resnet50, mobilenetv2; random weights) or a model file (e.g. one 'whisker\n"
+          "import' or 'whisker finetune' wrote; its input size and classes, every layer\n"
+          "trained). --steps 0 skips training (and its warm-up): the network only runs\n"
           "inference, as classify's does (on a GPU its values then share memory by when\n"
           "the forward needs them). --profile adds the training step's time per op type and\n"
           "its slowest nodes (on a GPU: the device's time per node, CUDA graphs off, with\n"
@@ -51,6 +56,12 @@ static void wk_usage_bench(FILE *f) {
           "over the ranks in --bucket-mb buckets, images/s counted over all ranks.\n"
           "--gpus and --procs start those ranks as 'whisker train' does; --gpus N with\n"
           "one GPU runs the NCCL path in one process, for its cost against --device cuda:N.\n");
+}
+
+static bool wk_bench_is_arch(const char *name) {
+  for (const char *const *a = wk_zoo_names(); *a; a++)
+    if (!strcmp(*a, name)) return true;
+  return false;
 }
 
 static int wk_cmp_double(const void *a, const void *b) {
@@ -77,6 +88,8 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
       continue;
     }
     int r;
+    o->size_set |= !strcmp(argv[i], "--size");
+    o->classes_set |= !strcmp(argv[i], "--classes");
     if ((r = wk_arg_str("bench", argc, argv, &i, "--model", &o->model)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--batch", 2, 4096, &o->batch)) ||
         (r = wk_arg_int("bench", argc, argv, &i, "--size", 16, 1024, &o->size)) ||
@@ -202,16 +215,44 @@ int wk_cmd_bench(int argc, char **argv) {
   rc = WK_EXIT_FAIL;
   wk_arch_opts ao = wk_arch_opts_default(o.classes);
   ao.in_h = ao.in_w = o.size;
+  wk_model_meta meta = {0};
   wk_train_config cfg = {.optim = wk_optim_config_default(WK_OPTIM_SGD),
                          .schedule = wk_schedule_default(WK_SCHEDULE_CONSTANT, 0.01, 1),
                          .seed = 1};
   cfg.optim.weight_decay = 5e-4;
   cfg.optim.decay_norm_and_bias = true; /* as torch.optim.SGD with one group */
+  const int total = o.steps ? o.warmup + o.steps : 0; /* --steps 0: inference only */
+  if (wk_ctx_create(&ctx, o.threads) != WK_OK) goto fail;
+  /* a built-in architecture's name, else a model file's path */
+  const bool from_file = !wk_bench_is_arch(o.model) &&
+                         (strchr(o.model, '/') || strchr(o.model, '.') || !access(o.model, F_OK));
+  if (!from_file && !wk_bench_is_arch(o.model)) {
+    char names[256] = "";
+    for (const char *const *a = wk_zoo_names(); *a; a++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+               a == wk_zoo_names() ? "" : ", ", *a);
+    wk_fail(WK_ERR_INVALID_ARG, "--model '%s': not a built-in architecture (%s) nor a model file",
+            o.model, names);
+    goto fail;
+  }
+  if (!from_file) {
+    if (wk_zoo_build(ctx, o.model, &ao, 1, &net) != WK_OK) goto fail;
+  } else {
+    if (wk_model_load(ctx, o.model, &net, &meta) != WK_OK) goto fail;
+    /* the file's network takes its own input size and gives its own classes */
+    if ((o.size_set && o.size != meta.pre.crop_px) ||
+        (o.classes_set && o.classes != meta.n_classes)) {
+      wk_fail(WK_ERR_INVALID_ARG, "%s: its input is %dx%d with %d classes; --size and "
+              "--classes apply to the built-in architectures", o.model, meta.pre.crop_px,
+              meta.pre.crop_px, meta.n_classes);
+      goto fail;
+    }
+    o.size = meta.pre.crop_px;
+    o.classes = meta.n_classes;
+  }
   const int64_t xs[4] = {o.batch, o.size, o.size, 3}, ls[1] = {o.batch};
   const int64_t x1s[4] = {1, o.size, o.size, 3};
-  const int total = o.steps ? o.warmup + o.steps : 0; /* --steps 0: inference only */
-  if (wk_ctx_create(&ctx, o.threads) != WK_OK || wk_zoo_build(ctx, o.model, &ao, 1, &net) != WK_OK ||
-      wk_trainer_create(net, &cfg, &t) != WK_OK || wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK)
+  if (wk_trainer_create(net, &cfg, &t) != WK_OK || wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK)
     goto fail;
   wk_precision prec = WK_PRECISION_FP32;
   bool prec_auto = false;
@@ -230,7 +271,7 @@ int wk_cmd_bench(int argc, char **argv) {
   }
   /* the batches as training and classify feed them: 8-bit RGB normalised on the GPU where
    * the network runs there (a quarter of the bytes to move), else float */
-  const wk_preprocess pre = wk_preprocess_default(224);
+  const wk_preprocess pre = from_file ? meta.pre : wk_preprocess_default(224);
   bool u8 = false;
   if (wk_net_prefer_u8(net, pre.mean, pre.std, &u8) != WK_OK ||
       wk_tensor_alloc(&x, u8 ? WK_U8 : WK_F32, 4, xs) != WK_OK ||
@@ -365,6 +406,7 @@ fail:
     wk_dist_abort(dist, WK_EXIT_FAIL);
   }
   free(times);
+  wk_model_meta_free(&meta);
   wk_tensor_free(&x);
   wk_tensor_free(&x1);
   wk_tensor_free(&labels);

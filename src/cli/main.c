@@ -28,7 +28,7 @@ static const wk_command wk_commands[] = {
      wk_cmd_import},
     {"export", "write a model file as a float ONNX graph (opset 13) for ONNX Runtime",
      wk_cmd_export},
-    {"bench", "measure training throughput and inference latency of a built-in model",
+    {"bench", "measure training throughput and inference latency of a model",
      wk_cmd_bench},
     {"system", "show the version, the CPU and GPU backends and the thread count", wk_cmd_system},
 };
