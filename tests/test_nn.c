@@ -549,6 +549,87 @@ START_TEST(test_eval_residual_add_fusion) {
 }
 END_TEST
 
+/* A network with its batchnorms folded (as imported from ONNX): conv (bias)
+ * -> activation, the activation run as the conv's post-op in training
+ * (exec_plan.c), its backward on its own. A stride-2 stem and a 1x1 and a
+ * depthwise conv (oneDNN's direct kernels, the post-op), a dense 3x3 stride-1
+ * conv at 8 x 10 x 10 outputs (oneDNN's Winograd, which takes no ReLU6: the
+ * plan clips after it), and a ReLU6 whose conv output is read by an add too
+ * (not in place: stays a node of its own). Inputs up to +-30 drive values past
+ * both of ReLU6's kinks. */
+static wk_net *folded_net(wk_ctx *ctx) {
+  wk_net *net;
+  ck_assert_int_eq(wk_net_create(ctx, 20, 20, 3, &net), WK_OK);
+  const wk_conv2d_params s2 = wk_conv2d_params_make(2, 1, 1), s1 = wk_conv2d_params_make(1, 1, 1);
+  const wk_conv2d_params pw = wk_conv2d_params_make(1, 0, 1), dw = wk_conv2d_params_make(1, 1, 16);
+  int v = wk_net_act(net, "stem.relu6", wk_net_conv(net, "stem", 0, 16, 3, 3, &s2, true),
+                     WK_ACT_RELU6);
+  v = wk_net_act(net, "wino.relu6", wk_net_conv(net, "wino", v, 32, 3, 3, &s1, true),
+                 WK_ACT_RELU6);
+  v = wk_net_act(net, "pw.relu", wk_net_conv(net, "pw", v, 16, 1, 1, &pw, true), WK_ACT_RELU);
+  v = wk_net_act(net, "dw.relu6", wk_net_conv(net, "dw", v, 16, 3, 3, &dw, true), WK_ACT_RELU6);
+  const int t = wk_net_conv(net, "two", v, 16, 1, 1, &pw, true);
+  v = wk_net_add(net, "add", wk_net_act(net, "two.relu6", t, WK_ACT_RELU6), t);
+  v = wk_net_flatten(net, "flat", wk_net_global_avgpool(net, "pool", v));
+  v = wk_net_linear(net, "fc", v, 4, true);
+  ck_assert_msg(v > 0 && wk_net_finalize(net, 13) == WK_OK, "%s", wk_last_error());
+  wkt_perturb(net);
+  return net;
+}
+
+START_TEST(test_train_conv_act_fusion) {
+  unsetenv("WHISKER_WINOGRAD");
+  wk_net *nets[3]; /* reference, fused, WHISKER_FUSE_CONV_ACT=0 */
+  fused_nets(folded_net, "WHISKER_FUSE_CONV_ACT", nets);
+  const char *acts[5] = {"stem.relu6", "wino.relu6", "pw.relu", "dw.relu6", "two.relu6"};
+  for (int k = 0; k < 3; k++)
+    for (int a = 0; a < 5; a++) {
+      const int host = wk_net_node_train_host(nets[k], node_named(nets[k], acts[a]));
+      if (k != 1 || a == 4) {
+        ck_assert_msg(host < 0, "net %d: %s runs inside %d", k, acts[a], host);
+        continue;
+      }
+      ck_assert_msg(host >= 0 && wk_net_node(nets[k], host)->op == WK_NODE_CONV &&
+                        wk_net_node(nets[k], node_named(nets[k], acts[a]))->in[0] == host + 1,
+                    "net %d: %s runs inside %d, not its conv", k, acts[a], host);
+    }
+  const int64_t xs[4] = {8, 20, 20, 3};
+  wk_tensor x = wkt_tensor(WK_F32, 4, xs);
+  wkt_fill_f32(x.data, wk_tensor_numel(&x), 21, -30.0f, 30.0f);
+  float *out[3], *grads[3];
+  int64_t n_out = 0;
+  const size_t n_elems = wk_net_n_elems(nets[0]);
+  for (int step = 0; step < 2; step++) { /* the second on the plans the first made */
+    for (int k = 0; k < 3; k++) {
+      wk_tensor y;
+      ck_assert_msg(wk_net_forward(nets[k], &x, true, &y) == WK_OK, "%s", wk_last_error());
+      n_out = wk_tensor_numel(&y);
+      out[k] = wkt_copy(y.data, (size_t)n_out);
+      wk_tensor dy = wkt_tensor(WK_F32, 2, y.shape);
+      wkt_fill_f32(dy.data, n_out, 22 + step, -1.0f, 1.0f);
+      ck_assert_msg(wk_net_backward(nets[k], &dy) == WK_OK, "%s", wk_last_error());
+      grads[k] = wkt_copy(wk_net_grads(nets[k]), n_elems);
+      wk_tensor_free(&dy);
+    }
+    /* the post-op clips the convolution's own result: the same bits as the pass after it */
+    ck_assert_msg(!memcmp(out[1], out[2], (size_t)n_out * sizeof(float)),
+                  "step %d: fused and unfused outputs differ", step);
+    ck_assert_msg(!memcmp(grads[1], grads[2], n_elems * sizeof(float)),
+                  "step %d: fused and unfused gradients differ", step);
+    double e = wkt_rel_err(out[1], out[0], n_out, 1e-6);
+    ck_assert_msg(e < 1e-4, "step %d: output vs reference: %g", step, e);
+    e = wkt_rel_err(grads[1], grads[0], (int64_t)n_elems, 1e-6);
+    ck_assert_msg(e < 1e-3, "step %d: gradients vs reference: %g", step, e);
+    for (int k = 0; k < 3; k++) {
+      free(out[k]);
+      free(grads[k]);
+    }
+  }
+  pwdw_nets_free(nets);
+  wk_tensor_free(&x);
+}
+END_TEST
+
 START_TEST(test_frozen_body_gets_no_gradient) {
   wkt_step all = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, NULL);
   wkt_step head = wkt_run(WK_IMPL_CPU, "smallcnn", 3, 32, 4, "conv");
@@ -1040,6 +1121,7 @@ static Suite *nn_suite(void) {
   tcase_add_test(tc, test_fast_path_matches_reference_mobilenetv2);
   tcase_add_loop_test(tc, test_fast_path_matches_reference_mobilenetv2_bn_kernels, 0, 2);
   tcase_add_test(tc, test_train_fusions);
+  tcase_add_test(tc, test_train_conv_act_fusion);
   tcase_add_test(tc, test_fast_path_matches_reference_frozen_body);
   tcase_add_test(tc, test_eval_pointwise_depthwise_fusion);
   tcase_add_test(tc, test_eval_pointwise_depthwise_on_the_input);

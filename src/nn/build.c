@@ -82,6 +82,8 @@ void wk_net_destroy(wk_net *net) {
   free(net->sync_bn_buf);
   free(net->fold_bn);
   free(net->fold_act);
+  free(net->conv_act);
+  free(net->skip_train_fwd);
   free(net->skip_train);
   free(net->skip_eval);
   free(net->pwdw);

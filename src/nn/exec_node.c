@@ -62,7 +62,8 @@ static void wk_gap_blocked(const wk_net *net, int in, const float *x, float *y) 
 
 wk_status wk_node_forward(wk_net *net, int i, bool train) {
   const wk_node *nd = &net->nodes[i];
-  if (train ? net->skip_train[i] : net->skip_eval[i]) return WK_OK; /* fused into another */
+  if (train ? net->skip_train[i] || net->skip_train_fwd[i] : net->skip_eval[i])
+    return WK_OK; /* fused into another */
   wk_node_state *st = &net->state[i];
   const int v = i + 1, in = nd->in[0];
   wk_tensor x = wk_val(net, in, net->val[in]), y = wk_val(net, v, net->val[v]);

@@ -1,9 +1,13 @@
 /* exec_plan.c - the CPU fast path of a network: oneDNN plans per node and the
  * fusions that save memory passes.
  *
- * Training: a batchnorm whose only consumer is an in-place ReLU runs the ReLU
- * inside the batchnorm primitive (forward and backward); the ReLU node does
- * nothing. Evaluation: conv -> batchnorm [-> relu/relu6] becomes one
+ * Training: a batchnorm whose only consumer is an in-place ReLU or ReLU6 runs
+ * it inside the batchnorm's kernel (forward and backward); the activation
+ * node does nothing. A conv whose only consumer is an in-place ReLU or ReLU6
+ * (a network with its batchnorms folded, as imported from ONNX) applies it
+ * as its primitive's post-op, saving a pass over memory; the activation's
+ * backward (the mask, from its output) stays its own. WHISKER_FUSE_CONV_ACT=0
+ * turns that off. Evaluation: conv -> batchnorm [-> relu/relu6] becomes one
  * convolution with the batchnorm folded into its weights and bias and the
  * activation as a post-op; the chain's values share one buffer.
  *
@@ -377,14 +381,19 @@ wk_status wk_net_plan_fusions(wk_net *net) {
   net->bn_relu = malloc((size_t)nn * sizeof *net->bn_relu);
   net->fold_bn = malloc((size_t)nn * sizeof *net->fold_bn);
   net->fold_act = malloc((size_t)nn * sizeof *net->fold_act);
+  net->conv_act = malloc((size_t)nn * sizeof *net->conv_act);
   net->skip_train = calloc((size_t)nn, sizeof *net->skip_train);
+  net->skip_train_fwd = calloc((size_t)nn, sizeof *net->skip_train_fwd);
   net->skip_eval = calloc((size_t)nn, sizeof *net->skip_eval);
   net->alias_eval = malloc((size_t)nv * sizeof *net->alias_eval);
   net->last_use_eval = malloc((size_t)nv * sizeof *net->last_use_eval);
-  if (!net->bn_relu || !net->fold_bn || !net->fold_act || !net->skip_train || !net->skip_eval ||
-      !net->alias_eval || !net->last_use_eval)
+  if (!net->bn_relu || !net->fold_bn || !net->fold_act || !net->conv_act || !net->skip_train ||
+      !net->skip_train_fwd || !net->skip_eval || !net->alias_eval || !net->last_use_eval)
     return wk_fail(WK_ERR_NOMEM, "network: out of memory");
-  for (int i = 0; i < nn; i++) net->bn_relu[i] = net->fold_bn[i] = net->fold_act[i] = -1;
+  for (int i = 0; i < nn; i++)
+    net->bn_relu[i] = net->fold_bn[i] = net->fold_act[i] = net->conv_act[i] = -1;
+  const char *conv_act_env = getenv("WHISKER_FUSE_CONV_ACT");
+  const bool conv_act = !conv_act_env || strcmp(conv_act_env, "0") != 0;
   int *reader = NULL, *root_of = NULL;
   wk_status s = wk_first_readers(net, &reader);
   const bool fast = net->ctx->impl == WK_IMPL_CPU;
@@ -413,6 +422,12 @@ wk_status wk_net_plan_fusions(wk_net *net) {
       if (j >= 0 && net->nodes[j].op == WK_NODE_ACT) {
         net->fold_act[i] = j;
         net->skip_eval[j] = true;
+        /* training: the conv applies the activation it writes in place (a batchnorm-free
+         * network's conv -> act) */
+        if (conv_act && net->fold_bn[i] < 0 && net->alias[j + 1] == net->alias[i + 1]) {
+          net->conv_act[i] = j;
+          net->skip_train_fwd[j] = true;
+        }
       }
     }
   }
@@ -610,9 +625,12 @@ wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *
   if (train) {
     WK_TRY(wk_conv_geom(nd, x, &g));
     wk_plans_for_batch(st, x->shape[0]);
+    const int a = net->conv_act[i];
+    const wk_post_act post = a < 0                                ? WK_POST_NONE
+                             : net->nodes[a].act == WK_ACT_RELU ? WK_POST_RELU
+                                                                : WK_POST_RELU6;
     if (!st->conv_train)
-      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, false, WK_POST_NONE,
-                                   &st->conv_train));
+      WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, false, post, &st->conv_train));
     return wk_conv2d_plan_forward(st->conv_train, x->data, w->data, net->plan_version,
                                   b ? b->data : NULL, y->data);
   }
@@ -638,9 +656,10 @@ const char *wk_net_node_eval_impl(const wk_net *net, int i) {
 }
 
 int wk_net_node_train_host(const wk_net *net, int i) {
-  if (!net->bn_relu || i < 0 || i >= net->n_nodes || !net->skip_train[i]) return -1;
+  if (!net->bn_relu || i < 0 || i >= net->n_nodes) return -1;
+  if (!net->skip_train[i] && !net->skip_train_fwd[i]) return -1;
   for (int j = 0; j < net->n_nodes; j++)
-    if (net->bn_relu[j] == i) return j;
+    if (net->bn_relu[j] == i || net->conv_act[j] == i) return j;
   return -1;
 }
 

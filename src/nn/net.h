@@ -314,9 +314,10 @@ size_t wk_net_activation_bytes(const wk_net *net);
  * after" or "..., add + act after" where it did so in a second pass); NULL
  * for nodes without a plan and nodes run inside another. */
 const char *wk_net_node_eval_impl(const wk_net *net, int i);
-/* In training, the node node i runs inside (an activation inside the
- * batchnorm before it, on the CPU fast path: ReLU on oneDNN's kernels, ReLU6
- * on whisker's), or -1. */
+/* In training, the node node i runs inside, on the CPU fast path, or -1: an
+ * activation inside the batchnorm before it (forward and backward; ReLU on
+ * oneDNN's kernels, ReLU6 on whisker's), or inside the conv before it
+ * (forward only, a post-op: no batchnorm between the two). */
 int wk_net_node_train_host(const wk_net *net, int i);
 
 /* Per-node time: once enabled, every forward and backward adds to it. On the

@@ -53,7 +53,10 @@ struct wk_net {
   int *bn_relu;       /* per node: a batchnorm's ReLU or ReLU6 node, run inside it in training */
   int *fold_bn;       /* per node: a conv's batchnorm, folded into it in evaluation */
   int *fold_act;      /* per node: the activation after that, fused too */
+  int *conv_act;      /* per node: a conv's in-place ReLU or ReLU6, its forward run by the
+                       * conv in training (a oneDNN post-op); its backward stays its own */
   bool *skip_train, *skip_eval; /* nodes another node computes */
+  bool *skip_train_fwd;         /* nodes whose training forward another node computes */
   int *pwdw;          /* per node: the 1x1 conv a depthwise conv runs with it in evaluation */
   int *sum_add;       /* per node: the residual add a conv adds its result into in evaluation */
   int *sum_act;       /* per node: the activation after that add, fused too */

@@ -27,6 +27,9 @@ struct wk_conv2d_plan {
   wk_dnnl *d;
   wk_conv2d_geom g;
   bool bias, inference;
+  /* a training plan on oneDNN's Winograd, which fuses no ReLU6: the activation
+   * as a pass over y after the convolution (NONE otherwise) */
+  wk_post_act post_after;
   wk_conv_mds m; /* src/dst: the primitives' layouts (nChw16c for Winograd) */
   bool wino;
   wk_wino *own_wino; /* whisker's Winograd (inference plans), or NULL; no primitives then */
@@ -358,7 +361,7 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
   wk_status st = WK_OK;
   *out = NULL;
   if (ctx->impl != WK_IMPL_CPU) return WK_ERR_UNSUPPORTED;
-  WK_ASSERT(inference || (post == WK_POST_NONE && !sum));
+  WK_ASSERT(inference || !sum);
   WK_ASSERT(inference || (!src_blk && !dst_blk));
   if (sum && src_blk != dst_blk) return WK_ERR_UNSUPPORTED;
   const dnnl_dims_t src_dims = {g->n, g->c, g->h, g->w}, dst_dims = {g->n, g->o, g->oh, g->ow};
@@ -391,7 +394,15 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
     goto done;
   }
   if ((st = wk_post_ops_attr(post, sum, &attr)) != WK_OK) goto done;
-  if (!sum && wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr)) {
+  /* a training plan whose activation Winograd cannot take keeps Winograd, the
+   * algorithm it has without the activation, and clips in a second pass */
+  bool wino = !sum && wk_winograd_enabled(g) && wk_conv_try_winograd(p, attr);
+  if (!wino && !inference && post != WK_POST_NONE && wk_winograd_enabled(g) &&
+      wk_conv_try_winograd(p, NULL)) {
+    wino = true;
+    p->post_after = post;
+  }
+  if (wino) {
     if (wk_conv_weight_caches(p) == WK_OK) goto done;
     /* e.g. no reorder into the inference Winograd weight format: go direct */
     wk_clear_error();
@@ -401,6 +412,7 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
     wk_wei_cache_free(&p->dw);
     p->wino = false;
     p->blk_bytes = 0;
+    p->post_after = WK_POST_NONE;
   }
   /* direct: the primitive in the source's layout (oneDNN's fast kernels want
    * the same layout on both sides) */
@@ -485,6 +497,12 @@ wk_status wk_conv2d_plan_forward(wk_conv2d_plan *p, const float *x, const float 
   const void *ptrs[4] = {src, wdata, dst, b};
   WK_TRY(wk_dnnl_exec(p->d, p->fwd, b ? 4 : 3, kinds, mds, ptrs));
   if (p->dst_out) WK_TRY(wk_dnnl_reorder_run(p->d, p->dst_out, &p->m.dst, dst, &p->dst_user, y));
+  if (p->post_after != WK_POST_NONE) {
+    const int64_t n = p->g.n * p->g.oh * p->g.ow * p->g.o;
+    wk_tensor t = wk_tensor_view(y, WK_F32, 1, &n);
+    return wk_act_forward(p->ctx, p->post_after == WK_POST_RELU ? WK_ACT_RELU : WK_ACT_RELU6, &t,
+                          &t);
+  }
   return WK_OK;
 }
 

@@ -18,7 +18,7 @@
 
 #include "ops/ops.h"
 
-/* An activation fused after a convolution (inference plans only). */
+/* An activation fused after a convolution. */
 typedef enum wk_post_act {
   WK_POST_NONE = 0,
   WK_POST_RELU,
@@ -27,8 +27,12 @@ typedef enum wk_post_act {
 
 typedef struct wk_conv2d_plan wk_conv2d_plan;
 
-/* inference: a forward-only plan, optionally with `post` fused; else a
- * training plan (forward, backward-data, backward-weights; post must be NONE). */
+/* inference: a forward-only plan; else a training plan (forward,
+ * backward-data, backward-weights). Either applies `post` to the forward's
+ * output (a oneDNN post-op; a training plan on oneDNN's Winograd, which takes
+ * no ReLU6, clips in a second pass instead of leaving Winograd). The
+ * backward is the convolution's alone: the caller applies the activation's
+ * mask to dy first. */
 wk_status wk_conv2d_plan_create(wk_ctx *ctx, const wk_conv2d_geom *g, bool bias, bool inference,
                                 wk_post_act post, wk_conv2d_plan **out);
 /* The same with the caller's activations in oneDNN's nChw16c layout (channels
