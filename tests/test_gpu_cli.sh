@@ -23,7 +23,8 @@
 #      suggests a smaller --batch, a network that does not fit whatever the
 #      batch with one that says no batch size helps; exit code 1 both.
 #   7. `bench --profile` gives the device's time per node, and names the
-#      cuDNN algorithms of the slowest convolutions.
+#      cuDNN algorithms of the slowest convolutions;
+#   8. `bench --model FILE` trains and infers the shipped default model there.
 # Convolution algorithms by heuristics and deterministic, so that runs repeat.
 # Skipped (77) without a GPU or /usr/bin/python3's numpy and PIL; a failure
 # instead with WK_GPU_CLI_NEED=1 (test_gpu_cli_emu, on an emulated GPU).
@@ -185,4 +186,17 @@ awk '$1 == "conv" && $2 == "forward" && $3 > 0 && $4 == "backward" && $5 > 0 { o
 grep -Eq "conv [0-9]x[0-9]/[0-9] .* fwd [a-z_]+.*; dgrad [a-z_0-9]+.*; wgrad [a-z_0-9]+" \
   "$tmp/prof.err" || { cat "$tmp/prof.err"; fail "bench --profile: no algorithms named"; }
 echo "bench --profile: $(grep -c "conv [0-9]x[0-9]/" "$tmp/prof.err") of the slowest nodes are convolutions"
+
+# 8. bench --model FILE on the GPU: the shipped default (MobileNetV2 with its batchnorms
+#    folded, 224x224, 2 classes) trains and infers there at the file's own size
+"$bin" bench --device cuda --model "$src/pretrained/default.safetensors" --batch 2 --steps 1 \
+  --warmup 0 --latency-runs 1 --infer-runs 1 --json > "$tmp/file.json" 2> "$tmp/file.err" ||
+  { cat "$tmp/file.err"; fail "bench --model FILE on the GPU"; }
+"$py" - "$tmp/file.json" <<'PY' || { cat "$tmp/file.json"; fail "bench --model FILE: figures"; }
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["impl"].endswith(" cuda") and r["size"] == 224, r
+assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0, r
+PY
+echo "bench --model FILE: $(cat "$tmp/file.json")"
 echo "test_gpu_cli: ok"
