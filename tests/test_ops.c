@@ -314,10 +314,13 @@ START_TEST(test_conv2d_sum_direct) {
   wk_conv2d_plan *p = NULL;
   wk_clear_error();
   setenv("WHISKER_WINO", "0", 1);
+  /* oneDNN's Winograd is an AVX-512 kernel: elsewhere the direct one takes the sum */
+  const bool wino = wk_conv2d_blocked_native();
   ck_assert_int_eq(wk_conv2d_plan_create_sum(ctx, &g, false, WK_POST_NONE, false, &p),
-                   WK_ERR_UNSUPPORTED);
+                   wino ? WK_ERR_UNSUPPORTED : WK_OK);
   unsetenv("WHISKER_WINO");
-  ck_assert_ptr_null(p);
+  ck_assert((p == NULL) == wino);
+  wk_conv2d_plan_destroy(p);
   ck_assert_str_eq(wk_last_error(), "");
   wk_ctx_destroy(ctx);
 }

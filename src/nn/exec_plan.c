@@ -137,7 +137,9 @@ static wk_status wk_plan_blocked(wk_net *net) {
   net->blk_eval = calloc((size_t)nv, sizeof *net->blk_eval);
   if (!net->blk_eval) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
   const char *env = getenv("WHISKER_BLOCKED");
-  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
+  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0) ||
+      !wk_conv2d_blocked_native())
+    return WK_OK;
   bool *b = net->blk_eval;
   bool *feeds = malloc((size_t)nv * sizeof *feeds), *other = malloc((size_t)nv * sizeof *other);
   int *set = malloc((size_t)nv * sizeof *set);
@@ -216,7 +218,10 @@ static wk_status wk_plan_pwdw(wk_net *net, const int *reader) {
   if (!net->pwdw) return wk_fail(WK_ERR_NOMEM, "network: out of memory");
   for (int i = 0; i < nn; i++) net->pwdw[i] = -1;
   const char *env = getenv("WHISKER_PWDW");
-  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0)) return WK_OK;
+  /* the pair runs on nChw16c activations (fused, or in turn through a blocked scratch) */
+  if (net->ctx->impl != WK_IMPL_CPU || (env && strcmp(env, "0") == 0) ||
+      !wk_conv2d_blocked_native())
+    return WK_OK;
   for (int i = 0; i < nn; i++) {
     if (net->nodes[i].op != WK_NODE_CONV) continue;
     const int d = wk_sole_consumer(net, reader, wk_chain_end(net, i) + 1);
