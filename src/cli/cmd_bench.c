@@ -239,19 +239,20 @@ int wk_cmd_bench(int argc, char **argv) {
     if (wk_zoo_build(ctx, o.model, &ao, 1, &net) != WK_OK) goto fail;
   } else {
     if (wk_model_load(ctx, o.model, &net, &meta) != WK_OK) goto fail;
-    /* the file's network takes its own input size and gives its own classes */
-    if ((o.size_set && o.size != meta.pre.crop_px) ||
-        (o.classes_set && o.classes != meta.n_classes)) {
-      wk_fail(WK_ERR_INVALID_ARG, "%s: its input is %dx%d with %d classes; --size and "
-              "--classes apply to the built-in architectures", o.model, meta.pre.crop_px,
-              meta.pre.crop_px, meta.n_classes);
-      goto fail;
-    }
-    o.size = meta.pre.crop_px;
-    o.classes = meta.n_classes;
   }
-  const int64_t xs[4] = {o.batch, o.size, o.size, 3}, ls[1] = {o.batch};
-  const int64_t x1s[4] = {1, o.size, o.size, 3};
+  /* a file's network takes its own input (any size and channels) and gives its own classes */
+  int in_h, in_w, in_c;
+  wk_net_input_shape(net, &in_h, &in_w, &in_c);
+  if (from_file && ((o.size_set && (o.size != in_h || o.size != in_w)) ||
+                    (o.classes_set && o.classes != meta.n_classes))) {
+    wk_fail(WK_ERR_INVALID_ARG, "%s: its input is %dx%d with %d classes; --size and "
+            "--classes apply to the built-in architectures", o.model, in_h, in_w,
+            meta.n_classes);
+    goto fail;
+  }
+  if (from_file) o.classes = meta.n_classes;
+  const int64_t xs[4] = {o.batch, in_h, in_w, in_c}, ls[1] = {o.batch};
+  const int64_t x1s[4] = {1, in_h, in_w, in_c};
   if (wk_trainer_create(net, &cfg, &t) != WK_OK || wk_tensor_alloc(&labels, WK_I32, 1, ls) != WK_OK)
     goto fail;
   wk_precision prec = WK_PRECISION_FP32;
@@ -365,13 +366,13 @@ int wk_cmd_bench(int argc, char **argv) {
            "\"peak_rss_mb\": %.1f, \"gpu_peak_in_use_mb\": %.1f, \"gpu_peak_held_mb\": %.1f, "
            "\"bn_fused\": %d, \"bn_unfused\": %d, \"bn_alone\": %d, \"bn_own_runs\": %lld}\n",
            wk_version(), wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl), o.model, o.batch,
-           o.size, ctx->n_threads, world, wk_ddp_backend(ddp),
+           in_h, ctx->n_threads, world, wk_ddp_backend(ddp),
            wk_precision_name(wk_net_precision(net)), u8 ? "u8" : "f32",
            (long long)wk_trainer_skipped_steps(t), ips, step_med, lat_ms, infer_ips, rss_mb,
            gpu_peak_mb, gpu_held_mb, bn_fused, gs.bn_fuse_refused, gs.bn_solo_groups,
            (long long)gs.bn_own_runs);
   } else {
-    printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, o.size, o.size,
+    printf("%s, batch %d, %dx%d, %d threads (%s)\n", o.model, o.batch, in_h, in_w,
            ctx->n_threads, wk_net_on_gpu(net) ? "cuda" : wk_impl_name(ctx->impl));
     if (o.steps) printf("training   %.2f images/s (median step %.3f s)\n", ips, step_med);
     else printf("training   skipped (--steps 0)\n");
