@@ -429,6 +429,15 @@ START_TEST(test_bench_model_file) {
   r = run("bench --model /nonexistent/model.safetensors");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "/nonexistent/model.safetensors") != NULL, "stderr: %s", r.err);
+  /* host memory: past $WHISKER_MEM_LIMIT_MB, a failure that says what to do */
+  setenv("WHISKER_MEM_LIMIT_MB", "10", 1);
+  r = run("bench --model resnet18 --size 64 --batch 8 --steps 1 --warmup 0 --latency-runs 1 "
+          "--infer-runs 0");
+  unsetenv("WHISKER_MEM_LIMIT_MB");
+  ck_assert_int_eq(r.code, 1);
+  ck_assert_msg(strstr(r.err, "whisker bench: out of memory: the network's activations and "
+                       "gradients need more than $WHISKER_MEM_LIMIT_MB=10 MB") &&
+                    strstr(r.err, "try a smaller --batch"), "stderr: %s", r.err);
   r = run("bench --model resnet-50");
   ck_assert_int_eq(r.code, 1);
   ck_assert_msg(strstr(r.err, "--model 'resnet-50': not a built-in architecture (smallcnn, "

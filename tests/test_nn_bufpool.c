@@ -13,6 +13,7 @@
 #include <check.h>
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,64 @@ START_TEST(test_out_of_memory) {
 }
 END_TEST
 
+/* $WHISKER_MEM_LIMIT_MB bounds what the pool holds: a new buffer past it is
+ * refused (WK_ERR_NOMEM, a message naming the limit and suggesting a smaller
+ * batch), nothing held changes, a free buffer is still handed out again, and
+ * a limit that is not a number of megabytes above 0 is refused by name. */
+START_TEST(test_mem_limit) {
+  wk_bufpool p = {0};
+  float *a = NULL, *b = NULL, *c = NULL;
+  setenv("WHISKER_MEM_LIMIT_MB", "1", 1);
+  WKT_OK(wk_bufpool_acquire(&p, 128 * 1024, &a)); /* 512 KiB */
+  WKT_OK(wk_bufpool_acquire(&p, 128 * 1024, &b)); /* 1 MiB held: at the limit, allowed */
+  WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, 16, &c));
+  ck_assert_ptr_null(c);
+  ck_assert_msg(strstr(wk_last_error(), "$WHISKER_MEM_LIMIT_MB=1 MB (1 MB held, 1 MB more asked "
+                       "for); try a smaller --batch") != NULL, "%s", wk_last_error());
+  ck_assert_uint_eq(p.bytes_held, 1 << 20);
+  wk_bufpool_release(&p, a);
+  WKT_OK(wk_bufpool_acquire(&p, 16, &c)); /* the free 512 KiB: no new memory */
+  ck_assert_ptr_eq(c, a);
+  ck_assert_uint_eq(p.bytes_held, 1 << 20);
+  const char *bad[3] = {"0", "x", "-5"};
+  for (int k = 0; k < 3; k++) {
+    setenv("WHISKER_MEM_LIMIT_MB", bad[k], 1);
+    float *d = NULL;
+    WKT_FAILS(WK_ERR_INVALID_ARG, wk_bufpool_acquire(&p, 16, &d));
+    ck_assert_msg(strstr(wk_last_error(), "$WHISKER_MEM_LIMIT_MB=") != NULL, "%s",
+                  wk_last_error());
+  }
+  unsetenv("WHISKER_MEM_LIMIT_MB");
+  wk_bufpool_free(&p);
+}
+END_TEST
+
+/* A new buffer larger than the memory the system has available is refused
+ * before it is allocated (Linux would hand it out and kill the process when
+ * its pages were touched). 4 GB past MemAvailable, so that other tests
+ * freeing memory meanwhile cannot make room; skipped where there is no
+ * /proc/meminfo or the request would pass the tensor limit. */
+START_TEST(test_mem_available) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  unsigned long long kb = 0;
+  char line[128];
+  while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {
+  }
+  if (f) fclose(f);
+  const size_t bytes = (size_t)kb * 1024 + ((size_t)4 << 30);
+  if (!kb || bytes > ((size_t)1 << 36)) return;
+  wk_bufpool p = {0};
+  float *a = NULL;
+  WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, bytes / sizeof(float), &a));
+  ck_assert_ptr_null(a);
+  ck_assert_msg(strstr(wk_last_error(), "MB available (0 MB held already); try a smaller --batch"),
+                "%s", wk_last_error());
+  ck_assert_uint_eq(p.bytes_held, 0);
+  WKT_OK(wk_bufpool_acquire(&p, 16, &a)); /* and it still works */
+  wk_bufpool_free(&p);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ scale */
 
 /* Two steps of n buffers: each made (nothing free fits), released in a
@@ -332,6 +391,8 @@ int main(void) {
   tcase_add_test_raise_signal(tc, test_release_twice_aborts, SIGABRT);
   tcase_add_test(tc, test_limit);
   tcase_add_test(tc, test_out_of_memory);
+  tcase_add_test(tc, test_mem_limit);
+  tcase_add_test(tc, test_mem_available);
   tcase_add_test(tc, test_work_grows_linearly);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);

@@ -47,7 +47,8 @@ static void wk_usage(FILE *f) {
   fprintf(f,
           "\n"
           "'whisker COMMAND --help' describes a command.\n"
-          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug;\n"
+          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug,\n"
+          "WHISKER_MEM_LIMIT_MB=N;\n"
           "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_CUDNN_API=legacy|graph,\n"
           "WHISKER_GPU_WORKSPACE_MB=N, WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0,\n"
           "WHISKER_GPU_CACHE=0, WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0,\n"

@@ -9,9 +9,15 @@
  * map needs no deletion. */
 #include "nn/bufpool.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/tensor.h"
+
+/* Host memory a new buffer leaves for everything else (the loader, the
+ * plans' weight copies, the system): under this, a new buffer is refused. */
+#define WK_BP_RESERVE_BYTES ((size_t)256 << 20)
 
 /* Entry `id` (index + 1). */
 #define WK_BP_E(p, id) (&(p)->entries[(id) - 1])
@@ -145,6 +151,50 @@ static void wk_bp_count_in_use(wk_bufpool *p, size_t n_elems) {
   if (p->bytes_in_use > p->peak_bytes_in_use) p->peak_bytes_in_use = p->bytes_in_use;
 }
 
+/* MemAvailable of /proc/meminfo in bytes; false where there is none to read. */
+static bool wk_bp_mem_available(size_t *out) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return false;
+  char line[128];
+  bool found = false;
+  unsigned long long kb = 0;
+  while (!found && fgets(line, sizeof line, f))
+    found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+  fclose(f);
+  if (found) *out = kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
+  return found;
+}
+
+/* Whether the host has room for a new buffer of `bytes`: within
+ * $WHISKER_MEM_LIMIT_MB for the pool as a whole, and within the memory the
+ * system has available less a reserve. Linux hands out more than it has and
+ * kills the process (or swaps for minutes) when the pages are touched; a
+ * clear refusal before that is what a user can act on. */
+static wk_status wk_bp_room(const wk_bufpool *p, size_t bytes) {
+  const size_t mb = (size_t)1 << 20;
+  const char *env = getenv("WHISKER_MEM_LIMIT_MB");
+  if (env && *env) {
+    char *end;
+    errno = 0;
+    const unsigned long long lim = strtoull(env, &end, 10);
+    if (errno || *end || *env == '-' || lim == 0 || lim > SIZE_MAX / mb)
+      return wk_fail(WK_ERR_INVALID_ARG, "$WHISKER_MEM_LIMIT_MB='%s': expected a number of "
+                     "megabytes above 0", env);
+    if (p->bytes_held + bytes > (size_t)lim * mb)
+      return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
+                     "need more than $WHISKER_MEM_LIMIT_MB=%llu MB (%zu MB held, %zu MB more "
+                     "asked for); try a smaller --batch",
+                     lim, p->bytes_held / mb, (bytes + mb - 1) / mb);
+  }
+  size_t avail;
+  if (wk_bp_mem_available(&avail) && bytes + WK_BP_RESERVE_BYTES > avail)
+    return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
+                   "need %zu MB more, the system has %zu MB available (%zu MB held already); "
+                   "try a smaller --batch", (bytes + mb - 1) / mb, avail / mb,
+                   p->bytes_held / mb);
+  return WK_OK;
+}
+
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out) {
   if (n_elems == 0) n_elems = 1;
   /* best fit among free buffers at least as large, so a freed large gradient
@@ -161,8 +211,9 @@ wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out) {
   if (n_elems > WK_TENSOR_MAX_BYTES / sizeof(float))
     return wk_fail(WK_ERR_LIMIT, "activation buffer of %zu floats exceeds the tensor limit",
                    n_elems);
-  WK_TRY(wk_bp_reserve(p));
   size_t bytes = (n_elems * sizeof(float) + 63) & ~(size_t)63;
+  WK_TRY(wk_bp_room(p, bytes));
+  WK_TRY(wk_bp_reserve(p));
   float *data = aligned_alloc(64, bytes);
   if (!data)
     return wk_fail(WK_ERR_NOMEM, "out of memory allocating a %zu-byte activation buffer", bytes);

@@ -42,7 +42,11 @@ typedef struct wk_bufpool {
                       * scale */
 } wk_bufpool;
 
-/* A buffer of n_elems floats (contents undefined). */
+/* A buffer of n_elems floats (contents undefined). A new buffer (none free
+ * is large enough) is refused with WK_ERR_NOMEM, and a message that suggests
+ * a smaller batch, where it would take the pool past $WHISKER_MEM_LIMIT_MB or
+ * leave the system under 256 MB of available memory (/proc/meminfo's
+ * MemAvailable, read at each new buffer: after the first step, none). */
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out);
 /* Returns a buffer from this pool; NULL is ignored. Asserts that data is a
  * buffer of this pool that is in use. */
