@@ -224,9 +224,10 @@ int wk_cmd_bench(int argc, char **argv) {
   const int total = o.steps ? o.warmup + o.steps : 0; /* --steps 0: inference only */
   if (wk_ctx_create(&ctx, o.threads) != WK_OK) goto fail;
   /* a built-in architecture's name, else a model file's path */
-  const bool from_file = !wk_bench_is_arch(o.model) &&
-                         (strchr(o.model, '/') || strchr(o.model, '.') || !access(o.model, F_OK));
-  if (!from_file && !wk_bench_is_arch(o.model)) {
+  const bool arch = wk_bench_is_arch(o.model);
+  const bool from_file =
+      !arch && (strchr(o.model, '/') || strchr(o.model, '.') || !access(o.model, F_OK));
+  if (!arch && !from_file) {
     char names[256] = "";
     for (const char *const *a = wk_zoo_names(); *a; a++)
       snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",

@@ -22,11 +22,14 @@ wk_status wk_node_conv_backward(wk_net *net, int i, const wk_tensor *x, const wk
 wk_status wk_node_bn_forward_train(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);
 wk_status wk_node_bn_backward(wk_net *net, int i, const wk_tensor *x, const wk_tensor *dy,
                               float *dx);
+/* Activation node k as a fused post-activation; NONE for k < 0 (no node). */
+static inline wk_post_act wk_act_post(const wk_net *net, int k) {
+  if (k < 0) return WK_POST_NONE;
+  return net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+}
 /* The activation fused into batchnorm i in training (net->bn_relu). */
 static inline wk_post_act wk_bn_post(const wk_net *net, int i) {
-  const int k = net->bn_relu[i];
-  if (k < 0) return WK_POST_NONE;
-  return net->nodes[k].act == WK_ACT_RELU6 ? WK_POST_RELU6 : WK_POST_RELU;
+  return wk_act_post(net, net->bn_relu[i]);
 }
 /* Synchronised batchnorm (exec_syncbn.c). */
 wk_status wk_node_bn_forward_sync(wk_net *net, int i, const wk_tensor *x, wk_tensor *y);

@@ -544,9 +544,7 @@ static wk_status wk_eval_weights(wk_net *net, int i, wk_conv2d_weights *out) {
 
 /* The activation fused after conv node i in evaluation. */
 static wk_post_act wk_eval_post(const wk_net *net, int i) {
-  const int k = net->fold_act[i];
-  if (k < 0) return WK_POST_NONE;
-  return net->nodes[k].act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+  return wk_act_post(net, net->fold_act[i]);
 }
 
 /* Depthwise node d with its 1x1 node (net->pwdw[d]), reading the 1x1's input. */
@@ -588,7 +586,7 @@ static wk_status wk_node_conv_sum_forward(wk_net *net, int i, const wk_tensor *x
   wk_node_state *st = &net->state[i];
   const int r = net->sum_act[i];
   const wk_act act = r >= 0 ? net->nodes[r].act : WK_ACT_RELU;
-  const wk_post_act post = r < 0 ? WK_POST_NONE : act == WK_ACT_RELU ? WK_POST_RELU : WK_POST_RELU6;
+  const wk_post_act post = wk_act_post(net, r);
   const bool src_blk = wk_eval_blocked(net, nd->in[0]), dst_blk = wk_eval_blocked(net, i + 1);
   if (!st->conv_eval && !st->sum_declined) {
     const wk_status s = src_blk == dst_blk
@@ -630,10 +628,7 @@ wk_status wk_node_conv_forward(wk_net *net, int i, bool train, const wk_tensor *
   if (train) {
     WK_TRY(wk_conv_geom(nd, x, &g));
     wk_plans_for_batch(st, x->shape[0]);
-    const int a = net->conv_act[i];
-    const wk_post_act post = a < 0                                ? WK_POST_NONE
-                             : net->nodes[a].act == WK_ACT_RELU ? WK_POST_RELU
-                                                                : WK_POST_RELU6;
+    const wk_post_act post = wk_act_post(net, net->conv_act[i]); /* fused in training */
     if (!st->conv_train)
       WK_TRY(wk_conv2d_plan_create(net->ctx, &g, b != NULL, false, post, &st->conv_train));
     return wk_conv2d_plan_forward(st->conv_train, x->data, w->data, net->plan_version,

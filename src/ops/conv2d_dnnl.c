@@ -241,7 +241,7 @@ static bool wk_conv_try_layout(wk_conv2d_plan *p, dnnl_alg_kind_t alg, dnnl_form
   dnnl_status_t s = dnnl_memory_desc_init_by_tag(&p->m.src, 4, src, dnnl_f32, src_tag);
   if (!s) s = dnnl_memory_desc_init_by_tag(&p->m.dst, 4, dst, dnnl_f32, dst_tag);
   if (!s) s = wk_conv_prims(p, alg, attr);
-  if (!s && strncmp(wk_dnnl_impl_name(p->fwd_pd), "ref", 3) == 0) s = dnnl_unimplemented;
+  if (!s && wk_dnnl_is_ref(p->fwd_pd)) s = dnnl_unimplemented;
   if (!s) s = wk_conv_act_reorders(p);
   if (s) {
     wk_conv_prims_free(p);
@@ -301,7 +301,7 @@ static bool wk_conv_try_bwdw_blocked(wk_conv2d_plan *p) {
         &cd, dnnl_convolution_direct, &p->bw_src, &m->wei_any, p->bias ? &m->bias : NULL,
         &p->bw_dst, m->strides, m->dilates, m->pad_l, m->pad_r);
   if (!s) s = dnnl_primitive_desc_create(&pd, &cd, NULL, p->d->engine, p->fwd_pd);
-  if (!s && strncmp(wk_dnnl_impl_name(pd), "ref", 3) == 0) s = dnnl_unimplemented;
+  if (!s && wk_dnnl_is_ref(pd)) s = dnnl_unimplemented;
   if (!s) s = dnnl_primitive_create(&prim, pd);
   if (!s) s = wk_dnnl_reorder_prim(p->d, &p->src_user, &p->bw_src, &rs);
   if (!s) s = wk_dnnl_reorder_prim(p->d, &p->dst_user, &p->bw_dst, &rd);

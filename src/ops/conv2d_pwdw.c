@@ -94,7 +94,7 @@ static bool wk_pwdw_try_fused(wk_conv2d_pwdw_plan *p, wk_post_act pw_post, wk_po
    * from a kernel better than its reference */
   if (!s && (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0),
                                      &p->dst) ||
-             strncmp(wk_dnnl_impl_name(p->pd), "ref", 3) == 0))
+             wk_dnnl_is_ref(p->pd)))
     s = dnnl_unimplemented;
   if (!s) s = dnnl_primitive_create(&p->prim, p->pd);
   if (po) dnnl_post_ops_destroy(po);

@@ -3,6 +3,7 @@
 
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <stdlib.h>
+#include <string.h>
 
 wk_status wk_dnnl_error(dnnl_status_t st, const char *call, const char *file, int line) {
   return wk_fail(WK_ERR_BACKEND, "oneDNN: %s failed (%s) at %s:%d", call, dnnl_status2str(st), file,
@@ -100,6 +101,10 @@ const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd) {
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name)
     return "?";
   return name;
+}
+
+bool wk_dnnl_is_ref(const_dnnl_primitive_desc_t pd) {
+  return strncmp(wk_dnnl_impl_name(pd), "ref", 3) == 0;
 }
 
 bool wk_dnnl_avx512(void) {

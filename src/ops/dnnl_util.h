@@ -58,6 +58,10 @@ wk_status wk_dnnl_run(wk_dnnl *d, const_dnnl_primitive_desc_t pd, int n_args, co
 
 /* The implementation oneDNN picked for a primitive descriptor, e.g. "brg:avx512_core". */
 const char *wk_dnnl_impl_name(const_dnnl_primitive_desc_t pd);
+/* Whether pd runs on oneDNN's reference kernels (plain loops, often hundreds
+ * of times slower than its jit ones): an optional layout or fusion that only
+ * has those is not worth taking. */
+bool wk_dnnl_is_ref(const_dnnl_primitive_desc_t pd);
 
 /* Whether oneDNN runs AVX-512 (avx512_core) kernels here: the CPU's ISA,
  * capped by ONEDNN_MAX_CPU_ISA (the valgrind run sets AVX2), so whisker's own
