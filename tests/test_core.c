@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/atomic_file.h"
+#include "core/hostres.h"
 
 #include "core/strmap.h"
 #include "test_util.h"
@@ -281,6 +282,184 @@ START_TEST(test_strmap) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ host limits */
+
+#define WKT_MIB(x) ((size_t)(x) << 20)
+
+/* A host under cgroup v2 (systemd, a Slurm job, Docker with its own cgroup
+ * namespace): /proc/self/cgroup names the cgroup, mountinfo the cgroup2
+ * mount. A limit on a parent holds for the child; the tightest cgroup wins;
+ * what a cgroup leaves is its limit less its usage less its inactive page
+ * cache; a cgroup's limit above the system's MemAvailable leaves the system's
+ * figure in charge. CPU quotas are rounded up, the tightest wins. */
+START_TEST(test_host_limits_cgroup_v2) {
+  char dir[] = "/tmp/wk_test_cg2_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  wkt_write_text(dir, "proc/meminfo", "MemTotal:  16777216 kB\nMemAvailable:    8388608 kB\n");
+  wkt_write_text(dir, "proc/self/cgroup", "0::/job.slice/step.scope\n");
+  wkt_write_text(dir, "proc/self/mountinfo",
+                 "25 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+                 "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory.stat", "inactive_file 1\n"); /* the root: no .max */
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/memory.max", "2147483648\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/memory.current", "1073741824\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/memory.stat",
+                 "anon 1\nfile 2\nactive_file 3\ninactive_file 268435456\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/cpu.max", "150000 100000\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.max", "max\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.current", "536870912\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/cpu.max", "max 100000\n");
+
+  wk_host_mem m;
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert_uint_eq(m.sys_avail, WKT_MIB(8192));
+  ck_assert_uint_eq(m.cg_limit, WKT_MIB(2048)); /* the parent's */
+  ck_assert_uint_eq(m.cg_room, WKT_MIB(2048 - (1024 - 256)));
+  ck_assert(m.by_cgroup);
+  ck_assert_uint_eq(m.avail, m.cg_room);
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 2); /* 1.5 CPUs, rounded up */
+
+  /* a tighter limit on the process's own cgroup */
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.max", "1073741824\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.current", "943718400\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/cpu.max", "50000 100000\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert_uint_eq(m.cg_limit, WKT_MIB(1024));
+  ck_assert_uint_eq(m.cg_room, WKT_MIB(1024 - 900));
+  ck_assert_uint_eq(m.avail, WKT_MIB(124));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 1);
+
+  /* usage past the limit leaves nothing (not a wrapped-around size) */
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.current", "2147483648\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert_uint_eq(m.avail, 0);
+
+  /* limits looser than the system's MemAvailable: the system's figure */
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/memory.max", "34359738368\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/memory.max", "max\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert(!m.by_cgroup);
+  ck_assert_uint_eq(m.cg_limit, (size_t)32 << 30);
+  ck_assert_uint_eq(m.avail, WKT_MIB(8192));
+
+  /* no limit anywhere */
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/memory.max", "max\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/cpu.max", "max 100000\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job.slice/step.scope/cpu.max", "max 100000\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert(!m.by_cgroup);
+  ck_assert_uint_eq(m.cg_room, SIZE_MAX);
+  ck_assert_uint_eq(m.cg_limit, 0);
+  ck_assert_uint_eq(m.avail, WKT_MIB(8192));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+  wkt_remove_tree(dir);
+}
+END_TEST
+
+/* A container under cgroup v1 without a cgroup namespace (Docker on older
+ * hosts): /proc/self/cgroup shows the host's path, /docker/ID, and the
+ * container has that cgroup mounted as the hierarchy's mount point, so the
+ * path is taken relative to the mount's root. cpu and cpuacct share a mount;
+ * v1's "unlimited" (about 2^63) and a quota of -1 are no limit. */
+START_TEST(test_host_limits_cgroup_v1_container) {
+  char dir[] = "/tmp/wk_test_cg1_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  wkt_write_text(dir, "proc/meminfo", "MemAvailable:   20000000 kB\n");
+  wkt_write_text(dir, "proc/self/cgroup",
+                 "12:pids:/docker/abc\n4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n");
+  wkt_write_text(dir, "proc/self/mountinfo",
+                 "31 23 0:28 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n"
+                 "32 31 0:29 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro master:10 - cgroup cgroup "
+                 "rw,cpu,cpuacct\n"
+                 "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro master:13 - cgroup cgroup "
+                 "rw,memory\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory/memory.usage_in_bytes", "629145600\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory/memory.stat",
+                 "cache 1\ninactive_file 5\nhierarchical_memory_limit 536870912\n"
+                 "total_inactive_file 209715200\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+  wk_host_mem m;
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert(m.by_cgroup);
+  ck_assert_uint_eq(m.cg_limit, WKT_MIB(512));
+  ck_assert_uint_eq(m.avail, WKT_MIB(512 - (600 - 200)));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 3);
+
+  /* a cgroup below the container's (systemd inside it, say): found below the mount point */
+  wkt_write_text(dir, "proc/self/cgroup", "4:memory:/docker/abc/inner\n3:cpu,cpuacct:/docker/abc\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory/inner/memory.limit_in_bytes", "67108864\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert_uint_eq(m.cg_limit, WKT_MIB(64)); /* leaves 64 MB (no usage file: 0 used) */
+  ck_assert_uint_eq(m.avail, WKT_MIB(64));    /* the container's leaves 112 */
+
+  wkt_write_text(dir, "sys/fs/cgroup/memory/inner/memory.limit_in_bytes", "9223372036854771712\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert(!m.by_cgroup);
+  ck_assert_uint_eq(m.avail, (size_t)20000000 * 1024);
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+  wkt_remove_tree(dir);
+}
+END_TEST
+
+/* Files that are missing, empty or malformed count as no limit and never
+ * crash: no /proc at all, a cgroup file without paths, a mountinfo line cut
+ * short, limits that are not numbers, a period of 0, a path that climbs out
+ * of the mount. */
+START_TEST(test_host_limits_malformed) {
+  char dir[] = "/tmp/wk_test_cgbad_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  wk_host_mem m;
+  ck_assert(!wk_host_mem_read(dir, &m)); /* nothing there */
+  ck_assert_uint_eq(m.avail, SIZE_MAX);
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+
+  wkt_write_text(dir, "proc/meminfo", "MemAvailable: lots\n");
+  wkt_write_text(dir, "proc/self/cgroup", "garbage\n0:\n::\n0::relative\n");
+  wkt_write_text(dir, "proc/self/mountinfo", "30 25 0:26 /\n - cgroup2\n");
+  ck_assert(!wk_host_mem_read(dir, &m));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+
+  wkt_write_text(dir, "proc/self/cgroup", "0::/../../a\n");
+  wkt_write_text(dir, "sys/a/memory.max", "1048576\n"); /* where "../../a" would lead */
+  wkt_write_text(dir, "proc/self/mountinfo",
+                 "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+  wkt_write_text(dir, "sys/fs/cgroup/memory.max", "-5\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu.max", "100000 0\n");
+  ck_assert(!wk_host_mem_read(dir, &m));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+  wkt_write_text(dir, "sys/fs/cgroup/memory.max", "12abc\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu.max", "\n");
+  ck_assert(!wk_host_mem_read(dir, &m));
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 0);
+  /* the path climbs out of the mount: the mount point's own limits, nothing above */
+  wkt_write_text(dir, "sys/fs/cgroup/memory.max", "104857600\n");
+  wkt_write_text(dir, "sys/fs/cgroup/cpu.max", "100000 100000\n");
+  ck_assert(wk_host_mem_read(dir, &m));
+  ck_assert_uint_eq(m.avail, WKT_MIB(100)); /* no memory.current: usage 0 */
+  ck_assert_int_eq(wk_cgroup_cpu_quota(dir), 1);
+  wkt_remove_tree(dir);
+}
+END_TEST
+
+/* The live system: whatever its limits, a figure that parses and holds
+ * together (this machine's CI has MemAvailable; a quota is optional). */
+START_TEST(test_host_limits_live) {
+  wk_host_mem m;
+  ck_assert(wk_host_mem_read("", &m));
+  ck_assert_uint_gt(m.avail, 0);
+  ck_assert_uint_le(m.avail, m.sys_avail);
+  ck_assert_uint_le(m.avail, m.cg_room);
+  const int q = wk_cgroup_cpu_quota("");
+  ck_assert_int_ge(q, 0);
+  ck_assert_int_ge(wk_cpu_count(), 1);
+  if (q > 0) ck_assert_int_le(wk_cpu_count(), q);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
@@ -293,6 +472,10 @@ int main(void) {
   tcase_add_test(tc, test_pool_covers_every_index_once);
   tcase_add_test(tc, test_ctx_from_environment);
   tcase_add_test(tc, test_strmap);
+  tcase_add_test(tc, test_host_limits_cgroup_v2);
+  tcase_add_test(tc, test_host_limits_cgroup_v1_container);
+  tcase_add_test(tc, test_host_limits_malformed);
+  tcase_add_test(tc, test_host_limits_live);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);
 }

@@ -324,6 +324,35 @@ START_TEST(test_mem_available) {
 }
 END_TEST
 
+/* In a container or a batch job the memory cgroup's limit is the one the
+ * kernel enforces (by killing the process), not the machine's MemAvailable:
+ * a new buffer past what the cgroup leaves (less the pool's 256 MB reserve)
+ * is refused with a message naming the limit; one within it is made. The
+ * host is a tree of /proc and /sys files (core/hostres.h). */
+START_TEST(test_mem_cgroup) {
+  char dir[] = "/tmp/wk_test_bp_cg_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  wkt_write_text(dir, "proc/meminfo", "MemAvailable:   67108864 kB\n"); /* 64 GB */
+  wkt_write_text(dir, "proc/self/cgroup", "0::/job\n");
+  wkt_write_text(dir, "proc/self/mountinfo",
+                 "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+  wkt_write_text(dir, "sys/fs/cgroup/job/memory.max", "283115520\n"); /* 270 MB */
+  wkt_write_text(dir, "sys/fs/cgroup/job/memory.current", "4194304\n");
+  wk_bufpool p = {.host_root = dir};
+  float *a = NULL, *b = NULL;
+  WKT_OK(wk_bufpool_acquire(&p, (size_t)1 << 20, &a)); /* 4 MB: 266 left, 262 asked */
+  WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, (size_t)4 << 20, &b)); /* 16 MB */
+  ck_assert_ptr_null(b);
+  ck_assert_msg(strstr(wk_last_error(), "need 16 MB more, the process's control group (a "
+                       "container's or job's memory limit, 270 MB) leaves 266 MB (4 MB held "
+                       "already); try a smaller --batch"), "%s", wk_last_error());
+  wkt_write_text(dir, "sys/fs/cgroup/job/memory.max", "max\n");
+  WKT_OK(wk_bufpool_acquire(&p, (size_t)4 << 20, &b)); /* no limit: the system's 64 GB */
+  wk_bufpool_free(&p);
+  wkt_remove_tree(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ scale */
 
 /* Two steps of n buffers: each made (nothing free fits), released in a
@@ -393,6 +422,7 @@ int main(void) {
   tcase_add_test(tc, test_out_of_memory);
   tcase_add_test(tc, test_mem_limit);
   tcase_add_test(tc, test_mem_available);
+  tcase_add_test(tc, test_mem_cgroup);
   tcase_add_test(tc, test_work_grows_linearly);
   suite_add_tcase(s, tc);
   return wkt_run_suite(s);

@@ -4,11 +4,13 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 wk_ctx *wkt_ctx(wk_impl impl, int n_threads) {
@@ -94,4 +96,33 @@ bool wkt_has_tmpfile(const char *dir) {
   if (fd < 0) return false;
   close(fd);
   return true;
+}
+
+void wkt_write_text(const char *dir, const char *rel, const char *text) {
+  char path[1024];
+  ck_assert_int_lt(snprintf(path, sizeof path, "%s/%s", dir, rel), (int)sizeof path);
+  for (char *s = path + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
+    *s = '\0';
+    ck_assert_msg(mkdir(path, 0700) == 0 || errno == EEXIST, "mkdir %s", path);
+    *s = '/';
+  }
+  FILE *f = fopen(path, "w");
+  ck_assert_msg(f != NULL, "fopen %s", path);
+  ck_assert_int_eq((int)fwrite(text, 1, strlen(text), f), (int)strlen(text));
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+void wkt_remove_tree(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) wkt_remove_tree(path);
+    else unlink(path);
+  }
+  closedir(d);
+  rmdir(dir);
 }

@@ -35,6 +35,12 @@ bool wkt_has_tmpfile(const char *dir);
 /* The entries of folder dir, "." and ".." aside (fails the test when it cannot be read). */
 int wkt_count_entries(const char *dir);
 
+/* Writes `text` to dir/rel, making rel's folders (fails the test on error). */
+void wkt_write_text(const char *dir, const char *rel, const char *text);
+
+/* Removes dir and everything below it (symbolic links are not followed). */
+void wkt_remove_tree(const char *dir);
+
 /* The project's source directory (WHISKER_SOURCE_DIR, set by ctest). */
 const char *wkt_source_dir(void);
 

@@ -1,9 +1,11 @@
 /* cmd_system.c - `whisker system`: what this build can run on. */
 #include <oneapi/dnnl/dnnl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/hostres.h"
 #include "cuda/cuda.h"
 #include "whisker.h"
 
@@ -23,7 +25,9 @@ static const char *wk_isa_name(dnnl_cpu_isa_t isa) {
 int wk_cmd_system(int argc, char **argv) {
   if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
     printf("usage: whisker system\n\nPrints the version, the CPU backend (oneDNN and its "
-           "instruction set), the default thread count and the CUDA devices.\n");
+           "instruction set), the default thread count (the CPUs the process may run on: its\n"
+           "affinity and its control group's CPU quota), the memory available (the system's\n"
+           "and its control group's limit) and the CUDA devices.\n");
     return WK_EXIT_OK;
   }
   if (argc > 0) {
@@ -40,6 +44,17 @@ int wk_cmd_system(int argc, char **argv) {
   printf("cpu: oneDNN %d.%d.%d, %s, %d thread%s, implementation %s\n", v->major, v->minor,
          v->patch, wk_isa_name(dnnl_get_effective_cpu_isa()), ctx->n_threads,
          ctx->n_threads == 1 ? "" : "s", wk_impl_name(ctx->impl));
+  const int quota = wk_cgroup_cpu_quota("");
+  if (quota > 0) printf("cpu quota: %d CPU%s (control group)\n", quota, quota == 1 ? "" : "s");
+  wk_host_mem m;
+  if (wk_host_mem_read("", &m)) {
+    /* MB of 2^20 bytes, as the out-of-memory messages count them */
+    if (m.sys_avail != SIZE_MAX) printf("memory: %zu MB available", m.sys_avail >> 20);
+    else printf("memory: the system's available memory unknown");
+    if (m.cg_limit)
+      printf("; control group limit %zu MB, leaving %zu MB", m.cg_limit >> 20, m.cg_room >> 20);
+    printf("\n");
+  }
   char buf[4096];
   wk_status s = wk_cuda_describe(buf, sizeof buf);
   printf("%s", s == WK_OK ? buf : "gpu: ");

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/hostres.h"
 #include "cuda/cuda.h"
 #include "ops/dnnl_util.h"
 
@@ -46,9 +47,18 @@ static wk_status wk_threads_from_env(int *n) {
 
 int wk_cpu_count(void) {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  return cores > 0 ? (int)cores : 1;
+  int n;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+    n = CPU_COUNT(&set);
+  } else {
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cores > 0 ? (int)cores : 1;
+  }
+  /* A CPU quota (docker --cpus, Kubernetes' limits, systemd's CPUQuota) lets
+   * the process run Q CPUs' worth per period on any of them: more threads
+   * than that are throttled together, each barrier then waits a period. */
+  const int quota = wk_cgroup_cpu_quota("");
+  return quota > 0 && quota < n ? quota : n;
 }
 
 wk_status wk_ctx_create(wk_ctx **out, int n_threads) {

@@ -36,7 +36,9 @@ typedef struct wk_ctx {
 } wk_ctx;
 
 /* The cores this process may run on: its CPU affinity (taskset, Slurm,
- * cgroup cpusets), not the machine's count; the default thread count. */
+ * cgroup cpusets), not the machine's count, and no more than its cgroups'
+ * CPU quota allows (docker --cpus; core/hostres.h); the default thread
+ * count. */
 int wk_cpu_count(void);
 
 /* n_threads <= 0 means WHISKER_THREADS, else every online core. The

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/hostres.h"
 #include "core/tensor.h"
 
 /* Host memory a new buffer leaves for everything else (the loader, the
@@ -151,23 +152,10 @@ static void wk_bp_count_in_use(wk_bufpool *p, size_t n_elems) {
   if (p->bytes_in_use > p->peak_bytes_in_use) p->peak_bytes_in_use = p->bytes_in_use;
 }
 
-/* MemAvailable of /proc/meminfo in bytes; false where there is none to read. */
-static bool wk_bp_mem_available(size_t *out) {
-  FILE *f = fopen("/proc/meminfo", "r");
-  if (!f) return false;
-  char line[128];
-  bool found = false;
-  unsigned long long kb = 0;
-  while (!found && fgets(line, sizeof line, f))
-    found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
-  fclose(f);
-  if (found) *out = kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
-  return found;
-}
-
 /* Whether the host has room for a new buffer of `bytes`: within
  * $WHISKER_MEM_LIMIT_MB for the pool as a whole, and within the memory the
- * system has available less a reserve. Linux hands out more than it has and
+ * system, or the process's memory cgroup, has available less a reserve
+ * (core/hostres.h). Linux hands out more than it has and
  * kills the process (or swaps for minutes) when the pages are touched; a
  * clear refusal before that is what a user can act on. */
 static wk_status wk_bp_room(const wk_bufpool *p, size_t bytes) {
@@ -186,13 +174,20 @@ static wk_status wk_bp_room(const wk_bufpool *p, size_t bytes) {
                      "asked for); try a smaller --batch",
                      lim, p->bytes_held / mb, (bytes + mb - 1) / mb);
   }
-  size_t avail;
-  if (wk_bp_mem_available(&avail) && bytes + WK_BP_RESERVE_BYTES > avail)
+  wk_host_mem m;
+  if (!wk_host_mem_read(p->host_root ? p->host_root : "", &m) ||
+      bytes + WK_BP_RESERVE_BYTES <= m.avail)
+    return WK_OK;
+  if (m.by_cgroup)
     return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
-                   "need %zu MB more, the system has %zu MB available (%zu MB held already); "
-                   "try a smaller --batch", (bytes + mb - 1) / mb, avail / mb,
+                   "need %zu MB more, the process's control group (a container's or job's "
+                   "memory limit, %zu MB) leaves %zu MB (%zu MB held already); try a smaller "
+                   "--batch", (bytes + mb - 1) / mb, m.cg_limit / mb, m.avail / mb,
                    p->bytes_held / mb);
-  return WK_OK;
+  return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
+                 "need %zu MB more, the system has %zu MB available (%zu MB held already); "
+                 "try a smaller --batch", (bytes + mb - 1) / mb, m.avail / mb,
+                 p->bytes_held / mb);
 }
 
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out) {

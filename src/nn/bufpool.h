@@ -40,13 +40,17 @@ typedef struct wk_bufpool {
   size_t peak_bytes_in_use;
   uint64_t n_visits; /* treap nodes and map slots looked at: the pool's work, for tests of its
                       * scale */
+  const char *host_root; /* NULL: the live system's /proc and /sys; tests point it at a tree of
+                          * their own (core/hostres.h) */
 } wk_bufpool;
 
 /* A buffer of n_elems floats (contents undefined). A new buffer (none free
  * is large enough) is refused with WK_ERR_NOMEM, and a message that suggests
  * a smaller batch, where it would take the pool past $WHISKER_MEM_LIMIT_MB or
- * leave the system under 256 MB of available memory (/proc/meminfo's
- * MemAvailable, read at each new buffer: after the first step, none). */
+ * leave under 256 MB of available memory: the system's (/proc/meminfo's
+ * MemAvailable) or, tighter in a container or a batch job, what the
+ * process's memory cgroup leaves (core/hostres.h); read at each new buffer:
+ * after the first step, none. */
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out);
 /* Returns a buffer from this pool; NULL is ignored. Asserts that data is a
  * buffer of this pool that is in use. */
