@@ -189,6 +189,37 @@ START_TEST(test_classify_reports_bad_images_and_fails) {
 }
 END_TEST
 
+/* classify over a folder with a link back up (sub/loop -> ..) and a FIFO
+ * named like a photo: each photo is classified once, the loop is skipped
+ * with a warning naming it (it listed the folder again at every level, 8
+ * deep), and the FIFO is refused by name without blocking on its open. */
+START_TEST(test_classify_folder_loop_and_fifo) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_loop_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[2048];
+  ck_assert((size_t)snprintf(cmd, sizeof cmd,
+                             "mkdir '%s/sub' && cp '%s/data/samples/cat.jpg' '%s/sub/' && "
+                             "ln -s .. '%s/sub/loop' && mkfifo '%s/pipe.jpg'",
+                             dir, src, dir, dir, dir) < sizeof cmd);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert((size_t)snprintf(cmd, sizeof cmd,
+                             "classify '%s' --model '%s/pretrained/default.safetensors'", dir,
+                             src) < sizeof cmd);
+  run_result r = run(cmd);
+  ck_assert_msg(r.code == 1, "exit %d, stderr: %s", r.code, r.err);
+  const char *hit = strstr(r.out, "/sub/cat.jpg\tcat ");
+  ck_assert_msg(hit && !strstr(hit + 12, "cat.jpg"), "stdout: %s", r.out); /* once */
+  ck_assert_msg(strstr(r.err, "/sub/loop: a link back to a folder above it (a loop)"),
+                "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "/pipe.jpg: not a regular file"), "stderr: %s", r.err);
+  ck_assert_msg(strstr(r.err, "1 of 2 images could not be classified"), "stderr: %s", r.err);
+  snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* classify -: a photo on standard input, from a file and from a pipe (cat |),
  * beside a named file; empty input, a non-image and '-' twice are refused with
  * messages naming standard input; more than the file size limit is refused
@@ -532,6 +563,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);
   tcase_add_test(tc, test_classify_reports_bad_images_and_fails);
+  tcase_add_test(tc, test_classify_folder_loop_and_fifo);
   tcase_add_test(tc, test_classify_reads_stdin);
   tcase_add_test(tc, test_eval_counts_skipped_images);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);

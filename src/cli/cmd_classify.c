@@ -1,6 +1,7 @@
 /* cmd_classify.c - `whisker classify FILE|DIR... [--model M]`: one line per
  * image with its most likely classes, or JSON lines. */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/atomic_file.h"
+#include "core/log.h"
 #include "train/predict.h"
 #include "whisker.h"
 
@@ -61,11 +63,33 @@ static bool wk_is_image_name(const char *name) {
   return false;
 }
 
+/* A folder on the path from a folder given down to the one being listed. */
+typedef struct wk_dir_up {
+  dev_t dev;
+  ino_t ino;
+  const struct wk_dir_up *up;
+} wk_dir_up;
+
 /* A directory's image files, sorted, then those of its subdirectories (hidden
- * entries skipped, at most `depth` levels down). */
-static int wk_add_dir(wk_paths *p, const char *dir, int depth) {
-  DIR *d = opendir(dir);
-  if (!d) return -1;
+ * entries skipped, at most `depth` levels down). A subfolder that cannot be
+ * read, lies too deep, or is a link back to a folder above it (which would
+ * list the same photos again at every level) is skipped with a warning naming
+ * it; only the folder given failing to open is an error (-1). */
+static int wk_add_dir(wk_paths *p, const char *dir, int depth, const wk_dir_up *up) {
+  struct stat st;
+  DIR *d = stat(dir, &st) == 0 ? opendir(dir) : NULL;
+  if (!d) {
+    if (!up) return -1;
+    WK_LOG_W("skipping %s: %s", dir, strerror(errno));
+    return 0;
+  }
+  for (const wk_dir_up *l = up; l; l = l->up)
+    if (l->dev == st.st_dev && l->ino == st.st_ino) {
+      WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
+      closedir(d);
+      return 0;
+    }
+  const wk_dir_up here = {st.st_dev, st.st_ino, up};
   const int64_t first = p->n;
   wk_paths subdirs = {0};
   struct dirent *e;
@@ -73,11 +97,15 @@ static int wk_add_dir(wk_paths *p, const char *dir, int depth) {
   while (rc == 0 && (e = readdir(d))) {
     if (e->d_name[0] == '.') continue;
     char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
-    struct stat st;
-    if (stat(path, &st) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
+    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) {
+      WK_LOG_W("skipping %s/%s: path too long", dir, e->d_name);
+      continue;
+    }
+    struct stat est;
+    if (stat(path, &est) != 0) continue; /* a dangling link */
+    if (S_ISDIR(est.st_mode)) {
       if (depth > 0) rc = wk_paths_add(&subdirs, path);
+      else WK_LOG_W("skipping %s: nested too deep", path);
     } else if (wk_is_image_name(e->d_name)) {
       rc = wk_paths_add(p, path);
     }
@@ -86,7 +114,7 @@ static int wk_add_dir(wk_paths *p, const char *dir, int depth) {
   if (p->n > first) qsort(p->v + first, (size_t)(p->n - first), sizeof *p->v, wk_cmp_str);
   if (subdirs.n) qsort(subdirs.v, (size_t)subdirs.n, sizeof *subdirs.v, wk_cmp_str);
   for (int64_t i = 0; i < subdirs.n; i++) {
-    if (rc == 0) rc = wk_add_dir(p, subdirs.v[i], depth - 1);
+    if (rc == 0) rc = wk_add_dir(p, subdirs.v[i], depth - 1, &here);
     free(subdirs.v[i]);
   }
   free(subdirs.v);
@@ -191,7 +219,7 @@ int wk_cmd_classify(int argc, char **argv) {
     struct stat st;
     const bool is_dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
     n_dirs += is_dir;
-    if (is_dir ? wk_add_dir(&paths, argv[i], 8) : wk_paths_add(&paths, argv[i])) {
+    if (is_dir ? wk_add_dir(&paths, argv[i], 8, NULL) : wk_paths_add(&paths, argv[i])) {
       fprintf(stderr, "whisker classify: %s: cannot read the directory\n", argv[i]);
       rc = WK_EXIT_FAIL;
       goto done;
