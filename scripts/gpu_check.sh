@@ -20,7 +20,7 @@
 #                                                  call) and benchmarks only
 #   WK_GPU_TABLES="graph bn_alone" ...   only these of the benchmark's tables (main:
 #       training, inference and memory against PyTorch; the one-variable tables bn_alone,
-#       graph, infer_bn, nccl, pool, fused_step, cuda_graph, prefetch, bn_fuse, own_bn),
+#       graph, workspace, infer_bn, nccl, pool, fused_step, cuda_graph, prefetch, bn_fuse, own_bn),
 #       which run in the order above whatever the order asked for
 #   WK_GPU_CHECK=sanitize bash scripts/gpu_check.sh   build, then NVIDIA's compute-
 #       sanitizer (memcheck, racecheck, synccheck, initcheck) over the kernel tests
@@ -114,7 +114,7 @@ if [ -d "$root/.gpudeps" ] && { [ -n "${WK_FORCE_DEPS:-}" ] || ! pkg-config --ex
 fi
 
 # the benchmark's tables, in the order they run (WK_GPU_TABLES picks some, in that order)
-all_tables="main bn_alone graph infer_bn nccl pool fused_step cuda_graph prefetch bn_fuse own_bn"
+all_tables="main bn_alone graph workspace infer_bn nccl pool fused_step cuda_graph prefetch bn_fuse own_bn"
 tables="${WK_GPU_TABLES:-$all_tables}"
 for t in $tables; do
   case " $all_tables " in *" $t "*) ;; *) echo "gpu_check: WK_GPU_TABLES: no table '$t' (tables: $all_tables)"; exit 2 ;; esac
@@ -510,6 +510,21 @@ if table graph 120 "convolutions through the graph API"; then
   echo "| model | batch | precision | legacy calls img/s | graph API img/s | graph / legacy |"
   echo "|---|---:|---|---:|---:|---:|"
   for m in resnet50 resnet18; do ab_row WHISKER_CUDNN_API legacy graph "$m" 256 bf16; done
+} | tee -a "$out/bench_gpu.md"
+fi
+# the convolutions' workspace limit: 1 GiB (the default) against 8 GiB. Timing (training's
+# default) considers only the algorithms whose workspace fits the limit, and at batch 256 the
+# larger activations of ResNet-50 make some need more (PyTorch's cudnn.benchmark allows what
+# the device has free). If 8 GiB wins, raise the default (wk_read_env, src/cuda/cuda_net.c) or
+# make it a share of free memory; the memory table's peak then grows by the difference
+if table workspace 100 "the convolutions' workspace limit"; then
+{
+  echo
+  echo "Training images/s, the convolutions' workspace at most 1 GiB (\$WHISKER_GPU_WORKSPACE_MB=1024, the default) against 8 GiB (8192):"
+  echo
+  echo "| model | batch | precision | 1 GiB img/s | 8 GiB img/s | 8 GiB / 1 GiB |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for m in resnet50 resnet18; do ab_row WHISKER_GPU_WORKSPACE_MB 1024 8192 "$m" 256 bf16; done
 } | tee -a "$out/bench_gpu.md"
 fi
 # inference's batchnorms on whisker's NHWC kernel, a fused group's relu(bn(x) [+ z]) in one pass
