@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include "cli/cli.h"
 #include "core/atomic_file.h"
 #include "core/log.h"
+#include "data/dataset.h"
 #include "train/predict.h"
 #include "whisker.h"
 
@@ -54,28 +54,12 @@ static int wk_cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool wk_is_image_name(const char *name) {
-  const char *dot = strrchr(name, '.');
-  if (name[0] == '.' || !dot) return false;
-  const char *ext[] = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"};
-  for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
-    if (!strcasecmp(dot, ext[i])) return true;
-  return false;
-}
-
-/* A folder on the path from a folder given down to the one being listed. */
-typedef struct wk_dir_up {
-  dev_t dev;
-  ino_t ino;
-  const struct wk_dir_up *up;
-} wk_dir_up;
-
 /* A directory's image files, sorted, then those of its subdirectories (hidden
  * entries skipped, at most `depth` levels down). A subfolder that cannot be
  * read, lies too deep, or is a link back to a folder above it (which would
  * list the same photos again at every level) is skipped with a warning naming
  * it; only the folder given failing to open is an error (-1). */
-static int wk_add_dir(wk_paths *p, const char *dir, int depth, const wk_dir_up *up) {
+static int wk_add_dir(wk_paths *p, const char *dir, int depth, const wk_dir_link *up) {
   struct stat st;
   DIR *d = stat(dir, &st) == 0 ? opendir(dir) : NULL;
   if (!d) {
@@ -83,13 +67,12 @@ static int wk_add_dir(wk_paths *p, const char *dir, int depth, const wk_dir_up *
     WK_LOG_W("skipping %s: %s", dir, strerror(errno));
     return 0;
   }
-  for (const wk_dir_up *l = up; l; l = l->up)
-    if (l->dev == st.st_dev && l->ino == st.st_ino) {
-      WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
-      closedir(d);
-      return 0;
-    }
-  const wk_dir_up here = {st.st_dev, st.st_ino, up};
+  if (wk_dir_link_loops(up, &st)) {
+    WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
+    closedir(d);
+    return 0;
+  }
+  const wk_dir_link here = {st.st_dev, st.st_ino, up};
   const int64_t first = p->n;
   wk_paths subdirs = {0};
   struct dirent *e;

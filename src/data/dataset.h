@@ -34,10 +34,29 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "core/status.h"
 
 typedef struct wk_dataset wk_dataset;
+
+/* Whether a file name has an extension whisker reads as an image (.jpg,
+ * .jpeg, .jpe, .jfif, .png, in any case; ".png" alone is no name). The
+ * folder scan and `whisker classify` take the same files. */
+bool wk_is_image_name(const char *name);
+
+/* A folder on the path from where a walk of folders began down to the one
+ * being listed (NULL above the first). */
+typedef struct wk_dir_link {
+  dev_t dev;
+  ino_t ino;
+  const struct wk_dir_link *up;
+} wk_dir_link;
+
+/* Whether folder st is one of those above it (a link back up, such as
+ * sub/loop -> ..): walking it would list the same files again at every
+ * level. */
+bool wk_dir_link_loops(const wk_dir_link *up, const struct stat *st);
 
 /* CSV list limits (defaults; wk_dataset_opts can lower or raise them). */
 #define WK_CSV_MAX_ROWS ((int64_t)10000000)

@@ -44,7 +44,7 @@ static wk_status wk_names_push(wk_names *l, char *s) {
   return WK_OK;
 }
 
-static bool wk_is_image_name(const char *name) {
+bool wk_is_image_name(const char *name) {
   static const char *const exts[] = {"jpg", "jpeg", "jpe", "jfif", "png"};
   const char *dot = strrchr(name, '.');
   if (!dot || dot == name) return false;
@@ -85,12 +85,11 @@ static wk_status wk_list_dir(const char *dir, wk_names *dirs, wk_names *files) {
   return s;
 }
 
-/* A folder on the path from a class folder down to the one being listed. */
-typedef struct wk_dir_link {
-  dev_t dev;
-  ino_t ino;
-  const struct wk_dir_link *up;
-} wk_dir_link;
+bool wk_dir_link_loops(const wk_dir_link *up, const struct stat *st) {
+  for (const wk_dir_link *l = up; l; l = l->up)
+    if (l->dev == st->st_dev && l->ino == st->st_ino) return true;
+  return false;
+}
 
 /* Appends every image file below dir (full paths) to *out. `up`: the folders
  * above it (NULL at a class folder). A folder that is one of them (a link
@@ -103,11 +102,10 @@ static wk_status wk_collect(wk_dataset *ds, const char *dir, int depth, wk_names
   if (stat(dir, &st) != 0)
     return wk_fail(WK_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
   const wk_dir_link here = {st.st_dev, st.st_ino, up};
-  for (const wk_dir_link *l = up; l; l = l->up)
-    if (l->dev == st.st_dev && l->ino == st.st_ino) {
-      WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
-      return WK_OK;
-    }
+  if (wk_dir_link_loops(up, &st)) {
+    WK_LOG_W("skipping %s: a link back to a folder above it (a loop)", dir);
+    return WK_OK;
+  }
   wk_names dirs = {0}, files = {0};
   wk_status s = wk_list_dir(dir, &dirs, &files);
   for (int64_t i = 0; s == WK_OK && i < files.n; i++) {
