@@ -111,7 +111,7 @@ static void wkt_float_graph(const char *name, int classes) {
   wk_model_meta meta, meta2;
   WKT_OK(wk_onnx_import(ctx, path, &net, &meta));
   ck_assert_int_eq(meta.n_classes, classes);
-  char last[16];
+  char last[24];
   snprintf(last, sizeof last, "class%d", classes - 1);
   ck_assert_str_eq(meta.class_names[classes - 1], last);
   snprintf(path, sizeof path, "%s/%s_input.pb", wkt_fx, name);
