@@ -424,6 +424,53 @@ END_TEST
 START_TEST(test_misc_ops) { wkt_compare("misc", wkt_misc, 5, NULL, NULL); }
 END_TEST
 
+/* The GPU executor refuses a graph it cannot run or that is malformed,
+ * before it touches the device's memory: a parameter or batchnorm buffer
+ * index past its table or below -1 (WK_ERR_INVALID_ARG), asymmetric padding
+ * (WK_ERR_UNSUPPORTED); the same graph unharmed is accepted. */
+static wk_status wkt_try_graph(const wk_net *net, int node, int field, int value) {
+  wk_node *nodes = malloc((size_t)net->n_nodes * sizeof *nodes);
+  ck_assert_ptr_nonnull(nodes);
+  memcpy(nodes, net->nodes, (size_t)net->n_nodes * sizeof *nodes);
+  if (field == 0) nodes[node].param[0] = value;
+  else if (field == 1) nodes[node].param[1] = value;
+  else if (field == 2) nodes[node].buffer[0] = value;
+  else if (field == 3) nodes[node].conv.pad_bottom = nodes[node].conv.pad_top + value;
+  const wk_gpu_graph g = {.in_h = net->in_h, .in_w = net->in_w, .in_c = net->in_c,
+                          .precision = net->precision, .n_nodes = net->n_nodes, .nodes = nodes,
+                          .n_params = net->n_params, .n_elems = net->n_elems,
+                          .params = net->params, .n_buffers = net->n_buffers,
+                          .n_buffer_elems = net->n_buffer_elems, .buffers = net->buffers};
+  wk_gpu_net *gn = NULL;
+  const wk_status s = wk_gpu_net_create(&g, 0, &gn);
+  ck_assert_int_eq(s == WK_OK, gn != NULL);
+  if (gn) wk_gpu_net_destroy(gn);
+  free(nodes);
+  return s;
+}
+
+START_TEST(test_graph_refused) {
+  wk_ctx *ctx = wkt_ctx(WK_IMPL_CPU, 1);
+  wk_net *net = wkt_smallcnn(ctx);
+  int conv = -1, bn = -1;
+  for (int i = 0; i < net->n_nodes; i++) {
+    if (conv < 0 && net->nodes[i].op == WK_NODE_CONV) conv = i;
+    if (bn < 0 && net->nodes[i].op == WK_NODE_BATCHNORM) bn = i;
+  }
+  ck_assert_int_ge(conv, 0);
+  ck_assert_int_ge(bn, 0);
+  ck_assert_msg(wkt_try_graph(net, conv, -1, 0) == WK_OK, "%s", wk_last_error());
+  ck_assert_int_eq(wkt_try_graph(net, conv, 0, (int)net->n_params), WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "index out of range"));
+  ck_assert_int_eq(wkt_try_graph(net, bn, 1, -2), WK_ERR_INVALID_ARG);
+  ck_assert_int_eq(wkt_try_graph(net, bn, 2, (int)net->n_buffers), WK_ERR_INVALID_ARG);
+  ck_assert_int_eq(wkt_try_graph(net, conv, 3, 1), WK_ERR_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "asymmetric padding"));
+  wk_net_destroy(net);
+  wk_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Max pooling through cuDNN ($WHISKER_GPU_POOL=cudnn; whisker's kernels are
  * the default, in every test above), against the CPU as above; a value that
  * is not own or cudnn is refused. */
@@ -2740,6 +2787,7 @@ int main(void) {
     wkt_add(tc, test_mobilenetv2);
     wkt_add(tc, test_misc_ops);
     wkt_add(tc, test_pool_cudnn);
+    wkt_add(tc, test_graph_refused);
     wkt_add(tc, test_bn_fuse_fp32_resnet18);
     wkt_add(tc, test_bn_fuse_fp32_corners);
     wkt_add(tc, test_bn_fuse_workspace_zero);

@@ -532,6 +532,11 @@ static wk_status wk_check_graph(const wk_gpu_graph *g) {
                      n->name);
     if (n->op >= WK_NODE_OP_COUNT)
       return wk_fail(WK_ERR_UNSUPPORTED, "GPU: %s: unknown op %d", n->name, (int)n->op);
+    for (int k = 0; k < 2; k++)
+      if (n->param[k] < -1 || (n->param[k] >= 0 && (size_t)n->param[k] >= g->n_params) ||
+          n->buffer[k] < -1 || (n->buffer[k] >= 0 && (size_t)n->buffer[k] >= g->n_buffers))
+        return wk_fail(WK_ERR_INVALID_ARG, "GPU: %s: a parameter or buffer index out of range",
+                       n->name);
   }
   return WK_OK;
 }
@@ -572,7 +577,7 @@ wk_status wk_cudanet_set_params(wk_gpu_net *net, const wk_param *params) {
 static wk_status wk_copy_graph(wk_gpu_net *net, const wk_gpu_graph *g) {
   net->g = *g;
   net->nodes = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *net->nodes);
-  net->params = malloc((g->n_params ? g->n_params : 1) * sizeof *net->params);
+  net->params = calloc(g->n_params ? g->n_params : 1, sizeof *net->params);
   net->buffers = malloc((g->n_buffers ? g->n_buffers : 1) * sizeof *net->buffers);
   net->n_values = g->n_nodes + 1;
   const size_t nv = (size_t)net->n_values;
