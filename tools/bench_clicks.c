@@ -10,6 +10,7 @@
  * writes atomically (temporary file, fsync, rename). Both wall time and the
  * process's CPU time are reported: on a shared machine the wall time
  * includes waiting for a core, the CPU time does not. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,12 @@ static double cpu_s(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* A benchmark has nothing to save on failure: say why and stop. */
+static _Noreturn void die(const char *why) {
+  fprintf(stderr, "wk_bench_clicks: %s\n", why);
+  exit(1);
+}
+
 static int usage(void) {
   fprintf(stderr, "usage: wk_bench_clicks DIR... [--size 48] [--window 128] [--scale screen|bbox]"
                   " [--png-dir DIR] [--png-max 2000] [--repeat 3]\n");
@@ -38,9 +45,10 @@ int main(int argc, char **argv) {
   const char *png_dir = NULL;
   int png_max = 2000, repeat = 3, n_dirs = 0;
   const char **dirs = calloc((size_t)argc, sizeof *dirs);
-  if (!dirs) return 1;
+  if (!dirs) die("out of memory");
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    const char *a = argv[i];
+    const bool v = i + 1 < argc; /* a value follows */
     if (!strcmp(a, "--size") && v) rc.size_px = atoi(argv[++i]);
     else if (!strcmp(a, "--window") && v) wc.events = atoi(argv[++i]);
     else if (!strcmp(a, "--scale") && v)
@@ -48,31 +56,26 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--png-dir") && v) png_dir = argv[++i];
     else if (!strcmp(a, "--png-max") && v) png_max = atoi(argv[++i]);
     else if (!strcmp(a, "--repeat") && v) repeat = atoi(argv[++i]);
-    else if (a[0] == '-') return usage();
+    else if (a[0] == '-') exit(usage());
     else dirs[n_dirs++] = a;
   }
-  if (n_dirs == 0 || repeat < 1) return usage();
+  if (n_dirs == 0 || repeat < 1) exit(usage());
   if (wk_click_render_cfg_check(&rc) != WK_OK || wk_click_window_cfg_check(&wc) != WK_OK) {
     fprintf(stderr, "wk_bench_clicks: %s\n", wk_last_error());
-    return 2;
+    exit(2);
   }
   char **files = NULL;
   int nf = 0;
-  if (wk_clicks_collect(dirs, n_dirs, &files, &nf) != WK_OK) {
-    fprintf(stderr, "wk_bench_clicks: %s\n", wk_last_error());
-    return 1;
-  }
-  wk_bytes *bufs = calloc((size_t)nf, sizeof *bufs);
+  if (wk_clicks_collect(dirs, n_dirs, &files, &nf) != WK_OK) die(wk_last_error());
+  const size_t img_bytes = (size_t)rc.size_px * (size_t)rc.size_px * 3;
+  wk_bytes *bufs = calloc((size_t)(nf > 0 ? nf : 1), sizeof *bufs);
+  uint8_t *rgb = malloc(img_bytes);
+  if (!bufs || !rgb) die("out of memory");
   size_t total_bytes = 0;
   for (int i = 0; i < nf; i++) {
-    if (wk_file_read(files[i], 0, &bufs[i]) != WK_OK) {
-      fprintf(stderr, "wk_bench_clicks: %s\n", wk_last_error());
-      return 1;
-    }
+    if (wk_file_read(files[i], 0, &bufs[i]) != WK_OK) die(wk_last_error());
     total_bytes += bufs[i].n_bytes;
   }
-  const size_t img_bytes = (size_t)rc.size_px * (size_t)rc.size_px * 3;
-  uint8_t *rgb = malloc(img_bytes);
   wk_click_session s = {0};
   double best = 1e30, best_cpu = 1e30;
   int64_t rows = 0, windows = 0, failed = 0;
@@ -89,7 +92,7 @@ int main(int argc, char **argv) {
       rows += s.stats.rows;
       wk_click_window *w = NULL;
       int64_t nw = 0;
-      if (wk_click_segment(&s, &wc, &w, &nw) != WK_OK) return 1;
+      if (wk_click_segment(&s, &wc, &w, &nw) != WK_OK) die(wk_last_error());
       for (int64_t k = 0; k < nw; k++) {
         wk_click_render_into(&s, w[k], &rc, rgb);
         checksum += rgb[(img_bytes / 2) & ~(size_t)1];
@@ -119,13 +122,11 @@ int main(int argc, char **argv) {
         continue;
       wk_click_window *w = NULL;
       int64_t nw = 0;
-      if (wk_click_segment(&s, &wc, &w, &nw) != WK_OK) return 1;
+      if (wk_click_segment(&s, &wc, &w, &nw) != WK_OK) die(wk_last_error());
       for (int64_t k = 0; k < nw && written < png_max; k++) {
         snprintf(path, sizeof path, "%s/bench_%06d.png", png_dir, written);
-        if (wk_click_render(&s, w[k], &rc, &img) != WK_OK || wk_image_write_png(&img, path) != WK_OK) {
-          fprintf(stderr, "wk_bench_clicks: %s\n", wk_last_error());
-          return 1;
-        }
+        if (wk_click_render(&s, w[k], &rc, &img) != WK_OK || wk_image_write_png(&img, path) != WK_OK)
+          die(wk_last_error());
         written++;
       }
       free(w);
