@@ -6,6 +6,7 @@
 #   3. a run killed with SIGKILL after its first checkpoint and resumed with --resume
 #      ends with the same metrics as an uninterrupted run; so does one stopped
 #      with SIGINT mid-epoch (which must save and exit);
+#   3c. a resumed checkpoint with nothing to validate on is refused, not a crash;
 #   4. bad usage exits 2, a missing model exits 1 with a message, and so does a
 #      run too short for the one-cycle schedule.
 # Needs WHISKER_BIN (set by ctest) and /usr/bin/python3 with PIL (exit 77 without).
@@ -137,6 +138,26 @@ set +e
 rc=$?; set -e
 [ "$rc" -eq 1 ] && grep -q "the checkpoint trained in fp16" "$tmp/p16.err" &&
   grep -q -- "--precision fp32" "$tmp/p16.err" || { cat "$tmp/p16.err"; fail "fp16 resume: rc $rc"; }
+
+# 3c. a checkpoint whose validation share is 0 (rewritten so: the CLI allows 1 to 90),
+# resumed on a folder with no val/ beside it: nothing to validate on, refused with a
+# message (it once crashed)
+mkdir -p "$tmp/v0"
+cp "$tmp/straight/checkpoint.safetensors" "$tmp/v0/checkpoint.safetensors"
+"$py" - "$tmp/v0/checkpoint.safetensors" <<'EOF' || fail "could not set the checkpoint's val_pct to 0"
+import re, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h, k = re.subn(rb'(val_pct\\?"\s*:\s*)20', rb"\1 0", bytes(b[8:8 + n]))
+assert k == 1, k
+b[8:8 + n] = h
+open(sys.argv[1], "wb").write(b)
+EOF
+set +e
+"$bin" train "$tmp/small/train" --out "$tmp/v0" "${args[@]}" --resume > /dev/null 2> "$tmp/v0.err"
+rc=$?; set -e
+[ "$rc" -eq 1 ] && grep -q "no validation images" "$tmp/v0.err" ||
+  { cat "$tmp/v0.err"; fail "val_pct 0 resume: rc $rc"; }
 
 # 4. usage and errors
 set +e

@@ -102,6 +102,12 @@ static wk_status wk_run_data(wk_run *r) {
                        wk_dataset_class_name(r->val_ds, i), c->val_dir);
   } else {
     WK_TRY(wk_dataset_open_split(c->data_dir, &o, &r->train_ds, &r->val_ds));
+    /* no val/ folder beside train/ and no share to split off: nothing to
+     * validate on (a wk_fit caller's val_pct 0, or a resumed checkpoint's) */
+    if (!r->val_ds)
+      return wk_fail(WK_ERR_INVALID_ARG, "%s: no validation images: it has no val/ folder and "
+                     "the validation share is %g%% (--val DIR, or --val-pct from 1 to 90)",
+                     c->data_dir, c->val_pct);
   }
   if (wk_dataset_size(r->train_ds) < c->batch)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %lld training images, fewer than one batch of %d",
@@ -807,9 +813,7 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   res->best_val_acc = r.state.best_val_acc;
   wk_loader_destroy(r.loader);
   wk_trainer_destroy(r.trainer);
-  r.trainer = NULL;
   wk_ddp_destroy(r.ddp);
-  wk_trainer_destroy(r.trainer);
   wk_net_destroy(r.net);
   wk_model_meta_free(&r.meta);
   wk_dataset_free(r.train_ds);
