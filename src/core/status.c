@@ -10,7 +10,7 @@ enum { WK_ERROR_MSG_BYTES = 1024 };
 
 static _Thread_local char wk_error_msg[WK_ERROR_MSG_BYTES];
 
-wk_status wk_fail(wk_status code, const char *fmt, ...) {
+wk_status (wk_fail)(wk_status code, const char *fmt, ...) {
   /* Format into a scratch buffer first: callers often wrap the current
    * message (wk_fail(s, "%s: %s", what, wk_last_error())), and vsnprintf
    * into a buffer that is also an argument is undefined. */

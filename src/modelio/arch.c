@@ -94,7 +94,7 @@ typedef struct wk_jctx {
 } wk_jctx;
 
 WK_PRINTF(3, 4)
-static wk_status wk_jfail(const wk_jctx *j, wk_status code, const char *fmt, ...) {
+static wk_status (wk_jfail)(const wk_jctx *j, wk_status code, const char *fmt, ...) {
   char msg[256];
   va_list ap;
   va_start(ap, fmt);
@@ -104,6 +104,10 @@ static wk_status wk_jfail(const wk_jctx *j, wk_status code, const char *fmt, ...
     return wk_fail(code, "%s: whisker.arch node %d: %s", j->what, j->node, msg);
   return wk_fail(code, "%s: whisker.arch: %s", j->what, msg);
 }
+
+#ifdef __clang_analyzer__ /* the analyzer does not inline variadic calls */
+#define wk_jfail(j, code, ...) ((void)(wk_jfail)((j), (code), __VA_ARGS__), (code))
+#endif
 
 /* An integer field in [lo, hi]; *present false (no error) when optional and absent. */
 static wk_status wk_jint(const wk_jctx *j, const cJSON *o, const char *key, int lo, int hi,

@@ -12,7 +12,7 @@
 #include "core/utf8.h"
 #include "onnx/onnx_import_impl.h"
 
-wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
+wk_status (wk_imp_fail)(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) {
   imp->failed = code;
   if (!node && imp->cur < imp->g->n_node) node = imp->g->node[imp->cur];

@@ -82,6 +82,10 @@ typedef struct wk_imp {
  * returns code, also kept in imp->failed. */
 wk_status wk_imp_fail(wk_imp *imp, const Onnx__NodeProto *node, wk_status code,
                       const char *fmt, ...) WK_PRINTF(4, 5);
+#ifdef __clang_analyzer__ /* the analyzer does not inline variadic calls */
+#define wk_imp_fail(imp, node, code, ...) \
+  ((void)(wk_imp_fail)((imp), (node), (code), __VA_ARGS__), (code))
+#endif
 
 /* Attribute `name` of node, or dflt when absent. One of another type (a
  * FLOAT transB) fails naming the node and the attribute. */
