@@ -168,6 +168,7 @@ static wk_status wk_set_meta(const wk_clicks_train_cfg *tc, const wk_clicks_cfg 
 static wk_status wk_train_loop(wk_trainer *t, const wk_clicks_train_cfg *tc,
                                const wk_clicks_images *set, float lut[3][256]) {
   const int S = set->size, B = tc->batch;
+  WK_ASSERT(B >= 2 && set->n >= B && set->n >= 2); /* wk_clicks_train checked */
   const size_t px = (size_t)S * (size_t)S;
   const int64_t steps = set->n / B;
   float *x = malloc((size_t)B * px * 3 * sizeof *x);

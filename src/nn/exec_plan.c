@@ -383,6 +383,7 @@ static void wk_alias_eval(wk_net *net, const int *root_of) {
 
 wk_status wk_net_plan_fusions(wk_net *net) {
   const int nn = net->n_nodes, nv = nn + 1;
+  WK_ASSERT(nn > 0); /* finalize refuses an empty network */
   net->bn_relu = malloc((size_t)nn * sizeof *net->bn_relu);
   net->fold_bn = malloc((size_t)nn * sizeof *net->fold_bn);
   net->fold_act = malloc((size_t)nn * sizeof *net->fold_act);

@@ -355,6 +355,7 @@ int wk_imp_linear(wk_imp *imp, const Onnx__NodeProto *node, const wk_iv *x, cons
   if (w && x->flat_h) { /* ONNX flattened (C, H, W); whisker (H, W, C) */
     float *p = malloc((size_t)out_f * (size_t)k * sizeof *p);
     const int64_t hw = (int64_t)x->flat_h * x->flat_w, c = x->flat_c;
+    WK_ASSERT(hw * c == k); /* both from the flattened value's shape */
     for (int64_t o = 0; p && o < out_f; o++)
       for (int64_t ch = 0; ch < c; ch++)
         for (int64_t s = 0; s < hw; s++) p[o * k + s * c + ch] = w[o * k + ch * hw + s];
@@ -415,7 +416,9 @@ static wk_status wk_ops_gemm(wk_imp *imp, const Onnx__NodeProto *node) {
   if (c && c->n != o && c->n != 1)
     return wk_imp_fail(imp, node, WK_ERR_SHAPE, "C has %lld values for %lld outputs",
                        (long long)c->n, (long long)o);
-  float *w = malloc((size_t)(o * k) * sizeof *w), *bias = NULL;
+  /* calloc: every element is written below, but the analyzer loses count
+   * of that where wk_imp_linear reorders a flattened input's rows */
+  float *w = calloc((size_t)(o * k), sizeof *w), *bias = NULL;
   for (int64_t i = 0; w && i < o; i++)
     for (int64_t j = 0; j < k; j++)
       w[i * k + j] = (float)(alpha * (trans_b ? b->c[i * k + j] : b->c[j * o + i]));

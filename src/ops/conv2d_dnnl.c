@@ -389,7 +389,7 @@ static wk_status wk_conv2d_plan_make(wk_ctx *ctx, const wk_conv2d_geom *g, bool 
   if (wino_m) {
     st = wk_wino_create(g, post, sum, wino_m, 0, &p->own_wino);
     if (st != WK_ERR_UNSUPPORTED) goto done;
-    st = WK_OK; /* it declined the shape: oneDNN's */
+    /* it declined the shape: oneDNN's */
   }
   /* oneDNN's Winograd runs on nChw16c copies, so it cannot add into y; where
    * it has a kernel for the shape, it and an add beat direct with the sum */

@@ -159,7 +159,6 @@ wk_status wk_conv2d_pwdw_plan_create(wk_ctx *ctx, const wk_conv2d_geom *pw, bool
     if (st == WK_ERR_NOMEM) goto done;
     /* e.g. no reorder into the post-op's weight layout: run the two in turn */
     wk_clear_error();
-    st = WK_OK;
     wk_pwdw_fused_free(p);
   }
   if (fuse && src_blk && dst_blk && wk_pwdw_own_usable(pw, dw, pw_post, dw_post)) {

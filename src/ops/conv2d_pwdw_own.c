@@ -188,11 +188,11 @@ WK_OWN_TARGET static inline __attribute__((always_inline)) void wk_own_pw_tile(
 
 /* wk_own_pw_tile with the width and whether there are two blocks as
  * constants, so each width gets its registers and a lone block only its own
- * work (w1 NULL: one block, and b1, d1 unused). */
+ * work (two false: one block, and w1, b1, d1 unused). */
 WK_OWN_TARGET static void wk_own_pw_tile_n(const wk_pwdw_own *p, const float *s, size_t plane,
                                            const float *w0, const float *w1, const float *b0,
-                                           const float *b1, int n, float *d0, float *d1) {
-  const bool two = w1 != NULL;
+                                           const float *b1, bool two, int n, float *d0,
+                                           float *d1) {
   switch (n) {
     case 1:
       return two ? wk_own_pw_tile(p, s, plane, w0, w1, b0, b1, 1, true, d0, d1)
@@ -257,7 +257,7 @@ WK_OWN_TARGET static void wk_own_pw_row(const wk_pwdw_own *p, const float *x, in
     for (int64_t x0 = 0; x0 < W; x0 += WK_OWN_TILE) {
       const int n = W - x0 < WK_OWN_TILE ? (int)(W - x0) : WK_OWN_TILE;
       wk_own_pw_tile_n(p, src + (size_t)x0 * 16, plane, w0, w1, p->bpw + 16 * ob,
-                       p->bpw + 16 * (two ? ob + 1 : ob), n, d0 + (size_t)x0 * 16,
+                       p->bpw + 16 * (two ? ob + 1 : ob), two, n, d0 + (size_t)x0 * 16,
                        d1 + (size_t)x0 * 16);
     }
   }
