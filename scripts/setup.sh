@@ -28,6 +28,7 @@ packages=(
   python3-pil                               # reference decodes of the image fixtures
   chromium                                  # headless report check (tests/report_chromium.sh)
   clang libclang-rt-14-dev libomp-dev       # fuzzing: libFuzzer + sanitizers (scripts/fuzz.sh)
+  clang-tools                               # scan-build: static analysis (scripts/static_check.sh)
   valgrind                                  # memcheck of a tiny run (scripts/valgrind_e2e.sh)
 )
 
