@@ -7,6 +7,7 @@
 #      ends with the same metrics as an uninterrupted run; so does one stopped
 #      with SIGINT mid-epoch (which must save and exit);
 #   3c. a resumed checkpoint with nothing to validate on is refused, not a crash;
+#   3d. so is one whose image size is past what --size allows;
 #   4. bad usage exits 2, a missing model exits 1 with a message, and so does a
 #      run too short for the one-cycle schedule.
 # Needs WHISKER_BIN (set by ctest) and /usr/bin/python3 with PIL (exit 77 without).
@@ -158,6 +159,26 @@ set +e
 rc=$?; set -e
 [ "$rc" -eq 1 ] && grep -q "no validation images" "$tmp/v0.err" ||
   { cat "$tmp/v0.err"; fail "val_pct 0 resume: rc $rc"; }
+
+# 3d. a checkpoint whose image size is past what --size allows (rewritten so; the header's
+# padding takes up the longer number): refused as out of range, not a run that allocates
+# images of 8192 px
+mkdir -p "$tmp/big"
+cp "$tmp/straight/checkpoint.safetensors" "$tmp/big/checkpoint.safetensors"
+"$py" - "$tmp/big/checkpoint.safetensors" <<'EOF' || fail "could not set the checkpoint's size"
+import re, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h, k = re.subn(rb'("size\\?"\s*:\s*)32', rb"\g<1>8192", bytes(b[8:8 + n]))
+assert k == 1 and h.endswith(b"  "), k
+b[8:8 + n] = h[:n]
+open(sys.argv[1], "wb").write(b)
+EOF
+set +e
+"$bin" train "$tmp/small" --out "$tmp/big" "${args[@]}" --resume > /dev/null 2> "$tmp/big.err"
+rc=$?; set -e
+[ "$rc" -eq 1 ] && grep -q "out-of-range setting" "$tmp/big.err" ||
+  { cat "$tmp/big.err"; fail "size 8192 resume: rc $rc"; }
 
 # 4. usage and errors
 set +e

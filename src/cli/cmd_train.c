@@ -145,7 +145,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_int(cmd, argc, argv, &i, "--epochs", 1, 100000, &epochs)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--head-epochs", 0, 100000, &c.head_epochs)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--batch", 2, 65536, &c.batch)) ||
-        (r = wk_arg_int(cmd, argc, argv, &i, "--size", 16, 4096, &size)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--size", 16, WK_FIT_MAX_SIZE, &size)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--workers", 1, 256, &c.workers)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--threads", 1, 1024, &threads)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--seed", 0, 2147483647, &seed)) ||

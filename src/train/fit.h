@@ -33,6 +33,10 @@
 #include "train/optim.h"
 #include "train/schedule.h"
 
+/* The largest training image side (--size): a batch of 32 at 4096 px is 1.6 GB
+ * of input alone. */
+enum { WK_FIT_MAX_SIZE = 4096 };
+
 typedef struct wk_fit_config {
   const char *data_dir;   /* required */
   const char *val_dir;    /* NULL: val/ beside train/ or val_pct */

@@ -61,7 +61,7 @@ wk_status wk_run_settings_adopt(const char *path, const char *text, wk_fit_confi
   const bool ok =
       wk_json_number(o, "seed", 0, 9007199254740992.0, true, &seed) &&
       wk_json_number(o, "val_pct", 0, 100, false, &val_pct) &&
-      wk_json_number(o, "size", 0, 65536, true, &size) &&
+      wk_json_number(o, "size", 0, WK_FIT_MAX_SIZE, true, &size) &&
       wk_json_number(o, "crop_scale_min", 1e-6, 1, false, &crop) &&
       wk_json_number(o, "epochs", 1, 1e7, true, &epochs) && wk_json_number(o, "lr", 0, 1e3, false, &lr) &&
       wk_json_number(o, "optim", WK_OPTIM_SGD, WK_OPTIM_ADAMW, true, &optim) &&
