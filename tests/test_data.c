@@ -788,6 +788,43 @@ START_TEST(test_loader_identical_for_1_2_4_workers) {
 }
 END_TEST
 
+/* A ring of batches larger than the memory the system has available is
+ * refused when the loader is made, with a message, before its batches are
+ * allocated and zeroed (Linux would hand them out and kill the process, or
+ * swap, as the pages were touched). Two batches of 8192-px images, 4 GB past
+ * MemAvailable so that other tests freeing memory cannot make room; skipped
+ * where there is no /proc/meminfo or one batch would pass the tensor limit. */
+START_TEST(test_loader_refuses_a_ring_past_memory) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  unsigned long long kb = 0;
+  char line[128];
+  while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {
+  }
+  if (f) fclose(f);
+  const size_t image = (size_t)8192 * 8192 * 3 * sizeof(float);
+  const size_t batch = ((size_t)kb * 1024 + ((size_t)4 << 30)) / (2 * image) + 1;
+  if (!kb || batch * image > ((size_t)1 << 36)) return;
+  char *root = loader_fixture();
+  wk_dataset_opts o = quiet_opts(true);
+  wk_dataset *ds = NULL;
+  ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_OK);
+  wk_loader_cfg cfg = wk_loader_cfg_eval(8192, (int)batch, 1);
+  cfg.prefetch = 2;
+  wk_loader *ld = NULL;
+  ck_assert_int_eq(wk_loader_create(ds, &cfg, &ld), WK_ERR_NOMEM);
+  ck_assert_ptr_null(ld);
+  ck_assert_msg(strstr(wk_last_error(), "MB available; try a smaller --batch or --size") &&
+                    strstr(wk_last_error(), "2 batches of"),
+                "%s", wk_last_error());
+  cfg = wk_loader_cfg_eval(16, 4, 1); /* and a loader that fits is made */
+  ck_assert_int_eq(wk_loader_create(ds, &cfg, &ld), WK_OK);
+  wk_loader_destroy(ld);
+  wk_dataset_free(ds);
+  wkt_rmtree(root);
+  free(root);
+}
+END_TEST
+
 /* Data parallelism: R shards of batch B together give, step by step, exactly
  * the batches of batch R * B in one loader (samples, pixels, labels), with
  * drop_last; without it the shards deal the batch-sized chunks round-robin
@@ -1058,6 +1095,7 @@ int main(void) {
   tcase_add_test(tc, test_colour_jitter_properties);
   tcase_add_test(tc, test_flip_and_rotation_geometry);
   tcase_add_test(tc, test_loader_identical_for_1_2_4_workers);
+  tcase_add_test(tc, test_loader_refuses_a_ring_past_memory);
   tcase_add_test(tc, test_loader_shards_equal_one_big_batch);
   tcase_add_test(tc, test_loader_restart_and_shutdown_mid_epoch);
   tcase_add_test(tc, test_loader_substitutes_files_broken_after_the_scan);

@@ -17,11 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hostres.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "data/stream.h"
 
 #define WK_LOADER_MAX_RING 64
+/* memory left for the network when the ring's batches are made */
+#define WK_LOADER_RESERVE_BYTES ((size_t)256 << 20)
 
 typedef struct wk_slot {
   wk_batch batch;
@@ -340,6 +343,27 @@ static wk_status wk_slot_alloc(wk_loader *ld, wk_slot *slot) {
   return WK_OK;
 }
 
+/* The ring's batches are zeroed (their pages touched) when made: past the
+ * memory the system, or the process's memory cgroup, has available (less a
+ * reserve for the network), refuse with a message instead of being killed by
+ * the kernel or swapping for minutes (core/hostres.h). */
+static wk_status wk_loader_room(const wk_loader *ld) {
+  const wk_loader_cfg *c = &ld->cfg;
+  const double mb = 1048576.0;
+  const double bytes = (double)ld->ring * (double)c->batch_size * (double)ld->image_elems *
+                       (double)((c->want_f32 ? sizeof(float) : 0) + (c->want_u8 ? 1 : 0));
+  wk_host_mem m;
+  if (!wk_host_mem_read("", &m) || bytes + (double)WK_LOADER_RESERVE_BYTES <= (double)m.avail)
+    return WK_OK;
+  return wk_fail(WK_ERR_NOMEM, "loader: %d batches of %d images of %dx%d px in flight need "
+                 "%.0f MB, %s %.0f MB available; try a smaller --batch or --size", ld->ring,
+                 c->batch_size, c->aug.out_width, c->aug.out_height, bytes / mb,
+                 m.by_cgroup ? "the process's control group (a container's or job's memory "
+                               "limit) leaves"
+                             : "the system has",
+                 (double)m.avail / mb);
+}
+
 static wk_status wk_loader_init(wk_loader *ld) {
   const wk_loader_cfg *c = &ld->cfg;
   const int64_t bs = c->batch_size, nr = c->shard_count > 1 ? c->shard_count : 1;
@@ -368,6 +392,7 @@ static wk_status wk_loader_init(wk_loader *ld) {
   ld->workers = calloc((size_t)c->n_workers, sizeof *ld->workers);
   if (!ld->order || !ld->reported || !ld->slots || !ld->workers)
     return wk_fail(WK_ERR_NOMEM, "loader: out of memory");
+  WK_TRY(wk_loader_room(ld));
   for (int i = 0; i < ld->ring; i++) WK_TRY(wk_slot_alloc(ld, &ld->slots[i]));
   for (int i = 0; i < c->n_workers; i++) {
     ld->workers[i].ld = ld;
