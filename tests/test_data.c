@@ -788,8 +788,8 @@ START_TEST(test_loader_identical_for_1_2_4_workers) {
 }
 END_TEST
 
-/* A ring of batches larger than the memory the system has available is
- * refused when the loader is made, with a message, before its batches are
+/* A ring of batches larger than half the memory the system has available
+ * is refused when the loader is made, with a message, before its batches are
  * allocated and zeroed (Linux would hand them out and kill the process, or
  * swap, as the pages were touched). Two batches of 8192-px images, 4 GB past
  * MemAvailable so that other tests freeing memory cannot make room; skipped
@@ -813,7 +813,7 @@ START_TEST(test_loader_refuses_a_ring_past_memory) {
   wk_loader *ld = NULL;
   ck_assert_int_eq(wk_loader_create(ds, &cfg, &ld), WK_ERR_NOMEM);
   ck_assert_ptr_null(ld);
-  ck_assert_msg(strstr(wk_last_error(), "MB available; try a smaller --batch or --size") &&
+  ck_assert_msg(strstr(wk_last_error(), "MB available); try a smaller --batch or --size") &&
                     strstr(wk_last_error(), "2 batches of"),
                 "%s", wk_last_error());
   cfg = wk_loader_cfg_eval(16, 4, 1); /* and a loader that fits is made */
