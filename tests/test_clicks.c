@@ -14,6 +14,7 @@
 #include "clicks/balabit.h"
 #include "clicks/clicks.h"
 #include "clicks/clicks_impl.h"
+#include "clicks/learn.h"
 #include "train/metrics.h"
 #include "test_fs.h"
 #include "test_util.h"
@@ -256,6 +257,35 @@ static void expect_windows(const wk_click_session *s, wk_click_window_cfg c, con
   }
   free(w);
 }
+
+/* The rendered set grows only within half the memory the host has
+ * available: on a host (a tree of /proc files, core/hostres.h) with 1 MB
+ * left, a session's windows are refused with the sizes before the memory is
+ * taken; on the live system the same windows are drawn. */
+START_TEST(test_images_within_memory) {
+  const double t[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  wk_click_session s = session_at(t, 10);
+  const wk_click_window_cfg wc = {.events = 4, .stride = 1, .min_events = 2};
+  const wk_click_render_cfg rc = wk_click_render_cfg_default();
+  char dir[] = "/tmp/wk_test_clicks_mem_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  wkt_write_text(dir, "proc/meminfo", "MemAvailable:    1024 kB\n");
+  wk_clicks_images set = {.host_root = dir};
+  WKT_FAILS(WK_ERR_NOMEM, wk_clicks_images_add(&set, &s, &wc, &rc, 0));
+  ck_assert_msg(strstr(wk_last_error(), "2 rendered windows of 48 px need") &&
+                    strstr(wk_last_error(), "(1 MB available); train on fewer sessions"),
+                "%s", wk_last_error());
+  ck_assert_int_eq(set.n, 0);
+  ck_assert_ptr_null(set.rgb);
+  set.host_root = NULL;
+  WKT_OK(wk_clicks_images_add(&set, &s, &wc, &rc, 3));
+  ck_assert_int_eq(set.n, 2);
+  ck_assert_int_eq(set.labels[1], 3);
+  wk_clicks_images_free(&set);
+  wk_click_session_free(&s);
+  wkt_rmtree(dir);
+}
+END_TEST
 
 START_TEST(test_segment) {
   const double t[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
@@ -580,6 +610,7 @@ static Suite *clicks_suite(void) {
   tcase_add_test(tc, test_number_parser);
   tcase_add_test(tc, test_parse_mutations);
   tcase_add_test(tc, test_segment);
+  tcase_add_test(tc, test_images_within_memory);
   tcase_add_test(tc, test_render_golden);
   tcase_add_test(tc, test_render_degenerate);
   tcase_add_test(tc, test_auc_eer);

@@ -34,9 +34,14 @@ typedef struct wk_clicks_images {
   int32_t *labels;
   int64_t n, cap;
   int size;
+  const char *host_root; /* NULL: the live system's /proc and /sys; tests point it at a tree
+                          * of their own (core/hostres.h) */
 } wk_clicks_images;
 
-/* Segments s with `w` and renders every window, labelled `label`. */
+/* Segments s with `w` and renders every window, labelled `label`. The set
+ * grows only within half the memory the host has available (the rest is for
+ * training): past it, WK_ERR_NOMEM with the sizes, before the memory is
+ * taken. */
 wk_status wk_clicks_images_add(wk_clicks_images *set, const wk_click_session *s,
                                const wk_click_window_cfg *w, const wk_click_render_cfg *r,
                                int32_t label);
