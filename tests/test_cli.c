@@ -88,6 +88,7 @@ END_TEST
 
 START_TEST(test_bad_environment_is_a_failure_not_a_crash) {
   run_result r = run("system");
+  ck_assert_msg(r.code == 0, "system, as is: rc %d: %s", r.code, r.err); /* the variable's doing */
   setenv("WHISKER_IMPL", "turbo", 1);
   r = run("system");
   unsetenv("WHISKER_IMPL");

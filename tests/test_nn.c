@@ -944,6 +944,7 @@ START_TEST(test_builder_errors) {
 
   ck_assert_int_eq(wk_net_create(ctx, 8, 8, 3, &net), WK_OK);
   v = wk_net_conv(net, "c", 0, 4, 3, 3, &p, false);
+  ck_assert_int_eq(v, 1);
   ck_assert_int_eq(wk_net_finalize(net, 1), WK_ERR_SHAPE); /* output not flat */
   wk_net_destroy(net);
 
