@@ -7,7 +7,7 @@
 #      ends with the same metrics as an uninterrupted run; so does one stopped
 #      with SIGINT mid-epoch (which must save and exit);
 #   3c. a resumed checkpoint with nothing to validate on is refused, not a crash;
-#   3d. so is one whose image size is past what --size allows;
+#   3d. so is one whose image size or epochs are past what the options allow;
 #   4. bad usage exits 2, a missing model exits 1 with a message, and so does a
 #      run too short for the one-cycle schedule.
 # Needs WHISKER_BIN (set by ctest) and /usr/bin/python3 with PIL (exit 77 without).
@@ -160,25 +160,34 @@ rc=$?; set -e
 [ "$rc" -eq 1 ] && grep -q "no validation images" "$tmp/v0.err" ||
   { cat "$tmp/v0.err"; fail "val_pct 0 resume: rc $rc"; }
 
-# 3d. a checkpoint whose image size is past what --size allows (rewritten so; the header's
-# padding takes up the longer number): refused as out of range, not a run that allocates
-# images of 8192 px
-mkdir -p "$tmp/big"
-cp "$tmp/straight/checkpoint.safetensors" "$tmp/big/checkpoint.safetensors"
-"$py" - "$tmp/big/checkpoint.safetensors" <<'EOF' || fail "could not set the checkpoint's size"
+# 3d. a checkpoint whose image size or epochs are past what --size and --epochs allow
+# (rewritten so): refused as out of range, not a run that allocates images of 8192 px or
+# plans ten million epochs
+for what in size epochs; do
+  mkdir -p "$tmp/big_$what"
+  cp "$tmp/straight/checkpoint.safetensors" "$tmp/big_$what/checkpoint.safetensors"
+  "$py" - "$tmp/big_$what/checkpoint.safetensors" "$what" <<'EOF' || fail "could not set the checkpoint's $what"
 import re, struct, sys
-b = bytearray(open(sys.argv[1], "rb").read())
+pattern, repl = {
+    "size": (rb'("size\\?"\s*:\s*)32\b', rb"\g<1>8192"),
+    # the run's settings (whisker.run), not the model's provenance, which names epochs too
+    "epochs": (rb'(crop_scale_min\\?"\s*:\s*[-+.0-9eE]+,\s*\\?"epochs\\?"\s*:\s*)4\b', rb"\g<1>9999999"),
+}[sys.argv[2]]
+b = open(sys.argv[1], "rb").read()
 n = struct.unpack("<Q", b[:8])[0]
-h, k = re.subn(rb'("size\\?"\s*:\s*)32', rb"\g<1>8192", bytes(b[8:8 + n]))
-assert k == 1 and h.endswith(b"  "), k
-b[8:8 + n] = h[:n]
-open(sys.argv[1], "wb").write(b)
+h, k = re.subn(pattern, repl, b[8:8 + n].rstrip(b" "))
+assert k == 1, k
+h += b" " * (-len(h) % 8)  # the header padded to 8 bytes, its length rewritten
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b[8 + n:])
 EOF
-set +e
-"$bin" train "$tmp/small" --out "$tmp/big" "${args[@]}" --resume > /dev/null 2> "$tmp/big.err"
-rc=$?; set -e
-[ "$rc" -eq 1 ] && grep -q "out-of-range setting" "$tmp/big.err" ||
-  { cat "$tmp/big.err"; fail "size 8192 resume: rc $rc"; }
+  set +e
+  # (a limit: ten million epochs accepted would train for days)
+  timeout 120 "$bin" train "$tmp/small" --out "$tmp/big_$what" "${args[@]}" --resume > /dev/null \
+    2> "$tmp/big.err"
+  rc=$?; set -e
+  [ "$rc" -eq 1 ] && grep -q "out-of-range setting" "$tmp/big.err" ||
+    { cat "$tmp/big.err"; fail "$what past the CLI's limit, resumed: rc $rc"; }
+done
 
 # 4. usage and errors
 set +e

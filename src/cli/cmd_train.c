@@ -142,8 +142,8 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_str(cmd, argc, argv, &i, "--val", &c.val_dir)) ||
         (r = wk_arg_str(cmd, argc, argv, &i, "--optimizer", &optim)) ||
         (r = wk_arg_str(cmd, argc, argv, &i, "--schedule", &sched)) ||
-        (r = wk_arg_int(cmd, argc, argv, &i, "--epochs", 1, 100000, &epochs)) ||
-        (r = wk_arg_int(cmd, argc, argv, &i, "--head-epochs", 0, 100000, &c.head_epochs)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--epochs", 1, WK_FIT_MAX_EPOCHS, &epochs)) ||
+        (r = wk_arg_int(cmd, argc, argv, &i, "--head-epochs", 0, WK_FIT_MAX_EPOCHS, &c.head_epochs)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--batch", 2, 65536, &c.batch)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--size", 16, WK_FIT_MAX_SIZE, &size)) ||
         (r = wk_arg_int(cmd, argc, argv, &i, "--workers", 1, 256, &c.workers)) ||

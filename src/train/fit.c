@@ -796,10 +796,11 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   memset(res, 0, sizeof *res);
   res->best_val_acc = -1.0; /* none yet; wk_fit_run keeps it in r.state */
   wk_fit_config cfg = *cfg_in; /* size 0 (fine-tuning) becomes the model's */
-  if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.batch < 2 ||
+  if (!cfg.data_dir || !cfg.out_dir || cfg.epochs < 1 || cfg.epochs > WK_FIT_MAX_EPOCHS ||
+      cfg.batch < 2 ||
       (cfg.size < 16 && !(cfg.size == 0 && cfg.pretrained)) || cfg.size > WK_FIT_MAX_SIZE ||
       cfg.workers < 1 || cfg.head_epochs < 0 || !(cfg.lr_min_scale > 0 && cfg.lr_min_scale <= 1))
-    return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs >= 1, batch >= 2, "
+    return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs 1 to 100000, batch >= 2, "
                    "size 16 to 4096 (or 0 to fine-tune at the model's), workers >= 1, head epochs "
                    ">= 0 and a learning-rate scale in (0, 1] are required");
   if (cfg.pretrained && cfg.head_epochs >= cfg.epochs)

@@ -34,8 +34,9 @@
 #include "train/schedule.h"
 
 /* The largest training image side (--size): a batch of 32 at 4096 px is 1.6 GB
- * of input alone. */
-enum { WK_FIT_MAX_SIZE = 4096 };
+ * of input alone. The most epochs (--epochs, --head-epochs). The CLI, the
+ * checkpoint's run settings and wk_fit hold to both. */
+enum { WK_FIT_MAX_SIZE = 4096, WK_FIT_MAX_EPOCHS = 100000 };
 
 typedef struct wk_fit_config {
   const char *data_dir;   /* required */

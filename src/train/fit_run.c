@@ -63,7 +63,7 @@ wk_status wk_run_settings_adopt(const char *path, const char *text, wk_fit_confi
       wk_json_number(o, "val_pct", 0, 100, false, &val_pct) &&
       wk_json_number(o, "size", 0, WK_FIT_MAX_SIZE, true, &size) &&
       wk_json_number(o, "crop_scale_min", 1e-6, 1, false, &crop) &&
-      wk_json_number(o, "epochs", 1, 1e7, true, &epochs) && wk_json_number(o, "lr", 0, 1e3, false, &lr) &&
+      wk_json_number(o, "epochs", 1, WK_FIT_MAX_EPOCHS, true, &epochs) && wk_json_number(o, "lr", 0, 1e3, false, &lr) &&
       wk_json_number(o, "optim", WK_OPTIM_SGD, WK_OPTIM_ADAMW, true, &optim) &&
       wk_json_number(o, "weight_decay", -1, 1e3, false, &wd) &&
       wk_json_number(o, "schedule", WK_SCHEDULE_CONSTANT, WK_SCHEDULE_STEP, true, &sched) &&
