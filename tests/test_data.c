@@ -795,15 +795,10 @@ END_TEST
  * MemAvailable so that other tests freeing memory cannot make room; skipped
  * where there is no /proc/meminfo or one batch would pass the tensor limit. */
 START_TEST(test_loader_refuses_a_ring_past_memory) {
-  FILE *f = fopen("/proc/meminfo", "r");
-  unsigned long long kb = 0;
-  char line[128];
-  while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {
-  }
-  if (f) fclose(f);
+  const size_t avail = wkt_mem_available();
   const size_t image = (size_t)8192 * 8192 * 3 * sizeof(float);
-  const size_t batch = ((size_t)kb * 1024 + ((size_t)4 << 30)) / (2 * image) + 1;
-  if (!kb || batch * image > ((size_t)1 << 36)) return;
+  const size_t batch = (avail + ((size_t)4 << 30)) / (2 * image) + 1;
+  if (!avail || batch * image > ((size_t)1 << 36)) return;
   char *root = loader_fixture();
   wk_dataset_opts o = quiet_opts(true);
   wk_dataset *ds = NULL;

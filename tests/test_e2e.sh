@@ -120,19 +120,26 @@ cmp <(cut -d, -f1-6 "$tmp/straight/metrics.csv") <(cut -d, -f1-6 "$tmp/int/metri
 cmp "$tmp/straight/model.safetensors" "$tmp/int/model.safetensors" \
   || fail "resumed after SIGINT: the final model differs"
 
+# ckpt_rewritten NAME PATTERN REPL: a copy of the straight run's checkpoint in $tmp/NAME
+# whose header has PATTERN (a Python regex on bytes, matched exactly once) replaced by
+# REPL, the header's length rewritten to fit (padded to 8 bytes again)
+ckpt_rewritten() {
+  mkdir -p "$tmp/$1"
+  "$py" - "$tmp/straight/checkpoint.safetensors" "$tmp/$1/checkpoint.safetensors" "$2" "$3" \
+    <<'EOF' || fail "could not rewrite the checkpoint for $1"
+import re, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h, k = re.subn(sys.argv[3].encode(), sys.argv[4].encode(), b[8:8 + n].rstrip(b" "))
+assert k == 1, k
+h += b" " * (-len(h) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + b[8 + n:])
+EOF
+}
+
 # 3b. a checkpoint that trained in fp16 (made so by rewriting its precision: the CPU cannot
 # train in it) keeps it under --precision auto: resuming on the CPU fails saying why and how
-mkdir -p "$tmp/p16"
-cp "$tmp/straight/checkpoint.safetensors" "$tmp/p16/checkpoint.safetensors"
-"$py" - "$tmp/p16/checkpoint.safetensors" <<'EOF' || fail "could not mark the checkpoint fp16"
-import re, struct, sys
-b = bytearray(open(sys.argv[1], "rb").read())
-n = struct.unpack("<Q", b[:8])[0]
-h, k = re.subn(rb'(precision\\?"\s*:\s*\\?")fp32', rb"\1fp16", bytes(b[8:8 + n]))
-assert k == 1, k
-b[8:8 + n] = h
-open(sys.argv[1], "wb").write(b)
-EOF
+ckpt_rewritten p16 '(precision\\?"\s*:\s*\\?")fp32' '\g<1>fp16'
 set +e
 "$bin" train "$tmp/small" --out "$tmp/p16" "${args[@]}" --epochs 5 --resume > /dev/null \
   2> "$tmp/p16.err"
@@ -143,17 +150,7 @@ rc=$?; set -e
 # 3c. a checkpoint whose validation share is 0 (rewritten so: the CLI allows 1 to 90),
 # resumed on a folder with no val/ beside it: nothing to validate on, refused with a
 # message (it once crashed)
-mkdir -p "$tmp/v0"
-cp "$tmp/straight/checkpoint.safetensors" "$tmp/v0/checkpoint.safetensors"
-"$py" - "$tmp/v0/checkpoint.safetensors" <<'EOF' || fail "could not set the checkpoint's val_pct to 0"
-import re, struct, sys
-b = bytearray(open(sys.argv[1], "rb").read())
-n = struct.unpack("<Q", b[:8])[0]
-h, k = re.subn(rb'(val_pct\\?"\s*:\s*)20', rb"\1 0", bytes(b[8:8 + n]))
-assert k == 1, k
-b[8:8 + n] = h
-open(sys.argv[1], "wb").write(b)
-EOF
+ckpt_rewritten v0 '(val_pct\\?"\s*:\s*)20\b' '\g<1>0'
 set +e
 "$bin" train "$tmp/small/train" --out "$tmp/v0" "${args[@]}" --resume > /dev/null 2> "$tmp/v0.err"
 rc=$?; set -e
@@ -162,24 +159,12 @@ rc=$?; set -e
 
 # 3d. a checkpoint whose image size or epochs are past what --size and --epochs allow
 # (rewritten so): refused as out of range, not a run that allocates images of 8192 px or
-# plans ten million epochs
+# plans ten million epochs (the epochs of the run's settings, whisker.run, not of the
+# model's provenance, which names them too)
+ckpt_rewritten big_size '("size\\?"\s*:\s*)32\b' '\g<1>8192'
+ckpt_rewritten big_epochs '(crop_scale_min\\?"\s*:\s*[-+.0-9eE]+,\s*\\?"epochs\\?"\s*:\s*)4\b' \
+  '\g<1>9999999'
 for what in size epochs; do
-  mkdir -p "$tmp/big_$what"
-  cp "$tmp/straight/checkpoint.safetensors" "$tmp/big_$what/checkpoint.safetensors"
-  "$py" - "$tmp/big_$what/checkpoint.safetensors" "$what" <<'EOF' || fail "could not set the checkpoint's $what"
-import re, struct, sys
-pattern, repl = {
-    "size": (rb'("size\\?"\s*:\s*)32\b', rb"\g<1>8192"),
-    # the run's settings (whisker.run), not the model's provenance, which names epochs too
-    "epochs": (rb'(crop_scale_min\\?"\s*:\s*[-+.0-9eE]+,\s*\\?"epochs\\?"\s*:\s*)4\b', rb"\g<1>9999999"),
-}[sys.argv[2]]
-b = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", b[:8])[0]
-h, k = re.subn(pattern, repl, b[8:8 + n].rstrip(b" "))
-assert k == 1, k
-h += b" " * (-len(h) % 8)  # the header padded to 8 bytes, its length rewritten
-open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b[8 + n:])
-EOF
   set +e
   # (a limit: ten million epochs accepted would train for days)
   timeout 120 "$bin" train "$tmp/small" --out "$tmp/big_$what" "${args[@]}" --resume > /dev/null \

@@ -304,14 +304,9 @@ END_TEST
  * freeing memory meanwhile cannot make room; skipped where there is no
  * /proc/meminfo or the request would pass the tensor limit. */
 START_TEST(test_mem_available) {
-  FILE *f = fopen("/proc/meminfo", "r");
-  unsigned long long kb = 0;
-  char line[128];
-  while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {
-  }
-  if (f) fclose(f);
-  const size_t bytes = (size_t)kb * 1024 + ((size_t)4 << 30);
-  if (!kb || bytes > ((size_t)1 << 36)) return;
+  const size_t avail = wkt_mem_available();
+  const size_t bytes = avail + ((size_t)4 << 30);
+  if (!avail || bytes > ((size_t)1 << 36)) return;
   wk_bufpool p = {0};
   float *a = NULL;
   WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, bytes / sizeof(float), &a));

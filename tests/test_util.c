@@ -98,6 +98,16 @@ bool wkt_has_tmpfile(const char *dir) {
   return true;
 }
 
+size_t wkt_mem_available(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  unsigned long long kb = 0;
+  char line[128];
+  while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {
+  }
+  if (f) fclose(f);
+  return (size_t)kb * 1024;
+}
+
 void wkt_write_text(const char *dir, const char *rel, const char *text) {
   char path[1024];
   ck_assert_int_lt(snprintf(path, sizeof path, "%s/%s", dir, rel), (int)sizeof path);

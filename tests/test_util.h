@@ -35,6 +35,9 @@ bool wkt_has_tmpfile(const char *dir);
 /* The entries of folder dir, "." and ".." aside (fails the test when it cannot be read). */
 int wkt_count_entries(const char *dir);
 
+/* /proc/meminfo's MemAvailable in bytes; 0 where it cannot be read. */
+size_t wkt_mem_available(void);
+
 /* Writes `text` to dir/rel, making rel's folders (fails the test on error). */
 void wkt_write_text(const char *dir, const char *rel, const char *text);
 

@@ -87,16 +87,13 @@ static wk_status wk_images_reserve(wk_clicks_images *set, int64_t more) {
   while (cap < set->n + more) cap *= 2;
   const size_t px = (size_t)set->size * (size_t)set->size * 3;
   /* realloc may hand out what the kernel then kills the process for (or
-   * swaps minutes for) as the windows are drawn: refuse past half of what is
-   * available, the rest being training's (core/hostres.h) */
-  const double grow = (double)(cap - set->cap) * (double)(px + sizeof *set->labels);
-  wk_host_mem m;
-  if (wk_host_mem_read(set->host_root ? set->host_root : "", &m) && grow > 0.5 * (double)m.avail)
-    return wk_fail(WK_ERR_NOMEM, "%lld rendered windows of %d px need %.0f MB more, more than "
-                   "half of what %s (%.0f MB available); train on fewer sessions or a smaller "
-                   "--size", (long long)(set->n + more), set->size, grow / 1048576.0,
-                   m.by_cgroup ? "the process's control group leaves" : "the system has",
-                   (double)m.avail / 1048576.0);
+   * swaps minutes for) as the windows are drawn (core/hostres.h) */
+  char what[96];
+  snprintf(what, sizeof what, "%lld rendered windows of %d px", (long long)(set->n + more),
+           set->size);
+  WK_TRY(wk_host_half_room(set->host_root ? set->host_root : "",
+                           (double)(cap - set->cap) * (double)(px + sizeof *set->labels), what,
+                           "train on fewer sessions or a smaller --size"));
   uint8_t *rgb = realloc(set->rgb, (size_t)cap * px);
   if (!rgb) return wk_fail(WK_ERR_NOMEM, "out of memory for %lld rendered windows",
                            (long long)cap);

@@ -251,6 +251,18 @@ bool wk_host_mem_read(const char *root, wk_host_mem *out) {
   return sys || cg;
 }
 
+wk_status wk_host_half_room(const char *root, double bytes, const char *what, const char *hint) {
+  wk_host_mem m;
+  if (!wk_host_mem_read(root, &m) || bytes <= 0.5 * (double)m.avail) return WK_OK;
+  const double mb = 1048576.0;
+  return wk_fail(WK_ERR_NOMEM, "%s need %.0f MB, more than half of what %s (%.0f MB available); "
+                 "%s", what, bytes / mb,
+                 m.by_cgroup ? "the process's control group (a container's or job's memory "
+                               "limit) leaves"
+                             : "the system has",
+                 (double)m.avail / mb, hint);
+}
+
 /* One cgroup's CPU quota in CPUs (rounded up); 0 when none. */
 static int wk_hr_cpu_level(const wk_cg_dir *d) {
   uint64_t quota, period;

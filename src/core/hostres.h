@@ -32,6 +32,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/status.h"
+
 typedef struct wk_host_mem {
   size_t avail;        /* bytes this process may still take: the smaller of the two below */
   size_t sys_avail;    /* /proc/meminfo's MemAvailable; SIZE_MAX when unreadable */
@@ -43,6 +45,14 @@ typedef struct wk_host_mem {
 /* Fills *out; false when neither the system nor a cgroup says anything
  * (no /proc: avail is then SIZE_MAX). */
 bool wk_host_mem_read(const char *root, wk_host_mem *out);
+
+/* For memory made up front beside more to come (a loader's batches, a
+ * rendered image set), whose pages are touched as it is filled: WK_OK when
+ * `bytes` take at most half of what the host leaves this process (the rest
+ * is the network's; unknown counts as room), else WK_ERR_NOMEM, "WHAT need N
+ * MB, more than half of what the system has (M MB available); HINT", naming
+ * the control group where its limit is the tighter. */
+wk_status wk_host_half_room(const char *root, double bytes, const char *what, const char *hint);
 
 /* The CPUs the process's cgroups allow it (their CPU quota, rounded up, at
  * least 1); 0 when no quota is set. Affinity (taskset, cpusets) is

@@ -341,26 +341,17 @@ static wk_status wk_slot_alloc(wk_loader *ld, wk_slot *slot) {
   return WK_OK;
 }
 
-/* The ring's batches are zeroed (their pages touched) when made: past half
- * the memory the system, or the process's memory cgroup, has available (the
- * network's activations, several times its input, need the rest), refuse
- * with a message instead of being killed by the kernel or swapping for
- * minutes (core/hostres.h). */
+/* The ring's batches are zeroed (their pages touched) when made: refused
+ * past half of what the host has available, rather than killed by the
+ * kernel or swapping for minutes (core/hostres.h). */
 static wk_status wk_loader_room(const wk_loader *ld) {
   const wk_loader_cfg *c = &ld->cfg;
-  const double mb = 1048576.0;
   const double bytes = (double)ld->ring * (double)c->batch_size * (double)ld->image_elems *
                        (double)((c->want_f32 ? sizeof(float) : 0) + (c->want_u8 ? 1 : 0));
-  wk_host_mem m;
-  if (!wk_host_mem_read("", &m) || bytes <= 0.5 * (double)m.avail) return WK_OK;
-  return wk_fail(WK_ERR_NOMEM, "loader: %d batches of %d images of %dx%d px in flight need "
-                 "%.0f MB, more than half of what %s (%.0f MB available); try a smaller "
-                 "--batch or --size", ld->ring,
-                 c->batch_size, c->aug.out_width, c->aug.out_height, bytes / mb,
-                 m.by_cgroup ? "the process's control group (a container's or job's memory "
-                               "limit) leaves"
-                             : "the system has",
-                 (double)m.avail / mb);
+  char what[128];
+  snprintf(what, sizeof what, "loader: %d batches of %d images of %dx%d px in flight", ld->ring,
+           c->batch_size, c->aug.out_width, c->aug.out_height);
+  return wk_host_half_room("", bytes, what, "try a smaller --batch or --size");
 }
 
 static wk_status wk_loader_init(wk_loader *ld) {

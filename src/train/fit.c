@@ -800,9 +800,10 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
       cfg.batch < 2 ||
       (cfg.size < 16 && !(cfg.size == 0 && cfg.pretrained)) || cfg.size > WK_FIT_MAX_SIZE ||
       cfg.workers < 1 || cfg.head_epochs < 0 || !(cfg.lr_min_scale > 0 && cfg.lr_min_scale <= 1))
-    return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs 1 to 100000, batch >= 2, "
-                   "size 16 to 4096 (or 0 to fine-tune at the model's), workers >= 1, head epochs "
-                   ">= 0 and a learning-rate scale in (0, 1] are required");
+    return wk_fail(WK_ERR_INVALID_ARG, "train: data, output directory, epochs 1 to %d, batch >= "
+                   "2, size 16 to %d (or 0 to fine-tune at the model's), workers >= 1, head "
+                   "epochs >= 0 and a learning-rate scale in (0, 1] are required",
+                   WK_FIT_MAX_EPOCHS, WK_FIT_MAX_SIZE);
   if (cfg.pretrained && cfg.head_epochs >= cfg.epochs)
     WK_LOG_W("fine-tuning: all %d epochs train the head alone (--head-epochs %d)", cfg.epochs,
              cfg.head_epochs);
