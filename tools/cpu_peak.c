@@ -1,6 +1,6 @@
 /* cpu_peak.c - the single-precision arithmetic rate the cores reach in a loop
  * of nothing but fused multiply-adds: the ceiling that tools/bench_infer.c's
- * GFLOP/s are measured against (README, "Inference speed vs ONNX Runtime").
+ * GFLOP/s are measured against (docs/benchmarks.md, "Inference speed vs ONNX Runtime").
  *
  *   wk_cpu_peak [--threads N] [--seconds S]
  *

@@ -162,7 +162,7 @@ typedef struct wk_click_render_cfg {
 wk_click_render_cfg wk_click_render_cfg_default(void);
 wk_status wk_click_render_cfg_check(const wk_click_render_cfg *c);
 /* Renders events [w.begin, w.end) of s into img (allocated or reused). The
- * encoding is described in render.c and the README. */
+ * encoding is described in render.c and docs/clicks.md. */
 wk_status wk_click_render(const wk_click_session *s, wk_click_window w,
                           const wk_click_render_cfg *c, wk_image *img);
 /* The same into caller memory: rgb (size, size, 3). */

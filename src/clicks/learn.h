@@ -20,7 +20,7 @@ typedef struct wk_clicks_cfg {
 } wk_clicks_cfg;
 
 /* 48 px screen-scaled windows of 128 events, stride 1, scored with stride 0.5:
- * the settings of the README's Balabit result. */
+ * the settings of the Balabit result in docs/clicks.md. */
 wk_clicks_cfg wk_clicks_cfg_default(void);
 /* {"size", "scale", "screen": [w, h], "pause_s", "window_events", "window_s",
  * "stride", "score_stride", "min_events"} (malloc'ed text). */

@@ -1,6 +1,6 @@
 /* cuda_runtime.h (kernel emulator) - the CUDA runtime and device built-ins
  * that the .cu files in kernels/ use, for compiling those files as plain C++ and running
- * them on the host (tests/emu/emu.cpp; README "GPU kernels without a GPU").
+ * them on the host (tests/emu/emu.cpp; docs/gpu/README.md, "GPU kernels without a GPU").
  *
  * Found before any real CUDA header only by the emulator's targets
  * (tests/CMakeLists.txt). Kernel launches (`k<<<grid, block, shmem,

@@ -1,6 +1,6 @@
 /* emu.cpp - a CUDA kernel emulator: runs the .cu files in kernels/ on the host, so their
  * indexing, their block reductions and their arithmetic are tested where
- * there is no GPU (README "GPU kernels without a GPU").
+ * there is no GPU (docs/gpu/README.md, "GPU kernels without a GPU").
  *
  * What it does, for each launch (tests/emu/rewrite.pl turns `k<<<...>>>` into
  * wk_emu::launch, which calls run):
