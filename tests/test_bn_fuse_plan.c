@@ -40,6 +40,7 @@ typedef struct wkt_plan {
 
 static wkt_plan wkt_plan_net(const wk_net *net) {
   wkt_plan p = {.n_nodes = wk_net_n_nodes(net)};
+  ck_assert_int_gt(p.n_nodes, 0); /* every net here is a finalized one, with nodes */
   p.nodes = malloc((size_t)p.n_nodes * sizeof *p.nodes);
   p.alias = malloc((size_t)(p.n_nodes + 1) * sizeof *p.alias);
   p.readers = malloc((size_t)(p.n_nodes + 1) * sizeof *p.readers);
@@ -497,6 +498,7 @@ END_TEST
 static size_t wkt_run_forward(const wk_node *nodes, int n_nodes, const int *root,
                               const wk_bn_fuse_group *groups, int n_groups, bool whole,
                               const size_t *cells) {
+  ck_assert_int_ge(n_nodes, 0);
   const int nv = n_nodes + 1;
   int *first = malloc((size_t)nv * sizeof *first), *last = malloc((size_t)nv * sizeof *last);
   int *mark = malloc((size_t)nv * sizeof *mark);
@@ -537,6 +539,7 @@ static size_t wkt_run_forward(const wk_node *nodes, int n_nodes, const int *root
       in[1] = g->z;
       n_in = g->add >= 0 ? 2 : 1;
     }
+    if (n_in < 0 || n_in > 2) ck_abort_msg("node %d has %d inputs", i, n_in); /* in[] holds 2 */
     for (int k = 0; k < n_in; k++) {
       const int u = in[k];
       for (size_t c = 0; c < cells[u]; c++) /* (one check per cell costs Check a write) */

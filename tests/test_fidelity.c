@@ -78,7 +78,8 @@ static void wkt_fidelity(const char *arch, wk_impl impl) {
     if (fabs(wk_net_grads(net)[i]) > gmax) gmax = fabs(wk_net_grads(net)[i]);
   const double floor = 1e-4 * gmax, tol = impl == WK_IMPL_REF ? 1e-3 : 0.25;
   double worst = 0;
-  float *tmp = malloc(16 << 20);
+  float *tmp = calloc(4 << 20, sizeof *tmp); /* 16 MiB */
+  ck_assert_ptr_nonnull(tmp);
   for (size_t i = 0; i < np; i++) {
     const wk_param *p = &params[i];
     const float *gsrc = wk_net_grads(net) + p->offset;
@@ -86,6 +87,8 @@ static void wkt_fidelity(const char *arch, wk_impl impl) {
     if (p->ndim == 4) { /* OHWI -> OIHW as PyTorch stores it */
       const int64_t o = p->shape[0], kh = p->shape[1], kw = p->shape[2], ci = p->shape[3];
       ck_assert_uint_le(p->numel * 4, 16u << 20);
+      /* the loops below write all numel floats of tmp read after them */
+      ck_assert_int_eq(o * kh * kw * ci, (int64_t)p->numel);
       for (int64_t a = 0; a < o; a++)
         for (int64_t yy = 0; yy < kh; yy++)
           for (int64_t xx = 0; xx < kw; xx++)

@@ -65,33 +65,16 @@
 /* cudnnGetLastErrorString's message: per thread, as cuDNN 9 keeps it. */
 static _Thread_local char wk_last_msg[512];
 
-static cudnnStatus_t wk_vfail(cudnnStatus_t s, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-static cudnnStatus_t wk_fail(cudnnStatus_t s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static cudnnStatus_t wk_vfail(cudnnStatus_t s, const char *fmt, va_list ap) {
+/* Keeps the formatted reason for cudnnGetLastErrorString (fake_cudnn.h). */
+void wk_fake_cudnn_note(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
   vsnprintf(wk_last_msg, sizeof wk_last_msg, fmt, ap);
-  return s;
+  va_end(ap);
 }
 
 /* Returns s, keeping the formatted reason for cudnnGetLastErrorString. */
-static cudnnStatus_t wk_fail(cudnnStatus_t s, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  const cudnnStatus_t r = wk_vfail(s, fmt, ap);
-  va_end(ap);
-  return r;
-}
-
-/* The same for the other cuDNN fakes (fake_cudnn.h). */
-cudnnStatus_t wk_fake_cudnn_fail(cudnnStatus_t s, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  const cudnnStatus_t r = wk_vfail(s, fmt, ap);
-  va_end(ap);
-  return r;
-}
+#define wk_fail(s, ...) wk_fake_cudnn_fail(s, __VA_ARGS__)
 
 #define WK_BAD(...) wk_fail(CUDNN_STATUS_BAD_PARAM, __VA_ARGS__)
 #define WK_TRY(x)                                                                           \
@@ -827,24 +810,36 @@ typedef struct wk_conv_ctx {
  * guide, "Convolution Formulas"). */
 static int wk_tap(int flip, int i, int n) { return flip ? n - 1 - i : i; }
 
-/* The loops below run on dense double copies, gathered once through the
- * descriptors: X[n][c][h][w], W[k][ci][r][s] with the flip of CUDNN_CONVOLUTION
- * applied (so the sums read W at the tap index), Y[n][k][oh][ow]; the result
- * is scattered back through the output's descriptor with alpha and beta. */
-static double *wk_gather_tensor(const struct cudnnTensorStruct *d, const void *p,
-                                wk_fake_dtype t) {
+/* Input element `at` of p as the work reads it: with cx->f16_inputs rounded
+ * to IEEE half (round to nearest even, through float), in the copies below,
+ * never in the caller's buffers. */
+static double wk_input(const wk_conv_ctx *cx, const void *p, wk_fake_dtype t, size_t at) {
+  const double v = wk_fake_load(p, t, at);
+  if (!cx->f16_inputs) return v;
+  uint16_t h;
+  wk_fake_store(&h, WK_FAKE_F16, 0, v);
+  return wk_fake_load(&h, WK_FAKE_F16, 0);
+}
+
+/* The loops below run on dense double copies of the inputs (wk_input's),
+ * gathered once through the descriptors: X[n][c][h][w], W[k][ci][r][s] with
+ * the flip of CUDNN_CONVOLUTION applied (so the sums read W at the tap index),
+ * Y[n][k][oh][ow]; the result is scattered back through the output's
+ * descriptor with alpha and beta. */
+static double *wk_gather_tensor(const wk_conv_ctx *cx, const struct cudnnTensorStruct *d,
+                                const void *p, wk_fake_dtype t) {
   double *a = malloc((size_t)d->n * d->c * d->h * d->w * sizeof *a);
   if (!a) wk_fake_die("cuDNN", "out of host memory");
   size_t i = 0;
   for (int n = 0; n < d->n; n++)
     for (int c = 0; c < d->c; c++)
       for (int h = 0; h < d->h; h++)
-        for (int w = 0; w < d->w; w++) a[i++] = wk_fake_load(p, t, wk_fake_at(d, n, c, h, w));
+        for (int w = 0; w < d->w; w++) a[i++] = wk_input(cx, p, t, wk_fake_at(d, n, c, h, w));
   return a;
 }
 
-static double *wk_gather_filter(const struct cudnnFilterStruct *f, const void *p, wk_fake_dtype t,
-                                int flip) {
+static double *wk_gather_filter(const wk_conv_ctx *cx, const struct cudnnFilterStruct *f,
+                                const void *p, wk_fake_dtype t, int flip) {
   double *a = malloc((size_t)f->k * f->c * f->r * f->s * sizeof *a);
   if (!a) wk_fake_die("cuDNN", "out of host memory");
   size_t i = 0;
@@ -852,19 +847,9 @@ static double *wk_gather_filter(const struct cudnnFilterStruct *f, const void *p
     for (int c = 0; c < f->c; c++)
       for (int r = 0; r < f->r; r++)
         for (int s = 0; s < f->s; s++)
-          a[i++] = wk_fake_load(p, t, wk_filter_at(f, k, c, wk_tap(flip, r, f->r), wk_tap(flip, s, f->s)));
+          a[i++] = wk_input(cx, p, t,
+                            wk_filter_at(f, k, c, wk_tap(flip, r, f->r), wk_tap(flip, s, f->s)));
   return a;
-}
-
-/* With c->f16_inputs, the n gathered inputs at a rounded to IEEE half (round
- * to nearest even, through float): the copies, never the caller's buffers. */
-static void wk_down_convert(const wk_conv_ctx *c, double *a, size_t n) {
-  if (!c->f16_inputs) return;
-  for (size_t i = 0; i < n; i++) {
-    uint16_t h;
-    wk_fake_store(&h, WK_FAKE_F16, 0, a[i]);
-    a[i] = wk_fake_load(&h, WK_FAKE_F16, 0);
-  }
 }
 
 /* out = alpha * acc + beta * out (beta 0: out not read, so it may hold NaN) */
@@ -879,9 +864,8 @@ static void wk_blend(const wk_conv_ctx *c, wk_fake_dtype t, size_t at, double ac
 static void wk_conv_forward(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
-  double *X = wk_gather_tensor(&c->xd, c->x, t), *W = wk_gather_filter(&c->wd, c->w, t, g->flip);
-  wk_down_convert(c, X, (size_t)g->n * g->c * g->h * g->w);
-  wk_down_convert(c, W, (size_t)g->k * g->cg * g->r * g->s);
+  double *X = wk_gather_tensor(c, &c->xd, c->x, t);
+  double *W = wk_gather_filter(c, &c->wd, c->w, t, g->flip);
   for (int n = 0; n < g->n; n++)
     for (int k = 0; k < g->k; k++) {
       const int c0 = (k / g->kg) * g->cg;
@@ -915,9 +899,8 @@ static void wk_conv_forward(const wk_conv_ctx *c) {
 static void wk_conv_backward_data(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
-  double *Y = wk_gather_tensor(&c->yd, c->y, t), *W = wk_gather_filter(&c->wd, c->w, t, g->flip);
-  wk_down_convert(c, Y, (size_t)g->n * g->k * g->oh * g->ow);
-  wk_down_convert(c, W, (size_t)g->k * g->cg * g->r * g->s);
+  double *Y = wk_gather_tensor(c, &c->yd, c->y, t);
+  double *W = wk_gather_filter(c, &c->wd, c->w, t, g->flip);
   double *D = calloc((size_t)g->n * g->c * g->h * g->w, sizeof *D);
   if (!D) wk_fake_die("cuDNN", "out of host memory");
   for (int n = 0; n < g->n; n++)
@@ -956,9 +939,7 @@ static void wk_conv_backward_data(const wk_conv_ctx *c) {
 static void wk_conv_backward_filter(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
-  double *X = wk_gather_tensor(&c->xd, c->x, t), *Y = wk_gather_tensor(&c->yd, c->y, t);
-  wk_down_convert(c, X, (size_t)g->n * g->c * g->h * g->w);
-  wk_down_convert(c, Y, (size_t)g->n * g->k * g->oh * g->ow);
+  double *X = wk_gather_tensor(c, &c->xd, c->x, t), *Y = wk_gather_tensor(c, &c->yd, c->y, t);
   for (int k = 0; k < g->k; k++) {
     const int c0 = (k / g->kg) * g->cg;
     for (int ci = 0; ci < g->cg; ci++)
@@ -987,9 +968,21 @@ static void wk_conv_backward_filter(const wk_conv_ctx *c) {
   free(Y);
 }
 
+/* The geometry is the descriptors' (wk_conv_prepare had wk_conv_check derive
+ * it from them), so the dense copies, gathered through the descriptors, hold
+ * every element the loops above read by the geometry. */
+static void wk_conv_check_geo(const wk_conv_ctx *c, const char *fn) {
+  const wk_geo *g = &c->g;
+  if (c->xd.n != g->n || c->xd.c != g->c || c->xd.h != g->h || c->xd.w != g->w ||
+      c->yd.n != g->n || c->yd.c != g->k || c->yd.h != g->oh || c->yd.w != g->ow ||
+      c->wd.k != g->k || c->wd.c != g->cg || c->wd.r != g->r || c->wd.s != g->s)
+    wk_fake_die(WK_LIB, "%s: the work's geometry is not its descriptors'", fn);
+}
+
 static void wk_conv_run(void *arg) {
   const wk_conv_ctx *c = arg;
   const char *fn = c->fn ? c->fn : wk_dir_fn[c->dir];
+  wk_conv_check_geo(c, fn);
   const size_t xb = wk_fake_tensor_bytes(&c->xd), yb = wk_fake_tensor_bytes(&c->yd),
                wb = wk_filter_bytes(&c->wd);
   /* the inputs and the output, by direction, with their extents */

@@ -78,7 +78,7 @@
  *     indices of 64 and more).
  *
  * Checked, each refusal returning its status with the reason kept for
- * cudnnGetLastErrorString (fake_cudnn.c's wk_fake_cudnn_fail):
+ * cudnnGetLastErrorString (fake_cudnn.h's wk_fake_cudnn_fail):
  *  - CUDNN_STATUS_BAD_PARAM: a NULL descriptor or pointer argument; an
  *    attribute name that is not one of the descriptor type's ("not an
  *    attribute of"); a wrong element type or count; a value out of range
