@@ -208,6 +208,38 @@ START_TEST(test_atomic_write_through_links) {
 }
 END_TEST
 
+/* An atomic write to a path that is not a regular file (a pipe, a folder,
+ * a character device) is refused before anything is written, naming the path
+ * and what it is: the rename would have replaced the pipe or the device with
+ * a regular file. The pipe is still a pipe after; no temporary file is left. */
+START_TEST(test_atomic_write_refuses_special_files) {
+  char dir[] = "/tmp/wk_test_special_XXXXXX", fifo[128], sub[128], link[128];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(fifo, sizeof fifo, "%s/out.onnx", dir);
+  snprintf(sub, sizeof sub, "%s/folder", dir);
+  snprintf(link, sizeof link, "%s/to_null", dir);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  ck_assert_int_eq(symlink("/dev/null", link), 0);
+  const char *paths[] = {fifo, sub, link, "/dev/null"};
+  const char *kinds[] = {"a pipe", "a folder", "a device", "a device"};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(wk_atomic_write_file(paths[i], "x", 1), WK_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(wk_last_error(), "not a regular file") &&
+                      strstr(wk_last_error(), kinds[i]),
+                  "%s: %s", paths[i], wk_last_error());
+  }
+  ck_assert_msg(strstr(wk_last_error(), "/dev/null"), "%s", wk_last_error());
+  struct stat st;
+  ck_assert_int_eq(lstat(fifo, &st), 0);
+  ck_assert(S_ISFIFO(st.st_mode));
+  ck_assert_int_eq(stat("/dev/null", &st), 0);
+  ck_assert(S_ISCHR(st.st_mode));
+  unlink(fifo), unlink(link), rmdir(sub);
+  ck_assert_int_eq(rmdir(dir), 0); /* no temporary file left behind */
+}
+END_TEST
+
 /* A writer killed before its commit leaves no temporary file behind (the
  * file is unnamed until the commit, on systems with O_TMPFILE: Linux on
  * ext4, xfs, btrfs, tmpfs), and a committed write leaves only its target. */
@@ -465,6 +497,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_status_messages);
   tcase_add_test(tc, test_atomic_write_through_links);
+  tcase_add_test(tc, test_atomic_write_refuses_special_files);
   tcase_add_test(tc, test_atomic_write_killed_leaves_nothing);
   tcase_add_test(tc, test_tensor_alloc_and_limits);
   tcase_add_test(tc, test_philox_known_answers);

@@ -822,11 +822,11 @@ START_TEST(test_atomic_write_failures) {
   snprintf(sub, sizeof sub, "%s/model.safetensors/x.safetensors", dir);
   ck_assert_int_eq(wk_st_write(sub, &e, 1, NULL, 0), WK_ERR_IO);
   ck_assert_ptr_nonnull(strstr(wk_last_error(), "Not a directory"));
-  /* the target is a directory: everything is written, the rename fails */
+  /* the target is a directory: refused before anything is written */
   snprintf(sub, sizeof sub, "%s/adir", dir);
   ck_assert_int_eq(mkdir(sub, 0755), 0);
-  ck_assert_int_eq(wk_st_write(sub, &e, 1, NULL, 0), WK_ERR_IO);
-  ck_assert_ptr_nonnull(strstr(wk_last_error(), "cannot rename"));
+  ck_assert_int_eq(wk_st_write(sub, &e, 1, NULL, 0), WK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(wk_last_error(), "adir: not a regular file (a folder)"));
   struct stat st;
   ck_assert_int_eq(stat(sub, &st), 0);
   ck_assert(S_ISDIR(st.st_mode));

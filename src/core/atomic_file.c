@@ -36,11 +36,15 @@ static void release(wk_atomic_file *af, int remove_tmp) {
   errno = saved;
 }
 
-/* Fails with the system's reason, after removing the temporary file. */
+/* Fails with the system's reason, after removing the temporary file. `what`
+ * reads before the temporary file's name, when it has one ("cannot write",
+ * "cannot open a stream on"). */
 static wk_status fail_errno(wk_atomic_file *af, const char *what) {
   int err = errno;
-  wk_status s = wk_fail(WK_ERR_IO, "%s: %s %s: %s", af->path ? af->path : "?", what,
-                        af->tmp_path ? af->tmp_path : "", strerror(err));
+  /* an unnamed temporary file (O_TMPFILE) has no name to give */
+  wk_status s = wk_fail(WK_ERR_IO, "%s: %s%s%s: %s", af->path ? af->path : "?", what,
+                        af->tmp_path ? " " : "", af->tmp_path ? af->tmp_path : "",
+                        strerror(err));
   release(af, 1);
   return s;
 }
@@ -206,6 +210,18 @@ wk_status wk_atomic_open(wk_atomic_file *af, const char *path) {
   if (!af->path)
     return wk_fail(errno == ENOMEM ? WK_ERR_NOMEM : WK_ERR_IO, "%s: cannot follow the link: %s",
                    path, strerror(errno));
+  /* The rename would put a regular file in the place of a device, a pipe or
+   * a socket (/dev/null given as the output: root would lose the device
+   * node), or fail late on a folder: refused before anything is written. */
+  struct stat st;
+  if (stat(af->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    const wk_status s =
+        wk_fail(WK_ERR_INVALID_ARG, "%s: not a regular file (%s); give the path of a file to write",
+                af->path, S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a pipe" :
+                S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file");
+    release(af, 0);
+    return s;
+  }
   return create_tmp(af);
 }
 
@@ -282,6 +298,11 @@ wk_status wk_mkdir_p(const char *d) {
   }
   if (mkdir(buf, 0777) != 0 && errno != EEXIST)
     return wk_fail(WK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
+  struct stat st; /* EEXIST: a file of that name may be there instead */
+  if (stat(buf, &st) != 0)
+    return wk_fail(WK_ERR_IO, "%s: cannot read the folder: %s", buf, strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return wk_fail(WK_ERR_IO, "%s: not a folder: a file of that name exists", buf);
   return WK_OK;
 }
 

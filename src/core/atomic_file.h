@@ -43,7 +43,9 @@ typedef struct wk_atomic_file {
 
 /* Creates the temporary file next to `path`. Fails with WK_ERR_IO (the message
  * names the file and the system's reason: a missing directory, no permission,
- * ...) or WK_ERR_NOMEM; af is then closed. */
+ * ...), WK_ERR_INVALID_ARG (`path` is a folder, a device, a pipe or a socket,
+ * which the commit's rename would replace) or WK_ERR_NOMEM; af is then
+ * closed. */
 wk_status wk_atomic_open(wk_atomic_file *af, const char *path);
 
 /* Appends n_bytes from data (may be NULL when n_bytes is 0). */
@@ -65,7 +67,8 @@ void wk_atomic_abort(wk_atomic_file *af);
 wk_status wk_atomic_write_file(const char *path, const void *data, size_t n_bytes);
 
 /* Creates the folder d and its missing parents (mkdir -p); an existing folder
- * is fine. Fails naming the first folder that could not be made. */
+ * is fine, a file of that name is not. Fails naming the first folder that
+ * could not be made. */
 wk_status wk_mkdir_p(const char *d);
 
 /* This program's own path (/proc/self/exe), and the folder it is in, into buf
