@@ -270,6 +270,64 @@ END_TEST
  * (both refused by the scan) and one cut in its image data (fails to decode):
  * each named on stderr, left out of the figures, and counted as skipped in the text
  * and the JSON report; a clean folder reports 0 skipped and no such line. */
+/* What train can know before training is refused before it: an unknown
+ * --model is a usage error and makes no run folder; one class folder, a --out
+ * that is a file and (not as root, who may write anywhere) a folder it cannot
+ * write in are failures naming the path, before the first epoch. export and
+ * convert refuse to write over a pipe, which stays a pipe. */
+START_TEST(test_train_refuses_before_training) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_refuse_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[4096], args[2048];
+  snprintf(cmd, sizeof cmd,
+           "mkdir -p '%s/one/cat' '%s/ro' && for i in 1 2 3 4 5 6; do cp '%s/data/samples/cat.jpg' "
+           "'%s/one/cat/'$i.jpg; done && touch '%s/afile' && mkfifo '%s/pipe.onnx'",
+           dir, dir, src, dir, dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  const char *quick = "--model smallcnn --size 32 --epochs 1 --batch 2";
+  snprintf(args, sizeof args, "train '%s/one' --out '%s/run' --model vgg16", dir, dir);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 2 && strstr(r.err, "unknown --model 'vgg16' (smallcnn, resnet18"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(cmd, sizeof cmd, "%s/run", dir);
+  ck_assert_int_ne(access(cmd, F_OK), 0);
+  snprintf(args, sizeof args, "train '%s/one' --out '%s/run' %s", dir, dir, quick);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "one: 1 class ('cat'): a classifier needs"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "train '%s/one' --out '%s/afile' %s", dir, dir, quick);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "afile: not a folder: a file of that name exists"),
+                "exit %d, stderr: %s", r.code, r.err);
+  if (geteuid() != 0) {
+    snprintf(cmd, sizeof cmd, "%s/ro", dir);
+    ck_assert_int_eq(chmod(cmd, 0555), 0);
+    snprintf(args, sizeof args, "train '%s/one' --out '%s/ro' %s", dir, dir, quick);
+    r = run(args);
+    ck_assert_msg(r.code == 1 && strstr(r.err, "ro: cannot write in the run folder"),
+                  "exit %d, stderr: %s", r.code, r.err);
+  }
+  snprintf(args, sizeof args, "export '%s/pretrained/default.safetensors' '%s/pipe.onnx'", src,
+           dir);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "pipe.onnx: not a regular file (a pipe)"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "convert '%s/pretrained/default.safetensors' '%s/pipe.onnx'", src,
+           dir);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "pipe.onnx: not a regular file (a pipe)"),
+                "exit %d, stderr: %s", r.code, r.err);
+  struct stat st;
+  snprintf(cmd, sizeof cmd, "%s/pipe.onnx", dir);
+  ck_assert_int_eq(lstat(cmd, &st), 0);
+  ck_assert(S_ISFIFO(st.st_mode));
+  snprintf(cmd, sizeof cmd, "chmod 755 '%s/ro' && rm -rf '%s'", dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(test_eval_counts_skipped_images) {
   const char *src = getenv("WHISKER_SOURCE_DIR");
   ck_assert_ptr_nonnull(src);
@@ -560,6 +618,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_version_and_help);
   tcase_add_test(tc, test_usage_errors_exit_2);
+  tcase_add_test(tc, test_train_refuses_before_training);
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);

@@ -9,6 +9,7 @@
 #include "cli/launch.h"
 #include "core/log.h"
 #include "dist/dist.h"
+#include "nn/zoo.h"
 #include "train/fit.h"
 #include "whisker.h"
 
@@ -190,6 +191,17 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
       wk_precision_parse_auto(precision, &c.precision, &c.precision_auto) != WK_OK) {
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
+  }
+  if (c.arch && !c.pretrained) { /* a usage error, before any data is read or folder made */
+    bool known = false;
+    for (const char *const *n = wk_zoo_names(); *n && !known; n++) known = !strcmp(*n, c.arch);
+    if (!known) {
+      fprintf(stderr, "whisker %s: unknown --model '%s' (", cmd, c.arch);
+      for (const char *const *n = wk_zoo_names(); *n; n++)
+        fprintf(stderr, "%s%s", n == wk_zoo_names() ? "" : ", ", *n);
+      fprintf(stderr, "; 'whisker finetune --from MODEL' starts from a model file)\n");
+      return WK_EXIT_USAGE;
+    }
   }
   c.seed = (uint64_t)seed;
   c.width = (float)width;

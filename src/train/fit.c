@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -71,6 +72,10 @@ typedef struct wk_run {
 static wk_status wk_run_paths(wk_run *r) {
   const char *d = r->cfg->out_dir;
   WK_TRY(wk_mkdir_p(d)); /* with its parents, as users expect of --out */
+  /* a folder this process cannot write in fails now, not after the first
+   * epoch's training, at its first save */
+  if (access(d, W_OK | X_OK) != 0)
+    return wk_fail(WK_ERR_IO, "%s: cannot write in the run folder: %s", d, strerror(errno));
   int a = snprintf(r->path_model, sizeof r->path_model, "%s/model.safetensors", d);
   int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
   int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
@@ -109,6 +114,14 @@ static wk_status wk_run_data(wk_run *r) {
                      "the validation share is %g%% (--val DIR, or --val-pct from 1 to 90)",
                      c->data_dir, c->val_pct);
   }
+  if (wk_dataset_n_classes(r->train_ds) < 2)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: %d class%s%s%s%s: a classifier needs a folder per "
+                   "class, at least two", c->data_dir, wk_dataset_n_classes(r->train_ds),
+                   wk_dataset_n_classes(r->train_ds) == 1 ? "" : "es",
+                   wk_dataset_n_classes(r->train_ds) == 1 ? " ('" : "",
+                   wk_dataset_n_classes(r->train_ds) == 1 ? wk_dataset_class_name(r->train_ds, 0)
+                                                           : "",
+                   wk_dataset_n_classes(r->train_ds) == 1 ? "')" : "");
   if (wk_dataset_size(r->train_ds) < c->batch)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %lld training images, fewer than one batch of %d",
                    c->data_dir, (long long)wk_dataset_size(r->train_ds), c->batch);
