@@ -266,10 +266,6 @@ START_TEST(test_classify_reads_stdin) {
 }
 END_TEST
 
-/* eval over a folder with a file that is no image, a JPEG cut in its header
- * (both refused by the scan) and one cut in its image data (fails to decode):
- * each named on stderr, left out of the figures, and counted as skipped in the text
- * and the JSON report; a clean folder reports 0 skipped and no such line. */
 /* What train can know before training is refused before it: an unknown
  * --model is a usage error and makes no run folder; one class folder, a --out
  * that is a file and (not as root, who may write anywhere) a folder it cannot
@@ -328,6 +324,10 @@ START_TEST(test_train_refuses_before_training) {
 }
 END_TEST
 
+/* eval over a folder with a file that is no image, a JPEG cut in its header
+ * (both refused by the scan) and one cut in its image data (fails to decode):
+ * each named on stderr, left out of the figures, and counted as skipped in the text
+ * and the JSON report; a clean folder reports 0 skipped and no such line. */
 START_TEST(test_eval_counts_skipped_images) {
   const char *src = getenv("WHISKER_SOURCE_DIR");
   ck_assert_ptr_nonnull(src);

@@ -58,12 +58,6 @@ static void wk_usage_bench(FILE *f) {
           "one GPU runs the NCCL path in one process, for its cost against --device cuda:N.\n");
 }
 
-static bool wk_bench_is_arch(const char *name) {
-  for (const char *const *a = wk_zoo_names(); *a; a++)
-    if (!strcmp(*a, name)) return true;
-  return false;
-}
-
 static int wk_cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -224,16 +218,12 @@ int wk_cmd_bench(int argc, char **argv) {
   const int total = o.steps ? o.warmup + o.steps : 0; /* --steps 0: inference only */
   if (wk_ctx_create(&ctx, o.threads) != WK_OK) goto fail;
   /* a built-in architecture's name, else a model file's path */
-  const bool arch = wk_bench_is_arch(o.model);
+  const bool arch = wk_zoo_has(o.model);
   const bool from_file =
       !arch && (strchr(o.model, '/') || strchr(o.model, '.') || !access(o.model, F_OK));
   if (!arch && !from_file) {
-    char names[256] = "";
-    for (const char *const *a = wk_zoo_names(); *a; a++)
-      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
-               a == wk_zoo_names() ? "" : ", ", *a);
     wk_fail(WK_ERR_INVALID_ARG, "--model '%s': not a built-in architecture (%s) nor a model file",
-            o.model, names);
+            o.model, wk_zoo_names_text());
     goto fail;
   }
   if (!from_file) {

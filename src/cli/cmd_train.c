@@ -192,16 +192,11 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     fprintf(stderr, "whisker %s: %s\n", cmd, wk_last_error());
     return WK_EXIT_USAGE;
   }
-  if (c.arch && !c.pretrained) { /* a usage error, before any data is read or folder made */
-    bool known = false;
-    for (const char *const *n = wk_zoo_names(); *n && !known; n++) known = !strcmp(*n, c.arch);
-    if (!known) {
-      fprintf(stderr, "whisker %s: unknown --model '%s' (", cmd, c.arch);
-      for (const char *const *n = wk_zoo_names(); *n; n++)
-        fprintf(stderr, "%s%s", n == wk_zoo_names() ? "" : ", ", *n);
-      fprintf(stderr, "; 'whisker finetune --from MODEL' starts from a model file)\n");
-      return WK_EXIT_USAGE;
-    }
+  /* a usage error, before any data is read or folder made */
+  if (c.arch && !c.pretrained && !wk_zoo_has(c.arch)) {
+    fprintf(stderr, "whisker %s: unknown --model '%s' (%s; 'whisker finetune --from MODEL' starts "
+            "from a model file)\n", cmd, c.arch, wk_zoo_names_text());
+    return WK_EXIT_USAGE;
   }
   c.seed = (uint64_t)seed;
   c.width = (float)width;

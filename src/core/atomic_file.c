@@ -202,6 +202,14 @@ static char *resolve_links(const char *path) {
   return NULL;
 }
 
+/* What a path that is not a regular file is, for the refusal's message. */
+static const char *file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a folder";
+  if (S_ISFIFO(m)) return "a pipe";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device";
+  return "a special file";
+}
+
 wk_status wk_atomic_open(wk_atomic_file *af, const char *path) {
   WK_ASSERT(af && path);
   memset(af, 0, sizeof *af);
@@ -217,8 +225,7 @@ wk_status wk_atomic_open(wk_atomic_file *af, const char *path) {
   if (stat(af->path, &st) == 0 && !S_ISREG(st.st_mode)) {
     const wk_status s =
         wk_fail(WK_ERR_INVALID_ARG, "%s: not a regular file (%s); give the path of a file to write",
-                af->path, S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a pipe" :
-                S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file");
+                af->path, file_kind(st.st_mode));
     release(af, 0);
     return s;
   }

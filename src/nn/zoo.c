@@ -12,6 +12,20 @@ static const char *const wk_zoo_arch_names[] = {"smallcnn", "resnet18", "resnet3
 
 const char *const *wk_zoo_names(void) { return wk_zoo_arch_names; }
 
+bool wk_zoo_has(const char *name) {
+  for (const char *const *a = wk_zoo_arch_names; *a; a++)
+    if (!strcmp(*a, name)) return true;
+  return false;
+}
+
+const char *wk_zoo_names_text(void) {
+  static _Thread_local char text[128]; /* made from the list, so the two cannot drift */
+  size_t n = 0;
+  for (const char *const *a = wk_zoo_arch_names; *a; a++)
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", n ? ", " : "", *a);
+  return text;
+}
+
 wk_arch_opts wk_arch_opts_default(int num_classes) {
   return (wk_arch_opts){.num_classes = num_classes, .in_h = 224, .in_w = 224, .width = 1.0f};
 }
@@ -185,8 +199,8 @@ wk_status wk_zoo_build_graph(wk_ctx *ctx, const char *arch, const wk_arch_opts *
     wk_build_mobilenetv2(net, o);
   } else {
     wk_net_destroy(net);
-    return wk_fail(WK_ERR_INVALID_ARG, "unknown architecture '%s' (smallcnn, resnet18, resnet34, "
-                   "resnet50, mobilenetv2)", arch);
+    return wk_fail(WK_ERR_INVALID_ARG, "unknown architecture '%s' (%s)", arch,
+                   wk_zoo_names_text());
   }
   wk_status s = wk_net_build_error(net);
   if (s != WK_OK) {

@@ -20,6 +20,11 @@ wk_arch_opts wk_arch_opts_default(int num_classes);
 
 /* NULL-terminated list of the names wk_zoo_build accepts. */
 const char *const *wk_zoo_names(void);
+/* Whether name is one of them. */
+bool wk_zoo_has(const char *name);
+/* The names as "smallcnn, resnet18, ...", for messages (per thread; valid
+ * until the thread's next call). */
+const char *wk_zoo_names_text(void);
 
 /* Builds the graph only (not finalized: no parameter memory yet). */
 wk_status wk_zoo_build_graph(wk_ctx *ctx, const char *arch, const wk_arch_opts *opts,

@@ -114,14 +114,9 @@ static wk_status wk_run_data(wk_run *r) {
                      "the validation share is %g%% (--val DIR, or --val-pct from 1 to 90)",
                      c->data_dir, c->val_pct);
   }
-  if (wk_dataset_n_classes(r->train_ds) < 2)
-    return wk_fail(WK_ERR_INVALID_ARG, "%s: %d class%s%s%s%s: a classifier needs a folder per "
-                   "class, at least two", c->data_dir, wk_dataset_n_classes(r->train_ds),
-                   wk_dataset_n_classes(r->train_ds) == 1 ? "" : "es",
-                   wk_dataset_n_classes(r->train_ds) == 1 ? " ('" : "",
-                   wk_dataset_n_classes(r->train_ds) == 1 ? wk_dataset_class_name(r->train_ds, 0)
-                                                           : "",
-                   wk_dataset_n_classes(r->train_ds) == 1 ? "')" : "");
+  if (wk_dataset_n_classes(r->train_ds) < 2) /* one: a dataset with none is not opened */
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: 1 class ('%s'): a classifier needs a folder per "
+                   "class, at least two", c->data_dir, wk_dataset_class_name(r->train_ds, 0));
   if (wk_dataset_size(r->train_ds) < c->batch)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: %lld training images, fewer than one batch of %d",
                    c->data_dir, (long long)wk_dataset_size(r->train_ds), c->batch);
