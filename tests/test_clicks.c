@@ -412,6 +412,28 @@ START_TEST(test_render_degenerate) {
 }
 END_TEST
 
+/* A window whose events are 1e-50 s apart (found by fuzz_clicks: the
+ * float reciprocal of the span was infinite, and 0 * inf a NaN colour): the
+ * segment gets the middle of the time ramp, green 64 + 191 * 0.5, like any
+ * other window. */
+START_TEST(test_render_tiny_span) {
+  wk_click_event ev[2] = {{0, 100, 100, WK_CLICK_MOVE, 0}, {1e-50, 1800, 1000, WK_CLICK_MOVE, 0}};
+  wk_click_session s = {.events = ev, .n_events = 2, .capacity = 2};
+  wk_click_render_cfg c = wk_click_render_cfg_default();
+  wk_image img = {0};
+  WKT_OK(wk_click_render(&s, (wk_click_window){0, 2}, &c, &img));
+  int solid = 0;
+  for (int64_t i = 0; i < (int64_t)img.width * img.height; i++) {
+    const uint8_t *p = img.data + 3 * i;
+    if (p[0] != 255) continue; /* full speed: the segment's solid core */
+    solid++;
+    ck_assert_msg(p[1] == 160 && p[2] == 0, "pixel %lld: %d %d %d", (long long)i, p[0], p[1], p[2]);
+  }
+  ck_assert_int_gt(solid, 0);
+  wk_image_free(&img);
+}
+END_TEST
+
 START_TEST(test_auc_eer) {
   const double sc[6] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
   const int32_t perfect[6] = {0, 0, 0, 1, 1, 1}, inverse[6] = {1, 1, 1, 0, 0, 0};
@@ -613,6 +635,7 @@ static Suite *clicks_suite(void) {
   tcase_add_test(tc, test_images_within_memory);
   tcase_add_test(tc, test_render_golden);
   tcase_add_test(tc, test_render_degenerate);
+  tcase_add_test(tc, test_render_tiny_span);
   tcase_add_test(tc, test_auc_eer);
   tcase_add_test(tc, test_cli_render_tree);
   tcase_add_test(tc, test_cli_eval_and_score);

@@ -151,7 +151,6 @@ void wk_click_render_into(const wk_click_session *s, wk_click_window w,
   const wk_xform xf = wk_make_xform(s, w, c, k);
   const wk_click_event *ev = s->events;
   const double t0 = ev[w.begin].t_s, span = ev[w.end - 1].t_s - t0;
-  const float inv_span = span > 0 ? (float)(1.0 / span) : 0.0f;
 #define WK_PX(e) ((e)->x_px * xf.sx + xf.ox)
 #define WK_PY(e) ((e)->y_px * xf.sy + xf.oy)
   /* pauses */
@@ -177,7 +176,9 @@ void wk_click_render_into(const wk_click_session *s, wk_click_window w,
     const float v = sqrtf(dxs * dxs + dys * dys) / (float)dt;
     float sp = logf(1.0f + v * 0.01f) * inv_log;
     sp = sp > 1 ? 1 : sp;
-    const float f = (float)(0.5 * (ea->t_s + eb->t_s) - t0) * inv_span;
+    /* in double: a span of 1e-50 s has no float reciprocal (0 * inf = NaN,
+     * and NaN has no colour) */
+    const float f = span > 0 ? (float)((0.5 * (ea->t_s + eb->t_s) - t0) / span) : 0.0f;
     const bool drag = eb->kind == WK_CLICK_DRAG;
     const float col[3] = {64 + 191 * sp, 64 + 191 * f, drag ? 255.0f : 0.0f};
     wk_draw_segment(&cv, ax, ay, bx, by, 0.5f * k * (0.75f + 1.75f * sp), col);
