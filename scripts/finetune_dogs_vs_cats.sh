@@ -25,7 +25,7 @@ mkdir -p "$out"
   --labels "$data/pretrained/synset.txt"
 start=$SECONDS
 "$bin" finetune "$data/dogs-vs-cats" --from "$out/mobilenetv2-imagenet.safetensors" \
-  --out "$out/run" --epochs "$epochs" --head-epochs "$head" --batch 32 --seed 1 \
+  --out "$out/run" --epochs "$epochs" --head-epochs "$head" --batch 32 --seed 1 --overwrite \
   ${FINETUNE_ARGS:-}
 secs=$((SECONDS - start))
 "$bin" convert "$out/run/model.safetensors" "$out/default.safetensors" --f16

@@ -17,9 +17,11 @@ data="${WHISKER_DATA:-$root/../shared/data}/dogs-vs-cats"
 run="${1:-$build/runs/dogs-vs-cats}"
 shift || true
 [ -d "$data/train" ] || { echo "train_dogs_vs_cats.sh: no $data/train" >&2; exit 1; }
+fresh=(--overwrite) # a re-run replaces the earlier one, unless it is asked to --resume it
+for a in "$@"; do [ "$a" != --resume ] || fresh=(); done
 start=$(date +%s)
 "$build/whisker" train "$data" --out "$run" --model resnet18 --size 128 --batch 32 --epochs 60 \
-  --lr 0.05 --crop-scale 0.35 --seed 1 "$@"
+  --lr 0.05 --crop-scale 0.35 --seed 1 "${fresh[@]}" "$@"
 secs=$(( $(date +%s) - start ))
 "$build/whisker" eval "$data/val" --model "$run/model.safetensors"
 echo "wall time: ${secs} s on $(nproc) cores; report: $run/report.html"

@@ -266,6 +266,113 @@ START_TEST(test_classify_reads_stdin) {
 }
 END_TEST
 
+/* A file name that is not UTF-8 (Latin-1 "caf\xe9.jpg") in classify's JSON lines:
+ * the byte JSON cannot carry becomes U+FFFD, so each line stays valid JSON (no
+ * byte above 0x7f is left); the text output keeps the name as it is. */
+START_TEST(test_classify_json_names_stay_valid) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_utf8_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[2048], args[2048];
+  snprintf(cmd, sizeof cmd, "cp '%s/data/samples/cat.jpg' \"%s/$(printf 'caf\\351.jpg')\"", src,
+           dir);
+  ck_assert_int_eq(system(cmd), 0);
+  snprintf(args, sizeof args, "classify '%s' --model '%s/pretrained/default.safetensors' --json",
+           dir, src);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_msg(strstr(r.out, "/caf\\ufffd.jpg\", \"top\": [{\"class\": \"cat\"") != NULL,
+                "stdout: %s", r.out);
+  for (const char *p = r.out; *p; p++)
+    ck_assert_msg((unsigned char)*p < 0x80, "a raw byte 0x%02x in: %s", (unsigned char)*p, r.out);
+  args[strlen(args) - strlen(" --json")] = '\0';
+  r = run(args);
+  ck_assert_msg(r.code == 0 && strstr(r.out, "/caf\xe9.jpg\tcat "), "stdout: %s", r.out);
+  snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Mistakes a user makes on the command line get a short answer that says what
+ * to do: alternatives given together are refused (exit 2) instead of one
+ * silently winning; a mistyped option is matched to the nearest real one; an
+ * ONNX file given as a model points at 'whisker import'; a dataset root with
+ * train/ and val/ given to eval points at val/; an empty folder given to
+ * classify is named; 'whisker help COMMAND' is the command's help. */
+START_TEST(test_usage_mistakes_are_explained) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_hint_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[4096], args[2048], model[1024];
+  snprintf(model, sizeof model, "'%s/pretrained/default.safetensors'", src);
+  snprintf(cmd, sizeof cmd,
+           "mkdir -p '%s/root/train/cat' '%s/root/val/cat' '%s/empty' '%s/one/cat' && "
+           "cp '%s/data/samples/cat.jpg' '%s/root/val/cat/' && "
+           "cp '%s/data/samples/cat.jpg' '%s/root/train/cat/' && "
+           "cp '%s/data/samples/cat.jpg' '%s/one/cat/' && printf '\\010\\007\\022\\010pytorch' "
+           "> '%s/net.bin'",
+           dir, dir, dir, dir, src, dir, src, dir, src, dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  static const struct {
+    const char *args, *err;
+  } refused[] = {
+      {"train D --out R --lr 0.1 --lr-find", "--lr and --lr-find are alternatives: give one"},
+      {"train D --out R --val-pct 10 --val V", "--val and --val-pct are alternatives: give one"},
+      {"train D --out R --resume --overwrite", "--resume and --overwrite are alternatives"},
+      {"finetune D --from M --out R --model resnet18", "--model does not apply: the network is "
+                                                       "--from's"},
+      {"convert a b --f32 --f16", "--f16 and --f32 are alternatives: give one"},
+      {"train D --out R --epoch 3", "unknown option '--epoch'; did you mean --epochs?"},
+      {"train D --out R --epochs=3", "unknown option '--epochs=3': give the value after a space, "
+                                     "'--epochs 3'"},
+      {"finetune D --from M --out R --head-epoch 2", "did you mean --head-epochs?"},
+      {"classify x.jpg --jsn", "unknown option '--jsn'; did you mean --json?"},
+      {"eval D --model M --frobnicate", "unknown option '--frobnicate' ('whisker eval --help' "
+                                        "lists the options)"},
+      {"clicks render x --out o --min-event 3", "did you mean --min-events?"},
+      {"train D E --out R", "unexpected argument 'E' ('whisker train --help' shows the usage)"},
+      {"help frobnicate", "'frobnicate' is not a whisker command"},
+  };
+  for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+    run_result r = run(refused[k].args);
+    ck_assert_msg(r.code == 2 && strstr(r.err, refused[k].err) && !strstr(r.err, "usage:"),
+                  "%s: exit %d, stderr: %s", refused[k].args, r.code, r.err);
+  }
+  run_result r = run("help classify");
+  ck_assert_msg(r.code == 0 && !strncmp(r.out, "usage: whisker classify", 23), "stdout: %s", r.out);
+  snprintf(args, sizeof args, "classify '%s/data/samples/cat.jpg' --model '%s/net.bin'", src, dir);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "net.bin: an ONNX model, not a whisker model file; "
+                                             "convert it first: 'whisker import "),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "eval '%s/root' --model %s", dir, model);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "root holds the splits train/ and val/, not a folder "
+                                             "per class: evaluate on the photos training did not "
+                                             "see,") && strstr(r.err, "/root/val\n"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "eval '%s/one' --model %s", dir, model);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "one has 1 class folder, the model 2 classes"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "classify '%s/empty' --model %s", dir, model);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "empty: no image files (.jpg, .jpeg, .jpe, .jfif, "
+                                             ".png) in this folder"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(args, sizeof args, "classify '%s/empty' '%s/one' --model %s --top 5", dir, dir, model);
+  r = run(args);
+  ck_assert_msg(r.code == 0 && strstr(r.err, "warning: ") &&
+                    strstr(r.err, "empty: no image files") &&
+                    strstr(r.out, "/one/cat/cat.jpg\tcat 0.9") && strstr(r.out, ", dog 0.0"),
+                "exit %d, stdout: %s, stderr: %s", r.code, r.out, r.err);
+  snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* What train can know before training is refused before it: an unknown
  * --model is a usage error and makes no run folder; one class folder, a --out
  * that is a file and (not as root, who may write anywhere) a folder it cannot
@@ -320,6 +427,47 @@ START_TEST(test_train_refuses_before_training) {
   ck_assert_int_eq(lstat(cmd, &st), 0);
   ck_assert(S_ISFIFO(st.st_mode));
   snprintf(cmd, sizeof cmd, "chmod 755 '%s/ro' && rm -rf '%s'", dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* A second train into a run folder that holds a run does not replace its model
+ * unless told: refused (naming the folder and both ways on) before any data is
+ * read, the model left as it was; --overwrite starts over in its place. */
+START_TEST(test_train_keeps_an_earlier_run) {
+  const char *src = getenv("WHISKER_SOURCE_DIR");
+  ck_assert_ptr_nonnull(src);
+  char dir[] = "/tmp/wk_cli_rerun_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char cmd[4096], args[2048], path[1024];
+  snprintf(cmd, sizeof cmd,
+           "mkdir -p '%s/d/cat' '%s/d/dog' && for i in 1 2 3 4; do "
+           "cp '%s/data/samples/cat.jpg' '%s/d/cat/'$i.jpg; cp '%s/data/samples/cat.jpg' "
+           "'%s/d/dog/'$i.jpg; done",
+           dir, dir, src, dir, src, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  snprintf(args, sizeof args,
+           "train '%s/d' --out '%s/run' --model smallcnn --size 32 --epochs 2 --batch 2 "
+           "--val-pct 50",
+           dir, dir);
+  run_result r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  snprintf(path, sizeof path, "%s/run/model.safetensors", dir);
+  struct stat before, after;
+  ck_assert_int_eq(stat(path, &before), 0);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "run: holds a run already (checkpoint.safetensors): "
+                                             "--resume continues it, --overwrite starts a new one"),
+                "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_int_eq(stat(path, &after), 0);
+  ck_assert(before.st_ino == after.st_ino && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+            before.st_mtim.tv_sec == after.st_mtim.tv_sec);
+  strcat(args, " --overwrite");
+  r = run(args);
+  ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
+  ck_assert_int_eq(stat(path, &after), 0);
+  ck_assert(before.st_ino != after.st_ino); /* written anew (atomically: a new file) */
+  snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
   ck_assert_int_eq(system(cmd), 0);
 }
 END_TEST
@@ -619,12 +767,15 @@ int main(void) {
   tcase_add_test(tc, test_version_and_help);
   tcase_add_test(tc, test_usage_errors_exit_2);
   tcase_add_test(tc, test_train_refuses_before_training);
+  tcase_add_test(tc, test_train_keeps_an_earlier_run);
   tcase_add_test(tc, test_system_reports_backends);
   tcase_add_test(tc, test_bad_environment_is_a_failure_not_a_crash);
   tcase_add_test(tc, test_without_a_gpu_auto_falls_back_and_cuda_fails);
   tcase_add_test(tc, test_classify_reports_bad_images_and_fails);
   tcase_add_test(tc, test_classify_folder_loop_and_fifo);
   tcase_add_test(tc, test_classify_reads_stdin);
+  tcase_add_test(tc, test_classify_json_names_stay_valid);
+  tcase_add_test(tc, test_usage_mistakes_are_explained);
   tcase_add_test(tc, test_eval_counts_skipped_images);
   tcase_add_test(tc, test_gpus_and_procs_are_checked);
   tcase_add_test(tc, test_bench_model_file);

@@ -145,7 +145,13 @@ echo "stepwise steps: weights against the steps in one call: $d"
 grep -q "fine-tuning: head trained" "$tmp/ft.err" && [ -s "$tmp/ft/model.safetensors" ] \
   || { cat "$tmp/ft.err"; fail "finetune did not run both phases"; }
 echo "finetune: $(tail -1 "$tmp/ft.err")"
+common_rate=("${common[@]}")
+common=()  # --lr-find chooses the rate: the common arguments without --lr
+for ((i = 0; i < ${#common_rate[@]}; i++)); do
+  if [ "${common_rate[i]}" = --lr ]; then i=$((i + 1)); else common+=("${common_rate[i]}"); fi
+done
 train gpu_lrfind --device cuda --precision fp32 --lr-find
+common=("${common_rate[@]}")
 rows=$(($(wc -l < "$tmp/gpu_lrfind/lr_find.csv") - 1))
 [ "$rows" -ge 10 ] || fail "lr_find.csv has $rows rows"
 echo "lr-find: $rows steps swept on the GPU"

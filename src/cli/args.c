@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
+#include "core/utf8.h"
 #include "nn/net.h"
 
 int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
@@ -76,6 +78,116 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
   return 1;
 }
 
+void wk_seen_add(wk_opts_seen *s, const char *name) {
+  if (wk_seen_has(s, name)) return;
+  if (s->n < (int)(sizeof s->name / sizeof s->name[0])) s->name[s->n++] = name;
+}
+
+bool wk_seen_has(const wk_opts_seen *s, const char *name) {
+  for (int i = 0; i < s->n; i++)
+    if (!strcmp(s->name[i], name)) return true;
+  return false;
+}
+
+bool wk_seen_clash(const char *cmd, const wk_opts_seen *s, const char *const *names) {
+  const char *first = NULL;
+  for (; *names; names++) {
+    if (!wk_seen_has(s, *names)) continue;
+    if (first) {
+      fprintf(stderr, "whisker %s: %s and %s are alternatives: give one\n", cmd, first, *names);
+      return true;
+    }
+    first = *names;
+  }
+  return false;
+}
+
+/* Edit distance between a and b (insert, delete, replace, swap of neighbours),
+ * for names up to 63 bytes; longer ones are far from everything. */
+static int wk_edit_distance(const char *a, const char *b) {
+  const size_t n = strlen(a), m = strlen(b);
+  if (n > 63 || m > 63) return 1 << 20;
+  int d[64][64];
+  for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= n; i++)
+    for (size_t j = 1; j <= m; j++) {
+      int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < best)
+        best = d[i - 2][j - 2] + 1;
+      d[i][j] = best;
+    }
+  return d[n][m];
+}
+
+/* The option of the usage text nearest to `name` (the whole name when `exact`),
+ * copied into out (n bytes); false when none is near. */
+static bool wk_usage_option_near(void (*usage)(FILE *), const char *name, bool exact, char *out,
+                                 size_t n) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return false;
+  usage(f);
+  if (fclose(f) != 0 || !text) {
+    free(text);
+    return false;
+  }
+  /* near: within a third of the name's length, at most 3 edits */
+  int limit = exact ? 0 : (int)strlen(name) / 3;
+  if (limit > 3) limit = 3;
+  int best = limit + 1;
+  for (const char *p = strstr(text, "--"); p; p = strstr(p, "--")) {
+    size_t k = 2;
+    while (p[k] == '-' || (p[k] >= 'a' && p[k] <= 'z') || (p[k] >= '0' && p[k] <= '9')) k++;
+    char opt[64];
+    if (k > 2 && k < sizeof opt && (p == text || p[-1] != '-')) {
+      memcpy(opt, p, k);
+      opt[k] = '\0';
+      const int dist = wk_edit_distance(name, opt);
+      if (dist < best) {
+        best = dist;
+        snprintf(out, n, "%s", opt);
+      }
+    }
+    p += k;
+  }
+  free(text);
+  return best <= limit;
+}
+
+int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *)) {
+  char safe[WK_SAFE_TEXT_MAX(256)], near[64];
+  wk_safe_text(arg, safe, sizeof safe);
+  const size_t cmd_word = strcspn(cmd, " ");
+  if (arg[0] != '-' || !arg[1]) {
+    fprintf(stderr, "whisker %s: unexpected argument '%s' ('whisker %.*s --help' shows the "
+            "usage)\n", cmd, safe, (int)cmd_word, cmd);
+    return WK_EXIT_USAGE;
+  }
+  const char *eq = strchr(arg, '=');
+  char name[64];
+  if (eq && (size_t)(eq - arg) < sizeof name) { /* --epochs=5: GNU style, not whisker's */
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = '\0';
+    if (wk_usage_option_near(usage, name, true, near, sizeof near)) {
+      char value[WK_SAFE_TEXT_MAX(256)];
+      fprintf(stderr, "whisker %s: unknown option '%s': give the value after a space, "
+              "'%s %s'\n", cmd, safe, near, wk_safe_text(eq + 1, value, sizeof value));
+      return WK_EXIT_USAGE;
+    }
+  }
+  if (wk_usage_option_near(usage, arg, false, near, sizeof near))
+    fprintf(stderr, "whisker %s: unknown option '%s'; did you mean %s?\n", cmd, safe, near);
+  else
+    fprintf(stderr, "whisker %s: unknown option '%s' ('whisker %.*s --help' lists the options)\n",
+            cmd, safe, (int)cmd_word, cmd);
+  return WK_EXIT_USAGE;
+}
+
 bool wk_stderr_is_tty(void) { return isatty(2) == 1; }
 
 const char *wk_safe_text(const char *s, char *buf, size_t n) {
@@ -93,14 +205,22 @@ const char *wk_safe_text(const char *s, char *buf, size_t n) {
 
 void wk_print_json_string(const char *s) {
   putchar('"');
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
+  const unsigned char *u = (const unsigned char *)s;
+  size_t left = strlen(s);
+  while (left) {
+    const unsigned char ch = *u;
+    size_t len = wk_utf8_seq_bytes(u, left);
+    if (len == 0) { /* not UTF-8 (a file name in another encoding): JSON cannot carry the byte */
+      fputs("\\ufffd", stdout);
+      len = 1;
+    } else if (ch == '"' || ch == '\\') {
       printf("\\%c", ch);
-    else if (ch < 0x20)
+    } else if (ch < 0x20 || ch == 0x7f) {
       printf("\\u%04x", ch);
-    else
-      putchar(ch);
+    } else {
+      fwrite(u, 1, len, stdout);
+    }
+    u += len, left -= len;
   }
   putchar('"');
 }

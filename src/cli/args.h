@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 int wk_arg_int(const char *cmd, int argc, char **argv, int *i, const char *name, long lo,
                long hi, int *out);
@@ -14,11 +15,30 @@ int wk_arg_double(const char *cmd, int argc, char **argv, int *i, const char *na
                   double hi, double *out);
 int wk_arg_str(const char *cmd, int argc, char **argv, int *i, const char *name,
                const char **out);
+/* The options a command line gave, by name, for refusing alternatives given
+ * together (--lr with --lr-find, say) instead of letting one silently win. */
+typedef struct wk_opts_seen {
+  const char *name[64]; /* distinct names; a command has fewer options than this */
+  int n;
+} wk_opts_seen;
+void wk_seen_add(wk_opts_seen *s, const char *name);
+bool wk_seen_has(const wk_opts_seen *s, const char *name);
+/* When two of `names` (NULL-terminated) were given: prints "whisker CMD: A and B
+ * are alternatives: give one" and returns true. */
+bool wk_seen_clash(const char *cmd, const wk_opts_seen *s, const char *const *names);
+/* The usage error for argv element `arg` that no option of cmd took: an unknown
+ * option, with the nearest option in `usage`'s text when one is near ("did you
+ * mean --epochs?") and the right spelling of --name=value; or a positional
+ * argument too many. Prints a few lines, not the whole usage; returns
+ * WK_EXIT_USAGE. */
+int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *));
 /* --device cpu|cuda|cuda:N|auto into *out: WK_DEVICE_CPU, N >= 0 (cuda is
  * cuda:0) or WK_DEVICE_AUTO (nn/net.h). */
 int wk_arg_device(const char *cmd, int argc, char **argv, int *i, int *out);
 /* Prints s to stdout as a JSON string literal (quotes, backslashes and
- * control characters escaped). */
+ * control characters escaped). A byte that is not part of valid UTF-8 (a file
+ * name in Latin-1, say) becomes U+FFFD, since JSON text is Unicode: the line
+ * stays valid JSON, and the name is then not byte for byte the file's. */
 void wk_print_json_string(const char *s);
 /* s for a terminal, into buf (n bytes): each control character (below 0x20, and 0x7f) as
  * \xNN, so that a class name from a model file, or a file name, cannot move the cursor,

@@ -102,9 +102,7 @@ static int wk_bench_parse(int argc, char **argv, wk_bench_opts *o) {
       if (r < 0) return WK_EXIT_USAGE;
       continue;
     }
-    fprintf(stderr, "whisker bench: unexpected argument '%s'\n", argv[i]);
-    wk_usage_bench(stderr);
-    return WK_EXIT_USAGE;
+    return wk_arg_unknown("bench", argv[i], wk_usage_bench);
   }
   wk_precision p;
   bool is_auto;

@@ -119,21 +119,23 @@ static const char *wk_default_model(char *buf, size_t n) {
   return NULL;
 }
 
+static const float *wk_sort_row; /* the row wk_cmp_prob orders by (one thread) */
+
+/* Higher probability first; equal ones by class index, as eval's top-k. */
+static int wk_cmp_prob(const void *a, const void *b) {
+  const int i = *(const int *)a, j = *(const int *)b;
+  const float pi = wk_sort_row[i], pj = wk_sort_row[j];
+  return pi > pj ? -1 : pi < pj ? 1 : (i > j) - (i < j);
+}
+
+/* order: room for meta->n_classes indices */
 static void wk_print_one(const char *path, const float *row, const wk_model_meta *meta, int top,
-                         bool json) {
+                         bool json, int *order) {
   const int k = meta->n_classes;
-  int order[64];
-  if (top > 64) top = 64;
   if (top > k) top = k;
-  for (int t = 0; t < top; t++) { /* selection of the top classes */
-    int best = -1;
-    for (int j = 0; j < k; j++) {
-      bool used = false;
-      for (int u = 0; u < t; u++) used |= order[u] == j;
-      if (!used && (best < 0 || row[j] > row[best])) best = j;
-    }
-    order[t] = best;
-  }
+  for (int j = 0; j < k; j++) order[j] = j;
+  wk_sort_row = row;
+  qsort(order, (size_t)k, sizeof *order, wk_cmp_prob);
   if (json) {
     printf("{\"file\": ");
     wk_print_json_string(path);
@@ -159,12 +161,18 @@ int wk_cmd_classify(int argc, char **argv) {
   int top = 1, threads = 0, device = WK_DEVICE_CPU;
   bool json = false;
   wk_paths paths = {0};
-  int rc = WK_EXIT_USAGE, n_dirs = 0, stdin_taken = 0;
+  int rc = WK_EXIT_USAGE, n_dirs = 0, n_empty = 0, stdin_taken = 0;
   wk_ctx *ctx = NULL;
   wk_net *net = NULL;
   wk_model_meta meta = {0};
   float *probs = NULL;
+  int *order = NULL; /* classes by probability, for one image at a time */
   char **why = NULL; /* (paths.n) why an image has no answer, from wk_predict_files */
+  const char **empty = calloc((size_t)argc + 1, sizeof *empty); /* folders with no photo */
+  if (!empty) {
+    fprintf(stderr, "whisker classify: out of memory\n");
+    return WK_EXIT_FAIL;
+  }
   for (int i = 0; i < argc; i++) {
     int r;
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -177,7 +185,7 @@ int wk_cmd_classify(int argc, char **argv) {
       continue;
     }
     if ((r = wk_arg_str("classify", argc, argv, &i, "--model", &model)) ||
-        (r = wk_arg_int("classify", argc, argv, &i, "--top", 1, 64, &top)) ||
+        (r = wk_arg_int("classify", argc, argv, &i, "--top", 1, 1000, &top)) ||
         (r = wk_arg_int("classify", argc, argv, &i, "--threads", 1, 1024, &threads)) ||
         (r = wk_arg_device("classify", argc, argv, &i, &device))) {
       if (r < 0) goto done;
@@ -196,21 +204,30 @@ int wk_cmd_classify(int argc, char **argv) {
       continue;
     }
     if (argv[i][0] == '-') {
-      fprintf(stderr, "whisker classify: unknown option '%s'\n", argv[i]);
+      rc = wk_arg_unknown("classify", argv[i], wk_usage_classify);
       goto done;
     }
     struct stat st;
     const bool is_dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+    const int64_t before = paths.n;
     n_dirs += is_dir;
     if (is_dir ? wk_add_dir(&paths, argv[i], 8, NULL) : wk_paths_add(&paths, argv[i])) {
       fprintf(stderr, "whisker classify: %s: cannot read the directory\n", argv[i]);
       rc = WK_EXIT_FAIL;
       goto done;
     }
+    if (is_dir && paths.n == before) empty[n_empty++] = argv[i];
   }
-  if (paths.n == 0 && n_dirs > 0) { /* folders, with no photo in them */
-    fprintf(stderr, "whisker classify: no image files (.jpg, .jpeg, .jpe, .jfif, .png) in the folder%s "
-                    "given\n", n_dirs > 1 ? "s" : "");
+  for (int e = 0; e < n_empty; e++) { /* a folder with no photo is named, never passed over */
+    char safe[WK_SAFE_TEXT_MAX(512)];
+    wk_safe_text(empty[e], safe, sizeof safe);
+    if (paths.n == 0)
+      fprintf(stderr, "whisker classify: %s: no image files (" WK_IMAGE_EXTS ") in this folder\n",
+              safe);
+    else
+      WK_LOG_W("%s: no image files (" WK_IMAGE_EXTS ") in this folder", safe);
+  }
+  if (paths.n == 0 && n_dirs > 0) {
     rc = WK_EXIT_FAIL;
     goto done;
   }
@@ -234,8 +251,9 @@ int wk_cmd_classify(int argc, char **argv) {
   }
   probs = malloc((size_t)(paths.n * meta.n_classes) * sizeof *probs);
   why = calloc((size_t)paths.n, sizeof *why);
+  order = malloc((size_t)meta.n_classes * sizeof *order);
   int64_t bad = 0;
-  if (!probs || !why) {
+  if (!probs || !why || !order) {
     fprintf(stderr, "whisker classify: out of memory for %lld images\n", (long long)paths.n);
     goto done;
   }
@@ -246,7 +264,7 @@ int wk_cmd_classify(int argc, char **argv) {
   }
   for (int64_t i = 0; i < paths.n; i++) {
     if (!isnan(probs[i * meta.n_classes]))
-      wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json);
+      wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json, order);
     else if (json) { /* the line a script reads says why this file has no answer */
       printf("{\"file\": ");
       wk_print_json_string(paths.v[i]);
@@ -265,8 +283,10 @@ done:
     if (why) free(why[i]);
   }
   free(why);
+  free(empty);
   free(paths.v);
   free(probs);
+  free(order);
   wk_model_meta_free(&meta);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);

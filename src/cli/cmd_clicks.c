@@ -201,7 +201,7 @@ static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
       if (!strcmp(opt, window_opts[k])) o->window_opt = window_opts[k];
     if (r > 0) continue;
     if (argv[i][0] == '-') {
-      fprintf(stderr, "whisker %s: unknown option '%s'\n", cmd, argv[i]);
+      wk_arg_unknown(cmd, argv[i], wk_usage_clicks);
       return -1;
     }
     (*pos)[(*n_pos)++] = argv[i];

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "modelio/model.h"
 #include "whisker.h"
@@ -19,6 +20,7 @@ static void wk_usage_convert(FILE *f) {
 int wk_cmd_convert(int argc, char **argv) {
   const char *in = NULL, *out = NULL;
   bool f16 = true;
+  wk_opts_seen seen = {0};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -26,16 +28,17 @@ int wk_cmd_convert(int argc, char **argv) {
       return WK_EXIT_OK;
     } else if (!strcmp(a, "--f16") || !strcmp(a, "--f32")) {
       f16 = !strcmp(a, "--f16");
+      wk_seen_add(&seen, a);
     } else if (a[0] != '-' && !in) {
       in = a;
     } else if (a[0] != '-' && !out) {
       out = a;
     } else {
-      fprintf(stderr, "whisker convert: unexpected argument '%s'\n", a);
-      wk_usage_convert(stderr);
-      return WK_EXIT_USAGE;
+      return wk_arg_unknown("convert", a, wk_usage_convert);
     }
   }
+  static const char *const alt[] = {"--f16", "--f32", NULL};
+  if (wk_seen_clash("convert", &seen, alt)) return WK_EXIT_USAGE;
   if (!in || !out) {
     wk_usage_convert(stderr);
     return WK_EXIT_USAGE;

@@ -73,6 +73,26 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, int
 #undef WK_SAFE
 }
 
+/* A dataset root with train/ and val/ (as 'whisker train' takes) given whole:
+ * its "classes" are the splits. Sets the error pointing at the held-out split
+ * and returns true. */
+static bool wk_eval_split_root(const char *data, const wk_dataset *ds) {
+  const char *held_out = NULL;
+  bool train = false;
+  for (int c = 0; c < wk_dataset_n_classes(ds); c++) {
+    const char *name = wk_dataset_class_name(ds, c);
+    train |= !strcmp(name, "train");
+    if (!strcmp(name, "val") || !strcmp(name, "validation") || !strcmp(name, "test"))
+      held_out = name;
+  }
+  if (!train || !held_out) return false;
+  const size_t n = strlen(data);
+  wk_fail(WK_ERR_INVALID_ARG, "%s holds the splits train/ and %s/, not a folder per class: "
+          "evaluate on the photos training did not see, %s%s%s", data, held_out, data,
+          n && data[n - 1] == '/' ? "" : "/", held_out);
+  return true;
+}
+
 int wk_cmd_eval(int argc, char **argv) {
   const char *data = NULL, *model = NULL;
   int top = 5, batch = 32, workers = 2, threads = 0, device = WK_DEVICE_CPU;
@@ -97,9 +117,7 @@ int wk_cmd_eval(int argc, char **argv) {
       continue;
     }
     if (argv[i][0] == '-' || data) {
-      fprintf(stderr, "whisker eval: unexpected argument '%s'\n", argv[i]);
-      wk_usage_eval(stderr);
-      return WK_EXIT_USAGE;
+      return wk_arg_unknown("eval", argv[i], wk_usage_eval);
     }
     data = argv[i];
   }
@@ -119,9 +137,11 @@ int wk_cmd_eval(int argc, char **argv) {
   if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK ||
       wk_net_place(net, device) != WK_OK || wk_dataset_open_folder(data, &o, &ds) != WK_OK)
     goto done;
+  if (wk_eval_split_root(data, ds)) goto done;
   if (wk_dataset_n_classes(ds) != meta.n_classes) {
-    wk_fail(WK_ERR_INVALID_ARG, "%s has %d classes, the model %d", data,
-            wk_dataset_n_classes(ds), meta.n_classes);
+    const int n = wk_dataset_n_classes(ds);
+    wk_fail(WK_ERR_INVALID_ARG, "%s has %d class folder%s, the model %d classes", data, n,
+            n == 1 ? "" : "s", meta.n_classes);
     goto done;
   }
   for (int c = 0; c < meta.n_classes; c++)

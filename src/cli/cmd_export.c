@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "onnx/onnx.h"
 #include "whisker.h"
@@ -22,9 +23,7 @@ int wk_cmd_export(int argc, char **argv) {
       wk_usage_export(stdout);
       return WK_EXIT_OK;
     } else if (argv[i][0] == '-' || n_pos == 2) {
-      fprintf(stderr, "whisker export: unexpected argument '%s'\n", argv[i]);
-      wk_usage_export(stderr);
-      return WK_EXIT_USAGE;
+      return wk_arg_unknown("export", argv[i], wk_usage_export);
     } else {
       pos[n_pos++] = argv[i];
     }

@@ -30,9 +30,7 @@ int wk_cmd_import(int argc, char **argv) {
     } else if ((r = wk_arg_str("import", argc, argv, &i, "--labels", &labels)) != 0) {
       if (r < 0) return WK_EXIT_USAGE;
     } else if (argv[i][0] == '-' || n_pos == 2) {
-      fprintf(stderr, "whisker import: unexpected argument '%s'\n", argv[i]);
-      wk_usage_import(stderr);
-      return WK_EXIT_USAGE;
+      return wk_arg_unknown("import", argv[i], wk_usage_import);
     } else {
       pos[n_pos++] = argv[i];
     }

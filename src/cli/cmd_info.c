@@ -58,9 +58,7 @@ int wk_cmd_info(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--layers")) {
       layers = true;
     } else if (argv[i][0] == '-' || path) {
-      fprintf(stderr, "whisker info: unexpected argument '%s'\n", argv[i]);
-      wk_usage_info(stderr);
-      return WK_EXIT_USAGE;
+      return wk_arg_unknown("info", argv[i], wk_usage_info);
     } else {
       path = argv[i];
     }
@@ -73,7 +71,7 @@ int wk_cmd_info(int argc, char **argv) {
   wk_st_file *f = NULL;
   wk_net *net = NULL;
   wk_model_meta meta;
-  if (wk_ctx_create(&ctx, 1) != WK_OK || wk_st_open(path, &f) != WK_OK ||
+  if (wk_ctx_create(&ctx, 1) != WK_OK || wk_model_open(path, &f) != WK_OK ||
       wk_model_load_file(ctx, f, &net, &meta) != WK_OK) {
     fprintf(stderr, "whisker info: %s\n", wk_last_error());
     wk_st_close(f);

@@ -18,22 +18,25 @@ static void wk_usage_train(FILE *f) {
           "usage: whisker train DATA_DIR --out RUN_DIR [--model resnet18] [--epochs 10]\n"
           "                     [--batch 32] [--size 224] [--val DIR | --val-pct 20]\n"
           "                     [--lr X | --lr-find] [--optimizer sgd|adamw]\n"
-          "                     [--schedule onecycle|cosine|step]\n"
+          "                     [--schedule onecycle|cosine|step|constant]\n"
           "                     [--weight-decay X] [--label-smoothing 0.1] [--width 1.0]\n"
           "                     [--crop-scale 0.08] [--seed 1] [--workers 2] [--threads N]\n"
-          "                     [--resume] [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
-          "                     [--device cpu|cuda[:N]|auto] [--precision auto|fp32|tf32|bf16|fp16]\n"
-          "                     [--gpus 0,1,.. | --procs N]\n"
-          "                     [--sync-bn] [--bucket-mb 25]\n\n"
+          "                     [--resume | --overwrite]\n"
+          "                     [--pretrained MODEL [--head-epochs 1] [--lr-min-scale 0.01]]\n"
+          "                     [--device cpu|cuda[:N]|auto]\n"
+          "                     [--precision auto|fp32|tf32|bf16|fp16]\n"
+          "                     [--gpus 0,1,.. | --procs N] [--sync-bn] [--bucket-mb 25]\n\n"
           "Trains a classifier on DATA_DIR (a folder per class; with train/ and val/ or\n"
           "validation/ inside, those are used). RUN_DIR receives model.safetensors (best by\n"
           "validation accuracy), checkpoint.safetensors (after every epoch), metrics.csv and\n"
           "report.html. --resume continues the run in RUN_DIR exactly where its checkpoint\n"
-          "left it. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 1; a second one\n"
-          "exits at once (the last checkpoint stays whole). A NaN or infinite loss stops the\n"
-          "run. --lr-find first sweeps the learning rate from 1e-7 to 10 over 100 steps\n"
-          "(fastai's range test), keeps the curve in RUN_DIR/lr_find.csv, undoes the sweep's\n"
-          "updates and trains at a tenth of the rate with the lowest smoothed loss.\n"
+          "left it; a RUN_DIR that holds a run is refused unless --resume or --overwrite\n"
+          "(a new run in its place) is given. Ctrl-C (SIGINT) or SIGTERM saves a\n"
+          "checkpoint and exits 1; a second one exits at once (the last checkpoint stays\n"
+          "whole). A NaN or infinite loss stops the run. --lr-find first sweeps the\n"
+          "learning rate from 1e-7 to 10 over 100 steps (fastai's range test), keeps the\n"
+          "curve in RUN_DIR/lr_find.csv, undoes the sweep's updates and trains at a tenth\n"
+          "of the rate with the lowest smoothed loss.\n"
           "--crop-scale is the least share of a photo the random crop keeps (0.08, as for\n"
           "ImageNet; 0.3 or more suits a small dataset trained from scratch).\n"
           "Models: smallcnn, resnet18, resnet34, resnet50, mobilenetv2.\n"
@@ -104,6 +107,12 @@ static void wk_usage_finetune(FILE *f) {
           "'whisker train' applies (progress, report.html, checkpoints, --resume).\n");
 }
 
+/* finetune takes train's options too: the options a mistyped one is matched to */
+static void wk_usage_finetune_all(FILE *f) {
+  wk_usage_finetune(f);
+  wk_usage_train(f);
+}
+
 static void wk_on_sigint(int sig) {
   (void)sig;
   wk_fit_request_stop();
@@ -114,6 +123,7 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   const char *optim = NULL, *sched = "onecycle", *precision = "auto";
   int threads = 0, seed = 1, epochs = 0, size = 0, procs = 0;
   const char *gpus_arg = NULL;
+  wk_opts_seen seen = {0};
   double width = 1.0, smoothing = 0.1, crop = 0.08, bucket_mb = 25;
   c.progress_bar = wk_stderr_is_tty();
   c.device = WK_DEVICE_UNSET; /* the CPU unless --device or --gpus says otherwise */
@@ -124,16 +134,14 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
       return WK_EXIT_OK;
     }
     int r = 0;
-    if (!strcmp(a, "--resume")) {
-      c.resume = true;
-      continue;
-    }
-    if (!strcmp(a, "--lr-find")) {
-      c.lr_find = true;
-      continue;
-    }
-    if (!strcmp(a, "--sync-bn")) {
-      c.sync_bn = true;
+    bool *flag = !strcmp(a, "--resume")      ? &c.resume
+                 : !strcmp(a, "--overwrite") ? &c.overwrite
+                 : !strcmp(a, "--lr-find")   ? &c.lr_find
+                 : !strcmp(a, "--sync-bn")   ? &c.sync_bn
+                                             : NULL;
+    if (flag) {
+      *flag = true;
+      wk_seen_add(&seen, a);
       continue;
     }
     if ((r = wk_arg_str(cmd, argc, argv, &i, "--out", &c.out_dir)) ||
@@ -163,14 +171,23 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
         (r = wk_arg_int(cmd, argc, argv, &i, "--procs", 1, 1024, &procs)) ||
         (r = wk_arg_double(cmd, argc, argv, &i, "--width", 0.1, 4, &width))) {
       if (r < 0) return WK_EXIT_USAGE;
+      wk_seen_add(&seen, a);
       continue;
     }
-    if (a[0] == '-' || c.data_dir) {
-      fprintf(stderr, "whisker %s: unexpected argument '%s'\n", cmd, a);
-      (finetune ? wk_usage_finetune : wk_usage_train)(stderr);
-      return WK_EXIT_USAGE;
-    }
+    if (a[0] == '-' || c.data_dir)
+      return wk_arg_unknown(cmd, a, finetune ? wk_usage_finetune_all : wk_usage_train);
     c.data_dir = a;
+  }
+  /* options that are alternatives: one of each pair, never a silent winner */
+  static const char *const alt[][3] = {{"--resume", "--overwrite", NULL},
+                                       {"--lr", "--lr-find", NULL},
+                                       {"--val", "--val-pct", NULL}};
+  for (size_t g = 0; g < sizeof alt / sizeof alt[0]; g++)
+    if (wk_seen_clash(cmd, &seen, alt[g])) return WK_EXIT_USAGE;
+  if (finetune && wk_seen_has(&seen, "--model")) {
+    fprintf(stderr, "whisker finetune: --model does not apply: the network is --from's (its "
+            "head is replaced for DATA_DIR's classes)\n");
+    return WK_EXIT_USAGE;
   }
   if (finetune && !c.pretrained) {
     fprintf(stderr, "whisker finetune: --from MODEL is required\n");

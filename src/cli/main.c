@@ -46,15 +46,24 @@ static void wk_usage(FILE *f) {
     fprintf(f, "  %-10s %s\n", wk_commands[i].name, wk_commands[i].summary);
   fprintf(f,
           "\n"
-          "'whisker COMMAND --help' describes a command.\n"
-          "environment: WHISKER_THREADS=N, WHISKER_IMPL=ref|cpu, WHISKER_LOG=error|warn|info|debug,\n"
-          "WHISKER_MEM_LIMIT_MB=N;\n"
-          "on a GPU WHISKER_CUDNN_ALGO=heuristic|find, WHISKER_CUDNN_API=legacy|graph,\n"
-          "WHISKER_GPU_WORKSPACE_MB=N, WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0,\n"
-          "WHISKER_GPU_CACHE=0, WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0,\n"
-          "WHISKER_GPU_INFER_BN=own|cudnn, WHISKER_GPU_POOL=own|cudnn,\n"
-          "WHISKER_CUDNN_DETERMINISTIC=1, WHISKER_INPUT_U8=1|0\n"
-          "('whisker train --help')\n");
+          "'whisker COMMAND --help' (or 'whisker help COMMAND') describes a command.\n"
+          "\n"
+          "environment:\n"
+          "  WHISKER_MODEL=FILE       classify's model when --model is not given\n"
+          "  WHISKER_THREADS=N        CPU threads (the CPUs the process may use)\n"
+          "  WHISKER_LOG=error|warn|info|debug   how much goes to stderr (info)\n"
+          "  WHISKER_MEM_LIMIT_MB=N   refuse to hold more activations than this\n"
+          "  WHISKER_IMPL=ref|cpu     the CPU ops: oneDNN and whisker's kernels (cpu), or\n"
+          "                           the plain reference loops (ref); a GPU is --device's\n"
+          "  WHISKER_DIST_TIMEOUT=S   several processes: stop all when one hangs (300)\n"
+          "  WHISKER_MPIRUN=PATH      the launcher --gpus and --procs start (mpirun)\n"
+          "GPU tuning, described in 'whisker train --help' and docs/gpu/README.md:\n"
+          "  WHISKER_CUDNN_ALGO=find|heuristic, WHISKER_CUDNN_API=legacy|graph,\n"
+          "  WHISKER_GPU_WORKSPACE_MB=N, WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0,\n"
+          "  WHISKER_GPU_CACHE=0, WHISKER_BN_FUSE=auto|all|groups|0, WHISKER_GPU_OWN_BN=1|0,\n"
+          "  WHISKER_GPU_INFER_BN=own|cudnn, WHISKER_GPU_POOL=own|cudnn,\n"
+          "  WHISKER_GPU_PREFETCH=0, WHISKER_CUDNN_DETERMINISTIC=1, WHISKER_INPUT_U8=1|0\n"
+          "CPU kernel switches (for measuring them): docs/networks.md.\n");
 }
 
 int main(int argc, char **argv) {
@@ -63,6 +72,17 @@ int main(int argc, char **argv) {
     return WK_EXIT_USAGE;
   }
   const char *cmd = argv[1];
+  if (!strcmp(cmd, "help") && argc > 2) { /* whisker help COMMAND: COMMAND --help */
+    for (int i = 0; i < WK_N_COMMANDS; i++)
+      if (!strcmp(argv[2], wk_commands[i].name)) {
+        char help[] = "--help";
+        char *args[] = {help, NULL};
+        return wk_commands[i].run(1, args);
+      }
+    fprintf(stderr, "whisker help: '%s' is not a whisker command; see 'whisker --help'\n",
+            argv[2]);
+    return WK_EXIT_USAGE;
+  }
   if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
     wk_usage(stdout);
     return WK_EXIT_OK;

@@ -136,8 +136,9 @@ wk_status wk_dataset_finish(wk_dataset *ds, const wk_dataset_opts *o, wk_dataset
     return s;
   }
   if (ds->n_ignored)
-    WK_LOG_I("%s: ignored %lld files that are not .jpg/.jpeg/.jpe/.jfif/.png", ds->source,
-             (long long)ds->n_ignored);
+    WK_LOG_I("%s: ignored %lld file%s that %s not .jpg/.jpeg/.jpe/.jfif/.png", ds->source,
+             (long long)ds->n_ignored, ds->n_ignored == 1 ? "" : "s",
+             ds->n_ignored == 1 ? "is" : "are");
   *out = ds;
   return WK_OK;
 }

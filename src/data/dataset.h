@@ -44,6 +44,7 @@ typedef struct wk_dataset wk_dataset;
  * .jpeg, .jpe, .jfif, .png, in any case; ".png" alone is no name). The
  * folder scan and `whisker classify` take the same files. */
 bool wk_is_image_name(const char *name);
+#define WK_IMAGE_EXTS ".jpg, .jpeg, .jpe, .jfif, .png" /* for messages */
 
 /* A folder on the path from where a walk of folders began down to the one
  * being listed (NULL above the first). */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/status.h"
 #include "core/utf8.h"
@@ -547,10 +548,34 @@ wk_status wk_model_load_file(wk_ctx *ctx, const wk_st_file *f, wk_net **out,
   return WK_OK;
 }
 
+/* An ONNX file: named *.onnx, or beginning as a ModelProto does, with field 1
+ * (ir_version, a small varint) followed by another of its fields' tags
+ * (producer_name, producer_version, domain, model_version, graph, opset_import). */
+static bool wk_looks_onnx(const char *path) {
+  const size_t n = strlen(path);
+  if (n >= 5 && !strcasecmp(path + n - 5, ".onnx")) return true;
+  unsigned char b[3];
+  FILE *f = fopen(path, "rb");
+  if (!f) return false;
+  const bool got = fread(b, 1, sizeof b, f) == sizeof b;
+  fclose(f);
+  return got && b[0] == 0x08 && b[1] > 0 && b[1] < 0x80 &&
+         (b[2] == 0x12 || b[2] == 0x1a || b[2] == 0x22 || b[2] == 0x28 || b[2] == 0x3a ||
+          b[2] == 0x42);
+}
+
+wk_status wk_model_open(const char *path, wk_st_file **out) {
+  const wk_status s = wk_st_open(path, out);
+  if ((s == WK_ERR_FORMAT || s == WK_ERR_LIMIT) && wk_looks_onnx(path))
+    return wk_fail(WK_ERR_FORMAT, "%s: an ONNX model, not a whisker model file; convert it "
+                   "first: 'whisker import %s MODEL.safetensors'", path, path);
+  return s;
+}
+
 wk_status wk_model_load(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta) {
   wk_st_file *f;
   *net = NULL;
-  WK_TRY(wk_st_open(path, &f));
+  WK_TRY(wk_model_open(path, &f));
   wk_status st = wk_model_load_file(ctx, f, net, meta);
   wk_st_close(f);
   return st;

@@ -91,6 +91,10 @@ wk_status wk_model_save_f16(const char *path, wk_net *net, const wk_model_meta *
 /* f32 -> IEEE f16 bits, rounded to nearest even (exposed for tests). */
 uint16_t wk_f32_to_f16(float f);
 
+/* wk_st_open for a model file: a file that is an ONNX model (by its name or its
+ * first bytes) is refused with the command that converts it, not with what its
+ * bytes mean as a safetensors header. */
+wk_status wk_model_open(const char *path, wk_st_file **out);
 /* Builds the network a file describes and loads its weights. */
 wk_status wk_model_load(wk_ctx *ctx, const char *path, wk_net **net, wk_model_meta *meta);
 /* The same from an already open file (checkpoints read more from it). */

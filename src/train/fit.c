@@ -85,6 +85,13 @@ static wk_status wk_run_paths(wk_run *r) {
       c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report ||
       f >= (int)sizeof r->path_lrf)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
+  /* a new run does not replace an earlier one's model without being told */
+  const char *held = access(r->path_ckpt, F_OK) == 0    ? "checkpoint.safetensors"
+                     : access(r->path_model, F_OK) == 0 ? "model.safetensors"
+                                                        : NULL;
+  if (held && !r->cfg->resume && !r->cfg->overwrite)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: holds a run already (%s): --resume continues it, "
+                   "--overwrite starts a new one in its place, or give another --out", d, held);
   return WK_OK;
 }
 

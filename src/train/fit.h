@@ -43,6 +43,7 @@ typedef struct wk_fit_config {
   const char *val_dir;    /* NULL: val/ beside train/ or val_pct */
   const char *out_dir;    /* the run directory (created) */
   bool resume;            /* continue the run in out_dir */
+  bool overwrite;         /* start over in an out_dir that holds a run (else refused) */
   const char *arch;       /* zoo name */
   float width;            /* mobilenetv2 width */
   int epochs, batch, size, workers;
@@ -55,14 +56,14 @@ typedef struct wk_fit_config {
   float label_smoothing;
   float crop_scale_min;   /* random-resized-crop: least share of the image kept */
   bool progress_bar;      /* redraw one line on a terminal; else periodic plain lines */
-  /* Fine-tuning (train/finetune.h): start from this model file with a new
-   * head; the first head_epochs train the head alone, the rest everything with
-   * learning rates from lr_min_scale (first layer) to 1 (head). lr is then the
-   * head phase's peak rate and the second phase peaks at half of it. */
   /* Run the learning-rate range test (train/lrfind.h) on the fresh model
    * first and train at its suggestion (RUN_DIR/lr_find.csv keeps the curve);
    * the sweep's updates are undone. Ignored on resume. */
   bool lr_find;
+  /* Fine-tuning (train/finetune.h): start from this model file with a new
+   * head; the first head_epochs train the head alone, the rest everything with
+   * learning rates from lr_min_scale (first layer) to 1 (head). lr is then the
+   * head phase's peak rate and the second phase peaks at half of it. */
   const char *pretrained;
   int head_epochs;
   double lr_min_scale;
