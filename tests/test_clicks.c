@@ -489,14 +489,23 @@ START_TEST(test_cli_render_tree) {
   char *dir = wkt_tempdir(), *users = fixture("users"), *bad = fixture("not_clicks.txt");
   char *out = wkt_join(dir, "out", NULL), *log = wkt_join(dir, "stdout.json", NULL);
   char args[4096];
-  snprintf(args, sizeof args, "clicks render '%s' '%s' --out '%s' --window 10 --size 32 --json",
-           users, bad, out);
-  ck_assert_int_eq(run_cli(args, log), 0);
+  /* a file that is no click log and one that is not there: both reported and
+   * counted, the others rendered, and the exit status 1 so a script sees the loss */
+  char *missing = wkt_join(dir, "missing.csv", NULL);
+  snprintf(args, sizeof args,
+           "clicks render '%s' '%s' '%s' --out '%s' --window 10 --size 32 --json", users, bad,
+           missing, out);
+  ck_assert_int_eq(run_cli(args, log), 1);
   size_t n = 0;
   char *js = (char *)wkt_read_file(log, &n);
-  ck_assert_msg(strstr(js, "\"files\": 4, \"files_failed\": 1") != NULL, "%s", js);
+  ck_assert_msg(strstr(js, "\"files\": 5, \"files_failed\": 2") != NULL, "%s", js);
   ck_assert_msg(strstr(js, "\"images\": 12") != NULL, "%s", js);
   free(js);
+  free(missing);
+  /* the good ones alone: 0 */
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --window 10 --size 32 --json", users,
+           out);
+  ck_assert_int_eq(run_cli(args, log), 0);
   /* alice: 2 sessions x 4 windows, bob: 1 x 4, each a 32 x 32 PNG. */
   const char *want[] = {"alice/session_0.csv_00000.png", "alice/session_0.csv_00003.png",
                         "alice/session_1.csv_00003.png", "bob/session_0.csv_00003.png"};
@@ -532,6 +541,10 @@ START_TEST(test_cli_render_tree) {
   snprintf(args, sizeof args, "clicks eval '%s' --labels x --user alice", users);
   ck_assert_int_eq(run_cli(args, log), 2);
   snprintf(args, sizeof args, "clicks render '%s' --out '%s' --max-rows 2.5", users, out);
+  ck_assert_int_eq(run_cli(args, log), 2);
+  /* a least window size above the window's own events would drop nothing */
+  snprintf(args, sizeof args, "clicks render '%s' --out '%s' --window 10 --min-events 20", users,
+           out);
   ck_assert_int_eq(run_cli(args, log), 2);
   snprintf(args, sizeof args, "clicks render '%s' --out '%s'", bad, out);
   ck_assert_int_eq(run_cli(args, log), 1);

@@ -37,7 +37,8 @@ static void wk_usage_clicks(FILE *f) {
           "  --window N|Ts     N events or T seconds per window (128)\n"
           "  --stride F        step between windows, a fraction of the window (1)\n"
           "  --score-stride F  eval: the stride of scoring windows (0.5)\n"
-          "  --min-events N    shorter windows are dropped (16)\n"
+          "  --min-events N    windows of fewer events are dropped (16); with --window N,\n"
+          "                    only a session shorter than N events gives such a window\n"
           "  --scale screen|bbox  map the screen or the window's bounding box (screen)\n"
           "  --screen WxH      screen size for --scale screen (1920x1080)\n"
           "  --pause S         gaps of at least S seconds get a pause mark (0.5)\n"
@@ -57,6 +58,7 @@ typedef struct wk_clicks_opts {
   wk_click_parse_opts parse;
   const char *out, *labels, *model, *user;
   const char *window_opt; /* the first window or rendering option given, or NULL */
+  bool min_events_given;
   bool json;
   int threads;
 } wk_clicks_opts;
@@ -199,12 +201,20 @@ static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
                                  "--min-events", "--scale", "--screen", "--pause"};
     for (size_t k = 0; r > 0 && !o->window_opt && k < sizeof window_opts / sizeof *window_opts; k++)
       if (!strcmp(opt, window_opts[k])) o->window_opt = window_opts[k];
+    o->min_events_given |= r > 0 && !strcmp(opt, "--min-events");
     if (r > 0) continue;
     if (argv[i][0] == '-') {
       wk_arg_unknown(cmd, argv[i], wk_usage_clicks);
       return -1;
     }
     (*pos)[(*n_pos)++] = argv[i];
+  }
+  const wk_click_window_cfg *w = &o->cfg.window;
+  if (o->min_events_given && w->events > 0 && w->min_events > w->events) {
+    /* it would drop nothing: a window of N events is kept whatever it asks */
+    fprintf(stderr, "whisker %s: --min-events %d is more than a window's %d events (--window); "
+            "give at most %d\n", cmd, w->min_events, w->events, w->events);
+    return -1;
   }
   return 0;
 }
@@ -412,7 +422,18 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_click_session s = {0};
   wk_image img = {0};
   wk_render_totals t = {0};
-  if (wk_clicks_collect((const char *const *)pos, n_pos, &files, &nf) != WK_OK ||
+  int n_found = 0; /* an input that is not there is reported and counted, as a bad file is */
+  for (int i = 0; i < n_pos; i++) {
+    struct stat sb;
+    if (stat(pos[i], &sb) == 0) {
+      pos[n_found++] = pos[i];
+      continue;
+    }
+    WK_LOG_W("%s: %s; skipped", pos[i], strerror(errno));
+    t.files++;
+    t.files_failed++;
+  }
+  if (wk_clicks_collect((const char *const *)pos, n_found, &files, &nf) != WK_OK ||
       (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK))
     goto done;
   file_label = calloc(nf ? (size_t)nf : 1, sizeof *file_label);
@@ -458,11 +479,15 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
            (long long)t.files_unlabelled, (long long)t.windows, o->out, secs);
     wk_print_stats_text(&t.rows);
   }
-  rc = t.windows > 0 ? WK_EXIT_OK : WK_EXIT_FAIL;
+  /* any input lost is a failure a script must be able to see; the rest are written */
+  rc = t.windows > 0 && t.files_failed == 0 ? WK_EXIT_OK : WK_EXIT_FAIL;
   if (t.files == t.files_failed) wk_fail(WK_ERR_FORMAT, "no input file could be rendered");
-  else if (rc != WK_EXIT_OK)
+  else if (t.windows == 0)
     wk_fail(WK_ERR_FORMAT, "no image was written: no session gave a window of at least "
             "--min-events events (%d)", o->cfg.window.min_events);
+  else if (t.files_failed)
+    wk_fail(WK_ERR_FORMAT, "%lld of %lld input files could not be rendered (named above); the "
+            "others' images are written", (long long)t.files_failed, (long long)t.files);
 done:
   if (rc != WK_EXIT_OK) fprintf(stderr, "whisker clicks render: %s\n", wk_last_error());
   for (int i = 0; i < nf; i++) free(files[i]), free(file_label ? file_label[i] : NULL);
