@@ -433,7 +433,8 @@ END_TEST
 
 /* A second train into a run folder that holds a run does not replace its model
  * unless told: refused (naming the folder and both ways on) before any data is
- * read, the model left as it was; --overwrite starts over in its place. */
+ * read, the model left as it was; --overwrite starts over in its place. A
+ * --resume with no run to continue says so and makes no folder. */
 START_TEST(test_train_keeps_an_earlier_run) {
   const char *src = getenv("WHISKER_SOURCE_DIR");
   ck_assert_ptr_nonnull(src);
@@ -467,6 +468,14 @@ START_TEST(test_train_keeps_an_earlier_run) {
   ck_assert_msg(r.code == 0, "exit %d, stderr: %s", r.code, r.err);
   ck_assert_int_eq(stat(path, &after), 0);
   ck_assert(before.st_ino != after.st_ino); /* written anew (atomically: a new file) */
+  /* --resume where there is no run: said so, and no folder made */
+  snprintf(args, sizeof args, "train '%s/d' --out '%s/none' --resume", dir, dir);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "none: no run to resume (no checkpoint.safetensors); "
+                                             "leave out --resume to start one"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(path, sizeof path, "%s/none", dir);
+  ck_assert_int_ne(access(path, F_OK), 0);
   snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
   ck_assert_int_eq(system(cmd), 0);
 }

@@ -71,11 +71,6 @@ typedef struct wk_run {
 
 static wk_status wk_run_paths(wk_run *r) {
   const char *d = r->cfg->out_dir;
-  WK_TRY(wk_mkdir_p(d)); /* with its parents, as users expect of --out */
-  /* a folder this process cannot write in fails now, not after the first
-   * epoch's training, at its first save */
-  if (access(d, W_OK | X_OK) != 0)
-    return wk_fail(WK_ERR_IO, "%s: cannot write in the run folder: %s", d, strerror(errno));
   int a = snprintf(r->path_model, sizeof r->path_model, "%s/model.safetensors", d);
   int b = snprintf(r->path_ckpt, sizeof r->path_ckpt, "%s/checkpoint.safetensors", d);
   int c = snprintf(r->path_csv, sizeof r->path_csv, "%s/metrics.csv", d);
@@ -85,6 +80,15 @@ static wk_status wk_run_paths(wk_run *r) {
       c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report ||
       f >= (int)sizeof r->path_lrf)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
+  /* a resume needs a run to continue; nothing is made when there is none */
+  if (r->cfg->resume && access(r->path_ckpt, F_OK) != 0 && errno == ENOENT)
+    return wk_fail(WK_ERR_INVALID_ARG, "%s: no run to resume (no checkpoint.safetensors); "
+                   "leave out --resume to start one", d);
+  WK_TRY(wk_mkdir_p(d)); /* with its parents, as users expect of --out */
+  /* a folder this process cannot write in fails now, not after the first
+   * epoch's training, at its first save */
+  if (access(d, W_OK | X_OK) != 0)
+    return wk_fail(WK_ERR_IO, "%s: cannot write in the run folder: %s", d, strerror(errno));
   /* a new run does not replace an earlier one's model without being told */
   const char *held = access(r->path_ckpt, F_OK) == 0    ? "checkpoint.safetensors"
                      : access(r->path_model, F_OK) == 0 ? "model.safetensors"
