@@ -40,6 +40,8 @@ int wk_cmd_convert(int argc, char **argv) {
   static const char *const alt[] = {"--f16", "--f32", NULL};
   if (wk_seen_clash("convert", &seen, alt)) return WK_EXIT_USAGE;
   if (!in || !out) {
+    fprintf(stderr, "whisker convert: %s\n\n",
+            in ? "OUT is missing" : "MODEL and OUT are required");
     wk_usage_convert(stderr);
     return WK_EXIT_USAGE;
   }

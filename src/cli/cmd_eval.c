@@ -122,6 +122,9 @@ int wk_cmd_eval(int argc, char **argv) {
     data = argv[i];
   }
   if (!data || !model) {
+    fprintf(stderr, "whisker eval: %s\n\n", data ? "--model MODEL is required"
+                                                  : model ? "DATA_DIR is required"
+                                                          : "DATA_DIR and --model MODEL are required");
     wk_usage_eval(stderr);
     return WK_EXIT_USAGE;
   }

@@ -29,6 +29,8 @@ int wk_cmd_export(int argc, char **argv) {
     }
   }
   if (n_pos != 2) {
+    fprintf(stderr, "whisker export: %s\n\n",
+            n_pos ? "OUT.onnx is missing" : "MODEL and OUT.onnx are required");
     wk_usage_export(stderr);
     return WK_EXIT_USAGE;
   }

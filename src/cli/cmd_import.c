@@ -36,6 +36,8 @@ int wk_cmd_import(int argc, char **argv) {
     }
   }
   if (n_pos != 2) {
+    fprintf(stderr, "whisker import: %s\n\n", n_pos ? "OUT.safetensors is missing"
+                                                   : "MODEL.onnx and OUT.safetensors are required");
     wk_usage_import(stderr);
     return WK_EXIT_USAGE;
   }

@@ -64,6 +64,7 @@ int wk_cmd_info(int argc, char **argv) {
     }
   }
   if (!path) {
+    fprintf(stderr, "whisker info: MODEL is required\n\n");
     wk_usage_info(stderr);
     return WK_EXIT_USAGE;
   }
