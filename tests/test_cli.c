@@ -340,18 +340,26 @@ START_TEST(test_usage_mistakes_are_explained) {
     ck_assert_msg(r.code == 2 && strstr(r.err, refused[k].err) && !strstr(r.err, "usage:"),
                   "%s: exit %d, stderr: %s", refused[k].args, r.code, r.err);
   }
+  run_result r;
   /* a missing required argument is named above the usage */
   static const struct {
     const char *args, *err;
   } missing[] = {{"eval x", "whisker eval: --model MODEL is required\n\nusage:"},
                  {"export m", "whisker export: OUT.onnx is missing\n\nusage:"},
-                 {"info", "whisker info: MODEL is required\n\nusage:"}};
+                 {"info", "whisker info: MODEL is required\n\nusage:"},
+                 {"train x", "whisker train: --out RUN_DIR is required\n\nusage: whisker train"},
+                 {"finetune x --out y", "--from MODEL is required\n\nusage: whisker finetune"}};
   for (size_t k = 0; k < sizeof missing / sizeof missing[0]; k++) {
-    run_result r = run(missing[k].args);
+    r = run(missing[k].args);
     ck_assert_msg(r.code == 2 && strstr(r.err, missing[k].err), "%s: exit %d, stderr: %s",
                   missing[k].args, r.code, r.err);
   }
-  run_result r = run("help classify");
+  /* train's: the synopsis and where the rest is, not its 75 lines of help */
+  r = run("train x");
+  ck_assert_msg(strstr(r.err, "\n'whisker train --help' describes every option.\n") &&
+                    !strstr(r.err, "Trains a classifier"),
+                "stderr: %s", r.err);
+  r = run("help classify");
   ck_assert_msg(r.code == 0 && !strncmp(r.out, "usage: whisker classify", 23), "stdout: %s", r.out);
   snprintf(args, sizeof args, "classify '%s/data/samples/cat.jpg' --model '%s/net.bin'", src, dir);
   r = run(args);

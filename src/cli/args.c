@@ -159,6 +159,22 @@ static bool wk_usage_option_near(void (*usage)(FILE *), const char *name, bool e
   return best <= limit;
 }
 
+void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *)) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (f) usage(f);
+  if (!f || fclose(f) != 0 || !text) { /* no memory for the text: all of it, then */
+    free(text);
+    usage(stderr);
+    return;
+  }
+  const char *blank = strstr(text, "\n\n");
+  fprintf(stderr, "%.*s\n'whisker %s --help' describes every option.\n",
+          (int)(blank ? (size_t)(blank - text) + 1 : len), text, cmd);
+  free(text);
+}
+
 int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *)) {
   char safe[WK_SAFE_TEXT_MAX(256)], near[64];
   wk_safe_text(arg, safe, sizeof safe);

@@ -32,6 +32,9 @@ bool wk_seen_clash(const char *cmd, const wk_opts_seen *s, const char *const *na
  * argument too many. Prints a few lines, not the whole usage; returns
  * WK_EXIT_USAGE. */
 int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *));
+/* The first paragraph of `usage`'s text (the synopsis) on stderr, and where the
+ * rest is: for a usage error of a command whose help is long. */
+void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *));
 /* --device cpu|cuda|cuda:N|auto into *out: WK_DEVICE_CPU, N >= 0 (cuda is
  * cuda:0) or WK_DEVICE_AUTO (nn/net.h). */
 int wk_arg_device(const char *cmd, int argc, char **argv, int *i, int *out);

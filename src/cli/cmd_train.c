@@ -190,8 +190,8 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
     return WK_EXIT_USAGE;
   }
   if (finetune && !c.pretrained) {
-    fprintf(stderr, "whisker finetune: --from MODEL is required\n");
-    wk_usage_finetune(stderr);
+    fprintf(stderr, "whisker finetune: --from MODEL is required\n\n");
+    wk_usage_synopsis(cmd, wk_usage_finetune);
     return WK_EXIT_USAGE;
   }
   /* fine-tuning defaults: a short AdamW run at the base model's input size */
@@ -199,8 +199,10 @@ static int wk_train_main(const char *cmd, int argc, char **argv, bool finetune) 
   c.epochs = epochs ? epochs : c.pretrained ? 4 : c.epochs;
   c.size = size ? size : c.pretrained ? 0 : c.size;
   if (!c.data_dir || !c.out_dir) {
-    fprintf(stderr, "whisker %s: DATA_DIR and --out RUN_DIR are required\n", cmd);
-    (finetune ? wk_usage_finetune : wk_usage_train)(stderr);
+    fprintf(stderr, "whisker %s: %s\n\n", cmd,
+            c.data_dir ? "--out RUN_DIR is required"
+            : c.out_dir ? "DATA_DIR is required" : "DATA_DIR and --out RUN_DIR are required");
+    wk_usage_synopsis(cmd, finetune ? wk_usage_finetune : wk_usage_train);
     return WK_EXIT_USAGE;
   }
   if (wk_optim_kind_parse(optim, &c.optim) != WK_OK ||
