@@ -119,31 +119,32 @@ static const char *wk_default_model(char *buf, size_t n) {
   return NULL;
 }
 
-static const float *wk_sort_row; /* the row wk_cmp_prob orders by (one thread) */
+typedef struct wk_ranked {
+  float p;
+  int cls;
+} wk_ranked;
 
 /* Higher probability first; equal ones by class index, as eval's top-k. */
-static int wk_cmp_prob(const void *a, const void *b) {
-  const int i = *(const int *)a, j = *(const int *)b;
-  const float pi = wk_sort_row[i], pj = wk_sort_row[j];
-  return pi > pj ? -1 : pi < pj ? 1 : (i > j) - (i < j);
+static int wk_cmp_ranked(const void *a, const void *b) {
+  const wk_ranked *x = a, *y = b;
+  return x->p > y->p ? -1 : x->p < y->p ? 1 : (x->cls > y->cls) - (x->cls < y->cls);
 }
 
-/* order: room for meta->n_classes indices */
+/* rank: room for meta->n_classes entries */
 static void wk_print_one(const char *path, const float *row, const wk_model_meta *meta, int top,
-                         bool json, int *order) {
+                         bool json, wk_ranked *rank) {
   const int k = meta->n_classes;
   if (top > k) top = k;
-  for (int j = 0; j < k; j++) order[j] = j;
-  wk_sort_row = row;
-  qsort(order, (size_t)k, sizeof *order, wk_cmp_prob);
+  for (int j = 0; j < k; j++) rank[j] = (wk_ranked){row[j], j};
+  qsort(rank, (size_t)k, sizeof *rank, wk_cmp_ranked);
   if (json) {
     printf("{\"file\": ");
     wk_print_json_string(path);
     printf(", \"top\": [");
     for (int t = 0; t < top; t++) {
       printf("%s{\"class\": ", t ? ", " : "");
-      wk_print_json_string(meta->class_names[order[t]]);
-      printf(", \"probability\": %.6f}", row[order[t]]);
+      wk_print_json_string(meta->class_names[rank[t].cls]);
+      printf(", \"probability\": %.6f}", rank[t].p);
     }
     printf("]}\n");
     return;
@@ -151,8 +152,8 @@ static void wk_print_one(const char *path, const float *row, const wk_model_meta
   char safe[WK_SAFE_TEXT_MAX(4096)];
   printf("%s\t", wk_safe_text(path, safe, sizeof safe));
   for (int t = 0; t < top; t++)
-    printf("%s%s %.4f", t ? ", " : "", wk_safe_text(meta->class_names[order[t]], safe, sizeof safe),
-           row[order[t]]);
+    printf("%s%s %.4f", t ? ", " : "",
+           wk_safe_text(meta->class_names[rank[t].cls], safe, sizeof safe), rank[t].p);
   printf("\n");
 }
 
@@ -166,7 +167,7 @@ int wk_cmd_classify(int argc, char **argv) {
   wk_net *net = NULL;
   wk_model_meta meta = {0};
   float *probs = NULL;
-  int *order = NULL; /* classes by probability, for one image at a time */
+  wk_ranked *rank = NULL; /* classes by probability, for one image at a time */
   char **why = NULL; /* (paths.n) why an image has no answer, from wk_predict_files */
   const char **empty = calloc((size_t)argc + 1, sizeof *empty); /* folders with no photo */
   if (!empty) {
@@ -251,9 +252,9 @@ int wk_cmd_classify(int argc, char **argv) {
   }
   probs = malloc((size_t)(paths.n * meta.n_classes) * sizeof *probs);
   why = calloc((size_t)paths.n, sizeof *why);
-  order = malloc((size_t)meta.n_classes * sizeof *order);
+  rank = malloc((size_t)meta.n_classes * sizeof *rank);
   int64_t bad = 0;
-  if (!probs || !why || !order) {
+  if (!probs || !why || !rank) {
     fprintf(stderr, "whisker classify: out of memory for %lld images\n", (long long)paths.n);
     goto done;
   }
@@ -264,7 +265,7 @@ int wk_cmd_classify(int argc, char **argv) {
   }
   for (int64_t i = 0; i < paths.n; i++) {
     if (!isnan(probs[i * meta.n_classes]))
-      wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json, order);
+      wk_print_one(paths.v[i], probs + i * meta.n_classes, &meta, top, json, rank);
     else if (json) { /* the line a script reads says why this file has no answer */
       printf("{\"file\": ");
       wk_print_json_string(paths.v[i]);
@@ -286,7 +287,7 @@ done:
   free(empty);
   free(paths.v);
   free(probs);
-  free(order);
+  free(rank);
   wk_model_meta_free(&meta);
   wk_net_destroy(net);
   wk_ctx_destroy(ctx);
