@@ -123,19 +123,24 @@ static int wk_edit_distance(const char *a, const char *b) {
   return d[n][m];
 }
 
+/* What `usage` prints, as a malloc'ed string (NULL without memory for it). */
+static char *wk_usage_text(void (*usage)(FILE *)) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return NULL;
+  usage(f);
+  if (fclose(f) == 0) return text;
+  free(text);
+  return NULL;
+}
+
 /* The option of the usage text nearest to `name` (the whole name when `exact`),
  * copied into out (n bytes); false when none is near. */
 static bool wk_usage_option_near(void (*usage)(FILE *), const char *name, bool exact, char *out,
                                  size_t n) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  if (!f) return false;
-  usage(f);
-  if (fclose(f) != 0 || !text) {
-    free(text);
-    return false;
-  }
+  char *text = wk_usage_text(usage);
+  if (!text) return false;
   /* near: within a third of the name's length, at most 3 edits */
   int limit = exact ? 0 : (int)strlen(name) / 3;
   if (limit > 3) limit = 3;
@@ -160,18 +165,14 @@ static bool wk_usage_option_near(void (*usage)(FILE *), const char *name, bool e
 }
 
 void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *)) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  if (f) usage(f);
-  if (!f || fclose(f) != 0 || !text) { /* no memory for the text: all of it, then */
-    free(text);
+  char *text = wk_usage_text(usage);
+  if (!text) { /* no memory for the text: all of it, then */
     usage(stderr);
     return;
   }
-  const char *blank = strstr(text, "\n\n");
-  fprintf(stderr, "%.*s\n'whisker %s --help' describes every option.\n",
-          (int)(blank ? (size_t)(blank - text) + 1 : len), text, cmd);
+  char *blank = strstr(text, "\n\n");
+  if (blank) blank[1] = '\0';
+  fprintf(stderr, "%s\n'whisker %s --help' describes every option.\n", text, cmd);
   free(text);
 }
 

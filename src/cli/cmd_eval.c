@@ -73,23 +73,16 @@ static void wk_print_metrics(const wk_metrics *m, const wk_model_meta *meta, int
 #undef WK_SAFE
 }
 
-/* A dataset root with train/ and val/ (as 'whisker train' takes) given whole:
- * its "classes" are the splits. Sets the error pointing at the held-out split
- * and returns true. */
-static bool wk_eval_split_root(const char *data, const wk_dataset *ds) {
-  const char *held_out = NULL;
-  bool train = false;
-  for (int c = 0; c < wk_dataset_n_classes(ds); c++) {
-    const char *name = wk_dataset_class_name(ds, c);
-    train |= !strcmp(name, "train");
-    if (!strcmp(name, "val") || !strcmp(name, "validation") || !strcmp(name, "test"))
-      held_out = name;
-  }
-  if (!train || !held_out) return false;
-  const size_t n = strlen(data);
+/* A dataset root with train/ and val/ (as 'whisker train' takes it) given
+ * whole would read the splits as classes: the error points at the held-out
+ * split instead. True when it is one (the error set). */
+static bool wk_eval_split_root(const char *data) {
+  char *val = wk_dataset_val_folder(data);
+  if (!val) return false;
+  const char *name = strrchr(val, '/');
   wk_fail(WK_ERR_INVALID_ARG, "%s holds the splits train/ and %s/, not a folder per class: "
-          "evaluate on the photos training did not see, %s%s%s", data, held_out, data,
-          n && data[n - 1] == '/' ? "" : "/", held_out);
+          "evaluate on the photos training did not see, %s", data, name ? name + 1 : val, val);
+  free(val);
   return true;
 }
 
@@ -137,10 +130,10 @@ int wk_cmd_eval(int argc, char **argv) {
   wk_metrics m = {0};
   int rc = WK_EXIT_FAIL;
   wk_dataset_opts o = wk_dataset_opts_default();
-  if (wk_ctx_create(&ctx, threads) != WK_OK || wk_model_load(ctx, model, &net, &meta) != WK_OK ||
+  if (wk_eval_split_root(data) || wk_ctx_create(&ctx, threads) != WK_OK ||
+      wk_model_load(ctx, model, &net, &meta) != WK_OK ||
       wk_net_place(net, device) != WK_OK || wk_dataset_open_folder(data, &o, &ds) != WK_OK)
     goto done;
-  if (wk_eval_split_root(data, ds)) goto done;
   if (wk_dataset_n_classes(ds) != meta.n_classes) {
     const int n = wk_dataset_n_classes(ds);
     wk_fail(WK_ERR_INVALID_ARG, "%s has %d class folder%s, the model %d classes", data, n,

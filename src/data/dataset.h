@@ -93,6 +93,10 @@ wk_status wk_dataset_open_csv(const char *csv_path, const wk_dataset_opts *opts,
 wk_status wk_dataset_open_split(const char *root, const wk_dataset_opts *opts,
                                 wk_dataset **train, wk_dataset **val);
 
+/* The validation folder wk_dataset_open_split takes from root, root/val or
+ * root/validation when root/train is a folder too (malloc'ed); else NULL. */
+char *wk_dataset_val_folder(const char *root);
+
 /* Splits ds by class: round(n_c * val_pct / 100) samples of each class c go
  * to *val (at least 1 and at most n_c - 1 when n_c >= 2 and val_pct > 0),
  * chosen by a shuffle that depends on (seed, class) only; both keep ds's

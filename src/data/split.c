@@ -126,6 +126,13 @@ static char *wk_val_folder(const char *root, char **train_dir) {
   return NULL;
 }
 
+char *wk_dataset_val_folder(const char *root) {
+  char *train_dir = NULL;
+  char *val = wk_val_folder(root, &train_dir);
+  free(train_dir);
+  return val;
+}
+
 wk_status wk_dataset_open_split(const char *root, const wk_dataset_opts *opts,
                                 wk_dataset **train, wk_dataset **val) {
   wk_dataset_opts o = opts ? *opts : wk_dataset_opts_default();
