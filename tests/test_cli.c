@@ -327,6 +327,13 @@ START_TEST(test_usage_mistakes_are_explained) {
       {"train D --out R --epoch 3", "unknown option '--epoch'; did you mean --epochs?"},
       {"train D --out R --epochs=3", "unknown option '--epochs=3': give the value after a space, "
                                      "'--epochs 3'"},
+      {"classify x.jpg --json=1", "unknown option '--json=1': --json takes no value; give "
+                                  "'--json' alone"},
+      {"train D --out R --resume=yes", "--resume takes no value"},
+      {"train D --out R --lr=0.1", "give the value after a space, '--lr 0.1'"},
+      {"clicks eval x --labels l --json=1", "--json takes no value"},
+      {"clicks eval x --labels l --model=m", "--model is an option of clicks score only"},
+      {"clicks score x --model m --epoch 3", "unknown option '--epoch' ('whisker clicks --help'"},
       {"finetune D --from M --out R --head-epoch 2", "did you mean --head-epochs?"},
       {"classify x.jpg --jsn", "unknown option '--jsn'; did you mean --json?"},
       {"eval D --model M --frobnicate", "unknown option '--frobnicate' ('whisker eval --help' "

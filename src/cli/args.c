@@ -135,33 +135,66 @@ static char *wk_usage_text(void (*usage)(FILE *)) {
   return NULL;
 }
 
-/* The option of the usage text nearest to `name` (the whole name when `exact`),
- * copied into out (n bytes); false when none is near. */
-static bool wk_usage_option_near(void (*usage)(FILE *), const char *name, bool exact, char *out,
-                                 size_t n) {
-  char *text = wk_usage_text(usage);
-  if (!text) return false;
+static bool wk_opt_char(char c) { return c == '-' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+/* The option of a usage text nearest to `name` (the whole name when `exact`)
+ * that `fits` accepts (every one when NULL), copied into out (n bytes); false
+ * when none is near. */
+static bool wk_usage_option_near(const char *text, const char *name, bool exact,
+                                 bool (*fits)(const char *opt, const void *ctx),
+                                 const void *ctx, char *out, size_t n) {
   /* near: within a third of the name's length, at most 3 edits */
   int limit = exact ? 0 : (int)strlen(name) / 3;
   if (limit > 3) limit = 3;
   int best = limit + 1;
   for (const char *p = strstr(text, "--"); p; p = strstr(p, "--")) {
     size_t k = 2;
-    while (p[k] == '-' || (p[k] >= 'a' && p[k] <= 'z') || (p[k] >= '0' && p[k] <= '9')) k++;
+    while (wk_opt_char(p[k])) k++;
     char opt[64];
     if (k > 2 && k < sizeof opt && (p == text || p[-1] != '-')) {
       memcpy(opt, p, k);
       opt[k] = '\0';
       const int dist = wk_edit_distance(name, opt);
-      if (dist < best) {
+      if (dist < best && (!fits || fits(opt, ctx))) {
         best = dist;
         snprintf(out, n, "%s", opt);
       }
     }
     p += k;
   }
-  free(text);
   return best <= limit;
+}
+
+/* How one mention of an option (at p, k bytes long) in a usage text shows it:
+ * 1 taking a value, 0 as a flag, -1 neither. Only a synopsis or an option
+ * list says: "[--top 1]" and "  --size S    text" take one; "[--json]",
+ * "[--resume | --overwrite]" and "  --json      text" do not. A mention in
+ * running text ("with --json also ...") says nothing. */
+static int wk_usage_mention(const char *text, const char *p, size_t k) {
+  const char *b = p;
+  while (b > text && b[-1] == ' ') b--;
+  const bool in_list = b > text && (b[-1] == '[' || b[-1] == '|');
+  const bool in_table = b < p && (b == text || b[-1] == '\n'); /* an indented line's start */
+  if (!in_list && !in_table) return -1;
+  const char *a = p + k;
+  if (*a == ']' || *a == '\n' || *a == '\0') return 0;
+  if (*a != ' ') return -1;
+  if (a[1] == ' ' || a[1] == '|' || a[1] == '\n') return 0;
+  return 1;
+}
+
+/* Whether the usage text shows opt as a flag: some mention says so and none
+ * shows it with a value. */
+static bool wk_usage_is_flag(const char *text, const char *opt) {
+  const size_t k = strlen(opt);
+  bool flag = false;
+  for (const char *p = strstr(text, opt); p; p = strstr(p + k, opt)) {
+    if ((p > text && p[-1] == '-') || wk_opt_char(p[k])) continue; /* part of a longer name */
+    const int m = wk_usage_mention(text, p, k);
+    if (m == 1) return false;
+    flag |= m == 0;
+  }
+  return flag;
 }
 
 void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *)) {
@@ -176,7 +209,8 @@ void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *)) {
   free(text);
 }
 
-int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *)) {
+int wk_arg_unknown_fit(const char *cmd, const char *arg, void (*usage)(FILE *),
+                       bool (*fits)(const char *opt, const void *ctx), const void *ctx) {
   char safe[WK_SAFE_TEXT_MAX(256)], near[64];
   wk_safe_text(arg, safe, sizeof safe);
   const size_t cmd_word = strcspn(cmd, " ");
@@ -185,24 +219,35 @@ int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *)) {
             "usage)\n", cmd, safe, (int)cmd_word, cmd);
     return WK_EXIT_USAGE;
   }
+  char *text = wk_usage_text(usage); /* NULL without memory: no suggestion then */
   const char *eq = strchr(arg, '=');
   char name[64];
-  if (eq && (size_t)(eq - arg) < sizeof name) { /* --epochs=5: GNU style, not whisker's */
+  if (text && eq && (size_t)(eq - arg) < sizeof name) { /* --epochs=5: GNU style, not whisker's */
     memcpy(name, arg, (size_t)(eq - arg));
     name[eq - arg] = '\0';
-    if (wk_usage_option_near(usage, name, true, near, sizeof near)) {
+    if (wk_usage_option_near(text, name, true, fits, ctx, near, sizeof near)) {
       char value[WK_SAFE_TEXT_MAX(256)];
-      fprintf(stderr, "whisker %s: unknown option '%s': give the value after a space, "
-              "'%s %s'\n", cmd, safe, near, wk_safe_text(eq + 1, value, sizeof value));
+      if (wk_usage_is_flag(text, near))
+        fprintf(stderr, "whisker %s: unknown option '%s': %s takes no value; give '%s' alone\n",
+                cmd, safe, near, near);
+      else
+        fprintf(stderr, "whisker %s: unknown option '%s': give the value after a space, "
+                "'%s %s'\n", cmd, safe, near, wk_safe_text(eq + 1, value, sizeof value));
+      free(text);
       return WK_EXIT_USAGE;
     }
   }
-  if (wk_usage_option_near(usage, arg, false, near, sizeof near))
+  if (text && wk_usage_option_near(text, arg, false, fits, ctx, near, sizeof near))
     fprintf(stderr, "whisker %s: unknown option '%s'; did you mean %s?\n", cmd, safe, near);
   else
     fprintf(stderr, "whisker %s: unknown option '%s' ('whisker %.*s --help' lists the options)\n",
             cmd, safe, (int)cmd_word, cmd);
+  free(text);
   return WK_EXIT_USAGE;
+}
+
+int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *)) {
+  return wk_arg_unknown_fit(cmd, arg, usage, NULL, NULL);
 }
 
 bool wk_stderr_is_tty(void) { return isatty(2) == 1; }

@@ -32,6 +32,10 @@ bool wk_seen_clash(const char *cmd, const wk_opts_seen *s, const char *const *na
  * argument too many. Prints a few lines, not the whole usage; returns
  * WK_EXIT_USAGE. */
 int wk_arg_unknown(const char *cmd, const char *arg, void (*usage)(FILE *));
+/* wk_arg_unknown, suggesting only the options that `fits` accepts (a command
+ * whose usage text covers several subcommands). */
+int wk_arg_unknown_fit(const char *cmd, const char *arg, void (*usage)(FILE *),
+                       bool (*fits)(const char *opt, const void *ctx), const void *ctx);
 /* The first paragraph of `usage`'s text (the synopsis) on stderr, and where the
  * rest is: for a usage error of a command whose help is long. */
 void wk_usage_synopsis(const char *cmd, void (*usage)(FILE *));

@@ -181,6 +181,14 @@ static int wk_clicks_option_fits(const char *cmd, unsigned sub, const char *opt)
   return 0;
 }
 
+/* Whether subcommand *sub (a const unsigned) takes option opt: what an unknown
+ * option's suggestion may name. */
+static bool wk_clicks_sub_takes(const char *opt, const void *sub) {
+  for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++)
+    if (!strcmp(opt, wk_clicks_only[k].name)) return wk_clicks_only[k].subs & *(const unsigned *)sub;
+  return true;
+}
+
 /* Parses argv of subcommand sub (cmd, for messages) into o and the
  * positional arguments into pos (n_pos). */
 static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
@@ -204,7 +212,14 @@ static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
     o->min_events_given |= r > 0 && !strcmp(opt, "--min-events");
     if (r > 0) continue;
     if (argv[i][0] == '-') {
-      wk_arg_unknown(cmd, argv[i], wk_usage_clicks);
+      char name[64]; /* --arch=X for render: say whose option --arch is */
+      const size_t eq = strcspn(argv[i], "=");
+      if (argv[i][eq] && eq < sizeof name) {
+        memcpy(name, argv[i], eq);
+        name[eq] = '\0';
+        if (wk_clicks_option_fits(cmd, sub, name) < 0) return -1;
+      }
+      wk_arg_unknown_fit(cmd, argv[i], wk_usage_clicks, wk_clicks_sub_takes, &sub);
       return -1;
     }
     (*pos)[(*n_pos)++] = argv[i];
