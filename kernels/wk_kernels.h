@@ -125,7 +125,7 @@ int wk_launch_dropout_forward_f32(int64_t n, double p, uint64_t seed, uint64_t s
 int wk_launch_dropout_backward_f32(int64_t n, double p, uint64_t seed, uint64_t stream_id,
                                    int64_t offset, const float *dy, float *dx, void *stream);
 /* The same masks with the stream read on the device when the kernel runs, so
- * that a captured CUDA graph takes each step's values (cuda_net.c's fused
+ * that a captured CUDA graph takes each step's values (cuda_net_step.c's fused
  * step): seed = seed_step[0], stream_id = (seed_step[1] << 16) ^ node, the
  * stream nn/exec_node.c gives node `node` at step seed_step[1]. seed_step: two
  * device uint64_t (the seed, the step). Forward and backward alike. */
@@ -278,7 +278,7 @@ int wk_launch_adamw_f32(int n_segments, const wk_optim_segment *segs, float *w, 
 /* The two updates unless *skip (one device int, read when the kernel runs;
  * NULL: never) is nonzero, when they change nothing: the non-finite check's
  * flag gates the update on the device, with no decision on the host between
- * the check and the update (cuda_net.c's fused step). */
+ * the check and the update (cuda_net_step.c's fused step). */
 int wk_launch_sgd_unless_f32(int n_segments, const wk_optim_segment *segs, bool nesterov,
                              float *w, const float *g, float *buf, const int *skip,
                              void *stream);

@@ -1,5 +1,5 @@
 /* test_graph_table.c - when the fused training step is captured, replayed or
- * run plainly (src/cuda/graph_table.c, the policy of cuda_net.c's CUDA
+ * run plainly (src/cuda/graph_table.c, the policy of cuda_net_step.c's CUDA
  * graphs), on the CPU: the graphs are stand-in pointers and the free callback
  * records what it frees.
  *

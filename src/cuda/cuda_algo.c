@@ -22,7 +22,7 @@
  * the workspace limit. The networks of a context share one, so a second
  * network, or a batch size seen before, takes the kept choice.
  *
- * An algorithm a convolution's call refused (cuda_net.c's wk_conv_refused)
+ * An algorithm a convolution's call refused (cuda_net_batch.c's wk_conv_refused)
  * is in the caller's skip set: the heuristics pass it over, and a kept
  * choice that is one gives way to them for that caller (untimed).
  *

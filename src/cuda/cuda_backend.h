@@ -123,7 +123,7 @@ wk_status wk_cuda_copy_d2h(void *dst, const void *src, size_t n_bytes) WK_NODISC
 wk_status wk_cuda_sync(void) WK_NODISCARD;
 
 /* ------------------------------------------------------------------ networks
- * cuda_net.c: the plugin's side of cuda.h's wk_gpu_net_* (same contracts). */
+ * cuda_net*.c: the plugin's side of cuda.h's wk_gpu_net_* (same contracts). */
 wk_status wk_cudanet_create(const wk_gpu_graph *g, int device, wk_gpu_net **out);
 void wk_cudanet_destroy(wk_gpu_net *net);
 wk_status wk_cudanet_stage(wk_gpu_net *net, const wk_gpu_input *x, int64_t n);
@@ -273,7 +273,7 @@ int64_t wk_cplan_engine(const wk_cplan *p);
 cudnnStatus_t wk_cplan_run(wk_cplan *p, void *x, void *w, void *y, void *ws);
 
 /* ------------------------------------------------------------------ gradient all-reduce
- * cuda_comm.c: NCCL for cuda_net.c's backward (cuda.h's data-parallel API). */
+ * cuda_comm.c: NCCL for cuda_net_bwd.c's backward (cuda.h's data-parallel API). */
 typedef struct wk_gpucomm wk_gpucomm;
 /* id: n = sizeof(ncclUniqueId) bytes. */
 wk_status wk_gpucomm_unique_id(void *id, size_t n);

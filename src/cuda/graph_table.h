@@ -1,5 +1,5 @@
 /* graph_table.h - which captured CUDA graph replays a training step, and when
- * to capture one (cuda_net.c's fused step, cuda.h: $WHISKER_CUDA_GRAPH).
+ * to capture one (cuda_net_step.c's fused step, cuda.h: $WHISKER_CUDA_GRAPH).
  *
  * A captured step bakes in the addresses of the network's device buffers and
  * every kernel argument and launch shape of its work. The addresses are the
