@@ -1,6 +1,14 @@
 /* cuda_net.c - a network's graph on one GPU (cuda.h's wk_gpu_net_*, reached
  * through the plugin table, cuda_plugin.h).
  *
+ * The network's code is in several files, over one private header
+ * (cuda_net_impl.h: the structures and the functions they share): this one
+ * creates and frees a network, and describes the design below;
+ * cuda_net_batch.c prepares a batch size; cuda_net_ops.c calls the kernels;
+ * cuda_net_fwd.c and cuda_net_bwd.c run forward and backward;
+ * cuda_net_input.c moves the batches; cuda_net_prof.c times the nodes;
+ * cuda_net_step.c runs the loss, the update and the step.
+ *
  * Layout: NHWC activations and OHWI conv weights, as on the CPU, so the host's
  * arenas are uploaded as they are. One stream carries everything; cuDNN and
  * cuBLAS are bound to it. Per value a device buffer for the batch (kept from a
@@ -139,14 +147,7 @@
  *
  * cuDNN 9 marks the descriptor API used here (convolution, batchnorm, pooling)
  * deprecated in favour of its graph API; it is supported throughout 9.x, and
- * the warnings are silenced for these files only (cuda_net_impl.h).
- *
- * The network's code is in several files, over one private header
- * (cuda_net_impl.h: the structures and the functions they share): this one
- * creates and frees a network; cuda_net_batch.c prepares a batch size;
- * cuda_net_ops.c calls the kernels; cuda_net_fwd.c and cuda_net_bwd.c run
- * forward and backward; cuda_net_input.c moves the batches; cuda_net_prof.c
- * times the nodes; cuda_net_step.c runs the loss, the update and the step. */
+ * the warnings are silenced for these files only (cuda_net_impl.h). */
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
