@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
   }
   char **files = NULL;
   int nf = 0;
-  if (wk_clicks_collect(dirs, n_dirs, &files, &nf) != WK_OK) die(wk_last_error());
+  if (wk_clicks_collect(dirs, n_dirs, &files, &nf, NULL) != WK_OK) die(wk_last_error());
   const size_t img_bytes = (size_t)rc.size_px * (size_t)rc.size_px * 3;
   wk_bytes *bufs = calloc((size_t)(nf > 0 ? nf : 1), sizeof *bufs);
   uint8_t *rgb = malloc(img_bytes);

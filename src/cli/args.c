@@ -135,7 +135,10 @@ static char *wk_usage_text(void (*usage)(FILE *)) {
   return NULL;
 }
 
-static bool wk_opt_char(char c) { return c == '-' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+/* A character of an option's name after its "--". */
+static bool wk_opt_char(char c) {
+  return c == '-' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 /* The option of a usage text nearest to `name` (the whole name when `exact`)
  * that `fits` accepts (every one when NULL), copied into out (n bytes); false

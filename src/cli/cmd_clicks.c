@@ -165,28 +165,31 @@ static const struct {
     {"--lr", WK_SUB_EVAL},                   {"--seed", WK_SUB_EVAL},
 };
 
+/* The subcommands (WK_SUB_* bits) that take option opt, its name up to any '='
+ * (--arch=3 names --arch). */
+static unsigned wk_clicks_subs_of(const char *opt) {
+  const size_t len = strcspn(opt, "=");
+  for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++)
+    if (strlen(wk_clicks_only[k].name) == len && !strncmp(opt, wk_clicks_only[k].name, len))
+      return wk_clicks_only[k].subs;
+  return WK_SUB_RENDER | WK_SUB_SCORE | WK_SUB_EVAL;
+}
+
 /* 0, or -1 after saying that opt is not an option of cmd (subcommand sub). */
 static int wk_clicks_option_fits(const char *cmd, unsigned sub, const char *opt) {
   const char *names[] = {"", "render", "score", "", "eval"};
-  for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++) {
-    if (strcmp(opt, wk_clicks_only[k].name) || (wk_clicks_only[k].subs & sub))
-      continue;
-    const unsigned m = wk_clicks_only[k].subs;
-    fprintf(stderr, "whisker %s: %s is an option of clicks %s%s%s only\n", cmd, opt,
-            names[m & WK_SUB_RENDER ? 1 : m & WK_SUB_SCORE ? 2 : 4],
-            (m & (m - 1)) ? " and " : "",
-            (m & (m - 1)) ? names[m & WK_SUB_EVAL ? 4 : 2] : "");
-    return -1;
-  }
-  return 0;
+  const unsigned m = wk_clicks_subs_of(opt);
+  if (m & sub) return 0;
+  fprintf(stderr, "whisker %s: %.*s is an option of clicks %s%s%s only\n", cmd,
+          (int)strcspn(opt, "="), opt, names[m & WK_SUB_RENDER ? 1 : m & WK_SUB_SCORE ? 2 : 4],
+          (m & (m - 1)) ? " and " : "", (m & (m - 1)) ? names[m & WK_SUB_EVAL ? 4 : 2] : "");
+  return -1;
 }
 
 /* Whether subcommand *sub (a const unsigned) takes option opt: what an unknown
  * option's suggestion may name. */
 static bool wk_clicks_sub_takes(const char *opt, const void *sub) {
-  for (size_t k = 0; k < sizeof wk_clicks_only / sizeof *wk_clicks_only; k++)
-    if (!strcmp(opt, wk_clicks_only[k].name)) return wk_clicks_only[k].subs & *(const unsigned *)sub;
-  return true;
+  return wk_clicks_subs_of(opt) & *(const unsigned *)sub;
 }
 
 /* Parses argv of subcommand sub (cmd, for messages) into o and the
@@ -212,13 +215,6 @@ static int wk_clicks_args(const char *cmd, unsigned sub, int argc, char **argv,
     o->min_events_given |= r > 0 && !strcmp(opt, "--min-events");
     if (r > 0) continue;
     if (argv[i][0] == '-') {
-      char name[64]; /* --arch=X for render: say whose option --arch is */
-      const size_t eq = strcspn(argv[i], "=");
-      if (argv[i][eq] && eq < sizeof name) {
-        memcpy(name, argv[i], eq);
-        name[eq] = '\0';
-        if (wk_clicks_option_fits(cmd, sub, name) < 0) return -1;
-      }
       wk_arg_unknown_fit(cmd, argv[i], wk_usage_clicks, wk_clicks_sub_takes, &sub);
       return -1;
     }
@@ -437,19 +433,12 @@ static int wk_clicks_render(wk_clicks_opts *o, char **pos, int n_pos) {
   wk_click_session s = {0};
   wk_image img = {0};
   wk_render_totals t = {0};
-  int n_found = 0; /* an input that is not there is reported and counted, as a bad file is */
-  for (int i = 0; i < n_pos; i++) {
-    struct stat sb;
-    if (stat(pos[i], &sb) == 0) {
-      pos[n_found++] = pos[i];
-      continue;
-    }
-    WK_LOG_W("%s: %s; skipped", pos[i], strerror(errno));
-    t.files++;
-    t.files_failed++;
-  }
-  if (wk_clicks_collect((const char *const *)pos, n_found, &files, &nf) != WK_OK ||
-      (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK))
+  int missing = 0; /* an input that is not there is reported and counted, as a bad file is */
+  const wk_status collected = wk_clicks_collect((const char *const *)pos, n_pos, &files, &nf,
+                                                &missing);
+  t.files += missing;
+  t.files_failed += missing;
+  if (collected != WK_OK || (o->labels && wk_label_map_read(o->labels, &labels) != WK_OK))
     goto done;
   file_label = calloc(nf ? (size_t)nf : 1, sizeof *file_label);
   if (!file_label) {

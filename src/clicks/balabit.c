@@ -101,9 +101,15 @@ static wk_status wk_list_push(wk_file_list *l, const char *path) {
   return WK_OK;
 }
 
-static wk_status wk_walk(const char *path, int depth, wk_file_list *l) {
+/* missing: see wk_clicks_collect; only a path given (depth 0) can be missing. */
+static wk_status wk_walk(const char *path, int depth, wk_file_list *l, int *missing) {
   struct stat sb;
-  if (stat(path, &sb) != 0) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+  if (stat(path, &sb) != 0) {
+    if (depth > 0 || !missing) return wk_fail(WK_ERR_IO, "%s: %s", path, strerror(errno));
+    WK_LOG_W("%s: %s; skipped", path, strerror(errno));
+    (*missing)++;
+    return WK_OK;
+  }
   if (S_ISREG(sb.st_mode)) return wk_list_push(l, path);
   if (!S_ISDIR(sb.st_mode) || depth >= 8) return WK_OK;
   char **files = NULL, **dirs = NULL, sub[WK_PATH_MAX];
@@ -113,16 +119,17 @@ static wk_status wk_walk(const char *path, int depth, wk_file_list *l) {
   for (int i = 0; st == WK_OK && i < nf; i++)
     if ((st = wk_join(sub, sizeof sub, path, files[i])) == WK_OK) st = wk_list_push(l, sub);
   for (int i = 0; st == WK_OK && i < nd; i++)
-    if ((st = wk_join(sub, sizeof sub, path, dirs[i])) == WK_OK) st = wk_walk(sub, depth + 1, l);
+    if ((st = wk_join(sub, sizeof sub, path, dirs[i])) == WK_OK) st = wk_walk(sub, depth + 1, l, NULL);
   wk_balabit_names_free(files, nf);
   wk_balabit_names_free(dirs, nd);
   return st;
 }
 
-wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n) {
+wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n,
+                            int *missing) {
   wk_file_list l = {*files, *n, *n + 1};
   for (int i = 0; i < n_paths; i++) {
-    wk_status st = wk_walk(paths[i], 0, &l);
+    wk_status st = wk_walk(paths[i], 0, &l, missing);
     if (st != WK_OK) {
       *files = l.v;
       *n = l.n;

@@ -33,8 +33,10 @@ void wk_balabit_names_free(char **names, int n);
 /* Every regular file under each of paths (a file itself, or a folder walked
  * to 8 levels, hidden names skipped, sorted within a folder), appended to
  * *files (malloc'ed strings; *n counts them). A path that does not exist is
- * WK_ERR_IO naming it. */
-wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n);
+ * WK_ERR_IO naming it; with `missing`, it is instead named in a warning,
+ * counted there and passed over. */
+wk_status wk_clicks_collect(const char *const *paths, int n_paths, char ***files, int *n,
+                            int *missing);
 
 /* Runs the protocol; every session is read with `parse` (may be NULL: the
  * defaults). out_dir (may be NULL) receives model.safetensors

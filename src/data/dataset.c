@@ -136,7 +136,7 @@ wk_status wk_dataset_finish(wk_dataset *ds, const wk_dataset_opts *o, wk_dataset
     return s;
   }
   if (ds->n_ignored)
-    WK_LOG_I("%s: ignored %lld file%s that %s not .jpg/.jpeg/.jpe/.jfif/.png", ds->source,
+    WK_LOG_I("%s: ignored %lld file%s that %s not " WK_IMAGE_EXTS, ds->source,
              (long long)ds->n_ignored, ds->n_ignored == 1 ? "" : "s",
              ds->n_ignored == 1 ? "is" : "are");
   *out = ds;

@@ -80,8 +80,9 @@ static wk_status wk_run_paths(wk_run *r) {
       c >= (int)sizeof r->path_csv || e >= (int)sizeof r->path_report ||
       f >= (int)sizeof r->path_lrf)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: run directory path too long", d);
+  const bool ckpt = access(r->path_ckpt, F_OK) == 0;
   /* a resume needs a run to continue; nothing is made when there is none */
-  if (r->cfg->resume && access(r->path_ckpt, F_OK) != 0 && errno == ENOENT)
+  if (r->cfg->resume && !ckpt && errno == ENOENT)
     return wk_fail(WK_ERR_INVALID_ARG, "%s: no run to resume (no checkpoint.safetensors); "
                    "leave out --resume to start one", d);
   WK_TRY(wk_mkdir_p(d)); /* with its parents, as users expect of --out */
@@ -90,7 +91,7 @@ static wk_status wk_run_paths(wk_run *r) {
   if (access(d, W_OK | X_OK) != 0)
     return wk_fail(WK_ERR_IO, "%s: cannot write in the run folder: %s", d, strerror(errno));
   /* a new run does not replace an earlier one's model without being told */
-  const char *held = access(r->path_ckpt, F_OK) == 0    ? "checkpoint.safetensors"
+  const char *held = ckpt                             ? "checkpoint.safetensors"
                      : access(r->path_model, F_OK) == 0 ? "model.safetensors"
                                                         : NULL;
   if (held && !r->cfg->resume && !r->cfg->overwrite)
