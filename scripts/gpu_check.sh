@@ -72,6 +72,12 @@ left() { echo $(( budget - ($(date +%s) - t0) )); } # seconds of the budget left
 room() { [ "$(left)" -ge "$1" ]; }                  # room N: N more seconds fit
 skipped() { echo "== skipped: $1 (about $(left) s left of $budget, it needs about $2: a call with WK_GPU_CHECK=bench, or a larger WK_GPU_BUDGET_S)"; }
 py="${WHISKER_PYTHON:-python3}"
+# A dry run on this project's build machine: the python3 first on PATH may lack
+# PyTorch, which Debian's own python3 has (as the CPU benchmarks use it).
+if [ "${WK_GPU_CHECK_EMU:-0}" = 1 ] && [ -z "${WHISKER_PYTHON:-}" ] &&
+   ! python3 -c 'import torch' 2>/dev/null && /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  py=/usr/bin/python3
+fi
 echo "== gpu_check $(date -u +%FT%TZ) on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 echo "machine: $( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null), $(nproc) cores;" \
