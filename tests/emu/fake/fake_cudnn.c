@@ -859,35 +859,55 @@ static void wk_blend(const wk_conv_ctx *c, wk_fake_dtype t, size_t at, double ac
   wk_fake_store(c->out, t, at, v);
 }
 
-/* y[n,k,oh,ow] = sum over c in k's group, r, s of
- *   x[n, g*cg + c, oh*u - ph + r*dh, ow*v - pw + s*dw] * w[k, c, tap(r), tap(s)] */
+/* The outputs o in [0, n_out) with 0 <= o*stride + off < n_in, as [*lo, *hi):
+ * the loops below visit only those, rather than test every tap, and so add
+ * each output's terms in the order the plain loops would. */
+static void wk_span(int n_out, int stride, int off, int n_in, int *lo, int *hi) {
+  *lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  *hi = n_in - off > 0 ? (n_in - off + stride - 1) / stride : 0;
+  if (*hi > n_out) *hi = n_out;
+  if (*lo > *hi) *lo = *hi;
+}
+
+/* y[n, k, oh, ow] = sum over ci in k's group, r, s (in that order) of
+ *   x[n, g*cg + ci, oh*u - ph + r*dh, ow*v - pw + s*dw] * w[k, ci, tap(r), tap(s)],
+ * accumulated for a whole output plane at a time (each output's terms still
+ * in the order ci, r, s), then blended into y. */
 static void wk_conv_forward(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
   double *X = wk_gather_tensor(c, &c->xd, c->x, t);
   double *W = wk_gather_filter(c, &c->wd, c->w, t, g->flip);
+  double *P = malloc((size_t)g->oh * g->ow * sizeof *P);
+  if (!P) wk_fake_die("cuDNN", "out of host memory");
   for (int n = 0; n < g->n; n++)
     for (int k = 0; k < g->k; k++) {
       const int c0 = (k / g->kg) * g->cg;
-      for (int oh = 0; oh < g->oh; oh++)
-        for (int ow = 0; ow < g->ow; ow++) {
-          double acc = 0.0;
-          for (int ci = 0; ci < g->cg; ci++) {
-            const double *xc = X + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
-            const double *wc = W + ((size_t)k * g->cg + ci) * g->r * g->s;
-            for (int r = 0; r < g->r; r++) {
-              const int ih = oh * g->u - g->ph + r * g->dh;
-              if (ih < 0 || ih >= g->h) continue;
-              for (int s = 0; s < g->s; s++) {
-                const int iw = ow * g->v - g->pw + s * g->dw;
-                if (iw < 0 || iw >= g->w) continue;
-                acc += xc[(size_t)ih * g->w + iw] * wc[r * g->s + s];
-              }
+      memset(P, 0, (size_t)g->oh * g->ow * sizeof *P);
+      for (int ci = 0; ci < g->cg; ci++) {
+        const double *xc = X + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
+        const double *wc = W + ((size_t)k * g->cg + ci) * g->r * g->s;
+        for (int r = 0; r < g->r; r++) {
+          int oh0, oh1;
+          wk_span(g->oh, g->u, r * g->dh - g->ph, g->h, &oh0, &oh1);
+          for (int s = 0; s < g->s; s++) {
+            const double wv = wc[r * g->s + s];
+            const int off = s * g->dw - g->pw;
+            int ow0, ow1;
+            wk_span(g->ow, g->v, off, g->w, &ow0, &ow1);
+            for (int oh = oh0; oh < oh1; oh++) {
+              const double *xr = xc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
+              double *pr = P + (size_t)oh * g->ow;
+              for (int ow = ow0; ow < ow1; ow++) pr[ow] += xr[(size_t)ow * g->v] * wv;
             }
           }
-          wk_blend(c, t, wk_fake_at(&c->yd, n, k, oh, ow), acc);
         }
+      }
+      for (int oh = 0; oh < g->oh; oh++)
+        for (int ow = 0; ow < g->ow; ow++)
+          wk_blend(c, t, wk_fake_at(&c->yd, n, k, oh, ow), P[(size_t)oh * g->ow + ow]);
     }
+  free(P);
   free(X);
   free(W);
 }
@@ -895,7 +915,8 @@ static void wk_conv_forward(const wk_conv_ctx *c) {
 /* dx[n, g*cg + ci, ih, iw] = sum over k in group g, r, s with
  * ih = oh*u - ph + r*dh and iw = ow*v - pw + s*dw for some output (oh, ow) of
  *   dy[n, k, oh, ow] * w[k, ci, tap(r), tap(s)]: the adjoint of the forward,
- * accumulated here by scattering each dy term, then blended into dx. */
+ * accumulated here by scattering each dy term (in the order n, k, oh, ow, ci,
+ * r, s), then blended into dx. */
 static void wk_conv_backward_data(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
   const wk_fake_dtype t = wk_fake_cudnn_dtype(c->wd.dtype);
@@ -906,23 +927,23 @@ static void wk_conv_backward_data(const wk_conv_ctx *c) {
   for (int n = 0; n < g->n; n++)
     for (int k = 0; k < g->k; k++) {
       const int c0 = (k / g->kg) * g->cg;
-      for (int oh = 0; oh < g->oh; oh++)
+      for (int oh = 0; oh < g->oh; oh++) {
+        int r0, r1;
+        wk_span(g->r, g->dh, oh * g->u - g->ph, g->h, &r0, &r1);
         for (int ow = 0; ow < g->ow; ow++) {
           const double dy = Y[(((size_t)n * g->k + k) * g->oh + oh) * g->ow + ow];
+          int s0, s1;
+          wk_span(g->s, g->dw, ow * g->v - g->pw, g->w, &s0, &s1);
           for (int ci = 0; ci < g->cg; ci++) {
             double *dc = D + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
             const double *wc = W + ((size_t)k * g->cg + ci) * g->r * g->s;
-            for (int r = 0; r < g->r; r++) {
-              const int ih = oh * g->u - g->ph + r * g->dh;
-              if (ih < 0 || ih >= g->h) continue;
-              for (int s = 0; s < g->s; s++) {
-                const int iw = ow * g->v - g->pw + s * g->dw;
-                if (iw < 0 || iw >= g->w) continue;
-                dc[(size_t)ih * g->w + iw] += dy * wc[r * g->s + s];
-              }
+            for (int r = r0; r < r1; r++) {
+              double *dr = dc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + ow * g->v - g->pw;
+              for (int s = s0; s < s1; s++) dr[(size_t)s * g->dw] += dy * wc[r * g->s + s];
             }
           }
         }
+      }
     }
   size_t i = 0;
   for (int n = 0; n < g->n; n++)
@@ -934,7 +955,7 @@ static void wk_conv_backward_data(const wk_conv_ctx *c) {
   free(W);
 }
 
-/* dw[k, ci, tap(r), tap(s)] = sum over n, oh, ow of
+/* dw[k, ci, tap(r), tap(s)] = sum over n, oh, ow (in that order) of
  *   x[n, g*cg + ci, oh*u - ph + r*dh, ow*v - pw + s*dw] * dy[n, k, oh, ow] */
 static void wk_conv_backward_filter(const wk_conv_ctx *c) {
   const wk_geo *g = &c->g;
@@ -943,26 +964,28 @@ static void wk_conv_backward_filter(const wk_conv_ctx *c) {
   for (int k = 0; k < g->k; k++) {
     const int c0 = (k / g->kg) * g->cg;
     for (int ci = 0; ci < g->cg; ci++)
-      for (int r = 0; r < g->r; r++)
+      for (int r = 0; r < g->r; r++) {
+        int oh0, oh1;
+        wk_span(g->oh, g->u, r * g->dh - g->ph, g->h, &oh0, &oh1);
         for (int s = 0; s < g->s; s++) {
+          const int off = s * g->dw - g->pw;
+          int ow0, ow1;
+          wk_span(g->ow, g->v, off, g->w, &ow0, &ow1);
           double acc = 0.0;
           for (int n = 0; n < g->n; n++) {
             const double *xc = X + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
             const double *yk = Y + ((size_t)n * g->k + k) * g->oh * g->ow;
-            for (int oh = 0; oh < g->oh; oh++) {
-              const int ih = oh * g->u - g->ph + r * g->dh;
-              if (ih < 0 || ih >= g->h) continue;
-              for (int ow = 0; ow < g->ow; ow++) {
-                const int iw = ow * g->v - g->pw + s * g->dw;
-                if (iw < 0 || iw >= g->w) continue;
-                acc += xc[(size_t)ih * g->w + iw] * yk[(size_t)oh * g->ow + ow];
-              }
+            for (int oh = oh0; oh < oh1; oh++) {
+              const double *xr = xc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
+              const double *yr = yk + (size_t)oh * g->ow;
+              for (int ow = ow0; ow < ow1; ow++) acc += xr[(size_t)ow * g->v] * yr[ow];
             }
           }
           wk_blend(c, t,
                    wk_filter_at(&c->wd, k, ci, wk_tap(g->flip, r, g->r), wk_tap(g->flip, s, g->s)),
                    acc);
         }
+      }
   }
   free(X);
   free(Y);
