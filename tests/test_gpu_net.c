@@ -74,6 +74,11 @@ static wk_net *wkt_zoo(wk_ctx *ctx, const char *arch, int size, float width) {
 static wk_net *wkt_smallcnn(wk_ctx *ctx) { return wkt_zoo(ctx, "smallcnn", 32, 1.0f); }
 static wk_net *wkt_resnet18(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 64, 1.0f); }
 static wk_net *wkt_mobilenet(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 64, 0.5f); }
+/* For tests that count the step's pieces of work, not its values: the same
+ * nodes at an eighth of the arithmetic, which the emulated device spends
+ * most of such a test's time on. */
+static wk_net *wkt_resnet18_small(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 32, 0.5f); }
+static wk_net *wkt_mobilenet_small(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 32, 0.5f); }
 
 /* The ops the zoo does not use: dilated conv with bias, both average pools,
  * flatten; a dead end, a convolution nothing reads (its gradient, which no
@@ -2098,13 +2103,13 @@ START_TEST(test_step_budget) {
   const wkt_budget_case cases[] = {
       {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4, false, false},
       {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1, false, false},
-      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_ONE_CALL, 1, false, false},
-      {"mobilenetv2 bf16", wkt_mobilenet, WK_PRECISION_BF16, WKT_GRAPHS, 1, false, false},
-      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_ONE_CALL, 1, false, false},
-      {"resnet18 fp16", wkt_resnet18, WK_PRECISION_FP16, WKT_GRAPHS, 1, false, false},
+      {"mobilenetv2 bf16", wkt_mobilenet_small, WK_PRECISION_BF16, WKT_ONE_CALL, 1, false, false},
+      {"mobilenetv2 bf16", wkt_mobilenet_small, WK_PRECISION_BF16, WKT_GRAPHS, 1, false, false},
+      {"resnet18 fp16", wkt_resnet18_small, WK_PRECISION_FP16, WKT_ONE_CALL, 1, false, false},
+      {"resnet18 fp16", wkt_resnet18_small, WK_PRECISION_FP16, WKT_GRAPHS, 1, false, false},
       {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_STEPWISE, 4, true, false},
       {"smallcnn fp32", wkt_smallcnn, WK_PRECISION_FP32, WKT_ONE_CALL, 1, true, false},
-      {"resnet18 fp32", wkt_resnet18, WK_PRECISION_FP32, WKT_ONE_CALL, 1, true, true},
+      {"resnet18 fp32", wkt_resnet18_small, WK_PRECISION_FP32, WKT_ONE_CALL, 1, true, true},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) wkt_budget(&cases[k]);
 }
@@ -2753,14 +2758,28 @@ static bool wkt_listed(const char *list, const char *name) {
 
 /* $WKT_GPU_NET_ONLY: the tests to run (comma-separated; all when unset), to
  * run one while debugging; $WKT_GPU_NET_SKIP: tests to leave out (the
- * emulated plugin's, tests/CMakeLists.txt, says why). */
-static int wkt_n_added;
+ * emulated plugin's, tests/CMakeLists.txt, says why); $WKT_GPU_NET_SHARD=I/N:
+ * of the tests those leave, every Nth from the Ith (0-based), so that N ctest
+ * entries share the suite between the cores (the emulated device runs it on
+ * one). */
+static int wkt_n_added, wkt_n_kept;
 
 static void wkt_add(TCase *tc, const TTest *t) {
   const char *only = getenv("WKT_GPU_NET_ONLY"), *skip = getenv("WKT_GPU_NET_SKIP");
   if ((only && !wkt_listed(only, t->name)) || (skip && wkt_listed(skip, t->name))) {
     printf("%s: left out ($WKT_GPU_NET_ONLY / $WKT_GPU_NET_SKIP)\n", t->name);
     return;
+  }
+  const char *shard = getenv("WKT_GPU_NET_SHARD");
+  if (shard && *shard) {
+    int i = -1, n = 0;
+    char end;
+    if (sscanf(shard, "%d/%d%c", &i, &n, &end) != 2 || n < 1 || i < 0 || i >= n) {
+      fprintf(stderr, "test_gpu_net: $WKT_GPU_NET_SHARD is '%s', not I/N with 0 <= I < N\n",
+              shard);
+      exit(EXIT_FAILURE);
+    }
+    if (wkt_n_kept++ % n != i) return;
   }
   tcase_add_test(tc, t);
   wkt_n_added++;
@@ -2839,7 +2858,7 @@ int main(void) {
     wkt_add(tc, test_no_device_is_clean);
   }
   if (wkt_n_added == 0) {
-    fprintf(stderr, "test_gpu_net: $WKT_GPU_NET_ONLY names no test of this suite\n");
+    fprintf(stderr, "test_gpu_net: $WKT_GPU_NET_ONLY (with $WKT_GPU_NET_SHARD) leaves no test\n");
     return EXIT_FAILURE;
   }
   suite_add_tcase(s, tc);
