@@ -51,6 +51,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -896,9 +897,10 @@ static void wk_conv_forward(const wk_conv_ctx *c) {
             int ow0, ow1;
             wk_span(g->ow, g->v, off, g->w, &ow0, &ow1);
             for (int oh = oh0; oh < oh1; oh++) {
-              const double *xr = xc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
+              /* the row's first tap may lie left of the image: an index, not a pointer */
+              const ptrdiff_t xr = (ptrdiff_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
               double *pr = P + (size_t)oh * g->ow;
-              for (int ow = ow0; ow < ow1; ow++) pr[ow] += xr[(size_t)ow * g->v] * wv;
+              for (int ow = ow0; ow < ow1; ow++) pr[ow] += xc[xr + (ptrdiff_t)ow * g->v] * wv;
             }
           }
         }
@@ -938,8 +940,9 @@ static void wk_conv_backward_data(const wk_conv_ctx *c) {
             double *dc = D + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
             const double *wc = W + ((size_t)k * g->cg + ci) * g->r * g->s;
             for (int r = r0; r < r1; r++) {
-              double *dr = dc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + ow * g->v - g->pw;
-              for (int s = s0; s < s1; s++) dr[(size_t)s * g->dw] += dy * wc[r * g->s + s];
+              const ptrdiff_t dr =
+                  (ptrdiff_t)(oh * g->u - g->ph + r * g->dh) * g->w + ow * g->v - g->pw;
+              for (int s = s0; s < s1; s++) dc[dr + (ptrdiff_t)s * g->dw] += dy * wc[r * g->s + s];
             }
           }
         }
@@ -976,9 +979,9 @@ static void wk_conv_backward_filter(const wk_conv_ctx *c) {
             const double *xc = X + ((size_t)n * g->c + c0 + ci) * g->h * g->w;
             const double *yk = Y + ((size_t)n * g->k + k) * g->oh * g->ow;
             for (int oh = oh0; oh < oh1; oh++) {
-              const double *xr = xc + (size_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
+              const ptrdiff_t xr = (ptrdiff_t)(oh * g->u - g->ph + r * g->dh) * g->w + off;
               const double *yr = yk + (size_t)oh * g->ow;
-              for (int ow = ow0; ow < ow1; ow++) acc += xr[(size_t)ow * g->v] * yr[ow];
+              for (int ow = ow0; ow < ow1; ow++) acc += xc[xr + (ptrdiff_t)ow * g->v] * yr[ow];
             }
           }
           wk_blend(c, t,
