@@ -75,8 +75,9 @@ static wk_net *wkt_smallcnn(wk_ctx *ctx) { return wkt_zoo(ctx, "smallcnn", 32, 1
 static wk_net *wkt_resnet18(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 64, 1.0f); }
 static wk_net *wkt_mobilenet(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 64, 0.5f); }
 /* For tests that count the step's pieces of work, not its values: the same
- * nodes at an eighth of the arithmetic, which the emulated device spends
- * most of such a test's time on. */
+ * nodes on a quarter of the pixels (ResNet-18 at half width too: a sixteenth
+ * of its convolutions' arithmetic, which the emulated device spends most of
+ * such a test's time on). */
 static wk_net *wkt_resnet18_small(wk_ctx *ctx) { return wkt_zoo(ctx, "resnet18", 32, 0.5f); }
 static wk_net *wkt_mobilenet_small(wk_ctx *ctx) { return wkt_zoo(ctx, "mobilenetv2", 32, 0.5f); }
 
