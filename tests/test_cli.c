@@ -373,6 +373,11 @@ START_TEST(test_usage_mistakes_are_explained) {
   ck_assert_msg(r.code == 1 && strstr(r.err, "net.bin: an ONNX model, not a whisker model file; "
                                              "convert it first: 'whisker import "),
                 "exit %d, stderr: %s", r.code, r.err);
+  /* a photo given as the model is named for what it is */
+  snprintf(args, sizeof args, "info '%s/data/samples/cat.jpg'", src);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "cat.jpg: a JPEG image, not a whisker model file ("),
+                "exit %d, stderr: %s", r.code, r.err);
   snprintf(args, sizeof args, "eval '%s/root' --model %s", dir, model);
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "root holds the splits train/ and val/, not a folder "
