@@ -188,6 +188,19 @@ START_TEST(test_empty_class_and_empty_dataset_are_errors) {
   o.prescan = false;
   ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_ERR_FORMAT);
   ck_assert_msg(strstr(wk_last_error(), "class 'cobra'"), "%s", wk_last_error());
+  /* class folders without one image file; then with only refused ones */
+  char *one = wkt_join(a, "one.png", NULL);
+  ck_assert_int_eq(remove(one), 0);
+  free(one);
+  ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_ERR_FORMAT);
+  ck_assert_msg(strstr(wk_last_error(), ": no image files (.jpg, .jpeg, .jpe, .jfif, .png) in its "
+                                        "3 class folders"), "%s", wk_last_error());
+  copy_fixture("bad_text.jpg", c, "fake.jpg");
+  o.prescan = true;
+  ck_assert_int_eq(wk_dataset_open_folder(root, &o, &ds), WK_ERR_FORMAT);
+  ck_assert_msg(strstr(wk_last_error(), ": no usable images (1 file left out, see the warnings "
+                                        "above)"), "%s", wk_last_error());
+  o.prescan = false;
   /* no class folders; a folder that does not exist */
   ck_assert_int_eq(wk_dataset_open_folder(e, &o, &ds), WK_ERR_FORMAT);
   ck_assert_msg(strstr(wk_last_error(), "no class folders"), "%s", wk_last_error());

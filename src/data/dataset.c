@@ -113,9 +113,12 @@ static wk_status wk_dataset_check_classes(const wk_dataset *ds) {
   if (!count) return wk_fail(WK_ERR_NOMEM, "%s: out of memory", ds->source);
   for (int64_t i = 0; i < ds->n_samples; i++) count[ds->samples[i].label]++;
   wk_status s = WK_OK;
-  if (ds->n_samples == 0) {
-    s = wk_fail(WK_ERR_FORMAT, "%s: no usable images (%lld files left out%s)", ds->source,
-                (long long)ds->n_bad, ds->n_bad ? ", see the warnings above" : "");
+  if (ds->n_samples == 0 && ds->n_bad == 0) {
+    s = wk_fail(WK_ERR_FORMAT, "%s: no image files (" WK_IMAGE_EXTS ") in its %d class folder%s",
+                ds->source, ds->n_classes, ds->n_classes == 1 ? "" : "s");
+  } else if (ds->n_samples == 0) {
+    s = wk_fail(WK_ERR_FORMAT, "%s: no usable images (%lld file%s left out, see the warnings "
+                "above)", ds->source, (long long)ds->n_bad, ds->n_bad == 1 ? "" : "s");
   } else {
     for (int c = 0; c < ds->n_classes && s == WK_OK; c++)
       if (count[c] == 0 && !(ds->absent && ds->absent[c]))
