@@ -288,7 +288,8 @@ int wk_cmd_bench(int argc, char **argv) {
     if (wk_trainer_step(t, &x, &labels, &loss, NULL) != WK_OK) goto fail;
     times[s] = wk_now_s() - t0;
     if (!o.json && wk_dist_rank(dist) == 0)
-      fprintf(stderr, "step %d: %.3f s, loss %.4f\n", s, times[s], (double)loss);
+      fprintf(stderr, "step %d: %.3f s, loss %.4f%s\n", s, times[s], (double)loss,
+              s < o.warmup ? " (warm-up)" : "");
   }
   double sum = 0;
   for (int s = o.warmup; s < total; s++) sum += times[s];
