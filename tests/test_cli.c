@@ -431,6 +431,15 @@ START_TEST(test_train_refuses_before_training) {
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "one: 1 class ('cat'): a classifier needs"),
                 "exit %d, stderr: %s", r.code, r.err);
+  /* a --from that is no model: told before the data, and no run folder made */
+  snprintf(args, sizeof args, "finetune '%s/one' --out '%s/ft' --from '%s/data/samples/cat.jpg'",
+           dir, dir, src);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "cat.jpg: a JPEG image, not a whisker model file") &&
+                    !strstr(r.err, "1 class"),
+                "exit %d, stderr: %s", r.code, r.err);
+  snprintf(cmd, sizeof cmd, "%s/ft", dir);
+  ck_assert_int_ne(access(cmd, F_OK), 0);
   snprintf(args, sizeof args, "train '%s/one' --out '%s/afile' %s", dir, dir, quick);
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "afile: not a folder: a file of that name exists"),

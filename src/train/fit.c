@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "cuda/cuda.h"
 #include "data/loader.h"
+#include "modelio/model.h"
 #include "nn/zoo.h"
 #include "train/finetune.h"
 #include "train/fit_run.h"
@@ -645,6 +646,12 @@ static wk_status wk_train_epoch(wk_run *r, int e, int64_t skip, wk_epoch_row *ro
 static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   wk_fit_config *c = r->cfg;
   wk_data_pos pos = {0, 0, 0};
+  /* a wrong --from is told before a run folder is made and the data scanned */
+  if (!c->resume && c->pretrained) {
+    wk_st_file *f;
+    WK_TRY(wk_model_open(c->pretrained, &f));
+    wk_st_close(f);
+  }
   WK_TRY(wk_run_paths(r));
   bool settings = false; /* the checkpoint kept the run's settings */
   if (c->resume) { /* before the data: its split and order follow the run's seed */
