@@ -378,6 +378,13 @@ START_TEST(test_usage_mistakes_are_explained) {
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "cat.jpg: a JPEG image, not a whisker model file ("),
                 "exit %d, stderr: %s", r.code, r.err);
+  /* and a whisker model given to import */
+  snprintf(args, sizeof args, "import '%s/pretrained/default.safetensors' '%s/x.safetensors'", src,
+           dir);
+  r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, "default.safetensors: a whisker model (safetensors), "
+                                             "not an ONNX model"),
+                "exit %d, stderr: %s", r.code, r.err);
   snprintf(args, sizeof args, "eval '%s/root' --model %s", dir, model);
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "root holds the splits train/ and val/, not a folder "

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/atomic_file.h"
+#include "core/file_kind.h"
 #include "core/hostres.h"
 
 #include "core/strmap.h"
@@ -492,6 +493,52 @@ START_TEST(test_host_limits_live) {
 }
 END_TEST
 
+/* File kinds by their first bytes: each known magic, a safetensors header
+ * only with a plausible length before its '{"', and nothing for text, an
+ * ONNX protobuf (model.c tells that one apart itself) or too few bytes. */
+START_TEST(test_file_kind) {
+  static const struct {
+    const char *bytes;
+    size_t n;
+    const char *kind;
+    bool torch_advice;
+  } cases[] = {
+      {"\xff\xd8\xff\xe0\0\x10JFIF", 10, "a JPEG image", false},
+      {"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16, "a PNG image", false},
+      {"\x89HDF\r\n\x1a\n", 8, "an HDF5 file", false},
+      {"\x1f\x8b\x08\0", 4, "a gzip archive", false},
+      {"PK\x03\x04\x14\0", 6, "a zip archive", true},
+      {"\x80\x02}q\0", 5, "a Python pickle", true},
+      {"\x40\0\0\0\0\0\0\0{\"w\":", 13, "a whisker model (safetensors)", false},
+      {"\0\0\0\0\0\0\0\x80{\"w\":", 13, NULL, false}, /* a length of 2^63 */
+      {"\x08\x07\x12\x07pytorch", 11, NULL, false},      /* ONNX */
+      {"time,x,y\n", 9, NULL, false},
+      {"\xff\xd8", 2, NULL, false},
+      {"", 0, NULL, false},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    const char *advice = "unset";
+    const char *kind = wk_file_kind((const unsigned char *)cases[k].bytes, cases[k].n, &advice);
+    if (cases[k].kind) ck_assert_msg(kind && !strcmp(kind, cases[k].kind), "case %zu: %s", k,
+                                     kind ? kind : "NULL");
+    else ck_assert_msg(!kind, "case %zu: %s", k, kind);
+    ck_assert_msg(cases[k].torch_advice ? advice && strstr(advice, "'whisker import'") : !advice,
+                  "case %zu: advice %s", k, advice ? advice : "NULL");
+  }
+  char dir[] = "/tmp/wk_file_kind_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/photo.model", dir);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  fwrite("\x89PNG\r\n\x1a\n", 1, 8, f);
+  fclose(f);
+  ck_assert_str_eq(wk_file_kind_at(path, NULL), "a PNG image");
+  ck_assert_int_eq(remove(path), 0);
+  ck_assert_ptr_null(wk_file_kind_at(path, NULL));
+  wkt_remove_tree(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
@@ -505,6 +552,7 @@ int main(void) {
   tcase_add_test(tc, test_pool_covers_every_index_once);
   tcase_add_test(tc, test_ctx_from_environment);
   tcase_add_test(tc, test_strmap);
+  tcase_add_test(tc, test_file_kind);
   tcase_add_test(tc, test_host_limits_cgroup_v2);
   tcase_add_test(tc, test_host_limits_cgroup_v1_container);
   tcase_add_test(tc, test_host_limits_malformed);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/file_kind.h"
 #include "core/status.h"
 #include "core/utf8.h"
 
@@ -564,30 +565,6 @@ static bool wk_looks_onnx(const char *path) {
           b[2] == 0x42);
 }
 
-/* What a file that is not a safetensors one looks like by its first bytes (a
- * photo given as --model, a PyTorch checkpoint), and what to do instead, for
- * the refusal; NULL when nothing is recognised. */
-static const char *wk_looks_like(const char *path, const char **advice) {
-  static const char torch_advice[] =
-      "a PyTorch checkpoint? export it to ONNX, then 'whisker import' it";
-  static const char model_advice[] = "a .safetensors file that whisker train, finetune or "
-                                     "import wrote";
-  *advice = model_advice;
-  unsigned char b[8] = {0};
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  const size_t n = fread(b, 1, sizeof b, f);
-  fclose(f);
-  if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return "a JPEG image";
-  if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return "a PNG image";
-  if (n >= 8 && !memcmp(b, "\x89HDF\r\n\x1a\n", 8)) return "an HDF5 file";
-  if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) return "a gzip archive";
-  *advice = torch_advice;
-  if (n >= 4 && !memcmp(b, "PK\x03\x04", 4)) return "a zip archive";
-  if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) return "a Python pickle";
-  return NULL;
-}
-
 wk_status wk_model_open(const char *path, wk_st_file **out) {
   const wk_status s = wk_st_open(path, out);
   if (s != WK_ERR_FORMAT && s != WK_ERR_LIMIT) return s;
@@ -595,9 +572,11 @@ wk_status wk_model_open(const char *path, wk_st_file **out) {
     return wk_fail(WK_ERR_FORMAT, "%s: an ONNX model, not a whisker model file; convert it "
                    "first: 'whisker import %s MODEL.safetensors'", path, path);
   const char *advice;
-  const char *what = wk_looks_like(path, &advice);
-  if (what)
-    return wk_fail(WK_ERR_FORMAT, "%s: %s, not a whisker model file (%s)", path, what, advice);
+  const char *what = wk_file_kind_at(path, &advice);
+  if (what && strncmp(what, "a whisker model", 15))
+    return wk_fail(WK_ERR_FORMAT, "%s: %s, not a whisker model file (%s)", path, what,
+                   advice ? advice : "a .safetensors file that whisker train, finetune or "
+                                     "import wrote");
   return s;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/file_kind.h"
 #include "core/sha256.h"
 #include "onnx/onnx.h"
 #include "onnx/onnx_impl.h"
@@ -116,7 +117,11 @@ wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sh
     return s;
   }
   Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, buf);
+  const char *advice, *kind = m ? NULL : wk_file_kind(buf, n, &advice);
   free(buf);
+  if (!m && kind)
+    return wk_fail(WK_ERR_FORMAT, "%s: %s, not an ONNX model%s%s%s", path, kind,
+                   advice ? " (" : "", advice ? advice : "", advice ? ")" : "");
   if (!m)
     return wk_fail(WK_ERR_FORMAT, "%s: not an ONNX model (the protobuf ModelProto does not parse; "
                    "truncated or another format?)", path);
