@@ -311,7 +311,8 @@ START_TEST(test_mem_available) {
   float *a = NULL;
   WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, bytes / sizeof(float), &a));
   ck_assert_ptr_null(a);
-  ck_assert_msg(strstr(wk_last_error(), "MB available (0 MB held already); try a smaller --batch"),
+  ck_assert_msg(strstr(wk_last_error(), "MB available, 256 of them kept free (0 MB held "
+                                        "already); try a smaller --batch"),
                 "%s", wk_last_error());
   ck_assert_uint_eq(p.bytes_held, 0);
   WKT_OK(wk_bufpool_acquire(&p, 16, &a)); /* and it still works */
@@ -339,8 +340,8 @@ START_TEST(test_mem_cgroup) {
   WKT_FAILS(WK_ERR_NOMEM, wk_bufpool_acquire(&p, (size_t)4 << 20, &b)); /* 16 MB */
   ck_assert_ptr_null(b);
   ck_assert_msg(strstr(wk_last_error(), "need 16 MB more, the process's control group (a "
-                       "container's or job's memory limit, 270 MB) leaves 266 MB (4 MB held "
-                       "already); try a smaller --batch"), "%s", wk_last_error());
+                       "container's or job's memory limit, 270 MB) leaves 266 MB, 256 of them "
+                       "kept free (4 MB held already); try a smaller --batch"), "%s", wk_last_error());
   wkt_write_text(dir, "sys/fs/cgroup/job/memory.max", "max\n");
   WKT_OK(wk_bufpool_acquire(&p, (size_t)4 << 20, &b)); /* no limit: the system's 64 GB */
   wk_bufpool_free(&p);

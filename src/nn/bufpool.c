@@ -181,13 +181,13 @@ static wk_status wk_bp_room(const wk_bufpool *p, size_t bytes) {
   if (m.by_cgroup)
     return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
                    "need %zu MB more, the process's control group (a container's or job's "
-                   "memory limit, %zu MB) leaves %zu MB (%zu MB held already); try a smaller "
-                   "--batch", (bytes + mb - 1) / mb, m.cg_limit / mb, m.avail / mb,
-                   p->bytes_held / mb);
+                   "memory limit, %zu MB) leaves %zu MB, %zu of them kept free (%zu MB held "
+                   "already); try a smaller --batch", (bytes + mb - 1) / mb, m.cg_limit / mb,
+                   m.avail / mb, WK_BP_RESERVE_BYTES / mb, p->bytes_held / mb);
   return wk_fail(WK_ERR_NOMEM, "out of memory: the network's activations and gradients "
-                 "need %zu MB more, the system has %zu MB available (%zu MB held already); "
-                 "try a smaller --batch", (bytes + mb - 1) / mb, m.avail / mb,
-                 p->bytes_held / mb);
+                 "need %zu MB more, the system has %zu MB available, %zu of them kept free "
+                 "(%zu MB held already); try a smaller --batch", (bytes + mb - 1) / mb,
+                 m.avail / mb, WK_BP_RESERVE_BYTES / mb, p->bytes_held / mb);
 }
 
 wk_status wk_bufpool_acquire(wk_bufpool *p, size_t n_elems, float **out) {
