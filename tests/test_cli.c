@@ -50,6 +50,40 @@ static run_result run_in(const char *args, const char *in) {
   return r;
 }
 
+/* OpenMP's idle threads (src/cli/omp_wait.c): with neither OMP_WAIT_POLICY
+ * nor GOMP_SPINCOUNT set, libgomp itself (its OMP_DISPLAY_ENV report, printed
+ * from its constructor) runs with whisker's short spin, and `whisker system`
+ * says so; a user's setting of either is what libgomp runs with. Another
+ * OpenMP runtime (no GOMP_SPINCOUNT in its report) has nothing to check. */
+START_TEST(test_openmp_wait_setting) {
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  setenv("OMP_DISPLAY_ENV", "verbose", 1);
+  run_result r = run("--version");
+  if (!strstr(r.err, "GOMP_SPINCOUNT")) {
+    unsetenv("OMP_DISPLAY_ENV");
+    return;
+  }
+  ck_assert_msg(r.code == 0 && strstr(r.err, "GOMP_SPINCOUNT = '3000'"), "stderr: %s", r.err);
+  setenv("GOMP_SPINCOUNT", "7", 1);
+  r = run("--version");
+  ck_assert_msg(strstr(r.err, "GOMP_SPINCOUNT = '7'"), "stderr: %s", r.err);
+  unsetenv("GOMP_SPINCOUNT");
+  setenv("OMP_WAIT_POLICY", "active", 1);
+  r = run("--version");
+  ck_assert_msg(strstr(r.err, "OMP_WAIT_POLICY = 'ACTIVE'") &&
+                    !strstr(r.err, "GOMP_SPINCOUNT = '3000'"), "stderr: %s", r.err);
+  r = run("system");
+  ck_assert_msg(strstr(r.out, "openmp: idle threads wait as OMP_WAIT_POLICY=active, "
+                              "GOMP_SPINCOUNT=(unset) say\n"), "stdout: %s", r.out);
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("OMP_DISPLAY_ENV");
+  r = run("system");
+  ck_assert_msg(strstr(r.out, "openmp: idle threads spin briefly, then sleep "
+                              "(GOMP_SPINCOUNT=3000, whisker's default)\n"), "stdout: %s", r.out);
+}
+END_TEST
+
 START_TEST(test_version_and_help) {
   run_result r = run("--version");
   ck_assert_int_eq(r.code, 0);
@@ -821,6 +855,7 @@ int main(void) {
    * from a cold disk cache takes seconds): Check's 4 s default is too tight under load */
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_version_and_help);
+  tcase_add_test(tc, test_openmp_wait_setting);
   tcase_add_test(tc, test_usage_errors_exit_2);
   tcase_add_test(tc, test_train_refuses_before_training);
   tcase_add_test(tc, test_train_keeps_an_earlier_run);

@@ -1,10 +1,12 @@
 /* cmd_system.c - `whisker system`: what this build can run on. */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/omp_wait.h"
 #include "core/hostres.h"
 #include "cuda/cuda.h"
 #include "whisker.h"
@@ -44,6 +46,15 @@ int wk_cmd_system(int argc, char **argv) {
   printf("cpu: oneDNN %d.%d.%d, %s, %d thread%s, implementation %s\n", v->major, v->minor,
          v->patch, wk_isa_name(dnnl_get_effective_cpu_isa()), ctx->n_threads,
          ctx->n_threads == 1 ? "" : "s", wk_impl_name(ctx->impl));
+#ifdef WK_HAVE_OMP_WAIT
+  const char *wait = wk_omp_wait_policy();
+#else
+  const char *wait = NULL;
+#endif
+  if (wait) printf("openmp: idle threads spin briefly, then sleep (%s, whisker's default)\n", wait);
+  else printf("openmp: idle threads wait as OMP_WAIT_POLICY=%s, GOMP_SPINCOUNT=%s say\n",
+              getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)",
+              getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(unset)");
   const int quota = wk_cgroup_cpu_quota("");
   if (quota > 0) printf("cpu quota: %d CPU%s (control group)\n", quota, quota == 1 ? "" : "s");
   wk_host_mem m;

@@ -57,6 +57,8 @@ static void wk_usage(FILE *f) {
           "                           the plain reference loops (ref); a GPU is --device's\n"
           "  WHISKER_DIST_TIMEOUT=S   several processes: stop all when one hangs (300)\n"
           "  WHISKER_MPIRUN=PATH      the launcher --gpus and --procs start (mpirun)\n"
+          "  OMP_WAIT_POLICY, GOMP_SPINCOUNT   how OpenMP's idle threads wait; unset,\n"
+          "                           whisker spins them briefly (GOMP_SPINCOUNT=3000)\n"
           "GPU tuning, described in 'whisker train --help' and docs/gpu/README.md:\n"
           "  WHISKER_CUDNN_ALGO=find|heuristic, WHISKER_CUDNN_API=legacy|graph,\n"
           "  WHISKER_GPU_WORKSPACE_MB=N, WHISKER_CUDA_GRAPH=1, WHISKER_GPU_FUSED_STEP=0,\n"
