@@ -6,34 +6,47 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char wk_torch_advice[] =
-    "a PyTorch checkpoint? export it to ONNX, then 'whisker import' it";
-
-const char *wk_file_kind(const unsigned char *b, size_t n, const char **advice) {
-  const char *hint = NULL, *what = NULL;
-  if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) what = "a JPEG image";
-  else if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) what = "a PNG image";
-  else if (n >= 8 && !memcmp(b, "\x89HDF\r\n\x1a\n", 8)) what = "an HDF5 file";
-  else if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) what = "a gzip archive";
-  else if (n >= 4 && !memcmp(b, "PK\x03\x04", 4)) what = "a zip archive", hint = wk_torch_advice;
-  else if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
-    what = "a Python pickle", hint = wk_torch_advice;
-  else if (n >= 10 && b[8] == '{' && b[9] == '"') {
+wk_file_kind_id wk_file_kind(const unsigned char *b, size_t n) {
+  if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return WK_FILE_JPEG;
+  if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return WK_FILE_PNG;
+  if (n >= 8 && !memcmp(b, "\x89HDF\r\n\x1a\n", 8)) return WK_FILE_HDF5;
+  if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) return WK_FILE_GZIP;
+  if (n >= 4 && !memcmp(b, "PK\x03\x04", 4)) return WK_FILE_ZIP;
+  if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) return WK_FILE_PICKLE;
+  if (n >= 10 && b[8] == '{' && b[9] == '"') {
     /* safetensors: a little-endian header length, then the JSON header */
     uint64_t len = 0;
     for (int i = 0; i < 8; i++) len |= (uint64_t)b[i] << (8 * i);
-    if (len >= 2 && len < ((uint64_t)1 << 32)) what = "a whisker model (safetensors)";
+    if (len >= 2 && len < ((uint64_t)1 << 32)) return WK_FILE_SAFETENSORS;
   }
-  if (advice) *advice = hint;
-  return what;
+  return WK_FILE_UNKNOWN;
 }
 
-const char *wk_file_kind_at(const char *path, const char **advice) {
-  if (advice) *advice = NULL;
+wk_file_kind_id wk_file_kind_at(const char *path) {
   unsigned char b[WK_FILE_KIND_BYTES];
   FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
+  if (!f) return WK_FILE_UNKNOWN;
   const size_t n = fread(b, 1, sizeof b, f);
   fclose(f);
-  return wk_file_kind(b, n, advice);
+  return wk_file_kind(b, n);
+}
+
+const char *wk_file_kind_name(wk_file_kind_id k) {
+  switch (k) {
+  case WK_FILE_JPEG: return "a JPEG image";
+  case WK_FILE_PNG: return "a PNG image";
+  case WK_FILE_HDF5: return "an HDF5 file";
+  case WK_FILE_GZIP: return "a gzip archive";
+  case WK_FILE_ZIP: return "a zip archive";
+  case WK_FILE_PICKLE: return "a Python pickle";
+  case WK_FILE_SAFETENSORS: return "a whisker model (safetensors)";
+  case WK_FILE_UNKNOWN: break;
+  }
+  return NULL;
+}
+
+const char *wk_file_kind_advice(wk_file_kind_id k) {
+  return k == WK_FILE_ZIP || k == WK_FILE_PICKLE
+             ? "a PyTorch checkpoint? export it to ONNX, then 'whisker import' it"
+             : NULL;
 }

@@ -9,13 +9,28 @@
 /* How many of a file's first bytes wk_file_kind looks at. */
 #define WK_FILE_KIND_BYTES 16
 
-/* A description ("a JPEG image", "a whisker model (safetensors)", ...) of the
- * file that begins with b[0, n), or NULL when it is none of the kinds known;
- * *advice (when not NULL) gets a hint of what to do with such a file, or
- * NULL. */
-const char *wk_file_kind(const unsigned char *b, size_t n, const char **advice);
+typedef enum wk_file_kind_id {
+  WK_FILE_UNKNOWN = 0, /* none of the kinds below */
+  WK_FILE_JPEG,
+  WK_FILE_PNG,
+  WK_FILE_HDF5,
+  WK_FILE_GZIP,
+  WK_FILE_ZIP,
+  WK_FILE_PICKLE,
+  WK_FILE_SAFETENSORS, /* a plausible header length, then '{"' */
+} wk_file_kind_id;
 
-/* The same for the file at path (NULL when it cannot be read). */
-const char *wk_file_kind_at(const char *path, const char **advice);
+/* The kind of the file that begins with b[0, n). */
+wk_file_kind_id wk_file_kind(const unsigned char *b, size_t n);
+
+/* The same for the file at path (WK_FILE_UNKNOWN when it cannot be read). */
+wk_file_kind_id wk_file_kind_at(const char *path);
+
+/* "a JPEG image", ..., for a message; NULL for WK_FILE_UNKNOWN. */
+const char *wk_file_kind_name(wk_file_kind_id k);
+
+/* What to do with such a file instead, or NULL: for a zip archive or a pickle
+ * (a PyTorch checkpoint, most likely), the way to an importable ONNX file. */
+const char *wk_file_kind_advice(wk_file_kind_id k);
 
 #endif

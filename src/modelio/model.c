@@ -571,12 +571,15 @@ wk_status wk_model_open(const char *path, wk_st_file **out) {
   if (wk_looks_onnx(path))
     return wk_fail(WK_ERR_FORMAT, "%s: an ONNX model, not a whisker model file; convert it "
                    "first: 'whisker import %s MODEL.safetensors'", path, path);
-  const char *advice;
-  const char *what = wk_file_kind_at(path, &advice);
-  if (what && strncmp(what, "a whisker model", 15))
-    return wk_fail(WK_ERR_FORMAT, "%s: %s, not a whisker model file (%s)", path, what,
+  /* another format, named (a damaged safetensors file keeps the reader's detail) */
+  const wk_file_kind_id k = wk_file_kind_at(path);
+  if (k != WK_FILE_UNKNOWN && k != WK_FILE_SAFETENSORS) {
+    const char *advice = wk_file_kind_advice(k);
+    return wk_fail(WK_ERR_FORMAT, "%s: %s, not a whisker model file (%s)", path,
+                   wk_file_kind_name(k),
                    advice ? advice : "a .safetensors file that whisker train, finetune or "
                                      "import wrote");
+  }
   return s;
 }
 

@@ -117,11 +117,13 @@ wk_status wk_onnx_load_model(const char *path, Onnx__ModelProto **model, char sh
     return s;
   }
   Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, buf);
-  const char *advice, *kind = m ? NULL : wk_file_kind(buf, n, &advice);
+  const wk_file_kind_id kind = m ? WK_FILE_UNKNOWN : wk_file_kind(buf, n);
   free(buf);
-  if (!m && kind)
-    return wk_fail(WK_ERR_FORMAT, "%s: %s, not an ONNX model%s%s%s", path, kind,
-                   advice ? " (" : "", advice ? advice : "", advice ? ")" : "");
+  const char *advice = wk_file_kind_advice(kind);
+  if (kind != WK_FILE_UNKNOWN)
+    return wk_fail(WK_ERR_FORMAT, "%s: %s, not an ONNX model%s%s%s", path,
+                   wk_file_kind_name(kind), advice ? " (" : "", advice ? advice : "",
+                   advice ? ")" : "");
   if (!m)
     return wk_fail(WK_ERR_FORMAT, "%s: not an ONNX model (the protobuf ModelProto does not parse; "
                    "truncated or another format?)", path);
