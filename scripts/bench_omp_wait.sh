@@ -42,8 +42,7 @@ run() {
   local p=$1
   shift
   case $p in
-    gomp:*) env -u OMP_WAIT_POLICY GOMP_SPINCOUNT="${p#gomp:}" "$@" ;;
-    spin:*) env -u OMP_WAIT_POLICY GOMP_SPINCOUNT="${p#spin:}" "$@" ;;
+    gomp:* | spin:*) env -u OMP_WAIT_POLICY GOMP_SPINCOUNT="${p#*:}" "$@" ;; # gomp: its default
     passive) env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive "$@" ;;
     whisker) env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY "$@" ;;
     *) echo "bench_omp_wait.sh: unknown policy '$p'" >&2; exit 2 ;;

@@ -50,6 +50,13 @@ static run_result run_in(const char *args, const char *in) {
   return r;
 }
 
+/* Runs whisker with args and expects exit 1 with `says` in its stderr. */
+static void run_fails(const char *args, const char *says) {
+  const run_result r = run(args);
+  ck_assert_msg(r.code == 1 && strstr(r.err, says), "%s: exit %d, stderr: %s", args, r.code,
+                r.err);
+}
+
 /* OpenMP's idle threads (src/cli/omp_wait.c): with neither OMP_WAIT_POLICY
  * nor GOMP_SPINCOUNT set, libgomp itself (its OMP_DISPLAY_ENV report, printed
  * from its constructor) runs with whisker's short spin, and `whisker system`
@@ -403,22 +410,16 @@ START_TEST(test_usage_mistakes_are_explained) {
   r = run("help classify");
   ck_assert_msg(r.code == 0 && !strncmp(r.out, "usage: whisker classify", 23), "stdout: %s", r.out);
   snprintf(args, sizeof args, "classify '%s/data/samples/cat.jpg' --model '%s/net.bin'", src, dir);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "net.bin: an ONNX model, not a whisker model file; "
-                                             "convert it first: 'whisker import "),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "net.bin: an ONNX model, not a whisker model file; "
+                  "convert it first: 'whisker import ");
   /* a photo given as the model is named for what it is */
   snprintf(args, sizeof args, "info '%s/data/samples/cat.jpg'", src);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "cat.jpg: a JPEG image, not a whisker model file ("),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "cat.jpg: a JPEG image, not a whisker model file (");
   /* and a whisker model given to import */
   snprintf(args, sizeof args, "import '%s/pretrained/default.safetensors' '%s/x.safetensors'", src,
            dir);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "default.safetensors: a whisker model (safetensors), "
-                                             "not an ONNX model"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "default.safetensors: a whisker model (safetensors), "
+                  "not an ONNX model");
   snprintf(args, sizeof args, "eval '%s/root' --model %s", dir, model);
   r = run(args);
   ck_assert_msg(r.code == 1 && strstr(r.err, "root holds the splits train/ and val/, not a folder "
@@ -426,14 +427,10 @@ START_TEST(test_usage_mistakes_are_explained) {
                                              "see,") && strstr(r.err, "/root/val\n"),
                 "exit %d, stderr: %s", r.code, r.err);
   snprintf(args, sizeof args, "eval '%s/one' --model %s", dir, model);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "one has 1 class folder, the model 2 classes"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "one has 1 class folder, the model 2 classes");
   snprintf(args, sizeof args, "classify '%s/empty' --model %s", dir, model);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "empty: no image files (.jpg, .jpeg, .jpe, .jfif, "
-                                             ".png) in this folder"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "empty: no image files (.jpg, .jpeg, .jpe, .jfif, "
+                  ".png) in this folder");
   snprintf(args, sizeof args, "classify '%s/empty' '%s/one' --model %s --top 5", dir, dir, model);
   r = run(args);
   ck_assert_msg(r.code == 0 && strstr(r.err, "warning: ") &&
@@ -469,9 +466,7 @@ START_TEST(test_train_refuses_before_training) {
   snprintf(cmd, sizeof cmd, "%s/run", dir);
   ck_assert_int_ne(access(cmd, F_OK), 0);
   snprintf(args, sizeof args, "train '%s/one' --out '%s/run' %s", dir, dir, quick);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "one: 1 class ('cat'): a classifier needs"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "one: 1 class ('cat'): a classifier needs");
   /* a --from that is no model: told before the data, and no run folder made */
   snprintf(args, sizeof args, "finetune '%s/one' --out '%s/ft' --from '%s/data/samples/cat.jpg'",
            dir, dir, src);
@@ -482,27 +477,19 @@ START_TEST(test_train_refuses_before_training) {
   snprintf(cmd, sizeof cmd, "%s/ft", dir);
   ck_assert_int_ne(access(cmd, F_OK), 0);
   snprintf(args, sizeof args, "train '%s/one' --out '%s/afile' %s", dir, dir, quick);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "afile: not a folder: a file of that name exists"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "afile: not a folder: a file of that name exists");
   if (geteuid() != 0) {
     snprintf(cmd, sizeof cmd, "%s/ro", dir);
     ck_assert_int_eq(chmod(cmd, 0555), 0);
     snprintf(args, sizeof args, "train '%s/one' --out '%s/ro' %s", dir, dir, quick);
-    r = run(args);
-    ck_assert_msg(r.code == 1 && strstr(r.err, "ro: cannot write in the run folder"),
-                  "exit %d, stderr: %s", r.code, r.err);
+    run_fails(args, "ro: cannot write in the run folder");
   }
   snprintf(args, sizeof args, "export '%s/pretrained/default.safetensors' '%s/pipe.onnx'", src,
            dir);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "pipe.onnx: not a regular file (a pipe)"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "pipe.onnx: not a regular file (a pipe)");
   snprintf(args, sizeof args, "convert '%s/pretrained/default.safetensors' '%s/pipe.onnx'", src,
            dir);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "pipe.onnx: not a regular file (a pipe)"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "pipe.onnx: not a regular file (a pipe)");
   struct stat st;
   snprintf(cmd, sizeof cmd, "%s/pipe.onnx", dir);
   ck_assert_int_eq(lstat(cmd, &st), 0);
@@ -537,10 +524,8 @@ START_TEST(test_train_keeps_an_earlier_run) {
   snprintf(path, sizeof path, "%s/run/model.safetensors", dir);
   struct stat before, after;
   ck_assert_int_eq(stat(path, &before), 0);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "run: holds a run already (checkpoint.safetensors): "
-                                             "--resume continues it, --overwrite starts a new one"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "run: holds a run already (checkpoint.safetensors): "
+                  "--resume continues it, --overwrite starts a new one");
   ck_assert_int_eq(stat(path, &after), 0);
   ck_assert(before.st_ino == after.st_ino && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
             before.st_mtim.tv_sec == after.st_mtim.tv_sec);
@@ -551,10 +536,8 @@ START_TEST(test_train_keeps_an_earlier_run) {
   ck_assert(before.st_ino != after.st_ino); /* written anew (atomically: a new file) */
   /* --resume where there is no run: said so, and no folder made */
   snprintf(args, sizeof args, "train '%s/d' --out '%s/none' --resume", dir, dir);
-  r = run(args);
-  ck_assert_msg(r.code == 1 && strstr(r.err, "none: no run to resume (no checkpoint.safetensors); "
-                                             "leave out --resume to start one"),
-                "exit %d, stderr: %s", r.code, r.err);
+  run_fails(args, "none: no run to resume (no checkpoint.safetensors); "
+                  "leave out --resume to start one");
   snprintf(path, sizeof path, "%s/none", dir);
   ck_assert_int_ne(access(path, F_OK), 0);
   snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);

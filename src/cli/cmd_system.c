@@ -51,10 +51,10 @@ int wk_cmd_system(int argc, char **argv) {
 #else
   const char *wait = NULL;
 #endif
+  const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
   if (wait) printf("openmp: idle threads spin briefly, then sleep (%s, whisker's default)\n", wait);
   else printf("openmp: idle threads wait as OMP_WAIT_POLICY=%s, GOMP_SPINCOUNT=%s say\n",
-              getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)",
-              getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(unset)");
+              policy ? policy : "(unset)", spin ? spin : "(unset)");
   const int quota = wk_cgroup_cpu_quota("");
   if (quota > 0) printf("cpu quota: %d CPU%s (control group)\n", quota, quota == 1 ? "" : "s");
   wk_host_mem m;

@@ -18,7 +18,8 @@
  * the environment to the one the kernel gave: a program's .preinit_array is
  * too early). glibc runs the constructors of libraries that do not depend on
  * each other in the reverse of the order it loaded them, so a program names
- * this library after libgomp (CMakeLists.txt: wk_omp_wait()); test_cli checks
+ * this library after libgomp and after oneDNN, which depends on libgomp
+ * (CMakeLists.txt: wk_omp_wait()); test_cli checks
  * through OMP_DISPLAY_ENV that libgomp saw the setting. A user's own
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone. Child processes inherit
  * the setting, as they would the user's. */

@@ -1,6 +1,7 @@
-/* file_kind.h - what a file is by its first bytes, for refusals that can say
- * more than "does not parse": a photo given where a model goes, a whisker
- * model given to import, a PyTorch checkpoint. */
+/* file_kind.h - what a file is by its first bytes: the image decoder's choice
+ * between JPEG and PNG, and refusals that can say more than "does not parse"
+ * (a photo given where a model goes, a whisker model given to import, a
+ * PyTorch checkpoint). */
 #ifndef WK_FILE_KIND_H
 #define WK_FILE_KIND_H
 

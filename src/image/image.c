@@ -8,6 +8,7 @@
 #include <string.h>
 #include <turbojpeg.h>
 
+#include "core/file_kind.h"
 #include "core/log.h"
 
 int64_t wk_image_max_pixels(void) {
@@ -114,12 +115,11 @@ static const char *wk_other_format(const uint8_t *p, size_t n) {
 }
 
 static wk_status wk_read_header(const uint8_t *p, size_t n, const char *name, wk_header *h) {
-  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   memset(h, 0, sizeof *h);
   if (n == 0) return wk_fail(WK_ERR_FORMAT, "%s: empty file (0 bytes)", name);
-  if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF)
-    return wk_jpeg_read_header(p, n, name, h);
-  if (n >= 8 && !memcmp(p, png_sig, 8)) return wk_png_read_header(p, n, name, h);
+  const wk_file_kind_id kind = wk_file_kind(p, n);
+  if (kind == WK_FILE_JPEG) return wk_jpeg_read_header(p, n, name, h);
+  if (kind == WK_FILE_PNG) return wk_png_read_header(p, n, name, h);
   const char *other = wk_other_format(p, n);
   if (other)
     return wk_fail(WK_ERR_UNSUPPORTED, "%s: %s images are not supported (JPEG and PNG are)",

@@ -67,6 +67,31 @@ static wk_status wk_rebuild(wk_ctx *ctx, wk_net *src, int n_classes, int size, u
   return WK_OK;
 }
 
+wk_status wk_finetune_from_net(wk_ctx *ctx, wk_net *src, const wk_model_meta *sm,
+                               const char *path, int n_classes, int size, uint64_t seed,
+                               wk_net **net, wk_model_meta *meta) {
+  if (n_classes < 2 || n_classes > WK_MODEL_MAX_CLASSES)
+    return wk_fail(WK_ERR_INVALID_ARG, "fine-tuning needs 2 to %d classes, not %d",
+                   WK_MODEL_MAX_CLASSES, n_classes);
+  WK_TRY(wk_rebuild(ctx, src, n_classes, size, seed, path, net));
+  int h, w, c;
+  wk_net_input_shape(*net, &h, &w, &c);
+  const wk_status s = wk_model_meta_init(meta, sm->arch, n_classes, h);
+  if (s != WK_OK) {
+    wk_net_destroy(*net);
+    *net = NULL;
+    return s;
+  }
+  meta->width = sm->width;
+  /* the model's normalisation; its resize/crop ratio at the new size */
+  const int crop = meta->pre.crop_px;
+  meta->pre = sm->pre;
+  meta->pre.crop_px = crop;
+  if (sm->pre.crop_px > 0)
+    meta->pre.resize_px = (int)lround((double)sm->pre.resize_px * h / sm->pre.crop_px);
+  return WK_OK;
+}
+
 wk_status wk_finetune_from(wk_ctx *ctx, const char *path, int n_classes, int size,
                            uint64_t seed, wk_net **net, wk_model_meta *meta) {
   if (n_classes < 2 || n_classes > WK_MODEL_MAX_CLASSES)
@@ -75,24 +100,7 @@ wk_status wk_finetune_from(wk_ctx *ctx, const char *path, int n_classes, int siz
   wk_net *src;
   wk_model_meta sm;
   WK_TRY(wk_model_load(ctx, path, &src, &sm));
-  wk_status s = wk_rebuild(ctx, src, n_classes, size, seed, path, net);
-  if (s == WK_OK) {
-    int h, w, c;
-    wk_net_input_shape(*net, &h, &w, &c);
-    s = wk_model_meta_init(meta, sm.arch, n_classes, h);
-    if (s == WK_OK) {
-      meta->width = sm.width;
-      /* the model's normalisation; its resize/crop ratio at the new size */
-      const int crop = meta->pre.crop_px;
-      meta->pre = sm.pre;
-      meta->pre.crop_px = crop;
-      if (sm.pre.crop_px > 0)
-        meta->pre.resize_px = (int)lround((double)sm.pre.resize_px * h / sm.pre.crop_px);
-    } else {
-      wk_net_destroy(*net);
-      *net = NULL;
-    }
-  }
+  const wk_status s = wk_finetune_from_net(ctx, src, &sm, path, n_classes, size, seed, net, meta);
   wk_net_destroy(src);
   wk_model_meta_free(&sm);
   return s;

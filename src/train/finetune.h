@@ -24,6 +24,13 @@
 wk_status wk_finetune_from(wk_ctx *ctx, const char *path, int n_classes, int size,
                            uint64_t seed, wk_net **net, wk_model_meta *meta);
 
+/* The same from a model loaded already (src and sm stay the caller's; path
+ * names it in messages): a run loads its base model before it reads the
+ * data, to refuse a wrong --from first. */
+wk_status wk_finetune_from_net(wk_ctx *ctx, wk_net *src, const wk_model_meta *sm,
+                               const char *path, int n_classes, int size, uint64_t seed,
+                               wk_net **net, wk_model_meta *meta);
+
 /* Phase 1: every node but the last frozen. */
 void wk_finetune_freeze_body(wk_net *net);
 /* Phase 2: all trainable, learning-rate scales from min_scale (first layer

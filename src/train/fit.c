@@ -67,6 +67,8 @@ typedef struct wk_run {
   bool writer;      /* rank 0: the one that writes RUN_DIR's files */
   wk_run_state state; /* kept in the checkpoint with the run's settings (fit_run.h) */
   char *pretrained;   /* the checkpoint's --pretrained, adopted on resume (owned) */
+  wk_net *base;       /* a new fine-tuning run's --from, until its network is built */
+  wk_model_meta base_meta;
   char path_model[4096], path_ckpt[4096], path_csv[4096], path_report[4096], path_lrf[4096];
 } wk_run;
 
@@ -222,7 +224,11 @@ static wk_status wk_run_new_model(wk_run *r) {
   const wk_fit_config *c = r->cfg;
   const int k = wk_dataset_n_classes(r->train_ds);
   if (c->pretrained) {
-    WK_TRY(wk_finetune_from(r->ctx, c->pretrained, k, c->size, c->seed, &r->net, &r->meta));
+    WK_TRY(wk_finetune_from_net(r->ctx, r->base, &r->base_meta, c->pretrained, k, c->size,
+                                c->seed, &r->net, &r->meta));
+    wk_net_destroy(r->base);
+    r->base = NULL;
+    wk_model_meta_free(&r->base_meta);
   } else {
     wk_arch_opts ao = wk_arch_opts_default(k);
     ao.in_h = ao.in_w = c->size;
@@ -647,11 +653,8 @@ static wk_status wk_fit_run(wk_run *r, wk_fit_result *res) {
   wk_fit_config *c = r->cfg;
   wk_data_pos pos = {0, 0, 0};
   /* a wrong --from is told before a run folder is made and the data scanned */
-  if (!c->resume && c->pretrained) {
-    wk_st_file *f;
-    WK_TRY(wk_model_open(c->pretrained, &f));
-    wk_st_close(f);
-  }
+  if (!c->resume && c->pretrained)
+    WK_TRY(wk_model_load(r->ctx, c->pretrained, &r->base, &r->base_meta));
   WK_TRY(wk_run_paths(r));
   bool settings = false; /* the checkpoint kept the run's settings */
   if (c->resume) { /* before the data: its split and order follow the run's seed */
@@ -845,6 +848,8 @@ wk_status wk_fit(wk_ctx *ctx, const wk_fit_config *cfg_in, wk_fit_result *res) {
   wk_ddp_destroy(r.ddp);
   wk_net_destroy(r.net);
   wk_model_meta_free(&r.meta);
+  wk_net_destroy(r.base);
+  wk_model_meta_free(&r.base_meta);
   wk_dataset_free(r.train_ds);
   wk_dataset_free(r.val_ds);
   free(r.rows);
